@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Brings up Redis, PostgreSQL and ClickHouse on this machine when they are not running,
+# installing them from the OS packages (Debian) when missing. Idempotent: safe to run again.
+#   bash ops/services.sh          start what is missing, then wait until each answers
+#   bash ops/services.sh check    only report what answers
+set -euo pipefail
+
+REDIS_PORT=${REDIS_PORT:-6379}
+PG_PORT=${PG_PORT:-5432}
+CH_HTTP=${CH_HTTP:-http://127.0.0.1:8123}
+APP_DB=${APP_DB:-agentmeter}
+
+say() { printf '[services] %s\n' "$*" >&2; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+apt_install() {
+  say "installing $* from the OS packages"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/tmp/agentmeter-apt.log 2>&1 || {
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q >>/tmp/agentmeter-apt.log 2>&1
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >>/tmp/agentmeter-apt.log 2>&1
+  } || { say "apt-get install $* failed; see /tmp/agentmeter-apt.log"; exit 1; }
+}
+
+wait_for() { # name, command...
+  local name=$1; shift
+  for _ in $(seq 1 60); do
+    if "$@" >/dev/null 2>&1; then say "$name is up"; return 0; fi
+    sleep 1
+  done
+  say "$name did not come up within 60 s"; return 1
+}
+
+redis_up() { redis-cli -p "$REDIS_PORT" ping | grep -q PONG; }
+pg_up() { pg_isready -h 127.0.0.1 -p "$PG_PORT" -q; }
+ch_up() { curl -fsS "$CH_HTTP/ping" | grep -q Ok; }
+
+if [ "${1:-}" = check ]; then
+  redis_up && say "redis: up" || say "redis: down"
+  pg_up && say "postgresql: up" || say "postgresql: down"
+  ch_up && say "clickhouse: up" || say "clickhouse: down"
+  exit 0
+fi
+
+# --- Redis ---------------------------------------------------------------------------
+if ! redis_up; then
+  command -v redis-server >/dev/null || apt_install redis-server redis-tools
+  mkdir -p /var/lib/redis /var/log/redis
+  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port "$REDIS_PORT" --save "" --appendonly no \
+    --dir /var/lib/redis --logfile /var/log/redis/agentmeter.log
+  wait_for redis redis_up
+fi
+# An evicted stream entry is a lost event: Redis must refuse writes instead of evicting.
+redis-cli -p "$REDIS_PORT" config set maxmemory-policy noeviction >/dev/null
+
+# --- PostgreSQL -----------------------------------------------------------------------
+if ! pg_up; then
+  command -v pg_ctlcluster >/dev/null || apt_install postgresql postgresql-contrib
+  version=$(ls /etc/postgresql | sort -V | tail -n 1)
+  pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+  wait_for postgresql pg_up
+fi
+if ! psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$APP_DB'" | grep -q 1; then
+  psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -c "CREATE DATABASE $APP_DB" >/dev/null 2>&1 || true
+  say "database $APP_DB ready"
+fi
+
+# --- ClickHouse -----------------------------------------------------------------------
+if ! ch_up; then
+  command -v clickhouse-server >/dev/null || apt_install clickhouse-server clickhouse-client
+  mkdir -p /var/lib/clickhouse /var/log/clickhouse-server
+  chown -R clickhouse:clickhouse /var/lib/clickhouse /var/log/clickhouse-server 2>/dev/null || true
+  # No systemd here: run it as its own user, detached from this shell.
+  if [ "$(id -u)" = 0 ]; then
+    setsid runuser -u clickhouse -- clickhouse-server --config-file=/etc/clickhouse-server/config.xml \
+      >/var/log/clickhouse-server/agentmeter-stdout.log 2>&1 < /dev/null &
+  else
+    setsid sudo -u clickhouse clickhouse-server --config-file=/etc/clickhouse-server/config.xml \
+      >/tmp/agentmeter-clickhouse.log 2>&1 < /dev/null &
+  fi
+  wait_for clickhouse ch_up
+fi
+say "redis, postgresql and clickhouse are up"

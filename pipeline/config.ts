@@ -1,0 +1,75 @@
+import { z } from 'zod';
+
+/**
+ * Every setting comes from an environment variable, validated once at start.
+ * A bad value stops the process with one line per problem, naming the variable.
+ */
+const int = (def: number, min = 0) => z.coerce.number().int().min(min).default(def);
+
+const schema = z.object({
+  REDIS_URL: z.string().url().default('redis://127.0.0.1:6379'),
+  REDIS_PREFIX: z
+    .string()
+    .regex(/^[A-Za-z0-9:_.-]*$/, 'letters, digits and : _ . - only (no braces: the partition tag is added by the pipeline)')
+    .default('am:'),
+  PARTITIONS: int(1, 1),
+  DATABASE_URL: z.string().url().default('postgres://postgres@127.0.0.1:5432/agentmeter'),
+  PG_POOL_SIZE: int(4, 1),
+  CLICKHOUSE_URL: z.string().url().default('http://127.0.0.1:8123'),
+  CLICKHOUSE_DATABASE: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/).default('agentmeter'),
+  CLICKHOUSE_USER: z.string().default('default'),
+  CLICKHOUSE_PASSWORD: z.string().default(''),
+
+  HTTP_HOST: z.string().default('127.0.0.1'),
+  HTTP_PORT: int(8080),
+  METRICS_PORT: int(0),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  WORKER_SLOT: int(0),
+
+  INGEST_MAX_BODY_BYTES: int(4 * 1024 * 1024, 1024),
+  INGEST_MAX_BATCH: int(1000, 1),
+  MAX_EVENT_AGE_DAYS: int(35, 1),
+  MAX_EVENT_FUTURE_SECONDS: int(300, 0),
+
+  BATCH_SIZE: z.coerce.number().int().min(1).optional(),
+  BLOCK_MS: int(2000, 1),
+  CLAIM_IDLE_MS: int(30_000, 100),
+  CLAIM_INTERVAL_MS: int(5_000, 50),
+  MAX_DELIVERIES: int(5, 1),
+  BACKPRESSURE_HIGH: int(50_000, 1),
+  BACKPRESSURE_LOW: int(25_000, 0),
+  TRIM_INTERVAL_MS: int(5_000, 100),
+  REJECTED_MAXLEN: int(100_000, 1),
+
+  KEY_CACHE_TTL_SECONDS: int(600, 1),
+  SESSION_IDLE_SECONDS: int(600, 1),
+  SESSION_EXPIRE_SECONDS: int(3600, 1),
+  SESSION_SWEEP_INTERVAL_MS: int(30_000, 100),
+  ANALYTICS_FLUSH_MS: int(1000, 10),
+});
+
+export type Config = z.infer<typeof schema>;
+
+export class ConfigError extends Error {}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const picked: Record<string, string | undefined> = {};
+  for (const key of Object.keys(schema.shape)) {
+    const value = env[key];
+    picked[key] = value === '' ? undefined : value;
+  }
+  const parsed = schema.safeParse(picked);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map(
+      (issue) => `  ${String(issue.path[0])}=${JSON.stringify(picked[String(issue.path[0])])}: ${issue.message}`,
+    );
+    throw new ConfigError(`agentmeter: invalid configuration\n${lines.join('\n')}`);
+  }
+  const config = parsed.data;
+  if (config.BACKPRESSURE_LOW >= config.BACKPRESSURE_HIGH) {
+    throw new ConfigError(
+      `agentmeter: invalid configuration\n  BACKPRESSURE_LOW=${config.BACKPRESSURE_LOW}: must be below BACKPRESSURE_HIGH=${config.BACKPRESSURE_HIGH}`,
+    );
+  }
+  return config;
+}

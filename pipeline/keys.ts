@@ -1,0 +1,49 @@
+/**
+ * Every Redis key the pipeline touches. Partitioned keys end in a Redis Cluster hash tag
+ * `{pN}`: all keys one event touches after key-resolve (its streams, cap counters, pause
+ * flags) share its customer's partition, so a single Lua script can update them atomically
+ * on one node. One Redis runs PARTITIONS=1; a Cluster runs PARTITIONS=N.
+ */
+export const STREAMS = {
+  ingested: 'events:ingested',
+  resolved: 'events:resolved',
+  attributed: 'events:attributed',
+  priced: 'events:priced',
+  checked: 'events:checked',
+  ledgered: 'events:ledgered',
+  rejected: 'events:rejected',
+} as const;
+
+export type StreamName = (typeof STREAMS)[keyof typeof STREAMS];
+
+export function partitionedKey(prefix: string, name: string, partition: number): string {
+  return `${prefix}${name}:{p${partition}}`;
+}
+
+export function streamKey(prefix: string, stream: StreamName, partition: number): string {
+  return partitionedKey(prefix, stream, partition);
+}
+
+export function deadLetterKey(prefix: string, stage: string, partition: number): string {
+  return partitionedKey(prefix, `dead:${stage}`, partition);
+}
+
+/** Last processing error per pending entry of a stage, kept until the entry is acked or dead-lettered. */
+export function errorsKey(prefix: string, stage: string, partition: number): string {
+  return partitionedKey(prefix, `errors:${stage}`, partition);
+}
+
+export function controlStreamKey(prefix: string): string {
+  return `${prefix}control`;
+}
+
+/** FNV-1a 32-bit: a stable, fast partition hash (the same in every process and language). */
+export function partitionOf(value: string, partitions: number): number {
+  if (partitions <= 1) return 0;
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < value.length; i++) {
+    hash ^= value.charCodeAt(i);
+    hash = Math.imul(hash, 0x01000193) >>> 0;
+  }
+  return hash % partitions;
+}

@@ -1,0 +1,25 @@
+import { createClient, type ClickHouseClient } from '@clickhouse/client';
+
+export type { ClickHouseClient };
+
+export interface ClickHouseSettings {
+  url: string;
+  database: string;
+  username?: string;
+  password?: string;
+}
+
+export function connectClickHouse(settings: ClickHouseSettings): ClickHouseClient {
+  return createClient({
+    url: settings.url,
+    database: settings.database,
+    username: settings.username ?? 'default',
+    password: settings.password ?? '',
+    request_timeout: 30_000,
+  });
+}
+
+/** Quotes a string literal for ClickHouse SQL (18.16 has no server-side query parameters). */
+export function chString(value: string): string {
+  return "'" + value.replace(/\\/g, '\\\\').replace(/'/g, "\\'") + "'";
+}

@@ -1,0 +1,77 @@
+import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { loadConfig, type Config } from '../../pipeline/config.js';
+import { connectPostgres, type Sql } from '../../store/postgres.js';
+import { connectClickHouse, type ClickHouseClient } from '../../store/clickhouse.js';
+import { migrateClickHouse, migratePostgres } from '../../store/migrate.js';
+
+const ADMIN_PG = process.env.TEST_PG_ADMIN_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+
+export interface Isolated {
+  config: Config;
+  /** Environment variables that point a child process at this isolated world. */
+  env: Record<string, string>;
+  sql: Sql;
+  redis: Redis;
+  clickhouse?: ClickHouseClient;
+  cleanup(): Promise<void>;
+}
+
+/**
+ * A world of its own for one test file: a fresh PostgreSQL database (migrated), a Redis key
+ * prefix, and, when asked, a ClickHouse database. Everything is removed by cleanup().
+ */
+export async function isolated(name: string, options: { clickhouse?: boolean } = {}): Promise<Isolated> {
+  const tag = `${name.replace(/[^a-z0-9]/gi, '').toLowerCase().slice(0, 20)}_${randomBytes(4).toString('hex')}`;
+  const dbName = `am_t_${tag}`;
+  const admin = connectPostgres(ADMIN_PG, { max: 1 });
+  await admin.unsafe(`CREATE DATABASE ${dbName}`);
+  await admin.end();
+
+  const env: Record<string, string> = {
+    DATABASE_URL: `postgres://postgres@127.0.0.1:5432/${dbName}`,
+    REDIS_PREFIX: `t:${tag}:`,
+    CLICKHOUSE_DATABASE: dbName,
+    LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
+  };
+  const config = loadConfig({ ...process.env, ...env });
+  const sql = connectPostgres(config.DATABASE_URL, { max: 4, name: `test-${tag}` });
+  await migratePostgres(sql);
+  const redis = new Redis(config.REDIS_URL, { lazyConnect: false, maxRetriesPerRequest: 3 });
+
+  let clickhouse: ClickHouseClient | undefined;
+  const chSettings = { url: config.CLICKHOUSE_URL, database: dbName };
+  if (options.clickhouse) {
+    await migrateClickHouse(chSettings);
+    clickhouse = connectClickHouse(chSettings);
+  }
+
+  return {
+    config,
+    env,
+    sql,
+    redis,
+    clickhouse,
+    async cleanup() {
+      await deleteKeys(redis, config.REDIS_PREFIX);
+      redis.disconnect();
+      await sql.end({ timeout: 5 });
+      const admin = connectPostgres(ADMIN_PG, { max: 1 });
+      await admin.unsafe(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
+      await admin.end();
+      if (clickhouse) {
+        await clickhouse.command({ query: `DROP DATABASE IF EXISTS ${dbName}` });
+        await clickhouse.close();
+      }
+    },
+  };
+}
+
+export async function deleteKeys(redis: Redis, prefix: string): Promise<void> {
+  let cursor = '0';
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+    cursor = next;
+    if (keys.length) await redis.unlink(...keys);
+  } while (cursor !== '0');
+}
