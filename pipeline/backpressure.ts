@@ -1,0 +1,69 @@
+import type { Redis } from 'ioredis';
+
+/**
+ * Lag of a stream: the most entries any of its consumer groups has not yet been given.
+ * Falls back to the stream length when Redis cannot tell (no group yet, or an unknown
+ * entries-read counter), which over-estimates and so errs on the side of waiting.
+ */
+export async function streamLag(redis: Redis, key: string): Promise<number> {
+  let groups: unknown[][];
+  try {
+    groups = (await redis.xinfo('GROUPS', key)) as unknown[][];
+  } catch (err) {
+    if (/no such key/i.test(String((err as Error).message))) return 0;
+    throw err;
+  }
+  if (groups.length === 0) return redis.xlen(key);
+  let worst = 0;
+  for (const group of groups) {
+    let lag: unknown = null;
+    for (let i = 0; i < group.length; i += 2) if (group[i] === 'lag') lag = group[i + 1];
+    if (lag === null || lag === undefined) return redis.xlen(key);
+    worst = Math.max(worst, Number(lag));
+  }
+  return worst;
+}
+
+/**
+ * A high/low watermark gate: closes when the watched streams' lag goes above `high`,
+ * reopens only once it is below `low`, so readers do not flap at the boundary.
+ */
+export class Watermark {
+  private closed = false;
+  private checkedAt = 0;
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly keys: readonly string[],
+    private readonly high: number,
+    private readonly low: number,
+    private readonly cacheMs = 0,
+  ) {}
+
+  /** Whether the gate is open now (refreshing the lag at most every cacheMs). */
+  async open(): Promise<boolean> {
+    const now = Date.now();
+    if (this.keys.length === 0) return true;
+    if (now - this.checkedAt < this.cacheMs) return !this.closed;
+    this.checkedAt = now;
+    let lag = 0;
+    for (const key of this.keys) lag = Math.max(lag, await streamLag(this.redis, key));
+    if (this.closed ? lag < this.low : lag > this.high) this.closed = !this.closed;
+    return !this.closed;
+  }
+
+  /** Waits until the gate is open; returns false if `stopping` turned true first. */
+  async waitOpen(stopping: () => boolean, onPause?: (paused: boolean) => void): Promise<boolean> {
+    if (await this.open()) return true;
+    onPause?.(true);
+    while (!stopping()) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      if (await this.open()) {
+        onPause?.(false);
+        return true;
+      }
+    }
+    onPause?.(false);
+    return false;
+  }
+}

@@ -1,0 +1,339 @@
+import { spawn } from 'node:child_process';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Redis } from 'ioredis';
+import { loadConfig, type Config } from './config.js';
+import { createLogger } from './logger.js';
+import { Metrics } from './metrics.js';
+import { decodePayload, encodePayload } from './codec.js';
+import { deadLetterKey, partitionedKey } from './keys.js';
+import { ensureGroups, runStage, type RunningStage } from './harness.js';
+import { scripted } from './scripts.js';
+import type { EntryResult, StageDefinition, StageEntry, Topology } from './stage.js';
+import { deleteKeys } from '../test/support/isolated.js';
+import { projectPath } from './paths.js';
+
+const PREFIX = `t:harness:${process.pid}:`;
+const log = createLogger('harness-test', 'silent');
+let redis: Redis;
+
+function config(overrides: Record<string, string> = {}, prefix = PREFIX): Config {
+  return loadConfig({
+    REDIS_PREFIX: prefix,
+    BLOCK_MS: '100',
+    CLAIM_IDLE_MS: '300',
+    CLAIM_INTERVAL_MS: '100',
+    TRIM_INTERVAL_MS: '100000',
+    ...overrides,
+  });
+}
+
+let suite = 0;
+/** Every test gets stream names of its own. */
+function names() {
+  suite++;
+  const input = `s${suite}:in`;
+  const output = `s${suite}:out`;
+  return { input, output, inKey: partitionedKey(PREFIX, input, 0), outKey: partitionedKey(PREFIX, output, 0) };
+}
+
+function doubler(
+  input: string,
+  output: string,
+  handle?: (batch: StageEntry<{ n: number }>[]) => Promise<EntryResult[]>,
+  batchSize = 10,
+  name = 'doubler',
+): StageDefinition<{ n: number }> {
+  return {
+    name,
+    input,
+    outputs: [output],
+    batchSize,
+    async setup() {
+      return {
+        handle:
+          handle ??
+          (async (batch) => batch.map((e) => ({ outputs: [{ stream: output, payload: { n: e.payload.n * 2 } }] }))),
+      };
+    },
+  };
+}
+
+async function feed(key: string, count: number, from = 0): Promise<void> {
+  const pipeline = redis.pipeline();
+  for (let i = from; i < from + count; i++) pipeline.xadd(key, '*', 'd', encodePayload({ n: i }));
+  await pipeline.exec();
+}
+
+async function outputs(key: string): Promise<number[]> {
+  const entries = (await redis.xrangeBuffer(key, '-', '+')) as [Buffer, Buffer[]][];
+  return entries.map(([, fields]) => decodePayload<{ n: number }>(fields[1]).n);
+}
+
+async function until(check: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error('condition not reached in time');
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+function start(stage: StageDefinition<any>, topology: Topology, cfg = config(), consumer?: string): Promise<RunningStage> {
+  return runStage(stage, { config: cfg, log, metrics: new Metrics('test'), topology, consumer });
+}
+
+beforeAll(() => {
+  redis = new Redis(loadConfig({}).REDIS_URL);
+});
+
+afterAll(async () => {
+  await deleteKeys(redis, PREFIX);
+  redis.disconnect();
+});
+
+describe('stage harness', () => {
+  it('reads, handles and forwards every entry once, in order', async () => {
+    const { input, output, inKey, outKey } = names();
+    await feed(inKey, 95);
+    const stage = await start(doubler(input, output), [{ stream: input, group: 'doubler' }]);
+    await until(async () => (await redis.xlen(outKey)) === 95);
+    await stage.stop();
+    expect(await outputs(outKey)).toEqual(Array.from({ length: 95 }, (_, i) => i * 2));
+    expect(((await redis.xpending(inKey, 'doubler')) as [number])[0]).toBe(0);
+  });
+
+  it('a batch redelivered after another consumer acked it forwards nothing', async () => {
+    const { input, output, inKey, outKey } = names();
+    await feed(inKey, 5);
+    let release!: () => void;
+    const stalled = new Promise<void>((r) => (release = r));
+    let slowHandled = 0;
+    // The slow consumer reads the batch, then stalls past the claim bound.
+    const slow = await start(
+      doubler(input, output, async (batch) => {
+        await stalled;
+        slowHandled += batch.length;
+        return batch.map((e) => ({ outputs: [{ stream: output, payload: { n: e.payload.n * 2 } }] }));
+      }),
+      [{ stream: input, group: 'doubler' }],
+      config(),
+      'slow',
+    );
+    await until(async () => ((await redis.xpending(inKey, 'doubler')) as [number])[0] === 5);
+    // A second consumer claims the idle entries, handles and forwards them.
+    const fast = await start(doubler(input, output), [{ stream: input, group: 'doubler' }], config(), 'fast');
+    await until(async () => (await redis.xlen(outKey)) === 5);
+    release();
+    await until(async () => slowHandled === 5);
+    await new Promise((r) => setTimeout(r, 200));
+    await Promise.all([slow.stop(), fast.stop()]);
+    expect(await outputs(outKey)).toEqual([0, 2, 4, 6, 8]);
+  });
+
+  it('claims the pending entries of a dead consumer', async () => {
+    const { input, output, inKey, outKey } = names();
+    await feed(inKey, 20);
+    await ensureGroups(redis, PREFIX, 1, [{ stream: input, group: 'doubler' }]);
+    // A consumer that read everything and died without acking.
+    await redis.xreadgroup('GROUP', 'doubler', 'dead-one', 'COUNT', 100, 'STREAMS', inKey, '>');
+    const stage = await start(doubler(input, output), [{ stream: input, group: 'doubler' }]);
+    await until(async () => (await redis.xlen(outKey)) === 20);
+    await stage.stop();
+    expect((await outputs(outKey)).sort((a, b) => a - b)).toEqual(Array.from({ length: 20 }, (_, i) => i * 2));
+    expect(((await redis.xpending(inKey, 'doubler')) as [number])[0]).toBe(0);
+  });
+
+  it('dead-letters an entry after MAX_DELIVERIES deliveries, with its last error, and acks it', async () => {
+    const { input, output, inKey, outKey } = names();
+    await feed(inKey, 6);
+    let poisonAttempts = 0;
+    const stage = await start(
+      doubler(input, output, async (batch) =>
+        batch.map((e) => {
+          if (e.payload.n === 3) {
+            poisonAttempts++;
+            return { error: new Error('n=3 cannot be doubled') };
+          }
+          return { outputs: [{ stream: output, payload: { n: e.payload.n * 2 } }] };
+        }),
+      ),
+      [{ stream: input, group: 'doubler' }],
+      config({ MAX_DELIVERIES: '3', CLAIM_IDLE_MS: '100', CLAIM_INTERVAL_MS: '50' }),
+    );
+    const deadKey = deadLetterKey(PREFIX, 'doubler', 0);
+    await until(async () => (await redis.xlen(deadKey)) === 1);
+    await stage.stop();
+    expect(poisonAttempts).toBe(3);
+    const [[, fields]] = (await redis.xrange(deadKey, '-', '+')) as [string, string[]][];
+    const record = Object.fromEntries(fields.flatMap((f, i) => (i % 2 === 0 ? [[f, fields[i + 1]]] : [])));
+    expect(record.error).toContain('n=3 cannot be doubled');
+    expect(record.deliveries).toBe('3');
+    expect(record.stage).toBe('doubler');
+    expect((await outputs(outKey)).sort((a, b) => a - b)).toEqual([0, 2, 4, 8, 10]);
+    expect(((await redis.xpending(inKey, 'doubler')) as [number])[0]).toBe(0);
+  });
+
+  it('keeps a batch in hand through a dependency outage without counting deliveries', async () => {
+    const { input, output, inKey, outKey } = names();
+    await feed(inKey, 4);
+    let failures = 0;
+    const stage = await start(
+      doubler(input, output, async (batch) => {
+        if (failures < 3) {
+          failures++;
+          throw Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:8123'), { code: 'ECONNREFUSED' });
+        }
+        return batch.map((e) => ({ outputs: [{ stream: output, payload: { n: e.payload.n * 2 } }] }));
+      }, 10, 'outage'),
+      [{ stream: input, group: 'outage' }],
+      config({ MAX_DELIVERIES: '1' }),
+    );
+    await until(async () => (await redis.xlen(outKey)) === 4);
+    await stage.stop();
+    expect(failures).toBe(3);
+    expect(await redis.xlen(deadLetterKey(PREFIX, 'outage', 0))).toBe(0);
+  });
+
+  it('pauses reading while the output lag is over the high watermark and resumes below the low one', async () => {
+    const { input, output, inKey, outKey } = names();
+    await feed(inKey, 300);
+    const topology = [
+      { stream: input, group: 'doubler' },
+      { stream: output, group: 'sink' },
+    ];
+    const metrics = new Metrics('test');
+    const stage = await runStage(doubler(input, output), {
+      config: config({ BACKPRESSURE_HIGH: '50', BACKPRESSURE_LOW: '20' }),
+      log,
+      metrics,
+      topology,
+    });
+    await until(async () => (await redis.xlen(outKey)) >= 50);
+    await new Promise((r) => setTimeout(r, 300));
+    // Stopped at the mark: at most one batch beyond it.
+    const held = await redis.xlen(outKey);
+    expect(held).toBeGreaterThan(50);
+    expect(held).toBeLessThanOrEqual(60);
+    expect((await metrics.paused.get()).values[0].value).toBe(1);
+    // The sink consumes; the stage resumes and finishes.
+    const sink = new Redis(loadConfig({}).REDIS_URL);
+    let consumed = 0;
+    while (consumed < 300) {
+      const reply = (await sink.xreadgroup('GROUP', 'sink', 'c', 'COUNT', 25, 'BLOCK', 1000, 'STREAMS', outKey, '>')) as
+        | [string, [string, string[]][]][]
+        | null;
+      if (!reply) continue;
+      const ids = reply[0][1].map(([id]) => id);
+      await sink.xack(outKey, 'sink', ...ids);
+      consumed += ids.length;
+    }
+    sink.disconnect();
+    await stage.stop();
+    expect(consumed).toBe(300);
+  });
+
+  it('trimming never removes an entry some group has not acked', async () => {
+    const { input, inKey } = names();
+    await feed(inKey, 100);
+    await ensureGroups(redis, PREFIX, 1, [
+      { stream: input, group: 'fast' },
+      { stream: input, group: 'slow' },
+    ]);
+    // fast acks everything; slow reads 60, acks only 10..59 except 30, leaving 0..9 and 30 pending, 60..99 unread.
+    const fast = (await redis.xreadgroup('GROUP', 'fast', 'c', 'COUNT', 100, 'STREAMS', inKey, '>')) as [string, [string, string[]][]][];
+    await redis.xack(inKey, 'fast', ...fast[0][1].map(([id]) => id));
+    const slow = (await redis.xreadgroup('GROUP', 'slow', 'c', 'COUNT', 60, 'STREAMS', inKey, '>')) as [string, [string, string[]][]][];
+    const slowIds = slow[0][1].map(([id]) => id);
+    await redis.xack(inKey, 'slow', ...slowIds.slice(10).filter((_, i) => i + 10 !== 30));
+    const removed = await scripted(redis).trimAcked(inKey);
+    expect(removed).toBe(0); // slow's oldest pending is the very first entry
+    await redis.xack(inKey, 'slow', ...slowIds.slice(0, 10));
+    expect(await scripted(redis).trimAcked(inKey)).toBe(30); // 0..29 go, 30 (pending) stays
+    const left = (await redis.xrange(inKey, '-', '+')) as [string, string[]][];
+    expect(left.length).toBe(70);
+    expect(left[0][0]).toBe(slowIds[30]);
+    await redis.xack(inKey, 'slow', slowIds[30]);
+    // Nothing pending now: trimmed up to slow's last delivered entry (59), the unread 60..99 stay.
+    expect(await scripted(redis).trimAcked(inKey)).toBe(29);
+    expect(await redis.xlen(inKey)).toBe(41);
+  });
+
+  it('applies counter effects once per acked entry, tags outputs over the limit and flags the crossing', async () => {
+    const { input, output, inKey, outKey } = names();
+    await feed(inKey, 10);
+    const crossedSeen: string[][] = [];
+    const stage: StageDefinition<{ n: number }> = {
+      ...doubler(input, output),
+      async setup() {
+        return {
+          async handle(batch) {
+            return batch.map((e) => ({
+              outputs: [{ stream: output, payload: e.payload }],
+              counters: [
+                {
+                  key: 'total',
+                  by: BigInt(e.payload.n),
+                  ttlSeconds: 60,
+                  limit: 20n,
+                  tag: 'over',
+                  onLimit: { key: 'flag', value: `crossed-by-${e.payload.n}`, ttlSeconds: 60 },
+                },
+              ],
+            }));
+          },
+          async afterAck(_batch, results) {
+            crossedSeen.push(...results.filter((r) => r.crossed.length).map((r) => r.crossed));
+          },
+        };
+      },
+    };
+    const running = await start(stage, [{ stream: input, group: 'doubler' }]);
+    await until(async () => (await redis.xlen(outKey)) === 10);
+    await running.stop();
+    // 0+1+...+5 = 15 < 20; +6 = 21 crosses at n=6; 7..9 stay over.
+    expect(await redis.get(partitionedKey(PREFIX, 'total', 0))).toBe('45');
+    expect(await redis.get(partitionedKey(PREFIX, 'flag', 0))).toBe('crossed-by-6');
+    expect(crossedSeen).toEqual([['over']]);
+    const tagged = ((await redis.xrange(outKey, '-', '+')) as [string, string[]][]).map(([, f]) => f[3] ?? '');
+    expect(tagged).toEqual(['', '', '', '', '', '', 'over', 'over', 'over', 'over']);
+
+    // Replaying the same ids through the ack script changes nothing.
+    const ids = ((await redis.xrange(inKey, '-', '+')) as [string, string[]][]).map(([id]) => id);
+    const keys = [inKey, 'unused-errors', partitionedKey(PREFIX, 'total', 0)];
+    const args = ['doubler', String(ids.length), ...ids.flatMap((id) => [id, '0', '0', '1', '3', '5', '60', '', '', '', '', '0'])];
+    const reply = await scripted(redis).ackAndForward(keys.length, ...keys, ...args);
+    expect(reply.every((r) => r === null)).toBe(true);
+    expect(await redis.get(partitionedKey(PREFIX, 'total', 0))).toBe('45');
+  });
+
+  it('on SIGTERM finishes and acks the batch in hand, exits 0, and loses nothing', async () => {
+    const prefix = `${PREFIX}sigterm:`;
+    const inKey = partitionedKey(prefix, 'slow:in', 0);
+    const outKey = partitionedKey(prefix, 'slow:out', 0);
+    await feed(inKey, 200);
+    const runOnce = () =>
+      new Promise<{ code: number | null; child: ReturnType<typeof spawn> }>((resolve) => {
+        const child = spawn(process.execPath, ['--import', 'tsx', projectPath('test', 'support', 'slow-stage.ts')], {
+          env: { ...process.env, REDIS_PREFIX: prefix, LOG_LEVEL: 'silent' },
+          stdio: 'ignore',
+        });
+        child.on('exit', (code) => resolve({ code, child }));
+        // Stop it while a batch is in hand (the handler takes 150 ms per batch of 10).
+        void until(async () => (await redis.xlen(outKey)) >= 30, 20_000).then(() => child.kill('SIGTERM'));
+      });
+    const first = await runOnce();
+    expect(first.code).toBe(0);
+    const afterStop = await redis.xlen(outKey);
+    expect(afterStop).toBeLessThan(200);
+    expect(afterStop % 10).toBe(0); // whole batches only: the one in hand was finished and acked
+    expect(((await redis.xpending(inKey, 'slow')) as [number])[0]).toBe(0);
+    // A restart picks up the rest.
+    const child = spawn(process.execPath, ['--import', 'tsx', projectPath('test', 'support', 'slow-stage.ts')], {
+      env: { ...process.env, REDIS_PREFIX: prefix, LOG_LEVEL: 'silent' },
+      stdio: 'ignore',
+    });
+    await until(async () => (await redis.xlen(outKey)) === 200, 30_000);
+    child.kill('SIGTERM');
+    await new Promise((r) => child.on('exit', r));
+    expect((await outputs(outKey)).sort((a, b) => a - b)).toEqual(Array.from({ length: 200 }, (_, i) => i));
+  }, 60_000);
+});

@@ -1,0 +1,19 @@
+import { Redis, type RedisOptions } from 'ioredis';
+
+export type { Redis };
+
+/**
+ * Every connection is named (CLIENT LIST shows who holds what). A blocking reader gets a
+ * connection of its own with no command timeout: the BLOCK argument bounds its wait, and
+ * the harness's watchdog catches a wedged socket.
+ */
+export function connectRedis(url: string, name: string, options: { blocking?: boolean } = {}): Redis {
+  const common: RedisOptions = {
+    connectionName: name,
+    enableAutoPipelining: false,
+    // Commands wait for a reconnect instead of failing fast; the harness retries around outages.
+    maxRetriesPerRequest: null,
+    retryStrategy: (attempt) => Math.min(50 * 2 ** attempt, 2_000),
+  };
+  return new Redis(url, options.blocking ? common : { ...common, commandTimeout: 15_000 });
+}

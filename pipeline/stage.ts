@@ -1,0 +1,98 @@
+import type { Redis } from 'ioredis';
+import type { Config } from './config.js';
+import type { Logger } from './logger.js';
+import type { Metrics } from './metrics.js';
+
+/**
+ * What a stage is to the harness: a handler plus the streams it reads and writes. The
+ * harness reads, decodes, acks, forwards, retries, claims, dead-letters and trims; the
+ * handler only turns a batch of decoded payloads into one result per entry.
+ */
+export interface StageDefinition<In = unknown> {
+  name: string;
+  /** Logical input stream (see pipeline/keys.ts); the stage's consumer group is named after the stage. */
+  input: string;
+  /** Every logical stream the handler may emit to. */
+  outputs: readonly string[];
+  batchSize: number;
+  /** When set, keep reading until batchSize entries or lingerMs have passed, whichever first. */
+  lingerMs?: number;
+  setup(context: StageContext): Promise<StageHandler<In>>;
+}
+
+export interface StageContext {
+  stage: string;
+  config: Config;
+  log: Logger;
+  metrics: Metrics;
+  /** A shared, non-blocking Redis connection for the stage's own services (caches). */
+  redis: Redis;
+}
+
+export interface StageEntry<T> {
+  id: string;
+  partition: number;
+  payload: T;
+  /** Tags set upstream by counter limits (e.g. an over-cap marker). */
+  tags: string[];
+}
+
+export interface Output {
+  stream: string;
+  payload: unknown;
+  /** Routes the output to partitionOf(partitionKey); by default it stays in the input's partition. */
+  partitionKey?: string;
+}
+
+/**
+ * A running total kept in Redis and advanced in the same atomic step as the ack, so it
+ * moves exactly once per entry. Keys are logical: the harness adds the prefix and the
+ * entry's partition tag.
+ */
+export interface CounterEffect {
+  key: string;
+  by: bigint;
+  /** Expiry set when the counter is created (0: none). */
+  ttlSeconds: number;
+  limit?: bigint;
+  /** Tag put on the entry's outputs while the total is at or over the limit. */
+  tag?: string;
+  /** Set once, by the entry whose increment first reaches the limit. */
+  onLimit?: { key: string; value: string; ttlSeconds: number };
+}
+
+export interface EntryResult {
+  outputs?: Output[];
+  counters?: CounterEffect[];
+  /** A failure of this entry alone: it stays pending, is retried, and is dead-lettered after MAX_DELIVERIES. */
+  error?: unknown;
+}
+
+export interface AckResult {
+  /** False when another consumer acked the entry first: nothing was forwarded for it. */
+  acked: boolean;
+  /** Tags of the counter limits this entry crossed. */
+  crossed: string[];
+}
+
+export interface StageHandler<In> {
+  handle(batch: StageEntry<In>[]): Promise<EntryResult[]>;
+  /** Runs after the ack script, with one result per entry of the batch. */
+  afterAck?(batch: StageEntry<In>[], results: AckResult[]): Promise<void>;
+  close?(): Promise<void>;
+}
+
+/**
+ * Throw (or wrap a cause in) this when a dependency is unavailable: the harness keeps the
+ * batch in hand and retries it with backoff, without counting deliveries toward the
+ * dead-letter limit. Connection errors are recognised without it.
+ */
+export class TransientError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'TransientError';
+  }
+}
+
+/** Every (stream, group) pair of the system, so each process can create all groups before anything is written. */
+export type Topology = readonly { stream: string; group: string }[];

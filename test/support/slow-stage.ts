@@ -1,0 +1,20 @@
+// A stage process for the harness's SIGTERM test: forwards entries unchanged, 150 ms per batch of 10.
+import { runStageProcess } from '../../pipeline/process.js';
+
+await runStageProcess(
+  {
+    name: 'slow',
+    input: 'slow:in',
+    outputs: ['slow:out'],
+    batchSize: 10,
+    async setup() {
+      return {
+        async handle(batch) {
+          await new Promise((r) => setTimeout(r, 150));
+          return batch.map((e) => ({ outputs: [{ stream: 'slow:out', payload: e.payload }] }));
+        },
+      };
+    },
+  },
+  [{ stream: 'slow:in', group: 'slow' }],
+);
