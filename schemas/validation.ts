@@ -1,0 +1,42 @@
+import { z } from 'zod';
+import { AmountError, formatNano, parseNano } from '../domain/money.js';
+
+/** One problem with an input, named by its JSON path ("models.gpt-4o.input_tokens"). */
+export interface ValidationProblem {
+  path: string;
+  message: string;
+}
+
+export type Validated<K extends string, T> = ({ ok: true } & Record<K, T>) | { ok: false; errors: ValidationProblem[] };
+
+export function describeIssues(error: z.ZodError): ValidationProblem[] {
+  return error.issues.map((issue) => ({ path: issue.path.map(String).join('.'), message: issue.message }));
+}
+
+/**
+ * A money amount in the currency's major unit: a JSON number or a decimal string with at most
+ * nine decimal places (nano). Normalised to its canonical decimal string ("0.10" -> "0.1"), so
+ * what is stored is exactly what parseNano reads back.
+ */
+export function decimalAmount(options: { positive?: boolean } = {}) {
+  return z
+    .union([z.number(), z.string()])
+    .transform((value, ctx) => {
+      let nano: bigint;
+      try {
+        nano = parseNano(value);
+      } catch (err) {
+        ctx.addIssue({ code: 'custom', message: err instanceof AmountError ? err.message : `not a decimal amount: ${JSON.stringify(value)}` });
+        return z.NEVER;
+      }
+      if (nano < 0n || (options.positive && nano === 0n)) {
+        ctx.addIssue({ code: 'custom', message: `must be ${options.positive ? 'greater than zero' : 'zero or more'}, got ${String(value)}` });
+        return z.NEVER;
+      }
+      return formatNano(nano);
+    })
+    .meta({
+      description: 'A decimal amount in the major unit of the currency, as a string ("0.0025") or a JSON number; at most 9 decimal places.',
+      examples: ['0.0025'],
+    });
+}

@@ -1,0 +1,50 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { isolated, type Isolated } from '../test/support/isolated.js';
+import { TenantTokens } from '../api/auth.js';
+import { createTenant, rotateTenantToken } from './tenants.js';
+
+let world: Isolated;
+beforeAll(async () => {
+  world = await isolated('tenants');
+});
+afterAll(async () => {
+  await world?.cleanup();
+});
+
+describe('createTenant', () => {
+  it('issues an ingest and an admin token that verify, storing only their digests', async () => {
+    const tenant = await createTenant(world.sql, 'Acme MCP');
+    const tokens = new TenantTokens(world.sql, 0);
+    expect(await tokens.verify(tenant.ingestToken)).toEqual({ tenantId: tenant.tenantId, kind: 'ingest' });
+    expect(await tokens.verify(tenant.adminToken)).toEqual({ tenantId: tenant.tenantId, kind: 'admin' });
+    const rows = await world.sql`SELECT * FROM tenant_tokens WHERE tenant_id = ${tenant.tenantId}`;
+    expect(rows).toHaveLength(2);
+    const stored = JSON.stringify(rows);
+    expect(stored).not.toContain(tenant.adminToken);
+    expect(stored).not.toContain(tenant.ingestToken);
+  });
+});
+
+describe('rotateTenantToken', () => {
+  it('retires the old token at once without grace', async () => {
+    const tenant = await createTenant(world.sql, 'Rotate now');
+    const rotated = await rotateTenantToken(world.sql, tenant.tenantId, 'admin');
+    const tokens = new TenantTokens(world.sql, 0);
+    expect(await tokens.verify(tenant.adminToken)).toBeUndefined();
+    expect(await tokens.verify(rotated.token)).toEqual({ tenantId: tenant.tenantId, kind: 'admin' });
+    expect(await tokens.verify(tenant.ingestToken)).toBeDefined();
+    expect(rotated.retiredTokenIds).toHaveLength(1);
+  });
+
+  it('keeps the old token working through the grace period', async () => {
+    const tenant = await createTenant(world.sql, 'Rotate with grace');
+    const rotated = await rotateTenantToken(world.sql, tenant.tenantId, 'ingest', { graceSeconds: 600 });
+    const tokens = new TenantTokens(world.sql, 0);
+    expect(await tokens.verify(tenant.ingestToken)).toEqual({ tenantId: tenant.tenantId, kind: 'ingest' });
+    expect(await tokens.verify(rotated.token)).toEqual({ tenantId: tenant.tenantId, kind: 'ingest' });
+    const [old] = await world.sql<{ status: string; expires_at: Date }[]>`
+      SELECT status, expires_at FROM tenant_tokens WHERE id = ${rotated.retiredTokenIds[0]}`;
+    expect(old.status).toBe('revoked');
+    expect(old.expires_at.getTime()).toBeGreaterThan(Date.now() + 590_000);
+  });
+});
