@@ -1,0 +1,32 @@
+import type { Attribution } from '../types.js';
+
+/**
+ * Pause flags: set in Redis by cap-check the moment a hard cap is crossed, read by
+ * `POST /v1/authorize`. Keys are logical (the harness adds the prefix and the customer's
+ * partition tag); see physicalPauseKey for readers outside a stage.
+ */
+export type PauseScope = 'agent' | 'app' | 'team' | 'customer' | 'session';
+
+export interface PauseRecord {
+  capId: string;
+  scopeKind: PauseScope;
+  scopeId: string;
+  period: 'session' | 'day' | 'month';
+  periodKey: string;
+  limitNano: string;
+  eventId: string;
+  pausedAt: number;
+}
+
+export function pauseKey(tenantId: string, scope: PauseScope, id: string): string {
+  return `paused:${tenantId}:${scope}:${id}`;
+}
+
+/** Every pause flag that stops this caller: its agent or app, team, customer and, when named, session. */
+export function pauseKeysFor(tenantId: string, attribution: Attribution, sessionId?: string): string[] {
+  const keys = [pauseKey(tenantId, 'team', attribution.teamId), pauseKey(tenantId, 'customer', attribution.customerId)];
+  if (attribution.agentId) keys.unshift(pauseKey(tenantId, 'agent', attribution.agentId));
+  if (attribution.appId) keys.unshift(pauseKey(tenantId, 'app', attribution.appId));
+  if (sessionId) keys.push(pauseKey(tenantId, 'session', sessionId));
+  return keys;
+}

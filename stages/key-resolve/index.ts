@@ -1,0 +1,41 @@
+import { STREAMS } from '../../pipeline/keys.js';
+import type { EntryResult, StageDefinition, StageEntry } from '../../pipeline/stage.js';
+import type { UsageEvent } from '../../schemas/events.js';
+import { AttributionResolver } from '../../store/attribution.js';
+import { connectPostgres } from '../../store/postgres.js';
+import { customerPartitionKey, rejection, type ResolvedEvent } from '../types.js';
+
+/** Attributes each event to its agent or app, team, customer and product; unknown or revoked credentials go to the rejected stream. */
+export async function resolveBatch(resolver: AttributionResolver, batch: StageEntry<UsageEvent>[]): Promise<EntryResult[]> {
+  const resolutions = await resolver.resolveMany(batch.map((e) => ({ tenantId: e.payload.tenantId, credential: e.payload.credential })));
+  return batch.map(({ payload: event }, i) => {
+    const resolution = resolutions[i];
+    if (!resolution.ok) {
+      return { outputs: [{ stream: STREAMS.rejected, payload: rejection('key-resolve', resolution.code, resolution.reason, event) }] };
+    }
+    const resolved: ResolvedEvent = { ...event, attribution: resolution.attribution };
+    return {
+      outputs: [
+        { stream: STREAMS.resolved, payload: resolved, partitionKey: customerPartitionKey(event.tenantId, resolution.attribution.customerId) },
+      ],
+    };
+  });
+}
+
+export const keyResolveStage: StageDefinition<UsageEvent> = {
+  name: 'key-resolve',
+  input: STREAMS.ingested,
+  outputs: [STREAMS.resolved, STREAMS.rejected],
+  batchSize: 500,
+  async setup({ config, redis, metrics }) {
+    const sql = connectPostgres(config.DATABASE_URL, { max: 2, name: 'key-resolve' });
+    const resolver = new AttributionResolver(sql, redis, config.REDIS_PREFIX, config.KEY_CACHE_TTL_SECONDS, {
+      hit: () => metrics.cacheLookups.inc({ cache: 'attribution', result: 'hit' }),
+      miss: () => metrics.cacheLookups.inc({ cache: 'attribution', result: 'miss' }),
+    });
+    return {
+      handle: (batch) => resolveBatch(resolver, batch),
+      close: () => sql.end({ timeout: 5 }),
+    };
+  },
+};
