@@ -1,0 +1,393 @@
+import { z } from 'zod';
+import { AmountError, formatScaled, parseScaled } from '../domain/money.js';
+import { decimalAmount, type ValidationProblem, type Validated } from './validation.js';
+
+/**
+ * A rate plan's pricing JSON (the article's `dimensionPricing`). Every dimension is optional and
+ * they combine; see README "Rating and quotes" for the order in which they apply. Amounts are
+ * JSON numbers or decimal strings, normalised to canonical decimal strings; multipliers keep
+ * nine decimal places, percentages seven, durations three (milliseconds).
+ */
+
+const MULTIPLIER_DECIMALS = 9;
+const PERCENT_DECIMALS = 7;
+const SECONDS_DECIMALS = 3;
+
+function scaledDecimal(decimals: number, what: string, check?: (scaled: bigint) => string | undefined) {
+  return z.union([z.number(), z.string()], { error: `${what} must be a JSON number or a decimal string` }).transform((value, ctx) => {
+    let scaled: bigint;
+    try {
+      scaled = parseScaled(value, decimals);
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', message: err instanceof AmountError ? `${what}: ${err.message}` : `${what} is not a decimal number` });
+      return z.NEVER;
+    }
+    const problem = check?.(scaled);
+    if (problem) {
+      ctx.addIssue({ code: 'custom', message: `${problem}, got ${String(value)}` });
+      return z.NEVER;
+    }
+    return formatScaled(scaled, decimals);
+  });
+}
+
+const rate = decimalAmount();
+const multiplier = scaledDecimal(MULTIPLIER_DECIMALS, 'a multiplier', (m) => (m < 0n ? 'a multiplier must be 0 or more' : undefined));
+const threshold = scaledDecimal(MULTIPLIER_DECIMALS, 'a threshold', (t) =>
+  t < 0n || t >= 10n ** BigInt(MULTIPLIER_DECIMALS) ? 'the threshold is a share of failed calls: at least 0 and below 1' : undefined,
+);
+const percent = scaledDecimal(PERCENT_DECIMALS, 'a percentage', (p) =>
+  p < 0n || p > 100n * 10n ** BigInt(PERCENT_DECIMALS) ? 'a discount percentage must be between 0 and 100' : undefined,
+);
+const seconds = scaledDecimal(SECONDS_DECIMALS, 'max_seconds', (s) => (s <= 0n ? 'max_seconds must be greater than 0' : undefined));
+const count = z
+  .number({ error: 'must be a whole number' })
+  .int('must be a whole number')
+  .min(0, 'must be 0 or more')
+  .max(Number.MAX_SAFE_INTEGER, 'is too large');
+const toolName = z.string().min(1, 'a tool name must not be empty').max(256, 'a tool name has at most 256 characters');
+
+export const DEFAULT_TOOL_KEY = '*';
+
+export const durationBucketSchema = z.strictObject({
+  /** Calls lasting up to this many seconds (inclusive) fall in the bucket; null on the last bucket: no upper bound. */
+  max_seconds: seconds.nullable().optional(),
+  rate,
+  unit: z.literal('per_invocation').optional(),
+});
+
+export const volumeTierSchema = z
+  .strictObject({
+    /** Calls of the month before this tier starts: a tier with 1000 starts at the 1,001st call. */
+    min_invocations: count,
+    rate: rate.optional(),
+    discount_percent: percent.optional(),
+  })
+  .superRefine((tier, ctx) => {
+    if ((tier.rate === undefined) === (tier.discount_percent === undefined)) {
+      ctx.addIssue({ code: 'custom', message: 'a tier has exactly one of rate (per call) or discount_percent' });
+    }
+  });
+
+export const commitmentSchema = z.strictObject({
+  /** Calls covered by the committed price in each period. */
+  committed_amount: count,
+  committed_price: rate,
+  /**
+   * `allocation` (default): each agent allocation covers only that agent's calls, the rest of the
+   * commitment covers the agents without one. `pool`: the whole commitment covers any calls.
+   */
+  overage_basis: z.enum(['allocation', 'pool']).optional(),
+});
+
+export const ratePlanPricingSchema = z
+  .strictObject({
+    tool_invocations: z.record(toolName, rate).optional().meta({ description: 'Price of one call per tool; "*" prices every tool not listed.' }),
+    tool_aliases: z
+      .record(toolName, toolName)
+      .optional()
+      .meta({ description: 'Old or alternative tool name -> the name it is priced as. A tool name may carry a version as name@version.' }),
+    token_multipliers: z
+      .strictObject({ input_tokens: rate.optional(), output_tokens: rate.optional() })
+      .optional()
+      .meta({ description: 'Price of one input and one output token.' }),
+    tool_multipliers: z.record(toolName, multiplier).optional().meta({ description: 'Per-tool factor on token cost; "*" for tools not listed (default 1).' }),
+    duration_buckets: z
+      .array(durationBucketSchema)
+      .optional()
+      .meta({ description: 'Ascending by max_seconds; a call pays the rate of the first bucket its duration fits; the last bucket is open (max_seconds null).' }),
+    error_rate_penalties: z
+      .strictObject({ threshold, multiplier })
+      .optional()
+      .meta({ description: "When a session's share of failed calls exceeds threshold, its usage cost is multiplied by multiplier." }),
+    volume_tiers: z.array(volumeTierSchema).optional().meta({ description: 'Tiers on the monthly count of calls, ascending by min_invocations, the first at 0.' }),
+    volume_tier_mode: z
+      .enum(['volume', 'graduated'])
+      .optional()
+      .meta({ description: 'volume (default): every call at the tier the month reaches, retroactively. graduated: each call at the tier of its ordinal.' }),
+    base_session_fee: rate.optional().meta({ description: 'Fee per session started in the period.' }),
+    included_tool_count: count.optional().meta({ description: 'The first calls of each session whose per-call tool price is included.' }),
+    billing_mode: z.enum(['PAY_AS_YOU_GO', 'COMMITTED']).optional(),
+    commitment: commitmentSchema.optional(),
+    minimum_spend: rate.optional().meta({ description: 'Minimum invoice amount per period; a true-up line makes up the difference.' }),
+  })
+  .superRefine((plan, ctx) => {
+    for (const problem of crossFieldProblems(plan)) ctx.addIssue({ code: 'custom', path: problem.path, message: problem.message });
+  })
+  .meta({ description: "A rate plan's dimension pricing." });
+
+export type RatePlanPricing = z.output<typeof ratePlanPricingSchema>;
+export type RatePlanPricingInput = z.input<typeof ratePlanPricingSchema>;
+export type DurationBucket = z.output<typeof durationBucketSchema>;
+export type VolumeTier = z.output<typeof volumeTierSchema>;
+export type Commitment = z.output<typeof commitmentSchema>;
+
+type PathSegment = string | number;
+interface CrossFieldProblem {
+  path: PathSegment[];
+  message: string;
+}
+
+/** Checks that need more than one field: order of buckets and tiers, aliases, mode conflicts, exactness. */
+function crossFieldProblems(plan: RatePlanPricing): CrossFieldProblem[] {
+  const problems: CrossFieldProblem[] = [];
+  const add = (path: PathSegment[], message: string) => problems.push({ path, message });
+  const tools = plan.tool_invocations;
+
+  if (tools && !(DEFAULT_TOOL_KEY in tools)) {
+    add(['tool_invocations'], 'needs a "*" default so that tools not listed are priced (use "*": 0 to make them free)');
+  }
+  checkAliases(plan, add);
+  checkDurationBuckets(plan.duration_buckets, add);
+  checkVolumeTierOrder(plan.volume_tiers, add);
+  checkVolumeTiers(plan, add);
+  checkCommitment(plan, add);
+  if (plan.tool_multipliers && !plan.token_multipliers) {
+    add(['tool_multipliers'], 'tool multipliers scale token cost, but token_multipliers sets no token rate');
+  }
+  return problems;
+}
+
+type AddProblem = (path: PathSegment[], message: string) => void;
+
+function checkAliases(plan: RatePlanPricing, add: AddProblem): void {
+  const aliases = plan.tool_aliases;
+  if (!aliases) return;
+  for (const [alias, target] of Object.entries(aliases)) {
+    const path = ['tool_aliases', alias];
+    if (alias === DEFAULT_TOOL_KEY || target === DEFAULT_TOOL_KEY) {
+      add(path, '"*" is the default price, not a tool: it can be neither an alias nor its target');
+    } else if (alias === target) {
+      add(path, 'a tool cannot be an alias of itself');
+    } else if (plan.tool_invocations && alias in plan.tool_invocations) {
+      add(path, `"${alias}" is both an alias and priced in tool_invocations: a renamed tool keeps the price of "${target}"; remove one of the two`);
+    } else if (plan.tool_multipliers && alias in plan.tool_multipliers) {
+      add(path, `"${alias}" is both an alias and listed in tool_multipliers: it takes the multiplier of "${target}"; remove one of the two`);
+    } else if (target in aliases) {
+      add(path, `"${target}" is itself an alias (of "${aliases[target]}"): point "${alias}" at the final name`);
+    }
+  }
+}
+
+interface BucketBound {
+  max_seconds?: unknown;
+}
+interface TierStart {
+  min_invocations?: unknown;
+  rate?: unknown;
+  discount_percent?: unknown;
+}
+
+/**
+ * Order checks read each bound leniently (a bucket with a bad rate still has its bound checked),
+ * so that they also run on input that failed elsewhere: every problem is reported at once.
+ */
+function checkDurationBuckets(buckets: readonly BucketBound[] | undefined, add: AddProblem): void {
+  if (!buckets) return;
+  if (buckets.length === 0) {
+    add(['duration_buckets'], 'needs at least one bucket (or leave duration_buckets out)');
+    return;
+  }
+  let highest: bigint | undefined;
+  buckets.forEach((bucket, index) => {
+    const path = ['duration_buckets', index, 'max_seconds'];
+    const isLast = index === buckets.length - 1;
+    if (bucket?.max_seconds == null) {
+      if (!isLast) add(path, 'only the last bucket may be open-ended (max_seconds null)');
+      return;
+    }
+    const limit = readScaled(bucket.max_seconds, SECONDS_DECIMALS);
+    if (limit === undefined) return;
+    const shown = formatScaled(limit, SECONDS_DECIMALS);
+    if (highest !== undefined && limit === highest) {
+      add(path, `overlaps bucket ${index - 1}: both end at ${shown} s; max_seconds must be strictly ascending`);
+    } else if (highest !== undefined && limit < highest) {
+      add(path, `buckets must be sorted by max_seconds ascending: ${shown} s follows ${formatScaled(highest, SECONDS_DECIMALS)} s`);
+    }
+    if (isLast) {
+      add(path, `calls longer than ${shown} s would be unpriced: make the last bucket open-ended with "max_seconds": null`);
+    }
+    if (highest === undefined || limit > highest) highest = limit;
+  });
+}
+
+function checkVolumeTierOrder(tiers: readonly TierStart[] | undefined, add: AddProblem): void {
+  if (!tiers) return;
+  if (tiers.length === 0) {
+    add(['volume_tiers'], 'needs at least one tier (or leave volume_tiers out)');
+    return;
+  }
+  const starts = tiers.map((tier) => (Number.isSafeInteger(tier?.min_invocations) ? (tier.min_invocations as number) : undefined));
+  if (starts[0] !== undefined && starts[0] !== 0) {
+    add(['volume_tiers', 0, 'min_invocations'], 'the first tier must start at 0, or the first calls of the month would be unpriced');
+  }
+  let highest: number | undefined;
+  starts.forEach((here, index) => {
+    if (here === undefined) return;
+    const path = ['volume_tiers', index, 'min_invocations'];
+    if (highest !== undefined && here === highest) add(path, `overlaps tier ${index - 1}: both start at ${here}; min_invocations must be strictly ascending`);
+    else if (highest !== undefined && here < highest) add(path, `tiers must be sorted by min_invocations ascending: ${here} follows ${highest}`);
+    if (highest === undefined || here > highest) highest = here;
+  });
+  const kinds = tiers.map((tier) => (tier?.rate !== undefined ? 'rate' : tier?.discount_percent !== undefined ? 'discount' : undefined));
+  const first = kinds.find((kind) => kind !== undefined);
+  const mixedAt = kinds.findIndex((kind) => kind !== undefined && kind !== first);
+  if (mixedAt > 0) {
+    add(['volume_tiers', mixedAt], 'all tiers must be of one kind: either every tier has a rate or every tier has a discount_percent');
+  }
+}
+
+function checkVolumeTiers(plan: RatePlanPricing, add: AddProblem): void {
+  const tiers = plan.volume_tiers;
+  if (!tiers) {
+    if (plan.volume_tier_mode) add(['volume_tier_mode'], 'is set but there are no volume_tiers');
+    return;
+  }
+  if (tiers.length > 0 && tiers.every((tier) => tier.rate !== undefined) && plan.tool_invocations) {
+    add(['volume_tiers'], 'tiers with a rate set the price of every call, so tool_invocations cannot also be set; use discount_percent tiers to discount per-tool prices');
+  }
+}
+
+function readScaled(value: unknown, decimals: number): bigint | undefined {
+  if (typeof value !== 'number' && typeof value !== 'string') return undefined;
+  try {
+    return parseScaled(value, decimals);
+  } catch {
+    return undefined;
+  }
+}
+
+/** The checks that can run on input that failed to parse. */
+function orderProblems(input: unknown): CrossFieldProblem[] {
+  const problems: CrossFieldProblem[] = [];
+  if (typeof input !== 'object' || input === null) return problems;
+  const raw = input as { duration_buckets?: unknown; volume_tiers?: unknown };
+  const add = (path: PathSegment[], message: string) => problems.push({ path, message });
+  if (Array.isArray(raw.duration_buckets)) checkDurationBuckets(raw.duration_buckets as BucketBound[], add);
+  if (Array.isArray(raw.volume_tiers)) checkVolumeTierOrder(raw.volume_tiers as TierStart[], add);
+  return problems;
+}
+
+function checkCommitment(plan: RatePlanPricing, add: AddProblem): void {
+  const committed = plan.billing_mode === 'COMMITTED';
+  if (committed && !plan.commitment) {
+    add(['commitment'], 'billing_mode COMMITTED needs a commitment: { committed_amount, committed_price }');
+  }
+  if (!committed && plan.commitment) {
+    add(['billing_mode'], 'a commitment is set: billing_mode must be "COMMITTED"');
+  }
+  if (!committed) return;
+  const toolKeys = Object.keys(plan.tool_invocations ?? {});
+  if (toolKeys.some((key) => key !== DEFAULT_TOOL_KEY)) {
+    add(
+      ['tool_invocations'],
+      'a COMMITTED plan prices calls beyond the commitment at one overage rate, given as tool_invocations["*"]; per-tool rates would leave open which calls the commitment covers',
+    );
+  }
+  if (plan.volume_tiers?.some((tier) => tier.rate !== undefined)) {
+    add(['volume_tiers'], 'a COMMITTED plan prices calls by its commitment and overage rate; volume tiers with a rate would price them twice');
+  }
+}
+
+/** `$.duration_buckets[2].max_seconds`, `$.tool_invocations['*']`. */
+export function jsonPath(path: readonly PropertyKey[]): string {
+  let out = '$';
+  for (const segment of path) {
+    if (typeof segment === 'number') out += `[${segment}]`;
+    else if (typeof segment === 'string' && /^[A-Za-z_][A-Za-z0-9_]*$/.test(segment)) out += `.${segment}`;
+    else out += `['${String(segment).replace(/\\/g, '\\\\').replace(/'/g, "\\'")}']`;
+  }
+  return out;
+}
+
+/** One problem per issue; an unknown key is named in the path itself, with the closest known key when there is one. */
+export function describeIssuesAsJsonPath(error: z.ZodError, knownKeysAt: (path: readonly PropertyKey[]) => string[] = () => []): ValidationProblem[] {
+  const problems: ValidationProblem[] = [];
+  for (const issue of error.issues) {
+    if (issue.code === 'unrecognized_keys') {
+      const known = knownKeysAt(issue.path);
+      for (const key of issue.keys) {
+        const suggestion = closest(key, known);
+        problems.push({ path: jsonPath([...issue.path, key]), message: `unknown key${suggestion ? ` (did you mean "${suggestion}"?)` : ''}` });
+      }
+    } else {
+      problems.push({ path: jsonPath(issue.path), message: issue.message });
+    }
+  }
+  return problems;
+}
+
+function closest(key: string, known: string[]): string | undefined {
+  let best: string | undefined;
+  let bestDistance = 3;
+  for (const candidate of known) {
+    const distance = editDistance(key, candidate);
+    if (distance < bestDistance) {
+      best = candidate;
+      bestDistance = distance;
+    }
+  }
+  return best;
+}
+
+function editDistance(a: string, b: string): number {
+  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++) {
+      next[j] = Math.min(row[j] + 1, next[j - 1] + 1, row[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    row = next;
+  }
+  return row[b.length];
+}
+
+function knownPlanKeys(path: readonly PropertyKey[]): string[] {
+  let schema: z.ZodType = ratePlanPricingSchema;
+  for (const segment of path) {
+    const next = childSchema(schema, segment);
+    if (!next) return [];
+    schema = next;
+  }
+  const shape = objectShape(schema);
+  return shape ? Object.keys(shape) : [];
+}
+
+function unwrap(schema: z.ZodType): z.ZodType {
+  let current: z.ZodType = schema;
+  for (;;) {
+    if (current instanceof z.ZodOptional || current instanceof z.ZodNullable) current = current.unwrap() as z.ZodType;
+    else if (current instanceof z.ZodPipe) current = current.in as z.ZodType;
+    else return current;
+  }
+}
+
+function objectShape(schema: z.ZodType): Record<string, z.ZodType> | undefined {
+  const inner = unwrap(schema);
+  return inner instanceof z.ZodObject ? (inner.shape as Record<string, z.ZodType>) : undefined;
+}
+
+function childSchema(schema: z.ZodType, segment: PropertyKey): z.ZodType | undefined {
+  const inner = unwrap(schema);
+  if (inner instanceof z.ZodArray) return inner.element as z.ZodType;
+  if (inner instanceof z.ZodRecord) return inner.valueType as z.ZodType;
+  return objectShape(inner)?.[String(segment)];
+}
+
+/**
+ * Validates a rate plan's pricing JSON. Every problem comes back with the JSON path it concerns
+ * (`$.duration_buckets[2].max_seconds`) and a sentence saying what to change.
+ */
+export function validateRatePlan(input: unknown): Validated<'plan', RatePlanPricing> {
+  const parsed = ratePlanPricingSchema.safeParse(input);
+  if (parsed.success) return { ok: true, plan: parsed.data };
+  const errors = describeIssuesAsJsonPath(parsed.error, knownPlanKeys);
+  const reported = new Set(errors.map((problem) => `${problem.path}\n${problem.message}`));
+  for (const problem of orderProblems(input)) {
+    const described = { path: jsonPath(problem.path), message: problem.message };
+    if (!reported.has(`${described.path}\n${described.message}`)) errors.push(described);
+  }
+  return { ok: false, errors };
+}
+
+export type { ValidationProblem };
