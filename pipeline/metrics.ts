@@ -13,6 +13,7 @@ export class Metrics {
   readonly errors: Counter<'stage' | 'kind'>;
   readonly paused: Gauge<'stage'>;
   readonly cacheLookups: Counter<'cache' | 'result'>;
+  readonly duplicates: Counter<'stage'>;
 
   constructor(processName: string) {
     this.registry.setDefaultLabels({ process: processName });
@@ -37,6 +38,12 @@ export class Metrics {
     this.deadLetters = new Counter({ name: 'am_dead_letters_total', help: 'Entries moved to a dead-letter stream', labelNames: ['stage'], registers });
     this.errors = new Counter({ name: 'am_errors_total', help: 'Errors by kind', labelNames: ['stage', 'kind'], registers });
     this.paused = new Gauge({ name: 'am_backpressure_paused', help: '1 while a stage waits for its output to drain', labelNames: ['stage'], registers });
+    this.duplicates = new Counter({
+      name: 'am_duplicates_total',
+      help: 'Second submissions of an event_id already in the ledger (counted, not billed)',
+      labelNames: ['stage'],
+      registers,
+    });
     this.cacheLookups = new Counter({ name: 'am_cache_lookups_total', help: 'Cache lookups by result (hit, miss)', labelNames: ['cache', 'result'], registers });
   }
 }

@@ -40,9 +40,10 @@ export interface EventCost {
 export type ResolvedEvent = UsageEvent & { attribution: Attribution };
 export type AttributedEvent = ResolvedEvent & { subscription: SubscriptionSnapshot };
 export type PricedEvent = AttributedEvent & { cost: EventCost };
-/** Added by cap-check: whether the event took a capped total over its limit (still billed). */
-export type CheckedEvent = PricedEvent & { overCap: boolean; capTags?: string[] };
-export type LedgeredEvent = CheckedEvent;
+/** Added by cap-check: the spend counters it advanced for this event (ledger-write takes them back for a duplicate). */
+export type CheckedEvent = PricedEvent & { capCounters: { key: string; by: bigint }[] };
+/** Added by ledger-write: whether a spend cap was at or over its limit with this event (it is billed all the same). */
+export type LedgeredEvent = CheckedEvent & { overCap: boolean };
 
 /** What a stage writes to the rejected stream instead of forwarding: the event and why. */
 export interface RejectedEvent {

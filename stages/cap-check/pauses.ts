@@ -8,6 +8,7 @@ import type { Attribution } from '../types.js';
 export type PauseScope = 'agent' | 'app' | 'team' | 'customer' | 'session';
 
 export interface PauseRecord {
+  tenantId: string;
   capId: string;
   scopeKind: PauseScope;
   scopeId: string;

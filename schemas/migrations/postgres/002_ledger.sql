@@ -21,6 +21,7 @@ CREATE TABLE usage_ledger (
   period_start         timestamptz NOT NULL,
   session_id           text,
   tool_name            text,
+  priced_tool          text,
   mcp_server_id        text,
   model                text,
   execution_status     text NOT NULL,
@@ -29,6 +30,7 @@ CREATE TABLE usage_ledger (
   output_tokens        bigint NOT NULL,
   retry_count          integer NOT NULL,
   cost_nano            bigint NOT NULL,
+  -- Per dimension, integer nano-units as strings: {"tool": "100000000", "input_tokens": "2400000", ...}
   cost_breakdown       jsonb NOT NULL,
   currency             text NOT NULL,
   over_cap             boolean NOT NULL DEFAULT false,
@@ -54,7 +56,6 @@ CREATE TABLE cap_pauses (
   scope_id     text NOT NULL,
   period_key   text NOT NULL,
   event_id     text NOT NULL,
-  total_nano   bigint NOT NULL,
   limit_nano   bigint NOT NULL,
   paused_at    timestamptz NOT NULL,
   lifted_at    timestamptz,

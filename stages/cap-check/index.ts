@@ -1,0 +1,88 @@
+import { subscribeControl } from '../../pipeline/control.js';
+import { STREAMS } from '../../pipeline/keys.js';
+import type { EntryResult, StageDefinition } from '../../pipeline/stage.js';
+import type { Redis } from 'ioredis';
+import { CapBook } from '../../store/caps.js';
+import { connectPostgres, type Sql } from '../../store/postgres.js';
+import type { CheckedEvent, PricedEvent } from '../types.js';
+import { capCounters } from './limits.js';
+import type { PauseRecord } from './pauses.js';
+
+/** Records pauses in PostgreSQL (the live flag is the Redis key the ack script set). Idempotent. */
+export async function recordPauses(sql: Sql, pauses: PauseRecord[]): Promise<void> {
+  if (pauses.length === 0) return;
+  await sql`
+    INSERT INTO cap_pauses ${sql(
+      pauses.map((p) => ({
+        tenant_id: p.tenantId,
+        cap_id: p.capId,
+        scope_kind: p.scopeKind,
+        scope_id: p.scopeId,
+        period_key: p.periodKey,
+        event_id: p.eventId,
+        limit_nano: p.limitNano,
+        paused_at: new Date(p.pausedAt),
+      })),
+    )}
+    ON CONFLICT DO NOTHING`;
+}
+
+/** Pause flags set by an ack whose PostgreSQL record was lost (a crash in between): recorded on start. */
+async function reconcilePauses(redis: Redis, prefix: string, sql: Sql): Promise<number> {
+  const records: PauseRecord[] = [];
+  let cursor = '0';
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}paused:*`, 'COUNT', 1000);
+    cursor = next;
+    if (keys.length) {
+      for (const value of await redis.mget(...keys)) if (value) records.push(JSON.parse(value) as PauseRecord);
+    }
+  } while (cursor !== '0');
+  await recordPauses(sql, records);
+  return records.length;
+}
+
+export const capCheckStage: StageDefinition<PricedEvent> = {
+  name: 'cap-check',
+  input: STREAMS.priced,
+  outputs: [STREAMS.checked],
+  batchSize: 500,
+  async setup({ config, redis, log }) {
+    const sql = connectPostgres(config.DATABASE_URL, { max: 2, name: 'cap-check' });
+    const caps = new CapBook(sql);
+    const control = subscribeControl(config.REDIS_URL, config.REDIS_PREFIX, async (message) => {
+      if (message.type === 'caps.changed') await caps.reloadTenant(message.tenantId);
+    }, log);
+    await control.ready;
+    await caps.loadAll();
+    const reconciled = await reconcilePauses(redis, config.REDIS_PREFIX, sql);
+    if (reconciled) log.info({ reconciled }, 'pause flags checked against their records');
+    const pausesInHand = new Map<string, PauseRecord[]>();
+    return {
+      async handle(batch) {
+        const now = Date.now();
+        return batch.map(({ id, payload: event }): EntryResult => {
+          const counters = capCounters(caps.capsFor(event.tenantId, event.attribution), event, now);
+          const pauses = counters.flatMap((c) => (c.onLimit ? [JSON.parse(c.onLimit.value) as PauseRecord] : []));
+          if (pauses.length) pausesInHand.set(id, pauses);
+          const checked: CheckedEvent = { ...event, capCounters: counters.map((c) => ({ key: c.key, by: c.by })) };
+          return { outputs: [{ stream: STREAMS.checked, payload: checked }], counters };
+        });
+      },
+      async afterAck(batch, results) {
+        const crossed: PauseRecord[] = [];
+        batch.forEach((entry, i) => {
+          const tags = new Set(results[i].crossed);
+          for (const pause of pausesInHand.get(entry.id) ?? []) if (tags.has(`cap:${pause.capId}`)) crossed.push(pause);
+        });
+        for (const entry of batch) pausesInHand.delete(entry.id);
+        for (const pause of crossed) log.warn({ pause }, 'spend cap crossed: paused');
+        await recordPauses(sql, crossed);
+      },
+      async close() {
+        await control.close();
+        await sql.end({ timeout: 5 });
+      },
+    };
+  },
+};

@@ -1,0 +1,41 @@
+import { rateEvent } from '../../domain/rating/rate-event.js';
+import { isTransient } from '../../pipeline/errors.js';
+import { STREAMS } from '../../pipeline/keys.js';
+import type { EntryResult, StageDefinition, StageEntry } from '../../pipeline/stage.js';
+import { connectPostgres } from '../../store/postgres.js';
+import { PlanCache } from '../../store/rate-plans.js';
+import type { AttributedEvent, PricedEvent } from '../types.js';
+
+/** Rates each event by the plan version its subscription snapshot names, keeping the cost per dimension. */
+export async function priceBatch(plans: PlanCache, batch: StageEntry<AttributedEvent>[]): Promise<EntryResult[]> {
+  const results: EntryResult[] = [];
+  for (const { payload: event } of batch) {
+    let plan;
+    try {
+      plan = await plans.get(event.tenantId, event.subscription.ratePlanVersionId);
+    } catch (error) {
+      if (isTransient(error)) throw error;
+      results.push({ error });
+      continue;
+    }
+    const rating = rateEvent(plan, event);
+    const priced: PricedEvent = { ...event, cost: { total: rating.total, tool: rating.tool, breakdown: rating.breakdown } };
+    results.push({ outputs: [{ stream: STREAMS.priced, payload: priced }] });
+  }
+  return results;
+}
+
+export const priceStage: StageDefinition<AttributedEvent> = {
+  name: 'price',
+  input: STREAMS.attributed,
+  outputs: [STREAMS.priced],
+  batchSize: 500,
+  async setup({ config }) {
+    const sql = connectPostgres(config.DATABASE_URL, { max: 2, name: 'price' });
+    const plans = new PlanCache(sql);
+    return {
+      handle: (batch) => priceBatch(plans, batch),
+      close: () => sql.end({ timeout: 5 }),
+    };
+  },
+};

@@ -1,0 +1,73 @@
+import type { Sql } from './postgres.js';
+
+export interface SpendCap {
+  id: string;
+  tenantId: string;
+  scopeKind: 'agent' | 'team' | 'customer';
+  scopeId: string;
+  period: 'session' | 'day' | 'month';
+  limitNano: bigint;
+  action: 'pause' | 'alert';
+}
+
+interface CapRow {
+  id: string;
+  tenant_id: string;
+  scope_kind: SpendCap['scopeKind'];
+  scope_id: string;
+  period: SpendCap['period'];
+  limit_nano: string;
+  action: SpendCap['action'];
+}
+
+/** Active spend caps in memory, by tenant and scope ("agent:<id>"); reloaded per tenant on `caps.changed`. */
+export class CapBook {
+  private tenants = new Map<string, Map<string, SpendCap[]>>();
+
+  constructor(private readonly sql: Sql) {}
+
+  async loadAll(): Promise<void> {
+    this.tenants = index(await this.query());
+  }
+
+  async reloadTenant(tenantId: string): Promise<void> {
+    this.tenants.set(tenantId, index(await this.query(tenantId)).get(tenantId) ?? new Map());
+  }
+
+  capsFor(tenantId: string, scope: { agentId?: string; teamId: string; customerId: string }): SpendCap[] {
+    const book = this.tenants.get(tenantId);
+    if (!book) return [];
+    return [
+      ...(scope.agentId ? (book.get(`agent:${scope.agentId}`) ?? []) : []),
+      ...(book.get(`team:${scope.teamId}`) ?? []),
+      ...(book.get(`customer:${scope.customerId}`) ?? []),
+    ];
+  }
+
+  private query(tenantId?: string): Promise<CapRow[]> {
+    return this.sql<CapRow[]>`
+      SELECT id, tenant_id, scope_kind, scope_id, period, limit_nano, action FROM spend_caps
+      WHERE status = 'active' ${tenantId === undefined ? this.sql`` : this.sql`AND tenant_id = ${tenantId}`}`;
+  }
+}
+
+function index(rows: CapRow[]): Map<string, Map<string, SpendCap[]>> {
+  const tenants = new Map<string, Map<string, SpendCap[]>>();
+  for (const row of rows) {
+    let book = tenants.get(row.tenant_id);
+    if (!book) tenants.set(row.tenant_id, (book = new Map()));
+    const scope = `${row.scope_kind}:${row.scope_id}`;
+    const list = book.get(scope) ?? [];
+    list.push({
+      id: row.id,
+      tenantId: row.tenant_id,
+      scopeKind: row.scope_kind,
+      scopeId: row.scope_id,
+      period: row.period,
+      limitNano: BigInt(row.limit_nano),
+      action: row.action,
+    });
+    book.set(scope, list);
+  }
+  return tenants;
+}

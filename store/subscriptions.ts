@@ -1,0 +1,142 @@
+import type { Sql } from './postgres.js';
+import type { Attribution, SubscriptionSnapshot } from '../stages/types.js';
+
+interface SubscriptionRow {
+  id: string;
+  tenant_id: string;
+  customer_id: string;
+  team_id: string | null;
+  agent_id: string | null;
+  app_id: string | null;
+  rate_plan_version_id: string;
+  rate_plan_id: string;
+  version: number;
+  currency: string;
+  effective_from: Date;
+  effective_to: Date | null;
+}
+
+interface Subscription {
+  id: string;
+  ratePlanId: string;
+  ratePlanVersionId: string;
+  ratePlanVersion: number;
+  currency: string;
+  from: number;
+  to: number;
+}
+
+type TenantBook = Map<string, Subscription[]>;
+
+const RELOAD_ON_MISS_INTERVAL_MS = 1_000;
+
+/**
+ * Every subscription in memory, by scope (agent, app, team, customer), each list ordered by
+ * effective_from. Subscriptions are immutable snapshots, so the map only grows or is
+ * replaced per tenant when a `subscriptions.changed` control message arrives. A miss reloads
+ * the tenant once (at most every second) before answering "no subscription", in case a
+ * control message was missed.
+ */
+export class SubscriptionBook {
+  private tenants = new Map<string, TenantBook>();
+  private readonly reloadedAt = new Map<string, number>();
+
+  constructor(private readonly sql: Sql) {}
+
+  async loadAll(): Promise<void> {
+    const rows = await this.query();
+    const tenants = new Map<string, TenantBook>();
+    for (const row of rows) add(tenants, row);
+    this.tenants = tenants;
+  }
+
+  async reloadTenant(tenantId: string): Promise<void> {
+    const tenants = new Map<string, TenantBook>();
+    for (const row of await this.query(tenantId)) add(tenants, row);
+    this.tenants.set(tenantId, tenants.get(tenantId) ?? new Map());
+    this.reloadedAt.set(tenantId, Date.now());
+  }
+
+  /** The most specific subscription active at `at`: the agent's or app's, else the team's, else the customer's. */
+  find(tenantId: string, attribution: Attribution, at: number): SubscriptionSnapshot | undefined {
+    const book = this.tenants.get(tenantId);
+    if (!book) return undefined;
+    const scopes = [
+      attribution.agentId && `agent:${attribution.agentId}`,
+      attribution.appId && `app:${attribution.appId}`,
+      `team:${attribution.teamId}`,
+      `customer:${attribution.customerId}`,
+    ];
+    for (const scope of scopes) {
+      if (!scope) continue;
+      const found = book.get(scope)?.find((s) => s.from <= at && at < s.to);
+      if (found) return snapshot(found, at);
+    }
+    return undefined;
+  }
+
+  /** find(), reloading the tenant from PostgreSQL first when it misses and was not reloaded in the last second. */
+  async findOrReload(tenantId: string, attribution: Attribution, at: number): Promise<SubscriptionSnapshot | undefined> {
+    const found = this.find(tenantId, attribution, at);
+    if (found) return found;
+    if (Date.now() - (this.reloadedAt.get(tenantId) ?? 0) < RELOAD_ON_MISS_INTERVAL_MS) return undefined;
+    await this.reloadTenant(tenantId);
+    return this.find(tenantId, attribution, at);
+  }
+
+  private query(tenantId?: string): Promise<SubscriptionRow[]> {
+    return this.sql<SubscriptionRow[]>`
+      SELECT s.id, s.tenant_id, s.customer_id, s.team_id, s.agent_id, s.app_id, s.rate_plan_version_id,
+             v.rate_plan_id, v.version, p.currency, s.effective_from, s.effective_to
+      FROM subscriptions s
+      JOIN rate_plan_versions v ON v.tenant_id = s.tenant_id AND v.id = s.rate_plan_version_id
+      JOIN rate_plans p ON p.tenant_id = v.tenant_id AND p.id = v.rate_plan_id
+      ${tenantId === undefined ? this.sql`` : this.sql`WHERE s.tenant_id = ${tenantId}`}
+      ORDER BY s.effective_from`;
+  }
+}
+
+function add(tenants: Map<string, TenantBook>, row: SubscriptionRow): void {
+  let book = tenants.get(row.tenant_id);
+  if (!book) tenants.set(row.tenant_id, (book = new Map()));
+  const scope = row.agent_id
+    ? `agent:${row.agent_id}`
+    : row.app_id
+      ? `app:${row.app_id}`
+      : row.team_id
+        ? `team:${row.team_id}`
+        : `customer:${row.customer_id}`;
+  const list = book.get(scope) ?? [];
+  list.push({
+    id: row.id,
+    ratePlanId: row.rate_plan_id,
+    ratePlanVersionId: row.rate_plan_version_id,
+    ratePlanVersion: row.version,
+    currency: row.currency,
+    from: row.effective_from.getTime(),
+    to: row.effective_to ? row.effective_to.getTime() : Number.POSITIVE_INFINITY,
+  });
+  book.set(scope, list);
+}
+
+/** Billing periods are calendar months in UTC. */
+export function billingPeriod(at: number): { start: number; end: number } {
+  const date = new Date(at);
+  return {
+    start: Date.UTC(date.getUTCFullYear(), date.getUTCMonth(), 1),
+    end: Date.UTC(date.getUTCFullYear(), date.getUTCMonth() + 1, 1),
+  };
+}
+
+function snapshot(s: Subscription, at: number): SubscriptionSnapshot {
+  const period = billingPeriod(at);
+  return {
+    subscriptionId: s.id,
+    ratePlanId: s.ratePlanId,
+    ratePlanVersionId: s.ratePlanVersionId,
+    ratePlanVersion: s.ratePlanVersion,
+    currency: s.currency,
+    periodStart: period.start,
+    periodEnd: period.end,
+  };
+}
