@@ -1,0 +1,98 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { decodePayload, encodePayload } from '../../pipeline/codec.js';
+import { runStage } from '../../pipeline/harness.js';
+import { STREAMS, partitionedKey } from '../../pipeline/keys.js';
+import { createLogger } from '../../pipeline/logger.js';
+import { Metrics } from '../../pipeline/metrics.js';
+import { isolated, type Isolated } from '../../test/support/isolated.js';
+import { seedSmall, usageEvent } from '../../test/support/billing.js';
+import type { SeededTenant } from '../../ops/seed.js';
+import type { CheckedEvent, PricedEvent } from '../types.js';
+import { capCheckStage } from './index.js';
+import { capCounterKey } from './limits.js';
+import { pauseKey, type PauseRecord } from './pauses.js';
+
+let world: Isolated;
+let tenant: SeededTenant;
+
+beforeAll(async () => {
+  world = await isolated('cap-check');
+  // Per agent and day: 1.00; per session: 0.50 (alert only).
+  tenant = await seedSmall(world.sql, {
+    caps: [
+      { scope: 'agent', period: 'day', limitNano: 1_000_000_000n },
+      { scope: 'agent', period: 'session', limitNano: 500_000_000n, action: 'alert' },
+    ],
+  });
+});
+afterAll(() => world.cleanup());
+
+function priced(cost: bigint, sessionId = 'sess_a'): PricedEvent {
+  const customer = tenant.customers[0];
+  const team = customer.teams[0];
+  const agent = team.agents[0];
+  return {
+    ...usageEvent(tenant.tenantId, agent, { sessionId, recordedAt: Date.now() }),
+    attribution: { customerId: customer.id, teamId: team.id, agentId: agent.id, credentialId: 'key' },
+    subscription: {
+      subscriptionId: customer.subscriptionId,
+      ratePlanId: tenant.ratePlanId,
+      ratePlanVersionId: tenant.ratePlanVersionId,
+      ratePlanVersion: 1,
+      currency: 'USD',
+      periodStart: 0,
+      periodEnd: 0,
+    },
+    cost: { total: cost, tool: 'transform_schema', breakdown: { tool: cost } },
+  };
+}
+
+describe('cap-check', () => {
+  it('keeps running totals once per event, pauses the agent the moment its cap is crossed, and flags later events', async () => {
+    const { config, redis } = world;
+    const input = partitionedKey(config.REDIS_PREFIX, STREAMS.priced, 0);
+    const output = partitionedKey(config.REDIS_PREFIX, STREAMS.checked, 0);
+    const events = [300_000_000n, 300_000_000n, 300_000_000n, 300_000_000n, 50_000_000n].map((c) => priced(c));
+    for (const event of events) await redis.xadd(input, '*', 'd', encodePayload(event));
+    const stage = await runStage(capCheckStage, {
+      config: { ...config, BLOCK_MS: 100 },
+      log: createLogger('test', 'silent'),
+      metrics: new Metrics('test'),
+      topology: [
+        { stream: STREAMS.priced, group: 'cap-check' },
+        { stream: STREAMS.checked, group: 'ledger-write' },
+      ],
+    });
+    const deadline = Date.now() + 10_000;
+    while ((await redis.xlen(output)) < 5 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    await stage.stop();
+
+    const entries = (await redis.xrangeBuffer(output, '-', '+')) as [Buffer, Buffer[]][];
+    expect(entries.length).toBe(5);
+    const dayCap = tenant.caps.find((c) => c.period === 'day')!;
+    const sessionCap = tenant.caps.find((c) => c.period === 'session')!;
+    const tags = entries.map(([, fields]) => (fields[3] ? fields[3].toString().split(',').sort() : []));
+    // Totals 0.30, 0.60 (session cap 0.50 reached), 0.90, 1.20 (day cap 1.00 crossed: pause), 1.25.
+    expect(tags).toEqual([
+      [],
+      [`cap:${sessionCap.id}`],
+      [`cap:${sessionCap.id}`],
+      [`cap:${dayCap.id}`, `cap:${sessionCap.id}`].sort(),
+      [`cap:${dayCap.id}`, `cap:${sessionCap.id}`].sort(),
+    ]);
+    const checked = decodePayload<CheckedEvent>(entries[0][1][1]);
+    expect(checked.capCounters.map((c) => c.by)).toEqual([300_000_000n, 300_000_000n]);
+
+    const day = new Date().toISOString().slice(0, 10);
+    const counter = partitionedKey(config.REDIS_PREFIX, capCounterKey({ ...dayCap, tenantId: tenant.tenantId } as never, day), 0);
+    expect(await redis.get(counter)).toBe('1250000000');
+    const agentId = tenant.customers[0].teams[0].agents[0].id;
+    const flag = await redis.get(partitionedKey(config.REDIS_PREFIX, pauseKey(tenant.tenantId, 'agent', agentId), 0));
+    expect(JSON.parse(flag!) as PauseRecord).toMatchObject({ capId: dayCap.id, scopeKind: 'agent', scopeId: agentId, eventId: events[3].eventId });
+    expect(await redis.ttl(partitionedKey(config.REDIS_PREFIX, pauseKey(tenant.tenantId, 'agent', agentId), 0))).toBeGreaterThan(0);
+    const [pause] = await world.sql`SELECT * FROM cap_pauses WHERE tenant_id = ${tenant.tenantId}`;
+    expect(pause).toMatchObject({ cap_id: dayCap.id, scope_kind: 'agent', scope_id: agentId, period_key: day, event_id: events[3].eventId });
+    // An alert cap flags but does not pause.
+    expect(await redis.exists(partitionedKey(config.REDIS_PREFIX, pauseKey(tenant.tenantId, 'session', 'sess_a'), 0))).toBe(0);
+  });
+});

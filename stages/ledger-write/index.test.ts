@@ -1,0 +1,89 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { STREAMS } from '../../pipeline/keys.js';
+import type { StageEntry } from '../../pipeline/stage.js';
+import { isolated, type Isolated } from '../../test/support/isolated.js';
+import { ledgeredEvent, stageEntries } from '../testing.js';
+import type { CheckedEvent, LedgeredEvent } from '../types.js';
+import { writeLedger, type LedgerCounters } from './index.js';
+
+let world: Isolated;
+
+beforeAll(async () => {
+  world = await isolated('ledger-write');
+});
+afterAll(() => world.cleanup());
+
+function checked(overrides: Parameters<typeof ledgeredEvent>[0] = {}): CheckedEvent {
+  const { overCap: _ignored, ...event } = ledgeredEvent({ capCounters: [{ key: 'cap:t:c1:2026-03-31', by: 12_500_000n }], ...overrides });
+  return event;
+}
+
+async function write(batch: StageEntry<CheckedEvent>[]) {
+  let counts: LedgerCounters | undefined;
+  const results = await writeLedger(world.sql, batch, (c) => (counts = c));
+  return { results, counts: counts! };
+}
+
+describe('ledger-write', () => {
+  it('writes one row per event with its cost, breakdown, attribution and plan version, and forwards it', async () => {
+    const events = [checked(), checked({ toolName: 'read_database', cost: { total: 7n, tool: 'read_database', breakdown: { tool: 7n } } })];
+    const entries = stageEntries(events);
+    entries[1].tags = ['cap:c9'];
+    const { results, counts } = await write(entries);
+    expect(counts).toEqual({ inserted: 2, duplicates: 0, redelivered: 0 });
+    expect(results.map((r) => r.outputs?.[0].stream)).toEqual([STREAMS.ledgered, STREAMS.ledgered]);
+    expect((results[1].outputs![0].payload as LedgeredEvent).overCap).toBe(true);
+    const rows = await world.sql`SELECT * FROM usage_ledger WHERE event_id IN ${world.sql(events.map((e) => e.eventId))} ORDER BY cost_nano DESC`;
+    expect(rows.length).toBe(2);
+    expect(rows[0]).toMatchObject({
+      tenant_id: 'ten_test',
+      cost_nano: '12500000',
+      cost_breakdown: { tool: '10000000', input_tokens: '2400000', output_tokens: '100000' },
+      customer_id: 'cus_test',
+      agent_id: 'agt_test',
+      subscription_id: 'sub_test',
+      rate_plan_version_id: 'rpv_test',
+      rate_plan_version: 1,
+      priced_tool: 'transform_schema',
+      over_cap: false,
+      input_tokens: '2400',
+    });
+    expect(rows[1].over_cap).toBe(true);
+    expect(rows[0].recorded_at.getTime()).toBe(events[0].recordedAt);
+  });
+
+  it('forwards a redelivered batch again (same ingest nonce) without a second row', async () => {
+    const entries = stageEntries([checked(), checked()]);
+    await write(entries);
+    const { results, counts } = await write(entries);
+    expect(counts).toEqual({ inserted: 0, duplicates: 0, redelivered: 2 });
+    expect(results.every((r) => r.outputs?.[0].stream === STREAMS.ledgered && !r.counters)).toBe(true);
+    const [{ count }] = await world.sql`SELECT count(*)::int AS count FROM usage_ledger WHERE event_id IN ${world.sql(entries.map((e) => e.payload.eventId))}`;
+    expect(count).toBe(2);
+  });
+
+  it('counts a second submission of an event_id as a duplicate: not billed, not forwarded, its spend taken back', async () => {
+    const original = checked();
+    const again = { ...original, ingestNonce: 'another-submission', cost: { ...original.cost, total: 99n } };
+    const sameBatch = { ...original, ingestNonce: 'third-submission' };
+    const { results, counts } = await write(stageEntries([original, again, sameBatch]));
+    expect(counts).toEqual({ inserted: 1, duplicates: 2, redelivered: 0 });
+    expect(results[0].outputs![0].stream).toBe(STREAMS.ledgered);
+    expect(results[1].outputs).toBeUndefined();
+    expect(results[1].counters).toEqual([{ key: 'cap:t:c1:2026-03-31', by: -12_500_000n, ttlSeconds: 0 }]);
+    const [row] = await world.sql`SELECT cost_nano, ingest_nonce FROM usage_ledger WHERE event_id = ${original.eventId}`;
+    expect(row).toEqual({ cost_nano: '12500000', ingest_nonce: original.ingestNonce });
+    const dupes = await world.sql`SELECT ingest_nonce FROM ledger_duplicates WHERE event_id = ${original.eventId} ORDER BY ingest_nonce`;
+    expect(dupes.map((d) => d.ingest_nonce)).toEqual(['another-submission', 'third-submission']);
+    // A month later, the same event_id again: still a duplicate.
+    const later = await write(stageEntries([{ ...original, ingestNonce: 'a-month-later', recordedAt: original.recordedAt + 30 * 86_400_000 }]));
+    expect(later.counts.duplicates).toBe(1);
+  });
+
+  it('keeps the tenants apart: the same event_id under two tenants is two rows', async () => {
+    const a = checked({ eventId: 'evt_shared' });
+    const b = { ...checked({ eventId: 'evt_shared' }), tenantId: 'ten_other' };
+    const { counts } = await write(stageEntries([a, b]));
+    expect(counts.inserted).toBe(2);
+  });
+});

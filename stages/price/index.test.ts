@@ -1,0 +1,111 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { STREAMS } from '../../pipeline/keys.js';
+import { newId } from '../../store/credentials.js';
+import { PlanCache } from '../../store/rate-plans.js';
+import { SubscriptionBook } from '../../store/subscriptions.js';
+import { isolated, type Isolated } from '../../test/support/isolated.js';
+import { ARTICLE_PLAN, seedSmall, usageEvent } from '../../test/support/billing.js';
+import type { SeededTenant } from '../../ops/seed.js';
+import { attachSubscriptions } from '../subscription-snapshot/index.js';
+import { stageEntries } from '../testing.js';
+import type { AttributedEvent, PricedEvent, RejectedEvent, ResolvedEvent } from '../types.js';
+import { priceBatch } from './index.js';
+
+let world: Isolated;
+let tenant: SeededTenant;
+
+beforeAll(async () => {
+  world = await isolated('price');
+  tenant = await seedSmall(world.sql, { subscriptionsFrom: new Date('2026-01-01T00:00:00Z') });
+});
+afterAll(() => world.cleanup());
+
+function resolved(customerIndex: number, overrides: Partial<ResolvedEvent> = {}): ResolvedEvent {
+  const customer = tenant.customers[customerIndex];
+  const team = customer.teams[0];
+  const agent = team.agents[0];
+  return {
+    ...usageEvent(tenant.tenantId, agent),
+    attribution: { customerId: customer.id, teamId: team.id, agentId: agent.id, credentialId: 'key_x' },
+    ...overrides,
+  };
+}
+
+async function rate(events: ResolvedEvent[]): Promise<(PricedEvent | RejectedEvent)[]> {
+  const book = new SubscriptionBook(world.sql);
+  await book.loadAll();
+  const attached = await attachSubscriptions(book, stageEntries(events));
+  const plans = new PlanCache(world.sql);
+  const out: (PricedEvent | RejectedEvent)[] = [];
+  for (const result of attached) {
+    const output = result.outputs![0];
+    if (output.stream === STREAMS.rejected) {
+      out.push(output.payload as RejectedEvent);
+      continue;
+    }
+    const [priced] = await priceBatch(plans, stageEntries([output.payload as AttributedEvent]));
+    out.push(priced.outputs![0].payload as PricedEvent);
+  }
+  return out;
+}
+
+describe('subscription-snapshot and price', () => {
+  it("prices the article's worked example exactly, with the breakdown per dimension", async () => {
+    const at = Date.UTC(2026, 2, 31, 14, 26, 59);
+    const [priced] = (await rate([resolved(0, { recordedAt: at })])) as PricedEvent[];
+    // transform_schema 0.10 + 2,400 x 0.000001 + 150 x 0.000002 + 0.847 s in the first bucket 0.10
+    expect(priced.cost.total).toBe(202_700_000n);
+    expect(priced.cost.breakdown).toEqual({ tool: 100_000_000n, input_tokens: 2_400_000n, output_tokens: 300_000n, duration: 100_000_000n });
+    expect(priced.subscription).toMatchObject({
+      subscriptionId: tenant.customers[0].subscriptionId,
+      ratePlanVersionId: tenant.ratePlanVersionId,
+      ratePlanVersion: 1,
+      currency: 'USD',
+      periodStart: Date.UTC(2026, 2, 1),
+      periodEnd: Date.UTC(2026, 3, 1),
+    });
+  });
+
+  it('rates events before and after a mid-month plan change by their own plan version', async () => {
+    const customer = tenant.customers[1];
+    const change = new Date('2026-03-15T12:00:00Z');
+    const v2 = newId('planv');
+    const v2Pricing = { ...ARTICLE_PLAN, tool_invocations: { ...ARTICLE_PLAN.tool_invocations, transform_schema: 0.25 } };
+    await world.sql.begin(async (tx) => {
+      await tx`INSERT INTO rate_plan_versions (id, tenant_id, rate_plan_id, version, pricing)
+               VALUES (${v2}, ${tenant.tenantId}, ${tenant.ratePlanId}, 2, ${tx.json(v2Pricing)})`;
+      await tx`UPDATE subscriptions SET effective_to = ${change} WHERE id = ${customer.subscriptionId}`;
+      await tx`INSERT INTO subscriptions (id, tenant_id, customer_id, rate_plan_version_id, effective_from, supersedes)
+               VALUES (${newId('sub')}, ${tenant.tenantId}, ${customer.id}, ${v2}, ${change}, ${customer.subscriptionId})`;
+    });
+    const before = resolved(1, { recordedAt: change.getTime() - 1 });
+    const after = resolved(1, { recordedAt: change.getTime() });
+    const [p1, p2] = (await rate([before, after])) as PricedEvent[];
+    expect(p1.subscription.ratePlanVersion).toBe(1);
+    expect(p1.cost.breakdown.tool).toBe(100_000_000n);
+    expect(p2.subscription.ratePlanVersion).toBe(2);
+    expect(p2.subscription.ratePlanVersionId).toBe(v2);
+    expect(p2.cost.breakdown.tool).toBe(250_000_000n);
+  });
+
+  it('prefers an agent-level subscription to the customer one', async () => {
+    const customer = tenant.customers[0];
+    const agent = customer.teams[0].agents[0];
+    const subscriptionId = newId('sub');
+    await world.sql`INSERT INTO subscriptions (id, tenant_id, customer_id, agent_id, rate_plan_version_id, effective_from)
+                    VALUES (${subscriptionId}, ${tenant.tenantId}, ${customer.id}, ${agent.id}, ${tenant.ratePlanVersionId}, '2026-02-01')`;
+    const [priced] = (await rate([resolved(0, { recordedAt: Date.UTC(2026, 2, 2) })])) as PricedEvent[];
+    expect(priced.subscription.subscriptionId).toBe(subscriptionId);
+  });
+
+  it('rejects an event with no subscription active at its recorded time, saying why', async () => {
+    const [rejected] = (await rate([resolved(0, { recordedAt: Date.UTC(2025, 5, 1) })])) as RejectedEvent[];
+    expect(rejected.code).toBe('no_subscription');
+    expect(rejected.reason).toContain('2025-06-01T00:00:00.000Z');
+  });
+
+  it('costs nothing for a session control event', async () => {
+    const [priced] = (await rate([resolved(0, { eventType: 'session.completed', toolName: undefined, recordedAt: Date.UTC(2026, 2, 3) })])) as PricedEvent[];
+    expect(priced.cost.total).toBe(0n);
+  });
+});
