@@ -1,0 +1,68 @@
+import { Hono } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
+import { createLogger, type Logger } from '../../pipeline/logger.js';
+import { TenantTokens, requireTenant } from '../auth.js';
+import { agentEndpoints, appEndpoints } from './agents.js';
+import { apiKeyEndpoints, clientCredentialEndpoints } from './credentials.js';
+import { customerEndpoints, teamEndpoints } from './customers.js';
+import { mountEndpoints, type AdminDeps, type AdminEnv, type Endpoint } from './endpoint.js';
+import { ApiError, fromDatabaseError } from './errors.js';
+import { productEndpoints } from './products.js';
+import { ratePlanEndpoints } from './rate-plans.js';
+import { costModelEndpoints, spendCapEndpoints } from './spend-caps.js';
+import { subscriptionEndpoints } from './subscriptions.js';
+import { tenantTokenEndpoints } from './tenant-tokens.js';
+
+export type { AdminDeps } from './endpoint.js';
+
+export const ADMIN_BASE_PATH = '/v1/admin';
+/** Rate plans are the largest bodies; 256 KiB holds thousands of per-tool prices. */
+export const ADMIN_MAX_BODY_BYTES = 256 * 1024;
+
+/** Every admin route, relative to ADMIN_BASE_PATH; the OpenAPI document is built from the same list. */
+export function adminEndpoints(): Endpoint[] {
+  return [
+    ...customerEndpoints(),
+    ...teamEndpoints(),
+    ...productEndpoints(),
+    ...agentEndpoints(),
+    ...appEndpoints(),
+    ...apiKeyEndpoints(),
+    ...clientCredentialEndpoints(),
+    ...ratePlanEndpoints(),
+    ...subscriptionEndpoints(),
+    ...spendCapEndpoints(),
+    ...costModelEndpoints(),
+    ...tenantTokenEndpoints(),
+  ];
+}
+
+/**
+ * The admin API under /v1/admin, behind the tenant's admin token. Every query is scoped to the
+ * caller's tenant: another tenant's objects answer 404, exactly like ids that do not exist.
+ * Pass the process's shared TenantTokens so that a `tenant-tokens.changed` control message
+ * reaches its cache.
+ */
+export function createAdminRoutes(deps: AdminDeps & { tokens?: TenantTokens; log?: Logger }): Hono<AdminEnv> {
+  const app = new Hono<AdminEnv>();
+  const tokens = deps.tokens ?? new TenantTokens(deps.sql);
+  const log = deps.log ?? createLogger('admin-api');
+  app.use(`${ADMIN_BASE_PATH}/*`, requireTenant(tokens, 'admin'));
+  app.use(
+    `${ADMIN_BASE_PATH}/*`,
+    bodyLimit({
+      maxSize: ADMIN_MAX_BODY_BYTES,
+      onError: (c) =>
+        c.json(new ApiError(413, 'payload_too_large', `the request body exceeds ${ADMIN_MAX_BODY_BYTES} bytes`).body(), 413),
+    }),
+  );
+  mountEndpoints(app, ADMIN_BASE_PATH, adminEndpoints(), deps);
+  app.onError((err, c) => {
+    const refusal = err instanceof ApiError ? err : fromDatabaseError(err);
+    if (refusal) return c.json(refusal.body(), refusal.status);
+    log.error({ err, method: c.req.method, path: c.req.path }, 'admin API: unexpected error');
+    return c.json(new ApiError(500, 'internal', 'an unexpected error occurred; it has been logged').body(), 500);
+  });
+  app.notFound((c) => c.json(new ApiError(404, 'not_found', `no route ${c.req.method} ${c.req.path}`).body(), 404));
+  return app;
+}
