@@ -64,3 +64,52 @@ export function formatScaled(value: bigint, decimals: number, minDecimals = 0): 
 export function formatNano(nano: Nano, minDecimals = 0): string {
   return formatScaled(nano, NANO_DECIMALS, minDecimals);
 }
+
+/** Digits after the point of each currency's minor unit, where ISO 4217 says other than 2. */
+const MINOR_UNIT_EXCEPTIONS: Record<string, number> = {
+  BIF: 0, CLP: 0, DJF: 0, GNF: 0, ISK: 0, JPY: 0, KMF: 0, KRW: 0, PYG: 0, RWF: 0, UGX: 0, UYI: 0, VND: 0, VUV: 0, XAF: 0, XOF: 0, XPF: 0,
+  BHD: 3, IQD: 3, JOD: 3, KWD: 3, LYD: 3, OMR: 3, TND: 3,
+  CLF: 4, UYW: 4,
+};
+
+export const CURRENCY_CODE = /^[A-Z]{3}$/;
+
+/** How many decimals the currency's minor unit has (USD 2, JPY 0, KWD 3). */
+export function minorUnitDigits(currency: string): number {
+  if (!CURRENCY_CODE.test(currency)) throw new AmountError(`not an ISO 4217 currency code: ${JSON.stringify(currency)}`);
+  return MINOR_UNIT_EXCEPTIONS[currency] ?? 2;
+}
+
+/**
+ * Rounds nano-units to the currency's minor unit, half away from zero: 0.125 -> 0.13,
+ * -0.125 -> -0.13, so a credit rounds to exactly the negative of the same charge.
+ */
+export function roundToMinorUnit(nano: Nano, minorDigits: number): Nano {
+  const step = 10n ** BigInt(NANO_DECIMALS - minorDigits);
+  const magnitude = nano < 0n ? -nano : nano;
+  const remainder = magnitude % step;
+  const rounded = magnitude - remainder + (remainder * 2n >= step ? step : 0n);
+  return nano < 0n ? -rounded : rounded;
+}
+
+/** A rounded amount with exactly the minor unit's decimals: "12.50", "-3.00", "1200" (JPY). */
+export function formatMinorUnits(nano: Nano, minorDigits: number): string {
+  return formatNano(roundToMinorUnit(nano, minorDigits), minorDigits);
+}
+
+/**
+ * amount x factor, where factor is a decimal scaled by 10^factorDecimals. Exact or refused:
+ * a product finer than the amount's unit throws instead of rounding.
+ */
+export function multiplyExact(amount: bigint, factor: bigint, factorDecimals: number): bigint {
+  const scale = 10n ** BigInt(factorDecimals);
+  const product = amount * factor;
+  if (product % scale !== 0n) {
+    throw new AmountError(`${amount} x ${formatScaled(factor, factorDecimals)} is not a whole number of units`);
+  }
+  return product / scale;
+}
+
+export function isWholeProduct(amount: bigint, factor: bigint, factorDecimals: number): boolean {
+  return (amount * factor) % 10n ** BigInt(factorDecimals) === 0n;
+}

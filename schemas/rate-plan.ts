@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { AmountError, formatScaled, parseScaled } from '../domain/money.js';
+import { exactnessProblems, readPlanNumbers } from '../domain/rating/plan-numbers.js';
 import { decimalAmount, type ValidationProblem, type Validated } from './validation.js';
 
 /**
@@ -80,6 +81,31 @@ export const commitmentSchema = z.strictObject({
   overage_basis: z.enum(['allocation', 'pool']).optional(),
 });
 
+/**
+ * The terms of one subscription that price its period beyond the plan: a negotiated commitment
+ * (overriding the plan's), per-agent allocations of the commitment, a minimum spend, and the
+ * commitment group its commitment is shared in (default: the subscription alone).
+ */
+export const subscriptionTermsSchema = z
+  .strictObject({
+    commitment_group: z.string().min(1).max(128).optional(),
+    commitment: commitmentSchema.optional(),
+    allocations: z
+      .array(z.strictObject({ agent_id: z.string().min(1).max(128), calls: count, price: rate }))
+      .optional()
+      .meta({ description: "Share of the commitment (calls and price) allocated to one agent; calls beyond it are overage." }),
+    minimum_spend: rate.optional(),
+  })
+  .meta({ description: 'Per-subscription commercial terms.' });
+
+export type SubscriptionTerms = z.output<typeof subscriptionTermsSchema>;
+
+export function validateSubscriptionTerms(input: unknown): Validated<'terms', SubscriptionTerms> {
+  const parsed = subscriptionTermsSchema.safeParse(input);
+  if (parsed.success) return { ok: true, terms: parsed.data };
+  return { ok: false, errors: describeIssuesAsJsonPath(parsed.error) };
+}
+
 export const ratePlanPricingSchema = z
   .strictObject({
     tool_invocations: z.record(toolName, rate).optional().meta({ description: 'Price of one call per tool; "*" prices every tool not listed.' }),
@@ -145,6 +171,7 @@ function crossFieldProblems(plan: RatePlanPricing): CrossFieldProblem[] {
   if (plan.tool_multipliers && !plan.token_multipliers) {
     add(['tool_multipliers'], 'tool multipliers scale token cost, but token_multipliers sets no token rate');
   }
+  problems.push(...exactnessProblems(readPlanNumbers(plan)));
   return problems;
 }
 
@@ -284,8 +311,8 @@ function checkCommitment(plan: RatePlanPricing, add: AddProblem): void {
       'a COMMITTED plan prices calls beyond the commitment at one overage rate, given as tool_invocations["*"]; per-tool rates would leave open which calls the commitment covers',
     );
   }
-  if (plan.volume_tiers?.some((tier) => tier.rate !== undefined)) {
-    add(['volume_tiers'], 'a COMMITTED plan prices calls by its commitment and overage rate; volume tiers with a rate would price them twice');
+  if (plan.volume_tiers) {
+    add(['volume_tiers'], 'a COMMITTED plan is already a volume deal: its commitment covers calls at the overage rate, which volume tiers would change under it; leave volume_tiers out');
   }
 }
 
