@@ -1,0 +1,68 @@
+// The HTTP server: ingest, authorize, admin API, quotes, invoices, COGS.
+// API_PROCESSES > 1 forks that many processes sharing the port (node:cluster).
+import cluster from 'node:cluster';
+import { serve } from '@hono/node-server';
+import { ConfigError, loadConfig } from '../pipeline/config.js';
+import { subscribeControl } from '../pipeline/control.js';
+import { createLogger } from '../pipeline/logger.js';
+import { Metrics } from '../pipeline/metrics.js';
+import { connectRedis } from '../pipeline/redis.js';
+import { connectPostgres } from '../store/postgres.js';
+import { createApp } from './server.js';
+
+let config;
+try {
+  config = loadConfig();
+} catch (err) {
+  if (err instanceof ConfigError) {
+    console.error(err.message);
+    process.exit(2);
+  }
+  throw err;
+}
+const processes = Math.max(1, Number(process.env.API_PROCESSES ?? 1) || 1);
+
+if (processes > 1 && cluster.isPrimary) {
+  const log = createLogger('api-primary', config.LOG_LEVEL);
+  let stopping = false;
+  for (let i = 0; i < processes; i++) cluster.fork({ WORKER_SLOT: String(i) });
+  cluster.on('exit', (worker, code) => {
+    if (stopping) return;
+    log.warn({ pid: worker.process.pid, code }, 'api process exited; starting another');
+    cluster.fork();
+  });
+  const stop = () => {
+    stopping = true;
+    for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill('SIGTERM');
+    const wait = setInterval(() => {
+      if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(0);
+    }, 50);
+    wait.unref();
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+} else {
+  const log = createLogger(`api-${config.WORKER_SLOT}`, config.LOG_LEVEL);
+  const metrics = new Metrics(`api-${config.WORKER_SLOT}`);
+  const sql = connectPostgres(config.DATABASE_URL, { max: config.PG_POOL_SIZE, name: 'api' });
+  const redis = connectRedis(config.REDIS_URL, `${config.REDIS_PREFIX}api:${process.pid}`);
+  const { app, tokens } = createApp({ config, sql, redis, log, metrics });
+  const control = subscribeControl(config.REDIS_URL, config.REDIS_PREFIX, (message) => {
+    if (message.type === 'tenant-tokens.changed') tokens.forgetAll();
+  }, log);
+  const server = serve({ fetch: app.fetch, port: config.HTTP_PORT, hostname: config.HTTP_HOST }, (info) =>
+    log.info({ port: info.port, host: config.HTTP_HOST }, 'api listening'),
+  );
+  const stop = async () => {
+    log.info('stopping: closing the server');
+    const force = setTimeout(() => process.exit(1), 10_000);
+    force.unref();
+    server.close();
+    await control.close();
+    await sql.end({ timeout: 5 });
+    redis.disconnect();
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void stop());
+  process.on('SIGINT', () => void stop());
+}

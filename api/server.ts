@@ -1,0 +1,55 @@
+import { Hono } from 'hono';
+import type { Redis } from 'ioredis';
+import type { Config } from '../pipeline/config.js';
+import type { Logger } from '../pipeline/logger.js';
+import type { Metrics } from '../pipeline/metrics.js';
+import type { Sql } from '../store/postgres.js';
+import { AttributionResolver } from '../store/attribution.js';
+import { createIngestRoutes } from '../stages/ingest/routes.js';
+import { createAdminRoutes } from './admin/index.js';
+import { TenantTokens } from './auth.js';
+
+export interface AppDeps {
+  config: Config;
+  sql: Sql;
+  redis: Redis;
+  log: Logger;
+  metrics: Metrics;
+  tokens?: TenantTokens;
+}
+
+/**
+ * The HTTP API of one process: ingest (stage 1 of the flow), authorize, the admin API,
+ * quotes, invoices and COGS, plus /healthz, /readyz and /metrics.
+ */
+export function createApp(deps: AppDeps): { app: Hono; tokens: TenantTokens } {
+  const { config, sql, redis, log, metrics } = deps;
+  const tokens = deps.tokens ?? new TenantTokens(sql);
+  const resolver = new AttributionResolver(sql, redis, config.REDIS_PREFIX, config.KEY_CACHE_TTL_SECONDS, {
+    hit: () => metrics.cacheLookups.inc({ cache: 'attribution', result: 'hit' }),
+    miss: () => metrics.cacheLookups.inc({ cache: 'attribution', result: 'miss' }),
+  });
+  void resolver;
+  const app = new Hono();
+
+  app.get('/healthz', (c) => c.text('ok'));
+  app.get('/readyz', async (c) => {
+    try {
+      await Promise.all([redis.ping(), sql`SELECT 1`]);
+      return c.text('ready');
+    } catch {
+      return c.text('not ready', 503);
+    }
+  });
+  app.get('/metrics', async (c) => c.body(await metrics.registry.metrics(), 200, { 'content-type': metrics.registry.contentType }));
+
+  app.route('/', createIngestRoutes({ config, redis, tokens, metrics, log }));
+  app.route('/', createAdminRoutes({ sql, redis, prefix: config.REDIS_PREFIX, tokens, log }));
+
+  app.notFound((c) => c.json({ error: { code: 'not_found', message: `no route ${c.req.method} ${c.req.path}` } }, 404));
+  app.onError((err, c) => {
+    log.error({ err, method: c.req.method, path: c.req.path }, 'unexpected error');
+    return c.json({ error: { code: 'internal', message: 'an unexpected error occurred; it has been logged' } }, 500);
+  });
+  return { app, tokens };
+}
