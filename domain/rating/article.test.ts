@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { formatNano, parseNano } from '../money.js';
 import { rateEvent } from './rate-event.js';
 import { ratePeriod } from './rate-period.js';
-import { usageRows } from './usage-rows.js';
+import { usageRows, usageRowsForRun } from './usage-rows.js';
 import { amounts, bill, planOf, rated, repeat } from './test-support.js';
 
 /** The article's dimensionPricing, with the last duration bucket made open-ended (a bounded one is refused). */
@@ -195,10 +195,7 @@ describe('pattern 4: committed minimum with agent-level allocations', () => {
     subscriptionId: id,
     plan,
     terms,
-    rows: [
-      { kind: 'tool' as const, key: 'run_task', counters: { calls, included_calls: 0n, input_tokens: 0n, output_tokens: 0n } },
-      { kind: 'agent' as const, key: agent, counters: { calls, billable_calls: calls } },
-    ],
+    rows: usageRowsForRun(plan, rated(plan, { tool: 'run_task', agent }), { periodCalls: 0n, sessionCalls: 0n }, calls),
   });
   const month = (used: { support: bigint; analyst: bigint; integration: bigint }, basis?: 'pool') => [
     subscription('sub_support', 'support-bot', used.support, { ...allocation('support-bot', 300_000, 3000), ...(basis && { commitment: { committed_amount: 1_000_000, committed_price: '10000', overage_basis: basis } }) }),
