@@ -120,6 +120,15 @@ const CLIENT_CREDENTIALS: CredentialKind = {
   credentialOf: (row) => ({ keyHashes: [], clientIds: [row.client_id as string] }),
 };
 
+/**
+ * Revocation, at once. A future expires_at is pulled back to now: the pipeline's resolver reads
+ * a revoked row whose expires_at lies ahead as still within a rotation grace period.
+ */
+function revokedNow(db: Db) {
+  return db`status = 'revoked', revoked_at = coalesce(revoked_at, now()),
+    expires_at = CASE WHEN expires_at > now() THEN now() ELSE expires_at END`;
+}
+
 function both(kind: CredentialKind, rows: Row[]): Credentials {
   const all = rows.map(kind.credentialOf);
   return { keyHashes: all.flatMap((c) => c.keyHashes), clientIds: all.flatMap((c) => c.clientIds) };
@@ -168,11 +177,11 @@ function credentialEndpoints(kind: CredentialKind): Endpoint[] {
           const inherited = Object.fromEntries(kind.inherited.map((column) => [column, old[column]]));
           const fresh = await insertOwned(tx, kind.table, tenantId, { ...inherited, ...issued.columns, rotated_from: old.id });
           const [previous] = await tx<Row[]>`
-            UPDATE ${tx(kind.table)} SET
-              status = CASE WHEN ${graceSeconds}::int = 0 THEN 'revoked' ELSE status END,
-              revoked_at = CASE WHEN ${graceSeconds}::int = 0 THEN now() ELSE revoked_at END,
-              expires_at = CASE WHEN ${graceSeconds}::int = 0 THEN expires_at
-                ELSE least(coalesce(expires_at, 'infinity'), now() + make_interval(secs => ${graceSeconds})) END
+            UPDATE ${tx(kind.table)} SET ${
+              graceSeconds === 0
+                ? revokedNow(tx)
+                : tx`expires_at = least(coalesce(expires_at, 'infinity'), now() + make_interval(secs => ${graceSeconds}))`
+            }
             WHERE tenant_id = ${tenantId} AND id = ${old.id}
             RETURNING *`;
           return { fresh, previous };
@@ -190,7 +199,7 @@ function credentialEndpoints(kind: CredentialKind): Endpoint[] {
       response: kind.out,
       async handle({ tenantId, params, deps }) {
         const [row] = await deps.sql<Row[]>`
-          UPDATE ${deps.sql(kind.table)} SET status = 'revoked', revoked_at = coalesce(revoked_at, now())
+          UPDATE ${deps.sql(kind.table)} SET ${revokedNow(deps.sql)}
           WHERE tenant_id = ${tenantId} AND id = ${params.id}
           RETURNING *`;
         if (!row) throw notFound(noun, params.id);
