@@ -1,0 +1,52 @@
+import { STREAMS } from '../../pipeline/keys.js';
+import type { EntryResult, StageDefinition, StageEntry } from '../../pipeline/stage.js';
+import { connectPostgres, type Sql } from '../../store/postgres.js';
+import type { LedgeredEvent } from '../types.js';
+import { applySessionEvents } from './store.js';
+import { DEFAULT_APPLIED_RETENTION_SECONDS, SessionSweeper } from './sweep.js';
+
+export { applySessionEvents, getSession } from './store.js';
+export { sweepSessions, SessionSweeper, type SweepPolicy } from './sweep.js';
+
+/**
+ * Advances the session of each ledgered event (see store.ts for the exactly-once mechanism and
+ * lifecycle.ts for the status rules). Events without a session are acked without effect. A
+ * database outage fails the whole batch with a connection error, which the harness treats as
+ * transient: the batch waits in hand and nothing is acked.
+ */
+export async function sessionUpdateBatch(sql: Sql, batch: StageEntry<LedgeredEvent>[]): Promise<EntryResult[]> {
+  await applySessionEvents(
+    sql,
+    batch.map((e) => e.payload),
+  );
+  return batch.map(() => ({}));
+}
+
+export const sessionUpdateStage: StageDefinition<LedgeredEvent> = {
+  name: 'session-update',
+  input: STREAMS.ledgered,
+  outputs: [],
+  batchSize: 1000,
+  async setup({ config, log }) {
+    const sql = connectPostgres(config.DATABASE_URL, { max: 2, name: 'session-update' });
+    const sweeper = new SessionSweeper(
+      sql,
+      {
+        idleSeconds: config.SESSION_IDLE_SECONDS,
+        expireSeconds: config.SESSION_EXPIRE_SECONDS,
+        appliedRetentionSeconds: DEFAULT_APPLIED_RETENTION_SECONDS,
+        chunk: 5000,
+      },
+      config.SESSION_SWEEP_INTERVAL_MS,
+      log.child({ component: 'session-sweep' }),
+    );
+    sweeper.start();
+    return {
+      handle: (batch) => sessionUpdateBatch(sql, batch),
+      async close() {
+        await sweeper.stop();
+        await sql.end({ timeout: 5 });
+      },
+    };
+  },
+};
