@@ -82,19 +82,21 @@ export const commitmentSchema = z.strictObject({
 });
 
 /**
- * The terms of one subscription that price its period beyond the plan: a negotiated commitment
- * (overriding the plan's), per-agent allocations of the commitment, a minimum spend, and the
- * commitment group its commitment is shared in (default: the subscription alone).
+ * The terms of one subscription that price its period beyond the plan (the subscription's
+ * `overrides` are merged into the plan's pricing before it is compiled, so they are not here):
+ * a negotiated commitment replacing the plan's, the committed calls allocated to each agent, and
+ * the commitment group the commitment is shared in. By default the COMMITTED subscriptions of
+ * one customer on one rate plan share one commitment; any other subscription stands alone.
  */
 export const subscriptionTermsSchema = z
   .strictObject({
-    commitment_group: z.string().min(1).max(128).optional(),
-    commitment: commitmentSchema.optional(),
-    allocations: z
-      .array(z.strictObject({ agent_id: z.string().min(1).max(128), calls: count, price: rate }))
+    commitment: commitmentSchema.nullable().optional(),
+    allocation: z
+      .record(z.string().min(1).max(128), count)
+      .nullable()
       .optional()
-      .meta({ description: "Share of the commitment (calls and price) allocated to one agent; calls beyond it are overage." }),
-    minimum_spend: rate.optional(),
+      .meta({ description: 'Committed calls allocated per agent id; with overage_basis "allocation", an agent\'s calls beyond its share are overage.' }),
+    commitment_group: z.string().min(1).max(128).optional(),
   })
   .meta({ description: 'Per-subscription commercial terms.' });
 

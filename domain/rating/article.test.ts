@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { formatNano, parseNano } from '../money.js';
+import { validateRatePlan } from '../../schemas/rate-plan.js';
+import { compilePlan, type CompiledPlan } from './compile.js';
 import { rateEvent } from './rate-event.js';
 import { ratePeriod } from './rate-period.js';
 import { usageRows, usageRowsForRun } from './usage-rows.js';
@@ -181,37 +183,39 @@ describe('pattern 3: token pricing with tool multipliers', () => {
 });
 
 describe('pattern 4: committed minimum with agent-level allocations', () => {
-  const plan = planOf({
-    billing_mode: 'COMMITTED',
-    commitment: { committed_amount: 1_000_000, committed_price: 10_000 },
-    tool_invocations: { '*': 0.01 },
-  });
-  const allocation = (agent: string, calls: number, price: number) => ({
-    commitment_group: 'acme-enterprise',
-    allocations: [{ agent_id: agent, calls, price: String(price) }],
-  });
-  /** One subscription per agent, as in the article; `calls` billable calls of that agent. */
-  const subscription = (id: string, agent: string, calls: bigint, terms: ReturnType<typeof allocation>) => ({
-    subscriptionId: id,
+  // Compiled with its rate plan id: the COMMITTED subscriptions of one customer on one plan share its commitment.
+  const committedPlan = (basis: 'allocation' | 'pool') => {
+    const validated = validateRatePlan({
+      billing_mode: 'COMMITTED',
+      commitment: { committed_amount: 1_000_000, committed_price: 10_000, overage_basis: basis },
+      tool_invocations: { '*': 0.01 },
+    });
+    if (!validated.ok) throw new Error(JSON.stringify(validated.errors));
+    return compilePlan(validated.plan, 'USD', { planId: 'plan_enterprise', version: 1 });
+  };
+  /** One subscription per agent, as in the article, with that agent's allocation and `calls` calls. */
+  const subscription = (plan: CompiledPlan, agent: string, allocated: number, calls: bigint) => ({
+    subscriptionId: `sub_${agent}`,
     plan,
-    terms,
+    terms: { allocation: { [agent]: allocated } },
     rows: usageRowsForRun(plan, rated(plan, { tool: 'run_task', agent }), { periodCalls: 0n, sessionCalls: 0n }, calls),
   });
-  const month = (used: { support: bigint; analyst: bigint; integration: bigint }, basis?: 'pool') => [
-    subscription('sub_support', 'support-bot', used.support, { ...allocation('support-bot', 300_000, 3000), ...(basis && { commitment: { committed_amount: 1_000_000, committed_price: '10000', overage_basis: basis } }) }),
-    subscription('sub_analyst', 'analyst', used.analyst, { ...allocation('analyst', 500_000, 5000), ...(basis && { commitment: { committed_amount: 1_000_000, committed_price: '10000', overage_basis: basis } }) }),
-    subscription('sub_integration', 'integration', used.integration, { ...allocation('integration', 200_000, 2000), ...(basis && { commitment: { committed_amount: 1_000_000, committed_price: '10000', overage_basis: basis } }) }),
-  ];
+  const month = (basis: 'allocation' | 'pool', used: { support: bigint; analyst: bigint; integration: bigint }) => {
+    const plan = committedPlan(basis);
+    return [
+      subscription(plan, 'support-bot', 300_000, used.support),
+      subscription(plan, 'analyst', 500_000, used.analyst),
+      subscription(plan, 'integration', 200_000, used.integration),
+    ];
+  };
 
   it('bills 10,000 for the commitment plus 0.01 per call beyond each agent allocation', () => {
     // support-bot 320,000 of 300,000 (20,000 over); analyst 450,000 of 500,000; integration 200,000 of 200,000.
     // 10,000 + 20,000 x 0.01 = 10,200
-    const invoice = ratePeriod(month({ support: 320_000n, analyst: 450_000n, integration: 200_000n }));
+    const invoice = ratePeriod(month('allocation', { support: 320_000n, analyst: 450_000n, integration: 200_000n }));
     const commitment = invoice.lines.filter((line) => line.step === 6).map((line) => [line.description, line.amount]);
     expect(commitment).toEqual([
-      ['Commitment allocation of agent analyst: 500,000 calls', '5000.00'],
-      ['Commitment allocation of agent integration: 200,000 calls', '2000.00'],
-      ['Commitment allocation of agent support-bot: 300,000 calls', '3000.00'],
+      ['Commitment: 1,000,000 calls per period (allocated: analyst 500,000, integration 200,000, support-bot 300,000)', '10000.00'],
       ['Calls of agent analyst covered by its allocation: 450,000 of 450,000; overage 0 at 0.01', '-4500.00'],
       ['Calls of agent integration covered by its allocation: 200,000 of 200,000; overage 0 at 0.01', '-2000.00'],
       ['Calls of agent support-bot covered by its allocation: 300,000 of 320,000; overage 20,000 at 0.01', '-3000.00'],
@@ -221,10 +225,9 @@ describe('pattern 4: committed minimum with agent-level allocations', () => {
   });
 
   it('with a pooled commitment, unused allocation of one agent covers another', () => {
-    const invoice = ratePeriod(month({ support: 320_000n, analyst: 450_000n, integration: 200_000n }, 'pool'));
-    expect(invoice.total).toBe('10000.00');
+    expect(ratePeriod(month('pool', { support: 320_000n, analyst: 450_000n, integration: 200_000n })).total).toBe('10000.00');
     // 1,050,000 calls in the pool: 50,000 over, 500.00
-    expect(ratePeriod(month({ support: 400_000n, analyst: 450_000n, integration: 200_000n }, 'pool')).total).toBe('10500.00');
+    expect(ratePeriod(month('pool', { support: 400_000n, analyst: 450_000n, integration: 200_000n })).total).toBe('10500.00');
   });
 
   it('adds a true-up line when usage stays under a minimum spend', () => {

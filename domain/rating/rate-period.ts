@@ -118,7 +118,7 @@ export function ratePeriod(subscriptions: readonly SubscriptionPeriod[]): Invoic
   const sorted = [...subscriptions].sort((a, b) => compareText(a.subscriptionId, b.subscriptionId));
   const groups = new Map<string, SubscriptionResult[]>();
   for (const subscription of sorted) {
-    const group = subscription.terms?.commitment_group ?? subscription.subscriptionId;
+    const group = commitmentGroupOf(subscription);
     const members = groups.get(group) ?? [];
     members.push(rateSubscription(subscription));
     groups.set(group, members);
@@ -148,6 +148,12 @@ export function ratePeriod(subscriptions: readonly SubscriptionPeriod[]): Invoic
     subtotal_exact: formatNano(subtotalNano),
     total_exact: formatNano(totalNano),
   };
+}
+
+/** Subscriptions sharing a commitment and a minimum spend: by default, the COMMITTED ones of one rate plan. */
+function commitmentGroupOf({ terms, plan, subscriptionId }: SubscriptionPeriod): string {
+  if (terms?.commitment_group) return terms.commitment_group;
+  return plan.isCommitted && plan.planId ? `rate plan ${plan.planId}` : subscriptionId;
 }
 
 function rateSubscription(subscription: SubscriptionPeriod): SubscriptionResult {
@@ -343,13 +349,13 @@ function tokenGroups(tools: { key: string; counters: Record<string, bigint>; pri
 interface GroupCommitment {
   terms: CommitmentNumbers;
   overageRate: bigint;
-  allocations: { agent: string; calls: bigint; price: bigint }[];
+  allocations: { agent: string; calls: bigint }[];
 }
 
 function groupCommitment(group: string, members: SubscriptionResult[]): GroupCommitment | undefined {
   const committed = members.filter((member) => member.subscription.plan.isCommitted);
   if (committed.length === 0) {
-    const stray = members.find((member) => member.subscription.terms?.commitment || member.subscription.terms?.allocations?.length);
+    const stray = members.find((member) => member.subscription.terms?.commitment || Object.keys(member.subscription.terms?.allocation ?? {}).length > 0);
     if (stray) throw new RatingError(`subscription ${stray.subscription.subscriptionId} has commitment terms but its plan is not COMMITTED`);
     return undefined;
   }
@@ -368,17 +374,14 @@ function groupCommitment(group: string, members: SubscriptionResult[]): GroupCom
       other.numbers.calls === first.numbers.calls && other.numbers.price === first.numbers.price && other.numbers.basis === first.numbers.basis && other.overageRate === first.overageRate;
     if (!same) throw new RatingError(`subscriptions ${first.id} and ${other.id} share commitment group ${group} but not its commitment or overage rate`);
   }
-  const allocations = committed.flatMap((member) =>
-    (member.subscription.terms?.allocations ?? []).map((allocation) => ({ agent: allocation.agent_id, calls: BigInt(allocation.calls), price: parseNano(allocation.price) })),
-  );
+  const allocations = committed.flatMap((member) => Object.entries(member.subscription.terms?.allocation ?? {}).map(([agent, calls]) => ({ agent, calls: BigInt(calls) })));
   allocations.sort((a, b) => compareText(a.agent, b.agent));
   for (let index = 1; index < allocations.length; index++) {
     if (allocations[index].agent === allocations[index - 1].agent) throw new RatingError(`agent ${allocations[index].agent} has two allocations in commitment group ${group}`);
   }
   const allocatedCalls = allocations.reduce((sum, allocation) => sum + allocation.calls, 0n);
-  const allocatedPrice = allocations.reduce((sum, allocation) => sum + allocation.price, 0n);
-  if (allocatedCalls > first.numbers.calls || allocatedPrice > first.numbers.price) {
-    throw new RatingError(`allocations of commitment group ${group} exceed its commitment (${count(allocatedCalls)} calls for ${formatNano(allocatedPrice)})`);
+  if (allocatedCalls > first.numbers.calls) {
+    throw new RatingError(`allocations of commitment group ${group} give out ${count(allocatedCalls)} calls, more than the ${count(first.numbers.calls)} committed`);
   }
   return { terms: first.numbers, overageRate: first.overageRate, allocations };
 }
@@ -402,15 +405,16 @@ function commitmentLines(group: string, members: SubscriptionResult[]): Line[] {
   const covered = (calls: bigint) => -calls * overageRate;
   const coveredRule = `covered calls x -${jsonPath(['tool_invocations', DEFAULT_TOOL_KEY])}`;
 
-  for (const allocation of allocations) {
-    line('commitment', `Commitment allocation of agent ${allocation.agent}: ${count(allocation.calls)} calls`, `terms.allocations[agent_id=${allocation.agent}].price`, 1n, allocation.price, allocation.price);
-  }
   const allocatedCalls = allocations.reduce((sum, allocation) => sum + allocation.calls, 0n);
-  const unallocatedPrice = terms.price - allocations.reduce((sum, allocation) => sum + allocation.price, 0n);
-  if (allocations.length === 0 || unallocatedPrice > 0n) {
-    const what = allocations.length === 0 ? `${count(terms.calls)} calls per period` : `unallocated share, ${count(terms.calls - allocatedCalls)} calls`;
-    line('commitment', `Commitment: ${what}`, `${jsonPath(['commitment', 'committed_price'])}`, 1n, unallocatedPrice, unallocatedPrice);
-  }
+  const shares = allocations.map((allocation) => `${allocation.agent} ${count(allocation.calls)}`).join(', ');
+  line(
+    'commitment',
+    `Commitment: ${count(terms.calls)} calls per period${shares ? ` (allocated: ${shares})` : ''}`,
+    jsonPath(['commitment', 'committed_price']),
+    1n,
+    terms.price,
+    terms.price,
+  );
 
   if (terms.basis === 'pool' || allocations.length === 0) {
     const available = maxOf(terms.calls - priorCalls, 0n);
@@ -455,10 +459,7 @@ function commitmentLines(group: string, members: SubscriptionResult[]): Line[] {
 }
 
 function minimumTrueUp(group: string, members: SubscriptionResult[], groupLines: InvoiceLine[], minorUnitDigits: number): Line | undefined {
-  const minimums = members.map((member) => {
-    const { terms, plan } = member.subscription;
-    return terms?.minimum_spend !== undefined ? parseNano(terms.minimum_spend) : plan.minimumSpend;
-  });
+  const minimums = members.map((member) => member.subscription.plan.minimumSpend);
   const minimum = minimums[0];
   if (minimums.some((other) => other !== minimum)) throw new RatingError(`subscriptions of commitment group ${group} have different minimum spends`);
   if (minimum === undefined) return undefined;
