@@ -72,10 +72,14 @@ const sessionControl = z.strictObject({
 
 export const wireEventSchema = z
   .discriminatedUnion('event_type', [toolInvoked('mcp.tool_invoked'), toolInvoked('agent.tool_invoked'), apiRequest, sessionControl])
-  .superRefine((event, ctx) => {
-    if (!event.api_key === !event.client_id) {
-      ctx.addIssue({ code: 'custom', path: ['api_key'], message: 'exactly one of api_key or client_id is required' });
-    }
+  // Runs even when other fields failed (`when`), so a caller sees this error beside the rest, not after fixing them.
+  .refine((event) => !event.api_key !== !event.client_id, {
+    path: ['api_key'],
+    when: (payload) => typeof payload.value === 'object' && payload.value !== null && !Array.isArray(payload.value),
+    error: (issue) =>
+      (issue.input as { api_key?: unknown } | undefined)?.api_key
+        ? 'send either api_key or client_id, not both'
+        : 'exactly one of api_key or client_id is required',
   });
 
 export type WireEvent = z.infer<typeof wireEventSchema>;

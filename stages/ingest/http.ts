@@ -1,0 +1,49 @@
+import type { Context } from 'hono';
+import type { ContentfulStatusCode } from 'hono/utils/http-status';
+
+/** The body of every error reply of the ingest and authorize endpoints. */
+export interface ErrorReply {
+  error: { code: string; message: string; details?: unknown };
+}
+
+export function errorReply(
+  c: Context,
+  status: ContentfulStatusCode,
+  code: string,
+  message: string,
+  options: { details?: unknown; headers?: Record<string, string> } = {},
+): Response {
+  const body: ErrorReply = { error: { code, message, ...(options.details !== undefined ? { details: options.details } : {}) } };
+  return c.json(body, status, options.headers);
+}
+
+/**
+ * Reads a request body of at most `limit` bytes. A Content-Length over the limit is refused
+ * before anything is read; a body without one (chunked) is counted as it streams and dropped
+ * the moment it passes the limit. Returns undefined when the body is too large.
+ */
+export async function readLimitedBody(request: Request, limit: number): Promise<Uint8Array | undefined> {
+  const declared = request.headers.get('content-length');
+  if (declared !== null && Number(declared) > limit) return undefined;
+  const stream = request.body;
+  if (!stream) return new Uint8Array(0);
+  const reader = stream.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > limit) {
+      await reader.cancel().catch(() => {});
+      return undefined;
+    }
+    chunks.push(value);
+  }
+  if (chunks.length === 1) return chunks[0];
+  return Buffer.concat(chunks, size);
+}
+
+export function tooLarge(c: Context, limit: number): Response {
+  return errorReply(c, 413, 'body_too_large', `the request body is over the limit of ${limit} bytes`);
+}

@@ -1,0 +1,212 @@
+import { randomBytes } from 'node:crypto';
+import { Decoder } from '@msgpack/msgpack';
+import type { z } from 'zod';
+import { wireEventSchema, type Credential, type UsageEvent, type WireEvent } from '../../schemas/events.js';
+import { hashApiKey } from '../../store/credentials.js';
+
+/** One problem with one field of one event, named by its dotted path ('' is the event itself). */
+export interface FieldError {
+  field: string;
+  message: string;
+}
+
+export interface RejectedItem {
+  index: number;
+  event_id?: string;
+  errors: FieldError[];
+}
+
+export interface DuplicateItem {
+  index: number;
+  event_id: string;
+}
+
+export type BodyResult<T> = { ok: true; value: T } | { ok: false; status: 400 | 415; code: string; message: string };
+
+const MSGPACK_TYPE = /^application\/(?:x-|vnd\.)?msgpack\s*(?:;|$)/i;
+const JSON_TYPE = /^application\/(?:[\w.+-]*\+)?json\s*(?:;|$)/i;
+// Integers beyond 2^53 decode to (imprecise) numbers, which the schema then refuses as out of range.
+const msgpack = new Decoder();
+
+function bad(code: string, message: string, status: 400 | 415 = 400): { ok: false; status: 400 | 415; code: string; message: string } {
+  return { ok: false, status, code, message };
+}
+
+/** Decodes a request body by its content type: JSON (the default when none is given) or MessagePack. */
+export function decodeBody(bytes: Uint8Array, contentType: string | undefined): BodyResult<unknown> {
+  if (bytes.byteLength === 0) return bad('invalid_body', 'the request body is empty');
+  const type = contentType?.trim() ?? '';
+  if (MSGPACK_TYPE.test(type)) {
+    try {
+      return { ok: true, value: msgpack.decode(bytes) };
+    } catch (err) {
+      return bad('invalid_body', `the body is not valid MessagePack: ${(err as Error).message}`);
+    }
+  }
+  if (type === '' || JSON_TYPE.test(type)) {
+    try {
+      return { ok: true, value: JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8')) };
+    } catch (err) {
+      return bad('invalid_body', `the body is not valid JSON: ${(err as Error).message}`);
+    }
+  }
+  return bad('unsupported_media_type', `content-type ${type} is not accepted: send application/json or application/msgpack`, 415);
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value) && !(value instanceof Uint8Array);
+}
+
+/** The events of a body: one event object, an array of events, or `{ "events": [...] }`. */
+export function eventsOf(body: unknown, maxBatch: number): BodyResult<unknown[]> {
+  let events: unknown[];
+  if (Array.isArray(body)) events = body;
+  else if (isRecord(body) && Object.hasOwn(body, 'events')) {
+    const extra = Object.keys(body).filter((key) => key !== 'events');
+    if (extra.length) return bad('invalid_body', `unknown top-level field(s) ${extra.join(', ')}: send { "events": [...] }`);
+    if (!Array.isArray(body.events)) return bad('invalid_body', '"events" must be an array of events');
+    events = body.events;
+  } else if (isRecord(body)) events = [body];
+  else return bad('invalid_body', 'the body must be an event object, an array of events, or { "events": [...] }');
+  if (events.length === 0) return bad('empty_batch', 'the body holds no events');
+  if (events.length > maxBatch) return bad('batch_too_large', `${events.length} events in one request; at most ${maxBatch} are accepted`);
+  return { ok: true, value: events };
+}
+
+export function fieldErrors(issues: readonly z.core.$ZodIssue[]): FieldError[] {
+  const errors: FieldError[] = [];
+  for (const issue of issues) {
+    const base = issue.path.map(String).join('.');
+    if (issue.code === 'unrecognized_keys') {
+      for (const key of issue.keys) errors.push({ field: base ? `${base}.${key}` : key, message: 'unknown field' });
+    } else errors.push({ field: base, message: issue.message });
+  }
+  return errors;
+}
+
+export interface TimeWindow {
+  /** Server clock, epoch ms. */
+  now: number;
+  maxFutureSeconds: number;
+  maxAgeDays: number;
+}
+
+/** Why a recorded time falls outside the accepted window, or undefined when it is inside. */
+export function timeWindowError(recordedAt: number, window: TimeWindow): string | undefined {
+  const ahead = recordedAt - window.now;
+  if (ahead > window.maxFutureSeconds * 1000) {
+    return `recorded_timestamp is ${Math.ceil(ahead / 1000)} s ahead of the server clock; at most ${window.maxFutureSeconds} s in the future is accepted`;
+  }
+  const oldest = window.now - window.maxAgeDays * 86_400_000;
+  if (recordedAt < oldest) {
+    return `recorded_timestamp is older than ${window.maxAgeDays} days (the oldest accepted now is ${new Date(oldest).toISOString()})`;
+  }
+  return undefined;
+}
+
+export type Checked = { ok: true; event: WireEvent; recordedAt: number } | { ok: false; errors: FieldError[] };
+
+/** Validates one wire event: every schema error, plus the time window (checked even when other fields fail). */
+export function checkEvent(raw: unknown, window: TimeWindow): Checked {
+  if (isRecord(raw) && raw.recorded_timestamp instanceof Date) {
+    // A MessagePack timestamp decodes to a Date: take it as the instant it is.
+    const time = raw.recorded_timestamp.getTime();
+    if (!Number.isNaN(time)) raw.recorded_timestamp = new Date(time).toISOString();
+  }
+  const parsed = wireEventSchema.safeParse(raw);
+  if (parsed.success) {
+    const recordedAt = Date.parse(parsed.data.recorded_timestamp);
+    const outside = timeWindowError(recordedAt, window);
+    if (outside) return { ok: false, errors: [{ field: 'recorded_timestamp', message: outside }] };
+    return { ok: true, event: parsed.data, recordedAt };
+  }
+  const errors = fieldErrors(parsed.error.issues);
+  if (isRecord(raw) && typeof raw.recorded_timestamp === 'string' && !errors.some((e) => e.field === 'recorded_timestamp')) {
+    const recordedAt = Date.parse(raw.recorded_timestamp);
+    const outside = Number.isNaN(recordedAt) ? undefined : timeWindowError(recordedAt, window);
+    if (outside) errors.push({ field: 'recorded_timestamp', message: outside });
+  }
+  return { ok: false, errors };
+}
+
+export interface NormalizedBatch {
+  accepted: UsageEvent[];
+  duplicates: DuplicateItem[];
+  rejected: RejectedItem[];
+}
+
+/**
+ * Turns the raw events of one request into UsageEvents: validated, the API key replaced by its
+ * hash (each distinct key hashed once per request), a random nonce each, times in epoch ms.
+ * The first valid event of an event_id is accepted; later ones in the same request are duplicates.
+ */
+export function normalizeBatch(tenantId: string, raws: readonly unknown[], window: TimeWindow): NormalizedBatch {
+  const accepted: UsageEvent[] = [];
+  const duplicates: DuplicateItem[] = [];
+  const rejected: RejectedItem[] = [];
+  const seen = new Set<string>();
+  const hashes = new Map<string, string>();
+  const nonces = randomBytes(8 * raws.length);
+  for (let index = 0; index < raws.length; index++) {
+    const raw = raws[index];
+    const checked = checkEvent(raw, window);
+    if (!checked.ok) {
+      const eventId = isRecord(raw) && typeof raw.event_id === 'string' ? raw.event_id.slice(0, 256) : undefined;
+      rejected.push({ index, ...(eventId !== undefined ? { event_id: eventId } : {}), errors: checked.errors });
+      continue;
+    }
+    const event = checked.event;
+    if (seen.has(event.event_id)) {
+      duplicates.push({ index, event_id: event.event_id });
+      continue;
+    }
+    seen.add(event.event_id);
+    let credential: Credential;
+    if (event.api_key !== undefined) {
+      let keyHash = hashes.get(event.api_key);
+      if (keyHash === undefined) hashes.set(event.api_key, (keyHash = hashApiKey(event.api_key)));
+      credential = { kind: 'api_key', keyHash };
+    } else credential = { kind: 'client_id', clientId: event.client_id! };
+    accepted.push(toUsageEvent(tenantId, event, credential, nonces.toString('hex', index * 8, index * 8 + 8), checked.recordedAt, window.now));
+  }
+  return { accepted, duplicates, rejected };
+}
+
+/**
+ * The pipeline's form of a valid wire event. Absent optional fields stay undefined (the codec
+ * drops them). One object literal, no spreads: this runs for every event. Session control
+ * events carry no invocation: zero usage, so nothing downstream can bill them.
+ */
+export function toUsageEvent(
+  tenantId: string,
+  event: WireEvent,
+  credential: Credential,
+  ingestNonce: string,
+  recordedAt: number,
+  ingestedAt: number,
+): UsageEvent {
+  const call = 'tool_name' in event ? event : undefined;
+  return {
+    tenantId,
+    eventId: event.event_id,
+    eventType: event.event_type,
+    credential,
+    ingestNonce,
+    recordedAt,
+    ingestedAt,
+    reportedAgentId: event.agent_id,
+    sessionId: event.session_id,
+    toolName: call?.tool_name,
+    mcpServerId: call?.mcp_server_id,
+    model: call?.model,
+    durationMs: call?.execution_duration_ms ?? 0,
+    status: call?.execution_status ?? 'SUCCESS',
+    inputTokens: call?.input_tokens ?? 0,
+    outputTokens: call?.output_tokens ?? 0,
+    retryCount: call?.retry_count ?? 0,
+    isParallel: call?.is_parallel_call ?? false,
+    parentInvocationId: call?.parent_tool_invocation_id ?? undefined,
+    errorType: call?.error_type ?? undefined,
+    httpStatus: event.event_type === 'api.request' ? event.http_status : undefined,
+  };
+}

@@ -1,0 +1,453 @@
+import { encode } from '@msgpack/msgpack';
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Redis } from 'ioredis';
+import { TenantTokens } from '../../api/auth.js';
+import { decodePayload } from '../../pipeline/codec.js';
+import type { Config } from '../../pipeline/config.js';
+import { STREAMS, partitionOf, partitionedKey } from '../../pipeline/keys.js';
+import { Metrics } from '../../pipeline/metrics.js';
+import type { UsageEvent } from '../../schemas/events.js';
+import { hashApiKey } from '../../store/credentials.js';
+import { createTenant, type CreatedTenant } from '../../store/tenants.js';
+import { isolated, type Isolated } from '../../test/support/isolated.js';
+import type { IngestReply } from './routes.js';
+import { createIngestRoutes } from './routes.js';
+
+const API_KEY = 'sk_live_ABCDEFGHIJKLMNOPQRSTUVWXyz012345';
+const silent = pino({ level: 'silent' });
+
+let iso: Isolated;
+let tenant: CreatedTenant;
+let tokens: TenantTokens;
+let worlds = 0;
+
+beforeAll(async () => {
+  iso = await isolated('ingest');
+  tenant = await createTenant(iso.sql, 'Acme MCP');
+  tokens = new TenantTokens(iso.sql);
+});
+
+afterAll(async () => {
+  await iso?.cleanup();
+});
+
+/** An ingest app with a key prefix of its own (under the isolated one), so each test sees only its own streams. */
+function world(overrides: Partial<Config> = {}, redis?: Redis) {
+  const config: Config = { ...iso.config, REDIS_PREFIX: `${iso.config.REDIS_PREFIX}w${++worlds}:`, ...overrides };
+  const metrics = new Metrics('ingest-test');
+  const app = createIngestRoutes({ config, redis: redis ?? iso.redis, tokens, metrics, log: silent });
+  const key = (partition = 0) => partitionedKey(config.REDIS_PREFIX, STREAMS.ingested, partition);
+  return {
+    app,
+    config,
+    metrics,
+    key,
+    post(body: unknown, options: { token?: string | null; type?: string; raw?: string | Uint8Array | ReadableStream<Uint8Array>; headers?: Record<string, string> } = {}) {
+      const headers: Record<string, string> = { 'content-type': options.type ?? 'application/json', ...options.headers };
+      const token = options.token === undefined ? tenant.ingestToken : options.token;
+      if (token !== null) headers.authorization = `Bearer ${token}`;
+      const payload = options.raw ?? (headers['content-type'].includes('msgpack') ? encode(body) : JSON.stringify(body));
+      return app.request('/v1/events', { method: 'POST', headers, body: payload });
+    },
+    async entries(partition = 0): Promise<{ fields: string[]; bytes: Buffer; event: UsageEvent }[]> {
+      const rows = await iso.redis.xrangeBuffer(key(partition), '-', '+');
+      return rows.map(([, fields]) => ({
+        fields: fields.filter((_, i) => i % 2 === 0).map(String),
+        bytes: Buffer.concat(fields),
+        event: decodePayload<UsageEvent>(fields[1]),
+      }));
+    },
+    length: (partition = 0) => iso.redis.xlen(key(partition)),
+  };
+}
+
+function toolEvent(overrides: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    event_id: `evt_${Math.random().toString(36).slice(2)}`,
+    event_type: 'mcp.tool_invoked',
+    api_key: API_KEY,
+    agent_id: 'agent_12345',
+    agent_type: 'CLAUDE',
+    session_id: 'sess_aaaaaa',
+    tool_name: 'transform_schema',
+    mcp_server_id: 'mcp_33333',
+    execution_duration_ms: 847,
+    execution_status: 'SUCCESS',
+    input_tokens: 2400,
+    output_tokens: 150,
+    error_type: null,
+    error_message: null,
+    retry_count: 1,
+    is_parallel_call: false,
+    parent_tool_invocation_id: 'inv_parent',
+    recorded_timestamp: new Date(Date.now() - 60_000).toISOString(),
+    ...overrides,
+  };
+}
+
+async function reply(res: Response): Promise<IngestReply> {
+  return (await res.json()) as IngestReply;
+}
+
+describe('POST /v1/events: accepted events', () => {
+  it('writes one entry per event with a single field d holding the normalized event, the API key replaced by its hash', async () => {
+    const w = world();
+    const event = toolEvent({ event_id: 'evt_one' });
+    const before = Date.now();
+    const res = await w.post(event);
+    const after = Date.now();
+    expect(res.status).toBe(202);
+    expect(await reply(res)).toEqual({ accepted: 1, duplicates: [], rejected: [] });
+
+    const [entry, ...rest] = await w.entries();
+    expect(rest).toHaveLength(0);
+    expect(entry.fields).toEqual(['d']);
+    expect(entry.bytes.includes(Buffer.from(API_KEY))).toBe(false);
+    expect(entry.bytes.includes(Buffer.from(API_KEY.slice(8)))).toBe(false);
+    const { ingestNonce, ingestedAt, ...rest2 } = entry.event;
+    expect(ingestNonce).toMatch(/^[0-9a-f]{16}$/);
+    expect(ingestedAt).toBeGreaterThanOrEqual(before);
+    expect(ingestedAt).toBeLessThanOrEqual(after);
+    expect(rest2).toEqual({
+      tenantId: tenant.tenantId,
+      eventId: 'evt_one',
+      eventType: 'mcp.tool_invoked',
+      credential: { kind: 'api_key', keyHash: hashApiKey(API_KEY) },
+      recordedAt: Date.parse(event.recorded_timestamp as string),
+      reportedAgentId: 'agent_12345',
+      sessionId: 'sess_aaaaaa',
+      toolName: 'transform_schema',
+      mcpServerId: 'mcp_33333',
+      durationMs: 847,
+      status: 'SUCCESS',
+      inputTokens: 2400,
+      outputTokens: 150,
+      retryCount: 1,
+      isParallel: false,
+      parentInvocationId: 'inv_parent',
+    });
+    expect(typeof entry.event.inputTokens).toBe('number');
+    expect(await w.metrics.registry.getSingleMetricAsString('am_events_out_total')).toMatch(/stream="events:ingested"[^\n]* 1/);
+  });
+
+  it('takes an array, a { events } wrapper and MessagePack, with a fresh nonce per event', async () => {
+    const w = world();
+    const array = await w.post([toolEvent(), toolEvent()]);
+    expect(await reply(array)).toMatchObject({ accepted: 2 });
+    const wrapped = await w.post({ events: [toolEvent(), toolEvent(), toolEvent()] });
+    expect(await reply(wrapped)).toMatchObject({ accepted: 3 });
+    const packed = await w.post(
+      { events: [toolEvent({ recorded_timestamp: new Date(Date.now() - 1000), input_tokens: 7 })] },
+      { type: 'application/msgpack' },
+    );
+    expect(packed.status).toBe(202);
+    expect(await reply(packed)).toEqual({ accepted: 1, duplicates: [], rejected: [] });
+
+    const entries = await w.entries();
+    expect(entries).toHaveLength(6);
+    expect(new Set(entries.map((e) => e.event.ingestNonce)).size).toBe(6);
+    expect(entries[5].event.inputTokens).toBe(7);
+    for (const e of entries) expect(e.bytes.includes(Buffer.from(API_KEY))).toBe(false);
+  });
+
+  it('normalizes client_id credentials, api.request and session control events', async () => {
+    const w = world();
+    const recorded = new Date(Date.now() - 5000).toISOString();
+    const res = await w.post([
+      { event_id: 's1', event_type: 'session.completed', client_id: 'cli_abc', session_id: 'sess_1', recorded_timestamp: recorded, reason: 'done' },
+      { event_id: 'a1', event_type: 'api.request', api_key: API_KEY, tool_name: 'POST /v1/search', http_status: 429, execution_status: 'RATE_LIMITED', recorded_timestamp: recorded },
+      { event_id: 't1', event_type: 'agent.tool_invoked', client_id: 'cli_abc', tool_name: 'search', error_type: 'timeout', execution_status: 'TIMEOUT', recorded_timestamp: recorded },
+    ]);
+    expect(await reply(res)).toEqual({ accepted: 3, duplicates: [], rejected: [] });
+    const events = (await w.entries()).map((e) => e.event);
+    expect(events[0]).toMatchObject({
+      eventType: 'session.completed',
+      credential: { kind: 'client_id', clientId: 'cli_abc' },
+      sessionId: 'sess_1',
+      durationMs: 0,
+      inputTokens: 0,
+      outputTokens: 0,
+      retryCount: 0,
+    });
+    expect(events[0].toolName).toBeUndefined();
+    expect(events[1]).toMatchObject({ eventType: 'api.request', toolName: 'POST /v1/search', httpStatus: 429, status: 'RATE_LIMITED', durationMs: 0 });
+    expect(events[2]).toMatchObject({ eventType: 'agent.tool_invoked', status: 'TIMEOUT', errorType: 'timeout', isParallel: false });
+  });
+
+  it('spreads events over partitions by tenant and credential', async () => {
+    const w = world({ PARTITIONS: 4 });
+    const keys = Array.from({ length: 12 }, (_, i) => `sk_live_partition_key_${i}`);
+    const res = await w.post(keys.map((api_key) => toolEvent({ api_key })));
+    expect(await reply(res)).toMatchObject({ accepted: 12 });
+    const seen = new Map<number, string[]>();
+    for (let p = 0; p < 4; p++) seen.set(p, (await w.entries(p)).map((e) => (e.event.credential as { keyHash: string }).keyHash));
+    for (const key of keys) {
+      const hash = hashApiKey(key);
+      expect(seen.get(partitionOf(`${tenant.tenantId}/${hash}`, 4))).toContain(hash);
+    }
+    expect([...seen.values()].filter((hashes) => hashes.length > 0).length).toBeGreaterThan(1);
+  });
+});
+
+describe('POST /v1/events: rejected and duplicate events', () => {
+  it('lists every field error of each rejected event by index and event_id, and accepts the rest', async () => {
+    const w = world();
+    const res = await w.post([
+      toolEvent({ event_id: 'good' }),
+      { event_id: 'bad1', event_type: 'mcp.tool_invoked', recorded_timestamp: 'yesterday', input_tokens: -3, imput_tokens: 5 },
+      toolEvent({ event_id: 'bad2', execution_status: 'success', client_id: 'cli_x' }),
+      42,
+      toolEvent({ event_id: 'bad3', event_type: 'mcp.tool_called' }),
+    ]);
+    expect(res.status).toBe(202);
+    const body = await reply(res);
+    expect(body.accepted).toBe(1);
+    expect(body.duplicates).toEqual([]);
+    expect(body.rejected.map((r) => [r.index, r.event_id])).toEqual([
+      [1, 'bad1'],
+      [2, 'bad2'],
+      [3, undefined],
+      [4, 'bad3'],
+    ]);
+    const fields = (i: number) => body.rejected[i].errors.map((e) => e.field).sort();
+    expect(fields(0)).toEqual(['api_key', 'imput_tokens', 'input_tokens', 'recorded_timestamp', 'tool_name']);
+    expect(body.rejected[0].errors.find((e) => e.field === 'imput_tokens')?.message).toBe('unknown field');
+    expect(fields(1)).toEqual(['api_key', 'execution_status']);
+    expect(body.rejected[1].errors.find((e) => e.field === 'api_key')?.message).toMatch(/not both/);
+    expect(fields(2)).toEqual(['']);
+    expect(fields(3)).toEqual(['event_type']);
+    for (const r of body.rejected) for (const e of r.errors) expect(e.message.length).toBeGreaterThan(0);
+    expect((await w.entries()).map((e) => e.event.eventId)).toEqual(['good']);
+  });
+
+  it('accepts the first valid event of an event_id and reports the later ones as duplicates', async () => {
+    const w = world();
+    const res = await w.post([
+      toolEvent({ event_id: 'A', input_tokens: 1 }),
+      toolEvent({ event_id: 'B' }),
+      toolEvent({ event_id: 'A', input_tokens: 2 }),
+      toolEvent({ event_id: 'C', execution_status: 'nope' }),
+      toolEvent({ event_id: 'C' }),
+      toolEvent({ event_id: 'A', input_tokens: 3 }),
+    ]);
+    const body = await reply(res);
+    expect(body.accepted).toBe(3);
+    expect(body.duplicates).toEqual([
+      { index: 2, event_id: 'A' },
+      { index: 5, event_id: 'A' },
+    ]);
+    expect(body.rejected.map((r) => r.index)).toEqual([3]);
+    const events = (await w.entries()).map((e) => [e.event.eventId, e.event.inputTokens]);
+    expect(events).toEqual([
+      ['A', 1],
+      ['B', 2400],
+      ['C', 2400],
+    ]);
+  });
+
+  it('rejects recorded timestamps too far in the future or older than the window, with the reason', async () => {
+    const w = world();
+    const now = Date.now();
+    const at = (ms: number) => new Date(now + ms).toISOString();
+    const res = await w.post([
+      toolEvent({ event_id: 'future-ok', recorded_timestamp: at(4 * 60_000) }),
+      toolEvent({ event_id: 'future-bad', recorded_timestamp: at(6 * 60_000) }),
+      toolEvent({ event_id: 'old-ok', recorded_timestamp: at(-34 * 86_400_000) }),
+      toolEvent({ event_id: 'old-bad', recorded_timestamp: at(-36 * 86_400_000) }),
+      toolEvent({ event_id: 'old-and-broken', recorded_timestamp: at(-40 * 86_400_000), retry_count: 'x' }),
+      toolEvent({ event_id: 'offset', recorded_timestamp: '2020-01-01T00:00:00+02:00' }),
+    ]);
+    const body = await reply(res);
+    expect(body.accepted).toBe(2);
+    const byId = new Map(body.rejected.map((r) => [r.event_id, r.errors]));
+    expect(byId.get('future-bad')).toEqual([{ field: 'recorded_timestamp', message: expect.stringMatching(/ahead of the server clock; at most 300 s/) }]);
+    expect(byId.get('old-bad')).toEqual([{ field: 'recorded_timestamp', message: expect.stringMatching(/older than 35 days/) }]);
+    expect(byId.get('old-and-broken')?.map((e) => e.field).sort()).toEqual(['recorded_timestamp', 'retry_count']);
+    expect(byId.get('offset')?.[0].message).toMatch(/older than 35 days/);
+  });
+
+  it('takes the age window and future allowance from the configuration', async () => {
+    const w = world({ MAX_EVENT_AGE_DAYS: 2, MAX_EVENT_FUTURE_SECONDS: 10 });
+    const now = Date.now();
+    const res = await w.post([
+      toolEvent({ event_id: 'a', recorded_timestamp: new Date(now - 1 * 86_400_000).toISOString() }),
+      toolEvent({ event_id: 'b', recorded_timestamp: new Date(now - 3 * 86_400_000).toISOString() }),
+      toolEvent({ event_id: 'c', recorded_timestamp: new Date(now + 60_000).toISOString() }),
+    ]);
+    const body = await reply(res);
+    expect(body.accepted).toBe(1);
+    expect(body.rejected.map((r) => [r.event_id, r.errors[0].message])).toEqual([
+      ['b', expect.stringMatching(/older than 2 days/)],
+      ['c', expect.stringMatching(/at most 10 s in the future/)],
+    ]);
+  });
+});
+
+describe('POST /v1/events: refused requests', () => {
+  it('answers 400 for a malformed body and writes nothing', async () => {
+    const w = world({ INGEST_MAX_BATCH: 3 });
+    const cases: [Response, string][] = [
+      [await w.post(null, { raw: '{"event_id": ' }), 'invalid_body'],
+      [await w.post(null, { raw: new Uint8Array([0xc1]), type: 'application/msgpack' }), 'invalid_body'],
+      [await w.post(null, { raw: new Uint8Array([0x91, 0x01, 0x02]), type: 'application/msgpack' }), 'invalid_body'],
+      [await w.post(null, { raw: '' }), 'invalid_body'],
+      [await w.post(17), 'invalid_body'],
+      [await w.post('an event'), 'invalid_body'],
+      [await w.post({ events: { event_id: 'x' } }), 'invalid_body'],
+      [await w.post({ events: [toolEvent()], extra: 1 }), 'invalid_body'],
+      [await w.post([]), 'empty_batch'],
+      [await w.post([toolEvent(), toolEvent(), toolEvent(), toolEvent()]), 'batch_too_large'],
+    ];
+    for (const [res, code] of cases) {
+      expect(res.status).toBe(400);
+      const body = (await res.json()) as { error: { code: string; message: string } };
+      expect(body.error.code).toBe(code);
+      expect(body.error.message.length).toBeGreaterThan(0);
+    }
+    expect(await w.length()).toBe(0);
+    const ok = await w.post([toolEvent(), toolEvent(), toolEvent()]);
+    expect(await reply(ok)).toMatchObject({ accepted: 3 });
+  });
+
+  it('refuses a content type it cannot read with 415', async () => {
+    const w = world();
+    const res = await w.post(null, { raw: 'event_id=1', type: 'application/x-www-form-urlencoded' });
+    expect(res.status).toBe(415);
+    expect(await w.length()).toBe(0);
+  });
+
+  it('answers 401 without a valid ingest token', async () => {
+    const w = world();
+    for (const token of [null, 'amt_AAAAAAAAAAAA_BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB', 'garbage', tenant.adminToken]) {
+      const res = await w.post(toolEvent(), { token });
+      expect(res.status).toBe(401);
+      expect(res.headers.get('www-authenticate')).toBe('Bearer');
+    }
+    expect(await w.length()).toBe(0);
+  });
+
+  it('answers 413 over the body limit, by content-length or while streaming a body without one', async () => {
+    const w = world({ INGEST_MAX_BODY_BYTES: 2048 });
+    const big = JSON.stringify(Array.from({ length: 20 }, () => toolEvent()));
+    expect(big.length).toBeGreaterThan(2048);
+    const declared = await w.post(null, { raw: big });
+    expect(declared.status).toBe(413);
+    expect(((await declared.json()) as { error: { code: string } }).error.code).toBe('body_too_large');
+
+    const bytes = new TextEncoder().encode(big);
+    const stream = new ReadableStream<Uint8Array>({
+      start(controller) {
+        for (let i = 0; i < bytes.length; i += 500) controller.enqueue(bytes.slice(i, i + 500));
+        controller.close();
+      },
+    });
+    const chunked = await w.app.request('/v1/events', {
+      method: 'POST',
+      headers: { authorization: `Bearer ${tenant.ingestToken}`, 'content-type': 'application/json' },
+      body: stream,
+      duplex: 'half',
+    } as RequestInit);
+    expect(chunked.status).toBe(413);
+    expect(await w.length()).toBe(0);
+
+    // A declared length over the limit is refused before a byte of the body is read.
+    let pulled = false;
+    const unread = new ReadableStream<Uint8Array>({
+      pull(controller) {
+        pulled = true;
+        controller.enqueue(new TextEncoder().encode('[]'));
+        controller.close();
+      },
+    }, { highWaterMark: 0 });
+    const early = await w.app.request('/v1/events', {
+      method: 'POST',
+      headers: { authorization: `Bearer ${tenant.ingestToken}`, 'content-type': 'application/json', 'content-length': '4096' },
+      body: unread,
+      duplex: 'half',
+    } as RequestInit);
+    expect(early.status).toBe(413);
+    expect(pulled).toBe(false);
+
+    const small = await w.post([toolEvent()]);
+    expect(small.status).toBe(202);
+  });
+
+  it('answers 429 with Retry-After while the first stream is over its high mark, and writes nothing', async () => {
+    const w = world({ BACKPRESSURE_HIGH: 4, BACKPRESSURE_LOW: 2 });
+    expect(await reply(await w.post(Array.from({ length: 6 }, () => toolEvent())))).toMatchObject({ accepted: 6 });
+    await new Promise((r) => setTimeout(r, 150));
+    const refused = await w.post([toolEvent()]);
+    expect(refused.status).toBe(429);
+    expect(refused.headers.get('retry-after')).toBe('1');
+    expect(((await refused.json()) as { error: { code: string } }).error.code).toBe('backpressure');
+    expect(await w.length()).toBe(6);
+
+    // A consumer group that has read all but three: lag 3 is below high but not below low, so the gate stays closed.
+    await iso.redis.xgroup('CREATE', w.key(), 'key-resolve', '0');
+    await iso.redis.xreadgroup('GROUP', 'key-resolve', 'c1', 'COUNT', 3, 'STREAMS', w.key(), '>');
+    await new Promise((r) => setTimeout(r, 150));
+    expect((await w.post([toolEvent()])).status).toBe(429);
+    await iso.redis.xreadgroup('GROUP', 'key-resolve', 'c1', 'COUNT', 3, 'STREAMS', w.key(), '>');
+    await new Promise((r) => setTimeout(r, 150));
+    const reopened = await w.post([toolEvent()]);
+    expect(reopened.status).toBe(202);
+    expect(await w.length()).toBe(7);
+  });
+});
+
+describe('POST /v1/events: Redis failures', () => {
+  /** The real connection, with MULTI/EXEC replaced by one that fails the given way. */
+  function failingRedis(fail: () => Promise<[Error | null, unknown][] | null>): Redis {
+    return new Proxy(iso.redis, {
+      get(target, prop) {
+        if (prop === 'multi') {
+          return () => {
+            const multi = target.multi();
+            return new Proxy(multi, {
+              get(m, p) {
+                if (p === 'exec') return fail; // the queued commands are never sent
+                const value = Reflect.get(m, p, m);
+                return typeof value === 'function' ? value.bind(m) : value;
+              },
+            });
+          };
+        }
+        const value = Reflect.get(target, prop, target);
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
+  }
+
+  it('answers 503 store_full with Retry-After when Redis refuses writes for memory, and reports nothing accepted', async () => {
+    const oom = Object.assign(new Error('EXECABORT Transaction discarded because of previous errors.'), {
+      previousErrors: [new Error("OOM command not allowed when used memory > 'maxmemory'.")],
+    });
+    const w = world({}, failingRedis(() => Promise.reject(oom)));
+    const res = await w.post([toolEvent(), toolEvent()]);
+    expect(res.status).toBe(503);
+    expect(res.headers.get('retry-after')).toBeTruthy();
+    const body = (await res.json()) as { error: { code: string }; accepted?: number };
+    expect(body.error.code).toBe('store_full');
+    expect(body.accepted).toBeUndefined();
+    expect(await w.length()).toBe(0);
+  });
+
+  it('answers 503 unavailable when a queued write fails or Redis cannot be reached', async () => {
+    const w = world({}, failingRedis(() => Promise.resolve([[new Error('ERR something'), null]])));
+    const res = await w.post([toolEvent()]);
+    expect(res.status).toBe(503);
+    expect(((await res.json()) as { error: { code: string } }).error.code).toBe('unavailable');
+
+    const { Redis: RedisClient } = await import('ioredis');
+    const dead = new RedisClient({ port: 1, lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0, retryStrategy: () => null });
+    try {
+      const down = world({}, dead);
+      const refused = await down.post([toolEvent()]);
+      expect(refused.status).toBe(503);
+      expect(refused.headers.get('retry-after')).toBe('2');
+    } finally {
+      dead.disconnect();
+    }
+  });
+});

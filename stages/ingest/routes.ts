@@ -1,0 +1,98 @@
+import { Hono } from 'hono';
+import type { Redis } from 'ioredis';
+import type { Config } from '../../pipeline/config.js';
+import { STREAMS } from '../../pipeline/keys.js';
+import type { Logger } from '../../pipeline/logger.js';
+import type { Metrics } from '../../pipeline/metrics.js';
+import { requireTenant, type TenantAuthVariables, type TenantTokens } from '../../api/auth.js';
+import { errorReply, readLimitedBody, tooLarge } from './http.js';
+import { decodeBody, eventsOf, normalizeBatch, type DuplicateItem, type RejectedItem } from './normalize.js';
+import { IngestWriteError, IngestWriter } from './writer.js';
+
+export interface IngestDeps {
+  config: Config;
+  redis: Redis;
+  tokens: TenantTokens;
+  metrics?: Metrics;
+  log: Logger;
+}
+
+/** The 202 reply of `POST /v1/events`. */
+export interface IngestReply {
+  accepted: number;
+  duplicates: DuplicateItem[];
+  rejected: RejectedItem[];
+}
+
+const STAGE = 'ingest';
+const BACKPRESSURE_RETRY_AFTER = '1';
+const UNAVAILABLE_RETRY_AFTER = '2';
+const OUT_OF_MEMORY_RETRY_AFTER = '5';
+
+/**
+ * `POST /v1/events`: one event, an array, or `{ "events": [...] }`, as JSON or MessagePack,
+ * with a tenant ingest token. Valid events are normalized (API key hashed) and written to
+ * `events:ingested`; the reply counts them and lists each duplicate and each rejected event
+ * with every field error.
+ */
+export function createIngestRoutes(deps: IngestDeps): Hono<{ Variables: TenantAuthVariables }> {
+  const { config, metrics, log } = deps;
+  const writer = new IngestWriter(deps.redis, config);
+  const app = new Hono<{ Variables: TenantAuthVariables }>();
+
+  app.post('/v1/events', requireTenant(deps.tokens, 'ingest'), async (c) => {
+    const tenantId = c.get('tenantId');
+    let room: boolean;
+    try {
+      room = await writer.hasRoom();
+    } catch (err) {
+      log.warn({ err }, 'ingest: cannot read the lag of the first stream');
+      metrics?.errors.inc({ stage: STAGE, kind: 'redis' });
+      return unavailable(c, 'unavailable', 'the event store cannot be reached; retry later', UNAVAILABLE_RETRY_AFTER);
+    }
+    metrics?.paused.set({ stage: STAGE }, room ? 0 : 1);
+    if (!room) {
+      metrics?.errors.inc({ stage: STAGE, kind: 'backpressure' });
+      return errorReply(c, 429, 'backpressure', 'the pipeline is behind; nothing was accepted, retry the same request later', {
+        headers: { 'Retry-After': BACKPRESSURE_RETRY_AFTER },
+      });
+    }
+
+    const bytes = await readLimitedBody(c.req.raw, config.INGEST_MAX_BODY_BYTES);
+    if (!bytes) return tooLarge(c, config.INGEST_MAX_BODY_BYTES);
+    const body = decodeBody(bytes, c.req.header('content-type'));
+    if (!body.ok) return errorReply(c, body.status, body.code, body.message);
+    const events = eventsOf(body.value, config.INGEST_MAX_BATCH);
+    if (!events.ok) return errorReply(c, events.status, events.code, events.message);
+
+    const batch = normalizeBatch(tenantId, events.value, {
+      now: Date.now(),
+      maxFutureSeconds: config.MAX_EVENT_FUTURE_SECONDS,
+      maxAgeDays: config.MAX_EVENT_AGE_DAYS,
+    });
+    metrics?.eventsIn.inc({ stage: STAGE }, events.value.length);
+    if (batch.rejected.length) metrics?.errors.inc({ stage: STAGE, kind: 'rejected' }, batch.rejected.length);
+
+    if (batch.accepted.length) {
+      try {
+        await writer.write(batch.accepted);
+      } catch (err) {
+        const oom = err instanceof IngestWriteError && err.kind === 'out_of_memory';
+        log.error({ err, tenantId, events: batch.accepted.length }, 'ingest: writing to the first stream failed');
+        metrics?.errors.inc({ stage: STAGE, kind: oom ? 'redis_oom' : 'redis' });
+        return oom
+          ? unavailable(c, 'store_full', 'the event store is full; nothing was accepted, retry later', OUT_OF_MEMORY_RETRY_AFTER)
+          : unavailable(c, 'unavailable', 'the event store failed; nothing was accepted, retry later', UNAVAILABLE_RETRY_AFTER);
+      }
+      metrics?.eventsOut.inc({ stage: STAGE, stream: STREAMS.ingested }, batch.accepted.length);
+    }
+    const reply: IngestReply = { accepted: batch.accepted.length, duplicates: batch.duplicates, rejected: batch.rejected };
+    return c.json(reply, 202);
+  });
+
+  return app;
+}
+
+function unavailable(c: Parameters<typeof errorReply>[0], code: string, message: string, retryAfter: string): Response {
+  return errorReply(c, 503, code, message, { headers: { 'Retry-After': retryAfter } });
+}
