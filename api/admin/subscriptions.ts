@@ -147,7 +147,7 @@ async function refuseOverlap(db: Db, tenantId: string, scope: Scope, from: Date,
     WHERE tenant_id = ${tenantId} AND customer_id = ${scope.customer_id}
       AND team_id IS NOT DISTINCT FROM ${scope.team_id} AND agent_id IS NOT DISTINCT FROM ${scope.agent_id}
       AND app_id IS NOT DISTINCT FROM ${scope.app_id}
-      AND tstzrange(effective_from, coalesce(effective_to, 'infinity')) && tstzrange(${from}, ${to ?? 'infinity'})
+      AND tstzrange(effective_from, coalesce(effective_to, 'infinity')) && tstzrange(${from}::timestamptz, coalesce(${to}::timestamptz, 'infinity'))
     LIMIT 1`;
   if (!other) return;
   const until = other.effective_to ? `until ${iso(other.effective_to)}` : 'with no end';
@@ -168,24 +168,25 @@ async function insertSubscription(
 }
 
 /**
- * Ends an open or later-ending subscription at `at`, which may not lie in the past (events
- * up to now may already be rated by it) nor before the subscription starts.
+ * Ends an open or later-ending subscription at `at` (now when omitted), which may not lie in
+ * the past (events up to now may already be rated by it) nor before the subscription starts.
  */
-async function close(db: Db, tenantId: string, id: string, at: Date): Promise<Row> {
+async function close(db: Db, tenantId: string, id: string, at: Date | undefined): Promise<Row> {
   const current = await findOwned(db, 'subscriptions', tenantId, id, { forUpdate: true });
   const [successor] = await db<{ id: string }[]>`SELECT id FROM subscriptions WHERE tenant_id = ${tenantId} AND supersedes = ${id}`;
   if (successor) throw conflict('already_superseded', `subscription ${id} was already changed; change its successor ${successor.id}`);
   const now = new Date();
-  if (at.getTime() < now.getTime()) {
+  if (at && at < now) {
     throw conflict('change_in_past', `${at.toISOString()} is in the past: history is never rewritten, so a subscription ends now or later`);
   }
-  if (at <= (current.effective_from as Date)) {
+  const end = at ?? now;
+  if (end <= (current.effective_from as Date)) {
     throw conflict('change_before_start', `subscription ${id} starts at ${iso(current.effective_from)}; it can only end after that`);
   }
-  const end = current.effective_to as Date | null;
-  if (end && at >= end) throw conflict('already_ended', `subscription ${id} already ends at ${iso(end)}`);
+  const currentEnd = current.effective_to as Date | null;
+  if (currentEnd && end >= currentEnd) throw conflict('already_ended', `subscription ${id} already ends at ${iso(currentEnd)}`);
   const [closed] = await db<Row[]>`
-    UPDATE subscriptions SET effective_to = ${at} WHERE tenant_id = ${tenantId} AND id = ${id} RETURNING *`;
+    UPDATE subscriptions SET effective_to = ${end} WHERE tenant_id = ${tenantId} AND id = ${id} RETURNING *`;
   return closed;
 }
 
@@ -262,10 +263,10 @@ export function subscriptionEndpoints(): Endpoint[] {
       response: subscriptionChanged,
       status: 201,
       async handle({ tenantId, params, body, deps }) {
-        const at = body.at ? new Date(body.at) : new Date();
         const { closed, opened } = await deps.sql.begin(async (tx) => {
           const previousEnd = (await findOwned(tx, 'subscriptions', tenantId, params.id, { forUpdate: true })).effective_to as Date | null;
-          const closed = await close(tx, tenantId, params.id, at);
+          const closed = await close(tx, tenantId, params.id, body.at ? new Date(body.at) : undefined);
+          const at = closed.effective_to as Date;
           const scope = scopeOf(closed);
           const version = body.rate_plan_id
             ? await planVersion(tx, tenantId, body.rate_plan_id, body.rate_plan_version)
@@ -302,8 +303,7 @@ export function subscriptionEndpoints(): Endpoint[] {
       body: subscriptionEnd,
       response: subscriptionOut,
       async handle({ tenantId, params, body, deps }) {
-        const at = body.at ? new Date(body.at) : new Date();
-        const closed = await deps.sql.begin((tx) => close(tx, tenantId, params.id, at));
+        const closed = await deps.sql.begin((tx) => close(tx, tenantId, params.id, body.at ? new Date(body.at) : undefined));
         await announceSubscriptions(deps, tenantId);
         return present(deps, tenantId, closed);
       },
