@@ -8,6 +8,7 @@ import { AttributionResolver } from '../store/attribution.js';
 import { createIngestRoutes } from '../stages/ingest/routes.js';
 import { createAdminRoutes } from './admin/index.js';
 import { TenantTokens } from './auth.js';
+import { createInvoiceRoutes } from './invoices.js';
 
 export interface AppDeps {
   config: Config;
@@ -45,6 +46,7 @@ export function createApp(deps: AppDeps): { app: Hono; tokens: TenantTokens } {
 
   app.route('/', createIngestRoutes({ config, redis, tokens, metrics, log }));
   app.route('/', createAdminRoutes({ sql, redis, prefix: config.REDIS_PREFIX, tokens, log }));
+  app.route('/', createInvoiceRoutes({ sql, tokens }));
 
   app.notFound((c) => c.json({ error: { code: 'not_found', message: `no route ${c.req.method} ${c.req.path}` } }, 404));
   app.onError((err, c) => {

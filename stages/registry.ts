@@ -1,5 +1,6 @@
 import type { StageDefinition, Topology } from '../pipeline/stage.js';
 import { capCheckStage } from './cap-check/index.js';
+import { invoiceRollupStage } from './invoice-rollup/index.js';
 import { keyResolveStage } from './key-resolve/index.js';
 import { ledgerWriteStage } from './ledger-write/index.js';
 import { priceStage } from './price/index.js';
@@ -15,6 +16,7 @@ export const STAGES: readonly StageDefinition<any>[] = [
   priceStage,
   capCheckStage,
   ledgerWriteStage,
+  invoiceRollupStage,
 ];
 
 /** Every (stream, consumer group) pair: each process creates all groups before anything is written. */

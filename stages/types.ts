@@ -1,3 +1,4 @@
+import type { EventRating } from '../domain/rating/rate-event.js';
 import type { UsageEvent } from '../schemas/events.js';
 
 /**
@@ -29,13 +30,8 @@ export interface SubscriptionSnapshot {
   periodEnd: number;
 }
 
-/** Added by price: the exact cost of the event and its share per dimension. */
-export interface EventCost {
-  total: bigint;
-  /** The tool key the plan priced (after aliases). */
-  tool: string;
-  breakdown: Record<string, bigint>;
-}
+/** Added by price: the exact cost of the event, the tool key it was priced as, and its share per dimension. */
+export type EventCost = EventRating;
 
 export type ResolvedEvent = UsageEvent & { attribution: Attribution };
 export type AttributedEvent = ResolvedEvent & { subscription: SubscriptionSnapshot };

@@ -3,34 +3,40 @@ import { validateRatePlan } from '../schemas/rate-plan.js';
 import type { Sql } from './postgres.js';
 
 /**
- * Compiled rate-plan versions by id. Versions are immutable, so an entry never goes stale:
- * it is loaded once, on first use, and kept.
+ * Compiled pricing per subscription: its rate-plan version with the subscription's overrides
+ * laid over it. Both are immutable (a change makes a new version or a new subscription), so
+ * an entry never goes stale: it is loaded on first use and kept.
  */
 export class PlanCache {
   private readonly plans = new Map<string, Promise<CompiledPlan>>();
 
   constructor(private readonly sql: Sql) {}
 
-  get(tenantId: string, versionId: string): Promise<CompiledPlan> {
-    const key = `${tenantId}/${versionId}`;
+  forSubscription(tenantId: string, subscriptionId: string): Promise<CompiledPlan> {
+    const key = `${tenantId}/${subscriptionId}`;
     let plan = this.plans.get(key);
     if (!plan) {
-      plan = this.load(tenantId, versionId);
+      plan = this.load(tenantId, subscriptionId);
       this.plans.set(key, plan);
       plan.catch(() => this.plans.delete(key));
     }
     return plan;
   }
 
-  private async load(tenantId: string, versionId: string): Promise<CompiledPlan> {
-    const [row] = await this.sql<{ pricing: unknown; currency: string; rate_plan_id: string; version: number }[]>`
-      SELECT v.pricing, p.currency, v.rate_plan_id, v.version
-      FROM rate_plan_versions v JOIN rate_plans p ON p.tenant_id = v.tenant_id AND p.id = v.rate_plan_id
-      WHERE v.tenant_id = ${tenantId} AND v.id = ${versionId}`;
-    if (!row) throw new Error(`rate plan version ${versionId} of tenant ${tenantId} does not exist`);
-    const validated = validateRatePlan(row.pricing);
+  private async load(tenantId: string, subscriptionId: string): Promise<CompiledPlan> {
+    const [row] = await this.sql<
+      { pricing: Record<string, unknown>; overrides: Record<string, unknown>; currency: string; rate_plan_id: string; version: number }[]
+    >`
+      SELECT v.pricing, s.overrides, p.currency, v.rate_plan_id, v.version
+      FROM subscriptions s
+      JOIN rate_plan_versions v ON v.tenant_id = s.tenant_id AND v.id = s.rate_plan_version_id
+      JOIN rate_plans p ON p.tenant_id = v.tenant_id AND p.id = v.rate_plan_id
+      WHERE s.tenant_id = ${tenantId} AND s.id = ${subscriptionId}`;
+    if (!row) throw new Error(`subscription ${subscriptionId} of tenant ${tenantId} does not exist`);
+    const validated = validateRatePlan({ ...row.pricing, ...row.overrides });
     if (!validated.ok) {
-      throw new Error(`rate plan version ${versionId} is invalid: ${validated.errors.map((e) => `${e.path}: ${e.message}`).join('; ')}`);
+      const problems = validated.errors.map((e) => `${e.path}: ${e.message}`).join('; ');
+      throw new Error(`pricing of subscription ${subscriptionId} (plan version ${row.version} with its overrides) is invalid: ${problems}`);
     }
     return compilePlan(validated.plan, row.currency, { planId: row.rate_plan_id, version: row.version });
   }

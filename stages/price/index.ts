@@ -6,13 +6,13 @@ import { connectPostgres } from '../../store/postgres.js';
 import { PlanCache } from '../../store/rate-plans.js';
 import type { AttributedEvent, PricedEvent } from '../types.js';
 
-/** Rates each event by the plan version its subscription snapshot names, keeping the cost per dimension. */
+/** Rates each event by its subscription's plan version (with the subscription's overrides), keeping the cost per dimension. */
 export async function priceBatch(plans: PlanCache, batch: StageEntry<AttributedEvent>[]): Promise<EntryResult[]> {
   const results: EntryResult[] = [];
   for (const { payload: event } of batch) {
     let plan;
     try {
-      plan = await plans.get(event.tenantId, event.subscription.ratePlanVersionId);
+      plan = await plans.forSubscription(event.tenantId, event.subscription.subscriptionId);
     } catch (error) {
       if (isTransient(error)) throw error;
       results.push({ error });

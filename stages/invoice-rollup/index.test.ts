@@ -1,0 +1,78 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PlanCache } from '../../store/rate-plans.js';
+import { draftInvoice } from '../../store/invoices.js';
+import { isolated, type Isolated } from '../../test/support/isolated.js';
+import { seedSmall } from '../../test/support/billing.js';
+import type { SeededTenant } from '../../ops/seed.js';
+import { ledgeredEvent, stageEntries } from '../testing.js';
+import type { LedgeredEvent } from '../types.js';
+import { rollUp } from './index.js';
+
+// Pattern 2 of the article, with its penalty: $5 per session including 3 calls, 0.05 per call.
+const SESSION_PLAN = {
+  tool_invocations: { '*': '0.05' },
+  token_multipliers: { output_tokens: '0.000002' },
+  base_session_fee: '5',
+  included_tool_count: 3,
+};
+
+let world: Isolated;
+let tenant: SeededTenant;
+const MARCH = Date.UTC(2026, 2, 1);
+
+beforeAll(async () => {
+  world = await isolated('invoice-rollup');
+  tenant = await seedSmall(world.sql, { pricing: SESSION_PLAN, customers: 1 });
+});
+afterAll(() => world.cleanup());
+
+function event(sessionId: string, outputTokens: number, overrides: Partial<LedgeredEvent> = {}): LedgeredEvent {
+  const customer = tenant.customers[0];
+  const agent = customer.teams[0].agents[0];
+  const token = BigInt(outputTokens) * 2000n;
+  return ledgeredEvent({
+    tenantId: tenant.tenantId,
+    sessionId,
+    outputTokens,
+    inputTokens: 0,
+    recordedAt: MARCH + 86_400_000,
+    capCounters: [],
+    attribution: { customerId: customer.id, teamId: customer.teams[0].id, agentId: agent.id },
+    subscription: { subscriptionId: customer.subscriptionId, ratePlanVersionId: tenant.ratePlanVersionId, periodStart: MARCH, periodEnd: Date.UTC(2026, 3, 1) },
+    cost: { total: 50_000_000n + token, tool: '*', breakdown: { tool: 50_000_000n, input_tokens: 0n, output_tokens: token, duration: 0n } },
+    ...overrides,
+  });
+}
+
+describe('invoice-rollup', () => {
+  it('keeps period aggregates exactly once and the draft invoice applies the session rules to them', async () => {
+    const plans = new PlanCache(world.sql);
+    // Session a: 5 calls (3 included, 2 billable); session b: 1 call; 1000 output tokens each.
+    const events = [...Array.from({ length: 5 }, () => event('sess_a', 1000)), event('sess_b', 1000)];
+    const first = stageEntries(events.slice(0, 4));
+    const second = stageEntries(events.slice(4));
+    await rollUp(world.sql, plans, first);
+    await rollUp(world.sql, plans, second);
+    await rollUp(world.sql, plans, first); // redelivered: changes nothing
+
+    const [position] = await world.sql`SELECT calls, events, cost_nano FROM invoice_period_calls WHERE subscription_id = ${tenant.customers[0].subscriptionId}`;
+    expect(position).toEqual({ calls: '6', events: '6', cost_nano: String(6n * 52_000_000n) });
+    const draft = await draftInvoice(world.sql, plans, tenant.tenantId, tenant.customers[0].id, MARCH + 2 * 86_400_000);
+    const byCode = Object.fromEntries(draft!.invoice.lines.map((line) => [line.code, line.amount_nano]));
+    // Usage 6 x 0.05 + 6,000 tokens x 0.000002 = 0.312; included: 3 + 1 calls x 0.05 = -0.20; 2 sessions x 5.
+    expect(byCode.tool).toBe(300_000_000n);
+    expect(byCode.output_tokens).toBe(12_000_000n);
+    expect(byCode.included_calls).toBe(-200_000_000n);
+    expect(byCode.session_fee).toBe(10_000_000_000n);
+    expect(draft!.invoice.total).toBe('10.11');
+    expect(draft!.invoice.subtotal_nano).toBe(312_000_000n);
+  });
+
+  it('counts session control events toward the period cost (zero) without advancing the call position', async () => {
+    const plans = new PlanCache(world.sql);
+    const control = event('sess_c', 0, { eventType: 'session.completed', cost: { total: 0n, tool: '', breakdown: { tool: 0n, input_tokens: 0n, output_tokens: 0n, duration: 0n } } });
+    await rollUp(world.sql, plans, stageEntries([control]));
+    const [position] = await world.sql`SELECT calls, events FROM invoice_period_calls WHERE subscription_id = ${tenant.customers[0].subscriptionId}`;
+    expect(position).toEqual({ calls: '6', events: '7' });
+  });
+});

@@ -1,0 +1,177 @@
+import { countsAsCall } from '../../domain/rating/rate-event.js';
+import { mergeRows, usageRows, type UsageRow } from '../../domain/rating/usage-rows.js';
+import { STREAMS } from '../../pipeline/keys.js';
+import type { EntryResult, StageDefinition, StageEntry } from '../../pipeline/stage.js';
+import type { TransactionSql } from 'postgres';
+import { connectPostgres, type Sql } from '../../store/postgres.js';
+import { PlanCache } from '../../store/rate-plans.js';
+import type { LedgeredEvent } from '../types.js';
+
+const PRUNE_INTERVAL_MS = 10 * 60_000;
+
+const periodKey = (e: LedgeredEvent) => `${e.tenantId}\u0000${e.subscription.subscriptionId}\u0000${e.subscription.periodStart}`;
+const sessionKey = (e: LedgeredEvent) => `${e.tenantId}\u0000${e.subscription.subscriptionId}\u0000${e.sessionId}`;
+
+/**
+ * Adds each newly ledgered event to its subscription's period aggregates, exactly once: in one
+ * transaction, the events not yet in invoice_applied are recorded there, the period and session
+ * positions they start from are locked and read, the rating engine turns each event into its
+ * usage rows (in stream order, advancing the positions), and the merged rows are added to the
+ * stored ones. A redelivered batch finds its events applied and changes nothing.
+ */
+export async function rollUp(sql: Sql, plans: PlanCache, batch: StageEntry<LedgeredEvent>[]): Promise<EntryResult[]> {
+  const events = batch.map((entry) => entry.payload);
+  // Compiled plans are loaded outside the transaction (they are cached and immutable).
+  const planOf = new Map<string, Awaited<ReturnType<PlanCache['forSubscription']>>>();
+  for (const e of events) {
+    const key = `${e.tenantId}/${e.subscription.subscriptionId}`;
+    if (!planOf.has(key)) planOf.set(key, await plans.forSubscription(e.tenantId, e.subscription.subscriptionId));
+  }
+
+  await sql.begin(async (tx) => {
+    const applied = await tx<{ tenant_id: string; event_id: string }[]>`
+      INSERT INTO invoice_applied (tenant_id, event_id)
+      SELECT * FROM unnest(${events.map((e) => e.tenantId)}::text[], ${events.map((e) => e.eventId)}::text[])
+      ON CONFLICT DO NOTHING
+      RETURNING tenant_id, event_id`;
+    const fresh = new Set(applied.map((r) => `${r.tenant_id}\u0000${r.event_id}`));
+    const todo = events.filter((e, i) => {
+      const key = `${e.tenantId}\u0000${e.eventId}`;
+      // One event twice in a batch (never expected downstream of the ledger) is applied once.
+      const first = events.findIndex((other) => `${other.tenantId}\u0000${other.eventId}` === key) === i;
+      return fresh.has(key) && first;
+    });
+    if (todo.length === 0) return;
+
+    const periods = [...new Map(todo.map((e) => [periodKey(e), e])).values()];
+    const sessions = [...new Map(todo.filter((e) => e.sessionId).map((e) => [sessionKey(e), e])).values()];
+    const periodCalls = await lockPositions(
+      tx,
+      'invoice_period_calls',
+      periods.map((e) => [e.tenantId, e.subscription.subscriptionId, new Date(e.subscription.periodStart).toISOString()]),
+    );
+    const sessionCalls = await lockPositions(
+      tx,
+      'invoice_session_calls',
+      sessions.map((e) => [e.tenantId, e.subscription.subscriptionId, e.sessionId!]),
+    );
+
+    const rowsByPeriod = new Map<string, UsageRow[]>();
+    const totals = new Map<string, { events: bigint; cost: bigint }>();
+    for (const e of todo) {
+      const pk = periodKey(e);
+      const total = totals.get(pk) ?? { events: 0n, cost: 0n };
+      total.events++;
+      total.cost += e.cost.total;
+      totals.set(pk, total);
+      if (!countsAsCall(e.eventType)) continue;
+      const sk = e.sessionId ? sessionKey(e) : undefined;
+      const before = { periodCalls: periodCalls.get(pk) ?? 0n, sessionCalls: sk ? (sessionCalls.get(sk) ?? 0n) : 0n };
+      const plan = planOf.get(`${e.tenantId}/${e.subscription.subscriptionId}`)!;
+      const rows = usageRows(plan, { ...e, rating: e.cost, agentId: e.attribution.agentId ?? e.attribution.appId }, before);
+      periodCalls.set(pk, before.periodCalls + 1n);
+      if (sk) sessionCalls.set(sk, before.sessionCalls + 1n);
+      const list = rowsByPeriod.get(pk) ?? [];
+      list.push(...rows);
+      rowsByPeriod.set(pk, list);
+    }
+
+    const usage: { tenant_id: string; subscription_id: string; period_start: string; kind: string; key: string; counters: string }[] = [];
+    for (const [pk, rows] of rowsByPeriod) {
+      const [tenantId, subscriptionId, periodStart] = pk.split('\u0000');
+      for (const [kind, byKey] of mergeRows(rows)) {
+        for (const [key, counters] of byKey) {
+          usage.push({
+            tenant_id: tenantId,
+            subscription_id: subscriptionId,
+            period_start: new Date(Number(periodStart)).toISOString(),
+            kind,
+            key,
+            counters: JSON.stringify(counters, (_k, v) => (typeof v === 'bigint' ? v.toString() : v)),
+          });
+        }
+      }
+    }
+    usage.sort((a, b) => (a.subscription_id + a.kind + a.key < b.subscription_id + b.kind + b.key ? -1 : 1));
+    if (usage.length) {
+      await tx`
+        INSERT INTO invoice_usage (tenant_id, subscription_id, period_start, kind, key, counters)
+        SELECT t, s, p, k, y, c FROM unnest(
+          ${usage.map((u) => u.tenant_id)}::text[], ${usage.map((u) => u.subscription_id)}::text[],
+          ${usage.map((u) => u.period_start)}::text[]::timestamptz[], ${usage.map((u) => u.kind)}::text[],
+          ${usage.map((u) => u.key)}::text[], ${usage.map((u) => u.counters)}::text[]::jsonb[]) AS x(t, s, p, k, y, c)
+        ON CONFLICT (tenant_id, subscription_id, period_start, kind, key)
+        DO UPDATE SET counters = add_counters(invoice_usage.counters, excluded.counters), updated_at = now()`;
+    }
+    await tx`
+      UPDATE invoice_period_calls AS p
+      SET calls = x.calls, events = p.events + x.events, cost_nano = p.cost_nano + x.cost
+      FROM unnest(${periods.map((e) => e.tenantId)}::text[], ${periods.map((e) => e.subscription.subscriptionId)}::text[],
+                  ${periods.map((e) => new Date(e.subscription.periodStart).toISOString())}::text[]::timestamptz[],
+                  ${periods.map((e) => String(periodCalls.get(periodKey(e)) ?? 0n))}::text[]::int8[],
+                  ${periods.map((e) => String(totals.get(periodKey(e))!.events))}::text[]::int8[],
+                  ${periods.map((e) => totals.get(periodKey(e))!.cost.toString())}::text[]::numeric[]) AS x(t, s, ps, calls, events, cost)
+      WHERE p.tenant_id = x.t AND p.subscription_id = x.s AND p.period_start = x.ps`;
+    if (sessions.length) {
+      await tx`
+        UPDATE invoice_session_calls AS c SET calls = x.calls
+        FROM unnest(${sessions.map((e) => e.tenantId)}::text[], ${sessions.map((e) => e.subscription.subscriptionId)}::text[],
+                    ${sessions.map((e) => e.sessionId!)}::text[],
+                    ${sessions.map((e) => String(sessionCalls.get(sessionKey(e)) ?? 0n))}::text[]::int8[]) AS x(t, s, sid, calls)
+        WHERE c.tenant_id = x.t AND c.subscription_id = x.s AND c.session_id = x.sid`;
+    }
+  });
+  return batch.map(() => ({}));
+}
+
+/**
+ * Creates the position rows that do not exist yet, then locks and reads them all, in key
+ * order so that concurrent workers never wait on each other in a cycle.
+ */
+async function lockPositions(tx: TransactionSql, table: 'invoice_period_calls' | 'invoice_session_calls', keys: string[][]): Promise<Map<string, bigint>> {
+  const positions = new Map<string, bigint>();
+  if (keys.length === 0) return positions;
+  const [a, b, c] = [keys.map((k) => k[0]), keys.map((k) => k[1]), keys.map((k) => k[2])];
+  const third = table === 'invoice_period_calls' ? tx`period_start` : tx`session_id`;
+  const cast = table === 'invoice_period_calls' ? tx`::text[]::timestamptz[]` : tx`::text[]`;
+  await tx`
+    INSERT INTO ${tx(table)} (tenant_id, subscription_id, ${third})
+    SELECT * FROM unnest(${a}::text[], ${b}::text[], ${c}${cast}) ORDER BY 1, 2, 3
+    ON CONFLICT DO NOTHING`;
+  const rows = await tx<{ tenant_id: string; subscription_id: string; third: Date | string; calls: string }[]>`
+    SELECT t.tenant_id, t.subscription_id, t.${third} AS third, t.calls
+    FROM ${tx(table)} t
+    JOIN unnest(${a}::text[], ${b}::text[], ${c}${cast}) AS k(tenant_id, subscription_id, third)
+      ON t.tenant_id = k.tenant_id AND t.subscription_id = k.subscription_id AND t.${third} = k.third
+    ORDER BY 1, 2, 3
+    FOR UPDATE OF t`;
+  for (const row of rows) {
+    const third = row.third instanceof Date ? String(row.third.getTime()) : row.third;
+    positions.set(`${row.tenant_id}\u0000${row.subscription_id}\u0000${third}`, BigInt(row.calls));
+  }
+  return positions;
+}
+
+export const invoiceRollupStage: StageDefinition<LedgeredEvent> = {
+  name: 'invoice-rollup',
+  input: STREAMS.ledgered,
+  outputs: [],
+  batchSize: 1000,
+  async setup({ config, log }) {
+    const sql = connectPostgres(config.DATABASE_URL, { max: 2, name: 'invoice-rollup' });
+    const plans = new PlanCache(sql);
+    const prune = setInterval(() => {
+      sql`DELETE FROM invoice_applied WHERE applied_at < now() - interval '1 day'`.catch((err) =>
+        log.warn({ err }, 'pruning invoice_applied failed'),
+      );
+    }, PRUNE_INTERVAL_MS);
+    prune.unref();
+    return {
+      handle: (batch) => rollUp(sql, plans, batch),
+      async close() {
+        clearInterval(prune);
+        await sql.end({ timeout: 5 });
+      },
+    };
+  },
+};
