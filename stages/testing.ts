@@ -1,4 +1,8 @@
-import type { StageEntry } from '../pipeline/stage.js';
+import type { Redis } from 'ioredis';
+import { loadConfig } from '../pipeline/config.js';
+import { createLogger } from '../pipeline/logger.js';
+import { Metrics } from '../pipeline/metrics.js';
+import type { StageContext, StageEntry } from '../pipeline/stage.js';
 import type { Attribution, EventCost, LedgeredEvent, SubscriptionSnapshot } from './types.js';
 
 /**
@@ -12,7 +16,8 @@ let sequence = 0;
 export type LedgeredEventOverrides = Partial<Omit<LedgeredEvent, 'attribution' | 'subscription' | 'cost'>> & {
   attribution?: Partial<Attribution>;
   subscription?: Partial<SubscriptionSnapshot>;
-  cost?: Partial<EventCost>;
+  /** A breakdown given here is the whole breakdown: dimensions it leaves out are 0. */
+  cost?: Partial<Omit<EventCost, 'breakdown'>> & { breakdown?: Partial<EventCost['breakdown']> };
 };
 
 const MARCH_2026 = Date.UTC(2026, 2, 1);
@@ -70,10 +75,11 @@ export function ledgeredEvent(overrides: LedgeredEventOverrides = {}): LedgeredE
       ...subscription,
     },
     cost: {
-      total: 12_500_000n,
-      tool: top.toolName ?? 'transform_schema',
-      breakdown: { tool: 10_000_000n, input_tokens: 2_400_000n, output_tokens: 100_000n },
-      ...cost,
+      total: cost?.total ?? 12_500_000n,
+      tool: cost?.tool ?? top.toolName ?? 'transform_schema',
+      breakdown: cost?.breakdown
+        ? { tool: 0n, input_tokens: 0n, output_tokens: 0n, duration: 0n, ...cost.breakdown }
+        : { tool: 10_000_000n, input_tokens: 2_400_000n, output_tokens: 100_000n, duration: 0n },
     },
   };
 }
@@ -81,4 +87,18 @@ export function ledgeredEvent(overrides: LedgeredEventOverrides = {}): LedgeredE
 /** Wraps payloads as the harness hands them to a handler (ids in stream order, partition 0). */
 export function stageEntries<T>(payloads: T[], firstId = Date.now()): StageEntry<T>[] {
   return payloads.map((payload, i) => ({ id: `${firstId}-${i}`, partition: 0, payload, tags: [] }));
+}
+
+/**
+ * What the harness hands a stage's setup, for a test world: the configuration from its
+ * environment (isolated().env) plus overrides, a silent logger and fresh metrics.
+ */
+export function testStageContext(stage: string, world: { env: Record<string, string>; redis: Redis }, env: Record<string, string> = {}): StageContext {
+  return {
+    stage,
+    config: loadConfig({ ...process.env, ...world.env, ...env }),
+    log: createLogger(`${stage}-test`, 'silent'),
+    metrics: new Metrics(`${stage}-test`),
+    redis: world.redis,
+  };
 }

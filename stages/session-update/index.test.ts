@@ -1,11 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadConfig } from '../../pipeline/config.js';
-import { createLogger } from '../../pipeline/logger.js';
-import { Metrics } from '../../pipeline/metrics.js';
 import type { EventType } from '../../schemas/events.js';
 import { connectPostgres } from '../../store/postgres.js';
 import { isolated, type Isolated } from '../../test/support/isolated.js';
-import { ledgeredEvent, stageEntries, type LedgeredEventOverrides } from '../testing.js';
+import { ledgeredEvent, stageEntries, testStageContext, type LedgeredEventOverrides } from '../testing.js';
 import { getSession, sessionUpdateBatch, sessionUpdateStage, sweepSessions, type SweepPolicy } from './index.js';
 
 let world: Isolated;
@@ -177,14 +174,7 @@ describe('sweepSessions', () => {
 describe('sessionUpdateStage', () => {
   it('runs the sweep on a timer from setup and stops it on close', async () => {
     expect(sessionUpdateStage).toMatchObject({ name: 'session-update', input: 'events:ledgered', outputs: [] });
-    const config = loadConfig({ ...process.env, ...world.env, SESSION_SWEEP_INTERVAL_MS: '100' });
-    const handler = await sessionUpdateStage.setup({
-      stage: 'session-update',
-      config,
-      log: createLogger('session-update-test', 'silent'),
-      metrics: new Metrics('session-update-test'),
-      redis: world.redis,
-    });
+    const handler = await sessionUpdateStage.setup(testStageContext('session-update', world, { SESSION_SWEEP_INTERVAL_MS: '100' }));
     const tenant = newTenant();
     await handler.handle(stageEntries([event(tenant, 'timer', 'mcp.tool_invoked', 0)]));
     const deadline = Date.now() + 5_000;

@@ -1,0 +1,172 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { isTransient } from '../../pipeline/errors.js';
+import { TransientError } from '../../pipeline/stage.js';
+import { connectClickHouse, type ClickHouseClient } from '../../store/clickhouse.js';
+import { isolated, type Isolated } from '../../test/support/isolated.js';
+import { ledgeredEvent, stageEntries, testStageContext, type LedgeredEventOverrides } from '../testing.js';
+import { analyticsDispatchStage, dispatchBatch, invocationRow, isDataError } from './index.js';
+import { invocationTotals, invocationsByAgent, invocationsByTool, invocationsBy } from './queries.js';
+
+let world: Isolated;
+let ch: ClickHouseClient;
+beforeAll(async () => {
+  world = await isolated('analytics-dispatch', { clickhouse: true });
+  ch = world.clickhouse!;
+});
+afterAll(async () => {
+  await world?.cleanup();
+});
+
+let tenantSeq = 0;
+const newTenant = () => `ten_an_${++tenantSeq}`;
+const event = (tenantId: string, overrides: LedgeredEventOverrides = {}) => ledgeredEvent({ tenantId, ...overrides });
+
+async function rawCount(tenantId: string): Promise<number> {
+  const result = await ch.query({ query: `SELECT count() AS n FROM invocations WHERE tenant_id = '${tenantId}'`, format: 'JSONEachRow' });
+  return Number((await result.json<{ n: string }>())[0].n);
+}
+
+/** A small batch with two agents, three tools, an app, an error and a session control event. */
+function mixedBatch(tenant: string) {
+  return [
+    event(tenant, { toolName: 'search', cost: { total: 1_000_000_001n }, inputTokens: 10, outputTokens: 1 }),
+    event(tenant, { toolName: 'search', cost: { total: 2n }, status: 'FAILED', attribution: { agentId: 'agt_2' } }),
+    event(tenant, { toolName: 'transform_schema', cost: { total: 9_000_000_000_000n }, attribution: { agentId: 'agt_2' } }),
+    event(tenant, { toolName: 'fetch', cost: { total: 5n }, attribution: { agentId: undefined, appId: 'app_1' } }),
+    event(tenant, { eventType: 'session.completed', toolName: undefined, cost: { total: 0n, tool: '' }, inputTokens: 0, outputTokens: 0 }),
+  ];
+}
+
+describe('invocationRow', () => {
+  it('maps a ledgered event to the table columns, absent ids as empty strings, times in UTC', () => {
+    const row = invocationRow(
+      ledgeredEvent({
+        recordedAt: Date.UTC(2026, 2, 31, 23, 59, 59, 999),
+        ingestedAt: Date.UTC(2026, 3, 1, 0, 0, 1, 5),
+        attribution: { agentId: undefined, appId: 'app_9' },
+        model: undefined,
+        overCap: true,
+        cost: { total: 9_223_372_036_854_775_807n },
+      }),
+    );
+    expect(row).toMatchObject({
+      agent_id: '',
+      app_id: 'app_9',
+      model: '',
+      recorded_at: '2026-03-31 23:59:59',
+      recorded_date: '2026-03-31',
+      ingested_at: '2026-04-01 00:00:01',
+      cost_nano: '9223372036854775807',
+      total_tokens: 2550,
+      over_cap: 1,
+      currency: 'USD',
+      rate_plan_version: 1,
+    });
+  });
+});
+
+describe('dispatchBatch', () => {
+  it('inserts the batch and reads the same figures back, in total, per agent and per tool', async () => {
+    const tenant = newTenant();
+    const batch = mixedBatch(tenant);
+    expect(await dispatchBatch(ch, stageEntries(batch))).toEqual(batch.map(() => ({})));
+
+    const totals = await invocationTotals(ch, tenant);
+    expect(totals).toEqual({
+      events: 5,
+      calls: 4,
+      costNano: 9_001_000_000_008n,
+      inputTokens: 10 + 2400 * 3,
+      outputTokens: 1 + 150 * 3,
+      totalTokens: 11 + 2550 * 3,
+      durationMs: 847 * 5,
+      errors: 1,
+    });
+    const agents = await invocationsByAgent(ch, tenant);
+    expect(agents.map((a) => [a.key, a.events, a.costNano])).toEqual([
+      ['agt_2', 2, 9_000_000_000_002n],
+      ['agt_test', 2, 1_000_000_001n],
+      ['', 1, 5n],
+    ]);
+    const tools = await invocationsByTool(ch, tenant);
+    expect(tools.map((t) => [t.key, t.calls, t.costNano, t.errors])).toEqual([
+      ['transform_schema', 1, 9_000_000_000_000n, 0],
+      ['search', 2, 1_000_000_003n, 1],
+      ['fetch', 1, 5n, 0],
+      ['', 0, 0n, 0],
+    ]);
+    expect((await invocationsBy(ch, tenant, 'app')).find((r) => r.key === 'app_1')?.costNano).toBe(5n);
+    // Another tenant's rows are not counted.
+    expect((await invocationTotals(ch, newTenant())).events).toBe(0);
+  });
+
+  it('does not double count when the same batch is delivered again', async () => {
+    const tenant = newTenant();
+    const batch = stageEntries(mixedBatch(tenant));
+    await dispatchBatch(ch, batch);
+    const once = await invocationTotals(ch, tenant);
+    await dispatchBatch(ch, batch);
+    await dispatchBatch(ch, batch.slice(1, 3));
+    expect(await rawCount(tenant)).toBe(12); // the parts hold every copy until a merge
+    expect(await invocationTotals(ch, tenant)).toEqual(once);
+    expect((await invocationsByAgent(ch, tenant)).map((a) => a.events)).toEqual([2, 2, 1]);
+  });
+
+  it('filters by recorded time', async () => {
+    const tenant = newTenant();
+    const t = Date.UTC(2026, 2, 10, 12, 0, 0);
+    await dispatchBatch(
+      ch,
+      stageEntries([
+        event(tenant, { recordedAt: Date.UTC(2026, 1, 28, 23, 0, 0), cost: { total: 1n } }),
+        event(tenant, { recordedAt: t, cost: { total: 10n } }),
+        event(tenant, { recordedAt: t + 3_600_000, cost: { total: 100n } }),
+        event(tenant, { recordedAt: Date.UTC(2026, 3, 1), cost: { total: 1000n } }),
+      ]),
+    );
+    expect((await invocationTotals(ch, tenant, { from: Date.UTC(2026, 2, 1), to: Date.UTC(2026, 3, 1) })).costNano).toBe(110n);
+    expect((await invocationTotals(ch, tenant, { from: t, to: t + 3_600_000 })).costNano).toBe(10n);
+    expect((await invocationTotals(ch, tenant, { from: t + 1000 })).costNano).toBe(1100n);
+  });
+
+  it('surfaces a ClickHouse outage as transient, so the batch waits in hand', async () => {
+    const down = connectClickHouse({ url: 'http://127.0.0.1:1', database: world.env.CLICKHOUSE_DATABASE });
+    try {
+      const failure = await dispatchBatch(down, stageEntries([event(newTenant())])).catch((e: unknown) => e);
+      expect(failure).toBeInstanceOf(TransientError);
+      expect(isTransient(failure)).toBe(true);
+    } finally {
+      await down.close();
+    }
+  });
+
+  it('treats a missing table as transient (not migrated yet) and a bad value as a data error', async () => {
+    const elsewhere = connectClickHouse({ url: world.config.CLICKHOUSE_URL, database: 'system' });
+    try {
+      const failure = await dispatchBatch(elsewhere, stageEntries([event(newTenant())])).catch((e: unknown) => e);
+      expect(isTransient(failure)).toBe(true);
+    } finally {
+      await elsewhere.close();
+    }
+    const bad = await ch
+      .insert({ table: 'invocations', values: [{ ...invocationRow(event(newTenant())), duration_ms: 'soon' }], format: 'JSONEachRow' })
+      .catch((e: unknown) => e);
+    expect(isDataError(bad)).toBe(true);
+    expect(isTransient(bad)).toBe(false);
+  });
+});
+
+describe('analyticsDispatchStage', () => {
+  it('is a ledgered-stream consumer batching 5000 rows or ANALYTICS_FLUSH_MS', async () => {
+    expect(analyticsDispatchStage).toMatchObject({ name: 'analytics-dispatch', input: 'events:ledgered', outputs: [], batchSize: 5000 });
+    const handler = await analyticsDispatchStage.setup(testStageContext('analytics-dispatch', world, { ANALYTICS_FLUSH_MS: '250' }));
+    try {
+      expect(analyticsDispatchStage.lingerMs).toBe(250);
+      const tenant = newTenant();
+      await handler.handle(stageEntries([event(tenant)]));
+      expect((await invocationTotals(ch, tenant)).events).toBe(1);
+    } finally {
+      await handler.close?.();
+    }
+  });
+});

@@ -1,0 +1,86 @@
+import type { LedgeredEvent } from '../types.js';
+
+/** A row of {db}.invocations as JSONEachRow: 64-bit integers as decimal strings, times in UTC. */
+export interface InvocationRow {
+  tenant_id: string;
+  event_id: string;
+  event_type: string;
+  customer_id: string;
+  team_id: string;
+  agent_id: string;
+  app_id: string;
+  credential_id: string;
+  product_id: string;
+  session_id: string;
+  tool_name: string;
+  priced_tool: string;
+  mcp_server_id: string;
+  model: string;
+  execution_status: string;
+  error_type: string;
+  duration_ms: number;
+  input_tokens: number;
+  output_tokens: number;
+  total_tokens: number;
+  retry_count: number;
+  is_parallel: 0 | 1;
+  cost_nano: string;
+  currency: string;
+  over_cap: 0 | 1;
+  subscription_id: string;
+  rate_plan_id: string;
+  rate_plan_version_id: string;
+  rate_plan_version: number;
+  recorded_at: string;
+  recorded_date: string;
+  ingested_at: string;
+}
+
+/** 'YYYY-MM-DD hh:mm:ss' in UTC, the text form of DateTime('UTC') (seconds; milliseconds dropped). */
+export function chDateTime(ms: number): string {
+  return new Date(ms).toISOString().slice(0, 19).replace('T', ' ');
+}
+
+/** 'YYYY-MM-DD' in UTC. */
+export function chDate(ms: number): string {
+  return new Date(ms).toISOString().slice(0, 10);
+}
+
+/** The analytics row of a ledgered event: every column the dashboards group or sum by. */
+export function invocationRow(event: LedgeredEvent): InvocationRow {
+  const { attribution: who, subscription: sub } = event;
+  return {
+    tenant_id: event.tenantId,
+    event_id: event.eventId,
+    event_type: event.eventType,
+    customer_id: who.customerId,
+    team_id: who.teamId,
+    agent_id: who.agentId ?? '',
+    app_id: who.appId ?? '',
+    credential_id: who.credentialId,
+    product_id: who.productId ?? '',
+    session_id: event.sessionId ?? '',
+    tool_name: event.toolName ?? '',
+    priced_tool: event.cost.tool ?? '',
+    mcp_server_id: event.mcpServerId ?? '',
+    model: event.model ?? '',
+    execution_status: event.status,
+    error_type: event.errorType ?? '',
+    duration_ms: event.durationMs,
+    input_tokens: event.inputTokens,
+    output_tokens: event.outputTokens,
+    total_tokens: event.inputTokens + event.outputTokens,
+    retry_count: event.retryCount,
+    is_parallel: event.isParallel ? 1 : 0,
+    cost_nano: event.cost.total.toString(),
+    currency: sub.currency,
+    over_cap: event.overCap ? 1 : 0,
+    subscription_id: sub.subscriptionId,
+    rate_plan_id: sub.ratePlanId,
+    rate_plan_version_id: sub.ratePlanVersionId,
+    rate_plan_version: sub.ratePlanVersion,
+    recorded_at: chDateTime(event.recordedAt),
+    recorded_date: chDate(event.recordedAt),
+    ingested_at: chDateTime(event.ingestedAt),
+  };
+}
