@@ -1,0 +1,230 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Redis } from 'ioredis';
+import type { Config } from '../pipeline/config.js';
+import { partitionOf, partitionedKey } from '../pipeline/keys.js';
+import { pauseKey, type PauseRecord, type PauseScope } from '../stages/cap-check/pauses.js';
+import { customerPartitionKey } from '../stages/types.js';
+import { AttributionResolver } from '../store/attribution.js';
+import { invalidateAttribution } from '../store/attribution-keys.js';
+import { issueApiKey, issueClientSecret, newClientId, newId } from '../store/credentials.js';
+import { createTenant, type CreatedTenant } from '../store/tenants.js';
+import { isolated, type Isolated } from '../test/support/isolated.js';
+import { TenantTokens } from './auth.js';
+import { createAuthorizeRoutes, type AuthorizeReply } from './authorize.js';
+
+const PARTITIONS = 4;
+
+let iso: Isolated;
+let config: Config;
+let tenant: CreatedTenant;
+let app: ReturnType<typeof createAuthorizeRoutes>;
+
+interface Owner {
+  customerId: string;
+  teamId: string;
+  agentId: string;
+  apiKey: string;
+  keyHash: string;
+}
+
+/** A customer whose partition is not 0, so a reader that ignores the partition would miss its flags. */
+async function seedOwner(): Promise<Owner> {
+  let customerId = newId('cus');
+  while (partitionOf(customerPartitionKey(tenant.tenantId, customerId), PARTITIONS) === 0) customerId = newId('cus');
+  const teamId = newId('team');
+  const agentId = newId('agt');
+  const key = issueApiKey();
+  await iso.sql`INSERT INTO customers (id, tenant_id, name) VALUES (${customerId}, ${tenant.tenantId}, 'Customer')`;
+  await iso.sql`INSERT INTO teams (id, tenant_id, customer_id, name) VALUES (${teamId}, ${tenant.tenantId}, ${customerId}, 'Team')`;
+  await iso.sql`INSERT INTO agents (id, tenant_id, team_id, name, agent_type) VALUES (${agentId}, ${tenant.tenantId}, ${teamId}, 'Agent', 'CLAUDE')`;
+  await iso.sql`
+    INSERT INTO api_keys (id, tenant_id, agent_id, key_hash, prefix, last4)
+    VALUES (${newId('key')}, ${tenant.tenantId}, ${agentId}, ${key.keyHash}, ${key.prefix}, ${key.last4})`;
+  return { customerId, teamId, agentId, apiKey: key.secret, keyHash: key.keyHash };
+}
+
+async function authorize(body: unknown, token: string | null = tenant.ingestToken): Promise<Response> {
+  const headers: Record<string, string> = { 'content-type': 'application/json' };
+  if (token) headers.authorization = `Bearer ${token}`;
+  return app.request('/v1/authorize', { method: 'POST', headers, body: typeof body === 'string' ? body : JSON.stringify(body) });
+}
+
+async function decide(body: unknown): Promise<AuthorizeReply> {
+  const res = await authorize(body);
+  expect(res.status).toBe(200);
+  expect(res.headers.get('server-timing')).toMatch(/^app;dur=\d+\.\d{3}$/);
+  return (await res.json()) as AuthorizeReply;
+}
+
+async function pause(owner: Owner, scope: PauseScope, id: string): Promise<{ key: string; record: PauseRecord }> {
+  const record: PauseRecord = {
+    tenantId: tenant.tenantId,
+    capId: newId('cap'),
+    scopeKind: scope,
+    scopeId: id,
+    period: 'month',
+    periodKey: '2026-03',
+    limitNano: '5000000000',
+    eventId: 'evt_over',
+    pausedAt: Date.now(),
+  };
+  const partition = partitionOf(customerPartitionKey(tenant.tenantId, owner.customerId), PARTITIONS);
+  const key = partitionedKey(config.REDIS_PREFIX, pauseKey(tenant.tenantId, scope, id), partition);
+  await iso.redis.set(key, JSON.stringify(record));
+  return { key, record };
+}
+
+beforeAll(async () => {
+  iso = await isolated('authorize');
+  config = { ...iso.config, PARTITIONS };
+  tenant = await createTenant(iso.sql, 'Acme MCP');
+  const resolver = new AttributionResolver(iso.sql, iso.redis, config.REDIS_PREFIX, config.KEY_CACHE_TTL_SECONDS);
+  app = createAuthorizeRoutes({ config, redis: iso.redis, resolver, tokens: new TenantTokens(iso.sql), sql: iso.sql });
+});
+
+afterAll(async () => {
+  await iso?.cleanup();
+});
+
+describe('POST /v1/authorize', () => {
+  it('allows an active key and names its attribution', async () => {
+    const owner = await seedOwner();
+    expect(await decide({ api_key: owner.apiKey, session_id: 'sess_1', tool: 'transform_schema' })).toEqual({
+      allowed: true,
+      attribution: { customer_id: owner.customerId, team_id: owner.teamId, agent_id: owner.agentId },
+    });
+  });
+
+  it('allows a key of an app and names the app', async () => {
+    const owner = await seedOwner();
+    const appId = newId('app');
+    const key = issueApiKey();
+    await iso.sql`INSERT INTO apps (id, tenant_id, team_id, name) VALUES (${appId}, ${tenant.tenantId}, ${owner.teamId}, 'App')`;
+    await iso.sql`
+      INSERT INTO api_keys (id, tenant_id, app_id, key_hash, prefix, last4)
+      VALUES (${newId('key')}, ${tenant.tenantId}, ${appId}, ${key.keyHash}, ${key.prefix}, ${key.last4})`;
+    expect(await decide({ api_key: key.secret })).toEqual({
+      allowed: true,
+      attribution: { customer_id: owner.customerId, team_id: owner.teamId, app_id: appId },
+    });
+  });
+
+  it('denies an unknown key', async () => {
+    expect(await decide({ api_key: issueApiKey().secret })).toEqual({
+      allowed: false,
+      code: 'unknown_credential',
+      reason: expect.any(String),
+    });
+  });
+
+  it('denies a revoked key once its row is revoked and its cache entry dropped', async () => {
+    const owner = await seedOwner();
+    expect((await decide({ api_key: owner.apiKey })).allowed).toBe(true);
+    await iso.sql`UPDATE api_keys SET status = 'revoked', revoked_at = now() WHERE key_hash = ${owner.keyHash}`;
+    await invalidateAttribution(iso.redis, config.REDIS_PREFIX, tenant.tenantId, { keyHashes: [owner.keyHash] });
+    expect(await decide({ api_key: owner.apiKey })).toEqual({ allowed: false, code: 'revoked', reason: expect.stringMatching(/revoked/) });
+  });
+
+  it('denies the keys of a suspended agent and of a suspended customer', async () => {
+    const owner = await seedOwner();
+    expect((await decide({ api_key: owner.apiKey })).allowed).toBe(true);
+    await iso.sql`UPDATE agents SET status = 'suspended' WHERE id = ${owner.agentId}`;
+    await invalidateAttribution(iso.redis, config.REDIS_PREFIX, tenant.tenantId, { keyHashes: [owner.keyHash] });
+    expect(await decide({ api_key: owner.apiKey })).toMatchObject({ allowed: false, code: 'suspended', reason: expect.stringMatching(owner.agentId) });
+
+    const other = await seedOwner();
+    await iso.sql`UPDATE customers SET status = 'suspended' WHERE id = ${other.customerId}`;
+    expect(await decide({ api_key: other.apiKey })).toMatchObject({ allowed: false, code: 'suspended', reason: expect.stringMatching(other.customerId) });
+  });
+
+  for (const scope of ['agent', 'team', 'customer'] as const) {
+    it(`denies while the ${scope} is paused, with the pause record, and allows again once the flag is gone`, async () => {
+      const owner = await seedOwner();
+      const id = { agent: owner.agentId, team: owner.teamId, customer: owner.customerId }[scope];
+      const { key, record } = await pause(owner, scope, id);
+      const denied = await decide({ api_key: owner.apiKey });
+      expect(denied).toEqual({
+        allowed: false,
+        code: 'paused',
+        reason: expect.stringContaining(`${scope} ${id} is paused`),
+        pause: record,
+        attribution: { customer_id: owner.customerId, team_id: owner.teamId, agent_id: owner.agentId },
+      });
+      await iso.redis.del(key);
+      expect((await decide({ api_key: owner.apiKey })).allowed).toBe(true);
+    });
+  }
+
+  it('denies a paused session only when that session is named', async () => {
+    const owner = await seedOwner();
+    const { record } = await pause(owner, 'session', 'sess_runaway');
+    expect(await decide({ api_key: owner.apiKey, session_id: 'sess_runaway' })).toMatchObject({ allowed: false, code: 'paused', pause: record });
+    expect((await decide({ api_key: owner.apiKey, session_id: 'sess_other' })).allowed).toBe(true);
+    expect((await decide({ api_key: owner.apiKey })).allowed).toBe(true);
+  });
+
+  it('verifies a client secret in constant time against the stored digest', async () => {
+    const owner = await seedOwner();
+    const clientId = newClientId();
+    const secret = issueClientSecret();
+    await iso.sql`
+      INSERT INTO client_credentials (id, tenant_id, agent_id, client_id, secret_hash, prefix, last4)
+      VALUES (${newId('cc')}, ${tenant.tenantId}, ${owner.agentId}, ${clientId}, ${secret.secretHash}, ${secret.prefix}, ${secret.last4})`;
+    const attribution = { customer_id: owner.customerId, team_id: owner.teamId, agent_id: owner.agentId };
+    expect(await decide({ client_id: clientId, client_secret: secret.secret })).toEqual({ allowed: true, attribution });
+    expect(await decide({ client_id: clientId })).toEqual({ allowed: true, attribution });
+    expect(await decide({ client_id: clientId, client_secret: issueClientSecret().secret })).toEqual({
+      allowed: false,
+      code: 'invalid_client_secret',
+      reason: expect.any(String),
+    });
+    expect(await decide({ client_id: newClientId(), client_secret: secret.secret })).toMatchObject({ allowed: false, code: 'unknown_credential' });
+  });
+
+  it('answers 400 for a malformed body, naming the problem', async () => {
+    const owner = await seedOwner();
+    const cases: [unknown, string, string?][] = [
+      ['{"api_key": ', 'invalid_body'],
+      [{}, 'validation_failed', 'api_key'],
+      [{ api_key: owner.apiKey, client_id: 'cli_1' }, 'validation_failed', 'api_key'],
+      [{ api_key: owner.apiKey, client_secret: 'cs_x' }, 'validation_failed', 'client_secret'],
+      [{ api_key: owner.apiKey, sesion_id: 's' }, 'validation_failed'],
+      [{ api_key: 42 }, 'validation_failed', 'api_key'],
+      [[owner.apiKey], 'validation_failed'],
+    ];
+    for (const [body, code, path] of cases) {
+      const res = await authorize(body);
+      expect(res.status).toBe(400);
+      const reply = (await res.json()) as { error: { code: string; details?: { path: string }[] } };
+      expect(reply.error.code).toBe(code);
+      if (path) expect(reply.error.details?.map((d) => d.path)).toContain(path);
+    }
+  });
+
+  it('answers 401 without a valid ingest token', async () => {
+    const owner = await seedOwner();
+    for (const token of [null, 'amt_AAAAAAAAAAAA_BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB', tenant.adminToken]) {
+      const res = await authorize({ api_key: owner.apiKey }, token);
+      expect(res.status).toBe(401);
+      expect(res.headers.get('server-timing')).toMatch(/^app;dur=/);
+    }
+  });
+
+  it('answers 503 with Retry-After when Redis cannot be reached', async () => {
+    const owner = await seedOwner();
+    const dead = new Redis({ port: 1, lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0, retryStrategy: () => null });
+    try {
+      const resolver = new AttributionResolver(iso.sql, dead, config.REDIS_PREFIX, 60);
+      const down = createAuthorizeRoutes({ config, redis: dead, resolver, tokens: new TenantTokens(iso.sql), sql: iso.sql });
+      const res = await down.request('/v1/authorize', {
+        method: 'POST',
+        headers: { authorization: `Bearer ${tenant.ingestToken}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ api_key: owner.apiKey }),
+      });
+      expect(res.status).toBe(503);
+      expect(res.headers.get('retry-after')).toBe('1');
+    } finally {
+      dead.disconnect();
+    }
+  });
+});
