@@ -30,6 +30,19 @@ export function validationFailed(message: string, details: ValidationProblem[] =
   return new ApiError(400, 'validation_failed', message, details);
 }
 
+/**
+ * 400 for problems reported with JSON paths (`$.tool_invocations['*']`) by a validator of a
+ * part of the body: the paths are re-rooted at the body field (`pricing.tool_invocations['*']`).
+ */
+export function invalidPart(field: string, problems: ValidationProblem[], root = field): ApiError {
+  const details = problems.map((problem) => {
+    const below = problem.path.replace(/^\$/, '');
+    return { path: root ? root + below : below.replace(/^\./, ''), message: problem.message };
+  });
+  const first = details[0];
+  return validationFailed(`invalid ${field}: ${first.path ? `${first.path}: ` : ''}${first.message}`, details);
+}
+
 export function conflict(code: string, message: string): ApiError {
   return new ApiError(409, code, message);
 }

@@ -5,15 +5,14 @@ import { announce } from './announce.js';
 import { listEndpoint, presentRow, readEndpoints, updateEndpoint, type ReadSpec } from './crud.js';
 import { findOwned, insertOwned, type Db, type Row } from './db.js';
 import { endpoint, type AdminDeps, type Endpoint } from './endpoint.js';
-import { ApiError, notFound, validationFailed } from './errors.js';
+import { ApiError, invalidPart, notFound } from './errors.js';
 import { basics, iso } from './present.js';
 
 /** Pricing checked by the rate plan validator; its problems are reported under `pricing`. */
 export function validPricing(pricing: unknown, field = 'pricing'): RatePlanPricing {
   const result = validateRatePlan(pricing);
   if (result.ok) return result.plan;
-  const details = result.errors.map((problem) => ({ path: problem.path.replace(/^\$/, field), message: problem.message }));
-  throw validationFailed(`invalid ${field}: ${details[0].path}: ${details[0].message}`, details);
+  throw invalidPart(field, result.errors);
 }
 
 export function presentRatePlan(row: Row) {

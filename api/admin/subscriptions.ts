@@ -1,12 +1,11 @@
 import { z } from 'zod';
 import { subscriptionChange, subscriptionChanged, subscriptionCreate, subscriptionEnd, subscriptionOut } from '../../schemas/admin.js';
-import { commitmentSchema, type Commitment, type RatePlanPricing } from '../../schemas/rate-plan.js';
-import { describeIssues } from '../../schemas/validation.js';
+import { validateSubscriptionTerms, type Commitment, type RatePlanPricing } from '../../schemas/rate-plan.js';
 import { announce } from './announce.js';
 import { presentRow, readEndpoints, type ReadSpec } from './crud.js';
 import { findOwned, insertOwned, type Db, type Row } from './db.js';
 import { endpoint, type AdminDeps, type Endpoint } from './endpoint.js';
-import { ApiError, conflict, notFound, validationFailed } from './errors.js';
+import { ApiError, conflict, invalidPart, notFound, validationFailed } from './errors.js';
 import { iso } from './present.js';
 import { validPricing } from './rate-plans.js';
 
@@ -87,8 +86,6 @@ async function planVersion(db: Db, tenantId: string, ratePlanId: string, version
   return row;
 }
 
-const allocationSchema = z.record(z.string().min(1).max(128), z.number().int().min(0).max(Number.MAX_SAFE_INTEGER));
-
 /**
  * Overrides replace top-level fields of the version's pricing; the result must be a valid plan.
  * The commitment (committed calls and price) replaces the plan's; the allocation gives agents of
@@ -98,28 +95,18 @@ async function checkTerms(db: Db, tenantId: string, scope: Scope, version: Row, 
   const base = version.pricing as RatePlanPricing;
   const pricing = validPricing({ ...base, ...terms.overrides }, 'overrides');
   const overrides = Object.fromEntries(Object.keys(terms.overrides).map((key) => [key, pricing[key as keyof RatePlanPricing]]));
-  let commitment: Terms['commitment'] = null;
-  if (terms.commitment) {
-    const parsed = commitmentSchema.safeParse(terms.commitment);
-    if (!parsed.success) {
-      const details = describeIssues(parsed.error).map((d) => ({ path: d.path ? `commitment.${d.path}` : 'commitment', message: d.message }));
-      throw validationFailed(`invalid commitment: ${details[0].path}: ${details[0].message}`, details);
-    }
-    commitment = parsed.data;
-  }
-  if (!terms.allocation) return { overrides, commitment, allocation: null };
-  const allocation = allocationSchema.safeParse(terms.allocation);
-  if (!allocation.success) {
-    const details = describeIssues(allocation.error).map((d) => ({ path: `allocation.${d.path}`, message: d.message }));
-    throw validationFailed('invalid allocation: give committed calls per agent id, as whole numbers', details);
-  }
+  const checked = validateSubscriptionTerms({ commitment: terms.commitment, allocation: terms.allocation });
+  if (!checked.ok) throw invalidPart('terms', checked.errors, '');
+  const commitment = checked.terms.commitment ?? null;
+  const allocation = checked.terms.allocation ?? null;
+  if (!allocation) return { overrides, commitment, allocation: null };
   const committedCalls = (commitment ?? pricing.commitment)?.committed_amount;
   if (committedCalls === undefined) {
     throw validationFailed('an allocation shares out a commitment, and neither the subscription nor its plan has one', [
       { path: 'allocation', message: 'needs a commitment' },
     ]);
   }
-  const total = Object.values(allocation.data).reduce((sum, calls) => sum + calls, 0);
+  const total = Object.values(allocation).reduce((sum, calls) => sum + calls, 0);
   if (total > committedCalls) {
     throw validationFailed(`the allocation gives out ${total} calls, more than the ${committedCalls} committed`, [
       { path: 'allocation', message: `sums to ${total}, above the committed ${committedCalls}` },
@@ -127,13 +114,13 @@ async function checkTerms(db: Db, tenantId: string, scope: Scope, version: Row, 
   }
   const agents = await db<{ id: string }[]>`
     SELECT a.id FROM agents a JOIN teams t ON t.tenant_id = a.tenant_id AND t.id = a.team_id
-    WHERE a.tenant_id = ${tenantId} AND t.customer_id = ${scope.customer_id} AND a.id = ANY(${Object.keys(allocation.data)})`;
+    WHERE a.tenant_id = ${tenantId} AND t.customer_id = ${scope.customer_id} AND a.id = ANY(${Object.keys(allocation)})`;
   const known = new Set(agents.map((a) => a.id));
-  const strangers = Object.keys(allocation.data).filter((id) => !known.has(id));
+  const strangers = Object.keys(allocation).filter((id) => !known.has(id));
   if (strangers.length) {
     throw validationFailed(`not agents of customer ${scope.customer_id}: ${strangers.join(', ')}`, strangers.map((id) => ({ path: `allocation.${id}`, message: 'no such agent of this customer' })));
   }
-  return { overrides, commitment, allocation: allocation.data };
+  return { overrides, commitment, allocation: allocation };
 }
 
 /**

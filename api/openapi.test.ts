@@ -1,0 +1,61 @@
+import { describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { customerCreate } from '../schemas/admin.js';
+import { adminEndpoints } from './admin/index.js';
+import { createOpenApiRoutes, openApiDocument } from './openapi.js';
+
+type Doc = {
+  openapi: string;
+  paths: Record<string, Record<string, { operationId: string; parameters: { name: string; in: string }[]; requestBody?: { content: Record<string, { schema: unknown }> } }>>;
+  components: { schemas: Record<string, unknown> };
+};
+
+describe('openApiDocument', () => {
+  const doc = openApiDocument() as unknown as Doc;
+
+  it('is OpenAPI 3.1 with every admin route and the public endpoints', () => {
+    expect(doc.openapi).toBe('3.1.0');
+    for (const endpoint of adminEndpoints().filter((e) => !e.hidden)) {
+      const path = '/v1/admin' + endpoint.path.replace(/:([A-Za-z_]+)/g, '{$1}');
+      expect(doc.paths[path]?.[endpoint.method], `${endpoint.method} ${path}`).toBeDefined();
+    }
+    expect(doc.paths['/v1/events'].post).toBeDefined();
+    expect(doc.paths['/v1/authorize'].post).toBeDefined();
+    expect(doc.paths['/v1/rate-plans/quote'].post).toBeDefined();
+    expect(doc.paths['/v1/customers/{id}/invoices/current'].get).toBeDefined();
+    expect(doc.paths['/v1/admin/subscriptions/{id}']?.patch).toBeUndefined();
+  });
+
+  it('documents request bodies with the very schemas that validate them', () => {
+    const documented = doc.paths['/v1/admin/customers'].post.requestBody!.content['application/json'].schema;
+    const { $schema: _ignored, ...expected } = z.toJSONSchema(customerCreate, { io: 'input' }) as Record<string, unknown>;
+    expect(documented).toEqual(expected);
+  });
+
+  it('declares every path parameter, has unique operation ids and resolvable references', () => {
+    const ids = new Set<string>();
+    for (const [path, operations] of Object.entries(doc.paths)) {
+      const names = [...path.matchAll(/\{([^}]+)\}/g)].map(([, name]) => name);
+      for (const operation of Object.values(operations)) {
+        expect(ids.has(operation.operationId), operation.operationId).toBe(false);
+        ids.add(operation.operationId);
+        const declared = operation.parameters.filter((p) => p.in === 'path').map((p) => p.name);
+        expect(declared).toEqual(names);
+      }
+    }
+    const refs = [...JSON.stringify(doc).matchAll(/"\$ref":"#\/components\/schemas\/([^"]+)"/g)].map(([, name]) => name);
+    expect(refs.length).toBeGreaterThan(0);
+    for (const name of refs) expect(doc.components.schemas[name], name).toBeDefined();
+  });
+
+  it('lists pagination parameters on list routes', () => {
+    const names = doc.paths['/v1/admin/agents'].get.parameters.map((p) => p.name);
+    expect(names).toEqual(expect.arrayContaining(['limit', 'cursor', 'team_id', 'status']));
+  });
+
+  it('is served at GET /openapi.json', async () => {
+    const response = await createOpenApiRoutes().request('/openapi.json');
+    expect(response.status).toBe(200);
+    expect(await response.json()).toEqual(JSON.parse(JSON.stringify(doc)));
+  });
+});

@@ -1,0 +1,219 @@
+import { Hono } from 'hono';
+import { z } from 'zod';
+import { usageVectorSchema } from '../domain/rating/quote.js';
+import { errorOut } from '../schemas/admin.js';
+import { wireEventSchema } from '../schemas/events.js';
+import { ratePlanPricingSchema, subscriptionTermsSchema } from '../schemas/rate-plan.js';
+import { ADMIN_BASE_PATH, adminEndpoints } from './admin/index.js';
+import type { Endpoint, Method } from './admin/endpoint.js';
+
+/**
+ * The OpenAPI 3.1 document, generated from the zod schemas that validate the requests: the
+ * admin API from its endpoint list, the other endpoints from their wire schemas.
+ */
+
+type JsonSchema = Record<string, unknown>;
+
+interface Operation {
+  method: Method;
+  /** OpenAPI path, `{name}` for parameters. */
+  path: string;
+  tag: string;
+  summary: string;
+  description?: string;
+  security: 'adminToken' | 'ingestToken';
+  body?: z.ZodType;
+  query?: z.ZodType;
+  response?: z.ZodType;
+  status: number;
+  /** Refusals worth naming beyond 400 and 401. */
+  refusals?: Record<number, string>;
+}
+
+const eventsReply = z.object({
+  accepted: z.number().int().meta({ description: 'Events written to the pipeline.' }),
+  duplicates: z.array(z.object({ index: z.number().int(), event_id: z.string() })).meta({ description: 'Events whose event_id was already received.' }),
+  rejected: z
+    .array(z.object({ index: z.number().int(), event_id: z.string().optional(), errors: z.array(z.object({ field: z.string(), message: z.string() })) }))
+    .meta({ description: 'Events refused, with every field error.' }),
+});
+
+const authorizeRequest = z
+  .looseObject({
+    api_key: z.string().optional().meta({ description: 'The raw API key an agent or app presents.' }),
+    client_id: z.string().optional().meta({ description: 'The client_id of an agent, instead of an API key.' }),
+  })
+  .meta({ description: 'The credential to check; exactly one of api_key or client_id.' });
+
+const authorizeReply = z
+  .looseObject({ allowed: z.boolean() })
+  .meta({ description: 'Whether the credential may act now (known, not revoked or expired, owner not suspended, not paused by a spend cap), with its attribution.' });
+
+const quoteRequest = z
+  .looseObject({
+    rate_plan_id: z.string().optional().meta({ description: 'A rate plan of the tenant (its latest version, or rate_plan_version).' }),
+    rate_plan_version: z.number().int().min(1).optional(),
+    pricing: ratePlanPricingSchema.optional().meta({ description: 'Pricing to quote instead of a stored plan.' }),
+    terms: subscriptionTermsSchema.optional(),
+    usage: usageVectorSchema,
+  })
+  .meta({ description: 'A usage vector to price with a rate plan, by the code that bills.' });
+
+const priced = z.looseObject({}).meta({ description: 'Invoice-shaped result: lines with exact and rounded amounts, subtotal and total.' });
+
+/** The endpoints outside the admin API, served by other modules. */
+const PUBLIC_OPERATIONS: Operation[] = [
+  {
+    method: 'post',
+    path: '/v1/events',
+    tag: 'Usage events',
+    summary: 'Send usage events',
+    description:
+      'One event, an array, or `{ "events": [...] }`, as JSON or MessagePack. Each event carries an event_id (idempotency key) and exactly one of api_key or client_id. Answers 202 with counts; 429 with Retry-After when the pipeline is behind.',
+    security: 'ingestToken',
+    body: z.union([wireEventSchema, z.array(wireEventSchema), z.object({ events: z.array(wireEventSchema) })]),
+    response: eventsReply,
+    status: 202,
+    refusals: { 413: 'Body too large.', 415: 'Unsupported content type.', 429: 'Backpressure: retry after the Retry-After header.', 503: 'Event store unavailable.' },
+  },
+  {
+    method: 'post',
+    path: '/v1/authorize',
+    tag: 'Authorize',
+    summary: 'Check a credential before acting',
+    description: 'Revocations, rotations and suspensions take effect here within a second.',
+    security: 'ingestToken',
+    body: authorizeRequest,
+    response: authorizeReply,
+    status: 200,
+  },
+  {
+    method: 'post',
+    path: '/v1/rate-plans/quote',
+    tag: 'Quotes',
+    summary: 'Price a usage vector with a rate plan',
+    security: 'ingestToken',
+    body: quoteRequest,
+    response: priced,
+    status: 200,
+  },
+  {
+    method: 'get',
+    path: '/v1/customers/{id}/invoices/current',
+    tag: 'Invoices',
+    summary: "A customer's invoice of the current period, so far",
+    security: 'ingestToken',
+    response: priced,
+    status: 200,
+    refusals: { 404: 'No such customer of this tenant.' },
+  },
+];
+
+function adminOperation(endpoint: Endpoint): Operation {
+  return {
+    method: endpoint.method,
+    path: ADMIN_BASE_PATH + endpoint.path.replace(/:([A-Za-z_]+)/g, '{$1}'),
+    tag: endpoint.tag,
+    summary: endpoint.summary,
+    description: endpoint.description,
+    security: 'adminToken',
+    body: endpoint.body,
+    query: endpoint.query,
+    response: endpoint.response,
+    status: endpoint.status,
+    refusals: { 404: 'No such object of this tenant (another tenant\'s objects answer 404 too).', 409: 'Conflicts with the current state.' },
+  };
+}
+
+function jsonSchema(schema: z.ZodType, io: 'input' | 'output'): JsonSchema {
+  const { $schema: _ignored, ...rest } = z.toJSONSchema(schema, { io, unrepresentable: 'any', target: 'draft-2020-12' }) as JsonSchema;
+  return rest;
+}
+
+function parameters(operation: Operation): JsonSchema[] {
+  const inPath = [...operation.path.matchAll(/\{([A-Za-z_]+)\}/g)].map(([, name]) => ({
+    name,
+    in: 'path',
+    required: true,
+    schema: { type: 'string' },
+  }));
+  if (!operation.query) return inPath;
+  const query = jsonSchema(operation.query, 'input') as { properties?: Record<string, JsonSchema>; required?: string[] };
+  const inQuery = Object.entries(query.properties ?? {}).map(([name, schema]) => ({
+    name,
+    in: 'query',
+    required: query.required?.includes(name) && schema.default === undefined,
+    ...(typeof schema.description === 'string' ? { description: schema.description } : {}),
+    schema,
+  }));
+  return [...inPath, ...inQuery];
+}
+
+const errorResponse = (description: string) => ({ description, content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } });
+
+function operationObject(operation: Operation): JsonSchema {
+  const responses: Record<string, unknown> = {
+    [operation.status]: {
+      description: 'Success.',
+      ...(operation.response ? { content: { 'application/json': { schema: jsonSchema(operation.response, 'output') } } } : {}),
+    },
+    400: errorResponse('Invalid JSON, body or query: `validation_failed` or `invalid_json`, with `details` by path.'),
+    401: errorResponse('Missing or wrong bearer token.'),
+  };
+  for (const [status, description] of Object.entries(operation.refusals ?? {})) responses[status] = errorResponse(description);
+  const operationId = `${operation.method}${operation.path
+    .replace(/\{([^}]+)\}/g, 'By_$1')
+    .split(/[^A-Za-z0-9]+/)
+    .filter(Boolean)
+    .map((part) => part[0].toUpperCase() + part.slice(1))
+    .join('')}`;
+  return {
+    operationId,
+    tags: [operation.tag],
+    summary: operation.summary,
+    ...(operation.description ? { description: operation.description } : {}),
+    security: [{ [operation.security]: [] }],
+    parameters: parameters(operation),
+    ...(operation.body ? { requestBody: { required: true, content: { 'application/json': { schema: jsonSchema(operation.body, 'input') } } } } : {}),
+    responses,
+  };
+}
+
+let cached: JsonSchema | undefined;
+
+export function openApiDocument(): JsonSchema {
+  if (cached) return cached;
+  const operations = [...PUBLIC_OPERATIONS, ...adminEndpoints().filter((e) => !e.hidden).map(adminOperation)];
+  const paths: Record<string, Record<string, unknown>> = {};
+  for (const operation of operations) {
+    paths[operation.path] ??= {};
+    paths[operation.path][operation.method] = operationObject(operation);
+  }
+  cached = {
+    openapi: '3.1.0',
+    info: {
+      title: 'agentmeter',
+      version: '0.1.0',
+      description:
+        'Metering, rating and billing for AI agents, agentic APIs and MCP servers. Lists take `limit` and `cursor` and answer `{ data, next_cursor }`. Every error answers `{ error: { code, message, details? } }`. Money amounts are decimal strings in the currency\'s major unit.',
+    },
+    servers: [{ url: '/' }],
+    tags: [...new Set(operations.map((o) => o.tag))].map((name) => ({ name })),
+    paths,
+    components: {
+      securitySchemes: {
+        adminToken: { type: 'http', scheme: 'bearer', description: "The tenant's admin token (amt_...)." },
+        ingestToken: { type: 'http', scheme: 'bearer', description: "The tenant's ingest token (amt_...)." },
+      },
+      schemas: { Error: jsonSchema(errorOut, 'output') },
+    },
+  };
+  return cached;
+}
+
+/** `GET /openapi.json`, unauthenticated. */
+export function createOpenApiRoutes(): Hono {
+  const app = new Hono();
+  app.get('/openapi.json', (c) => c.json(openApiDocument()));
+  return app;
+}
