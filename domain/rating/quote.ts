@@ -10,7 +10,7 @@ import {
 } from '../../schemas/rate-plan.js';
 import { compilePlan, type CompiledPlan } from './compile.js';
 import { rateEvent } from './rate-event.js';
-import { ratePeriod, type Invoice, type InvoiceLine } from './rate-period.js';
+import { RatingError, ratePeriod, type Invoice, type InvoiceLine } from './rate-period.js';
 import { usageRowsForRun, type UsageRow } from './usage-rows.js';
 
 /**
@@ -40,8 +40,8 @@ export const callGroupSchema = z
 export const usageVectorSchema = z
   .strictObject({
     month_to_date_invocations: whole.optional().meta({ description: 'Calls of the month already made: they place these calls in the volume tiers and use the commitment first.' }),
-    sessions: z.array(z.strictObject({ id: name, agent_id: name.optional(), calls: z.array(callGroupSchema) })).optional(),
-    calls: z.array(callGroupSchema).optional().meta({ description: 'Calls outside any session.' }),
+    sessions: z.array(z.strictObject({ id: name, agent_id: name.optional(), calls: z.array(callGroupSchema).max(1000) })).max(10_000).optional(),
+    calls: z.array(callGroupSchema).max(1000).optional().meta({ description: 'Calls outside any session.' }),
   })
   .superRefine((usage, ctx) => {
     const seen = new Set<string>();
@@ -61,6 +61,9 @@ export interface Quote extends Invoice {
 }
 
 export function quote(plan: CompiledPlan, usage: UsageVector, terms?: SubscriptionTerms): Quote {
+  if (!plan.isCommitted && (terms?.commitment || Object.keys(terms?.allocation ?? {}).length > 0)) {
+    throw new RatingError('terms.commitment and terms.allocation apply to a COMMITTED plan only');
+  }
   const monthToDate = BigInt(usage.month_to_date_invocations ?? 0);
   const rows: UsageRow[] = [];
   let periodCalls = monthToDate;
