@@ -7,8 +7,11 @@ import type { Sql } from '../store/postgres.js';
 import { AttributionResolver } from '../store/attribution.js';
 import { createIngestRoutes } from '../stages/ingest/routes.js';
 import { createAdminRoutes } from './admin/index.js';
-import { TenantTokens } from './auth.js';
+import { requireTenant, TenantTokens } from './auth.js';
+import { createAuthorizeRoutes } from './authorize.js';
 import { createInvoiceRoutes } from './invoices.js';
+import { createOpenApiRoutes } from './openapi.js';
+import { createQuoteRoutes } from './quote.js';
 
 export interface AppDeps {
   config: Config;
@@ -30,7 +33,6 @@ export function createApp(deps: AppDeps): { app: Hono; tokens: TenantTokens } {
     hit: () => metrics.cacheLookups.inc({ cache: 'attribution', result: 'hit' }),
     miss: () => metrics.cacheLookups.inc({ cache: 'attribution', result: 'miss' }),
   });
-  void resolver;
   const app = new Hono();
 
   app.get('/healthz', (c) => c.text('ok'));
@@ -46,7 +48,11 @@ export function createApp(deps: AppDeps): { app: Hono; tokens: TenantTokens } {
 
   app.route('/', createIngestRoutes({ config, redis, tokens, metrics, log }));
   app.route('/', createAdminRoutes({ sql, redis, prefix: config.REDIS_PREFIX, tokens, log }));
+  app.route('/', createAuthorizeRoutes({ config, redis, resolver, tokens, sql }));
   app.route('/', createInvoiceRoutes({ sql, tokens }));
+  app.use('/v1/rate-plans/quote', requireTenant(tokens, 'ingest'));
+  app.route('/', createQuoteRoutes());
+  app.route('/', createOpenApiRoutes());
 
   app.notFound((c) => c.json({ error: { code: 'not_found', message: `no route ${c.req.method} ${c.req.path}` } }, 404));
   app.onError((err, c) => {

@@ -1,9 +1,12 @@
 import type { StageDefinition, Topology } from '../pipeline/stage.js';
+import { analyticsDispatchStage } from './analytics-dispatch/index.js';
 import { capCheckStage } from './cap-check/index.js';
+import { cogsStage } from './cogs/index.js';
 import { invoiceRollupStage } from './invoice-rollup/index.js';
 import { keyResolveStage } from './key-resolve/index.js';
 import { ledgerWriteStage } from './ledger-write/index.js';
 import { priceStage } from './price/index.js';
+import { sessionUpdateStage } from './session-update/index.js';
 import { subscriptionSnapshotStage } from './subscription-snapshot/index.js';
 
 /**
@@ -16,6 +19,9 @@ export const STAGES: readonly StageDefinition<any>[] = [
   priceStage,
   capCheckStage,
   ledgerWriteStage,
+  sessionUpdateStage,
+  analyticsDispatchStage,
+  cogsStage,
   invoiceRollupStage,
 ];
 

@@ -43,7 +43,7 @@ function priced(cost: bigint, sessionId = 'sess_a'): PricedEvent {
       periodStart: 0,
       periodEnd: 0,
     },
-    cost: { total: cost, tool: 'transform_schema', breakdown: { tool: cost } },
+    cost: { total: cost, tool: 'transform_schema', breakdown: { tool: cost, input_tokens: 0n, output_tokens: 0n, duration: 0n } },
   };
 }
 
