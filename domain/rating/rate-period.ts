@@ -181,7 +181,7 @@ function rateSubscription(subscription: SubscriptionPeriod): SubscriptionResult 
     add({
       step: STEPS.usage,
       code: 'tool',
-      description: `${toolLabel(key)}: ${count(calls)} calls x ${formatNano(price.callNano)}`,
+      description: `${toolLabel(key)}: ${counted(calls, 'call')} x ${formatNano(price.callNano)}`,
       rule: `calls x ${callRateRule(plan, key)}`,
       quantity: calls.toString(),
       unit_price: formatNano(price.callNano),
@@ -227,7 +227,7 @@ function rateSubscription(subscription: SubscriptionPeriod): SubscriptionResult 
     add({
       step: STEPS.included,
       code: 'included_calls',
-      description: `${toolLabel(key)}: ${count(included)} calls included in session fees`,
+      description: `${toolLabel(key)}: ${counted(included, 'call')} included in session fees`,
       rule: `first ${jsonPath(['included_tool_count'])} calls of each session x -${callRateRule(plan, key)}`,
       quantity: included.toString(),
       unit_price: formatNano(-price.callNano),
@@ -268,7 +268,7 @@ function rateSubscription(subscription: SubscriptionPeriod): SubscriptionResult 
     add({
       step: STEPS.errorPenalty,
       code: 'error_penalty',
-      description: `Error-rate penalty: ${count(penalizedSessions)} of ${count(BigInt(sessions.length))} sessions had more than ${formatShare(penalty.threshold)} failed calls; their usage of ${formatNano(base)} x (${formatScaled(penalty.multiplier, FACTOR_DECIMALS)} - 1)`,
+      description: `Error-rate penalty: ${count(penalizedSessions)} of ${counted(BigInt(sessions.length), 'session')} had more than ${formatShare(penalty.threshold)} failed calls; their usage of ${formatNano(base)} x (${formatScaled(penalty.multiplier, FACTOR_DECIMALS)} - 1)`,
       rule: `usage of sessions with failed/calls > ${jsonPath(['error_rate_penalties', 'threshold'])} x (${jsonPath(['error_rate_penalties', 'multiplier'])} - 1)`,
       quantity: formatNano(base),
       unit_price: formatScaled(surcharge, FACTOR_DECIMALS),
@@ -282,7 +282,7 @@ function rateSubscription(subscription: SubscriptionPeriod): SubscriptionResult 
     add({
       step: STEPS.sessionFees,
       code: 'session_fee',
-      description: `Session fees: ${count(started)} sessions x ${formatNano(plan.sessionFee)}${plan.includedCalls > 0n ? ` (each includes ${count(plan.includedCalls)} calls)` : ''}`,
+      description: `Session fees: ${counted(started, 'session')} x ${formatNano(plan.sessionFee)}${plan.includedCalls > 0n ? ` (each includes ${count(plan.includedCalls)} calls)` : ''}`,
       rule: `sessions started x ${jsonPath(['base_session_fee'])}`,
       quantity: started.toString(),
       unit_price: formatNano(plan.sessionFee),
@@ -305,7 +305,7 @@ function tierLine(plan: CompiledPlan, band: number, billableCalls: bigint, billa
     return {
       step: STEPS.volumeTiers,
       code: 'volume_tier',
-      description: `${where}: ${count(billableCalls)} calls at ${formatNano(tiers.rates[band])} instead of ${formatNano(tiers.rates[0])}`,
+      description: `${where}: ${counted(billableCalls, 'call')} at ${formatNano(tiers.rates[band])} instead of ${formatNano(tiers.rates[0])}`,
       rule: `billable calls x (${jsonPath(['volume_tiers', band, 'rate'])} - ${jsonPath(['volume_tiers', 0, 'rate'])}) [${mode}]`,
       quantity: billableCalls.toString(),
       unit_price: formatNano(delta),
@@ -498,6 +498,11 @@ function toolLabel(key: string): string {
 
 function formatShare(scaled: bigint): string {
   return `${formatScaled(scaled * 100n, FACTOR_DECIMALS)}%`;
+}
+
+/** 1 -> "1 call", 1234 -> "1,234 calls". */
+function counted(value: bigint, noun: string): string {
+  return `${count(value)} ${noun}${value === 1n ? '' : 's'}`;
 }
 
 /** 1234567 -> "1,234,567". */
