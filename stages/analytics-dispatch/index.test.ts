@@ -112,6 +112,13 @@ describe('dispatchBatch', () => {
     expect((await invocationsByAgent(ch, tenant)).map((a) => a.events)).toEqual([2, 2, 1]);
   });
 
+  it('sums cost exactly beyond the range of Int64, negative amounts included', async () => {
+    const tenant = newTenant();
+    const big = 9_000_000_000_000_000_000n; // 9e9 units, near Int64's limit
+    await dispatchBatch(ch, stageEntries([big, big, big, -1_000_000_001n, 999_999_999n].map((total) => event(tenant, { cost: { total } }))));
+    expect((await invocationTotals(ch, tenant)).costNano).toBe(3n * big - 2n);
+  });
+
   it('filters by recorded time', async () => {
     const tenant = newTenant();
     const t = Date.UTC(2026, 2, 10, 12, 0, 0);

@@ -1,3 +1,4 @@
+import { NANO_PER_UNIT } from '../../domain/money.js';
 import { chString, type ClickHouseClient } from '../../store/clickhouse.js';
 import { chDate } from './rows.js';
 
@@ -43,11 +44,14 @@ export const INVOCATION_GROUPS = {
 
 export type InvocationGroup = keyof typeof INVOCATION_GROUPS;
 
-// Aliases differ from column names: ClickHouse substitutes aliases inside expressions.
+// Aliases differ from column names: ClickHouse substitutes aliases inside expressions. Cost is
+// summed in two parts, whole units and the nano remainder, each far from Int64's range, and
+// joined exactly in bigint: sum(cost_nano) alone would wrap past 9.2e9 units.
 const FIGURES = `
   count() AS f_events,
   countIf(event_type NOT LIKE 'session.%') AS f_calls,
-  toString(sum(cost_nano)) AS f_cost_nano,
+  toString(sum(intDiv(cost_nano, 1000000000))) AS f_cost_units,
+  toString(sum(cost_nano % 1000000000)) AS f_cost_rest,
   sum(input_tokens) AS f_input_tokens,
   sum(output_tokens) AS f_output_tokens,
   sum(total_tokens) AS f_total_tokens,
@@ -57,7 +61,8 @@ const FIGURES = `
 interface FiguresRow {
   f_events: string;
   f_calls: string;
-  f_cost_nano: string;
+  f_cost_units: string;
+  f_cost_rest: string;
   f_input_tokens: string;
   f_output_tokens: string;
   f_total_tokens: string;
@@ -69,7 +74,7 @@ function figures(row: FiguresRow | undefined): InvocationFigures {
   return {
     events: Number(row?.f_events ?? 0),
     calls: Number(row?.f_calls ?? 0),
-    costNano: BigInt(row?.f_cost_nano ?? 0),
+    costNano: BigInt(row?.f_cost_units ?? 0) * NANO_PER_UNIT + BigInt(row?.f_cost_rest ?? 0),
     inputTokens: Number(row?.f_input_tokens ?? 0),
     outputTokens: Number(row?.f_output_tokens ?? 0),
     totalTokens: Number(row?.f_total_tokens ?? 0),
@@ -116,7 +121,7 @@ export async function invocationsBy(
   const found = await rows<FiguresRow & { f_key: string }>(
     clickhouse,
     `SELECT ${column} AS f_key, ${FIGURES} FROM invocations FINAL WHERE ${where(tenantId, range)}
-     GROUP BY ${column} ORDER BY sum(cost_nano) DESC, ${column}`,
+     GROUP BY ${column} ORDER BY sum(intDiv(cost_nano, 1000000000)) DESC, sum(cost_nano % 1000000000) DESC, ${column}`,
   );
   return found.map((row) => ({ key: row.f_key, ...figures(row) }));
 }
