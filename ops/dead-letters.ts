@@ -1,0 +1,525 @@
+// Inspects, replays and drops dead letters (entries a stage failed MAX_DELIVERIES times),
+// and lists and replays rejected events (unknown or revoked keys, no subscription).
+//   npm run dlq -- list [--stage S] [--limit N]
+//   npm run dlq -- show <stage> <id>
+//   npm run dlq -- replay <stage> <id>... | --all
+//   npm run dlq -- drop <stage> <id>... | --all
+//   npm run dlq -- rejected list [--stage S] [--code C] [--limit N]
+//   npm run dlq -- rejected show <id>
+//   npm run dlq -- rejected replay <id>... | --all [--stage S] [--code C]
+import type { Redis } from 'ioredis';
+import { loadConfig } from '../pipeline/config.js';
+import { decodePayload, encodePayload } from '../pipeline/codec.js';
+import { STREAMS, deadLetterKey, partitionOf, partitionedKey } from '../pipeline/keys.js';
+import type { Topology } from '../pipeline/stage.js';
+import type { UsageEvent } from '../schemas/events.js';
+import { ingestPartitionKey } from '../stages/ingest/writer.js';
+import type { RejectedEvent } from '../stages/types.js';
+import { CommandError, connectCliRedis, isMain, numberFlag, parseArgs, runCli, stringFlag, toJson, UsageError, type ParsedArgs } from './cli.js';
+import { fieldText, readRange, readRangeReverse, scanKeys, stagesOf, walkStream, type RawEntry } from './streams.js';
+import { oneLine, renderTable } from './table.js';
+
+const USAGE = `usage: npm run dlq -- <command>
+  list [--stage S] [--limit N]              dead letters, oldest first (default limit 50)
+  show <stage> <id>                         one dead letter with its decoded payload, as JSON
+  replay <stage> <id>... | --all [--limit N]
+                                            put dead letters back on the stage's input stream
+                                            (and remove them from the dead-letter stream)
+  drop <stage> <id>... | --all              delete dead letters for good
+  rejected list [--stage S] [--code C] [--limit N]
+                                            rejected events, newest first (default limit 50)
+  rejected show <id>                        one rejected event, as JSON
+  rejected replay <id>... | --all [--stage S] [--code C] [--limit N]
+                                            re-send the original events to events:ingested
+                                            (after fixing the cause, e.g. a missing subscription)
+                                            and remove them from the rejected stream
+  add --json to list, replay and drop for machine-readable output`;
+
+export interface DlqContext {
+  prefix: string;
+  partitions: number;
+  /** Every stage and its input stream (from the topology). */
+  stages: { stage: string; input: string }[];
+}
+
+export interface DeadLetter {
+  stage: string;
+  partition: number;
+  id: string;
+  /** The stream and entry id it was read from when it failed. */
+  source: string;
+  sourceId: string;
+  deliveries: number;
+  error: string;
+  tags: string[];
+  eventId?: string;
+  tenantId?: string;
+  payload?: unknown;
+}
+
+export interface Rejected {
+  partition: number;
+  id: string;
+  stage: string;
+  code: string;
+  reason: string;
+  at?: number;
+  eventId?: string;
+  tenantId?: string;
+  payload?: RejectedEvent;
+}
+
+const ENTRY_ID = /^\d+-\d+$/;
+const ALL_PARTITIONS = (ctx: DlqContext) => Array.from({ length: ctx.partitions }, (_, p) => p);
+
+export function contextFrom(prefix: string, partitions: number, topology: Topology): DlqContext {
+  return { prefix, partitions, stages: stagesOf(topology) };
+}
+
+function decodeOrError(data: Buffer | undefined): { value?: unknown; error?: string } {
+  if (!data) return { error: 'no payload field' };
+  try {
+    return { value: decodePayload<unknown>(data) };
+  } catch (err) {
+    return { error: `undecodable payload: ${(err as Error).message}` };
+  }
+}
+
+const eventIdentity = (value: unknown): { eventId?: string; tenantId?: string } => {
+  const event = (value ?? {}) as { eventId?: unknown; tenantId?: unknown };
+  return {
+    eventId: typeof event.eventId === 'string' ? event.eventId : undefined,
+    tenantId: typeof event.tenantId === 'string' ? event.tenantId : undefined,
+  };
+};
+
+export function toDeadLetter(stage: string, partition: number, entry: RawEntry, withPayload: boolean): DeadLetter {
+  const decoded = decodeOrError(entry.fields.get('d'));
+  return {
+    stage,
+    partition,
+    id: entry.id,
+    source: fieldText(entry, 'source') ?? '?',
+    sourceId: fieldText(entry, 'source_id') ?? '?',
+    deliveries: Number(fieldText(entry, 'deliveries') ?? 0),
+    error: fieldText(entry, 'error') ?? '',
+    tags: (fieldText(entry, 't') ?? '').split(',').filter(Boolean),
+    ...eventIdentity(decoded.value),
+    ...(withPayload ? { payload: decoded.error ? { error: decoded.error } : decoded.value } : {}),
+  };
+}
+
+export function toRejected(partition: number, entry: RawEntry, withPayload: boolean): Rejected {
+  const decoded = decodeOrError(entry.fields.get('d'));
+  const payload = decoded.value as RejectedEvent | undefined;
+  return {
+    partition,
+    id: entry.id,
+    stage: payload?.stage ?? '?',
+    code: payload?.code ?? (decoded.error ? '(undecodable)' : '?'),
+    reason: payload?.reason ?? decoded.error ?? '',
+    at: payload?.at,
+    ...eventIdentity(payload?.event),
+    ...(withPayload ? { payload } : {}),
+  };
+}
+
+/** The stages one may name: the topology's, plus any with a dead-letter stream left in Redis. */
+export async function knownStages(redis: Redis, ctx: DlqContext): Promise<string[]> {
+  const names = ctx.stages.map((s) => s.stage);
+  for (const key of await scanKeys(redis, `${ctx.prefix}dead:*`)) {
+    const match = /^dead:(.+):\{p\d+\}$/.exec(key.slice(ctx.prefix.length));
+    if (match && !names.includes(match[1])) names.push(match[1]);
+  }
+  return names;
+}
+
+async function requireStage(redis: Redis, ctx: DlqContext, stage: string | undefined): Promise<string> {
+  const stages = await knownStages(redis, ctx);
+  if (!stage) throw new UsageError(`name a stage: ${stages.join(', ')}`);
+  if (!stages.includes(stage)) throw new UsageError(`unknown stage "${stage}"; stages: ${stages.join(', ')}`);
+  return stage;
+}
+
+function requireIds(ids: string[]): string[] {
+  const bad = ids.find((id) => !ENTRY_ID.test(id));
+  if (bad) throw new UsageError(`"${bad}" is not a stream entry id (like 1712345678901-0)`);
+  return ids;
+}
+
+/** Finds an entry by id in whichever partition holds it. */
+async function locate(redis: Redis, ctx: DlqContext, keyOf: (p: number) => string, id: string): Promise<{ partition: number; entry: RawEntry } | undefined> {
+  for (const partition of ALL_PARTITIONS(ctx)) {
+    const [entry] = await readRange(redis, keyOf(partition), id, id, 1);
+    if (entry) return { partition, entry };
+  }
+  return undefined;
+}
+
+export async function listDeadLetters(redis: Redis, ctx: DlqContext, options: { stage?: string; limit: number }): Promise<{ shown: DeadLetter[]; total: number }> {
+  const stages = options.stage ? [options.stage] : await knownStages(redis, ctx);
+  const shown: DeadLetter[] = [];
+  let total = 0;
+  for (const stage of stages) {
+    for (const p of ALL_PARTITIONS(ctx)) {
+      const key = deadLetterKey(ctx.prefix, stage, p);
+      total += await redis.xlen(key);
+      const room = options.limit - shown.length;
+      if (room > 0) for (const entry of await readRange(redis, key, '-', '+', room)) shown.push(toDeadLetter(stage, p, entry, false));
+    }
+  }
+  return { shown, total };
+}
+
+export async function showDeadLetter(redis: Redis, ctx: DlqContext, stage: string, id: string): Promise<DeadLetter | undefined> {
+  const found = await locate(redis, ctx, (p) => deadLetterKey(ctx.prefix, stage, p), id);
+  return found && toDeadLetter(stage, found.partition, found.entry, true);
+}
+
+/**
+ * Moves one entry to another stream in a single MULTI: XADD there, XDEL here. WATCH on the
+ * source makes a concurrent replay or drop of the same entry abort the transaction (then it
+ * is looked up again), so an entry is never re-added twice.
+ */
+export async function moveEntry(
+  redis: Redis,
+  fromKey: string,
+  id: string,
+  target: (entry: RawEntry) => { key: string; fields: (string | Buffer)[] },
+): Promise<{ entry: RawEntry; key: string; newId: string } | undefined> {
+  for (let attempt = 0; attempt < 20; attempt++) {
+    await redis.watch(fromKey);
+    const [entry] = await readRange(redis, fromKey, id, id, 1);
+    if (!entry) {
+      await redis.unwatch();
+      return undefined;
+    }
+    let to: { key: string; fields: (string | Buffer)[] };
+    try {
+      to = target(entry);
+    } catch (err) {
+      await redis.unwatch();
+      throw err;
+    }
+    const reply = await redis.multi().xadd(to.key, '*', ...to.fields).xdel(fromKey, id).exec();
+    if (reply === null) continue; // the source stream changed meanwhile: look again
+    const failed = reply.find(([err]) => err);
+    if (failed) throw failed[0];
+    return { entry, key: to.key, newId: String(reply[0][1]) };
+  }
+  throw new CommandError(`${fromKey} keeps changing; could not move ${id} (try again)`);
+}
+
+/** Ids of a stream's entries, oldest first, at most `limit`, those `keep` accepts. */
+async function idsOf(redis: Redis, key: string, limit: number, keep: (entry: RawEntry) => boolean = () => true): Promise<string[]> {
+  const ids: string[] = [];
+  await walkStream(redis, key, Number.MAX_SAFE_INTEGER, async (entry) => {
+    if (keep(entry)) ids.push(entry.id);
+    return ids.length < limit;
+  });
+  return ids;
+}
+
+export interface Moved {
+  id: string;
+  partition: number;
+  stream: string;
+  newId: string;
+  eventId?: string;
+  tenantId?: string;
+}
+
+export interface MoveReport {
+  moved: Moved[];
+  missing: string[];
+}
+
+/** The ids to act on: the given ones (located in their partition), or every entry of every partition with --all. */
+async function selection(
+  redis: Redis,
+  ctx: DlqContext,
+  keyOf: (p: number) => string,
+  which: string[] | { all: true; limit: number; keep?: (entry: RawEntry) => boolean },
+): Promise<{ targets: { partition: number; id: string }[]; missing: string[] }> {
+  const targets: { partition: number; id: string }[] = [];
+  const missing: string[] = [];
+  if (Array.isArray(which)) {
+    for (const id of which) {
+      const found = await locate(redis, ctx, keyOf, id);
+      if (found) targets.push({ partition: found.partition, id });
+      else missing.push(id);
+    }
+  } else {
+    for (const partition of ALL_PARTITIONS(ctx)) {
+      for (const id of await idsOf(redis, keyOf(partition), which.limit - targets.length, which.keep)) targets.push({ partition, id });
+    }
+  }
+  return { targets, missing };
+}
+
+/** The stage's input stream: from the topology, else the stream the dead letter names as its source. */
+function inputOf(ctx: DlqContext, stage: string, entry: RawEntry): string {
+  const input = ctx.stages.find((s) => s.stage === stage)?.input ?? fieldText(entry, 'source');
+  if (!input || input === '?') throw new CommandError(`cannot tell the input stream of stage ${stage}`);
+  return input;
+}
+
+/** Re-adds dead letters (payload and tags) to the stage's input stream in their partition, removing each from the dead-letter stream. */
+export async function replayDeadLetters(
+  redis: Redis,
+  ctx: DlqContext,
+  stage: string,
+  which: string[] | { all: true; limit: number },
+): Promise<MoveReport> {
+  const keyOf = (p: number) => deadLetterKey(ctx.prefix, stage, p);
+  const { targets, missing } = await selection(redis, ctx, keyOf, which);
+  const moved: Moved[] = [];
+  for (const { partition, id } of targets) {
+    let stream = '';
+    const done = await moveEntry(redis, keyOf(partition), id, (entry) => {
+      stream = inputOf(ctx, stage, entry);
+      const data = entry.fields.get('d');
+      if (!data || data.length === 0) throw new CommandError(`dead letter ${id} of ${stage} has no payload; drop it instead`);
+      const tags = fieldText(entry, 't') ?? '';
+      return { key: partitionedKey(ctx.prefix, stream, partition), fields: tags ? ['d', data, 't', tags] : ['d', data] };
+    });
+    if (!done) missing.push(id);
+    else moved.push({ id, partition, stream, newId: done.newId, ...eventIdentity(decodeOrError(done.entry.fields.get('d')).value) });
+  }
+  return { moved, missing };
+}
+
+export async function dropDeadLetters(
+  redis: Redis,
+  ctx: DlqContext,
+  stage: string,
+  which: string[] | { all: true; limit: number },
+): Promise<{ dropped: string[]; missing: string[] }> {
+  const keyOf = (p: number) => deadLetterKey(ctx.prefix, stage, p);
+  const { targets, missing } = await selection(redis, ctx, keyOf, which);
+  const dropped: string[] = [];
+  for (const { partition, id } of targets) {
+    if ((await redis.xdel(keyOf(partition), id)) === 1) dropped.push(id);
+    else missing.push(id);
+  }
+  return { dropped, missing };
+}
+
+export interface RejectedFilter {
+  stage?: string;
+  code?: string;
+}
+
+function matches(r: Rejected, filter: RejectedFilter): boolean {
+  return (!filter.stage || r.stage === filter.stage) && (!filter.code || r.code === filter.code);
+}
+
+export async function listRejected(
+  redis: Redis,
+  ctx: DlqContext,
+  options: RejectedFilter & { limit: number },
+): Promise<{ shown: Rejected[]; total: number }> {
+  const found: Rejected[] = [];
+  let total = 0;
+  for (const p of ALL_PARTITIONS(ctx)) {
+    const key = partitionedKey(ctx.prefix, STREAMS.rejected, p);
+    total += await redis.xlen(key);
+    let end = '+';
+    let taken = 0;
+    while (taken < options.limit) {
+      const page = await readRangeReverse(redis, key, end, '-', 500);
+      if (page.length === 0) break;
+      for (const entry of page) {
+        const rejected = toRejected(p, entry, false);
+        if (matches(rejected, options) && taken < options.limit) {
+          found.push(rejected);
+          taken++;
+        }
+      }
+      end = `(${page[page.length - 1].id}`;
+    }
+  }
+  // Newest first over every partition.
+  return { shown: found.sort((a, b) => compareIds(b.id, a.id)).slice(0, options.limit), total };
+}
+
+export function compareIds(a: string, b: string): number {
+  const [ams, aseq] = a.split('-').map(BigInt);
+  const [bms, bseq] = b.split('-').map(BigInt);
+  return ams !== bms ? (ams < bms ? -1 : 1) : aseq === bseq ? 0 : aseq < bseq ? -1 : 1;
+}
+
+export async function showRejected(redis: Redis, ctx: DlqContext, id: string): Promise<Rejected | undefined> {
+  const found = await locate(redis, ctx, (p) => partitionedKey(ctx.prefix, STREAMS.rejected, p), id);
+  return found && toRejected(found.partition, found.entry, true);
+}
+
+/** The fields the stages add to an event on its way; a replayed event goes back as ingest wrote it. */
+const STAGE_FIELDS = ['attribution', 'subscription', 'cost', 'capCounters', 'overCap'] as const;
+
+export function originalEvent(rejected: RejectedEvent): UsageEvent {
+  const event = { ...(rejected.event as unknown as Record<string, unknown>) };
+  for (const field of STAGE_FIELDS) delete event[field];
+  const e = event as unknown as UsageEvent;
+  if (typeof e.tenantId !== 'string' || typeof e.eventId !== 'string' || !e.credential) {
+    throw new CommandError('the rejected entry holds no usable event (tenantId, eventId and credential are required)');
+  }
+  return e;
+}
+
+/**
+ * Re-sends rejected events to `events:ingested`, into the partition ingest would have chosen,
+ * each removed from the rejected stream in the same MULTI. The event keeps its ingest nonce:
+ * should it already be in the ledger, it counts as a redelivery, not a second submission.
+ */
+export async function replayRejected(
+  redis: Redis,
+  ctx: DlqContext,
+  which: string[] | ({ all: true; limit: number } & RejectedFilter),
+): Promise<MoveReport> {
+  const keyOf = (p: number) => partitionedKey(ctx.prefix, STREAMS.rejected, p);
+  const filtered = Array.isArray(which) ? which : { ...which, keep: (entry: RawEntry) => matches(toRejected(0, entry, false), which) };
+  const { targets, missing } = await selection(redis, ctx, keyOf, filtered);
+  const moved: Moved[] = [];
+  for (const { partition, id } of targets) {
+    let event: UsageEvent | undefined;
+    let target = -1;
+    const done = await moveEntry(redis, keyOf(partition), id, (entry) => {
+      const payload = toRejected(partition, entry, true).payload;
+      if (!payload) throw new CommandError(`rejected entry ${id} has no decodable payload`);
+      event = originalEvent(payload);
+      target = partitionOf(ingestPartitionKey(event.tenantId, event.credential), ctx.partitions);
+      return { key: partitionedKey(ctx.prefix, STREAMS.ingested, target), fields: ['d', encodePayload(event)] };
+    });
+    if (!done || !event) missing.push(id);
+    else moved.push({ id, partition: target, stream: STREAMS.ingested, newId: done.newId, eventId: event.eventId, tenantId: event.tenantId });
+  }
+  return { moved, missing };
+}
+
+// --- the command line ------------------------------------------------------------------
+
+function which(args: ParsedArgs, ids: string[], defaultLimit: number): string[] | { all: true; limit: number } {
+  const all = args.flags.has('all');
+  if (all && ids.length) throw new UsageError('give entry ids or --all, not both');
+  if (!all && ids.length === 0) throw new UsageError('give one or more entry ids, or --all');
+  return all ? { all: true, limit: numberFlag(args, 'limit', defaultLimit, { min: 1 }) } : requireIds(ids);
+}
+
+const time = (ms: number | undefined) => (ms === undefined ? null : new Date(ms).toISOString().replace('T', ' ').slice(0, 19));
+
+export function renderDeadLetters(list: { shown: DeadLetter[]; total: number }, partitions: number): string {
+  if (list.total === 0) return 'no dead letters';
+  const rows = list.shown.map((d) => [
+    d.id,
+    partitions > 1 ? `${d.stage} p${d.partition}` : d.stage,
+    d.deliveries,
+    d.eventId ?? null,
+    d.tenantId ?? null,
+    oneLine(d.error, 100),
+  ]);
+  const table = renderTable(['ID', 'STAGE', 'DELIVERIES', 'EVENT', 'TENANT', 'ERROR'], rows);
+  return `${table}\n${list.shown.length} shown of ${list.total} dead letter${list.total === 1 ? '' : 's'}`;
+}
+
+export function renderRejected(list: { shown: Rejected[]; total: number }): string {
+  if (list.shown.length === 0) return list.total === 0 ? 'no rejected events' : `none of the ${list.total} rejected events match`;
+  const rows = list.shown.map((r) => [r.id, r.stage, r.code, r.eventId ?? null, r.tenantId ?? null, time(r.at), oneLine(r.reason, 100)]);
+  const table = renderTable(['ID', 'STAGE', 'CODE', 'EVENT', 'TENANT', 'AT', 'REASON'], rows);
+  return `${table}\n${list.shown.length} shown of ${list.total} rejected event${list.total === 1 ? '' : 's'}`;
+}
+
+export function renderMoves(what: string, report: MoveReport): string {
+  const lines = report.moved.map(
+    (m) => `replayed ${what} ${m.id} -> ${m.stream}${m.partition > 0 ? ` p${m.partition}` : ''} ${m.newId} (event ${m.eventId ?? '?'}, tenant ${m.tenantId ?? '?'})`,
+  );
+  for (const id of report.missing) lines.push(`not found: ${what} ${id} (already replayed or dropped?)`);
+  lines.push(`replayed ${report.moved.length} ${what} entr${report.moved.length === 1 ? 'y' : 'ies'}${report.missing.length ? `, ${report.missing.length} not found` : ''}`);
+  return lines.join('\n');
+}
+
+async function main(argv: string[]): Promise<number> {
+  const args = parseArgs(argv, { booleans: ['all', 'help', 'json'], values: ['stage', 'limit', 'code'] });
+  const [command, ...rest] = args.positional;
+  if (args.flags.has('help') || command === 'help') {
+    console.log(USAGE);
+    return 0;
+  }
+  if (!command) throw new UsageError('no command given');
+  if (!['list', 'show', 'replay', 'drop', 'rejected'].includes(command)) throw new UsageError(`unknown command "${command}"`);
+  const config = loadConfig();
+  const { TOPOLOGY } = await import('../stages/registry.js');
+  const ctx = contextFrom(config.REDIS_PREFIX, config.PARTITIONS, TOPOLOGY);
+  const redis = await connectCliRedis(config.REDIS_URL, `${config.REDIS_PREFIX}ops:dlq`);
+  const json = args.flags.has('json');
+  const print = (value: unknown, text: () => string) => console.log(json ? toJson(value, 2) : text());
+  try {
+    switch (command) {
+      case 'list': {
+        if (rest.length) throw new UsageError(`list takes no arguments (got ${rest[0]}); filter with --stage`);
+        const stage = stringFlag(args, 'stage');
+        if (stage) await requireStage(redis, ctx, stage);
+        const list = await listDeadLetters(redis, ctx, { stage, limit: numberFlag(args, 'limit', 50, { min: 1 }) });
+        print(list, () => renderDeadLetters(list, ctx.partitions));
+        return 0;
+      }
+      case 'show': {
+        if (rest.length !== 2) throw new UsageError('show takes a stage and an entry id');
+        const stage = await requireStage(redis, ctx, rest[0]);
+        const [id] = requireIds([rest[1]]);
+        const entry = await showDeadLetter(redis, ctx, stage, id);
+        if (!entry) throw new CommandError(`no dead letter ${id} in stage ${stage}`);
+        console.log(toJson(entry, 2));
+        return 0;
+      }
+      case 'replay': {
+        const stage = await requireStage(redis, ctx, rest[0]);
+        const report = await replayDeadLetters(redis, ctx, stage, which(args, rest.slice(1), Number.MAX_SAFE_INTEGER));
+        print(report, () => renderMoves(`dead:${stage}`, report));
+        return report.missing.length ? 1 : 0;
+      }
+      case 'drop': {
+        const stage = await requireStage(redis, ctx, rest[0]);
+        const report = await dropDeadLetters(redis, ctx, stage, which(args, rest.slice(1), Number.MAX_SAFE_INTEGER));
+        print(report, () =>
+          [
+            ...report.dropped.map((id) => `dropped dead:${stage} ${id}`),
+            ...report.missing.map((id) => `not found: dead:${stage} ${id}`),
+            `dropped ${report.dropped.length} dead letter${report.dropped.length === 1 ? '' : 's'} of ${stage}`,
+          ].join('\n'),
+        );
+        return report.missing.length ? 1 : 0;
+      }
+      case 'rejected': {
+        const [sub, ...ids] = rest;
+        const filter: RejectedFilter = { stage: stringFlag(args, 'stage'), code: stringFlag(args, 'code') };
+        if (sub === 'list') {
+          if (ids.length) throw new UsageError('rejected list takes no arguments; filter with --stage and --code');
+          const list = await listRejected(redis, ctx, { ...filter, limit: numberFlag(args, 'limit', 50, { min: 1 }) });
+          print(list, () => renderRejected(list));
+          return 0;
+        }
+        if (sub === 'show') {
+          if (ids.length !== 1) throw new UsageError('rejected show takes one entry id');
+          const entry = await showRejected(redis, ctx, requireIds(ids)[0]);
+          if (!entry) throw new CommandError(`no rejected entry ${ids[0]}`);
+          console.log(toJson(entry, 2));
+          return 0;
+        }
+        if (sub === 'replay') {
+          const selected = which(args, ids, Number.MAX_SAFE_INTEGER);
+          if (Array.isArray(selected) && (filter.stage || filter.code)) throw new UsageError('--stage and --code filter --all only');
+          const report = await replayRejected(redis, ctx, Array.isArray(selected) ? selected : { ...selected, ...filter });
+          print(report, () => renderMoves('rejected', report));
+          return report.missing.length ? 1 : 0;
+        }
+        throw new UsageError(sub ? `unknown rejected command "${sub}"` : 'rejected needs list, show or replay');
+      }
+    }
+  } finally {
+    redis.disconnect();
+  }
+  return 0;
+}
+
+if (isMain(import.meta.url)) await runCli(USAGE, main);
