@@ -9,6 +9,7 @@ import { createIngestRoutes } from '../stages/ingest/routes.js';
 import { createAdminRoutes } from './admin/index.js';
 import { requireTenant, TenantTokens } from './auth.js';
 import { createAuthorizeRoutes } from './authorize.js';
+import { createCogsRoutes } from './cogs.js';
 import { createInvoiceRoutes } from './invoices.js';
 import { createOpenApiRoutes } from './openapi.js';
 import { createQuoteRoutes } from './quote.js';
@@ -50,6 +51,7 @@ export function createApp(deps: AppDeps): { app: Hono; tokens: TenantTokens } {
   app.route('/', createAdminRoutes({ sql, redis, prefix: config.REDIS_PREFIX, tokens, log }));
   app.route('/', createAuthorizeRoutes({ config, redis, resolver, tokens, sql }));
   app.route('/', createInvoiceRoutes({ sql, tokens }));
+  app.route('/', createCogsRoutes({ sql, tokens }));
   app.use('/v1/rate-plans/quote', requireTenant(tokens, 'ingest'));
   app.route('/', createQuoteRoutes());
   app.route('/', createOpenApiRoutes());
