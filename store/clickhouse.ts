@@ -1,4 +1,4 @@
-import { createClient, type ClickHouseClient } from '@clickhouse/client';
+import { ClickHouseLogLevel, createClient, type ClickHouseClient } from '@clickhouse/client';
 
 export type { ClickHouseClient };
 
@@ -16,6 +16,8 @@ export function connectClickHouse(settings: ClickHouseSettings): ClickHouseClien
     username: settings.username ?? 'default',
     password: settings.password ?? '',
     request_timeout: 30_000,
+    // Failures reach the caller as errors (and the stage's pino log); the client's own console logging is off.
+    log: { level: ClickHouseLogLevel.OFF },
   });
 }
 
