@@ -102,7 +102,7 @@ export function formatMinorUnits(nano: Nano, minorDigits: number): string {
  * a product finer than the amount's unit throws instead of rounding.
  */
 export function multiplyExact(amount: bigint, factor: bigint, factorDecimals: number): bigint {
-  const scale = 10n ** BigInt(factorDecimals);
+  const scale = powerOfTen(factorDecimals);
   const product = amount * factor;
   if (product % scale !== 0n) {
     throw new AmountError(`${amount} x ${formatScaled(factor, factorDecimals)} is not a whole number of units`);
@@ -111,5 +111,11 @@ export function multiplyExact(amount: bigint, factor: bigint, factorDecimals: nu
 }
 
 export function isWholeProduct(amount: bigint, factor: bigint, factorDecimals: number): boolean {
-  return (amount * factor) % 10n ** BigInt(factorDecimals) === 0n;
+  return (amount * factor) % powerOfTen(factorDecimals) === 0n;
+}
+
+const POWERS_OF_TEN = Array.from({ length: 40 }, (_, exponent) => 10n ** BigInt(exponent));
+
+function powerOfTen(exponent: number): bigint {
+  return POWERS_OF_TEN[exponent] ?? 10n ** BigInt(exponent);
 }
