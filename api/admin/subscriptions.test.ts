@@ -188,6 +188,25 @@ describe('subscriptions', () => {
   });
 });
 
+describe('the database itself', () => {
+  it('refuses to rewrite a subscription or a rate plan version, allowing only a subscription to be closed', async () => {
+    const { customer } = await seedHierarchy(t.a.call, 'Guarded history');
+    const plan = await planWithVersions(t.a.call, 'Guarded');
+    const subscription = await created(t.a.call, '/v1/admin/subscriptions', { customer_id: customer.id, rate_plan_id: plan.id, rate_plan_version: 1, effective_from: '2026-01-01T00:00:00Z' });
+    const { sql } = t.world;
+    const [v2] = await sql<{ id: string }[]>`SELECT id FROM rate_plan_versions WHERE rate_plan_id = ${plan.id} AND version = 2`;
+    await expect(sql`UPDATE subscriptions SET rate_plan_version_id = ${v2.id} WHERE id = ${subscription.id}`).rejects.toThrow(/immutable/);
+    await expect(sql`UPDATE subscriptions SET overrides = '{"x": 1}' WHERE id = ${subscription.id}`).rejects.toThrow(/immutable/);
+    await expect(sql`DELETE FROM subscriptions WHERE id = ${subscription.id}`).rejects.toThrow(/cannot be deleted/);
+    await sql`UPDATE subscriptions SET effective_to = '2030-01-01' WHERE id = ${subscription.id}`;
+    await expect(sql`UPDATE subscriptions SET effective_to = '2031-01-01' WHERE id = ${subscription.id}`).rejects.toThrow(/cannot be reopened or extended/);
+    await expect(sql`UPDATE subscriptions SET effective_to = NULL WHERE id = ${subscription.id}`).rejects.toThrow(/cannot be reopened or extended/);
+    await sql`UPDATE subscriptions SET effective_to = '2029-01-01' WHERE id = ${subscription.id}`;
+    await expect(sql`UPDATE rate_plan_versions SET pricing = '{}' WHERE id = ${v2.id}`).rejects.toThrow(/immutable/);
+    await expect(sql`DELETE FROM rate_plan_versions WHERE id = ${v2.id}`).rejects.toThrow(/immutable/);
+  });
+});
+
 describe('tenant isolation', () => {
   it("cannot subscribe, read, change or end another tenant's customers and subscriptions", async () => {
     const { customer } = await seedHierarchy(t.a.call, 'Mine');
