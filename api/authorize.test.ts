@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
 import type { Config } from '../pipeline/config.js';
+import { connectRedis } from '../pipeline/redis.js';
 import { partitionOf, partitionedKey } from '../pipeline/keys.js';
 import { pauseKey, type PauseRecord, type PauseScope } from '../stages/cap-check/pauses.js';
 import { customerPartitionKey } from '../stages/types.js';
@@ -225,6 +226,27 @@ describe('POST /v1/authorize', () => {
       expect(res.headers.get('retry-after')).toBe('1');
     } finally {
       dead.disconnect();
+    }
+  });
+
+  it('answers 503 at once while the Redis connection is lost', async () => {
+    const owner = await seedOwner();
+    const lost = connectRedis('redis://127.0.0.1:1', 'authorize-test-lost');
+    lost.on('error', () => {});
+    try {
+      while (lost.status !== 'reconnecting') await new Promise((r) => setTimeout(r, 10));
+      const resolver = new AttributionResolver(iso.sql, lost, config.REDIS_PREFIX, 60);
+      const down = createAuthorizeRoutes({ config, redis: lost, resolver, tokens: new TenantTokens(iso.sql), sql: iso.sql });
+      const started = Date.now();
+      const res = await down.request('/v1/authorize', {
+        method: 'POST',
+        headers: { authorization: `Bearer ${tenant.ingestToken}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ api_key: owner.apiKey }),
+      });
+      expect(res.status).toBe(503);
+      expect(Date.now() - started).toBeLessThan(1000);
+    } finally {
+      lost.disconnect();
     }
   });
 });

@@ -1,4 +1,5 @@
 import type { Context } from 'hono';
+import type { Redis } from 'ioredis';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
 
 /** The body of every error reply of the ingest and authorize endpoints. */
@@ -46,4 +47,13 @@ export async function readLimitedBody(request: Request, limit: number): Promise<
 
 export function tooLarge(c: Context, limit: number): Response {
   return errorReply(c, 413, 'body_too_large', `the request body is over the limit of ${limit} bytes`);
+}
+
+/**
+ * True while the connection is lost (reconnecting or closed). Connections made by connectRedis
+ * queue commands until Redis is back, up to their command timeout; an HTTP request should hear
+ * 503 at once instead of holding its body in memory that long.
+ */
+export function redisDown(redis: Redis): boolean {
+  return redis.status === 'reconnecting' || redis.status === 'close' || redis.status === 'end';
 }

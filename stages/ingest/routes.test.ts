@@ -7,6 +7,7 @@ import { decodePayload } from '../../pipeline/codec.js';
 import type { Config } from '../../pipeline/config.js';
 import { STREAMS, partitionOf, partitionedKey } from '../../pipeline/keys.js';
 import { Metrics } from '../../pipeline/metrics.js';
+import { connectRedis } from '../../pipeline/redis.js';
 import type { UsageEvent } from '../../schemas/events.js';
 import { hashApiKey } from '../../store/credentials.js';
 import { createTenant, type CreatedTenant } from '../../store/tenants.js';
@@ -448,6 +449,21 @@ describe('POST /v1/events: Redis failures', () => {
       expect(refused.headers.get('retry-after')).toBe('2');
     } finally {
       dead.disconnect();
+    }
+  });
+
+  it('answers 503 at once while the connection is lost, instead of queueing until Redis returns', async () => {
+    const lost = connectRedis('redis://127.0.0.1:1', 'ingest-test-lost');
+    lost.on('error', () => {});
+    try {
+      while (lost.status !== 'reconnecting') await new Promise((r) => setTimeout(r, 10));
+      const w = world({}, lost);
+      const started = Date.now();
+      const res = await w.post([toolEvent()]);
+      expect(res.status).toBe(503);
+      expect(Date.now() - started).toBeLessThan(1000);
+    } finally {
+      lost.disconnect();
     }
   });
 });

@@ -5,7 +5,7 @@ import { STREAMS } from '../../pipeline/keys.js';
 import type { Logger } from '../../pipeline/logger.js';
 import type { Metrics } from '../../pipeline/metrics.js';
 import { requireTenant, type TenantAuthVariables, type TenantTokens } from '../../api/auth.js';
-import { errorReply, readLimitedBody, tooLarge } from './http.js';
+import { errorReply, readLimitedBody, redisDown, tooLarge } from './http.js';
 import { decodeBody, eventsOf, normalizeBatch, type DuplicateItem, type RejectedItem } from './normalize.js';
 import { IngestWriteError, IngestWriter } from './writer.js';
 
@@ -44,6 +44,7 @@ export function createIngestRoutes(deps: IngestDeps): Hono<{ Variables: TenantAu
     const tenantId = c.get('tenantId');
     let room: boolean;
     try {
+      if (redisDown(deps.redis)) throw new Error(`Redis connection is ${deps.redis.status}`);
       room = await writer.hasRoom();
     } catch (err) {
       log.warn({ err }, 'ingest: cannot read the lag of the first stream');
