@@ -10,10 +10,8 @@ import type { UsageRow } from './usage-rows.js';
 
 /** Amounts are multiples of 0.00001 and factors have one decimal, so every plan drawn here is exact. */
 const amount = fc.bigInt({ min: 0n, max: 500_000n }).map((steps) => formatNano(steps * 10_000n));
-const factor = fc.integer({ min: 0, max: 40 }).map((tenths) => (tenths / 10).toString());
+const factor = fc.integer({ min: 0, max: 40 }).map((tenths) => `${Math.trunc(tenths / 10)}.${tenths % 10}`);
 const jsonAmount = fc.oneof(amount, amount.map(Number));
-
-const TOOLS = ['alpha', 'beta', 'gamma'];
 
 interface PlanOptions {
   retroactiveTiers?: boolean;
@@ -70,7 +68,7 @@ function pricingArbitrary(options: PlanOptions = {}) {
         const bounds = [...drawn.bounds].sort((a, b) => a - b);
         pricing.duration_buckets = [...bounds.map((max, index) => ({ max_seconds: max, rate: drawn.bucketRates[index] })), { max_seconds: null, rate: drawn.bucketRates[3] }];
       }
-      if (drawn.penalty) pricing.error_rate_penalties = { threshold: (drawn.penalty.threshold / 100).toString(), multiplier: drawn.penalty.multiplier };
+      if (drawn.penalty) pricing.error_rate_penalties = { threshold: `0.${String(drawn.penalty.threshold).padStart(2, '0')}`, multiplier: drawn.penalty.multiplier };
       if (drawn.session) {
         pricing.base_session_fee = drawn.session.fee;
         pricing.included_tool_count = drawn.session.included;

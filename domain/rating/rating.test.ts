@@ -6,7 +6,7 @@ import { compilePlan, PlanCompileError } from './compile.js';
 import { invoiceJson, parseQuoteRequest, quote } from './quote.js';
 import { rateEvent } from './rate-event.js';
 import { RatingError, ratePeriod } from './rate-period.js';
-import { bill, planOf, rated, repeat, rowsOf } from './test-support.js';
+import { bill, planOf, rated, repeat } from './test-support.js';
 import { mergeRows, usageRows, usageRowsForRun } from './usage-rows.js';
 
 describe('tool aliases and versions', () => {
