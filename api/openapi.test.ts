@@ -32,6 +32,11 @@ describe('openApiDocument', () => {
     expect(documented).toEqual(expected);
   });
 
+  it("documents a rate plan's pricing with the rate plan schema that validates it", () => {
+    const body = doc.paths['/v1/admin/rate-plans'].post.requestBody!.content['application/json'].schema as { properties: { pricing: { properties: object } } };
+    expect(Object.keys(body.properties.pricing.properties)).toEqual(expect.arrayContaining(['tool_invocations', 'duration_buckets', 'commitment']));
+  });
+
   it('declares every path parameter, has unique operation ids and resolvable references', () => {
     const ids = new Set<string>();
     for (const [path, operations] of Object.entries(doc.paths)) {

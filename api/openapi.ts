@@ -1,7 +1,8 @@
 import { Hono } from 'hono';
 import { z } from 'zod';
 import { usageVectorSchema } from '../domain/rating/quote.js';
-import { errorOut } from '../schemas/admin.js';
+import { errorOut, pricingField } from '../schemas/admin.js';
+import { cogsQuerySchema } from './cogs.js';
 import { wireEventSchema } from '../schemas/events.js';
 import { ratePlanPricingSchema, subscriptionTermsSchema } from '../schemas/rate-plan.js';
 import { ADMIN_BASE_PATH, adminEndpoints } from './admin/index.js';
@@ -38,28 +39,47 @@ const eventsReply = z.object({
     .meta({ description: 'Events refused, with every field error.' }),
 });
 
+// Mirrors the body schema of api/authorize.ts, which is not exported.
 const authorizeRequest = z
-  .looseObject({
-    api_key: z.string().optional().meta({ description: 'The raw API key an agent or app presents.' }),
-    client_id: z.string().optional().meta({ description: 'The client_id of an agent, instead of an API key.' }),
+  .strictObject({
+    api_key: z.string().min(8).max(256).optional().meta({ description: 'The raw API key an agent or app presents.' }),
+    client_id: z.string().min(1).max(128).optional().meta({ description: 'The client_id of an agent, instead of an API key.' }),
+    client_secret: z.string().min(1).max(256).optional().meta({ description: 'Checked in constant time when given with client_id.' }),
+    session_id: z.string().min(1).max(128).optional().meta({ description: 'Also checks the pause flag of this session.' }),
+    tool: z.string().min(1).max(256).optional(),
   })
-  .meta({ description: 'The credential to check; exactly one of api_key or client_id.' });
+  .meta({ description: 'The credential to check: exactly one of api_key or client_id.' });
 
-const authorizeReply = z
-  .looseObject({ allowed: z.boolean() })
-  .meta({ description: 'Whether the credential may act now (known, not revoked or expired, owner not suspended, not paused by a spend cap), with its attribution.' });
+const authorizeReply = z.object({
+  allowed: z.boolean(),
+  code: z
+    .string()
+    .optional()
+    .meta({ description: 'Why not: unknown_credential, revoked, expired, suspended, invalid_client_secret or paused.' }),
+  reason: z.string().optional(),
+  pause: z.looseObject({}).optional().meta({ description: 'The pause flag that stopped the caller (code paused).' }),
+  attribution: z
+    .object({ customer_id: z.string(), team_id: z.string(), agent_id: z.string().optional(), app_id: z.string().optional() })
+    .optional(),
+});
 
-const quoteRequest = z
-  .looseObject({
-    rate_plan_id: z.string().optional().meta({ description: 'A rate plan of the tenant (its latest version, or rate_plan_version).' }),
-    rate_plan_version: z.number().int().min(1).optional(),
-    pricing: ratePlanPricingSchema.optional().meta({ description: 'Pricing to quote instead of a stored plan.' }),
-    terms: subscriptionTermsSchema.optional(),
-    usage: usageVectorSchema,
-  })
-  .meta({ description: 'A usage vector to price with a rate plan, by the code that bills.' });
+const quoteRequest = z.strictObject({
+  plan: z
+    .looseObject({ currency: z.string().regex(/^[A-Z]{3}$/), version: z.number().int().min(1).optional(), ...ratePlanPricingSchema.shape })
+    .meta({ description: 'The pricing JSON of a rate plan with its currency (see POST /v1/admin/rate-plans).' }),
+  usage: usageVectorSchema,
+  terms: subscriptionTermsSchema.optional(),
+});
 
-const priced = z.looseObject({}).meta({ description: 'Invoice-shaped result: lines with exact and rounded amounts, subtotal and total.' });
+const invoiceLike = z.looseObject({}).meta({ description: 'Invoice lines, each with the rule that produced it, exact and rounded amounts as decimal strings, subtotal and total.' });
+
+const currentInvoice = z.looseObject({
+  customer_id: z.string(),
+  status: z.literal('draft'),
+  period_start: z.string(),
+  period_end: z.string(),
+  subscription_ids: z.array(z.string()),
+});
 
 /** The endpoints outside the admin API, served by other modules. */
 const PUBLIC_OPERATIONS: Operation[] = [
@@ -93,19 +113,31 @@ const PUBLIC_OPERATIONS: Operation[] = [
     tag: 'Quotes',
     summary: 'Price a usage vector with a rate plan',
     security: 'ingestToken',
+    description: 'Pure computation with the engine that bills; nothing is stored.',
     body: quoteRequest,
-    response: priced,
+    response: invoiceLike,
     status: 200,
   },
   {
     method: 'get',
     path: '/v1/customers/{id}/invoices/current',
     tag: 'Invoices',
-    summary: "A customer's invoice of the current period, so far",
+    summary: "A customer's draft invoice of the current period, so far",
     security: 'ingestToken',
-    response: priced,
+    query: z.strictObject({ at: z.iso.datetime({ offset: true }).optional().meta({ description: 'A time in the period wanted; now by default.' }) }),
+    response: currentInvoice,
     status: 200,
-    refusals: { 404: 'No such customer of this tenant.' },
+    refusals: { 404: 'No such customer of this tenant (not_found), or no subscription in the period (no_subscription).' },
+  },
+  {
+    method: 'get',
+    path: '/v1/cogs',
+    tag: 'COGS',
+    summary: 'Cost of goods and margin per tool, agent or customer',
+    security: 'ingestToken',
+    query: cogsQuerySchema,
+    response: z.looseObject({ group_by: z.string(), from: z.string().nullable(), to: z.string().nullable(), rows: z.array(z.looseObject({})) }),
+    status: 200,
   },
 ];
 
@@ -126,7 +158,18 @@ function adminOperation(endpoint: Endpoint): Operation {
 }
 
 function jsonSchema(schema: z.ZodType, io: 'input' | 'output'): JsonSchema {
-  const { $schema: _ignored, ...rest } = z.toJSONSchema(schema, { io, unrepresentable: 'any', target: 'draft-2020-12' }) as JsonSchema;
+  const { $schema: _ignored, ...rest } = z.toJSONSchema(schema, {
+    io,
+    unrepresentable: 'any',
+    target: 'draft-2020-12',
+    override(ctx) {
+      // Pricing is validated by validateRatePlan after the body parses; document what it accepts.
+      if (ctx.zodSchema === pricingField) {
+        for (const key of Object.keys(ctx.jsonSchema)) delete (ctx.jsonSchema as JsonSchema)[key];
+        Object.assign(ctx.jsonSchema, jsonSchema(ratePlanPricingSchema, 'input'));
+      }
+    },
+  }) as JsonSchema;
   return rest;
 }
 

@@ -124,7 +124,12 @@ export const clientCredentialCreate = z.strictObject({ agent_id: ref('agent'), e
 
 // --- rate plans
 
-const pricing = jsonObject.meta({ description: 'The dimension pricing of the plan (see the rate plan schema); validated on create.' });
+/**
+ * A rate plan's pricing: checked by validateRatePlan in the handler (for its JSON-path problems),
+ * documented in the OpenAPI document as the rate plan schema itself.
+ */
+export const pricingField = z.record(z.string(), z.unknown()).meta({ description: "The rate plan's dimension pricing." });
+const pricing = pricingField;
 export const ratePlanCreate = z.strictObject({ name, currency, pricing });
 export const ratePlanUpdate = patch({ name: name.optional() });
 export const ratePlanVersionCreate = z.strictObject({ pricing });
