@@ -1,99 +1,171 @@
-import { Hono } from 'hono';
+import { Hono, type MiddlewareHandler } from 'hono';
 import type { Redis } from 'ioredis';
-import type { Config } from '../../pipeline/config.js';
-import { STREAMS } from '../../pipeline/keys.js';
-import type { Logger } from '../../pipeline/logger.js';
-import type { Metrics } from '../../pipeline/metrics.js';
-import { requireTenant, type TenantAuthVariables, type TenantTokens } from '../../api/auth.js';
-import { errorReply, readLimitedBody, redisDown, tooLarge } from './http.js';
-import { decodeBody, eventsOf, normalizeBatch, type DuplicateItem, type RejectedItem } from './normalize.js';
-import { IngestWriteError, IngestWriter } from './writer.js';
+import { z } from 'zod';
+import type { Config } from '../pipeline/config.js';
+import type { Logger } from '../pipeline/logger.js';
+import { partitionOf, partitionedKey } from '../pipeline/keys.js';
+import type { Credential } from '../schemas/events.js';
+import { describeIssues } from '../schemas/validation.js';
+import { pauseKeysFor, type PauseRecord } from '../stages/cap-check/pauses.js';
+import { errorReply, readLimitedBody, redisDown, tooLarge } from '../stages/ingest/http.js';
+import { customerPartitionKey, type Attribution } from '../stages/types.js';
+import type { AttributionResolver } from '../store/attribution.js';
+import { hashApiKey, sameDigest, sha256 } from '../store/credentials.js';
+import type { Sql } from '../store/postgres.js';
+import { requireTenant, type TenantAuthVariables, type TenantTokens } from './auth.js';
 
-export interface IngestDeps {
+export interface AuthorizeDeps {
   config: Config;
   redis: Redis;
+  resolver: AttributionResolver;
   tokens: TenantTokens;
-  metrics?: Metrics;
-  log: Logger;
+  sql: Sql;
+  log?: Logger;
 }
 
-/** The 202 reply of `POST /v1/events`. */
-export interface IngestReply {
-  accepted: number;
-  duplicates: DuplicateItem[];
-  rejected: RejectedItem[];
+/** The reply of `POST /v1/authorize` (always 200 once the request itself is valid). */
+export interface AuthorizeReply {
+  allowed: boolean;
+  /** Why not: unknown_credential, revoked, expired, suspended, invalid_client_secret or paused. */
+  code?: string;
+  reason?: string;
+  /** The pause flag that stopped the caller (code `paused`). */
+  pause?: PauseRecord;
+  /** Who the credential belongs to; absent when it did not resolve or its secret did not match. */
+  attribution?: { customer_id: string; team_id: string; agent_id?: string; app_id?: string };
 }
 
-const STAGE = 'ingest';
-const BACKPRESSURE_RETRY_AFTER = '1';
-const UNAVAILABLE_RETRY_AFTER = '2';
-const OUT_OF_MEMORY_RETRY_AFTER = '5';
+const MAX_BODY_BYTES = 16 * 1024;
+
+const bodySchema = z
+  .strictObject({
+    api_key: z.string().min(8).max(256).optional(),
+    client_id: z.string().min(1).max(128).optional(),
+    client_secret: z.string().min(1).max(256).optional(),
+    session_id: z.string().min(1).max(128).optional(),
+    // Accepted for the caller's convenience; no pause is kept per tool today.
+    tool: z.string().min(1).max(256).optional(),
+  })
+  .refine((body) => !body.api_key !== !body.client_id, { path: ['api_key'], message: 'exactly one of api_key or client_id is required' })
+  .refine((body) => !body.client_secret || !!body.client_id, { path: ['client_secret'], message: 'client_secret goes with client_id, not api_key' });
+
+/** Adds `Server-Timing: app;dur=<ms>` to every reply: the server's own time, token check included. */
+const serverTiming: MiddlewareHandler = async (c, next) => {
+  const start = performance.now();
+  await next();
+  c.res.headers.set('Server-Timing', `app;dur=${(performance.now() - start).toFixed(3)}`);
+};
 
 /**
- * `POST /v1/events`: one event, an array, or `{ "events": [...] }`, as JSON or MessagePack,
- * with a tenant ingest token. Valid events are normalized (API key hashed) and written to
- * `events:ingested`; the reply counts them and lists each duplicate and each rejected event
- * with every field error.
+ * Remembers client secret digests for half a second, so a caller that sends its secret on every
+ * call costs no database round trip; a changed or revoked secret is seen within that time (a
+ * revoked credential is refused by the resolver before its secret is even looked at).
  */
-export function createIngestRoutes(deps: IngestDeps): Hono<{ Variables: TenantAuthVariables }> {
-  const { config, metrics, log } = deps;
-  const writer = new IngestWriter(deps.redis, config);
+class SecretDigests {
+  private readonly cache = new Map<string, { digest: Buffer | undefined; until: number }>();
+
+  constructor(
+    private readonly sql: Sql,
+    private readonly ttlMs = 500,
+  ) {}
+
+  async get(tenantId: string, clientId: string): Promise<Buffer | undefined> {
+    const key = `${tenantId}/${clientId}`;
+    const now = Date.now();
+    const cached = this.cache.get(key);
+    if (cached && cached.until > now) return cached.digest;
+    const [row] = await this.sql<{ secret_hash: Buffer }[]>`
+      SELECT secret_hash FROM client_credentials WHERE tenant_id = ${tenantId} AND client_id = ${clientId}`;
+    if (this.cache.size >= 10_000) this.cache.clear();
+    this.cache.set(key, { digest: row?.secret_hash, until: now + this.ttlMs });
+    return row?.secret_hash;
+  }
+}
+
+function attributionReply(attribution: Attribution): NonNullable<AuthorizeReply['attribution']> {
+  return {
+    customer_id: attribution.customerId,
+    team_id: attribution.teamId,
+    ...(attribution.agentId ? { agent_id: attribution.agentId } : {}),
+    ...(attribution.appId ? { app_id: attribution.appId } : {}),
+  };
+}
+
+function describePause(record: PauseRecord): string {
+  return `${record.scopeKind} ${record.scopeId} is paused: spend cap ${record.capId} (${record.period} ${record.periodKey}) reached its limit`;
+}
+
+/**
+ * `POST /v1/authorize`: may this API key or client (and session) act now? Answers from Redis:
+ * the credential's cached attribution (PostgreSQL on a miss), then every pause flag that could
+ * stop it, read with one MGET in its customer's partition.
+ */
+export function createAuthorizeRoutes(deps: AuthorizeDeps): Hono<{ Variables: TenantAuthVariables }> {
+  const { config, redis, resolver } = deps;
+  const secrets = new SecretDigests(deps.sql);
   const app = new Hono<{ Variables: TenantAuthVariables }>();
 
-  app.post('/v1/events', requireTenant(deps.tokens, 'ingest'), async (c) => {
+  app.post('/v1/authorize', serverTiming, requireTenant(deps.tokens, 'ingest'), async (c) => {
     const tenantId = c.get('tenantId');
-    let room: boolean;
+    const bytes = await readLimitedBody(c.req.raw, MAX_BODY_BYTES);
+    if (!bytes) return tooLarge(c, MAX_BODY_BYTES);
+    let raw: unknown;
     try {
-      if (redisDown(deps.redis)) throw new Error(`Redis connection is ${deps.redis.status}`);
-      room = await writer.hasRoom();
+      raw = JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8'));
     } catch (err) {
-      log.warn({ err }, 'ingest: cannot read the lag of the first stream');
-      metrics?.errors.inc({ stage: STAGE, kind: 'redis' });
-      return unavailable(c, 'unavailable', 'the event store cannot be reached; retry later', UNAVAILABLE_RETRY_AFTER);
+      return errorReply(c, 400, 'invalid_body', `the body is not valid JSON: ${(err as Error).message}`);
     }
-    metrics?.paused.set({ stage: STAGE }, room ? 0 : 1);
-    if (!room) {
-      metrics?.errors.inc({ stage: STAGE, kind: 'backpressure' });
-      return errorReply(c, 429, 'backpressure', 'the pipeline is behind; nothing was accepted, retry the same request later', {
-        headers: { 'Retry-After': BACKPRESSURE_RETRY_AFTER },
+    const parsed = bodySchema.safeParse(raw);
+    if (!parsed.success) {
+      return errorReply(c, 400, 'validation_failed', 'the request body is not a valid authorize request', {
+        details: describeIssues(parsed.error),
       });
     }
+    const body = parsed.data;
+    const credential: Credential = body.api_key
+      ? { kind: 'api_key', keyHash: hashApiKey(body.api_key) }
+      : { kind: 'client_id', clientId: body.client_id! };
 
-    const bytes = await readLimitedBody(c.req.raw, config.INGEST_MAX_BODY_BYTES);
-    if (!bytes) return tooLarge(c, config.INGEST_MAX_BODY_BYTES);
-    const body = decodeBody(bytes, c.req.header('content-type'));
-    if (!body.ok) return errorReply(c, body.status, body.code, body.message);
-    const events = eventsOf(body.value, config.INGEST_MAX_BATCH);
-    if (!events.ok) return errorReply(c, events.status, events.code, events.message);
+    try {
+      if (redisDown(redis)) throw new Error(`Redis connection is ${redis.status}`);
+      const resolution = await resolver.resolve(tenantId, credential);
+      if (!resolution.ok) return c.json<AuthorizeReply>({ allowed: false, code: resolution.code, reason: resolution.reason });
+      const attribution = resolution.attribution;
 
-    const batch = normalizeBatch(tenantId, events.value, {
-      now: Date.now(),
-      maxFutureSeconds: config.MAX_EVENT_FUTURE_SECONDS,
-      maxAgeDays: config.MAX_EVENT_AGE_DAYS,
-    });
-    metrics?.eventsIn.inc({ stage: STAGE }, events.value.length);
-    if (batch.rejected.length) metrics?.errors.inc({ stage: STAGE, kind: 'rejected' }, batch.rejected.length);
-
-    if (batch.accepted.length) {
-      try {
-        await writer.write(batch.accepted);
-      } catch (err) {
-        const oom = err instanceof IngestWriteError && err.kind === 'out_of_memory';
-        log.error({ err, tenantId, events: batch.accepted.length }, 'ingest: writing to the first stream failed');
-        metrics?.errors.inc({ stage: STAGE, kind: oom ? 'redis_oom' : 'redis' });
-        return oom
-          ? unavailable(c, 'store_full', 'the event store is full; nothing was accepted, retry later', OUT_OF_MEMORY_RETRY_AFTER)
-          : unavailable(c, 'unavailable', 'the event store failed; nothing was accepted, retry later', UNAVAILABLE_RETRY_AFTER);
+      if (body.client_secret !== undefined) {
+        const stored = await secrets.get(tenantId, body.client_id!);
+        if (!stored || !sameDigest(stored, sha256(body.client_secret))) {
+          return c.json<AuthorizeReply>({ allowed: false, code: 'invalid_client_secret', reason: 'client_secret does not match this client_id' });
+        }
       }
-      metrics?.eventsOut.inc({ stage: STAGE, stream: STREAMS.ingested }, batch.accepted.length);
+
+      const partition = partitionOf(customerPartitionKey(tenantId, attribution.customerId), config.PARTITIONS);
+      const keys = pauseKeysFor(tenantId, attribution, body.session_id).map((key) => partitionedKey(config.REDIS_PREFIX, key, partition));
+      const flags = await redis.mget(...keys);
+      const flag = flags.find((value) => value !== null);
+      if (flag) {
+        let pause: PauseRecord | undefined;
+        try {
+          pause = JSON.parse(flag) as PauseRecord;
+        } catch {
+          pause = undefined;
+        }
+        return c.json<AuthorizeReply>({
+          allowed: false,
+          code: 'paused',
+          reason: pause ? describePause(pause) : 'paused by a spend cap',
+          ...(pause ? { pause } : {}),
+          attribution: attributionReply(attribution),
+        });
+      }
+      return c.json<AuthorizeReply>({ allowed: true, attribution: attributionReply(attribution) });
+    } catch (err) {
+      deps.log?.warn({ err, tenantId }, 'authorize: cannot resolve the credential or read pause flags');
+      return errorReply(c, 503, 'unavailable', 'cannot decide now: the credential store is unreachable; retry shortly', {
+        headers: { 'Retry-After': '1' },
+      });
     }
-    const reply: IngestReply = { accepted: batch.accepted.length, duplicates: batch.duplicates, rejected: batch.rejected };
-    return c.json(reply, 202);
   });
 
   return app;
-}
-
-function unavailable(c: Parameters<typeof errorReply>[0], code: string, message: string, retryAfter: string): Response {
-  return errorReply(c, 503, code, message, { headers: { 'Retry-After': retryAfter } });
 }
