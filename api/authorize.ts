@@ -37,17 +37,21 @@ export interface AuthorizeReply {
 
 const MAX_BODY_BYTES = 16 * 1024;
 
-const bodySchema = z
+/** The body of `POST /v1/authorize` (exported for the OpenAPI description). */
+export const authorizeBodySchema = z
   .strictObject({
-    api_key: z.string().min(8).max(256).optional(),
-    client_id: z.string().min(1).max(128).optional(),
-    client_secret: z.string().min(1).max(256).optional(),
-    session_id: z.string().min(1).max(128).optional(),
+    api_key: z.string().min(8).max(256).optional().meta({ description: 'The raw API key an agent or app presents.' }),
+    client_id: z.string().min(1).max(128).optional().meta({ description: 'The client_id of an agent, instead of an API key.' }),
+    client_secret: z.string().min(1).max(256).optional().meta({ description: 'Checked in constant time when given with client_id.' }),
+    session_id: z.string().min(1).max(128).optional().meta({ description: 'Also checks the pause flag of this session.' }),
     // Accepted for the caller's convenience; no pause is kept per tool today.
     tool: z.string().min(1).max(256).optional(),
   })
   .refine((body) => !body.api_key !== !body.client_id, { path: ['api_key'], message: 'exactly one of api_key or client_id is required' })
-  .refine((body) => !body.client_secret || !!body.client_id, { path: ['client_secret'], message: 'client_secret goes with client_id, not api_key' });
+  .refine((body) => !body.client_secret || !!body.client_id, { path: ['client_secret'], message: 'client_secret goes with client_id, not api_key' })
+  .meta({ description: 'The credential to check: exactly one of api_key or client_id.' });
+
+export type AuthorizeBody = z.infer<typeof authorizeBodySchema>;
 
 /** Adds `Server-Timing: app;dur=<ms>` to every reply: the server's own time, token check included. */
 const serverTiming: MiddlewareHandler = async (c, next) => {
@@ -115,7 +119,7 @@ export function createAuthorizeRoutes(deps: AuthorizeDeps): Hono<{ Variables: Te
     } catch (err) {
       return errorReply(c, 400, 'invalid_body', `the body is not valid JSON: ${(err as Error).message}`);
     }
-    const parsed = bodySchema.safeParse(raw);
+    const parsed = authorizeBodySchema.safeParse(raw);
     if (!parsed.success) {
       return errorReply(c, 400, 'validation_failed', 'the request body is not a valid authorize request', {
         details: describeIssues(parsed.error),
