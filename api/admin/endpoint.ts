@@ -1,7 +1,7 @@
 import type { Context, Hono } from 'hono';
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
-import type { TenantAuthVariables } from '../auth.js';
+import type { TenantAuthVariables, TenantTokens } from '../auth.js';
 import type { Sql } from '../../store/postgres.js';
 import { describeIssues } from '../../schemas/validation.js';
 import { ApiError, validationFailed } from './errors.js';
@@ -11,6 +11,8 @@ export interface AdminDeps {
   redis: Redis;
   /** The Redis key prefix of this deployment (REDIS_PREFIX). */
   prefix: string;
+  /** The process's verified-token cache, forgotten at once when the tenant's tokens rotate. */
+  tokens?: TenantTokens;
 }
 
 export type AdminEnv = { Variables: TenantAuthVariables };

@@ -43,7 +43,7 @@ export function adminEndpoints(): Endpoint[] {
  * Pass the process's shared TenantTokens so that a `tenant-tokens.changed` control message
  * reaches its cache.
  */
-export function createAdminRoutes(deps: AdminDeps & { tokens?: TenantTokens; log?: Logger }): Hono<AdminEnv> {
+export function createAdminRoutes(deps: AdminDeps & { log?: Logger }): Hono<AdminEnv> {
   const app = new Hono<AdminEnv>();
   const tokens = deps.tokens ?? new TenantTokens(deps.sql);
   const log = deps.log ?? createLogger('admin-api');
@@ -56,7 +56,7 @@ export function createAdminRoutes(deps: AdminDeps & { tokens?: TenantTokens; log
         c.json(new ApiError(413, 'payload_too_large', `the request body exceeds ${ADMIN_MAX_BODY_BYTES} bytes`).body(), 413),
     }),
   );
-  mountEndpoints(app, ADMIN_BASE_PATH, adminEndpoints(), deps);
+  mountEndpoints(app, ADMIN_BASE_PATH, adminEndpoints(), { sql: deps.sql, redis: deps.redis, prefix: deps.prefix, tokens });
   app.onError((err, c) => {
     const refusal = err instanceof ApiError ? err : fromDatabaseError(err);
     if (refusal) return c.json(refusal.body(), refusal.status);

@@ -18,6 +18,7 @@ export function tenantTokenEndpoints(): Endpoint[] {
       status: 201,
       async handle({ tenantId, body, deps }) {
         const rotated = await rotateTenantToken(deps.sql, tenantId, body.kind, { graceSeconds: body.grace_seconds });
+        deps.tokens?.forgetAll();
         await announce(deps, tenantId, { messages: [{ type: 'tenant-tokens.changed', tenantId }] });
         return { kind: body.kind, token: rotated.token, retired_token_ids: rotated.retiredTokenIds };
       },
