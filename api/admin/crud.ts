@@ -99,8 +99,10 @@ export function readEndpoints(spec: ReadSpec): Endpoint[] {
 
 const parentIdIn = (spec: ReadSpec, params: Record<string, string>) => spec.parent && params[spec.parent.column];
 
+const bodyAsColumns = async (_db: Db, _tenantId: string, body: Body) => body;
+
 export function createEndpoint(spec: CrudSpec): Endpoint {
-  const columns = spec.columns ?? (async (_db: Db, _tenantId: string, body: Body) => body);
+  const columns = spec.columns ?? bodyAsColumns;
   return endpoint({
     method: 'post',
     path: spec.path,
@@ -122,7 +124,7 @@ export function createEndpoint(spec: CrudSpec): Endpoint {
 }
 
 export function updateEndpoint(spec: Omit<CrudSpec, 'create'> & { update: z.ZodType<Body> }): Endpoint {
-  const columns = spec.columns ?? (async (_db: Db, _tenantId: string, body: Body) => body);
+  const columns = spec.columns ?? bodyAsColumns;
   return endpoint({
     method: 'patch',
     path: `${spec.path}/:id`,
