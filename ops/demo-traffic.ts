@@ -553,7 +553,9 @@ async function main(argv: string[]): Promise<number> {
     // End every open session, so the demo's sessions finish completed or failed.
     const closing = model.closeAll();
     for (let i = 0; i < closing.length && !sender.fatal; i += batchSize) launch(closing.slice(i, i + batchSize));
-    await Promise.race([Promise.all(inFlight), sleep(60_000)]);
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.all(inFlight), new Promise((resolve) => (timer = setTimeout(resolve, 60_000)))]);
+    clearTimeout(timer);
   } finally {
     clearInterval(ticker);
   }
