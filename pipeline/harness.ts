@@ -135,6 +135,8 @@ class PartitionWorker<In> {
   private readonly deadKey: string;
   private readonly blocking: Redis;
   private readonly watermark: Watermark;
+  private readonly batchSize: number;
+  private readonly lingerMs: number;
   private stopping = false;
   private reading = false;
   private recoveryTimer?: NodeJS.Timeout;
@@ -157,6 +159,8 @@ class PartitionWorker<In> {
     this.errorsKey = errorsKey(prefix, stage.name, partition);
     this.deadKey = deadLetterKey(prefix, stage.name, partition);
     this.blocking = connectRedis(this.config.REDIS_URL, `${prefix}${stage.name}:reader:p${partition}:${consumer}`, { blocking: true });
+    this.batchSize = this.config.BATCH_SIZE ?? stage.batchSize;
+    this.lingerMs = (typeof stage.lingerMs === 'function' ? stage.lingerMs(this.config) : stage.lingerMs) ?? 0;
     const consumedOutputs = stage.outputs.filter((o) => options.topology.some((t) => t.stream === o));
     this.watermark = new Watermark(
       redis,
@@ -214,7 +218,7 @@ class PartitionWorker<In> {
   }
 
   private async xreadgroup(args: (string | number)[], blockMs?: number): Promise<RawEntry[]> {
-    const command = ['GROUP', this.stage.name, this.consumer, 'COUNT', this.stage.batchSize, ...(blockMs ? ['BLOCK', blockMs] : []), ...args];
+    const command = ['GROUP', this.stage.name, this.consumer, 'COUNT', this.batchSize, ...(blockMs ? ['BLOCK', blockMs] : []), ...args];
     const read = this.blocking.callBuffer('XREADGROUP', ...command) as Promise<StreamReply>;
     let watchdog: NodeJS.Timeout | undefined;
     const wedged = new Promise<'wedged'>((resolve) => {
@@ -244,10 +248,10 @@ class PartitionWorker<In> {
 
   private async readNew(): Promise<RawEntry[]> {
     const first = await this.xreadgroup(['STREAMS', this.inputKey, '>'], this.config.BLOCK_MS);
-    if (!this.stage.lingerMs || first.length === 0 || first.length >= this.stage.batchSize) return first;
+    if (!this.lingerMs || first.length === 0 || first.length >= this.batchSize) return first;
     const entries = first;
-    const deadline = Date.now() + this.stage.lingerMs;
-    while (entries.length < this.stage.batchSize && !this.stopping) {
+    const deadline = Date.now() + this.lingerMs;
+    while (entries.length < this.batchSize && !this.stopping) {
       const left = deadline - Date.now();
       if (left <= 0) break;
       const more = await this.xreadgroup(['STREAMS', this.inputKey, '>'], Math.max(1, left));
@@ -279,7 +283,7 @@ class PartitionWorker<In> {
       this.metrics.lag.set({ stage: name, stream: this.stage.input }, await streamLag(this.redis, this.inputKey));
       if (Number(summary[0]) === 0) return;
       const idle = this.config.CLAIM_IDLE_MS;
-      const pending = (await this.redis.xpending(this.inputKey, name, 'IDLE', idle, '-', '+', this.stage.batchSize)) as [
+      const pending = (await this.redis.xpending(this.inputKey, name, 'IDLE', idle, '-', '+', this.batchSize)) as [
         string,
         string,
         number,

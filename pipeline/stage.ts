@@ -14,9 +14,10 @@ export interface StageDefinition<In = unknown> {
   input: string;
   /** Every logical stream the handler may emit to. */
   outputs: readonly string[];
+  /** Entries per read; the BATCH_SIZE variable overrides it for a process. */
   batchSize: number;
   /** When set, keep reading until batchSize entries or lingerMs have passed, whichever first. */
-  lingerMs?: number;
+  lingerMs?: number | ((config: Config) => number);
   setup(context: StageContext): Promise<StageHandler<In>>;
 }
 

@@ -166,9 +166,11 @@ describe('dispatchBatch', () => {
 describe('analyticsDispatchStage', () => {
   it('is a ledgered-stream consumer batching 5000 rows or ANALYTICS_FLUSH_MS', async () => {
     expect(analyticsDispatchStage).toMatchObject({ name: 'analytics-dispatch', input: 'events:ledgered', outputs: [], batchSize: 5000 });
-    const handler = await analyticsDispatchStage.setup(testStageContext('analytics-dispatch', world, { ANALYTICS_FLUSH_MS: '250' }));
+    const context = testStageContext('analytics-dispatch', world, { ANALYTICS_FLUSH_MS: '250' });
+    const linger = analyticsDispatchStage.lingerMs;
+    expect(typeof linger === 'function' ? linger(context.config) : linger).toBe(250);
+    const handler = await analyticsDispatchStage.setup(context);
     try {
-      expect(analyticsDispatchStage.lingerMs).toBe(250);
       const tenant = newTenant();
       await handler.handle(stageEntries([event(tenant)]));
       expect((await invocationTotals(ch, tenant)).events).toBe(1);

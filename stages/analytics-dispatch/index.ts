@@ -60,12 +60,9 @@ export const analyticsDispatchStage: StageDefinition<LedgeredEvent> = {
   input: STREAMS.ledgered,
   outputs: [],
   batchSize: 5000,
-  // A batch goes in at 5000 rows or after lingerMs, whichever first. The definition is static
-  // and the configuration is only known at setup, which the harness runs before its first read:
-  // setup sets it from ANALYTICS_FLUSH_MS (1000 is that setting's default).
-  lingerMs: 1000,
+  // A batch goes in at 5000 rows or after ANALYTICS_FLUSH_MS, whichever first.
+  lingerMs: (config) => config.ANALYTICS_FLUSH_MS,
   async setup({ config }) {
-    analyticsDispatchStage.lingerMs = config.ANALYTICS_FLUSH_MS;
     const clickhouse = connectClickHouse({
       url: config.CLICKHOUSE_URL,
       database: config.CLICKHOUSE_DATABASE,
