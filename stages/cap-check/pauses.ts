@@ -3,7 +3,7 @@ import type { Attribution } from '../types.js';
 /**
  * Pause flags: set in Redis by cap-check the moment a hard cap is crossed, read by
  * `POST /v1/authorize`. Keys are logical (the harness adds the prefix and the customer's
- * partition tag); see physicalPauseKey for readers outside a stage.
+ * partition tag); a reader outside a stage uses partitionedKey with the customer's partition.
  */
 export type PauseScope = 'agent' | 'app' | 'team' | 'customer' | 'session';
 
