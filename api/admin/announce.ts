@@ -41,6 +41,12 @@ export async function credentialsUnder(db: Db, tenantId: string, scope: Hierarch
 }
 
 /**
+ * A resolver that read PostgreSQL just before the change committed can write its stale answer
+ * to the cache just after the first delete; a second delete, this much later, removes it.
+ */
+export const SECOND_INVALIDATION_MS = 500;
+
+/**
  * Makes a committed change visible to the pipeline at once: drops the cached attribution of
  * every affected credential, then announces the change on the control stream, which every
  * process applies to what it holds in memory. Call only after the transaction has committed,
@@ -59,6 +65,13 @@ export async function announce(
   try {
     await invalidateAttribution(deps.redis, deps.prefix, tenantId, { keyHashes, clientIds });
     for (const message of messages) await publishControl(deps.redis, deps.prefix, message);
+    if (keyHashes.length || clientIds.length) {
+      setTimeout(() => {
+        invalidateAttribution(deps.redis, deps.prefix, tenantId, { keyHashes, clientIds }).catch(() => {
+          // Best effort: the first delete and the control message already went out.
+        });
+      }, SECOND_INVALIDATION_MS).unref();
+    }
   } catch (err) {
     throw new ApiError(
       503,

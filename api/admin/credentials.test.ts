@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { AttributionResolver } from '../../store/attribution.js';
 import { attributionCacheKey } from '../../store/attribution-keys.js';
 import { hashApiKey, sha256 } from '../../store/credentials.js';
+import { SECOND_INVALIDATION_MS } from './announce.js';
 import { adminWorld, created, listAll, seedHierarchy } from './test-world.js';
 
 const t = adminWorld('admin-credentials');
@@ -112,6 +113,17 @@ describe('API keys', () => {
     expect(second.status).toBe(200);
     expect(second.body.revoked_at).toBe(first.body.revoked_at);
     expect((await t.a.call('GET', `/v1/admin/api-keys?agent_id=${agent.id}&status=revoked`)).body.data).toHaveLength(1);
+  });
+
+  it('deletes the cache entry again shortly after, in case a resolver cached the old answer in between', async () => {
+    const { agent } = await seedHierarchy(t.a.call, 'Race');
+    const key = await created(t.a.call, '/v1/admin/api-keys', { agent_id: agent.id });
+    const cacheKey = attributionCacheKey(t.world.config.REDIS_PREFIX, t.a.tenantId, { kind: 'api_key', keyHash: hashApiKey(key.key) });
+    await t.a.call('POST', `/v1/admin/api-keys/${key.id}/revoke`);
+    // What a resolver that read PostgreSQL before the revoke committed would write now.
+    await t.world.redis.set(cacheKey, '{"resolution":{"ok":true}}', 'EX', 600);
+    await new Promise((resolve) => setTimeout(resolve, SECOND_INVALIDATION_MS + 200));
+    expect(await t.world.redis.exists(cacheKey)).toBe(0);
   });
 
   it('lists keys by owner with pagination', async () => {
