@@ -2,7 +2,7 @@
 // API_PROCESSES > 1 forks that many processes sharing the port (node:cluster).
 import cluster from 'node:cluster';
 import { serve } from '@hono/node-server';
-import { ConfigError, loadConfig } from '../pipeline/config.js';
+import { loadConfigOrExit } from '../pipeline/config.js';
 import { subscribeControl } from '../pipeline/control.js';
 import { createLogger } from '../pipeline/logger.js';
 import { Metrics } from '../pipeline/metrics.js';
@@ -10,16 +10,7 @@ import { connectRedis } from '../pipeline/redis.js';
 import { connectPostgres } from '../store/postgres.js';
 import { createApp } from './server.js';
 
-let config;
-try {
-  config = loadConfig();
-} catch (err) {
-  if (err instanceof ConfigError) {
-    console.error(err.message);
-    process.exit(2);
-  }
-  throw err;
-}
+const config = loadConfigOrExit();
 const processes = Math.max(1, Number(process.env.API_PROCESSES ?? 1) || 1);
 
 if (processes > 1 && cluster.isPrimary) {

@@ -3,7 +3,7 @@
 //   npm start                                  one process per stage
 //   npm start -- --workers price=2,ledger-write=2 --api-processes 2
 import { fileURLToPath } from 'node:url';
-import { ConfigError, loadConfig } from '../pipeline/config.js';
+import { loadConfigOrExit } from '../pipeline/config.js';
 import { createLogger } from '../pipeline/logger.js';
 import { supervise, type ChildSpec } from '../pipeline/supervisor.js';
 import { STAGES } from '../stages/registry.js';
@@ -63,15 +63,7 @@ function argValue(flag: string): string | undefined {
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
-  try {
-    loadConfig();
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      console.error(err.message);
-      process.exit(2);
-    }
-    throw err;
-  }
+  loadConfigOrExit();
   const log = createLogger('supervisor');
   const supervisor = supervise(
     pipelineProcesses({ workers: parseWorkers(argValue('--workers')), apiProcesses: Number(argValue('--api-processes') ?? 1) }),

@@ -1,4 +1,4 @@
-import { ConfigError, loadConfig } from './config.js';
+import { loadConfigOrExit } from './config.js';
 import { createLogger } from './logger.js';
 import { Metrics, serveMetrics } from './metrics.js';
 import { runStage } from './harness.js';
@@ -10,16 +10,7 @@ import type { StageDefinition, Topology } from './stage.js';
  * in hand, then exits 0.
  */
 export async function runStageProcess(stage: StageDefinition<any>, topology: Topology): Promise<void> {
-  let config;
-  try {
-    config = loadConfig();
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      console.error(err.message);
-      process.exit(2);
-    }
-    throw err;
-  }
+  const config = loadConfigOrExit();
   const log = createLogger(`stage:${stage.name}`, config.LOG_LEVEL);
   const metrics = new Metrics(`${stage.name}-${config.WORKER_SLOT}`);
   const running = await runStage(stage, { config, log, metrics, topology });
