@@ -212,4 +212,10 @@ elif [ "$STARTED_HERE" = 1 ]; then
   stop_pipeline
   STARTED_HERE=0
   echo "Run 'npm run demo -- --keep' to leave the pipeline running after the demo."
+elif [ -n "$(pipeline_pid)" ]; then
+  echo
+  echo "The pipeline an earlier --keep run started is still running (pid $(pipeline_pid)); stop it with: npm run demo -- --stop"
+else
+  echo
+  echo "The agentmeter API at $BASE_URL was running before this demo and is left as it was."
 fi
