@@ -2,6 +2,7 @@ import { Hono } from 'hono';
 import { z } from 'zod';
 import { usageVectorSchema } from '../domain/rating/quote.js';
 import { errorOut, pricingField } from '../schemas/admin.js';
+import { authorizeBodySchema } from './authorize.js';
 import { cogsQuerySchema } from './cogs.js';
 import { wireEventSchema } from '../schemas/events.js';
 import { ratePlanPricingSchema, subscriptionTermsSchema } from '../schemas/rate-plan.js';
@@ -38,17 +39,6 @@ const eventsReply = z.object({
     .array(z.object({ index: z.number().int(), event_id: z.string().optional(), errors: z.array(z.object({ field: z.string(), message: z.string() })) }))
     .meta({ description: 'Events refused, with every field error.' }),
 });
-
-// Mirrors the body schema of api/authorize.ts, which is not exported.
-const authorizeRequest = z
-  .strictObject({
-    api_key: z.string().min(8).max(256).optional().meta({ description: 'The raw API key an agent or app presents.' }),
-    client_id: z.string().min(1).max(128).optional().meta({ description: 'The client_id of an agent, instead of an API key.' }),
-    client_secret: z.string().min(1).max(256).optional().meta({ description: 'Checked in constant time when given with client_id.' }),
-    session_id: z.string().min(1).max(128).optional().meta({ description: 'Also checks the pause flag of this session.' }),
-    tool: z.string().min(1).max(256).optional(),
-  })
-  .meta({ description: 'The credential to check: exactly one of api_key or client_id.' });
 
 const authorizeReply = z.object({
   allowed: z.boolean(),
@@ -103,7 +93,7 @@ const PUBLIC_OPERATIONS: Operation[] = [
     summary: 'Check a credential before acting',
     description: 'Revocations, rotations and suspensions take effect here within a second.',
     security: 'ingestToken',
-    body: authorizeRequest,
+    body: authorizeBodySchema,
     response: authorizeReply,
     status: 200,
   },
