@@ -404,7 +404,8 @@ class Sender {
   readonly totals = emptyTotals();
   private window = emptyTotals();
   private pausedUntil = 0;
-  private consecutiveFailures = 0;
+  /** When the API last answered; unreachable for 15 s is fatal (a supervisor restart takes less). */
+  private lastAnswerAt = Date.now();
   fatal?: string;
   private lastError?: string;
 
@@ -439,14 +440,13 @@ class Sender {
           signal: AbortSignal.timeout(30_000),
         });
       } catch (err) {
-        this.consecutiveFailures++;
         this.note(`cannot reach ${this.url}: ${(err as Error).cause ?? (err as Error).message}`);
-        if (this.consecutiveFailures >= 20) this.fatal = `giving up: ${this.lastError}`;
+        if (Date.now() - this.lastAnswerAt > 15_000) this.fatal = `giving up after 15 s without an answer: ${this.lastError}`;
         this.count({ retried: 1 });
         this.pausedUntil = Math.max(this.pausedUntil, Date.now() + 500);
         continue;
       }
-      this.consecutiveFailures = 0;
+      this.lastAnswerAt = Date.now();
       if (response.status === 429 || response.status === 503) {
         await response.body?.cancel();
         this.count({ retried: 1, throttled: 1 });
