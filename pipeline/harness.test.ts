@@ -142,7 +142,7 @@ describe('stage harness', () => {
     expect(((await redis.xpending(inKey, 'doubler')) as [number])[0]).toBe(0);
   });
 
-  it('dead-letters an entry after MAX_DELIVERIES deliveries, with its last error, and acks it', async () => {
+  it('retries a failed entry at the next pass and dead-letters it after MAX_DELIVERIES deliveries, with its last error', async () => {
     const { input, output, inKey, outKey } = names();
     await feed(inKey, 6);
     let poisonAttempts = 0;
@@ -157,7 +157,7 @@ describe('stage harness', () => {
         }),
       ),
       [{ stream: input, group: 'doubler' }],
-      config({ MAX_DELIVERIES: '3', CLAIM_IDLE_MS: '100', CLAIM_INTERVAL_MS: '50' }),
+      config({ MAX_DELIVERIES: '3', CLAIM_IDLE_MS: '60000', CLAIM_INTERVAL_MS: '50' }),
     );
     const deadKey = deadLetterKey(PREFIX, 'doubler', 0);
     await until(async () => (await redis.xlen(deadKey)) === 1);

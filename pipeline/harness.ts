@@ -141,6 +141,8 @@ class PartitionWorker<In> {
   private reading = false;
   private recoveryTimer?: NodeJS.Timeout;
   private queue: Promise<unknown> = Promise.resolve();
+  /** Entries whose handler failed in this process: retried at the next recovery pass, not after CLAIM_IDLE_MS. */
+  private readonly failedHere = new Set<string>();
 
   constructor(
     private readonly stage: StageDefinition<In>,
@@ -283,12 +285,14 @@ class PartitionWorker<In> {
       this.metrics.lag.set({ stage: name, stream: this.stage.input }, await streamLag(this.redis, this.inputKey));
       if (Number(summary[0]) === 0) return;
       const idle = this.config.CLAIM_IDLE_MS;
-      const pending = (await this.redis.xpending(this.inputKey, name, 'IDLE', idle, '-', '+', this.batchSize)) as [
-        string,
-        string,
-        number,
-        number,
-      ][];
+      type Pending = [id: string, owner: string, idleMs: number, deliveries: number];
+      const pending = (await this.redis.xpending(this.inputKey, name, 'IDLE', idle, '-', '+', this.batchSize)) as Pending[];
+      if (this.failedHere.size > 0) {
+        // A failed entry is not in anyone's hands: no need to wait for it to look abandoned.
+        const mine = (await this.redis.xpending(this.inputKey, name, '-', '+', this.batchSize, this.consumer)) as Pending[];
+        const seen = new Set(pending.map(([id]) => id));
+        for (const entry of mine) if (this.failedHere.has(entry[0]) && !seen.has(entry[0])) pending.push(entry);
+      }
       const retry: string[] = [];
       for (const [id, owner, , deliveries] of pending) {
         if (deliveries >= this.config.MAX_DELIVERIES) {
@@ -301,8 +305,10 @@ class PartitionWorker<In> {
           retry.push(id);
         }
       }
+      for (const [id] of pending) this.failedHere.delete(id);
       if (retry.length === 0 || this.stopping) return;
-      const claimed = (await this.redis.callBuffer('XCLAIM', this.inputKey, name, this.consumer, idle, ...retry)) as [
+      const minIdle = Math.min(idle, ...pending.filter(([id]) => retry.includes(id)).map(([, , idleMs]) => idleMs));
+      const claimed = (await this.redis.callBuffer('XCLAIM', this.inputKey, name, this.consumer, minIdle, ...retry)) as [
         Buffer,
         Buffer[] | null,
       ][];
@@ -478,7 +484,10 @@ class PartitionWorker<In> {
 
     if (failed.length) {
       const errors: string[] = [];
-      for (const { id, error } of failed) errors.push(id, describeError(error));
+      for (const { id, error } of failed) {
+        errors.push(id, describeError(error));
+        this.failedHere.add(id);
+      }
       await this.redis.hset(this.errorsKey, ...errors);
       this.metrics.errors.inc({ stage: this.stage.name, kind: 'entry' }, failed.length);
       this.log.warn({ failed: failed.map((f) => ({ id: f.id, error: describeError(f.error) })) }, 'entries failed; left pending for retry');
