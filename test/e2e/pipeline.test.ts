@@ -109,7 +109,8 @@ function generate(tenant: SeededTenant, now: number): SentEvent[] {
   const openSessions = new Map<string, { id: string; calls: number }>();
   for (let i = 0; i < DISTINCT; i++) {
     const actor = pick(actors);
-    const recorded = new Date(now - Math.floor(rand() * 3_600_000)).toISOString();
+    // Within the last five minutes: no session may expire (one hour idle) while the test runs.
+    const recorded = new Date(now - Math.floor(rand() * 300_000)).toISOString();
     const actorKey = actor.agent?.id ?? actor.app!.id;
     let session = openSessions.get(actorKey);
     if (!session) openSessions.set(actorKey, (session = { id: `sess_${i}_${actorKey}`, calls: 0 }));
