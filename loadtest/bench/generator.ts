@@ -1,0 +1,374 @@
+// The load generator: one process (the benchmark forks one or more), driving `POST /v1/events`
+// over keep-alive HTTP/1.1 at a fixed rate (open model: requests leave on schedule whatever
+// the replies) or as fast as the server takes them (closed model: `concurrency` requests in
+// flight). A 429 or 503 keeps the events and sends the same request again after Retry-After
+// (with exponential backoff), like a well-behaved client; when the run ends it stops making new
+// events and keeps retrying until everything was accepted or the drain time is over.
+// It reports to the parent once a second over IPC and, at the end, writes a bitset of the
+// event sequence numbers the server accepted, for the exactness check.
+import { readFileSync, writeFileSync } from 'node:fs';
+import { Agent, request } from 'node:http';
+import { EventMix, type BenchWorld } from './events.js';
+import { Histogram, type SparseHistogram } from './histogram.js';
+
+export interface GeneratorConfig {
+  /** http://host:port/v1/events */
+  url: string;
+  worldFile: string;
+  /** Events per second for this process, or 0 for as fast as the server takes them. */
+  rate: number;
+  batch: number;
+  durationMs: number;
+  /** Most requests in flight at once. */
+  concurrency: number;
+  /** Before the clock starts, send one event per credential (warm caches, as in a system that has been running). */
+  prime: boolean;
+  /** After the run, how long to keep retrying events not yet accepted. */
+  drainMs: number;
+  seed: number;
+  idPrefix: string;
+  bitsFile: string;
+}
+
+/** Counts a generator keeps, per tick and (in the monitor) in all. */
+export interface GeneratorTotals {
+  requests: number;
+  /** Events in requests answered 202 (accepted + duplicates + rejected). */
+  events202: number;
+  accepted: number;
+  duplicates: number;
+  rejected: number;
+  status429: number;
+  status503: number;
+  otherErrors: number;
+  networkErrors: number;
+  newEvents: number;
+  /** Requests the schedule wanted but that could not leave (more than a second late): the generator or server fell behind. */
+  skippedRequests: number;
+}
+
+export function emptyTotals(): GeneratorTotals {
+  return {
+    requests: 0, events202: 0, accepted: 0, duplicates: 0, rejected: 0, status429: 0, status503: 0,
+    otherErrors: 0, networkErrors: 0, newEvents: 0, skippedRequests: 0,
+  };
+}
+
+export interface GeneratorTick extends GeneratorTotals {
+  type: 'tick';
+  at: number;
+  backlogEvents: number;
+  inFlight: number;
+  /** Requests due by the schedule but not sent (all `concurrency` slots busy). */
+  behind: number;
+  latency202: SparseHistogram;
+  latency429: SparseHistogram;
+  madeEvents: number;
+}
+
+export interface GeneratorDone {
+  type: 'done';
+  /** Distinct events (sequence numbers) made, and those the server accepted. */
+  made: number;
+  distinctAccepted: number;
+  abandonedEvents: number;
+  rejectedSamples: unknown[];
+  errorSamples: string[];
+  bitsFile: string;
+  /** When the last new event was sent, and when the drain ended (epoch ms). */
+  loadEndedAt: number;
+  drainEndedAt: number;
+}
+
+interface Pending {
+  body: string;
+  seqs: number[];
+  attempts: number;
+  notBefore: number;
+}
+
+class Bitset {
+  bytes = new Uint8Array(1 << 16);
+
+  set(i: number): void {
+    const byte = i >>> 3;
+    if (byte >= this.bytes.length) {
+      let size = this.bytes.length;
+      while (size <= byte) size *= 2;
+      const grown = new Uint8Array(size);
+      grown.set(this.bytes);
+      this.bytes = grown;
+    }
+    this.bytes[byte] |= 1 << (i & 7);
+  }
+
+  count(): number {
+    let n = 0;
+    for (const b of this.bytes) {
+      let v = b;
+      while (v) {
+        v &= v - 1;
+        n++;
+      }
+    }
+    return n;
+  }
+}
+
+export interface GeneratorReady {
+  type: 'ready';
+}
+
+export type GeneratorMessage = GeneratorReady | GeneratorTick | GeneratorDone;
+
+/**
+ * Runs one generator. It loads its world, says it is ready and waits for `go()` to resolve
+ * (so several generators start their clocks together), then drives the load.
+ */
+export async function runGenerator(
+  config: GeneratorConfig,
+  send: (message: GeneratorMessage) => void,
+  shouldStop: () => boolean,
+  go: Promise<void>,
+): Promise<void> {
+  const world = JSON.parse(readFileSync(config.worldFile, 'utf8')) as BenchWorld;
+  const mix = new EventMix(world.actors, config.idPrefix, config.seed);
+  // Warm the event mix's code paths before the clock starts.
+  new EventMix(world.actors, `${config.idPrefix}-warm`, config.seed).batch(1000, Date.now());
+  const url = new URL(config.url);
+  const agent = new Agent({ keepAlive: true, maxSockets: config.concurrency, maxFreeSockets: config.concurrency });
+  const headers = { 'content-type': 'application/json', authorization: `Bearer ${world.ingestToken}` };
+  const accepted = new Bitset();
+  const retries: Pending[] = [];
+  const latency202 = new Histogram();
+  const latency429 = new Histogram();
+  const rejectedSamples: unknown[] = [];
+  const errorSamples: string[] = [];
+  const tick = emptyTotals();
+  let inFlight = 0;
+  let issued = 0;
+  let behind = 0;
+  let pausedUntil = 0;
+  let backlogEvents = 0;
+  let start = Date.now();
+  let loadEnd = start + config.durationMs;
+  let loadEndedAt = 0;
+  const reqPerMs = config.rate > 0 ? config.rate / config.batch / 1000 : 0;
+
+  const post = (item: Pending): void => {
+    inFlight++;
+    tick.requests++;
+    const sentAt = performance.now();
+    const req = request(
+      {
+        agent,
+        host: url.hostname,
+        port: url.port,
+        path: url.pathname,
+        method: 'POST',
+        headers: { ...headers, 'content-length': Buffer.byteLength(item.body) },
+        timeout: 60_000,
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (chunk: Buffer) => chunks.push(chunk));
+        res.on('end', () => {
+          const ms = performance.now() - sentAt;
+          inFlight--;
+          const status = res.statusCode ?? 0;
+          if (status === 202) {
+            latency202.record(ms);
+            const reply = JSON.parse(Buffer.concat(chunks).toString('utf8')) as {
+              accepted: number;
+              duplicates: { index: number }[];
+              rejected: { index: number }[];
+            };
+            tick.events202 += item.seqs.length;
+            tick.accepted += reply.accepted;
+            tick.duplicates += reply.duplicates.length;
+            tick.rejected += reply.rejected.length;
+            const rejected = new Set(reply.rejected.map((r) => r.index));
+            if (reply.rejected.length && rejectedSamples.length < 5) rejectedSamples.push(reply.rejected[0]);
+            item.seqs.forEach((seq, i) => {
+              if (!rejected.has(i)) accepted.set(seq);
+            });
+          } else if (status === 429 || status === 503 || status >= 500) {
+            if (status === 429) {
+              tick.status429++;
+              latency429.record(ms);
+            } else if (status === 503) tick.status503++;
+            else {
+              tick.otherErrors++;
+              if (errorSamples.length < 5) errorSamples.push(`${status} ${Buffer.concat(chunks).toString('utf8').slice(0, 300)}`);
+            }
+            const retryAfter = Number(res.headers['retry-after'] ?? 1) || 1;
+            retryLater(item, retryAfter * 1000);
+          } else {
+            tick.otherErrors++;
+            if (errorSamples.length < 5) errorSamples.push(`${status} ${Buffer.concat(chunks).toString('utf8').slice(0, 300)}`);
+          }
+          pump();
+        });
+      },
+    );
+    req.on('timeout', () => req.destroy(new Error('request timed out')));
+    req.on('error', (err) => {
+      inFlight--;
+      tick.networkErrors++;
+      if (errorSamples.length < 5) errorSamples.push(String(err.message));
+      // In doubt whether the server wrote the events: send them again (event_id makes it idempotent).
+      retryLater(item, 500);
+      pump();
+    });
+    req.end(item.body);
+  };
+
+  const retryLater = (item: Pending, baseMs: number): void => {
+    item.attempts++;
+    const backoff = baseMs * 2 ** Math.min(item.attempts - 1, 4);
+    item.notBefore = Date.now() + backoff * (0.8 + 0.4 * Math.random());
+    retries.push(item);
+    backlogEvents += item.seqs.length;
+    if (config.rate === 0) pausedUntil = Math.max(pausedUntil, Date.now() + baseMs);
+  };
+
+  const newBatch = (): Pending => {
+    const made = mix.batch(config.batch, Date.now());
+    tick.newEvents += made.events.length;
+    return { body: JSON.stringify({ events: made.events }), seqs: made.seqs, attempts: 0, notBefore: 0 };
+  };
+
+  function pump(): void {
+    const now = Date.now();
+    const loading = now < loadEnd && !shouldStop();
+    if (!loading && loadEndedAt === 0) loadEndedAt = now;
+    if (loading) {
+      if (config.rate > 0) {
+        const due = Math.floor((now - start) * reqPerMs) - issued;
+        let sent = 0;
+        while (sent < due && inFlight < config.concurrency) {
+          post(newBatch());
+          issued++;
+          sent++;
+        }
+        behind = due - sent;
+        // A schedule that slipped by more than a second is not caught up in a burst: those requests are skipped (and counted).
+        const slack = Math.max(1, Math.floor(reqPerMs * 1000));
+        if (behind > slack) {
+          tick.skippedRequests += behind - slack;
+          issued += behind - slack;
+          behind = slack;
+        }
+      } else if (now >= pausedUntil) {
+        while (inFlight < config.concurrency) post(newBatch());
+      }
+    }
+    sendRetries(now);
+  }
+
+  function sendRetries(now: number): void {
+    if (retries.length && inFlight < config.concurrency) {
+      for (let i = 0; i < retries.length && inFlight < config.concurrency; ) {
+        if (retries[i].notBefore <= now) {
+          const [item] = retries.splice(i, 1);
+          backlogEvents -= item.seqs.length;
+          post(item);
+        } else i++;
+      }
+    }
+  }
+
+  const report = () => {
+    send({
+      type: 'tick',
+      at: Date.now(),
+      ...tick,
+      backlogEvents,
+      inFlight,
+      behind,
+      latency202: latency202.sparse(),
+      latency429: latency429.sparse(),
+      madeEvents: mix.nextSeq,
+    });
+    Object.assign(tick, emptyTotals());
+    latency202.reset();
+    latency429.reset();
+  };
+
+  if (config.prime) {
+    for (const made of mix.prime(config.batch, Date.now())) {
+      retries.push({ body: JSON.stringify({ events: made.events }), seqs: made.seqs, attempts: 0, notBefore: 0 });
+      backlogEvents += made.seqs.length;
+    }
+    await new Promise<void>((resolve) => {
+      const timer = setInterval(() => {
+        sendRetries(Date.now());
+        if (inFlight === 0 && retries.length === 0) {
+          clearInterval(timer);
+          resolve();
+        }
+      }, 5);
+    });
+    Object.assign(tick, emptyTotals());
+    latency202.reset();
+    latency429.reset();
+  }
+  send({ type: 'ready' });
+  await go;
+  start = Date.now();
+  loadEnd = start + config.durationMs;
+
+  const pumpTimer = setInterval(pump, 1);
+  const reportTimer = setInterval(report, 1000);
+  pump();
+  // The load phase, then the drain: until nothing is in flight or waiting, or the drain time is over.
+  await new Promise<void>((resolve) => {
+    const check = setInterval(() => {
+      const now = Date.now();
+      const loading = now < loadEnd && !shouldStop();
+      const drained = inFlight === 0 && retries.length === 0;
+      if (!loading && (drained || now > Math.max(loadEnd, loadEndedAt) + config.drainMs)) {
+        clearInterval(check);
+        resolve();
+      }
+    }, 20);
+  });
+  clearInterval(pumpTimer);
+  clearInterval(reportTimer);
+  report();
+  const drainEndedAt = Date.now();
+  agent.destroy();
+  writeFileSync(config.bitsFile, accepted.bytes);
+  send({
+    type: 'done',
+    made: mix.nextSeq,
+    distinctAccepted: accepted.count(),
+    abandonedEvents: backlogEvents,
+    rejectedSamples,
+    errorSamples,
+    bitsFile: config.bitsFile,
+    loadEndedAt: loadEndedAt || drainEndedAt,
+    drainEndedAt,
+  });
+}
+
+// Run as a forked child: the configuration is argv[2] (JSON); messages go to the parent.
+if (process.send && process.argv[2]) {
+  const config = JSON.parse(process.argv[2]) as GeneratorConfig;
+  let stop = false;
+  let go: () => void = () => {};
+  const started = new Promise<void>((resolve) => (go = resolve));
+  process.on('message', (message: { type?: string }) => {
+    if (message?.type === 'stop') stop = true;
+    if (message?.type === 'go') go();
+  });
+  process.on('SIGINT', () => (stop = true));
+  process.on('SIGTERM', () => (stop = true));
+  await runGenerator(
+    config,
+    (message) => process.send!(message),
+    () => stop,
+    started,
+  );
+  process.disconnect?.();
+}

@@ -1,0 +1,197 @@
+export interface BenchOptions {
+  /** Seconds of load (new events); the drain comes after. */
+  duration: number;
+  /** Events per second over all generators, or 'max' (closed loop). */
+  rate: number | 'max';
+  batch: number;
+  apiProcesses: number;
+  workers: Record<string, number>;
+  out: string;
+  baseline: boolean;
+  /** Seconds of the baseline's load (the same events, a prefix when shorter). */
+  baselineDuration: number;
+  baselinePool: number;
+  smoke: boolean;
+  /** Run the pipeline from compiled JS (dist/, honest numbers) or from source with tsx. */
+  runtime: 'dist' | 'tsx';
+  build: boolean;
+  generators: number;
+  /** Most requests in flight per generator. */
+  concurrency: number;
+  /** Seconds at the start of the load left out of the steady-state figures. */
+  warmup: number;
+  /** Seconds to wait for the pipeline to drain after the load. */
+  drainTimeout: number;
+  /** Seconds a generator keeps retrying refused events after the load. */
+  clientDrain: number;
+  highWater?: number;
+  /** Process kinds to run with --cpu-prof (api, a stage name, generator, baseline). */
+  profile: string[];
+  seed: number;
+  /** Follow a few events a second through every stream (per-stage times); on by default up to 2,000 events/s. */
+  trace: boolean;
+  logLevel: string;
+  /** Extra environment for the pipeline processes (KEY=VALUE). */
+  env: Record<string, string>;
+  help: boolean;
+}
+
+export const USAGE = `npm run bench -- [options]
+
+Seeds a scratch world (its own PostgreSQL database, Redis prefix, ClickHouse database),
+runs the whole pipeline, drives POST /v1/events with a realistic event mix, and reports
+throughput, latencies, stream lag, Redis memory and CPU per process kind; then drives a
+baseline (one synchronous INSERT per event in the HTTP handler) with the same events.
+
+  --duration <s>          seconds of load (default 60; smoke 6)
+  --rate <n>|max          events per second offered, or max: as fast as accepted (default 1000)
+  --batch <n>             events per request (default 100)
+  --api-processes <n>     ingest (HTTP) processes (default 1)
+  --workers a=n,b=m       processes per stage, e.g. price=2,ledger-write=2 (default 1 each)
+  --generators <n>        load generator processes (default 1)
+  --concurrency <n>       requests in flight per generator (default 64)
+  --out <file>            JSON report (default .bench/result.json)
+  --baseline on|off       run the baseline too (default on)
+  --baseline-duration <s> seconds of baseline load (default min(duration, 60))
+  --baseline-pool <n>     PostgreSQL connections per baseline process (default 10)
+  --warmup <s>            seconds left out of steady-state figures (default min(10, duration/5))
+  --drain-timeout <s>     wait at most this long for the pipeline to drain (default 180)
+  --client-drain <s>      generators retry refused events this long after the load (default 120)
+  --high-water <n>        BACKPRESSURE_HIGH for the pipeline (low = half)
+  --runtime dist|tsx      compiled JS (default; builds first) or from source (smoke default)
+  --no-build              use dist/ as it is
+  --profile k1,k2         run these process kinds with --cpu-prof and summarize the profiles
+  --env KEY=VALUE         extra environment for the pipeline processes (repeatable)
+  --seed <n>              event mix seed (default 1)
+  --trace on|off          follow sampled events through each stream for per-stage times
+                          (default on up to 2,000 events/s: it reads the streams)
+  --log-level <level>     log level of the pipeline processes (default warn)
+  --smoke                 a few seconds at a modest rate, from source: CI keeps it working
+`;
+
+/** The flags that take a positive integer, and the option each sets. */
+const INT_FLAGS: Record<string, keyof BenchOptions> = {
+  '--duration': 'duration',
+  '--batch': 'batch',
+  '--api-processes': 'apiProcesses',
+  '--generators': 'generators',
+  '--concurrency': 'concurrency',
+  '--baseline-duration': 'baselineDuration',
+  '--baseline-pool': 'baselinePool',
+  '--drain-timeout': 'drainTimeout',
+  '--client-drain': 'clientDrain',
+  '--high-water': 'highWater',
+  '--seed': 'seed',
+};
+
+function positiveInt(flag: string, value: string | undefined): number {
+  if (!value || !/^[1-9]\d*$/.test(value)) throw new Error(`${flag}: expected a positive integer, got ${JSON.stringify(value)}`);
+  return Number(value);
+}
+
+export function parseOptions(argv: string[], parseWorkers: (text: string) => Record<string, number>): BenchOptions {
+  const smoke = argv.includes('--smoke');
+  const options: BenchOptions = {
+    duration: smoke ? 6 : 60,
+    rate: smoke ? 300 : 1000,
+    batch: smoke ? 20 : 100,
+    apiProcesses: 1,
+    workers: {},
+    out: '.bench/result.json',
+    baseline: true,
+    baselineDuration: NaN,
+    baselinePool: 10,
+    smoke,
+    runtime: smoke ? 'tsx' : 'dist',
+    build: true,
+    generators: 1,
+    concurrency: 64,
+    warmup: NaN,
+    drainTimeout: smoke ? 30 : 180,
+    clientDrain: smoke ? 10 : 120,
+    profile: [],
+    seed: 1,
+    trace: false,
+    logLevel: 'warn',
+    env: {},
+    help: false,
+  };
+  let traceFlag: boolean | undefined;
+  for (let i = 0; i < argv.length; i++) {
+    const flag = argv[i];
+    const value = () => {
+      const v = argv[++i];
+      if (v === undefined) throw new Error(`${flag}: a value is required`);
+      return v;
+    };
+    const intKey = INT_FLAGS[flag];
+    if (intKey) {
+      (options as unknown as Record<string, number>)[intKey] = positiveInt(flag, value());
+      continue;
+    }
+    switch (flag) {
+      case '--smoke':
+        break;
+      case '--help':
+      case '-h':
+        options.help = true;
+        break;
+      case '--rate': {
+        const v = value();
+        options.rate = v === 'max' ? 'max' : positiveInt(flag, v);
+        break;
+      }
+      case '--workers':
+        options.workers = parseWorkers(value());
+        break;
+      case '--out':
+        options.out = value();
+        break;
+      case '--baseline': {
+        const v = value();
+        if (v !== 'on' && v !== 'off') throw new Error('--baseline: on or off');
+        options.baseline = v === 'on';
+        break;
+      }
+      case '--warmup':
+        options.warmup = Number(value());
+        if (!(options.warmup >= 0)) throw new Error('--warmup: seconds, 0 or more');
+        break;
+      case '--runtime': {
+        const v = value();
+        if (v !== 'dist' && v !== 'tsx') throw new Error('--runtime: dist or tsx');
+        options.runtime = v;
+        break;
+      }
+      case '--no-build':
+        options.build = false;
+        break;
+      case '--profile':
+        options.profile = value().split(',').filter(Boolean);
+        break;
+      case '--env': {
+        const v = value();
+        const eq = v.indexOf('=');
+        if (eq <= 0) throw new Error(`--env: KEY=VALUE, got ${JSON.stringify(v)}`);
+        options.env[v.slice(0, eq)] = v.slice(eq + 1);
+        break;
+      }
+      case '--trace': {
+        const v = value();
+        if (v !== 'on' && v !== 'off') throw new Error('--trace: on or off');
+        traceFlag = v === 'on';
+        break;
+      }
+      case '--log-level':
+        options.logLevel = value();
+        break;
+      default:
+        throw new Error(`unknown option ${flag}\n\n${USAGE}`);
+    }
+  }
+  options.trace = traceFlag ?? (options.rate !== 'max' && options.rate <= 2000);
+  if (Number.isNaN(options.baselineDuration)) options.baselineDuration = Math.min(options.duration, smoke ? 3 : 60);
+  if (Number.isNaN(options.warmup)) options.warmup = smoke ? 1 : Math.min(10, options.duration / 5);
+  if (options.warmup >= options.duration) throw new Error('--warmup must be shorter than --duration');
+  return options;
+}

@@ -1,0 +1,101 @@
+import type { BenchReport, PhaseReport } from './run.js';
+
+function n(value: number | undefined): string {
+  if (value === undefined || !Number.isFinite(value)) return '-';
+  return Math.round(value).toLocaleString('en-US');
+}
+
+function ms(value: number | undefined): string {
+  if (value === undefined || !Number.isFinite(value)) return '-';
+  return value < 10 ? value.toFixed(1) : String(Math.round(value));
+}
+
+function rows(p: PhaseReport): [string, string][] {
+  const out: [string, string][] = [
+    ['offered (events/s, steady)', n(p.throughput.offeredPerSec)],
+    ['accepted by ingest (events/s, steady)', n(p.throughput.acceptedPerSec)],
+    ['reaching the ledger (events/s, steady)', n(p.throughput.ledgerPerSec)],
+    ['reaching the ledger (events/s, whole load)', n(p.throughput.ledgerPerSecOverall)],
+    ['ingest request latency p50 / p99 (ms)', `${ms(p.ingestLatencyMs.steady.p50)} / ${ms(p.ingestLatencyMs.steady.p99)}`],
+    ['ingest-to-ledger p50 / p99 (ms, steady)', `${ms(p.ingestToLedgerMs.steady.p50)} / ${ms(p.ingestToLedgerMs.steady.p99)}`],
+    ['ingest-to-ledger p99 / max (ms, all)', `${ms(p.ingestToLedgerMs.all.p99)} / ${ms(p.ingestToLedgerMs.all.max)}`],
+    ['requests / 429 / 503 / errors', `${n(p.load.requests)} / ${n(p.load.status429)} / ${n(p.load.status503)} / ${n(p.load.otherErrors + p.load.networkErrors)}`],
+    ['requests skipped (generator behind)', n(p.load.skippedRequests)],
+  ];
+  if (p.lag) out.push(['stream lag max / at load end (entries)', `${n(p.lag.max)} / ${n(p.lag.atLoadEnd)}`]);
+  if (p.redisMemoryMB) {
+    const m = p.redisMemoryMB;
+    out.push(['Redis used_memory start / max / end (MB)', `${m.start} / ${m.max} / ${m.end}`]);
+    out.push(["run's Redis keys start / max / end (MB)", `${m.runKeysMB.start} / ${m.runKeysMB.max} / ${m.runKeysMB.end} (${n(m.runKeysMB.keysMax)} keys)`]);
+    out.push(["run's Redis keys slope, steady (MB/min)", String(m.runKeysMB.steadySlopeMBPerMin)]);
+    out.push(['of which streams, max (MB)', String(m.streamsMaxMB)]);
+  }
+  if (p.drainSeconds !== undefined) out.push(['drain after load (s)', `${p.drainSeconds}${p.drained ? '' : ' (NOT drained)'}`]);
+  const e = p.exactness;
+  out.push([
+    'exact (ledger = distinct accepted)',
+    `${e.exact ? 'yes' : 'NO'}: ${n(e.ledgerRows)} rows, ${n(e.sentDistinct)} accepted, ${n(e.missing)} missing, ${n(e.extra)} extra`,
+  ]);
+  if (e.ledgerDuplicatesRecorded !== undefined) out.push(['duplicates caught at the ledger / in requests', `${n(e.ledgerDuplicatesRecorded)} / ${n(p.load.duplicates)}`]);
+  if (e.rejectedEntries !== undefined) out.push(['rejected stream / dead letters', `${n(e.rejectedEntries)} / ${n(e.deadLetters)}`]);
+  return out;
+}
+
+export function printReport(report: BenchReport): void {
+  const m = report.machine;
+  console.log(`\nagentmeter benchmark, ${report.date}`);
+  console.log(`machine: ${m.cpus} x ${m.model}, ${m.memoryGiB} GiB, Node ${m.node}, Redis ${m.redis}, PostgreSQL ${m.postgres}, ClickHouse ${m.clickhouse}`);
+  console.log(`command: ${report.command}`);
+  const o = report.options;
+  console.log(
+    `load: rate ${o.rate}, batch ${o.batch}, ${o.duration} s, ${o.generators} generator(s) x ${o.concurrency} in flight; ` +
+      `api processes ${o.apiProcesses}; workers ${JSON.stringify(o.workers)}; runtime ${o.runtime}`,
+  );
+  const p = rows(report.pipeline);
+  const b = report.baseline ? rows(report.baseline) : undefined;
+  const width = Math.max(...p.map(([label]) => label.length)) + 2;
+  const col = Math.max(16, ...p.map(([, v]) => v.length)) + 2;
+  console.log(`\n${''.padEnd(width)}${'pipeline'.padEnd(col)}${b ? 'baseline (1 INSERT per event)' : ''}`);
+  p.forEach(([label, value], i) => {
+    const other = b?.find(([l]) => l === label)?.[1] ?? '';
+    console.log(`${label.padEnd(width)}${value.padEnd(col)}${other}`);
+  });
+  if (report.ratioToBaseline !== undefined) console.log(`${'ledger throughput, pipeline / baseline'.padEnd(width)}${report.ratioToBaseline}x`);
+
+  const cpuLine = (phase: PhaseReport) =>
+    Object.entries(phase.cpuPct)
+      .sort((a, b) => b[1].avg - a[1].avg)
+      .map(([kind, v]) => `${kind} ${v.avg}% (max ${v.max})`)
+      .join(', ');
+  console.log(`\nCPU, % of one core, steady average: pipeline: ${cpuLine(report.pipeline)}`);
+  if (report.baseline) console.log(`                                     baseline: ${cpuLine(report.baseline)}`);
+
+  const series = report.pipeline.series;
+  if (series.length) {
+    const step = Math.max(1, Math.ceil(series.length / 12));
+    console.log('\nstream lag and Redis memory over time (pipeline):');
+    console.log('   t(s)  accepted/s  lag(total)  redis MB  ingest p99 ms');
+    for (let i = 0; i < series.length; i += step) {
+      const s = series[i];
+      console.log(
+        `  ${String(Math.round(s.t)).padStart(5)}  ${n(s.accepted).padStart(10)}  ${n(s.lagTotal as number).padStart(10)}  ${String(s.redisMB).padStart(8)}  ${ms(s.ingestP99).padStart(13)}`,
+      );
+    }
+  }
+  const trace = report.pipeline.trace;
+  if (trace && trace.traced) {
+    console.log(`\nwhere the ingest-to-ledger time goes (${trace.traced} events followed through the streams; ${trace.abandoned} lost to trimming):`);
+    console.log('  stage (time from its input entry to its output entry)   p50 ms   p90 ms   p99 ms   max ms');
+    for (const hop of trace.hops) {
+      console.log(`  ${hop.stage.padEnd(55)}${ms(hop.p50).padStart(7)}${ms(hop.p90).padStart(9)}${ms(hop.p99).padStart(9)}${ms(hop.max).padStart(9)}`);
+    }
+    console.log(`  ${'ingest to ledgered stream, traced'.padEnd(55)}${ms(trace.total.p50).padStart(7)}${''.padStart(9)}${ms(trace.total.p99).padStart(9)}`);
+  }
+  console.log('\ntargets (this machine):');
+  for (const t of report.targets) {
+    console.log(`  ${t.ok === null ? '  n/a' : t.ok ? '   ok' : 'MISSED'}  ${t.target}: ${t.measured}`);
+  }
+  const samples = [...report.pipeline.load.errorSamples, ...(report.pipeline.exactness.missingSamples ?? [])];
+  if (samples.length) console.log(`\nsamples of errors / missing events: ${samples.join(' | ')}`);
+  if (report.pipeline.exactness.rejectedSamples?.length) console.log(`rejected: ${JSON.stringify(report.pipeline.exactness.rejectedSamples)}`);
+}

@@ -1,0 +1,176 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import type { Redis } from 'ioredis';
+
+/** Clock ticks per second of /proc/<pid>/stat times (USER_HZ: 100 on every Linux this runs on). */
+const TICKS_PER_SECOND = 100;
+
+/** utime + stime of a process, in ticks; undefined once it is gone. */
+export function cpuTicks(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // The command name may hold spaces and parentheses: the fields start after the last ')'.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return Number(fields[11]) + Number(fields[12]);
+  } catch {
+    return undefined;
+  }
+}
+
+/** A process and all its descendants (cluster workers of the API, say). */
+export function withDescendants(pid: number): number[] {
+  const all = [pid];
+  for (let i = 0; i < all.length; i++) {
+    try {
+      for (const task of readdirSync(`/proc/${all[i]}/task`)) {
+        const children = readFileSync(`/proc/${all[i]}/task/${task}/children`, 'utf8').trim();
+        if (children) for (const child of children.split(' ')) all.push(Number(child));
+      }
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return all;
+}
+
+/** Pids whose command name (/proc/<pid>/comm, at most 15 characters) is one of `names`. */
+export function pidsByName(names: string[]): number[] {
+  const found: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const comm = readFileSync(`/proc/${entry}/comm`, 'utf8').trim();
+      if (names.includes(comm)) found.push(Number(entry));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return found;
+}
+
+/**
+ * CPU use per process kind, as a percentage of one core, between two samples. Each kind is a
+ * function giving its current pids; a pid's time counts from the first sample that saw it.
+ */
+export class CpuMeter {
+  private last = new Map<number, number>();
+  private lastAt = 0;
+  readonly totals = new Map<string, number>();
+  private firstAt = 0;
+
+  constructor(private readonly kinds: Map<string, () => number[]>) {}
+
+  sample(): Record<string, number> {
+    const now = performance.now();
+    const elapsed = (now - this.lastAt) / 1000;
+    const next = new Map<number, number>();
+    const result: Record<string, number> = {};
+    for (const [kind, pids] of this.kinds) {
+      let ticks = 0;
+      for (const pid of pids()) {
+        if (next.has(pid)) continue;
+        const t = cpuTicks(pid);
+        if (t === undefined) continue;
+        next.set(pid, t);
+        const before = this.last.get(pid);
+        if (before !== undefined) ticks += t - before;
+      }
+      const pct = this.lastAt ? (ticks / TICKS_PER_SECOND / elapsed) * 100 : 0;
+      result[kind] = Math.round(pct * 10) / 10;
+      if (this.lastAt) this.totals.set(kind, (this.totals.get(kind) ?? 0) + ticks / TICKS_PER_SECOND);
+    }
+    if (!this.firstAt) this.firstAt = now;
+    this.last = next;
+    this.lastAt = now;
+    return result;
+  }
+
+  /** Average CPU per kind (% of one core) since the first sample. */
+  averages(): Record<string, number> {
+    const seconds = (this.lastAt - this.firstAt) / 1000;
+    const out: Record<string, number> = {};
+    for (const [kind, total] of this.totals) out[kind] = seconds > 0 ? Math.round((total / seconds) * 1000) / 10 : 0;
+    return out;
+  }
+}
+
+export interface GroupInfo {
+  stream: string;
+  group: string;
+  lag: number;
+  pending: number;
+  /** Entries delivered to the group since it was created (Redis 7's entries-read). */
+  entriesRead: number;
+}
+
+/** Lag and pending of every consumer group of a stream (XINFO GROUPS). */
+export async function groupsOf(redis: Redis, key: string, stream: string): Promise<GroupInfo[]> {
+  let groups: unknown[][];
+  try {
+    groups = (await redis.xinfo('GROUPS', key)) as unknown[][];
+  } catch (err) {
+    if (/no such key/i.test(String((err as Error).message))) return [];
+    throw err;
+  }
+  return groups.map((g) => {
+    const info: Record<string, unknown> = {};
+    for (let i = 0; i < g.length; i += 2) info[String(g[i])] = g[i + 1];
+    return {
+      stream,
+      group: String(info.name),
+      lag: info.lag == null ? NaN : Number(info.lag),
+      pending: Number(info.pending),
+      entriesRead: info['entries-read'] == null ? NaN : Number(info['entries-read']),
+    };
+  });
+}
+
+export interface RedisMemory {
+  usedBytes: number;
+  rssBytes: number;
+  peakBytes: number;
+}
+
+export async function redisMemory(redis: Redis): Promise<RedisMemory> {
+  const info = await redis.info('memory');
+  const field = (name: string) => Number(new RegExp(`^${name}:(\\d+)`, 'm').exec(info)?.[1] ?? NaN);
+  return { usedBytes: field('used_memory'), rssBytes: field('used_memory_rss'), peakBytes: field('used_memory_peak') };
+}
+
+/** Keys under a prefix and their memory (MEMORY USAGE), in one SCAN. */
+export async function prefixMemory(redis: Redis, prefix: string): Promise<{ keys: number; bytes: number }> {
+  let cursor = '0';
+  let keys = 0;
+  let bytes = 0;
+  do {
+    const [next, found] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+    cursor = next;
+    if (found.length) {
+      const pipeline = redis.pipeline();
+      for (const key of found) pipeline.call('MEMORY', 'USAGE', key);
+      for (const [, value] of (await pipeline.exec()) ?? []) bytes += Number(value ?? 0);
+      keys += found.length;
+    }
+  } while (cursor !== '0');
+  return { keys, bytes };
+}
+
+/** Least-squares slope of y over x (per unit of x). */
+export function slope(points: [number, number][]): number {
+  const n = points.length;
+  if (n < 2) return 0;
+  let sx = 0;
+  let sy = 0;
+  for (const [x, y] of points) {
+    sx += x;
+    sy += y;
+  }
+  const mx = sx / n;
+  const my = sy / n;
+  let num = 0;
+  let den = 0;
+  for (const [x, y] of points) {
+    num += (x - mx) * (y - my);
+    den += (x - mx) ** 2;
+  }
+  return den ? num / den : 0;
+}
