@@ -31,6 +31,8 @@ export async function streamLag(redis: Redis, key: string): Promise<number> {
 export class Watermark {
   private closed = false;
   private checkedAt = 0;
+  private lastLag = 0;
+  private addedSinceCheck = 0;
 
   constructor(
     private readonly redis: Redis,
@@ -40,16 +42,28 @@ export class Watermark {
     private readonly cacheMs = 0,
   ) {}
 
-  /** Whether the gate is open now (refreshing the lag at most every cacheMs). */
+  /**
+   * Whether the gate is open now. Far below the mark (the last lag read plus what this process
+   * wrote since) a lag read is trusted for cacheMs; from half the mark up it is read every
+   * time, so the gate closes within one batch of the mark.
+   */
   async open(): Promise<boolean> {
     const now = Date.now();
     if (this.keys.length === 0) return true;
-    if (now - this.checkedAt < this.cacheMs) return !this.closed;
+    const estimate = this.lastLag + this.addedSinceCheck;
+    if (!this.closed && estimate < this.high / 2 && now - this.checkedAt < this.cacheMs) return true;
     this.checkedAt = now;
+    this.addedSinceCheck = 0;
     let lag = 0;
     for (const key of this.keys) lag = Math.max(lag, await streamLag(this.redis, key));
+    this.lastLag = lag;
     if (this.closed ? lag < this.low : lag > this.high) this.closed = !this.closed;
     return !this.closed;
+  }
+
+  /** Counts entries this process wrote to the watched streams since the last lag read. */
+  added(count: number): void {
+    this.addedSinceCheck += count;
   }
 
   /** Waits until the gate is open; returns false if `stopping` turned true first. */

@@ -11,6 +11,9 @@ import { connectRedis } from './redis.js';
 import { scripted } from './scripts.js';
 import type { AckResult, EntryResult, StageDefinition, StageEntry, StageHandler, Topology } from './stage.js';
 
+/** How long a stage trusts the last lag it read of its outputs: one XINFO per stage per 100 ms, not per batch. */
+const WATERMARK_CACHE_MS = 100;
+
 export interface HarnessOptions {
   config: Config;
   log: Logger;
@@ -169,6 +172,7 @@ class PartitionWorker<In> {
       consumedOutputs.map((o) => partitionedKey(prefix, o, partition)),
       this.config.BACKPRESSURE_HIGH,
       this.config.BACKPRESSURE_LOW,
+      WATERMARK_CACHE_MS,
     );
   }
 
@@ -496,12 +500,17 @@ class PartitionWorker<In> {
     const ackResults: AckResult[] = batch.map(() => ({ acked: false, crossed: [] }));
     if (acked.length === 0) return ackResults;
     const reply = await this.redis.ackAndForward(keys.length, ...keys, ...args);
+    const forwarded = new Map<string, number>();
     acked.forEach((batchIndex, i) => {
       const value = reply[i];
       if (value === null || value === undefined) return;
       ackResults[batchIndex] = { acked: true, crossed: value ? value.split(',') : [] };
-      for (const stream of outputStreams[batchIndex]) this.metrics.eventsOut.inc({ stage: this.stage.name, stream });
+      for (const stream of outputStreams[batchIndex]) forwarded.set(stream, (forwarded.get(stream) ?? 0) + 1);
     });
+    for (const [stream, count] of forwarded) {
+      this.metrics.eventsOut.inc({ stage: this.stage.name, stream }, count);
+      this.watermark.added(count);
+    }
     return ackResults;
   }
 }
