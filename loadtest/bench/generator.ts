@@ -150,8 +150,9 @@ export async function runGenerator(
   let behind = 0;
   let pausedUntil = 0;
   let backlogEvents = 0;
-  let start = Date.now();
-  let loadEnd = start + config.durationMs;
+  // Nothing new is made before go() (priming sends only its own batches) and after the load.
+  let start = Infinity;
+  let loadEnd = -Infinity;
   let loadEndedAt = 0;
   const reqPerMs = config.rate > 0 ? config.rate / config.batch / 1000 : 0;
 
@@ -240,8 +241,8 @@ export async function runGenerator(
 
   function pump(): void {
     const now = Date.now();
-    const loading = now < loadEnd && !shouldStop();
-    if (!loading && loadEndedAt === 0) loadEndedAt = now;
+    const loading = now >= start && now < loadEnd && !shouldStop();
+    if (!loading && now >= start && loadEndedAt === 0) loadEndedAt = now;
     if (loading) {
       if (config.rate > 0) {
         const due = Math.floor((now - start) * reqPerMs) - issued;

@@ -22,7 +22,15 @@ function rows(p: PhaseReport): [string, string][] {
     ['requests / 429 / 503 / errors', `${n(p.load.requests)} / ${n(p.load.status429)} / ${n(p.load.status503)} / ${n(p.load.otherErrors + p.load.networkErrors)}`],
     ['requests skipped (generator behind)', n(p.load.skippedRequests)],
   ];
-  if (p.lag) out.push(['stream lag max / at load end (entries)', `${n(p.lag.max)} / ${n(p.lag.atLoadEnd)}`]);
+  if (p.lag) {
+    out.push(['stream lag max / at load end (entries)', `${n(p.lag.max)} / ${n(p.lag.atLoadEnd)}`]);
+    const behind = Object.entries(p.lag.atLoadEndByStage)
+      .filter(([, v]) => v > 1000)
+      .map(([k, v]) => `${k} ${n(v)}`)
+      .join(', ');
+    out.push(['lag growth, steady (entries/s)', `${p.lag.steadySlopePerSec}${behind ? ` (behind at load end: ${behind})` : ''}`]);
+  }
+  if (p.sustained !== undefined) out.push(['rate sustained through every stage', p.sustained ? 'yes' : 'NO']);
   if (p.redisMemoryMB) {
     const m = p.redisMemoryMB;
     out.push(['Redis used_memory start / max / end (MB)', `${m.start} / ${m.max} / ${m.end}`]);
