@@ -53,7 +53,7 @@ export function printReport(report: BenchReport): void {
   const m = report.machine;
   console.log(`\nagentmeter benchmark, ${report.date}`);
   console.log(`machine: ${m.cpus} x ${m.model}, ${m.memoryGiB} GiB, Node ${m.node}, Redis ${m.redis}, PostgreSQL ${m.postgres}, ClickHouse ${m.clickhouse}`);
-  console.log(`command: ${report.command}`);
+  console.log(`command: ${report.command}   (commit ${report.commit.sha}${report.commit.dirty ? ', with uncommitted changes' : ''})`);
   const o = report.options;
   console.log(
     `load: rate ${o.rate}, batch ${o.batch}, ${o.duration} s, ${o.generators} generator(s) x ${o.concurrency} in flight; ` +

@@ -100,6 +100,8 @@ export interface PhaseReport {
 export interface BenchReport {
   command: string;
   date: string;
+  /** The commit the run measured, and whether the working tree had changes on top of it. */
+  commit: { sha: string; dirty: boolean };
   machine: { cpus: number; model: string; memoryGiB: number; node: string; redis: string; postgres: string; clickhouse: string };
   options: BenchOptions;
   pipeline: PhaseReport;
@@ -785,6 +787,13 @@ function collectProfiles(pidNames: Map<number, string>): PhaseReport['profiles']
   return out;
 }
 
+function gitCommit(): BenchReport['commit'] {
+  const git = (...args: string[]) => spawnSync('git', args, { cwd: projectPath(), encoding: 'utf8' });
+  const sha = git('rev-parse', '--short', 'HEAD').stdout?.trim() || 'unknown';
+  const dirty = (git('status', '--porcelain', '--untracked-files=no').stdout ?? '').trim().length > 0;
+  return { sha, dirty };
+}
+
 async function versions(world: ScratchWorld): Promise<{ redis: string; postgres: string; clickhouse: string }> {
   const info = await world.redis.info('server');
   const redis = /redis_version:(\S+)/.exec(info)?.[1] ?? '?';
@@ -878,6 +887,7 @@ async function main(): Promise<number> {
   const report: BenchReport = {
     command,
     date: new Date(began).toISOString(),
+    commit: gitCommit(),
     machine: machine(await versions(world)),
     options,
     pipeline,
