@@ -35,11 +35,13 @@ export async function rollUp(sql: Sql, plans: PlanCache, batch: StageEntry<Ledge
       ON CONFLICT DO NOTHING
       RETURNING tenant_id, event_id`;
     const fresh = new Set(applied.map((r) => `${r.tenant_id}\u0000${r.event_id}`));
-    const todo = events.filter((e, i) => {
+    // One event twice in a batch (never expected downstream of the ledger) is applied once.
+    const seen = new Set<string>();
+    const todo = events.filter((e) => {
       const key = `${e.tenantId}\u0000${e.eventId}`;
-      // One event twice in a batch (never expected downstream of the ledger) is applied once.
-      const first = events.findIndex((other) => `${other.tenantId}\u0000${other.eventId}` === key) === i;
-      return fresh.has(key) && first;
+      if (seen.has(key)) return false;
+      seen.add(key);
+      return fresh.has(key);
     });
     if (todo.length === 0) return;
 
