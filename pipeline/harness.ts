@@ -146,6 +146,7 @@ class PartitionWorker<In> {
   private queue: Promise<unknown> = Promise.resolve();
   /** Entries whose handler failed in this process: retried at the next recovery pass, not after CLAIM_IDLE_MS. */
   private readonly failedHere = new Set<string>();
+  private claimCursor = '0-0';
 
   constructor(
     private readonly stage: StageDefinition<In>,
@@ -279,7 +280,11 @@ class PartitionWorker<In> {
     }
   }
 
-  /** Claims entries idle too long (their consumer died or stalled); dead-letters those delivered too often. */
+  /**
+   * One recovery pass: claims entries idle past CLAIM_IDLE_MS (their consumer died or stalled)
+   * with XAUTOCLAIM, and this process's own failed entries with XCLAIM; then moves every claimed
+   * entry delivered more than MAX_DELIVERIES times to the dead-letter stream, and handles the rest.
+   */
   private async recover(): Promise<void> {
     if (this.stopping) return;
     const name = this.stage.name;
@@ -288,45 +293,54 @@ class PartitionWorker<In> {
       this.metrics.pending.set({ stage: name }, Number(summary[0]));
       this.metrics.lag.set({ stage: name, stream: this.stage.input }, await streamLag(this.redis, this.inputKey));
       if (Number(summary[0]) === 0) return;
-      const idle = this.config.CLAIM_IDLE_MS;
-      type Pending = [id: string, owner: string, idleMs: number, deliveries: number];
-      const pending = (await this.redis.xpending(this.inputKey, name, 'IDLE', idle, '-', '+', this.batchSize)) as Pending[];
-      if (this.failedHere.size > 0) {
-        // A failed entry is not in anyone's hands: no need to wait for it to look abandoned.
-        const mine = (await this.redis.xpending(this.inputKey, name, '-', '+', this.batchSize, this.consumer)) as Pending[];
-        const seen = new Set(pending.map(([id]) => id));
-        for (const entry of mine) if (this.failedHere.has(entry[0]) && !seen.has(entry[0])) pending.push(entry);
+
+      type Claimed = [Buffer, Buffer[] | null][];
+      const [next, abandoned] = (await this.redis.callBuffer(
+        'XAUTOCLAIM', this.inputKey, name, this.consumer, this.config.CLAIM_IDLE_MS, this.claimCursor, 'COUNT', this.batchSize,
+      )) as [Buffer, Claimed, Buffer[]?];
+      this.claimCursor = next.toString();
+      const claimed = abandoned.map(([id, fields]) => ({ id: id.toString(), fields }));
+      const failed = [...this.failedHere];
+      this.failedHere.clear();
+      if (failed.length) {
+        // A failed entry is in no one's hands: it need not look abandoned before it is retried.
+        const retried = (await this.redis.callBuffer('XCLAIM', this.inputKey, name, this.consumer, 0, ...failed)) as Claimed;
+        for (const [id, fields] of retried) if (!claimed.some((c) => c.id === id.toString())) claimed.push({ id: id.toString(), fields });
       }
-      const retry: string[] = [];
-      for (const [id, owner, , deliveries] of pending) {
-        if (deliveries >= this.config.MAX_DELIVERIES) {
-          const moved = await this.redis.deadLetter(this.inputKey, this.deadKey, this.errorsKey, name, id, deliveries, name, this.stage.input);
-          if (moved) {
-            this.metrics.deadLetters.inc({ stage: name });
-            this.log.error({ id, deliveries, owner }, 'entry dead-lettered');
-          }
-        } else {
-          retry.push(id);
+      if (claimed.length === 0 || this.stopping) return;
+
+      const deliveries = await this.deliveriesOf(claimed.map((c) => c.id));
+      const retry: RawEntry[] = [];
+      for (const entry of claimed) {
+        const count = deliveries.get(entry.id) ?? 0;
+        if (count <= this.config.MAX_DELIVERIES) {
+          retry.push(entry);
+          continue;
+        }
+        const moved = await this.redis.deadLetter(this.inputKey, this.deadKey, this.errorsKey, name, entry.id, count, name, this.stage.input);
+        if (moved) {
+          this.metrics.deadLetters.inc({ stage: name });
+          this.log.error({ id: entry.id, deliveries: count }, 'entry dead-lettered');
         }
       }
-      for (const [id] of pending) this.failedHere.delete(id);
-      if (retry.length === 0 || this.stopping) return;
-      const minIdle = Math.min(idle, ...pending.filter(([id]) => retry.includes(id)).map(([, , idleMs]) => idleMs));
-      const claimed = (await this.redis.callBuffer('XCLAIM', this.inputKey, name, this.consumer, minIdle, ...retry)) as [
-        Buffer,
-        Buffer[] | null,
-      ][];
-      if (claimed.length === 0) return;
-      this.log.info({ count: claimed.length }, 'claimed idle entries');
-      await this.process(
-        claimed.map(([id, fields]) => ({ id: id.toString(), fields })),
-        true,
-      );
+      if (retry.length === 0) return;
+      this.log.info({ count: retry.length }, 'retrying claimed entries');
+      await this.process(retry, true);
     } catch (err) {
       if (this.stopping) return;
       this.metrics.errors.inc({ stage: name, kind: 'recovery' });
       this.log.warn({ err }, 'recovery pass failed');
     }
+  }
+
+  /** Delivery counts of entries this consumer holds. */
+  private async deliveriesOf(ids: string[]): Promise<Map<string, number>> {
+    const sorted = [...ids].sort(compareIds);
+    const pending = (await this.redis.xpending(
+      this.inputKey, this.stage.name, sorted[0], sorted[sorted.length - 1], Math.max(ids.length * 4, 100), this.consumer,
+    )) as [string, string, number, number][];
+    const wanted = new Set(ids);
+    return new Map(pending.filter(([id]) => wanted.has(id)).map(([id, , , count]) => [id, count]));
   }
 
   private async process(raw: RawEntry[], redelivered: boolean): Promise<void> {
@@ -513,6 +527,12 @@ class PartitionWorker<In> {
     }
     return ackResults;
   }
+}
+
+function compareIds(a: string, b: string): number {
+  const [aMs, aSeq] = a.split('-').map(BigInt);
+  const [bMs, bSeq] = b.split('-').map(BigInt);
+  return aMs !== bMs ? (aMs < bMs ? -1 : 1) : aSeq === bSeq ? 0 : aSeq < bSeq ? -1 : 1;
 }
 
 function sleep(ms: number): Promise<void> {
