@@ -25,6 +25,8 @@ export interface BenchOptions {
   /** Seconds a generator keeps retrying refused events after the load. */
   clientDrain: number;
   highWater?: number;
+  /** Nice value for the stage workers (the API keeps 0): what an operator does to keep ingest responsive on a shared box. */
+  reniceStages?: number;
   /** Process kinds to run with --cpu-prof (api, a stage name, generator, baseline). */
   profile: string[];
   seed: number;
@@ -58,6 +60,7 @@ baseline (one synchronous INSERT per event in the HTTP handler) with the same ev
   --drain-timeout <s>     wait at most this long for the pipeline to drain (default 180)
   --client-drain <s>      generators retry refused events this long after the load (default 120)
   --high-water <n>        BACKPRESSURE_HIGH for the pipeline (low = half)
+  --renice-stages <n>     run the stage workers at nice n (1-19), the API at 0
   --runtime dist|tsx      compiled JS (default; builds first) or from source (smoke default)
   --no-build              use dist/ as it is
   --profile k1,k2         run these process kinds with --cpu-prof and summarize the profiles
@@ -81,6 +84,7 @@ const INT_FLAGS: Record<string, keyof BenchOptions> = {
   '--drain-timeout': 'drainTimeout',
   '--client-drain': 'clientDrain',
   '--high-water': 'highWater',
+  '--renice-stages': 'reniceStages',
   '--seed': 'seed',
 };
 
