@@ -28,6 +28,7 @@ const schema = z.object({
 
   INGEST_MAX_BODY_BYTES: int(4 * 1024 * 1024, 1024),
   INGEST_MAX_BATCH: int(1000, 1),
+  INGEST_MAX_IN_FLIGHT: int(64, 1),
   MAX_EVENT_AGE_DAYS: int(35, 1),
   MAX_EVENT_FUTURE_SECONDS: int(300, 0),
 
@@ -36,8 +37,8 @@ const schema = z.object({
   CLAIM_IDLE_MS: int(30_000, 100),
   CLAIM_INTERVAL_MS: int(5_000, 50),
   MAX_DELIVERIES: int(5, 1),
-  BACKPRESSURE_HIGH: int(50_000, 1),
-  BACKPRESSURE_LOW: int(25_000, 0),
+  BACKPRESSURE_HIGH: int(10_000, 1),
+  BACKPRESSURE_LOW: int(5_000, 0),
   TRIM_INTERVAL_MS: int(5_000, 100),
   REJECTED_MAXLEN: int(100_000, 1),
 

@@ -397,6 +397,37 @@ describe('POST /v1/events: refused requests', () => {
   });
 });
 
+describe('POST /v1/events: load shedding', () => {
+  it('answers 429 busy at once past INGEST_MAX_IN_FLIGHT requests in flight, and takes requests again when they finish', async () => {
+    const w = world({ INGEST_MAX_IN_FLIGHT: 2 });
+    const releases: (() => void)[] = [];
+    // Two requests whose bodies have not finished arriving hold both slots.
+    const held = [0, 1].map(() => {
+      const body = new ReadableStream<Uint8Array>({
+        start(controller) {
+          controller.enqueue(new TextEncoder().encode(JSON.stringify([toolEvent()])));
+          releases.push(() => controller.close());
+        },
+      });
+      return w.app.request('/v1/events', {
+        method: 'POST',
+        headers: { authorization: `Bearer ${tenant.ingestToken}`, 'content-type': 'application/json' },
+        body,
+        duplex: 'half',
+      } as RequestInit);
+    });
+    await new Promise((r) => setTimeout(r, 50));
+    const refused = await w.post([toolEvent()]);
+    expect(refused.status).toBe(429);
+    expect(refused.headers.get('retry-after')).toBe('1');
+    expect(((await refused.json()) as { error: { code: string } }).error.code).toBe('busy');
+    for (const release of releases) release();
+    expect((await Promise.all(held)).map((r) => r.status)).toEqual([202, 202]);
+    expect((await w.post([toolEvent()])).status).toBe(202);
+    expect(await w.length()).toBe(3);
+  });
+});
+
 describe('POST /v1/events: Redis failures', () => {
   /** The real connection, with MULTI/EXEC replaced by one that fails the given way. */
   function failingRedis(fail: () => Promise<[Error | null, unknown][] | null>): Redis {

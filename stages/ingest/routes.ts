@@ -40,6 +40,24 @@ export function createIngestRoutes(deps: IngestDeps): Hono<{ Variables: TenantAu
   const writer = new IngestWriter(deps.redis, config);
   const app = new Hono<{ Variables: TenantAuthVariables }>();
 
+  // A saturated machine answers slowly before the first stream fills; refusing past a number of
+  // requests in flight keeps the refusal prompt (the client keeps its events and retries).
+  let inFlight = 0;
+  app.use('/v1/events', async (c, next) => {
+    if (inFlight >= config.INGEST_MAX_IN_FLIGHT) {
+      metrics?.errors.inc({ stage: STAGE, kind: 'busy' });
+      return errorReply(c, 429, 'busy', `more than ${config.INGEST_MAX_IN_FLIGHT} requests in flight; nothing was accepted, retry later`, {
+        headers: { 'Retry-After': BACKPRESSURE_RETRY_AFTER },
+      });
+    }
+    inFlight++;
+    try {
+      await next();
+    } finally {
+      inFlight--;
+    }
+  });
+
   app.post('/v1/events', requireTenant(deps.tokens, 'ingest'), async (c) => {
     const tenantId = c.get('tenantId');
     let room: boolean;
