@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../pipeline/logger.js';
 import { partitionedKey, deadLetterKey, STREAMS } from '../../pipeline/keys.js';
 import { supervise, type Supervisor } from '../../pipeline/supervisor.js';
+import { seededRandom as random } from '../../ops/demo-traffic.js';
 import { pipelineProcesses } from '../../ops/start.js';
 import { seedTenant, type SeededTenant } from '../../ops/seed.js';
 import { STAGES, TOPOLOGY } from '../../stages/registry.js';
@@ -62,18 +63,6 @@ interface SentEvent {
   usage: boolean;
   cost: bigint;
   cogs: bigint;
-}
-
-/** A small deterministic PRNG (mulberry32), so a failure can be replayed. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 function expectedCost(tool: string, input: number, output: number, durationMs: number): bigint {
