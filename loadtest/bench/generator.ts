@@ -139,6 +139,10 @@ export async function runGenerator(
   const agent = new Agent({ keepAlive: true, maxSockets: config.concurrency, maxFreeSockets: config.concurrency });
   const headers = { 'content-type': 'application/json', authorization: `Bearer ${world.ingestToken}` };
   const accepted = new Bitset();
+  // Events of requests whose outcome the client never learned (network error, or still unanswered
+  // when it gave up): the server may or may not have them. A later 202 for them settles it.
+  const doubt = new Bitset();
+  const inFlightItems = new Set<Pending>();
   const retries: Pending[] = [];
   const latency202 = new Histogram();
   const latency429 = new Histogram();
@@ -150,6 +154,9 @@ export async function runGenerator(
   let behind = 0;
   let pausedUntil = 0;
   let backlogEvents = 0;
+  // Once the run is over nothing is sent any more, not even from a late answer's handler: what is
+  // accepted after the accepted-events record is written would be missing from it.
+  let finished = false;
   // Nothing new is made before go() (priming sends only its own batches) and after the load.
   let start = Infinity;
   let loadEnd = -Infinity;
@@ -158,6 +165,7 @@ export async function runGenerator(
 
   const post = (item: Pending): void => {
     inFlight++;
+    inFlightItems.add(item);
     tick.requests++;
     const sentAt = performance.now();
     const req = request(
@@ -176,6 +184,7 @@ export async function runGenerator(
         res.on('end', () => {
           const ms = performance.now() - sentAt;
           inFlight--;
+          inFlightItems.delete(item);
           const status = res.statusCode ?? 0;
           if (status === 202) {
             latency202.record(ms);
@@ -215,6 +224,8 @@ export async function runGenerator(
     req.on('timeout', () => req.destroy(new Error('request timed out')));
     req.on('error', (err) => {
       inFlight--;
+      inFlightItems.delete(item);
+      for (const seq of item.seqs) doubt.set(seq);
       tick.networkErrors++;
       if (errorSamples.length < 5) errorSamples.push(String(err.message));
       // In doubt whether the server wrote the events: send them again (event_id makes it idempotent).
@@ -240,6 +251,7 @@ export async function runGenerator(
   };
 
   function pump(): void {
+    if (finished) return;
     const now = Date.now();
     const loading = now >= start && now < loadEnd && !shouldStop();
     if (!loading && now >= start && loadEndedAt === 0) loadEndedAt = now;
@@ -268,6 +280,7 @@ export async function runGenerator(
   }
 
   function sendRetries(now: number): void {
+    if (finished) return;
     if (retries.length && inFlight < config.concurrency) {
       for (let i = 0; i < retries.length && inFlight < config.concurrency; ) {
         if (retries[i].notBefore <= now) {
@@ -335,16 +348,22 @@ export async function runGenerator(
     }, 20);
   });
   clearInterval(pumpTimer);
+  finished = true;
+  // Nothing more is sent; what is in flight gets up to 30 s to be answered, so its outcome is known.
+  const waitUntil = Date.now() + 30_000;
+  while (inFlight > 0 && Date.now() < waitUntil) await new Promise((resolve) => setTimeout(resolve, 20));
   clearInterval(reportTimer);
   report();
   const drainEndedAt = Date.now();
+  for (const item of inFlightItems) for (const seq of item.seqs) doubt.set(seq);
   agent.destroy();
   writeFileSync(config.bitsFile, accepted.bytes);
+  writeFileSync(`${config.bitsFile}.doubt`, doubt.bytes);
   send({
     type: 'done',
     made: mix.nextSeq,
     distinctAccepted: accepted.count(),
-    abandonedEvents: backlogEvents,
+    abandonedEvents: backlogEvents + [...inFlightItems].reduce((n, item) => n + item.seqs.length, 0),
     rejectedSamples,
     errorSamples,
     bitsFile: config.bitsFile,

@@ -44,6 +44,8 @@ function rows(p: PhaseReport): [string, string][] {
     'exact (ledger = distinct accepted)',
     `${e.exact ? 'yes' : 'NO'}: ${n(e.ledgerRows)} rows, ${n(e.sentDistinct)} accepted, ${n(e.missing)} missing, ${n(e.extra)} extra`,
   ]);
+  if (e.inDoubtLedgered) out.push(['ledgered, answer never reached the client', n(e.inDoubtLedgered)]);
+  if (p.load.abandonedEvents) out.push(['events the client gave up on (refused)', n(p.load.abandonedEvents)]);
   if (e.ledgerDuplicatesRecorded !== undefined) out.push(['duplicates caught at the ledger / in requests', `${n(e.ledgerDuplicatesRecorded)} / ${n(p.load.duplicates)}`]);
   if (e.rejectedEntries !== undefined) out.push(['rejected stream / dead letters', `${n(e.rejectedEntries)} / ${n(e.deadLetters)}`]);
   return out;
