@@ -6,7 +6,8 @@ import { STREAMS, deadLetterKey, partitionedKey } from '../pipeline/keys.js';
 import { scripted } from '../pipeline/scripts.js';
 import type { UsageEvent } from '../schemas/events.js';
 import { rejection, type ResolvedEvent } from '../stages/types.js';
-import { deleteKeys, isolated, type Isolated } from '../test/support/isolated.js';
+import { deleteKeysWithPrefix } from '../pipeline/redis.js';
+import { isolated, type Isolated } from '../test/support/isolated.js';
 import {
   contextFrom,
   dropDeadLetters,
@@ -61,7 +62,7 @@ afterAll(async () => {
 });
 
 beforeEach(async () => {
-  await deleteKeys(redis, world.config.REDIS_PREFIX);
+  await deleteKeysWithPrefix(redis, world.config.REDIS_PREFIX);
   await ensureGroups(redis, world.config.REDIS_PREFIX, 1, TOPOLOGY);
 });
 

@@ -9,7 +9,7 @@ import { deadLetterKey, partitionedKey } from './keys.js';
 import { ensureGroups, runStage, type RunningStage } from './harness.js';
 import { scripted } from './scripts.js';
 import type { EntryResult, StageDefinition, StageEntry, Topology } from './stage.js';
-import { deleteKeys } from '../test/support/isolated.js';
+import { deleteKeysWithPrefix } from './redis.js';
 import { projectPath } from './paths.js';
 
 const PREFIX = `t:harness:${process.pid}:`;
@@ -86,7 +86,7 @@ beforeAll(() => {
 });
 
 afterAll(async () => {
-  await deleteKeys(redis, PREFIX);
+  await deleteKeysWithPrefix(redis, PREFIX);
   redis.disconnect();
 });
 

@@ -17,3 +17,13 @@ export function connectRedis(url: string, name: string, options: { blocking?: bo
   };
   return new Redis(url, options.blocking ? common : { ...common, commandTimeout: 15_000 });
 }
+
+/** Deletes every key under a prefix (a test's or a benchmark's scratch keys), by SCAN and UNLINK. */
+export async function deleteKeysWithPrefix(redis: Redis, prefix: string): Promise<void> {
+  let cursor = '0';
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+    cursor = next;
+    if (keys.length) await redis.unlink(...keys);
+  } while (cursor !== '0');
+}

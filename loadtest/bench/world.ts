@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { loadConfig, type Config } from '../../pipeline/config.js';
+import { deleteKeysWithPrefix } from '../../pipeline/redis.js';
 import { connectPostgres, type Sql } from '../../store/postgres.js';
 import { migrateClickHouse, migratePostgres } from '../../store/migrate.js';
 import { createClient } from '@clickhouse/client';
@@ -57,7 +58,7 @@ export async function createScratchWorld(extraEnv: Record<string, string> = {}):
       cleaned = true;
       const problems: string[] = [];
       try {
-        await deleteKeys(redis, config.REDIS_PREFIX);
+        await deleteKeysWithPrefix(redis, config.REDIS_PREFIX);
       } catch (err) {
         problems.push(`redis: ${(err as Error).message}`);
       }
@@ -100,14 +101,6 @@ export async function createScratchWorld(extraEnv: Record<string, string> = {}):
   return world;
 }
 
-export async function deleteKeys(redis: Redis, prefix: string): Promise<void> {
-  let cursor = '0';
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-    cursor = next;
-    if (keys.length) await redis.unlink(...keys);
-  } while (cursor !== '0');
-}
 
 /**
  * The benchmark tenant's rate plan and cost model: the popular tools of the event mix have

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { loadConfig, type Config } from '../../pipeline/config.js';
+import { deleteKeysWithPrefix } from '../../pipeline/redis.js';
 import { connectPostgres, type Sql } from '../../store/postgres.js';
 import { connectClickHouse, type ClickHouseClient } from '../../store/clickhouse.js';
 import { migrateClickHouse, migratePostgres } from '../../store/migrate.js';
@@ -53,7 +54,7 @@ export async function isolated(name: string, options: { clickhouse?: boolean } =
     redis,
     clickhouse,
     async cleanup() {
-      await deleteKeys(redis, config.REDIS_PREFIX);
+      await deleteKeysWithPrefix(redis, config.REDIS_PREFIX);
       redis.disconnect();
       await sql.end({ timeout: 5 });
       const admin = connectPostgres(ADMIN_PG, { max: 1 });
@@ -67,11 +68,3 @@ export async function isolated(name: string, options: { clickhouse?: boolean } =
   };
 }
 
-export async function deleteKeys(redis: Redis, prefix: string): Promise<void> {
-  let cursor = '0';
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-    cursor = next;
-    if (keys.length) await redis.unlink(...keys);
-  } while (cursor !== '0');
-}
