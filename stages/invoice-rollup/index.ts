@@ -4,10 +4,14 @@ import { STREAMS } from '../../pipeline/keys.js';
 import type { EntryResult, StageDefinition, StageEntry } from '../../pipeline/stage.js';
 import type { TransactionSql } from 'postgres';
 import { connectPostgres, type Sql } from '../../store/postgres.js';
+import { pruneApplied } from '../../store/applied.js';
 import { PlanCache } from '../../store/rate-plans.js';
 import type { LedgeredEvent } from '../types.js';
 
 const PRUNE_INTERVAL_MS = 10 * 60_000;
+/** A redelivery only happens while an entry is pending: a day is far beyond that. */
+const APPLIED_RETENTION_MS = 24 * 3600_000;
+const PRUNE_CHUNK = 5000;
 
 const periodKey = (e: LedgeredEvent) => `${e.tenantId}\u0000${e.subscription.subscriptionId}\u0000${e.subscription.periodStart}`;
 const sessionKey = (e: LedgeredEvent) => `${e.tenantId}\u0000${e.subscription.subscriptionId}\u0000${e.sessionId}`;
@@ -163,7 +167,7 @@ export const invoiceRollupStage: StageDefinition<LedgeredEvent> = {
     const sql = connectPostgres(config.DATABASE_URL, { max: 2, name: 'invoice-rollup' });
     const plans = new PlanCache(sql);
     const prune = setInterval(() => {
-      sql`DELETE FROM invoice_applied WHERE applied_at < now() - interval '1 day'`.catch((err) =>
+      pruneApplied(sql, 'invoice_applied', new Date(Date.now() - APPLIED_RETENTION_MS), PRUNE_CHUNK).catch((err) =>
         log.warn({ err }, 'pruning invoice_applied failed'),
       );
     }, PRUNE_INTERVAL_MS);

@@ -1,5 +1,6 @@
 import type { Logger } from '../../pipeline/logger.js';
 import type { Sql } from '../../store/postgres.js';
+import { pruneApplied } from '../../store/applied.js';
 
 export interface SweepPolicy {
   /** An ACTIVE session with no event for this long becomes IDLE. */
@@ -62,13 +63,7 @@ export async function sweepSessions(sql: Sql, now: number, policy: SweepPolicy, 
     result.idled += idled.count;
     if (idled.count < policy.chunk) break;
   }
-  for (let round = 0; round < maxRounds; round++) {
-    const pruned = await sql`
-      DELETE FROM session_applied_events WHERE ctid = ANY (ARRAY (
-        SELECT ctid FROM session_applied_events WHERE applied_at < ${pruneBefore} LIMIT ${policy.chunk}))`;
-    result.pruned += pruned.count;
-    if (pruned.count < policy.chunk) break;
-  }
+  result.pruned = await pruneApplied(sql, 'session_applied_events', pruneBefore, policy.chunk, maxRounds);
   return result;
 }
 
