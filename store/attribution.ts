@@ -61,7 +61,9 @@ export class AttributionResolver {
   /** One resolution per item, in order. */
   async resolveMany(items: { tenantId: string; credential: Credential }[]): Promise<Resolution[]> {
     const keys = items.map((item) => attributionCacheKey(this.prefix, item.tenantId, item.credential));
-    const distinct = [...new Set(keys)];
+    const firstItem = new Map<string, (typeof items)[number]>();
+    keys.forEach((key, i) => firstItem.has(key) || firstItem.set(key, items[i]));
+    const distinct = [...firstItem.keys()];
     const cachedValues = distinct.length ? await this.redis.mget(...distinct) : [];
     const now = Date.now();
     const answers = new Map<string, Promise<Cached>>();
@@ -80,7 +82,7 @@ export class AttributionResolver {
       const shared = this.inFlight.get(key);
       if (shared) answers.set(key, shared);
       else {
-        const item = items[keys.indexOf(key)];
+        const item = firstItem.get(key)!;
         misses.push({ key, tenantId: item.tenantId, credential: item.credential });
       }
     });
