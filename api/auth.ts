@@ -1,62 +1,10 @@
 import type { MiddlewareHandler } from 'hono';
-import type { Sql } from '../store/postgres.js';
-import { parseTenantToken, sameDigest, sha256 } from '../store/credentials.js';
-
-export type TokenKind = 'ingest' | 'admin';
+import { ApiError } from './errors.js';
+import type { TenantTokens, TokenKind } from '../store/tenant-tokens.js';
 
 export interface TenantAuthVariables {
   tenantId: string;
   tokenKind: TokenKind;
-}
-
-interface CachedToken {
-  tenantId: string;
-  kind: TokenKind;
-  digest: Buffer;
-  validUntil: number;
-}
-
-/**
- * Verifies tenant bearer tokens: finds the row by the token's lookup id, compares SHA-256
- * digests in constant time, and remembers a verified token for a few seconds so the hot
- * ingest path costs one hash, not one query. A `tenant-tokens.changed` control message
- * forgets every remembered token at once.
- */
-export class TenantTokens {
-  private readonly cache = new Map<string, CachedToken>();
-
-  constructor(
-    private readonly sql: Sql,
-    private readonly cacheMs = 5_000,
-  ) {}
-
-  async verify(token: string): Promise<{ tenantId: string; kind: TokenKind } | undefined> {
-    const parsed = parseTenantToken(token);
-    if (!parsed) return undefined;
-    const digest = sha256(token);
-    const now = Date.now();
-    const cached = this.cache.get(parsed.lookupId);
-    if (cached && cached.validUntil > now) {
-      return sameDigest(cached.digest, digest) ? { tenantId: cached.tenantId, kind: cached.kind } : undefined;
-    }
-    const [row] = await this.sql<{ tenant_id: string; kind: TokenKind; token_hash: Buffer; expires_at: Date | null }[]>`
-      SELECT tenant_id, kind, token_hash, expires_at FROM tenant_tokens
-      WHERE lookup_id = ${parsed.lookupId}
-        AND (status = 'active' OR (expires_at IS NOT NULL AND expires_at > now()))`;
-    if (!row || !sameDigest(row.token_hash, digest)) return undefined;
-    const expiresAt = row.expires_at ? row.expires_at.getTime() : Infinity;
-    this.cache.set(parsed.lookupId, {
-      tenantId: row.tenant_id,
-      kind: row.kind,
-      digest: row.token_hash,
-      validUntil: Math.min(now + this.cacheMs, expiresAt),
-    });
-    return { tenantId: row.tenant_id, kind: row.kind };
-  }
-
-  forgetAll(): void {
-    this.cache.clear();
-  }
 }
 
 /** Hono middleware: requires a bearer token of the given kind and sets `tenantId`. */
@@ -66,11 +14,9 @@ export function requireTenant(tokens: TenantTokens, kind: TokenKind): Middleware
     const match = /^Bearer\s+(\S+)$/i.exec(header);
     const verified = match ? await tokens.verify(match[1]) : undefined;
     if (!verified || verified.kind !== kind) {
-      return c.json(
-        { error: { code: 'unauthorized', message: `a valid ${kind} token is required: Authorization: Bearer <token>` } },
-        401,
-        { 'WWW-Authenticate': 'Bearer' },
-      );
+      throw new ApiError(401, 'unauthorized', `a valid ${kind} token is required: Authorization: Bearer <token>`, undefined, {
+        'WWW-Authenticate': 'Bearer',
+      });
     }
     c.set('tenantId', verified.tenantId);
     c.set('tokenKind', verified.kind);

@@ -3,14 +3,14 @@ import { Redis } from 'ioredis';
 import type { Config } from '../pipeline/config.js';
 import { connectRedis } from '../pipeline/redis.js';
 import { partitionOf, partitionedKey } from '../pipeline/keys.js';
-import { pauseKey, type PauseRecord, type PauseScope } from '../stages/cap-check/pauses.js';
-import { customerPartitionKey } from '../stages/types.js';
+import { pauseKey, type PauseRecord, type PauseScope } from '../store/pauses.js';
+import { customerPartitionKey } from '../domain/events.js';
 import { AttributionResolver } from '../store/attribution.js';
 import { invalidateAttribution } from '../store/attribution-keys.js';
 import { issueApiKey, issueClientSecret, newClientId, newId } from '../store/credentials.js';
 import { createTenant, type CreatedTenant } from '../store/tenants.js';
 import { isolated, type Isolated } from '../test/support/isolated.js';
-import { TenantTokens } from './auth.js';
+import { TenantTokens } from '../store/tenant-tokens.js';
 import { createAuthorizeRoutes, type AuthorizeReply } from './authorize.js';
 
 const PARTITIONS = 4;

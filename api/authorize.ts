@@ -4,15 +4,17 @@ import { z } from 'zod';
 import type { Config } from '../pipeline/config.js';
 import type { Logger } from '../pipeline/logger.js';
 import { partitionOf, partitionedKey } from '../pipeline/keys.js';
-import type { Credential } from '../schemas/events.js';
-import { describeIssues } from '../schemas/validation.js';
-import { pauseKeysFor, type PauseRecord } from '../stages/cap-check/pauses.js';
-import { errorReply, readLimitedBody, redisDown, tooLarge } from '../stages/ingest/http.js';
-import { customerPartitionKey, type Attribution } from '../stages/types.js';
+import type { Credential } from '../domain/events.js';
+import { describeIssues } from '../domain/validation.js';
+import { pauseKeysFor, type PauseRecord } from '../store/pauses.js';
+import { ApiError, tooLarge, unavailable } from './errors.js';
+import { readLimitedBody, redisDown } from './http.js';
+import { customerPartitionKey, type Attribution } from '../domain/events.js';
 import type { AttributionResolver } from '../store/attribution.js';
 import { hashApiKey, sameDigest, sha256 } from '../store/credentials.js';
 import type { Sql } from '../store/postgres.js';
-import { requireTenant, type TenantAuthVariables, type TenantTokens } from './auth.js';
+import { type TenantTokens } from '../store/tenant-tokens.js';
+import { requireTenant, type TenantAuthVariables } from './auth.js';
 
 export interface AuthorizeDeps {
   config: Config;
@@ -112,18 +114,16 @@ export function createAuthorizeRoutes(deps: AuthorizeDeps): Hono<{ Variables: Te
   app.post('/v1/authorize', serverTiming, requireTenant(deps.tokens, 'ingest'), async (c) => {
     const tenantId = c.get('tenantId');
     const bytes = await readLimitedBody(c.req.raw, MAX_BODY_BYTES);
-    if (!bytes) return tooLarge(c, MAX_BODY_BYTES);
+    if (!bytes) throw tooLarge(MAX_BODY_BYTES);
     let raw: unknown;
     try {
       raw = JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8'));
     } catch (err) {
-      return errorReply(c, 400, 'invalid_body', `the body is not valid JSON: ${(err as Error).message}`);
+      throw new ApiError(400, 'invalid_body', `the body is not valid JSON: ${(err as Error).message}`);
     }
     const parsed = authorizeBodySchema.safeParse(raw);
     if (!parsed.success) {
-      return errorReply(c, 400, 'validation_failed', 'the request body is not a valid authorize request', {
-        details: describeIssues(parsed.error),
-      });
+      throw new ApiError(400, 'validation_failed', 'the request body is not a valid authorize request', describeIssues(parsed.error));
     }
     const body = parsed.data;
     const credential: Credential = body.api_key
@@ -165,9 +165,7 @@ export function createAuthorizeRoutes(deps: AuthorizeDeps): Hono<{ Variables: Te
       return c.json<AuthorizeReply>({ allowed: true, attribution: attributionReply(attribution) });
     } catch (err) {
       deps.log?.warn({ err, tenantId }, 'authorize: cannot resolve the credential or read pause flags');
-      return errorReply(c, 503, 'unavailable', 'cannot decide now: the credential store is unreachable; retry shortly', {
-        headers: { 'Retry-After': '1' },
-      });
+      throw unavailable('unavailable', 'cannot decide now: the credential store is unreachable; retry shortly', 1);
     }
   });
 

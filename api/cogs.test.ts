@@ -3,7 +3,7 @@ import { CostModelCache, recordCogsBatch } from '../stages/cogs/index.js';
 import { ledgeredEvent, stageEntries, type LedgeredEventOverrides } from '../stages/testing.js';
 import { createTenant, type CreatedTenant } from '../store/tenants.js';
 import { isolated, type Isolated } from '../test/support/isolated.js';
-import { TenantTokens } from './auth.js';
+import { TenantTokens } from '../store/tenant-tokens.js';
 import { createCogsRoutes, percentOf } from './cogs.js';
 
 let world: Isolated;

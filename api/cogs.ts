@@ -1,9 +1,11 @@
 import { Hono } from 'hono';
 import { z } from 'zod';
 import { formatNano, formatScaled } from '../domain/money.js';
-import { describeIssues } from '../schemas/validation.js';
+import { describeIssues } from '../domain/validation.js';
 import type { Sql } from '../store/postgres.js';
-import { requireTenant, type TenantAuthVariables, type TenantTokens } from './auth.js';
+import { type TenantTokens } from '../store/tenant-tokens.js';
+import { ApiError } from './errors.js';
+import { requireTenant, type TenantAuthVariables } from './auth.js';
 
 /** The cogs_ledger column each grouping reads; nothing else reaches the SQL as an identifier. */
 export const COGS_GROUPS = { tool: 'tool_name', agent: 'agent_id', customer: 'customer_id' } as const;
@@ -82,15 +84,12 @@ export function createCogsRoutes(deps: { sql: Sql; tokens: TenantTokens }): Hono
   app.get('/v1/cogs', requireTenant(tokens, 'ingest'), async (c) => {
     const parsed = cogsQuerySchema.safeParse(c.req.query());
     if (!parsed.success) {
-      return c.json({ error: { code: 'validation_failed', message: 'invalid query parameters', details: describeIssues(parsed.error) } }, 400);
+      throw new ApiError(400, 'validation_failed', 'invalid query parameters', describeIssues(parsed.error));
     }
     const { group_by, from, to } = parsed.data;
     const range = { from: from ? new Date(from) : undefined, to: to ? new Date(to) : undefined };
     if (range.from && range.to && range.from >= range.to) {
-      return c.json(
-        { error: { code: 'validation_failed', message: 'from must be before to', details: [{ path: 'from', message: 'must be before to' }] } },
-        400,
-      );
+      throw new ApiError(400, 'validation_failed', 'from must be before to', [{ path: 'from', message: 'must be before to' }]);
     }
     const rows = await cogsReport(sql, c.get('tenantId'), group_by, range);
     return c.json({ group_by, from: range.from?.toISOString() ?? null, to: range.to?.toISOString() ?? null, rows });

@@ -3,7 +3,12 @@ import { invoiceJson } from '../domain/rating/quote.js';
 import type { Sql } from '../store/postgres.js';
 import { draftInvoice } from '../store/invoices.js';
 import { PlanCache } from '../store/rate-plans.js';
-import { requireTenant, type TenantAuthVariables, type TenantTokens } from './auth.js';
+import { type TenantTokens } from '../store/tenant-tokens.js';
+import { ApiError, notFound } from './errors.js';
+import { requireTenant, type TenantAuthVariables } from './auth.js';
+
+/** A period must end within four-digit years, where PostgreSQL and ISO 8601 both hold it. */
+const LATEST_AT = Date.UTC(9999, 0, 1);
 
 /**
  * `GET /v1/customers/{id}/invoices/current`: the customer's draft invoice for the current
@@ -19,14 +24,16 @@ export function createInvoiceRoutes(deps: { sql: Sql; tokens: TenantTokens; plan
     const customerId = c.req.param('id');
     const atParam = c.req.query('at');
     const at = atParam === undefined ? Date.now() : Date.parse(atParam);
-    if (Number.isNaN(at)) {
-      return c.json({ error: { code: 'validation_failed', message: `at must be an ISO 8601 time, got ${JSON.stringify(atParam)}` } }, 400);
+    if (Number.isNaN(at) || at < 0 || at >= LATEST_AT) {
+      throw new ApiError(400, 'validation_failed', `at must be an ISO 8601 time between 1970 and 9998, got ${JSON.stringify(atParam)}`, [
+        { path: 'at', message: 'must be an ISO 8601 time between 1970 and 9998' },
+      ]);
     }
     const [customer] = await sql`SELECT id FROM customers WHERE tenant_id = ${tenantId} AND id = ${customerId}`;
-    if (!customer) return c.json({ error: { code: 'not_found', message: `no customer ${customerId}` } }, 404);
+    if (!customer) throw notFound('customer', customerId);
     const draft = await draftInvoice(sql, plans, tenantId, customerId, at);
     if (!draft) {
-      return c.json({ error: { code: 'no_subscription', message: `customer ${customerId} has no subscription in the period containing ${new Date(at).toISOString()}` } }, 404);
+      throw new ApiError(404, 'no_subscription', `customer ${customerId} has no subscription in the period containing ${new Date(at).toISOString()}`);
     }
     return c.json({
       customer_id: draft.customerId,

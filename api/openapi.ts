@@ -5,7 +5,8 @@ import { errorOut, pricingField } from '../schemas/admin.js';
 import { authorizeBodySchema } from './authorize.js';
 import { cogsQuerySchema } from './cogs.js';
 import { wireEventSchema } from '../schemas/events.js';
-import { ratePlanPricingSchema, subscriptionTermsSchema } from '../schemas/rate-plan.js';
+import { subscriptionTermsSchema } from '../domain/rating/plan-schema.js';
+import { ratePlanPricingSchema } from '../domain/rating/plan.js';
 import { ADMIN_BASE_PATH, adminEndpoints } from './admin/index.js';
 import type { Endpoint, Method } from './admin/endpoint.js';
 

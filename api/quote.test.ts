@@ -52,7 +52,7 @@ describe('POST /v1/rate-plans/quote', () => {
     const response = await post({ plan: { currency: 'USD', tool_invocations: { '*': 1 } }, usage: {}, terms: { allocation: { a1: 5 } } });
     expect(response.status).toBe(400);
     expect(await response.json()).toEqual({
-      error: { code: 'invalid_quote', message: 'terms.commitment and terms.allocation apply to a COMMITTED plan only', details: [] },
+      error: { code: 'invalid_quote', message: 'terms.commitment and terms.allocation apply to a COMMITTED plan only' },
     });
   });
 });

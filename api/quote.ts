@@ -1,6 +1,7 @@
 import { Hono } from 'hono';
 import { invoiceJson, parseQuoteRequest, quote } from '../domain/rating/quote.js';
 import { RatingError } from '../domain/rating/rate-period.js';
+import { ApiError } from './errors.js';
 
 /**
  * POST /v1/rate-plans/quote: prices a usage vector under a plan, with the rating engine that
@@ -15,19 +16,19 @@ export function createQuoteRoutes(): Hono {
     try {
       body = await c.req.json();
     } catch {
-      return c.json({ error: { code: 'invalid_json', message: 'the body must be JSON: { plan, usage, terms? }', details: [] } }, 400);
+      throw new ApiError(400, 'invalid_json', 'the body must be JSON: { plan, usage, terms? }');
     }
     const parsed = parseQuoteRequest(body);
     if (!parsed.ok) {
       const [first] = parsed.errors;
-      return c.json({ error: { code: 'validation_failed', message: `invalid quote request: ${first.path}: ${first.message}`, details: parsed.errors } }, 400);
+      throw new ApiError(400, 'validation_failed', `invalid quote request: ${first.path}: ${first.message}`, parsed.errors);
     }
     const { plan, usage, terms } = parsed.request;
     try {
       return c.json(invoiceJson(quote(plan, usage, terms)));
     } catch (err) {
       if (!(err instanceof RatingError)) throw err;
-      return c.json({ error: { code: 'invalid_quote', message: err.message, details: [] } }, 400);
+      throw new ApiError(400, 'invalid_quote', err.message);
     }
   });
   return app;

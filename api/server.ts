@@ -5,13 +5,15 @@ import type { Logger } from '../pipeline/logger.js';
 import type { Metrics } from '../pipeline/metrics.js';
 import type { Sql } from '../store/postgres.js';
 import { AttributionResolver } from '../store/attribution.js';
-import { createIngestRoutes } from '../stages/ingest/routes.js';
+import { createIngestRoutes } from './ingest/routes.js';
 import { createAdminRoutes } from './admin/index.js';
-import { requireTenant, TenantTokens } from './auth.js';
+import { TenantTokens } from '../store/tenant-tokens.js';
+import { requireTenant } from './auth.js';
 import { createAuthorizeRoutes } from './authorize.js';
 import { createCogsRoutes } from './cogs.js';
 import { createInvoiceRoutes } from './invoices.js';
 import { createOpenApiRoutes } from './openapi.js';
+import { apiErrorHandler, routeNotFound } from './errors.js';
 import { createQuoteRoutes } from './quote.js';
 
 export interface AppDeps {
@@ -56,10 +58,7 @@ export function createApp(deps: AppDeps): { app: Hono; tokens: TenantTokens } {
   app.route('/', createQuoteRoutes());
   app.route('/', createOpenApiRoutes());
 
-  app.notFound((c) => c.json({ error: { code: 'not_found', message: `no route ${c.req.method} ${c.req.path}` } }, 404));
-  app.onError((err, c) => {
-    log.error({ err, method: c.req.method, path: c.req.path }, 'unexpected error');
-    return c.json({ error: { code: 'internal', message: 'an unexpected error occurred; it has been logged' } }, 500);
-  });
+  app.notFound(routeNotFound);
+  app.onError(apiErrorHandler(log));
   return { app, tokens };
 }

@@ -4,8 +4,8 @@ import { decodePayload, encodePayload } from '../pipeline/codec.js';
 import { ensureGroups } from '../pipeline/harness.js';
 import { STREAMS, deadLetterKey, partitionedKey } from '../pipeline/keys.js';
 import { scripted } from '../pipeline/scripts.js';
-import type { UsageEvent } from '../schemas/events.js';
-import { rejection, type ResolvedEvent } from '../stages/types.js';
+import type { UsageEvent } from '../domain/events.js';
+import { rejection, type ResolvedEvent } from '../domain/events.js';
 import { deleteKeysWithPrefix } from '../pipeline/redis.js';
 import { isolated, type Isolated } from '../test/support/isolated.js';
 import {

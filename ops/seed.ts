@@ -1,7 +1,7 @@
 import type { Sql } from '../store/postgres.js';
 import { issueApiKey, issueClientSecret, newClientId, newId } from '../store/credentials.js';
 import { createTenant } from '../store/tenants.js';
-import { validateRatePlan } from '../schemas/rate-plan.js';
+import { validateRatePlan } from '../domain/rating/plan.js';
 import { validateCostModel } from '../schemas/cost-model.js';
 
 /**

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodePayload } from '../pipeline/codec.js';
 import { ensureGroups } from '../pipeline/harness.js';
 import { STREAMS, deadLetterKey, partitionedKey } from '../pipeline/keys.js';
-import { rejection } from '../stages/types.js';
+import { rejection } from '../domain/events.js';
 import { isolated, type Isolated } from '../test/support/isolated.js';
 import { collectStatus, countRejections, effectiveLag, isDrained, rateBetween, renderStatus, sampleEntriesRead } from './status.js';
 

@@ -10,7 +10,7 @@ import { loadConfig } from '../pipeline/config.js';
 import { decodePayload } from '../pipeline/codec.js';
 import { STREAMS, deadLetterKey, partitionedKey } from '../pipeline/keys.js';
 import type { Topology } from '../pipeline/stage.js';
-import type { RejectedEvent } from '../stages/types.js';
+import type { RejectedEvent } from '../domain/events.js';
 import { connectCliRedis, isMain, numberFlag, parseArgs, runCli, UsageError } from './cli.js';
 import {
   consumersInfo,

@@ -1,7 +1,7 @@
 import { z } from 'zod';
-import { AGENT_TYPES } from './events.js';
+import { AGENT_TYPES } from '../domain/events.js';
 import { costModelSchema } from './cost-model.js';
-import { decimalAmount } from './validation.js';
+import { decimalAmount } from '../domain/validation.js';
 
 /**
  * Request and response bodies of the admin API (`/v1/admin/...`). Requests are strict: an

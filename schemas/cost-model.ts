@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { decimalAmount, describeIssues, type Validated } from './validation.js';
+import { decimalAmount, describeIssues, type Validated } from '../domain/validation.js';
 
 /**
  * What the tenant pays its own providers (COGS): per tool call, per model token and per

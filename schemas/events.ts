@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { AGENT_TYPES, EXECUTION_STATUSES, SESSION_EVENT_TYPES } from '../domain/events.js';
 
 /**
  * The wire schema of `POST /v1/events`: the article's `mcp.tool_invoked` event and its siblings.
@@ -6,15 +7,6 @@ import { z } from 'zod';
  * article's informational fields that the pipeline derives itself (tenant, team, customer,
  * subscription, ingest time) are accepted and ignored.
  */
-export const EXECUTION_STATUSES = ['SUCCESS', 'FAILED', 'TIMEOUT', 'RATE_LIMITED'] as const;
-export const AGENT_TYPES = ['CLAUDE', 'GPT', 'LANGCHAIN', 'CREWAI', 'AUTOGEN', 'CUSTOM'] as const;
-export const USAGE_EVENT_TYPES = ['mcp.tool_invoked', 'agent.tool_invoked', 'api.request'] as const;
-export const SESSION_EVENT_TYPES = ['session.paused', 'session.resumed', 'session.completed', 'session.failed'] as const;
-export const EVENT_TYPES = [...USAGE_EVENT_TYPES, ...SESSION_EVENT_TYPES] as const;
-
-export type ExecutionStatus = (typeof EXECUTION_STATUSES)[number];
-export type EventType = (typeof EVENT_TYPES)[number];
-
 const id = (max = 128) =>
   z.string().min(1).max(max).regex(/^[A-Za-z0-9_.:@\/-]+$/, 'letters, digits and _ . : @ / - only');
 const count = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
@@ -83,36 +75,3 @@ export const wireEventSchema = z
   });
 
 export type WireEvent = z.infer<typeof wireEventSchema>;
-
-/** A credential as it travels the pipeline: never the raw key, only its hash. */
-export type Credential = { kind: 'api_key'; keyHash: string } | { kind: 'client_id'; clientId: string };
-
-/** The event as ingest writes it to the first stream. Times are epoch milliseconds. */
-export interface UsageEvent {
-  tenantId: string;
-  eventId: string;
-  eventType: EventType;
-  credential: Credential;
-  /** Random per accepted submission: tells a redelivery of one submission from a second submission of the same event_id. */
-  ingestNonce: string;
-  recordedAt: number;
-  ingestedAt: number;
-  reportedAgentId?: string;
-  sessionId?: string;
-  toolName?: string;
-  mcpServerId?: string;
-  model?: string;
-  durationMs: number;
-  status: ExecutionStatus;
-  inputTokens: number;
-  outputTokens: number;
-  retryCount: number;
-  isParallel: boolean;
-  parentInvocationId?: string;
-  errorType?: string;
-  httpStatus?: number;
-}
-
-export function isUsageEventType(type: EventType): boolean {
-  return (USAGE_EVENT_TYPES as readonly string[]).includes(type);
-}

@@ -3,7 +3,7 @@ import { loadConfig } from '../pipeline/config.js';
 import { createLogger } from '../pipeline/logger.js';
 import { Metrics } from '../pipeline/metrics.js';
 import type { StageContext, StageEntry } from '../pipeline/stage.js';
-import type { Attribution, EventCost, LedgeredEvent, SubscriptionSnapshot } from './types.js';
+import type { Attribution, EventCost, LedgeredEvent, SubscriptionSnapshot } from '../domain/events.js';
 
 /**
  * Test helpers for stage handlers: realistic pipeline payloads built by hand, so a handler's

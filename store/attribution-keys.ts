@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import type { Credential } from '../schemas/events.js';
+import type { Credential } from '../domain/events.js';
 
 /** Redis key of the cached attribution of one credential of one tenant (TTL: KEY_CACHE_TTL_SECONDS). */
 export function attributionCacheKey(prefix: string, tenantId: string, credential: Credential): string {

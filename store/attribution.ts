@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
-import type { Credential } from '../schemas/events.js';
-import type { Attribution } from '../stages/types.js';
+import type { Credential } from '../domain/events.js';
+import type { Attribution } from '../domain/events.js';
 import type { Sql } from './postgres.js';
 import { attributionCacheKey } from './attribution-keys.js';
 

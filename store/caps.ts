@@ -1,5 +1,8 @@
 import type { Sql } from './postgres.js';
 
+/** The tag a counter limit puts on an event while its cap is at or over the limit (`cap:<cap id>`). */
+export const CAP_TAG_PREFIX = 'cap:';
+
 export interface SpendCap {
   id: string;
   tenantId: string;

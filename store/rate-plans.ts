@@ -1,5 +1,5 @@
 import { compilePlan, type CompiledPlan } from '../domain/rating/compile.js';
-import { validateRatePlan } from '../schemas/rate-plan.js';
+import { validateRatePlan } from '../domain/rating/plan.js';
 import type { Sql } from './postgres.js';
 
 /**

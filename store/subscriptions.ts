@@ -1,5 +1,5 @@
 import type { Sql } from './postgres.js';
-import type { Attribution, SubscriptionSnapshot } from '../stages/types.js';
+import type { Attribution, SubscriptionSnapshot } from '../domain/events.js';
 
 interface SubscriptionRow {
   id: string;

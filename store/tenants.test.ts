@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isolated, type Isolated } from '../test/support/isolated.js';
-import { TenantTokens } from '../api/auth.js';
+import { TenantTokens } from './tenant-tokens.js';
 import { createTenant, rotateTenantToken } from './tenants.js';
 
 let world: Isolated;

@@ -1,7 +1,7 @@
 import type postgres from 'postgres';
 import type { Sql } from './postgres.js';
 import { issueTenantToken, newId } from './credentials.js';
-import type { TokenKind } from '../api/auth.js';
+import type { TokenKind } from './tenant-tokens.js';
 
 export interface CreatedTenant {
   tenantId: string;

@@ -1,5 +1,5 @@
 import { activeStatus, agentCreate, agentOut, agentUpdate, appCreate, appOut, appUpdate } from '../../schemas/admin.js';
-import type { AGENT_TYPES } from '../../schemas/events.js';
+import type { AGENT_TYPES } from '../../domain/events.js';
 import { crudEndpoints } from './crud.js';
 import type { Row } from './db.js';
 import type { AdminDeps, Endpoint } from './endpoint.js';

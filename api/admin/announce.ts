@@ -2,7 +2,7 @@ import { publishControl, type ControlMessage } from '../../pipeline/control.js';
 import { invalidateAttribution } from '../../store/attribution-keys.js';
 import type { Db } from './db.js';
 import type { AdminDeps } from './endpoint.js';
-import { ApiError } from './errors.js';
+import { ApiError } from '../errors.js';
 
 /** The credentials whose cached attribution a change makes stale. */
 export interface Credentials {

@@ -16,7 +16,7 @@ import { announce, type Credentials } from './announce.js';
 import { readEndpoints, type ReadSpec } from './crud.js';
 import { TABLES, findOwned, insertOwned, type Db, type Row } from './db.js';
 import { endpoint, type Endpoint } from './endpoint.js';
-import { conflict, notFound } from './errors.js';
+import { conflict, notFound } from '../errors.js';
 import { iso } from './present.js';
 
 /**

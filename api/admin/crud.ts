@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { pageOf } from '../../schemas/admin.js';
 import { TABLES, findOwned, insertOwned, listOwned, pageQuery, updateOwned, type Db, type Row, type Table } from './db.js';
 import { endpoint, type AdminDeps, type Endpoint } from './endpoint.js';
-import { notFound } from './errors.js';
+import { notFound } from '../errors.js';
 
 type Body = Record<string, unknown>;
 type Filter = string | boolean | undefined;

@@ -1,7 +1,7 @@
 import type postgres from 'postgres';
 import { z } from 'zod';
 import { randomToken } from '../../store/credentials.js';
-import { ApiError, notFound } from './errors.js';
+import { ApiError, notFound } from '../errors.js';
 
 /** A connection or a transaction: every helper here runs in either. */
 export type Db = postgres.ISql;

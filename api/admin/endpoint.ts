@@ -1,10 +1,11 @@
 import type { Context, Hono } from 'hono';
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
-import type { TenantAuthVariables, TenantTokens } from '../auth.js';
+import type { TenantTokens } from '../../store/tenant-tokens.js';
+import type { TenantAuthVariables } from '../auth.js';
 import type { Sql } from '../../store/postgres.js';
-import { describeIssues } from '../../schemas/validation.js';
-import { ApiError, validationFailed } from './errors.js';
+import { describeIssues } from '../../domain/validation.js';
+import { ApiError, validationFailed } from '../errors.js';
 
 export interface AdminDeps {
   sql: Sql;

@@ -2,7 +2,7 @@ import type { ControlMessage } from '../../pipeline/control.js';
 import { announce, credentialsUnder, type HierarchyScope } from './announce.js';
 import { TABLES, findOwned, updateOwned, type Db, type Row, type Table } from './db.js';
 import { endpoint, type AdminDeps, type Endpoint } from './endpoint.js';
-import { ApiError } from './errors.js';
+import { ApiError } from '../errors.js';
 
 /**
  * Checks the team and product an agent or app is placed under. An agent or app may move to

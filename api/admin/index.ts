@@ -1,12 +1,13 @@
 import { Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { createLogger, type Logger } from '../../pipeline/logger.js';
-import { TenantTokens, requireTenant } from '../auth.js';
+import { TenantTokens } from '../../store/tenant-tokens.js';
+import { requireTenant } from '../auth.js';
 import { agentEndpoints, appEndpoints } from './agents.js';
 import { apiKeyEndpoints, clientCredentialEndpoints } from './credentials.js';
 import { customerEndpoints, teamEndpoints } from './customers.js';
 import { mountEndpoints, type AdminDeps, type AdminEnv, type Endpoint } from './endpoint.js';
-import { ApiError, fromDatabaseError } from './errors.js';
+import { ApiError, apiErrorHandler, routeNotFound } from '../errors.js';
 import { productEndpoints } from './products.js';
 import { ratePlanEndpoints } from './rate-plans.js';
 import { costModelEndpoints, spendCapEndpoints } from './spend-caps.js';
@@ -52,17 +53,14 @@ export function createAdminRoutes(deps: AdminDeps & { log?: Logger }): Hono<Admi
     `${ADMIN_BASE_PATH}/*`,
     bodyLimit({
       maxSize: ADMIN_MAX_BODY_BYTES,
-      onError: (c) =>
-        c.json(new ApiError(413, 'payload_too_large', `the request body exceeds ${ADMIN_MAX_BODY_BYTES} bytes`).body(), 413),
+      onError: () => {
+        throw new ApiError(413, 'payload_too_large', `the request body exceeds ${ADMIN_MAX_BODY_BYTES} bytes`);
+      },
     }),
   );
   mountEndpoints(app, ADMIN_BASE_PATH, adminEndpoints(), { sql: deps.sql, redis: deps.redis, prefix: deps.prefix, tokens });
-  app.onError((err, c) => {
-    const refusal = err instanceof ApiError ? err : fromDatabaseError(err);
-    if (refusal) return c.json(refusal.body(), refusal.status);
-    log.error({ err, method: c.req.method, path: c.req.path }, 'admin API: unexpected error');
-    return c.json(new ApiError(500, 'internal', 'an unexpected error occurred; it has been logged').body(), 500);
-  });
-  app.notFound((c) => c.json(new ApiError(404, 'not_found', `no route ${c.req.method} ${c.req.path}`).body(), 404));
+  // Mounted on its own (tests, tools) it renders errors the same way as inside the full app.
+  app.onError(apiErrorHandler(log));
+  app.notFound(routeNotFound);
   return app;
 }

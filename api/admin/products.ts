@@ -14,7 +14,7 @@ import {
 import { crudEndpoints } from './crud.js';
 import { findOwned, type Db, type Row } from './db.js';
 import type { AdminDeps, Endpoint } from './endpoint.js';
-import { conflict } from './errors.js';
+import { conflict } from '../errors.js';
 import { announceHierarchyChange } from './hierarchy.js';
 import { basics } from './present.js';
 

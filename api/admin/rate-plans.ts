@@ -1,11 +1,12 @@
 import { z } from 'zod';
 import { ratePlanCreate, ratePlanCreated, ratePlanOut, ratePlanUpdate, ratePlanVersionCreate, ratePlanVersionOut } from '../../schemas/admin.js';
-import { validateRatePlan, type RatePlanPricing } from '../../schemas/rate-plan.js';
+import { type RatePlanPricing } from '../../domain/rating/plan-schema.js';
+import { validateRatePlan } from '../../domain/rating/plan.js';
 import { announce } from './announce.js';
 import { listEndpoint, presentRow, readEndpoints, updateEndpoint, type ReadSpec } from './crud.js';
 import { findOwned, insertOwned, type Db, type Row } from './db.js';
 import { endpoint, type AdminDeps, type Endpoint } from './endpoint.js';
-import { ApiError, invalidPart, notFound } from './errors.js';
+import { ApiError, invalidPart, notFound } from '../errors.js';
 import { basics, iso } from './present.js';
 
 /** Pricing checked by the rate plan validator; its problems are reported under `pricing`. */

@@ -15,7 +15,7 @@ import { announce } from './announce.js';
 import { crudEndpoints } from './crud.js';
 import { findOwned, type Row } from './db.js';
 import type { AdminDeps, Endpoint } from './endpoint.js';
-import { validationFailed } from './errors.js';
+import { validationFailed } from '../errors.js';
 import { basics, iso } from './present.js';
 
 const MAX_BIGINT = 2n ** 63n - 1n;

@@ -1,11 +1,12 @@
 import { z } from 'zod';
 import { subscriptionChange, subscriptionChanged, subscriptionCreate, subscriptionEnd, subscriptionOut } from '../../schemas/admin.js';
-import { validateSubscriptionTerms, type Commitment, type RatePlanPricing } from '../../schemas/rate-plan.js';
+import { type Commitment, type RatePlanPricing } from '../../domain/rating/plan-schema.js';
+import { validateSubscriptionTerms } from '../../domain/rating/plan.js';
 import { announce } from './announce.js';
 import { presentRow, readEndpoints, type ReadSpec } from './crud.js';
 import { findOwned, insertOwned, type Db, type Row } from './db.js';
 import { endpoint, type AdminDeps, type Endpoint } from './endpoint.js';
-import { ApiError, conflict, invalidPart, notFound, validationFailed } from './errors.js';
+import { ApiError, conflict, invalidPart, notFound, validationFailed } from '../errors.js';
 import { iso } from './present.js';
 import { validPricing } from './rate-plans.js';
 

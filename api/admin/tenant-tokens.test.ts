@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { TenantTokens } from '../auth.js';
+import { TenantTokens } from '../../store/tenant-tokens.js';
 import { adminWorld } from './test-world.js';
 
 const t = adminWorld('admin-tokens');

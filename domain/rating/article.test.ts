@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { formatNano, parseNano } from '../money.js';
-import { validateRatePlan } from '../../schemas/rate-plan.js';
+import { validateRatePlan } from './plan.js';
 import { compilePlan, type CompiledPlan } from './compile.js';
 import { rateEvent } from './rate-event.js';
 import { ratePeriod } from './rate-period.js';

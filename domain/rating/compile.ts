@@ -1,5 +1,5 @@
 import { minorUnitDigits } from '../money.js';
-import { DEFAULT_TOOL_KEY, type RatePlanPricing } from '../../schemas/rate-plan.js';
+import { DEFAULT_TOOL_KEY, type RatePlanPricing } from './plan-schema.js';
 import { FACTOR_ONE, defaultMultiplier, readPlanNumbers, type PlanNumbers } from './plan-numbers.js';
 
 /** What one call of a tool costs per dimension, after aliases, versions and the tool's multiplier. */

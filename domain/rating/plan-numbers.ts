@@ -1,5 +1,5 @@
 import { NANO_DECIMALS, formatNano, formatScaled, isWholeProduct, parseNano, parseScaled } from '../money.js';
-import type { RatePlanPricing } from '../../schemas/rate-plan.js';
+import type { RatePlanPricing } from './plan-schema.js';
 
 /**
  * A validated plan's amounts as integers, read once: rates in nano-units, multipliers and

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { formatNano } from '../money.js';
-import { validateRatePlan } from '../../schemas/rate-plan.js';
+import { validateRatePlan } from './plan.js';
 import { compilePlan, type CompiledPlan } from './compile.js';
 import { rateEvent } from './rate-event.js';
 import { ratePeriod } from './rate-period.js';

@@ -1,13 +1,8 @@
 import { z } from 'zod';
 import { CURRENCY_CODE } from '../money.js';
-import { USAGE_EVENT_TYPES, type ExecutionStatus } from '../../schemas/events.js';
-import {
-  describeIssuesAsJsonPath,
-  subscriptionTermsSchema,
-  validateRatePlan,
-  type SubscriptionTerms,
-  type ValidationProblem,
-} from '../../schemas/rate-plan.js';
+import { USAGE_EVENT_TYPES, type ExecutionStatus } from '../events.js';
+import { subscriptionTermsSchema, type SubscriptionTerms } from './plan-schema.js';
+import { describeIssuesAsJsonPath, validateRatePlan, type ValidationProblem } from './plan.js';
 import { compilePlan, type CompiledPlan } from './compile.js';
 import { rateEvent } from './rate-event.js';
 import { RatingError, ratePeriod, type Invoice, type InvoiceLine } from './rate-period.js';

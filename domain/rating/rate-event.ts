@@ -1,5 +1,5 @@
-import type { EventType, ExecutionStatus } from '../../schemas/events.js';
-import { USAGE_EVENT_TYPES } from '../../schemas/events.js';
+import type { EventType, ExecutionStatus } from '../events.js';
+import { USAGE_EVENT_TYPES } from '../events.js';
 import { durationBucketIndex, priceOfTool, type CompiledPlan } from './compile.js';
 
 export interface RatingInput {

@@ -1,5 +1,6 @@
 import { formatNano, formatScaled, multiplyExact, parseNano, roundToMinorUnit } from '../money.js';
-import { DEFAULT_TOOL_KEY, jsonPath, type SubscriptionTerms } from '../../schemas/rate-plan.js';
+import { DEFAULT_TOOL_KEY, type SubscriptionTerms } from './plan-schema.js';
+import { jsonPath } from './plan.js';
 import { maxOf, minOf } from './bigint.js';
 import { priceOfTool, type CompiledPlan, type ToolPrice } from './compile.js';
 import { FACTOR_DECIMALS, FACTOR_ONE, type CommitmentNumbers } from './plan-numbers.js';

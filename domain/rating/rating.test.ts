@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { formatMinorUnits, minorUnitDigits, parseNano, roundToMinorUnit } from '../money.js';
-import { validateRatePlan } from '../../schemas/rate-plan.js';
+import { validateRatePlan } from './plan.js';
 import { compilePlan, PlanCompileError } from './compile.js';
 import { invoiceJson, parseQuoteRequest, quote } from './quote.js';
 import { rateEvent } from './rate-event.js';

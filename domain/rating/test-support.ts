@@ -1,5 +1,6 @@
-import type { EventType, ExecutionStatus } from '../../schemas/events.js';
-import { validateRatePlan, type SubscriptionTerms } from '../../schemas/rate-plan.js';
+import type { EventType, ExecutionStatus } from '../events.js';
+import { type SubscriptionTerms } from './plan-schema.js';
+import { validateRatePlan } from './plan.js';
 import { compilePlan, type CompiledPlan } from './compile.js';
 import { rateEvent } from './rate-event.js';
 import { ratePeriod, type Invoice, type InvoiceLine } from './rate-period.js';

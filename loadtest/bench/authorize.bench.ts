@@ -13,7 +13,7 @@
 import { serve } from '@hono/node-server';
 import type { AddressInfo } from 'node:net';
 import { parseArgs } from 'node:util';
-import { TenantTokens } from '../../api/auth.js';
+import { TenantTokens } from '../../store/tenant-tokens.js';
 import { createAuthorizeRoutes, type AuthorizeReply } from '../../api/authorize.js';
 import { AttributionResolver } from '../../store/attribution.js';
 import { issueApiKey, newId } from '../../store/credentials.js';

@@ -9,8 +9,8 @@ import cluster from 'node:cluster';
 import { serve } from '@hono/node-server';
 import { Hono } from 'hono';
 import { connectPostgres, type Sql } from '../../store/postgres.js';
-import { decodeBody, eventsOf, normalizeBatch } from '../../stages/ingest/normalize.js';
-import type { UsageEvent } from '../../schemas/events.js';
+import { decodeBody, eventsOf, normalizeBatch } from '../../api/ingest/normalize.js';
+import type { UsageEvent } from '../../domain/events.js';
 
 export const BASELINE_TABLE = 'baseline_ledger';
 

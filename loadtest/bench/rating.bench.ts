@@ -5,8 +5,8 @@ import { compilePlan } from '../../domain/rating/compile.js';
 import { rateEvent, type RatingInput } from '../../domain/rating/rate-event.js';
 import { ratePeriod } from '../../domain/rating/rate-period.js';
 import { mergeRows, PeriodUsage, usageRows, type UsageRow } from '../../domain/rating/usage-rows.js';
-import { validateRatePlan } from '../../schemas/rate-plan.js';
-import type { EventType, ExecutionStatus } from '../../schemas/events.js';
+import { validateRatePlan } from '../../domain/rating/plan.js';
+import type { EventType, ExecutionStatus } from '../../domain/events.js';
 
 const TOOLS = Array.from({ length: 24 }, (_, index) => `tool_${index}`);
 

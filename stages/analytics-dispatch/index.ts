@@ -2,7 +2,7 @@ import { ClickHouseError } from '@clickhouse/client';
 import { STREAMS } from '../../pipeline/keys.js';
 import { TransientError, type EntryResult, type StageDefinition, type StageEntry } from '../../pipeline/stage.js';
 import { connectClickHouse, type ClickHouseClient } from '../../store/clickhouse.js';
-import type { LedgeredEvent } from '../types.js';
+import type { LedgeredEvent } from '../../domain/events.js';
 import { invocationRow } from './rows.js';
 
 export { invocationRow, type InvocationRow } from './rows.js';

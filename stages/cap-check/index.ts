@@ -4,9 +4,9 @@ import type { EntryResult, StageDefinition } from '../../pipeline/stage.js';
 import type { Redis } from 'ioredis';
 import { CapBook } from '../../store/caps.js';
 import { connectPostgres, type Sql } from '../../store/postgres.js';
-import type { CheckedEvent, PricedEvent } from '../types.js';
+import type { CheckedEvent, PricedEvent } from '../../domain/events.js';
 import { capCounters } from './limits.js';
-import type { PauseRecord } from './pauses.js';
+import type { PauseRecord } from '../../store/pauses.js';
 
 /** Records pauses in PostgreSQL (the live flag is the Redis key the ack script set). Idempotent. */
 export async function recordPauses(sql: Sql, pauses: PauseRecord[]): Promise<void> {

@@ -1,10 +1,9 @@
 import type { CounterEffect } from '../../pipeline/stage.js';
-import type { SpendCap } from '../../store/caps.js';
-import type { PricedEvent } from '../types.js';
-import { pauseKey, type PauseRecord } from './pauses.js';
+import { CAP_TAG_PREFIX, type SpendCap } from '../../store/caps.js';
+import type { PricedEvent } from '../../domain/events.js';
+import { pauseKey, type PauseRecord } from '../../store/pauses.js';
 
 const DAY_SECONDS = 86_400;
-export const CAP_TAG_PREFIX = 'cap:';
 
 /** The period of a cap that an event falls in, and when that period ends (epoch ms). */
 export function capPeriod(cap: SpendCap, event: PricedEvent): { key: string; endsAt: number } | undefined {

@@ -1,9 +1,9 @@
 import { subscribeControl } from '../../pipeline/control.js';
 import { STREAMS } from '../../pipeline/keys.js';
 import type { EntryResult, StageDefinition, StageEntry } from '../../pipeline/stage.js';
-import { isUsageEventType } from '../../schemas/events.js';
+import { isUsageEventType } from '../../domain/events.js';
 import { connectPostgres, type Sql } from '../../store/postgres.js';
-import type { LedgeredEvent } from '../types.js';
+import type { LedgeredEvent } from '../../domain/events.js';
 import { CostModelCache } from './cache.js';
 import { computeCogs, pickCostModel, uncosted, type Cogs } from './model.js';
 

@@ -1,9 +1,9 @@
 import { STREAMS } from '../../pipeline/keys.js';
 import type { EntryResult, StageDefinition, StageEntry } from '../../pipeline/stage.js';
-import type { UsageEvent } from '../../schemas/events.js';
+import type { UsageEvent } from '../../domain/events.js';
 import { AttributionResolver } from '../../store/attribution.js';
 import { connectPostgres } from '../../store/postgres.js';
-import { customerPartitionKey, rejection, type ResolvedEvent } from '../types.js';
+import { customerPartitionKey, rejection, type ResolvedEvent } from '../../domain/events.js';
 
 /** Attributes each event to its agent or app, team, customer and product; unknown or revoked credentials go to the rejected stream. */
 export async function resolveBatch(resolver: AttributionResolver, batch: StageEntry<UsageEvent>[]): Promise<EntryResult[]> {

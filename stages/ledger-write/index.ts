@@ -1,8 +1,8 @@
 import { STREAMS } from '../../pipeline/keys.js';
 import type { EntryResult, StageDefinition, StageEntry } from '../../pipeline/stage.js';
 import { connectPostgres, type Sql } from '../../store/postgres.js';
-import { CAP_TAG_PREFIX } from '../cap-check/limits.js';
-import type { CheckedEvent, LedgeredEvent } from '../types.js';
+import { CAP_TAG_PREFIX } from '../../store/caps.js';
+import type { CheckedEvent, LedgeredEvent } from '../../domain/events.js';
 
 export interface LedgerCounters {
   inserted: number;

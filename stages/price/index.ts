@@ -4,7 +4,7 @@ import { STREAMS } from '../../pipeline/keys.js';
 import type { EntryResult, StageDefinition, StageEntry } from '../../pipeline/stage.js';
 import { connectPostgres } from '../../store/postgres.js';
 import { PlanCache } from '../../store/rate-plans.js';
-import type { AttributedEvent, PricedEvent } from '../types.js';
+import type { AttributedEvent, PricedEvent } from '../../domain/events.js';
 
 /** Rates each event by its subscription's plan version (with the subscription's overrides), keeping the cost per dimension. */
 export async function priceBatch(plans: PlanCache, batch: StageEntry<AttributedEvent>[]): Promise<EntryResult[]> {

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { EventType } from '../../schemas/events.js';
+import type { EventType } from '../../domain/events.js';
 import { connectPostgres } from '../../store/postgres.js';
 import { isolated, type Isolated } from '../../test/support/isolated.js';
 import { ledgeredEvent, stageEntries, testStageContext, type LedgeredEventOverrides } from '../testing.js';

@@ -1,7 +1,7 @@
 import { STREAMS } from '../../pipeline/keys.js';
 import type { EntryResult, StageDefinition, StageEntry } from '../../pipeline/stage.js';
 import { connectPostgres, type Sql } from '../../store/postgres.js';
-import type { LedgeredEvent } from '../types.js';
+import type { LedgeredEvent } from '../../domain/events.js';
 import { applySessionEvents } from './store.js';
 import { DEFAULT_APPLIED_RETENTION_SECONDS, SessionSweeper } from './sweep.js';
 

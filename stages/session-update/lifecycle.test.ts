@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import type { EventType } from '../../schemas/events.js';
+import type { EventType } from '../../domain/events.js';
 import { ledgeredEvent } from '../testing.js';
 import { advanceSession, applyEvent, type SessionState } from './lifecycle.js';
 

@@ -1,6 +1,6 @@
 import type postgres from 'postgres';
 import type { Sql } from '../../store/postgres.js';
-import type { LedgeredEvent } from '../types.js';
+import type { LedgeredEvent } from '../../domain/events.js';
 import { advanceSession, type SessionState, type SessionStatus } from './lifecycle.js';
 
 /**

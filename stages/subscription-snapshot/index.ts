@@ -3,7 +3,7 @@ import { STREAMS } from '../../pipeline/keys.js';
 import type { EntryResult, StageDefinition, StageEntry } from '../../pipeline/stage.js';
 import { connectPostgres } from '../../store/postgres.js';
 import { SubscriptionBook } from '../../store/subscriptions.js';
-import { rejection, type AttributedEvent, type ResolvedEvent } from '../types.js';
+import { rejection, type AttributedEvent, type ResolvedEvent } from '../../domain/events.js';
 
 /** Attaches the subscription and rate-plan version active at each event's recorded time. */
 export async function attachSubscriptions(book: SubscriptionBook, batch: StageEntry<ResolvedEvent>[]): Promise<EntryResult[]> {

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import type { UsageEvent } from '../../schemas/events.js';
+import type { UsageEvent } from '../../domain/events.js';
 import type { Sql } from '../../store/postgres.js';
 import { seedTenant, type SeedSpec, type SeededAgent, type SeededTenant } from '../../ops/seed.js';
 

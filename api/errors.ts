@@ -1,25 +1,75 @@
+import type { Context, ErrorHandler } from 'hono';
+import { HTTPException } from 'hono/http-exception';
 import postgres from 'postgres';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
-import type { ValidationProblem } from '../../schemas/validation.js';
+import type { Logger } from '../pipeline/logger.js';
+import type { ValidationProblem } from '../domain/validation.js';
 
-/** The body of every error reply: a machine-readable code, a sentence for people, and details by JSON path. */
+/** The body of every error reply of the HTTP API: a machine-readable code, a sentence for people, and details (by JSON path where there is one). */
 export interface ErrorBody {
-  error: { code: string; message: string; details?: ValidationProblem[] };
+  error: { code: string; message: string; details?: unknown };
 }
 
-export class ApiError extends Error {
+/**
+ * The one way a route refuses a request: throw it, and `app.onError` (apiErrorHandler) answers
+ * with its status, headers and the one body shape. Hono's own HTTPExceptions go the same way.
+ */
+export class ApiError extends HTTPException {
+  readonly code: string;
+  readonly details?: unknown;
+
   constructor(
-    readonly status: ContentfulStatusCode,
-    readonly code: string,
+    override readonly status: ContentfulStatusCode,
+    code: string,
     message: string,
-    readonly details?: ValidationProblem[],
+    details?: ValidationProblem[] | unknown,
+    headers: Record<string, string> = {},
   ) {
-    super(message);
+    const shown = Array.isArray(details) && details.length === 0 ? undefined : details;
+    const body: ErrorBody = { error: { code, message, ...(shown !== undefined ? { details: shown } : {}) } };
+    // The reply travels with the exception, so a router mounted on its own answers the same way.
+    super(status, { message, res: Response.json(body, { status, headers }) });
+    this.code = code;
+    this.details = shown;
   }
 
   body(): ErrorBody {
-    return { error: { code: this.code, message: this.message, ...(this.details?.length ? { details: this.details } : {}) } };
+    return { error: { code: this.code, message: this.message, ...(this.details !== undefined ? { details: this.details } : {}) } };
   }
+}
+
+/** Every refusal rendered the same way; anything else is a 500 that is logged and says nothing of its cause. */
+export function apiErrorHandler(log: Logger): ErrorHandler {
+  return (err, c) => {
+    const refusal = err instanceof ApiError ? err : (fromDatabaseError(err) ?? fromHttpException(err));
+    if (refusal) return respond(c, refusal);
+    log.error({ err, method: c.req.method, path: c.req.path }, 'unexpected error');
+    return respond(c, new ApiError(500, 'internal', 'an unexpected error occurred; it has been logged'));
+  };
+}
+
+export function routeNotFound(c: Context): Response {
+  return respond(c, new ApiError(404, 'not_found', `no route ${c.req.method} ${c.req.path}`));
+}
+
+function respond(_c: Context, error: ApiError): Response {
+  return error.getResponse();
+}
+
+function fromHttpException(err: unknown): ApiError | undefined {
+  if (!(err instanceof HTTPException)) return undefined;
+  const status = err.status as ContentfulStatusCode;
+  const code = status === 413 ? 'body_too_large' : status === 401 ? 'unauthorized' : status < 500 ? 'bad_request' : 'internal';
+  return new ApiError(status, code, err.message || 'the request was refused');
+}
+
+export function tooLarge(limit: number): ApiError {
+  return new ApiError(413, 'body_too_large', `the request body is over the limit of ${limit} bytes`);
+}
+
+/** 503 with Retry-After: a dependency is down; the client keeps what it sent and retries. */
+export function unavailable(code: string, message: string, retryAfterSeconds: number): ApiError {
+  return new ApiError(503, code, message, undefined, { 'Retry-After': String(retryAfterSeconds) });
 }
 
 export function notFound(noun: string, id: string): ApiError {
@@ -75,6 +125,8 @@ export function fromDatabaseError(err: unknown): ApiError | undefined {
       return new ApiError(404, 'not_found', 'an object this request refers to does not exist');
     case '23514':
       return validationFailed(`a value is out of range (${err.constraint_name ?? 'check constraint'})`);
+    case '22021':
+      return validationFailed('a text contains a character that cannot be stored (NUL or invalid UTF-8)');
     case '22003':
       return validationFailed('a number is too large');
     case '22P02':

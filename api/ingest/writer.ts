@@ -3,7 +3,7 @@ import { Watermark } from '../../pipeline/backpressure.js';
 import { encodePayload } from '../../pipeline/codec.js';
 import type { Config } from '../../pipeline/config.js';
 import { STREAMS, partitionOf, partitionedKey } from '../../pipeline/keys.js';
-import type { Credential, UsageEvent } from '../../schemas/events.js';
+import type { Credential, UsageEvent } from '../../domain/events.js';
 
 /** The key an event is partitioned by on the first stream: its tenant and credential (before anyone knows the customer). */
 export function ingestPartitionKey(tenantId: string, credential: Credential): string {

@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { Decoder } from '@msgpack/msgpack';
 import type { z } from 'zod';
-import { wireEventSchema, type Credential, type UsageEvent, type WireEvent } from '../../schemas/events.js';
+import { type Credential, type UsageEvent } from '../../domain/events.js';
+import { wireEventSchema, type WireEvent } from '../../schemas/events.js';
 import { hashApiKey } from '../../store/credentials.js';
 
 /** One problem with one field of one event, named by its dotted path ('' is the event itself). */

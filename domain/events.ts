@@ -1,5 +1,47 @@
-import type { EventRating } from '../domain/rating/rate-event.js';
-import type { UsageEvent } from '../schemas/events.js';
+import type { EventRating } from './rating/rate-event.js';
+
+/** The event vocabulary of the article: types, statuses, and the event as it travels the flow. */
+export const EXECUTION_STATUSES = ['SUCCESS', 'FAILED', 'TIMEOUT', 'RATE_LIMITED'] as const;
+export const AGENT_TYPES = ['CLAUDE', 'GPT', 'LANGCHAIN', 'CREWAI', 'AUTOGEN', 'CUSTOM'] as const;
+export const USAGE_EVENT_TYPES = ['mcp.tool_invoked', 'agent.tool_invoked', 'api.request'] as const;
+export const SESSION_EVENT_TYPES = ['session.paused', 'session.resumed', 'session.completed', 'session.failed'] as const;
+export const EVENT_TYPES = [...USAGE_EVENT_TYPES, ...SESSION_EVENT_TYPES] as const;
+
+export type ExecutionStatus = (typeof EXECUTION_STATUSES)[number];
+export type EventType = (typeof EVENT_TYPES)[number];
+
+/** A credential as it travels the pipeline: never the raw key, only its hash. */
+export type Credential = { kind: 'api_key'; keyHash: string } | { kind: 'client_id'; clientId: string };
+
+/** The event as ingest writes it to the first stream. Times are epoch milliseconds. */
+export interface UsageEvent {
+  tenantId: string;
+  eventId: string;
+  eventType: EventType;
+  credential: Credential;
+  /** Random per accepted submission: tells a redelivery of one submission from a second submission of the same event_id. */
+  ingestNonce: string;
+  recordedAt: number;
+  ingestedAt: number;
+  reportedAgentId?: string;
+  sessionId?: string;
+  toolName?: string;
+  mcpServerId?: string;
+  model?: string;
+  durationMs: number;
+  status: ExecutionStatus;
+  inputTokens: number;
+  outputTokens: number;
+  retryCount: number;
+  isParallel: boolean;
+  parentInvocationId?: string;
+  errorType?: string;
+  httpStatus?: number;
+}
+
+export function isUsageEventType(type: EventType): boolean {
+  return (USAGE_EVENT_TYPES as readonly string[]).includes(type);
+}
 
 /**
  * The event as it grows along the flow. Each stage adds one part and forwards the whole;

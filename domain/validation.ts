@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { AmountError, formatNano, parseNano } from '../domain/money.js';
+import { AmountError, formatNano, parseNano } from './money.js';
 
 /** One problem with an input, named by its JSON path ("models.gpt-4o.input_tokens"). */
 export interface ValidationProblem {

@@ -4,8 +4,10 @@ import type { Config } from '../../pipeline/config.js';
 import { STREAMS } from '../../pipeline/keys.js';
 import type { Logger } from '../../pipeline/logger.js';
 import type { Metrics } from '../../pipeline/metrics.js';
-import { requireTenant, type TenantAuthVariables, type TenantTokens } from '../../api/auth.js';
-import { errorReply, readLimitedBody, redisDown, tooLarge } from './http.js';
+import { type TenantTokens } from '../../store/tenant-tokens.js';
+import { requireTenant, type TenantAuthVariables } from '../auth.js';
+import { ApiError, tooLarge, unavailable } from '../errors.js';
+import { readLimitedBody, redisDown } from '../http.js';
 import { decodeBody, eventsOf, normalizeBatch, type DuplicateItem, type RejectedItem } from './normalize.js';
 import { IngestWriteError, IngestWriter } from './writer.js';
 
@@ -26,8 +28,8 @@ export interface IngestReply {
 
 const STAGE = 'ingest';
 const BACKPRESSURE_RETRY_AFTER = '1';
-const UNAVAILABLE_RETRY_AFTER = '2';
-const OUT_OF_MEMORY_RETRY_AFTER = '5';
+const UNAVAILABLE_RETRY_AFTER = 2;
+const OUT_OF_MEMORY_RETRY_AFTER = 5;
 
 /**
  * `POST /v1/events`: one event, an array, or `{ "events": [...] }`, as JSON or MessagePack,
@@ -46,8 +48,8 @@ export function createIngestRoutes(deps: IngestDeps): Hono<{ Variables: TenantAu
   app.use('/v1/events', async (c, next) => {
     if (inFlight >= config.INGEST_MAX_IN_FLIGHT) {
       metrics?.errors.inc({ stage: STAGE, kind: 'busy' });
-      return errorReply(c, 429, 'busy', `more than ${config.INGEST_MAX_IN_FLIGHT} requests in flight; nothing was accepted, retry later`, {
-        headers: { 'Retry-After': BACKPRESSURE_RETRY_AFTER },
+      throw new ApiError(429, 'busy', `more than ${config.INGEST_MAX_IN_FLIGHT} requests in flight; nothing was accepted, retry later`, undefined, {
+        'Retry-After': BACKPRESSURE_RETRY_AFTER,
       });
     }
     inFlight++;
@@ -67,22 +69,22 @@ export function createIngestRoutes(deps: IngestDeps): Hono<{ Variables: TenantAu
     } catch (err) {
       log.warn({ err }, 'ingest: cannot read the lag of the first stream');
       metrics?.errors.inc({ stage: STAGE, kind: 'redis' });
-      return unavailable(c, 'unavailable', 'the event store cannot be reached; retry later', UNAVAILABLE_RETRY_AFTER);
+      throw unavailable('unavailable', 'the event store cannot be reached; retry later', UNAVAILABLE_RETRY_AFTER);
     }
     metrics?.paused.set({ stage: STAGE }, room ? 0 : 1);
     if (!room) {
       metrics?.errors.inc({ stage: STAGE, kind: 'backpressure' });
-      return errorReply(c, 429, 'backpressure', 'the pipeline is behind; nothing was accepted, retry the same request later', {
-        headers: { 'Retry-After': BACKPRESSURE_RETRY_AFTER },
+      throw new ApiError(429, 'backpressure', 'the pipeline is behind; nothing was accepted, retry the same request later', undefined, {
+        'Retry-After': BACKPRESSURE_RETRY_AFTER,
       });
     }
 
     const bytes = await readLimitedBody(c.req.raw, config.INGEST_MAX_BODY_BYTES);
-    if (!bytes) return tooLarge(c, config.INGEST_MAX_BODY_BYTES);
+    if (!bytes) throw tooLarge(config.INGEST_MAX_BODY_BYTES);
     const body = decodeBody(bytes, c.req.header('content-type'));
-    if (!body.ok) return errorReply(c, body.status, body.code, body.message);
+    if (!body.ok) throw new ApiError(body.status, body.code, body.message);
     const events = eventsOf(body.value, config.INGEST_MAX_BATCH);
-    if (!events.ok) return errorReply(c, events.status, events.code, events.message);
+    if (!events.ok) throw new ApiError(events.status, events.code, events.message);
 
     const batch = normalizeBatch(tenantId, events.value, {
       now: Date.now(),
@@ -99,9 +101,9 @@ export function createIngestRoutes(deps: IngestDeps): Hono<{ Variables: TenantAu
         const oom = err instanceof IngestWriteError && err.kind === 'out_of_memory';
         log.error({ err, tenantId, events: batch.accepted.length }, 'ingest: writing to the first stream failed');
         metrics?.errors.inc({ stage: STAGE, kind: oom ? 'redis_oom' : 'redis' });
-        return oom
-          ? unavailable(c, 'store_full', 'the event store is full; nothing was accepted, retry later', OUT_OF_MEMORY_RETRY_AFTER)
-          : unavailable(c, 'unavailable', 'the event store failed; nothing was accepted, retry later', UNAVAILABLE_RETRY_AFTER);
+        throw oom
+          ? unavailable('store_full', 'the event store is full; nothing was accepted, retry later', OUT_OF_MEMORY_RETRY_AFTER)
+          : unavailable('unavailable', 'the event store failed; nothing was accepted, retry later', UNAVAILABLE_RETRY_AFTER);
       }
       metrics?.eventsOut.inc({ stage: STAGE, stream: STREAMS.ingested }, batch.accepted.length);
     }
@@ -110,8 +112,4 @@ export function createIngestRoutes(deps: IngestDeps): Hono<{ Variables: TenantAu
   });
 
   return app;
-}
-
-function unavailable(c: Parameters<typeof errorReply>[0], code: string, message: string, retryAfter: string): Response {
-  return errorReply(c, 503, code, message, { headers: { 'Retry-After': retryAfter } });
 }

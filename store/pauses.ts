@@ -1,4 +1,4 @@
-import type { Attribution } from '../types.js';
+import type { Attribution } from '../domain/events.js';
 
 /**
  * Pause flags: set in Redis by cap-check the moment a hard cap is crossed, read by

@@ -1,22 +1,4 @@
-import type { Context } from 'hono';
 import type { Redis } from 'ioredis';
-import type { ContentfulStatusCode } from 'hono/utils/http-status';
-
-/** The body of every error reply of the ingest and authorize endpoints. */
-export interface ErrorReply {
-  error: { code: string; message: string; details?: unknown };
-}
-
-export function errorReply(
-  c: Context,
-  status: ContentfulStatusCode,
-  code: string,
-  message: string,
-  options: { details?: unknown; headers?: Record<string, string> } = {},
-): Response {
-  const body: ErrorReply = { error: { code, message, ...(options.details !== undefined ? { details: options.details } : {}) } };
-  return c.json(body, status, options.headers);
-}
 
 /**
  * Reads a request body of at most `limit` bytes. A Content-Length over the limit is refused
@@ -43,10 +25,6 @@ export async function readLimitedBody(request: Request, limit: number): Promise<
   }
   if (chunks.length === 1) return chunks[0];
   return Buffer.concat(chunks, size);
-}
-
-export function tooLarge(c: Context, limit: number): Response {
-  return errorReply(c, 413, 'body_too_large', `the request body is over the limit of ${limit} bytes`);
 }
 
 /**

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { jsonPath, validateRatePlan, validateSubscriptionTerms } from './rate-plan.js';
+import { jsonPath, validateRatePlan, validateSubscriptionTerms } from './plan.js';
 
 function problemsOf(input: unknown) {
   const result = validateRatePlan(input);
