@@ -12,7 +12,7 @@ import { readLimitedBody, redisDown } from './http.js';
 import { customerPartitionKey, type Attribution } from '../domain/events.js';
 import type { AttributionResolver } from '../store/attribution.js';
 import { hashApiKey, sameDigest, sha256 } from '../store/credentials.js';
-import type { Sql } from '../store/postgres.js';
+import type { Sql } from '../pipeline/postgres.js';
 import { type TenantTokens } from '../store/tenant-tokens.js';
 import { requireTenant, type TenantAuthVariables } from './auth.js';
 

@@ -2,7 +2,7 @@ import { Hono } from 'hono';
 import { z } from 'zod';
 import { formatNano, formatScaled } from '../domain/money.js';
 import { describeIssues } from '../domain/validation.js';
-import type { Sql } from '../store/postgres.js';
+import type { Sql } from '../pipeline/postgres.js';
 import { type TenantTokens } from '../store/tenant-tokens.js';
 import { ApiError } from './errors.js';
 import { requireTenant, type TenantAuthVariables } from './auth.js';

@@ -1,6 +1,6 @@
 import { Hono } from 'hono';
 import { invoiceJson } from '../domain/rating/quote.js';
-import type { Sql } from '../store/postgres.js';
+import type { Sql } from '../pipeline/postgres.js';
 import { draftInvoice } from '../store/invoices.js';
 import { PlanCache } from '../store/rate-plans.js';
 import { type TenantTokens } from '../store/tenant-tokens.js';

@@ -7,7 +7,7 @@ import { subscribeControl } from '../pipeline/control.js';
 import { createLogger } from '../pipeline/logger.js';
 import { Metrics } from '../pipeline/metrics.js';
 import { connectRedis } from '../pipeline/redis.js';
-import { connectPostgres } from '../store/postgres.js';
+import { connectPostgres } from '../pipeline/postgres.js';
 import { createApp } from './server.js';
 
 const config = loadConfigOrExit();

@@ -3,7 +3,7 @@ import type { Redis } from 'ioredis';
 import type { Config } from '../pipeline/config.js';
 import type { Logger } from '../pipeline/logger.js';
 import type { Metrics } from '../pipeline/metrics.js';
-import type { Sql } from '../store/postgres.js';
+import type { Sql } from '../pipeline/postgres.js';
 import { AttributionResolver } from '../store/attribution.js';
 import { createIngestRoutes } from './ingest/routes.js';
 import { createAdminRoutes } from './admin/index.js';

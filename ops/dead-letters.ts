@@ -10,7 +10,8 @@
 import type { Redis } from 'ioredis';
 import { loadConfig } from '../pipeline/config.js';
 import { decodePayload, encodePayload } from '../pipeline/codec.js';
-import { STREAMS, deadLetterKey, partitionOf, partitionedKey } from '../pipeline/keys.js';
+import { STREAMS } from '../store/streams.js';
+import { deadLetterKey, partitionOf, partitionedKey } from '../pipeline/keys.js';
 import type { Topology } from '../pipeline/stage.js';
 import type { UsageEvent } from '../domain/events.js';
 import { ingestPartitionKey } from '../api/ingest/writer.js';

@@ -1,7 +1,7 @@
 // Applies the PostgreSQL migrations (once each, in order) and the ClickHouse schema (idempotent).
 import { loadConfig } from '../pipeline/config.js';
 import { migrateClickHouse, migratePostgres } from '../store/migrate.js';
-import { connectPostgres } from '../store/postgres.js';
+import { connectPostgres } from '../pipeline/postgres.js';
 
 const config = loadConfig();
 const sql = connectPostgres(config.DATABASE_URL, { max: 1, name: 'migrate' });

@@ -2,7 +2,7 @@
 // subscriptions, a spend cap per agent and a cost model) and prints one JSON object on stdout:
 // the HTTP base URL, the tokens, and the demo API keys and client ids.
 import { loadConfig } from '../pipeline/config.js';
-import { connectPostgres } from '../store/postgres.js';
+import { connectPostgres } from '../pipeline/postgres.js';
 import { seedTenant } from './seed.js';
 
 export const DEMO_PLAN = {

@@ -1,4 +1,4 @@
-import type { Sql } from '../store/postgres.js';
+import type { Sql } from '../pipeline/postgres.js';
 import { issueApiKey, issueClientSecret, newClientId, newId } from '../store/credentials.js';
 import { createTenant } from '../store/tenants.js';
 import { validateRatePlan } from '../domain/rating/plan.js';

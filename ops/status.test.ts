@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodePayload } from '../pipeline/codec.js';
 import { ensureGroups } from '../pipeline/harness.js';
-import { STREAMS, deadLetterKey, partitionedKey } from '../pipeline/keys.js';
+import { STREAMS } from '../store/streams.js';
+import { deadLetterKey, partitionedKey } from '../pipeline/keys.js';
 import { rejection } from '../domain/events.js';
 import { isolated, type Isolated } from '../test/support/isolated.js';
 import { collectStatus, countRejections, effectiveLag, isDrained, rateBetween, renderStatus, sampleEntriesRead } from './status.js';

@@ -8,7 +8,8 @@
 import type { Redis } from 'ioredis';
 import { loadConfig } from '../pipeline/config.js';
 import { decodePayload } from '../pipeline/codec.js';
-import { STREAMS, deadLetterKey, partitionedKey } from '../pipeline/keys.js';
+import { STREAMS } from '../store/streams.js';
+import { deadLetterKey, partitionedKey } from '../pipeline/keys.js';
 import type { Topology } from '../pipeline/stage.js';
 import type { RejectedEvent } from '../domain/events.js';
 import { connectCliRedis, isMain, numberFlag, parseArgs, runCli, UsageError } from './cli.js';

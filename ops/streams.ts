@@ -1,7 +1,7 @@
 // Reading the pipeline's Redis Streams for the operator commands: the streams and groups
 // the topology names, raw entries, and the replies of XINFO.
 import type { Redis } from 'ioredis';
-import { STREAMS } from '../pipeline/keys.js';
+import { STREAMS } from '../store/streams.js';
 import type { Topology } from '../pipeline/stage.js';
 
 /** Every stream worth showing, in flow order: the pipeline's own, then any other the topology reads. */

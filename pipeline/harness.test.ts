@@ -8,7 +8,7 @@ import { decodePayload, encodePayload } from './codec.js';
 import { deadLetterKey, partitionedKey } from './keys.js';
 import { ensureGroups, runStage, type RunningStage } from './harness.js';
 import { scripted } from './scripts.js';
-import type { EntryResult, StageDefinition, StageEntry, Topology } from './stage.js';
+import { emit, type EntryResult, type StageDefinition, type StageEntry, type Topology } from './stage.js';
 import { deleteKeysWithPrefix } from './redis.js';
 import { projectPath } from './paths.js';
 
@@ -52,7 +52,7 @@ function doubler(
       return {
         handle:
           handle ??
-          (async (batch) => batch.map((e) => ({ outputs: [{ stream: output, payload: { n: e.payload.n * 2 } }] }))),
+          (async (batch) => batch.map((e) => ({ outputs: [emit(output, { n: e.payload.n * 2 })] }))),
       };
     },
   };
@@ -112,7 +112,7 @@ describe('stage harness', () => {
       doubler(input, output, async (batch) => {
         await stalled;
         slowHandled += batch.length;
-        return batch.map((e) => ({ outputs: [{ stream: output, payload: { n: e.payload.n * 2 } }] }));
+        return batch.map((e) => ({ outputs: [emit(output, { n: e.payload.n * 2 })] }));
       }),
       [{ stream: input, group: 'doubler' }],
       config(),
@@ -153,7 +153,7 @@ describe('stage harness', () => {
             poisonAttempts++;
             return { error: new Error('n=3 cannot be doubled') };
           }
-          return { outputs: [{ stream: output, payload: { n: e.payload.n * 2 } }] };
+          return { outputs: [emit(output, { n: e.payload.n * 2 })] };
         }),
       ),
       [{ stream: input, group: 'doubler' }],
@@ -182,7 +182,7 @@ describe('stage harness', () => {
           failures++;
           throw Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:8123'), { code: 'ECONNREFUSED' });
         }
-        return batch.map((e) => ({ outputs: [{ stream: output, payload: { n: e.payload.n * 2 } }] }));
+        return batch.map((e) => ({ outputs: [emit(output, { n: e.payload.n * 2 })] }));
       }, 10, 'outage'),
       [{ stream: input, group: 'outage' }],
       config({ MAX_DELIVERIES: '1' }),
@@ -267,7 +267,7 @@ describe('stage harness', () => {
         return {
           async handle(batch) {
             return batch.map((e) => ({
-              outputs: [{ stream: output, payload: e.payload }],
+              outputs: [emit(output, e.payload)],
               counters: [
                 {
                   key: 'total',

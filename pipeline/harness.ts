@@ -7,6 +7,8 @@ import { Watermark, streamLag } from './backpressure.js';
 import { decodePayload, encodePayload } from './codec.js';
 import { describeError, isTransient } from './errors.js';
 import { deadLetterKey, errorsKey, partitionedKey, partitionOf } from './keys.js';
+import { subscribeControl, type ControlMessage, type ControlSubscription } from './control.js';
+import { connectPostgres, type Sql } from './postgres.js';
 import { connectRedis } from './redis.js';
 import { scripted } from './scripts.js';
 import type { AckResult, EntryResult, StageDefinition, StageEntry, StageHandler, Topology } from './stage.js';
@@ -59,7 +61,8 @@ export async function runStage<In>(stage: StageDefinition<In>, options: HarnessO
   const partitions = options.partitions ?? Array.from({ length: config.PARTITIONS }, (_, p) => p);
   const redis = scripted(connectRedis(config.REDIS_URL, `${config.REDIS_PREFIX}${stage.name}:${consumer}`));
   await ensureGroups(redis, config.REDIS_PREFIX, config.PARTITIONS, topology);
-  const handler = await stage.setup({ stage: stage.name, config, log, metrics, redis });
+  const services = new StageServices(stage.name, config, log);
+  const handler = await stage.setup({ stage: stage.name, config, log, metrics, redis, sql: services.sql, onControl: (l) => services.onControl(l) });
 
   const workers = partitions.map((partition) => new PartitionWorker(stage, handler, partition, consumer, redis, options, log));
   const trimmer = new Trimmer(stage, redis, options, partitions, log);
@@ -77,12 +80,46 @@ export async function runStage<In>(stage: StageDefinition<In>, options: HarnessO
         for (const worker of workers) worker.stop();
         await Promise.all(loops);
         await handler.close?.();
+        await services.close();
         redis.disconnect();
         log.info('stage stopped');
       })();
       return stopped;
     },
   };
+}
+
+/** What every stage sets up: a PostgreSQL pool and one control-stream reader, closed after the handler. */
+export class StageServices {
+  readonly sql: Sql;
+  private control?: ControlSubscription;
+  private readonly listeners: ((message: ControlMessage) => void | Promise<void>)[] = [];
+
+  constructor(
+    stage: string,
+    private readonly config: Config,
+    private readonly log: Logger,
+  ) {
+    this.sql = connectPostgres(config.DATABASE_URL, { max: 2, name: stage });
+  }
+
+  async onControl(listener: (message: ControlMessage) => void | Promise<void>): Promise<void> {
+    this.listeners.push(listener);
+    this.control ??= subscribeControl(
+      this.config.REDIS_URL,
+      this.config.REDIS_PREFIX,
+      async (message) => {
+        for (const each of this.listeners) await each(message);
+      },
+      this.log,
+    );
+    await this.control.ready;
+  }
+
+  async close(): Promise<void> {
+    await this.control?.close();
+    await this.sql.end({ timeout: 5 });
+  }
 }
 
 /** Trims the stage's input below every group's position, and its terminal outputs by length. */

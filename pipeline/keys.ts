@@ -4,24 +4,8 @@
  * flags) share its customer's partition, so a single Lua script can update them atomically
  * on one node. One Redis runs PARTITIONS=1; a Cluster runs PARTITIONS=N.
  */
-export const STREAMS = {
-  ingested: 'events:ingested',
-  resolved: 'events:resolved',
-  attributed: 'events:attributed',
-  priced: 'events:priced',
-  checked: 'events:checked',
-  ledgered: 'events:ledgered',
-  rejected: 'events:rejected',
-} as const;
-
-export type StreamName = (typeof STREAMS)[keyof typeof STREAMS];
-
 export function partitionedKey(prefix: string, name: string, partition: number): string {
   return `${prefix}${name}:{p${partition}}`;
-}
-
-export function streamKey(prefix: string, stream: StreamName, partition: number): string {
-  return partitionedKey(prefix, stream, partition);
 }
 
 export function deadLetterKey(prefix: string, stage: string, partition: number): string {

@@ -1,7 +1,9 @@
 import type { Redis } from 'ioredis';
 import type { Config } from './config.js';
+import type { ControlMessage } from './control.js';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
+import type { Sql } from './postgres.js';
 
 /**
  * What a stage is to the harness: a handler plus the streams it reads and writes. The
@@ -10,10 +12,10 @@ import type { Metrics } from './metrics.js';
  */
 export interface StageDefinition<In = unknown> {
   name: string;
-  /** Logical input stream (see pipeline/keys.ts); the stage's consumer group is named after the stage. */
-  input: string;
+  /** Logical input stream; the stage's consumer group is named after the stage. */
+  input: Stream<In>;
   /** Every logical stream the handler may emit to. */
-  outputs: readonly string[];
+  outputs: readonly Stream<unknown>[];
   /** Entries per read; the BATCH_SIZE variable overrides it for a process. */
   batchSize: number;
   /** When set, keep reading until batchSize entries or lingerMs have passed, whichever first. */
@@ -28,6 +30,13 @@ export interface StageContext {
   metrics: Metrics;
   /** A shared, non-blocking Redis connection for the stage's own services (caches). */
   redis: Redis;
+  /** The stage's PostgreSQL pool (connects on first query); the harness closes it after the handler. */
+  sql: Sql;
+  /**
+   * Calls the listener with every control message published from now on (one reader per
+   * process, closed by the harness). Resolves once messages published after it are sure to be seen.
+   */
+  onControl(listener: (message: ControlMessage) => void | Promise<void>): Promise<void>;
 }
 
 export interface StageEntry<T> {
@@ -38,11 +47,30 @@ export interface StageEntry<T> {
   tags: string[];
 }
 
+declare const payloadType: unique symbol;
+declare const emitted: unique symbol;
+
+/**
+ * A logical stream name that carries the type of its entries' payload, so that a stage reading
+ * a stream and the stage writing it must agree on the payload, or `npm run typecheck` fails.
+ */
+export type Stream<Payload> = string & { readonly [payloadType]?: Payload };
+
+export function stream<Payload>(name: string): Stream<Payload> {
+  return name as Stream<Payload>;
+}
+
+/** One entry a handler forwards; made only by emit(), which checks the payload against the stream. */
 export interface Output {
-  stream: string;
-  payload: unknown;
+  readonly stream: Stream<unknown>;
+  readonly payload: unknown;
   /** Routes the output to partitionOf(partitionKey); by default it stays in the input's partition. */
-  partitionKey?: string;
+  readonly partitionKey?: string;
+  readonly [emitted]: true;
+}
+
+export function emit<Payload>(stream: Stream<Payload>, payload: Payload, partitionKey?: string): Output {
+  return { stream, payload, ...(partitionKey !== undefined ? { partitionKey } : {}) } as Output;
 }
 
 /**

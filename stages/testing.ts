@@ -2,6 +2,7 @@ import type { Redis } from 'ioredis';
 import { loadConfig } from '../pipeline/config.js';
 import { createLogger } from '../pipeline/logger.js';
 import { Metrics } from '../pipeline/metrics.js';
+import { StageServices } from '../pipeline/harness.js';
 import type { StageContext, StageEntry } from '../pipeline/stage.js';
 import type { Attribution, EventCost, LedgeredEvent, SubscriptionSnapshot } from '../domain/events.js';
 
@@ -91,14 +92,25 @@ export function stageEntries<T>(payloads: T[], firstId = Date.now()): StageEntry
 
 /**
  * What the harness hands a stage's setup, for a test world: the configuration from its
- * environment (isolated().env) plus overrides, a silent logger and fresh metrics.
+ * environment (isolated().env) plus overrides, a silent logger, fresh metrics, and the stage's
+ * PostgreSQL pool and control reader, which close() ends (after the handler's own close).
  */
-export function testStageContext(stage: string, world: { env: Record<string, string>; redis: Redis }, env: Record<string, string> = {}): StageContext {
+export function testStageContext(
+  stage: string,
+  world: { env: Record<string, string>; redis: Redis },
+  env: Record<string, string> = {},
+): StageContext & { close(): Promise<void> } {
+  const config = loadConfig({ ...process.env, ...world.env, ...env });
+  const log = createLogger(`${stage}-test`, 'silent');
+  const services = new StageServices(stage, config, log);
   return {
     stage,
-    config: loadConfig({ ...process.env, ...world.env, ...env }),
-    log: createLogger(`${stage}-test`, 'silent'),
+    config,
+    log,
     metrics: new Metrics(`${stage}-test`),
     redis: world.redis,
+    sql: services.sql,
+    onControl: (listener) => services.onControl(listener),
+    close: () => services.close(),
   };
 }

@@ -1,4 +1,4 @@
-import type { Sql } from './postgres.js';
+import type { Sql } from '../pipeline/postgres.js';
 
 /**
  * The per-stage "applied" tables (an event id per row, written in the same transaction as the

@@ -1,7 +1,7 @@
 import type { Redis } from 'ioredis';
 import type { Credential } from '../domain/events.js';
 import type { Attribution } from '../domain/events.js';
-import type { Sql } from './postgres.js';
+import type { Sql } from '../pipeline/postgres.js';
 import { attributionCacheKey } from './attribution-keys.js';
 
 export type Resolution =

@@ -1,4 +1,4 @@
-import type { Sql } from './postgres.js';
+import type { Sql } from '../pipeline/postgres.js';
 
 /** The tag a counter limit puts on an event while its cap is at or over the limit (`cap:<cap id>`). */
 export const CAP_TAG_PREFIX = 'cap:';

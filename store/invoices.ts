@@ -1,7 +1,7 @@
 import { ratePeriod, type Invoice, type SubscriptionPeriod } from '../domain/rating/rate-period.js';
 import type { RowKind, UsageRow } from '../domain/rating/usage-rows.js';
 import { validateSubscriptionTerms } from '../domain/rating/plan.js';
-import type { Sql } from './postgres.js';
+import type { Sql } from '../pipeline/postgres.js';
 import type { PlanCache } from './rate-plans.js';
 import { billingPeriod } from './subscriptions.js';
 

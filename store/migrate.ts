@@ -1,7 +1,7 @@
 import { readdir, readFile } from 'node:fs/promises';
 import { createClient } from '@clickhouse/client';
 import { projectPath } from '../pipeline/paths.js';
-import type { Sql } from './postgres.js';
+import type { Sql } from '../pipeline/postgres.js';
 import type { ClickHouseSettings } from './clickhouse.js';
 
 const PG_DIR = projectPath('schemas', 'migrations', 'postgres');

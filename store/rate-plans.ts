@@ -1,6 +1,6 @@
 import { compilePlan, type CompiledPlan } from '../domain/rating/compile.js';
 import { validateRatePlan } from '../domain/rating/plan.js';
-import type { Sql } from './postgres.js';
+import type { Sql } from '../pipeline/postgres.js';
 
 /**
  * Compiled pricing per subscription: its rate-plan version with the subscription's overrides

@@ -1,4 +1,4 @@
-import type { Sql } from './postgres.js';
+import type { Sql } from '../pipeline/postgres.js';
 import type { Attribution, SubscriptionSnapshot } from '../domain/events.js';
 
 interface SubscriptionRow {

@@ -1,4 +1,4 @@
-import type { Sql } from './postgres.js';
+import type { Sql } from '../pipeline/postgres.js';
 import { parseTenantToken, sameDigest, sha256 } from './credentials.js';
 
 export type TokenKind = 'ingest' | 'admin';

@@ -1,5 +1,5 @@
 import type postgres from 'postgres';
-import type { Sql } from './postgres.js';
+import type { Sql } from '../pipeline/postgres.js';
 import { issueTenantToken, newId } from './credentials.js';
 import type { TokenKind } from './tenant-tokens.js';
 

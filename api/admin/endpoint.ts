@@ -3,7 +3,7 @@ import type { Redis } from 'ioredis';
 import { z } from 'zod';
 import type { TenantTokens } from '../../store/tenant-tokens.js';
 import type { TenantAuthVariables } from '../auth.js';
-import type { Sql } from '../../store/postgres.js';
+import type { Sql } from '../../pipeline/postgres.js';
 import { describeIssues } from '../../domain/validation.js';
 import { ApiError, validationFailed } from '../errors.js';
 

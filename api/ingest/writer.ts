@@ -2,7 +2,8 @@ import type { Redis } from 'ioredis';
 import { Watermark } from '../../pipeline/backpressure.js';
 import { encodePayload } from '../../pipeline/codec.js';
 import type { Config } from '../../pipeline/config.js';
-import { STREAMS, partitionOf, partitionedKey } from '../../pipeline/keys.js';
+import { STREAMS } from '../../store/streams.js';
+import { partitionOf, partitionedKey } from '../../pipeline/keys.js';
 import type { Credential, UsageEvent } from '../../domain/events.js';
 
 /** The key an event is partitioned by on the first stream: its tenant and credential (before anyone knows the customer). */

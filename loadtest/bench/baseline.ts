@@ -8,7 +8,7 @@
 import cluster from 'node:cluster';
 import { serve } from '@hono/node-server';
 import { Hono } from 'hono';
-import { connectPostgres, type Sql } from '../../store/postgres.js';
+import { connectPostgres, type Sql } from '../../pipeline/postgres.js';
 import { decodeBody, eventsOf, normalizeBatch } from '../../api/ingest/normalize.js';
 import type { UsageEvent } from '../../domain/events.js';
 

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { loadConfig, type Config } from '../../pipeline/config.js';
 import { deleteKeysWithPrefix } from '../../pipeline/redis.js';
-import { connectPostgres, type Sql } from '../../store/postgres.js';
+import { connectPostgres, type Sql } from '../../pipeline/postgres.js';
 import { migrateClickHouse, migratePostgres } from '../../store/migrate.js';
 import { createClient } from '@clickhouse/client';
 import { seedTenant } from '../../ops/seed.js';

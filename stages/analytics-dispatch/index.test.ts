@@ -176,6 +176,7 @@ describe('analyticsDispatchStage', () => {
       expect((await invocationTotals(ch, tenant)).events).toBe(1);
     } finally {
       await handler.close?.();
+      await context.close();
     }
   });
 });

@@ -1,5 +1,5 @@
 import { ClickHouseError } from '@clickhouse/client';
-import { STREAMS } from '../../pipeline/keys.js';
+import { STREAMS } from '../../store/streams.js';
 import { TransientError, type EntryResult, type StageDefinition, type StageEntry } from '../../pipeline/stage.js';
 import { connectClickHouse, type ClickHouseClient } from '../../store/clickhouse.js';
 import type { LedgeredEvent } from '../../domain/events.js';

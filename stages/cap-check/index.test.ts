@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodePayload, encodePayload } from '../../pipeline/codec.js';
 import { runStage } from '../../pipeline/harness.js';
-import { STREAMS, partitionedKey } from '../../pipeline/keys.js';
+import { STREAMS } from '../../store/streams.js';
+import { partitionedKey } from '../../pipeline/keys.js';
 import { createLogger } from '../../pipeline/logger.js';
 import { Metrics } from '../../pipeline/metrics.js';
 import { isolated, type Isolated } from '../../test/support/isolated.js';

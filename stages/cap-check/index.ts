@@ -1,9 +1,8 @@
-import { subscribeControl } from '../../pipeline/control.js';
-import { STREAMS } from '../../pipeline/keys.js';
-import type { EntryResult, StageDefinition } from '../../pipeline/stage.js';
+import { STREAMS } from '../../store/streams.js';
+import { emit, type EntryResult, type StageDefinition } from '../../pipeline/stage.js';
 import type { Redis } from 'ioredis';
 import { CapBook } from '../../store/caps.js';
-import { connectPostgres, type Sql } from '../../store/postgres.js';
+import type { Sql } from '../../pipeline/postgres.js';
 import type { CheckedEvent, PricedEvent } from '../../domain/events.js';
 import { capCounters } from './limits.js';
 import type { PauseRecord } from '../../store/pauses.js';
@@ -47,13 +46,11 @@ export const capCheckStage: StageDefinition<PricedEvent> = {
   input: STREAMS.priced,
   outputs: [STREAMS.checked],
   batchSize: 500,
-  async setup({ config, redis, log }) {
-    const sql = connectPostgres(config.DATABASE_URL, { max: 2, name: 'cap-check' });
+  async setup({ config, redis, log, sql, onControl }) {
     const caps = new CapBook(sql);
-    const control = subscribeControl(config.REDIS_URL, config.REDIS_PREFIX, async (message) => {
+    await onControl(async (message) => {
       if (message.type === 'caps.changed') await caps.reloadTenant(message.tenantId);
-    }, log);
-    await control.ready;
+    });
     await caps.loadAll();
     const reconciled = await reconcilePauses(redis, config.REDIS_PREFIX, sql);
     if (reconciled) log.info({ reconciled }, 'pause flags checked against their records');
@@ -66,7 +63,7 @@ export const capCheckStage: StageDefinition<PricedEvent> = {
           const pauses = counters.flatMap((c) => (c.onLimit ? [JSON.parse(c.onLimit.value) as PauseRecord] : []));
           if (pauses.length) pausesInHand.set(id, pauses);
           const checked: CheckedEvent = { ...event, capCounters: counters.map((c) => ({ key: c.key, by: c.by })) };
-          return { outputs: [{ stream: STREAMS.checked, payload: checked }], counters };
+          return { outputs: [emit(STREAMS.checked, checked)], counters };
         });
       },
       async afterAck(batch, results) {
@@ -78,10 +75,6 @@ export const capCheckStage: StageDefinition<PricedEvent> = {
         for (const entry of batch) pausesInHand.delete(entry.id);
         for (const pause of crossed) log.warn({ pause }, 'spend cap crossed: paused');
         await recordPauses(sql, crossed);
-      },
-      async close() {
-        await control.close();
-        await sql.end({ timeout: 5 });
       },
     };
   },

@@ -1,4 +1,4 @@
-import type { Sql } from '../../store/postgres.js';
+import type { Sql } from '../../pipeline/postgres.js';
 import { compileCostModel, type CostModelRow, type LoadedCostModel } from './model.js';
 
 interface Entry {

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { publishControl } from '../../pipeline/control.js';
 import { isTransient } from '../../pipeline/errors.js';
-import { connectPostgres } from '../../store/postgres.js';
+import { connectPostgres } from '../../pipeline/postgres.js';
 import { createTenant } from '../../store/tenants.js';
 import { isolated, type Isolated } from '../../test/support/isolated.js';
 import { ledgeredEvent, stageEntries, testStageContext, type LedgeredEventOverrides } from '../testing.js';
@@ -130,7 +130,8 @@ describe('cogsStage', () => {
   it('keeps cost models in memory and reloads a tenant on cost-models.changed', async () => {
     expect(cogsStage).toMatchObject({ name: 'cogs', input: 'events:ledgered', outputs: [] });
     const tenant = await tenantWithModel({ default_tool: '1' });
-    const handler = await cogsStage.setup(testStageContext('cogs', world));
+    const context = testStageContext('cogs', world);
+    const handler = await cogsStage.setup(context);
     try {
       await handler.handle(stageEntries([event(tenant)]));
       await world.sql`UPDATE cost_models SET model = ${world.sql.json({ default_tool: '3' })} WHERE tenant_id = ${tenant}`;
@@ -152,6 +153,7 @@ describe('cogsStage', () => {
       expect((await rowsOf(tenant)).find((r) => r.event_id === reloaded.eventId)?.cogs_nano).toBe('3000000000');
     } finally {
       await handler.close?.();
+      await context.close();
     }
   });
 });

@@ -1,8 +1,7 @@
-import { subscribeControl } from '../../pipeline/control.js';
-import { STREAMS } from '../../pipeline/keys.js';
+import { STREAMS } from '../../store/streams.js';
 import type { EntryResult, StageDefinition, StageEntry } from '../../pipeline/stage.js';
 import { isUsageEventType } from '../../domain/events.js';
-import { connectPostgres, type Sql } from '../../store/postgres.js';
+import type { Sql } from '../../pipeline/postgres.js';
 import type { LedgeredEvent } from '../../domain/events.js';
 import { CostModelCache } from './cache.js';
 import { computeCogs, pickCostModel, uncosted, type Cogs } from './model.js';
@@ -77,24 +76,11 @@ export const cogsStage: StageDefinition<LedgeredEvent> = {
   input: STREAMS.ledgered,
   outputs: [],
   batchSize: 1000,
-  async setup({ config, log }) {
-    const sql = connectPostgres(config.DATABASE_URL, { max: 2, name: 'cogs' });
+  async setup({ sql, onControl }) {
     const models = new CostModelCache(sql);
-    const control = subscribeControl(
-      config.REDIS_URL,
-      config.REDIS_PREFIX,
-      (message) => {
-        if (message.type === 'cost-models.changed') models.invalidate(message.tenantId);
-      },
-      log,
-    );
-    await control.ready;
-    return {
-      handle: (batch) => recordCogsBatch(sql, models, batch),
-      async close() {
-        await control.close();
-        await sql.end({ timeout: 5 });
-      },
-    };
+    await onControl((message) => {
+      if (message.type === 'cost-models.changed') models.invalidate(message.tenantId);
+    });
+    return { handle: (batch) => recordCogsBatch(sql, models, batch) };
   },
 };

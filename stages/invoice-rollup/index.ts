@@ -1,9 +1,9 @@
 import { countsAsCall } from '../../domain/rating/rate-event.js';
 import { mergeRows, usageRows, type UsageRow } from '../../domain/rating/usage-rows.js';
-import { STREAMS } from '../../pipeline/keys.js';
+import { STREAMS } from '../../store/streams.js';
 import type { EntryResult, StageDefinition, StageEntry } from '../../pipeline/stage.js';
 import type { TransactionSql } from 'postgres';
-import { connectPostgres, type Sql } from '../../store/postgres.js';
+import type { Sql } from '../../pipeline/postgres.js';
 import { pruneApplied } from '../../store/applied.js';
 import { PlanCache } from '../../store/rate-plans.js';
 import type { LedgeredEvent } from '../../domain/events.js';
@@ -163,8 +163,7 @@ export const invoiceRollupStage: StageDefinition<LedgeredEvent> = {
   input: STREAMS.ledgered,
   outputs: [],
   batchSize: 1000,
-  async setup({ config, log }) {
-    const sql = connectPostgres(config.DATABASE_URL, { max: 2, name: 'invoice-rollup' });
+  async setup({ log, sql }) {
     const plans = new PlanCache(sql);
     const prune = setInterval(() => {
       pruneApplied(sql, 'invoice_applied', new Date(Date.now() - APPLIED_RETENTION_MS), PRUNE_CHUNK).catch((err) =>
@@ -176,7 +175,6 @@ export const invoiceRollupStage: StageDefinition<LedgeredEvent> = {
       handle: (batch) => rollUp(sql, plans, batch),
       async close() {
         clearInterval(prune);
-        await sql.end({ timeout: 5 });
       },
     };
   },

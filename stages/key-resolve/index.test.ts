@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { STREAMS } from '../../pipeline/keys.js';
+import { STREAMS } from '../../store/streams.js';
 import { AttributionResolver } from '../../store/attribution.js';
 import { invalidateAttribution } from '../../store/attribution-keys.js';
 import { isolated, type Isolated } from '../../test/support/isolated.js';

@@ -1,8 +1,7 @@
-import { STREAMS } from '../../pipeline/keys.js';
-import type { EntryResult, StageDefinition, StageEntry } from '../../pipeline/stage.js';
+import { STREAMS } from '../../store/streams.js';
+import { emit, type EntryResult, type StageDefinition, type StageEntry } from '../../pipeline/stage.js';
 import type { UsageEvent } from '../../domain/events.js';
 import { AttributionResolver } from '../../store/attribution.js';
-import { connectPostgres } from '../../store/postgres.js';
 import { customerPartitionKey, rejection, type ResolvedEvent } from '../../domain/events.js';
 
 /** Attributes each event to its agent or app, team, customer and product; unknown or revoked credentials go to the rejected stream. */
@@ -11,12 +10,12 @@ export async function resolveBatch(resolver: AttributionResolver, batch: StageEn
   return batch.map(({ payload: event }, i) => {
     const resolution = resolutions[i];
     if (!resolution.ok) {
-      return { outputs: [{ stream: STREAMS.rejected, payload: rejection('key-resolve', resolution.code, resolution.reason, event) }] };
+      return { outputs: [emit(STREAMS.rejected, rejection('key-resolve', resolution.code, resolution.reason, event))] };
     }
     const resolved: ResolvedEvent = { ...event, attribution: resolution.attribution };
     return {
       outputs: [
-        { stream: STREAMS.resolved, payload: resolved, partitionKey: customerPartitionKey(event.tenantId, resolution.attribution.customerId) },
+        emit(STREAMS.resolved, resolved, customerPartitionKey(event.tenantId, resolution.attribution.customerId)),
       ],
     };
   });
@@ -27,15 +26,11 @@ export const keyResolveStage: StageDefinition<UsageEvent> = {
   input: STREAMS.ingested,
   outputs: [STREAMS.resolved, STREAMS.rejected],
   batchSize: 500,
-  async setup({ config, redis, metrics }) {
-    const sql = connectPostgres(config.DATABASE_URL, { max: 2, name: 'key-resolve' });
+  async setup({ config, redis, metrics, sql }) {
     const resolver = new AttributionResolver(sql, redis, config.REDIS_PREFIX, config.KEY_CACHE_TTL_SECONDS, {
       hit: () => metrics.cacheLookups.inc({ cache: 'attribution', result: 'hit' }),
       miss: () => metrics.cacheLookups.inc({ cache: 'attribution', result: 'miss' }),
     });
-    return {
-      handle: (batch) => resolveBatch(resolver, batch),
-      close: () => sql.end({ timeout: 5 }),
-    };
+    return { handle: (batch) => resolveBatch(resolver, batch) };
   },
 };

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { STREAMS } from '../../pipeline/keys.js';
+import { STREAMS } from '../../store/streams.js';
 import type { StageEntry } from '../../pipeline/stage.js';
 import { isolated, type Isolated } from '../../test/support/isolated.js';
 import { ledgeredEvent, stageEntries } from '../testing.js';

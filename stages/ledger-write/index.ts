@@ -1,6 +1,6 @@
-import { STREAMS } from '../../pipeline/keys.js';
-import type { EntryResult, StageDefinition, StageEntry } from '../../pipeline/stage.js';
-import { connectPostgres, type Sql } from '../../store/postgres.js';
+import { STREAMS } from '../../store/streams.js';
+import { emit, type EntryResult, type StageDefinition, type StageEntry } from '../../pipeline/stage.js';
+import type { Sql } from '../../pipeline/postgres.js';
 import { CAP_TAG_PREFIX } from '../../store/caps.js';
 import type { CheckedEvent, LedgeredEvent } from '../../domain/events.js';
 
@@ -90,7 +90,7 @@ export async function writeLedger(
       return { counters: event.capCounters.map((c) => ({ key: c.key, by: -c.by, ttlSeconds: 0 })) };
     }
     const ledgered: LedgeredEvent = { ...event, overCap: overCap[i] };
-    return { outputs: [{ stream: STREAMS.ledgered, payload: ledgered }] };
+    return { outputs: [emit(STREAMS.ledgered, ledgered)] };
   });
 }
 
@@ -99,14 +99,12 @@ export const ledgerWriteStage: StageDefinition<CheckedEvent> = {
   input: STREAMS.checked,
   outputs: [STREAMS.ledgered],
   batchSize: 1000,
-  async setup({ config, metrics }) {
-    const sql = connectPostgres(config.DATABASE_URL, { max: 2, name: 'ledger-write' });
+  async setup({ metrics, sql }) {
     return {
       handle: (batch) =>
         writeLedger(sql, batch, (c) => {
           metrics.duplicates.inc({ stage: 'ledger-write' }, c.duplicates);
         }),
-      close: () => sql.end({ timeout: 5 }),
     };
   },
 };

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { STREAMS } from '../../pipeline/keys.js';
+import { STREAMS } from '../../store/streams.js';
 import { newId } from '../../store/credentials.js';
 import { PlanCache } from '../../store/rate-plans.js';
 import { SubscriptionBook } from '../../store/subscriptions.js';

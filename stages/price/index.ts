@@ -1,8 +1,7 @@
 import { rateEvent } from '../../domain/rating/rate-event.js';
 import { isTransient } from '../../pipeline/errors.js';
-import { STREAMS } from '../../pipeline/keys.js';
-import type { EntryResult, StageDefinition, StageEntry } from '../../pipeline/stage.js';
-import { connectPostgres } from '../../store/postgres.js';
+import { STREAMS } from '../../store/streams.js';
+import { emit, type EntryResult, type StageDefinition, type StageEntry } from '../../pipeline/stage.js';
 import { PlanCache } from '../../store/rate-plans.js';
 import type { AttributedEvent, PricedEvent } from '../../domain/events.js';
 
@@ -20,7 +19,7 @@ export async function priceBatch(plans: PlanCache, batch: StageEntry<AttributedE
     }
     const rating = rateEvent(plan, event);
     const priced: PricedEvent = { ...event, cost: { total: rating.total, tool: rating.tool, breakdown: rating.breakdown } };
-    results.push({ outputs: [{ stream: STREAMS.priced, payload: priced }] });
+    results.push({ outputs: [emit(STREAMS.priced, priced)] });
   }
   return results;
 }
@@ -30,12 +29,8 @@ export const priceStage: StageDefinition<AttributedEvent> = {
   input: STREAMS.attributed,
   outputs: [STREAMS.priced],
   batchSize: 500,
-  async setup({ config }) {
-    const sql = connectPostgres(config.DATABASE_URL, { max: 2, name: 'price' });
+  async setup({ sql }) {
     const plans = new PlanCache(sql);
-    return {
-      handle: (batch) => priceBatch(plans, batch),
-      close: () => sql.end({ timeout: 5 }),
-    };
+    return { handle: (batch) => priceBatch(plans, batch) };
   },
 };

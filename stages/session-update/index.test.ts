@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { EventType } from '../../domain/events.js';
-import { connectPostgres } from '../../store/postgres.js';
+import { connectPostgres } from '../../pipeline/postgres.js';
 import { isolated, type Isolated } from '../../test/support/isolated.js';
 import { ledgeredEvent, stageEntries, testStageContext, type LedgeredEventOverrides } from '../testing.js';
 import { getSession, sessionUpdateBatch, sessionUpdateStage, sweepSessions, type SweepPolicy } from './index.js';
@@ -174,7 +174,8 @@ describe('sweepSessions', () => {
 describe('sessionUpdateStage', () => {
   it('runs the sweep on a timer from setup and stops it on close', async () => {
     expect(sessionUpdateStage).toMatchObject({ name: 'session-update', input: 'events:ledgered', outputs: [] });
-    const handler = await sessionUpdateStage.setup(testStageContext('session-update', world, { SESSION_SWEEP_INTERVAL_MS: '100' }));
+    const context = testStageContext('session-update', world, { SESSION_SWEEP_INTERVAL_MS: '100' });
+    const handler = await sessionUpdateStage.setup(context);
     const tenant = newTenant();
     await handler.handle(stageEntries([event(tenant, 'timer', 'mcp.tool_invoked', 0)]));
     const deadline = Date.now() + 5_000;
@@ -183,5 +184,6 @@ describe('sessionUpdateStage', () => {
     }
     expect((await getSession(world.sql, tenant, 'timer'))?.status).toBe('EXPIRED');
     await handler.close?.();
+    await context.close();
   });
 });

@@ -1,6 +1,6 @@
-import { STREAMS } from '../../pipeline/keys.js';
+import { STREAMS } from '../../store/streams.js';
 import type { EntryResult, StageDefinition, StageEntry } from '../../pipeline/stage.js';
-import { connectPostgres, type Sql } from '../../store/postgres.js';
+import type { Sql } from '../../pipeline/postgres.js';
 import type { LedgeredEvent } from '../../domain/events.js';
 import { applySessionEvents } from './store.js';
 import { DEFAULT_APPLIED_RETENTION_SECONDS, SessionSweeper } from './sweep.js';
@@ -27,8 +27,7 @@ export const sessionUpdateStage: StageDefinition<LedgeredEvent> = {
   input: STREAMS.ledgered,
   outputs: [],
   batchSize: 1000,
-  async setup({ config, log }) {
-    const sql = connectPostgres(config.DATABASE_URL, { max: 2, name: 'session-update' });
+  async setup({ config, log, sql }) {
     const sweeper = new SessionSweeper(
       sql,
       {
@@ -45,7 +44,6 @@ export const sessionUpdateStage: StageDefinition<LedgeredEvent> = {
       handle: (batch) => sessionUpdateBatch(sql, batch),
       async close() {
         await sweeper.stop();
-        await sql.end({ timeout: 5 });
       },
     };
   },

@@ -1,5 +1,5 @@
 import type postgres from 'postgres';
-import type { Sql } from '../../store/postgres.js';
+import type { Sql } from '../../pipeline/postgres.js';
 import type { LedgeredEvent } from '../../domain/events.js';
 import { advanceSession, type SessionState, type SessionStatus } from './lifecycle.js';
 

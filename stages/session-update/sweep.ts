@@ -1,5 +1,5 @@
 import type { Logger } from '../../pipeline/logger.js';
-import type { Sql } from '../../store/postgres.js';
+import type { Sql } from '../../pipeline/postgres.js';
 import { pruneApplied } from '../../store/applied.js';
 
 export interface SweepPolicy {

@@ -1,7 +1,5 @@
-import { subscribeControl } from '../../pipeline/control.js';
-import { STREAMS } from '../../pipeline/keys.js';
-import type { EntryResult, StageDefinition, StageEntry } from '../../pipeline/stage.js';
-import { connectPostgres } from '../../store/postgres.js';
+import { STREAMS } from '../../store/streams.js';
+import { emit, type EntryResult, type StageDefinition, type StageEntry } from '../../pipeline/stage.js';
 import { SubscriptionBook } from '../../store/subscriptions.js';
 import { rejection, type AttributedEvent, type ResolvedEvent } from '../../domain/events.js';
 
@@ -13,11 +11,11 @@ export async function attachSubscriptions(book: SubscriptionBook, batch: StageEn
     if (!subscription) {
       const at = new Date(event.recordedAt).toISOString();
       const reason = `no subscription of customer ${event.attribution.customerId} (or its team, agent or app) is active at ${at}`;
-      results.push({ outputs: [{ stream: STREAMS.rejected, payload: rejection('subscription-snapshot', 'no_subscription', reason, event) }] });
+      results.push({ outputs: [emit(STREAMS.rejected, rejection('subscription-snapshot', 'no_subscription', reason, event))] });
       continue;
     }
     const attributed: AttributedEvent = { ...event, subscription };
-    results.push({ outputs: [{ stream: STREAMS.attributed, payload: attributed }] });
+    results.push({ outputs: [emit(STREAMS.attributed, attributed)] });
   }
   return results;
 }
@@ -27,20 +25,12 @@ export const subscriptionSnapshotStage: StageDefinition<ResolvedEvent> = {
   input: STREAMS.resolved,
   outputs: [STREAMS.attributed, STREAMS.rejected],
   batchSize: 500,
-  async setup({ config, log }) {
-    const sql = connectPostgres(config.DATABASE_URL, { max: 2, name: 'subscription-snapshot' });
+  async setup({ sql, onControl }) {
     const book = new SubscriptionBook(sql);
-    const control = subscribeControl(config.REDIS_URL, config.REDIS_PREFIX, async (message) => {
+    await onControl(async (message) => {
       if (message.type === 'subscriptions.changed') await book.reloadTenant(message.tenantId);
-    }, log);
-    await control.ready;
+    });
     await book.loadAll();
-    return {
-      handle: (batch) => attachSubscriptions(book, batch),
-      async close() {
-        await control.close();
-        await sql.end({ timeout: 5 });
-      },
-    };
+    return { handle: (batch) => attachSubscriptions(book, batch) };
   },
 };

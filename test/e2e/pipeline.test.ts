@@ -6,7 +6,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../pipeline/logger.js';
-import { partitionedKey, deadLetterKey, STREAMS } from '../../pipeline/keys.js';
+import { STREAMS } from '../../store/streams.js';
+import { partitionedKey, deadLetterKey } from '../../pipeline/keys.js';
 import { supervise, type Supervisor } from '../../pipeline/supervisor.js';
 import { seededRandom as random } from '../../ops/demo-traffic.js';
 import { pipelineProcesses } from '../../ops/start.js';

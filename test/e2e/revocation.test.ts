@@ -6,7 +6,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodePayload } from '../../pipeline/codec.js';
 import { createLogger } from '../../pipeline/logger.js';
-import { STREAMS, partitionedKey } from '../../pipeline/keys.js';
+import { STREAMS } from '../../store/streams.js';
+import { partitionedKey } from '../../pipeline/keys.js';
 import { supervise, type Supervisor } from '../../pipeline/supervisor.js';
 import { pipelineProcesses } from '../../ops/start.js';
 import { seedTenant, type SeededAgent, type SeededTenant } from '../../ops/seed.js';

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { UsageEvent } from '../../domain/events.js';
-import type { Sql } from '../../store/postgres.js';
+import type { Sql } from '../../pipeline/postgres.js';
 import { seedTenant, type SeedSpec, type SeededAgent, type SeededTenant } from '../../ops/seed.js';
 
 /** The article's per-tool plan: tool rates with a default, token rates, three duration buckets. */

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { loadConfig, type Config } from '../../pipeline/config.js';
 import { deleteKeysWithPrefix } from '../../pipeline/redis.js';
-import { connectPostgres, type Sql } from '../../store/postgres.js';
+import { connectPostgres, type Sql } from '../../pipeline/postgres.js';
 import { connectClickHouse, type ClickHouseClient } from '../../store/clickhouse.js';
 import { migrateClickHouse, migratePostgres } from '../../store/migrate.js';
 

@@ -1,5 +1,6 @@
 // A stage process for the harness's SIGTERM test: forwards entries unchanged, 150 ms per batch of 10.
 import { runStageProcess } from '../../pipeline/process.js';
+import { emit } from '../../pipeline/stage.js';
 
 await runStageProcess(
   {
@@ -11,7 +12,7 @@ await runStageProcess(
       return {
         async handle(batch) {
           await new Promise((r) => setTimeout(r, 150));
-          return batch.map((e) => ({ outputs: [{ stream: 'slow:out', payload: e.payload }] }));
+          return batch.map((e) => ({ outputs: [emit('slow:out', e.payload)] }));
         },
       };
     },
