@@ -69,7 +69,7 @@ export interface Output {
   readonly [emitted]: true;
 }
 
-export function emit<Payload>(stream: Stream<Payload>, payload: Payload, partitionKey?: string): Output {
+export function emit<Payload>(stream: Stream<Payload>, payload: NoInfer<Payload>, partitionKey?: string): Output {
   return { stream, payload, ...(partitionKey !== undefined ? { partitionKey } : {}) } as Output;
 }
 
