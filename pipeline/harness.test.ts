@@ -305,6 +305,83 @@ describe('stage harness', () => {
     expect(await redis.get(partitionedKey(PREFIX, 'total', 0))).toBe('45');
   });
 
+  /** A stage that forwards each entry and adds `by` (from the payload, a decimal string) to one capped counter. */
+  function counting(input: string, output: string, limit: bigint): StageDefinition<{ n: number; by: string }> {
+    return {
+      name: 'counting',
+      input,
+      outputs: [output],
+      batchSize: 10,
+      async setup() {
+        return {
+          async handle(batch) {
+            return batch.map((e) => ({
+              outputs: [emit(output, e.payload)],
+              counters: [{ key: `${input}:total`, by: BigInt(e.payload.by), ttlSeconds: 60, limit, tag: 'over' }],
+            }));
+          },
+        };
+      },
+    };
+  }
+
+  async function feedCounted(key: string, bys: bigint[]): Promise<void> {
+    const pipeline = redis.pipeline();
+    bys.forEach((by, n) => pipeline.xadd(key, '*', 'd', encodePayload({ n, by: by.toString() })));
+    await pipeline.exec();
+  }
+
+  it('never acks what it then fails to forward: a counter increment past int64 pins the total and every entry goes on (issue 9, defect 2)', async () => {
+    const { input, output, inKey, outKey } = names();
+    const INT64_MAX = 2n ** 63n - 1n;
+    await redis.set(partitionedKey(PREFIX, `${input}:total`, 0), (INT64_MAX - 10n).toString());
+    // Five entries of 2^62 each: the first already overflows the running total.
+    await feedCounted(inKey, [2n ** 62n, 2n ** 62n, 5n, 2n ** 62n, 1n]);
+    const started = Date.now();
+    const stage = await start(counting(input, output, 1000n), [{ stream: input, group: 'counting' }], config({ CLAIM_IDLE_MS: '60000' }));
+    await until(async () => (await redis.xlen(outKey)) === 5, 10_000);
+    await stage.stop();
+    expect(Date.now() - started).toBeLessThan(5_000);
+    expect((await outputs(outKey)).sort()).toEqual([0, 1, 2, 3, 4]);
+    const forwarded = (await redis.xrange(outKey, '-', '+')) as [string, string[]][];
+    expect(forwarded.map(([, f]) => f[3])).toEqual(['over', 'over', 'over', 'over', 'over']);
+    expect(await redis.get(partitionedKey(PREFIX, `${input}:total`, 0))).toBe(INT64_MAX.toString());
+    expect(((await redis.xpending(inKey, 'counting')) as [number])[0]).toBe(0);
+    expect(await redis.xlen(deadLetterKey(PREFIX, 'counting', 0))).toBe(0);
+  });
+
+  it('judges limits on exact totals beyond 2^53 (a double would round the limit down and tag early)', async () => {
+    const { input, output, inKey, outKey } = names();
+    const limit = 2n ** 53n + 1n;
+    await feedCounted(inKey, [2n ** 53n, 1n]);
+    const stage = await start(counting(input, output, limit), [{ stream: input, group: 'counting' }]);
+    await until(async () => (await redis.xlen(outKey)) === 2);
+    await stage.stop();
+    const tags = ((await redis.xrange(outKey, '-', '+')) as [string, string[]][]).map(([, f]) => f[3] ?? '');
+    expect(tags).toEqual(['', 'over']);
+    expect(await redis.get(partitionedKey(PREFIX, `${input}:total`, 0))).toBe((2n ** 53n + 1n).toString());
+  });
+
+  it('an output that cannot be encoded (an amount beyond 64 bits) fails its entry alone, never wrapped (issue 9, defect 3)', async () => {
+    const { input, output, inKey, outKey } = names();
+    await feed(inKey, 4);
+    const stage = await start(
+      doubler(input, output, async (batch) =>
+        batch.map((e) => ({ outputs: [emit(output, { n: e.payload.n, cost: e.payload.n === 2 ? 2n ** 64n + 7n : BigInt(e.payload.n) })] })),
+        10,
+        'wide',
+      ),
+      [{ stream: input, group: 'wide' }],
+      config({ MAX_DELIVERIES: '2', CLAIM_IDLE_MS: '60000', CLAIM_INTERVAL_MS: '50' }),
+    );
+    const deadKey = deadLetterKey(PREFIX, 'wide', 0);
+    await until(async () => (await redis.xlen(deadKey)) === 1);
+    await stage.stop();
+    expect(await outputs(outKey)).toEqual([0, 1, 3]);
+    const [[, fields]] = (await redis.xrange(deadKey, '-', '+')) as [string, string[]][];
+    expect(fields[fields.indexOf('error') + 1]).toMatch(/does not fit a 64-bit integer/);
+  });
+
   it('on SIGTERM finishes and acks the batch in hand, exits 0, and loses nothing', async () => {
     const prefix = `${PREFIX}sigterm:`;
     const inKey = partitionedKey(prefix, 'slow:in', 0);

@@ -512,16 +512,25 @@ class PartitionWorker<In> {
         failed.push({ id: entry.id, error: result.error });
         return;
       }
-      acked.push(i);
       const outputs = result.outputs ?? [];
       const counters = result.counters ?? [];
-      args.push(entry.id, redelivered ? '1' : '0', String(outputs.length), String(counters.length));
-      for (const output of outputs) {
-        if (!this.stage.outputs.includes(output.stream)) throw new Error(`stage ${this.stage.name} may not write to ${output.stream}`);
-        const partition = output.partitionKey === undefined ? this.partition : partitionOf(output.partitionKey, this.config.PARTITIONS);
-        args.push(String(indexOf(partitionedKey(prefix, output.stream, partition))), encodePayload(output.payload));
-        outputStreams[i].push(output.stream);
+      // Encoded before anything is sent: an output that cannot be encoded (an amount beyond
+      // 64 bits) fails its entry alone, which then goes the way of every failed entry.
+      let encoded: { key: string; payload: Buffer }[];
+      try {
+        encoded = outputs.map((output) => {
+          if (!this.stage.outputs.includes(output.stream)) throw new Error(`stage ${this.stage.name} may not write to ${output.stream}`);
+          const partition = output.partitionKey === undefined ? this.partition : partitionOf(output.partitionKey, this.config.PARTITIONS);
+          return { key: partitionedKey(prefix, output.stream, partition), payload: encodePayload(output.payload) };
+        });
+      } catch (error) {
+        failed.push({ id: entry.id, error });
+        return;
       }
+      acked.push(i);
+      args.push(entry.id, redelivered ? '1' : '0', String(outputs.length), String(counters.length));
+      for (const { key, payload } of encoded) args.push(String(indexOf(key)), payload);
+      outputStreams[i] = outputs.map((o) => o.stream);
       for (const counter of counters) {
         args.push(
           String(indexOf(partitionedKey(prefix, counter.key, this.partition))),
@@ -537,32 +546,42 @@ class PartitionWorker<In> {
     });
     args[1] = String(acked.length);
 
-    if (failed.length) {
-      const errors: string[] = [];
-      for (const { id, error } of failed) {
-        errors.push(id, describeError(error));
-        this.failedHere.add(id);
-      }
-      await this.redis.hset(this.errorsKey, ...errors);
-      this.metrics.errors.inc({ stage: this.stage.name, kind: 'entry' }, failed.length);
-      this.log.warn({ failed: failed.map((f) => ({ id: f.id, error: describeError(f.error) })) }, 'entries failed; left pending for retry');
-    }
+    if (failed.length) await this.recordFailures(failed);
 
     const ackResults: AckResult[] = batch.map(() => ({ acked: false, crossed: [] }));
-    if (acked.length === 0) return ackResults;
-    const reply = await this.redis.ackAndForward(keys.length, ...keys, ...args);
     const forwarded = new Map<string, number>();
-    acked.forEach((batchIndex, i) => {
-      const value = reply[i];
-      if (value === null || value === undefined) return;
-      ackResults[batchIndex] = { acked: true, crossed: value ? value.split(',') : [] };
-      for (const stream of outputStreams[batchIndex]) forwarded.set(stream, (forwarded.get(stream) ?? 0) + 1);
-    });
+    const refused: { id: string; error: unknown }[] = [];
+    if (acked.length) {
+      const reply = await this.redis.ackAndForward(keys.length, ...keys, ...args);
+      acked.forEach((batchIndex, i) => {
+        const value = reply[i];
+        if (value === null || value === undefined) return;
+        if (value.startsWith('!')) {
+          refused.push({ id: batch[batchIndex].id, error: new Error(`the ack script refused the entry: ${value.slice(1)}`) });
+          return;
+        }
+        ackResults[batchIndex] = { acked: true, crossed: value ? value.split(',') : [] };
+        for (const stream of outputStreams[batchIndex]) forwarded.set(stream, (forwarded.get(stream) ?? 0) + 1);
+      });
+    }
+    if (refused.length) await this.recordFailures(refused);
     for (const [stream, count] of forwarded) {
       this.metrics.eventsOut.inc({ stage: this.stage.name, stream }, count);
       this.watermark.added(count);
     }
     return ackResults;
+  }
+
+  /** Failed entries stay pending with their last error, retried at the next recovery pass, dead-lettered after MAX_DELIVERIES. */
+  private async recordFailures(failed: { id: string; error: unknown }[]): Promise<void> {
+    const errors: string[] = [];
+    for (const { id, error } of failed) {
+      errors.push(id, describeError(error));
+      this.failedHere.add(id);
+    }
+    await this.redis.hset(this.errorsKey, ...errors);
+    this.metrics.errors.inc({ stage: this.stage.name, kind: 'entry' }, failed.length);
+    this.log.warn({ failed: failed.map((f) => ({ id: f.id, error: describeError(f.error) })) }, 'entries failed; left pending for retry');
   }
 }
 
