@@ -305,6 +305,36 @@ describe('stage harness', () => {
     expect(await redis.get(partitionedKey(PREFIX, 'total', 0))).toBe('45');
   });
 
+  it('narrows a failing batch down by halves: a bad entry costs a few attempts, not one per entry, and goes to the dead letters (issue 9, defect 1)', async () => {
+    const { input, output, inKey, outKey } = names();
+    await feed(inKey, 64);
+    let calls = 0;
+    const stage = await start(
+      doubler(
+        input,
+        output,
+        async (batch) => {
+          calls++;
+          // A row the store refuses: PostgreSQL 22021 (a data error, not an outage).
+          if (batch.some((e) => e.payload.n === 13)) throw Object.assign(new Error('invalid byte sequence for encoding "UTF8": 0x00'), { code: '22021' });
+          return batch.map((e) => ({ outputs: [emit(output, { n: e.payload.n * 2 })] }));
+        },
+        64,
+        'halves',
+      ),
+      [{ stream: input, group: 'halves' }],
+      config({ MAX_DELIVERIES: '2', CLAIM_IDLE_MS: '60000', CLAIM_INTERVAL_MS: '50' }),
+    );
+    const deadKey = deadLetterKey(PREFIX, 'halves', 0);
+    await until(async () => (await redis.xlen(deadKey)) === 1);
+    await stage.stop();
+    expect((await outputs(outKey)).length).toBe(63);
+    // First pass: 1 + 2 x log2(64) handler calls; then one per retry of the bad entry.
+    expect(calls).toBeLessThanOrEqual(16);
+    const [[, fields]] = (await redis.xrange(deadKey, '-', '+')) as [string, string[]][];
+    expect(fields[fields.indexOf('error') + 1]).toContain('invalid byte sequence');
+  });
+
   /** A stage that forwards each entry and adds `by` (from the payload, a decimal string) to one capped counter. */
   function counting(input: string, output: string, limit: bigint): StageDefinition<{ n: number; by: string }> {
     return {

@@ -440,8 +440,11 @@ class PartitionWorker<In> {
   /**
    * Runs the handler. A dependency outage keeps the batch in hand and retries it with backoff
    * (touching the entries so no one claims them, and without counting deliveries). Any other
-   * failure of the whole batch is narrowed down entry by entry, so one bad entry cannot hold
-   * up its neighbours. Returns undefined when asked to stop during an outage.
+   * failure of the whole batch is narrowed down by halves to the entries at fault (a few
+   * attempts per bad entry, not one per entry: a 5,000-row ClickHouse batch is not cut into
+   * 5,000 inserts), so one bad entry cannot hold up its neighbours; each entry at fault fails
+   * alone and goes the bounded way to the dead letters. Returns undefined when asked to stop
+   * during an outage.
    */
   private async runHandler(batch: StageEntry<In>[]): Promise<EntryResult[] | undefined> {
     let delay = 100;
@@ -468,14 +471,13 @@ class PartitionWorker<In> {
         }
         this.metrics.errors.inc({ stage: this.stage.name, kind: 'handler' });
         if (batch.length === 1) return [{ error: err }];
-        this.log.warn({ err: describeError(err), size: batch.length }, 'batch failed; retrying entry by entry');
-        const results: EntryResult[] = [];
-        for (const entry of batch) {
-          const single = await this.runHandler([entry]);
-          if (single === undefined) return undefined;
-          results.push(single[0]);
-        }
-        return results;
+        this.log.warn({ err: describeError(err), size: batch.length }, 'batch failed; retrying it by halves to find the entries at fault');
+        const middle = Math.ceil(batch.length / 2);
+        const first = await this.runHandler(batch.slice(0, middle));
+        if (first === undefined) return undefined;
+        const second = await this.runHandler(batch.slice(middle));
+        if (second === undefined) return undefined;
+        return [...first, ...second];
       }
     }
   }
