@@ -47,6 +47,7 @@ const schema = z.object({
   SESSION_EXPIRE_SECONDS: int(3600, 1),
   SESSION_SWEEP_INTERVAL_MS: int(30_000, 100),
   ANALYTICS_FLUSH_MS: int(1000, 10),
+  LEDGER_EXPORT_INTERVAL_MS: int(250, 10),
 });
 
 export type Config = z.infer<typeof schema>;

@@ -1,4 +1,4 @@
-import type { LedgeredEvent } from '../../domain/events.js';
+import type { AnalyticsEvent } from '../../domain/events.js';
 
 /** A row of {db}.invocations as JSONEachRow: 64-bit integers as decimal strings, times in UTC. */
 export interface InvocationRow {
@@ -47,7 +47,7 @@ export function chDate(ms: number): string {
 }
 
 /** The analytics row of a ledgered event: every column the dashboards group or sum by. */
-export function invocationRow(event: LedgeredEvent): InvocationRow {
+export function invocationRow(event: AnalyticsEvent): InvocationRow {
   const { attribution: who, subscription: sub } = event;
   return {
     tenant_id: event.tenantId,

@@ -348,14 +348,18 @@ describe('the pipeline end to end', () => {
     expect(BigInt(cogs.cogs)).toBe(expectedCogsTotal);
     expect(BigInt(cogs.margin)).toBe(expectedTotal - expectedCogsTotal);
 
-    // ClickHouse: the same count and total, read through the replacing engine's FINAL.
-    const result = await world.clickhouse!.query({
-      query: `SELECT count() AS rows, toString(sum(cost_nano)) AS total FROM ${world.env.CLICKHOUSE_DATABASE}.invocations FINAL`,
-      format: 'JSONEachRow',
-    });
-    const [analytics] = (await result.json()) as { rows: string; total: string }[];
-    expect(Number(analytics.rows)).toBe(DISTINCT);
-    expect(BigInt(analytics.total)).toBe(expectedTotal);
+    // ClickHouse: the same count and total, read through the replacing engine's FINAL, once the
+    // ledger export (which follows the ledger, not the streams) has caught up.
+    const analytics = async () => {
+      const result = await world.clickhouse!.query({
+        query: `SELECT count() AS rows, toString(sum(cost_nano)) AS total FROM ${world.env.CLICKHOUSE_DATABASE}.invocations FINAL`,
+        format: 'JSONEachRow',
+      });
+      const [row] = (await result.json()) as { rows: string; total: string }[];
+      return { rows: Number(row.rows), total: BigInt(row.total) };
+    };
+    await waitFor(async () => (await analytics()).rows >= DISTINCT, 60_000);
+    expect(await analytics()).toEqual({ rows: DISTINCT, total: expectedTotal });
 
     // Invoices: per subscription, the period aggregates hold the ledger's cost and calls.
     const invoiceMismatches = await sql`
