@@ -11,7 +11,7 @@ import { scripted } from '../../pipeline/scripts.js';
 import { decodeCursor, encodeCursor, exportHorizon, readLedgerPage } from '../../store/ledger-export.js';
 import { STREAMS } from '../../store/streams.js';
 
-/** Rows read from the ledger per page (one PostgreSQL query, one Redis call). */
+/** Rows read from the ledger per page (one PostgreSQL query, one Redis call), at most the high-water mark. */
 export const EXPORT_PAGE = 2_000;
 /** The export stream lives in partition 0: the ledger is one source, read by one cursor. */
 const EXPORT_PARTITION = 0;
@@ -39,6 +39,7 @@ export class LedgerExport {
   private readonly watermark: Watermark;
   private readonly cursorKey: string;
   private readonly streamKey: string;
+  private readonly pageSize: number;
 
   constructor(
     private readonly sql: Sql,
@@ -51,6 +52,7 @@ export class LedgerExport {
     this.cursorKey = exportCursorKey(config.REDIS_PREFIX);
     this.streamKey = partitionedKey(config.REDIS_PREFIX, STREAMS.analytics, EXPORT_PARTITION);
     this.watermark = new Watermark(redis, [this.streamKey], config.BACKPRESSURE_HIGH, config.BACKPRESSURE_LOW);
+    this.pageSize = Math.min(EXPORT_PAGE, config.BACKPRESSURE_HIGH);
   }
 
   start(): void {
@@ -68,7 +70,7 @@ export class LedgerExport {
     if (!(await this.watermark.open())) return 0;
     const before = await this.redis.get(this.cursorKey);
     const horizon = await exportHorizon(this.sql);
-    const page = await readLedgerPage(this.sql, decodeCursor(before), horizon, EXPORT_PAGE);
+    const page = await readLedgerPage(this.sql, decodeCursor(before), horizon, this.pageSize);
     if (page.events.length === 0) return 0;
     const payloads = page.events.map((event) => encodePayload(event));
     const appended = await this.redis.appendAtCursor(this.cursorKey, this.streamKey, before ?? '', encodeCursor(page.next), ...payloads);
@@ -89,7 +91,7 @@ export class LedgerExport {
           this.failingSince = undefined;
         }
         backoff = this.config.LEDGER_EXPORT_INTERVAL_MS;
-        if (appended === EXPORT_PAGE) pause = 0; // more is waiting: go on at once
+        if (appended === this.pageSize) pause = 0; // more is waiting: go on at once
       } catch (err) {
         // PostgreSQL or Redis unreachable: the export waits; the ledger is where the rows stay.
         if (this.failingSince === undefined) {
