@@ -1,3 +1,4 @@
+import type { Logger } from './logger.js';
 import { TransientError } from './stage.js';
 
 /**
@@ -34,4 +35,21 @@ export function isTransient(error: unknown): boolean {
 export function describeError(error: unknown): string {
   if (error instanceof Error) return `${error.name}: ${error.message}`.slice(0, 2000);
   return String(error).slice(0, 2000);
+}
+
+/**
+ * A promise rejected with nobody listening ends a Node process. Drivers do that on their own
+ * when a connection dies at the wrong moment (postgres.js, fetching array types on a connection
+ * that drops before its first query): an outage must not kill the process. Any other unhandled
+ * rejection is a bug and still ends it, logged.
+ */
+export function surviveDependencyRejections(log: Logger): void {
+  process.on('unhandledRejection', (reason) => {
+    if (isTransient(reason)) {
+      log.warn({ err: describeError(reason) }, 'a dependency connection failed with nobody waiting on it; carrying on');
+      return;
+    }
+    log.fatal({ err: reason }, 'unhandled promise rejection');
+    process.exit(1);
+  });
 }

@@ -1,4 +1,5 @@
 import { loadConfigOrExit } from './config.js';
+import { surviveDependencyRejections } from './errors.js';
 import { createLogger } from './logger.js';
 import { Metrics, serveMetrics } from './metrics.js';
 import { runStage } from './harness.js';
@@ -12,6 +13,7 @@ import type { StageDefinition, Topology } from './stage.js';
 export async function runStageProcess(stage: StageDefinition<any>, topology: Topology): Promise<void> {
   const config = loadConfigOrExit();
   const log = createLogger(`stage:${stage.name}`, config.LOG_LEVEL);
+  surviveDependencyRejections(log);
   const metrics = new Metrics(`${stage.name}-${config.WORKER_SLOT}`);
   const running = await runStage(stage, { config, log, metrics, topology });
   const server = config.METRICS_PORT

@@ -13,6 +13,8 @@ import type { UsageEvent } from '../../domain/events.js';
 import { hashApiKey } from '../../store/credentials.js';
 import { createTenant, type CreatedTenant } from '../../store/tenants.js';
 import { isolated, type Isolated } from '../../test/support/isolated.js';
+import { TcpProxy } from '../../test/support/tcp-proxy.js';
+import { connectPostgres } from '../../pipeline/postgres.js';
 import type { IngestReply } from './routes.js';
 import { createIngestRoutes } from './routes.js';
 
@@ -35,10 +37,10 @@ afterAll(async () => {
 });
 
 /** An ingest app with a key prefix of its own (under the isolated one), so each test sees only its own streams. */
-function world(overrides: Partial<Config> = {}, redis?: Redis) {
+function world(overrides: Partial<Config> = {}, redis?: Redis, tenantTokens: TenantTokens = tokens) {
   const config: Config = { ...iso.config, REDIS_PREFIX: `${iso.config.REDIS_PREFIX}w${++worlds}:`, ...overrides };
   const metrics = new Metrics('ingest-test');
-  const app = createIngestRoutes({ config, redis: redis ?? iso.redis, tokens, metrics, log: silent });
+  const app = createIngestRoutes({ config, redis: redis ?? iso.redis, tokens: tenantTokens, metrics, log: silent });
   const key = (partition = 0) => partitionedKey(config.REDIS_PREFIX, STREAMS.ingested, partition);
   return {
     app,
@@ -559,5 +561,44 @@ describe('POST /v1/events: what the pipeline cannot store', () => {
     const res = await w.post([toolEvent({ event_id: 'good' }), toolEvent({ event_id: 'bad', error_type: '\ud800' })]);
     expect(res.status).toBe(202);
     expect(await reply(res)).toMatchObject({ accepted: 1, rejected: [{ index: 1, event_id: 'bad', errors: [{ field: 'error_type' }] }] });
+  });
+});
+
+/** Issue 9, defect 5: with PostgreSQL out, token checks answered 500 (clients do not retry a 500) and hung up to 17 s. */
+describe('POST /v1/events: a PostgreSQL outage', () => {
+  it('keeps accepting with tokens verified before, answers 503 with Retry-After for the others, never 500, never hangs', async () => {
+    const other = await createTenant(iso.sql, 'Other tenant');
+    const proxy = await TcpProxy.start({ port: Number(new URL(iso.config.DATABASE_URL).port || 5432) });
+    const viaProxy = connectPostgres(iso.config.DATABASE_URL.replace(/:\d+\//, `:${proxy.port}/`), { max: 2 });
+    try {
+      const w = world({}, undefined, new TenantTokens(viaProxy, 200));
+      expect((await w.post(toolEvent())).status).toBe(202); // verified and remembered
+      const timed = async (token: string) => {
+        const started = Date.now();
+        const res = await w.post(toolEvent(), { token });
+        return { status: res.status, retryAfter: res.headers.get('retry-after'), ms: Date.now() - started };
+      };
+      for (const mode of ['reset', 'blackhole'] as const) {
+        proxy.cut(mode);
+        await new Promise((r) => setTimeout(r, 300)); // past the 200 ms cache
+        for (let i = 0; i < 3; i++) {
+          const known = await timed(tenant.ingestToken);
+          expect({ mode, status: known.status }).toEqual({ mode, status: 202 });
+          expect(known.ms).toBeLessThan(3_000);
+          const unseen = await timed(other.ingestToken);
+          expect({ mode, status: unseen.status, retryAfter: unseen.retryAfter }).toEqual({ mode, status: 503, retryAfter: '2' });
+          expect(unseen.ms).toBeLessThan(3_000);
+          await new Promise((r) => setTimeout(r, 400));
+        }
+        proxy.restore();
+        await new Promise((r) => setTimeout(r, 1_100));
+      }
+      // Back: the other tenant's token verifies again.
+      const back = await timed(other.ingestToken);
+      expect(back.status).toBe(202);
+    } finally {
+      await viaProxy.end({ timeout: 1 });
+      await proxy.close();
+    }
   });
 });

@@ -40,11 +40,12 @@ export class TcpProxy {
         forget();
         client.destroy();
       });
-      client.pipe(upstream);
-      upstream.pipe(client);
       if (proxy.mode === 'blackhole') {
         client.pause();
         upstream.pause();
+      } else {
+        client.pipe(upstream);
+        upstream.pipe(client);
       }
     });
     await new Promise<void>((resolve, reject) => {
@@ -61,6 +62,7 @@ export class TcpProxy {
   }
 
   cut(mode: 'reset' | 'blackhole' = 'reset'): void {
+    if (this.mode === 'blackhole' && mode === 'blackhole') return;
     this.mode = mode;
     for (const [client, upstream] of this.pairs) {
       if (mode === 'reset') {
@@ -77,6 +79,10 @@ export class TcpProxy {
   }
 
   restore(): void {
+    if (this.mode !== 'blackhole') {
+      this.mode = 'open';
+      return;
+    }
     this.mode = 'open';
     for (const [client, upstream] of this.pairs) {
       client.pipe(upstream);
