@@ -4,6 +4,8 @@ import { parseArgs, numberFlag, toJson, UsageError } from './cli.js';
 import { compareIds } from './dead-letters.js';
 import { MCP_TOOLS, parseDemo, retryAfterMs, seededRandom, TrafficModel, type DemoSeed } from './demo-traffic.js';
 import { formatBytes, formatDuration, oneLine, renderTable } from './table.js';
+import { pipelineProcesses } from './start.js';
+import { loadConfig } from '../pipeline/config.js';
 
 describe('parseArgs', () => {
   const spec = { values: ['limit', 'stage'], booleans: ['all', 'json'] };
@@ -120,5 +122,20 @@ describe('demo traffic', () => {
     expect(retryAfterMs(null, 500)).toBe(500);
     expect(retryAfterMs('garbage', 500)).toBe(500);
     expect(retryAfterMs(new Date(10_000).toUTCString(), 500, 4_000)).toBe(6_000);
+  });
+});
+
+describe('pipelineProcesses: stage metrics ports (issue 9, defect 8)', () => {
+  const ports = (specs: ReturnType<typeof pipelineProcesses>) => specs.filter((s) => s.name !== 'api').map((s) => s.env?.METRICS_PORT);
+
+  it('numbers the stages from METRICS_BASE_PORT, so a second pipeline on the host can take another range', () => {
+    const specs = pipelineProcesses({ metricsBasePort: 19_000, workers: { price: 2 } });
+    expect(ports(specs)).toEqual(Array.from({ length: specs.length - 1 }, (_, i) => String(19_000 + i)));
+    expect(loadConfig({}).METRICS_BASE_PORT).toBe(9400);
+    expect(loadConfig({ METRICS_BASE_PORT: '12000' }).METRICS_BASE_PORT).toBe(12_000);
+  });
+
+  it('serves no stage metrics with METRICS_BASE_PORT=0', () => {
+    expect(new Set(ports(pipelineProcesses({ metricsBasePort: 0 })))).toEqual(new Set(['0']));
   });
 });

@@ -11,6 +11,7 @@ import { STAGES } from '../stages/registry.js';
 export interface StartOptions {
   workers?: Record<string, number>;
   apiProcesses?: number;
+  /** Stage i (in spawn order) serves its metrics on base + i; 0 serves none. */
   metricsBasePort?: number;
   env?: Record<string, string>;
 }
@@ -38,7 +39,7 @@ export function pipelineProcesses(options: StartOptions = {}): ChildSpec[] {
         name: `${stage.name}#${slot}`,
         command: process.execPath,
         args: [...nodeArgs, entry('stages/run'), stage.name],
-        env: { ...options.env, WORKER_SLOT: String(slot), METRICS_PORT: String(port++) },
+        env: { ...options.env, WORKER_SLOT: String(slot), METRICS_PORT: String(basePort === 0 ? 0 : port++) },
       });
     }
   }
@@ -63,10 +64,14 @@ function argValue(flag: string): string | undefined {
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
-  loadConfigOrExit();
+  const config = loadConfigOrExit();
   const log = createLogger('supervisor');
   const supervisor = supervise(
-    pipelineProcesses({ workers: parseWorkers(argValue('--workers')), apiProcesses: Number(argValue('--api-processes') ?? 1) }),
+    pipelineProcesses({
+      workers: parseWorkers(argValue('--workers')),
+      apiProcesses: Number(argValue('--api-processes') ?? 1),
+      metricsBasePort: config.METRICS_BASE_PORT,
+    }),
     log,
   );
   const shutdown = async () => {

@@ -13,6 +13,9 @@ import { connectRedis } from './redis.js';
 import { scripted } from './scripts.js';
 import type { AckResult, EntryResult, StageDefinition, StageEntry, StageHandler, Topology } from './stage.js';
 
+/** First and longest wait before a failed control message is handed to its listener again. */
+const CONTROL_RETRY_MS = 250;
+const CONTROL_RETRY_MAX_MS = 10_000;
 /** How long a stage trusts the last lag it read of its outputs: one XINFO per stage per 100 ms, not per batch. */
 const WATERMARK_CACHE_MS = 100;
 
@@ -59,7 +62,9 @@ export async function runStage<In>(stage: StageDefinition<In>, options: HarnessO
   const log = baseLog.child({ stage: stage.name });
   const consumer = options.consumer ?? `${stage.name}-${hostname()}-${config.WORKER_SLOT}`;
   const partitions = options.partitions ?? Array.from({ length: config.PARTITIONS }, (_, p) => p);
-  const redis = scripted(connectRedis(config.REDIS_URL, `${config.REDIS_PREFIX}${stage.name}:${consumer}`));
+  const redis = scripted(
+    connectRedis(config.REDIS_URL, `${config.REDIS_PREFIX}${stage.name}:${consumer}`, { commandTimeoutMs: config.REDIS_COMMAND_TIMEOUT_MS, log }),
+  );
   await ensureGroups(redis, config.REDIS_PREFIX, config.PARTITIONS, topology);
   const services = new StageServices(stage.name, config, log);
   const handler = await stage.setup({ stage: stage.name, config, log, metrics, redis, sql: services.sql, onControl: (l) => services.onControl(l) });
@@ -94,6 +99,8 @@ export class StageServices {
   readonly sql: Sql;
   private control?: ControlSubscription;
   private readonly listeners: ((message: ControlMessage) => void | Promise<void>)[] = [];
+  private readonly retries = new Set<NodeJS.Timeout>();
+  private closed = false;
 
   constructor(
     stage: string,
@@ -109,14 +116,38 @@ export class StageServices {
       this.config.REDIS_URL,
       this.config.REDIS_PREFIX,
       async (message) => {
-        for (const each of this.listeners) await each(message);
+        for (const each of this.listeners) await this.deliver(each, message, 0);
       },
       this.log,
     );
     await this.control.ready;
   }
 
+  /**
+   * Hands a control message to a listener; one that fails (a reload while PostgreSQL is down) gets
+   * the message again with backoff until it takes it, or the stage stops: a missed reload would
+   * leave a cache stale until the next restart. Reloads are idempotent, so order does not matter.
+   */
+  private async deliver(listener: (message: ControlMessage) => void | Promise<void>, message: ControlMessage, attempt: number): Promise<void> {
+    try {
+      await listener(message);
+      if (attempt > 0) this.log.info({ message, attempt }, 'control message handled after retrying');
+    } catch (err) {
+      if (this.closed) return;
+      const delay = Math.min(CONTROL_RETRY_MS * 2 ** attempt, CONTROL_RETRY_MAX_MS);
+      if (attempt === 0) this.log.warn({ err: describeError(err), message, retryInMs: delay }, 'control message handler failed; retrying');
+      const timer = setTimeout(() => {
+        this.retries.delete(timer);
+        void this.deliver(listener, message, attempt + 1);
+      }, delay);
+      timer.unref();
+      this.retries.add(timer);
+    }
+  }
+
   async close(): Promise<void> {
+    this.closed = true;
+    for (const timer of this.retries) clearTimeout(timer);
     await this.control?.close();
     await this.sql.end({ timeout: 5 });
   }
@@ -201,7 +232,7 @@ class PartitionWorker<In> {
     this.inputKey = partitionedKey(prefix, stage.input, partition);
     this.errorsKey = errorsKey(prefix, stage.name, partition);
     this.deadKey = deadLetterKey(prefix, stage.name, partition);
-    this.blocking = connectRedis(this.config.REDIS_URL, `${prefix}${stage.name}:reader:p${partition}:${consumer}`, { blocking: true });
+    this.blocking = connectRedis(this.config.REDIS_URL, `${prefix}${stage.name}:reader:p${partition}:${consumer}`, { blocking: true, log: this.log });
     this.batchSize = this.config.BATCH_SIZE ?? stage.batchSize;
     this.lingerMs = (typeof stage.lingerMs === 'function' ? stage.lingerMs(this.config) : stage.lingerMs) ?? 0;
     const consumedOutputs = stage.outputs.filter((o) => options.topology.some((t) => t.stream === o));
@@ -232,10 +263,8 @@ class PartitionWorker<In> {
       this.recoveryTimer.unref();
       this.reading = true;
       while (!this.stopping) {
-        const room = await this.watermark.waitOpen(
-          () => this.stopping,
-          (paused) => this.metrics.paused.set({ stage: this.stage.name }, paused ? 1 : 0),
-        );
+        const room = await this.waitForRoom();
+        if (room === undefined) continue;
         if (!room) break;
         const entries = await this.readNew();
         // Once read, a batch is finished and acked even when a stop was asked meanwhile.
@@ -251,6 +280,26 @@ class PartitionWorker<In> {
       clearInterval(this.recoveryTimer);
       await this.queue.catch(() => {});
       this.blocking.disconnect();
+    }
+  }
+
+  /**
+   * Waits until the outputs have room: true, false when asked to stop, undefined when the lag
+   * could not be read (Redis unreachable, or a command timed out after the process was frozen):
+   * the loop tries again after a pause rather than dying on it.
+   */
+  private async waitForRoom(): Promise<boolean | undefined> {
+    try {
+      return await this.watermark.waitOpen(
+        () => this.stopping,
+        (paused) => this.metrics.paused.set({ stage: this.stage.name }, paused ? 1 : 0),
+      );
+    } catch (err) {
+      if (this.stopping) return false;
+      this.metrics.errors.inc({ stage: this.stage.name, kind: 'redis' });
+      this.log.warn({ err: describeError(err) }, 'cannot read the lag of the outputs; retrying');
+      await sleep(500);
+      return undefined;
     }
   }
 

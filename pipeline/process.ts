@@ -1,14 +1,17 @@
 import { loadConfigOrExit } from './config.js';
-import { surviveDependencyRejections } from './errors.js';
+import type { Server } from 'node:http';
+import { describeError, surviveDependencyRejections } from './errors.js';
 import { createLogger } from './logger.js';
 import { Metrics, serveMetrics } from './metrics.js';
 import { runStage } from './harness.js';
 import type { StageDefinition, Topology } from './stage.js';
 
+const METRICS_BIND_RETRY_MS = 30_000;
+
 /**
  * Runs one stage as a process: validates the configuration, serves /metrics, /healthz and
- * /readyz on METRICS_PORT (when set), and on SIGTERM or SIGINT finishes and acks the batch
- * in hand, then exits 0.
+ * /readyz on METRICS_PORT (when set, and when it can be bound), and on SIGTERM or SIGINT
+ * finishes and acks the batch in hand, then exits 0.
  */
 export async function runStageProcess(stage: StageDefinition<any>, topology: Topology): Promise<void> {
   const config = loadConfigOrExit();
@@ -16,9 +19,21 @@ export async function runStageProcess(stage: StageDefinition<any>, topology: Top
   surviveDependencyRejections(log);
   const metrics = new Metrics(`${stage.name}-${config.WORKER_SLOT}`);
   const running = await runStage(stage, { config, log, metrics, topology });
-  const server = config.METRICS_PORT
-    ? await serveMetrics(metrics, config.METRICS_PORT, config.HTTP_HOST, { ready: () => running.ready() })
-    : undefined;
+  let server: Server | undefined;
+  let bindRetry: NodeJS.Timeout | undefined;
+  // Metrics are for watching the work, not a condition of it: a port that cannot be bound (taken
+  // by another pipeline on the host) is logged and tried again now and then, the stage runs on.
+  const bindMetrics = async () => {
+    try {
+      server = await serveMetrics(metrics, config.METRICS_PORT, config.HTTP_HOST, { ready: () => running.ready() });
+      if (bindRetry) log.info({ port: config.METRICS_PORT }, 'metrics served');
+    } catch (err) {
+      if (!bindRetry) log.warn({ port: config.METRICS_PORT, err: describeError(err) }, 'cannot serve metrics on this port; running without, retrying every 30 s');
+      bindRetry = setTimeout(() => void bindMetrics(), METRICS_BIND_RETRY_MS);
+      bindRetry.unref();
+    }
+  };
+  if (config.METRICS_PORT) await bindMetrics();
 
   let stopping = false;
   const shutdown = async (signal: string) => {
@@ -30,6 +45,7 @@ export async function runStageProcess(stage: StageDefinition<any>, topology: Top
       process.exit(1);
     }, 30_000);
     forceExit.unref();
+    clearTimeout(bindRetry);
     await running.stop();
     server?.close();
     process.exit(0);
