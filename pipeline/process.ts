@@ -6,7 +6,7 @@ import { Metrics, serveMetrics } from './metrics.js';
 import { runStage } from './harness.js';
 import type { StageDefinition, Topology } from './stage.js';
 
-const METRICS_BIND_RETRY_MS = 30_000;
+const METRICS_BIND_RETRY_MAX_MS = 30_000;
 
 /**
  * Runs one stage as a process: validates the configuration, serves /metrics, /healthz and
@@ -22,18 +22,20 @@ export async function runStageProcess(stage: StageDefinition<any>, topology: Top
   let server: Server | undefined;
   let bindRetry: NodeJS.Timeout | undefined;
   // Metrics are for watching the work, not a condition of it: a port that cannot be bound (taken
-  // by another pipeline on the host) is logged and tried again now and then, the stage runs on.
-  const bindMetrics = async () => {
+  // by another pipeline on the host, or by a client socket) is logged and tried again with
+  // backoff, and the stage runs on meanwhile.
+  const bindMetrics = async (attempt: number) => {
     try {
       server = await serveMetrics(metrics, config.METRICS_PORT, config.HTTP_HOST, { ready: () => running.ready() });
-      if (bindRetry) log.info({ port: config.METRICS_PORT }, 'metrics served');
+      if (attempt > 0) log.info({ port: config.METRICS_PORT }, 'metrics served');
     } catch (err) {
-      if (!bindRetry) log.warn({ port: config.METRICS_PORT, err: describeError(err) }, 'cannot serve metrics on this port; running without, retrying every 30 s');
-      bindRetry = setTimeout(() => void bindMetrics(), METRICS_BIND_RETRY_MS);
+      const retryInMs = Math.min(1_000 * 2 ** attempt, METRICS_BIND_RETRY_MAX_MS);
+      if (attempt === 0) log.warn({ port: config.METRICS_PORT, err: describeError(err), retryInMs }, 'cannot serve metrics on this port; running without, retrying');
+      bindRetry = setTimeout(() => void bindMetrics(attempt + 1), retryInMs);
       bindRetry.unref();
     }
   };
-  if (config.METRICS_PORT) await bindMetrics();
+  if (config.METRICS_PORT) await bindMetrics(0);
 
   let stopping = false;
   const shutdown = async (signal: string) => {

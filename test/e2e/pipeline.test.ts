@@ -184,7 +184,8 @@ beforeAll(async () => {
       { scope: 'customer', period: 'day', limitNano: 10_000_000_000_000n },
     ],
   });
-  const port = 20_000 + Math.floor(Math.random() * 20_000);
+  // Below the ephemeral range (32768+), where a client socket of any process could hold the port.
+  const port = 20_000 + Math.floor(Math.random() * 12_000);
   baseUrl = `http://127.0.0.1:${port}`;
   supervisor = supervise(
     pipelineProcesses({
