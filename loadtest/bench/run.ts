@@ -9,7 +9,6 @@ import { spawnSync, fork, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, setPriority, totalmem } from 'node:os';
 import { dirname, join, relative } from 'node:path';
-import { createServer } from 'node:net';
 import { pathToFileURL } from 'node:url';
 import { decodePayload } from '../../pipeline/codec.js';
 import { streamLag } from '../../pipeline/backpressure.js';
@@ -30,6 +29,7 @@ import { groupsOf, pidsByName, prefixMemory, redisMemory, slope, withDescendants
 import { createScratchWorld, seedBenchWorld, type ScratchWorld } from './world.js';
 import { HopTracer } from './tracer.js';
 import { printReport } from './report.js';
+import { freePort, freePortRange, waitHttp } from '../ports.js';
 
 export interface PhaseReport {
   label: 'pipeline' | 'baseline';
@@ -136,50 +136,6 @@ function say(message: string): void {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const port = (server.address() as { port: number }).port;
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-async function portFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const server = createServer();
-    server.once('error', () => resolve(false));
-    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
-  });
-}
-
-/** A run of `count` consecutive free ports (metrics ports of the stage processes). */
-async function freePortRange(count: number): Promise<number> {
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const base = 20_000 + Math.floor(Math.random() * 30_000);
-    let ok = true;
-    for (let p = base; p < base + count && ok; p++) ok = await portFree(p);
-    if (ok) return base;
-  }
-  throw new Error(`no ${count} consecutive free ports found`);
-}
-
-async function waitHttp(url: string, timeoutMs: number, what: string, alive?: () => boolean): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (alive && !alive()) throw new Error(`${what} exited before it was ready`);
-    try {
-      const res = await fetch(url, { signal: AbortSignal.timeout(1000) });
-      if (res.ok) return;
-    } catch {
-      // not yet
-    }
-    await sleep(200);
-  }
-  throw new Error(`${what} was not ready within ${timeoutMs / 1000} s (${url})`);
-}
 
 function machine(versions: { redis: string; postgres: string; clickhouse: string }): BenchReport['machine'] {
   const model = /model name\s*:\s*(.+)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? cpus()[0]?.model ?? 'unknown';

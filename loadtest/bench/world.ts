@@ -9,9 +9,9 @@ import { seedTenant } from '../../ops/seed.js';
 import type { BenchActor, BenchWorld } from './events.js';
 
 /**
- * The benchmark's scratch world: a PostgreSQL database of its own (migrated), a Redis key
- * prefix and a ClickHouse database, all named `am_bench_<tag>` / `bench:<tag>:`, removed by
- * cleanup(). Real data is never touched.
+ * The scratch world of a benchmark (or chaos) run: a PostgreSQL database of its own (migrated),
+ * a Redis key prefix and a ClickHouse database, all named `am_<kind>_<tag>` / `<kind>:<tag>:`,
+ * removed by cleanup(). Real data is never touched.
  */
 export interface ScratchWorld {
   tag: string;
@@ -26,15 +26,15 @@ export interface ScratchWorld {
 
 const ADMIN_PG = process.env.BENCH_PG_ADMIN_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 
-export async function createScratchWorld(extraEnv: Record<string, string> = {}): Promise<ScratchWorld> {
+export async function createScratchWorld(extraEnv: Record<string, string> = {}, kind = 'bench'): Promise<ScratchWorld> {
   const tag = randomBytes(4).toString('hex');
-  const dbName = `am_bench_${tag}`;
+  const dbName = `am_${kind}_${tag}`;
   const base = loadConfig({ ...process.env, ...extraEnv });
   const databaseUrl = new URL(base.DATABASE_URL);
   databaseUrl.pathname = `/${dbName}`;
   const env: Record<string, string> = {
     DATABASE_URL: databaseUrl.toString(),
-    REDIS_PREFIX: `bench:${tag}:`,
+    REDIS_PREFIX: `${kind}:${tag}:`,
     CLICKHOUSE_DATABASE: dbName,
   };
   const config = loadConfig({ ...process.env, ...extraEnv, ...env });
