@@ -3,7 +3,10 @@ import type { Redis } from 'ioredis';
 /**
  * Lag of a stream: the most entries any of its consumer groups has not yet been given.
  * Falls back to the stream length when Redis cannot tell (no group yet, or an unknown
- * entries-read counter), which over-estimates and so errs on the side of waiting.
+ * entries-read counter), which over-estimates and so errs on the side of waiting. A group
+ * cannot lag by more entries than the stream holds: after Redis reloads its append-only file a
+ * group's reported lag can be too high for ever (the trimming script mends the counter), so the
+ * length bounds it.
  */
 export async function streamLag(redis: Redis, key: string): Promise<number> {
   let groups: unknown[][];
@@ -21,7 +24,7 @@ export async function streamLag(redis: Redis, key: string): Promise<number> {
     if (lag === null || lag === undefined) return redis.xlen(key);
     worst = Math.max(worst, Number(lag));
   }
-  return worst;
+  return worst === 0 ? 0 : Math.min(worst, await redis.xlen(key));
 }
 
 /**

@@ -6,6 +6,7 @@ import { loadConfig, type Config } from './config.js';
 import { createLogger } from './logger.js';
 import { Metrics } from './metrics.js';
 import { decodePayload, encodePayload } from './codec.js';
+import { streamLag } from './backpressure.js';
 import { deadLetterKey, partitionedKey } from './keys.js';
 import { ensureGroups, runStage, StageServices, type RunningStage } from './harness.js';
 import { publishControl } from './control.js';
@@ -268,6 +269,26 @@ describe('stage harness', () => {
     // Nothing pending now: trimmed up to slow's last delivered entry (59), the unread 60..99 stay.
     expect(await scripted(redis).trimAcked(inKey)).toBe(29);
     expect(await redis.xlen(inKey)).toBe(41);
+  });
+
+  it('mends a phantom lag (a group that read everything, reported behind after Redis reloads its AOF) so it cannot pause a stage for good', async () => {
+    const { input, inKey } = names();
+    await feed(inKey, 30);
+    await ensureGroups(redis, PREFIX, 1, [{ stream: input, group: 'caught-up' }]);
+    const read = (await redis.xreadgroup('GROUP', 'caught-up', 'c', 'COUNT', 100, 'STREAMS', inKey, '>')) as [string, [string, string[]][]][];
+    await redis.xack(inKey, 'caught-up', ...read[0][1].map(([id]) => id));
+    // What an AOF reload can leave behind: the group's entries-read counter short of what it read.
+    await redis.xgroup('SETID', inKey, 'caught-up', read[0][1].at(-1)![0], 'ENTRIESREAD', 5);
+    const lagOf = async () => {
+      const [group] = (await redis.xinfo('GROUPS', inKey)) as unknown[][];
+      return Number(group[group.indexOf('lag') + 1]);
+    };
+    expect(await lagOf()).toBe(25);
+    await redis.xadd(inKey, '*', 'd', encodePayload({ n: 99 })); // the stream goes on meanwhile
+    expect(await streamLag(redis, inKey)).toBeLessThanOrEqual(await redis.xlen(inKey));
+    await redis.xreadgroup('GROUP', 'caught-up', 'c', 'COUNT', 100, 'STREAMS', inKey, '>');
+    await scripted(redis).trimAcked(inKey);
+    expect(await lagOf()).toBe(0);
   });
 
   it('applies counter effects once per acked entry, tags outputs over the limit and flags the crossing', async () => {
