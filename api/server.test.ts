@@ -19,7 +19,8 @@ beforeAll(async () => {
   tenant = await createTenant(world.sql, 'Server tests');
   proxy = await TcpProxy.start({ port: Number(new URL(world.config.DATABASE_URL).port || 5432) });
   sql = connectPostgres(world.config.DATABASE_URL.replace(/:\d+\//, `:${proxy.port}/`), { max: 2 });
-  app = createApp({ config: world.config, sql, redis: world.redis, log: pino({ level: 'silent' }), metrics: new Metrics('api-test') }).app;
+  const config = { ...world.config, HTTP_REQUEST_TIMEOUT_MS: 1_000 };
+  app = createApp({ config, sql, redis: world.redis, log: pino({ level: 'silent' }), metrics: new Metrics('api-test') }).app;
 });
 afterAll(async () => {
   await sql?.end({ timeout: 1 });
@@ -56,6 +57,19 @@ describe('the API never answers 500 for bad input or an outage', () => {
     try {
       const reply = await call('GET', '/v1/admin/customers', tenant.adminToken);
       expect({ status: reply.status, retryAfter: reply.retryAfter, code: reply.body.error?.code }).toEqual({ status: 503, retryAfter: '2', code: 'unavailable' });
+    } finally {
+      proxy.restore();
+    }
+  });
+
+  it('answers 503 within the request deadline when PostgreSQL stops answering, instead of hanging', async () => {
+    expect((await call('GET', '/v1/admin/customers', tenant.adminToken)).status).toBe(200);
+    proxy.cut('blackhole');
+    try {
+      const started = Date.now();
+      const reply = await call('GET', '/v1/admin/customers', tenant.adminToken);
+      expect({ status: reply.status, retryAfter: reply.retryAfter }).toEqual({ status: 503, retryAfter: '2' });
+      expect(Date.now() - started).toBeLessThan(3_000);
     } finally {
       proxy.restore();
     }

@@ -1,4 +1,5 @@
 import { Hono } from 'hono';
+import { timeout } from 'hono/timeout';
 import type { Redis } from 'ioredis';
 import type { Config } from '../pipeline/config.js';
 import type { Logger } from '../pipeline/logger.js';
@@ -13,7 +14,7 @@ import { createAuthorizeRoutes } from './authorize.js';
 import { createCogsRoutes } from './cogs.js';
 import { createInvoiceRoutes } from './invoices.js';
 import { createOpenApiRoutes } from './openapi.js';
-import { apiErrorHandler, routeNotFound } from './errors.js';
+import { apiErrorHandler, routeNotFound, unavailable } from './errors.js';
 import { createQuoteRoutes } from './quote.js';
 
 export interface AppDeps {
@@ -38,6 +39,14 @@ export function createApp(deps: AppDeps): { app: Hono; tokens: TenantTokens } {
   });
   const app = new Hono();
 
+  // No request waits on a stuck store for ever: past the deadline the client hears 503 and retries
+  // (an ingest request that did land meanwhile is recognized as a duplicate).
+  app.use(
+    '*',
+    timeout(config.HTTP_REQUEST_TIMEOUT_MS, () =>
+      unavailable('timeout', `no answer within ${config.HTTP_REQUEST_TIMEOUT_MS} ms: a store is slow or unreachable; retry later`, 2),
+    ),
+  );
   app.get('/healthz', (c) => c.text('ok'));
   app.get('/readyz', async (c) => {
     try {

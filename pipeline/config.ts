@@ -23,6 +23,7 @@ const schema = z.object({
 
   HTTP_HOST: z.string().default('127.0.0.1'),
   HTTP_PORT: int(8080),
+  HTTP_REQUEST_TIMEOUT_MS: int(10_000, 100),
   METRICS_PORT: int(0),
   METRICS_BASE_PORT: int(9400),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
