@@ -15,7 +15,7 @@ export interface LedgerCursor {
   eventId: string;
 }
 
-export const LEDGER_START: LedgerCursor = { xid: '0', tenantId: '', eventId: '' };
+const LEDGER_START: LedgerCursor = { xid: '0', tenantId: '', eventId: '' };
 
 export function encodeCursor(cursor: LedgerCursor): string {
   return JSON.stringify([cursor.xid, cursor.tenantId, cursor.eventId]);

@@ -12,12 +12,12 @@ import { decodeCursor, encodeCursor, exportHorizon, readLedgerPage } from '../..
 import { STREAMS } from '../../store/streams.js';
 
 /** Rows read from the ledger per page (one PostgreSQL query, one Redis call), at most the high-water mark. */
-export const EXPORT_PAGE = 2_000;
+const EXPORT_PAGE = 2_000;
 /** The export stream lives in partition 0: the ledger is one source, read by one cursor. */
 const EXPORT_PARTITION = 0;
 const MAX_BACKOFF_MS = 5_000;
 
-export function exportCursorKey(prefix: string): string {
+function exportCursorKey(prefix: string): string {
   return partitionedKey(prefix, 'export:analytics:cursor', EXPORT_PARTITION);
 }
 
