@@ -9,7 +9,7 @@ import { describeIssues } from '../domain/validation.js';
 import { pauseKeysFor, type PauseRecord } from '../store/pauses.js';
 import { ApiError, tooLarge, unavailable } from './errors.js';
 import { readLimitedBody, redisDown } from './http.js';
-import { customerPartitionKey, type Attribution } from '../domain/events.js';
+import { customerPartitionKey, type Attribution } from '../domain/flow.js';
 import type { AttributionResolver } from '../store/attribution.js';
 import { hashApiKey, sameDigest, sha256 } from '../store/credentials.js';
 import type { Sql } from '../pipeline/postgres.js';

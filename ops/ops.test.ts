@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { wireEventSchema } from '../schemas/events.js';
 import { parseArgs, numberFlag, toJson, UsageError } from './cli.js';
-import { compareIds } from './dead-letters.js';
+import { compareIds } from '../pipeline/keys.js';
 import { MCP_TOOLS, parseDemo, retryAfterMs, seededRandom, TrafficModel, type DemoSeed } from './demo-traffic.js';
 import { formatBytes, formatDuration, oneLine, renderTable } from './table.js';
 

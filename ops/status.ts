@@ -11,13 +11,13 @@ import { decodePayload } from '../pipeline/codec.js';
 import { STREAMS } from '../store/streams.js';
 import { deadLetterKey, partitionedKey } from '../pipeline/keys.js';
 import type { Topology } from '../pipeline/stage.js';
-import type { RejectedEvent } from '../domain/events.js';
+import type { RejectedEvent } from '../domain/flow.js';
 import { connectCliRedis, isMain, numberFlag, parseArgs, runCli, UsageError } from './cli.js';
 import {
   consumersInfo,
   groupsInfo,
   readRangeReverse,
-  scanKeys,
+  withDeadLetterStages,
   stagesOf,
   streamInfo,
   streamsInOrder,
@@ -144,17 +144,6 @@ export async function sampleEntriesRead(redis: Redis, options: CollectOptions): 
   return { at: Date.now(), counts };
 }
 
-/** Dead-letter stages: those of the topology plus any other with a dead-letter stream in Redis. */
-async function deadLetterStages(redis: Redis, prefix: string, topology: Topology): Promise<string[]> {
-  const stages = stagesOf(topology).map((s) => s.stage);
-  const pattern = new RegExp(`^${prefix.replace(/[.]/g, '\\.')}dead:(.+):\\{p\\d+\\}$`);
-  for (const key of await scanKeys(redis, `${prefix}dead:*`)) {
-    const stage = pattern.exec(key)?.[1];
-    if (stage && !stages.includes(stage)) stages.push(stage);
-  }
-  return stages;
-}
-
 export async function collectStatus(redis: Redis, options: CollectOptions): Promise<{ snapshot: StatusSnapshot; sample: ReadSample }> {
   const { prefix, partitions, topology } = options;
   const counts = new Map<string, number | null>();
@@ -199,7 +188,7 @@ export async function collectStatus(redis: Redis, options: CollectOptions): Prom
   for (const s of streams) for (const g of s.groups) if (g.exists) g.rate = rateBetween(options.previous, sample, sampleKey(s.stream, s.partition, g.name));
 
   const stages: StageStatus[] = [];
-  for (const stage of await deadLetterStages(redis, prefix, topology)) {
+  for (const stage of await withDeadLetterStages(redis, prefix, stagesOf(topology).map((s) => s.stage))) {
     const input = topology.find((t) => t.group === stage)?.stream ?? '?';
     const groups = streams.filter((s) => s.stream === input).flatMap((s) => s.groups.filter((g) => g.name === stage));
     let deadLetters = 0;

@@ -1,6 +1,7 @@
 // Reading the pipeline's Redis Streams for the operator commands: the streams and groups
 // the topology names, raw entries, and the replies of XINFO.
 import type { Redis } from 'ioredis';
+import { scanKeys } from '../pipeline/redis.js';
 import { STREAMS } from '../store/streams.js';
 import type { Topology } from '../pipeline/stage.js';
 
@@ -149,14 +150,14 @@ export async function consumersInfo(redis: Redis, key: string, group: string): P
   });
 }
 
-/** Keys matching a pattern (SCAN, never KEYS). */
-export async function scanKeys(redis: Redis, pattern: string): Promise<string[]> {
-  const keys: string[] = [];
-  let cursor = '0';
-  do {
-    const [next, batch] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
-    cursor = next;
-    keys.push(...batch);
-  } while (cursor !== '0');
-  return keys;
+/** The stages named, plus any other that has a dead-letter stream left in Redis. */
+export async function withDeadLetterStages(redis: Redis, prefix: string, stages: string[]): Promise<string[]> {
+  const names = [...stages];
+  for await (const keys of scanKeys(redis, `${prefix}dead:*`)) {
+    for (const key of keys) {
+      const match = /^dead:(.+):\{p\d+\}$/.exec(key.slice(prefix.length));
+      if (match && !names.includes(match[1])) names.push(match[1]);
+    }
+  }
+  return names;
 }

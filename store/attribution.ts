@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
 import type { Credential } from '../domain/events.js';
-import type { Attribution } from '../domain/events.js';
+import type { Attribution } from '../domain/flow.js';
 import type { Sql } from '../pipeline/postgres.js';
 import { attributionCacheKey } from './attribution-keys.js';
 

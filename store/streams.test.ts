@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { CheckedEvent, PricedEvent } from '../domain/events.js';
+import type { CheckedEvent, PricedEvent } from '../domain/flow.js';
 import { emit, type StageDefinition } from '../pipeline/stage.js';
 import { STREAMS } from './streams.js';
 

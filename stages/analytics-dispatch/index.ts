@@ -2,7 +2,7 @@ import { ClickHouseError } from '@clickhouse/client';
 import { STREAMS } from '../../store/streams.js';
 import { TransientError, type EntryResult, type StageDefinition, type StageEntry } from '../../pipeline/stage.js';
 import { connectClickHouse, type ClickHouseClient } from '../../store/clickhouse.js';
-import type { LedgeredEvent } from '../../domain/events.js';
+import type { LedgeredEvent } from '../../domain/flow.js';
 import { invocationRow } from './rows.js';
 
 export { invocationRow, type InvocationRow } from './rows.js';

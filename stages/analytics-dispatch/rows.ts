@@ -1,4 +1,4 @@
-import type { LedgeredEvent } from '../../domain/events.js';
+import type { LedgeredEvent } from '../../domain/flow.js';
 
 /** A row of {db}.invocations as JSONEachRow: 64-bit integers as decimal strings, times in UTC. */
 export interface InvocationRow {

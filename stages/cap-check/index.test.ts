@@ -8,7 +8,7 @@ import { Metrics } from '../../pipeline/metrics.js';
 import { isolated, type Isolated } from '../../test/support/isolated.js';
 import { seedSmall, usageEvent } from '../../test/support/billing.js';
 import type { SeededTenant } from '../../ops/seed.js';
-import type { CheckedEvent, PricedEvent } from '../../domain/events.js';
+import type { CheckedEvent, PricedEvent } from '../../domain/flow.js';
 import { capCheckStage } from './index.js';
 import { capCounterKey } from './limits.js';
 import { pauseKey, type PauseRecord } from '../../store/pauses.js';

@@ -1,6 +1,6 @@
 import type { CounterEffect } from '../../pipeline/stage.js';
 import { CAP_TAG_PREFIX, type SpendCap } from '../../store/caps.js';
-import type { PricedEvent } from '../../domain/events.js';
+import type { PricedEvent } from '../../domain/flow.js';
 import { pauseKey, type PauseRecord } from '../../store/pauses.js';
 
 const DAY_SECONDS = 86_400;

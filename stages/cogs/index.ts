@@ -2,7 +2,7 @@ import { STREAMS } from '../../store/streams.js';
 import type { EntryResult, StageDefinition, StageEntry } from '../../pipeline/stage.js';
 import { isUsageEventType } from '../../domain/events.js';
 import type { Sql } from '../../pipeline/postgres.js';
-import type { LedgeredEvent } from '../../domain/events.js';
+import type { LedgeredEvent } from '../../domain/flow.js';
 import { CostModelCache } from './cache.js';
 import { computeCogs, pickCostModel, uncosted, type Cogs } from './model.js';
 

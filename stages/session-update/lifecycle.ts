@@ -1,5 +1,5 @@
 import { isUsageEventType, type EventType } from '../../domain/events.js';
-import type { LedgeredEvent } from '../../domain/events.js';
+import type { LedgeredEvent } from '../../domain/flow.js';
 
 /**
  * The session lifecycle, as pure functions: the state of one session and how each event moves

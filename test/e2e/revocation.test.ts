@@ -12,7 +12,7 @@ import { supervise, type Supervisor } from '../../pipeline/supervisor.js';
 import { pipelineProcesses } from '../../ops/start.js';
 import { seedTenant, type SeededAgent, type SeededTenant } from '../../ops/seed.js';
 import { STAGES } from '../../stages/registry.js';
-import type { RejectedEvent } from '../../domain/events.js';
+import type { RejectedEvent } from '../../domain/flow.js';
 import { ARTICLE_PLAN } from '../support/billing.js';
 import { isolated, type Isolated } from '../support/isolated.js';
 
