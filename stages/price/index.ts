@@ -3,7 +3,7 @@ import { isTransient } from '../../pipeline/errors.js';
 import { STREAMS } from '../../store/streams.js';
 import { emit, type EntryResult, type StageDefinition, type StageEntry } from '../../pipeline/stage.js';
 import { PlanCache } from '../../store/rate-plans.js';
-import type { AttributedEvent, PricedEvent } from '../../domain/events.js';
+import type { AttributedEvent, PricedEvent } from '../../domain/flow.js';
 
 /** Rates each event by its subscription's plan version (with the subscription's overrides), keeping the cost per dimension. */
 export async function priceBatch(plans: PlanCache, batch: StageEntry<AttributedEvent>[]): Promise<EntryResult[]> {
