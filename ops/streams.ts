@@ -50,7 +50,7 @@ export async function walkStream(
   redis: Redis,
   key: string,
   limit: number,
-  visit: (entry: RawEntry) => Promise<boolean | void>,
+  visit: (entry: RawEntry) => Promise<boolean | undefined>,
   pageSize = 200,
 ): Promise<number> {
   let start = '-';

@@ -8,7 +8,7 @@ import { decodePayload, encodePayload } from './codec.js';
 import { deadLetterKey, partitionedKey } from './keys.js';
 import { ensureGroups, runStage, type RunningStage } from './harness.js';
 import { scripted } from './scripts.js';
-import { emit, type EntryResult, type StageDefinition, type StageEntry, type Topology } from './stage.js';
+import { emit, type AnyStage, type EntryResult, type StageDefinition, type StageEntry, type Topology } from './stage.js';
 import { deleteKeysWithPrefix } from './redis.js';
 import { projectPath } from './paths.js';
 
@@ -77,7 +77,7 @@ async function until(check: () => Promise<boolean>, timeoutMs = 10_000): Promise
   }
 }
 
-function start(stage: StageDefinition<any>, topology: Topology, cfg = config(), consumer?: string): Promise<RunningStage> {
+function start(stage: AnyStage, topology: Topology, cfg = config(), consumer?: string): Promise<RunningStage> {
   return runStage(stage, { config: cfg, log, metrics: new Metrics('test'), topology, consumer });
 }
 

@@ -2,14 +2,14 @@ import { loadConfigOrExit } from './config.js';
 import { createLogger } from './logger.js';
 import { Metrics, serveMetrics } from './metrics.js';
 import { runStage } from './harness.js';
-import type { StageDefinition, Topology } from './stage.js';
+import type { AnyStage, Topology } from './stage.js';
 
 /**
  * Runs one stage as a process: validates the configuration, serves /metrics, /healthz and
  * /readyz on METRICS_PORT (when set), and on SIGTERM or SIGINT finishes and acks the batch
  * in hand, then exits 0.
  */
-export async function runStageProcess(stage: StageDefinition<any>, topology: Topology): Promise<void> {
+export async function runStageProcess(stage: AnyStage, topology: Topology): Promise<void> {
   const config = loadConfigOrExit();
   const log = createLogger(`stage:${stage.name}`, config.LOG_LEVEL);
   const metrics = new Metrics(`${stage.name}-${config.WORKER_SLOT}`);

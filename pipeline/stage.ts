@@ -123,5 +123,12 @@ export class TransientError extends Error {
   }
 }
 
+/**
+ * A stage of any payload, as the registry and the process runner hold them (a handler of one
+ * payload type is not a handler of `unknown`, so `any` is the honest type here).
+ */
+// biome-ignore lint/suspicious/noExplicitAny: see above
+export type AnyStage = StageDefinition<any>;
+
 /** Every (stream, group) pair of the system, so each process can create all groups before anything is written. */
 export type Topology = readonly { stream: string; group: string }[];

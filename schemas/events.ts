@@ -8,7 +8,7 @@ import { AGENT_TYPES, EXECUTION_STATUSES, SESSION_EVENT_TYPES } from '../domain/
  * subscription, ingest time) are accepted and ignored.
  */
 const id = (max = 128) =>
-  z.string().min(1).max(max).regex(/^[A-Za-z0-9_.:@\/-]+$/, 'letters, digits and _ . : @ / - only');
+  z.string().min(1).max(max).regex(/^[A-Za-z0-9_.:@/-]+$/, 'letters, digits and _ . : @ / - only');
 const count = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
 
 const common = {

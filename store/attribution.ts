@@ -62,7 +62,7 @@ export class AttributionResolver {
   async resolveMany(items: { tenantId: string; credential: Credential }[]): Promise<Resolution[]> {
     const keys = items.map((item) => attributionCacheKey(this.prefix, item.tenantId, item.credential));
     const firstItem = new Map<string, (typeof items)[number]>();
-    keys.forEach((key, i) => firstItem.has(key) || firstItem.set(key, items[i]));
+    for (const [i, key] of keys.entries()) if (!firstItem.has(key)) firstItem.set(key, items[i]);
     const distinct = [...firstItem.keys()];
     const cachedValues = distinct.length ? await this.redis.mget(...distinct) : [];
     const now = Date.now();

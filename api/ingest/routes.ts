@@ -4,7 +4,7 @@ import type { Config } from '../../pipeline/config.js';
 import { STREAMS } from '../../store/streams.js';
 import type { Logger } from '../../pipeline/logger.js';
 import type { Metrics } from '../../pipeline/metrics.js';
-import { type TenantTokens } from '../../store/tenant-tokens.js';
+import type { TenantTokens } from '../../store/tenant-tokens.js';
 import { requireTenant, type TenantAuthVariables } from '../auth.js';
 import { ApiError, tooLarge, unavailable } from '../errors.js';
 import { readLimitedBody, redisDown } from '../http.js';
@@ -45,7 +45,7 @@ export function createIngestRoutes(deps: IngestDeps): Hono<{ Variables: TenantAu
   // A saturated machine answers slowly before the first stream fills; refusing past a number of
   // requests in flight keeps the refusal prompt (the client keeps its events and retries).
   let inFlight = 0;
-  app.use('/v1/events', async (c, next) => {
+  app.use('/v1/events', async (_c, next) => {
     if (inFlight >= config.INGEST_MAX_IN_FLIGHT) {
       metrics?.errors.inc({ stage: STAGE, kind: 'busy' });
       throw new ApiError(429, 'busy', `more than ${config.INGEST_MAX_IN_FLIGHT} requests in flight; nothing was accepted, retry later`, undefined, {

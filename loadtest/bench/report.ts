@@ -155,7 +155,7 @@ export function printReport(report: BenchReport): void {
   const width = Math.max(...p.map(([label]) => label.length)) + 2;
   const col = Math.max(16, ...p.map(([, v]) => v.length)) + 2;
   console.log(`\n${''.padEnd(width)}${'pipeline'.padEnd(col)}${b ? 'baseline (1 INSERT per event)' : ''}`);
-  p.forEach(([label, value], i) => {
+  p.forEach(([label, value]) => {
     const other = b?.find(([l]) => l === label)?.[1] ?? '';
     console.log(`${label.padEnd(width)}${value.padEnd(col)}${other}`);
   });
@@ -182,7 +182,7 @@ export function printReport(report: BenchReport): void {
     }
   }
   const trace = report.pipeline.trace;
-  if (trace && trace.traced) {
+  if (trace?.traced) {
     console.log(`\nwhere the ingest-to-ledger time goes (${trace.traced} events followed through the streams; ${trace.abandoned} lost to trimming):`);
     console.log('  stage (time from its input entry to its output entry)   p50 ms   p90 ms   p99 ms   max ms');
     for (const hop of trace.hops) {

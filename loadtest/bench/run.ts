@@ -23,10 +23,10 @@ import { TOPOLOGY } from '../../stages/registry.js';
 import * as startFromSource from '../../ops/start.js';
 import { BASELINE_TABLE, createBaselineTable } from './baseline.js';
 import type { GeneratorConfig, GeneratorDone } from './generator.js';
-import { checkExactness, ledgerLatency, ledgerRate, ledgerSeries, type Exactness, type Percentiles } from './ledger.js';
-import { Monitor, round, startGenerators, type GeneratorEntry, type GeneratorTotals, type SecondSample } from './monitor.js';
+import { checkExactness, ledgerLatency, ledgerRate, ledgerSeries, type Percentiles } from './ledger.js';
+import { Monitor, round, startGenerators, type GeneratorEntry, type SecondSample } from './monitor.js';
 import { parseOptions, USAGE, type BenchOptions } from './options.js';
-import { formatProfile, summarizeProfile, type ProfileSummary } from './profile.js';
+import { formatProfile, summarizeProfile } from './profile.js';
 import { groupsOf, pidsByName, prefixMemory, redisMemory, slope, withDescendants } from './sampler.js';
 import { createScratchWorld, seedBenchWorld, type ScratchWorld } from './world.js';
 import { HopTracer } from './tracer.js';
@@ -200,7 +200,6 @@ function summarizeLoad(
   options: BenchOptions,
   monitor: Monitor,
   done: GeneratorDone[],
-  durationS: number,
 ): Pick<PhaseReport, 'label' | 'loadSeconds' | 'steadyWindow' | 'load' | 'ingestLatencyMs' | 'backpressure'> & { loadStart: number; loadEnd: number } {
   const loadStart = monitor.startedAt;
   const loadEnd = Math.min(...done.map((d) => d.loadEndedAt));
@@ -530,7 +529,7 @@ async function runPipelinePhase(options: BenchOptions, world: ScratchWorld, worl
     endLive();
     say(isDrained ? `pipeline drained ${drainSeconds} s after the load` : `pipeline NOT drained after ${drainSeconds} s`);
 
-    const summary = summarizeLoad('pipeline', options, monitor, done, durationS);
+    const summary = summarizeLoad('pipeline', options, monitor, done);
     const steadyTo = Math.min(monitor.steadyTo, summary.loadEnd);
     say('reading the ledger: latencies, throughput, exactness');
     const figures = await ledgerFigures(world, 'usage_ledger', summary.loadStart, monitor.steadyFrom, steadyTo, summary.loadEnd);
@@ -639,7 +638,12 @@ async function runBaselinePhase(options: BenchOptions, world: ScratchWorld, worl
     },
   });
   let exited = false;
-  const exit = new Promise<void>((resolve) => child.on('exit', () => ((exited = true), resolve())));
+  const exit = new Promise<void>((resolve) =>
+    child.on('exit', () => {
+      exited = true;
+      resolve();
+    }),
+  );
   const stop = async () => {
     if (exited) return;
     child.kill('SIGTERM');
@@ -655,7 +659,10 @@ async function runBaselinePhase(options: BenchOptions, world: ScratchWorld, worl
     await waitHttp(`http://127.0.0.1:${port}/healthz`, 60_000, 'the baseline server', () => !exited);
     let generatorPids: number[] = [];
     const kinds = new Map<string, () => number[]>([
-      ['baseline', () => withDescendants(child.pid!).map((pid) => (pidNames.set(pid, 'baseline'), pid))],
+      ['baseline', () => withDescendants(child.pid!).map((pid) => {
+        pidNames.set(pid, 'baseline');
+        return pid;
+      })],
       ['generator', () => generatorPids],
       ['postgres', pg.pids],
       ['bench', () => [process.pid]],
@@ -674,7 +681,7 @@ async function runBaselinePhase(options: BenchOptions, world: ScratchWorld, worl
     await stop();
     pg.stop();
     const profiles = collectProfiles(pidNames);
-    const summary = summarizeLoad('baseline', options, monitor, done, durationS);
+    const summary = summarizeLoad('baseline', options, monitor, done);
     const steadyTo = Math.min(monitor.steadyTo, summary.loadEnd);
     const figures = await ledgerFigures(world, BASELINE_TABLE, summary.loadStart, monitor.steadyFrom, steadyTo, summary.loadEnd);
     const exactness = await checkExactness(
@@ -801,7 +808,8 @@ async function main(): Promise<number> {
   const seeded = await seedBenchWorld(world.sql);
   const worldFile = join(runDir, 'world.json');
   writeFileSync(worldFile, JSON.stringify(seeded));
-  const products = seeded.actors.reduce<Record<string, number>>((m, a) => ((m[a.product] = (m[a.product] ?? 0) + 1), m), {});
+  const products: Record<string, number> = {};
+  for (const actor of seeded.actors) products[actor.product] = (products[actor.product] ?? 0) + 1;
   say(
     `seeded tenant ${seeded.tenantId}: 50 customers, ${seeded.actors.filter((a) => a.kind === 'agent').length} agents, ` +
       `${seeded.actors.filter((a) => a.kind === 'app').length} apps (${Object.entries(products).map(([k, n]) => `${k} ${n}`).join(', ')}); db ${world.dbName}, prefix ${world.config.REDIS_PREFIX}`,

@@ -4,7 +4,8 @@ import { TransientError } from '../../pipeline/stage.js';
 import { connectClickHouse, type ClickHouseClient } from '../../store/clickhouse.js';
 import { isolated, type Isolated } from '../../test/support/isolated.js';
 import { ledgeredEvent, stageEntries, testStageContext, type LedgeredEventOverrides } from '../testing.js';
-import { analyticsDispatchStage, dispatchBatch, invocationRow, isDataError } from './index.js';
+import { analyticsDispatchStage, dispatchBatch, isDataError } from './index.js';
+import { invocationRow } from './rows.js';
 import { invocationTotals, invocationsByAgent, invocationsByTool, invocationsBy } from './queries.js';
 
 let world: Isolated;

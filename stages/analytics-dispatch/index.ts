@@ -5,9 +5,7 @@ import { connectClickHouse, type ClickHouseClient } from '../../store/clickhouse
 import type { LedgeredEvent } from '../../domain/flow.js';
 import { invocationRow } from './rows.js';
 
-export { invocationRow, type InvocationRow } from './rows.js';
-
-export const INVOCATIONS_TABLE = 'invocations';
+const INVOCATIONS_TABLE = 'invocations';
 
 /**
  * ClickHouse error codes that mean "this data cannot go in" (a bad value), not "ClickHouse is
@@ -18,7 +16,7 @@ export const INVOCATIONS_TABLE = 'invocations';
 const DATA_ERROR_CODES = new Set(['6', '26', '27', '32', '38', '41', '53', '69', '70', '72', '117', '131']);
 
 /** The ClickHouse error code of a failure, from the client's parsed error or the server's text ("Code: 27, ..."). */
-export function clickHouseCode(error: unknown): string | undefined {
+function clickHouseCode(error: unknown): string | undefined {
   for (let e: unknown = error, depth = 0; e && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
     if (e instanceof ClickHouseError && e.code) return String(e.code);
     const match = /\bCode: (\d+)\b/.exec(String((e as { message?: unknown }).message ?? ''));

@@ -37,7 +37,7 @@ export interface InvocationRow {
 }
 
 /** 'YYYY-MM-DD hh:mm:ss' in UTC, the text form of DateTime('UTC') (seconds; milliseconds dropped). */
-export function chDateTime(ms: number): string {
+function chDateTime(ms: number): string {
   return new Date(ms).toISOString().slice(0, 19).replace('T', ' ');
 }
 

@@ -9,7 +9,7 @@ import { capCounters } from './limits.js';
 import type { PauseRecord } from '../../store/pauses.js';
 
 /** Records pauses in PostgreSQL (the live flag is the Redis key the ack script set). Idempotent. */
-export async function recordPauses(sql: Sql, pauses: PauseRecord[]): Promise<void> {
+async function recordPauses(sql: Sql, pauses: PauseRecord[]): Promise<void> {
   if (pauses.length === 0) return;
   await sql`
     INSERT INTO cap_pauses ${sql(

@@ -6,7 +6,7 @@ import { pauseKey, type PauseRecord } from '../../store/pauses.js';
 const DAY_SECONDS = 86_400;
 
 /** The period of a cap that an event falls in, and when that period ends (epoch ms). */
-export function capPeriod(cap: SpendCap, event: PricedEvent): { key: string; endsAt: number } | undefined {
+function capPeriod(cap: SpendCap, event: PricedEvent): { key: string; endsAt: number } | undefined {
   const at = new Date(event.recordedAt);
   const y = at.getUTCFullYear();
   const m = at.getUTCMonth();

@@ -6,10 +6,7 @@ import type { LedgeredEvent } from '../../domain/flow.js';
 import { CostModelCache } from './cache.js';
 import { computeCogs, pickCostModel, uncosted, type Cogs } from './model.js';
 
-export { CostModelCache } from './cache.js';
-export { compileCostModel, computeCogs, pickCostModel, uncosted } from './model.js';
-
-export class InvalidCostModelError extends Error {}
+class InvalidCostModelError extends Error {}
 
 interface CogsRow {
   event: LedgeredEvent;

@@ -7,7 +7,7 @@ import { validateCostModel } from '../../schemas/cost-model.js';
  * output rate (models[model] or default_model) + duration_ms x compute_per_ms. A rate the model
  * does not give is 0.
  */
-export interface TokenRates {
+interface TokenRates {
   input: bigint;
   output: bigint;
 }
@@ -25,7 +25,7 @@ export interface CompiledCostModel {
 }
 
 /** A stored model that does not validate: events it would cost fail (and are dead-lettered) rather than costing 0. */
-export interface InvalidCostModel {
+interface InvalidCostModel {
   id: string;
   currency: string;
   effectiveFrom: number;
@@ -90,7 +90,7 @@ export interface CogsInput {
 }
 
 /** Each part of an event's COGS (nano-units as decimal strings, for jsonb) and which rate gave it. */
-export interface CogsBreakdown {
+interface CogsBreakdown {
   cost_model_id: string | null;
   /** Why there is no cost (no model in the event's currency effective at its time). */
   reason?: string;

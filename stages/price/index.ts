@@ -1,3 +1,4 @@
+import type { CompiledPlan } from '../../domain/rating/compile.js';
 import { rateEvent } from '../../domain/rating/rate-event.js';
 import { isTransient } from '../../pipeline/errors.js';
 import { STREAMS } from '../../store/streams.js';
@@ -9,7 +10,7 @@ import type { AttributedEvent, PricedEvent } from '../../domain/flow.js';
 export async function priceBatch(plans: PlanCache, batch: StageEntry<AttributedEvent>[]): Promise<EntryResult[]> {
   const results: EntryResult[] = [];
   for (const { payload: event } of batch) {
-    let plan;
+    let plan: CompiledPlan;
     try {
       plan = await plans.forSubscription(event.tenantId, event.subscription.subscriptionId);
     } catch (error) {

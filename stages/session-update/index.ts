@@ -5,9 +5,6 @@ import type { LedgeredEvent } from '../../domain/flow.js';
 import { applySessionEvents } from './store.js';
 import { DEFAULT_APPLIED_RETENTION_SECONDS, SessionSweeper } from './sweep.js';
 
-export { applySessionEvents, getSession } from './store.js';
-export { sweepSessions, SessionSweeper, type SweepPolicy } from './sweep.js';
-
 /**
  * Advances the session of each ledgered event (see store.ts for the exactly-once mechanism and
  * lifecycle.ts for the status rules). Events without a session are acked without effect. A

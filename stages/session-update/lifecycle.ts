@@ -17,12 +17,12 @@ import type { LedgeredEvent } from '../../domain/flow.js';
  *   end still count toward its totals (they were ledgered and billed), advance started/last
  *   event times, and are counted in lateEvents.
  */
-export const SESSION_STATUSES = ['ACTIVE', 'IDLE', 'PAUSED', 'COMPLETED', 'FAILED', 'EXPIRED'] as const;
+const SESSION_STATUSES = ['ACTIVE', 'IDLE', 'PAUSED', 'COMPLETED', 'FAILED', 'EXPIRED'] as const;
 export type SessionStatus = (typeof SESSION_STATUSES)[number];
 
-export const OPEN_STATUSES: readonly SessionStatus[] = ['ACTIVE', 'IDLE', 'PAUSED'];
+const OPEN_STATUSES: readonly SessionStatus[] = ['ACTIVE', 'IDLE', 'PAUSED'];
 
-export function isEnded(status: SessionStatus): boolean {
+function isEnded(status: SessionStatus): boolean {
   return !OPEN_STATUSES.includes(status);
 }
 
@@ -66,7 +66,7 @@ export type SessionEvent = Pick<
 >;
 
 /** The status an open session takes on an event of this type. */
-export function statusAfter(eventType: EventType): SessionStatus {
+function statusAfter(eventType: EventType): SessionStatus {
   switch (eventType) {
     case 'session.paused':
       return 'PAUSED';

@@ -100,7 +100,7 @@ interface SessionRow {
   late_events: string;
 }
 
-export function sessionFromRow(row: SessionRow): SessionState {
+function sessionFromRow(row: SessionRow): SessionState {
   return {
     tenantId: row.tenant_id,
     sessionId: row.session_id,
