@@ -1,21 +1,25 @@
 import { loadConfigOrExit } from './config.js';
 import { createLogger } from './logger.js';
 import { Metrics, serveMetrics } from './metrics.js';
-import { runStage } from './harness.js';
+import { runStage, type RunningStage } from './harness.js';
 import type { AnyStage, Topology } from './stage.js';
 
 /**
- * Runs one stage as a process: validates the configuration, serves /metrics, /healthz and
- * /readyz on METRICS_PORT (when set), and on SIGTERM or SIGINT finishes and acks the batch
- * in hand, then exits 0.
+ * Runs one or more stages in this process: validates the configuration, serves /metrics,
+ * /healthz and /readyz on METRICS_PORT (when set), and on SIGTERM or SIGINT finishes and acks
+ * the batch in hand of every stage, then exits 0. Stages sharing a process stay what they are
+ * on their own: each reads its own stream through its own consumer group, with its own
+ * connections, claims, dead letters and backpressure, so any of them can be split out again.
  */
-export async function runStageProcess(stage: AnyStage, topology: Topology): Promise<void> {
+export async function runStageProcess(stages: AnyStage[], topology: Topology): Promise<void> {
   const config = loadConfigOrExit();
-  const log = createLogger(`stage:${stage.name}`, config.LOG_LEVEL);
-  const metrics = new Metrics(`${stage.name}-${config.WORKER_SLOT}`);
-  const running = await runStage(stage, { config, log, metrics, topology });
+  const names = stages.map((stage) => stage.name).join(',');
+  const log = createLogger(`stage:${names}`, config.LOG_LEVEL);
+  const metrics = new Metrics(`${names}-${config.WORKER_SLOT}`);
+  const running: RunningStage[] = [];
+  for (const stage of stages) running.push(await runStage(stage, { config, log, metrics, topology }));
   const server = config.METRICS_PORT
-    ? await serveMetrics(metrics, config.METRICS_PORT, config.HTTP_HOST, { ready: () => running.ready() })
+    ? await serveMetrics(metrics, config.METRICS_PORT, config.HTTP_HOST, { ready: () => running.every((r) => r.ready()) })
     : undefined;
 
   let stopping = false;
@@ -28,7 +32,7 @@ export async function runStageProcess(stage: AnyStage, topology: Topology): Prom
       process.exit(1);
     }, 30_000);
     forceExit.unref();
-    await running.stop();
+    await Promise.all(running.map((r) => r.stop()));
     server?.close();
     process.exit(0);
   };

@@ -1,3 +1,5 @@
+import { defaultLayout, parseLayout, type Layout } from '../../ops/start.js';
+
 export interface BenchOptions {
   /** Seconds of load (new events); the drain comes after. */
   duration: number;
@@ -6,6 +8,8 @@ export interface BenchOptions {
   batch: number;
   apiProcesses: number;
   workers: Record<string, number>;
+  /** How stages share processes (ops/start.ts); by default, chosen by core count. */
+  layout: Layout;
   out: string;
   baseline: boolean;
   /** Seconds of the baseline's load (the same events, a prefix when shorter). */
@@ -50,6 +54,7 @@ baseline (one synchronous INSERT per event in the HTTP handler) with the same ev
   --batch <n>             events per request (default 100)
   --api-processes <n>     ingest (HTTP) processes (default 1)
   --workers a=n,b=m       processes per stage, e.g. price=2,ledger-write=2 (default 1 each)
+  --layout <l>            grouped (stages share two processes) or per-stage (default: by core count)
   --generators <n>        load generator processes (default 1)
   --concurrency <n>       requests in flight per generator (default 64)
   --out <file>            JSON report (default .bench/result.json)
@@ -101,6 +106,7 @@ export function parseOptions(argv: string[], parseWorkers: (text: string) => Rec
     batch: smoke ? 20 : 100,
     apiProcesses: 1,
     workers: {},
+    layout: defaultLayout(),
     out: '.bench/result.json',
     baseline: true,
     baselineDuration: NaN,
@@ -147,6 +153,9 @@ export function parseOptions(argv: string[], parseWorkers: (text: string) => Rec
       }
       case '--workers':
         options.workers = parseWorkers(value());
+        break;
+      case '--layout':
+        options.layout = parseLayout(value());
         break;
       case '--out':
         options.out = value();

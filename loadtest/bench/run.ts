@@ -324,7 +324,7 @@ async function runPipelinePhase(options: BenchOptions, world: ScratchWorld, worl
       ? ((await import(pathToFileURL(projectPath('dist', 'ops', 'start.js')).href)) as typeof startFromSource)
       : startFromSource;
   const httpPort = await freePort();
-  const stageCount = start.pipelineProcesses({ workers: options.workers }).length;
+  const stageCount = start.pipelineProcesses({ layout: options.layout, workers: options.workers }).length;
   const metricsBasePort = await freePortRange(stageCount);
   const env: Record<string, string> = {
     ...world.env,
@@ -334,7 +334,7 @@ async function runPipelinePhase(options: BenchOptions, world: ScratchWorld, worl
     ...(options.highWater ? { BACKPRESSURE_HIGH: String(options.highWater), BACKPRESSURE_LOW: String(Math.floor(options.highWater / 2)) } : {}),
     ...options.env,
   };
-  const specs: ChildSpec[] = start.pipelineProcesses({ workers: options.workers, apiProcesses: options.apiProcesses, metricsBasePort, env });
+  const specs: ChildSpec[] = start.pipelineProcesses({ layout: options.layout, workers: options.workers, apiProcesses: options.apiProcesses, metricsBasePort, env });
   const kindOf = (name: string) => name.split('#')[0];
   for (const spec of specs) {
     if (options.profile.includes(kindOf(spec.name))) spec.args.unshift('--cpu-prof', `--cpu-prof-dir=${profileDir}`);
@@ -342,8 +342,8 @@ async function runPipelinePhase(options: BenchOptions, world: ScratchWorld, worl
   const stagePorts = specs.filter((s) => s.env?.METRICS_PORT).map((s) => ({ name: s.name, port: Number(s.env!.METRICS_PORT) }));
   // /readyz of each stage process says when it reads; after that the benchmark leaves its metrics port alone.
   say(
-    `starting the pipeline (${options.runtime === 'dist' ? 'compiled JS from dist/' : 'from source with tsx'}): ${specs.map((s) => s.name).join(', ')}` +
-      `${options.apiProcesses > 1 ? ` (api x${options.apiProcesses})` : ''}`,
+    `starting the pipeline (${options.runtime === 'dist' ? 'compiled JS from dist/' : 'from source with tsx'}), ${options.layout} layout` +
+      `${options.apiProcesses > 1 ? ` (api x${options.apiProcesses})` : ''}:\n${start.describeLayout(specs)}`,
   );
   const supervisor: Supervisor = supervise(specs, createLogger('bench-supervisor', 'warn'), 20_000);
   let stopped = false;

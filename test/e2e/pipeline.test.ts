@@ -186,8 +186,7 @@ beforeAll(async () => {
   });
   const port = 20_000 + Math.floor(Math.random() * 20_000);
   baseUrl = `http://127.0.0.1:${port}`;
-  supervisor = supervise(
-    pipelineProcesses({
+  const specs = pipelineProcesses({
       metricsBasePort: port + 1,
       env: {
         ...world.env,
@@ -198,13 +197,15 @@ beforeAll(async () => {
         TRIM_INTERVAL_MS: '1000',
         LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'error',
       },
-    }),
-    log,
-  );
+    });
+  // The default layout of this machine (grouped on a small one): the kills below hit whole processes.
+  supervisor = supervise(specs, log);
   await waitFor(async () => (await fetch(`${baseUrl}/readyz`).catch(() => undefined))?.ok === true, 60_000);
   await waitFor(async () => {
     const ready = await Promise.all(
-      STAGES.map((_, i) => fetch(`http://127.0.0.1:${port + 1 + i}/readyz`).then((r) => r.ok).catch(() => false)),
+      specs
+        .filter((spec) => spec.env?.METRICS_PORT)
+        .map((spec) => fetch(`http://127.0.0.1:${spec.env!.METRICS_PORT}/readyz`).then((r) => r.ok).catch(() => false)),
     );
     return ready.every(Boolean);
   }, 60_000);
