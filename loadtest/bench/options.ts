@@ -46,8 +46,9 @@ export const USAGE = `npm run bench -- [options]
 
 Seeds a scratch world (its own PostgreSQL database, Redis prefix, ClickHouse database),
 runs the whole pipeline, drives POST /v1/events with a realistic event mix, and reports
-throughput, latencies, stream lag, Redis memory and CPU per process kind; then drives a
-baseline (one synchronous INSERT per event in the HTTP handler) with the same events.
+throughput, latencies, stream lag, Redis memory and CPU per process kind; then drives two
+baselines with the same events: one synchronous INSERT per event in the HTTP handler, and
+one multi-row INSERT per request.
 
   --duration <s>          seconds of load (default 60; smoke 6)
   --rate <n>|max          events per second offered, or max: as fast as accepted (default 1000)
@@ -58,7 +59,7 @@ baseline (one synchronous INSERT per event in the HTTP handler) with the same ev
   --generators <n>        load generator processes (default 1)
   --concurrency <n>       requests in flight per generator (default 64)
   --out <file>            JSON report (default .bench/result.json)
-  --baseline on|off       run the baseline too (default on)
+  --baseline on|off       run the baselines too (default on)
   --baseline-duration <s> seconds of baseline load (default min(duration, 60))
   --baseline-pool <n>     PostgreSQL connections per baseline process (default 10)
   --warmup <s>            seconds left out of steady-state figures (default min(10, duration/5))

@@ -21,7 +21,7 @@ import { projectPath } from '../../pipeline/paths.js';
 import { supervise, type ChildSpec, type Supervisor } from '../../pipeline/supervisor.js';
 import { TOPOLOGY } from '../../stages/registry.js';
 import * as startFromSource from '../../ops/start.js';
-import { BASELINE_TABLE, createBaselineTable } from './baseline.js';
+import { BASELINE_TABLES, createBaselineTable, type BaselineMode } from './baseline.js';
 import type { GeneratorConfig, GeneratorDone } from './generator.js';
 import { checkExactness, ledgerLatency, ledgerRate, ledgerSeries, type Percentiles } from './ledger.js';
 import { Monitor, round, startGenerators, type GeneratorEntry, type SecondSample } from './monitor.js';
@@ -619,11 +619,26 @@ async function runPipelinePhase(options: BenchOptions, world: ScratchWorld, worl
   }
 }
 
-async function runBaselinePhase(options: BenchOptions, world: ScratchWorld, worldFile: string, runDir: string, tenantId: string, token: string): Promise<PhaseReport> {
-  await createBaselineTable(world.sql);
+const BASELINES: Record<BaselineMode, { label: PhaseReport['label']; says: string }> = {
+  'per-event': { label: 'baseline', says: 'one synchronous INSERT per event' },
+  'per-request': { label: 'baseline-batch', says: 'one synchronous multi-row INSERT per request' },
+};
+
+async function runBaselinePhase(
+  mode: BaselineMode,
+  options: BenchOptions,
+  world: ScratchWorld,
+  worldFile: string,
+  runDir: string,
+  tenantId: string,
+  token: string,
+): Promise<PhaseReport> {
+  const { label, says } = BASELINES[mode];
+  const table = BASELINE_TABLES[mode];
+  await createBaselineTable(world.sql, mode);
   const port = await freePort();
   const entry = entryOf(options, 'baseline');
-  say(`starting the baseline (one synchronous INSERT per event, ${options.baselinePool} connections per process, ${options.apiProcesses} process(es))`);
+  say(`starting the ${label} (${says}, ${options.baselinePool} connections per process, ${options.apiProcesses} process(es))`);
   const child: ChildProcess = fork(entry.file, [], {
     execArgv: entry.execArgv,
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
@@ -635,6 +650,7 @@ async function runBaselinePhase(options: BenchOptions, world: ScratchWorld, worl
       BASELINE_PROCESSES: String(options.apiProcesses),
       BASELINE_TOKEN: token,
       BASELINE_TENANT: tenantId,
+      BASELINE_MODE: mode,
     },
   });
   let exited = false;
@@ -660,7 +676,7 @@ async function runBaselinePhase(options: BenchOptions, world: ScratchWorld, worl
     let generatorPids: number[] = [];
     const kinds = new Map<string, () => number[]>([
       ['baseline', () => withDescendants(child.pid!).map((pid) => {
-        pidNames.set(pid, 'baseline');
+        pidNames.set(pid, label);
         return pid;
       })],
       ['generator', () => generatorPids],
@@ -670,23 +686,23 @@ async function runBaselinePhase(options: BenchOptions, world: ScratchWorld, worl
     const durationS = options.baselineDuration;
     const monitor = new Monitor(kinds, undefined, (s) =>
       live(
-        `[baseline ${String(Math.round(s.t)).padStart(4)}s/${durationS}s] offered ${fmt(s.offered)}/s accepted ${fmt(s.accepted)}/s` +
+        `[${label} ${String(Math.round(s.t)).padStart(4)}s/${durationS}s] offered ${fmt(s.offered)}/s accepted ${fmt(s.accepted)}/s` +
           ` | ingest p50 ${s.ingestP50} p99 ${s.ingestP99} ms${s.skippedRequests ? ` | behind: ${s.skippedRequests} requests skipped` : ''} | cpu% ${cpuLine(s.cpu)}`,
       ),
     );
-    const configs = generatorConfigs(options, world, `http://127.0.0.1:${port}/v1/events`, worldFile, runDir, 'baseline', durationS);
+    const configs = generatorConfigs(options, world, `http://127.0.0.1:${port}/v1/events`, worldFile, runDir, label, durationS);
     const done = await drive(options, configs, monitor, Math.min(options.warmup, durationS / 5), durationS, (pids) => (generatorPids = pids));
     await monitor.stop();
     endLive();
     await stop();
     pg.stop();
     const profiles = collectProfiles(pidNames);
-    const summary = summarizeLoad('baseline', options, monitor, done);
+    const summary = summarizeLoad(label, options, monitor, done);
     const steadyTo = Math.min(monitor.steadyTo, summary.loadEnd);
-    const figures = await ledgerFigures(world, BASELINE_TABLE, summary.loadStart, monitor.steadyFrom, steadyTo, summary.loadEnd);
+    const figures = await ledgerFigures(world, table, summary.loadStart, monitor.steadyFrom, steadyTo, summary.loadEnd);
     const exactness = await checkExactness(
       world.sql,
-      BASELINE_TABLE,
+      table,
       configs.map((c) => ({ prefix: c.idPrefix, bitsFile: c.bitsFile })),
     );
     return {
@@ -771,6 +787,11 @@ function targets(report: BenchReport): BenchReport['targets'] {
     ok: p.load.status429 > 0 ? p.exactness.exact : null,
   });
   out.push({
+    target: 'ledger throughput >= 2.0x the baseline of one INSERT per event (--rate max)',
+    measured: `${report.ratioToBaseline ?? '-'}x; ${report.ratioToBatchBaseline ?? '-'}x the baseline of one INSERT per request`,
+    ok: rate === 'max' && report.ratioToBaseline !== undefined ? report.ratioToBaseline >= 2 : null,
+  });
+  out.push({
     target: 'the ledger holds exactly the distinct events accepted',
     measured: `${p.exactness.ledgerRows} rows, ${p.exactness.sentDistinct} distinct accepted, ${p.exactness.missing} missing, ${p.exactness.extra} extra`,
     ok: p.exactness.exact,
@@ -817,7 +838,11 @@ async function main(): Promise<number> {
 
   const pipeline = await runPipelinePhase(options, world, worldFile, runDir);
   let baseline: PhaseReport | undefined;
-  if (options.baseline && !stopRequested) baseline = await runBaselinePhase(options, world, worldFile, runDir, seeded.tenantId, seeded.ingestToken);
+  let baselineBatch: PhaseReport | undefined;
+  if (options.baseline && !stopRequested) baseline = await runBaselinePhase('per-event', options, world, worldFile, runDir, seeded.tenantId, seeded.ingestToken);
+  if (options.baseline && !stopRequested) {
+    baselineBatch = await runBaselinePhase('per-request', options, world, worldFile, runDir, seeded.tenantId, seeded.ingestToken);
+  }
 
   const report: BenchReport = {
     command,
@@ -827,7 +852,9 @@ async function main(): Promise<number> {
     options,
     pipeline,
     baseline,
+    baselineBatch,
     ratioToBaseline: baseline ? round(pipeline.throughput.ledgerPerSec / baseline.throughput.ledgerPerSec, 2) : undefined,
+    ratioToBatchBaseline: baselineBatch ? round(pipeline.throughput.ledgerPerSec / baselineBatch.throughput.ledgerPerSec, 2) : undefined,
     targets: [],
   };
   report.targets = targets(report);
@@ -835,11 +862,11 @@ async function main(): Promise<number> {
   mkdirSync(dirname(out), { recursive: true });
   writeFileSync(out, JSON.stringify(report, null, 1));
   printReport(report);
-  for (const profile of [...(pipeline.profiles ?? []), ...(baseline?.profiles ?? [])]) {
+  for (const profile of [...(pipeline.profiles ?? []), ...(baseline?.profiles ?? []), ...(baselineBatch?.profiles ?? [])]) {
     console.log(formatProfile(`${profile.process} (${profile.file})`, profile.summary));
   }
   console.log(`\nreport written to ${relative(process.cwd(), out)} (${round((Date.now() - began) / 1000, 1)} s in all)`);
-  return pipeline.exactness.exact && (!baseline || baseline.exactness.exact) ? 0 : 1;
+  return [pipeline, baseline, baselineBatch].every((phase) => !phase || phase.exactness.exact) ? 0 : 1;
 }
 
 async function cleanup(): Promise<void> {
