@@ -5,12 +5,32 @@ import { isUsageEventType } from '../../schemas/events.js';
 import { connectPostgres, type Sql } from '../../store/postgres.js';
 import type { LedgeredEvent } from '../types.js';
 import { CostModelCache } from './cache.js';
-import { computeCogs, pickCostModel, uncosted, type Cogs } from './model.js';
+import { computeCogs, pickCostModel, uncosted, type Cogs, type LoadedCostModel } from './model.js';
 
 export { CostModelCache } from './cache.js';
 export { compileCostModel, computeCogs, pickCostModel, uncosted } from './model.js';
 
 export class InvalidCostModelError extends Error {}
+
+/**
+ * The COGS of one usage event from its tenant's cost models (the one in force at the event's
+ * time, in its currency); uncosted (0) without one; an error when that model does not validate.
+ * analytics-dispatch computes the same figure for the ClickHouse row.
+ */
+export function eventCogs(models: LoadedCostModel[], event: LedgeredEvent): Cogs | InvalidCostModelError {
+  const model = pickCostModel(models, event.recordedAt, event.subscription.currency);
+  if (model && 'invalid' in model) return new InvalidCostModelError(`cost model ${model.id} of tenant ${event.tenantId} is invalid: ${model.invalid}`);
+  return model
+    ? computeCogs(model, {
+        toolName: event.toolName,
+        pricedTool: event.cost.tool,
+        model: event.model,
+        inputTokens: event.inputTokens,
+        outputTokens: event.outputTokens,
+        durationMs: event.durationMs,
+      })
+    : uncosted(event.subscription.currency, event.recordedAt);
+}
 
 interface CogsRow {
   event: LedgeredEvent;
@@ -32,22 +52,9 @@ export async function recordCogsBatch(sql: Sql, models: CostModelCache, batch: S
   const loaded = await models.load(usage.map(({ event }) => event.tenantId));
   const rows: CogsRow[] = [];
   for (const { event, i } of usage) {
-    const model = pickCostModel(loaded.get(event.tenantId) ?? [], event.recordedAt, event.subscription.currency);
-    if (model && 'invalid' in model) {
-      results[i] = { error: new InvalidCostModelError(`cost model ${model.id} of tenant ${event.tenantId} is invalid: ${model.invalid}`) };
-      continue;
-    }
-    const cogs = model
-      ? computeCogs(model, {
-          toolName: event.toolName,
-          pricedTool: event.cost.tool,
-          model: event.model,
-          inputTokens: event.inputTokens,
-          outputTokens: event.outputTokens,
-          durationMs: event.durationMs,
-        })
-      : uncosted(event.subscription.currency, event.recordedAt);
-    rows.push({ event, cogs });
+    const cogs = eventCogs(loaded.get(event.tenantId) ?? [], event);
+    if (cogs instanceof InvalidCostModelError) results[i] = { error: cogs };
+    else rows.push({ event, cogs });
   }
   if (rows.length) await insertCogs(sql, rows);
   return results;
