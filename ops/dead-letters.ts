@@ -16,7 +16,7 @@ import type { UsageEvent } from '../schemas/events.js';
 import { ingestPartitionKey } from '../stages/ingest/writer.js';
 import type { RejectedEvent } from '../stages/types.js';
 import { CommandError, connectCliRedis, isMain, numberFlag, parseArgs, runCli, stringFlag, toJson, UsageError, type ParsedArgs } from './cli.js';
-import { fieldText, readRange, readRangeReverse, scanKeys, stagesOf, walkStream, type RawEntry } from './streams.js';
+import { fieldText, readRange, readRangeReverse, scanKeys, stagesOf, walkStream, type RawEntry } from '../pipeline/streams.js';
 import { oneLine, renderTable } from './table.js';
 
 const USAGE = `usage: npm run dlq -- <command>

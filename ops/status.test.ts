@@ -4,7 +4,8 @@ import { ensureGroups } from '../pipeline/harness.js';
 import { STREAMS, deadLetterKey, partitionedKey } from '../pipeline/keys.js';
 import { rejection } from '../stages/types.js';
 import { isolated, type Isolated } from '../test/support/isolated.js';
-import { collectStatus, countRejections, effectiveLag, isDrained, rateBetween, renderStatus, sampleEntriesRead } from './status.js';
+import { collectStatus, countRejections, effectiveLag, isDrained, rateBetween, sampleEntriesRead } from '../pipeline/status.js';
+import { renderStatus } from './status.js';
 
 describe('status arithmetic', () => {
   it('rates entries delivered per second between two samples', () => {

@@ -1,4 +1,4 @@
-// Reading the pipeline's Redis Streams for the operator commands: the streams and groups
+// Reading the pipeline's Redis Streams for the operator commands and the console: the streams and groups
 // the topology names, raw entries, and the replies of XINFO.
 import type { Redis } from 'ioredis';
 import { STREAMS } from '../pipeline/keys.js';
