@@ -10,6 +10,7 @@ import { createAdminRoutes } from './admin/index.js';
 import { requireTenant, TenantTokens } from './auth.js';
 import { createAuthorizeRoutes } from './authorize.js';
 import { createCogsRoutes } from './cogs.js';
+import { createConsoleRoutes } from './console/index.js';
 import { createInvoiceRoutes } from './invoices.js';
 import { createOpenApiRoutes } from './openapi.js';
 import { createQuoteRoutes } from './quote.js';
@@ -55,6 +56,7 @@ export function createApp(deps: AppDeps): { app: Hono; tokens: TenantTokens } {
   app.use('/v1/rate-plans/quote', requireTenant(tokens, 'ingest'));
   app.route('/', createQuoteRoutes());
   app.route('/', createOpenApiRoutes());
+  app.route('/', createConsoleRoutes({ config, sql, redis, tokens, log }));
 
   app.notFound((c) => c.json({ error: { code: 'not_found', message: `no route ${c.req.method} ${c.req.path}` } }, 404));
   app.onError((err, c) => {

@@ -120,6 +120,8 @@ export interface CollectOptions {
   topology: Topology;
   /** How many of the newest rejected entries (over all partitions) to decode and count. */
   rejectedScan?: number;
+  /** Also list stages found only by their dead-letter keys (a SCAN over the whole keyspace); default true. */
+  scanDeadLetterKeys?: boolean;
   /** Count only this tenant's rejected events (the console); every tenant's by default. */
   rejectedTenant?: string;
   previous?: ReadSample;
@@ -193,7 +195,8 @@ export async function collectStatus(redis: Redis, options: CollectOptions): Prom
   for (const s of streams) for (const g of s.groups) if (g.exists) g.rate = rateBetween(options.previous, sample, sampleKey(s.stream, s.partition, g.name));
 
   const stages: StageStatus[] = [];
-  for (const stage of await deadLetterStages(redis, prefix, topology)) {
+  const stageNames = options.scanDeadLetterKeys === false ? stagesOf(topology).map((t) => t.stage) : await deadLetterStages(redis, prefix, topology);
+  for (const stage of stageNames) {
     const input = topology.find((t) => t.group === stage)?.stream ?? '?';
     const groups = streams.filter((s) => s.stream === input).flatMap((s) => s.groups.filter((g) => g.name === stage));
     let deadLetters = 0;
@@ -268,3 +271,15 @@ export function isDrained(s: StatusSnapshot): boolean {
   return s.streams.every((st) => st.groups.every((g) => !g.inTopology || (g.exists && g.lag === 0 && g.pending === 0)));
 }
 
+
+/**
+ * The (stream, group) pairs that exist in Redis on partition 0, in flow order: the topology as the
+ * running workers created it, for a reader that does not load the stage registry (the API).
+ */
+export async function discoverTopology(redis: Redis, prefix: string): Promise<Topology> {
+  const topology: { stream: string; group: string }[] = [];
+  for (const stream of Object.values(STREAMS)) {
+    for (const group of await groupsInfo(redis, partitionedKey(prefix, stream, 0))) topology.push({ stream, group: group.name });
+  }
+  return topology;
+}
