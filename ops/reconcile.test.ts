@@ -60,7 +60,7 @@ describe('npm run reconcile', () => {
     const ch = world.clickhouse!;
     await ch.command({ query: `INSERT INTO invocations SELECT * FROM invocations FINAL WHERE tenant_id = '${tenant.tenantId}' AND recorded_date = today() LIMIT 1` });
     const { differences } = await reconcile(world.sql, ch, range());
-    expect(new Set(differences.map((d) => d.source))).toEqual(new Set(['usage_daily', 'usage_hourly', 'session_summary']));
+    expect(new Set(differences.map((d) => d.source))).toEqual(new Set(['usage_daily', 'usage_hourly', 'spend_daily', 'tool_daily', 'session_summary']));
     expect(differences.find((d) => d.source === 'usage_daily' && d.figure === 'events')).toMatchObject({ day: today, clickhouse: expect.any(BigInt) });
     const drift = differences.find((d) => d.source === 'usage_daily' && d.figure === 'events')!;
     expect(drift.clickhouse - drift.ledger).toBe(1n);

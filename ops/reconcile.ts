@@ -16,7 +16,8 @@ const USAGE = `usage: npm run reconcile -- [--from YYYY-MM-DD] [--to YYYY-MM-DD]
   --from, --to   the days to compare, inclusive (UTC); default: the last --days days (35) up to today
   --tenant ID    one tenant only
   --json         machine-readable output
-  --repair       rebuild the ClickHouse rollups (usage_daily, usage_hourly, session_summary) of each
+  --repair       rebuild the ClickHouse rollups (usage_daily, usage_hourly, spend_daily, tool_daily,
+                 session_summary) of each
                  tenant and day whose rollups differ from invocations, then compare again. Run it for
                  past days or with analytics-dispatch stopped. Differences of invocations itself
                  (events missing in ClickHouse) are the pipeline's to fix: see npm run status and npm run dlq.

@@ -8,6 +8,9 @@ import { chString, type ClickHouseClient } from './clickhouse.js';
  * schemas/migrations/clickhouse/002_rollups.sql, is scoped by tenant_id (the first column of
  * every sorting key) and bounded by time (the partition key), so none scans a whole table.
  *
+ * The console's spend tables, totals and tools read the narrow spend_daily and tool_daily (a few
+ * rows per agent or tool and day); hourly figures read usage_hourly.
+ *
  * Placeholders: {tenant} the tenant id (a quoted literal), {from} and {to} DateTime
  * expressions bounding [from, to). Daily tables take the whole days the range touches.
  * Output aliases never reuse a column name of the table (ClickHouse would substitute the alias
@@ -34,7 +37,7 @@ function spendBy(id: string, title: string, keys: string[]): AnalyticsQuery {
     id,
     title,
     sql: `SELECT currency, ${keys.join(', ')}, sum(calls) AS call_count, sum(errors) AS error_count, ${MONEY}
-FROM usage_daily
+FROM spend_daily
 WHERE tenant_id = {tenant} AND ${DAYS}
 GROUP BY currency, ${keys.join(', ')}
 ORDER BY revenue DESC, ${keys.join(', ')}
@@ -48,7 +51,7 @@ function topTools(id: string, title: string, order: 'revenue' | 'margin'): Analy
     id,
     title,
     sql: `SELECT currency, tool_name, sum(calls) AS call_count, sum(errors) AS error_count, ${MONEY}
-FROM usage_daily
+FROM tool_daily
 WHERE tenant_id = {tenant} AND ${DAYS} AND tool_name != ''
 GROUP BY currency, tool_name
 ORDER BY ${order} DESC, tool_name
@@ -62,7 +65,7 @@ export const ANALYTICS_QUERIES = {
     id: 'totals',
     title: 'Totals',
     sql: `SELECT currency, sum(events) AS event_count, sum(calls) AS call_count, sum(errors) AS error_count, ${MONEY}
-FROM usage_daily
+FROM spend_daily
 WHERE tenant_id = {tenant} AND ${DAYS}
 GROUP BY currency
 ORDER BY currency`,
@@ -85,7 +88,7 @@ ORDER BY time, currency`,
     id: 'revenue_daily',
     title: 'Revenue, COGS and margin per day',
     sql: `SELECT toDateTime(day, 'UTC') AS time, currency, ${MONEY}, sum(calls) AS call_count
-FROM usage_daily
+FROM spend_daily
 WHERE tenant_id = {tenant} AND ${DAYS}
 GROUP BY time, currency
 ORDER BY time, currency`,

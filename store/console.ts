@@ -64,12 +64,18 @@ export async function capStatuses(sql: Sql, redis: Redis, place: RedisPlace, ten
     const period = r.period === 'session' ? undefined : capPeriod(cap, { recordedAt: now } as Parameters<typeof capPeriod>[1]);
     return { ...cap, customerId: r.customer_id, periodKey: period?.key ?? null, spentNano: null };
   });
+  // One MGET per partition: the keys of a partition share its hash tag, so this works on a Redis Cluster too.
+  const byPartition = new Map<number, { cap: CapStatus; key: string }[]>();
+  for (const cap of caps) {
+    if (cap.periodKey === null || cap.customerId === null) continue;
+    const partition = partitionOf(customerPartitionKey(tenantId, cap.customerId), place.partitions);
+    const key = partitionedKey(place.prefix, capCounterKey({ tenantId, id: cap.id } as SpendCap, cap.periodKey), partition);
+    byPartition.set(partition, [...(byPartition.get(partition) ?? []), { cap, key }]);
+  }
   await Promise.all(
-    caps.map(async (cap) => {
-      if (cap.periodKey === null || cap.customerId === null) return;
-      const partition = partitionOf(customerPartitionKey(tenantId, cap.customerId), place.partitions);
-      const total = await redis.get(partitionedKey(place.prefix, capCounterKey({ tenantId, id: cap.id } as SpendCap, cap.periodKey), partition));
-      cap.spentNano = BigInt(total ?? 0);
+    [...byPartition.values()].map(async (entries) => {
+      const totals = await redis.mget(...entries.map((e) => e.key));
+      entries.forEach((e, i) => (e.cap.spentNano = BigInt(totals[i] ?? 0)));
     }),
   );
   return caps;

@@ -12,7 +12,7 @@ export const FIGURES = ['events', 'calls', 'cost_nano', 'cogs_nano'] as const;
 export type Figure = (typeof FIGURES)[number];
 export type Figures = Record<Figure, bigint>;
 
-export const SOURCES = ['invocations', 'usage_daily', 'usage_hourly', 'session_summary'] as const;
+export const SOURCES = ['invocations', 'usage_daily', 'usage_hourly', 'spend_daily', 'tool_daily', 'session_summary'] as const;
 export type Source = (typeof SOURCES)[number];
 
 export interface Difference {
@@ -48,6 +48,10 @@ const CLICKHOUSE_SQL: Record<Source, (where: (dayColumn: string) => string) => s
     FROM invocations FINAL WHERE ${where('recorded_date')} GROUP BY tenant_id, d`,
   usage_daily: (where) => `SELECT tenant_id, toString(day) AS d, sum(events) AS events, sum(calls) AS calls, toString(sum(cost)) AS cost, toString(sum(cogs)) AS cogs
     FROM usage_daily WHERE ${where('day')} GROUP BY tenant_id, d`,
+  spend_daily: (where) => `SELECT tenant_id, toString(day) AS d, sum(events) AS events, sum(calls) AS calls, toString(sum(cost)) AS cost, toString(sum(cogs)) AS cogs
+    FROM spend_daily WHERE ${where('day')} GROUP BY tenant_id, d`,
+  tool_daily: (where) => `SELECT tenant_id, toString(day) AS d, sum(events) AS events, sum(calls) AS calls, toString(sum(cost)) AS cost, toString(sum(cogs)) AS cogs
+    FROM tool_daily WHERE ${where('day')} GROUP BY tenant_id, d`,
   usage_hourly: (where) => `SELECT tenant_id, toString(toDate(hour)) AS d, sum(events) AS events, sum(calls) AS calls, toString(sum(cost)) AS cost, toString(sum(cogs)) AS cogs
     FROM usage_hourly WHERE ${where('toDate(hour)')} GROUP BY tenant_id, d`,
   session_summary: (where) => `SELECT tenant_id, toString(day) AS d, sumMerge(events) AS events, sumMerge(calls) AS calls, toString(sumMerge(cost)) AS cost, toString(sumMerge(cogs)) AS cogs
@@ -125,7 +129,7 @@ export async function reconcile(sql: Sql, clickhouse: ClickHouseClient, options:
 
 /**
  * Rebuilds the rollups of one tenant and day from invocations (which replaces duplicates by
- * event id): deletes the day's rows of usage_daily, usage_hourly and session_summary (waiting
+ * event id): deletes the day's rows of every rollup (waiting
  * for the mutations), then inserts the day's events into invocations once more so that the
  * materialized views count each exactly once. For a past day, or with analytics-dispatch
  * stopped: an event inserted for that day while this runs would be counted twice.
@@ -137,6 +141,8 @@ export async function repairRollups(clickhouse: ClickHouseClient, tenantId: stri
   const deletes = [
     `ALTER TABLE usage_daily DELETE WHERE tenant_id = ${tenant} AND day = ${date}`,
     `ALTER TABLE usage_hourly DELETE WHERE tenant_id = ${tenant} AND toDate(hour) = ${date}`,
+    `ALTER TABLE spend_daily DELETE WHERE tenant_id = ${tenant} AND day = ${date}`,
+    `ALTER TABLE tool_daily DELETE WHERE tenant_id = ${tenant} AND day = ${date}`,
     `ALTER TABLE session_summary DELETE WHERE tenant_id = ${tenant} AND day = ${date}`,
   ];
   for (const query of deletes) await clickhouse.command({ query });

@@ -106,6 +106,17 @@ describe('the console over HTTP', () => {
     expect(form.status).toBe(415);
   });
 
+  it('lists every agent and app with spend on pages of their own', async () => {
+    const page = await get('/console/spend/agent', admin());
+    expect(page.status).toBe(200);
+    const text = await page.text();
+    const actors = tenant.customers.flatMap((c) => c.teams.flatMap((t) => [...t.agents.map((a) => a.id), ...t.apps.map((a) => a.id)]));
+    expect(text.match(/data-figure="agent-spend"/g)?.length).toBe(actors.length);
+    for (const id of actors) expect(text).toContain(`data-key="${id}"`);
+    expect((await get('/console/spend/tenant', admin())).status).toBe(404);
+    expect((await get('/console/spend/agent?page=0', admin())).status).toBe(400);
+  });
+
   it('refuses a range too wide to answer at once, and bad parameters, with 400 and their paths', async () => {
     const usage = (query: string) => get(`/console/api/usage?${query}`, admin());
     const wide = await usage('query=spend_by_agent&from=2020-01-01T00:00:00Z&to=2026-12-01T00:00:00Z');

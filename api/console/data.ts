@@ -12,6 +12,45 @@ export interface ConsoleStores {
   redis: Redis;
   clickhouse: ClickHouseClient;
   place: RedisPlace;
+  /** The tenant's names (tenantDirectory), remembered for a few seconds. */
+  directory(tenantId: string): Promise<Directory>;
+}
+
+/** tenantDirectory, each tenant's kept for `ttlMs`: names change rarely, and every page labels hundreds of ids. */
+export function cachedDirectory(sql: Sql, ttlMs = 15_000): (tenantId: string) => Promise<Directory> {
+  const cache = new Map<string, { at: number; directory: Promise<Directory> }>();
+  return (tenantId) => {
+    const hit = cache.get(tenantId);
+    if (hit && Date.now() - hit.at < ttlMs) return hit.directory;
+    if (cache.size > 1000) cache.clear();
+    const directory = tenantDirectory(sql, tenantId);
+    cache.set(tenantId, { at: Date.now(), directory });
+    directory.catch(() => cache.delete(tenantId));
+    return directory;
+  };
+}
+
+export interface SpendList {
+  kind: SpendKind;
+  directory: Directory;
+  rows: SpendRow[];
+  page: number;
+  pages: number;
+  currency: string;
+}
+
+/** Every customer, team or agent with spend this month (or a cap), biggest first, one page of them. */
+export async function loadSpendList(stores: ConsoleStores, tenantId: string, kind: SpendKind, page: number, now = Date.now()): Promise<SpendList> {
+  const spec = SPEND_KINDS[kind];
+  const [directory, caps, rows] = await Promise.all([
+    stores.directory(tenantId),
+    capStatuses(stores.sql, stores.redis, stores.place, tenantId, now),
+    runAnalyticsQuery(stores.clickhouse, spec.query, { tenantId, from: billingPeriod(now).start, to: now + 1000 }),
+  ]);
+  const all = withCaps(rows, spec.keyOf, spec.scopes, caps);
+  const pages = Math.max(1, Math.ceil(all.length / PAGE_ROWS));
+  const current = Math.min(Math.max(1, page), pages);
+  return { kind, directory, rows: all.slice((current - 1) * PAGE_ROWS, current * PAGE_ROWS), page: current, pages, currency: all.find((r) => r.currency)?.currency ?? 'USD' };
 }
 
 export const CHART_RANGES = {
@@ -29,6 +68,17 @@ export interface SpendRow {
   margin: bigint;
   caps: CapStatus[];
 }
+
+export const SPEND_KINDS = {
+  customer: { query: ANALYTICS_QUERIES.spendByCustomer, scopes: ['customer'], keyOf: (r: AnalyticsRow) => r.customer_id as string },
+  team: { query: ANALYTICS_QUERIES.spendByTeam, scopes: ['team'], keyOf: (r: AnalyticsRow) => r.team_id as string },
+  agent: { query: ANALYTICS_QUERIES.spendByAgent, scopes: ['agent'], keyOf: (r: AnalyticsRow) => (r.agent_id as string) || (r.app_id as string) },
+} as const satisfies Record<string, { query: AnalyticsQuery; scopes: CapStatus['scopeKind'][]; keyOf: (r: AnalyticsRow) => string }>;
+export type SpendKind = keyof typeof SPEND_KINDS;
+
+/** The overview shows the biggest spenders of each kind; the spend pages list them all, this many a page. */
+export const OVERVIEW_ROWS = 12;
+export const PAGE_ROWS = 50;
 
 export interface Overview {
   tenantId: string;
@@ -49,7 +99,7 @@ export interface Overview {
 }
 
 /** Rows of a spend query, with the caps of each scope (scopes with a cap but no spend yet included, at 0). */
-function withCaps(rows: AnalyticsRow[], keyOf: (row: AnalyticsRow) => string, scopeKinds: CapStatus['scopeKind'][], caps: CapStatus[]): SpendRow[] {
+function withCaps(rows: AnalyticsRow[], keyOf: (row: AnalyticsRow) => string, scopeKinds: readonly CapStatus['scopeKind'][], caps: CapStatus[]): SpendRow[] {
   const byScope = new Map<string, CapStatus[]>();
   for (const cap of caps) {
     if (!scopeKinds.includes(cap.scopeKind)) continue;
@@ -85,12 +135,12 @@ export async function loadOverview(stores: ConsoleStores, tenantId: string, rang
   const chartFrom = chartTo - chartSpec.hours * 3_600_000;
   const run = (query: AnalyticsQuery, params = month) => runAnalyticsQuery(clickhouse, query, params);
   const [directory, caps, totals, customers, teams, agents, chartRows, topByRevenue, topByMargin, sessions, pauses, health] = await Promise.all([
-    tenantDirectory(sql, tenantId),
+    stores.directory(tenantId),
     capStatuses(sql, redis, place, tenantId, now),
     run(ANALYTICS_QUERIES.totals),
-    run(ANALYTICS_QUERIES.spendByCustomer),
-    run(ANALYTICS_QUERIES.spendByTeam),
-    run(ANALYTICS_QUERIES.spendByAgent),
+    run(SPEND_KINDS.customer.query),
+    run(SPEND_KINDS.team.query),
+    run(SPEND_KINDS.agent.query),
     run(chartSpec.query, { tenantId, from: chartFrom, to: chartTo }),
     run(ANALYTICS_QUERIES.topToolsByRevenue),
     run(ANALYTICS_QUERIES.topToolsByMargin),
@@ -105,9 +155,9 @@ export async function loadOverview(stores: ConsoleStores, tenantId: string, rang
     range,
     directory,
     totals,
-    customers: withCaps(customers, (r) => r.customer_id as string, ['customer'], caps),
-    teams: withCaps(teams, (r) => r.team_id as string, ['team'], caps),
-    agents: withCaps(agents, (r) => (r.agent_id as string) || (r.app_id as string), ['agent'], caps),
+    customers: withCaps(customers, SPEND_KINDS.customer.keyOf, SPEND_KINDS.customer.scopes, caps),
+    teams: withCaps(teams, SPEND_KINDS.team.keyOf, SPEND_KINDS.team.scopes, caps),
+    agents: withCaps(agents, SPEND_KINDS.agent.keyOf, SPEND_KINDS.agent.scopes, caps),
     chart: { stepMs: chartSpec.stepMs, from: chartFrom, to: chartTo, rows: chartRows },
     topByRevenue,
     topByMargin,

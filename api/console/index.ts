@@ -17,9 +17,9 @@ import type { Sql } from '../../store/postgres.js';
 import { PlanCache } from '../../store/rate-plans.js';
 import { ApiError, notFound, validationFailed } from '../admin/errors.js';
 import type { TenantTokens } from '../auth.js';
-import { CHART_RANGES, loadOverview, type ChartRange, type ConsoleStores } from './data.js';
+import { cachedDirectory, CHART_RANGES, loadOverview, loadSpendList, SPEND_KINDS, type ChartRange, type ConsoleStores, type SpendKind } from './data.js';
 import type { Html } from './html.js';
-import { errorPage, invoiceFragment, layout, loginPage, overviewFragment, type InvoiceView } from './views.js';
+import { errorPage, invoiceFragment, layout, loginPage, overviewFragment, spendListFragment, type InvoiceView } from './views.js';
 
 export interface ConsoleDeps {
   config: Config;
@@ -74,7 +74,7 @@ export function createConsoleRoutes(deps: ConsoleDeps): Hono<ConsoleEnv> {
     deps.clickhouse ??
     connectClickHouse({ url: config.CLICKHOUSE_URL, database: config.CLICKHOUSE_DATABASE, username: config.CLICKHOUSE_USER, password: config.CLICKHOUSE_PASSWORD });
   const plans = deps.plans ?? new PlanCache(sql);
-  const stores: ConsoleStores = { sql, redis, clickhouse, place: { prefix: config.REDIS_PREFIX, partitions: config.PARTITIONS } };
+  const stores: ConsoleStores = { sql, redis, clickhouse, place: { prefix: config.REDIS_PREFIX, partitions: config.PARTITIONS }, directory: cachedDirectory(sql) };
   const statics = new Map(Object.entries(STATIC_FILES).map(([name, file]) => [name, { body: readFileSync(file.path), type: file.type }]));
   const app = new Hono<ConsoleEnv>();
 
@@ -123,6 +123,14 @@ export function createConsoleRoutes(deps: ConsoleDeps): Hono<ConsoleEnv> {
   app.get('/console/fragment', async (c) => {
     const overview = await loadOverview(stores, c.get('tenantId'), chartRange(c.req.query('range')));
     return page(c, overviewFragment(overview));
+  });
+  app.get('/console/spend/:kind', async (c) => {
+    const kind = c.req.param('kind');
+    if (!(kind in SPEND_KINDS)) throw new ApiError(404, 'not_found', `no spend list by ${kind}: by customer, team or agent`);
+    const pageNumber = Number(c.req.query('page') ?? 1);
+    if (!Number.isInteger(pageNumber) || pageNumber < 1) throw validationFailed('page must be a whole number from 1', [{ path: 'page', message: 'a whole number from 1' }]);
+    const list = await loadSpendList(stores, c.get('tenantId'), kind as SpendKind, pageNumber);
+    return page(c, layout(`Spend by ${kind}`, spendListFragment(list), { tenantId: c.get('tenantId'), customers: list.directory.customers }));
   });
   app.get('/console/invoice', (c) => c.redirect(`/console/customers/${encodeURIComponent(c.req.query('customer') ?? '')}`, 303));
   app.get('/console/customers/:id', async (c) => {

@@ -4,7 +4,7 @@ import type { Invoice } from '../../domain/rating/rate-period.js';
 import type { AnalyticsRow } from '../../store/analytics-queries.js';
 import type { CapStatus, Directory, SessionView } from '../../store/console.js';
 import type { PauseView } from '../../store/pause-flags.js';
-import type { ChartRange, Overview, SpendRow } from './data.js';
+import { OVERVIEW_ROWS, type ChartRange, type Overview, type SpendKind, type SpendList, type SpendRow } from './data.js';
 import { html, jsonScript, type Html } from './html.js';
 
 /** Server-rendered pages of the console. Each figure carries its exact value (data-nano) beside the formatted one. */
@@ -110,9 +110,9 @@ function nameOf(directory: Directory, kind: 'customer' | 'team' | 'agent', id: s
   return directory.agents.get(id)?.name ?? directory.apps.get(id)?.name ?? id;
 }
 
-function spendTable(title: string, kind: 'customer' | 'team' | 'agent', rows: SpendRow[], directory: Directory, currency: string): Html {
+function spendTable(title: string, kind: SpendKind, rows: SpendRow[], directory: Directory, currency: string, more?: Html): Html {
   return html`<div class="panel">
-  <h2>${title}</h2>
+  <h2>${title} ${more ?? ''}</h2>
   <table class="spend" data-table="spend-${kind}">
     <thead><tr><th>${kind === 'agent' ? 'agent or app' : kind}</th><th class="num">spend</th><th class="num">calls</th><th>caps</th></tr></thead>
     <tbody>${rows.map(
@@ -125,6 +125,21 @@ function spendTable(title: string, kind: 'customer' | 'team' | 'agent', rows: Sp
     )}</tbody>
   </table>
 </div>`;
+}
+
+/** The biggest spenders of a kind, with a link to all of them when there are more. */
+function topSpenders(title: string, kind: SpendKind, rows: SpendRow[], directory: Directory, currency: string): Html {
+  const more = rows.length > OVERVIEW_ROWS ? html`<a class="more" href="/console/spend/${kind}">all ${rows.length} &rarr;</a>` : undefined;
+  return spendTable(title, kind, rows.slice(0, OVERVIEW_ROWS), directory, currency, more);
+}
+
+/** A page of every customer, team or agent with spend or a cap this month. */
+export function spendListFragment(list: SpendList): Html {
+  const link = (page: number, label: string) => html`<a href="/console/spend/${list.kind}?page=${page}">${label}</a>`;
+  const pager = html`<p class="pager">page ${list.page} of ${list.pages}
+    ${list.page > 1 ? link(list.page - 1, '← previous') : ''} ${list.page < list.pages ? link(list.page + 1, 'next →') : ''}
+    · <a href="/console">overview</a></p>`;
+  return html`<section class="grid"><div class="wide">${spendTable(`Spend this month by ${list.kind}`, list.kind, list.rows, list.directory, list.currency)}${pager}</div></section>`;
 }
 
 function toolsTable(title: string, figure: string, rows: AnalyticsRow[]): Html {
@@ -229,9 +244,9 @@ export function overviewFragment(overview: Overview): Html {
   return html`${kpis(overview.totals, overview.period)}
 <section class="grid">
   ${chart(overview)}
-  ${spendTable('Spend this month by customer', 'customer', overview.customers, overview.directory, currency)}
-  ${spendTable('by team', 'team', overview.teams, overview.directory, currency)}
-  ${spendTable('by agent', 'agent', overview.agents, overview.directory, currency)}
+  ${topSpenders('Spend this month by customer', 'customer', overview.customers, overview.directory, currency)}
+  ${topSpenders('by team', 'team', overview.teams, overview.directory, currency)}
+  ${topSpenders('by agent', 'agent', overview.agents, overview.directory, currency)}
   ${toolsTable('Top tools by revenue', 'tools-by-revenue', overview.topByRevenue)}
   ${toolsTable('Top tools by margin', 'tools-by-margin', overview.topByMargin)}
   ${pausesPanel(overview.pauses, overview.directory, currency)}

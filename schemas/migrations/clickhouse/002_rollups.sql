@@ -4,7 +4,11 @@
 -- from the tenant's cost model, the same figure as cogs_ledger.cogs_nano). Three tables are kept
 -- by materialized views on every insert into invocations:
 --   usage_hourly, usage_daily  SummingMergeTree: sums per hour / day and tenant, currency,
---                              customer, team, agent, app, tool and model
+--                              customer, team, agent, app, tool and model (for BI tools)
+--   spend_daily                SummingMergeTree: per day and tenant, currency, customer, team,
+--                              agent, app (no tool, no model: a few rows per agent and day, read
+--                              by the console's spend tables and totals)
+--   tool_daily                 SummingMergeTree: per day and tenant, currency, tool and model
 --   session_summary            AggregatingMergeTree: one row per session and day of activity
 -- A materialized view sees each inserted block once: analytics-dispatch inserts an event only
 -- if invocations does not hold it yet, so a redelivered batch adds nothing (npm run reconcile
@@ -63,6 +67,40 @@ CREATE TABLE IF NOT EXISTS {db}.usage_daily (
 PARTITION BY toYYYYMM(day)
 ORDER BY (tenant_id, day, currency, customer_id, team_id, agent_id, app_id, tool_name, model);
 
+CREATE TABLE IF NOT EXISTS {db}.spend_daily (
+  tenant_id    String,
+  day          Date,
+  currency     String,
+  customer_id  String,
+  team_id      String,
+  agent_id     String,
+  app_id       String,
+  events       Int64,
+  calls        Int64,
+  errors       Int64,
+  cost         Decimal128(9),
+  cogs         Decimal128(9)
+) ENGINE = SummingMergeTree((events, calls, errors, cost, cogs))
+PARTITION BY toYYYYMM(day)
+ORDER BY (tenant_id, day, currency, customer_id, team_id, agent_id, app_id);
+
+CREATE TABLE IF NOT EXISTS {db}.tool_daily (
+  tenant_id    String,
+  day          Date,
+  currency     String,
+  tool_name    String,
+  model        String,
+  events       Int64,
+  calls        Int64,
+  errors       Int64,
+  tokens_in    Int64,
+  tokens_out   Int64,
+  cost         Decimal128(9),
+  cogs         Decimal128(9)
+) ENGINE = SummingMergeTree((events, calls, errors, tokens_in, tokens_out, cost, cogs))
+PARTITION BY toYYYYMM(day)
+ORDER BY (tenant_id, day, currency, tool_name, model);
+
 CREATE TABLE IF NOT EXISTS {db}.session_summary (
   tenant_id    String,
   day          Date,
@@ -115,6 +153,30 @@ SELECT
   sum(toDecimal128(cogs_nano, 9) / 1000000000) AS cogs
 FROM {db}.invocations
 GROUP BY tenant_id, day, currency, customer_id, team_id, agent_id, app_id, tool_name, model;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.spend_daily_mv TO {db}.spend_daily AS
+SELECT
+  tenant_id, recorded_date AS day, currency, customer_id, team_id, agent_id, app_id,
+  toInt64(count()) AS events,
+  toInt64(countIf(event_type NOT LIKE 'session.%')) AS calls,
+  toInt64(countIf(event_type NOT LIKE 'session.%' AND execution_status != 'SUCCESS')) AS errors,
+  sum(toDecimal128(cost_nano, 9) / 1000000000) AS cost,
+  sum(toDecimal128(cogs_nano, 9) / 1000000000) AS cogs
+FROM {db}.invocations
+GROUP BY tenant_id, day, currency, customer_id, team_id, agent_id, app_id;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.tool_daily_mv TO {db}.tool_daily AS
+SELECT
+  tenant_id, recorded_date AS day, currency, tool_name, model,
+  toInt64(count()) AS events,
+  toInt64(countIf(event_type NOT LIKE 'session.%')) AS calls,
+  toInt64(countIf(event_type NOT LIKE 'session.%' AND execution_status != 'SUCCESS')) AS errors,
+  toInt64(sum(input_tokens)) AS tokens_in,
+  toInt64(sum(output_tokens)) AS tokens_out,
+  sum(toDecimal128(cost_nano, 9) / 1000000000) AS cost,
+  sum(toDecimal128(cogs_nano, 9) / 1000000000) AS cogs
+FROM {db}.invocations
+GROUP BY tenant_id, day, currency, tool_name, model;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.session_summary_mv TO {db}.session_summary AS
 SELECT
