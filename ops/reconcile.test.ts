@@ -5,8 +5,8 @@ import { projectPath } from '../pipeline/paths.js';
 import { reconcile } from '../store/reconcile.js';
 import { isolated, type Isolated } from '../test/support/isolated.js';
 import { startPipeline } from '../test/support/pipeline.js';
-import { CONSOLE_COST_MODEL, CONSOLE_PLAN, consoleTraffic, sendEvents } from '../test/support/traffic.js';
-import { seedTenant, type SeededTenant } from './seed.js';
+import { consoleTraffic, sendEvents } from '../test/support/traffic.js';
+import { DEMO_COST_MODEL, DEMO_PLAN, seedTenant, type SeededTenant } from './seed.js';
 
 const run = promisify(execFile);
 let world: Isolated;
@@ -30,7 +30,7 @@ async function cli(...args: string[]): Promise<{ code: number; out: string }> {
 
 beforeAll(async () => {
   world = await isolated('reconcile', { clickhouse: true });
-  tenant = await seedTenant(world.sql, { name: 'reconcile', pricing: CONSOLE_PLAN, costModel: CONSOLE_COST_MODEL, customers: 2, teamsPerCustomer: 1, agentsPerTeam: 2, appsPerTeam: 1 });
+  tenant = await seedTenant(world.sql, { name: 'reconcile', pricing: DEMO_PLAN, costModel: DEMO_COST_MODEL, customers: 2, teamsPerCustomer: 1, agentsPerTeam: 2, appsPerTeam: 1 });
   const pipeline = await startPipeline(world);
   try {
     await sendEvents(pipeline.baseUrl, tenant.ingestToken, consoleTraffic(tenant, { hours: 30, seed: 3 }));

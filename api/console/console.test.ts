@@ -12,11 +12,11 @@ import { formatMoney } from '../../domain/money-format.js';
 import { parseNano } from '../../domain/money.js';
 import { partitionOf, partitionedKey } from '../../pipeline/keys.js';
 import { projectPath } from '../../pipeline/paths.js';
-import { seedTenant, type SeededTenant } from '../../ops/seed.js';
+import { DEMO_COST_MODEL, DEMO_PLAN, seedTenant, type SeededTenant } from '../../ops/seed.js';
 import { customerPartitionKey, pauseKey } from '../../store/cap-keys.js';
 import { isolated, type Isolated } from '../../test/support/isolated.js';
 import { startPipeline, type InProcessPipeline } from '../../test/support/pipeline.js';
-import { CONSOLE_COST_MODEL, CONSOLE_PLAN, consoleTraffic, sendEvents } from '../../test/support/traffic.js';
+import { consoleTraffic, sendEvents } from '../../test/support/traffic.js';
 
 let world: Isolated;
 let tenant: SeededTenant;
@@ -39,8 +39,8 @@ beforeAll(async () => {
   world = await isolated('console', { clickhouse: true });
   tenant = await seedTenant(world.sql, {
     name: 'Console demo',
-    pricing: CONSOLE_PLAN,
-    costModel: CONSOLE_COST_MODEL,
+    pricing: DEMO_PLAN,
+    costModel: DEMO_COST_MODEL,
     customers: 3,
     teamsPerCustomer: 2,
     agentsPerTeam: 2,
@@ -50,7 +50,7 @@ beforeAll(async () => {
       { scope: 'team', period: 'month', limitNano: 40_000_000_000n, action: 'alert' },
     ],
   });
-  other = await seedTenant(world.sql, { name: 'Someone else', pricing: CONSOLE_PLAN, customers: 1, teamsPerCustomer: 1, agentsPerTeam: 1, caps: [{ scope: 'agent', period: 'day', limitNano: 1n }] });
+  other = await seedTenant(world.sql, { name: 'Someone else', pricing: DEMO_PLAN, customers: 1, teamsPerCustomer: 1, agentsPerTeam: 1, caps: [{ scope: 'agent', period: 'day', limitNano: 1n }] });
   heavyAgent = tenant.customers[0].teams[0].agents[0].id;
   pipeline = await startPipeline(world);
   await sendEvents(pipeline.baseUrl, tenant.ingestToken, consoleTraffic(tenant, { now: started, heavy: [heavyAgent], heavyCalls: 30 }));

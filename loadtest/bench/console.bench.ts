@@ -10,7 +10,7 @@ import type { AddressInfo } from 'node:net';
 import { serve } from '@hono/node-server';
 import { createApp } from '../../api/server.js';
 import { isMain, numberFlag, parseArgs, runCli, UsageError } from '../../ops/cli.js';
-import { seedTenant, type SeededTenant } from '../../ops/seed.js';
+import { DEMO_COST_MODEL, DEMO_PLAN, seedTenant, type SeededTenant } from '../../ops/seed.js';
 import { renderTable } from '../../ops/table.js';
 import { partitionedKey, partitionOf } from '../../pipeline/keys.js';
 import { createLogger } from '../../pipeline/logger.js';
@@ -18,10 +18,9 @@ import { Metrics } from '../../pipeline/metrics.js';
 import { connectRedis } from '../../pipeline/redis.js';
 import { capCounterKey, customerPartitionKey, pauseKey } from '../../store/cap-keys.js';
 import type { SpendCap } from '../../store/caps.js';
-import { connectClickHouse } from '../../store/clickhouse.js';
+import { createClient } from '@clickhouse/client';
 import { connectPostgres } from '../../store/postgres.js';
 import { reconcile } from '../../store/reconcile.js';
-import { CONSOLE_COST_MODEL, CONSOLE_PLAN } from '../../test/support/traffic.js';
 import { createScratchWorld, type ScratchWorld } from './world.js';
 
 const USAGE = `usage: npm run bench:console -- [--rows N] [--requests N] [--concurrency N] [--smoke] [--keep]
@@ -128,17 +127,23 @@ async function deriveTables(world: ScratchWorld, tenant: SeededTenant, now: numb
   // Cap totals as cap-check keeps them in Redis, for today and this month; a pause on every fifth capped agent.
   const day = new Date(now).toISOString().slice(0, 10);
   const month = day.slice(0, 7);
-  for (const cap of tenant.caps) {
-    const column = cap.scopeKind === 'agent' ? sql`agent_id` : cap.scopeKind === 'team' ? sql`team_id` : sql`customer_id`;
-    const since = cap.period === 'day' ? new Date(`${day}T00:00:00Z`) : periodStart;
-    const [{ total, customer_id }] = await sql`
-      SELECT coalesce(sum(cost_nano), 0)::text AS total, min(customer_id) AS customer_id FROM usage_ledger
-      WHERE tenant_id = ${t} AND ${column} = ${cap.scopeId} AND recorded_at >= ${since}`;
-    if (!customer_id) continue;
-    const partition = partitionOf(customerPartitionKey(t, customer_id), world.config.PARTITIONS);
+  const dayStart = new Date(`${day}T00:00:00Z`);
+  const totals = new Map<string, { total: string; customer_id: string }>();
+  for (const [kind, column] of [['agent', sql`l.agent_id`], ['team', sql`l.team_id`], ['customer', sql`l.customer_id`]] as const) {
+    const rows = await sql<{ id: string; total: string; customer_id: string }[]>`
+      SELECT c.id, sum(l.cost_nano)::text AS total, min(l.customer_id) AS customer_id
+      FROM spend_caps c JOIN usage_ledger l ON l.tenant_id = c.tenant_id AND ${column} = c.scope_id
+      WHERE c.tenant_id = ${t} AND c.scope_kind = ${kind} AND l.recorded_at >= (CASE c.period WHEN 'day' THEN ${dayStart}::timestamptz ELSE ${periodStart}::timestamptz END)
+      GROUP BY c.id`;
+    for (const row of rows) totals.set(row.id, row);
+  }
+  for (const [i, cap] of tenant.caps.entries()) {
+    const found = totals.get(cap.id);
+    if (!found) continue;
+    const partition = partitionOf(customerPartitionKey(t, found.customer_id), world.config.PARTITIONS);
     const periodKey = cap.period === 'day' ? day : month;
-    await world.redis.set(partitionedKey(world.config.REDIS_PREFIX, capCounterKey({ tenantId: t, id: cap.id } as SpendCap, periodKey), partition), total);
-    if (cap.scopeKind === 'agent' && tenant.caps.indexOf(cap) % 5 === 0) {
+    await world.redis.set(partitionedKey(world.config.REDIS_PREFIX, capCounterKey({ tenantId: t, id: cap.id } as SpendCap, periodKey), partition), found.total);
+    if (cap.scopeKind === 'agent' && i % 5 === 0) {
       await sql`INSERT INTO cap_pauses (tenant_id, cap_id, scope_kind, scope_id, period_key, event_id, limit_nano, paused_at)
                 VALUES (${t}, ${cap.id}, 'agent', ${cap.scopeId}, ${periodKey}, 'b1', ${cap.limitNano.toString()}, ${new Date(now - 600_000)})`;
       await world.redis.set(partitionedKey(world.config.REDIS_PREFIX, pauseKey(t, 'agent', cap.scopeId), partition), JSON.stringify({ capId: cap.id }), 'EX', 86_400);
@@ -149,7 +154,14 @@ async function deriveTables(world: ScratchWorld, tenant: SeededTenant, now: numb
 
 /** The ledger rows into ClickHouse's invocations (COPY out, TabSeparated in): the materialized views fill the rollups. */
 async function copyToClickHouse(world: ScratchWorld, tenant: SeededTenant): Promise<void> {
-  const clickhouse = connectClickHouse({ url: world.config.CLICKHOUSE_URL, database: world.dbName });
+  // One INSERT streams every row through the materialized views: minutes on a busy machine.
+  const clickhouse = createClient({
+    url: world.config.CLICKHOUSE_URL,
+    database: world.dbName,
+    username: world.config.CLICKHOUSE_USER,
+    password: world.config.CLICKHOUSE_PASSWORD,
+    request_timeout: 900_000,
+  });
   try {
     if (!/^[A-Za-z0-9_]+$/.test(tenant.tenantId)) throw new Error(`unexpected tenant id ${tenant.tenantId}`);
     // A connection of its own for the COPY stream: postgres.js leaves a connection that served
@@ -244,8 +256,8 @@ async function main(argv: string[]): Promise<number> {
     const tenant = await step('seeding a tenant: 50 customers x 2 teams x 5 agents, 100 apps', () =>
       seedTenant(world.sql, {
         name: 'console bench',
-        pricing: CONSOLE_PLAN,
-        costModel: CONSOLE_COST_MODEL,
+        pricing: DEMO_PLAN,
+        costModel: DEMO_COST_MODEL,
         customers: 50,
         teamsPerCustomer: 2,
         agentsPerTeam: 5,

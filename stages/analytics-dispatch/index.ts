@@ -1,11 +1,10 @@
 import { ClickHouseError } from '@clickhouse/client';
 import { STREAMS } from '../../pipeline/keys.js';
 import { TransientError, type EntryResult, type StageDefinition, type StageEntry } from '../../pipeline/stage.js';
-import { subscribeControl } from '../../pipeline/control.js';
 import { isUsageEventType } from '../../schemas/events.js';
 import { chString, connectClickHouse, type ClickHouseClient } from '../../store/clickhouse.js';
 import { connectPostgres } from '../../store/postgres.js';
-import { CostModelCache, eventCogs } from '../cogs/index.js';
+import { eventCogs, watchedCostModels, type CostModelCache } from '../cogs/index.js';
 import type { LedgeredEvent } from '../types.js';
 import { invocationRow, type InvocationRow } from './rows.js';
 
@@ -122,20 +121,11 @@ export const analyticsDispatchStage: StageDefinition<LedgeredEvent> = {
       password: config.CLICKHOUSE_PASSWORD,
     });
     const sql = connectPostgres(config.DATABASE_URL, { max: 1, name: 'analytics-dispatch' });
-    const costModels = new CostModelCache(sql);
-    const control = subscribeControl(
-      config.REDIS_URL,
-      config.REDIS_PREFIX,
-      (message) => {
-        if (message.type === 'cost-models.changed') costModels.invalidate(message.tenantId);
-      },
-      log,
-    );
-    await control.ready;
+    const { models, close: stopWatching } = await watchedCostModels(sql, config, log);
     return {
-      handle: (batch) => dispatchBatch(clickhouse, batch, costModels),
+      handle: (batch) => dispatchBatch(clickhouse, batch, models),
       async close() {
-        await control.close();
+        await stopWatching();
         await sql.end({ timeout: 5 });
         await clickhouse.close();
       },

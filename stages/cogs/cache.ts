@@ -1,3 +1,6 @@
+import type { Config } from '../../pipeline/config.js';
+import { subscribeControl } from '../../pipeline/control.js';
+import type { Logger } from '../../pipeline/logger.js';
 import type { Sql } from '../../store/postgres.js';
 import { compileCostModel, type CostModelRow, type LoadedCostModel } from './model.js';
 
@@ -52,4 +55,19 @@ export class CostModelCache {
     this.entries.delete(tenantId);
     this.generations.set(tenantId, (this.generations.get(tenantId) ?? 0) + 1);
   }
+}
+
+/** A CostModelCache that drops a tenant's models on its `cost-models.changed` control message (the cogs and analytics-dispatch stages). */
+export async function watchedCostModels(sql: Sql, config: Config, log: Logger): Promise<{ models: CostModelCache; close(): Promise<void> }> {
+  const models = new CostModelCache(sql);
+  const control = subscribeControl(
+    config.REDIS_URL,
+    config.REDIS_PREFIX,
+    (message) => {
+      if (message.type === 'cost-models.changed') models.invalidate(message.tenantId);
+    },
+    log,
+  );
+  await control.ready;
+  return { models, close: () => control.close() };
 }

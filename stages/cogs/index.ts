@@ -1,13 +1,12 @@
-import { subscribeControl } from '../../pipeline/control.js';
 import { STREAMS } from '../../pipeline/keys.js';
 import type { EntryResult, StageDefinition, StageEntry } from '../../pipeline/stage.js';
 import { isUsageEventType } from '../../schemas/events.js';
 import { connectPostgres, type Sql } from '../../store/postgres.js';
 import type { LedgeredEvent } from '../types.js';
-import { CostModelCache } from './cache.js';
+import { CostModelCache, watchedCostModels } from './cache.js';
 import { computeCogs, pickCostModel, uncosted, type Cogs, type LoadedCostModel } from './model.js';
 
-export { CostModelCache } from './cache.js';
+export { CostModelCache, watchedCostModels } from './cache.js';
 export { compileCostModel, computeCogs, pickCostModel, uncosted } from './model.js';
 
 export class InvalidCostModelError extends Error {}
@@ -86,20 +85,11 @@ export const cogsStage: StageDefinition<LedgeredEvent> = {
   batchSize: 1000,
   async setup({ config, log }) {
     const sql = connectPostgres(config.DATABASE_URL, { max: 2, name: 'cogs' });
-    const models = new CostModelCache(sql);
-    const control = subscribeControl(
-      config.REDIS_URL,
-      config.REDIS_PREFIX,
-      (message) => {
-        if (message.type === 'cost-models.changed') models.invalidate(message.tenantId);
-      },
-      log,
-    );
-    await control.ready;
+    const { models, close: stopWatching } = await watchedCostModels(sql, config, log);
     return {
       handle: (batch) => recordCogsBatch(sql, models, batch),
       async close() {
-        await control.close();
+        await stopWatching();
         await sql.end({ timeout: 5 });
       },
     };

@@ -1,26 +1,6 @@
 import { seededRandom } from '../../ops/demo-traffic.js';
 import type { SeededTenant } from '../../ops/seed.js';
 
-/** The demo plan's shape: tools, tokens and durations priced, so that every figure moves. */
-export const CONSOLE_PLAN = {
-  tool_invocations: { transform_schema: '0.10', validate_credentials: '0.001', read_database: '0.05', '*': '0.002' },
-  token_multipliers: { input_tokens: '0.000001', output_tokens: '0.000002' },
-  tool_multipliers: { transform_schema: '2', '*': '1' },
-  duration_buckets: [
-    { max_seconds: 60, rate: '0.01' },
-    { max_seconds: 300, rate: '0.05' },
-    { max_seconds: null, rate: '0.25' },
-  ],
-};
-
-export const CONSOLE_COST_MODEL = {
-  tools: { transform_schema: '0.02', read_database: '0.01' },
-  default_tool: '0.0005',
-  models: { 'claude-sonnet': { input_tokens: '0.000003', output_tokens: '0.000015' } },
-  default_model: { input_tokens: '0.0000005', output_tokens: '0.0000015' },
-  compute_per_ms: '0.0000001',
-};
-
 const TOOLS = ['transform_schema', 'read_database', 'validate_credentials', 'search_docs', 'execute_transform'];
 
 /**
