@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CostModelCache } from '../stages/cogs/cache.js';
+import { CostModelCache } from '../store/cost-model-cache.js';
 import { recordCogsBatch } from '../stages/cogs/index.js';
 import { ledgeredEvent, stageEntries, type LedgeredEventOverrides } from '../stages/testing.js';
 import { createTenant, type CreatedTenant } from '../store/tenants.js';

@@ -92,6 +92,11 @@ export function roundToMinorUnit(nano: Nano, minorDigits: number): Nano {
   return nano < 0n ? -rounded : rounded;
 }
 
+/** A rounded amount with exactly the minor unit's decimals: "12.50", "-3.00", "1200" (JPY). */
+export function formatMinorUnits(nano: Nano, minorDigits: number): string {
+  return formatNano(roundToMinorUnit(nano, minorDigits), minorDigits);
+}
+
 /**
  * amount x factor, where factor is a decimal scaled by 10^factorDecimals. Exact or refused:
  * a product finer than the amount's unit throws instead of rounding.

@@ -17,7 +17,7 @@ import type { UsageEvent } from '../domain/events.js';
 import { ingestPartitionKey } from '../api/ingest/writer.js';
 import type { RejectedEvent } from '../domain/flow.js';
 import { CommandError, connectCliRedis, isMain, numberFlag, parseArgs, runCli, stringFlag, toJson, UsageError, type ParsedArgs } from './cli.js';
-import { fieldText, readRange, readRangeReverse, stagesOf, walkStream, withDeadLetterStages, type RawEntry } from './streams.js';
+import { fieldText, readRange, readRangeReverse, stagesOf, walkStream, withDeadLetterStages, type RawEntry } from '../store/stream-info.js';
 import { oneLine, renderTable } from './table.js';
 
 const USAGE = `usage: npm run dlq -- <command>

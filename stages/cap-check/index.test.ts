@@ -10,7 +10,7 @@ import { seedSmall, usageEvent } from '../../test/support/billing.js';
 import type { SeededTenant } from '../../ops/seed.js';
 import type { CheckedEvent, PricedEvent } from '../../domain/flow.js';
 import { capCheckStage } from './index.js';
-import { capCounterKey } from './limits.js';
+import { capCounterKey } from '../../store/caps.js';
 import { pauseKey, type PauseRecord } from '../../store/pauses.js';
 
 let world: Isolated;

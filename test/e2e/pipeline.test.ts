@@ -13,6 +13,7 @@ import { seededRandom as random } from '../../ops/demo-traffic.js';
 import { pipelineProcesses } from '../../ops/start.js';
 import { seedTenant, type SeededTenant } from '../../ops/seed.js';
 import { STAGES, TOPOLOGY } from '../../stages/registry.js';
+import { reconcile } from '../../store/reconcile.js';
 import { isolated, type Isolated } from '../support/isolated.js';
 
 const DISTINCT = 19_000;
@@ -357,6 +358,12 @@ describe('the pipeline end to end', () => {
     const [analytics] = (await result.json()) as { rows: string; total: string }[];
     expect(Number(analytics.rows)).toBe(DISTINCT);
     expect(BigInt(analytics.total)).toBe(expectedTotal);
+
+    // npm run reconcile: invocations and every rollup agree with the ledger (and COGS with cogs_ledger), per tenant and day.
+    const day = (ms: number) => new Date(ms).toISOString().slice(0, 10);
+    const reconciled = await reconcile(sql, world.clickhouse!, { from: day(now - 86_400_000), to: day(Date.now()) });
+    expect(reconciled.compared).toBeGreaterThan(0);
+    expect(reconciled.differences).toEqual([]);
 
     // Invoices: per subscription, the period aggregates hold the ledger's cost and calls.
     const invoiceMismatches = await sql`

@@ -1,8 +1,8 @@
-// Reading the pipeline's Redis Streams for the operator commands: the streams and groups
+// Reading the pipeline's Redis Streams for the operator commands and the console: the streams and groups
 // the topology names, raw entries, and the replies of XINFO.
 import type { Redis } from 'ioredis';
 import { scanKeys } from '../pipeline/redis.js';
-import { STREAMS } from '../store/streams.js';
+import { STREAMS } from './streams.js';
 import type { Topology } from '../pipeline/stage.js';
 
 /** Every stream worth showing, in flow order: the pipeline's own, then any other the topology reads. */
@@ -72,7 +72,7 @@ export function fieldText(entry: RawEntry, name: string): string | undefined {
 }
 
 /** A flat [name, value, name, value, ...] reply of XINFO as an object. */
-export function pairs(flat: unknown[]): Record<string, unknown> {
+function pairs(flat: unknown[]): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (let i = 0; i + 1 < flat.length; i += 2) out[String(flat[i])] = flat[i + 1];
   return out;
