@@ -5,6 +5,7 @@ import { STREAMS } from '../../pipeline/keys.js';
 import type { Logger } from '../../pipeline/logger.js';
 import type { Metrics } from '../../pipeline/metrics.js';
 import { requireTenant, type TenantAuthVariables, type TenantTokens } from '../../api/auth.js';
+import { cloudEventsMode, cloudEventsRejection, fromCloudEvents } from '../../api/cloudevents.js';
 import { errorReply, readLimitedBody, redisDown, tooLarge } from './http.js';
 import { decodeBody, eventsOf, normalizeBatch, type DuplicateItem, type RejectedItem } from './normalize.js';
 import { IngestWriteError, IngestWriter } from './writer.js';
@@ -81,14 +82,21 @@ export function createIngestRoutes(deps: IngestDeps): Hono<{ Variables: TenantAu
     if (!bytes) return tooLarge(c, config.INGEST_MAX_BODY_BYTES);
     const body = decodeBody(bytes, c.req.header('content-type'));
     if (!body.ok) return errorReply(c, body.status, body.code, body.message);
-    const events = eventsOf(body.value, config.INGEST_MAX_BATCH);
-    if (!events.ok) return errorReply(c, events.status, events.code, events.message);
+    const cloud = cloudEventsMode(c.req.header('content-type'));
+    const mapped = cloud && fromCloudEvents(cloud, body.value, { maxBatch: config.INGEST_MAX_BATCH, now: Date.now() });
+    const events = mapped || eventsOf(body.value, config.INGEST_MAX_BATCH);
+    if (!events.ok) return errorReply(c, events.status, events.code, events.message, 'details' in events ? { details: events.details } : {});
 
     const batch = normalizeBatch(tenantId, events.value, {
       now: Date.now(),
       maxFutureSeconds: config.MAX_EVENT_FUTURE_SECONDS,
       maxAgeDays: config.MAX_EVENT_AGE_DAYS,
     });
+    // A CloudEvents request is all or nothing (see api/cloudevents.ts).
+    if (cloud && mapped && mapped.ok && batch.rejected.length) {
+      const refused = cloudEventsRejection(cloud, mapped.origins, batch.rejected);
+      return errorReply(c, 400, 'validation_failed', refused.message, { details: refused.details });
+    }
     metrics?.eventsIn.inc({ stage: STAGE }, events.value.length);
     if (batch.rejected.length) metrics?.errors.inc({ stage: STAGE, kind: 'rejected' }, batch.rejected.length);
 
