@@ -17,7 +17,7 @@ import { parseRetryAfter, retryDelayMs, DEFAULT_RETRY } from './retry.js';
 interface Seen {
   path: string;
   at: number;
-  body: { events?: WireEvent[] } & Record<string, unknown>;
+  body: { events?: (WireEvent & Record<string, any>)[] } & Record<string, unknown>;
 }
 
 type Script = (seen: Seen, req: IncomingMessage, res: ServerResponse) => void;

@@ -45,8 +45,10 @@ export interface SessionFields {
 
 export type MeterEvent = CommonFields & CredentialFields & (ToolCallFields | SessionFields);
 
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
+
 /** An event as it is sent: id and time filled in. */
-export type WireEvent = Omit<MeterEvent, 'event_id' | 'recorded_timestamp'> & { event_id: string; recorded_timestamp: string };
+export type WireEvent = DistributiveOmit<MeterEvent, 'event_id' | 'recorded_timestamp'> & { event_id: string; recorded_timestamp: string };
 
 /** A credential, as the MCP wrapper and the proxy carry it. */
 export type Credential = { apiKey: string } | { clientId: string; clientSecret?: string };
