@@ -4,56 +4,27 @@
  * exit. Against the real pipeline: test/e2e/sdk-restart.test.ts and test/e2e/mcp-metering.test.ts.
  */
 import { spawn } from 'node:child_process';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { AgentMeter, type AgentMeterOptions } from './client.js';
 import { AgentMeterError, BadRequestError, DeliveryError, InvalidEventsError, UnauthorizedError } from './errors.js';
-import type { MeterEvent, WireEvent } from './events.js';
+import type { MeterEvent } from './events.js';
 import { EventIdGenerator, eventIdTime } from './ids.js';
 import { parseRetryAfter, retryDelayMs, DEFAULT_RETRY } from './retry.js';
+import { acceptAll as accept, json, scriptedServer, type Script, type Seen } from './testing/scripted-server.js';
 
-interface Seen {
-  path: string;
-  at: number;
-  body: { events?: (WireEvent & Record<string, any>)[] } & Record<string, unknown>;
-}
-
-type Script = (seen: Seen, req: IncomingMessage, res: ServerResponse) => void;
-
-const servers: Server[] = [];
+const servers: { close(): Promise<void> }[] = [];
 const meters: AgentMeter[] = [];
 
 afterEach(async () => {
   for (const meter of meters.splice(0)) await meter.close();
-  for (const server of servers.splice(0)) await new Promise((r) => server.close(r));
+  for (const server of servers.splice(0)) await server.close();
 });
 
-/** An HTTP server answering each request by `script`; `seen` lists the requests in arrival order. */
-async function scripted(script: Script): Promise<{ url: string; seen: Seen[]; server: Server }> {
-  const seen: Seen[] = [];
-  const server = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c) => chunks.push(c));
-    req.on('end', () => {
-      const entry: Seen = { path: req.url ?? '', at: Date.now(), body: JSON.parse(Buffer.concat(chunks).toString() || '{}') };
-      seen.push(entry);
-      script(entry, req, res);
-    });
-  });
+async function scripted(script: Script) {
+  const server = await scriptedServer(script);
   servers.push(server);
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, seen, server };
-}
-
-function accept(seen: Seen, _req: IncomingMessage, res: ServerResponse): void {
-  json(res, 202, { accepted: seen.body.events?.length ?? 0, duplicates: [], rejected: [] });
-}
-
-function json(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
-  res.writeHead(status, { 'content-type': 'application/json', ...headers });
-  res.end(JSON.stringify(body));
+  return server;
 }
 
 function meter(url: string, options: Partial<AgentMeterOptions> = {}): AgentMeter {
