@@ -257,14 +257,18 @@ export class AgentMeter {
   private enqueue(pending: Pending): void {
     this.queue.push(pending);
     if (this.queue.length >= this.batchSize) this.pump();
-    else if (!this.timer) {
-      this.timer = setTimeout(() => {
-        this.timer = undefined;
-        this.partialBatchesDue = true;
-        this.pump();
-      }, this.flushIntervalMs);
-      unrefTimer(this.timer);
-    }
+    else this.armTimer();
+  }
+
+  /** A partial batch leaves flushIntervalMs after it started waiting. */
+  private armTimer(): void {
+    if (this.timer) return;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.partialBatchesDue = true;
+      this.pump();
+    }, this.flushIntervalMs);
+    unrefTimer(this.timer);
   }
 
   /** Starts requests while there is a full batch (or any events, when a flush or the timer asks) and a free slot. */
@@ -290,14 +294,7 @@ export class AgentMeter {
         clearTimeout(this.timer);
         this.timer = undefined;
       }
-    } else if (!this.timer && this.inFlight.size < this.maxConcurrent) {
-      this.timer = setTimeout(() => {
-        this.timer = undefined;
-        this.partialBatchesDue = true;
-        this.pump();
-      }, this.flushIntervalMs);
-      unrefTimer(this.timer);
-    }
+    } else if (this.inFlight.size < this.maxConcurrent) this.armTimer();
   }
 
   private admitWaiters(): void {

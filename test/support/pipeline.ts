@@ -1,4 +1,5 @@
 import { createServer } from 'node:net';
+import type { Redis } from 'ioredis';
 import { createLogger } from '../../pipeline/logger.js';
 import { partitionedKey } from '../../pipeline/keys.js';
 import { supervise, type Supervisor } from '../../pipeline/supervisor.js';
@@ -74,20 +75,23 @@ export async function startPipeline(world: Pick<Isolated, 'env' | 'redis' | 'con
         return (await Promise.all(checks)).every(Boolean);
       }, timeoutMs);
     },
-    async drained() {
-      for (const { stream } of TOPOLOGY) {
-        const groups = (await world.redis.xinfo('GROUPS', partitionedKey(world.config.REDIS_PREFIX, stream, 0))) as unknown[][];
-        for (const group of groups) {
-          const info = Object.fromEntries(group.flatMap((v, i) => (i % 2 === 0 ? [[v, group[i + 1]]] : [])));
-          if (Number(info.pending) !== 0 || (info.lag !== null && Number(info.lag) !== 0)) return false;
-        }
-      }
-      return true;
-    },
+    drained: () => pipelineDrained(world.redis, world.config.REDIS_PREFIX),
     stop: () => supervisor.stop(),
   };
   await running.waitReady();
   return running;
+}
+
+/** True when every consumer group of every stream (partition 0) has nothing undelivered and nothing pending. */
+export async function pipelineDrained(redis: Redis, prefix: string): Promise<boolean> {
+  for (const { stream } of TOPOLOGY) {
+    const groups = (await redis.xinfo('GROUPS', partitionedKey(prefix, stream, 0))) as unknown[][];
+    for (const group of groups) {
+      const info = Object.fromEntries(group.flatMap((v, i) => (i % 2 === 0 ? [[v, group[i + 1]]] : [])));
+      if (Number(info.pending) !== 0 || (info.lag !== null && Number(info.lag) !== 0)) return false;
+    }
+  }
+  return true;
 }
 
 export async function waitFor(check: () => Promise<boolean> | boolean, timeoutMs: number, what = 'condition'): Promise<void> {
