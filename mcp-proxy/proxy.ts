@@ -371,11 +371,9 @@ export async function startMcpProxy(options: McpProxyOptions): Promise<RunningPr
     const chunks: Buffer[] = [];
     let size = 0;
     req.on('data', (chunk: Buffer) => {
+      if (size > maxBody) return; // refused already: the rest is read and dropped
       size += chunk.length;
-      if (size > maxBody) {
-        req.destroy();
-        return tooLarge(res, maxBody);
-      }
+      if (size > maxBody) return tooLarge(res, maxBody);
       chunks.push(chunk);
     });
     req.on('end', () => {
@@ -414,5 +412,7 @@ function jsonReply(res: ServerResponse, status: number, body: unknown): void {
 }
 
 function tooLarge(res: ServerResponse, limit: number): void {
-  if (!res.headersSent) jsonReply(res, 413, { jsonrpc: '2.0', id: null, error: { code: -32600, message: `request body over ${limit} bytes` } });
+  if (res.headersSent) return;
+  res.setHeader('connection', 'close');
+  jsonReply(res, 413, { jsonrpc: '2.0', id: null, error: { code: -32600, message: `request body over ${limit} bytes` } });
 }

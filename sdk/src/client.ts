@@ -116,7 +116,7 @@ export class AgentMeter {
   private closed = false;
   private closing: Promise<void> | undefined;
   private readonly giveUp = new AbortController();
-  private readonly closeHooks: (() => void | Promise<void>)[] = [];
+  private readonly closeHooks = new Set<() => void | Promise<void>>();
   private readonly unregisterExit: () => void;
 
   constructor(private readonly options: AgentMeterOptions) {
@@ -217,7 +217,9 @@ export class AgentMeter {
    */
   close(): Promise<void> {
     this.closing ??= (async () => {
-      for (const hook of this.closeHooks.splice(0)) await hook();
+      const hooks = [...this.closeHooks];
+      this.closeHooks.clear();
+      for (const hook of hooks) await hook();
       this.closed = true;
       const deadline = setTimeout(() => this.giveUp.abort(), this.closeTimeoutMs);
       unrefTimer(deadline);
@@ -232,9 +234,10 @@ export class AgentMeter {
     return this.closing;
   }
 
-  /** Runs before close() flushes, e.g. to track the end of open sessions. */
-  onClose(hook: () => void | Promise<void>): void {
-    this.closeHooks.push(hook);
+  /** Runs before close() flushes, e.g. to track the end of open sessions. Returns its removal. */
+  onClose(hook: () => void | Promise<void>): () => void {
+    this.closeHooks.add(hook);
+    return () => void this.closeHooks.delete(hook);
   }
 
   stats(): MeterStats {
@@ -330,7 +333,7 @@ export class AgentMeter {
           method: 'POST',
           headers: this.headers,
           body: JSON.stringify({ events }),
-          signal: AbortSignal.timeout(this.requestTimeoutMs),
+          signal: withDeadline(AbortSignal.timeout(this.requestTimeoutMs), this.giveUp.signal),
         });
         if (response.status === 202) return this.settleAccepted(events, (await response.json()) as IngestReply);
         const text = await response.text().catch(() => '');
@@ -395,4 +398,9 @@ export class AgentMeter {
 function positive(name: string, value: number): number {
   if (!Number.isFinite(value) || value <= 0) throw new AgentMeterError('invalid_options', `${name} must be a positive number, got ${value}`);
   return value;
+}
+
+/** The request's own timeout, and close()'s deadline where the runtime can combine signals. */
+function withDeadline(timeout: AbortSignal, deadline: AbortSignal): AbortSignal {
+  return typeof AbortSignal.any === 'function' ? AbortSignal.any([timeout, deadline]) : timeout;
 }

@@ -112,6 +112,7 @@ export function meterMcpServer(server: McpServer | Server, options: MeterMcpOpti
     ended: boolean;
   }
   let connection: Connection | undefined;
+  let stopWatchingClose: (() => void) | undefined;
 
   const resolveCredential = (extra: ToolExtra): Credential | undefined => {
     if (typeof options.credential === 'function') return options.credential(extra);
@@ -134,6 +135,8 @@ export function meterMcpServer(server: McpServer | Server, options: MeterMcpOpti
   const endConnection = () => {
     const state = connection;
     connection = undefined;
+    stopWatchingClose?.();
+    stopWatchingClose = undefined;
     if (!state || state.ended) return;
     state.ended = true;
     if (state.startTracked) trackSession(state, 'session.completed', Date.now());
@@ -145,6 +148,7 @@ export function meterMcpServer(server: McpServer | Server, options: MeterMcpOpti
     // in-memory transports (no HTTP request) get a made-up id for the life of the connection.
     const sessionId = extra.sessionId ?? (extra.requestInfo ? undefined : sessionIds.next());
     connection = { sessionId, credential: resolveCredential(extra), startedAt: Date.now(), startTracked: false, ended: false };
+    stopWatchingClose ??= meter.onClose(endConnection);
     startIfDue(connection);
     return result;
   };
@@ -241,8 +245,6 @@ export function meterMcpServer(server: McpServer | Server, options: MeterMcpOpti
     endConnection();
     previousOnClose?.();
   };
-  meter.onClose(endConnection);
-
   return { sessionId: () => connection?.sessionId };
 }
 

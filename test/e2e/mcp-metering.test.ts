@@ -304,7 +304,7 @@ describe('the metering proxy', () => {
       });
     });
     await new Promise<void>((r) => broken.listen(0, '127.0.0.1', r));
-    const brokenProxy = await startMcpProxy({ upstream: `http://127.0.0.1:${(broken.address() as AddressInfo).port}/mcp`, port: 0, meter: newMeter() });
+    const brokenProxy = await startMcpProxy({ upstream: `http://127.0.0.1:${(broken.address() as AddressInfo).port}/mcp`, port: 0, meter: newMeter(), maxBodyBytes: 10_000 });
     closers.push(() => brokenProxy.close(), () => new Promise((r) => broken.close(r)));
     const headers = { 'x-api-key': agent.apiKey };
     const call = (id: string) => ({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'search_docs', arguments: { query: id } } });
@@ -320,6 +320,12 @@ describe('the metering proxy', () => {
     const malformed = await post(`${brokenProxy.url}/mcp`, '{"jsonrpc": "2.0", "method": "tools/call", ', headers);
     expect(malformed.status).toBe(400);
     expect(received.at(-1)).toBe('{"jsonrpc": "2.0", "method": "tools/call", ');
+
+    // Too large to read: refused, never passed on unmetered.
+    const sentBefore = received.length;
+    const huge = await post(`${brokenProxy.url}/mcp`, { ...call('huge'), params: { name: 'search_docs', arguments: { query: 'x'.repeat(20_000) } } }, headers);
+    expect(huge.status).toBe(413);
+    expect(received.length).toBe(sentBefore);
 
     // Nothing listens there any more.
     const gone = await startMcpProxy({ upstream: 'http://127.0.0.1:1/mcp', port: 0, meter: newMeter() });
