@@ -290,7 +290,7 @@ export async function startMcpProxy(options: McpProxyOptions): Promise<RunningPr
         const reader = new SseReader();
         res.writeHead(status, responseHeaders(upstreamRes.headers, true));
         upstreamRes.on('data', (chunk: Buffer) => {
-          res.write(chunk);
+          writeCorked(res, chunk);
           for (const data of reader.push(chunk)) settleText(data);
         });
         upstreamRes.on('end', () => {
@@ -311,7 +311,7 @@ export async function startMcpProxy(options: McpProxyOptions): Promise<RunningPr
       const merge = refusals.length > 0 && type.includes('json');
       if (!merge) res.writeHead(status, responseHeaders(upstreamRes.headers, false));
       upstreamRes.on('data', (chunk: Buffer) => {
-        if (!merge) res.write(chunk);
+        if (!merge) writeCorked(res, chunk);
         size += chunk.length;
         if (size <= MAX_JSON_RESPONSE_BYTES || merge) chunks.push(chunk);
       });
@@ -403,6 +403,19 @@ export async function startMcpProxy(options: McpProxyOptions): Promise<RunningPr
       agent.destroy();
     },
   };
+}
+
+/**
+ * Writes a chunk, holding the socket until the end of this tick: the headers, the chunks of one
+ * upstream read and the end of the response then leave in one system call instead of several
+ * (on loopback, each write also runs the receiver's TCP stack: the proxy's main cost).
+ */
+function writeCorked(res: ServerResponse, chunk: Buffer): void {
+  if (res.writableCorked === 0) {
+    res.cork();
+    process.nextTick(() => res.uncork());
+  }
+  res.write(chunk);
 }
 
 function jsonReply(res: ServerResponse, status: number, body: unknown): void {
