@@ -5,7 +5,7 @@
  *
  *   npm run bench:mcp-proxy                              # 500 calls/s, 30 s each way
  *   npm run bench:mcp-proxy -- --rate 500 --duration 60 --upstream-mode json
- *   npm run bench:mcp-proxy -- --renice -5      # on a busy shared machine (see the note below)
+ *   npm run bench:mcp-proxy -- --renice=-5      # on a busy shared machine: client, upstream and proxy first
  *
  * Everything is real and on this machine: a scratch world with the whole pipeline (the proxy
  * asks /v1/authorize and sends its events there), the upstream (examples/mcp-server/http.ts
@@ -116,7 +116,7 @@ try {
       LOG_LEVEL: 'warn',
     }),
   );
-  // --renice -N: on a machine shared with other work, give the client, the upstream and the proxy
+  // --renice=-N: on a machine shared with other work, give the client, the upstream and the proxy
   // the same head start (the pipeline keeps its priority); direct and proxied calls gain alike.
   const renice = Number(values.renice);
   if (renice !== 0) for (const pid of [process.pid, ...children.map((c) => c.pid!)]) setPriority(pid, renice);
