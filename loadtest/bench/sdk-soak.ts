@@ -7,7 +7,7 @@
  *   npm run bench:sdk-soak                       # 100,000 events, 3 restarts, in a scratch world
  *   npm run bench:sdk-soak -- --events 20000 --kills 2
  *
- * The test (test/e2e/sdk-restart.test.ts) runs the same with 5,000 events.
+ * The test (test/e2e/sdk-mcp.test.ts) runs the same with 5,000 events and one kill.
  */
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';

@@ -1,7 +1,7 @@
 /**
  * The client's HTTP behaviour against a scripted HTTP server: batching, retries and their
  * timing, typed errors, the full-buffer policies, authorize caching and fail modes, flush on
- * exit. Against the real pipeline: test/e2e/sdk-restart.test.ts and test/e2e/mcp-metering.test.ts.
+ * exit. Against the real pipeline: test/e2e/sdk-mcp.test.ts.
  */
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -78,6 +78,7 @@ describe('track and batching', () => {
     expect(new Set(ids(seen)).size).toBe(250);
     expect(Date.parse(events[0].recorded_timestamp)).toBeGreaterThanOrEqual(started - 5);
     expect(seen[0].path).toBe('/v1/events');
+    await until(() => m.stats().accepted === 250, 3_000);
     expect(m.stats()).toMatchObject({ tracked: 250, accepted: 250, failed: 0, buffered: 0 });
   });
 

@@ -3,7 +3,7 @@
  * transport, a scripted agentmeter API): metering set up before or after the tools, on
  * McpServer or the low-level Server, versions, reported usage, refusals, fail-open, the end
  * of the session at meter.close(). Over Streamable HTTP and stdio against the real pipeline:
- * test/e2e/mcp-metering.test.ts.
+ * test/e2e/sdk-mcp.test.ts.
  */
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { InMemoryTransport } from '@modelcontextprotocol/sdk/inMemory.js';

@@ -69,7 +69,7 @@ export async function startPipeline(world: Pick<Isolated, 'env' | 'redis' | 'con
     killApi(signal = 'SIGKILL') {
       supervisor.children().get('api')?.kill(signal);
     },
-    async waitReady(timeoutMs = 90_000) {
+    async waitReady(timeoutMs = 180_000) {
       await waitFor(async () => {
         const checks = [ready(`${baseUrl}/readyz`), ...STAGES.map((_, i) => ready(`http://127.0.0.1:${port + 1 + i}/readyz`))];
         return (await Promise.all(checks)).every(Boolean);
@@ -78,7 +78,13 @@ export async function startPipeline(world: Pick<Isolated, 'env' | 'redis' | 'con
     drained: () => pipelineDrained(world.redis, world.config.REDIS_PREFIX),
     stop: () => supervisor.stop(),
   };
-  await running.waitReady();
+  try {
+    await running.waitReady();
+  } catch (err) {
+    // Never leave the processes behind (they would outlive the world they point at).
+    await supervisor.stop();
+    throw err;
+  }
   return running;
 }
 

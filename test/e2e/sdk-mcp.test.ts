@@ -1,9 +1,10 @@
 /**
- * Metering where the calls happen, against the real pipeline (every stage a process): the MCP
- * wrapper over Streamable HTTP and stdio, the metering proxy in front of an unmetered server
- * (SSE and JSON answers, batches, a broken upstream), a paused agent refused by both, and
- * CloudEvents sent with the cloudevents SDK. Each case checks the ledger rows and session
- * records the pipeline made of it.
+ * Metering where the calls happen, against the real pipeline (every stage a process, started
+ * once for the file): the MCP wrapper over Streamable HTTP and stdio, the metering proxy in front
+ * of an unmetered server (SSE and JSON answers, batches, a broken upstream), a paused agent
+ * refused by both, CloudEvents sent with the cloudevents SDK, and last the SDK tracking 5,000
+ * events through a SIGKILL of the API process. Each case checks the ledger rows and session
+ * records the pipeline made of it. The 100,000-event version: `npm run bench:sdk-soak`.
  */
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -16,6 +17,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AgentMeter } from '@agentmeter/sdk';
 import { REFUSAL_META_KEY } from '@agentmeter/sdk/mcp';
 import { startExampleHttpServer } from '../../examples/mcp-server/http.js';
+import { runSdkSoak, seedSoakTenant } from '../../loadtest/bench/sdk-soak.js';
 import { startMcpProxy, type RunningProxy } from '../../mcp-proxy/proxy.js';
 import { seedTenant, type SeededAgent, type SeededTenant } from '../../ops/seed.js';
 import { isolated, type Isolated } from '../support/isolated.js';
@@ -65,7 +67,7 @@ beforeAll(async () => {
   proxyJson = await startMcpProxy({ upstream: plainJson.url, port: 0, meter: newMeter() });
   metered = wrapped;
   closers.push(() => wrapped.close(), () => plain.close(), () => plainJson.close(), () => proxy.close(), () => proxyJson.close());
-}, 180_000);
+}, 300_000);
 
 afterAll(async () => {
   for (const close of closers) await close().catch(() => {});
@@ -378,3 +380,22 @@ describe('CloudEvents at POST /v1/events', () => {
   });
 });
 
+describe('the SDK through an API restart (last: it kills the API process)', () => {
+  it('delivers 5,000 events through a SIGKILL of the API mid-batch: the ledger holds each once, to the nano-unit', async () => {
+    const soakTenant = await seedSoakTenant(world.sql);
+    const result = await runSdkSoak({ sql: world.sql, pipeline, tenant: soakTenant, events: 5_000, kills: 1 });
+    expect(result.errors).toEqual([]);
+    expect(result.kills).toBe(1);
+    // The kill cost the client something to recover from: refused connections at least.
+    expect(result.retries).toBeGreaterThan(0);
+    expect({ rows: result.ledgerRows, missing: result.missing, extra: result.extra, failed: result.failed, dropped: result.dropped }).toEqual({
+      rows: 5_000,
+      missing: 0,
+      extra: 0,
+      failed: 0,
+      dropped: 0,
+    });
+    expect(result.ledgerTotalNano).toBe(result.expectedTotalNano);
+    expect(result.exact).toBe(true);
+  }, 240_000);
+});
