@@ -1,7 +1,7 @@
 // The layering rule of README "Layout", checked by `npm run lint` (dependency-cruiser).
 // Test code (*.test.ts, test/, and the test helpers named below) may import from any layer.
-// Benchmarks (loadtest/) build scratch worlds with the test helpers, like the tests do.
-const TEST = '(\\.test\\.ts$|^test/|^stages/testing\\.ts$|^api/admin/test-world\\.ts$|^domain/rating/test-support\\.ts$)';
+// Benchmarks (loadtest/) and walkthroughs (examples/) build scratch worlds with the test helpers, like the tests do.
+const TEST = '(\\.test\\.ts$|^test/|/testing/|^stages/testing\\.ts$|^api/admin/test-world\\.ts$|^domain/rating/test-support\\.ts$)';
 const outside = (...allowed) => `^(?!(${allowed.join('|')})/)[^/]+/`;
 // Only the project's own files are layered; packages and Node built-ins may be used anywhere.
 const local = { dependencyTypes: ['local'] };
@@ -60,10 +60,24 @@ module.exports = {
       to: { path: '^stages/', pathNot: ['^stages/$1/'] },
     },
     {
+      name: 'the-sdk-stands-alone',
+      severity: 'error',
+      comment: 'sdk/ is its own package, published on its own: it imports nothing of the service.',
+      from: { path: '^sdk/', pathNot: TEST },
+      to: { path: '^(?!sdk/)[^/]+/', ...local },
+    },
+    {
+      name: 'the-proxy-is-a-client',
+      severity: 'error',
+      comment: 'mcp-proxy/ talks to the service over HTTP like any client: it imports the SDK and pipeline/ (logging) only.',
+      from: { path: '^mcp-proxy/', pathNot: TEST },
+      to: { path: outside('mcp-proxy', 'sdk', 'pipeline'), ...local },
+    },
+    {
       name: 'no-test-code-in-the-product',
       severity: 'error',
       comment: 'Product code never imports test files or test helpers.',
-      from: { pathNot: [TEST, '^loadtest/'] },
+      from: { pathNot: [TEST, '^loadtest/', '^examples/'] },
       to: { path: TEST },
     },
   ],

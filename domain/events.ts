@@ -2,7 +2,7 @@
 export const EXECUTION_STATUSES = ['SUCCESS', 'FAILED', 'TIMEOUT', 'RATE_LIMITED'] as const;
 export const AGENT_TYPES = ['CLAUDE', 'GPT', 'LANGCHAIN', 'CREWAI', 'AUTOGEN', 'CUSTOM'] as const;
 export const USAGE_EVENT_TYPES = ['mcp.tool_invoked', 'agent.tool_invoked', 'api.request'] as const;
-export const SESSION_EVENT_TYPES = ['session.paused', 'session.resumed', 'session.completed', 'session.failed'] as const;
+export const SESSION_EVENT_TYPES = ['session.started', 'session.paused', 'session.resumed', 'session.completed', 'session.failed'] as const;
 const EVENT_TYPES = [...USAGE_EVENT_TYPES, ...SESSION_EVENT_TYPES] as const;
 
 export type ExecutionStatus = (typeof EXECUTION_STATUSES)[number];

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { projectPath } from '../pipeline/paths.js';
 import { reconcile } from '../store/reconcile.js';
 import { isolated, type Isolated } from '../test/support/isolated.js';
-import { startPipeline } from '../test/support/pipeline.js';
+import { startInProcessPipeline } from '../test/support/in-process-pipeline.js';
 import { consoleTraffic, sendEvents } from '../test/support/traffic.js';
 import { DEMO_COST_MODEL, DEMO_PLAN, seedTenant, type SeededTenant } from './seed.js';
 
@@ -31,7 +31,7 @@ async function cli(...args: string[]): Promise<{ code: number; out: string }> {
 beforeAll(async () => {
   world = await isolated('reconcile', { clickhouse: true });
   tenant = await seedTenant(world.sql, { name: 'reconcile', pricing: DEMO_PLAN, costModel: DEMO_COST_MODEL, customers: 2, teamsPerCustomer: 1, agentsPerTeam: 2, appsPerTeam: 1 });
-  const pipeline = await startPipeline(world);
+  const pipeline = await startInProcessPipeline(world);
   try {
     await sendEvents(pipeline.baseUrl, tenant.ingestToken, consoleTraffic(tenant, { hours: 30, seed: 3 }));
     await pipeline.drain();

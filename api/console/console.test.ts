@@ -16,7 +16,7 @@ import { DEMO_COST_MODEL, DEMO_PLAN, seedTenant, type SeededTenant } from '../..
 import { pauseKey } from '../../store/pauses.js';
 import { customerPartitionKey } from '../../domain/flow.js';
 import { isolated, type Isolated } from '../../test/support/isolated.js';
-import { startPipeline, type InProcessPipeline } from '../../test/support/pipeline.js';
+import { startInProcessPipeline, type InProcessPipeline } from '../../test/support/in-process-pipeline.js';
 import { consoleTraffic, sendEvents } from '../../test/support/traffic.js';
 
 let world: Isolated;
@@ -53,7 +53,7 @@ beforeAll(async () => {
   });
   other = await seedTenant(world.sql, { name: 'Someone else', pricing: DEMO_PLAN, customers: 1, teamsPerCustomer: 1, agentsPerTeam: 1, caps: [{ scope: 'agent', period: 'day', limitNano: 1n }] });
   heavyAgent = tenant.customers[0].teams[0].agents[0].id;
-  pipeline = await startPipeline(world);
+  pipeline = await startInProcessPipeline(world);
   await sendEvents(pipeline.baseUrl, tenant.ingestToken, consoleTraffic(tenant, { now: started, heavy: [heavyAgent], heavyCalls: 30 }));
   await sendEvents(pipeline.baseUrl, other.ingestToken, consoleTraffic(other, { now: started, seed: 99 }));
   await pipeline.drain();

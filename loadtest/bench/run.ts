@@ -18,6 +18,7 @@ import { partitionedKey } from '../../pipeline/keys.js';
 import { scanKeys } from '../../pipeline/redis.js';
 import { createLogger } from '../../pipeline/logger.js';
 import { projectPath } from '../../pipeline/paths.js';
+import { freePortRange } from '../../test/support/pipeline.js';
 import { supervise, type ChildSpec, type Supervisor } from '../../pipeline/supervisor.js';
 import { TOPOLOGY } from '../../stages/registry.js';
 import * as startFromSource from '../../ops/start.js';
@@ -64,25 +65,6 @@ async function freePort(): Promise<number> {
       server.close(() => resolve(port));
     });
   });
-}
-
-async function portFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const server = createServer();
-    server.once('error', () => resolve(false));
-    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
-  });
-}
-
-/** A run of `count` consecutive free ports (metrics ports of the stage processes). */
-async function freePortRange(count: number): Promise<number> {
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const base = 20_000 + Math.floor(Math.random() * 30_000);
-    let ok = true;
-    for (let p = base; p < base + count && ok; p++) ok = await portFree(p);
-    if (ok) return base;
-  }
-  throw new Error(`no ${count} consecutive free ports found`);
 }
 
 async function waitHttp(url: string, timeoutMs: number, what: string, alive?: () => boolean): Promise<void> {

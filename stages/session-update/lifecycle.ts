@@ -8,7 +8,7 @@ import type { LedgeredEvent } from '../../domain/flow.js';
  *
  * Rules:
  * - A usage event makes an ACTIVE, IDLE or PAUSED session ACTIVE; session.paused makes it
- *   PAUSED, session.resumed ACTIVE; session.completed and session.failed end it.
+ *   PAUSED, session.started and session.resumed ACTIVE; session.completed and session.failed end it.
  * - Events arrive out of order. Only an event at least as recent as every event seen so far
  *   (recordedAt >= lastEventAt) may pause, resume or reactivate: a usage event recorded before
  *   a pause does not undo the pause, and a pause recorded before later activity is stale.
@@ -75,7 +75,7 @@ function statusAfter(eventType: EventType): SessionStatus {
     case 'session.failed':
       return 'FAILED';
     default:
-      // session.resumed and every usage event
+      // session.started, session.resumed and every usage event
       return 'ACTIVE';
   }
 }

@@ -12,9 +12,10 @@ import { supervise, type Supervisor } from '../../pipeline/supervisor.js';
 import { seededRandom as random } from '../../ops/demo-traffic.js';
 import { pipelineProcesses } from '../../ops/start.js';
 import { seedTenant, type SeededTenant } from '../../ops/seed.js';
-import { STAGES, TOPOLOGY } from '../../stages/registry.js';
+import { STAGES } from '../../stages/registry.js';
 import { reconcile } from '../../store/reconcile.js';
 import { isolated, type Isolated } from '../support/isolated.js';
+import { pipelineDrained } from '../support/pipeline.js';
 
 const DISTINCT = 19_000;
 const REPEATS = 1_000;
@@ -242,16 +243,7 @@ async function post(events: Record<string, unknown>[]): Promise<{ accepted: numb
 }
 
 /** True when every group of every stream has nothing undelivered and nothing pending. */
-async function drained(): Promise<boolean> {
-  for (const { stream } of TOPOLOGY) {
-    const groups = (await world.redis.xinfo('GROUPS', partitionedKey(world.config.REDIS_PREFIX, stream, 0))) as unknown[][];
-    for (const group of groups) {
-      const info = Object.fromEntries(group.flatMap((v, i) => (i % 2 === 0 ? [[v, group[i + 1]]] : [])));
-      if (Number(info.pending) !== 0 || (info.lag !== null && Number(info.lag) !== 0)) return false;
-    }
-  }
-  return true;
-}
+const drained = () => pipelineDrained(world.redis, world.config.REDIS_PREFIX);
 
 describe('the pipeline end to end', () => {
   it('bills 20,000 events with 5% repeats exactly once through worker crashes, and every sink agrees with the ledger', async () => {
