@@ -36,8 +36,8 @@ beforeAll(async () => {
   await until(async () => {
     const checks = [fetch(`${baseUrl}/readyz`), ...stagePorts.map((p) => fetch(`http://127.0.0.1:${p}/readyz`))];
     return (await Promise.all(checks.map((c) => c.then((r) => r.ok).catch(() => false)))).every(Boolean);
-  }, 60_000);
-}, 120_000);
+  }, 150_000);
+}, 180_000);
 
 afterAll(async () => {
   await supervisor?.stop();
