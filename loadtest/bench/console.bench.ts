@@ -5,6 +5,7 @@
 //   npm run bench:console                          1,000,000 rows, 100 requests per endpoint
 //   npm run bench:console -- --rows 200000 --requests 50 --concurrency 4
 //   npm run bench:console -- --smoke               20,000 rows, 10 requests (CI)
+import { cpus, loadavg } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import type { AddressInfo } from 'node:net';
 import { serve } from '@hono/node-server';
@@ -249,7 +250,11 @@ async function main(argv: string[]): Promise<number> {
 
   const world = await createScratchWorld();
   let stop = async () => {};
-  const interrupted = () => void world.cleanup().then(() => process.exit(130));
+  const interrupted = () =>
+    void stop()
+      .catch(() => {})
+      .then(() => world.cleanup())
+      .then(() => process.exit(130));
   process.once('SIGINT', interrupted);
   try {
     const now = Date.now();
@@ -301,6 +306,7 @@ async function main(argv: string[]): Promise<number> {
       `/console/api/usage?query=session_lengths_daily&from=${new Date(now - 30 * DAY_MS).toISOString()}&to=${until}`,
       `/console/api/usage?query=top_tools_by_margin&from=${new Date(now - 30 * DAY_MS).toISOString()}&to=${until}`,
     ];
+    const loadBefore = loadavg()[0];
     const timings: Timing[] = [];
     for (const endpoint of endpoints) {
       timings.push(await step(`timing GET ${endpoint.slice(0, 60)} x ${requests}`, () => time(baseUrl, endpoint, headers, requests, concurrency)));
@@ -308,7 +314,8 @@ async function main(argv: string[]): Promise<number> {
     const all = timings.flatMap((t) => t.samples).sort((a, b) => a - b);
     console.log(
       `\nconsole bench: ${rows.toLocaleString('en-US')} ledger rows over 30 days, ${sessions.toLocaleString('en-US')} sessions, 600 agents and apps; ` +
-        `${requests} requests per endpoint, ${concurrency} at a time, after 5 untimed; one API process (PG pool ${world.config.PG_POOL_SIZE})\n`,
+        `${requests} requests per endpoint, ${concurrency} at a time, after 5 untimed; one API process (PG pool ${world.config.PG_POOL_SIZE}); ` +
+        `load average ${loadBefore.toFixed(1)} before the timing, ${loadavg()[0].toFixed(1)} after, on ${cpus().length} cores\n`,
     );
     console.log(
       renderTable(
