@@ -9,7 +9,7 @@ import { loadConfig } from '../pipeline/config.js';
 import { connectClickHouse } from '../store/clickhouse.js';
 import { connectPostgres } from '../pipeline/postgres.js';
 import { reconcile, repairRollups, type Difference, type ReconcileOptions } from '../store/reconcile.js';
-import { isMain, numberFlag, parseArgs, runCli, stringFlag, UsageError } from './cli.js';
+import { CommandError, isMain, numberFlag, parseArgs, runCli, stringFlag, UsageError } from './cli.js';
 import { renderTable } from './table.js';
 
 const USAGE = `usage: npm run reconcile -- [--from YYYY-MM-DD] [--to YYYY-MM-DD] [--days N] [--tenant ID] [--json] [--repair]
@@ -51,7 +51,13 @@ async function main(argv: string[]): Promise<number> {
   const sql = connectPostgres(config.DATABASE_URL, { max: 2, name: 'reconcile' });
   const clickhouse = connectClickHouse({ url: config.CLICKHOUSE_URL, database: config.CLICKHOUSE_DATABASE, username: config.CLICKHOUSE_USER, password: config.CLICKHOUSE_PASSWORD });
   try {
-    let result = await reconcile(sql, clickhouse, options);
+    let result = await reconcile(sql, clickhouse, options).catch((error: unknown) => {
+      const message = String((error as Error)?.message ?? error);
+      if (/doesn't exist|does not exist|Code: (60|81)\b/.test(message)) {
+        throw new CommandError(`${message.split('\n')[0]}: run npm run migrate first (this needs the rollups of schemas/migrations/clickhouse/002)`);
+      }
+      throw error;
+    });
     if (args.flags.has('repair')) {
       const rollupDays = new Map<string, { tenantId: string; day: string }>();
       for (const d of result.differences) if (d.source !== 'invocations') rollupDays.set(`${d.tenantId} ${d.day}`, d);

@@ -32,6 +32,9 @@ const HOURS = `hour >= toStartOfHour({from}) AND hour < {to}`;
 const MONEY = `sum(cost) AS revenue, sum(cogs) AS cogs_total, sum(cost) - sum(cogs) AS margin`;
 const MONEY_COLUMNS = { revenue: 'money', cogs_total: 'money', margin: 'money' } as const;
 
+/** The most rows a spend query returns: every agent of a large tenant (the console pages them). */
+export const SPEND_ROW_LIMIT = 10_000;
+
 function spendBy(id: string, title: string, keys: string[]): AnalyticsQuery {
   return {
     id,
@@ -41,7 +44,7 @@ FROM spend_daily
 WHERE tenant_id = {tenant} AND ${DAYS}
 GROUP BY currency, ${keys.join(', ')}
 ORDER BY revenue DESC, ${keys.join(', ')}
-LIMIT 500`,
+LIMIT ${SPEND_ROW_LIMIT}`,
     columns: { currency: 'text', ...Object.fromEntries(keys.map((k) => [k, 'text' as const])), call_count: 'count', error_count: 'count', ...MONEY_COLUMNS },
   };
 }

@@ -127,7 +127,7 @@ const sessionView = (r: SessionRow): SessionView => ({
   costNano: BigInt(r.cost_nano),
 });
 
-/** Open sessions (ACTIVE, IDLE, PAUSED) and the most recent of all, each by last activity, newest first. */
+/** Open sessions (ACTIVE, IDLE, PAUSED) and ended ones (COMPLETED, FAILED, EXPIRED), each by last activity, newest first. */
 export async function consoleSessions(sql: Sql, tenantId: string, limits: { open: number; recent: number }): Promise<{ open: SessionView[]; recent: SessionView[] }> {
   const [open, recent] = await Promise.all([
     sql<SessionRow[]>`
@@ -136,7 +136,7 @@ export async function consoleSessions(sql: Sql, tenantId: string, limits: { open
       ORDER BY last_event_at DESC LIMIT ${limits.open}`,
     sql<SessionRow[]>`
       SELECT session_id, status, customer_id, team_id, agent_id, app_id, started_at, last_event_at, ended_at, tool_calls, errors, cost_nano
-      FROM mcp_sessions WHERE tenant_id = ${tenantId} AND status NOT IN ('ACTIVE', 'IDLE', 'PAUSED')
+      FROM mcp_sessions WHERE tenant_id = ${tenantId} AND status IN ('COMPLETED', 'FAILED', 'EXPIRED')
       ORDER BY last_event_at DESC LIMIT ${limits.recent}`,
   ]);
   return { open: open.map(sessionView), recent: recent.map(sessionView) };

@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
+import type { Topology } from '../../pipeline/stage.js';
 import { collectStatus, discoverTopology, type StageStatus, type RejectedStatus } from '../../store/pipeline-status.js';
-import { ANALYTICS_QUERIES, runAnalyticsQuery, type AnalyticsQuery, type AnalyticsRow } from '../../store/analytics-queries.js';
+import { ANALYTICS_QUERIES, runAnalyticsQuery, SPEND_ROW_LIMIT, type AnalyticsQuery, type AnalyticsRow } from '../../store/analytics-queries.js';
 import type { ClickHouseClient } from '../../store/clickhouse.js';
 import { capStatuses, consoleSessions, tenantDirectory, type CapStatus, type Directory, type SessionView } from '../../store/console.js';
 import { pausesNotLifted, type PauseView, type RedisPlace } from '../../store/pause-flags.js';
@@ -134,12 +135,9 @@ export async function loadOverview(stores: ConsoleStores, tenantId: string, rang
   const chartTo = Math.floor(now / chartSpec.stepMs) * chartSpec.stepMs + chartSpec.stepMs;
   const chartFrom = chartTo - chartSpec.hours * 3_600_000;
   const run = (query: AnalyticsQuery, params = month) => runAnalyticsQuery(clickhouse, query, params);
-  const [directory, caps, totals, customers, teams, agents, chartRows, topByRevenue, topByMargin, sessions, pauses, health] = await Promise.all([
+  const [directory, caps, agents, chartRows, topByRevenue, topByMargin, sessions, pauses, health] = await Promise.all([
     stores.directory(tenantId),
     capStatuses(sql, redis, place, tenantId, now),
-    run(ANALYTICS_QUERIES.totals),
-    run(SPEND_KINDS.customer.query),
-    run(SPEND_KINDS.team.query),
     run(SPEND_KINDS.agent.query),
     run(chartSpec.query, { tenantId, from: chartFrom, to: chartTo }),
     run(ANALYTICS_QUERIES.topToolsByRevenue),
@@ -148,6 +146,12 @@ export async function loadOverview(stores: ConsoleStores, tenantId: string, rang
     pausesNotLifted(sql, redis, place, tenantId),
     pipelineHealth(redis, place, tenantId),
   ]);
+  // Customers, teams and the totals are sums of the agent rows (exact, in bigint), unless the
+  // agent query was cut at its limit: then they are read on their own.
+  const complete = agents.length < SPEND_ROW_LIMIT;
+  const [customers, teams, totals] = complete
+    ? [sumRows(agents, ['currency', 'customer_id']), sumRows(agents, ['currency', 'customer_id', 'team_id']), sumRows(agents, ['currency'])]
+    : await Promise.all([run(SPEND_KINDS.customer.query), run(SPEND_KINDS.team.query), run(ANALYTICS_QUERIES.totals)]);
   return {
     tenantId,
     now,
@@ -167,9 +171,35 @@ export async function loadOverview(stores: ConsoleStores, tenantId: string, rang
   };
 }
 
+const SUMMED = ['call_count', 'error_count', 'revenue', 'cogs_total', 'margin'] as const;
+
+/** Rows of a spend query added up by some of their keys, biggest revenue first (as the SQL orders them). */
+export function sumRows(rows: AnalyticsRow[], keys: string[]): AnalyticsRow[] {
+  const groups = new Map<string, AnalyticsRow>();
+  for (const row of rows) {
+    const id = keys.map((k) => row[k]).join('\u0000');
+    const into = groups.get(id);
+    if (!into) {
+      groups.set(id, { ...Object.fromEntries(keys.map((k) => [k, row[k]])), ...Object.fromEntries(SUMMED.map((k) => [k, row[k]])) });
+      continue;
+    }
+    for (const k of SUMMED) into[k] = (into[k] as bigint) + (row[k] as bigint);
+  }
+  return [...groups.values()].sort((a, b) => {
+    const byRevenue = (b.revenue as bigint) - (a.revenue as bigint);
+    return byRevenue > 0n ? 1 : byRevenue < 0n ? -1 : keys.map((k) => String(a[k]).localeCompare(String(b[k]))).find((c) => c !== 0) ?? 0;
+  });
+}
+
+// The consumer groups change only when a stage starts for the first time: looked up again every 10 s.
+const TOPOLOGY_TTL_MS = 10_000;
+const topologies = new Map<string, { at: number; topology: Topology }>();
+
 /** Lag, pending entries, consumers and dead letters per stage (the shared pipeline), and this tenant's rejected events by code. */
 async function pipelineHealth(redis: Redis, place: RedisPlace, tenantId: string): Promise<Overview['health']> {
-  const topology = await discoverTopology(redis, place.prefix);
+  let known = topologies.get(place.prefix);
+  if (!known || Date.now() - known.at > TOPOLOGY_TTL_MS) topologies.set(place.prefix, (known = { at: Date.now(), topology: await discoverTopology(redis, place.prefix) }));
+  const topology = known.topology;
   const { snapshot } = await collectStatus(redis, {
     prefix: place.prefix,
     partitions: place.partitions,

@@ -5,6 +5,7 @@
 //   npm run bench:console                          1,000,000 rows, 100 requests per endpoint
 //   npm run bench:console -- --rows 200000 --requests 50 --concurrency 4
 //   npm run bench:console -- --smoke               20,000 rows, 10 requests (CI)
+import { cpus, loadavg } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import type { AddressInfo } from 'node:net';
 import { serve } from '@hono/node-server';
@@ -20,7 +21,7 @@ import { capCounterKey } from '../../store/caps.js';
 import { pauseKey } from '../../store/pauses.js';
 import { customerPartitionKey } from '../../domain/flow.js';
 import type { SpendCap } from '../../store/caps.js';
-import { createClient } from '@clickhouse/client';
+import { ClickHouseLogLevel, createClient } from '@clickhouse/client';
 import { connectPostgres } from '../../pipeline/postgres.js';
 import { reconcile } from '../../store/reconcile.js';
 import { createScratchWorld, type ScratchWorld } from './world.js';
@@ -163,6 +164,8 @@ async function copyToClickHouse(world: ScratchWorld, tenant: SeededTenant): Prom
     username: world.config.CLICKHOUSE_USER,
     password: world.config.CLICKHOUSE_PASSWORD,
     request_timeout: 900_000,
+    // Local, no load balancer in between: the client's warning about progress headers does not apply.
+    log: { level: ClickHouseLogLevel.OFF },
   });
   try {
     if (!/^[A-Za-z0-9_]+$/.test(tenant.tenantId)) throw new Error(`unexpected tenant id ${tenant.tenantId}`);
@@ -251,7 +254,11 @@ async function main(argv: string[]): Promise<number> {
 
   const world = await createScratchWorld();
   let stop = async () => {};
-  const interrupted = () => void world.cleanup().then(() => process.exit(130));
+  const interrupted = () =>
+    void stop()
+      .catch(() => {})
+      .then(() => world.cleanup())
+      .then(() => process.exit(130));
   process.once('SIGINT', interrupted);
   try {
     const now = Date.now();
@@ -303,6 +310,7 @@ async function main(argv: string[]): Promise<number> {
       `/console/api/usage?query=session_lengths_daily&from=${new Date(now - 30 * DAY_MS).toISOString()}&to=${until}`,
       `/console/api/usage?query=top_tools_by_margin&from=${new Date(now - 30 * DAY_MS).toISOString()}&to=${until}`,
     ];
+    const loadBefore = loadavg()[0];
     const timings: Timing[] = [];
     for (const endpoint of endpoints) {
       timings.push(await step(`timing GET ${endpoint.slice(0, 60)} x ${requests}`, () => time(baseUrl, endpoint, headers, requests, concurrency)));
@@ -310,7 +318,8 @@ async function main(argv: string[]): Promise<number> {
     const all = timings.flatMap((t) => t.samples).sort((a, b) => a - b);
     console.log(
       `\nconsole bench: ${rows.toLocaleString('en-US')} ledger rows over 30 days, ${sessions.toLocaleString('en-US')} sessions, 600 agents and apps; ` +
-        `${requests} requests per endpoint, ${concurrency} at a time, after 5 untimed; one API process (PG pool ${world.config.PG_POOL_SIZE})\n`,
+        `${requests} requests per endpoint, ${concurrency} at a time, after 5 untimed; one API process (PG pool ${world.config.PG_POOL_SIZE}); ` +
+        `load average ${loadBefore.toFixed(1)} before the timing, ${loadavg()[0].toFixed(1)} after, on ${cpus().length} cores\n`,
     );
     console.log(
       renderTable(
