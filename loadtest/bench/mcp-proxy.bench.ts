@@ -133,16 +133,21 @@ try {
   const urls = { direct: upstream, proxy: proxied };
   const latencies: Record<'direct' | 'proxy', number[]> = { direct: [], proxy: [] };
   const failures: Record<'direct' | 'proxy', number> = { direct: 0, proxy: 0 };
+  const reasons = new Map<string, number>();
+  const failed = (mode: 'direct' | 'proxy', reason: string) => {
+    failures[mode]++;
+    reasons.set(`${mode}: ${reason}`, (reasons.get(`${mode}: ${reason}`) ?? 0) + 1);
+  };
   let id = 1;
   const call = async (mode: 'direct' | 'proxy') => {
     const started = performance.now();
     try {
       const answer = await post(urls[mode], { jsonrpc: '2.0', id: id++, method: 'tools/call', params: { name: 'search_docs', arguments: { query: 'spend caps' } } }, sessions[mode]);
       const elapsed = performance.now() - started;
-      if (answer.status !== 200 || !answer.body.includes('"result"')) failures[mode]++;
+      if (answer.status !== 200 || !answer.body.includes('"result"')) failed(mode, `${answer.status} ${answer.body.slice(0, 80)}`);
       else latencies[mode].push(elapsed);
-    } catch {
-      failures[mode]++;
+    } catch (err) {
+      failed(mode, (err as Error).message);
     }
   };
 
@@ -150,6 +155,7 @@ try {
   for (let i = 0; i < 200; i++) await Promise.all([call('direct'), call('proxy')]);
   latencies.direct.length = latencies.proxy.length = 0;
   failures.direct = failures.proxy = 0;
+  reasons.clear();
 
   const loadBefore = loadavg()[0];
   const [upstreamChild, proxyChild] = children;
@@ -202,7 +208,7 @@ try {
   console.log(`\nadded by the proxy: p50 ${fmt(added50)} ms (bar 1 ms), p99 ${fmt(added99)} ms (bar 5 ms)`);
   console.log(`CPU per call: proxy ${fmt(proxyCpu)} ms (metering, authorize and sending events included), upstream MCP server ${fmt(upstreamCpu)} ms`);
   console.log(`machine: ${cpus().length} cores, load average (1 min) ${loadBefore.toFixed(1)} before, ${loadavg()[0].toFixed(1)} after: the machine is shared, so read the figures with it${renice ? `; client, upstream and proxy at nice ${renice}` : ''}; stage workers at nice ${reniceStages}`);
-  console.log(`failed requests: direct ${failures.direct}, proxy ${failures.proxy}; requests sent more than 5 ms late: ${late}`);
+  console.log(`failed requests: direct ${failures.direct}, proxy ${failures.proxy}${reasons.size ? ` (${[...reasons].map(([r, n]) => `${n}x ${r}`).join('; ')})` : ''}; requests sent more than 5 ms late: ${late}`);
   console.log(`ledger: ${ledgered} mcp.tool_invoked rows for ${proxiedCalls} proxied calls (${ledgered === proxiedCalls ? 'exact' : 'MISMATCH'})`);
   const pass = added50 <= 1 && added99 <= 5 && failures.proxy === 0 && ledgered === proxiedCalls;
   console.log(pass ? 'bench: PASS' : 'bench: FAIL');
