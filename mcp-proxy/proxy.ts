@@ -261,7 +261,7 @@ export async function startMcpProxy(options: McpProxyOptions): Promise<RunningPr
     };
 
     let timedOut = false;
-    const out = send(new URL(req.url ?? '/', upstream), { method: 'POST', headers: forwardHeaders(req.headers, body.length), agent }, (upstreamRes) => {
+    const onAnswer = (upstreamRes: IncomingMessage) => {
       const status = upstreamRes.statusCode ?? 502;
       const type = String(upstreamRes.headers['content-type'] ?? '').toLowerCase();
       const newSession = upstreamRes.headers['mcp-session-id'];
@@ -334,24 +334,36 @@ export async function startMcpProxy(options: McpProxyOptions): Promise<RunningPr
         if (!readable) stats.upstreamFailures++;
         finish({ status: 'FAILED', errorType: readable ? 'upstream_no_response' : 'upstream_invalid_response', errorMessage: why });
       });
-    });
-    out.setTimeout(timeoutMs, () => {
-      timedOut = true;
-      out.destroy(new Error(`no answer from the upstream within ${timeoutMs} ms`));
-    });
-    out.on('error', (err) => {
+    };
+    const attempt = (retry: boolean): ReturnType<typeof send> => {
+      const sent = send(new URL(req.url ?? '/', upstream), { method: 'POST', headers: forwardHeaders(req.headers, body.length), agent }, onAnswer);
+      sent.setTimeout(timeoutMs, () => {
+        timedOut = true;
+        sent.destroy(new Error(`no answer from the upstream within ${timeoutMs} ms`));
+      });
+      sent.on('error', (err) => failed(sent, err, retry));
+      sent.end(body);
+      return sent;
+    };
+    const failed = (sent: ReturnType<typeof send>, err: Error, retry: boolean) => {
       if (res.headersSent || res.destroyed) return; // a response in progress fails through 'aborted' above; a gone client was metered
+      // A kept-alive connection the upstream closed just as this request went out: it never read
+      // the request, so sending it once more on a fresh connection runs nothing twice.
+      if (retry && sent.reusedSocket && (err as NodeJS.ErrnoException).code === 'ECONNRESET') {
+        out = attempt(false);
+        return;
+      }
       stats.upstreamFailures++;
       const status = timedOut ? 504 : 502;
       jsonReply(res, status, { jsonrpc: '2.0', id: null, error: { code: -32603, message: `upstream ${timedOut ? 'timed out' : 'unreachable'}: ${err.message}` } });
       finish(timedOut ? { status: 'TIMEOUT', errorType: 'upstream_timeout', errorMessage: err.message } : { status: 'FAILED', errorType: 'upstream_unreachable', errorMessage: err.message });
-    });
+    };
+    let out = attempt(true);
     res.on('close', () => {
       if (res.writableFinished) return;
       out.destroy();
       finish({ status: 'FAILED', errorType: 'client_closed', errorMessage: 'the client went away before the answer' });
     });
-    out.end(body);
   };
 
   const server: Server = createServer((req, res) => {
