@@ -174,7 +174,7 @@ export async function loadOverview(stores: ConsoleStores, tenantId: string, rang
 const SUMMED = ['call_count', 'error_count', 'revenue', 'cogs_total', 'margin'] as const;
 
 /** Rows of a spend query added up by some of their keys, biggest revenue first (as the SQL orders them). */
-export function sumRows(rows: AnalyticsRow[], keys: string[]): AnalyticsRow[] {
+function sumRows(rows: AnalyticsRow[], keys: string[]): AnalyticsRow[] {
   const groups = new Map<string, AnalyticsRow>();
   for (const row of rows) {
     const id = keys.map((k) => row[k]).join('\u0000');
