@@ -1,5 +1,6 @@
 import type { MiddlewareHandler } from 'hono';
-import { ApiError } from './errors.js';
+import { isTransient } from '../pipeline/errors.js';
+import { ApiError, unavailable } from './errors.js';
 import type { TenantTokens, TokenKind } from '../store/tenant-tokens.js';
 
 export interface TenantAuthVariables {
@@ -12,7 +13,14 @@ export function requireTenant(tokens: TenantTokens, kind: TokenKind): Middleware
   return async (c, next) => {
     const header = c.req.header('authorization') ?? '';
     const match = /^Bearer\s+(\S+)$/i.exec(header);
-    const verified = match ? await tokens.verify(match[1]) : undefined;
+    let verified: Awaited<ReturnType<TenantTokens['verify']>>;
+    try {
+      verified = match ? await tokens.verify(match[1]) : undefined;
+    } catch (err) {
+      // PostgreSQL unreachable and the token not verified before: the client keeps its request and retries.
+      if (isTransient(err)) throw unavailable('unavailable', 'cannot verify the token now: the tenant store is unreachable; retry later', 2);
+      throw err;
+    }
     if (!verified || verified.kind !== kind) {
       throw new ApiError(401, 'unauthorized', `a valid ${kind} token is required: Authorization: Bearer <token>`, undefined, {
         'WWW-Authenticate': 'Bearer',

@@ -2,6 +2,7 @@ import type { Context, ErrorHandler } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import postgres from 'postgres';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
+import { isTransient } from '../pipeline/errors.js';
 import type { Logger } from '../pipeline/logger.js';
 import type { ValidationProblem } from '../domain/validation.js';
 
@@ -38,11 +39,16 @@ export class ApiError extends HTTPException {
   }
 }
 
-/** Every refusal rendered the same way; anything else is a 500 that is logged and says nothing of its cause. */
+/** Every refusal rendered the same way; an outage of a dependency is a 503; anything else is a 500 that is logged and says nothing of its cause. */
 export function apiErrorHandler(log: Logger): ErrorHandler {
   return (err, c) => {
     const refusal = err instanceof ApiError ? err : (fromDatabaseError(err) ?? fromHttpException(err));
     if (refusal) return respond(c, refusal);
+    if (isTransient(err)) {
+      // A dependency is down (PostgreSQL, Redis): not the request's fault, and worth retrying.
+      log.warn({ err, method: c.req.method, path: c.req.path }, 'dependency unavailable');
+      return respond(c, unavailable('unavailable', 'a store this request needs is unreachable; retry later', 2));
+    }
     log.error({ err, method: c.req.method, path: c.req.path }, 'unexpected error');
     return respond(c, new ApiError(500, 'internal', 'an unexpected error occurred; it has been logged'));
   };

@@ -6,6 +6,7 @@ import { loadConfigOrExit } from '../pipeline/config.js';
 import { subscribeControl } from '../pipeline/control.js';
 import { createLogger } from '../pipeline/logger.js';
 import { Metrics } from '../pipeline/metrics.js';
+import { surviveDependencyRejections } from '../pipeline/errors.js';
 import { connectRedis } from '../pipeline/redis.js';
 import { connectPostgres } from '../pipeline/postgres.js';
 import { createApp } from './server.js';
@@ -34,9 +35,10 @@ if (processes > 1 && cluster.isPrimary) {
   process.on('SIGINT', stop);
 } else {
   const log = createLogger(`api-${config.WORKER_SLOT}`, config.LOG_LEVEL);
+  surviveDependencyRejections(log);
   const metrics = new Metrics(`api-${config.WORKER_SLOT}`);
   const sql = connectPostgres(config.DATABASE_URL, { max: config.PG_POOL_SIZE, name: 'api' });
-  const redis = connectRedis(config.REDIS_URL, `${config.REDIS_PREFIX}api:${process.pid}`);
+  const redis = connectRedis(config.REDIS_URL, `${config.REDIS_PREFIX}api:${process.pid}`, { commandTimeoutMs: config.REDIS_COMMAND_TIMEOUT_MS, log });
   const { app, tokens } = createApp({ config, sql, redis, log, metrics });
   const control = subscribeControl(config.REDIS_URL, config.REDIS_PREFIX, (message) => {
     if (message.type === 'tenant-tokens.changed') tokens.forgetAll();

@@ -6,6 +6,17 @@ export const SESSION_EVENT_TYPES = ['session.started', 'session.paused', 'sessio
 const EVENT_TYPES = [...USAGE_EVENT_TYPES, ...SESSION_EVENT_TYPES] as const;
 
 export type ExecutionStatus = (typeof EXECUTION_STATUSES)[number];
+
+/**
+ * What one event may carry, so that every store holds it exactly: token counts and durations fit
+ * a PostgreSQL bigint, a ClickHouse UInt64 and a JS number (their sum too, still below 2^53); the
+ * retry count fits the ledger's integer (int4) and ClickHouse's UInt32. A trillion tokens or 31
+ * years in one call is beyond any real call by orders of magnitude. Money has its own bound
+ * (MAX_EVENT_COST_NANO, domain/money.ts), checked where the cost is known: at the price stage.
+ */
+export const MAX_TOKENS = 1_000_000_000_000;
+export const MAX_DURATION_MS = 1_000_000_000_000;
+export const MAX_RETRY_COUNT = 2_147_483_647;
 export type EventType = (typeof EVENT_TYPES)[number];
 
 /** A credential as it travels the pipeline: never the raw key, only its hash. */

@@ -41,6 +41,35 @@ export type CheckedEvent = PricedEvent & { capCounters: { key: string; by: bigin
 /** Added by ledger-write: whether a spend cap was at or over its limit with this event (it is billed all the same). */
 export type LedgeredEvent = CheckedEvent & { overCap: boolean };
 
+/**
+ * A ledger row as the ledger export reads it back for ClickHouse: what the ledger keeps of a
+ * LedgeredEvent (no raw credential hash, cap counters or per-dimension breakdown).
+ */
+export type AnalyticsEvent = Pick<
+  LedgeredEvent,
+  | 'tenantId'
+  | 'eventId'
+  | 'eventType'
+  | 'recordedAt'
+  | 'ingestedAt'
+  | 'sessionId'
+  | 'toolName'
+  | 'mcpServerId'
+  | 'model'
+  | 'durationMs'
+  | 'status'
+  | 'inputTokens'
+  | 'outputTokens'
+  | 'retryCount'
+  | 'isParallel'
+  | 'errorType'
+  | 'overCap'
+> & {
+  attribution: Pick<Attribution, 'customerId' | 'teamId' | 'agentId' | 'appId' | 'credentialId' | 'productId'>;
+  subscription: Pick<SubscriptionSnapshot, 'subscriptionId' | 'ratePlanId' | 'ratePlanVersionId' | 'ratePlanVersion' | 'currency'>;
+  cost: Pick<EventCost, 'total' | 'tool'>;
+};
+
 /** What a stage writes to the rejected stream instead of forwarding: the event and why. */
 export interface RejectedEvent {
   stage: string;

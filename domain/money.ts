@@ -6,7 +6,14 @@
 export type Nano = bigint;
 
 export const NANO_DECIMALS = 9;
-export const NANO_PER_UNIT = 1_000_000_000n;
+
+/**
+ * The most one event may cost: the int64 range of every column and codec that carries an event's
+ * cost (the stream's msgpack int64, the ledger's bigint, ClickHouse's Int64), 9,223,372,036.854775807
+ * currency units. An event rated above it is rejected at the price stage (code cost_out_of_range),
+ * never wrapped. Sums of costs are held wider: numeric in PostgreSQL, split sums in ClickHouse.
+ */
+export const MAX_EVENT_COST_NANO: Nano = 2n ** 63n - 1n;
 
 export class AmountError extends Error {}
 

@@ -1,6 +1,22 @@
 import { z } from 'zod';
 import { AmountError, formatNano, parseNano } from './money.js';
 
+const LONE_SURROGATE = /[\uD800-\uDFFF]/u;
+
+/**
+ * Why a text cannot be stored as it is, or undefined when it can: PostgreSQL refuses NUL in text
+ * (22021), and a lone UTF-16 surrogate is not Unicode at all (UTF-8 cannot encode it: PostgreSQL
+ * would store U+FFFD instead, ClickHouse refuses the row).
+ */
+export function unstorableText(value: string): string | undefined {
+  const nul = value.indexOf('\u0000');
+  if (nul >= 0) return `must not contain NUL (\\u0000), found at position ${nul}`;
+  // In a /u pattern a well-formed pair is one code point above U+FFFF: only lone halves match.
+  const lone = LONE_SURROGATE.exec(value);
+  if (lone) return `must be valid Unicode: lone surrogate \\u${lone[0].charCodeAt(0).toString(16)} at position ${lone.index}`;
+  return undefined;
+}
+
 /** One problem with an input, named by its JSON path ("models.gpt-4o.input_tokens"). */
 export interface ValidationProblem {
   path: string;

@@ -6,6 +6,7 @@ import { MCP_TOOLS, parseDemo, retryAfterMs, seededRandom, TrafficModel, type De
 import { formatBytes, formatDuration, oneLine, renderTable } from './table.js';
 import { defaultLayout, parseLayout, pipelineProcesses } from './start.js';
 import { STAGES } from '../stages/registry.js';
+import { loadConfig } from '../pipeline/config.js';
 
 describe('parseArgs', () => {
   const spec = { values: ['limit', 'stage'], booleans: ['all', 'json'] };
@@ -151,5 +152,20 @@ describe('process layout (npm start)', () => {
 
   it('refuses an unknown layout', () => {
     expect(() => parseLayout('clustered')).toThrow(/grouped or per-stage/);
+  });
+});
+
+describe('pipelineProcesses: stage metrics ports (issue 9, defect 8)', () => {
+  const ports = (specs: ReturnType<typeof pipelineProcesses>) => specs.filter((s) => s.name !== 'api').map((s) => s.env?.METRICS_PORT);
+
+  it('numbers the stages from METRICS_BASE_PORT, so a second pipeline on the host can take another range', () => {
+    const specs = pipelineProcesses({ metricsBasePort: 19_000, workers: { price: 2 } });
+    expect(ports(specs)).toEqual(Array.from({ length: specs.length - 1 }, (_, i) => String(19_000 + i)));
+    expect(loadConfig({}).METRICS_BASE_PORT).toBe(9400);
+    expect(loadConfig({ METRICS_BASE_PORT: '12000' }).METRICS_BASE_PORT).toBe(12_000);
+  });
+
+  it('serves no stage metrics with METRICS_BASE_PORT=0', () => {
+    expect(new Set(ports(pipelineProcesses({ metricsBasePort: 0 })))).toEqual(new Set(['0']));
   });
 });

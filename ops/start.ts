@@ -38,6 +38,7 @@ export interface StartOptions {
   layout?: Layout;
   workers?: Record<string, number>;
   apiProcesses?: number;
+  /** Stage i (in spawn order) serves its metrics on base + i; 0 serves none. */
   metricsBasePort?: number;
   env?: Record<string, string>;
 }
@@ -62,7 +63,7 @@ export function pipelineProcesses(options: StartOptions = {}): ChildSpec[] {
     name: `${name}#${slot}`,
     command: process.execPath,
     args: [...nodeArgs, entry('stages/run'), stages.join(',')],
-    env: { ...options.env, WORKER_SLOT: String(slot), METRICS_PORT: String(port++) },
+    env: { ...options.env, WORKER_SLOT: String(slot), METRICS_PORT: String(basePort === 0 ? 0 : port++) },
   });
   const workersOf = (stage: string) => options.workers?.[stage] ?? 1;
   const grouped = (options.layout ?? defaultLayout()) === 'grouped';
@@ -104,10 +105,15 @@ function argValue(flag: string): string | undefined {
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
-  loadConfigOrExit();
+  const config = loadConfigOrExit();
   const log = createLogger('supervisor');
   const layout = parseLayout(argValue('--layout'));
-  const specs = pipelineProcesses({ layout, workers: parseWorkers(argValue('--workers')), apiProcesses: Number(argValue('--api-processes') ?? 1) });
+  const specs = pipelineProcesses({
+    layout,
+    workers: parseWorkers(argValue('--workers')),
+    apiProcesses: Number(argValue('--api-processes') ?? 1),
+    metricsBasePort: config.METRICS_BASE_PORT,
+  });
   console.log(`agentmeter: ${layout} layout on ${availableParallelism()} cores, ${specs.length} processes:\n${describeLayout(specs)}`);
   const supervisor = supervise(specs, log);
   const shutdown = async () => {

@@ -8,6 +8,7 @@ const int = (def: number, min = 0) => z.coerce.number().int().min(min).default(d
 
 const schema = z.object({
   REDIS_URL: z.string().url().default('redis://127.0.0.1:6379'),
+  REDIS_COMMAND_TIMEOUT_MS: int(15_000, 100),
   REDIS_PREFIX: z
     .string()
     .regex(/^[A-Za-z0-9:_.-]*$/, 'letters, digits and : _ . - only (no braces: the partition tag is added by the pipeline)')
@@ -23,6 +24,7 @@ const schema = z.object({
   HTTP_HOST: z.string().default('127.0.0.1'),
   HTTP_PORT: int(8080),
   METRICS_PORT: int(0),
+  METRICS_BASE_PORT: int(9400),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   WORKER_SLOT: int(0),
 
@@ -47,6 +49,7 @@ const schema = z.object({
   SESSION_EXPIRE_SECONDS: int(3600, 1),
   SESSION_SWEEP_INTERVAL_MS: int(30_000, 100),
   ANALYTICS_FLUSH_MS: int(1000, 10),
+  LEDGER_EXPORT_INTERVAL_MS: int(250, 10),
 });
 
 export type Config = z.infer<typeof schema>;

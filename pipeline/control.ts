@@ -1,6 +1,7 @@
 import { Redis } from 'ioredis';
 import type { Logger } from './logger.js';
 import { controlStreamKey } from './keys.js';
+import { reportRedisErrors } from './redis.js';
 
 /**
  * The control stream: hierarchy changes announced to every process (not a consumer group:
@@ -37,7 +38,9 @@ export function subscribeControl(
   onMessage: (message: ControlMessage) => void | Promise<void>,
   log?: Logger,
 ): ControlSubscription {
-  const connection = new Redis(redisUrl, { connectionName: `${prefix}control-reader:${process.pid}`, maxRetriesPerRequest: null });
+  const name = `${prefix}control-reader:${process.pid}`;
+  const connection = new Redis(redisUrl, { connectionName: name, maxRetriesPerRequest: null });
+  reportRedisErrors(connection, name, log);
   const key = controlStreamKey(prefix);
   let closed = false;
   let lastId: string | undefined;
@@ -75,7 +78,9 @@ export function subscribeControl(
       closed = true;
       markReady();
       connection.disconnect();
-      await loop;
+      // A command queued while Redis is unreachable is never settled by disconnect() (ioredis drops
+      // its reconnect without flushing the queue): do not wait on it for ever.
+      await Promise.race([loop, new Promise((resolve) => setTimeout(resolve, 1_000).unref())]);
     },
   };
 }

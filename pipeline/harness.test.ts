@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { createServer, type AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
 import { loadConfig, type Config } from './config.js';
@@ -6,7 +7,9 @@ import { createLogger } from './logger.js';
 import { Metrics } from './metrics.js';
 import { decodePayload, encodePayload } from './codec.js';
 import { deadLetterKey, partitionedKey } from './keys.js';
-import { ensureGroups, runStage, type RunningStage } from './harness.js';
+import { ensureGroups, runStage, StageServices, type RunningStage } from './harness.js';
+import { publishControl } from './control.js';
+import { TcpProxy } from '../test/support/tcp-proxy.js';
 import { scripted } from './scripts.js';
 import { emit, type AnyStage, type EntryResult, type StageDefinition, type StageEntry, type Topology } from './stage.js';
 import { deleteKeysWithPrefix } from './redis.js';
@@ -75,6 +78,27 @@ async function until(check: () => Promise<boolean>, timeoutMs = 10_000): Promise
     if (Date.now() > deadline) throw new Error('condition not reached in time');
     await new Promise((r) => setTimeout(r, 25));
   }
+}
+
+/** Reads and acks a stream as consumer group `group` would, until `count` entries or the time is up; returns how many. */
+async function consume(key: string, group: string, count: number, timeoutMs: number): Promise<number> {
+  const sink = new Redis(loadConfig({}).REDIS_URL);
+  let consumed = 0;
+  const deadline = Date.now() + timeoutMs;
+  try {
+    while (consumed < count && Date.now() < deadline) {
+      const reply = (await sink.xreadgroup('GROUP', group, 'c', 'COUNT', 25, 'BLOCK', 200, 'STREAMS', key, '>')) as
+        | [string, [string, string[]][]][]
+        | null;
+      if (!reply) continue;
+      const ids = reply[0][1].map(([id]) => id);
+      await sink.xack(key, group, ...ids);
+      consumed += ids.length;
+    }
+  } finally {
+    sink.disconnect();
+  }
+  return consumed;
 }
 
 function start(stage: AnyStage, topology: Topology, cfg = config(), consumer?: string): Promise<RunningStage> {
@@ -215,18 +239,7 @@ describe('stage harness', () => {
     expect(held).toBeLessThanOrEqual(60);
     expect((await metrics.paused.get()).values[0].value).toBe(1);
     // The sink consumes; the stage resumes and finishes.
-    const sink = new Redis(loadConfig({}).REDIS_URL);
-    let consumed = 0;
-    while (consumed < 300) {
-      const reply = (await sink.xreadgroup('GROUP', 'sink', 'c', 'COUNT', 25, 'BLOCK', 1000, 'STREAMS', outKey, '>')) as
-        | [string, [string, string[]][]][]
-        | null;
-      if (!reply) continue;
-      const ids = reply[0][1].map(([id]) => id);
-      await sink.xack(outKey, 'sink', ...ids);
-      consumed += ids.length;
-    }
-    sink.disconnect();
+    const consumed = await consume(outKey, 'sink', 300, 60_000);
     await stage.stop();
     expect(consumed).toBe(300);
   });
@@ -304,6 +317,193 @@ describe('stage harness', () => {
     expect(reply.every((r) => r === null)).toBe(true);
     expect(await redis.get(partitionedKey(PREFIX, 'total', 0))).toBe('45');
   });
+
+  it('narrows a failing batch down by halves: a bad entry costs a few attempts, not one per entry, and goes to the dead letters (issue 9, defect 1)', async () => {
+    const { input, output, inKey, outKey } = names();
+    await feed(inKey, 64);
+    let calls = 0;
+    const stage = await start(
+      doubler(
+        input,
+        output,
+        async (batch) => {
+          calls++;
+          // A row the store refuses: PostgreSQL 22021 (a data error, not an outage).
+          if (batch.some((e) => e.payload.n === 13)) throw Object.assign(new Error('invalid byte sequence for encoding "UTF8": 0x00'), { code: '22021' });
+          return batch.map((e) => ({ outputs: [emit(output, { n: e.payload.n * 2 })] }));
+        },
+        64,
+        'halves',
+      ),
+      [{ stream: input, group: 'halves' }],
+      config({ MAX_DELIVERIES: '2', CLAIM_IDLE_MS: '60000', CLAIM_INTERVAL_MS: '50' }),
+    );
+    const deadKey = deadLetterKey(PREFIX, 'halves', 0);
+    await until(async () => (await redis.xlen(deadKey)) === 1);
+    await stage.stop();
+    expect((await outputs(outKey)).length).toBe(63);
+    // First pass: 1 + 2 x log2(64) handler calls; then one per retry of the bad entry.
+    expect(calls).toBeLessThanOrEqual(16);
+    const [[, fields]] = (await redis.xrange(deadKey, '-', '+')) as [string, string[]][];
+    expect(fields[fields.indexOf('error') + 1]).toContain('invalid byte sequence');
+  });
+
+  it('hands a control message again to a listener that failed on it (a reload during an outage), until it takes it (issue 9, defect 8)', async () => {
+    const services = new StageServices('control-retry', config(), log);
+    const seen: string[] = [];
+    let failures = 0;
+    try {
+      await services.onControl(async (message) => {
+        if (message.type !== 'caps.changed') return;
+        seen.push(message.tenantId);
+        if (failures < 2) {
+          failures++;
+          throw new Error('connect ECONNREFUSED 127.0.0.1:5432');
+        }
+      });
+      await publishControl(redis, PREFIX, { type: 'caps.changed', tenantId: 'ten_retry' });
+      await until(async () => seen.length === 3, 10_000);
+      await new Promise((r) => setTimeout(r, 1_000));
+      expect(seen).toEqual(['ten_retry', 'ten_retry', 'ten_retry']);
+    } finally {
+      await services.close();
+    }
+  });
+
+  it('survives a Redis command timing out in its backpressure check (after a freeze) and goes on (issue 9, defect 8)', async () => {
+    const { input, output, inKey, outKey } = names();
+    const proxy = await TcpProxy.start({ port: Number(new URL(loadConfig({}).REDIS_URL).port || 6379) });
+    const topology = [
+      { stream: input, group: 'doubler' },
+      { stream: output, group: 'sink' },
+    ];
+    await ensureGroups(redis, PREFIX, 1, topology);
+    await feed(inKey, 30);
+    const stage = await start(
+      doubler(input, output),
+      topology,
+      config({ REDIS_URL: `redis://${proxy.url}`, REDIS_COMMAND_TIMEOUT_MS: '300', BACKPRESSURE_HIGH: '5', BACKPRESSURE_LOW: '2' }),
+    );
+    try {
+      // One batch of 10 out, then paused at the mark, reading the output's lag every 50 ms.
+      await until(async () => (await redis.xlen(outKey)) === 10);
+      proxy.cut('blackhole');
+      await new Promise((r) => setTimeout(r, 1_200)); // several lag reads time out
+      proxy.restore();
+      expect(await consume(outKey, 'sink', 30, 20_000)).toBe(30);
+    } finally {
+      await stage.stop();
+      await proxy.close();
+    }
+  });
+
+  /** A stage that forwards each entry and adds `by` (from the payload, a decimal string) to one capped counter. */
+  function counting(input: string, output: string, limit: bigint): StageDefinition<{ n: number; by: string }> {
+    return {
+      name: 'counting',
+      input,
+      outputs: [output],
+      batchSize: 10,
+      async setup() {
+        return {
+          async handle(batch) {
+            return batch.map((e) => ({
+              outputs: [emit(output, e.payload)],
+              counters: [{ key: `${input}:total`, by: BigInt(e.payload.by), ttlSeconds: 60, limit, tag: 'over' }],
+            }));
+          },
+        };
+      },
+    };
+  }
+
+  async function feedCounted(key: string, bys: bigint[]): Promise<void> {
+    const pipeline = redis.pipeline();
+    for (const [n, by] of bys.entries()) pipeline.xadd(key, '*', 'd', encodePayload({ n, by: by.toString() }));
+    await pipeline.exec();
+  }
+
+  it('never acks what it then fails to forward: a counter increment past int64 pins the total and every entry goes on (issue 9, defect 2)', async () => {
+    const { input, output, inKey, outKey } = names();
+    const INT64_MAX = 2n ** 63n - 1n;
+    await redis.set(partitionedKey(PREFIX, `${input}:total`, 0), (INT64_MAX - 10n).toString());
+    // Five entries of 2^62 each: the first already overflows the running total.
+    await feedCounted(inKey, [2n ** 62n, 2n ** 62n, 5n, 2n ** 62n, 1n]);
+    const started = Date.now();
+    const stage = await start(counting(input, output, 1000n), [{ stream: input, group: 'counting' }], config({ CLAIM_IDLE_MS: '60000' }));
+    await until(async () => (await redis.xlen(outKey)) === 5, 10_000);
+    await stage.stop();
+    expect(Date.now() - started).toBeLessThan(5_000);
+    expect((await outputs(outKey)).sort()).toEqual([0, 1, 2, 3, 4]);
+    const forwarded = (await redis.xrange(outKey, '-', '+')) as [string, string[]][];
+    expect(forwarded.map(([, f]) => f[3])).toEqual(['over', 'over', 'over', 'over', 'over']);
+    expect(await redis.get(partitionedKey(PREFIX, `${input}:total`, 0))).toBe(INT64_MAX.toString());
+    expect(((await redis.xpending(inKey, 'counting')) as [number])[0]).toBe(0);
+    expect(await redis.xlen(deadLetterKey(PREFIX, 'counting', 0))).toBe(0);
+  });
+
+  it('judges limits on exact totals beyond 2^53 (a double would round the limit down and tag early)', async () => {
+    const { input, output, inKey, outKey } = names();
+    const limit = 2n ** 53n + 1n;
+    await feedCounted(inKey, [2n ** 53n, 1n]);
+    const stage = await start(counting(input, output, limit), [{ stream: input, group: 'counting' }]);
+    await until(async () => (await redis.xlen(outKey)) === 2);
+    await stage.stop();
+    const tags = ((await redis.xrange(outKey, '-', '+')) as [string, string[]][]).map(([, f]) => f[3] ?? '');
+    expect(tags).toEqual(['', 'over']);
+    expect(await redis.get(partitionedKey(PREFIX, `${input}:total`, 0))).toBe((2n ** 53n + 1n).toString());
+  });
+
+  it('an output that cannot be encoded (an amount beyond 64 bits) fails its entry alone, never wrapped (issue 9, defect 3)', async () => {
+    const { input, output, inKey, outKey } = names();
+    await feed(inKey, 4);
+    const stage = await start(
+      doubler(input, output, async (batch) =>
+        batch.map((e) => ({ outputs: [emit(output, { n: e.payload.n, cost: e.payload.n === 2 ? 2n ** 64n + 7n : BigInt(e.payload.n) })] })),
+        10,
+        'wide',
+      ),
+      [{ stream: input, group: 'wide' }],
+      config({ MAX_DELIVERIES: '2', CLAIM_IDLE_MS: '60000', CLAIM_INTERVAL_MS: '50' }),
+    );
+    const deadKey = deadLetterKey(PREFIX, 'wide', 0);
+    await until(async () => (await redis.xlen(deadKey)) === 1);
+    await stage.stop();
+    expect(await outputs(outKey)).toEqual([0, 1, 3]);
+    const [[, fields]] = (await redis.xrange(deadKey, '-', '+')) as [string, string[]][];
+    expect(fields[fields.indexOf('error') + 1]).toMatch(/does not fit a 64-bit integer/);
+  });
+
+  it('runs on when its metrics port cannot be bound (another pipeline on the host has it), instead of crash-looping (issue 9, defect 8)', async () => {
+    const prefix = `${PREFIX}metrics-port:`;
+    const inKey = partitionedKey(prefix, 'slow:in', 0);
+    const outKey = partitionedKey(prefix, 'slow:out', 0);
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    const port = (taken.address() as AddressInfo).port;
+    const child = spawn(process.execPath, ['--import', 'tsx', projectPath('test', 'support', 'slow-stage.ts')], {
+      env: { ...process.env, REDIS_PREFIX: prefix, LOG_LEVEL: 'silent', METRICS_PORT: String(port), HTTP_HOST: '127.0.0.1' },
+      stdio: 'ignore',
+    });
+    let exitCode: number | null | undefined;
+    const exited = new Promise<void>((resolve) =>
+      child.on('exit', (code) => {
+        exitCode = code;
+        resolve();
+      }),
+    );
+    try {
+      await feed(inKey, 20);
+      await until(async () => exitCode !== undefined || (await redis.xlen(outKey)) === 20, 30_000);
+      expect(exitCode).toBeUndefined();
+      child.kill('SIGTERM');
+      await exited;
+      expect(exitCode).toBe(0);
+    } finally {
+      child.kill('SIGKILL');
+      taken.close();
+    }
+  }, 60_000);
 
   it('on SIGTERM finishes and acks the batch in hand, exits 0, and loses nothing', async () => {
     const prefix = `${PREFIX}sigterm:`;

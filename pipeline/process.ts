@@ -1,8 +1,12 @@
 import { loadConfigOrExit } from './config.js';
+import type { Server } from 'node:http';
+import { describeError, surviveDependencyRejections } from './errors.js';
 import { createLogger } from './logger.js';
 import { Metrics, serveMetrics } from './metrics.js';
 import { runStage, type RunningStage } from './harness.js';
 import type { AnyStage, Topology } from './stage.js';
+
+const METRICS_BIND_RETRY_MAX_MS = 30_000;
 
 /**
  * Runs one or more stages in this process: validates the configuration, serves /metrics,
@@ -15,12 +19,27 @@ export async function runStageProcess(stages: AnyStage[], topology: Topology): P
   const config = loadConfigOrExit();
   const names = stages.map((stage) => stage.name).join(',');
   const log = createLogger(`stage:${names}`, config.LOG_LEVEL);
+  surviveDependencyRejections(log);
   const metrics = new Metrics(`${names}-${config.WORKER_SLOT}`);
   const running: RunningStage[] = [];
   for (const stage of stages) running.push(await runStage(stage, { config, log, metrics, topology }));
-  const server = config.METRICS_PORT
-    ? await serveMetrics(metrics, config.METRICS_PORT, config.HTTP_HOST, { ready: () => running.every((r) => r.ready()) })
-    : undefined;
+  let server: Server | undefined;
+  let bindRetry: NodeJS.Timeout | undefined;
+  // Metrics are for watching the work, not a condition of it: a port that cannot be bound (taken
+  // by another pipeline on the host, or by a client socket) is logged and tried again with
+  // backoff, and the stages run on meanwhile.
+  const bindMetrics = async (attempt: number) => {
+    try {
+      server = await serveMetrics(metrics, config.METRICS_PORT, config.HTTP_HOST, { ready: () => running.every((r) => r.ready()) });
+      if (attempt > 0) log.info({ port: config.METRICS_PORT }, 'metrics served');
+    } catch (err) {
+      const retryInMs = Math.min(1_000 * 2 ** attempt, METRICS_BIND_RETRY_MAX_MS);
+      if (attempt === 0) log.warn({ port: config.METRICS_PORT, err: describeError(err), retryInMs }, 'cannot serve metrics on this port; running without, retrying');
+      bindRetry = setTimeout(() => void bindMetrics(attempt + 1), retryInMs);
+      bindRetry.unref();
+    }
+  };
+  if (config.METRICS_PORT) await bindMetrics(0);
 
   let stopping = false;
   const shutdown = async (signal: string) => {
@@ -32,6 +51,7 @@ export async function runStageProcess(stages: AnyStage[], topology: Topology): P
       process.exit(1);
     }, 30_000);
     forceExit.unref();
+    clearTimeout(bindRetry);
     await Promise.all(running.map((r) => r.stop()));
     server?.close();
     process.exit(0);

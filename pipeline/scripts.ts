@@ -13,12 +13,14 @@ interface ScriptedRedis {
   ackAndForward(numKeys: number, ...args: ScriptArg[]): Promise<(string | null)[]>;
   deadLetter(...args: ScriptArg[]): Promise<number>;
   trimAcked(...args: ScriptArg[]): Promise<number>;
+  appendAtCursor(...args: ScriptArg[]): Promise<number>;
 }
 
 const SCRIPTS: { name: keyof ScriptedRedis; file: string; keys?: number }[] = [
   { name: 'ackAndForward', file: 'ackAndForward.lua' },
   { name: 'deadLetter', file: 'deadLetter-3.lua', keys: 3 },
   { name: 'trimAcked', file: 'trimAcked-1.lua', keys: 1 },
+  { name: 'appendAtCursor', file: 'appendAtCursor-2.lua', keys: 2 },
 ];
 
 const loaded = new WeakSet<Redis>();

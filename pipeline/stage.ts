@@ -111,17 +111,6 @@ export interface StageHandler<In> {
   close?(): Promise<void>;
 }
 
-/**
- * Throw (or wrap a cause in) this when a dependency is unavailable: the harness keeps the
- * batch in hand and retries it with backoff, without counting deliveries toward the
- * dead-letter limit. Connection errors are recognised without it.
- */
-export class TransientError extends Error {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = 'TransientError';
-  }
-}
 
 /**
  * A stage of any payload, as the registry and the process runner hold them (a handler of one

@@ -1,5 +1,6 @@
 import { z } from 'zod';
-import { AGENT_TYPES, EXECUTION_STATUSES, SESSION_EVENT_TYPES } from '../domain/events.js';
+import { AGENT_TYPES, EXECUTION_STATUSES, MAX_DURATION_MS, MAX_RETRY_COUNT, MAX_TOKENS, SESSION_EVENT_TYPES } from '../domain/events.js';
+import { unstorableText } from '../domain/validation.js';
 
 /**
  * The wire schema of `POST /v1/events`: the article's `mcp.tool_invoked` event and its siblings.
@@ -9,36 +10,45 @@ import { AGENT_TYPES, EXECUTION_STATUSES, SESSION_EVENT_TYPES } from '../domain/
  */
 const id = (max = 128) =>
   z.string().min(1).max(max).regex(/^[A-Za-z0-9_.:@/-]+$/, 'letters, digits and _ . : @ / - only');
-const count = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+/** Free text: anything every store can hold as it is, so no NUL and no lone UTF-16 surrogate. */
+const text = (max: number) =>
+  z
+    .string()
+    .max(max)
+    .superRefine((value, ctx) => {
+      const problem = unstorableText(value);
+      if (problem) ctx.addIssue({ code: 'custom', message: problem });
+    });
+const count = (max: number) => z.number().int().min(0).max(max);
 
 const common = {
   event_id: id(),
-  api_key: z.string().min(8).max(256).optional(),
+  api_key: text(256).min(8).optional(),
   client_id: id().optional(),
   agent_id: id().optional(),
   session_id: id().optional(),
   recorded_timestamp: z.iso.datetime({ offset: true }),
-  metadata: z.record(z.string().max(64), z.union([z.string().max(256), z.number(), z.boolean(), z.null()])).optional(),
+  metadata: z.record(text(64), z.union([text(256), z.number(), z.boolean(), z.null()])).optional(),
   // Informational fields of the article's event; the pipeline derives these itself.
   agent_type: z.enum(AGENT_TYPES).optional(),
-  tenant_id: z.string().max(128).optional(),
-  team_id: z.string().max(128).optional(),
-  customer_id: z.string().max(128).optional(),
-  subscription_id: z.string().max(128).optional(),
-  ingest_timestamp: z.string().max(64).optional(),
+  tenant_id: text(128).optional(),
+  team_id: text(128).optional(),
+  customer_id: text(128).optional(),
+  subscription_id: text(128).optional(),
+  ingest_timestamp: text(64).optional(),
 };
 
 const invocation = {
   tool_name: id(),
   mcp_server_id: id().optional(),
-  execution_duration_ms: count.default(0),
+  execution_duration_ms: count(MAX_DURATION_MS).default(0),
   execution_status: z.enum(EXECUTION_STATUSES).default('SUCCESS'),
-  input_tokens: count.default(0),
-  output_tokens: count.default(0),
+  input_tokens: count(MAX_TOKENS).default(0),
+  output_tokens: count(MAX_TOKENS).default(0),
   model: id().optional(),
-  error_type: z.string().max(128).nullable().optional(),
-  error_message: z.string().max(2048).nullable().optional(),
-  retry_count: count.default(0),
+  error_type: text(128).nullable().optional(),
+  error_message: text(2048).nullable().optional(),
+  retry_count: count(MAX_RETRY_COUNT).default(0),
   is_parallel_call: z.boolean().default(false),
   parent_tool_invocation_id: id().nullable().optional(),
 };
@@ -51,7 +61,7 @@ const apiRequest = z.strictObject({
   ...common,
   ...invocation,
   // An API request is priced by its endpoint; `tool_name` names it ("POST /v1/search" or "search").
-  tool_name: z.string().min(1).max(256),
+  tool_name: text(256).min(1),
   http_status: z.number().int().min(100).max(599).optional(),
 });
 
@@ -59,7 +69,7 @@ const sessionControl = z.strictObject({
   event_type: z.enum(SESSION_EVENT_TYPES),
   ...common,
   session_id: id(),
-  reason: z.string().max(512).optional(),
+  reason: text(512).optional(),
 });
 
 export const wireEventSchema = z

@@ -18,6 +18,7 @@ interface CredentialRow {
   credential_id: string;
   status: string;
   expires_at: Date | null;
+  revoked_at: Date | null;
   agent_id: string | null;
   app_id: string | null;
   team_id: string;
@@ -28,10 +29,21 @@ interface CredentialRow {
   customer_status: string;
 }
 
+/**
+ * What is known of one credential: the answer for events accepted before `until` (epoch ms; the
+ * credential's expiry, or the end of its rotation grace, or its revocation) and, from `until`
+ * on, `after` (expired or revoked). A credential is judged as of the time its event was
+ * accepted (ingestedAt), not when key-resolve gets to it: an event sent while its key was valid
+ * is billed even if key-resolve reads it after the key lapsed.
+ */
 interface Cached {
   resolution: Resolution;
-  /** Epoch ms after which the answer changes by itself (a grace period ends). */
-  changesAt?: number;
+  until?: number;
+  after?: Resolution;
+}
+
+function answerAt(cached: Cached, at: number): Resolution {
+  return cached.until !== undefined && at >= cached.until ? cached.after! : cached.resolution;
 }
 
 const NEGATIVE_TTL_SECONDS = 60;
@@ -54,29 +66,26 @@ export class AttributionResolver {
     private readonly counters?: CacheCounters,
   ) {}
 
-  async resolve(tenantId: string, credential: Credential): Promise<Resolution> {
-    return (await this.resolveMany([{ tenantId, credential }]))[0];
+  /** The credential's verdict at `at` (epoch ms; now by default). */
+  async resolve(tenantId: string, credential: Credential, at = Date.now()): Promise<Resolution> {
+    return (await this.resolveMany([{ tenantId, credential, at }]))[0];
   }
 
-  /** One resolution per item, in order. */
-  async resolveMany(items: { tenantId: string; credential: Credential }[]): Promise<Resolution[]> {
+  /** One resolution per item, in order, each as of its `at` (an event's acceptance time; now by default). */
+  async resolveMany(items: { tenantId: string; credential: Credential; at?: number }[]): Promise<Resolution[]> {
     const keys = items.map((item) => attributionCacheKey(this.prefix, item.tenantId, item.credential));
     const firstItem = new Map<string, (typeof items)[number]>();
     for (const [i, key] of keys.entries()) if (!firstItem.has(key)) firstItem.set(key, items[i]);
     const distinct = [...firstItem.keys()];
     const cachedValues = distinct.length ? await this.redis.mget(...distinct) : [];
-    const now = Date.now();
     const answers = new Map<string, Promise<Cached>>();
     const misses: { key: string; tenantId: string; credential: Credential }[] = [];
     distinct.forEach((key, i) => {
       const raw = cachedValues[i];
       if (raw) {
-        const cached = JSON.parse(raw) as Cached;
-        if (!cached.changesAt || cached.changesAt > now) {
-          this.counters?.hit();
-          answers.set(key, Promise.resolve(cached));
-          return;
-        }
+        this.counters?.hit();
+        answers.set(key, Promise.resolve(JSON.parse(raw) as Cached));
+        return;
       }
       this.counters?.miss();
       const shared = this.inFlight.get(key);
@@ -95,9 +104,10 @@ export class AttributionResolver {
         void one.finally(() => this.inFlight.delete(miss.key)).catch(() => {});
       }
     }
-    const resolved = new Map<string, Resolution>();
-    for (const [key, answer] of answers) resolved.set(key, (await answer).resolution);
-    return keys.map((key) => resolved.get(key)!);
+    const known = new Map<string, Cached>();
+    for (const [key, answer] of answers) known.set(key, await answer);
+    const now = Date.now();
+    return keys.map((key, i) => answerAt(known.get(key)!, items[i].at ?? now));
   }
 
   private async lookup(misses: { key: string; tenantId: string; credential: Credential }[]): Promise<Map<string, Cached>> {
@@ -114,15 +124,13 @@ export class AttributionResolver {
         rows.set(`${tenantId}/${row.credential}`, row);
       }
     }
-    const now = Date.now();
     const found = new Map<string, Cached>();
     const pipeline = this.redis.pipeline();
     for (const { key, tenantId, credential } of misses) {
       const id = credential.kind === 'api_key' ? `k:${credential.keyHash}` : `c:${credential.clientId}`;
-      const cached = judge(rows.get(`${tenantId}/${id}`), now);
+      const cached = judge(rows.get(`${tenantId}/${id}`));
       found.set(key, cached);
-      let ttl = cached.resolution.ok || cached.resolution.code !== 'unknown_credential' ? this.ttlSeconds : NEGATIVE_TTL_SECONDS;
-      if (cached.changesAt) ttl = Math.max(1, Math.min(ttl, Math.ceil((cached.changesAt - now) / 1000)));
+      const ttl = cached.resolution.ok || cached.resolution.code !== 'unknown_credential' ? this.ttlSeconds : NEGATIVE_TTL_SECONDS;
       pipeline.set(key, JSON.stringify(cached), 'EX', ttl);
     }
     await pipeline.exec();
@@ -132,13 +140,13 @@ export class AttributionResolver {
   private queryCredentials(tenantId: string, keyHashes: string[], clientIds: string[]): Promise<CredentialRow[]> {
     return this.sql<CredentialRow[]>`
       WITH credential AS (
-        SELECT 'k:' || key_hash AS credential, id, status, expires_at, agent_id, app_id
+        SELECT 'k:' || key_hash AS credential, id, status, expires_at, revoked_at, agent_id, app_id
         FROM api_keys WHERE tenant_id = ${tenantId} AND key_hash = ANY(${keyHashes})
         UNION ALL
-        SELECT 'c:' || client_id, id, status, expires_at, agent_id, NULL
+        SELECT 'c:' || client_id, id, status, expires_at, revoked_at, agent_id, NULL
         FROM client_credentials WHERE tenant_id = ${tenantId} AND client_id = ANY(${clientIds})
       )
-      SELECT cr.credential, cr.id AS credential_id, cr.status, cr.expires_at, cr.agent_id, cr.app_id,
+      SELECT cr.credential, cr.id AS credential_id, cr.status, cr.expires_at, cr.revoked_at, cr.agent_id, cr.app_id,
              t.id AS team_id, coalesce(a.status, ap.status) AS owner_status,
              coalesce(a.product_id, ap.product_id) AS product_id, p.kind AS product_kind,
              c.id AS customer_id, c.status AS customer_status
@@ -151,23 +159,28 @@ export class AttributionResolver {
   }
 }
 
-/** The verdict on one credential row at time `now`, and when that verdict changes by itself. */
-function judge(row: CredentialRow | undefined, now: number): Cached {
+/**
+ * What one credential row says, for any acceptance time: usable until its expiry (the end of a
+ * rotation grace), or, once revoked, until its expiry or else its revocation; after that,
+ * expired or revoked. Suspension of its owner or customer is judged as it stands now.
+ */
+function judge(row: CredentialRow | undefined): Cached {
   if (!row) return { resolution: { ok: false, code: 'unknown_credential', reason: 'no such API key or client_id for this tenant' } };
-  const expiresAt = row.expires_at?.getTime();
-  const inGrace = expiresAt !== undefined && expiresAt > now;
-  if (row.status === 'revoked' && !inGrace) {
-    return { resolution: { ok: false, code: 'revoked', reason: `credential ${row.credential_id} is revoked` } };
-  }
-  if (row.status === 'active' && expiresAt !== undefined && !inGrace) {
-    return { resolution: { ok: false, code: 'expired', reason: `credential ${row.credential_id} expired` } };
-  }
+  // A revocation pulls a later expiry back to its own time, so a revoked row with an expiry ahead is in a rotation grace.
+  const until = row.status === 'revoked' ? (row.expires_at ?? row.revoked_at)?.getTime() ?? 0 : row.expires_at?.getTime();
+  const after: Resolution | undefined =
+    until === undefined
+      ? undefined
+      : row.status === 'revoked'
+        ? { ok: false, code: 'revoked', reason: `credential ${row.credential_id} is revoked` }
+        : { ok: false, code: 'expired', reason: `credential ${row.credential_id} expired` };
+  const lapse = until === undefined ? {} : { until, after };
   if (row.owner_status !== 'active') {
     const owner = row.agent_id ? `agent ${row.agent_id}` : `app ${row.app_id}`;
-    return { resolution: { ok: false, code: 'suspended', reason: `${owner} is suspended` } };
+    return { resolution: { ok: false, code: 'suspended', reason: `${owner} is suspended` }, ...lapse };
   }
   if (row.customer_status !== 'active') {
-    return { resolution: { ok: false, code: 'suspended', reason: `customer ${row.customer_id} is suspended` } };
+    return { resolution: { ok: false, code: 'suspended', reason: `customer ${row.customer_id} is suspended` }, ...lapse };
   }
   const attribution: Attribution = {
     customerId: row.customer_id,
@@ -178,5 +191,5 @@ function judge(row: CredentialRow | undefined, now: number): Cached {
     ...(row.product_id ? { productId: row.product_id } : {}),
     ...(row.product_kind ? { productKind: row.product_kind } : {}),
   };
-  return { resolution: { ok: true, attribution }, ...(inGrace ? { changesAt: expiresAt } : {}) };
+  return { resolution: { ok: true, attribution }, ...lapse };
 }

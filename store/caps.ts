@@ -24,9 +24,17 @@ interface CapRow {
   action: SpendCap['action'];
 }
 
-/** Active spend caps in memory, by tenant and scope ("agent:<id>"); reloaded per tenant on `caps.changed`. */
+/** A tenant the book has never seen is read from PostgreSQL at most this often. */
+const UNKNOWN_TENANT_RETRY_MS = 1_000;
+
+/**
+ * Active spend caps in memory, by tenant and scope ("agent:<id>"); reloaded per tenant on
+ * `caps.changed`. A tenant it has not seen (created after the book was loaded, without a control
+ * message: a seed, a direct insert) is looked up the first time one of its events comes.
+ */
 export class CapBook {
   private tenants = new Map<string, Map<string, SpendCap[]>>();
+  private readonly triedAt = new Map<string, number>();
 
   constructor(private readonly sql: Sql) {}
 
@@ -36,6 +44,16 @@ export class CapBook {
 
   async reloadTenant(tenantId: string): Promise<void> {
     this.tenants.set(tenantId, index(await this.query(tenantId)).get(tenantId) ?? new Map());
+  }
+
+  /** Loads the tenants of a batch that the book has not seen yet. */
+  async ensureTenants(tenantIds: Iterable<string>): Promise<void> {
+    const now = Date.now();
+    for (const tenantId of new Set(tenantIds)) {
+      if (this.tenants.has(tenantId) || now - (this.triedAt.get(tenantId) ?? 0) < UNKNOWN_TENANT_RETRY_MS) continue;
+      this.triedAt.set(tenantId, now);
+      await this.reloadTenant(tenantId);
+    }
   }
 
   capsFor(tenantId: string, scope: { agentId?: string; teamId: string; customerId: string }): SpendCap[] {

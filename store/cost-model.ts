@@ -1,5 +1,5 @@
 import { parseNano } from '../domain/money.js';
-import type { LedgeredEvent } from '../domain/flow.js';
+import type { AnalyticsEvent } from '../domain/flow.js';
 import { validateCostModel } from '../schemas/cost-model.js';
 
 /**
@@ -165,7 +165,7 @@ export class InvalidCostModelError extends Error {}
  * time, in its currency); uncosted (0) without one; an error when that model does not validate.
  * analytics-dispatch computes the same figure for the ClickHouse row.
  */
-export function eventCogs(models: LoadedCostModel[], event: LedgeredEvent): Cogs | InvalidCostModelError {
+export function eventCogs(models: LoadedCostModel[], event: AnalyticsEvent): Cogs | InvalidCostModelError {
   const model = pickCostModel(models, event.recordedAt, event.subscription.currency);
   if (model && 'invalid' in model) return new InvalidCostModelError(`cost model ${model.id} of tenant ${event.tenantId} is invalid: ${model.invalid}`);
   return model

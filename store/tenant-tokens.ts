@@ -1,4 +1,5 @@
 import type { Sql } from '../pipeline/postgres.js';
+import { TransientError } from '../pipeline/errors.js';
 import { parseTenantToken, sameDigest, sha256 } from './credentials.js';
 
 export type TokenKind = 'ingest' | 'admin';
@@ -7,21 +8,38 @@ interface CachedToken {
   tenantId: string;
   kind: TokenKind;
   digest: Buffer;
-  validUntil: number;
+  /** Until then the token is trusted without a look at PostgreSQL. */
+  freshUntil: number;
+  /** The token's own expiry (Infinity when none): never trusted past it, PostgreSQL down or not. */
+  expiresAt: number;
 }
+
+/** How long a lookup may take before the request is answered without it. */
+const DEFAULT_LOOKUP_TIMEOUT_MS = 2_000;
+/** After a failed lookup, PostgreSQL is taken as down for this long: no request waits on it meanwhile. */
+const RETRY_AFTER_FAILURE_MS = 1_000;
 
 /**
  * Verifies tenant bearer tokens: finds the row by the token's lookup id, compares SHA-256
  * digests in constant time, and remembers a verified token for a few seconds so the hot
  * ingest path costs one hash, not one query. A `tenant-tokens.changed` control message
  * forgets every remembered token at once.
+ *
+ * While PostgreSQL cannot be reached (refused, reset, or no answer within the lookup timeout),
+ * a token verified before keeps being trusted (up to its own expiry), so ingest goes on
+ * accepting events; a token never seen makes verify throw a TransientError (the API answers 503
+ * with Retry-After). No request waits more than the lookup timeout, and for a second after a
+ * failure none waits at all.
  */
 export class TenantTokens {
   private readonly cache = new Map<string, CachedToken>();
+  private readonly inFlight = new Map<string, Promise<CachedToken | undefined>>();
+  private downUntil = 0;
 
   constructor(
     private readonly sql: Sql,
     private readonly cacheMs = 5_000,
+    private readonly lookupTimeoutMs = DEFAULT_LOOKUP_TIMEOUT_MS,
   ) {}
 
   async verify(token: string): Promise<{ tenantId: string; kind: TokenKind } | undefined> {
@@ -30,25 +48,62 @@ export class TenantTokens {
     const digest = sha256(token);
     const now = Date.now();
     const cached = this.cache.get(parsed.lookupId);
-    if (cached && cached.validUntil > now) {
-      return sameDigest(cached.digest, digest) ? { tenantId: cached.tenantId, kind: cached.kind } : undefined;
+    const answer = (entry: CachedToken | undefined) =>
+      entry && sameDigest(entry.digest, digest) ? { tenantId: entry.tenantId, kind: entry.kind } : undefined;
+    if (cached && cached.freshUntil > now) return answer(cached);
+
+    let found: CachedToken | undefined;
+    try {
+      if (now < this.downUntil) throw new TransientError('PostgreSQL was unreachable a moment ago');
+      found = await this.lookupOnce(parsed.lookupId);
+    } catch (err) {
+      this.downUntil = Math.max(this.downUntil, Date.now() + RETRY_AFTER_FAILURE_MS);
+      if (cached && cached.expiresAt > now && answer(cached)) {
+        cached.freshUntil = Math.min(now + RETRY_AFTER_FAILURE_MS, cached.expiresAt);
+        return answer(cached);
+      }
+      throw err instanceof TransientError ? err : new TransientError('cannot verify the token: PostgreSQL is unreachable', { cause: err });
     }
-    const [row] = await this.sql<{ tenant_id: string; kind: TokenKind; token_hash: Buffer; expires_at: Date | null }[]>`
-      SELECT tenant_id, kind, token_hash, expires_at FROM tenant_tokens
-      WHERE lookup_id = ${parsed.lookupId}
-        AND (status = 'active' OR (expires_at IS NOT NULL AND expires_at > now()))`;
-    if (!row || !sameDigest(row.token_hash, digest)) return undefined;
-    const expiresAt = row.expires_at ? row.expires_at.getTime() : Infinity;
-    this.cache.set(parsed.lookupId, {
-      tenantId: row.tenant_id,
-      kind: row.kind,
-      digest: row.token_hash,
-      validUntil: Math.min(now + this.cacheMs, expiresAt),
-    });
-    return { tenantId: row.tenant_id, kind: row.kind };
+    if (!found) {
+      this.cache.delete(parsed.lookupId);
+      return undefined;
+    }
+    return answer(found);
   }
 
   forgetAll(): void {
     this.cache.clear();
+  }
+
+  /** One query per lookup id at a time, bounded by the lookup timeout. */
+  private lookupOnce(lookupId: string): Promise<CachedToken | undefined> {
+    let pending = this.inFlight.get(lookupId);
+    if (!pending) {
+      pending = this.lookup(lookupId).finally(() => this.inFlight.delete(lookupId));
+      this.inFlight.set(lookupId, pending);
+    }
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new TransientError(`no answer from PostgreSQL within ${this.lookupTimeoutMs} ms`)), this.lookupTimeoutMs);
+    });
+    return Promise.race([pending, timeout]).finally(() => clearTimeout(timer));
+  }
+
+  private async lookup(lookupId: string): Promise<CachedToken | undefined> {
+    const [row] = await this.sql<{ tenant_id: string; kind: TokenKind; token_hash: Buffer; expires_at: Date | null }[]>`
+      SELECT tenant_id, kind, token_hash, expires_at FROM tenant_tokens
+      WHERE lookup_id = ${lookupId}
+        AND (status = 'active' OR (expires_at IS NOT NULL AND expires_at > now()))`;
+    if (!row) return undefined;
+    const expiresAt = row.expires_at ? row.expires_at.getTime() : Infinity;
+    const entry: CachedToken = {
+      tenantId: row.tenant_id,
+      kind: row.kind,
+      digest: row.token_hash,
+      freshUntil: Math.min(Date.now() + this.cacheMs, expiresAt),
+      expiresAt,
+    };
+    this.cache.set(lookupId, entry);
+    return entry;
   }
 }

@@ -13,6 +13,8 @@ import type { UsageEvent } from '../../domain/events.js';
 import { hashApiKey } from '../../store/credentials.js';
 import { createTenant, type CreatedTenant } from '../../store/tenants.js';
 import { isolated, type Isolated } from '../../test/support/isolated.js';
+import { TcpProxy } from '../../test/support/tcp-proxy.js';
+import { connectPostgres } from '../../pipeline/postgres.js';
 import type { IngestReply } from './routes.js';
 import { createIngestRoutes } from './routes.js';
 
@@ -35,10 +37,10 @@ afterAll(async () => {
 });
 
 /** An ingest app with a key prefix of its own (under the isolated one), so each test sees only its own streams. */
-function world(overrides: Partial<Config> = {}, redis?: Redis) {
+function world(overrides: Partial<Config> = {}, redis?: Redis, tenantTokens: TenantTokens = tokens) {
   const config: Config = { ...iso.config, REDIS_PREFIX: `${iso.config.REDIS_PREFIX}w${++worlds}:`, ...overrides };
   const metrics = new Metrics('ingest-test');
-  const app = createIngestRoutes({ config, redis: redis ?? iso.redis, tokens, metrics, log: silent });
+  const app = createIngestRoutes({ config, redis: redis ?? iso.redis, tokens: tenantTokens, metrics, log: silent });
   const key = (partition = 0) => partitionedKey(config.REDIS_PREFIX, STREAMS.ingested, partition);
   return {
     app,
@@ -496,6 +498,107 @@ describe('POST /v1/events: Redis failures', () => {
       expect(Date.now() - started).toBeLessThan(1000);
     } finally {
       lost.disconnect();
+    }
+  });
+});
+
+/** Issue 9, defects 1, 3 and 4: what no store can hold exactly is refused at the door, by field path, never answered 202. */
+describe('POST /v1/events: what the pipeline cannot store', () => {
+  type Refusal = { error: { code: string; message: string; details: { index: number; errors: { field: string; message: string }[] }[] } };
+  async function refused(w: ReturnType<typeof world>, event: Record<string, unknown>): Promise<{ field: string; message: string }[]> {
+    const res = await w.post(event);
+    expect(res.status).toBe(400);
+    const body = (await res.json()) as Refusal;
+    expect(body.error.code).toBe('validation_failed');
+    return body.error.details[0].errors;
+  }
+  const apiRequest = (overrides: Record<string, unknown>) =>
+    toolEvent({ event_type: 'api.request', tool_name: 'POST /v1/search', mcp_server_id: undefined, agent_id: undefined, ...overrides });
+
+  it('refuses a lone UTF-16 surrogate in any text, by path (defect 1: it halted billing for every tenant)', async () => {
+    const w = world();
+    expect(await refused(w, toolEvent({ tool_name: 'read_database', error_type: '\ud800' }))).toEqual([
+      { field: 'error_type', message: 'must be valid Unicode: lone surrogate \\ud800 at position 0' },
+    ]);
+    expect((await refused(w, apiRequest({ tool_name: 'GET /x\udc00' }))).map((e) => e.field)).toEqual(['tool_name']);
+    expect((await refused(w, toolEvent({ error_message: 'ok \ud83d' }))).map((e) => e.field)).toEqual(['error_message']);
+    expect((await refused(w, toolEvent({ metadata: { note: 'a\udfffb' } }))).map((e) => e.field)).toEqual(['metadata.note']);
+    expect((await refused(w, toolEvent({ api_key: `${API_KEY}\ud800` }))).map((e) => e.field)).toEqual(['api_key']);
+    expect(await w.length()).toBe(0);
+    // A well-formed pair (an emoji) is fine.
+    const ok = await w.post(toolEvent({ error_message: 'timeout \ud83d\ude00', error_type: 'E\u00e9' }));
+    expect(ok.status).toBe(202);
+  });
+
+  it('refuses NUL in any text, and in MessagePack strings (overlong or raw)', async () => {
+    const w = world();
+    expect((await refused(w, apiRequest({ tool_name: 'read\u0000database' }))).map((e) => e.field)).toEqual(['tool_name']);
+    expect((await refused(w, toolEvent({ error_type: 'x\u0000' }))).map((e) => e.field)).toEqual(['error_type']);
+    expect((await refused(w, toolEvent({ metadata: { 'k\u0000': 'v' } }))).map((e) => e.field)).toEqual(['metadata.k\u0000']);
+    const session = { event_id: 's1', event_type: 'session.completed', api_key: API_KEY, session_id: 'sess_1', reason: 'done\u0000', recorded_timestamp: new Date().toISOString() };
+    expect((await refused(w, session)).map((e) => e.field)).toEqual(['reason']);
+    const packed = await w.post(toolEvent({ error_type: 'a\u0000b' }), { type: 'application/msgpack' });
+    expect(packed.status).toBe(400);
+    expect(await w.length()).toBe(0);
+  });
+
+  it('refuses integers beyond the columns (retry_count int4) and token counts and durations beyond 10^12, accepting the limits', async () => {
+    const w = world();
+    expect((await refused(w, toolEvent({ retry_count: 2 ** 31 }))).map((e) => e.field)).toEqual(['retry_count']);
+    expect((await refused(w, toolEvent({ output_tokens: 4611686018427388 }))).map((e) => e.field)).toEqual(['output_tokens']);
+    expect((await refused(w, toolEvent({ input_tokens: 9007199254740991 }))).map((e) => e.field)).toEqual(['input_tokens']);
+    expect((await refused(w, toolEvent({ input_tokens: 1e12 + 1 }))).map((e) => e.field)).toEqual(['input_tokens']);
+    expect((await refused(w, toolEvent({ execution_duration_ms: 1e12 + 1 }))).map((e) => e.field)).toEqual(['execution_duration_ms']);
+    expect(await w.length()).toBe(0);
+    const limits = await w.post(toolEvent({ retry_count: 2 ** 31 - 1, input_tokens: 1e12, output_tokens: 1e12, execution_duration_ms: 1e12 }));
+    expect(limits.status).toBe(202);
+    const [entry] = await w.entries();
+    expect(entry.event).toMatchObject({ retryCount: 2 ** 31 - 1, inputTokens: 1e12, outputTokens: 1e12, durationMs: 1e12 });
+  });
+
+  it('still takes the good events of a mixed request (202), listing the refused ones', async () => {
+    const w = world();
+    const res = await w.post([toolEvent({ event_id: 'good' }), toolEvent({ event_id: 'bad', error_type: '\ud800' })]);
+    expect(res.status).toBe(202);
+    expect(await reply(res)).toMatchObject({ accepted: 1, rejected: [{ index: 1, event_id: 'bad', errors: [{ field: 'error_type' }] }] });
+  });
+});
+
+/** Issue 9, defect 5: with PostgreSQL out, token checks answered 500 (clients do not retry a 500) and hung up to 17 s. */
+describe('POST /v1/events: a PostgreSQL outage', () => {
+  it('keeps accepting with tokens verified before, answers 503 with Retry-After for the others, never 500, never hangs', async () => {
+    const other = await createTenant(iso.sql, 'Other tenant');
+    const proxy = await TcpProxy.start({ port: Number(new URL(iso.config.DATABASE_URL).port || 5432) });
+    const viaProxy = connectPostgres(iso.config.DATABASE_URL.replace(/:\d+\//, `:${proxy.port}/`), { max: 2 });
+    try {
+      const w = world({}, undefined, new TenantTokens(viaProxy, 200));
+      expect((await w.post(toolEvent())).status).toBe(202); // verified and remembered
+      const timed = async (token: string) => {
+        const started = Date.now();
+        const res = await w.post(toolEvent(), { token });
+        return { status: res.status, retryAfter: res.headers.get('retry-after'), ms: Date.now() - started };
+      };
+      for (const mode of ['reset', 'blackhole'] as const) {
+        proxy.cut(mode);
+        await new Promise((r) => setTimeout(r, 300)); // past the 200 ms cache
+        for (let i = 0; i < 3; i++) {
+          const known = await timed(tenant.ingestToken);
+          expect({ mode, status: known.status }).toEqual({ mode, status: 202 });
+          expect(known.ms).toBeLessThan(3_000);
+          const unseen = await timed(other.ingestToken);
+          expect({ mode, status: unseen.status, retryAfter: unseen.retryAfter }).toEqual({ mode, status: 503, retryAfter: '2' });
+          expect(unseen.ms).toBeLessThan(3_000);
+          await new Promise((r) => setTimeout(r, 400));
+        }
+        proxy.restore();
+        await new Promise((r) => setTimeout(r, 1_100));
+      }
+      // Back: the other tenant's token verifies again.
+      const back = await timed(other.ingestToken);
+      expect(back.status).toBe(202);
+    } finally {
+      await viaProxy.end({ timeout: 1 });
+      await proxy.close();
     }
   });
 });

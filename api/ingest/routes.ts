@@ -101,6 +101,12 @@ export function createIngestRoutes(deps: IngestDeps): Hono<{ Variables: TenantAu
     }
     metrics?.eventsIn.inc({ stage: STAGE }, events.value.length);
     if (batch.rejected.length) metrics?.errors.inc({ stage: STAGE, kind: 'rejected' }, batch.rejected.length);
+    if (batch.accepted.length === 0 && batch.duplicates.length === 0) {
+      // Nothing in the request can be taken: a plain refusal, every problem by event index and field path.
+      const [first] = batch.rejected;
+      const where = first.errors[0]?.field ? `${first.errors[0].field}: ` : '';
+      throw new ApiError(400, 'validation_failed', `no event was accepted; event ${first.index}: ${where}${first.errors[0]?.message ?? 'invalid'}`, batch.rejected);
+    }
 
     if (batch.accepted.length) {
       try {

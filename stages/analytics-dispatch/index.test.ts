@@ -1,15 +1,15 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isTransient } from '../../pipeline/errors.js';
-import { TransientError } from '../../pipeline/stage.js';
+import { TransientError } from '../../pipeline/errors.js';
 import { connectClickHouse, type ClickHouseClient } from '../../store/clickhouse.js';
 import { isolated, type Isolated } from '../../test/support/isolated.js';
 import { ledgeredEvent, stageEntries, testStageContext, type LedgeredEventOverrides } from '../testing.js';
 import { seedTenant } from '../../ops/seed.js';
 import { CostModelCache } from '../../store/cost-model-cache.js';
 import { eventCogs } from '../../store/cost-model.js';
-import { analyticsDispatchStage, dispatchBatch, isDataError } from './index.js';
+import { analyticsDispatchStage, clickHouseCode, dispatchBatch, isDataError } from './index.js';
 import { invocationRow } from './rows.js';
-import { invocationTotals, invocationsByAgent, invocationsByTool, invocationsBy } from './queries.js';
+import { exactSum, invocationTotals, invocationsByAgent, invocationsByTool, invocationsBy, joinSum } from './queries.js';
 
 let world: Isolated;
 let ch: ClickHouseClient;
@@ -196,11 +196,32 @@ describe('dispatchBatch', () => {
     expect(isDataError(bad)).toBe(true);
     expect(isTransient(bad)).toBe(false);
   });
+
+  it('takes a row ClickHouse refuses to parse (Code 25: a lone surrogate) as a data error, not an outage (issue 9, defect 1)', async () => {
+    const failure = await dispatchBatch(ch, stageEntries([event(newTenant(), { errorType: '\ud800' })])).catch((e: unknown) => e);
+    expect(failure).toBeInstanceOf(Error);
+    expect(clickHouseCode(failure)).toBe('25');
+    expect(isTransient(failure)).toBe(false);
+  });
+
+  it('sums tokens and durations beyond 64 bits without wrapping (UInt64 and Int64 sums would)', async () => {
+    const tenant = newTenant();
+    await dispatchBatch(ch, stageEntries(Array.from({ length: 4 }, () => event(tenant, { inputTokens: 1e12, outputTokens: 1e12 - 1, durationMs: 1e12 }))));
+    expect(await invocationTotals(ch, tenant)).toMatchObject({ inputTokens: 4e12, outputTokens: 4e12 - 4, totalTokens: 8e12 - 4, durationMs: 4e12 });
+    // The expression itself, at the edge of UInt64 and Int64.
+    const result = await ch.query({
+      query: `SELECT ${exactSum('x', 'u')}, ${exactSum('y', 'i')} FROM (SELECT toUInt64('18446744073709551615') AS x, toInt64('9223372036854775807') AS y UNION ALL SELECT toUInt64(10) AS x, toInt64(10) AS y)`,
+      format: 'JSONEachRow',
+    });
+    const [row] = await result.json<Record<string, string>>();
+    expect(joinSum(row.u_hi, row.u_lo)).toBe(18446744073709551625n);
+    expect(joinSum(row.i_hi, row.i_lo)).toBe(9223372036854775817n);
+  });
 });
 
 describe('analyticsDispatchStage', () => {
-  it('is a ledgered-stream consumer batching 5000 rows or ANALYTICS_FLUSH_MS', async () => {
-    expect(analyticsDispatchStage).toMatchObject({ name: 'analytics-dispatch', input: 'events:ledgered', outputs: [], batchSize: 5000 });
+  it('reads the ledger export stream, batching 5000 rows or ANALYTICS_FLUSH_MS', async () => {
+    expect(analyticsDispatchStage).toMatchObject({ name: 'analytics-dispatch', input: 'events:analytics', outputs: [], batchSize: 5000 });
     const context = testStageContext('analytics-dispatch', world, { ANALYTICS_FLUSH_MS: '250' });
     const linger = analyticsDispatchStage.lingerMs;
     expect(typeof linger === 'function' ? linger(context.config) : linger).toBe(250);

@@ -1,25 +1,31 @@
 import { ClickHouseError } from '@clickhouse/client';
+import { isTransient } from '../../pipeline/errors.js';
 import { STREAMS } from '../../store/streams.js';
-import { TransientError, type EntryResult, type StageDefinition, type StageEntry } from '../../pipeline/stage.js';
+import { TransientError } from '../../pipeline/errors.js';
+import type { EntryResult, StageDefinition, StageEntry } from '../../pipeline/stage.js';
 import { isUsageEventType } from '../../domain/events.js';
 import { chString, connectClickHouse, type ClickHouseClient } from '../../store/clickhouse.js';
 import { watchedCostModels, type CostModelCache } from '../../store/cost-model-cache.js';
 import { eventCogs } from '../../store/cost-model.js';
-import type { LedgeredEvent } from '../../domain/flow.js';
+import type { AnalyticsEvent } from '../../domain/flow.js';
+import { LedgerExport } from './export.js';
 import { invocationRow, type InvocationRow } from './rows.js';
 
 const INVOCATIONS_TABLE = 'invocations';
 
 /**
- * ClickHouse error codes that mean "this data cannot go in" (a bad value), not "ClickHouse is
- * unavailable": CANNOT_PARSE_TEXT, CANNOT_PARSE_QUOTED_STRING, CANNOT_PARSE_INPUT_ASSERTION_FAILED,
- * ATTEMPT_TO_READ_AFTER_EOF, CANNOT_PARSE_DATE, CANNOT_PARSE_DATETIME, TYPE_MISMATCH,
- * ARGUMENT_OUT_OF_BOUND, CANNOT_CONVERT_TYPE, CANNOT_PARSE_NUMBER, INCORRECT_DATA, TOO_LARGE_STRING_SIZE.
+ * ClickHouse error codes that mean "ClickHouse cannot take anything now" rather than "this row
+ * is bad": timeouts and network errors, overload (too many queries, parts, memory), read-only
+ * tables, aborted or cancelled queries, unknown status of an insert, authentication, and a
+ * database or table not migrated yet. Any other code is the server refusing the data (a parse
+ * error such as Code 25 or 27, a type mismatch, a value out of range).
  */
-const DATA_ERROR_CODES = new Set(['6', '26', '27', '32', '38', '41', '53', '69', '70', '72', '117', '131']);
+const OUTAGE_CODES = new Set([
+  '60', '81', '159', '164', '192', '194', '202', '203', '209', '210', '236', '241', '242', '252', '279', '319', '394', '425', '516', '999', '1000',
+]);
 
 /** The ClickHouse error code of a failure, from the client's parsed error or the server's text ("Code: 27, ..."). */
-function clickHouseCode(error: unknown): string | undefined {
+export function clickHouseCode(error: unknown): string | undefined {
   for (let e: unknown = error, depth = 0; e && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
     if (e instanceof ClickHouseError && e.code) return String(e.code);
     const match = /\bCode: (\d+)\b/.exec(String((e as { message?: unknown }).message ?? ''));
@@ -29,12 +35,14 @@ function clickHouseCode(error: unknown): string | undefined {
 }
 
 /**
- * Whether a failed insert is a data error, to be narrowed down to the entry at fault, rather
- * than something to wait out (the server down, overloaded, timing out, the table not migrated yet).
+ * Whether a failed insert is a data error, to be narrowed down to the rows at fault and
+ * dead-lettered after a few tries, rather than an outage to wait out. Only the server can say a
+ * row is bad: a failure without a ClickHouse code (refused connection, reset, timeout, a proxy's
+ * 502) is an outage.
  */
 export function isDataError(error: unknown): boolean {
   const code = clickHouseCode(error);
-  return code !== undefined && DATA_ERROR_CODES.has(code);
+  return code !== undefined && !OUTAGE_CODES.has(code) && !isTransient(error);
 }
 
 /**
@@ -45,11 +53,13 @@ export function isDataError(error: unknown): boolean {
  * one to slip in twice (two workers inserting the same event at the same instant), the table
  * still replaces it by (tenant_id, recorded_date, event_id) for FINAL reads, and
  * `npm run reconcile` finds and repairs the rollups. While ClickHouse is down the insert fails
- * as transient, so the harness keeps the batch in hand and the events wait in the stream.
+ * as transient, so the harness keeps the batch in hand and the events wait (in the ledger: the
+ * export stops filling the stream at its high-water mark). A batch ClickHouse refuses for its data
+ * is split by the harness until the rows at fault are found; they go to the dead letters.
  */
 export async function dispatchBatch(
   clickhouse: ClickHouseClient,
-  batch: StageEntry<LedgeredEvent>[],
+  batch: StageEntry<AnalyticsEvent>[],
   costModels?: CostModelCache,
 ): Promise<EntryResult[]> {
   const results: EntryResult[] = batch.map(() => ({}));
@@ -104,14 +114,14 @@ async function insertedAlready(clickhouse: ClickHouseClient, rows: InvocationRow
   return found;
 }
 
-export const analyticsDispatchStage: StageDefinition<LedgeredEvent> = {
+export const analyticsDispatchStage: StageDefinition<AnalyticsEvent> = {
   name: 'analytics-dispatch',
-  input: STREAMS.ledgered,
+  input: STREAMS.analytics,
   outputs: [],
   batchSize: 5000,
   // A batch goes in at 5000 rows or after ANALYTICS_FLUSH_MS, whichever first.
   lingerMs: (config) => config.ANALYTICS_FLUSH_MS,
-  async setup({ config, sql, onControl }) {
+  async setup({ config, sql, redis, log, metrics, onControl }) {
     const clickhouse = connectClickHouse({
       url: config.CLICKHOUSE_URL,
       database: config.CLICKHOUSE_DATABASE,
@@ -119,9 +129,14 @@ export const analyticsDispatchStage: StageDefinition<LedgeredEvent> = {
       password: config.CLICKHOUSE_PASSWORD,
     });
     const models = await watchedCostModels(sql, onControl);
+    const ledgerExport = new LedgerExport(sql, redis, config, log.child({ component: 'ledger-export' }), metrics);
+    ledgerExport.start();
     return {
       handle: (batch) => dispatchBatch(clickhouse, batch, models),
-      close: () => clickhouse.close(),
+      async close() {
+        await ledgerExport.stop();
+        await clickhouse.close();
+      },
     };
   },
 };

@@ -1,4 +1,3 @@
-import { NANO_PER_UNIT } from '../../domain/money.js';
 import { chString, type ClickHouseClient } from '../../store/clickhouse.js';
 import { chDate } from './rows.js';
 
@@ -44,41 +43,41 @@ const INVOCATION_GROUPS = {
 
 export type InvocationGroup = keyof typeof INVOCATION_GROUPS;
 
-// Aliases differ from column names: ClickHouse substitutes aliases inside expressions. Cost is
-// summed in two parts, whole units and the nano remainder, each far from Int64's range, and
-// joined exactly in bigint: sum(cost_nano) alone would wrap past 9.2e9 units.
+// Aliases differ from column names: ClickHouse substitutes aliases inside expressions. Sums are
+// taken in two parts, whole billions and the remainder, each far from the range of 64 bits, and
+// joined exactly in bigint: sum(cost_nano) alone would wrap past 9.2e9 units (Int64), and token or
+// duration sums past 1.8e19 (UInt64). Valid on ClickHouse 18.16 (no Int128) and current releases.
+const PART = 1_000_000_000n;
+export function exactSum(column: string, alias: string): string {
+  return `toString(sum(intDiv(${column}, ${PART}))) AS ${alias}_hi, toString(sum(${column} % ${PART})) AS ${alias}_lo`;
+}
+
+const SUMMED = { cost_nano: 'f_cost', input_tokens: 'f_input_tokens', output_tokens: 'f_output_tokens', total_tokens: 'f_total_tokens', duration_ms: 'f_duration_ms' };
+
 const FIGURES = `
   count() AS f_events,
   countIf(event_type NOT LIKE 'session.%') AS f_calls,
-  toString(sum(intDiv(cost_nano, 1000000000))) AS f_cost_units,
-  toString(sum(cost_nano % 1000000000)) AS f_cost_rest,
-  sum(input_tokens) AS f_input_tokens,
-  sum(output_tokens) AS f_output_tokens,
-  sum(total_tokens) AS f_total_tokens,
-  sum(duration_ms) AS f_duration_ms,
+  ${Object.entries(SUMMED).map(([column, alias]) => exactSum(column, alias)).join(',\n  ')},
   countIf(event_type NOT LIKE 'session.%' AND execution_status != 'SUCCESS') AS f_errors`;
 
-interface FiguresRow {
-  f_events: string;
-  f_calls: string;
-  f_cost_units: string;
-  f_cost_rest: string;
-  f_input_tokens: string;
-  f_output_tokens: string;
-  f_total_tokens: string;
-  f_duration_ms: string;
-  f_errors: string;
+type SplitSum<A extends string> = Record<`${A}_hi` | `${A}_lo`, string>;
+type FiguresRow = { f_events: string; f_calls: string; f_errors: string } & SplitSum<(typeof SUMMED)[keyof typeof SUMMED]>;
+
+/** Joins the two parts of an exactSum. */
+export function joinSum(hi: string | undefined, lo: string | undefined): bigint {
+  return BigInt(hi ?? 0) * PART + BigInt(lo ?? 0);
 }
 
 function figures(row: FiguresRow | undefined): InvocationFigures {
+  const sum = (alias: (typeof SUMMED)[keyof typeof SUMMED]) => joinSum(row?.[`${alias}_hi`], row?.[`${alias}_lo`]);
   return {
     events: Number(row?.f_events ?? 0),
     calls: Number(row?.f_calls ?? 0),
-    costNano: BigInt(row?.f_cost_units ?? 0) * NANO_PER_UNIT + BigInt(row?.f_cost_rest ?? 0),
-    inputTokens: Number(row?.f_input_tokens ?? 0),
-    outputTokens: Number(row?.f_output_tokens ?? 0),
-    totalTokens: Number(row?.f_total_tokens ?? 0),
-    durationMs: Number(row?.f_duration_ms ?? 0),
+    costNano: sum('f_cost'),
+    inputTokens: Number(sum('f_input_tokens')),
+    outputTokens: Number(sum('f_output_tokens')),
+    totalTokens: Number(sum('f_total_tokens')),
+    durationMs: Number(sum('f_duration_ms')),
     errors: Number(row?.f_errors ?? 0),
   };
 }
@@ -121,7 +120,7 @@ export async function invocationsBy(
   const found = await rows<FiguresRow & { f_key: string }>(
     clickhouse,
     `SELECT ${column} AS f_key, ${FIGURES} FROM invocations FINAL WHERE ${where(tenantId, range)}
-     GROUP BY ${column} ORDER BY sum(intDiv(cost_nano, 1000000000)) DESC, sum(cost_nano % 1000000000) DESC, ${column}`,
+     GROUP BY ${column} ORDER BY sum(intDiv(cost_nano, ${PART})) DESC, sum(cost_nano % ${PART}) DESC, ${column}`,
   );
   return found.map((row) => ({ key: row.f_key, ...figures(row) }));
 }

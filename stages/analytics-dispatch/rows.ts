@@ -1,4 +1,4 @@
-import type { LedgeredEvent } from '../../domain/flow.js';
+import type { AnalyticsEvent } from '../../domain/flow.js';
 
 /** A row of {db}.invocations as JSONEachRow: 64-bit integers as decimal strings, times in UTC. */
 export interface InvocationRow {
@@ -49,7 +49,7 @@ export function chDate(ms: number): string {
 }
 
 /** The analytics row of a ledgered event: every column the dashboards group or sum by. */
-export function invocationRow(event: LedgeredEvent, cogsNano = 0n): InvocationRow {
+export function invocationRow(event: AnalyticsEvent, cogsNano = 0n): InvocationRow {
   const { attribution: who, subscription: sub } = event;
   return {
     tenant_id: event.tenantId,

@@ -9,6 +9,7 @@ import { isolated, type Isolated } from '../../test/support/isolated.js';
 import { seedSmall, usageEvent } from '../../test/support/billing.js';
 import type { SeededTenant } from '../../ops/seed.js';
 import type { CheckedEvent, PricedEvent } from '../../domain/flow.js';
+import { stageEntries, testStageContext } from '../testing.js';
 import { capCheckStage } from './index.js';
 import { capCounterKey } from '../../store/caps.js';
 import { pauseKey, type PauseRecord } from '../../store/pauses.js';
@@ -95,5 +96,26 @@ describe('cap-check', () => {
     expect(pause).toMatchObject({ cap_id: dayCap.id, scope_kind: 'agent', scope_id: agentId, period_key: day, event_id: events[3].eventId });
     // An alert cap flags but does not pause.
     expect(await redis.exists(partitionedKey(config.REDIS_PREFIX, pauseKey(tenant.tenantId, 'session', 'sess_a'), 0))).toBe(0);
+  });
+
+  it('enforces the caps of a tenant created after the stage started, without a control message or a restart (issue 9, defect 8)', async () => {
+    const context = testStageContext('cap-check', world);
+    const handler = await capCheckStage.setup(context);
+    try {
+      // Created while the stage runs, by a seed (no caps.changed announced).
+      const late = await seedSmall(world.sql, { caps: [{ scope: 'agent', period: 'day', limitNano: 1_000n }] });
+      const customer = late.customers[0];
+      const agent = customer.teams[0].agents[0];
+      const event: PricedEvent = {
+        ...priced(5_000n),
+        ...usageEvent(late.tenantId, agent, { recordedAt: Date.now() }),
+        attribution: { customerId: customer.id, teamId: customer.teams[0].id, agentId: agent.id, credentialId: 'key' },
+      };
+      const [result] = await handler.handle(stageEntries([event]));
+      expect(result.counters?.map((c) => c.limit)).toEqual([1_000n]);
+    } finally {
+      await handler.close?.();
+      await context.close();
+    }
   });
 });

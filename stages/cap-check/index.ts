@@ -53,6 +53,7 @@ export const capCheckStage: StageDefinition<PricedEvent> = {
     const pausesInHand = new Map<string, PauseRecord[]>();
     return {
       async handle(batch) {
+        await caps.ensureTenants(batch.map((e) => e.payload.tenantId));
         const now = Date.now();
         return batch.map(({ id, payload: event }): EntryResult => {
           const counters = capCounters(caps.capsFor(event.tenantId, event.attribution), event, now);

@@ -55,7 +55,7 @@ describe('key-resolve', () => {
     const otherTenant = usageEvent('ten_other', agent);
     await world.sql`UPDATE api_keys SET status = 'revoked', revoked_at = now() WHERE key_hash = ${agent.keyHash}`;
     await invalidateAttribution(world.redis, world.config.REDIS_PREFIX, tenant.tenantId, { keyHashes: [agent.keyHash] });
-    const revoked = usageEvent(tenant.tenantId, agent);
+    const revoked = usageEvent(tenant.tenantId, agent, { ingestedAt: Date.now() + 1 });
     const results = await resolveBatch(r, stageEntries([unknown, otherTenant, revoked]));
     const rejected = results.map((res) => res.outputs![0]);
     expect(rejected.map((o) => o.stream)).toEqual([STREAMS.rejected, STREAMS.rejected, STREAMS.rejected]);
@@ -72,7 +72,7 @@ describe('key-resolve', () => {
     expect((results[0].outputs![0].payload as RejectedEvent).code).toBe('suspended');
     expect(results[1].outputs![0].stream).toBe(STREAMS.resolved);
     await new Promise((resolve) => setTimeout(resolve, 2100));
-    const later = await resolveBatch(r, stageEntries([usageEvent(tenant.tenantId, graceAgent)]));
+    const later = await resolveBatch(r, stageEntries([usageEvent(tenant.tenantId, graceAgent, { ingestedAt: Date.now() })]));
     expect((later[0].outputs![0].payload as RejectedEvent).code).toBe('revoked');
   });
 
@@ -87,5 +87,24 @@ describe('key-resolve', () => {
     await resolveBatch(r, batch);
     expect(query).toHaveBeenCalledTimes(1);
     expect(counters.hit).toHaveBeenCalled();
+  });
+
+  it('judges a key as of the time its event was accepted, not when key-resolve reads it (issue 9, defect 6)', async () => {
+    const { resolver: r } = resolver();
+    const [rotated, revokedNow] = tenant.customers[0].teams[1].agents;
+    // Key-resolve is behind: these events were accepted a minute ago, while both keys were valid.
+    const acceptedAt = Date.now() - 60_000;
+    const early = (agent: typeof rotated) => usageEvent(tenant.tenantId, agent, { recordedAt: acceptedAt - 100, ingestedAt: acceptedAt });
+    const late = (agent: typeof rotated) => usageEvent(tenant.tenantId, agent, { ingestedAt: Date.now() + 1 });
+    // A rotation whose short grace ended 30 s ago, and a revocation without grace 30 s ago.
+    await world.sql`UPDATE api_keys SET expires_at = now() - interval '30 seconds' WHERE key_hash = ${rotated.keyHash}`;
+    await world.sql`UPDATE api_keys SET status = 'revoked', revoked_at = now() - interval '30 seconds' WHERE key_hash = ${revokedNow.keyHash}`;
+    await invalidateAttribution(world.redis, world.config.REDIS_PREFIX, tenant.tenantId, { keyHashes: [rotated.keyHash, revokedNow.keyHash] });
+    const results = await resolveBatch(r, stageEntries([early(rotated), early(revokedNow), late(rotated), late(revokedNow)]));
+    expect(results.map((res) => res.outputs![0].stream)).toEqual([STREAMS.resolved, STREAMS.resolved, STREAMS.rejected, STREAMS.rejected]);
+    expect(results.slice(2).map((res) => (res.outputs![0].payload as RejectedEvent).code)).toEqual(['expired', 'revoked']);
+    // The same answers from the cache.
+    const again = await resolveBatch(r, stageEntries([early(rotated), late(rotated)]));
+    expect(again.map((res) => res.outputs![0].stream)).toEqual([STREAMS.resolved, STREAMS.rejected]);
   });
 });

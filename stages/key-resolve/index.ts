@@ -4,9 +4,15 @@ import type { UsageEvent } from '../../domain/events.js';
 import { AttributionResolver } from '../../store/attribution.js';
 import { customerPartitionKey, rejection, type ResolvedEvent } from '../../domain/flow.js';
 
-/** Attributes each event to its agent or app, team, customer and product; unknown or revoked credentials go to the rejected stream. */
+/**
+ * Attributes each event to its agent or app, team, customer and product; unknown credentials, and
+ * credentials expired or revoked before the event was accepted, go to the rejected stream.
+ */
 export async function resolveBatch(resolver: AttributionResolver, batch: StageEntry<UsageEvent>[]): Promise<EntryResult[]> {
-  const resolutions = await resolver.resolveMany(batch.map((e) => ({ tenantId: e.payload.tenantId, credential: e.payload.credential })));
+  // Each credential is judged as of the time its event was accepted, not now.
+  const resolutions = await resolver.resolveMany(
+    batch.map((e) => ({ tenantId: e.payload.tenantId, credential: e.payload.credential, at: e.payload.ingestedAt })),
+  );
   return batch.map(({ payload: event }, i) => {
     const resolution = resolutions[i];
     if (!resolution.ok) {

@@ -37,7 +37,7 @@ export async function writeLedger(
         subscription_id, rate_plan_id, rate_plan_version_id, rate_plan_version, period_start,
         session_id, tool_name, priced_tool, mcp_server_id, model, execution_status,
         duration_ms, input_tokens, output_tokens, retry_count,
-        cost_nano, cost_breakdown, currency, over_cap)
+        cost_nano, cost_breakdown, currency, over_cap, error_type, is_parallel)
       SELECT * FROM unnest(
         ${column((e) => e.tenantId)}::text[], ${column((e) => e.eventId)}::text[], ${column((e) => e.ingestNonce)}::text[],
         ${column((e) => e.eventType)}::text[], ${column((e) => iso(e.recordedAt))}::text[]::timestamptz[],
@@ -55,7 +55,8 @@ export async function writeLedger(
         ${column((e) => String(e.outputTokens))}::text[]::int8[], ${column((e) => String(e.retryCount))}::text[]::int4[],
         ${column((e) => e.cost.total.toString())}::text[]::int8[],
         ${column((e) => JSON.stringify(e.cost.breakdown, (_k, v) => (typeof v === 'bigint' ? v.toString() : v)))}::text[]::jsonb[],
-        ${column((e) => e.subscription.currency)}::text[], ${column((_e, i) => String(overCap[i]))}::text[]::bool[]
+        ${column((e) => e.subscription.currency)}::text[], ${column((_e, i) => String(overCap[i]))}::text[]::bool[],
+        ${column((e) => e.errorType ?? null)}::text[], ${column((e) => String(e.isParallel))}::text[]::bool[]
       )
       ON CONFLICT (tenant_id, event_id) DO NOTHING
       RETURNING tenant_id, event_id, ingest_nonce`;

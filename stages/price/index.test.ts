@@ -109,3 +109,39 @@ describe('subscription-snapshot and price', () => {
     expect(priced.cost.total).toBe(0n);
   });
 });
+
+/** Issue 9, defect 3: a cost beyond what 64 bits hold was wrapped (ledgered at $0.11); now it is rejected, at the exact limit. */
+describe('price: the per-event cost bound', () => {
+  it('prices an event at exactly MAX_EVENT_COST_NANO and rejects one nano-unit more, with the exact cost', async () => {
+    const customer = tenant.customers[1];
+    const team = customer.teams[1];
+    const agent = team.agents[1];
+    const planVersion = newId('planv');
+    const ratePlanId = newId('plan');
+    // 9,223,371,036.854775807 per call + 10^12 input tokens at one nano each = 2^63 - 1 nano exactly.
+    const pricing = {
+      tool_invocations: { '*': '9223371036.854775807', costlier: '9223371036.854775808' },
+      token_multipliers: { input_tokens: '0.000000001', output_tokens: '0' },
+    };
+    await world.sql.begin(async (tx) => {
+      await tx`INSERT INTO rate_plans (id, tenant_id, name, currency) VALUES (${ratePlanId}, ${tenant.tenantId}, 'huge', 'USD')`;
+      await tx`INSERT INTO rate_plan_versions (id, tenant_id, rate_plan_id, version, pricing)
+               VALUES (${planVersion}, ${tenant.tenantId}, ${ratePlanId}, 1, ${tx.json(pricing)})`;
+      await tx`INSERT INTO subscriptions (id, tenant_id, customer_id, agent_id, rate_plan_version_id, effective_from)
+               VALUES (${newId('sub')}, ${tenant.tenantId}, ${customer.id}, ${agent.id}, ${planVersion}, '2026-01-01')`;
+    });
+    const at = (toolName: string) =>
+      resolved(1, {
+        recordedAt: Date.UTC(2026, 2, 5),
+        toolName,
+        inputTokens: 1e12,
+        outputTokens: 1e12,
+        durationMs: 1e12,
+        attribution: { customerId: customer.id, teamId: team.id, agentId: agent.id, credentialId: 'key_x' },
+      });
+    const [atLimit, beyond] = await rate([at('read_database'), at('costlier')]);
+    expect((atLimit as PricedEvent).cost.total).toBe(2n ** 63n - 1n);
+    expect(beyond).toMatchObject({ stage: 'price', code: 'cost_out_of_range' });
+    expect((beyond as RejectedEvent).reason).toContain('9223372036.854775808 USD');
+  });
+});

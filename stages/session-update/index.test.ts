@@ -27,6 +27,24 @@ function event(tenantId: string, sessionId: string | undefined, type: EventType,
 const policy: SweepPolicy = { idleSeconds: 600, expireSeconds: 3600, appliedRetentionSeconds: 86_400, chunk: 2 };
 
 describe('sessionUpdateBatch', () => {
+  it('sums a session exactly past the range of bigint and of a double (issue 9, defect 4: the summed durations overflowed)', async () => {
+    const tenant = newTenant();
+    const big = Number.MAX_SAFE_INTEGER;
+    const batch = stageEntries(
+      Array.from({ length: 1100 }, (_, i) =>
+        event(tenant, 'sLong', 'mcp.tool_invoked', 1 + (i % 50), { durationMs: big, inputTokens: big, outputTokens: 1, cost: { total: 2n ** 63n - 1n } }),
+      ),
+    );
+    await sessionUpdateBatch(world.sql, batch);
+    expect(await getSession(world.sql, tenant, 'sLong')).toMatchObject({
+      toolCalls: 1100,
+      durationMs: 1100n * BigInt(big),
+      inputTokens: 1100n * BigInt(big),
+      outputTokens: 1100n,
+      costNano: 1100n * (2n ** 63n - 1n),
+    });
+  });
+
   it('keeps one row per session with its counters, skipping events without a session', async () => {
     const tenant = newTenant();
     const batch = stageEntries([
@@ -46,9 +64,9 @@ describe('sessionUpdateBatch', () => {
       endedAt: null,
       events: 2,
       toolCalls: 2,
-      inputTokens: 2410,
-      outputTokens: 155,
-      durationMs: 947,
+      inputTokens: 2410n,
+      outputTokens: 155n,
+      durationMs: 947n,
       errors: 1,
       costNano: 25_000_000n,
       customerId: 'cus_test',

@@ -41,9 +41,10 @@ export interface SessionState {
   endedAt: number | null;
   events: number;
   toolCalls: number;
-  inputTokens: number;
-  outputTokens: number;
-  durationMs: number;
+  /** Sums, exact however long the session runs (numeric columns). */
+  inputTokens: bigint;
+  outputTokens: bigint;
+  durationMs: bigint;
   errors: number;
   costNano: bigint;
   lateEvents: number;
@@ -96,9 +97,9 @@ function startsSession(event: SessionEvent): SessionState {
     endedAt: isEnded(status) ? event.recordedAt : null,
     events: 0,
     toolCalls: 0,
-    inputTokens: 0,
-    outputTokens: 0,
-    durationMs: 0,
+    inputTokens: 0n,
+    outputTokens: 0n,
+    durationMs: 0n,
     errors: 0,
     costNano: 0n,
     lateEvents: 0,
@@ -127,9 +128,9 @@ export function applyEvent(current: SessionState | undefined, event: SessionEven
   next.costNano += event.cost.total;
   if (isUsageEventType(event.eventType)) {
     next.toolCalls++;
-    next.inputTokens += event.inputTokens;
-    next.outputTokens += event.outputTokens;
-    next.durationMs += event.durationMs;
+    next.inputTokens += BigInt(event.inputTokens);
+    next.outputTokens += BigInt(event.outputTokens);
+    next.durationMs += BigInt(event.durationMs);
     if (event.status !== 'SUCCESS') next.errors++;
   }
   return next;

@@ -115,9 +115,9 @@ function sessionFromRow(row: SessionRow): SessionState {
     endedAt: row.ended_at ? row.ended_at.getTime() : null,
     events: Number(row.events),
     toolCalls: Number(row.tool_calls),
-    inputTokens: Number(row.input_tokens),
-    outputTokens: Number(row.output_tokens),
-    durationMs: Number(row.duration_ms),
+    inputTokens: BigInt(row.input_tokens),
+    outputTokens: BigInt(row.output_tokens),
+    durationMs: BigInt(row.duration_ms),
     errors: Number(row.errors),
     costNano: BigInt(row.cost_nano),
     lateEvents: Number(row.late_events),
@@ -158,9 +158,9 @@ function columns(states: SessionState[]) {
     ended: states.map((s) => iso(s.endedAt)),
     events: states.map((s) => String(s.events)),
     toolCalls: states.map((s) => String(s.toolCalls)),
-    input: states.map((s) => String(s.inputTokens)),
-    output: states.map((s) => String(s.outputTokens)),
-    duration: states.map((s) => String(s.durationMs)),
+    input: states.map((s) => s.inputTokens.toString()),
+    output: states.map((s) => s.outputTokens.toString()),
+    duration: states.map((s) => s.durationMs.toString()),
     errors: states.map((s) => String(s.errors)),
     cost: states.map((s) => s.costNano.toString()),
     late: states.map((s) => String(s.lateEvents)),
@@ -178,8 +178,8 @@ async function updateSessions(tx: postgres.TransactionSql, states: SessionState[
     FROM unnest(
       ${c.tenant}::text[], ${c.session}::text[], ${c.status}::text[],
       ${c.started}::timestamptz[], ${c.last}::timestamptz[], ${c.ended}::timestamptz[],
-      ${c.events}::bigint[], ${c.toolCalls}::bigint[], ${c.input}::bigint[], ${c.output}::bigint[],
-      ${c.duration}::bigint[], ${c.errors}::bigint[], ${c.cost}::bigint[], ${c.late}::bigint[]
+      ${c.events}::bigint[], ${c.toolCalls}::bigint[], ${c.input}::numeric[], ${c.output}::numeric[],
+      ${c.duration}::numeric[], ${c.errors}::bigint[], ${c.cost}::numeric[], ${c.late}::bigint[]
     ) AS u (tenant_id, session_id, status, started_at, last_event_at, ended_at,
             events, tool_calls, input_tokens, output_tokens, duration_ms, errors, cost_nano, late_events)
     WHERE s.tenant_id = u.tenant_id AND s.session_id = u.session_id`;
@@ -197,8 +197,8 @@ async function insertSessions(tx: postgres.TransactionSql, states: SessionState[
       ${c.tenant}::text[], ${c.session}::text[], ${c.customer}::text[], ${c.team}::text[],
       ${c.agent}::text[], ${c.app}::text[], ${c.credential}::text[], ${c.status}::text[],
       ${c.started}::timestamptz[], ${c.last}::timestamptz[], ${c.ended}::timestamptz[],
-      ${c.events}::bigint[], ${c.toolCalls}::bigint[], ${c.input}::bigint[], ${c.output}::bigint[],
-      ${c.duration}::bigint[], ${c.errors}::bigint[], ${c.cost}::bigint[], ${c.late}::bigint[])
+      ${c.events}::bigint[], ${c.toolCalls}::bigint[], ${c.input}::numeric[], ${c.output}::numeric[],
+      ${c.duration}::numeric[], ${c.errors}::bigint[], ${c.cost}::numeric[], ${c.late}::bigint[])
     ON CONFLICT (tenant_id, session_id) DO NOTHING
     RETURNING tenant_id, session_id`;
   return new Set(rows.map((r) => sessionKey(r.tenant_id, r.session_id)));

@@ -24,7 +24,8 @@ let sequence = 0;
 beforeAll(async () => {
   world = await isolated('revocation', { clickhouse: true });
   tenant = await seedTenant(world.sql, { name: 'revocation', pricing: ARTICLE_PLAN, customers: 1, teamsPerCustomer: 1, agentsPerTeam: 3 });
-  const port = 20_000 + Math.floor(Math.random() * 20_000);
+  // Below the ephemeral range (32768+), where a client socket of any process could hold the port.
+  const port = 20_000 + Math.floor(Math.random() * 12_000);
   baseUrl = `http://127.0.0.1:${port}`;
   const specs = pipelineProcesses({
     workers: { 'key-resolve': 2 },

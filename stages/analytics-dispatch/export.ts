@@ -1,0 +1,116 @@
+import type { Redis } from 'ioredis';
+import { Watermark } from '../../pipeline/backpressure.js';
+import { encodePayload } from '../../pipeline/codec.js';
+import type { Config } from '../../pipeline/config.js';
+import { describeError } from '../../pipeline/errors.js';
+import { partitionedKey } from '../../pipeline/keys.js';
+import type { Logger } from '../../pipeline/logger.js';
+import type { Metrics } from '../../pipeline/metrics.js';
+import type { Sql } from '../../pipeline/postgres.js';
+import { scripted } from '../../pipeline/scripts.js';
+import { decodeCursor, encodeCursor, exportHorizon, readLedgerPage } from '../../store/ledger-export.js';
+import { STREAMS } from '../../store/streams.js';
+
+/** Rows read from the ledger per page (one PostgreSQL query, one Redis call), at most the high-water mark. */
+const EXPORT_PAGE = 2_000;
+/** The export stream lives in partition 0: the ledger is one source, read by one cursor. */
+const EXPORT_PARTITION = 0;
+const MAX_BACKOFF_MS = 5_000;
+
+function exportCursorKey(prefix: string): string {
+  return partitionedKey(prefix, 'export:analytics:cursor', EXPORT_PARTITION);
+}
+
+/**
+ * The ledger export: copies ledger rows, in commit order (store/ledger-export.ts), onto
+ * `events:analytics`, from which analytics-dispatch inserts them into ClickHouse. The stream is
+ * filled only while it is below its high-water mark, so a ClickHouse outage of any length costs
+ * at most that many entries of Redis memory and never slows the ledger or ingest: the export
+ * simply falls behind, and catches up from its cursor when ClickHouse is back. Each page and the
+ * cursor after it are written in one step, only if the cursor is still where the page was read
+ * from, so several exporters (one per analytics-dispatch process) never append a page twice.
+ */
+export class LedgerExport {
+  private stopping = false;
+  private loop?: Promise<void>;
+  private wake?: () => void;
+  private failingSince?: number;
+  private readonly redis: ReturnType<typeof scripted>;
+  private readonly watermark: Watermark;
+  private readonly cursorKey: string;
+  private readonly streamKey: string;
+  private readonly pageSize: number;
+
+  constructor(
+    private readonly sql: Sql,
+    redis: Redis,
+    private readonly config: Config,
+    private readonly log: Logger,
+    private readonly metrics?: Metrics,
+  ) {
+    this.redis = scripted(redis);
+    this.cursorKey = exportCursorKey(config.REDIS_PREFIX);
+    this.streamKey = partitionedKey(config.REDIS_PREFIX, STREAMS.analytics, EXPORT_PARTITION);
+    this.watermark = new Watermark(redis, [this.streamKey], config.BACKPRESSURE_HIGH, config.BACKPRESSURE_LOW);
+    this.pageSize = Math.min(EXPORT_PAGE, config.BACKPRESSURE_HIGH);
+  }
+
+  start(): void {
+    this.loop ??= this.run();
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    this.wake?.();
+    await this.loop;
+  }
+
+  /** Exports one page if there is room; returns how many rows it appended (0: nothing new, or no room). */
+  async exportOnce(): Promise<number> {
+    if (!(await this.watermark.open())) return 0;
+    const before = await this.redis.get(this.cursorKey);
+    const horizon = await exportHorizon(this.sql);
+    const page = await readLedgerPage(this.sql, decodeCursor(before), horizon, this.pageSize);
+    if (page.events.length === 0) return 0;
+    const payloads = page.events.map((event) => encodePayload(event));
+    const appended = await this.redis.appendAtCursor(this.cursorKey, this.streamKey, before ?? '', encodeCursor(page.next), ...payloads);
+    if (appended < 0) return 0; // another exporter took this page first
+    this.watermark.added(appended);
+    this.metrics?.eventsOut.inc({ stage: 'ledger-export', stream: STREAMS.analytics }, appended);
+    return appended;
+  }
+
+  private async run(): Promise<void> {
+    let backoff = this.config.LEDGER_EXPORT_INTERVAL_MS;
+    while (!this.stopping) {
+      let pause = this.config.LEDGER_EXPORT_INTERVAL_MS;
+      try {
+        const appended = await this.exportOnce();
+        if (this.failingSince !== undefined) {
+          this.log.info({ downForMs: Date.now() - this.failingSince }, 'ledger export resumed');
+          this.failingSince = undefined;
+        }
+        backoff = this.config.LEDGER_EXPORT_INTERVAL_MS;
+        if (appended === this.pageSize) pause = 0; // more is waiting: go on at once
+      } catch (err) {
+        // PostgreSQL or Redis unreachable: the export waits; the ledger is where the rows stay.
+        if (this.failingSince === undefined) {
+          this.failingSince = Date.now();
+          this.log.warn({ err: describeError(err) }, 'ledger export failed; retrying until it works');
+        }
+        this.metrics?.errors.inc({ stage: 'ledger-export', kind: 'dependency' });
+        backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
+        pause = backoff;
+      }
+      if (pause > 0 && !this.stopping) {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, pause);
+          this.wake = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+      }
+    }
+  }
+}
