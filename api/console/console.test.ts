@@ -227,7 +227,7 @@ describe('the console in a browser', () => {
     await pipeline.drain();
     const [{ total: newTotal }] = await sql`SELECT sum(cost_nano)::text AS total FROM usage_ledger WHERE tenant_id = ${t} AND customer_id = ${customer.id} AND recorded_at >= ${monthStart}`;
     const spendOf = `document.querySelector('[data-figure="customer-spend"][data-key="${customer.id}"]')`;
-    await page.waitForFunction(`${spendOf} && ${spendOf}.getAttribute('data-nano') === ${JSON.stringify(newTotal)}`, { timeout: 20_000 });
+    await page.waitForFunction(`${spendOf} && ${spendOf}.getAttribute('data-nano') === ${JSON.stringify(newTotal)}`, { timeout: 30_000 });
 
     // Lift the pause of the agent that crossed its daily cap.
     const flag = partitionedKey(pipeline.config.REDIS_PREFIX, pauseKey(t, 'agent', heavyAgent), partitionOf(customerPartitionKey(t, tenant.customers[0].id), pipeline.config.PARTITIONS));
@@ -246,8 +246,9 @@ describe('the console in a browser', () => {
     // The README's screenshot: the overview with the paused agent and its button.
     mkdirSync(projectPath('docs'), { recursive: true });
     await page.screenshot({ path: projectPath('docs', 'console.png') as `${string}.png`, fullPage: true });
-    await page.click(`${row} button.lift`);
-    await page.waitForFunction(`!document.querySelector(${JSON.stringify(row)})`, { timeout: 15_000 });
+    // Found and clicked in one step in the page: the 5-second refresh may replace the row in between two steps.
+    await page.$eval(`${row} button.lift`, (button) => (button as unknown as { click(): void }).click());
+    await page.waitForFunction(`!document.querySelector(${JSON.stringify(row)})`, { timeout: 30_000 });
     expect(await world.redis.exists(flag)).toBe(0);
     const lifted = await sql`SELECT lifted_at FROM cap_pauses WHERE tenant_id = ${t} AND scope_id = ${heavyAgent}`;
     expect(lifted.length).toBeGreaterThan(0);

@@ -36,9 +36,13 @@
     }, [d.times, d.revenue.map(Number), d.cogs.map(Number), d.margin.map(Number)], holder);
   }
 
+  var again = false;
+
   function refresh() {
     var url = body.getAttribute('data-refresh-url');
-    if (!url || busy || document.hidden) return Promise.resolve();
+    if (!url || document.hidden) return Promise.resolve();
+    // One request at a time; asked again meanwhile (after a lift), it runs once more when this one is done.
+    if (busy) { again = true; return Promise.resolve(); }
     busy = true;
     return fetch(url, { credentials: 'same-origin', headers: { accept: 'text/html' } })
       .then(function (response) {
@@ -49,7 +53,10 @@
         if (text !== null && text !== undefined) { live.innerHTML = text; drawChart(); }
       })
       .catch(function () { /* the next poll tries again */ })
-      .finally(function () { busy = false; });
+      .finally(function () {
+        busy = false;
+        if (again) { again = false; refresh(); }
+      });
   }
 
   document.addEventListener('click', function (event) {
