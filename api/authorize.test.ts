@@ -4,7 +4,7 @@ import type { Config } from '../pipeline/config.js';
 import { connectRedis } from '../pipeline/redis.js';
 import { partitionOf, partitionedKey } from '../pipeline/keys.js';
 import { pauseKey, type PauseRecord, type PauseScope } from '../store/pauses.js';
-import { customerPartitionKey } from '../domain/events.js';
+import { customerPartitionKey } from '../domain/flow.js';
 import { AttributionResolver } from '../store/attribution.js';
 import { invalidateAttribution } from '../store/attribution-keys.js';
 import { issueApiKey, issueClientSecret, newClientId, newId } from '../store/credentials.js';

@@ -9,11 +9,11 @@ import { describeIssues } from '../domain/validation.js';
 import { pauseKeysFor, type PauseRecord } from '../store/pauses.js';
 import { ApiError, tooLarge, unavailable } from './errors.js';
 import { readLimitedBody, redisDown } from './http.js';
-import { customerPartitionKey, type Attribution } from '../domain/events.js';
+import { customerPartitionKey, type Attribution } from '../domain/flow.js';
 import type { AttributionResolver } from '../store/attribution.js';
 import { hashApiKey, sameDigest, sha256 } from '../store/credentials.js';
 import type { Sql } from '../pipeline/postgres.js';
-import { type TenantTokens } from '../store/tenant-tokens.js';
+import type { TenantTokens } from '../store/tenant-tokens.js';
 import { requireTenant, type TenantAuthVariables } from './auth.js';
 
 export interface AuthorizeDeps {
@@ -52,8 +52,6 @@ export const authorizeBodySchema = z
   .refine((body) => !body.api_key !== !body.client_id, { path: ['api_key'], message: 'exactly one of api_key or client_id is required' })
   .refine((body) => !body.client_secret || !!body.client_id, { path: ['client_secret'], message: 'client_secret goes with client_id, not api_key' })
   .meta({ description: 'The credential to check: exactly one of api_key or client_id.' });
-
-export type AuthorizeBody = z.infer<typeof authorizeBodySchema>;
 
 /** Adds `Server-Timing: app;dur=<ms>` to every reply: the server's own time, token check included. */
 const serverTiming: MiddlewareHandler = async (c, next) => {

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CostModelCache, recordCogsBatch } from '../stages/cogs/index.js';
+import { CostModelCache } from '../store/cost-model-cache.js';
+import { recordCogsBatch } from '../stages/cogs/index.js';
 import { ledgeredEvent, stageEntries, type LedgeredEventOverrides } from '../stages/testing.js';
 import { createTenant, type CreatedTenant } from '../store/tenants.js';
 import { isolated, type Isolated } from '../test/support/isolated.js';

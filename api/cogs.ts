@@ -3,12 +3,12 @@ import { z } from 'zod';
 import { formatNano, formatScaled } from '../domain/money.js';
 import { describeIssues } from '../domain/validation.js';
 import type { Sql } from '../pipeline/postgres.js';
-import { type TenantTokens } from '../store/tenant-tokens.js';
+import type { TenantTokens } from '../store/tenant-tokens.js';
 import { ApiError } from './errors.js';
 import { requireTenant, type TenantAuthVariables } from './auth.js';
 
 /** The cogs_ledger column each grouping reads; nothing else reaches the SQL as an identifier. */
-export const COGS_GROUPS = { tool: 'tool_name', agent: 'agent_id', customer: 'customer_id' } as const;
+const COGS_GROUPS = { tool: 'tool_name', agent: 'agent_id', customer: 'customer_id' } as const;
 export type CogsGroup = keyof typeof COGS_GROUPS;
 
 export const cogsQuerySchema = z.strictObject({
@@ -17,7 +17,7 @@ export const cogsQuerySchema = z.strictObject({
   to: z.iso.datetime({ offset: true }).optional(),
 });
 
-export interface CogsReportRow {
+interface CogsReportRow {
   /** The tool name, agent id or customer id; null for events without one (an app's calls, by agent). */
   key: string | null;
   currency: string;
@@ -46,7 +46,7 @@ export function percentOf(part: bigint, whole: bigint): string | null {
  * The tenant's COGS and margin per tool, agent or customer over a recorded-time range
  * (from inclusive, to exclusive, both optional), per currency.
  */
-export async function cogsReport(sql: Sql, tenantId: string, group: CogsGroup, range: { from?: Date; to?: Date } = {}): Promise<CogsReportRow[]> {
+async function cogsReport(sql: Sql, tenantId: string, group: CogsGroup, range: { from?: Date; to?: Date } = {}): Promise<CogsReportRow[]> {
   const column = COGS_GROUPS[group];
   const rows = await sql<{ key: string | null; currency: string; calls: string; uncosted: string; price: string; cogs: string; margin: string }[]>`
     SELECT ${sql(column)} AS key, currency, count(*) AS calls, count(*) FILTER (WHERE cost_model_id IS NULL) AS uncosted,

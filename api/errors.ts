@@ -118,7 +118,7 @@ const CONSTRAINT_MESSAGES: Record<string, { status: ContentfulStatusCode; code: 
  * Turns a database refusal into a 4xx: the constraints are the last line of defence behind the
  * handlers' own checks (two concurrent requests can both pass a check; only one passes the constraint).
  */
-export function fromDatabaseError(err: unknown): ApiError | undefined {
+function fromDatabaseError(err: unknown): ApiError | undefined {
   if (!(err instanceof postgres.PostgresError)) return undefined;
   const known = err.constraint_name ? CONSTRAINT_MESSAGES[err.constraint_name] : undefined;
   if (known) return new ApiError(known.status, known.code, known.message);

@@ -3,7 +3,7 @@ import { invoiceJson } from '../domain/rating/quote.js';
 import type { Sql } from '../pipeline/postgres.js';
 import { draftInvoice } from '../store/invoices.js';
 import { PlanCache } from '../store/rate-plans.js';
-import { type TenantTokens } from '../store/tenant-tokens.js';
+import type { TenantTokens } from '../store/tenant-tokens.js';
 import { ApiError, notFound } from './errors.js';
 import { requireTenant, type TenantAuthVariables } from './auth.js';
 

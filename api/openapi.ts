@@ -80,7 +80,7 @@ const PUBLIC_OPERATIONS: Operation[] = [
     tag: 'Usage events',
     summary: 'Send usage events',
     description:
-      'One event, an array, or `{ "events": [...] }`, as JSON or MessagePack. Each event carries an event_id (idempotency key) and exactly one of api_key or client_id. Answers 202 with counts and every refused event with its field paths; 400 `validation_failed` with that same list when no event of the request could be taken (text with NUL or a lone surrogate, integers past what the ledger holds, ...); 429 with Retry-After when the pipeline is behind; 503 with Retry-After while a store is unreachable.',
+      'One event, an array, or `{ "events": [...] }`, as JSON or MessagePack; or CloudEvents 1.0 (`application/cloudevents+json`, `application/cloudevents-batch+json`: id, type, time, apikey/clientid/subject, data), all or nothing with 400 and JSON paths. Each event carries an event_id (idempotency key) and exactly one of api_key or client_id. Answers 202 with counts and every refused event with its field paths; 400 `validation_failed` with that same list when no event of the request could be taken (text with NUL or a lone surrogate, integers past what the ledger holds, ...); 429 with Retry-After when the pipeline is behind; 503 with Retry-After while a store is unreachable.',
     security: 'ingestToken',
     body: z.union([wireEventSchema, z.array(wireEventSchema), z.object({ events: z.array(wireEventSchema) })]),
     response: eventsReply,

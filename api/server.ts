@@ -12,6 +12,7 @@ import { TenantTokens } from '../store/tenant-tokens.js';
 import { requireTenant } from './auth.js';
 import { createAuthorizeRoutes } from './authorize.js';
 import { createCogsRoutes } from './cogs.js';
+import { createConsoleRoutes } from './console/index.js';
 import { createInvoiceRoutes } from './invoices.js';
 import { createOpenApiRoutes } from './openapi.js';
 import { apiErrorHandler, routeNotFound, unavailable } from './errors.js';
@@ -66,6 +67,7 @@ export function createApp(deps: AppDeps): { app: Hono; tokens: TenantTokens } {
   app.use('/v1/rate-plans/quote', requireTenant(tokens, 'ingest'));
   app.route('/', createQuoteRoutes());
   app.route('/', createOpenApiRoutes());
+  app.route('/', createConsoleRoutes({ config, sql, redis, tokens, log }));
 
   app.notFound(routeNotFound);
   app.onError(apiErrorHandler(log));

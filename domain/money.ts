@@ -6,7 +6,6 @@
 export type Nano = bigint;
 
 export const NANO_DECIMALS = 9;
-export const NANO_PER_UNIT = 1_000_000_000n;
 
 /**
  * The most one event may cost: the int64 range of every column and codec that carries an event's

@@ -113,7 +113,7 @@ export function isMain(moduleUrl: string): boolean {
 }
 
 /** Runs a command's main function and turns its outcome into an exit code: 0, 1 (failure) or 2 (bad usage or configuration). */
-export async function runCli(usage: string, main: (argv: string[]) => Promise<number | void>): Promise<void> {
+export async function runCli(usage: string, main: (argv: string[]) => Promise<number | undefined>): Promise<void> {
   let code: number;
   try {
     code = (await main(process.argv.slice(2))) ?? 0;

@@ -6,7 +6,7 @@ import { STREAMS } from '../store/streams.js';
 import { deadLetterKey, partitionedKey } from '../pipeline/keys.js';
 import { scripted } from '../pipeline/scripts.js';
 import type { UsageEvent } from '../domain/events.js';
-import { rejection, type ResolvedEvent } from '../domain/events.js';
+import { rejection, type ResolvedEvent } from '../domain/flow.js';
 import { deleteKeysWithPrefix } from '../pipeline/redis.js';
 import { isolated, type Isolated } from '../test/support/isolated.js';
 import {

@@ -11,13 +11,13 @@ import type { Redis } from 'ioredis';
 import { loadConfig } from '../pipeline/config.js';
 import { decodePayload, encodePayload } from '../pipeline/codec.js';
 import { STREAMS } from '../store/streams.js';
-import { deadLetterKey, partitionOf, partitionedKey } from '../pipeline/keys.js';
+import { compareIds, deadLetterKey, partitionOf, partitionedKey } from '../pipeline/keys.js';
 import type { Topology } from '../pipeline/stage.js';
 import type { UsageEvent } from '../domain/events.js';
 import { ingestPartitionKey } from '../api/ingest/writer.js';
-import type { RejectedEvent } from '../domain/events.js';
+import type { RejectedEvent } from '../domain/flow.js';
 import { CommandError, connectCliRedis, isMain, numberFlag, parseArgs, runCli, stringFlag, toJson, UsageError, type ParsedArgs } from './cli.js';
-import { fieldText, readRange, readRangeReverse, scanKeys, stagesOf, walkStream, type RawEntry } from './streams.js';
+import { fieldText, readRange, readRangeReverse, stagesOf, walkStream, withDeadLetterStages, type RawEntry } from '../store/stream-info.js';
 import { oneLine, renderTable } from './table.js';
 
 const USAGE = `usage: npm run dlq -- <command>
@@ -127,12 +127,7 @@ export function toRejected(partition: number, entry: RawEntry, withPayload: bool
 
 /** The stages one may name: the topology's, plus any with a dead-letter stream left in Redis. */
 export async function knownStages(redis: Redis, ctx: DlqContext): Promise<string[]> {
-  const names = ctx.stages.map((s) => s.stage);
-  for (const key of await scanKeys(redis, `${ctx.prefix}dead:*`)) {
-    const match = /^dead:(.+):\{p\d+\}$/.exec(key.slice(ctx.prefix.length));
-    if (match && !names.includes(match[1])) names.push(match[1]);
-  }
-  return names;
+  return withDeadLetterStages(redis, ctx.prefix, ctx.stages.map((s) => s.stage));
 }
 
 async function requireStage(redis: Redis, ctx: DlqContext, stage: string | undefined): Promise<string> {
@@ -342,12 +337,6 @@ export async function listRejected(
   }
   // Newest first over every partition.
   return { shown: found.sort((a, b) => compareIds(b.id, a.id)).slice(0, options.limit), total };
-}
-
-export function compareIds(a: string, b: string): number {
-  const [ams, aseq] = a.split('-').map(BigInt);
-  const [bms, bseq] = b.split('-').map(BigInt);
-  return ams !== bms ? (ams < bms ? -1 : 1) : aseq === bseq ? 0 : aseq < bseq ? -1 : 1;
 }
 
 export async function showRejected(redis: Redis, ctx: DlqContext, id: string): Promise<Rejected | undefined> {

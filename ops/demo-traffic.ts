@@ -428,7 +428,7 @@ class Sender {
   /** Posts one batch, retrying it (the same body) after 429/503 and network errors. */
   async send(events: WireEvent[]): Promise<void> {
     const body = JSON.stringify({ events });
-    for (let attempt = 0; !this.fatal; attempt++) {
+    while (!this.fatal) {
       const wait = this.pausedUntil - Date.now();
       if (wait > 0) await sleep(wait);
       let response: Response;

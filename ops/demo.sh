@@ -195,6 +195,9 @@ step "done"
 cat <<EOF
 The demo tenant's tokens, API keys and client ids: $SEED_FILE
 Look around:
+  $BASE_URL/console   the web console (while the pipeline runs: --keep); sign in with the
+                      admin token: node -e 'console.log(require("./$SEED_FILE").admin_token)'
+  npm run reconcile                  ClickHouse and its rollups against the ledger, per tenant and day
   npm run status                     streams, lag, consumers, dead letters, rejected events
   npm run dlq -- rejected list       the events the pipeline refused (the demo sends a few with unknown keys)
   psql $DATABASE_URL

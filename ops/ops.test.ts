@@ -1,10 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { wireEventSchema } from '../schemas/events.js';
 import { parseArgs, numberFlag, toJson, UsageError } from './cli.js';
-import { compareIds } from './dead-letters.js';
+import { compareIds } from '../pipeline/keys.js';
 import { MCP_TOOLS, parseDemo, retryAfterMs, seededRandom, TrafficModel, type DemoSeed } from './demo-traffic.js';
 import { formatBytes, formatDuration, oneLine, renderTable } from './table.js';
-import { pipelineProcesses } from './start.js';
+import { defaultLayout, parseLayout, pipelineProcesses } from './start.js';
+import { STAGES } from '../stages/registry.js';
 import { loadConfig } from '../pipeline/config.js';
 
 describe('parseArgs', () => {
@@ -122,6 +123,35 @@ describe('demo traffic', () => {
     expect(retryAfterMs(null, 500)).toBe(500);
     expect(retryAfterMs('garbage', 500)).toBe(500);
     expect(retryAfterMs(new Date(10_000).toUTCString(), 500, 4_000)).toBe(6_000);
+  });
+});
+
+describe('process layout (npm start)', () => {
+  const stagesOf = (specs: ReturnType<typeof pipelineProcesses>) =>
+    Object.fromEntries(specs.filter((s) => s.name !== 'api').map((s) => [s.name, String(s.args.at(-1)).split(',')]));
+
+  it('groups the stages in two processes on small machines, one process per stage on larger ones', () => {
+    expect(defaultLayout(2)).toBe('grouped');
+    expect(defaultLayout(16)).toBe('per-stage');
+    const grouped = stagesOf(pipelineProcesses({ layout: 'grouped' }));
+    expect(Object.keys(grouped)).toEqual(['to-ledger#0', 'from-ledger#0']);
+    expect([...grouped['to-ledger#0'], ...grouped['from-ledger#0']].sort()).toEqual(STAGES.map((s) => s.name).sort());
+    const perStage = stagesOf(pipelineProcesses({ layout: 'per-stage' }));
+    expect(Object.values(perStage)).toEqual(STAGES.map((s) => [s.name]));
+  });
+
+  it('splits a stage with more than one worker out of its group, one process per slot with its own WORKER_SLOT', () => {
+    const specs = pipelineProcesses({ layout: 'grouped', workers: { price: 2 } });
+    const byName = stagesOf(specs);
+    expect(byName['to-ledger#0']).not.toContain('price');
+    expect(byName['price#0']).toEqual(['price']);
+    expect(specs.find((s) => s.name === 'price#1')?.env?.WORKER_SLOT).toBe('1');
+    const ports = specs.filter((s) => s.env?.METRICS_PORT).map((s) => s.env!.METRICS_PORT);
+    expect(new Set(ports).size).toBe(ports.length);
+  });
+
+  it('refuses an unknown layout', () => {
+    expect(() => parseLayout('clustered')).toThrow(/grouped or per-stage/);
   });
 });
 

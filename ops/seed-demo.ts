@@ -3,26 +3,7 @@
 // the HTTP base URL, the tokens, and the demo API keys and client ids.
 import { loadConfig } from '../pipeline/config.js';
 import { connectPostgres } from '../pipeline/postgres.js';
-import { seedTenant } from './seed.js';
-
-export const DEMO_PLAN = {
-  tool_invocations: { transform_schema: '0.10', validate_credentials: '0.001', read_database: '0.05', execute_transform: '0.02', '*': '0.002' },
-  token_multipliers: { input_tokens: '0.000001', output_tokens: '0.000002' },
-  tool_multipliers: { transform_schema: '2', '*': '1' },
-  duration_buckets: [
-    { max_seconds: 60, rate: '0.01' },
-    { max_seconds: 300, rate: '0.05' },
-    { max_seconds: null, rate: '0.25' },
-  ],
-};
-
-export const DEMO_COST_MODEL = {
-  tools: { transform_schema: '0.02', read_database: '0.01' },
-  default_tool: '0.0005',
-  models: { 'claude-sonnet': { input_tokens: '0.000003', output_tokens: '0.000015' } },
-  default_model: { input_tokens: '0.0000005', output_tokens: '0.0000015' },
-  compute_per_ms: '0.0000001',
-};
+import { DEMO_COST_MODEL, DEMO_PLAN, seedTenant } from './seed.js';
 
 const config = loadConfig();
 const sql = connectPostgres(config.DATABASE_URL, { max: 2, name: 'seed-demo' });

@@ -203,3 +203,24 @@ export async function seedTenant(sql: Sql, spec: SeedSpec): Promise<SeededTenant
   });
   return seeded;
 }
+
+/** The demo tenant's rate plan (npm run seed-demo, the console test): tools, tokens and durations all priced. */
+export const DEMO_PLAN = {
+  tool_invocations: { transform_schema: '0.10', validate_credentials: '0.001', read_database: '0.05', execute_transform: '0.02', '*': '0.002' },
+  token_multipliers: { input_tokens: '0.000001', output_tokens: '0.000002' },
+  tool_multipliers: { transform_schema: '2', '*': '1' },
+  duration_buckets: [
+    { max_seconds: 60, rate: '0.01' },
+    { max_seconds: 300, rate: '0.05' },
+    { max_seconds: null, rate: '0.25' },
+  ],
+};
+
+/** The demo tenant's cost model: what its tools, models and compute cost the tenant. */
+export const DEMO_COST_MODEL = {
+  tools: { transform_schema: '0.02', read_database: '0.01' },
+  default_tool: '0.0005',
+  models: { 'claude-sonnet': { input_tokens: '0.000003', output_tokens: '0.000015' } },
+  default_model: { input_tokens: '0.0000005', output_tokens: '0.0000015' },
+  compute_per_ms: '0.0000001',
+};

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Brings up Redis, PostgreSQL and ClickHouse on this machine when they are not running,
-# installing them from the OS packages (Debian) when missing. Idempotent: safe to run again.
+# installing them from the OS packages (Debian) when missing, and installs Chromium for the
+# console's browser test. Idempotent: safe to run again.
 #   bash ops/services.sh          start what is missing, then wait until each answers
 #   bash ops/services.sh check    only report what answers
 set -euo pipefail
@@ -79,4 +80,8 @@ if ! ch_up; then
   fi
   wait_for clickhouse ch_up
 fi
-say "redis, postgresql and clickhouse are up"
+# --- Chromium (the console's browser test drives it headless with puppeteer-core) ---------
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+  apt_install chromium
+fi
+say "redis, postgresql and clickhouse are up; chromium is installed"

@@ -1,14 +1,41 @@
 // Runs the whole pipeline on this machine: the HTTP server (ingest, authorize, admin API)
-// and every stage worker as its own process, under one supervisor.
-//   npm start                                  one process per stage
+// and the stage workers, under one supervisor.
+//   npm start                                  layout by core count (grouped on up to 4 cores)
+//   npm start -- --layout per-stage            one process per stage
 //   npm start -- --workers price=2,ledger-write=2 --api-processes 2
+import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { loadConfigOrExit } from '../pipeline/config.js';
 import { createLogger } from '../pipeline/logger.js';
 import { supervise, type ChildSpec } from '../pipeline/supervisor.js';
 import { STAGES } from '../stages/registry.js';
 
+/**
+ * How stages share processes. `per-stage`: one process per stage (and per worker slot), for
+ * machines with cores to spare. `grouped`: on a small machine the processes time-slice a few
+ * cores, so the stages up to the ledger share one process and the ledger's four consumers
+ * another; each stage keeps its own stream, consumer group, claims and dead letters, so the
+ * same deployment splits back out. A stage given more than one worker runs in its own processes.
+ */
+export type Layout = 'grouped' | 'per-stage';
+
+export const STAGE_GROUPS: Record<string, readonly string[]> = {
+  'to-ledger': ['key-resolve', 'subscription-snapshot', 'price', 'cap-check', 'ledger-write'],
+  'from-ledger': ['session-update', 'analytics-dispatch', 'cogs', 'invoice-rollup'],
+};
+
+export function defaultLayout(cores = availableParallelism()): Layout {
+  return cores <= 4 ? 'grouped' : 'per-stage';
+}
+
+export function parseLayout(text: string | undefined): Layout {
+  if (text === undefined) return defaultLayout();
+  if (text === 'grouped' || text === 'per-stage') return text;
+  throw new Error(`--layout: "${text}" is not grouped or per-stage`);
+}
+
 export interface StartOptions {
+  layout?: Layout;
   workers?: Record<string, number>;
   apiProcesses?: number;
   /** Stage i (in spawn order) serves its metrics on base + i; 0 serves none. */
@@ -32,18 +59,32 @@ export function pipelineProcesses(options: StartOptions = {}): ChildSpec[] {
     },
   ];
   let port = basePort;
-  for (const stage of STAGES) {
-    const count = options.workers?.[stage.name] ?? 1;
-    for (let slot = 0; slot < count; slot++) {
-      specs.push({
-        name: `${stage.name}#${slot}`,
-        command: process.execPath,
-        args: [...nodeArgs, entry('stages/run'), stage.name],
-        env: { ...options.env, WORKER_SLOT: String(slot), METRICS_PORT: String(basePort === 0 ? 0 : port++) },
-      });
+  const stageProcess = (name: string, stages: readonly string[], slot: number): ChildSpec => ({
+    name: `${name}#${slot}`,
+    command: process.execPath,
+    args: [...nodeArgs, entry('stages/run'), stages.join(',')],
+    env: { ...options.env, WORKER_SLOT: String(slot), METRICS_PORT: String(basePort === 0 ? 0 : port++) },
+  });
+  const workersOf = (stage: string) => options.workers?.[stage] ?? 1;
+  const grouped = (options.layout ?? defaultLayout()) === 'grouped';
+  const inGroups = new Set<string>();
+  if (grouped) {
+    for (const [group, members] of Object.entries(STAGE_GROUPS)) {
+      const together = members.filter((stage) => workersOf(stage) === 1);
+      for (const stage of together) inGroups.add(stage);
+      if (together.length) specs.push(stageProcess(group, together, 0));
     }
   }
+  for (const stage of STAGES) {
+    if (inGroups.has(stage.name)) continue;
+    for (let slot = 0; slot < workersOf(stage.name); slot++) specs.push(stageProcess(stage.name, [stage.name], slot));
+  }
   return specs;
+}
+
+/** One line per process: its name and the stages it runs. */
+export function describeLayout(specs: ChildSpec[]): string {
+  return specs.map((spec) => `  ${spec.name.padEnd(24)} ${spec.name === 'api' ? 'HTTP: ingest, authorize, admin API' : spec.args.at(-1)}`).join('\n');
 }
 
 export function parseWorkers(text: string | undefined): Record<string, number> {
@@ -66,14 +107,15 @@ function argValue(flag: string): string | undefined {
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   const config = loadConfigOrExit();
   const log = createLogger('supervisor');
-  const supervisor = supervise(
-    pipelineProcesses({
-      workers: parseWorkers(argValue('--workers')),
-      apiProcesses: Number(argValue('--api-processes') ?? 1),
-      metricsBasePort: config.METRICS_BASE_PORT,
-    }),
-    log,
-  );
+  const layout = parseLayout(argValue('--layout'));
+  const specs = pipelineProcesses({
+    layout,
+    workers: parseWorkers(argValue('--workers')),
+    apiProcesses: Number(argValue('--api-processes') ?? 1),
+    metricsBasePort: config.METRICS_BASE_PORT,
+  });
+  console.log(`agentmeter: ${layout} layout on ${availableParallelism()} cores, ${specs.length} processes:\n${describeLayout(specs)}`);
+  const supervisor = supervise(specs, log);
   const shutdown = async () => {
     log.info('stopping every process');
     await supervisor.stop();

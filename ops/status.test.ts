@@ -3,9 +3,10 @@ import { encodePayload } from '../pipeline/codec.js';
 import { ensureGroups } from '../pipeline/harness.js';
 import { STREAMS } from '../store/streams.js';
 import { deadLetterKey, partitionedKey } from '../pipeline/keys.js';
-import { rejection } from '../domain/events.js';
+import { rejection } from '../domain/flow.js';
 import { isolated, type Isolated } from '../test/support/isolated.js';
-import { collectStatus, countRejections, effectiveLag, isDrained, rateBetween, renderStatus, sampleEntriesRead } from './status.js';
+import { collectStatus, countRejections, effectiveLag, isDrained, rateBetween, sampleEntriesRead } from '../store/pipeline-status.js';
+import { renderStatus } from './status.js';
 
 describe('status arithmetic', () => {
   it('rates entries delivered per second between two samples', () => {

@@ -9,7 +9,7 @@ export type Cell = string | number | null | undefined;
 export function renderTable(headers: readonly string[], rows: readonly (readonly Cell[])[], options: { right?: readonly number[] } = {}): string {
   const text = (cell: Cell) => (cell === null || cell === undefined ? '-' : typeof cell === 'number' ? formatNumber(cell) : cell);
   const right = new Set(options.right ?? []);
-  rows.forEach((row) => row.forEach((cell, i) => typeof cell === 'number' && right.add(i)));
+  for (const row of rows) for (const [i, cell] of row.entries()) if (typeof cell === 'number') right.add(i);
   const cells = [headers.map(String), ...rows.map((row) => headers.map((_, i) => text(row[i])))];
   const widths = headers.map((_, i) => Math.max(...cells.map((row) => row[i].length)));
   const lines = cells.map((row) =>

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { isTransient } from './errors.js';
-import { TransientError } from './stage.js';
+import { TransientError } from './errors.js';
 
 const withCode = (code: string, message = 'x') => Object.assign(new Error(message), { code });
 

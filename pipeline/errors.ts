@@ -1,5 +1,16 @@
 import type { Logger } from './logger.js';
-import { TransientError } from './stage.js';
+
+/**
+ * Throw (or wrap a cause in) this when a dependency is unavailable: the harness keeps the
+ * batch in hand and retries it with backoff, without counting deliveries toward the
+ * dead-letter limit. Connection errors are recognised without it.
+ */
+export class TransientError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'TransientError';
+  }
+}
 
 /**
  * Errors come in two kinds, and the harness treats them apart:

@@ -12,7 +12,7 @@ import { ensureGroups, runStage, StageServices, type RunningStage } from './harn
 import { publishControl } from './control.js';
 import { TcpProxy } from '../test/support/tcp-proxy.js';
 import { scripted } from './scripts.js';
-import { emit, type EntryResult, type StageDefinition, type StageEntry, type Topology } from './stage.js';
+import { emit, type AnyStage, type EntryResult, type StageDefinition, type StageEntry, type Topology } from './stage.js';
 import { deleteKeysWithPrefix } from './redis.js';
 import { projectPath } from './paths.js';
 
@@ -102,7 +102,7 @@ async function consume(key: string, group: string, count: number, timeoutMs: num
   return consumed;
 }
 
-function start(stage: StageDefinition<any>, topology: Topology, cfg = config(), consumer?: string): Promise<RunningStage> {
+function start(stage: AnyStage, topology: Topology, cfg = config(), consumer?: string): Promise<RunningStage> {
   return runStage(stage, { config: cfg, log, metrics: new Metrics('test'), topology, consumer });
 }
 
@@ -440,7 +440,7 @@ describe('stage harness', () => {
 
   async function feedCounted(key: string, bys: bigint[]): Promise<void> {
     const pipeline = redis.pipeline();
-    bys.forEach((by, n) => pipeline.xadd(key, '*', 'd', encodePayload({ n, by: by.toString() })));
+    for (const [n, by] of bys.entries()) pipeline.xadd(key, '*', 'd', encodePayload({ n, by: by.toString() }));
     await pipeline.exec();
   }
 
@@ -507,7 +507,12 @@ describe('stage harness', () => {
       stdio: 'ignore',
     });
     let exitCode: number | null | undefined;
-    const exited = new Promise<void>((resolve) => child.on('exit', (code) => ((exitCode = code), resolve())));
+    const exited = new Promise<void>((resolve) =>
+      child.on('exit', (code) => {
+        exitCode = code;
+        resolve();
+      }),
+    );
     try {
       await feed(inKey, 20);
       await until(async () => exitCode !== undefined || (await redis.xlen(outKey)) === 20, 30_000);

@@ -6,7 +6,7 @@ import type { Metrics } from './metrics.js';
 import { Watermark, streamLag } from './backpressure.js';
 import { decodePayload, encodePayload } from './codec.js';
 import { describeError, isTransient } from './errors.js';
-import { deadLetterKey, errorsKey, partitionedKey, partitionOf } from './keys.js';
+import { compareIds, deadLetterKey, errorsKey, partitionedKey, partitionOf } from './keys.js';
 import { subscribeControl, type ControlMessage, type ControlSubscription } from './control.js';
 import { connectPostgres, type Sql } from './postgres.js';
 import { connectRedis } from './redis.js';
@@ -634,12 +634,6 @@ class PartitionWorker<In> {
     this.metrics.errors.inc({ stage: this.stage.name, kind: 'entry' }, failed.length);
     this.log.warn({ failed: failed.map((f) => ({ id: f.id, error: describeError(f.error) })) }, 'entries failed; left pending for retry');
   }
-}
-
-function compareIds(a: string, b: string): number {
-  const [aMs, aSeq] = a.split('-').map(BigInt);
-  const [bMs, bSeq] = b.split('-').map(BigInt);
-  return aMs !== bMs ? (aMs < bMs ? -1 : 1) : aSeq === bSeq ? 0 : aSeq < bSeq ? -1 : 1;
 }
 
 function sleep(ms: number): Promise<void> {

@@ -21,6 +21,13 @@ export function controlStreamKey(prefix: string): string {
   return `${prefix}control`;
 }
 
+/** Orders Redis stream entry ids (`<ms>-<seq>`) as Redis does. */
+export function compareIds(a: string, b: string): number {
+  const [aMs, aSeq] = a.split('-').map(BigInt);
+  const [bMs, bSeq] = b.split('-').map(BigInt);
+  return aMs !== bMs ? (aMs < bMs ? -1 : 1) : aSeq === bSeq ? 0 : aSeq < bSeq ? -1 : 1;
+}
+
 /** FNV-1a 32-bit: a stable, fast partition hash (the same in every process and language). */
 export function partitionOf(value: string, partitions: number): number {
   if (partitions <= 1) return 0;

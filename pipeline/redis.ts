@@ -51,12 +51,17 @@ export function connectRedis(
   return redis;
 }
 
-/** Deletes every key under a prefix (a test's or a benchmark's scratch keys), by SCAN and UNLINK. */
-export async function deleteKeysWithPrefix(redis: Redis, prefix: string): Promise<void> {
+/** The keys matching a pattern, a SCAN batch at a time (never KEYS, which blocks Redis). */
+export async function* scanKeys(redis: Redis, pattern: string): AsyncGenerator<string[]> {
   let cursor = '0';
   do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+    const [next, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
     cursor = next;
-    if (keys.length) await redis.unlink(...keys);
+    if (keys.length) yield keys;
   } while (cursor !== '0');
+}
+
+/** Deletes every key under a prefix (a test's or a benchmark's scratch keys), by SCAN and UNLINK. */
+export async function deleteKeysWithPrefix(redis: Redis, prefix: string): Promise<void> {
+  for await (const keys of scanKeys(redis, `${prefix}*`)) await redis.unlink(...keys);
 }

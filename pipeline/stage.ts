@@ -111,17 +111,13 @@ export interface StageHandler<In> {
   close?(): Promise<void>;
 }
 
+
 /**
- * Throw (or wrap a cause in) this when a dependency is unavailable: the harness keeps the
- * batch in hand and retries it with backoff, without counting deliveries toward the
- * dead-letter limit. Connection errors are recognised without it.
+ * A stage of any payload, as the registry and the process runner hold them (a handler of one
+ * payload type is not a handler of `unknown`, so `any` is the honest type here).
  */
-export class TransientError extends Error {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = 'TransientError';
-  }
-}
+// biome-ignore lint/suspicious/noExplicitAny: see above
+export type AnyStage = StageDefinition<any>;
 
 /** Every (stream, group) pair of the system, so each process can create all groups before anything is written. */
 export type Topology = readonly { stream: string; group: string }[];

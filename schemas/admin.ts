@@ -12,7 +12,7 @@ import { decimalAmount } from '../domain/validation.js';
 export const PRODUCT_KINDS = ['standard_api', 'agentic_api', 'managed_agent', 'mcp_server'] as const;
 export const CAP_SCOPES = ['agent', 'team', 'customer'] as const;
 export const CAP_PERIODS = ['session', 'day', 'month'] as const;
-export const CAP_ACTIONS = ['pause', 'alert'] as const;
+const CAP_ACTIONS = ['pause', 'alert'] as const;
 
 const ref = (noun: string) => z.string().min(1).max(128).meta({ description: `Id of the ${noun}.` });
 const name = z.string().trim().min(1).max(200);

@@ -9,7 +9,7 @@ import { unstorableText } from '../domain/validation.js';
  * subscription, ingest time) are accepted and ignored.
  */
 const id = (max = 128) =>
-  z.string().min(1).max(max).regex(/^[A-Za-z0-9_.:@\/-]+$/, 'letters, digits and _ . : @ / - only');
+  z.string().min(1).max(max).regex(/^[A-Za-z0-9_.:@/-]+$/, 'letters, digits and _ . : @ / - only');
 /** Free text: anything every store can hold as it is, so no NUL and no lone UTF-16 surrogate. */
 const text = (max: number) =>
   z

@@ -1,4 +1,4 @@
-import type { StageDefinition, Topology } from '../pipeline/stage.js';
+import type { AnyStage, Topology } from '../pipeline/stage.js';
 import { analyticsDispatchStage } from './analytics-dispatch/index.js';
 import { capCheckStage } from './cap-check/index.js';
 import { cogsStage } from './cogs/index.js';
@@ -13,7 +13,7 @@ import { subscriptionSnapshotStage } from './subscription-snapshot/index.js';
  * The stream-consuming stages, in flow order. Ingest (stage 1) is the HTTP server
  * (api/main.ts), which writes the first stream.
  */
-export const STAGES: readonly StageDefinition<any>[] = [
+export const STAGES: readonly AnyStage[] = [
   keyResolveStage,
   subscriptionSnapshotStage,
   priceStage,
@@ -28,6 +28,6 @@ export const STAGES: readonly StageDefinition<any>[] = [
 /** Every (stream, consumer group) pair: each process creates all groups before anything is written. */
 export const TOPOLOGY: Topology = STAGES.map((stage) => ({ stream: stage.input, group: stage.name }));
 
-export function stageByName(name: string): StageDefinition<any> | undefined {
+export function stageByName(name: string): AnyStage | undefined {
   return STAGES.find((stage) => stage.name === name);
 }

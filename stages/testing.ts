@@ -4,7 +4,7 @@ import { createLogger } from '../pipeline/logger.js';
 import { Metrics } from '../pipeline/metrics.js';
 import { StageServices } from '../pipeline/harness.js';
 import type { StageContext, StageEntry } from '../pipeline/stage.js';
-import type { Attribution, EventCost, LedgeredEvent, SubscriptionSnapshot } from '../domain/events.js';
+import type { Attribution, EventCost, LedgeredEvent, SubscriptionSnapshot } from '../domain/flow.js';
 
 /**
  * Test helpers for stage handlers: realistic pipeline payloads built by hand, so a handler's

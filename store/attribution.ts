@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
 import type { Credential } from '../domain/events.js';
-import type { Attribution } from '../domain/events.js';
+import type { Attribution } from '../domain/flow.js';
 import type { Sql } from '../pipeline/postgres.js';
 import { attributionCacheKey } from './attribution-keys.js';
 
@@ -75,7 +75,7 @@ export class AttributionResolver {
   async resolveMany(items: { tenantId: string; credential: Credential; at?: number }[]): Promise<Resolution[]> {
     const keys = items.map((item) => attributionCacheKey(this.prefix, item.tenantId, item.credential));
     const firstItem = new Map<string, (typeof items)[number]>();
-    keys.forEach((key, i) => firstItem.has(key) || firstItem.set(key, items[i]));
+    for (const [i, key] of keys.entries()) if (!firstItem.has(key)) firstItem.set(key, items[i]);
     const distinct = [...firstItem.keys()];
     const cachedValues = distinct.length ? await this.redis.mget(...distinct) : [];
     const answers = new Map<string, Promise<Cached>>();

@@ -1,4 +1,5 @@
 import type { Sql } from '../pipeline/postgres.js';
+import type { PricedEvent } from '../domain/flow.js';
 
 /** The tag a counter limit puts on an event while its cap is at or over the limit (`cap:<cap id>`). */
 export const CAP_TAG_PREFIX = 'cap:';
@@ -91,4 +92,25 @@ function index(rows: CapRow[]): Map<string, Map<string, SpendCap[]>> {
     book.set(scope, list);
   }
   return tenants;
+}
+
+export const DAY_SECONDS = 86_400;
+
+/** The period of a cap that an event falls in, and when that period ends (epoch ms). */
+export function capPeriod(cap: SpendCap, event: Pick<PricedEvent, 'recordedAt' | 'sessionId'>): { key: string; endsAt: number } | undefined {
+  const at = new Date(event.recordedAt);
+  const y = at.getUTCFullYear();
+  const m = at.getUTCMonth();
+  switch (cap.period) {
+    case 'session':
+      return event.sessionId ? { key: `s:${event.sessionId}`, endsAt: event.recordedAt + DAY_SECONDS * 1000 } : undefined;
+    case 'day':
+      return { key: at.toISOString().slice(0, 10), endsAt: Date.UTC(y, m, at.getUTCDate() + 1) };
+    case 'month':
+      return { key: at.toISOString().slice(0, 7), endsAt: Date.UTC(y, m + 1, 1) };
+  }
+}
+
+export function capCounterKey(cap: SpendCap, periodKey: string): string {
+  return `cap:${cap.tenantId}:${cap.id}:${periodKey}`;
 }

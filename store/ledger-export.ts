@@ -1,4 +1,5 @@
-import type { AnalyticsEvent, ExecutionStatus, EventType } from '../domain/events.js';
+import type { AnalyticsEvent } from '../domain/flow.js';
+import type { ExecutionStatus, EventType } from '../domain/events.js';
 import type { Sql } from '../pipeline/postgres.js';
 
 /**

@@ -31,22 +31,54 @@ export async function migratePostgres(sql: Sql): Promise<string[]> {
   return applied;
 }
 
-/** Creates the ClickHouse database and applies every statement (all are idempotent: IF NOT EXISTS). */
-export async function migrateClickHouse(settings: ClickHouseSettings): Promise<void> {
+/**
+ * Creates the ClickHouse database and applies each file of schemas/migrations/clickhouse once,
+ * in file-name order, recording it in {db}.schema_migrations (ClickHouse has no transactions: a
+ * file is recorded after its last statement). Statements are written to be safe to run again
+ * (IF NOT EXISTS), so a file interrupted half-way is simply applied again; the one statement
+ * that cannot say IF NOT EXISTS on ClickHouse 18.16, ALTER TABLE ... ADD COLUMN, is taken as
+ * done when the column already exists. Returns the names applied now.
+ */
+export async function migrateClickHouse(settings: ClickHouseSettings): Promise<string[]> {
   const admin = createClient({ url: settings.url, username: settings.username ?? 'default', password: settings.password ?? '' });
+  const db = settings.database;
+  const applied: string[] = [];
   try {
-    await admin.command({ query: `CREATE DATABASE IF NOT EXISTS ${settings.database}` });
+    await admin.command({ query: `CREATE DATABASE IF NOT EXISTS ${db}` });
+    await admin.command({
+      query: `CREATE TABLE IF NOT EXISTS ${db}.schema_migrations (name String, applied_at DateTime('UTC')) ENGINE = MergeTree() ORDER BY name`,
+    });
+    const done = new Set(
+      (await (await admin.query({ query: `SELECT name FROM ${db}.schema_migrations`, format: 'JSONEachRow' })).json<{ name: string }>()).map((r) => r.name),
+    );
     for (const file of await sqlFiles(CH_DIR)) {
-      const text = await readFile(`${CH_DIR}/${file}`, 'utf8');
-      const statements = text
-        .split(/;\s*$/m)
-        .map((s) => s.replace(/^\s*--.*$/gm, '').trim())
-        .filter(Boolean);
-      for (const statement of statements) {
-        await admin.command({ query: statement.replaceAll('{db}', settings.database) });
+      if (done.has(file)) continue;
+      for (const statement of clickHouseStatements(await readFile(`${CH_DIR}/${file}`, 'utf8'))) {
+        await runStatement(admin, statement.replaceAll('{db}', db));
       }
+      await admin.insert({ table: `${db}.schema_migrations`, values: [{ name: file, applied_at: Math.floor(Date.now() / 1000) }], format: 'JSONEachRow' });
+      applied.push(file);
     }
   } finally {
     await admin.close();
+  }
+  return applied;
+}
+
+/** The statements of a migration file: split on `;` at the end of a line, comments removed. */
+function clickHouseStatements(text: string): string[] {
+  return text
+    .split(/;\s*$/m)
+    .map((s) => s.replace(/^\s*--.*$/gm, '').trim())
+    .filter(Boolean);
+}
+
+async function runStatement(admin: ReturnType<typeof createClient>, statement: string): Promise<void> {
+  try {
+    await admin.command({ query: statement });
+  } catch (error) {
+    const addsColumn = /^ALTER\s+TABLE\s+\S+\s+ADD\s+COLUMN\b/i.test(statement);
+    if (addsColumn && /column with this name already exists/i.test(String((error as Error)?.message))) return;
+    throw error;
   }
 }

@@ -1,4 +1,4 @@
-import type { Attribution } from '../domain/events.js';
+import type { Attribution } from '../domain/flow.js';
 
 /**
  * Pause flags: set in Redis by cap-check the moment a hard cap is crossed, read by

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { CheckedEvent, PricedEvent } from '../domain/events.js';
+import type { CheckedEvent, PricedEvent } from '../domain/flow.js';
 import { emit, type StageDefinition } from '../pipeline/stage.js';
 import { STREAMS } from './streams.js';
 
@@ -7,9 +7,9 @@ import { STREAMS } from './streams.js';
 // the mistake below it stops being a type error.
 const handler = { handle: async () => [] };
 
-export const readsWhatItDeclares: StageDefinition<PricedEvent> = { name: 'ok', input: STREAMS.priced, outputs: [STREAMS.checked], batchSize: 1, setup: async () => handler };
+const readsWhatItDeclares: StageDefinition<PricedEvent> = { name: 'ok', input: STREAMS.priced, outputs: [STREAMS.checked], batchSize: 1, setup: async () => handler };
 
-export const readsTheWrongStream: StageDefinition<CheckedEvent> = {
+const readsTheWrongStream: StageDefinition<CheckedEvent> = {
   name: 'wrong',
   // @ts-expect-error events:priced carries PricedEvent, which has no capCounters
   input: STREAMS.priced,
@@ -18,12 +18,18 @@ export const readsTheWrongStream: StageDefinition<CheckedEvent> = {
   setup: async () => handler,
 };
 
-export function emitsTheWrongPayload(event: PricedEvent) {
+function emitsTheWrongPayload(event: PricedEvent) {
   // @ts-expect-error events:checked carries CheckedEvent, not PricedEvent
   return emit(STREAMS.checked, event);
 }
 
 describe('STREAMS', () => {
+  it('are the handles stages declare and emit to', () => {
+    expect(readsWhatItDeclares.input).toBe('events:priced');
+    expect(readsTheWrongStream.input).toBe('events:priced');
+    expect(emitsTheWrongPayload).toBeTypeOf('function');
+  });
+
   it('names every stream of the flow once', () => {
     const names = Object.values(STREAMS);
     expect(new Set(names).size).toBe(names.length);

@@ -1,4 +1,5 @@
-import type { AnalyticsEvent, LedgeredEvent, PricedEvent, CheckedEvent, AttributedEvent, ResolvedEvent, RejectedEvent, UsageEvent } from '../domain/events.js';
+import type { AnalyticsEvent, LedgeredEvent, PricedEvent, CheckedEvent, AttributedEvent, ResolvedEvent, RejectedEvent } from '../domain/flow.js';
+import type { UsageEvent } from '../domain/events.js';
 import { stream } from '../pipeline/stage.js';
 
 /**

@@ -1,5 +1,5 @@
 import type { Sql } from '../pipeline/postgres.js';
-import type { Attribution, SubscriptionSnapshot } from '../domain/events.js';
+import type { Attribution, SubscriptionSnapshot } from '../domain/flow.js';
 
 interface SubscriptionRow {
   id: string;

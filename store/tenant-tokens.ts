@@ -1,5 +1,5 @@
 import type { Sql } from '../pipeline/postgres.js';
-import { TransientError } from '../pipeline/stage.js';
+import { TransientError } from '../pipeline/errors.js';
 import { parseTenantToken, sameDigest, sha256 } from './credentials.js';
 
 export type TokenKind = 'ingest' | 'admin';

@@ -17,7 +17,7 @@ function placement(row: Row) {
   };
 }
 
-export function presentAgent(row: Row) {
+function presentAgent(row: Row) {
   return {
     ...placement(row),
     agent_type: row.agent_type as (typeof AGENT_TYPES)[number],
@@ -26,7 +26,7 @@ export function presentAgent(row: Row) {
   };
 }
 
-export const presentApp = placement;
+const presentApp = placement;
 
 const placementFilters = {
   team_id: agentCreate.shape.team_id.optional(),

@@ -41,9 +41,9 @@ interface CredentialKind extends ReadSpec {
   credentialOf(row: Row): Credentials;
 }
 
-export type CredentialState = 'active' | 'expired' | 'revoked';
+type CredentialState = 'active' | 'expired' | 'revoked';
 
-export function credentialState(row: Row, now = Date.now()): CredentialState {
+function credentialState(row: Row, now = Date.now()): CredentialState {
   if (row.status === 'revoked') return 'revoked';
   return row.expires_at instanceof Date && row.expires_at.getTime() <= now ? 'expired' : 'active';
 }
@@ -61,11 +61,11 @@ function credentialFields(row: Row) {
   };
 }
 
-export function presentApiKey(row: Row) {
+function presentApiKey(row: Row) {
   return { ...credentialFields(row), agent_id: row.agent_id as string | null, app_id: row.app_id as string | null, name: row.name as string | null };
 }
 
-export function presentClientCredential(row: Row) {
+function presentClientCredential(row: Row) {
   return { ...credentialFields(row), agent_id: row.agent_id as string, client_id: row.client_id as string };
 }
 

@@ -23,7 +23,7 @@ export interface ReadSpec {
 }
 
 /** The reply for rows of a spec: decorated, then presented. */
-export async function presentRows(spec: ReadSpec, db: Db, tenantId: string, rows: Row[]): Promise<object[]> {
+async function presentRows(spec: ReadSpec, db: Db, tenantId: string, rows: Row[]): Promise<object[]> {
   const decorated = spec.decorate ? await spec.decorate(db, tenantId, rows) : rows;
   return decorated.map((row) => spec.present(row));
 }
@@ -53,7 +53,7 @@ async function pinned(spec: ReadSpec, db: Db, tenantId: string, params: Record<s
 }
 
 /** The row named by the path: the tenant's, and under the parent the path names. */
-export async function findFromPath(spec: ReadSpec, db: Db, tenantId: string, params: Record<string, string>, forUpdate = false): Promise<Row> {
+async function findFromPath(spec: ReadSpec, db: Db, tenantId: string, params: Record<string, string>, forUpdate = false): Promise<Row> {
   const row = await findOwned(db, spec.table, tenantId, params.id, { forUpdate });
   if (spec.parent && row[spec.parent.column] !== params[spec.parent.column]) throw notFound(TABLES[spec.table].noun, params.id);
   return row;
@@ -101,7 +101,7 @@ const parentIdIn = (spec: ReadSpec, params: Record<string, string>) => spec.pare
 
 const bodyAsColumns = async (_db: Db, _tenantId: string, body: Body) => body;
 
-export function createEndpoint(spec: CrudSpec): Endpoint {
+function createEndpoint(spec: CrudSpec): Endpoint {
   const columns = spec.columns ?? bodyAsColumns;
   return endpoint({
     method: 'post',

@@ -5,7 +5,7 @@ import type { Endpoint } from './endpoint.js';
 import { announceHierarchyChange, statusEndpoints } from './hierarchy.js';
 import { basics } from './present.js';
 
-export function presentCustomer(row: Row) {
+function presentCustomer(row: Row) {
   return {
     ...basics(row),
     name: row.name as string,
@@ -15,7 +15,7 @@ export function presentCustomer(row: Row) {
   };
 }
 
-export function presentTeam(row: Row) {
+function presentTeam(row: Row) {
   return { ...basics(row), customer_id: row.customer_id as string, name: row.name as string, metadata: row.metadata as Record<string, unknown> };
 }
 

@@ -32,7 +32,7 @@ export type Row = Record<string, unknown> & { id: string; tenant_id: string };
  * Ids that sort by creation time (eight base-36 digits of epoch milliseconds, then 16 random
  * characters), so that lists, which are ordered by id, come out oldest first.
  */
-export function sortableId(prefix: string, now = Date.now()): string {
+function sortableId(prefix: string, now = Date.now()): string {
   return `${prefix}_${now.toString(36).padStart(8, '0')}${randomToken(16)}`;
 }
 
@@ -88,7 +88,7 @@ export async function updateOwned<R extends Row = Row>(
 
 // --- Cursor pagination: stable order by id; the cursor is the last id of a page, opaque to callers.
 
-export const MAX_PAGE_SIZE = 200;
+const MAX_PAGE_SIZE = 200;
 
 export const pageQuery = {
   limit: z.coerce.number().int().min(1).max(MAX_PAGE_SIZE).default(50).meta({ description: `Page size, 1 to ${MAX_PAGE_SIZE}.` }),

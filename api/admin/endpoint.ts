@@ -1,6 +1,6 @@
 import type { Context, Hono } from 'hono';
 import type { Redis } from 'ioredis';
-import { z } from 'zod';
+import type { z } from 'zod';
 import type { TenantTokens } from '../../store/tenant-tokens.js';
 import type { TenantAuthVariables } from '../auth.js';
 import type { Sql } from '../../pipeline/postgres.js';

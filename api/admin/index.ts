@@ -18,7 +18,7 @@ export type { AdminDeps } from './endpoint.js';
 
 export const ADMIN_BASE_PATH = '/v1/admin';
 /** Rate plans are the largest bodies; 256 KiB holds thousands of per-tool prices. */
-export const ADMIN_MAX_BODY_BYTES = 256 * 1024;
+const ADMIN_MAX_BODY_BYTES = 256 * 1024;
 
 /** Every admin route, relative to ADMIN_BASE_PATH; the OpenAPI document is built from the same list. */
 export function adminEndpoints(): Endpoint[] {

@@ -18,15 +18,15 @@ import { conflict } from '../errors.js';
 import { announceHierarchyChange } from './hierarchy.js';
 import { basics } from './present.js';
 
-export function presentProduct(row: Row) {
+function presentProduct(row: Row) {
   return { ...basics(row), name: row.name as string, kind: row.kind as (typeof PRODUCT_KINDS)[number] };
 }
 
-export function presentMcpServer(row: Row) {
+function presentMcpServer(row: Row) {
   return { ...basics(row), name: row.name as string, product_id: row.product_id as string | null };
 }
 
-export function presentMcpTool(row: Row) {
+function presentMcpTool(row: Row) {
   return {
     ...basics(row),
     mcp_server_id: row.mcp_server_id as string,

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { ratePlanCreate, ratePlanCreated, ratePlanOut, ratePlanUpdate, ratePlanVersionCreate, ratePlanVersionOut } from '../../schemas/admin.js';
-import { type RatePlanPricing } from '../../domain/rating/plan-schema.js';
+import type { RatePlanPricing } from '../../domain/rating/plan-schema.js';
 import { validateRatePlan } from '../../domain/rating/plan.js';
 import { announce } from './announce.js';
 import { listEndpoint, presentRow, readEndpoints, updateEndpoint, type ReadSpec } from './crud.js';
@@ -16,11 +16,11 @@ export function validPricing(pricing: unknown, field = 'pricing'): RatePlanPrici
   throw invalidPart(field, result.errors);
 }
 
-export function presentRatePlan(row: Row) {
+function presentRatePlan(row: Row) {
   return { ...basics(row), name: row.name as string, currency: row.currency as string, latest_version: row.latest_version as number };
 }
 
-export function presentRatePlanVersion(row: Row) {
+function presentRatePlanVersion(row: Row) {
   return {
     id: row.id,
     rate_plan_id: row.rate_plan_id as string,

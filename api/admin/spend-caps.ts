@@ -21,7 +21,7 @@ import { basics, iso } from './present.js';
 const MAX_BIGINT = 2n ** 63n - 1n;
 const SCOPE_TABLES = { agent: 'agents', team: 'teams', customer: 'customers' } as const;
 
-export function presentSpendCap(row: Row) {
+function presentSpendCap(row: Row) {
   return {
     ...basics(row),
     scope_kind: row.scope_kind as (typeof CAP_SCOPES)[number],
@@ -33,7 +33,7 @@ export function presentSpendCap(row: Row) {
   };
 }
 
-export function presentCostModel(row: Row) {
+function presentCostModel(row: Row) {
   return {
     ...basics(row),
     name: row.name as string,

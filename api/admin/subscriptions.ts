@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { subscriptionChange, subscriptionChanged, subscriptionCreate, subscriptionEnd, subscriptionOut } from '../../schemas/admin.js';
-import { type Commitment, type RatePlanPricing } from '../../domain/rating/plan-schema.js';
+import type { Commitment, RatePlanPricing } from '../../domain/rating/plan-schema.js';
 import { validateSubscriptionTerms } from '../../domain/rating/plan.js';
 import { announce } from './announce.js';
 import { presentRow, readEndpoints, type ReadSpec } from './crud.js';
@@ -25,7 +25,7 @@ type Terms = {
   allocation: Record<string, number> | null;
 };
 
-export function presentSubscription(row: Row) {
+function presentSubscription(row: Row) {
   return {
     id: row.id,
     customer_id: row.customer_id as string,

@@ -6,7 +6,7 @@ import { createTenant, type CreatedTenant } from '../../store/tenants.js';
 import { isolated, type Isolated } from '../../test/support/isolated.js';
 import { createAdminRoutes } from './index.js';
 
-export interface Reply {
+interface Reply {
   status: number;
   /** Replies are JSON of many shapes; tests read them as such. */
   body: any;

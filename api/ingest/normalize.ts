@@ -1,12 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import { Decoder } from '@msgpack/msgpack';
 import type { z } from 'zod';
-import { type Credential, type UsageEvent } from '../../domain/events.js';
+import type { Credential, UsageEvent } from '../../domain/events.js';
 import { wireEventSchema, type WireEvent } from '../../schemas/events.js';
 import { hashApiKey } from '../../store/credentials.js';
 
 /** One problem with one field of one event, named by its dotted path ('' is the event itself). */
-export interface FieldError {
+interface FieldError {
   field: string;
   message: string;
 }
@@ -74,7 +74,7 @@ export function eventsOf(body: unknown, maxBatch: number): BodyResult<unknown[]>
   return { ok: true, value: events };
 }
 
-export function fieldErrors(issues: readonly z.core.$ZodIssue[]): FieldError[] {
+function fieldErrors(issues: readonly z.core.$ZodIssue[]): FieldError[] {
   const errors: FieldError[] = [];
   for (const issue of issues) {
     const base = issue.path.map(String).join('.');
@@ -178,7 +178,7 @@ export function normalizeBatch(tenantId: string, raws: readonly unknown[], windo
  * drops them). One object literal, no spreads: this runs for every event. Session control
  * events carry no invocation: zero usage, so nothing downstream can bill them.
  */
-export function toUsageEvent(
+function toUsageEvent(
   tenantId: string,
   event: WireEvent,
   credential: Credential,

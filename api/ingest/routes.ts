@@ -4,8 +4,9 @@ import type { Config } from '../../pipeline/config.js';
 import { STREAMS } from '../../store/streams.js';
 import type { Logger } from '../../pipeline/logger.js';
 import type { Metrics } from '../../pipeline/metrics.js';
-import { type TenantTokens } from '../../store/tenant-tokens.js';
+import type { TenantTokens } from '../../store/tenant-tokens.js';
 import { requireTenant, type TenantAuthVariables } from '../auth.js';
+import { cloudEventsMode, cloudEventsRejection, fromCloudEvents } from '../cloudevents.js';
 import { ApiError, tooLarge, unavailable } from '../errors.js';
 import { readLimitedBody, redisDown } from '../http.js';
 import { decodeBody, eventsOf, normalizeBatch, type DuplicateItem, type RejectedItem } from './normalize.js';
@@ -45,7 +46,7 @@ export function createIngestRoutes(deps: IngestDeps): Hono<{ Variables: TenantAu
   // A saturated machine answers slowly before the first stream fills; refusing past a number of
   // requests in flight keeps the refusal prompt (the client keeps its events and retries).
   let inFlight = 0;
-  app.use('/v1/events', async (c, next) => {
+  app.use('/v1/events', async (_c, next) => {
     if (inFlight >= config.INGEST_MAX_IN_FLIGHT) {
       metrics?.errors.inc({ stage: STAGE, kind: 'busy' });
       throw new ApiError(429, 'busy', `more than ${config.INGEST_MAX_IN_FLIGHT} requests in flight; nothing was accepted, retry later`, undefined, {
@@ -83,14 +84,21 @@ export function createIngestRoutes(deps: IngestDeps): Hono<{ Variables: TenantAu
     if (!bytes) throw tooLarge(config.INGEST_MAX_BODY_BYTES);
     const body = decodeBody(bytes, c.req.header('content-type'));
     if (!body.ok) throw new ApiError(body.status, body.code, body.message);
-    const events = eventsOf(body.value, config.INGEST_MAX_BATCH);
-    if (!events.ok) throw new ApiError(events.status, events.code, events.message);
+    const cloud = cloudEventsMode(c.req.header('content-type'));
+    const mapped = cloud && fromCloudEvents(cloud, body.value, { maxBatch: config.INGEST_MAX_BATCH, now: Date.now() });
+    const events = mapped || eventsOf(body.value, config.INGEST_MAX_BATCH);
+    if (!events.ok) throw new ApiError(events.status, events.code, events.message, 'details' in events ? events.details : undefined);
 
     const batch = normalizeBatch(tenantId, events.value, {
       now: Date.now(),
       maxFutureSeconds: config.MAX_EVENT_FUTURE_SECONDS,
       maxAgeDays: config.MAX_EVENT_AGE_DAYS,
     });
+    // A CloudEvents request is all or nothing (see api/cloudevents.ts).
+    if (cloud && mapped?.ok && batch.rejected.length) {
+      const refused = cloudEventsRejection(cloud, mapped.origins, batch.rejected);
+      throw new ApiError(400, 'validation_failed', refused.message, refused.details);
+    }
     metrics?.eventsIn.inc({ stage: STAGE }, events.value.length);
     if (batch.rejected.length) metrics?.errors.inc({ stage: STAGE, kind: 'rejected' }, batch.rejected.length);
     if (batch.accepted.length === 0 && batch.duplicates.length === 0) {

@@ -10,9 +10,9 @@ export const FACTOR_ONE = 10n ** BigInt(FACTOR_DECIMALS);
 const PERCENT_DECIMALS = 7; // a percentage with 7 decimals is a fraction with 9
 const SECONDS_DECIMALS = 3; // milliseconds
 
-export type TierMode = 'volume' | 'graduated';
+type TierMode = 'volume' | 'graduated';
 
-export interface TierNumbers {
+interface TierNumbers {
   mode: TierMode;
   kind: 'rate' | 'discount';
   /** Calls of the period before each tier starts. */
@@ -83,7 +83,7 @@ export function readPlanNumbers(pricing: RatePlanPricing): PlanNumbers {
   };
 }
 
-export const DEFAULT_MULTIPLIER_KEY = '*';
+const DEFAULT_MULTIPLIER_KEY = '*';
 
 /** The factor on token cost of tools without their own multiplier. */
 export function defaultMultiplier(numbers: PlanNumbers): bigint {
@@ -131,7 +131,7 @@ export function exactnessProblems(numbers: PlanNumbers): PathProblem[] {
     ...numbers.durationBuckets.map((bucket, index) => ({ nano: bucket.rate, source: `duration_buckets[${index}].rate` })),
   ];
   if (numbers.tiers?.kind === 'rate') {
-    numbers.tiers.rates.forEach((nano, index) => callRates.push({ nano, source: `volume_tiers[${index}].rate` }));
+    for (const [index, nano] of numbers.tiers.rates.entries()) callRates.push({ nano, source: `volume_tiers[${index}].rate` });
   }
   const perCallAmounts = [...callRates, ...effectiveTokenRates].filter((rate) => rate.nano !== 0n);
 

@@ -49,14 +49,14 @@ const toolName = z.string().min(1, 'a tool name must not be empty').max(256, 'a 
 
 export const DEFAULT_TOOL_KEY = '*';
 
-export const durationBucketSchema = z.strictObject({
+const durationBucketSchema = z.strictObject({
   /** Calls lasting up to this many seconds (inclusive) fall in the bucket; null on the last bucket: no upper bound. */
   max_seconds: seconds.nullable().optional(),
   rate,
   unit: z.literal('per_invocation').optional(),
 });
 
-export const volumeTierSchema = z
+const volumeTierSchema = z
   .strictObject({
     /** Calls of the month before this tier starts: a tier with 1000 starts at the 1,001st call. */
     min_invocations: count,
@@ -69,7 +69,7 @@ export const volumeTierSchema = z
     }
   });
 
-export const commitmentSchema = z.strictObject({
+const commitmentSchema = z.strictObject({
   /** Calls covered by the committed price in each period. */
   committed_amount: count,
   committed_price: rate,
@@ -133,8 +133,5 @@ export const ratePlanObjectSchema = z.strictObject({
   });
 
 export type RatePlanPricing = z.output<typeof ratePlanObjectSchema>;
-export type RatePlanPricingInput = z.input<typeof ratePlanObjectSchema>;
-export type DurationBucket = z.output<typeof durationBucketSchema>;
-export type VolumeTier = z.output<typeof volumeTierSchema>;
 export type Commitment = z.output<typeof commitmentSchema>;
 

@@ -17,7 +17,7 @@ import { usageRowsForRun, type UsageRow } from './usage-rows.js';
 const whole = z.number({ error: 'must be a whole number' }).int('must be a whole number').min(0, 'must be 0 or more').max(Number.MAX_SAFE_INTEGER);
 const name = z.string().min(1, 'must not be empty').max(256);
 
-export const callGroupSchema = z
+const callGroupSchema = z
   .strictObject({
     tool: name.optional().meta({ description: 'Tool name as events carry it (aliases and versions resolve as in rating).' }),
     count: whole.min(1, 'a call group has at least one call').meta({ description: 'Number of calls.' }),
@@ -47,7 +47,7 @@ export const usageVectorSchema = z
   });
 
 export type UsageVector = z.output<typeof usageVectorSchema>;
-export type CallGroup = z.output<typeof callGroupSchema>;
+type CallGroup = z.output<typeof callGroupSchema>;
 
 export interface Quote extends Invoice {
   calls: number;

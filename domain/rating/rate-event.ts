@@ -12,8 +12,8 @@ export interface RatingInput {
 }
 
 /** The dimensions of an event's cost; every rated event carries all four. */
-export const EVENT_DIMENSIONS = ['tool', 'input_tokens', 'output_tokens', 'duration'] as const;
-export type EventDimension = (typeof EVENT_DIMENSIONS)[number];
+const EVENT_DIMENSIONS = ['tool', 'input_tokens', 'output_tokens', 'duration'] as const;
+type EventDimension = (typeof EVENT_DIMENSIONS)[number];
 
 export interface EventRating {
   /** Nano-units, exact: the sum of the breakdown. */

@@ -31,9 +31,9 @@ import { bandOfOrdinal, mergeRows, tierAdjustment, type UsageRow } from './usage
  * the lines on the invoice add up to its total.
  */
 
-export const ROUNDING_RULE = 'each line rounded to the minor unit, half away from zero; totals are sums of rounded lines';
+const ROUNDING_RULE = 'each line rounded to the minor unit, half away from zero; totals are sums of rounded lines';
 
-export const STEPS = {
+const STEPS = {
   usage: 1,
   included: 2,
   volumeTiers: 3,
@@ -43,7 +43,7 @@ export const STEPS = {
   minimumSpend: 7,
 } as const;
 
-export type LineCode =
+type LineCode =
   | 'tool'
   | 'input_tokens'
   | 'output_tokens'

@@ -1,6 +1,8 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { formatMinorUnits, minorUnitDigits, parseNano, roundToMinorUnit } from '../money.js';
+import { formatNano, minorUnitDigits, parseNano, roundToMinorUnit } from '../money.js';
+
+const formatMinorUnits = (nano: bigint, digits: number) => formatNano(roundToMinorUnit(nano, digits), digits);
 import { validateRatePlan } from './plan.js';
 import { compilePlan, PlanCompileError } from './compile.js';
 import { invoiceJson, parseQuoteRequest, quote } from './quote.js';

@@ -1,5 +1,5 @@
 import type { EventType, ExecutionStatus } from '../events.js';
-import { type SubscriptionTerms } from './plan-schema.js';
+import type { SubscriptionTerms } from './plan-schema.js';
 import { validateRatePlan } from './plan.js';
 import { compilePlan, type CompiledPlan } from './compile.js';
 import { rateEvent } from './rate-event.js';

@@ -185,7 +185,12 @@ export function startGenerators(entry: GeneratorEntry, configs: GeneratorConfig[
         new Promise<GeneratorDone>((resolve, reject) => {
           let result: GeneratorDone | undefined;
           let ready: () => void = () => {};
-          readiness.push(new Promise<void>((r, fail) => ((ready = r), child.on('exit', () => fail(new Error(`load generator ${g} exited before it was ready`))))));
+          readiness.push(
+            new Promise<void>((resolve, fail) => {
+              ready = resolve;
+              child.on('exit', () => fail(new Error(`load generator ${g} exited before it was ready`)));
+            }),
+          );
           child.on('message', (message: GeneratorMessage) => {
             if (message.type === 'tick') monitor.tick(g, message);
             else if (message.type === 'ready') ready();

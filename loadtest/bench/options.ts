@@ -1,3 +1,5 @@
+import { defaultLayout, parseLayout, type Layout } from '../../ops/start.js';
+
 export interface BenchOptions {
   /** Seconds of load (new events); the drain comes after. */
   duration: number;
@@ -6,6 +8,8 @@ export interface BenchOptions {
   batch: number;
   apiProcesses: number;
   workers: Record<string, number>;
+  /** How stages share processes (ops/start.ts); by default, chosen by core count. */
+  layout: Layout;
   out: string;
   baseline: boolean;
   /** Seconds of the baseline's load (the same events, a prefix when shorter). */
@@ -42,18 +46,20 @@ export const USAGE = `npm run bench -- [options]
 
 Seeds a scratch world (its own PostgreSQL database, Redis prefix, ClickHouse database),
 runs the whole pipeline, drives POST /v1/events with a realistic event mix, and reports
-throughput, latencies, stream lag, Redis memory and CPU per process kind; then drives a
-baseline (one synchronous INSERT per event in the HTTP handler) with the same events.
+throughput, latencies, stream lag, Redis memory and CPU per process kind; then drives two
+baselines with the same events: one synchronous INSERT per event in the HTTP handler, and
+one multi-row INSERT per request.
 
   --duration <s>          seconds of load (default 60; smoke 6)
   --rate <n>|max          events per second offered, or max: as fast as accepted (default 1000)
   --batch <n>             events per request (default 100)
   --api-processes <n>     ingest (HTTP) processes (default 1)
   --workers a=n,b=m       processes per stage, e.g. price=2,ledger-write=2 (default 1 each)
+  --layout <l>            grouped (stages share two processes) or per-stage (default: by core count)
   --generators <n>        load generator processes (default 1)
   --concurrency <n>       requests in flight per generator (default 64)
   --out <file>            JSON report (default .bench/result.json)
-  --baseline on|off       run the baseline too (default on)
+  --baseline on|off       run the baselines too (default on)
   --baseline-duration <s> seconds of baseline load (default min(duration, 60))
   --baseline-pool <n>     PostgreSQL connections per baseline process (default 10)
   --warmup <s>            seconds left out of steady-state figures (default min(10, duration/5))
@@ -101,6 +107,7 @@ export function parseOptions(argv: string[], parseWorkers: (text: string) => Rec
     batch: smoke ? 20 : 100,
     apiProcesses: 1,
     workers: {},
+    layout: defaultLayout(),
     out: '.bench/result.json',
     baseline: true,
     baselineDuration: NaN,
@@ -147,6 +154,9 @@ export function parseOptions(argv: string[], parseWorkers: (text: string) => Rec
       }
       case '--workers':
         options.workers = parseWorkers(value());
+        break;
+      case '--layout':
+        options.layout = parseLayout(value());
         break;
       case '--out':
         options.out = value();

@@ -1,4 +1,96 @@
-import type { BenchReport, PhaseReport } from './run.js';
+import type { Exactness, Percentiles } from './ledger.js';
+import type { GeneratorTotals, SecondSample } from './monitor.js';
+import type { BenchOptions } from './options.js';
+import type { ProfileSummary } from './profile.js';
+import type { HopTracer } from './tracer.js';
+
+/** What a benchmark run measured, phase by phase; run.ts fills it, printReport prints it. */
+export interface PhaseReport {
+  label: 'pipeline' | 'baseline' | 'baseline-batch';
+  loadSeconds: number;
+  steadyWindow: { fromS: number; toS: number };
+  load: GeneratorTotals & {
+    targetRate: number | 'max';
+    batch: number;
+    generators: number;
+    concurrency: number;
+    madeDistinct: number;
+    abandonedEvents: number;
+    rejectedSamples: unknown[];
+    errorSamples: string[];
+  };
+  throughput: {
+    offeredPerSec: number;
+    acceptedPerSec: number;
+    ledgerPerSec: number;
+    acceptedPerSecOverall: number;
+    ledgerPerSecOverall: number;
+  };
+  ingestLatencyMs: { all: Percentiles; steady: Percentiles };
+  backpressure: { status429: number; status503: number; latency429Ms: { p50: number; p99: number } };
+  ingestToLedgerMs: { all: Percentiles; steady: Percentiles };
+  /** Seconds from the end of the load (and the client's drain) until every group had everything acked. */
+  drainSeconds?: number;
+  drained?: boolean;
+  /**
+   * Entries given to no consumer yet, summed over the streams (each stream: its slowest group).
+   * A slope above zero in the steady window means some stage falls behind.
+   */
+  lag?: {
+    max: number;
+    atLoadEnd: number;
+    maxByStream: Record<string, number>;
+    atLoadEndByStream: Record<string, number>;
+    /** Entries not yet given to each stage (consumer group), at the end of the load: who fell behind. */
+    atLoadEndByStage: Record<string, number>;
+    steadySlopePerSec: number;
+  };
+  /**
+   * Whether the rate was sustained through every stage: nothing was refused or skipped, no
+   * stream's lag grew (slope under 1% of the rate), at most 2 s of traffic was still waiting when
+   * the load ended, and the ledger took at least 95% of what was offered (1% are repeats).
+   */
+  sustained?: boolean;
+  /**
+   * Redis memory: used_memory of the whole server (shared with anything else on it), and the
+   * run's own keys (every key under its prefix, sampled every 10 s), whose slope says whether it is flat.
+   */
+  redisMemoryMB?: {
+    start: number;
+    min: number;
+    max: number;
+    end: number;
+    streamsMaxMB: number;
+    runKeysMB: { start: number; max: number; end: number; steadySlopeMBPerMin: number; keysMax: number };
+  };
+  cpuPct: Record<string, { avg: number; max: number }>;
+  exactness: Exactness & { ledgerDuplicatesRecorded?: number; rejectedEntries?: number; rejectedSamples?: unknown[]; deadLetters?: number };
+  series: SecondSample[];
+  ledgerPerSecond: { t: number; rows: number }[];
+  latencyPer5s: { t: number; rows: number; p50: number; p99: number }[];
+  profiles?: { process: string; file: string; summary: ProfileSummary }[];
+  /** Where the ingest-to-ledger time goes, from events followed through the streams (--trace). */
+  trace?: ReturnType<HopTracer['summary']>;
+}
+
+export interface BenchReport {
+  command: string;
+  date: string;
+  /** The commit the run measured, and whether the working tree had changes on top of it. */
+  commit: { sha: string; dirty: boolean };
+  machine: { cpus: number; model: string; memoryGiB: number; node: string; redis: string; postgres: string; clickhouse: string };
+  options: BenchOptions;
+  pipeline: PhaseReport;
+  baseline?: PhaseReport;
+  /** The stronger baseline: one multi-row INSERT per request. */
+  baselineBatch?: PhaseReport;
+  /** Pipeline ledger rate over baseline ledger rate, steady windows. */
+  ratioToBaseline?: number;
+  ratioToBatchBaseline?: number;
+  targets: { target: string; measured: string; ok: boolean | null }[];
+}
+
+
 
 function n(value: number | undefined): string {
   if (value === undefined || !Number.isFinite(value)) return '-';
@@ -62,15 +154,23 @@ export function printReport(report: BenchReport): void {
       `api processes ${o.apiProcesses}; workers ${JSON.stringify(o.workers)}; runtime ${o.runtime}`,
   );
   const p = rows(report.pipeline);
-  const b = report.baseline ? rows(report.baseline) : undefined;
-  const width = Math.max(...p.map(([label]) => label.length)) + 2;
-  const col = Math.max(16, ...p.map(([, v]) => v.length)) + 2;
-  console.log(`\n${''.padEnd(width)}${'pipeline'.padEnd(col)}${b ? 'baseline (1 INSERT per event)' : ''}`);
-  p.forEach(([label, value], i) => {
-    const other = b?.find(([l]) => l === label)?.[1] ?? '';
-    console.log(`${label.padEnd(width)}${value.padEnd(col)}${other}`);
-  });
+  const others = [
+    { title: 'baseline (1 INSERT per event)', rows: report.baseline && rows(report.baseline) },
+    { title: 'baseline (1 INSERT per request)', rows: report.baselineBatch && rows(report.baselineBatch) },
+  ].filter((o) => o.rows);
+  const width = Math.max(...p.map(([label]) => label.length), 'ledger throughput, pipeline / baseline (per request)'.length) + 2;
+  const colOf = (title: string, values: string[][]) => Math.max(title.length, 16, ...values.map(([, v]) => v.length)) + 2;
+  const col = colOf('pipeline', p);
+  const otherCols = others.map((o) => colOf(o.title, o.rows ?? []));
+  console.log(`\n${''.padEnd(width)}${'pipeline'.padEnd(col)}${others.map((o, i) => o.title.padEnd(otherCols[i])).join('')}`);
+  for (const [label, value] of p) {
+    const cells = others.map((o, i) => (o.rows?.find(([l]) => l === label)?.[1] ?? '').padEnd(otherCols[i])).join('');
+    console.log(`${label.padEnd(width)}${value.padEnd(col)}${cells}`.trimEnd());
+  }
   if (report.ratioToBaseline !== undefined) console.log(`${'ledger throughput, pipeline / baseline'.padEnd(width)}${report.ratioToBaseline}x`);
+  if (report.ratioToBatchBaseline !== undefined) {
+    console.log(`${'ledger throughput, pipeline / baseline (per request)'.padEnd(width)}${report.ratioToBatchBaseline}x`);
+  }
 
   const cpuLine = (phase: PhaseReport) =>
     Object.entries(phase.cpuPct)
@@ -79,6 +179,7 @@ export function printReport(report: BenchReport): void {
       .join(', ');
   console.log(`\nCPU, % of one core, steady average: pipeline: ${cpuLine(report.pipeline)}`);
   if (report.baseline) console.log(`                                     baseline: ${cpuLine(report.baseline)}`);
+  if (report.baselineBatch) console.log(`                      baseline (per request): ${cpuLine(report.baselineBatch)}`);
 
   const series = report.pipeline.series;
   if (series.length) {
@@ -93,7 +194,7 @@ export function printReport(report: BenchReport): void {
     }
   }
   const trace = report.pipeline.trace;
-  if (trace && trace.traced) {
+  if (trace?.traced) {
     console.log(`\nwhere the ingest-to-ledger time goes (${trace.traced} events followed through the streams; ${trace.abandoned} lost to trimming):`);
     console.log('  stage (time from its input entry to its output entry)   p50 ms   p90 ms   p99 ms   max ms');
     for (const hop of trace.hops) {

@@ -14,104 +14,23 @@ import { decodePayload } from '../../pipeline/codec.js';
 import { streamLag } from '../../pipeline/backpressure.js';
 import { STREAMS } from '../../store/streams.js';
 import { partitionedKey } from '../../pipeline/keys.js';
+import { scanKeys } from '../../pipeline/redis.js';
 import { createLogger } from '../../pipeline/logger.js';
 import { projectPath } from '../../pipeline/paths.js';
+import { freePort, freePortRange, waitHttp } from '../../test/support/pipeline.js';
 import { supervise, type ChildSpec, type Supervisor } from '../../pipeline/supervisor.js';
 import { TOPOLOGY } from '../../stages/registry.js';
 import * as startFromSource from '../../ops/start.js';
-import { BASELINE_TABLE, createBaselineTable } from './baseline.js';
+import { BASELINE_TABLES, createBaselineTable, type BaselineMode } from './baseline.js';
 import type { GeneratorConfig, GeneratorDone } from './generator.js';
-import { checkExactness, ledgerLatency, ledgerRate, ledgerSeries, type Exactness, type Percentiles } from './ledger.js';
-import { Monitor, round, startGenerators, type GeneratorEntry, type GeneratorTotals, type SecondSample } from './monitor.js';
+import { checkExactness, ledgerLatency, ledgerRate, ledgerSeries, type Percentiles } from './ledger.js';
+import { Monitor, round, startGenerators, type GeneratorEntry, type SecondSample } from './monitor.js';
 import { parseOptions, USAGE, type BenchOptions } from './options.js';
-import { formatProfile, summarizeProfile, type ProfileSummary } from './profile.js';
+import { formatProfile, summarizeProfile } from './profile.js';
 import { groupsOf, pidsByName, prefixMemory, redisMemory, slope, withDescendants } from './sampler.js';
 import { createScratchWorld, seedBenchWorld, type ScratchWorld } from './world.js';
 import { HopTracer } from './tracer.js';
-import { printReport } from './report.js';
-import { freePort, freePortRange, waitHttp } from '../ports.js';
-
-export interface PhaseReport {
-  label: 'pipeline' | 'baseline';
-  loadSeconds: number;
-  steadyWindow: { fromS: number; toS: number };
-  load: GeneratorTotals & {
-    targetRate: number | 'max';
-    batch: number;
-    generators: number;
-    concurrency: number;
-    madeDistinct: number;
-    abandonedEvents: number;
-    rejectedSamples: unknown[];
-    errorSamples: string[];
-  };
-  throughput: {
-    offeredPerSec: number;
-    acceptedPerSec: number;
-    ledgerPerSec: number;
-    acceptedPerSecOverall: number;
-    ledgerPerSecOverall: number;
-  };
-  ingestLatencyMs: { all: Percentiles; steady: Percentiles };
-  backpressure: { status429: number; status503: number; latency429Ms: { p50: number; p99: number } };
-  ingestToLedgerMs: { all: Percentiles; steady: Percentiles };
-  /** Seconds from the end of the load (and the client's drain) until every group had everything acked. */
-  drainSeconds?: number;
-  drained?: boolean;
-  /**
-   * Entries given to no consumer yet, summed over the streams (each stream: its slowest group).
-   * A slope above zero in the steady window means some stage falls behind.
-   */
-  lag?: {
-    max: number;
-    atLoadEnd: number;
-    maxByStream: Record<string, number>;
-    atLoadEndByStream: Record<string, number>;
-    /** Entries not yet given to each stage (consumer group), at the end of the load: who fell behind. */
-    atLoadEndByStage: Record<string, number>;
-    steadySlopePerSec: number;
-  };
-  /**
-   * Whether the rate was sustained through every stage: nothing was refused or skipped, no
-   * stream's lag grew (slope under 1% of the rate), at most 2 s of traffic was still waiting when
-   * the load ended, and the ledger took at least 95% of what was offered (1% are repeats).
-   */
-  sustained?: boolean;
-  /**
-   * Redis memory: used_memory of the whole server (shared with anything else on it), and the
-   * run's own keys (every key under its prefix, sampled every 10 s), whose slope says whether it is flat.
-   */
-  redisMemoryMB?: {
-    start: number;
-    min: number;
-    max: number;
-    end: number;
-    streamsMaxMB: number;
-    runKeysMB: { start: number; max: number; end: number; steadySlopeMBPerMin: number; keysMax: number };
-  };
-  cpuPct: Record<string, { avg: number; max: number }>;
-  exactness: Exactness & { ledgerDuplicatesRecorded?: number; rejectedEntries?: number; rejectedSamples?: unknown[]; deadLetters?: number };
-  series: SecondSample[];
-  ledgerPerSecond: { t: number; rows: number }[];
-  latencyPer5s: { t: number; rows: number; p50: number; p99: number }[];
-  profiles?: { process: string; file: string; summary: ProfileSummary }[];
-  /** Where the ingest-to-ledger time goes, from events followed through the streams (--trace). */
-  trace?: ReturnType<HopTracer['summary']>;
-}
-
-export interface BenchReport {
-  command: string;
-  date: string;
-  /** The commit the run measured, and whether the working tree had changes on top of it. */
-  commit: { sha: string; dirty: boolean };
-  machine: { cpus: number; model: string; memoryGiB: number; node: string; redis: string; postgres: string; clickhouse: string };
-  options: BenchOptions;
-  pipeline: PhaseReport;
-  baseline?: PhaseReport;
-  /** Pipeline ledger rate over baseline ledger rate, steady windows. */
-  ratioToBaseline?: number;
-  targets: { target: string; measured: string; ok: boolean | null }[];
-}
+import { printReport, type BenchReport, type PhaseReport } from './report.js';
 
 const log = createLogger('bench', process.env.BENCH_LOG_LEVEL ?? 'warn');
 const tty = process.stdout.isTTY;
@@ -237,7 +156,6 @@ function summarizeLoad(
   options: BenchOptions,
   monitor: Monitor,
   done: GeneratorDone[],
-  durationS: number,
 ): Pick<PhaseReport, 'label' | 'loadSeconds' | 'steadyWindow' | 'load' | 'ingestLatencyMs' | 'backpressure'> & { loadStart: number; loadEnd: number } {
   const loadStart = monitor.startedAt;
   const loadEnd = Math.min(...done.map((d) => d.loadEndedAt));
@@ -362,7 +280,7 @@ async function runPipelinePhase(options: BenchOptions, world: ScratchWorld, worl
       ? ((await import(pathToFileURL(projectPath('dist', 'ops', 'start.js')).href)) as typeof startFromSource)
       : startFromSource;
   const httpPort = await freePort();
-  const stageCount = start.pipelineProcesses({ workers: options.workers }).length;
+  const stageCount = start.pipelineProcesses({ layout: options.layout, workers: options.workers }).length;
   const metricsBasePort = await freePortRange(stageCount);
   const env: Record<string, string> = {
     ...world.env,
@@ -372,7 +290,7 @@ async function runPipelinePhase(options: BenchOptions, world: ScratchWorld, worl
     ...(options.highWater ? { BACKPRESSURE_HIGH: String(options.highWater), BACKPRESSURE_LOW: String(Math.floor(options.highWater / 2)) } : {}),
     ...options.env,
   };
-  const specs: ChildSpec[] = start.pipelineProcesses({ workers: options.workers, apiProcesses: options.apiProcesses, metricsBasePort, env });
+  const specs: ChildSpec[] = start.pipelineProcesses({ layout: options.layout, workers: options.workers, apiProcesses: options.apiProcesses, metricsBasePort, env });
   const kindOf = (name: string) => name.split('#')[0];
   for (const spec of specs) {
     if (options.profile.includes(kindOf(spec.name))) spec.args.unshift('--cpu-prof', `--cpu-prof-dir=${profileDir}`);
@@ -380,8 +298,8 @@ async function runPipelinePhase(options: BenchOptions, world: ScratchWorld, worl
   const stagePorts = specs.filter((s) => s.env?.METRICS_PORT).map((s) => ({ name: s.name, port: Number(s.env!.METRICS_PORT) }));
   // /readyz of each stage process says when it reads; after that the benchmark leaves its metrics port alone.
   say(
-    `starting the pipeline (${options.runtime === 'dist' ? 'compiled JS from dist/' : 'from source with tsx'}): ${specs.map((s) => s.name).join(', ')}` +
-      `${options.apiProcesses > 1 ? ` (api x${options.apiProcesses})` : ''}`,
+    `starting the pipeline (${options.runtime === 'dist' ? 'compiled JS from dist/' : 'from source with tsx'}), ${options.layout} layout` +
+      `${options.apiProcesses > 1 ? ` (api x${options.apiProcesses})` : ''}:\n${start.describeLayout(specs)}`,
   );
   const supervisor: Supervisor = supervise(specs, createLogger('bench-supervisor', 'warn'), 20_000);
   let stopped = false;
@@ -567,7 +485,7 @@ async function runPipelinePhase(options: BenchOptions, world: ScratchWorld, worl
     endLive();
     say(isDrained ? `pipeline drained ${drainSeconds} s after the load` : `pipeline NOT drained after ${drainSeconds} s`);
 
-    const summary = summarizeLoad('pipeline', options, monitor, done, durationS);
+    const summary = summarizeLoad('pipeline', options, monitor, done);
     const steadyTo = Math.min(monitor.steadyTo, summary.loadEnd);
     say('reading the ledger: latencies, throughput, exactness');
     const figures = await ledgerFigures(world, 'usage_ledger', summary.loadStart, monitor.steadyFrom, steadyTo, summary.loadEnd);
@@ -588,12 +506,9 @@ async function runPipelinePhase(options: BenchOptions, world: ScratchWorld, worl
       }
     }
     let deadLetters = 0;
-    let cursor = '0';
-    do {
-      const [next, keys] = await world.redis.scan(cursor, 'MATCH', `${prefix}dead:*`, 'COUNT', 1000);
-      cursor = next;
+    for await (const keys of scanKeys(world.redis, `${prefix}dead:*`)) {
       for (const key of keys) deadLetters += await world.redis.xlen(key);
-    } while (cursor !== '0');
+    }
 
     say('stopping the pipeline');
     await stopPipeline();
@@ -660,11 +575,26 @@ async function runPipelinePhase(options: BenchOptions, world: ScratchWorld, worl
   }
 }
 
-async function runBaselinePhase(options: BenchOptions, world: ScratchWorld, worldFile: string, runDir: string, tenantId: string, token: string): Promise<PhaseReport> {
-  await createBaselineTable(world.sql);
+const BASELINES: Record<BaselineMode, { label: PhaseReport['label']; says: string }> = {
+  'per-event': { label: 'baseline', says: 'one synchronous INSERT per event' },
+  'per-request': { label: 'baseline-batch', says: 'one synchronous multi-row INSERT per request' },
+};
+
+async function runBaselinePhase(
+  mode: BaselineMode,
+  options: BenchOptions,
+  world: ScratchWorld,
+  worldFile: string,
+  runDir: string,
+  tenantId: string,
+  token: string,
+): Promise<PhaseReport> {
+  const { label, says } = BASELINES[mode];
+  const table = BASELINE_TABLES[mode];
+  await createBaselineTable(world.sql, mode);
   const port = await freePort();
   const entry = entryOf(options, 'baseline');
-  say(`starting the baseline (one synchronous INSERT per event, ${options.baselinePool} connections per process, ${options.apiProcesses} process(es))`);
+  say(`starting the ${label} (${says}, ${options.baselinePool} connections per process, ${options.apiProcesses} process(es))`);
   const child: ChildProcess = fork(entry.file, [], {
     execArgv: entry.execArgv,
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
@@ -676,10 +606,16 @@ async function runBaselinePhase(options: BenchOptions, world: ScratchWorld, worl
       BASELINE_PROCESSES: String(options.apiProcesses),
       BASELINE_TOKEN: token,
       BASELINE_TENANT: tenantId,
+      BASELINE_MODE: mode,
     },
   });
   let exited = false;
-  const exit = new Promise<void>((resolve) => child.on('exit', () => ((exited = true), resolve())));
+  const exit = new Promise<void>((resolve) =>
+    child.on('exit', () => {
+      exited = true;
+      resolve();
+    }),
+  );
   const stop = async () => {
     if (exited) return;
     child.kill('SIGTERM');
@@ -695,7 +631,10 @@ async function runBaselinePhase(options: BenchOptions, world: ScratchWorld, worl
     await waitHttp(`http://127.0.0.1:${port}/healthz`, 60_000, 'the baseline server', () => !exited);
     let generatorPids: number[] = [];
     const kinds = new Map<string, () => number[]>([
-      ['baseline', () => withDescendants(child.pid!).map((pid) => (pidNames.set(pid, 'baseline'), pid))],
+      ['baseline', () => withDescendants(child.pid!).map((pid) => {
+        pidNames.set(pid, label);
+        return pid;
+      })],
       ['generator', () => generatorPids],
       ['postgres', pg.pids],
       ['bench', () => [process.pid]],
@@ -703,23 +642,23 @@ async function runBaselinePhase(options: BenchOptions, world: ScratchWorld, worl
     const durationS = options.baselineDuration;
     const monitor = new Monitor(kinds, undefined, (s) =>
       live(
-        `[baseline ${String(Math.round(s.t)).padStart(4)}s/${durationS}s] offered ${fmt(s.offered)}/s accepted ${fmt(s.accepted)}/s` +
+        `[${label} ${String(Math.round(s.t)).padStart(4)}s/${durationS}s] offered ${fmt(s.offered)}/s accepted ${fmt(s.accepted)}/s` +
           ` | ingest p50 ${s.ingestP50} p99 ${s.ingestP99} ms${s.skippedRequests ? ` | behind: ${s.skippedRequests} requests skipped` : ''} | cpu% ${cpuLine(s.cpu)}`,
       ),
     );
-    const configs = generatorConfigs(options, world, `http://127.0.0.1:${port}/v1/events`, worldFile, runDir, 'baseline', durationS);
+    const configs = generatorConfigs(options, world, `http://127.0.0.1:${port}/v1/events`, worldFile, runDir, label, durationS);
     const done = await drive(options, configs, monitor, Math.min(options.warmup, durationS / 5), durationS, (pids) => (generatorPids = pids));
     await monitor.stop();
     endLive();
     await stop();
     pg.stop();
     const profiles = collectProfiles(pidNames);
-    const summary = summarizeLoad('baseline', options, monitor, done, durationS);
+    const summary = summarizeLoad(label, options, monitor, done);
     const steadyTo = Math.min(monitor.steadyTo, summary.loadEnd);
-    const figures = await ledgerFigures(world, BASELINE_TABLE, summary.loadStart, monitor.steadyFrom, steadyTo, summary.loadEnd);
+    const figures = await ledgerFigures(world, table, summary.loadStart, monitor.steadyFrom, steadyTo, summary.loadEnd);
     const exactness = await checkExactness(
       world.sql,
-      BASELINE_TABLE,
+      table,
       configs.map((c) => ({ prefix: c.idPrefix, bitsFile: c.bitsFile })),
     );
     return {
@@ -804,6 +743,11 @@ function targets(report: BenchReport): BenchReport['targets'] {
     ok: p.load.status429 > 0 ? p.exactness.exact : null,
   });
   out.push({
+    target: 'ledger throughput >= 2.0x the baseline of one INSERT per event (--rate max)',
+    measured: `${report.ratioToBaseline ?? '-'}x; ${report.ratioToBatchBaseline ?? '-'}x the baseline of one INSERT per request`,
+    ok: rate === 'max' && report.ratioToBaseline !== undefined ? report.ratioToBaseline >= 2 : null,
+  });
+  out.push({
     target: 'the ledger holds exactly the distinct events accepted',
     measured: `${p.exactness.ledgerRows} rows, ${p.exactness.sentDistinct} distinct accepted, ${p.exactness.missing} missing, ${p.exactness.extra} extra`,
     ok: p.exactness.exact,
@@ -841,7 +785,8 @@ async function main(): Promise<number> {
   const seeded = await seedBenchWorld(world.sql);
   const worldFile = join(runDir, 'world.json');
   writeFileSync(worldFile, JSON.stringify(seeded));
-  const products = seeded.actors.reduce<Record<string, number>>((m, a) => ((m[a.product] = (m[a.product] ?? 0) + 1), m), {});
+  const products: Record<string, number> = {};
+  for (const actor of seeded.actors) products[actor.product] = (products[actor.product] ?? 0) + 1;
   say(
     `seeded tenant ${seeded.tenantId}: 50 customers, ${seeded.actors.filter((a) => a.kind === 'agent').length} agents, ` +
       `${seeded.actors.filter((a) => a.kind === 'app').length} apps (${Object.entries(products).map(([k, n]) => `${k} ${n}`).join(', ')}); db ${world.dbName}, prefix ${world.config.REDIS_PREFIX}`,
@@ -849,7 +794,11 @@ async function main(): Promise<number> {
 
   const pipeline = await runPipelinePhase(options, world, worldFile, runDir);
   let baseline: PhaseReport | undefined;
-  if (options.baseline && !stopRequested) baseline = await runBaselinePhase(options, world, worldFile, runDir, seeded.tenantId, seeded.ingestToken);
+  let baselineBatch: PhaseReport | undefined;
+  if (options.baseline && !stopRequested) baseline = await runBaselinePhase('per-event', options, world, worldFile, runDir, seeded.tenantId, seeded.ingestToken);
+  if (options.baseline && !stopRequested) {
+    baselineBatch = await runBaselinePhase('per-request', options, world, worldFile, runDir, seeded.tenantId, seeded.ingestToken);
+  }
 
   const report: BenchReport = {
     command,
@@ -859,7 +808,9 @@ async function main(): Promise<number> {
     options,
     pipeline,
     baseline,
+    baselineBatch,
     ratioToBaseline: baseline ? round(pipeline.throughput.ledgerPerSec / baseline.throughput.ledgerPerSec, 2) : undefined,
+    ratioToBatchBaseline: baselineBatch ? round(pipeline.throughput.ledgerPerSec / baselineBatch.throughput.ledgerPerSec, 2) : undefined,
     targets: [],
   };
   report.targets = targets(report);
@@ -867,11 +818,11 @@ async function main(): Promise<number> {
   mkdirSync(dirname(out), { recursive: true });
   writeFileSync(out, JSON.stringify(report, null, 1));
   printReport(report);
-  for (const profile of [...(pipeline.profiles ?? []), ...(baseline?.profiles ?? [])]) {
+  for (const profile of [...(pipeline.profiles ?? []), ...(baseline?.profiles ?? []), ...(baselineBatch?.profiles ?? [])]) {
     console.log(formatProfile(`${profile.process} (${profile.file})`, profile.summary));
   }
   console.log(`\nreport written to ${relative(process.cwd(), out)} (${round((Date.now() - began) / 1000, 1)} s in all)`);
-  return pipeline.exactness.exact && (!baseline || baseline.exactness.exact) ? 0 : 1;
+  return [pipeline, baseline, baselineBatch].every((phase) => !phase || phase.exactness.exact) ? 0 : 1;
 }
 
 async function cleanup(): Promise<void> {

@@ -1,5 +1,6 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import type { Redis } from 'ioredis';
+import { scanKeys } from '../../pipeline/redis.js';
 
 /** Clock ticks per second of /proc/<pid>/stat times (USER_HZ: 100 on every Linux this runs on). */
 const TICKS_PER_SECOND = 100;
@@ -138,19 +139,14 @@ export async function redisMemory(redis: Redis): Promise<RedisMemory> {
 
 /** Keys under a prefix and their memory (MEMORY USAGE), in one SCAN. */
 export async function prefixMemory(redis: Redis, prefix: string): Promise<{ keys: number; bytes: number }> {
-  let cursor = '0';
   let keys = 0;
   let bytes = 0;
-  do {
-    const [next, found] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-    cursor = next;
-    if (found.length) {
-      const pipeline = redis.pipeline();
-      for (const key of found) pipeline.call('MEMORY', 'USAGE', key);
-      for (const [, value] of (await pipeline.exec()) ?? []) bytes += Number(value ?? 0);
-      keys += found.length;
-    }
-  } while (cursor !== '0');
+  for await (const found of scanKeys(redis, `${prefix}*`)) {
+    const pipeline = redis.pipeline();
+    for (const key of found) pipeline.call('MEMORY', 'USAGE', key);
+    for (const [, value] of (await pipeline.exec()) ?? []) bytes += Number(value ?? 0);
+    keys += found.length;
+  }
   return { keys, bytes };
 }
 

@@ -20,10 +20,10 @@ import { seededRandom } from '../../ops/demo-traffic.js';
 import { seedTenant, type SeededTenant } from '../../ops/seed.js';
 import { pipelineProcesses } from '../../ops/start.js';
 import { TcpProxy } from '../../test/support/tcp-proxy.js';
-import { freePort, freePortRange, waitHttp } from '../ports.js';
+import { freePort, freePortRange, pipelineDrained as drained, waitHttp } from '../../test/support/pipeline.js';
 import { createScratchWorld, type ScratchWorld } from '../bench/world.js';
 import { ScratchRedis } from './redis-server.js';
-import { clickHouseTotals, drained, verify, type Verdict } from './verify.js';
+import { clickHouseTotals, verify, type Verdict } from './verify.js';
 
 interface Options {
   durationS: number;
@@ -212,8 +212,10 @@ async function main(): Promise<number> {
     });
 
     const httpPort = await freePort();
+    // One process per stage, so each fault hits one stage (two ledger-write workers: one can claim from the other).
+    const layout = 'per-stage' as const;
     const workers = { 'ledger-write': 2 };
-    const count = pipelineProcesses({ workers }).length;
+    const count = pipelineProcesses({ layout, workers }).length;
     const metricsBasePort = await freePortRange(count);
     const pgUrl = new URL(world.config.DATABASE_URL);
     pgUrl.port = String(pgProxy.port);
@@ -231,7 +233,7 @@ async function main(): Promise<number> {
       TRIM_INTERVAL_MS: '2000',
       ANALYTICS_FLUSH_MS: '500',
     };
-    const specs = pipelineProcesses({ workers, metricsBasePort, env });
+    const specs = pipelineProcesses({ layout, workers, metricsBasePort, env });
     const supervisor: Supervisor = supervise(specs, createLogger('chaos-supervisor', 'fatal'), 20_000);
     cleanups.push(() => supervisor.stop());
     const baseUrl = `http://127.0.0.1:${httpPort}`;

@@ -5,29 +5,8 @@ import { deadLetterKey, partitionedKey } from '../../pipeline/keys.js';
 import type { Sql } from '../../pipeline/postgres.js';
 import type { RejectedEvent } from '../../domain/events.js';
 import type { SeededTenant } from '../../ops/seed.js';
-import { STAGES, TOPOLOGY } from '../../stages/registry.js';
+import { STAGES } from '../../stages/registry.js';
 import { STREAMS } from '../../store/streams.js';
-
-const fieldsOf = (reply: unknown[]) => Object.fromEntries(reply.flatMap((v, i) => (i % 2 === 0 ? [[v, reply[i + 1]]] : [])));
-
-/**
- * True when every consumer group of every stream has been given every entry and acked it: its
- * last delivered id is the stream's last id (what the reported lag means, without trusting a
- * counter a Redis restart can leave wrong) and nothing is pending.
- */
-export async function drained(redis: Redis, prefix: string): Promise<boolean> {
-  for (const { stream } of TOPOLOGY) {
-    const key = partitionedKey(prefix, stream, 0);
-    const groups = (await redis.xinfo('GROUPS', key).catch(() => [])) as unknown[][];
-    if (groups.length === 0) continue;
-    const lastId = fieldsOf((await redis.xinfo('STREAM', key)) as unknown[])['last-generated-id'];
-    for (const group of groups) {
-      const info = fieldsOf(group);
-      if (Number(info.pending) !== 0 || info['last-delivered-id'] !== lastId) return false;
-    }
-  }
-  return true;
-}
 
 export async function clickHouseTotals(clickhouse: ClickHouseClient, tenantId: string): Promise<{ rows: number; cost: bigint }> {
   const result = await clickhouse.query({

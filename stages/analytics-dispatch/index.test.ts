@@ -1,10 +1,14 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isTransient } from '../../pipeline/errors.js';
-import { TransientError } from '../../pipeline/stage.js';
+import { TransientError } from '../../pipeline/errors.js';
 import { connectClickHouse, type ClickHouseClient } from '../../store/clickhouse.js';
 import { isolated, type Isolated } from '../../test/support/isolated.js';
 import { ledgeredEvent, stageEntries, testStageContext, type LedgeredEventOverrides } from '../testing.js';
-import { analyticsDispatchStage, clickHouseCode, dispatchBatch, invocationRow, isDataError } from './index.js';
+import { seedTenant } from '../../ops/seed.js';
+import { CostModelCache } from '../../store/cost-model-cache.js';
+import { eventCogs } from '../../store/cost-model.js';
+import { analyticsDispatchStage, clickHouseCode, dispatchBatch, isDataError } from './index.js';
+import { invocationRow } from './rows.js';
 import { exactSum, invocationTotals, invocationsByAgent, invocationsByTool, invocationsBy, joinSum } from './queries.js';
 
 let world: Isolated;
@@ -16,6 +20,13 @@ beforeAll(async () => {
 afterAll(async () => {
   await world?.cleanup();
 });
+
+const COST_MODEL = {
+  tools: { transform_schema: '0.02' },
+  default_tool: '0.0005',
+  models: { 'claude-sonnet': { input_tokens: '0.000003', output_tokens: '0.000015' } },
+  compute_per_ms: '0.0000001',
+};
 
 let tenantSeq = 0;
 const newTenant = () => `ten_an_${++tenantSeq}`;
@@ -106,10 +117,34 @@ describe('dispatchBatch', () => {
     await dispatchBatch(ch, batch);
     const once = await invocationTotals(ch, tenant);
     await dispatchBatch(ch, batch);
-    await dispatchBatch(ch, batch.slice(1, 3));
-    expect(await rawCount(tenant)).toBe(12); // the parts hold every copy until a merge
+    await dispatchBatch(ch, [...batch.slice(1, 3), ...batch.slice(1, 2)]);
+    expect(await rawCount(tenant)).toBe(5); // rows already there are not inserted again
     expect(await invocationTotals(ch, tenant)).toEqual(once);
     expect((await invocationsByAgent(ch, tenant)).map((a) => a.events)).toEqual([2, 2, 1]);
+    // The rollups the materialized views keep saw each event once.
+    const daily = await ch.query({
+      query: `SELECT toString(sum(events)) AS events, toString(sum(cost)) AS cost FROM usage_daily WHERE tenant_id = '${tenant}'`,
+      format: 'JSONEachRow',
+    });
+    expect(await daily.json()).toEqual([{ events: '5', cost: '9001.000000008' }]);
+  });
+
+  it('records the COGS of each call from the cost model, as the cogs stage does', async () => {
+    const tenant = await seedTenant(world.sql, { name: 'analytics-cogs', pricing: { tool_invocations: { '*': '0.01' } }, costModel: COST_MODEL, customers: 1, teamsPerCustomer: 1, agentsPerTeam: 1 });
+    const models = new CostModelCache(world.sql);
+    const call = event(tenant.tenantId, { toolName: 'transform_schema', model: 'claude-sonnet', inputTokens: 1000, outputTokens: 10, durationMs: 5 });
+    const control = event(tenant.tenantId, { eventType: 'session.completed', toolName: undefined, cost: { total: 0n, tool: '' } });
+    expect(await dispatchBatch(ch, stageEntries([call, control]), models)).toEqual([{}, {}]);
+    const loaded = await models.load([tenant.tenantId]);
+    const expected = eventCogs(loaded.get(tenant.tenantId)!, call);
+    if (expected instanceof Error) throw expected;
+    // tool 0.02 + 1000 x 0.000003 + 10 x 0.000015 + 5 ms x 0.0000001
+    expect(expected.cogsNano).toBe(20_000_000n + 3_000_000n + 150_000n + 500n);
+    const result = await ch.query({ query: `SELECT event_type, toString(cogs_nano) AS cogs FROM invocations WHERE tenant_id = '${tenant.tenantId}' ORDER BY event_type`, format: 'JSONEachRow' });
+    expect(await result.json()).toEqual([
+      { event_type: 'mcp.tool_invoked', cogs: String(expected.cogsNano) },
+      { event_type: 'session.completed', cogs: '0' },
+    ]);
   });
 
   it('sums cost exactly beyond the range of Int64, negative amounts included', async () => {
@@ -197,7 +232,6 @@ describe('analyticsDispatchStage', () => {
       expect((await invocationTotals(ch, tenant)).events).toBe(1);
     } finally {
       await handler.close?.();
-      await context.close();
     }
   });
 });

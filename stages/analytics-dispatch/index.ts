@@ -1,15 +1,17 @@
 import { ClickHouseError } from '@clickhouse/client';
 import { isTransient } from '../../pipeline/errors.js';
 import { STREAMS } from '../../store/streams.js';
-import { TransientError, type EntryResult, type StageDefinition, type StageEntry } from '../../pipeline/stage.js';
-import { connectClickHouse, type ClickHouseClient } from '../../store/clickhouse.js';
-import type { AnalyticsEvent } from '../../domain/events.js';
+import { TransientError } from '../../pipeline/errors.js';
+import type { EntryResult, StageDefinition, StageEntry } from '../../pipeline/stage.js';
+import { isUsageEventType } from '../../domain/events.js';
+import { chString, connectClickHouse, type ClickHouseClient } from '../../store/clickhouse.js';
+import { watchedCostModels, type CostModelCache } from '../../store/cost-model-cache.js';
+import { eventCogs } from '../../store/cost-model.js';
+import type { AnalyticsEvent } from '../../domain/flow.js';
 import { LedgerExport } from './export.js';
-import { invocationRow } from './rows.js';
+import { invocationRow, type InvocationRow } from './rows.js';
 
-export { invocationRow, type InvocationRow } from './rows.js';
-
-export const INVOCATIONS_TABLE = 'invocations';
+const INVOCATIONS_TABLE = 'invocations';
 
 /**
  * ClickHouse error codes that mean "ClickHouse cannot take anything now" rather than "this row
@@ -44,24 +46,72 @@ export function isDataError(error: unknown): boolean {
 }
 
 /**
- * Inserts the batch into {db}.invocations in one INSERT. Exactly-once is the table's: a
- * redelivered batch inserts the same rows again, which replace themselves (ReplacingMergeTree
- * on (tenant_id, recorded_date, event_id)) and are counted once by every FINAL read. While
- * ClickHouse is down the insert fails as transient, so the harness keeps the batch in hand and
- * the events wait (in the ledger: the export stops filling the stream at its high-water mark).
- * A batch ClickHouse refuses for its data is split by the harness until the rows at fault are
- * found; they go to the dead letters, the rest go in.
+ * Inserts the batch into {db}.invocations in one INSERT, each row with its COGS (the cost model
+ * code of the cogs stage; 0 without cost models). Exactly once: the events invocations already
+ * holds (a batch delivered again after a crash before its ack, or an event ledger-write forwarded
+ * twice) are left out, so the materialized views that keep the rollups see each event once; were
+ * one to slip in twice (two workers inserting the same event at the same instant), the table
+ * still replaces it by (tenant_id, recorded_date, event_id) for FINAL reads, and
+ * `npm run reconcile` finds and repairs the rollups. While ClickHouse is down the insert fails
+ * as transient, so the harness keeps the batch in hand and the events wait (in the ledger: the
+ * export stops filling the stream at its high-water mark). A batch ClickHouse refuses for its data
+ * is split by the harness until the rows at fault are found; they go to the dead letters.
  */
-export async function dispatchBatch(clickhouse: ClickHouseClient, batch: StageEntry<AnalyticsEvent>[]): Promise<EntryResult[]> {
-  if (batch.length) {
-    try {
-      await clickhouse.insert({ table: INVOCATIONS_TABLE, values: batch.map((e) => invocationRow(e.payload)), format: 'JSONEachRow' });
-    } catch (error) {
-      if (isDataError(error)) throw error;
-      throw new TransientError(`ClickHouse insert failed: ${(error as Error)?.message ?? String(error)}`, { cause: error });
+export async function dispatchBatch(
+  clickhouse: ClickHouseClient,
+  batch: StageEntry<AnalyticsEvent>[],
+  costModels?: CostModelCache,
+): Promise<EntryResult[]> {
+  const results: EntryResult[] = batch.map(() => ({}));
+  if (batch.length === 0) return results;
+  const models = costModels ? await costModels.load(batch.map((e) => e.payload.tenantId)) : undefined;
+  const rows: InvocationRow[] = [];
+  batch.forEach(({ payload: event }, i) => {
+    let cogsNano = 0n;
+    if (models && isUsageEventType(event.eventType)) {
+      const cogs = eventCogs(models.get(event.tenantId) ?? [], event);
+      if (cogs instanceof Error) {
+        results[i] = { error: cogs };
+        return;
+      }
+      cogsNano = cogs.cogsNano;
     }
+    rows.push(invocationRow(event, cogsNano));
+  });
+  try {
+    const seen = await insertedAlready(clickhouse, rows);
+    const fresh: InvocationRow[] = [];
+    for (const row of rows) {
+      if (seen.has(rowKey(row))) continue;
+      seen.add(rowKey(row)); // the same event twice in one batch goes in once
+      fresh.push(row);
+    }
+    if (fresh.length) await clickhouse.insert({ table: INVOCATIONS_TABLE, values: fresh, format: 'JSONEachRow' });
+  } catch (error) {
+    if (isDataError(error)) throw error;
+    throw new TransientError(`ClickHouse insert failed: ${(error as Error)?.message ?? String(error)}`, { cause: error });
   }
-  return batch.map(() => ({}));
+  return results;
+}
+
+const rowKey = (row: InvocationRow) => `${row.tenant_id}\u0000${row.event_id}`;
+// Keeps each lookup well under ClickHouse's max_query_size (256 KiB) for ids up to 128 characters.
+const LOOKUP_CHUNK = 500;
+
+/** The keys (tenant, event id) of those rows that invocations already holds: one primary-key lookup per chunk. */
+async function insertedAlready(clickhouse: ClickHouseClient, rows: InvocationRow[]): Promise<Set<string>> {
+  const found = new Set<string>();
+  for (let start = 0; start < rows.length; start += LOOKUP_CHUNK) {
+    const keys = rows
+      .slice(start, start + LOOKUP_CHUNK)
+      .map((r) => `(${chString(r.tenant_id)}, toDate(${chString(r.recorded_date)}), ${chString(r.event_id)})`);
+    const result = await clickhouse.query({
+      query: `SELECT tenant_id, event_id FROM ${INVOCATIONS_TABLE} WHERE (tenant_id, recorded_date, event_id) IN (${keys.join(', ')})`,
+      format: 'JSONEachRow',
+    });
+    for (const row of await result.json<{ tenant_id: string; event_id: string }>()) found.add(`${row.tenant_id}\u0000${row.event_id}`);
+  }
+  return found;
 }
 
 export const analyticsDispatchStage: StageDefinition<AnalyticsEvent> = {
@@ -71,17 +121,18 @@ export const analyticsDispatchStage: StageDefinition<AnalyticsEvent> = {
   batchSize: 5000,
   // A batch goes in at 5000 rows or after ANALYTICS_FLUSH_MS, whichever first.
   lingerMs: (config) => config.ANALYTICS_FLUSH_MS,
-  async setup({ config, sql, redis, log, metrics }) {
+  async setup({ config, sql, redis, log, metrics, onControl }) {
     const clickhouse = connectClickHouse({
       url: config.CLICKHOUSE_URL,
       database: config.CLICKHOUSE_DATABASE,
       username: config.CLICKHOUSE_USER,
       password: config.CLICKHOUSE_PASSWORD,
     });
+    const models = await watchedCostModels(sql, onControl);
     const ledgerExport = new LedgerExport(sql, redis, config, log.child({ component: 'ledger-export' }), metrics);
     ledgerExport.start();
     return {
-      handle: (batch) => dispatchBatch(clickhouse, batch),
+      handle: (batch) => dispatchBatch(clickhouse, batch, models),
       async close() {
         await ledgerExport.stop();
         await clickhouse.close();

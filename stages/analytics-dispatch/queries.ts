@@ -30,7 +30,7 @@ export interface GroupFigures extends InvocationFigures {
   key: string;
 }
 
-export const INVOCATION_GROUPS = {
+const INVOCATION_GROUPS = {
   agent: 'agent_id',
   tool: 'tool_name',
   customer: 'customer_id',
@@ -130,6 +130,3 @@ export const invocationsByAgent = (clickhouse: ClickHouseClient, tenantId: strin
 
 export const invocationsByTool = (clickhouse: ClickHouseClient, tenantId: string, range?: TimeRange) =>
   invocationsBy(clickhouse, tenantId, 'tool', range);
-
-export const invocationsByCustomer = (clickhouse: ClickHouseClient, tenantId: string, range?: TimeRange) =>
-  invocationsBy(clickhouse, tenantId, 'customer', range);

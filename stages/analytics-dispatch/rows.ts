@@ -1,4 +1,4 @@
-import type { AnalyticsEvent } from '../../domain/events.js';
+import type { AnalyticsEvent } from '../../domain/flow.js';
 
 /** A row of {db}.invocations as JSONEachRow: 64-bit integers as decimal strings, times in UTC. */
 export interface InvocationRow {
@@ -25,6 +25,8 @@ export interface InvocationRow {
   retry_count: number;
   is_parallel: 0 | 1;
   cost_nano: string;
+  /** The provider's cost of the call (as cogs_ledger.cogs_nano); 0 for session control events. */
+  cogs_nano: string;
   currency: string;
   over_cap: 0 | 1;
   subscription_id: string;
@@ -37,7 +39,7 @@ export interface InvocationRow {
 }
 
 /** 'YYYY-MM-DD hh:mm:ss' in UTC, the text form of DateTime('UTC') (seconds; milliseconds dropped). */
-export function chDateTime(ms: number): string {
+function chDateTime(ms: number): string {
   return new Date(ms).toISOString().slice(0, 19).replace('T', ' ');
 }
 
@@ -47,7 +49,7 @@ export function chDate(ms: number): string {
 }
 
 /** The analytics row of a ledgered event: every column the dashboards group or sum by. */
-export function invocationRow(event: AnalyticsEvent): InvocationRow {
+export function invocationRow(event: AnalyticsEvent, cogsNano = 0n): InvocationRow {
   const { attribution: who, subscription: sub } = event;
   return {
     tenant_id: event.tenantId,
@@ -73,6 +75,7 @@ export function invocationRow(event: AnalyticsEvent): InvocationRow {
     retry_count: event.retryCount,
     is_parallel: event.isParallel ? 1 : 0,
     cost_nano: event.cost.total.toString(),
+    cogs_nano: cogsNano.toString(),
     currency: sub.currency,
     over_cap: event.overCap ? 1 : 0,
     subscription_id: sub.subscriptionId,

@@ -8,10 +8,10 @@ import { Metrics } from '../../pipeline/metrics.js';
 import { isolated, type Isolated } from '../../test/support/isolated.js';
 import { seedSmall, usageEvent } from '../../test/support/billing.js';
 import type { SeededTenant } from '../../ops/seed.js';
-import type { CheckedEvent, PricedEvent } from '../../domain/events.js';
+import type { CheckedEvent, PricedEvent } from '../../domain/flow.js';
 import { stageEntries, testStageContext } from '../testing.js';
 import { capCheckStage } from './index.js';
-import { capCounterKey } from './limits.js';
+import { capCounterKey } from '../../store/caps.js';
 import { pauseKey, type PauseRecord } from '../../store/pauses.js';
 
 let world: Isolated;

@@ -1,14 +1,15 @@
 import { STREAMS } from '../../store/streams.js';
 import { emit, type EntryResult, type StageDefinition } from '../../pipeline/stage.js';
 import type { Redis } from 'ioredis';
+import { scanKeys } from '../../pipeline/redis.js';
 import { CapBook } from '../../store/caps.js';
 import type { Sql } from '../../pipeline/postgres.js';
-import type { CheckedEvent, PricedEvent } from '../../domain/events.js';
+import type { CheckedEvent, PricedEvent } from '../../domain/flow.js';
 import { capCounters } from './limits.js';
 import type { PauseRecord } from '../../store/pauses.js';
 
 /** Records pauses in PostgreSQL (the live flag is the Redis key the ack script set). Idempotent. */
-export async function recordPauses(sql: Sql, pauses: PauseRecord[]): Promise<void> {
+async function recordPauses(sql: Sql, pauses: PauseRecord[]): Promise<void> {
   if (pauses.length === 0) return;
   await sql`
     INSERT INTO cap_pauses ${sql(
@@ -29,14 +30,9 @@ export async function recordPauses(sql: Sql, pauses: PauseRecord[]): Promise<voi
 /** Pause flags set by an ack whose PostgreSQL record was lost (a crash in between): recorded on start. */
 async function reconcilePauses(redis: Redis, prefix: string, sql: Sql): Promise<number> {
   const records: PauseRecord[] = [];
-  let cursor = '0';
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}paused:*`, 'COUNT', 1000);
-    cursor = next;
-    if (keys.length) {
-      for (const value of await redis.mget(...keys)) if (value) records.push(JSON.parse(value) as PauseRecord);
-    }
-  } while (cursor !== '0');
+  for await (const keys of scanKeys(redis, `${prefix}paused:*`)) {
+    for (const value of await redis.mget(...keys)) if (value) records.push(JSON.parse(value) as PauseRecord);
+  }
   await recordPauses(sql, records);
   return records.length;
 }

@@ -1,28 +1,7 @@
 import type { CounterEffect } from '../../pipeline/stage.js';
-import { CAP_TAG_PREFIX, type SpendCap } from '../../store/caps.js';
-import type { PricedEvent } from '../../domain/events.js';
+import { CAP_TAG_PREFIX, DAY_SECONDS, capCounterKey, capPeriod, type SpendCap } from '../../store/caps.js';
+import type { PricedEvent } from '../../domain/flow.js';
 import { pauseKey, type PauseRecord } from '../../store/pauses.js';
-
-const DAY_SECONDS = 86_400;
-
-/** The period of a cap that an event falls in, and when that period ends (epoch ms). */
-export function capPeriod(cap: SpendCap, event: PricedEvent): { key: string; endsAt: number } | undefined {
-  const at = new Date(event.recordedAt);
-  const y = at.getUTCFullYear();
-  const m = at.getUTCMonth();
-  switch (cap.period) {
-    case 'session':
-      return event.sessionId ? { key: `s:${event.sessionId}`, endsAt: event.recordedAt + DAY_SECONDS * 1000 } : undefined;
-    case 'day':
-      return { key: at.toISOString().slice(0, 10), endsAt: Date.UTC(y, m, at.getUTCDate() + 1) };
-    case 'month':
-      return { key: at.toISOString().slice(0, 7), endsAt: Date.UTC(y, m + 1, 1) };
-  }
-}
-
-export function capCounterKey(cap: SpendCap, periodKey: string): string {
-  return `cap:${cap.tenantId}:${cap.id}:${periodKey}`;
-}
 
 /**
  * The running totals an event advances: one counter per cap that applies to it, in the

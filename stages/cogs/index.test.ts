@@ -5,7 +5,8 @@ import { connectPostgres } from '../../pipeline/postgres.js';
 import { createTenant } from '../../store/tenants.js';
 import { isolated, type Isolated } from '../../test/support/isolated.js';
 import { ledgeredEvent, stageEntries, testStageContext, type LedgeredEventOverrides } from '../testing.js';
-import { CostModelCache, cogsStage, recordCogsBatch } from './index.js';
+import { CostModelCache } from '../../store/cost-model-cache.js';
+import { cogsStage, recordCogsBatch } from './index.js';
 
 let world: Isolated;
 beforeAll(async () => {

@@ -2,14 +2,12 @@ import { STREAMS } from '../../store/streams.js';
 import type { EntryResult, StageDefinition, StageEntry } from '../../pipeline/stage.js';
 import { isUsageEventType } from '../../domain/events.js';
 import type { Sql } from '../../pipeline/postgres.js';
-import type { LedgeredEvent } from '../../domain/events.js';
-import { CostModelCache } from './cache.js';
-import { computeCogs, pickCostModel, uncosted, type Cogs } from './model.js';
+import type { LedgeredEvent } from '../../domain/flow.js';
+import { type CostModelCache, watchedCostModels } from '../../store/cost-model-cache.js';
+import { eventCogs, InvalidCostModelError, type Cogs } from '../../store/cost-model.js';
 
-export { CostModelCache } from './cache.js';
-export { compileCostModel, computeCogs, pickCostModel, uncosted } from './model.js';
 
-export class InvalidCostModelError extends Error {}
+
 
 interface CogsRow {
   event: LedgeredEvent;
@@ -31,22 +29,9 @@ export async function recordCogsBatch(sql: Sql, models: CostModelCache, batch: S
   const loaded = await models.load(usage.map(({ event }) => event.tenantId));
   const rows: CogsRow[] = [];
   for (const { event, i } of usage) {
-    const model = pickCostModel(loaded.get(event.tenantId) ?? [], event.recordedAt, event.subscription.currency);
-    if (model && 'invalid' in model) {
-      results[i] = { error: new InvalidCostModelError(`cost model ${model.id} of tenant ${event.tenantId} is invalid: ${model.invalid}`) };
-      continue;
-    }
-    const cogs = model
-      ? computeCogs(model, {
-          toolName: event.toolName,
-          pricedTool: event.cost.tool,
-          model: event.model,
-          inputTokens: event.inputTokens,
-          outputTokens: event.outputTokens,
-          durationMs: event.durationMs,
-        })
-      : uncosted(event.subscription.currency, event.recordedAt);
-    rows.push({ event, cogs });
+    const cogs = eventCogs(loaded.get(event.tenantId) ?? [], event);
+    if (cogs instanceof InvalidCostModelError) results[i] = { error: cogs };
+    else rows.push({ event, cogs });
   }
   if (rows.length) await insertCogs(sql, rows);
   return results;
@@ -77,10 +62,7 @@ export const cogsStage: StageDefinition<LedgeredEvent> = {
   outputs: [],
   batchSize: 1000,
   async setup({ sql, onControl }) {
-    const models = new CostModelCache(sql);
-    await onControl((message) => {
-      if (message.type === 'cost-models.changed') models.invalidate(message.tenantId);
-    });
+    const models = await watchedCostModels(sql, onControl);
     return { handle: (batch) => recordCogsBatch(sql, models, batch) };
   },
 };

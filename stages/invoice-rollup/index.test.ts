@@ -5,7 +5,7 @@ import { isolated, type Isolated } from '../../test/support/isolated.js';
 import { seedSmall } from '../../test/support/billing.js';
 import type { SeededTenant } from '../../ops/seed.js';
 import { ledgeredEvent, stageEntries } from '../testing.js';
-import type { LedgeredEvent } from '../../domain/events.js';
+import type { LedgeredEvent } from '../../domain/flow.js';
 import { rollUp } from './index.js';
 
 // Pattern 2 of the article, with its penalty: $5 per session including 3 calls, 0.05 per call.

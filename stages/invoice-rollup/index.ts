@@ -6,7 +6,7 @@ import type { TransactionSql } from 'postgres';
 import type { Sql } from '../../pipeline/postgres.js';
 import { pruneApplied } from '../../store/applied.js';
 import { PlanCache } from '../../store/rate-plans.js';
-import type { LedgeredEvent } from '../../domain/events.js';
+import type { LedgeredEvent } from '../../domain/flow.js';
 
 const PRUNE_INTERVAL_MS = 10 * 60_000;
 /** A redelivery only happens while an entry is pending: a day is far beyond that. */

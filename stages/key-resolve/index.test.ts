@@ -6,7 +6,7 @@ import { isolated, type Isolated } from '../../test/support/isolated.js';
 import { seedSmall, usageEvent } from '../../test/support/billing.js';
 import type { SeededTenant } from '../../ops/seed.js';
 import { stageEntries } from '../testing.js';
-import { customerPartitionKey, type RejectedEvent, type ResolvedEvent } from '../../domain/events.js';
+import { customerPartitionKey, type RejectedEvent, type ResolvedEvent } from '../../domain/flow.js';
 import { resolveBatch } from './index.js';
 
 let world: Isolated;

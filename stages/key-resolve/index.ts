@@ -2,7 +2,7 @@ import { STREAMS } from '../../store/streams.js';
 import { emit, type EntryResult, type StageDefinition, type StageEntry } from '../../pipeline/stage.js';
 import type { UsageEvent } from '../../domain/events.js';
 import { AttributionResolver } from '../../store/attribution.js';
-import { customerPartitionKey, rejection, type ResolvedEvent } from '../../domain/events.js';
+import { customerPartitionKey, rejection, type ResolvedEvent } from '../../domain/flow.js';
 
 /**
  * Attributes each event to its agent or app, team, customer and product; unknown credentials, and

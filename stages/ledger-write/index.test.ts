@@ -3,7 +3,7 @@ import { STREAMS } from '../../store/streams.js';
 import type { StageEntry } from '../../pipeline/stage.js';
 import { isolated, type Isolated } from '../../test/support/isolated.js';
 import { ledgeredEvent, stageEntries } from '../testing.js';
-import type { CheckedEvent, LedgeredEvent } from '../../domain/events.js';
+import type { CheckedEvent, LedgeredEvent } from '../../domain/flow.js';
 import { writeLedger, type LedgerCounters } from './index.js';
 
 let world: Isolated;

@@ -2,7 +2,7 @@ import { STREAMS } from '../../store/streams.js';
 import { emit, type EntryResult, type StageDefinition, type StageEntry } from '../../pipeline/stage.js';
 import type { Sql } from '../../pipeline/postgres.js';
 import { CAP_TAG_PREFIX } from '../../store/caps.js';
-import type { CheckedEvent, LedgeredEvent } from '../../domain/events.js';
+import type { CheckedEvent, LedgeredEvent } from '../../domain/flow.js';
 
 export interface LedgerCounters {
   inserted: number;

@@ -8,7 +8,7 @@ import { ARTICLE_PLAN, seedSmall, usageEvent } from '../../test/support/billing.
 import type { SeededTenant } from '../../ops/seed.js';
 import { attachSubscriptions } from '../subscription-snapshot/index.js';
 import { stageEntries } from '../testing.js';
-import type { AttributedEvent, PricedEvent, RejectedEvent, ResolvedEvent } from '../../domain/events.js';
+import type { AttributedEvent, PricedEvent, RejectedEvent, ResolvedEvent } from '../../domain/flow.js';
 import { priceBatch } from './index.js';
 
 let world: Isolated;

@@ -1,9 +1,10 @@
+import type { CompiledPlan } from '../../domain/rating/compile.js';
 import { rateEvent } from '../../domain/rating/rate-event.js';
 import { isTransient } from '../../pipeline/errors.js';
 import { STREAMS } from '../../store/streams.js';
 import { emit, type EntryResult, type StageDefinition, type StageEntry } from '../../pipeline/stage.js';
 import { PlanCache } from '../../store/rate-plans.js';
-import { rejection, type AttributedEvent, type PricedEvent } from '../../domain/events.js';
+import { rejection, type AttributedEvent, type PricedEvent } from '../../domain/flow.js';
 import { formatNano, MAX_EVENT_COST_NANO } from '../../domain/money.js';
 
 /**
@@ -14,7 +15,7 @@ import { formatNano, MAX_EVENT_COST_NANO } from '../../domain/money.js';
 export async function priceBatch(plans: PlanCache, batch: StageEntry<AttributedEvent>[]): Promise<EntryResult[]> {
   const results: EntryResult[] = [];
   for (const { payload: event } of batch) {
-    let plan;
+    let plan: CompiledPlan;
     try {
       plan = await plans.forSubscription(event.tenantId, event.subscription.subscriptionId);
     } catch (error) {

@@ -3,7 +3,9 @@ import type { EventType } from '../../domain/events.js';
 import { connectPostgres } from '../../pipeline/postgres.js';
 import { isolated, type Isolated } from '../../test/support/isolated.js';
 import { ledgeredEvent, stageEntries, testStageContext, type LedgeredEventOverrides } from '../testing.js';
-import { getSession, sessionUpdateBatch, sessionUpdateStage, sweepSessions, type SweepPolicy } from './index.js';
+import { sessionUpdateBatch, sessionUpdateStage } from './index.js';
+import { getSession } from './store.js';
+import { sweepSessions, type SweepPolicy } from './sweep.js';
 
 let world: Isolated;
 beforeAll(async () => {

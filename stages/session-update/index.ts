@@ -1,12 +1,9 @@
 import { STREAMS } from '../../store/streams.js';
 import type { EntryResult, StageDefinition, StageEntry } from '../../pipeline/stage.js';
 import type { Sql } from '../../pipeline/postgres.js';
-import type { LedgeredEvent } from '../../domain/events.js';
+import type { LedgeredEvent } from '../../domain/flow.js';
 import { applySessionEvents } from './store.js';
 import { DEFAULT_APPLIED_RETENTION_SECONDS, SessionSweeper } from './sweep.js';
-
-export { applySessionEvents, getSession } from './store.js';
-export { sweepSessions, SessionSweeper, type SweepPolicy } from './sweep.js';
 
 /**
  * Advances the session of each ledgered event (see store.ts for the exactly-once mechanism and

@@ -1,5 +1,5 @@
 import { isUsageEventType, type EventType } from '../../domain/events.js';
-import type { LedgeredEvent } from '../../domain/events.js';
+import type { LedgeredEvent } from '../../domain/flow.js';
 
 /**
  * The session lifecycle, as pure functions: the state of one session and how each event moves
@@ -8,7 +8,7 @@ import type { LedgeredEvent } from '../../domain/events.js';
  *
  * Rules:
  * - A usage event makes an ACTIVE, IDLE or PAUSED session ACTIVE; session.paused makes it
- *   PAUSED, session.resumed ACTIVE; session.completed and session.failed end it.
+ *   PAUSED, session.started and session.resumed ACTIVE; session.completed and session.failed end it.
  * - Events arrive out of order. Only an event at least as recent as every event seen so far
  *   (recordedAt >= lastEventAt) may pause, resume or reactivate: a usage event recorded before
  *   a pause does not undo the pause, and a pause recorded before later activity is stale.
@@ -17,12 +17,12 @@ import type { LedgeredEvent } from '../../domain/events.js';
  *   end still count toward its totals (they were ledgered and billed), advance started/last
  *   event times, and are counted in lateEvents.
  */
-export const SESSION_STATUSES = ['ACTIVE', 'IDLE', 'PAUSED', 'COMPLETED', 'FAILED', 'EXPIRED'] as const;
+const SESSION_STATUSES = ['ACTIVE', 'IDLE', 'PAUSED', 'COMPLETED', 'FAILED', 'EXPIRED'] as const;
 export type SessionStatus = (typeof SESSION_STATUSES)[number];
 
-export const OPEN_STATUSES: readonly SessionStatus[] = ['ACTIVE', 'IDLE', 'PAUSED'];
+const OPEN_STATUSES: readonly SessionStatus[] = ['ACTIVE', 'IDLE', 'PAUSED'];
 
-export function isEnded(status: SessionStatus): boolean {
+function isEnded(status: SessionStatus): boolean {
   return !OPEN_STATUSES.includes(status);
 }
 
@@ -67,7 +67,7 @@ export type SessionEvent = Pick<
 >;
 
 /** The status an open session takes on an event of this type. */
-export function statusAfter(eventType: EventType): SessionStatus {
+function statusAfter(eventType: EventType): SessionStatus {
   switch (eventType) {
     case 'session.paused':
       return 'PAUSED';
@@ -76,7 +76,7 @@ export function statusAfter(eventType: EventType): SessionStatus {
     case 'session.failed':
       return 'FAILED';
     default:
-      // session.resumed and every usage event
+      // session.started, session.resumed and every usage event
       return 'ACTIVE';
   }
 }

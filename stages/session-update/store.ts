@@ -1,6 +1,6 @@
 import type postgres from 'postgres';
 import type { Sql } from '../../pipeline/postgres.js';
-import type { LedgeredEvent } from '../../domain/events.js';
+import type { LedgeredEvent } from '../../domain/flow.js';
 import { advanceSession, type SessionState, type SessionStatus } from './lifecycle.js';
 
 /**
@@ -100,7 +100,7 @@ interface SessionRow {
   late_events: string;
 }
 
-export function sessionFromRow(row: SessionRow): SessionState {
+function sessionFromRow(row: SessionRow): SessionState {
   return {
     tenantId: row.tenant_id,
     sessionId: row.session_id,

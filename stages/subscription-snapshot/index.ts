@@ -1,7 +1,7 @@
 import { STREAMS } from '../../store/streams.js';
 import { emit, type EntryResult, type StageDefinition, type StageEntry } from '../../pipeline/stage.js';
 import { SubscriptionBook } from '../../store/subscriptions.js';
-import { rejection, type AttributedEvent, type ResolvedEvent } from '../../domain/events.js';
+import { rejection, type AttributedEvent, type ResolvedEvent } from '../../domain/flow.js';
 
 /** Attaches the subscription and rate-plan version active at each event's recorded time. */
 export async function attachSubscriptions(book: SubscriptionBook, batch: StageEntry<ResolvedEvent>[]): Promise<EntryResult[]> {

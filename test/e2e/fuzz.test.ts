@@ -12,7 +12,7 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodePayload } from '../../pipeline/codec.js';
 import { deadLetterKey, partitionedKey } from '../../pipeline/keys.js';
-import type { RejectedEvent } from '../../domain/events.js';
+import type { RejectedEvent } from '../../domain/flow.js';
 import { STAGES, TOPOLOGY } from '../../stages/registry.js';
 import { STREAMS } from '../../store/streams.js';
 import type { SeededTenant } from '../../ops/seed.js';

@@ -11,8 +11,7 @@ import { partitionedKey } from '../../pipeline/keys.js';
 import { supervise, type Supervisor } from '../../pipeline/supervisor.js';
 import { pipelineProcesses } from '../../ops/start.js';
 import { seedTenant, type SeededAgent, type SeededTenant } from '../../ops/seed.js';
-import { STAGES } from '../../stages/registry.js';
-import type { RejectedEvent } from '../../domain/events.js';
+import type { RejectedEvent } from '../../domain/flow.js';
 import { ARTICLE_PLAN } from '../support/billing.js';
 import { isolated, type Isolated } from '../support/isolated.js';
 
@@ -28,20 +27,18 @@ beforeAll(async () => {
   // Below the ephemeral range (32768+), where a client socket of any process could hold the port.
   const port = 20_000 + Math.floor(Math.random() * 12_000);
   baseUrl = `http://127.0.0.1:${port}`;
-  supervisor = supervise(
-    pipelineProcesses({
-      workers: { 'key-resolve': 2 },
-      metricsBasePort: port + 1,
-      env: { ...world.env, HTTP_PORT: String(port), BLOCK_MS: '500', LOG_LEVEL: 'error' },
-    }),
-    createLogger('revocation-test', 'silent'),
-  );
-  const stagePorts = STAGES.length + 1;
+  const specs = pipelineProcesses({
+    workers: { 'key-resolve': 2 },
+    metricsBasePort: port + 1,
+    env: { ...world.env, HTTP_PORT: String(port), BLOCK_MS: '500', LOG_LEVEL: 'error' },
+  });
+  supervisor = supervise(specs, createLogger('revocation-test', 'silent'));
+  const stagePorts = specs.flatMap((spec) => (spec.env?.METRICS_PORT ? [spec.env.METRICS_PORT] : []));
   await until(async () => {
-    const checks = [fetch(`${baseUrl}/readyz`), ...Array.from({ length: stagePorts }, (_, i) => fetch(`http://127.0.0.1:${port + 1 + i}/readyz`))];
+    const checks = [fetch(`${baseUrl}/readyz`), ...stagePorts.map((p) => fetch(`http://127.0.0.1:${p}/readyz`))];
     return (await Promise.all(checks.map((c) => c.then((r) => r.ok).catch(() => false)))).every(Boolean);
-  }, 60_000);
-}, 120_000);
+  }, 150_000);
+}, 180_000);
 
 afterAll(async () => {
   await supervisor?.stop();

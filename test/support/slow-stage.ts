@@ -1,21 +1,20 @@
 // A stage process for the harness's SIGTERM test: forwards entries unchanged, 150 ms per batch of 10.
 import { runStageProcess } from '../../pipeline/process.js';
-import { emit } from '../../pipeline/stage.js';
+import { emit, type AnyStage } from '../../pipeline/stage.js';
 
-await runStageProcess(
-  {
-    name: 'slow',
-    input: 'slow:in',
-    outputs: ['slow:out'],
-    batchSize: 10,
-    async setup() {
-      return {
-        async handle(batch) {
-          await new Promise((r) => setTimeout(r, 150));
-          return batch.map((e) => ({ outputs: [emit('slow:out', e.payload)] }));
-        },
-      };
-    },
+const slow: AnyStage = {
+  name: 'slow',
+  input: 'slow:in',
+  outputs: ['slow:out'],
+  batchSize: 10,
+  async setup() {
+    return {
+      async handle(batch) {
+        await new Promise((r) => setTimeout(r, 150));
+        return batch.map((e) => ({ outputs: [emit('slow:out', e.payload)] }));
+      },
+    };
   },
-  [{ stream: 'slow:in', group: 'slow' }],
-);
+};
+
+await runStageProcess([slow], [{ stream: 'slow:in', group: 'slow' }]);

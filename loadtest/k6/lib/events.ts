@@ -4,7 +4,7 @@
 // calls), some failed calls, and a share of events sent again with the same event_id.
 // No Node APIs: it runs inside k6 (goja/sobek).
 
-export interface Actor {
+interface Actor {
   kind: 'agent' | 'app';
   apiKey: string;
   clientId?: string;
@@ -65,7 +65,7 @@ const MODELS = ['claude-sonnet', 'claude-haiku', 'gpt-4o', 'gpt-4o-mini'];
 function zipf(n: number, s = 1.2): () => number {
   const cumulative: number[] = [];
   let total = 0;
-  for (let i = 0; i < n; i++) cumulative.push((total += 1 / Math.pow(i + 1, s)));
+  for (let i = 0; i < n; i++) cumulative.push((total += 1 / (i + 1) ** s));
   return () => {
     const target = Math.random() * total;
     let i = 0;

@@ -35,18 +35,18 @@ export function constantRate(eventsPerSecond: number, duration: string): Constan
   return { executor: 'constant-arrival-rate', rate: rps, timeUnit: '1s', duration, ...vusFor(rps) };
 }
 
-export const eventsSent = new Counter('events_sent');
-export const eventsAccepted = new Counter('events_accepted');
-export const eventsDuplicate = new Counter('events_duplicate');
-export const eventsRejected = new Counter('events_rejected');
+const eventsSent = new Counter('events_sent');
+const eventsAccepted = new Counter('events_accepted');
+const eventsDuplicate = new Counter('events_duplicate');
+const eventsRejected = new Counter('events_rejected');
 /** Events a client gave up on after MAX_RETRIES refusals: lost from the client's side. */
-export const eventsAbandoned = new Counter('events_abandoned');
+const eventsAbandoned = new Counter('events_abandoned');
 /** Share of requests answered 429 (backpressure) or 503 (store unavailable). */
-export const backpressure = new Rate('backpressure');
+const backpressure = new Rate('backpressure');
 /** Share of requests answered anything but 202, 429 or 503: real errors. */
-export const ingestErrors = new Rate('ingest_errors');
+const ingestErrors = new Rate('ingest_errors');
 /** Latency of accepted requests only (a 429 is answered fast and would flatter http_req_duration). */
-export const acceptedLatency = new Trend('accepted_latency', true);
+const acceptedLatency = new Trend('accepted_latency', true);
 
 const world: World = loadWorld();
 const url = `${world.baseUrl.replace(/\/$/, '')}/v1/events`;
@@ -88,7 +88,7 @@ export function sendBatch(runId: string, retry: boolean): void {
       if (refused) eventsAbandoned.add(settings.batch);
       return;
     }
-    sleep(Number(res.headers['Retry-After'] ?? 1) * Math.pow(2, Math.min(attempt, 4)) * (0.8 + 0.4 * Math.random()));
+    sleep(Number(res.headers['Retry-After'] ?? 1) * 2 ** Math.min(attempt, 4) * (0.8 + 0.4 * Math.random()));
   }
 }
 

@@ -1,5 +1,6 @@
-import { parseNano } from '../../domain/money.js';
-import { validateCostModel } from '../../schemas/cost-model.js';
+import { parseNano } from '../domain/money.js';
+import type { AnalyticsEvent } from '../domain/flow.js';
+import { validateCostModel } from '../schemas/cost-model.js';
 
 /**
  * The provider's cost of an event (COGS), exact in bigint nano-units, from a tenant's cost
@@ -7,7 +8,7 @@ import { validateCostModel } from '../../schemas/cost-model.js';
  * output rate (models[model] or default_model) + duration_ms x compute_per_ms. A rate the model
  * does not give is 0.
  */
-export interface TokenRates {
+interface TokenRates {
   input: bigint;
   output: bigint;
 }
@@ -25,7 +26,7 @@ export interface CompiledCostModel {
 }
 
 /** A stored model that does not validate: events it would cost fail (and are dead-lettered) rather than costing 0. */
-export interface InvalidCostModel {
+interface InvalidCostModel {
   id: string;
   currency: string;
   effectiveFrom: number;
@@ -90,7 +91,7 @@ export interface CogsInput {
 }
 
 /** Each part of an event's COGS (nano-units as decimal strings, for jsonb) and which rate gave it. */
-export interface CogsBreakdown {
+interface CogsBreakdown {
   cost_model_id: string | null;
   /** Why there is no cost (no model in the event's currency effective at its time). */
   reason?: string;
@@ -150,9 +151,31 @@ export function computeCogs(model: CompiledCostModel, event: CogsInput): Cogs {
 }
 
 /** The COGS of an event no cost model covers: zero, saying so. */
-export function uncosted(currency: string, recordedAt: number): Cogs {
+function uncosted(currency: string, recordedAt: number): Cogs {
   return {
     cogsNano: 0n,
     breakdown: { cost_model_id: null, reason: `no cost model in ${currency} effective at ${new Date(recordedAt).toISOString()}` },
   };
+}
+
+export class InvalidCostModelError extends Error {}
+
+/**
+ * The COGS of one usage event from its tenant's cost models (the one in force at the event's
+ * time, in its currency); uncosted (0) without one; an error when that model does not validate.
+ * analytics-dispatch computes the same figure for the ClickHouse row.
+ */
+export function eventCogs(models: LoadedCostModel[], event: AnalyticsEvent): Cogs | InvalidCostModelError {
+  const model = pickCostModel(models, event.recordedAt, event.subscription.currency);
+  if (model && 'invalid' in model) return new InvalidCostModelError(`cost model ${model.id} of tenant ${event.tenantId} is invalid: ${model.invalid}`);
+  return model
+    ? computeCogs(model, {
+        toolName: event.toolName,
+        pricedTool: event.cost.tool,
+        model: event.model,
+        inputTokens: event.inputTokens,
+        outputTokens: event.outputTokens,
+        durationMs: event.durationMs,
+      })
+    : uncosted(event.subscription.currency, event.recordedAt);
 }

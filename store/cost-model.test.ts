@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { compileCostModel, computeCogs, pickCostModel, type CompiledCostModel, type LoadedCostModel } from './model.js';
+import { compileCostModel, computeCogs, pickCostModel, type CompiledCostModel, type LoadedCostModel } from './cost-model.js';
 
 const MODEL = {
   tools: { transform_schema: '0.002', search: 0.0001 },

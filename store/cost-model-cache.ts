@@ -1,5 +1,6 @@
-import type { Sql } from '../../pipeline/postgres.js';
-import { compileCostModel, type CostModelRow, type LoadedCostModel } from './model.js';
+import type { Sql } from '../pipeline/postgres.js';
+import type { StageContext } from '../pipeline/stage.js';
+import { compileCostModel, type CostModelRow, type LoadedCostModel } from './cost-model.js';
 
 interface Entry {
   models: LoadedCostModel[];
@@ -52,4 +53,13 @@ export class CostModelCache {
     this.entries.delete(tenantId);
     this.generations.set(tenantId, (this.generations.get(tenantId) ?? 0) + 1);
   }
+}
+
+/** A CostModelCache that drops a tenant's models on its `cost-models.changed` control message (the cogs and analytics-dispatch stages). */
+export async function watchedCostModels(sql: Sql, onControl: StageContext['onControl']): Promise<CostModelCache> {
+  const models = new CostModelCache(sql);
+  await onControl((message) => {
+    if (message.type === 'cost-models.changed') models.invalidate(message.tenantId);
+  });
+  return models;
 }

@@ -1,7 +1,8 @@
-// Reading the pipeline's Redis Streams for the operator commands: the streams and groups
+// Reading the pipeline's Redis Streams for the operator commands and the console: the streams and groups
 // the topology names, raw entries, and the replies of XINFO.
 import type { Redis } from 'ioredis';
-import { STREAMS } from '../store/streams.js';
+import { scanKeys } from '../pipeline/redis.js';
+import { STREAMS } from './streams.js';
 import type { Topology } from '../pipeline/stage.js';
 
 /** Every stream worth showing, in flow order: the pipeline's own, then any other the topology reads. */
@@ -49,7 +50,7 @@ export async function walkStream(
   redis: Redis,
   key: string,
   limit: number,
-  visit: (entry: RawEntry) => Promise<boolean | void>,
+  visit: (entry: RawEntry) => Promise<boolean | undefined>,
   pageSize = 200,
 ): Promise<number> {
   let start = '-';
@@ -71,7 +72,7 @@ export function fieldText(entry: RawEntry, name: string): string | undefined {
 }
 
 /** A flat [name, value, name, value, ...] reply of XINFO as an object. */
-export function pairs(flat: unknown[]): Record<string, unknown> {
+function pairs(flat: unknown[]): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (let i = 0; i + 1 < flat.length; i += 2) out[String(flat[i])] = flat[i + 1];
   return out;
@@ -149,14 +150,14 @@ export async function consumersInfo(redis: Redis, key: string, group: string): P
   });
 }
 
-/** Keys matching a pattern (SCAN, never KEYS). */
-export async function scanKeys(redis: Redis, pattern: string): Promise<string[]> {
-  const keys: string[] = [];
-  let cursor = '0';
-  do {
-    const [next, batch] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
-    cursor = next;
-    keys.push(...batch);
-  } while (cursor !== '0');
-  return keys;
+/** The stages named, plus any other that has a dead-letter stream left in Redis. */
+export async function withDeadLetterStages(redis: Redis, prefix: string, stages: string[]): Promise<string[]> {
+  const names = [...stages];
+  for await (const keys of scanKeys(redis, `${prefix}dead:*`)) {
+    for (const key of keys) {
+      const match = /^dead:(.+):\{p\d+\}$/.exec(key.slice(prefix.length));
+      if (match && !names.includes(match[1])) names.push(match[1]);
+    }
+  }
+  return names;
 }

@@ -1,0 +1,443 @@
+/**
+ * The MCP metering proxy: in front of any Streamable HTTP MCP server, no change to it.
+ *
+ * Every request is forwarded to the same path on the upstream's origin. A POST body is read
+ * (bounded) and parsed as JSON-RPC: each `tools/call` in it (one message or a batch) is
+ * authorized first (a refused call is answered here with an MCP error result and never reaches
+ * the upstream), then forwarded; its response is found in the upstream's answer, a JSON body or
+ * an SSE stream passed through chunk by chunk as it comes, and becomes one `mcp.tool_invoked`
+ * event with its duration and status. Everything else passes untouched. An upstream that
+ * answers garbage, fails, closes mid-stream or times out: the client sees that failure and the
+ * calls are metered FAILED (TIMEOUT). A body that is not JSON-RPC is forwarded unmetered and
+ * counted. A session's `initialize` answered with `Mcp-Session-Id` tracks session.started, its
+ * DELETE session.completed.
+ */
+import { Agent as HttpAgent, createServer, request as httpRequest, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type Server, type ServerResponse } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { credentialFields, type AgentMeter, type AuthorizeDecision, type Credential, type ExecutionStatus } from '@agentmeter/sdk';
+import type { Logger } from '../pipeline/logger.js';
+import { classifyBody, outcomeOf, refusalMessage, responseKey, type CallOutcome, type ToolCall } from './jsonrpc.js';
+import { SseReader, sseEvent } from './sse.js';
+
+export interface McpProxyOptions {
+  /** The MCP server's URL; requests go to the same path on its origin. */
+  upstream: string;
+  meter: AgentMeter;
+  /** Port to listen on (0: any free port) and host (default 127.0.0.1). */
+  port: number;
+  host?: string;
+  /** agentmeter's id of the upstream MCP server (its tool aliases apply). */
+  mcpServerId?: string;
+  /** The header carrying the caller's API key (default x-api-key; else Authorization: Bearer). */
+  apiKeyHeader?: string;
+  /** A header carrying an OAuth client id set by a gateway in front (then billed by client_id). */
+  clientIdHeader?: string;
+  /** Authorize every tools/call (default true); a call without a credential is then refused. */
+  authorize?: boolean;
+  /** Longest silence of the upstream on one request (ms) before its calls are TIMEOUT. Default 300,000. */
+  upstreamTimeoutMs?: number;
+  /** Request bodies larger than this are refused with 413 (never forwarded unmetered). Default 4 MiB. */
+  maxBodyBytes?: number;
+  log?: Logger;
+}
+
+interface ProxyStats {
+  requests: number;
+  toolCalls: Record<ExecutionStatus, number>;
+  /** tools/call refused by authorize (answered by the proxy, not forwarded). */
+  refused: number;
+  /** Bodies that were not JSON-RPC: forwarded unmetered. */
+  malformedBodies: number;
+  /** Elements of a batch that were not JSON-RPC messages. */
+  malformedMessages: number;
+  /** tools/call without a credential while authorize is off: forwarded, not metered. */
+  unattributed: number;
+  upstreamFailures: number;
+  sessionsStarted: number;
+  sessionsCompleted: number;
+}
+
+export interface RunningProxy {
+  url: string;
+  port: number;
+  stats(): ProxyStats;
+  close(): Promise<void>;
+}
+
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'proxy-connection']);
+/** A JSON answer kept to read the calls' responses; beyond it the rest passes unread and unanswered calls are FAILED. */
+const MAX_JSON_RESPONSE_BYTES = 16 * 1024 * 1024;
+
+interface PendingCall extends ToolCall {
+  startedAt: number;
+  t0: number;
+}
+
+export async function startMcpProxy(options: McpProxyOptions): Promise<RunningProxy> {
+  const upstream = new URL(options.upstream);
+  const secure = upstream.protocol === 'https:';
+  if (!secure && upstream.protocol !== 'http:') throw new Error(`--upstream must be an http(s) URL, got ${options.upstream}`);
+  const agent = secure ? new HttpsAgent({ keepAlive: true, maxSockets: 512 }) : new HttpAgent({ keepAlive: true, maxSockets: 512 });
+  const send = secure ? httpsRequest : httpRequest;
+  const { meter, log } = options;
+  const authorizeCalls = options.authorize !== false;
+  const apiKeyHeader = (options.apiKeyHeader ?? 'x-api-key').toLowerCase();
+  const clientIdHeader = options.clientIdHeader?.toLowerCase();
+  const timeoutMs = options.upstreamTimeoutMs ?? 300_000;
+  const maxBody = options.maxBodyBytes ?? 4 * 1024 * 1024;
+  const sessionCredentials = new Map<string, Credential>();
+  const stats: ProxyStats = {
+    requests: 0,
+    toolCalls: { SUCCESS: 0, FAILED: 0, TIMEOUT: 0, RATE_LIMITED: 0 },
+    refused: 0,
+    malformedBodies: 0,
+    malformedMessages: 0,
+    unattributed: 0,
+    upstreamFailures: 0,
+    sessionsStarted: 0,
+    sessionsCompleted: 0,
+  };
+
+  const credentialOf = (headers: IncomingHttpHeaders): Credential | undefined => {
+    const header = (name: string) => {
+      const value = headers[name];
+      return Array.isArray(value) ? value[0] : value;
+    };
+    const apiKey = header(apiKeyHeader);
+    if (apiKey) return { apiKey };
+    const clientId = clientIdHeader ? header(clientIdHeader) : undefined;
+    if (clientId) return { clientId };
+    const bearer = /^Bearer\s+(\S+)$/i.exec(header('authorization') ?? '');
+    return bearer ? { apiKey: bearer[1] } : undefined;
+  };
+
+  const trackCall = (call: PendingCall, outcome: CallOutcome, credential: Credential | undefined, sessionId: string | undefined) => {
+    stats.toolCalls[outcome.status]++;
+    if (!credential) {
+      stats.unattributed++;
+      return;
+    }
+    void meter
+      .track({
+        event_type: 'mcp.tool_invoked',
+        ...credentialFields(credential),
+        ...(sessionId ? { session_id: sessionId } : {}),
+        tool_name: call.tool || 'unknown',
+        ...(options.mcpServerId ? { mcp_server_id: options.mcpServerId } : {}),
+        execution_duration_ms: Math.round(performance.now() - call.t0),
+        execution_status: outcome.status,
+        input_tokens: outcome.inputTokens ?? 0,
+        output_tokens: outcome.outputTokens ?? 0,
+        ...(outcome.model ? { model: outcome.model } : {}),
+        ...(outcome.errorType ? { error_type: outcome.errorType.slice(0, 128), error_message: (outcome.errorMessage ?? '').slice(0, 2048) } : {}),
+        recorded_timestamp: new Date(call.startedAt),
+      })
+      .catch((err) => log?.warn({ err }, 'mcp-proxy: cannot track a call'));
+  };
+
+  const trackSession = (type: 'session.started' | 'session.completed', sessionId: string, credential: Credential) => {
+    if (type === 'session.started') stats.sessionsStarted++;
+    else stats.sessionsCompleted++;
+    void meter.track({ event_type: type, session_id: sessionId, ...credentialFields(credential) }).catch(() => {});
+  };
+
+  const forwardHeaders = (headers: IncomingHttpHeaders, bodyLength?: number): OutgoingHttpHeaders => {
+    const out: OutgoingHttpHeaders = {};
+    for (const [name, value] of Object.entries(headers)) if (!HOP_BY_HOP.has(name) && value !== undefined) out[name] = value;
+    out.host = upstream.host;
+    if (bodyLength !== undefined) {
+      out['content-length'] = String(bodyLength);
+      // The proxy reads the answer: ask for it uncompressed.
+      delete out['accept-encoding'];
+    }
+    return out;
+  };
+
+  const responseHeaders = (headers: IncomingHttpHeaders, dropLength: boolean): OutgoingHttpHeaders => {
+    const out: OutgoingHttpHeaders = {};
+    for (const [name, value] of Object.entries(headers)) {
+      if (HOP_BY_HOP.has(name) || value === undefined || (dropLength && name === 'content-length')) continue;
+      out[name] = value;
+    }
+    return out;
+  };
+
+  /** GET (the server's SSE stream), DELETE and anything else that is not a JSON-RPC POST: piped both ways. */
+  const pipeThrough = (req: IncomingMessage, res: ServerResponse, onAnswer?: (upstreamRes: IncomingMessage) => void) => {
+    const out = send(new URL(req.url ?? '/', upstream), { method: req.method, headers: forwardHeaders(req.headers), agent }, (upstreamRes) => {
+      onAnswer?.(upstreamRes);
+      res.writeHead(upstreamRes.statusCode ?? 502, responseHeaders(upstreamRes.headers, false));
+      upstreamRes.pipe(res);
+      upstreamRes.on('aborted', () => res.destroy());
+      upstreamRes.on('error', () => res.destroy());
+    });
+    out.on('error', (err) => {
+      stats.upstreamFailures++;
+      if (!res.headersSent) jsonReply(res, 502, { jsonrpc: '2.0', id: null, error: { code: -32603, message: `upstream unreachable: ${err.message}` } });
+      else res.destroy();
+    });
+    res.on('close', () => {
+      if (!res.writableFinished) out.destroy();
+    });
+    req.pipe(out);
+  };
+
+  const handlePost = async (req: IncomingMessage, res: ServerResponse, body: Buffer) => {
+    const classified = classifyBody(body.toString('utf8'));
+    if (classified.kind === 'malformed') {
+      stats.malformedBodies++;
+      log?.debug({ reason: classified.reason }, 'mcp-proxy: forwarding a body that is not JSON-RPC, unmetered');
+      return forward(req, res, body, undefined, [], [], false);
+    }
+    stats.malformedMessages += classified.invalidMessages;
+    const credential = credentialOf(req.headers);
+    const sessionHeader = req.headers['mcp-session-id'];
+    const sessionId = Array.isArray(sessionHeader) ? sessionHeader[0] : sessionHeader;
+
+    const refusals: Record<string, unknown>[] = [];
+    const refusedKeys = new Set<string>();
+    if (authorizeCalls && classified.calls.length) {
+      const decisions = await Promise.all(
+        classified.calls.map(
+          (call): Promise<AuthorizeDecision> =>
+            credential
+              ? meter.authorize({ ...credential, ...(sessionId ? { sessionId } : {}), tool: call.tool })
+              : Promise.resolve({ allowed: false, code: 'no_credential', reason: `the request carries no credential (${apiKeyHeader}, or Authorization: Bearer)`, source: 'api' }),
+        ),
+      );
+      classified.calls.forEach((call, i) => {
+        if (decisions[i].allowed) return;
+        stats.refused++;
+        refusedKeys.add(call.key);
+        refusals.push(refusalMessage(call, decisions[i]));
+      });
+    }
+    const now = Date.now();
+    const t0 = performance.now();
+    const pending: PendingCall[] = classified.calls.filter((c) => !refusedKeys.has(c.key)).map((c) => ({ ...c, startedAt: now, t0 }));
+    let outgoing = body;
+    if (refusals.length) {
+      const rest = classified.messages.filter((m) => !(typeof m === 'object' && m !== null && (m as { method?: unknown }).method === 'tools/call' && refusedKeys.has(JSON.stringify((m as { id?: unknown }).id))));
+      if (rest.length === 0) return jsonReply(res, 200, classified.batch ? refusals : refusals[0]);
+      outgoing = Buffer.from(JSON.stringify(classified.batch ? rest : rest[0]));
+    }
+    forward(req, res, outgoing, credential, pending, refusals, classified.batch, sessionId, classified.initialize);
+  };
+
+  const forward = (
+    req: IncomingMessage,
+    res: ServerResponse,
+    body: Buffer,
+    credential: Credential | undefined,
+    pending: PendingCall[],
+    refusals: Record<string, unknown>[],
+    batch: boolean,
+    sessionId?: string,
+    initialize = false,
+  ) => {
+    const calls = new Map(pending.map((c) => [c.key, c]));
+    /** Meters the calls not answered yet with this outcome (the upstream failed them). */
+    const finish = (outcome: CallOutcome) => {
+      for (const call of calls.values()) trackCall(call, outcome, credential, sessionId);
+      calls.clear();
+    };
+    const settle = (message: unknown) => {
+      const key = responseKey(message);
+      const call = key === undefined ? undefined : calls.get(key);
+      if (!call) return;
+      calls.delete(key!);
+      trackCall(call, outcomeOf(message as Record<string, unknown>), credential, sessionId);
+    };
+    const settleText = (text: string) => {
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(text);
+      } catch {
+        return false;
+      }
+      for (const message of Array.isArray(parsed) ? parsed : [parsed]) settle(message);
+      return true;
+    };
+
+    let timedOut = false;
+    const onAnswer = (upstreamRes: IncomingMessage) => {
+      const status = upstreamRes.statusCode ?? 502;
+      const type = String(upstreamRes.headers['content-type'] ?? '').toLowerCase();
+      const newSession = upstreamRes.headers['mcp-session-id'];
+      if (initialize && status < 300 && typeof newSession === 'string' && credential) {
+        sessionCredentials.set(newSession, credential);
+        if (sessionCredentials.size > 100_000) sessionCredentials.delete(sessionCredentials.keys().next().value!);
+        trackSession('session.started', newSession, credential);
+      }
+      let failed = false;
+      const broken = (why: string) => () => {
+        if (failed) return;
+        failed = true;
+        stats.upstreamFailures++;
+        res.destroy();
+        finish({ status: timedOut ? 'TIMEOUT' : 'FAILED', errorType: timedOut ? 'upstream_timeout' : 'upstream_closed', errorMessage: why });
+      };
+      upstreamRes.on('aborted', broken('the upstream closed the response before its end'));
+      upstreamRes.on('error', broken('the upstream response failed'));
+
+      if (calls.size === 0 && refusals.length === 0) {
+        res.writeHead(status, responseHeaders(upstreamRes.headers, false));
+        upstreamRes.pipe(res);
+        return;
+      }
+      if (type.startsWith('text/event-stream')) {
+        const reader = new SseReader();
+        res.writeHead(status, responseHeaders(upstreamRes.headers, true));
+        upstreamRes.on('data', (chunk: Buffer) => {
+          writeCorked(res, chunk);
+          for (const data of reader.push(chunk)) settleText(data);
+        });
+        upstreamRes.on('end', () => {
+          for (const refusal of refusals) res.write(sseEvent(refusal));
+          res.end();
+          finish({ status: 'FAILED', errorType: 'upstream_no_response', errorMessage: 'the upstream stream ended without answering this call' });
+        });
+        return;
+      }
+      if (status === 202 && refusals.length) {
+        // The upstream took the rest (notifications and responses only): the refusals are the answer.
+        upstreamRes.resume();
+        jsonReply(res, 200, batch ? refusals : refusals[0]);
+        return finish({ status: 'FAILED', errorType: 'upstream_no_response', errorMessage: `the upstream answered ${status}` });
+      }
+      const chunks: Buffer[] = [];
+      let size = 0;
+      const merge = refusals.length > 0 && type.includes('json');
+      if (!merge) res.writeHead(status, responseHeaders(upstreamRes.headers, false));
+      upstreamRes.on('data', (chunk: Buffer) => {
+        if (!merge) writeCorked(res, chunk);
+        size += chunk.length;
+        if (size <= MAX_JSON_RESPONSE_BYTES || merge) chunks.push(chunk);
+      });
+      upstreamRes.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        const readable = type.includes('json') && size <= MAX_JSON_RESPONSE_BYTES && settleText(text);
+        if (merge) {
+          if (readable) {
+            const parsed: unknown = JSON.parse(text);
+            const answer = [...(Array.isArray(parsed) ? parsed : [parsed]), ...refusals];
+            const headers = responseHeaders(upstreamRes.headers, true);
+            res.writeHead(status, headers);
+            res.end(JSON.stringify(answer));
+          } else {
+            res.writeHead(status, responseHeaders(upstreamRes.headers, false));
+            res.end(Buffer.concat(chunks));
+          }
+        } else res.end();
+        const why = readable ? 'the upstream answer holds no response to this call' : `the upstream answered ${status} ${type || 'without a content type'} that is not a JSON-RPC response`;
+        if (!readable) stats.upstreamFailures++;
+        finish({ status: 'FAILED', errorType: readable ? 'upstream_no_response' : 'upstream_invalid_response', errorMessage: why });
+      });
+    };
+    const attempt = (retry: boolean): ReturnType<typeof send> => {
+      const sent = send(new URL(req.url ?? '/', upstream), { method: 'POST', headers: forwardHeaders(req.headers, body.length), agent }, onAnswer);
+      sent.setTimeout(timeoutMs, () => {
+        timedOut = true;
+        sent.destroy(new Error(`no answer from the upstream within ${timeoutMs} ms`));
+      });
+      sent.on('error', (err) => failed(sent, err, retry));
+      sent.end(body);
+      return sent;
+    };
+    const failed = (sent: ReturnType<typeof send>, err: Error, retry: boolean) => {
+      if (res.headersSent || res.destroyed) return; // a response in progress fails through 'aborted' above; a gone client was metered
+      // A kept-alive connection the upstream closed just as this request went out: it never read
+      // the request, so sending it once more on a fresh connection runs nothing twice.
+      if (retry && sent.reusedSocket && (err as NodeJS.ErrnoException).code === 'ECONNRESET') {
+        out = attempt(false);
+        return;
+      }
+      stats.upstreamFailures++;
+      const status = timedOut ? 504 : 502;
+      jsonReply(res, status, { jsonrpc: '2.0', id: null, error: { code: -32603, message: `upstream ${timedOut ? 'timed out' : 'unreachable'}: ${err.message}` } });
+      finish(timedOut ? { status: 'TIMEOUT', errorType: 'upstream_timeout', errorMessage: err.message } : { status: 'FAILED', errorType: 'upstream_unreachable', errorMessage: err.message });
+    };
+    let out = attempt(true);
+    res.on('close', () => {
+      if (res.writableFinished) return;
+      out.destroy();
+      finish({ status: 'FAILED', errorType: 'client_closed', errorMessage: 'the client went away before the answer' });
+    });
+  };
+
+  const server: Server = createServer((req, res) => {
+    stats.requests++;
+    if (req.method === 'DELETE') {
+      const sessionId = req.headers['mcp-session-id'];
+      return pipeThrough(req, res, (upstreamRes) => {
+        if (typeof sessionId !== 'string' || (upstreamRes.statusCode ?? 500) >= 300) return;
+        const credential = credentialOf(req.headers) ?? sessionCredentials.get(sessionId);
+        sessionCredentials.delete(sessionId);
+        if (credential) trackSession('session.completed', sessionId, credential);
+      });
+    }
+    if (req.method !== 'POST') return pipeThrough(req, res);
+    const declared = Number(req.headers['content-length'] ?? 0);
+    if (declared > maxBody) return tooLarge(res, maxBody);
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (chunk: Buffer) => {
+      if (size > maxBody) return; // refused already: the rest is read and dropped
+      size += chunk.length;
+      if (size > maxBody) return tooLarge(res, maxBody);
+      chunks.push(chunk);
+    });
+    req.on('end', () => {
+      if (size > maxBody) return;
+      handlePost(req, res, Buffer.concat(chunks)).catch((err) => {
+        log?.error({ err }, 'mcp-proxy: request failed');
+        if (!res.headersSent) jsonReply(res, 500, { jsonrpc: '2.0', id: null, error: { code: -32603, message: 'the metering proxy failed on this request' } });
+        else res.destroy();
+      });
+    });
+  });
+  server.keepAliveTimeout = 65_000;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port, options.host ?? '127.0.0.1', resolve);
+  });
+  const port = (server.address() as AddressInfo).port;
+  return {
+    port,
+    url: `http://${options.host ?? '127.0.0.1'}:${port}`,
+    stats: () => ({ ...stats, toolCalls: { ...stats.toolCalls } }),
+    async close() {
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      });
+      agent.destroy();
+    },
+  };
+}
+
+/**
+ * Writes a chunk, holding the socket until the end of this tick: the headers, the chunks of one
+ * upstream read and the end of the response then leave in one system call instead of several
+ * (on loopback, each write also runs the receiver's TCP stack: the proxy's main cost).
+ */
+function writeCorked(res: ServerResponse, chunk: Buffer): void {
+  if (res.writableCorked === 0) {
+    res.cork();
+    process.nextTick(() => res.uncork());
+  }
+  res.write(chunk);
+}
+
+function jsonReply(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+function tooLarge(res: ServerResponse, limit: number): void {
+  if (res.headersSent) return;
+  res.setHeader('connection', 'close');
+  jsonReply(res, 413, { jsonrpc: '2.0', id: null, error: { code: -32600, message: `request body over ${limit} bytes` } });
+}

@@ -1,0 +1,58 @@
+/** Retry timing: exponential backoff with full jitter, or the server's Retry-After when it gives one. */
+export interface RetryPolicy {
+  /** Upper bound of the first wait (ms); doubles each attempt. Default 200. */
+  initialDelayMs: number;
+  /** Upper bound of any backoff wait (ms). Default 30,000. */
+  maxDelayMs: number;
+  /** Give a batch up after this long of failed attempts (ms). Default 10 minutes. */
+  maxElapsedMs: number;
+}
+
+export const DEFAULT_RETRY: RetryPolicy = { initialDelayMs: 200, maxDelayMs: 30_000, maxElapsedMs: 600_000 };
+
+/** Statuses worth another try of the same request: the server is busy, restarting or behind. */
+export const RETRYABLE_STATUSES: ReadonlySet<number> = new Set([408, 429, 500, 502, 503, 504]);
+
+/** The longest Retry-After taken as given (a misconfigured proxy could say an hour). */
+const MAX_RETRY_AFTER_MS = 300_000;
+
+/**
+ * How long to wait before attempt `attempt + 1` (attempt counts from 0): the server's Retry-After
+ * plus up to 10% (so clients told the same thing do not return together), else a uniformly random
+ * wait up to min(maxDelay, initial x 2^attempt).
+ */
+export function retryDelayMs(policy: RetryPolicy, attempt: number, retryAfterMs: number | undefined, random = Math.random): number {
+  if (retryAfterMs !== undefined) return retryAfterMs + random() * Math.min(1_000, retryAfterMs * 0.1);
+  const ceiling = Math.min(policy.maxDelayMs, policy.initialDelayMs * 2 ** Math.min(attempt, 30));
+  return random() * ceiling;
+}
+
+/** Retry-After as delta seconds or an HTTP date, in ms from `now`; undefined when absent or unreadable. */
+export function parseRetryAfter(value: string | null, now = Date.now()): number | undefined {
+  if (value === null || value.trim() === '') return undefined;
+  const text = value.trim();
+  if (/^\d+(\.\d+)?$/.test(text)) return Math.min(Number(text) * 1_000, MAX_RETRY_AFTER_MS);
+  const at = Date.parse(text);
+  if (Number.isNaN(at)) return undefined;
+  return Math.min(Math.max(0, at - now), MAX_RETRY_AFTER_MS);
+}
+
+/** Resolves after `ms`, or at once when the signal aborts. Timers never keep a Node process alive. */
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) return resolve();
+    const timer = setTimeout(done, ms);
+    unrefTimer(timer);
+    signal?.addEventListener('abort', done, { once: true });
+    function done() {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    }
+  });
+}
+
+/** Node timers have unref(); edge runtimes return a number. */
+export function unrefTimer(timer: unknown): void {
+  (timer as { unref?: () => void } | undefined)?.unref?.();
+}
