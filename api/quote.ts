@@ -23,9 +23,9 @@ export function createQuoteRoutes(): Hono {
       const [first] = parsed.errors;
       throw new ApiError(400, 'validation_failed', `invalid quote request: ${first.path}: ${first.message}`, parsed.errors);
     }
-    const { plan, usage, terms } = parsed.request;
+    const { plan, usage, terms, warnings } = parsed.request;
     try {
-      return c.json(invoiceJson(quote(plan, usage, terms)));
+      return c.json(invoiceJson(quote(plan, usage, terms, warnings)));
     } catch (err) {
       if (!(err instanceof RatingError)) throw err;
       throw new ApiError(400, 'invalid_quote', err.message);

@@ -40,17 +40,20 @@ const parsed = parseQuoteRequest({
   usage: readJson(files.usage),
   ...(files.terms ? { terms: readJson(files.terms) } : {}),
 });
-if (!parsed.ok) {
-  // "$.plan.duration_buckets[1].rate" is reported as "plan.json: $.duration_buckets[1].rate".
-  const located = parsed.errors.map(({ path, message }) => {
-    const [, part, rest] = /^\$\.(plan|usage|terms)(.*)$/.exec(path) ?? [];
-    return part ? `${files[part as keyof typeof files]}: $${rest}: ${message}` : `${path}: ${message}`;
-  });
-  fail(`invalid input:\n  ${located.join('\n  ')}`);
+/** "$.plan.duration_buckets[1].rate" is reported as "plan.json: $.duration_buckets[1].rate". */
+function located(problems: { path: string; message: string }[]): string {
+  return problems
+    .map(({ path, message }) => {
+      const [, part, rest] = /^\$\.(plan|usage|terms)(.*)$/.exec(path) ?? [];
+      return part ? `${files[part as keyof typeof files]}: $${rest}: ${message}` : `${path}: ${message}`;
+    })
+    .join('\n  ');
 }
+if (!parsed.ok) fail(`invalid input:\n  ${located(parsed.errors)}`);
+if (parsed.request.warnings.length > 0) process.stderr.write(`warning:\n  ${located(parsed.request.warnings)}\n`);
 try {
-  const { plan, usage, terms } = parsed.request;
-  process.stdout.write(`${JSON.stringify(invoiceJson(quote(plan, usage, terms)), null, 2)}\n`);
+  const { plan, usage, terms, warnings } = parsed.request;
+  process.stdout.write(`${JSON.stringify(invoiceJson(quote(plan, usage, terms, warnings)), null, 2)}\n`);
 } catch (err) {
   if (err instanceof RatingError) fail(err.message);
   throw err;

@@ -14,7 +14,16 @@ export interface ToolPrice {
   readonly multiplier: bigint;
   /** Whether the tool has a token multiplier of its own (its token charges get their own invoice lines). */
   readonly ownMultiplier: boolean;
+  /** The tool's name after aliases and versions (`tool` without the MCP server). */
+  readonly name: string;
+  /** The MCP server whose own price this is (mcp_servers), if any. */
+  readonly server?: string;
+  /** Per token, per model the plan prices (token_multipliers.by_model), the tool's multiplier already applied. */
+  readonly modelTokenNano: ReadonlyMap<string, { input: bigint; output: bigint }>;
 }
+
+/** Separates the MCP server from the tool in the key of a call priced by mcp_servers: `mcp_1 analyze_schema` (ids hold no space). */
+export const SERVER_KEY_SEPARATOR = ' ';
 
 export interface CompiledPlan extends PlanNumbers {
   readonly currency: string;
@@ -24,6 +33,8 @@ export interface CompiledPlan extends PlanNumbers {
   readonly version?: number;
   /** Prices of every name the plan mentions (tools, aliases, versioned names), by the name an event may carry. */
   readonly toolPrices: ReadonlyMap<string, ToolPrice>;
+  /** Per MCP server, its `*` price (mcp_servers[server].tool_invocations["*"]). */
+  readonly serverDefaults: ReadonlyMap<string, bigint>;
   /** The `*` price, for tools the plan does not name. */
   readonly defaultToolPrice: ToolPrice;
   /** Upper bound of each duration bucket in ms (Infinity for the open last one), in order. */
@@ -55,13 +66,21 @@ export function compilePlan(pricing: RatePlanPricing, currency: string, meta: { 
   const priceAs = (tool: string): ToolPrice => {
     const own = tool === DEFAULT_TOOL_KEY ? undefined : numbers.toolMultipliers.get(tool);
     const multiplier = own ?? fallbackMultiplier;
+    const modelTokenNano = new Map(
+      [...numbers.modelTokenRates.entries()].map(([model, rates]) => [
+        model,
+        { input: (rates.input * multiplier) / FACTOR_ONE, output: (rates.output * multiplier) / FACTOR_ONE },
+      ]),
+    );
     return {
       tool,
+      name: tool,
       callNano: callRateOf(tool) ?? defaultCallRate,
       inputTokenNano: (numbers.inputTokenRate * multiplier) / FACTOR_ONE,
       outputTokenNano: (numbers.outputTokenRate * multiplier) / FACTOR_ONE,
       multiplier,
       ownMultiplier: own !== undefined,
+      modelTokenNano,
     };
   };
   const isPriced = (tool: string) => numbers.toolRates.has(tool) || numbers.toolMultipliers.has(tool);
@@ -78,6 +97,13 @@ export function compilePlan(pricing: RatePlanPricing, currency: string, meta: { 
   const names = new Set([...numbers.toolRates.keys(), ...numbers.toolMultipliers.keys(), ...numbers.toolAliases.keys(), ...numbers.toolAliases.values()]);
   names.delete(DEFAULT_TOOL_KEY);
   for (const name of names) toolPrices.set(name, priceAs(canonical(name)));
+  const serverDefaults = new Map<string, bigint>();
+  for (const [server, rates] of numbers.serverToolRates) {
+    for (const [name, rate] of rates) {
+      if (name === DEFAULT_TOOL_KEY) serverDefaults.set(server, rate);
+      else toolPrices.set(serverKey(server, name), { ...priceAs(name), tool: serverKey(server, name), server, callNano: rate });
+    }
+  }
 
   return {
     ...numbers,
@@ -87,6 +113,7 @@ export function compilePlan(pricing: RatePlanPricing, currency: string, meta: { 
     planId: meta.planId,
     version: meta.version,
     toolPrices,
+    serverDefaults,
     defaultToolPrice: priceAs(DEFAULT_TOOL_KEY),
     durationLimitsMs: numbers.durationBuckets.map((bucket) => bucket.maxMs),
     hasSessionRules: numbers.hasSessionFee || numbers.includedCalls > 0n || numbers.penalty !== undefined,
@@ -104,7 +131,35 @@ function withoutVersion(name: string): string {
  * its unversioned name when it carries a version (`search@3` -> `search`), else by `*`; the
  * returned `tool` is then that name, not `*`, so usage and invoices still show which tool ran.
  */
-export function priceOfTool(plan: CompiledPlan, name: string | undefined): { price: ToolPrice; tool: string } {
+export function priceOfTool(plan: CompiledPlan, name: string | undefined, server?: string): { price: ToolPrice; tool: string } {
+  const general = generalPriceOfTool(plan, name);
+  if (server === undefined || !name || !plan.serverToolRates.has(server)) return general;
+  const key = serverKey(server, general.tool);
+  const own = plan.toolPrices.get(key);
+  if (own) return { price: own, tool: key };
+  const serverDefault = plan.serverDefaults.get(server);
+  if (serverDefault === undefined) return general;
+  return { price: { ...general.price, tool: key, name: general.tool, server, callNano: serverDefault }, tool: key };
+}
+
+function serverKey(server: string, tool: string): string {
+  return `${server}${SERVER_KEY_SEPARATOR}${tool}`;
+}
+
+/**
+ * The price behind a usage row's tool key, as rating produced it: `server tool` for a call priced
+ * by mcp_servers (a server the plan names, then the tool), else the tool key itself.
+ */
+export function priceOfKey(plan: CompiledPlan, key: string): ToolPrice {
+  if (plan.serverToolRates.size > 0) {
+    const cut = key.indexOf(SERVER_KEY_SEPARATOR);
+    const server = cut > 0 ? key.slice(0, cut) : undefined;
+    if (server !== undefined && plan.serverToolRates.has(server)) return priceOfTool(plan, key.slice(cut + 1), server).price;
+  }
+  return priceOfTool(plan, key === DEFAULT_TOOL_KEY ? undefined : key).price;
+}
+
+function generalPriceOfTool(plan: CompiledPlan, name: string | undefined): { price: ToolPrice; tool: string } {
   if (!name) return { price: plan.defaultToolPrice, tool: DEFAULT_TOOL_KEY };
   const known = plan.toolPrices.get(name);
   if (known) return { price: known, tool: known.tool };

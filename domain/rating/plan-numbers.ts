@@ -29,11 +29,23 @@ export interface CommitmentNumbers {
   basis: 'allocation' | 'pool';
 }
 
+export interface ModelTokenRates {
+  input: bigint;
+  output: bigint;
+  /** Whether the model sets each rate itself (the invoice rule names its own path then). */
+  ownInput: boolean;
+  ownOutput: boolean;
+}
+
 export interface PlanNumbers {
   toolRates: Map<string, bigint>;
   toolAliases: Map<string, string>;
   inputTokenRate: bigint;
   outputTokenRate: bigint;
+  /** Token rates of the models the plan names (a rate a model leaves out is the default one). */
+  modelTokenRates: Map<string, ModelTokenRates>;
+  /** Per MCP server: its own per-call tool prices. */
+  serverToolRates: Map<string, Map<string, bigint>>;
   toolMultipliers: Map<string, bigint>;
   durationBuckets: { maxMs: number; rate: bigint }[];
   penalty?: { threshold: bigint; multiplier: bigint };
@@ -52,6 +64,23 @@ export function readPlanNumbers(pricing: RatePlanPricing): PlanNumbers {
     toolAliases: new Map(Object.entries(pricing.tool_aliases ?? {})),
     inputTokenRate: parseNano(pricing.token_multipliers?.input_tokens ?? 0),
     outputTokenRate: parseNano(pricing.token_multipliers?.output_tokens ?? 0),
+    modelTokenRates: new Map(
+      Object.entries(pricing.token_multipliers?.by_model ?? {}).map(([model, rates]) => [
+        model,
+        {
+          input: parseNano(rates.input_tokens ?? pricing.token_multipliers?.input_tokens ?? 0),
+          output: parseNano(rates.output_tokens ?? pricing.token_multipliers?.output_tokens ?? 0),
+          ownInput: rates.input_tokens !== undefined,
+          ownOutput: rates.output_tokens !== undefined,
+        },
+      ]),
+    ),
+    serverToolRates: new Map(
+      Object.entries(pricing.mcp_servers ?? {}).map(([server, prices]) => [
+        server,
+        new Map(Object.entries(prices.tool_invocations).map(([tool, rate]) => [tool, parseNano(rate)])),
+      ]),
+    ),
     toolMultipliers: new Map(Object.entries(pricing.tool_multipliers ?? {}).map(([tool, m]) => [tool, parseScaled(m, FACTOR_DECIMALS)])),
     durationBuckets: (pricing.duration_buckets ?? []).map((bucket) => ({
       maxMs: bucket.max_seconds == null ? Infinity : Number(parseScaled(bucket.max_seconds, SECONDS_DECIMALS)),
@@ -110,6 +139,10 @@ export function exactnessProblems(numbers: PlanNumbers): PathProblem[] {
   const tokenRates: NamedRate[] = [
     { nano: numbers.inputTokenRate, source: 'token_multipliers.input_tokens' },
     { nano: numbers.outputTokenRate, source: 'token_multipliers.output_tokens' },
+    ...[...numbers.modelTokenRates.entries()].flatMap(([model, rates]) => [
+      { nano: rates.input, source: `token_multipliers.by_model["${model}"].input_tokens` },
+      { nano: rates.output, source: `token_multipliers.by_model["${model}"].output_tokens` },
+    ]),
   ].filter((rate) => rate.nano !== 0n);
 
   const effectiveTokenRates: NamedRate[] = [];
@@ -129,6 +162,9 @@ export function exactnessProblems(numbers: PlanNumbers): PathProblem[] {
   const callRates: NamedRate[] = [
     ...[...numbers.toolRates.entries()].map(([tool, nano]) => ({ nano, source: `tool_invocations["${tool}"]` })),
     ...numbers.durationBuckets.map((bucket, index) => ({ nano: bucket.rate, source: `duration_buckets[${index}].rate` })),
+    ...[...numbers.serverToolRates.entries()].flatMap(([server, rates]) =>
+      [...rates.entries()].map(([tool, nano]) => ({ nano, source: `mcp_servers["${server}"].tool_invocations["${tool}"]` })),
+    ),
   ];
   if (numbers.tiers?.kind === 'rate') {
     for (const [index, nano] of numbers.tiers.rates.entries()) callRates.push({ nano, source: `volume_tiers[${index}].rate` });

@@ -46,6 +46,13 @@ const count = z
   .min(0, 'must be 0 or more')
   .max(Number.MAX_SAFE_INTEGER, 'is too large');
 const toolName = z.string().min(1, 'a tool name must not be empty').max(256, 'a tool name has at most 256 characters');
+/** Models and MCP servers are named as events name them: ids of `[A-Za-z0-9_.:@/-]`, at most 128 characters. */
+const eventId = (what: string) =>
+  z
+    .string()
+    .min(1, `a ${what} must not be empty`)
+    .max(128, `a ${what} has at most 128 characters`)
+    .regex(/^[A-Za-z0-9_.:@/-]+$/, `a ${what} is named as events carry it: letters, digits and _ . : @ / -`);
 
 export const DEFAULT_TOOL_KEY = '*';
 
@@ -108,14 +115,31 @@ export const ratePlanObjectSchema = z.strictObject({
       .optional()
       .meta({ description: 'Old or alternative tool name -> the name it is priced as. A tool name may carry a version as name@version.' }),
     token_multipliers: z
-      .strictObject({ input_tokens: rate.optional(), output_tokens: rate.optional() })
+      .strictObject({
+        input_tokens: rate.optional(),
+        output_tokens: rate.optional(),
+        by_model: z
+          .record(eventId('model name'), z.strictObject({ input_tokens: rate.optional(), output_tokens: rate.optional() }))
+          .optional()
+          .meta({
+            description:
+              "Token prices of the models named here, by the event's `model`; a price a model leaves out, and every model not named (or an event without a model), takes the plan's input_tokens / output_tokens.",
+          }),
+      })
       .optional()
-      .meta({ description: 'Price of one input and one output token.' }),
+      .meta({ description: 'Price of one input and one output token (the default), and per model (by_model).' }),
     tool_multipliers: z.record(toolName, multiplier).optional().meta({ description: 'Per-tool factor on token cost; "*" for tools not listed (default 1).' }),
     duration_buckets: z
       .array(durationBucketSchema)
       .optional()
       .meta({ description: 'Ascending by max_seconds; a call pays the rate of the first bucket its duration fits; the last bucket is open (max_seconds null).' }),
+    mcp_servers: z
+      .record(eventId('MCP server id'), z.strictObject({ tool_invocations: z.record(toolName, rate) }))
+      .optional()
+      .meta({
+        description:
+          "Per-call tool prices of the calls of one MCP server (the event's `mcp_server_id`), replacing the plan's tool_invocations for those calls; \"*\" prices the server's tools not listed; a tool the server table does not price keeps the plan's price.",
+      }),
     error_rate_penalties: z
       .strictObject({ threshold, multiplier })
       .optional()

@@ -39,7 +39,41 @@ describe('validateRatePlan accepts', () => {
   });
 
   it('an empty plan (everything free)', () => {
-    expect(validateRatePlan({})).toEqual({ ok: true, plan: {} });
+    expect(validateRatePlan({})).toEqual({ ok: true, plan: {}, warnings: [] });
+  });
+
+  it('a bounded last duration bucket, with a warning that longer calls are priced at it', () => {
+    const result = validateRatePlan({ duration_buckets: [{ max_seconds: 60, rate: 0.1 }, { max_seconds: 3600, rate: 2 }] });
+    expect(result).toEqual({
+      ok: true,
+      plan: { duration_buckets: [{ max_seconds: '60', rate: '0.1' }, { max_seconds: '3600', rate: '2' }] },
+      warnings: [
+        {
+          path: '$.duration_buckets[1].max_seconds',
+          message: 'the last bucket is bounded: calls longer than 3600 s are priced at this bucket\'s rate (2); write "max_seconds": null to make that explicit',
+        },
+      ],
+    });
+  });
+
+  it('the plan wrapped as {"dimensionPricing": {...}}, with problems and warnings under $.dimensionPricing', () => {
+    const wrapped = validateRatePlan({ dimensionPricing: { tool_invocations: { '*': 0.002 }, duration_buckets: [{ max_seconds: 60, rate: 0.1 }] } });
+    expect(wrapped).toMatchObject({ ok: true, plan: { tool_invocations: { '*': '0.002' } }, warnings: [{ path: '$.dimensionPricing.duration_buckets[0].max_seconds' }] });
+    expect(problemsOf({ dimensionPricing: { tool_invocations: { x: 1 } } })).toEqual([
+      { path: '$.dimensionPricing.tool_invocations', message: 'needs a "*" default so that tools not listed are priced (use "*": 0 to make them free)' },
+    ]);
+    expect(problemsOf({ dimensionPricing: {}, currency: 'USD' })).toEqual([
+      { path: '$.currency', message: 'unknown key beside "dimensionPricing": put every pricing field inside it, or leave the wrapper out' },
+    ]);
+  });
+
+  it('per-model token prices and per-server tool prices', () => {
+    const result = validateRatePlan({
+      tool_invocations: { '*': 0.002 },
+      token_multipliers: { input_tokens: 0.000001, output_tokens: 0.000002, by_model: { 'claude-opus-4': { input_tokens: 0.000015, output_tokens: 0.000075 }, 'gpt-4o-mini': { input_tokens: 0.00000015 } } },
+      mcp_servers: { mcp_db: { tool_invocations: { analyze_schema: 0.1, '*': 0.001 } } },
+    });
+    expect(result).toMatchObject({ ok: true, plan: { token_multipliers: { by_model: { 'gpt-4o-mini': { input_tokens: '0.00000015' } } } } });
   });
 });
 
@@ -74,11 +108,17 @@ describe('validateRatePlan refuses, naming the JSON path', () => {
     expect(problemAt(input, '$.duration_buckets[1].max_seconds')).toBe('overlaps bucket 0: both end at 60 s; max_seconds must be strictly ascending');
   });
 
-  it('a last duration bucket that leaves long calls unpriced', () => {
-    const input = { duration_buckets: [{ max_seconds: 60, rate: 0.1 }, { max_seconds: 3600, rate: 2 }] };
-    expect(problemAt(input, '$.duration_buckets[1].max_seconds')).toBe(
-      'calls longer than 3600 s would be unpriced: make the last bucket open-ended with "max_seconds": null',
-    );
+  it('a model or MCP server not named as events name it, per-server prices with rate tiers or a commitment', () => {
+    expect(problemAt({ token_multipliers: { by_model: { 'gpt 4': { input_tokens: 1 } } } }, "$.token_multipliers.by_model['gpt 4']")).toBeTruthy();
+    expect(problemAt({ tool_invocations: { '*': 0 }, mcp_servers: { 'my server': { tool_invocations: { '*': 1 } } } }, "$.mcp_servers['my server']")).toBeTruthy();
+    expect(problemAt({ volume_tiers: [{ min_invocations: 0, rate: 0.1 }], mcp_servers: { s1: { tool_invocations: { '*': 1 } } } }, '$.mcp_servers')).toContain('tiers with a rate');
+    const committed = { billing_mode: 'COMMITTED', commitment: { committed_amount: 10, committed_price: 1 }, tool_invocations: { '*': 0.01 }, mcp_servers: { s1: { tool_invocations: { '*': 1 } } } };
+    expect(problemAt(committed, '$.mcp_servers')).toContain('a COMMITTED plan');
+  });
+
+  it('a per-model token rate that a tool multiplier cannot multiply exactly', () => {
+    const input = { token_multipliers: { input_tokens: 0.000001, by_model: { m1: { input_tokens: 0.000000001 } } }, tool_multipliers: { lookup: 0.5 } };
+    expect(problemAt(input, '$.tool_multipliers.lookup')).toContain('token_multipliers.by_model["m1"].input_tokens');
   });
 
   it('an open-ended duration bucket before the last', () => {
@@ -228,7 +268,6 @@ describe('validateRatePlan refuses, naming the JSON path', () => {
     });
     expect(errors.map((problem) => problem.path).sort()).toEqual([
       '$.duration_buckets[0].rate',
-      '$.duration_buckets[1].max_seconds',
       '$.duration_buckets[1].max_seconds',
       '$.tool_invocations.a',
     ]);

@@ -107,11 +107,27 @@ function checkDurationBuckets(buckets: readonly BucketBound[] | undefined, add: 
     } else if (highest !== undefined && limit < highest) {
       add(path, `buckets must be sorted by max_seconds ascending: ${shown} s follows ${formatScaled(highest, SECONDS_DECIMALS)} s`);
     }
-    if (isLast) {
-      add(path, `calls longer than ${shown} s would be unpriced: make the last bucket open-ended with "max_seconds": null`);
-    }
     if (highest === undefined || limit > highest) highest = limit;
   });
+}
+
+/**
+ * What a valid plan does that its author may not expect. A bounded last duration bucket (the
+ * article's own `{"max_seconds": 3600, ...}`) is accepted: a longer call is priced at that last
+ * bucket, and the warning says so.
+ */
+function planWarnings(plan: RatePlanPricing): CrossFieldProblem[] {
+  const warnings: CrossFieldProblem[] = [];
+  const buckets = plan.duration_buckets ?? [];
+  const last = buckets.at(-1);
+  if (last && last.max_seconds != null) {
+    const index = buckets.length - 1;
+    warnings.push({
+      path: ['duration_buckets', index, 'max_seconds'],
+      message: `the last bucket is bounded: calls longer than ${last.max_seconds} s are priced at this bucket's rate (${last.rate}); write "max_seconds": null to make that explicit`,
+    });
+  }
+  return warnings;
 }
 
 function checkVolumeTierOrder(tiers: readonly TierStart[] | undefined, add: AddProblem): void {
@@ -148,6 +164,9 @@ function checkVolumeTiers(plan: RatePlanPricing, add: AddProblem): void {
   }
   if (tiers.length > 0 && tiers.every((tier) => tier.rate !== undefined) && plan.tool_invocations) {
     add(['volume_tiers'], 'tiers with a rate set the price of every call, so tool_invocations cannot also be set; use discount_percent tiers to discount per-tool prices');
+  }
+  if (tiers.length > 0 && tiers.every((tier) => tier.rate !== undefined) && plan.mcp_servers) {
+    add(['mcp_servers'], 'tiers with a rate set the price of every call, so per-server tool prices cannot also be set; use discount_percent tiers');
   }
 }
 
@@ -186,6 +205,9 @@ function checkCommitment(plan: RatePlanPricing, add: AddProblem): void {
       ['tool_invocations'],
       'a COMMITTED plan prices calls beyond the commitment at one overage rate, given as tool_invocations["*"]; per-tool rates would leave open which calls the commitment covers',
     );
+  }
+  if (plan.mcp_servers) {
+    add(['mcp_servers'], 'a COMMITTED plan prices calls beyond the commitment at one overage rate, tool_invocations["*"]; per-server prices would leave open which calls the commitment covers');
   }
   if (plan.volume_tiers) {
     add(['volume_tiers'], 'a COMMITTED plan is already a volume deal: its commitment covers calls at the overage rate, which volume tiers would change under it; leave volume_tiers out');
@@ -281,9 +303,30 @@ function childSchema(schema: z.ZodType, segment: PropertyKey): z.ZodType | undef
  * Validates a rate plan's pricing JSON. Every problem comes back with the JSON path it concerns
  * (`$.duration_buckets[2].max_seconds`) and a sentence saying what to change.
  */
-export function validateRatePlan(input: unknown): Validated<'plan', RatePlanPricing> {
+export type ValidatedPlan = { ok: true; plan: RatePlanPricing; warnings: ValidationProblem[] } | { ok: false; errors: ValidationProblem[] };
+
+/** The key the article wraps its pricing in: `{"dimensionPricing": {...}}` is read as the pricing inside. */
+const WRAPPER_KEY = 'dimensionPricing';
+
+export function validateRatePlan(input: unknown): ValidatedPlan {
+  if (typeof input === 'object' && input !== null && !Array.isArray(input) && WRAPPER_KEY in input) {
+    const { [WRAPPER_KEY]: inner, ...beside } = input as Record<string, unknown>;
+    const extra = Object.keys(beside).map((key) => ({ path: jsonPath([key]), message: `unknown key beside "${WRAPPER_KEY}": put every pricing field inside it, or leave the wrapper out` }));
+    const nested = validateUnwrapped(inner);
+    const prefix = (problems: ValidationProblem[]) => problems.map((problem) => ({ path: `$.${WRAPPER_KEY}${problem.path.slice(1)}`, message: problem.message }));
+    if (!nested.ok) return { ok: false, errors: [...extra, ...prefix(nested.errors)] };
+    if (extra.length > 0) return { ok: false, errors: extra };
+    return { ok: true, plan: nested.plan, warnings: prefix(nested.warnings) };
+  }
+  return validateUnwrapped(input);
+}
+
+function validateUnwrapped(input: unknown): ValidatedPlan {
   const parsed = ratePlanPricingSchema.safeParse(input);
-  if (parsed.success) return { ok: true, plan: parsed.data };
+  if (parsed.success) {
+    const warnings = planWarnings(parsed.data).map((warning) => ({ path: jsonPath(warning.path), message: warning.message }));
+    return { ok: true, plan: parsed.data, warnings };
+  }
   const errors = describeIssuesAsJsonPath(parsed.error, knownPlanKeys);
   const reported = new Set(errors.map((problem) => `${problem.path}\n${problem.message}`));
   for (const problem of orderProblems(input)) {

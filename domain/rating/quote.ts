@@ -27,6 +27,8 @@ const callGroupSchema = z
     duration_ms: whole.optional().meta({ description: 'Duration of each call, in milliseconds.' }),
     event_type: z.enum(USAGE_EVENT_TYPES).optional(),
     agent_id: name.optional(),
+    model: name.optional().meta({ description: "The model of these calls' tokens (token_multipliers.by_model)." }),
+    mcp_server_id: name.optional().meta({ description: 'The MCP server called (mcp_servers prices).' }),
   })
   .superRefine((group, ctx) => {
     if ((group.failed ?? 0) > group.count) ctx.addIssue({ code: 'custom', path: ['failed'], message: `cannot exceed count (${group.count})` });
@@ -50,12 +52,14 @@ export type UsageVector = z.output<typeof usageVectorSchema>;
 type CallGroup = z.output<typeof callGroupSchema>;
 
 export interface Quote extends Invoice {
+  /** What validation noticed in the plan without refusing it (a bounded last duration bucket), by JSON path. */
+  warnings: ValidationProblem[];
   calls: number;
   sessions: number;
   month_to_date_invocations: number;
 }
 
-export function quote(plan: CompiledPlan, usage: UsageVector, terms?: SubscriptionTerms): Quote {
+export function quote(plan: CompiledPlan, usage: UsageVector, terms?: SubscriptionTerms, warnings: ValidationProblem[] = []): Quote {
   if (!plan.isCommitted && (terms?.commitment || Object.keys(terms?.allocation ?? {}).length > 0)) {
     throw new RatingError('terms.commitment and terms.allocation apply to a COMMITTED plan only');
   }
@@ -67,6 +71,8 @@ export function quote(plan: CompiledPlan, usage: UsageVector, terms?: Subscripti
       const input = {
         eventType: group.event_type ?? 'mcp.tool_invoked',
         toolName: group.tool,
+        model: group.model,
+        mcpServerId: group.mcp_server_id,
         inputTokens: run.inputTokens,
         outputTokens: run.outputTokens,
         durationMs: group.duration_ms ?? 0,
@@ -90,6 +96,7 @@ export function quote(plan: CompiledPlan, usage: UsageVector, terms?: Subscripti
   return {
     ...invoice,
     lines: invoice.lines.map(({ subscription_id: _subscription, ...line }) => line as InvoiceLine),
+    warnings,
     calls: Number(periodCalls - monthToDate),
     sessions: usage.sessions?.length ?? 0,
     month_to_date_invocations: Number(monthToDate),
@@ -130,6 +137,8 @@ function callRuns(group: CallGroup): CallRun[] {
 
 export interface QuoteRequest {
   plan: CompiledPlan;
+  /** The plan's warnings, with paths from the top of the request (`$.plan.duration_buckets[2].max_seconds`). */
+  warnings: ValidationProblem[];
   usage: UsageVector;
   terms?: SubscriptionTerms;
 }
@@ -147,6 +156,7 @@ export function parseQuoteRequest(body: unknown): { ok: true; request: QuoteRequ
   for (const key of Object.keys(rest)) errors.push({ path: `$.${key}`, message: 'unknown key (expected plan, usage and terms)' });
 
   let plan: CompiledPlan | undefined;
+  let warnings: ValidationProblem[] = [];
   if (typeof rawPlan !== 'object' || rawPlan === null || Array.isArray(rawPlan)) {
     errors.push({ path: '$.plan', message: 'is required: the pricing JSON with its currency' });
   } else {
@@ -161,6 +171,7 @@ export function parseQuoteRequest(body: unknown): { ok: true; request: QuoteRequ
     if (!validated.ok) errors.push(...under('$.plan', validated.errors));
     else if (typeof currency === 'string' && CURRENCY_CODE.test(currency)) {
       plan = compilePlan(validated.plan, currency, { version: version as number | undefined });
+      warnings = under('$.plan', validated.warnings);
     }
   }
 
@@ -170,7 +181,7 @@ export function parseQuoteRequest(body: unknown): { ok: true; request: QuoteRequ
   if (terms && !terms.success) errors.push(...under('$.terms', describeIssuesAsJsonPath(terms.error)));
 
   if (errors.length > 0 || !plan || !usage.success) return { ok: false, errors };
-  return { ok: true, request: { plan, usage: usage.data, terms: terms?.success ? terms.data : undefined } };
+  return { ok: true, request: { plan, warnings, usage: usage.data, terms: terms?.success ? terms.data : undefined } };
 }
 
 function under(prefix: string, problems: ValidationProblem[]): ValidationProblem[] {

@@ -5,6 +5,10 @@ import { durationBucketIndex, priceOfTool, type CompiledPlan } from './compile.j
 export interface RatingInput {
   eventType: EventType;
   toolName?: string;
+  /** The model that consumed the tokens: priced by token_multipliers.by_model when the plan names it. */
+  model?: string;
+  /** The MCP server called: its tools are priced by mcp_servers when the plan names it. */
+  mcpServerId?: string;
   inputTokens: number;
   outputTokens: number;
   durationMs: number;
@@ -41,9 +45,12 @@ export function rateEvent(plan: CompiledPlan, event: RatingInput): EventRating {
   if (!USAGE_TYPES.has(event.eventType)) {
     return { total: 0n, tool: '', breakdown: { tool: 0n, input_tokens: 0n, output_tokens: 0n, duration: 0n } };
   }
-  const { price, tool } = priceOfTool(plan, event.toolName);
-  const input = event.inputTokens === 0 || price.inputTokenNano === 0n ? 0n : BigInt(event.inputTokens) * price.inputTokenNano;
-  const output = event.outputTokens === 0 || price.outputTokenNano === 0n ? 0n : BigInt(event.outputTokens) * price.outputTokenNano;
+  const { price, tool } = priceOfTool(plan, event.toolName, event.mcpServerId);
+  const modelRates = event.model === undefined ? undefined : price.modelTokenNano.get(event.model);
+  const inputRate = modelRates ? modelRates.input : price.inputTokenNano;
+  const outputRate = modelRates ? modelRates.output : price.outputTokenNano;
+  const input = event.inputTokens === 0 || inputRate === 0n ? 0n : BigInt(event.inputTokens) * inputRate;
+  const output = event.outputTokens === 0 || outputRate === 0n ? 0n : BigInt(event.outputTokens) * outputRate;
   const duration = plan.durationLimitsMs.length === 0 ? 0n : plan.durationBuckets[durationBucketIndex(plan, event.durationMs)].rate;
   const call = price.callNano;
   return { total: call + input + output + duration, tool, breakdown: { tool: call, input_tokens: input, output_tokens: output, duration } };

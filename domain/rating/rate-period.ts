@@ -2,9 +2,9 @@ import { formatNano, formatScaled, multiplyExact, parseNano, roundToMinorUnit } 
 import { DEFAULT_TOOL_KEY, type SubscriptionTerms } from './plan-schema.js';
 import { jsonPath } from './plan.js';
 import { maxOf, minOf } from './bigint.js';
-import { priceOfTool, type CompiledPlan, type ToolPrice } from './compile.js';
+import { priceOfKey, type CompiledPlan, type ToolPrice } from './compile.js';
 import { FACTOR_DECIMALS, FACTOR_ONE, type CommitmentNumbers } from './plan-numbers.js';
-import { bandOfOrdinal, mergeRows, tierAdjustment, type UsageRow } from './usage-rows.js';
+import { MODEL_KEY_SEPARATOR, bandOfOrdinal, mergeRows, tierAdjustment, type UsageRow } from './usage-rows.js';
 
 /**
  * Period rating: from one customer's stored usage rows of one billing period to its invoice.
@@ -169,7 +169,7 @@ function rateSubscription(subscription: SubscriptionPeriod): SubscriptionResult 
 
   // Step 1: usage.
   const tools = rowsOf('tool')
-    .map(([key, counters]) => ({ key, counters, price: priceOfTool(plan, key === DEFAULT_TOOL_KEY ? undefined : key).price }))
+    .map(([key, counters]) => ({ key, counters, price: priceOfKey(plan, key) }))
     .sort((a, b) => compareText(a.key, b.key));
   let usageNano = 0n;
   let totalCalls = 0n;
@@ -182,7 +182,7 @@ function rateSubscription(subscription: SubscriptionPeriod): SubscriptionResult 
     add({
       step: STEPS.usage,
       code: 'tool',
-      description: `${toolLabel(key)}: ${counted(calls, 'call')} x ${formatNano(price.callNano)}`,
+      description: `${toolLabel(plan, key)}: ${counted(calls, 'call')} x ${formatNano(price.callNano)}`,
       rule: `calls x ${callRateRule(plan, key)}`,
       quantity: calls.toString(),
       unit_price: formatNano(price.callNano),
@@ -197,8 +197,23 @@ function rateSubscription(subscription: SubscriptionPeriod): SubscriptionResult 
       add({
         step: STEPS.usage,
         code: direction,
-        description: `${direction === 'input_tokens' ? 'Input' : 'Output'} tokens${group.tool ? ` of ${toolLabel(group.tool)}` : ''}: ${count(group.tokens)} x ${formatNano(group.rate)}`,
-        rule: `${direction} x ${jsonPath(['token_multipliers', direction])}${group.tool ? ` x ${jsonPath(['tool_multipliers', group.tool])}` : ''}`,
+        description: `${direction === 'input_tokens' ? 'Input' : 'Output'} tokens${group.tool ? ` of ${toolLabel(plan, group.tool)}` : ''}: ${count(group.tokens)} x ${formatNano(group.rate)}`,
+        rule: `${direction} x ${jsonPath(['token_multipliers', direction])}${group.multiplierOf ? ` x ${jsonPath(['tool_multipliers', group.multiplierOf])}` : ''}`,
+        quantity: group.tokens.toString(),
+        unit_price: formatNano(group.rate),
+        amount_nano: group.tokens * group.rate,
+      });
+    }
+    for (const group of modelTokenGroups(plan, rowsOf('model'), direction)) {
+      usageNano += group.tokens * group.rate;
+      const ratePath = plan.modelTokenRates.get(group.model)?.[direction === 'input_tokens' ? 'ownInput' : 'ownOutput']
+        ? jsonPath(['token_multipliers', 'by_model', group.model, direction])
+        : jsonPath(['token_multipliers', direction]);
+      add({
+        step: STEPS.usage,
+        code: direction,
+        description: `${direction === 'input_tokens' ? 'Input' : 'Output'} tokens of model ${group.model}${group.tool ? ` on ${toolLabel(plan, group.tool)}` : ''}: ${count(group.tokens)} x ${formatNano(group.rate)}`,
+        rule: `${direction} x ${ratePath}${group.multiplierOf ? ` x ${jsonPath(['tool_multipliers', group.multiplierOf])}` : ''}`,
         quantity: group.tokens.toString(),
         unit_price: formatNano(group.rate),
         amount_nano: group.tokens * group.rate,
@@ -228,7 +243,7 @@ function rateSubscription(subscription: SubscriptionPeriod): SubscriptionResult 
     add({
       step: STEPS.included,
       code: 'included_calls',
-      description: `${toolLabel(key)}: ${counted(included, 'call')} included in session fees`,
+      description: `${toolLabel(plan, key)}: ${counted(included, 'call')} included in session fees`,
       rule: `first ${jsonPath(['included_tool_count'])} calls of each session x -${callRateRule(plan, key)}`,
       quantity: included.toString(),
       unit_price: formatNano(-price.callNano),
@@ -325,20 +340,53 @@ function tierLine(plan: CompiledPlan, band: number, billableCalls: bigint, billa
   };
 }
 
-function tokenGroups(tools: { key: string; counters: Record<string, bigint>; price: ToolPrice }[], direction: 'input_tokens' | 'output_tokens') {
-  const rateOf = (price: ToolPrice) => (direction === 'input_tokens' ? price.inputTokenNano : price.outputTokenNano);
-  interface TokenGroup {
-    tool?: string;
-    tokens: bigint;
-    rate: bigint;
+interface TokenGroup {
+  tool?: string;
+  /** The tool_multipliers key that scales the rate, when the tool has its own. */
+  multiplierOf?: string;
+  tokens: bigint;
+  rate: bigint;
+}
+
+/**
+ * Tokens of the models token_multipliers.by_model prices, per model: one line for the tools
+ * without a multiplier of their own, one per tool with one. Sorted by model.
+ */
+function modelTokenGroups(plan: CompiledPlan, rows: [string, Record<string, bigint>][], direction: 'input_tokens' | 'output_tokens'): (TokenGroup & { model: string })[] {
+  const byModel = new Map<string, { key: string; counters: Record<string, bigint>; price: ToolPrice }[]>();
+  for (const [rowKey, counters] of rows) {
+    const cut = rowKey.indexOf(MODEL_KEY_SEPARATOR);
+    const model = rowKey.slice(0, cut);
+    const key = rowKey.slice(cut + 1);
+    if (cut <= 0 || !plan.modelTokenRates.has(model)) throw new RatingError(`usage row model/${rowKey} names no model of the plan`);
+    const tools = byModel.get(model) ?? [];
+    tools.push({ key, counters, price: priceOfKey(plan, key) });
+    byModel.set(model, tools);
   }
+  const groups: (TokenGroup & { model: string })[] = [];
+  for (const model of [...byModel.keys()].sort(compareText)) {
+    const tools = byModel.get(model)!.sort((a, b) => compareText(a.key, b.key));
+    const rateOf = (price: ToolPrice) => {
+      const rates = price.modelTokenNano.get(model)!;
+      return direction === 'input_tokens' ? rates.input : rates.output;
+    };
+    groups.push(...tokenGroups(tools, direction, rateOf).map((group) => ({ ...group, model })));
+  }
+  return groups;
+}
+
+function tokenGroups(
+  tools: { key: string; counters: Record<string, bigint>; price: ToolPrice }[],
+  direction: 'input_tokens' | 'output_tokens',
+  rateOf = (price: ToolPrice) => (direction === 'input_tokens' ? price.inputTokenNano : price.outputTokenNano),
+): TokenGroup[] {
   const groups: TokenGroup[] = [];
   let shared: TokenGroup | undefined;
   for (const { key, counters, price } of tools) {
     const tokens = counters[direction] ?? 0n;
     if (tokens === 0n) continue;
     if (price.ownMultiplier) {
-      groups.push({ tool: key, tokens, rate: rateOf(price) });
+      groups.push({ tool: key, multiplierOf: price.name, tokens, rate: rateOf(price) });
     } else {
       shared ??= { tokens: 0n, rate: rateOf(price) };
       shared.tokens += tokens;
@@ -482,6 +530,11 @@ function minimumTrueUp(group: string, members: SubscriptionResult[], groupLines:
 
 function callRateRule(plan: CompiledPlan, tool: string): string {
   if (plan.tiers?.kind === 'rate') return jsonPath(['volume_tiers', 0, 'rate']);
+  const price = priceOfKey(plan, tool);
+  if (price.server !== undefined) {
+    const serverRates = plan.serverToolRates.get(price.server)!;
+    return jsonPath(['mcp_servers', price.server, 'tool_invocations', serverRates.has(price.name) ? price.name : DEFAULT_TOOL_KEY]);
+  }
   return jsonPath(['tool_invocations', plan.toolRates.has(tool) ? tool : DEFAULT_TOOL_KEY]);
 }
 
@@ -490,11 +543,17 @@ function bucketLabel(plan: CompiledPlan, index: number): string {
   const lower = index === 0 ? 0 : plan.durationLimitsMs[index - 1];
   const seconds = (ms: number) => `${formatScaled(BigInt(ms), 3)} s`;
   if (upper === Infinity) return `over ${seconds(lower)}`;
+  if (index === plan.durationLimitsMs.length - 1) {
+    // A bounded last bucket prices the longer calls too (validation warns about it).
+    return index === 0 ? `of any duration (bucket up to ${seconds(upper)})` : `over ${seconds(lower)} (bucket up to ${seconds(upper)}, longer calls too)`;
+  }
   return index === 0 ? `up to ${seconds(upper)}` : `over ${seconds(lower)} up to ${seconds(upper)}`;
 }
 
-function toolLabel(key: string): string {
-  return key === DEFAULT_TOOL_KEY ? 'Calls without a tool name' : key;
+function toolLabel(plan: CompiledPlan, key: string): string {
+  if (key === DEFAULT_TOOL_KEY) return 'Calls without a tool name';
+  const price = priceOfKey(plan, key);
+  return price.server === undefined ? key : `${price.name} on MCP server ${price.server}`;
 }
 
 function formatShare(scaled: bigint): string {

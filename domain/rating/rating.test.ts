@@ -207,7 +207,7 @@ describe('quote', () => {
 
   it('names every problem of a request by its path from the top', () => {
     const parsed = parseQuoteRequest({
-      plan: { currency: 'usd', duration_buckets: [{ max_seconds: 60, rate: 1 }] },
+      plan: { currency: 'usd', duration_buckets: [{ max_seconds: null, rate: 1 }, { max_seconds: 60, rate: 1 }] },
       usage: { calls: [{ tool: 'x', count: 2, failed: 3 }], extra: 1 },
       other: true,
     });
@@ -216,7 +216,7 @@ describe('quote', () => {
       errors: [
         { path: '$.other', message: 'unknown key (expected plan, usage and terms)' },
         { path: '$.plan.currency', message: 'is required: a 3-letter ISO 4217 code such as "USD"' },
-        { path: '$.plan.duration_buckets[0].max_seconds', message: 'calls longer than 60 s would be unpriced: make the last bucket open-ended with "max_seconds": null' },
+        { path: '$.plan.duration_buckets[0].max_seconds', message: 'only the last bucket may be open-ended (max_seconds null)' },
         { path: '$.usage.calls[0].failed', message: 'cannot exceed count (2)' },
         { path: '$.usage.extra', message: 'unknown key' },
       ],

@@ -11,6 +11,9 @@ import { countsAsCall, type EventRating, type RatingInput } from './rate-event.j
  * counter by counter gives the same invoice as keeping them apart: additivity is the contract.
  *
  * kind 'tool'     key: tool key        calls, included_calls, input_tokens, output_tokens
+ *                 (a call of an MCP server the plan prices: key "server tool")
+ * kind 'model'    key: model|tool key  input_tokens, output_tokens
+ *                 (tokens of a model token_multipliers.by_model prices: not in the tool row)
  * kind 'duration' key: bucket index    calls
  * kind 'session'  key: session id      calls, failed_calls, started, billable_calls, billable_nano
  *                 (only when the plan has a session fee, included calls or an error penalty)
@@ -29,7 +32,10 @@ export interface UsageRow {
   counters: Record<string, bigint>;
 }
 
-export type RowKind = 'tool' | 'duration' | 'session' | 'band' | 'agent';
+export type RowKind = 'tool' | 'model' | 'duration' | 'session' | 'band' | 'agent';
+
+/** Separates the model from the tool key in a 'model' row's key (model names hold no '|'). */
+export const MODEL_KEY_SEPARATOR = '|';
 
 export interface RatedUsage extends RatingInput {
   rating: EventRating;
@@ -65,6 +71,9 @@ export function usageRowsForRun(plan: CompiledPlan, event: RatedUsage, before: C
   const included = sessionId ? clamp(plan.includedCalls - before.sessionCalls, 0n, calls) : 0n;
   const billableCalls = calls - included;
 
+  const inputTokens = calls * BigInt(event.inputTokens);
+  const outputTokens = calls * BigInt(event.outputTokens);
+  const byModel = event.model !== undefined && plan.modelTokenRates.has(event.model);
   const rows: UsageRow[] = [
     {
       kind: 'tool',
@@ -72,11 +81,14 @@ export function usageRowsForRun(plan: CompiledPlan, event: RatedUsage, before: C
       counters: {
         calls,
         included_calls: included,
-        input_tokens: calls * BigInt(event.inputTokens),
-        output_tokens: calls * BigInt(event.outputTokens),
+        input_tokens: byModel ? 0n : inputTokens,
+        output_tokens: byModel ? 0n : outputTokens,
       },
     },
   ];
+  if (byModel && (inputTokens !== 0n || outputTokens !== 0n)) {
+    rows.push({ kind: 'model', key: `${event.model}${MODEL_KEY_SEPARATOR}${rating.tool}`, counters: { input_tokens: inputTokens, output_tokens: outputTokens } });
+  }
   if (plan.durationLimitsMs.length > 0) {
     rows.push({ kind: 'duration', key: String(durationBucketIndex(plan, event.durationMs)), counters: { calls } });
   }
