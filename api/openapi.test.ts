@@ -33,8 +33,11 @@ describe('openApiDocument', () => {
   });
 
   it("documents a rate plan's pricing with the rate plan schema that validates it", () => {
-    const body = doc.paths['/v1/admin/rate-plans'].post.requestBody!.content['application/json'].schema as { properties: { pricing: { properties: object } } };
-    expect(Object.keys(body.properties.pricing.properties)).toEqual(expect.arrayContaining(['tool_invocations', 'duration_buckets', 'commitment']));
+    type Pricing = { anyOf: { properties: Record<string, unknown> }[] };
+    const body = doc.paths['/v1/admin/rate-plans'].post.requestBody!.content['application/json'].schema as { properties: { pricing: Pricing } };
+    const [plain, wrapped] = body.properties.pricing.anyOf;
+    expect(Object.keys(plain.properties)).toEqual(expect.arrayContaining(['tool_invocations', 'duration_buckets', 'commitment', 'mcp_servers']));
+    expect(wrapped.properties.dimensionPricing).toEqual(plain);
   });
 
   it('declares every path parameter, has unique operation ids and resolvable references', () => {

@@ -157,7 +157,11 @@ function jsonSchema(schema: z.ZodType, io: 'input' | 'output'): JsonSchema {
       // Pricing is validated by validateRatePlan after the body parses; document what it accepts.
       if (ctx.zodSchema === pricingField) {
         for (const key of Object.keys(ctx.jsonSchema)) delete (ctx.jsonSchema as JsonSchema)[key];
-        Object.assign(ctx.jsonSchema, jsonSchema(ratePlanPricingSchema, 'input'));
+        const plan = jsonSchema(ratePlanPricingSchema, 'input');
+        Object.assign(ctx.jsonSchema, {
+          description: 'The dimension pricing, or the same wrapped as {"dimensionPricing": {...}} (the article\'s form; stored unwrapped).',
+          anyOf: [plan, { type: 'object', properties: { dimensionPricing: plan }, required: ['dimensionPricing'], additionalProperties: false }],
+        });
       }
     },
   }) as JsonSchema;

@@ -128,7 +128,9 @@ export const clientCredentialCreate = z.strictObject({ agent_id: ref('agent'), e
  * A rate plan's pricing: checked by validateRatePlan in the handler (for its JSON-path problems),
  * documented in the OpenAPI document as the rate plan schema itself.
  */
-export const pricingField = z.record(z.string(), z.unknown()).meta({ description: "The rate plan's dimension pricing." });
+export const pricingField = z
+  .record(z.string(), z.unknown())
+  .meta({ description: "The rate plan's dimension pricing, as it is or wrapped as the article writes it: {\"dimensionPricing\": {...}}." });
 const pricing = pricingField;
 export const ratePlanCreate = z.strictObject({ name, currency, pricing });
 export const ratePlanUpdate = patch({ name: name.optional() });
@@ -276,7 +278,11 @@ export const ratePlanVersionOut = z.object({
   created_at: z.string(),
 });
 export const ratePlanOut = z.object({ ...out, name: z.string(), currency: z.string(), latest_version: z.number() });
-export const ratePlanCreated = ratePlanOut.extend({ version: ratePlanVersionOut });
+const pricingWarnings = z
+  .array(z.object({ path: z.string(), message: z.string() }))
+  .meta({ description: 'What validation noticed without refusing the pricing (a bounded last duration bucket prices longer calls too), by path.' });
+export const ratePlanCreated = ratePlanOut.extend({ version: ratePlanVersionOut, warnings: pricingWarnings });
+export const ratePlanVersionCreated = ratePlanVersionOut.extend({ warnings: pricingWarnings });
 
 export const subscriptionOut = z.object({
   id: z.string(),

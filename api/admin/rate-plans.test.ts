@@ -22,6 +22,33 @@ describe('rate plans', () => {
     expect(await t.takeControl()).toContainEqual({ type: 'rate-plans.changed', tenantId: t.a.tenantId });
   });
 
+  it("accepts the article's plan as written: wrapped in dimensionPricing, a bounded last bucket, with a warning in the reply", async () => {
+    const articlePricing = {
+      dimensionPricing: {
+        tool_invocations: { transform_schema: 0.1, '*': 0.002 },
+        duration_buckets: [
+          { max_seconds: 60, rate: 0.1 },
+          { max_seconds: 3600, rate: 1.5 },
+        ],
+      },
+    };
+    const plan = await created(t.a.call, '/v1/admin/rate-plans', { name: 'Article', currency: 'USD', pricing: articlePricing });
+    const warning = {
+      path: 'pricing.dimensionPricing.duration_buckets[1].max_seconds',
+      message: 'the last bucket is bounded: calls longer than 3600 s are priced at this bucket\'s rate (1.5); write "max_seconds": null to make that explicit',
+    };
+    expect(plan.warnings).toEqual([warning]);
+    // Stored unwrapped, as every plan is.
+    expect(plan.version.pricing).toEqual({ tool_invocations: { transform_schema: '0.1', '*': '0.002' }, duration_buckets: [{ max_seconds: '60', rate: '0.1' }, { max_seconds: '3600', rate: '1.5' }] });
+    const v2 = await created(t.a.call, `/v1/admin/rate-plans/${plan.id}/versions`, { pricing: articlePricing });
+    expect(v2.warnings).toEqual([warning]);
+    const open = await created(t.a.call, `/v1/admin/rate-plans/${plan.id}/versions`, { pricing: { tool_invocations: { '*': 1 } } });
+    expect(open.warnings).toEqual([]);
+    const wrappedBadly = await t.a.call('POST', `/v1/admin/rate-plans/${plan.id}/versions`, { pricing: { dimensionPricing: { tool_invocations: { x: -1 } } } });
+    expect(wrappedBadly.status).toBe(400);
+    expect(wrappedBadly.body.error.details.map((d: { path: string }) => d.path)).toContain('pricing.dimensionPricing.tool_invocations.x');
+  });
+
   it('refuses invalid pricing with the path of every problem under pricing', async () => {
     const reply = await t.a.call('POST', '/v1/admin/rate-plans', {
       name: 'Broken',

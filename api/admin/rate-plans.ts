@@ -1,5 +1,13 @@
 import { z } from 'zod';
-import { ratePlanCreate, ratePlanCreated, ratePlanOut, ratePlanUpdate, ratePlanVersionCreate, ratePlanVersionOut } from '../../schemas/admin.js';
+import {
+  ratePlanCreate,
+  ratePlanCreated,
+  ratePlanOut,
+  ratePlanUpdate,
+  ratePlanVersionCreate,
+  ratePlanVersionCreated,
+  ratePlanVersionOut,
+} from '../../schemas/admin.js';
 import type { RatePlanPricing } from '../../domain/rating/plan-schema.js';
 import { validateRatePlan } from '../../domain/rating/plan.js';
 import { announce } from './announce.js';
@@ -11,9 +19,14 @@ import { basics, iso } from './present.js';
 
 /** Pricing checked by the rate plan validator; its problems are reported under `pricing`. */
 export function validPricing(pricing: unknown, field = 'pricing'): RatePlanPricing {
+  return checkedPricing(pricing, field).plan;
+}
+
+/** The pricing (unwrapped from `{"dimensionPricing": ...}`) and what validation warns about, with paths under `field` like its errors. */
+function checkedPricing(pricing: unknown, field = 'pricing'): { plan: RatePlanPricing; warnings: { path: string; message: string }[] } {
   const result = validateRatePlan(pricing);
-  if (result.ok) return result.plan;
-  throw invalidPart(field, result.errors);
+  if (!result.ok) throw invalidPart(field, result.errors);
+  return { plan: result.plan, warnings: result.warnings.map((warning) => ({ path: field + warning.path.replace(/^\$/, ''), message: warning.message })) };
 }
 
 function presentRatePlan(row: Row) {
@@ -84,13 +97,13 @@ export function ratePlanEndpoints(): Endpoint[] {
       response: ratePlanCreated,
       status: 201,
       async handle({ tenantId, body, deps }) {
-        const pricing = validPricing(body.pricing);
+        const { plan: pricing, warnings } = checkedPricing(body.pricing);
         const { plan, version } = await deps.sql.begin(async (tx) => {
           const plan = await insertOwned(tx, 'rate_plans', tenantId, { name: body.name, currency: body.currency });
           return { plan, version: await addVersion(tx, tenantId, plan.id, pricing) };
         });
         await announceRatePlans(deps, tenantId);
-        return { ...(await presentRow(PLANS, deps.sql, tenantId, plan)), version: presentRatePlanVersion(version) };
+        return { ...(await presentRow(PLANS, deps.sql, tenantId, plan)), version: presentRatePlanVersion(version), warnings };
       },
     }),
     ...readEndpoints(PLANS),
@@ -102,13 +115,13 @@ export function ratePlanEndpoints(): Endpoint[] {
       summary: 'Add a version to a rate plan',
       description: 'Versions are numbered 1, 2, 3... and immutable: existing subscriptions keep the version they name.',
       body: ratePlanVersionCreate,
-      response: ratePlanVersionOut,
+      response: ratePlanVersionCreated,
       status: 201,
       async handle({ tenantId, params, body, deps }) {
-        const pricing = validPricing(body.pricing);
+        const { plan: pricing, warnings } = checkedPricing(body.pricing);
         const version = await deps.sql.begin((tx) => addVersion(tx, tenantId, params.rate_plan_id, pricing));
         await announceRatePlans(deps, tenantId);
-        return presentRatePlanVersion(version);
+        return { ...presentRatePlanVersion(version), warnings };
       },
     }),
     listEndpoint(VERSIONS),
