@@ -22,12 +22,16 @@ export interface Call {
   session?: string;
   agent?: string;
   type?: EventType;
+  model?: string;
+  server?: string;
 }
 
 export function rated(plan: CompiledPlan, call: Call): RatedUsage {
   const input = {
     eventType: call.type ?? 'mcp.tool_invoked',
     toolName: call.tool,
+    model: call.model,
+    mcpServerId: call.server,
     inputTokens: call.input ?? 0,
     outputTokens: call.output ?? 0,
     durationMs: call.ms ?? 0,
