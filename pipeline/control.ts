@@ -16,6 +16,7 @@ export type ControlMessage =
   | { type: 'rate-plans.changed'; tenantId: string }
   | { type: 'caps.changed'; tenantId: string }
   | { type: 'cost-models.changed'; tenantId: string }
+  | { type: 'mcp-tools.changed'; tenantId: string }
   | { type: 'pauses.changed'; tenantId: string }
   | { type: 'tenant-tokens.changed'; tenantId: string };
 

@@ -56,7 +56,10 @@ describe('MCP servers and tools', () => {
     const onlyDeprecated = await t.a.call('GET', `/v1/admin/mcp-servers/${server.id}/tools?deprecated=true`);
     expect(onlyDeprecated.body.data.map((tool: { id: string }) => tool.id)).toEqual([fetchTool.id]);
     expect((await t.a.call('GET', `/v1/admin/mcp-servers/${server.id}/tools/${search.id}`)).body).toEqual(search);
-    expect(await t.takeControl()).toContainEqual({ type: 'hierarchy.changed', tenantId: t.a.tenantId });
+    const control = await t.takeControl();
+    expect(control).toContainEqual({ type: 'hierarchy.changed', tenantId: t.a.tenantId });
+    // The price stage drops its cached tool aliases of the tenant.
+    expect(control).toContainEqual({ type: 'mcp-tools.changed', tenantId: t.a.tenantId });
   });
 
   it('refuses a name or alias that already names another tool of the server', async () => {

@@ -16,6 +16,7 @@ import { findOwned, type Db, type Row } from './db.js';
 import type { AdminDeps, Endpoint } from './endpoint.js';
 import { conflict } from '../errors.js';
 import { announceHierarchyChange } from './hierarchy.js';
+import { announce } from './announce.js';
 import { basics } from './present.js';
 
 function presentProduct(row: Row) {
@@ -101,7 +102,11 @@ export function productEndpoints(): Endpoint[] {
       out: mcpToolOut,
       present: presentMcpTool,
       columns: toolColumns,
-      announce: (deps, tenantId) => announceHierarchyChange(deps, tenantId, {}),
+      announce: async (deps, tenantId) => {
+        await announceHierarchyChange(deps, tenantId, {});
+        // The price stage holds each tenant's tool aliases in memory.
+        await announce(deps, tenantId, { messages: [{ type: 'mcp-tools.changed', tenantId }] });
+      },
     }),
   ];
 }

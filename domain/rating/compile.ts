@@ -23,7 +23,7 @@ export interface ToolPrice {
 }
 
 /** Separates the MCP server from the tool in the key of a call priced by mcp_servers: `mcp_1 analyze_schema` (ids hold no space). */
-export const SERVER_KEY_SEPARATOR = ' ';
+const SERVER_KEY_SEPARATOR = ' ';
 
 export interface CompiledPlan extends PlanNumbers {
   readonly currency: string;

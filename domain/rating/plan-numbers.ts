@@ -29,7 +29,7 @@ export interface CommitmentNumbers {
   basis: 'allocation' | 'pool';
 }
 
-export interface ModelTokenRates {
+interface ModelTokenRates {
   input: bigint;
   output: bigint;
   /** Whether the model sets each rate itself (the invoice rule names its own path then). */

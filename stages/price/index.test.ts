@@ -10,6 +10,8 @@ import { attachSubscriptions } from '../subscription-snapshot/index.js';
 import { stageEntries } from '../testing.js';
 import type { AttributedEvent, PricedEvent, RejectedEvent, ResolvedEvent } from '../../domain/flow.js';
 import { priceBatch } from './index.js';
+import { watchedToolRegistry } from '../../store/mcp-tools.js';
+import type { ControlMessage } from '../../pipeline/control.js';
 
 let world: Isolated;
 let tenant: SeededTenant;
@@ -143,5 +145,41 @@ describe('price: the per-event cost bound', () => {
     expect((atLimit as PricedEvent).cost.total).toBe(2n ** 63n - 1n);
     expect(beyond).toMatchObject({ stage: 'price', code: 'cost_out_of_range' });
     expect((beyond as RejectedEvent).reason).toContain('9223372036.854775808 USD');
+  });
+});
+
+describe("price: the MCP server's tool aliases (/v1/admin/mcp-servers/{id}/tools)", () => {
+  it('prices an alias of a registered tool as the tool, on that server only, and follows mcp-tools.changed', async () => {
+    const server = newId('mcp');
+    await world.sql`INSERT INTO mcp_servers (id, tenant_id, name) VALUES (${server}, ${tenant.tenantId}, 'DatabaseToolkit')`;
+    const toolId = newId('tool');
+    await world.sql`INSERT INTO mcp_tools (id, tenant_id, mcp_server_id, name, aliases)
+                    VALUES (${toolId}, ${tenant.tenantId}, ${server}, 'transform_schema', ${['xform_v1', 'transform']})`;
+    const listeners: ((message: ControlMessage) => void | Promise<void>)[] = [];
+    const tools = await watchedToolRegistry(world.sql, async (listener) => {
+      listeners.push(listener);
+    });
+    const plans = new PlanCache(world.sql);
+    const book = new SubscriptionBook(world.sql);
+    await book.loadAll();
+    const price = async (overrides: Partial<ResolvedEvent>) => {
+      const [attached] = await attachSubscriptions(book, stageEntries([resolved(0, { recordedAt: Date.UTC(2026, 2, 5), inputTokens: 0, outputTokens: 0, ...overrides })]));
+      const [priced] = await priceBatch(plans, stageEntries([attached.outputs![0].payload as AttributedEvent]), tools);
+      return (priced.outputs![0].payload as PricedEvent);
+    };
+
+    const aliased = await price({ toolName: 'xform_v1', mcpServerId: server });
+    // transform_schema's 0.10 (not "*" 0.002) + the first duration bucket 0.10
+    expect(aliased.cost).toMatchObject({ tool: 'transform_schema', breakdown: { tool: 100_000_000n } });
+    expect(aliased.toolName).toBe('xform_v1'); // the ledger keeps the name the event sent
+    expect((await price({ toolName: 'xform_v1', mcpServerId: 'mcp_other' })).cost).toMatchObject({ tool: 'xform_v1', breakdown: { tool: 2_000_000n } });
+    expect((await price({ toolName: 'xform_v1', mcpServerId: undefined })).cost).toMatchObject({ tool: 'xform_v1', breakdown: { tool: 2_000_000n } });
+
+    await world.sql`UPDATE mcp_tools SET aliases = ${['transform']} WHERE id = ${toolId}`;
+    // Cached until the admin API announces the change.
+    expect((await price({ toolName: 'xform_v1', mcpServerId: server })).cost.tool).toBe('transform_schema');
+    for (const listener of listeners) await listener({ type: 'mcp-tools.changed', tenantId: tenant.tenantId });
+    expect((await price({ toolName: 'xform_v1', mcpServerId: server })).cost).toMatchObject({ tool: 'xform_v1', breakdown: { tool: 2_000_000n } });
+    expect((await price({ toolName: 'transform', mcpServerId: server })).cost.tool).toBe('transform_schema');
   });
 });
