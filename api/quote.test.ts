@@ -27,6 +27,32 @@ describe('POST /v1/rate-plans/quote', () => {
     for (const line of body.lines) expect(typeof line.amount).toBe('string');
   });
 
+  it("quotes the article's plan as written (wrapped, bounded last bucket) and answers the warning with the quote", async () => {
+    const response = await post({
+      plan: {
+        currency: 'USD',
+        dimensionPricing: {
+          tool_invocations: { transform_schema: 0.1, '*': 0.002 },
+          duration_buckets: [
+            { max_seconds: 60, rate: 0.1 },
+            { max_seconds: 300, rate: 0.3 },
+            { max_seconds: 3600, rate: 1.5 },
+          ],
+        },
+      },
+      usage: { calls: [{ tool: 'transform_schema', count: 2, duration_ms: 5_000_000 }] },
+    });
+    expect(response.status).toBe(200);
+    const body = (await response.json()) as { total: string; warnings: unknown[] };
+    expect(body.total).toBe('3.20'); // 2 x (0.10 + 1.50): calls over 3600 s priced at the last bucket
+    expect(body.warnings).toEqual([
+      {
+        path: '$.plan.dimensionPricing.duration_buckets[2].max_seconds',
+        message: 'the last bucket is bounded: calls longer than 3600 s are priced at this bucket\'s rate (1.5); write "max_seconds": null to make that explicit',
+      },
+    ]);
+  });
+
   it('answers 400 with every problem by JSON path', async () => {
     const response = await post({ plan: { currency: 'USD', tool_invocations: { a: -1 } }, usage: { calls: [{ count: 0 }] } });
     expect(response.status).toBe(400);
