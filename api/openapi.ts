@@ -4,6 +4,7 @@ import { usageVectorSchema } from '../domain/rating/quote.js';
 import { errorOut, pricingField } from '../schemas/admin.js';
 import { authorizeBodySchema } from './authorize.js';
 import { cogsQuerySchema } from './cogs.js';
+import { chargeOut, commitmentOut, commitmentQuery, usageSummaryOut, usageSummaryQuery } from './usage.js';
 import { wireEventSchema } from '../schemas/events.js';
 import { subscriptionTermsSchema } from '../domain/rating/plan-schema.js';
 import { ratePlanPricingSchema } from '../domain/rating/plan.js';
@@ -57,7 +58,10 @@ const authorizeReply = z.object({
 const quoteRequest = z.strictObject({
   plan: z
     .looseObject({ currency: z.string().regex(/^[A-Z]{3}$/), version: z.number().int().min(1).optional(), ...ratePlanPricingSchema.shape })
-    .meta({ description: 'The pricing JSON of a rate plan with its currency (see POST /v1/admin/rate-plans).' }),
+    .meta({
+      description:
+        'The pricing JSON of a rate plan with its currency (see POST /v1/admin/rate-plans); the pricing may also be wrapped: { currency, dimensionPricing: {...} }. The reply lists the warnings of the plan (a bounded last duration bucket) by path.',
+    }),
   usage: usageVectorSchema,
   terms: subscriptionTermsSchema.optional(),
 });
@@ -129,6 +133,44 @@ const PUBLIC_OPERATIONS: Operation[] = [
     query: cogsQuerySchema,
     response: z.looseObject({ group_by: z.string(), from: z.string().nullable(), to: z.string().nullable(), rows: z.array(z.looseObject({})) }),
     status: 200,
+  },
+  {
+    method: 'get',
+    path: '/v1/usage/events/{event_id}/charge',
+    tag: 'Usage',
+    summary: 'Explain one event\'s charge',
+    description:
+      'The ledger row of the event, the plan version (and subscription overrides) that priced it, each dimension with the plan rule, quantity, unit price and amount, the period rules that apply on the invoice, and the spend caps it counted toward.',
+    security: 'adminToken',
+    response: chargeOut,
+    status: 200,
+    refusals: { 404: "No such event in this tenant's ledger (another tenant's events answer 404 too)." },
+  },
+  {
+    method: 'get',
+    path: '/v1/usage/summary',
+    tag: 'Usage',
+    summary: 'Usage by agent, app, tool, session or day',
+    description:
+      'Without from and to: the current billing period, from the PostgreSQL ledger (exact to the last ledgered event). With from and to (at most 367 days apart): the range, from ClickHouse. Costs are exact decimal strings; the costliest 10,000 groups (days in order).',
+    security: 'adminToken',
+    query: usageSummaryQuery,
+    response: usageSummaryOut,
+    status: 200,
+    refusals: { 404: 'No such customer of this tenant.', 503: 'ClickHouse unreachable (the current period still reads from the ledger).' },
+  },
+  {
+    method: 'get',
+    path: '/v1/usage/customers/{id}/commitment',
+    tag: 'Usage',
+    summary: 'Spend against the commitment, projected to the period end',
+    description:
+      "The draft invoice so far, each commitment's calls against its committed calls (and each agent's against its allocation), and the projection to the period's end at the pace so far.",
+    security: 'adminToken',
+    query: commitmentQuery,
+    response: commitmentOut,
+    status: 200,
+    refusals: { 404: 'No such customer of this tenant (not_found), or no subscription in the period (no_subscription).' },
   },
 ];
 

@@ -17,6 +17,7 @@ import { createInvoiceRoutes } from './invoices.js';
 import { createOpenApiRoutes } from './openapi.js';
 import { apiErrorHandler, routeNotFound, unavailable } from './errors.js';
 import { createQuoteRoutes } from './quote.js';
+import { createUsageRoutes } from './usage.js';
 
 export interface AppDeps {
   config: Config;
@@ -64,6 +65,7 @@ export function createApp(deps: AppDeps): { app: Hono; tokens: TenantTokens } {
   app.route('/', createAuthorizeRoutes({ config, redis, resolver, tokens, sql }));
   app.route('/', createInvoiceRoutes({ sql, tokens }));
   app.route('/', createCogsRoutes({ sql, tokens }));
+  app.route('/', createUsageRoutes({ config, sql, tokens }));
   app.use('/v1/rate-plans/quote', requireTenant(tokens, 'ingest'));
   app.route('/', createQuoteRoutes());
   app.route('/', createOpenApiRoutes());

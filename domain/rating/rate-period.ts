@@ -528,7 +528,8 @@ function minimumTrueUp(group: string, members: SubscriptionResult[], groupLines:
   };
 }
 
-function callRateRule(plan: CompiledPlan, tool: string): string {
+/** The plan path of the per-call price of a tool key: `$.tool_invocations.search`, `$.mcp_servers.mcp_1.tool_invocations['*']`, `$.volume_tiers[0].rate`. */
+export function callRateRule(plan: CompiledPlan, tool: string): string {
   if (plan.tiers?.kind === 'rate') return jsonPath(['volume_tiers', 0, 'rate']);
   const price = priceOfKey(plan, tool);
   if (price.server !== undefined) {
@@ -538,7 +539,8 @@ function callRateRule(plan: CompiledPlan, tool: string): string {
   return jsonPath(['tool_invocations', plan.toolRates.has(tool) ? tool : DEFAULT_TOOL_KEY]);
 }
 
-function bucketLabel(plan: CompiledPlan, index: number): string {
+/** `up to 60 s`, `over 60 s up to 300 s`, `over 300 s`. */
+export function bucketLabel(plan: CompiledPlan, index: number): string {
   const upper = plan.durationLimitsMs[index];
   const lower = index === 0 ? 0 : plan.durationLimitsMs[index - 1];
   const seconds = (ms: number) => `${formatScaled(BigInt(ms), 3)} s`;
@@ -550,7 +552,7 @@ function bucketLabel(plan: CompiledPlan, index: number): string {
   return index === 0 ? `up to ${seconds(upper)}` : `over ${seconds(lower)} up to ${seconds(upper)}`;
 }
 
-function toolLabel(plan: CompiledPlan, key: string): string {
+export function toolLabel(plan: CompiledPlan, key: string): string {
   if (key === DEFAULT_TOOL_KEY) return 'Calls without a tool name';
   const price = priceOfKey(plan, key);
   return price.server === undefined ? key : `${price.name} on MCP server ${price.server}`;
