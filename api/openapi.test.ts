@@ -40,6 +40,15 @@ describe('openApiDocument', () => {
     expect(wrapped.properties.dimensionPricing).toEqual(plain);
   });
 
+  it('documents the usage read routes with the admin token, their query parameters and replies', () => {
+    const summary = doc.paths['/v1/usage/summary'].get as unknown as { security: unknown[]; parameters: { name: string; in: string }[]; responses: Record<string, unknown> };
+    expect(summary.security).toEqual([{ adminToken: [] }]);
+    expect(summary.parameters.map((p) => p.name)).toEqual(['group_by', 'from', 'to', 'customer_id']);
+    expect(Object.keys(summary.responses)).toEqual(expect.arrayContaining(['200', '400', '404']));
+    expect(doc.paths['/v1/usage/events/{event_id}/charge'].get).toBeDefined();
+    expect(doc.paths['/v1/usage/customers/{id}/commitment'].get).toBeDefined();
+  });
+
   it('declares every path parameter, has unique operation ids and resolvable references', () => {
     const ids = new Set<string>();
     for (const [path, operations] of Object.entries(doc.paths)) {
