@@ -36,6 +36,8 @@ describe('computeCogs', () => {
   it('falls back to the priced tool key, then default_tool and default_model', () => {
     const model = compiled();
     expect(computeCogs(model, { ...call, toolName: 'search_v2', pricedTool: 'search' }).breakdown).toMatchObject({ tool_rate: 'search', tool_nano: '100000' });
+    // priced by a server of the plan's mcp_servers: "mcp_db search"
+    expect(computeCogs(model, { ...call, toolName: 'find', pricedTool: 'mcp_db search' }).breakdown).toMatchObject({ tool_rate: 'search', tool_nano: '100000' });
     const other = computeCogs(model, { ...call, toolName: 'unknown', model: 'llama' });
     expect(other.breakdown).toMatchObject({ tool_rate: '*', tool_nano: '500000', model_rate: '*', input_tokens_nano: '2400000', output_tokens_nano: '300000' });
     expect(computeCogs(model, { ...call, model: undefined }).breakdown.model_rate).toBe('*');

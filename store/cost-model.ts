@@ -113,7 +113,9 @@ export interface Cogs {
 export function computeCogs(model: CompiledCostModel, event: CogsInput): Cogs {
   let toolRate: string | null = null;
   let tool = 0n;
-  for (const name of [event.toolName, event.pricedTool]) {
+  // A call priced by the plan's mcp_servers has the priced key "server tool": its tool is the part after the space.
+  const pricedName = event.pricedTool?.includes(' ') ? event.pricedTool.slice(event.pricedTool.indexOf(' ') + 1) : undefined;
+  for (const name of [event.toolName, event.pricedTool, pricedName]) {
     if (name && model.tools.has(name)) {
       toolRate = name;
       tool = model.tools.get(name)!;
