@@ -113,7 +113,17 @@ describe('GET /v1/usage/events/{event_id}/charge', () => {
   it('explains each dimension with its plan rule, through the MCP tool alias, per-model and per-server prices', async () => {
     const { status, body } = await get(`/v1/usage/events/${EXPLAINED}/charge`);
     expect(status).toBe(200);
-    expect(body.ledger).toMatchObject({ tool_name: 'analyze', priced_tool: 'mcp_db analyze_schema', model: 'claude-opus-4', mcp_server_id: 'mcp_db', currency: 'USD' });
+    expect(body.ledger).toMatchObject({
+      tool_name: 'analyze',
+      priced_tool: 'mcp_db analyze_schema',
+      model: 'claude-opus-4',
+      mcp_server_id: 'mcp_db',
+      input_tokens: 1000,
+      duration_ms: 7_200_000,
+      cost: '0.795',
+      cost_nano: '795000000',
+      currency: 'USD',
+    });
     expect(body.plan).toMatchObject({ rate_plan_id: acme.ratePlanId, rate_plan_version_id: acme.ratePlanVersionId, version: 1, pricing: { mcp_servers: { mcp_db: {} } } });
     expect(body.dimensions.map((d: Record<string, unknown>) => [d.dimension, d.rule, d.quantity, d.unit_price, d.amount, d.matches_plan])).toEqual([
       ['tool', 'calls x $.mcp_servers.mcp_db.tool_invocations.analyze_schema', '1', '0.25', '0.25', true],

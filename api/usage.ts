@@ -188,10 +188,11 @@ export function createUsageRoutes(deps: { config: Config; sql: Sql; tokens: Tena
       breakdown,
     });
     const caps = await capsTouched(sql, tenantId, row);
-    const { cost_breakdown: _breakdown, cost_nano, ...ledger } = row;
+    const { cost_breakdown: _breakdown, cost_nano, duration_ms, input_tokens, output_tokens, ...ledger } = row;
     return c.json({
       event_id: row.event_id,
-      ledger: { ...ledger, cost: formatNano(BigInt(cost_nano)), cost_nano },
+      // Quantities are bounded at ingest (10^12), exact as JSON numbers; money stays a decimal string.
+      ledger: { ...ledger, duration_ms: Number(duration_ms), input_tokens: Number(input_tokens), output_tokens: Number(output_tokens), cost: formatNano(BigInt(cost_nano)), cost_nano },
       plan: {
         rate_plan_id: row.rate_plan_id,
         rate_plan_version_id: row.rate_plan_version_id,

@@ -224,6 +224,7 @@ export async function capsTouched(sql: Sql, tenantId: string, row: LedgerRow): P
     ['customer', row.customer_id],
     ['team', row.team_id],
     ...(row.agent_id ? [['agent', row.agent_id]] : []),
+    ...(row.app_id ? [['app', row.app_id]] : []),
   ];
   const caps = await sql<{ id: string; scope_kind: string; scope_id: string; period: string; limit_nano: string; action: string; status: string; created_at: Date }[]>`
     SELECT id, scope_kind, scope_id, period, limit_nano::text, action, status, created_at FROM spend_caps
@@ -242,7 +243,7 @@ export async function capsTouched(sql: Sql, tenantId: string, row: LedgerRow): P
           ? { key: at.toISOString().slice(0, 10), filter: sql`AND recorded_at >= ${dayStart(at)} AND recorded_at < ${new Date(dayStart(at).getTime() + 86_400_000)}` }
           : { key: at.toISOString().slice(0, 7), filter: sql`AND recorded_at >= ${monthStart(at, 0)} AND recorded_at < ${monthStart(at, 1)}` };
     if (!window) continue; // a session cap does not apply to an event outside a session
-    const scopeColumn = cap.scope_kind === 'agent' ? sql`agent_id` : cap.scope_kind === 'team' ? sql`team_id` : sql`customer_id`;
+    const scopeColumn = { agent: sql`agent_id`, app: sql`app_id`, team: sql`team_id` }[cap.scope_kind] ?? sql`customer_id`;
     const [spend] = await sql<{ spent: string | null }[]>`
       SELECT sum(cost_nano::numeric)::text AS spent FROM usage_ledger
       WHERE tenant_id = ${tenantId} AND ${scopeColumn} = ${cap.scope_id} ${window.filter}`;
