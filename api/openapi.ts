@@ -66,7 +66,10 @@ const quoteRequest = z.strictObject({
   terms: subscriptionTermsSchema.optional(),
 });
 
-const invoiceLike = z.looseObject({}).meta({ description: 'Invoice lines, each with the rule that produced it, exact and rounded amounts as decimal strings, subtotal and total.' });
+const invoiceLike = z.looseObject({}).meta({
+  description:
+    'Invoice lines, each with the rule that produced it, exact and rounded amounts as decimal strings, subtotal and total; `warnings`: what validation noticed in the plan without refusing it (a bounded last duration bucket), by path.',
+});
 
 const currentInvoice = z.looseObject({
   customer_id: z.string(),

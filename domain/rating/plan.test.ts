@@ -116,7 +116,12 @@ describe('validateRatePlan refuses, naming the JSON path', () => {
     expect(problemAt(committed, '$.mcp_servers')).toContain('a COMMITTED plan');
   });
 
-  it('a per-model token rate that a tool multiplier cannot multiply exactly', () => {
+  it("an MCP server's price for a name that is an alias (it would never be read)", () => {
+    const input = { tool_invocations: { '*': 0 }, tool_aliases: { old: 'search' }, mcp_servers: { s1: { tool_invocations: { old: 1 } } } };
+    expect(problemAt(input, '$.mcp_servers.s1.tool_invocations.old')).toBe('"old" is an alias of "search" (tool_aliases): calls are priced as "search", so list "search" here instead');
+  });
+
+    it('a per-model token rate that a tool multiplier cannot multiply exactly', () => {
     const input = { token_multipliers: { input_tokens: 0.000001, by_model: { m1: { input_tokens: 0.000000001 } } }, tool_multipliers: { lookup: 0.5 } };
     expect(problemAt(input, '$.tool_multipliers.lookup')).toContain('token_multipliers.by_model["m1"].input_tokens');
   });

@@ -40,6 +40,7 @@ function crossFieldProblems(plan: RatePlanPricing): CrossFieldProblem[] {
     add(['tool_invocations'], 'needs a "*" default so that tools not listed are priced (use "*": 0 to make them free)');
   }
   checkAliases(plan, add);
+  checkServerTools(plan, add);
   checkDurationBuckets(plan.duration_buckets, add);
   checkVolumeTierOrder(plan.volume_tiers, add);
   checkVolumeTiers(plan, add);
@@ -68,6 +69,18 @@ function checkAliases(plan: RatePlanPricing, add: AddProblem): void {
       add(path, `"${alias}" is both an alias and listed in tool_multipliers: it takes the multiplier of "${target}"; remove one of the two`);
     } else if (target in aliases) {
       add(path, `"${target}" is itself an alias (of "${aliases[target]}"): point "${alias}" at the final name`);
+    }
+  }
+}
+
+/** A server's price table names tools as rating finds them: after the plan's aliases, so an alias there would never be read. */
+function checkServerTools(plan: RatePlanPricing, add: AddProblem): void {
+  for (const [server, prices] of Object.entries(plan.mcp_servers ?? {})) {
+    for (const tool of Object.keys(prices.tool_invocations)) {
+      const target = plan.tool_aliases?.[tool];
+      if (target !== undefined) {
+        add(['mcp_servers', server, 'tool_invocations', tool], `"${tool}" is an alias of "${target}" (tool_aliases): calls are priced as "${target}", so list "${target}" here instead`);
+      }
     }
   }
 }
