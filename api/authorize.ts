@@ -1,5 +1,5 @@
 import { Hono, type MiddlewareHandler } from 'hono';
-import type { Redis } from 'ioredis';
+import type { Redis } from '../pipeline/redis.js';
 import { z } from 'zod';
 import type { Config } from '../pipeline/config.js';
 import type { Logger } from '../pipeline/logger.js';

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { Redis } from '../pipeline/redis.js';
 
 /**
  * Reads a request body of at most `limit` bytes. A Content-Length over the limit is refused

@@ -7,11 +7,12 @@ import { subscribeControl } from '../pipeline/control.js';
 import { createLogger } from '../pipeline/logger.js';
 import { Metrics } from '../pipeline/metrics.js';
 import { surviveDependencyRejections } from '../pipeline/errors.js';
-import { connectRedis } from '../pipeline/redis.js';
+import { connectRedis, exitOnBadRedisTarget } from '../pipeline/redis.js';
 import { connectPostgres } from '../pipeline/postgres.js';
 import { createApp } from './server.js';
 
 const config = loadConfigOrExit();
+await exitOnBadRedisTarget(config.REDIS_URL);
 const processes = Math.max(1, Number(process.env.API_PROCESSES ?? 1) || 1);
 
 if (processes > 1 && cluster.isPrimary) {

@@ -1,6 +1,6 @@
 import { Hono } from 'hono';
 import { timeout } from 'hono/timeout';
-import type { Redis } from 'ioredis';
+import type { Redis } from '../pipeline/redis.js';
 import type { Config } from '../pipeline/config.js';
 import type { Logger } from '../pipeline/logger.js';
 import type { Metrics } from '../pipeline/metrics.js';

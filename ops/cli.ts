@@ -1,7 +1,8 @@
 // What the operator commands (status, dead-letters, demo-traffic) share: argument parsing,
 // exit codes, a Redis connection that fails fast, and JSON that survives bigint and bytes.
 import { fileURLToPath } from 'node:url';
-import { Redis } from 'ioredis';
+import { Cluster, Redis as Standalone } from 'ioredis';
+import { clusterNodes, type Redis } from '../pipeline/redis.js';
 import { ConfigError } from '../pipeline/config.js';
 
 /** A command line the command cannot make sense of: printed with the usage, exit code 2. */
@@ -89,14 +90,11 @@ export function toJson(value: unknown, indent?: number): string {
  * Redis is a clear error within seconds rather than a hang.
  */
 export async function connectCliRedis(url: string, name: string): Promise<Redis> {
-  const redis = new Redis(url, {
-    connectionName: name,
-    lazyConnect: true,
-    connectTimeout: 3_000,
-    commandTimeout: 30_000,
-    maxRetriesPerRequest: 1,
-    retryStrategy: () => null,
-  });
+  const nodeOptions = { connectionName: name, connectTimeout: 3_000, commandTimeout: 30_000, maxRetriesPerRequest: 1 };
+  const seeds = clusterNodes(url);
+  const redis: Redis = seeds
+    ? new Cluster(seeds, { lazyConnect: true, redisOptions: nodeOptions, clusterRetryStrategy: () => null })
+    : new Standalone(url, { ...nodeOptions, lazyConnect: true, retryStrategy: () => null });
   redis.on('error', () => {}); // reported by connect() or by the failing command
   try {
     await redis.connect();

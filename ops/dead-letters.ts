@@ -7,7 +7,7 @@
 //   npm run dlq -- rejected list [--stage S] [--code C] [--limit N]
 //   npm run dlq -- rejected show <id>
 //   npm run dlq -- rejected replay <id>... | --all [--stage S] [--code C]
-import type { Redis } from 'ioredis';
+import type { Redis } from '../pipeline/redis.js';
 import { loadConfig } from '../pipeline/config.js';
 import { decodePayload, encodePayload } from '../pipeline/codec.js';
 import { STREAMS } from '../store/streams.js';

@@ -4,6 +4,7 @@
 # console's browser test. Idempotent: safe to run again.
 #   bash ops/services.sh          start what is missing, then wait until each answers
 #   bash ops/services.sh check    only report what answers
+#   bash ops/services.sh cluster  the same, then a local Redis Cluster (3 masters + 3 replicas, ops/redis-cluster.sh)
 set -euo pipefail
 
 REDIS_PORT=${REDIS_PORT:-6379}
@@ -85,3 +86,5 @@ if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/
   apt_install chromium
 fi
 say "redis, postgresql and clickhouse are up; chromium is installed"
+
+if [ "${1:-}" = cluster ]; then bash "$(dirname "$0")/redis-cluster.sh"; fi

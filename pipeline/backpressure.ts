@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { Redis } from './redis.js';
 
 /**
  * Lag of a stream: the most entries any of its consumer groups has not yet been given.

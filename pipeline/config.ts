@@ -7,7 +7,10 @@ import { z } from 'zod';
 const int = (def: number, min = 0) => z.coerce.number().int().min(min).default(def);
 
 const schema = z.object({
-  REDIS_URL: z.string().url().default('redis://127.0.0.1:6379'),
+  REDIS_URL: z
+    .string()
+    .regex(/^(rediss?:\/\/\S+|redis\+cluster:\/\/[^\s/,]+(,[^\s/,]+)*)$/, 'redis://host:port, rediss://..., or redis+cluster://host:port[,host:port...] for a Redis Cluster')
+    .default('redis://127.0.0.1:6379'),
   REDIS_COMMAND_TIMEOUT_MS: int(15_000, 100),
   REDIS_PREFIX: z
     .string()

@@ -1,7 +1,6 @@
-import { Redis } from 'ioredis';
 import type { Logger } from './logger.js';
 import { controlStreamKey } from './keys.js';
-import { reportRedisErrors } from './redis.js';
+import { connectRedis, type Redis } from './redis.js';
 
 /**
  * The control stream: hierarchy changes announced to every process (not a consumer group:
@@ -40,8 +39,7 @@ export function subscribeControl(
   log?: Logger,
 ): ControlSubscription {
   const name = `${prefix}control-reader:${process.pid}`;
-  const connection = new Redis(redisUrl, { connectionName: name, maxRetriesPerRequest: null });
-  reportRedisErrors(connection, name, log);
+  const connection = connectRedis(redisUrl, name, { blocking: true, log });
   const key = controlStreamKey(prefix);
   let closed = false;
   let lastId: string | undefined;

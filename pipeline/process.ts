@@ -1,4 +1,5 @@
 import { loadConfigOrExit } from './config.js';
+import { exitOnBadRedisTarget } from './redis.js';
 import type { Server } from 'node:http';
 import { describeError, surviveDependencyRejections } from './errors.js';
 import { createLogger } from './logger.js';
@@ -17,6 +18,7 @@ const METRICS_BIND_RETRY_MAX_MS = 30_000;
  */
 export async function runStageProcess(stages: AnyStage[], topology: Topology): Promise<void> {
   const config = loadConfigOrExit();
+  await exitOnBadRedisTarget(config.REDIS_URL);
   const names = stages.map((stage) => stage.name).join(',');
   const log = createLogger(`stage:${names}`, config.LOG_LEVEL);
   surviveDependencyRejections(log);

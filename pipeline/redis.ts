@@ -1,8 +1,25 @@
-import { Redis, type RedisOptions } from 'ioredis';
+import { Cluster, Redis as Standalone, type RedisOptions } from 'ioredis';
 import { describeError } from './errors.js';
 import type { Logger } from './logger.js';
 
-export type { Redis };
+/**
+ * A connection to Redis: one node, or a Redis Cluster (`redis+cluster://host:port[,host:port...]`).
+ * Every multi-key command and script the pipeline sends touches one hash slot (the partition tag
+ * `{pN}`), so the same code runs on both; what differs (SCAN, keys of many slots) is below.
+ */
+export type Redis = Standalone | Cluster;
+
+const CLUSTER_SCHEME = 'redis+cluster:';
+
+/** The seed nodes of a `redis+cluster://` URL, or undefined for a plain `redis://` URL. */
+export function clusterNodes(url: string): { host: string; port: number }[] | undefined {
+  if (!url.startsWith(`${CLUSTER_SCHEME}//`)) return undefined;
+  const rest = url.slice(CLUSTER_SCHEME.length + 2).replace(/\/.*$/, '');
+  return rest.split(',').map((node) => {
+    const [host, port] = node.split(':');
+    return { host: host || '127.0.0.1', port: Number(port || 6379) };
+  });
+}
 
 /** A connection's errors are logged at most this often: an outage is one line per connection, not one per reconnect attempt. */
 const ERROR_LOG_INTERVAL_MS = 10_000;
@@ -46,22 +63,130 @@ export function connectRedis(
     maxRetriesPerRequest: null,
     retryStrategy: (attempt) => Math.min(50 * 2 ** attempt, 2_000),
   };
-  const redis = new Redis(url, options.blocking ? common : { ...common, commandTimeout: options.commandTimeoutMs ?? 15_000 });
+  const nodeOptions: RedisOptions = options.blocking ? common : { ...common, commandTimeout: options.commandTimeoutMs ?? 15_000 };
+  const seeds = clusterNodes(url);
+  const redis: Redis = seeds
+    ? new Cluster(seeds, {
+        redisOptions: { connectionName: name, enableAutoPipelining: false, maxRetriesPerRequest: null, ...(options.blocking ? {} : { commandTimeout: nodeOptions.commandTimeout }) },
+        clusterRetryStrategy: (attempt) => Math.min(50 * 2 ** attempt, 2_000),
+        // A failover moves slots: commands wait for the new master instead of failing.
+        retryDelayOnFailover: 200,
+        retryDelayOnClusterDown: 200,
+        enableOfflineQueue: true,
+      })
+    : new Standalone(url, nodeOptions);
   reportRedisErrors(redis, name, options.log);
   return redis;
 }
 
+/**
+ * Checks that the URL names what it says, before a process starts work: a cluster URL must reach a
+ * node in cluster mode with every slot served by a master; a plain URL must not reach a cluster
+ * node (whose MOVED replies would fail half the commands). One line that says what is wrong, or
+ * undefined (also when Redis cannot be reached now: a process waits for it as always).
+ */
+export async function redisTargetProblem(url: string): Promise<string | undefined> {
+  const seeds = clusterNodes(url);
+  const probeOptions: RedisOptions = { lazyConnect: true, connectTimeout: 3_000, maxRetriesPerRequest: 1, retryStrategy: () => null };
+  const probe = seeds ? new Standalone({ ...seeds[0], ...probeOptions }) : new Standalone(url, probeOptions);
+  probe.on('error', () => {});
+  try {
+    await probe.connect();
+  } catch {
+    return undefined;
+  }
+  try {
+    const clusterMode = /cluster_enabled:1/.test(await probe.info('cluster'));
+    if (!seeds) return clusterMode ? `REDIS_URL ${url} reaches a Redis Cluster node: write it redis+cluster://${url.replace(/^rediss?:\/\//, '')}` : undefined;
+    if (!clusterMode) return `REDIS_URL ${url} names a Redis Cluster, but ${seeds[0].host}:${seeds[0].port} is a standalone Redis: write it redis://${seeds[0].host}:${seeds[0].port}`;
+    const state = String(await probe.call('CLUSTER', 'INFO'));
+    const served = Number(/cluster_slots_ok:(\d+)/.exec(state)?.[1] ?? 0);
+    if (served < 16384 || !/cluster_state:ok/.test(state)) return `the Redis Cluster at ${url} serves ${served} of 16384 slots: a slot has no master (see CLUSTER INFO)`;
+    return undefined;
+  } finally {
+    probe.disconnect();
+  }
+}
+
+/** Stops the process with one line when REDIS_URL names the wrong kind of Redis (see redisTargetProblem). */
+export async function exitOnBadRedisTarget(url: string): Promise<void> {
+  const problem = await redisTargetProblem(url);
+  if (!problem) return;
+  console.error(problem);
+  process.exit(2);
+}
+
+/** The nodes to SCAN: every master of a cluster, or the one node. */
+function scanTargets(redis: Redis): Standalone[] {
+  return redis instanceof Cluster ? redis.nodes('master') : [redis];
+}
+
+/**
+ * GET of many keys, in order. On one node one MGET; on a cluster one MGET per hash slot (a
+ * multi-key command must stay in one slot), sent together.
+ */
+export async function getMany(redis: Redis, keys: string[]): Promise<(string | null)[]> {
+  if (keys.length === 0) return [];
+  if (!(redis instanceof Cluster)) return redis.mget(...keys);
+  const bySlot = new Map<number, number[]>();
+  keys.forEach((key, i) => {
+    const slot = keySlot(key);
+    const list = bySlot.get(slot);
+    if (list) list.push(i);
+    else bySlot.set(slot, [i]);
+  });
+  const values: (string | null)[] = new Array(keys.length).fill(null);
+  await Promise.all(
+    [...bySlot.values()].map(async (indexes) => {
+      const got = await redis.mget(...indexes.map((i) => keys[i]));
+      indexes.forEach((keyIndex, j) => {
+        values[keyIndex] = got[j];
+      });
+    }),
+  );
+  return values;
+}
+
+/** DEL of many keys (one command per hash slot on a cluster). */
+export async function deleteMany(redis: Redis, keys: string[]): Promise<void> {
+  if (keys.length === 0) return;
+  if (!(redis instanceof Cluster)) {
+    await redis.unlink(...keys);
+    return;
+  }
+  const bySlot = new Map<number, string[]>();
+  for (const key of keys) bySlot.set(keySlot(key), [...(bySlot.get(keySlot(key)) ?? []), key]);
+  await Promise.all([...bySlot.values()].map((slotKeys) => redis.unlink(...slotKeys)));
+}
+
+/** The Redis Cluster hash slot of a key: CRC16 (XMODEM) of its hash tag, or of the whole key, mod 16384. */
+export function keySlot(key: string): number {
+  const open = key.indexOf('{');
+  if (open !== -1) {
+    const close = key.indexOf('}', open + 1);
+    if (close > open + 1) key = key.slice(open + 1, close);
+  }
+  let crc = 0;
+  for (const byte of Buffer.from(key)) {
+    crc ^= byte << 8;
+    for (let bit = 0; bit < 8; bit++) crc = crc & 0x8000 ? ((crc << 1) ^ 0x1021) & 0xffff : (crc << 1) & 0xffff;
+  }
+  return crc % 16384;
+}
+
 /** The keys matching a pattern, a SCAN batch at a time (never KEYS, which blocks Redis). */
 export async function* scanKeys(redis: Redis, pattern: string): AsyncGenerator<string[]> {
-  let cursor = '0';
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
-    cursor = next;
-    if (keys.length) yield keys;
-  } while (cursor !== '0');
+  for (const node of scanTargets(redis)) {
+    let cursor = '0';
+    do {
+      const [next, keys] = await node.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
+      cursor = next;
+      if (keys.length) yield keys;
+    } while (cursor !== '0');
+  }
 }
 
 /** Deletes every key under a prefix (a test's or a benchmark's scratch keys), by SCAN and UNLINK. */
 export async function deleteKeysWithPrefix(redis: Redis, prefix: string): Promise<void> {
-  for await (const keys of scanKeys(redis, `${prefix}*`)) await redis.unlink(...keys);
+  for await (const keys of scanKeys(redis, `${prefix}*`)) await deleteMany(redis, keys);
 }

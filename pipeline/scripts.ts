@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import type { Redis } from 'ioredis';
+import type { Redis } from './redis.js';
 import { projectPath } from './paths.js';
 
 /**

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { Redis } from './redis.js';
 import type { Config } from './config.js';
 import type { ControlMessage } from './control.js';
 import type { Logger } from './logger.js';

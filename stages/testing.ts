@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { Redis } from '../pipeline/redis.js';
 import { loadConfig } from '../pipeline/config.js';
 import { createLogger } from '../pipeline/logger.js';
 import { Metrics } from '../pipeline/metrics.js';

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import { deleteMany, type Redis } from '../pipeline/redis.js';
 import type { Credential } from '../domain/events.js';
 
 /** Redis key of the cached attribution of one credential of one tenant (TTL: KEY_CACHE_TTL_SECONDS). */
@@ -19,5 +19,5 @@ export async function invalidateAttribution(
     ...(which.keyHashes ?? []).map((keyHash) => attributionCacheKey(prefix, tenantId, { kind: 'api_key', keyHash })),
     ...(which.clientIds ?? []).map((clientId) => attributionCacheKey(prefix, tenantId, { kind: 'client_id', clientId })),
   ];
-  if (keys.length) await redis.del(...keys);
+  await deleteMany(redis, keys);
 }

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import { getMany, type Redis } from '../pipeline/redis.js';
 import type { Credential } from '../domain/events.js';
 import type { Attribution } from '../domain/flow.js';
 import type { Sql } from '../pipeline/postgres.js';
@@ -77,7 +77,7 @@ export class AttributionResolver {
     const firstItem = new Map<string, (typeof items)[number]>();
     for (const [i, key] of keys.entries()) if (!firstItem.has(key)) firstItem.set(key, items[i]);
     const distinct = [...firstItem.keys()];
-    const cachedValues = distinct.length ? await this.redis.mget(...distinct) : [];
+    const cachedValues = distinct.length ? await getMany(this.redis, distinct) : [];
     const answers = new Map<string, Promise<Cached>>();
     const misses: { key: string; tenantId: string; credential: Credential }[] = [];
     distinct.forEach((key, i) => {

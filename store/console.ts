@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { Redis } from '../pipeline/redis.js';
 import { partitionedKey, partitionOf } from '../pipeline/keys.js';
 import { capCounterKey, capPeriod } from './caps.js';
 import { customerPartitionKey } from '../domain/flow.js';

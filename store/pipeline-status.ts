@@ -1,7 +1,7 @@
 // What the pipeline looks like from Redis: every stream and partition, every consumer group's lag,
 // pending entries and consumers, dead letters per stage, rejected events per code, throughput and
 // Redis memory. Read by `npm run status` (ops/status.ts) and the console's health panel.
-import type { Redis } from 'ioredis';
+import type { Redis } from '../pipeline/redis.js';
 import { decodePayload } from '../pipeline/codec.js';
 import { STREAMS } from './streams.js';
 import { deadLetterKey, partitionedKey } from '../pipeline/keys.js';

@@ -1,6 +1,6 @@
 // Reading the pipeline's Redis Streams for the operator commands and the console: the streams and groups
 // the topology names, raw entries, and the replies of XINFO.
-import type { Redis } from 'ioredis';
+import type { Redis } from '../pipeline/redis.js';
 import { scanKeys } from '../pipeline/redis.js';
 import { STREAMS } from './streams.js';
 import type { Topology } from '../pipeline/stage.js';

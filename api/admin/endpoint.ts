@@ -1,5 +1,5 @@
 import type { Context, Hono } from 'hono';
-import type { Redis } from 'ioredis';
+import type { Redis } from '../../pipeline/redis.js';
 import type { z } from 'zod';
 import type { TenantTokens } from '../../store/tenant-tokens.js';
 import type { TenantAuthVariables } from '../auth.js';

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { Redis } from '../../pipeline/redis.js';
 import type { Topology } from '../../pipeline/stage.js';
 import { collectStatus, discoverTopology, type StageStatus, type RejectedStatus } from '../../store/pipeline-status.js';
 import { ANALYTICS_QUERIES, runAnalyticsQuery, SPEND_ROW_LIMIT, type AnalyticsQuery, type AnalyticsRow } from '../../store/analytics-queries.js';

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { Hono, type Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { deleteCookie, getCookie, setCookie } from 'hono/cookie';
-import type { Redis } from 'ioredis';
+import type { Redis } from '../../pipeline/redis.js';
 import { z } from 'zod';
 import { formatNano } from '../../domain/money.js';
 import type { Config } from '../../pipeline/config.js';

@@ -1,7 +1,7 @@
 import { encode } from '@msgpack/msgpack';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Redis } from 'ioredis';
+import type { Redis } from '../../pipeline/redis.js';
 import { TenantTokens } from '../../store/tenant-tokens.js';
 import { decodePayload } from '../../pipeline/codec.js';
 import type { Config } from '../../pipeline/config.js';

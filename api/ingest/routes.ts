@@ -1,5 +1,5 @@
 import { Hono } from 'hono';
-import type { Redis } from 'ioredis';
+import type { Redis } from '../../pipeline/redis.js';
 import type { Config } from '../../pipeline/config.js';
 import { STREAMS } from '../../store/streams.js';
 import type { Logger } from '../../pipeline/logger.js';

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { Redis } from '../../pipeline/redis.js';
 import { Encoder } from '@msgpack/msgpack';
 import { Histogram } from './histogram.js';
 

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { Redis } from '../../pipeline/redis.js';
 import type { ClickHouseClient } from '@clickhouse/client';
 import { decodePayload } from '../../pipeline/codec.js';
 import { deadLetterKey, partitionedKey } from '../../pipeline/keys.js';

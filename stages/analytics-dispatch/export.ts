@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { Redis } from '../../pipeline/redis.js';
 import { Watermark } from '../../pipeline/backpressure.js';
 import { encodePayload } from '../../pipeline/codec.js';
 import type { Config } from '../../pipeline/config.js';

@@ -1,7 +1,6 @@
 import { STREAMS } from '../../store/streams.js';
 import { emit, type EntryResult, type StageDefinition } from '../../pipeline/stage.js';
-import type { Redis } from 'ioredis';
-import { scanKeys } from '../../pipeline/redis.js';
+import { getMany, scanKeys, type Redis } from '../../pipeline/redis.js';
 import { CapBook } from '../../store/caps.js';
 import type { Sql } from '../../pipeline/postgres.js';
 import type { CheckedEvent, PricedEvent } from '../../domain/flow.js';
@@ -31,7 +30,7 @@ async function recordPauses(sql: Sql, pauses: PauseRecord[]): Promise<void> {
 async function reconcilePauses(redis: Redis, prefix: string, sql: Sql): Promise<number> {
   const records: PauseRecord[] = [];
   for await (const keys of scanKeys(redis, `${prefix}paused:*`)) {
-    for (const value of await redis.mget(...keys)) if (value) records.push(JSON.parse(value) as PauseRecord);
+    for (const value of await getMany(redis, keys)) if (value) records.push(JSON.parse(value) as PauseRecord);
   }
   await recordPauses(sql, records);
   return records.length;

@@ -24,12 +24,17 @@ export interface InProcessPipeline {
  * and ClickHouse: the HTTP API (createApp, on a free port) and every stage under the real
  * harness (runStage), short blocking reads so that a test drains in seconds.
  */
-export async function startInProcessPipeline(world: Isolated, env: Record<string, string> = {}): Promise<InProcessPipeline> {
+export async function startInProcessPipeline(world: Isolated, env: Record<string, string> = {}, options: { workersPerStage?: number } = {}): Promise<InProcessPipeline> {
   const config = loadConfig({ ...process.env, ...world.env, BLOCK_MS: '200', ANALYTICS_FLUSH_MS: '200', TRIM_INTERVAL_MS: '1000', ...env });
   const log = createLogger('pipeline', config.LOG_LEVEL);
   await ensureGroups(world.redis, config.REDIS_PREFIX, config.PARTITIONS, TOPOLOGY);
   const stages: RunningStage[] = [];
-  for (const stage of STAGES) stages.push(await runStage(stage, { config, log, metrics: new Metrics(stage.name), topology: TOPOLOGY }));
+  // More than one worker per stage: each its own consumer of the stage's group, as separate processes would be.
+  for (let slot = 0; slot < (options.workersPerStage ?? 1); slot++) {
+    for (const stage of STAGES) {
+      stages.push(await runStage(stage, { config, log, metrics: new Metrics(stage.name), topology: TOPOLOGY, consumer: `${stage.name}-test-${slot}` }));
+    }
+  }
   const sql = connectPostgres(config.DATABASE_URL, { max: 4, name: 'test-api' });
   const redis = connectRedis(config.REDIS_URL, `${config.REDIS_PREFIX}test-api`);
   const { app } = createApp({ config, sql, redis, log, metrics: new Metrics('api') });

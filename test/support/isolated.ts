@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import { Redis } from 'ioredis';
 import { loadConfig, type Config } from '../../pipeline/config.js';
-import { deleteKeysWithPrefix } from '../../pipeline/redis.js';
+import { Redis as Standalone } from 'ioredis';
+import { clusterNodes, connectRedis, deleteKeysWithPrefix, type Redis } from '../../pipeline/redis.js';
 import { connectPostgres, type Sql } from '../../pipeline/postgres.js';
 import { connectClickHouse, type ClickHouseClient } from '../../store/clickhouse.js';
 import { migrateClickHouse, migratePostgres } from '../../store/migrate.js';
@@ -38,7 +38,10 @@ export async function isolated(name: string, options: { clickhouse?: boolean } =
   const config = loadConfig({ ...process.env, ...env });
   const sql = connectPostgres(config.DATABASE_URL, { max: 4, name: `test-${tag}` });
   await migratePostgres(sql);
-  const redis = new Redis(config.REDIS_URL, { lazyConnect: false, maxRetriesPerRequest: 3 });
+  // REDIS_URL=redis+cluster://... runs a test against a Redis Cluster (bash ops/redis-cluster.sh).
+  const redis: Redis = clusterNodes(config.REDIS_URL)
+    ? connectRedis(config.REDIS_URL, `${config.REDIS_PREFIX}test`)
+    : new Standalone(config.REDIS_URL, { lazyConnect: false, maxRetriesPerRequest: 3 });
 
   let clickhouse: ClickHouseClient | undefined;
   const chSettings = { url: config.CLICKHOUSE_URL, database: dbName };

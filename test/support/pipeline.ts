@@ -1,5 +1,5 @@
 import { createServer } from 'node:net';
-import type { Redis } from 'ioredis';
+import type { Redis } from '../../pipeline/redis.js';
 import { createLogger } from '../../pipeline/logger.js';
 import { partitionedKey } from '../../pipeline/keys.js';
 import { supervise, type Supervisor } from '../../pipeline/supervisor.js';
