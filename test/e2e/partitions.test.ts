@@ -88,7 +88,7 @@ async function run(name: string, partitions: number, workersPerStage: number, no
   tenant.customers.forEach((c, i) => {
     position.set(c.id, `customer${i}`);
     position.set(c.subscriptionId, `subscription${i}`);
-    c.teams.forEach((t, j) => t.agents.forEach((a, k) => position.set(a.id, `agent${i}.${j}.${k}`)));
+    for (const [j, t] of c.teams.entries()) for (const [k, a] of t.agents.entries()) position.set(a.id, `agent${i}.${j}.${k}`);
   });
   const named = (id: string | null) => (id === null ? 'none' : (position.get(id) ?? id));
   const ledger = await world.sql<{ event_id: string; customer_id: string; agent_id: string | null; cost_nano: string; breakdown: string; session_id: string; tokens: string }[]>`
