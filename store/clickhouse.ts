@@ -7,6 +7,8 @@ export interface ClickHouseSettings {
   database: string;
   username?: string;
   password?: string;
+  /** Longest wait for one request (ms). Default 30,000. */
+  requestTimeoutMs?: number;
 }
 
 export function connectClickHouse(settings: ClickHouseSettings): ClickHouseClient {
@@ -15,7 +17,7 @@ export function connectClickHouse(settings: ClickHouseSettings): ClickHouseClien
     database: settings.database,
     username: settings.username ?? 'default',
     password: settings.password ?? '',
-    request_timeout: 30_000,
+    request_timeout: settings.requestTimeoutMs ?? 30_000,
     // Failures reach the caller as errors (and the stage's pino log); the client's own console logging is off.
     log: { level: ClickHouseLogLevel.OFF },
   });

@@ -28,10 +28,12 @@ import { MODEL_KEY_SEPARATOR, bandOfOrdinal, mergeRows, tierAdjustment, type Usa
  *
  * Rounding: every amount above is exact in nano-units. Each line is then rounded once to the
  * currency's minor unit, half away from zero; subtotal and total are sums of rounded lines, so
- * the lines on the invoice add up to its total.
+ * the lines on the invoice add up to its total. Where per-line rounding would take a total whose
+ * exact amount is zero or more below zero, the largest credit line gives the difference back.
  */
 
-const ROUNDING_RULE = 'each line rounded to the minor unit, half away from zero; totals are sums of rounded lines';
+const ROUNDING_RULE =
+  'each line rounded to the minor unit, half away from zero (a credit line gives back what rounding added where it would take the total below zero); totals are sums of rounded lines';
 
 const STEPS = {
   usage: 1,
@@ -125,15 +127,27 @@ export function ratePeriod(subscriptions: readonly SubscriptionPeriod[]): Invoic
     groups.set(group, members);
   }
 
-  const round = (line: Line): InvoiceLine => ({ ...line, amount: formatNano(roundToMinorUnit(line.amount_nano, minorUnitDigits), minorUnitDigits) });
+  // Each line's rounded amount (in nano-units, on the minor-unit grid); `amount` shows it.
+  const rounded = new Map<InvoiceLine, bigint>();
+  const round = (line: Line): InvoiceLine => {
+    const value = roundToMinorUnit(line.amount_nano, minorUnitDigits);
+    const shown = { ...line, amount: formatNano(value, minorUnitDigits) };
+    rounded.set(shown, value);
+    return shown;
+  };
+  const roundedOf = (line: InvoiceLine) => rounded.get(line) ?? roundToMinorUnit(line.amount_nano, minorUnitDigits);
+  const sumRounded = (of: InvoiceLine[]) => of.reduce((sum, line) => sum + roundedOf(line), 0n);
   const lines: InvoiceLine[] = [];
   for (const [group, members] of groups) {
     const groupLines = [...members.flatMap((member) => member.lines), ...commitmentLines(group, members)].map(round);
-    const trueUp = minimumTrueUp(group, members, groupLines, minorUnitDigits);
+    keepDiscountsWithinCharges(groupLines, roundedOf, (line, value) => {
+      rounded.set(line, value);
+      line.amount = formatNano(value, minorUnitDigits);
+    });
+    const trueUp = minimumTrueUp(group, members, sumRounded(groupLines), minorUnitDigits);
     lines.push(...groupLines, ...(trueUp ? [round(trueUp)] : []));
   }
 
-  const sumRounded = (of: InvoiceLine[]) => of.reduce((sum, line) => sum + roundToMinorUnit(line.amount_nano, minorUnitDigits), 0n);
   const usage = lines.filter((line) => line.step === STEPS.usage);
   const subtotalNano = usage.reduce((sum, line) => sum + line.amount_nano, 0n);
   const totalNano = lines.reduce((sum, line) => sum + line.amount_nano, 0n);
@@ -507,13 +521,32 @@ function commitmentLines(group: string, members: SubscriptionResult[]): Line[] {
   return lines.filter((entry) => entry.amount_nano !== 0n || entry.code === 'commitment');
 }
 
-function minimumTrueUp(group: string, members: SubscriptionResult[], groupLines: InvoiceLine[], minorUnitDigits: number): Line | undefined {
+/**
+ * Rounding each line on its own can make lines whose exact sum is zero or more add up to less
+ * than zero (a 100% discount of 4,053.92618 rounds to -4,053.93 while the lines it discounts
+ * round to 4,053.92): then the largest credit line gives back what rounding added, so that a
+ * discount never takes the rounded total below zero. Its exact amount is unchanged.
+ */
+function keepDiscountsWithinCharges(lines: InvoiceLine[], roundedOf: (line: InvoiceLine) => bigint, setRounded: (line: InvoiceLine, value: bigint) => void): void {
+  const exact = lines.reduce((sum, line) => sum + line.amount_nano, 0n);
+  const total = lines.reduce((sum, line) => sum + roundedOf(line), 0n);
+  if (exact < 0n || total >= 0n) return;
+  const credits = lines.filter((line) => roundedOf(line) < 0n).sort((a, b) => (roundedOf(a) < roundedOf(b) ? -1 : 1));
+  let deficit = -total;
+  for (const line of credits) {
+    if (deficit === 0n) break;
+    const lift = -roundedOf(line) < deficit ? -roundedOf(line) : deficit;
+    setRounded(line, roundedOf(line) + lift);
+    deficit -= lift;
+  }
+}
+
+function minimumTrueUp(group: string, members: SubscriptionResult[], spent: bigint, minorUnitDigits: number): Line | undefined {
   const minimums = members.map((member) => member.subscription.plan.minimumSpend);
   const minimum = minimums[0];
   if (minimums.some((other) => other !== minimum)) throw new RatingError(`subscriptions of commitment group ${group} have different minimum spends`);
   if (minimum === undefined) return undefined;
   const roundedMinimum = roundToMinorUnit(minimum, minorUnitDigits);
-  const spent = groupLines.reduce((sum, line) => sum + roundToMinorUnit(line.amount_nano, minorUnitDigits), 0n);
   if (spent >= roundedMinimum) return undefined;
   return {
     step: STEPS.minimumSpend,

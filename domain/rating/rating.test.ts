@@ -8,7 +8,7 @@ import { compilePlan, PlanCompileError } from './compile.js';
 import { invoiceJson, parseQuoteRequest, quote } from './quote.js';
 import { rateEvent } from './rate-event.js';
 import { RatingError, ratePeriod } from './rate-period.js';
-import { bill, planOf, rated, repeat } from './test-support.js';
+import { amounts, bill, planOf, rated, repeat } from './test-support.js';
 import { mergeRows, usageRows, usageRowsForRun } from './usage-rows.js';
 
 describe('tool aliases and versions', () => {
@@ -117,6 +117,33 @@ describe('rounding', () => {
     const plan = planOf({ tool_invocations: { '*': 1.5 } }, 'JPY');
     const invoice = bill(plan, repeat(3, { tool: 'x' }));
     expect([invoice.total, invoice.total_exact]).toEqual(['5', '4.5']);
+  });
+
+  it('a discount never takes a total below zero by rounding: the credit line gives back what rounding added', () => {
+    // Found by the "costs are never negative" property: lines of 4,053.52 and 0.40 (exact 4,053.92618)
+    // and a 100% discount of -4,053.93 added up to -0.01.
+    const plan = planOf({
+      token_multipliers: { input_tokens: '1.19785', output_tokens: '0' },
+      duration_buckets: [
+        { max_seconds: 1, rate: '0.40178' },
+        { max_seconds: null, rate: '0' },
+      ],
+      volume_tiers: [{ min_invocations: 0, discount_percent: '100' }],
+      volume_tier_mode: 'volume',
+    });
+    const invoice = bill(plan, [{ tool: 'alpha', input: 3384, ms: 0 }]);
+    expect(amounts(invoice)).toEqual([
+      ['input_tokens', '4053.52'],
+      ['duration', '0.40'],
+      ['volume_tier', '-4053.92'],
+    ]);
+    expect([invoice.total, invoice.total_exact]).toEqual(['0.00', '0']);
+    // A discount that leaves something keeps its own rounding.
+    const half = bill(planOf({ tool_invocations: { '*': '0.015' }, volume_tiers: [{ min_invocations: 0, discount_percent: '50' }], volume_tier_mode: 'volume' }), [{ tool: 'x' }]);
+    expect(amounts(half)).toEqual([
+      ['tool', '0.02'],
+      ['volume_tier', '-0.01'],
+    ]);
   });
 });
 

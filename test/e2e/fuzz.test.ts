@@ -42,7 +42,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await pipeline?.stop();
   await world?.cleanup();
-}, 60_000);
+}, 200_000);
 
 // ---- The arbitraries ----
 

@@ -64,8 +64,10 @@ export async function isolated(name: string, options: { clickhouse?: boolean } =
       await admin.unsafe(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
       await admin.end();
       if (clickhouse) {
-        await clickhouse.command({ query: `DROP DATABASE IF EXISTS ${dbName}` });
         await clickhouse.close();
+        // Dropping a database of tables and materialized views can take long on a loaded server (18.16).
+        const dropper = connectClickHouse({ ...chSettings, requestTimeoutMs: 180_000 });
+        await dropper.command({ query: `DROP DATABASE IF EXISTS ${dbName}` }).finally(() => dropper.close());
       }
     },
   };
