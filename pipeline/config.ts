@@ -51,6 +51,22 @@ const schema = z.object({
   SESSION_SWEEP_INTERVAL_MS: int(30_000, 100),
   ANALYTICS_FLUSH_MS: int(1000, 10),
   LEDGER_EXPORT_INTERVAL_MS: int(250, 10),
+
+  WEBHOOK_ALLOW_PRIVATE_NETWORKS: z
+    .enum(['true', 'false', '1', '0'])
+    .default('false')
+    .transform((v) => v === 'true' || v === '1'),
+  WEBHOOK_SECRET_KEY: z
+    .string()
+    .refine((v) => Buffer.from(v, 'base64').length === 32, '32 bytes in base64 (openssl rand -base64 32)')
+    .optional(),
+  WEBHOOK_TIMEOUT_MS: int(10_000, 100),
+  WEBHOOK_RETRY_BASE_MS: int(5_000, 10),
+  WEBHOOK_RETRY_MAX_DELAY_MS: int(3 * 3600_000, 10),
+  WEBHOOK_RETRY_WINDOW_SECONDS: int(86_400, 1),
+  WEBHOOK_DISABLE_AFTER_SECONDS: int(5 * 86_400, 1),
+  WEBHOOK_POLL_INTERVAL_MS: int(1_000, 10),
+  WEBHOOK_CONCURRENCY: int(16, 1),
 });
 
 export type Config = z.infer<typeof schema>;

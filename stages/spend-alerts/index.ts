@@ -1,0 +1,286 @@
+import type { Redis } from 'ioredis';
+import { STREAMS } from '../../store/streams.js';
+import type { EntryResult, StageDefinition, StageEntry } from '../../pipeline/stage.js';
+import { partitionedKey } from '../../pipeline/keys.js';
+import type { Sql } from '../../pipeline/postgres.js';
+import { isUsageEventType } from '../../domain/events.js';
+import type { LedgeredEvent } from '../../domain/flow.js';
+import { formatNano } from '../../domain/money.js';
+import { CapBook, capCounterKey, capPeriod, type SpendCap } from '../../store/caps.js';
+import { AlertSettingsCache, type AlertSettings } from '../../store/alert-settings.js';
+import { enqueueWebhookEvent, type WebhookEventType } from '../../store/webhooks.js';
+
+/**
+ * Alerts before a cap stops anyone, sent as webhooks through the outbox:
+ * - `cap.threshold_reached`: a cap's running total (the counter cap-check keeps) reached one of
+ *   the tenant's thresholds (default 50, 80, 100 % of its limit);
+ * - `spend.velocity_spike`: a customer's spend in the last hour is above k x its trailing 7-day
+ *   hourly average, and at least a minimum amount;
+ * - `session.projection_exceeded`: a session's spend so far, carried ahead at its rate for the
+ *   projection horizon, passes a per-session cap it has not reached yet.
+ * Each alert is level-checked on every event (is the total at or past the mark now?) and
+ * enqueued with a dedupe key naming the crossing (cap, period, limit, threshold; customer and
+ * hour; cap and session): however many events, workers or redeliveries see the same crossing,
+ * the outbox holds it once. It is enqueued before the entry is acked, so a crash cannot lose it.
+ */
+
+const HOUR_MS = 3_600_000;
+const TRAILING_HOURS = 168;
+const APPLIED_TTL_SECONDS = 86_400;
+const BUCKET_TTL_SECONDS = (TRAILING_HOURS + 2) * 3600;
+const SESSION_START_TTL_SECONDS = 2 * 86_400;
+/** A session younger than this has no meaningful rate yet. */
+const MIN_PROJECTION_ELAPSED_MS = 60_000;
+/** Dedupe keys already enqueued by this process: skipped without a round trip (the outbox dedupes anyway). */
+const FIRED_MEMORY = 100_000;
+
+/**
+ * Adds each event's cost to its customer's hourly spend bucket once (an applied marker per event
+ * makes a redelivery count nothing), keeps the earliest time seen per session, and returns per
+ * event the current and previous hour's totals and the session's start.
+ * KEYS per event: applied, current hour, previous hour, session start. ARGV: applied ttl, bucket
+ * ttl, session ttl, then per event: cost, recorded at (ms), has session (0|1).
+ */
+const SPEND_BUCKETS_LUA = `
+local out = {}
+local events = (#ARGV - 3) / 3
+for i = 0, events - 1 do
+  local k = i * 4
+  local by, at, hasSession = ARGV[4 + i * 3], ARGV[5 + i * 3], ARGV[6 + i * 3]
+  if redis.call('SET', KEYS[k + 1], '1', 'NX', 'EX', ARGV[1]) then
+    if not pcall(redis.call, 'INCRBY', KEYS[k + 2], by) then redis.call('SET', KEYS[k + 2], '9223372036854775807', 'KEEPTTL') end
+    redis.call('EXPIRE', KEYS[k + 2], ARGV[2])
+  end
+  local start = ''
+  if hasSession == '1' then
+    start = redis.call('GET', KEYS[k + 4])
+    if (not start) or tonumber(start) > tonumber(at) then
+      redis.call('SET', KEYS[k + 4], at, 'EX', ARGV[3])
+      start = at
+    end
+  end
+  out[#out + 1] = { redis.call('GET', KEYS[k + 2]) or '0', redis.call('GET', KEYS[k + 3]) or '0', start }
+end
+return out`;
+
+interface Alert {
+  tenantId: string;
+  type: WebhookEventType;
+  dedupeKey: string;
+  data: Record<string, unknown>;
+}
+
+interface SpendView {
+  currentHour: bigint;
+  previousHour: bigint;
+  sessionStart?: number;
+}
+
+const hourOf = (ms: number) => Math.floor(ms / HOUR_MS);
+const bucketKey = (e: LedgeredEvent, hour: number) => `spend-h:${e.tenantId}:${e.attribution.customerId}:${hour}`;
+
+/** ceil(limit x bps / 10000), exactly. */
+function thresholdOf(limit: bigint, bps: number): bigint {
+  const scaled = limit * BigInt(bps);
+  return (scaled + 9_999n) / 10_000n;
+}
+
+export class SpendAlerts {
+  private readonly caps: CapBook;
+  private readonly settings: AlertSettingsCache;
+  private readonly trailing = new Map<string, bigint>();
+  private readonly fired = new Set<string>();
+
+  constructor(
+    private readonly sql: Sql,
+    private readonly redis: Redis,
+    private readonly prefix: string,
+    private readonly now = () => Date.now(),
+  ) {
+    this.caps = new CapBook(sql);
+    this.settings = new AlertSettingsCache(sql);
+  }
+
+  async load(): Promise<void> {
+    await this.caps.loadAll();
+  }
+
+  reloadCaps(tenantId: string): Promise<void> {
+    return this.caps.reloadTenant(tenantId);
+  }
+
+  async handle(batch: StageEntry<LedgeredEvent>[]): Promise<EntryResult[]> {
+    const spending = batch.filter((e) => isUsageEventType(e.payload.eventType) && e.payload.cost.total > 0n);
+    if (spending.length) {
+      const tenants = spending.map((e) => e.payload.tenantId);
+      await this.caps.ensureTenants(tenants);
+      const settings = await this.settings.load(tenants);
+      const views = await this.advanceBuckets(spending);
+      const alerts: Alert[] = [];
+      for (let i = 0; i < spending.length; i++) {
+        const tenantSettings = settings.get(spending[i].payload.tenantId)!;
+        alerts.push(...(await this.capAlerts(spending[i], tenantSettings, views[i])));
+        alerts.push(...(await this.velocityAlert(spending[i], tenantSettings, views[i])));
+      }
+      await this.enqueue(alerts);
+    }
+    return batch.map(() => ({}));
+  }
+
+  private async advanceBuckets(entries: StageEntry<LedgeredEvent>[]): Promise<SpendView[]> {
+    const views: SpendView[] = new Array(entries.length);
+    const byPartition = new Map<number, number[]>();
+    entries.forEach((entry, i) => byPartition.set(entry.partition, [...(byPartition.get(entry.partition) ?? []), i]));
+    for (const [partition, indexes] of byPartition) {
+      const key = (name: string) => partitionedKey(this.prefix, name, partition);
+      const keys: string[] = [];
+      const args: (string | number)[] = [APPLIED_TTL_SECONDS, BUCKET_TTL_SECONDS, SESSION_START_TTL_SECONDS];
+      for (const i of indexes) {
+        const e = entries[i].payload;
+        const hour = hourOf(e.recordedAt);
+        keys.push(
+          key(`spend-applied:${e.tenantId}:${e.eventId}`),
+          key(bucketKey(e, hour)),
+          key(bucketKey(e, hour - 1)),
+          key(`session-start:${e.tenantId}:${e.sessionId ?? '-'}`),
+        );
+        args.push(e.cost.total.toString(), e.recordedAt, e.sessionId ? 1 : 0);
+      }
+      const replies = (await this.redis.eval(SPEND_BUCKETS_LUA, keys.length, ...keys, ...args)) as [string, string, string | null][];
+      indexes.forEach((i, n) => {
+        const [current, previous, start] = replies[n];
+        views[i] = { currentHour: BigInt(current), previousHour: BigInt(previous), ...(start ? { sessionStart: Number(start) } : {}) };
+      });
+    }
+    return views;
+  }
+
+  private async capAlerts(entry: StageEntry<LedgeredEvent>, settings: AlertSettings, view: SpendView): Promise<Alert[]> {
+    const e = entry.payload;
+    const caps = this.caps.capsFor(e.tenantId, e.attribution);
+    const periods = caps.map((cap) => capPeriod(cap, e));
+    const withPeriods = caps.flatMap((cap, i) => (periods[i] ? [{ cap, period: periods[i]! }] : []));
+    if (withPeriods.length === 0) return [];
+    const totals = await this.redis.mget(...withPeriods.map(({ cap, period }) => partitionedKey(this.prefix, capCounterKey(cap, period.key), entry.partition)));
+    const alerts: Alert[] = [];
+    withPeriods.forEach(({ cap, period }, i) => {
+      const spent = BigInt(totals[i] ?? '0');
+      const common = this.capData(cap, e, period.key, spent);
+      for (const bps of settings.thresholdBps) {
+        if (spent < thresholdOf(cap.limitNano, bps)) continue;
+        alerts.push({
+          tenantId: e.tenantId,
+          type: 'cap.threshold_reached',
+          dedupeKey: `cap.threshold_reached:${cap.id}:${period.key}:${cap.limitNano}:${bps}`,
+          data: { ...common, threshold_percent: bps / 100 },
+        });
+      }
+      if (cap.period === 'session' && e.sessionId && view.sessionStart !== undefined && spent < cap.limitNano) {
+        const elapsed = BigInt(Math.max(0, e.recordedAt - view.sessionStart));
+        if (elapsed < BigInt(MIN_PROJECTION_ELAPSED_MS)) return;
+        const horizonMs = BigInt(settings.projectionHorizonSeconds) * 1000n;
+        const projected = (spent * (elapsed + horizonMs)) / elapsed;
+        if (projected < cap.limitNano) return;
+        alerts.push({
+          tenantId: e.tenantId,
+          type: 'session.projection_exceeded',
+          dedupeKey: `session.projection_exceeded:${cap.id}:${e.sessionId}:${cap.limitNano}`,
+          data: {
+            ...common,
+            session_id: e.sessionId,
+            session_started_at: new Date(view.sessionStart).toISOString(),
+            projected: formatNano(projected),
+            horizon_seconds: settings.projectionHorizonSeconds,
+          },
+        });
+      }
+    });
+    return alerts;
+  }
+
+  private capData(cap: SpendCap, e: LedgeredEvent, periodKey: string, spent: bigint): Record<string, unknown> {
+    return {
+      cap_id: cap.id,
+      scope_kind: cap.scopeKind,
+      scope_id: cap.scopeId,
+      period: cap.period,
+      period_key: periodKey,
+      action: cap.action,
+      limit: formatNano(cap.limitNano),
+      spent: formatNano(spent),
+      currency: e.subscription.currency,
+      customer_id: e.attribution.customerId,
+      event_id: e.eventId,
+    };
+  }
+
+  /** The last hour's spend (this hour, and the part of the previous hour still inside the hour) against the trailing week. */
+  private async velocityAlert(entry: StageEntry<LedgeredEvent>, settings: AlertSettings, view: SpendView): Promise<Alert[]> {
+    const e = entry.payload;
+    // A late event says nothing about the rate now.
+    if (this.now() - e.recordedAt > HOUR_MS) return [];
+    const hour = hourOf(e.recordedAt);
+    const intoHour = BigInt(e.recordedAt - hour * HOUR_MS);
+    const lastHour = view.currentHour + (view.previousHour * (BigInt(HOUR_MS) - intoHour)) / BigInt(HOUR_MS);
+    if (lastHour < settings.velocityMinNano) return [];
+    const average = await this.trailingAverage(entry, hour);
+    if (lastHour * 1000n <= average * BigInt(settings.velocityFactorMilli)) return [];
+    return [
+      {
+        tenantId: e.tenantId,
+        type: 'spend.velocity_spike',
+        dedupeKey: `spend.velocity_spike:${e.attribution.customerId}:${hour}`,
+        data: {
+          customer_id: e.attribution.customerId,
+          hour_start: new Date(hour * HOUR_MS).toISOString(),
+          last_hour_spend: formatNano(lastHour),
+          trailing_hourly_average: formatNano(average),
+          factor: settings.velocityFactorMilli / 1000,
+          currency: e.subscription.currency,
+          event_id: e.eventId,
+        },
+      },
+    ];
+  }
+
+  /** The mean hourly spend of the 168 hours before this one, read once per customer and hour. */
+  private async trailingAverage(entry: StageEntry<LedgeredEvent>, hour: number): Promise<bigint> {
+    const e = entry.payload;
+    const cacheKey = `${e.tenantId}/${e.attribution.customerId}/${hour}`;
+    const cached = this.trailing.get(cacheKey);
+    if (cached !== undefined) return cached;
+    const keys = Array.from({ length: TRAILING_HOURS }, (_, i) => partitionedKey(this.prefix, bucketKey(e, hour - 1 - i), entry.partition));
+    const values = await this.redis.mget(...keys);
+    const average = values.reduce((sum, v) => sum + BigInt(v ?? '0'), 0n) / BigInt(TRAILING_HOURS);
+    if (this.trailing.size > 10_000) this.trailing.clear();
+    this.trailing.set(cacheKey, average);
+    return average;
+  }
+
+  private async enqueue(alerts: Alert[]): Promise<void> {
+    const fresh = [...new Map(alerts.filter((a) => !this.fired.has(`${a.tenantId}|${a.dedupeKey}`)).map((a) => [`${a.tenantId}|${a.dedupeKey}`, a])).values()];
+    if (fresh.length === 0) return;
+    // One order for every worker: two transactions taking the same dedupe keys never deadlock.
+    fresh.sort((a, b) => (a.tenantId + a.dedupeKey < b.tenantId + b.dedupeKey ? -1 : 1));
+    await this.sql.begin(async (tx) => {
+      for (const alert of fresh) await enqueueWebhookEvent(tx, alert.tenantId, alert.type, alert.data, alert.dedupeKey);
+    });
+    if (this.fired.size + fresh.length > FIRED_MEMORY) this.fired.clear();
+    for (const alert of fresh) this.fired.add(`${alert.tenantId}|${alert.dedupeKey}`);
+  }
+}
+
+export const spendAlertsStage: StageDefinition<LedgeredEvent> = {
+  name: 'spend-alerts',
+  input: STREAMS.ledgered,
+  outputs: [],
+  batchSize: 500,
+  async setup({ sql, redis, config, onControl }) {
+    const alerts = new SpendAlerts(sql, redis, config.REDIS_PREFIX);
+    await onControl(async (message) => {
+      if (message.type === 'caps.changed') await alerts.reloadCaps(message.tenantId);
+    });
+    await alerts.load();
+    return { handle: (batch) => alerts.handle(batch) };
+  },
+};
