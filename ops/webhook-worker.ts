@@ -27,8 +27,11 @@ export interface WebhookWorker {
   stop(): Promise<void>;
 }
 
-/** A claim outlives the request timeout by this much, so it never runs out while its attempt is still going. */
-const LEASE_MARGIN_MS = 30_000;
+/**
+ * How long a claim lasts: twice the request timeout and 5 s more, so it never runs out while its
+ * attempt (aborted at the timeout) is still being recorded; after a crash the delivery is due again then.
+ */
+const leaseMs = (config: WorkerConfig) => 2 * config.WEBHOOK_TIMEOUT_MS + 5_000;
 
 /** Refuses a host that resolves to a private-network address when the deployment forbids them (checked per attempt: DNS can change). */
 async function privateNetworkProblem(url: string): Promise<string | undefined> {
@@ -102,7 +105,7 @@ export function startWebhookWorker(sql: Sql, config: WorkerConfig, log: Logger):
   const loop = (async () => {
     while (!stopping) {
       try {
-        const claimed = await claimDueDeliveries(sql, config.WEBHOOK_CONCURRENCY, config.WEBHOOK_TIMEOUT_MS + LEASE_MARGIN_MS);
+        const claimed = await claimDueDeliveries(sql, config.WEBHOOK_CONCURRENCY, leaseMs(config));
         if (claimed.length === 0) {
           await sleep(config.WEBHOOK_POLL_INTERVAL_MS);
           continue;
