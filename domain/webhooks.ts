@@ -19,10 +19,6 @@ export const WEBHOOK_EVENT_TYPES = [
 
 export type WebhookEventType = (typeof WEBHOOK_EVENT_TYPES)[number];
 
-export function isWebhookEventType(value: string): value is WebhookEventType {
-  return (WEBHOOK_EVENT_TYPES as readonly string[]).includes(value);
-}
-
 const SECRET_PREFIX = 'whsec_';
 /** 24 random bytes: within the 24 to 64 bytes the specification asks of a key. */
 const SECRET_BYTES = 24;
@@ -37,7 +33,7 @@ function secretKey(secret: string): Buffer {
 }
 
 /** The `webhook-signature` header of one attempt: one `v1,<signature>` per secret in force. */
-export function webhookSignature(secrets: string[], messageId: string, timestampSeconds: number, body: string): string {
+function webhookSignature(secrets: string[], messageId: string, timestampSeconds: number, body: string): string {
   return secrets
     .map((secret) => `v1,${createHmac('sha256', secretKey(secret)).update(`${messageId}.${timestampSeconds}.${body}`).digest('base64')}`)
     .join(' ');

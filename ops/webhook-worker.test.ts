@@ -203,7 +203,7 @@ describe('webhook delivery', () => {
     ]);
     // Each wait is at least the backoff scheduled for it (100, 200, 400 ms): lower bounds, whatever the machine's load.
     const gaps = r.received.slice(1).map((x, i) => x.at - r.received[i].at);
-    gaps.forEach((gap, i) => expect(gap).toBeGreaterThanOrEqual(100 * 2 ** i - 5));
+    for (const [i, gap] of gaps.entries()) expect(gap).toBeGreaterThanOrEqual(100 * 2 ** i - 5);
     // Every attempt carries the same webhook-id, so the receiver can tell a retry.
     expect(new Set(r.received.map((x) => x.headers['webhook-id'])).size).toBe(1);
     const [endpoint] = await world.sql<{ failing_since: Date | null; status: string }[]>`SELECT failing_since, status FROM webhook_endpoints WHERE id = ${id}`;

@@ -12,7 +12,7 @@ export interface AlertSettings {
   projectionHorizonSeconds: number;
 }
 
-export const DEFAULT_ALERT_SETTINGS: AlertSettings = {
+const DEFAULT_ALERT_SETTINGS: AlertSettings = {
   thresholdBps: [5000, 8000, 10000],
   velocityFactorMilli: 3000,
   velocityMinNano: 10_000_000_000n,

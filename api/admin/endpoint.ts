@@ -18,7 +18,7 @@ export interface AdminDeps {
   webhooks?: WebhookSettings;
 }
 
-export interface WebhookSettings {
+interface WebhookSettings {
   /** WEBHOOK_ALLOW_PRIVATE_NETWORKS */
   allowPrivateNetworks: boolean;
   /** WEBHOOK_SECRET_KEY: seals signing secrets at rest. */

@@ -130,7 +130,9 @@ export class SpendAlerts {
   private async advanceBuckets(entries: StageEntry<LedgeredEvent>[]): Promise<SpendView[]> {
     const views: SpendView[] = new Array(entries.length);
     const byPartition = new Map<number, number[]>();
-    entries.forEach((entry, i) => byPartition.set(entry.partition, [...(byPartition.get(entry.partition) ?? []), i]));
+    entries.forEach((entry, i) => {
+      byPartition.set(entry.partition, [...(byPartition.get(entry.partition) ?? []), i]);
+    });
     for (const [partition, indexes] of byPartition) {
       const key = (name: string) => partitionedKey(this.prefix, name, partition);
       const keys: string[] = [];
