@@ -70,6 +70,12 @@ interface Alert {
   data: Record<string, unknown>;
 }
 
+interface CapTotal {
+  cap: SpendCap;
+  periodKey: string;
+  spent: bigint;
+}
+
 interface SpendView {
   currentHour: bigint;
   previousHour: bigint;
@@ -116,15 +122,38 @@ export class SpendAlerts {
       await this.caps.ensureTenants(tenants);
       const settings = await this.settings.load(tenants);
       const views = await this.advanceBuckets(spending);
+      const totals = await this.capTotals(spending);
       const alerts: Alert[] = [];
       for (let i = 0; i < spending.length; i++) {
         const tenantSettings = settings.get(spending[i].payload.tenantId)!;
-        alerts.push(...(await this.capAlerts(spending[i], tenantSettings, views[i])));
+        alerts.push(...this.capAlerts(spending[i], tenantSettings, views[i], totals[i]));
         alerts.push(...(await this.velocityAlert(spending[i], tenantSettings, views[i])));
       }
       await this.enqueue(alerts);
     }
     return batch.map(() => ({}));
+  }
+
+  /** Per event, the caps on it in their current period with the running total cap-check keeps: one MGET per partition. */
+  private async capTotals(entries: StageEntry<LedgeredEvent>[]): Promise<CapTotal[][]> {
+    const totals: CapTotal[][] = entries.map(({ payload: e }) =>
+      this.caps.capsFor(e.tenantId, e.attribution).flatMap((cap) => {
+        const period = capPeriod(cap, e);
+        return period ? [{ cap, periodKey: period.key, spent: 0n }] : [];
+      }),
+    );
+    const byPartition = new Map<number, CapTotal[]>();
+    entries.forEach((entry, i) => {
+      byPartition.set(entry.partition, [...(byPartition.get(entry.partition) ?? []), ...totals[i]]);
+    });
+    for (const [partition, list] of byPartition) {
+      if (list.length === 0) continue;
+      const values = await this.redis.mget(...list.map((t) => partitionedKey(this.prefix, capCounterKey(t.cap, t.periodKey), partition)));
+      list.forEach((t, i) => {
+        t.spent = BigInt(values[i] ?? '0');
+      });
+    }
+    return totals;
   }
 
   private async advanceBuckets(entries: StageEntry<LedgeredEvent>[]): Promise<SpendView[]> {
@@ -157,46 +186,39 @@ export class SpendAlerts {
     return views;
   }
 
-  private async capAlerts(entry: StageEntry<LedgeredEvent>, settings: AlertSettings, view: SpendView): Promise<Alert[]> {
+  private capAlerts(entry: StageEntry<LedgeredEvent>, settings: AlertSettings, view: SpendView, totals: CapTotal[]): Alert[] {
     const e = entry.payload;
-    const caps = this.caps.capsFor(e.tenantId, e.attribution);
-    const periods = caps.map((cap) => capPeriod(cap, e));
-    const withPeriods = caps.flatMap((cap, i) => (periods[i] ? [{ cap, period: periods[i]! }] : []));
-    if (withPeriods.length === 0) return [];
-    const totals = await this.redis.mget(...withPeriods.map(({ cap, period }) => partitionedKey(this.prefix, capCounterKey(cap, period.key), entry.partition)));
     const alerts: Alert[] = [];
-    withPeriods.forEach(({ cap, period }, i) => {
-      const spent = BigInt(totals[i] ?? '0');
-      const common = this.capData(cap, e, period.key, spent);
+    for (const { cap, periodKey, spent } of totals) {
+      const common = this.capData(cap, e, periodKey, spent);
       for (const bps of settings.thresholdBps) {
         if (spent < thresholdOf(cap.limitNano, bps)) continue;
         alerts.push({
           tenantId: e.tenantId,
           type: 'cap.threshold_reached',
-          dedupeKey: `cap.threshold_reached:${cap.id}:${period.key}:${cap.limitNano}:${bps}`,
+          dedupeKey: `cap.threshold_reached:${cap.id}:${periodKey}:${cap.limitNano}:${bps}`,
           data: { ...common, threshold_percent: bps / 100 },
         });
       }
-      if (cap.period === 'session' && e.sessionId && view.sessionStart !== undefined && spent < cap.limitNano) {
-        const elapsed = BigInt(Math.max(0, e.recordedAt - view.sessionStart));
-        if (elapsed < BigInt(MIN_PROJECTION_ELAPSED_MS)) return;
-        const horizonMs = BigInt(settings.projectionHorizonSeconds) * 1000n;
-        const projected = (spent * (elapsed + horizonMs)) / elapsed;
-        if (projected < cap.limitNano) return;
-        alerts.push({
-          tenantId: e.tenantId,
-          type: 'session.projection_exceeded',
-          dedupeKey: `session.projection_exceeded:${cap.id}:${e.sessionId}:${cap.limitNano}`,
-          data: {
-            ...common,
-            session_id: e.sessionId,
-            session_started_at: new Date(view.sessionStart).toISOString(),
-            projected: formatNano(projected),
-            horizon_seconds: settings.projectionHorizonSeconds,
-          },
-        });
-      }
-    });
+      if (cap.period !== 'session' || !e.sessionId || view.sessionStart === undefined || spent >= cap.limitNano) continue;
+      const elapsed = BigInt(Math.max(0, e.recordedAt - view.sessionStart));
+      if (elapsed < BigInt(MIN_PROJECTION_ELAPSED_MS)) continue;
+      const horizonMs = BigInt(settings.projectionHorizonSeconds) * 1000n;
+      const projected = (spent * (elapsed + horizonMs)) / elapsed;
+      if (projected < cap.limitNano) continue;
+      alerts.push({
+        tenantId: e.tenantId,
+        type: 'session.projection_exceeded',
+        dedupeKey: `session.projection_exceeded:${cap.id}:${e.sessionId}:${cap.limitNano}`,
+        data: {
+          ...common,
+          session_id: e.sessionId,
+          session_started_at: new Date(view.sessionStart).toISOString(),
+          projected: formatNano(projected),
+          horizon_seconds: settings.projectionHorizonSeconds,
+        },
+      });
+    }
     return alerts;
   }
 

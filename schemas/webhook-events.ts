@@ -1,0 +1,59 @@
+import { z } from 'zod';
+import type { WebhookEventType } from '../domain/webhooks.js';
+
+/**
+ * What each webhook event carries in `data`, for the OpenAPI document's `webhooks` section.
+ * Amounts are decimal strings in the major unit of `currency`.
+ */
+const amount = z.string().meta({ description: 'Decimal amount in the major unit of the currency.' });
+const capData = {
+  cap_id: z.string(),
+  scope_kind: z.string().meta({ description: 'agent, team or customer.' }),
+  scope_id: z.string(),
+  period: z.string().meta({ description: 'session, day or month.' }),
+  period_key: z.string().meta({ description: 'The period: 2026-03, 2026-03-31, or s:<session id>.' }),
+  action: z.string().meta({ description: 'pause (a hard cap) or alert (a soft cap).' }),
+  limit: amount,
+  spent: amount.meta({ description: "The cap's running total when the alert was raised." }),
+  currency: z.string(),
+  customer_id: z.string(),
+  event_id: z.string().meta({ description: 'The usage event with which the alert was seen.' }),
+};
+
+export const WEBHOOK_EVENT_DATA: Record<WebhookEventType, { description: string; data: z.ZodType }> = {
+  'cap.threshold_reached': {
+    description: "A spend cap's running total reached one of the tenant's thresholds (alert settings; 50, 80 and 100 % by default). Once per cap, period, limit and threshold.",
+    data: z.looseObject({ ...capData, threshold_percent: z.number() }),
+  },
+  'cap.paused': {
+    description: 'A hard cap paused its scope: POST /v1/authorize refuses it until the pause is lifted.',
+    data: z.looseObject({ cap_id: z.string(), scope_kind: z.string(), scope_id: z.string(), period_key: z.string(), limit: amount }),
+  },
+  'cap.lifted': {
+    description: 'A pause was lifted (by the admin API, a raised or disabled cap, or the end of the period), with who or what lifted it.',
+    data: z.looseObject({ cap_id: z.string(), scope_kind: z.string(), scope_id: z.string(), period_key: z.string() }),
+  },
+  'spend.velocity_spike': {
+    description:
+      "A customer's spend in the last hour passed the velocity factor times its trailing 7-day hourly average, and the minimum amount. Once per customer and hour.",
+    data: z.looseObject({
+      customer_id: z.string(),
+      hour_start: z.string(),
+      last_hour_spend: amount,
+      trailing_hourly_average: amount,
+      factor: z.number(),
+      currency: z.string(),
+      event_id: z.string(),
+    }),
+  },
+  'session.projection_exceeded': {
+    description: "A running session's spend, carried ahead at its rate so far for the projection horizon, passes a per-session cap it has not reached. Once per cap and session.",
+    data: z.looseObject({
+      ...capData,
+      session_id: z.string(),
+      session_started_at: z.string(),
+      projected: amount,
+      horizon_seconds: z.number(),
+    }),
+  },
+};
