@@ -11,6 +11,7 @@ import { isIP } from 'node:net';
  */
 export const WEBHOOK_EVENT_TYPES = [
   'cap.threshold_reached',
+  'commitment.threshold_reached',
   'cap.paused',
   'cap.lifted',
   'spend.velocity_spike',

@@ -25,6 +25,21 @@ export const WEBHOOK_EVENT_DATA: Record<WebhookEventType, { description: string;
     description: "A spend cap's running total reached one of the tenant's thresholds (alert settings; 50, 80 and 100 % by default). Once per cap, period, limit and threshold.",
     data: z.looseObject({ ...capData, threshold_percent: z.number() }),
   },
+  'commitment.threshold_reached': {
+    description:
+      "The calls of a committed plan's period (a customer's subscriptions on one COMMITTED rate plan) reached one of the tenant's thresholds of the committed calls: beyond 100 %, calls are overage. Once per customer, plan, period, commitment and threshold.",
+    data: z.looseObject({
+      customer_id: z.string(),
+      subscription_id: z.string(),
+      rate_plan_id: z.string(),
+      period_start: z.string(),
+      period_end: z.string(),
+      committed_calls: z.string(),
+      calls: z.string(),
+      threshold_percent: z.number(),
+      event_id: z.string(),
+    }),
+  },
   'cap.paused': {
     description: 'A hard cap paused its scope: POST /v1/authorize refuses it until the pause is lifted.',
     data: z.looseObject({ cap_id: z.string(), scope_kind: z.string(), scope_id: z.string(), period_key: z.string(), limit: amount }),

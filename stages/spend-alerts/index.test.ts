@@ -4,6 +4,7 @@ import { partitionedKey } from '../../pipeline/keys.js';
 import type { StageEntry } from '../../pipeline/stage.js';
 import { CapBook, capCounterKey, capPeriod } from '../../store/caps.js';
 import { createTenant } from '../../store/tenants.js';
+import { seedTenant } from '../../ops/seed.js';
 import { isolated, type Isolated } from '../../test/support/isolated.js';
 import { ledgeredEvent, type LedgeredEventOverrides } from '../testing.js';
 import { SpendAlerts } from './index.js';
@@ -132,6 +133,43 @@ describe('threshold alerts', () => {
     await runConcurrently([worker], [[entry(tenantId, { cost: { total: 1n * UNIT } })]], book);
     const fired = (await events(tenantId)).map((e) => JSON.parse(e.payload).data);
     expect(fired).toMatchObject([{ threshold_percent: 25, spent: '25', limit: '100', period: 'day', period_key: '2026-03-31' }]);
+  });
+});
+
+describe('commitment alerts', () => {
+  it("fires once per threshold of a committed plan's calls, under concurrent workers and redeliveries", async () => {
+    const seeded = await seedTenant(world.sql, {
+      name: 'committed',
+      pricing: { billing_mode: 'COMMITTED', commitment: { committed_amount: 100, committed_price: '10' }, tool_invocations: { '*': '0.01' } },
+      customers: 1,
+      teamsPerCustomer: 1,
+      agentsPerTeam: 1,
+    });
+    await world.sql`
+      INSERT INTO webhook_endpoints (id, tenant_id, url, event_types, secret_sealed, secret_prefix)
+      VALUES (${`we_${seeded.tenantId}`}, ${seeded.tenantId}, 'https://hooks.example.com/c', ${['commitment.threshold_reached']}::text[], 'plain:whsec_AAAA', 'whsec_AAAA')`;
+    const customer = seeded.customers[0];
+    const pool = workers(4);
+    await Promise.all(pool.map((w) => w.load()));
+    const calls = Array.from({ length: 130 }, () =>
+      entry(seeded.tenantId, {
+        attribution: { customerId: customer.id, teamId: customer.teams[0].id, agentId: customer.teams[0].agents[0].id },
+        subscription: { subscriptionId: customer.subscriptionId, ratePlanId: seeded.ratePlanId },
+        cost: { total: UNIT / 100n },
+      }),
+    );
+    await runConcurrently(pool, chunks(calls, 9));
+    await runConcurrently(pool, chunks(calls, 9));
+    const fired = (await events(seeded.tenantId)).map((e) => ({ type: e.type, data: JSON.parse(e.payload).data }));
+    expect(fired.map((f) => f.type)).toEqual(Array(3).fill('commitment.threshold_reached'));
+    expect(fired.map((f) => f.data.threshold_percent).sort((a, b) => a - b)).toEqual([50, 80, 100]);
+    for (const f of fired) {
+      expect(f.data).toMatchObject({ customer_id: customer.id, rate_plan_id: seeded.ratePlanId, committed_calls: '100', period_start: '2026-03-01T00:00:00.000Z' });
+      expect(Number(f.data.calls)).toBeGreaterThanOrEqual(f.data.threshold_percent);
+    }
+    // Each call counted once, the redelivered batches included.
+    const counter = partitionedKey(world.config.REDIS_PREFIX, `commit-calls:${seeded.tenantId}:${customer.id}:${seeded.ratePlanId}:${Date.UTC(2026, 2, 1)}`, 0);
+    expect(await world.redis.get(counter)).toBe('130');
   });
 });
 

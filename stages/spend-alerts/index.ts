@@ -8,12 +8,15 @@ import type { LedgeredEvent } from '../../domain/flow.js';
 import { formatNano } from '../../domain/money.js';
 import { CapBook, capCounterKey, capPeriod, type SpendCap } from '../../store/caps.js';
 import { AlertSettingsCache, type AlertSettings } from '../../store/alert-settings.js';
+import { CommitmentBook, type CommitmentOf } from '../../store/commitments.js';
 import { enqueueWebhookEvent, type WebhookEventType } from '../../store/webhooks.js';
 
 /**
  * Alerts before a cap stops anyone, sent as webhooks through the outbox:
  * - `cap.threshold_reached`: a cap's running total (the counter cap-check keeps) reached one of
  *   the tenant's thresholds (default 50, 80, 100 % of its limit);
+ * - `commitment.threshold_reached`: the calls of a committed plan's period reached one of them
+ *   of the committed calls;
  * - `spend.velocity_spike`: a customer's spend in the last hour is above k x its trailing 7-day
  *   hourly average, and at least a minimum amount;
  * - `session.projection_exceeded`: a session's spend so far, carried ahead at its rate for the
@@ -29,27 +32,35 @@ const TRAILING_HOURS = 168;
 const APPLIED_TTL_SECONDS = 86_400;
 const BUCKET_TTL_SECONDS = (TRAILING_HOURS + 2) * 3600;
 const SESSION_START_TTL_SECONDS = 2 * 86_400;
+/** A commitment's period is a calendar month; its count is kept a while past it. */
+const COMMITMENT_TTL_SECONDS = 40 * 86_400;
 /** A session younger than this has no meaningful rate yet. */
 const MIN_PROJECTION_ELAPSED_MS = 60_000;
 /** Dedupe keys already enqueued by this process: skipped without a round trip (the outbox dedupes anyway). */
 const FIRED_MEMORY = 100_000;
 
 /**
- * Adds each event's cost to its customer's hourly spend bucket once (an applied marker per event
- * makes a redelivery count nothing), keeps the earliest time seen per session, and returns per
- * event the current and previous hour's totals and the session's start.
- * KEYS per event: applied, current hour, previous hour, session start. ARGV: applied ttl, bucket
- * ttl, session ttl, then per event: cost, recorded at (ms), has session (0|1).
+ * Adds each event's cost to its customer's hourly spend bucket and counts it toward its
+ * commitment, once (an applied marker per event makes a redelivery count nothing), keeps the
+ * earliest time seen per session, and returns per event the current and previous hour's totals,
+ * the session's start and the commitment's calls so far.
+ * KEYS per event: applied, current hour, previous hour, session start, commitment calls. ARGV:
+ * applied ttl, bucket ttl, session ttl, commitment ttl, then per event: cost, recorded at (ms),
+ * has session (0|1), has commitment (0|1).
  */
 const SPEND_BUCKETS_LUA = `
 local out = {}
-local events = (#ARGV - 3) / 3
+local events = (#ARGV - 4) / 4
 for i = 0, events - 1 do
-  local k = i * 4
-  local by, at, hasSession = ARGV[4 + i * 3], ARGV[5 + i * 3], ARGV[6 + i * 3]
+  local k = i * 5
+  local by, at, hasSession, hasCommitment = ARGV[5 + i * 4], ARGV[6 + i * 4], ARGV[7 + i * 4], ARGV[8 + i * 4]
   if redis.call('SET', KEYS[k + 1], '1', 'NX', 'EX', ARGV[1]) then
     if not pcall(redis.call, 'INCRBY', KEYS[k + 2], by) then redis.call('SET', KEYS[k + 2], '9223372036854775807', 'KEEPTTL') end
     redis.call('EXPIRE', KEYS[k + 2], ARGV[2])
+    if hasCommitment == '1' then
+      redis.call('INCR', KEYS[k + 5])
+      redis.call('EXPIRE', KEYS[k + 5], ARGV[4])
+    end
   end
   local start = ''
   if hasSession == '1' then
@@ -59,7 +70,9 @@ for i = 0, events - 1 do
       start = at
     end
   end
-  out[#out + 1] = { redis.call('GET', KEYS[k + 2]) or '0', redis.call('GET', KEYS[k + 3]) or '0', start }
+  local committedCalls = ''
+  if hasCommitment == '1' then committedCalls = redis.call('GET', KEYS[k + 5]) or '0' end
+  out[#out + 1] = { redis.call('GET', KEYS[k + 2]) or '0', redis.call('GET', KEYS[k + 3]) or '0', start, committedCalls }
 end
 return out`;
 
@@ -80,9 +93,12 @@ interface SpendView {
   currentHour: bigint;
   previousHour: bigint;
   sessionStart?: number;
+  /** Calls of the event's commitment in its period so far, this one included. */
+  commitmentCalls?: bigint;
 }
 
 const hourOf = (ms: number) => Math.floor(ms / HOUR_MS);
+const commitmentKey = (e: LedgeredEvent, c: CommitmentOf) => `commit-calls:${e.tenantId}:${e.attribution.customerId}:${c.ratePlanId}:${e.subscription.periodStart}`;
 const bucketKey = (e: LedgeredEvent, hour: number) => `spend-h:${e.tenantId}:${e.attribution.customerId}:${hour}`;
 
 /** ceil(limit x bps / 10000), exactly. */
@@ -94,6 +110,7 @@ function thresholdOf(limit: bigint, bps: number): bigint {
 export class SpendAlerts {
   private readonly caps: CapBook;
   private readonly settings: AlertSettingsCache;
+  private readonly commitments: CommitmentBook;
   private readonly trailing = new Map<string, bigint>();
   private readonly fired = new Set<string>();
 
@@ -105,6 +122,7 @@ export class SpendAlerts {
   ) {
     this.caps = new CapBook(sql);
     this.settings = new AlertSettingsCache(sql);
+    this.commitments = new CommitmentBook(sql);
   }
 
   async load(): Promise<void> {
@@ -116,22 +134,49 @@ export class SpendAlerts {
   }
 
   async handle(batch: StageEntry<LedgeredEvent>[]): Promise<EntryResult[]> {
-    const spending = batch.filter((e) => isUsageEventType(e.payload.eventType) && e.payload.cost.total > 0n);
-    if (spending.length) {
-      const tenants = spending.map((e) => e.payload.tenantId);
+    const usage = batch.filter((e) => isUsageEventType(e.payload.eventType));
+    if (usage.length) {
+      const tenants = usage.map((e) => e.payload.tenantId);
       await this.caps.ensureTenants(tenants);
       const settings = await this.settings.load(tenants);
-      const views = await this.advanceBuckets(spending);
-      const totals = await this.capTotals(spending);
+      const commitments = await Promise.all(usage.map((e) => this.commitments.forSubscription(e.payload.tenantId, e.payload.subscription.subscriptionId)));
+      const views = await this.advanceBuckets(usage, commitments);
+      const totals = await this.capTotals(usage);
       const alerts: Alert[] = [];
-      for (let i = 0; i < spending.length; i++) {
-        const tenantSettings = settings.get(spending[i].payload.tenantId)!;
-        alerts.push(...this.capAlerts(spending[i], tenantSettings, views[i], totals[i]));
-        alerts.push(...(await this.velocityAlert(spending[i], tenantSettings, views[i])));
+      for (let i = 0; i < usage.length; i++) {
+        const tenantSettings = settings.get(usage[i].payload.tenantId)!;
+        alerts.push(...this.commitmentAlerts(usage[i].payload, tenantSettings, commitments[i], views[i]));
+        if (usage[i].payload.cost.total === 0n) continue;
+        alerts.push(...this.capAlerts(usage[i], tenantSettings, views[i], totals[i]));
+        alerts.push(...(await this.velocityAlert(usage[i], tenantSettings, views[i])));
       }
       await this.enqueue(alerts);
     }
     return batch.map(() => ({}));
+  }
+
+  /** A commitment's calls this period reaching a threshold of the committed calls: overage is near, or here. */
+  private commitmentAlerts(e: LedgeredEvent, settings: AlertSettings, commitment: CommitmentOf | undefined, view: SpendView): Alert[] {
+    if (!commitment || view.commitmentCalls === undefined) return [];
+    const periodStart = new Date(e.subscription.periodStart).toISOString();
+    return settings.thresholdBps
+      .filter((bps) => view.commitmentCalls! >= thresholdOf(commitment.committedCalls, bps))
+      .map((bps) => ({
+        tenantId: e.tenantId,
+        type: 'commitment.threshold_reached' as const,
+        dedupeKey: `commitment.threshold_reached:${e.attribution.customerId}:${commitment.ratePlanId}:${e.subscription.periodStart}:${commitment.committedCalls}:${bps}`,
+        data: {
+          customer_id: e.attribution.customerId,
+          subscription_id: e.subscription.subscriptionId,
+          rate_plan_id: commitment.ratePlanId,
+          period_start: periodStart,
+          period_end: new Date(e.subscription.periodEnd).toISOString(),
+          committed_calls: commitment.committedCalls.toString(),
+          calls: view.commitmentCalls!.toString(),
+          threshold_percent: bps / 100,
+          event_id: e.eventId,
+        },
+      }));
   }
 
   /** Per event, the caps on it in their current period with the running total cap-check keeps: one MGET per partition. */
@@ -156,7 +201,7 @@ export class SpendAlerts {
     return totals;
   }
 
-  private async advanceBuckets(entries: StageEntry<LedgeredEvent>[]): Promise<SpendView[]> {
+  private async advanceBuckets(entries: StageEntry<LedgeredEvent>[], commitments: (CommitmentOf | undefined)[]): Promise<SpendView[]> {
     const views: SpendView[] = new Array(entries.length);
     const byPartition = new Map<number, number[]>();
     entries.forEach((entry, i) => {
@@ -165,22 +210,29 @@ export class SpendAlerts {
     for (const [partition, indexes] of byPartition) {
       const key = (name: string) => partitionedKey(this.prefix, name, partition);
       const keys: string[] = [];
-      const args: (string | number)[] = [APPLIED_TTL_SECONDS, BUCKET_TTL_SECONDS, SESSION_START_TTL_SECONDS];
+      const args: (string | number)[] = [APPLIED_TTL_SECONDS, BUCKET_TTL_SECONDS, SESSION_START_TTL_SECONDS, COMMITMENT_TTL_SECONDS];
       for (const i of indexes) {
         const e = entries[i].payload;
         const hour = hourOf(e.recordedAt);
+        const commitment = commitments[i];
         keys.push(
           key(`spend-applied:${e.tenantId}:${e.eventId}`),
           key(bucketKey(e, hour)),
           key(bucketKey(e, hour - 1)),
           key(`session-start:${e.tenantId}:${e.sessionId ?? '-'}`),
+          key(commitment ? commitmentKey(e, commitment) : `commit-calls:${e.tenantId}:-`),
         );
-        args.push(e.cost.total.toString(), e.recordedAt, e.sessionId ? 1 : 0);
+        args.push(e.cost.total.toString(), e.recordedAt, e.sessionId ? 1 : 0, commitment ? 1 : 0);
       }
-      const replies = (await this.redis.eval(SPEND_BUCKETS_LUA, keys.length, ...keys, ...args)) as [string, string, string | null][];
+      const replies = (await this.redis.eval(SPEND_BUCKETS_LUA, keys.length, ...keys, ...args)) as [string, string, string | null, string][];
       indexes.forEach((i, n) => {
-        const [current, previous, start] = replies[n];
-        views[i] = { currentHour: BigInt(current), previousHour: BigInt(previous), ...(start ? { sessionStart: Number(start) } : {}) };
+        const [current, previous, start, calls] = replies[n];
+        views[i] = {
+          currentHour: BigInt(current),
+          previousHour: BigInt(previous),
+          ...(start ? { sessionStart: Number(start) } : {}),
+          ...(calls ? { commitmentCalls: BigInt(calls) } : {}),
+        };
       });
     }
     return views;
