@@ -10,7 +10,7 @@ import { createAdminRoutes } from '../api/admin/index.js';
 import { loadConfig, type Config } from '../pipeline/config.js';
 import { createLogger } from '../pipeline/logger.js';
 import { createTenant, type CreatedTenant } from '../store/tenants.js';
-import { enqueueWebhookEvent, sealSecret } from '../store/webhooks.js';
+import { enqueueWebhookEvent, pruneWebhookHistory, sealSecret } from '../store/webhooks.js';
 import { isolated, type Isolated } from '../test/support/isolated.js';
 import { startWebhookWorker, type WebhookWorker } from './webhook-worker.js';
 
@@ -324,6 +324,36 @@ describe('webhook delivery', () => {
     // What the killed worker had in hand went out again under the same webhook-id (at least once, as the spec has it).
     for (const { event_id } of inFlight) expect(r.received.filter((x) => x.headers['webhook-id'] === event_id).length).toBeGreaterThanOrEqual(1);
     expect((await deliveriesOf(id)).filter((d) => d.attempts >= 2).length).toBeGreaterThanOrEqual(inFlight.length);
+  });
+});
+
+describe('pruneWebhookHistory', () => {
+  it('forgets finished deliveries, their attempts and events past the retention, never a pending one', async () => {
+    // Only this endpoint takes the events below.
+    await world.sql`UPDATE webhook_endpoints SET status = 'disabled'`;
+    const { id } = await endpointFor('https://hooks.example.com/prune');
+    for (const key of ['prune:old-done', 'prune:old-pending', 'prune:new-done']) await enqueueWebhookEvent(world.sql, tenant.tenantId, 'cap.threshold_reached', {}, key);
+    const idOf = async (key: string) =>
+      (await world.sql<{ id: string; event_id: string }[]>`
+        SELECT d.id, d.event_id FROM webhook_deliveries d JOIN webhook_events e ON e.id = d.event_id WHERE e.dedupe_key = ${key} AND d.endpoint_id = ${id}`)[0];
+    const oldDone = await idOf('prune:old-done');
+    const oldPending = await idOf('prune:old-pending');
+    const newDone = await idOf('prune:new-done');
+    await world.sql`UPDATE webhook_events SET created_at = now() - interval '50 days' WHERE id IN (${oldDone.event_id}, ${oldPending.event_id})`;
+    await world.sql`UPDATE webhook_deliveries SET status = 'succeeded', completed_at = now() - interval '50 days', attempts = 1 WHERE id = ${oldDone.id}`;
+    await world.sql`UPDATE webhook_deliveries SET status = 'failed', completed_at = now(), attempts = 1 WHERE id = ${newDone.id}`;
+    await world.sql`UPDATE webhook_deliveries SET next_attempt_at = now() + interval '1 day' WHERE id = ${oldPending.id}`;
+    for (const d of [oldDone, newDone]) {
+      await world.sql`INSERT INTO webhook_attempts (delivery_id, attempt, tenant_id, started_at, duration_ms, succeeded) VALUES (${d.id}, 1, ${tenant.tenantId}, now(), 5, true)`;
+    }
+    expect(await pruneWebhookHistory(world.sql, new Date(Date.now() - 45 * 86_400_000))).toBe(2);
+    const left = await world.sql<{ id: string }[]>`SELECT id FROM webhook_deliveries WHERE id IN (${oldDone.id}, ${oldPending.id}, ${newDone.id}) ORDER BY id`;
+    expect(left.map((r) => r.id).sort()).toEqual([oldPending.id, newDone.id].sort());
+    expect(await world.sql`SELECT 1 FROM webhook_events WHERE id = ${oldDone.event_id}`).toHaveLength(0);
+    expect(await world.sql`SELECT 1 FROM webhook_attempts WHERE delivery_id = ${oldDone.id}`).toHaveLength(0);
+    expect(await world.sql`SELECT 1 FROM webhook_attempts WHERE delivery_id = ${newDone.id}`).toHaveLength(1);
+    // Its dedupe key went with it: the same fact would be enqueued again (why the retention outlives MAX_EVENT_AGE_DAYS).
+    expect(() => loadConfig({ MAX_EVENT_AGE_DAYS: '50' })).toThrow(/WEBHOOK_RETENTION_DAYS=45: must be above MAX_EVENT_AGE_DAYS=50/);
   });
 });
 

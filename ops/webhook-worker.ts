@@ -7,7 +7,7 @@ import { loadConfigOrExit, type Config } from '../pipeline/config.js';
 import { describeError, surviveDependencyRejections } from '../pipeline/errors.js';
 import { createLogger, type Logger } from '../pipeline/logger.js';
 import { connectPostgres, type Sql } from '../pipeline/postgres.js';
-import { claimDueDeliveries, recordAttempt, unsealSecret, type AttemptOutcome, type ClaimedDelivery, type RetryPolicy } from '../store/webhooks.js';
+import { claimDueDeliveries, pruneWebhookHistory, recordAttempt, unsealSecret, type AttemptOutcome, type ClaimedDelivery, type RetryPolicy } from '../store/webhooks.js';
 
 type WorkerConfig = Pick<
   Config,
@@ -20,7 +20,10 @@ type WorkerConfig = Pick<
   | 'WEBHOOK_DISABLE_AFTER_SECONDS'
   | 'WEBHOOK_POLL_INTERVAL_MS'
   | 'WEBHOOK_CONCURRENCY'
+  | 'WEBHOOK_RETENTION_DAYS'
 >;
+
+const PRUNE_INTERVAL_MS = 3_600_000;
 
 export interface WebhookWorker {
   /** Finishes the attempts in hand (recording them), then resolves. */
@@ -102,9 +105,15 @@ export function startWebhookWorker(sql: Sql, config: WorkerConfig, log: Logger):
     else log.info({ ...fields, error: outcome.error }, 'webhook attempt failed');
   };
 
+  let prunedAt = 0;
   const loop = (async () => {
     while (!stopping) {
       try {
+        if (Date.now() - prunedAt > PRUNE_INTERVAL_MS) {
+          prunedAt = Date.now();
+          const pruned = await pruneWebhookHistory(sql, new Date(Date.now() - config.WEBHOOK_RETENTION_DAYS * 86_400_000));
+          if (pruned) log.info({ pruned }, 'webhook history pruned');
+        }
         const claimed = await claimDueDeliveries(sql, config.WEBHOOK_CONCURRENCY, leaseMs(config));
         if (claimed.length === 0) {
           await sleep(config.WEBHOOK_POLL_INTERVAL_MS);

@@ -67,6 +67,7 @@ const schema = z.object({
   WEBHOOK_DISABLE_AFTER_SECONDS: int(5 * 86_400, 1),
   WEBHOOK_POLL_INTERVAL_MS: int(1_000, 10),
   WEBHOOK_CONCURRENCY: int(16, 1),
+  WEBHOOK_RETENTION_DAYS: int(45, 1),
 });
 
 export type Config = z.infer<typeof schema>;
@@ -90,6 +91,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (config.BACKPRESSURE_LOW >= config.BACKPRESSURE_HIGH) {
     throw new ConfigError(
       `agentmeter: invalid configuration\n  BACKPRESSURE_LOW=${config.BACKPRESSURE_LOW}: must be below BACKPRESSURE_HIGH=${config.BACKPRESSURE_HIGH}`,
+    );
+  }
+  if (config.WEBHOOK_RETENTION_DAYS <= config.MAX_EVENT_AGE_DAYS) {
+    // A dedupe key forgotten while its fact can still arrive late would raise the alert again.
+    throw new ConfigError(
+      `agentmeter: invalid configuration\n  WEBHOOK_RETENTION_DAYS=${config.WEBHOOK_RETENTION_DAYS}: must be above MAX_EVENT_AGE_DAYS=${config.MAX_EVENT_AGE_DAYS}`,
     );
   }
   return config;

@@ -195,3 +195,29 @@ export async function recordAttempt(
     return giveUp ? 'failed' : 'retrying';
   });
 }
+
+/**
+ * Forgets deliveries finished (succeeded or failed) before `before`, with their attempts, and
+ * events older than that with no delivery left, in bounded chunks. Pending deliveries are never
+ * touched. An event's dedupe key goes with it, so `before` must be older than any fact can
+ * arrive late (events are accepted up to MAX_EVENT_AGE_DAYS old). Returns the rows deleted.
+ */
+export async function pruneWebhookHistory(sql: Sql, before: Date, chunk = 1_000, maxRounds = 20): Promise<number> {
+  let pruned = 0;
+  for (let round = 0; round < maxRounds; round++) {
+    const [deliveries] = await sql<{ n: number }[]>`
+      WITH old AS (
+        SELECT id FROM webhook_deliveries WHERE status <> 'pending' AND completed_at < ${before} LIMIT ${chunk}),
+      attempts AS (DELETE FROM webhook_attempts WHERE delivery_id IN (SELECT id FROM old)),
+      gone AS (DELETE FROM webhook_deliveries WHERE id IN (SELECT id FROM old) RETURNING 1)
+      SELECT count(*)::int AS n FROM gone`;
+    const events = await sql`
+      DELETE FROM webhook_events WHERE id IN (
+        SELECT ev.id FROM webhook_events ev
+        WHERE ev.created_at < ${before} AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = ev.id)
+        LIMIT ${chunk})`;
+    pruned += deliveries.n + events.count;
+    if (deliveries.n < chunk && events.count < chunk) break;
+  }
+  return pruned;
+}
