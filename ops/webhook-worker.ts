@@ -106,6 +106,9 @@ export function startWebhookWorker(sql: Sql, config: WorkerConfig, log: Logger):
   };
 
   let prunedAt = 0;
+  // A pool, not rounds: a free slot takes the next due delivery at once, so one endpoint that
+  // hangs until the timeout never holds back the deliveries of the others.
+  const inFlight = new Set<Promise<void>>();
   const loop = (async () => {
     while (!stopping) {
       try {
@@ -114,17 +117,23 @@ export function startWebhookWorker(sql: Sql, config: WorkerConfig, log: Logger):
           const pruned = await pruneWebhookHistory(sql, new Date(Date.now() - config.WEBHOOK_RETENTION_DAYS * 86_400_000));
           if (pruned) log.info({ pruned }, 'webhook history pruned');
         }
-        const claimed = await claimDueDeliveries(sql, config.WEBHOOK_CONCURRENCY, leaseMs(config));
-        if (claimed.length === 0) {
-          await sleep(config.WEBHOOK_POLL_INTERVAL_MS);
-          continue;
+        const free = config.WEBHOOK_CONCURRENCY - inFlight.size;
+        const claimed = free > 0 ? await claimDueDeliveries(sql, free, leaseMs(config)) : [];
+        for (const delivery of claimed) {
+          const running: Promise<void> = deliverOne(delivery)
+            .catch((err) => log.warn({ err: describeError(err), delivery: delivery.id }, 'webhook attempt not recorded; its claim runs out and it is tried again'))
+            .finally(() => inFlight.delete(running));
+          inFlight.add(running);
         }
-        await Promise.all(claimed.map(deliverOne));
+        if (claimed.length === free && free > 0) continue;
+        // Wait for a slot to free up, or for the next poll when nothing more was due.
+        await Promise.race([...inFlight, claimed.length < free ? sleep(config.WEBHOOK_POLL_INTERVAL_MS) : new Promise<void>(() => {})]);
       } catch (err) {
         log.warn({ err: describeError(err) }, 'webhook worker: a store failed; retrying');
         await sleep(Math.max(config.WEBHOOK_POLL_INTERVAL_MS, 1_000));
       }
     }
+    await Promise.all(inFlight);
   })();
 
   return {
@@ -140,7 +149,7 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   const config = loadConfigOrExit();
   const log = createLogger(`webhooks-${config.WORKER_SLOT}`, config.LOG_LEVEL);
   surviveDependencyRejections(log);
-  const sql = connectPostgres(config.DATABASE_URL, { max: 2, name: 'webhooks' });
+  const sql = connectPostgres(config.DATABASE_URL, { max: 4, name: 'webhooks' });
   const worker = startWebhookWorker(sql, config, log);
   log.info({ concurrency: config.WEBHOOK_CONCURRENCY }, 'webhook worker started');
   const shutdown = async () => {
