@@ -227,6 +227,25 @@ describe('webhook delivery', () => {
     expect(r.received.length).toBe(attempts.length);
   });
 
+  it('keeps delivering to other endpoints while one hangs until its timeout', async () => {
+    const hanging = await track(receiver(() => 'hang'));
+    const fine = await track(receiver(() => ({ status: 200 })));
+    await world.sql`UPDATE webhook_endpoints SET status = 'disabled'`;
+    const stuck = await endpointFor(hanging.url, ['cap.lifted']);
+    await endpointFor(fine.url, ['cap.lifted']);
+    for (let i = 0; i < 12; i++) await enqueueWebhookEvent(world.sql, tenant.tenantId, 'cap.lifted', { i }, `hol:${i}`);
+    startWorker({ WEBHOOK_TIMEOUT_MS: '15000', WEBHOOK_CONCURRENCY: '4', WEBHOOK_ENDPOINT_CONCURRENCY: '2' });
+    await until('every delivery to the answering endpoint', async () => fine.received.length === 12, 14_000);
+    // The hanging endpoint's first attempts are still in flight, two at most: the other endpoint did not wait for them.
+    expect(hanging.received.length).toBeGreaterThanOrEqual(1);
+    expect(hanging.received.length).toBeLessThanOrEqual(2);
+    const [attempts] = await world.sql<{ n: number }[]>`
+      SELECT count(*)::int AS n FROM webhook_attempts a JOIN webhook_deliveries d ON d.id = a.delivery_id WHERE d.endpoint_id = ${stuck.id}`;
+    expect(attempts.n).toBe(0);
+    await hanging.close();
+    await stopWorkers();
+  });
+
   it('disables an endpoint failing for longer than WEBHOOK_DISABLE_AFTER_SECONDS, and stops delivering to it', async () => {
     const r = await track(receiver(() => ({ status: 500 })));
     const { id } = await endpointFor(r.url);

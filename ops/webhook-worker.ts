@@ -21,6 +21,7 @@ type WorkerConfig = Pick<
   | 'WEBHOOK_POLL_INTERVAL_MS'
   | 'WEBHOOK_CONCURRENCY'
   | 'WEBHOOK_RETENTION_DAYS'
+  | 'WEBHOOK_ENDPOINT_CONCURRENCY'
 >;
 
 const PRUNE_INTERVAL_MS = 3_600_000;
@@ -109,6 +110,12 @@ export function startWebhookWorker(sql: Sql, config: WorkerConfig, log: Logger):
   // A pool, not rounds: a free slot takes the next due delivery at once, so one endpoint that
   // hangs until the timeout never holds back the deliveries of the others.
   const inFlight = new Set<Promise<void>>();
+  const busy = new Map<string, number>();
+  const hold = (endpointId: string, by: number) => {
+    const n = (busy.get(endpointId) ?? 0) + by;
+    if (n > 0) busy.set(endpointId, n);
+    else busy.delete(endpointId);
+  };
   const loop = (async () => {
     while (!stopping) {
       try {
@@ -118,11 +125,15 @@ export function startWebhookWorker(sql: Sql, config: WorkerConfig, log: Logger):
           if (pruned) log.info({ pruned }, 'webhook history pruned');
         }
         const free = config.WEBHOOK_CONCURRENCY - inFlight.size;
-        const claimed = free > 0 ? await claimDueDeliveries(sql, free, leaseMs(config)) : [];
+        const claimed = free > 0 ? await claimDueDeliveries(sql, free, leaseMs(config), { perEndpoint: config.WEBHOOK_ENDPOINT_CONCURRENCY, busy }) : [];
         for (const delivery of claimed) {
+          hold(delivery.endpointId, 1);
           const running: Promise<void> = deliverOne(delivery)
             .catch((err) => log.warn({ err: describeError(err), delivery: delivery.id }, 'webhook attempt not recorded; its claim runs out and it is tried again'))
-            .finally(() => inFlight.delete(running));
+            .finally(() => {
+              inFlight.delete(running);
+              hold(delivery.endpointId, -1);
+            });
           inFlight.add(running);
         }
         if (claimed.length === free && free > 0) continue;

@@ -98,16 +98,36 @@ interface ClaimRow {
  * Claims up to `limit` due deliveries of enabled endpoints: each gets its attempt number and a
  * lease (its next_attempt_at moves `leaseMs` ahead), so another worker does not take it while
  * this one posts it; should this worker die, the lease runs out and the delivery is due again.
+ * At most `perEndpoint` deliveries of one endpoint are in this worker's hands at once (`busy`:
+ * how many it holds now), so an endpoint that hangs until the timeout cannot take every slot.
+ * The oldest 1,000 due deliveries are the candidates; the lock re-checks that a row is still due.
  */
-export async function claimDueDeliveries(sql: Sql, limit: number, leaseMs: number): Promise<ClaimedDelivery[]> {
+export async function claimDueDeliveries(
+  sql: Sql,
+  limit: number,
+  leaseMs: number,
+  options: { perEndpoint: number; busy: ReadonlyMap<string, number> } = { perEndpoint: limit, busy: new Map() },
+): Promise<ClaimedDelivery[]> {
+  const busyIds = [...options.busy.keys()];
+  const busyCounts = busyIds.map((id) => options.busy.get(id)!);
   const rows = await sql<ClaimRow[]>`
-    WITH due AS (
-      SELECT d.id FROM webhook_deliveries d
+    WITH candidates AS (
+      SELECT d.id, d.endpoint_id, d.next_attempt_at FROM webhook_deliveries d
       JOIN webhook_endpoints e ON e.id = d.endpoint_id
       WHERE d.status = 'pending' AND d.next_attempt_at <= now() AND e.status = 'enabled'
       ORDER BY d.next_attempt_at
+      LIMIT 1000),
+    ranked AS (
+      SELECT c.id, c.next_attempt_at, row_number() OVER (PARTITION BY c.endpoint_id ORDER BY c.next_attempt_at) + coalesce(b.n, 0) AS slot
+      FROM candidates c
+      LEFT JOIN unnest(${busyIds}::text[], ${busyCounts}::int[]) AS b (endpoint_id, n) ON b.endpoint_id = c.endpoint_id),
+    due AS (
+      SELECT d.id FROM webhook_deliveries d
+      WHERE d.id IN (SELECT id FROM ranked WHERE slot <= ${options.perEndpoint})
+        AND d.status = 'pending' AND d.next_attempt_at <= now()
+      ORDER BY d.next_attempt_at
       LIMIT ${limit}
-      FOR UPDATE OF d SKIP LOCKED)
+      FOR UPDATE SKIP LOCKED)
     UPDATE webhook_deliveries d
     SET attempts = d.attempts + 1, last_attempt_at = now(), next_attempt_at = now() + ${leaseMs} * interval '1 millisecond'
     FROM due, webhook_endpoints e, webhook_events ev
