@@ -50,8 +50,10 @@ export const WEBHOOK_EVENT_DATA: Record<WebhookEventType, { description: string;
   },
   'spend.velocity_spike': {
     description:
-      "A customer's spend in the last hour passed the velocity factor times its trailing 7-day hourly average, and the minimum amount. Once per customer and hour.",
+      "A customer's (or one agent's) spend in the last hour passed the velocity factor times its trailing 7-day hourly average, and the minimum amount. Once per scope and hour.",
     data: z.looseObject({
+      scope_kind: z.enum(['customer', 'agent']),
+      scope_id: z.string(),
       customer_id: z.string(),
       hour_start: z.string(),
       last_hour_spend: amount,

@@ -174,7 +174,7 @@ describe('commitment alerts', () => {
 });
 
 describe('velocity alerts', () => {
-  it('fires once when the last hour passes k x the trailing hourly average, under concurrent workers', async () => {
+  it('fires once per customer and per agent when the last hour passes k x the trailing hourly average, under concurrent workers', async () => {
     const tenantId = await tenantWithEndpoint(['spend.velocity_spike']);
     const now = Date.now();
     const hour = Math.floor(now / HOUR_MS);
@@ -191,13 +191,16 @@ describe('velocity alerts', () => {
     const spike = Array.from({ length: 80 }, (_, i) => entry(tenantId, { recordedAt: now - 1000 + i, cost: { total: UNIT / 20n } }));
     await runConcurrently(pool, chunks(spike, 3));
     await runConcurrently(pool, chunks(spike, 3));
-    const fired = await events(tenantId);
-    expect(fired.map((e) => e.type)).toEqual(['spend.velocity_spike']);
-    const data = JSON.parse(fired[0].payload).data;
-    expect(data).toMatchObject({ customer_id: 'cus_test', trailing_hourly_average: '0.1', factor: 3, currency: 'USD' });
-    expect(Number(data.last_hour_spend)).toBeGreaterThanOrEqual(1);
+    const fired = (await events(tenantId)).map((e) => ({ type: e.type, data: JSON.parse(e.payload).data }));
+    // The customer against its week, and its agent, which has no history: one alert each.
+    expect(fired.map((e) => e.type)).toEqual(['spend.velocity_spike', 'spend.velocity_spike']);
+    const byScope = Object.fromEntries(fired.map((f) => [f.data.scope_kind, f.data]));
+    expect(byScope.customer).toMatchObject({ scope_id: 'cus_test', customer_id: 'cus_test', trailing_hourly_average: '0.1', factor: 3, currency: 'USD' });
+    expect(byScope.agent).toMatchObject({ scope_id: 'agt_test', customer_id: 'cus_test', trailing_hourly_average: '0' });
+    for (const f of fired) expect(Number(f.data.last_hour_spend)).toBeGreaterThanOrEqual(1);
     // Counted once per event, redelivery included: 80 x 0.05.
     expect(await world.redis.get(partitionedKey(world.config.REDIS_PREFIX, `spend-h:${tenantId}:cus_test:${hour}`, 0))).toBe((4n * UNIT).toString());
+    expect(await world.redis.get(partitionedKey(world.config.REDIS_PREFIX, `spend-h:${tenantId}:agent:agt_test:${hour}`, 0))).toBe((4n * UNIT).toString());
   });
 
   it('does not page a tiny tenant (below the minimum), nor for late events', async () => {

@@ -17,8 +17,8 @@ import { enqueueWebhookEvent, type WebhookEventType } from '../../store/webhooks
  *   the tenant's thresholds (default 50, 80, 100 % of its limit);
  * - `commitment.threshold_reached`: the calls of a committed plan's period reached one of them
  *   of the committed calls;
- * - `spend.velocity_spike`: a customer's spend in the last hour is above k x its trailing 7-day
- *   hourly average, and at least a minimum amount;
+ * - `spend.velocity_spike`: a customer's (or an agent's) spend in the last hour is above k x its
+ *   trailing 7-day hourly average, and at least a minimum amount;
  * - `session.projection_exceeded`: a session's spend so far, carried ahead at its rate for the
  *   projection horizon, passes a per-session cap it has not reached yet.
  * Each alert is level-checked on every event (is the total at or past the mark now?) and
@@ -40,23 +40,28 @@ const MIN_PROJECTION_ELAPSED_MS = 60_000;
 const FIRED_MEMORY = 100_000;
 
 /**
- * Adds each event's cost to its customer's hourly spend bucket and counts it toward its
- * commitment, once (an applied marker per event makes a redelivery count nothing), keeps the
- * earliest time seen per session, and returns per event the current and previous hour's totals,
- * the session's start and the commitment's calls so far.
- * KEYS per event: applied, current hour, previous hour, session start, commitment calls. ARGV:
- * applied ttl, bucket ttl, session ttl, commitment ttl, then per event: cost, recorded at (ms),
- * has session (0|1), has commitment (0|1).
+ * Adds each event's cost to its customer's and its agent's hourly spend buckets and counts it
+ * toward its commitment, once (an applied marker per event makes a redelivery count nothing),
+ * keeps the earliest time seen per session, and returns per event the current and previous
+ * hour's totals of the customer and of the agent, the session's start and the commitment's calls.
+ * KEYS per event: applied, customer's current hour, previous hour, session start, commitment
+ * calls, agent's current hour, previous hour. ARGV: applied ttl, bucket ttl, session ttl,
+ * commitment ttl, then per event: cost, recorded at (ms), has session, has commitment, has agent (0|1).
  */
 const SPEND_BUCKETS_LUA = `
+local function add(key, by, ttl)
+  if not pcall(redis.call, 'INCRBY', key, by) then redis.call('SET', key, '9223372036854775807', 'KEEPTTL') end
+  redis.call('EXPIRE', key, ttl)
+end
 local out = {}
-local events = (#ARGV - 4) / 4
+local events = (#ARGV - 4) / 5
 for i = 0, events - 1 do
-  local k = i * 5
-  local by, at, hasSession, hasCommitment = ARGV[5 + i * 4], ARGV[6 + i * 4], ARGV[7 + i * 4], ARGV[8 + i * 4]
+  local k = i * 7
+  local a = 5 + i * 5
+  local by, at, hasSession, hasCommitment, hasAgent = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
   if redis.call('SET', KEYS[k + 1], '1', 'NX', 'EX', ARGV[1]) then
-    if not pcall(redis.call, 'INCRBY', KEYS[k + 2], by) then redis.call('SET', KEYS[k + 2], '9223372036854775807', 'KEEPTTL') end
-    redis.call('EXPIRE', KEYS[k + 2], ARGV[2])
+    add(KEYS[k + 2], by, ARGV[2])
+    if hasAgent == '1' then add(KEYS[k + 6], by, ARGV[2]) end
     if hasCommitment == '1' then
       redis.call('INCR', KEYS[k + 5])
       redis.call('EXPIRE', KEYS[k + 5], ARGV[4])
@@ -72,7 +77,12 @@ for i = 0, events - 1 do
   end
   local committedCalls = ''
   if hasCommitment == '1' then committedCalls = redis.call('GET', KEYS[k + 5]) or '0' end
-  out[#out + 1] = { redis.call('GET', KEYS[k + 2]) or '0', redis.call('GET', KEYS[k + 3]) or '0', start, committedCalls }
+  local agentCurrent, agentPrevious = '', ''
+  if hasAgent == '1' then
+    agentCurrent = redis.call('GET', KEYS[k + 6]) or '0'
+    agentPrevious = redis.call('GET', KEYS[k + 7]) or '0'
+  end
+  out[#out + 1] = { redis.call('GET', KEYS[k + 2]) or '0', redis.call('GET', KEYS[k + 3]) or '0', start, committedCalls, agentCurrent, agentPrevious }
 end
 return out`;
 
@@ -89,9 +99,14 @@ interface CapTotal {
   spent: bigint;
 }
 
-interface SpendView {
+interface HourTotals {
   currentHour: bigint;
   previousHour: bigint;
+}
+
+interface SpendView {
+  customer: HourTotals;
+  agent?: HourTotals;
   sessionStart?: number;
   /** Calls of the event's commitment in its period so far, this one included. */
   commitmentCalls?: bigint;
@@ -99,7 +114,10 @@ interface SpendView {
 
 const hourOf = (ms: number) => Math.floor(ms / HOUR_MS);
 const commitmentKey = (e: LedgeredEvent, c: CommitmentOf) => `commit-calls:${e.tenantId}:${e.attribution.customerId}:${c.ratePlanId}:${e.subscription.periodStart}`;
-const bucketKey = (e: LedgeredEvent, hour: number) => `spend-h:${e.tenantId}:${e.attribution.customerId}:${hour}`;
+/** Hourly spend of a scope: the customer (`spend-h:<tenant>:<customer>:<hour>`) or an agent. */
+type VelocityScope = { kind: 'customer' | 'agent'; id: string };
+const bucketKey = (e: LedgeredEvent, hour: number, scope: VelocityScope = { kind: 'customer', id: e.attribution.customerId }) =>
+  scope.kind === 'customer' ? `spend-h:${e.tenantId}:${scope.id}:${hour}` : `spend-h:${e.tenantId}:agent:${scope.id}:${hour}`;
 
 /** ceil(limit x bps / 10000), exactly. */
 function thresholdOf(limit: bigint, bps: number): bigint {
@@ -221,15 +239,17 @@ export class SpendAlerts {
           key(bucketKey(e, hour - 1)),
           key(`session-start:${e.tenantId}:${e.sessionId ?? '-'}`),
           key(commitment ? commitmentKey(e, commitment) : `commit-calls:${e.tenantId}:-`),
+          key(bucketKey(e, hour, { kind: 'agent', id: e.attribution.agentId ?? '-' })),
+          key(bucketKey(e, hour - 1, { kind: 'agent', id: e.attribution.agentId ?? '-' })),
         );
-        args.push(e.cost.total.toString(), e.recordedAt, e.sessionId ? 1 : 0, commitment ? 1 : 0);
+        args.push(e.cost.total.toString(), e.recordedAt, e.sessionId ? 1 : 0, commitment ? 1 : 0, e.attribution.agentId ? 1 : 0);
       }
-      const replies = (await this.redis.eval(SPEND_BUCKETS_LUA, keys.length, ...keys, ...args)) as [string, string, string | null, string][];
+      const replies = (await this.redis.eval(SPEND_BUCKETS_LUA, keys.length, ...keys, ...args)) as [string, string, string | null, string, string, string][];
       indexes.forEach((i, n) => {
-        const [current, previous, start, calls] = replies[n];
+        const [current, previous, start, calls, agentCurrent, agentPrevious] = replies[n];
         views[i] = {
-          currentHour: BigInt(current),
-          previousHour: BigInt(previous),
+          customer: { currentHour: BigInt(current), previousHour: BigInt(previous) },
+          ...(agentCurrent ? { agent: { currentHour: BigInt(agentCurrent), previousHour: BigInt(agentPrevious) } } : {}),
           ...(start ? { sessionStart: Number(start) } : {}),
           ...(calls ? { commitmentCalls: BigInt(calls) } : {}),
         };
@@ -290,23 +310,28 @@ export class SpendAlerts {
     };
   }
 
-  /** The last hour's spend (this hour, and the part of the previous hour still inside the hour) against the trailing week. */
+  /** The last hour's spend (this hour, and the part of the previous hour still inside the hour) against the trailing week, of the customer and of the agent. */
   private async velocityAlert(entry: StageEntry<LedgeredEvent>, settings: AlertSettings, view: SpendView): Promise<Alert[]> {
     const e = entry.payload;
     // A late event says nothing about the rate now.
     if (this.now() - e.recordedAt > HOUR_MS) return [];
     const hour = hourOf(e.recordedAt);
     const intoHour = BigInt(e.recordedAt - hour * HOUR_MS);
-    const lastHour = view.currentHour + (view.previousHour * (BigInt(HOUR_MS) - intoHour)) / BigInt(HOUR_MS);
-    if (lastHour < settings.velocityMinNano) return [];
-    const average = await this.trailingAverage(entry, hour);
-    if (lastHour * 1000n <= average * BigInt(settings.velocityFactorMilli)) return [];
-    return [
-      {
+    const scopes: [VelocityScope, HourTotals][] = [[{ kind: 'customer', id: e.attribution.customerId }, view.customer]];
+    if (view.agent && e.attribution.agentId) scopes.push([{ kind: 'agent', id: e.attribution.agentId }, view.agent]);
+    const alerts: Alert[] = [];
+    for (const [scope, totals] of scopes) {
+      const lastHour = totals.currentHour + (totals.previousHour * (BigInt(HOUR_MS) - intoHour)) / BigInt(HOUR_MS);
+      if (lastHour < settings.velocityMinNano) continue;
+      const average = await this.trailingAverage(entry, hour, scope);
+      if (lastHour * 1000n <= average * BigInt(settings.velocityFactorMilli)) continue;
+      alerts.push({
         tenantId: e.tenantId,
         type: 'spend.velocity_spike',
-        dedupeKey: `spend.velocity_spike:${e.attribution.customerId}:${hour}`,
+        dedupeKey: scope.kind === 'customer' ? `spend.velocity_spike:${scope.id}:${hour}` : `spend.velocity_spike:agent:${scope.id}:${hour}`,
         data: {
+          scope_kind: scope.kind,
+          scope_id: scope.id,
           customer_id: e.attribution.customerId,
           hour_start: new Date(hour * HOUR_MS).toISOString(),
           last_hour_spend: formatNano(lastHour),
@@ -315,17 +340,18 @@ export class SpendAlerts {
           currency: e.subscription.currency,
           event_id: e.eventId,
         },
-      },
-    ];
+      });
+    }
+    return alerts;
   }
 
-  /** The mean hourly spend of the 168 hours before this one, read once per customer and hour. */
-  private async trailingAverage(entry: StageEntry<LedgeredEvent>, hour: number): Promise<bigint> {
+  /** The mean hourly spend of the 168 hours before this one, read once per scope and hour. */
+  private async trailingAverage(entry: StageEntry<LedgeredEvent>, hour: number, scope: VelocityScope): Promise<bigint> {
     const e = entry.payload;
-    const cacheKey = `${e.tenantId}/${e.attribution.customerId}/${hour}`;
+    const cacheKey = `${e.tenantId}/${scope.kind}/${scope.id}/${hour}`;
     const cached = this.trailing.get(cacheKey);
     if (cached !== undefined) return cached;
-    const keys = Array.from({ length: TRAILING_HOURS }, (_, i) => partitionedKey(this.prefix, bucketKey(e, hour - 1 - i), entry.partition));
+    const keys = Array.from({ length: TRAILING_HOURS }, (_, i) => partitionedKey(this.prefix, bucketKey(e, hour - 1 - i, scope), entry.partition));
     const values = await this.redis.mget(...keys);
     const average = values.reduce((sum, v) => sum + BigInt(v ?? '0'), 0n) / BigInt(TRAILING_HOURS);
     if (this.trailing.size > 10_000) this.trailing.clear();
