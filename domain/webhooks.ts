@@ -16,6 +16,7 @@ export const WEBHOOK_EVENT_TYPES = [
   'cap.lifted',
   'spend.velocity_spike',
   'session.projection_exceeded',
+  'webhook.test',
 ] as const;
 
 export type WebhookEventType = (typeof WEBHOOK_EVENT_TYPES)[number];

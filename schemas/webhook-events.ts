@@ -63,6 +63,10 @@ export const WEBHOOK_EVENT_DATA: Record<WebhookEventType, { description: string;
       event_id: z.string(),
     }),
   },
+  'webhook.test': {
+    description: 'Sent by POST /v1/admin/webhook-endpoints/{id}/test to that endpoint alone, to check that it receives and verifies deliveries.',
+    data: z.looseObject({ endpoint_id: z.string(), message: z.string() }),
+  },
   'session.projection_exceeded': {
     description: "A running session's spend, carried ahead at its rate so far for the projection horizon, passes a per-session cap it has not reached. Once per cap and session.",
     data: z.looseObject({

@@ -41,6 +41,21 @@ export async function enqueueWebhookEvent(
     WHERE e.status = 'enabled' AND ${type} = ANY (e.event_types)`;
 }
 
+/**
+ * A `webhook.test` event for one endpoint, whatever types it takes (the admin API's "send a
+ * test event"), delivered like any other. Returns the delivery's id.
+ */
+export async function enqueueTestEvent(sql: Sql, tenantId: string, endpointId: string): Promise<string> {
+  const messageId = sortableId('msg');
+  const deliveryId = `whd_${messageId.slice(4)}_${endpointId}`;
+  const payload = webhookPayload('webhook.test', new Date(), { endpoint_id: endpointId, message: 'A test event from agentmeter: your endpoint receives and verifies webhooks.' });
+  await sql.begin(async (tx) => {
+    await tx`INSERT INTO webhook_events (id, tenant_id, type, dedupe_key, payload) VALUES (${messageId}, ${tenantId}, 'webhook.test', ${`webhook.test:${messageId}`}, ${payload})`;
+    await tx`INSERT INTO webhook_deliveries (id, tenant_id, event_id, endpoint_id) VALUES (${deliveryId}, ${tenantId}, ${messageId}, ${endpointId})`;
+  });
+  return deliveryId;
+}
+
 // --- secrets at rest
 
 /**

@@ -104,6 +104,20 @@ describe('webhook endpoints', () => {
   });
 });
 
+describe('test events', () => {
+  it('sends a webhook.test event to one endpoint whatever its types, and refuses a disabled one', async () => {
+    const endpoint = await created(t.a.call, '/v1/admin/webhook-endpoints', { url: `${PUBLIC_URL}/test`, event_types: ['cap.paused'] });
+    const sent = await t.a.call('POST', `/v1/admin/webhook-endpoints/${endpoint.id}/test`);
+    expect(sent.status).toBe(201);
+    expect(sent.body).toMatchObject({ endpoint_id: endpoint.id, event_type: 'webhook.test', status: 'pending', payload: { type: 'webhook.test', data: { endpoint_id: endpoint.id } } });
+    const [deliveries] = await t.world.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM webhook_deliveries WHERE event_id = ${sent.body.event_id}`;
+    expect(deliveries.n).toBe(1);
+    expect((await t.b.call('POST', `/v1/admin/webhook-endpoints/${endpoint.id}/test`)).status).toBe(404);
+    await t.a.call('PATCH', `/v1/admin/webhook-endpoints/${endpoint.id}`, { status: 'disabled' });
+    expect((await t.a.call('POST', `/v1/admin/webhook-endpoints/${endpoint.id}/test`)).status).toBe(409);
+  });
+});
+
 describe('the outbox contract', () => {
   it('enqueues one delivery per enabled endpoint wanting the type, once per dedupe key, and nothing when the transaction rolls back', async () => {
     const wants = await created(t.a.call, '/v1/admin/webhook-endpoints', { url: `${PUBLIC_URL}/1`, event_types: ['spend.velocity_spike'] });

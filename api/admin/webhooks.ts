@@ -14,7 +14,7 @@ import {
 import { formatNano, parseNano } from '../../domain/money.js';
 import { newWebhookSecret, webhookUrlProblem } from '../../domain/webhooks.js';
 import { readAlertSettings, writeAlertSettings, type AlertSettings } from '../../store/alert-settings.js';
-import { sealSecret } from '../../store/webhooks.js';
+import { enqueueTestEvent, sealSecret } from '../../store/webhooks.js';
 import { listEndpoint, readEndpoints, type ReadSpec } from './crud.js';
 import { findOwned, insertOwned, updateOwned, type Db, type Row } from './db.js';
 import { endpoint, type AdminDeps, type Endpoint } from './endpoint.js';
@@ -191,6 +191,20 @@ export function webhookEndpoints(): Endpoint[] {
           return updated;
         });
         return { ...presentEndpoint(row), secret };
+      },
+    }),
+    endpoint({
+      method: 'post',
+      path: '/webhook-endpoints/:id/test',
+      tag: TAG,
+      summary: 'Send a test event to a webhook endpoint',
+      description: 'Enqueues a webhook.test event for this endpoint alone (whatever its event types), signed and retried like any delivery.',
+      response: webhookDeliveryDetail,
+      status: 201,
+      async handle({ tenantId, params, deps }) {
+        const target = await findOwned(deps.sql, 'webhook_endpoints', tenantId, params.id);
+        if (target.status !== 'enabled') throw conflict('endpoint_disabled', `webhook endpoint ${target.id} is disabled; enable it first`);
+        return deliveryDetail(deps.sql, tenantId, await enqueueTestEvent(deps.sql, tenantId, target.id));
       },
     }),
     listEndpoint(DELIVERIES),
