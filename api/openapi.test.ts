@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { customerCreate } from '../schemas/admin.js';
 import { adminEndpoints } from './admin/index.js';
+import { WEBHOOK_EVENT_TYPES } from '../domain/webhooks.js';
 import { createOpenApiRoutes, openApiDocument } from './openapi.js';
 
 type Doc = {
@@ -63,6 +64,17 @@ describe('openApiDocument', () => {
     const refs = [...JSON.stringify(doc).matchAll(/"\$ref":"#\/components\/schemas\/([^"]+)"/g)].map(([, name]) => name);
     expect(refs.length).toBeGreaterThan(0);
     for (const name of refs) expect(doc.components.schemas[name], name).toBeDefined();
+  });
+
+  it('documents every webhook event type in the webhooks section, with the Standard Webhooks headers', () => {
+    const webhooks = (doc as unknown as { webhooks: Record<string, { post: { parameters: { name: string }[]; requestBody: { content: Record<string, { schema: { properties: Record<string, unknown> } }> } } }> }).webhooks;
+    expect(Object.keys(webhooks).sort()).toEqual([...WEBHOOK_EVENT_TYPES].sort());
+    for (const hook of Object.values(webhooks)) {
+      expect(hook.post.parameters.map((p) => p.name)).toEqual(['webhook-id', 'webhook-timestamp', 'webhook-signature']);
+      expect(Object.keys(hook.post.requestBody.content['application/json'].schema.properties)).toEqual(['type', 'timestamp', 'data']);
+    }
+    expect(doc.paths['/v1/admin/webhook-endpoints'].post.requestBody).toBeDefined();
+    expect(doc.paths['/v1/admin/webhook-deliveries/{id}/redeliver'].post).toBeDefined();
   });
 
   it('lists pagination parameters on list routes', () => {

@@ -9,6 +9,7 @@ import { wireEventSchema } from '../schemas/events.js';
 import { subscriptionTermsSchema } from '../domain/rating/plan-schema.js';
 import { ratePlanPricingSchema } from '../domain/rating/plan.js';
 import { ADMIN_BASE_PATH, adminEndpoints } from './admin/index.js';
+import { WEBHOOK_EVENT_DATA } from '../schemas/webhook-events.js';
 import type { Endpoint, Method } from './admin/endpoint.js';
 
 /**
@@ -262,6 +263,42 @@ function operationObject(operation: Operation): JsonSchema {
   };
 }
 
+const WEBHOOK_HEADERS = [
+  { name: 'webhook-id', description: 'The event id (msg_...): the same on every attempt; dedupe on it.' },
+  { name: 'webhook-timestamp', description: 'Seconds since the epoch, per attempt; refuse ones far from now (replays).' },
+  {
+    name: 'webhook-signature',
+    description: 'v1,<base64 HMAC-SHA256 of "<webhook-id>.<webhook-timestamp>.<body>" with the endpoint secret>; space-separated during a secret rotation grace.',
+  },
+];
+
+/** The OpenAPI 3.1 `webhooks`: what agentmeter POSTs to an endpoint, per event type (Standard Webhooks). */
+function webhooksSection(): JsonSchema {
+  return Object.fromEntries(
+    Object.entries(WEBHOOK_EVENT_DATA).map(([type, { description, data }]) => [
+      type,
+      {
+        post: {
+          operationId: `webhook${type.split(/[^A-Za-z]+/).map((p) => p[0].toUpperCase() + p.slice(1)).join('')}`,
+          tags: ['Webhooks'],
+          summary: type,
+          description: `${description} Verify with any Standard Webhooks library (e.g. the standardwebhooks npm package) and the endpoint's secret. Answer 2xx within the timeout; anything else is retried with exponential backoff for 24 h.`,
+          parameters: WEBHOOK_HEADERS.map((h) => ({ ...h, in: 'header', required: true, schema: { type: 'string' } })),
+          requestBody: {
+            required: true,
+            content: {
+              'application/json': {
+                schema: jsonSchema(z.object({ type: z.literal(type), timestamp: z.string(), data }), 'output'),
+              },
+            },
+          },
+          responses: { '2XX': { description: 'Received: not sent again.' } },
+        },
+      },
+    ]),
+  );
+}
+
 let cached: JsonSchema | undefined;
 
 export function openApiDocument(): JsonSchema {
@@ -283,6 +320,7 @@ export function openApiDocument(): JsonSchema {
     servers: [{ url: '/' }],
     tags: [...new Set(operations.map((o) => o.tag))].map((name) => ({ name })),
     paths,
+    webhooks: webhooksSection(),
     components: {
       securitySchemes: {
         adminToken: { type: 'http', scheme: 'bearer', description: "The tenant's admin token (amt_...)." },

@@ -61,7 +61,8 @@ export function createApp(deps: AppDeps): { app: Hono; tokens: TenantTokens } {
   app.get('/metrics', async (c) => c.body(await metrics.registry.metrics(), 200, { 'content-type': metrics.registry.contentType }));
 
   app.route('/', createIngestRoutes({ config, redis, tokens, metrics, log }));
-  app.route('/', createAdminRoutes({ sql, redis, prefix: config.REDIS_PREFIX, tokens, log }));
+  const webhooks = { allowPrivateNetworks: config.WEBHOOK_ALLOW_PRIVATE_NETWORKS, secretKey: config.WEBHOOK_SECRET_KEY };
+  app.route('/', createAdminRoutes({ sql, redis, prefix: config.REDIS_PREFIX, tokens, log, webhooks }));
   app.route('/', createAuthorizeRoutes({ config, redis, resolver, tokens, sql }));
   app.route('/', createInvoiceRoutes({ sql, tokens }));
   app.route('/', createCogsRoutes({ sql, tokens }));

@@ -4,7 +4,7 @@ import { parseArgs, numberFlag, toJson, UsageError } from './cli.js';
 import { compareIds } from '../pipeline/keys.js';
 import { MCP_TOOLS, parseDemo, retryAfterMs, seededRandom, TrafficModel, type DemoSeed } from './demo-traffic.js';
 import { formatBytes, formatDuration, oneLine, renderTable } from './table.js';
-import { defaultLayout, parseLayout, pipelineProcesses } from './start.js';
+import { defaultLayout, isStageProcess, parseLayout, pipelineProcesses } from './start.js';
 import { STAGES } from '../stages/registry.js';
 import { loadConfig } from '../pipeline/config.js';
 
@@ -128,7 +128,7 @@ describe('demo traffic', () => {
 
 describe('process layout (npm start)', () => {
   const stagesOf = (specs: ReturnType<typeof pipelineProcesses>) =>
-    Object.fromEntries(specs.filter((s) => s.name !== 'api').map((s) => [s.name, String(s.args.at(-1)).split(',')]));
+    Object.fromEntries(specs.filter(isStageProcess).map((s) => [s.name, String(s.args.at(-1)).split(',')]));
 
   it('groups the stages in two processes on small machines, one process per stage on larger ones', () => {
     expect(defaultLayout(2)).toBe('grouped');
@@ -156,11 +156,11 @@ describe('process layout (npm start)', () => {
 });
 
 describe('pipelineProcesses: stage metrics ports (issue 9, defect 8)', () => {
-  const ports = (specs: ReturnType<typeof pipelineProcesses>) => specs.filter((s) => s.name !== 'api').map((s) => s.env?.METRICS_PORT);
+  const ports = (specs: ReturnType<typeof pipelineProcesses>) => specs.filter(isStageProcess).map((s) => s.env?.METRICS_PORT);
 
   it('numbers the stages from METRICS_BASE_PORT, so a second pipeline on the host can take another range', () => {
     const specs = pipelineProcesses({ metricsBasePort: 19_000, workers: { price: 2 } });
-    expect(ports(specs)).toEqual(Array.from({ length: specs.length - 1 }, (_, i) => String(19_000 + i)));
+    expect(ports(specs)).toEqual(Array.from({ length: specs.filter(isStageProcess).length }, (_, i) => String(19_000 + i)));
     expect(loadConfig({}).METRICS_BASE_PORT).toBe(9400);
     expect(loadConfig({ METRICS_BASE_PORT: '12000' }).METRICS_BASE_PORT).toBe(12_000);
   });

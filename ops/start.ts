@@ -21,8 +21,11 @@ export type Layout = 'grouped' | 'per-stage';
 
 export const STAGE_GROUPS: Record<string, readonly string[]> = {
   'to-ledger': ['key-resolve', 'subscription-snapshot', 'price', 'cap-check', 'ledger-write'],
-  'from-ledger': ['session-update', 'analytics-dispatch', 'cogs', 'invoice-rollup'],
+  'from-ledger': ['session-update', 'analytics-dispatch', 'cogs', 'invoice-rollup', 'spend-alerts'],
 };
+
+/** Names of the webhook delivery processes: `webhooks#0`, ... */
+const WEBHOOK_PROCESS_PREFIX = 'webhooks#';
 
 export function defaultLayout(cores = availableParallelism()): Layout {
   return cores <= 4 ? 'grouped' : 'per-stage';
@@ -38,6 +41,8 @@ export interface StartOptions {
   layout?: Layout;
   workers?: Record<string, number>;
   apiProcesses?: number;
+  /** Webhook delivery workers (ops/webhook-worker.ts), 1 by default; they share the outbox safely. */
+  webhookWorkers?: number;
   /** Stage i (in spawn order) serves its metrics on base + i; 0 serves none. */
   metricsBasePort?: number;
   env?: Record<string, string>;
@@ -79,12 +84,27 @@ export function pipelineProcesses(options: StartOptions = {}): ChildSpec[] {
     if (inGroups.has(stage.name)) continue;
     for (let slot = 0; slot < workersOf(stage.name); slot++) specs.push(stageProcess(stage.name, [stage.name], slot));
   }
+  for (let slot = 0; slot < (options.webhookWorkers ?? 1); slot++) {
+    specs.push({
+      name: `${WEBHOOK_PROCESS_PREFIX}${slot}`,
+      command: process.execPath,
+      args: [...nodeArgs, entry('ops/webhook-worker')],
+      env: { ...options.env, WORKER_SLOT: String(slot) },
+    });
+  }
   return specs;
+}
+
+/** Whether a process runs stream stages (not the HTTP server, not a webhook worker). */
+export function isStageProcess(spec: ChildSpec): boolean {
+  return spec.name !== 'api' && !spec.name.startsWith(WEBHOOK_PROCESS_PREFIX);
 }
 
 /** One line per process: its name and the stages it runs. */
 export function describeLayout(specs: ChildSpec[]): string {
-  return specs.map((spec) => `  ${spec.name.padEnd(24)} ${spec.name === 'api' ? 'HTTP: ingest, authorize, admin API' : spec.args.at(-1)}`).join('\n');
+  const role = (spec: ChildSpec) =>
+    spec.name === 'api' ? 'HTTP: ingest, authorize, admin API' : isStageProcess(spec) ? spec.args.at(-1) : 'webhook deliveries (outbox)';
+  return specs.map((spec) => `  ${spec.name.padEnd(24)} ${role(spec)}`).join('\n');
 }
 
 export function parseWorkers(text: string | undefined): Record<string, number> {
@@ -112,6 +132,7 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
     layout,
     workers: parseWorkers(argValue('--workers')),
     apiProcesses: Number(argValue('--api-processes') ?? 1),
+    webhookWorkers: Number(argValue('--webhook-workers') ?? 1),
     metricsBasePort: config.METRICS_BASE_PORT,
   });
   console.log(`agentmeter: ${layout} layout on ${availableParallelism()} cores, ${specs.length} processes:\n${describeLayout(specs)}`);

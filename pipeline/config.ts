@@ -54,6 +54,24 @@ const schema = z.object({
   SESSION_SWEEP_INTERVAL_MS: int(30_000, 100),
   ANALYTICS_FLUSH_MS: int(1000, 10),
   LEDGER_EXPORT_INTERVAL_MS: int(250, 10),
+
+  WEBHOOK_ALLOW_PRIVATE_NETWORKS: z
+    .enum(['true', 'false', '1', '0'])
+    .default('false')
+    .transform((v) => v === 'true' || v === '1'),
+  WEBHOOK_SECRET_KEY: z
+    .string()
+    .refine((v) => Buffer.from(v, 'base64').length === 32, '32 bytes in base64 (openssl rand -base64 32)')
+    .optional(),
+  WEBHOOK_TIMEOUT_MS: int(10_000, 100),
+  WEBHOOK_RETRY_BASE_MS: int(5_000, 10),
+  WEBHOOK_RETRY_MAX_DELAY_MS: int(3 * 3600_000, 10),
+  WEBHOOK_RETRY_WINDOW_SECONDS: int(86_400, 1),
+  WEBHOOK_DISABLE_AFTER_SECONDS: int(5 * 86_400, 1),
+  WEBHOOK_POLL_INTERVAL_MS: int(1_000, 10),
+  WEBHOOK_CONCURRENCY: int(16, 1),
+  WEBHOOK_ENDPOINT_CONCURRENCY: int(4, 1),
+  WEBHOOK_RETENTION_DAYS: int(45, 1),
 });
 
 export type Config = z.infer<typeof schema>;
@@ -77,6 +95,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (config.BACKPRESSURE_LOW >= config.BACKPRESSURE_HIGH) {
     throw new ConfigError(
       `agentmeter: invalid configuration\n  BACKPRESSURE_LOW=${config.BACKPRESSURE_LOW}: must be below BACKPRESSURE_HIGH=${config.BACKPRESSURE_HIGH}`,
+    );
+  }
+  if (config.WEBHOOK_RETENTION_DAYS <= config.MAX_EVENT_AGE_DAYS) {
+    // A dedupe key forgotten while its fact can still arrive late would raise the alert again.
+    throw new ConfigError(
+      `agentmeter: invalid configuration\n  WEBHOOK_RETENTION_DAYS=${config.WEBHOOK_RETENTION_DAYS}: must be above MAX_EVENT_AGE_DAYS=${config.MAX_EVENT_AGE_DAYS}`,
     );
   }
   return config;

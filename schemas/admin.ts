@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { AGENT_TYPES } from '../domain/events.js';
 import { costModelSchema } from './cost-model.js';
 import { decimalAmount } from '../domain/validation.js';
+import { WEBHOOK_EVENT_TYPES } from '../domain/webhooks.js';
 
 /**
  * Request and response bodies of the admin API (`/v1/admin/...`). Requests are strict: an
@@ -205,6 +206,62 @@ export const costModelCreate = z.strictObject({
 });
 export const costModelUpdate = patch({ name: name.optional(), model: costModelSchema.optional(), effective_from: timestamp.optional() });
 
+// --- webhooks and alerts
+
+const webhookUrl = z.string().min(1).max(2048).meta({ description: 'Where deliveries are POSTed: http or https.' });
+const webhookEventTypes = z
+  .array(z.enum(WEBHOOK_EVENT_TYPES))
+  .min(1)
+  .max(WEBHOOK_EVENT_TYPES.length)
+  .refine((list) => new Set(list).size === list.length, 'event types must be distinct')
+  .meta({ description: 'The event types sent to this endpoint.' });
+const webhookDescription = z.string().max(500).meta({ description: 'Free text for people.' });
+
+export const webhookEndpointCreate = z.strictObject({ url: webhookUrl, event_types: webhookEventTypes, description: webhookDescription.optional() });
+export const webhookEndpointUpdate = patch({
+  url: webhookUrl.optional(),
+  event_types: webhookEventTypes.optional(),
+  description: webhookDescription.nullable().optional(),
+  status: z.enum(['enabled', 'disabled']).optional().meta({ description: 'enabled again clears the failure record of an endpoint disabled for failing.' }),
+});
+export const webhookSecretRotate = z.strictObject({
+  grace_seconds: graceSeconds
+    .optional()
+    .meta({ description: 'Seconds deliveries are signed with the old secret too (two signatures in webhook-signature). 0, the default: the old secret stops at once.' }),
+});
+export const webhookDeliveryStatus = z.enum(['pending', 'succeeded', 'failed']);
+
+/** Percent of a cap's limit, up to two decimals: more than 0, at most 1000. */
+const thresholdPercent = z
+  .number()
+  .gt(0)
+  .max(1000)
+  .refine((n) => Number.isInteger(Math.round(n * 100)) && Math.abs(n * 100 - Math.round(n * 100)) < 1e-9, 'at most two decimal places');
+export const alertSettingsUpdate = patch({
+  threshold_percents: z
+    .array(thresholdPercent)
+    .max(10)
+    .refine((list) => new Set(list).size === list.length, 'thresholds must be distinct')
+    .optional()
+    .meta({ description: 'Alert when a cap reaches these percents of its limit (default 50, 80, 100); [] for none.' }),
+  velocity_factor: z
+    .number()
+    .min(1)
+    .max(1000)
+    .optional()
+    .meta({ description: 'Alert when the last hour of spend exceeds this many times the trailing 7-day hourly average (default 3).' }),
+  velocity_min_amount: decimalAmount({ positive: true })
+    .optional()
+    .meta({ description: 'A velocity alert needs at least this much spend in the hour (default 10), so tiny tenants do not page.' }),
+  projection_horizon_seconds: z
+    .number()
+    .int()
+    .min(60)
+    .max(7 * 86_400)
+    .optional()
+    .meta({ description: "A session is projected this far ahead at its rate so far (default 3600); past a session cap's limit: an alert." }),
+});
+
 export const tenantTokenRotate = z.strictObject({ kind: z.enum(['ingest', 'admin']), grace_seconds: graceSeconds.optional() });
 
 // --- list filters
@@ -319,6 +376,50 @@ export const tenantTokenRotated = z.object({
   kind: z.enum(['ingest', 'admin']),
   token: z.string().meta({ description: 'The new bearer token. Shown this once.' }),
   retired_token_ids: z.array(z.string()),
+});
+
+export const webhookEndpointOut = z.object({
+  ...out,
+  url: z.string(),
+  description: nullableString,
+  event_types: z.array(z.enum(WEBHOOK_EVENT_TYPES)),
+  status: z.enum(['enabled', 'disabled']),
+  disabled_reason: nullableString,
+  secret_prefix: z.string().meta({ description: 'The first characters of the signing secret, to tell secrets apart.' }),
+  failing_since: nullableString.meta({ description: 'First failed attempt since the last success.' }),
+});
+export const webhookEndpointWithSecret = webhookEndpointOut.extend({
+  secret: z.string().meta({ description: 'The signing secret (whsec_...), Standard Webhooks format. Shown this once.' }),
+});
+const webhookAttemptOut = z.object({
+  attempt: z.number(),
+  started_at: z.string(),
+  duration_ms: z.number(),
+  response_status: z.number().nullable(),
+  error: nullableString,
+  succeeded: z.boolean(),
+});
+export const webhookDeliveryOut = z.object({
+  id: z.string(),
+  endpoint_id: z.string(),
+  event_id: z.string().meta({ description: 'The webhook-id header: the same on every attempt.' }),
+  event_type: z.enum(WEBHOOK_EVENT_TYPES),
+  status: webhookDeliveryStatus,
+  attempts: z.number(),
+  next_attempt_at: nullableString,
+  last_error: nullableString,
+  created_at: z.string(),
+  completed_at: nullableString,
+});
+export const webhookDeliveryDetail = webhookDeliveryOut.extend({
+  payload: jsonObject.meta({ description: 'The body delivered.' }),
+  attempt_log: z.array(webhookAttemptOut),
+});
+export const alertSettingsOut = z.object({
+  threshold_percents: z.array(z.number()),
+  velocity_factor: z.number(),
+  velocity_min_amount: z.string(),
+  projection_horizon_seconds: z.number(),
 });
 
 export const errorOut = z.object({

@@ -7,6 +7,7 @@ import { keyResolveStage } from './key-resolve/index.js';
 import { ledgerWriteStage } from './ledger-write/index.js';
 import { priceStage } from './price/index.js';
 import { sessionUpdateStage } from './session-update/index.js';
+import { spendAlertsStage } from './spend-alerts/index.js';
 import { subscriptionSnapshotStage } from './subscription-snapshot/index.js';
 
 /**
@@ -23,6 +24,7 @@ export const STAGES: readonly AnyStage[] = [
   analyticsDispatchStage,
   cogsStage,
   invoiceRollupStage,
+  spendAlertsStage,
 ];
 
 /** Every (stream, consumer group) pair: each process creates all groups before anything is written. */

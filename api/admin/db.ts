@@ -22,6 +22,8 @@ export const TABLES = {
   subscriptions: { idPrefix: 'sub', noun: 'subscription', json: ['overrides', 'commitment', 'allocation'] },
   spend_caps: { idPrefix: 'cap', noun: 'spend cap', json: [] },
   cost_models: { idPrefix: 'cost', noun: 'cost model', json: ['model'] },
+  webhook_endpoints: { idPrefix: 'we', noun: 'webhook endpoint', json: [] },
+  webhook_deliveries: { idPrefix: 'whd', noun: 'webhook delivery', json: [] },
 } as const satisfies Record<string, { idPrefix: string; noun: string; json: readonly string[] }>;
 
 export type Table = keyof typeof TABLES;

@@ -14,6 +14,15 @@ export interface AdminDeps {
   prefix: string;
   /** The process's verified-token cache, forgotten at once when the tenant's tokens rotate. */
   tokens?: TenantTokens;
+  /** Webhook endpoint rules of this deployment; absent: private networks forbidden, secrets sealed without a key. */
+  webhooks?: WebhookSettings;
+}
+
+interface WebhookSettings {
+  /** WEBHOOK_ALLOW_PRIVATE_NETWORKS */
+  allowPrivateNetworks: boolean;
+  /** WEBHOOK_SECRET_KEY: seals signing secrets at rest. */
+  secretKey?: string;
 }
 
 export type AdminEnv = { Variables: TenantAuthVariables };

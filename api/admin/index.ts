@@ -13,6 +13,7 @@ import { ratePlanEndpoints } from './rate-plans.js';
 import { costModelEndpoints, spendCapEndpoints } from './spend-caps.js';
 import { subscriptionEndpoints } from './subscriptions.js';
 import { tenantTokenEndpoints } from './tenant-tokens.js';
+import { alertSettingsEndpoints, webhookEndpoints } from './webhooks.js';
 
 export type { AdminDeps } from './endpoint.js';
 
@@ -35,6 +36,8 @@ export function adminEndpoints(): Endpoint[] {
     ...spendCapEndpoints(),
     ...costModelEndpoints(),
     ...tenantTokenEndpoints(),
+    ...webhookEndpoints(),
+    ...alertSettingsEndpoints(),
   ];
 }
 
@@ -58,7 +61,7 @@ export function createAdminRoutes(deps: AdminDeps & { log?: Logger }): Hono<Admi
       },
     }),
   );
-  mountEndpoints(app, ADMIN_BASE_PATH, adminEndpoints(), { sql: deps.sql, redis: deps.redis, prefix: deps.prefix, tokens });
+  mountEndpoints(app, ADMIN_BASE_PATH, adminEndpoints(), { sql: deps.sql, redis: deps.redis, prefix: deps.prefix, tokens, webhooks: deps.webhooks });
   // Mounted on its own (tests, tools) it renders errors the same way as inside the full app.
   app.onError(apiErrorHandler(log));
   app.notFound(routeNotFound);

@@ -1,0 +1,390 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { Webhook } from 'standardwebhooks';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { newWebhookSecret, retryDelayMs, type WebhookEventType } from '../domain/webhooks.js';
+import { createAdminRoutes } from '../api/admin/index.js';
+import { loadConfig, type Config } from '../pipeline/config.js';
+import { createLogger } from '../pipeline/logger.js';
+import { createTenant, type CreatedTenant } from '../store/tenants.js';
+import { enqueueWebhookEvent, pruneWebhookHistory, sealSecret } from '../store/webhooks.js';
+import { isolated, type Isolated } from '../test/support/isolated.js';
+import { startWebhookWorker, type WebhookWorker } from './webhook-worker.js';
+
+/**
+ * The delivery worker against real HTTP receivers started here: one that answers 200, one that
+ * fails, one that never answers (times out), one that answers slowly. Signatures are checked
+ * with the standardwebhooks package, not with our code.
+ */
+
+interface Received {
+  headers: IncomingHttpHeaders;
+  body: string;
+  at: number;
+}
+
+interface Receiver {
+  url: string;
+  received: Received[];
+  close(): Promise<void>;
+}
+
+type Behaviour = (n: number) => { status: number; delayMs?: number } | 'hang';
+
+async function receiver(behaviour: Behaviour): Promise<Receiver> {
+  const received: Received[] = [];
+  const hanging = new Set<import('node:http').ServerResponse>();
+  const server: Server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      received.push({ headers: req.headers, body: Buffer.concat(chunks).toString('utf8'), at: Date.now() });
+      const answer = behaviour(received.length);
+      if (answer === 'hang') {
+        hanging.add(res);
+        return;
+      }
+      setTimeout(() => res.writeHead(answer.status).end('ok'), answer.delayMs ?? 0);
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`,
+    received,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const res of hanging) res.destroy();
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+const SECRET_KEY = randomBytes(32).toString('base64');
+
+const WORKER_ENV = {
+  WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'true',
+  WEBHOOK_SECRET_KEY: SECRET_KEY,
+  WEBHOOK_TIMEOUT_MS: '400',
+  WEBHOOK_RETRY_BASE_MS: '100',
+  WEBHOOK_RETRY_MAX_DELAY_MS: '1000',
+  WEBHOOK_POLL_INTERVAL_MS: '50',
+  WEBHOOK_CONCURRENCY: '8',
+};
+
+let world: Isolated;
+let tenant: CreatedTenant;
+const receivers: Receiver[] = [];
+const workers: WebhookWorker[] = [];
+
+function workerConfig(overrides: Record<string, string> = {}): Config {
+  return loadConfig({ ...process.env, ...world.env, ...WORKER_ENV, ...overrides });
+}
+
+function startWorker(overrides: Record<string, string> = {}): WebhookWorker {
+  const worker = startWebhookWorker(world.sql, workerConfig(overrides), createLogger('test-webhooks', 'silent'));
+  workers.push(worker);
+  return worker;
+}
+
+async function stopWorkers(): Promise<void> {
+  await Promise.all(workers.splice(0).map((w) => w.stop()));
+}
+
+async function endpointFor(url: string, types: WebhookEventType[] = ['cap.threshold_reached']): Promise<{ id: string; secret: string }> {
+  const secret = newWebhookSecret();
+  const id = `we_${randomBytes(6).toString('hex')}`;
+  await world.sql`
+    INSERT INTO webhook_endpoints (id, tenant_id, url, event_types, secret_sealed, secret_prefix)
+    VALUES (${id}, ${tenant.tenantId}, ${url}, ${types}::text[], ${sealSecret(secret, SECRET_KEY)}, ${secret.slice(0, 12)})`;
+  return { id, secret };
+}
+
+async function track(r: Promise<Receiver>): Promise<Receiver> {
+  const started = await r;
+  receivers.push(started);
+  return started;
+}
+
+async function until<T>(what: string, check: () => Promise<T | undefined | false>, timeoutMs = 20_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+const deliveriesOf = (endpointId: string) =>
+  world.sql<{ id: string; status: string; attempts: number; event_id: string }[]>`
+    SELECT id, status, attempts, event_id FROM webhook_deliveries WHERE endpoint_id = ${endpointId} ORDER BY id`;
+const attemptsOf = (deliveryId: string) =>
+  world.sql<{ attempt: number; response_status: number | null; error: string | null; succeeded: boolean }[]>`
+    SELECT attempt, response_status, error, succeeded FROM webhook_attempts WHERE delivery_id = ${deliveryId} ORDER BY attempt`;
+
+beforeAll(async () => {
+  world = await isolated('webhook-worker');
+  tenant = await createTenant(world.sql, 'Webhooks');
+});
+
+afterAll(async () => {
+  await stopWorkers();
+  await Promise.all(receivers.map((r) => r.close()));
+  await world?.cleanup();
+});
+
+describe('webhook delivery', () => {
+  it('signs each delivery per Standard Webhooks: the standardwebhooks library verifies it (a slow receiver too)', async () => {
+    const fast = await track(receiver(() => ({ status: 200 })));
+    const slow = await track(receiver(() => ({ status: 204, delayMs: 250 })));
+    const a = await endpointFor(fast.url);
+    const b = await endpointFor(slow.url);
+    await enqueueWebhookEvent(world.sql, tenant.tenantId, 'cap.threshold_reached', { cap_id: 'cap_1', spent: '5' }, 'signed:1');
+    startWorker();
+    await until('both deliveries', async () => fast.received.length === 1 && slow.received.length === 1);
+    await stopWorkers();
+
+    for (const [r, secret] of [
+      [fast, a.secret],
+      [slow, b.secret],
+    ] as const) {
+      const { headers, body } = r.received[0];
+      const verified = new Webhook(secret).verify(body, headers as Record<string, string>) as { type: string; data: unknown };
+      expect(verified).toMatchObject({ type: 'cap.threshold_reached', data: { cap_id: 'cap_1', spent: '5' } });
+      expect(headers['webhook-id']).toMatch(/^msg_/);
+      // A tampered body or another secret does not verify.
+      expect(() => new Webhook(secret).verify(body.replace('"5"', '"6"'), headers as Record<string, string>)).toThrow();
+      expect(() => new Webhook(newWebhookSecret()).verify(body, headers as Record<string, string>)).toThrow();
+    }
+    expect(fast.received[0].headers['webhook-id']).toBe(slow.received[0].headers['webhook-id']);
+    for (const d of [...(await deliveriesOf(a.id)), ...(await deliveriesOf(b.id))]) expect(d).toMatchObject({ status: 'succeeded', attempts: 1 });
+    const [sealed] = await world.sql<{ secret_sealed: string }[]>`SELECT secret_sealed FROM webhook_endpoints WHERE id = ${a.id}`;
+    expect(sealed.secret_sealed.startsWith('v1:')).toBe(true);
+    expect(sealed.secret_sealed).not.toContain(a.secret.slice(6));
+  });
+
+  it('signs with both secrets during a rotation grace period, each verifying on its own', async () => {
+    const r = await track(receiver(() => ({ status: 200 })));
+    const { id, secret: oldSecret } = await endpointFor(r.url);
+    const newSecret = newWebhookSecret();
+    await world.sql`
+      UPDATE webhook_endpoints SET previous_secret_sealed = secret_sealed, previous_secret_expires_at = now() + interval '1 hour',
+        secret_sealed = ${sealSecret(newSecret, SECRET_KEY)} WHERE id = ${id}`;
+    await enqueueWebhookEvent(world.sql, tenant.tenantId, 'cap.threshold_reached', { n: 1 }, 'rotation:1');
+    startWorker();
+    await until('the delivery', async () => r.received.length === 1);
+    await stopWorkers();
+    const { headers, body } = r.received[0];
+    expect(String(headers['webhook-signature']).split(' ')).toHaveLength(2);
+    expect(() => new Webhook(newSecret).verify(body, headers as Record<string, string>)).not.toThrow();
+    expect(() => new Webhook(oldSecret).verify(body, headers as Record<string, string>)).not.toThrow();
+  });
+
+  it('retries a failing receiver with exponential backoff, logging every attempt, until it succeeds', async () => {
+    const r = await track(receiver((n) => ({ status: n <= 3 ? 503 : 200 })));
+    const { id } = await endpointFor(r.url);
+    await enqueueWebhookEvent(world.sql, tenant.tenantId, 'cap.threshold_reached', { n: 2 }, 'retry:1');
+    startWorker();
+    const [delivery] = await until('success after three failures', async () => {
+      const rows = await deliveriesOf(id);
+      return rows[0]?.status === 'succeeded' && rows;
+    });
+    await stopWorkers();
+    expect(delivery.attempts).toBe(4);
+    expect(await attemptsOf(delivery.id)).toEqual([
+      { attempt: 1, response_status: 503, error: 'HTTP 503', succeeded: false },
+      { attempt: 2, response_status: 503, error: 'HTTP 503', succeeded: false },
+      { attempt: 3, response_status: 503, error: 'HTTP 503', succeeded: false },
+      { attempt: 4, response_status: 200, error: null, succeeded: true },
+    ]);
+    // Each wait is at least the backoff scheduled for it (100, 200, 400 ms): lower bounds, whatever the machine's load.
+    const gaps = r.received.slice(1).map((x, i) => x.at - r.received[i].at);
+    for (const [i, gap] of gaps.entries()) expect(gap).toBeGreaterThanOrEqual(100 * 2 ** i - 5);
+    // Every attempt carries the same webhook-id, so the receiver can tell a retry.
+    expect(new Set(r.received.map((x) => x.headers['webhook-id'])).size).toBe(1);
+    const [endpoint] = await world.sql<{ failing_since: Date | null; status: string }[]>`SELECT failing_since, status FROM webhook_endpoints WHERE id = ${id}`;
+    expect(endpoint).toEqual({ failing_since: null, status: 'enabled' });
+  });
+
+  it('gives up a receiver that never answers after the retry window, each attempt ending at the request timeout', async () => {
+    const r = await track(receiver(() => 'hang'));
+    const { id } = await endpointFor(r.url);
+    await enqueueWebhookEvent(world.sql, tenant.tenantId, 'cap.threshold_reached', { n: 3 }, 'timeout:1');
+    startWorker({ WEBHOOK_RETRY_WINDOW_SECONDS: '2' });
+    const [delivery] = await until('the delivery given up', async () => {
+      const rows = await deliveriesOf(id);
+      return rows[0]?.status === 'failed' && rows;
+    });
+    await stopWorkers();
+    const attempts = await attemptsOf(delivery.id);
+    expect(attempts.length).toBeGreaterThanOrEqual(2);
+    expect(attempts.length).toBe(delivery.attempts);
+    for (const a of attempts) expect(a).toMatchObject({ succeeded: false, response_status: null, error: 'no answer within 400 ms' });
+    expect(r.received.length).toBe(attempts.length);
+  });
+
+  it('keeps delivering to other endpoints while one hangs until its timeout', async () => {
+    const hanging = await track(receiver(() => 'hang'));
+    const fine = await track(receiver(() => ({ status: 200 })));
+    await world.sql`UPDATE webhook_endpoints SET status = 'disabled'`;
+    const stuck = await endpointFor(hanging.url, ['cap.lifted']);
+    await endpointFor(fine.url, ['cap.lifted']);
+    for (let i = 0; i < 12; i++) await enqueueWebhookEvent(world.sql, tenant.tenantId, 'cap.lifted', { i }, `hol:${i}`);
+    startWorker({ WEBHOOK_TIMEOUT_MS: '15000', WEBHOOK_CONCURRENCY: '4', WEBHOOK_ENDPOINT_CONCURRENCY: '2' });
+    await until('every delivery to the answering endpoint', async () => fine.received.length === 12, 14_000);
+    // The hanging endpoint's first attempts are still in flight, two at most: the other endpoint did not wait for them.
+    expect(hanging.received.length).toBeGreaterThanOrEqual(1);
+    expect(hanging.received.length).toBeLessThanOrEqual(2);
+    const [attempts] = await world.sql<{ n: number }[]>`
+      SELECT count(*)::int AS n FROM webhook_attempts a JOIN webhook_deliveries d ON d.id = a.delivery_id WHERE d.endpoint_id = ${stuck.id}`;
+    expect(attempts.n).toBe(0);
+    await hanging.close();
+    await stopWorkers();
+  });
+
+  it('disables an endpoint failing for longer than WEBHOOK_DISABLE_AFTER_SECONDS, and stops delivering to it', async () => {
+    const r = await track(receiver(() => ({ status: 500 })));
+    const { id } = await endpointFor(r.url);
+    await enqueueWebhookEvent(world.sql, tenant.tenantId, 'cap.threshold_reached', { n: 4 }, 'disable:1');
+    startWorker({ WEBHOOK_DISABLE_AFTER_SECONDS: '1', WEBHOOK_RETRY_MAX_DELAY_MS: '300' });
+    await until('the endpoint disabled', async () => {
+      const [row] = await world.sql<{ status: string }[]>`SELECT status FROM webhook_endpoints WHERE id = ${id}`;
+      return row.status === 'disabled';
+    });
+    const [row] = await world.sql<{ disabled_reason: string }[]>`SELECT disabled_reason FROM webhook_endpoints WHERE id = ${id}`;
+    expect(row.disabled_reason).toMatch(/^failing since \d{4}-/);
+    const seen = r.received.length;
+    await new Promise((resolve) => setTimeout(resolve, 800));
+    await stopWorkers();
+    expect(r.received.length).toBe(seen);
+    const [delivery] = await deliveriesOf(id);
+    expect(delivery.status).toBe('pending');
+  });
+
+  it('shares the outbox between several workers: every event delivered once, none twice', async () => {
+    const r = await track(receiver(() => ({ status: 200, delayMs: 5 })));
+    const { id } = await endpointFor(r.url);
+    const total = 150;
+    for (let i = 0; i < total; i++) await enqueueWebhookEvent(world.sql, tenant.tenantId, 'cap.threshold_reached', { i }, `many:${i}`);
+    for (let i = 0; i < 3; i++) startWorker();
+    await until('every delivery', async () => r.received.length >= total, 60_000);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    await stopWorkers();
+    const ids = r.received.map((x) => x.headers['webhook-id']);
+    expect(ids.length).toBe(total);
+    expect(new Set(ids).size).toBe(total);
+    expect((await deliveriesOf(id)).every((d) => d.status === 'succeeded' && d.attempts === 1)).toBe(true);
+  });
+
+  it('redelivers through the admin API with the same webhook-id, and refuses for a disabled endpoint', async () => {
+    const r = await track(receiver(() => ({ status: 200 })));
+    const { id } = await endpointFor(r.url, ['spend.velocity_spike']);
+    await enqueueWebhookEvent(world.sql, tenant.tenantId, 'spend.velocity_spike', { customer_id: 'cus_9' }, 'redeliver:1');
+    startWorker();
+    await until('the first delivery', async () => r.received.length === 1);
+    const [delivery] = await until('recorded', async () => {
+      const rows = await deliveriesOf(id);
+      return rows[0]?.status === 'succeeded' && rows;
+    });
+    const admin = createAdminRoutes({ sql: world.sql, redis: world.redis, prefix: world.config.REDIS_PREFIX });
+    const call = (method: string, path: string, body?: unknown) =>
+      admin.request(path, {
+        method,
+        headers: { authorization: `Bearer ${tenant.adminToken}`, 'content-type': 'application/json' },
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      });
+    const again = await call('POST', `/v1/admin/webhook-deliveries/${delivery.id}/redeliver`);
+    expect(again.status).toBe(200);
+    expect(await again.json()).toMatchObject({ status: 'pending', attempts: 1 });
+    await until('the redelivery', async () => r.received.length === 2);
+    const detail = await until('recorded', async () => {
+      const body = (await (await call('GET', `/v1/admin/webhook-deliveries/${delivery.id}`)).json()) as { status: string; attempt_log: unknown[] };
+      return body.status === 'succeeded' && body.attempt_log.length === 2 && body;
+    });
+    expect(detail.attempt_log).toMatchObject([{ attempt: 1, succeeded: true }, { attempt: 2, succeeded: true, response_status: 200 }]);
+    expect(r.received[1].headers['webhook-id']).toBe(r.received[0].headers['webhook-id']);
+    await stopWorkers();
+
+    await call('PATCH', `/v1/admin/webhook-endpoints/${id}`, { status: 'disabled' });
+    const refused = await call('POST', `/v1/admin/webhook-deliveries/${delivery.id}/redeliver`);
+    expect(refused.status).toBe(409);
+  });
+
+  it('loses nothing when the worker process is SIGKILLed mid-delivery: the claims run out and another worker delivers', async () => {
+    const r = await track(receiver(() => ({ status: 200, delayMs: 150 })));
+    const { id } = await endpointFor(r.url);
+    const total = 40;
+    for (let i = 0; i < total; i++) await enqueueWebhookEvent(world.sql, tenant.tenantId, 'cap.threshold_reached', { i }, `kill:${i}`);
+    const spawnWorker = (): ChildProcess =>
+      spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('./webhook-worker.ts', import.meta.url))], {
+        env: { ...process.env, ...world.env, ...WORKER_ENV, WEBHOOK_CONCURRENCY: '4', LOG_LEVEL: 'silent' },
+        stdio: 'ignore',
+      });
+    const first = spawnWorker();
+    await until('a few deliveries', async () => r.received.length >= 4, 30_000);
+    first.kill('SIGKILL');
+    await new Promise((resolve) => first.once('exit', resolve));
+    // Claimed by the killed worker and never recorded.
+    const inFlight = await world.sql<{ event_id: string }[]>`
+      SELECT event_id FROM webhook_deliveries WHERE endpoint_id = ${id} AND status = 'pending' AND attempts > 0`;
+    const second = spawnWorker();
+    try {
+      await until('every delivery recorded as succeeded', async () => (await deliveriesOf(id)).every((d) => d.status === 'succeeded'), 60_000);
+    } finally {
+      second.kill('SIGTERM');
+      await new Promise((resolve) => second.once('exit', resolve));
+    }
+    const received = new Set(r.received.map((x) => x.headers['webhook-id']));
+    expect(received.size).toBe(total);
+    // What the killed worker had in hand went out again under the same webhook-id (at least once, as the spec has it).
+    for (const { event_id } of inFlight) expect(r.received.filter((x) => x.headers['webhook-id'] === event_id).length).toBeGreaterThanOrEqual(1);
+    expect((await deliveriesOf(id)).filter((d) => d.attempts >= 2).length).toBeGreaterThanOrEqual(inFlight.length);
+  });
+});
+
+describe('pruneWebhookHistory', () => {
+  it('forgets finished deliveries, their attempts and events past the retention, never a pending one', async () => {
+    // Only this endpoint takes the events below.
+    await world.sql`UPDATE webhook_endpoints SET status = 'disabled'`;
+    const { id } = await endpointFor('https://hooks.example.com/prune');
+    for (const key of ['prune:old-done', 'prune:old-pending', 'prune:new-done']) await enqueueWebhookEvent(world.sql, tenant.tenantId, 'cap.threshold_reached', {}, key);
+    const idOf = async (key: string) =>
+      (await world.sql<{ id: string; event_id: string }[]>`
+        SELECT d.id, d.event_id FROM webhook_deliveries d JOIN webhook_events e ON e.id = d.event_id WHERE e.dedupe_key = ${key} AND d.endpoint_id = ${id}`)[0];
+    const oldDone = await idOf('prune:old-done');
+    const oldPending = await idOf('prune:old-pending');
+    const newDone = await idOf('prune:new-done');
+    await world.sql`UPDATE webhook_events SET created_at = now() - interval '50 days' WHERE id IN (${oldDone.event_id}, ${oldPending.event_id})`;
+    await world.sql`UPDATE webhook_deliveries SET status = 'succeeded', completed_at = now() - interval '50 days', attempts = 1 WHERE id = ${oldDone.id}`;
+    await world.sql`UPDATE webhook_deliveries SET status = 'failed', completed_at = now(), attempts = 1 WHERE id = ${newDone.id}`;
+    await world.sql`UPDATE webhook_deliveries SET next_attempt_at = now() + interval '1 day' WHERE id = ${oldPending.id}`;
+    for (const d of [oldDone, newDone]) {
+      await world.sql`INSERT INTO webhook_attempts (delivery_id, attempt, tenant_id, started_at, duration_ms, succeeded) VALUES (${d.id}, 1, ${tenant.tenantId}, now(), 5, true)`;
+    }
+    expect(await pruneWebhookHistory(world.sql, new Date(Date.now() - 45 * 86_400_000))).toBe(2);
+    const left = await world.sql<{ id: string }[]>`SELECT id FROM webhook_deliveries WHERE id IN (${oldDone.id}, ${oldPending.id}, ${newDone.id}) ORDER BY id`;
+    expect(left.map((r) => r.id).sort()).toEqual([oldPending.id, newDone.id].sort());
+    expect(await world.sql`SELECT 1 FROM webhook_events WHERE id = ${oldDone.event_id}`).toHaveLength(0);
+    expect(await world.sql`SELECT 1 FROM webhook_attempts WHERE delivery_id = ${oldDone.id}`).toHaveLength(0);
+    expect(await world.sql`SELECT 1 FROM webhook_attempts WHERE delivery_id = ${newDone.id}`).toHaveLength(1);
+    // Its dedupe key went with it: the same fact would be enqueued again (why the retention outlives MAX_EVENT_AGE_DAYS).
+    expect(() => loadConfig({ MAX_EVENT_AGE_DAYS: '50' })).toThrow(/WEBHOOK_RETENTION_DAYS=45: must be above MAX_EVENT_AGE_DAYS=50/);
+  });
+});
+
+describe('retryDelayMs', () => {
+  it('doubles from the base up to the cap, with at most 10 % jitter', () => {
+    expect([1, 2, 3, 4, 5].map((n) => retryDelayMs(n, 5_000, 3_600_000, () => 0))).toEqual([5_000, 10_000, 20_000, 40_000, 80_000]);
+    expect(retryDelayMs(30, 5_000, 3_600_000, () => 0)).toBe(3_600_000);
+    expect(retryDelayMs(1, 5_000, 3_600_000, () => 0.999)).toBeLessThanOrEqual(5_500);
+    // The default policy keeps retrying for the whole 24 h window: the sum of the waits passes 24 h within 40 attempts.
+    let total = 0;
+    let attempts = 0;
+    while (total < 86_400_000) total += retryDelayMs(++attempts, 5_000, 3 * 3_600_000, () => 0);
+    expect(attempts).toBeLessThan(40);
+  });
+});

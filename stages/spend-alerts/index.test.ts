@@ -1,0 +1,249 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { LedgeredEvent } from '../../domain/flow.js';
+import { partitionedKey } from '../../pipeline/keys.js';
+import type { StageEntry } from '../../pipeline/stage.js';
+import { CapBook, capCounterKey, capPeriod } from '../../store/caps.js';
+import { createTenant } from '../../store/tenants.js';
+import { seedTenant } from '../../ops/seed.js';
+import { isolated, type Isolated } from '../../test/support/isolated.js';
+import { ledgeredEvent, type LedgeredEventOverrides } from '../testing.js';
+import { SpendAlerts } from './index.js';
+
+const UNIT = 1_000_000_000n;
+const HOUR_MS = 3_600_000;
+
+let world: Isolated;
+let entrySeq = 0;
+
+beforeAll(async () => {
+  world = await isolated('spend-alerts');
+});
+afterAll(async () => {
+  await world?.cleanup();
+});
+
+async function tenantWithEndpoint(types: string[]): Promise<string> {
+  const { tenantId } = await createTenant(world.sql, 'Alerts');
+  await world.sql`
+    INSERT INTO webhook_endpoints (id, tenant_id, url, event_types, secret_sealed, secret_prefix)
+    VALUES (${`we_${tenantId}`}, ${tenantId}, 'https://hooks.example.com/a', ${types}::text[], 'plain:whsec_AAAA', 'whsec_AAAA')`;
+  return tenantId;
+}
+
+async function cap(tenantId: string, fields: { scope_kind: string; scope_id: string; period: string; limit_nano: bigint }): Promise<string> {
+  const id = `cap_${tenantId}_${fields.period}_${entrySeq++}`;
+  await world.sql`
+    INSERT INTO spend_caps (id, tenant_id, scope_kind, scope_id, period, limit_nano, action)
+    VALUES (${id}, ${tenantId}, ${fields.scope_kind}, ${fields.scope_id}, ${fields.period}, ${fields.limit_nano.toString()}, 'alert')`;
+  return id;
+}
+
+function entry(tenantId: string, overrides: LedgeredEventOverrides): StageEntry<LedgeredEvent> {
+  return { id: `${Date.now()}-${entrySeq++}`, partition: 0, tags: [], payload: ledgeredEvent({ tenantId, ...overrides }) };
+}
+
+/** What cap-check does before an event reaches this stage: advance the counter of every cap on it. */
+async function countInCapCheck(book: CapBook, batch: StageEntry<LedgeredEvent>[]): Promise<void> {
+  for (const { payload: e } of batch) {
+    for (const c of book.capsFor(e.tenantId, e.attribution)) {
+      const period = capPeriod(c, e);
+      if (period) await world.redis.incrby(partitionedKey(world.config.REDIS_PREFIX, capCounterKey(c, period.key), 0), e.cost.total.toString());
+    }
+  }
+}
+
+/** Several workers (SpendAlerts instances) take the batches as they come, concurrently, as consumers of one group would. */
+async function runConcurrently(workers: SpendAlerts[], batches: StageEntry<LedgeredEvent>[][], book?: CapBook): Promise<void> {
+  const queue = [...batches];
+  await Promise.all(
+    workers.map(async (worker) => {
+      for (let batch = queue.shift(); batch; batch = queue.shift()) {
+        if (book) await countInCapCheck(book, batch);
+        await worker.handle(batch);
+      }
+    }),
+  );
+}
+
+const events = (tenantId: string) =>
+  world.sql<{ type: string; dedupe_key: string; payload: string }[]>`
+    SELECT type, dedupe_key, payload FROM webhook_events WHERE tenant_id = ${tenantId} ORDER BY id`;
+
+function workers(n: number, now?: () => number): SpendAlerts[] {
+  return Array.from({ length: n }, () => new SpendAlerts(world.sql, world.redis, world.config.REDIS_PREFIX, now));
+}
+
+function chunks<T>(list: T[], size: number): T[][] {
+  return Array.from({ length: Math.ceil(list.length / size) }, (_, i) => list.slice(i * size, i * size + size));
+}
+
+describe('threshold alerts', () => {
+  it('fires once per threshold crossed (50, 80, 100 %) under four concurrent workers and redeliveries, and again after the cap is raised', async () => {
+    const tenantId = await tenantWithEndpoint(['cap.threshold_reached']);
+    const capId = await cap(tenantId, { scope_kind: 'agent', scope_id: 'agt_test', period: 'month', limit_nano: 10n * UNIT });
+    const book = new CapBook(world.sql);
+    await book.loadAll();
+    const pool = workers(4);
+    await Promise.all(pool.map((w) => w.load()));
+
+    // 150 events of 0.1: 15 units against a limit of 10.
+    const batch = Array.from({ length: 150 }, () => entry(tenantId, { cost: { total: UNIT / 10n } }));
+    const batches = chunks(batch, 7);
+    await runConcurrently(pool, batches, book);
+    // Every batch delivered a second time (a consumer that died before its ack): nothing new.
+    await runConcurrently(pool, batches);
+
+    const fired = await events(tenantId);
+    expect(fired.map((e) => e.type)).toEqual(['cap.threshold_reached', 'cap.threshold_reached', 'cap.threshold_reached']);
+    const data = fired.map((e) => JSON.parse(e.payload).data).sort((a, b) => a.threshold_percent - b.threshold_percent);
+    expect(data.map((d) => d.threshold_percent)).toEqual([50, 80, 100]);
+    for (const d of data) {
+      expect(d).toMatchObject({ cap_id: capId, scope_kind: 'agent', scope_id: 'agt_test', period: 'month', period_key: '2026-03', limit: '10', currency: 'USD' });
+      expect(Number(d.spent) * 10).toBeGreaterThanOrEqual(d.threshold_percent);
+    }
+    const [deliveries] = await world.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM webhook_deliveries WHERE tenant_id = ${tenantId}`;
+    expect(deliveries.n).toBe(3);
+
+    // Raised to 20: 15 is past 50 % of it (fires now), 80 and 100 % come with the next 2 and 5 units.
+    await world.sql`UPDATE spend_caps SET limit_nano = ${(20n * UNIT).toString()} WHERE id = ${capId}`;
+    await book.reloadTenant(tenantId);
+    await Promise.all(pool.map((w) => w.reloadCaps(tenantId)));
+    const more = Array.from({ length: 60 }, () => entry(tenantId, { cost: { total: UNIT / 10n } }));
+    await runConcurrently(pool, chunks(more, 5), book);
+    const after = (await events(tenantId)).slice(3).map((e) => JSON.parse(e.payload).data);
+    expect(after.map((d) => [d.limit, d.threshold_percent]).sort()).toEqual([
+      ['20', 100],
+      ['20', 50],
+      ['20', 80],
+    ]);
+  });
+
+  it('says nothing below the first threshold, and follows the tenant’s own thresholds', async () => {
+    const tenantId = await tenantWithEndpoint(['cap.threshold_reached']);
+    await cap(tenantId, { scope_kind: 'customer', scope_id: 'cus_test', period: 'day', limit_nano: 100n * UNIT });
+    await world.sql`
+      INSERT INTO alert_settings (tenant_id, threshold_bps, velocity_factor_milli, velocity_min_nano, projection_horizon_seconds)
+      VALUES (${tenantId}, ${[2500]}::integer[], 3000, ${(1000n * UNIT).toString()}, 3600)`;
+    const book = new CapBook(world.sql);
+    await book.loadAll();
+    const [worker] = workers(1);
+    await worker.load();
+    await runConcurrently([worker], [[entry(tenantId, { cost: { total: 24n * UNIT } })]], book);
+    expect(await events(tenantId)).toEqual([]);
+    await runConcurrently([worker], [[entry(tenantId, { cost: { total: 1n * UNIT } })]], book);
+    const fired = (await events(tenantId)).map((e) => JSON.parse(e.payload).data);
+    expect(fired).toMatchObject([{ threshold_percent: 25, spent: '25', limit: '100', period: 'day', period_key: '2026-03-31' }]);
+  });
+});
+
+describe('commitment alerts', () => {
+  it("fires once per threshold of a committed plan's calls, under concurrent workers and redeliveries", async () => {
+    const seeded = await seedTenant(world.sql, {
+      name: 'committed',
+      pricing: { billing_mode: 'COMMITTED', commitment: { committed_amount: 100, committed_price: '10' }, tool_invocations: { '*': '0.01' } },
+      customers: 1,
+      teamsPerCustomer: 1,
+      agentsPerTeam: 1,
+    });
+    await world.sql`
+      INSERT INTO webhook_endpoints (id, tenant_id, url, event_types, secret_sealed, secret_prefix)
+      VALUES (${`we_${seeded.tenantId}`}, ${seeded.tenantId}, 'https://hooks.example.com/c', ${['commitment.threshold_reached']}::text[], 'plain:whsec_AAAA', 'whsec_AAAA')`;
+    const customer = seeded.customers[0];
+    const pool = workers(4);
+    await Promise.all(pool.map((w) => w.load()));
+    const calls = Array.from({ length: 130 }, () =>
+      entry(seeded.tenantId, {
+        attribution: { customerId: customer.id, teamId: customer.teams[0].id, agentId: customer.teams[0].agents[0].id },
+        subscription: { subscriptionId: customer.subscriptionId, ratePlanId: seeded.ratePlanId },
+        cost: { total: UNIT / 100n },
+      }),
+    );
+    await runConcurrently(pool, chunks(calls, 9));
+    await runConcurrently(pool, chunks(calls, 9));
+    const fired = (await events(seeded.tenantId)).map((e) => ({ type: e.type, data: JSON.parse(e.payload).data }));
+    expect(fired.map((f) => f.type)).toEqual(Array(3).fill('commitment.threshold_reached'));
+    expect(fired.map((f) => f.data.threshold_percent).sort((a, b) => a - b)).toEqual([50, 80, 100]);
+    for (const f of fired) {
+      expect(f.data).toMatchObject({ customer_id: customer.id, rate_plan_id: seeded.ratePlanId, committed_calls: '100', period_start: '2026-03-01T00:00:00.000Z' });
+      expect(Number(f.data.calls)).toBeGreaterThanOrEqual(f.data.threshold_percent);
+    }
+    // Each call counted once, the redelivered batches included.
+    const counter = partitionedKey(world.config.REDIS_PREFIX, `commit-calls:${seeded.tenantId}:${customer.id}:${seeded.ratePlanId}:${Date.UTC(2026, 2, 1)}`, 0);
+    expect(await world.redis.get(counter)).toBe('130');
+  });
+});
+
+describe('velocity alerts', () => {
+  it('fires once per customer and per agent when the last hour passes k x the trailing hourly average, under concurrent workers', async () => {
+    const tenantId = await tenantWithEndpoint(['spend.velocity_spike']);
+    const now = Date.now();
+    const hour = Math.floor(now / HOUR_MS);
+    // A week of 0.1 per hour.
+    for (let h = 1; h <= 168; h++) {
+      await world.redis.set(partitionedKey(world.config.REDIS_PREFIX, `spend-h:${tenantId}:cus_test:${hour - h}`, 0), (UNIT / 10n).toString());
+    }
+    await world.sql`
+      INSERT INTO alert_settings (tenant_id, threshold_bps, velocity_factor_milli, velocity_min_nano, projection_horizon_seconds)
+      VALUES (${tenantId}, ${[]}::integer[], 3000, ${UNIT.toString()}, 3600)`;
+    const pool = workers(4, () => now);
+    await Promise.all(pool.map((w) => w.load()));
+    // 0.05 an event: the hour passes 3 x 0.1 plus what is left of the previous hour (< 0.1) well before 1 (the minimum), which it passes at the 20th event.
+    const spike = Array.from({ length: 80 }, (_, i) => entry(tenantId, { recordedAt: now - 1000 + i, cost: { total: UNIT / 20n } }));
+    await runConcurrently(pool, chunks(spike, 3));
+    await runConcurrently(pool, chunks(spike, 3));
+    const fired = (await events(tenantId)).map((e) => ({ type: e.type, data: JSON.parse(e.payload).data }));
+    // The customer against its week, and its agent, which has no history: one alert each.
+    expect(fired.map((e) => e.type)).toEqual(['spend.velocity_spike', 'spend.velocity_spike']);
+    const byScope = Object.fromEntries(fired.map((f) => [f.data.scope_kind, f.data]));
+    expect(byScope.customer).toMatchObject({ scope_id: 'cus_test', customer_id: 'cus_test', trailing_hourly_average: '0.1', factor: 3, currency: 'USD' });
+    expect(byScope.agent).toMatchObject({ scope_id: 'agt_test', customer_id: 'cus_test', trailing_hourly_average: '0' });
+    for (const f of fired) expect(Number(f.data.last_hour_spend)).toBeGreaterThanOrEqual(1);
+    // Counted once per event, redelivery included: 80 x 0.05.
+    expect(await world.redis.get(partitionedKey(world.config.REDIS_PREFIX, `spend-h:${tenantId}:cus_test:${hour}`, 0))).toBe((4n * UNIT).toString());
+    expect(await world.redis.get(partitionedKey(world.config.REDIS_PREFIX, `spend-h:${tenantId}:agent:agt_test:${hour}`, 0))).toBe((4n * UNIT).toString());
+  });
+
+  it('does not page a tiny tenant (below the minimum), nor for late events', async () => {
+    const tenantId = await tenantWithEndpoint(['spend.velocity_spike']);
+    const now = Date.now();
+    const [worker] = workers(1, () => now);
+    await worker.load();
+    // No history at all, but 9.99 in the hour is below the default minimum of 10.
+    await worker.handle(Array.from({ length: 9 }, () => entry(tenantId, { recordedAt: now - 5000, cost: { total: UNIT + UNIT / 10n } })));
+    // Yesterday's events, however large, say nothing about now.
+    await worker.handle([entry(tenantId, { recordedAt: now - 26 * HOUR_MS, cost: { total: 1000n * UNIT } })]);
+    expect(await events(tenantId)).toEqual([]);
+  });
+});
+
+describe('session projection alerts', () => {
+  it('fires once when a running session, carried ahead at its rate, passes its session cap before reaching it', async () => {
+    const tenantId = await tenantWithEndpoint(['session.projection_exceeded', 'cap.threshold_reached']);
+    const capId = await cap(tenantId, { scope_kind: 'team', scope_id: 'team_test', period: 'session', limit_nano: 10n * UNIT });
+    await world.sql`
+      INSERT INTO alert_settings (tenant_id, threshold_bps, velocity_factor_milli, velocity_min_nano, projection_horizon_seconds)
+      VALUES (${tenantId}, ${[]}::integer[], 3000, ${(1000n * UNIT).toString()}, 600)`;
+    const book = new CapBook(world.sql);
+    await book.loadAll();
+    const pool = workers(3);
+    await Promise.all(pool.map((w) => w.load()));
+    const t0 = Date.UTC(2026, 2, 31, 10, 0, 0);
+    const at = (seconds: number, cost: bigint) => entry(tenantId, { sessionId: 'sess_p', recordedAt: t0 + seconds * 1000, cost: { total: cost } });
+    // Within the first minute: no rate to speak of, however fast.
+    await runConcurrently(pool, [[at(0, UNIT / 10n)], [at(30, UNIT)]], book);
+    expect(await events(tenantId)).toEqual([]);
+    // At 120 s, 1.2 spent: 1.2 x (120 + 600) / 120 = 7.2, short of 10.
+    await runConcurrently(pool, [[at(120, UNIT / 10n)]], book);
+    expect(await events(tenantId)).toEqual([]);
+    // At 180 s, 3 spent: 3 x 780 / 180 = 13, past 10 (not reached): one alert, whatever comes next.
+    await runConcurrently(pool, [[at(150, UNIT)], [at(180, (UNIT * 8n) / 10n)], [at(200, UNIT / 10n)], [at(210, UNIT / 10n)]], book);
+    const fired = (await events(tenantId)).map((e) => ({ type: e.type, data: JSON.parse(e.payload).data }));
+    expect(fired).toHaveLength(1);
+    expect(fired[0]).toMatchObject({
+      type: 'session.projection_exceeded',
+      data: { cap_id: capId, session_id: 'sess_p', limit: '10', horizon_seconds: 600, session_started_at: new Date(t0).toISOString() },
+    });
+    expect(Number(fired[0].data.projected)).toBeGreaterThanOrEqual(10);
+    expect(Number(fired[0].data.spent)).toBeLessThan(10);
+  });
+});

@@ -1,0 +1,388 @@
+import type { Redis } from 'ioredis';
+import { STREAMS } from '../../store/streams.js';
+import type { EntryResult, StageDefinition, StageEntry } from '../../pipeline/stage.js';
+import { partitionedKey } from '../../pipeline/keys.js';
+import type { Sql } from '../../pipeline/postgres.js';
+import { isUsageEventType } from '../../domain/events.js';
+import type { LedgeredEvent } from '../../domain/flow.js';
+import { formatNano } from '../../domain/money.js';
+import { CapBook, capCounterKey, capPeriod, type SpendCap } from '../../store/caps.js';
+import { AlertSettingsCache, type AlertSettings } from '../../store/alert-settings.js';
+import { CommitmentBook, type CommitmentOf } from '../../store/commitments.js';
+import { enqueueWebhookEvent, type WebhookEventType } from '../../store/webhooks.js';
+
+/**
+ * Alerts before a cap stops anyone, sent as webhooks through the outbox:
+ * - `cap.threshold_reached`: a cap's running total (the counter cap-check keeps) reached one of
+ *   the tenant's thresholds (default 50, 80, 100 % of its limit);
+ * - `commitment.threshold_reached`: the calls of a committed plan's period reached one of them
+ *   of the committed calls;
+ * - `spend.velocity_spike`: a customer's (or an agent's) spend in the last hour is above k x its
+ *   trailing 7-day hourly average, and at least a minimum amount;
+ * - `session.projection_exceeded`: a session's spend so far, carried ahead at its rate for the
+ *   projection horizon, passes a per-session cap it has not reached yet.
+ * Each alert is level-checked on every event (is the total at or past the mark now?) and
+ * enqueued with a dedupe key naming the crossing (cap, period, limit, threshold; customer and
+ * hour; cap and session): however many events, workers or redeliveries see the same crossing,
+ * the outbox holds it once. It is enqueued before the entry is acked, so a crash cannot lose it.
+ */
+
+const HOUR_MS = 3_600_000;
+const TRAILING_HOURS = 168;
+const APPLIED_TTL_SECONDS = 86_400;
+const BUCKET_TTL_SECONDS = (TRAILING_HOURS + 2) * 3600;
+const SESSION_START_TTL_SECONDS = 2 * 86_400;
+/** A commitment's period is a calendar month; its count is kept a while past it. */
+const COMMITMENT_TTL_SECONDS = 40 * 86_400;
+/** A session younger than this has no meaningful rate yet. */
+const MIN_PROJECTION_ELAPSED_MS = 60_000;
+/** Dedupe keys already enqueued by this process: skipped without a round trip (the outbox dedupes anyway). */
+const FIRED_MEMORY = 100_000;
+
+/**
+ * Adds each event's cost to its customer's and its agent's hourly spend buckets and counts it
+ * toward its commitment, once (an applied marker per event makes a redelivery count nothing),
+ * keeps the earliest time seen per session, and returns per event the current and previous
+ * hour's totals of the customer and of the agent, the session's start and the commitment's calls.
+ * KEYS per event: applied, customer's current hour, previous hour, session start, commitment
+ * calls, agent's current hour, previous hour. ARGV: applied ttl, bucket ttl, session ttl,
+ * commitment ttl, then per event: cost, recorded at (ms), has session, has commitment, has agent (0|1).
+ */
+const SPEND_BUCKETS_LUA = `
+local function add(key, by, ttl)
+  if not pcall(redis.call, 'INCRBY', key, by) then redis.call('SET', key, '9223372036854775807', 'KEEPTTL') end
+  redis.call('EXPIRE', key, ttl)
+end
+local out = {}
+local events = (#ARGV - 4) / 5
+for i = 0, events - 1 do
+  local k = i * 7
+  local a = 5 + i * 5
+  local by, at, hasSession, hasCommitment, hasAgent = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
+  if redis.call('SET', KEYS[k + 1], '1', 'NX', 'EX', ARGV[1]) then
+    add(KEYS[k + 2], by, ARGV[2])
+    if hasAgent == '1' then add(KEYS[k + 6], by, ARGV[2]) end
+    if hasCommitment == '1' then
+      redis.call('INCR', KEYS[k + 5])
+      redis.call('EXPIRE', KEYS[k + 5], ARGV[4])
+    end
+  end
+  local start = ''
+  if hasSession == '1' then
+    start = redis.call('GET', KEYS[k + 4])
+    if (not start) or tonumber(start) > tonumber(at) then
+      redis.call('SET', KEYS[k + 4], at, 'EX', ARGV[3])
+      start = at
+    end
+  end
+  local committedCalls = ''
+  if hasCommitment == '1' then committedCalls = redis.call('GET', KEYS[k + 5]) or '0' end
+  local agentCurrent, agentPrevious = '', ''
+  if hasAgent == '1' then
+    agentCurrent = redis.call('GET', KEYS[k + 6]) or '0'
+    agentPrevious = redis.call('GET', KEYS[k + 7]) or '0'
+  end
+  out[#out + 1] = { redis.call('GET', KEYS[k + 2]) or '0', redis.call('GET', KEYS[k + 3]) or '0', start, committedCalls, agentCurrent, agentPrevious }
+end
+return out`;
+
+interface Alert {
+  tenantId: string;
+  type: WebhookEventType;
+  dedupeKey: string;
+  data: Record<string, unknown>;
+}
+
+interface CapTotal {
+  cap: SpendCap;
+  periodKey: string;
+  spent: bigint;
+}
+
+interface HourTotals {
+  currentHour: bigint;
+  previousHour: bigint;
+}
+
+interface SpendView {
+  customer: HourTotals;
+  agent?: HourTotals;
+  sessionStart?: number;
+  /** Calls of the event's commitment in its period so far, this one included. */
+  commitmentCalls?: bigint;
+}
+
+const hourOf = (ms: number) => Math.floor(ms / HOUR_MS);
+const commitmentKey = (e: LedgeredEvent, c: CommitmentOf) => `commit-calls:${e.tenantId}:${e.attribution.customerId}:${c.ratePlanId}:${e.subscription.periodStart}`;
+/** Hourly spend of a scope: the customer (`spend-h:<tenant>:<customer>:<hour>`) or an agent. */
+type VelocityScope = { kind: 'customer' | 'agent'; id: string };
+const bucketKey = (e: LedgeredEvent, hour: number, scope: VelocityScope = { kind: 'customer', id: e.attribution.customerId }) =>
+  scope.kind === 'customer' ? `spend-h:${e.tenantId}:${scope.id}:${hour}` : `spend-h:${e.tenantId}:agent:${scope.id}:${hour}`;
+
+/** ceil(limit x bps / 10000), exactly. */
+function thresholdOf(limit: bigint, bps: number): bigint {
+  const scaled = limit * BigInt(bps);
+  return (scaled + 9_999n) / 10_000n;
+}
+
+export class SpendAlerts {
+  private readonly caps: CapBook;
+  private readonly settings: AlertSettingsCache;
+  private readonly commitments: CommitmentBook;
+  private readonly trailing = new Map<string, bigint>();
+  private readonly fired = new Set<string>();
+
+  constructor(
+    private readonly sql: Sql,
+    private readonly redis: Redis,
+    private readonly prefix: string,
+    private readonly now = () => Date.now(),
+  ) {
+    this.caps = new CapBook(sql);
+    this.settings = new AlertSettingsCache(sql);
+    this.commitments = new CommitmentBook(sql);
+  }
+
+  async load(): Promise<void> {
+    await this.caps.loadAll();
+  }
+
+  reloadCaps(tenantId: string): Promise<void> {
+    return this.caps.reloadTenant(tenantId);
+  }
+
+  async handle(batch: StageEntry<LedgeredEvent>[]): Promise<EntryResult[]> {
+    const usage = batch.filter((e) => isUsageEventType(e.payload.eventType));
+    if (usage.length) {
+      const tenants = usage.map((e) => e.payload.tenantId);
+      await this.caps.ensureTenants(tenants);
+      const settings = await this.settings.load(tenants);
+      const commitments = await Promise.all(usage.map((e) => this.commitments.forSubscription(e.payload.tenantId, e.payload.subscription.subscriptionId)));
+      const views = await this.advanceBuckets(usage, commitments);
+      const totals = await this.capTotals(usage);
+      const alerts: Alert[] = [];
+      for (let i = 0; i < usage.length; i++) {
+        const tenantSettings = settings.get(usage[i].payload.tenantId)!;
+        alerts.push(...this.commitmentAlerts(usage[i].payload, tenantSettings, commitments[i], views[i]));
+        if (usage[i].payload.cost.total === 0n) continue;
+        alerts.push(...this.capAlerts(usage[i], tenantSettings, views[i], totals[i]));
+        alerts.push(...(await this.velocityAlert(usage[i], tenantSettings, views[i])));
+      }
+      await this.enqueue(alerts);
+    }
+    return batch.map(() => ({}));
+  }
+
+  /** A commitment's calls this period reaching a threshold of the committed calls: overage is near, or here. */
+  private commitmentAlerts(e: LedgeredEvent, settings: AlertSettings, commitment: CommitmentOf | undefined, view: SpendView): Alert[] {
+    if (!commitment || view.commitmentCalls === undefined) return [];
+    const periodStart = new Date(e.subscription.periodStart).toISOString();
+    return settings.thresholdBps
+      .filter((bps) => view.commitmentCalls! >= thresholdOf(commitment.committedCalls, bps))
+      .map((bps) => ({
+        tenantId: e.tenantId,
+        type: 'commitment.threshold_reached' as const,
+        dedupeKey: `commitment.threshold_reached:${e.attribution.customerId}:${commitment.ratePlanId}:${e.subscription.periodStart}:${commitment.committedCalls}:${bps}`,
+        data: {
+          customer_id: e.attribution.customerId,
+          subscription_id: e.subscription.subscriptionId,
+          rate_plan_id: commitment.ratePlanId,
+          period_start: periodStart,
+          period_end: new Date(e.subscription.periodEnd).toISOString(),
+          committed_calls: commitment.committedCalls.toString(),
+          calls: view.commitmentCalls!.toString(),
+          threshold_percent: bps / 100,
+          event_id: e.eventId,
+        },
+      }));
+  }
+
+  /** Per event, the caps on it in their current period with the running total cap-check keeps: one MGET per partition. */
+  private async capTotals(entries: StageEntry<LedgeredEvent>[]): Promise<CapTotal[][]> {
+    const totals: CapTotal[][] = entries.map(({ payload: e }) =>
+      this.caps.capsFor(e.tenantId, e.attribution).flatMap((cap) => {
+        const period = capPeriod(cap, e);
+        return period ? [{ cap, periodKey: period.key, spent: 0n }] : [];
+      }),
+    );
+    const byPartition = new Map<number, CapTotal[]>();
+    entries.forEach((entry, i) => {
+      byPartition.set(entry.partition, [...(byPartition.get(entry.partition) ?? []), ...totals[i]]);
+    });
+    for (const [partition, list] of byPartition) {
+      if (list.length === 0) continue;
+      const values = await this.redis.mget(...list.map((t) => partitionedKey(this.prefix, capCounterKey(t.cap, t.periodKey), partition)));
+      list.forEach((t, i) => {
+        t.spent = BigInt(values[i] ?? '0');
+      });
+    }
+    return totals;
+  }
+
+  private async advanceBuckets(entries: StageEntry<LedgeredEvent>[], commitments: (CommitmentOf | undefined)[]): Promise<SpendView[]> {
+    const views: SpendView[] = new Array(entries.length);
+    const byPartition = new Map<number, number[]>();
+    entries.forEach((entry, i) => {
+      byPartition.set(entry.partition, [...(byPartition.get(entry.partition) ?? []), i]);
+    });
+    for (const [partition, indexes] of byPartition) {
+      const key = (name: string) => partitionedKey(this.prefix, name, partition);
+      const keys: string[] = [];
+      const args: (string | number)[] = [APPLIED_TTL_SECONDS, BUCKET_TTL_SECONDS, SESSION_START_TTL_SECONDS, COMMITMENT_TTL_SECONDS];
+      for (const i of indexes) {
+        const e = entries[i].payload;
+        const hour = hourOf(e.recordedAt);
+        const commitment = commitments[i];
+        keys.push(
+          key(`spend-applied:${e.tenantId}:${e.eventId}`),
+          key(bucketKey(e, hour)),
+          key(bucketKey(e, hour - 1)),
+          key(`session-start:${e.tenantId}:${e.sessionId ?? '-'}`),
+          key(commitment ? commitmentKey(e, commitment) : `commit-calls:${e.tenantId}:-`),
+          key(bucketKey(e, hour, { kind: 'agent', id: e.attribution.agentId ?? '-' })),
+          key(bucketKey(e, hour - 1, { kind: 'agent', id: e.attribution.agentId ?? '-' })),
+        );
+        args.push(e.cost.total.toString(), e.recordedAt, e.sessionId ? 1 : 0, commitment ? 1 : 0, e.attribution.agentId ? 1 : 0);
+      }
+      const replies = (await this.redis.eval(SPEND_BUCKETS_LUA, keys.length, ...keys, ...args)) as [string, string, string | null, string, string, string][];
+      indexes.forEach((i, n) => {
+        const [current, previous, start, calls, agentCurrent, agentPrevious] = replies[n];
+        views[i] = {
+          customer: { currentHour: BigInt(current), previousHour: BigInt(previous) },
+          ...(agentCurrent ? { agent: { currentHour: BigInt(agentCurrent), previousHour: BigInt(agentPrevious) } } : {}),
+          ...(start ? { sessionStart: Number(start) } : {}),
+          ...(calls ? { commitmentCalls: BigInt(calls) } : {}),
+        };
+      });
+    }
+    return views;
+  }
+
+  private capAlerts(entry: StageEntry<LedgeredEvent>, settings: AlertSettings, view: SpendView, totals: CapTotal[]): Alert[] {
+    const e = entry.payload;
+    const alerts: Alert[] = [];
+    for (const { cap, periodKey, spent } of totals) {
+      const common = this.capData(cap, e, periodKey, spent);
+      for (const bps of settings.thresholdBps) {
+        if (spent < thresholdOf(cap.limitNano, bps)) continue;
+        alerts.push({
+          tenantId: e.tenantId,
+          type: 'cap.threshold_reached',
+          dedupeKey: `cap.threshold_reached:${cap.id}:${periodKey}:${cap.limitNano}:${bps}`,
+          data: { ...common, threshold_percent: bps / 100 },
+        });
+      }
+      if (cap.period !== 'session' || !e.sessionId || view.sessionStart === undefined || spent >= cap.limitNano) continue;
+      const elapsed = BigInt(Math.max(0, e.recordedAt - view.sessionStart));
+      if (elapsed < BigInt(MIN_PROJECTION_ELAPSED_MS)) continue;
+      const horizonMs = BigInt(settings.projectionHorizonSeconds) * 1000n;
+      const projected = (spent * (elapsed + horizonMs)) / elapsed;
+      if (projected < cap.limitNano) continue;
+      alerts.push({
+        tenantId: e.tenantId,
+        type: 'session.projection_exceeded',
+        dedupeKey: `session.projection_exceeded:${cap.id}:${e.sessionId}:${cap.limitNano}`,
+        data: {
+          ...common,
+          session_id: e.sessionId,
+          session_started_at: new Date(view.sessionStart).toISOString(),
+          projected: formatNano(projected),
+          horizon_seconds: settings.projectionHorizonSeconds,
+        },
+      });
+    }
+    return alerts;
+  }
+
+  private capData(cap: SpendCap, e: LedgeredEvent, periodKey: string, spent: bigint): Record<string, unknown> {
+    return {
+      cap_id: cap.id,
+      scope_kind: cap.scopeKind,
+      scope_id: cap.scopeId,
+      period: cap.period,
+      period_key: periodKey,
+      action: cap.action,
+      limit: formatNano(cap.limitNano),
+      spent: formatNano(spent),
+      currency: e.subscription.currency,
+      customer_id: e.attribution.customerId,
+      event_id: e.eventId,
+    };
+  }
+
+  /** The last hour's spend (this hour, and the part of the previous hour still inside the hour) against the trailing week, of the customer and of the agent. */
+  private async velocityAlert(entry: StageEntry<LedgeredEvent>, settings: AlertSettings, view: SpendView): Promise<Alert[]> {
+    const e = entry.payload;
+    // A late event says nothing about the rate now.
+    if (this.now() - e.recordedAt > HOUR_MS) return [];
+    const hour = hourOf(e.recordedAt);
+    const intoHour = BigInt(e.recordedAt - hour * HOUR_MS);
+    const scopes: [VelocityScope, HourTotals][] = [[{ kind: 'customer', id: e.attribution.customerId }, view.customer]];
+    if (view.agent && e.attribution.agentId) scopes.push([{ kind: 'agent', id: e.attribution.agentId }, view.agent]);
+    const alerts: Alert[] = [];
+    for (const [scope, totals] of scopes) {
+      const lastHour = totals.currentHour + (totals.previousHour * (BigInt(HOUR_MS) - intoHour)) / BigInt(HOUR_MS);
+      if (lastHour < settings.velocityMinNano) continue;
+      const average = await this.trailingAverage(entry, hour, scope);
+      if (lastHour * 1000n <= average * BigInt(settings.velocityFactorMilli)) continue;
+      alerts.push({
+        tenantId: e.tenantId,
+        type: 'spend.velocity_spike',
+        dedupeKey: scope.kind === 'customer' ? `spend.velocity_spike:${scope.id}:${hour}` : `spend.velocity_spike:agent:${scope.id}:${hour}`,
+        data: {
+          scope_kind: scope.kind,
+          scope_id: scope.id,
+          customer_id: e.attribution.customerId,
+          hour_start: new Date(hour * HOUR_MS).toISOString(),
+          last_hour_spend: formatNano(lastHour),
+          trailing_hourly_average: formatNano(average),
+          factor: settings.velocityFactorMilli / 1000,
+          currency: e.subscription.currency,
+          event_id: e.eventId,
+        },
+      });
+    }
+    return alerts;
+  }
+
+  /** The mean hourly spend of the 168 hours before this one, read once per scope and hour. */
+  private async trailingAverage(entry: StageEntry<LedgeredEvent>, hour: number, scope: VelocityScope): Promise<bigint> {
+    const e = entry.payload;
+    const cacheKey = `${e.tenantId}/${scope.kind}/${scope.id}/${hour}`;
+    const cached = this.trailing.get(cacheKey);
+    if (cached !== undefined) return cached;
+    const keys = Array.from({ length: TRAILING_HOURS }, (_, i) => partitionedKey(this.prefix, bucketKey(e, hour - 1 - i, scope), entry.partition));
+    const values = await this.redis.mget(...keys);
+    const average = values.reduce((sum, v) => sum + BigInt(v ?? '0'), 0n) / BigInt(TRAILING_HOURS);
+    if (this.trailing.size > 10_000) this.trailing.clear();
+    this.trailing.set(cacheKey, average);
+    return average;
+  }
+
+  private async enqueue(alerts: Alert[]): Promise<void> {
+    const fresh = [...new Map(alerts.filter((a) => !this.fired.has(`${a.tenantId}|${a.dedupeKey}`)).map((a) => [`${a.tenantId}|${a.dedupeKey}`, a])).values()];
+    if (fresh.length === 0) return;
+    // One order for every worker: two transactions taking the same dedupe keys never deadlock.
+    fresh.sort((a, b) => (a.tenantId + a.dedupeKey < b.tenantId + b.dedupeKey ? -1 : 1));
+    await this.sql.begin(async (tx) => {
+      for (const alert of fresh) await enqueueWebhookEvent(tx, alert.tenantId, alert.type, alert.data, alert.dedupeKey);
+    });
+    if (this.fired.size + fresh.length > FIRED_MEMORY) this.fired.clear();
+    for (const alert of fresh) this.fired.add(`${alert.tenantId}|${alert.dedupeKey}`);
+  }
+}
+
+export const spendAlertsStage: StageDefinition<LedgeredEvent> = {
+  name: 'spend-alerts',
+  input: STREAMS.ledgered,
+  outputs: [],
+  batchSize: 500,
+  async setup({ sql, redis, config, onControl }) {
+    const alerts = new SpendAlerts(sql, redis, config.REDIS_PREFIX);
+    await onControl(async (message) => {
+      if (message.type === 'caps.changed') await alerts.reloadCaps(message.tenantId);
+    });
+    await alerts.load();
+    return { handle: (batch) => alerts.handle(batch) };
+  },
+};
