@@ -25,7 +25,7 @@ export interface SubscriptionSnapshot {
   ratePlanVersionId: string;
   ratePlanVersion: number;
   currency: string;
-  /** The billing period containing recordedAt (calendar month, UTC). */
+  /** The subscription's billing period containing recordedAt (calendar month, UTC, or anniversary). */
   periodStart: number;
   periodEnd: number;
 }

@@ -82,9 +82,19 @@ export function pipelineProcesses(options: StartOptions = {}): ChildSpec[] {
   return specs;
 }
 
+/**
+ * The billing period closer (ops/close-periods.ts --loop): closes each period after its grace.
+ * `npm start` runs one beside the pipeline; a second would be harmless (a close happens once).
+ */
+function periodCloserProcess(env?: Record<string, string>): ChildSpec {
+  const fromSource = import.meta.url.endsWith('.ts');
+  const entry = fileURLToPath(new URL(`../ops/close-periods.${fromSource ? 'ts' : 'js'}`, import.meta.url));
+  return { name: 'period-closer', command: process.execPath, args: [...(fromSource ? ['--import', 'tsx'] : []), entry, '--loop'], env: { ...env } };
+}
+
 /** One line per process: its name and the stages it runs. */
 export function describeLayout(specs: ChildSpec[]): string {
-  return specs.map((spec) => `  ${spec.name.padEnd(24)} ${spec.name === 'api' ? 'HTTP: ingest, authorize, admin API' : spec.args.at(-1)}`).join('\n');
+  return specs.map((spec) => `  ${spec.name.padEnd(24)} ${spec.name === 'api' ? 'HTTP: ingest, authorize, admin API' : spec.name === 'period-closer' ? 'closes billing periods' : spec.args.at(-1)}`).join('\n');
 }
 
 export function parseWorkers(text: string | undefined): Record<string, number> {
@@ -114,6 +124,7 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
     apiProcesses: Number(argValue('--api-processes') ?? 1),
     metricsBasePort: config.METRICS_BASE_PORT,
   });
+  specs.push(periodCloserProcess());
   console.log(`agentmeter: ${layout} layout on ${availableParallelism()} cores, ${specs.length} processes:\n${describeLayout(specs)}`);
   const supervisor = supervise(specs, log);
   const shutdown = async () => {

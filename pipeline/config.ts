@@ -51,6 +51,9 @@ const schema = z.object({
   SESSION_SWEEP_INTERVAL_MS: int(30_000, 100),
   ANALYTICS_FLUSH_MS: int(1000, 10),
   LEDGER_EXPORT_INTERVAL_MS: int(250, 10),
+  PERIOD_CLOSE_GRACE_SECONDS: int(3 * 86_400),
+  PERIOD_CLOSE_INTERVAL_MS: int(60_000, 100),
+  PERIOD_CLOSE_LOOKBACK_DAYS: int(62, 1),
 });
 
 export type Config = z.infer<typeof schema>;
