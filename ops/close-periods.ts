@@ -2,11 +2,13 @@
 // passed gets its invoice, frozen exactly once (store/invoices.ts closePeriod).
 //   npm run close-periods                         once, every tenant, then exits
 //   npm run close-periods -- --tenant ten_... [--customer cus_...] [--lookback-days 400] [--json]
-//   npm run close-periods -- --loop               every PERIOD_CLOSE_INTERVAL_MS, until SIGTERM
+//   npm run close-periods -- --loop               every PERIOD_CLOSE_INTERVAL_MS, until SIGTERM; also
+//                                                 writes off what expired prepaid credit grants have left
 //                                                 (npm start runs this as the process `period-closer`)
 import { loadConfig } from '../pipeline/config.js';
 import { createLogger } from '../pipeline/logger.js';
 import { connectPostgres } from '../pipeline/postgres.js';
+import { expireGrants } from '../store/credits.js';
 import { closeDuePeriods } from '../store/invoices.js';
 import { PlanCache } from '../store/rate-plans.js';
 import { isMain, numberFlag, parseArgs, runCli, stringFlag, UsageError } from './cli.js';
@@ -54,6 +56,8 @@ async function main(argv: string[]): Promise<number> {
     log.info({ graceSeconds: config.PERIOD_CLOSE_GRACE_SECONDS, intervalMs: config.PERIOD_CLOSE_INTERVAL_MS }, 'period closer started');
     while (!stopping) {
       try {
+        const expired = await expireGrants(sql);
+        if (expired) log.info({ expired }, 'prepaid credit grants expired');
         for (const d of await closeDuePeriods(sql, plans, options())) log.info({ invoice: d.number, customer: d.customer_id, period: d.period_start }, 'period closed');
       } catch (err) {
         // PostgreSQL away: the next round closes what this one could not (a close is one transaction).

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { decimalAmount } from '../domain/validation.js';
 
 /** Wire schemas of the billing lifecycle's admin routes: period close, corrections, credits, backfill. */
 
@@ -29,3 +30,57 @@ export const invoiceDocumentOut = z.looseObject({
 });
 
 export const closePeriodsReply = z.object({ closed: z.array(invoiceDocumentOut) });
+
+export const creditGrantCreate = z.strictObject({
+  amount: decimalAmount({ positive: true }).meta({ description: 'Decimal amount in the major unit of the currency.' }),
+  currency: z.string().regex(/^[A-Z]{3}$/, 'an ISO 4217 code in capitals, e.g. USD'),
+  source: z.enum(['purchase', 'promotion']),
+  priority: z.number().int().min(0).max(1_000_000).optional().meta({ description: 'Drawn lowest first (default 100); then the earliest expiry, then the oldest grant.' }),
+  expires_at: timestamp.optional().meta({ description: 'After it the grant is not drawn and what it has left expires.' }),
+  description: z.string().max(500).optional(),
+  hard_cap: z
+    .boolean()
+    .optional()
+    .meta({ description: "Whether a zero balance in this currency pauses the customer (authorize refuses it) until a new grant; on by default, kept when omitted." }),
+});
+
+const grantOut = z.object({
+  id: z.string(),
+  customer_id: z.string(),
+  currency: z.string(),
+  amount: z.string(),
+  remaining: z.string(),
+  priority: z.number(),
+  source: z.enum(['purchase', 'promotion']),
+  expires_at: z.string().nullable(),
+  description: z.string().nullable(),
+  created_at: z.string(),
+});
+export const creditGrantOut = grantOut;
+
+export const creditsOut = z.object({
+  customer_id: z.string(),
+  balances: z.array(z.object({ currency: z.string(), balance: z.string(), hard_cap: z.boolean(), paused: z.boolean() })),
+  grants: z.array(grantOut),
+});
+
+export const creditMovementsQuery = z.strictObject({
+  limit: z.coerce.number().int().min(1).max(200).default(50),
+  cursor: z.string().regex(/^\d{1,19}$/).optional().meta({ description: 'The `next_cursor` of the previous page.' }),
+});
+
+export const creditMovementsOut = z.object({
+  data: z.array(
+    z.object({
+      id: z.string(),
+      grant_id: z.string(),
+      kind: z.enum(['granted', 'consumed', 'returned', 'expired']),
+      amount: z.string(),
+      subscription_id: z.string().nullable(),
+      period_start: z.string().nullable(),
+      event_id: z.string().nullable(),
+      created_at: z.string(),
+    }),
+  ),
+  next_cursor: z.string().nullable(),
+});

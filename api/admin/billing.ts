@@ -1,10 +1,23 @@
-import { closePeriodsReply, closePeriodsRequest } from '../../schemas/billing.js';
+import {
+  closePeriodsReply,
+  closePeriodsRequest,
+  creditGrantCreate,
+  creditGrantOut,
+  creditMovementsOut,
+  creditMovementsQuery,
+  creditsOut,
+} from '../../schemas/billing.js';
+import { formatNano, parseNano } from '../../domain/money.js';
+import { creditBalances, grantCredits, liftCreditsPause } from '../../store/credits.js';
+import { newId } from '../../store/credentials.js';
+import { pausesNotLifted } from '../../store/pause-flags.js';
 import { closeDuePeriods } from '../../store/invoices.js';
 import { PlanCache } from '../../store/rate-plans.js';
 import { loadConfig } from '../../pipeline/config.js';
-import { findOwned } from './db.js';
+import { findOwned, type Row } from './db.js';
 import { endpoint, type Endpoint } from './endpoint.js';
 import { validationFailed } from '../errors.js';
+import { iso } from './present.js';
 
 const DAY_MS = 86_400_000;
 
@@ -37,5 +50,107 @@ export function billingEndpoints(): Endpoint[] {
         return { closed };
       },
     }),
+    endpoint({
+      method: 'post',
+      path: '/customers/:id/credit-grants',
+      tag: 'Prepaid credits',
+      summary: 'Grant prepaid credits to a customer',
+      description:
+        'A purchase or a promotion, in one currency, with an optional expiry and a priority. Rated usage draws from the grants as it is billed (lowest priority first, then the earliest expiry, then the oldest). A grant lifts the pause a zero balance set in its currency.',
+      body: creditGrantCreate,
+      response: creditGrantOut,
+      status: 201,
+      async handle({ tenantId, params, body, deps }) {
+        await findOwned(deps.sql, 'customers', tenantId, params.id);
+        const id = newId('grant');
+        await deps.sql.begin((tx) =>
+          grantCredits(tx, {
+            id,
+            tenantId,
+            customerId: params.id,
+            currency: body.currency,
+            amountNano: parseNano(body.amount),
+            priority: body.priority ?? 100,
+            source: body.source,
+            expiresAt: body.expires_at ? new Date(body.expires_at) : null,
+            description: body.description ?? null,
+            hardCap: body.hard_cap,
+          }),
+        );
+        await liftCreditsPause(deps.sql, deps.redis, { prefix: deps.prefix, partitions: defaults.PARTITIONS }, { tenantId, customerId: params.id, currency: body.currency });
+        const [row] = await deps.sql<Row[]>`SELECT * FROM credit_grants WHERE tenant_id = ${tenantId} AND id = ${id}`;
+        return presentGrant(row);
+      },
+    }),
+    endpoint({
+      method: 'get',
+      path: '/customers/:id/credits',
+      tag: 'Prepaid credits',
+      summary: "A customer's credit balance per currency and its grants",
+      description: 'The balance is what the live (not expired) grants have left; `paused` says whether a zero balance has paused the customer.',
+      response: creditsOut,
+      async handle({ tenantId, params, deps }) {
+        await findOwned(deps.sql, 'customers', tenantId, params.id);
+        const balances = await creditBalances(deps.sql, tenantId, params.id);
+        const pauses = await pausesNotLifted(deps.sql, deps.redis, { prefix: deps.prefix, partitions: defaults.PARTITIONS }, tenantId, 1000);
+        const grants = await deps.sql<Row[]>`
+          SELECT * FROM credit_grants WHERE tenant_id = ${tenantId} AND customer_id = ${params.id}
+          ORDER BY currency, priority, expires_at NULLS LAST, created_at, id`;
+        return {
+          customer_id: params.id,
+          balances: balances.map((b) => ({
+            currency: b.currency,
+            balance: formatNano(b.balanceNano),
+            hard_cap: b.hardCap,
+            paused: pauses.some((p) => p.capId === `credits:${b.currency}` && p.scopeId === params.id && p.inForce),
+          })),
+          grants: grants.map(presentGrant),
+        };
+      },
+    }),
+    endpoint({
+      method: 'get',
+      path: '/customers/:id/credits/movements',
+      tag: 'Prepaid credits',
+      summary: "The ledger of a customer's grant movements, oldest first",
+      description: 'granted (+), consumed by rated usage (-, per grant, subscription period and batch), returned by a correction (+), expired (-).',
+      query: creditMovementsQuery,
+      response: creditMovementsOut,
+      async handle({ tenantId, params, query, deps }) {
+        await findOwned(deps.sql, 'customers', tenantId, params.id);
+        const rows = await deps.sql<Row[]>`
+          SELECT id::text, grant_id, kind, amount_nano::text, subscription_id, period_start, event_id, created_at FROM credit_movements
+          WHERE tenant_id = ${tenantId} AND customer_id = ${params.id} ${query.cursor ? deps.sql`AND credit_movements.id > ${query.cursor}::bigint` : deps.sql``}
+          ORDER BY credit_movements.id LIMIT ${query.limit}`;
+        return {
+          data: rows.map((r) => ({
+            id: r.id as string,
+            grant_id: r.grant_id as string,
+            kind: r.kind as 'granted' | 'consumed' | 'returned' | 'expired',
+            amount: formatNano(BigInt(r.amount_nano as string)),
+            subscription_id: (r.subscription_id as string | null) ?? null,
+            period_start: iso(r.period_start),
+            event_id: (r.event_id as string | null) ?? null,
+            created_at: iso(r.created_at)!,
+          })),
+          next_cursor: rows.length === query.limit ? (rows.at(-1)!.id as string) : null,
+        };
+      },
+    }),
   ];
+}
+
+function presentGrant(row: Row) {
+  return {
+    id: row.id as string,
+    customer_id: row.customer_id as string,
+    currency: row.currency as string,
+    amount: formatNano(BigInt(row.amount_nano as string)),
+    remaining: formatNano(BigInt(row.remaining_nano as string)),
+    priority: row.priority as number,
+    source: row.source as 'purchase' | 'promotion',
+    expires_at: iso(row.expires_at),
+    description: (row.description as string | null) ?? null,
+    created_at: iso(row.created_at)!,
+  };
 }
