@@ -84,3 +84,38 @@ export const creditMovementsOut = z.object({
   ),
   next_cursor: z.string().nullable(),
 });
+
+const settle = z
+  .enum(['next_invoice', 'credit_note'])
+  .optional()
+  .meta({ description: "When the event's period is already closed: an adjustment on the next invoice (default) or a credit note now." });
+const reason = z.string().max(500).optional().meta({ description: 'Kept in the correction log.' });
+const quantity = z.number().int().min(0).max(1_000_000_000_000);
+
+export const voidRequest = z.strictObject({ reason, settle });
+
+export const amendRequest = z.strictObject({
+  quantities: z
+    .strictObject({
+      input_tokens: quantity.optional(),
+      output_tokens: quantity.optional(),
+      execution_duration_ms: quantity.optional(),
+    })
+    .refine((q) => Object.values(q).some((v) => v !== undefined), { message: 'name at least one of input_tokens, output_tokens, execution_duration_ms' })
+    .meta({ description: 'The corrected quantities; those not named keep their value.' }),
+  reason,
+  settle,
+});
+
+export const correctionOut = z.object({
+  id: z.string(),
+  event_id: z.string(),
+  kind: z.enum(['void', 'amend']),
+  reversal_event_id: z.string(),
+  amendment_event_id: z.string().nullable(),
+  delta: z.string().meta({ description: "The amendment's cost minus the reversed row's, in the currency's major unit." }),
+  subscription_id: z.string(),
+  period_start: z.string(),
+  closed_invoice: z.string().nullable().meta({ description: 'The number of the invoice of the period, when it was already closed.' }),
+  credit_note: invoiceDocumentOut.nullable(),
+});

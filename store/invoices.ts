@@ -1,7 +1,7 @@
 import { ratePeriod, type Invoice, type InvoiceLine, type SubscriptionPeriod } from '../domain/rating/rate-period.js';
 import type { RowKind, UsageRow } from '../domain/rating/usage-rows.js';
 import { validateSubscriptionTerms } from '../domain/rating/plan.js';
-import { formatNano, parseNano, roundToMinorUnit } from '../domain/money.js';
+import { formatNano, minorUnitDigits, parseNano, roundToMinorUnit } from '../domain/money.js';
 import { periodContaining, periodLabel, periodsBetween, type BillingPeriodKind, type Period } from '../domain/billing/periods.js';
 import type { Sql } from '../pipeline/postgres.js';
 import type { TransactionSql } from 'postgres';
@@ -419,6 +419,56 @@ export async function closePeriod(
     await options.beforeCommit?.();
     return { status: 'closed', invoice: doc };
   });
+}
+
+/**
+ * A credit note for a closed period that changed (a correction): what is still to bill, as a
+ * document of its own with its number from the tenant's credit-note sequence, settled at once so
+ * the next invoice does not bill it again. Undefined when nothing changed. Runs in the caller's
+ * transaction (the correction's).
+ */
+export async function issueCreditNote(tx: TransactionSql, plans: PlanCache, tenantId: string, customerId: string, invoiceId: string): Promise<InvoiceDocument | undefined> {
+  await tx`SELECT pg_advisory_xact_lock(hashtextextended(${`invoice-close:${tenantId}:${customerId}`}, 0))`;
+  const [closed] = await closedInvoices(tx, tenantId, customerId, { id: invoiceId });
+  if (!closed) return undefined;
+  const adjustment = await adjustmentFor(tx, plans, tenantId, closed);
+  if (!adjustment) return undefined;
+  const digits = minorUnitDigits(closed.currency);
+  const credits = roundToMinorUnit(adjustment.creditsNano, digits);
+  const doc: InvoiceDocument = {
+    id: newId('cn'),
+    kind: 'credit_note',
+    number: await nextNumber(tx, tenantId, 'credit_note'),
+    status: 'closed',
+    customer_id: customerId,
+    period_start: closed.period_start.toISOString(),
+    period_end: closed.period_end.toISOString(),
+    issued_at: new Date().toISOString(),
+    currency: closed.currency,
+    minor_unit_digits: digits,
+    rounding: ROUNDING,
+    subscription_ids: closed.subscription_ids,
+    plan_versions: [],
+    lines: adjustment.lines,
+    period_total: formatNano(0n, digits),
+    adjustments_total: formatNano(adjustment.roundedNano, digits),
+    total: formatNano(adjustment.roundedNano, digits),
+    total_exact: formatNano(adjustment.exactNano),
+    credits_applied: formatNano(credits, digits),
+    amount_due: money(adjustment.roundedNano - credits > 0n ? adjustment.roundedNano - credits : 0n, digits),
+    corrects_invoice: closed.number,
+  };
+  await insertDocument(tx, tenantId, doc, adjustment.roundedNano, closed.id);
+  await settle(tx, tenantId, adjustment);
+  return doc;
+}
+
+/** The closed invoice of a subscription's period, if it was closed. */
+export async function closedInvoiceOf(db: Db, tenantId: string, subscriptionId: string, periodStart: Date): Promise<{ id: string; number: string } | undefined> {
+  const [row] = await db<{ id: string; number: string }[]>`
+    SELECT id, number FROM invoices
+    WHERE tenant_id = ${tenantId} AND kind = 'invoice' AND period_start = ${periodStart} AND ${subscriptionId} = ANY(subscription_ids)`;
+  return row;
 }
 
 /**

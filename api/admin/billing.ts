@@ -6,7 +6,12 @@ import {
   creditMovementsOut,
   creditMovementsQuery,
   creditsOut,
+  amendRequest,
+  correctionOut,
+  voidRequest,
 } from '../../schemas/billing.js';
+import { correctEvent, CorrectionRefused, type CorrectionRequest, type CorrectionResult } from '../../store/corrections.js';
+import { CostModelCache } from '../../store/cost-model-cache.js';
 import { formatNano, parseNano } from '../../domain/money.js';
 import { creditBalances, grantCredits, liftCreditsPause } from '../../store/credits.js';
 import { newId } from '../../store/credentials.js';
@@ -16,7 +21,8 @@ import { PlanCache } from '../../store/rate-plans.js';
 import { loadConfig } from '../../pipeline/config.js';
 import { findOwned, type Row } from './db.js';
 import { endpoint, type Endpoint } from './endpoint.js';
-import { validationFailed } from '../errors.js';
+import { ApiError, validationFailed } from '../errors.js';
+import type { AdminDeps } from './endpoint.js';
 import { iso } from './present.js';
 
 const DAY_MS = 86_400_000;
@@ -25,7 +31,50 @@ const DAY_MS = 86_400_000;
 export function billingEndpoints(): Endpoint[] {
   const defaults = loadConfig();
   let plans: PlanCache | undefined;
+  let costModels: CostModelCache | undefined;
+  const correct = async (deps: AdminDeps, tenantId: string, eventId: string, request: CorrectionRequest) => {
+    plans ??= new PlanCache(deps.sql);
+    // Read afresh each time (ttl 0): a correction is rare and must use the models in force.
+    costModels ??= new CostModelCache(deps.sql, 0);
+    try {
+      const result = await correctEvent(
+        { sql: deps.sql, redis: deps.redis, place: { prefix: deps.prefix, partitions: defaults.PARTITIONS }, plans, costModels },
+        tenantId,
+        eventId,
+        request,
+      );
+      return presentCorrection(result);
+    } catch (err) {
+      if (!(err instanceof CorrectionRefused)) throw err;
+      throw new ApiError(err.status, err.code, err.message, err.path ? [{ path: err.path, message: err.message }] : undefined);
+    }
+  };
   return [
+    endpoint({
+      method: 'post',
+      path: '/events/:event_id/void',
+      tag: 'Corrections',
+      summary: 'Void a ledgered event',
+      description:
+        "Append-only: the ledger gets a reversing row (`<event_id>~revN`, every quantity and the cost negated) naming the event; invoice aggregates, the session, COGS, prepaid credits, spend-cap counters and ClickHouse follow. 404 for an event this tenant does not have, 409 `already_voided` the second time. A closed period's correction goes on the next invoice as an adjustment, or becomes a credit note with `settle: credit_note`.",
+      body: voidRequest,
+      response: correctionOut,
+      status: 201,
+      handle: ({ tenantId, params, body, deps }) => correct(deps, tenantId, params.event_id, { kind: 'void', reason: body.reason, settle: body.settle }),
+    }),
+    endpoint({
+      method: 'post',
+      path: '/events/:event_id/amend',
+      tag: 'Corrections',
+      summary: "Amend a ledgered event's quantities",
+      description:
+        'Append-only: a reversing row for the event as it stands and a new row (`<event_id>~amdN`) with the amended quantities, rated by its subscription\'s plan version; both name the event. Quantities are integers from 0 to 10^12 (400 with the JSON path otherwise). Amending again reverses the last amendment.',
+      body: amendRequest,
+      response: correctionOut,
+      status: 201,
+      handle: ({ tenantId, params, body, deps }) =>
+        correct(deps, tenantId, params.event_id, { kind: 'amend', quantities: body.quantities, reason: body.reason, settle: body.settle }),
+    }),
     endpoint({
       method: 'post',
       path: '/invoices/close',
@@ -152,5 +201,20 @@ function presentGrant(row: Row) {
     expires_at: iso(row.expires_at),
     description: (row.description as string | null) ?? null,
     created_at: iso(row.created_at)!,
+  };
+}
+
+function presentCorrection(result: CorrectionResult) {
+  return {
+    id: result.id,
+    event_id: result.event_id,
+    kind: result.kind,
+    reversal_event_id: result.reversal_event_id,
+    amendment_event_id: result.amendment_event_id,
+    delta: formatNano(result.delta_nano),
+    subscription_id: result.subscription_id,
+    period_start: result.period_start.toISOString(),
+    closed_invoice: result.closed_invoice,
+    credit_note: result.credit_note,
   };
 }

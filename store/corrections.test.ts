@@ -1,0 +1,138 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { customerPartitionKey } from '../domain/flow.js';
+import { partitionedKey, partitionOf } from '../pipeline/keys.js';
+import type { SeededTenant } from '../ops/seed.js';
+import { ARTICLE_PLAN, seedSmall } from '../test/support/billing.js';
+import { startInProcessPipeline, type InProcessPipeline } from '../test/support/in-process-pipeline.js';
+import { isolated, type Isolated } from '../test/support/isolated.js';
+import { waitFor } from '../test/support/pipeline.js';
+import { capCounterKey } from './caps.js';
+import { draftInvoice } from './invoices.js';
+import { PlanCache } from './rate-plans.js';
+import { reconcile } from './reconcile.js';
+
+let world: Isolated;
+let tenant: SeededTenant;
+let other: SeededTenant;
+let pipeline: InProcessPipeline;
+
+beforeAll(async () => {
+  world = await isolated('corrections', { clickhouse: true });
+  tenant = await seedSmall(world.sql, {
+    pricing: ARTICLE_PLAN,
+    customers: 1,
+    costModel: { tools: { transform_schema: '0.002' }, default_model: { input_tokens: '0.0000001', output_tokens: '0.0000002' }, compute_per_ms: '0.0000001' },
+    caps: [{ scope: 'customer', period: 'month', limitNano: 1_000_000_000_000n, action: 'alert' }],
+  });
+  other = await seedSmall(world.sql, { pricing: ARTICLE_PLAN, customers: 1, name: 'other tenant' });
+  pipeline = await startInProcessPipeline(world);
+}, 60_000);
+afterAll(async () => {
+  await pipeline?.stop();
+  await world?.cleanup();
+});
+
+const post = (path: string, token: string, body: unknown) =>
+  fetch(`${pipeline.baseUrl}${path}`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+const correct = (eventId: string, action: 'void' | 'amend', body: unknown = {}, token = tenant.adminToken) =>
+  post(`/v1/admin/events/${encodeURIComponent(eventId)}/${action}`, token, body);
+
+const sum = (rows: { s: string | null }[]) => BigInt(rows[0].s ?? '0');
+
+async function clickhouseTotals(): Promise<{ events: bigint; cost: bigint; cogs: bigint; tokensIn: bigint }> {
+  const result = await world.clickhouse!.query({
+    query: `SELECT count() AS events, toString(sum(cost_nano)) AS cost, toString(sum(cogs_nano)) AS cogs, toString(sum(input_tokens)) AS tokens_in
+            FROM invocations FINAL WHERE tenant_id = '${tenant.tenantId}'`,
+    format: 'JSONEachRow',
+  });
+  const [row] = await result.json<{ events: string; cost: string; cogs: string; tokens_in: string }>();
+  return { events: BigInt(row.events), cost: BigInt(row.cost), cogs: BigInt(row.cogs), tokensIn: BigInt(row.tokens_in) };
+}
+
+describe('corrections', () => {
+  it('void and amend keep the ledger, the invoice, the session, COGS, the spend counter and ClickHouse equal', async () => {
+    const agent = tenant.customers[0].teams[0].agents[0];
+    const now = Date.now();
+    const ids = Array.from({ length: 6 }, (_, i) => `corr_${now}_${i}`);
+    const reply = await post('/v1/events', tenant.ingestToken, {
+      events: ids.map((event_id, i) => ({
+        event_id,
+        event_type: 'mcp.tool_invoked',
+        api_key: agent.apiKey,
+        session_id: 'sess_corr',
+        tool_name: i % 2 ? 'transform_schema' : 'read_database',
+        execution_duration_ms: 1000 + i * 30_000,
+        execution_status: i === 5 ? 'FAILED' : 'SUCCESS',
+        input_tokens: 2400,
+        output_tokens: 150,
+        recorded_timestamp: new Date(now - 60_000).toISOString(),
+      })),
+    });
+    expect(await reply.json()).toMatchObject({ accepted: 6, rejected: [] });
+    await pipeline.drain();
+    await waitFor(async () => (await clickhouseTotals()).events === 6n, 30_000, 'ClickHouse has the 6 events');
+
+    // Void one, amend one twice (its tokens up, then its duration), void an amended one.
+    expect((await correct(ids[0], 'void', { reason: 'test call' })).status).toBe(201);
+    const amended = await correct(ids[1], 'amend', { quantities: { input_tokens: 100_000 } });
+    expect(amended.status).toBe(201);
+    const body = (await amended.json()) as { reversal_event_id: string; amendment_event_id: string; delta: string; closed_invoice: null };
+    expect(body).toMatchObject({ reversal_event_id: `${ids[1]}~rev1`, amendment_event_id: `${ids[1]}~amd1`, delta: '0.0976', closed_invoice: null });
+    expect((await correct(ids[1], 'amend', { quantities: { execution_duration_ms: 400_000 } })).status).toBe(201);
+    expect((await correct(ids[5], 'amend', { quantities: { output_tokens: 0 } })).status).toBe(201);
+    expect((await correct(ids[5], 'void')).status).toBe(201);
+
+    // Refusals: twice, unknown, another tenant's, negative, a correction row itself.
+    expect((await correct(ids[0], 'void')).status).toBe(409);
+    expect((await correct(ids[5], 'amend', { quantities: { input_tokens: 1 } })).status).toBe(409);
+    expect((await correct('evt_unknown', 'void')).status).toBe(404);
+    expect((await correct(ids[2], 'void', {}, other.adminToken)).status).toBe(404);
+    expect((await correct(`${ids[1]}~rev1`, 'void')).status).toBe(404);
+    const negative = await correct(ids[2], 'amend', { quantities: { input_tokens: -5 } });
+    expect(negative.status).toBe(400);
+    expect(((await negative.json()) as { error: { details: { path: string }[] } }).error.details[0].path).toBe('quantities.input_tokens');
+
+    const sql = world.sql;
+    const t = tenant.tenantId;
+    const ledger = sum(await sql`SELECT sum(cost_nano)::text AS s FROM usage_ledger WHERE tenant_id = ${t}`);
+    const [{ rows }] = await sql`SELECT count(*)::int AS rows FROM usage_ledger WHERE tenant_id = ${t}`;
+    // 6 events, 2 voids (1 row each), 3 amendments (2 rows each).
+    expect(rows).toBe(14);
+    // What stands: events 2, 3, 4 as sent, event 1 amended twice; 0 and 5 voided.
+    const standing = sum(await sql`
+      SELECT sum(cost_nano)::text AS s FROM usage_ledger
+      WHERE tenant_id = ${t} AND event_id = ANY(${[ids[2], ids[3], ids[4], `${ids[1]}~amd2`]})`);
+    expect(ledger).toBe(standing);
+
+    // The invoice: its usage lines add up to the ledger; the calls counted are the 4 standing.
+    const draft = await draftInvoice(sql, new PlanCache(sql), t, tenant.customers[0].id, now);
+    expect(draft!.invoice.subtotal_nano).toBe(ledger);
+    const [position] = await sql`SELECT calls, events, cost_nano::text FROM invoice_period_calls WHERE tenant_id = ${t}`;
+    expect(position).toEqual({ calls: '4', events: '14', cost_nano: ledger.toString() });
+    const toolCalls = draft!.invoice.lines.filter((l) => l.code === 'tool').reduce((n, l) => n + BigInt(l.quantity), 0n);
+    expect(toolCalls).toBe(4n);
+
+    // The session and COGS.
+    const [session] = await sql`SELECT tool_calls, errors, cost_nano::text FROM mcp_sessions WHERE tenant_id = ${t} AND session_id = 'sess_corr'`;
+    expect(session).toEqual({ tool_calls: '4', errors: '0', cost_nano: ledger.toString() });
+    const [cogs] = await sql`SELECT sum(price_nano)::text AS price, sum(cogs_nano)::text AS cogs, count(*)::int AS n FROM cogs_ledger WHERE tenant_id = ${t}`;
+    expect(cogs.price).toBe(ledger.toString());
+    expect(cogs.n).toBe(14);
+
+    // The spend cap's running total.
+    const cap = tenant.caps[0];
+    const key = partitionedKey(world.config.REDIS_PREFIX, capCounterKey({ ...cap, tenantId: t } as never, new Date(now - 60_000).toISOString().slice(0, 7)), partitionOf(customerPartitionKey(t, tenant.customers[0].id), 1));
+    expect(BigInt((await world.redis.get(key)) ?? '0')).toBe(ledger);
+
+    // ClickHouse, from the ledger export: the same rows and sums, and every rollup reconciled.
+    await waitFor(async () => (await clickhouseTotals()).events === 14n, 30_000, 'ClickHouse has the correction rows');
+    const ch = await clickhouseTotals();
+    expect(ch.cost).toBe(ledger);
+    expect(ch.cogs.toString()).toBe(cogs.cogs);
+    const tokensIn = sum(await sql`SELECT sum(input_tokens)::text AS s FROM usage_ledger WHERE tenant_id = ${t}`);
+    expect(ch.tokensIn).toBe(tokensIn);
+    const day = new Date(now - 60_000).toISOString().slice(0, 10);
+    const check = await reconcile(sql, world.clickhouse!, { from: day, to: day, tenantId: t });
+    expect(check.differences).toEqual([]);
+  }, 120_000);
+});
