@@ -7,7 +7,7 @@ import { startInProcessPipeline, type InProcessPipeline } from '../test/support/
 import { isolated, type Isolated } from '../test/support/isolated.js';
 import { waitFor } from '../test/support/pipeline.js';
 import { capCounterKey } from './caps.js';
-import { draftInvoice } from './invoices.js';
+import { closePeriod, draftInvoice, pendingAdjustments } from './invoices.js';
 import { PlanCache } from './rate-plans.js';
 import { reconcile } from './reconcile.js';
 
@@ -135,4 +135,38 @@ describe('corrections', () => {
     const check = await reconcile(sql, world.clickhouse!, { from: day, to: day, tenantId: t });
     expect(check.differences).toEqual([]);
   }, 120_000);
+
+  it('a correction to a closed period becomes a credit note, or an adjustment on the next invoice', async () => {
+    const sql = world.sql;
+    const t = tenant.tenantId;
+    const customerId = tenant.customers[0].id;
+    const [{ period_start: start }] = await sql`SELECT DISTINCT period_start FROM usage_ledger WHERE tenant_id = ${t}`;
+    const end = Date.UTC(start.getUTCFullYear(), start.getUTCMonth() + 1, 1);
+    const plans = new PlanCache(sql);
+    const closed = await closePeriod(sql, plans, t, customerId, { start: start.getTime(), end });
+    expect(closed.status).toBe('closed');
+    const invoice = closed.status === 'closed' ? closed.invoice : undefined;
+    const [{ standing }] = await sql`SELECT event_id AS standing FROM usage_ledger WHERE tenant_id = ${t} AND correction IS NULL AND event_id LIKE '%_2'`;
+    const [{ cost }] = await sql`SELECT cost_nano::text AS cost FROM usage_ledger WHERE tenant_id = ${t} AND event_id = ${standing}`;
+
+    const reply = await correct(standing, 'void', { settle: 'credit_note' });
+    expect(reply.status).toBe(201);
+    const body = (await reply.json()) as { closed_invoice: string; credit_note: { kind: string; number: string; total: string; corrects_invoice: string; lines: { adjusts_invoice: string }[] } };
+    expect(body.closed_invoice).toBe(invoice!.number);
+    expect(body.credit_note).toMatchObject({ kind: 'credit_note', number: 'CN-000001', corrects_invoice: invoice!.number });
+    // The credit note takes back what the invoice billed for the call, rounded line by line.
+    expect(Number(body.credit_note.total)).toBeLessThan(0);
+    expect(body.credit_note.lines.every((l) => l.adjusts_invoice === invoice!.number)).toBe(true);
+    expect(Math.abs(Number(body.credit_note.total) + Number(cost) / 1e9)).toBeLessThanOrEqual(0.02);
+    // Settled by the credit note: the next invoice has nothing more to bill for that period.
+    expect(await pendingAdjustments(sql, plans, t, customerId, new Date(end))).toEqual([]);
+
+    // Without a credit note, the next invoice carries it as adjustment lines naming the period.
+    const [{ next }] = await sql`SELECT event_id AS next FROM usage_ledger WHERE tenant_id = ${t} AND correction IS NULL AND event_id LIKE '%_3'`;
+    const plain = (await (await correct(next, 'void')).json()) as { closed_invoice: string; credit_note: null };
+    expect(plain).toMatchObject({ closed_invoice: invoice!.number, credit_note: null });
+    const pending = await pendingAdjustments(sql, plans, t, customerId, new Date(end));
+    expect(pending.length).toBeGreaterThan(0);
+    expect(pending.every((l) => l.adjusts_invoice === invoice!.number && l.period_start === start.toISOString())).toBe(true);
+  }, 60_000);
 });
