@@ -91,6 +91,19 @@ const PUBLIC_OPERATIONS: Operation[] = [
   },
   {
     method: 'post',
+    path: '/v1/backfill/events',
+    tag: 'Usage events',
+    summary: 'Backfill events older than the ingest window (admin token)',
+    description:
+      'The body of POST /v1/events (up to INGEST_MAX_BATCH events), any recorded time in the past. Each event is attributed by its credential and rated by the subscription and plan version active at its recorded time; an event_id already ledgered is not billed again, so a backfill can be sent again safely. Events of a closed period are billed on the next invoice as adjustments naming their period.',
+    security: 'adminToken',
+    body: z.union([wireEventSchema, z.array(wireEventSchema), z.object({ events: z.array(wireEventSchema) })]),
+    response: eventsReply,
+    status: 202,
+    refusals: { 413: 'Body too large.', 429: 'Backpressure: retry after the Retry-After header.', 503: 'Event store unavailable.' },
+  },
+  {
+    method: 'post',
     path: '/v1/authorize',
     tag: 'Authorize',
     summary: 'Check a credential before acting',
