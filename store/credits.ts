@@ -204,6 +204,8 @@ export async function pauseExhausted(sql: Sql, redis: Redis, place: RedisPlace, 
       pausedAt: Date.now(),
     };
     await setPause(sql, redis, place, record, account.customerId, CREDITS_PAUSE_TTL_SECONDS);
+    // webhook: enqueueWebhookEvent(sql, account.tenantId, 'credits.exhausted', { customer_id, currency }, `credits.exhausted:${customer}:${currency}:${pausedAt}`)
+    // once store/webhooks.ts (issue-14b) is on main.
   }
 }
 

@@ -8,6 +8,9 @@ import type { SeededTenant } from '../ops/seed.js';
 import { ledgeredEvent, stageEntries } from '../stages/testing.js';
 import { rollUp } from '../stages/invoice-rollup/index.js';
 import type { LedgeredEvent } from '../domain/flow.js';
+import { createAdminRoutes } from '../api/admin/index.js';
+import { SubscriptionBook } from './subscriptions.js';
+import { TenantTokens } from './tenant-tokens.js';
 
 const PLAN = { tool_invocations: { '*': '0.05' }, token_multipliers: { output_tokens: '0.000002' } };
 const MARCH = Date.UTC(2026, 2, 1);
@@ -136,5 +139,54 @@ describe('period close', () => {
     expect(outcome.status === 'closed' && outcome.invoice.number).toBe('INV-000004');
     const [{ count }] = await world.sql`SELECT count(*)::int AS count FROM invoices WHERE tenant_id = ${tenant.tenantId} AND customer_id = ${customer.id}`;
     expect(count).toBe(2);
+  });
+});
+
+describe('anniversary billing periods', () => {
+  it('a subscription billed by anniversary rates and closes monthly periods counted from its start', async () => {
+    const admin = createAdminRoutes({ sql: world.sql, redis: world.redis, prefix: world.config.REDIS_PREFIX, tokens: new TenantTokens(world.sql, 0) });
+    const call = async (path: string, body: unknown) => {
+      const reply = await admin.request(`/v1/admin${path}`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${tenant.adminToken}`, 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+      expect(reply.status).toBe(201);
+      return (await reply.json()) as Record<string, string>;
+    };
+    const customer = await call('/customers', { name: 'Anniversary Inc' });
+    const team = await call('/teams', { customer_id: customer.id, name: 'Team' });
+    const anchor = '2026-01-31T10:00:00.000Z';
+    const subscription = await call('/subscriptions', { customer_id: customer.id, rate_plan_id: tenant.ratePlanId, effective_from: anchor, billing_period: 'anniversary' });
+    expect(subscription).toMatchObject({ billing_period: 'anniversary', billing_anchor: anchor });
+
+    const book = new SubscriptionBook(world.sql);
+    await book.loadAll();
+    const snapshot = book.find(tenant.tenantId, { customerId: customer.id, teamId: team.id, credentialId: 'cred_x' }, Date.UTC(2026, 2, 5));
+    expect([new Date(snapshot!.periodStart).toISOString(), new Date(snapshot!.periodEnd).toISOString()]).toEqual(['2026-02-28T10:00:00.000Z', '2026-03-31T10:00:00.000Z']);
+
+    const plans = new PlanCache(world.sql);
+    await rollUp(
+      world.sql,
+      plans,
+      stageEntries([
+        ledgeredEvent({
+          tenantId: tenant.tenantId,
+          sessionId: undefined,
+          recordedAt: Date.UTC(2026, 2, 5),
+          attribution: { customerId: customer.id, teamId: team.id, agentId: undefined },
+          subscription: { subscriptionId: subscription.id, ratePlanVersionId: tenant.ratePlanVersionId, periodStart: snapshot!.periodStart, periodEnd: snapshot!.periodEnd },
+          cost: { total: 50_000_000n, tool: '*', breakdown: { tool: 50_000_000n } },
+        }),
+      ]),
+    );
+    const draft = await draftInvoice(world.sql, plans, tenant.tenantId, customer.id, Date.UTC(2026, 2, 5));
+    expect([new Date(draft!.periodStart).toISOString(), draft!.invoice.total]).toEqual(['2026-02-28T10:00:00.000Z', '0.05']);
+
+    const closed = await closeDuePeriods(world.sql, plans, { now: Date.UTC(2026, 3, 5), graceMs: DAY, lookbackMs: 400 * DAY, customerId: customer.id });
+    expect(closed.map((d) => [d.period_start, d.period_end, d.total])).toEqual([
+      ['2026-01-31T10:00:00.000Z', '2026-02-28T10:00:00.000Z', '0.00'],
+      ['2026-02-28T10:00:00.000Z', '2026-03-31T10:00:00.000Z', '0.05'],
+    ]);
   });
 });

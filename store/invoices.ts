@@ -416,6 +416,8 @@ export async function closePeriod(
       INSERT INTO invoice_settlements (tenant_id, invoice_id, settled_lines, settled_credits_nano, settled_events)
       VALUES (${tenantId}, ${doc.id}, ${tx.json(settledLinesOf(rated) as never)}, ${credits.toString()}, ${events.toString()})`;
     for (const adjustment of adjustments) await settle(tx, tenantId, adjustment);
+    // webhook: enqueueWebhookEvent(tx, tenantId, 'invoice.closed', { invoice: doc.id, number: doc.number, customer_id: customerId }, `invoice.closed:${doc.id}`)
+    // once store/webhooks.ts (issue-14b) is on main: in this transaction, so the notice exists exactly when the invoice does.
     await options.beforeCommit?.();
     return { status: 'closed', invoice: doc };
   });
