@@ -58,7 +58,10 @@ async function main(argv: string[]): Promise<number> {
       try {
         const expired = await expireGrants(sql);
         if (expired) log.info({ expired }, 'prepaid credit grants expired');
-        for (const d of await closeDuePeriods(sql, plans, options())) log.info({ invoice: d.number, customer: d.customer_id, period: d.period_start }, 'period closed');
+        const closed = await closeDuePeriods(sql, plans, options(), (due, err) =>
+          log.error({ err, tenant: due.tenantId, customer: due.customerId, period: new Date(due.period.start).toISOString() }, 'period cannot be closed; retrying next round'),
+        );
+        for (const d of closed) log.info({ invoice: d.number, customer: d.customer_id, period: d.period_start }, 'period closed');
       } catch (err) {
         // PostgreSQL away: the next round closes what this one could not (a close is one transaction).
         log.warn({ err }, 'closing periods failed; retrying next round');

@@ -578,16 +578,26 @@ export async function duePeriods(sql: Sql, options: { now: number; graceMs: numb
     .sort((a, b) => a.period.start - b.period.start || a.customerId.localeCompare(b.customerId));
 }
 
-/** Closes every due period (oldest first). Returns what it closed. */
+/**
+ * Closes every due period (oldest first). Returns what it closed. A period that cannot be rated
+ * (a plan that no longer validates, subscriptions of one invoice in two currencies) is reported
+ * to onError and left for the next round; the others close all the same.
+ */
 export async function closeDuePeriods(
   sql: Sql,
   plans: PlanCache,
   options: { now: number; graceMs: number; lookbackMs: number; tenantId?: string; customerId?: string },
+  onError?: (due: DueClose, error: unknown) => void,
 ): Promise<InvoiceDocument[]> {
   const closed: InvoiceDocument[] = [];
   for (const due of await duePeriods(sql, options)) {
-    const outcome = await closePeriod(sql, plans, due.tenantId, due.customerId, due.period);
-    if (outcome.status === 'closed') closed.push(outcome.invoice);
+    try {
+      const outcome = await closePeriod(sql, plans, due.tenantId, due.customerId, due.period);
+      if (outcome.status === 'closed') closed.push(outcome.invoice);
+    } catch (error) {
+      if (!onError) throw error;
+      onError(due, error);
+    }
   }
   return closed;
 }
