@@ -222,6 +222,21 @@ async function lockPeriodUsage(tx: TransactionSql, tenantId: string, subscriptio
   return rows.reduce((sum, r) => sum + BigInt(r.events), 0n);
 }
 
+/**
+ * Locks, in one statement and in the order invoice-rollup locks them (tenant, subscription,
+ * period), every period position a close reads: taken one period after the other, a close and a
+ * rollup batch spanning two periods could each hold what the other waits for.
+ */
+async function lockAllPeriods(tx: TransactionSql, tenantId: string, keys: { subscriptionId: string; periodStart: Date }[]): Promise<void> {
+  if (keys.length === 0) return;
+  await tx`
+    SELECT 1 FROM invoice_period_calls p
+    JOIN unnest(${keys.map((k) => k.subscriptionId)}::text[], ${keys.map((k) => k.periodStart.toISOString())}::timestamptz[]) AS k(s, ps)
+      ON p.tenant_id = ${tenantId} AND p.subscription_id = k.s AND p.period_start = k.ps
+    ORDER BY p.tenant_id, p.subscription_id, p.period_start
+    FOR SHARE OF p`;
+}
+
 /** Prepaid credits drawn by the usage of these subscriptions in the period (positive). */
 async function creditsConsumed(db: Db, tenantId: string, subscriptionIds: string[], periodStart: Date): Promise<bigint> {
   const [row] = await db<{ consumed: string }[]>`
@@ -368,12 +383,17 @@ export async function closePeriod(
     const members = membersOf(await customerSubscriptions(tx, tenantId, customerId), period);
     if (members.length === 0) return { status: 'no_subscription' };
     const memberIds = members.map((s) => s.id);
+    const earlier = await closedInvoices(tx, tenantId, customerId, { before: new Date(period.start) });
+    await lockAllPeriods(tx, tenantId, [
+      ...memberIds.map((id) => ({ subscriptionId: id, periodStart: new Date(period.start) })),
+      ...earlier.flatMap((c) => c.subscription_ids.map((id) => ({ subscriptionId: id, periodStart: c.period_start }))),
+    ]);
     const events = await lockPeriodUsage(tx, tenantId, memberIds, new Date(period.start));
     const rated = await rateMembers(tx, plans, tenantId, period, members);
     const digits = rated.minor_unit_digits;
 
     const adjustments: Adjustment[] = [];
-    for (const closed of await closedInvoices(tx, tenantId, customerId, { before: new Date(period.start) })) {
+    for (const closed of earlier) {
       if (closed.currency !== rated.currency) continue;
       const adjustment = await adjustmentFor(tx, plans, tenantId, closed);
       if (adjustment) adjustments.push(adjustment);
@@ -481,7 +501,9 @@ export async function pendingAdjustments(sql: Sql, plans: PlanCache, tenantId: s
   const lines: DocumentLine[] = [];
   await sql
     .begin(async (tx) => {
-      for (const closed of await closedInvoices(tx, tenantId, customerId, { before })) {
+      const closedList = await closedInvoices(tx, tenantId, customerId, { before });
+      await lockAllPeriods(tx, tenantId, closedList.flatMap((c) => c.subscription_ids.map((id) => ({ subscriptionId: id, periodStart: c.period_start }))));
+      for (const closed of closedList) {
         const adjustment = await adjustmentFor(tx, plans, tenantId, closed);
         if (adjustment) lines.push(...adjustment.lines);
       }
