@@ -53,6 +53,8 @@ describe('corrections', () => {
   it('void and amend keep the ledger, the invoice, the session, COGS, the spend counter and ClickHouse equal', async () => {
     const agent = tenant.customers[0].teams[0].agents[0];
     const now = Date.now();
+    // Prepaid credits pay for the usage as it is rated, and get back what a correction takes back.
+    expect((await post(`/v1/admin/customers/${tenant.customers[0].id}/credit-grants`, tenant.adminToken, { amount: '100', currency: 'USD', source: 'purchase' })).status).toBe(201);
     const ids = Array.from({ length: 6 }, (_, i) => `corr_${now}_${i}`);
     const reply = await post('/v1/events', tenant.ingestToken, {
       events: ids.map((event_id, i) => ({
@@ -119,6 +121,10 @@ describe('corrections', () => {
     expect(cogs.price).toBe(ledger.toString());
     expect(cogs.n).toBe(14);
 
+    // The credits drawn, net of what the corrections returned, are the ledger's total.
+    const [{ balance }] = await sql`SELECT sum(remaining_nano)::text AS balance FROM credit_grants WHERE tenant_id = ${t}`;
+    expect(BigInt(balance)).toBe(100_000_000_000n - ledger);
+
     // The spend cap's running total.
     const cap = tenant.caps[0];
     const key = partitionedKey(world.config.REDIS_PREFIX, capCounterKey({ ...cap, tenantId: t } as never, new Date(now - 60_000).toISOString().slice(0, 7)), partitionOf(customerPartitionKey(t, tenant.customers[0].id), 1));
@@ -170,5 +176,23 @@ describe('corrections', () => {
     const pending = await pendingAdjustments(sql, plans, t, customerId, new Date(end));
     expect(pending.length).toBeGreaterThan(0);
     expect(pending.every((l) => l.adjusts_invoice === invoice!.number && l.period_start === start.toISOString())).toBe(true);
+  }, 60_000);
+
+  it('a customer whose prepaid credits run out is refused by authorize, and a new grant lets it through', async () => {
+    const customer = other.customers[0];
+    const agent = customer.teams[0].agents[0];
+    expect((await post(`/v1/admin/customers/${customer.id}/credit-grants`, other.adminToken, { amount: '0.05', currency: 'USD', source: 'promotion' })).status).toBe(201);
+    const authorize = async () => (await (await post('/v1/authorize', other.ingestToken, { api_key: agent.apiKey })).json()) as { allowed: boolean; code?: string };
+    expect(await authorize()).toMatchObject({ allowed: true });
+    const event = (i: number) => ({
+      event_id: `credits_${i}`, event_type: 'mcp.tool_invoked', api_key: agent.apiKey, tool_name: 'transform_schema',
+      execution_duration_ms: 100, execution_status: 'SUCCESS', input_tokens: 0, output_tokens: 0, recorded_timestamp: new Date().toISOString(),
+    });
+    expect((await post('/v1/events', other.ingestToken, [event(1)])).status).toBe(202);
+    await pipeline.drain();
+    await waitFor(async () => (await authorize()).allowed === false, 10_000, 'authorize refuses the customer');
+    expect(await authorize()).toMatchObject({ allowed: false, code: 'paused' });
+    expect((await post(`/v1/admin/customers/${customer.id}/credit-grants`, other.adminToken, { amount: '10', currency: 'USD', source: 'purchase' })).status).toBe(201);
+    expect(await authorize()).toMatchObject({ allowed: true });
   }, 60_000);
 });
