@@ -143,6 +143,8 @@ export interface InvoiceDocument {
   subscription_ids: string[];
   plan_versions: { subscription_id: string; rate_plan_id: string; rate_plan_version: number; rate_plan_version_id: string }[];
   lines: DocumentLine[];
+  /** Sum of the rounded usage lines (step 1) of the period. */
+  subtotal: string;
   /** Sum of the rounded lines of the period itself; adjustments to earlier periods; both. */
   period_total: string;
   adjustments_total: string;
@@ -424,6 +426,7 @@ export async function closePeriod(
         rate_plan_version_id: s.rate_plan_version_id,
       })),
       lines,
+      subtotal: rated.subtotal,
       period_total: rated.total,
       adjustments_total: formatNano(adjustmentsRounded, digits),
       total: formatNano(total, digits),
@@ -472,6 +475,7 @@ export async function issueCreditNote(tx: TransactionSql, plans: PlanCache, tena
     subscription_ids: closed.subscription_ids,
     plan_versions: [],
     lines: adjustment.lines,
+    subtotal: formatNano(0n, digits),
     period_total: formatNano(0n, digits),
     adjustments_total: formatNano(adjustment.roundedNano, digits),
     total: formatNano(adjustment.roundedNano, digits),
