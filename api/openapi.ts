@@ -2,6 +2,7 @@ import { Hono } from 'hono';
 import { z } from 'zod';
 import { usageVectorSchema } from '../domain/rating/quote.js';
 import { errorOut, pricingField } from '../schemas/admin.js';
+import { invoiceDocumentOut } from '../schemas/billing.js';
 import { authorizeBodySchema } from './authorize.js';
 import { cogsQuerySchema } from './cogs.js';
 import { chargeOut, commitmentOut, commitmentQuery, usageSummaryOut, usageSummaryQuery } from './usage.js';
@@ -78,6 +79,7 @@ const currentInvoice = z.looseObject({
   period_start: z.string(),
   period_end: z.string(),
   subscription_ids: z.array(z.string()),
+  pending_adjustments: z.array(z.looseObject({})).meta({ description: 'What the next close would bill for earlier closed periods that changed (late events, corrections).' }),
 });
 
 /** The endpoints outside the admin API, served by other modules. */
@@ -94,6 +96,19 @@ const PUBLIC_OPERATIONS: Operation[] = [
     response: eventsReply,
     status: 202,
     refusals: { 413: 'Body too large.', 415: 'Unsupported content type.', 429: 'Backpressure: retry after the Retry-After header.', 503: 'Event store unavailable.' },
+  },
+  {
+    method: 'post',
+    path: '/v1/backfill/events',
+    tag: 'Usage events',
+    summary: 'Backfill events older than the ingest window (admin token)',
+    description:
+      'The body of POST /v1/events (up to INGEST_MAX_BATCH events), any recorded time in the past. Each event is attributed by its credential and rated by the subscription and plan version active at its recorded time; an event_id already ledgered is not billed again, so a backfill can be sent again safely. Events of a closed period are billed on the next invoice as adjustments naming their period.',
+    security: 'adminToken',
+    body: z.union([wireEventSchema, z.array(wireEventSchema), z.object({ events: z.array(wireEventSchema) })]),
+    response: eventsReply,
+    status: 202,
+    refusals: { 413: 'Body too large.', 429: 'Backpressure: retry after the Retry-After header.', 503: 'Event store unavailable.' },
   },
   {
     method: 'post',
@@ -127,6 +142,40 @@ const PUBLIC_OPERATIONS: Operation[] = [
     response: currentInvoice,
     status: 200,
     refusals: { 404: 'No such customer of this tenant (not_found), or no subscription in the period (no_subscription).' },
+  },
+  {
+    method: 'get',
+    path: '/v1/customers/{id}/invoices',
+    tag: 'Invoices',
+    summary: "A customer's closed invoices and credit notes, newest first",
+    description: 'Invoices are frozen when their billing period closes (its end plus the grace); credit notes correct a closed period.',
+    security: 'ingestToken',
+    query: z.strictObject({ limit: z.string().optional().meta({ description: '1 to 200, default 50.' }), cursor: z.string().optional() }),
+    response: z.object({ data: z.array(z.looseObject({ id: z.string(), kind: z.string(), number: z.string(), total: z.string() })), next_cursor: z.string().nullable() }),
+    status: 200,
+    refusals: { 404: 'No such customer of this tenant.' },
+  },
+  {
+    method: 'get',
+    path: '/v1/customers/{id}/invoices/{invoice}',
+    tag: 'Invoices',
+    summary: 'One closed invoice or credit note (by id or number), as frozen',
+    description:
+      'Number, issue date, lines with step and rule (adjustment lines name the period and invoice they belong to), totals, currency, the plan versions used, credits applied and the amount due.',
+    security: 'ingestToken',
+    response: invoiceDocumentOut,
+    status: 200,
+    refusals: { 404: 'No such customer or invoice of this tenant.' },
+  },
+  {
+    method: 'get',
+    path: '/v1/customers/{id}/invoices/{invoice}/download',
+    tag: 'Invoices',
+    summary: 'Download a closed invoice as JSON, CSV or a printable HTML page',
+    security: 'ingestToken',
+    query: z.strictObject({ format: z.enum(['json', 'csv', 'html']).optional().meta({ description: 'json by default.' }) }),
+    status: 200,
+    refusals: { 404: 'No such customer or invoice of this tenant.' },
   },
   {
     method: 'get',

@@ -11,6 +11,7 @@ import { createAdminRoutes } from './admin/index.js';
 import { TenantTokens } from '../store/tenant-tokens.js';
 import { requireTenant } from './auth.js';
 import { createAuthorizeRoutes } from './authorize.js';
+import { createBackfillRoutes } from './backfill.js';
 import { createCogsRoutes } from './cogs.js';
 import { createConsoleRoutes } from './console/index.js';
 import { createInvoiceRoutes } from './invoices.js';
@@ -65,6 +66,7 @@ export function createApp(deps: AppDeps): { app: Hono; tokens: TenantTokens } {
   app.route('/', createAdminRoutes({ sql, redis, prefix: config.REDIS_PREFIX, tokens, log, webhooks }));
   app.route('/', createAuthorizeRoutes({ config, redis, resolver, tokens, sql }));
   app.route('/', createInvoiceRoutes({ sql, tokens }));
+  app.route('/', createBackfillRoutes({ config, redis, tokens, log }));
   app.route('/', createCogsRoutes({ sql, tokens }));
   app.route('/', createUsageRoutes({ config, sql, tokens }));
   app.use('/v1/rate-plans/quote', requireTenant(tokens, 'ingest'));

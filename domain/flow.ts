@@ -25,7 +25,7 @@ export interface SubscriptionSnapshot {
   ratePlanVersionId: string;
   ratePlanVersion: number;
   currency: string;
-  /** The billing period containing recordedAt (calendar month, UTC). */
+  /** The subscription's billing period containing recordedAt (calendar month, UTC, or anniversary). */
   periodStart: number;
   periodEnd: number;
 }
@@ -68,6 +68,8 @@ export type AnalyticsEvent = Pick<
   attribution: Pick<Attribution, 'customerId' | 'teamId' | 'agentId' | 'appId' | 'credentialId' | 'productId'>;
   subscription: Pick<SubscriptionSnapshot, 'subscriptionId' | 'ratePlanId' | 'ratePlanVersionId' | 'ratePlanVersion' | 'currency'>;
   cost: Pick<EventCost, 'total' | 'tool'>;
+  /** A correction's reversing row (quantities and cost negated): its COGS is the original's, negated. */
+  reversal?: true;
 };
 
 /** What a stage writes to the rejected stream instead of forwarding: the event and why. */

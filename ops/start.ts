@@ -95,15 +95,33 @@ export function pipelineProcesses(options: StartOptions = {}): ChildSpec[] {
   return specs;
 }
 
-/** Whether a process runs stream stages (not the HTTP server, not a webhook worker). */
+/** Whether a process runs stream stages (not the HTTP server, the period closer or a webhook worker). */
 export function isStageProcess(spec: ChildSpec): boolean {
-  return spec.name !== 'api' && !spec.name.startsWith(WEBHOOK_PROCESS_PREFIX);
+  return spec.name !== 'api' && spec.name !== PERIOD_CLOSER && !spec.name.startsWith(WEBHOOK_PROCESS_PREFIX);
+}
+
+const PERIOD_CLOSER = 'period-closer';
+
+/**
+ * The billing period closer (ops/close-periods.ts --loop): closes each period after its grace.
+ * `npm start` runs one beside the pipeline; a second would be harmless (a close happens once).
+ */
+function periodCloserProcess(env?: Record<string, string>): ChildSpec {
+  const fromSource = import.meta.url.endsWith('.ts');
+  const entry = fileURLToPath(new URL(`../ops/close-periods.${fromSource ? 'ts' : 'js'}`, import.meta.url));
+  return { name: PERIOD_CLOSER, command: process.execPath, args: [...(fromSource ? ['--import', 'tsx'] : []), entry, '--loop'], env: { ...env } };
 }
 
 /** One line per process: its name and the stages it runs. */
 export function describeLayout(specs: ChildSpec[]): string {
   const role = (spec: ChildSpec) =>
-    spec.name === 'api' ? 'HTTP: ingest, authorize, admin API' : isStageProcess(spec) ? spec.args.at(-1) : 'webhook deliveries (outbox)';
+    spec.name === 'api'
+      ? 'HTTP: ingest, authorize, admin API'
+      : spec.name === PERIOD_CLOSER
+        ? 'closes billing periods'
+        : isStageProcess(spec)
+          ? spec.args.at(-1)
+          : 'webhook deliveries (outbox)';
   return specs.map((spec) => `  ${spec.name.padEnd(24)} ${role(spec)}`).join('\n');
 }
 
@@ -135,6 +153,7 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
     webhookWorkers: Number(argValue('--webhook-workers') ?? 1),
     metricsBasePort: config.METRICS_BASE_PORT,
   });
+  specs.push(periodCloserProcess());
   console.log(`agentmeter: ${layout} layout on ${availableParallelism()} cores, ${specs.length} processes:\n${describeLayout(specs)}`);
   const supervisor = supervise(specs, log);
   const shutdown = async () => {

@@ -72,6 +72,10 @@ const schema = z.object({
   WEBHOOK_CONCURRENCY: int(16, 1),
   WEBHOOK_ENDPOINT_CONCURRENCY: int(4, 1),
   WEBHOOK_RETENTION_DAYS: int(45, 1),
+
+  PERIOD_CLOSE_GRACE_SECONDS: int(3 * 86_400),
+  PERIOD_CLOSE_INTERVAL_MS: int(60_000, 100),
+  PERIOD_CLOSE_LOOKBACK_DAYS: int(62, 1),
 });
 
 export type Config = z.infer<typeof schema>;

@@ -154,6 +154,10 @@ export const subscriptionCreate = z
     rate_plan_version: positiveInt.optional().meta({ description: 'Version of the plan; the latest when omitted.' }),
     effective_from: timestamp,
     effective_to: timestamp.optional(),
+    billing_period: z
+      .enum(['calendar_month', 'anniversary'])
+      .optional()
+      .meta({ description: 'calendar_month (UTC, the default) or anniversary: monthly periods counted from effective_from. A change keeps it.' }),
     ...subscriptionTerms,
   })
   .refine((s) => [s.team_id, s.agent_id, s.app_id].filter(Boolean).length <= 1, {
@@ -357,6 +361,8 @@ export const subscriptionOut = z.object({
   commitment: jsonObject.nullable(),
   allocation: jsonObject.nullable(),
   supersedes: nullableString,
+  billing_period: z.enum(['calendar_month', 'anniversary']),
+  billing_anchor: z.string().meta({ description: 'Where anniversary periods are counted from.' }),
   created_at: z.string(),
 });
 export const subscriptionChanged = z.object({ closed: subscriptionOut, opened: subscriptionOut });

@@ -168,16 +168,54 @@ export class InvalidCostModelError extends Error {}
  * analytics-dispatch computes the same figure for the ClickHouse row.
  */
 export function eventCogs(models: LoadedCostModel[], event: AnalyticsEvent): Cogs | InvalidCostModelError {
-  const model = pickCostModel(models, event.recordedAt, event.subscription.currency);
-  if (model && 'invalid' in model) return new InvalidCostModelError(`cost model ${model.id} of tenant ${event.tenantId} is invalid: ${model.invalid}`);
-  return model
-    ? computeCogs(model, {
-        toolName: event.toolName,
-        pricedTool: event.cost.tool,
-        model: event.model,
-        inputTokens: event.inputTokens,
-        outputTokens: event.outputTokens,
-        durationMs: event.durationMs,
-      })
-    : uncosted(event.subscription.currency, event.recordedAt);
+  return callCogs(models, {
+    tenantId: event.tenantId,
+    recordedAt: event.recordedAt,
+    currency: event.subscription.currency,
+    toolName: event.toolName,
+    pricedTool: event.cost.tool,
+    model: event.model,
+    inputTokens: event.inputTokens,
+    outputTokens: event.outputTokens,
+    durationMs: event.durationMs,
+    reversal: event.reversal,
+  });
+}
+
+/**
+ * eventCogs for what a ledger row holds. A reversing row (a correction) carries the original's
+ * quantities negated: its COGS is the original's, negated, part by part.
+ */
+export function callCogs(
+  models: LoadedCostModel[],
+  call: CogsInput & { tenantId: string; recordedAt: number; currency: string; reversal?: boolean },
+): Cogs | InvalidCostModelError {
+  const model = pickCostModel(models, call.recordedAt, call.currency);
+  if (model && 'invalid' in model) return new InvalidCostModelError(`cost model ${model.id} of tenant ${call.tenantId} is invalid: ${model.invalid}`);
+  if (!model) return uncosted(call.currency, call.recordedAt);
+  const sign = call.reversal ? -1 : 1;
+  const cogs = computeCogs(model, {
+    toolName: call.toolName,
+    pricedTool: call.pricedTool,
+    model: call.model,
+    inputTokens: sign * call.inputTokens,
+    outputTokens: sign * call.outputTokens,
+    durationMs: sign * call.durationMs,
+  });
+  return call.reversal ? negatedCogs(cogs) : cogs;
+}
+
+/** The COGS of a reversing row: the original call's, every part negated. */
+function negatedCogs(cogs: Cogs): Cogs {
+  const negate = (nano?: string) => (nano === undefined ? undefined : (-BigInt(nano)).toString());
+  return {
+    cogsNano: -cogs.cogsNano,
+    breakdown: {
+      ...cogs.breakdown,
+      tool_nano: negate(cogs.breakdown.tool_nano),
+      input_tokens_nano: negate(cogs.breakdown.input_tokens_nano),
+      output_tokens_nano: negate(cogs.breakdown.output_tokens_nano),
+      compute_nano: negate(cogs.breakdown.compute_nano),
+    },
+  };
 }

@@ -78,6 +78,7 @@ interface LedgerRow {
   over_cap: boolean;
   error_type: string | null;
   is_parallel: boolean;
+  correction: 'reversal' | 'amendment' | null;
 }
 
 const orUndefined = <T>(value: T | null): T | undefined => (value === null ? undefined : value);
@@ -117,6 +118,7 @@ function toAnalyticsEvent(row: LedgerRow): AnalyticsEvent {
       currency: row.currency,
     },
     cost: { total: BigInt(row.cost_nano), tool: row.priced_tool ?? '' },
+    ...(row.correction === 'reversal' ? { reversal: true as const } : {}),
   };
 }
 
@@ -132,7 +134,7 @@ export async function readLedgerPage(
            customer_id, team_id, agent_id, app_id, credential_id, product_id,
            subscription_id, rate_plan_id, rate_plan_version_id, rate_plan_version,
            session_id, tool_name, priced_tool, mcp_server_id, model, execution_status,
-           duration_ms, input_tokens, output_tokens, retry_count, cost_nano, currency, over_cap, error_type, is_parallel
+           duration_ms, input_tokens, output_tokens, retry_count, cost_nano, currency, over_cap, error_type, is_parallel, correction
     FROM usage_ledger
     WHERE ledger_xid < ${horizon}::xid8
       AND (ledger_xid, tenant_id, event_id) > (${after.xid}::xid8, ${after.tenantId}, ${after.eventId})

@@ -1,6 +1,6 @@
 import type { Redis } from '../pipeline/redis.js';
 import { partitionedKey, partitionOf } from '../pipeline/keys.js';
-import { pauseKey, type PauseScope } from './pauses.js';
+import { pauseKey, type PauseRecord, type PauseScope } from './pauses.js';
 import { customerPartitionKey } from '../domain/flow.js';
 import type { Sql } from '../pipeline/postgres.js';
 
@@ -38,10 +38,12 @@ interface PauseRow {
   customer_id: string | null;
 }
 
-// The customer of a pause: that of its cap's scope (a session pause is set by a cap on an agent, team or customer).
+// The customer of a pause: that of its cap's scope (a pause without a spend cap, set by prepaid
+// credits running out, is of the customer it pauses) (a session pause is set by a cap on an agent, team or customer).
 const PAUSES = (sql: Sql, tenantId: string) => sql`
   SELECT p.cap_id, p.scope_kind, p.scope_id, p.period_key, p.limit_nano, p.event_id, p.paused_at,
-         CASE c.scope_kind WHEN 'customer' THEN c.scope_id WHEN 'team' THEN t.customer_id ELSE at.customer_id END AS customer_id
+         CASE c.scope_kind WHEN 'customer' THEN c.scope_id WHEN 'team' THEN t.customer_id
+    ELSE coalesce(at.customer_id, CASE WHEN c.id IS NULL AND p.scope_kind = 'customer' THEN p.scope_id END) END AS customer_id
   FROM cap_pauses p
   LEFT JOIN spend_caps c ON c.tenant_id = p.tenant_id AND c.id = p.cap_id
   LEFT JOIN teams t ON c.scope_kind = 'team' AND t.tenant_id = c.tenant_id AND t.id = c.scope_id
@@ -105,4 +107,19 @@ export async function liftPause(
     WHERE tenant_id = ${tenantId} AND scope_kind = ${row.scope_kind} AND scope_id = ${row.scope_id} AND lifted_at IS NULL
     RETURNING lifted_at`;
   return { scopeKind: row.scope_kind, scopeId: row.scope_id, flagDeleted: deleted === 1, recordsLifted: lifted.length, liftedAt: lifted[0]?.lifted_at ?? new Date() };
+}
+
+/**
+ * Pauses a scope from outside cap-check (a customer's prepaid credits ran out): sets the flag
+ * authorize reads, for ttlSeconds, and records the pause; a pause of the same cap, scope and
+ * period lifted earlier is recorded as in force again.
+ */
+export async function setPause(sql: Sql, redis: Redis, place: RedisPlace, record: PauseRecord, customerId: string, ttlSeconds: number): Promise<void> {
+  await redis.set(pauseFlagKey(place, record.tenantId, customerId, record.scopeKind, record.scopeId), JSON.stringify(record), 'EX', ttlSeconds);
+  await sql`
+    INSERT INTO cap_pauses (tenant_id, cap_id, scope_kind, scope_id, period_key, event_id, limit_nano, paused_at)
+    VALUES (${record.tenantId}, ${record.capId}, ${record.scopeKind}, ${record.scopeId}, ${record.periodKey}, ${record.eventId},
+            ${record.limitNano}, ${new Date(record.pausedAt)})
+    ON CONFLICT (tenant_id, cap_id, scope_id, period_key)
+    DO UPDATE SET lifted_at = NULL, paused_at = excluded.paused_at, event_id = excluded.event_id WHERE cap_pauses.lifted_at IS NOT NULL`;
 }

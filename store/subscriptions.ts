@@ -1,5 +1,6 @@
 import type { Sql } from '../pipeline/postgres.js';
 import type { Attribution, SubscriptionSnapshot } from '../domain/flow.js';
+import { periodContaining, type BillingPeriodKind } from '../domain/billing/periods.js';
 
 interface SubscriptionRow {
   id: string;
@@ -14,6 +15,8 @@ interface SubscriptionRow {
   currency: string;
   effective_from: Date;
   effective_to: Date | null;
+  billing_period: BillingPeriodKind;
+  billing_anchor: Date | null;
 }
 
 interface Subscription {
@@ -24,6 +27,8 @@ interface Subscription {
   currency: string;
   from: number;
   to: number;
+  billingPeriod: BillingPeriodKind;
+  billingAnchor: number;
 }
 
 type TenantBook = Map<string, Subscription[]>;
@@ -87,7 +92,8 @@ export class SubscriptionBook {
   private query(tenantId?: string): Promise<SubscriptionRow[]> {
     return this.sql<SubscriptionRow[]>`
       SELECT s.id, s.tenant_id, s.customer_id, s.team_id, s.agent_id, s.app_id, s.rate_plan_version_id,
-             v.rate_plan_id, v.version, p.currency, s.effective_from, s.effective_to
+             v.rate_plan_id, v.version, p.currency, s.effective_from, s.effective_to,
+             s.billing_period, s.billing_anchor
       FROM subscriptions s
       JOIN rate_plan_versions v ON v.tenant_id = s.tenant_id AND v.id = s.rate_plan_version_id
       JOIN rate_plans p ON p.tenant_id = v.tenant_id AND p.id = v.rate_plan_id
@@ -115,21 +121,19 @@ function add(tenants: Map<string, TenantBook>, row: SubscriptionRow): void {
     currency: row.currency,
     from: row.effective_from.getTime(),
     to: row.effective_to ? row.effective_to.getTime() : Number.POSITIVE_INFINITY,
+    billingPeriod: row.billing_period,
+    billingAnchor: (row.billing_anchor ?? row.effective_from).getTime(),
   });
   book.set(scope, list);
 }
 
-/** Billing periods are calendar months in UTC. */
+/** The calendar month (UTC) containing `at`: the default billing period, and the console's month. */
 export function billingPeriod(at: number): { start: number; end: number } {
-  const date = new Date(at);
-  return {
-    start: Date.UTC(date.getUTCFullYear(), date.getUTCMonth(), 1),
-    end: Date.UTC(date.getUTCFullYear(), date.getUTCMonth() + 1, 1),
-  };
+  return periodContaining('calendar_month', at, at);
 }
 
 function snapshot(s: Subscription, at: number): SubscriptionSnapshot {
-  const period = billingPeriod(at);
+  const period = periodContaining(s.billingPeriod, s.billingAnchor, at);
   return {
     subscriptionId: s.id,
     ratePlanId: s.ratePlanId,

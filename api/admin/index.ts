@@ -4,6 +4,7 @@ import { createLogger, type Logger } from '../../pipeline/logger.js';
 import { TenantTokens } from '../../store/tenant-tokens.js';
 import { requireTenant } from '../auth.js';
 import { agentEndpoints, appEndpoints } from './agents.js';
+import { billingEndpoints } from './billing.js';
 import { apiKeyEndpoints, clientCredentialEndpoints } from './credentials.js';
 import { customerEndpoints, teamEndpoints } from './customers.js';
 import { mountEndpoints, type AdminDeps, type AdminEnv, type Endpoint } from './endpoint.js';
@@ -38,6 +39,8 @@ export function adminEndpoints(): Endpoint[] {
     ...tenantTokenEndpoints(),
     ...webhookEndpoints(),
     ...alertSettingsEndpoints(),
+
+    ...billingEndpoints(),
   ];
 }
 

@@ -42,6 +42,8 @@ function presentSubscription(row: Row) {
     commitment: row.commitment as Record<string, unknown> | null,
     allocation: row.allocation as Record<string, unknown> | null,
     supersedes: row.supersedes as string | null,
+    billing_period: row.billing_period as 'calendar_month' | 'anniversary',
+    billing_anchor: iso(row.billing_anchor ?? row.effective_from)!,
     created_at: iso(row.created_at)!,
   };
 }
@@ -149,7 +151,15 @@ async function refuseOverlap(db: Db, tenantId: string, scope: Scope, from: Date,
 async function insertSubscription(
   db: Db,
   tenantId: string,
-  values: Scope & Terms & { rate_plan_version_id: string; effective_from: Date; effective_to: Date | null; supersedes?: string },
+  values: Scope &
+    Terms & {
+      rate_plan_version_id: string;
+      effective_from: Date;
+      effective_to: Date | null;
+      supersedes?: string;
+      billing_period: 'calendar_month' | 'anniversary';
+      billing_anchor: Date;
+    },
 ): Promise<Row> {
   await refuseOverlap(db, tenantId, values, values.effective_from, values.effective_to);
   return insertOwned(db, 'subscriptions', tenantId, values);
@@ -233,6 +243,8 @@ export function subscriptionEndpoints(): Endpoint[] {
             rate_plan_version_id: version.id,
             effective_from: new Date(body.effective_from),
             effective_to: body.effective_to ? new Date(body.effective_to) : null,
+            billing_period: body.billing_period ?? 'calendar_month',
+            billing_anchor: new Date(body.effective_from),
           });
         });
         await announceSubscriptions(deps, tenantId);
@@ -275,6 +287,8 @@ export function subscriptionEndpoints(): Endpoint[] {
             effective_from: at,
             effective_to: effectiveTo,
             supersedes: closed.id,
+            billing_period: closed.billing_period as 'calendar_month' | 'anniversary',
+            billing_anchor: (closed.billing_anchor ?? closed.effective_from) as Date,
           });
           return { closed, opened };
         });

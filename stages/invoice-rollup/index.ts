@@ -7,6 +7,7 @@ import type { Sql } from '../../pipeline/postgres.js';
 import { pruneApplied } from '../../store/applied.js';
 import { PlanCache } from '../../store/rate-plans.js';
 import type { LedgeredEvent } from '../../domain/flow.js';
+import { drawCredits, pauseExhausted, type CreditAccountKey, type CreditDraw } from '../../store/credits.js';
 
 const PRUNE_INTERVAL_MS = 10 * 60_000;
 /** A redelivery only happens while an entry is pending: a day is far beyond that. */
@@ -23,7 +24,12 @@ const sessionKey = (e: LedgeredEvent) => `${e.tenantId}\u0000${e.subscription.su
  * usage rows (in stream order, advancing the positions), and the merged rows are added to the
  * stored ones. A redelivered batch finds its events applied and changes nothing.
  */
-export async function rollUp(sql: Sql, plans: PlanCache, batch: StageEntry<LedgeredEvent>[]): Promise<EntryResult[]> {
+export async function rollUp(
+  sql: Sql,
+  plans: PlanCache,
+  batch: StageEntry<LedgeredEvent>[],
+  onCreditsExhausted?: (accounts: CreditAccountKey[], eventId: string) => Promise<void>,
+): Promise<EntryResult[]> {
   const events = batch.map((entry) => entry.payload);
   // Compiled plans are loaded outside the transaction (they are cached and immutable).
   const planOf = new Map<string, Awaited<ReturnType<PlanCache['forSubscription']>>>();
@@ -32,6 +38,7 @@ export async function rollUp(sql: Sql, plans: PlanCache, batch: StageEntry<Ledge
     if (!planOf.has(key)) planOf.set(key, await plans.forSubscription(e.tenantId, e.subscription.subscriptionId));
   }
 
+  let exhausted: CreditAccountKey[] = [];
   await sql.begin(async (tx) => {
     const applied = await tx<{ tenant_id: string; event_id: string }[]>`
       INSERT INTO invoice_applied (tenant_id, event_id)
@@ -63,10 +70,10 @@ export async function rollUp(sql: Sql, plans: PlanCache, batch: StageEntry<Ledge
     );
 
     const rowsByPeriod = new Map<string, UsageRow[]>();
-    const totals = new Map<string, { events: bigint; cost: bigint }>();
+    const totals = new Map<string, { events: bigint; cost: bigint; event: LedgeredEvent }>();
     for (const e of todo) {
       const pk = periodKey(e);
-      const total = totals.get(pk) ?? { events: 0n, cost: 0n };
+      const total = totals.get(pk) ?? { events: 0n, cost: 0n, event: e };
       total.events++;
       total.cost += e.cost.total;
       totals.set(pk, total);
@@ -126,7 +133,18 @@ export async function rollUp(sql: Sql, plans: PlanCache, batch: StageEntry<Ledge
                     ${sessions.map((e) => String(sessionCalls.get(sessionKey(e)) ?? 0n))}::text[]::int8[]) AS x(t, s, sid, calls)
         WHERE c.tenant_id = x.t AND c.subscription_id = x.s AND c.session_id = x.sid`;
     }
+    // Prepaid credits pay for the rated usage, in the same transaction (store/credits.ts).
+    const draws: CreditDraw[] = [...totals.values()].map(({ cost, event: e }) => ({
+      tenantId: e.tenantId,
+      customerId: e.attribution.customerId,
+      currency: e.subscription.currency,
+      subscriptionId: e.subscription.subscriptionId,
+      periodStart: e.subscription.periodStart,
+      amountNano: cost,
+    }));
+    exhausted = await drawCredits(tx, draws);
   });
+  if (exhausted.length) await onCreditsExhausted?.(exhausted, events.at(-1)!.eventId);
   return batch.map(() => ({}));
 }
 
@@ -163,8 +181,9 @@ export const invoiceRollupStage: StageDefinition<LedgeredEvent> = {
   input: STREAMS.ledgered,
   outputs: [],
   batchSize: 1000,
-  async setup({ log, sql }) {
+  async setup({ log, sql, redis, config }) {
     const plans = new PlanCache(sql);
+    const place = { prefix: config.REDIS_PREFIX, partitions: config.PARTITIONS };
     const prune = setInterval(() => {
       pruneApplied(sql, 'invoice_applied', new Date(Date.now() - APPLIED_RETENTION_MS), PRUNE_CHUNK).catch((err) =>
         log.warn({ err }, 'pruning invoice_applied failed'),
@@ -172,7 +191,7 @@ export const invoiceRollupStage: StageDefinition<LedgeredEvent> = {
     }, PRUNE_INTERVAL_MS);
     prune.unref();
     return {
-      handle: (batch) => rollUp(sql, plans, batch),
+      handle: (batch) => rollUp(sql, plans, batch, (accounts, eventId) => pauseExhausted(sql, redis, place, accounts, eventId)),
       async close() {
         clearInterval(prune);
       },

@@ -1,0 +1,63 @@
+import { Hono } from 'hono';
+import type { Redis } from '../pipeline/redis.js';
+import type { Config } from '../pipeline/config.js';
+import type { Logger } from '../pipeline/logger.js';
+import type { TenantTokens } from '../store/tenant-tokens.js';
+import { requireTenant, type TenantAuthVariables } from './auth.js';
+import { ApiError, tooLarge, unavailable } from './errors.js';
+import { readLimitedBody, redisDown } from './http.js';
+import { decodeBody, eventsOf, normalizeBatch } from './ingest/normalize.js';
+import { IngestWriter } from './ingest/writer.js';
+
+/** How far back a backfill reaches: any recorded time of the last hundred years. */
+const BACKFILL_MAX_AGE_DAYS = 36_500;
+
+/**
+ * `POST /v1/backfill/events` (admin token): events older than the ingest window
+ * (MAX_EVENT_AGE_DAYS), in bulk (up to INGEST_MAX_BATCH events and INGEST_MAX_BODY_BYTES per
+ * request, the body of `POST /v1/events`). They enter the pipeline like any event, so each is
+ * attributed by its credential, rated by the subscription and plan version active at its
+ * recorded time, and billed once per event_id: sending a backfill again bills nothing twice (a
+ * second submission is a duplicate in the ledger). An event of a period already closed lands on
+ * the next invoice as an adjustment naming its period; one no subscription covers is rejected
+ * (`events:rejected`, no_subscription).
+ */
+export function createBackfillRoutes(deps: { config: Config; redis: Redis; tokens: TenantTokens; log: Logger }): Hono<{ Variables: TenantAuthVariables }> {
+  const { config, log } = deps;
+  const writer = new IngestWriter(deps.redis, config);
+  const app = new Hono<{ Variables: TenantAuthVariables }>();
+  app.post('/v1/backfill/events', requireTenant(deps.tokens, 'admin'), async (c) => {
+    const tenantId = c.get('tenantId');
+    let room: boolean;
+    try {
+      if (redisDown(deps.redis)) throw new Error(`Redis connection is ${deps.redis.status}`);
+      room = await writer.hasRoom();
+    } catch (err) {
+      log.warn({ err }, 'backfill: cannot read the lag of the first stream');
+      throw unavailable('unavailable', 'the event store cannot be reached; retry later', 2);
+    }
+    if (!room) throw new ApiError(429, 'backpressure', 'the pipeline is behind; nothing was accepted, retry the same request later', undefined, { 'Retry-After': '1' });
+    const bytes = await readLimitedBody(c.req.raw, config.INGEST_MAX_BODY_BYTES);
+    if (!bytes) throw tooLarge(config.INGEST_MAX_BODY_BYTES);
+    const body = decodeBody(bytes, c.req.header('content-type'));
+    if (!body.ok) throw new ApiError(body.status, body.code, body.message);
+    const events = eventsOf(body.value, config.INGEST_MAX_BATCH);
+    if (!events.ok) throw new ApiError(events.status, events.code, events.message, 'details' in events ? events.details : undefined);
+    const batch = normalizeBatch(tenantId, events.value, { now: Date.now(), maxFutureSeconds: config.MAX_EVENT_FUTURE_SECONDS, maxAgeDays: BACKFILL_MAX_AGE_DAYS });
+    if (batch.accepted.length === 0 && batch.duplicates.length === 0) {
+      const [first] = batch.rejected;
+      const where = first.errors[0]?.field ? `${first.errors[0].field}: ` : '';
+      throw new ApiError(400, 'validation_failed', `no event was accepted; event ${first.index}: ${where}${first.errors[0]?.message ?? 'invalid'}`, batch.rejected);
+    }
+    if (batch.accepted.length) {
+      try {
+        await writer.write(batch.accepted);
+      } catch (err) {
+        log.error({ err, tenantId, events: batch.accepted.length }, 'backfill: writing to the first stream failed');
+        throw unavailable('unavailable', 'the event store failed; nothing was accepted, retry later', 2);
+      }
+    }
+    return c.json({ accepted: batch.accepted.length, duplicates: batch.duplicates, rejected: batch.rejected }, 202);
+  });
+  return app;
+}

@@ -1,0 +1,129 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createAdminRoutes } from '../api/admin/index.js';
+import { rollUp } from '../stages/invoice-rollup/index.js';
+import { ledgeredEvent, stageEntries } from '../stages/testing.js';
+import type { SeededTenant } from '../ops/seed.js';
+import { seedSmall } from '../test/support/billing.js';
+import { isolated, type Isolated } from '../test/support/isolated.js';
+import { expireGrants, grantCredits, pauseExhausted } from './credits.js';
+import { closePeriod } from './invoices.js';
+import { pausesNotLifted } from './pause-flags.js';
+import { PlanCache } from './rate-plans.js';
+import { TenantTokens } from './tenant-tokens.js';
+
+const MARCH = Date.UTC(2026, 2, 1);
+const APRIL = Date.UTC(2026, 3, 1);
+const DAY = 86_400_000;
+
+let world: Isolated;
+let tenant: SeededTenant;
+let admin: ReturnType<typeof createAdminRoutes>;
+
+beforeAll(async () => {
+  world = await isolated('credits');
+  tenant = await seedSmall(world.sql, { pricing: { tool_invocations: { '*': '0.10' } }, customers: 2, subscriptionsFrom: new Date(MARCH) });
+  admin = createAdminRoutes({ sql: world.sql, redis: world.redis, prefix: world.config.REDIS_PREFIX, tokens: new TenantTokens(world.sql, 0) });
+});
+afterAll(() => world.cleanup());
+
+const call = (method: string, path: string, body?: unknown) =>
+  admin.request(`/v1/admin${path}`, {
+    method,
+    headers: { authorization: `Bearer ${tenant.adminToken}`, 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+
+function calls(count: number, customerIndex = 0) {
+  const customer = tenant.customers[customerIndex];
+  return stageEntries(
+    Array.from({ length: count }, () =>
+      ledgeredEvent({
+        tenantId: tenant.tenantId,
+        sessionId: undefined,
+        recordedAt: MARCH + 2 * DAY,
+        attribution: { customerId: customer.id, teamId: customer.teams[0].id, agentId: customer.teams[0].agents[0].id },
+        subscription: { subscriptionId: customer.subscriptionId, ratePlanVersionId: tenant.ratePlanVersionId, periodStart: MARCH, periodEnd: APRIL },
+        cost: { total: 100_000_000n, tool: '*', breakdown: { tool: 100_000_000n } },
+      }),
+    ),
+  );
+}
+
+const place = () => ({ prefix: world.config.REDIS_PREFIX, partitions: 1 });
+
+async function remaining(): Promise<Record<string, string>> {
+  const reply = await call('get', `/customers/${tenant.customers[0].id}/credits`);
+  const body = (await reply.json()) as { grants: { description: string; remaining: string }[] };
+  return Object.fromEntries(body.grants.map((g) => [g.description, g.remaining]));
+}
+
+describe('prepaid credits', () => {
+  it('drain in priority then expiry order, pause the customer at zero and show on the invoice', async () => {
+    const customerId = tenant.customers[0].id;
+    const soon = new Date(Date.now() + 5 * DAY).toISOString();
+    const later = new Date(Date.now() + 10 * DAY).toISOString();
+    for (const grant of [
+      { amount: '1.00', currency: 'USD', source: 'purchase', description: 'A' },
+      { amount: '0.50', currency: 'USD', source: 'promotion', priority: 10, expires_at: later, description: 'B' },
+      { amount: '0.20', currency: 'USD', source: 'promotion', priority: 10, expires_at: soon, description: 'C' },
+      { amount: 5, currency: 'EUR', source: 'purchase', description: 'D' },
+    ]) {
+      expect((await call('post', `/customers/${customerId}/credit-grants`, grant)).status).toBe(201);
+    }
+    // An expired grant is never drawn, whatever its priority, and what it had left is written off.
+    await world.sql.begin((tx) =>
+      grantCredits(tx, {
+        id: 'grant_expired', tenantId: tenant.tenantId, customerId, currency: 'USD', amountNano: 1_000_000_000n,
+        priority: 0, source: 'promotion', expiresAt: new Date(Date.now() - DAY), description: 'E',
+      }),
+    );
+    expect(await expireGrants(world.sql)).toBe(1);
+
+    const plans = new PlanCache(world.sql);
+    const paused: string[] = [];
+    const onExhausted = async (accounts: Parameters<typeof pauseExhausted>[3], eventId: string) => {
+      paused.push(...accounts.map((a) => a.customerId));
+      await pauseExhausted(world.sql, world.redis, place(), accounts, eventId);
+    };
+    await rollUp(world.sql, plans, calls(3), onExhausted);
+    expect(await remaining()).toEqual({ C: '0', B: '0.4', A: '1', D: '5', E: '0' });
+    await rollUp(world.sql, plans, calls(10), onExhausted);
+    expect(await remaining()).toEqual({ C: '0', B: '0', A: '0.4', D: '5', E: '0' });
+    expect(paused).toEqual([]);
+    await rollUp(world.sql, plans, calls(5), onExhausted);
+    expect(await remaining()).toEqual({ C: '0', B: '0', A: '0', D: '5', E: '0' });
+    expect(paused).toEqual([customerId]);
+
+    // Paused through the spend-cap machinery: the flag authorize reads, and the console's record.
+    const pauses = await pausesNotLifted(world.sql, world.redis, place(), tenant.tenantId);
+    expect(pauses).toMatchObject([{ capId: 'credits:USD', scopeKind: 'customer', scopeId: customerId, inForce: true, customerId }]);
+    const balance = (await (await call('get', `/customers/${customerId}/credits`)).json()) as { balances: unknown[] };
+    expect(balance.balances).toEqual([
+      { currency: 'EUR', balance: '5', hard_cap: true, paused: false },
+      { currency: 'USD', balance: '0', hard_cap: true, paused: true },
+    ]);
+
+    // The movements: 5 grants, the expiry, and each draw per grant.
+    const movements = (await (await call('get', `/customers/${customerId}/credits/movements?limit=200`)).json()) as { data: { kind: string; amount: string; grant_id: string }[] };
+    expect(movements.data.map((m) => `${m.kind} ${m.amount}`)).toEqual([
+      'granted 1', 'granted 0.5', 'granted 0.2', 'granted 5', 'granted 1', 'expired -1',
+      'consumed -0.2', 'consumed -0.1', 'consumed -0.4', 'consumed -0.6', 'consumed -0.4',
+    ]);
+
+    // The invoice shows the credits applied: 18 calls x 0.10 = 1.80, 1.70 paid by credits.
+    const closed = await closePeriod(world.sql, plans, tenant.tenantId, customerId, { start: MARCH, end: APRIL });
+    expect(closed.status === 'closed' && [closed.invoice.total, closed.invoice.credits_applied, closed.invoice.amount_due]).toEqual(['1.80', '1.70', '0.10']);
+
+    // A new grant lifts the pause.
+    expect((await call('post', `/customers/${customerId}/credit-grants`, { amount: '2', currency: 'USD', source: 'purchase' })).status).toBe(201);
+    expect((await pausesNotLifted(world.sql, world.redis, place(), tenant.tenantId)).filter((p) => p.inForce)).toEqual([]);
+  });
+
+  it('refuses bad grants with the JSON path, and another tenant\'s customer with 404', async () => {
+    const bad = await call('post', `/customers/${tenant.customers[1].id}/credit-grants`, { amount: '-1', currency: 'usd', source: 'gift' });
+    expect(bad.status).toBe(400);
+    const paths = ((await bad.json()) as { error: { details: { path: string }[] } }).error.details.map((d) => d.path).sort();
+    expect(paths).toEqual(['amount', 'currency', 'source']);
+    expect((await call('get', '/customers/cus_unknown/credits')).status).toBe(404);
+  });
+});

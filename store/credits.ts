@@ -1,0 +1,220 @@
+import type { Redis } from '../pipeline/redis.js';
+import type { TransactionSql } from 'postgres';
+import type { Sql } from '../pipeline/postgres.js';
+import { liftPause, setPause, type RedisPlace } from './pause-flags.js';
+import type { PauseRecord } from './pauses.js';
+import { minOf } from '../domain/rating/bigint.js';
+
+type Db = Sql | TransactionSql;
+
+/**
+ * Prepaid credits. A customer holds grants (amount, currency, expiry, priority, purchase or
+ * promotion). Rated usage draws from them as invoice-rollup applies it, in the transaction that
+ * applies the events (so exactly once): lowest priority number first, then the earliest expiry
+ * (no expiry last), then the oldest grant. Every change of a grant is a row of credit_movements.
+ * A customer whose account has the hard cap (the default) is paused, through the spend-cap
+ * pause machinery, when its balance in a currency reaches zero; a new grant lifts that pause.
+ */
+
+/** Usage to draw from a customer's credits: one subscription period's rated cost in a batch. Negative: usage taken back by a correction. */
+export interface CreditDraw {
+  tenantId: string;
+  customerId: string;
+  currency: string;
+  subscriptionId: string;
+  periodStart: number;
+  amountNano: bigint;
+  /** The event, when one event is drawn for alone (a correction). */
+  eventId?: string;
+}
+
+export interface CreditAccountKey {
+  tenantId: string;
+  customerId: string;
+  currency: string;
+}
+
+const accountKey = (k: CreditAccountKey) => `${k.tenantId}\u0000${k.customerId}\u0000${k.currency}`;
+
+interface GrantRow {
+  id: string;
+  amount_nano: string;
+  remaining_nano: string;
+}
+
+/**
+ * Draws the usage from the customers' credits (returns credits for negative draws). Only
+ * customers with a credit account are touched: one indexed read for a batch without any.
+ * Returns the accounts with the hard cap whose balance is zero after the draw (to pause).
+ */
+export async function drawCredits(tx: TransactionSql, draws: CreditDraw[]): Promise<CreditAccountKey[]> {
+  const wanted = draws.filter((d) => d.amountNano !== 0n);
+  if (wanted.length === 0) return [];
+  const keys = [...new Map(wanted.map((d) => [accountKey(d), d])).values()];
+  const accounts = await tx<{ tenant_id: string; customer_id: string; currency: string; hard_cap: boolean }[]>`
+    SELECT a.tenant_id, a.customer_id, a.currency, a.hard_cap FROM credit_accounts a
+    JOIN unnest(${keys.map((k) => k.tenantId)}::text[], ${keys.map((k) => k.customerId)}::text[], ${keys.map((k) => k.currency)}::text[]) AS k(t, c, cur)
+      ON a.tenant_id = k.t AND a.customer_id = k.c AND a.currency = k.cur
+    ORDER BY 1, 2, 3`;
+  const exhausted: CreditAccountKey[] = [];
+  for (const account of accounts) {
+    const key = { tenantId: account.tenant_id, customerId: account.customer_id, currency: account.currency };
+    const mine = wanted.filter((d) => accountKey(d) === accountKey(key));
+    // Every grant of the account, locked in one order by every drawer: concurrent draws never deadlock.
+    const grants = await tx<(GrantRow & { live: boolean })[]>`
+      SELECT id, amount_nano::text, remaining_nano::text, (expires_at IS NULL OR expires_at > now()) AS live
+      FROM credit_grants
+      WHERE tenant_id = ${key.tenantId} AND customer_id = ${key.customerId} AND currency = ${key.currency}
+      ORDER BY priority, expires_at NULLS LAST, created_at, id
+      FOR UPDATE`;
+    const remaining = new Map(grants.map((g) => [g.id, BigInt(g.remaining_nano)]));
+    const movements: { grant: string; kind: 'consumed' | 'returned'; amount: bigint; draw: CreditDraw }[] = [];
+    for (const draw of mine) {
+      if (draw.amountNano > 0n) {
+        let left = draw.amountNano;
+        for (const grant of grants) {
+          if (left === 0n) break;
+          const have = remaining.get(grant.id)!;
+          if (!grant.live || have === 0n) continue;
+          const take = minOf(have, left);
+          remaining.set(grant.id, have - take);
+          left -= take;
+          movements.push({ grant: grant.id, kind: 'consumed', amount: -take, draw });
+        }
+      } else {
+        // Taken-back usage returns what this period drew, to the grants drawn last first.
+        const [drawn] = await tx<{ drawn: string }[]>`
+          SELECT coalesce(-sum(amount_nano), 0)::text AS drawn FROM credit_movements
+          WHERE tenant_id = ${draw.tenantId} AND subscription_id = ${draw.subscriptionId} AND period_start = ${new Date(draw.periodStart)}
+            AND grant_id = ANY(${grants.map((g) => g.id)}) AND kind IN ('consumed', 'returned')`;
+        let left = minOf(-draw.amountNano, BigInt(drawn.drawn));
+        for (const grant of [...grants].reverse()) {
+          if (left <= 0n) break;
+          const have = remaining.get(grant.id)!;
+          const room = BigInt(grant.amount_nano) - have;
+          if (room === 0n) continue;
+          const give = minOf(room, left);
+          remaining.set(grant.id, have + give);
+          left -= give;
+          movements.push({ grant: grant.id, kind: 'returned', amount: give, draw });
+        }
+      }
+    }
+    if (movements.length) {
+      const changed = grants.filter((g) => remaining.get(g.id) !== BigInt(g.remaining_nano));
+      await tx`
+        UPDATE credit_grants AS g SET remaining_nano = x.remaining
+        FROM unnest(${changed.map((g) => g.id)}::text[], ${changed.map((g) => remaining.get(g.id)!.toString())}::numeric[]) AS x(id, remaining)
+        WHERE g.tenant_id = ${key.tenantId} AND g.id = x.id`;
+      await tx`
+        INSERT INTO credit_movements (tenant_id, grant_id, customer_id, kind, amount_nano, subscription_id, period_start, event_id)
+        SELECT ${key.tenantId}, * FROM unnest(
+          ${movements.map((m) => m.grant)}::text[], ${movements.map(() => key.customerId)}::text[], ${movements.map((m) => m.kind)}::text[],
+          ${movements.map((m) => m.amount.toString())}::numeric[], ${movements.map((m) => m.draw.subscriptionId)}::text[],
+          ${movements.map((m) => new Date(m.draw.periodStart).toISOString())}::timestamptz[], ${movements.map((m) => m.draw.eventId ?? null)}::text[])`;
+    }
+    const balance = grants.reduce((sum, g) => sum + (g.live ? remaining.get(g.id)! : 0n), 0n);
+    if (account.hard_cap && balance === 0n && mine.some((d) => d.amountNano > 0n)) exhausted.push(key);
+  }
+  return exhausted;
+}
+
+export interface GrantInput {
+  id: string;
+  tenantId: string;
+  customerId: string;
+  currency: string;
+  amountNano: bigint;
+  priority: number;
+  source: 'purchase' | 'promotion';
+  expiresAt: Date | null;
+  description: string | null;
+  hardCap?: boolean;
+}
+
+/** A new grant and its `granted` movement; opens the customer's account in that currency (hard cap on unless said). */
+export async function grantCredits(tx: TransactionSql, grant: GrantInput): Promise<void> {
+  await tx`
+    INSERT INTO credit_accounts (tenant_id, customer_id, currency, hard_cap)
+    VALUES (${grant.tenantId}, ${grant.customerId}, ${grant.currency}, ${grant.hardCap ?? true})
+    ON CONFLICT (tenant_id, customer_id, currency) DO UPDATE SET hard_cap = coalesce(${grant.hardCap ?? null}::boolean, credit_accounts.hard_cap)`;
+  await tx`
+    INSERT INTO credit_grants (tenant_id, id, customer_id, currency, amount_nano, remaining_nano, priority, source, expires_at, description)
+    VALUES (${grant.tenantId}, ${grant.id}, ${grant.customerId}, ${grant.currency}, ${grant.amountNano.toString()}, ${grant.amountNano.toString()},
+            ${grant.priority}, ${grant.source}, ${grant.expiresAt}, ${grant.description})`;
+  await tx`
+    INSERT INTO credit_movements (tenant_id, grant_id, customer_id, kind, amount_nano)
+    VALUES (${grant.tenantId}, ${grant.id}, ${grant.customerId}, 'granted', ${grant.amountNano.toString()})`;
+}
+
+/** Grants past their expiry with credits left: the rest is written off by an `expired` movement. Returns how many. */
+export async function expireGrants(sql: Sql, now = new Date()): Promise<number> {
+  return sql.begin(async (tx) => {
+    const expired = await tx<{ tenant_id: string; id: string; customer_id: string; remaining_nano: string }[]>`
+      SELECT tenant_id, id, customer_id, remaining_nano::text FROM credit_grants
+      WHERE remaining_nano > 0 AND expires_at <= ${now}
+      ORDER BY tenant_id, customer_id, currency, priority, expires_at NULLS LAST, created_at, id
+      FOR UPDATE SKIP LOCKED LIMIT 1000`;
+    for (const g of expired) {
+      await tx`UPDATE credit_grants SET remaining_nano = 0 WHERE tenant_id = ${g.tenant_id} AND id = ${g.id}`;
+      await tx`INSERT INTO credit_movements (tenant_id, grant_id, customer_id, kind, amount_nano)
+               VALUES (${g.tenant_id}, ${g.id}, ${g.customer_id}, 'expired', ${(-BigInt(g.remaining_nano)).toString()})`;
+    }
+    return expired.length;
+  });
+}
+
+export interface CreditBalance {
+  currency: string;
+  balanceNano: bigint;
+  hardCap: boolean;
+}
+
+/** A customer's balance per currency: what its live grants have left. */
+export async function creditBalances(db: Db, tenantId: string, customerId: string): Promise<CreditBalance[]> {
+  const rows = await db<{ currency: string; balance: string; hard_cap: boolean }[]>`
+    SELECT a.currency, a.hard_cap,
+           coalesce((SELECT sum(remaining_nano) FROM credit_grants g
+                     WHERE g.tenant_id = a.tenant_id AND g.customer_id = a.customer_id AND g.currency = a.currency
+                       AND (g.expires_at IS NULL OR g.expires_at > now())), 0)::text AS balance
+    FROM credit_accounts a WHERE a.tenant_id = ${tenantId} AND a.customer_id = ${customerId}
+    ORDER BY a.currency`;
+  return rows.map((r) => ({ currency: r.currency, balanceNano: BigInt(r.balance), hardCap: r.hard_cap }));
+}
+
+/** The pause a credit account sets: one per customer and currency, in cap_pauses beside the spend caps' pauses. */
+const creditsPauseCapId = (currency: string) => `credits:${currency}`;
+const CREDITS_PAUSE_PERIOD = 'prepaid';
+
+/** Prepaid credits keep their pause until a grant lifts it (a year at most, the flag's lifetime). */
+const CREDITS_PAUSE_TTL_SECONDS = 366 * 86_400;
+
+/** Pauses each exhausted account's customer through the spend-cap pause machinery (authorize refuses it). */
+export async function pauseExhausted(sql: Sql, redis: Redis, place: RedisPlace, exhausted: CreditAccountKey[], eventId: string): Promise<void> {
+  for (const account of exhausted) {
+    const record: PauseRecord = {
+      tenantId: account.tenantId,
+      capId: creditsPauseCapId(account.currency),
+      scopeKind: 'customer',
+      scopeId: account.customerId,
+      period: 'month',
+      periodKey: CREDITS_PAUSE_PERIOD,
+      limitNano: '0',
+      eventId,
+      pausedAt: Date.now(),
+    };
+    await setPause(sql, redis, place, record, account.customerId, CREDITS_PAUSE_TTL_SECONDS);
+    // webhook: enqueueWebhookEvent(sql, account.tenantId, 'credits.exhausted', { customer_id, currency }, `credits.exhausted:${customer}:${currency}:${pausedAt}`)
+    // once store/webhooks.ts (issue-14b) is on main.
+  }
+}
+
+/** After a grant: lifts the customer's credits pause in that currency, if one is in force. */
+export async function liftCreditsPause(sql: Sql, redis: Redis, place: RedisPlace, account: CreditAccountKey): Promise<boolean> {
+  const lifted = await liftPause(sql, redis, place, account.tenantId, {
+    capId: creditsPauseCapId(account.currency),
+    scopeId: account.customerId,
+    periodKey: CREDITS_PAUSE_PERIOD,
+  });
+  return lifted !== undefined;
+}
