@@ -535,7 +535,8 @@ function keepDiscountsWithinCharges(lines: InvoiceLine[], roundedOf: (line: Invo
   let deficit = -total;
   for (const line of credits) {
     if (deficit === 0n) break;
-    const lift = -roundedOf(line) < deficit ? -roundedOf(line) : deficit;
+    let lift = -roundedOf(line);
+    if (lift > deficit) lift = deficit;
     setRounded(line, roundedOf(line) + lift);
     deficit -= lift;
   }
