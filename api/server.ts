@@ -5,6 +5,7 @@ import type { Config } from '../pipeline/config.js';
 import type { Logger } from '../pipeline/logger.js';
 import type { Metrics } from '../pipeline/metrics.js';
 import type { Sql } from '../pipeline/postgres.js';
+import type { ControlMessage } from '../pipeline/control.js';
 import { AttributionResolver } from '../store/attribution.js';
 import { createIngestRoutes } from './ingest/routes.js';
 import { createAdminRoutes } from './admin/index.js';
@@ -31,7 +32,7 @@ export interface AppDeps {
  * The HTTP API of one process: ingest (stage 1 of the flow), authorize, the admin API,
  * quotes, invoices and COGS, plus /healthz, /readyz and /metrics.
  */
-export function createApp(deps: AppDeps): { app: Hono; tokens: TenantTokens } {
+export function createApp(deps: AppDeps): { app: Hono; tokens: TenantTokens; applyControl: (message: ControlMessage) => Promise<void> } {
   const { config, sql, redis, log, metrics } = deps;
   const tokens = deps.tokens ?? new TenantTokens(sql);
   const resolver = new AttributionResolver(sql, redis, config.REDIS_PREFIX, config.KEY_CACHE_TTL_SECONDS, {
@@ -60,8 +61,9 @@ export function createApp(deps: AppDeps): { app: Hono; tokens: TenantTokens } {
   app.get('/metrics', async (c) => c.body(await metrics.registry.metrics(), 200, { 'content-type': metrics.registry.contentType }));
 
   app.route('/', createIngestRoutes({ config, redis, tokens, metrics, log }));
-  app.route('/', createAdminRoutes({ sql, redis, prefix: config.REDIS_PREFIX, tokens, log }));
-  app.route('/', createAuthorizeRoutes({ config, redis, resolver, tokens, sql }));
+  app.route('/', createAdminRoutes({ sql, redis, prefix: config.REDIS_PREFIX, partitions: config.PARTITIONS, tokens, log }));
+  const authorize = createAuthorizeRoutes({ config, redis, resolver, tokens, sql, log });
+  app.route('/', authorize.app);
   app.route('/', createInvoiceRoutes({ sql, tokens }));
   app.route('/', createCogsRoutes({ sql, tokens }));
   app.use('/v1/rate-plans/quote', requireTenant(tokens, 'ingest'));
@@ -71,5 +73,12 @@ export function createApp(deps: AppDeps): { app: Hono; tokens: TenantTokens } {
 
   app.notFound(routeNotFound);
   app.onError(apiErrorHandler(log));
-  return { app, tokens };
+  return {
+    app,
+    tokens,
+    async applyControl(message) {
+      if (message.type === 'tenant-tokens.changed') tokens.forgetAll();
+      await authorize.applyControl(message);
+    },
+  };
 }

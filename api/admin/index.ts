@@ -8,6 +8,7 @@ import { apiKeyEndpoints, clientCredentialEndpoints } from './credentials.js';
 import { customerEndpoints, teamEndpoints } from './customers.js';
 import { mountEndpoints, type AdminDeps, type AdminEnv, type Endpoint } from './endpoint.js';
 import { ApiError, apiErrorHandler, routeNotFound } from '../errors.js';
+import { pauseEndpoints } from './pauses.js';
 import { productEndpoints } from './products.js';
 import { ratePlanEndpoints } from './rate-plans.js';
 import { costModelEndpoints, spendCapEndpoints } from './spend-caps.js';
@@ -33,6 +34,7 @@ export function adminEndpoints(): Endpoint[] {
     ...ratePlanEndpoints(),
     ...subscriptionEndpoints(),
     ...spendCapEndpoints(),
+    ...pauseEndpoints(),
     ...costModelEndpoints(),
     ...tenantTokenEndpoints(),
   ];
@@ -58,7 +60,7 @@ export function createAdminRoutes(deps: AdminDeps & { log?: Logger }): Hono<Admi
       },
     }),
   );
-  mountEndpoints(app, ADMIN_BASE_PATH, adminEndpoints(), { sql: deps.sql, redis: deps.redis, prefix: deps.prefix, tokens });
+  mountEndpoints(app, ADMIN_BASE_PATH, adminEndpoints(), { sql: deps.sql, redis: deps.redis, prefix: deps.prefix, partitions: deps.partitions, tokens });
   // Mounted on its own (tests, tools) it renders errors the same way as inside the full app.
   app.onError(apiErrorHandler(log));
   app.notFound(routeNotFound);

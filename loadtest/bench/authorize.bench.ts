@@ -47,7 +47,7 @@ const server = await (async () => {
     VALUES (${newId('key')}, ${tenant.tenantId}, ${agentId}, ${key.keyHash}, ${key.prefix}, ${key.last4})`;
 
   const resolver = new AttributionResolver(sql, redis, config.REDIS_PREFIX, config.KEY_CACHE_TTL_SECONDS);
-  const app = createAuthorizeRoutes({ config, redis, resolver, tokens: new TenantTokens(sql, 60_000), sql });
+  const app = createAuthorizeRoutes({ config, redis, resolver, tokens: new TenantTokens(sql, 60_000), sql }).app;
   const http = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' });
   await new Promise<void>((resolve) => http.once('listening', () => resolve()));
   const url = `http://127.0.0.1:${(http.address() as AddressInfo).port}/v1/authorize`;
