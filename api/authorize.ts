@@ -8,7 +8,7 @@ import { formatNano, parseNano } from '../domain/money.js';
 import { describeIssues } from '../domain/validation.js';
 import type { PauseRecord } from '../store/pauses.js';
 import { ApiError, tooLarge, unavailable } from './errors.js';
-import { readLimitedBody, redisDown } from './http.js';
+import { readLimitedNodeBody, redisDown } from './http.js';
 import type { Attribution } from '../domain/flow.js';
 import type { AttributionResolver } from '../store/attribution.js';
 import { Authorizer, type AuthorizeAsk, type AuthorizeDecision, type CapStanding } from '../store/authorizer.js';
@@ -238,7 +238,7 @@ function reply(decision: AuthorizeDecision): AuthorizeReply {
 }
 
 async function readJson(c: Context, maxBytes: number): Promise<unknown> {
-  const bytes = await readLimitedBody(c.req.raw, maxBytes);
+  const bytes = await readLimitedNodeBody(c.env, c.req.raw, maxBytes);
   if (!bytes) throw tooLarge(maxBytes);
   try {
     return JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8'));
@@ -299,7 +299,7 @@ export function createAuthorizeRoutes(deps: AuthorizeDeps): AuthorizeRoutes {
       if (redisDown(redis)) throw new Error(`Redis connection is ${redis.status}`);
       const replies: (AuthorizeReply | undefined)[] = await Promise.all(bodies.map((body) => secretRefusal(tenantId, body)));
       const asked = bodies.flatMap((body, i) => (replies[i] ? [] : [{ i, ask: askOf(tenantId, body) }]));
-      const decisions = await authorizer.authorizeMany(asked.map((a) => a.ask));
+      const decisions = asked.length === 1 ? [await authorizer.authorize(asked[0].ask)] : await authorizer.authorizeMany(asked.map((a) => a.ask));
       for (const [j, { i }] of asked.entries()) replies[i] = reply(decisions[j]);
       return replies as AuthorizeReply[];
     } catch (err) {

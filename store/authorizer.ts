@@ -116,8 +116,31 @@ export class Authorizer {
     }
   }
 
-  async authorize(ask: AuthorizeAsk): Promise<AuthorizeDecision> {
-    return (await this.authorizeMany([ask]))[0];
+  /**
+   * One decision. Calls that arrive in the same turn of the event loop are decided together
+   * (one script call per partition for all of them): under load, fewer round trips and fewer
+   * system calls per call; alone, a call waits for nothing but the end of the turn.
+   */
+  authorize(ask: AuthorizeAsk): Promise<AuthorizeDecision> {
+    return new Promise((resolve, reject) => {
+      this.pending.push({ ask, resolve, reject });
+      if (this.pending.length === 1) setImmediate(() => this.flush());
+    });
+  }
+
+  private pending: { ask: AuthorizeAsk; resolve: (decision: AuthorizeDecision) => void; reject: (err: unknown) => void }[] = [];
+
+  private flush(): void {
+    const batch = this.pending;
+    this.pending = [];
+    this.authorizeMany(batch.map((p) => p.ask)).then(
+      (decisions) => {
+        for (const [i, p] of batch.entries()) p.resolve(decisions[i]);
+      },
+      (err: unknown) => {
+        for (const p of batch) p.reject(err);
+      },
+    );
   }
 
   /** One decision per ask, in order: the asks of one partition share one script call, all calls are sent at once. */
