@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { usageVectorSchema } from '../domain/rating/quote.js';
 import { errorOut, pricingField } from '../schemas/admin.js';
 import { authorizeBatchSchema, authorizeBodySchema } from './authorize.js';
+import { spendReply } from './spend.js';
 import { cogsQuerySchema } from './cogs.js';
 import { wireEventSchema } from '../schemas/events.js';
 import { subscriptionTermsSchema } from '../domain/rating/plan-schema.js';
@@ -161,6 +162,20 @@ const PUBLIC_OPERATIONS: Operation[] = [
     status: 200,
     refusals: { 404: 'No such customer of this tenant (not_found), or no subscription in the period (no_subscription).' },
   },
+  ...(['agents', 'teams', 'customers'] as const).map(
+    (scope): Operation => ({
+      method: 'get',
+      path: `/v1/spend/${scope}/{id}`,
+      tag: 'Spend',
+      summary: `Where the money of ${scope === 'agents' ? 'an agent' : scope === 'teams' ? 'a team' : 'a customer'} is going, live`,
+      description:
+        'This calendar month (UTC): ledgered spend by pricing dimension and by tool, the end of period projected from the recent rate, every cap on the scope with spent / limit / remaining (the running total authorize and cap-check enforce), and the open sessions with their live cost.',
+      security: 'ingestToken',
+      response: spendReply,
+      status: 200,
+      refusals: { 404: 'No such agent, team or customer of this tenant.' },
+    }),
+  ),
   {
     method: 'get',
     path: '/v1/cogs',

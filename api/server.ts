@@ -18,6 +18,7 @@ import { createInvoiceRoutes } from './invoices.js';
 import { createOpenApiRoutes } from './openapi.js';
 import { apiErrorHandler, routeNotFound, unavailable } from './errors.js';
 import { createQuoteRoutes } from './quote.js';
+import { createSpendRoutes } from './spend.js';
 
 export interface AppDeps {
   config: Config;
@@ -65,6 +66,7 @@ export function createApp(deps: AppDeps): { app: Hono; tokens: TenantTokens; app
   const authorize = createAuthorizeRoutes({ config, redis, resolver, tokens, sql, log });
   app.route('/', authorize.app);
   app.route('/', createInvoiceRoutes({ sql, tokens }));
+  app.route('/', createSpendRoutes({ config, sql, redis, tokens }));
   app.route('/', createCogsRoutes({ sql, tokens }));
   app.use('/v1/rate-plans/quote', requireTenant(tokens, 'ingest'));
   app.route('/', createQuoteRoutes());
