@@ -258,3 +258,38 @@ describe('POST /v1/authorize', () => {
     }
   });
 });
+
+describe('POST /v1/authorize served straight on Node (serveNode)', () => {
+  it('answers as the Hono route does: allowed, 401, 400 with the path, 413, Server-Timing; other requests fall through', async () => {
+    const owner = await seedOwner();
+    const { createServer } = await import('node:http');
+    const server = createServer((req, res) => {
+      if (!routes.serveNode(req, res)) {
+        res.writeHead(418);
+        res.end();
+      }
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+    const base = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+    const post = (body: string, token: string | null = tenant.ingestToken) =>
+      fetch(`${base}/v1/authorize`, { method: 'POST', headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) }, body });
+    try {
+      const allowed = await post(JSON.stringify({ api_key: owner.apiKey }));
+      expect(allowed.status).toBe(200);
+      expect(allowed.headers.get('server-timing')).toMatch(/^app;dur=\d+\.\d{3}$/);
+      expect(await allowed.json()).toEqual({ allowed: true, attribution: { customer_id: owner.customerId, team_id: owner.teamId, agent_id: owner.agentId } });
+      const unauthorized = await post(JSON.stringify({ api_key: owner.apiKey }), tenant.adminToken);
+      expect(unauthorized.status).toBe(401);
+      expect(unauthorized.headers.get('www-authenticate')).toBe('Bearer');
+      expect(((await unauthorized.json()) as { error: { code: string } }).error.code).toBe('unauthorized');
+      const invalid = await post(JSON.stringify({ api_key: owner.apiKey, estimated_cost: '-2' }));
+      expect(invalid.status).toBe(400);
+      expect(((await invalid.json()) as { error: { details: { path: string }[] } }).error.details.map((d) => d.path)).toEqual(['estimated_cost']);
+      expect((await post('{"api_key": ')).status).toBe(400);
+      expect((await post(JSON.stringify({ api_key: 'x'.repeat(20_000) }))).status).toBe(413);
+      expect((await fetch(`${base}/v1/authorize/batch`, { method: 'POST', body: '{}' })).status).toBe(418);
+    } finally {
+      server.close();
+    }
+  });
+});

@@ -16,7 +16,9 @@ import { hashApiKey, sameDigest, sha256 } from '../store/credentials.js';
 import type { Sql } from '../pipeline/postgres.js';
 import type { TenantTokens } from '../store/tenant-tokens.js';
 import type { ControlMessage } from '../pipeline/control.js';
-import { requireTenant, type TenantAuthVariables } from './auth.js';
+import { requireTenant, verifyBearer, type TenantAuthVariables } from './auth.js';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { isTransient } from '../pipeline/errors.js';
 
 export interface AuthorizeDeps {
   config: Config;
@@ -237,14 +239,18 @@ function reply(decision: AuthorizeDecision): AuthorizeReply {
   return out;
 }
 
-async function readJson(c: Context, maxBytes: number): Promise<unknown> {
-  const bytes = await readLimitedNodeBody(c.env, c.req.raw, maxBytes);
-  if (!bytes) throw tooLarge(maxBytes);
+function parseJson(bytes: Uint8Array): unknown {
   try {
     return JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8'));
   } catch (err) {
     throw new ApiError(400, 'invalid_body', `the body is not valid JSON: ${(err as Error).message}`);
   }
+}
+
+async function readJson(c: Context, maxBytes: number): Promise<unknown> {
+  const bytes = await readLimitedNodeBody(c.env, c.req.raw, maxBytes);
+  if (!bytes) throw tooLarge(maxBytes);
+  return parseJson(bytes);
 }
 
 function askOf(tenantId: string, body: AuthorizeBody): AuthorizeAsk {
@@ -262,6 +268,12 @@ export interface AuthorizeRoutes {
   app: Hono<{ Variables: TenantAuthVariables }>;
   /** Applies a control message to the process's caches (caps, credentials). */
   applyControl(message: ControlMessage): Promise<void>;
+  /**
+   * `POST /v1/authorize` served straight on Node's request and response, without the Hono
+   * layers (routing, middleware, WHATWG Request/Response): the same checks, answers and errors.
+   * Returns false for any other request, which the caller hands to the app.
+   */
+  serveNode(req: IncomingMessage, res: ServerResponse): boolean;
 }
 
 /**
@@ -308,15 +320,65 @@ export function createAuthorizeRoutes(deps: AuthorizeDeps): AuthorizeRoutes {
     }
   }
 
-  app.post('/v1/authorize', serverTiming, requireTenant(deps.tokens, 'ingest'), async (c) => {
-    const tenantId = c.get('tenantId');
-    const parsed = authorizeBodySchema.safeParse(await readJson(c, MAX_BODY_BYTES));
+  async function answerOne(tenantId: string, raw: unknown): Promise<AuthorizeReply> {
+    const parsed = authorizeBodySchema.safeParse(raw);
     if (!parsed.success) {
       throw new ApiError(400, 'validation_failed', 'the request body is not a valid authorize request', describeIssues(parsed.error));
     }
     const [answer] = await decideAll(tenantId, [parsed.data]);
-    return c.json(answer);
+    return answer;
+  }
+
+  app.post('/v1/authorize', serverTiming, requireTenant(deps.tokens, 'ingest'), async (c) => {
+    return c.json(await answerOne(c.get('tenantId'), await readJson(c, MAX_BODY_BYTES)));
   });
+
+  const timeoutMs = config.HTTP_REQUEST_TIMEOUT_MS;
+  async function serveAuthorize(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const start = performance.now();
+    let status = 200;
+    let payload: unknown;
+    let headers: Record<string, string> = {};
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const deadline = new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(unavailable('timeout', `no answer within ${timeoutMs} ms: a store is slow or unreachable; retry later`, 2)),
+          timeoutMs,
+        );
+      });
+      payload = await Promise.race([
+        (async () => {
+          const { tenantId } = await verifyBearer(deps.tokens, 'ingest', req.headers.authorization ?? '');
+          const bytes = await readLimitedNodeBody({ incoming: req }, undefined as never, MAX_BODY_BYTES);
+          if (!bytes) throw tooLarge(MAX_BODY_BYTES);
+          return answerOne(tenantId, parseJson(bytes));
+        })(),
+        deadline,
+      ]);
+    } catch (err) {
+      const refusal =
+        err instanceof ApiError ? err
+        : isTransient(err) ? unavailable('unavailable', 'a store this request needs is unreachable; retry later', 2)
+        : undefined;
+      if (!refusal) deps.log?.error({ err, path: '/v1/authorize' }, 'unexpected error');
+      const answer = refusal ?? new ApiError(500, 'internal', 'an unexpected error occurred; it has been logged');
+      status = answer.status;
+      payload = answer.body();
+      headers = Object.fromEntries(answer.getResponse().headers);
+      delete headers['content-type'];
+    } finally {
+      clearTimeout(timer);
+    }
+    const body = JSON.stringify(payload);
+    res.writeHead(status, {
+      ...headers,
+      'content-type': 'application/json',
+      'content-length': Buffer.byteLength(body),
+      'server-timing': `app;dur=${(performance.now() - start).toFixed(3)}`,
+    });
+    res.end(body);
+  }
 
   app.post('/v1/authorize/batch', serverTiming, requireTenant(deps.tokens, 'ingest'), async (c) => {
     const tenantId = c.get('tenantId');
@@ -327,5 +389,16 @@ export function createAuthorizeRoutes(deps: AuthorizeDeps): AuthorizeRoutes {
     return c.json({ results: await decideAll(tenantId, parsed.data.requests) });
   });
 
-  return { app, applyControl: (message) => authorizer.applyControl(message) };
+  return {
+    app,
+    applyControl: (message) => authorizer.applyControl(message),
+    serveNode(req, res) {
+      if (req.method !== 'POST' || req.url !== '/v1/authorize') return false;
+      void serveAuthorize(req, res).catch((err: unknown) => {
+        deps.log?.error({ err }, 'authorize: cannot write the answer');
+        res.destroy();
+      });
+      return true;
+    },
+  };
 }

@@ -1,3 +1,4 @@
+import { createServer, type RequestListener, type ServerOptions } from 'node:http';
 import { Hono } from 'hono';
 import { timeout } from 'hono/timeout';
 import type { Redis } from 'ioredis';
@@ -33,7 +34,15 @@ export interface AppDeps {
  * The HTTP API of one process: ingest (stage 1 of the flow), authorize, the admin API,
  * quotes, invoices and COGS, plus /healthz, /readyz and /metrics.
  */
-export function createApp(deps: AppDeps): { app: Hono; tokens: TenantTokens; applyControl: (message: ControlMessage) => Promise<void> } {
+export interface CreatedApp {
+  app: Hono;
+  tokens: TenantTokens;
+  applyControl: (message: ControlMessage) => Promise<void>;
+  /** A `createServer` for @hono/node-server's serve: `POST /v1/authorize` skips the Hono layers (see api/authorize.ts). */
+  createServer: typeof createServer;
+}
+
+export function createApp(deps: AppDeps): CreatedApp {
   const { config, sql, redis, log, metrics } = deps;
   const tokens = deps.tokens ?? new TenantTokens(sql);
   const resolver = new AttributionResolver(sql, redis, config.REDIS_PREFIX, config.KEY_CACHE_TTL_SECONDS, {
@@ -82,5 +91,9 @@ export function createApp(deps: AppDeps): { app: Hono; tokens: TenantTokens; app
       if (message.type === 'tenant-tokens.changed') tokens.forgetAll();
       await authorize.applyControl(message);
     },
+    createServer: ((options: ServerOptions, listener: RequestListener) =>
+      createServer(options, (req, res) => {
+        if (!authorize.serveNode(req, res)) listener(req, res);
+      })) as typeof createServer,
   };
 }

@@ -16,6 +16,7 @@
  */
 import { serve } from '@hono/node-server';
 import type { AddressInfo } from 'node:net';
+import { createServer, type RequestListener, type ServerOptions } from 'node:http';
 import { parseArgs } from 'node:util';
 import { Worker } from 'node:worker_threads';
 import { TenantTokens } from '../../store/tenant-tokens.js';
@@ -97,10 +98,19 @@ function load(port: number, headers: Record<string, string>, bodies: string[], n
 
 const world = await isolated('authbench');
 const { sql, redis, config } = world;
-const http = await (async () => {
+const httpServer = await (async () => {
   const resolver = new AttributionResolver(sql, redis, config.REDIS_PREFIX, config.KEY_CACHE_TTL_SECONDS);
-  const app = createAuthorizeRoutes({ config, redis, resolver, tokens: new TenantTokens(sql, 60_000), sql }).app;
-  const server = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' });
+  const routes = createAuthorizeRoutes({ config, redis, resolver, tokens: new TenantTokens(sql, 60_000), sql });
+  // As api/main.ts serves it: POST /v1/authorize straight on Node's request, the rest through Hono.
+  const server = serve({
+    fetch: routes.app.fetch,
+    port: 0,
+    hostname: '127.0.0.1',
+    createServer: ((options: ServerOptions, listener: RequestListener) =>
+      createServer(options, (req, res) => {
+        if (!routes.serveNode(req, res)) listener(req, res);
+      })) as typeof createServer,
+  });
   await new Promise<void>((resolve) => server.once('listening', () => resolve()));
   return server;
 })();
@@ -133,7 +143,7 @@ try {
       );
     }
   }
-  const port = (http.address() as AddressInfo).port;
+  const port = (httpServer.address() as AddressInfo).port;
   const headers = { authorization: `Bearer ${tenant.ingestToken}`, 'content-type': 'application/json' };
   await load(port, headers, bodies, 5_000, 4); // warm the caches, the token check and the JIT
   console.log(
@@ -151,6 +161,6 @@ try {
     );
   }
 } finally {
-  http.close();
+  httpServer.close();
   await world.cleanup();
 }
