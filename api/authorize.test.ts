@@ -18,7 +18,8 @@ const PARTITIONS = 4;
 let iso: Isolated;
 let config: Config;
 let tenant: CreatedTenant;
-let app: ReturnType<typeof createAuthorizeRoutes>;
+let routes: ReturnType<typeof createAuthorizeRoutes>;
+let app: ReturnType<typeof createAuthorizeRoutes>['app'];
 
 interface Owner {
   customerId: string;
@@ -26,6 +27,7 @@ interface Owner {
   agentId: string;
   apiKey: string;
   keyHash: string;
+  keyId: string;
 }
 
 /** A customer whose partition is not 0, so a reader that ignores the partition would miss its flags. */
@@ -35,13 +37,14 @@ async function seedOwner(): Promise<Owner> {
   const teamId = newId('team');
   const agentId = newId('agt');
   const key = issueApiKey();
+  const keyId = newId('key');
   await iso.sql`INSERT INTO customers (id, tenant_id, name) VALUES (${customerId}, ${tenant.tenantId}, 'Customer')`;
   await iso.sql`INSERT INTO teams (id, tenant_id, customer_id, name) VALUES (${teamId}, ${tenant.tenantId}, ${customerId}, 'Team')`;
   await iso.sql`INSERT INTO agents (id, tenant_id, team_id, name, agent_type) VALUES (${agentId}, ${tenant.tenantId}, ${teamId}, 'Agent', 'CLAUDE')`;
   await iso.sql`
     INSERT INTO api_keys (id, tenant_id, agent_id, key_hash, prefix, last4)
-    VALUES (${newId('key')}, ${tenant.tenantId}, ${agentId}, ${key.keyHash}, ${key.prefix}, ${key.last4})`;
-  return { customerId, teamId, agentId, apiKey: key.secret, keyHash: key.keyHash };
+    VALUES (${keyId}, ${tenant.tenantId}, ${agentId}, ${key.keyHash}, ${key.prefix}, ${key.last4})`;
+  return { customerId, teamId, agentId, apiKey: key.secret, keyHash: key.keyHash, keyId };
 }
 
 async function authorize(body: unknown, token: string | null = tenant.ingestToken): Promise<Response> {
@@ -80,7 +83,8 @@ beforeAll(async () => {
   config = { ...iso.config, PARTITIONS };
   tenant = await createTenant(iso.sql, 'Acme MCP');
   const resolver = new AttributionResolver(iso.sql, iso.redis, config.REDIS_PREFIX, config.KEY_CACHE_TTL_SECONDS);
-  app = createAuthorizeRoutes({ config, redis: iso.redis, resolver, tokens: new TenantTokens(iso.sql), sql: iso.sql });
+  routes = createAuthorizeRoutes({ config, redis: iso.redis, resolver, tokens: new TenantTokens(iso.sql), sql: iso.sql });
+  app = routes.app;
 });
 
 afterAll(async () => {
@@ -123,6 +127,8 @@ describe('POST /v1/authorize', () => {
     expect((await decide({ api_key: owner.apiKey })).allowed).toBe(true);
     await iso.sql`UPDATE api_keys SET status = 'revoked', revoked_at = now() WHERE key_hash = ${owner.keyHash}`;
     await invalidateAttribution(iso.redis, config.REDIS_PREFIX, tenant.tenantId, { keyHashes: [owner.keyHash] });
+    // As the admin API's announce does: the control message drops what this process holds.
+    await routes.applyControl({ type: 'credentials.changed', tenantId: tenant.tenantId, keyHashes: [owner.keyHash] });
     expect(await decide({ api_key: owner.apiKey })).toEqual({ allowed: false, code: 'revoked', reason: expect.stringMatching(/revoked/) });
   });
 
@@ -131,6 +137,7 @@ describe('POST /v1/authorize', () => {
     expect((await decide({ api_key: owner.apiKey })).allowed).toBe(true);
     await iso.sql`UPDATE agents SET status = 'suspended' WHERE id = ${owner.agentId}`;
     await invalidateAttribution(iso.redis, config.REDIS_PREFIX, tenant.tenantId, { keyHashes: [owner.keyHash] });
+    await routes.applyControl({ type: 'hierarchy.changed', tenantId: tenant.tenantId, agentIds: [owner.agentId] });
     expect(await decide({ api_key: owner.apiKey })).toMatchObject({ allowed: false, code: 'suspended', reason: expect.stringMatching(owner.agentId) });
 
     const other = await seedOwner();
@@ -138,16 +145,17 @@ describe('POST /v1/authorize', () => {
     expect(await decide({ api_key: other.apiKey })).toMatchObject({ allowed: false, code: 'suspended', reason: expect.stringMatching(other.customerId) });
   });
 
-  for (const scope of ['agent', 'team', 'customer'] as const) {
+  for (const scope of ['api_key', 'agent', 'team', 'customer'] as const) {
     it(`denies while the ${scope} is paused, with the pause record, and allows again once the flag is gone`, async () => {
       const owner = await seedOwner();
-      const id = { agent: owner.agentId, team: owner.teamId, customer: owner.customerId }[scope];
+      const id = { api_key: owner.keyId, agent: owner.agentId, team: owner.teamId, customer: owner.customerId }[scope];
       const { key, record } = await pause(owner, scope, id);
       const denied = await decide({ api_key: owner.apiKey });
       expect(denied).toEqual({
         allowed: false,
         code: 'paused',
         reason: expect.stringContaining(`${scope} ${id} is paused`),
+        cap: expect.objectContaining({ cap_id: record.capId, scope_kind: scope, scope_id: id, limit: '5', period_key: '2026-03' }),
         pause: record,
         attribution: { customer_id: owner.customerId, team_id: owner.teamId, agent_id: owner.agentId },
       });
@@ -216,7 +224,7 @@ describe('POST /v1/authorize', () => {
     const dead = new Redis({ port: 1, lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0, retryStrategy: () => null });
     try {
       const resolver = new AttributionResolver(iso.sql, dead, config.REDIS_PREFIX, 60);
-      const down = createAuthorizeRoutes({ config, redis: dead, resolver, tokens: new TenantTokens(iso.sql), sql: iso.sql });
+      const down = createAuthorizeRoutes({ config, redis: dead, resolver, tokens: new TenantTokens(iso.sql), sql: iso.sql }).app;
       const res = await down.request('/v1/authorize', {
         method: 'POST',
         headers: { authorization: `Bearer ${tenant.ingestToken}`, 'content-type': 'application/json' },
@@ -236,7 +244,7 @@ describe('POST /v1/authorize', () => {
     try {
       while (lost.status !== 'reconnecting') await new Promise((r) => setTimeout(r, 10));
       const resolver = new AttributionResolver(iso.sql, lost, config.REDIS_PREFIX, 60);
-      const down = createAuthorizeRoutes({ config, redis: lost, resolver, tokens: new TenantTokens(iso.sql), sql: iso.sql });
+      const down = createAuthorizeRoutes({ config, redis: lost, resolver, tokens: new TenantTokens(iso.sql), sql: iso.sql }).app;
       const started = Date.now();
       const res = await down.request('/v1/authorize', {
         method: 'POST',
@@ -247,6 +255,41 @@ describe('POST /v1/authorize', () => {
       expect(Date.now() - started).toBeLessThan(1000);
     } finally {
       lost.disconnect();
+    }
+  });
+});
+
+describe('POST /v1/authorize served straight on Node (serveNode)', () => {
+  it('answers as the Hono route does: allowed, 401, 400 with the path, 413, Server-Timing; other requests fall through', async () => {
+    const owner = await seedOwner();
+    const { createServer } = await import('node:http');
+    const server = createServer((req, res) => {
+      if (!routes.serveNode(req, res)) {
+        res.writeHead(418);
+        res.end();
+      }
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+    const base = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+    const post = (body: string, token: string | null = tenant.ingestToken) =>
+      fetch(`${base}/v1/authorize`, { method: 'POST', headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) }, body });
+    try {
+      const allowed = await post(JSON.stringify({ api_key: owner.apiKey }));
+      expect(allowed.status).toBe(200);
+      expect(allowed.headers.get('server-timing')).toMatch(/^app;dur=\d+\.\d{3}$/);
+      expect(await allowed.json()).toEqual({ allowed: true, attribution: { customer_id: owner.customerId, team_id: owner.teamId, agent_id: owner.agentId } });
+      const unauthorized = await post(JSON.stringify({ api_key: owner.apiKey }), tenant.adminToken);
+      expect(unauthorized.status).toBe(401);
+      expect(unauthorized.headers.get('www-authenticate')).toBe('Bearer');
+      expect(((await unauthorized.json()) as { error: { code: string } }).error.code).toBe('unauthorized');
+      const invalid = await post(JSON.stringify({ api_key: owner.apiKey, estimated_cost: '-2' }));
+      expect(invalid.status).toBe(400);
+      expect(((await invalid.json()) as { error: { details: { path: string }[] } }).error.details.map((d) => d.path)).toEqual(['estimated_cost']);
+      expect((await post('{"api_key": ')).status).toBe(400);
+      expect((await post(JSON.stringify({ api_key: 'x'.repeat(20_000) }))).status).toBe(413);
+      expect((await fetch(`${base}/v1/authorize/batch`, { method: 'POST', body: '{}' })).status).toBe(418);
+    } finally {
+      server.close();
     }
   });
 });

@@ -1,20 +1,24 @@
-import { Hono, type MiddlewareHandler } from 'hono';
+import { Hono, type Context, type MiddlewareHandler } from 'hono';
 import type { Redis } from '../pipeline/redis.js';
 import { z } from 'zod';
 import type { Config } from '../pipeline/config.js';
 import type { Logger } from '../pipeline/logger.js';
-import { partitionOf, partitionedKey } from '../pipeline/keys.js';
 import type { Credential } from '../domain/events.js';
+import { formatNano, parseNano } from '../domain/money.js';
 import { describeIssues } from '../domain/validation.js';
-import { pauseKeysFor, type PauseRecord } from '../store/pauses.js';
+import type { PauseRecord } from '../store/pauses.js';
 import { ApiError, tooLarge, unavailable } from './errors.js';
-import { readLimitedBody, redisDown } from './http.js';
-import { customerPartitionKey, type Attribution } from '../domain/flow.js';
+import { readLimitedNodeBody, redisDown } from './http.js';
+import type { Attribution } from '../domain/flow.js';
 import type { AttributionResolver } from '../store/attribution.js';
+import { Authorizer, type AuthorizeAsk, type AuthorizeDecision, type CapStanding } from '../store/authorizer.js';
 import { hashApiKey, sameDigest, sha256 } from '../store/credentials.js';
 import type { Sql } from '../pipeline/postgres.js';
 import type { TenantTokens } from '../store/tenant-tokens.js';
-import { requireTenant, type TenantAuthVariables } from './auth.js';
+import type { ControlMessage } from '../pipeline/control.js';
+import { requireTenant, verifyBearer, type TenantAuthVariables } from './auth.js';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { isTransient } from '../pipeline/errors.js';
 
 export interface AuthorizeDeps {
   config: Config;
@@ -23,35 +27,115 @@ export interface AuthorizeDeps {
   tokens: TenantTokens;
   sql: Sql;
   log?: Logger;
+  /** How long a reservation (estimated_cost) waits for its event; 5 minutes by default. */
+  reservationTtlMs?: number;
+}
+
+/** One cap on the caller as it stands in its current period (decimal amounts in the plan's currency). */
+interface CapStandingReply {
+  cap_id: string;
+  scope_kind: string;
+  scope_id: string;
+  action: 'pause' | 'alert';
+  period: string;
+  period_key: string;
+  spent: string;
+  reserved: string;
+  limit: string;
+  remaining: string;
+  resets_at: string;
 }
 
 /** The reply of `POST /v1/authorize` (always 200 once the request itself is valid). */
 export interface AuthorizeReply {
   allowed: boolean;
-  /** Why not: unknown_credential, revoked, expired, suspended, invalid_client_secret or paused. */
+  /**
+   * Why not: unknown_credential, revoked, expired, suspended, invalid_client_secret, paused,
+   * rate_limited, too_many_sessions or insufficient_budget.
+   */
   code?: string;
   reason?: string;
+  /** The cap that refused the call (paused, insufficient_budget): spent, limit, when it resets. */
+  cap?: CapStandingReply;
   /** The pause flag that stopped the caller (code `paused`). */
   pause?: PauseRecord;
+  /** rate_limited: when a slot of the window frees. */
+  retry_after_ms?: number;
+  /** The least any hard cap on the caller leaves this period (absent when none applies). */
+  remaining?: string;
+  /** Every cap on the caller's scopes, in its current period. */
+  caps?: CapStandingReply[];
+  rate_limit?: { limit: number; used: number };
+  sessions?: { max: number; active: number };
+  /** estimated_cost given and allowed: held against every hard cap until the event is counted, or until expires_at. */
+  reservation?: { id: string; amount: string; expires_at: string };
   /** Who the credential belongs to; absent when it did not resolve or its secret did not match. */
   attribution?: { customer_id: string; team_id: string; agent_id?: string; app_id?: string };
 }
 
 const MAX_BODY_BYTES = 16 * 1024;
 
+const MAX_ESTIMATE_NANO = 2n ** 63n - 1n;
+const MAX_BATCH = 100;
+
+/** Positive, exact to the nano-unit, at most what one event may cost (an int64 of nano-units). */
+const estimatedCost = z
+  .union([z.number(), z.string().max(40)])
+  .transform((value, ctx) => {
+    let nano: bigint;
+    try {
+      nano = parseNano(value);
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', message: (err as Error).message });
+      return z.NEVER;
+    }
+    if (nano <= 0n || nano > MAX_ESTIMATE_NANO) {
+      ctx.addIssue({ code: 'custom', message: `must be greater than zero and at most 9223372036.854775807, got ${String(value)}` });
+      return z.NEVER;
+    }
+    return nano;
+  })
+  .meta({
+    description:
+      'What the caller expects this call to cost (decimal, major unit): refused with insufficient_budget when it does not fit under a hard cap, otherwise reserved until the event is counted.',
+    examples: ['0.25'],
+  });
+
+const authorizeFields = {
+  api_key: z.string().min(8).max(256).optional().meta({ description: 'The raw API key an agent or app presents.' }),
+  client_id: z.string().min(1).max(128).optional().meta({ description: 'The client_id of an agent, instead of an API key.' }),
+  client_secret: z.string().min(1).max(256).optional().meta({ description: 'Checked in constant time when given with client_id.' }),
+  session_id: z
+    .string()
+    .min(1)
+    .max(128)
+    .optional()
+    .meta({ description: 'Also checks the pause flag and caps of this session, and counts it against max_concurrent_sessions.' }),
+  // Accepted for the caller's convenience; no pause is kept per tool today.
+  tool: z.string().min(1).max(256).optional(),
+  estimated_cost: estimatedCost.optional(),
+  event_id: z
+    .string()
+    .min(1)
+    .max(128)
+    .regex(/^[A-Za-z0-9_.:@/-]+$/, 'letters, digits and _ . : @ / - only')
+    .optional()
+    .meta({ description: 'The event_id the caller will send for this call: its reservation is released when that event is counted.' }),
+};
+
 /** The body of `POST /v1/authorize` (exported for the OpenAPI description). */
 export const authorizeBodySchema = z
-  .strictObject({
-    api_key: z.string().min(8).max(256).optional().meta({ description: 'The raw API key an agent or app presents.' }),
-    client_id: z.string().min(1).max(128).optional().meta({ description: 'The client_id of an agent, instead of an API key.' }),
-    client_secret: z.string().min(1).max(256).optional().meta({ description: 'Checked in constant time when given with client_id.' }),
-    session_id: z.string().min(1).max(128).optional().meta({ description: 'Also checks the pause flag of this session.' }),
-    // Accepted for the caller's convenience; no pause is kept per tool today.
-    tool: z.string().min(1).max(256).optional(),
-  })
+  .strictObject(authorizeFields)
   .refine((body) => !body.api_key !== !body.client_id, { path: ['api_key'], message: 'exactly one of api_key or client_id is required' })
   .refine((body) => !body.client_secret || !!body.client_id, { path: ['client_secret'], message: 'client_secret goes with client_id, not api_key' })
   .meta({ description: 'The credential to check: exactly one of api_key or client_id.' });
+
+/** The body of `POST /v1/authorize/batch` (exported for the OpenAPI description). */
+export const authorizeBatchSchema = z
+  .strictObject({ requests: z.array(authorizeBodySchema).min(1).max(MAX_BATCH) })
+  .meta({ description: `Up to ${MAX_BATCH} authorize requests answered together (a gateway asking for many callers).` });
+
+type AuthorizeBody = z.output<typeof authorizeBodySchema>;
 
 /** Adds `Server-Timing: app;dur=<ms>` to every reply: the server's own time, token check included. */
 const serverTiming: MiddlewareHandler = async (c, next) => {
@@ -95,77 +179,226 @@ function attributionReply(attribution: Attribution): NonNullable<AuthorizeReply[
   };
 }
 
-function describePause(record: PauseRecord): string {
-  return `${record.scopeKind} ${record.scopeId} is paused: spend cap ${record.capId} (${record.period} ${record.periodKey}) reached its limit`;
+function standingReply(s: CapStanding): CapStandingReply {
+  return {
+    cap_id: s.cap.id,
+    scope_kind: s.cap.scopeKind,
+    scope_id: s.cap.scopeId,
+    action: s.cap.action,
+    period: s.cap.period,
+    period_key: s.periodKey,
+    spent: formatNano(s.spent),
+    reserved: formatNano(s.reserved),
+    limit: formatNano(s.cap.limitNano),
+    remaining: formatNano(s.remaining),
+    resets_at: new Date(s.resetsAt).toISOString(),
+  };
+}
+
+/** The cap a pause flag names, as it stands now; from the flag itself when the cap is no longer active. */
+function pausedCapReply(pause: PauseRecord, caps: CapStanding[]): CapStandingReply {
+  const standing = caps.find((s) => s.cap.id === pause.capId);
+  if (standing) return standingReply(standing);
+  return {
+    cap_id: pause.capId,
+    scope_kind: pause.scopeKind,
+    scope_id: pause.scopeId,
+    action: 'pause',
+    period: pause.period,
+    period_key: pause.periodKey,
+    spent: formatNano(BigInt(pause.limitNano)),
+    reserved: '0',
+    limit: formatNano(BigInt(pause.limitNano)),
+    remaining: '0',
+    resets_at: new Date(pause.endsAt ?? pause.pausedAt).toISOString(),
+  };
+}
+
+function reply(decision: AuthorizeDecision): AuthorizeReply {
+  const out: AuthorizeReply = { allowed: decision.allowed };
+  const refusal = decision.refusal;
+  if (refusal) {
+    out.code = refusal.code;
+    out.reason = refusal.reason;
+    if (refusal.code === 'paused' && refusal.pause) {
+      out.cap = pausedCapReply(refusal.pause, decision.caps);
+      out.pause = refusal.pause;
+    }
+    if (refusal.code === 'insufficient_budget') out.cap = standingReply(refusal.standing);
+    if (refusal.code === 'rate_limited') out.retry_after_ms = refusal.retryAfterMs;
+  }
+  if (decision.remaining !== undefined) out.remaining = formatNano(decision.remaining);
+  if (decision.caps.length) out.caps = decision.caps.map(standingReply);
+  if (decision.rate) out.rate_limit = decision.rate;
+  if (decision.sessions) out.sessions = decision.sessions;
+  if (decision.reservation) {
+    const r = decision.reservation;
+    out.reservation = { id: r.id, amount: formatNano(r.amount), expires_at: new Date(r.expiresAt).toISOString() };
+  }
+  if (decision.attribution) out.attribution = attributionReply(decision.attribution);
+  return out;
+}
+
+function parseJson(bytes: Uint8Array): unknown {
+  try {
+    return JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8'));
+  } catch (err) {
+    throw new ApiError(400, 'invalid_body', `the body is not valid JSON: ${(err as Error).message}`);
+  }
+}
+
+async function readJson(c: Context, maxBytes: number): Promise<unknown> {
+  const bytes = await readLimitedNodeBody(c.env, c.req.raw, maxBytes);
+  if (!bytes) throw tooLarge(maxBytes);
+  return parseJson(bytes);
+}
+
+function askOf(tenantId: string, body: AuthorizeBody): AuthorizeAsk {
+  const credential: Credential = body.api_key ? { kind: 'api_key', keyHash: hashApiKey(body.api_key) } : { kind: 'client_id', clientId: body.client_id! };
+  return {
+    tenantId,
+    credential,
+    ...(body.session_id ? { sessionId: body.session_id } : {}),
+    ...(body.estimated_cost !== undefined ? { estimate: body.estimated_cost } : {}),
+    ...(body.event_id ? { eventId: body.event_id } : {}),
+  };
+}
+
+export interface AuthorizeRoutes {
+  app: Hono<{ Variables: TenantAuthVariables }>;
+  /** Applies a control message to the process's caches (caps, credentials). */
+  applyControl(message: ControlMessage): Promise<void>;
+  /**
+   * `POST /v1/authorize` served straight on Node's request and response, without the Hono
+   * layers (routing, middleware, WHATWG Request/Response): the same checks, answers and errors.
+   * Returns false for any other request, which the caller hands to the app.
+   */
+  serveNode(req: IncomingMessage, res: ServerResponse): boolean;
 }
 
 /**
- * `POST /v1/authorize`: may this API key or client (and session) act now? Answers from Redis:
- * the credential's cached attribution (PostgreSQL on a miss), then every pause flag that could
- * stop it, read with one MGET in its customer's partition.
+ * `POST /v1/authorize` and `POST /v1/authorize/batch`: may this API key or client (and session)
+ * act now, and spend this much? The enforcement point: pause flags, hard caps with estimates,
+ * rate_limit_per_minute and max_concurrent_sessions, decided in one Redis round trip (see
+ * store/authorizer.ts).
  */
-export function createAuthorizeRoutes(deps: AuthorizeDeps): Hono<{ Variables: TenantAuthVariables }> {
-  const { config, redis, resolver } = deps;
+export function createAuthorizeRoutes(deps: AuthorizeDeps): AuthorizeRoutes {
+  const { config, redis } = deps;
   const secrets = new SecretDigests(deps.sql);
+  const authorizer = new Authorizer(deps.sql, redis, deps.resolver, {
+    prefix: config.REDIS_PREFIX,
+    partitions: config.PARTITIONS,
+    sessionIdleMs: config.SESSION_IDLE_SECONDS * 1000,
+    ...(deps.reservationTtlMs ? { reservationTtlMs: deps.reservationTtlMs } : {}),
+  });
   const app = new Hono<{ Variables: TenantAuthVariables }>();
 
-  app.post('/v1/authorize', serverTiming, requireTenant(deps.tokens, 'ingest'), async (c) => {
-    const tenantId = c.get('tenantId');
-    const bytes = await readLimitedBody(c.req.raw, MAX_BODY_BYTES);
-    if (!bytes) throw tooLarge(MAX_BODY_BYTES);
-    let raw: unknown;
-    try {
-      raw = JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8'));
-    } catch (err) {
-      throw new ApiError(400, 'invalid_body', `the body is not valid JSON: ${(err as Error).message}`);
-    }
-    const parsed = authorizeBodySchema.safeParse(raw);
-    if (!parsed.success) {
-      throw new ApiError(400, 'validation_failed', 'the request body is not a valid authorize request', describeIssues(parsed.error));
-    }
-    const body = parsed.data;
-    const credential: Credential = body.api_key
-      ? { kind: 'api_key', keyHash: hashApiKey(body.api_key) }
-      : { kind: 'client_id', clientId: body.client_id! };
+  /**
+   * A client_secret that does not match refuses the call before anything is counted (a client
+   * that does not resolve is refused for that, first).
+   */
+  async function secretRefusal(tenantId: string, body: AuthorizeBody): Promise<AuthorizeReply | undefined> {
+    if (body.client_secret === undefined) return undefined;
+    const stored = await secrets.get(tenantId, body.client_id!);
+    if (stored && sameDigest(stored, sha256(body.client_secret))) return undefined;
+    const resolution = await deps.resolver.resolve(tenantId, { kind: 'client_id', clientId: body.client_id! });
+    if (!resolution.ok) return { allowed: false, code: resolution.code, reason: resolution.reason };
+    return { allowed: false, code: 'invalid_client_secret', reason: 'client_secret does not match this client_id' };
+  }
 
+  async function decideAll(tenantId: string, bodies: AuthorizeBody[]): Promise<AuthorizeReply[]> {
     try {
       if (redisDown(redis)) throw new Error(`Redis connection is ${redis.status}`);
-      const resolution = await resolver.resolve(tenantId, credential);
-      if (!resolution.ok) return c.json<AuthorizeReply>({ allowed: false, code: resolution.code, reason: resolution.reason });
-      const attribution = resolution.attribution;
-
-      if (body.client_secret !== undefined) {
-        const stored = await secrets.get(tenantId, body.client_id!);
-        if (!stored || !sameDigest(stored, sha256(body.client_secret))) {
-          return c.json<AuthorizeReply>({ allowed: false, code: 'invalid_client_secret', reason: 'client_secret does not match this client_id' });
-        }
-      }
-
-      const partition = partitionOf(customerPartitionKey(tenantId, attribution.customerId), config.PARTITIONS);
-      const keys = pauseKeysFor(tenantId, attribution, body.session_id).map((key) => partitionedKey(config.REDIS_PREFIX, key, partition));
-      const flags = await redis.mget(...keys);
-      const flag = flags.find((value) => value !== null);
-      if (flag) {
-        let pause: PauseRecord | undefined;
-        try {
-          pause = JSON.parse(flag) as PauseRecord;
-        } catch {
-          pause = undefined;
-        }
-        return c.json<AuthorizeReply>({
-          allowed: false,
-          code: 'paused',
-          reason: pause ? describePause(pause) : 'paused by a spend cap',
-          ...(pause ? { pause } : {}),
-          attribution: attributionReply(attribution),
-        });
-      }
-      return c.json<AuthorizeReply>({ allowed: true, attribution: attributionReply(attribution) });
+      const replies: (AuthorizeReply | undefined)[] = await Promise.all(bodies.map((body) => secretRefusal(tenantId, body)));
+      const asked = bodies.flatMap((body, i) => (replies[i] ? [] : [{ i, ask: askOf(tenantId, body) }]));
+      const decisions = asked.length === 1 ? [await authorizer.authorize(asked[0].ask)] : await authorizer.authorizeMany(asked.map((a) => a.ask));
+      for (const [j, { i }] of asked.entries()) replies[i] = reply(decisions[j]);
+      return replies as AuthorizeReply[];
     } catch (err) {
       deps.log?.warn({ err, tenantId }, 'authorize: cannot resolve the credential or read pause flags');
       throw unavailable('unavailable', 'cannot decide now: the credential store is unreachable; retry shortly', 1);
     }
+  }
+
+  async function answerOne(tenantId: string, raw: unknown): Promise<AuthorizeReply> {
+    const parsed = authorizeBodySchema.safeParse(raw);
+    if (!parsed.success) {
+      throw new ApiError(400, 'validation_failed', 'the request body is not a valid authorize request', describeIssues(parsed.error));
+    }
+    const [answer] = await decideAll(tenantId, [parsed.data]);
+    return answer;
+  }
+
+  app.post('/v1/authorize', serverTiming, requireTenant(deps.tokens, 'ingest'), async (c) => {
+    return c.json(await answerOne(c.get('tenantId'), await readJson(c, MAX_BODY_BYTES)));
   });
 
-  return app;
+  const timeoutMs = config.HTTP_REQUEST_TIMEOUT_MS;
+  async function serveAuthorize(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const start = performance.now();
+    let status = 200;
+    let payload: unknown;
+    let headers: Record<string, string> = {};
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const deadline = new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(unavailable('timeout', `no answer within ${timeoutMs} ms: a store is slow or unreachable; retry later`, 2)),
+          timeoutMs,
+        );
+      });
+      payload = await Promise.race([
+        (async () => {
+          const { tenantId } = await verifyBearer(deps.tokens, 'ingest', req.headers.authorization ?? '');
+          const bytes = await readLimitedNodeBody({ incoming: req }, undefined as never, MAX_BODY_BYTES);
+          if (!bytes) throw tooLarge(MAX_BODY_BYTES);
+          return answerOne(tenantId, parseJson(bytes));
+        })(),
+        deadline,
+      ]);
+    } catch (err) {
+      const refusal =
+        err instanceof ApiError ? err
+        : isTransient(err) ? unavailable('unavailable', 'a store this request needs is unreachable; retry later', 2)
+        : undefined;
+      if (!refusal) deps.log?.error({ err, path: '/v1/authorize' }, 'unexpected error');
+      const answer = refusal ?? new ApiError(500, 'internal', 'an unexpected error occurred; it has been logged');
+      status = answer.status;
+      payload = answer.body();
+      headers = Object.fromEntries(answer.getResponse().headers);
+      delete headers['content-type'];
+    } finally {
+      clearTimeout(timer);
+    }
+    const body = JSON.stringify(payload);
+    res.writeHead(status, {
+      ...headers,
+      'content-type': 'application/json',
+      'content-length': Buffer.byteLength(body),
+      'server-timing': `app;dur=${(performance.now() - start).toFixed(3)}`,
+    });
+    res.end(body);
+  }
+
+  app.post('/v1/authorize/batch', serverTiming, requireTenant(deps.tokens, 'ingest'), async (c) => {
+    const tenantId = c.get('tenantId');
+    const parsed = authorizeBatchSchema.safeParse(await readJson(c, MAX_BODY_BYTES * MAX_BATCH));
+    if (!parsed.success) {
+      throw new ApiError(400, 'validation_failed', 'the request body is not a valid authorize batch', describeIssues(parsed.error));
+    }
+    return c.json({ results: await decideAll(tenantId, parsed.data.requests) });
+  });
+
+  return {
+    app,
+    applyControl: (message) => authorizer.applyControl(message),
+    serveNode(req, res) {
+      if (req.method !== 'POST' || req.url !== '/v1/authorize') return false;
+      void serveAuthorize(req, res).catch((err: unknown) => {
+        deps.log?.error({ err }, 'authorize: cannot write the answer');
+        res.destroy();
+      });
+      return true;
+    },
+  };
 }

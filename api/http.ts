@@ -1,3 +1,4 @@
+import type { IncomingMessage } from 'node:http';
 import type { Redis } from '../pipeline/redis.js';
 
 /**
@@ -34,4 +35,42 @@ export async function readLimitedBody(request: Request, limit: number): Promise<
  */
 export function redisDown(redis: Redis): boolean {
   return redis.status === 'reconnecting' || redis.status === 'close' || redis.status === 'end';
+}
+
+/**
+ * readLimitedBody straight from Node's IncomingMessage when the app runs under
+ * @hono/node-server (`c.env.incoming`): the hot routes skip building a WHATWG Request and its
+ * stream. Falls back to the Request elsewhere (tests calling app.request, other runtimes).
+ */
+export function readLimitedNodeBody(env: unknown, request: Request, limit: number): Promise<Uint8Array | undefined> {
+  const incoming = (env as { incoming?: IncomingMessage } | undefined)?.incoming;
+  if (!incoming || typeof incoming.on !== 'function' || incoming.readableEnded) return readLimitedBody(request, limit);
+  const declared = incoming.headers['content-length'];
+  if (declared !== undefined && Number(declared) > limit) return Promise.resolve(undefined);
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let done = false;
+    incoming.on('data', (chunk: Buffer) => {
+      if (done) return;
+      size += chunk.byteLength;
+      if (size > limit) {
+        done = true;
+        incoming.resume();
+        resolve(undefined);
+        return;
+      }
+      chunks.push(chunk);
+    });
+    incoming.once('end', () => {
+      if (done) return;
+      done = true;
+      resolve(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, size));
+    });
+    incoming.once('error', (err) => {
+      if (done) return;
+      done = true;
+      reject(err);
+    });
+  });
 }

@@ -3,7 +3,8 @@ import { z } from 'zod';
 import { usageVectorSchema } from '../domain/rating/quote.js';
 import { errorOut, pricingField } from '../schemas/admin.js';
 import { invoiceDocumentOut } from '../schemas/billing.js';
-import { authorizeBodySchema } from './authorize.js';
+import { authorizeBatchSchema, authorizeBodySchema } from './authorize.js';
+import { spendReply } from './spend.js';
 import { cogsQuerySchema } from './cogs.js';
 import { chargeOut, commitmentOut, commitmentQuery, usageSummaryOut, usageSummaryQuery } from './usage.js';
 import { wireEventSchema } from '../schemas/events.js';
@@ -44,14 +45,43 @@ const eventsReply = z.object({
     .meta({ description: 'Events refused, with every field error.' }),
 });
 
+const capStanding = z
+  .object({
+    cap_id: z.string(),
+    scope_kind: z.string(),
+    scope_id: z.string(),
+    action: z.enum(['pause', 'alert']),
+    period: z.string(),
+    period_key: z.string(),
+    spent: z.string(),
+    reserved: z.string(),
+    limit: z.string(),
+    remaining: z.string(),
+    resets_at: z.string(),
+  })
+  .meta({ description: 'A cap in its current period: decimal amounts in the currency; remaining = limit - spent - reserved, at least 0.' });
+
 const authorizeReply = z.object({
   allowed: z.boolean(),
   code: z
     .string()
     .optional()
-    .meta({ description: 'Why not: unknown_credential, revoked, expired, suspended, invalid_client_secret or paused.' }),
+    .meta({
+      description:
+        'Why not: unknown_credential, revoked, expired, suspended, invalid_client_secret, paused, rate_limited, too_many_sessions or insufficient_budget.',
+    }),
   reason: z.string().optional(),
+  cap: capStanding.optional().meta({ description: 'The cap that refused the call (paused, insufficient_budget).' }),
   pause: z.looseObject({}).optional().meta({ description: 'The pause flag that stopped the caller (code paused).' }),
+  retry_after_ms: z.number().optional().meta({ description: 'rate_limited: when a slot of the minute window frees.' }),
+  remaining: z.string().optional().meta({ description: 'The least any hard cap on the caller leaves this period.' }),
+  caps: z.array(capStanding).optional().meta({ description: 'Every cap on the caller: API key, agent or app, team, customer, session.' }),
+  rate_limit: z.object({ limit: z.number(), used: z.number() }).optional().meta({ description: "The agent's rate_limit_per_minute and calls in the last minute." }),
+  sessions: z.object({ max: z.number(), active: z.number() }).optional().meta({ description: "The agent's max_concurrent_sessions and sessions active." }),
+  reservation: z
+    .object({ id: z.string(), amount: z.string(), expires_at: z.string() })
+    .optional()
+    .meta({ description: 'estimated_cost reserved against every hard cap until the event (event_id) is counted, or until expires_at.' }),
   attribution: z
     .object({ customer_id: z.string(), team_id: z.string(), agent_id: z.string().optional(), app_id: z.string().optional() })
     .optional(),
@@ -115,10 +145,22 @@ const PUBLIC_OPERATIONS: Operation[] = [
     path: '/v1/authorize',
     tag: 'Authorize',
     summary: 'Check a credential before acting',
-    description: 'Revocations, rotations and suspensions take effect here within a second.',
+    description:
+      'The enforcement point, one Redis round trip: pause flags of the API key, agent or app, team, customer and session; rate_limit_per_minute (sliding minute) and max_concurrent_sessions; with estimated_cost, every hard cap must have room for it (then it is reserved until the event with event_id is counted, or expires). Always 200 with allowed and, when refused, the code, the reason and the cap (spent, limit, resets_at). Revocations, rotations, suspensions, pauses and lifts take effect here within a second.',
     security: 'ingestToken',
     body: authorizeBodySchema,
     response: authorizeReply,
+    status: 200,
+  },
+  {
+    method: 'post',
+    path: '/v1/authorize/batch',
+    tag: 'Authorize',
+    summary: 'Check up to 100 callers at once (gateways)',
+    description: 'Each request is decided as by POST /v1/authorize; the results come in the same order. One Redis round trip per customer partition, sent together.',
+    security: 'ingestToken',
+    body: authorizeBatchSchema,
+    response: z.object({ results: z.array(authorizeReply) }),
     status: 200,
   },
   {
@@ -143,6 +185,20 @@ const PUBLIC_OPERATIONS: Operation[] = [
     status: 200,
     refusals: { 404: 'No such customer of this tenant (not_found), or no subscription in the period (no_subscription).' },
   },
+  ...(['agents', 'teams', 'customers'] as const).map(
+    (scope): Operation => ({
+      method: 'get',
+      path: `/v1/spend/${scope}/{id}`,
+      tag: 'Spend',
+      summary: `Where the money of ${scope === 'agents' ? 'an agent' : scope === 'teams' ? 'a team' : 'a customer'} is going, live`,
+      description:
+        'This calendar month (UTC): ledgered spend by pricing dimension and by tool, the end of period projected from the recent rate, every cap on the scope with spent / limit / remaining (the running total authorize and cap-check enforce), and the open sessions with their live cost.',
+      security: 'ingestToken',
+      response: spendReply,
+      status: 200,
+      refusals: { 404: 'No such agent, team or customer of this tenant.' },
+    }),
+  ),
   {
     method: 'get',
     path: '/v1/customers/{id}/invoices',

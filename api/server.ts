@@ -1,3 +1,4 @@
+import { createServer, type RequestListener, type ServerOptions } from 'node:http';
 import { Hono } from 'hono';
 import { timeout } from 'hono/timeout';
 import type { Redis } from '../pipeline/redis.js';
@@ -5,6 +6,7 @@ import type { Config } from '../pipeline/config.js';
 import type { Logger } from '../pipeline/logger.js';
 import type { Metrics } from '../pipeline/metrics.js';
 import type { Sql } from '../pipeline/postgres.js';
+import type { ControlMessage } from '../pipeline/control.js';
 import { AttributionResolver } from '../store/attribution.js';
 import { createIngestRoutes } from './ingest/routes.js';
 import { createAdminRoutes } from './admin/index.js';
@@ -19,6 +21,7 @@ import { createOpenApiRoutes } from './openapi.js';
 import { apiErrorHandler, routeNotFound, unavailable } from './errors.js';
 import { createQuoteRoutes } from './quote.js';
 import { createUsageRoutes } from './usage.js';
+import { createSpendRoutes } from './spend.js';
 
 export interface AppDeps {
   config: Config;
@@ -33,7 +36,15 @@ export interface AppDeps {
  * The HTTP API of one process: ingest (stage 1 of the flow), authorize, the admin API,
  * quotes, invoices and COGS, plus /healthz, /readyz and /metrics.
  */
-export function createApp(deps: AppDeps): { app: Hono; tokens: TenantTokens } {
+export interface CreatedApp {
+  app: Hono;
+  tokens: TenantTokens;
+  applyControl: (message: ControlMessage) => Promise<void>;
+  /** A `createServer` for @hono/node-server's serve: `POST /v1/authorize` skips the Hono layers (see api/authorize.ts). */
+  createServer: typeof createServer;
+}
+
+export function createApp(deps: AppDeps): CreatedApp {
   const { config, sql, redis, log, metrics } = deps;
   const tokens = deps.tokens ?? new TenantTokens(sql);
   const resolver = new AttributionResolver(sql, redis, config.REDIS_PREFIX, config.KEY_CACHE_TTL_SECONDS, {
@@ -63,10 +74,12 @@ export function createApp(deps: AppDeps): { app: Hono; tokens: TenantTokens } {
 
   app.route('/', createIngestRoutes({ config, redis, tokens, metrics, log }));
   const webhooks = { allowPrivateNetworks: config.WEBHOOK_ALLOW_PRIVATE_NETWORKS, secretKey: config.WEBHOOK_SECRET_KEY };
-  app.route('/', createAdminRoutes({ sql, redis, prefix: config.REDIS_PREFIX, tokens, log, webhooks }));
-  app.route('/', createAuthorizeRoutes({ config, redis, resolver, tokens, sql }));
+  app.route('/', createAdminRoutes({ sql, redis, prefix: config.REDIS_PREFIX, partitions: config.PARTITIONS, tokens, log, webhooks }));
+  const authorize = createAuthorizeRoutes({ config, redis, resolver, tokens, sql, log });
+  app.route('/', authorize.app);
   app.route('/', createInvoiceRoutes({ sql, tokens }));
   app.route('/', createBackfillRoutes({ config, redis, tokens, log }));
+  app.route('/', createSpendRoutes({ config, sql, redis, tokens }));
   app.route('/', createCogsRoutes({ sql, tokens }));
   app.route('/', createUsageRoutes({ config, sql, tokens }));
   app.use('/v1/rate-plans/quote', requireTenant(tokens, 'ingest'));
@@ -76,5 +89,16 @@ export function createApp(deps: AppDeps): { app: Hono; tokens: TenantTokens } {
 
   app.notFound(routeNotFound);
   app.onError(apiErrorHandler(log));
-  return { app, tokens };
+  return {
+    app,
+    tokens,
+    async applyControl(message) {
+      if (message.type === 'tenant-tokens.changed') tokens.forgetAll();
+      await authorize.applyControl(message);
+    },
+    createServer: ((options: ServerOptions, listener: RequestListener) =>
+      createServer(options, (req, res) => {
+        if (!authorize.serveNode(req, res)) listener(req, res);
+      })) as typeof createServer,
+  };
 }

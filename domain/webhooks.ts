@@ -16,6 +16,8 @@ export const WEBHOOK_EVENT_TYPES = [
   'cap.lifted',
   'spend.velocity_spike',
   'session.projection_exceeded',
+  'invoice.closed',
+  'credits.exhausted',
   'webhook.test',
 ] as const;
 

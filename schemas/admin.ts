@@ -11,7 +11,7 @@ import { WEBHOOK_EVENT_TYPES } from '../domain/webhooks.js';
  */
 
 export const PRODUCT_KINDS = ['standard_api', 'agentic_api', 'managed_agent', 'mcp_server'] as const;
-export const CAP_SCOPES = ['agent', 'team', 'customer'] as const;
+export const CAP_SCOPES = ['api_key', 'app', 'agent', 'team', 'customer', 'session'] as const;
 export const CAP_PERIODS = ['session', 'day', 'month'] as const;
 const CAP_ACTIONS = ['pause', 'alert'] as const;
 
@@ -191,10 +191,13 @@ export const subscriptionEnd = z.strictObject({
 
 export const spendCapCreate = z.strictObject({
   scope_kind: z.enum(CAP_SCOPES),
-  scope_id: ref('agent, team or customer'),
+  scope_id: ref('API key or client credential, app, agent, team or customer (its id), or session (the session_id)'),
   period: z.enum(CAP_PERIODS),
   limit: decimalAmount({ positive: true }),
-  action: z.enum(CAP_ACTIONS).optional().meta({ description: 'pause (the default) stops the scope; alert only reports.' }),
+  action: z
+    .enum(CAP_ACTIONS)
+    .optional()
+    .meta({ description: 'pause (the default): a hard cap, the scope is stopped when it is crossed; alert: a soft cap, counted and reported, never stops.' }),
 });
 export const spendCapUpdate = patch({
   limit: decimalAmount({ positive: true }).optional(),
@@ -439,3 +442,31 @@ export const errorOut = z.object({
 export function pageOf(item: z.ZodType) {
   return z.object({ data: z.array(item), next_cursor: z.string().nullable() });
 }
+
+export const pauseLift = z.strictObject({
+  cap_id: ref('spend cap that paused the scope'),
+  scope_id: ref('paused scope (the session_id for a session)'),
+  period_key: z.string().min(1).max(200).meta({ description: 'The period of the pause, as listed (e.g. 2026-11, 2026-11-30, s:<session>).' }),
+  reason: z.string().trim().min(1).max(500).optional().meta({ description: 'Why it is lifted; kept on the pause record.' }),
+});
+export const pauseLifted = z.object({
+  scope_kind: z.string(),
+  scope_id: z.string(),
+  flag_deleted: z.boolean().meta({ description: 'A flag was in force and is gone: authorize allows the scope at once.' }),
+  records_lifted: z.number().meta({ description: 'Pause records of the scope marked lifted (several caps may have paused it).' }),
+  lifted_at: z.string(),
+});
+const pauseOut = z.object({
+  cap_id: z.string(),
+  scope_kind: z.string(),
+  scope_id: z.string(),
+  period_key: z.string(),
+  limit: z.string(),
+  event_id: z.string().meta({ description: 'The event whose cost crossed the cap.' }),
+  paused_at: z.string(),
+  period_ends_at: nullableString,
+  lifted_at: nullableString,
+  lifted_by: z.enum(['admin', 'cap_raised', 'cap_disabled', 'period_rollover']).nullable(),
+  lift_reason: nullableString,
+});
+export const pauseList = z.object({ data: z.array(pauseOut) });

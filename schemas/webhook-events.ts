@@ -63,6 +63,14 @@ export const WEBHOOK_EVENT_DATA: Record<WebhookEventType, { description: string;
       event_id: z.string(),
     }),
   },
+  'invoice.closed': {
+    description: "A billing period closed: its invoice is frozen with its number (GET /v1/customers/{id}/invoices/{invoice} has it). Once per invoice.",
+    data: z.looseObject({ invoice_id: z.string(), number: z.string(), customer_id: z.string() }),
+  },
+  'credits.exhausted': {
+    description: "A customer's prepaid credits in a currency ran out: the customer is paused (authorize refuses it) until a new grant.",
+    data: z.looseObject({ customer_id: z.string(), currency: z.string(), event_id: z.string() }),
+  },
   'webhook.test': {
     description: 'Sent by POST /v1/admin/webhook-endpoints/{id}/test to that endpoint alone, to check that it receives and verifies deliveries.',
     data: z.looseObject({ endpoint_id: z.string(), message: z.string() }),

@@ -4,10 +4,13 @@ import type { PricedEvent } from '../domain/flow.js';
 /** The tag a counter limit puts on an event while its cap is at or over the limit (`cap:<cap id>`). */
 export const CAP_TAG_PREFIX = 'cap:';
 
+/** The scopes a cap can be set on, narrowest first (a session scope is one session id). */
+type CapScope = 'api_key' | 'app' | 'agent' | 'team' | 'customer' | 'session';
+
 export interface SpendCap {
   id: string;
   tenantId: string;
-  scopeKind: 'agent' | 'team' | 'customer';
+  scopeKind: CapScope;
   scopeId: string;
   period: 'session' | 'day' | 'month';
   limitNano: bigint;
@@ -24,6 +27,14 @@ interface CapRow {
   action: SpendCap['action'];
 }
 
+export interface CapScopes {
+  credentialId?: string;
+  agentId?: string;
+  appId?: string;
+  teamId: string;
+  customerId: string;
+}
+
 /** A tenant the book has never seen is read from PostgreSQL at most this often. */
 const UNKNOWN_TENANT_RETRY_MS = 1_000;
 
@@ -35,35 +46,56 @@ const UNKNOWN_TENANT_RETRY_MS = 1_000;
 export class CapBook {
   private tenants = new Map<string, Map<string, SpendCap[]>>();
   private readonly triedAt = new Map<string, number>();
+  private readonly loadedAt = new Map<string, number>();
 
-  constructor(private readonly sql: Sql) {}
+  /**
+   * `maxAgeMs`: a tenant's caps are read again when older than this (a process that does not
+   * hear control messages still sees a change that soon); by default only control messages reload.
+   */
+  constructor(
+    private readonly sql: Sql,
+    private readonly maxAgeMs = Number.POSITIVE_INFINITY,
+  ) {}
 
   async loadAll(): Promise<void> {
+    const now = Date.now();
     this.tenants = index(await this.query());
+    for (const tenantId of this.tenants.keys()) this.loadedAt.set(tenantId, now);
   }
 
   async reloadTenant(tenantId: string): Promise<void> {
+    const now = Date.now();
     this.tenants.set(tenantId, index(await this.query(tenantId)).get(tenantId) ?? new Map());
+    this.loadedAt.set(tenantId, now);
   }
 
-  /** Loads the tenants of a batch that the book has not seen yet. */
+  /** Loads the tenants of a batch that the book has not seen yet (or holds for longer than maxAgeMs). */
   async ensureTenants(tenantIds: Iterable<string>): Promise<void> {
     const now = Date.now();
     for (const tenantId of new Set(tenantIds)) {
-      if (this.tenants.has(tenantId) || now - (this.triedAt.get(tenantId) ?? 0) < UNKNOWN_TENANT_RETRY_MS) continue;
+      const fresh = this.tenants.has(tenantId) && now - (this.loadedAt.get(tenantId) ?? 0) < this.maxAgeMs;
+      if (fresh || now - (this.triedAt.get(tenantId) ?? 0) < UNKNOWN_TENANT_RETRY_MS) continue;
       this.triedAt.set(tenantId, now);
       await this.reloadTenant(tenantId);
     }
   }
 
-  capsFor(tenantId: string, scope: { agentId?: string; teamId: string; customerId: string }): SpendCap[] {
+  /** Every active cap on a scope of this caller: its credential, app or agent, team, customer and session. */
+  capsFor(tenantId: string, scope: CapScopes, sessionId?: string): SpendCap[] {
     const book = this.tenants.get(tenantId);
-    if (!book) return [];
-    return [
-      ...(scope.agentId ? (book.get(`agent:${scope.agentId}`) ?? []) : []),
-      ...(book.get(`team:${scope.teamId}`) ?? []),
-      ...(book.get(`customer:${scope.customerId}`) ?? []),
-    ];
+    if (!book || book.size === 0) return [];
+    const caps: SpendCap[] = [];
+    const add = (key: string) => {
+      const list = book.get(key);
+      if (list) caps.push(...list);
+    };
+    if (scope.credentialId) add(`api_key:${scope.credentialId}`);
+    if (scope.agentId) add(`agent:${scope.agentId}`);
+    if (scope.appId) add(`app:${scope.appId}`);
+    add(`team:${scope.teamId}`);
+    add(`customer:${scope.customerId}`);
+    if (sessionId) add(`session:${sessionId}`);
+    return caps;
   }
 
   private query(tenantId?: string): Promise<CapRow[]> {
@@ -113,4 +145,12 @@ export function capPeriod(cap: SpendCap, event: Pick<PricedEvent, 'recordedAt' |
 
 export function capCounterKey(cap: SpendCap, periodKey: string): string {
   return `cap:${cap.tenantId}:${cap.id}:${periodKey}`;
+}
+
+/**
+ * Set when a pause of this cap is lifted within its period (the total stays over the limit):
+ * authorize then no longer refuses estimates against it until the period ends.
+ */
+export function capLiftedKey(tenantId: string, capId: string, periodKey: string): string {
+  return `caplifted:${tenantId}:${capId}:${periodKey}`;
 }

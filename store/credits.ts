@@ -1,4 +1,5 @@
 import type { Redis } from '../pipeline/redis.js';
+import { enqueueWebhookEvent } from './webhooks.js';
 import type { TransactionSql } from 'postgres';
 import type { Sql } from '../pipeline/postgres.js';
 import { liftPause, setPause, type RedisPlace } from './pause-flags.js';
@@ -203,9 +204,14 @@ export async function pauseExhausted(sql: Sql, redis: Redis, place: RedisPlace, 
       eventId,
       pausedAt: Date.now(),
     };
-    await setPause(sql, redis, place, record, account.customerId, CREDITS_PAUSE_TTL_SECONDS);
-    // webhook: enqueueWebhookEvent(sql, account.tenantId, 'credits.exhausted', { customer_id, currency }, `credits.exhausted:${customer}:${currency}:${pausedAt}`)
-    // once store/webhooks.ts (issue-14b) is on main.
+    await setPause(sql, redis, place, { ...record, customerId: account.customerId, endsAt: Date.now() + CREDITS_PAUSE_TTL_SECONDS * 1000 });
+    await enqueueWebhookEvent(
+      sql,
+      account.tenantId,
+      'credits.exhausted',
+      { customer_id: account.customerId, currency: account.currency, event_id: eventId },
+      `credits.exhausted:${account.customerId}:${account.currency}:${eventId}`,
+    );
   }
 }
 

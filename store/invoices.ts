@@ -1,4 +1,5 @@
 import { ratePeriod, type Invoice, type InvoiceLine, type SubscriptionPeriod } from '../domain/rating/rate-period.js';
+import { enqueueWebhookEvent } from './webhooks.js';
 import type { RowKind, UsageRow } from '../domain/rating/usage-rows.js';
 import { validateSubscriptionTerms } from '../domain/rating/plan.js';
 import { formatNano, minorUnitDigits, parseNano, roundToMinorUnit } from '../domain/money.js';
@@ -175,7 +176,8 @@ function settledLinesOf(invoice: Invoice): SettledLine[] {
   const byKey = new Map<string, SettledLine>();
   for (const line of invoice.lines) {
     const key = lineKey(line);
-    const rounded = roundToMinorUnit(line.amount_nano, invoice.minor_unit_digits);
+    // The line as shown (rounded; a credit line may give back what rounding added, see ratePeriod).
+    const rounded = parseNano(line.amount);
     const known = byKey.get(key);
     if (known) {
       known.amount_nano = (BigInt(known.amount_nano) + line.amount_nano).toString();
@@ -439,8 +441,8 @@ export async function closePeriod(
       INSERT INTO invoice_settlements (tenant_id, invoice_id, settled_lines, settled_credits_nano, settled_events)
       VALUES (${tenantId}, ${doc.id}, ${tx.json(settledLinesOf(rated) as never)}, ${credits.toString()}, ${events.toString()})`;
     for (const adjustment of adjustments) await settle(tx, tenantId, adjustment);
-    // webhook: enqueueWebhookEvent(tx, tenantId, 'invoice.closed', { invoice: doc.id, number: doc.number, customer_id: customerId }, `invoice.closed:${doc.id}`)
-    // once store/webhooks.ts (issue-14b) is on main: in this transaction, so the notice exists exactly when the invoice does.
+    // In this transaction: the notice exists exactly when the invoice does.
+    await enqueueWebhookEvent(tx, tenantId, 'invoice.closed', { invoice_id: doc.id, number: doc.number, customer_id: customerId }, `invoice.closed:${doc.id}`);
     await options.beforeCommit?.();
     return { status: 'closed', invoice: doc };
   });

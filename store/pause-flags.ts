@@ -2,7 +2,15 @@ import type { Redis } from '../pipeline/redis.js';
 import { partitionedKey, partitionOf } from '../pipeline/keys.js';
 import { pauseKey, type PauseRecord, type PauseScope } from './pauses.js';
 import { customerPartitionKey } from '../domain/flow.js';
+import type postgres from 'postgres';
 import type { Sql } from '../pipeline/postgres.js';
+
+import { capCounterKey, capLiftedKey, capPeriod, type SpendCap } from './caps.js';
+import { enqueueWebhookEvent } from './webhooks.js';
+import { formatNano } from '../domain/money.js';
+
+/** A connection or a transaction: the facts and their webhook outbox rows go in one transaction. */
+type Db = Sql | postgres.TransactionSql;
 
 /**
  * The pauses spend caps set (cap-check writes a Redis flag per paused scope and records it in
@@ -35,15 +43,15 @@ interface PauseRow {
   limit_nano: string;
   event_id: string;
   paused_at: Date;
+  period_ends_at: Date | null;
   customer_id: string | null;
 }
 
 // The customer of a pause: that of its cap's scope (a pause without a spend cap, set by prepaid
 // credits running out, is of the customer it pauses) (a session pause is set by a cap on an agent, team or customer).
 const PAUSES = (sql: Sql, tenantId: string) => sql`
-  SELECT p.cap_id, p.scope_kind, p.scope_id, p.period_key, p.limit_nano, p.event_id, p.paused_at,
-         CASE c.scope_kind WHEN 'customer' THEN c.scope_id WHEN 'team' THEN t.customer_id
-    ELSE coalesce(at.customer_id, CASE WHEN c.id IS NULL AND p.scope_kind = 'customer' THEN p.scope_id END) END AS customer_id
+  SELECT p.cap_id, p.scope_kind, p.scope_id, p.period_key, p.limit_nano, p.event_id, p.paused_at, p.period_ends_at,
+         coalesce(p.customer_id, CASE c.scope_kind WHEN 'customer' THEN c.scope_id WHEN 'team' THEN t.customer_id ELSE at.customer_id END) AS customer_id
   FROM cap_pauses p
   LEFT JOIN spend_caps c ON c.tenant_id = p.tenant_id AND c.id = p.cap_id
   LEFT JOIN teams t ON c.scope_kind = 'team' AND t.tenant_id = c.tenant_id AND t.id = c.scope_id
@@ -74,6 +82,9 @@ export async function pausesNotLifted(sql: Sql, redis: Redis, place: RedisPlace,
   }));
 }
 
+/** Who or what lifted a pause, as cap_pauses.lifted_by records it. */
+export type LiftSource = 'admin' | 'cap_raised' | 'cap_disabled' | 'period_rollover';
+
 export interface LiftResult {
   scopeKind: PauseScope;
   scopeId: string;
@@ -85,11 +96,157 @@ export interface LiftResult {
 }
 
 /**
- * Lifts the pause of one scope: deletes its Redis flag (authorize lets it through at once) and
- * sets lifted_at on every record of that scope not lifted yet (several caps may have paused it;
- * one flag stops it). Undefined when the tenant has no such pause: another tenant's ids are not found.
- * The running total stays over the cap, so the same period does not pause the scope again; a new
- * period (or a changed cap) starts counting afresh.
+ * Records pauses in PostgreSQL (the live flag is the Redis key cap-check's ack script set, or
+ * setPause's). Idempotent: a pause is one row per (cap, scope, period).
+ */
+export async function recordPauses(db: Sql, pauses: PauseRecord[]): Promise<void> {
+  if (pauses.length === 0) return;
+  await db.begin((sql) => recordPausesIn(sql, pauses));
+}
+
+async function recordPausesIn(sql: postgres.TransactionSql, pauses: PauseRecord[]): Promise<void> {
+  const inserted = await sql<{ tenant_id: string; cap_id: string; scope_kind: string; scope_id: string; period_key: string; event_id: string; paused_at: Date }[]>`
+    INSERT INTO cap_pauses ${sql(
+      pauses.map((p) => ({
+        tenant_id: p.tenantId,
+        cap_id: p.capId,
+        scope_kind: p.scopeKind,
+        scope_id: p.scopeId,
+        period_key: p.periodKey,
+        event_id: p.eventId,
+        limit_nano: p.limitNano,
+        paused_at: new Date(p.pausedAt),
+        customer_id: p.customerId ?? null,
+        period_ends_at: p.endsAt === undefined ? null : new Date(p.endsAt),
+      })),
+    )}
+    ON CONFLICT (tenant_id, cap_id, scope_id, period_key) DO UPDATE
+      SET paused_at = EXCLUDED.paused_at, event_id = EXCLUDED.event_id, limit_nano = EXCLUDED.limit_nano,
+          customer_id = EXCLUDED.customer_id, period_ends_at = EXCLUDED.period_ends_at,
+          lifted_at = NULL, lifted_by = NULL, lift_reason = NULL
+      WHERE cap_pauses.lifted_at IS NOT NULL
+    RETURNING tenant_id, cap_id, scope_kind, scope_id, period_key, event_id, paused_at`;
+  if (inserted.length) {
+    await sql`
+      INSERT INTO cap_pause_log ${sql(
+        inserted.map((r) => ({ tenant_id: r.tenant_id, cap_id: r.cap_id, scope_kind: r.scope_kind, scope_id: r.scope_id, period_key: r.period_key, kind: 'paused', at: r.paused_at, event_id: r.event_id })),
+      )}`;
+  }
+  const limits = new Map(pauses.map((p) => [`${p.tenantId}:${p.capId}:${p.scopeId}:${p.periodKey}`, p]));
+  for (const r of inserted) {
+    const pause = limits.get(`${r.tenant_id}:${r.cap_id}:${r.scope_id}:${r.period_key}`);
+    await enqueueWebhookEvent(
+      sql,
+      r.tenant_id,
+      'cap.paused',
+      {
+        cap_id: r.cap_id,
+        scope_kind: r.scope_kind,
+        scope_id: r.scope_id,
+        period_key: r.period_key,
+        limit: formatNano(BigInt(pause?.limitNano ?? '0')),
+        event_id: r.event_id,
+        customer_id: pause?.customerId ?? null,
+        paused_at: r.paused_at.toISOString(),
+      },
+      `cap.paused:${r.cap_id}:${r.scope_id}:${r.period_key}:${r.paused_at.getTime()}`,
+    );
+  }
+}
+
+/**
+ * Pauses a scope now: sets the flag authorize reads (until `record.endsAt`) and records it.
+ * For pauses decided outside cap-check's counters (a cap lowered under the running total, a
+ * credit balance at zero). The record needs its customerId: the flag lives in that partition.
+ */
+export async function setPause(sql: Sql, redis: Redis, place: RedisPlace, record: PauseRecord & { customerId: string; endsAt: number }): Promise<void> {
+  const ttlMs = record.endsAt - Date.now();
+  if (ttlMs <= 0) return;
+  await redis.set(pauseFlagKey(place, record.tenantId, record.customerId, record.scopeKind, record.scopeId), JSON.stringify(record), 'PX', ttlMs);
+  await recordPauses(sql, [record]);
+}
+
+interface LiftedRow {
+  cap_id: string;
+  scope_kind: PauseScope;
+  scope_id: string;
+  period_key: string;
+  customer_id: string | null;
+  period_ends_at: Date | null;
+  lifted_at: Date;
+}
+
+/**
+ * After pauses of a scope were lifted: the flag stays only while another pause of the scope is
+ * in force (another cap that stopped it in its period), and then holds that one's record.
+ * Returns whether the flag is gone.
+ */
+async function settleFlag(sql: Sql, redis: Redis, place: RedisPlace, tenantId: string, customerId: string, scope: PauseScope, scopeId: string): Promise<boolean> {
+  const key = pauseFlagKey(place, tenantId, customerId, scope, scopeId);
+  const [other] = await sql<(PauseRow & { period: string })[]>`
+    SELECT p.cap_id, p.scope_kind, p.scope_id, p.period_key, p.limit_nano, p.event_id, p.paused_at, p.period_ends_at, p.customer_id, c.period
+    FROM cap_pauses p JOIN spend_caps c ON c.tenant_id = p.tenant_id AND c.id = p.cap_id AND c.status = 'active'
+    WHERE p.tenant_id = ${tenantId} AND p.scope_kind = ${scope} AND p.scope_id = ${scopeId} AND p.lifted_at IS NULL
+      AND p.period_ends_at > now()
+    ORDER BY p.paused_at DESC LIMIT 1`;
+  if (!other?.period_ends_at) {
+    await redis.del(key);
+    return true;
+  }
+  const record: PauseRecord = {
+    tenantId,
+    capId: other.cap_id,
+    scopeKind: other.scope_kind,
+    scopeId: other.scope_id,
+    period: other.period as PauseRecord['period'],
+    periodKey: other.period_key,
+    limitNano: String(other.limit_nano),
+    eventId: other.event_id,
+    pausedAt: other.paused_at.getTime(),
+    customerId,
+    endsAt: other.period_ends_at.getTime(),
+  };
+  await redis.set(key, JSON.stringify(record), 'PXAT', record.endsAt!);
+  return false;
+}
+
+/** Logs the lifts (cap_pause_log) and marks where their webhooks go. */
+async function liftNotice(sql: Db, tenantId: string | undefined, rows: (LiftedRow & { tenant_id?: string })[], by: LiftSource, reason: string | null): Promise<void> {
+  if (rows.length) {
+    await sql`
+      INSERT INTO cap_pause_log ${sql(
+        rows.map((r) => ({
+          tenant_id: tenantId ?? r.tenant_id!,
+          cap_id: r.cap_id,
+          scope_kind: r.scope_kind,
+          scope_id: r.scope_id,
+          period_key: r.period_key,
+          kind: 'lifted',
+          at: r.lifted_at,
+          lifted_by: by,
+          reason,
+        })),
+      )}`;
+  }
+  for (const r of rows) {
+    await enqueueWebhookEvent(
+      sql,
+      tenantId ?? r.tenant_id!,
+      'cap.lifted',
+      { cap_id: r.cap_id, scope_kind: r.scope_kind, scope_id: r.scope_id, period_key: r.period_key, customer_id: r.customer_id, lifted_by: by, lift_reason: reason, lifted_at: r.lifted_at.toISOString() },
+      `cap.lifted:${r.cap_id}:${r.scope_id}:${r.period_key}:${r.lifted_at.getTime()}`,
+    );
+  }
+}
+
+/**
+ * Lifts the pause of one scope (the admin route, the console): deletes its Redis flag (authorize
+ * lets it through at once) and sets lifted_at, lifted_by and lift_reason on every record of that
+ * scope not lifted yet (several caps may have paused it; one flag stops it). Undefined when the
+ * tenant has no such pause: another tenant's ids are not found.
+ * The running total stays over the cap, so the same period does not pause the scope again, and
+ * authorize no longer refuses estimates against those caps this period; a new period (or a
+ * changed cap) starts counting afresh.
  */
 export async function liftPause(
   sql: Sql,
@@ -97,29 +254,185 @@ export async function liftPause(
   place: RedisPlace,
   tenantId: string,
   pause: { capId: string; scopeId: string; periodKey: string },
+  lift: { by?: LiftSource; reason?: string } = {},
 ): Promise<LiftResult | undefined> {
   const [row] = await sql<PauseRow[]>`
     ${PAUSES(sql, tenantId)} AND p.cap_id = ${pause.capId} AND p.scope_id = ${pause.scopeId} AND p.period_key = ${pause.periodKey}`;
   if (!row) return undefined;
-  const deleted = row.customer_id ? await redis.del(pauseFlagKey(place, tenantId, row.customer_id, row.scope_kind, row.scope_id)) : 0;
-  const lifted = await sql<{ lifted_at: Date }[]>`
-    UPDATE cap_pauses SET lifted_at = now()
-    WHERE tenant_id = ${tenantId} AND scope_kind = ${row.scope_kind} AND scope_id = ${row.scope_id} AND lifted_at IS NULL
-    RETURNING lifted_at`;
+  const by = lift.by ?? 'admin';
+  const lifted = await sql.begin(async (tx) => {
+    const rows = await tx<LiftedRow[]>`
+      UPDATE cap_pauses SET lifted_at = now(), lifted_by = ${by}, lift_reason = ${lift.reason ?? null}
+      WHERE tenant_id = ${tenantId} AND scope_kind = ${row.scope_kind} AND scope_id = ${row.scope_id} AND lifted_at IS NULL
+      RETURNING cap_id, scope_kind, scope_id, period_key, customer_id, period_ends_at, lifted_at`;
+    await liftNotice(tx, tenantId, rows, by, lift.reason ?? null);
+    return rows;
+  });
+  let deleted = 0;
+  if (row.customer_id) {
+    const partition = partitionOf(customerPartitionKey(tenantId, row.customer_id), place.partitions);
+    const batch = redis.multi();
+    for (const r of lifted) {
+      const ttlMs = (r.period_ends_at?.getTime() ?? Date.now() + 31 * 86_400_000) - Date.now();
+      if (ttlMs > 0) batch.set(partitionedKey(place.prefix, capLiftedKey(tenantId, r.cap_id, r.period_key), partition), '1', 'PX', ttlMs);
+    }
+    batch.del(pauseFlagKey(place, tenantId, row.customer_id, row.scope_kind, row.scope_id));
+    const results = await batch.exec();
+    deleted = Number(results?.at(-1)?.[1] ?? 0);
+  }
   return { scopeKind: row.scope_kind, scopeId: row.scope_id, flagDeleted: deleted === 1, recordsLifted: lifted.length, liftedAt: lifted[0]?.lifted_at ?? new Date() };
 }
 
 /**
- * Pauses a scope from outside cap-check (a customer's prepaid credits ran out): sets the flag
- * authorize reads, for ttlSeconds, and records the pause; a pause of the same cap, scope and
- * period lifted earlier is recorded as in force again.
+ * A cap changed (after its row committed): a disabled cap lifts every pause it set; a raised
+ * limit lifts the pauses whose period's running total is now under it. The flag of each
+ * scope goes at once unless another cap still holds it paused. Returns the pauses lifted.
  */
-export async function setPause(sql: Sql, redis: Redis, place: RedisPlace, record: PauseRecord, customerId: string, ttlSeconds: number): Promise<void> {
-  await redis.set(pauseFlagKey(place, record.tenantId, customerId, record.scopeKind, record.scopeId), JSON.stringify(record), 'EX', ttlSeconds);
-  await sql`
-    INSERT INTO cap_pauses (tenant_id, cap_id, scope_kind, scope_id, period_key, event_id, limit_nano, paused_at)
-    VALUES (${record.tenantId}, ${record.capId}, ${record.scopeKind}, ${record.scopeId}, ${record.periodKey}, ${record.eventId},
-            ${record.limitNano}, ${new Date(record.pausedAt)})
-    ON CONFLICT (tenant_id, cap_id, scope_id, period_key)
-    DO UPDATE SET lifted_at = NULL, paused_at = excluded.paused_at, event_id = excluded.event_id WHERE cap_pauses.lifted_at IS NOT NULL`;
+export async function liftPausesForCap(sql: Sql, redis: Redis, place: RedisPlace, cap: SpendCap & { status: 'active' | 'disabled' }): Promise<number> {
+  const open = await sql<PauseRow[]>`${PAUSES(sql, cap.tenantId)} AND p.cap_id = ${cap.id}`;
+  if (open.length === 0) return 0;
+  const toLift: PauseRow[] = [];
+  if (cap.status === 'disabled' || cap.action !== 'pause') toLift.push(...open);
+  else {
+    for (const row of open) {
+      if (!row.customer_id) continue;
+      const partition = partitionOf(customerPartitionKey(cap.tenantId, row.customer_id), place.partitions);
+      const spent = BigInt((await redis.get(partitionedKey(place.prefix, capCounterKey(cap, row.period_key), partition))) ?? '0');
+      if (spent < cap.limitNano) toLift.push(row);
+    }
+  }
+  if (toLift.length === 0) return 0;
+  const by: LiftSource = cap.status === 'disabled' ? 'cap_disabled' : 'cap_raised';
+  const reason = cap.status === 'disabled' ? 'the cap was disabled' : cap.action !== 'pause' ? 'the cap no longer pauses (alert only)' : `the limit was raised to ${cap.limitNano} nano`;
+  const lifted = await sql.begin(async (tx) => {
+    const rows = await tx<LiftedRow[]>`
+      UPDATE cap_pauses SET lifted_at = now(), lifted_by = ${by}, lift_reason = ${reason}
+      WHERE tenant_id = ${cap.tenantId} AND cap_id = ${cap.id} AND lifted_at IS NULL
+        AND (scope_id, period_key) IN (SELECT * FROM unnest(${toLift.map((r) => r.scope_id)}::text[], ${toLift.map((r) => r.period_key)}::text[]))
+      RETURNING cap_id, scope_kind, scope_id, period_key, customer_id, period_ends_at, lifted_at`;
+    await liftNotice(tx, cap.tenantId, rows, by, reason);
+    return rows;
+  });
+  const scopes = new Map(toLift.map((r) => [`${r.scope_kind}:${r.scope_id}`, r]));
+  for (const r of scopes.values()) if (r.customer_id) await settleFlag(sql, redis, place, cap.tenantId, r.customer_id, r.scope_kind, r.scope_id);
+  return lifted.length;
+}
+
+/**
+ * Pauses whose period ended are lifted by the roll-over (their flags expired with the period):
+ * recorded as lifted at the period's end. Returns how many were recorded.
+ */
+export async function recordRolledOverPauses(sql: Sql): Promise<number> {
+  const lifted = await sql.begin(async (tx) => {
+    const rows = await tx<(LiftedRow & { tenant_id: string })[]>`
+      UPDATE cap_pauses SET lifted_at = period_ends_at, lifted_by = 'period_rollover', lift_reason = 'the cap period ended'
+      WHERE lifted_at IS NULL AND period_ends_at <= now()
+      RETURNING tenant_id, cap_id, scope_kind, scope_id, period_key, customer_id, period_ends_at, lifted_at`;
+    await liftNotice(tx, undefined, rows, 'period_rollover', 'the cap period ended');
+    return rows;
+  });
+  return lifted.length;
+}
+
+export interface PauseHistoryRow {
+  capId: string;
+  scopeKind: PauseScope;
+  scopeId: string;
+  periodKey: string;
+  limitNano: bigint;
+  eventId: string;
+  pausedAt: Date;
+  periodEndsAt: Date | null;
+  liftedAt: Date | null;
+  liftedBy: LiftSource | null;
+  liftReason: string | null;
+}
+
+/** The tenant's pauses, newest first: those in force, those lifted, or all. */
+export async function pauseHistory(sql: Sql, tenantId: string, status: 'in_force' | 'lifted' | 'all', limit: number): Promise<PauseHistoryRow[]> {
+  const filter = status === 'in_force' ? sql`AND lifted_at IS NULL` : status === 'lifted' ? sql`AND lifted_at IS NOT NULL` : sql``;
+  const rows = await sql<
+    {
+      cap_id: string;
+      scope_kind: PauseScope;
+      scope_id: string;
+      period_key: string;
+      limit_nano: string;
+      event_id: string;
+      paused_at: Date;
+      period_ends_at: Date | null;
+      lifted_at: Date | null;
+      lifted_by: LiftSource | null;
+      lift_reason: string | null;
+    }[]
+  >`
+    SELECT cap_id, scope_kind, scope_id, period_key, limit_nano, event_id, paused_at, period_ends_at, lifted_at, lifted_by, lift_reason
+    FROM cap_pauses WHERE tenant_id = ${tenantId} ${filter}
+    ORDER BY paused_at DESC LIMIT ${limit}`;
+  return rows.map((r) => ({
+    capId: r.cap_id,
+    scopeKind: r.scope_kind,
+    scopeId: r.scope_id,
+    periodKey: r.period_key,
+    limitNano: BigInt(r.limit_nano),
+    eventId: r.event_id,
+    pausedAt: r.paused_at,
+    periodEndsAt: r.period_ends_at,
+    liftedAt: r.lifted_at,
+    liftedBy: r.lifted_by,
+    liftReason: r.lift_reason,
+  }));
+}
+
+/**
+ * A hard cap whose limit was lowered (or that was enabled, or made to pause) under the running
+ * total of its current day or month: pauses its scope now rather than at the next crossing.
+ * Returns whether it paused. Session caps are judged at their next event.
+ */
+export async function pauseIfOverLimit(sql: Sql, redis: Redis, place: RedisPlace, cap: SpendCap & { status: 'active' | 'disabled' }): Promise<boolean> {
+  if (cap.status !== 'active' || cap.action !== 'pause' || cap.period === 'session' || cap.scopeKind === 'session') return false;
+  const now = Date.now();
+  const period = capPeriod(cap, { recordedAt: now });
+  if (!period) return false;
+  const customerId = await customerOfScope(sql, cap.tenantId, cap.scopeKind, cap.scopeId);
+  if (!customerId) return false;
+  const partition = partitionOf(customerPartitionKey(cap.tenantId, customerId), place.partitions);
+  const spent = BigInt((await redis.get(partitionedKey(place.prefix, capCounterKey(cap, period.key), partition))) ?? '0');
+  if (spent < cap.limitNano) return false;
+  if (await redis.exists(partitionedKey(place.prefix, capLiftedKey(cap.tenantId, cap.id, period.key), partition))) return false;
+  await setPause(sql, redis, place, {
+    tenantId: cap.tenantId,
+    capId: cap.id,
+    scopeKind: cap.scopeKind,
+    scopeId: cap.scopeId,
+    period: cap.period,
+    periodKey: period.key,
+    limitNano: cap.limitNano.toString(),
+    eventId: '',
+    pausedAt: now,
+    customerId,
+    endsAt: period.endsAt,
+  });
+  return true;
+}
+
+async function customerOfScope(sql: Sql, tenantId: string, scope: PauseScope, scopeId: string): Promise<string | undefined> {
+  const [row] = await sql<{ customer_id: string }[]>`
+    SELECT t.customer_id FROM teams t
+    WHERE t.tenant_id = ${tenantId} AND t.id = (
+      CASE ${scope}::text
+        WHEN 'team' THEN ${scopeId}
+        WHEN 'agent' THEN (SELECT team_id FROM agents WHERE tenant_id = ${tenantId} AND id = ${scopeId})
+        WHEN 'app' THEN (SELECT team_id FROM apps WHERE tenant_id = ${tenantId} AND id = ${scopeId})
+        WHEN 'api_key' THEN coalesce(
+          (SELECT coalesce(ag.team_id, ap.team_id) FROM api_keys k
+             LEFT JOIN agents ag ON ag.tenant_id = k.tenant_id AND ag.id = k.agent_id
+             LEFT JOIN apps ap ON ap.tenant_id = k.tenant_id AND ap.id = k.app_id
+           WHERE k.tenant_id = ${tenantId} AND k.id = ${scopeId}),
+          (SELECT ag.team_id FROM client_credentials c JOIN agents ag ON ag.tenant_id = c.tenant_id AND ag.id = c.agent_id
+           WHERE c.tenant_id = ${tenantId} AND c.id = ${scopeId}))
+      END)
+    UNION ALL
+    SELECT id FROM customers WHERE ${scope}::text = 'customer' AND tenant_id = ${tenantId} AND id = ${scopeId}`;
+  return row?.customer_id;
 }

@@ -12,6 +12,8 @@ export interface AdminDeps {
   redis: Redis;
   /** The Redis key prefix of this deployment (REDIS_PREFIX). */
   prefix: string;
+  /** PARTITIONS of this deployment (1 when omitted): where a customer's pause flags live. */
+  partitions?: number;
   /** The process's verified-token cache, forgotten at once when the tenant's tokens rotate. */
   tokens?: TenantTokens;
   /** Webhook endpoint rules of this deployment; absent: private networks forbidden, secrets sealed without a key. */

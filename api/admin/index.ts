@@ -9,6 +9,7 @@ import { apiKeyEndpoints, clientCredentialEndpoints } from './credentials.js';
 import { customerEndpoints, teamEndpoints } from './customers.js';
 import { mountEndpoints, type AdminDeps, type AdminEnv, type Endpoint } from './endpoint.js';
 import { ApiError, apiErrorHandler, routeNotFound } from '../errors.js';
+import { pauseEndpoints } from './pauses.js';
 import { productEndpoints } from './products.js';
 import { ratePlanEndpoints } from './rate-plans.js';
 import { costModelEndpoints, spendCapEndpoints } from './spend-caps.js';
@@ -35,6 +36,7 @@ export function adminEndpoints(): Endpoint[] {
     ...ratePlanEndpoints(),
     ...subscriptionEndpoints(),
     ...spendCapEndpoints(),
+    ...pauseEndpoints(),
     ...costModelEndpoints(),
     ...tenantTokenEndpoints(),
     ...webhookEndpoints(),
@@ -64,7 +66,7 @@ export function createAdminRoutes(deps: AdminDeps & { log?: Logger }): Hono<Admi
       },
     }),
   );
-  mountEndpoints(app, ADMIN_BASE_PATH, adminEndpoints(), { sql: deps.sql, redis: deps.redis, prefix: deps.prefix, tokens, webhooks: deps.webhooks });
+  mountEndpoints(app, ADMIN_BASE_PATH, adminEndpoints(), { sql: deps.sql, redis: deps.redis, prefix: deps.prefix, partitions: deps.partitions, tokens, webhooks: deps.webhooks });
   // Mounted on its own (tests, tools) it renders errors the same way as inside the full app.
   app.onError(apiErrorHandler(log));
   app.notFound(routeNotFound);

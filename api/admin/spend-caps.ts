@@ -15,11 +15,13 @@ import { announce } from './announce.js';
 import { crudEndpoints } from './crud.js';
 import { findOwned, type Row } from './db.js';
 import type { AdminDeps, Endpoint } from './endpoint.js';
-import { validationFailed } from '../errors.js';
+import { notFound, validationFailed } from '../errors.js';
+import { liftPausesForCap, pauseIfOverLimit } from '../../store/pause-flags.js';
+import type { SpendCap } from '../../store/caps.js';
 import { basics, iso } from './present.js';
 
 const MAX_BIGINT = 2n ** 63n - 1n;
-const SCOPE_TABLES = { agent: 'agents', team: 'teams', customer: 'customers' } as const;
+const SCOPE_TABLES = { app: 'apps', agent: 'agents', team: 'teams', customer: 'customers' } as const;
 
 function presentSpendCap(row: Row) {
   return {
@@ -43,6 +45,19 @@ function presentCostModel(row: Row) {
   };
 }
 
+function capOfRow(tenantId: string, row: Row): SpendCap & { status: 'active' | 'disabled' } {
+  return {
+    id: row.id as string,
+    tenantId,
+    scopeKind: row.scope_kind as SpendCap['scopeKind'],
+    scopeId: row.scope_id as string,
+    period: row.period as SpendCap['period'],
+    limitNano: BigInt(row.limit_nano as string),
+    action: row.action as SpendCap['action'],
+    status: row.status as 'active' | 'disabled',
+  };
+}
+
 /** A cap's limit arrives as a decimal string and is stored as integer nano-units. */
 function limitNano(limit: unknown): string | undefined {
   if (limit === undefined) return undefined;
@@ -54,7 +69,7 @@ function limitNano(limit: unknown): string | undefined {
 const announceTo = (type: Extract<ControlMessage['type'], 'caps.changed' | 'cost-models.changed'>) => (deps: AdminDeps, tenantId: string) =>
   announce(deps, tenantId, { messages: [{ type, tenantId }] });
 
-/** Hard spend caps on an agent, team or customer per session, day or month. */
+/** Spend caps, hard (pause) or soft (alert), on an API key, app, agent, team, customer or session, per session, day or month. */
 export function spendCapEndpoints(): Endpoint[] {
   return crudEndpoints({
     table: 'spend_caps',
@@ -71,12 +86,26 @@ export function spendCapEndpoints(): Endpoint[] {
     out: spendCapOut,
     present: presentSpendCap,
     async columns(db, tenantId, { limit, ...body }) {
-      if (typeof body.scope_kind === 'string') {
-        await findOwned(db, SCOPE_TABLES[body.scope_kind as keyof typeof SCOPE_TABLES], tenantId, body.scope_id as string);
+      const scopeKind = body.scope_kind as (typeof CAP_SCOPES)[number] | undefined;
+      if (scopeKind === 'api_key') {
+        const [credential] = await db`
+          SELECT id FROM api_keys WHERE tenant_id = ${tenantId} AND id = ${body.scope_id as string}
+          UNION ALL SELECT id FROM client_credentials WHERE tenant_id = ${tenantId} AND id = ${body.scope_id as string}`;
+        if (!credential) throw notFound('API key or client credential', body.scope_id as string);
+      } else if (scopeKind && scopeKind !== 'session') {
+        await findOwned(db, SCOPE_TABLES[scopeKind], tenantId, body.scope_id as string);
       }
       return { ...body, limit_nano: limitNano(limit) };
     },
-    announce: announceTo('caps.changed'),
+    async announce(deps, tenantId, row, previous) {
+      // A raised limit or a disabled cap lifts its pauses at once (authorize reads the flags), then every process reloads the cap.
+      // A limit set under the running total pauses at once.
+      const place = { prefix: deps.prefix, partitions: deps.partitions ?? 1 };
+      const cap = capOfRow(tenantId, row);
+      if (previous) await liftPausesForCap(deps.sql, deps.redis, place, cap);
+      await pauseIfOverLimit(deps.sql, deps.redis, place, cap);
+      await announceTo('caps.changed')(deps, tenantId);
+    },
   });
 }
 

@@ -1,20 +1,26 @@
 /**
- * How long `POST /v1/authorize` takes: the Hono app in this process on a real port, against
- * the real Redis and a scratch PostgreSQL database (created, migrated and dropped here), with
- * one tenant, customer, team, agent and API key. The attribution cache is warmed first, then
- * N calls are fired at each concurrency; prints p50/p99 of the server's own time (from
- * Server-Timing) and of the round trip as this client sees it.
+ * How fast `POST /v1/authorize` is: the Hono app of one API process on a real port, against the
+ * real Redis and a scratch PostgreSQL database (created, migrated and dropped here). 64 agents of
+ * 8 customers, each agent with a hard month cap, a cap on its customer, rate_limit_per_minute and
+ * max_concurrent_sessions set, so every call runs the whole check: 6 pause flags (API key, agent,
+ * team, customer, session), 2 caps with their reservations, the sliding rate window and the
+ * sessions in use. Calls go round the agents, each naming a session.
  *
- *   npx tsx loadtest/bench/authorize.bench.ts [--requests 20000] [--concurrency 1,16]
+ * The load comes from a worker thread (its own event loop, keep-alive HTTP), so the server's event
+ * loop does only the server's work; prints calls/s, p50/p99 of the server's own time (from
+ * Server-Timing) and of the round trip as the client sees it.
  *
- * Client and server share one event loop here: under concurrency the round trip includes
- * queueing behind the client's own work, the server time does not.
+ *   npm run bench:authorize -- [--requests 50000] [--concurrency 1,16] [--estimate]
+ *
+ * --estimate: every call also asks estimated_cost (a reservation per cap, expiring after 5 min).
  */
 import { serve } from '@hono/node-server';
 import type { AddressInfo } from 'node:net';
+import { createServer, type RequestListener, type ServerOptions } from 'node:http';
 import { parseArgs } from 'node:util';
+import { Worker } from 'node:worker_threads';
 import { TenantTokens } from '../../store/tenant-tokens.js';
-import { createAuthorizeRoutes, type AuthorizeReply } from '../../api/authorize.js';
+import { createAuthorizeRoutes } from '../../api/authorize.js';
 import { AttributionResolver } from '../../store/attribution.js';
 import { issueApiKey, newId } from '../../store/credentials.js';
 import { createTenant } from '../../store/tenants.js';
@@ -22,81 +28,139 @@ import { isolated } from '../../test/support/isolated.js';
 
 const { values } = parseArgs({
   options: {
-    requests: { type: 'string', default: '20000' },
+    requests: { type: 'string', default: '50000' },
     concurrency: { type: 'string', default: '1,16' },
+    estimate: { type: 'boolean', default: false },
   },
 });
 const requests = Number(values.requests);
 const concurrencies = values.concurrency.split(',').map(Number);
+const CUSTOMERS = 8;
+const AGENTS_PER_CUSTOMER = 8;
 
 function percentile(sorted: Float64Array, q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))];
 }
 
-const world = await isolated('authbench');
-const server = await (async () => {
-  const { sql, redis, config } = world;
-  const tenant = await createTenant(sql, 'Authorize bench');
-  const [customerId, teamId, agentId] = [newId('cus'), newId('team'), newId('agt')];
-  const key = issueApiKey();
-  await sql`INSERT INTO customers (id, tenant_id, name) VALUES (${customerId}, ${tenant.tenantId}, 'Bench customer')`;
-  await sql`INSERT INTO teams (id, tenant_id, customer_id, name) VALUES (${teamId}, ${tenant.tenantId}, ${customerId}, 'Bench team')`;
-  await sql`INSERT INTO agents (id, tenant_id, team_id, name, agent_type) VALUES (${agentId}, ${tenant.tenantId}, ${teamId}, 'Bench agent', 'CLAUDE')`;
-  await sql`
-    INSERT INTO api_keys (id, tenant_id, agent_id, key_hash, prefix, last4)
-    VALUES (${newId('key')}, ${tenant.tenantId}, ${agentId}, ${key.keyHash}, ${key.prefix}, ${key.last4})`;
+// The load generator: plain JavaScript in a worker thread. Posts back server and round-trip times.
+const CLIENT = `
+const { parentPort, workerData } = require('node:worker_threads');
+const http = require('node:http');
+const { port, headers, bodies, requests, concurrency } = workerData;
+const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency });
+function call(body) {
+  return new Promise((resolve, reject) => {
+    const start = performance.now();
+    const req = http.request({ host: '127.0.0.1', port, path: '/v1/authorize', method: 'POST', agent,
+      headers: { ...headers, 'content-length': Buffer.byteLength(body) } }, (res) => {
+      const chunks = [];
+      res.on('data', (c) => chunks.push(c));
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString();
+        if (res.statusCode !== 200 || !text.startsWith('{"allowed":true')) return reject(new Error('unexpected answer ' + res.statusCode + ': ' + text));
+        const timing = /app;dur=([\\d.]+)/.exec(res.headers['server-timing'] || '');
+        if (!timing) return reject(new Error('no Server-Timing header'));
+        resolve([Number(timing[1]), performance.now() - start]);
+      });
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+(async () => {
+  const server = new Float64Array(requests);
+  const roundTrip = new Float64Array(requests);
+  let next = 0;
+  const started = performance.now();
+  await Promise.all(Array.from({ length: concurrency }, async () => {
+    while (next < requests) {
+      const i = next++;
+      const [s, r] = await call(bodies[i % bodies.length]);
+      server[i] = s;
+      roundTrip[i] = r;
+    }
+  }));
+  parentPort.postMessage({ seconds: (performance.now() - started) / 1000, server, roundTrip });
+})().catch((err) => parentPort.postMessage({ error: String(err && err.stack || err) }));
+`;
 
-  const resolver = new AttributionResolver(sql, redis, config.REDIS_PREFIX, config.KEY_CACHE_TTL_SECONDS);
-  const app = createAuthorizeRoutes({ config, redis, resolver, tokens: new TenantTokens(sql, 60_000), sql });
-  const http = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' });
-  await new Promise<void>((resolve) => http.once('listening', () => resolve()));
-  const url = `http://127.0.0.1:${(http.address() as AddressInfo).port}/v1/authorize`;
-  // Every call names a session, so the MGET reads all four pause flags (agent, team, customer, session).
-  const body = JSON.stringify({ api_key: key.secret, session_id: 'sess_bench', tool: 'transform_schema' });
-  const headers = { authorization: `Bearer ${tenant.ingestToken}`, 'content-type': 'application/json' };
-  return { http, url, body, headers };
-})();
-
-async function call(): Promise<{ server: number; roundTrip: number }> {
-  const start = performance.now();
-  const res = await fetch(server.url, { method: 'POST', headers: server.headers, body: server.body });
-  const reply = (await res.json()) as AuthorizeReply;
-  const roundTrip = performance.now() - start;
-  if (res.status !== 200 || !reply.allowed) throw new Error(`unexpected answer ${res.status}: ${JSON.stringify(reply)}`);
-  const timing = /app;dur=([\d.]+)/.exec(res.headers.get('server-timing') ?? '');
-  if (!timing) throw new Error('no Server-Timing header');
-  return { server: Number(timing[1]), roundTrip };
+function load(port: number, headers: Record<string, string>, bodies: string[], n: number, concurrency: number) {
+  return new Promise<{ seconds: number; server: Float64Array; roundTrip: Float64Array }>((resolve, reject) => {
+    const worker = new Worker(CLIENT, { eval: true, workerData: { port, headers, bodies, requests: n, concurrency } });
+    worker.once('message', (message: { error?: string; seconds: number; server: Float64Array; roundTrip: Float64Array }) => {
+      void worker.terminate();
+      if (message.error) reject(new Error(message.error));
+      else resolve(message);
+    });
+    worker.once('error', reject);
+  });
 }
 
+const world = await isolated('authbench');
+const { sql, redis, config } = world;
+const httpServer = await (async () => {
+  const resolver = new AttributionResolver(sql, redis, config.REDIS_PREFIX, config.KEY_CACHE_TTL_SECONDS);
+  const routes = createAuthorizeRoutes({ config, redis, resolver, tokens: new TenantTokens(sql, 60_000), sql });
+  // As api/main.ts serves it: POST /v1/authorize straight on Node's request, the rest through Hono.
+  const server = serve({
+    fetch: routes.app.fetch,
+    port: 0,
+    hostname: '127.0.0.1',
+    createServer: ((options: ServerOptions, listener: RequestListener) =>
+      createServer(options, (req, res) => {
+        if (!routes.serveNode(req, res)) listener(req, res);
+      })) as typeof createServer,
+  });
+  await new Promise<void>((resolve) => server.once('listening', () => resolve()));
+  return server;
+})();
+
 try {
-  for (let i = 0; i < 2000; i++) await call(); // warm the cache, the token check and the JIT
-  console.log(`POST /v1/authorize, ${requests} calls per run (Redis cache warm, 4 pause flags read per call)`);
+  const tenant = await createTenant(sql, 'Authorize bench');
+  const bodies: string[] = [];
+  for (let c = 0; c < CUSTOMERS; c++) {
+    const [customerId, teamId] = [newId('cus'), newId('team')];
+    await sql`INSERT INTO customers (id, tenant_id, name) VALUES (${customerId}, ${tenant.tenantId}, 'Bench customer')`;
+    await sql`INSERT INTO teams (id, tenant_id, customer_id, name) VALUES (${teamId}, ${tenant.tenantId}, ${customerId}, 'Bench team')`;
+    await sql`INSERT INTO spend_caps (id, tenant_id, scope_kind, scope_id, period, limit_nano) VALUES (${newId('cap')}, ${tenant.tenantId}, 'customer', ${customerId}, 'month', ${(10n ** 18n).toString()})`;
+    for (let a = 0; a < AGENTS_PER_CUSTOMER; a++) {
+      const agentId = newId('agt');
+      const key = issueApiKey();
+      await sql`
+        INSERT INTO agents (id, tenant_id, team_id, name, agent_type, rate_limit_per_minute, max_concurrent_sessions)
+        VALUES (${agentId}, ${tenant.tenantId}, ${teamId}, 'Bench agent', 'CLAUDE', 1000000000, 1000)`;
+      await sql`
+        INSERT INTO api_keys (id, tenant_id, agent_id, key_hash, prefix, last4)
+        VALUES (${newId('key')}, ${tenant.tenantId}, ${agentId}, ${key.keyHash}, ${key.prefix}, ${key.last4})`;
+      await sql`INSERT INTO spend_caps (id, tenant_id, scope_kind, scope_id, period, limit_nano) VALUES (${newId('cap')}, ${tenant.tenantId}, 'agent', ${agentId}, 'month', ${(10n ** 17n).toString()})`;
+      bodies.push(
+        JSON.stringify({
+          api_key: key.secret,
+          session_id: `sess_${a}`,
+          tool: 'transform_schema',
+          ...(values.estimate ? { estimated_cost: '0.01' } : {}),
+        }),
+      );
+    }
+  }
+  const port = (httpServer.address() as AddressInfo).port;
+  const headers = { authorization: `Bearer ${tenant.ingestToken}`, 'content-type': 'application/json' };
+  await load(port, headers, bodies, 5_000, 4); // warm the caches, the token check and the JIT
+  console.log(
+    `POST /v1/authorize, ${requests} calls per run over ${bodies.length} agents (6 pause flags, 2 caps, rate window, sessions in use${values.estimate ? ', estimated_cost reserved' : ''})`,
+  );
   for (const concurrency of concurrencies) {
-    const serverMs = new Float64Array(requests);
-    const roundTripMs = new Float64Array(requests);
-    let next = 0;
-    const started = performance.now();
-    await Promise.all(
-      Array.from({ length: concurrency }, async () => {
-        while (next < requests) {
-          const i = next++;
-          const timing = await call();
-          serverMs[i] = timing.server;
-          roundTripMs[i] = timing.roundTrip;
-        }
-      }),
-    );
-    const seconds = (performance.now() - started) / 1000;
-    serverMs.sort();
-    roundTripMs.sort();
+    const run = await load(port, headers, bodies, requests, concurrency);
+    run.server.sort();
+    run.roundTrip.sort();
     const f = (ms: number) => `${ms.toFixed(3)} ms`;
     console.log(
-      `concurrency ${String(concurrency).padStart(3)}: server p50 ${f(percentile(serverMs, 0.5))} p99 ${f(percentile(serverMs, 0.99))}` +
-        ` | round trip p50 ${f(percentile(roundTripMs, 0.5))} p99 ${f(percentile(roundTripMs, 0.99))}` +
-        ` | ${Math.round(requests / seconds)} calls/s`,
+      `concurrency ${String(concurrency).padStart(3)}: server p50 ${f(percentile(run.server, 0.5))} p99 ${f(percentile(run.server, 0.99))}` +
+        ` | round trip p50 ${f(percentile(run.roundTrip, 0.5))} p99 ${f(percentile(run.roundTrip, 0.99))}` +
+        ` | ${Math.round(requests / run.seconds)} calls/s`,
     );
   }
 } finally {
-  server.http.close();
+  httpServer.close();
   await world.cleanup();
 }

@@ -1,30 +1,18 @@
 import { STREAMS } from '../../store/streams.js';
-import { emit, type EntryResult, type StageDefinition } from '../../pipeline/stage.js';
+import { emit, type AckResult, type EntryResult, type StageDefinition, type StageEntry } from '../../pipeline/stage.js';
 import { getMany, scanKeys, type Redis } from '../../pipeline/redis.js';
 import { CapBook } from '../../store/caps.js';
 import type { Sql } from '../../pipeline/postgres.js';
 import type { CheckedEvent, PricedEvent } from '../../domain/flow.js';
 import { capCounters } from './limits.js';
 import type { PauseRecord } from '../../store/pauses.js';
+import { recordPauses, recordRolledOverPauses } from '../../store/pause-flags.js';
+import { releaseReservations } from '../../pipeline/admission.js';
+import { partitionedKey } from '../../pipeline/keys.js';
+import { sessionsInUseKey } from '../../store/authorizer.js';
 
-/** Records pauses in PostgreSQL (the live flag is the Redis key the ack script set). Idempotent. */
-async function recordPauses(sql: Sql, pauses: PauseRecord[]): Promise<void> {
-  if (pauses.length === 0) return;
-  await sql`
-    INSERT INTO cap_pauses ${sql(
-      pauses.map((p) => ({
-        tenant_id: p.tenantId,
-        cap_id: p.capId,
-        scope_kind: p.scopeKind,
-        scope_id: p.scopeId,
-        period_key: p.periodKey,
-        event_id: p.eventId,
-        limit_nano: p.limitNano,
-        paused_at: new Date(p.pausedAt),
-      })),
-    )}
-    ON CONFLICT DO NOTHING`;
-}
+/** How often pauses whose period ended are recorded as lifted by the roll-over. */
+const ROLLOVER_SWEEP_MS = 30_000;
 
 /** Pause flags set by an ack whose PostgreSQL record was lost (a crash in between): recorded on start. */
 async function reconcilePauses(redis: Redis, prefix: string, sql: Sql): Promise<number> {
@@ -50,14 +38,25 @@ export const capCheckStage: StageDefinition<PricedEvent> = {
     const reconciled = await reconcilePauses(redis, config.REDIS_PREFIX, sql);
     if (reconciled) log.info({ reconciled }, 'pause flags checked against their records');
     const pausesInHand = new Map<string, PauseRecord[]>();
+    // The counter keys each entry advances: their reservations under the event's id are released after the ack.
+    const countersInHand = new Map<string, string[]>();
+    const sweepRollovers = () =>
+      recordRolledOverPauses(sql).catch((err: unknown) => log.warn({ err }, 'cannot record the pauses lifted by a period roll-over; retrying later'));
+    await sweepRollovers();
+    const sweeper = setInterval(() => void sweepRollovers(), ROLLOVER_SWEEP_MS);
+    sweeper.unref();
     return {
+      async close() {
+        clearInterval(sweeper);
+      },
       async handle(batch) {
         await caps.ensureTenants(batch.map((e) => e.payload.tenantId));
         const now = Date.now();
         return batch.map(({ id, payload: event }): EntryResult => {
-          const counters = capCounters(caps.capsFor(event.tenantId, event.attribution), event, now);
+          const counters = capCounters(caps.capsFor(event.tenantId, event.attribution, event.sessionId), event, now);
           const pauses = counters.flatMap((c) => (c.onLimit ? [JSON.parse(c.onLimit.value) as PauseRecord] : []));
           if (pauses.length) pausesInHand.set(id, pauses);
+          if (counters.length) countersInHand.set(id, counters.map((c) => c.key));
           const checked: CheckedEvent = { ...event, capCounters: counters.map((c) => ({ key: c.key, by: c.by })) };
           return { outputs: [emit(STREAMS.checked, checked)], counters };
         });
@@ -71,7 +70,50 @@ export const capCheckStage: StageDefinition<PricedEvent> = {
         for (const entry of batch) pausesInHand.delete(entry.id);
         for (const pause of crossed) log.warn({ pause }, 'spend cap crossed: paused');
         await recordPauses(sql, crossed);
+        const counterKeys = batch.map((entry) => countersInHand.get(entry.id) ?? []);
+        for (const entry of batch) countersInHand.delete(entry.id);
+        await settleAuthorizations(redis, config.REDIS_PREFIX, batch, results, counterKeys);
       },
     };
   },
 };
+
+const SESSION_ENDS = new Set(['session.completed', 'session.failed']);
+
+/**
+ * What authorize held for events now counted: the reservation each made under its event id
+ * (released once its cost is in the running total; one never settled expires by itself), and
+ * the session a completed or failed session event frees for max_concurrent_sessions. One
+ * round trip per partition; a crash before it only leaves reservations to expire.
+ */
+async function settleAuthorizations(
+  redis: Redis,
+  prefix: string,
+  batch: StageEntry<PricedEvent>[],
+  results: AckResult[],
+  counterKeys: string[][],
+): Promise<void> {
+  const byPartition = new Map<number, { releases: { counterKey: string; id: string }[]; ended: { key: string; session: string }[] }>();
+  batch.forEach((entry, i) => {
+    if (!results[i].acked) return;
+    const event = entry.payload;
+    const counters = counterKeys[i];
+    const ends = SESSION_ENDS.has(event.eventType) && event.sessionId !== undefined;
+    if (counters.length === 0 && !ends) return;
+    const work = byPartition.get(entry.partition) ?? { releases: [], ended: [] };
+    for (const key of counters) work.releases.push({ counterKey: partitionedKey(prefix, key, entry.partition), id: event.eventId });
+    if (ends) {
+      const owner = event.attribution.agentId ? `agent:${event.attribution.agentId}` : `app:${event.attribution.appId}`;
+      work.ended.push({ key: partitionedKey(prefix, sessionsInUseKey(event.tenantId, owner), entry.partition), session: event.sessionId! });
+    }
+    byPartition.set(entry.partition, work);
+  });
+  await Promise.all(
+    [...byPartition].map(async ([partition, work]) => {
+      await Promise.all([
+        releaseReservations(redis, partitionedKey(prefix, 'authorize', partition), work.releases),
+        ...work.ended.map(({ key, session }) => redis.zrem(key, session)),
+      ]);
+    }),
+  );
+}

@@ -35,6 +35,8 @@ export function capCounters(caps: SpendCap[], event: PricedEvent, now = Date.now
         limitNano: cap.limitNano.toString(),
         eventId: event.eventId,
         pausedAt: now,
+        customerId: event.attribution.customerId,
+        endsAt: period.endsAt,
       };
       effect.onLimit = { key: pauseKey(cap.tenantId, scope, scopeId), value: JSON.stringify(record), ttlSeconds: pauseTtl };
     }

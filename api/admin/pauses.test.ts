@@ -1,0 +1,169 @@
+import pino from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Metrics } from '../../pipeline/metrics.js';
+import { subscribeControl, type ControlSubscription } from '../../pipeline/control.js';
+import { partitionedKey } from '../../pipeline/keys.js';
+import { capCounterKey, type SpendCap } from '../../store/caps.js';
+import { recordPauses, recordRolledOverPauses } from '../../store/pause-flags.js';
+import type { SeededTenant } from '../../ops/seed.js';
+import { seedSmall } from '../../test/support/billing.js';
+import { isolated, type Isolated } from '../../test/support/isolated.js';
+import { createApp } from '../server.js';
+import type { AuthorizeReply } from '../authorize.js';
+
+let world: Isolated;
+let tenant: SeededTenant;
+let api: ReturnType<typeof createApp>;
+let control: ControlSubscription;
+
+beforeAll(async () => {
+  world = await isolated('admin-pauses');
+  tenant = await seedSmall(world.sql, { customers: 1, teamsPerCustomer: 1, agentsPerTeam: 4, appsPerTeam: 0 });
+  api = createApp({ config: world.config, sql: world.sql, redis: world.redis, log: pino({ level: 'silent' }), metrics: new Metrics('pauses-test') });
+  // As api/main.ts does: the process applies control messages (caps.changed) to its caches.
+  control = subscribeControl(world.config.REDIS_URL, world.config.REDIS_PREFIX, api.applyControl);
+  await control.ready;
+});
+afterAll(async () => {
+  await control?.close();
+  await world?.cleanup();
+});
+
+async function call(method: string, path: string, token: string, body?: unknown): Promise<{ status: number; body: any }> {
+  const res = await api.app.request(path, {
+    method,
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  });
+  return { status: res.status, body: await res.json() };
+}
+
+const admin = (method: string, path: string, body?: unknown) => call(method, `/v1/admin${path}`, tenant.adminToken, body);
+
+async function authorize(apiKey: string): Promise<AuthorizeReply> {
+  return (await call('POST', '/v1/authorize', tenant.ingestToken, { api_key: apiKey })).body as AuthorizeReply;
+}
+
+function agent(i: number) {
+  return tenant.customers[0].teams[0].agents[i];
+}
+
+const today = () => new Date().toISOString().slice(0, 10);
+
+/** A day cap of 1.00 on the agent whose running total is already 1.50. */
+async function overCap(agentId: string): Promise<SpendCap> {
+  const reply = await admin('POST', '/spend-caps', { scope_kind: 'agent', scope_id: agentId, period: 'day', limit: '100' });
+  expect(reply.status).toBe(201);
+  const cap: SpendCap = { id: reply.body.id, tenantId: tenant.tenantId, scopeKind: 'agent', scopeId: agentId, period: 'day', limitNano: 1_000_000_000n, action: 'pause' };
+  await world.redis.set(partitionedKey(world.config.REDIS_PREFIX, capCounterKey(cap, today()), 0), '1500000000');
+  // Lowered under the running total: paused at once, as cap-check would at the crossing.
+  expect((await admin('PATCH', `/spend-caps/${cap.id}`, { limit: '1' })).status).toBe(200);
+  return cap;
+}
+
+async function pauseRows(capId: string) {
+  return world.sql`SELECT lifted_at, lifted_by, lift_reason FROM cap_pauses WHERE tenant_id = ${tenant.tenantId} AND cap_id = ${capId}`;
+}
+
+describe('pauses: set, lifted by each route, recorded', () => {
+  it('a limit lowered under the running total pauses the scope at once, and authorize names the cap', async () => {
+    const a = agent(0);
+    const cap = await overCap(a.id);
+    const refused = await authorize(a.apiKey);
+    expect(refused).toMatchObject({ allowed: false, code: 'paused', cap: { cap_id: cap.id, spent: '1.5', limit: '1', remaining: '0' } });
+    const listed = await admin('GET', '/pauses');
+    expect(listed.body.data).toContainEqual(expect.objectContaining({ cap_id: cap.id, scope_kind: 'agent', scope_id: a.id, period_key: today(), lifted_at: null }));
+  });
+
+  it('the admin route lifts a pause at once and records who and why; the same period does not pause again', async () => {
+    const a = agent(1);
+    const cap = await overCap(a.id);
+    expect((await authorize(a.apiKey)).allowed).toBe(false);
+    const missing = await admin('POST', '/pauses/lift', { cap_id: cap.id, scope_id: 'agt_nope', period_key: today() });
+    expect(missing.status).toBe(404);
+    const lifted = await admin('POST', '/pauses/lift', { cap_id: cap.id, scope_id: a.id, period_key: today(), reason: 'customer paid up' });
+    expect(lifted).toMatchObject({ status: 200, body: { scope_kind: 'agent', scope_id: a.id, flag_deleted: true, records_lifted: 1 } });
+    expect((await authorize(a.apiKey)).allowed).toBe(true);
+    expect(await pauseRows(cap.id)).toEqual([expect.objectContaining({ lifted_by: 'admin', lift_reason: 'customer paid up' })]);
+    const log = await world.sql`SELECT kind, lifted_by FROM cap_pause_log WHERE cap_id = ${cap.id} ORDER BY id`;
+    expect(log.map((r) => [r.kind, r.lifted_by])).toEqual([
+      ['paused', null],
+      ['lifted', 'admin'],
+    ]);
+    const history = await admin('GET', '/pauses?status=lifted');
+    expect(history.body.data).toContainEqual(expect.objectContaining({ cap_id: cap.id, lifted_by: 'admin', lift_reason: 'customer paid up' }));
+    // Another tenant cannot lift it.
+    expect((await call('POST', '/v1/admin/pauses/lift', (await seedSmall(world.sql, { customers: 1, teamsPerCustomer: 1, agentsPerTeam: 1 })).adminToken, {
+      cap_id: cap.id, scope_id: a.id, period_key: today(),
+    })).status).toBe(404);
+  });
+
+  it('raising the cap above the running total unpauses within a second; crossing the new limit pauses again', async () => {
+    const a = agent(2);
+    const cap = await overCap(a.id);
+    expect((await authorize(a.apiKey)).allowed).toBe(false);
+    const raisedAt = Date.now();
+    expect((await admin('PATCH', `/spend-caps/${cap.id}`, { limit: '5' })).status).toBe(200);
+    let reply = await authorize(a.apiKey);
+    while ((!reply.allowed || reply.caps?.[0]?.limit !== '5') && Date.now() - raisedAt < 1_000) reply = await authorize(a.apiKey);
+    expect(reply.allowed).toBe(true);
+    expect(reply.caps).toContainEqual(expect.objectContaining({ cap_id: cap.id, limit: '5', spent: '1.5', remaining: '3.5' }));
+    expect(await pauseRows(cap.id)).toEqual([expect.objectContaining({ lifted_by: 'cap_raised', lift_reason: expect.stringMatching(/raised/) })]);
+    // Raised, but not above the total: stays paused.
+    expect((await admin('PATCH', `/spend-caps/${cap.id}`, { limit: '1.2' })).status).toBe(200);
+    expect(await authorize(a.apiKey)).toMatchObject({ allowed: false, code: 'paused' });
+    expect((await admin('PATCH', `/spend-caps/${cap.id}`, { limit: '1.4' })).status).toBe(200);
+    expect((await authorize(a.apiKey)).allowed).toBe(false);
+    const log = await world.sql`SELECT kind, lifted_by FROM cap_pause_log WHERE cap_id = ${cap.id} ORDER BY id`;
+    expect(log.map((r) => r.kind)).toEqual(['paused', 'lifted', 'paused']);
+  });
+
+  it('disabling the cap unpauses at once, unless another cap still holds the scope', async () => {
+    const a = agent(3);
+    const first = await overCap(a.id);
+    const second = await admin('POST', '/spend-caps', { scope_kind: 'team', scope_id: tenant.customers[0].teams[0].id, period: 'day', limit: '100' });
+    const teamCap: SpendCap = { ...first, id: second.body.id, scopeKind: 'team', scopeId: tenant.customers[0].teams[0].id };
+    expect((await authorize(a.apiKey)).allowed).toBe(false);
+    expect((await admin('PATCH', `/spend-caps/${first.id}`, { status: 'disabled' })).status).toBe(200);
+    expect((await authorize(a.apiKey)).allowed).toBe(true);
+    expect(await pauseRows(first.id)).toEqual([expect.objectContaining({ lifted_by: 'cap_disabled' })]);
+
+    // Two caps pause the agent's flag: disabling one leaves the other's pause in force.
+    await world.redis.set(partitionedKey(world.config.REDIS_PREFIX, capCounterKey(teamCap, today()), 0), '3000000000');
+    await admin('PATCH', `/spend-caps/${first.id}`, { status: 'active' });
+    expect((await authorize(a.apiKey)).allowed).toBe(false);
+    await recordPauses(world.sql, [
+      {
+        tenantId: tenant.tenantId, capId: teamCap.id, scopeKind: 'agent', scopeId: a.id, period: 'day', periodKey: today(), limitNano: '100000000000',
+        eventId: 'evt_x', pausedAt: Date.now(), customerId: tenant.customers[0].id, endsAt: Date.now() + 3_600_000,
+      },
+    ]);
+    expect((await admin('PATCH', `/spend-caps/${first.id}`, { status: 'disabled' })).status).toBe(200);
+    const still = await authorize(a.apiKey);
+    expect(still).toMatchObject({ allowed: false, code: 'paused', pause: { capId: teamCap.id } });
+  });
+
+  it('a pause whose period ended is recorded as lifted by the roll-over', async () => {
+    const a = agent(0);
+    await recordPauses(world.sql, [
+      {
+        tenantId: tenant.tenantId, capId: 'cap_old', scopeKind: 'agent', scopeId: a.id, period: 'day', periodKey: '2026-01-01', limitNano: '1',
+        eventId: 'evt_old', pausedAt: Date.UTC(2026, 0, 1, 12), customerId: tenant.customers[0].id, endsAt: Date.UTC(2026, 0, 2),
+      },
+    ]);
+    expect(await recordRolledOverPauses(world.sql)).toBeGreaterThanOrEqual(1);
+    const [row] = await world.sql`SELECT lifted_at, lifted_by FROM cap_pauses WHERE cap_id = 'cap_old'`;
+    expect(row).toMatchObject({ lifted_by: 'period_rollover', lifted_at: new Date(Date.UTC(2026, 0, 2)) });
+  });
+
+  it('refuses negative, zero and absurd limits with the JSON path', async () => {
+    for (const limit of ['-1', '0', '1e3', '9223372037', 'NaN']) {
+      const reply = await admin('POST', '/spend-caps', { scope_kind: 'agent', scope_id: agent(0).id, period: 'day', limit });
+      expect(reply.status, `limit ${limit}`).toBe(400);
+      expect(reply.body.error.details[0].path).toBe('limit');
+    }
+    const scope = await admin('POST', '/spend-caps', { scope_kind: 'planet', scope_id: 'x', period: 'day', limit: '1' });
+    expect(scope.status).toBe(400);
+    expect(scope.body.error.details[0].path).toBe('scope_kind');
+  });
+});

@@ -1,0 +1,104 @@
+import { readFileSync } from 'node:fs';
+import type { Redis } from './redis.js';
+import { projectPath } from './paths.js';
+
+/**
+ * Typed arguments and replies of `pipeline/lua/authorize-1.lua` and
+ * `pipeline/lua/releaseReservations-1.lua`: admission checks (flags, a sliding window, a bounded
+ * set of sessions, budgets with reservations) answered in one Redis round trip. The key names
+ * are the caller's, all in one partition (one hash tag); this module knows nothing of billing.
+ */
+export interface AdmissionRequest {
+  /** Any one set stops the request; its value is returned. */
+  flagKeys: string[];
+  /** A sliding window of admitted requests (a ZSET). */
+  rate?: { key: string; limit?: number; windowMs: number; member: string };
+  /** A bounded set of sessions seen within idleMs (a ZSET); a session not in it is refused when it is full. */
+  sessions?: { key: string; max?: number; session?: string; idleMs: number };
+  /** Running totals with a limit; a hard one refuses an estimate that does not fit (unless its override key exists). */
+  budgets: { counterKey: string; limit: bigint; hard: boolean; overrideKey?: string }[];
+  /** With an estimate, every budget reserves it under reservationId for ttlMs. */
+  reservation?: { estimate: bigint; id: string; ttlMs: number };
+}
+
+type AdmissionVerdict =
+  | { kind: 'ok' }
+  | { kind: 'flag'; value: string }
+  | { kind: 'rate'; retryAfterMs: number }
+  | { kind: 'sessions'; active: number }
+  | { kind: 'budget'; index: number };
+
+export interface AdmissionReply {
+  verdict: AdmissionVerdict;
+  /** Requests in the window, this one included when admitted. */
+  rateUsed: number;
+  /** Sessions active, this one included when admitted. */
+  sessionsActive: number;
+  /** Per budget, in order: the running total and the sum of live reservations (this one's included). */
+  budgets: { spent: bigint; reserved: bigint }[];
+}
+
+type ScriptArg = string | number;
+
+interface AdmissionRedis {
+  authorizeAdmission(anchorKey: string, ...args: ScriptArg[]): Promise<(string | number)[][]>;
+  releaseReservations(anchorKey: string, ...args: ScriptArg[]): Promise<number>;
+}
+
+const defined = new WeakSet<Redis>();
+
+function withScripts(redis: Redis): Redis & AdmissionRedis {
+  if (!defined.has(redis)) {
+    const lua = (file: string) => readFileSync(projectPath('pipeline', 'lua', file), 'utf8');
+    redis.defineCommand('authorizeAdmission', { lua: lua('authorize-1.lua'), numberOfKeys: 1 });
+    redis.defineCommand('releaseReservations', { lua: lua('releaseReservations-1.lua'), numberOfKeys: 1 });
+    defined.add(redis);
+  }
+  return redis as Redis & AdmissionRedis;
+}
+
+/** The ARGV of one request, in the order authorize-1.lua reads it. */
+function admissionArgs(request: AdmissionRequest): ScriptArg[] {
+  const args: ScriptArg[] = [request.flagKeys.length, ...request.flagKeys];
+  const rate = request.rate;
+  args.push(rate?.key ?? '', rate?.limit ?? '', rate?.windowMs ?? 0, rate?.member ?? '');
+  const sessions = request.sessions;
+  args.push(sessions?.key ?? '', sessions?.max ?? '', sessions?.session ?? '', sessions?.idleMs ?? 0);
+  args.push(request.budgets.length);
+  for (const budget of request.budgets) args.push(budget.counterKey, budget.limit.toString(), budget.hard ? 1 : 0, budget.overrideKey ?? '');
+  const reservation = request.reservation;
+  args.push(reservation ? reservation.estimate.toString() : '', reservation?.id ?? '', reservation?.ttlMs ?? 0);
+  return args;
+}
+
+function parseReply(raw: (string | number)[]): AdmissionReply {
+  const [kind, detail, rateUsed, sessionsActive, ...totals] = raw;
+  const verdict: AdmissionVerdict =
+    kind === 'flag' ? { kind, value: String(detail) }
+    : kind === 'rate' ? { kind, retryAfterMs: Number(detail) }
+    : kind === 'sessions' ? { kind, active: Number(detail) }
+    : kind === 'budget' ? { kind, index: Number(detail) - 1 }
+    : { kind: 'ok' };
+  const budgets: AdmissionReply['budgets'] = [];
+  for (let i = 0; i + 1 < totals.length; i += 2) budgets.push({ spent: BigInt(totals[i]), reserved: BigInt(totals[i + 1]) });
+  return { verdict, rateUsed: Number(rateUsed), sessionsActive: Number(sessionsActive), budgets };
+}
+
+/**
+ * Decides requests that share a partition in one script call (one round trip). `anchorKey` is any
+ * key with that partition's hash tag; `now` is passed in, so every request of a call sees one clock.
+ */
+export async function admit(redis: Redis, anchorKey: string, requests: AdmissionRequest[], now = Date.now()): Promise<AdmissionReply[]> {
+  const args: ScriptArg[] = [now, requests.length];
+  for (const request of requests) args.push(...admissionArgs(request));
+  const replies = await withScripts(redis).authorizeAdmission(anchorKey, ...args);
+  return replies.map(parseReply);
+}
+
+/** Releases reservations by (counter key, reservation id); unknown ones are ignored. Returns how many were released. */
+export async function releaseReservations(redis: Redis, anchorKey: string, releases: { counterKey: string; id: string }[]): Promise<number> {
+  if (releases.length === 0) return 0;
+  const args: ScriptArg[] = [releases.length];
+  for (const release of releases) args.push(release.counterKey, release.id);
+  return withScripts(redis).releaseReservations(anchorKey, ...args);
+}

@@ -1,0 +1,177 @@
+--[[
+  Admission: answers one or more "may this caller act now?" requests of one partition in one
+  step, and records what an admitted request uses (a slot of its rate window, its session, its
+  reservations). Knows nothing of billing: flags, sliding windows, bounded sets and budgets.
+
+  KEYS[1]   any key of the partition (its hash tag routes the call; every key below shares it,
+            BullMQ-style: names travel in ARGV and derived keys are built here by suffix)
+  ARGV[1]   now (epoch ms)
+  ARGV[2]   number of requests
+  then per request:
+    nFlags, nFlags x flagKey
+    rateKey|'', rateLimit|'', rateWindowMs, rateMember
+    sessionsKey|'', sessionsMax|'', sessionMember|'', sessionIdleMs
+    nBudgets, nBudgets x (counterKey, limit, hard (1|0), overrideKey|'')
+    estimate|'', reservationId, reservationTtlMs
+  A budget's reservations live beside its counter: counterKey..':rz' (ZSET id -> expiry ms),
+  counterKey..':ra' (HASH id -> amount), counterKey..':rs' (their sum). Amounts and totals are
+  decimal strings compared exactly (a Lua number is a double: not exact past 2^53).
+
+  Checks, in order, for each request; the first that fails answers and nothing is written:
+    a flag is set                                  -> 'flag', its value
+    rateLimit entries within the last window       -> 'rate', ms until a slot frees
+    sessionsMax other sessions seen within idle    -> 'sessions', the number active
+    hard budget: spent + reserved + estimate > limit (no override key) -> 'budget', its index
+  Admitted: 'ok'; the window gets rateMember, the session is touched, and with an estimate each
+  budget gets a reservation that expires after reservationTtlMs unless released earlier.
+  Reply per request: { verdict, detail, rateUsed, sessionsActive, spent1, reserved1, spent2, ... }
+]]
+local now = tonumber(ARGV[1])
+local count = tonumber(ARGV[2])
+
+local function isDigits(text)
+  return text ~= nil and string.match(text, '^%d+$') ~= nil
+end
+
+-- A counter below zero (a duplicate taken back before its first count) counts as nothing spent.
+local function nonNegative(text)
+  if text == false or text == nil or not isDigits(text) then return '0' end
+  local stripped = string.gsub(text, '^0+', '')
+  return stripped == '' and '0' or stripped
+end
+
+local function compare(a, b)
+  if #a ~= #b then return #a < #b and -1 or 1 end
+  if a == b then return 0 end
+  return a < b and -1 or 1
+end
+
+-- Sum of two non-negative decimal strings, exact.
+local function add(a, b)
+  local result, carry = {}, 0
+  local i, j = #a, #b
+  while i > 0 or j > 0 or carry > 0 do
+    local digit = carry + (i > 0 and tonumber(string.sub(a, i, i)) or 0) + (j > 0 and tonumber(string.sub(b, j, j)) or 0)
+    result[#result + 1] = tostring(digit % 10)
+    carry = math.floor(digit / 10)
+    i, j = i - 1, j - 1
+  end
+  return nonNegative(string.reverse(table.concat(result)))
+end
+
+-- Drops the expired reservations of a budget (a bounded number per call) and returns their sum left.
+local function reservedOf(counterKey)
+  local zset, amounts, sum = counterKey .. ':rz', counterKey .. ':ra', counterKey .. ':rs'
+  local expired = redis.call('ZRANGEBYSCORE', zset, '-inf', now, 'LIMIT', 0, 64)
+  for _, id in ipairs(expired) do
+    local amount = redis.call('HGET', amounts, id)
+    if amount then redis.call('DECRBY', sum, amount) end
+    redis.call('HDEL', amounts, id)
+    redis.call('ZREM', zset, id)
+  end
+  return nonNegative(redis.call('GET', sum))
+end
+
+local function extend(key, ttlMs)
+  local left = redis.call('PTTL', key)
+  if left >= 0 and left < ttlMs then redis.call('PEXPIRE', key, ttlMs) end
+end
+
+local replies = {}
+local pos = 3
+for r = 1, count do
+  local request = {}
+  local nFlags = tonumber(ARGV[pos]); pos = pos + 1
+  request.flags = {}
+  for f = 1, nFlags do request.flags[f] = ARGV[pos]; pos = pos + 1 end
+  request.rateKey, request.rateLimit, request.rateWindow, request.rateMember = ARGV[pos], ARGV[pos + 1], tonumber(ARGV[pos + 2]), ARGV[pos + 3]
+  pos = pos + 4
+  request.sessionsKey, request.sessionsMax, request.session, request.sessionIdle = ARGV[pos], ARGV[pos + 1], ARGV[pos + 2], tonumber(ARGV[pos + 3])
+  pos = pos + 4
+  local nBudgets = tonumber(ARGV[pos]); pos = pos + 1
+  request.budgets = {}
+  for b = 1, nBudgets do
+    request.budgets[b] = { key = ARGV[pos], limit = ARGV[pos + 1], hard = ARGV[pos + 2] == '1', override = ARGV[pos + 3] }
+    pos = pos + 4
+  end
+  request.estimate, request.reservationId, request.reservationTtl = ARGV[pos], ARGV[pos + 1], tonumber(ARGV[pos + 2])
+  pos = pos + 3
+  if nFlags == nil or nBudgets == nil or request.reservationTtl == nil then
+    return redis.error_reply('authorize: malformed arguments at request ' .. r)
+  end
+
+  local verdict, detail = 'ok', ''
+
+  if nFlags > 0 then
+    local values = redis.call('MGET', unpack(request.flags))
+    for _, value in ipairs(values) do
+      if value then verdict, detail = 'flag', value; break end
+    end
+  end
+
+  local rateUsed = 0
+  if request.rateKey ~= '' then
+    redis.call('ZREMRANGEBYSCORE', request.rateKey, '-inf', now - request.rateWindow)
+    rateUsed = redis.call('ZCARD', request.rateKey)
+    if verdict == 'ok' and request.rateLimit ~= '' and rateUsed >= tonumber(request.rateLimit) then
+      local oldest = redis.call('ZRANGE', request.rateKey, 0, 0, 'WITHSCORES')
+      verdict, detail = 'rate', tostring(math.max(1, tonumber(oldest[2]) + request.rateWindow - now))
+    end
+  end
+
+  local sessionsActive = 0
+  local knownSession = false
+  if request.sessionsKey ~= '' then
+    redis.call('ZREMRANGEBYSCORE', request.sessionsKey, '-inf', now - request.sessionIdle)
+    sessionsActive = redis.call('ZCARD', request.sessionsKey)
+    knownSession = request.session ~= '' and redis.call('ZSCORE', request.sessionsKey, request.session) ~= false
+    if verdict == 'ok' and request.session ~= '' and request.sessionsMax ~= '' and not knownSession
+      and sessionsActive >= tonumber(request.sessionsMax) then
+      verdict, detail = 'sessions', tostring(sessionsActive)
+    end
+  end
+
+  local reply = { '', '', rateUsed, sessionsActive }
+  local estimate = request.estimate ~= '' and nonNegative(request.estimate) or nil
+  for b, budget in ipairs(request.budgets) do
+    budget.spent = nonNegative(redis.call('GET', budget.key))
+    budget.reserved = reservedOf(budget.key)
+    reply[#reply + 1] = budget.spent
+    reply[#reply + 1] = budget.reserved
+    if verdict == 'ok' and estimate and budget.hard
+      and (budget.override == '' or redis.call('EXISTS', budget.override) == 0)
+      and compare(add(add(budget.spent, budget.reserved), estimate), budget.limit) > 0 then
+      verdict, detail = 'budget', tostring(b)
+    end
+  end
+
+  if verdict == 'ok' then
+    if request.rateKey ~= '' and request.rateLimit ~= '' then
+      redis.call('ZADD', request.rateKey, now, request.rateMember)
+      redis.call('PEXPIRE', request.rateKey, request.rateWindow)
+      reply[3] = rateUsed + 1
+    end
+    if request.sessionsKey ~= '' and request.session ~= '' then
+      redis.call('ZADD', request.sessionsKey, now, request.session)
+      redis.call('PEXPIRE', request.sessionsKey, request.sessionIdle)
+      if not knownSession then reply[4] = sessionsActive + 1 end
+    end
+    if estimate and estimate ~= '0' then
+      for b, budget in ipairs(request.budgets) do
+        local zset, amounts, sum = budget.key .. ':rz', budget.key .. ':ra', budget.key .. ':rs'
+        local previous = redis.call('HGET', amounts, request.reservationId)
+        if previous then redis.call('DECRBY', sum, previous) end
+        redis.call('ZADD', zset, now + request.reservationTtl, request.reservationId)
+        redis.call('HSET', amounts, request.reservationId, estimate)
+        redis.call('INCRBY', sum, estimate)
+        for _, key in ipairs({ zset, amounts, sum }) do
+          if redis.call('PTTL', key) == -1 then redis.call('PEXPIRE', key, request.reservationTtl) else extend(key, request.reservationTtl) end
+        end
+        reply[4 + b * 2] = add(budget.reserved, estimate)
+      end
+    end
+  end
+  reply[1], reply[2] = verdict, detail
+  replies[r] = reply
+end
+return replies

@@ -1,0 +1,303 @@
+import { randomBytes } from 'node:crypto';
+import type { Redis } from '../pipeline/redis.js';
+import type { Credential } from '../domain/events.js';
+import { formatNano } from '../domain/money.js';
+import { customerPartitionKey, type Attribution } from '../domain/flow.js';
+import { admit, type AdmissionReply, type AdmissionRequest } from '../pipeline/admission.js';
+import type { ControlMessage } from '../pipeline/control.js';
+import { partitionedKey, partitionOf } from '../pipeline/keys.js';
+import type { Sql } from '../pipeline/postgres.js';
+import type { AttributionResolver, Resolution } from './attribution.js';
+import { CapBook, capCounterKey, capLiftedKey, capPeriod, type SpendCap } from './caps.js';
+import { pauseKeysFor, type PauseRecord } from './pauses.js';
+
+/** What the caller asks: may this credential (in this session) act now, and spend this much? */
+export interface AuthorizeAsk {
+  tenantId: string;
+  credential: Credential;
+  sessionId?: string;
+  /** Nano-units the caller expects to spend: reserved against every hard cap until the event settles it. */
+  estimate?: bigint;
+  /** The event id the caller will send for this call: its reservation is released when cap-check counts it. */
+  eventId?: string;
+}
+
+/** One cap as authorize saw it, in its current period. */
+export interface CapStanding {
+  cap: SpendCap;
+  periodKey: string;
+  resetsAt: number;
+  spent: bigint;
+  reserved: bigint;
+  /** limit - spent - reserved, never below zero. */
+  remaining: bigint;
+}
+
+type AuthorizeRefusal =
+  | { code: 'unknown_credential' | 'revoked' | 'expired' | 'suspended'; reason: string }
+  | { code: 'paused'; reason: string; pause?: PauseRecord }
+  | { code: 'rate_limited'; reason: string; retryAfterMs: number }
+  | { code: 'too_many_sessions'; reason: string; active: number; max: number }
+  | { code: 'insufficient_budget'; reason: string; standing: CapStanding };
+
+export interface AuthorizeDecision {
+  allowed: boolean;
+  refusal?: AuthorizeRefusal;
+  attribution?: Attribution;
+  caps: CapStanding[];
+  /** The least any hard cap leaves (absent when no hard cap applies). */
+  remaining?: bigint;
+  rate?: { limit: number; used: number };
+  sessions?: { max: number; active: number };
+  reservation?: { id: string; amount: bigint; expiresAt: number };
+}
+
+/** What authorize keeps of one credential in memory: who it is, and the agent's own limits. */
+interface ScopeChain {
+  resolution: Resolution;
+  ratePerMinute?: number;
+  maxSessions?: number;
+  until: number;
+}
+
+const RATE_WINDOW_MS = 60_000;
+const MAX_CHAINS = 50_000;
+
+export interface AuthorizerOptions {
+  prefix: string;
+  partitions: number;
+  /** A session unseen for this long no longer counts against max_concurrent_sessions. */
+  sessionIdleMs: number;
+  /** How long a credential's scope chain is trusted without a look at the shared cache (control messages drop it sooner). */
+  chainTtlMs?: number;
+  /** How long caps are trusted without a reload (caps.changed reloads them at once). */
+  capsTtlMs?: number;
+  /** How long a reservation waits for its event. */
+  reservationTtlMs?: number;
+}
+
+/**
+ * The enforcement point behind `POST /v1/authorize`. What can be cached is kept in this process
+ * (credential -> attribution and agent limits, the tenant's caps), dropped by control messages
+ * and otherwise trusted for a second; what must be exact (pause flags, running totals,
+ * reservations, the rate window, the sessions in use) is read and written in one Redis script
+ * call in the customer's partition: one round trip per call, or per partition for a batch.
+ */
+export class Authorizer {
+  private readonly chains = new Map<string, ScopeChain>();
+  private readonly caps: CapBook;
+  private readonly memberPrefix = randomBytes(6).toString('base64url');
+  private sequence = 0;
+  private readonly chainTtlMs: number;
+  private readonly reservationTtlMs: number;
+
+  constructor(
+    private readonly sql: Sql,
+    private readonly redis: Redis,
+    private readonly resolver: AttributionResolver,
+    private readonly options: AuthorizerOptions,
+  ) {
+    this.caps = new CapBook(sql, options.capsTtlMs ?? 1_000);
+    this.chainTtlMs = options.chainTtlMs ?? 1_000;
+    this.reservationTtlMs = options.reservationTtlMs ?? 5 * 60_000;
+  }
+
+  /** Applies a control message to what is held in memory. */
+  async applyControl(message: ControlMessage): Promise<void> {
+    switch (message.type) {
+      case 'caps.changed':
+        await this.caps.reloadTenant(message.tenantId);
+        break;
+      case 'credentials.changed':
+      case 'hierarchy.changed':
+        for (const key of this.chains.keys()) if (key.startsWith(`${message.tenantId}/`)) this.chains.delete(key);
+        break;
+      default:
+    }
+  }
+
+  /**
+   * One decision. Calls that arrive in the same turn of the event loop are decided together
+   * (one script call per partition for all of them): under load, fewer round trips and fewer
+   * system calls per call; alone, a call waits for nothing but the end of the turn.
+   */
+  authorize(ask: AuthorizeAsk): Promise<AuthorizeDecision> {
+    return new Promise((resolve, reject) => {
+      this.pending.push({ ask, resolve, reject });
+      if (this.pending.length === 1) setImmediate(() => this.flush());
+    });
+  }
+
+  private pending: { ask: AuthorizeAsk; resolve: (decision: AuthorizeDecision) => void; reject: (err: unknown) => void }[] = [];
+
+  private flush(): void {
+    const batch = this.pending;
+    this.pending = [];
+    this.authorizeMany(batch.map((p) => p.ask)).then(
+      (decisions) => {
+        for (const [i, p] of batch.entries()) p.resolve(decisions[i]);
+      },
+      (err: unknown) => {
+        for (const p of batch) p.reject(err);
+      },
+    );
+  }
+
+  /** One decision per ask, in order: the asks of one partition share one script call, all calls are sent at once. */
+  async authorizeMany(asks: AuthorizeAsk[]): Promise<AuthorizeDecision[]> {
+    const now = Date.now();
+    const chains = await Promise.all(asks.map((ask) => this.chainOf(ask.tenantId, ask.credential, now)));
+    await this.caps.ensureTenants(asks.map((ask) => ask.tenantId));
+    const decisions: AuthorizeDecision[] = new Array(asks.length);
+    const byPartition = new Map<number, { index: number; request: AdmissionRequest; caps: { cap: SpendCap; periodKey: string; resetsAt: number }[]; reservationId?: string }[]>();
+    asks.forEach((ask, index) => {
+      const chain = chains[index];
+      if (!chain.resolution.ok) {
+        decisions[index] = { allowed: false, refusal: { code: chain.resolution.code, reason: chain.resolution.reason }, caps: [] };
+        return;
+      }
+      const attribution = chain.resolution.attribution;
+      const partition = partitionOf(customerPartitionKey(ask.tenantId, attribution.customerId), this.options.partitions);
+      const key = (name: string) => partitionedKey(this.options.prefix, name, partition);
+      const caps = this.caps
+        .capsFor(ask.tenantId, attribution, ask.sessionId)
+        .flatMap((cap) => {
+          const period = capPeriod(cap, { recordedAt: now, sessionId: ask.sessionId });
+          return period ? [{ cap, periodKey: period.key, resetsAt: period.endsAt }] : [];
+        });
+      const owner = attribution.agentId ? `agent:${attribution.agentId}` : `app:${attribution.appId}`;
+      const estimate = ask.estimate !== undefined && ask.estimate > 0n ? ask.estimate : undefined;
+      const reservationId = estimate !== undefined ? (ask.eventId ?? `rsv_${this.memberPrefix}${(this.sequence++).toString(36)}`) : undefined;
+      const request: AdmissionRequest = {
+        flagKeys: pauseKeysFor(ask.tenantId, attribution, ask.sessionId).map(key),
+        budgets: caps.map(({ cap, periodKey }) => ({
+          counterKey: key(capCounterKey(cap, periodKey)),
+          limit: cap.limitNano,
+          hard: cap.action === 'pause',
+          overrideKey: key(capLiftedKey(ask.tenantId, cap.id, periodKey)),
+        })),
+        ...(chain.ratePerMinute
+          ? { rate: { key: key(rateWindowKey(ask.tenantId, owner)), limit: chain.ratePerMinute, windowMs: RATE_WINDOW_MS, member: `${this.memberPrefix}${(this.sequence++).toString(36)}` } }
+          : {}),
+        ...(chain.maxSessions
+          ? { sessions: { key: key(sessionsInUseKey(ask.tenantId, owner)), max: chain.maxSessions, ...(ask.sessionId ? { session: ask.sessionId } : {}), idleMs: this.options.sessionIdleMs } }
+          : {}),
+        ...(estimate !== undefined ? { reservation: { estimate, id: reservationId!, ttlMs: this.reservationTtlMs } } : {}),
+      };
+      const list = byPartition.get(partition) ?? [];
+      list.push({ index, request, caps, ...(reservationId ? { reservationId } : {}) });
+      byPartition.set(partition, list);
+    });
+    await Promise.all(
+      [...byPartition].map(async ([partition, items]) => {
+        const replies = await admit(this.redis, partitionedKey(this.options.prefix, 'authorize', partition), items.map((item) => item.request), now);
+        items.forEach((item, i) => {
+          const chain = chains[item.index];
+          const attribution = (chain.resolution as Extract<Resolution, { ok: true }>).attribution;
+          decisions[item.index] = decide(attribution, chain, item.caps, replies[i], item.request, now, item.reservationId);
+        });
+      }),
+    );
+    return decisions;
+  }
+
+  private async chainOf(tenantId: string, credential: Credential, now: number): Promise<ScopeChain> {
+    const cacheKey = `${tenantId}/${credential.kind === 'api_key' ? `k:${credential.keyHash}` : `c:${credential.clientId}`}`;
+    const cached = this.chains.get(cacheKey);
+    if (cached && cached.until > now) return cached;
+    const resolution = await this.resolver.resolve(tenantId, credential, now);
+    const chain: ScopeChain = { resolution, until: now + this.chainTtlMs };
+    if (resolution.ok && resolution.attribution.agentId) {
+      const [limits] = await this.sql<{ rate_limit_per_minute: number | null; max_concurrent_sessions: number | null }[]>`
+        SELECT rate_limit_per_minute, max_concurrent_sessions FROM agents WHERE tenant_id = ${tenantId} AND id = ${resolution.attribution.agentId}`;
+      if (limits?.rate_limit_per_minute) chain.ratePerMinute = limits.rate_limit_per_minute;
+      if (limits?.max_concurrent_sessions) chain.maxSessions = limits.max_concurrent_sessions;
+    }
+    if (this.chains.size >= MAX_CHAINS) this.chains.clear();
+    this.chains.set(cacheKey, chain);
+    return chain;
+  }
+}
+
+/** The sliding window of an agent's admitted calls (a ZSET of the last minute). */
+function rateWindowKey(tenantId: string, owner: string): string {
+  return `ratewin:${tenantId}:${owner}`;
+}
+
+/** The sessions an agent holds open (a ZSET: session id -> last authorize), for max_concurrent_sessions. */
+export function sessionsInUseKey(tenantId: string, owner: string): string {
+  return `sessions-in-use:${tenantId}:${owner}`;
+}
+
+function describePause(record: PauseRecord): string {
+  return `${record.scopeKind} ${record.scopeId} is paused: spend cap ${record.capId} (${record.period} ${record.periodKey}) reached its limit`;
+}
+
+function decide(
+  attribution: Attribution,
+  chain: ScopeChain,
+  caps: { cap: SpendCap; periodKey: string; resetsAt: number }[],
+  reply: AdmissionReply,
+  request: AdmissionRequest,
+  now: number,
+  reservationId: string | undefined,
+): AuthorizeDecision {
+  const standings: CapStanding[] = caps.map(({ cap, periodKey, resetsAt }, i) => {
+    const { spent, reserved } = reply.budgets[i];
+    const left = cap.limitNano - spent - reserved;
+    return { cap, periodKey, resetsAt, spent, reserved, remaining: left > 0n ? left : 0n };
+  });
+  let remaining: bigint | undefined;
+  for (const s of standings) if (s.cap.action === 'pause' && (remaining === undefined || s.remaining < remaining)) remaining = s.remaining;
+  const decision: AuthorizeDecision = {
+    allowed: reply.verdict.kind === 'ok',
+    attribution,
+    caps: standings,
+    ...(remaining !== undefined ? { remaining } : {}),
+    ...(chain.ratePerMinute ? { rate: { limit: chain.ratePerMinute, used: reply.rateUsed } } : {}),
+    ...(chain.maxSessions ? { sessions: { max: chain.maxSessions, active: reply.sessionsActive } } : {}),
+  };
+  const verdict = reply.verdict;
+  switch (verdict.kind) {
+    case 'ok':
+      if (request.reservation && reservationId) {
+        decision.reservation = { id: reservationId, amount: request.reservation.estimate, expiresAt: now + request.reservation.ttlMs };
+      }
+      break;
+    case 'flag': {
+      let pause: PauseRecord | undefined;
+      try {
+        pause = JSON.parse(verdict.value) as PauseRecord;
+      } catch {
+        pause = undefined;
+      }
+      decision.refusal = { code: 'paused', reason: pause ? describePause(pause) : 'paused by a spend cap', ...(pause ? { pause } : {}) };
+      break;
+    }
+    case 'rate':
+      decision.refusal = {
+        code: 'rate_limited',
+        reason: `agent ${attribution.agentId} reached rate_limit_per_minute ${chain.ratePerMinute}`,
+        retryAfterMs: verdict.retryAfterMs,
+      };
+      break;
+    case 'sessions':
+      decision.refusal = {
+        code: 'too_many_sessions',
+        reason: `agent ${attribution.agentId} already holds ${verdict.active} sessions open (max_concurrent_sessions ${chain.maxSessions})`,
+        active: verdict.active,
+        max: chain.maxSessions!,
+      };
+      break;
+    case 'budget': {
+      const standing = standings[verdict.index];
+      decision.refusal = {
+        code: 'insufficient_budget',
+        reason: `spend cap ${standing.cap.id} on ${standing.cap.scopeKind} ${standing.cap.scopeId} leaves ${formatNano(standing.remaining)} of ${formatNano(standing.cap.limitNano)} this ${standing.cap.period}: the estimate does not fit`,
+        standing,
+      };
+      break;
+    }
+  }
+  return decision;
+}
