@@ -33,6 +33,10 @@ function scaledDecimal(decimals: number, what: string, check?: (scaled: bigint) 
 
 const rate = decimalAmount();
 const multiplier = scaledDecimal(MULTIPLIER_DECIMALS, 'a multiplier', (m) => (m < 0n ? 'a multiplier must be 0 or more' : undefined));
+// A penalty is an upcharge: below 1 it would discount failing sessions, on top of what a commitment covers.
+const penaltyMultiplier = scaledDecimal(MULTIPLIER_DECIMALS, 'a multiplier', (m) =>
+  m < 10n ** BigInt(MULTIPLIER_DECIMALS) ? 'an error-rate penalty multiplies the session by 1 or more (1.5 is a 50% upcharge)' : undefined,
+);
 const threshold = scaledDecimal(MULTIPLIER_DECIMALS, 'a threshold', (t) =>
   t < 0n || t >= 10n ** BigInt(MULTIPLIER_DECIMALS) ? 'the threshold is a share of failed calls: at least 0 and below 1' : undefined,
 );
@@ -141,7 +145,7 @@ export const ratePlanObjectSchema = z.strictObject({
           "Per-call tool prices of the calls of one MCP server (the event's `mcp_server_id`), replacing the plan's tool_invocations for those calls; \"*\" prices the server's tools not listed; a tool the server table does not price keeps the plan's price.",
       }),
     error_rate_penalties: z
-      .strictObject({ threshold, multiplier })
+      .strictObject({ threshold, multiplier: penaltyMultiplier })
       .optional()
       .meta({ description: "When a session's share of failed calls exceeds threshold, its usage cost is multiplied by multiplier." }),
     volume_tiers: z.array(volumeTierSchema).optional().meta({ description: 'Tiers on the monthly count of calls, ascending by min_invocations, the first at 0.' }),

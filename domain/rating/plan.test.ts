@@ -186,9 +186,12 @@ describe('validateRatePlan refuses, naming the JSON path', () => {
     expect(problemAt(input, '$.tool_multipliers.simple_lookup')).toBe('a multiplier must be 0 or more, got -0.5');
   });
 
-  it('an error multiplier below 0', () => {
+  it('an error multiplier below 1 (a penalty is an upcharge)', () => {
     expect(problemAt({ error_rate_penalties: { threshold: 0.05, multiplier: -1 } }, '$.error_rate_penalties.multiplier')).toBe(
-      'a multiplier must be 0 or more, got -1',
+      'an error-rate penalty multiplies the session by 1 or more (1.5 is a 50% upcharge), got -1',
+    );
+    expect(problemAt({ error_rate_penalties: { threshold: 0.05, multiplier: 0 } }, '$.error_rate_penalties.multiplier')).toBe(
+      'an error-rate penalty multiplies the session by 1 or more (1.5 is a 50% upcharge), got 0',
     );
   });
 

@@ -11,6 +11,8 @@ import type { UsageRow } from './usage-rows.js';
 /** Amounts are multiples of 0.00001 and factors have one decimal, so every plan drawn here is exact. */
 const amount = fc.bigInt({ min: 0n, max: 500_000n }).map((steps) => formatNano(steps * 10_000n));
 const factor = fc.integer({ min: 0, max: 40 }).map((tenths) => `${Math.trunc(tenths / 10)}.${tenths % 10}`);
+// A penalty multiplies by 1 or more (validation refuses less).
+const penaltyFactor = fc.integer({ min: 10, max: 40 }).map((tenths) => `${Math.trunc(tenths / 10)}.${tenths % 10}`);
 const jsonAmount = fc.oneof(amount, amount.map(Number));
 
 interface PlanOptions {
@@ -40,7 +42,7 @@ function pricingArbitrary(options: PlanOptions = {}) {
       multipliers: fc.option(fc.record({ beta: factor, gamma: factor }), { nil: undefined }),
       bounds: fc.uniqueArray(fc.integer({ min: 1, max: 600 }), { maxLength: 3 }),
       bucketRates: fc.array(amount, { minLength: 4, maxLength: 4 }),
-      penalty: options.penalty === false ? fc.constant(undefined) : fc.option(fc.record({ threshold: fc.integer({ min: 0, max: 99 }), multiplier: factor }), { nil: undefined }),
+      penalty: options.penalty === false ? fc.constant(undefined) : fc.option(fc.record({ threshold: fc.integer({ min: 0, max: 99 }), multiplier: penaltyFactor }), { nil: undefined }),
       tiers: fc.option(tiers, { nil: undefined }),
       session: fc.option(fc.record({ fee: amount, included: fc.integer({ min: 0, max: 5 }) }), { nil: undefined }),
       committed: fc.oneof(
