@@ -62,6 +62,8 @@ interface ScopeChain {
 
 const RATE_WINDOW_MS = 60_000;
 const MAX_CHAINS = 50_000;
+/** Without a control message, an agent's limits are read again after this long. */
+const AGENT_LIMITS_TTL_MS = 30_000;
 
 export interface AuthorizerOptions {
   prefix: string;
@@ -85,6 +87,7 @@ export interface AuthorizerOptions {
  */
 export class Authorizer {
   private readonly chains = new Map<string, ScopeChain>();
+  private readonly limits = new Map<string, { limits: Pick<ScopeChain, 'ratePerMinute' | 'maxSessions'>; until: number }>();
   private readonly caps: CapBook;
   private readonly memberPrefix = randomBytes(6).toString('base64url');
   private sequence = 0;
@@ -111,6 +114,7 @@ export class Authorizer {
       case 'credentials.changed':
       case 'hierarchy.changed':
         for (const key of this.chains.keys()) if (key.startsWith(`${message.tenantId}/`)) this.chains.delete(key);
+        if (message.type === 'hierarchy.changed') for (const key of this.limits.keys()) if (key.startsWith(`${message.tenantId}/`)) this.limits.delete(key);
         break;
       default:
     }
@@ -201,18 +205,31 @@ export class Authorizer {
     return decisions;
   }
 
+  /**
+   * An agent's rate_limit_per_minute and max_concurrent_sessions: read from PostgreSQL at most
+   * every AGENT_LIMITS_TTL_MS per agent (a change announces hierarchy.changed, which drops them).
+   */
+  private async agentLimits(tenantId: string, agentId: string, now: number): Promise<Pick<ScopeChain, 'ratePerMinute' | 'maxSessions'>> {
+    const key = `${tenantId}/${agentId}`;
+    const cached = this.limits.get(key);
+    if (cached && cached.until > now) return cached.limits;
+    const [row] = await this.sql<{ rate_limit_per_minute: number | null; max_concurrent_sessions: number | null }[]>`
+      SELECT rate_limit_per_minute, max_concurrent_sessions FROM agents WHERE tenant_id = ${tenantId} AND id = ${agentId}`;
+    const limits: Pick<ScopeChain, 'ratePerMinute' | 'maxSessions'> = {};
+    if (row?.rate_limit_per_minute) limits.ratePerMinute = row.rate_limit_per_minute;
+    if (row?.max_concurrent_sessions) limits.maxSessions = row.max_concurrent_sessions;
+    if (this.limits.size >= MAX_CHAINS) this.limits.clear();
+    this.limits.set(key, { limits, until: now + AGENT_LIMITS_TTL_MS });
+    return limits;
+  }
+
   private async chainOf(tenantId: string, credential: Credential, now: number): Promise<ScopeChain> {
     const cacheKey = `${tenantId}/${credential.kind === 'api_key' ? `k:${credential.keyHash}` : `c:${credential.clientId}`}`;
     const cached = this.chains.get(cacheKey);
     if (cached && cached.until > now) return cached;
     const resolution = await this.resolver.resolve(tenantId, credential, now);
     const chain: ScopeChain = { resolution, until: now + this.chainTtlMs };
-    if (resolution.ok && resolution.attribution.agentId) {
-      const [limits] = await this.sql<{ rate_limit_per_minute: number | null; max_concurrent_sessions: number | null }[]>`
-        SELECT rate_limit_per_minute, max_concurrent_sessions FROM agents WHERE tenant_id = ${tenantId} AND id = ${resolution.attribution.agentId}`;
-      if (limits?.rate_limit_per_minute) chain.ratePerMinute = limits.rate_limit_per_minute;
-      if (limits?.max_concurrent_sessions) chain.maxSessions = limits.max_concurrent_sessions;
-    }
+    if (resolution.ok && resolution.attribution.agentId) Object.assign(chain, await this.agentLimits(tenantId, resolution.attribution.agentId, now));
     if (this.chains.size >= MAX_CHAINS) this.chains.clear();
     this.chains.set(cacheKey, chain);
     return chain;

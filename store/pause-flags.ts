@@ -302,7 +302,8 @@ export async function liftPausesForCap(sql: Sql, redis: Redis, place: RedisPlace
     }
   }
   if (toLift.length === 0) return 0;
-  const by: LiftSource = cap.status === 'disabled' ? 'cap_disabled' : 'cap_raised';
+  // A cap made alert-only no longer stops anything: as good as disabled for its pauses.
+  const by: LiftSource = cap.status === 'disabled' || cap.action !== 'pause' ? 'cap_disabled' : 'cap_raised';
   const reason = cap.status === 'disabled' ? 'the cap was disabled' : cap.action !== 'pause' ? 'the cap no longer pauses (alert only)' : `the limit was raised to ${cap.limitNano} nano`;
   const lifted = await sql.begin(async (tx) => {
     const rows = await tx<LiftedRow[]>`

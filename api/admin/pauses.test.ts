@@ -18,7 +18,7 @@ let control: ControlSubscription;
 
 beforeAll(async () => {
   world = await isolated('admin-pauses');
-  tenant = await seedSmall(world.sql, { customers: 1, teamsPerCustomer: 1, agentsPerTeam: 4, appsPerTeam: 0 });
+  tenant = await seedSmall(world.sql, { customers: 1, teamsPerCustomer: 1, agentsPerTeam: 5, appsPerTeam: 0 });
   api = createApp({ config: world.config, sql: world.sql, redis: world.redis, log: pino({ level: 'silent' }), metrics: new Metrics('pauses-test') });
   // As api/main.ts does: the process applies control messages (caps.changed) to its caches.
   control = subscribeControl(world.config.REDIS_URL, world.config.REDIS_PREFIX, api.applyControl);
@@ -141,6 +141,16 @@ describe('pauses: set, lifted by each route, recorded', () => {
     expect((await admin('PATCH', `/spend-caps/${first.id}`, { status: 'disabled' })).status).toBe(200);
     const still = await authorize(a.apiKey);
     expect(still).toMatchObject({ allowed: false, code: 'paused', pause: { capId: teamCap.id } });
+  });
+
+  it('making the cap alert only (a soft cap) lifts its pause: it no longer stops anything', async () => {
+    const a = agent(4);
+    const cap = await overCap(a.id);
+    expect((await authorize(a.apiKey)).allowed).toBe(false);
+    expect((await admin('PATCH', `/spend-caps/${cap.id}`, { action: 'alert' })).status).toBe(200);
+    const reply = await authorize(a.apiKey);
+    expect(reply.allowed).toBe(true);
+    expect(await pauseRows(cap.id)).toEqual([expect.objectContaining({ lifted_by: 'cap_disabled', lift_reason: expect.stringMatching(/alert only/) })]);
   });
 
   it('a pause whose period ended is recorded as lifted by the roll-over', async () => {

@@ -75,6 +75,8 @@ describe('cap-check', () => {
     const sessionCap = tenant.caps.find((c) => c.period === 'session')!;
     const tags = entries.map(([, fields]) => (fields[3] ? fields[3].toString().split(',').sort() : []));
     // Totals 0.30, 0.60 (session cap 0.50 reached), 0.90, 1.20 (day cap 1.00 crossed: pause), 1.25.
+    // The fifth event arrives while the agent is paused: it is counted, forwarded (billed) and tagged over the cap
+    // (ledger-write writes the tag as over_cap = true); authorize is what refuses the next call.
     expect(tags).toEqual([
       [],
       [`cap:${sessionCap.id}`],
