@@ -55,67 +55,81 @@ export async function drawCredits(tx: TransactionSql, draws: CreditDraw[]): Prom
   const accounts = await tx<{ tenant_id: string; customer_id: string; currency: string; hard_cap: boolean }[]>`
     SELECT a.tenant_id, a.customer_id, a.currency, a.hard_cap FROM credit_accounts a
     JOIN unnest(${keys.map((k) => k.tenantId)}::text[], ${keys.map((k) => k.customerId)}::text[], ${keys.map((k) => k.currency)}::text[]) AS k(t, c, cur)
-      ON a.tenant_id = k.t AND a.customer_id = k.c AND a.currency = k.cur
-    ORDER BY 1, 2, 3`;
+      ON a.tenant_id = k.t AND a.customer_id = k.c AND a.currency = k.cur`;
+  if (accounts.length === 0) return [];
+  // Every grant of these accounts, locked in one statement and in one order by every drawer
+  // (account, then drawing order): concurrent draws never deadlock.
+  type Grant = GrantRow & { tenant_id: string; customer_id: string; currency: string; live: boolean };
+  const grants: Grant[] = await tx<Grant[]>`
+    SELECT g.tenant_id, g.customer_id, g.currency, g.id, g.amount_nano::text, g.remaining_nano::text,
+           (g.expires_at IS NULL OR g.expires_at > now()) AS live
+    FROM credit_grants g
+    JOIN unnest(${accounts.map((a) => a.tenant_id)}::text[], ${accounts.map((a) => a.customer_id)}::text[], ${accounts.map((a) => a.currency)}::text[]) AS k(t, c, cur)
+      ON g.tenant_id = k.t AND g.customer_id = k.c AND g.currency = k.cur
+    ORDER BY g.tenant_id, g.customer_id, g.currency, g.priority, g.expires_at NULLS LAST, g.created_at, g.id
+    FOR UPDATE OF g`;
+  const grantsOf = new Map<string, Grant[]>();
+  for (const grant of grants) {
+    const key = accountKey({ tenantId: grant.tenant_id, customerId: grant.customer_id, currency: grant.currency });
+    const list = grantsOf.get(key) ?? [];
+    list.push(grant);
+    grantsOf.set(key, list);
+  }
+  const remaining = new Map(grants.map((g) => [`${g.tenant_id}\u0000${g.id}`, BigInt(g.remaining_nano)]));
+  const slot = (g: { tenant_id: string; id: string }) => `${g.tenant_id}\u0000${g.id}`;
+  const movements: { tenantId: string; customerId: string; grant: string; kind: 'consumed' | 'returned'; amount: bigint; draw: CreditDraw }[] = [];
   const exhausted: CreditAccountKey[] = [];
   for (const account of accounts) {
     const key = { tenantId: account.tenant_id, customerId: account.customer_id, currency: account.currency };
-    const mine = wanted.filter((d) => accountKey(d) === accountKey(key));
-    // Every grant of the account, locked in one order by every drawer: concurrent draws never deadlock.
-    const grants = await tx<(GrantRow & { live: boolean })[]>`
-      SELECT id, amount_nano::text, remaining_nano::text, (expires_at IS NULL OR expires_at > now()) AS live
-      FROM credit_grants
-      WHERE tenant_id = ${key.tenantId} AND customer_id = ${key.customerId} AND currency = ${key.currency}
-      ORDER BY priority, expires_at NULLS LAST, created_at, id
-      FOR UPDATE`;
-    const remaining = new Map(grants.map((g) => [g.id, BigInt(g.remaining_nano)]));
-    const movements: { grant: string; kind: 'consumed' | 'returned'; amount: bigint; draw: CreditDraw }[] = [];
-    for (const draw of mine) {
+    const mine = grantsOf.get(accountKey(key)) ?? [];
+    for (const draw of wanted.filter((d) => accountKey(d) === accountKey(key))) {
       if (draw.amountNano > 0n) {
         let left = draw.amountNano;
-        for (const grant of grants) {
+        for (const grant of mine) {
           if (left === 0n) break;
-          const have = remaining.get(grant.id)!;
+          const have = remaining.get(slot(grant))!;
           if (!grant.live || have === 0n) continue;
           const take = minOf(have, left);
-          remaining.set(grant.id, have - take);
+          remaining.set(slot(grant), have - take);
           left -= take;
-          movements.push({ grant: grant.id, kind: 'consumed', amount: -take, draw });
+          movements.push({ tenantId: key.tenantId, customerId: key.customerId, grant: grant.id, kind: 'consumed', amount: -take, draw });
         }
       } else {
-        // Taken-back usage returns what this period drew, to the grants drawn last first.
+        // Taken-back usage (a correction) returns what this period drew, to the grants drawn last first.
         const [drawn] = await tx<{ drawn: string }[]>`
           SELECT coalesce(-sum(amount_nano), 0)::text AS drawn FROM credit_movements
           WHERE tenant_id = ${draw.tenantId} AND subscription_id = ${draw.subscriptionId} AND period_start = ${new Date(draw.periodStart)}
-            AND grant_id = ANY(${grants.map((g) => g.id)}) AND kind IN ('consumed', 'returned')`;
+            AND grant_id = ANY(${mine.map((g) => g.id)}) AND kind IN ('consumed', 'returned')`;
         let left = minOf(-draw.amountNano, BigInt(drawn.drawn));
-        for (const grant of [...grants].reverse()) {
+        for (const grant of [...mine].reverse()) {
           if (left <= 0n) break;
-          const have = remaining.get(grant.id)!;
+          const have = remaining.get(slot(grant))!;
           const room = BigInt(grant.amount_nano) - have;
           if (room === 0n) continue;
           const give = minOf(room, left);
-          remaining.set(grant.id, have + give);
+          remaining.set(slot(grant), have + give);
           left -= give;
-          movements.push({ grant: grant.id, kind: 'returned', amount: give, draw });
+          movements.push({ tenantId: key.tenantId, customerId: key.customerId, grant: grant.id, kind: 'returned', amount: give, draw });
         }
       }
     }
-    if (movements.length) {
-      const changed = grants.filter((g) => remaining.get(g.id) !== BigInt(g.remaining_nano));
-      await tx`
-        UPDATE credit_grants AS g SET remaining_nano = x.remaining
-        FROM unnest(${changed.map((g) => g.id)}::text[], ${changed.map((g) => remaining.get(g.id)!.toString())}::numeric[]) AS x(id, remaining)
-        WHERE g.tenant_id = ${key.tenantId} AND g.id = x.id`;
-      await tx`
-        INSERT INTO credit_movements (tenant_id, grant_id, customer_id, kind, amount_nano, subscription_id, period_start, event_id)
-        SELECT ${key.tenantId}, * FROM unnest(
-          ${movements.map((m) => m.grant)}::text[], ${movements.map(() => key.customerId)}::text[], ${movements.map((m) => m.kind)}::text[],
-          ${movements.map((m) => m.amount.toString())}::numeric[], ${movements.map((m) => m.draw.subscriptionId)}::text[],
-          ${movements.map((m) => new Date(m.draw.periodStart).toISOString())}::timestamptz[], ${movements.map((m) => m.draw.eventId ?? null)}::text[])`;
-    }
-    const balance = grants.reduce((sum, g) => sum + (g.live ? remaining.get(g.id)! : 0n), 0n);
-    if (account.hard_cap && balance === 0n && mine.some((d) => d.amountNano > 0n)) exhausted.push(key);
+    const balance = mine.reduce((sum, g) => sum + (g.live ? remaining.get(slot(g))! : 0n), 0n);
+    if (account.hard_cap && balance === 0n && wanted.some((d) => d.amountNano > 0n && accountKey(d) === accountKey(key))) exhausted.push(key);
+  }
+  if (movements.length) {
+    const changed = grants.filter((g) => remaining.get(slot(g)) !== BigInt(g.remaining_nano));
+    await tx`
+      UPDATE credit_grants AS g SET remaining_nano = x.remaining
+      FROM unnest(${changed.map((g) => g.tenant_id)}::text[], ${changed.map((g) => g.id)}::text[],
+                  ${changed.map((g) => remaining.get(slot(g))!.toString())}::numeric[]) AS x(t, id, remaining)
+      WHERE g.tenant_id = x.t AND g.id = x.id`;
+    await tx`
+      INSERT INTO credit_movements (tenant_id, grant_id, customer_id, kind, amount_nano, subscription_id, period_start, event_id)
+      SELECT * FROM unnest(
+        ${movements.map((m) => m.tenantId)}::text[], ${movements.map((m) => m.grant)}::text[], ${movements.map((m) => m.customerId)}::text[],
+        ${movements.map((m) => m.kind)}::text[], ${movements.map((m) => m.amount.toString())}::numeric[],
+        ${movements.map((m) => m.draw.subscriptionId)}::text[], ${movements.map((m) => new Date(m.draw.periodStart).toISOString())}::timestamptz[],
+        ${movements.map((m) => m.draw.eventId ?? null)}::text[])`;
   }
   return exhausted;
 }
