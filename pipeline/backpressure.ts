@@ -28,8 +28,28 @@ export async function streamLag(redis: Redis, key: string): Promise<number> {
 }
 
 /**
+ * Events per entry over the blocks a process wrote lately (a decaying average), so that a lag
+ * Redis reports in entries can be judged in events: the marks bound events, whatever the size
+ * of the blocks that carry them.
+ */
+export class BlockSizes {
+  private events = 0;
+  private entries = 0;
+
+  wrote(entries: number, events: number): void {
+    this.events = this.events * 0.98 + events;
+    this.entries = this.entries * 0.98 + entries;
+  }
+
+  eventsPerEntry(): number {
+    return this.entries > 0 ? Math.max(1, this.events / this.entries) : 1;
+  }
+}
+
+/**
  * A high/low watermark gate: closes when the watched streams' lag goes above `high`,
- * reopens only once it is below `low`, so readers do not flap at the boundary.
+ * reopens only once it is below `low`, so readers do not flap at the boundary. With `sizes`,
+ * the marks are in events (the lag in entries times the events an entry carries lately).
  */
 export class Watermark {
   private closed = false;
@@ -43,6 +63,7 @@ export class Watermark {
     private readonly high: number,
     private readonly low: number,
     private readonly cacheMs = 0,
+    private readonly sizes?: BlockSizes,
   ) {}
 
   /**
@@ -59,12 +80,13 @@ export class Watermark {
     this.addedSinceCheck = 0;
     let lag = 0;
     for (const key of this.keys) lag = Math.max(lag, await streamLag(this.redis, key));
+    if (this.sizes) lag = Math.round(lag * this.sizes.eventsPerEntry());
     this.lastLag = lag;
     if (this.closed ? lag < this.low : lag > this.high) this.closed = !this.closed;
     return !this.closed;
   }
 
-  /** Counts entries this process wrote to the watched streams since the last lag read. */
+  /** Counts entries (events, with `sizes`) this process wrote to the watched streams since the last lag read. */
   added(count: number): void {
     this.addedSinceCheck += count;
   }
