@@ -41,10 +41,22 @@ const VALID: Record<string, unknown>[] = [
 /** Changes that each make an event invalid (or that the schema alone must judge). */
 const MUTATIONS: [string, (e: Record<string, unknown>) => void][] = [
   ['unknown field', (e) => (e.imput_tokens = 5)],
-  ['field named like a prototype member', (e) => (e.constructor = 'x')],
-  ['both credentials', (e) => ((e.api_key = 'sk_live_abcdefgh'), (e.client_id = 'cli_1'))],
-  ['no credential', (e) => (delete e.api_key, delete e.client_id)],
-  ['short api key', (e) => (delete e.client_id, (e.api_key = 'short'))],
+  ['field named like a prototype member', (e) => Object.assign(e, JSON.parse('{"constructor": "x"}'))],
+  ['both credentials', (e) => Object.assign(e, { api_key: 'sk_live_abcdefgh', client_id: 'cli_1' })],
+  [
+    'no credential',
+    (e) => {
+      delete e.api_key;
+      delete e.client_id;
+    },
+  ],
+  [
+    'short api key',
+    (e) => {
+      delete e.client_id;
+      e.api_key = 'short';
+    },
+  ],
   ['event id with a space', (e) => (e.event_id = 'evt 1')],
   ['empty event id', (e) => (e.event_id = '')],
   ['long event id', (e) => (e.event_id = 'e'.repeat(129))],
@@ -66,8 +78,15 @@ const MUTATIONS: [string, (e: Record<string, unknown>) => void][] = [
   ['metadata NaN', (e) => (e.metadata = { k: Number.NaN })],
   ['unknown agent type', (e) => (e.agent_type = 'BARD')],
   ['http status out of range', (e) => (e.http_status = 700)],
-  ['session event with a tool', (e) => ((e.event_type = 'session.started'), (e.session_id = 's'), (e.tool_name = 'x'))],
-  ['session event without a session', (e) => ((e.event_type = 'session.paused'), delete e.session_id, delete e.tool_name)],
+  ['session event with a tool', (e) => Object.assign(e, { event_type: 'session.started', session_id: 's', tool_name: 'x' })],
+  [
+    'session event without a session',
+    (e) => {
+      e.event_type = 'session.paused';
+      delete e.session_id;
+      delete e.tool_name;
+    },
+  ],
   ['is_parallel_call as a string', (e) => (e.is_parallel_call = 'true')],
 ];
 
