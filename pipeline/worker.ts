@@ -134,6 +134,7 @@ export class PartitionWorker<In> implements RecoveryHost {
       return await this.watermark.waitOpen(
         () => this.stopping,
         (paused) => this.metrics.paused.set({ stage: this.stage.name }, paused ? 1 : 0),
+        (state) => this.log.warn({ ...state, outputs: [...this.consumedOutputs] }, 'paused by backpressure for long: the outputs are not drained'),
       );
     } catch (err) {
       if (this.stopping) return false;

@@ -406,6 +406,21 @@ describe('POST /v1/events: refused requests', () => {
   });
 });
 
+describe('POST /v1/events: backpressure in time', () => {
+  it('answers 429 while the oldest event not yet read has waited longer than INGEST_MAX_QUEUE_MS, and takes events again once it is read', async () => {
+    const w = world({ INGEST_MAX_QUEUE_MS: 1000 });
+    await iso.redis.xgroup('CREATE', w.key(), 'key-resolve', '0', 'MKSTREAM');
+    // An event queued five seconds ago that no one has read yet: far fewer events than the high mark, but old.
+    await iso.redis.xadd(w.key(), `${Date.now() - 5000}-0`, 'd', 'x');
+    const refused = await w.post([toolEvent()]);
+    expect(refused.status).toBe(429);
+    expect(refused.headers.get('retry-after')).toBe('1');
+    await iso.redis.xreadgroup('GROUP', 'key-resolve', 'c1', 'COUNT', 10, 'STREAMS', w.key(), '>');
+    await new Promise((r) => setTimeout(r, 150));
+    expect((await w.post([toolEvent()])).status).toBe(202);
+  });
+});
+
 describe('POST /v1/events: load shedding', () => {
   it('answers 429 busy at once past INGEST_MAX_IN_FLIGHT requests in flight, and takes requests again when they finish', async () => {
     const w = world({ INGEST_MAX_IN_FLIGHT: 2 });

@@ -46,10 +46,21 @@ export class IngestWriter {
     backpressureCacheMs = 100,
   ) {
     this.keys = Array.from({ length: config.PARTITIONS }, (_, p) => partitionedKey(config.REDIS_PREFIX, STREAMS.ingested, p));
-    this.watermark = new Watermark(redis, this.keys, config.BACKPRESSURE_HIGH, config.BACKPRESSURE_LOW, backpressureCacheMs, this.sizes);
+    this.watermark = new Watermark(
+      redis,
+      this.keys,
+      config.BACKPRESSURE_HIGH,
+      config.BACKPRESSURE_LOW,
+      backpressureCacheMs,
+      this.sizes,
+      config.INGEST_MAX_QUEUE_MS,
+    );
   }
 
-  /** False while the first stream is over its high-water mark (until it drains below the low one). */
+  /**
+   * False while the first stream is over its high-water mark (until it drains below the low
+   * one), or while its oldest unread event has waited longer than INGEST_MAX_QUEUE_MS.
+   */
   hasRoom(): Promise<boolean> {
     return this.watermark.open();
   }
