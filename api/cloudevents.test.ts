@@ -1,7 +1,7 @@
 import { CloudEvent, HTTP } from 'cloudevents';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { decodePayload } from '../pipeline/codec.js';
+import { eventsOfEntries } from '../pipeline/blocks.js';
 import { STREAMS } from '../store/streams.js';
 import { partitionedKey } from '../pipeline/keys.js';
 import type { UsageEvent } from '../domain/events.js';
@@ -134,7 +134,9 @@ describe('POST /v1/events with CloudEvents (sent as the cloudevents SDK formats 
   const send = (headers: Record<string, string>, body: string) =>
     app().request('/v1/events', { method: 'POST', headers: { ...headers, authorization: `Bearer ${tenant.ingestToken}` }, body });
   const written = async () =>
-    (await world.redis.xrangeBuffer(partitionedKey(world.config.REDIS_PREFIX, STREAMS.ingested, 0), '-', '+')).map(([, f]) => decodePayload<UsageEvent>(f[1]));
+    eventsOfEntries<UsageEvent>(
+      (await world.redis.xrangeBuffer(partitionedKey(world.config.REDIS_PREFIX, STREAMS.ingested, 0), '-', '+')) as [Buffer, Buffer[]][],
+    ).map((e) => e.payload);
   const recent = new Date(Date.now() - 60_000).toISOString();
 
   it('accepts a structured CloudEvent and a batch, as events of the pipeline', async () => {

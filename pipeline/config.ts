@@ -45,6 +45,8 @@ const schema = z.object({
   MAX_DELIVERIES: int(5, 1),
   BACKPRESSURE_HIGH: int(10_000, 1),
   BACKPRESSURE_LOW: int(5_000, 0),
+  /** Ingest answers 429 while the oldest event not yet read from the first stream has waited longer (0: off). */
+  INGEST_MAX_QUEUE_MS: int(1_000, 0),
   TRIM_INTERVAL_MS: int(5_000, 100),
   REJECTED_MAXLEN: int(100_000, 1),
 

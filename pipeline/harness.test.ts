@@ -12,6 +12,8 @@ import { ensureGroups, runStage, StageServices, type RunningStage } from './harn
 import { publishControl } from './control.js';
 import { TcpProxy } from '../test/support/tcp-proxy.js';
 import { scripted } from './scripts.js';
+import { ackArguments, parseAckReply } from './ack.js';
+import { entryFields, eventsOfEntries } from './blocks.js';
 import { emit, type AnyStage, type EntryResult, type StageDefinition, type StageEntry, type Topology } from './stage.js';
 import { deleteKeysWithPrefix } from './redis.js';
 import { projectPath } from './paths.js';
@@ -332,10 +334,16 @@ describe('stage harness', () => {
 
     // Replaying the same ids through the ack script changes nothing.
     const ids = ((await redis.xrange(inKey, '-', '+')) as [string, string[]][]).map(([id]) => id);
-    const keys = [inKey, 'unused-errors', partitionedKey(PREFIX, 'total', 0)];
-    const args = ['doubler', String(ids.length), ...ids.flatMap((id) => [id, '0', '0', '1', '3', '5', '60', '', '', '', '', '0'])];
-    const reply = await scripted(redis).ackAndForward(keys.length, ...keys, ...args);
-    expect(reply.every((r) => r === null)).toBe(true);
+    const inputs = ids.map((id) => ({
+      id,
+      clearError: false,
+      groups: [],
+      counted: [{ counters: [{ counterKey: partitionedKey(PREFIX, 'total', 0), by: 5n, ttlSeconds: 60 }], refs: [] }],
+      retries: [],
+    }));
+    const { keys, args } = ackArguments(inKey, 'unused-errors', 'doubler', inputs);
+    const reply = parseAckReply(inputs, await scripted(redis).ackAndForward(keys.length, ...keys, ...args));
+    expect(reply.every((r) => r.kind === 'not-acked')).toBe(true);
     expect(await redis.get(partitionedKey(PREFIX, 'total', 0))).toBe('45');
   });
 
@@ -557,4 +565,129 @@ describe('stage harness', () => {
     await new Promise((r) => child.on('exit', r));
     expect((await outputs(outKey)).sort((a, b) => a - b)).toEqual(Array.from({ length: 200 }, (_, i) => i));
   }, 60_000);
+});
+
+describe('stage harness: blocks of events', () => {
+  /** Writes each list of numbers as one entry (a block, or a single entry for one). */
+  async function feedBlocks(key: string, blocks: number[][]): Promise<void> {
+    for (const [b, ns] of blocks.entries()) await redis.xadd(key, '*', ...entryFields(ns.map((n) => ({ n })), `origin-${b}`));
+  }
+
+  async function entriesOf(key: string): Promise<[Buffer, Buffer[]][]> {
+    return (await redis.xrangeBuffer(key, '-', '+')) as [Buffer, Buffer[]][];
+  }
+
+  it('acks and forwards a block as one entry with its origin; the handler sees its events', async () => {
+    const { input, output, inKey, outKey } = names();
+    await feedBlocks(inKey, [[0, 1, 2, 3], [4], [5, 6]]);
+    const seen: number[] = [];
+    const stage = await start(
+      doubler(input, output, async (batch) => {
+        seen.push(...batch.map((e) => e.payload.n));
+        return batch.map((e) => ({ outputs: [emit(output, { n: e.payload.n * 2 })] }));
+      }),
+      [{ stream: input, group: 'doubler' }, { stream: output, group: 'sink' }],
+    );
+    await until(async () => (await redis.xlen(outKey)) === 3);
+    await stage.stop();
+    expect(seen).toEqual([0, 1, 2, 3, 4, 5, 6]);
+    const out = eventsOfEntries<{ n: number }>(await entriesOf(outKey));
+    expect(out.map((e) => e.payload.n)).toEqual([0, 2, 4, 6, 8, 10, 12]);
+    expect([...new Set(out.filter((e) => e.payload.n !== 8).map((e) => e.origin))]).toEqual(['origin-0', 'origin-2']);
+    expect(((await redis.xpending(inKey, 'doubler')) as [number])[0]).toBe(0);
+  });
+
+  it('splits a block with one bad event: the others go on at once, the bad one is retried alone and dead-lettered with its reason', async () => {
+    const { input, output, inKey, outKey } = names();
+    await feedBlocks(inKey, [[0, 1, 2, 3, 4]]);
+    let poisonAttempts = 0;
+    const stage = await start(
+      doubler(input, output, async (batch) =>
+        batch.map((e) => {
+          if (e.payload.n === 3) {
+            poisonAttempts++;
+            return { error: new Error('n=3 cannot be doubled') };
+          }
+          return { outputs: [emit(output, { n: e.payload.n * 2 })] };
+        }),
+        10,
+        'splitter',
+      ),
+      [{ stream: input, group: 'splitter' }, { stream: output, group: 'sink' }],
+      config({ MAX_DELIVERIES: '2', CLAIM_IDLE_MS: '60000', CLAIM_INTERVAL_MS: '50' }),
+    );
+    const deadKey = deadLetterKey(PREFIX, 'splitter', 0);
+    await until(async () => (await redis.xlen(deadKey)) === 1);
+    await stage.stop();
+    // The block's four good events went on together as one block.
+    const out = await entriesOf(outKey);
+    expect(out).toHaveLength(1);
+    expect(eventsOfEntries<{ n: number }>(out).map((e) => e.payload.n)).toEqual([0, 2, 4, 8]);
+    // The bad one: its first try in the block, then twice alone, then the move.
+    expect(poisonAttempts).toBe(3);
+    const [[, fields]] = (await redis.xrangeBuffer(deadKey, '-', '+')) as [Buffer, Buffer[]][];
+    const record = Object.fromEntries(fields.flatMap((f, i) => (i % 2 === 0 ? [[f.toString(), fields[i + 1]]] : [])));
+    expect(record.error.toString()).toContain('n=3 cannot be doubled');
+    expect(decodePayload<{ n: number }>(record.d)).toEqual({ n: 3 });
+    expect(((await redis.xpending(inKey, 'splitter')) as [number])[0]).toBe(0);
+  });
+
+  it('judges counter limits per event inside a block: the crossing event flags, the events after it are tagged', async () => {
+    const { input, output, inKey, outKey } = names();
+    await feedBlocks(inKey, [[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]]);
+    const crossedSeen: string[][] = [];
+    const stage: StageDefinition<{ n: number }> = {
+      ...doubler(input, output, undefined, 10, 'block-counting'),
+      async setup() {
+        return {
+          async handle(batch) {
+            return batch.map((e) => ({
+              outputs: [emit(output, e.payload)],
+              counters: [
+                { key: `${input}:total`, by: BigInt(e.payload.n), ttlSeconds: 60, limit: 20n, tag: 'over', onLimit: { key: `${input}:flag`, value: `crossed-by-${e.payload.n}`, ttlSeconds: 60 } },
+              ],
+            }));
+          },
+          async afterAck(_batch, results) {
+            crossedSeen.push(...results.filter((r) => r.crossed.length).map((r) => r.crossed));
+          },
+        };
+      },
+    };
+    const running = await start(stage, [{ stream: input, group: 'block-counting' }, { stream: output, group: 'sink' }]);
+    await until(async () => (await redis.xlen(outKey)) === 1);
+    await running.stop();
+    expect(await redis.get(partitionedKey(PREFIX, `${input}:total`, 0))).toBe('45');
+    expect(await redis.get(partitionedKey(PREFIX, `${input}:flag`, 0))).toBe('crossed-by-6');
+    expect(crossedSeen).toEqual([['over']]);
+    const out = eventsOfEntries<{ n: number }>(await entriesOf(outKey));
+    expect(out.map((e) => e.tags.join(','))).toEqual(['', '', '', '', '', '', 'over', 'over', 'over', 'over']);
+  });
+
+  it('splits a block delivered too often (a handler of blocks that keeps failing on it) into single entries: only the event at fault is dead-lettered', async () => {
+    const { input, output, inKey, outKey } = names();
+    await feedBlocks(inKey, [[0, 1, 2, 3]]);
+    const stage: StageDefinition<{ n: number }> = {
+      ...doubler(input, output, undefined, 10, 'block-failing'),
+      async setup() {
+        return {
+          handle: async () => {
+            throw new Error('not used');
+          },
+          async handleBlocks(blocks) {
+            if (blocks.some((b) => b.events.some((e) => e.payload.n === 2))) throw new Error('a block with n=2 fails whole');
+            return blocks.map((b) => b.events.map((e) => ({ outputs: [emit(output, { n: e.payload.n * 2 })] })));
+          },
+        };
+      },
+    };
+    const running = await start(stage, [{ stream: input, group: 'block-failing' }, { stream: output, group: 'sink' }], config({ MAX_DELIVERIES: '2', CLAIM_IDLE_MS: '60000', CLAIM_INTERVAL_MS: '50' }));
+    const deadKey = deadLetterKey(PREFIX, 'block-failing', 0);
+    await until(async () => (await redis.xlen(deadKey)) === 1);
+    await running.stop();
+    expect((await outputs(outKey)).sort((a, b) => a - b)).toEqual([0, 2, 6]);
+    const [[, fields]] = (await redis.xrangeBuffer(deadKey, '-', '+')) as [Buffer, Buffer[]][];
+    expect(decodePayload<{ n: number }>(fields[1])).toEqual({ n: 2 });
+    expect(((await redis.xpending(inKey, 'block-failing')) as [number])[0]).toBe(0);
+  });
 });

@@ -12,6 +12,7 @@ type ScriptArg = string | Buffer | number;
 interface ScriptedRedis {
   ackAndForward(numKeys: number, ...args: ScriptArg[]): Promise<(string | null)[]>;
   deadLetter(...args: ScriptArg[]): Promise<number>;
+  splitBlock(...args: ScriptArg[]): Promise<number>;
   trimAcked(...args: ScriptArg[]): Promise<number>;
   appendAtCursor(...args: ScriptArg[]): Promise<number>;
 }
@@ -19,6 +20,7 @@ interface ScriptedRedis {
 const SCRIPTS: { name: keyof ScriptedRedis; file: string; keys?: number }[] = [
   { name: 'ackAndForward', file: 'ackAndForward.lua' },
   { name: 'deadLetter', file: 'deadLetter-3.lua', keys: 3 },
+  { name: 'splitBlock', file: 'splitBlock-2.lua', keys: 2 },
   { name: 'trimAcked', file: 'trimAcked-1.lua', keys: 1 },
   { name: 'appendAtCursor', file: 'appendAtCursor-2.lua', keys: 2 },
 ];

@@ -40,6 +40,7 @@ export interface StageContext {
 }
 
 export interface StageEntry<T> {
+  /** Unique within a batch: the stream entry id, with `/index` for an event of a block. */
   id: string;
   partition: number;
   payload: T;
@@ -104,8 +105,26 @@ export interface AckResult {
   crossed: string[];
 }
 
+/**
+ * A block of events as it came off the stream (one entry): what a handler that opts in to
+ * blocks sees. `origin` is the same on every redelivery of the block, so a consumer can record
+ * the blocks it applied (one row per block) and apply one grouped write per key per block.
+ */
+export interface StageBlock<T> {
+  /** The stream entry id. */
+  id: string;
+  origin: string;
+  events: StageEntry<T>[];
+}
+
 export interface StageHandler<In> {
+  /** Turns a batch of events (from one or more blocks) into one result per event. */
   handle(batch: StageEntry<In>[]): Promise<EntryResult[]>;
+  /**
+   * Opt-in: when present the harness calls it instead of `handle`, with whole blocks, and
+   * expects one result per event of each block, in order.
+   */
+  handleBlocks?(blocks: StageBlock<In>[]): Promise<EntryResult[][]>;
   /** Runs after the ack script, with one result per entry of the batch. */
   afterAck?(batch: StageEntry<In>[], results: AckResult[]): Promise<void>;
   close?(): Promise<void>;
@@ -121,3 +140,15 @@ export type AnyStage = StageDefinition<any>;
 
 /** Every (stream, group) pair of the system, so each process can create all groups before anything is written. */
 export type Topology = readonly { stream: string; group: string }[];
+
+/** What runStage (pipeline/harness.ts) needs besides the stage. */
+export interface HarnessOptions {
+  config: Config;
+  log: Logger;
+  metrics: Metrics;
+  topology: Topology;
+  /** Stable per process slot, so a restarted worker picks up what it left pending. */
+  consumer?: string;
+  /** Partitions this process serves; all by default. */
+  partitions?: number[];
+}

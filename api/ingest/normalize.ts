@@ -4,6 +4,7 @@ import type { z } from 'zod';
 import type { Credential, UsageEvent } from '../../domain/events.js';
 import { wireEventSchema, type WireEvent } from '../../schemas/events.js';
 import { hashApiKey } from '../../store/credentials.js';
+import { fastCheck } from './fast-check.js';
 
 /** One problem with one field of one event, named by its dotted path ('' is the event itself). */
 interface FieldError {
@@ -114,6 +115,13 @@ export function checkEvent(raw: unknown, window: TimeWindow): Checked {
     const time = raw.recorded_timestamp.getTime();
     if (!Number.isNaN(time)) raw.recorded_timestamp = new Date(time).toISOString();
   }
+  const fast = fastCheck(raw);
+  if (fast) {
+    const recordedAt = Date.parse(fast.recorded_timestamp);
+    const outside = timeWindowError(recordedAt, window);
+    if (outside) return { ok: false, errors: [{ field: 'recorded_timestamp', message: outside }] };
+    return { ok: true, event: fast, recordedAt };
+  }
   const parsed = wireEventSchema.safeParse(raw);
   if (parsed.success) {
     const recordedAt = Date.parse(parsed.data.recorded_timestamp);
@@ -129,6 +137,31 @@ export function checkEvent(raw: unknown, window: TimeWindow): Checked {
   }
   return { ok: false, errors };
 }
+
+/**
+ * SHA-256 digests of the API keys seen lately, kept briefly (a minute, a bounded number) so a
+ * client sending request after request with the same key is not hashed every time. Only the
+ * digest leaves this process; the cache is in memory and forgets.
+ */
+class DigestCache {
+  private entries = new Map<string, { digest: string; until: number }>();
+
+  constructor(
+    private readonly ttlMs: number,
+    private readonly max: number,
+  ) {}
+
+  of(rawKey: string, now: number): string {
+    const cached = this.entries.get(rawKey);
+    if (cached && cached.until > now) return cached.digest;
+    if (this.entries.size >= this.max) this.entries = new Map();
+    const digest = hashApiKey(rawKey);
+    this.entries.set(rawKey, { digest, until: now + this.ttlMs });
+    return digest;
+  }
+}
+
+const digests = new DigestCache(60_000, 10_000);
 
 export interface NormalizedBatch {
   accepted: UsageEvent[];
@@ -165,7 +198,7 @@ export function normalizeBatch(tenantId: string, raws: readonly unknown[], windo
     let credential: Credential;
     if (event.api_key !== undefined) {
       let keyHash = hashes.get(event.api_key);
-      if (keyHash === undefined) hashes.set(event.api_key, (keyHash = hashApiKey(event.api_key)));
+      if (keyHash === undefined) hashes.set(event.api_key, (keyHash = digests.of(event.api_key, window.now)));
       credential = { kind: 'api_key', keyHash };
     } else credential = { kind: 'client_id', clientId: event.client_id! };
     accepted.push(toUsageEvent(tenantId, event, credential, nonces.toString('hex', index * 8, index * 8 + 8), checked.recordedAt, window.now));

@@ -3,7 +3,7 @@ import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Redis } from '../../pipeline/redis.js';
 import { TenantTokens } from '../../store/tenant-tokens.js';
-import { decodePayload } from '../../pipeline/codec.js';
+import { eventsOfEntries } from '../../pipeline/blocks.js';
 import type { Config } from '../../pipeline/config.js';
 import { STREAMS } from '../../store/streams.js';
 import { partitionOf, partitionedKey } from '../../pipeline/keys.js';
@@ -42,6 +42,17 @@ function world(overrides: Partial<Config> = {}, redis?: Redis, tenantTokens: Ten
   const metrics = new Metrics('ingest-test');
   const app = createIngestRoutes({ config, redis: redis ?? iso.redis, tokens: tenantTokens, metrics, log: silent });
   const key = (partition = 0) => partitionedKey(config.REDIS_PREFIX, STREAMS.ingested, partition);
+  /** The events written, one element per event (an entry may hold a block of them). */
+  const entries = async (partition = 0): Promise<{ fields: string[]; bytes: Buffer; event: UsageEvent }[]> => {
+    const rows = (await iso.redis.xrangeBuffer(key(partition), '-', '+')) as [Buffer, Buffer[]][];
+    return rows.flatMap(([id, fields]) =>
+      eventsOfEntries<UsageEvent>([[id, fields]]).map(({ payload }) => ({
+        fields: fields.filter((_, i) => i % 2 === 0).map(String),
+        bytes: Buffer.concat(fields),
+        event: payload,
+      })),
+    );
+  };
   return {
     app,
     config,
@@ -54,15 +65,9 @@ function world(overrides: Partial<Config> = {}, redis?: Redis, tenantTokens: Ten
       const payload = options.raw ?? (headers['content-type'].includes('msgpack') ? encode(body) : JSON.stringify(body));
       return app.request('/v1/events', { method: 'POST', headers, body: payload });
     },
-    async entries(partition = 0): Promise<{ fields: string[]; bytes: Buffer; event: UsageEvent }[]> {
-      const rows = await iso.redis.xrangeBuffer(key(partition), '-', '+');
-      return rows.map(([, fields]) => ({
-        fields: fields.filter((_, i) => i % 2 === 0).map(String),
-        bytes: Buffer.concat(fields),
-        event: decodePayload<UsageEvent>(fields[1]),
-      }));
-    },
-    length: (partition = 0) => iso.redis.xlen(key(partition)),
+    entries,
+    /** Events written (not entries). */
+    length: async (partition = 0) => (await entries(partition)).length,
   };
 }
 
@@ -379,7 +384,8 @@ describe('POST /v1/events: refused requests', () => {
 
   it('answers 429 with Retry-After while the first stream is over its high mark, and writes nothing', async () => {
     const w = world({ BACKPRESSURE_HIGH: 4, BACKPRESSURE_LOW: 2 });
-    expect(await reply(await w.post(Array.from({ length: 6 }, () => toolEvent())))).toMatchObject({ accepted: 6 });
+    // Six requests of one event: six entries (a request's events in one partition are one entry, a block).
+    for (let i = 0; i < 6; i++) expect(await reply(await w.post([toolEvent()]))).toMatchObject({ accepted: 1 });
     await new Promise((r) => setTimeout(r, 150));
     const refused = await w.post([toolEvent()]);
     expect(refused.status).toBe(429);
@@ -397,6 +403,21 @@ describe('POST /v1/events: refused requests', () => {
     const reopened = await w.post([toolEvent()]);
     expect(reopened.status).toBe(202);
     expect(await w.length()).toBe(7);
+  });
+});
+
+describe('POST /v1/events: backpressure in time', () => {
+  it('answers 429 while the oldest event not yet read has waited longer than INGEST_MAX_QUEUE_MS, and takes events again once it is read', async () => {
+    const w = world({ INGEST_MAX_QUEUE_MS: 1000 });
+    await iso.redis.xgroup('CREATE', w.key(), 'key-resolve', '0', 'MKSTREAM');
+    // An event queued five seconds ago that no one has read yet: far fewer events than the high mark, but old.
+    await iso.redis.xadd(w.key(), `${Date.now() - 5000}-0`, 'd', 'x');
+    const refused = await w.post([toolEvent()]);
+    expect(refused.status).toBe(429);
+    expect(refused.headers.get('retry-after')).toBe('1');
+    await iso.redis.xreadgroup('GROUP', 'key-resolve', 'c1', 'COUNT', 10, 'STREAMS', w.key(), '>');
+    await new Promise((r) => setTimeout(r, 150));
+    expect((await w.post([toolEvent()])).status).toBe(202);
   });
 });
 

@@ -1,6 +1,6 @@
 import type { Redis } from '../../pipeline/redis.js';
-import { Watermark } from '../../pipeline/backpressure.js';
-import { encodePayload } from '../../pipeline/codec.js';
+import { BlockSizes, Watermark } from '../../pipeline/backpressure.js';
+import { entryFields, MAX_BLOCK_EVENTS, newOrigin } from '../../pipeline/blocks.js';
 import type { Config } from '../../pipeline/config.js';
 import { STREAMS } from '../../store/streams.js';
 import { partitionOf, partitionedKey } from '../../pipeline/keys.js';
@@ -29,13 +29,16 @@ function isOutOfMemory(err: unknown): boolean {
 }
 
 /**
- * Writes accepted events to `events:ingested`: one entry per event with a single field `d`
- * (the msgpack payload), one MULTI/EXEC per partition, so a request's events in one partition
- * land all or nothing. Also holds the backpressure gate over every partition of that stream.
+ * Writes accepted events to `events:ingested`: one entry per partition per request, a block of
+ * that request's events in the partition (see pipeline/blocks.ts; a request larger than
+ * MAX_BLOCK_EVENTS in one partition makes several blocks, in one MULTI/EXEC), so a request's
+ * events in one partition land all or nothing. Also holds the backpressure gate over every
+ * partition of that stream.
  */
 export class IngestWriter {
   private readonly watermark: Watermark;
   private readonly keys: string[];
+  private readonly sizes = new BlockSizes();
 
   constructor(
     private readonly redis: Redis,
@@ -43,10 +46,21 @@ export class IngestWriter {
     backpressureCacheMs = 100,
   ) {
     this.keys = Array.from({ length: config.PARTITIONS }, (_, p) => partitionedKey(config.REDIS_PREFIX, STREAMS.ingested, p));
-    this.watermark = new Watermark(redis, this.keys, config.BACKPRESSURE_HIGH, config.BACKPRESSURE_LOW, backpressureCacheMs);
+    this.watermark = new Watermark(
+      redis,
+      this.keys,
+      config.BACKPRESSURE_HIGH,
+      config.BACKPRESSURE_LOW,
+      backpressureCacheMs,
+      this.sizes,
+      config.INGEST_MAX_QUEUE_MS,
+    );
   }
 
-  /** False while the first stream is over its high-water mark (until it drains below the low one). */
+  /**
+   * False while the first stream is over its high-water mark (until it drains below the low
+   * one), or while its oldest unread event has waited longer than INGEST_MAX_QUEUE_MS.
+   */
   hasRoom(): Promise<boolean> {
     return this.watermark.open();
   }
@@ -61,8 +75,11 @@ export class IngestWriter {
     }
     const writes = [...byPartition].map(async ([partition, group]) => {
       const key = this.keys[partition];
+      this.sizes.wrote(Math.ceil(group.length / MAX_BLOCK_EVENTS), group.length);
       const multi = this.redis.multi();
-      for (const event of group) multi.xadd(key, '*', 'd', encodePayload(event));
+      for (let from = 0; from < group.length; from += MAX_BLOCK_EVENTS) {
+        multi.xadd(key, '*', ...entryFields(group.slice(from, from + MAX_BLOCK_EVENTS), newOrigin()));
+      }
       let results: [Error | null, unknown][] | null;
       try {
         results = await multi.exec();

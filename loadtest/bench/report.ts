@@ -64,7 +64,14 @@ export interface PhaseReport {
     runKeysMB: { start: number; max: number; end: number; steadySlopeMBPerMin: number; keysMax: number };
   };
   cpuPct: Record<string, { avg: number; max: number }>;
-  exactness: Exactness & { ledgerDuplicatesRecorded?: number; rejectedEntries?: number; rejectedSamples?: unknown[]; deadLetters?: number };
+  exactness: Exactness & {
+    ledgerDuplicatesRecorded?: number;
+    rejectedEntries?: number;
+    rejectedSamples?: unknown[];
+    deadLetters?: number;
+    /** PostgreSQL rows written (inserted + updated) per ledgered event over the load, by table. */
+    rowsPerEvent?: Record<string, number>;
+  };
   series: SecondSample[];
   ledgerPerSecond: { t: number; rows: number }[];
   latencyPer5s: { t: number; rows: number; p50: number; p99: number }[];
@@ -140,6 +147,15 @@ function rows(p: PhaseReport): [string, string][] {
   if (p.load.abandonedEvents) out.push(['events the client gave up on (refused)', n(p.load.abandonedEvents)]);
   if (e.ledgerDuplicatesRecorded !== undefined) out.push(['duplicates caught at the ledger / in requests', `${n(e.ledgerDuplicatesRecorded)} / ${n(p.load.duplicates)}`]);
   if (e.rejectedEntries !== undefined) out.push(['rejected stream / dead letters', `${n(e.rejectedEntries)} / ${n(e.deadLetters)}`]);
+  if (e.rowsPerEvent) {
+    const tables = Object.entries(e.rowsPerEvent).sort((a, b) => b[1] - a[1]);
+    const total = tables.reduce((sum, [, v]) => sum + v, 0);
+    const invoice = tables.filter(([t]) => t.startsWith('invoice')).reduce((sum, [, v]) => sum + v, 0);
+    out.push([
+      'PostgreSQL rows written per event',
+      `${total.toFixed(2)} (${(total - invoice).toFixed(2)} without invoice-rollup): ${tables.map(([t, v]) => `${t} ${v}`).join(', ')}`,
+    ]);
+  }
   return out;
 }
 

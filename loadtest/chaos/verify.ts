@@ -1,6 +1,6 @@
 import type { Redis } from '../../pipeline/redis.js';
 import type { ClickHouseClient } from '@clickhouse/client';
-import { decodePayload } from '../../pipeline/codec.js';
+import { eventsOfEntries } from '../../pipeline/blocks.js';
 import { deadLetterKey, partitionedKey } from '../../pipeline/keys.js';
 import type { Sql } from '../../pipeline/postgres.js';
 import type { RejectedEvent } from '../../domain/events.js';
@@ -20,9 +20,9 @@ export async function clickHouseTotals(clickhouse: ClickHouseClient, tenantId: s
 
 async function eventIds(redis: Redis, key: string, pick: (payload: unknown) => { eventId?: string } | undefined): Promise<Set<string>> {
   const ids = new Set<string>();
-  for (const [, fields] of (await redis.xrangeBuffer(key, '-', '+')) as [Buffer, Buffer[]][]) {
-    const at = fields.findIndex((f) => f.toString() === 'd');
-    const id = at >= 0 ? pick(decodePayload<unknown>(fields[at + 1]))?.eventId : undefined;
+  // An entry is one event or a block of them (pipeline/blocks.ts).
+  for (const { payload } of eventsOfEntries<unknown>((await redis.xrangeBuffer(key, '-', '+')) as [Buffer, Buffer[]][])) {
+    const id = pick(payload)?.eventId;
     if (id) ids.add(id);
   }
   return ids;

@@ -4,7 +4,7 @@ import { connectPostgres } from '../../pipeline/postgres.js';
 import { isolated, type Isolated } from '../../test/support/isolated.js';
 import { ledgeredEvent, stageEntries, testStageContext, type LedgeredEventOverrides } from '../testing.js';
 import { sessionUpdateBatch, sessionUpdateStage } from './index.js';
-import { getSession } from './store.js';
+import { applySessionBlocks, getSession } from './store.js';
 import { sweepSessions, type SweepPolicy } from './sweep.js';
 
 let world: Isolated;
@@ -135,6 +135,30 @@ describe('sessionUpdateBatch', () => {
       await pool.end();
     }
     expect(await getSession(world.sql, tenant, 'race')).toMatchObject({ events: 40, toolCalls: 40, costNano: 40n * 12_500_000n, startedAt: at(0), lastEventAt: at(6) });
+  });
+});
+
+describe('applySessionBlocks', () => {
+  it('applies a block once (one applied_blocks row, no row per event) and moves nothing when the block is delivered again', async () => {
+    const tenant = newTenant();
+    const block = {
+      origin: `blk_${tenant}`,
+      events: [event(tenant, 's1', 'mcp.tool_invoked', 0), event(tenant, 's1', 'mcp.tool_invoked', 1), event(tenant, undefined, 'api.request', 1), event(tenant, 's2', 'api.request', 2)],
+    };
+    const single = { origin: `one_${tenant}`, events: [event(tenant, 's1', 'mcp.tool_invoked', 3)] };
+    expect(await applySessionBlocks(world.sql, 'session-update', [block, single])).toEqual({ applied: 4, sessions: 2 });
+    const once = await getSession(world.sql, tenant, 's1');
+    expect(once).toMatchObject({ events: 3, toolCalls: 3, lastEventAt: at(3) });
+
+    // Redelivered (a crash after the commit, before the ack): same origin, nothing moves.
+    expect(await applySessionBlocks(world.sql, 'session-update', [block, single])).toEqual({ applied: 0, sessions: 0 });
+    expect(await getSession(world.sql, tenant, 's1')).toEqual(once);
+    expect(await getSession(world.sql, tenant, 's2')).toMatchObject({ events: 1 });
+
+    const [{ blocks }] = await world.sql<{ blocks: string }[]>`SELECT count(*) AS blocks FROM applied_blocks WHERE tenant_id = ${tenant}`;
+    const [{ events }] = await world.sql<{ events: string }[]>`SELECT count(*) AS events FROM session_applied_events WHERE tenant_id = ${tenant}`;
+    // The block is one row; the block of one event (a retry split off its block) is claimed per event.
+    expect([Number(blocks), Number(events)]).toEqual([1, 1]);
   });
 });
 

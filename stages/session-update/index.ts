@@ -2,7 +2,7 @@ import { STREAMS } from '../../store/streams.js';
 import type { EntryResult, StageDefinition, StageEntry } from '../../pipeline/stage.js';
 import type { Sql } from '../../pipeline/postgres.js';
 import type { LedgeredEvent } from '../../domain/flow.js';
-import { applySessionEvents } from './store.js';
+import { applySessionBlocks, applySessionEvents } from './store.js';
 import { DEFAULT_APPLIED_RETENTION_SECONDS, SessionSweeper } from './sweep.js';
 
 /**
@@ -39,6 +39,14 @@ export const sessionUpdateStage: StageDefinition<LedgeredEvent> = {
     sweeper.start();
     return {
       handle: (batch) => sessionUpdateBatch(sql, batch),
+      async handleBlocks(blocks) {
+        await applySessionBlocks(
+          sql,
+          'session-update',
+          blocks.map((b) => ({ origin: b.origin, events: b.events.map((e) => e.payload) })),
+        );
+        return blocks.map((b) => b.events.map(() => ({})));
+      },
       async close() {
         await sweeper.stop();
       },

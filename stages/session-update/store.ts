@@ -1,6 +1,7 @@
 import type postgres from 'postgres';
 import type { Sql } from '../../pipeline/postgres.js';
 import type { LedgeredEvent } from '../../domain/flow.js';
+import { claimBlocks } from '../../store/applied.js';
 import { advanceSession, type SessionState, type SessionStatus } from './lifecycle.js';
 
 /**
@@ -21,34 +22,60 @@ import { advanceSession, type SessionState, type SessionStatus } from './lifecyc
 export async function applySessionEvents(sql: Sql, events: LedgeredEvent[]): Promise<{ applied: number; sessions: number }> {
   const candidates = events.filter((e) => e.sessionId);
   if (candidates.length === 0) return { applied: 0, sessions: 0 };
-  return sql.begin(async (tx) => {
-    const fresh = await claimEvents(tx, candidates);
-    if (fresh.length === 0) return { applied: 0, sessions: 0 };
+  return sql.begin(async (tx) => advanceSessions(tx, await claimEvents(tx, candidates)));
+}
 
-    let pending = groupBySession(fresh);
-    const touched = pending.size;
-    for (let round = 0; pending.size > 0; round++) {
-      if (round > 3) throw new Error('session rows kept appearing under concurrent inserts');
-      const keys = [...pending.keys()].sort();
-      const current = await lockSessions(tx, keys.map((k) => pending.get(k)![0]));
-      const updates: SessionState[] = [];
-      const inserts: SessionState[] = [];
-      for (const key of keys) {
-        const existing = current.get(key);
-        const next = advanceSession(existing, pending.get(key)!);
-        (existing ? updates : inserts).push(next);
-      }
-      if (updates.length) await updateSessions(tx, updates);
-      const inserted = inserts.length ? await insertSessions(tx, inserts) : new Set<string>();
-      const retry = new Map<string, LedgeredEvent[]>();
-      for (const state of inserts) {
-        const key = sessionKey(state.tenantId, state.sessionId);
-        if (!inserted.has(key)) retry.set(key, pending.get(key)!);
-      }
-      pending = retry;
-    }
-    return { applied: fresh.length, sessions: touched };
+/**
+ * The same, exactly once per *block* of events (a block is redelivered whole, with the same
+ * origin): one applied_blocks row per block that touches a session, instead of one row per
+ * event. A block of one event (a retry split off its block) is claimed per event, as above.
+ */
+export async function applySessionBlocks(
+  sql: Sql,
+  stage: string,
+  blocks: { origin: string; events: LedgeredEvent[] }[],
+): Promise<{ applied: number; sessions: number }> {
+  const touching = blocks
+    .map((b) => ({ origin: b.origin, events: b.events.filter((e) => e.sessionId), single: b.events.length === 1 }))
+    .filter((b) => b.events.length > 0);
+  if (touching.length === 0) return { applied: 0, sessions: 0 };
+  return sql.begin(async (tx) => {
+    const whole = touching.filter((b) => !b.single);
+    const fresh = await claimBlocks(tx, stage, whole.map((b) => ({ origin: b.origin, tenantId: b.events[0].tenantId })));
+    const events = whole.filter((b) => fresh.has(b.origin)).flatMap((b) => b.events);
+    const singles = touching.filter((b) => b.single).flatMap((b) => b.events);
+    if (singles.length) events.push(...(await claimEvents(tx, singles)));
+    return advanceSessions(tx, events);
   });
+}
+
+/** Advances the sessions of events already claimed as applied, in the caller's transaction. */
+async function advanceSessions(tx: postgres.TransactionSql, fresh: LedgeredEvent[]): Promise<{ applied: number; sessions: number }> {
+  if (fresh.length === 0) return { applied: 0, sessions: 0 };
+
+  let pending = groupBySession(fresh);
+  const touched = pending.size;
+  for (let round = 0; pending.size > 0; round++) {
+    if (round > 3) throw new Error('session rows kept appearing under concurrent inserts');
+    const keys = [...pending.keys()].sort();
+    const current = await lockSessions(tx, keys.map((k) => pending.get(k)![0]));
+    const updates: SessionState[] = [];
+    const inserts: SessionState[] = [];
+    for (const key of keys) {
+      const existing = current.get(key);
+      const next = advanceSession(existing, pending.get(key)!);
+      (existing ? updates : inserts).push(next);
+    }
+    if (updates.length) await updateSessions(tx, updates);
+    const inserted = inserts.length ? await insertSessions(tx, inserts) : new Set<string>();
+    const retry = new Map<string, LedgeredEvent[]>();
+    for (const state of inserts) {
+      const key = sessionKey(state.tenantId, state.sessionId);
+      if (!inserted.has(key)) retry.set(key, pending.get(key)!);
+    }
+    pending = retry;
+  }
+  return { applied: fresh.length, sessions: touched };
 }
 
 function sessionKey(tenantId: string, sessionId: string): string {

@@ -64,6 +64,7 @@ export async function sweepSessions(sql: Sql, now: number, policy: SweepPolicy, 
     if (idled.count < policy.chunk) break;
   }
   result.pruned = await pruneApplied(sql, 'session_applied_events', pruneBefore, policy.chunk, maxRounds);
+  result.pruned += await pruneApplied(sql, 'applied_blocks', pruneBefore, policy.chunk, maxRounds);
   return result;
 }
 

@@ -11,6 +11,7 @@ import { encode } from '@msgpack/msgpack';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodePayload } from '../../pipeline/codec.js';
+import { eventsOfEntries } from '../../pipeline/blocks.js';
 import { deadLetterKey, partitionedKey } from '../../pipeline/keys.js';
 import type { RejectedEvent } from '../../domain/flow.js';
 import { STAGES, TOPOLOGY } from '../../stages/registry.js';
@@ -210,10 +211,9 @@ async function drained(): Promise<boolean> {
 async function eventIdsIn(key: string, pick: (payload: unknown) => { tenantId?: string; eventId?: string } | undefined): Promise<Set<string>> {
   const ids = new Set<string>();
   const entries = (await world.redis.xrangeBuffer(key, '-', '+')) as [Buffer, Buffer[]][];
-  for (const [, fields] of entries) {
-    const at = fields.findIndex((f) => f.toString() === 'd');
-    if (at < 0) continue;
-    const event = pick(decodePayload<unknown>(fields[at + 1]));
+  // An entry is one event or a block of them (pipeline/blocks.ts).
+  for (const { payload } of eventsOfEntries<unknown>(entries)) {
+    const event = pick(payload);
     if (event?.tenantId === target.tenantId && event.eventId) ids.add(event.eventId);
   }
   return ids;

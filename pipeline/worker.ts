@@ -1,0 +1,581 @@
+import type { Redis } from './redis.js';
+import type { Config } from './config.js';
+import type { Logger } from './logger.js';
+import type { Metrics } from './metrics.js';
+import { ackArguments, parseAckReply, type AckCounted, type AckGroup, type AckInput, type AckRetry } from './ack.js';
+import { BlockSizes, Watermark } from './backpressure.js';
+import { decodeEntry } from './blocks.js';
+import { encodePayload } from './codec.js';
+import { describeError, isTransient } from './errors.js';
+import { deadLetterKey, errorsKey, partitionedKey, partitionOf } from './keys.js';
+import { connectRedis } from './redis.js';
+import { Recovery, type RawEntry, type RecoveryHost } from './recovery.js';
+import type { scripted } from './scripts.js';
+import type { AckResult, EntryResult, HarnessOptions, Output, StageBlock, StageDefinition, StageHandler } from './stage.js';
+
+/** How long a stage trusts the last lag it read of its outputs: one XINFO per stage per 100 ms, not per batch. */
+const WATERMARK_CACHE_MS = 100;
+
+
+type StreamReply = [Buffer, [Buffer, Buffer[] | null][]][] | null;
+
+/** An entry read from the input: a block of events (or a single event), deleted, or undecodable. */
+interface InputBlock<In> extends StageBlock<In> {
+  deleted: boolean;
+  decodeError?: unknown;
+}
+
+/** Per partition: reads blocks, hands their events to the stage, acks and forwards block by block. */
+export class PartitionWorker<In> implements RecoveryHost {
+  readonly config: Config;
+  readonly metrics: Metrics;
+  readonly log: Logger;
+  readonly inputKey: string;
+  readonly errorsKey: string;
+  readonly deadKey: string;
+  private readonly blocking: Redis;
+  private readonly watermark: Watermark;
+  private readonly consumedOutputs: Set<string>;
+  /** Events per entry of what this worker forwarded lately: its output marks are in events. */
+  private readonly outputSizes = new BlockSizes();
+  /** Events per read (the stage's batch size); a read asks for as many entries as that makes in blocks. */
+  private readonly batchSize: number;
+  private readonly lingerMs: number;
+  /** Events per entry in the last read, to turn the batch size in events into a read COUNT. */
+  private eventsPerEntry = 1;
+  stopping = false;
+  private reading = false;
+  private recoveryTimer?: NodeJS.Timeout;
+  private queue: Promise<unknown> = Promise.resolve();
+  private readonly recovery: Recovery;
+
+  constructor(
+    readonly stage: StageDefinition<In>,
+    private readonly handler: StageHandler<In>,
+    readonly partition: number,
+    readonly consumer: string,
+    readonly redis: ReturnType<typeof scripted>,
+    options: HarnessOptions,
+    log: Logger,
+  ) {
+    this.config = options.config;
+    this.metrics = options.metrics;
+    this.log = log.child({ partition });
+    const prefix = this.config.REDIS_PREFIX;
+    this.inputKey = partitionedKey(prefix, stage.input, partition);
+    this.errorsKey = errorsKey(prefix, stage.name, partition);
+    this.deadKey = deadLetterKey(prefix, stage.name, partition);
+    this.blocking = connectRedis(this.config.REDIS_URL, `${prefix}${stage.name}:reader:p${partition}:${consumer}`, { blocking: true, log: this.log });
+    this.batchSize = this.config.BATCH_SIZE ?? stage.batchSize;
+    this.lingerMs = (typeof stage.lingerMs === 'function' ? stage.lingerMs(this.config) : stage.lingerMs) ?? 0;
+    const consumedOutputs = stage.outputs.filter((o) => options.topology.some((t) => t.stream === o));
+    this.consumedOutputs = new Set(consumedOutputs);
+    this.watermark = new Watermark(
+      redis,
+      consumedOutputs.map((o) => partitionedKey(prefix, o, partition)),
+      this.config.BACKPRESSURE_HIGH,
+      this.config.BACKPRESSURE_LOW,
+      WATERMARK_CACHE_MS,
+      this.outputSizes,
+    );
+    this.recovery = new Recovery(this);
+  }
+
+  isReading(): boolean {
+    return this.reading;
+  }
+
+  stop(): void {
+    this.stopping = true;
+    clearInterval(this.recoveryTimer);
+    // Abort a blocked read; anything it had been handed stays pending under this consumer.
+    this.blocking.disconnect();
+  }
+
+  async run(): Promise<void> {
+    try {
+      await this.survive(() => this.drainOwnPending());
+      this.recoveryTimer = setInterval(() => void this.survive(() => this.recovery.pass()), this.config.CLAIM_INTERVAL_MS);
+      this.recoveryTimer.unref();
+      this.reading = true;
+      while (!this.stopping) {
+        const room = await this.waitForRoom();
+        if (room === undefined) continue;
+        if (!room) break;
+        const entries = await this.readNew();
+        // Once read, a batch is finished and acked even when a stop was asked meanwhile.
+        if (entries.length) await this.survive(() => this.process(entries, false));
+      }
+    } catch (err) {
+      if (!this.stopping) {
+        this.log.fatal({ err }, 'partition worker failed');
+        throw err;
+      }
+    } finally {
+      this.reading = false;
+      clearInterval(this.recoveryTimer);
+      await this.queue.catch(() => {});
+      this.blocking.disconnect();
+    }
+  }
+
+  /** Entries per read: the batch size in events over the events an entry carried lately. */
+  readCount(): number {
+    return Math.max(1, Math.min(this.batchSize, Math.round(this.batchSize / this.eventsPerEntry)));
+  }
+
+  /**
+   * Waits until the outputs have room: true, false when asked to stop, undefined when the lag
+   * could not be read (Redis unreachable, or a command timed out after the process was frozen):
+   * the loop tries again after a pause rather than dying on it.
+   */
+  private async waitForRoom(): Promise<boolean | undefined> {
+    try {
+      return await this.watermark.waitOpen(
+        () => this.stopping,
+        (paused) => this.metrics.paused.set({ stage: this.stage.name }, paused ? 1 : 0),
+        (state) => this.log.warn({ ...state, outputs: [...this.consumedOutputs] }, 'paused by backpressure for long: the outputs are not drained'),
+      );
+    } catch (err) {
+      if (this.stopping) return false;
+      this.metrics.errors.inc({ stage: this.stage.name, kind: 'redis' });
+      this.log.warn({ err: describeError(err) }, 'cannot read the lag of the outputs; retrying');
+      await sleep(500);
+      return undefined;
+    }
+  }
+
+  /** Runs batch work one at a time per partition: the main loop and the recovery loop never overlap. */
+  private serialized<T>(work: () => Promise<T>): Promise<T> {
+    const next = this.queue.then(work, work);
+    this.queue = next.catch(() => {});
+    return next;
+  }
+
+  async xreadgroup(args: (string | number)[], blockMs?: number): Promise<RawEntry[]> {
+    const command = ['GROUP', this.stage.name, this.consumer, 'COUNT', this.readCount(), ...(blockMs ? ['BLOCK', blockMs] : []), ...args];
+    const read = this.blocking.callBuffer('XREADGROUP', ...command) as Promise<StreamReply>;
+    let watchdog: NodeJS.Timeout | undefined;
+    const wedged = new Promise<'wedged'>((resolve) => {
+      watchdog = setTimeout(() => resolve('wedged'), (blockMs ?? 0) + 10_000);
+    });
+    try {
+      const reply = await Promise.race([read, wedged]);
+      if (reply === 'wedged') {
+        this.log.warn('blocking read did not return in time; reconnecting');
+        this.metrics.errors.inc({ stage: this.stage.name, kind: 'watchdog' });
+        read.catch(() => {});
+        this.blocking.disconnect(true);
+        return [];
+      }
+      if (!reply) return [];
+      return reply[0][1].map(([id, fields]) => ({ id: id.toString(), fields }));
+    } catch (err) {
+      if (this.stopping) return [];
+      this.metrics.errors.inc({ stage: this.stage.name, kind: 'redis' });
+      this.log.warn({ err }, 'read failed; retrying');
+      await sleep(500);
+      return [];
+    } finally {
+      clearTimeout(watchdog);
+    }
+  }
+
+  private async readNew(): Promise<RawEntry[]> {
+    const first = await this.xreadgroup(['STREAMS', this.inputKey, '>'], this.config.BLOCK_MS);
+    const wanted = this.readCount();
+    if (!this.lingerMs || first.length === 0 || first.length >= wanted) return first;
+    const entries = first;
+    const deadline = Date.now() + this.lingerMs;
+    while (entries.length < wanted && !this.stopping) {
+      const left = deadline - Date.now();
+      if (left <= 0) break;
+      const more = await this.xreadgroup(['STREAMS', this.inputKey, '>'], Math.max(1, left));
+      if (more.length === 0) break;
+      entries.push(...more);
+    }
+    return entries;
+  }
+
+  /** On start, a consumer first finishes what it was handed before it died or stopped. */
+  private async drainOwnPending(): Promise<void> {
+    let cursor = '0';
+    while (!this.stopping) {
+      const entries = await this.xreadgroup(['STREAMS', this.inputKey, cursor]);
+      if (entries.length === 0) return;
+      cursor = entries[entries.length - 1].id;
+      this.log.info({ count: entries.length }, 'reprocessing own pending entries');
+      await this.process(entries, true);
+    }
+  }
+
+  /** Redis unreachable mid-batch, say: the entries stay pending and are claimed again later. */
+  private async survive(work: () => Promise<void>): Promise<void> {
+    try {
+      await this.serialized(work);
+    } catch (err) {
+      if (this.stopping) return;
+      this.metrics.errors.inc({ stage: this.stage.name, kind: 'process' });
+      this.log.error({ err }, 'batch processing failed; entries stay pending');
+      await sleep(500);
+    }
+  }
+
+  private decode(raw: RawEntry): InputBlock<In> {
+    const block: InputBlock<In> = { id: raw.id, origin: raw.id, events: [], deleted: raw.fields === null };
+    if (!raw.fields) return block;
+    try {
+      const entry = decodeEntry<In>(raw.id, raw.fields);
+      block.origin = entry.origin;
+      block.events = entry.events.map((event, i) => ({
+        id: entry.block ? `${raw.id}/${i}` : raw.id,
+        partition: this.partition,
+        payload: event.payload,
+        tags: event.tags,
+      }));
+    } catch (error) {
+      block.decodeError = error;
+    }
+    return block;
+  }
+
+  /**
+   * Handles what was read in chunks of at most batchSize events (at least one entry each): the
+   * read COUNT is an estimate, and neither a handler's batch nor an ack call may grow with it.
+   */
+  async process(raw: RawEntry[], redelivered: boolean): Promise<void> {
+    const blocks = raw.map((entry) => this.decode(entry));
+    let events = 0;
+    let live = 0;
+    for (const b of blocks) {
+      events += b.events.length;
+      if (b.events.length) live++;
+    }
+    if (live) this.eventsPerEntry = Math.max(1, events / live);
+    let chunk: InputBlock<In>[] = [];
+    let inChunk = 0;
+    for (const block of blocks) {
+      if (chunk.length && inChunk + block.events.length > this.batchSize) {
+        if (!(await this.processBlocks(chunk, redelivered))) return;
+        chunk = [];
+        inChunk = 0;
+      }
+      chunk.push(block);
+      inChunk += block.events.length;
+    }
+    if (chunk.length) await this.processBlocks(chunk, redelivered);
+  }
+
+  /** Handles, acks and forwards blocks; false when stopped during a dependency outage (they stay pending). */
+  private async processBlocks(blocks: InputBlock<In>[], redelivered: boolean): Promise<boolean> {
+    const started = process.hrtime.bigint();
+    const live = blocks.filter((b) => !b.deleted && b.decodeError === undefined);
+    let events = 0;
+    for (const b of live) events += b.events.length;
+    this.metrics.eventsIn.inc({ stage: this.stage.name }, events);
+
+    const results = new Map<InputBlock<In>, EntryResult[]>();
+    if (live.length) {
+      const ids = live.map((b) => b.id);
+      let handled: EntryResult[][] | undefined;
+      if (this.handler.handleBlocks) {
+        const handleBlocks = this.handler.handleBlocks.bind(this.handler);
+        handled = await this.runHandler(
+          live,
+          async (part) => {
+            const out = await handleBlocks(part);
+            out.forEach((r, i) => {
+              if (r.length !== part[i].events.length) throw new Error(`handler returned ${r.length} results for a block of ${part[i].events.length} events`);
+            });
+            return out;
+          },
+          (block, error) => block.events.map(() => ({ error })),
+          ids,
+        );
+      } else {
+        const flat = live.flatMap((b) => b.events);
+        const perEvent = await this.runHandler(flat, (part) => this.handler.handle(part), (_e, error) => ({ error }), ids);
+        if (perEvent) {
+          let next = 0;
+          handled = live.map((b) => perEvent.slice(next, (next += b.events.length)));
+        }
+      }
+      if (handled === undefined) return false; // stopping during a dependency outage: everything stays pending
+      for (const [i, b] of live.entries()) results.set(b, handled[i]);
+    }
+
+    const acks = await this.ackAndForward(blocks, results, redelivered);
+    if (live.length) {
+      try {
+        await this.handler.afterAck?.(
+          live.flatMap((b) => b.events),
+          live.flatMap((b) => acks.get(b) ?? b.events.map(() => ({ acked: false, crossed: [] }))),
+        );
+      } catch (err) {
+        this.metrics.errors.inc({ stage: this.stage.name, kind: 'after-ack' });
+        this.log.error({ err }, 'after-ack hook failed');
+      }
+    }
+    this.metrics.batchSeconds.observe({ stage: this.stage.name }, Number(process.hrtime.bigint() - started) / 1e9);
+    return true;
+  }
+
+  /**
+   * Runs the handler over units (events, or blocks for a handler that takes blocks). A
+   * dependency outage keeps the batch in hand and retries it with backoff (touching the entries
+   * so no one claims them, and without counting deliveries). Any other failure of the whole
+   * batch is narrowed down by halves to the units at fault (a few attempts per bad unit, not
+   * one per unit: a 5,000-row ClickHouse batch is not cut into 5,000 inserts), so one bad event
+   * cannot hold up its neighbours; each unit at fault fails alone. Returns undefined when asked
+   * to stop during an outage.
+   */
+  private async runHandler<U, R>(
+    units: U[],
+    call: (units: U[]) => Promise<R[]>,
+    failed: (unit: U, error: unknown) => R,
+    entryIds: string[],
+  ): Promise<R[] | undefined> {
+    let delay = 100;
+    let touchedAt = Date.now();
+    for (;;) {
+      try {
+        const results = await call(units);
+        if (results.length !== units.length) {
+          throw new Error(`handler returned ${results.length} results for ${units.length} entries`);
+        }
+        return results;
+      } catch (err) {
+        if (isTransient(err)) {
+          this.metrics.errors.inc({ stage: this.stage.name, kind: 'dependency' });
+          if (this.stopping) return undefined;
+          this.log.warn({ err: describeError(err), retryInMs: delay }, 'dependency unavailable; retrying batch in hand');
+          await sleep(delay);
+          delay = Math.min(delay * 2, 5_000);
+          if (Date.now() - touchedAt > this.config.CLAIM_IDLE_MS / 3) {
+            await this.touch(entryIds);
+            touchedAt = Date.now();
+          }
+          continue;
+        }
+        this.metrics.errors.inc({ stage: this.stage.name, kind: 'handler' });
+        if (units.length === 1) return [failed(units[0], err)];
+        this.log.warn({ err: describeError(err), size: units.length }, 'batch failed; retrying it by halves to find the entries at fault');
+        const middle = Math.ceil(units.length / 2);
+        const first = await this.runHandler(units.slice(0, middle), call, failed, entryIds);
+        if (first === undefined) return undefined;
+        const second = await this.runHandler(units.slice(middle), call, failed, entryIds);
+        if (second === undefined) return undefined;
+        return [...first, ...second];
+      }
+    }
+  }
+
+  /** Resets the idle time of entries in hand (XCLAIM JUSTID does not count a delivery). */
+  private async touch(ids: string[]): Promise<void> {
+    try {
+      await this.redis.xclaim(this.inputKey, this.stage.name, this.consumer, 0, ...ids, 'JUSTID');
+    } catch (err) {
+      this.log.warn({ err }, 'could not refresh pending entries');
+    }
+  }
+
+  /**
+   * Builds one ack input per block: its events' outputs grouped into one entry per output
+   * stream partition (a block again), its counted events, and its failed events split off as
+   * retries. A block whose every event failed is not acked: it stays pending with its error.
+   */
+  private ackInput(
+    block: InputBlock<In>,
+    results: EntryResult[],
+    redelivered: boolean,
+  ): { input?: AckInput & { groups: (AckGroup & { stream: string })[] }; error?: unknown; ok: boolean[]; streams: Map<string, number> } {
+    const errors: unknown[] = results.map((r) => r.error);
+    for (;;) {
+      const ok = errors.map((e) => e === undefined);
+      if (!ok.some(Boolean)) return { error: errors.find((e) => e !== undefined), ok, streams: new Map() };
+      const built = this.groupOutputs(block, results, ok, errors);
+      if (!built) continue; // some events' outputs could not be encoded: they failed, build again
+      const retries: AckRetry[] = [];
+      for (const [i, event] of block.events.entries()) {
+        if (ok[i]) continue;
+        retries.push({ payload: encodePayload(event.payload), tags: event.tags.join(','), reason: describeError(errors[i]) });
+      }
+      return {
+        input: { id: block.id, clearError: redelivered, groups: built.groups, counted: built.counted, retries },
+        ok,
+        streams: built.streams,
+      };
+    }
+  }
+
+  /** Groups the outputs of the events still ok; undefined (with errors set) when some could not be encoded. */
+  private groupOutputs(
+    block: InputBlock<In>,
+    results: EntryResult[],
+    ok: boolean[],
+    errors: unknown[],
+  ): { groups: (AckGroup & { stream: string })[]; counted: AckCounted[]; streams: Map<string, number> } | undefined {
+    const prefix = this.config.REDIS_PREFIX;
+    type Draft = { key: string; origin: string; stream: string; payloads: unknown[]; owners: number[] };
+    const drafts: Draft[] = [];
+    const byKey = new Map<string, Draft>();
+    const refsOf: { groupIndex: number; position: number }[][] = block.events.map(() => []);
+    for (const [i, result] of results.entries()) {
+      if (!ok[i]) continue;
+      for (const output of (result.outputs ?? []) as Output[]) {
+        if (!this.stage.outputs.includes(output.stream)) {
+          errors[i] = new Error(`stage ${this.stage.name} may not write to ${output.stream}`);
+          return undefined;
+        }
+        const partition = output.partitionKey === undefined ? this.partition : partitionOf(output.partitionKey, this.config.PARTITIONS);
+        const key = partitionedKey(prefix, output.stream, partition);
+        // A terminal stream (rejections) keeps one entry per event: operators and tools read it.
+        let draft = this.consumedOutputs.has(output.stream) ? byKey.get(key) : undefined;
+        if (!draft) {
+          draft = { key, origin: partition === this.partition ? block.origin : `${block.origin}.${partition}`, stream: output.stream, payloads: [], owners: [] };
+          drafts.push(draft);
+          if (this.consumedOutputs.has(output.stream)) byKey.set(key, draft);
+        }
+        draft.payloads.push(output.payload);
+        draft.owners.push(i);
+        refsOf[i].push({ groupIndex: drafts.indexOf(draft) + 1, position: draft.payloads.length });
+      }
+    }
+    const groups: (AckGroup & { stream: string })[] = [];
+    const streams = new Map<string, number>();
+    let encodingFailed = false;
+    for (const draft of drafts) {
+      try {
+        groups.push({
+          groupKey: draft.key,
+          stream: draft.stream,
+          payload: encodePayload(draft.payloads.length === 1 ? draft.payloads[0] : draft.payloads),
+          nEvents: draft.payloads.length,
+          origin: draft.origin,
+        });
+        streams.set(draft.stream, (streams.get(draft.stream) ?? 0) + draft.payloads.length);
+      } catch (error) {
+        // An output that cannot be encoded (an amount beyond 64 bits) fails its event alone.
+        encodingFailed = true;
+        let found = false;
+        draft.payloads.forEach((payload, p) => {
+          try {
+            encodePayload(payload);
+          } catch (each) {
+            errors[draft.owners[p]] = each;
+            found = true;
+          }
+        });
+        if (!found) for (const owner of draft.owners) errors[owner] = error;
+      }
+    }
+    if (encodingFailed) return undefined;
+    const counted: AckCounted[] = [];
+    for (const [i, result] of results.entries()) {
+      if (!ok[i] || !result.counters?.length) continue;
+      counted.push({
+        counters: result.counters.map((c) => ({
+          counterKey: partitionedKey(prefix, c.key, this.partition),
+          by: c.by,
+          ttlSeconds: c.ttlSeconds,
+          limit: c.limit,
+          tag: c.tag,
+          flagKey: c.onLimit ? partitionedKey(prefix, c.onLimit.key, this.partition) : undefined,
+          flagValue: c.onLimit?.value,
+          flagTtlSeconds: c.onLimit?.ttlSeconds,
+        })),
+        refs: refsOf[i],
+      });
+    }
+    return { groups, counted, streams };
+  }
+
+  private async ackAndForward(
+    blocks: InputBlock<In>[],
+    results: Map<InputBlock<In>, EntryResult[]>,
+    redelivered: boolean,
+  ): Promise<Map<InputBlock<In>, AckResult[]>> {
+    const failed: { id: string; error: unknown }[] = [];
+    const inputs: (AckInput & { groups: (AckGroup & { stream: string })[] })[] = [];
+    const meta: { block: InputBlock<In>; ok: boolean[]; streams: Map<string, number>; countedIndex: number[] }[] = [];
+    for (const block of blocks) {
+      if (block.deleted) {
+        // Deleted while pending: just ack it.
+        inputs.push({ id: block.id, clearError: redelivered, groups: [], counted: [], retries: [] });
+        meta.push({ block, ok: [], streams: new Map(), countedIndex: [] });
+        continue;
+      }
+      if (block.decodeError !== undefined) {
+        failed.push({ id: block.id, error: block.decodeError });
+        continue;
+      }
+      const blockResults = results.get(block)!;
+      const built = this.ackInput(block, blockResults, redelivered);
+      if (!built.input) {
+        failed.push({ id: block.id, error: built.error });
+        continue;
+      }
+      const countedIndex: number[] = [];
+      blockResults.forEach((r, i) => {
+        if (built.ok[i] && r.counters?.length) countedIndex.push(i);
+      });
+      inputs.push(built.input);
+      meta.push({ block, ok: built.ok, streams: built.streams, countedIndex });
+    }
+
+    if (failed.length) await this.recordFailures(failed);
+
+    const acks = new Map<InputBlock<In>, AckResult[]>();
+    if (inputs.length === 0) return acks;
+    const { keys, args } = ackArguments(this.inputKey, this.errorsKey, this.stage.name, inputs);
+    const reply = parseAckReply(inputs, await this.redis.ackAndForward(keys.length, ...keys, ...args));
+    const refused: { id: string; error: unknown }[] = [];
+    const forwarded = new Map<string, number>();
+    let entriesOut = 0;
+    let eventsOut = 0;
+    reply.forEach((r, n) => {
+      const { block, ok, streams, countedIndex } = meta[n];
+      if (r.kind === 'refused') {
+        refused.push({ id: block.id, error: new Error(`the ack script refused the entry: ${r.reason}`) });
+        return;
+      }
+      if (r.kind === 'not-acked') return;
+      const perEvent: AckResult[] = block.events.map((_, i) => ({ acked: ok[i], crossed: [] }));
+      countedIndex.forEach((i, k) => {
+        perEvent[i].crossed = r.crossed[k] ?? [];
+      });
+      acks.set(block, perEvent);
+      for (const [stream, count] of streams) forwarded.set(stream, (forwarded.get(stream) ?? 0) + count);
+      for (const g of inputs[n].groups) {
+        if (!this.consumedOutputs.has(g.stream)) continue;
+        entriesOut++;
+        eventsOut += g.nEvents;
+      }
+      if (inputs[n].retries.length) {
+        this.metrics.errors.inc({ stage: this.stage.name, kind: 'entry' }, inputs[n].retries.length);
+        this.log.warn({ block: block.id, failed: inputs[n].retries.map((x) => x.reason) }, 'events failed alone; split off their block for retry');
+      }
+    });
+    if (refused.length) await this.recordFailures(refused);
+    for (const [stream, count] of forwarded) this.metrics.eventsOut.inc({ stage: this.stage.name, stream }, count);
+    if (entriesOut) this.outputSizes.wrote(entriesOut, eventsOut);
+    this.watermark.added(eventsOut);
+    return acks;
+  }
+
+  /** Failed entries stay pending with their last error, retried at the next recovery pass, dead-lettered after MAX_DELIVERIES. */
+  async recordFailures(failed: { id: string; error: unknown }[]): Promise<void> {
+    const errors: string[] = [];
+    for (const { id, error } of failed) {
+      errors.push(id, describeError(error));
+      this.recovery.failedHere.add(id);
+    }
+    await this.redis.hset(this.errorsKey, ...errors);
+    this.metrics.errors.inc({ stage: this.stage.name, kind: 'entry' }, failed.length);
+    this.log.warn({ failed: failed.map((f) => ({ id: f.id, error: describeError(f.error) })) }, 'entries failed; left pending for retry');
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
