@@ -7,6 +7,7 @@ import { requireTenant, type TenantAuthVariables } from './auth.js';
 import { ApiError, tooLarge, unavailable } from './errors.js';
 import { readLimitedBody, redisDown } from './http.js';
 import { decodeBody, eventsOf, normalizeBatch } from './ingest/normalize.js';
+import { refuseIfNothingTaken } from './ingest/routes.js';
 import { IngestWriter } from './ingest/writer.js';
 
 /** How far back a backfill reaches: any recorded time of the last hundred years. */
@@ -44,11 +45,7 @@ export function createBackfillRoutes(deps: { config: Config; redis: Redis; token
     const events = eventsOf(body.value, config.INGEST_MAX_BATCH);
     if (!events.ok) throw new ApiError(events.status, events.code, events.message, 'details' in events ? events.details : undefined);
     const batch = normalizeBatch(tenantId, events.value, { now: Date.now(), maxFutureSeconds: config.MAX_EVENT_FUTURE_SECONDS, maxAgeDays: BACKFILL_MAX_AGE_DAYS });
-    if (batch.accepted.length === 0 && batch.duplicates.length === 0) {
-      const [first] = batch.rejected;
-      const where = first.errors[0]?.field ? `${first.errors[0].field}: ` : '';
-      throw new ApiError(400, 'validation_failed', `no event was accepted; event ${first.index}: ${where}${first.errors[0]?.message ?? 'invalid'}`, batch.rejected);
-    }
+    refuseIfNothingTaken(batch);
     if (batch.accepted.length) {
       try {
         await writer.write(batch.accepted);

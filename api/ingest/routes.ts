@@ -38,6 +38,17 @@ const OUT_OF_MEMORY_RETRY_AFTER = 5;
  * `events:ingested`; the reply counts them and lists each duplicate and each rejected event
  * with every field error.
  */
+/**
+ * Nothing in the request can be taken (every event refused, none a duplicate): a plain 400
+ * refusal, every problem by event index and field path. The backfill route answers the same.
+ */
+export function refuseIfNothingTaken(batch: { accepted: unknown[]; duplicates: unknown[]; rejected: RejectedItem[] }): void {
+  if (batch.accepted.length > 0 || batch.duplicates.length > 0) return;
+  const [first] = batch.rejected;
+  const where = first.errors[0]?.field ? `${first.errors[0].field}: ` : '';
+  throw new ApiError(400, 'validation_failed', `no event was accepted; event ${first.index}: ${where}${first.errors[0]?.message ?? 'invalid'}`, batch.rejected);
+}
+
 export function createIngestRoutes(deps: IngestDeps): Hono<{ Variables: TenantAuthVariables }> {
   const { config, metrics, log } = deps;
   const writer = new IngestWriter(deps.redis, config);
@@ -101,12 +112,7 @@ export function createIngestRoutes(deps: IngestDeps): Hono<{ Variables: TenantAu
     }
     metrics?.eventsIn.inc({ stage: STAGE }, events.value.length);
     if (batch.rejected.length) metrics?.errors.inc({ stage: STAGE, kind: 'rejected' }, batch.rejected.length);
-    if (batch.accepted.length === 0 && batch.duplicates.length === 0) {
-      // Nothing in the request can be taken: a plain refusal, every problem by event index and field path.
-      const [first] = batch.rejected;
-      const where = first.errors[0]?.field ? `${first.errors[0].field}: ` : '';
-      throw new ApiError(400, 'validation_failed', `no event was accepted; event ${first.index}: ${where}${first.errors[0]?.message ?? 'invalid'}`, batch.rejected);
-    }
+    refuseIfNothingTaken(batch);
 
     if (batch.accepted.length) {
       try {
