@@ -352,21 +352,7 @@ export interface PauseHistoryRow {
 /** The tenant's pauses, newest first: those in force, those lifted, or all. */
 export async function pauseHistory(sql: Sql, tenantId: string, status: 'in_force' | 'lifted' | 'all', limit: number): Promise<PauseHistoryRow[]> {
   const filter = status === 'in_force' ? sql`AND lifted_at IS NULL` : status === 'lifted' ? sql`AND lifted_at IS NOT NULL` : sql``;
-  const rows = await sql<
-    {
-      cap_id: string;
-      scope_kind: PauseScope;
-      scope_id: string;
-      period_key: string;
-      limit_nano: string;
-      event_id: string;
-      paused_at: Date;
-      period_ends_at: Date | null;
-      lifted_at: Date | null;
-      lifted_by: LiftSource | null;
-      lift_reason: string | null;
-    }[]
-  >`
+  const rows = await sql<(Omit<PauseRow, 'customer_id'> & { lifted_at: Date | null; lifted_by: LiftSource | null; lift_reason: string | null })[]>`
     SELECT cap_id, scope_kind, scope_id, period_key, limit_nano, event_id, paused_at, period_ends_at, lifted_at, lifted_by, lift_reason
     FROM cap_pauses WHERE tenant_id = ${tenantId} ${filter}
     ORDER BY paused_at DESC LIMIT ${limit}`;
