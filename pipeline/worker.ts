@@ -221,7 +221,7 @@ export class PartitionWorker<In> implements RecoveryHost {
     }
   }
 
-  private decode(raw: RawEntry): InputBlock<In> {
+  private decode(raw: RawEntry, redelivered: boolean): InputBlock<In> {
     const block: InputBlock<In> = { id: raw.id, origin: raw.id, events: [], deleted: raw.fields === null };
     if (!raw.fields) return block;
     try {
@@ -232,6 +232,7 @@ export class PartitionWorker<In> implements RecoveryHost {
         partition: this.partition,
         payload: event.payload,
         tags: event.tags,
+        ...(redelivered ? { redelivered } : {}),
       }));
     } catch (error) {
       block.decodeError = error;
@@ -244,7 +245,7 @@ export class PartitionWorker<In> implements RecoveryHost {
    * read COUNT is an estimate, and neither a handler's batch nor an ack call may grow with it.
    */
   async process(raw: RawEntry[], redelivered: boolean): Promise<void> {
-    const blocks = raw.map((entry) => this.decode(entry));
+    const blocks = raw.map((entry) => this.decode(entry, redelivered));
     let events = 0;
     let live = 0;
     for (const b of blocks) {
