@@ -47,6 +47,12 @@ const schema = z.object({
   BACKPRESSURE_LOW: int(5_000, 0),
   /** Ingest answers 429 while the oldest event not yet read from the first stream has waited longer (0: off). */
   INGEST_MAX_QUEUE_MS: int(1_000, 0),
+  /**
+   * A stage stops reading while the oldest entry of a stream it writes has waited longer unread
+   * (0: off): with the ingest bound, it keeps what is accepted within seconds of the ledger under
+   * overload, whatever the event marks.
+   */
+  STREAM_MAX_QUEUE_MS: int(500, 0),
   TRIM_INTERVAL_MS: int(5_000, 100),
   REJECTED_MAXLEN: int(100_000, 1),
 

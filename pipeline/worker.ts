@@ -77,6 +77,7 @@ export class PartitionWorker<In> implements RecoveryHost {
       this.config.BACKPRESSURE_LOW,
       WATERMARK_CACHE_MS,
       this.outputSizes,
+      this.config.STREAM_MAX_QUEUE_MS,
     );
     this.recovery = new Recovery(this);
   }
