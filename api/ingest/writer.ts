@@ -76,6 +76,15 @@ export class IngestWriter {
     const writes = [...byPartition].map(async ([partition, group]) => {
       const key = this.keys[partition];
       this.sizes.wrote(Math.ceil(group.length / MAX_BLOCK_EVENTS), group.length);
+      if (group.length <= MAX_BLOCK_EVENTS) {
+        // One block: one XADD, atomic on its own (no MULTI/EXEC round of three commands).
+        try {
+          await this.redis.xadd(key, '*', ...entryFields(group, newOrigin()));
+        } catch (err) {
+          throw new IngestWriteError(isOutOfMemory(err) ? 'out_of_memory' : 'unavailable', { cause: err });
+        }
+        return;
+      }
       const multi = this.redis.multi();
       for (let from = 0; from < group.length; from += MAX_BLOCK_EVENTS) {
         multi.xadd(key, '*', ...entryFields(group.slice(from, from + MAX_BLOCK_EVENTS), newOrigin()));
