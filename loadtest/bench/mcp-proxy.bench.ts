@@ -8,6 +8,7 @@
  *   npm run bench:mcp-proxy -- --renice=-5      # on a busy shared machine: client, upstream and proxy first
  *   npm run bench:mcp-proxy -- --stages stopped # billing afterwards: the stage workers stopped while measuring
  *   npm run bench:mcp-proxy -- --profile        # the proxy under node --cpu-prof, summarized at the end
+ *   npm run bench:mcp-proxy -- --bare           # a bare pass-through proxy in its place: the floor (nothing metered)
  *
  * Everything is real and on this machine: a scratch world with the whole pipeline (the proxy
  * asks /v1/authorize and sends its events there; its stage workers at nice 10 by default,
@@ -45,6 +46,7 @@ const { values } = parseArgs({
     'renice-stages': { type: 'string', default: '10' },
     stages: { type: 'string', default: 'nice' },
     profile: { type: 'boolean', default: false },
+    bare: { type: 'boolean', default: false },
   },
 });
 const RATE = Number(values.rate);
@@ -52,6 +54,7 @@ const SECONDS_EACH = Number(values.duration);
 const BLOCK_MS = Number(values.block) * 1000;
 const JSON_MODE = values['upstream-mode'] === 'json';
 const STAGES_STOPPED = values.stages === 'stopped';
+const BARE = values.bare === true;
 if (!['nice', 'stopped'].includes(values.stages!)) throw new Error(`--stages nice|stopped, got ${values.stages}`);
 const PLAN = { tool_invocations: { search_docs: '0.002', '*': '0.001' }, duration_buckets: [{ max_seconds: null, rate: '0' }] };
 const root = (path: string) => fileURLToPath(new URL(`../../${path}`, import.meta.url));
@@ -139,12 +142,15 @@ try {
   const upstream = `http://127.0.0.1:${base}/mcp`;
   const proxied = `http://127.0.0.1:${base + 1}/mcp`;
   children.push(startChild('upstream', [root('examples/mcp-server/http.ts'), '--plain', '--port', String(base), ...(JSON_MODE ? ['--json'] : [])], {}));
+  const profileFlags = profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [];
   children.push(
-    startChild('mcp-proxy', [root('mcp-proxy/main.ts'), '--upstream', upstream, '--listen', String(base + 1)], {
-      AGENTMETER_URL: pipeline.baseUrl,
-      AGENTMETER_INGEST_TOKEN: tenant.ingestToken,
-      LOG_LEVEL: 'warn',
-    }, profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : []),
+    BARE
+      ? startChild('bare proxy', [root('loadtest/bench/bare-proxy.ts'), upstream, String(base + 1)], {}, profileFlags)
+      : startChild('mcp-proxy', [root('mcp-proxy/main.ts'), '--upstream', upstream, '--listen', String(base + 1)], {
+          AGENTMETER_URL: pipeline.baseUrl,
+          AGENTMETER_INGEST_TOKEN: tenant.ingestToken,
+          LOG_LEVEL: 'warn',
+        }, profileFlags),
   );
   // --renice=-N: on a machine shared with other work, give the client, the upstream and the proxy
   // the same head start (the pipeline keeps its priority); direct and proxied calls gain alike.
@@ -227,7 +233,7 @@ try {
   const added99 = percentile(proxy, 0.99) - percentile(direct, 0.99);
 
   // The ledger: one mcp.tool_invoked row per proxied call (warm-up included), once the pipeline drained.
-  const proxiedCalls = 200 + proxy.length + failures.proxy;
+  const proxiedCalls = BARE ? 0 : 200 + proxy.length + failures.proxy;
   const count = async () =>
     (await world.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM usage_ledger WHERE tenant_id = ${tenant.tenantId} AND event_type = 'mcp.tool_invoked'`)[0].n;
   await waitFor(async () => (await count()) >= proxiedCalls, 120_000, 'every proxied call in the ledger').catch(() => {});
@@ -236,6 +242,7 @@ try {
   console.log(`\nmode       calls   p50 ms   p90 ms   p99 ms    max ms`);
   console.log(row('direct', direct));
   console.log(row('proxy', proxy));
+  if (BARE) console.log('\nthe proxy: a bare pass-through (--bare), nothing authorized or metered: the floor under the metering proxy');
   console.log(`\nadded by the proxy: p50 ${fmt(added50)} ms (bar 1 ms), p99 ${fmt(added99)} ms (bar 5 ms)`);
   const allCalls = latencies.proxy.length + latencies.direct.length;
   console.log(`CPU per call: proxy ${fmt(proxyCpu)} ms (metering, authorize and sending events included), upstream MCP server ${fmt(upstreamCpu)} ms`);
