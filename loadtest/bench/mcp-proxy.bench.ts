@@ -245,7 +245,7 @@ try {
   if (BARE) console.log('\nthe proxy: a bare pass-through (--bare), nothing authorized or metered: the floor under the metering proxy');
   console.log(`\nadded by the proxy: p50 ${fmt(added50)} ms (bar 1 ms), p99 ${fmt(added99)} ms (bar 5 ms)`);
   const allCalls = latencies.proxy.length + latencies.direct.length;
-  console.log(`CPU per call: proxy ${fmt(proxyCpu)} ms (metering, authorize and sending events included), upstream MCP server ${fmt(upstreamCpu)} ms`);
+  console.log(`CPU per call: proxy ${fmt(proxyCpu)} ms (${BARE ? 'passing bytes through, nothing else' : 'metering, authorize and sending events included'}), upstream MCP server ${fmt(upstreamCpu)} ms`);
   console.log(
     `CPU per call of all calls: client ${fmt((clientCpu.user + clientCpu.system) / 1000 / Math.max(1, allCalls))} ms, API ${fmt((apiTicks * 10) / Math.max(1, allCalls))} ms, stage workers ${fmt((stageTicks * 10) / Math.max(1, allCalls))} ms (${STAGES_STOPPED ? 'stopped while measuring: they billed afterwards' : `at nice ${reniceStages}`})`,
   );
