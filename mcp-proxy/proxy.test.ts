@@ -2,10 +2,12 @@
  * The proxy's HTTP behaviour against upstreams that answer byte by byte as scripted (a real MCP
  * server through the proxy, against the real pipeline: test/e2e/sdk-mcp.test.ts), with a
  * scripted agentmeter API taking its authorize requests and events: the request target, an SSE
- * answer in any cut of its chunks, a silent upstream.
+ * answer in any cut of its chunks, a silent upstream; and the command line (`npm run mcp-proxy`).
  */
+import { spawn } from 'node:child_process';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { connect, type AddressInfo } from 'node:net';
+import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { AgentMeter } from '@agentmeter/sdk';
 import { acceptAll, json, scriptedServer } from '../sdk/src/testing/scripted-server.js';
@@ -105,5 +107,37 @@ describe('the metering proxy', () => {
     expect(Date.now() - started).toBeGreaterThanOrEqual(290);
     expect(await events()).toEqual([expect.objectContaining({ tool_name: 'transform_schema', execution_status: 'TIMEOUT', error_type: 'upstream_timeout' })]);
     expect(proxy.stats().toolCalls.TIMEOUT).toBe(1);
+  });
+});
+
+describe('npm run mcp-proxy (mcp-proxy/main.ts)', () => {
+  const main = fileURLToPath(new URL('./main.ts', import.meta.url));
+  const run = (args: string[], env: Record<string, string>) =>
+    spawn(process.execPath, ['--import', 'tsx', main, ...args], { env: { ...process.env, LOG_LEVEL: 'error', ...env }, stdio: ['ignore', 'ignore', 'pipe', 'ipc'] });
+
+  it('refuses to start without its upstream, port and ingest token, saying what is missing', async () => {
+    const child = run(['--listen', 'x'], { AGENTMETER_INGEST_TOKEN: '' });
+    let stderr = '';
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    const code = await new Promise((r) => child.on('exit', r));
+    expect(code).toBe(2);
+    expect(stderr).toMatch(/--upstream <url> is required/);
+    expect(stderr).toMatch(/--listen <port> is required/);
+    expect(stderr).toMatch(/AGENTMETER_INGEST_TOKEN is not set/);
+  });
+
+  it('serves (--listen 0: a free port, told to a parent process), meters through the SDK, and sends what it metered when stopped', async () => {
+    const up = await upstream((_req, _body, res) => json(res, 200, { jsonrpc: '2.0', id: 3, result: { content: [{ type: 'text', text: 'ok' }] } }));
+    const api = await scriptedServer((seen, req, res) => (seen.path === '/v1/authorize' ? json(res, 200, { allowed: true }) : acceptAll(seen, req, res)));
+    cleanups.push(() => api.close());
+    const child = run(['--upstream', up.url, '--listen', '0', '--mcp-server-id', 'mcp_docs'], { AGENTMETER_URL: api.url, AGENTMETER_INGEST_TOKEN: 'amt_test' });
+    const exited = new Promise<number | null>((r) => child.on('exit', r));
+    const port = await new Promise<number>((resolve) => child.on('message', (m: { listening?: number }) => m.listening && resolve(m.listening)));
+    const res = await post(`http://127.0.0.1:${port}/mcp`, call(3));
+    expect(await res.json()).toMatchObject({ id: 3, result: { content: [{ text: 'ok' }] } });
+    child.kill('SIGTERM');
+    expect(await exited).toBe(0);
+    const events = api.seen.filter((s) => s.path === '/v1/events').flatMap((s) => s.body.events ?? []);
+    expect(events).toEqual([expect.objectContaining({ tool_name: 'search_docs', mcp_server_id: 'mcp_docs', execution_status: 'SUCCESS', api_key: 'sk_live_test_key' })]);
   });
 });
