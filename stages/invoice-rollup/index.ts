@@ -4,11 +4,12 @@ import { STREAMS } from '../../store/streams.js';
 import type { EntryResult, StageDefinition, StageEntry } from '../../pipeline/stage.js';
 import type { TransactionSql } from 'postgres';
 import type { Sql } from '../../pipeline/postgres.js';
-import { pruneApplied } from '../../store/applied.js';
+import { AGGREGATE_BATCH_EVENTS, AGGREGATE_LINGER_MS, claimBlocks, pruneApplied } from '../../store/applied.js';
 import { PlanCache } from '../../store/rate-plans.js';
 import type { LedgeredEvent } from '../../domain/flow.js';
 import { drawCredits, pauseExhausted, type CreditAccountKey, type CreditDraw } from '../../store/credits.js';
 
+const STAGE = 'invoice-rollup';
 const PRUNE_INTERVAL_MS = 10 * 60_000;
 /** A redelivery only happens while an entry is pending: a day is far beyond that. */
 const APPLIED_RETENTION_MS = 24 * 3600_000;
@@ -19,18 +20,24 @@ const sessionKey = (e: LedgeredEvent) => `${e.tenantId}\u0000${e.subscription.su
 
 /**
  * Adds each newly ledgered event to its subscription's period aggregates, exactly once: in one
- * transaction, the events not yet in invoice_applied are recorded there, the period and session
- * positions they start from are locked and read, the rating engine turns each event into its
- * usage rows (in stream order, advancing the positions), and the merged rows are added to the
- * stored ones. A redelivered batch finds its events applied and changes nothing.
+ * transaction for all the blocks of a batch, the blocks not yet applied are recorded in
+ * applied_blocks by their origin (the same on every redelivery: one row per block, not per
+ * event), a block of one event (split off its block for a retry) in invoice_applied by its event
+ * id; the period and session positions the new events start from are locked and read, the
+ * rating engine turns each event into its usage rows (in stream order, advancing the positions),
+ * and the rows merged over the whole batch are added to the stored ones: one upsert per
+ * subscription x period x usage key, one update per period and per session. A redelivered block
+ * finds itself applied and changes nothing.
  */
-export async function rollUp(
+export async function rollUpBlocks(
   sql: Sql,
   plans: PlanCache,
-  batch: StageEntry<LedgeredEvent>[],
+  blocks: { origin: string; events: LedgeredEvent[] }[],
   onCreditsExhausted?: (accounts: CreditAccountKey[], eventId: string) => Promise<void>,
-): Promise<EntryResult[]> {
-  const events = batch.map((entry) => entry.payload);
+): Promise<EntryResult[][]> {
+  const results = blocks.map((b) => b.events.map((): EntryResult => ({})));
+  const events = blocks.flatMap((b) => b.events);
+  if (events.length === 0) return results;
   // Compiled plans are loaded outside the transaction (they are cached and immutable).
   const planOf = new Map<string, Awaited<ReturnType<PlanCache['forSubscription']>>>();
   for (const e of events) {
@@ -40,20 +47,23 @@ export async function rollUp(
 
   let exhausted: CreditAccountKey[] = [];
   await sql.begin(async (tx) => {
-    const applied = await tx<{ tenant_id: string; event_id: string }[]>`
-      INSERT INTO invoice_applied (tenant_id, event_id)
-      SELECT * FROM unnest(${events.map((e) => e.tenantId)}::text[], ${events.map((e) => e.eventId)}::text[])
-      ON CONFLICT DO NOTHING
-      RETURNING tenant_id, event_id`;
-    const fresh = new Set(applied.map((r) => `${r.tenant_id}\u0000${r.event_id}`));
-    // One event twice in a batch (never expected downstream of the ledger) is applied once.
+    const whole = blocks.filter((b) => b.events.length > 1);
+    const freshBlocks = await claimBlocks(tx, STAGE, whole.map((b) => ({ origin: b.origin, tenantId: b.events[0].tenantId })));
+    const singles = blocks.filter((b) => b.events.length === 1).map((b) => b.events[0]);
+    const freshSingles = await claimSingles(tx, singles);
+    // Stream order; one event twice in a batch (never expected downstream of the ledger) is applied once.
     const seen = new Set<string>();
-    const todo = events.filter((e) => {
-      const key = `${e.tenantId}\u0000${e.eventId}`;
-      if (seen.has(key)) return false;
-      seen.add(key);
-      return fresh.has(key);
-    });
+    const todo: LedgeredEvent[] = [];
+    for (const block of blocks) {
+      const single = block.events.length === 1;
+      if (!single && !freshBlocks.has(block.origin)) continue;
+      for (const e of block.events) {
+        const key = `${e.tenantId}\u0000${e.eventId}`;
+        if (seen.has(key) || (single && !freshSingles.has(key))) continue;
+        seen.add(key);
+        todo.push(e);
+      }
+    }
     if (todo.length === 0) return;
 
     const periods = [...new Map(todo.map((e) => [periodKey(e), e])).values()];
@@ -145,7 +155,34 @@ export async function rollUp(
     exhausted = await drawCredits(tx, draws);
   });
   if (exhausted.length) await onCreditsExhausted?.(exhausted, events.at(-1)!.eventId);
-  return batch.map(() => ({}));
+  return results;
+}
+
+/** The same for events handed one by one (each claimed on its own, in invoice_applied): tests and tools. */
+export async function rollUp(
+  sql: Sql,
+  plans: PlanCache,
+  batch: StageEntry<LedgeredEvent>[],
+  onCreditsExhausted?: (accounts: CreditAccountKey[], eventId: string) => Promise<void>,
+): Promise<EntryResult[]> {
+  const results = await rollUpBlocks(
+    sql,
+    plans,
+    batch.map((entry) => ({ origin: entry.id, events: [entry.payload] })),
+    onCreditsExhausted,
+  );
+  return results.map((r) => r[0]);
+}
+
+/** Records single events in invoice_applied; returns the keys (tenant, event) not applied before. */
+async function claimSingles(tx: TransactionSql, events: LedgeredEvent[]): Promise<Set<string>> {
+  if (events.length === 0) return new Set();
+  const applied = await tx<{ tenant_id: string; event_id: string }[]>`
+    INSERT INTO invoice_applied (tenant_id, event_id)
+    SELECT * FROM unnest(${events.map((e) => e.tenantId)}::text[], ${events.map((e) => e.eventId)}::text[])
+    ON CONFLICT DO NOTHING
+    RETURNING tenant_id, event_id`;
+  return new Set(applied.map((r) => `${r.tenant_id}\u0000${r.event_id}`));
 }
 
 /**
@@ -177,10 +214,11 @@ async function lockPositions(tx: TransactionSql, table: 'invoice_period_calls' |
 }
 
 export const invoiceRollupStage: StageDefinition<LedgeredEvent> = {
-  name: 'invoice-rollup',
+  name: STAGE,
   input: STREAMS.ledgered,
   outputs: [],
-  batchSize: 1000,
+  batchSize: AGGREGATE_BATCH_EVENTS,
+  lingerMs: AGGREGATE_LINGER_MS,
   async setup({ log, sql, redis, config }) {
     const plans = new PlanCache(sql);
     const place = { prefix: config.REDIS_PREFIX, partitions: config.PARTITIONS };
@@ -190,8 +228,16 @@ export const invoiceRollupStage: StageDefinition<LedgeredEvent> = {
       );
     }, PRUNE_INTERVAL_MS);
     prune.unref();
+    const exhausted = (accounts: CreditAccountKey[], eventId: string) => pauseExhausted(sql, redis, place, accounts, eventId);
     return {
-      handle: (batch) => rollUp(sql, plans, batch, (accounts, eventId) => pauseExhausted(sql, redis, place, accounts, eventId)),
+      handle: (batch) => rollUp(sql, plans, batch, exhausted),
+      handleBlocks: (blocks) =>
+        rollUpBlocks(
+          sql,
+          plans,
+          blocks.map((b) => ({ origin: b.origin, events: b.events.map((e) => e.payload) })),
+          exhausted,
+        ),
       async close() {
         clearInterval(prune);
       },

@@ -157,44 +157,63 @@ export class SpendAlerts {
       const tenants = usage.map((e) => e.payload.tenantId);
       await this.caps.ensureTenants(tenants);
       const settings = await this.settings.load(tenants);
-      const commitments = await Promise.all(usage.map((e) => this.commitments.forSubscription(e.payload.tenantId, e.payload.subscription.subscriptionId)));
+      const commitments = await this.commitmentsOf(usage);
       const views = await this.advanceBuckets(usage, commitments);
       const totals = await this.capTotals(usage);
       const alerts: Alert[] = [];
       for (let i = 0; i < usage.length; i++) {
         const tenantSettings = settings.get(usage[i].payload.tenantId)!;
-        alerts.push(...this.commitmentAlerts(usage[i].payload, tenantSettings, commitments[i], views[i]));
+        this.commitmentAlerts(alerts, usage[i].payload, tenantSettings, commitments[i], views[i]);
         if (usage[i].payload.cost.total === 0n) continue;
-        alerts.push(...this.capAlerts(usage[i], tenantSettings, views[i], totals[i]));
-        alerts.push(...(await this.velocityAlert(usage[i], tenantSettings, views[i])));
+        this.capAlerts(alerts, usage[i], tenantSettings, views[i], totals[i]);
+        await this.velocityAlert(alerts, usage[i], tenantSettings, views[i]);
       }
       await this.enqueue(alerts);
     }
     return batch.map(() => ({}));
   }
 
+  /** The commitment of each event's subscription, looked up once per subscription of the batch. */
+  private async commitmentsOf(entries: StageEntry<LedgeredEvent>[]): Promise<(CommitmentOf | undefined)[]> {
+    const bySubscription = new Map<string, Promise<CommitmentOf | undefined>>();
+    const lookups = entries.map(({ payload: e }) => {
+      const key = `${e.tenantId}\u0000${e.subscription.subscriptionId}`;
+      let lookup = bySubscription.get(key);
+      if (!lookup) bySubscription.set(key, (lookup = this.commitments.forSubscription(e.tenantId, e.subscription.subscriptionId)));
+      return lookup;
+    });
+    return Promise.all(lookups);
+  }
+
+  /** True when this process already enqueued the alert: it is not built again (the outbox would drop it anyway). */
+  private hasFired(tenantId: string, dedupeKey: string): boolean {
+    return this.fired.has(`${tenantId}|${dedupeKey}`);
+  }
+
   /** A commitment's calls this period reaching a threshold of the committed calls: overage is near, or here. */
-  private commitmentAlerts(e: LedgeredEvent, settings: AlertSettings, commitment: CommitmentOf | undefined, view: SpendView): Alert[] {
-    if (!commitment || view.commitmentCalls === undefined) return [];
-    const periodStart = new Date(e.subscription.periodStart).toISOString();
-    return settings.thresholdBps
-      .filter((bps) => view.commitmentCalls! >= thresholdOf(commitment.committedCalls, bps))
-      .map((bps) => ({
+  private commitmentAlerts(out: Alert[], e: LedgeredEvent, settings: AlertSettings, commitment: CommitmentOf | undefined, view: SpendView): void {
+    if (!commitment || view.commitmentCalls === undefined) return;
+    for (const bps of settings.thresholdBps) {
+      if (view.commitmentCalls < thresholdOf(commitment.committedCalls, bps)) continue;
+      const dedupeKey = `commitment.threshold_reached:${e.attribution.customerId}:${commitment.ratePlanId}:${e.subscription.periodStart}:${commitment.committedCalls}:${bps}`;
+      if (this.hasFired(e.tenantId, dedupeKey)) continue;
+      out.push({
         tenantId: e.tenantId,
-        type: 'commitment.threshold_reached' as const,
-        dedupeKey: `commitment.threshold_reached:${e.attribution.customerId}:${commitment.ratePlanId}:${e.subscription.periodStart}:${commitment.committedCalls}:${bps}`,
+        type: 'commitment.threshold_reached',
+        dedupeKey,
         data: {
           customer_id: e.attribution.customerId,
           subscription_id: e.subscription.subscriptionId,
           rate_plan_id: commitment.ratePlanId,
-          period_start: periodStart,
+          period_start: new Date(e.subscription.periodStart).toISOString(),
           period_end: new Date(e.subscription.periodEnd).toISOString(),
           committed_calls: commitment.committedCalls.toString(),
-          calls: view.commitmentCalls!.toString(),
+          calls: view.commitmentCalls.toString(),
           threshold_percent: bps / 100,
           event_id: e.eventId,
         },
-      }));
+      });
+    }
   }
 
   /** Per event, the caps on it in their current period with the running total cap-check keeps: one MGET per partition. */
@@ -207,7 +226,9 @@ export class SpendAlerts {
     );
     const byPartition = new Map<number, CapTotal[]>();
     entries.forEach((entry, i) => {
-      byPartition.set(entry.partition, [...(byPartition.get(entry.partition) ?? []), ...totals[i]]);
+      const list = byPartition.get(entry.partition);
+      if (list) list.push(...totals[i]);
+      else byPartition.set(entry.partition, [...totals[i]]);
     });
     for (const [partition, list] of byPartition) {
       if (list.length === 0) continue;
@@ -223,7 +244,9 @@ export class SpendAlerts {
     const views: SpendView[] = new Array(entries.length);
     const byPartition = new Map<number, number[]>();
     entries.forEach((entry, i) => {
-      byPartition.set(entry.partition, [...(byPartition.get(entry.partition) ?? []), i]);
+      const indexes = byPartition.get(entry.partition);
+      if (indexes) indexes.push(i);
+      else byPartition.set(entry.partition, [i]);
     });
     for (const [partition, indexes] of byPartition) {
       const key = (name: string) => partitionedKey(this.prefix, name, partition);
@@ -258,18 +281,19 @@ export class SpendAlerts {
     return views;
   }
 
-  private capAlerts(entry: StageEntry<LedgeredEvent>, settings: AlertSettings, view: SpendView, totals: CapTotal[]): Alert[] {
+  private capAlerts(out: Alert[], entry: StageEntry<LedgeredEvent>, settings: AlertSettings, view: SpendView, totals: CapTotal[]): void {
     const e = entry.payload;
-    const alerts: Alert[] = [];
     for (const { cap, periodKey, spent } of totals) {
-      const common = this.capData(cap, e, periodKey, spent);
+      // The alert's data is built only for a crossing not enqueued yet: most events cross nothing new.
       for (const bps of settings.thresholdBps) {
         if (spent < thresholdOf(cap.limitNano, bps)) continue;
-        alerts.push({
+        const dedupeKey = `cap.threshold_reached:${cap.id}:${periodKey}:${cap.limitNano}:${bps}`;
+        if (this.hasFired(e.tenantId, dedupeKey)) continue;
+        out.push({
           tenantId: e.tenantId,
           type: 'cap.threshold_reached',
-          dedupeKey: `cap.threshold_reached:${cap.id}:${periodKey}:${cap.limitNano}:${bps}`,
-          data: { ...common, threshold_percent: bps / 100 },
+          dedupeKey,
+          data: { ...this.capData(cap, e, periodKey, spent), threshold_percent: bps / 100 },
         });
       }
       if (cap.period !== 'session' || !e.sessionId || view.sessionStart === undefined || spent >= cap.limitNano) continue;
@@ -278,12 +302,14 @@ export class SpendAlerts {
       const horizonMs = BigInt(settings.projectionHorizonSeconds) * 1000n;
       const projected = (spent * (elapsed + horizonMs)) / elapsed;
       if (projected < cap.limitNano) continue;
-      alerts.push({
+      const dedupeKey = `session.projection_exceeded:${cap.id}:${e.sessionId}:${cap.limitNano}`;
+      if (this.hasFired(e.tenantId, dedupeKey)) continue;
+      out.push({
         tenantId: e.tenantId,
         type: 'session.projection_exceeded',
-        dedupeKey: `session.projection_exceeded:${cap.id}:${e.sessionId}:${cap.limitNano}`,
+        dedupeKey,
         data: {
-          ...common,
+          ...this.capData(cap, e, periodKey, spent),
           session_id: e.sessionId,
           session_started_at: new Date(view.sessionStart).toISOString(),
           projected: formatNano(projected),
@@ -291,7 +317,6 @@ export class SpendAlerts {
         },
       });
     }
-    return alerts;
   }
 
   private capData(cap: SpendCap, e: LedgeredEvent, periodKey: string, spent: bigint): Record<string, unknown> {
@@ -311,24 +336,25 @@ export class SpendAlerts {
   }
 
   /** The last hour's spend (this hour, and the part of the previous hour still inside the hour) against the trailing week, of the customer and of the agent. */
-  private async velocityAlert(entry: StageEntry<LedgeredEvent>, settings: AlertSettings, view: SpendView): Promise<Alert[]> {
+  private async velocityAlert(out: Alert[], entry: StageEntry<LedgeredEvent>, settings: AlertSettings, view: SpendView): Promise<void> {
     const e = entry.payload;
     // A late event says nothing about the rate now.
-    if (this.now() - e.recordedAt > HOUR_MS) return [];
+    if (this.now() - e.recordedAt > HOUR_MS) return;
     const hour = hourOf(e.recordedAt);
     const intoHour = BigInt(e.recordedAt - hour * HOUR_MS);
     const scopes: [VelocityScope, HourTotals][] = [[{ kind: 'customer', id: e.attribution.customerId }, view.customer]];
     if (view.agent && e.attribution.agentId) scopes.push([{ kind: 'agent', id: e.attribution.agentId }, view.agent]);
-    const alerts: Alert[] = [];
     for (const [scope, totals] of scopes) {
       const lastHour = totals.currentHour + (totals.previousHour * (BigInt(HOUR_MS) - intoHour)) / BigInt(HOUR_MS);
       if (lastHour < settings.velocityMinNano) continue;
+      const dedupeKey = scope.kind === 'customer' ? `spend.velocity_spike:${scope.id}:${hour}` : `spend.velocity_spike:agent:${scope.id}:${hour}`;
+      if (this.hasFired(e.tenantId, dedupeKey)) continue;
       const average = await this.trailingAverage(entry, hour, scope);
       if (lastHour * 1000n <= average * BigInt(settings.velocityFactorMilli)) continue;
-      alerts.push({
+      out.push({
         tenantId: e.tenantId,
         type: 'spend.velocity_spike',
-        dedupeKey: scope.kind === 'customer' ? `spend.velocity_spike:${scope.id}:${hour}` : `spend.velocity_spike:agent:${scope.id}:${hour}`,
+        dedupeKey,
         data: {
           scope_kind: scope.kind,
           scope_id: scope.id,
@@ -342,7 +368,6 @@ export class SpendAlerts {
         },
       });
     }
-    return alerts;
   }
 
   /** The mean hourly spend of the 168 hours before this one, read once per scope and hour. */
