@@ -108,6 +108,31 @@ describe('invoice-rollup', () => {
     expect([Number(blocks), Number(singles)]).toEqual([2, 1]);
   });
 
+  it('counts every call once when two workers create the same new session and period rows at the same time', async () => {
+    const plans = new PlanCache(world.sql);
+    const fresh = await seedSmall(world.sql, { pricing: SESSION_PLAN, customers: 1 });
+    const customer = fresh.customers[0];
+    const on = (sessionId: string): LedgeredEvent =>
+      event(sessionId, 1000, {
+        tenantId: fresh.tenantId,
+        attribution: { ...event(sessionId, 0).attribution, customerId: customer.id, teamId: customer.teams[0].id, agentId: customer.teams[0].agents[0].id },
+        subscription: { ...event(sessionId, 0).subscription, subscriptionId: customer.subscriptionId, ratePlanVersionId: fresh.ratePlanVersionId },
+      });
+    const rounds = 8;
+    for (let r = 0; r < rounds; r++) {
+      const x = { origin: `x${r}_${fresh.tenantId}`, events: [on(`race_${r}`), on(`race_${r}`), on(`race_${r}`)] };
+      const y = { origin: `y${r}_${fresh.tenantId}`, events: [on(`race_${r}`), on(`race_${r}`)] };
+      await Promise.all([rollUpBlocks(world.sql, plans, [x]), rollUpBlocks(world.sql, plans, [y])]);
+    }
+    const sessions = await world.sql`SELECT session_id, calls FROM invoice_session_calls WHERE subscription_id = ${customer.subscriptionId} ORDER BY session_id`;
+    expect(sessions).toEqual(Array.from({ length: rounds }, (_, r) => ({ session_id: `race_${r}`, calls: '5' })));
+    const [position] = await world.sql`SELECT calls, events FROM invoice_period_calls WHERE subscription_id = ${customer.subscriptionId}`;
+    expect(position).toEqual({ calls: String(5 * rounds), events: String(5 * rounds) });
+    // Each session's first 3 calls are included, whichever worker counted them.
+    const [usage] = await world.sql`SELECT counters FROM invoice_usage WHERE subscription_id = ${customer.subscriptionId} AND kind = 'tool'`;
+    expect(usage.counters).toMatchObject({ calls: String(5 * rounds), included_calls: String(3 * rounds) });
+  });
+
   it('takes blocks and batches of up to 5,000 events, lingering up to half a second for more', () => {
     expect(invoiceRollupStage).toMatchObject({ name: 'invoice-rollup', batchSize: 5000, lingerMs: 500 });
   });

@@ -39,12 +39,33 @@ export async function rollUpBlocks(
   const events = blocks.flatMap((b) => b.events);
   if (events.length === 0) return results;
   // Compiled plans are loaded outside the transaction (they are cached and immutable).
-  const planOf = new Map<string, Awaited<ReturnType<PlanCache['forSubscription']>>>();
+  const planOf: PlanOf = new Map();
   for (const e of events) {
     const key = `${e.tenantId}/${e.subscription.subscriptionId}`;
     if (!planOf.has(key)) planOf.set(key, await plans.forSubscription(e.tenantId, e.subscription.subscriptionId));
   }
 
+  let exhausted: CreditAccountKey[] = [];
+  for (let attempt = 1; ; attempt++) {
+    try {
+      exhausted = await applyOnce(sql, blocks, planOf);
+      break;
+    } catch (err) {
+      // A position row another writer created after we read: once more, now that it exists.
+      if (!(err instanceof PositionTaken) || attempt >= 3) throw err;
+    }
+  }
+  if (exhausted.length) await onCreditsExhausted?.(exhausted, events.at(-1)!.eventId);
+  return results;
+}
+
+/** A position row created by another transaction between our read and our insert. */
+class PositionTaken extends Error {}
+
+type PlanOf = Map<string, Awaited<ReturnType<PlanCache['forSubscription']>>>;
+
+/** One transaction of rollUpBlocks; returns the credit accounts it exhausted. */
+async function applyOnce(sql: Sql, blocks: { origin: string; events: LedgeredEvent[] }[], planOf: PlanOf): Promise<CreditAccountKey[]> {
   let exhausted: CreditAccountKey[] = [];
   await sql.begin(async (tx) => {
     const whole = blocks.filter((b) => b.events.length > 1);
@@ -78,6 +99,9 @@ export async function rollUpBlocks(
       'invoice_session_calls',
       sessions.map((e) => [e.tenantId, e.subscription.subscriptionId, e.sessionId!]),
     );
+    // The rows read (to update); the others are inserted.
+    const periodExisted = new Set(periodCalls.keys());
+    const sessionExisted = new Set(sessionCalls.keys());
 
     const rowsByPeriod = new Map<string, UsageRow[]>();
     const totals = new Map<string, { events: bigint; cost: bigint; event: LedgeredEvent }>();
@@ -126,23 +150,19 @@ export async function rollUpBlocks(
         ON CONFLICT (tenant_id, subscription_id, period_start, kind, key)
         DO UPDATE SET counters = add_counters(invoice_usage.counters, excluded.counters), updated_at = now()`;
     }
-    await tx`
-      UPDATE invoice_period_calls AS p
-      SET calls = x.calls, events = p.events + x.events, cost_nano = p.cost_nano + x.cost
-      FROM unnest(${periods.map((e) => e.tenantId)}::text[], ${periods.map((e) => e.subscription.subscriptionId)}::text[],
-                  ${periods.map((e) => new Date(e.subscription.periodStart).toISOString())}::text[]::timestamptz[],
-                  ${periods.map((e) => String(periodCalls.get(periodKey(e)) ?? 0n))}::text[]::int8[],
-                  ${periods.map((e) => String(totals.get(periodKey(e))!.events))}::text[]::int8[],
-                  ${periods.map((e) => totals.get(periodKey(e))!.cost.toString())}::text[]::numeric[]) AS x(t, s, ps, calls, events, cost)
-      WHERE p.tenant_id = x.t AND p.subscription_id = x.s AND p.period_start = x.ps`;
-    if (sessions.length) {
-      await tx`
-        UPDATE invoice_session_calls AS c SET calls = x.calls
-        FROM unnest(${sessions.map((e) => e.tenantId)}::text[], ${sessions.map((e) => e.subscription.subscriptionId)}::text[],
-                    ${sessions.map((e) => e.sessionId!)}::text[],
-                    ${sessions.map((e) => String(sessionCalls.get(sessionKey(e)) ?? 0n))}::text[]::int8[]) AS x(t, s, sid, calls)
-        WHERE c.tenant_id = x.t AND c.subscription_id = x.s AND c.session_id = x.sid`;
-    }
+    await writePositions(
+      tx,
+      'invoice_period_calls',
+      periods.map((e) => {
+        const total = totals.get(periodKey(e))!;
+        return { key: [e.tenantId, e.subscription.subscriptionId, new Date(e.subscription.periodStart).toISOString()], calls: periodCalls.get(periodKey(e)) ?? 0n, events: total.events, cost: total.cost, existed: periodExisted.has(periodKey(e)) };
+      }),
+    );
+    await writePositions(
+      tx,
+      'invoice_session_calls',
+      sessions.map((e) => ({ key: [e.tenantId, e.subscription.subscriptionId, e.sessionId!], calls: sessionCalls.get(sessionKey(e)) ?? 0n, existed: sessionExisted.has(sessionKey(e)) })),
+    );
     // Prepaid credits pay for the rated usage, in the same transaction (store/credits.ts).
     const draws: CreditDraw[] = [...totals.values()].map(({ cost, event: e }) => ({
       tenantId: e.tenantId,
@@ -154,8 +174,7 @@ export async function rollUpBlocks(
     }));
     exhausted = await drawCredits(tx, draws);
   });
-  if (exhausted.length) await onCreditsExhausted?.(exhausted, events.at(-1)!.eventId);
-  return results;
+  return exhausted;
 }
 
 /** The same for events handed one by one (each claimed on its own, in invoice_applied): tests and tools. */
@@ -186,19 +205,15 @@ async function claimSingles(tx: TransactionSql, events: LedgeredEvent[]): Promis
 }
 
 /**
- * Creates the position rows that do not exist yet, then locks and reads them all, in key
- * order so that concurrent workers never wait on each other in a cycle.
+ * Locks and reads the position rows that exist, in key order so that concurrent workers never
+ * wait on each other in a cycle. A key without a row starts at 0 and is inserted with its final
+ * value by writePositions: one row write per new session, not an insert and an update.
  */
-async function lockPositions(tx: TransactionSql, table: 'invoice_period_calls' | 'invoice_session_calls', keys: string[][]): Promise<Map<string, bigint>> {
+async function lockPositions(tx: TransactionSql, table: PositionTable, keys: string[][]): Promise<Map<string, bigint>> {
   const positions = new Map<string, bigint>();
   if (keys.length === 0) return positions;
   const [a, b, c] = [keys.map((k) => k[0]), keys.map((k) => k[1]), keys.map((k) => k[2])];
-  const third = table === 'invoice_period_calls' ? tx`period_start` : tx`session_id`;
-  const cast = table === 'invoice_period_calls' ? tx`::text[]::timestamptz[]` : tx`::text[]`;
-  await tx`
-    INSERT INTO ${tx(table)} (tenant_id, subscription_id, ${third})
-    SELECT * FROM unnest(${a}::text[], ${b}::text[], ${c}${cast}) ORDER BY 1, 2, 3
-    ON CONFLICT DO NOTHING`;
+  const { third, cast } = positionColumn(tx, table);
   const rows = await tx<{ tenant_id: string; subscription_id: string; third: Date | string; calls: string }[]>`
     SELECT t.tenant_id, t.subscription_id, t.${third} AS third, t.calls
     FROM ${tx(table)} t
@@ -211,6 +226,57 @@ async function lockPositions(tx: TransactionSql, table: 'invoice_period_calls' |
     positions.set(`${row.tenant_id}\u0000${row.subscription_id}\u0000${third}`, BigInt(row.calls));
   }
   return positions;
+}
+
+type PositionTable = 'invoice_period_calls' | 'invoice_session_calls';
+
+function positionColumn(tx: TransactionSql, table: PositionTable) {
+  return table === 'invoice_period_calls'
+    ? { third: tx`period_start`, cast: tx`::text[]::timestamptz[]` }
+    : { third: tx`session_id`, cast: tx`::text[]` };
+}
+
+interface Position {
+  key: string[];
+  /** The position after the batch. */
+  calls: bigint;
+  /** Added to the period's events and cost (periods only). */
+  events?: bigint;
+  cost?: bigint;
+  /** The row was there (and is locked): updated; otherwise inserted. */
+  existed: boolean;
+}
+
+/**
+ * Writes the positions after the batch: an update of the rows read, an insert of the new ones.
+ * A new row another transaction inserted since our read throws PositionTaken (the batch goes
+ * round once more, reading it).
+ */
+async function writePositions(tx: TransactionSql, table: PositionTable, positions: Position[]): Promise<void> {
+  const { third, cast } = positionColumn(tx, table);
+  const periods = table === 'invoice_period_calls';
+  const column = (list: Position[], i: number) => list.map((p) => p.key[i]);
+  const old = positions.filter((p) => p.existed);
+  if (old.length) {
+    await tx`
+      UPDATE ${tx(table)} AS t SET calls = x.calls
+        ${periods ? tx`, events = t.events + x.events, cost_nano = t.cost_nano + x.cost` : tx``}
+      FROM unnest(${column(old, 0)}::text[], ${column(old, 1)}::text[], ${column(old, 2)}${cast},
+                  ${old.map((p) => p.calls.toString())}::text[]::int8[], ${old.map((p) => (p.events ?? 0n).toString())}::text[]::int8[],
+                  ${old.map((p) => (p.cost ?? 0n).toString())}::text[]::numeric[]) AS x(t, s, k, calls, events, cost)
+      WHERE t.tenant_id = x.t AND t.subscription_id = x.s AND t.${third} = x.k`;
+  }
+  const fresh = positions.filter((p) => !p.existed);
+  if (fresh.length === 0) return;
+  const inserted = await tx`
+    INSERT INTO ${tx(table)} (tenant_id, subscription_id, ${third}, calls ${periods ? tx`, events, cost_nano` : tx``})
+    SELECT t, s, k, calls ${periods ? tx`, events, cost` : tx``} FROM unnest(
+      ${column(fresh, 0)}::text[], ${column(fresh, 1)}::text[], ${column(fresh, 2)}${cast},
+      ${fresh.map((p) => p.calls.toString())}::text[]::int8[], ${fresh.map((p) => (p.events ?? 0n).toString())}::text[]::int8[],
+      ${fresh.map((p) => (p.cost ?? 0n).toString())}::text[]::numeric[]) AS x(t, s, k, calls, events, cost)
+    ORDER BY 1, 2, 3
+    ON CONFLICT DO NOTHING`;
+  if (inserted.count !== fresh.length) throw new PositionTaken(`${fresh.length - inserted.count} rows of ${table} appeared meanwhile`);
 }
 
 export const invoiceRollupStage: StageDefinition<LedgeredEvent> = {
