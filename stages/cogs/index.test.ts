@@ -202,7 +202,7 @@ describe('recordCogsBatch', () => {
 
 describe('cogsStage', () => {
   it('takes blocks, lingers for more, and keeps cost models in memory, reloading a tenant on cost-models.changed', async () => {
-    expect(cogsStage).toMatchObject({ name: 'cogs', input: 'events:ledgered', outputs: [], batchSize: 5000, lingerMs: 500 });
+    expect(cogsStage).toMatchObject({ name: 'cogs', input: 'events:ledgered', outputs: [], batchSize: 20_000, lingerMs: 1000 });
     const tenant = await tenantWithModel({ default_tool: '1' });
     const context = testStageContext('cogs', world);
     const handler = await cogsStage.setup(context);

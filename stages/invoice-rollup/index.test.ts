@@ -133,7 +133,7 @@ describe('invoice-rollup', () => {
     expect(usage.counters).toMatchObject({ calls: String(5 * rounds), included_calls: String(3 * rounds) });
   });
 
-  it('takes blocks and batches of up to 5,000 events, lingering up to half a second for more', () => {
-    expect(invoiceRollupStage).toMatchObject({ name: 'invoice-rollup', batchSize: 5000, lingerMs: 500 });
+  it('takes blocks and batches of up to 20,000 events, lingering up to a second for more', () => {
+    expect(invoiceRollupStage).toMatchObject({ name: 'invoice-rollup', batchSize: 20_000, lingerMs: 1000 });
   });
 });
