@@ -200,6 +200,25 @@ export async function getMany(redis: Redis, keys: string[]): Promise<(string | n
   return values;
 }
 
+/** SET with a TTL of many keys (a cache: a failed SET is not an error): one pipeline on one node, one per hash slot on a cluster. */
+export async function setManyWithTtl(redis: Redis, entries: readonly { key: string; value: string; ttlSeconds: number }[]): Promise<void> {
+  if (entries.length === 0) return;
+  const groups = new Map<number, { key: string; value: string; ttlSeconds: number }[]>();
+  for (const entry of entries) {
+    const slot = redis instanceof Cluster ? keySlot(entry.key) : 0;
+    const list = groups.get(slot);
+    if (list) list.push(entry);
+    else groups.set(slot, [entry]);
+  }
+  await Promise.all(
+    [...groups.values()].map(async (group) => {
+      const pipeline = redis.pipeline();
+      for (const { key, value, ttlSeconds } of group) pipeline.set(key, value, 'EX', ttlSeconds);
+      await pipeline.exec();
+    }),
+  );
+}
+
 /** DEL of many keys (one command per hash slot on a cluster). */
 export async function deleteMany(redis: Redis, keys: string[]): Promise<void> {
   if (keys.length === 0) return;

@@ -45,7 +45,7 @@ const log = createLogger('cluster-e2e', process.env.TEST_LOG_LEVEL ?? 'silent');
 beforeAll(async () => {
   // Idempotent: starts the six nodes and forms the cluster only when it is not up.
   execFileSync('bash', [projectPath('ops', 'redis-cluster.sh')], { stdio: 'ignore' });
-  world = await isolated('cluster_e2e', { redisUrl: CLUSTER_URL });
+  world = await isolated('cluster_e2e', { redisUrl: CLUSTER_URL, clickhouse: true });
   tenant = await seedTenant(world.sql, {
     name: 'cluster',
     pricing: PLAN,
@@ -139,6 +139,23 @@ async function post(batch: Record<string, unknown>[], refusals: Map<string, numb
   throw new Error('ingest refused a batch 200 times');
 }
 
+/** What is still undelivered or pending, per stream, partition and group (for a failure's message). */
+async function streamState(): Promise<string[]> {
+  const state: string[] = [];
+  const fields = (reply: unknown[]) => Object.fromEntries(reply.flatMap((v, i) => (i % 2 === 0 ? [[v, reply[i + 1]]] : [])));
+  for (let p = 0; p < PARTITIONS; p++) {
+    for (const stage of STAGES) {
+      const key = partitionedKey(world.config.REDIS_PREFIX, stage.input, p);
+      const last = fields((await world.redis.xinfo('STREAM', key)) as unknown[])['last-generated-id'];
+      for (const group of (await world.redis.xinfo('GROUPS', key)) as unknown[][]) {
+        const info = fields(group);
+        if (Number(info.pending) || info['last-delivered-id'] !== last) state.push(`${stage.input}{p${p}}/${info.name}: pending ${info.pending}, delivered ${info['last-delivered-id']} of ${last}, lag ${info.lag}`);
+      }
+    }
+  }
+  return state;
+}
+
 /** Fails over the master that holds partition 0's first stream: its replica takes over at once (FORCE). */
 async function failOver(): Promise<{ from: string; to: string }> {
   const cluster = world.redis as Cluster;
@@ -186,7 +203,12 @@ describe('the pipeline on a Redis Cluster', () => {
 
     const drained = () => pipelineDrained(world.redis, world.config.REDIS_PREFIX, PARTITIONS);
     const ledgerCount = async () => (await world.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM usage_ledger WHERE tenant_id = ${tenant.tenantId}`)[0].n;
-    await waitFor(async () => (await ledgerCount()) >= DISTINCT && (await drained()), 150_000, 'the ledger holding every event and the streams drained');
+    try {
+      await waitFor(async () => (await ledgerCount()) >= DISTINCT && (await drained()), 150_000, 'the ledger holding every event and the streams drained');
+    } catch (err) {
+      console.log(`not drained: ${await ledgerCount()} ledger rows; ${JSON.stringify(await streamState())}; ${disruptions.join('; ')}; refusals ${JSON.stringify(Object.fromEntries(refusals))}`);
+      throw err;
+    }
     await new Promise((r) => setTimeout(r, 1_000));
     await waitFor(drained, 30_000, 'drained again');
 
