@@ -9,7 +9,7 @@
  * pending or dead-lettered.
  */
 import { execFileSync } from 'node:child_process';
-import { Cluster, Redis as Standalone } from 'ioredis';
+import { type Cluster, Redis as Standalone } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { customerPartitionKey } from '../../domain/flow.js';
 import { seededRandom } from '../../ops/demo-traffic.js';
