@@ -59,7 +59,7 @@ const schema = z.object({
   INGEST_MAX_QUEUE_MS: int(1_000, 0),
   TRIM_INTERVAL_MS: int(5_000, 100),
   /** How long a move between partitions is remembered in the target partition (pipeline/move.ts). */
-  MOVE_MARKER_TTL_SECONDS: int(3_600, 60),
+  MOVE_MARKER_TTL_SECONDS: int(900, 60),
   REJECTED_MAXLEN: int(100_000, 1),
 
   KEY_CACHE_TTL_SECONDS: int(600, 1),
