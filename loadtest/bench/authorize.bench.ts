@@ -17,6 +17,7 @@
 import { serve } from '@hono/node-server';
 import type { AddressInfo } from 'node:net';
 import { createServer, type RequestListener, type ServerOptions } from 'node:http';
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { Worker } from 'node:worker_threads';
 import { TenantTokens } from '../../store/tenant-tokens.js';
@@ -126,6 +127,27 @@ function load(port: number, headers: Record<string, string>, bodies: string[], n
   });
 }
 
+interface Cpu {
+  server: number;
+  rest: number;
+  redis: number;
+}
+
+/**
+ * CPU seconds so far: the server's thread (the main thread: utime + stime of /proc/self/task/<pid>,
+ * in clock ticks), the rest of this process (the client's worker thread, GC and libuv helpers),
+ * and Redis (INFO cpu: the server process, main thread and all).
+ */
+async function cpuNow(): Promise<Cpu> {
+  const stat = readFileSync(`/proc/self/task/${process.pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const server = (Number(fields[11]) + Number(fields[12])) / 100; // fields 14 and 15 of proc(5), after pid and comm
+  const usage = process.cpuUsage();
+  const info = await redis.info('cpu');
+  const seconds = (name: string) => Number(new RegExp(`${name}:([\\d.]+)`).exec(info)?.[1] ?? 0);
+  return { server, rest: (usage.user + usage.system) / 1e6 - server, redis: seconds('used_cpu_sys') + seconds('used_cpu_user') };
+}
+
 const world = await isolated('authbench');
 const { sql, redis, config } = world;
 const httpServer = await (async () => {
@@ -180,14 +202,18 @@ try {
     `POST /v1/authorize, ${requests} calls per run over ${bodies.length} agents (6 pause flags, 2 caps, rate window, sessions in use${values.estimate ? ', estimated_cost reserved' : ''})`,
   );
   for (const concurrency of concurrencies) {
+    const before = await cpuNow();
     const run = await load(port, headers, bodies, requests, concurrency);
+    const after = await cpuNow();
+    const perCall = (key: keyof Cpu) => `${Math.round(((after[key] - before[key]) * 1e6) / requests)} us`;
     run.server.sort();
     run.roundTrip.sort();
     const f = (ms: number) => `${ms.toFixed(3)} ms`;
     console.log(
       `concurrency ${String(concurrency).padStart(3)}: server p50 ${f(percentile(run.server, 0.5))} p99 ${f(percentile(run.server, 0.99))}` +
         ` | round trip p50 ${f(percentile(run.roundTrip, 0.5))} p99 ${f(percentile(run.roundTrip, 0.99))}` +
-        ` | ${Math.round(requests / run.seconds)} calls/s`,
+        ` | ${Math.round(requests / run.seconds)} calls/s` +
+        ` | CPU per call: server thread ${perCall('server')}, rest of the process (client thread, GC helpers) ${perCall('rest')}, Redis ${perCall('redis')}`,
     );
   }
 } finally {
