@@ -18,6 +18,7 @@ import { serve } from '@hono/node-server';
 import type { AddressInfo } from 'node:net';
 import { createServer, type RequestListener, type ServerOptions } from 'node:http';
 import { readFileSync } from 'node:fs';
+import { cpus } from 'node:os';
 import { parseArgs } from 'node:util';
 import { Worker } from 'node:worker_threads';
 import { TenantTokens } from '../../store/tenant-tokens.js';
@@ -131,6 +132,9 @@ interface Cpu {
   server: number;
   rest: number;
   redis: number;
+  /** The whole machine (every core, every process, the kernel): busy and idle seconds, from /proc/stat. */
+  machineBusy: number;
+  machineIdle: number;
 }
 
 /**
@@ -145,7 +149,10 @@ async function cpuNow(): Promise<Cpu> {
   const usage = process.cpuUsage();
   const info = await redis.info('cpu');
   const seconds = (name: string) => Number(new RegExp(`${name}:([\\d.]+)`).exec(info)?.[1] ?? 0);
-  return { server, rest: (usage.user + usage.system) / 1e6 - server, redis: seconds('used_cpu_sys') + seconds('used_cpu_user') };
+  const ticks = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1, 9).map(Number);
+  const idle = ticks[3] + ticks[4]; // idle, iowait
+  const machineBusy = (ticks.reduce((a, b) => a + b, 0) - idle) / 100;
+  return { server, rest: (usage.user + usage.system) / 1e6 - server, redis: seconds('used_cpu_sys') + seconds('used_cpu_user'), machineBusy, machineIdle: idle / 100 };
 }
 
 const world = await isolated('authbench');
@@ -213,7 +220,8 @@ try {
       `concurrency ${String(concurrency).padStart(3)}: server p50 ${f(percentile(run.server, 0.5))} p99 ${f(percentile(run.server, 0.99))}` +
         ` | round trip p50 ${f(percentile(run.roundTrip, 0.5))} p99 ${f(percentile(run.roundTrip, 0.99))}` +
         ` | ${Math.round(requests / run.seconds)} calls/s` +
-        ` | CPU per call: server thread ${perCall('server')}, rest of the process (client thread, GC helpers) ${perCall('rest')}, Redis ${perCall('redis')}`,
+        ` | CPU per call: server thread ${perCall('server')}, rest of the process (client thread, GC helpers) ${perCall('rest')}, Redis ${perCall('redis')},` +
+        ` whole machine ${perCall('machineBusy')} (${Math.round((100 * (after.machineBusy - before.machineBusy)) / (after.machineBusy - before.machineBusy + after.machineIdle - before.machineIdle))}% of ${cpus().length} cores busy)`,
     );
   }
 } finally {
