@@ -1,18 +1,26 @@
 import type { Sql } from '../pipeline/postgres.js';
 import type { PricedEvent } from '../domain/flow.js';
+import { windowTotals, type WindowSpec } from '../pipeline/admission.js';
+import { partitionedKey } from '../pipeline/keys.js';
+import type { Redis } from '../pipeline/redis.js';
 
 /** The tag a counter limit puts on an event while its cap is at or over the limit (`cap:<cap id>`). */
 export const CAP_TAG_PREFIX = 'cap:';
 
-/** The scopes a cap can be set on, narrowest first (a session scope is one session id). */
-type CapScope = 'api_key' | 'app' | 'agent' | 'team' | 'customer' | 'session';
+/**
+ * The scopes a cap can be set on, narrowest first (a session scope is one session id; a plan
+ * scope is every customer on that rate plan, and takes only per-session caps: one total per session).
+ */
+type CapScope = 'api_key' | 'app' | 'agent' | 'team' | 'customer' | 'session' | 'plan';
 
 export interface SpendCap {
   id: string;
   tenantId: string;
   scopeKind: CapScope;
   scopeId: string;
-  period: 'session' | 'day' | 'month';
+  period: 'session' | 'day' | 'month' | 'rolling';
+  /** period 'rolling': the spend of the last this many seconds counts (a multiple of 60). */
+  windowSeconds?: number;
   limitNano: bigint;
   action: 'pause' | 'alert';
 }
@@ -25,6 +33,7 @@ interface CapRow {
   period: SpendCap['period'];
   limit_nano: string;
   action: SpendCap['action'];
+  window_seconds: number | null;
 }
 
 export interface CapScopes {
@@ -33,6 +42,8 @@ export interface CapScopes {
   appId?: string;
   teamId: string;
   customerId: string;
+  /** The customer's rate plan, for caps on every session of a plan. */
+  ratePlanId?: string;
 }
 
 /** A tenant the book has never seen is read from PostgreSQL at most this often. */
@@ -95,12 +106,21 @@ export class CapBook {
     add(`team:${scope.teamId}`);
     add(`customer:${scope.customerId}`);
     if (sessionId) add(`session:${sessionId}`);
+    if (scope.ratePlanId && sessionId) add(`plan:${scope.ratePlanId}`);
     return caps;
+  }
+
+  /** Whether the tenant has caps on plans (authorize then needs the caller's plan). */
+  hasPlanCaps(tenantId: string): boolean {
+    const book = this.tenants.get(tenantId);
+    if (!book) return false;
+    for (const key of book.keys()) if (key.startsWith('plan:')) return true;
+    return false;
   }
 
   private query(tenantId?: string): Promise<CapRow[]> {
     return this.sql<CapRow[]>`
-      SELECT id, tenant_id, scope_kind, scope_id, period, limit_nano, action FROM spend_caps
+      SELECT id, tenant_id, scope_kind, scope_id, period, limit_nano, action, window_seconds FROM spend_caps
       WHERE status = 'active' ${tenantId === undefined ? this.sql`` : this.sql`AND tenant_id = ${tenantId}`}`;
   }
 }
@@ -120,6 +140,7 @@ function index(rows: CapRow[]): Map<string, Map<string, SpendCap[]>> {
       period: row.period,
       limitNano: BigInt(row.limit_nano),
       action: row.action,
+      ...(row.window_seconds ? { windowSeconds: row.window_seconds } : {}),
     });
     book.set(scope, list);
   }
@@ -128,7 +149,20 @@ function index(rows: CapRow[]): Map<string, Map<string, SpendCap[]>> {
 
 export const DAY_SECONDS = 86_400;
 
-/** The period of a cap that an event falls in, and when that period ends (epoch ms). */
+/** A rolling window is counted in this many buckets (each a sixtieth of the window, whole seconds). */
+export const WINDOW_BUCKETS = 60;
+
+/** The buckets of a rolling cap (undefined for a cap per session, day or month). */
+export function capWindow(cap: Pick<SpendCap, 'period' | 'windowSeconds'>): WindowSpec | undefined {
+  if (cap.period !== 'rolling' || !cap.windowSeconds) return undefined;
+  return { bucketMs: (cap.windowSeconds * 1000) / WINDOW_BUCKETS, buckets: WINDOW_BUCKETS };
+}
+
+/**
+ * The period of a cap that an event falls in, and when that period ends (epoch ms). A rolling
+ * cap has one counter ('w'); its "end" is when all the spend counted now has left the window
+ * (the latest it can be paused for; the exact time comes from the buckets).
+ */
 export function capPeriod(cap: SpendCap, event: Pick<PricedEvent, 'recordedAt' | 'sessionId'>): { key: string; endsAt: number } | undefined {
   const at = new Date(event.recordedAt);
   const y = at.getUTCFullYear();
@@ -140,6 +174,8 @@ export function capPeriod(cap: SpendCap, event: Pick<PricedEvent, 'recordedAt' |
       return { key: at.toISOString().slice(0, 10), endsAt: Date.UTC(y, m, at.getUTCDate() + 1) };
     case 'month':
       return { key: at.toISOString().slice(0, 7), endsAt: Date.UTC(y, m + 1, 1) };
+    case 'rolling':
+      return cap.windowSeconds ? { key: 'w', endsAt: event.recordedAt + cap.windowSeconds * 1000 } : undefined;
   }
 }
 
@@ -153,4 +189,27 @@ export function capCounterKey(cap: SpendCap, periodKey: string): string {
  */
 export function capLiftedKey(tenantId: string, capId: string, periodKey: string): string {
   return `caplifted:${tenantId}:${capId}:${periodKey}`;
+}
+
+/**
+ * Takes the spend that has left their windows out of these caps' rolling totals in one
+ * partition (caps of other periods are skipped), so that a plain GET of their counters is exact
+ * at `now`. Returns, per rolling cap id, when its total is under the limit again as old spend
+ * leaves (undefined when nothing is counted).
+ */
+export async function settleWindows(redis: Redis, prefix: string, partition: number, caps: SpendCap[], now = Date.now()): Promise<Map<string, number | undefined>> {
+  const rolling = caps.flatMap((cap) => {
+    const window = capWindow(cap);
+    return window ? [{ cap, window }] : [];
+  });
+  const freesAt = new Map<string, number | undefined>();
+  if (rolling.length === 0) return freesAt;
+  const totals = await windowTotals(
+    redis,
+    partitionedKey(prefix, 'authorize', partition),
+    rolling.map(({ cap, window }) => ({ key: partitionedKey(prefix, capCounterKey(cap, 'w'), partition), window, limit: cap.limitNano })),
+    now,
+  );
+  rolling.forEach(({ cap }, i) => freesAt.set(cap.id, totals[i].freesAt));
+  return freesAt;
 }
