@@ -38,6 +38,8 @@ interface CapStandingReply {
   scope_id: string;
   action: 'pause' | 'alert';
   period: string;
+  /** period rolling: the window, in seconds (resets_at is then when enough spend has left it for what was asked to fit). */
+  window_seconds?: number;
   period_key: string;
   spent: string;
   reserved: string;
@@ -205,6 +207,7 @@ function standingReply(s: CapStanding): CapStandingReply {
     scope_id: s.cap.scopeId,
     action: s.cap.action,
     period: s.cap.period,
+    ...(s.cap.windowSeconds ? { window_seconds: s.cap.windowSeconds } : {}),
     period_key: s.periodKey,
     spent: formatNano(s.spent),
     reserved: formatNano(s.reserved),
