@@ -150,7 +150,7 @@ function index(rows: CapRow[]): Map<string, Map<string, SpendCap[]>> {
 export const DAY_SECONDS = 86_400;
 
 /** A rolling window is counted in this many buckets (each a sixtieth of the window, whole seconds). */
-export const WINDOW_BUCKETS = 60;
+const WINDOW_BUCKETS = 60;
 
 /** The buckets of a rolling cap (undefined for a cap per session, day or month). */
 export function capWindow(cap: Pick<SpendCap, 'period' | 'windowSeconds'>): WindowSpec | undefined {
@@ -210,6 +210,6 @@ export async function settleWindows(redis: Redis, prefix: string, partition: num
     rolling.map(({ cap, window }) => ({ key: partitionedKey(prefix, capCounterKey(cap, 'w'), partition), window, limit: cap.limitNano })),
     now,
   );
-  rolling.forEach(({ cap }, i) => freesAt.set(cap.id, totals[i].freesAt));
+  for (const [i, { cap }] of rolling.entries()) freesAt.set(cap.id, totals[i].freesAt);
   return freesAt;
 }
