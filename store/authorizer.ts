@@ -172,7 +172,7 @@ export class Authorizer {
       const partition = partitionOf(customerPartitionKey(ask.tenantId, attribution.customerId), this.options.partitions);
       const key = (name: string) => partitionedKey(this.options.prefix, name, partition);
       const caps = this.caps
-        .capsFor(ask.tenantId, { ...attribution, ...(plans[index] ? { ratePlanId: plans[index] } : {}) }, ask.sessionId)
+        .capsFor(ask.tenantId, plans[index] ? { ...attribution, ratePlanId: plans[index] } : attribution, ask.sessionId)
         .flatMap((cap) => {
           const period = capPeriod(cap, { recordedAt: now, sessionId: ask.sessionId });
           return period ? [{ cap, periodKey: period.key, resetsAt: period.endsAt }] : [];
@@ -219,6 +219,8 @@ export class Authorizer {
    * in memory per caller; the subscriptions are read when the tenant is first seen or misses).
    */
   private async plansOf(asks: AuthorizeAsk[], chains: ScopeChain[], now: number): Promise<(string | undefined)[]> {
+    // The common case (no plan caps) costs one scan of the asks, no await per ask.
+    if (!asks.some((ask) => ask.sessionId && this.caps.hasPlanCaps(ask.tenantId))) return [];
     return Promise.all(
       asks.map(async (ask, i) => {
         const resolution = chains[i].resolution;

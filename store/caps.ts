@@ -58,6 +58,7 @@ export class CapBook {
   private tenants = new Map<string, Map<string, SpendCap[]>>();
   private readonly triedAt = new Map<string, number>();
   private readonly loadedAt = new Map<string, number>();
+  private withPlanCaps = new Set<string>();
 
   /**
    * `maxAgeMs`: a tenant's caps are read again when older than this (a process that does not
@@ -71,13 +72,19 @@ export class CapBook {
   async loadAll(): Promise<void> {
     const now = Date.now();
     this.tenants = index(await this.query());
-    for (const tenantId of this.tenants.keys()) this.loadedAt.set(tenantId, now);
+    this.withPlanCaps = new Set();
+    for (const [tenantId, book] of this.tenants) {
+      this.loadedAt.set(tenantId, now);
+      this.notePlanCaps(tenantId, book);
+    }
   }
 
   async reloadTenant(tenantId: string): Promise<void> {
     const now = Date.now();
-    this.tenants.set(tenantId, index(await this.query(tenantId)).get(tenantId) ?? new Map());
+    const book = index(await this.query(tenantId)).get(tenantId) ?? new Map<string, SpendCap[]>();
+    this.tenants.set(tenantId, book);
     this.loadedAt.set(tenantId, now);
+    this.notePlanCaps(tenantId, book);
   }
 
   /** Loads the tenants of a batch that the book has not seen yet (or holds for longer than maxAgeMs). */
@@ -112,10 +119,12 @@ export class CapBook {
 
   /** Whether the tenant has caps on plans (authorize then needs the caller's plan). */
   hasPlanCaps(tenantId: string): boolean {
-    const book = this.tenants.get(tenantId);
-    if (!book) return false;
-    for (const key of book.keys()) if (key.startsWith('plan:')) return true;
-    return false;
+    return this.withPlanCaps.has(tenantId);
+  }
+
+  private notePlanCaps(tenantId: string, book: Map<string, SpendCap[]>): void {
+    if ([...book.keys()].some((key) => key.startsWith('plan:'))) this.withPlanCaps.add(tenantId);
+    else this.withPlanCaps.delete(tenantId);
   }
 
   private query(tenantId?: string): Promise<CapRow[]> {
