@@ -275,8 +275,22 @@ async function readJson(c: Context, maxBytes: number): Promise<unknown> {
   return parseJson(bytes);
 }
 
+/** API key digests of recent callers (an agent sends the same key with every call). */
+const keyHashes = new Map<string, string>();
+const MAX_KEY_HASHES = 50_000;
+
+function keyHashOf(apiKey: string): string {
+  let hash = keyHashes.get(apiKey);
+  if (hash === undefined) {
+    hash = hashApiKey(apiKey);
+    if (keyHashes.size >= MAX_KEY_HASHES) keyHashes.clear();
+    keyHashes.set(apiKey, hash);
+  }
+  return hash;
+}
+
 function askOf(tenantId: string, body: AuthorizeBody): AuthorizeAsk {
-  const credential: Credential = body.api_key ? { kind: 'api_key', keyHash: hashApiKey(body.api_key) } : { kind: 'client_id', clientId: body.client_id! };
+  const credential: Credential = body.api_key ? { kind: 'api_key', keyHash: keyHashOf(body.api_key) } : { kind: 'client_id', clientId: body.client_id! };
   return {
     tenantId,
     credential,

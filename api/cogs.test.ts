@@ -92,6 +92,23 @@ describe('GET /v1/cogs', () => {
     }
   });
 
+  it('refuses a range that does not start and end on whole hours (COGS are kept per hour)', async () => {
+    const res = await get('?group_by=tool&from=2026-03-01T00:30:00Z&to=2026-03-02T00:00:00.001Z');
+    expect(res.status).toBe(400);
+    const body = (await res.json()) as { error: { code: string; details: { path: string }[] } };
+    expect(body.error.code).toBe('validation_failed');
+    expect(body.error.details.map((d) => d.path)).toEqual(['from', 'to']);
+    // A whole hour in another offset is a whole hour.
+    expect((await get(`?group_by=tool&from=${encodeURIComponent('2026-03-01T05:00:00+05:00')}`)).status).toBe(200);
+  });
+
+  it('answers from the hourly sums: an hour range holds the events recorded in it', async () => {
+    const hour = (h: number) => new Date(MARCH_10 + h * 3_600_000).toISOString();
+    const rows = async (from: string, to: string) => ((await (await get(`?group_by=customer&from=${from}&to=${to}`)).json()) as { rows: { calls: number }[] }).rows;
+    expect((await rows(hour(0), hour(1))).reduce((n, r) => n + r.calls, 0)).toBe(4);
+    expect(await rows(hour(1), hour(2))).toEqual([]);
+  });
+
   it('requires an ingest token of the tenant', async () => {
     expect((await get('?group_by=tool', '')).status).toBe(401);
     expect((await get('?group_by=tool', acme.adminToken)).status).toBe(401);

@@ -3,16 +3,16 @@ import { z } from 'zod';
 import { formatNano, formatScaled } from '../domain/money.js';
 import { describeIssues } from '../domain/validation.js';
 import type { Sql } from '../pipeline/postgres.js';
+import { cogsTotals, isWholeHour, type CogsDimension } from '../store/cogs-rollup.js';
 import type { TenantTokens } from '../store/tenant-tokens.js';
 import { ApiError } from './errors.js';
 import { requireTenant, type TenantAuthVariables } from './auth.js';
 
-/** The cogs_ledger column each grouping reads; nothing else reaches the SQL as an identifier. */
-const COGS_GROUPS = { tool: 'tool_name', agent: 'agent_id', customer: 'customer_id' } as const;
-export type CogsGroup = keyof typeof COGS_GROUPS;
+const COGS_GROUPS = ['tool', 'agent', 'customer'] as const satisfies readonly CogsDimension[];
+type CogsGroup = (typeof COGS_GROUPS)[number];
 
 export const cogsQuerySchema = z.strictObject({
-  group_by: z.enum(Object.keys(COGS_GROUPS) as [CogsGroup, ...CogsGroup[]]),
+  group_by: z.enum(COGS_GROUPS),
   from: z.iso.datetime({ offset: true }).optional(),
   to: z.iso.datetime({ offset: true }).optional(),
 });
@@ -43,40 +43,30 @@ export function percentOf(part: bigint, whole: bigint): string | null {
 }
 
 /**
- * The tenant's COGS and margin per tool, agent or customer over a recorded-time range
- * (from inclusive, to exclusive, both optional), per currency.
+ * The tenant's COGS and margin per tool, agent or customer over a recorded-time range of whole
+ * hours (from inclusive, to exclusive, both optional), per currency, from the hourly sums.
  */
 async function cogsReport(sql: Sql, tenantId: string, group: CogsGroup, range: { from?: Date; to?: Date } = {}): Promise<CogsReportRow[]> {
-  const column = COGS_GROUPS[group];
-  const rows = await sql<{ key: string | null; currency: string; calls: string; uncosted: string; price: string; cogs: string; margin: string }[]>`
-    SELECT ${sql(column)} AS key, currency, count(*) AS calls, count(*) FILTER (WHERE cost_model_id IS NULL) AS uncosted,
-           sum(price_nano) AS price, sum(cogs_nano) AS cogs, sum(margin_nano) AS margin
-    FROM cogs_ledger
-    WHERE tenant_id = ${tenantId}
-      ${range.from ? sql`AND recorded_at >= ${range.from}` : sql``}
-      ${range.to ? sql`AND recorded_at < ${range.to}` : sql``}
-    GROUP BY 1, 2
-    ORDER BY sum(cogs_nano) DESC, sum(price_nano) DESC, 1 NULLS LAST, 2`;
-  return rows.map((row) => {
-    const price = BigInt(row.price);
-    const margin = BigInt(row.margin);
+  return (await cogsTotals(sql, tenantId, group, range)).map((row) => {
+    const margin = row.price - row.cogs;
     return {
       key: row.key,
       currency: row.currency,
-      calls: Number(row.calls),
+      calls: Number(row.events),
       uncosted_calls: Number(row.uncosted),
-      price: formatNano(price),
-      cogs: formatNano(BigInt(row.cogs)),
+      price: formatNano(row.price),
+      cogs: formatNano(row.cogs),
       margin: formatNano(margin),
-      margin_pct: percentOf(margin, price),
+      margin_pct: percentOf(margin, row.price),
     };
   });
 }
 
 /**
  * `GET /v1/cogs?group_by=tool|agent|customer&from=<ISO>&to=<ISO>`: what the tenant's calls cost
- * its providers against what they were billed, from cogs_ledger. Amounts are decimal strings in
- * the currency's major unit, exact (summed as integers of nano-units, never floats).
+ * its providers against what they were billed, from the hourly sums of cogs_rollup (so from and
+ * to are whole hours, UTC). Amounts are decimal strings in the currency's major unit, exact
+ * (summed as integers of nano-units, never floats).
  */
 export function createCogsRoutes(deps: { sql: Sql; tokens: TenantTokens }): Hono<{ Variables: TenantAuthVariables }> {
   const { sql, tokens } = deps;
@@ -88,6 +78,18 @@ export function createCogsRoutes(deps: { sql: Sql; tokens: TenantTokens }): Hono
     }
     const { group_by, from, to } = parsed.data;
     const range = { from: from ? new Date(from) : undefined, to: to ? new Date(to) : undefined };
+    const notWhole = (['from', 'to'] as const).filter((name) => {
+      const at = range[name];
+      return at !== undefined && !isWholeHour(at);
+    });
+    if (notWhole.length) {
+      throw new ApiError(
+        400,
+        'validation_failed',
+        'from and to must be whole hours (COGS are kept per hour)',
+        notWhole.map((path) => ({ path, message: 'must be a whole hour, e.g. 2026-03-01T10:00:00Z' })),
+      );
+    }
     if (range.from && range.to && range.from >= range.to) {
       throw new ApiError(400, 'validation_failed', 'from must be before to', [{ path: 'from', message: 'must be before to' }]);
     }

@@ -12,7 +12,7 @@ import { connectPostgres } from '../pipeline/postgres.js';
 import { createApp } from './server.js';
 
 const config = loadConfigOrExit();
-await exitOnBadRedisTarget(config.REDIS_URL);
+await exitOnBadRedisTarget(config.REDIS_URL, config.INGEST_DURABILITY);
 const processes = Math.max(1, Number(process.env.API_PROCESSES ?? 1) || 1);
 
 if (processes > 1 && cluster.isPrimary) {

@@ -63,6 +63,16 @@ describe('SseReader', () => {
     expect(reader.push(new TextEncoder().encode(':3}\n\n'))).toEqual(['{"c":3}']);
   });
 
+  it('finds every kind of event end wherever the chunks split it', () => {
+    const text = 'data: a\r\n\r\ndata: b\n\ndata: c\r\rdata\ndata:d\r\n\r\n: only a comment\n\ndata: e';
+    const bytes = new TextEncoder().encode(text);
+    for (let i = 0; i <= bytes.length; i++) {
+      const reader = new SseReader();
+      expect([...reader.push(bytes.subarray(0, i)), ...reader.push(bytes.subarray(i))], `split at ${i}`).toEqual(['a', 'b', 'c', '\nd']);
+      expect(reader.push(new TextEncoder().encode('\n\n'))).toEqual(['e']);
+    }
+  });
+
   it('keeps multi-byte characters split between chunks', () => {
     const reader = new SseReader();
     const bytes = new TextEncoder().encode('data: "é✓"\n\n');

@@ -15,7 +15,8 @@
 import { Agent as HttpAgent, createServer, request as httpRequest, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type Server, type ServerResponse } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import type { AddressInfo } from 'node:net';
-import { credentialFields, type AgentMeter, type AuthorizeDecision, type Credential, type ExecutionStatus } from '@agentmeter/sdk';
+import { urlToHttpOptions } from 'node:url';
+import { credentialFields, type AgentMeter, type AuthorizeDecision, type Credential, type ExecutionStatus, type MeterEvent } from '@agentmeter/sdk';
 import type { Logger } from '../pipeline/logger.js';
 import { classifyBody, outcomeOf, refusalMessage, responseKey, type CallOutcome, type ToolCall } from './jsonrpc.js';
 import { SseReader, sseEvent } from './sse.js';
@@ -80,6 +81,10 @@ export async function startMcpProxy(options: McpProxyOptions): Promise<RunningPr
   if (!secure && upstream.protocol !== 'http:') throw new Error(`--upstream must be an http(s) URL, got ${options.upstream}`);
   const agent = secure ? new HttpsAgent({ keepAlive: true, maxSockets: 512 }) : new HttpAgent({ keepAlive: true, maxSockets: 512 });
   const send = secure ? httpsRequest : httpRequest;
+  // Every request goes to the upstream's origin, its path as the client sent it (parsed once here,
+  // not per request).
+  const target = urlToHttpOptions(upstream);
+  const origin = { protocol: target.protocol, hostname: target.hostname, port: target.port, ...(target.auth ? { auth: target.auth } : {}), agent };
   const { meter, log } = options;
   const authorizeCalls = options.authorize !== false;
   const apiKeyHeader = (options.apiKeyHeader ?? 'x-api-key').toLowerCase();
@@ -118,23 +123,26 @@ export async function startMcpProxy(options: McpProxyOptions): Promise<RunningPr
       stats.unattributed++;
       return;
     }
-    void meter
-      .track({
-        event_type: 'mcp.tool_invoked',
-        ...credentialFields(credential),
-        ...(sessionId ? { session_id: sessionId } : {}),
-        tool_name: call.tool || 'unknown',
-        ...(options.mcpServerId ? { mcp_server_id: options.mcpServerId } : {}),
-        execution_duration_ms: Math.round(performance.now() - call.t0),
-        execution_status: outcome.status,
-        input_tokens: outcome.inputTokens ?? 0,
-        output_tokens: outcome.outputTokens ?? 0,
-        ...(outcome.model ? { model: outcome.model } : {}),
-        ...(outcome.errorType ? { error_type: outcome.errorType.slice(0, 128), error_message: (outcome.errorMessage ?? '').slice(0, 2048) } : {}),
-        recorded_timestamp: new Date(call.startedAt),
-      })
-      .catch((err) => log?.warn({ err }, 'mcp-proxy: cannot track a call'));
+    // Built field by field (no spreads): this runs once per call. track() only buffers it; the
+    // SDK sends the events in batches, off the response path.
+    const event = credentialFields(credential) as MeterEvent & Record<string, unknown>;
+    event.event_type = 'mcp.tool_invoked';
+    if (sessionId) event.session_id = sessionId;
+    event.tool_name = call.tool || 'unknown';
+    if (options.mcpServerId) event.mcp_server_id = options.mcpServerId;
+    event.execution_duration_ms = Math.round(performance.now() - call.t0);
+    event.execution_status = outcome.status;
+    event.input_tokens = outcome.inputTokens ?? 0;
+    event.output_tokens = outcome.outputTokens ?? 0;
+    if (outcome.model) event.model = outcome.model;
+    if (outcome.errorType) {
+      event.error_type = outcome.errorType.slice(0, 128);
+      event.error_message = (outcome.errorMessage ?? '').slice(0, 2048);
+    }
+    event.recorded_timestamp = new Date(call.startedAt);
+    meter.track(event).catch(trackFailed);
   };
+  const trackFailed = (err: unknown) => log?.warn({ err }, 'mcp-proxy: cannot track a call');
 
   const trackSession = (type: 'session.started' | 'session.completed', sessionId: string, credential: Credential) => {
     if (type === 'session.started') stats.sessionsStarted++;
@@ -144,7 +152,10 @@ export async function startMcpProxy(options: McpProxyOptions): Promise<RunningPr
 
   const forwardHeaders = (headers: IncomingHttpHeaders, bodyLength?: number): OutgoingHttpHeaders => {
     const out: OutgoingHttpHeaders = {};
-    for (const [name, value] of Object.entries(headers)) if (!HOP_BY_HOP.has(name) && value !== undefined) out[name] = value;
+    for (const name in headers) {
+      const value = headers[name];
+      if (value !== undefined && !HOP_BY_HOP.has(name)) out[name] = value;
+    }
     out.host = upstream.host;
     if (bodyLength !== undefined) {
       out['content-length'] = String(bodyLength);
@@ -156,8 +167,9 @@ export async function startMcpProxy(options: McpProxyOptions): Promise<RunningPr
 
   const responseHeaders = (headers: IncomingHttpHeaders, dropLength: boolean): OutgoingHttpHeaders => {
     const out: OutgoingHttpHeaders = {};
-    for (const [name, value] of Object.entries(headers)) {
-      if (HOP_BY_HOP.has(name) || value === undefined || (dropLength && name === 'content-length')) continue;
+    for (const name in headers) {
+      const value = headers[name];
+      if (value === undefined || HOP_BY_HOP.has(name) || (dropLength && name === 'content-length')) continue;
       out[name] = value;
     }
     return out;
@@ -165,7 +177,7 @@ export async function startMcpProxy(options: McpProxyOptions): Promise<RunningPr
 
   /** GET (the server's SSE stream), DELETE and anything else that is not a JSON-RPC POST: piped both ways. */
   const pipeThrough = (req: IncomingMessage, res: ServerResponse, onAnswer?: (upstreamRes: IncomingMessage) => void) => {
-    const out = send(new URL(req.url ?? '/', upstream), { method: req.method, headers: forwardHeaders(req.headers), agent }, (upstreamRes) => {
+    const out = send({ ...origin, method: req.method, path: req.url ?? '/', headers: forwardHeaders(req.headers) }, (upstreamRes) => {
       onAnswer?.(upstreamRes);
       res.writeHead(upstreamRes.statusCode ?? 502, responseHeaders(upstreamRes.headers, false));
       upstreamRes.pipe(res);
@@ -198,14 +210,11 @@ export async function startMcpProxy(options: McpProxyOptions): Promise<RunningPr
     const refusals: Record<string, unknown>[] = [];
     const refusedKeys = new Set<string>();
     if (authorizeCalls && classified.calls.length) {
-      const decisions = await Promise.all(
-        classified.calls.map(
-          (call): Promise<AuthorizeDecision> =>
-            credential
-              ? meter.authorize({ ...credential, ...(sessionId ? { sessionId } : {}), tool: call.tool })
-              : Promise.resolve({ allowed: false, code: 'no_credential', reason: `the request carries no credential (${apiKeyHeader}, or Authorization: Bearer)`, source: 'api' }),
-        ),
-      );
+      const ask = (call: ToolCall): Promise<AuthorizeDecision> | AuthorizeDecision =>
+        credential
+          ? meter.authorize({ ...credential, ...(sessionId ? { sessionId } : {}), tool: call.tool })
+          : { allowed: false, code: 'no_credential', reason: `the request carries no credential (${apiKeyHeader}, or Authorization: Bearer)`, source: 'api' };
+      const decisions = classified.calls.length === 1 ? [await ask(classified.calls[0])] : await Promise.all(classified.calls.map(ask));
       classified.calls.forEach((call, i) => {
         if (decisions[i].allowed) return;
         stats.refused++;
@@ -336,7 +345,7 @@ export async function startMcpProxy(options: McpProxyOptions): Promise<RunningPr
       });
     };
     const attempt = (retry: boolean): ReturnType<typeof send> => {
-      const sent = send(new URL(req.url ?? '/', upstream), { method: 'POST', headers: forwardHeaders(req.headers, body.length), agent }, onAnswer);
+      const sent = send({ ...origin, method: 'POST', path: req.url ?? '/', headers: forwardHeaders(req.headers, body.length) }, onAnswer);
       sent.setTimeout(timeoutMs, () => {
         timedOut = true;
         sent.destroy(new Error(`no answer from the upstream within ${timeoutMs} ms`));
@@ -390,7 +399,7 @@ export async function startMcpProxy(options: McpProxyOptions): Promise<RunningPr
     });
     req.on('end', () => {
       if (size > maxBody) return;
-      handlePost(req, res, Buffer.concat(chunks)).catch((err) => {
+      handlePost(req, res, chunks.length === 1 ? chunks[0] : Buffer.concat(chunks)).catch((err) => {
         log?.error({ err }, 'mcp-proxy: request failed');
         if (!res.headersSent) jsonReply(res, 500, { jsonrpc: '2.0', id: null, error: { code: -32603, message: 'the metering proxy failed on this request' } });
         else res.destroy();
@@ -418,16 +427,22 @@ export async function startMcpProxy(options: McpProxyOptions): Promise<RunningPr
 }
 
 /**
- * Writes a chunk, holding the socket until the end of this tick: the headers, the chunks of one
- * upstream read and the end of the response then leave in one system call instead of several
- * (on loopback, each write also runs the receiver's TCP stack: the proxy's main cost).
+ * Writes a chunk, holding the socket until the I/O callbacks of this turn of the event loop have
+ * run: the headers, the chunks of one upstream read and the end of the response (which the
+ * upstream's stream signals a tick after its last chunk) then leave in one system call instead of
+ * several. On loopback each write also runs the receiver's TCP stack: the proxy's main cost.
  */
 function writeCorked(res: ServerResponse, chunk: Buffer): void {
   if (res.writableCorked === 0) {
     res.cork();
-    process.nextTick(() => res.uncork());
+    setImmediate(uncorkLater, res);
   }
   res.write(chunk);
+}
+
+function uncorkLater(res: ServerResponse): void {
+  // end() uncorks fully; the socket may serve the next request by now.
+  if (!res.writableEnded && res.writableCorked > 0) res.uncork();
 }
 
 function jsonReply(res: ServerResponse, status: number, body: unknown): void {

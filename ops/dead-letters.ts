@@ -7,7 +7,9 @@
 //   npm run dlq -- rejected list [--stage S] [--code C] [--limit N]
 //   npm run dlq -- rejected show <id>
 //   npm run dlq -- rejected replay <id>... | --all [--stage S] [--code C]
-import type { Redis } from '../pipeline/redis.js';
+import { keySlot, type Redis } from '../pipeline/redis.js';
+import { forwardOnce } from '../pipeline/move.js';
+import { scripted } from '../pipeline/scripts.js';
 import { loadConfig } from '../pipeline/config.js';
 import { decodePayload, encodePayload } from '../pipeline/codec.js';
 import { STREAMS } from '../store/streams.js';
@@ -177,6 +179,9 @@ export async function showDeadLetter(redis: Redis, ctx: DlqContext, stage: strin
  * source makes a concurrent replay or drop of the same entry abort the transaction (then it
  * is looked up again), so an entry is never re-added twice.
  */
+/** How long a replay between slots remembers an entry it moved: a replay run again within a day moves nothing twice. */
+const REPLAY_MARKER_TTL_SECONDS = 86_400;
+
 export async function moveEntry(
   redis: Redis,
   fromKey: string,
@@ -196,6 +201,16 @@ export async function moveEntry(
     } catch (err) {
       await redis.unwatch();
       throw err;
+    }
+    if (keySlot(to.key) !== keySlot(fromKey)) {
+      // Another slot (another node of a cluster): no MULTI spans both. Append once (the marker,
+      // in the target's slot, names the source entry), then delete the source (pipeline/move.ts).
+      await redis.unwatch();
+      const marker = `${to.key}:moved:${fromKey.replace(/[{}]/g, '')}:${id}`;
+      const [appended] = await forwardOnce(scripted(redis), to.key, [{ marker, fields: to.fields }], REPLAY_MARKER_TTL_SECONDS);
+      await redis.xdel(fromKey, id);
+      // undefined: a run that died between the two steps appended it already (its id is not known here).
+      return { entry, key: to.key, newId: appended ?? 'appended-before' };
     }
     const reply = await redis.multi().xadd(to.key, '*', ...to.fields).xdel(fromKey, id).exec();
     if (reply === null) continue; // the source stream changed meanwhile: look again

@@ -5,6 +5,8 @@
 #   npm run demo -- --keep            the same, but leave the pipeline running afterwards
 #   npm run demo -- --stop            stop a pipeline an earlier `--keep` left running
 #   npm run demo -- --duration 60 --rate 400
+#   npm run demo -- --cluster         the same on a local Redis Cluster (3 masters + 3 replicas,
+#                                     ops/redis-cluster.sh), PARTITIONS=3 and INGEST_DURABILITY=replica
 #
 # Safe to run again: the demo tenant in .demo/demo.json is reused while it exists in the
 # database, and a pipeline started by an earlier --keep is reused rather than started twice.
@@ -15,6 +17,7 @@ cd "$(dirname "$0")/.."
 
 KEEP=0
 STOP_ONLY=0
+CLUSTER=0
 DURATION=30
 RATE=200
 while [ $# -gt 0 ]; do
@@ -23,7 +26,8 @@ while [ $# -gt 0 ]; do
     --stop) STOP_ONLY=1 ;;
     --duration) DURATION=${2:?--duration needs seconds}; shift ;;
     --rate) RATE=${2:?--rate needs events per second}; shift ;;
-    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --cluster) CLUSTER=1 ;;
+    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "demo: unknown option $1 (try --help)" >&2; exit 2 ;;
   esac
   shift
@@ -92,7 +96,17 @@ else
 fi
 
 step "services: Redis, PostgreSQL, ClickHouse"
-bash ops/services.sh
+if [ "$CLUSTER" = 1 ]; then
+  bash ops/services.sh cluster
+  # Every process below (pipeline, status, dlq) reads these: the streams of the 3 partitions
+  # live on whichever master owns their slot; ingest answers 202 once a replica has the events.
+  export REDIS_URL=redis+cluster://127.0.0.1:${CLUSTER_BASE_PORT:-7100}
+  export PARTITIONS=${PARTITIONS:-3}
+  export INGEST_DURABILITY=${INGEST_DURABILITY:-replica}
+  say "on the local Redis Cluster: REDIS_URL=$REDIS_URL PARTITIONS=$PARTITIONS INGEST_DURABILITY=$INGEST_DURABILITY"
+else
+  bash ops/services.sh
+fi
 
 step "build"
 npm run -s build
@@ -125,6 +139,11 @@ BASE_URL=$(json_field base_url)
 step "pipeline"
 healthy() { curl -fsS -m 2 "$BASE_URL/readyz" >/dev/null 2>&1; }
 PID=$(pipeline_pid)
+MODE_FILE=$DEMO_DIR/pipeline.redis
+if [ -n "$PID" ] && [ "$(cat "$MODE_FILE" 2>/dev/null || echo standalone)" != "${REDIS_URL:-standalone}" ]; then
+  say "the pipeline an earlier run left running (pid $PID) uses another Redis ($(cat "$MODE_FILE" 2>/dev/null)); stop it first: npm run demo -- --stop"
+  exit 1
+fi
 if [ -n "$PID" ]; then
   say "the pipeline an earlier run left running (pid $PID) is still up; using it"
 elif healthy; then
@@ -133,6 +152,7 @@ else
   say "starting the API and every stage (node dist/ops/start.js); logs in $LOG_FILE"
   setsid node dist/ops/start.js >>"$LOG_FILE" 2>&1 < /dev/null &
   echo $! > "$PID_FILE"
+  echo "${REDIS_URL:-standalone}" > "$MODE_FILE"
   STARTED_HERE=1
   for i in $(seq 1 60); do
     healthy && break

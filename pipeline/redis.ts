@@ -108,9 +108,62 @@ export async function redisTargetProblem(url: string): Promise<string | undefine
   }
 }
 
+/**
+ * What INGEST_DURABILITY=fsync needs of every master: the append-only file on, and before Redis
+ * 7.2 (no WAITAOF) `appendfsync always`, so that EXEC answers after the fsync. One line that says
+ * what is missing, or undefined (also for the other modes, and when Redis cannot be reached now).
+ */
+export async function durabilityProblem(url: string, mode: 'ack' | 'replica' | 'fsync'): Promise<string | undefined> {
+  if (mode !== 'fsync') return undefined;
+  const seeds = clusterNodes(url);
+  const probeOptions: RedisOptions = { lazyConnect: true, connectTimeout: 3_000, maxRetriesPerRequest: 1, retryStrategy: () => null };
+  const open = async (target: { host: string; port: number } | string): Promise<Standalone | undefined> => {
+    const probe = typeof target === 'string' ? new Standalone(target, probeOptions) : new Standalone({ ...target, ...probeOptions });
+    probe.on('error', () => {});
+    try {
+      await probe.connect();
+      return probe;
+    } catch {
+      probe.disconnect();
+      return undefined;
+    }
+  };
+  const first = await open(seeds ? seeds[0] : url);
+  if (!first) return undefined;
+  const masters: { host: string; port: number }[] = [];
+  if (seeds) {
+    const nodes = String(await first.call('CLUSTER', 'NODES'));
+    for (const line of nodes.split('\n')) {
+      const [, address, flags] = line.split(' ');
+      if (!flags?.includes('master') || flags.includes('fail')) continue;
+      const [host, port] = address.split('@')[0].split(':');
+      masters.push({ host: host || seeds[0].host, port: Number(port) });
+    }
+    first.disconnect();
+  }
+  for (const target of seeds ? masters : [url]) {
+    const node = typeof target === 'string' ? first : await open(target);
+    if (!node) continue;
+    try {
+      const where = typeof target === 'string' ? url : `${target.host}:${target.port}`;
+      const version = /redis_version:(\d+)\.(\d+)/.exec(await node.info('server'));
+      const waitAof = version ? Number(version[1]) > 7 || (Number(version[1]) === 7 && Number(version[2]) >= 2) : false;
+      if (!/aof_enabled:1/.test(await node.info('persistence'))) return `INGEST_DURABILITY=fsync needs the append-only file: Redis at ${where} runs with appendonly no`;
+      if (waitAof) continue;
+      const fsync = (await node.config('GET', 'appendfsync').catch(() => [])) as string[];
+      if (fsync[1] !== 'always') {
+        return `INGEST_DURABILITY=fsync on Redis before 7.2 (no WAITAOF) needs appendfsync always: Redis at ${where} has appendfsync ${fsync[1] ?? 'unknown (CONFIG GET refused)'}`;
+      }
+    } finally {
+      node.disconnect();
+    }
+  }
+  return undefined;
+}
+
 /** Stops the process with one line when REDIS_URL names the wrong kind of Redis (see redisTargetProblem). */
-export async function exitOnBadRedisTarget(url: string): Promise<void> {
-  const problem = await redisTargetProblem(url);
+export async function exitOnBadRedisTarget(url: string, durability: 'ack' | 'replica' | 'fsync' = 'ack'): Promise<void> {
+  const problem = (await redisTargetProblem(url)) ?? (await durabilityProblem(url, durability));
   if (!problem) return;
   console.error(problem);
   process.exit(2);
@@ -145,6 +198,25 @@ export async function getMany(redis: Redis, keys: string[]): Promise<(string | n
     }),
   );
   return values;
+}
+
+/** SET with a TTL of many keys (a cache: a failed SET is not an error): one pipeline on one node, one per hash slot on a cluster. */
+export async function setManyWithTtl(redis: Redis, entries: readonly { key: string; value: string; ttlSeconds: number }[]): Promise<void> {
+  if (entries.length === 0) return;
+  const groups = new Map<number, { key: string; value: string; ttlSeconds: number }[]>();
+  for (const entry of entries) {
+    const slot = redis instanceof Cluster ? keySlot(entry.key) : 0;
+    const list = groups.get(slot);
+    if (list) list.push(entry);
+    else groups.set(slot, [entry]);
+  }
+  await Promise.all(
+    [...groups.values()].map(async (group) => {
+      const pipeline = redis.pipeline();
+      for (const { key, value, ttlSeconds } of group) pipeline.set(key, value, 'EX', ttlSeconds);
+      await pipeline.exec();
+    }),
+  );
 }
 
 /** DEL of many keys (one command per hash slot on a cluster). */

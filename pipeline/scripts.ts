@@ -15,6 +15,7 @@ interface ScriptedRedis {
   splitBlock(...args: ScriptArg[]): Promise<number>;
   trimAcked(...args: ScriptArg[]): Promise<number>;
   appendAtCursor(...args: ScriptArg[]): Promise<number>;
+  forwardOnce(numKeys: number, ...args: ScriptArg[]): Promise<(string | null)[]>;
 }
 
 const SCRIPTS: { name: keyof ScriptedRedis; file: string; keys?: number; lib?: string }[] = [
@@ -23,6 +24,7 @@ const SCRIPTS: { name: keyof ScriptedRedis; file: string; keys?: number; lib?: s
   { name: 'splitBlock', file: 'splitBlock-2.lua', keys: 2 },
   { name: 'trimAcked', file: 'trimAcked-1.lua', keys: 1 },
   { name: 'appendAtCursor', file: 'appendAtCursor-2.lua', keys: 2 },
+  { name: 'forwardOnce', file: 'forwardOnce.lua' },
 ];
 
 const loaded = new WeakSet<Redis>();

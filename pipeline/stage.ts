@@ -46,6 +46,8 @@ export interface StageEntry<T> {
   payload: T;
   /** Tags set upstream by counter limits (e.g. an over-cap marker). */
   tags: string[];
+  /** Delivered before (claimed from a dead consumer, or re-read after a restart): a handler may already have applied it. */
+  redelivered?: boolean;
 }
 
 declare const payloadType: unique symbol;

@@ -4,11 +4,12 @@ import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
 import { ackArguments, parseAckReply, type AckCounted, type AckGroup, type AckInput, type AckRetry } from './ack.js';
 import { BlockSizes, Watermark } from './backpressure.js';
-import { decodeEntry } from './blocks.js';
+import { decodeEntry, FIELD } from './blocks.js';
 import { encodePayload } from './codec.js';
 import { describeError, isTransient } from './errors.js';
 import { deadLetterKey, errorsKey, partitionedKey, partitionOf } from './keys.js';
-import { connectRedis } from './redis.js';
+import { forwardOnce, moveMarkerKey, type MovedEntry } from './move.js';
+import { connectRedis, keySlot } from './redis.js';
 import { Recovery, type RawEntry, type RecoveryHost } from './recovery.js';
 import type { scripted } from './scripts.js';
 import type { AckResult, EntryResult, HarnessOptions, Output, StageBlock, StageDefinition, StageHandler } from './stage.js';
@@ -47,6 +48,8 @@ export class PartitionWorker<In> implements RecoveryHost {
   private reading = false;
   private recoveryTimer?: NodeJS.Timeout;
   private queue: Promise<unknown> = Promise.resolve();
+  /** When the batch in hand was read, claimed or last touched: a batch held too long is not moved (pipeline/move.ts). */
+  private handedAt = 0;
   private readonly recovery: Recovery;
 
   constructor(
@@ -77,6 +80,7 @@ export class PartitionWorker<In> implements RecoveryHost {
       this.config.BACKPRESSURE_LOW,
       WATERMARK_CACHE_MS,
       this.outputSizes,
+      this.config.STREAM_MAX_QUEUE_MS,
     );
     this.recovery = new Recovery(this);
   }
@@ -221,7 +225,7 @@ export class PartitionWorker<In> implements RecoveryHost {
     }
   }
 
-  private decode(raw: RawEntry): InputBlock<In> {
+  private decode(raw: RawEntry, redelivered: boolean): InputBlock<In> {
     const block: InputBlock<In> = { id: raw.id, origin: raw.id, events: [], deleted: raw.fields === null };
     if (!raw.fields) return block;
     try {
@@ -232,6 +236,7 @@ export class PartitionWorker<In> implements RecoveryHost {
         partition: this.partition,
         payload: event.payload,
         tags: event.tags,
+        ...(redelivered ? { redelivered } : {}),
       }));
     } catch (error) {
       block.decodeError = error;
@@ -244,7 +249,7 @@ export class PartitionWorker<In> implements RecoveryHost {
    * read COUNT is an estimate, and neither a handler's batch nor an ack call may grow with it.
    */
   async process(raw: RawEntry[], redelivered: boolean): Promise<void> {
-    const blocks = raw.map((entry) => this.decode(entry));
+    const blocks = raw.map((entry) => this.decode(entry, redelivered));
     let events = 0;
     let live = 0;
     for (const b of blocks) {
@@ -269,6 +274,7 @@ export class PartitionWorker<In> implements RecoveryHost {
   /** Handles, acks and forwards blocks; false when stopped during a dependency outage (they stay pending). */
   private async processBlocks(blocks: InputBlock<In>[], redelivered: boolean): Promise<boolean> {
     const started = process.hrtime.bigint();
+    this.handedAt = Date.now();
     const live = blocks.filter((b) => !b.deleted && b.decodeError === undefined);
     let events = 0;
     for (const b of live) events += b.events.length;
@@ -374,6 +380,7 @@ export class PartitionWorker<In> implements RecoveryHost {
   private async touch(ids: string[]): Promise<void> {
     try {
       await this.redis.xclaim(this.inputKey, this.stage.name, this.consumer, 0, ...ids, 'JUSTID');
+      this.handedAt = Date.now();
     } catch (err) {
       this.log.warn({ err }, 'could not refresh pending entries');
     }
@@ -388,7 +395,7 @@ export class PartitionWorker<In> implements RecoveryHost {
     block: InputBlock<In>,
     results: EntryResult[],
     redelivered: boolean,
-  ): { input?: AckInput & { groups: (AckGroup & { stream: string })[] }; error?: unknown; ok: boolean[]; streams: Map<string, number> } {
+  ): { input?: RoutedInput; error?: unknown; ok: boolean[]; streams: Map<string, number> } {
     const errors: unknown[] = results.map((r) => r.error);
     for (;;) {
       const ok = errors.map((e) => e === undefined);
@@ -414,9 +421,9 @@ export class PartitionWorker<In> implements RecoveryHost {
     results: EntryResult[],
     ok: boolean[],
     errors: unknown[],
-  ): { groups: (AckGroup & { stream: string })[]; counted: AckCounted[]; streams: Map<string, number> } | undefined {
+  ): { groups: RoutedGroup[]; counted: AckCounted[]; streams: Map<string, number> } | undefined {
     const prefix = this.config.REDIS_PREFIX;
-    type Draft = { key: string; origin: string; stream: string; payloads: unknown[]; owners: number[] };
+    type Draft = { key: string; origin: string; stream: string; partition: number; payloads: unknown[]; owners: number[] };
     const drafts: Draft[] = [];
     const byKey = new Map<string, Draft>();
     const refsOf: { groupIndex: number; position: number }[][] = block.events.map(() => []);
@@ -432,7 +439,7 @@ export class PartitionWorker<In> implements RecoveryHost {
         // A terminal stream (rejections) keeps one entry per event: operators and tools read it.
         let draft = this.consumedOutputs.has(output.stream) ? byKey.get(key) : undefined;
         if (!draft) {
-          draft = { key, origin: partition === this.partition ? block.origin : `${block.origin}.${partition}`, stream: output.stream, payloads: [], owners: [] };
+          draft = { key, origin: partition === this.partition ? block.origin : `${block.origin}.${partition}`, stream: output.stream, partition, payloads: [], owners: [] };
           drafts.push(draft);
           if (this.consumedOutputs.has(output.stream)) byKey.set(key, draft);
         }
@@ -441,7 +448,7 @@ export class PartitionWorker<In> implements RecoveryHost {
         refsOf[i].push({ groupIndex: drafts.indexOf(draft) + 1, position: draft.payloads.length });
       }
     }
-    const groups: (AckGroup & { stream: string })[] = [];
+    const groups: RoutedGroup[] = [];
     const streams = new Map<string, number>();
     let encodingFailed = false;
     for (const draft of drafts) {
@@ -449,6 +456,7 @@ export class PartitionWorker<In> implements RecoveryHost {
         groups.push({
           groupKey: draft.key,
           stream: draft.stream,
+          partition: draft.partition,
           payload: encodePayload(draft.payloads.length === 1 ? draft.payloads[0] : draft.payloads),
           nEvents: draft.payloads.length,
           origin: draft.origin,
@@ -497,7 +505,7 @@ export class PartitionWorker<In> implements RecoveryHost {
     redelivered: boolean,
   ): Promise<Map<InputBlock<In>, AckResult[]>> {
     const failed: { id: string; error: unknown }[] = [];
-    const inputs: (AckInput & { groups: (AckGroup & { stream: string })[] })[] = [];
+    const inputs: (RoutedInput)[] = [];
     const meta: { block: InputBlock<In>; ok: boolean[]; streams: Map<string, number>; countedIndex: number[] }[] = [];
     for (const block of blocks) {
       if (block.deleted) {
@@ -528,7 +536,9 @@ export class PartitionWorker<In> implements RecoveryHost {
 
     const acks = new Map<InputBlock<In>, AckResult[]>();
     if (inputs.length === 0) return acks;
-    const { keys, args } = ackArguments(this.inputKey, this.errorsKey, this.stage.name, inputs);
+    if (!(await this.moveAcross(inputs))) return acks;
+    const local = inputs.map((input) => ({ ...input, groups: input.groups.filter((g) => !this.isRemote(g)) }));
+    const { keys, args } = ackArguments(this.inputKey, this.errorsKey, this.stage.name, local);
     const reply = parseAckReply(inputs, await this.redis.ackAndForward(keys.length, ...keys, ...args));
     const refused: { id: string; error: unknown }[] = [];
     const forwarded = new Map<string, number>();
@@ -564,6 +574,41 @@ export class PartitionWorker<In> implements RecoveryHost {
     return acks;
   }
 
+  /** True for an output in another hash slot than the input: moved in two steps (pipeline/move.ts), not by the ack script. */
+  private isRemote(group: RoutedGroup): boolean {
+    return group.partition !== this.partition && keySlot(group.groupKey) !== keySlot(this.inputKey);
+  }
+
+  /**
+   * Step 1 of the moves to other partitions (pipeline/move.ts): every output group in another
+   * slot is appended to its stream once, keyed by its origin, before the ack script acks the
+   * inputs (step 2). False when the batch was held so long that a marker written by whoever
+   * took it over may have expired: nothing is moved or acked, the entries stay pending.
+   */
+  private async moveAcross(inputs: (RoutedInput)[]): Promise<boolean> {
+    const byTarget = new Map<string, MovedEntry[]>();
+    for (const input of inputs) {
+      const remote = input.groups.filter((g) => this.isRemote(g));
+      if (remote.length === 0) continue;
+      // The ack script tags outputs by their group index; a counted event's outputs stay local.
+      if (input.counted.length) throw new Error(`stage ${this.stage.name} counts events and moves them to other partitions: not supported`);
+      for (const g of remote) {
+        const fields = g.nEvents === 1 ? [FIELD.single, g.payload] : [FIELD.block, g.payload, FIELD.origin, g.origin];
+        const list = byTarget.get(g.groupKey) ?? [];
+        list.push({ marker: moveMarkerKey(this.config.REDIS_PREFIX, g.stream, g.origin, g.partition), fields });
+        byTarget.set(g.groupKey, list);
+      }
+    }
+    if (byTarget.size === 0) return true;
+    const ttl = this.config.MOVE_MARKER_TTL_SECONDS;
+    if (Date.now() - this.handedAt > (ttl * 1000) / 2) {
+      this.log.warn({ heldSeconds: Math.round((Date.now() - this.handedAt) / 1000) }, 'batch held too long to move it safely; left pending for a fresh delivery');
+      return false;
+    }
+    await Promise.all([...byTarget].map(([target, entries]) => forwardOnce(this.redis, target, entries, ttl)));
+    return true;
+  }
+
   /** Failed entries stay pending with their last error, retried at the next recovery pass, dead-lettered after MAX_DELIVERIES. */
   async recordFailures(failed: { id: string; error: unknown }[]): Promise<void> {
     const errors: string[] = [];
@@ -576,6 +621,10 @@ export class PartitionWorker<In> implements RecoveryHost {
     this.log.warn({ failed: failed.map((f) => ({ id: f.id, error: describeError(f.error) })) }, 'entries failed; left pending for retry');
   }
 }
+
+/** An output group with where it goes. */
+type RoutedGroup = AckGroup & { stream: string; partition: number };
+type RoutedInput = Omit<AckInput, 'groups'> & { groups: RoutedGroup[] };
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));

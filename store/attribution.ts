@@ -1,4 +1,4 @@
-import { getMany, type Redis } from '../pipeline/redis.js';
+import { getMany, setManyWithTtl, type Redis } from '../pipeline/redis.js';
 import type { Credential } from '../domain/events.js';
 import type { Attribution } from '../domain/flow.js';
 import type { Sql } from '../pipeline/postgres.js';
@@ -125,15 +125,16 @@ export class AttributionResolver {
       }
     }
     const found = new Map<string, Cached>();
-    const pipeline = this.redis.pipeline();
+    const writes: { key: string; value: string; ttlSeconds: number }[] = [];
     for (const { key, tenantId, credential } of misses) {
       const id = credential.kind === 'api_key' ? `k:${credential.keyHash}` : `c:${credential.clientId}`;
       const cached = judge(rows.get(`${tenantId}/${id}`));
       found.set(key, cached);
       const ttl = cached.resolution.ok || cached.resolution.code !== 'unknown_credential' ? this.ttlSeconds : NEGATIVE_TTL_SECONDS;
-      pipeline.set(key, JSON.stringify(cached), 'EX', ttl);
+      writes.push({ key, value: JSON.stringify(cached), ttlSeconds: ttl });
     }
-    await pipeline.exec();
+    // Keys of many hash slots: one pipeline per slot on a cluster.
+    await setManyWithTtl(this.redis, writes);
     return found;
   }
 

@@ -3,7 +3,7 @@ import type { Redis } from '../pipeline/redis.js';
 import type { Credential } from '../domain/events.js';
 import { formatNano } from '../domain/money.js';
 import { customerPartitionKey, type Attribution } from '../domain/flow.js';
-import { admit, releaseReservations, type AdmissionReply, type AdmissionRequest } from '../pipeline/admission.js';
+import { AdmissionBatcher, releaseReservations, type AdmissionReply, type AdmissionRequest } from '../pipeline/admission.js';
 import type { ControlMessage } from '../pipeline/control.js';
 import { partitionedKey, partitionOf } from '../pipeline/keys.js';
 import type { Sql } from '../pipeline/postgres.js';
@@ -92,6 +92,7 @@ export class Authorizer {
   private readonly caps: CapBook;
   /** Read only for tenants with caps on plans (the caller's plan picks them). */
   private readonly subscriptions: SubscriptionBook;
+  private readonly batcher: AdmissionBatcher;
   private readonly memberPrefix = randomBytes(6).toString('base64url');
   private sequence = 0;
   private readonly chainTtlMs: number;
@@ -105,6 +106,7 @@ export class Authorizer {
   ) {
     this.caps = new CapBook(sql, options.capsTtlMs ?? 1_000);
     this.subscriptions = new SubscriptionBook(sql);
+    this.batcher = new AdmissionBatcher(redis);
     this.chainTtlMs = options.chainTtlMs ?? 1_000;
     this.reservationTtlMs = options.reservationTtlMs ?? 5 * 60_000;
   }
@@ -120,6 +122,7 @@ export class Authorizer {
         break;
       case 'credentials.changed':
       case 'hierarchy.changed':
+        this.generation++;
         for (const key of this.chains.keys()) if (key.startsWith(`${message.tenantId}/`)) this.chains.delete(key);
         if (message.type === 'hierarchy.changed') for (const key of this.limits.keys()) if (key.startsWith(`${message.tenantId}/`)) this.limits.delete(key);
         break;
@@ -127,41 +130,23 @@ export class Authorizer {
     }
   }
 
+  /** One decision (concurrent calls share script calls: see AdmissionBatcher). */
+  async authorize(ask: AuthorizeAsk): Promise<AuthorizeDecision> {
+    return (await this.authorizeMany([ask]))[0];
+  }
+
   /**
-   * One decision. Calls that arrive in the same turn of the event loop are decided together
-   * (one script call per partition for all of them): under load, fewer round trips and fewer
-   * system calls per call; alone, a call waits for nothing but the end of the turn.
+   * One decision per ask, in order. The admission requests go through the process's batcher: the
+   * asks of one partition, and those of every other caller in the same turn or while that
+   * partition's previous call is in flight, share one script call.
    */
-  authorize(ask: AuthorizeAsk): Promise<AuthorizeDecision> {
-    return new Promise((resolve, reject) => {
-      this.pending.push({ ask, resolve, reject });
-      if (this.pending.length === 1) setImmediate(() => this.flush());
-    });
-  }
-
-  private pending: { ask: AuthorizeAsk; resolve: (decision: AuthorizeDecision) => void; reject: (err: unknown) => void }[] = [];
-
-  private flush(): void {
-    const batch = this.pending;
-    this.pending = [];
-    this.authorizeMany(batch.map((p) => p.ask)).then(
-      (decisions) => {
-        for (const [i, p] of batch.entries()) p.resolve(decisions[i]);
-      },
-      (err: unknown) => {
-        for (const p of batch) p.reject(err);
-      },
-    );
-  }
-
-  /** One decision per ask, in order: the asks of one partition share one script call, all calls are sent at once. */
   async authorizeMany(asks: AuthorizeAsk[]): Promise<AuthorizeDecision[]> {
     const now = Date.now();
     const chains = await Promise.all(asks.map((ask) => this.chainOf(ask.tenantId, ask.credential, now)));
     await this.caps.ensureTenants(asks.map((ask) => ask.tenantId));
     const plans = await this.plansOf(asks, chains, now);
     const decisions: AuthorizeDecision[] = new Array(asks.length);
-    const byPartition = new Map<number, { index: number; request: AdmissionRequest; caps: { cap: SpendCap; periodKey: string; resetsAt: number }[]; reservationId?: string }[]>();
+    const admitted: Promise<void>[] = [];
     asks.forEach((ask, index) => {
       const chain = chains[index];
       if (!chain.resolution.ok) {
@@ -197,20 +182,13 @@ export class Authorizer {
           : {}),
         ...(estimate !== undefined ? { reservation: { estimate, id: reservationId!, ttlMs: this.reservationTtlMs } } : {}),
       };
-      const list = byPartition.get(partition) ?? [];
-      list.push({ index, request, caps, ...(reservationId ? { reservationId } : {}) });
-      byPartition.set(partition, list);
+      admitted.push(
+        this.batcher.admit(key('authorize'), request).then(({ reply, now: at }) => {
+          decisions[index] = decide(attribution, chain, caps, reply, request, at, reservationId);
+        }),
+      );
     });
-    await Promise.all(
-      [...byPartition].map(async ([partition, items]) => {
-        const replies = await admit(this.redis, partitionedKey(this.options.prefix, 'authorize', partition), items.map((item) => item.request), now);
-        items.forEach((item, i) => {
-          const chain = chains[item.index];
-          const attribution = (chain.resolution as Extract<Resolution, { ok: true }>).attribution;
-          decisions[item.index] = decide(attribution, chain, item.caps, replies[i], item.request, now, item.reservationId);
-        });
-      }),
-    );
+    await Promise.all(admitted);
     return decisions;
   }
 
@@ -272,17 +250,44 @@ export class Authorizer {
     return limits;
   }
 
+  /**
+   * A credential's scope chain: from memory while younger than chainTtlMs. In the last quarter of
+   * that time the first call that sees it starts a refresh and is answered from memory meanwhile,
+   * so under steady traffic no call waits for the shared cache; no answer rests on a chain read
+   * longer ago than chainTtlMs plus one lookup.
+   */
   private async chainOf(tenantId: string, credential: Credential, now: number): Promise<ScopeChain> {
     const cacheKey = `${tenantId}/${credential.kind === 'api_key' ? `k:${credential.keyHash}` : `c:${credential.clientId}`}`;
     const cached = this.chains.get(cacheKey);
-    if (cached && cached.until > now) return cached;
+    if (cached && cached.until > now) {
+      if (cached.until - now < this.chainTtlMs / 4 && !this.refreshing.has(cacheKey)) {
+        this.refreshing.add(cacheKey);
+        this.loadChain(cacheKey, tenantId, credential, now).then(
+          () => this.refreshing.delete(cacheKey),
+          () => this.refreshing.delete(cacheKey), // the entry runs out and the next call looks it up itself, failing loudly
+        );
+      }
+      return cached;
+    }
+    return this.loadChain(cacheKey, tenantId, credential, now);
+  }
+
+  private readonly refreshing = new Set<string>();
+
+  /** Bumped by every credentials or hierarchy change: a lookup that began before one does not fill the cache. */
+  private generation = 0;
+
+  private async loadChain(cacheKey: string, tenantId: string, credential: Credential, now: number): Promise<ScopeChain> {
+    const generation = this.generation;
     const resolution = await this.resolver.resolve(tenantId, credential, now);
     const chain: ScopeChain = { resolution, until: now + this.chainTtlMs };
     if (resolution.ok && resolution.attribution.agentId) Object.assign(chain, await this.agentLimits(tenantId, resolution.attribution.agentId, now));
+    if (generation !== this.generation) return chain;
     if (this.chains.size >= MAX_CHAINS) this.chains.clear();
     this.chains.set(cacheKey, chain);
     return chain;
   }
+
 }
 
 /** The sliding window of an agent's admitted calls (a ZSET of the last minute). */

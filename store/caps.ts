@@ -173,20 +173,28 @@ export function capWindow(cap: Pick<SpendCap, 'period' | 'windowSeconds'>): Wind
  * (the latest it can be paused for; the exact time comes from the buckets).
  */
 export function capPeriod(cap: SpendCap, event: Pick<PricedEvent, 'recordedAt' | 'sessionId'>): { key: string; endsAt: number } | undefined {
+  if (cap.period === 'session') {
+    return event.sessionId ? { key: `s:${event.sessionId}`, endsAt: event.recordedAt + DAY_SECONDS * 1000 } : undefined;
+  }
+  if (cap.period === 'rolling') return cap.windowSeconds ? { key: 'w', endsAt: event.recordedAt + cap.windowSeconds * 1000 } : undefined;
+  const last = lastPeriod[cap.period];
+  if (event.recordedAt >= last.startsAt && event.recordedAt < last.endsAt) return { key: last.key, endsAt: last.endsAt };
   const at = new Date(event.recordedAt);
   const y = at.getUTCFullYear();
   const m = at.getUTCMonth();
-  switch (cap.period) {
-    case 'session':
-      return event.sessionId ? { key: `s:${event.sessionId}`, endsAt: event.recordedAt + DAY_SECONDS * 1000 } : undefined;
-    case 'day':
-      return { key: at.toISOString().slice(0, 10), endsAt: Date.UTC(y, m, at.getUTCDate() + 1) };
-    case 'month':
-      return { key: at.toISOString().slice(0, 7), endsAt: Date.UTC(y, m + 1, 1) };
-    case 'rolling':
-      return cap.windowSeconds ? { key: 'w', endsAt: event.recordedAt + cap.windowSeconds * 1000 } : undefined;
-  }
+  const period =
+    cap.period === 'day' ?
+      { key: at.toISOString().slice(0, 10), startsAt: Date.UTC(y, m, at.getUTCDate()), endsAt: Date.UTC(y, m, at.getUTCDate() + 1) }
+    : { key: at.toISOString().slice(0, 7), startsAt: Date.UTC(y, m, 1), endsAt: Date.UTC(y, m + 1, 1) };
+  lastPeriod[cap.period] = period;
+  return { key: period.key, endsAt: period.endsAt };
 }
+
+/** The day and month periods last computed: nearly every call of a busy process falls in the same one. */
+const lastPeriod: Record<'day' | 'month', { key: string; startsAt: number; endsAt: number }> = {
+  day: { key: '', startsAt: 0, endsAt: 0 },
+  month: { key: '', startsAt: 0, endsAt: 0 },
+};
 
 export function capCounterKey(cap: SpendCap, periodKey: string): string {
   return `cap:${cap.tenantId}:${cap.id}:${periodKey}`;

@@ -117,7 +117,7 @@ describe('corrections', () => {
     // The session and COGS.
     const [session] = await sql`SELECT tool_calls, errors, cost_nano::text FROM mcp_sessions WHERE tenant_id = ${t} AND session_id = 'sess_corr'`;
     expect(session).toEqual({ tool_calls: '4', errors: '0', cost_nano: ledger.toString() });
-    const [cogs] = await sql`SELECT sum(price_nano)::text AS price, sum(cogs_nano)::text AS cogs, count(*)::int AS n FROM cogs_ledger WHERE tenant_id = ${t}`;
+    const [cogs] = await sql`SELECT sum(price_nano)::text AS price, sum(cogs_nano)::text AS cogs, sum(events)::int AS n FROM cogs_rollup WHERE tenant_id = ${t} AND dimension = 'customer'`;
     expect(cogs.price).toBe(ledger.toString());
     expect(cogs.n).toBe(14);
 

@@ -9,6 +9,7 @@ import type { CompiledPlan } from '../domain/rating/compile.js';
 import { partitionedKey, partitionOf } from '../pipeline/keys.js';
 import type { Sql } from '../pipeline/postgres.js';
 import { CapBook, capCounterKey, capPeriod } from './caps.js';
+import { addCogs, type CogsFact } from './cogs-rollup.js';
 import type { CostModelCache } from './cost-model-cache.js';
 import { callCogs, InvalidCostModelError, type Cogs } from './cost-model.js';
 import { newId } from './credentials.js';
@@ -362,8 +363,9 @@ async function followSession(
     WHERE tenant_id = ${row.tenant_id} AND session_id = ${row.session_id}`;
 }
 
-/** A COGS row per new ledger row, as the cogs stage computes it (the reversal's is the original's, negated). */
+/** The COGS of each new ledger row, as the cogs stage computes it (the reversal's is the original's, negated), added to the sums. */
 async function followCogs(tx: TransactionSql, models: Parameters<typeof callCogs>[0], row: LedgerRow, rows: NewRow[]): Promise<void> {
+  const facts: CogsFact[] = [];
   for (const r of rows) {
     const cogs: Cogs | InvalidCostModelError = callCogs(models, {
       tenantId: row.tenant_id,
@@ -378,15 +380,20 @@ async function followCogs(tx: TransactionSql, models: Parameters<typeof callCogs
       reversal: r.correction === 'reversal',
     });
     if (cogs instanceof InvalidCostModelError) throw new CorrectionRefused(409, 'invalid_cost_model', cogs.message);
-    await tx`
-      INSERT INTO cogs_ledger (tenant_id, event_id, event_type, customer_id, team_id, agent_id, app_id, session_id, tool_name, model,
-                               recorded_at, currency, price_nano, cogs_nano, margin_nano, breakdown, cost_model_id)
-      VALUES (${row.tenant_id}, ${r.eventId}, ${row.event_type}, ${row.customer_id}, ${row.team_id}, ${row.agent_id}, ${row.app_id},
-              ${row.session_id}, ${row.tool_name}, ${row.model}, ${row.recorded_at}, ${row.currency}, ${r.rating.total.toString()},
-              ${cogs.cogsNano.toString()}, ${(r.rating.total - cogs.cogsNano).toString()}, ${tx.json(cogs.breakdown as never)},
-              ${cogs.breakdown.cost_model_id})
-      ON CONFLICT (tenant_id, event_id) DO NOTHING`;
+    facts.push({
+      tenantId: row.tenant_id,
+      recordedAt: row.recorded_at.getTime(),
+      currency: row.currency,
+      toolName: row.tool_name,
+      agentId: row.agent_id,
+      customerId: row.customer_id,
+      withSession: !!row.session_id,
+      costed: cogs.breakdown.cost_model_id !== null,
+      priceNano: r.rating.total,
+      cogsNano: cogs.cogsNano,
+    });
   }
+  await addCogs(tx, facts);
 }
 
 /**

@@ -2,11 +2,12 @@ import { parseNano } from '../domain/money.js';
 import { chString, type ClickHouseClient } from './clickhouse.js';
 import type { Sql } from '../pipeline/postgres.js';
 import { unescapeTsv } from './analytics-queries.js';
+import { cogsByDay } from './cogs-rollup.js';
 
 /**
  * ClickHouse against the ledger, per tenant and day (UTC): event and call counts, cost and COGS
  * of every ClickHouse table that carries them, next to usage_ledger (events, calls, cost),
- * cogs_ledger (COGS) and, for the session summary, the ledger's events that name a session.
+ * the COGS sums of cogs_rollup (COGS) and, for the session summary, the ledger's events that name a session.
  */
 const FIGURES = ['events', 'calls', 'cost_nano', 'cogs_nano'] as const;
 type Figure = (typeof FIGURES)[number];
@@ -83,11 +84,7 @@ async function ledgerFigures(sql: Sql, options: ReconcileOptions): Promise<{ all
              count(*) AS events, count(*) FILTER (WHERE event_type NOT LIKE 'session.%') AS calls, sum(cost_nano)::text AS cost
       FROM usage_ledger WHERE recorded_at >= ${from} AND recorded_at < ${to} ${tenant}
       GROUP BY 1, 2, 3`,
-    sql<{ tenant_id: string; day: string; with_session: boolean; cogs: string }[]>`
-      SELECT tenant_id, to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day, session_id IS NOT NULL AND session_id <> '' AS with_session,
-             sum(cogs_nano)::text AS cogs
-      FROM cogs_ledger WHERE recorded_at >= ${from} AND recorded_at < ${to} ${tenant}
-      GROUP BY 1, 2, 3`,
+    cogsByDay(sql, { from, to, tenantId: options.tenantId }),
   ]);
   const all = new Map<string, Figures>();
   const sessions = new Map<string, Figures>();
@@ -102,8 +99,8 @@ async function ledgerFigures(sql: Sql, options: ReconcileOptions): Promise<{ all
     if (row.with_session) add(sessions, key(row.tenant_id, row.day), part);
   }
   for (const row of cogs) {
-    add(all, key(row.tenant_id, row.day), { cogs_nano: BigInt(row.cogs) });
-    if (row.with_session) add(sessions, key(row.tenant_id, row.day), { cogs_nano: BigInt(row.cogs) });
+    add(all, key(row.tenantId, row.day), { cogs_nano: row.cogs });
+    if (row.withSession) add(sessions, key(row.tenantId, row.day), { cogs_nano: row.cogs });
   }
   return { all, sessions };
 }

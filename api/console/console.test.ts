@@ -204,7 +204,7 @@ describe('the console in a browser', () => {
     compared += compare(
       shown,
       'tools-by-margin-margin',
-      byKey(await sql`SELECT tool_name AS key, sum(margin_nano)::text AS total FROM cogs_ledger WHERE tenant_id = ${t} AND recorded_at >= ${monthStart} AND tool_name IS NOT NULL GROUP BY 1`),
+      byKey(await sql`SELECT key, sum(price_nano - cogs_nano)::text AS total FROM cogs_rollup WHERE tenant_id = ${t} AND dimension = 'tool' AND hour >= ${monthStart} AND key IS NOT NULL GROUP BY 1`),
     );
     compared += compare(shown, 'session-cost', byKey(await sql`SELECT session_id AS key, sum(cost_nano)::text AS total FROM usage_ledger WHERE tenant_id = ${t} GROUP BY 1`));
     // The day caps' gauges: the running total cap-check enforces, equal to the ledger's day for the agent.

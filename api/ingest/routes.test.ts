@@ -3,7 +3,7 @@ import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Redis } from '../../pipeline/redis.js';
 import { TenantTokens } from '../../store/tenant-tokens.js';
-import { eventsOfEntries } from '../../pipeline/blocks.js';
+import { eventsOfEntries, MAX_BLOCK_EVENTS } from '../../pipeline/blocks.js';
 import type { Config } from '../../pipeline/config.js';
 import { STREAMS } from '../../store/streams.js';
 import { partitionOf, partitionedKey } from '../../pipeline/keys.js';
@@ -455,8 +455,14 @@ describe('POST /v1/events: load shedding', () => {
 describe('POST /v1/events: Redis failures', () => {
   /** The real connection, with MULTI/EXEC replaced by one that fails the given way. */
   function failingRedis(fail: () => Promise<[Error | null, unknown][] | null>): Redis {
+    // A request's block in one partition is one XADD; more than MAX_BLOCK_EVENTS make a MULTI of several.
+    const failedXadd = async () => {
+      const results = await fail();
+      throw results?.find(([error]) => error)?.[0] ?? new Error('transaction aborted');
+    };
     return new Proxy(iso.redis, {
       get(target, prop) {
+        if (prop === 'xadd') return failedXadd;
         if (prop === 'multi') {
           return () => {
             const multi = target.multi();
@@ -486,6 +492,11 @@ describe('POST /v1/events: Redis failures', () => {
     const body = (await res.json()) as { error: { code: string }; accepted?: number };
     expect(body.error.code).toBe('store_full');
     expect(body.accepted).toBeUndefined();
+    expect(await w.length()).toBe(0);
+    // A request of several blocks in one partition (one MULTI) fails the same way, all or nothing.
+    const many = await w.post(Array.from({ length: MAX_BLOCK_EVENTS + 1 }, () => toolEvent()));
+    expect(many.status).toBe(503);
+    expect(((await many.json()) as { error: { code: string } }).error.code).toBe('store_full');
     expect(await w.length()).toBe(0);
   });
 

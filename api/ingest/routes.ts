@@ -118,12 +118,18 @@ export function createIngestRoutes(deps: IngestDeps): Hono<{ Variables: TenantAu
       try {
         await writer.write(batch.accepted);
       } catch (err) {
-        const oom = err instanceof IngestWriteError && err.kind === 'out_of_memory';
+        const kind = err instanceof IngestWriteError ? err.kind : 'unavailable';
         log.error({ err, tenantId, events: batch.accepted.length }, 'ingest: writing to the first stream failed');
-        metrics?.errors.inc({ stage: STAGE, kind: oom ? 'redis_oom' : 'redis' });
-        throw oom
-          ? unavailable('store_full', 'the event store is full; nothing was accepted, retry later', OUT_OF_MEMORY_RETRY_AFTER)
-          : unavailable('unavailable', 'the event store failed; nothing was accepted, retry later', UNAVAILABLE_RETRY_AFTER);
+        metrics?.errors.inc({ stage: STAGE, kind: kind === 'out_of_memory' ? 'redis_oom' : kind === 'not_durable' ? 'not_durable' : 'redis' });
+        if (kind === 'out_of_memory') throw unavailable('store_full', 'the event store is full; nothing was accepted, retry later', OUT_OF_MEMORY_RETRY_AFTER);
+        if (kind === 'not_durable') {
+          throw unavailable(
+            'not_durable',
+            `the events were not confirmed durable (INGEST_DURABILITY=${config.INGEST_DURABILITY}) in time; none is reported accepted: retry the same request (event ids make the retry safe)`,
+            UNAVAILABLE_RETRY_AFTER,
+          );
+        }
+        throw unavailable('unavailable', 'the event store failed; nothing was accepted, retry later', UNAVAILABLE_RETRY_AFTER);
       }
       metrics?.eventsOut.inc({ stage: STAGE, stream: STREAMS.ingested }, batch.accepted.length);
     }

@@ -1,4 +1,5 @@
-import type { Redis } from '../../pipeline/redis.js';
+import { Cluster, type Redis as Standalone } from 'ioredis';
+import { keySlot, type Redis } from '../../pipeline/redis.js';
 import { BlockSizes, Watermark } from '../../pipeline/backpressure.js';
 import { entryFields, MAX_BLOCK_EVENTS, newOrigin } from '../../pipeline/blocks.js';
 import type { Config } from '../../pipeline/config.js';
@@ -11,13 +12,22 @@ export function ingestPartitionKey(tenantId: string, credential: Credential): st
   return `${tenantId}/${credential.kind === 'api_key' ? credential.keyHash : credential.clientId}`;
 }
 
-/** Why a write failed: Redis is out of memory (noeviction refuses writes), or unreachable / failing. */
+const WRITE_ERRORS = {
+  out_of_memory: 'Redis is out of memory',
+  unavailable: 'Redis write failed',
+  not_durable: 'the write was not confirmed durable in time',
+} as const;
+
+/**
+ * Why a write failed: Redis is out of memory (noeviction refuses writes), unreachable / failing,
+ * or took the block but did not confirm it durable (INGEST_DURABILITY) within the timeout.
+ */
 export class IngestWriteError extends Error {
   constructor(
-    readonly kind: 'out_of_memory' | 'unavailable',
+    readonly kind: keyof typeof WRITE_ERRORS,
     options: { cause: unknown },
   ) {
-    super(kind === 'out_of_memory' ? 'Redis is out of memory' : 'Redis write failed', options);
+    super(WRITE_ERRORS[kind], options);
     this.name = 'IngestWriteError';
   }
 }
@@ -76,22 +86,107 @@ export class IngestWriter {
     const writes = [...byPartition].map(async ([partition, group]) => {
       const key = this.keys[partition];
       this.sizes.wrote(Math.ceil(group.length / MAX_BLOCK_EVENTS), group.length);
-      const multi = this.redis.multi();
-      for (let from = 0; from < group.length; from += MAX_BLOCK_EVENTS) {
-        multi.xadd(key, '*', ...entryFields(group.slice(from, from + MAX_BLOCK_EVENTS), newOrigin()));
-      }
-      let results: [Error | null, unknown][] | null;
-      try {
-        results = await multi.exec();
-      } catch (err) {
-        throw new IngestWriteError(isOutOfMemory(err) ? 'out_of_memory' : 'unavailable', { cause: err });
-      }
-      const failed = results === null ? new Error('transaction aborted') : results.find(([err]) => err)?.[0];
-      if (failed) throw new IngestWriteError(isOutOfMemory(failed) ? 'out_of_memory' : 'unavailable', { cause: failed });
+      const blocks: (string | Buffer)[][] = [];
+      for (let from = 0; from < group.length; from += MAX_BLOCK_EVENTS) blocks.push(entryFields(group.slice(from, from + MAX_BLOCK_EVENTS), newOrigin()));
+      if (this.config.INGEST_DURABILITY === 'ack') await this.writeAcked(key, blocks);
+      else await this.writeDurable(key, blocks);
     });
     // Wait for every partition before answering, so nothing is still being written when the caller hears of a failure.
     const settled = await Promise.allSettled(writes);
     const failure = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
     if (failure) throw failure.reason;
   }
+
+  /** INGEST_DURABILITY=ack: the blocks in one MULTI/EXEC, answered once Redis took them. */
+  private async writeAcked(key: string, blocks: (string | Buffer)[][]): Promise<void> {
+    if (blocks.length === 1) {
+      // One block: one XADD, atomic on its own (no MULTI/EXEC round of three commands).
+      try {
+        await this.redis.xadd(key, '*', ...blocks[0]);
+      } catch (err) {
+        throw writeError(err);
+      }
+      return;
+    }
+    const multi = this.redis.multi();
+    for (const fields of blocks) multi.xadd(key, '*', ...fields);
+    let results: [Error | null, unknown][] | null;
+    try {
+      results = await multi.exec();
+    } catch (err) {
+      throw writeError(err);
+    }
+    const failed = results === null ? new Error('transaction aborted') : results.find(([err]) => err)?.[0];
+    if (failed) throw writeError(failed);
+  }
+
+  /**
+   * INGEST_DURABILITY=replica|fsync: MULTI, the XADDs, EXEC and then WAIT (or WAITAOF) in one
+   * pipeline on one connection, to the node that holds the stream (on a cluster, the master
+   * of its slot, with no redirect: WAIT counts the writes of its own connection only, so a
+   * write that went elsewhere must not be confirmed by it). A reply short of the replicas (or of
+   * the local fsync) within INGEST_DURABILITY_TIMEOUT_MS is a not_durable failure: the blocks may
+   * be in the stream, but the client is not told they were accepted (its retry is deduplicated
+   * by event id).
+   */
+  private async writeDurable(key: string, blocks: (string | Buffer)[][]): Promise<void> {
+    const node = this.nodeOf(key);
+    const timeout = this.config.INGEST_DURABILITY_TIMEOUT_MS;
+    const fsync = this.config.INGEST_DURABILITY === 'fsync';
+    const useWaitAof = fsync && this.waitAof.get(node) !== false;
+    // An inline transaction in a pipeline (ioredis: multi() ... exec() queued, then WAIT after it).
+    const pipeline = node.pipeline() as ReturnType<Standalone['pipeline']> & { multi(): unknown; exec(): unknown };
+    pipeline.multi();
+    for (const fields of blocks) pipeline.xadd(key, '*', ...fields);
+    pipeline.exec();
+    if (!fsync) pipeline.call('WAIT', this.config.INGEST_DURABILITY_REPLICAS, timeout);
+    else if (useWaitAof) pipeline.call('WAITAOF', 1, 0, timeout);
+    let results: [Error | null, unknown][] | null;
+    try {
+      results = await pipeline.exec();
+    } catch (err) {
+      throw writeError(err, this.redis);
+    }
+    if (!results) throw writeError(new Error('pipeline aborted'), this.redis);
+    const execAt = blocks.length + 1;
+    const failed = results.slice(0, execAt + 1).find(([err]) => err)?.[0];
+    if (failed) throw writeError(failed, this.redis);
+    if (results[execAt][1] === null) throw writeError(new Error('transaction aborted'), this.redis);
+    if (fsync && !useWaitAof) return; // appendfsync always (checked at start): EXEC answered after the fsync
+    const [waitError, waited] = results[execAt + 1];
+    if (waitError && fsync && /unknown command/i.test(waitError.message)) {
+      // Redis before 7.2: no WAITAOF; appendfsync always (checked at start) makes EXEC's reply wait for the fsync.
+      this.waitAof.set(node, false);
+      return;
+    }
+    if (waitError) throw new IngestWriteError('not_durable', { cause: waitError });
+    const confirmed = fsync ? Number((waited as number[])[0]) >= 1 : Number(waited) >= this.config.INGEST_DURABILITY_REPLICAS;
+    if (!confirmed) {
+      throw new IngestWriteError('not_durable', {
+        cause: new Error(fsync ? `WAITAOF: not fsynced within ${timeout} ms` : `WAIT: ${waited} of ${this.config.INGEST_DURABILITY_REPLICAS} replicas within ${timeout} ms`),
+      });
+    }
+  }
+
+  /** Per node: false once it refused WAITAOF (Redis before 7.2). */
+  private readonly waitAof = new WeakMap<Standalone, boolean>();
+
+  /** The connection to the node holding a key: the one node, or the master of its slot on a cluster. */
+  private nodeOf(key: string): Standalone {
+    if (!(this.redis instanceof Cluster)) return this.redis;
+    const owner = this.redis.slots[keySlot(key)]?.[0];
+    const node = owner && this.redis.nodes('master').find((n) => `${n.options.host}:${n.options.port}` === owner);
+    if (!node) {
+      this.redis.refreshSlotsCache();
+      throw new IngestWriteError('unavailable', { cause: new Error(`no master known for the slot of ${key}`) });
+    }
+    return node;
+  }
+}
+
+/** A failed write; on a cluster, a MOVED or CLUSTERDOWN reply also refreshes the slot map (a failover happened). */
+function writeError(err: unknown, redis?: Redis): IngestWriteError {
+  const message = String((err as Error)?.message ?? '');
+  if (redis instanceof Cluster && /MOVED|CLUSTERDOWN|READONLY|TRYAGAIN/.test(message)) redis.refreshSlotsCache();
+  return new IngestWriteError(isOutOfMemory(err) ? 'out_of_memory' : 'unavailable', { cause: err });
 }

@@ -6,8 +6,8 @@
  * team, customer, session), 2 caps with their reservations, the sliding rate window and the
  * sessions in use. Calls go round the agents, each naming a session.
  *
- * The load comes from a worker thread (its own event loop, keep-alive HTTP), so the server's event
- * loop does only the server's work; prints calls/s, p50/p99 of the server's own time (from
+ * The load comes from a worker thread (its own event loop, raw keep-alive HTTP/1.1 sockets, see
+ * CLIENT), so the server's event loop does only the server's work; prints calls/s, p50/p99 of the server's own time (from
  * Server-Timing) and of the round trip as the client sees it.
  *
  *   npm run bench:authorize -- [--requests 50000] [--concurrency 1,16] [--estimate]
@@ -17,6 +17,8 @@
 import { serve } from '@hono/node-server';
 import type { AddressInfo } from 'node:net';
 import { createServer, type RequestListener, type ServerOptions } from 'node:http';
+import { readFileSync } from 'node:fs';
+import { cpus } from 'node:os';
 import { parseArgs } from 'node:util';
 import { Worker } from 'node:worker_threads';
 import { TenantTokens } from '../../store/tenant-tokens.js';
@@ -42,45 +44,75 @@ function percentile(sorted: Float64Array, q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))];
 }
 
-// The load generator: plain JavaScript in a worker thread. Posts back server and round-trip times.
+// The load generator: plain JavaScript in a worker thread, a wrk-style HTTP/1.1 client on raw
+// keep-alive sockets (one call at a time per connection, each request's bytes built once), so the
+// client spends a write and a read per call and little else: node:http's client cost about as much
+// CPU per call as the server it measured, on the same 2 cores. Every answer is parsed and checked
+// (status 200, allowed, a Server-Timing header); posts back server and round-trip times.
 const CLIENT = `
 const { parentPort, workerData } = require('node:worker_threads');
-const http = require('node:http');
+const net = require('node:net');
 const { port, headers, bodies, requests, concurrency } = workerData;
-const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency });
-function call(body) {
+const head = Object.entries(headers).map(([k, v]) => k + ': ' + v + '\\r\\n').join('');
+const wires = bodies.map((body) => Buffer.from('POST /v1/authorize HTTP/1.1\\r\\nhost: 127.0.0.1:' + port + '\\r\\n' + head +
+  'content-length: ' + Buffer.byteLength(body) + '\\r\\n\\r\\n' + body));
+function connect() {
   return new Promise((resolve, reject) => {
-    const start = performance.now();
-    const req = http.request({ host: '127.0.0.1', port, path: '/v1/authorize', method: 'POST', agent,
-      headers: { ...headers, 'content-length': Buffer.byteLength(body) } }, (res) => {
-      const chunks = [];
-      res.on('data', (c) => chunks.push(c));
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString();
-        if (res.statusCode !== 200 || !text.startsWith('{"allowed":true')) return reject(new Error('unexpected answer ' + res.statusCode + ': ' + text));
-        const timing = /app;dur=([\\d.]+)/.exec(res.headers['server-timing'] || '');
-        if (!timing) return reject(new Error('no Server-Timing header'));
-        resolve([Number(timing[1]), performance.now() - start]);
-      });
+    const socket = net.connect({ host: '127.0.0.1', port }, () => resolve(conn));
+    socket.setNoDelay(true);
+    socket.setEncoding('latin1');
+    let text = '';
+    let waiting;
+    const conn = {
+      call(i) {
+        return new Promise((res, rej) => {
+          waiting = { res, rej, start: performance.now() };
+          socket.write(wires[i % wires.length]);
+        });
+      },
+      close() { socket.destroy(); },
+    };
+    socket.on('data', (chunk) => {
+      text += chunk;
+      const end = text.indexOf('\\r\\n\\r\\n');
+      if (end < 0) return;
+      const headText = text.slice(0, end);
+      const length = /\\r\\ncontent-length: *(\\d+)/i.exec(headText);
+      if (!length) return fail(new Error('no content-length: ' + headText));
+      const total = end + 4 + Number(length[1]);
+      if (text.length < total) return;
+      const body = text.slice(end + 4, total);
+      text = text.slice(total);
+      const w = waiting;
+      waiting = undefined;
+      if (!w) return fail(new Error('an answer nobody asked for'));
+      if (!headText.startsWith('HTTP/1.1 200 ') || !body.startsWith('{"allowed":true')) return w.rej(new Error('unexpected answer ' + headText.slice(0, 12) + ': ' + body));
+      const timing = /\\r\\nserver-timing: *app;dur=([\\d.]+)/i.exec(headText);
+      if (!timing) return w.rej(new Error('no Server-Timing header'));
+      w.res([Number(timing[1]), performance.now() - w.start]);
     });
-    req.on('error', reject);
-    req.end(body);
+    function fail(err) { if (waiting) waiting.rej(err); else reject(err); socket.destroy(); }
+    socket.on('error', fail);
+    socket.on('close', () => { if (waiting) waiting.rej(new Error('connection closed')); });
   });
 }
 (async () => {
   const server = new Float64Array(requests);
   const roundTrip = new Float64Array(requests);
+  const conns = await Promise.all(Array.from({ length: concurrency }, connect));
   let next = 0;
   const started = performance.now();
-  await Promise.all(Array.from({ length: concurrency }, async () => {
+  await Promise.all(conns.map(async (conn) => {
     while (next < requests) {
       const i = next++;
-      const [s, r] = await call(bodies[i % bodies.length]);
+      const [s, r] = await conn.call(i);
       server[i] = s;
       roundTrip[i] = r;
     }
   }));
-  parentPort.postMessage({ seconds: (performance.now() - started) / 1000, server, roundTrip });
+  const seconds = (performance.now() - started) / 1000;
+  for (const conn of conns) conn.close();
+  parentPort.postMessage({ seconds, server, roundTrip });
 })().catch((err) => parentPort.postMessage({ error: String(err && err.stack || err) }));
 `;
 
@@ -94,6 +126,33 @@ function load(port: number, headers: Record<string, string>, bodies: string[], n
     });
     worker.once('error', reject);
   });
+}
+
+interface Cpu {
+  server: number;
+  rest: number;
+  redis: number;
+  /** The whole machine (every core, every process, the kernel): busy and idle seconds, from /proc/stat. */
+  machineBusy: number;
+  machineIdle: number;
+}
+
+/**
+ * CPU seconds so far: the server's thread (the main thread: utime + stime of /proc/self/task/<pid>,
+ * in clock ticks), the rest of this process (the client's worker thread, GC and libuv helpers),
+ * and Redis (INFO cpu: the server process, main thread and all).
+ */
+async function cpuNow(): Promise<Cpu> {
+  const stat = readFileSync(`/proc/self/task/${process.pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const server = (Number(fields[11]) + Number(fields[12])) / 100; // fields 14 and 15 of proc(5), after pid and comm
+  const usage = process.cpuUsage();
+  const info = await redis.info('cpu');
+  const seconds = (name: string) => Number(new RegExp(`${name}:([\\d.]+)`).exec(info)?.[1] ?? 0);
+  const ticks = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1, 9).map(Number);
+  const idle = ticks[3] + ticks[4]; // idle, iowait
+  const machineBusy = (ticks.reduce((a, b) => a + b, 0) - idle) / 100;
+  return { server, rest: (usage.user + usage.system) / 1e6 - server, redis: seconds('used_cpu_sys') + seconds('used_cpu_user'), machineBusy, machineIdle: idle / 100 };
 }
 
 const world = await isolated('authbench');
@@ -150,14 +209,19 @@ try {
     `POST /v1/authorize, ${requests} calls per run over ${bodies.length} agents (6 pause flags, 2 caps, rate window, sessions in use${values.estimate ? ', estimated_cost reserved' : ''})`,
   );
   for (const concurrency of concurrencies) {
+    const before = await cpuNow();
     const run = await load(port, headers, bodies, requests, concurrency);
+    const after = await cpuNow();
+    const perCall = (key: keyof Cpu) => `${Math.round(((after[key] - before[key]) * 1e6) / requests)} us`;
     run.server.sort();
     run.roundTrip.sort();
     const f = (ms: number) => `${ms.toFixed(3)} ms`;
     console.log(
       `concurrency ${String(concurrency).padStart(3)}: server p50 ${f(percentile(run.server, 0.5))} p99 ${f(percentile(run.server, 0.99))}` +
         ` | round trip p50 ${f(percentile(run.roundTrip, 0.5))} p99 ${f(percentile(run.roundTrip, 0.99))}` +
-        ` | ${Math.round(requests / run.seconds)} calls/s`,
+        ` | ${Math.round(requests / run.seconds)} calls/s` +
+        ` | CPU per call: server thread ${perCall('server')}, rest of the process (client thread, GC helpers) ${perCall('rest')}, Redis ${perCall('redis')},` +
+        ` whole machine ${perCall('machineBusy')} (${Math.round((100 * (after.machineBusy - before.machineBusy)) / (after.machineBusy - before.machineBusy + after.machineIdle - before.machineIdle))}% of ${cpus().length} cores busy)`,
     );
   }
 } finally {

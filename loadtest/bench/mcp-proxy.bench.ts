@@ -6,23 +6,34 @@
  *   npm run bench:mcp-proxy                              # 500 calls/s, 30 s each way
  *   npm run bench:mcp-proxy -- --rate 500 --duration 60 --upstream-mode json
  *   npm run bench:mcp-proxy -- --renice=-5      # on a busy shared machine: client, upstream and proxy first
+ *   npm run bench:mcp-proxy -- --stages stopped # billing afterwards: the stage workers stopped while measuring
+ *   npm run bench:mcp-proxy -- --profile        # the proxy under node --cpu-prof, summarized at the end
+ *   npm run bench:mcp-proxy -- --bare           # a bare pass-through proxy in its place: the floor (nothing metered)
  *
  * Everything is real and on this machine: a scratch world with the whole pipeline (the proxy
  * asks /v1/authorize and sends its events there; its stage workers at nice 10 by default,
  * `--renice-stages`, so they bill in the spare time of the two cores), the upstream (examples/mcp-server/http.ts
- * --plain) and the proxy (`npm run mcp-proxy`) as processes of their own. The client is a
+ * --plain) and the proxy (`npm run mcp-proxy`) as processes of their own. With `--stages stopped`
+ * the stage workers are stopped (SIGSTOP) for the measured blocks and resumed (SIGCONT) before the
+ * ledger check: the proxy still authorizes every call against the API and sends every event to it
+ * (the API takes them onto its stream, its backpressure bounds raised so it holds them), and the
+ * billing of those events runs afterwards instead of on the same two cores. The client is a
  * keep-alive node:http agent sending one JSON-RPC tools/call per request and reading the whole
  * answer. Afterwards the ledger must hold one row per proxied call.
  * Bars (issue 15): added p50 <= 1 ms, p99 <= 5 ms.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Agent, request } from 'node:http';
 import { cpus, loadavg, setPriority } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { seedTenant } from '../../ops/seed.js';
 import { startPipeline, freePortRange, waitFor, type RunningPipeline } from '../../test/support/pipeline.js';
-import { cpuTicks } from './sampler.js';
+import { formatProfile, summarizeProfile } from './profile.js';
+import { cpuTicks, withDescendants } from './sampler.js';
 import { createScratchWorld } from './world.js';
 
 const { values } = parseArgs({
@@ -33,12 +44,18 @@ const { values } = parseArgs({
     block: { type: 'string', default: '2' },
     renice: { type: 'string', default: '0' },
     'renice-stages': { type: 'string', default: '10' },
+    stages: { type: 'string', default: 'nice' },
+    profile: { type: 'boolean', default: false },
+    bare: { type: 'boolean', default: false },
   },
 });
 const RATE = Number(values.rate);
 const SECONDS_EACH = Number(values.duration);
 const BLOCK_MS = Number(values.block) * 1000;
 const JSON_MODE = values['upstream-mode'] === 'json';
+const STAGES_STOPPED = values.stages === 'stopped';
+const BARE = values.bare === true;
+if (!['nice', 'stopped'].includes(values.stages!)) throw new Error(`--stages nice|stopped, got ${values.stages}`);
 const PLAN = { tool_invocations: { search_docs: '0.002', '*': '0.001' }, duration_buckets: [{ max_seconds: null, rate: '0' }] };
 const root = (path: string) => fileURLToPath(new URL(`../../${path}`, import.meta.url));
 
@@ -82,8 +99,8 @@ async function openSession(url: string, apiKey: string): Promise<Record<string, 
   return headers;
 }
 
-function startChild(name: string, args: string[], env: Record<string, string>): ChildProcess {
-  const child = spawn(process.execPath, ['--import', 'tsx', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit'] });
+function startChild(name: string, args: string[], env: Record<string, string>, nodeFlags: string[] = []): ChildProcess {
+  const child = spawn(process.execPath, [...nodeFlags, '--import', 'tsx', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit'] });
   child.on('exit', (code, signal) => {
     if (!stopping) console.error(`bench: ${name} exited (${code ?? signal})`);
   });
@@ -99,29 +116,41 @@ let stopping = false;
 
 const world = await createScratchWorld({ LOG_LEVEL: 'error' });
 let pipeline: RunningPipeline | undefined;
+let profileDir: string | undefined;
+let signalStages: ((signal: NodeJS.Signals) => void) | undefined;
 const children: ChildProcess[] = [];
 let exitCode = 1;
 try {
   const tenant = await seedTenant(world.sql, { name: 'proxy-bench', pricing: PLAN, customers: 1, teamsPerCustomer: 1, agentsPerTeam: 1 });
   const apiKey = tenant.customers[0].teams[0].agents[0].apiKey;
   console.log(`bench: scratch world ${world.dbName}; starting the pipeline`);
-  pipeline = await startPipeline(world, { LOG_LEVEL: 'error' });
+  // Stopped stages: the API keeps taking events onto its stream (no backpressure from the lag or
+  // the age of what waits there) until the stages resume and bill them.
+  pipeline = await startPipeline(world, { LOG_LEVEL: 'error', ...(STAGES_STOPPED ? { INGEST_MAX_QUEUE_MS: '0', BACKPRESSURE_HIGH: '1000000', BACKPRESSURE_LOW: '500000' } : {}) });
   // The stage workers bill the proxied calls in the machine's spare time (the API, which answers
   // authorize and takes the events, keeps its priority): the figures are the proxy's, not those
   // of a billing pipeline sharing its two cores. The ledger is checked once they have drained.
   const reniceStages = Number(values['renice-stages']);
-  for (const [name, child] of pipeline.supervisor.children()) if (name !== 'api' && child.pid && reniceStages) setPriority(child.pid, reniceStages);
+  const stagePids = () => [...pipeline!.supervisor.children()].flatMap(([name, child]) => (name !== 'api' && child.pid ? [child.pid] : []));
+  if (!STAGES_STOPPED && reniceStages) for (const pid of stagePids()) setPriority(pid, reniceStages);
+  signalStages = (signal) => {
+    for (const pid of stagePids()) process.kill(pid, signal);
+  };
 
   const base = await freePortRange(2);
+  profileDir = values.profile ? mkdtempSync(join(tmpdir(), 'mcp-proxy-prof-')) : undefined;
   const upstream = `http://127.0.0.1:${base}/mcp`;
   const proxied = `http://127.0.0.1:${base + 1}/mcp`;
   children.push(startChild('upstream', [root('examples/mcp-server/http.ts'), '--plain', '--port', String(base), ...(JSON_MODE ? ['--json'] : [])], {}));
+  const profileFlags = profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [];
   children.push(
-    startChild('mcp-proxy', [root('mcp-proxy/main.ts'), '--upstream', upstream, '--listen', String(base + 1)], {
-      AGENTMETER_URL: pipeline.baseUrl,
-      AGENTMETER_INGEST_TOKEN: tenant.ingestToken,
-      LOG_LEVEL: 'warn',
-    }),
+    BARE
+      ? startChild('bare proxy', [root('loadtest/bench/bare-proxy.ts'), upstream, String(base + 1)], {}, profileFlags)
+      : startChild('mcp-proxy', [root('mcp-proxy/main.ts'), '--upstream', upstream, '--listen', String(base + 1)], {
+          AGENTMETER_URL: pipeline.baseUrl,
+          AGENTMETER_INGEST_TOKEN: tenant.ingestToken,
+          LOG_LEVEL: 'warn',
+        }, profileFlags),
   );
   // --renice=-N: on a machine shared with other work, give the client, the upstream and the proxy
   // the same head start (the pipeline keeps its priority); direct and proxied calls gain alike.
@@ -159,7 +188,11 @@ try {
 
   const loadBefore = loadavg()[0];
   const [upstreamChild, proxyChild] = children;
-  const cpuBefore = { upstream: cpuTicks(upstreamChild.pid!) ?? 0, proxy: cpuTicks(proxyChild.pid!) ?? 0 };
+  const ticksOf = (pids: number[]) => pids.reduce((sum, pid) => sum + (cpuTicks(pid) ?? 0), 0);
+  const apiPids = () => withDescendants(pipeline!.supervisor.children().get('api')!.pid!);
+  if (STAGES_STOPPED) signalStages('SIGSTOP');
+  const clientCpuBefore = process.cpuUsage();
+  const cpuBefore = { upstream: cpuTicks(upstreamChild.pid!) ?? 0, proxy: cpuTicks(proxyChild.pid!) ?? 0, api: ticksOf(apiPids()), stages: ticksOf(stagePids()) };
   console.log(`bench: ${RATE} tools/call per second, ${SECONDS_EACH} s direct and ${SECONDS_EACH} s through the proxy, in ${BLOCK_MS / 1000} s blocks (${JSON_MODE ? 'JSON' : 'SSE'} answers)`);
   const interval = 1000 / RATE;
   const inFlight = new Set<Promise<void>>();
@@ -183,6 +216,10 @@ try {
     process.stdout.write(`\rbench: block ${block + 1}/${blocks} (${mode})   `);
   }
   process.stdout.write('\n');
+  const clientCpu = process.cpuUsage(clientCpuBefore);
+  const apiTicks = ticksOf(apiPids()) - cpuBefore.api;
+  const stageTicks = ticksOf(stagePids()) - cpuBefore.stages;
+  if (STAGES_STOPPED) signalStages('SIGCONT');
   agent.destroy();
   // CPU time per call (10 ms ticks over thousands of calls): what the proxy costs whatever the machine's load.
   const cpuMsPerCall = (pid: number, before: number, calls: number) => (((cpuTicks(pid) ?? before) - before) * 10) / Math.max(1, calls);
@@ -196,7 +233,7 @@ try {
   const added99 = percentile(proxy, 0.99) - percentile(direct, 0.99);
 
   // The ledger: one mcp.tool_invoked row per proxied call (warm-up included), once the pipeline drained.
-  const proxiedCalls = 200 + proxy.length + failures.proxy;
+  const proxiedCalls = BARE ? 0 : 200 + proxy.length + failures.proxy;
   const count = async () =>
     (await world.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM usage_ledger WHERE tenant_id = ${tenant.tenantId} AND event_type = 'mcp.tool_invoked'`)[0].n;
   await waitFor(async () => (await count()) >= proxiedCalls, 120_000, 'every proxied call in the ledger').catch(() => {});
@@ -205,9 +242,16 @@ try {
   console.log(`\nmode       calls   p50 ms   p90 ms   p99 ms    max ms`);
   console.log(row('direct', direct));
   console.log(row('proxy', proxy));
+  if (BARE) console.log('\nthe proxy: a bare pass-through (--bare), nothing authorized or metered: the floor under the metering proxy');
   console.log(`\nadded by the proxy: p50 ${fmt(added50)} ms (bar 1 ms), p99 ${fmt(added99)} ms (bar 5 ms)`);
-  console.log(`CPU per call: proxy ${fmt(proxyCpu)} ms (metering, authorize and sending events included), upstream MCP server ${fmt(upstreamCpu)} ms`);
-  console.log(`machine: ${cpus().length} cores, load average (1 min) ${loadBefore.toFixed(1)} before, ${loadavg()[0].toFixed(1)} after: the machine is shared, so read the figures with it${renice ? `; client, upstream and proxy at nice ${renice}` : ''}; stage workers at nice ${reniceStages}`);
+  const allCalls = latencies.proxy.length + latencies.direct.length;
+  console.log(`CPU per call: proxy ${fmt(proxyCpu)} ms (${BARE ? 'passing bytes through, nothing else' : 'metering, authorize and sending events included'}), upstream MCP server ${fmt(upstreamCpu)} ms`);
+  console.log(
+    `CPU per call of all calls: client ${fmt((clientCpu.user + clientCpu.system) / 1000 / Math.max(1, allCalls))} ms, API ${fmt((apiTicks * 10) / Math.max(1, allCalls))} ms, stage workers ${fmt((stageTicks * 10) / Math.max(1, allCalls))} ms (${STAGES_STOPPED ? 'stopped while measuring: they billed afterwards' : `at nice ${reniceStages}`})`,
+  );
+  console.log(
+    `machine: ${cpus().length} cores, load average (1 min) ${loadBefore.toFixed(1)} before, ${loadavg()[0].toFixed(1)} after: the machine is shared, so read the figures with it${renice ? `; client, upstream and proxy at nice ${renice}` : ''}; stage workers ${STAGES_STOPPED ? 'stopped while measuring' : `at nice ${reniceStages}`}`,
+  );
   console.log(`failed requests: direct ${failures.direct}, proxy ${failures.proxy}${reasons.size ? ` (${[...reasons].map(([r, n]) => `${n}x ${r}`).join('; ')})` : ''}; requests sent more than 5 ms late: ${late}`);
   console.log(`ledger: ${ledgered} mcp.tool_invoked rows for ${proxiedCalls} proxied calls (${ledgered === proxiedCalls ? 'exact' : 'MISMATCH'})`);
   const pass = added50 <= 1 && added99 <= 5 && failures.proxy === 0 && ledgered === proxiedCalls;
@@ -215,9 +259,14 @@ try {
   exitCode = pass ? 0 : 1;
 } finally {
   stopping = true;
+  if (STAGES_STOPPED) signalStages?.('SIGCONT');
   for (const child of children) child.kill('SIGTERM');
   await Promise.all(children.map((c) => new Promise((r) => (c.exitCode !== null ? r(null) : c.once('exit', r)))));
   await pipeline?.stop();
   await world.cleanup();
+  if (profileDir) {
+    for (const file of readdirSync(profileDir).filter((f) => f.endsWith('.cpuprofile'))) console.log(formatProfile(`proxy profile ${file}`, summarizeProfile(join(profileDir, file), 25)));
+    rmSync(profileDir, { recursive: true, force: true });
+  }
 }
 process.exit(exitCode);

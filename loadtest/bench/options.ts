@@ -39,6 +39,8 @@ export interface BenchOptions {
   logLevel: string;
   /** Extra environment for the pipeline processes (KEY=VALUE). */
   env: Record<string, string>;
+  /** The Redis to run on: the one of REDIS_URL, or the local cluster of ops/redis-cluster.sh (started when down). */
+  redis: 'standalone' | 'cluster';
   help: boolean;
 }
 
@@ -71,6 +73,10 @@ one multi-row INSERT per request.
   --no-build              use dist/ as it is
   --profile k1,k2         run these process kinds with --cpu-prof and summarize the profiles
   --env KEY=VALUE         extra environment for the pipeline processes (repeatable)
+  --redis standalone|cluster
+                          standalone: REDIS_URL (default); cluster: the local Redis Cluster of
+                          ops/redis-cluster.sh (3 masters + 3 replicas, started when down);
+                          with --env PARTITIONS=3 the partitions spread over the three masters
   --seed <n>              event mix seed (default 1)
   --trace on|off          follow sampled events through each stream for per-stage times
                           (default on up to 2,000 events/s: it reads the streams)
@@ -125,6 +131,7 @@ export function parseOptions(argv: string[], parseWorkers: (text: string) => Rec
     trace: false,
     logLevel: 'warn',
     env: {},
+    redis: 'standalone',
     help: false,
   };
   let traceFlag: boolean | undefined;
@@ -188,6 +195,12 @@ export function parseOptions(argv: string[], parseWorkers: (text: string) => Rec
         const eq = v.indexOf('=');
         if (eq <= 0) throw new Error(`--env: KEY=VALUE, got ${JSON.stringify(v)}`);
         options.env[v.slice(0, eq)] = v.slice(eq + 1);
+        break;
+      }
+      case '--redis': {
+        const v = value();
+        if (v !== 'standalone' && v !== 'cluster') throw new Error('--redis: standalone or cluster');
+        options.redis = v;
         break;
       }
       case '--trace': {

@@ -791,6 +791,12 @@ async function main(): Promise<number> {
   const began = Date.now();
   if (options.runtime === 'dist' && options.build) build();
 
+  if (options.redis === 'cluster') {
+    say('the local Redis Cluster (bash ops/redis-cluster.sh: 3 masters + 3 replicas, started when down)');
+    const started = spawnSync('bash', [projectPath('ops', 'redis-cluster.sh')], { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8' });
+    if (started.status !== 0) throw new Error('ops/redis-cluster.sh failed');
+    options.env.REDIS_URL ??= /REDIS_URL=(\S+)/.exec(started.stdout)?.[1] ?? 'redis+cluster://127.0.0.1:7100';
+  }
   say('creating a scratch world (PostgreSQL database, Redis prefix, ClickHouse database)');
   const world = await createScratchWorld(options.env);
   cleanups.push(() => world.cleanup());

@@ -1,5 +1,6 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import type { Redis } from '../../pipeline/redis.js';
+import { Cluster } from 'ioredis';
 import { scanKeys } from '../../pipeline/redis.js';
 
 /** Clock ticks per second of /proc/<pid>/stat times (USER_HZ: 100 on every Linux this runs on). */
@@ -132,20 +133,31 @@ export interface RedisMemory {
 }
 
 export async function redisMemory(redis: Redis): Promise<RedisMemory> {
-  const info = await redis.info('memory');
-  const field = (name: string) => Number(new RegExp(`^${name}:(\\d+)`, 'm').exec(info)?.[1] ?? NaN);
-  return { usedBytes: field('used_memory'), rssBytes: field('used_memory_rss'), peakBytes: field('used_memory_peak') };
+  // A cluster: the sum over its masters.
+  const nodes = redis instanceof Cluster ? redis.nodes('master') : [redis];
+  const total: RedisMemory = { usedBytes: 0, rssBytes: 0, peakBytes: 0 };
+  for (const node of nodes) {
+    const info = await node.info('memory');
+    const field = (name: string) => Number(new RegExp(`^${name}:(\\d+)`, 'm').exec(info)?.[1] ?? NaN);
+    total.usedBytes += field('used_memory');
+    total.rssBytes += field('used_memory_rss');
+    total.peakBytes += field('used_memory_peak');
+  }
+  return total;
 }
 
 /** Keys under a prefix and their memory (MEMORY USAGE), in one SCAN. */
 export async function prefixMemory(redis: Redis, prefix: string): Promise<{ keys: number; bytes: number }> {
   let keys = 0;
   let bytes = 0;
-  for await (const found of scanKeys(redis, `${prefix}*`)) {
-    const pipeline = redis.pipeline();
-    for (const key of found) pipeline.call('MEMORY', 'USAGE', key);
-    for (const [, value] of (await pipeline.exec()) ?? []) bytes += Number(value ?? 0);
-    keys += found.length;
+  // On a cluster, each master's keys through that master (a pipeline may not span slots).
+  for (const node of redis instanceof Cluster ? redis.nodes('master') : [redis]) {
+    for await (const found of scanKeys(node, `${prefix}*`)) {
+      const pipeline = node.pipeline();
+      for (const key of found) pipeline.call('MEMORY', 'USAGE', key);
+      for (const [, value] of (await pipeline.exec()) ?? []) bytes += Number(value ?? 0);
+      keys += found.length;
+    }
   }
   return { keys, bytes };
 }

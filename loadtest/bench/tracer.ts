@@ -1,5 +1,6 @@
 import type { Redis } from '../../pipeline/redis.js';
-import { Encoder } from '@msgpack/msgpack';
+import { decodeEntry } from '../../pipeline/blocks.js';
+import { encodePayload } from '../../pipeline/codec.js';
 import { Histogram } from './histogram.js';
 
 /**
@@ -28,7 +29,6 @@ interface Trace {
   startedAt: number;
 }
 
-const encoder = new Encoder();
 
 export class HopTracer {
   private readonly open: Trace[] = [];
@@ -59,17 +59,22 @@ export class HopTracer {
     // New traces: the newest few entries of the ingest stream.
     const newest = (await this.redis.xrevrangeBuffer(this.streams[0], '+', '-', 'COUNT', this.perPass)) as [Buffer, Buffer[]][];
     for (const [id, fields] of newest) {
-      const payload = fields[1];
-      const eventId = extractString(payload, EVENT_ID_KEY);
-      const nonce = extractString(payload, NONCE_KEY);
-      if (!eventId || !nonce) continue;
-      const needle = needleOf('eventId', eventId);
+      let event: { eventId?: unknown; ingestNonce?: unknown; ingestedAt?: unknown } | undefined;
+      try {
+        const events = decodeEntry<typeof event>(id.toString(), fields).events;
+        event = events[events.length - 1]?.payload;
+      } catch {
+        continue;
+      }
+      if (typeof event?.eventId !== 'string' || typeof event.ingestNonce !== 'string') continue;
+      const needle = encodePayload(event.eventId);
       if (this.open.some((t) => t.needle.equals(needle))) continue;
       const ingestedMs = Number(id.toString().split('-')[0]);
       if (ingestedMs < this.from) continue;
       const times: (number | undefined)[] = this.streams.map(() => undefined);
       times[0] = ingestedMs;
-      this.open.push({ needle, nonce: needleOf('ingestNonce', nonce), ingestedAt: extractIngestedAt(payload) ?? ingestedMs, times, startedAt: now });
+      const ingestedAt = typeof event.ingestedAt === 'number' ? event.ingestedAt : ingestedMs;
+      this.open.push({ needle, nonce: encodePayload(event.ingestNonce), ingestedAt, times, startedAt: now });
     }
     // Look for the open traces in every later stream, from the earliest time one of them could be there.
     for (let s = 1; s < this.streams.length; s++) {
@@ -111,45 +116,4 @@ export class HopTracer {
       total: { p50: r(this.total.quantile(0.5)), p99: r(this.total.quantile(0.99)) },
     };
   }
-}
-
-function needleOf(key: string, value: string): Buffer {
-  return Buffer.concat([encoder.encode(key), encoder.encode(value)]);
-}
-
-const EVENT_ID_KEY = Buffer.from(encoder.encode('eventId'));
-const NONCE_KEY = Buffer.from(encoder.encode('ingestNonce'));
-const INGESTED_AT_KEY = Buffer.from(encoder.encode('ingestedAt'));
-
-/** A string field of a msgpack payload, read from the bytes after its key. */
-function extractString(payload: Buffer, key: Buffer): string | undefined {
-  const at = payload.indexOf(key);
-  if (at < 0) return undefined;
-  let p = at + key.length;
-  const head = payload[p];
-  let length: number;
-  if ((head & 0xe0) === 0xa0) {
-    length = head & 0x1f;
-    p += 1;
-  } else if (head === 0xd9) {
-    length = payload[p + 1];
-    p += 2;
-  } else if (head === 0xda) {
-    length = payload.readUInt16BE(p + 1);
-    p += 3;
-  } else return undefined;
-  return payload.toString('utf8', p, p + length);
-}
-
-/** The ingestedAt number (epoch ms) of a msgpack payload. */
-function extractIngestedAt(payload: Buffer): number | undefined {
-  const at = payload.indexOf(INGESTED_AT_KEY);
-  if (at < 0) return undefined;
-  const p = at + INGESTED_AT_KEY.length;
-  const head = payload[p];
-  if (head === 0xcb) return payload.readDoubleBE(p + 1);
-  if (head === 0xcf) return Number(payload.readBigUInt64BE(p + 1));
-  if (head === 0xd3) return Number(payload.readBigInt64BE(p + 1));
-  if (head === 0xce) return payload.readUInt32BE(p + 1);
-  return undefined;
 }

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import { Redis } from 'ioredis';
+import { Redis as Standalone } from 'ioredis';
 import { loadConfig, type Config } from '../../pipeline/config.js';
-import { deleteKeysWithPrefix } from '../../pipeline/redis.js';
+import { clusterNodes, connectRedis, deleteKeysWithPrefix, type Redis } from '../../pipeline/redis.js';
 import { connectPostgres, type Sql } from '../../pipeline/postgres.js';
 import { migrateClickHouse, migratePostgres } from '../../store/migrate.js';
 import { createClient } from '@clickhouse/client';
@@ -43,7 +43,9 @@ export async function createScratchWorld(extraEnv: Record<string, string> = {}, 
   await admin.unsafe(`CREATE DATABASE ${dbName}`);
   await admin.end();
   const sql = connectPostgres(config.DATABASE_URL, { max: 4, name: 'bench' });
-  const redis = new Redis(config.REDIS_URL, { maxRetriesPerRequest: 3, connectionName: `bench:${tag}` });
+  const redis: Redis = clusterNodes(config.REDIS_URL)
+    ? connectRedis(config.REDIS_URL, `bench:${tag}`)
+    : new Standalone(config.REDIS_URL, { maxRetriesPerRequest: 3, connectionName: `bench:${tag}` });
 
   let cleaned = false;
   const world: ScratchWorld = {

@@ -93,9 +93,9 @@ export async function verify(
   compare('sessions (events)', BigInt(sessions.ledger_events), BigInt(sessions.events), 'events');
   compare('sessions (cost)', BigInt(sessions.ledger_cost), BigInt(sessions.cost), 'nano');
 
-  // COGS: one row per usage event, at the ledger's price.
+  // COGS: every usage event summed once (per customer), at the ledger's price.
   const [cogs] = await sql<{ rows: string; price: string }[]>`
-    SELECT count(*)::text AS rows, coalesce(sum(price_nano), 0)::text AS price FROM cogs_ledger WHERE tenant_id = ${t}`;
+    SELECT coalesce(sum(events), 0)::text AS rows, coalesce(sum(price_nano), 0)::text AS price FROM cogs_rollup WHERE tenant_id = ${t} AND dimension = 'customer'`;
   compare('COGS (rows)', BigInt(ledger.usage), BigInt(cogs.rows));
   compare('COGS (price)', BigInt(ledger.usage_cost), BigInt(cogs.price), 'nano');
 

@@ -66,7 +66,12 @@ end
 -- Drops the expired reservations of a budget (a bounded number per call) and returns their sum left.
 local function reservedOf(counterKey)
   local zset, amounts, sum = counterKey .. ':rz', counterKey .. ':ra', counterKey .. ':rs'
+  -- No sum, no live reservation: the three keys are made and extended together (and a DECRBY
+  -- here would leave a negative sum without a TTL).
+  local total = redis.call('GET', sum)
+  if not total then return '0' end
   local expired = redis.call('ZRANGEBYSCORE', zset, '-inf', now, 'LIMIT', 0, 64)
+  if #expired == 0 then return nonNegative(total) end
   for _, id in ipairs(expired) do
     local amount = redis.call('HGET', amounts, id)
     if amount then redis.call('DECRBY', sum, amount) end

@@ -48,6 +48,15 @@ describe('event ids', () => {
     const later = generator.next(1_700_000_000_000);
     expect(later > made[4_999]).toBe(true);
   });
+
+  it('take fresh random bits each millisecond, past the end of their random pool', () => {
+    const generator = new EventIdGenerator();
+    const made = Array.from({ length: 1_000 }, (_, i) => generator.next(1_780_000_000_000 + i));
+    const randomParts = new Set(made.map((id) => id.slice(14)));
+    expect(randomParts.size).toBe(1_000);
+    // Not a counter: consecutive ids of different milliseconds share no long prefix of random digits.
+    expect(made.slice(1).filter((id, i) => id.slice(14, 20) === made[i].slice(14, 20)).length).toBeLessThan(3);
+  });
 });
 
 describe('retry timing', () => {

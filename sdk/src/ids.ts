@@ -5,17 +5,26 @@
  * one in their random part, so they sort in the order they were made.
  */
 const ALPHABET = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
+/** Random bytes drawn from Web Crypto at once, 10 per new millisecond (one call per 100 ids, not per id). */
+const POOL_BYTES = 1_000;
 
 export class EventIdGenerator {
   private lastTime = -1;
   private readonly random = new Uint8Array(10);
+  private readonly pool = new Uint8Array(POOL_BYTES);
+  private poolAt = POOL_BYTES;
 
   constructor(private readonly prefix = 'evt_') {}
 
   next(now = Date.now()): string {
     if (now > this.lastTime) {
       this.lastTime = now;
-      crypto.getRandomValues(this.random);
+      if (this.poolAt === POOL_BYTES) {
+        crypto.getRandomValues(this.pool);
+        this.poolAt = 0;
+      }
+      this.random.set(this.pool.subarray(this.poolAt, this.poolAt + 10));
+      this.poolAt += 10;
     } else {
       // Same (or an earlier: the clock stepped back) millisecond: keep the last time, add one.
       incrementBytes(this.random);

@@ -1,5 +1,6 @@
 import type { Redis } from '../../pipeline/redis.js';
-import { Watermark } from '../../pipeline/backpressure.js';
+import { BlockSizes, Watermark } from '../../pipeline/backpressure.js';
+import { MAX_BLOCK_EVENTS } from '../../pipeline/blocks.js';
 import { encodePayload } from '../../pipeline/codec.js';
 import type { Config } from '../../pipeline/config.js';
 import { describeError } from '../../pipeline/errors.js';
@@ -11,7 +12,7 @@ import { scripted } from '../../pipeline/scripts.js';
 import { decodeCursor, encodeCursor, exportHorizon, readLedgerPage } from '../../store/ledger-export.js';
 import { STREAMS } from '../../store/streams.js';
 
-/** Rows read from the ledger per page (one PostgreSQL query, one Redis call), at most the high-water mark. */
+/** Rows read from the ledger per page (one PostgreSQL query, one Redis call, blocks of MAX_BLOCK_EVENTS), at most the high-water mark. */
 const EXPORT_PAGE = 2_000;
 /** The export stream lives in partition 0: the ledger is one source, read by one cursor. */
 const EXPORT_PARTITION = 0;
@@ -37,6 +38,7 @@ export class LedgerExport {
   private failingSince?: number;
   private readonly redis: ReturnType<typeof scripted>;
   private readonly watermark: Watermark;
+  private readonly sizes = new BlockSizes();
   private readonly cursorKey: string;
   private readonly streamKey: string;
   private readonly pageSize: number;
@@ -51,7 +53,7 @@ export class LedgerExport {
     this.redis = scripted(redis);
     this.cursorKey = exportCursorKey(config.REDIS_PREFIX);
     this.streamKey = partitionedKey(config.REDIS_PREFIX, STREAMS.analytics, EXPORT_PARTITION);
-    this.watermark = new Watermark(redis, [this.streamKey], config.BACKPRESSURE_HIGH, config.BACKPRESSURE_LOW);
+    this.watermark = new Watermark(redis, [this.streamKey], config.BACKPRESSURE_HIGH, config.BACKPRESSURE_LOW, 0, this.sizes);
     this.pageSize = Math.min(EXPORT_PAGE, config.BACKPRESSURE_HIGH);
   }
 
@@ -65,19 +67,22 @@ export class LedgerExport {
     await this.loop;
   }
 
-  /** Exports one page if there is room; returns how many rows it appended (0: nothing new, or no room). */
+  /** Exports one page if there is room; returns how many rows it appended (0: nothing new, or no room), as blocks. */
   async exportOnce(): Promise<number> {
     if (!(await this.watermark.open())) return 0;
     const before = await this.redis.get(this.cursorKey);
     const horizon = await exportHorizon(this.sql);
     const page = await readLedgerPage(this.sql, decodeCursor(before), horizon, this.pageSize);
     if (page.events.length === 0) return 0;
-    const payloads = page.events.map((event) => encodePayload(event));
-    const appended = await this.redis.appendAtCursor(this.cursorKey, this.streamKey, before ?? '', encodeCursor(page.next), ...payloads);
+    const blocks: Buffer[] = [];
+    for (let start = 0; start < page.events.length; start += MAX_BLOCK_EVENTS) blocks.push(encodePayload(page.events.slice(start, start + MAX_BLOCK_EVENTS)));
+    const appended = await this.redis.appendAtCursor(this.cursorKey, this.streamKey, before ?? '', encodeCursor(page.next), ...blocks);
     if (appended < 0) return 0; // another exporter took this page first
-    this.watermark.added(appended);
-    this.metrics?.eventsOut.inc({ stage: 'ledger-export', stream: STREAMS.analytics }, appended);
-    return appended;
+    const events = page.events.length;
+    this.sizes.wrote(appended, events);
+    this.watermark.added(events);
+    this.metrics?.eventsOut.inc({ stage: 'ledger-export', stream: STREAMS.analytics }, events);
+    return events;
   }
 
   private async run(): Promise<void> {

@@ -129,6 +129,15 @@ describe('dispatchBatch', () => {
     expect(await daily.json()).toEqual([{ events: '5', cost: '9001.000000008' }]);
   });
 
+  it('looks up what a batch may have inserted only when it may have: a redelivered batch (after a crash) goes in once', async () => {
+    const tenant = newTenant();
+    const events = mixedBatch(tenant);
+    await dispatchBatch(ch, stageEntries(events));
+    // The same events as another process reads them after a claim: new objects, marked redelivered.
+    await dispatchBatch(ch, stageEntries(events).map((entry) => ({ ...entry, redelivered: true })));
+    expect(await rawCount(tenant)).toBe(5);
+  });
+
   it('records the COGS of each call from the cost model, as the cogs stage does', async () => {
     const tenant = await seedTenant(world.sql, { name: 'analytics-cogs', pricing: { tool_invocations: { '*': '0.01' } }, costModel: COST_MODEL, customers: 1, teamsPerCustomer: 1, agentsPerTeam: 1 });
     const models = new CostModelCache(world.sql);

@@ -47,9 +47,11 @@ export function isDataError(error: unknown): boolean {
 
 /**
  * Inserts the batch into {db}.invocations in one INSERT, each row with its COGS (the cost model
- * code of the cogs stage; 0 without cost models). Exactly once: the events invocations already
- * holds (a batch delivered again after a crash before its ack, or an event ledger-write forwarded
- * twice) are left out, so the materialized views that keep the rollups see each event once; were
+ * code of the cogs stage; 0 without cost models). Exactly once: the ledger export appends every
+ * ledger row once, so only a batch that may have been inserted before (delivered again after a
+ * crash before its ack, or tried already in this process: an insert whose outcome is unknown) can
+ * hold events invocations already has; for such a batch those events are looked up and left out,
+ * so the materialized views that keep the rollups see each event once; were
  * one to slip in twice (two workers inserting the same event at the same instant), the table
  * still replaces it by (tenant_id, recorded_date, event_id) for FINAL reads, and
  * `npm run reconcile` finds and repairs the rollups. While ClickHouse is down the insert fails
@@ -78,8 +80,10 @@ export async function dispatchBatch(
     }
     rows.push(invocationRow(event, cogsNano));
   });
+  const maybeInserted = batch.some((entry) => entry.redelivered || attempted.has(entry));
+  for (const entry of batch) attempted.add(entry);
   try {
-    const seen = await insertedAlready(clickhouse, rows);
+    const seen = maybeInserted ? await insertedAlready(clickhouse, rows) : new Set<string>();
     const fresh: InvocationRow[] = [];
     for (const row of rows) {
       if (seen.has(rowKey(row))) continue;
@@ -93,6 +97,9 @@ export async function dispatchBatch(
   }
   return results;
 }
+
+/** Entries an insert was tried for in this process (the harness hands the same objects again when it retries a batch). */
+const attempted = new WeakSet<StageEntry<AnalyticsEvent>>();
 
 const rowKey = (row: InvocationRow) => `${row.tenant_id}\u0000${row.event_id}`;
 // Keeps each lookup well under ClickHouse's max_query_size (256 KiB) for ids up to 128 characters.

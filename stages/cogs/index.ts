@@ -1,68 +1,148 @@
 import { STREAMS } from '../../store/streams.js';
-import type { EntryResult, StageDefinition, StageEntry } from '../../pipeline/stage.js';
+import type { EntryResult, StageBlock, StageDefinition, StageEntry } from '../../pipeline/stage.js';
 import { isUsageEventType } from '../../domain/events.js';
 import type { Sql } from '../../pipeline/postgres.js';
 import type { LedgeredEvent } from '../../domain/flow.js';
+import { AGGREGATE_BATCH_EVENTS, AGGREGATE_LINGER_MS, claimBlocks, claimEventOrigins } from '../../store/applied.js';
+import { addCogs, type CogsFact } from '../../store/cogs-rollup.js';
 import { type CostModelCache, watchedCostModels } from '../../store/cost-model-cache.js';
-import { eventCogs, InvalidCostModelError, type Cogs } from '../../store/cost-model.js';
+import { eventCogs, InvalidCostModelError } from '../../store/cost-model.js';
 
+const STAGE = 'cogs';
 
-
-
-interface CogsRow {
+interface Costed {
   event: LedgeredEvent;
-  cogs: Cogs;
+  /** The event's index in its block. */
+  i: number;
+  fact: CogsFact;
 }
 
-/**
- * Records the COGS and margin of each usage event of the batch in cogs_ledger, with one
- * INSERT ... ON CONFLICT (tenant_id, event_id) DO NOTHING: a redelivered event finds its row
- * and adds nothing, which is all exactly-once needs here (rows are facts, not counters).
- * Session control events are acked without a row. An event whose cost model does not validate
- * fails alone (retried, then dead-lettered with the reason) rather than being costed at 0.
- */
-export async function recordCogsBatch(sql: Sql, models: CostModelCache, batch: StageEntry<LedgeredEvent>[]): Promise<EntryResult[]> {
-  const results: EntryResult[] = batch.map(() => ({}));
-  const usage = batch.map((e, i) => ({ event: e.payload, i })).filter(({ event }) => isUsageEventType(event.eventType));
-  if (usage.length === 0) return results;
+/** A block of events as the cogs stage applies it: whole (one claim), or event by event. */
+interface CogsBlock {
+  origin: string;
+  events: LedgeredEvent[];
+}
 
-  const loaded = await models.load(usage.map(({ event }) => event.tenantId));
-  const rows: CogsRow[] = [];
-  for (const { event, i } of usage) {
-    const cogs = eventCogs(loaded.get(event.tenantId) ?? [], event);
-    if (cogs instanceof InvalidCostModelError) results[i] = { error: cogs };
-    else rows.push({ event, cogs });
-  }
-  if (rows.length) await insertCogs(sql, rows);
+/** The marker of a block applied event by event (some of its events failed when it was first applied). */
+const partialOrigin = (origin: string) => `p/${origin}`;
+
+/**
+ * Adds the COGS and margin of each usage event to the hourly sums of cogs_rollup (per tool, per
+ * agent, per customer; store/cogs-rollup.ts), exactly once, in one transaction for all the blocks
+ * of a batch, with one upsert per row of sums. Per-event COGS is not kept in PostgreSQL: it is in
+ * ClickHouse (invocations.cogs_nano). Session control events add nothing.
+ *
+ * Exactly once: a block is recorded in applied_blocks by its origin (the same on every
+ * redelivery); a redelivered block finds itself there and adds nothing. An event whose cost model
+ * does not validate fails alone (retried, then dead-lettered with the reason) rather than being
+ * costed at 0: a block with such events, the first time it is applied, is marked partial and its
+ * other events are claimed one by one (origin `e/<tenant>/<event>`), as is a block of one event
+ * (a retry split off its block). A partial block delivered again applies, one by one, only the
+ * events not claimed yet, so an event that failed is added once when it succeeds.
+ */
+export async function recordCogsBlocks(sql: Sql, models: CostModelCache, blocks: CogsBlock[]): Promise<EntryResult[][]> {
+  const results: EntryResult[][] = blocks.map((b) => b.events.map(() => ({})));
+  const usageTenants = new Set<string>();
+  for (const b of blocks) for (const e of b.events) if (isUsageEventType(e.eventType)) usageTenants.add(e.tenantId);
+  if (usageTenants.size === 0) return results;
+  const loaded = await models.load([...usageTenants]);
+
+  // Each block's usage events, costed (or failed), before the transaction.
+  const costedBlocks = blocks.map((block, b) => {
+    const costed: Costed[] = [];
+    const failed: { i: number; error: InvalidCostModelError }[] = [];
+    block.events.forEach((event, i) => {
+      if (!isUsageEventType(event.eventType)) return;
+      const cogs = eventCogs(loaded.get(event.tenantId) ?? [], event);
+      if (cogs instanceof InvalidCostModelError) {
+        failed.push({ i, error: cogs });
+        return;
+      }
+      costed.push({ event, i, fact: factOf(event, cogs.cogsNano, cogs.breakdown.cost_model_id !== null) });
+    });
+    return { block, b, costed, failed, single: block.events.length === 1 };
+  });
+  const touching = costedBlocks.filter((c) => c.costed.length + c.failed.length > 0);
+  if (touching.length === 0) return results;
+
+  await sql.begin(async (tx) => {
+    const whole = touching.filter((c) => !c.single);
+    const fresh = await claimBlocks(tx, STAGE, whole.map((c) => ({ origin: c.block.origin, tenantId: c.block.events[0].tenantId })));
+    const again = whole.filter((c) => !fresh.has(c.block.origin));
+    const partialBefore = new Set(
+      again.length
+        ? (
+            await tx<{ origin: string }[]>`
+              SELECT origin FROM applied_blocks WHERE stage = ${STAGE} AND origin = ANY(${again.map((c) => partialOrigin(c.block.origin))}::text[])`
+          ).map((r) => r.origin)
+        : [],
+    );
+    const facts: CogsFact[] = [];
+    const oneByOne = touching.filter((c) => c.single);
+    const partialNow: typeof touching = [];
+    for (const c of whole) {
+      if (fresh.has(c.block.origin)) {
+        if (c.failed.length) partialNow.push(c);
+        else facts.push(...c.costed.map((x) => x.fact));
+      } else if (partialBefore.has(partialOrigin(c.block.origin))) oneByOne.push(c);
+      // else: applied whole before; nothing to add, nothing failed.
+    }
+    await claimBlocks(tx, STAGE, partialNow.map((c) => ({ origin: partialOrigin(c.block.origin), tenantId: c.block.events[0].tenantId })));
+    oneByOne.push(...partialNow);
+    const claimed = await claimEventOrigins(
+      tx,
+      STAGE,
+      oneByOne.flatMap((c) => c.costed.map((x) => ({ tenantId: x.event.tenantId, eventId: x.event.eventId, fact: x.fact }))),
+    );
+    facts.push(...claimed.map((x) => x.fact));
+    await addCogs(tx, facts);
+    // Only the events this delivery applies may fail: the others were applied (or failed) before.
+    for (const c of oneByOne) for (const f of c.failed) results[c.b][f.i] = { error: f.error };
+  });
   return results;
 }
 
-async function insertCogs(sql: Sql, rows: CogsRow[]): Promise<void> {
-  const column = <T>(pick: (row: CogsRow) => T) => rows.map(pick);
-  await sql`
-    INSERT INTO cogs_ledger (
-      tenant_id, event_id, event_type, customer_id, team_id, agent_id, app_id, session_id, tool_name, model,
-      recorded_at, currency, price_nano, cogs_nano, margin_nano, breakdown, cost_model_id)
-    SELECT * FROM unnest(
-      ${column((r) => r.event.tenantId)}::text[], ${column((r) => r.event.eventId)}::text[],
-      ${column((r) => r.event.eventType)}::text[], ${column((r) => r.event.attribution.customerId)}::text[],
-      ${column((r) => r.event.attribution.teamId)}::text[], ${column((r) => r.event.attribution.agentId ?? null)}::text[],
-      ${column((r) => r.event.attribution.appId ?? null)}::text[], ${column((r) => r.event.sessionId ?? null)}::text[],
-      ${column((r) => r.event.toolName ?? null)}::text[], ${column((r) => r.event.model ?? null)}::text[],
-      ${column((r) => new Date(r.event.recordedAt).toISOString())}::timestamptz[], ${column((r) => r.event.subscription.currency)}::text[],
-      ${column((r) => r.event.cost.total.toString())}::bigint[], ${column((r) => r.cogs.cogsNano.toString())}::bigint[],
-      ${column((r) => (r.event.cost.total - r.cogs.cogsNano).toString())}::bigint[],
-      ${column((r) => JSON.stringify(r.cogs.breakdown))}::text[]::jsonb[], ${column((r) => r.cogs.breakdown.cost_model_id)}::text[])
-    ON CONFLICT (tenant_id, event_id) DO NOTHING`;
+function factOf(event: LedgeredEvent, cogsNano: bigint, costed: boolean): CogsFact {
+  return {
+    tenantId: event.tenantId,
+    recordedAt: event.recordedAt,
+    currency: event.subscription.currency,
+    toolName: event.toolName ?? null,
+    agentId: event.attribution.agentId ?? null,
+    customerId: event.attribution.customerId,
+    withSession: !!event.sessionId,
+    costed,
+    priceNano: event.cost.total,
+    cogsNano,
+  };
+}
+
+/** The same for events handed one by one (each claimed on its own): tests and tools. */
+export async function recordCogsBatch(sql: Sql, models: CostModelCache, batch: StageEntry<LedgeredEvent>[]): Promise<EntryResult[]> {
+  const results = await recordCogsBlocks(
+    sql,
+    models,
+    batch.map((entry) => ({ origin: entry.id, events: [entry.payload] })),
+  );
+  return results.map((r) => r[0]);
 }
 
 export const cogsStage: StageDefinition<LedgeredEvent> = {
-  name: 'cogs',
+  name: STAGE,
   input: STREAMS.ledgered,
   outputs: [],
-  batchSize: 1000,
+  batchSize: AGGREGATE_BATCH_EVENTS,
+  lingerMs: AGGREGATE_LINGER_MS,
   async setup({ sql, onControl }) {
     const models = await watchedCostModels(sql, onControl);
-    return { handle: (batch) => recordCogsBatch(sql, models, batch) };
+    return {
+      handle: (batch) => recordCogsBatch(sql, models, batch),
+      handleBlocks: (blocks: StageBlock<LedgeredEvent>[]) =>
+        recordCogsBlocks(
+          sql,
+          models,
+          blocks.map((b) => ({ origin: b.origin, events: b.events.map((e) => e.payload) })),
+        ),
+    };
   },
 };

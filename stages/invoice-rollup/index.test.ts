@@ -6,7 +6,7 @@ import { seedSmall } from '../../test/support/billing.js';
 import type { SeededTenant } from '../../ops/seed.js';
 import { ledgeredEvent, stageEntries } from '../testing.js';
 import type { LedgeredEvent } from '../../domain/flow.js';
-import { rollUp } from './index.js';
+import { invoiceRollupStage, rollUp, rollUpBlocks } from './index.js';
 
 // Pattern 2 of the article, with its penalty: $5 per session including 3 calls, 0.05 per call.
 const SESSION_PLAN = {
@@ -74,5 +74,66 @@ describe('invoice-rollup', () => {
     await rollUp(world.sql, plans, stageEntries([control]));
     const [position] = await world.sql`SELECT calls, events FROM invoice_period_calls WHERE subscription_id = ${tenant.customers[0].subscriptionId}`;
     expect(position).toEqual({ calls: '6', events: '7' });
+  });
+
+  it('applies blocks once each, one applied_blocks row per block, and grouped over the blocks of a batch as if event by event', async () => {
+    const plans = new PlanCache(world.sql);
+    const fresh = await seedSmall(world.sql, { pricing: SESSION_PLAN, customers: 1 });
+    const customer = fresh.customers[0];
+    const on = (sessionId: string): LedgeredEvent =>
+      event(sessionId, 1000, {
+        tenantId: fresh.tenantId,
+        attribution: { ...event(sessionId, 0).attribution, customerId: customer.id, teamId: customer.teams[0].id, agentId: customer.teams[0].agents[0].id },
+        subscription: { ...event(sessionId, 0).subscription, subscriptionId: customer.subscriptionId, ratePlanVersionId: fresh.ratePlanVersionId },
+      });
+    // The same events as the first test: session a 5 calls across two blocks, session b 1 call as a single (split off its block).
+    const a = { origin: `a_${fresh.tenantId}`, events: [on('sess_a'), on('sess_a'), on('sess_a')] };
+    const b = { origin: `b_${fresh.tenantId}`, events: [on('sess_a'), on('sess_a')] };
+    const single = { origin: `one_${fresh.tenantId}`, events: [on('sess_b')] };
+    expect(await rollUpBlocks(world.sql, plans, [a, b, single])).toEqual([[{}, {}, {}], [{}, {}], [{}]]);
+    // Redelivered, whole or in part: nothing moves.
+    await rollUpBlocks(world.sql, plans, [a, b, single]);
+    await rollUpBlocks(world.sql, plans, [b]);
+
+    const [position] = await world.sql`SELECT calls, events, cost_nano FROM invoice_period_calls WHERE subscription_id = ${customer.subscriptionId}`;
+    expect(position).toEqual({ calls: '6', events: '6', cost_nano: String(6n * 52_000_000n) });
+    const [session] = await world.sql`SELECT calls FROM invoice_session_calls WHERE subscription_id = ${customer.subscriptionId} AND session_id = 'sess_a'`;
+    expect(session).toEqual({ calls: '5' });
+    const draft = await draftInvoice(world.sql, plans, fresh.tenantId, customer.id, MARCH + 2 * 86_400_000);
+    expect(draft!.invoice.total).toBe('10.11');
+    expect(draft!.invoice.subtotal_nano).toBe(312_000_000n);
+
+    const [{ blocks }] = await world.sql<{ blocks: string }[]>`SELECT count(*) AS blocks FROM applied_blocks WHERE tenant_id = ${fresh.tenantId} AND stage = 'invoice-rollup'`;
+    const [{ singles }] = await world.sql<{ singles: string }[]>`SELECT count(*) AS singles FROM invoice_applied WHERE tenant_id = ${fresh.tenantId}`;
+    expect([Number(blocks), Number(singles)]).toEqual([2, 1]);
+  });
+
+  it('counts every call once when two workers create the same new session and period rows at the same time', async () => {
+    const plans = new PlanCache(world.sql);
+    const fresh = await seedSmall(world.sql, { pricing: SESSION_PLAN, customers: 1 });
+    const customer = fresh.customers[0];
+    const on = (sessionId: string): LedgeredEvent =>
+      event(sessionId, 1000, {
+        tenantId: fresh.tenantId,
+        attribution: { ...event(sessionId, 0).attribution, customerId: customer.id, teamId: customer.teams[0].id, agentId: customer.teams[0].agents[0].id },
+        subscription: { ...event(sessionId, 0).subscription, subscriptionId: customer.subscriptionId, ratePlanVersionId: fresh.ratePlanVersionId },
+      });
+    const rounds = 8;
+    for (let r = 0; r < rounds; r++) {
+      const x = { origin: `x${r}_${fresh.tenantId}`, events: [on(`race_${r}`), on(`race_${r}`), on(`race_${r}`)] };
+      const y = { origin: `y${r}_${fresh.tenantId}`, events: [on(`race_${r}`), on(`race_${r}`)] };
+      await Promise.all([rollUpBlocks(world.sql, plans, [x]), rollUpBlocks(world.sql, plans, [y])]);
+    }
+    const sessions = await world.sql`SELECT session_id, calls FROM invoice_session_calls WHERE subscription_id = ${customer.subscriptionId} ORDER BY session_id`;
+    expect(sessions).toEqual(Array.from({ length: rounds }, (_, r) => ({ session_id: `race_${r}`, calls: '5' })));
+    const [position] = await world.sql`SELECT calls, events FROM invoice_period_calls WHERE subscription_id = ${customer.subscriptionId}`;
+    expect(position).toEqual({ calls: String(5 * rounds), events: String(5 * rounds) });
+    // Each session's first 3 calls are included, whichever worker counted them.
+    const [usage] = await world.sql`SELECT counters FROM invoice_usage WHERE subscription_id = ${customer.subscriptionId} AND kind = 'tool'`;
+    expect(usage.counters).toMatchObject({ calls: String(5 * rounds), included_calls: String(3 * rounds) });
+  });
+
+  it('takes blocks and batches of up to 20,000 events, lingering up to a second for more', () => {
+    expect(invoiceRollupStage).toMatchObject({ name: 'invoice-rollup', batchSize: 20_000, lingerMs: 1000 });
   });
 });

@@ -4,11 +4,12 @@ import { STREAMS } from '../../store/streams.js';
 import type { EntryResult, StageDefinition, StageEntry } from '../../pipeline/stage.js';
 import type { TransactionSql } from 'postgres';
 import type { Sql } from '../../pipeline/postgres.js';
-import { pruneApplied } from '../../store/applied.js';
+import { AGGREGATE_BATCH_EVENTS, AGGREGATE_LINGER_MS, claimBlocks, pruneApplied } from '../../store/applied.js';
 import { PlanCache } from '../../store/rate-plans.js';
 import type { LedgeredEvent } from '../../domain/flow.js';
 import { drawCredits, pauseExhausted, type CreditAccountKey, type CreditDraw } from '../../store/credits.js';
 
+const STAGE = 'invoice-rollup';
 const PRUNE_INTERVAL_MS = 10 * 60_000;
 /** A redelivery only happens while an entry is pending: a day is far beyond that. */
 const APPLIED_RETENTION_MS = 24 * 3600_000;
@@ -19,41 +20,71 @@ const sessionKey = (e: LedgeredEvent) => `${e.tenantId}\u0000${e.subscription.su
 
 /**
  * Adds each newly ledgered event to its subscription's period aggregates, exactly once: in one
- * transaction, the events not yet in invoice_applied are recorded there, the period and session
- * positions they start from are locked and read, the rating engine turns each event into its
- * usage rows (in stream order, advancing the positions), and the merged rows are added to the
- * stored ones. A redelivered batch finds its events applied and changes nothing.
+ * transaction for all the blocks of a batch, the blocks not yet applied are recorded in
+ * applied_blocks by their origin (the same on every redelivery: one row per block, not per
+ * event), a block of one event (split off its block for a retry) in invoice_applied by its event
+ * id; the period and session positions the new events start from are locked and read, the
+ * rating engine turns each event into its usage rows (in stream order, advancing the positions),
+ * and the rows merged over the whole batch are added to the stored ones: one upsert per
+ * subscription x period x usage key, one update per period and per session. A redelivered block
+ * finds itself applied and changes nothing.
  */
-export async function rollUp(
+export async function rollUpBlocks(
   sql: Sql,
   plans: PlanCache,
-  batch: StageEntry<LedgeredEvent>[],
+  blocks: { origin: string; events: LedgeredEvent[] }[],
   onCreditsExhausted?: (accounts: CreditAccountKey[], eventId: string) => Promise<void>,
-): Promise<EntryResult[]> {
-  const events = batch.map((entry) => entry.payload);
+): Promise<EntryResult[][]> {
+  const results = blocks.map((b) => b.events.map((): EntryResult => ({})));
+  const events = blocks.flatMap((b) => b.events);
+  if (events.length === 0) return results;
   // Compiled plans are loaded outside the transaction (they are cached and immutable).
-  const planOf = new Map<string, Awaited<ReturnType<PlanCache['forSubscription']>>>();
+  const planOf: PlanOf = new Map();
   for (const e of events) {
     const key = `${e.tenantId}/${e.subscription.subscriptionId}`;
     if (!planOf.has(key)) planOf.set(key, await plans.forSubscription(e.tenantId, e.subscription.subscriptionId));
   }
 
   let exhausted: CreditAccountKey[] = [];
+  for (let attempt = 1; ; attempt++) {
+    try {
+      exhausted = await applyOnce(sql, blocks, planOf);
+      break;
+    } catch (err) {
+      // A position row another writer created after we read: once more, now that it exists.
+      if (!(err instanceof PositionTaken) || attempt >= 3) throw err;
+    }
+  }
+  if (exhausted.length) await onCreditsExhausted?.(exhausted, events.at(-1)!.eventId);
+  return results;
+}
+
+/** A position row created by another transaction between our read and our insert. */
+class PositionTaken extends Error {}
+
+type PlanOf = Map<string, Awaited<ReturnType<PlanCache['forSubscription']>>>;
+
+/** One transaction of rollUpBlocks; returns the credit accounts it exhausted. */
+async function applyOnce(sql: Sql, blocks: { origin: string; events: LedgeredEvent[] }[], planOf: PlanOf): Promise<CreditAccountKey[]> {
+  let exhausted: CreditAccountKey[] = [];
   await sql.begin(async (tx) => {
-    const applied = await tx<{ tenant_id: string; event_id: string }[]>`
-      INSERT INTO invoice_applied (tenant_id, event_id)
-      SELECT * FROM unnest(${events.map((e) => e.tenantId)}::text[], ${events.map((e) => e.eventId)}::text[])
-      ON CONFLICT DO NOTHING
-      RETURNING tenant_id, event_id`;
-    const fresh = new Set(applied.map((r) => `${r.tenant_id}\u0000${r.event_id}`));
-    // One event twice in a batch (never expected downstream of the ledger) is applied once.
+    const whole = blocks.filter((b) => b.events.length > 1);
+    const freshBlocks = await claimBlocks(tx, STAGE, whole.map((b) => ({ origin: b.origin, tenantId: b.events[0].tenantId })));
+    const singles = blocks.filter((b) => b.events.length === 1).map((b) => b.events[0]);
+    const freshSingles = await claimSingles(tx, singles);
+    // Stream order; one event twice in a batch (never expected downstream of the ledger) is applied once.
     const seen = new Set<string>();
-    const todo = events.filter((e) => {
-      const key = `${e.tenantId}\u0000${e.eventId}`;
-      if (seen.has(key)) return false;
-      seen.add(key);
-      return fresh.has(key);
-    });
+    const todo: LedgeredEvent[] = [];
+    for (const block of blocks) {
+      const single = block.events.length === 1;
+      if (!single && !freshBlocks.has(block.origin)) continue;
+      for (const e of block.events) {
+        const key = `${e.tenantId}\u0000${e.eventId}`;
+        if (seen.has(key) || (single && !freshSingles.has(key))) continue;
+        seen.add(key);
+        todo.push(e);
+      }
+    }
     if (todo.length === 0) return;
 
     const periods = [...new Map(todo.map((e) => [periodKey(e), e])).values()];
@@ -68,6 +99,9 @@ export async function rollUp(
       'invoice_session_calls',
       sessions.map((e) => [e.tenantId, e.subscription.subscriptionId, e.sessionId!]),
     );
+    // The rows read (to update); the others are inserted.
+    const periodExisted = new Set(periodCalls.keys());
+    const sessionExisted = new Set(sessionCalls.keys());
 
     const rowsByPeriod = new Map<string, UsageRow[]>();
     const totals = new Map<string, { events: bigint; cost: bigint; event: LedgeredEvent }>();
@@ -116,23 +150,19 @@ export async function rollUp(
         ON CONFLICT (tenant_id, subscription_id, period_start, kind, key)
         DO UPDATE SET counters = add_counters(invoice_usage.counters, excluded.counters), updated_at = now()`;
     }
-    await tx`
-      UPDATE invoice_period_calls AS p
-      SET calls = x.calls, events = p.events + x.events, cost_nano = p.cost_nano + x.cost
-      FROM unnest(${periods.map((e) => e.tenantId)}::text[], ${periods.map((e) => e.subscription.subscriptionId)}::text[],
-                  ${periods.map((e) => new Date(e.subscription.periodStart).toISOString())}::text[]::timestamptz[],
-                  ${periods.map((e) => String(periodCalls.get(periodKey(e)) ?? 0n))}::text[]::int8[],
-                  ${periods.map((e) => String(totals.get(periodKey(e))!.events))}::text[]::int8[],
-                  ${periods.map((e) => totals.get(periodKey(e))!.cost.toString())}::text[]::numeric[]) AS x(t, s, ps, calls, events, cost)
-      WHERE p.tenant_id = x.t AND p.subscription_id = x.s AND p.period_start = x.ps`;
-    if (sessions.length) {
-      await tx`
-        UPDATE invoice_session_calls AS c SET calls = x.calls
-        FROM unnest(${sessions.map((e) => e.tenantId)}::text[], ${sessions.map((e) => e.subscription.subscriptionId)}::text[],
-                    ${sessions.map((e) => e.sessionId!)}::text[],
-                    ${sessions.map((e) => String(sessionCalls.get(sessionKey(e)) ?? 0n))}::text[]::int8[]) AS x(t, s, sid, calls)
-        WHERE c.tenant_id = x.t AND c.subscription_id = x.s AND c.session_id = x.sid`;
-    }
+    await writePositions(
+      tx,
+      'invoice_period_calls',
+      periods.map((e) => {
+        const total = totals.get(periodKey(e))!;
+        return { key: [e.tenantId, e.subscription.subscriptionId, new Date(e.subscription.periodStart).toISOString()], calls: periodCalls.get(periodKey(e)) ?? 0n, events: total.events, cost: total.cost, existed: periodExisted.has(periodKey(e)) };
+      }),
+    );
+    await writePositions(
+      tx,
+      'invoice_session_calls',
+      sessions.map((e) => ({ key: [e.tenantId, e.subscription.subscriptionId, e.sessionId!], calls: sessionCalls.get(sessionKey(e)) ?? 0n, existed: sessionExisted.has(sessionKey(e)) })),
+    );
     // Prepaid credits pay for the rated usage, in the same transaction (store/credits.ts).
     const draws: CreditDraw[] = [...totals.values()].map(({ cost, event: e }) => ({
       tenantId: e.tenantId,
@@ -144,24 +174,46 @@ export async function rollUp(
     }));
     exhausted = await drawCredits(tx, draws);
   });
-  if (exhausted.length) await onCreditsExhausted?.(exhausted, events.at(-1)!.eventId);
-  return batch.map(() => ({}));
+  return exhausted;
+}
+
+/** The same for events handed one by one (each claimed on its own, in invoice_applied): tests and tools. */
+export async function rollUp(
+  sql: Sql,
+  plans: PlanCache,
+  batch: StageEntry<LedgeredEvent>[],
+  onCreditsExhausted?: (accounts: CreditAccountKey[], eventId: string) => Promise<void>,
+): Promise<EntryResult[]> {
+  const results = await rollUpBlocks(
+    sql,
+    plans,
+    batch.map((entry) => ({ origin: entry.id, events: [entry.payload] })),
+    onCreditsExhausted,
+  );
+  return results.map((r) => r[0]);
+}
+
+/** Records single events in invoice_applied; returns the keys (tenant, event) not applied before. */
+async function claimSingles(tx: TransactionSql, events: LedgeredEvent[]): Promise<Set<string>> {
+  if (events.length === 0) return new Set();
+  const applied = await tx<{ tenant_id: string; event_id: string }[]>`
+    INSERT INTO invoice_applied (tenant_id, event_id)
+    SELECT * FROM unnest(${events.map((e) => e.tenantId)}::text[], ${events.map((e) => e.eventId)}::text[])
+    ON CONFLICT DO NOTHING
+    RETURNING tenant_id, event_id`;
+  return new Set(applied.map((r) => `${r.tenant_id}\u0000${r.event_id}`));
 }
 
 /**
- * Creates the position rows that do not exist yet, then locks and reads them all, in key
- * order so that concurrent workers never wait on each other in a cycle.
+ * Locks and reads the position rows that exist, in key order so that concurrent workers never
+ * wait on each other in a cycle. A key without a row starts at 0 and is inserted with its final
+ * value by writePositions: one row write per new session, not an insert and an update.
  */
-async function lockPositions(tx: TransactionSql, table: 'invoice_period_calls' | 'invoice_session_calls', keys: string[][]): Promise<Map<string, bigint>> {
+async function lockPositions(tx: TransactionSql, table: PositionTable, keys: string[][]): Promise<Map<string, bigint>> {
   const positions = new Map<string, bigint>();
   if (keys.length === 0) return positions;
   const [a, b, c] = [keys.map((k) => k[0]), keys.map((k) => k[1]), keys.map((k) => k[2])];
-  const third = table === 'invoice_period_calls' ? tx`period_start` : tx`session_id`;
-  const cast = table === 'invoice_period_calls' ? tx`::text[]::timestamptz[]` : tx`::text[]`;
-  await tx`
-    INSERT INTO ${tx(table)} (tenant_id, subscription_id, ${third})
-    SELECT * FROM unnest(${a}::text[], ${b}::text[], ${c}${cast}) ORDER BY 1, 2, 3
-    ON CONFLICT DO NOTHING`;
+  const { third, cast } = positionColumn(tx, table);
   const rows = await tx<{ tenant_id: string; subscription_id: string; third: Date | string; calls: string }[]>`
     SELECT t.tenant_id, t.subscription_id, t.${third} AS third, t.calls
     FROM ${tx(table)} t
@@ -176,11 +228,63 @@ async function lockPositions(tx: TransactionSql, table: 'invoice_period_calls' |
   return positions;
 }
 
+type PositionTable = 'invoice_period_calls' | 'invoice_session_calls';
+
+function positionColumn(tx: TransactionSql, table: PositionTable) {
+  return table === 'invoice_period_calls'
+    ? { third: tx`period_start`, cast: tx`::text[]::timestamptz[]` }
+    : { third: tx`session_id`, cast: tx`::text[]` };
+}
+
+interface Position {
+  key: string[];
+  /** The position after the batch. */
+  calls: bigint;
+  /** Added to the period's events and cost (periods only). */
+  events?: bigint;
+  cost?: bigint;
+  /** The row was there (and is locked): updated; otherwise inserted. */
+  existed: boolean;
+}
+
+/**
+ * Writes the positions after the batch: an update of the rows read, an insert of the new ones.
+ * A new row another transaction inserted since our read throws PositionTaken (the batch goes
+ * round once more, reading it).
+ */
+async function writePositions(tx: TransactionSql, table: PositionTable, positions: Position[]): Promise<void> {
+  const { third, cast } = positionColumn(tx, table);
+  const periods = table === 'invoice_period_calls';
+  const column = (list: Position[], i: number) => list.map((p) => p.key[i]);
+  const old = positions.filter((p) => p.existed);
+  if (old.length) {
+    await tx`
+      UPDATE ${tx(table)} AS t SET calls = x.calls
+        ${periods ? tx`, events = t.events + x.events, cost_nano = t.cost_nano + x.cost` : tx``}
+      FROM unnest(${column(old, 0)}::text[], ${column(old, 1)}::text[], ${column(old, 2)}${cast},
+                  ${old.map((p) => p.calls.toString())}::text[]::int8[], ${old.map((p) => (p.events ?? 0n).toString())}::text[]::int8[],
+                  ${old.map((p) => (p.cost ?? 0n).toString())}::text[]::numeric[]) AS x(t, s, k, calls, events, cost)
+      WHERE t.tenant_id = x.t AND t.subscription_id = x.s AND t.${third} = x.k`;
+  }
+  const fresh = positions.filter((p) => !p.existed);
+  if (fresh.length === 0) return;
+  const inserted = await tx`
+    INSERT INTO ${tx(table)} (tenant_id, subscription_id, ${third}, calls ${periods ? tx`, events, cost_nano` : tx``})
+    SELECT t, s, k, calls ${periods ? tx`, events, cost` : tx``} FROM unnest(
+      ${column(fresh, 0)}::text[], ${column(fresh, 1)}::text[], ${column(fresh, 2)}${cast},
+      ${fresh.map((p) => p.calls.toString())}::text[]::int8[], ${fresh.map((p) => (p.events ?? 0n).toString())}::text[]::int8[],
+      ${fresh.map((p) => (p.cost ?? 0n).toString())}::text[]::numeric[]) AS x(t, s, k, calls, events, cost)
+    ORDER BY 1, 2, 3
+    ON CONFLICT DO NOTHING`;
+  if (inserted.count !== fresh.length) throw new PositionTaken(`${fresh.length - inserted.count} rows of ${table} appeared meanwhile`);
+}
+
 export const invoiceRollupStage: StageDefinition<LedgeredEvent> = {
-  name: 'invoice-rollup',
+  name: STAGE,
   input: STREAMS.ledgered,
   outputs: [],
-  batchSize: 1000,
+  batchSize: AGGREGATE_BATCH_EVENTS,
+  lingerMs: AGGREGATE_LINGER_MS,
   async setup({ log, sql, redis, config }) {
     const plans = new PlanCache(sql);
     const place = { prefix: config.REDIS_PREFIX, partitions: config.PARTITIONS };
@@ -190,8 +294,16 @@ export const invoiceRollupStage: StageDefinition<LedgeredEvent> = {
       );
     }, PRUNE_INTERVAL_MS);
     prune.unref();
+    const exhausted = (accounts: CreditAccountKey[], eventId: string) => pauseExhausted(sql, redis, place, accounts, eventId);
     return {
-      handle: (batch) => rollUp(sql, plans, batch, (accounts, eventId) => pauseExhausted(sql, redis, place, accounts, eventId)),
+      handle: (batch) => rollUp(sql, plans, batch, exhausted),
+      handleBlocks: (blocks) =>
+        rollUpBlocks(
+          sql,
+          plans,
+          blocks.map((b) => ({ origin: b.origin, events: b.events.map((e) => e.payload) })),
+          exhausted,
+        ),
       async close() {
         clearInterval(prune);
       },

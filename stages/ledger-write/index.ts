@@ -10,14 +10,16 @@ export interface LedgerCounters {
   duplicates: number;
 }
 
-const iso = (ms: number | undefined) => (ms === undefined ? null : new Date(ms).toISOString());
-
 /**
  * Writes a batch to the ledger with one INSERT ... ON CONFLICT (tenant_id, event_id) DO
  * NOTHING. An event whose row already exists is either this submission again (same ingest
  * nonce: a redelivery after a crash, forwarded so the consumers downstream see it) or a
  * second submission of the same event_id (a duplicate: counted, not billed, not forwarded,
  * and the spend counters cap-check advanced for it are taken back in the ack).
+ * No transaction around the statements: the INSERT is atomic on its own, and what follows only
+ * reads committed rows and records duplicates idempotently, so a crash between them is mended by
+ * the redelivery (which finds every row there and tells the same story). One round trip, not
+ * three, in the common case (no row there already).
  */
 export async function writeLedger(
   sql: Sql,
@@ -26,64 +28,97 @@ export async function writeLedger(
 ): Promise<EntryResult[]> {
   const events = batch.map((entry) => entry.payload);
   const overCap = batch.map((entry) => entry.tags.some((t) => t.startsWith(CAP_TAG_PREFIX)));
-  const column = <T>(pick: (e: CheckedEvent, i: number) => T) => events.map(pick);
   const nonceOf = new Map<string, string>();
 
-  await sql.begin(async (tx) => {
-    const inserted = await tx<{ tenant_id: string; event_id: string; ingest_nonce: string }[]>`
-      INSERT INTO usage_ledger (
-        tenant_id, event_id, ingest_nonce, event_type, recorded_at, ingested_at,
-        customer_id, team_id, agent_id, app_id, credential_id, product_id,
-        subscription_id, rate_plan_id, rate_plan_version_id, rate_plan_version, period_start,
-        session_id, tool_name, priced_tool, mcp_server_id, model, execution_status,
-        duration_ms, input_tokens, output_tokens, retry_count,
-        cost_nano, cost_breakdown, currency, over_cap, error_type, is_parallel)
-      SELECT * FROM unnest(
-        ${column((e) => e.tenantId)}::text[], ${column((e) => e.eventId)}::text[], ${column((e) => e.ingestNonce)}::text[],
-        ${column((e) => e.eventType)}::text[], ${column((e) => iso(e.recordedAt))}::text[]::timestamptz[],
-        ${column((e) => iso(e.ingestedAt))}::text[]::timestamptz[],
-        ${column((e) => e.attribution.customerId)}::text[], ${column((e) => e.attribution.teamId)}::text[],
-        ${column((e) => e.attribution.agentId ?? null)}::text[], ${column((e) => e.attribution.appId ?? null)}::text[],
-        ${column((e) => e.attribution.credentialId)}::text[], ${column((e) => e.attribution.productId ?? null)}::text[],
-        ${column((e) => e.subscription.subscriptionId)}::text[], ${column((e) => e.subscription.ratePlanId)}::text[],
-        ${column((e) => e.subscription.ratePlanVersionId)}::text[], ${column((e) => String(e.subscription.ratePlanVersion))}::text[]::int4[],
-        ${column((e) => iso(e.subscription.periodStart))}::text[]::timestamptz[],
-        ${column((e) => e.sessionId ?? null)}::text[], ${column((e) => e.toolName ?? null)}::text[],
-        ${column((e) => e.cost.tool || null)}::text[], ${column((e) => e.mcpServerId ?? null)}::text[],
-        ${column((e) => e.model ?? null)}::text[], ${column((e) => e.status)}::text[],
-        ${column((e) => String(e.durationMs))}::text[]::int8[], ${column((e) => String(e.inputTokens))}::text[]::int8[],
-        ${column((e) => String(e.outputTokens))}::text[]::int8[], ${column((e) => String(e.retryCount))}::text[]::int4[],
-        ${column((e) => e.cost.total.toString())}::text[]::int8[],
-        ${column((e) => JSON.stringify(e.cost.breakdown, (_k, v) => (typeof v === 'bigint' ? v.toString() : v)))}::text[]::jsonb[],
-        ${column((e) => e.subscription.currency)}::text[], ${column((_e, i) => String(overCap[i]))}::text[]::bool[],
-        ${column((e) => e.errorType ?? null)}::text[], ${column((e) => String(e.isParallel))}::text[]::bool[]
-      )
-      ON CONFLICT (tenant_id, event_id) DO NOTHING
-      RETURNING tenant_id, event_id, ingest_nonce`;
-    for (const row of inserted) nonceOf.set(`${row.tenant_id}\u0000${row.event_id}`, row.ingest_nonce);
+  // The rows go as one JSON parameter, taken apart by json_to_recordset in PostgreSQL: one
+  // JSON.stringify (native code) instead of 33 text arrays escaped in JavaScript. Times are epoch
+  // ms, added to the epoch as exact integer intervals; amounts are decimal strings.
+  const rows = events.map((e, i) => ({
+    tenant_id: e.tenantId,
+    event_id: e.eventId,
+    ingest_nonce: e.ingestNonce,
+    event_type: e.eventType,
+    recorded_ms: e.recordedAt,
+    ingested_ms: e.ingestedAt,
+    customer_id: e.attribution.customerId,
+    team_id: e.attribution.teamId,
+    agent_id: e.attribution.agentId ?? null,
+    app_id: e.attribution.appId ?? null,
+    credential_id: e.attribution.credentialId,
+    product_id: e.attribution.productId ?? null,
+    subscription_id: e.subscription.subscriptionId,
+    rate_plan_id: e.subscription.ratePlanId,
+    rate_plan_version_id: e.subscription.ratePlanVersionId,
+    rate_plan_version: e.subscription.ratePlanVersion,
+    period_start_ms: e.subscription.periodStart,
+    session_id: e.sessionId ?? null,
+    tool_name: e.toolName ?? null,
+    priced_tool: e.cost.tool || null,
+    mcp_server_id: e.mcpServerId ?? null,
+    model: e.model ?? null,
+    execution_status: e.status,
+    duration_ms: e.durationMs,
+    input_tokens: e.inputTokens,
+    output_tokens: e.outputTokens,
+    retry_count: e.retryCount,
+    cost_nano: e.cost.total.toString(),
+    cost_breakdown: e.cost.breakdown,
+    currency: e.subscription.currency,
+    over_cap: overCap[i],
+    error_type: e.errorType ?? null,
+    is_parallel: e.isParallel,
+  }));
+  const json = JSON.stringify(rows, (_key, value) => (typeof value === 'bigint' ? value.toString() : value));
+  const inserted = await sql<{ tenant_id: string; event_id: string; ingest_nonce: string }[]>`
+    INSERT INTO usage_ledger (
+      tenant_id, event_id, ingest_nonce, event_type, recorded_at, ingested_at,
+      customer_id, team_id, agent_id, app_id, credential_id, product_id,
+      subscription_id, rate_plan_id, rate_plan_version_id, rate_plan_version, period_start,
+      session_id, tool_name, priced_tool, mcp_server_id, model, execution_status,
+      duration_ms, input_tokens, output_tokens, retry_count,
+      cost_nano, cost_breakdown, currency, over_cap, error_type, is_parallel)
+    SELECT
+      r.tenant_id, r.event_id, r.ingest_nonce, r.event_type,
+      timestamptz 'epoch' + r.recorded_ms * interval '1 millisecond',
+      timestamptz 'epoch' + r.ingested_ms * interval '1 millisecond',
+      r.customer_id, r.team_id, r.agent_id, r.app_id, r.credential_id, r.product_id,
+      r.subscription_id, r.rate_plan_id, r.rate_plan_version_id, r.rate_plan_version,
+      timestamptz 'epoch' + r.period_start_ms * interval '1 millisecond',
+      r.session_id, r.tool_name, r.priced_tool, r.mcp_server_id, r.model, r.execution_status,
+      r.duration_ms, r.input_tokens, r.output_tokens, r.retry_count,
+      r.cost_nano, r.cost_breakdown, r.currency, r.over_cap, r.error_type, r.is_parallel
+    FROM json_to_recordset(${json}::text::json) AS r(
+      tenant_id text, event_id text, ingest_nonce text, event_type text, recorded_ms int8, ingested_ms int8,
+      customer_id text, team_id text, agent_id text, app_id text, credential_id text, product_id text,
+      subscription_id text, rate_plan_id text, rate_plan_version_id text, rate_plan_version int4, period_start_ms int8,
+      session_id text, tool_name text, priced_tool text, mcp_server_id text, model text, execution_status text,
+      duration_ms int8, input_tokens int8, output_tokens int8, retry_count int4,
+      cost_nano int8, cost_breakdown jsonb, currency text, over_cap bool, error_type text, is_parallel bool)
+    ON CONFLICT (tenant_id, event_id) DO NOTHING
+    RETURNING tenant_id, event_id, ingest_nonce`;
+  for (const row of inserted) nonceOf.set(`${row.tenant_id}\u0000${row.event_id}`, row.ingest_nonce);
 
-    const unseen = events.filter((e) => !nonceOf.has(`${e.tenantId}\u0000${e.eventId}`));
-    if (unseen.length) {
-      const existing = await tx<{ tenant_id: string; event_id: string; ingest_nonce: string }[]>`
-        SELECT l.tenant_id, l.event_id, l.ingest_nonce
-        FROM usage_ledger l
-        JOIN unnest(${unseen.map((e) => e.tenantId)}::text[], ${unseen.map((e) => e.eventId)}::text[]) AS k(tenant_id, event_id)
-          ON l.tenant_id = k.tenant_id AND l.event_id = k.event_id`;
-      for (const row of existing) nonceOf.set(`${row.tenant_id}\u0000${row.event_id}`, row.ingest_nonce);
-    }
-    const duplicates = events.filter((e) => nonceOf.get(`${e.tenantId}\u0000${e.eventId}`) !== e.ingestNonce);
-    if (duplicates.length) {
-      await tx`
-        INSERT INTO ledger_duplicates (tenant_id, event_id, ingest_nonce)
-        SELECT * FROM unnest(${duplicates.map((e) => e.tenantId)}::text[], ${duplicates.map((e) => e.eventId)}::text[],
-                             ${duplicates.map((e) => e.ingestNonce)}::text[])
-        ON CONFLICT DO NOTHING`;
-    }
-    counts?.({
-      inserted: inserted.length,
-      duplicates: duplicates.length,
-      redelivered: events.length - inserted.length - duplicates.length,
-    });
+  const unseen = events.filter((e) => !nonceOf.has(`${e.tenantId}\u0000${e.eventId}`));
+  if (unseen.length) {
+    const existing = await sql<{ tenant_id: string; event_id: string; ingest_nonce: string }[]>`
+      SELECT l.tenant_id, l.event_id, l.ingest_nonce
+      FROM usage_ledger l
+      JOIN unnest(${unseen.map((e) => e.tenantId)}::text[], ${unseen.map((e) => e.eventId)}::text[]) AS k(tenant_id, event_id)
+        ON l.tenant_id = k.tenant_id AND l.event_id = k.event_id`;
+    for (const row of existing) nonceOf.set(`${row.tenant_id}\u0000${row.event_id}`, row.ingest_nonce);
+  }
+  const duplicates = events.filter((e) => nonceOf.get(`${e.tenantId}\u0000${e.eventId}`) !== e.ingestNonce);
+  if (duplicates.length) {
+    await sql`
+      INSERT INTO ledger_duplicates (tenant_id, event_id, ingest_nonce)
+      SELECT * FROM unnest(${duplicates.map((e) => e.tenantId)}::text[], ${duplicates.map((e) => e.eventId)}::text[],
+                           ${duplicates.map((e) => e.ingestNonce)}::text[])
+      ON CONFLICT DO NOTHING`;
+  }
+  counts?.({
+    inserted: inserted.length,
+    duplicates: duplicates.length,
+    redelivered: events.length - inserted.length - duplicates.length,
   });
 
   return events.map((event, i): EntryResult => {

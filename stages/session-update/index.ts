@@ -2,6 +2,7 @@ import { STREAMS } from '../../store/streams.js';
 import type { EntryResult, StageDefinition, StageEntry } from '../../pipeline/stage.js';
 import type { Sql } from '../../pipeline/postgres.js';
 import type { LedgeredEvent } from '../../domain/flow.js';
+import { AGGREGATE_BATCH_EVENTS, AGGREGATE_LINGER_MS } from '../../store/applied.js';
 import { applySessionBlocks, applySessionEvents } from './store.js';
 import { DEFAULT_APPLIED_RETENTION_SECONDS, SessionSweeper } from './sweep.js';
 
@@ -23,7 +24,8 @@ export const sessionUpdateStage: StageDefinition<LedgeredEvent> = {
   name: 'session-update',
   input: STREAMS.ledgered,
   outputs: [],
-  batchSize: 1000,
+  batchSize: AGGREGATE_BATCH_EVENTS,
+  lingerMs: AGGREGATE_LINGER_MS,
   async setup({ config, log, sql }) {
     const sweeper = new SessionSweeper(
       sql,

@@ -171,6 +171,37 @@ describe('commitment alerts', () => {
     const counter = partitionedKey(world.config.REDIS_PREFIX, `commit-calls:${seeded.tenantId}:${customer.id}:${seeded.ratePlanId}:${Date.UTC(2026, 2, 1)}`, 0);
     expect(await world.redis.get(counter)).toBe('130');
   });
+
+  it('counts the calls of a block once by one marker per block, whatever is delivered again, and a block of one by its event', async () => {
+    const seeded = await seedTenant(world.sql, {
+      name: 'committed blocks',
+      pricing: { billing_mode: 'COMMITTED', commitment: { committed_amount: 100, committed_price: '10' }, tool_invocations: { '*': '0.01' } },
+      customers: 1,
+      teamsPerCustomer: 1,
+      agentsPerTeam: 1,
+    });
+    const customer = seeded.customers[0];
+    const [worker] = workers(1);
+    await worker.load();
+    const call = () =>
+      entry(seeded.tenantId, {
+        attribution: { customerId: customer.id, teamId: customer.teams[0].id, agentId: customer.teams[0].agents[0].id },
+        subscription: { subscriptionId: customer.subscriptionId, ratePlanId: seeded.ratePlanId },
+        cost: { total: UNIT / 100n },
+      });
+    const blocks = [0, 1, 2].map((b) => ({ id: `${b}-0`, origin: `blk${b}_${seeded.tenantId}`, events: Array.from({ length: 10 }, call) }));
+    const single = { id: '3-0', origin: '3-0', events: [call()] };
+    expect(await worker.handleBlocks([blocks[0], blocks[1], single])).toEqual([Array(10).fill({}), Array(10).fill({}), [{}]]);
+    await worker.handleBlocks([blocks[1], blocks[2], single]); // 1 and the single again, 2 new
+    await worker.handle(single.events); // the single, handed as an event
+    const counter = partitionedKey(world.config.REDIS_PREFIX, `commit-calls:${seeded.tenantId}:${customer.id}:${seeded.ratePlanId}:${Date.UTC(2026, 2, 1)}`, 0);
+    expect(await world.redis.get(counter)).toBe('31');
+    const spend = partitionedKey(world.config.REDIS_PREFIX, `spend-h:${seeded.tenantId}:${customer.id}:${Math.floor(single.events[0].payload.recordedAt / HOUR_MS)}`, 0);
+    expect(await world.redis.get(spend)).toBe(String((31n * UNIT) / 100n));
+    // One marker per block (three), one for the single event: not one per event.
+    const markers = await world.redis.keys(`${world.config.REDIS_PREFIX}*spend-applied*${seeded.tenantId}*`);
+    expect(markers.length).toBe(4);
+  });
 });
 
 describe('velocity alerts', () => {

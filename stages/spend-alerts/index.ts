@@ -1,6 +1,6 @@
 import type { Redis } from '../../pipeline/redis.js';
 import { STREAMS } from '../../store/streams.js';
-import type { EntryResult, StageDefinition, StageEntry } from '../../pipeline/stage.js';
+import type { EntryResult, StageBlock, StageDefinition, StageEntry } from '../../pipeline/stage.js';
 import { partitionedKey } from '../../pipeline/keys.js';
 import type { Sql } from '../../pipeline/postgres.js';
 import { isUsageEventType } from '../../domain/events.js';
@@ -46,56 +46,60 @@ type VelocityKind = (typeof VELOCITY_SCOPES)[number];
 
 /**
  * Adds each event's cost to the hourly spend buckets of its customer, agent, team and app and to
- * its session's spend, and counts it toward its commitment, once (an applied marker per event
- * makes a redelivery count nothing); keeps the earliest time seen per session; returns per event
- * the session's start and spend, the commitment's calls, and the current and previous hour's
- * totals of each scope.
- * KEYS per event: applied, session start, session spend, commitment calls, then per scope of
- * VELOCITY_SCOPES its current hour and previous hour. ARGV: applied ttl, bucket ttl, session
- * ttl, commitment ttl, then per event: cost, recorded at (ms), has session, has commitment, and
- * per scope whether the event has it (0|1).
+ * its session's spend, and counts it toward its commitment, once: an applied marker per block of
+ * events (per event for a block of one) makes a redelivery count nothing. Keeps the earliest time
+ * seen per session; returns per event the session's start and spend, the commitment's calls, and
+ * the current and previous hour's totals of each scope.
+ * KEYS: the markers (one per block), then per event: session start, session spend, commitment
+ * calls, then per scope of VELOCITY_SCOPES its current hour and previous hour. ARGV: applied ttl,
+ * bucket ttl, session ttl, commitment ttl, number of markers, then per event: its marker's number
+ * (1-based), cost, recorded at (ms), has session, has commitment, and per scope whether the event
+ * has it (0|1).
  */
 const SCOPES_N = VELOCITY_SCOPES.length;
-const KEYS_PER_EVENT = 4 + 2 * SCOPES_N;
-const ARGS_PER_EVENT = 4 + SCOPES_N;
+const KEYS_PER_EVENT = 3 + 2 * SCOPES_N;
+const ARGS_PER_EVENT = 5 + SCOPES_N;
 const SPEND_BUCKETS_LUA = `
 local SCOPES, KEYS_PER_EVENT, ARGS_PER_EVENT = ${SCOPES_N}, ${KEYS_PER_EVENT}, ${ARGS_PER_EVENT}
 local function add(key, by, ttl)
   if not pcall(redis.call, 'INCRBY', key, by) then redis.call('SET', key, '9223372036854775807', 'KEEPTTL') end
   redis.call('EXPIRE', key, ttl)
 end
+local markers = tonumber(ARGV[5])
+local fresh = {}
+for m = 1, markers do fresh[m] = redis.call('SET', KEYS[m], '1', 'NX', 'EX', ARGV[1]) end
 local out = {}
-local events = (#ARGV - 4) / ARGS_PER_EVENT
+local events = (#ARGV - 5) / ARGS_PER_EVENT
 for i = 0, events - 1 do
-  local k = i * KEYS_PER_EVENT
-  local a = 5 + i * ARGS_PER_EVENT
-  local by, at, hasSession, hasCommitment = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
-  if redis.call('SET', KEYS[k + 1], '1', 'NX', 'EX', ARGV[1]) then
+  local k = markers + i * KEYS_PER_EVENT
+  local a = 6 + i * ARGS_PER_EVENT
+  local marker, by, at, hasSession, hasCommitment = tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
+  if fresh[marker] then
     for s = 0, SCOPES - 1 do
-      if ARGV[a + 4 + s] == '1' then add(KEYS[k + 5 + s * 2], by, ARGV[2]) end
+      if ARGV[a + 5 + s] == '1' then add(KEYS[k + 4 + s * 2], by, ARGV[2]) end
     end
-    if hasSession == '1' then add(KEYS[k + 3], by, ARGV[3]) end
+    if hasSession == '1' then add(KEYS[k + 2], by, ARGV[3]) end
     if hasCommitment == '1' then
-      redis.call('INCR', KEYS[k + 4])
-      redis.call('EXPIRE', KEYS[k + 4], ARGV[4])
+      redis.call('INCR', KEYS[k + 3])
+      redis.call('EXPIRE', KEYS[k + 3], ARGV[4])
     end
   end
   local start, sessionSpent = '', ''
   if hasSession == '1' then
-    start = redis.call('GET', KEYS[k + 2])
+    start = redis.call('GET', KEYS[k + 1])
     if (not start) or tonumber(start) > tonumber(at) then
-      redis.call('SET', KEYS[k + 2], at, 'EX', ARGV[3])
+      redis.call('SET', KEYS[k + 1], at, 'EX', ARGV[3])
       start = at
     end
-    sessionSpent = redis.call('GET', KEYS[k + 3]) or '0'
+    sessionSpent = redis.call('GET', KEYS[k + 2]) or '0'
   end
   local committedCalls = ''
-  if hasCommitment == '1' then committedCalls = redis.call('GET', KEYS[k + 4]) or '0' end
+  if hasCommitment == '1' then committedCalls = redis.call('GET', KEYS[k + 3]) or '0' end
   local reply = { start, sessionSpent, committedCalls }
   for s = 0, SCOPES - 1 do
-    if ARGV[a + 4 + s] == '1' then
+    if ARGV[a + 5 + s] == '1' then
+      reply[#reply + 1] = redis.call('GET', KEYS[k + 4 + s * 2]) or '0'
       reply[#reply + 1] = redis.call('GET', KEYS[k + 5 + s * 2]) or '0'
-      reply[#reply + 1] = redis.call('GET', KEYS[k + 6 + s * 2]) or '0'
     else
       reply[#reply + 1] = ''
       reply[#reply + 1] = ''
@@ -184,50 +188,87 @@ export class SpendAlerts {
     return this.caps.reloadTenant(tenantId);
   }
 
+  /** Events handed one by one: each is applied once by its own marker (tests and tools). */
   async handle(batch: StageEntry<LedgeredEvent>[]): Promise<EntryResult[]> {
-    const usage = batch.filter((e) => isUsageEventType(e.payload.eventType));
+    const results = await this.handleBlocks(batch.map((entry) => ({ id: entry.id, origin: entry.id, events: [entry] })));
+    return results.map((r) => r[0]);
+  }
+
+  /**
+   * Blocks of events: a block is applied once by one marker (its origin, the same on every
+   * redelivery), a block of one event (split off its block upstream) by the event's id.
+   */
+  async handleBlocks(blocks: StageBlock<LedgeredEvent>[]): Promise<EntryResult[][]> {
+    const usage: StageEntry<LedgeredEvent>[] = [];
+    const markerOf: string[] = [];
+    for (const block of blocks) {
+      for (const e of block.events) {
+        if (!isUsageEventType(e.payload.eventType)) continue;
+        usage.push(e);
+        markerOf.push(block.events.length === 1 ? `spend-applied:${e.payload.tenantId}:${e.payload.eventId}` : `spend-applied-block:${block.origin}`);
+      }
+    }
     if (usage.length) {
       const tenants = usage.map((e) => e.payload.tenantId);
       await this.caps.ensureTenants(tenants);
       const settings = await this.settings.load(tenants);
-      const commitments = await Promise.all(usage.map((e) => this.commitments.forSubscription(e.payload.tenantId, e.payload.subscription.subscriptionId)));
-      const views = await this.advanceBuckets(usage, commitments);
+      const commitments = await this.commitmentsOf(usage);
+      const views = await this.advanceBuckets(usage, markerOf, commitments);
       const totals = await this.capTotals(usage);
       const alerts: Alert[] = [];
       for (let i = 0; i < usage.length; i++) {
         const tenantSettings = settings.get(usage[i].payload.tenantId)!;
-        alerts.push(...this.commitmentAlerts(usage[i].payload, tenantSettings, commitments[i], views[i]));
+        this.commitmentAlerts(alerts, usage[i].payload, tenantSettings, commitments[i], views[i]);
         if (usage[i].payload.cost.total === 0n) continue;
-        alerts.push(...this.capAlerts(usage[i], tenantSettings, views[i], totals[i]));
-        alerts.push(...(await this.velocityAlert(usage[i], tenantSettings, views[i])));
+        this.capAlerts(alerts, usage[i], tenantSettings, views[i], totals[i]);
+        await this.velocityAlert(alerts, usage[i], tenantSettings, views[i]);
       }
       await this.enqueue(alerts);
     }
-    return batch.map(() => ({}));
+    return blocks.map((b) => b.events.map(() => ({})));
+  }
+
+  /** The commitment of each event's subscription, looked up once per subscription of the batch. */
+  private async commitmentsOf(entries: StageEntry<LedgeredEvent>[]): Promise<(CommitmentOf | undefined)[]> {
+    const bySubscription = new Map<string, Promise<CommitmentOf | undefined>>();
+    const lookups = entries.map(({ payload: e }) => {
+      const key = `${e.tenantId}\u0000${e.subscription.subscriptionId}`;
+      let lookup = bySubscription.get(key);
+      if (!lookup) bySubscription.set(key, (lookup = this.commitments.forSubscription(e.tenantId, e.subscription.subscriptionId)));
+      return lookup;
+    });
+    return Promise.all(lookups);
+  }
+
+  /** True when this process already enqueued the alert: it is not built again (the outbox would drop it anyway). */
+  private hasFired(tenantId: string, dedupeKey: string): boolean {
+    return this.fired.has(`${tenantId}|${dedupeKey}`);
   }
 
   /** A commitment's calls this period reaching a threshold of the committed calls: overage is near, or here. */
-  private commitmentAlerts(e: LedgeredEvent, settings: AlertSettings, commitment: CommitmentOf | undefined, view: SpendView): Alert[] {
-    if (!commitment || view.commitmentCalls === undefined) return [];
-    const periodStart = new Date(e.subscription.periodStart).toISOString();
-    return settings.thresholdBps
-      .filter((bps) => view.commitmentCalls! >= thresholdOf(commitment.committedCalls, bps))
-      .map((bps) => ({
+  private commitmentAlerts(out: Alert[], e: LedgeredEvent, settings: AlertSettings, commitment: CommitmentOf | undefined, view: SpendView): void {
+    if (!commitment || view.commitmentCalls === undefined) return;
+    for (const bps of settings.thresholdBps) {
+      if (view.commitmentCalls < thresholdOf(commitment.committedCalls, bps)) continue;
+      const dedupeKey = `commitment.threshold_reached:${e.attribution.customerId}:${commitment.ratePlanId}:${e.subscription.periodStart}:${commitment.committedCalls}:${bps}`;
+      if (this.hasFired(e.tenantId, dedupeKey)) continue;
+      out.push({
         tenantId: e.tenantId,
-        type: 'commitment.threshold_reached' as const,
-        dedupeKey: `commitment.threshold_reached:${e.attribution.customerId}:${commitment.ratePlanId}:${e.subscription.periodStart}:${commitment.committedCalls}:${bps}`,
+        type: 'commitment.threshold_reached',
+        dedupeKey,
         data: {
           customer_id: e.attribution.customerId,
           subscription_id: e.subscription.subscriptionId,
           rate_plan_id: commitment.ratePlanId,
-          period_start: periodStart,
+          period_start: new Date(e.subscription.periodStart).toISOString(),
           period_end: new Date(e.subscription.periodEnd).toISOString(),
           committed_calls: commitment.committedCalls.toString(),
-          calls: view.commitmentCalls!.toString(),
+          calls: view.commitmentCalls.toString(),
           threshold_percent: bps / 100,
           event_id: e.eventId,
         },
-      }));
+      });
+    }
   }
 
   /** Per event, the caps on it in their current period with the running total cap-check keeps: one MGET per partition. */
@@ -241,7 +282,9 @@ export class SpendAlerts {
     );
     const byPartition = new Map<number, CapTotal[]>();
     entries.forEach((entry, i) => {
-      byPartition.set(entry.partition, [...(byPartition.get(entry.partition) ?? []), ...totals[i]]);
+      const list = byPartition.get(entry.partition);
+      if (list) list.push(...totals[i]);
+      else byPartition.set(entry.partition, [...totals[i]]);
     });
     for (const [partition, list] of byPartition) {
       if (list.length === 0) continue;
@@ -253,23 +296,26 @@ export class SpendAlerts {
     return totals;
   }
 
-  private async advanceBuckets(entries: StageEntry<LedgeredEvent>[], commitments: (CommitmentOf | undefined)[]): Promise<SpendView[]> {
+  private async advanceBuckets(entries: StageEntry<LedgeredEvent>[], markerOf: string[], commitments: (CommitmentOf | undefined)[]): Promise<SpendView[]> {
     const views: SpendView[] = new Array(entries.length);
     const byPartition = new Map<number, number[]>();
     entries.forEach((entry, i) => {
-      byPartition.set(entry.partition, [...(byPartition.get(entry.partition) ?? []), i]);
+      const indexes = byPartition.get(entry.partition);
+      if (indexes) indexes.push(i);
+      else byPartition.set(entry.partition, [i]);
     });
     for (const [partition, indexes] of byPartition) {
       const key = (name: string) => partitionedKey(this.prefix, name, partition);
-      const keys: string[] = [];
-      const args: (string | number)[] = [APPLIED_TTL_SECONDS, BUCKET_TTL_SECONDS, SESSION_START_TTL_SECONDS, COMMITMENT_TTL_SECONDS];
+      const markers = new Map<string, number>();
+      for (const i of indexes) if (!markers.has(markerOf[i])) markers.set(markerOf[i], markers.size + 1);
+      const keys: string[] = [...markers.keys()].map(key);
+      const args: (string | number)[] = [APPLIED_TTL_SECONDS, BUCKET_TTL_SECONDS, SESSION_START_TTL_SECONDS, COMMITMENT_TTL_SECONDS, markers.size];
       for (const i of indexes) {
         const e = entries[i].payload;
         const hour = hourOf(e.recordedAt);
         const commitment = commitments[i];
         const scopes = velocityScopes(e);
         keys.push(
-          key(`spend-applied:${e.tenantId}:${e.eventId}`),
           key(`session-start:${e.tenantId}:${e.sessionId ?? '-'}`),
           key(`session-spend:${e.tenantId}:${e.sessionId ?? '-'}`),
           key(commitment ? commitmentKey(e, commitment) : `commit-calls:${e.tenantId}:-`),
@@ -278,7 +324,7 @@ export class SpendAlerts {
             return [key(bucketKey(e, hour, named)), key(bucketKey(e, hour - 1, named))];
           }),
         );
-        args.push(e.cost.total.toString(), e.recordedAt, e.sessionId ? 1 : 0, commitment ? 1 : 0, ...scopes.map((scope) => (scope ? 1 : 0)));
+        args.push(markers.get(markerOf[i])!, e.cost.total.toString(), e.recordedAt, e.sessionId ? 1 : 0, commitment ? 1 : 0, ...scopes.map((scope) => (scope ? 1 : 0)));
       }
       const replies = (await this.redis.eval(SPEND_BUCKETS_LUA, keys.length, ...keys, ...args)) as (string | null)[][];
       indexes.forEach((i, n) => {
@@ -298,25 +344,26 @@ export class SpendAlerts {
     return views;
   }
 
-  private capAlerts(entry: StageEntry<LedgeredEvent>, settings: AlertSettings, view: SpendView, totals: CapTotal[]): Alert[] {
+  private capAlerts(out: Alert[], entry: StageEntry<LedgeredEvent>, settings: AlertSettings, view: SpendView, totals: CapTotal[]): void {
     const e = entry.payload;
-    const alerts: Alert[] = [];
     for (const { cap, periodKey, periodEndsAt, spent } of totals) {
-      const common = this.capData(cap, e, periodKey, spent);
       // A rolling cap has no period: a threshold fires at most once per window-long slot.
       const crossing = cap.period === 'rolling' && cap.windowSeconds ? `w${Math.floor(this.now() / (cap.windowSeconds * 1000))}` : periodKey;
+      // The alert's data is built only for a crossing not enqueued yet: most events cross nothing new.
       for (const bps of settings.thresholdBps) {
         if (spent < thresholdOf(cap.limitNano, bps)) continue;
-        alerts.push({
+        const dedupeKey = `cap.threshold_reached:${cap.id}:${crossing}:${cap.limitNano}:${bps}`;
+        if (this.hasFired(e.tenantId, dedupeKey)) continue;
+        out.push({
           tenantId: e.tenantId,
           type: 'cap.threshold_reached',
-          dedupeKey: `cap.threshold_reached:${cap.id}:${crossing}:${cap.limitNano}:${bps}`,
-          data: { ...common, threshold_percent: bps / 100 },
+          dedupeKey,
+          data: { ...this.capData(cap, e, periodKey, spent), threshold_percent: bps / 100 },
         });
       }
       if ((cap.period === 'day' || cap.period === 'month') && e.sessionId) {
-        const alert = this.periodProjection(e, settings, view, cap, periodKey, periodEndsAt, spent, common);
-        if (alert) alerts.push(alert);
+        const alert = this.periodProjection(e, settings, view, cap, periodKey, periodEndsAt, spent);
+        if (alert) out.push(alert);
         continue;
       }
       if (cap.period !== 'session' || !e.sessionId || view.sessionStart === undefined || spent >= cap.limitNano) continue;
@@ -325,12 +372,14 @@ export class SpendAlerts {
       const horizonMs = BigInt(settings.projectionHorizonSeconds) * 1000n;
       const projected = (spent * (elapsed + horizonMs)) / elapsed;
       if (projected < cap.limitNano) continue;
-      alerts.push({
+      const dedupeKey = `session.projection_exceeded:${cap.id}:${e.sessionId}:${cap.limitNano}`;
+      if (this.hasFired(e.tenantId, dedupeKey)) continue;
+      out.push({
         tenantId: e.tenantId,
         type: 'session.projection_exceeded',
-        dedupeKey: `session.projection_exceeded:${cap.id}:${e.sessionId}:${cap.limitNano}`,
+        dedupeKey,
         data: {
-          ...common,
+          ...this.capData(cap, e, periodKey, spent),
           session_id: e.sessionId,
           session_started_at: new Date(view.sessionStart).toISOString(),
           projected: formatNano(projected),
@@ -338,7 +387,6 @@ export class SpendAlerts {
         },
       });
     }
-    return alerts;
   }
 
   /**
@@ -354,7 +402,6 @@ export class SpendAlerts {
     periodKey: string,
     periodEndsAt: number,
     spent: bigint,
-    common: Record<string, unknown>,
   ): Alert | undefined {
     if (view.sessionStart === undefined || view.sessionSpent === undefined || spent >= cap.limitNano) return undefined;
     const elapsed = BigInt(Math.max(0, e.recordedAt - view.sessionStart));
@@ -362,12 +409,14 @@ export class SpendAlerts {
     const horizonMs = BigInt(Math.max(0, Math.min(settings.projectionHorizonSeconds * 1000, periodEndsAt - e.recordedAt)));
     const projected = spent + (view.sessionSpent * horizonMs) / elapsed;
     if (projected < cap.limitNano) return undefined;
+    const dedupeKey = `session.projection_exceeded:${cap.id}:${periodKey}:${e.sessionId}:${cap.limitNano}`;
+    if (this.hasFired(e.tenantId, dedupeKey)) return undefined;
     return {
       tenantId: e.tenantId,
       type: 'session.projection_exceeded',
-      dedupeKey: `session.projection_exceeded:${cap.id}:${periodKey}:${e.sessionId}:${cap.limitNano}`,
+      dedupeKey,
       data: {
-        ...common,
+        ...this.capData(cap, e, periodKey, spent),
         session_id: e.sessionId,
         session_started_at: new Date(view.sessionStart).toISOString(),
         session_spent: formatNano(view.sessionSpent),
@@ -394,22 +443,23 @@ export class SpendAlerts {
   }
 
   /** The last hour's spend (this hour, and the part of the previous hour still inside the hour) against the trailing week, of the customer, agent, team and app. */
-  private async velocityAlert(entry: StageEntry<LedgeredEvent>, settings: AlertSettings, view: SpendView): Promise<Alert[]> {
+  private async velocityAlert(out: Alert[], entry: StageEntry<LedgeredEvent>, settings: AlertSettings, view: SpendView): Promise<void> {
     const e = entry.payload;
     // A late event says nothing about the rate now.
-    if (this.now() - e.recordedAt > HOUR_MS) return [];
+    if (this.now() - e.recordedAt > HOUR_MS) return;
     const hour = hourOf(e.recordedAt);
     const intoHour = BigInt(e.recordedAt - hour * HOUR_MS);
-    const alerts: Alert[] = [];
     for (const { scope, totals } of view.velocity) {
       const lastHour = totals.currentHour + (totals.previousHour * (BigInt(HOUR_MS) - intoHour)) / BigInt(HOUR_MS);
       if (lastHour < settings.velocityMinNano) continue;
+      const dedupeKey = scope.kind === 'customer' ? `spend.velocity_spike:${scope.id}:${hour}` : `spend.velocity_spike:${scope.kind}:${scope.id}:${hour}`;
+      if (this.hasFired(e.tenantId, dedupeKey)) continue;
       const average = await this.trailingAverage(entry, hour, scope);
       if (lastHour * 1000n <= average * BigInt(settings.velocityFactorMilli)) continue;
-      alerts.push({
+      out.push({
         tenantId: e.tenantId,
         type: 'spend.velocity_spike',
-        dedupeKey: scope.kind === 'customer' ? `spend.velocity_spike:${scope.id}:${hour}` : `spend.velocity_spike:${scope.kind}:${scope.id}:${hour}`,
+        dedupeKey,
         data: {
           scope_kind: scope.kind,
           scope_id: scope.id,
@@ -423,7 +473,6 @@ export class SpendAlerts {
         },
       });
     }
-    return alerts;
   }
 
   /** The mean hourly spend of the 168 hours before this one, read once per scope and hour. */
@@ -464,6 +513,6 @@ export const spendAlertsStage: StageDefinition<LedgeredEvent> = {
       if (message.type === 'caps.changed') await alerts.reloadCaps(message.tenantId);
     });
     await alerts.load();
-    return { handle: (batch) => alerts.handle(batch) };
+    return { handle: (batch) => alerts.handle(batch), handleBlocks: (blocks) => alerts.handleBlocks(blocks) };
   },
 };

@@ -67,11 +67,17 @@ async function run(name: string, partitions: number, workersPerStage: number, no
   try {
     const all = events(tenant, now);
     for (let i = 0; i < all.length; i += BATCH) {
-      const response = await fetch(`${pipeline.baseUrl}/v1/events`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${tenant.ingestToken}`, 'content-type': 'application/json' },
-        body: JSON.stringify(all.slice(i, i + BATCH)),
-      });
+      let response: Response;
+      // 429 (backpressure on a loaded machine): a client retries the same request after Retry-After.
+      for (let attempt = 0; ; attempt++) {
+        response = await fetch(`${pipeline.baseUrl}/v1/events`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${tenant.ingestToken}`, 'content-type': 'application/json' },
+          body: JSON.stringify(all.slice(i, i + BATCH)),
+        });
+        if (response.status !== 429 || attempt >= 60) break;
+        await new Promise((r) => setTimeout(r, 1_000));
+      }
       expect(response.status, await response.clone().text()).toBe(202);
     }
     await pipeline.drain(120_000);

@@ -334,9 +334,13 @@ describe('the pipeline end to end', () => {
       }
     }
 
-    // COGS: one row per billable call (session control events have neither price nor cost), the same price, the provider cost computed here.
-    const [cogs] = await sql`SELECT count(*)::int AS rows, sum(price_nano)::text AS price, sum(cogs_nano)::text AS cogs,
-                                    sum(margin_nano)::text AS margin FROM cogs_ledger`;
+    // COGS: every billable call (session control events have neither price nor cost) summed once per dimension, the same price, the provider cost computed here.
+    for (const dimension of ['tool', 'agent', 'customer']) {
+      const [sums] = await sql`SELECT sum(events)::int AS rows, sum(price_nano)::text AS price, sum(cogs_nano)::text AS cogs FROM cogs_rollup WHERE dimension = ${dimension}`;
+      expect({ dimension, ...sums }).toEqual({ dimension, rows: distinct.filter((e) => e.usage).length, price: expectedTotal.toString(), cogs: distinct.reduce((sum, e) => sum + e.cogs, 0n).toString() });
+    }
+    const [cogs] = await sql`SELECT sum(events)::int AS rows, sum(price_nano)::text AS price, sum(cogs_nano)::text AS cogs,
+                                    sum(price_nano - cogs_nano)::text AS margin FROM cogs_rollup WHERE dimension = 'customer'`;
     const expectedCogsTotal = distinct.reduce((sum, e) => sum + e.cogs, 0n);
     expect(cogs.rows).toBe(distinct.filter((e) => e.usage).length);
     expect(BigInt(cogs.price)).toBe(expectedTotal);
@@ -356,7 +360,7 @@ describe('the pipeline end to end', () => {
     await waitFor(async () => (await analytics()).rows >= DISTINCT, 60_000);
     expect(await analytics()).toEqual({ rows: DISTINCT, total: expectedTotal });
 
-    // npm run reconcile: invocations and every rollup agree with the ledger (and COGS with cogs_ledger), per tenant and day.
+    // npm run reconcile: invocations and every rollup agree with the ledger (and COGS with the sums of cogs_rollup), per tenant and day.
     const day = (ms: number) => new Date(ms).toISOString().slice(0, 10);
     const reconciled = await reconcile(sql, world.clickhouse!, { from: day(now - 86_400_000), to: day(Date.now()) });
     expect(reconciled.compared).toBeGreaterThan(0);

@@ -43,7 +43,7 @@ export async function startInProcessPipeline(world: Isolated, env: Record<string
   });
   const port = (server.address() as AddressInfo).port;
 
-  const drained = () => pipelineDrained(world.redis, config.REDIS_PREFIX);
+  const drained = () => pipelineDrained(world.redis, config.REDIS_PREFIX, config.PARTITIONS);
 
   return {
     baseUrl: `http://127.0.0.1:${port}`,

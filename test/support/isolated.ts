@@ -22,7 +22,7 @@ export interface Isolated {
  * A world of its own for one test file: a fresh PostgreSQL database (migrated), a Redis key
  * prefix, and, when asked, a ClickHouse database. Everything is removed by cleanup().
  */
-export async function isolated(name: string, options: { clickhouse?: boolean } = {}): Promise<Isolated> {
+export async function isolated(name: string, options: { clickhouse?: boolean; redisUrl?: string } = {}): Promise<Isolated> {
   const tag = `${name.replace(/[^a-z0-9]/gi, '').toLowerCase().slice(0, 20)}_${randomBytes(4).toString('hex')}`;
   const dbName = `am_t_${tag}`;
   const admin = connectPostgres(ADMIN_PG, { max: 1 });
@@ -34,6 +34,8 @@ export async function isolated(name: string, options: { clickhouse?: boolean } =
     REDIS_PREFIX: `t:${tag}:`,
     CLICKHOUSE_DATABASE: dbName,
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
+    // A world on a Redis of its own choosing (the local cluster): its child processes get it too.
+    ...(options.redisUrl ? { REDIS_URL: options.redisUrl } : {}),
   };
   const config = loadConfig({ ...process.env, ...env });
   const sql = connectPostgres(config.DATABASE_URL, { max: 4, name: `test-${tag}` });

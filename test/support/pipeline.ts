@@ -103,7 +103,7 @@ export async function startPipeline(world: Pick<Isolated, 'env' | 'redis' | 'con
         return (await Promise.all(checks)).every(Boolean);
       }, timeoutMs);
     },
-    drained: () => pipelineDrained(world.redis, world.config.REDIS_PREFIX),
+    drained: () => pipelineDrained(world.redis, world.config.REDIS_PREFIX, Number(env.PARTITIONS ?? world.config.PARTITIONS)),
     stop: () => supervisor.stop(),
   };
   try {
@@ -119,13 +119,20 @@ export async function startPipeline(world: Pick<Isolated, 'env' | 'redis' | 'con
 const fieldsOf = (reply: unknown[]) => Object.fromEntries(reply.flatMap((v, i) => (i % 2 === 0 ? [[v, reply[i + 1]]] : [])));
 
 /**
- * True when every consumer group of every stream (partition 0) has been given every entry and
- * acked it: its last delivered id is the stream's last id and nothing is pending. (The lag Redis
+ * True when every consumer group of every stream (in each of `partitions` partitions) has been
+ * given every entry and acked it: its last delivered id is the stream's last id and nothing is pending. (The lag Redis
  * reports is not trusted for this: after Redis reloads its append-only file it can read too high.)
  */
-export async function pipelineDrained(redis: Redis, prefix: string): Promise<boolean> {
+export async function pipelineDrained(redis: Redis, prefix: string, partitions = 1): Promise<boolean> {
+  for (let partition = 0; partition < partitions; partition++) {
+    if (!(await partitionDrained(redis, prefix, partition))) return false;
+  }
+  return true;
+}
+
+async function partitionDrained(redis: Redis, prefix: string, partition: number): Promise<boolean> {
   for (const { stream } of TOPOLOGY) {
-    const key = partitionedKey(prefix, stream, 0);
+    const key = partitionedKey(prefix, stream, partition);
     const groups = (await redis.xinfo('GROUPS', key)) as unknown[][];
     if (groups.length === 0) continue;
     const lastId = fieldsOf((await redis.xinfo('STREAM', key)) as unknown[])['last-generated-id'];

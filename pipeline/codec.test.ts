@@ -1,0 +1,35 @@
+import { describe, expect, it } from 'vitest';
+import { decodePayload, encodePayload } from './codec.js';
+
+describe('codec', () => {
+  it('round-trips money as bigint, whatever its size within 64 bits, and plain numbers as numbers', () => {
+    const value = { zero: 0n, small: 7n, negative: -5n, largest: 2n ** 63n - 1n, unsigned: 2n ** 64n - 1n, ms: 1_764_490_000_123, ratio: 1.5 };
+    const back = decodePayload<typeof value>(encodePayload(value));
+    expect(back).toEqual(value);
+    expect(typeof back.zero).toBe('bigint');
+    expect(typeof back.ms).toBe('number');
+  });
+
+  it('decodes a block of events of several shapes, each payload on its own (no state shared between encoders)', () => {
+    const block = [
+      { eventId: 'e1', cost: { total: 10n }, sessionId: 's1' },
+      { eventId: 'e2', cost: { total: 20n } },
+      { eventId: 'e3', cost: { total: 30n }, sessionId: 's3' },
+    ];
+    const first = encodePayload(block);
+    const second = encodePayload([{ other: 'shape' }]);
+    expect(decodePayload(second)).toEqual([{ other: 'shape' }]);
+    expect(decodePayload(first)).toEqual(block);
+  });
+
+  it('is smaller than one map per event for a block of same-shaped events', () => {
+    const block = Array.from({ length: 100 }, (_, i) => ({ tenantId: 'ten_1', eventId: `evt_${i}`, eventType: 'mcp.tool_invoked', durationMs: i }));
+    const one = encodePayload(block[0]).length;
+    expect(encodePayload(block).length).toBeLessThan(one * 100 * 0.6);
+  });
+
+  it('refuses an integer wider than 64 bits instead of wrapping it', () => {
+    expect(() => encodePayload({ cost: { total: 2n ** 64n } })).toThrow(/18446744073709551616 does not fit a 64-bit integer/);
+    expect(() => encodePayload([{ ok: 1n }, { by: -(2n ** 63n) - 1n }])).toThrow(/does not fit a 64-bit integer/);
+  });
+});
