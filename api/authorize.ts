@@ -38,6 +38,8 @@ interface CapStandingReply {
   scope_id: string;
   action: 'pause' | 'alert';
   period: string;
+  /** period rolling: the window, in seconds (resets_at is then when enough spend has left it for what was asked to fit). */
+  window_seconds?: number;
   period_key: string;
   spent: string;
   reserved: string;
@@ -137,6 +139,25 @@ export const authorizeBatchSchema = z
 
 type AuthorizeBody = z.output<typeof authorizeBodySchema>;
 
+/** The body of `POST /v1/authorize/reservations/{id}/release`: the caller that made the reservation (exported for the OpenAPI description). */
+export const releaseBodySchema = z
+  .strictObject({
+    api_key: authorizeFields.api_key,
+    client_id: authorizeFields.client_id,
+    client_secret: authorizeFields.client_secret,
+    session_id: authorizeFields.session_id.meta({ description: 'The session_id given to authorize, if any: its caps held the reservation too.' }),
+  })
+  .refine((body) => !body.api_key !== !body.client_id, { path: ['api_key'], message: 'exactly one of api_key or client_id is required' })
+  .refine((body) => !body.client_secret || !!body.client_id, { path: ['client_secret'], message: 'client_secret goes with client_id, not api_key' })
+  .meta({ description: 'The credential (and session) the reservation was made for.' });
+
+/** A reservation id as authorize returns it: the event_id given, or rsv_... */
+const reservationId = z
+  .string()
+  .min(1)
+  .max(128)
+  .regex(/^[A-Za-z0-9_.:@/-]+$/, 'letters, digits and _ . : @ / - only');
+
 /** Adds `Server-Timing: app;dur=<ms>` to every reply: the server's own time, token check included. */
 const serverTiming: MiddlewareHandler = async (c, next) => {
   const start = performance.now();
@@ -186,6 +207,7 @@ function standingReply(s: CapStanding): CapStandingReply {
     scope_id: s.cap.scopeId,
     action: s.cap.action,
     period: s.cap.period,
+    ...(s.cap.windowSeconds ? { window_seconds: s.cap.windowSeconds } : {}),
     period_key: s.periodKey,
     spent: formatNano(s.spent),
     reserved: formatNano(s.reserved),
@@ -393,6 +415,36 @@ export function createAuthorizeRoutes(deps: AuthorizeDeps): AuthorizeRoutes {
     });
     res.end(body);
   }
+
+  /**
+   * Releases a reservation (estimated_cost) before its event comes: the call was cancelled or
+   * will not be metered. Scoped by the ingest token's tenant and by the caller that made it (the
+   * same credential and session_id); idempotent: 200 with released false when there is nothing
+   * left to release (already released, settled by its event, expired, or never made).
+   */
+  app.post('/v1/authorize/reservations/:id/release', serverTiming, requireTenant(deps.tokens, 'ingest'), async (c) => {
+    const tenantId = c.get('tenantId');
+    const id = reservationId.safeParse(c.req.param('id'));
+    if (!id.success) throw new ApiError(400, 'validation_failed', 'the reservation id is not valid', describeIssues(id.error).map((d) => ({ ...d, path: 'id' })));
+    const raw = await readJson(c, MAX_BODY_BYTES);
+    const parsed = releaseBodySchema.safeParse(raw);
+    if (!parsed.success) throw new ApiError(400, 'validation_failed', 'the request body is not a valid release request', describeIssues(parsed.error));
+    const body = parsed.data;
+    let outcome: Awaited<ReturnType<Authorizer['release']>>;
+    try {
+      if (redisDown(redis)) throw new Error(`Redis connection is ${redis.status}`);
+      const refused = await secretRefusal(tenantId, body);
+      if (refused) throw new ApiError(403, refused.code!, refused.reason!);
+      const { credential } = askOf(tenantId, body);
+      outcome = await authorizer.release({ tenantId, credential, ...(body.session_id ? { sessionId: body.session_id } : {}), reservationId: id.data });
+    } catch (err) {
+      if (err instanceof ApiError) throw err;
+      deps.log?.warn({ err, tenantId }, 'authorize: cannot release a reservation');
+      throw unavailable('unavailable', 'cannot release now: a store is unreachable; retry shortly', 1);
+    }
+    if ('refusal' in outcome) throw new ApiError(403, outcome.refusal.code, outcome.refusal.reason);
+    return c.json({ id: id.data, released: outcome.released > 0, caps_released: outcome.released });
+  });
 
   app.post('/v1/authorize/batch', serverTiming, requireTenant(deps.tokens, 'ingest'), async (c) => {
     const tenantId = c.get('tenantId');

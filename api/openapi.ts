@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { usageVectorSchema } from '../domain/rating/quote.js';
 import { errorOut, pricingField } from '../schemas/admin.js';
 import { invoiceDocumentOut } from '../schemas/billing.js';
-import { authorizeBatchSchema, authorizeBodySchema } from './authorize.js';
+import { authorizeBatchSchema, authorizeBodySchema, releaseBodySchema } from './authorize.js';
 import { spendReply } from './spend.js';
 import { cogsQuerySchema } from './cogs.js';
 import { chargeOut, commitmentOut, commitmentQuery, usageSummaryOut, usageSummaryQuery } from './usage.js';
@@ -51,7 +51,8 @@ const capStanding = z
     scope_kind: z.string(),
     scope_id: z.string(),
     action: z.enum(['pause', 'alert']),
-    period: z.string(),
+    period: z.string().meta({ description: 'session, day, month or rolling.' }),
+    window_seconds: z.number().optional().meta({ description: 'period rolling: the window; resets_at is then when enough spend has left it for what was asked to fit.' }),
     period_key: z.string(),
     spent: z.string(),
     reserved: z.string(),
@@ -162,6 +163,19 @@ const PUBLIC_OPERATIONS: Operation[] = [
     body: authorizeBatchSchema,
     response: z.object({ results: z.array(authorizeReply) }),
     status: 200,
+  },
+  {
+    method: 'post',
+    path: '/v1/authorize/reservations/{id}/release',
+    tag: 'Authorize',
+    summary: 'Release a reservation before its event comes',
+    description:
+      'The call that reserved estimated_cost was cancelled or will not be metered: its amount stops counting against every cap it was held on, at once. Named by the reservation id authorize returned (the event_id given, or rsv_...) and the same credential and session_id; idempotent (released false when nothing is left: already released, settled by its event, or expired).',
+    security: 'ingestToken',
+    body: releaseBodySchema,
+    response: z.object({ id: z.string(), released: z.boolean(), caps_released: z.number().int().meta({ description: 'The caps that held it.' }) }),
+    status: 200,
+    refusals: { 400: 'Malformed id or body (validation_failed, with the path).', 403: 'The credential does not resolve in this tenant (unknown_credential, revoked, ...) or its client_secret does not match.' },
   },
   {
     method: 'post',

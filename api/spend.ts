@@ -79,6 +79,7 @@ function present(report: SpendReport): z.input<typeof spendReply> {
       cap_id: c.cap.id,
       action: c.cap.action,
       period: c.cap.period,
+      ...(c.cap.windowSeconds ? { window_seconds: c.cap.windowSeconds } : {}),
       period_key: c.periodKey,
       limit: formatNano(c.cap.limitNano),
       spent: c.spentNano === null ? null : formatNano(c.spentNano),

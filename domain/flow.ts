@@ -36,8 +36,11 @@ export type EventCost = EventRating;
 export type ResolvedEvent = UsageEvent & { attribution: Attribution };
 export type AttributedEvent = ResolvedEvent & { subscription: SubscriptionSnapshot };
 export type PricedEvent = AttributedEvent & { cost: EventCost };
-/** Added by cap-check: the spend counters it advanced for this event (ledger-write takes them back for a duplicate). */
-export type CheckedEvent = PricedEvent & { capCounters: { key: string; by: bigint }[] };
+/**
+ * Added by cap-check: the spend counters it advanced for this event (ledger-write takes them back
+ * for a duplicate); a rolling one names its window and the time it was counted at (its bucket).
+ */
+export type CheckedEvent = PricedEvent & { capCounters: { key: string; by: bigint; window?: { bucketMs: number; buckets: number; now: number } }[] };
 /** Added by ledger-write: whether a spend cap was at or over its limit with this event (it is billed all the same). */
 export type LedgeredEvent = CheckedEvent & { overCap: boolean };
 

@@ -3,6 +3,8 @@
  * it: the script's layout lives in one place on each side, so neither drifts from the other.
  */
 
+import type { RollingWindow } from './stage.js';
+
 /** One counter effect with its keys resolved (prefix and partition applied). */
 interface AckCounter {
   counterKey: string;
@@ -13,6 +15,7 @@ interface AckCounter {
   flagKey?: string;
   flagValue?: string;
   flagTtlSeconds?: number;
+  window?: RollingWindow;
 }
 
 /** One output stream entry: a block of nEvents events, or a single entry when nEvents is 1. */
@@ -87,6 +90,7 @@ export function ackArguments(inputKey: string, errorsKey: string, group: string,
           c.flagKey === undefined ? '' : indexOf(c.flagKey),
           c.flagValue ?? '',
           String(c.flagTtlSeconds ?? 0),
+          c.window ? `${c.window.bucketMs}:${c.window.buckets}:${c.window.now}` : '',
         );
       }
       for (const ref of event.refs) args.push(String(ref.groupIndex), String(ref.position));

@@ -1,6 +1,5 @@
-import { readFileSync } from 'node:fs';
 import type { Redis } from './redis.js';
-import { projectPath } from './paths.js';
+import { luaSource } from './scripts.js';
 
 /**
  * Typed arguments and replies of `pipeline/lua/authorize-1.lua` and
@@ -15,10 +14,19 @@ export interface AdmissionRequest {
   rate?: { key: string; limit?: number; windowMs: number; member: string };
   /** A bounded set of sessions seen within idleMs (a ZSET); a session not in it is refused when it is full. */
   sessions?: { key: string; max?: number; session?: string; idleMs: number };
-  /** Running totals with a limit; a hard one refuses an estimate that does not fit (unless its override key exists). */
-  budgets: { counterKey: string; limit: bigint; hard: boolean; overrideKey?: string }[];
+  /**
+   * Running totals with a limit; a hard one refuses an estimate that does not fit (unless its
+   * override key exists). With a window, a rolling total (lua/lib/window.lua).
+   */
+  budgets: { counterKey: string; limit: bigint; hard: boolean; overrideKey?: string; window?: WindowSpec }[];
   /** With an estimate, every budget reserves it under reservationId for ttlMs. */
   reservation?: { estimate: bigint; id: string; ttlMs: number };
+}
+
+/** A rolling total: the last `buckets` buckets of `bucketMs` each. */
+export interface WindowSpec {
+  bucketMs: number;
+  buckets: number;
 }
 
 type AdmissionVerdict =
@@ -34,8 +42,13 @@ export interface AdmissionReply {
   rateUsed: number;
   /** Sessions active, this one included when admitted. */
   sessionsActive: number;
-  /** Per budget, in order: the running total and the sum of live reservations (this one's included). */
-  budgets: { spent: bigint; reserved: bigint }[];
+  /**
+   * Per budget, in order: the running total and the sum of live reservations (this one's
+   * included); for a rolling one, freesAt: when spent + reserved + (the estimate, or 1 nano)
+   * fits under the limit as old spend leaves the window (or when the oldest spend leaves, when
+   * it fits already; undefined when nothing is counted).
+   */
+  budgets: { spent: bigint; reserved: bigint; freesAt?: number }[];
 }
 
 type ScriptArg = string | number;
@@ -43,15 +56,16 @@ type ScriptArg = string | number;
 interface AdmissionRedis {
   authorizeAdmission(anchorKey: string, ...args: ScriptArg[]): Promise<(string | number)[][]>;
   releaseReservations(anchorKey: string, ...args: ScriptArg[]): Promise<number>;
+  windowTotals(anchorKey: string, ...args: ScriptArg[]): Promise<[string, number][]>;
 }
 
 const defined = new WeakSet<Redis>();
 
 function withScripts(redis: Redis): Redis & AdmissionRedis {
   if (!defined.has(redis)) {
-    const lua = (file: string) => readFileSync(projectPath('pipeline', 'lua', file), 'utf8');
-    redis.defineCommand('authorizeAdmission', { lua: lua('authorize-1.lua'), numberOfKeys: 1 });
-    redis.defineCommand('releaseReservations', { lua: lua('releaseReservations-1.lua'), numberOfKeys: 1 });
+    redis.defineCommand('authorizeAdmission', { lua: luaSource('authorize-1.lua', 'window.lua'), numberOfKeys: 1 });
+    redis.defineCommand('releaseReservations', { lua: luaSource('releaseReservations-1.lua'), numberOfKeys: 1 });
+    redis.defineCommand('windowTotals', { lua: luaSource('windowTotals-1.lua', 'window.lua'), numberOfKeys: 1 });
     defined.add(redis);
   }
   return redis as Redis & AdmissionRedis;
@@ -65,7 +79,9 @@ function admissionArgs(request: AdmissionRequest): ScriptArg[] {
   const sessions = request.sessions;
   args.push(sessions?.key ?? '', sessions?.max ?? '', sessions?.session ?? '', sessions?.idleMs ?? 0);
   args.push(request.budgets.length);
-  for (const budget of request.budgets) args.push(budget.counterKey, budget.limit.toString(), budget.hard ? 1 : 0, budget.overrideKey ?? '');
+  for (const budget of request.budgets) {
+    args.push(budget.counterKey, budget.limit.toString(), budget.hard ? 1 : 0, budget.overrideKey ?? '', budget.window ? `${budget.window.bucketMs}:${budget.window.buckets}` : '');
+  }
   const reservation = request.reservation;
   args.push(reservation ? reservation.estimate.toString() : '', reservation?.id ?? '', reservation?.ttlMs ?? 0);
   return args;
@@ -80,7 +96,10 @@ function parseReply(raw: (string | number)[]): AdmissionReply {
     : kind === 'budget' ? { kind, index: Number(detail) - 1 }
     : { kind: 'ok' };
   const budgets: AdmissionReply['budgets'] = [];
-  for (let i = 0; i + 1 < totals.length; i += 2) budgets.push({ spent: BigInt(totals[i]), reserved: BigInt(totals[i + 1]) });
+  for (let i = 0; i + 2 < totals.length; i += 3) {
+    const freesAt = Number(totals[i + 2]);
+    budgets.push({ spent: BigInt(totals[i]), reserved: BigInt(totals[i + 1]), ...(freesAt > 0 ? { freesAt } : {}) });
+  }
   return { verdict, rateUsed: Number(rateUsed), sessionsActive: Number(sessionsActive), budgets };
 }
 
@@ -171,4 +190,21 @@ export class AdmissionBatcher {
       },
     );
   }
+}
+
+/**
+ * Rolling totals as they stand at `now` (old buckets taken out first), with, given a limit, when
+ * each is under it again as old spend leaves the window (undefined when nothing is counted).
+ */
+export async function windowTotals(
+  redis: Redis,
+  anchorKey: string,
+  totals: { key: string; window: WindowSpec; limit?: bigint }[],
+  now = Date.now(),
+): Promise<{ total: bigint; freesAt?: number }[]> {
+  if (totals.length === 0) return [];
+  const args: ScriptArg[] = [now, totals.length];
+  for (const t of totals) args.push(t.key, `${t.window.bucketMs}:${t.window.buckets}`, t.limit?.toString() ?? '');
+  const replies = await withScripts(redis).windowTotals(anchorKey, ...args);
+  return replies.map(([total, freesAt]) => ({ total: BigInt(total), ...(Number(freesAt) > 0 ? { freesAt: Number(freesAt) } : {}) }));
 }

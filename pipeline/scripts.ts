@@ -18,8 +18,8 @@ interface ScriptedRedis {
   forwardOnce(numKeys: number, ...args: ScriptArg[]): Promise<(string | null)[]>;
 }
 
-const SCRIPTS: { name: keyof ScriptedRedis; file: string; keys?: number }[] = [
-  { name: 'ackAndForward', file: 'ackAndForward.lua' },
+const SCRIPTS: { name: keyof ScriptedRedis; file: string; keys?: number; lib?: string }[] = [
+  { name: 'ackAndForward', file: 'ackAndForward.lua', lib: 'window.lua' },
   { name: 'deadLetter', file: 'deadLetter-3.lua', keys: 3 },
   { name: 'splitBlock', file: 'splitBlock-2.lua', keys: 2 },
   { name: 'trimAcked', file: 'trimAcked-1.lua', keys: 1 },
@@ -29,10 +29,16 @@ const SCRIPTS: { name: keyof ScriptedRedis; file: string; keys?: number }[] = [
 
 const loaded = new WeakSet<Redis>();
 
+/** A script's source, with a shared file of pipeline/lua/lib put before it (its local functions are then in scope). */
+export function luaSource(file: string, lib?: string): string {
+  const own = readFileSync(projectPath('pipeline', 'lua', file), 'utf8');
+  return lib ? `${readFileSync(projectPath('pipeline', 'lua', 'lib', lib), 'utf8')}\n${own}` : own;
+}
+
 export function scripted(redis: Redis): Redis & ScriptedRedis {
   if (!loaded.has(redis)) {
     for (const script of SCRIPTS) {
-      const lua = readFileSync(projectPath('pipeline', 'lua', script.file), 'utf8');
+      const lua = luaSource(script.file, script.lib);
       redis.defineCommand(script.name, script.keys === undefined ? { lua } : { lua, numberOfKeys: script.keys });
     }
     loaded.add(redis);

@@ -91,6 +91,19 @@ export interface CounterEffect {
   tag?: string;
   /** Set once, by the entry whose increment first reaches the limit. */
   onLimit?: { key: string; value: string; ttlSeconds: number };
+  /**
+   * A rolling total instead of a running one (lua/lib/window.lua): the spend of the last
+   * `buckets` buckets of `bucketMs`, the event added to the bucket of `now`. ttlSeconds is
+   * ignored (the keys expire a window after their last write), and onLimit's flag lasts until
+   * enough spend has left the window for the total to be under the limit.
+   */
+  window?: RollingWindow;
+}
+
+export interface RollingWindow {
+  bucketMs: number;
+  buckets: number;
+  now: number;
 }
 
 export interface EntryResult {

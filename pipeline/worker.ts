@@ -491,6 +491,7 @@ export class PartitionWorker<In> implements RecoveryHost {
           flagKey: c.onLimit ? partitionedKey(prefix, c.onLimit.key, this.partition) : undefined,
           flagValue: c.onLimit?.value,
           flagTtlSeconds: c.onLimit?.ttlSeconds,
+          window: c.window,
         })),
         refs: refsOf[i],
       });

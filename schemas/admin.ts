@@ -11,8 +11,10 @@ import { WEBHOOK_EVENT_TYPES } from '../domain/webhooks.js';
  */
 
 export const PRODUCT_KINDS = ['standard_api', 'agentic_api', 'managed_agent', 'mcp_server'] as const;
-export const CAP_SCOPES = ['api_key', 'app', 'agent', 'team', 'customer', 'session'] as const;
-export const CAP_PERIODS = ['session', 'day', 'month'] as const;
+export const CAP_SCOPES = ['api_key', 'app', 'agent', 'team', 'customer', 'session', 'plan'] as const;
+export const CAP_PERIODS = ['session', 'day', 'month', 'rolling'] as const;
+/** A rolling window: whole minutes, from one minute to 31 days. */
+const MAX_WINDOW_SECONDS = 31 * 86_400;
 const CAP_ACTIONS = ['pause', 'alert'] as const;
 
 const ref = (noun: string) => z.string().min(1).max(128).meta({ description: `Id of the ${noun}.` });
@@ -189,16 +191,40 @@ export const subscriptionEnd = z.strictObject({
 
 // --- spend caps and cost models
 
-export const spendCapCreate = z.strictObject({
-  scope_kind: z.enum(CAP_SCOPES),
-  scope_id: ref('API key or client credential, app, agent, team or customer (its id), or session (the session_id)'),
-  period: z.enum(CAP_PERIODS),
-  limit: decimalAmount({ positive: true }),
-  action: z
-    .enum(CAP_ACTIONS)
-    .optional()
-    .meta({ description: 'pause (the default): a hard cap, the scope is stopped when it is crossed; alert: a soft cap, counted and reported, never stops.' }),
-});
+export const spendCapCreate = z
+  .strictObject({
+    scope_kind: z.enum(CAP_SCOPES),
+    scope_id: ref(
+      'API key or client credential, app, agent, team or customer (its id), session (the session_id), or rate plan (plan: a cap on each session of every customer on it)',
+    ),
+    period: z.enum(CAP_PERIODS).meta({
+      description: 'session (each session of the scope has its own total), day, month (UTC), or rolling (the spend of the last window_seconds).',
+    }),
+    window_seconds: z
+      .number()
+      .int()
+      .min(60)
+      .max(MAX_WINDOW_SECONDS)
+      .multipleOf(60)
+      .optional()
+      .meta({ description: 'period rolling only: the window, in seconds (whole minutes, 60 to 2678400 = 31 days), e.g. 3600 for the last hour.' }),
+    limit: decimalAmount({ positive: true }),
+    action: z
+      .enum(CAP_ACTIONS)
+      .optional()
+      .meta({ description: 'pause (the default): a hard cap, the scope is stopped when it is crossed; alert: a soft cap, counted and reported, never stops.' }),
+  })
+  .superRefine((cap, ctx) => {
+    if (cap.period === 'rolling' && cap.window_seconds === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['window_seconds'], message: 'period rolling needs window_seconds' });
+    }
+    if (cap.period !== 'rolling' && cap.window_seconds !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['window_seconds'], message: 'window_seconds goes only with period rolling' });
+    }
+    if (cap.scope_kind === 'plan' && cap.period !== 'session') {
+      ctx.addIssue({ code: 'custom', path: ['period'], message: 'a plan cap is per session: each session of the plan has its own total' });
+    }
+  });
 export const spendCapUpdate = patch({
   limit: decimalAmount({ positive: true }).optional(),
   action: z.enum(CAP_ACTIONS).optional(),
@@ -375,6 +401,7 @@ export const spendCapOut = z.object({
   scope_kind: z.enum(CAP_SCOPES),
   scope_id: z.string(),
   period: z.enum(CAP_PERIODS),
+  window_seconds: z.number().nullable().meta({ description: 'period rolling: the window in seconds; null otherwise.' }),
   limit: z.string().meta({ description: 'Decimal amount in the major unit of the currency.' }),
   action: z.enum(CAP_ACTIONS),
   status: z.enum(['active', 'disabled']),

@@ -3,12 +3,13 @@ import type { Redis } from '../pipeline/redis.js';
 import type { Credential } from '../domain/events.js';
 import { formatNano } from '../domain/money.js';
 import { customerPartitionKey, type Attribution } from '../domain/flow.js';
-import { AdmissionBatcher, type AdmissionReply, type AdmissionRequest } from '../pipeline/admission.js';
+import { AdmissionBatcher, releaseReservations, type AdmissionReply, type AdmissionRequest } from '../pipeline/admission.js';
 import type { ControlMessage } from '../pipeline/control.js';
 import { partitionedKey, partitionOf } from '../pipeline/keys.js';
 import type { Sql } from '../pipeline/postgres.js';
 import type { AttributionResolver, Resolution } from './attribution.js';
-import { CapBook, capCounterKey, capLiftedKey, capPeriod, type SpendCap } from './caps.js';
+import { CapBook, capCounterKey, capLiftedKey, capPeriod, capWindow, type SpendCap } from './caps.js';
+import { SubscriptionBook } from './subscriptions.js';
 import { pauseKeysFor, type PauseRecord } from './pauses.js';
 
 /** What the caller asks: may this credential (in this session) act now, and spend this much? */
@@ -89,6 +90,8 @@ export class Authorizer {
   private readonly chains = new Map<string, ScopeChain>();
   private readonly limits = new Map<string, { limits: Pick<ScopeChain, 'ratePerMinute' | 'maxSessions'>; until: number }>();
   private readonly caps: CapBook;
+  /** Read only for tenants with caps on plans (the caller's plan picks them). */
+  private readonly subscriptions: SubscriptionBook;
   private readonly batcher: AdmissionBatcher;
   private readonly memberPrefix = randomBytes(6).toString('base64url');
   private sequence = 0;
@@ -97,11 +100,12 @@ export class Authorizer {
 
   constructor(
     private readonly sql: Sql,
-    redis: Redis,
+    private readonly redis: Redis,
     private readonly resolver: AttributionResolver,
     private readonly options: AuthorizerOptions,
   ) {
     this.caps = new CapBook(sql, options.capsTtlMs ?? 1_000);
+    this.subscriptions = new SubscriptionBook(sql);
     this.batcher = new AdmissionBatcher(redis);
     this.chainTtlMs = options.chainTtlMs ?? 1_000;
     this.reservationTtlMs = options.reservationTtlMs ?? 5 * 60_000;
@@ -112,6 +116,9 @@ export class Authorizer {
     switch (message.type) {
       case 'caps.changed':
         await this.caps.reloadTenant(message.tenantId);
+        break;
+      case 'subscriptions.changed':
+        if (this.caps.hasPlanCaps(message.tenantId)) await this.subscriptions.reloadTenant(message.tenantId);
         break;
       case 'credentials.changed':
       case 'hierarchy.changed':
@@ -137,6 +144,7 @@ export class Authorizer {
     const now = Date.now();
     const chains = await Promise.all(asks.map((ask) => this.chainOf(ask.tenantId, ask.credential, now)));
     await this.caps.ensureTenants(asks.map((ask) => ask.tenantId));
+    const plans = await this.plansOf(asks, chains, now);
     const decisions: AuthorizeDecision[] = new Array(asks.length);
     const admitted: Promise<void>[] = [];
     asks.forEach((ask, index) => {
@@ -149,7 +157,7 @@ export class Authorizer {
       const partition = partitionOf(customerPartitionKey(ask.tenantId, attribution.customerId), this.options.partitions);
       const key = (name: string) => partitionedKey(this.options.prefix, name, partition);
       const caps = this.caps
-        .capsFor(ask.tenantId, attribution, ask.sessionId)
+        .capsFor(ask.tenantId, plans[index] ? { ...attribution, ratePlanId: plans[index] } : attribution, ask.sessionId)
         .flatMap((cap) => {
           const period = capPeriod(cap, { recordedAt: now, sessionId: ask.sessionId });
           return period ? [{ cap, periodKey: period.key, resetsAt: period.endsAt }] : [];
@@ -164,6 +172,7 @@ export class Authorizer {
           limit: cap.limitNano,
           hard: cap.action === 'pause',
           overrideKey: key(capLiftedKey(ask.tenantId, cap.id, periodKey)),
+          ...(capWindow(cap) ? { window: capWindow(cap) } : {}),
         })),
         ...(chain.ratePerMinute
           ? { rate: { key: key(rateWindowKey(ask.tenantId, owner)), limit: chain.ratePerMinute, windowMs: RATE_WINDOW_MS, member: `${this.memberPrefix}${(this.sequence++).toString(36)}` } }
@@ -181,6 +190,46 @@ export class Authorizer {
     });
     await Promise.all(admitted);
     return decisions;
+  }
+
+  /**
+   * The rate plan of each caller that names a session, for tenants with caps on plans (one lookup
+   * in memory per caller; the subscriptions are read when the tenant is first seen or misses).
+   */
+  private async plansOf(asks: AuthorizeAsk[], chains: ScopeChain[], now: number): Promise<(string | undefined)[]> {
+    // The common case (no plan caps) costs one scan of the asks, no await per ask.
+    if (!asks.some((ask) => ask.sessionId && this.caps.hasPlanCaps(ask.tenantId))) return [];
+    return Promise.all(
+      asks.map(async (ask, i) => {
+        const resolution = chains[i].resolution;
+        if (!ask.sessionId || !resolution.ok || !this.caps.hasPlanCaps(ask.tenantId)) return undefined;
+        return (await this.subscriptions.findOrReload(ask.tenantId, resolution.attribution, now))?.ratePlanId;
+      }),
+    );
+  }
+
+  /**
+   * Releases a reservation made by `authorize` with an estimate, before its event comes (the call
+   * was cancelled, or cost nothing): the same caller (credential, session) names it by id. The
+   * amount stops counting against every cap it was held on at once. Idempotent: a reservation
+   * released, settled by its event or expired releases nothing. Returns how many caps held it,
+   * or the refusal when the credential does not resolve.
+   */
+  async release(ask: Omit<AuthorizeAsk, 'estimate' | 'eventId'> & { reservationId: string }): Promise<{ released: number } | { refusal: AuthorizeRefusal }> {
+    const now = Date.now();
+    const chain = await this.chainOf(ask.tenantId, ask.credential, now);
+    if (!chain.resolution.ok) return { refusal: { code: chain.resolution.code, reason: chain.resolution.reason } };
+    await this.caps.ensureTenants([ask.tenantId]);
+    const [plan] = await this.plansOf([ask], [chain], now);
+    const attribution = chain.resolution.attribution;
+    const partition = partitionOf(customerPartitionKey(ask.tenantId, attribution.customerId), this.options.partitions);
+    const releases = this.caps
+      .capsFor(ask.tenantId, { ...attribution, ...(plan ? { ratePlanId: plan } : {}) }, ask.sessionId)
+      .flatMap((cap) => {
+        const period = capPeriod(cap, { recordedAt: now, sessionId: ask.sessionId });
+        return period ? [{ counterKey: partitionedKey(this.options.prefix, capCounterKey(cap, period.key), partition), id: ask.reservationId }] : [];
+      });
+    return { released: await releaseReservations(this.redis, partitionedKey(this.options.prefix, 'authorize', partition), releases) };
   }
 
   /**
@@ -265,9 +314,11 @@ function decide(
   reservationId: string | undefined,
 ): AuthorizeDecision {
   const standings: CapStanding[] = caps.map(({ cap, periodKey, resetsAt }, i) => {
-    const { spent, reserved } = reply.budgets[i];
+    const { spent, reserved, freesAt } = reply.budgets[i];
     const left = cap.limitNano - spent - reserved;
-    return { cap, periodKey, resetsAt, spent, reserved, remaining: left > 0n ? left : 0n };
+    // A rolling cap resets as its spend leaves the window: when what is asked fits again (now, when nothing is counted).
+    const resets = cap.period === 'rolling' ? (freesAt ?? now) : resetsAt;
+    return { cap, periodKey, resetsAt: resets, spent, reserved, remaining: left > 0n ? left : 0n };
   });
   let remaining: bigint | undefined;
   for (const s of standings) if (s.cap.action === 'pause' && (remaining === undefined || s.remaining < remaining)) remaining = s.remaining;
@@ -315,7 +366,7 @@ function decide(
       const standing = standings[verdict.index];
       decision.refusal = {
         code: 'insufficient_budget',
-        reason: `spend cap ${standing.cap.id} on ${standing.cap.scopeKind} ${standing.cap.scopeId} leaves ${formatNano(standing.remaining)} of ${formatNano(standing.cap.limitNano)} this ${standing.cap.period}: the estimate does not fit`,
+        reason: `spend cap ${standing.cap.id} on ${standing.cap.scopeKind} ${standing.cap.scopeId} leaves ${formatNano(standing.remaining)} of ${formatNano(standing.cap.limitNano)} ${standing.cap.period === 'rolling' ? `in the last ${standing.cap.windowSeconds} s` : `this ${standing.cap.period}`}: the estimate does not fit`,
         standing,
       };
       break;

@@ -1,18 +1,26 @@
 import type { Sql } from '../pipeline/postgres.js';
 import type { PricedEvent } from '../domain/flow.js';
+import { windowTotals, type WindowSpec } from '../pipeline/admission.js';
+import { partitionedKey } from '../pipeline/keys.js';
+import type { Redis } from '../pipeline/redis.js';
 
 /** The tag a counter limit puts on an event while its cap is at or over the limit (`cap:<cap id>`). */
 export const CAP_TAG_PREFIX = 'cap:';
 
-/** The scopes a cap can be set on, narrowest first (a session scope is one session id). */
-type CapScope = 'api_key' | 'app' | 'agent' | 'team' | 'customer' | 'session';
+/**
+ * The scopes a cap can be set on, narrowest first (a session scope is one session id; a plan
+ * scope is every customer on that rate plan, and takes only per-session caps: one total per session).
+ */
+type CapScope = 'api_key' | 'app' | 'agent' | 'team' | 'customer' | 'session' | 'plan';
 
 export interface SpendCap {
   id: string;
   tenantId: string;
   scopeKind: CapScope;
   scopeId: string;
-  period: 'session' | 'day' | 'month';
+  period: 'session' | 'day' | 'month' | 'rolling';
+  /** period 'rolling': the spend of the last this many seconds counts (a multiple of 60). */
+  windowSeconds?: number;
   limitNano: bigint;
   action: 'pause' | 'alert';
 }
@@ -25,6 +33,7 @@ interface CapRow {
   period: SpendCap['period'];
   limit_nano: string;
   action: SpendCap['action'];
+  window_seconds: number | null;
 }
 
 export interface CapScopes {
@@ -33,6 +42,8 @@ export interface CapScopes {
   appId?: string;
   teamId: string;
   customerId: string;
+  /** The customer's rate plan, for caps on every session of a plan. */
+  ratePlanId?: string;
 }
 
 /** A tenant the book has never seen is read from PostgreSQL at most this often. */
@@ -47,6 +58,7 @@ export class CapBook {
   private tenants = new Map<string, Map<string, SpendCap[]>>();
   private readonly triedAt = new Map<string, number>();
   private readonly loadedAt = new Map<string, number>();
+  private withPlanCaps = new Set<string>();
 
   /**
    * `maxAgeMs`: a tenant's caps are read again when older than this (a process that does not
@@ -60,13 +72,19 @@ export class CapBook {
   async loadAll(): Promise<void> {
     const now = Date.now();
     this.tenants = index(await this.query());
-    for (const tenantId of this.tenants.keys()) this.loadedAt.set(tenantId, now);
+    this.withPlanCaps = new Set();
+    for (const [tenantId, book] of this.tenants) {
+      this.loadedAt.set(tenantId, now);
+      this.notePlanCaps(tenantId, book);
+    }
   }
 
   async reloadTenant(tenantId: string): Promise<void> {
     const now = Date.now();
-    this.tenants.set(tenantId, index(await this.query(tenantId)).get(tenantId) ?? new Map());
+    const book = index(await this.query(tenantId)).get(tenantId) ?? new Map<string, SpendCap[]>();
+    this.tenants.set(tenantId, book);
     this.loadedAt.set(tenantId, now);
+    this.notePlanCaps(tenantId, book);
   }
 
   /** Loads the tenants of a batch that the book has not seen yet (or holds for longer than maxAgeMs). */
@@ -95,12 +113,23 @@ export class CapBook {
     add(`team:${scope.teamId}`);
     add(`customer:${scope.customerId}`);
     if (sessionId) add(`session:${sessionId}`);
+    if (scope.ratePlanId && sessionId) add(`plan:${scope.ratePlanId}`);
     return caps;
+  }
+
+  /** Whether the tenant has caps on plans (authorize then needs the caller's plan). */
+  hasPlanCaps(tenantId: string): boolean {
+    return this.withPlanCaps.has(tenantId);
+  }
+
+  private notePlanCaps(tenantId: string, book: Map<string, SpendCap[]>): void {
+    if ([...book.keys()].some((key) => key.startsWith('plan:'))) this.withPlanCaps.add(tenantId);
+    else this.withPlanCaps.delete(tenantId);
   }
 
   private query(tenantId?: string): Promise<CapRow[]> {
     return this.sql<CapRow[]>`
-      SELECT id, tenant_id, scope_kind, scope_id, period, limit_nano, action FROM spend_caps
+      SELECT id, tenant_id, scope_kind, scope_id, period, limit_nano, action, window_seconds FROM spend_caps
       WHERE status = 'active' ${tenantId === undefined ? this.sql`` : this.sql`AND tenant_id = ${tenantId}`}`;
   }
 }
@@ -120,6 +149,7 @@ function index(rows: CapRow[]): Map<string, Map<string, SpendCap[]>> {
       period: row.period,
       limitNano: BigInt(row.limit_nano),
       action: row.action,
+      ...(row.window_seconds ? { windowSeconds: row.window_seconds } : {}),
     });
     book.set(scope, list);
   }
@@ -128,11 +158,25 @@ function index(rows: CapRow[]): Map<string, Map<string, SpendCap[]>> {
 
 export const DAY_SECONDS = 86_400;
 
-/** The period of a cap that an event falls in, and when that period ends (epoch ms). */
+/** A rolling window is counted in this many buckets (each a sixtieth of the window, whole seconds). */
+const WINDOW_BUCKETS = 60;
+
+/** The buckets of a rolling cap (undefined for a cap per session, day or month). */
+export function capWindow(cap: Pick<SpendCap, 'period' | 'windowSeconds'>): WindowSpec | undefined {
+  if (cap.period !== 'rolling' || !cap.windowSeconds) return undefined;
+  return { bucketMs: (cap.windowSeconds * 1000) / WINDOW_BUCKETS, buckets: WINDOW_BUCKETS };
+}
+
+/**
+ * The period of a cap that an event falls in, and when that period ends (epoch ms). A rolling
+ * cap has one counter ('w'); its "end" is when all the spend counted now has left the window
+ * (the latest it can be paused for; the exact time comes from the buckets).
+ */
 export function capPeriod(cap: SpendCap, event: Pick<PricedEvent, 'recordedAt' | 'sessionId'>): { key: string; endsAt: number } | undefined {
   if (cap.period === 'session') {
     return event.sessionId ? { key: `s:${event.sessionId}`, endsAt: event.recordedAt + DAY_SECONDS * 1000 } : undefined;
   }
+  if (cap.period === 'rolling') return cap.windowSeconds ? { key: 'w', endsAt: event.recordedAt + cap.windowSeconds * 1000 } : undefined;
   const last = lastPeriod[cap.period];
   if (event.recordedAt >= last.startsAt && event.recordedAt < last.endsAt) return { key: last.key, endsAt: last.endsAt };
   const at = new Date(event.recordedAt);
@@ -162,4 +206,27 @@ export function capCounterKey(cap: SpendCap, periodKey: string): string {
  */
 export function capLiftedKey(tenantId: string, capId: string, periodKey: string): string {
   return `caplifted:${tenantId}:${capId}:${periodKey}`;
+}
+
+/**
+ * Takes the spend that has left their windows out of these caps' rolling totals in one
+ * partition (caps of other periods are skipped), so that a plain GET of their counters is exact
+ * at `now`. Returns, per rolling cap id, when its total is under the limit again as old spend
+ * leaves (undefined when nothing is counted).
+ */
+export async function settleWindows(redis: Redis, prefix: string, partition: number, caps: SpendCap[], now = Date.now()): Promise<Map<string, number | undefined>> {
+  const rolling = caps.flatMap((cap) => {
+    const window = capWindow(cap);
+    return window ? [{ cap, window }] : [];
+  });
+  const freesAt = new Map<string, number | undefined>();
+  if (rolling.length === 0) return freesAt;
+  const totals = await windowTotals(
+    redis,
+    partitionedKey(prefix, 'authorize', partition),
+    rolling.map(({ cap, window }) => ({ key: partitionedKey(prefix, capCounterKey(cap, 'w'), partition), window, limit: cap.limitNano })),
+    now,
+  );
+  for (const [i, { cap }] of rolling.entries()) freesAt.set(cap.id, totals[i].freesAt);
+  return freesAt;
 }

@@ -1,6 +1,6 @@
 import type { Redis } from '../pipeline/redis.js';
 import { partitionedKey, partitionOf } from '../pipeline/keys.js';
-import { capCounterKey, capPeriod } from './caps.js';
+import { capCounterKey, capPeriod, settleWindows } from './caps.js';
 import { customerPartitionKey } from '../domain/flow.js';
 import type { SpendCap } from './caps.js';
 import type { RedisPlace } from './pause-flags.js';
@@ -39,7 +39,9 @@ export interface CapStatus {
   period: SpendCap['period'];
   action: SpendCap['action'];
   limitNano: bigint;
-  /** The current day or month ('2026-11-30', '2026-11'); null for per-session caps. */
+  /** period rolling: the window in seconds. */
+  windowSeconds?: number;
+  /** The current day or month ('2026-11-30', '2026-11'), 'w' for a rolling cap; null for per-session caps. */
   periodKey: string | null;
   /** The running total cap-check keeps for that period (what it pauses on); null for per-session caps. */
   spentNano: bigint | null;
@@ -48,9 +50,18 @@ export interface CapStatus {
 /** The tenant's active caps with their running totals for the period containing `now`. */
 export async function capStatuses(sql: Sql, redis: Redis, place: RedisPlace, tenantId: string, now: number, limit = 1000): Promise<CapStatus[]> {
   const rows = await sql<
-    { id: string; scope_kind: SpendCap['scopeKind']; scope_id: string; period: SpendCap['period']; action: SpendCap['action']; limit_nano: string; customer_id: string | null }[]
+    {
+      id: string;
+      scope_kind: SpendCap['scopeKind'];
+      scope_id: string;
+      period: SpendCap['period'];
+      action: SpendCap['action'];
+      limit_nano: string;
+      window_seconds: number | null;
+      customer_id: string | null;
+    }[]
   >`
-    SELECT c.id, c.scope_kind, c.scope_id, c.period, c.action, c.limit_nano,
+    SELECT c.id, c.scope_kind, c.scope_id, c.period, c.action, c.limit_nano, c.window_seconds,
            CASE c.scope_kind WHEN 'customer' THEN c.scope_id WHEN 'team' THEN t.customer_id ELSE at.customer_id END AS customer_id
     FROM spend_caps c
     LEFT JOIN teams t ON c.scope_kind = 'team' AND t.tenant_id = c.tenant_id AND t.id = c.scope_id
@@ -60,7 +71,16 @@ export async function capStatuses(sql: Sql, redis: Redis, place: RedisPlace, ten
     ORDER BY c.scope_kind, c.scope_id, c.period, c.id
     LIMIT ${limit}`;
   const caps: CapStatus[] = rows.map((r) => {
-    const cap = { id: r.id, tenantId, scopeKind: r.scope_kind, scopeId: r.scope_id, period: r.period, limitNano: BigInt(r.limit_nano), action: r.action };
+    const cap = {
+      id: r.id,
+      tenantId,
+      scopeKind: r.scope_kind,
+      scopeId: r.scope_id,
+      period: r.period,
+      limitNano: BigInt(r.limit_nano),
+      action: r.action,
+      ...(r.window_seconds ? { windowSeconds: r.window_seconds } : {}),
+    };
     // capPeriod reads only the event's recorded time (and session, for per-session caps).
     const period = r.period === 'session' ? undefined : capPeriod(cap, { recordedAt: now } as Parameters<typeof capPeriod>[1]);
     return { ...cap, customerId: r.customer_id, periodKey: period?.key ?? null, spentNano: null };
@@ -74,7 +94,9 @@ export async function capStatuses(sql: Sql, redis: Redis, place: RedisPlace, ten
     byPartition.set(partition, [...(byPartition.get(partition) ?? []), { cap, key }]);
   }
   await Promise.all(
-    [...byPartition.values()].map(async (entries) => {
+    [...byPartition].map(async ([partition, entries]) => {
+      // Rolling totals: the spend that left the window is taken out first.
+      await settleWindows(redis, place.prefix, partition, entries.map((e) => ({ ...e.cap, tenantId })), now);
       const totals = await redis.mget(...entries.map((e) => e.key));
       for (const [i, e] of entries.entries()) e.cap.spentNano = BigInt(totals[i] ?? 0);
     }),

@@ -406,6 +406,8 @@ async function followCaps(sql: Sql, redis: Redis, place: RedisPlace, row: Ledger
   const caps = book.capsFor(row.tenant_id, { agentId: row.agent_id ?? undefined, teamId: row.team_id, customerId: row.customer_id });
   const partition = partitionOf(customerPartitionKey(row.tenant_id, row.customer_id), place.partitions);
   for (const cap of caps) {
+    // A rolling total counts what was metered in the last window, by when it was counted: a correction does not move it.
+    if (cap.period === 'rolling') continue;
     const period = capPeriod(cap, { recordedAt: row.recorded_at.getTime(), sessionId: row.session_id ?? undefined });
     if (!period) continue;
     const key = partitionedKey(place.prefix, capCounterKey(cap, period.key), partition);

@@ -5,7 +5,7 @@ import { customerPartitionKey } from '../domain/flow.js';
 import type postgres from 'postgres';
 import type { Sql } from '../pipeline/postgres.js';
 
-import { capCounterKey, capLiftedKey, capPeriod, type SpendCap } from './caps.js';
+import { capCounterKey, capLiftedKey, capPeriod, settleWindows, type SpendCap } from './caps.js';
 import { enqueueWebhookEvent } from './webhooks.js';
 import { formatNano } from '../domain/money.js';
 
@@ -297,6 +297,7 @@ export async function liftPausesForCap(sql: Sql, redis: Redis, place: RedisPlace
     for (const row of open) {
       if (!row.customer_id) continue;
       const partition = partitionOf(customerPartitionKey(cap.tenantId, row.customer_id), place.partitions);
+      await settleWindows(redis, place.prefix, partition, [cap]);
       const spent = BigInt((await redis.get(partitionedKey(place.prefix, capCounterKey(cap, row.period_key), partition))) ?? '0');
       if (spent < cap.limitNano) toLift.push(row);
     }
@@ -377,13 +378,14 @@ export async function pauseHistory(sql: Sql, tenantId: string, status: 'in_force
  * Returns whether it paused. Session caps are judged at their next event.
  */
 export async function pauseIfOverLimit(sql: Sql, redis: Redis, place: RedisPlace, cap: SpendCap & { status: 'active' | 'disabled' }): Promise<boolean> {
-  if (cap.status !== 'active' || cap.action !== 'pause' || cap.period === 'session' || cap.scopeKind === 'session') return false;
+  if (cap.status !== 'active' || cap.action !== 'pause' || cap.period === 'session' || cap.scopeKind === 'session' || cap.scopeKind === 'plan') return false;
   const now = Date.now();
   const period = capPeriod(cap, { recordedAt: now });
   if (!period) return false;
   const customerId = await customerOfScope(sql, cap.tenantId, cap.scopeKind, cap.scopeId);
   if (!customerId) return false;
   const partition = partitionOf(customerPartitionKey(cap.tenantId, customerId), place.partitions);
+  const freesAt = await settleWindows(redis, place.prefix, partition, [cap], now);
   const spent = BigInt((await redis.get(partitionedKey(place.prefix, capCounterKey(cap, period.key), partition))) ?? '0');
   if (spent < cap.limitNano) return false;
   if (await redis.exists(partitionedKey(place.prefix, capLiftedKey(cap.tenantId, cap.id, period.key), partition))) return false;
@@ -398,7 +400,7 @@ export async function pauseIfOverLimit(sql: Sql, redis: Redis, place: RedisPlace
     eventId: '',
     pausedAt: now,
     customerId,
-    endsAt: period.endsAt,
+    endsAt: cap.period === 'rolling' ? (freesAt.get(cap.id) ?? period.endsAt) : period.endsAt,
   });
   return true;
 }

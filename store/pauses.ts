@@ -12,14 +12,17 @@ export interface PauseRecord {
   capId: string;
   scopeKind: PauseScope;
   scopeId: string;
-  period: 'session' | 'day' | 'month';
+  period: 'session' | 'day' | 'month' | 'rolling';
   periodKey: string;
   limitNano: string;
   eventId: string;
   pausedAt: number;
   /** The customer of the event that crossed the cap: its partition holds the flag. */
   customerId?: string;
-  /** When the cap's period ends (epoch ms): the flag expires then and the pause is recorded as lifted by the roll-over. */
+  /**
+   * When the cap's period ends (epoch ms): the flag expires then and the pause is recorded as
+   * lifted by the roll-over. For a rolling cap: when enough spend has left the window.
+   */
   endsAt?: number;
 }
 

@@ -2,7 +2,7 @@ import type { Redis } from '../pipeline/redis.js';
 import { customerPartitionKey } from '../domain/flow.js';
 import { partitionedKey, partitionOf } from '../pipeline/keys.js';
 import type { Sql } from '../pipeline/postgres.js';
-import { capCounterKey, capPeriod, type SpendCap } from './caps.js';
+import { capCounterKey, capPeriod, settleWindows, type SpendCap } from './caps.js';
 import type { RedisPlace } from './pause-flags.js';
 import { pauseKey } from './pauses.js';
 
@@ -99,17 +99,30 @@ export async function spendReport(sql: Sql, redis: Redis, place: RedisPlace, ten
 }
 
 async function capsOf(sql: Sql, redis: Redis, place: RedisPlace, tenantId: string, scope: SpendScope, id: string, customerId: string, at: number): Promise<SpendReport['caps']> {
-  const rows = await sql<{ id: string; scope_kind: SpendCap['scopeKind']; scope_id: string; period: SpendCap['period']; limit_nano: string; action: SpendCap['action'] }[]>`
-    SELECT id, scope_kind, scope_id, period, limit_nano, action FROM spend_caps
+  const rows = await sql<
+    { id: string; scope_kind: SpendCap['scopeKind']; scope_id: string; period: SpendCap['period']; limit_nano: string; action: SpendCap['action']; window_seconds: number | null }[]
+  >`
+    SELECT id, scope_kind, scope_id, period, limit_nano, action, window_seconds FROM spend_caps
     WHERE tenant_id = ${tenantId} AND scope_kind = ${scope} AND scope_id = ${id} AND status = 'active' ORDER BY id`;
   if (rows.length === 0) return [];
   const partition = partitionOf(customerPartitionKey(tenantId, customerId), place.partitions);
   const caps = rows.map((r) => {
-    const cap: SpendCap = { id: r.id, tenantId, scopeKind: r.scope_kind, scopeId: r.scope_id, period: r.period, limitNano: BigInt(r.limit_nano), action: r.action };
+    const cap: SpendCap = {
+      id: r.id,
+      tenantId,
+      scopeKind: r.scope_kind,
+      scopeId: r.scope_id,
+      period: r.period,
+      limitNano: BigInt(r.limit_nano),
+      action: r.action,
+      ...(r.window_seconds ? { windowSeconds: r.window_seconds } : {}),
+    };
     // A per-session cap has a total per session: the sessions list carries their costs.
     const period = cap.period === 'session' ? undefined : capPeriod(cap, { recordedAt: at });
     return { cap, period };
   });
+  // Rolling totals: the spend that left the window is taken out first; resets_at is when the total is under the limit again.
+  const freesAt = await settleWindows(redis, place.prefix, partition, caps.map((c) => c.cap), at);
   const keys = caps.flatMap(({ cap, period }) => (period ? [partitionedKey(place.prefix, capCounterKey(cap, period.key), partition)] : []));
   const flagKey = partitionedKey(place.prefix, pauseKey(tenantId, scope, id), partition);
   const values = keys.length ? await redis.mget(...keys.flatMap((k) => [k, `${k}:rs`]), flagKey) : [await redis.get(flagKey)];
@@ -127,6 +140,7 @@ async function capsOf(sql: Sql, redis: Redis, place: RedisPlace, tenantId: strin
     const reserved = BigInt(values[i * 2 + 1] ?? '0');
     i++;
     const left = cap.limitNano - spent - (reserved > 0n ? reserved : 0n);
-    return { cap, periodKey: period.key, resetsAt: period.endsAt, spentNano: spent, reservedNano: reserved, remainingNano: left > 0n ? left : 0n, paused: paused === cap.id };
+    const resetsAt = cap.period === 'rolling' ? (freesAt.get(cap.id) ?? at) : period.endsAt;
+    return { cap, periodKey: period.key, resetsAt, spentNano: spent, reservedNano: reserved, remainingNano: left > 0n ? left : 0n, paused: paused === cap.id };
   });
 }

@@ -44,6 +44,38 @@ describe('spend caps', () => {
   });
 });
 
+describe('rolling-window caps and caps on each session of a plan', () => {
+  it('creates a rolling cap with its window, and a per-session cap on a rate plan', async () => {
+    const { agent } = await seedHierarchy(t.a.call, 'Rolling');
+    const rolling = await created(t.a.call, '/v1/admin/spend-caps', { scope_kind: 'agent', scope_id: agent.id, period: 'rolling', window_seconds: 3600, limit: '5' });
+    expect(rolling).toMatchObject({ period: 'rolling', window_seconds: 3600, limit: '5', action: 'pause' });
+    const plan = await created(t.a.call, '/v1/admin/rate-plans', { name: 'Capped per session', currency: 'USD', pricing: { tool_invocations: { '*': 0.01 } } });
+    const perSession = await created(t.a.call, '/v1/admin/spend-caps', { scope_kind: 'plan', scope_id: plan.id, period: 'session', limit: '2' });
+    expect(perSession).toMatchObject({ scope_kind: 'plan', scope_id: plan.id, period: 'session', window_seconds: null });
+    const { items } = await listAll(t.a.call, '/v1/admin/spend-caps?period=rolling', 10);
+    expect(items.map((c: { id: string }) => c.id)).toEqual([rolling.id]);
+  });
+
+  it('refuses a window that is missing, misplaced, not positive, not whole minutes or absurd, with its JSON path', async () => {
+    const { agent } = await seedHierarchy(t.a.call, 'Bad windows');
+    const base = { scope_kind: 'agent', scope_id: agent.id, period: 'rolling', limit: '1' };
+    for (const window_seconds of [0, -3600, 59, 90, 3600.5, 31 * 86_400 + 60, 1e12, '3600', undefined]) {
+      const reply = await t.a.call('POST', '/v1/admin/spend-caps', { ...base, window_seconds });
+      expect(reply.status, `window ${window_seconds}`).toBe(400);
+      expect([...new Set(reply.body.error.details.map((d: { path: string }) => d.path))], `window ${window_seconds}`).toEqual(['window_seconds']);
+    }
+    const onDay = await t.a.call('POST', '/v1/admin/spend-caps', { ...base, period: 'day', window_seconds: 3600 });
+    expect(onDay.status).toBe(400);
+    expect(onDay.body.error.details[0]).toMatchObject({ path: 'window_seconds', message: 'window_seconds goes only with period rolling' });
+    // A plan's caps are per session; a plan that is not the tenant's is not found.
+    const plan = await created(t.a.call, '/v1/admin/rate-plans', { name: 'Plan', currency: 'USD', pricing: { tool_invocations: { '*': 0.01 } } });
+    const daily = await t.a.call('POST', '/v1/admin/spend-caps', { scope_kind: 'plan', scope_id: plan.id, period: 'day', limit: '1' });
+    expect(daily.status).toBe(400);
+    expect(daily.body.error.details[0].path).toBe('period');
+    expect((await t.a.call('POST', '/v1/admin/spend-caps', { scope_kind: 'plan', scope_id: 'plan_nope', period: 'session', limit: '1' })).status).toBe(404);
+  });
+});
+
 describe('cost models', () => {
   it('creates, reads and updates a cost model, normalising every rate', async () => {
     await t.takeControl();

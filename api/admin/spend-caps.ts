@@ -21,7 +21,7 @@ import type { SpendCap } from '../../store/caps.js';
 import { basics, iso } from './present.js';
 
 const MAX_BIGINT = 2n ** 63n - 1n;
-const SCOPE_TABLES = { app: 'apps', agent: 'agents', team: 'teams', customer: 'customers' } as const;
+const SCOPE_TABLES = { app: 'apps', agent: 'agents', team: 'teams', customer: 'customers', plan: 'rate_plans' } as const;
 
 function presentSpendCap(row: Row) {
   return {
@@ -29,6 +29,7 @@ function presentSpendCap(row: Row) {
     scope_kind: row.scope_kind as (typeof CAP_SCOPES)[number],
     scope_id: row.scope_id as string,
     period: row.period as (typeof CAP_PERIODS)[number],
+    window_seconds: (row.window_seconds as number | null) ?? null,
     limit: formatNano(BigInt(row.limit_nano as string)),
     action: row.action as 'pause' | 'alert',
     status: row.status as 'active' | 'disabled',
@@ -52,6 +53,7 @@ function capOfRow(tenantId: string, row: Row): SpendCap & { status: 'active' | '
     scopeKind: row.scope_kind as SpendCap['scopeKind'],
     scopeId: row.scope_id as string,
     period: row.period as SpendCap['period'],
+    ...(row.window_seconds ? { windowSeconds: row.window_seconds as number } : {}),
     limitNano: BigInt(row.limit_nano as string),
     action: row.action as SpendCap['action'],
     status: row.status as 'active' | 'disabled',
@@ -69,7 +71,10 @@ function limitNano(limit: unknown): string | undefined {
 const announceTo = (type: Extract<ControlMessage['type'], 'caps.changed' | 'cost-models.changed'>) => (deps: AdminDeps, tenantId: string) =>
   announce(deps, tenantId, { messages: [{ type, tenantId }] });
 
-/** Spend caps, hard (pause) or soft (alert), on an API key, app, agent, team, customer or session, per session, day or month. */
+/**
+ * Spend caps, hard (pause) or soft (alert), on an API key, app, agent, team, customer or session,
+ * per session, day, month or rolling window; or on a rate plan, per session of its customers.
+ */
 export function spendCapEndpoints(): Endpoint[] {
   return crudEndpoints({
     table: 'spend_caps',

@@ -31,12 +31,16 @@
     id, clearError (0|1), nGroups, nCounted, nRetries,
     nGroups x (groupKeyIndex, payload, nEvents, origin),
     nCounted x (nCounters, nRefs,
-                nCounters x (counterKeyIndex, by, ttlSeconds, limit|'', tag|'', flagKeyIndex|'', flagValue, flagTtlSeconds),
+                nCounters x (counterKeyIndex, by, ttlSeconds, limit|'', tag|'', flagKeyIndex|'', flagValue, flagTtlSeconds,
+                             window|'' (bucketMs:nBuckets:nowMs)),
                 nRefs x (groupIndex, position)),
     nRetries x (payload, tags, reason)
   A counter with a limit tags every output of its event with `tag` once the total is at or
   over the limit; the event that first crosses it also sets the flag key. Totals and limits are
   compared as decimal strings, exactly (a Lua number is a double: not exact past 2^53).
+  A counter with a window is a rolling total (lib/window.lua): buckets that left the window are
+  taken out before the event is added to the bucket of nowMs, and a flag it sets lasts until
+  enough of the spend has left the window for the total to be under the limit again.
   Returns one element per input: false when not acked (already acked elsewhere), '!<reason>'
   when refused by the checks (not acked), otherwise, per counted event, the comma-joined tags
   of the limits it crossed, joined by newlines ('' when no event was counted).
@@ -99,16 +103,18 @@ for i = 1, count do
     if nCounters == nil or nRefs == nil then
       return redis.error_reply('ackAndForward: malformed counted event at input ' .. i)
     end
-    local event = { counterStart = pos + 2, nCounters = nCounters, refStart = pos + 2 + nCounters * 8, nRefs = nRefs }
+    local event = { counterStart = pos + 2, nCounters = nCounters, refStart = pos + 2 + nCounters * 9, nRefs = nRefs }
     pos = event.refStart + nRefs * 2
     for c = 0, nCounters - 1 do
-      local p = event.counterStart + c * 8
+      local p = event.counterStart + c * 9
       if not isKeyIndex(ARGV[p]) then input.refused = 'counter ' .. c .. ' has no key'
       elseif not isInt64(ARGV[p + 1]) then input.refused = 'counter ' .. c .. ' increment ' .. tostring(ARGV[p + 1]) .. ' is not an int64'
       elseif tonumber(ARGV[p + 2]) == nil or tonumber(ARGV[p + 2]) < 0 then input.refused = 'counter ' .. c .. ' has a bad ttl'
       elseif ARGV[p + 3] ~= '' and not isInt64(ARGV[p + 3]) then input.refused = 'counter ' .. c .. ' limit is not an int64'
       elseif ARGV[p + 5] ~= '' and (not isKeyIndex(ARGV[p + 5]) or tonumber(ARGV[p + 7]) == nil or tonumber(ARGV[p + 7]) <= 0) then
         input.refused = 'counter ' .. c .. ' has a bad limit flag'
+      elseif ARGV[p + 8] ~= '' and (string.match(ARGV[p + 8], '^%d+:%d+:%d+$') == nil or windowSpec(string.match(ARGV[p + 8], '^(%d+:%d+)')) == nil) then
+        input.refused = 'counter ' .. c .. ' has a bad window'
       end
     end
     for r = 0, nRefs - 1 do
@@ -151,17 +157,39 @@ for i = 1, count do
       local tags = {}
       local crossed = {}
       for c = 0, event.nCounters - 1 do
-        local p = event.counterStart + c * 8
+        local p = event.counterStart + c * 9
         local key = KEYS[tonumber(ARGV[p])]
-        local before, total = advance(key, ARGV[p + 1])
+        local window, windowNow
+        if ARGV[p + 8] ~= '' then
+          window = windowSpec(string.match(ARGV[p + 8], '^(%d+:%d+)'))
+          windowNow = tonumber(string.match(ARGV[p + 8], ':(%d+)$'))
+          windowPrune(key, window, windowNow)
+        end
+        -- A take-back of spend whose bucket already left the window has nothing left to take back.
+        local counts = window == nil or windowCounts(key, window, windowNow)
+        local before, total
+        if counts then
+          before, total = advance(key, ARGV[p + 1])
+        else
+          before = redis.call('GET', key) or '0'
+          total = before
+        end
         local ttl = tonumber(ARGV[p + 2])
-        if ttl > 0 then redis.call('EXPIRE', key, ttl, 'NX') end
+        if window then
+          if counts then windowAdd(key, window, windowNow, ARGV[p + 1]) end
+        elseif ttl > 0 then
+          redis.call('EXPIRE', key, ttl, 'NX')
+        end
         local limit = ARGV[p + 3]
         if limit ~= '' and compare(total, limit) >= 0 then
           tags[#tags + 1] = ARGV[p + 4]
           if compare(before, limit) < 0 then
             crossed[#crossed + 1] = ARGV[p + 4]
-            if ARGV[p + 5] ~= '' then
+            if ARGV[p + 5] ~= '' and window then
+              local limitOf = limit
+              local freesAt = windowFreesAt(key, window, function(left) return compare(left, limitOf) < 0 end)
+              redis.call('SET', KEYS[tonumber(ARGV[p + 5])], ARGV[p + 6], 'PX', math.max(1, (freesAt or windowNow) - windowNow))
+            elseif ARGV[p + 5] ~= '' then
               redis.call('SET', KEYS[tonumber(ARGV[p + 5])], ARGV[p + 6], 'EX', ARGV[p + 7])
             end
           end

@@ -11,11 +11,13 @@
     nFlags, nFlags x flagKey
     rateKey|'', rateLimit|'', rateWindowMs, rateMember
     sessionsKey|'', sessionsMax|'', sessionMember|'', sessionIdleMs
-    nBudgets, nBudgets x (counterKey, limit, hard (1|0), overrideKey|'')
+    nBudgets, nBudgets x (counterKey, limit, hard (1|0), overrideKey|'', window|'')
     estimate|'', reservationId, reservationTtlMs
   A budget's reservations live beside its counter: counterKey..':rz' (ZSET id -> expiry ms),
   counterKey..':ra' (HASH id -> amount), counterKey..':rs' (their sum). Amounts and totals are
   decimal strings compared exactly (a Lua number is a double: not exact past 2^53).
+  A budget with a window ('bucketMs:nBuckets') is a rolling total (lib/window.lua, put before
+  this file): the buckets that left the window are taken out before it is read.
 
   Checks, in order, for each request; the first that fails answers and nothing is written:
     a flag is set                                  -> 'flag', its value
@@ -24,7 +26,9 @@
     hard budget: spent + reserved + estimate > limit (no override key) -> 'budget', its index
   Admitted: 'ok'; the window gets rateMember, the session is touched, and with an estimate each
   budget gets a reservation that expires after reservationTtlMs unless released earlier.
-  Reply per request: { verdict, detail, rateUsed, sessionsActive, spent1, reserved1, spent2, ... }
+  Reply per request: { verdict, detail, rateUsed, sessionsActive, spent1, reserved1, freesAt1, spent2, ... }
+  freesAt (rolling budgets, else 0): when spent + reserved + max(estimate, 1) fits under the limit
+  as old buckets leave (when the oldest leaves if it fits already; 0 when nothing is counted).
 ]]
 local now = tonumber(ARGV[1])
 local count = tonumber(ARGV[2])
@@ -96,8 +100,8 @@ for r = 1, count do
   local nBudgets = tonumber(ARGV[pos]); pos = pos + 1
   request.budgets = {}
   for b = 1, nBudgets do
-    request.budgets[b] = { key = ARGV[pos], limit = ARGV[pos + 1], hard = ARGV[pos + 2] == '1', override = ARGV[pos + 3] }
-    pos = pos + 4
+    request.budgets[b] = { key = ARGV[pos], limit = ARGV[pos + 1], hard = ARGV[pos + 2] == '1', override = ARGV[pos + 3], window = windowSpec(ARGV[pos + 4]) }
+    pos = pos + 5
   end
   request.estimate, request.reservationId, request.reservationTtl = ARGV[pos], ARGV[pos + 1], tonumber(ARGV[pos + 2])
   pos = pos + 3
@@ -139,14 +143,20 @@ for r = 1, count do
   local reply = { '', '', rateUsed, sessionsActive }
   local estimate = request.estimate ~= '' and nonNegative(request.estimate) or nil
   for b, budget in ipairs(request.budgets) do
+    if budget.window then windowPrune(budget.key, budget.window, now) end
     budget.spent = nonNegative(redis.call('GET', budget.key))
     budget.reserved = reservedOf(budget.key)
     reply[#reply + 1] = budget.spent
     reply[#reply + 1] = budget.reserved
+    reply[#reply + 1] = 0
     if verdict == 'ok' and estimate and budget.hard
       and (budget.override == '' or redis.call('EXISTS', budget.override) == 0)
       and compare(add(add(budget.spent, budget.reserved), estimate), budget.limit) > 0 then
       verdict, detail = 'budget', tostring(b)
+    end
+    if budget.window then
+      local asked = add(budget.reserved, estimate or '1')
+      reply[#reply] = windowFreesAt(budget.key, budget.window, function(left) return compare(add(nonNegative(left), asked), budget.limit) <= 0 end) or 0
     end
   end
 
@@ -172,7 +182,7 @@ for r = 1, count do
         for _, key in ipairs({ zset, amounts, sum }) do
           if redis.call('PTTL', key) == -1 then redis.call('PEXPIRE', key, request.reservationTtl) else extend(key, request.reservationTtl) end
         end
-        reply[4 + b * 2] = add(budget.reserved, estimate)
+        reply[3 + b * 3] = add(budget.reserved, estimate)
       end
     end
   end

@@ -5,7 +5,7 @@ import { CapBook } from '../../store/caps.js';
 import type { Sql } from '../../pipeline/postgres.js';
 import type { CheckedEvent, PricedEvent } from '../../domain/flow.js';
 import { capCounters } from './limits.js';
-import type { PauseRecord } from '../../store/pauses.js';
+import { pauseKey, type PauseRecord } from '../../store/pauses.js';
 import { recordPauses, recordRolledOverPauses } from '../../store/pause-flags.js';
 import { releaseReservations } from '../../pipeline/admission.js';
 import { partitionedKey } from '../../pipeline/keys.js';
@@ -53,20 +53,30 @@ export const capCheckStage: StageDefinition<PricedEvent> = {
         await caps.ensureTenants(batch.map((e) => e.payload.tenantId));
         const now = Date.now();
         return batch.map(({ id, payload: event }): EntryResult => {
-          const counters = capCounters(caps.capsFor(event.tenantId, event.attribution, event.sessionId), event, now);
+          const counters = capCounters(caps.capsFor(event.tenantId, { ...event.attribution, ratePlanId: event.subscription.ratePlanId }, event.sessionId), event, now);
           const pauses = counters.flatMap((c) => (c.onLimit ? [JSON.parse(c.onLimit.value) as PauseRecord] : []));
           if (pauses.length) pausesInHand.set(id, pauses);
           if (counters.length) countersInHand.set(id, counters.map((c) => c.key));
-          const checked: CheckedEvent = { ...event, capCounters: counters.map((c) => ({ key: c.key, by: c.by })) };
+          const checked: CheckedEvent = { ...event, capCounters: counters.map((c) => ({ key: c.key, by: c.by, ...(c.window ? { window: c.window } : {}) })) };
           return { outputs: [emit(STREAMS.checked, checked)], counters };
         });
       },
       async afterAck(batch, results) {
         const crossed: PauseRecord[] = [];
+        const rolling: { pause: PauseRecord; partition: number }[] = [];
         batch.forEach((entry, i) => {
           const tags = new Set(results[i].crossed);
-          for (const pause of pausesInHand.get(entry.id) ?? []) if (tags.has(`cap:${pause.capId}`)) crossed.push(pause);
+          for (const pause of pausesInHand.get(entry.id) ?? []) {
+            if (!tags.has(`cap:${pause.capId}`)) continue;
+            crossed.push(pause);
+            if (pause.period === 'rolling') rolling.push({ pause, partition: entry.partition });
+          }
         });
+        // A rolling pause lasts until enough spend leaves the window: the script set the flag's expiry, the record takes it.
+        for (const { pause, partition } of rolling) {
+          const ttl = await redis.pttl(partitionedKey(config.REDIS_PREFIX, pauseKey(pause.tenantId, pause.scopeKind, pause.scopeId), partition));
+          if (ttl > 0) pause.endsAt = Date.now() + ttl;
+        }
         for (const entry of batch) pausesInHand.delete(entry.id);
         for (const pause of crossed) log.warn({ pause }, 'spend cap crossed: paused');
         await recordPauses(sql, crossed);

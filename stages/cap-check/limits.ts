@@ -1,18 +1,20 @@
 import type { CounterEffect } from '../../pipeline/stage.js';
-import { CAP_TAG_PREFIX, DAY_SECONDS, capCounterKey, capPeriod, type SpendCap } from '../../store/caps.js';
+import { CAP_TAG_PREFIX, DAY_SECONDS, capCounterKey, capPeriod, capWindow, type SpendCap } from '../../store/caps.js';
 import type { PricedEvent } from '../../domain/flow.js';
 import { pauseKey, type PauseRecord } from '../../store/pauses.js';
 
 /**
  * The running totals an event advances: one counter per cap that applies to it, in the
  * cap's current period. Crossing a pause cap sets the pause flag of its scope (or of the
- * session, for per-session caps) until the period ends.
+ * session, for per-session caps) until the period ends. A rolling cap counts the event at `now`
+ * (when it is counted, not when it happened) and pauses until enough spend has left the window.
  */
 export function capCounters(caps: SpendCap[], event: PricedEvent, now = Date.now()): CounterEffect[] {
   if (event.cost.total === 0n) return [];
   const effects: CounterEffect[] = [];
   for (const cap of caps) {
-    const period = capPeriod(cap, event);
+    const window = capWindow(cap);
+    const period = capPeriod(cap, window ? { recordedAt: now, sessionId: event.sessionId } : event);
     if (!period) continue;
     const effect: CounterEffect = {
       key: capCounterKey(cap, period.key),
@@ -21,10 +23,12 @@ export function capCounters(caps: SpendCap[], event: PricedEvent, now = Date.now
       ttlSeconds: Math.max(DAY_SECONDS, Math.ceil((period.endsAt - now) / 1000) + DAY_SECONDS),
       limit: cap.limitNano,
       tag: `${CAP_TAG_PREFIX}${cap.id}`,
+      ...(window ? { window: { ...window, now } } : {}),
     };
     const pauseTtl = Math.ceil((period.endsAt - now) / 1000);
     if (cap.action === 'pause' && pauseTtl > 0) {
-      const [scope, scopeId] = cap.period === 'session' ? (['session', event.sessionId!] as const) : [cap.scopeKind, cap.scopeId];
+      // A plan's caps are per session (one total per session of the plan).
+      const [scope, scopeId] = cap.period === 'session' || cap.scopeKind === 'plan' ? (['session', event.sessionId!] as const) : [cap.scopeKind, cap.scopeId];
       const record: PauseRecord = {
         tenantId: cap.tenantId,
         capId: cap.id,

@@ -130,7 +130,15 @@ export async function writeLedger(
 
   return events.map((event, i): EntryResult => {
     if (nonceOf.get(`${event.tenantId}\u0000${event.eventId}`) !== event.ingestNonce) {
-      return { counters: event.capCounters.map((c) => ({ key: c.key, by: -c.by, ttlSeconds: 0 })) };
+      // A rolling total is taken back in the bucket it was counted in (msgpack may hand its numbers back as bigint).
+      return {
+        counters: event.capCounters.map((c) => ({
+          key: c.key,
+          by: -c.by,
+          ttlSeconds: 0,
+          ...(c.window ? { window: { bucketMs: Number(c.window.bucketMs), buckets: Number(c.window.buckets), now: Number(c.window.now) } } : {}),
+        })),
+      };
     }
     const ledgered: LedgeredEvent = { ...event, overCap: overCap[i] };
     return { outputs: [emit(STREAMS.ledgered, ledgered)] };

@@ -205,7 +205,7 @@ describe('commitment alerts', () => {
 });
 
 describe('velocity alerts', () => {
-  it('fires once per customer and per agent when the last hour passes k x the trailing hourly average, under concurrent workers', async () => {
+  it('fires once per customer, agent and team when the last hour passes k x the trailing hourly average, under concurrent workers', async () => {
     const tenantId = await tenantWithEndpoint(['spend.velocity_spike']);
     const now = Date.now();
     const hour = Math.floor(now / HOUR_MS);
@@ -223,15 +223,44 @@ describe('velocity alerts', () => {
     await runConcurrently(pool, chunks(spike, 3));
     await runConcurrently(pool, chunks(spike, 3));
     const fired = (await events(tenantId)).map((e) => ({ type: e.type, data: JSON.parse(e.payload).data }));
-    // The customer against its week, and its agent, which has no history: one alert each.
-    expect(fired.map((e) => e.type)).toEqual(['spend.velocity_spike', 'spend.velocity_spike']);
+    // The customer against its week, and its agent and team, which have no history: one alert each.
+    expect(fired.map((e) => e.type)).toEqual(['spend.velocity_spike', 'spend.velocity_spike', 'spend.velocity_spike']);
     const byScope = Object.fromEntries(fired.map((f) => [f.data.scope_kind, f.data]));
+    expect(Object.keys(byScope).sort()).toEqual(['agent', 'customer', 'team']);
     expect(byScope.customer).toMatchObject({ scope_id: 'cus_test', customer_id: 'cus_test', trailing_hourly_average: '0.1', factor: 3, currency: 'USD' });
     expect(byScope.agent).toMatchObject({ scope_id: 'agt_test', customer_id: 'cus_test', trailing_hourly_average: '0' });
+    expect(byScope.team).toMatchObject({ scope_id: 'team_test', customer_id: 'cus_test', trailing_hourly_average: '0' });
     for (const f of fired) expect(Number(f.data.last_hour_spend)).toBeGreaterThanOrEqual(1);
     // Counted once per event, redelivery included: 80 x 0.05.
     expect(await world.redis.get(partitionedKey(world.config.REDIS_PREFIX, `spend-h:${tenantId}:cus_test:${hour}`, 0))).toBe((4n * UNIT).toString());
     expect(await world.redis.get(partitionedKey(world.config.REDIS_PREFIX, `spend-h:${tenantId}:agent:agt_test:${hour}`, 0))).toBe((4n * UNIT).toString());
+    expect(await world.redis.get(partitionedKey(world.config.REDIS_PREFIX, `spend-h:${tenantId}:team:team_test:${hour}`, 0))).toBe((4n * UNIT).toString());
+  });
+
+  it('judges an app and a team each against its own week: a busy team with history does not page, its new app does', async () => {
+    const tenantId = await tenantWithEndpoint(['spend.velocity_spike']);
+    const now = Date.now();
+    const hour = Math.floor(now / HOUR_MS);
+    // The customer and the team have spent 10 an hour all week; the app is new.
+    for (let h = 1; h <= 168; h++) {
+      await world.redis.set(partitionedKey(world.config.REDIS_PREFIX, `spend-h:${tenantId}:cus_app:${hour - h}`, 0), (10n * UNIT).toString());
+      await world.redis.set(partitionedKey(world.config.REDIS_PREFIX, `spend-h:${tenantId}:team:team_app:${hour - h}`, 0), (10n * UNIT).toString());
+    }
+    await world.sql`
+      INSERT INTO alert_settings (tenant_id, threshold_bps, velocity_factor_milli, velocity_min_nano, projection_horizon_seconds)
+      VALUES (${tenantId}, ${[]}::integer[], 3000, ${UNIT.toString()}, 3600)`;
+    const pool = workers(2, () => now);
+    await Promise.all(pool.map((w) => w.load()));
+    const calls = Array.from({ length: 20 }, (_, i) =>
+      entry(tenantId, { recordedAt: now - 1000 + i, attribution: { customerId: 'cus_app', teamId: 'team_app', agentId: undefined, appId: 'app_new' }, cost: { total: UNIT / 5n } }),
+    );
+    await runConcurrently(pool, chunks(calls, 3));
+    await runConcurrently(pool, chunks(calls, 3));
+    const fired = (await events(tenantId)).map((e) => JSON.parse(e.payload).data);
+    // 4 in the hour: over 3 x 0 for the app, under 3 x 10 for the team and the customer.
+    expect(fired).toHaveLength(1);
+    expect(fired[0]).toMatchObject({ scope_kind: 'app', scope_id: 'app_new', customer_id: 'cus_app', trailing_hourly_average: '0', last_hour_spend: expect.any(String) });
+    expect(await world.redis.get(partitionedKey(world.config.REDIS_PREFIX, `spend-h:${tenantId}:app:app_new:${hour}`, 0))).toBe((4n * UNIT).toString());
   });
 
   it('does not page a tiny tenant (below the minimum), nor for late events', async () => {
@@ -276,5 +305,72 @@ describe('session projection alerts', () => {
     });
     expect(Number(fired[0].data.projected)).toBeGreaterThanOrEqual(10);
     expect(Number(fired[0].data.spent)).toBeLessThan(10);
+  });
+});
+
+describe('session projection against day and month caps', () => {
+  it("fires once when a session's rate, carried ahead, would take a day cap past its limit before the day ends", async () => {
+    const tenantId = await tenantWithEndpoint(['session.projection_exceeded']);
+    const capId = await cap(tenantId, { scope_kind: 'agent', scope_id: 'agt_test', period: 'day', limit_nano: 20n * UNIT });
+    await world.sql`
+      INSERT INTO alert_settings (tenant_id, threshold_bps, velocity_factor_milli, velocity_min_nano, projection_horizon_seconds)
+      VALUES (${tenantId}, ${[]}::integer[], 3000, ${(1000n * UNIT).toString()}, 3600)`;
+    const book = new CapBook(world.sql);
+    await book.loadAll();
+    const pool = workers(3);
+    await Promise.all(pool.map((w) => w.load()));
+    const t0 = Date.UTC(2026, 2, 31, 10, 0, 0);
+    // Earlier today, other sessions spent 10 of the 20.
+    await runConcurrently(pool, [[entry(tenantId, { sessionId: 'sess_old', recordedAt: t0 - 3 * HOUR_MS, cost: { total: 10n * UNIT } })]], book);
+    const at = (seconds: number, cost: bigint) => entry(tenantId, { sessionId: 'sess_day', recordedAt: t0 + seconds * 1000, cost: { total: cost } });
+    // At 600 s the session spent 1: 10 + 1 + 1 x 3600 / 600 = 17, short of 20.
+    await runConcurrently(pool, [[at(0, UNIT / 2n)], [at(600, UNIT / 2n)]], book);
+    expect(await events(tenantId)).toEqual([]);
+    // At 900 s it spent 2: 12 + 2 x 3600 / 900 = 20 reaches 20: one alert, whatever comes next (and however many workers see it).
+    await runConcurrently([pool[0]], [[at(900, UNIT)], [at(1200, 2n * UNIT)]], book);
+    await runConcurrently(pool, [[at(1300, UNIT / 10n)], [at(1400, UNIT / 10n)], [at(1500, UNIT / 10n)]], book);
+    const fired = (await events(tenantId)).map((e) => ({ type: e.type, data: JSON.parse(e.payload).data }));
+    expect(fired).toHaveLength(1);
+    expect(fired[0]).toMatchObject({
+      type: 'session.projection_exceeded',
+      data: { cap_id: capId, period: 'day', period_key: '2026-03-31', session_id: 'sess_day', spent: '12', session_spent: '2', projected: '20', horizon_seconds: 3600 },
+    });
+  });
+
+  it('carries the session ahead only to the end of the period', async () => {
+    const tenantId = await tenantWithEndpoint(['session.projection_exceeded']);
+    await cap(tenantId, { scope_kind: 'team', scope_id: 'team_test', period: 'day', limit_nano: 10n * UNIT });
+    const book = new CapBook(world.sql);
+    await book.loadAll();
+    const [worker] = workers(1);
+    await worker.load();
+    // 5 spent in 10 minutes, 10 minutes before midnight: 5 + 5 x 600 / 600 = 10 reaches the limit at midnight...
+    const t0 = Date.UTC(2026, 2, 31, 23, 40, 0);
+    await runConcurrently([worker], [[entry(tenantId, { sessionId: 'sess_late', recordedAt: t0, cost: { total: UNIT } })]], book);
+    await runConcurrently([worker], [[entry(tenantId, { sessionId: 'sess_late', recordedAt: t0 + 600_000, cost: { total: 4n * UNIT } })]], book);
+    const fired = (await events(tenantId)).filter((e) => e.type === 'session.projection_exceeded').map((e) => JSON.parse(e.payload).data);
+    expect(fired).toMatchObject([{ horizon_seconds: 600, projected: '10', spent: '5', session_spent: '5' }]);
+  });
+});
+
+describe('rolling caps', () => {
+  it('fires a threshold of a rolling cap once per window-long slot', async () => {
+    const tenantId = await tenantWithEndpoint(['cap.threshold_reached']);
+    const id = `cap_${tenantId}_rolling`;
+    await world.sql`
+      INSERT INTO spend_caps (id, tenant_id, scope_kind, scope_id, period, window_seconds, limit_nano, action)
+      VALUES (${id}, ${tenantId}, 'agent', 'agt_test', 'rolling', 3600, ${(10n * UNIT).toString()}, 'alert')`;
+    let now = Date.UTC(2026, 2, 31, 10, 0, 0);
+    const pool = workers(2, () => now);
+    await Promise.all(pool.map((w) => w.load()));
+    const counter = partitionedKey(world.config.REDIS_PREFIX, `cap:${tenantId}:${id}:w`, 0);
+    await world.redis.set(counter, (6n * UNIT).toString());
+    await runConcurrently(pool, [[entry(tenantId, { cost: { total: UNIT } })], [entry(tenantId, { cost: { total: UNIT } })]]);
+    const first = (await events(tenantId)).map((e) => JSON.parse(e.payload).data);
+    expect(first).toMatchObject([{ cap_id: id, period: 'rolling', period_key: 'w', threshold_percent: 50, spent: '6' }]);
+    // The next window-long slot: the spend is still over 50 %, and it is a new crossing of the window.
+    now += 3_600_000;
+    await runConcurrently(pool, [[entry(tenantId, { cost: { total: UNIT } })]]);
+    expect((await events(tenantId)).map((e) => JSON.parse(e.payload).data.threshold_percent)).toEqual([50, 50]);
   });
 });

@@ -17,13 +17,14 @@ import { enqueueWebhookEvent, type WebhookEventType } from '../../store/webhooks
  *   the tenant's thresholds (default 50, 80, 100 % of its limit);
  * - `commitment.threshold_reached`: the calls of a committed plan's period reached one of them
  *   of the committed calls;
- * - `spend.velocity_spike`: a customer's (or an agent's) spend in the last hour is above k x its
- *   trailing 7-day hourly average, and at least a minimum amount;
+ * - `spend.velocity_spike`: a customer's (or an agent's, team's or app's) spend in the last hour
+ *   is above k x its trailing 7-day hourly average, and at least a minimum amount;
  * - `session.projection_exceeded`: a session's spend so far, carried ahead at its rate for the
- *   projection horizon, passes a per-session cap it has not reached yet.
+ *   projection horizon, passes a per-session cap it has not reached yet; or, added to the running
+ *   total of a day or month cap on it, passes that cap before the period ends.
  * Each alert is level-checked on every event (is the total at or past the mark now?) and
  * enqueued with a dedupe key naming the crossing (cap, period, limit, threshold; customer and
- * hour; cap and session): however many events, workers or redeliveries see the same crossing,
+ * hour; cap and session; for a rolling cap, the window-long slot it is seen in): however many events, workers or redeliveries see the same crossing,
  * the outbox holds it once. It is enqueued before the entry is acked, so a crash cannot lose it.
  */
 
@@ -39,18 +40,27 @@ const MIN_PROJECTION_ELAPSED_MS = 60_000;
 /** Dedupe keys already enqueued by this process: skipped without a round trip (the outbox dedupes anyway). */
 const FIRED_MEMORY = 100_000;
 
+/** The scopes whose hourly spend is kept for velocity alerts, in this order (an event may have no agent or no app). */
+const VELOCITY_SCOPES = ['customer', 'agent', 'team', 'app'] as const;
+type VelocityKind = (typeof VELOCITY_SCOPES)[number];
+
 /**
- * Adds each event's cost to its customer's and its agent's hourly spend buckets and counts it
- * toward its commitment, once: an applied marker per block of events (per event for a block of
- * one) makes a redelivery count nothing. Keeps the earliest time seen per session, and returns
- * per event the current and previous hour's totals of the customer and of the agent, the
- * session's start and the commitment's calls.
- * KEYS: the markers (one per block), then per event: customer's current hour, previous hour,
- * session start, commitment calls, agent's current hour, previous hour. ARGV: applied ttl,
- * bucket ttl, session ttl, commitment ttl, number of markers, then per event: its marker's
- * number (1-based), cost, recorded at (ms), has session, has commitment, has agent (0|1).
+ * Adds each event's cost to the hourly spend buckets of its customer, agent, team and app and to
+ * its session's spend, and counts it toward its commitment, once: an applied marker per block of
+ * events (per event for a block of one) makes a redelivery count nothing. Keeps the earliest time
+ * seen per session; returns per event the session's start and spend, the commitment's calls, and
+ * the current and previous hour's totals of each scope.
+ * KEYS: the markers (one per block), then per event: session start, session spend, commitment
+ * calls, then per scope of VELOCITY_SCOPES its current hour and previous hour. ARGV: applied ttl,
+ * bucket ttl, session ttl, commitment ttl, number of markers, then per event: its marker's number
+ * (1-based), cost, recorded at (ms), has session, has commitment, and per scope whether the event
+ * has it (0|1).
  */
+const SCOPES_N = VELOCITY_SCOPES.length;
+const KEYS_PER_EVENT = 3 + 2 * SCOPES_N;
+const ARGS_PER_EVENT = 5 + SCOPES_N;
 const SPEND_BUCKETS_LUA = `
+local SCOPES, KEYS_PER_EVENT, ARGS_PER_EVENT = ${SCOPES_N}, ${KEYS_PER_EVENT}, ${ARGS_PER_EVENT}
 local function add(key, by, ttl)
   if not pcall(redis.call, 'INCRBY', key, by) then redis.call('SET', key, '9223372036854775807', 'KEEPTTL') end
   redis.call('EXPIRE', key, ttl)
@@ -59,35 +69,43 @@ local markers = tonumber(ARGV[5])
 local fresh = {}
 for m = 1, markers do fresh[m] = redis.call('SET', KEYS[m], '1', 'NX', 'EX', ARGV[1]) end
 local out = {}
-local events = (#ARGV - 5) / 6
+local events = (#ARGV - 5) / ARGS_PER_EVENT
 for i = 0, events - 1 do
-  local k = markers + i * 6
-  local a = 6 + i * 6
-  local marker, by, at, hasSession, hasCommitment, hasAgent = tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
+  local k = markers + i * KEYS_PER_EVENT
+  local a = 6 + i * ARGS_PER_EVENT
+  local marker, by, at, hasSession, hasCommitment = tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
   if fresh[marker] then
-    add(KEYS[k + 1], by, ARGV[2])
-    if hasAgent == '1' then add(KEYS[k + 5], by, ARGV[2]) end
+    for s = 0, SCOPES - 1 do
+      if ARGV[a + 5 + s] == '1' then add(KEYS[k + 4 + s * 2], by, ARGV[2]) end
+    end
+    if hasSession == '1' then add(KEYS[k + 2], by, ARGV[3]) end
     if hasCommitment == '1' then
-      redis.call('INCR', KEYS[k + 4])
-      redis.call('EXPIRE', KEYS[k + 4], ARGV[4])
+      redis.call('INCR', KEYS[k + 3])
+      redis.call('EXPIRE', KEYS[k + 3], ARGV[4])
     end
   end
-  local start = ''
+  local start, sessionSpent = '', ''
   if hasSession == '1' then
-    start = redis.call('GET', KEYS[k + 3])
+    start = redis.call('GET', KEYS[k + 1])
     if (not start) or tonumber(start) > tonumber(at) then
-      redis.call('SET', KEYS[k + 3], at, 'EX', ARGV[3])
+      redis.call('SET', KEYS[k + 1], at, 'EX', ARGV[3])
       start = at
     end
+    sessionSpent = redis.call('GET', KEYS[k + 2]) or '0'
   end
   local committedCalls = ''
-  if hasCommitment == '1' then committedCalls = redis.call('GET', KEYS[k + 4]) or '0' end
-  local agentCurrent, agentPrevious = '', ''
-  if hasAgent == '1' then
-    agentCurrent = redis.call('GET', KEYS[k + 5]) or '0'
-    agentPrevious = redis.call('GET', KEYS[k + 6]) or '0'
+  if hasCommitment == '1' then committedCalls = redis.call('GET', KEYS[k + 3]) or '0' end
+  local reply = { start, sessionSpent, committedCalls }
+  for s = 0, SCOPES - 1 do
+    if ARGV[a + 5 + s] == '1' then
+      reply[#reply + 1] = redis.call('GET', KEYS[k + 4 + s * 2]) or '0'
+      reply[#reply + 1] = redis.call('GET', KEYS[k + 5 + s * 2]) or '0'
+    else
+      reply[#reply + 1] = ''
+      reply[#reply + 1] = ''
+    end
   end
-  out[#out + 1] = { redis.call('GET', KEYS[k + 1]) or '0', redis.call('GET', KEYS[k + 2]) or '0', start, committedCalls, agentCurrent, agentPrevious }
+  out[#out + 1] = reply
 end
 return out`;
 
@@ -101,6 +119,7 @@ interface Alert {
 interface CapTotal {
   cap: SpendCap;
   periodKey: string;
+  periodEndsAt: number;
   spent: bigint;
 }
 
@@ -110,19 +129,32 @@ interface HourTotals {
 }
 
 interface SpendView {
-  customer: HourTotals;
-  agent?: HourTotals;
+  /** The hourly totals of each scope the event has (customer and team always; agent or app). */
+  velocity: { scope: VelocityScope; totals: HourTotals }[];
   sessionStart?: number;
+  /** The session's spend so far, this event included. */
+  sessionSpent?: bigint;
   /** Calls of the event's commitment in its period so far, this one included. */
   commitmentCalls?: bigint;
 }
 
 const hourOf = (ms: number) => Math.floor(ms / HOUR_MS);
 const commitmentKey = (e: LedgeredEvent, c: CommitmentOf) => `commit-calls:${e.tenantId}:${e.attribution.customerId}:${c.ratePlanId}:${e.subscription.periodStart}`;
-/** Hourly spend of a scope: the customer (`spend-h:<tenant>:<customer>:<hour>`) or an agent. */
-type VelocityScope = { kind: 'customer' | 'agent'; id: string };
+/** Hourly spend of a scope: the customer (`spend-h:<tenant>:<customer>:<hour>`), or an agent, team or app (`spend-h:<tenant>:<kind>:<id>:<hour>`). */
+type VelocityScope = { kind: VelocityKind; id: string };
 const bucketKey = (e: LedgeredEvent, hour: number, scope: VelocityScope = { kind: 'customer', id: e.attribution.customerId }) =>
-  scope.kind === 'customer' ? `spend-h:${e.tenantId}:${scope.id}:${hour}` : `spend-h:${e.tenantId}:agent:${scope.id}:${hour}`;
+  scope.kind === 'customer' ? `spend-h:${e.tenantId}:${scope.id}:${hour}` : `spend-h:${e.tenantId}:${scope.kind}:${scope.id}:${hour}`;
+
+/** The velocity scopes of an event, in VELOCITY_SCOPES order (undefined: the event has none of that kind). */
+function velocityScopes(e: LedgeredEvent): (VelocityScope | undefined)[] {
+  const ids: Record<VelocityKind, string | undefined> = {
+    customer: e.attribution.customerId,
+    agent: e.attribution.agentId,
+    team: e.attribution.teamId,
+    app: e.attribution.appId,
+  };
+  return VELOCITY_SCOPES.map((kind) => (ids[kind] ? { kind, id: ids[kind] } : undefined));
+}
 
 /** ceil(limit x bps / 10000), exactly. */
 function thresholdOf(limit: bigint, bps: number): bigint {
@@ -242,9 +274,10 @@ export class SpendAlerts {
   /** Per event, the caps on it in their current period with the running total cap-check keeps: one MGET per partition. */
   private async capTotals(entries: StageEntry<LedgeredEvent>[]): Promise<CapTotal[][]> {
     const totals: CapTotal[][] = entries.map(({ payload: e }) =>
-      this.caps.capsFor(e.tenantId, e.attribution).flatMap((cap) => {
-        const period = capPeriod(cap, e);
-        return period ? [{ cap, periodKey: period.key, spent: 0n }] : [];
+      this.caps.capsFor(e.tenantId, { ...e.attribution, ratePlanId: e.subscription.ratePlanId }, e.sessionId).flatMap((cap) => {
+        // A rolling total is counted at cap-check's clock (its window ends now); the others in the event's period.
+        const period = capPeriod(cap, cap.period === 'rolling' ? { recordedAt: this.now() } : e);
+        return period ? [{ cap, periodKey: period.key, periodEndsAt: period.endsAt, spent: 0n }] : [];
       }),
     );
     const byPartition = new Map<number, CapTotal[]>();
@@ -281,23 +314,29 @@ export class SpendAlerts {
         const e = entries[i].payload;
         const hour = hourOf(e.recordedAt);
         const commitment = commitments[i];
+        const scopes = velocityScopes(e);
         keys.push(
-          key(bucketKey(e, hour)),
-          key(bucketKey(e, hour - 1)),
           key(`session-start:${e.tenantId}:${e.sessionId ?? '-'}`),
+          key(`session-spend:${e.tenantId}:${e.sessionId ?? '-'}`),
           key(commitment ? commitmentKey(e, commitment) : `commit-calls:${e.tenantId}:-`),
-          key(bucketKey(e, hour, { kind: 'agent', id: e.attribution.agentId ?? '-' })),
-          key(bucketKey(e, hour - 1, { kind: 'agent', id: e.attribution.agentId ?? '-' })),
+          ...scopes.flatMap((scope, s) => {
+            const named = scope ?? { kind: VELOCITY_SCOPES[s], id: '-' };
+            return [key(bucketKey(e, hour, named)), key(bucketKey(e, hour - 1, named))];
+          }),
         );
-        args.push(markers.get(markerOf[i])!, e.cost.total.toString(), e.recordedAt, e.sessionId ? 1 : 0, commitment ? 1 : 0, e.attribution.agentId ? 1 : 0);
+        args.push(markers.get(markerOf[i])!, e.cost.total.toString(), e.recordedAt, e.sessionId ? 1 : 0, commitment ? 1 : 0, ...scopes.map((scope) => (scope ? 1 : 0)));
       }
-      const replies = (await this.redis.eval(SPEND_BUCKETS_LUA, keys.length, ...keys, ...args)) as [string, string, string | null, string, string, string][];
+      const replies = (await this.redis.eval(SPEND_BUCKETS_LUA, keys.length, ...keys, ...args)) as (string | null)[][];
       indexes.forEach((i, n) => {
-        const [current, previous, start, calls, agentCurrent, agentPrevious] = replies[n];
+        const [start, sessionSpent, calls, ...hours] = replies[n];
+        const velocity: SpendView['velocity'] = [];
+        velocityScopes(entries[i].payload).forEach((scope, s) => {
+          if (scope && hours[s * 2]) velocity.push({ scope, totals: { currentHour: BigInt(hours[s * 2]!), previousHour: BigInt(hours[s * 2 + 1]!) } });
+        });
         views[i] = {
-          customer: { currentHour: BigInt(current), previousHour: BigInt(previous) },
-          ...(agentCurrent ? { agent: { currentHour: BigInt(agentCurrent), previousHour: BigInt(agentPrevious) } } : {}),
+          velocity,
           ...(start ? { sessionStart: Number(start) } : {}),
+          ...(sessionSpent ? { sessionSpent: BigInt(sessionSpent) } : {}),
           ...(calls ? { commitmentCalls: BigInt(calls) } : {}),
         };
       });
@@ -307,11 +346,13 @@ export class SpendAlerts {
 
   private capAlerts(out: Alert[], entry: StageEntry<LedgeredEvent>, settings: AlertSettings, view: SpendView, totals: CapTotal[]): void {
     const e = entry.payload;
-    for (const { cap, periodKey, spent } of totals) {
+    for (const { cap, periodKey, periodEndsAt, spent } of totals) {
+      // A rolling cap has no period: a threshold fires at most once per window-long slot.
+      const crossing = cap.period === 'rolling' && cap.windowSeconds ? `w${Math.floor(this.now() / (cap.windowSeconds * 1000))}` : periodKey;
       // The alert's data is built only for a crossing not enqueued yet: most events cross nothing new.
       for (const bps of settings.thresholdBps) {
         if (spent < thresholdOf(cap.limitNano, bps)) continue;
-        const dedupeKey = `cap.threshold_reached:${cap.id}:${periodKey}:${cap.limitNano}:${bps}`;
+        const dedupeKey = `cap.threshold_reached:${cap.id}:${crossing}:${cap.limitNano}:${bps}`;
         if (this.hasFired(e.tenantId, dedupeKey)) continue;
         out.push({
           tenantId: e.tenantId,
@@ -319,6 +360,11 @@ export class SpendAlerts {
           dedupeKey,
           data: { ...this.capData(cap, e, periodKey, spent), threshold_percent: bps / 100 },
         });
+      }
+      if ((cap.period === 'day' || cap.period === 'month') && e.sessionId) {
+        const alert = this.periodProjection(e, settings, view, cap, periodKey, periodEndsAt, spent);
+        if (alert) out.push(alert);
+        continue;
       }
       if (cap.period !== 'session' || !e.sessionId || view.sessionStart === undefined || spent >= cap.limitNano) continue;
       const elapsed = BigInt(Math.max(0, e.recordedAt - view.sessionStart));
@@ -343,6 +389,43 @@ export class SpendAlerts {
     }
   }
 
+  /**
+   * A running session against a day or month cap: the cap's total so far plus the session's
+   * spend carried ahead at its rate for the horizon (or to the end of the period, when sooner)
+   * passes the limit not reached yet. Once per cap, period and session.
+   */
+  private periodProjection(
+    e: LedgeredEvent,
+    settings: AlertSettings,
+    view: SpendView,
+    cap: SpendCap,
+    periodKey: string,
+    periodEndsAt: number,
+    spent: bigint,
+  ): Alert | undefined {
+    if (view.sessionStart === undefined || view.sessionSpent === undefined || spent >= cap.limitNano) return undefined;
+    const elapsed = BigInt(Math.max(0, e.recordedAt - view.sessionStart));
+    if (elapsed < BigInt(MIN_PROJECTION_ELAPSED_MS)) return undefined;
+    const horizonMs = BigInt(Math.max(0, Math.min(settings.projectionHorizonSeconds * 1000, periodEndsAt - e.recordedAt)));
+    const projected = spent + (view.sessionSpent * horizonMs) / elapsed;
+    if (projected < cap.limitNano) return undefined;
+    const dedupeKey = `session.projection_exceeded:${cap.id}:${periodKey}:${e.sessionId}:${cap.limitNano}`;
+    if (this.hasFired(e.tenantId, dedupeKey)) return undefined;
+    return {
+      tenantId: e.tenantId,
+      type: 'session.projection_exceeded',
+      dedupeKey,
+      data: {
+        ...this.capData(cap, e, periodKey, spent),
+        session_id: e.sessionId,
+        session_started_at: new Date(view.sessionStart).toISOString(),
+        session_spent: formatNano(view.sessionSpent),
+        projected: formatNano(projected),
+        horizon_seconds: Number(horizonMs / 1000n),
+      },
+    };
+  }
+
   private capData(cap: SpendCap, e: LedgeredEvent, periodKey: string, spent: bigint): Record<string, unknown> {
     return {
       cap_id: cap.id,
@@ -359,19 +442,17 @@ export class SpendAlerts {
     };
   }
 
-  /** The last hour's spend (this hour, and the part of the previous hour still inside the hour) against the trailing week, of the customer and of the agent. */
+  /** The last hour's spend (this hour, and the part of the previous hour still inside the hour) against the trailing week, of the customer, agent, team and app. */
   private async velocityAlert(out: Alert[], entry: StageEntry<LedgeredEvent>, settings: AlertSettings, view: SpendView): Promise<void> {
     const e = entry.payload;
     // A late event says nothing about the rate now.
     if (this.now() - e.recordedAt > HOUR_MS) return;
     const hour = hourOf(e.recordedAt);
     const intoHour = BigInt(e.recordedAt - hour * HOUR_MS);
-    const scopes: [VelocityScope, HourTotals][] = [[{ kind: 'customer', id: e.attribution.customerId }, view.customer]];
-    if (view.agent && e.attribution.agentId) scopes.push([{ kind: 'agent', id: e.attribution.agentId }, view.agent]);
-    for (const [scope, totals] of scopes) {
+    for (const { scope, totals } of view.velocity) {
       const lastHour = totals.currentHour + (totals.previousHour * (BigInt(HOUR_MS) - intoHour)) / BigInt(HOUR_MS);
       if (lastHour < settings.velocityMinNano) continue;
-      const dedupeKey = scope.kind === 'customer' ? `spend.velocity_spike:${scope.id}:${hour}` : `spend.velocity_spike:agent:${scope.id}:${hour}`;
+      const dedupeKey = scope.kind === 'customer' ? `spend.velocity_spike:${scope.id}:${hour}` : `spend.velocity_spike:${scope.kind}:${scope.id}:${hour}`;
       if (this.hasFired(e.tenantId, dedupeKey)) continue;
       const average = await this.trailingAverage(entry, hour, scope);
       if (lastHour * 1000n <= average * BigInt(settings.velocityFactorMilli)) continue;
