@@ -1,4 +1,5 @@
 import { partitionedKey } from './keys.js';
+import { masterFor, type Redis } from './redis.js';
 import type { scripted } from './scripts.js';
 
 /**
@@ -8,7 +9,9 @@ import type { scripted } from './scripts.js';
  *      slot, named after the origin of what is moved) is set in the same step;
  *   2. then ack (or delete) the source in its own slot.
  * A crash between the two leaves the source to be handled again; step 1 then appends nothing
- * twice. A marker outlives any redelivery: it expires after MOVE_MARKER_TTL_SECONDS, and a
+ * twice. With INGEST_DURABILITY=replica, step 2 waits until a replica of the target has step 1
+ * (waitForReplicas): a failover of the target's master must not lose a block the source no
+ * longer holds. A marker outlives any redelivery: it expires after MOVE_MARKER_TTL_SECONDS, and a
  * worker that held a batch longer than half of that gives the batch back instead of moving it
  * (pipeline/worker.ts).
  */
@@ -38,4 +41,12 @@ export async function forwardOnce(
   for (const entry of entries) args.push(String(entry.fields.length), ...entry.fields);
   const reply = await redis.forwardOnce(1 + entries.length, target, ...entries.map((e) => e.marker), ...args);
   return reply.map((id) => (id === null || id === undefined ? undefined : String(id)));
+}
+
+/** Waits until `replicas` replicas of the node holding `key` have every write sent on its connection so far; throws otherwise (the source is then not acked, and the move is done again). */
+export async function waitForReplicas(redis: Redis, key: string, replicas: number, timeoutMs: number): Promise<void> {
+  const node = masterFor(redis, key);
+  if (!node) throw new Error(`no master known for the slot of ${key}: the move is retried`);
+  const confirmed = Number(await node.call('WAIT', replicas, timeoutMs));
+  if (confirmed < replicas) throw new Error(`WAIT: ${confirmed} of ${replicas} replicas of ${key} within ${timeoutMs} ms: the move is retried`);
 }

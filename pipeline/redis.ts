@@ -262,3 +262,16 @@ export async function* scanKeys(redis: Redis, pattern: string): AsyncGenerator<s
 export async function deleteKeysWithPrefix(redis: Redis, prefix: string): Promise<void> {
   for await (const keys of scanKeys(redis, `${prefix}*`)) await deleteMany(redis, keys);
 }
+
+/**
+ * The connection to the node that holds a key: the one node, or the master of its slot on a
+ * cluster (the connection the cluster client routes that slot's commands through, so a WAIT sent
+ * on it covers them). Undefined when no master is known for the slot (the slot map is refreshed).
+ */
+export function masterFor(redis: Redis, key: string): Standalone | undefined {
+  if (!(redis instanceof Cluster)) return redis;
+  const owner = redis.slots[keySlot(key)]?.[0];
+  const node = owner ? redis.nodes('master').find((n) => `${n.options.host}:${n.options.port}` === owner) : undefined;
+  if (!node) redis.refreshSlotsCache();
+  return node;
+}

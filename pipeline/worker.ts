@@ -8,7 +8,7 @@ import { decodeEntry, FIELD } from './blocks.js';
 import { encodePayload } from './codec.js';
 import { describeError, isTransient } from './errors.js';
 import { deadLetterKey, errorsKey, partitionedKey, partitionOf } from './keys.js';
-import { forwardOnce, moveMarkerKey, type MovedEntry } from './move.js';
+import { forwardOnce, moveMarkerKey, waitForReplicas, type MovedEntry } from './move.js';
 import { connectRedis, keySlot } from './redis.js';
 import { Recovery, type RawEntry, type RecoveryHost } from './recovery.js';
 import type { scripted } from './scripts.js';
@@ -605,7 +605,13 @@ export class PartitionWorker<In> implements RecoveryHost {
       this.log.warn({ heldSeconds: Math.round((Date.now() - this.handedAt) / 1000) }, 'batch held too long to move it safely; left pending for a fresh delivery');
       return false;
     }
-    await Promise.all([...byTarget].map(([target, entries]) => forwardOnce(this.redis, target, entries, ttl)));
+    const durable = this.config.INGEST_DURABILITY === 'replica';
+    await Promise.all(
+      [...byTarget].map(async ([target, entries]) => {
+        await forwardOnce(this.redis, target, entries, ttl);
+        if (durable) await waitForReplicas(this.redis, target, this.config.INGEST_DURABILITY_REPLICAS, this.config.INGEST_DURABILITY_TIMEOUT_MS);
+      }),
+    );
     return true;
   }
 

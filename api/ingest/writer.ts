@@ -1,5 +1,5 @@
 import { Cluster, type Redis as Standalone } from 'ioredis';
-import { keySlot, type Redis } from '../../pipeline/redis.js';
+import { masterFor, type Redis } from '../../pipeline/redis.js';
 import { BlockSizes, Watermark } from '../../pipeline/backpressure.js';
 import { entryFields, MAX_BLOCK_EVENTS, newOrigin } from '../../pipeline/blocks.js';
 import type { Config } from '../../pipeline/config.js';
@@ -173,13 +173,8 @@ export class IngestWriter {
 
   /** The connection to the node holding a key: the one node, or the master of its slot on a cluster. */
   private nodeOf(key: string): Standalone {
-    if (!(this.redis instanceof Cluster)) return this.redis;
-    const owner = this.redis.slots[keySlot(key)]?.[0];
-    const node = owner && this.redis.nodes('master').find((n) => `${n.options.host}:${n.options.port}` === owner);
-    if (!node) {
-      this.redis.refreshSlotsCache();
-      throw new IngestWriteError('unavailable', { cause: new Error(`no master known for the slot of ${key}`) });
-    }
+    const node = masterFor(this.redis, key);
+    if (!node) throw new IngestWriteError('unavailable', { cause: new Error(`no master known for the slot of ${key}`) });
     return node;
   }
 }

@@ -25,7 +25,10 @@ import { STREAMS } from '../../store/streams.js';
 import { isolated, type Isolated } from '../support/isolated.js';
 import { freePortRange, pipelineDrained, waitFor } from '../support/pipeline.js';
 
-const CLUSTER_URL = 'redis+cluster://127.0.0.1:7100';
+// A cluster of its own (ports 7110-7115): the failover this test forces must not move the
+// masters under the other cluster tests, which run at the same time on 7100-7105.
+const CLUSTER_BASE_PORT = 7110;
+const CLUSTER_URL = `redis+cluster://127.0.0.1:${CLUSTER_BASE_PORT}`;
 const PARTITIONS = 6;
 const DISTINCT = 6_000;
 const REPEATS = 300;
@@ -44,7 +47,10 @@ const log = createLogger('cluster-e2e', process.env.TEST_LOG_LEVEL ?? 'silent');
 
 beforeAll(async () => {
   // Idempotent: starts the six nodes and forms the cluster only when it is not up.
-  execFileSync('bash', [projectPath('ops', 'redis-cluster.sh')], { stdio: 'ignore' });
+  execFileSync('bash', [projectPath('ops', 'redis-cluster.sh')], {
+    stdio: 'ignore',
+    env: { ...process.env, CLUSTER_BASE_PORT: String(CLUSTER_BASE_PORT), CLUSTER_DIR: `/tmp/agentmeter-redis-cluster-${CLUSTER_BASE_PORT}` },
+  });
   world = await isolated('cluster_e2e', { redisUrl: CLUSTER_URL, clickhouse: true });
   tenant = await seedTenant(world.sql, {
     name: 'cluster',
@@ -160,7 +166,22 @@ async function streamState(): Promise<string[]> {
 async function failOver(): Promise<{ from: string; to: string }> {
   const cluster = world.redis as Cluster;
   const slot = keySlot(partitionedKey(world.config.REDIS_PREFIX, STREAMS.ingested, 0));
-  const [from, to] = cluster.slots[slot];
+  // Asked of the cluster, not the client's slot cache: a replica that attached after the client
+  // connected (a cluster just formed) is not in the cache yet.
+  let from = '';
+  let to = '';
+  await waitFor(
+    async () => {
+      const ranges = (await cluster.call('CLUSTER', 'SLOTS')) as [number, number, ...[string, number][]][];
+      const range = ranges.find(([start, end]) => slot >= start && slot <= end);
+      if (!range || range.length < 4) return false;
+      from = `${range[2][0]}:${range[2][1]}`;
+      to = `${range[3][0]}:${range[3][1]}`;
+      return true;
+    },
+    30_000,
+    `a replica of slot ${slot}`,
+  );
   const [host, port] = to.split(':');
   const replica = new Standalone({ host, port: Number(port) });
   try {
