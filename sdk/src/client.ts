@@ -424,4 +424,5 @@ function withDeadline(timeout: AbortSignal, deadline: AbortSignal): AbortSignal 
 }
 
 /** setImmediate where there is one (Node, Bun), else a zero timeout (edge runtimes, browsers). */
-const nextTurn: (run: () => void) => void = typeof setImmediate === 'function' ? (run) => void setImmediate(run) : (run) => void setTimeout(run, 0);
+const immediate = (globalThis as { setImmediate?: (run: () => void) => unknown }).setImmediate;
+const nextTurn: (run: () => void) => void = typeof immediate === 'function' ? (run) => void immediate(run) : (run) => void setTimeout(run, 0);
