@@ -91,6 +91,18 @@ describe('track and batching', () => {
     expect(m.stats()).toMatchObject({ tracked: 250, accepted: 250, failed: 0, buffered: 0 });
   });
 
+  it('hands a full batch to fetch on the next turn of the event loop, not inside the track() that filled it', async () => {
+    const { url, seen } = await scripted(accept);
+    let fetched = 0;
+    const m = meter(url, { batchSize: 3, fetch: (input, init) => (fetched++, fetch(input, init)) });
+    for (let i = 0; i < 3; i++) void m.track(call(i));
+    expect(fetched).toBe(0);
+    await new Promise((r) => setImmediate(r));
+    expect(fetched).toBe(1);
+    await until(() => seen.length === 1, 3_000);
+    expect(seen[0].body.events!.map((e) => e.input_tokens)).toEqual([0, 1, 2]);
+  });
+
   it('keeps given ids and times', async () => {
     const { url, seen } = await scripted(accept);
     const m = meter(url);

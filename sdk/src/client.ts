@@ -111,6 +111,7 @@ export class AgentMeter {
   private seq = 0;
   private timer: ReturnType<typeof setTimeout> | undefined;
   private partialBatchesDue = false;
+  private pumpScheduled = false;
   private flushing = 0;
   private settledListeners: (() => void)[] = [];
   private closed = false;
@@ -160,6 +161,8 @@ export class AgentMeter {
       this.enqueue(pending);
       return Promise.resolve(wire.event_id);
     }
+    // Full: a batch waiting for its turn of the event loop leaves now, before an event is dropped or waits.
+    if (this.pumpScheduled) this.pump();
     if (this.whenFull === 'drop-oldest') {
       const victim = this.queue.shift() ?? pending;
       this.counters.dropped++;
@@ -259,8 +262,23 @@ export class AgentMeter {
 
   private enqueue(pending: Pending): void {
     this.queue.push(pending);
-    if (this.queue.length >= this.batchSize) this.pump();
+    if (this.queue.length >= this.batchSize) this.schedulePump();
     else this.armTimer();
+  }
+
+  /**
+   * A full batch is cut, serialized and handed to fetch on the next turn of the event loop, not
+   * inside the track() that filled it: a caller tracking on its request path (the MCP proxy, a
+   * server's handler) does not pay for a whole batch in one of its requests. flush() and close()
+   * pump at once.
+   */
+  private schedulePump(): void {
+    if (this.pumpScheduled) return;
+    this.pumpScheduled = true;
+    nextTurn(() => {
+      this.pumpScheduled = false;
+      this.pump();
+    });
   }
 
   /** A partial batch leaves flushIntervalMs after it started waiting. */
@@ -404,3 +422,7 @@ function positive(name: string, value: number): number {
 function withDeadline(timeout: AbortSignal, deadline: AbortSignal): AbortSignal {
   return typeof AbortSignal.any === 'function' ? AbortSignal.any([timeout, deadline]) : timeout;
 }
+
+/** setImmediate where there is one (Node, Bun), else a zero timeout (edge runtimes, browsers). */
+const immediate = (globalThis as { setImmediate?: (run: () => void) => unknown }).setImmediate;
+const nextTurn: (run: () => void) => void = typeof immediate === 'function' ? (run) => void immediate(run) : (run) => void setTimeout(run, 0);
