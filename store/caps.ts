@@ -134,6 +134,20 @@ export class CapBook {
   }
 }
 
+/** The cap a spend_caps row holds (a reader scoped to one tenant need not select tenant_id). */
+export function capOfRow(tenantId: string, row: Omit<CapRow, 'tenant_id'>): SpendCap {
+  return {
+    id: row.id,
+    tenantId,
+    scopeKind: row.scope_kind,
+    scopeId: row.scope_id,
+    period: row.period,
+    limitNano: BigInt(row.limit_nano),
+    action: row.action,
+    ...(row.window_seconds ? { windowSeconds: row.window_seconds } : {}),
+  };
+}
+
 function index(rows: CapRow[]): Map<string, Map<string, SpendCap[]>> {
   const tenants = new Map<string, Map<string, SpendCap[]>>();
   for (const row of rows) {
@@ -141,16 +155,7 @@ function index(rows: CapRow[]): Map<string, Map<string, SpendCap[]>> {
     if (!book) tenants.set(row.tenant_id, (book = new Map()));
     const scope = `${row.scope_kind}:${row.scope_id}`;
     const list = book.get(scope) ?? [];
-    list.push({
-      id: row.id,
-      tenantId: row.tenant_id,
-      scopeKind: row.scope_kind,
-      scopeId: row.scope_id,
-      period: row.period,
-      limitNano: BigInt(row.limit_nano),
-      action: row.action,
-      ...(row.window_seconds ? { windowSeconds: row.window_seconds } : {}),
-    });
+    list.push(capOfRow(row.tenant_id, row));
     book.set(scope, list);
   }
   return tenants;

@@ -1,6 +1,6 @@
 import type { Redis } from '../pipeline/redis.js';
 import { partitionedKey, partitionOf } from '../pipeline/keys.js';
-import { capCounterKey, capPeriod, settleWindows } from './caps.js';
+import { capCounterKey, capOfRow, capPeriod, settleWindows } from './caps.js';
 import { customerPartitionKey } from '../domain/flow.js';
 import type { SpendCap } from './caps.js';
 import type { RedisPlace } from './pause-flags.js';
@@ -71,16 +71,7 @@ export async function capStatuses(sql: Sql, redis: Redis, place: RedisPlace, ten
     ORDER BY c.scope_kind, c.scope_id, c.period, c.id
     LIMIT ${limit}`;
   const caps: CapStatus[] = rows.map((r) => {
-    const cap = {
-      id: r.id,
-      tenantId,
-      scopeKind: r.scope_kind,
-      scopeId: r.scope_id,
-      period: r.period,
-      limitNano: BigInt(r.limit_nano),
-      action: r.action,
-      ...(r.window_seconds ? { windowSeconds: r.window_seconds } : {}),
-    };
+    const cap = capOfRow(tenantId, r);
     // capPeriod reads only the event's recorded time (and session, for per-session caps).
     const period = r.period === 'session' ? undefined : capPeriod(cap, { recordedAt: now } as Parameters<typeof capPeriod>[1]);
     return { ...cap, customerId: r.customer_id, periodKey: period?.key ?? null, spentNano: null };

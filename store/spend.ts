@@ -2,7 +2,7 @@ import type { Redis } from '../pipeline/redis.js';
 import { customerPartitionKey } from '../domain/flow.js';
 import { partitionedKey, partitionOf } from '../pipeline/keys.js';
 import type { Sql } from '../pipeline/postgres.js';
-import { capCounterKey, capPeriod, settleWindows, type SpendCap } from './caps.js';
+import { capCounterKey, capOfRow, capPeriod, settleWindows, type SpendCap } from './caps.js';
 import type { RedisPlace } from './pause-flags.js';
 import { pauseKey } from './pauses.js';
 
@@ -107,16 +107,7 @@ async function capsOf(sql: Sql, redis: Redis, place: RedisPlace, tenantId: strin
   if (rows.length === 0) return [];
   const partition = partitionOf(customerPartitionKey(tenantId, customerId), place.partitions);
   const caps = rows.map((r) => {
-    const cap: SpendCap = {
-      id: r.id,
-      tenantId,
-      scopeKind: r.scope_kind,
-      scopeId: r.scope_id,
-      period: r.period,
-      limitNano: BigInt(r.limit_nano),
-      action: r.action,
-      ...(r.window_seconds ? { windowSeconds: r.window_seconds } : {}),
-    };
+    const cap = capOfRow(tenantId, r);
     // A per-session cap has a total per session: the sessions list carries their costs.
     const period = cap.period === 'session' ? undefined : capPeriod(cap, { recordedAt: at });
     return { cap, period };

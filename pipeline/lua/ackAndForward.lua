@@ -49,14 +49,8 @@ local INT64_MAX = '9223372036854775807'
 local INT64_MIN = '-9223372036854775808'
 
 -- Compares two decimal integer strings (optional leading '-', no leading zeros but '0'): -1, 0, 1.
-local function compare(a, b)
-  local aneg, bneg = string.sub(a, 1, 1) == '-', string.sub(b, 1, 1) == '-'
-  if aneg ~= bneg then return aneg and -1 or 1 end
-  local sign = aneg and -1 or 1
-  if #a ~= #b then return (#a < #b and -1 or 1) * sign end
-  if a == b then return 0 end
-  return (a < b and -1 or 1) * sign
-end
+-- lib/window.lua is loaded in front of this script (pipeline/scripts.ts) and holds it.
+local compare = windowCompare
 
 local function isInteger(text)
   return text ~= nil and (string.match(text, '^%-?[1-9]%d*$') ~= nil or text == '0')
