@@ -101,6 +101,18 @@ async function deriveTables(world: ScratchWorld, tenant: SeededTenant, now: numb
     SELECT tenant_id, event_id, event_type, customer_id, team_id, agent_id, app_id, session_id, tool_name, model, recorded_at,
       currency, cost_nano, cost_nano * 3 / 10, cost_nano - cost_nano * 3 / 10, '{}'::jsonb, NULL
     FROM usage_ledger WHERE tenant_id = ${t} AND event_type NOT LIKE 'session.%'`;
+  // What the cogs stage keeps in PostgreSQL: hourly sums per tool, agent and customer (as
+  // migration 090 derives them from per-event rows). The per-event rows above stay this bench's
+  // own source of each event's COGS for the ClickHouse copy; the product reads only the sums.
+  await sql`
+    INSERT INTO cogs_rollup (tenant_id, dimension, hour, currency, key, with_session, costed, events, price_nano, cogs_nano)
+    SELECT c.tenant_id, d.dimension, date_trunc('hour', c.recorded_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', c.currency,
+           CASE d.dimension WHEN 'tool' THEN c.tool_name WHEN 'agent' THEN c.agent_id ELSE c.customer_id END,
+           c.session_id IS NOT NULL AND c.session_id <> '', c.cost_model_id IS NOT NULL,
+           count(*), sum(c.price_nano), sum(c.cogs_nano)
+    FROM cogs_ledger c CROSS JOIN (VALUES ('tool'), ('agent'), ('customer')) AS d (dimension)
+    WHERE c.tenant_id = ${t}
+    GROUP BY 1, 2, 3, 4, 5, 6, 7`;
   await sql`
     INSERT INTO mcp_sessions (tenant_id, session_id, customer_id, team_id, agent_id, app_id, credential_id, status, started_at, last_event_at,
       ended_at, events, tool_calls, input_tokens, output_tokens, duration_ms, errors, cost_nano)
