@@ -126,3 +126,10 @@ const POWERS_OF_TEN = Array.from({ length: 40 }, (_, exponent) => 10n ** BigInt(
 function powerOfTen(exponent: number): bigint {
   return POWERS_OF_TEN[exponent] ?? 10n ** BigInt(exponent);
 }
+
+/** Amounts as exact decimal strings, key by key: the form the ledger's and the invoice aggregates' jsonb columns hold. */
+export function decimalStrings(amounts: Readonly<Record<string, bigint>>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const key in amounts) out[key] = amounts[key].toString();
+  return out;
+}

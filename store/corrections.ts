@@ -2,7 +2,7 @@ import type { Redis } from '../pipeline/redis.js';
 import type { TransactionSql } from 'postgres';
 import { customerPartitionKey } from '../domain/flow.js';
 import type { EventType, ExecutionStatus } from '../domain/events.js';
-import { MAX_EVENT_COST_NANO } from '../domain/money.js';
+import { decimalStrings, MAX_EVENT_COST_NANO } from '../domain/money.js';
 import { countsAsCall, rateEvent, type EventRating } from '../domain/rating/rate-event.js';
 import { mergeRows, usageRows, type UsageRow } from '../domain/rating/usage-rows.js';
 import type { CompiledPlan } from '../domain/rating/compile.js';
@@ -268,7 +268,7 @@ export async function correctEvent(
 
 async function insertRows(tx: TransactionSql, current: LedgerRow, eventId: string, rows: NewRow[]): Promise<void> {
   for (const row of rows) {
-    const breakdown = Object.fromEntries(Object.entries(row.rating.breakdown).map(([k, v]) => [k, v.toString()]));
+    const breakdown = decimalStrings(row.rating.breakdown);
     await tx`
       INSERT INTO usage_ledger (
         tenant_id, event_id, ingest_nonce, event_type, recorded_at, ingested_at,
@@ -320,7 +320,7 @@ async function followInvoice(
   const usage = isCall ? [...negateRows(rowsOf(plan, row, was, wasRating, before)), ...(now && nowRating ? rowsOf(plan, row, now, nowRating, before) : [])] : [];
   for (const [kind, byKey] of mergeRows(usage)) {
     for (const [rowKey, counters] of [...byKey].sort(([a], [b]) => (a < b ? -1 : 1))) {
-      const json = Object.fromEntries(Object.entries(counters).map(([k, v]) => [k, v.toString()]));
+      const json = decimalStrings(counters);
       await tx`
         INSERT INTO invoice_usage (tenant_id, subscription_id, period_start, kind, key, counters)
         VALUES (${key[0]}, ${key[1]}, ${row.period_start}, ${kind}, ${rowKey}, ${tx.json(json)})

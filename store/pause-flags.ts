@@ -336,14 +336,7 @@ export async function recordRolledOverPauses(sql: Sql): Promise<number> {
   return lifted.length;
 }
 
-export interface PauseHistoryRow {
-  capId: string;
-  scopeKind: PauseScope;
-  scopeId: string;
-  periodKey: string;
-  limitNano: bigint;
-  eventId: string;
-  pausedAt: Date;
+export interface PauseHistoryRow extends Omit<PauseView, 'customerId' | 'inForce'> {
   periodEndsAt: Date | null;
   liftedAt: Date | null;
   liftedBy: LiftSource | null;

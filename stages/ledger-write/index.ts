@@ -3,18 +3,12 @@ import { emit, type EntryResult, type StageDefinition, type StageEntry } from '.
 import type { Sql } from '../../pipeline/postgres.js';
 import { CAP_TAG_PREFIX } from '../../store/caps.js';
 import type { CheckedEvent, LedgeredEvent } from '../../domain/flow.js';
+import { decimalStrings } from '../../domain/money.js';
 
 export interface LedgerCounters {
   inserted: number;
   redelivered: number;
   duplicates: number;
-}
-
-/** A breakdown's amounts as decimal strings, as the ledger's jsonb column holds them. */
-function decimalStrings(breakdown: Record<string, bigint>): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const key in breakdown) out[key] = breakdown[key].toString();
-  return out;
 }
 
 /**

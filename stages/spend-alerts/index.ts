@@ -374,18 +374,12 @@ export class SpendAlerts {
       if (projected < cap.limitNano) continue;
       const dedupeKey = `session.projection_exceeded:${cap.id}:${e.sessionId}:${cap.limitNano}`;
       if (this.hasFired(e.tenantId, dedupeKey)) continue;
-      out.push({
-        tenantId: e.tenantId,
-        type: 'session.projection_exceeded',
-        dedupeKey,
-        data: {
-          ...this.capData(cap, e, periodKey, spent),
-          session_id: e.sessionId,
-          session_started_at: new Date(view.sessionStart).toISOString(),
+      out.push(
+        this.projectionAlert(e, cap, periodKey, spent, dedupeKey, view.sessionStart, {
           projected: formatNano(projected),
           horizon_seconds: settings.projectionHorizonSeconds,
-        },
-      });
+        }),
+      );
     }
   }
 
@@ -411,6 +405,23 @@ export class SpendAlerts {
     if (projected < cap.limitNano) return undefined;
     const dedupeKey = `session.projection_exceeded:${cap.id}:${periodKey}:${e.sessionId}:${cap.limitNano}`;
     if (this.hasFired(e.tenantId, dedupeKey)) return undefined;
+    return this.projectionAlert(e, cap, periodKey, spent, dedupeKey, view.sessionStart, {
+      session_spent: formatNano(view.sessionSpent),
+      projected: formatNano(projected),
+      horizon_seconds: Number(horizonMs / 1000n),
+    });
+  }
+
+  /** A `session.projection_exceeded` alert: the cap's data, the session, and how it was projected. */
+  private projectionAlert(
+    e: LedgeredEvent,
+    cap: SpendCap,
+    periodKey: string,
+    spent: bigint,
+    dedupeKey: string,
+    sessionStart: number,
+    projection: Record<string, unknown>,
+  ): Alert {
     return {
       tenantId: e.tenantId,
       type: 'session.projection_exceeded',
@@ -418,10 +429,8 @@ export class SpendAlerts {
       data: {
         ...this.capData(cap, e, periodKey, spent),
         session_id: e.sessionId,
-        session_started_at: new Date(view.sessionStart).toISOString(),
-        session_spent: formatNano(view.sessionSpent),
-        projected: formatNano(projected),
-        horizon_seconds: Number(horizonMs / 1000n),
+        session_started_at: new Date(sessionStart).toISOString(),
+        ...projection,
       },
     };
   }
