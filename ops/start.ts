@@ -5,7 +5,7 @@
 //   npm start -- --workers price=2,ledger-write=2 --api-processes 2
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { loadConfigOrExit } from '../pipeline/config.js';
+import { loadConfig, loadConfigOrExit } from '../pipeline/config.js';
 import { createLogger } from '../pipeline/logger.js';
 import { supervise, type ChildSpec } from '../pipeline/supervisor.js';
 import { STAGES } from '../stages/registry.js';
@@ -64,11 +64,14 @@ export function pipelineProcesses(options: StartOptions = {}): ChildSpec[] {
     },
   ];
   let port = basePort;
+  // The stages and webhook workers yield the CPU to the API when it is short (STAGE_NICE).
+  const nice = stageNice(options.env);
   const stageProcess = (name: string, stages: readonly string[], slot: number): ChildSpec => ({
     name: `${name}#${slot}`,
     command: process.execPath,
     args: [...nodeArgs, entry('stages/run'), stages.join(',')],
     env: { ...options.env, WORKER_SLOT: String(slot), METRICS_PORT: String(basePort === 0 ? 0 : port++) },
+    nice,
   });
   const workersOf = (stage: string) => options.workers?.[stage] ?? 1;
   const grouped = (options.layout ?? defaultLayout()) === 'grouped';
@@ -90,9 +93,15 @@ export function pipelineProcesses(options: StartOptions = {}): ChildSpec[] {
       command: process.execPath,
       args: [...nodeArgs, entry('ops/webhook-worker')],
       env: { ...options.env, WORKER_SLOT: String(slot) },
+      nice,
     });
   }
   return specs;
+}
+
+/** STAGE_NICE of the processes' environment (this one's, overridden by the one given to them). */
+function stageNice(env: Record<string, string> | undefined): number {
+  return loadConfig({ ...process.env, ...env }).STAGE_NICE;
 }
 
 /** Whether a process runs stream stages (not the HTTP server, the period closer or a webhook worker). */

@@ -1,4 +1,5 @@
 import type { Redis } from './redis.js';
+import { scripted } from './scripts.js';
 
 /**
  * Lag of a stream: the most entries any of its consumer groups has not yet been given.
@@ -27,12 +28,21 @@ export async function streamLag(redis: Redis, key: string): Promise<number> {
   return worst === 0 ? 0 : Math.min(worst, await redis.xlen(key));
 }
 
+/** What a gate judges: the entries waiting in its queue, and how long the oldest has waited (ms). */
+interface QueueState {
+  entries: number;
+  ageMs: number;
+}
+
+/** Reads a queue's state; `withAge` false when the age is not judged (it may then be left 0). */
+export type QueueProbe = (now: number, withAge: boolean) => Promise<QueueState>;
+
 /**
  * How long the oldest entry of a stream that some consumer group has not been handed yet has
  * waited, in ms (0 when every group has read everything). The entry after a group's last
  * delivered id is the oldest it has not been handed; its id holds the time it was added.
  */
-async function queueAge(redis: Redis, key: string, now: number): Promise<number> {
+async function unreadAge(redis: Redis, key: string, now: number): Promise<number> {
   let groups: unknown[][];
   try {
     groups = (await redis.xinfo('GROUPS', key)) as unknown[][];
@@ -49,6 +59,45 @@ async function queueAge(redis: Redis, key: string, now: number): Promise<number>
     if (next) oldest = Math.max(oldest, now - Number(next[0].split('-')[0]));
   }
   return oldest;
+}
+
+/** One hop: the most entries not yet handed to a group of any of the streams, and the oldest of them. */
+function unreadOf(redis: Redis, keys: readonly string[]): QueueProbe {
+  return async (now, withAge) => {
+    let entries = 0;
+    let ageMs = 0;
+    for (const key of keys) entries = Math.max(entries, await streamLag(redis, key));
+    if (withAge) for (const key of keys) ageMs = Math.max(ageMs, await unreadAge(redis, key, now));
+    return { entries, ageMs };
+  };
+}
+
+/**
+ * A whole path of streams, per partition (a partition's streams share a slot: one script call
+ * each, on Redis's clock): the entries not yet acknowledged (unread or pending) summed over the
+ * path's streams, and the oldest waits of its streams summed. An entry's id is the time it
+ * reached *that* stream, so no one stream tells how long an event has been on its way; the sum
+ * of the hops' oldest waits is roughly how long an event entering now takes to get through the
+ * queues ahead of it. The largest of each over the partitions.
+ */
+export function pathOf(redis: Redis, pathsByPartition: readonly (readonly string[])[]): QueueProbe {
+  const scripts = scripted(redis);
+  return async () => {
+    const replies = await Promise.all(pathsByPartition.map((keys) => scripts.oldestWaiting(keys.length, ...keys)));
+    const state: QueueState = { entries: 0, ageMs: 0 };
+    for (const [nowMs, ...perStream] of replies) {
+      let entries = 0;
+      let ageMs = 0;
+      for (let i = 0; i < perStream.length; i += 2) {
+        const oldest = Number(perStream[i]);
+        if (oldest > 0) ageMs += Math.max(0, Number(nowMs) - oldest);
+        entries += Number(perStream[i + 1]);
+      }
+      state.entries = Math.max(state.entries, entries);
+      state.ageMs = Math.max(state.ageMs, ageMs);
+    }
+    return state;
+  };
 }
 
 /**
@@ -70,12 +119,24 @@ export class BlockSizes {
   }
 }
 
+/** How often a closed gate reads its queue again, at most (ms). */
+const CLOSED_RECHECK_MS = 25;
+
+export interface WatermarkOptions {
+  /** How long a lag read far below the mark is trusted (ms). */
+  cacheMs?: number;
+  /** With sizes, the marks are in events: the lag in entries times the events an entry carries lately. */
+  sizes?: BlockSizes;
+  /** Also closed while the queue's age is above this (0: not judged by age): a bound in time, whatever the rate. */
+  maxAgeMs?: number;
+  /** How the queue is read (default: the watched streams' entries not yet handed to a group, and the oldest of them). */
+  probe?: QueueProbe;
+}
+
 /**
  * A high/low watermark gate: closes when the watched streams' lag goes above `high`,
- * reopens only once it is below `low`, so readers do not flap at the boundary. With `sizes`,
- * the marks are in events (the lag in entries times the events an entry carries lately). With
- * `maxAgeMs`, it also closes while the oldest waiting entry has waited longer than that: a
- * bound in time, whatever the rate.
+ * reopens only once it is below `low`, so readers do not flap at the boundary; and, with
+ * `maxAgeMs`, closes while the queue's age is above that, reopening below half of it.
  */
 export class Watermark {
   private closed = false;
@@ -83,36 +144,52 @@ export class Watermark {
   private lastLag = 0;
   private addedSinceCheck = 0;
   private lastAge = 0;
+  private reading?: Promise<boolean>;
+
+  private readonly cacheMs: number;
+  private readonly sizes?: BlockSizes;
+  private readonly maxAgeMs: number;
+  private readonly probe: QueueProbe;
 
   constructor(
-    private readonly redis: Redis,
+    redis: Redis,
     private readonly keys: readonly string[],
     private readonly high: number,
     private readonly low: number,
-    private readonly cacheMs = 0,
-    private readonly sizes?: BlockSizes,
-    /** Also closed while the oldest entry not yet handed to a group is older than this (0: not judged by age). */
-    private readonly maxAgeMs = 0,
-  ) {}
+    options: WatermarkOptions = {},
+  ) {
+    this.cacheMs = options.cacheMs ?? 0;
+    this.sizes = options.sizes;
+    this.maxAgeMs = options.maxAgeMs ?? 0;
+    this.probe = options.probe ?? unreadOf(redis, keys);
+  }
 
   /**
    * Whether the gate is open now. Far below the mark (the last lag read plus what this process
    * wrote since) a lag read is trusted for cacheMs; from half the mark up it is read every
-   * time, so the gate closes within one batch of the mark.
+   * time, so the gate closes within one batch of the mark. A closed gate is read again at most
+   * every CLOSED_RECHECK_MS, and callers that ask while a read is under way share it, so a flood
+   * of refused callers costs Redis one read per interval, and each refusal is prompt.
    */
-  async open(): Promise<boolean> {
+  open(): Promise<boolean> | boolean {
     const now = Date.now();
     if (this.keys.length === 0) return true;
     const estimate = this.lastLag + this.addedSinceCheck;
     if (!this.closed && estimate < this.high / 2 && now - this.checkedAt < this.cacheMs) return true;
+    if (this.closed && now - this.checkedAt < Math.min(this.cacheMs, CLOSED_RECHECK_MS)) return false;
+    this.reading ??= this.read(now).finally(() => {
+      this.reading = undefined;
+    });
+    return this.reading;
+  }
+
+  private async read(now: number): Promise<boolean> {
     this.checkedAt = now;
     this.addedSinceCheck = 0;
-    let lag = 0;
-    for (const key of this.keys) lag = Math.max(lag, await streamLag(this.redis, key));
-    if (this.sizes) lag = Math.round(lag * this.sizes.eventsPerEntry());
+    const state = await this.probe(now, this.maxAgeMs > 0);
+    const lag = this.sizes ? Math.round(state.entries * this.sizes.eventsPerEntry()) : state.entries;
     this.lastLag = lag;
-    let age = 0;
-    if (this.maxAgeMs > 0) for (const key of this.keys) age = Math.max(age, await queueAge(this.redis, key, now));
+    const age = this.maxAgeMs > 0 ? state.ageMs : 0;
     this.lastAge = age;
     // Reopens below the low mark and below half the age bound, so it does not flap at either.
     const young = this.maxAgeMs === 0 || age < this.maxAgeMs / 2;

@@ -55,14 +55,30 @@ const schema = z.object({
   MAX_DELIVERIES: int(5, 1),
   BACKPRESSURE_HIGH: int(10_000, 1),
   BACKPRESSURE_LOW: int(5_000, 0),
-  /** Ingest answers 429 while the oldest event not yet read from the first stream has waited longer (0: off). */
+  /**
+   * Ingest answers 429 while the queues before the ledger hold more than this much waiting: the
+   * oldest waits of the streams up to ledger-write's, summed (0: off); it takes events again
+   * below half of it.
+   */
   INGEST_MAX_QUEUE_MS: int(1_000, 0),
   /**
-   * A stage stops reading while the oldest entry of a stream it writes has waited longer unread
-   * (0: off): with the ingest bound, it keeps what is accepted within seconds of the ledger under
-   * overload, whatever the event marks.
+   * Ingest answers 429 while the streams up to ledger-write's hold more events than this not yet
+   * acknowledged (summed over those streams, per partition); it takes events again below half.
    */
-  STREAM_MAX_QUEUE_MS: int(500, 0),
+  INGEST_MAX_QUEUE_EVENTS: int(4_000, 1),
+  /**
+   * A stage stops reading while the oldest entry of a stream it writes has waited longer unread
+   * (0: off, the default: ingest's bound on the whole way to the ledger holds what is accepted
+   * within seconds of it, and per-hop bounds only made the hops stop and start, costing ~20% of
+   * the throughput at saturation; BENCHMARKS.md, issue 13).
+   */
+  STREAM_MAX_QUEUE_MS: int(0, 0),
+  /**
+   * Niceness of the stage and webhook processes `npm start` runs (0-19): on a box they share with
+   * the API, the API answers first when the CPU is short (a prompt 429 or 202), and the stages
+   * take what is left; 0 treats them alike.
+   */
+  STAGE_NICE: z.coerce.number().int().min(0).max(19).default(5),
   TRIM_INTERVAL_MS: int(5_000, 100),
   /** How long a move between partitions is remembered in the target partition (pipeline/move.ts). */
   MOVE_MARKER_TTL_SECONDS: int(900, 60),

@@ -16,6 +16,7 @@ interface ScriptedRedis {
   trimAcked(...args: ScriptArg[]): Promise<number>;
   appendAtCursor(...args: ScriptArg[]): Promise<number>;
   forwardOnce(numKeys: number, ...args: ScriptArg[]): Promise<(string | null)[]>;
+  oldestWaiting(numKeys: number, ...keys: string[]): Promise<number[]>;
 }
 
 const SCRIPTS: { name: keyof ScriptedRedis; file: string; keys?: number; lib?: string }[] = [
@@ -25,6 +26,7 @@ const SCRIPTS: { name: keyof ScriptedRedis; file: string; keys?: number; lib?: s
   { name: 'trimAcked', file: 'trimAcked-1.lua', keys: 1 },
   { name: 'appendAtCursor', file: 'appendAtCursor-2.lua', keys: 2 },
   { name: 'forwardOnce', file: 'forwardOnce.lua' },
+  { name: 'oldestWaiting', file: 'oldestWaiting.lua' },
 ];
 
 const loaded = new WeakSet<Redis>();

@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { setPriority } from 'node:os';
 import type { Logger } from './logger.js';
 
 export interface ChildSpec {
@@ -7,6 +8,8 @@ export interface ChildSpec {
   command: string;
   args: string[];
   env?: Record<string, string>;
+  /** Niceness (0-19): higher yields the CPU to the others when it is short. */
+  nice?: number;
 }
 
 export interface Supervisor {
@@ -29,6 +32,13 @@ export function supervise(specs: ChildSpec[], log: Logger, graceMs = 35_000): Su
     const startedAt = Date.now();
     const child = spawn(spec.command, spec.args, { env: { ...process.env, ...spec.env }, stdio: 'inherit' });
     running.set(spec.name, child);
+    if (spec.nice && child.pid !== undefined) {
+      try {
+        setPriority(child.pid, spec.nice);
+      } catch (err) {
+        log.warn({ child: spec.name, err }, 'cannot lower the priority of the child; it runs at the default');
+      }
+    }
     exited.set(
       spec.name,
       new Promise((resolve) => {

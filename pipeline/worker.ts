@@ -78,9 +78,7 @@ export class PartitionWorker<In> implements RecoveryHost {
       consumedOutputs.map((o) => partitionedKey(prefix, o, partition)),
       this.config.BACKPRESSURE_HIGH,
       this.config.BACKPRESSURE_LOW,
-      WATERMARK_CACHE_MS,
-      this.outputSizes,
-      this.config.STREAM_MAX_QUEUE_MS,
+      { cacheMs: WATERMARK_CACHE_MS, sizes: this.outputSizes, maxAgeMs: this.config.STREAM_MAX_QUEUE_MS },
     );
     this.recovery = new Recovery(this);
   }

@@ -18,3 +18,6 @@ export const STREAMS = {
   analytics: stream<AnalyticsEvent>('events:analytics'),
   rejected: stream<RejectedEvent>('events:rejected'),
 } as const;
+
+/** The streams an event waits on before it is in the ledger, in order (ledger-write reads the last). */
+export const BEFORE_LEDGER = [STREAMS.ingested, STREAMS.resolved, STREAMS.attributed, STREAMS.priced, STREAMS.checked] as const;

@@ -382,32 +382,39 @@ describe('POST /v1/events: refused requests', () => {
     expect(small.status).toBe(202);
   });
 
-  it('answers 429 with Retry-After while the first stream is over its high mark, and writes nothing', async () => {
-    const w = world({ BACKPRESSURE_HIGH: 4, BACKPRESSURE_LOW: 2 });
-    // Six requests of one event: six entries (a request's events in one partition are one entry, a block).
-    for (let i = 0; i < 6; i++) expect(await reply(await w.post([toolEvent()]))).toMatchObject({ accepted: 1 });
-    await new Promise((r) => setTimeout(r, 150));
+  it('answers 429 with Retry-After while the streams before the ledger hold more than INGEST_MAX_QUEUE_EVENTS, and writes nothing', async () => {
+    const w = world({ INGEST_MAX_QUEUE_EVENTS: 4 });
+    // Five requests of one event: five entries (a request's events in one partition are one entry, a block), one over the mark.
+    for (let i = 0; i < 5; i++) expect(await reply(await w.post([toolEvent()]))).toMatchObject({ accepted: 1 });
     const refused = await w.post([toolEvent()]);
     expect(refused.status).toBe(429);
     expect(refused.headers.get('retry-after')).toBe('1');
     expect(((await refused.json()) as { error: { code: string } }).error.code).toBe('backpressure');
-    expect(await w.length()).toBe(6);
+    expect(await w.length()).toBe(5);
 
-    // A consumer group that has read all but three: lag 3 is below high but not below low, so the gate stays closed.
+    // A consumer group that has acknowledged all but two: 2 waiting is below the mark but not below half of it, so the gate stays closed.
     await iso.redis.xgroup('CREATE', w.key(), 'key-resolve', '0');
-    await iso.redis.xreadgroup('GROUP', 'key-resolve', 'c1', 'COUNT', 3, 'STREAMS', w.key(), '>');
+    const consume = async (count: number) => {
+      const [[, read]] = (await iso.redis.xreadgroup('GROUP', 'key-resolve', 'c1', 'COUNT', count, 'STREAMS', w.key(), '>')) as [string, [string, string[]][]][];
+      await iso.redis.xack(w.key(), 'key-resolve', ...read.map(([id]) => id));
+    };
+    await consume(3);
     await new Promise((r) => setTimeout(r, 150));
     expect((await w.post([toolEvent()])).status).toBe(429);
-    await iso.redis.xreadgroup('GROUP', 'key-resolve', 'c1', 'COUNT', 3, 'STREAMS', w.key(), '>');
+    // Read but not acknowledged still counts: the events are not yet on their way.
+    await iso.redis.xreadgroup('GROUP', 'key-resolve', 'c1', 'COUNT', 2, 'STREAMS', w.key(), '>');
+    await new Promise((r) => setTimeout(r, 150));
+    expect((await w.post([toolEvent()])).status).toBe(429);
+    await iso.redis.xack(w.key(), 'key-resolve', ...((await iso.redis.xpending(w.key(), 'key-resolve', '-', '+', 10)) as [string][]).map(([id]) => id));
     await new Promise((r) => setTimeout(r, 150));
     const reopened = await w.post([toolEvent()]);
     expect(reopened.status).toBe(202);
-    expect(await w.length()).toBe(7);
+    expect(await w.length()).toBe(6);
   });
 });
 
 describe('POST /v1/events: backpressure in time', () => {
-  it('answers 429 while the oldest event not yet read has waited longer than INGEST_MAX_QUEUE_MS, and takes events again once it is read', async () => {
+  it('answers 429 while the oldest event not yet acknowledged has waited longer than INGEST_MAX_QUEUE_MS, and takes events again once it is', async () => {
     const w = world({ INGEST_MAX_QUEUE_MS: 1000 });
     await iso.redis.xgroup('CREATE', w.key(), 'key-resolve', '0', 'MKSTREAM');
     // An event queued five seconds ago that no one has read yet: far fewer events than the high mark, but old.
@@ -415,7 +422,29 @@ describe('POST /v1/events: backpressure in time', () => {
     const refused = await w.post([toolEvent()]);
     expect(refused.status).toBe(429);
     expect(refused.headers.get('retry-after')).toBe('1');
-    await iso.redis.xreadgroup('GROUP', 'key-resolve', 'c1', 'COUNT', 10, 'STREAMS', w.key(), '>');
+    // Read but not acknowledged: still on its way.
+    const [[, [[id]]]] = (await iso.redis.xreadgroup('GROUP', 'key-resolve', 'c1', 'COUNT', 1, 'STREAMS', w.key(), '>')) as [string, [string, string[]][]][];
+    await new Promise((r) => setTimeout(r, 150));
+    expect((await w.post([toolEvent()])).status).toBe(429);
+    await iso.redis.xack(w.key(), 'key-resolve', id);
+    await new Promise((r) => setTimeout(r, 150));
+    expect((await w.post([toolEvent()])).status).toBe(202);
+  });
+
+  it('judges the whole way to the ledger: waits on the later streams add up', async () => {
+    const w = world({ INGEST_MAX_QUEUE_MS: 1000 });
+    const later = (name: string) => partitionedKey(w.config.REDIS_PREFIX, STREAMS[name as keyof typeof STREAMS], 0);
+    // Two hops each 600 ms behind: neither alone is over the bound, together they are.
+    for (const [stream, group] of [['priced', 'cap-check'], ['checked', 'ledger-write']]) {
+      await iso.redis.xgroup('CREATE', later(stream), group, '0', 'MKSTREAM');
+      await iso.redis.xadd(later(stream), `${Date.now() - 600}-0`, 'd', 'x');
+    }
+    expect((await w.post([toolEvent()])).status).toBe(429);
+    // Once both are read and acknowledged, the way is clear again.
+    for (const [stream, group] of [['priced', 'cap-check'], ['checked', 'ledger-write']]) {
+      const [[, [[id]]]] = (await iso.redis.xreadgroup('GROUP', group, 'c1', 'COUNT', 1, 'STREAMS', later(stream), '>')) as [string, [string, string[]][]][];
+      await iso.redis.xack(later(stream), group, id);
+    }
     await new Promise((r) => setTimeout(r, 150));
     expect((await w.post([toolEvent()])).status).toBe(202);
   });

@@ -1,9 +1,9 @@
 import { Cluster, type Redis as Standalone } from 'ioredis';
 import { masterFor, type Redis } from '../../pipeline/redis.js';
-import { BlockSizes, Watermark } from '../../pipeline/backpressure.js';
+import { BlockSizes, pathOf, Watermark } from '../../pipeline/backpressure.js';
 import { entryFields, MAX_BLOCK_EVENTS, newOrigin } from '../../pipeline/blocks.js';
 import type { Config } from '../../pipeline/config.js';
-import { STREAMS } from '../../store/streams.js';
+import { BEFORE_LEDGER, STREAMS } from '../../store/streams.js';
 import { partitionOf, partitionedKey } from '../../pipeline/keys.js';
 import type { Credential, UsageEvent } from '../../domain/events.js';
 
@@ -56,22 +56,23 @@ export class IngestWriter {
     backpressureCacheMs = 100,
   ) {
     this.keys = Array.from({ length: config.PARTITIONS }, (_, p) => partitionedKey(config.REDIS_PREFIX, STREAMS.ingested, p));
-    this.watermark = new Watermark(
-      redis,
-      this.keys,
-      config.BACKPRESSURE_HIGH,
-      config.BACKPRESSURE_LOW,
-      backpressureCacheMs,
-      this.sizes,
-      config.INGEST_MAX_QUEUE_MS,
-    );
+    const pathsByPartition = this.keys.map((_, p) => BEFORE_LEDGER.map((s) => partitionedKey(config.REDIS_PREFIX, s, p)));
+    this.watermark = new Watermark(redis, this.keys, config.INGEST_MAX_QUEUE_EVENTS, Math.floor(config.INGEST_MAX_QUEUE_EVENTS / 2), {
+      cacheMs: backpressureCacheMs,
+      sizes: this.sizes,
+      maxAgeMs: config.INGEST_MAX_QUEUE_MS,
+      probe: pathOf(redis, pathsByPartition),
+    });
   }
 
   /**
-   * False while the first stream is over its high-water mark (until it drains below the low
-   * one), or while its oldest unread event has waited longer than INGEST_MAX_QUEUE_MS.
+   * False while the streams before the ledger (events:ingested up to ledger-write's input) hold
+   * more than INGEST_MAX_QUEUE_EVENTS events not yet acknowledged, or more than
+   * INGEST_MAX_QUEUE_MS of waiting (their oldest waits summed: pipeline/backpressure.ts pathOf),
+   * until both are below half. A bound on the whole way to the ledger, not on the first stream
+   * only, so what is accepted is ledgered in about that time.
    */
-  hasRoom(): Promise<boolean> {
+  async hasRoom(): Promise<boolean> {
     return this.watermark.open();
   }
 
@@ -93,6 +94,7 @@ export class IngestWriter {
     });
     // Wait for every partition before answering, so nothing is still being written when the caller hears of a failure.
     const settled = await Promise.allSettled(writes);
+    this.watermark.added(events.length);
     const failure = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
     if (failure) throw failure.reason;
   }

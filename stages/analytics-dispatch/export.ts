@@ -53,7 +53,7 @@ export class LedgerExport {
     this.redis = scripted(redis);
     this.cursorKey = exportCursorKey(config.REDIS_PREFIX);
     this.streamKey = partitionedKey(config.REDIS_PREFIX, STREAMS.analytics, EXPORT_PARTITION);
-    this.watermark = new Watermark(redis, [this.streamKey], config.BACKPRESSURE_HIGH, config.BACKPRESSURE_LOW, 0, this.sizes);
+    this.watermark = new Watermark(redis, [this.streamKey], config.BACKPRESSURE_HIGH, config.BACKPRESSURE_LOW, { sizes: this.sizes });
     this.pageSize = Math.min(EXPORT_PAGE, config.BACKPRESSURE_HIGH);
   }
 
