@@ -95,3 +95,17 @@ describe('AdmissionBatcher', () => {
     expect((await batcher.admit(key, rated('fine-window', 5))).reply.verdict.kind).toBe('ok');
   });
 });
+
+describe('admit', () => {
+  it('carries any session id to Redis as UTF-8 did (quotes, backslashes, non-ASCII; a lone surrogate as U+FFFD)', async () => {
+    const sessions = anchor('sessions-odd');
+    const odd = ['a"b\\c', 'ünï\u{1F600}', '\\ud800 as text', 'lone\ud800'];
+    const replies = await admit(
+      redis,
+      anchor('odd'),
+      odd.map((session) => ({ flagKeys: [anchor('no-flag')], budgets: [], sessions: { key: sessions, max: 10, session, idleMs: 60_000 } })),
+    );
+    expect(replies.map((r) => r.verdict.kind)).toEqual(['ok', 'ok', 'ok', 'ok']);
+    expect((await redis.zrange(sessions, 0, -1)).sort()).toEqual(['a"b\\c', 'ünï\u{1F600}', '\\ud800 as text', 'lone\uFFFD'].sort());
+  });
+});
