@@ -83,6 +83,16 @@ describe('AdmissionBatcher', () => {
     }
   });
 
+  it('with two calls in flight, splits what waits between them, and Redis still decides in arrival order', async () => {
+    const batcher = new AdmissionBatcher(redis, { maxInFlight: 2 });
+    const key = anchor('split');
+    const answers = await Promise.all(Array.from({ length: 16 }, () => batcher.admit(key, rated('split-window', 12))));
+    expect(answers.map((a) => a.reply.rateUsed)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 12, 12, 12, 12]);
+    expect(answers.map((a) => a.reply.verdict.kind)).toEqual([...Array<string>(12).fill('ok'), 'rate', 'rate', 'rate', 'rate']);
+    await settled();
+    expect(scriptCalls.filter((k) => k === key)).toHaveLength(2);
+  });
+
   it('fails every request of a call that fails, and goes on with the next', async () => {
     const batcher = new AdmissionBatcher(redis);
     const key = anchor('failing');

@@ -150,7 +150,9 @@ interface AnchorQueue {
  * load a process sends one script call per Redis round trip and partition instead of one per
  * request, which is where its CPU went (a write to the Redis socket is dearer than the request's
  * whole decision); alone, a request waits for nothing but the end of its turn. Each call decides
- * its requests in order in one step, so what one admits the next sees.
+ * its requests in order in one step, so what one admits the next sees; calls in flight on one
+ * connection run in the order they were sent, so with maxInFlight 2 (authorize) the second
+ * sees what the first admitted.
  */
 export class AdmissionBatcher {
   /** One queue per anchor key: as many as there are partitions. */
@@ -181,9 +183,21 @@ export class AdmissionBatcher {
     });
   }
 
+  /**
+   * Sends what waits over the free script calls: with two free and 16 waiting, two calls of 8
+   * (Redis decides the first while this process writes the second, and answers the first while
+   * Redis decides the second); with one free, everything (up to maxBatch) in one.
+   */
   private send(anchorKey: string, queue: AnchorQueue): void {
-    if (queue.waiting.length === 0 || queue.inFlight >= (this.options.maxInFlight ?? 1)) return;
-    const batch = queue.waiting.splice(0, this.options.maxBatch ?? 256);
+    const maxInFlight = this.options.maxInFlight ?? 1;
+    while (queue.waiting.length > 0 && queue.inFlight < maxInFlight) {
+      const share = Math.ceil(queue.waiting.length / (maxInFlight - queue.inFlight));
+      this.sendOne(anchorKey, queue, Math.min(share, this.options.maxBatch ?? 256));
+    }
+  }
+
+  private sendOne(anchorKey: string, queue: AnchorQueue, size: number): void {
+    const batch = queue.waiting.splice(0, size);
     queue.inFlight++;
     const now = Date.now();
     admit(this.redis, anchorKey, batch.map((w) => w.request), now).then(
