@@ -83,6 +83,16 @@ describe('AdmissionBatcher', () => {
     }
   });
 
+  it('with two calls in flight, splits what waits between them, and Redis still decides in arrival order', async () => {
+    const batcher = new AdmissionBatcher(redis, { maxInFlight: 2 });
+    const key = anchor('split');
+    const answers = await Promise.all(Array.from({ length: 16 }, () => batcher.admit(key, rated('split-window', 12))));
+    expect(answers.map((a) => a.reply.rateUsed)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 12, 12, 12, 12]);
+    expect(answers.map((a) => a.reply.verdict.kind)).toEqual([...Array<string>(12).fill('ok'), 'rate', 'rate', 'rate', 'rate']);
+    await settled();
+    expect(scriptCalls.filter((k) => k === key)).toHaveLength(2);
+  });
+
   it('fails every request of a call that fails, and goes on with the next', async () => {
     const batcher = new AdmissionBatcher(redis);
     const key = anchor('failing');
@@ -93,5 +103,19 @@ describe('AdmissionBatcher', () => {
       expect(String((answer as PromiseRejectedResult).reason)).toMatch(/WRONGTYPE/);
     }
     expect((await batcher.admit(key, rated('fine-window', 5))).reply.verdict.kind).toBe('ok');
+  });
+});
+
+describe('admit', () => {
+  it('carries any session id to Redis as UTF-8 did (quotes, backslashes, non-ASCII; a lone surrogate as U+FFFD)', async () => {
+    const sessions = anchor('sessions-odd');
+    const odd = ['a"b\\c', 'ünï\u{1F600}', '\\ud800 as text', 'lone\ud800'];
+    const replies = await admit(
+      redis,
+      anchor('odd'),
+      odd.map((session) => ({ flagKeys: [anchor('no-flag')], budgets: [], sessions: { key: sessions, max: 10, session, idleMs: 60_000 } })),
+    );
+    expect(replies.map((r) => r.verdict.kind)).toEqual(['ok', 'ok', 'ok', 'ok']);
+    expect((await redis.zrange(sessions, 0, -1)).sort()).toEqual(['a"b\\c', 'ünï\u{1F600}', '\\ud800 as text', 'lone\uFFFD'].sort());
   });
 });

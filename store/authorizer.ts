@@ -106,7 +106,10 @@ export class Authorizer {
   ) {
     this.caps = new CapBook(sql, options.capsTtlMs ?? 1_000);
     this.subscriptions = new SubscriptionBook(sql);
-    this.batcher = new AdmissionBatcher(redis);
+    // Two script calls in flight per partition: what waits is split between them, so under load
+    // Redis decides one while this process answers or sends the other (server p50 0.67-0.73 ->
+    // 0.57-0.59 ms at c=16 in the bench, BENCHMARKS.md issue-14c).
+    this.batcher = new AdmissionBatcher(redis, { maxInFlight: 2 });
     this.chainTtlMs = options.chainTtlMs ?? 1_000;
     this.reservationTtlMs = options.reservationTtlMs ?? 5 * 60_000;
   }
