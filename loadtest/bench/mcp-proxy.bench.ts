@@ -53,6 +53,8 @@ const { values } = parseArgs({
     stages: { type: 'string', default: 'nice' },
     profile: { type: 'boolean', default: false },
     bare: { type: 'boolean', default: false },
+    monitor: { type: 'boolean', default: false },
+    'proxy-node-flags': { type: 'string', default: '' },
   },
 });
 const RATE = Number(values.rate);
@@ -61,6 +63,8 @@ const BLOCK_MS = Number(values.block) * 1000;
 const JSON_MODE = values['upstream-mode'] === 'json';
 const STAGES_STOPPED = values.stages === 'stopped';
 const BARE = values.bare === true;
+/** --monitor: event-loop delay and GC pauses of the client, the upstream and the proxy over the measured seconds. */
+const MONITOR = values.monitor === true;
 const PAIRS = values.interleave === 'pairs';
 if (!['pairs', 'blocks'].includes(values.interleave!)) throw new Error(`--interleave pairs|blocks, got ${values.interleave}`);
 const WARMUP = 200;
@@ -109,7 +113,8 @@ async function openSession(url: string, apiKey: string): Promise<Record<string, 
 }
 
 function startChild(name: string, args: string[], env: Record<string, string>, nodeFlags: string[] = []): ChildProcess {
-  const child = spawn(process.execPath, [...nodeFlags, '--import', 'tsx', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit'] });
+  const monitor = MONITOR ? ['--import', root('loadtest/bench/stall-monitor.ts')] : [];
+  const child = spawn(process.execPath, [...nodeFlags, '--import', 'tsx', ...monitor, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit'] });
   child.on('exit', (code, signal) => {
     if (!stopping) console.error(`bench: ${name} exited (${code ?? signal})`);
   });
@@ -123,6 +128,7 @@ function percentile(sorted: number[], q: number): number {
 const fmt = (ms: number) => ms.toFixed(3);
 let stopping = false;
 
+if (MONITOR) await import('./stall-monitor.js');
 const world = await createScratchWorld({ LOG_LEVEL: 'error' });
 let pipeline: RunningPipeline | undefined;
 let profileDir: string | undefined;
@@ -151,7 +157,7 @@ try {
   const upstream = `http://127.0.0.1:${base}/mcp`;
   const proxied = `http://127.0.0.1:${base + 1}/mcp`;
   children.push(startChild('upstream', [root('examples/mcp-server/http.ts'), '--plain', '--port', String(base), ...(JSON_MODE ? ['--json'] : [])], {}));
-  const profileFlags = profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [];
+  const profileFlags = [...(profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : []), ...values['proxy-node-flags']!.split(' ').filter(Boolean)];
   children.push(
     BARE
       ? startChild('bare proxy', [root('loadtest/bench/bare-proxy.ts'), upstream, String(base + 1)], {}, profileFlags)
@@ -216,6 +222,8 @@ try {
   const ticksOf = (pids: number[]) => pids.reduce((sum, pid) => sum + (cpuTicks(pid) ?? 0), 0);
   const apiPids = () => withDescendants(pipeline!.supervisor.children().get('api')!.pid!);
   if (STAGES_STOPPED) signalStages('SIGSTOP');
+  const monitored = MONITOR ? [process.pid, ...children.map((c) => c.pid!)] : [];
+  for (const pid of monitored) process.kill(pid, 'SIGUSR2');
   const clientCpuBefore = process.cpuUsage();
   const cpuBefore = { upstream: cpuTicks(upstreamChild.pid!) ?? 0, proxy: cpuTicks(proxyChild.pid!) ?? 0, api: ticksOf(apiPids()), stages: ticksOf(stagePids()) };
   console.log(
@@ -248,6 +256,7 @@ try {
   }
   if (!PAIRS) process.stdout.write('\n');
   const clientCpu = process.cpuUsage(clientCpuBefore);
+  for (const pid of monitored) process.kill(pid, 'SIGUSR2');
   const apiTicks = ticksOf(apiPids()) - cpuBefore.api;
   const stageTicks = ticksOf(stagePids()) - cpuBefore.stages;
   if (STAGES_STOPPED) signalStages('SIGCONT');
