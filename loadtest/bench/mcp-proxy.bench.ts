@@ -28,7 +28,7 @@
  * per-pair p99 both).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Agent, request } from 'node:http';
@@ -54,7 +54,7 @@ const { values } = parseArgs({
     profile: { type: 'boolean', default: false },
     bare: { type: 'boolean', default: false },
     monitor: { type: 'boolean', default: false },
-    'proxy-node-flags': { type: 'string', default: '' },
+    'proxy-node-flags': { type: 'string' },
   },
 });
 const RATE = Number(values.rate);
@@ -71,6 +71,13 @@ const WARMUP = 200;
 if (!['nice', 'stopped'].includes(values.stages!)) throw new Error(`--stages nice|stopped, got ${values.stages}`);
 const PLAN = { tool_invocations: { search_docs: '0.002', '*': '0.001' }, duration_buckets: [{ max_seconds: null, rate: '0' }] };
 const root = (path: string) => fileURLToPath(new URL(`../../${path}`, import.meta.url));
+/**
+ * The Node flags of the proxy process: those `npm run mcp-proxy` runs it with (its GC settings),
+ * read from package.json so that the benchmark measures the proxy as it is run; `--proxy-node-flags`
+ * replaces them (`--proxy-node-flags=` for none).
+ */
+const scriptFlags = (JSON.parse(readFileSync(root('package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts['mcp-proxy'].split(' ').filter((word) => /^--[a-z-]+(=\S+)?$/.test(word) && word !== '--import');
+const PROXY_NODE_FLAGS = values['proxy-node-flags'] === undefined ? scriptFlags : values['proxy-node-flags'].split(' ').filter(Boolean);
 
 const agent = new Agent({ keepAlive: true, maxSockets: 64 });
 
@@ -157,7 +164,7 @@ try {
   const upstream = `http://127.0.0.1:${base}/mcp`;
   const proxied = `http://127.0.0.1:${base + 1}/mcp`;
   children.push(startChild('upstream', [root('examples/mcp-server/http.ts'), '--plain', '--port', String(base), ...(JSON_MODE ? ['--json'] : [])], {}));
-  const profileFlags = [...(profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : []), ...values['proxy-node-flags']!.split(' ').filter(Boolean)];
+  const profileFlags = [...(profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : []), ...PROXY_NODE_FLAGS];
   children.push(
     BARE
       ? startChild('bare proxy', [root('loadtest/bench/bare-proxy.ts'), upstream, String(base + 1)], {}, profileFlags)
@@ -226,6 +233,7 @@ try {
   for (const pid of monitored) process.kill(pid, 'SIGUSR2');
   const clientCpuBefore = process.cpuUsage();
   const cpuBefore = { upstream: cpuTicks(upstreamChild.pid!) ?? 0, proxy: cpuTicks(proxyChild.pid!) ?? 0, api: ticksOf(apiPids()), stages: ticksOf(stagePids()) };
+  console.log(`bench: the proxy runs with node ${PROXY_NODE_FLAGS.join(' ') || '(no flags)'}`);
   console.log(
     PAIRS
       ? `bench: ${RATE} tools/call per second through the proxy and ${RATE} direct, for ${SECONDS_EACH} s, interleaved per call (each ${1000 / RATE} ms one direct and one proxied call leave together in a random order; ${JSON_MODE ? 'JSON' : 'SSE'} answers)`
