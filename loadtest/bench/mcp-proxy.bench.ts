@@ -55,6 +55,7 @@ const { values } = parseArgs({
     bare: { type: 'boolean', default: false },
     monitor: { type: 'boolean', default: false },
     'proxy-node-flags': { type: 'string' },
+    'upstream-node-flags': { type: 'string', default: '' },
   },
 });
 const RATE = Number(values.rate);
@@ -163,7 +164,9 @@ try {
   profileDir = values.profile ? mkdtempSync(join(tmpdir(), 'mcp-proxy-prof-')) : undefined;
   const upstream = `http://127.0.0.1:${base}/mcp`;
   const proxied = `http://127.0.0.1:${base + 1}/mcp`;
-  children.push(startChild('upstream', [root('examples/mcp-server/http.ts'), '--plain', '--port', String(base), ...(JSON_MODE ? ['--json'] : [])], {}));
+  // --upstream-node-flags: a diagnostic (e.g. the proxy's GC flags on the upstream too, to see how much of the tails its pauses make); none by default.
+  const upstreamFlags = values['upstream-node-flags']!.split(' ').filter(Boolean);
+  children.push(startChild('upstream', [root('examples/mcp-server/http.ts'), '--plain', '--port', String(base), ...(JSON_MODE ? ['--json'] : [])], {}, upstreamFlags));
   const profileFlags = [...(profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : []), ...PROXY_NODE_FLAGS];
   children.push(
     BARE
@@ -233,7 +236,7 @@ try {
   for (const pid of monitored) process.kill(pid, 'SIGUSR2');
   const clientCpuBefore = process.cpuUsage();
   const cpuBefore = { upstream: cpuTicks(upstreamChild.pid!) ?? 0, proxy: cpuTicks(proxyChild.pid!) ?? 0, api: ticksOf(apiPids()), stages: ticksOf(stagePids()) };
-  console.log(`bench: the proxy runs with node ${PROXY_NODE_FLAGS.join(' ') || '(no flags)'}`);
+  console.log(`bench: the proxy runs with node ${PROXY_NODE_FLAGS.join(' ') || '(no flags)'}${upstreamFlags.length ? `, the upstream with node ${upstreamFlags.join(' ')}` : ''}`);
   console.log(
     PAIRS
       ? `bench: ${RATE} tools/call per second through the proxy and ${RATE} direct, for ${SECONDS_EACH} s, interleaved per call (each ${1000 / RATE} ms one direct and one proxied call leave together in a random order; ${JSON_MODE ? 'JSON' : 'SSE'} answers)`
