@@ -244,7 +244,7 @@ export async function startMcpProxy(options: McpProxyOptions): Promise<RunningPr
     body: Buffer,
     credential: Credential | undefined,
     pending: PendingCall[],
-    refusals: Record<string, unknown>[],
+    refusals: readonly Record<string, unknown>[],
     batch: boolean,
     sessionId?: string,
     initialize = false,
@@ -449,8 +449,8 @@ function uncorkLater(res: ServerResponse): void {
   if (!res.writableEnded && res.writableCorked > 0) res.uncork();
 }
 
-/** The common case of a request: no tools/call refused. */
-const NO_REFUSALS: Record<string, unknown>[] = [];
+/** The common case of a request: no tools/call refused (shared, so frozen). */
+const NO_REFUSALS: readonly Record<string, unknown>[] = Object.freeze([]);
 
 function firstValue(value: string | string[] | undefined): string | undefined {
   return Array.isArray(value) ? value[0] : value;
