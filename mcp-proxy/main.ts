@@ -3,6 +3,10 @@
 //     npm run mcp-proxy -- --upstream http://127.0.0.1:3000/mcp --listen 8090
 // Clients then use http://127.0.0.1:8090/mcp with their agentmeter API key in X-Api-Key (or
 // Authorization: Bearer). See README "MCP metering proxy".
+// `npm run mcp-proxy` runs it with `node --single-threaded-gc --max-semi-space-size=4`: on a
+// machine whose cores are busy, short young-generation collections done by the main thread alone
+// hold a response up less than the default ones (16 MiB, with helper threads that wait for a
+// core); measured in BENCHMARKS.md (issue 15).
 import { parseArgs } from 'node:util';
 import { AgentMeter } from '@agentmeter/sdk';
 import { createLogger } from '../pipeline/logger.js';

@@ -16,7 +16,7 @@ import { Agent as HttpAgent, createServer, request as httpRequest, type Incoming
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { urlToHttpOptions } from 'node:url';
-import { credentialFields, type AgentMeter, type AuthorizeDecision, type Credential, type ExecutionStatus, type MeterEvent } from '@agentmeter/sdk';
+import { credentialFields, type AgentMeter, type AuthorizeDecision, type AuthorizeRequest, type Credential, type ExecutionStatus, type MeterEvent } from '@agentmeter/sdk';
 import type { Logger } from '../pipeline/logger.js';
 import { classifyBody, outcomeOf, refusalMessage, responseKey, type CallOutcome, type ToolCall } from './jsonrpc.js';
 import { SseReader, sseEvent } from './sse.js';
@@ -105,15 +105,11 @@ export async function startMcpProxy(options: McpProxyOptions): Promise<RunningPr
   };
 
   const credentialOf = (headers: IncomingHttpHeaders): Credential | undefined => {
-    const header = (name: string) => {
-      const value = headers[name];
-      return Array.isArray(value) ? value[0] : value;
-    };
-    const apiKey = header(apiKeyHeader);
+    const apiKey = firstValue(headers[apiKeyHeader]);
     if (apiKey) return { apiKey };
-    const clientId = clientIdHeader ? header(clientIdHeader) : undefined;
+    const clientId = clientIdHeader ? firstValue(headers[clientIdHeader]) : undefined;
     if (clientId) return { clientId };
-    const bearer = /^Bearer\s+(\S+)$/i.exec(header('authorization') ?? '');
+    const bearer = /^Bearer\s+(\S+)$/i.exec(firstValue(headers.authorization) ?? '');
     return bearer ? { apiKey: bearer[1] } : undefined;
   };
 
@@ -195,6 +191,15 @@ export async function startMcpProxy(options: McpProxyOptions): Promise<RunningPr
     req.pipe(out);
   };
 
+  const authorizeCall = (credential: Credential | undefined, sessionId: string | undefined, call: ToolCall): Promise<AuthorizeDecision> | AuthorizeDecision => {
+    if (!credential) return { allowed: false, code: 'no_credential', reason: `the request carries no credential (${apiKeyHeader}, or Authorization: Bearer)`, source: 'api' };
+    // Built field by field (no spreads): this runs once per call.
+    const request: AuthorizeRequest = 'apiKey' in credential ? { apiKey: credential.apiKey, tool: call.tool } : { clientId: credential.clientId, tool: call.tool };
+    if ('clientSecret' in credential && credential.clientSecret !== undefined) (request as { clientSecret?: string }).clientSecret = credential.clientSecret;
+    if (sessionId) request.sessionId = sessionId;
+    return meter.authorize(request);
+  };
+
   const handlePost = async (req: IncomingMessage, res: ServerResponse, body: Buffer) => {
     const classified = classifyBody(body.toString('utf8'));
     if (classified.kind === 'malformed') {
@@ -204,34 +209,33 @@ export async function startMcpProxy(options: McpProxyOptions): Promise<RunningPr
     }
     stats.malformedMessages += classified.invalidMessages;
     const credential = credentialOf(req.headers);
-    const sessionHeader = req.headers['mcp-session-id'];
-    const sessionId = Array.isArray(sessionHeader) ? sessionHeader[0] : sessionHeader;
+    const sessionId = firstValue(req.headers['mcp-session-id']);
+    const calls = classified.calls;
 
-    const refusals: Record<string, unknown>[] = [];
-    const refusedKeys = new Set<string>();
-    if (authorizeCalls && classified.calls.length) {
-      const ask = (call: ToolCall): Promise<AuthorizeDecision> | AuthorizeDecision =>
-        credential
-          ? meter.authorize({ ...credential, ...(sessionId ? { sessionId } : {}), tool: call.tool })
-          : { allowed: false, code: 'no_credential', reason: `the request carries no credential (${apiKeyHeader}, or Authorization: Bearer)`, source: 'api' };
-      const decisions = classified.calls.length === 1 ? [await ask(classified.calls[0])] : await Promise.all(classified.calls.map(ask));
-      classified.calls.forEach((call, i) => {
-        if (decisions[i].allowed) return;
+    // Allocated only when a call is refused: the common path (one allowed call) builds no set, no array.
+    let refusals: Record<string, unknown>[] | undefined;
+    let refusedKeys: Set<string> | undefined;
+    if (authorizeCalls && calls.length) {
+      const decisions = calls.length === 1 ? [await authorizeCall(credential, sessionId, calls[0])] : await Promise.all(calls.map((call) => authorizeCall(credential, sessionId, call)));
+      for (let i = 0; i < calls.length; i++) {
+        if (decisions[i].allowed) continue;
         stats.refused++;
-        refusedKeys.add(call.key);
-        refusals.push(refusalMessage(call, decisions[i]));
-      });
+        (refusedKeys ??= new Set()).add(calls[i].key);
+        (refusals ??= []).push(refusalMessage(calls[i], decisions[i]));
+      }
     }
     const now = Date.now();
     const t0 = performance.now();
-    const pending: PendingCall[] = classified.calls.filter((c) => !refusedKeys.has(c.key)).map((c) => ({ ...c, startedAt: now, t0 }));
+    const pending: PendingCall[] = [];
+    for (const call of calls) if (!refusedKeys?.has(call.key)) pending.push({ id: call.id, key: call.key, tool: call.tool, startedAt: now, t0 });
     let outgoing = body;
-    if (refusals.length) {
-      const rest = classified.messages.filter((m) => !(typeof m === 'object' && m !== null && (m as { method?: unknown }).method === 'tools/call' && refusedKeys.has(JSON.stringify((m as { id?: unknown }).id))));
+    if (refusals && refusedKeys) {
+      const refused = refusedKeys;
+      const rest = classified.messages.filter((m) => !(typeof m === 'object' && m !== null && (m as { method?: unknown }).method === 'tools/call' && refused.has(JSON.stringify((m as { id?: unknown }).id))));
       if (rest.length === 0) return jsonReply(res, 200, classified.batch ? refusals : refusals[0]);
       outgoing = Buffer.from(JSON.stringify(classified.batch ? rest : rest[0]));
     }
-    forward(req, res, outgoing, credential, pending, refusals, classified.batch, sessionId, classified.initialize);
+    forward(req, res, outgoing, credential, pending, refusals ?? NO_REFUSALS, classified.batch, sessionId, classified.initialize);
   };
 
   const forward = (
@@ -240,7 +244,7 @@ export async function startMcpProxy(options: McpProxyOptions): Promise<RunningPr
     body: Buffer,
     credential: Credential | undefined,
     pending: PendingCall[],
-    refusals: Record<string, unknown>[],
+    refusals: readonly Record<string, unknown>[],
     batch: boolean,
     sessionId?: string,
     initialize = false,
@@ -443,6 +447,13 @@ function writeCorked(res: ServerResponse, chunk: Buffer): void {
 function uncorkLater(res: ServerResponse): void {
   // end() uncorks fully; the socket may serve the next request by now.
   if (!res.writableEnded && res.writableCorked > 0) res.uncork();
+}
+
+/** The common case of a request: no tools/call refused (shared, so frozen). */
+const NO_REFUSALS: readonly Record<string, unknown>[] = Object.freeze([]);
+
+function firstValue(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value[0] : value;
 }
 
 function jsonReply(res: ServerResponse, status: number, body: unknown): void {

@@ -28,7 +28,7 @@
  * per-pair p99 both).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Agent, request } from 'node:http';
@@ -53,6 +53,9 @@ const { values } = parseArgs({
     stages: { type: 'string', default: 'nice' },
     profile: { type: 'boolean', default: false },
     bare: { type: 'boolean', default: false },
+    monitor: { type: 'boolean', default: false },
+    'proxy-node-flags': { type: 'string' },
+    'upstream-node-flags': { type: 'string', default: '' },
   },
 });
 const RATE = Number(values.rate);
@@ -61,12 +64,21 @@ const BLOCK_MS = Number(values.block) * 1000;
 const JSON_MODE = values['upstream-mode'] === 'json';
 const STAGES_STOPPED = values.stages === 'stopped';
 const BARE = values.bare === true;
+/** --monitor: event-loop delay and GC pauses of the client, the upstream and the proxy over the measured seconds. */
+const MONITOR = values.monitor === true;
 const PAIRS = values.interleave === 'pairs';
 if (!['pairs', 'blocks'].includes(values.interleave!)) throw new Error(`--interleave pairs|blocks, got ${values.interleave}`);
 const WARMUP = 200;
 if (!['nice', 'stopped'].includes(values.stages!)) throw new Error(`--stages nice|stopped, got ${values.stages}`);
 const PLAN = { tool_invocations: { search_docs: '0.002', '*': '0.001' }, duration_buckets: [{ max_seconds: null, rate: '0' }] };
 const root = (path: string) => fileURLToPath(new URL(`../../${path}`, import.meta.url));
+/**
+ * The Node flags of the proxy process: those `npm run mcp-proxy` runs it with (its GC settings),
+ * read from package.json so that the benchmark measures the proxy as it is run; `--proxy-node-flags`
+ * replaces them (`--proxy-node-flags=` for none).
+ */
+const scriptFlags = (JSON.parse(readFileSync(root('package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts['mcp-proxy'].split(' ').filter((word) => /^--[a-z-]+(=\S+)?$/.test(word) && word !== '--import');
+const PROXY_NODE_FLAGS = values['proxy-node-flags'] === undefined ? scriptFlags : values['proxy-node-flags'].split(' ').filter(Boolean);
 
 const agent = new Agent({ keepAlive: true, maxSockets: 64 });
 
@@ -109,7 +121,8 @@ async function openSession(url: string, apiKey: string): Promise<Record<string, 
 }
 
 function startChild(name: string, args: string[], env: Record<string, string>, nodeFlags: string[] = []): ChildProcess {
-  const child = spawn(process.execPath, [...nodeFlags, '--import', 'tsx', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit'] });
+  const monitor = MONITOR ? ['--import', root('loadtest/bench/stall-monitor.ts')] : [];
+  const child = spawn(process.execPath, [...nodeFlags, '--import', 'tsx', ...monitor, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit'] });
   child.on('exit', (code, signal) => {
     if (!stopping) console.error(`bench: ${name} exited (${code ?? signal})`);
   });
@@ -123,6 +136,7 @@ function percentile(sorted: number[], q: number): number {
 const fmt = (ms: number) => ms.toFixed(3);
 let stopping = false;
 
+if (MONITOR) await import('./stall-monitor.js');
 const world = await createScratchWorld({ LOG_LEVEL: 'error' });
 let pipeline: RunningPipeline | undefined;
 let profileDir: string | undefined;
@@ -150,8 +164,10 @@ try {
   profileDir = values.profile ? mkdtempSync(join(tmpdir(), 'mcp-proxy-prof-')) : undefined;
   const upstream = `http://127.0.0.1:${base}/mcp`;
   const proxied = `http://127.0.0.1:${base + 1}/mcp`;
-  children.push(startChild('upstream', [root('examples/mcp-server/http.ts'), '--plain', '--port', String(base), ...(JSON_MODE ? ['--json'] : [])], {}));
-  const profileFlags = profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [];
+  // --upstream-node-flags: a diagnostic (e.g. the proxy's GC flags on the upstream too, to see how much of the tails its pauses make); none by default.
+  const upstreamFlags = values['upstream-node-flags']!.split(' ').filter(Boolean);
+  children.push(startChild('upstream', [root('examples/mcp-server/http.ts'), '--plain', '--port', String(base), ...(JSON_MODE ? ['--json'] : [])], {}, upstreamFlags));
+  const profileFlags = [...(profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : []), ...PROXY_NODE_FLAGS];
   children.push(
     BARE
       ? startChild('bare proxy', [root('loadtest/bench/bare-proxy.ts'), upstream, String(base + 1)], {}, profileFlags)
@@ -216,8 +232,11 @@ try {
   const ticksOf = (pids: number[]) => pids.reduce((sum, pid) => sum + (cpuTicks(pid) ?? 0), 0);
   const apiPids = () => withDescendants(pipeline!.supervisor.children().get('api')!.pid!);
   if (STAGES_STOPPED) signalStages('SIGSTOP');
+  const monitored = MONITOR ? [process.pid, ...children.map((c) => c.pid!)] : [];
+  for (const pid of monitored) process.kill(pid, 'SIGUSR2');
   const clientCpuBefore = process.cpuUsage();
   const cpuBefore = { upstream: cpuTicks(upstreamChild.pid!) ?? 0, proxy: cpuTicks(proxyChild.pid!) ?? 0, api: ticksOf(apiPids()), stages: ticksOf(stagePids()) };
+  console.log(`bench: the proxy runs with node ${PROXY_NODE_FLAGS.join(' ') || '(no flags)'}${upstreamFlags.length ? `, the upstream with node ${upstreamFlags.join(' ')}` : ''}`);
   console.log(
     PAIRS
       ? `bench: ${RATE} tools/call per second through the proxy and ${RATE} direct, for ${SECONDS_EACH} s, interleaved per call (each ${1000 / RATE} ms one direct and one proxied call leave together in a random order; ${JSON_MODE ? 'JSON' : 'SSE'} answers)`
@@ -248,6 +267,7 @@ try {
   }
   if (!PAIRS) process.stdout.write('\n');
   const clientCpu = process.cpuUsage(clientCpuBefore);
+  for (const pid of monitored) process.kill(pid, 'SIGUSR2');
   const apiTicks = ticksOf(apiPids()) - cpuBefore.api;
   const stageTicks = ticksOf(stagePids()) - cpuBefore.stages;
   if (STAGES_STOPPED) signalStages('SIGCONT');
