@@ -1,6 +1,7 @@
 // The HTTP server: ingest, authorize, admin API, quotes, invoices, COGS.
 // API_PROCESSES > 1 forks that many processes sharing the port (node:cluster).
 import cluster from 'node:cluster';
+import type { Server } from 'node:http';
 import { serve } from '@hono/node-server';
 import { loadConfigOrExit } from '../pipeline/config.js';
 import { subscribeControl } from '../pipeline/control.js';
@@ -44,7 +45,11 @@ if (processes > 1 && cluster.isPrimary) {
   const control = subscribeControl(config.REDIS_URL, config.REDIS_PREFIX, applyControl, log);
   const server = serve({ fetch: app.fetch, port: config.HTTP_PORT, hostname: config.HTTP_HOST, createServer }, (info) =>
     log.info({ port: info.port, host: config.HTTP_HOST }, 'api listening'),
-  );
+  ) as Server;
+  // Keep idle keep-alive connections longer than clients and load balancers do (commonly 60 s):
+  // a server that closes first races the client's next request on that socket (ECONNRESET).
+  server.keepAliveTimeout = 65_000;
+  server.headersTimeout = 66_000;
   const stop = async () => {
     log.info('stopping: closing the server');
     const force = setTimeout(() => process.exit(1), 10_000);
