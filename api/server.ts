@@ -72,7 +72,7 @@ export function createApp(deps: AppDeps): CreatedApp {
   });
   app.get('/metrics', async (c) => c.body(await metrics.registry.metrics(), 200, { 'content-type': metrics.registry.contentType }));
 
-  app.route('/', createIngestRoutes({ config, redis, tokens, metrics, log }));
+  app.route('/', createIngestRoutes({ config, redis, tokens, metrics, log, resolver }));
   const webhooks = { allowPrivateNetworks: config.WEBHOOK_ALLOW_PRIVATE_NETWORKS, secretKey: config.WEBHOOK_SECRET_KEY };
   app.route('/', createAdminRoutes({ sql, redis, prefix: config.REDIS_PREFIX, partitions: config.PARTITIONS, tokens, log, webhooks }));
   const authorize = createAuthorizeRoutes({ config, redis, resolver, tokens, sql, log });

@@ -68,6 +68,32 @@ describe('Redis Cluster connections', () => {
     expect(String(moved)).toMatch(/^\d+-\d+$/);
     await expect(cluster.eval("return redis.call('XLEN', KEYS[1]) + redis.call('XLEN', KEYS[2])", 2, `${prefix}events:in:{p3}`, `${prefix}events:in:{p4}`)).rejects.toThrow(/CROSSSLOT/);
   });
+
+  it('XINFO goes to the master of its key: no MOVED, so no reload of the slot map', async () => {
+    const streams = Array.from({ length: 6 }, (_, p) => `${prefix}events:lag:{p${p}}`);
+    for (const key of streams) {
+      await cluster.xadd(key, '*', 'e', '1');
+      await cluster.xgroup('CREATE', key, 'g', '0');
+    }
+    const masters = new Set(streams.map((key) => (cluster as Cluster).slots[keySlot(key)]?.[0]));
+    expect(masters.size).toBeGreaterThan(1);
+    await new Promise((resolve) => setTimeout(resolve, 300)); // a reload the connection started on its own is over
+    let reloads = 0;
+    const counted = () => reloads++;
+    cluster.on('refresh', counted);
+    try {
+      for (let round = 0; round < 5; round++) {
+        for (const key of streams) {
+          const [group] = (await cluster.xinfo('GROUPS', key)) as unknown[][];
+          expect(group[1]).toBe('g');
+          expect((await cluster.xinfo('STREAM', key)) as unknown[]).toContain('length');
+        }
+      }
+    } finally {
+      cluster.off('refresh', counted);
+    }
+    expect(reloads).toBe(0);
+  });
 });
 
 describe('a REDIS_URL that names the wrong kind of Redis', () => {

@@ -75,8 +75,27 @@ export function connectRedis(
         enableOfflineQueue: true,
       })
     : new Standalone(url, nodeOptions);
+  if (redis instanceof Cluster) routeXinfoBySlot(redis);
   reportRedisErrors(redis, name, options.log);
   return redis;
+}
+
+/**
+ * XINFO names its key after the subcommand, where the cluster client's command table knows of no
+ * key: unrouted, it goes to any node, and a MOVED reply from a node that does not hold the stream
+ * makes the client reload the whole slot map (a new connection, CLUSTER SLOTS and a pass over the
+ * 16,384 slots). The backpressure marks read XINFO GROUPS of every partition of every output
+ * several times a second, so most of those reads cost a reload. Routed by its key's slot, it
+ * goes straight to the master holding the stream.
+ */
+function routeXinfoBySlot(cluster: Cluster): void {
+  const send = cluster.sendCommand.bind(cluster);
+  cluster.sendCommand = ((command, stream, node) => {
+    // Command.getSlot() keeps a slot set before it is asked (ioredis 5).
+    const routed = command as unknown as { name: string; args: unknown[]; slot?: number | null };
+    if (!node && routed.name.toLowerCase() === 'xinfo' && routed.slot === undefined && routed.args.length >= 2) routed.slot = keySlot(String(routed.args[1]));
+    return send(command, stream, node);
+  }) as Cluster['sendCommand'];
 }
 
 /**

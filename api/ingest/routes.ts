@@ -11,6 +11,8 @@ import { ApiError, tooLarge, unavailable } from '../errors.js';
 import { readLimitedBody, redisDown } from '../http.js';
 import { decodeBody, eventsOf, normalizeBatch, type DuplicateItem, type RejectedItem } from './normalize.js';
 import { IngestWriteError, IngestWriter } from './writer.js';
+import { CustomerPartitions } from './customer-partitions.js';
+import type { AttributionResolver } from '../../store/attribution.js';
 
 export interface IngestDeps {
   config: Config;
@@ -18,6 +20,8 @@ export interface IngestDeps {
   tokens: TenantTokens;
   metrics?: Metrics;
   log: Logger;
+  /** With PARTITIONS > 1: events go to their customer's partition once their credential was looked up (CustomerPartitions). */
+  resolver?: Pick<AttributionResolver, 'resolveMany'>;
 }
 
 /** The 202 reply of `POST /v1/events`. */
@@ -51,7 +55,12 @@ export function refuseIfNothingTaken(batch: { accepted: unknown[]; duplicates: u
 
 export function createIngestRoutes(deps: IngestDeps): Hono<{ Variables: TenantAuthVariables }> {
   const { config, metrics, log } = deps;
-  const writer = new IngestWriter(deps.redis, config);
+  const { resolver } = deps;
+  const placement =
+    resolver && config.PARTITIONS > 1
+      ? new CustomerPartitions((items) => resolver.resolveMany(items), config.PARTITIONS, (err) => log.warn({ err }, 'ingest: looking up the partitions of credentials failed'))
+      : undefined;
+  const writer = new IngestWriter(deps.redis, config, undefined, placement);
   const app = new Hono<{ Variables: TenantAuthVariables }>();
 
   // A saturated machine answers slowly before the first stream fills; refusing past a number of

@@ -2,6 +2,7 @@ import { Cluster, type Redis as Standalone } from 'ioredis';
 import { masterFor, type Redis } from '../../pipeline/redis.js';
 import { BlockSizes, pathOf, Watermark } from '../../pipeline/backpressure.js';
 import { entryFields, MAX_BLOCK_EVENTS, newOrigin } from '../../pipeline/blocks.js';
+import { GroupCommit, packGroups } from './group-commit.js';
 import type { Config } from '../../pipeline/config.js';
 import { BEFORE_LEDGER, STREAMS } from '../../store/streams.js';
 import { partitionOf, partitionedKey } from '../../pipeline/keys.js';
@@ -39,21 +40,24 @@ function isOutOfMemory(err: unknown): boolean {
 }
 
 /**
- * Writes accepted events to `events:ingested`: one entry per partition per request, a block of
- * that request's events in the partition (see pipeline/blocks.ts; a request larger than
- * MAX_BLOCK_EVENTS in one partition makes several blocks, in one MULTI/EXEC), so a request's
- * events in one partition land all or nothing. Also holds the backpressure gate over every
- * partition of that stream.
+ * Writes accepted events to `events:ingested`: per partition, a request's events go whole into
+ * one block (see pipeline/blocks.ts), with those of the requests that arrived while the
+ * partition's previous write was in flight (GroupCommit); a write of several blocks (more than
+ * MAX_BLOCK_EVENTS events) is one MULTI/EXEC, so a request's events in one partition land all
+ * or nothing. Also holds the backpressure gate over every partition of that stream.
  */
 export class IngestWriter {
   private readonly watermark: Watermark;
   private readonly keys: string[];
   private readonly sizes = new BlockSizes();
+  private readonly commits = new GroupCommit<UsageEvent>((partition, groups) => this.writeGroups(partition, groups));
 
   constructor(
     private readonly redis: Redis,
     private readonly config: Config,
     backpressureCacheMs = 100,
+    /** Where an event goes (by default by tenant and credential, ingestPartitionKey): e.g. its customer's partition when known. */
+    private readonly placement?: { partitionOf(tenantId: string, credential: Credential): number },
   ) {
     this.keys = Array.from({ length: config.PARTITIONS }, (_, p) => partitionedKey(config.REDIS_PREFIX, STREAMS.ingested, p));
     const pathsByPartition = this.keys.map((_, p) => BEFORE_LEDGER.map((s) => partitionedKey(config.REDIS_PREFIX, s, p)));
@@ -76,27 +80,40 @@ export class IngestWriter {
     return this.watermark.open();
   }
 
+  /**
+   * Writes the events, each partition's share as one group: all of it lands or none of it. A
+   * group waits while a write of its partition is in flight and then goes with the groups that
+   * waited with it (GroupCommit); with nothing in flight it is written at once. Resolves once
+   * every partition's write succeeded; otherwise throws the first failure (an IngestWriteError),
+   * after every partition's write ended.
+   */
   async write(events: readonly UsageEvent[]): Promise<void> {
     const byPartition = new Map<number, UsageEvent[]>();
     for (const event of events) {
-      const partition = partitionOf(ingestPartitionKey(event.tenantId, event.credential), this.config.PARTITIONS);
+      const partition = this.placement
+        ? this.placement.partitionOf(event.tenantId, event.credential)
+        : partitionOf(ingestPartitionKey(event.tenantId, event.credential), this.config.PARTITIONS);
       const group = byPartition.get(partition);
       if (group) group.push(event);
       else byPartition.set(partition, [event]);
     }
-    const writes = [...byPartition].map(async ([partition, group]) => {
-      const key = this.keys[partition];
-      this.sizes.wrote(Math.ceil(group.length / MAX_BLOCK_EVENTS), group.length);
-      const blocks: (string | Buffer)[][] = [];
-      for (let from = 0; from < group.length; from += MAX_BLOCK_EVENTS) blocks.push(entryFields(group.slice(from, from + MAX_BLOCK_EVENTS), newOrigin()));
-      if (this.config.INGEST_DURABILITY === 'ack') await this.writeAcked(key, blocks);
-      else await this.writeDurable(key, blocks);
-    });
     // Wait for every partition before answering, so nothing is still being written when the caller hears of a failure.
-    const settled = await Promise.allSettled(writes);
+    const settled = await Promise.allSettled([...byPartition].map(([partition, group]) => this.commits.submit(partition, group)));
     this.watermark.added(events.length);
     const failure = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
     if (failure) throw failure.reason;
+  }
+
+  /** One write of a partition: the groups packed into blocks (whole, see packGroups), all in one atomic step. */
+  private async writeGroups(partition: number, groups: readonly (readonly UsageEvent[])[]): Promise<void> {
+    const key = this.keys[partition];
+    const packed = packGroups(groups, MAX_BLOCK_EVENTS);
+    let events = 0;
+    for (const block of packed) events += block.length;
+    this.sizes.wrote(packed.length, events);
+    const blocks = packed.map((block) => entryFields(block, newOrigin()));
+    if (this.config.INGEST_DURABILITY === 'ack') await this.writeAcked(key, blocks);
+    else await this.writeDurable(key, blocks);
   }
 
   /** INGEST_DURABILITY=ack: the blocks in one MULTI/EXEC, answered once Redis took them. */
