@@ -59,7 +59,9 @@ export function pipelineProcesses(options: StartOptions = {}): ChildSpec[] {
     {
       name: 'api',
       command: process.execPath,
-      args: [...nodeArgs, entry('api/main')],
+      // One GC thread: on a small box V8's parallel GC helpers wait for a core the API's own
+      // thread and Redis need, which showed in authorize's p99 (BENCHMARKS.md, issue 14).
+      args: ['--single-threaded-gc', ...nodeArgs, entry('api/main')],
       env: { ...options.env, API_PROCESSES: String(options.apiProcesses ?? 1) },
     },
   ];
