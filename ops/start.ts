@@ -49,6 +49,15 @@ export interface StartOptions {
 }
 
 /** The processes of a full pipeline, from source (tsx) or from dist/, whichever this file runs as. */
+/**
+ * A larger young generation (64 MiB semi-spaces, V8's default is 16): a stage holds a batch of
+ * blocks for up to a second (the ledger's consumers gather 20,000 events), long enough to outlive
+ * two scavenges at 16 MiB and be promoted, so the old generation's collector took 30% of
+ * from-ledger's busy time. +10-11% events/s ledgered at --rate max in two alternating pairs
+ * (BENCHMARKS.md, issue 13).
+ */
+const YOUNG_GENERATION = '--max-semi-space-size=64';
+
 export function pipelineProcesses(options: StartOptions = {}): ChildSpec[] {
   const fromSource = import.meta.url.endsWith('.ts');
   const ext = fromSource ? 'ts' : 'js';
@@ -61,7 +70,7 @@ export function pipelineProcesses(options: StartOptions = {}): ChildSpec[] {
       command: process.execPath,
       // One GC thread: on a small box V8's parallel GC helpers wait for a core the API's own
       // thread and Redis need, which showed in authorize's p99 (BENCHMARKS.md, issue 14).
-      args: ['--single-threaded-gc', ...nodeArgs, entry('api/main')],
+      args: ['--single-threaded-gc', YOUNG_GENERATION, ...nodeArgs, entry('api/main')],
       env: { ...options.env, API_PROCESSES: String(options.apiProcesses ?? 1) },
     },
   ];
@@ -71,7 +80,7 @@ export function pipelineProcesses(options: StartOptions = {}): ChildSpec[] {
   const stageProcess = (name: string, stages: readonly string[], slot: number): ChildSpec => ({
     name: `${name}#${slot}`,
     command: process.execPath,
-    args: [...nodeArgs, entry('stages/run'), stages.join(',')],
+    args: [YOUNG_GENERATION, ...nodeArgs, entry('stages/run'), stages.join(',')],
     env: { ...options.env, WORKER_SLOT: String(slot), METRICS_PORT: String(basePort === 0 ? 0 : port++) },
     nice,
   });
