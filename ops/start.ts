@@ -48,7 +48,6 @@ export interface StartOptions {
   env?: Record<string, string>;
 }
 
-/** The processes of a full pipeline, from source (tsx) or from dist/, whichever this file runs as. */
 /**
  * A larger young generation (64 MiB semi-spaces, V8's default is 16): a stage holds a batch of
  * blocks for up to a second (the ledger's consumers gather 20,000 events), long enough to outlive
@@ -58,6 +57,7 @@ export interface StartOptions {
  */
 const YOUNG_GENERATION = '--max-semi-space-size=64';
 
+/** The processes of a full pipeline, from source (tsx) or from dist/, whichever this file runs as. */
 export function pipelineProcesses(options: StartOptions = {}): ChildSpec[] {
   const fromSource = import.meta.url.endsWith('.ts');
   const ext = fromSource ? 'ts' : 'js';

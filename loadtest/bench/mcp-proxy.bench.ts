@@ -149,13 +149,17 @@ try {
   console.log(`bench: scratch world ${world.dbName}; starting the pipeline`);
   // Stopped stages: the API keeps taking events onto its stream (no backpressure from the lag or
   // the age of what waits there) until the stages resume and bill them.
-  pipeline = await startPipeline(world, { LOG_LEVEL: 'error', ...(STAGES_STOPPED ? { INGEST_MAX_QUEUE_MS: '0', INGEST_MAX_QUEUE_EVENTS: '1000000', BACKPRESSURE_HIGH: '1000000', BACKPRESSURE_LOW: '500000' } : {}) });
-  // The stage workers bill the proxied calls in the machine's spare time (the API, which answers
-  // authorize and takes the events, keeps its priority): the figures are the proxy's, not those
-  // of a billing pipeline sharing its two cores. The ledger is checked once they have drained.
+  // The stage workers bill the proxied calls in the machine's spare time (STAGE_NICE; the API,
+  // which answers authorize and takes the events, keeps its priority): the figures are the
+  // proxy's, not those of a billing pipeline sharing its two cores. The ledger is checked once
+  // they have drained.
   const reniceStages = Number(values['renice-stages']);
+  pipeline = await startPipeline(world, {
+    LOG_LEVEL: 'error',
+    STAGE_NICE: String(reniceStages),
+    ...(STAGES_STOPPED ? { INGEST_MAX_QUEUE_MS: '0', INGEST_MAX_QUEUE_EVENTS: '1000000', BACKPRESSURE_HIGH: '1000000', BACKPRESSURE_LOW: '500000' } : {}),
+  });
   const stagePids = () => [...pipeline!.supervisor.children()].flatMap(([name, child]) => (name !== 'api' && child.pid ? [child.pid] : []));
-  if (!STAGES_STOPPED && reniceStages) for (const pid of stagePids()) setPriority(pid, reniceStages);
   signalStages = (signal) => {
     for (const pid of stagePids()) process.kill(pid, signal);
   };
