@@ -200,6 +200,26 @@ function attributionReply(attribution: Attribution): NonNullable<AuthorizeReply[
   };
 }
 
+/** A cap's limit as text, once per cap object (the caps are read again at most every second). */
+const limitTexts = new WeakMap<CapStanding['cap'], string>();
+/** Period ends as ISO text: nearly every answer names the same few. */
+const isoTimes = new Map<number, string>();
+
+function limitText(cap: CapStanding['cap']): string {
+  let text = limitTexts.get(cap);
+  if (text === undefined) limitTexts.set(cap, (text = formatNano(cap.limitNano)));
+  return text;
+}
+
+function isoTime(ms: number): string {
+  let text = isoTimes.get(ms);
+  if (text === undefined) {
+    if (isoTimes.size >= 1_000) isoTimes.clear();
+    isoTimes.set(ms, (text = new Date(ms).toISOString()));
+  }
+  return text;
+}
+
 function standingReply(s: CapStanding): CapStandingReply {
   return {
     cap_id: s.cap.id,
@@ -211,9 +231,9 @@ function standingReply(s: CapStanding): CapStandingReply {
     period_key: s.periodKey,
     spent: formatNano(s.spent),
     reserved: formatNano(s.reserved),
-    limit: formatNano(s.cap.limitNano),
+    limit: limitText(s.cap),
     remaining: formatNano(s.remaining),
-    resets_at: new Date(s.resetsAt).toISOString(),
+    resets_at: isoTime(s.resetsAt),
   };
 }
 

@@ -61,11 +61,23 @@ function numberToDecimalString(value: number): string {
 export function formatScaled(value: bigint, decimals: number, minDecimals = 0): string {
   const negative = value < 0n;
   const abs = negative ? -value : value;
-  const base = 10n ** BigInt(decimals);
+  const base = scaleOf(decimals);
   const whole = abs / base;
-  let fraction = (abs % base).toString().padStart(decimals, '0').replace(/0+$/, '');
+  let fraction = abs % base === 0n ? '' : trimZeros((abs % base).toString().padStart(decimals, '0'));
   if (fraction.length < minDecimals) fraction = fraction.padEnd(minDecimals, '0');
   return (negative ? '-' : '') + whole.toString() + (fraction ? '.' + fraction : '');
+}
+
+/** 10^decimals, computed once per scale (an authorize answer formats a dozen amounts). */
+const scales: bigint[] = [];
+function scaleOf(decimals: number): bigint {
+  return (scales[decimals] ??= 10n ** BigInt(decimals));
+}
+
+function trimZeros(digits: string): string {
+  let end = digits.length;
+  while (end > 0 && digits.charCodeAt(end - 1) === 48) end--;
+  return digits.slice(0, end);
 }
 
 export function formatNano(nano: Nano, minDecimals = 0): string {

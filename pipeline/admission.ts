@@ -54,7 +54,7 @@ export interface AdmissionReply {
 type ScriptArg = string | number;
 
 interface AdmissionRedis {
-  authorizeAdmission(anchorKey: string, ...args: ScriptArg[]): Promise<(string | number)[][]>;
+  authorizeAdmission(anchorKey: string, ...args: ScriptArg[]): Promise<string>;
   releaseReservations(anchorKey: string, ...args: ScriptArg[]): Promise<number>;
   windowTotals(anchorKey: string, ...args: ScriptArg[]): Promise<[string, number][]>;
 }
@@ -75,20 +75,30 @@ function withScripts(redis: Redis): Redis & AdmissionRedis {
  * One request as authorize-1.lua reads it: a JSON array of strings, one script argument (Redis
  * decodes it with cjson, in C). About 35 arguments per request cost the caller a RESP header and
  * a string concatenation each (ioredis) and most of its allocations on this path; one JSON string
- * per request costs one JSON.stringify.
+ * per request costs one JSON.stringify. The fields that are the same on every call of one caller
+ * (keys, limits) come first: `admissionPrefix` encodes them once for a caller that keeps it.
  */
-function admissionArg(request: AdmissionRequest): string {
+export function admissionPrefix(request: AdmissionRequest): string {
   const rate = request.rate;
   const sessions = request.sessions;
   const fields: string[] = [String(request.flagKeys.length), ...request.flagKeys];
-  fields.push(rate?.key ?? '', rate?.limit !== undefined ? String(rate.limit) : '', String(rate?.windowMs ?? 0), rate?.member ?? '');
+  fields.push(rate?.key ?? '', rate?.limit !== undefined ? String(rate.limit) : '', String(rate?.windowMs ?? 0));
   fields.push(sessions?.key ?? '', sessions?.max !== undefined ? String(sessions.max) : '', sessions?.session ?? '', String(sessions?.idleMs ?? 0));
   fields.push(String(request.budgets.length));
   for (const budget of request.budgets) {
     fields.push(budget.counterKey, budget.limit.toString(), budget.hard ? '1' : '0', budget.overrideKey ?? '', budget.window ? `${budget.window.bucketMs}:${budget.window.buckets}` : '');
   }
+  const json = jsonForCjson(fields);
+  return json.slice(0, -1) + ',';
+}
+
+/** The whole argument of one request: its prefix (from `admissionPrefix`, given when kept) and what changes per call. */
+function admissionArg(request: AdmissionRequest, prefix = admissionPrefix(request)): string {
   const reservation = request.reservation;
-  fields.push(reservation ? reservation.estimate.toString() : '', reservation?.id ?? '', String(reservation?.ttlMs ?? 0));
+  return prefix + jsonForCjson([request.rate?.member ?? '', reservation ? reservation.estimate.toString() : '', reservation?.id ?? '', String(reservation?.ttlMs ?? 0)]).slice(1);
+}
+
+function jsonForCjson(fields: string[]): string {
   const json = JSON.stringify(fields);
   // A lone surrogate (possible in a session id from a JSON body) is escaped as \udXXX, which
   // cjson refuses: send it as the UTF-8 encoding sent it before, U+FFFD. (A backslash sent as
@@ -116,10 +126,12 @@ function parseReply(raw: (string | number)[]): AdmissionReply {
  * Decides requests that share a partition in one script call (one round trip). `anchorKey` is any
  * key with that partition's hash tag; `now` is passed in, so every request of a call sees one clock.
  */
-export async function admit(redis: Redis, anchorKey: string, requests: AdmissionRequest[], now = Date.now()): Promise<AdmissionReply[]> {
-  const args: ScriptArg[] = [now, requests.length];
-  for (const request of requests) args.push(admissionArg(request));
-  const replies = await withScripts(redis).authorizeAdmission(anchorKey, ...args);
+export function admit(redis: Redis, anchorKey: string, requests: AdmissionRequest[], now = Date.now()): Promise<AdmissionReply[]> {
+  return admitEncoded(redis, anchorKey, requests.map((request) => admissionArg(request)), now);
+}
+
+async function admitEncoded(redis: Redis, anchorKey: string, encoded: string[], now: number): Promise<AdmissionReply[]> {
+  const replies = JSON.parse(await withScripts(redis).authorizeAdmission(anchorKey, now, encoded.length, ...encoded)) as (string | number)[][];
   return replies.map(parseReply);
 }
 
@@ -132,7 +144,8 @@ export async function releaseReservations(redis: Redis, anchorKey: string, relea
 }
 
 interface Waiting {
-  request: AdmissionRequest;
+  /** The request as the script reads it (admissionArg). */
+  arg: string;
   resolve: (answer: { reply: AdmissionReply; now: number }) => void;
   reject: (err: unknown) => void;
 }
@@ -163,8 +176,12 @@ export class AdmissionBatcher {
     private readonly options: { maxInFlight?: number; maxBatch?: number } = {},
   ) {}
 
-  /** The reply to one request, and the clock its script call ran with. */
-  admit(anchorKey: string, request: AdmissionRequest): Promise<{ reply: AdmissionReply; now: number }> {
+  /**
+   * The reply to one request, and the clock its script call ran with. `prefix`: the request's
+   * `admissionPrefix`, when the caller keeps it for its next calls.
+   */
+  admit(anchorKey: string, request: AdmissionRequest, prefix?: string): Promise<{ reply: AdmissionReply; now: number }> {
+    const arg = admissionArg(request, prefix);
     let queue = this.queues.get(anchorKey);
     if (!queue) {
       queue = { waiting: [], inFlight: 0, scheduled: false };
@@ -172,7 +189,7 @@ export class AdmissionBatcher {
     }
     const q = queue;
     return new Promise((resolve, reject) => {
-      q.waiting.push({ request, resolve, reject });
+      q.waiting.push({ arg, resolve, reject });
       if (!q.scheduled && q.inFlight < (this.options.maxInFlight ?? 1)) {
         q.scheduled = true;
         setImmediate(() => {
@@ -200,7 +217,7 @@ export class AdmissionBatcher {
     const batch = queue.waiting.splice(0, size);
     queue.inFlight++;
     const now = Date.now();
-    admit(this.redis, anchorKey, batch.map((w) => w.request), now).then(
+    admitEncoded(this.redis, anchorKey, batch.map((w) => w.arg), now).then(
       (replies) => {
         queue.inFlight--;
         this.send(anchorKey, queue);

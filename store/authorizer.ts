@@ -3,7 +3,7 @@ import type { Redis } from '../pipeline/redis.js';
 import type { Credential } from '../domain/events.js';
 import { formatNano } from '../domain/money.js';
 import { customerPartitionKey, type Attribution } from '../domain/flow.js';
-import { AdmissionBatcher, releaseReservations, type AdmissionReply, type AdmissionRequest } from '../pipeline/admission.js';
+import { AdmissionBatcher, admissionPrefix, releaseReservations, type AdmissionReply, type AdmissionRequest } from '../pipeline/admission.js';
 import type { ControlMessage } from '../pipeline/control.js';
 import { partitionedKey, partitionOf } from '../pipeline/keys.js';
 import type { Sql } from '../pipeline/postgres.js';
@@ -60,6 +60,28 @@ interface ScopeChain {
   maxSessions?: number;
   until: number;
 }
+
+/**
+ * What authorize sends for one caller (a credential's chain, a session, a rate plan) and the caps
+ * it answers with: the same on every call until the chain is refreshed, the tenant's caps are read
+ * again or a day or month period ends, so it is built once and kept with the chain.
+ */
+interface CallerPlan {
+  ratePlanId: string | undefined;
+  capsVersion: object | undefined;
+  /** The end of the first day or month period among the caps (their counter keys change then). */
+  until: number;
+  anchorKey: string;
+  caps: { cap: SpendCap; periodKey: string; resetsAt: number }[];
+  /** Some cap is per session: its resets_at moves with the clock. */
+  sessionCaps: boolean;
+  /** Without the per-call fields (the rate window's member, a reservation). */
+  request: AdmissionRequest;
+  prefix: string;
+}
+
+/** Plans kept per chain (one per session id seen): beyond this many the chain's plans are dropped. */
+const MAX_PLANS_PER_CHAIN = 1_000;
 
 const RATE_WINDOW_MS = 60_000;
 const MAX_CHAINS = 50_000;
@@ -157,42 +179,76 @@ export class Authorizer {
         return;
       }
       const attribution = chain.resolution.attribution;
-      const partition = partitionOf(customerPartitionKey(ask.tenantId, attribution.customerId), this.options.partitions);
-      const key = (name: string) => partitionedKey(this.options.prefix, name, partition);
-      const caps = this.caps
-        .capsFor(ask.tenantId, plans[index] ? { ...attribution, ratePlanId: plans[index] } : attribution, ask.sessionId)
-        .flatMap((cap) => {
-          const period = capPeriod(cap, { recordedAt: now, sessionId: ask.sessionId });
-          return period ? [{ cap, periodKey: period.key, resetsAt: period.endsAt }] : [];
-        });
-      const owner = attribution.agentId ? `agent:${attribution.agentId}` : `app:${attribution.appId}`;
+      const plan = this.planOf(ask, chain, attribution, plans[index], now);
+      const caps =
+        plan.sessionCaps ?
+          plan.caps.map((c) => (c.cap.period === 'session' ? { ...c, resetsAt: capPeriod(c.cap, { recordedAt: now, sessionId: ask.sessionId })!.endsAt } : c))
+        : plan.caps;
       const estimate = ask.estimate !== undefined && ask.estimate > 0n ? ask.estimate : undefined;
       const reservationId = estimate !== undefined ? (ask.eventId ?? `rsv_${this.memberPrefix}${(this.sequence++).toString(36)}`) : undefined;
       const request: AdmissionRequest = {
-        flagKeys: pauseKeysFor(ask.tenantId, attribution, ask.sessionId).map(key),
-        budgets: caps.map(({ cap, periodKey }) => ({
-          counterKey: key(capCounterKey(cap, periodKey)),
-          limit: cap.limitNano,
-          hard: cap.action === 'pause',
-          overrideKey: key(capLiftedKey(ask.tenantId, cap.id, periodKey)),
-          ...(capWindow(cap) ? { window: capWindow(cap) } : {}),
-        })),
-        ...(chain.ratePerMinute
-          ? { rate: { key: key(rateWindowKey(ask.tenantId, owner)), limit: chain.ratePerMinute, windowMs: RATE_WINDOW_MS, member: `${this.memberPrefix}${(this.sequence++).toString(36)}` } }
-          : {}),
-        ...(chain.maxSessions
-          ? { sessions: { key: key(sessionsInUseKey(ask.tenantId, owner)), max: chain.maxSessions, ...(ask.sessionId ? { session: ask.sessionId } : {}), idleMs: this.options.sessionIdleMs } }
-          : {}),
+        ...plan.request,
+        ...(plan.request.rate ? { rate: { ...plan.request.rate, member: `${this.memberPrefix}${(this.sequence++).toString(36)}` } } : {}),
         ...(estimate !== undefined ? { reservation: { estimate, id: reservationId!, ttlMs: this.reservationTtlMs } } : {}),
       };
       admitted.push(
-        this.batcher.admit(key('authorize'), request).then(({ reply, now: at }) => {
+        this.batcher.admit(plan.anchorKey, request, plan.prefix).then(({ reply, now: at }) => {
           decisions[index] = decide(attribution, chain, caps, reply, request, at, reservationId);
         }),
       );
     });
     await Promise.all(admitted);
     return decisions;
+  }
+
+  private readonly plansByChain = new WeakMap<ScopeChain, Map<string, CallerPlan>>();
+
+  /** The caller's plan: kept with its chain while its caps and their periods hold (see CallerPlan). */
+  private planOf(ask: AuthorizeAsk, chain: ScopeChain, attribution: Attribution, ratePlanId: string | undefined, now: number): CallerPlan {
+    let plans = this.plansByChain.get(chain);
+    if (!plans) this.plansByChain.set(chain, (plans = new Map()));
+    const sessionKey = ask.sessionId ?? '';
+    const capsVersion = this.caps.version(ask.tenantId);
+    const kept = plans.get(sessionKey);
+    if (kept && kept.capsVersion === capsVersion && kept.ratePlanId === ratePlanId && now < kept.until) return kept;
+
+    const partition = partitionOf(customerPartitionKey(ask.tenantId, attribution.customerId), this.options.partitions);
+    const key = (name: string) => partitionedKey(this.options.prefix, name, partition);
+    let until = Number.POSITIVE_INFINITY;
+    const caps = this.caps.capsFor(ask.tenantId, ratePlanId ? { ...attribution, ratePlanId } : attribution, ask.sessionId).flatMap((cap) => {
+      const period = capPeriod(cap, { recordedAt: now, sessionId: ask.sessionId });
+      if (!period) return [];
+      if (cap.period === 'day' || cap.period === 'month') until = Math.min(until, period.endsAt);
+      return [{ cap, periodKey: period.key, resetsAt: period.endsAt }];
+    });
+    const owner = attribution.agentId ? `agent:${attribution.agentId}` : `app:${attribution.appId}`;
+    const request: AdmissionRequest = {
+      flagKeys: pauseKeysFor(ask.tenantId, attribution, ask.sessionId).map(key),
+      budgets: caps.map(({ cap, periodKey }) => ({
+        counterKey: key(capCounterKey(cap, periodKey)),
+        limit: cap.limitNano,
+        hard: cap.action === 'pause',
+        overrideKey: key(capLiftedKey(ask.tenantId, cap.id, periodKey)),
+        ...(capWindow(cap) ? { window: capWindow(cap) } : {}),
+      })),
+      ...(chain.ratePerMinute ? { rate: { key: key(rateWindowKey(ask.tenantId, owner)), limit: chain.ratePerMinute, windowMs: RATE_WINDOW_MS, member: '' } } : {}),
+      ...(chain.maxSessions
+        ? { sessions: { key: key(sessionsInUseKey(ask.tenantId, owner)), max: chain.maxSessions, ...(ask.sessionId ? { session: ask.sessionId } : {}), idleMs: this.options.sessionIdleMs } }
+        : {}),
+    };
+    const plan: CallerPlan = {
+      ratePlanId,
+      capsVersion,
+      until,
+      anchorKey: key('authorize'),
+      caps,
+      sessionCaps: caps.some((c) => c.cap.period === 'session'),
+      request,
+      prefix: admissionPrefix(request),
+    };
+    if (plans.size >= MAX_PLANS_PER_CHAIN) plans.clear();
+    plans.set(sessionKey, plan);
+    return plan;
   }
 
   /**

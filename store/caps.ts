@@ -117,6 +117,11 @@ export class CapBook {
     return caps;
   }
 
+  /** Changes (by identity) whenever the tenant's caps are read again: what was built from them may be kept until then. */
+  version(tenantId: string): object | undefined {
+    return this.tenants.get(tenantId);
+  }
+
   /** Whether the tenant has caps on plans (authorize then needs the caller's plan). */
   hasPlanCaps(tenantId: string): boolean {
     return this.withPlanCaps.has(tenantId);

@@ -217,7 +217,7 @@ try {
     run.roundTrip.sort();
     const f = (ms: number) => `${ms.toFixed(3)} ms`;
     console.log(
-      `concurrency ${String(concurrency).padStart(3)}: server p50 ${f(percentile(run.server, 0.5))} p99 ${f(percentile(run.server, 0.99))}` +
+      `concurrency ${String(concurrency).padStart(3)}: server p50 ${f(percentile(run.server, 0.5))} p90 ${f(percentile(run.server, 0.9))} p99 ${f(percentile(run.server, 0.99))} p99.9 ${f(percentile(run.server, 0.999))}` +
         ` | round trip p50 ${f(percentile(run.roundTrip, 0.5))} p99 ${f(percentile(run.roundTrip, 0.99))}` +
         ` | ${Math.round(requests / run.seconds)} calls/s` +
         ` | CPU per call: server thread ${perCall('server')}, rest of the process (client thread, GC helpers) ${perCall('rest')}, Redis ${perCall('redis')},` +

@@ -8,12 +8,14 @@
   ARGV[1]   now (epoch ms)
   ARGV[2]   number of requests
   ARGV[3..] one per request: a JSON array of strings (decoded by cjson, in C: one argument per
-            request instead of about 35 keeps the caller's encoding and Redis's parsing cheap):
+            request instead of about 35 keeps the caller's encoding and Redis's parsing cheap).
+            What is the same on every call of one caller comes first (the caller encodes it once),
+            what changes per call last:
     nFlags, nFlags x flagKey
-    rateKey|'', rateLimit|'', rateWindowMs, rateMember
+    rateKey|'', rateLimit|'', rateWindowMs
     sessionsKey|'', sessionsMax|'', sessionMember|'', sessionIdleMs
     nBudgets, nBudgets x (counterKey, limit, hard (1|0), overrideKey|'', window|'')
-    estimate|'', reservationId, reservationTtlMs
+    rateMember, estimate|'', reservationId, reservationTtlMs
   A budget's reservations live beside its counter: counterKey..':rz' (ZSET id -> expiry ms),
   counterKey..':ra' (HASH id -> amount), counterKey..':rs' (their sum). Amounts and totals are
   decimal strings compared exactly (a Lua number is a double: not exact past 2^53).
@@ -27,7 +29,9 @@
     hard budget: spent + reserved + estimate > limit (no override key) -> 'budget', its index
   Admitted: 'ok'; the window gets rateMember, the session is touched, and with an estimate each
   budget gets a reservation that expires after reservationTtlMs unless released earlier.
-  Reply per request: { verdict, detail, rateUsed, sessionsActive, spent1, reserved1, freesAt1, spent2, ... }
+  Reply: one JSON text (cjson, in C: one bulk string for the caller to parse, not ten replies per
+  request), an array with per request [ verdict, detail, rateUsed, sessionsActive, spent1,
+  reserved1, freesAt1, spent2, ... ] (amounts as decimal strings, counts and times as numbers).
   freesAt (rolling budgets, else 0): when spent + reserved + max(estimate, 1) fits under the limit
   as old buckets leave (when the oldest leaves if it fits already; 0 when nothing is counted).
 ]]
@@ -64,12 +68,12 @@ local function add(a, b)
   return nonNegative(string.reverse(table.concat(result)))
 end
 
--- Drops the expired reservations of a budget (a bounded number per call) and returns their sum left.
-local function reservedOf(counterKey)
+-- Drops the expired reservations of a budget (a bounded number per call) and returns their sum
+-- left; `total` is the sum as read (false when it does not exist).
+local function reservedOf(counterKey, total)
   local zset, amounts, sum = counterKey .. ':rz', counterKey .. ':ra', counterKey .. ':rs'
   -- No sum, no live reservation: the three keys are made and extended together (and a DECRBY
   -- here would leave a negative sum without a TTL).
-  local total = redis.call('GET', sum)
   if not total then return '0' end
   local expired = redis.call('ZRANGEBYSCORE', zset, '-inf', now, 'LIMIT', 0, 64)
   if #expired == 0 then return nonNegative(total) end
@@ -98,8 +102,8 @@ for r = 1, count do
   local nFlags = tonumber(a[pos]); pos = pos + 1
   request.flags = {}
   for f = 1, (nFlags or 0) do request.flags[f] = a[pos]; pos = pos + 1 end
-  request.rateKey, request.rateLimit, request.rateWindow, request.rateMember = a[pos], a[pos + 1], tonumber(a[pos + 2]), a[pos + 3]
-  pos = pos + 4
+  request.rateKey, request.rateLimit, request.rateWindow = a[pos], a[pos + 1], tonumber(a[pos + 2])
+  pos = pos + 3
   request.sessionsKey, request.sessionsMax, request.session, request.sessionIdle = a[pos], a[pos + 1], a[pos + 2], tonumber(a[pos + 3])
   pos = pos + 4
   local nBudgets = tonumber(a[pos]); pos = pos + 1
@@ -108,18 +112,25 @@ for r = 1, count do
     request.budgets[b] = { key = a[pos], limit = a[pos + 1], hard = a[pos + 2] == '1', override = a[pos + 3], window = windowSpec(a[pos + 4]) }
     pos = pos + 5
   end
-  request.estimate, request.reservationId, request.reservationTtl = a[pos], a[pos + 1], tonumber(a[pos + 2])
+  request.rateMember, request.estimate, request.reservationId, request.reservationTtl = a[pos], a[pos + 1], a[pos + 2], tonumber(a[pos + 3])
   if nFlags == nil or nBudgets == nil or request.reservationTtl == nil then
     return redis.error_reply('authorize: malformed arguments at request ' .. r)
   end
 
   local verdict, detail = 'ok', ''
 
-  if nFlags > 0 then
-    local values = redis.call('MGET', unpack(request.flags))
-    for _, value in ipairs(values) do
-      if value then verdict, detail = 'flag', value; break end
-    end
+  -- The flags, and each budget's total and reservation sum, in one MGET (rolling totals are
+  -- brought up to now first).
+  local keys = {}
+  for f = 1, nFlags do keys[f] = request.flags[f] end
+  for _, budget in ipairs(request.budgets) do
+    if budget.window then windowPrune(budget.key, budget.window, now) end
+    keys[#keys + 1] = budget.key
+    keys[#keys + 1] = budget.key .. ':rs'
+  end
+  local values = #keys > 0 and redis.call('MGET', unpack(keys)) or {}
+  for f = 1, nFlags do
+    if values[f] then verdict, detail = 'flag', values[f]; break end
   end
 
   local rateUsed = 0
@@ -133,13 +144,12 @@ for r = 1, count do
   end
 
   local sessionsActive = 0
-  local knownSession = false
   if request.sessionsKey ~= '' then
     redis.call('ZREMRANGEBYSCORE', request.sessionsKey, '-inf', now - request.sessionIdle)
     sessionsActive = redis.call('ZCARD', request.sessionsKey)
-    knownSession = request.session ~= '' and redis.call('ZSCORE', request.sessionsKey, request.session) ~= false
-    if verdict == 'ok' and request.session ~= '' and request.sessionsMax ~= '' and not knownSession
-      and sessionsActive >= tonumber(request.sessionsMax) then
+    -- Only a full set needs to know whether this session is in it already.
+    if verdict == 'ok' and request.session ~= '' and request.sessionsMax ~= '' and sessionsActive >= tonumber(request.sessionsMax)
+      and redis.call('ZSCORE', request.sessionsKey, request.session) == false then
       verdict, detail = 'sessions', tostring(sessionsActive)
     end
   end
@@ -147,9 +157,8 @@ for r = 1, count do
   local reply = { '', '', rateUsed, sessionsActive }
   local estimate = request.estimate ~= '' and nonNegative(request.estimate) or nil
   for b, budget in ipairs(request.budgets) do
-    if budget.window then windowPrune(budget.key, budget.window, now) end
-    budget.spent = nonNegative(redis.call('GET', budget.key))
-    budget.reserved = reservedOf(budget.key)
+    budget.spent = nonNegative(values[nFlags + 2 * b - 1])
+    budget.reserved = reservedOf(budget.key, values[nFlags + 2 * b])
     reply[#reply + 1] = budget.spent
     reply[#reply + 1] = budget.reserved
     reply[#reply + 1] = 0
@@ -171,9 +180,9 @@ for r = 1, count do
       reply[3] = rateUsed + 1
     end
     if request.sessionsKey ~= '' and request.session ~= '' then
-      redis.call('ZADD', request.sessionsKey, now, request.session)
+      -- ZADD counts what it added: 1 for a session not in the set yet.
+      reply[4] = sessionsActive + redis.call('ZADD', request.sessionsKey, now, request.session)
       redis.call('PEXPIRE', request.sessionsKey, request.sessionIdle)
-      if not knownSession then reply[4] = sessionsActive + 1 end
     end
     if estimate and estimate ~= '0' then
       for b, budget in ipairs(request.budgets) do
@@ -193,4 +202,4 @@ for r = 1, count do
   reply[1], reply[2] = verdict, detail
   replies[r] = reply
 end
-return replies
+return cjson.encode(replies)
