@@ -49,13 +49,14 @@ export interface StartOptions {
 }
 
 /**
- * A larger young generation (64 MiB semi-spaces, V8's default is 16): a stage holds a batch of
+ * A larger young generation (128 MiB semi-spaces, V8's default is 16): a stage holds a batch of
  * blocks for up to a second (the ledger's consumers gather 20,000 events), long enough to outlive
  * two scavenges at 16 MiB and be promoted, so the old generation's collector took 30% of
- * from-ledger's busy time. +10-11% events/s ledgered at --rate max in two alternating pairs
- * (BENCHMARKS.md, issue 13).
+ * from-ledger's busy time. 16 -> 64 MiB: +10-11% events/s ledgered at --rate max in two
+ * alternating pairs; 64 -> 128 MiB: +8% over two more pairs (256 MiB: no further gain within the
+ * spread). BENCHMARKS.md, issue 13.
  */
-const YOUNG_GENERATION = '--max-semi-space-size=64';
+const YOUNG_GENERATION = '--max-semi-space-size=128';
 
 /** The processes of a full pipeline, from source (tsx) or from dist/, whichever this file runs as. */
 export function pipelineProcesses(options: StartOptions = {}): ChildSpec[] {
