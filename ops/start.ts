@@ -58,6 +58,13 @@ export interface StartOptions {
  */
 const YOUNG_GENERATION = '--max-semi-space-size=128';
 
+/**
+ * V8's collector without helper threads: on a small box every core already runs a pipeline
+ * process, and the helpers only time-slice against them (API: authorize p99 1.67-2.47 ->
+ * 1.47-1.64 ms; stage processes: +5% events/s at --rate max in two alternating pairs).
+ */
+const ONE_GC_THREAD = '--single-threaded-gc';
+
 /** The processes of a full pipeline, from source (tsx) or from dist/, whichever this file runs as. */
 export function pipelineProcesses(options: StartOptions = {}): ChildSpec[] {
   const fromSource = import.meta.url.endsWith('.ts');
@@ -71,7 +78,7 @@ export function pipelineProcesses(options: StartOptions = {}): ChildSpec[] {
       command: process.execPath,
       // One GC thread: on a small box V8's parallel GC helpers wait for a core the API's own
       // thread and Redis need, which showed in authorize's p99 (BENCHMARKS.md, issue 14).
-      args: ['--single-threaded-gc', YOUNG_GENERATION, ...nodeArgs, entry('api/main')],
+      args: [ONE_GC_THREAD, YOUNG_GENERATION, ...nodeArgs, entry('api/main')],
       env: { ...options.env, API_PROCESSES: String(options.apiProcesses ?? 1) },
     },
   ];
@@ -81,7 +88,7 @@ export function pipelineProcesses(options: StartOptions = {}): ChildSpec[] {
   const stageProcess = (name: string, stages: readonly string[], slot: number): ChildSpec => ({
     name: `${name}#${slot}`,
     command: process.execPath,
-    args: [YOUNG_GENERATION, ...nodeArgs, entry('stages/run'), stages.join(',')],
+    args: [ONE_GC_THREAD, YOUNG_GENERATION, ...nodeArgs, entry('stages/run'), stages.join(',')],
     env: { ...options.env, WORKER_SLOT: String(slot), METRICS_PORT: String(basePort === 0 ? 0 : port++) },
     nice,
   });
