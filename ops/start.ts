@@ -76,8 +76,6 @@ export function pipelineProcesses(options: StartOptions = {}): ChildSpec[] {
     {
       name: 'api',
       command: process.execPath,
-      // One GC thread: on a small box V8's parallel GC helpers wait for a core the API's own
-      // thread and Redis need, which showed in authorize's p99 (BENCHMARKS.md, issue 14).
       args: [ONE_GC_THREAD, YOUNG_GENERATION, ...nodeArgs, entry('api/main')],
       env: { ...options.env, API_PROCESSES: String(options.apiProcesses ?? 1) },
     },
