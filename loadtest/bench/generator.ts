@@ -143,7 +143,21 @@ export async function runGenerator(
   // when it gave up): the server may or may not have them. A later 202 for them settles it.
   const doubt = new Bitset();
   const inFlightItems = new Set<Pending>();
+  /** Requests to send again, in the order they are due (notBefore ascending). */
   const retries: Pending[] = [];
+  // Kept sorted, so a pump takes the due ones from the front: under a long overload the list
+  // grows to thousands of requests, and scanning it on every answer made the generator the
+  // busiest process on the box, taking its cores from the pipeline it measures.
+  const queueRetry = (item: Pending): void => {
+    let lo = 0;
+    let hi = retries.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (retries[mid].notBefore <= item.notBefore) lo = mid + 1;
+      else hi = mid;
+    }
+    retries.splice(lo, 0, item);
+  };
   const latency202 = new Histogram();
   const latency429 = new Histogram();
   const rejectedSamples: unknown[] = [];
@@ -239,7 +253,7 @@ export async function runGenerator(
     item.attempts++;
     const backoff = baseMs * 2 ** Math.min(item.attempts - 1, 4);
     item.notBefore = Date.now() + backoff * (0.8 + 0.4 * Math.random());
-    retries.push(item);
+    queueRetry(item);
     backlogEvents += item.seqs.length;
     if (config.rate === 0) pausedUntil = Math.max(pausedUntil, Date.now() + baseMs);
   };
@@ -281,14 +295,10 @@ export async function runGenerator(
 
   function sendRetries(now: number): void {
     if (finished) return;
-    if (retries.length && inFlight < config.concurrency) {
-      for (let i = 0; i < retries.length && inFlight < config.concurrency; ) {
-        if (retries[i].notBefore <= now) {
-          const [item] = retries.splice(i, 1);
-          backlogEvents -= item.seqs.length;
-          post(item);
-        } else i++;
-      }
+    while (retries.length && inFlight < config.concurrency && retries[0].notBefore <= now) {
+      const item = retries.shift()!;
+      backlogEvents -= item.seqs.length;
+      post(item);
     }
   }
 
@@ -311,7 +321,7 @@ export async function runGenerator(
 
   if (config.prime) {
     for (const made of mix.prime(config.batch, Date.now())) {
-      retries.push({ body: JSON.stringify({ events: made.events }), seqs: made.seqs, attempts: 0, notBefore: 0 });
+      queueRetry({ body: JSON.stringify({ events: made.events }), seqs: made.seqs, attempts: 0, notBefore: 0 });
       backlogEvents += made.seqs.length;
     }
     await new Promise<void>((resolve) => {
