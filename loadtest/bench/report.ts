@@ -216,7 +216,11 @@ export function printReport(report: BenchReport): void {
     for (const hop of trace.hops) {
       console.log(`  ${hop.stage.padEnd(55)}${ms(hop.p50).padStart(7)}${ms(hop.p90).padStart(9)}${ms(hop.p99).padStart(9)}${ms(hop.max).padStart(9)}`);
     }
-    console.log(`  ${'ingest to ledgered stream, traced'.padEnd(55)}${ms(trace.total.p50).padStart(7)}${''.padStart(9)}${ms(trace.total.p99).padStart(9)}`);
+    console.log(`  ${'ingest to ledgered stream, traced'.padEnd(55)}${ms(trace.total.p50).padStart(7)}${ms(trace.total.p90).padStart(9)}${ms(trace.total.p99).padStart(9)}${ms(trace.total.max).padStart(9)}`);
+    if (trace.slowest?.length) {
+      console.log(`  slowest traced events (ms per hop: ${trace.hops.map((h) => h.stage.split(' ')[0]).join(', ')}):`);
+      for (const t of trace.slowest) console.log(`    ${t.ingestedAt}  ${String(t.totalMs).padStart(5)} ms = ${t.hopMs.join(' + ')}`);
+    }
   }
   console.log('\ntargets (this machine):');
   for (const t of report.targets) {

@@ -29,13 +29,19 @@ interface Trace {
   startedAt: number;
 }
 
+/** How many of the slowest traces the summary lists. */
+const SLOWEST_KEPT = 8;
 
 export class HopTracer {
   private readonly open: Trace[] = [];
+  /** Ingest entries already followed: at a low rate the newest entry is the same for several passes. */
+  private readonly followed = new Set<string>();
   readonly hops: Histogram[];
   readonly total = new Histogram();
   completed = 0;
   abandoned = 0;
+  /** The slowest traces: when each was ingested and the time of every hop, to tell a stall at one hop from slowness everywhere. */
+  private readonly slowest: { ingestedAt: number; totalMs: number; hopMs: number[] }[] = [];
   /** Only events ingested from this time (epoch ms) on are followed: the steady window. */
   from = Infinity;
 
@@ -59,6 +65,7 @@ export class HopTracer {
     // New traces: the newest few entries of the ingest stream.
     const newest = (await this.redis.xrevrangeBuffer(this.streams[0], '+', '-', 'COUNT', this.perPass)) as [Buffer, Buffer[]][];
     for (const [id, fields] of newest) {
+      if (this.followed.has(id.toString())) continue;
       let event: { eventId?: unknown; ingestNonce?: unknown; ingestedAt?: unknown } | undefined;
       try {
         const events = decodeEntry<typeof event>(id.toString(), fields).events;
@@ -74,6 +81,7 @@ export class HopTracer {
       const times: (number | undefined)[] = this.streams.map(() => undefined);
       times[0] = ingestedMs;
       const ingestedAt = typeof event.ingestedAt === 'number' ? event.ingestedAt : ingestedMs;
+      this.followed.add(id.toString());
       this.open.push({ needle, nonce: encodePayload(event.ingestNonce), ingestedAt, times, startedAt: now });
     }
     // Look for the open traces in every later stream, from the earliest time one of them could be there.
@@ -97,7 +105,9 @@ export class HopTracer {
         const t = trace.times as number[];
         this.hops[0].record(Math.max(0, t[0] - trace.ingestedAt));
         for (let s = 1; s < t.length; s++) this.hops[s].record(Math.max(0, t[s] - t[s - 1]));
-        this.total.record(Math.max(0, t[t.length - 1] - trace.ingestedAt));
+        const totalMs = Math.max(0, t[t.length - 1] - trace.ingestedAt);
+        this.total.record(totalMs);
+        this.keepIfSlow({ ingestedAt: trace.ingestedAt, totalMs, hopMs: t.map((at, s) => Math.max(0, at - (s === 0 ? trace.ingestedAt : t[s - 1]))) });
         this.completed++;
         this.open.splice(i, 1);
       } else if (now - trace.startedAt > 30_000) {
@@ -107,13 +117,20 @@ export class HopTracer {
     }
   }
 
-  summary(): { traced: number; abandoned: number; hops: { stage: string; p50: number; p90: number; p99: number; max: number }[]; total: { p50: number; p99: number } } {
+  private keepIfSlow(trace: { ingestedAt: number; totalMs: number; hopMs: number[] }): void {
+    this.slowest.push(trace);
+    this.slowest.sort((a, b) => b.totalMs - a.totalMs);
+    if (this.slowest.length > SLOWEST_KEPT) this.slowest.pop();
+  }
+
+  summary(): { traced: number; abandoned: number; hops: { stage: string; p50: number; p90: number; p99: number; max: number }[]; total: { p50: number; p90: number; p99: number; max: number }; slowest: { ingestedAt: string; totalMs: number; hopMs: number[] }[] } {
     const r = (v: number) => (Number.isFinite(v) ? Math.round(v * 10) / 10 : NaN);
     return {
       traced: this.completed,
       abandoned: this.abandoned,
       hops: this.hops.map((h, i) => ({ stage: this.names[i], p50: r(h.quantile(0.5)), p90: r(h.quantile(0.9)), p99: r(h.quantile(0.99)), max: r(h.max) })),
-      total: { p50: r(this.total.quantile(0.5)), p99: r(this.total.quantile(0.99)) },
+      total: { p50: r(this.total.quantile(0.5)), p90: r(this.total.quantile(0.9)), p99: r(this.total.quantile(0.99)), max: r(this.total.max) },
+      slowest: this.slowest.map((t) => ({ ingestedAt: new Date(t.ingestedAt).toISOString(), totalMs: t.totalMs, hopMs: t.hopMs })),
     };
   }
 }
