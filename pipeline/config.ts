@@ -53,6 +53,12 @@ const schema = z.object({
   CLAIM_IDLE_MS: int(30_000, 100),
   CLAIM_INTERVAL_MS: int(5_000, 50),
   MAX_DELIVERIES: int(5, 1),
+  /**
+   * A stage's handler that has not settled one attempt at a batch within this long is wedged (a
+   * database client waiting for an answer that will never come): its process exits, and the
+   * supervisor starts it afresh, which takes its pending entries back.
+   */
+  STAGE_HANDLER_TIMEOUT_MS: int(60_000, 1_000),
   BACKPRESSURE_HIGH: int(10_000, 1),
   BACKPRESSURE_LOW: int(5_000, 0),
   /**

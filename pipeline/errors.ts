@@ -64,3 +64,8 @@ export function surviveDependencyRejections(log: Logger): void {
     process.exit(1);
   });
 }
+
+/** A stage's handler did not settle within STAGE_HANDLER_TIMEOUT_MS: the process is not to be trusted to go on. */
+export class WedgedError extends Error {
+  override readonly name = 'WedgedError';
+}

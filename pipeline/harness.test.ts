@@ -220,6 +220,27 @@ describe('stage harness', () => {
     expect(await redis.xlen(deadLetterKey(PREFIX, 'outage', 0))).toBe(0);
   });
 
+  it('does not sit forever on a handler that never settles: the worker gives up, and a fresh start of the consumer finishes the batch', async () => {
+    const { input, output, inKey, outKey } = names();
+    await feed(inKey, 3);
+    const cfg = config({ STAGE_HANDLER_TIMEOUT_MS: '1000', CLAIM_IDLE_MS: '60000' });
+    const topology = [{ stream: input, group: 'wedge' }];
+    let failure: unknown;
+    const wedged = await runStage(
+      doubler(input, output, () => new Promise<EntryResult[]>(() => {}), 10, 'wedge'),
+      { config: cfg, log, metrics: new Metrics('test'), topology, consumer: 'wedge-1', onWorkerFailed: (err) => (failure = err) },
+    );
+    await until(async () => failure !== undefined, 5_000);
+    expect(String(failure)).toMatch(/WedgedError: the wedge handler did not settle within 1000 ms/);
+    await wedged.stop();
+    expect(await redis.xlen(outKey)).toBe(0);
+    // As the supervisor would: the same consumer started afresh takes its pending entries back.
+    const fresh = await start(doubler(input, output, undefined, 10, 'wedge'), topology, cfg, 'wedge-1');
+    await until(async () => (await redis.xlen(outKey)) === 3);
+    await fresh.stop();
+    expect(await outputs(outKey)).toEqual([0, 2, 4]);
+  });
+
   it('pauses reading while the output lag is over the high watermark and resumes below the low one', async () => {
     const { input, output, inKey, outKey } = names();
     await feed(inKey, 300);

@@ -166,4 +166,9 @@ export interface HarnessOptions {
   consumer?: string;
   /** Partitions this process serves; all by default. */
   partitions?: number[];
+  /**
+   * A partition worker stopped for good (its handler wedged): by default the process logs it and
+   * exits 1, and its supervisor starts it afresh (a restarted consumer takes its pending entries back).
+   */
+  onWorkerFailed?: (err: unknown) => void;
 }

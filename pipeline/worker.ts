@@ -6,7 +6,7 @@ import { ackArguments, parseAckReply, type AckCounted, type AckGroup, type AckIn
 import { BlockSizes, Watermark } from './backpressure.js';
 import { decodeEntry, FIELD } from './blocks.js';
 import { encodePayload } from './codec.js';
-import { describeError, isTransient } from './errors.js';
+import { describeError, isTransient, WedgedError } from './errors.js';
 import { deadLetterKey, errorsKey, partitionedKey, partitionOf } from './keys.js';
 import { forwardOnce, moveMarkerKey, waitForReplicas, type MovedEntry } from './move.js';
 import { connectRedis, keySlot } from './redis.js';
@@ -211,11 +211,29 @@ export class PartitionWorker<In> implements RecoveryHost {
     }
   }
 
-  /** Redis unreachable mid-batch, say: the entries stay pending and are claimed again later. */
+  /**
+   * One attempt of the handler, bounded: a promise that never settles (a database client
+   * waiting on a connection that was cut mid-query) would hold this partition, and everything
+   * serialized behind it, for good without an error to show for it.
+   */
+  private withinDeadline<R>(attempt: Promise<R>): Promise<R> {
+    const ms = this.config.STAGE_HANDLER_TIMEOUT_MS;
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new WedgedError(`the ${this.stage.name} handler did not settle within ${ms} ms`)), ms);
+    });
+    return Promise.race([attempt, deadline]).finally(() => clearTimeout(timer));
+  }
+
+  /**
+   * Redis unreachable mid-batch, say: the entries stay pending and are claimed again later. A
+   * wedged handler is not survived: it ends the worker's loop (and the process: see runStage).
+   */
   private async survive(work: () => Promise<void>): Promise<void> {
     try {
       await this.serialized(work);
     } catch (err) {
+      if (err instanceof WedgedError) throw err;
       if (this.stopping) return;
       this.metrics.errors.inc({ stage: this.stage.name, kind: 'process' });
       this.log.error({ err }, 'batch processing failed; entries stay pending');
@@ -311,11 +329,16 @@ export class PartitionWorker<In> implements RecoveryHost {
     const acks = await this.ackAndForward(blocks, results, redelivered);
     if (live.length) {
       try {
-        await this.handler.afterAck?.(
-          live.flatMap((b) => b.events),
-          live.flatMap((b) => acks.get(b) ?? b.events.map(() => ({ acked: false, crossed: [] }))),
+        await this.withinDeadline(
+          Promise.resolve(
+            this.handler.afterAck?.(
+              live.flatMap((b) => b.events),
+              live.flatMap((b) => acks.get(b) ?? b.events.map(() => ({ acked: false, crossed: [] }))),
+            ),
+          ),
         );
       } catch (err) {
+        if (err instanceof WedgedError) throw err;
         this.metrics.errors.inc({ stage: this.stage.name, kind: 'after-ack' });
         this.log.error({ err }, 'after-ack hook failed');
       }
@@ -343,12 +366,13 @@ export class PartitionWorker<In> implements RecoveryHost {
     let touchedAt = Date.now();
     for (;;) {
       try {
-        const results = await call(units);
+        const results = await this.withinDeadline(call(units));
         if (results.length !== units.length) {
           throw new Error(`handler returned ${results.length} results for ${units.length} entries`);
         }
         return results;
       } catch (err) {
+        if (err instanceof WedgedError) throw err;
         if (isTransient(err)) {
           this.metrics.errors.inc({ stage: this.stage.name, kind: 'dependency' });
           if (this.stopping) return undefined;
