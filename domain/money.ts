@@ -63,7 +63,8 @@ export function formatScaled(value: bigint, decimals: number, minDecimals = 0): 
   const abs = negative ? -value : value;
   const base = scaleOf(decimals);
   const whole = abs / base;
-  let fraction = abs % base === 0n ? '' : trimZeros((abs % base).toString().padStart(decimals, '0'));
+  const rest = abs % base;
+  let fraction = rest === 0n ? '' : trimZeros(rest.toString().padStart(decimals, '0'));
   if (fraction.length < minDecimals) fraction = fraction.padEnd(minDecimals, '0');
   return (negative ? '-' : '') + whole.toString() + (fraction ? '.' + fraction : '');
 }

@@ -51,12 +51,8 @@ export async function runStage<In>(stage: StageDefinition<In>, options: HarnessO
 
   const workers = partitions.map((partition) => new PartitionWorker(stage, handler, partition, consumer, redis, options, log));
   const trimmer = new Trimmer(stage, redis, options, partitions, log);
-  const failed =
-    options.onWorkerFailed ??
-    ((err: unknown) => {
-      log.fatal({ err }, 'a partition worker stopped: exiting, for the supervisor to start this process afresh');
-      process.exit(1);
-    });
+  // The worker has logged why it stopped; the supervisor starts this process afresh.
+  const failed = options.onWorkerFailed ?? (() => process.exit(1));
   const loops = workers.map((worker) => worker.run().catch(failed));
   trimmer.start();
   log.info({ consumer, partitions }, 'stage started');

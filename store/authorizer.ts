@@ -204,7 +204,7 @@ export class Authorizer {
   private readonly plansByChain = new WeakMap<ScopeChain, Map<string, CallerPlan>>();
 
   /** The caller's plan: kept with its chain while its caps and their periods hold (see CallerPlan). */
-  private planOf(ask: AuthorizeAsk, chain: ScopeChain, attribution: Attribution, ratePlanId: string | undefined, now: number): CallerPlan {
+  private planOf(ask: Pick<AuthorizeAsk, 'tenantId' | 'sessionId'>, chain: ScopeChain, attribution: Attribution, ratePlanId: string | undefined, now: number): CallerPlan {
     let plans = this.plansByChain.get(chain);
     if (!plans) this.plansByChain.set(chain, (plans = new Map()));
     const sessionKey = ask.sessionId ?? '';
@@ -279,16 +279,10 @@ export class Authorizer {
     const chain = await this.chainOf(ask.tenantId, ask.credential, now);
     if (!chain.resolution.ok) return { refusal: { code: chain.resolution.code, reason: chain.resolution.reason } };
     await this.caps.ensureTenants([ask.tenantId]);
-    const [plan] = await this.plansOf([ask], [chain], now);
-    const attribution = chain.resolution.attribution;
-    const partition = partitionOf(customerPartitionKey(ask.tenantId, attribution.customerId), this.options.partitions);
-    const releases = this.caps
-      .capsFor(ask.tenantId, { ...attribution, ...(plan ? { ratePlanId: plan } : {}) }, ask.sessionId)
-      .flatMap((cap) => {
-        const period = capPeriod(cap, { recordedAt: now, sessionId: ask.sessionId });
-        return period ? [{ counterKey: partitionedKey(this.options.prefix, capCounterKey(cap, period.key), partition), id: ask.reservationId }] : [];
-      });
-    return { released: await releaseReservations(this.redis, partitionedKey(this.options.prefix, 'authorize', partition), releases) };
+    const [ratePlanId] = await this.plansOf([ask], [chain], now);
+    const plan = this.planOf(ask, chain, chain.resolution.attribution, ratePlanId, now);
+    const releases = plan.request.budgets.map((budget) => ({ counterKey: budget.counterKey, id: ask.reservationId }));
+    return { released: await releaseReservations(this.redis, plan.anchorKey, releases) };
   }
 
   /**
