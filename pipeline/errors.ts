@@ -69,3 +69,12 @@ export function surviveDependencyRejections(log: Logger): void {
 export class WedgedError extends Error {
   override readonly name = 'WedgedError';
 }
+
+/** `work`, or the error made by `error` if it has not settled within `ms` (the work itself is left to finish unseen). */
+export function settleWithin<T>(work: Promise<T>, ms: number, error: () => Error): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(error()), ms);
+  });
+  return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
+}

@@ -6,7 +6,7 @@ import { ackArguments, parseAckReply, type AckCounted, type AckGroup, type AckIn
 import { BlockSizes, Watermark } from './backpressure.js';
 import { decodeEntry, FIELD } from './blocks.js';
 import { encodePayload } from './codec.js';
-import { describeError, isTransient, WedgedError } from './errors.js';
+import { describeError, isTransient, settleWithin, WedgedError } from './errors.js';
 import { deadLetterKey, errorsKey, partitionedKey, partitionOf } from './keys.js';
 import { forwardOnce, moveMarkerKey, waitForReplicas, type MovedEntry } from './move.js';
 import { connectRedis, keySlot } from './redis.js';
@@ -218,11 +218,7 @@ export class PartitionWorker<In> implements RecoveryHost {
    */
   private withinDeadline<R>(attempt: Promise<R>): Promise<R> {
     const ms = this.config.STAGE_HANDLER_TIMEOUT_MS;
-    let timer: NodeJS.Timeout | undefined;
-    const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new WedgedError(`the ${this.stage.name} handler did not settle within ${ms} ms`)), ms);
-    });
-    return Promise.race([attempt, deadline]).finally(() => clearTimeout(timer));
+    return settleWithin(attempt, ms, () => new WedgedError(`the ${this.stage.name} handler did not settle within ${ms} ms`));
   }
 
   /**

@@ -1,5 +1,5 @@
 import type { Sql } from '../pipeline/postgres.js';
-import { TransientError } from '../pipeline/errors.js';
+import { settleWithin, TransientError } from '../pipeline/errors.js';
 import { parseTenantToken, sameDigest, sha256 } from './credentials.js';
 
 export type TokenKind = 'ingest' | 'admin';
@@ -101,11 +101,7 @@ export class TenantTokens {
       pending = this.lookup(lookupId).finally(() => this.inFlight.delete(lookupId));
       this.inFlight.set(lookupId, pending);
     }
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new TransientError(`no answer from PostgreSQL within ${this.lookupTimeoutMs} ms`)), this.lookupTimeoutMs);
-    });
-    return Promise.race([pending, timeout]).finally(() => clearTimeout(timer));
+    return settleWithin(pending, this.lookupTimeoutMs, () => new TransientError(`no answer from PostgreSQL within ${this.lookupTimeoutMs} ms`));
   }
 
   private async lookup(lookupId: string): Promise<CachedToken | undefined> {
