@@ -362,27 +362,37 @@ export function createAuthorizeRoutes(deps: AuthorizeDeps): AuthorizeRoutes {
     return { allowed: false, code: 'invalid_client_secret', reason: 'client_secret does not match this client_id' };
   }
 
+  function storeUnreachable(err: unknown, tenantId: string): ApiError {
+    deps.log?.warn({ err, tenantId }, 'authorize: cannot resolve the credential or read pause flags');
+    return unavailable('unavailable', 'cannot decide now: the credential store is unreachable; retry shortly', 1);
+  }
+
   async function decideAll(tenantId: string, bodies: AuthorizeBody[]): Promise<AuthorizeReply[]> {
     try {
       if (redisDown(redis)) throw new Error(`Redis connection is ${redis.status}`);
       const replies: (AuthorizeReply | undefined)[] = await Promise.all(bodies.map((body) => secretRefusal(tenantId, body)));
       const asked = bodies.flatMap((body, i) => (replies[i] ? [] : [{ i, ask: askOf(tenantId, body) }]));
-      const decisions = asked.length === 1 ? [await authorizer.authorize(asked[0].ask)] : await authorizer.authorizeMany(asked.map((a) => a.ask));
+      const decisions = await authorizer.authorizeMany(asked.map((a) => a.ask));
       for (const [j, { i }] of asked.entries()) replies[i] = reply(decisions[j]);
       return replies as AuthorizeReply[];
     } catch (err) {
-      deps.log?.warn({ err, tenantId }, 'authorize: cannot resolve the credential or read pause flags');
-      throw unavailable('unavailable', 'cannot decide now: the credential store is unreachable; retry shortly', 1);
+      throw storeUnreachable(err, tenantId);
     }
   }
 
+  /** One request: the batch's steps without its arrays (the path an agent takes before every tool call). */
   async function answerOne(tenantId: string, raw: unknown): Promise<AuthorizeReply> {
     const parsed = authorizeBodySchema.safeParse(raw);
     if (!parsed.success) {
       throw new ApiError(400, 'validation_failed', 'the request body is not a valid authorize request', describeIssues(parsed.error));
     }
-    const [answer] = await decideAll(tenantId, [parsed.data]);
-    return answer;
+    try {
+      if (redisDown(redis)) throw new Error(`Redis connection is ${redis.status}`);
+      const refused = parsed.data.client_secret === undefined ? undefined : await secretRefusal(tenantId, parsed.data);
+      return refused ?? reply(await authorizer.authorize(askOf(tenantId, parsed.data)));
+    } catch (err) {
+      throw storeUnreachable(err, tenantId);
+    }
   }
 
   app.post('/v1/authorize', serverTiming, requireTenant(deps.tokens, 'ingest'), async (c) => {
@@ -390,50 +400,48 @@ export function createAuthorizeRoutes(deps: AuthorizeDeps): AuthorizeRoutes {
   });
 
   const timeoutMs = config.HTTP_REQUEST_TIMEOUT_MS;
-  async function serveAuthorize(req: IncomingMessage, res: ServerResponse): Promise<void> {
+
+  /**
+   * Answers once: with the decision, or with 503 when it takes longer than the request deadline
+   * (whichever comes first; the other is dropped). A timer per call and no promise race: this
+   * runs before every tool call of every agent.
+   */
+  function serveAuthorize(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const start = performance.now();
-    let status = 200;
-    let payload: unknown;
-    let headers: Record<string, string> = {};
-    let timer: NodeJS.Timeout | undefined;
-    try {
-      const deadline = new Promise<never>((_, reject) => {
-        timer = setTimeout(
-          () => reject(unavailable('timeout', `no answer within ${timeoutMs} ms: a store is slow or unreachable; retry later`, 2)),
-          timeoutMs,
-        );
+    let answered = false;
+    const answer = (status: number, payload: unknown, headers?: Record<string, string>) => {
+      if (answered) return;
+      answered = true;
+      clearTimeout(timer);
+      const body = JSON.stringify(payload);
+      res.writeHead(status, {
+        ...headers,
+        'content-type': 'application/json',
+        'content-length': Buffer.byteLength(body),
+        'server-timing': `app;dur=${(performance.now() - start).toFixed(3)}`,
       });
-      payload = await Promise.race([
-        (async () => {
-          const { tenantId } = await verifyBearer(deps.tokens, 'ingest', req.headers.authorization ?? '');
-          const bytes = await readLimitedNodeBody({ incoming: req }, undefined as never, MAX_BODY_BYTES);
-          if (!bytes) throw tooLarge(MAX_BODY_BYTES);
-          return answerOne(tenantId, parseJson(bytes));
-        })(),
-        deadline,
-      ]);
-    } catch (err) {
+      res.end(body);
+    };
+    const refuse = (err: unknown) => {
       const refusal =
         err instanceof ApiError ? err
         : isTransient(err) ? unavailable('unavailable', 'a store this request needs is unreachable; retry later', 2)
         : undefined;
       if (!refusal) deps.log?.error({ err, path: '/v1/authorize' }, 'unexpected error');
-      const answer = refusal ?? new ApiError(500, 'internal', 'an unexpected error occurred; it has been logged');
-      status = answer.status;
-      payload = answer.body();
-      headers = Object.fromEntries(answer.getResponse().headers);
+      const error = refusal ?? new ApiError(500, 'internal', 'an unexpected error occurred; it has been logged');
+      const headers = Object.fromEntries(error.getResponse().headers);
       delete headers['content-type'];
-    } finally {
-      clearTimeout(timer);
-    }
-    const body = JSON.stringify(payload);
-    res.writeHead(status, {
-      ...headers,
-      'content-type': 'application/json',
-      'content-length': Buffer.byteLength(body),
-      'server-timing': `app;dur=${(performance.now() - start).toFixed(3)}`,
-    });
-    res.end(body);
+      answer(error.status, error.body(), headers);
+    };
+    const timer = setTimeout(() => refuse(unavailable('timeout', `no answer within ${timeoutMs} ms: a store is slow or unreachable; retry later`, 2)), timeoutMs);
+    return decideRequest(req).then((payload) => answer(200, payload), refuse);
+  }
+
+  async function decideRequest(req: IncomingMessage): Promise<AuthorizeReply> {
+    const { tenantId } = await verifyBearer(deps.tokens, 'ingest', req.headers.authorization ?? '');
+    const bytes = await readLimitedNodeBody({ incoming: req }, undefined as never, MAX_BODY_BYTES);
+    if (!bytes) throw tooLarge(MAX_BODY_BYTES);
+    return answerOne(tenantId, parseJson(bytes));
   }
 
   /**

@@ -92,10 +92,21 @@ export function admissionPrefix(request: AdmissionRequest): string {
   return json.slice(0, -1) + ',';
 }
 
-/** The whole argument of one request: its prefix (from `admissionPrefix`, given when kept) and what changes per call. */
-function admissionArg(request: AdmissionRequest, prefix = admissionPrefix(request)): string {
-  const reservation = request.reservation;
-  return prefix + jsonForCjson([request.rate?.member ?? '', reservation ? reservation.estimate.toString() : '', reservation?.id ?? '', String(reservation?.ttlMs ?? 0)]).slice(1);
+/** What changes from one call of a caller to the next: the fields `admissionPrefix` leaves out. */
+export interface AdmissionCall {
+  /** The rate window's member for this call (when the request has a rate window). */
+  member?: string;
+  reservation?: AdmissionRequest['reservation'];
+}
+
+/** The whole argument of one call: the caller's prefix (from `admissionPrefix`) and what changes per call. */
+export function admissionArg(prefix: string, call: AdmissionCall): string {
+  const reservation = call.reservation;
+  return prefix + jsonForCjson([call.member ?? '', reservation ? reservation.estimate.toString() : '', reservation?.id ?? '', String(reservation?.ttlMs ?? 0)]).slice(1);
+}
+
+function wholeArg(request: AdmissionRequest): string {
+  return admissionArg(admissionPrefix(request), { member: request.rate?.member, reservation: request.reservation });
 }
 
 function jsonForCjson(fields: string[]): string {
@@ -127,7 +138,7 @@ function parseReply(raw: (string | number)[]): AdmissionReply {
  * key with that partition's hash tag; `now` is passed in, so every request of a call sees one clock.
  */
 export function admit(redis: Redis, anchorKey: string, requests: AdmissionRequest[], now = Date.now()): Promise<AdmissionReply[]> {
-  return admitEncoded(redis, anchorKey, requests.map((request) => admissionArg(request)), now);
+  return admitEncoded(redis, anchorKey, requests.map(wholeArg), now);
 }
 
 async function admitEncoded(redis: Redis, anchorKey: string, encoded: string[], now: number): Promise<AdmissionReply[]> {
@@ -177,11 +188,14 @@ export class AdmissionBatcher {
   ) {}
 
   /**
-   * The reply to one request, and the clock its script call ran with. `prefix`: the request's
-   * `admissionPrefix`, when the caller keeps it for its next calls.
+   * The reply to one request, and the clock its script call ran with.
    */
-  admit(anchorKey: string, request: AdmissionRequest, prefix?: string): Promise<{ reply: AdmissionReply; now: number }> {
-    const arg = admissionArg(request, prefix);
+  admit(anchorKey: string, request: AdmissionRequest): Promise<{ reply: AdmissionReply; now: number }> {
+    return this.admitArg(anchorKey, wholeArg(request));
+  }
+
+  /** The same, for a caller that keeps its request's prefix: `arg` is `admissionArg(prefix, call)`. */
+  admitArg(anchorKey: string, arg: string): Promise<{ reply: AdmissionReply; now: number }> {
     let queue = this.queues.get(anchorKey);
     if (!queue) {
       queue = { waiting: [], inFlight: 0, scheduled: false };

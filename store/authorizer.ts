@@ -3,7 +3,7 @@ import type { Redis } from '../pipeline/redis.js';
 import type { Credential } from '../domain/events.js';
 import { formatNano } from '../domain/money.js';
 import { customerPartitionKey, type Attribution } from '../domain/flow.js';
-import { AdmissionBatcher, admissionPrefix, releaseReservations, type AdmissionReply, type AdmissionRequest } from '../pipeline/admission.js';
+import { AdmissionBatcher, admissionArg, admissionPrefix, releaseReservations, type AdmissionReply, type AdmissionRequest } from '../pipeline/admission.js';
 import type { ControlMessage } from '../pipeline/control.js';
 import { partitionedKey, partitionOf } from '../pipeline/keys.js';
 import type { Sql } from '../pipeline/postgres.js';
@@ -155,9 +155,17 @@ export class Authorizer {
     }
   }
 
-  /** One decision (concurrent calls share script calls: see AdmissionBatcher). */
+  /**
+   * One decision (concurrent calls share script calls: see AdmissionBatcher). The path every
+   * agent takes before each tool call: with its chain, caps and plan in memory it awaits nothing
+   * but the script call.
+   */
   async authorize(ask: AuthorizeAsk): Promise<AuthorizeDecision> {
-    return (await this.authorizeMany([ask]))[0];
+    const now = Date.now();
+    const chain = this.keptChain(ask.tenantId, ask.credential, now) ?? (await this.chainOf(ask.tenantId, ask.credential, now));
+    if (!this.caps.isFresh(ask.tenantId, now)) await this.caps.ensureTenants([ask.tenantId]);
+    const ratePlanId = this.needsPlan(ask) ? (await this.plansOf([ask], [chain], now))[0] : undefined;
+    return this.admitOne(ask, chain, ratePlanId, now);
   }
 
   /**
@@ -170,35 +178,31 @@ export class Authorizer {
     const chains = await Promise.all(asks.map((ask) => this.chainOf(ask.tenantId, ask.credential, now)));
     await this.caps.ensureTenants(asks.map((ask) => ask.tenantId));
     const plans = await this.plansOf(asks, chains, now);
-    const decisions: AuthorizeDecision[] = new Array(asks.length);
-    const admitted: Promise<void>[] = [];
-    asks.forEach((ask, index) => {
-      const chain = chains[index];
-      if (!chain.resolution.ok) {
-        decisions[index] = { allowed: false, refusal: { code: chain.resolution.code, reason: chain.resolution.reason }, caps: [] };
-        return;
-      }
-      const attribution = chain.resolution.attribution;
-      const plan = this.planOf(ask, chain, attribution, plans[index], now);
-      const caps =
-        plan.sessionCaps ?
-          plan.caps.map((c) => (c.cap.period === 'session' ? { ...c, resetsAt: capPeriod(c.cap, { recordedAt: now, sessionId: ask.sessionId })!.endsAt } : c))
-        : plan.caps;
-      const estimate = ask.estimate !== undefined && ask.estimate > 0n ? ask.estimate : undefined;
-      const reservationId = estimate !== undefined ? (ask.eventId ?? `rsv_${this.memberPrefix}${(this.sequence++).toString(36)}`) : undefined;
-      const request: AdmissionRequest = {
-        ...plan.request,
-        ...(plan.request.rate ? { rate: { ...plan.request.rate, member: `${this.memberPrefix}${(this.sequence++).toString(36)}` } } : {}),
-        ...(estimate !== undefined ? { reservation: { estimate, id: reservationId!, ttlMs: this.reservationTtlMs } } : {}),
-      };
-      admitted.push(
-        this.batcher.admit(plan.anchorKey, request, plan.prefix).then(({ reply, now: at }) => {
-          decisions[index] = decide(attribution, chain, caps, reply, request, at, reservationId);
-        }),
-      );
-    });
-    await Promise.all(admitted);
-    return decisions;
+    return Promise.all(asks.map((ask, index) => this.admitOne(ask, chains[index], plans[index], now)));
+  }
+
+  private admitOne(ask: AuthorizeAsk, chain: ScopeChain, ratePlanId: string | undefined, now: number): AuthorizeDecision | Promise<AuthorizeDecision> {
+    if (!chain.resolution.ok) return { allowed: false, refusal: { code: chain.resolution.code, reason: chain.resolution.reason }, caps: [] };
+    const attribution = chain.resolution.attribution;
+    const plan = this.planOf(ask, chain, attribution, ratePlanId, now);
+    const caps =
+      plan.sessionCaps ?
+        plan.caps.map((c) => (c.cap.period === 'session' ? { ...c, resetsAt: capPeriod(c.cap, { recordedAt: now, sessionId: ask.sessionId })!.endsAt } : c))
+      : plan.caps;
+    const estimate = ask.estimate !== undefined && ask.estimate > 0n ? ask.estimate : undefined;
+    const reservation = estimate !== undefined ? { estimate, id: ask.eventId ?? this.nextMember('rsv_'), ttlMs: this.reservationTtlMs } : undefined;
+    const arg = admissionArg(plan.prefix, { member: plan.request.rate ? this.nextMember('') : undefined, reservation });
+    return this.batcher.admitArg(plan.anchorKey, arg).then(({ reply, now: at }) => decide(attribution, chain, caps, reply, reservation, at));
+  }
+
+  /** A fresh id for a rate window member or a reservation: unique to this process and call. */
+  private nextMember(prefix: string): string {
+    return `${prefix}${this.memberPrefix}${(this.sequence++).toString(36)}`;
+  }
+
+  /** Whether the caller's plan must be looked up (its tenant caps by rate plan and it names a session). */
+  private needsPlan(ask: AuthorizeAsk): boolean {
+    return ask.sessionId !== undefined && this.caps.hasPlanCaps(ask.tenantId);
   }
 
   private readonly plansByChain = new WeakMap<ScopeChain, Map<string, CallerPlan>>();
@@ -257,11 +261,11 @@ export class Authorizer {
    */
   private async plansOf(asks: AuthorizeAsk[], chains: ScopeChain[], now: number): Promise<(string | undefined)[]> {
     // The common case (no plan caps) costs one scan of the asks, no await per ask.
-    if (!asks.some((ask) => ask.sessionId && this.caps.hasPlanCaps(ask.tenantId))) return [];
+    if (!asks.some((ask) => this.needsPlan(ask))) return [];
     return Promise.all(
       asks.map(async (ask, i) => {
         const resolution = chains[i].resolution;
-        if (!ask.sessionId || !resolution.ok || !this.caps.hasPlanCaps(ask.tenantId)) return undefined;
+        if (!this.needsPlan(ask) || !resolution.ok) return undefined;
         return (await this.subscriptions.findOrReload(ask.tenantId, resolution.attribution, now))?.ratePlanId;
       }),
     );
@@ -310,19 +314,22 @@ export class Authorizer {
    * longer ago than chainTtlMs plus one lookup.
    */
   private async chainOf(tenantId: string, credential: Credential, now: number): Promise<ScopeChain> {
-    const cacheKey = `${tenantId}/${credential.kind === 'api_key' ? `k:${credential.keyHash}` : `c:${credential.clientId}`}`;
+    return this.keptChain(tenantId, credential, now) ?? this.loadChain(chainKey(tenantId, credential), tenantId, credential, now);
+  }
+
+  /** The chain in memory, when it is young enough (starting its refresh near the end of its time); undefined otherwise. */
+  private keptChain(tenantId: string, credential: Credential, now: number): ScopeChain | undefined {
+    const cacheKey = chainKey(tenantId, credential);
     const cached = this.chains.get(cacheKey);
-    if (cached && cached.until > now) {
-      if (cached.until - now < this.chainTtlMs / 4 && !this.refreshing.has(cacheKey)) {
-        this.refreshing.add(cacheKey);
-        this.loadChain(cacheKey, tenantId, credential, now).then(
-          () => this.refreshing.delete(cacheKey),
-          () => this.refreshing.delete(cacheKey), // the entry runs out and the next call looks it up itself, failing loudly
-        );
-      }
-      return cached;
+    if (!cached || cached.until <= now) return undefined;
+    if (cached.until - now < this.chainTtlMs / 4 && !this.refreshing.has(cacheKey)) {
+      this.refreshing.add(cacheKey);
+      this.loadChain(cacheKey, tenantId, credential, now).then(
+        () => this.refreshing.delete(cacheKey),
+        () => this.refreshing.delete(cacheKey), // the entry runs out and the next call looks it up itself, failing loudly
+      );
     }
-    return this.loadChain(cacheKey, tenantId, credential, now);
+    return cached;
   }
 
   private readonly refreshing = new Set<string>();
@@ -341,6 +348,10 @@ export class Authorizer {
     return chain;
   }
 
+}
+
+function chainKey(tenantId: string, credential: Credential): string {
+  return `${tenantId}/${credential.kind === 'api_key' ? `k:${credential.keyHash}` : `c:${credential.clientId}`}`;
 }
 
 /** The sliding window of an agent's admitted calls (a ZSET of the last minute). */
@@ -362,9 +373,8 @@ function decide(
   chain: ScopeChain,
   caps: { cap: SpendCap; periodKey: string; resetsAt: number }[],
   reply: AdmissionReply,
-  request: AdmissionRequest,
+  reservation: AdmissionRequest['reservation'],
   now: number,
-  reservationId: string | undefined,
 ): AuthorizeDecision {
   const standings: CapStanding[] = caps.map(({ cap, periodKey, resetsAt }, i) => {
     const { spent, reserved, freesAt } = reply.budgets[i];
@@ -386,9 +396,7 @@ function decide(
   const verdict = reply.verdict;
   switch (verdict.kind) {
     case 'ok':
-      if (request.reservation && reservationId) {
-        decision.reservation = { id: reservationId, amount: request.reservation.estimate, expiresAt: now + request.reservation.ttlMs };
-      }
+      if (reservation) decision.reservation = { id: reservation.id, amount: reservation.estimate, expiresAt: now + reservation.ttlMs };
       break;
     case 'flag': {
       let pause: PauseRecord | undefined;

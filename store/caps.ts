@@ -91,11 +91,15 @@ export class CapBook {
   async ensureTenants(tenantIds: Iterable<string>): Promise<void> {
     const now = Date.now();
     for (const tenantId of new Set(tenantIds)) {
-      const fresh = this.tenants.has(tenantId) && now - (this.loadedAt.get(tenantId) ?? 0) < this.maxAgeMs;
-      if (fresh || now - (this.triedAt.get(tenantId) ?? 0) < UNKNOWN_TENANT_RETRY_MS) continue;
+      if (this.isFresh(tenantId, now) || now - (this.triedAt.get(tenantId) ?? 0) < UNKNOWN_TENANT_RETRY_MS) continue;
       this.triedAt.set(tenantId, now);
       await this.reloadTenant(tenantId);
     }
+  }
+
+  /** The tenant's caps were read less than maxAgeMs ago (ensureTenants has nothing to do for it). */
+  isFresh(tenantId: string, now = Date.now()): boolean {
+    return this.tenants.has(tenantId) && now - (this.loadedAt.get(tenantId) ?? 0) < this.maxAgeMs;
   }
 
   /** Every active cap on a scope of this caller: its credential, app or agent, team, customer and session. */

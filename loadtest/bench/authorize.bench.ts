@@ -13,6 +13,9 @@
  *   npm run bench:authorize -- [--requests 50000] [--concurrency 1,16] [--estimate]
  *
  * --estimate: every call also asks estimated_cost (a reservation per cap, expiring after 5 min).
+ *
+ * `npm run bench:authorize` runs it with the V8 flags ops/start.ts gives the API process (one GC
+ * thread, 128 MiB semi-spaces), so the server here is the server as deployed.
  */
 import { serve } from '@hono/node-server';
 import type { AddressInfo } from 'node:net';

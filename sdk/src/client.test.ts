@@ -94,7 +94,11 @@ describe('track and batching', () => {
   it('hands a full batch to fetch on the next turn of the event loop, not inside the track() that filled it', async () => {
     const { url, seen } = await scripted(accept);
     let fetched = 0;
-    const m = meter(url, { batchSize: 3, fetch: (input, init) => (fetched++, fetch(input, init)) });
+    const counted: typeof fetch = (input, init) => {
+      fetched++;
+      return fetch(input, init);
+    };
+    const m = meter(url, { batchSize: 3, fetch: counted });
     for (let i = 0; i < 3; i++) void m.track(call(i));
     expect(fetched).toBe(0);
     await new Promise((r) => setImmediate(r));
