@@ -53,6 +53,14 @@ describe('blocks: layers', () => {
     expect(typeof back[0].cost?.total).toBe('bigint');
   });
 
+  it('keeps a field an output sets to undefined, as the whole block encoded again would', () => {
+    const base = encodePayload(events(2));
+    const inputs = decoded<Event>(base);
+    const back = decoded<Event>(blockWithLayer(base, inputs, inputs.map((e) => ({ ...e, overCap: undefined })))!);
+    expect(back.map((e) => Object.hasOwn(e, 'overCap'))).toEqual([true, true]);
+    expect(back).toEqual(decoded(encodePayload(inputs.map((e) => ({ ...e, overCap: undefined })))));
+  });
+
   it('returns the base itself when no event changed, and nothing (encode it whole) when an output drops a field or is no object', () => {
     const base = encodePayload(events(3));
     const inputs = decoded<Event>(base);

@@ -14,9 +14,9 @@ import { decodePayload, decodeSequence, encodePayload } from './codec.js';
  *   t  (optional) the events' tags, one comma-joined list per event, joined by newlines
  *
  * A stage that forwards a block as it got it plus a field or two (`{ ...event, cost }`) writes
- * the `b` it read, byte for byte, and one layer after it (blockWithLayer): encoding the ~1 KB of
- * each event again at every hop was a third of the stage processes' time. A block written whole
- * is a sequence of one value.
+ * the `b` it read, byte for byte, and one layer after it (blockWithLayer): encoding every event
+ * whole again at every hop was a third of the busy time of the process that runs the stages
+ * before the ledger (BENCHMARKS.md). A block written whole is a sequence of one value.
  *
  * A block of one event is written as a single entry, the format every tool reads:
  *
@@ -123,9 +123,10 @@ export function blockWithLayer(base: Buffer, inputs: readonly unknown[], outputs
     for (const key in input) if (!Object.hasOwn(output, key)) return undefined;
     let fields: Record<string, unknown> | null = null;
     for (const key in output) {
-      if (output[key] === input[key]) continue;
+      const value = output[key];
+      if (value === input[key] && (value !== undefined || Object.hasOwn(input, key))) continue;
       fields ??= {};
-      fields[key] = output[key];
+      fields[key] = value;
     }
     layer.push(fields);
     if (fields) changed = true;
