@@ -1,15 +1,22 @@
 import { randomBytes } from 'node:crypto';
-import { decodePayload, encodePayload } from './codec.js';
+import { decodePayload, decodeSequence, encodePayload } from './codec.js';
 
 /**
  * The wire format of a stream entry. The unit on a stream is a block of events (the events of
  * one ingest request for one partition, bounded), so that every hop pays its costs (XADD, read,
  * ack, Lua arguments) once per block rather than once per event:
  *
- *   b  msgpack array of the events' payloads
+ *   b  a msgpack sequence: the array of the events' payloads, then any number of layers, each
+ *      an array with one entry per event: the top-level fields a stage set on that event
+ *      (merged over the payload, layer after layer, in order), or null when it set none
  *   o  origin id of the block: the same on every redelivery, so a consumer can record the
  *      blocks it applied (one row per block, not per event)
  *   t  (optional) the events' tags, one comma-joined list per event, joined by newlines
+ *
+ * A stage that forwards a block as it got it plus a field or two (`{ ...event, cost }`) writes
+ * the `b` it read, byte for byte, and one layer after it (blockWithLayer): encoding every event
+ * whole again at every hop was a third of the busy time of the process that runs the stages
+ * before the ledger (BENCHMARKS.md). A block written whole is a sequence of one value.
  *
  * A block of one event is written as a single entry, the format every tool reads:
  *
@@ -33,7 +40,17 @@ export interface DecodedEntry<T> {
   /** True for a `b` entry (even of one event), false for a single `d` entry. */
   block: boolean;
   events: DecodedEvent<T>[];
+  /** The `b` field as read: what blockWithLayer extends. */
+  blockBytes?: Buffer;
 }
+
+/**
+ * Under vitest every decoded payload is deeply frozen. A stage that changed its input in place
+ * (`event.x = 1` or `event.attribution.y = 2`) and forwarded it would see its change missing
+ * from the layer (blockWithLayer compares with the input by identity), and the stages after it
+ * would bill from the event as it was: in tests such a change throws instead.
+ */
+const FREEZE_DECODED = process.env.VITEST !== undefined;
 
 const splitTags = (text: string): string[] => (text ? text.split(',') : []);
 
@@ -51,19 +68,74 @@ export function decodeEntry<T>(id: string, fields: Buffer[]): DecodedEntry<T> {
     else if (name === FIELD.tags) tags = fields[i + 1].toString();
   }
   if (block !== undefined) {
-    const payloads = decodePayload<T[]>(block);
-    if (!Array.isArray(payloads) || payloads.length === 0) throw new Error('block entry holds no events');
+    const payloads = mergedLayers(decodeSequence(block)) as T[];
+    if (FREEZE_DECODED) payloads.forEach(deepFreeze);
     const perEvent = tags ? tags.split('\n') : [];
     return {
       origin: origin ?? id,
       block: true,
       events: payloads.map((payload, i) => ({ payload, tags: splitTags(perEvent[i] ?? '') })),
+      blockBytes: block,
     };
   }
   if (single === undefined) throw new Error('entry has no payload field');
   const payload = decodePayload<T>(single);
   if (payload === undefined) throw new Error('entry has no payload field');
+  if (FREEZE_DECODED) deepFreeze(payload);
   return { origin: origin ?? id, block: false, events: [{ payload, tags: splitTags(tags) }] };
+}
+
+/** The payloads of a block: its base with each layer's fields set over it, in order. */
+function mergedLayers([payloads, ...layers]: unknown[]): unknown[] {
+  if (!Array.isArray(payloads) || payloads.length === 0) throw new Error('block entry holds no events');
+  for (const layer of layers) {
+    if (!Array.isArray(layer) || layer.length !== payloads.length) {
+      throw new Error(`a layer of the block does not have one entry for each of its ${payloads.length} events`);
+    }
+    layer.forEach((fields, i) => {
+      if (fields !== null && fields !== undefined) Object.assign(payloads[i], fields);
+    });
+  }
+  return payloads;
+}
+
+export function deepFreeze(value: unknown): void {
+  if (value === null || typeof value !== 'object' || ArrayBuffer.isView(value) || Object.isFrozen(value)) return;
+  Object.freeze(value);
+  for (const item of Object.values(value)) deepFreeze(item);
+}
+
+/**
+ * The `b` field of a block whose events a stage forwarded one for one, in order, with some
+ * top-level fields set: `base` (the `b` field it read) and, after it, a layer of the fields of
+ * each output that are not the very values of its input (compared by identity: a handler makes
+ * a new object for anything it changes, which the frozen payloads enforce under vitest).
+ * Undefined when an output is not an object or drops a field of its input: the block is then
+ * encoded whole.
+ */
+export function blockWithLayer(base: Buffer, inputs: readonly unknown[], outputs: readonly unknown[]): Buffer | undefined {
+  if (inputs.length !== outputs.length) return undefined;
+  const layer: (Record<string, unknown> | null)[] = [];
+  let changed = false;
+  for (const [i, output] of outputs.entries()) {
+    const input = inputs[i];
+    if (!isRecord(output) || !isRecord(input)) return undefined;
+    for (const key in input) if (!Object.hasOwn(output, key)) return undefined;
+    let fields: Record<string, unknown> | null = null;
+    for (const key in output) {
+      const value = output[key];
+      if (value === input[key] && (value !== undefined || Object.hasOwn(input, key))) continue;
+      fields ??= {};
+      fields[key] = value;
+    }
+    layer.push(fields);
+    if (fields) changed = true;
+  }
+  return changed ? Buffer.concat([base, encodePayload(layer)]) : base;
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return value !== null && typeof value === 'object' && !Array.isArray(value) && !ArrayBuffer.isView(value);
 }
 
 /** A fresh origin id for a block first written to a stream (the ingest API): 12 url-safe characters. */

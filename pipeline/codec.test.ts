@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { decodePayload, encodePayload } from './codec.js';
+import { decodePayload, decodeSequence, encodePayload } from './codec.js';
 
 describe('codec', () => {
   it('round-trips money as bigint, whatever its size within 64 bits, and plain numbers as numbers', () => {
@@ -31,5 +31,15 @@ describe('codec', () => {
   it('refuses an integer wider than 64 bits instead of wrapping it', () => {
     expect(() => encodePayload({ cost: { total: 2n ** 64n } })).toThrow(/18446744073709551616 does not fit a 64-bit integer/);
     expect(() => encodePayload([{ ok: 1n }, { by: -(2n ** 63n) - 1n }])).toThrow(/does not fit a 64-bit integer/);
+  });
+
+  it('decodes separately encoded payloads written one after the other, each bringing its own records over the same record ids', () => {
+    // More shapes than one-byte record ids hold (64), in both values, so the second redefines ids the first used.
+    const first = Array.from({ length: 100 }, (_, i) => ({ [`key${i}`]: i, eventId: `e${i}`, cost: { total: BigInt(i) } }));
+    const second = Array.from({ length: 100 }, (_, i) => (i % 7 === 0 ? null : { [`other${i % 80}`]: `v${i}`, total: -BigInt(i) }));
+    const third = [{ eventId: 'x', cost: { total: 2n ** 63n - 1n } }];
+    const sequence = Buffer.concat([encodePayload(first), encodePayload(second), encodePayload(third)]);
+    expect(decodeSequence(sequence)).toEqual([first, second, third]);
+    expect(decodeSequence(encodePayload(first))).toEqual([first]);
   });
 });

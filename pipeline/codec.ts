@@ -29,6 +29,15 @@ export function decodePayload<T>(bytes: Uint8Array): T {
   return packr.unpack(bytes) as T;
 }
 
+/**
+ * Every value of separately encoded payloads written one after the other (a block's base and its
+ * layers: pipeline/blocks.ts). Each carries its own record definitions, so the definitions a later
+ * value brings replace those of an earlier one under the same record id before any use.
+ */
+export function decodeSequence(bytes: Uint8Array): unknown[] {
+  return packr.unpackMultiple(bytes) as unknown[];
+}
+
 /** The first bigint in a value that msgpack cannot hold as int64 or uint64 (for the error message). */
 function widestInteger(value: unknown, depth = 0): bigint | undefined {
   if (typeof value === 'bigint') return value < SMALLEST || value >= BEYOND_LARGEST ? value : undefined;

@@ -5,7 +5,7 @@ import { Redis } from 'ioredis';
 import { loadConfig, type Config } from './config.js';
 import { createLogger } from './logger.js';
 import { Metrics } from './metrics.js';
-import { decodePayload, encodePayload } from './codec.js';
+import { decodePayload, decodeSequence, encodePayload } from './codec.js';
 import { streamLag } from './backpressure.js';
 import { deadLetterKey, partitionedKey } from './keys.js';
 import { ensureGroups, runStage, StageServices, type RunningStage } from './harness.js';
@@ -616,6 +616,56 @@ describe('stage harness: blocks of events', () => {
     expect(out.map((e) => e.payload.n)).toEqual([0, 2, 4, 6, 8, 10, 12]);
     expect([...new Set(out.filter((e) => e.payload.n !== 8).map((e) => e.origin))]).toEqual(['origin-0', 'origin-2']);
     expect(((await redis.xpending(inKey, 'doubler')) as [number])[0]).toBe(0);
+  });
+
+  /** The `b` field of an entry. */
+  const blockField = ([, fields]: [Buffer, Buffer[]]): Buffer => fields[fields.findIndex((f, i) => i % 2 === 0 && f.toString() === 'b') + 1];
+
+  it('forwards a block whose events a stage only added to as the bytes it read plus one layer of what it added', async () => {
+    const { input, output, inKey, outKey } = names();
+    await feedBlocks(inKey, [[0, 1, 2, 3]]);
+    const stage = await start(
+      doubler(input, output, async (batch) => batch.map((e) => ({ outputs: [emit(output, { ...e.payload, doubled: e.payload.n * 2 })] })), 10, 'layering'),
+      [{ stream: input, group: 'layering' }, { stream: output, group: 'sink' }],
+    );
+    await until(async () => (await redis.xlen(outKey)) === 1);
+    await stage.stop();
+    const [read] = await entriesOf(inKey);
+    const [written] = await entriesOf(outKey);
+    const base = blockField(read);
+    const out = blockField(written);
+    expect(out.subarray(0, base.length).equals(base)).toBe(true);
+    expect(decodeSequence(out.subarray(base.length))).toEqual([[{ doubled: 0 }, { doubled: 2 }, { doubled: 4 }, { doubled: 6 }]]);
+    expect(eventsOfEntries<{ n: number; doubled: number }>([written]).map((e) => e.payload)).toEqual([0, 1, 2, 3].map((n) => ({ n, doubled: n * 2 })));
+  });
+
+  it('encodes an output block whole when it is not one output per input event (one went elsewhere) or an output drops a field', async () => {
+    const { input, output, inKey, outKey } = names();
+    const rejected = `${output}:rejected`;
+    await feedBlocks(inKey, [[0, 1, 2, 3], [4, 5, 6]]);
+    const stage: StageDefinition<{ n: number }> = {
+      ...doubler(input, output, undefined, 10, 'unlayered'),
+      outputs: [output, rejected],
+      async setup() {
+        return {
+          async handle(batch) {
+            return batch.map((e) => {
+              if (e.payload.n === 2) return { outputs: [emit(rejected, e.payload)] };
+              // The second block: its outputs keep only a new field (the input's `n` is dropped).
+              return { outputs: [emit(output, e.payload.n < 4 ? { ...e.payload, seen: true } : { m: e.payload.n })] };
+            });
+          },
+        };
+      },
+    };
+    const running = await start(stage, [{ stream: input, group: 'unlayered' }, { stream: output, group: 'sink' }]);
+    await until(async () => (await redis.xlen(outKey)) === 2);
+    await running.stop();
+    const written = await entriesOf(outKey);
+    expect(written.map((entry) => decodeSequence(blockField(entry)).length)).toEqual([1, 1]);
+    expect(eventsOfEntries<unknown>(written).map((e) => e.payload)).toEqual([
+      { n: 0, seen: true }, { n: 1, seen: true }, { n: 3, seen: true }, { m: 4 }, { m: 5 }, { m: 6 },
+    ]);
   });
 
   it('splits a block with one bad event: the others go on at once, the bad one is retried alone and dead-lettered with its reason', async () => {

@@ -1,6 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eventsOfEntries, entryFields } from './blocks.js';
+import { decodeSequence } from './codec.js';
 import { loadConfig, type Config } from './config.js';
 import { ensureGroups, runStage, type RunningStage } from './harness.js';
 import { partitionedKey, partitionOf } from './keys.js';
@@ -144,5 +145,38 @@ describe('a stage that routes events to other partitions, on a cluster', () => {
       await Promise.all([slow.stop(), fast?.stop()]);
     }
     expect(await delivered(output)).toEqual(Array.from({ length: 40 }, (_, i) => i));
+  }, 60_000);
+
+  it('moves a block whose events all go to one other partition as the bytes it read plus a layer', async () => {
+    const [input, output] = ['r3:in', 'r3:out'];
+    const topology: Topology = [{ stream: input, group: 'gatherer' }, { stream: output, group: 'sink' }];
+    await ensureGroups(redis, PREFIX, PARTITIONS, topology);
+    const key = Array.from({ length: 50 }, (_, i) => `customer-${i}`).find((k) => partitionOf(k, PARTITIONS) !== 0)!;
+    const inKey = partitionedKey(PREFIX, input, 0);
+    const outKey = partitionedKey(PREFIX, output, partitionOf(key, PARTITIONS));
+    await redis.xadd(inKey, '*', ...entryFields(Array.from({ length: 6 }, (_, n) => ({ n })), 'blk-gathered'));
+    const gatherer: StageDefinition<{ n: number }> = {
+      name: 'gatherer',
+      input,
+      outputs: [output],
+      batchSize: 50,
+      async setup() {
+        return { handle: async (batch) => batch.map((e) => ({ outputs: [emit(output, { ...e.payload, routed: true }, key)] })) };
+      },
+    };
+    const stage = await runStage(gatherer, { config: config(), log, metrics: new Metrics('gatherer'), topology, consumer: 'one' });
+    try {
+      await until(async () => (await redis.xlen(outKey)) === 1);
+    } finally {
+      await stage.stop();
+    }
+    const field = (entry: [Buffer, Buffer[]], name: string) => entry[1][entry[1].findIndex((f, i) => i % 2 === 0 && f.toString() === name) + 1];
+    const [read] = (await redis.xrangeBuffer(inKey, '-', '+')) as [Buffer, Buffer[]][];
+    const [written] = (await redis.xrangeBuffer(outKey, '-', '+')) as [Buffer, Buffer[]][];
+    const base = field(read, 'b');
+    expect(field(written, 'b').subarray(0, base.length).equals(base)).toBe(true);
+    expect(decodeSequence(field(written, 'b'))).toHaveLength(2);
+    expect(field(written, 'o').toString()).toBe(`blk-gathered.${partitionOf(key, PARTITIONS)}`);
+    expect(eventsOfEntries<unknown>([written]).map((e) => e.payload)).toEqual(Array.from({ length: 6 }, (_, n) => ({ n, routed: true })));
   }, 60_000);
 });

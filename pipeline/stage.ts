@@ -133,7 +133,11 @@ export interface StageBlock<T> {
 }
 
 export interface StageHandler<In> {
-  /** Turns a batch of events (from one or more blocks) into one result per event. */
+  /**
+   * Turns a batch of events (from one or more blocks) into one result per event. Payloads are
+   * read, never changed: an output is a new object (`{ ...event, cost }`), as the harness writes
+   * only the fields that are not the input's very values (pipeline/blocks.ts, blockWithLayer).
+   */
   handle(batch: StageEntry<In>[]): Promise<EntryResult[]>;
   /**
    * Opt-in: when present the harness calls it instead of `handle`, with whole blocks, and

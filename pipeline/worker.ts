@@ -4,7 +4,7 @@ import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
 import { ackArguments, parseAckReply, type AckCounted, type AckGroup, type AckInput, type AckRetry } from './ack.js';
 import { BlockSizes, Watermark } from './backpressure.js';
-import { decodeEntry, FIELD } from './blocks.js';
+import { blockWithLayer, decodeEntry, FIELD } from './blocks.js';
 import { encodePayload } from './codec.js';
 import { describeError, isTransient, settleWithin, WedgedError } from './errors.js';
 import { deadLetterKey, errorsKey, partitionedKey, partitionOf } from './keys.js';
@@ -24,6 +24,8 @@ type StreamReply = [Buffer, [Buffer, Buffer[] | null][]][] | null;
 interface InputBlock<In> extends StageBlock<In> {
   deleted: boolean;
   decodeError?: unknown;
+  /** The `b` field as read: an output block of one output per event is written as it plus a layer (blockOutput). */
+  blockBytes?: Buffer;
 }
 
 /** Per partition: reads blocks, hands their events to the stage, acks and forwards block by block. */
@@ -243,6 +245,7 @@ export class PartitionWorker<In> implements RecoveryHost {
     try {
       const entry = decodeEntry<In>(raw.id, raw.fields);
       block.origin = entry.origin;
+      block.blockBytes = entry.blockBytes;
       block.events = entry.events.map((event, i) => ({
         id: entry.block ? `${raw.id}/${i}` : raw.id,
         partition: this.partition,
@@ -475,7 +478,7 @@ export class PartitionWorker<In> implements RecoveryHost {
           groupKey: draft.key,
           stream: draft.stream,
           partition: draft.partition,
-          payload: encodePayload(draft.payloads.length === 1 ? draft.payloads[0] : draft.payloads),
+          payload: draft.payloads.length === 1 ? encodePayload(draft.payloads[0]) : this.blockOutput(block, draft.payloads, draft.owners),
           nEvents: draft.payloads.length,
           origin: draft.origin,
         });
@@ -515,6 +518,17 @@ export class PartitionWorker<In> implements RecoveryHost {
       });
     }
     return { groups, counted, streams };
+  }
+
+  /**
+   * The `b` field of an output block: when it holds one output for each event of an input block,
+   * in order (whatever partition it goes to: the bytes do not name one), the input's `b` plus a
+   * layer of the fields the stage set (pipeline/blocks.ts); otherwise every payload encoded whole.
+   */
+  private blockOutput(block: InputBlock<In>, payloads: unknown[], owners: number[]): Buffer {
+    const oneForOne = block.blockBytes !== undefined && owners.length === block.events.length && owners.every((owner, p) => owner === p);
+    const layered = oneForOne ? blockWithLayer(block.blockBytes!, block.events.map((e) => e.payload), payloads) : undefined;
+    return layered ?? encodePayload(payloads);
   }
 
   private async ackAndForward(

@@ -3,6 +3,7 @@ import { loadConfig } from '../pipeline/config.js';
 import { createLogger } from '../pipeline/logger.js';
 import { Metrics } from '../pipeline/metrics.js';
 import { StageServices } from '../pipeline/harness.js';
+import { deepFreeze } from '../pipeline/blocks.js';
 import type { StageContext, StageEntry } from '../pipeline/stage.js';
 import type { Attribution, EventCost, LedgeredEvent, SubscriptionSnapshot } from '../domain/flow.js';
 
@@ -85,8 +86,9 @@ export function ledgeredEvent(overrides: LedgeredEventOverrides = {}): LedgeredE
   };
 }
 
-/** Wraps payloads as the harness hands them to a handler (ids in stream order, partition 0). */
+/** Wraps payloads as the harness hands them to a handler (ids in stream order, partition 0; frozen, as decodeEntry hands them out under vitest). */
 export function stageEntries<T>(payloads: T[], firstId = Date.now()): StageEntry<T>[] {
+  payloads.forEach(deepFreeze);
   return payloads.map((payload, i) => ({ id: `${firstId}-${i}`, partition: 0, payload, tags: [] }));
 }
 

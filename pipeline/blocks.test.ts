@@ -1,0 +1,98 @@
+import { describe, expect, it } from 'vitest';
+import { blockWithLayer, decodeEntry, entryFields, FIELD } from './blocks.js';
+import { decodeSequence, encodePayload } from './codec.js';
+
+type Event = { eventId: string; attribution: { customerId: string }; cost?: { total: bigint; tool: string }; overCap?: boolean };
+
+const events = (n: number): Event[] => Array.from({ length: n }, (_, i) => ({ eventId: `evt_${i}`, attribution: { customerId: `cus_${i % 3}` } }));
+
+/** A `b` entry as the harness reads it: field names and values as buffers. */
+function blockEntry(b: Buffer, origin = 'origin-1'): Buffer[] {
+  return [Buffer.from(FIELD.block), b, Buffer.from(FIELD.origin), Buffer.from(origin)];
+}
+
+function decoded<T>(b: Buffer): T[] {
+  return decodeEntry<T>('1-0', blockEntry(b)).events.map((e) => e.payload);
+}
+
+describe('blocks: layers', () => {
+  it('writes the base as read and a layer after it, and decodes to what the whole block encoded again decodes to', () => {
+    const base = entryFields(events(4), 'origin-1')[1] as Buffer;
+    const inputs = decoded<Event>(base);
+    const outputs = inputs.map((e, i) => ({ ...e, cost: { total: BigInt(i) * 1_000_000_000n, tool: 'search' } }));
+    const layered = blockWithLayer(base, inputs, outputs)!;
+    expect(layered.subarray(0, base.length).equals(base)).toBe(true);
+    expect(layered.length).toBeGreaterThan(base.length);
+    expect(decodeSequence(layered)).toHaveLength(2);
+    expect(decoded(layered)).toEqual(outputs);
+    expect(decoded(layered)).toEqual(decoded(encodePayload(outputs)));
+  });
+
+  it('stacks layers hop after hop, a later layer setting a field an earlier one set', () => {
+    const base = encodePayload(events(3));
+    const read = decoded<Event>(base);
+    const first = read.map((e) => ({ ...e, overCap: false }));
+    const once = blockWithLayer(base, read, first)!;
+    const readAgain = decoded<Event>(once);
+    const second = readAgain.map((e, i) => (i === 1 ? { ...e, overCap: true, attribution: { customerId: 'cus_moved' } } : e));
+    const twice = blockWithLayer(once, readAgain, second)!;
+    expect(twice.subarray(0, once.length).equals(once)).toBe(true);
+    expect(decodeSequence(twice)).toHaveLength(3);
+    // Only the event that changed is in the second layer.
+    expect(decodeSequence(twice)[2]).toEqual([null, { overCap: true, attribution: { customerId: 'cus_moved' } }, null]);
+    expect(decoded(twice)).toEqual(second);
+  });
+
+  it('keeps money exact through a layer: bigint at both ends of the 64-bit range', () => {
+    const base = encodePayload(events(3));
+    const totals = [2n ** 63n - 1n, -(2n ** 63n), 2n ** 64n - 1n];
+    const inputs = decoded<Event>(base);
+    const outputs = inputs.map((e, i) => ({ ...e, cost: { total: totals[i], tool: '' } }));
+    const back = decoded<Event>(blockWithLayer(base, inputs, outputs)!);
+    expect(back.map((e) => e.cost?.total)).toEqual(totals);
+    expect(typeof back[0].cost?.total).toBe('bigint');
+  });
+
+  it('keeps a field an output sets to undefined, as the whole block encoded again would', () => {
+    const base = encodePayload(events(2));
+    const inputs = decoded<Event>(base);
+    const back = decoded<Event>(blockWithLayer(base, inputs, inputs.map((e) => ({ ...e, overCap: undefined })))!);
+    expect(back.map((e) => Object.hasOwn(e, 'overCap'))).toEqual([true, true]);
+    expect(back).toEqual(decoded(encodePayload(inputs.map((e) => ({ ...e, overCap: undefined })))));
+  });
+
+  it('returns the base itself when no event changed, and nothing (encode it whole) when an output drops a field or is no object', () => {
+    const base = encodePayload(events(3));
+    const inputs = decoded<Event>(base);
+    expect(blockWithLayer(base, inputs, [...inputs])).toBe(base);
+    const { attribution: _dropped, ...withoutAttribution } = inputs[2];
+    expect(blockWithLayer(base, inputs, [inputs[0], inputs[1], { ...withoutAttribution, overCap: true }])).toBeUndefined();
+    expect(blockWithLayer(base, inputs, [inputs[0], inputs[1], 'text'])).toBeUndefined();
+    expect(blockWithLayer(base, inputs, inputs.slice(1))).toBeUndefined();
+  });
+
+  it('still decodes a block written whole (a sequence of one value), and refuses a layer that does not fit the block', () => {
+    const plain = entryFields(events(2), 'o')[1] as Buffer;
+    expect(decoded(plain)).toEqual(events(2));
+    const short = Buffer.concat([plain, encodePayload([{ overCap: true }])]);
+    expect(() => decoded(short)).toThrow(/does not have one entry for each of its 2 events/);
+  });
+
+  it('hands out payloads frozen to the bottom under vitest, so a stage that changes its input in place fails its tests', () => {
+    const base = encodePayload(events(2));
+    const inputs = decoded<Event>(base);
+    const layered = blockWithLayer(base, inputs, inputs.map((e) => ({ ...e, cost: { total: 1n, tool: 't' } })))!;
+    const [event] = decoded<Event>(layered);
+    expect(() => {
+      event.overCap = true;
+    }).toThrow(TypeError);
+    expect(() => {
+      event.attribution.customerId = 'cus_other';
+    }).toThrow(TypeError);
+    expect(() => {
+      event.cost!.total = 2n;
+    }).toThrow(TypeError);
+    const single = decodeEntry<Event>('1-0', [Buffer.from(FIELD.single), encodePayload(events(1)[0])]).events[0].payload;
+    expect(Object.isFrozen(single.attribution)).toBe(true);
+  });
+});
