@@ -4,13 +4,14 @@ import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
 import { ackArguments, parseAckReply, type AckCounted, type AckGroup, type AckInput, type AckRetry } from './ack.js';
 import { BlockSizes, Watermark } from './backpressure.js';
-import { blockWithLayer, decodeEntry, FIELD } from './blocks.js';
+import { blockWithLayer, FIELD } from './blocks.js';
 import { encodePayload } from './codec.js';
 import { describeError, isTransient, settleWithin, WedgedError } from './errors.js';
 import { deadLetterKey, errorsKey, partitionedKey, partitionOf } from './keys.js';
 import { forwardOnce, moveMarkerKey, waitForReplicas, type MovedEntry } from './move.js';
 import { connectRedis, keySlot } from './redis.js';
 import { Recovery, type RawEntry, type RecoveryHost } from './recovery.js';
+import { sharedReads } from './shared-reads.js';
 import type { scripted } from './scripts.js';
 import type { AckResult, EntryResult, HarnessOptions, Output, StageBlock, StageDefinition, StageHandler } from './stage.js';
 
@@ -53,6 +54,8 @@ export class PartitionWorker<In> implements RecoveryHost {
   /** When the batch in hand was read, claimed or last touched: a batch held too long is not moved (pipeline/move.ts). */
   private handedAt = 0;
   private readonly recovery: Recovery;
+  /** Says this worker no longer reads its input (other groups of this process then stop keeping decoded entries for it). */
+  private readonly leaveSharedReads: () => void;
 
   constructor(
     readonly stage: StageDefinition<In>,
@@ -83,6 +86,7 @@ export class PartitionWorker<In> implements RecoveryHost {
       { cacheMs: WATERMARK_CACHE_MS, sizes: this.outputSizes, maxAgeMs: this.config.STREAM_MAX_QUEUE_MS },
     );
     this.recovery = new Recovery(this);
+    this.leaveSharedReads = sharedReads.join(this.inputKey, stage.name);
   }
 
   isReading(): boolean {
@@ -120,6 +124,7 @@ export class PartitionWorker<In> implements RecoveryHost {
       clearInterval(this.recoveryTimer);
       await this.queue.catch(() => {});
       this.blocking.disconnect();
+      this.leaveSharedReads();
     }
   }
 
@@ -243,7 +248,7 @@ export class PartitionWorker<In> implements RecoveryHost {
     const block: InputBlock<In> = { id: raw.id, origin: raw.id, events: [], deleted: raw.fields === null };
     if (!raw.fields) return block;
     try {
-      const entry = decodeEntry<In>(raw.id, raw.fields);
+      const entry = sharedReads.decode<In>(this.inputKey, raw.id, raw.fields);
       block.origin = entry.origin;
       block.blockBytes = entry.blockBytes;
       block.events = entry.events.map((event, i) => ({
