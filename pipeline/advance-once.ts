@@ -39,10 +39,13 @@ const INT64_MIN = -(2n ** 63n);
 const pinned = (value: bigint): bigint => (value > INT64_MAX || value < INT64_MIN ? INT64_MAX : value);
 
 interface KeyPlan {
+  /** The counter's number among the call's counters (0-based). */
+  index: number;
   op: AdvanceCounter['op'];
   ttlSeconds: number;
-  /** 'add': the increments per marker, summed over consecutive items of one marker. */
-  parts: [marker: number, by: bigint][];
+  /** 'add': the increments per marker (marker numbers and sums), summed over consecutive items of one marker. */
+  markers: number[];
+  sums: bigint[];
   /** 'min': the least value of the batch. */
   least?: bigint;
 }
@@ -51,20 +54,27 @@ interface KeyPlan {
 function advanceOnceArguments(items: readonly AdvanceItem[], markerTtlSeconds: number): AdvanceCall {
   const markers = new Map<string, number>();
   const plans = new Map<string, KeyPlan>();
-  const counterNumber = new Map<string, number>();
-  const markerOf: number[] = [];
-  const countersOf: number[][] = [];
-  for (const item of items) {
-    let marker = markers.get(item.marker);
-    if (marker === undefined) markers.set(item.marker, (marker = markers.size));
-    markerOf.push(marker);
-    const numbers: number[] = [];
-    for (const counter of item.counters) {
+  const markerOf: number[] = new Array(items.length);
+  const countersOf: number[][] = new Array(items.length);
+  let previousMarker: string | undefined;
+  let marker = -1;
+  for (let i = 0; i < items.length; i++) {
+    const item = items[i];
+    // The items of a block come together: its marker is looked up once.
+    if (item.marker !== previousMarker) {
+      previousMarker = item.marker;
+      const known = markers.get(item.marker);
+      if (known === undefined) markers.set(item.marker, (marker = markers.size));
+      else marker = known;
+    }
+    markerOf[i] = marker;
+    const numbers: number[] = new Array(item.counters.length);
+    for (let c = 0; c < item.counters.length; c++) {
+      const counter = item.counters[c];
       let plan = plans.get(counter.key);
       if (!plan) {
-        plan = { op: counter.op, ttlSeconds: 0, parts: [] };
+        plan = { index: plans.size, op: counter.op, ttlSeconds: 0, markers: [], sums: [] };
         plans.set(counter.key, plan);
-        counterNumber.set(counter.key, counterNumber.size);
       } else if (plan.op === 'get') {
         plan.op = counter.op;
       } else if (counter.op !== 'get' && counter.op !== plan.op) {
@@ -72,22 +82,25 @@ function advanceOnceArguments(items: readonly AdvanceItem[], markerTtlSeconds: n
       }
       if (counter.op === 'add') {
         plan.ttlSeconds = counter.ttlSeconds;
-        const last = plan.parts[plan.parts.length - 1];
-        if (last && last[0] === marker) last[1] += counter.by;
-        else plan.parts.push([marker, counter.by]);
+        const last = plan.markers.length - 1;
+        if (last >= 0 && plan.markers[last] === marker) plan.sums[last] += counter.by;
+        else {
+          plan.markers.push(marker);
+          plan.sums.push(counter.by);
+        }
       } else if (counter.op === 'min') {
         plan.ttlSeconds = counter.ttlSeconds;
         if (plan.least === undefined || counter.value < plan.least) plan.least = counter.value;
       }
-      numbers.push(counterNumber.get(counter.key)!);
+      numbers[c] = plan.index;
     }
-    countersOf.push(numbers);
+    countersOf[i] = numbers;
   }
   const args: string[] = [String(markers.size), String(markerTtlSeconds)];
   for (const plan of plans.values()) {
     if (plan.op === 'add') {
-      args.push('add', String(plan.ttlSeconds), String(plan.parts.length));
-      for (const [marker, by] of plan.parts) args.push(String(marker + 1), by.toString());
+      args.push('add', String(plan.ttlSeconds), String(plan.markers.length));
+      for (let m = 0; m < plan.markers.length; m++) args.push(String(plan.markers[m] + 1), plan.sums[m].toString());
     } else if (plan.op === 'min') {
       args.push('min', String(plan.ttlSeconds), plan.least!.toString());
     } else {
