@@ -17,6 +17,7 @@ interface ScriptedRedis {
   appendAtCursor(...args: ScriptArg[]): Promise<number>;
   forwardOnce(numKeys: number, ...args: ScriptArg[]): Promise<(string | null)[]>;
   oldestWaiting(numKeys: number, ...keys: string[]): Promise<number[]>;
+  advanceOnce(numKeys: number, ...args: ScriptArg[]): Promise<(string | null)[]>;
 }
 
 const SCRIPTS: { name: keyof ScriptedRedis; file: string; keys?: number; lib?: string }[] = [
@@ -27,6 +28,7 @@ const SCRIPTS: { name: keyof ScriptedRedis; file: string; keys?: number; lib?: s
   { name: 'appendAtCursor', file: 'appendAtCursor-2.lua', keys: 2 },
   { name: 'forwardOnce', file: 'forwardOnce.lua' },
   { name: 'oldestWaiting', file: 'oldestWaiting.lua' },
+  { name: 'advanceOnce', file: 'advanceOnce.lua' },
 ];
 
 const loaded = new WeakSet<Redis>();

@@ -374,3 +374,141 @@ describe('rolling caps', () => {
     expect((await events(tenantId)).map((e) => JSON.parse(e.payload).data.threshold_percent)).toEqual([50, 50]);
   });
 });
+
+describe('blocks against events one at a time', () => {
+  const COMMITTED = { billing_mode: 'COMMITTED', commitment: { committed_amount: 100, committed_price: '10' }, tool_invocations: { '*': '0.01' } } as const;
+
+  /** A committed tenant (100 calls) with two agents, a day cap on its team, and alert settings that let every per-event alert fire. */
+  async function committedTenant(name: string) {
+    const seeded = await seedTenant(world.sql, { name, pricing: COMMITTED, customers: 1, teamsPerCustomer: 1, agentsPerTeam: 2 });
+    const customer = seeded.customers[0];
+    const team = customer.teams[0];
+    const capId = await cap(seeded.tenantId, { scope_kind: 'team', scope_id: team.id, period: 'day', limit_nano: UNIT });
+    await world.sql`
+      INSERT INTO alert_settings (tenant_id, threshold_bps, velocity_factor_milli, velocity_min_nano, projection_horizon_seconds)
+      VALUES (${seeded.tenantId}, ${[5000, 8000, 10000]}::integer[], 3000, ${UNIT.toString()}, 600)`;
+    // Each id of this tenant, and the name it is compared under (the cap's, which holds the tenant's, first).
+    const names: [string, string][] = [
+      [capId, 'CAP'],
+      [seeded.tenantId, 'TENANT'],
+      [customer.id, 'CUSTOMER'],
+      [customer.subscriptionId, 'SUBSCRIPTION'],
+      [seeded.ratePlanId, 'PLAN'],
+      [team.id, 'TEAM'],
+      [team.agents[0].id, 'AGENT0'],
+      [team.agents[1].id, 'AGENT1'],
+    ];
+    return { seeded, customer, team, names };
+  }
+
+  /**
+   * 120 calls of 0.05 of one customer, over two agents and two sessions, half in the hour before
+   * `now` and half in its hour, a session's start lowered now and then by a call recorded earlier
+   * than the ones before it: the same keys over and over, each event's view its own.
+   */
+  function calls(t: Awaited<ReturnType<typeof committedTenant>>, hourStart: number): StageEntry<LedgeredEvent>[] {
+    return Array.from({ length: 120 }, (_, i) => {
+      const late = i % 7 === 3 && (i < 50 || i > 80) ? 400_000 : 0;
+      return {
+        id: `0-${i}`,
+        partition: 0,
+        tags: [],
+        payload: ledgeredEvent({
+          tenantId: t.seeded.tenantId,
+          eventId: `evt_same_${i}`,
+          sessionId: i % 3 === 0 ? 'sess_a' : 'sess_b',
+          recordedAt: hourStart - 30 * 60_000 + i * 30_000 - late,
+          attribution: { customerId: t.customer.id, teamId: t.team.id, agentId: t.team.agents[i % 2].id },
+          subscription: { subscriptionId: t.customer.subscriptionId, ratePlanId: t.seeded.ratePlanId },
+          cost: { total: UNIT / 20n },
+        }),
+      };
+    });
+  }
+
+  /** The tenant's alerts with its ids named alike (and sorted), so two tenants' can be compared. */
+  async function alertsNamed(names: [string, string][], tenantId: string): Promise<{ type: string; dedupeKey: string; data: unknown }[]> {
+    const named = (text: string) => names.reduce((t, [id, name]) => t.split(id).join(name), text);
+    return (await events(tenantId))
+      .map((e) => ({ type: e.type, dedupeKey: named(e.dedupe_key), data: JSON.parse(named(e.payload)).data }))
+      .sort((a, b) => (a.dedupeKey < b.dedupeKey ? -1 : 1));
+  }
+
+  it('fires the same alerts, with the same figures and on the same events, for a batch of blocks as for its events handed one at a time', async () => {
+    const hourStart = Math.floor(Date.now() / HOUR_MS) * HOUR_MS;
+    const now = hourStart + 20 * 60_000;
+    const blocks = await committedTenant('blocks');
+    const singles = await committedTenant('singles');
+
+    const [blockWorker] = workers(1, () => now);
+    await blockWorker.load();
+    const inBlocks = calls(blocks, hourStart);
+    // One batch of three blocks (every key in two or three of them), as the harness hands them.
+    await blockWorker.handleBlocks([
+      { id: '0-0', origin: `blk0_${blocks.seeded.tenantId}`, events: inBlocks.slice(0, 45) },
+      { id: '0-45', origin: `blk1_${blocks.seeded.tenantId}`, events: inBlocks.slice(45, 100) },
+      { id: '0-100', origin: `blk2_${blocks.seeded.tenantId}`, events: inBlocks.slice(100) },
+    ]);
+    const [singleWorker] = workers(1, () => now);
+    await singleWorker.load();
+    for (const call of calls(singles, hourStart)) await singleWorker.handle([call]);
+
+    const fromBlocks = await alertsNamed(blocks.names, blocks.seeded.tenantId);
+    expect(fromBlocks).toEqual(await alertsNamed(singles.names, singles.seeded.tenantId));
+    // Not a vacuous comparison: commitment thresholds, velocity in both hours, and session projections all fired.
+    const count = (type: string) => fromBlocks.filter((a) => a.type === type).length;
+    expect(count('commitment.threshold_reached')).toBe(3);
+    expect(count('spend.velocity_spike')).toBe(8); // customer, team and two agents, in each hour
+    expect(count('session.projection_exceeded')).toBe(1);
+    // Each on the event that crossed, with that event's own running figure.
+    const commitment = fromBlocks.filter((a) => a.type === 'commitment.threshold_reached').map((a) => a.data as { calls: string; event_id: string });
+    expect(commitment.map((d) => [d.calls, d.event_id]).sort()).toEqual([
+      ['100', 'evt_same_99'],
+      ['50', 'evt_same_49'],
+      ['80', 'evt_same_79'],
+    ]);
+    // sess_b as its fifth call saw it: started with its first call, not yet at the earlier time its eleventh brings.
+    const projection = fromBlocks.find((a) => a.type === 'session.projection_exceeded')!.data;
+    expect(projection).toMatchObject({ session_id: 'sess_b', event_id: 'evt_same_4', session_spent: '0.15', session_started_at: new Date(hourStart - 29.5 * 60_000).toISOString() });
+    const sessionStart = partitionedKey(world.config.REDIS_PREFIX, `session-start:${blocks.seeded.tenantId}:sess_b`, 0);
+    expect(await world.redis.get(sessionStart)).toBe(String(hourStart - 30 * 60_000 + 10 * 30_000 - 400_000));
+    const counter = partitionedKey(world.config.REDIS_PREFIX, `commit-calls:${blocks.seeded.tenantId}:${blocks.customer.id}:${blocks.seeded.ratePlanId}:${Date.UTC(2026, 2, 1)}`, 0);
+    expect(await world.redis.get(counter)).toBe('120');
+  });
+
+  it('applies a redelivered block once, alone or beside a new block on the same keys, and the new block sees the totals it left', async () => {
+    const hourStart = Math.floor(Date.now() / HOUR_MS) * HOUR_MS;
+    const now = hourStart + 20 * 60_000;
+    const t = await committedTenant('redelivered');
+    const all = calls(t, hourStart);
+    const block = (b: number, events: StageEntry<LedgeredEvent>[]) => ({ id: `0-${b}`, origin: `blk${b}_${t.seeded.tenantId}`, events });
+    const first = block(0, all.slice(0, 40));
+    const second = block(1, all.slice(40, 80));
+    const third = block(2, all.slice(80));
+    const [worker] = workers(1, () => now);
+    await worker.load();
+    await worker.handleBlocks([first, second]);
+    const counter = partitionedKey(world.config.REDIS_PREFIX, `commit-calls:${t.seeded.tenantId}:${t.customer.id}:${t.seeded.ratePlanId}:${Date.UTC(2026, 2, 1)}`, 0);
+    const session = partitionedKey(world.config.REDIS_PREFIX, `session-spend:${t.seeded.tenantId}:sess_b`, 0);
+    const agentHour = partitionedKey(world.config.REDIS_PREFIX, `spend-h:${t.seeded.tenantId}:agent:${t.team.agents[0].id}:${Math.floor(hourStart / HOUR_MS) - 1}`, 0);
+    const before = await world.redis.mget(counter, session, agentHour);
+    expect(before[0]).toBe('80');
+    const firedBefore = await alertsNamed(t.names, t.seeded.tenantId);
+
+    // The second block again, alone, to a worker that remembers nothing: nothing counted, nothing new in the outbox.
+    const [fresh] = workers(1, () => now);
+    await fresh.load();
+    await fresh.handleBlocks([second]);
+    expect(await world.redis.mget(counter, session, agentHour)).toEqual(before);
+    expect(await alertsNamed(t.names, t.seeded.tenantId)).toEqual(firedBefore);
+
+    // The second again beside the third: the third counted once, from where the first two left the totals.
+    await fresh.handleBlocks([second, third]);
+    await fresh.handleBlocks([second, third]);
+    expect(await world.redis.get(counter)).toBe('120');
+    expect(BigInt((await world.redis.get(session))!)).toBe((80n * UNIT) / 20n); // two calls in three are sess_b's
+    const hundred = (await alertsNamed(t.names, t.seeded.tenantId)).find((a) => a.dedupeKey.endsWith(':100:10000'));
+    expect(hundred?.data).toMatchObject({ calls: '100', event_id: 'evt_same_99' });
+    expect((await events(t.seeded.tenantId)).filter((e) => e.type === 'commitment.threshold_reached')).toHaveLength(3);
+  });
+});

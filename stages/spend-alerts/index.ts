@@ -2,6 +2,7 @@ import type { Redis } from '../../pipeline/redis.js';
 import { STREAMS } from '../../store/streams.js';
 import type { EntryResult, StageBlock, StageDefinition, StageEntry } from '../../pipeline/stage.js';
 import { partitionedKey } from '../../pipeline/keys.js';
+import { advanceOnce, type AdvanceCounter, type AdvanceItem } from '../../pipeline/advance-once.js';
 import type { Sql } from '../../pipeline/postgres.js';
 import { isUsageEventType } from '../../domain/events.js';
 import type { LedgeredEvent } from '../../domain/flow.js';
@@ -44,77 +45,16 @@ const FIRED_MEMORY = 100_000;
 const VELOCITY_SCOPES = ['customer', 'agent', 'team', 'app'] as const;
 type VelocityKind = (typeof VELOCITY_SCOPES)[number];
 
-/**
- * Adds each event's cost to the hourly spend buckets of its customer, agent, team and app and to
- * its session's spend, and counts it toward its commitment, once: an applied marker per block of
- * events (per event for a block of one) makes a redelivery count nothing. Keeps the earliest time
- * seen per session; returns per event the session's start and spend, the commitment's calls, and
- * the current and previous hour's totals of each scope.
- * KEYS: the markers (one per block), then per event: session start, session spend, commitment
- * calls, then per scope of VELOCITY_SCOPES its current hour and previous hour. ARGV: applied ttl,
- * bucket ttl, session ttl, commitment ttl, number of markers, then per event: its marker's number
- * (1-based), cost, recorded at (ms), has session, has commitment, and per scope whether the event
- * has it (0|1).
- */
-const SCOPES_N = VELOCITY_SCOPES.length;
-const KEYS_PER_EVENT = 3 + 2 * SCOPES_N;
-const ARGS_PER_EVENT = 5 + SCOPES_N;
-const SPEND_BUCKETS_LUA = `
-local SCOPES, KEYS_PER_EVENT, ARGS_PER_EVENT = ${SCOPES_N}, ${KEYS_PER_EVENT}, ${ARGS_PER_EVENT}
-local function add(key, by, ttl)
-  if not pcall(redis.call, 'INCRBY', key, by) then redis.call('SET', key, '9223372036854775807', 'KEEPTTL') end
-  redis.call('EXPIRE', key, ttl)
-end
-local markers = tonumber(ARGV[5])
-local fresh = {}
-for m = 1, markers do fresh[m] = redis.call('SET', KEYS[m], '1', 'NX', 'EX', ARGV[1]) end
-local out = {}
-local events = (#ARGV - 5) / ARGS_PER_EVENT
-for i = 0, events - 1 do
-  local k = markers + i * KEYS_PER_EVENT
-  local a = 6 + i * ARGS_PER_EVENT
-  local marker, by, at, hasSession, hasCommitment = tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
-  if fresh[marker] then
-    for s = 0, SCOPES - 1 do
-      if ARGV[a + 5 + s] == '1' then add(KEYS[k + 4 + s * 2], by, ARGV[2]) end
-    end
-    if hasSession == '1' then add(KEYS[k + 2], by, ARGV[3]) end
-    if hasCommitment == '1' then
-      redis.call('INCR', KEYS[k + 3])
-      redis.call('EXPIRE', KEYS[k + 3], ARGV[4])
-    end
-  end
-  local start, sessionSpent = '', ''
-  if hasSession == '1' then
-    start = redis.call('GET', KEYS[k + 1])
-    if (not start) or tonumber(start) > tonumber(at) then
-      redis.call('SET', KEYS[k + 1], at, 'EX', ARGV[3])
-      start = at
-    end
-    sessionSpent = redis.call('GET', KEYS[k + 2]) or '0'
-  end
-  local committedCalls = ''
-  if hasCommitment == '1' then committedCalls = redis.call('GET', KEYS[k + 3]) or '0' end
-  local reply = { start, sessionSpent, committedCalls }
-  for s = 0, SCOPES - 1 do
-    if ARGV[a + 5 + s] == '1' then
-      reply[#reply + 1] = redis.call('GET', KEYS[k + 4 + s * 2]) or '0'
-      reply[#reply + 1] = redis.call('GET', KEYS[k + 5 + s * 2]) or '0'
-    else
-      reply[#reply + 1] = ''
-      reply[#reply + 1] = ''
-    end
-  end
-  out[#out + 1] = reply
-end
-return out`;
-
 interface Alert {
   tenantId: string;
   type: WebhookEventType;
   dedupeKey: string;
   data: Record<string, unknown>;
 }
+
+/** A batch's alerts by `<tenant>|<dedupe key>`: the first event to reach a crossing names it (with its own figures). */
+type BatchAlerts = Map<string, Alert>;
+const alertKey = (tenantId: string, dedupeKey: string) => `${tenantId}|${dedupeKey}`;
 
 interface CapTotal {
   cap: SpendCap;
@@ -145,15 +85,15 @@ type VelocityScope = { kind: VelocityKind; id: string };
 const bucketKey = (e: LedgeredEvent, hour: number, scope: VelocityScope = { kind: 'customer', id: e.attribution.customerId }) =>
   scope.kind === 'customer' ? `spend-h:${e.tenantId}:${scope.id}:${hour}` : `spend-h:${e.tenantId}:${scope.kind}:${scope.id}:${hour}`;
 
-/** The velocity scopes of an event, in VELOCITY_SCOPES order (undefined: the event has none of that kind). */
-function velocityScopes(e: LedgeredEvent): (VelocityScope | undefined)[] {
+/** The velocity scopes an event has, in VELOCITY_SCOPES order (an event may have no agent or no app). */
+function velocityScopes(e: LedgeredEvent): VelocityScope[] {
   const ids: Record<VelocityKind, string | undefined> = {
     customer: e.attribution.customerId,
     agent: e.attribution.agentId,
     team: e.attribution.teamId,
     app: e.attribution.appId,
   };
-  return VELOCITY_SCOPES.map((kind) => (ids[kind] ? { kind, id: ids[kind] } : undefined));
+  return VELOCITY_SCOPES.flatMap((kind) => (ids[kind] ? [{ kind, id: ids[kind] }] : []));
 }
 
 /** ceil(limit x bps / 10000), exactly. */
@@ -215,7 +155,7 @@ export class SpendAlerts {
       const commitments = await this.commitmentsOf(usage);
       const views = await this.advanceBuckets(usage, markerOf, commitments);
       const totals = await this.capTotals(usage);
-      const alerts: Alert[] = [];
+      const alerts: BatchAlerts = new Map();
       for (let i = 0; i < usage.length; i++) {
         const tenantSettings = settings.get(usage[i].payload.tenantId)!;
         this.commitmentAlerts(alerts, usage[i].payload, tenantSettings, commitments[i], views[i]);
@@ -240,19 +180,27 @@ export class SpendAlerts {
     return Promise.all(lookups);
   }
 
-  /** True when this process already enqueued the alert: it is not built again (the outbox would drop it anyway). */
-  private hasFired(tenantId: string, dedupeKey: string): boolean {
-    return this.fired.has(`${tenantId}|${dedupeKey}`);
+  /**
+   * True when this process already enqueued the alert, or an earlier event of the batch raised it:
+   * it is not built again (the outbox would drop it anyway).
+   */
+  private hasFired(out: BatchAlerts, tenantId: string, dedupeKey: string): boolean {
+    const key = alertKey(tenantId, dedupeKey);
+    return this.fired.has(key) || out.has(key);
+  }
+
+  private fire(out: BatchAlerts, alert: Alert): void {
+    out.set(alertKey(alert.tenantId, alert.dedupeKey), alert);
   }
 
   /** A commitment's calls this period reaching a threshold of the committed calls: overage is near, or here. */
-  private commitmentAlerts(out: Alert[], e: LedgeredEvent, settings: AlertSettings, commitment: CommitmentOf | undefined, view: SpendView): void {
+  private commitmentAlerts(out: BatchAlerts, e: LedgeredEvent, settings: AlertSettings, commitment: CommitmentOf | undefined, view: SpendView): void {
     if (!commitment || view.commitmentCalls === undefined) return;
     for (const bps of settings.thresholdBps) {
       if (view.commitmentCalls < thresholdOf(commitment.committedCalls, bps)) continue;
       const dedupeKey = `commitment.threshold_reached:${e.attribution.customerId}:${commitment.ratePlanId}:${e.subscription.periodStart}:${commitment.committedCalls}:${bps}`;
-      if (this.hasFired(e.tenantId, dedupeKey)) continue;
-      out.push({
+      if (this.hasFired(out, e.tenantId, dedupeKey)) continue;
+      this.fire(out, {
         tenantId: e.tenantId,
         type: 'commitment.threshold_reached',
         dedupeKey,
@@ -271,7 +219,7 @@ export class SpendAlerts {
     }
   }
 
-  /** Per event, the caps on it in their current period with the running total cap-check keeps: one MGET per partition. */
+  /** Per event, the caps on it in their current period with the running total cap-check keeps: one MGET per partition, each counter in it once. */
   private async capTotals(entries: StageEntry<LedgeredEvent>[]): Promise<CapTotal[][]> {
     const totals: CapTotal[][] = entries.map(({ payload: e }) =>
       this.caps.capsFor(e.tenantId, { ...e.attribution, ratePlanId: e.subscription.ratePlanId }, e.sessionId).flatMap((cap) => {
@@ -288,14 +236,30 @@ export class SpendAlerts {
     });
     for (const [partition, list] of byPartition) {
       if (list.length === 0) continue;
-      const values = await this.redis.mget(...list.map((t) => partitionedKey(this.prefix, capCounterKey(t.cap, t.periodKey), partition)));
-      list.forEach((t, i) => {
-        t.spent = BigInt(values[i] ?? '0');
+      const counters = new Map<string, CapTotal[]>();
+      for (const t of list) {
+        const key = partitionedKey(this.prefix, capCounterKey(t.cap, t.periodKey), partition);
+        const sharing = counters.get(key);
+        if (sharing) sharing.push(t);
+        else counters.set(key, [t]);
+      }
+      const values = await this.redis.mget(...counters.keys());
+      [...counters.values()].forEach((sharing, i) => {
+        const spent = BigInt(values[i] ?? '0');
+        for (const t of sharing) t.spent = spent;
       });
     }
     return totals;
   }
 
+  /**
+   * Adds each event's cost to the hourly spend buckets of its customer, agent, team and app and
+   * to its session's spend, and counts it toward its commitment, once: an applied marker per
+   * block of events (per event for a block of one) makes a redelivery count nothing. Keeps the
+   * earliest time seen per session. Returns per event what it sees, its own cost included: the
+   * session's start and spend, the commitment's calls, and the current and previous hour's totals
+   * of each scope. One script call per partition, each key of the batch in it once.
+   */
   private async advanceBuckets(entries: StageEntry<LedgeredEvent>[], markerOf: string[], commitments: (CommitmentOf | undefined)[]): Promise<SpendView[]> {
     const views: SpendView[] = new Array(entries.length);
     const byPartition = new Map<number, number[]>();
@@ -306,45 +270,49 @@ export class SpendAlerts {
     });
     for (const [partition, indexes] of byPartition) {
       const key = (name: string) => partitionedKey(this.prefix, name, partition);
-      const markers = new Map<string, number>();
-      for (const i of indexes) if (!markers.has(markerOf[i])) markers.set(markerOf[i], markers.size + 1);
-      const keys: string[] = [...markers.keys()].map(key);
-      const args: (string | number)[] = [APPLIED_TTL_SECONDS, BUCKET_TTL_SECONDS, SESSION_START_TTL_SECONDS, COMMITMENT_TTL_SECONDS, markers.size];
-      for (const i of indexes) {
+      const scopes = indexes.map((i) => velocityScopes(entries[i].payload));
+      const items: AdvanceItem[] = indexes.map((i, n) => {
         const e = entries[i].payload;
-        const hour = hourOf(e.recordedAt);
+        const counters: AdvanceCounter[] = [];
+        if (e.sessionId) {
+          counters.push(
+            { op: 'min', key: key(`session-start:${e.tenantId}:${e.sessionId}`), value: BigInt(e.recordedAt), ttlSeconds: SESSION_START_TTL_SECONDS },
+            { op: 'add', key: key(`session-spend:${e.tenantId}:${e.sessionId}`), by: e.cost.total, ttlSeconds: SESSION_START_TTL_SECONDS },
+          );
+        }
         const commitment = commitments[i];
-        const scopes = velocityScopes(e);
-        keys.push(
-          key(`session-start:${e.tenantId}:${e.sessionId ?? '-'}`),
-          key(`session-spend:${e.tenantId}:${e.sessionId ?? '-'}`),
-          key(commitment ? commitmentKey(e, commitment) : `commit-calls:${e.tenantId}:-`),
-          ...scopes.flatMap((scope, s) => {
-            const named = scope ?? { kind: VELOCITY_SCOPES[s], id: '-' };
-            return [key(bucketKey(e, hour, named)), key(bucketKey(e, hour - 1, named))];
-          }),
-        );
-        args.push(markers.get(markerOf[i])!, e.cost.total.toString(), e.recordedAt, e.sessionId ? 1 : 0, commitment ? 1 : 0, ...scopes.map((scope) => (scope ? 1 : 0)));
-      }
-      const replies = (await this.redis.eval(SPEND_BUCKETS_LUA, keys.length, ...keys, ...args)) as (string | null)[][];
+        if (commitment) counters.push({ op: 'add', key: key(commitmentKey(e, commitment)), by: 1n, ttlSeconds: COMMITMENT_TTL_SECONDS });
+        const hour = hourOf(e.recordedAt);
+        for (const scope of scopes[n]) {
+          counters.push(
+            { op: 'add', key: key(bucketKey(e, hour, scope)), by: e.cost.total, ttlSeconds: BUCKET_TTL_SECONDS },
+            { op: 'get', key: key(bucketKey(e, hour - 1, scope)) },
+          );
+        }
+        return { marker: key(markerOf[i]), counters };
+      });
+      const values = await advanceOnce(this.redis, items, APPLIED_TTL_SECONDS);
       indexes.forEach((i, n) => {
-        const [start, sessionSpent, calls, ...hours] = replies[n];
-        const velocity: SpendView['velocity'] = [];
-        velocityScopes(entries[i].payload).forEach((scope, s) => {
-          if (scope && hours[s * 2]) velocity.push({ scope, totals: { currentHour: BigInt(hours[s * 2]!), previousHour: BigInt(hours[s * 2 + 1]!) } });
-        });
-        views[i] = {
-          velocity,
-          ...(start ? { sessionStart: Number(start) } : {}),
-          ...(sessionSpent ? { sessionSpent: BigInt(sessionSpent) } : {}),
-          ...(calls ? { commitmentCalls: BigInt(calls) } : {}),
-        };
+        const e = entries[i].payload;
+        const seen = values[n];
+        let at = 0;
+        const view: SpendView = { velocity: [] };
+        if (e.sessionId) {
+          view.sessionStart = Number(seen[at++]);
+          view.sessionSpent = seen[at++];
+        }
+        if (commitments[i]) view.commitmentCalls = seen[at++];
+        for (const scope of scopes[n]) {
+          view.velocity.push({ scope, totals: { currentHour: seen[at], previousHour: seen[at + 1] } });
+          at += 2;
+        }
+        views[i] = view;
       });
     }
     return views;
   }
 
-  private capAlerts(out: Alert[], entry: StageEntry<LedgeredEvent>, settings: AlertSettings, view: SpendView, totals: CapTotal[]): void {
+  private capAlerts(out: BatchAlerts, entry: StageEntry<LedgeredEvent>, settings: AlertSettings, view: SpendView, totals: CapTotal[]): void {
     const e = entry.payload;
     for (const { cap, periodKey, periodEndsAt, spent } of totals) {
       // A rolling cap has no period: a threshold fires at most once per window-long slot.
@@ -353,8 +321,8 @@ export class SpendAlerts {
       for (const bps of settings.thresholdBps) {
         if (spent < thresholdOf(cap.limitNano, bps)) continue;
         const dedupeKey = `cap.threshold_reached:${cap.id}:${crossing}:${cap.limitNano}:${bps}`;
-        if (this.hasFired(e.tenantId, dedupeKey)) continue;
-        out.push({
+        if (this.hasFired(out, e.tenantId, dedupeKey)) continue;
+        this.fire(out, {
           tenantId: e.tenantId,
           type: 'cap.threshold_reached',
           dedupeKey,
@@ -362,8 +330,8 @@ export class SpendAlerts {
         });
       }
       if ((cap.period === 'day' || cap.period === 'month') && e.sessionId) {
-        const alert = this.periodProjection(e, settings, view, cap, periodKey, periodEndsAt, spent);
-        if (alert) out.push(alert);
+        const alert = this.periodProjection(out, e, settings, view, cap, periodKey, periodEndsAt, spent);
+        if (alert) this.fire(out, alert);
         continue;
       }
       if (cap.period !== 'session' || !e.sessionId || view.sessionStart === undefined || spent >= cap.limitNano) continue;
@@ -373,8 +341,9 @@ export class SpendAlerts {
       const projected = (spent * (elapsed + horizonMs)) / elapsed;
       if (projected < cap.limitNano) continue;
       const dedupeKey = `session.projection_exceeded:${cap.id}:${e.sessionId}:${cap.limitNano}`;
-      if (this.hasFired(e.tenantId, dedupeKey)) continue;
-      out.push(
+      if (this.hasFired(out, e.tenantId, dedupeKey)) continue;
+      this.fire(
+        out,
         this.projectionAlert(e, cap, periodKey, spent, dedupeKey, view.sessionStart, {
           projected: formatNano(projected),
           horizon_seconds: settings.projectionHorizonSeconds,
@@ -389,6 +358,7 @@ export class SpendAlerts {
    * passes the limit not reached yet. Once per cap, period and session.
    */
   private periodProjection(
+    out: BatchAlerts,
     e: LedgeredEvent,
     settings: AlertSettings,
     view: SpendView,
@@ -404,7 +374,7 @@ export class SpendAlerts {
     const projected = spent + (view.sessionSpent * horizonMs) / elapsed;
     if (projected < cap.limitNano) return undefined;
     const dedupeKey = `session.projection_exceeded:${cap.id}:${periodKey}:${e.sessionId}:${cap.limitNano}`;
-    if (this.hasFired(e.tenantId, dedupeKey)) return undefined;
+    if (this.hasFired(out, e.tenantId, dedupeKey)) return undefined;
     return this.projectionAlert(e, cap, periodKey, spent, dedupeKey, view.sessionStart, {
       session_spent: formatNano(view.sessionSpent),
       projected: formatNano(projected),
@@ -452,7 +422,7 @@ export class SpendAlerts {
   }
 
   /** The last hour's spend (this hour, and the part of the previous hour still inside the hour) against the trailing week, of the customer, agent, team and app. */
-  private async velocityAlert(out: Alert[], entry: StageEntry<LedgeredEvent>, settings: AlertSettings, view: SpendView): Promise<void> {
+  private async velocityAlert(out: BatchAlerts, entry: StageEntry<LedgeredEvent>, settings: AlertSettings, view: SpendView): Promise<void> {
     const e = entry.payload;
     // A late event says nothing about the rate now.
     if (this.now() - e.recordedAt > HOUR_MS) return;
@@ -462,10 +432,10 @@ export class SpendAlerts {
       const lastHour = totals.currentHour + (totals.previousHour * (BigInt(HOUR_MS) - intoHour)) / BigInt(HOUR_MS);
       if (lastHour < settings.velocityMinNano) continue;
       const dedupeKey = scope.kind === 'customer' ? `spend.velocity_spike:${scope.id}:${hour}` : `spend.velocity_spike:${scope.kind}:${scope.id}:${hour}`;
-      if (this.hasFired(e.tenantId, dedupeKey)) continue;
+      if (this.hasFired(out, e.tenantId, dedupeKey)) continue;
       const average = await this.trailingAverage(entry, hour, scope);
       if (lastHour * 1000n <= average * BigInt(settings.velocityFactorMilli)) continue;
-      out.push({
+      this.fire(out, {
         tenantId: e.tenantId,
         type: 'spend.velocity_spike',
         dedupeKey,
@@ -498,8 +468,8 @@ export class SpendAlerts {
     return average;
   }
 
-  private async enqueue(alerts: Alert[]): Promise<void> {
-    const fresh = [...new Map(alerts.filter((a) => !this.fired.has(`${a.tenantId}|${a.dedupeKey}`)).map((a) => [`${a.tenantId}|${a.dedupeKey}`, a])).values()];
+  private async enqueue(alerts: BatchAlerts): Promise<void> {
+    const fresh = [...alerts].filter(([key]) => !this.fired.has(key)).map(([, alert]) => alert);
     if (fresh.length === 0) return;
     // One order for every worker: two transactions taking the same dedupe keys never deadlock.
     fresh.sort((a, b) => (a.tenantId + a.dedupeKey < b.tenantId + b.dedupeKey ? -1 : 1));
@@ -507,7 +477,7 @@ export class SpendAlerts {
       for (const alert of fresh) await enqueueWebhookEvent(tx, alert.tenantId, alert.type, alert.data, alert.dedupeKey);
     });
     if (this.fired.size + fresh.length > FIRED_MEMORY) this.fired.clear();
-    for (const alert of fresh) this.fired.add(`${alert.tenantId}|${alert.dedupeKey}`);
+    for (const alert of fresh) this.fired.add(alertKey(alert.tenantId, alert.dedupeKey));
   }
 }
 
