@@ -125,7 +125,10 @@ async function serveBaseline(): Promise<void> {
     const batch = normalizeBatch(tenantId, events.value, { now: Date.now(), maxFutureSeconds: 300, maxAgeDays: 35 });
     // The plain approach: synchronous inserts before answering, one per event in order, or one per request.
     if (mode === 'per-request') {
-      if (batch.accepted.length) await insert(batch.accepted);
+      // In key order: two requests holding some of the same event ids (resent duplicates) in
+      // another order would deadlock each other (PostgreSQL 40P01), as they did in this bench.
+      const byKey = [...batch.accepted].sort((a, b) => (a.eventId < b.eventId ? -1 : a.eventId > b.eventId ? 1 : 0));
+      if (byKey.length) await insert(byKey);
     } else {
       for (const event of batch.accepted) await insert([event]);
     }
