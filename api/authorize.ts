@@ -362,6 +362,11 @@ export function createAuthorizeRoutes(deps: AuthorizeDeps): AuthorizeRoutes {
     return { allowed: false, code: 'invalid_client_secret', reason: 'client_secret does not match this client_id' };
   }
 
+  /** Fails at once while the Redis connection is lost, rather than queueing the call behind a reconnect. */
+  function requireRedis(): void {
+    if (redisDown(redis)) throw new Error(`Redis connection is ${redis.status}`);
+  }
+
   function storeUnreachable(err: unknown, tenantId: string): ApiError {
     deps.log?.warn({ err, tenantId }, 'authorize: cannot resolve the credential or read pause flags');
     return unavailable('unavailable', 'cannot decide now: the credential store is unreachable; retry shortly', 1);
@@ -369,7 +374,7 @@ export function createAuthorizeRoutes(deps: AuthorizeDeps): AuthorizeRoutes {
 
   async function decideAll(tenantId: string, bodies: AuthorizeBody[]): Promise<AuthorizeReply[]> {
     try {
-      if (redisDown(redis)) throw new Error(`Redis connection is ${redis.status}`);
+      requireRedis();
       const replies: (AuthorizeReply | undefined)[] = await Promise.all(bodies.map((body) => secretRefusal(tenantId, body)));
       const asked = bodies.flatMap((body, i) => (replies[i] ? [] : [{ i, ask: askOf(tenantId, body) }]));
       const decisions = await authorizer.authorizeMany(asked.map((a) => a.ask));
@@ -387,7 +392,7 @@ export function createAuthorizeRoutes(deps: AuthorizeDeps): AuthorizeRoutes {
       throw new ApiError(400, 'validation_failed', 'the request body is not a valid authorize request', describeIssues(parsed.error));
     }
     try {
-      if (redisDown(redis)) throw new Error(`Redis connection is ${redis.status}`);
+      requireRedis();
       const refused = parsed.data.client_secret === undefined ? undefined : await secretRefusal(tenantId, parsed.data);
       return refused ?? reply(await authorizer.authorize(askOf(tenantId, parsed.data)));
     } catch (err) {
@@ -460,7 +465,7 @@ export function createAuthorizeRoutes(deps: AuthorizeDeps): AuthorizeRoutes {
     const body = parsed.data;
     let outcome: Awaited<ReturnType<Authorizer['release']>>;
     try {
-      if (redisDown(redis)) throw new Error(`Redis connection is ${redis.status}`);
+      requireRedis();
       const refused = await secretRefusal(tenantId, body);
       if (refused) throw new ApiError(403, refused.code!, refused.reason!);
       const { credential } = askOf(tenantId, body);

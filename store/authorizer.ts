@@ -162,7 +162,8 @@ export class Authorizer {
    */
   async authorize(ask: AuthorizeAsk): Promise<AuthorizeDecision> {
     const now = Date.now();
-    const chain = this.keptChain(ask.tenantId, ask.credential, now) ?? (await this.chainOf(ask.tenantId, ask.credential, now));
+    const chain =
+      this.keptChain(ask.tenantId, ask.credential, now) ?? (await this.loadChain(chainKey(ask.tenantId, ask.credential), ask.tenantId, ask.credential, now));
     if (!this.caps.isFresh(ask.tenantId, now)) await this.caps.ensureTenants([ask.tenantId]);
     const ratePlanId = this.needsPlan(ask) ? (await this.plansOf([ask], [chain], now))[0] : undefined;
     return this.admitOne(ask, chain, ratePlanId, now);
