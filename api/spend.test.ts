@@ -45,9 +45,11 @@ describe('GET /v1/spend/{agents,teams,customers}/{id}', () => {
     // Earlier this month (outside the recent window unless the month is young) and in the last hour.
     const early = new Date(Math.max(monthStart.getTime(), now - 10 * 86_400_000));
     await ledger(agent.id, early, 'transform_schema', 2_000_000_000n);
-    await ledger(agent.id, new Date(now - 30 * 60_000), 'read_database', 500_000_000n);
-    await ledger(agent.id, new Date(now - 20 * 60_000), 'transform_schema', 100_000_000n);
-    await ledger(other.id, new Date(now - 20 * 60_000), 'transform_schema', 7_000_000_000n, 'sess_other');
+    // In the first half hour of a month, "minutes ago" would fall in the month before: kept inside this one.
+    const minutesAgo = (minutes: number) => new Date(Math.max(monthStart.getTime(), now - minutes * 60_000));
+    await ledger(agent.id, minutesAgo(30), 'read_database', 500_000_000n);
+    await ledger(agent.id, minutesAgo(20), 'transform_schema', 100_000_000n);
+    await ledger(other.id, minutesAgo(20), 'transform_schema', 7_000_000_000n, 'sess_other');
     await world.sql`
       INSERT INTO mcp_sessions (tenant_id, session_id, customer_id, team_id, agent_id, credential_id, status, started_at, last_event_at, tool_calls, cost_nano)
       VALUES (${tenant.tenantId}, 'sess_live', ${customer.id}, ${customer.teams[0].id}, ${agent.id}, 'key', 'ACTIVE', ${new Date(now - 3_600_000)}, ${new Date(now - 60_000)}, 3, 2600000000),
