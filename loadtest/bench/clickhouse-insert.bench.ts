@@ -17,11 +17,11 @@ import { Readable } from 'node:stream';
 import { parseArgs } from 'node:util';
 import { seededRandom } from '../../ops/demo-traffic.js';
 import { loadConfig } from '../../pipeline/config.js';
-import { invocationRow, type InvocationRow } from '../../stages/analytics-dispatch/rows.js';
+import { INVOCATION_COLUMNS, invocationRow, type InvocationRow } from '../../stages/analytics-dispatch/rows.js';
 import { ledgeredEvent } from '../../stages/testing.js';
 import { connectClickHouse, type ClickHouseClient } from '../../store/clickhouse.js';
 import { migrateClickHouse } from '../../store/migrate.js';
-import { Zipf } from './events.js';
+import { API_ENDPOINTS, MCP_TOOLS, MODELS, Zipf } from './events.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -43,9 +43,6 @@ const WARMUP_ROUNDS = Number(args['warmup-rounds']);
 
 // ---- the rows -------------------------------------------------------------------------------
 
-const MCP_TOOLS = ['read_database', 'transform_schema', 'search_docs', 'validate_credentials', 'execute_transform', 'fetch_url', 'list_files', 'read_file', 'write_file', 'run_query', 'send_email', 'create_ticket', 'summarize', 'translate', 'geocode', 'render_chart', 'post_message', 'upload_blob', 'resize_image', 'export_csv'];
-const ENDPOINTS = ['POST /v1/search', 'GET /v1/items', 'POST /v1/completions', 'GET /v1/items/{id}', 'POST /v1/embeddings', 'POST /v1/classify', 'GET /v1/reports', 'POST /v1/uploads', 'DELETE /v1/items/{id}', 'POST /v1/batch'];
-const MODELS = ['claude-sonnet', 'claude-haiku', 'gpt-4o', 'gpt-4o-mini', 'llama-3-70b'];
 const HOSTILE = ['tab\there', 'line\nfeed', 'cr\r\nlf', 'back\\slash \\N \\t', `quotes "double" 'single'`, 'nul\0 bs\b ff\f', 'ünïcödé ✓ 😀 中文', 'comma, semi; "x",y'];
 const FAILURES = [
   ['FAILED', 'UpstreamError'],
@@ -73,7 +70,7 @@ function makeRows(count: number): InvocationRow[] {
   const tenantZipf = new Zipf(tenants.length, 1);
   const customerZipf = new Zipf(100, 0.9);
   const toolZipf = new Zipf(MCP_TOOLS.length, 1.2);
-  const endpointZipf = new Zipf(ENDPOINTS.length, 1.2);
+  const endpointZipf = new Zipf(API_ENDPOINTS.length, 1.2);
   const start = Date.UTC(2026, 10, 30, 12, 0, 0);
   const rows: InvocationRow[] = [];
   let session = id('sess');
@@ -99,7 +96,7 @@ function makeRows(count: number): InvocationRow[] {
     const cogs = BigInt(Math.floor(random() * 5_000_000));
     if (random() < 0.3) {
       const app = customer.apps[Math.floor(random() * customer.apps.length)];
-      const endpoint = ENDPOINTS[endpointZipf.sample(random)];
+      const endpoint = API_ENDPOINTS[endpointZipf.sample(random)];
       const event = ledgeredEvent({
         ...common,
         eventType: 'api.request',
@@ -139,14 +136,6 @@ function makeRows(count: number): InvocationRow[] {
 
 // ---- the encoders other than JSONEachRow (the stage's) ---------------------------------------
 
-/** The columns of {db}.invocations in the order the TSV, CSV and RowBinary encoders write them (the INSERT names them). */
-const INVOCATION_COLUMNS = [
-  'tenant_id', 'event_id', 'event_type', 'customer_id', 'team_id', 'agent_id', 'app_id', 'credential_id', 'product_id',
-  'session_id', 'tool_name', 'priced_tool', 'mcp_server_id', 'model', 'execution_status', 'error_type', 'duration_ms',
-  'input_tokens', 'output_tokens', 'total_tokens', 'retry_count', 'is_parallel', 'cost_nano', 'cogs_nano', 'currency',
-  'over_cap', 'subscription_id', 'rate_plan_id', 'rate_plan_version_id', 'rate_plan_version', 'recorded_at',
-  'recorded_date', 'ingested_at',
-] as const satisfies readonly (keyof InvocationRow)[];
 
 
 /** The characters ClickHouse's TabSeparated reader takes as syntax or that a line-based tool could mangle. */
@@ -400,21 +389,21 @@ async function main(): Promise<void> {
         // A format may name its own batch size: json@20000.
         // ... and settings for its inserts: json~max_compress_block_size=65536;min_compress_block_size=4096
         const [spec, settingsText] = format.split('~');
-        const settings = Object.fromEntries((settingsText ? settingsText.split(';') : []).map((kv) => kv.split('=')));
+        const insertSettings = Object.fromEntries((settingsText ? settingsText.split(';') : []).map((kv) => kv.split('=')));
         const [name, batchText] = spec.split('@');
         const batch = batchText ? Number(batchText) : BATCH;
         const table = name.endsWith('-bare') ? 'invocations_bare' : 'invocations';
         const base = name.replace('-bare', '');
-        const ch0 = processCpuUs(pid);
-        const { system: sys0, minorFaults: faults0 } = processTimes(pid);
+        const { user: user0, system: sys0, minorFaults: faults0 } = processTimes(pid);
+        const ch0 = user0 + sys0;
         const n0 = nodeCpuUs();
         const w0 = performance.now();
         const tag = `${db}_${round}_${format}`;
-        for (let start = 0; start < rows.length; start += batch) await insert(ch, base, table, rows.slice(start, start + batch), `${tag}/${start}`, settings);
+        for (let start = 0; start < rows.length; start += batch) await insert(ch, base, table, rows.slice(start, start + batch), `${tag}/${start}`, insertSettings);
         const wall = (performance.now() - w0) / 1000;
         const n1 = nodeCpuUs();
-        const ch1 = processCpuUs(pid);
-        const { system: sys1, minorFaults: faults1 } = processTimes(pid);
+        const { user: user1, system: sys1, minorFaults: faults1 } = processTimes(pid);
+        const ch1 = user1 + sys1;
         await settle(ch, db);
         const ch2 = processCpuUs(pid);
         const count = Number((await (await ch.query({ query: `SELECT count() AS n FROM ${db}.${table}`, format: 'JSONEachRow' })).json<{ n: string }>())[0].n);

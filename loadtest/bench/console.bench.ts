@@ -24,6 +24,7 @@ import type { SpendCap } from '../../store/caps.js';
 import { ClickHouseLogLevel, createClient } from '@clickhouse/client';
 import { connectPostgres } from '../../pipeline/postgres.js';
 import { reconcile } from '../../store/reconcile.js';
+import { INVOCATION_COLUMNS } from '../../stages/analytics-dispatch/rows.js';
 import { createScratchWorld, type ScratchWorld } from './world.js';
 
 const USAGE = `usage: npm run bench:console -- [--rows N] [--requests N] [--concurrency N] [--smoke] [--keep]
@@ -200,12 +201,7 @@ async function copyToClickHouse(world: ScratchWorld, tenant: SeededTenant): Prom
       table: 'invocations',
       values: rows,
       format: 'TabSeparated',
-      columns: [
-        'tenant_id', 'event_id', 'event_type', 'customer_id', 'team_id', 'agent_id', 'app_id', 'credential_id', 'product_id', 'session_id', 'tool_name',
-        'priced_tool', 'mcp_server_id', 'model', 'execution_status', 'error_type', 'duration_ms', 'input_tokens', 'output_tokens', 'total_tokens',
-        'retry_count', 'is_parallel', 'cost_nano', 'cogs_nano', 'currency', 'over_cap', 'subscription_id', 'rate_plan_id', 'rate_plan_version_id',
-        'rate_plan_version', 'recorded_at', 'recorded_date', 'ingested_at',
-      ],
+      columns: [...INVOCATION_COLUMNS],
     });
     await copier.end({ timeout: 1 }).catch(() => {});
     const today = new Date().toISOString().slice(0, 10);

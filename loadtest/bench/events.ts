@@ -64,7 +64,7 @@ export class Zipf {
   }
 }
 
-const MCP_TOOLS = [
+export const MCP_TOOLS = [
   'read_database', 'transform_schema', 'search_docs', 'validate_credentials', 'execute_transform', 'fetch_url',
   'list_files', 'read_file', 'write_file', 'run_query', 'send_email', 'create_ticket', 'summarize', 'translate',
   'geocode', 'render_chart', 'post_message', 'upload_blob', 'resize_image', 'export_csv',
@@ -73,11 +73,11 @@ const AGENT_TOOLS = [
   'web_search', 'code_interpreter', 'read_database', 'call_llm', 'browse_page', 'read_file', 'write_file',
   'run_tests', 'open_pull_request', 'plan_task', 'memory_lookup', 'image_generation',
 ];
-const API_ENDPOINTS = [
+export const API_ENDPOINTS = [
   'POST /v1/search', 'GET /v1/items', 'POST /v1/completions', 'GET /v1/items/{id}', 'POST /v1/embeddings',
   'POST /v1/classify', 'GET /v1/reports', 'POST /v1/uploads', 'DELETE /v1/items/{id}', 'POST /v1/batch',
 ];
-const MODELS = ['claude-sonnet', 'claude-haiku', 'gpt-4o', 'gpt-4o-mini', 'llama-3-70b'];
+export const MODELS = ['claude-sonnet', 'claude-haiku', 'gpt-4o', 'gpt-4o-mini', 'llama-3-70b'];
 const AGENT_TYPES = ['CLAUDE', 'GPT', 'LANGCHAIN', 'CREWAI', 'AUTOGEN', 'CUSTOM'];
 const FAILURES = [
   { status: 'FAILED', type: 'UpstreamError', message: 'upstream returned 502', http: 502 },

@@ -38,6 +38,15 @@ export interface InvocationRow {
   ingested_at: string;
 }
 
+/** The columns of {db}.invocations, in table order: the column list of an INSERT in a positional format (TabSeparated, CSV, RowBinary). */
+export const INVOCATION_COLUMNS = [
+  'tenant_id', 'event_id', 'event_type', 'customer_id', 'team_id', 'agent_id', 'app_id', 'credential_id', 'product_id',
+  'session_id', 'tool_name', 'priced_tool', 'mcp_server_id', 'model', 'execution_status', 'error_type', 'duration_ms',
+  'input_tokens', 'output_tokens', 'total_tokens', 'retry_count', 'is_parallel', 'cost_nano', 'cogs_nano', 'currency',
+  'over_cap', 'subscription_id', 'rate_plan_id', 'rate_plan_version_id', 'rate_plan_version', 'recorded_at',
+  'recorded_date', 'ingested_at',
+] as const satisfies readonly (keyof InvocationRow)[];
+
 /** 'YYYY-MM-DD hh:mm:ss' in UTC, the text form of DateTime('UTC') (seconds; milliseconds dropped). */
 function chDateTime(ms: number): string {
   return new Date(ms).toISOString().slice(0, 19).replace('T', ' ');
