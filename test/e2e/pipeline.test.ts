@@ -377,10 +377,10 @@ describe('the pipeline end to end', () => {
       WHERE p.subscription_id IS NULL OR l.subscription_id IS NULL OR l.events <> p.events OR l.cost <> p.cost_nano OR l.calls <> p.calls`;
     expect(invoiceMismatches).toEqual([]);
     const toolMismatches = await sql`
-      WITH l AS (SELECT subscription_id, priced_tool, count(*) AS calls, sum(input_tokens) AS input_tokens
-                 FROM usage_ledger WHERE event_type NOT LIKE 'session.%' GROUP BY 1, 2)
+      WITH l AS (SELECT subscription_id, period_start, priced_tool, count(*) AS calls, sum(input_tokens) AS input_tokens
+                 FROM usage_ledger WHERE event_type NOT LIKE 'session.%' GROUP BY 1, 2, 3)
       SELECT l.*, u.counters FROM l FULL JOIN invoice_usage u
-        ON u.subscription_id = l.subscription_id AND u.kind = 'tool' AND u.key = l.priced_tool
+        ON u.subscription_id = l.subscription_id AND u.period_start = l.period_start AND u.kind = 'tool' AND u.key = l.priced_tool
       WHERE (u.kind IS NULL OR u.kind = 'tool')
         AND (u.key IS NULL OR l.priced_tool IS NULL OR (u.counters ->> 'calls')::numeric <> l.calls
              OR (u.counters ->> 'input_tokens')::numeric <> l.input_tokens)`;
