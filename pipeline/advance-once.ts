@@ -9,7 +9,7 @@
 import type { Redis } from './redis.js';
 import { scripted } from './scripts.js';
 
-export type AdvanceCounter =
+type AdvanceCounter =
   /** Adds `by` when the item's marker is set by this call (the counter's ttl is then renewed). */
   | { op: 'add'; key: string; by: bigint; ttlSeconds: number }
   /** Keeps the least value seen (whatever the marker: a redelivery may still lower it). */
@@ -22,125 +22,184 @@ export interface AdvanceItem {
   counters: AdvanceCounter[];
 }
 
-interface AdvanceCall {
-  keys: string[];
-  args: string[];
-  /** How many of the keys are markers (they come first). */
-  markers: number;
-  /** Per item, its marker's number (0-based) and its counters' numbers (0-based, after the markers). */
-  markerOf: number[];
-  countersOf: number[][];
-}
-
 const INT64_MAX = 2n ** 63n - 1n;
 const INT64_MIN = -(2n ** 63n);
 
 /** What INCRBY leaves: the script pins a counter past the int64 range at the max. */
 const pinned = (value: bigint): bigint => (value > INT64_MAX || value < INT64_MIN ? INT64_MAX : value);
 
+const ADD = 0;
+const MIN = 1;
+const GET = 2;
+type Op = typeof ADD | typeof MIN | typeof GET;
+const OP_NAMES = ['add', 'min', 'get'] as const;
+
 interface KeyPlan {
-  /** The counter's number among the call's counters (0-based). */
-  index: number;
-  op: AdvanceCounter['op'];
+  op: Op;
   ttlSeconds: number;
-  /** 'add': the increments per marker (marker numbers and sums), summed over consecutive items of one marker. */
+  /** ADD: the increments per marker (marker numbers and sums), summed over consecutive items of one marker. */
   markers: number[];
   sums: bigint[];
-  /** 'min': the least value of the batch. */
+  /** MIN: the least value of the batch. */
   least?: bigint;
 }
 
-/** KEYS and ARGV for advanceOnce.lua: the markers, then each distinct counter key once. */
-function advanceOnceArguments(items: readonly AdvanceItem[], markerTtlSeconds: number): AdvanceCall {
-  const markers = new Map<string, number>();
-  const plans = new Map<string, KeyPlan>();
-  const markerOf: number[] = new Array(items.length);
-  const countersOf: number[][] = new Array(items.length);
-  let previousMarker: string | undefined;
-  let marker = -1;
-  for (let i = 0; i < items.length; i++) {
-    const item = items[i];
-    // The items of a block come together: its marker is looked up once.
-    if (item.marker !== previousMarker) {
-      previousMarker = item.marker;
-      const known = markers.get(item.marker);
-      if (known === undefined) markers.set(item.marker, (marker = markers.size));
-      else marker = known;
-    }
-    markerOf[i] = marker;
-    const numbers: number[] = new Array(item.counters.length);
-    for (let c = 0; c < item.counters.length; c++) {
-      const counter = item.counters[c];
-      let plan = plans.get(counter.key);
-      if (!plan) {
-        plan = { index: plans.size, op: counter.op, ttlSeconds: 0, markers: [], sums: [] };
-        plans.set(counter.key, plan);
-      } else if (plan.op === 'get') {
-        plan.op = counter.op;
-      } else if (counter.op !== 'get' && counter.op !== plan.op) {
-        throw new Error(`advanceOnce: ${counter.key} is both ${plan.op} and ${counter.op}`);
-      }
-      if (counter.op === 'add') {
-        plan.ttlSeconds = counter.ttlSeconds;
-        const last = plan.markers.length - 1;
-        if (last >= 0 && plan.markers[last] === marker) plan.sums[last] += counter.by;
-        else {
-          plan.markers.push(marker);
-          plan.sums.push(counter.by);
-        }
-      } else if (counter.op === 'min') {
-        plan.ttlSeconds = counter.ttlSeconds;
-        if (plan.least === undefined || counter.value < plan.least) plan.least = counter.value;
-      }
-      numbers[c] = plan.index;
-    }
-    countersOf[i] = numbers;
-  }
-  const args: string[] = [String(markers.size), String(markerTtlSeconds)];
-  for (const plan of plans.values()) {
-    if (plan.op === 'add') {
-      args.push('add', String(plan.ttlSeconds), String(plan.markers.length));
-      for (let m = 0; m < plan.markers.length; m++) args.push(String(plan.markers[m] + 1), plan.sums[m].toString());
-    } else if (plan.op === 'min') {
-      args.push('min', String(plan.ttlSeconds), plan.least!.toString());
-    } else {
-      args.push('get');
-    }
-  }
-  return { keys: [...markers.keys(), ...plans.keys()], args, markers: markers.size, markerOf, countersOf };
-}
-
 /**
- * Reads the script's reply into each item's view: per counter of the item, in its order, the
- * value once the item is applied (its own increments included when its marker was fresh).
- * Increments are summed per marker in the script and added one by one here: the same totals
- * for increments that are not negative (costs, counts), where pinning at the max commutes.
+ * One script call's worth of items, built counter by counter without an object per counter:
+ * `item(marker)` opens an item, then `add`, `min` and `get` name its counters in order. After
+ * `run`, `view(slot)` is a counter's value once its item is applied (its own increment included
+ * when its marker was fresh), slots numbered in the order the counters were named.
  */
-function parseAdvanceOnceReply(items: readonly AdvanceItem[], call: AdvanceCall, reply: readonly (string | null)[]): bigint[][] {
-  if (reply.length !== call.keys.length - call.markers + 1 || typeof reply[0] !== 'string' || reply[0].length !== call.markers) {
-    throw new Error(`advanceOnce replied ${reply.length} elements for ${call.markers} markers and ${call.keys.length - call.markers} counters`);
+export class AdvanceBatch {
+  private readonly markers = new Map<string, number>();
+  private readonly plans = new Map<string, number>();
+  private readonly keyPlans: KeyPlan[] = [];
+  private readonly keys: string[] = [];
+  private previousMarker?: string;
+  private marker = -1;
+  /** Per slot: its item's marker number, its key's plan number, its op and its value (ADD: by, MIN: value). */
+  private readonly slotMarker: number[] = [];
+  private readonly slotPlan: number[] = [];
+  private readonly slotOp: Op[] = [];
+  private readonly slotValue: (bigint | undefined)[] = [];
+  private views?: bigint[];
+
+  /** Opens an item applied once by `marker` (the items of a block come together and share it). */
+  item(marker: string): void {
+    if (marker === this.previousMarker) return;
+    this.previousMarker = marker;
+    const known = this.markers.get(marker);
+    if (known === undefined) this.markers.set(marker, (this.marker = this.markers.size));
+    else this.marker = known;
   }
-  const fresh = reply[0];
-  const running: (bigint | undefined)[] = reply.slice(1).map((value) => (value === null ? undefined : BigInt(value)));
-  return items.map((item, i) => {
-    const isFresh = fresh[call.markerOf[i]] === '1';
-    const numbers = call.countersOf[i];
-    item.counters.forEach((counter, c) => {
-      const n = numbers[c];
-      if (counter.op === 'add' && isFresh) running[n] = pinned((running[n] ?? 0n) + counter.by);
-      else if (counter.op === 'min' && (running[n] === undefined || counter.value < running[n])) running[n] = counter.value;
-    });
-    return numbers.map((n) => running[n] ?? 0n);
-  });
+
+  /** Adds `by` when the item's marker is fresh (the counter's ttl is then renewed). Returns the slot. */
+  add(key: string, by: bigint, ttlSeconds: number): number {
+    const plan = this.plan(key, ADD);
+    plan.ttlSeconds = ttlSeconds;
+    const last = plan.markers.length - 1;
+    if (last >= 0 && plan.markers[last] === this.marker) plan.sums[last] += by;
+    else {
+      plan.markers.push(this.marker);
+      plan.sums.push(by);
+    }
+    return this.slot(key, ADD, by);
+  }
+
+  /** Keeps the least value seen (whatever the marker: a redelivery may still lower it). Returns the slot. */
+  min(key: string, value: bigint, ttlSeconds: number): number {
+    const plan = this.plan(key, MIN);
+    plan.ttlSeconds = ttlSeconds;
+    if (plan.least === undefined || value < plan.least) plan.least = value;
+    return this.slot(key, MIN, value);
+  }
+
+  /** Reads the counter (0 when absent). Returns the slot. */
+  get(key: string): number {
+    this.plan(key, GET);
+    return this.slot(key, GET, undefined);
+  }
+
+  get size(): number {
+    return this.slotOp.length;
+  }
+
+  /** Applies the batch in one script call (every key, markers included, in one partition). */
+  async run(redis: Redis, markerTtlSeconds: number): Promise<void> {
+    if (this.slotOp.length === 0) {
+      this.views = [];
+      return;
+    }
+    const args: string[] = [String(this.markers.size), String(markerTtlSeconds)];
+    for (const plan of this.keyPlans) {
+      if (plan.op === ADD) {
+        args.push('add', String(plan.ttlSeconds), String(plan.markers.length));
+        for (let m = 0; m < plan.markers.length; m++) args.push(String(plan.markers[m] + 1), plan.sums[m].toString());
+      } else if (plan.op === MIN) {
+        args.push('min', String(plan.ttlSeconds), plan.least!.toString());
+      } else {
+        args.push('get');
+      }
+    }
+    const reply = await scripted(redis).advanceOnce(this.markers.size + this.keys.length, ...this.markers.keys(), ...this.keys, ...args);
+    this.views = this.parse(reply);
+  }
+
+  /** A counter's value once its item is applied (0 when absent). */
+  view(slot: number): bigint {
+    if (!this.views) throw new Error('advanceOnce: view() before run()');
+    return this.views[slot];
+  }
+
+  private plan(key: string, op: Op): KeyPlan {
+    const known = this.plans.get(key);
+    if (known === undefined) {
+      const plan: KeyPlan = { op, ttlSeconds: 0, markers: [], sums: [] };
+      this.plans.set(key, this.keyPlans.length);
+      this.keyPlans.push(plan);
+      this.keys.push(key);
+      return plan;
+    }
+    const plan = this.keyPlans[known];
+    if (plan.op === GET) plan.op = op;
+    else if (op !== GET && op !== plan.op) throw new Error(`advanceOnce: ${key} is both ${OP_NAMES[plan.op]} and ${OP_NAMES[op]}`);
+    return plan;
+  }
+
+  private slot(key: string, op: Op, value: bigint | undefined): number {
+    if (this.marker < 0) throw new Error('advanceOnce: a counter before item()');
+    this.slotMarker.push(this.marker);
+    this.slotPlan.push(this.plans.get(key)!);
+    this.slotOp.push(op);
+    this.slotValue.push(value);
+    return this.slotOp.length - 1;
+  }
+
+  /**
+   * Each slot's view from the script's reply (the values before the call): the running value, in
+   * slot order. Increments are summed per marker in the script and added one by one here: the
+   * same totals for increments that are not negative (costs, counts), where pinning at the max
+   * commutes.
+   */
+  private parse(reply: readonly (string | null)[]): bigint[] {
+    const markers = this.markers.size;
+    if (reply.length !== this.keys.length + 1 || typeof reply[0] !== 'string' || reply[0].length !== markers) {
+      throw new Error(`advanceOnce replied ${reply.length} elements for ${markers} markers and ${this.keys.length} counters`);
+    }
+    const fresh = reply[0];
+    const running: (bigint | undefined)[] = new Array(this.keys.length);
+    for (let k = 0; k < this.keys.length; k++) {
+      const value = reply[k + 1];
+      running[k] = value === null ? undefined : BigInt(value);
+    }
+    const views: bigint[] = new Array(this.slotOp.length);
+    for (let s = 0; s < this.slotOp.length; s++) {
+      const k = this.slotPlan[s];
+      const op = this.slotOp[s];
+      if (op === ADD) {
+        if (fresh.charCodeAt(this.slotMarker[s]) === 49 /* '1' */) running[k] = pinned((running[k] ?? 0n) + this.slotValue[s]!);
+      } else if (op === MIN) {
+        const value = this.slotValue[s]!;
+        if (running[k] === undefined || value < running[k]!) running[k] = value;
+      }
+      views[s] = running[k] ?? 0n;
+    }
+    return views;
+  }
 }
 
 /**
  * Applies the items' counters in one script call (every key, markers included, in one
- * partition) and returns each item's view, in item order.
+ * partition) and returns each item's view: per counter of the item, in its order, the value once
+ * the item is applied.
  */
 export async function advanceOnce(redis: Redis, items: readonly AdvanceItem[], markerTtlSeconds: number): Promise<bigint[][]> {
   if (items.length === 0) return [];
-  const call = advanceOnceArguments(items, markerTtlSeconds);
-  const reply = await scripted(redis).advanceOnce(call.keys.length, ...call.keys, ...call.args);
-  return parseAdvanceOnceReply(items, call, reply);
+  const batch = new AdvanceBatch();
+  const slots = items.map((item) => {
+    batch.item(item.marker);
+    return item.counters.map((c) => (c.op === 'add' ? batch.add(c.key, c.by, c.ttlSeconds) : c.op === 'min' ? batch.min(c.key, c.value, c.ttlSeconds) : batch.get(c.key)));
+  });
+  await batch.run(redis, markerTtlSeconds);
+  return slots.map((list) => list.map((slot) => batch.view(slot)));
 }

@@ -2,7 +2,7 @@ import type { Redis } from '../../pipeline/redis.js';
 import { STREAMS } from '../../store/streams.js';
 import type { EntryResult, StageBlock, StageDefinition, StageEntry } from '../../pipeline/stage.js';
 import { partitionedKey } from '../../pipeline/keys.js';
-import { advanceOnce, type AdvanceCounter, type AdvanceItem } from '../../pipeline/advance-once.js';
+import { AdvanceBatch } from '../../pipeline/advance-once.js';
 import type { Sql } from '../../pipeline/postgres.js';
 import { isUsageEventType } from '../../domain/events.js';
 import type { LedgeredEvent } from '../../domain/flow.js';
@@ -30,6 +30,7 @@ import { enqueueWebhookEvent, type WebhookEventType } from '../../store/webhooks
  */
 
 const HOUR_MS = 3_600_000;
+const HOUR_MS_BIG = BigInt(HOUR_MS);
 const TRAILING_HOURS = 168;
 const APPLIED_TTL_SECONDS = 86_400;
 const BUCKET_TTL_SECONDS = (TRAILING_HOURS + 2) * 3600;
@@ -56,27 +57,33 @@ interface Alert {
 type BatchAlerts = Map<string, Alert>;
 const alertKey = (tenantId: string, dedupeKey: string) => `${tenantId}|${dedupeKey}`;
 
+/** A cap's running total (the counter cap-check keeps) in one period and partition, read once per batch. */
 interface CapTotal {
   cap: SpendCap;
   periodKey: string;
   periodEndsAt: number;
   spent: bigint;
+  /** Whether an event of the batch checked its thresholds already: every later one sees the same total. */
+  thresholdsChecked: boolean;
 }
 
-interface HourTotals {
-  currentHour: bigint;
-  previousHour: bigint;
-}
-
+/**
+ * Where an event's running figures are in its partition's AdvanceBatch (slots, -1 when the event
+ * has no such counter): its session's start (its spend in the slot after), its commitment's calls
+ * this period, and two slots per velocity scope it has (this hour, the hour before), in
+ * VELOCITY_SCOPES order. Each figure includes the event's own cost or call.
+ */
 interface SpendView {
-  /** The hourly totals of each scope the event has (customer and team always; agent or app). */
-  velocity: { scope: VelocityScope; totals: HourTotals }[];
-  sessionStart?: number;
-  /** The session's spend so far, this event included. */
-  sessionSpent?: bigint;
-  /** Calls of the event's commitment in its period so far, this one included. */
-  commitmentCalls?: bigint;
+  batch: AdvanceBatch;
+  session: number;
+  commitment: number;
+  /** The event's commitment's counter and thresholds (with `commitment`). */
+  commitmentKeys: CommitmentKeys | undefined;
+  velocity: number;
 }
+
+const sessionStartOf = (view: SpendView): number | undefined => (view.session < 0 ? undefined : Number(view.batch.view(view.session)));
+const sessionSpentOf = (view: SpendView): bigint | undefined => (view.session < 0 ? undefined : view.batch.view(view.session + 1));
 
 const hourOf = (ms: number) => Math.floor(ms / HOUR_MS);
 const commitmentKey = (e: LedgeredEvent, c: CommitmentOf) => `commit-calls:${e.tenantId}:${e.attribution.customerId}:${c.ratePlanId}:${e.subscription.periodStart}`;
@@ -85,16 +92,77 @@ type VelocityScope = { kind: VelocityKind; id: string };
 const bucketKey = (e: LedgeredEvent, hour: number, scope: VelocityScope = { kind: 'customer', id: e.attribution.customerId }) =>
   scope.kind === 'customer' ? `spend-h:${e.tenantId}:${scope.id}:${hour}` : `spend-h:${e.tenantId}:${scope.kind}:${scope.id}:${hour}`;
 
-/** The velocity scopes an event has, in VELOCITY_SCOPES order (an event may have no agent or no app). */
-function velocityScopes(e: LedgeredEvent): VelocityScope[] {
-  const ids: Record<VelocityKind, string | undefined> = {
-    customer: e.attribution.customerId,
-    agent: e.attribution.agentId,
-    team: e.attribution.teamId,
-    app: e.attribution.appId,
-  };
-  return VELOCITY_SCOPES.flatMap((kind) => (ids[kind] ? [{ kind, id: ids[kind] }] : []));
+/** The event's id in a velocity scope (an event may have no agent or no app). */
+function scopeIdOf(e: LedgeredEvent, kind: VelocityKind): string | undefined {
+  switch (kind) {
+    case 'customer':
+      return e.attribution.customerId;
+    case 'agent':
+      return e.attribution.agentId;
+    case 'team':
+      return e.attribution.teamId;
+    case 'app':
+      return e.attribution.appId;
+  }
 }
+
+/** The partitioned key names of a scope's hourly bucket and the one before it. */
+interface HourKeys {
+  hour: number;
+  current: string;
+  previous: string;
+}
+
+/** The partitioned key names of a session's start and spend. */
+interface SessionKeys {
+  start: string;
+  spend: string;
+}
+
+/** A commitment's partitioned counter key in one period, with its thresholds and their dedupe keys. */
+interface CommitmentKeys {
+  periodStart: number;
+  ratePlanId: string;
+  customerId: string;
+  committedCalls: bigint;
+  /** The tenant's thresholds these were built for (a settings change gives a new array). */
+  thresholdBps: number[];
+  counter: string;
+  /** Per threshold, the calls that reach it and its alert's dedupe key (alone, and as alertKey). */
+  thresholds: { bps: number; calls: bigint; dedupeKey: string; firedKey: string }[];
+}
+
+/**
+ * Values kept between batches by partition, tenant and id: a session's or a scope's counter key
+ * names are built once (an hourly bucket's once an hour), not per event. Cleared whole at
+ * MAX_KEPT values.
+ */
+class KeptPerId<V> {
+  private static readonly MAX_KEPT = 100_000;
+  private readonly byPartition = new Map<number, Map<string, Map<string, V>>>();
+  private kept = 0;
+
+  /** The value kept for the id while `current` accepts it, else a new one from `build`. */
+  get(partition: number, tenantId: string, id: string, current: (kept: V) => boolean, build: () => V): V {
+    let tenants = this.byPartition.get(partition);
+    if (!tenants) this.byPartition.set(partition, (tenants = new Map()));
+    let ids = tenants.get(tenantId);
+    if (!ids) tenants.set(tenantId, (ids = new Map()));
+    const kept = ids.get(id);
+    if (kept !== undefined && current(kept)) return kept;
+    if (kept === undefined && ++this.kept > KeptPerId.MAX_KEPT) {
+      this.byPartition.clear();
+      this.kept = 0;
+      return this.get(partition, tenantId, id, current, build);
+    }
+    const value = build();
+    ids.set(id, value);
+    return value;
+  }
+}
+
+const always = () => true;
+const NO_CAPS: CapTotal[] = [];
 
 /** ceil(limit x bps / 10000), exactly. */
 function thresholdOf(limit: bigint, bps: number): bigint {
@@ -108,6 +176,9 @@ export class SpendAlerts {
   private readonly commitments: CommitmentBook;
   private readonly trailing = new Map<string, bigint>();
   private readonly fired = new Set<string>();
+  private readonly hourKeys = VELOCITY_SCOPES.map(() => new KeptPerId<HourKeys>());
+  private readonly sessionKeys = new KeptPerId<SessionKeys>();
+  private readonly commitmentKeys = new KeptPerId<CommitmentKeys>();
 
   constructor(
     private readonly sql: Sql,
@@ -142,10 +213,11 @@ export class SpendAlerts {
     const usage: StageEntry<LedgeredEvent>[] = [];
     const markerOf: string[] = [];
     for (const block of blocks) {
+      const blockMarker = block.events.length === 1 ? undefined : `spend-applied-block:${block.origin}`;
       for (const e of block.events) {
         if (!isUsageEventType(e.payload.eventType)) continue;
         usage.push(e);
-        markerOf.push(block.events.length === 1 ? `spend-applied:${e.payload.tenantId}:${e.payload.eventId}` : `spend-applied-block:${block.origin}`);
+        markerOf.push(blockMarker ?? `spend-applied:${e.payload.tenantId}:${e.payload.eventId}`);
       }
     }
     if (usage.length) {
@@ -153,12 +225,12 @@ export class SpendAlerts {
       await this.caps.ensureTenants(tenants);
       const settings = await this.settings.load(tenants);
       const commitments = await this.commitmentsOf(usage);
-      const views = await this.advanceBuckets(usage, markerOf, commitments);
+      const views = await this.advanceBuckets(usage, markerOf, commitments, settings);
       const totals = await this.capTotals(usage);
       const alerts: BatchAlerts = new Map();
       for (let i = 0; i < usage.length; i++) {
         const tenantSettings = settings.get(usage[i].payload.tenantId)!;
-        this.commitmentAlerts(alerts, usage[i].payload, tenantSettings, commitments[i], views[i]);
+        this.commitmentAlerts(alerts, usage[i].payload, commitments[i], views[i]);
         if (usage[i].payload.cost.total === 0n) continue;
         this.capAlerts(alerts, usage[i], tenantSettings, views[i], totals[i]);
         await this.velocityAlert(alerts, usage[i], tenantSettings, views[i]);
@@ -182,10 +254,9 @@ export class SpendAlerts {
 
   /**
    * True when this process already enqueued the alert, or an earlier event of the batch raised it:
-   * it is not built again (the outbox would drop it anyway).
+   * it is not built again (the outbox would drop it anyway). `key` is alertKey(tenant, dedupe key).
    */
-  private hasFired(out: BatchAlerts, tenantId: string, dedupeKey: string): boolean {
-    const key = alertKey(tenantId, dedupeKey);
+  private hasFired(out: BatchAlerts, key: string): boolean {
     return this.fired.has(key) || out.has(key);
   }
 
@@ -194,16 +265,16 @@ export class SpendAlerts {
   }
 
   /** A commitment's calls this period reaching a threshold of the committed calls: overage is near, or here. */
-  private commitmentAlerts(out: BatchAlerts, e: LedgeredEvent, settings: AlertSettings, commitment: CommitmentOf | undefined, view: SpendView): void {
-    if (!commitment || view.commitmentCalls === undefined) return;
-    for (const bps of settings.thresholdBps) {
-      if (view.commitmentCalls < thresholdOf(commitment.committedCalls, bps)) continue;
-      const dedupeKey = `commitment.threshold_reached:${e.attribution.customerId}:${commitment.ratePlanId}:${e.subscription.periodStart}:${commitment.committedCalls}:${bps}`;
-      if (this.hasFired(out, e.tenantId, dedupeKey)) continue;
+  private commitmentAlerts(out: BatchAlerts, e: LedgeredEvent, commitment: CommitmentOf | undefined, view: SpendView): void {
+    const keys = view.commitmentKeys;
+    if (!commitment || !keys) return;
+    const calls = view.batch.view(view.commitment);
+    for (const threshold of keys.thresholds) {
+      if (calls < threshold.calls || this.hasFired(out, threshold.firedKey)) continue;
       this.fire(out, {
         tenantId: e.tenantId,
         type: 'commitment.threshold_reached',
-        dedupeKey,
+        dedupeKey: threshold.dedupeKey,
         data: {
           customer_id: e.attribution.customerId,
           subscription_id: e.subscription.subscriptionId,
@@ -211,140 +282,192 @@ export class SpendAlerts {
           period_start: new Date(e.subscription.periodStart).toISOString(),
           period_end: new Date(e.subscription.periodEnd).toISOString(),
           committed_calls: commitment.committedCalls.toString(),
-          calls: view.commitmentCalls.toString(),
-          threshold_percent: bps / 100,
+          calls: calls.toString(),
+          threshold_percent: threshold.bps / 100,
           event_id: e.eventId,
         },
       });
     }
   }
 
-  /** Per event, the caps on it in their current period with the running total cap-check keeps: one MGET per partition, each counter in it once. */
+  /**
+   * Per event, the caps on it in their current period with the running total cap-check keeps:
+   * one total per cap and period of the batch (shared by its events), one MGET per partition.
+   */
   private async capTotals(entries: StageEntry<LedgeredEvent>[]): Promise<CapTotal[][]> {
-    const totals: CapTotal[][] = entries.map(({ payload: e }) =>
-      this.caps.capsFor(e.tenantId, { ...e.attribution, ratePlanId: e.subscription.ratePlanId }, e.sessionId).flatMap((cap) => {
+    const now = this.now();
+    const byPartition = new Map<number, { byCap: Map<SpendCap, Map<string, CapTotal>>; keys: string[]; list: CapTotal[] }>();
+    const totals = entries.map(({ partition, payload: e }): CapTotal[] => {
+      const caps = this.caps.capsFor(e.tenantId, { ...e.attribution, ratePlanId: e.subscription.ratePlanId }, e.sessionId);
+      if (caps.length === 0) return NO_CAPS;
+      let place = byPartition.get(partition);
+      if (!place) byPartition.set(partition, (place = { byCap: new Map(), keys: [], list: [] }));
+      const mine: CapTotal[] = [];
+      for (const cap of caps) {
         // A rolling total is counted at cap-check's clock (its window ends now); the others in the event's period.
-        const period = capPeriod(cap, cap.period === 'rolling' ? { recordedAt: this.now() } : e);
-        return period ? [{ cap, periodKey: period.key, periodEndsAt: period.endsAt, spent: 0n }] : [];
-      }),
-    );
-    const byPartition = new Map<number, CapTotal[]>();
-    entries.forEach((entry, i) => {
-      const list = byPartition.get(entry.partition);
-      if (list) list.push(...totals[i]);
-      else byPartition.set(entry.partition, [...totals[i]]);
-    });
-    for (const [partition, list] of byPartition) {
-      if (list.length === 0) continue;
-      const counters = new Map<string, CapTotal[]>();
-      for (const t of list) {
-        const key = partitionedKey(this.prefix, capCounterKey(t.cap, t.periodKey), partition);
-        const sharing = counters.get(key);
-        if (sharing) sharing.push(t);
-        else counters.set(key, [t]);
+        const period = capPeriod(cap, cap.period === 'rolling' ? { recordedAt: now } : e);
+        if (!period) continue;
+        let periods = place.byCap.get(cap);
+        if (!periods) place.byCap.set(cap, (periods = new Map()));
+        let total = periods.get(period.key);
+        if (!total) {
+          // periodEndsAt is read for day and month caps only, where it is the same for every event of the period.
+          total = { cap, periodKey: period.key, periodEndsAt: period.endsAt, spent: 0n, thresholdsChecked: false };
+          periods.set(period.key, total);
+          place.keys.push(partitionedKey(this.prefix, capCounterKey(cap, period.key), partition));
+          place.list.push(total);
+        }
+        mine.push(total);
       }
-      const values = await this.redis.mget(...counters.keys());
-      [...counters.values()].forEach((sharing, i) => {
-        const spent = BigInt(values[i] ?? '0');
-        for (const t of sharing) t.spent = spent;
-      });
+      return mine;
+    });
+    for (const { keys, list } of byPartition.values()) {
+      if (keys.length === 0) continue;
+      const values = await this.redis.mget(...keys);
+      for (let k = 0; k < list.length; k++) list[k].spent = BigInt(values[k] ?? '0');
     }
     return totals;
+  }
+
+  /** A partitioned key name. */
+  private key(name: string, partition: number): string {
+    return partitionedKey(this.prefix, name, partition);
   }
 
   /**
    * Adds each event's cost to the hourly spend buckets of its customer, agent, team and app and
    * to its session's spend, and counts it toward its commitment, once: an applied marker per
    * block of events (per event for a block of one) makes a redelivery count nothing. Keeps the
-   * earliest time seen per session. Returns per event what it sees, its own cost included: the
-   * session's start and spend, the commitment's calls, and the current and previous hour's totals
-   * of each scope. One script call per partition, each key of the batch in it once.
+   * earliest time seen per session. Returns per event where it finds what it sees, its own cost
+   * included: the session's start and spend, the commitment's calls, and the current and previous
+   * hour's totals of each scope. One script call per partition, each key of the batch in it once.
    */
-  private async advanceBuckets(entries: StageEntry<LedgeredEvent>[], markerOf: string[], commitments: (CommitmentOf | undefined)[]): Promise<SpendView[]> {
+  private async advanceBuckets(
+    entries: StageEntry<LedgeredEvent>[],
+    markerOf: string[],
+    commitments: (CommitmentOf | undefined)[],
+    settings: Map<string, AlertSettings>,
+  ): Promise<SpendView[]> {
     const views: SpendView[] = new Array(entries.length);
-    const byPartition = new Map<number, number[]>();
-    entries.forEach((entry, i) => {
-      const indexes = byPartition.get(entry.partition);
-      if (indexes) indexes.push(i);
-      else byPartition.set(entry.partition, [i]);
-    });
-    for (const [partition, indexes] of byPartition) {
-      const key = (name: string) => partitionedKey(this.prefix, name, partition);
-      const scopes = indexes.map((i) => velocityScopes(entries[i].payload));
-      const items: AdvanceItem[] = indexes.map((i, n) => {
-        const e = entries[i].payload;
-        const counters: AdvanceCounter[] = [];
-        if (e.sessionId) {
-          counters.push(
-            { op: 'min', key: key(`session-start:${e.tenantId}:${e.sessionId}`), value: BigInt(e.recordedAt), ttlSeconds: SESSION_START_TTL_SECONDS },
-            { op: 'add', key: key(`session-spend:${e.tenantId}:${e.sessionId}`), by: e.cost.total, ttlSeconds: SESSION_START_TTL_SECONDS },
-          );
-        }
-        const commitment = commitments[i];
-        if (commitment) counters.push({ op: 'add', key: key(commitmentKey(e, commitment)), by: 1n, ttlSeconds: COMMITMENT_TTL_SECONDS });
-        const hour = hourOf(e.recordedAt);
-        for (const scope of scopes[n]) {
-          counters.push(
-            { op: 'add', key: key(bucketKey(e, hour, scope)), by: e.cost.total, ttlSeconds: BUCKET_TTL_SECONDS },
-            { op: 'get', key: key(bucketKey(e, hour - 1, scope)) },
-          );
-        }
-        return { marker: key(markerOf[i]), counters };
-      });
-      const values = await advanceOnce(this.redis, items, APPLIED_TTL_SECONDS);
-      indexes.forEach((i, n) => {
-        const e = entries[i].payload;
-        const seen = values[n];
-        let at = 0;
-        const view: SpendView = { velocity: [] };
-        if (e.sessionId) {
-          view.sessionStart = Number(seen[at++]);
-          view.sessionSpent = seen[at++];
-        }
-        if (commitments[i]) view.commitmentCalls = seen[at++];
-        for (const scope of scopes[n]) {
-          view.velocity.push({ scope, totals: { currentHour: seen[at], previousHour: seen[at + 1] } });
-          at += 2;
-        }
-        views[i] = view;
-      });
+    const batches = new Map<number, AdvanceBatch>();
+    let marker: string | undefined;
+    let markerPartition = -1;
+    let markerKey = '';
+    for (let i = 0; i < entries.length; i++) {
+      const { partition, payload: e } = entries[i];
+      let batch = batches.get(partition);
+      if (!batch) batches.set(partition, (batch = new AdvanceBatch()));
+      if (markerOf[i] !== marker || partition !== markerPartition) {
+        marker = markerOf[i];
+        markerPartition = partition;
+        markerKey = this.key(marker, partition);
+      }
+      batch.item(markerKey);
+      let session = -1;
+      if (e.sessionId) {
+        const keys = this.sessionKeys.get(partition, e.tenantId, e.sessionId, always, () => ({
+          start: this.key(`session-start:${e.tenantId}:${e.sessionId}`, partition),
+          spend: this.key(`session-spend:${e.tenantId}:${e.sessionId}`, partition),
+        }));
+        session = batch.min(keys.start, BigInt(e.recordedAt), SESSION_START_TTL_SECONDS);
+        batch.add(keys.spend, e.cost.total, SESSION_START_TTL_SECONDS);
+      }
+      let commitment = -1;
+      let commitmentKeys: CommitmentKeys | undefined;
+      const of = commitments[i];
+      if (of) {
+        const thresholdBps = settings.get(e.tenantId)!.thresholdBps;
+        commitmentKeys = this.commitmentKeys.get(
+          partition,
+          e.tenantId,
+          e.subscription.subscriptionId,
+          (kept) =>
+            kept.periodStart === e.subscription.periodStart &&
+            kept.customerId === e.attribution.customerId &&
+            kept.ratePlanId === of.ratePlanId &&
+            kept.committedCalls === of.committedCalls &&
+            kept.thresholdBps === thresholdBps,
+          () => this.commitmentKeysOf(e, of, thresholdBps, partition),
+        );
+        commitment = batch.add(commitmentKeys.counter, 1n, COMMITMENT_TTL_SECONDS);
+      }
+      const hour = hourOf(e.recordedAt);
+      let velocity = -1;
+      for (let k = 0; k < VELOCITY_SCOPES.length; k++) {
+        const kind = VELOCITY_SCOPES[k];
+        const id = scopeIdOf(e, kind);
+        if (!id) continue;
+        const keys = this.hourKeys[k].get(
+          partition,
+          e.tenantId,
+          id,
+          (kept) => kept.hour === hour,
+          () => ({ hour, current: this.key(bucketKey(e, hour, { kind, id }), partition), previous: this.key(bucketKey(e, hour - 1, { kind, id }), partition) }),
+        );
+        const slot = batch.add(keys.current, e.cost.total, BUCKET_TTL_SECONDS);
+        batch.get(keys.previous);
+        if (velocity < 0) velocity = slot;
+      }
+      views[i] = { batch, session, commitment, commitmentKeys, velocity };
     }
+    for (const batch of batches.values()) await batch.run(this.redis, APPLIED_TTL_SECONDS);
     return views;
+  }
+
+  /** A commitment's counter key in the event's period, and its thresholds' calls and dedupe keys under the tenant's settings. */
+  private commitmentKeysOf(e: LedgeredEvent, commitment: CommitmentOf, thresholdBps: number[], partition: number): CommitmentKeys {
+    return {
+      periodStart: e.subscription.periodStart,
+      customerId: e.attribution.customerId,
+      ratePlanId: commitment.ratePlanId,
+      committedCalls: commitment.committedCalls,
+      thresholdBps,
+      counter: this.key(commitmentKey(e, commitment), partition),
+      thresholds: thresholdBps.map((bps) => {
+        const dedupeKey = `commitment.threshold_reached:${e.attribution.customerId}:${commitment.ratePlanId}:${e.subscription.periodStart}:${commitment.committedCalls}:${bps}`;
+        return { bps, calls: thresholdOf(commitment.committedCalls, bps), dedupeKey, firedKey: alertKey(e.tenantId, dedupeKey) };
+      }),
+    };
   }
 
   private capAlerts(out: BatchAlerts, entry: StageEntry<LedgeredEvent>, settings: AlertSettings, view: SpendView, totals: CapTotal[]): void {
     const e = entry.payload;
-    for (const { cap, periodKey, periodEndsAt, spent } of totals) {
-      // A rolling cap has no period: a threshold fires at most once per window-long slot.
-      const crossing = cap.period === 'rolling' && cap.windowSeconds ? `w${Math.floor(this.now() / (cap.windowSeconds * 1000))}` : periodKey;
-      // The alert's data is built only for a crossing not enqueued yet: most events cross nothing new.
-      for (const bps of settings.thresholdBps) {
-        if (spent < thresholdOf(cap.limitNano, bps)) continue;
-        const dedupeKey = `cap.threshold_reached:${cap.id}:${crossing}:${cap.limitNano}:${bps}`;
-        if (this.hasFired(out, e.tenantId, dedupeKey)) continue;
-        this.fire(out, {
-          tenantId: e.tenantId,
-          type: 'cap.threshold_reached',
-          dedupeKey,
-          data: { ...this.capData(cap, e, periodKey, spent), threshold_percent: bps / 100 },
-        });
+    for (const total of totals) {
+      const { cap, periodKey, periodEndsAt, spent } = total;
+      // Every event of the batch sees the same total: its thresholds are checked by the first.
+      if (!total.thresholdsChecked) {
+        total.thresholdsChecked = true;
+        // A rolling cap has no period: a threshold fires at most once per window-long slot.
+        const crossing = cap.period === 'rolling' && cap.windowSeconds ? `w${Math.floor(this.now() / (cap.windowSeconds * 1000))}` : periodKey;
+        for (const bps of settings.thresholdBps) {
+          if (spent < thresholdOf(cap.limitNano, bps)) continue;
+          const dedupeKey = `cap.threshold_reached:${cap.id}:${crossing}:${cap.limitNano}:${bps}`;
+          if (this.hasFired(out, alertKey(e.tenantId, dedupeKey))) continue;
+          this.fire(out, {
+            tenantId: e.tenantId,
+            type: 'cap.threshold_reached',
+            dedupeKey,
+            data: { ...this.capData(cap, e, periodKey, spent), threshold_percent: bps / 100 },
+          });
+        }
       }
       if ((cap.period === 'day' || cap.period === 'month') && e.sessionId) {
         const alert = this.periodProjection(out, e, settings, view, cap, periodKey, periodEndsAt, spent);
         if (alert) this.fire(out, alert);
         continue;
       }
-      if (cap.period !== 'session' || !e.sessionId || view.sessionStart === undefined || spent >= cap.limitNano) continue;
-      const elapsed = BigInt(Math.max(0, e.recordedAt - view.sessionStart));
+      const sessionStart = sessionStartOf(view);
+      if (cap.period !== 'session' || !e.sessionId || sessionStart === undefined || spent >= cap.limitNano) continue;
+      const elapsed = BigInt(Math.max(0, e.recordedAt - sessionStart));
       if (elapsed < BigInt(MIN_PROJECTION_ELAPSED_MS)) continue;
       const horizonMs = BigInt(settings.projectionHorizonSeconds) * 1000n;
       const projected = (spent * (elapsed + horizonMs)) / elapsed;
       if (projected < cap.limitNano) continue;
       const dedupeKey = `session.projection_exceeded:${cap.id}:${e.sessionId}:${cap.limitNano}`;
-      if (this.hasFired(out, e.tenantId, dedupeKey)) continue;
+      if (this.hasFired(out, alertKey(e.tenantId, dedupeKey))) continue;
       this.fire(
         out,
-        this.projectionAlert(e, cap, periodKey, spent, dedupeKey, view.sessionStart, {
+        this.projectionAlert(e, cap, periodKey, spent, dedupeKey, sessionStart, {
           projected: formatNano(projected),
           horizon_seconds: settings.projectionHorizonSeconds,
         }),
@@ -367,16 +490,19 @@ export class SpendAlerts {
     periodEndsAt: number,
     spent: bigint,
   ): Alert | undefined {
-    if (view.sessionStart === undefined || view.sessionSpent === undefined || spent >= cap.limitNano) return undefined;
-    const elapsed = BigInt(Math.max(0, e.recordedAt - view.sessionStart));
+    if (spent >= cap.limitNano) return undefined;
+    const sessionStart = sessionStartOf(view);
+    const sessionSpent = sessionSpentOf(view);
+    if (sessionStart === undefined || sessionSpent === undefined) return undefined;
+    const elapsed = BigInt(Math.max(0, e.recordedAt - sessionStart));
     if (elapsed < BigInt(MIN_PROJECTION_ELAPSED_MS)) return undefined;
     const horizonMs = BigInt(Math.max(0, Math.min(settings.projectionHorizonSeconds * 1000, periodEndsAt - e.recordedAt)));
-    const projected = spent + (view.sessionSpent * horizonMs) / elapsed;
+    const projected = spent + (sessionSpent * horizonMs) / elapsed;
     if (projected < cap.limitNano) return undefined;
     const dedupeKey = `session.projection_exceeded:${cap.id}:${periodKey}:${e.sessionId}:${cap.limitNano}`;
-    if (this.hasFired(out, e.tenantId, dedupeKey)) return undefined;
-    return this.projectionAlert(e, cap, periodKey, spent, dedupeKey, view.sessionStart, {
-      session_spent: formatNano(view.sessionSpent),
+    if (this.hasFired(out, alertKey(e.tenantId, dedupeKey))) return undefined;
+    return this.projectionAlert(e, cap, periodKey, spent, dedupeKey, sessionStart, {
+      session_spent: formatNano(sessionSpent),
       projected: formatNano(projected),
       horizon_seconds: Number(horizonMs / 1000n),
     });
@@ -428,11 +554,18 @@ export class SpendAlerts {
     if (this.now() - e.recordedAt > HOUR_MS) return;
     const hour = hourOf(e.recordedAt);
     const intoHour = BigInt(e.recordedAt - hour * HOUR_MS);
-    for (const { scope, totals } of view.velocity) {
-      const lastHour = totals.currentHour + (totals.previousHour * (BigInt(HOUR_MS) - intoHour)) / BigInt(HOUR_MS);
+    let slot = view.velocity;
+    for (const kind of VELOCITY_SCOPES) {
+      const id = scopeIdOf(e, kind);
+      if (!id) continue;
+      const currentHour = view.batch.view(slot);
+      const previousHour = view.batch.view(slot + 1);
+      slot += 2;
+      const lastHour = currentHour + (previousHour * (HOUR_MS_BIG - intoHour)) / HOUR_MS_BIG;
       if (lastHour < settings.velocityMinNano) continue;
-      const dedupeKey = scope.kind === 'customer' ? `spend.velocity_spike:${scope.id}:${hour}` : `spend.velocity_spike:${scope.kind}:${scope.id}:${hour}`;
-      if (this.hasFired(out, e.tenantId, dedupeKey)) continue;
+      const dedupeKey = kind === 'customer' ? `spend.velocity_spike:${id}:${hour}` : `spend.velocity_spike:${kind}:${id}:${hour}`;
+      if (this.hasFired(out, alertKey(e.tenantId, dedupeKey))) continue;
+      const scope = { kind, id };
       const average = await this.trailingAverage(entry, hour, scope);
       if (lastHour * 1000n <= average * BigInt(settings.velocityFactorMilli)) continue;
       this.fire(out, {
@@ -440,8 +573,8 @@ export class SpendAlerts {
         type: 'spend.velocity_spike',
         dedupeKey,
         data: {
-          scope_kind: scope.kind,
-          scope_id: scope.id,
+          scope_kind: kind,
+          scope_id: id,
           customer_id: e.attribution.customerId,
           hour_start: new Date(hour * HOUR_MS).toISOString(),
           last_hour_spend: formatNano(lastHour),
