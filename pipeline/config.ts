@@ -95,6 +95,13 @@ const schema = z.object({
   SESSION_EXPIRE_SECONDS: int(3600, 1),
   SESSION_SWEEP_INTERVAL_MS: int(30_000, 100),
   ANALYTICS_FLUSH_MS: int(5000, 10),
+  /**
+   * Rows per ClickHouse insert (or ANALYTICS_FLUSH_MS, whichever first). ClickHouse's cost is per
+   * insert more than per row (a part in invocations and in each rollup): 20,000 against 5,000 took
+   * its CPU per event from 81-90 to 29-33 us at --rate max, for ~120 MB more in the process that
+   * holds the batch (BENCHMARKS.md, "Eighth session").
+   */
+  ANALYTICS_BATCH_ROWS: int(20_000, 1),
   LEDGER_EXPORT_INTERVAL_MS: int(250, 10),
 
   WEBHOOK_ALLOW_PRIVATE_NETWORKS: z

@@ -16,8 +16,8 @@ export interface StageDefinition<In = unknown> {
   input: Stream<In>;
   /** Every logical stream the handler may emit to. */
   outputs: readonly Stream<unknown>[];
-  /** Entries per read; the BATCH_SIZE variable overrides it for a process. */
-  batchSize: number;
+  /** Events per batch; the BATCH_SIZE variable overrides it for a process. */
+  batchSize: number | ((config: Config) => number);
   /** When set, keep reading until batchSize entries or lingerMs have passed, whichever first. */
   lingerMs?: number | ((config: Config) => number);
   setup(context: StageContext): Promise<StageHandler<In>>;

@@ -74,7 +74,7 @@ export class PartitionWorker<In> implements RecoveryHost {
     this.errorsKey = errorsKey(prefix, stage.name, partition);
     this.deadKey = deadLetterKey(prefix, stage.name, partition);
     this.blocking = connectRedis(this.config.REDIS_URL, `${prefix}${stage.name}:reader:p${partition}:${consumer}`, { blocking: true, log: this.log });
-    this.batchSize = this.config.BATCH_SIZE ?? stage.batchSize;
+    this.batchSize = this.config.BATCH_SIZE ?? (typeof stage.batchSize === 'function' ? stage.batchSize(this.config) : stage.batchSize);
     this.lingerMs = (typeof stage.lingerMs === 'function' ? stage.lingerMs(this.config) : stage.lingerMs) ?? 0;
     const consumedOutputs = stage.outputs.filter((o) => options.topology.some((t) => t.stream === o));
     this.consumedOutputs = new Set(consumedOutputs);

@@ -229,11 +229,13 @@ describe('dispatchBatch', () => {
 });
 
 describe('analyticsDispatchStage', () => {
-  it('reads the ledger export stream, batching 5000 rows or ANALYTICS_FLUSH_MS', async () => {
-    expect(analyticsDispatchStage).toMatchObject({ name: 'analytics-dispatch', input: 'events:analytics', outputs: [], batchSize: 5000 });
-    const context = testStageContext('analytics-dispatch', world, { ANALYTICS_FLUSH_MS: '250' });
-    const linger = analyticsDispatchStage.lingerMs;
+  it('reads the ledger export stream, batching ANALYTICS_BATCH_ROWS rows or ANALYTICS_FLUSH_MS', async () => {
+    expect(analyticsDispatchStage).toMatchObject({ name: 'analytics-dispatch', input: 'events:analytics', outputs: [] });
+    const context = testStageContext('analytics-dispatch', world, { ANALYTICS_FLUSH_MS: '250', ANALYTICS_BATCH_ROWS: '300' });
+    const { lingerMs: linger, batchSize } = analyticsDispatchStage;
     expect(typeof linger === 'function' ? linger(context.config) : linger).toBe(250);
+    expect(typeof batchSize === 'function' ? batchSize(context.config) : batchSize).toBe(300);
+    expect(testStageContext('analytics-dispatch', world).config.ANALYTICS_BATCH_ROWS).toBe(20_000);
     const handler = await analyticsDispatchStage.setup(context);
     try {
       const tenant = newTenant();

@@ -125,8 +125,8 @@ export const analyticsDispatchStage: StageDefinition<AnalyticsEvent> = {
   name: 'analytics-dispatch',
   input: STREAMS.analytics,
   outputs: [],
-  batchSize: 5000,
-  // A batch goes in at 5000 rows or after ANALYTICS_FLUSH_MS, whichever first.
+  // A batch goes in at ANALYTICS_BATCH_ROWS rows or after ANALYTICS_FLUSH_MS, whichever first.
+  batchSize: (config) => config.ANALYTICS_BATCH_ROWS,
   lingerMs: (config) => config.ANALYTICS_FLUSH_MS,
   async setup({ config, sql, redis, log, metrics, onControl }) {
     const clickhouse = connectClickHouse({
