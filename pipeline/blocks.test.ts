@@ -71,6 +71,25 @@ describe('blocks: layers', () => {
     expect(blockWithLayer(base, inputs, inputs.slice(1))).toBeUndefined();
   });
 
+  it('with the fields a stage names (sets), writes the same block as when every field is compared', () => {
+    const base = encodePayload(events(4));
+    const inputs = decoded<Event>(base);
+    const outputs = inputs.map((e, i) => (i === 2 ? e : { ...e, cost: { total: BigInt(i), tool: 'search' }, overCap: i === 1 }));
+    const named = blockWithLayer(base, inputs, outputs, ['cost', 'overCap'])!;
+    expect(named.equals(blockWithLayer(base, inputs, outputs)!)).toBe(true);
+    expect(decoded(named)).toEqual(outputs);
+    expect(blockWithLayer(base, inputs, [...inputs], ['cost'])).toBe(base);
+    const { attribution: _dropped, ...withoutAttribution } = inputs[0];
+    expect(blockWithLayer(base, inputs, [withoutAttribution, ...inputs.slice(1)], ['attribution'])).toBeUndefined();
+  });
+
+  it('throws under vitest when a stage changes a field it does not name in sets (production would not see the change)', () => {
+    const base = encodePayload(events(2));
+    const inputs = decoded<Event>(base);
+    const outputs = inputs.map((e) => ({ ...e, cost: { total: 1n, tool: 'search' }, attribution: { customerId: 'cus_other' } }));
+    expect(() => blockWithLayer(base, inputs, outputs, ['cost'])).toThrow(/besides the ones it names in sets \(cost\)/);
+  });
+
   it('still decodes a block written whole (a sequence of one value), and refuses a layer that does not fit the block', () => {
     const plain = entryFields(events(2), 'o')[1] as Buffer;
     expect(decoded(plain)).toEqual(events(2));

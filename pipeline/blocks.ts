@@ -112,13 +112,31 @@ export function deepFreeze(value: unknown): void {
  * a new object for anything it changes, which the frozen payloads enforce under vitest).
  * Undefined when an output is not an object or drops a field of its input: the block is then
  * encoded whole.
+ *
+ * `sets`, when given, names the only fields the stage sets (StageDefinition.sets): just those are
+ * compared, not every field of every event. Under vitest every field is compared as well, and a
+ * stage that changed a field it did not name fails there, not silently in production.
  */
-export function blockWithLayer(base: Buffer, inputs: readonly unknown[], outputs: readonly unknown[]): Buffer | undefined {
+export function blockWithLayer(base: Buffer, inputs: readonly unknown[], outputs: readonly unknown[], sets?: readonly string[]): Buffer | undefined {
   if (inputs.length !== outputs.length) return undefined;
-  const layer: (Record<string, unknown> | null)[] = [];
-  let changed = false;
-  for (const [i, output] of outputs.entries()) {
+  const layer = sets ? namedFieldsLayer(inputs, outputs, sets) : everyFieldLayer(inputs, outputs);
+  if (layer && sets && FREEZE_DECODED) {
+    const full = everyFieldLayer(inputs, outputs);
+    const same = full !== undefined && full.every((fields, i) => sameFields(fields, layer[i]));
+    if (!same) throw new Error(`a stage changed fields of the events it forwards besides the ones it names in sets (${sets.join(', ')})`);
+  }
+  if (!layer) return undefined;
+  return layer.some((fields) => fields !== null) ? Buffer.concat([base, encodePayload(layer)]) : base;
+}
+
+type Layer = (Record<string, unknown> | null)[];
+
+/** Each output's fields that differ from its input's, looking at every field; undefined when an output cannot be a layer over its input. */
+function everyFieldLayer(inputs: readonly unknown[], outputs: readonly unknown[]): Layer | undefined {
+  const layer: Layer = new Array(outputs.length);
+  for (let i = 0; i < outputs.length; i++) {
     const input = inputs[i];
+    const output = outputs[i];
     if (!isRecord(output) || !isRecord(input)) return undefined;
     for (const key in input) if (!Object.hasOwn(output, key)) return undefined;
     let fields: Record<string, unknown> | null = null;
@@ -128,10 +146,38 @@ export function blockWithLayer(base: Buffer, inputs: readonly unknown[], outputs
       fields ??= {};
       fields[key] = value;
     }
-    layer.push(fields);
-    if (fields) changed = true;
+    layer[i] = fields;
   }
-  return changed ? Buffer.concat([base, encodePayload(layer)]) : base;
+  return layer;
+}
+
+/** The same, looking only at the named fields. */
+function namedFieldsLayer(inputs: readonly unknown[], outputs: readonly unknown[], sets: readonly string[]): Layer | undefined {
+  const layer: Layer = new Array(outputs.length);
+  for (let i = 0; i < outputs.length; i++) {
+    const input = inputs[i];
+    const output = outputs[i];
+    if (!isRecord(output) || !isRecord(input)) return undefined;
+    let fields: Record<string, unknown> | null = null;
+    for (const key of sets) {
+      if (!Object.hasOwn(output, key)) {
+        if (Object.hasOwn(input, key)) return undefined;
+        continue;
+      }
+      const value = output[key];
+      if (value === input[key] && (value !== undefined || Object.hasOwn(input, key))) continue;
+      fields ??= {};
+      fields[key] = value;
+    }
+    layer[i] = fields;
+  }
+  return layer;
+}
+
+function sameFields(a: Record<string, unknown> | null, b: Record<string, unknown> | null): boolean {
+  if (a === null || b === null) return a === b;
+  const keys = Object.keys(a);
+  return keys.length === Object.keys(b).length && keys.every((key) => Object.hasOwn(b, key) && a[key] === b[key]);
 }
 
 function isRecord(value: unknown): value is Record<string, unknown> {

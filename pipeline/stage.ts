@@ -18,6 +18,13 @@ export interface StageDefinition<In = unknown> {
   outputs: readonly Stream<unknown>[];
   /** Events per batch; the BATCH_SIZE variable overrides it for a process. */
   batchSize: number | ((config: Config) => number);
+  /**
+   * The top-level fields the stage sets on the events it forwards one for one (the rest it
+   * passes on as it read them): the block it writes is then the one it read plus a layer of
+   * these fields, found without comparing every field of every event. Under vitest every field
+   * is compared too, and a change to a field not named here throws.
+   */
+  sets?: readonly string[];
   /** When set, keep reading until batchSize entries or lingerMs have passed, whichever first. */
   lingerMs?: number | ((config: Config) => number);
   setup(context: StageContext): Promise<StageHandler<In>>;

@@ -532,7 +532,7 @@ export class PartitionWorker<In> implements RecoveryHost {
    */
   private blockOutput(block: InputBlock<In>, payloads: unknown[], owners: number[]): Buffer {
     const oneForOne = block.blockBytes !== undefined && owners.length === block.events.length && owners.every((owner, p) => owner === p);
-    const layered = oneForOne ? blockWithLayer(block.blockBytes!, block.events.map((e) => e.payload), payloads) : undefined;
+    const layered = oneForOne ? blockWithLayer(block.blockBytes!, block.events.map((e) => e.payload), payloads, this.stage.sets) : undefined;
     return layered ?? encodePayload(payloads);
   }
 

@@ -26,6 +26,7 @@ async function reconcilePauses(redis: Redis, prefix: string, sql: Sql): Promise<
 
 export const capCheckStage: StageDefinition<PricedEvent> = {
   name: 'cap-check',
+  sets: ['capCounters'] satisfies (keyof CheckedEvent)[],
   input: STREAMS.priced,
   outputs: [STREAMS.checked],
   batchSize: 500,

@@ -29,6 +29,7 @@ export async function resolveBatch(resolver: AttributionResolver, batch: StageEn
 
 export const keyResolveStage: StageDefinition<UsageEvent> = {
   name: 'key-resolve',
+  sets: ['attribution'] satisfies (keyof ResolvedEvent)[],
   input: STREAMS.ingested,
   outputs: [STREAMS.resolved, STREAMS.rejected],
   batchSize: 500,

@@ -141,6 +141,7 @@ export async function writeLedger(
 
 export const ledgerWriteStage: StageDefinition<CheckedEvent> = {
   name: 'ledger-write',
+  sets: ['overCap'] satisfies (keyof LedgeredEvent)[],
   input: STREAMS.checked,
   outputs: [STREAMS.ledgered],
   batchSize: 1000,

@@ -44,6 +44,7 @@ export async function priceBatch(plans: PlanCache, batch: StageEntry<AttributedE
 
 export const priceStage: StageDefinition<AttributedEvent> = {
   name: 'price',
+  sets: ['cost'] satisfies (keyof PricedEvent)[],
   input: STREAMS.attributed,
   outputs: [STREAMS.priced, STREAMS.rejected],
   batchSize: 500,

@@ -22,6 +22,7 @@ export async function attachSubscriptions(book: SubscriptionBook, batch: StageEn
 
 export const subscriptionSnapshotStage: StageDefinition<ResolvedEvent> = {
   name: 'subscription-snapshot',
+  sets: ['subscription'] satisfies (keyof AttributedEvent)[],
   input: STREAMS.resolved,
   outputs: [STREAMS.attributed, STREAMS.rejected],
   batchSize: 500,
