@@ -119,9 +119,9 @@ export function deepFreeze(value: unknown): void {
  */
 export function blockWithLayer(base: Buffer, inputs: readonly unknown[], outputs: readonly unknown[], sets?: readonly string[]): Buffer | undefined {
   if (inputs.length !== outputs.length) return undefined;
-  const layer = sets ? namedFieldsLayer(inputs, outputs, sets) : everyFieldLayer(inputs, outputs);
+  const layer = layerOver(inputs, outputs, sets);
   if (layer && sets && FREEZE_DECODED) {
-    const full = everyFieldLayer(inputs, outputs);
+    const full = layerOver(inputs, outputs);
     const same = full !== undefined && full.every((fields, i) => sameFields(fields, layer[i]));
     if (!same) throw new Error(`a stage changed fields of the events it forwards besides the ones it names in sets (${sets.join(', ')})`);
   }
@@ -131,39 +131,20 @@ export function blockWithLayer(base: Buffer, inputs: readonly unknown[], outputs
 
 type Layer = (Record<string, unknown> | null)[];
 
-/** Each output's fields that differ from its input's, looking at every field; undefined when an output cannot be a layer over its input. */
-function everyFieldLayer(inputs: readonly unknown[], outputs: readonly unknown[]): Layer | undefined {
+/**
+ * Each output's fields that differ from its input's: the named ones, or every field; undefined
+ * when an output cannot be a layer over its input (not an object, or a field of the input dropped).
+ */
+function layerOver(inputs: readonly unknown[], outputs: readonly unknown[], sets?: readonly string[]): Layer | undefined {
   const layer: Layer = new Array(outputs.length);
   for (let i = 0; i < outputs.length; i++) {
     const input = inputs[i];
     const output = outputs[i];
     if (!isRecord(output) || !isRecord(input)) return undefined;
-    for (const key in input) if (!Object.hasOwn(output, key)) return undefined;
+    for (const key of sets ?? Object.keys(input)) if (Object.hasOwn(input, key) && !Object.hasOwn(output, key)) return undefined;
     let fields: Record<string, unknown> | null = null;
-    for (const key in output) {
-      const value = output[key];
-      if (value === input[key] && (value !== undefined || Object.hasOwn(input, key))) continue;
-      fields ??= {};
-      fields[key] = value;
-    }
-    layer[i] = fields;
-  }
-  return layer;
-}
-
-/** The same, looking only at the named fields. */
-function namedFieldsLayer(inputs: readonly unknown[], outputs: readonly unknown[], sets: readonly string[]): Layer | undefined {
-  const layer: Layer = new Array(outputs.length);
-  for (let i = 0; i < outputs.length; i++) {
-    const input = inputs[i];
-    const output = outputs[i];
-    if (!isRecord(output) || !isRecord(input)) return undefined;
-    let fields: Record<string, unknown> | null = null;
-    for (const key of sets) {
-      if (!Object.hasOwn(output, key)) {
-        if (Object.hasOwn(input, key)) return undefined;
-        continue;
-      }
+    for (const key of sets ?? Object.keys(output)) {
+      if (!Object.hasOwn(output, key)) continue;
       const value = output[key];
       if (value === input[key] && (value !== undefined || Object.hasOwn(input, key))) continue;
       fields ??= {};
