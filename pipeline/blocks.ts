@@ -122,7 +122,7 @@ export function blockWithLayer(base: Buffer, inputs: readonly unknown[], outputs
   const layer = layerOver(inputs, outputs, sets);
   if (layer && sets && FREEZE_DECODED) {
     const full = layerOver(inputs, outputs);
-    const same = full !== undefined && full.every((fields, i) => sameFields(fields, layer[i]));
+    const same = full?.every((fields, i) => sameFields(fields, layer[i]));
     if (!same) throw new Error(`a stage changed fields of the events it forwards besides the ones it names in sets (${sets.join(', ')})`);
   }
   if (!layer) return undefined;
