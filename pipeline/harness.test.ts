@@ -156,6 +156,31 @@ describe('stage harness', () => {
     expect(await outputs(outKey)).toEqual([0, 2, 4, 6, 8]);
   });
 
+  it('never lingers so long that another consumer claims the batch being gathered (a linger past CLAIM_IDLE_MS)', async () => {
+    const { input, output, inKey, outKey } = names();
+    const handled = new Map<number, number>();
+    const lingering = (): StageDefinition<{ n: number }> => ({
+      ...doubler(input, output, async (batch) => {
+        for (const e of batch) handled.set(e.payload.n, (handled.get(e.payload.n) ?? 0) + 1);
+        return batch.map((e) => ({ outputs: [emit(output, { n: e.payload.n * 2 })] }));
+      }, 1000),
+      lingerMs: 3000,
+    });
+    const topology = [{ stream: input, group: 'doubler' }];
+    const [a, b] = [await start(lingering(), topology, config(), 'a'), await start(lingering(), topology, config(), 'b')];
+    // Entries keep coming for longer than CLAIM_IDLE_MS (300 ms): a 3 s linger would hold the first ones idle that long.
+    for (let i = 0; i < 30; i++) {
+      await feed(inKey, 1, i);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await until(async () => (await redis.xlen(outKey)) >= 30);
+    await new Promise((r) => setTimeout(r, 600));
+    await Promise.all([a.stop(), b.stop()]);
+    expect([...handled.values()].every((times) => times === 1)).toBe(true);
+    expect(handled.size).toBe(30);
+    expect((await outputs(outKey)).sort((x, y) => x - y)).toEqual(Array.from({ length: 30 }, (_, i) => i * 2));
+  });
+
   it('claims the pending entries of a dead consumer', async () => {
     const { input, output, inKey, outKey } = names();
     await feed(inKey, 20);

@@ -75,7 +75,11 @@ export class PartitionWorker<In> implements RecoveryHost {
     this.deadKey = deadLetterKey(prefix, stage.name, partition);
     this.blocking = connectRedis(this.config.REDIS_URL, `${prefix}${stage.name}:reader:p${partition}:${consumer}`, { blocking: true, log: this.log });
     this.batchSize = this.config.BATCH_SIZE ?? (typeof stage.batchSize === 'function' ? stage.batchSize(this.config) : stage.batchSize);
-    this.lingerMs = (typeof stage.lingerMs === 'function' ? stage.lingerMs(this.config) : stage.lingerMs) ?? 0;
+    // Entries read first wait out the linger in this consumer's pending list: a linger past a third
+    // of CLAIM_IDLE_MS would let the recovery of another consumer claim, and handle again, a batch
+    // still being gathered here.
+    const linger = (typeof stage.lingerMs === 'function' ? stage.lingerMs(this.config) : stage.lingerMs) ?? 0;
+    this.lingerMs = Math.min(linger, Math.floor(this.config.CLAIM_IDLE_MS / 3));
     const consumedOutputs = stage.outputs.filter((o) => options.topology.some((t) => t.stream === o));
     this.consumedOutputs = new Set(consumedOutputs);
     this.watermark = new Watermark(
