@@ -6,7 +6,7 @@ import type { LedgeredEvent } from '../../domain/flow.js';
 import { AGGREGATE_BATCH_EVENTS, AGGREGATE_LINGER_MS, claimBlocks, claimEventOrigins } from '../../store/applied.js';
 import { CogsSums, writeCogs } from '../../store/cogs-rollup.js';
 import { type CostModelCache, watchedCostModels } from '../../store/cost-model-cache.js';
-import { eventCogs, InvalidCostModelError } from '../../store/cost-model.js';
+import { eventCogsNano, InvalidCostModelError } from '../../store/cost-model.js';
 
 const STAGE = 'cogs';
 
@@ -49,12 +49,12 @@ export async function recordCogsBlocks(sql: Sql, models: CostModelCache, blocks:
     for (let i = 0; i < block.events.length; i++) {
       const event = block.events[i];
       if (!isUsageEventType(event.eventType)) continue;
-      const c = eventCogs(loaded.get(event.tenantId) ?? [], event);
+      const c = eventCogsNano(loaded.get(event.tenantId) ?? [], event);
       if (c instanceof InvalidCostModelError) {
         failed.push({ i, error: c });
         continue;
       }
-      cogs[i] = c.breakdown.cost_model_id !== null ? c.cogsNano : null;
+      cogs[i] = c;
       count++;
     }
     return { block, b, cogs, count, failed, single: block.events.length === 1 };
