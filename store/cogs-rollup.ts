@@ -39,48 +39,117 @@ interface Sum {
   cogs: bigint;
 }
 
-/** The facts summed per row of cogs_rollup (three per fact: one per dimension). */
-function sumCogs(facts: Iterable<CogsFact>): Sum[] {
-  const sums = new Map<string, Sum>();
-  for (const f of facts) {
-    const hour = Math.floor(f.recordedAt / HOUR_MS) * HOUR_MS;
-    const keys: [CogsDimension, string | null][] = [
-      ['tool', f.toolName],
-      ['agent', f.agentId],
-      ['customer', f.customerId],
-    ];
-    for (const [dimension, key] of keys) {
-      // \u0001 marks a null key, which no text key can equal.
-      const id = `${f.tenantId}\u0000${dimension}\u0000${hour}\u0000${f.currency}\u0000${key ?? '\u0001'}\u0000${f.withSession ? 1 : 0}${f.costed ? 1 : 0}`;
-      const sum = sums.get(id);
-      if (sum) {
-        sum.events += 1n;
-        sum.price += f.priceNano;
-        sum.cogs += f.cogsNano;
-      } else {
-        sums.set(id, {
-          tenantId: f.tenantId,
-          dimension,
-          hour,
-          currency: f.currency,
-          key,
-          withSession: f.withSession,
-          costed: f.costed,
-          events: 1n,
-          price: f.priceNano,
-          cogs: f.cogsNano,
-        });
+/** The sums of one tenant, hour, currency and (withSession, costed): one map per dimension, by key. */
+interface SumGroup {
+  tenantId: string;
+  hour: number;
+  currency: string;
+  withSession: boolean;
+  costed: boolean;
+  byDimension: [Map<string | null, Sum>, Map<string | null, Sum>, Map<string | null, Sum>];
+}
+
+/**
+ * Cogs rows summed per row of cogs_rollup as they come (three per row: one per dimension):
+ * tenant -> currency -> hour -> (withSession, costed) -> dimension -> key. writeCogs writes them.
+ */
+export class CogsSums {
+  private readonly byTenant = new Map<string, Map<string, Map<number, (SumGroup | undefined)[]>>>();
+  /** The group of the row before: consecutive rows mostly share it. */
+  private last: SumGroup | undefined;
+  size = 0;
+
+  /** Adds one row: its price and COGS to the sums of its tool, agent and customer. */
+  add(
+    tenantId: string,
+    recordedAt: number,
+    currency: string,
+    toolName: string | null,
+    agentId: string | null,
+    customerId: string,
+    withSession: boolean,
+    costed: boolean,
+    priceNano: bigint,
+    cogsNano: bigint,
+  ): void {
+    const hour = Math.floor(recordedAt / HOUR_MS) * HOUR_MS;
+    let group = this.last;
+    if (!group || group.tenantId !== tenantId || group.hour !== hour || group.currency !== currency || group.withSession !== withSession || group.costed !== costed) {
+      group = this.group(tenantId, hour, currency, withSession, costed);
+      this.last = group;
+    }
+    this.addTo(group, 0, toolName, priceNano, cogsNano);
+    this.addTo(group, 1, agentId, priceNano, cogsNano);
+    this.addTo(group, 2, customerId, priceNano, cogsNano);
+  }
+
+  addFact(f: CogsFact): void {
+    this.add(f.tenantId, f.recordedAt, f.currency, f.toolName, f.agentId, f.customerId, f.withSession, f.costed, f.priceNano, f.cogsNano);
+  }
+
+  private group(tenantId: string, hour: number, currency: string, withSession: boolean, costed: boolean): SumGroup {
+    let byCurrency = this.byTenant.get(tenantId);
+    if (!byCurrency) this.byTenant.set(tenantId, (byCurrency = new Map()));
+    let byHour = byCurrency.get(currency);
+    if (!byHour) byCurrency.set(currency, (byHour = new Map()));
+    let groups = byHour.get(hour);
+    if (!groups) byHour.set(hour, (groups = [undefined, undefined, undefined, undefined]));
+    const flags = (withSession ? 2 : 0) + (costed ? 1 : 0);
+    let group = groups[flags];
+    if (!group) groups[flags] = group = { tenantId, hour, currency, withSession, costed, byDimension: [new Map(), new Map(), new Map()] };
+    return group;
+  }
+
+  private addTo(group: SumGroup, d: 0 | 1 | 2, key: string | null, priceNano: bigint, cogsNano: bigint): void {
+    const byKey = group.byDimension[d];
+    const sum = byKey.get(key);
+    if (sum) {
+      sum.events += 1n;
+      if (priceNano !== 0n) sum.price += priceNano;
+      if (cogsNano !== 0n) sum.cogs += cogsNano;
+      return;
+    }
+    const { tenantId, hour, currency, withSession, costed } = group;
+    byKey.set(key, { tenantId, dimension: COGS_DIMENSIONS[d], hour, currency, key, withSession, costed, events: 1n, price: priceNano, cogs: cogsNano });
+    this.size++;
+  }
+
+  /**
+   * The sums in one order for every writer (two transactions adding to the same rows never
+   * deadlock): by tenant, dimension, hour, currency, key (null first), withSession, costed, as
+   * the text of those joined by \u0000 orders them.
+   */
+  sorted(): Sum[] {
+    const all: { id: string; sum: Sum }[] = [];
+    for (const byCurrency of this.byTenant.values()) {
+      for (const byHour of byCurrency.values()) {
+        for (const groups of byHour.values()) {
+          for (const group of groups) {
+            if (!group) continue;
+            for (const byKey of group.byDimension) for (const sum of byKey.values()) all.push({ id: sumId(sum), sum });
+          }
+        }
       }
     }
+    return all.sort(({ id: a }, { id: b }) => (a < b ? -1 : a > b ? 1 : 0)).map(({ sum }) => sum);
   }
-  // One order for every writer: two transactions adding to the same rows never deadlock.
-  return [...sums.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, s]) => s);
 }
+
+// \u0001 marks a null key, which no text key can equal.
+const sumId = (s: Sum) =>
+  `${s.tenantId}\u0000${s.dimension}\u0000${s.hour}\u0000${s.currency}\u0000${s.key ?? '\u0001'}\u0000${s.withSession ? 1 : 0}${s.costed ? 1 : 0}`;
 
 /** Adds the facts to cogs_rollup in the caller's transaction: one upsert for all of them. */
 export async function addCogs(tx: postgres.TransactionSql, facts: Iterable<CogsFact>): Promise<number> {
-  const sums = sumCogs(facts);
-  if (sums.length === 0) return 0;
+  const sums = new CogsSums();
+  for (const f of facts) sums.addFact(f);
+  return writeCogs(tx, sums);
+}
+
+/** Adds the sums to cogs_rollup in the caller's transaction: one upsert for all of them; returns the rows written. */
+export async function writeCogs(tx: postgres.TransactionSql, cogs: CogsSums): Promise<number> {
+  if (cogs.size === 0) return 0;
+  const sums = cogs.sorted();
   await tx`
     INSERT INTO cogs_rollup (tenant_id, dimension, hour, currency, key, with_session, costed, events, price_nano, cogs_nano)
     SELECT * FROM unnest(

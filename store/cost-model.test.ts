@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { compileCostModel, computeCogs, pickCostModel, type CompiledCostModel, type LoadedCostModel } from './cost-model.js';
+import type { AnalyticsEvent } from '../domain/flow.js';
+import { compileCostModel, computeCogs, eventCogs, eventCogsNano, InvalidCostModelError, pickCostModel, type CompiledCostModel, type LoadedCostModel } from './cost-model.js';
 
 const MODEL = {
   tools: { transform_schema: '0.002', search: 0.0001 },
@@ -84,5 +85,51 @@ describe('pickCostModel', () => {
     const tied = [model('b', 0), model('a', 0)];
     expect(pickCostModel(tied, 1, 'USD')?.id).toBe('b');
     expect(pickCostModel([...tied].reverse(), 1, 'USD')?.id).toBe('b');
+  });
+});
+
+describe('eventCogsNano', () => {
+  it('is the COGS eventCogs gives (null uncosted, the same error for an invalid model), reversals too', () => {
+    const usd = compiled();
+    const invalid = compileCostModel({ id: 'bad', currency: 'EUR', effective_from_ms: 0, model: { tools: { x: '0.0000000001' }, extra: 1 } });
+    const models = [usd, invalid];
+    const event = (over: Partial<AnalyticsEvent> & { currency?: string; pricedTool?: string }): AnalyticsEvent =>
+      ({
+        tenantId: 't_1',
+        recordedAt: Date.UTC(2026, 2, 1),
+        toolName: call.toolName,
+        model: call.model,
+        inputTokens: call.inputTokens,
+        outputTokens: call.outputTokens,
+        durationMs: call.durationMs,
+        subscription: { currency: over.currency ?? 'USD' },
+        cost: { total: 0n, tool: over.pricedTool ?? call.toolName },
+        ...over,
+      }) as AnalyticsEvent;
+    const cases = [
+      event({}),
+      event({ toolName: 'find', pricedTool: 'mcp_db search', model: 'llama' }),
+      event({ toolName: 'unknown', model: undefined, inputTokens: 0 }),
+      event({ reversal: true, inputTokens: -2400, outputTokens: -150, durationMs: -847 }),
+      event({ currency: 'GBP' }),
+      event({ currency: 'EUR' }),
+    ];
+    for (const e of cases) {
+      const full = eventCogs(models, e);
+      const nano = eventCogsNano(models, e);
+      if (full instanceof InvalidCostModelError) expect(nano).toEqual(full);
+      else expect(nano).toBe(full.breakdown.cost_model_id === null ? null : full.cogsNano);
+    }
+    expect(cases.map((e) => eventCogsNano(models, e))).toEqual([
+      9_584_700n,
+      // the priced tool's rate (search), the default model
+      100_000n + 2_400_000n + 300_000n + 84_700n,
+      // transform_schema by its priced key, no input tokens
+      2_000_000n + 300_000n + 84_700n,
+      // a reversing row (quantities negated): the original's COGS, negated
+      -9_584_700n,
+      null,
+      expect.any(InvalidCostModelError),
+    ]);
   });
 });

@@ -110,7 +110,11 @@ export interface Cogs {
   breakdown: CogsBreakdown;
 }
 
-export function computeCogs(model: CompiledCostModel, event: CogsInput): Cogs {
+/** The rates that cost an event, and the tools / models key that gave each ('*' the default, null none). */
+function pickRates(
+  model: CompiledCostModel,
+  event: Pick<CogsInput, 'toolName' | 'pricedTool' | 'model'>,
+): { toolRate: string | null; tool: bigint; modelRate: string | null; rates: TokenRates } {
   let toolRate: string | null = null;
   let tool = 0n;
   // A call priced by the plan's mcp_servers has the priced key "server tool": its tool is the part after the space.
@@ -127,7 +131,7 @@ export function computeCogs(model: CompiledCostModel, event: CogsInput): Cogs {
     tool = model.defaultTool;
   }
   let modelRate: string | null = null;
-  let rates: TokenRates = { input: 0n, output: 0n };
+  let rates: TokenRates = NO_TOKEN_RATES;
   if (event.model && model.models.has(event.model)) {
     modelRate = event.model;
     rates = model.models.get(event.model)!;
@@ -135,6 +139,13 @@ export function computeCogs(model: CompiledCostModel, event: CogsInput): Cogs {
     modelRate = '*';
     rates = model.defaultModel;
   }
+  return { toolRate, tool, modelRate, rates };
+}
+
+const NO_TOKEN_RATES: TokenRates = { input: 0n, output: 0n };
+
+export function computeCogs(model: CompiledCostModel, event: CogsInput): Cogs {
+  const { toolRate, tool, modelRate, rates } = pickRates(model, event);
   const input = BigInt(event.inputTokens) * rates.input;
   const output = BigInt(event.outputTokens) * rates.output;
   const compute = BigInt(event.durationMs) * model.computePerMs;
@@ -183,6 +194,25 @@ export function eventCogs(models: LoadedCostModel[], event: AnalyticsEvent): Cog
 }
 
 /**
+ * eventCogs without its breakdown (the cogs stage's sums need the figure only): the same COGS,
+ * null when no cost model covers the event, the same error when the one that would does not validate.
+ */
+export function eventCogsNano(models: LoadedCostModel[], event: AnalyticsEvent): bigint | null | InvalidCostModelError {
+  const model = pickCostModel(models, event.recordedAt, event.subscription.currency);
+  if (model && 'invalid' in model) return invalidModelError(model, event.tenantId);
+  if (!model) return null;
+  // As callCogs: a reversing row's quantities negated, then its COGS negated.
+  const sign = event.reversal ? -1 : 1;
+  const { tool, rates } = pickRates(model, { toolName: event.toolName, pricedTool: event.cost.tool, model: event.model });
+  const cogs =
+    tool + BigInt(sign * event.inputTokens) * rates.input + BigInt(sign * event.outputTokens) * rates.output + BigInt(sign * event.durationMs) * model.computePerMs;
+  return event.reversal ? -cogs : cogs;
+}
+
+const invalidModelError = (model: InvalidCostModel, tenantId: string) =>
+  new InvalidCostModelError(`cost model ${model.id} of tenant ${tenantId} is invalid: ${model.invalid}`);
+
+/**
  * eventCogs for what a ledger row holds. A reversing row (a correction) carries the original's
  * quantities negated: its COGS is the original's, negated, part by part.
  */
@@ -191,7 +221,7 @@ export function callCogs(
   call: CogsInput & { tenantId: string; recordedAt: number; currency: string; reversal?: boolean },
 ): Cogs | InvalidCostModelError {
   const model = pickCostModel(models, call.recordedAt, call.currency);
-  if (model && 'invalid' in model) return new InvalidCostModelError(`cost model ${model.id} of tenant ${call.tenantId} is invalid: ${model.invalid}`);
+  if (model && 'invalid' in model) return invalidModelError(model, call.tenantId);
   if (!model) return uncosted(call.currency, call.recordedAt);
   const sign = call.reversal ? -1 : 1;
   const cogs = computeCogs(model, {

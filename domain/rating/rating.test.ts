@@ -9,7 +9,7 @@ import { invoiceJson, parseQuoteRequest, quote } from './quote.js';
 import { rateEvent } from './rate-event.js';
 import { RatingError, ratePeriod } from './rate-period.js';
 import { amounts, bill, planOf, rated, repeat } from './test-support.js';
-import { mergeRows, usageRows, usageRowsForRun } from './usage-rows.js';
+import { addUsageRows, MergedRows, mergeRows, usageRows, usageRowsForRun } from './usage-rows.js';
 
 describe('tool aliases and versions', () => {
   const plan = planOf({
@@ -70,6 +70,57 @@ describe('usage rows', () => {
         ).flat();
         const run = usageRowsForRun(plan, event, { periodCalls: BigInt(periodCalls), sessionCalls: BigInt(sessionCalls) }, BigInt(calls));
         expect(mergeRows(run)).toEqual(mergeRows(oneByOne));
+      }),
+    );
+  });
+
+  it('folded as they come (MergedRows), a sequence of calls gives mergeRows of its rows, in the same order', () => {
+    const plans = [
+      planOf({
+        tool_invocations: { '*': 0.01, search: 0.02 },
+        token_multipliers: { input_tokens: 0.000001, output_tokens: 0.000002, by_model: { big: { input_tokens: 0.00001, output_tokens: 0.00002 } } },
+        duration_buckets: [{ max_seconds: 1, rate: 0.001 }, { max_seconds: null, rate: 0.01 }],
+        error_rate_penalties: { threshold: 0.1, multiplier: 2 },
+        base_session_fee: 1,
+        included_tool_count: 2,
+        volume_tier_mode: 'graduated',
+        volume_tiers: [
+          { min_invocations: 0, discount_percent: 0 },
+          { min_invocations: 3, discount_percent: 10 },
+        ],
+      }),
+      planOf({ billing_mode: 'COMMITTED', commitment: { committed_amount: 100, committed_price: 1 }, tool_invocations: { '*': 0.01 }, included_tool_count: 1 }),
+    ];
+    const call = fc.record({
+      tool: fc.constantFrom('search', 'fetch'),
+      model: fc.constantFrom(undefined, 'big', 'small'),
+      session: fc.constantFrom(undefined, 's1', 's2'),
+      agent: fc.constantFrom(undefined, 'a1', 'a2'),
+      input: fc.nat(50),
+      output: fc.nat(50),
+      ms: fc.nat(3000),
+      status: fc.constantFrom('SUCCESS' as const, 'FAILED' as const),
+      type: fc.constantFrom('mcp.tool_invoked' as const, 'session.completed' as const),
+    });
+    const ordered = (merged: ReturnType<typeof mergeRows>) => [...merged].map(([kind, byKey]) => [kind, [...byKey].map(([key, c]) => [key, Object.entries(c)])]);
+    fc.assert(
+      fc.property(fc.constantFrom(0, 1), fc.array(call, { maxLength: 12 }), fc.nat(5), (p, calls, periodCalls) => {
+        const plan = plans[p];
+        const folded = new MergedRows();
+        const rows = [];
+        const sessions = new Map<string | undefined, bigint>();
+        let position = BigInt(periodCalls);
+        for (const c of calls) {
+          const event = rated(plan, c);
+          const before = { periodCalls: position, sessionCalls: sessions.get(c.session) ?? 0n };
+          rows.push(...usageRows(plan, event, before));
+          addUsageRows(plan, event, event.rating, event.agentId, before, 1n, folded);
+          if (c.type === 'mcp.tool_invoked') {
+            position++;
+            sessions.set(c.session, before.sessionCalls + 1n);
+          }
+        }
+        expect(ordered(folded.merged())).toEqual(ordered(mergeRows(rows)));
       }),
     );
   });

@@ -63,34 +63,112 @@ export function usageRows(plan: CompiledPlan, event: RatedUsage, before: CallPos
  * `before`: equal to adding the rows of each event in turn, computed without the loop.
  */
 export function usageRowsForRun(plan: CompiledPlan, event: RatedUsage, before: CallPosition, calls: bigint): UsageRow[] {
-  if (!countsAsCall(event.eventType) || calls <= 0n) return [];
-  const { rating } = event;
+  const list = new RowList();
+  addUsageRows(plan, event, event.rating, event.agentId, before, calls, list);
+  return list.rows;
+}
+
+/** The counters of each kind of row, in the order a row lists them (UsageRowSink passes their values in this order). */
+const ROW_COUNTERS: Record<RowKind, readonly string[]> = {
+  tool: ['calls', 'included_calls', 'input_tokens', 'output_tokens'],
+  model: ['input_tokens', 'output_tokens'],
+  duration: ['calls'],
+  band: ['calls', 'billable_calls', 'billable_nano'],
+  session: ['calls', 'failed_calls', 'started', 'billable_calls', 'billable_nano'],
+  agent: ['calls', 'billable_calls'],
+};
+
+/** Where addUsageRows puts each row: its counters' values in the order of ROW_COUNTERS[kind], the others undefined. */
+export interface UsageRowSink {
+  row(kind: RowKind, key: string, a: bigint, b?: bigint, c?: bigint, d?: bigint, e?: bigint): void;
+}
+
+function countersOf(kind: RowKind, a: bigint, b?: bigint, c?: bigint, d?: bigint, e?: bigint): Record<string, bigint> {
+  const names = ROW_COUNTERS[kind];
+  const values = [a, b, c, d, e];
+  const counters: Record<string, bigint> = {};
+  for (let i = 0; i < names.length; i++) counters[names[i]] = values[i]!;
+  return counters;
+}
+
+/** The rows as a list (usageRows). */
+class RowList implements UsageRowSink {
+  readonly rows: UsageRow[] = [];
+  row(kind: RowKind, key: string, a: bigint, b?: bigint, c?: bigint, d?: bigint, e?: bigint): void {
+    this.rows.push({ kind, key, counters: countersOf(kind, a, b, c, d, e) });
+  }
+}
+
+/**
+ * The rows added counter by counter per (kind, key) as they come: mergeRows of all the rows,
+ * without keeping them. What invoice-rollup folds a batch's events into, per period.
+ */
+export class MergedRows implements UsageRowSink {
+  private readonly byKind = new Map<RowKind, Map<string, bigint[]>>();
+
+  row(kind: RowKind, key: string, a: bigint, b?: bigint, c?: bigint, d?: bigint, e?: bigint): void {
+    let byKey = this.byKind.get(kind);
+    if (!byKey) this.byKind.set(kind, (byKey = new Map()));
+    const sums = byKey.get(key);
+    if (!sums) {
+      const n = ROW_COUNTERS[kind].length;
+      const values = [a];
+      if (n > 1) values.push(b!);
+      if (n > 2) values.push(c!);
+      if (n > 3) values.push(d!);
+      if (n > 4) values.push(e!);
+      byKey.set(key, values);
+      return;
+    }
+    // Adding 0n changes nothing: skipping it spares a bigint.
+    if (a !== 0n) sums[0] += a;
+    if (b !== undefined && b !== 0n) sums[1] += b;
+    if (c !== undefined && c !== 0n) sums[2] += c;
+    if (d !== undefined && d !== 0n) sums[3] += d;
+    if (e !== undefined && e !== 0n) sums[4] += e;
+  }
+
+  /** As mergeRows returns them: kinds and keys in the order they first came. */
+  merged(): Map<RowKind, Map<string, Record<string, bigint>>> {
+    const merged = new Map<RowKind, Map<string, Record<string, bigint>>>();
+    for (const [kind, byKey] of this.byKind) {
+      const out = new Map<string, Record<string, bigint>>();
+      for (const [key, sums] of byKey) out.set(key, countersOf(kind, sums[0], sums[1], sums[2], sums[3], sums[4]));
+      merged.set(kind, out);
+    }
+    return merged;
+  }
+}
+
+/**
+ * usageRowsForRun into a sink, with the event's rating and agent given apart (the stage passes
+ * a ledgered event's cost and attribution without copying the event).
+ */
+export function addUsageRows(
+  plan: CompiledPlan,
+  event: RatingInput & { sessionId?: string },
+  rating: EventRating,
+  agentId: string | undefined,
+  before: CallPosition,
+  calls: bigint,
+  into: UsageRowSink,
+): void {
+  if (!countsAsCall(event.eventType) || calls <= 0n) return;
   const callNano = rating.breakdown.tool;
   const eventNano = rating.total;
   const sessionId = event.sessionId || undefined;
   const included = sessionId ? clamp(plan.includedCalls - before.sessionCalls, 0n, calls) : 0n;
   const billableCalls = calls - included;
 
-  const inputTokens = calls * BigInt(event.inputTokens);
-  const outputTokens = calls * BigInt(event.outputTokens);
+  const inputTokens = event.inputTokens === 0 ? 0n : calls * BigInt(event.inputTokens);
+  const outputTokens = event.outputTokens === 0 ? 0n : calls * BigInt(event.outputTokens);
   const byModel = event.model !== undefined && plan.modelTokenRates.has(event.model);
-  const rows: UsageRow[] = [
-    {
-      kind: 'tool',
-      key: rating.tool,
-      counters: {
-        calls,
-        included_calls: included,
-        input_tokens: byModel ? 0n : inputTokens,
-        output_tokens: byModel ? 0n : outputTokens,
-      },
-    },
-  ];
+  into.row('tool', rating.tool, calls, included, byModel ? 0n : inputTokens, byModel ? 0n : outputTokens);
   if (byModel && (inputTokens !== 0n || outputTokens !== 0n)) {
-    rows.push({ kind: 'model', key: `${event.model}${MODEL_KEY_SEPARATOR}${rating.tool}`, counters: { input_tokens: inputTokens, output_tokens: outputTokens } });
+    into.row('model', `${event.model}${MODEL_KEY_SEPARATOR}${rating.tool}`, inputTokens, outputTokens);
   }
   if (plan.durationLimitsMs.length > 0) {
-    rows.push({ kind: 'duration', key: String(durationBucketIndex(plan, event.durationMs)), counters: { calls } });
+    into.row('duration', String(durationBucketIndex(plan, event.durationMs)), calls);
   }
 
   let sessionBillableNano = calls * eventNano - included * callNano;
@@ -106,28 +184,17 @@ export function usageRowsForRun(plan: CompiledPlan, event: RatedUsage, before: C
       const bandIncluded = clamp(included - from, 0n, bandCalls);
       const bandBillableCalls = bandCalls - bandIncluded;
       const bandBillableNano = bandCalls * eventNano - bandIncluded * callNano;
-      rows.push({ kind: 'band', key: String(band), counters: { calls: bandCalls, billable_calls: bandBillableCalls, billable_nano: bandBillableNano } });
+      into.row('band', String(band), bandCalls, bandBillableCalls, bandBillableNano);
       sessionBillableNano += bandBillableNano + tierAdjustment(plan, band, bandBillableCalls, bandBillableNano);
     }
   }
 
   if (sessionId && plan.hasSessionRules) {
-    rows.push({
-      kind: 'session',
-      key: sessionId,
-      counters: {
-        calls,
-        failed_calls: event.status === 'SUCCESS' ? 0n : calls,
-        started: before.sessionCalls === 0n ? 1n : 0n,
-        billable_calls: billableCalls,
-        billable_nano: sessionBillableNano,
-      },
-    });
+    into.row('session', sessionId, calls, event.status === 'SUCCESS' ? 0n : calls, before.sessionCalls === 0n ? 1n : 0n, billableCalls, sessionBillableNano);
   }
-  if (plan.isCommitted && event.agentId) {
-    rows.push({ kind: 'agent', key: event.agentId, counters: { calls, billable_calls: billableCalls } });
+  if (plan.isCommitted && agentId) {
+    into.row('agent', agentId, calls, billableCalls);
   }
-  return rows;
 }
 
 /** The tier that call number `ordinal` (1-based) of the period falls in: the last tier starting before it. */

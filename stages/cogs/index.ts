@@ -4,18 +4,11 @@ import { isUsageEventType } from '../../domain/events.js';
 import type { Sql } from '../../pipeline/postgres.js';
 import type { LedgeredEvent } from '../../domain/flow.js';
 import { AGGREGATE_BATCH_EVENTS, AGGREGATE_LINGER_MS, claimBlocks, claimEventOrigins } from '../../store/applied.js';
-import { addCogs, type CogsFact } from '../../store/cogs-rollup.js';
+import { CogsSums, writeCogs } from '../../store/cogs-rollup.js';
 import { type CostModelCache, watchedCostModels } from '../../store/cost-model-cache.js';
-import { eventCogs, InvalidCostModelError } from '../../store/cost-model.js';
+import { eventCogsNano, InvalidCostModelError } from '../../store/cost-model.js';
 
 const STAGE = 'cogs';
-
-interface Costed {
-  event: LedgeredEvent;
-  /** The event's index in its block. */
-  i: number;
-  fact: CogsFact;
-}
 
 /** A block of events as the cogs stage applies it: whole (one claim), or event by event. */
 interface CogsBlock {
@@ -49,20 +42,24 @@ export async function recordCogsBlocks(sql: Sql, models: CostModelCache, blocks:
 
   // Each block's usage events, costed (or failed), before the transaction.
   const costedBlocks = blocks.map((block, b) => {
-    const costed: Costed[] = [];
+    // By index in the block: the event's COGS, null when no cost model covers it, undefined for no usage event (or failed).
+    const cogs: (bigint | null | undefined)[] = new Array(block.events.length);
     const failed: { i: number; error: InvalidCostModelError }[] = [];
-    block.events.forEach((event, i) => {
-      if (!isUsageEventType(event.eventType)) return;
-      const cogs = eventCogs(loaded.get(event.tenantId) ?? [], event);
-      if (cogs instanceof InvalidCostModelError) {
-        failed.push({ i, error: cogs });
-        return;
+    let count = 0;
+    for (let i = 0; i < block.events.length; i++) {
+      const event = block.events[i];
+      if (!isUsageEventType(event.eventType)) continue;
+      const c = eventCogsNano(loaded.get(event.tenantId) ?? [], event);
+      if (c instanceof InvalidCostModelError) {
+        failed.push({ i, error: c });
+        continue;
       }
-      costed.push({ event, i, fact: factOf(event, cogs.cogsNano, cogs.breakdown.cost_model_id !== null) });
-    });
-    return { block, b, costed, failed, single: block.events.length === 1 };
+      cogs[i] = c;
+      count++;
+    }
+    return { block, b, cogs, count, failed, single: block.events.length === 1 };
   });
-  const touching = costedBlocks.filter((c) => c.costed.length + c.failed.length > 0);
+  const touching = costedBlocks.filter((c) => c.count + c.failed.length > 0);
   if (touching.length === 0) return results;
 
   await sql.begin(async (tx) => {
@@ -77,13 +74,13 @@ export async function recordCogsBlocks(sql: Sql, models: CostModelCache, blocks:
           ).map((r) => r.origin)
         : [],
     );
-    const facts: CogsFact[] = [];
+    const sums = new CogsSums();
     const oneByOne = touching.filter((c) => c.single);
     const partialNow: typeof touching = [];
     for (const c of whole) {
       if (fresh.has(c.block.origin)) {
         if (c.failed.length) partialNow.push(c);
-        else facts.push(...c.costed.map((x) => x.fact));
+        else for (let i = 0; i < c.block.events.length; i++) addEvent(sums, c.block.events[i], c.cogs[i]);
       } else if (partialBefore.has(partialOrigin(c.block.origin))) oneByOne.push(c);
       // else: applied whole before; nothing to add, nothing failed.
     }
@@ -92,29 +89,33 @@ export async function recordCogsBlocks(sql: Sql, models: CostModelCache, blocks:
     const claimed = await claimEventOrigins(
       tx,
       STAGE,
-      oneByOne.flatMap((c) => c.costed.map((x) => ({ tenantId: x.event.tenantId, eventId: x.event.eventId, fact: x.fact }))),
+      oneByOne.flatMap((c) =>
+        c.block.events.flatMap((event, i) => (c.cogs[i] === undefined ? [] : [{ tenantId: event.tenantId, eventId: event.eventId, event, cogs: c.cogs[i] }])),
+      ),
     );
-    facts.push(...claimed.map((x) => x.fact));
-    await addCogs(tx, facts);
+    for (const x of claimed) addEvent(sums, x.event, x.cogs);
+    await writeCogs(tx, sums);
     // Only the events this delivery applies may fail: the others were applied (or failed) before.
     for (const c of oneByOne) for (const f of c.failed) results[c.b][f.i] = { error: f.error };
   });
   return results;
 }
 
-function factOf(event: LedgeredEvent, cogsNano: bigint, costed: boolean): CogsFact {
-  return {
-    tenantId: event.tenantId,
-    recordedAt: event.recordedAt,
-    currency: event.subscription.currency,
-    toolName: event.toolName ?? null,
-    agentId: event.attribution.agentId ?? null,
-    customerId: event.attribution.customerId,
-    withSession: !!event.sessionId,
-    costed,
-    priceNano: event.cost.total,
-    cogsNano,
-  };
+/** Adds a costed usage event (cogs: its COGS, null uncosted) to the sums; nothing for undefined (no usage event, or failed). */
+function addEvent(sums: CogsSums, event: LedgeredEvent, cogs: bigint | null | undefined): void {
+  if (cogs === undefined) return;
+  sums.add(
+    event.tenantId,
+    event.recordedAt,
+    event.subscription.currency,
+    event.toolName ?? null,
+    event.attribution.agentId ?? null,
+    event.attribution.customerId,
+    !!event.sessionId,
+    cogs !== null,
+    event.cost.total,
+    cogs ?? 0n,
+  );
 }
 
 /** The same for events handed one by one (each claimed on its own): tests and tools. */

@@ -1,5 +1,5 @@
 import { countsAsCall } from '../../domain/rating/rate-event.js';
-import { mergeRows, usageRows, type UsageRow } from '../../domain/rating/usage-rows.js';
+import { addUsageRows, MergedRows, type CallPosition } from '../../domain/rating/usage-rows.js';
 import { STREAMS } from '../../store/streams.js';
 import type { EntryResult, StageDefinition, StageEntry } from '../../pipeline/stage.js';
 import type { TransactionSql } from 'postgres';
@@ -36,14 +36,22 @@ export async function rollUpBlocks(
   onCreditsExhausted?: (accounts: CreditAccountKey[], eventId: string) => Promise<void>,
 ): Promise<EntryResult[][]> {
   const results = blocks.map((b) => b.events.map((): EntryResult => ({})));
-  const events = blocks.flatMap((b) => b.events);
-  if (events.length === 0) return results;
+  let last: LedgeredEvent | undefined;
   // Compiled plans are loaded outside the transaction (they are cached and immutable).
   const planOf: PlanOf = new Map();
-  for (const e of events) {
-    const key = `${e.tenantId}/${e.subscription.subscriptionId}`;
-    if (!planOf.has(key)) planOf.set(key, await plans.forSubscription(e.tenantId, e.subscription.subscriptionId));
+  for (const block of blocks) {
+    for (const e of block.events) {
+      // Consecutive events are mostly of one subscription: its key is built when it changes.
+      if (last && e.tenantId === last.tenantId && e.subscription.subscriptionId === last.subscription.subscriptionId) {
+        last = e;
+        continue;
+      }
+      last = e;
+      const key = planKey(e);
+      if (!planOf.has(key)) planOf.set(key, await plans.forSubscription(e.tenantId, e.subscription.subscriptionId));
+    }
   }
+  if (!last) return results;
 
   let exhausted: CreditAccountKey[] = [];
   for (let attempt = 1; ; attempt++) {
@@ -55,7 +63,7 @@ export async function rollUpBlocks(
       if (!(err instanceof PositionTaken) || attempt >= 3) throw err;
     }
   }
-  if (exhausted.length) await onCreditsExhausted?.(exhausted, events.at(-1)!.eventId);
+  if (exhausted.length) await onCreditsExhausted?.(exhausted, last.eventId);
   return results;
 }
 
@@ -63,6 +71,83 @@ export async function rollUpBlocks(
 class PositionTaken extends Error {}
 
 type PlanOf = Map<string, Awaited<ReturnType<PlanCache['forSubscription']>>>;
+const planKey = (e: LedgeredEvent) => `${e.tenantId}/${e.subscription.subscriptionId}`;
+
+/** What a batch adds to one subscription period. */
+interface PeriodState {
+  /** Its first event in the batch: its customer and currency draw the credits. */
+  event: LedgeredEvent;
+  key: string;
+  plan: Awaited<ReturnType<PlanCache['forSubscription']>>;
+  /** The call position: read (locked), then advanced event by event. */
+  calls: bigint;
+  existed: boolean;
+  events: number;
+  cost: bigint;
+  /** The usage rows of its calls, merged as they come (none for a period of control events only). */
+  rows?: MergedRows;
+}
+
+interface SessionState {
+  event: LedgeredEvent;
+  key: string;
+  calls: bigint;
+  existed: boolean;
+}
+
+/** The state of e's period: `last` when e is of the same one (the common case), else found or added. */
+function periodOf(periods: Map<string, PeriodState>, last: PeriodState | undefined, e: LedgeredEvent, planOf: PlanOf): PeriodState {
+  if (
+    last &&
+    e.tenantId === last.event.tenantId &&
+    e.subscription.subscriptionId === last.event.subscription.subscriptionId &&
+    e.subscription.periodStart === last.event.subscription.periodStart
+  ) {
+    return last;
+  }
+  const key = periodKey(e);
+  let period = periods.get(key);
+  if (!period) {
+    period = { event: e, key, plan: planOf.get(planKey(e))!, calls: 0n, existed: false, events: 0, cost: 0n };
+    periods.set(key, period);
+  }
+  return period;
+}
+
+/** The state of e's session (e names one). */
+function sessionOf(sessions: Map<string, SessionState>, last: SessionState | undefined, e: LedgeredEvent): SessionState {
+  if (last && e.sessionId === last.event.sessionId && e.tenantId === last.event.tenantId && e.subscription.subscriptionId === last.event.subscription.subscriptionId) {
+    return last;
+  }
+  const key = sessionKey(e);
+  let session = sessions.get(key);
+  if (!session) {
+    session = { event: e, key, calls: 0n, existed: false };
+    sessions.set(key, session);
+  }
+  return session;
+}
+
+/**
+ * The events of the batch to apply, in stream order: those of the blocks claimed now and the
+ * singles claimed now; one event twice in a batch (never expected downstream of the ledger) once.
+ */
+function eventsToApply(blocks: { origin: string; events: LedgeredEvent[] }[], freshBlocks: Set<string>, freshSingles: Map<string, Set<string>>): LedgeredEvent[] {
+  const seen = new Map<string, Set<string>>();
+  const todo: LedgeredEvent[] = [];
+  for (const block of blocks) {
+    const single = block.events.length === 1;
+    if (!single && !freshBlocks.has(block.origin)) continue;
+    for (const e of block.events) {
+      let ids = seen.get(e.tenantId);
+      if (!ids) seen.set(e.tenantId, (ids = new Set()));
+      if (ids.has(e.eventId) || (single && !freshSingles.get(e.tenantId)?.has(e.eventId))) continue;
+      ids.add(e.eventId);
+      todo.push(e);
+    }
+  }
+  return todo;
+}
 
 /** One transaction of rollUpBlocks; returns the credit accounts it exhausted. */
 async function applyOnce(sql: Sql, blocks: { origin: string; events: LedgeredEvent[] }[], planOf: PlanOf): Promise<CreditAccountKey[]> {
@@ -72,74 +157,80 @@ async function applyOnce(sql: Sql, blocks: { origin: string; events: LedgeredEve
     const freshBlocks = await claimBlocks(tx, STAGE, whole.map((b) => ({ origin: b.origin, tenantId: b.events[0].tenantId })));
     const singles = blocks.filter((b) => b.events.length === 1).map((b) => b.events[0]);
     const freshSingles = await claimSingles(tx, singles);
-    // Stream order; one event twice in a batch (never expected downstream of the ledger) is applied once.
-    const seen = new Set<string>();
-    const todo: LedgeredEvent[] = [];
-    for (const block of blocks) {
-      const single = block.events.length === 1;
-      if (!single && !freshBlocks.has(block.origin)) continue;
-      for (const e of block.events) {
-        const key = `${e.tenantId}\u0000${e.eventId}`;
-        if (seen.has(key) || (single && !freshSingles.has(key))) continue;
-        seen.add(key);
-        todo.push(e);
-      }
-    }
+    const todo = eventsToApply(blocks, freshBlocks, freshSingles);
     if (todo.length === 0) return;
 
-    const periods = [...new Map(todo.map((e) => [periodKey(e), e])).values()];
-    const sessions = [...new Map(todo.filter((e) => e.sessionId).map((e) => [sessionKey(e), e])).values()];
+    // Each period and session the events touch, in the order they first come.
+    const periods = new Map<string, PeriodState>();
+    const sessions = new Map<string, SessionState>();
+    let period: PeriodState | undefined;
+    let session: SessionState | undefined;
+    for (const e of todo) {
+      period = periodOf(periods, period, e, planOf);
+      if (e.sessionId) session = sessionOf(sessions, session, e);
+    }
     const periodCalls = await lockPositions(
       tx,
       'invoice_period_calls',
-      periods.map((e) => [e.tenantId, e.subscription.subscriptionId, new Date(e.subscription.periodStart).toISOString()]),
+      [...periods.values()].map(({ event: e }) => [e.tenantId, e.subscription.subscriptionId, new Date(e.subscription.periodStart).toISOString()]),
     );
     const sessionCalls = await lockPositions(
       tx,
       'invoice_session_calls',
-      sessions.map((e) => [e.tenantId, e.subscription.subscriptionId, e.sessionId!]),
+      [...sessions.values()].map(({ event: e }) => [e.tenantId, e.subscription.subscriptionId, e.sessionId!]),
     );
     // The rows read (to update); the others are inserted.
-    const periodExisted = new Set(periodCalls.keys());
-    const sessionExisted = new Set(sessionCalls.keys());
-
-    const rowsByPeriod = new Map<string, UsageRow[]>();
-    const totals = new Map<string, { events: bigint; cost: bigint; event: LedgeredEvent }>();
-    for (const e of todo) {
-      const pk = periodKey(e);
-      const total = totals.get(pk) ?? { events: 0n, cost: 0n, event: e };
-      total.events++;
-      total.cost += e.cost.total;
-      totals.set(pk, total);
-      if (!countsAsCall(e.eventType)) continue;
-      const sk = e.sessionId ? sessionKey(e) : undefined;
-      const before = { periodCalls: periodCalls.get(pk) ?? 0n, sessionCalls: sk ? (sessionCalls.get(sk) ?? 0n) : 0n };
-      const plan = planOf.get(`${e.tenantId}/${e.subscription.subscriptionId}`)!;
-      const rows = usageRows(plan, { ...e, rating: e.cost, agentId: e.attribution.agentId ?? e.attribution.appId }, before);
-      periodCalls.set(pk, before.periodCalls + 1n);
-      if (sk) sessionCalls.set(sk, before.sessionCalls + 1n);
-      const list = rowsByPeriod.get(pk) ?? [];
-      list.push(...rows);
-      rowsByPeriod.set(pk, list);
+    for (const p of periods.values()) {
+      const calls = periodCalls.get(p.key);
+      if (calls === undefined) continue;
+      p.calls = calls;
+      p.existed = true;
+    }
+    for (const s of sessions.values()) {
+      const calls = sessionCalls.get(s.key);
+      if (calls === undefined) continue;
+      s.calls = calls;
+      s.existed = true;
     }
 
-    const usage: { tenant_id: string; subscription_id: string; period_start: string; kind: string; key: string; counters: string }[] = [];
-    for (const [pk, rows] of rowsByPeriod) {
-      const [tenantId, subscriptionId, periodStart] = pk.split('\u0000');
-      for (const [kind, byKey] of mergeRows(rows)) {
+    // Each event's usage rows, from its positions, folded into its period's rows as they come.
+    const withRows: PeriodState[] = [];
+    const before: CallPosition = { periodCalls: 0n, sessionCalls: 0n };
+    period = undefined;
+    session = undefined;
+    for (const e of todo) {
+      period = periodOf(periods, period, e, planOf);
+      period.events++;
+      period.cost += e.cost.total;
+      if (!countsAsCall(e.eventType)) continue;
+      const s = e.sessionId ? (session = sessionOf(sessions, session, e)) : undefined;
+      before.periodCalls = period.calls;
+      before.sessionCalls = s ? s.calls : 0n;
+      if (!period.rows) withRows.push(period);
+      addUsageRows(period.plan, e, e.cost, e.attribution.agentId ?? e.attribution.appId, before, 1n, (period.rows ??= new MergedRows()));
+      period.calls++;
+      if (s) s.calls++;
+    }
+
+    const usage: { tenant_id: string; subscription_id: string; period_start: string; kind: string; key: string; counters: string; order: string }[] = [];
+    for (const { event: e, rows } of withRows) {
+      const periodStart = new Date(e.subscription.periodStart).toISOString();
+      for (const [kind, byKey] of rows!.merged()) {
         for (const [key, counters] of byKey) {
           usage.push({
-            tenant_id: tenantId,
-            subscription_id: subscriptionId,
-            period_start: new Date(Number(periodStart)).toISOString(),
+            tenant_id: e.tenantId,
+            subscription_id: e.subscription.subscriptionId,
+            period_start: periodStart,
             kind,
             key,
             counters: JSON.stringify(counters, (_k, v) => (typeof v === 'bigint' ? v.toString() : v)),
+            order: e.subscription.subscriptionId + kind + key,
           });
         }
       }
     }
-    usage.sort((a, b) => (a.subscription_id + a.kind + a.key < b.subscription_id + b.kind + b.key ? -1 : 1));
+    // The order string built once per row, not twice per comparison (the same comparisons).
+    usage.sort((a, b) => (a.order < b.order ? -1 : 1));
     if (usage.length) {
       await tx`
         INSERT INTO invoice_usage (tenant_id, subscription_id, period_start, kind, key, counters)
@@ -153,18 +244,21 @@ async function applyOnce(sql: Sql, blocks: { origin: string; events: LedgeredEve
     await writePositions(
       tx,
       'invoice_period_calls',
-      periods.map((e) => {
-        const total = totals.get(periodKey(e))!;
-        return { key: [e.tenantId, e.subscription.subscriptionId, new Date(e.subscription.periodStart).toISOString()], calls: periodCalls.get(periodKey(e)) ?? 0n, events: total.events, cost: total.cost, existed: periodExisted.has(periodKey(e)) };
-      }),
+      [...periods.values()].map(({ event: e, calls, events, cost, existed }) => ({
+        key: [e.tenantId, e.subscription.subscriptionId, new Date(e.subscription.periodStart).toISOString()],
+        calls,
+        events: BigInt(events),
+        cost,
+        existed,
+      })),
     );
     await writePositions(
       tx,
       'invoice_session_calls',
-      sessions.map((e) => ({ key: [e.tenantId, e.subscription.subscriptionId, e.sessionId!], calls: sessionCalls.get(sessionKey(e)) ?? 0n, existed: sessionExisted.has(sessionKey(e)) })),
+      [...sessions.values()].map(({ event: e, calls, existed }) => ({ key: [e.tenantId, e.subscription.subscriptionId, e.sessionId!], calls, existed })),
     );
     // Prepaid credits pay for the rated usage, in the same transaction (store/credits.ts).
-    const draws: CreditDraw[] = [...totals.values()].map(({ cost, event: e }) => ({
+    const draws: CreditDraw[] = [...periods.values()].map(({ cost, event: e }) => ({
       tenantId: e.tenantId,
       customerId: e.attribution.customerId,
       currency: e.subscription.currency,
@@ -193,15 +287,21 @@ export async function rollUp(
   return results.map((r) => r[0]);
 }
 
-/** Records single events in invoice_applied; returns the keys (tenant, event) not applied before. */
-async function claimSingles(tx: TransactionSql, events: LedgeredEvent[]): Promise<Set<string>> {
-  if (events.length === 0) return new Set();
+/** Records single events in invoice_applied; returns the events (ids per tenant) not applied before. */
+async function claimSingles(tx: TransactionSql, events: LedgeredEvent[]): Promise<Map<string, Set<string>>> {
+  const fresh = new Map<string, Set<string>>();
+  if (events.length === 0) return fresh;
   const applied = await tx<{ tenant_id: string; event_id: string }[]>`
     INSERT INTO invoice_applied (tenant_id, event_id)
     SELECT * FROM unnest(${events.map((e) => e.tenantId)}::text[], ${events.map((e) => e.eventId)}::text[])
     ON CONFLICT DO NOTHING
     RETURNING tenant_id, event_id`;
-  return new Set(applied.map((r) => `${r.tenant_id}\u0000${r.event_id}`));
+  for (const r of applied) {
+    let ids = fresh.get(r.tenant_id);
+    if (!ids) fresh.set(r.tenant_id, (ids = new Set()));
+    ids.add(r.event_id);
+  }
+  return fresh;
 }
 
 /**
