@@ -1,4 +1,3 @@
-import { Readable } from 'node:stream';
 import { ClickHouseError } from '@clickhouse/client';
 import { isTransient } from '../../pipeline/errors.js';
 import { STREAMS } from '../../store/streams.js';
@@ -10,7 +9,7 @@ import { watchedCostModels, type CostModelCache } from '../../store/cost-model-c
 import { eventCogs } from '../../store/cost-model.js';
 import type { AnalyticsEvent } from '../../domain/flow.js';
 import { LedgerExport } from './export.js';
-import { chDate, invocationRow, type InvocationRow } from './rows.js';
+import { invocationRow, type InvocationRow } from './rows.js';
 
 const INVOCATIONS_TABLE = 'invocations';
 
@@ -68,31 +67,30 @@ export async function dispatchBatch(
   const results: EntryResult[] = batch.map(() => ({}));
   if (batch.length === 0) return results;
   const models = costModels ? await costModels.load(batch.map((e) => e.payload.tenantId)) : undefined;
+  const rows: InvocationRow[] = [];
+  batch.forEach(({ payload: event }, i) => {
+    let cogsNano = 0n;
+    if (models && isUsageEventType(event.eventType)) {
+      const cogs = eventCogs(models.get(event.tenantId) ?? [], event);
+      if (cogs instanceof Error) {
+        results[i] = { error: cogs };
+        return;
+      }
+      cogsNano = cogs.cogsNano;
+    }
+    rows.push(invocationRow(event, cogsNano));
+  });
   const maybeInserted = batch.some((entry) => entry.redelivered || attempted.has(entry));
   for (const entry of batch) attempted.add(entry);
   try {
-    const seen = maybeInserted ? await insertedAlready(clickhouse, batch) : new EventKeys();
-    const body = new JsonRows();
-    batch.forEach(({ payload: event }, i) => {
-      let cogsNano = 0n;
-      if (models && isUsageEventType(event.eventType)) {
-        const cogs = eventCogs(models.get(event.tenantId) ?? [], event);
-        if (cogs instanceof Error) {
-          results[i] = { error: cogs };
-          return;
-        }
-        cogsNano = cogs.cogsNano;
-      }
-      // Added as it is checked: the same event twice in one batch goes in once.
-      if (!seen.add(event.tenantId, event.eventId)) return;
-      body.add(invocationRow(event, cogsNano));
-    });
-    if (body.rows > 0) {
-      // exec, not insert: the client's insert wants JSONEachRow as objects; this body is the text already.
-      const inserted = await clickhouse.exec({ query: `INSERT INTO ${INVOCATIONS_TABLE} FORMAT JSONEachRow`, values: body.stream() });
-      inserted.stream.resume();
-      await new Promise((resolve) => inserted.stream.on('end', resolve).on('close', resolve));
+    const seen = maybeInserted ? await insertedAlready(clickhouse, rows) : new Set<string>();
+    const fresh: InvocationRow[] = [];
+    for (const row of rows) {
+      if (seen.has(rowKey(row))) continue;
+      seen.add(rowKey(row)); // the same event twice in one batch goes in once
+      fresh.push(row);
     }
+    if (fresh.length) await clickhouse.insert({ table: INVOCATIONS_TABLE, values: fresh, format: 'JSONEachRow' });
   } catch (error) {
     if (isDataError(error)) throw error;
     throw new TransientError(`ClickHouse insert failed: ${(error as Error)?.message ?? String(error)}`, { cause: error });
@@ -100,70 +98,25 @@ export async function dispatchBatch(
   return results;
 }
 
-/** (tenant, event id) pairs, without a joined string per pair. */
-class EventKeys {
-  private readonly byTenant = new Map<string, Set<string>>();
-
-  /** False when the pair is there already. */
-  add(tenantId: string, eventId: string): boolean {
-    let events = this.byTenant.get(tenantId);
-    if (!events) this.byTenant.set(tenantId, (events = new Set()));
-    if (events.has(eventId)) return false;
-    events.add(eventId);
-    return true;
-  }
-}
-
-/**
- * The insert's body as JSONEachRow text, built row by row as the batch is read: a row object
- * lives only while it is written out, and the text is joined every ROWS_PER_CHUNK rows into one
- * string (large enough for V8's large-object space, which the young-generation collector never
- * copies). Holding a 20,000-row batch as row objects until the insert made the collector copy
- * them over and over.
- */
-class JsonRows {
-  private static readonly ROWS_PER_CHUNK = 1000;
-  private readonly chunks: string[] = [];
-  private pending: string[] = [];
-  rows = 0;
-
-  add(row: InvocationRow): void {
-    this.pending.push(JSON.stringify(row));
-    this.rows++;
-    if (this.pending.length === JsonRows.ROWS_PER_CHUNK) this.flush();
-  }
-
-  /** The body, as a byte stream the client sends as it is (not object mode). */
-  stream(): Readable {
-    this.flush();
-    return Readable.from(this.chunks, { objectMode: false });
-  }
-
-  private flush(): void {
-    if (this.pending.length === 0) return;
-    this.chunks.push(`${this.pending.join('\n')}\n`);
-    this.pending = [];
-  }
-}
-
 /** Entries an insert was tried for in this process (the harness hands the same objects again when it retries a batch). */
 const attempted = new WeakSet<StageEntry<AnalyticsEvent>>();
 
+const rowKey = (row: InvocationRow) => `${row.tenant_id}\u0000${row.event_id}`;
 // Keeps each lookup well under ClickHouse's max_query_size (256 KiB) for ids up to 128 characters.
 const LOOKUP_CHUNK = 500;
 
-/** The (tenant, event id) pairs of the batch that invocations already holds: one primary-key lookup per chunk. */
-async function insertedAlready(clickhouse: ClickHouseClient, batch: StageEntry<AnalyticsEvent>[]): Promise<EventKeys> {
-  const found = new EventKeys();
-  for (let start = 0; start < batch.length; start += LOOKUP_CHUNK) {
-    const keys = batch
+/** The keys (tenant, event id) of those rows that invocations already holds: one primary-key lookup per chunk. */
+async function insertedAlready(clickhouse: ClickHouseClient, rows: InvocationRow[]): Promise<Set<string>> {
+  const found = new Set<string>();
+  for (let start = 0; start < rows.length; start += LOOKUP_CHUNK) {
+    const keys = rows
       .slice(start, start + LOOKUP_CHUNK)
-      .map(({ payload: e }) => `(${chString(e.tenantId)}, toDate(${chString(chDate(e.recordedAt))}), ${chString(e.eventId)})`);
+      .map((r) => `(${chString(r.tenant_id)}, toDate(${chString(r.recorded_date)}), ${chString(r.event_id)})`);
     const result = await clickhouse.query({
       query: `SELECT tenant_id, event_id FROM ${INVOCATIONS_TABLE} WHERE (tenant_id, recorded_date, event_id) IN (${keys.join(', ')})`,
       format: 'JSONEachRow',
     });
-    for (const row of await result.json<{ tenant_id: string; event_id: string }>()) found.add(row.tenant_id, row.event_id);
+    for (const row of await result.json<{ tenant_id: string; event_id: string }>()) found.add(`${row.tenant_id}\u0000${row.event_id}`);
   }
   return found;
 }
