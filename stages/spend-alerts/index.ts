@@ -618,7 +618,11 @@ export const spendAlertsStage: StageDefinition<LedgeredEvent> = {
   name: 'spend-alerts',
   input: STREAMS.ledgered,
   outputs: [],
-  batchSize: 500,
+  // Up to 5,000 events gathered for up to 250 ms: a batch's events share sessions, agents and
+  // customers, so the larger it is the fewer distinct counter keys (and script arguments) per
+  // event. Alerts are notices: the cap itself is enforced before the ledger, by cap-check.
+  batchSize: 5000,
+  lingerMs: 250,
   async setup({ sql, redis, config, onControl }) {
     const alerts = new SpendAlerts(sql, redis, config.REDIS_PREFIX);
     await onControl(async (message) => {
