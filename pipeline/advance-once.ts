@@ -75,7 +75,8 @@ export class AdvanceBatch {
 
   /** Adds `by` when the item's marker is fresh (the counter's ttl is then renewed). Returns the slot. */
   add(key: string, by: bigint, ttlSeconds: number): number {
-    const plan = this.plan(key, ADD);
+    const index = this.planOf(key, ADD);
+    const plan = this.keyPlans[index];
     plan.ttlSeconds = ttlSeconds;
     const last = plan.markers.length - 1;
     if (last >= 0 && plan.markers[last] === this.marker) plan.sums[last] += by;
@@ -83,21 +84,21 @@ export class AdvanceBatch {
       plan.markers.push(this.marker);
       plan.sums.push(by);
     }
-    return this.slot(key, ADD, by);
+    return this.slot(index, ADD, by);
   }
 
   /** Keeps the least value seen (whatever the marker: a redelivery may still lower it). Returns the slot. */
   min(key: string, value: bigint, ttlSeconds: number): number {
-    const plan = this.plan(key, MIN);
+    const index = this.planOf(key, MIN);
+    const plan = this.keyPlans[index];
     plan.ttlSeconds = ttlSeconds;
     if (plan.least === undefined || value < plan.least) plan.least = value;
-    return this.slot(key, MIN, value);
+    return this.slot(index, MIN, value);
   }
 
   /** Reads the counter (0 when absent). Returns the slot. */
   get(key: string): number {
-    this.plan(key, GET);
-    return this.slot(key, GET, undefined);
+    return this.slot(this.planOf(key, GET), GET, undefined);
   }
 
   get size(): number {
@@ -131,25 +132,25 @@ export class AdvanceBatch {
     return this.views[slot];
   }
 
-  private plan(key: string, op: Op): KeyPlan {
+  /** The number of the key's plan (added on first sight), its op checked against `op`. */
+  private planOf(key: string, op: Op): number {
     const known = this.plans.get(key);
     if (known === undefined) {
-      const plan: KeyPlan = { op, ttlSeconds: 0, markers: [], sums: [] };
       this.plans.set(key, this.keyPlans.length);
-      this.keyPlans.push(plan);
+      this.keyPlans.push({ op, ttlSeconds: 0, markers: [], sums: [] });
       this.keys.push(key);
-      return plan;
+      return this.keyPlans.length - 1;
     }
     const plan = this.keyPlans[known];
     if (plan.op === GET) plan.op = op;
     else if (op !== GET && op !== plan.op) throw new Error(`advanceOnce: ${key} is both ${OP_NAMES[plan.op]} and ${OP_NAMES[op]}`);
-    return plan;
+    return known;
   }
 
-  private slot(key: string, op: Op, value: bigint | undefined): number {
+  private slot(plan: number, op: Op, value: bigint | undefined): number {
     if (this.marker < 0) throw new Error('advanceOnce: a counter before item()');
     this.slotMarker.push(this.marker);
-    this.slotPlan.push(this.plans.get(key)!);
+    this.slotPlan.push(plan);
     this.slotOp.push(op);
     this.slotValue.push(value);
     return this.slotOp.length - 1;
