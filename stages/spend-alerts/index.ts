@@ -142,26 +142,26 @@ class KeptPerId<V> {
   private readonly byPartition = new Map<number, Map<string, Map<string, V>>>();
   private kept = 0;
 
-  /** The value kept for the id while `current` accepts it, else a new one from `build`. */
-  get(partition: number, tenantId: string, id: string, current: (kept: V) => boolean, build: () => V): V {
+  find(partition: number, tenantId: string, id: string): V | undefined {
+    return this.byPartition.get(partition)?.get(tenantId)?.get(id);
+  }
+
+  /** Keeps `value` for the id (in place of the one kept); returns it. */
+  keep(partition: number, tenantId: string, id: string, value: V): V {
     let tenants = this.byPartition.get(partition);
     if (!tenants) this.byPartition.set(partition, (tenants = new Map()));
     let ids = tenants.get(tenantId);
     if (!ids) tenants.set(tenantId, (ids = new Map()));
-    const kept = ids.get(id);
-    if (kept !== undefined && current(kept)) return kept;
-    if (kept === undefined && ++this.kept > KeptPerId.MAX_KEPT) {
+    if (!ids.has(id) && ++this.kept > KeptPerId.MAX_KEPT) {
       this.byPartition.clear();
       this.kept = 0;
-      return this.get(partition, tenantId, id, current, build);
+      return this.keep(partition, tenantId, id, value);
     }
-    const value = build();
     ids.set(id, value);
     return value;
   }
 }
 
-const always = () => true;
 const NO_CAPS: CapTotal[] = [];
 
 /** ceil(limit x bps / 10000), exactly. */
@@ -365,10 +365,12 @@ export class SpendAlerts {
       batch.item(markerKey);
       let session = -1;
       if (e.sessionId) {
-        const keys = this.sessionKeys.get(partition, e.tenantId, e.sessionId, always, () => ({
-          start: this.key(`session-start:${e.tenantId}:${e.sessionId}`, partition),
-          spend: this.key(`session-spend:${e.tenantId}:${e.sessionId}`, partition),
-        }));
+        const keys =
+          this.sessionKeys.find(partition, e.tenantId, e.sessionId) ??
+          this.sessionKeys.keep(partition, e.tenantId, e.sessionId, {
+            start: this.key(`session-start:${e.tenantId}:${e.sessionId}`, partition),
+            spend: this.key(`session-spend:${e.tenantId}:${e.sessionId}`, partition),
+          });
         session = batch.min(keys.start, BigInt(e.recordedAt), SESSION_START_TTL_SECONDS);
         batch.add(keys.spend, e.cost.total, SESSION_START_TTL_SECONDS);
       }
@@ -377,18 +379,16 @@ export class SpendAlerts {
       const of = commitments[i];
       if (of) {
         const thresholdBps = settings.get(e.tenantId)!.thresholdBps;
-        commitmentKeys = this.commitmentKeys.get(
-          partition,
-          e.tenantId,
-          e.subscription.subscriptionId,
-          (kept) =>
-            kept.periodStart === e.subscription.periodStart &&
-            kept.customerId === e.attribution.customerId &&
-            kept.ratePlanId === of.ratePlanId &&
-            kept.committedCalls === of.committedCalls &&
-            kept.thresholdBps === thresholdBps,
-          () => this.commitmentKeysOf(e, of, thresholdBps, partition),
-        );
+        const kept = this.commitmentKeys.find(partition, e.tenantId, e.subscription.subscriptionId);
+        commitmentKeys =
+          kept &&
+          kept.periodStart === e.subscription.periodStart &&
+          kept.customerId === e.attribution.customerId &&
+          kept.ratePlanId === of.ratePlanId &&
+          kept.committedCalls === of.committedCalls &&
+          kept.thresholdBps === thresholdBps
+            ? kept
+            : this.commitmentKeys.keep(partition, e.tenantId, e.subscription.subscriptionId, this.commitmentKeysOf(e, of, thresholdBps, partition));
         commitment = batch.add(commitmentKeys.counter, 1n, COMMITMENT_TTL_SECONDS);
       }
       const hour = hourOf(e.recordedAt);
@@ -397,13 +397,15 @@ export class SpendAlerts {
         const kind = VELOCITY_SCOPES[k];
         const id = scopeIdOf(e, kind);
         if (!id) continue;
-        const keys = this.hourKeys[k].get(
-          partition,
-          e.tenantId,
-          id,
-          (kept) => kept.hour === hour,
-          () => ({ hour, current: this.key(bucketKey(e, hour, { kind, id }), partition), previous: this.key(bucketKey(e, hour - 1, { kind, id }), partition) }),
-        );
+        let keys = this.hourKeys[k].find(partition, e.tenantId, id);
+        if (keys?.hour !== hour) {
+          const scope = { kind, id };
+          keys = this.hourKeys[k].keep(partition, e.tenantId, id, {
+            hour,
+            current: this.key(bucketKey(e, hour, scope), partition),
+            previous: this.key(bucketKey(e, hour - 1, scope), partition),
+          });
+        }
         const slot = batch.add(keys.current, e.cost.total, BUCKET_TTL_SECONDS);
         batch.get(keys.previous);
         if (velocity < 0) velocity = slot;
