@@ -128,6 +128,13 @@ function sessionOf(sessions: Map<string, SessionState>, last: SessionState | und
   return session;
 }
 
+/** The event ids kept for a tenant (an empty set, added, the first time). */
+function idsOf(byTenant: Map<string, Set<string>>, tenantId: string): Set<string> {
+  let ids = byTenant.get(tenantId);
+  if (!ids) byTenant.set(tenantId, (ids = new Set()));
+  return ids;
+}
+
 /**
  * The events of the batch to apply, in stream order: those of the blocks claimed now and the
  * singles claimed now; one event twice in a batch (never expected downstream of the ledger) once.
@@ -139,8 +146,7 @@ function eventsToApply(blocks: { origin: string; events: LedgeredEvent[] }[], fr
     const single = block.events.length === 1;
     if (!single && !freshBlocks.has(block.origin)) continue;
     for (const e of block.events) {
-      let ids = seen.get(e.tenantId);
-      if (!ids) seen.set(e.tenantId, (ids = new Set()));
+      const ids = idsOf(seen, e.tenantId);
       if (ids.has(e.eventId) || (single && !freshSingles.get(e.tenantId)?.has(e.eventId))) continue;
       ids.add(e.eventId);
       todo.push(e);
@@ -296,11 +302,7 @@ async function claimSingles(tx: TransactionSql, events: LedgeredEvent[]): Promis
     SELECT * FROM unnest(${events.map((e) => e.tenantId)}::text[], ${events.map((e) => e.eventId)}::text[])
     ON CONFLICT DO NOTHING
     RETURNING tenant_id, event_id`;
-  for (const r of applied) {
-    let ids = fresh.get(r.tenant_id);
-    if (!ids) fresh.set(r.tenant_id, (ids = new Set()));
-    ids.add(r.event_id);
-  }
+  for (const r of applied) idsOf(fresh, r.tenant_id).add(r.event_id);
   return fresh;
 }
 
