@@ -8,7 +8,7 @@ import { ApiError, tooLarge, unavailable } from './errors.js';
 import { readLimitedBody, redisDown } from './http.js';
 import { decodeBody, eventsOf, normalizeBatch } from './ingest/normalize.js';
 import { refuseIfNothingTaken } from './ingest/routes.js';
-import { IngestWriter } from './ingest/writer.js';
+import { behind, IngestWriter } from './ingest/writer.js';
 
 /** How far back a backfill reaches: any recorded time of the last hundred years. */
 const BACKFILL_MAX_AGE_DAYS = 36_500;
@@ -37,7 +37,7 @@ export function createBackfillRoutes(deps: { config: Config; redis: Redis; token
       log.warn({ err }, 'backfill: cannot read the lag of the first stream');
       throw unavailable('unavailable', 'the event store cannot be reached; retry later', 2);
     }
-    if (!room) throw new ApiError(429, 'backpressure', 'the pipeline is behind; nothing was accepted, retry the same request later', undefined, { 'Retry-After': '1' });
+    if (!room) throw behind(writer);
     const bytes = await readLimitedBody(c.req.raw, config.INGEST_MAX_BODY_BYTES);
     if (!bytes) throw tooLarge(config.INGEST_MAX_BODY_BYTES);
     const body = decodeBody(bytes, c.req.header('content-type'));

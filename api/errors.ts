@@ -78,6 +78,15 @@ export function unavailable(code: string, message: string, retryAfterSeconds: nu
   return new ApiError(503, code, message, undefined, { 'Retry-After': String(retryAfterSeconds) });
 }
 
+/**
+ * 429 with Retry-After (whole seconds, as RFC 9110 has it) and Retry-After-Ms (as the OpenAI and
+ * Anthropic SDKs read it): the pipeline's queue drains in well under a second, so whole seconds
+ * would leave it idle while every client waits.
+ */
+export function tooManyRequests(code: 'busy' | 'backpressure', message: string, retryAfterMs: number): ApiError {
+  return new ApiError(429, code, message, undefined, { 'Retry-After': String(Math.max(1, Math.ceil(retryAfterMs / 1000))), 'Retry-After-Ms': String(retryAfterMs) });
+}
+
 export function notFound(noun: string, id: string): ApiError {
   return new ApiError(404, 'not_found', `${noun} ${id} not found`);
 }

@@ -126,7 +126,7 @@ const PUBLIC_OPERATIONS: Operation[] = [
     body: z.union([wireEventSchema, z.array(wireEventSchema), z.object({ events: z.array(wireEventSchema) })]),
     response: eventsReply,
     status: 202,
-    refusals: { 413: 'Body too large.', 415: 'Unsupported content type.', 429: 'Backpressure: retry after the Retry-After header.', 503: 'Event store unavailable.' },
+    refusals: { 413: 'Body too large.', 415: 'Unsupported content type.', 429: 'Backpressure: retry after Retry-After-Ms (ms; about when the queue is taken again), or Retry-After (whole seconds) for clients that read only that.', 503: 'Event store unavailable.' },
   },
   {
     method: 'post',
@@ -139,7 +139,7 @@ const PUBLIC_OPERATIONS: Operation[] = [
     body: z.union([wireEventSchema, z.array(wireEventSchema), z.object({ events: z.array(wireEventSchema) })]),
     response: eventsReply,
     status: 202,
-    refusals: { 413: 'Body too large.', 429: 'Backpressure: retry after the Retry-After header.', 503: 'Event store unavailable.' },
+    refusals: { 413: 'Body too large.', 429: 'Backpressure: retry after Retry-After-Ms (ms; about when the queue is taken again), or Retry-After (whole seconds) for clients that read only that.', 503: 'Event store unavailable.' },
   },
   {
     method: 'post',

@@ -450,7 +450,7 @@ class Sender {
       if (response.status === 429 || response.status === 503) {
         await response.body?.cancel();
         this.count({ retried: 1, throttled: 1 });
-        this.pausedUntil = Math.max(this.pausedUntil, Date.now() + retryAfterMs(response.headers.get('retry-after'), 1000));
+        this.pausedUntil = Math.max(this.pausedUntil, Date.now() + (Number(response.headers.get('retry-after-ms')) || retryAfterMs(response.headers.get('retry-after'), 1000)));
         continue;
       }
       const text = await response.text();

@@ -122,6 +122,9 @@ export class BlockSizes {
 /** How often a closed gate reads its queue again, at most (ms). */
 const CLOSED_RECHECK_MS = 25;
 
+/** The bounds of retryHintMs, and what it says before any drain was measured. */
+const RETRY_HINT = { minMs: 50, maxMs: 1_000, unknownMs: 250 } as const;
+
 export interface WatermarkOptions {
   /** How long a lag read far below the mark is trusted (ms). */
   cacheMs?: number;
@@ -144,6 +147,8 @@ export class Watermark {
   private lastLag = 0;
   private addedSinceCheck = 0;
   private lastAge = 0;
+  /** Entries (events, with sizes) leaving the queue per ms, a decaying average of the reads that saw it shrink or hold. */
+  private drainPerMs = 0;
   private reading?: Promise<boolean>;
 
   private readonly cacheMs: number;
@@ -184,10 +189,16 @@ export class Watermark {
   }
 
   private async read(now: number): Promise<boolean> {
+    const [sinceMs, before, added] = [now - this.checkedAt, this.lastLag, this.addedSinceCheck];
     this.checkedAt = now;
     this.addedSinceCheck = 0;
     const state = await this.probe(now, this.maxAgeMs > 0);
     const lag = this.sizes ? Math.round(state.entries * this.sizes.eventsPerEntry()) : state.entries;
+    const left = before + added - lag;
+    if (sinceMs > 0 && sinceMs < 5_000 && left >= 0) {
+      const rate = left / sinceMs;
+      this.drainPerMs = this.drainPerMs > 0 ? 0.7 * this.drainPerMs + 0.3 * rate : rate;
+    }
     this.lastLag = lag;
     const age = this.maxAgeMs > 0 ? state.ageMs : 0;
     this.lastAge = age;
@@ -198,6 +209,19 @@ export class Watermark {
       this.closed = !this.closed;
     }
     return !this.closed;
+  }
+
+  /**
+   * While closed, about how long until the gate opens again (ms): the queue above the low mark
+   * over the rate it has been draining at, within 50 ms to 1 s (250 ms before any drain was
+   * measured). A client told this comes back about when it can be taken, so the queue refills
+   * before it runs dry: Retry-After alone says whole seconds, and a second-long pause of every
+   * client left the stages idle at saturation (BENCHMARKS.md, issue 13, ninth session).
+   */
+  retryHintMs(): number {
+    if (this.drainPerMs <= 0) return RETRY_HINT.unknownMs;
+    const ms = Math.max(0, this.lastLag - this.low) / this.drainPerMs;
+    return Math.round(Math.min(RETRY_HINT.maxMs, Math.max(RETRY_HINT.minMs, ms)));
   }
 
   /** Counts entries (events, with `sizes`) this process wrote to the watched streams since the last lag read. */

@@ -389,6 +389,8 @@ describe('POST /v1/events: refused requests', () => {
     const refused = await w.post([toolEvent()]);
     expect(refused.status).toBe(429);
     expect(refused.headers.get('retry-after')).toBe('1');
+    // And in ms, when the queue is expected to be taken again (nothing drained yet: 250 ms).
+    expect(refused.headers.get('retry-after-ms')).toBe('250');
     expect(((await refused.json()) as { error: { code: string } }).error.code).toBe('backpressure');
     expect(await w.length()).toBe(5);
 
@@ -473,6 +475,7 @@ describe('POST /v1/events: load shedding', () => {
     const refused = await w.post([toolEvent()]);
     expect(refused.status).toBe(429);
     expect(refused.headers.get('retry-after')).toBe('1');
+    expect(refused.headers.get('retry-after-ms')).toBe('100');
     expect(((await refused.json()) as { error: { code: string } }).error.code).toBe('busy');
     for (const release of releases) release();
     expect((await Promise.all(held)).map((r) => r.status)).toEqual([202, 202]);

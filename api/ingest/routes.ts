@@ -7,10 +7,10 @@ import type { Metrics } from '../../pipeline/metrics.js';
 import type { TenantTokens } from '../../store/tenant-tokens.js';
 import { requireTenant, type TenantAuthVariables } from '../auth.js';
 import { cloudEventsMode, cloudEventsRejection, fromCloudEvents } from '../cloudevents.js';
-import { ApiError, tooLarge, unavailable } from '../errors.js';
+import { ApiError, tooLarge, tooManyRequests, unavailable } from '../errors.js';
 import { readLimitedBody, redisDown } from '../http.js';
 import { decodeBody, eventsOf, normalizeBatch, type DuplicateItem, type RejectedItem } from './normalize.js';
-import { IngestWriteError, IngestWriter } from './writer.js';
+import { behind, IngestWriteError, IngestWriter } from './writer.js';
 import { CustomerPartitions } from './customer-partitions.js';
 import type { AttributionResolver } from '../../store/attribution.js';
 
@@ -32,7 +32,8 @@ export interface IngestReply {
 }
 
 const STAGE = 'ingest';
-const BACKPRESSURE_RETRY_AFTER = '1';
+/** `busy` clears as soon as requests in flight end (tens of ms). */
+const BUSY_RETRY_AFTER_MS = 100;
 const UNAVAILABLE_RETRY_AFTER = 2;
 const OUT_OF_MEMORY_RETRY_AFTER = 5;
 
@@ -69,9 +70,7 @@ export function createIngestRoutes(deps: IngestDeps): Hono<{ Variables: TenantAu
   app.use('/v1/events', async (_c, next) => {
     if (inFlight >= config.INGEST_MAX_IN_FLIGHT) {
       metrics?.errors.inc({ stage: STAGE, kind: 'busy' });
-      throw new ApiError(429, 'busy', `more than ${config.INGEST_MAX_IN_FLIGHT} requests in flight; nothing was accepted, retry later`, undefined, {
-        'Retry-After': BACKPRESSURE_RETRY_AFTER,
-      });
+      throw tooManyRequests('busy', `more than ${config.INGEST_MAX_IN_FLIGHT} requests in flight; nothing was accepted, retry later`, BUSY_RETRY_AFTER_MS);
     }
     inFlight++;
     try {
@@ -95,9 +94,7 @@ export function createIngestRoutes(deps: IngestDeps): Hono<{ Variables: TenantAu
     metrics?.paused.set({ stage: STAGE }, room ? 0 : 1);
     if (!room) {
       metrics?.errors.inc({ stage: STAGE, kind: 'backpressure' });
-      throw new ApiError(429, 'backpressure', 'the pipeline is behind; nothing was accepted, retry the same request later', undefined, {
-        'Retry-After': BACKPRESSURE_RETRY_AFTER,
-      });
+      throw behind(writer);
     }
 
     const bytes = await readLimitedBody(c.req.raw, config.INGEST_MAX_BODY_BYTES);

@@ -7,6 +7,7 @@ import type { Config } from '../../pipeline/config.js';
 import { BEFORE_LEDGER, STREAMS } from '../../store/streams.js';
 import { partitionOf, partitionedKey } from '../../pipeline/keys.js';
 import type { Credential, UsageEvent } from '../../domain/events.js';
+import { tooManyRequests, type ApiError } from '../errors.js';
 
 /** The key an event is partitioned by on the first stream: its tenant and credential (before anyone knows the customer). */
 export function ingestPartitionKey(tenantId: string, credential: Credential): string {
@@ -37,6 +38,11 @@ function isOutOfMemory(err: unknown): boolean {
   const { message, previousErrors } = err as { message?: unknown; previousErrors?: unknown[] };
   if (typeof message === 'string' && message.startsWith('OOM')) return true;
   return Array.isArray(previousErrors) && previousErrors.some((e) => isOutOfMemory(e));
+}
+
+/** The 429 of a request refused while the writer's gate is closed, saying when to come back. */
+export function behind(writer: IngestWriter): ApiError {
+  return tooManyRequests('backpressure', 'the pipeline is behind; nothing was accepted, retry the same request later', writer.retryHintMs());
 }
 
 /**
@@ -78,6 +84,11 @@ export class IngestWriter {
    */
   async hasRoom(): Promise<boolean> {
     return this.watermark.open();
+  }
+
+  /** While hasRoom() is false: about how long until it turns true (ms), for the Retry-After-Ms of a 429. */
+  retryHintMs(): number {
+    return this.watermark.retryHintMs();
   }
 
   /**

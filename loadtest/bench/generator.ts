@@ -1,8 +1,8 @@
 // The load generator: one process (the benchmark forks one or more), driving `POST /v1/events`
 // over keep-alive HTTP/1.1 at a fixed rate (open model: requests leave on schedule whatever
 // the replies) or as fast as the server takes them (closed model: `concurrency` requests in
-// flight). A 429 or 503 keeps the events and sends the same request again after Retry-After
-// (with exponential backoff), like a well-behaved client; when the run ends it stops making new
+// flight). A 429 or 503 keeps the events and sends the same request again after Retry-After-Ms,
+// else Retry-After (with exponential backoff), like a well-behaved client; when the run ends it stops making new
 // events and keeps retrying until everything was accepted or the drain time is over.
 // It reports to the parent once a second over IPC and, at the end, writes a bitset of the
 // event sequence numbers the server accepted, for the exactness check.
@@ -225,8 +225,8 @@ export async function runGenerator(
               tick.otherErrors++;
               if (errorSamples.length < 5) errorSamples.push(`${status} ${Buffer.concat(chunks).toString('utf8').slice(0, 300)}`);
             }
-            const retryAfter = Number(res.headers['retry-after'] ?? 1) || 1;
-            retryLater(item, retryAfter * 1000);
+            const retryAfterMs = Number(res.headers['retry-after-ms']) || (Number(res.headers['retry-after']) || 1) * 1000;
+            retryLater(item, retryAfterMs);
           } else {
             tick.otherErrors++;
             if (errorSamples.length < 5) errorSamples.push(`${status} ${Buffer.concat(chunks).toString('utf8').slice(0, 300)}`);

@@ -10,7 +10,7 @@ import { AgentMeter, type AgentMeterOptions } from './client.js';
 import { type AgentMeterError, BadRequestError, DeliveryError, InvalidEventsError, UnauthorizedError } from './errors.js';
 import type { MeterEvent } from './events.js';
 import { EventIdGenerator, eventIdTime } from './ids.js';
-import { parseRetryAfter, retryDelayMs, DEFAULT_RETRY } from './retry.js';
+import { parseRetryAfter, retryAfterOf, retryDelayMs, DEFAULT_RETRY } from './retry.js';
 import { acceptAll as accept, json, scriptedServer, type Script, type Seen } from './testing/scripted-server.js';
 
 const servers: { close(): Promise<void> }[] = [];
@@ -70,6 +70,11 @@ describe('retry timing', () => {
     expect(parseRetryAfter(new Date(Date.now() + 5_000).toUTCString())).toBeGreaterThan(3_000);
     expect(parseRetryAfter('soon')).toBeUndefined();
     expect(parseRetryAfter('86400')).toBe(300_000);
+    // Retry-After-Ms, when the server gives it, says more than whole seconds.
+    expect(retryAfterOf(new Headers({ 'retry-after': '1', 'retry-after-ms': '180' }))).toBe(180);
+    expect(retryAfterOf(new Headers({ 'retry-after': '1', 'retry-after-ms': 'soon' }))).toBe(1_000);
+    expect(retryAfterOf(new Headers({ 'retry-after-ms': '86400000' }))).toBe(300_000);
+    expect(retryAfterOf(new Headers())).toBeUndefined();
   });
 });
 

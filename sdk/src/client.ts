@@ -3,7 +3,7 @@ import { AgentMeterError, ApiResponseError, BadRequestError, DeliveryError, Inva
 import type { MeterEvent, WireEvent } from './events.js';
 import { flushOnExit } from './exit.js';
 import { EventIdGenerator } from './ids.js';
-import { DEFAULT_RETRY, parseRetryAfter, RETRYABLE_STATUSES, retryDelayMs, sleep, unrefTimer, type RetryPolicy } from './retry.js';
+import { DEFAULT_RETRY, retryAfterOf, RETRYABLE_STATUSES, retryDelayMs, sleep, unrefTimer, type RetryPolicy } from './retry.js';
 
 export interface AgentMeterOptions {
   /** Where agentmeter's HTTP API is, e.g. `https://meter.example.com`. */
@@ -369,7 +369,7 @@ export class AgentMeter {
         if (!RETRYABLE_STATUSES.has(response.status)) {
           return this.fail(events, new ApiResponseError(response.status, error?.code ?? 'unexpected_status', `ingest answered ${response.status}: ${error?.message ?? text}`, events));
         }
-        retryAfter = parseRetryAfter(response.headers.get('retry-after'));
+        retryAfter = retryAfterOf(response.headers);
         lastProblem = `ingest answered ${response.status}${error ? ` ${error.code}` : ''}`;
       } catch (err) {
         // Network error, reset connection, or our timeout: the API may or may not have taken the

@@ -27,6 +27,17 @@ export function retryDelayMs(policy: RetryPolicy, attempt: number, retryAfterMs:
   return random() * ceiling;
 }
 
+/**
+ * How long the server asked to wait, in ms: its Retry-After-Ms when it gives one (agentmeter's
+ * 429s do: Retry-After counts whole seconds, longer than its queues take to drain), else
+ * Retry-After; undefined when neither is there or readable.
+ */
+export function retryAfterOf(headers: { get(name: string): string | null }, now = Date.now()): number | undefined {
+  const ms = headers.get('retry-after-ms')?.trim();
+  if (ms && /^\d+(\.\d+)?$/.test(ms)) return Math.min(Number(ms), MAX_RETRY_AFTER_MS);
+  return parseRetryAfter(headers.get('retry-after'), now);
+}
+
 /** Retry-After as delta seconds or an HTTP date, in ms from `now`; undefined when absent or unreadable. */
 export function parseRetryAfter(value: string | null, now = Date.now()): number | undefined {
   if (value === null || value.trim() === '') return undefined;

@@ -63,7 +63,7 @@ interface IngestReply {
 
 /**
  * Sends one batch of the event mix. With `retry`, a 429 or 503 is honoured like a well-behaved
- * client: wait Retry-After (doubling on each refusal) and send the same events again.
+ * client: wait Retry-After-Ms, else Retry-After (doubling on each refusal) and send the same events again.
  */
 export function sendBatch(runId: string, retry: boolean): void {
   mix ??= new EventMix(world, `k6-${runId}-${exec.vu.idInTest}`, { repeatShare: settings.repeatShare, failedShare: 0.04 });
@@ -88,7 +88,8 @@ export function sendBatch(runId: string, retry: boolean): void {
       if (refused) eventsAbandoned.add(settings.batch);
       return;
     }
-    sleep(Number(res.headers['Retry-After'] ?? 1) * 2 ** Math.min(attempt, 4) * (0.8 + 0.4 * Math.random()));
+    const retryAfterSeconds = Number(res.headers['Retry-After-Ms']) / 1000 || Number(res.headers['Retry-After'] ?? 1);
+    sleep(retryAfterSeconds * 2 ** Math.min(attempt, 4) * (0.8 + 0.4 * Math.random()));
   }
 }
 
