@@ -2,56 +2,60 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { Redis } from './redis.js';
 import { Watermark, type QueueProbe } from './backpressure.js';
 
+/** A gate over a queue the test sets, on a clock the test moves. */
+function gateOver(high: number, low: number) {
+  vi.useFakeTimers({ toFake: ['Date'] });
+  let now = 1_000_000;
+  vi.setSystemTime(now);
+  const queue = { entries: 0 };
+  const probe: QueueProbe = async () => ({ entries: queue.entries, ageMs: 0 });
+  const gate = new Watermark(undefined as unknown as Redis, ['events:ingested'], high, low, { probe });
+  const readAfter = async (ms: number, entries: number) => {
+    now += ms;
+    vi.setSystemTime(now);
+    queue.entries = entries;
+    return gate.open();
+  };
+  return { gate, readAfter };
+}
+
 describe('Watermark.retryHintMs', () => {
   afterEach(() => vi.useRealTimers());
 
-  it('says how long the queue above the low mark takes to drain at the rate it was seen draining, within 50 ms to 1 s', async () => {
-    vi.useFakeTimers({ toFake: ['Date'] });
-    vi.setSystemTime(1_000_000);
-    let entries = 0;
-    const probe: QueueProbe = async () => ({ entries, ageMs: 0 });
-    const gate = new Watermark(undefined as unknown as Redis, ['events:ingested'], 1_000, 500, { probe });
-
-    entries = 1_200;
-    expect(await gate.open()).toBe(false);
+  it('says about when the queue is below the low mark again, from the rate it was seen draining, stretched by the share of the last second it was closed', async () => {
+    const { gate, readAfter } = gateOver(1_000, 500);
+    expect(await readAfter(0, 1_200)).toBe(false);
     expect(gate.retryHintMs()).toBe(250); // no drain seen yet
 
-    // 100 ms later 200 fewer wait: 2 per ms, and 500 above the low mark take 250 ms.
-    vi.setSystemTime(1_000_100);
-    entries = 1_000;
-    expect(await gate.open()).toBe(false);
-    expect(gate.retryHintMs()).toBe(250);
-    vi.setSystemTime(1_000_200);
-    entries = 600;
-    expect(await gate.open()).toBe(false);
-    // 4 per ms now (a decaying average: 0.7 x 2 + 0.3 x 4 = 2.6), 100 above the mark: 38 ms, at least 50.
+    // 100 ms later 200 fewer wait: 2 per ms, and 500 above the low mark take 250 ms; the gate was
+    // closed for those 100 ms (a share of 1 - e^-0.1 of the last second), so a little longer.
+    expect(await readAfter(100, 1_000)).toBe(false);
+    const closedShare = 1 - Math.exp(-0.1);
+    expect(gate.retryHintMs()).toBe(Math.round(250 / (1 - closedShare)));
+
+    // Never below 50 ms: 100 above the mark at 2.6 per ms (0.7 x 2 + 0.3 x 4).
+    expect(await readAfter(100, 600)).toBe(false);
     expect(gate.retryHintMs()).toBe(50);
 
-    // A queue that stopped draining: the hint is bounded by a second.
-    vi.setSystemTime(1_000_300);
-    entries = 5_000;
-    expect(await gate.open()).toBe(false);
-    vi.setSystemTime(1_000_400);
-    expect(await gate.open()).toBe(false);
-    expect(gate.retryHintMs()).toBe(1_000);
-
     // Drained below the low mark: open again.
-    vi.setSystemTime(1_000_500);
-    entries = 100;
-    expect(await gate.open()).toBe(true);
+    expect(await readAfter(100, 100)).toBe(true);
+  });
+
+  it('tells clients to wait a second when the gate has been closed nearly all of the last seconds, however fast the queue drains', async () => {
+    const { gate, readAfter } = gateOver(1_000, 500);
+    expect(await readAfter(0, 2_000)).toBe(false);
+    // Every 25 ms the stages take 100 and the clients bring 100 back: 4 per ms drained, never below the mark.
+    for (let i = 0; i < 80; i++) expect(await readAfter(25, 1_600 + (i % 2) * 100)).toBe(false);
+    expect(gate.retryHintMs()).toBe(1_000);
   });
 
   it('counts what this process added since its last read as drained only once it has left', async () => {
-    vi.useFakeTimers({ toFake: ['Date'] });
-    vi.setSystemTime(2_000_000);
-    let entries = 900;
-    const gate = new Watermark(undefined as unknown as Redis, ['events:ingested'], 950, 400, { probe: async () => ({ entries, ageMs: 0 }) });
-    expect(await gate.open()).toBe(true);
-    // 300 written by this process, 200 taken by the stages in 100 ms: 1,000 wait, 2 per ms left.
+    const { gate, readAfter } = gateOver(950, 400);
+    expect(await readAfter(0, 900)).toBe(true);
+    // 300 written by this process, 200 taken by the stages in 100 ms: 1,000 wait, 2 per ms left;
+    // the gate was open until now, so the hint is not stretched.
     gate.added(300);
-    vi.setSystemTime(2_000_100);
-    entries = 1_000;
-    expect(await gate.open()).toBe(false);
+    expect(await readAfter(100, 1_000)).toBe(false);
     expect(gate.retryHintMs()).toBe(300); // (1,000 - 400) / 2
   });
 });

@@ -149,6 +149,8 @@ export class Watermark {
   private lastAge = 0;
   /** Entries (events, with sizes) leaving the queue per ms, a decaying average of the reads that saw it shrink or hold. */
   private drainPerMs = 0;
+  /** The share of about the last second the gate was closed (a decaying average): near 1 under a sustained overload. */
+  private closedShare = 0;
   private reading?: Promise<boolean>;
 
   private readonly cacheMs: number;
@@ -195,6 +197,10 @@ export class Watermark {
     const state = await this.probe(now, this.maxAgeMs > 0);
     const lag = this.sizes ? Math.round(state.entries * this.sizes.eventsPerEntry()) : state.entries;
     const left = before + added - lag;
+    if (sinceMs > 0) {
+      const kept = Math.exp(-sinceMs / 1_000);
+      this.closedShare = this.closedShare * kept + (this.closed ? 1 - kept : 0);
+    }
     if (sinceMs > 0 && sinceMs < 5_000 && left >= 0) {
       const rate = left / sinceMs;
       this.drainPerMs = this.drainPerMs > 0 ? 0.7 * this.drainPerMs + 0.3 * rate : rate;
@@ -212,15 +218,18 @@ export class Watermark {
   }
 
   /**
-   * While closed, about how long until the gate opens again (ms): the queue above the low mark
-   * over the rate it has been draining at, within 50 ms to 1 s (250 ms before any drain was
-   * measured). A client told this comes back about when it can be taken, so the queue refills
-   * before it runs dry: Retry-After alone says whole seconds, and a second-long pause of every
-   * client left the stages idle at saturation (BENCHMARKS.md, issue 13, ninth session).
+   * While closed, when to come back (ms): about when the gate opens again (the queue above the
+   * low mark over the rate it has been draining at), stretched by how much of the last second the
+   * gate was closed, within 50 ms to 1 s (250 ms before any drain was measured). A client told
+   * this at saturation comes back as the queue can take it again, so the queue refills before it
+   * runs dry (Retry-After says whole seconds: every client paused a second while the stages ran
+   * dry); under a sustained overload the gate is closed nearly all the time and the hint goes to
+   * a second, so refused clients do not come back in a storm of requests that are refused again
+   * (BENCHMARKS.md, issue 13, ninth session).
    */
   retryHintMs(): number {
     if (this.drainPerMs <= 0) return RETRY_HINT.unknownMs;
-    const ms = Math.max(0, this.lastLag - this.low) / this.drainPerMs;
+    const ms = Math.max(0, this.lastLag - this.low) / this.drainPerMs / Math.max(0.01, 1 - this.closedShare);
     return Math.round(Math.min(RETRY_HINT.maxMs, Math.max(RETRY_HINT.minMs, ms)));
   }
 
