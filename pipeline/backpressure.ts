@@ -225,7 +225,8 @@ export class Watermark {
    * runs dry (Retry-After says whole seconds: every client paused a second while the stages ran
    * dry); under a sustained overload the gate is closed nearly all the time and the hint goes to
    * a second, so refused clients do not come back in a storm of requests that are refused again
-   * (BENCHMARKS.md, issue 13, ninth session).
+   * (BENCHMARKS.md, issue 13, ninth session). With several API processes each counts only its own
+   * writes between reads, so the drain it sees is too low and the hint errs long, never short.
    */
   retryHintMs(): number {
     if (this.drainPerMs <= 0) return RETRY_HINT.unknownMs;
