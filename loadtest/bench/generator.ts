@@ -1,9 +1,10 @@
 // The load generator: one process (the benchmark forks one or more), driving `POST /v1/events`
 // over keep-alive HTTP/1.1 at a fixed rate (open model: requests leave on schedule whatever
-// the replies) or as fast as the server takes them (closed model: `concurrency` requests in
-// flight). A 429 or 503 keeps the events and sends the same request again after Retry-After-Ms,
-// else Retry-After (with exponential backoff), like a well-behaved client; when the run ends it stops making new
-// events and keeps retrying until everything was accepted or the drain time is over.
+// the replies) or as fast as the server takes them (closed model: `concurrency` clients, each with
+// one request out, in flight or waiting out its own retry). A 429 or 503 keeps the events and
+// sends the same request again after Retry-After-Ms, else Retry-After (with exponential backoff),
+// like a well-behaved client; when the run ends it stops making new events and keeps retrying
+// until everything was accepted or the drain time is over.
 // It reports to the parent once a second over IPC and, at the end, writes a bitset of the
 // event sequence numbers the server accepted, for the exactness check.
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -166,7 +167,6 @@ export async function runGenerator(
   let inFlight = 0;
   let issued = 0;
   let behind = 0;
-  let pausedUntil = 0;
   let backlogEvents = 0;
   // Once the run is over nothing is sent any more, not even from a late answer's handler: what is
   // accepted after the accepted-events record is written would be missing from it.
@@ -255,7 +255,6 @@ export async function runGenerator(
     item.notBefore = Date.now() + backoff * (0.8 + 0.4 * Math.random());
     queueRetry(item);
     backlogEvents += item.seqs.length;
-    if (config.rate === 0) pausedUntil = Math.max(pausedUntil, Date.now() + baseMs);
   };
 
   const newBatch = (): Pending => {
@@ -286,8 +285,11 @@ export async function runGenerator(
           issued += behind - slack;
           behind = slack;
         }
-      } else if (now >= pausedUntil) {
-        while (inFlight < config.concurrency) post(newBatch());
+      } else {
+        // Closed model: `concurrency` clients, each with one request out (in flight, or waiting
+        // out its own Retry-After to be sent again); a client makes new events only once its
+        // request was taken.
+        while (inFlight + retries.length < config.concurrency) post(newBatch());
       }
     }
     sendRetries(now);
