@@ -59,3 +59,42 @@ describe('Watermark.retryHintMs', () => {
     expect(gate.retryHintMs()).toBe(300); // (1,000 - 400) / 2
   });
 });
+
+describe('Watermark closedAnswerMs', () => {
+  it('answers closed after closedAnswerMs while a read of a closed gate is slow, and opens once the read finds room', async () => {
+    let entries = 2_000;
+    let delayMs = 0;
+    const probe: QueueProbe = async () => {
+      await new Promise((resolve) => setTimeout(resolve, delayMs));
+      return { entries, ageMs: 0 };
+    };
+    const gate = new Watermark(undefined as unknown as Redis, ['events:ingested'], 1_000, 500, { probe, closedAnswerMs: 10 });
+    expect(await gate.open()).toBe(false);
+
+    // The queue drained, but the next read takes 300 ms: callers are answered closed within about 10 ms.
+    await new Promise((resolve) => setTimeout(resolve, 30)); // past the closed gate's recheck interval
+    entries = 100;
+    delayMs = 300;
+    const started = performance.now();
+    expect(await gate.open()).toBe(false);
+    expect(await gate.open()).toBe(false); // a caller during the same read: the same answer, no second read
+    expect(performance.now() - started).toBeLessThan(150);
+
+    // Once that read is in, the gate is open.
+    await new Promise((resolve) => setTimeout(resolve, 320));
+    expect(await gate.open()).toBe(true);
+  });
+
+  it('waits for the read when it is not set', async () => {
+    let entries = 2_000;
+    const probe: QueueProbe = async () => {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      return { entries, ageMs: 0 };
+    };
+    const gate = new Watermark(undefined as unknown as Redis, ['events:ingested'], 1_000, 500, { probe });
+    expect(await gate.open()).toBe(false);
+    await new Promise((resolve) => setTimeout(resolve, 30));
+    entries = 100;
+    expect(await gate.open()).toBe(true);
+  });
+});

@@ -134,6 +134,11 @@ export interface WatermarkOptions {
   maxAgeMs?: number;
   /** How the queue is read (default: the watched streams' entries not yet handed to a group, and the oldest of them). */
   probe?: QueueProbe;
+  /**
+   * While closed, how long a caller waits for a read of the queue before it is answered closed
+   * (the last read's state; the read goes on for the callers after it). 0: it waits for the read.
+   */
+  closedAnswerMs?: number;
 }
 
 /**
@@ -152,10 +157,13 @@ export class Watermark {
   /** The share of about the last second the gate was closed (a decaying average): near 1 under a sustained overload. */
   private closedShare = 0;
   private reading?: Promise<boolean>;
+  /** The read under way, or closed once closedAnswerMs passed: what a caller gets while the gate is closed. */
+  private readingOrClosed?: Promise<boolean>;
 
   private readonly cacheMs: number;
   private readonly sizes?: BlockSizes;
   private readonly maxAgeMs: number;
+  private readonly closedAnswerMs: number;
   private readonly probe: QueueProbe;
 
   constructor(
@@ -168,6 +176,7 @@ export class Watermark {
     this.cacheMs = options.cacheMs ?? 0;
     this.sizes = options.sizes;
     this.maxAgeMs = options.maxAgeMs ?? 0;
+    this.closedAnswerMs = options.closedAnswerMs ?? 0;
     this.probe = options.probe ?? unreadOf(redis, keys);
   }
 
@@ -184,10 +193,17 @@ export class Watermark {
     const estimate = this.lastLag + this.addedSinceCheck;
     if (!this.closed && estimate < this.high / 2 && now - this.checkedAt < this.cacheMs) return true;
     if (this.closed && now - this.checkedAt < Math.min(this.cacheMs, CLOSED_RECHECK_MS)) return false;
-    this.reading ??= this.read(now).finally(() => {
-      this.reading = undefined;
-    });
-    return this.reading;
+    if (!this.reading) {
+      this.reading = this.read(now).finally(() => {
+        this.reading = undefined;
+        this.readingOrClosed = undefined;
+      });
+      if (this.closed && this.closedAnswerMs > 0) {
+        const closedAnswer = new Promise<boolean>((resolve) => setTimeout(resolve, this.closedAnswerMs, false).unref());
+        this.readingOrClosed = Promise.race([this.reading, closedAnswer]);
+      }
+    }
+    return this.readingOrClosed ?? this.reading;
   }
 
   private async read(now: number): Promise<boolean> {

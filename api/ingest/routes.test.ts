@@ -65,6 +65,18 @@ function world(overrides: Partial<Config> = {}, redis?: Redis, tenantTokens: Ten
       const payload = options.raw ?? (headers['content-type'].includes('msgpack') ? encode(body) : JSON.stringify(body));
       return app.request('/v1/events', { method: 'POST', headers, body: payload });
     },
+    /**
+     * Posts until the gate lets the request in (at most a second): a closed gate answers within
+     * 10 ms, from its last read if the read under way is slower, so the first request after the
+     * queue drained may still be refused on a busy machine.
+     */
+    async postOnceOpen(body: unknown): Promise<Response> {
+      for (let attempt = 0; ; attempt++) {
+        const res = await this.post(body);
+        if (res.status !== 429 || attempt >= 40) return res;
+        await new Promise((r) => setTimeout(r, 25));
+      }
+    },
     entries,
     /** Events written (not entries). */
     length: async (partition = 0) => (await entries(partition)).length,
@@ -409,7 +421,7 @@ describe('POST /v1/events: refused requests', () => {
     expect((await w.post([toolEvent()])).status).toBe(429);
     await iso.redis.xack(w.key(), 'key-resolve', ...((await iso.redis.xpending(w.key(), 'key-resolve', '-', '+', 10)) as [string][]).map(([id]) => id));
     await new Promise((r) => setTimeout(r, 150));
-    const reopened = await w.post([toolEvent()]);
+    const reopened = await w.postOnceOpen([toolEvent()]);
     expect(reopened.status).toBe(202);
     expect(await w.length()).toBe(6);
   });
@@ -430,7 +442,7 @@ describe('POST /v1/events: backpressure in time', () => {
     expect((await w.post([toolEvent()])).status).toBe(429);
     await iso.redis.xack(w.key(), 'key-resolve', id);
     await new Promise((r) => setTimeout(r, 150));
-    expect((await w.post([toolEvent()])).status).toBe(202);
+    expect((await w.postOnceOpen([toolEvent()])).status).toBe(202);
   });
 
   it('judges the whole way to the ledger: waits on the later streams add up', async () => {
@@ -448,7 +460,7 @@ describe('POST /v1/events: backpressure in time', () => {
       await iso.redis.xack(later(stream), group, id);
     }
     await new Promise((r) => setTimeout(r, 150));
-    expect((await w.post([toolEvent()])).status).toBe(202);
+    expect((await w.postOnceOpen([toolEvent()])).status).toBe(202);
   });
 });
 

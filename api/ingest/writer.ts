@@ -40,6 +40,9 @@ function isOutOfMemory(err: unknown): boolean {
   return Array.isArray(previousErrors) && previousErrors.some((e) => isOutOfMemory(e));
 }
 
+/** While the gate is closed, how long a request waits for a read of the queue before it is refused. */
+const CLOSED_ANSWER_MS = 10;
+
 /** The 429 of a request refused while the writer's gate is closed, saying when to come back. */
 export function behind(writer: IngestWriter): ApiError {
   return tooManyRequests('backpressure', 'the pipeline is behind; nothing was accepted, retry the same request later', writer.retryHintMs());
@@ -72,6 +75,9 @@ export class IngestWriter {
       sizes: this.sizes,
       maxAgeMs: config.INGEST_MAX_QUEUE_MS,
       probe: pathOf(redis, pathsByPartition),
+      // A refusal stays prompt: under overload this read shares the connection with the blocks
+      // being written and took up to 30-120 ms at its p99 (BENCHMARKS.md, issue 13, ninth session).
+      closedAnswerMs: CLOSED_ANSWER_MS,
     });
   }
 
