@@ -10,8 +10,11 @@
  * CLIENT), so the server's event loop does only the server's work; prints calls/s, p50/p99 of the server's own time (from
  * Server-Timing) and of the round trip as the client sees it.
  *
- *   npm run bench:authorize -- [--requests 50000] [--concurrency 1,16] [--estimate]
+ *   npm run bench:authorize -- [--requests 50000] [--concurrency 1,16] [--estimate] [--rate 10000]
  *
+ * --rate: the calls offered per second by all connections together, due one after another (at
+ * most `concurrency` in flight); without it each connection calls again as soon as it is answered,
+ * which measures the most one process answers (a closed loop, with every core busy).
  * --estimate: every call also asks estimated_cost (a reservation per cap, expiring after 5 min).
  *
  * `npm run bench:authorize` runs it with the V8 flags ops/start.ts gives the API process (one GC
@@ -36,10 +39,13 @@ const { values } = parseArgs({
     requests: { type: 'string', default: '50000' },
     concurrency: { type: 'string', default: '1,16' },
     estimate: { type: 'boolean', default: false },
+    rate: { type: 'string', default: '0' },
   },
 });
 const requests = Number(values.requests);
 const concurrencies = values.concurrency.split(',').map(Number);
+/** Calls per second offered by all connections together; 0: each connection calls again as soon as it is answered. */
+const rate = Number(values.rate);
 const CUSTOMERS = 8;
 const AGENTS_PER_CUSTOMER = 8;
 
@@ -55,7 +61,7 @@ function percentile(sorted: Float64Array, q: number): number {
 const CLIENT = `
 const { parentPort, workerData } = require('node:worker_threads');
 const net = require('node:net');
-const { port, headers, bodies, requests, concurrency } = workerData;
+const { port, headers, bodies, requests, concurrency, rate } = workerData;
 const head = Object.entries(headers).map(([k, v]) => k + ': ' + v + '\\r\\n').join('');
 const wires = bodies.map((body) => Buffer.from('POST /v1/authorize HTTP/1.1\\r\\nhost: 127.0.0.1:' + port + '\\r\\n' + head +
   'content-length: ' + Buffer.byteLength(body) + '\\r\\n\\r\\n' + body));
@@ -67,9 +73,9 @@ function connect() {
     let text = '';
     let waiting;
     const conn = {
-      call(i) {
+      call(i, due) {
         return new Promise((res, rej) => {
-          waiting = { res, rej, start: performance.now() };
+          waiting = { res, rej, start: due };
           socket.write(wires[i % wires.length]);
         });
       },
@@ -105,10 +111,19 @@ function connect() {
   const conns = await Promise.all(Array.from({ length: concurrency }, connect));
   let next = 0;
   const started = performance.now();
+  // Paced (rate > 0): call i is due at started + i / rate; a connection that is free waits for the
+  // next due call on a 1 ms tick (no spinning: the client shares the two cores with the server),
+  // and its round trip counts from when it was due, so a late send is not hidden.
+  const tick = () => new Promise((resolve) => setTimeout(resolve, 1));
   await Promise.all(conns.map(async (conn) => {
     while (next < requests) {
       const i = next++;
-      const [s, r] = await conn.call(i);
+      let due = performance.now();
+      if (rate > 0) {
+        due = started + (i * 1000) / rate;
+        while (performance.now() < due) await tick();
+      }
+      const [s, r] = await conn.call(i, due);
       server[i] = s;
       roundTrip[i] = r;
     }
@@ -119,9 +134,9 @@ function connect() {
 })().catch((err) => parentPort.postMessage({ error: String(err && err.stack || err) }));
 `;
 
-function load(port: number, headers: Record<string, string>, bodies: string[], n: number, concurrency: number) {
+function load(port: number, headers: Record<string, string>, bodies: string[], n: number, concurrency: number, rate = 0) {
   return new Promise<{ seconds: number; server: Float64Array; roundTrip: Float64Array }>((resolve, reject) => {
-    const worker = new Worker(CLIENT, { eval: true, workerData: { port, headers, bodies, requests: n, concurrency } });
+    const worker = new Worker(CLIENT, { eval: true, workerData: { port, headers, bodies, requests: n, concurrency, rate } });
     worker.once('message', (message: { error?: string; seconds: number; server: Float64Array; roundTrip: Float64Array }) => {
       void worker.terminate();
       if (message.error) reject(new Error(message.error));
@@ -209,11 +224,12 @@ try {
   const headers = { authorization: `Bearer ${tenant.ingestToken}`, 'content-type': 'application/json' };
   await load(port, headers, bodies, 5_000, 4); // warm the caches, the token check and the JIT
   console.log(
-    `POST /v1/authorize, ${requests} calls per run over ${bodies.length} agents (6 pause flags, 2 caps, rate window, sessions in use${values.estimate ? ', estimated_cost reserved' : ''})`,
+    `POST /v1/authorize, ${requests} calls per run over ${bodies.length} agents (6 pause flags, 2 caps, rate window, sessions in use${values.estimate ? ', estimated_cost reserved' : ''}), ` +
+      (rate > 0 ? `offered at ${rate} calls/s (round trip counted from each call's due time)` : 'each connection calling again as soon as it is answered'),
   );
   for (const concurrency of concurrencies) {
     const before = await cpuNow();
-    const run = await load(port, headers, bodies, requests, concurrency);
+    const run = await load(port, headers, bodies, requests, concurrency, rate);
     const after = await cpuNow();
     const perCall = (key: keyof Cpu) => `${Math.round(((after[key] - before[key]) * 1e6) / requests)} us`;
     run.server.sort();
