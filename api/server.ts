@@ -40,7 +40,11 @@ export interface CreatedApp {
   app: Hono;
   tokens: TenantTokens;
   applyControl: (message: ControlMessage) => Promise<void>;
-  /** A `createServer` for @hono/node-server's serve: `POST /v1/authorize` skips the Hono layers (see api/authorize.ts). */
+  /**
+   * A `createServer` for @hono/node-server's serve: `POST /v1/authorize`, and `POST /v1/events`
+   * refused while the pipeline is behind, skip the Hono layers (see api/authorize.ts and
+   * api/ingest/routes.ts).
+   */
   createServer: typeof createServer;
 }
 
@@ -72,7 +76,8 @@ export function createApp(deps: AppDeps): CreatedApp {
   });
   app.get('/metrics', async (c) => c.body(await metrics.registry.metrics(), 200, { 'content-type': metrics.registry.contentType }));
 
-  app.route('/', createIngestRoutes({ config, redis, tokens, metrics, log, resolver }));
+  const ingest = createIngestRoutes({ config, redis, tokens, metrics, log, resolver });
+  app.route('/', ingest);
   const webhooks = { allowPrivateNetworks: config.WEBHOOK_ALLOW_PRIVATE_NETWORKS, secretKey: config.WEBHOOK_SECRET_KEY };
   app.route('/', createAdminRoutes({ sql, redis, prefix: config.REDIS_PREFIX, partitions: config.PARTITIONS, tokens, log, webhooks }));
   const authorize = createAuthorizeRoutes({ config, redis, resolver, tokens, sql, log });
@@ -98,7 +103,7 @@ export function createApp(deps: AppDeps): CreatedApp {
     },
     createServer: ((options: ServerOptions, listener: RequestListener) =>
       createServer(options, (req, res) => {
-        if (!authorize.serveNode(req, res)) listener(req, res);
+        if (!authorize.serveNode(req, res) && !ingest.serveNode(req, res)) listener(req, res);
       })) as typeof createServer,
   };
 }

@@ -1,4 +1,7 @@
 import { encode } from '@msgpack/msgpack';
+import { getRequestListener } from '@hono/node-server';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Redis } from '../../pipeline/redis.js';
@@ -461,6 +464,53 @@ describe('POST /v1/events: backpressure in time', () => {
     }
     await new Promise((r) => setTimeout(r, 150));
     expect((await w.postOnceOpen([toolEvent()])).status).toBe(202);
+  });
+});
+
+describe('POST /v1/events: the refusal on Node\'s request', () => {
+  it('answers a known-closed gate before the Hono layers, the same 429 as the route, and hands every other request on', async () => {
+    const w = world({ INGEST_MAX_QUEUE_EVENTS: 1 });
+    // As api/server.ts serves it: serveNode first, Hono for what it does not take.
+    const hono = getRequestListener(w.app.fetch);
+    const servedByNode: boolean[] = [];
+    const server = createServer((req, res) => {
+      const taken = w.app.serveNode(req, res);
+      servedByNode.push(taken);
+      if (!taken) void hono(req, res);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as AddressInfo).port;
+    const post = async () => {
+      const res = await fetch(`http://127.0.0.1:${port}/v1/events`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${tenant.ingestToken}`, 'content-type': 'application/json' },
+        body: JSON.stringify([toolEvent()]),
+      });
+      return { status: res.status, headers: Object.fromEntries(res.headers), body: await res.text() };
+    };
+    try {
+      // Open: both through the route. Two entries are over the mark of one.
+      expect((await post()).status).toBe(202);
+      expect((await post()).status).toBe(202);
+      expect(servedByNode).toEqual([false, false]);
+      // The route reads the queue and refuses; right after, the gate's answer is known without a read.
+      const answers = [];
+      for (let i = 0; i < 20 && !servedByNode.slice(2).includes(true); i++) answers.push(await post());
+      const fromRoute = answers[servedByNode.slice(2).indexOf(false)];
+      const fromNode = answers[servedByNode.slice(2).indexOf(true)];
+      expect(fromRoute?.status).toBe(429);
+      expect(fromNode?.status).toBe(429);
+      expect(JSON.parse(fromNode.body)).toEqual(JSON.parse(fromRoute.body));
+      expect(JSON.parse(fromNode.body).error.code).toBe('backpressure');
+      for (const name of ['retry-after', 'retry-after-ms']) expect(fromNode.headers[name]).toBe(fromRoute.headers[name]);
+      expect(fromNode.headers['content-type']).toMatch(/^application\/json/);
+      expect(await w.length()).toBe(2);
+      // Not a POST /v1/events: never taken.
+      await fetch(`http://127.0.0.1:${port}/v1/events`);
+      expect(servedByNode.at(-1)).toBe(false);
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+    }
   });
 });
 

@@ -1,4 +1,5 @@
 import { Hono } from 'hono';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Redis } from '../../pipeline/redis.js';
 import type { Config } from '../../pipeline/config.js';
 import { STREAMS } from '../../store/streams.js';
@@ -7,10 +8,10 @@ import type { Metrics } from '../../pipeline/metrics.js';
 import type { TenantTokens } from '../../store/tenant-tokens.js';
 import { requireTenant, type TenantAuthVariables } from '../auth.js';
 import { cloudEventsMode, cloudEventsRejection, fromCloudEvents } from '../cloudevents.js';
-import { ApiError, tooLarge, tooManyRequests, unavailable } from '../errors.js';
+import { ApiError, retryAfterHeaders, tooLarge, tooManyRequests, unavailable } from '../errors.js';
 import { readLimitedBody, redisDown } from '../http.js';
 import { decodeBody, eventsOf, normalizeBatch, type DuplicateItem, type RejectedItem } from './normalize.js';
-import { behind, IngestWriteError, IngestWriter } from './writer.js';
+import { behind, BEHIND_MESSAGE, IngestWriteError, IngestWriter } from './writer.js';
 import { CustomerPartitions } from './customer-partitions.js';
 import type { AttributionResolver } from '../../store/attribution.js';
 
@@ -54,7 +55,18 @@ export function refuseIfNothingTaken(batch: { accepted: unknown[]; duplicates: u
   throw new ApiError(400, 'validation_failed', `no event was accepted; event ${first.index}: ${where}${first.errors[0]?.message ?? 'invalid'}`, batch.rejected);
 }
 
-export function createIngestRoutes(deps: IngestDeps): Hono<{ Variables: TenantAuthVariables }> {
+export type IngestRoutes = Hono<{ Variables: TenantAuthVariables }> & {
+  /**
+   * `POST /v1/events` while the gate is known closed (its last read of the queue is fresh, so no
+   * Redis call is needed): the 429 straight on Node's request, before the Hono layers and the
+   * token check, as the `busy` refusal comes before the token check too. Under an overload most
+   * requests are these refusals; the same answer as the route's, without a Request, a Response and
+   * the middleware for each. False when it is not such a request: the caller hands it to Hono.
+   */
+  serveNode(req: IncomingMessage, res: ServerResponse): boolean;
+};
+
+export function createIngestRoutes(deps: IngestDeps): IngestRoutes {
   const { config, metrics, log } = deps;
   const { resolver } = deps;
   const placement =
@@ -143,5 +155,20 @@ export function createIngestRoutes(deps: IngestDeps): Hono<{ Variables: TenantAu
     return c.json(reply, 202);
   });
 
-  return app;
+  const behindBody = JSON.stringify({ error: { code: 'backpressure', message: BEHIND_MESSAGE } });
+  return Object.assign(app, {
+    serveNode(req: IncomingMessage, res: ServerResponse): boolean {
+      if (req.method !== 'POST' || !(req.url === '/v1/events' || req.url?.startsWith('/v1/events?'))) return false;
+      if (!writer.knownFull()) return false;
+      metrics?.paused.set({ stage: STAGE }, 1);
+      metrics?.errors.inc({ stage: STAGE, kind: 'backpressure' });
+      res.writeHead(429, {
+        ...retryAfterHeaders(writer.retryHintMs()),
+        'content-type': 'application/json',
+        'content-length': Buffer.byteLength(behindBody),
+      });
+      res.end(behindBody);
+      return true;
+    },
+  });
 }

@@ -43,9 +43,11 @@ function isOutOfMemory(err: unknown): boolean {
 /** While the gate is closed, how long a request waits for a read of the queue before it is refused. */
 const CLOSED_ANSWER_MS = 10;
 
+export const BEHIND_MESSAGE = 'the pipeline is behind; nothing was accepted, retry the same request later';
+
 /** The 429 of a request refused while the writer's gate is closed, saying when to come back. */
 export function behind(writer: IngestWriter): ApiError {
-  return tooManyRequests('backpressure', 'the pipeline is behind; nothing was accepted, retry the same request later', writer.retryHintMs());
+  return tooManyRequests('backpressure', BEHIND_MESSAGE, writer.retryHintMs());
 }
 
 /**
@@ -90,6 +92,11 @@ export class IngestWriter {
    */
   async hasRoom(): Promise<boolean> {
     return this.watermark.open();
+  }
+
+  /** True when the gate is closed by a read fresh enough to trust without asking Redis (no wait, no promise). */
+  knownFull(): boolean {
+    return this.watermark.open() === false;
   }
 
   /** While hasRoom() is false: about how long until it turns true (ms), for the Retry-After-Ms of a 429. */
