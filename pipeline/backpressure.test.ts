@@ -98,3 +98,32 @@ describe('Watermark closedAnswerMs', () => {
     expect(await gate.open()).toBe(true);
   });
 });
+
+describe('Watermark.knownClosed', () => {
+  afterEach(() => vi.useRealTimers());
+
+  it('is true only while a closed read is fresh enough for open() to answer without reading, and reads nothing itself', async () => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    let now = 1_000_000;
+    vi.setSystemTime(now);
+    let reads = 0;
+    const probe: QueueProbe = async () => {
+      reads++;
+      return { entries: 2_000, ageMs: 0 };
+    };
+    const gate = new Watermark(undefined as unknown as Redis, ['events:ingested'], 1_000, 500, { probe, cacheMs: 100 });
+    expect(gate.knownClosed()).toBe(false); // nothing read yet
+    expect(await gate.open()).toBe(false);
+    expect(reads).toBe(1);
+    expect(gate.knownClosed()).toBe(true);
+    expect(gate.open()).toBe(false); // the same answer, at once, without a read
+    expect(reads).toBe(1);
+
+    now += 30; // past the closed gate's recheck interval
+    vi.setSystemTime(now);
+    expect(gate.knownClosed()).toBe(false);
+    expect(reads).toBe(1); // it started no read
+    expect(await gate.open()).toBe(false);
+    expect(reads).toBe(2);
+  });
+});

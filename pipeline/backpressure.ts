@@ -192,7 +192,7 @@ export class Watermark {
     if (this.keys.length === 0) return true;
     const estimate = this.lastLag + this.addedSinceCheck;
     if (!this.closed && estimate < this.high / 2 && now - this.checkedAt < this.cacheMs) return true;
-    if (this.closed && now - this.checkedAt < Math.min(this.cacheMs, CLOSED_RECHECK_MS)) return false;
+    if (this.knownClosed(now)) return false;
     if (!this.reading) {
       this.reading = this.read(now).finally(() => {
         this.reading = undefined;
@@ -204,6 +204,15 @@ export class Watermark {
       }
     }
     return this.readingOrClosed ?? this.reading;
+  }
+
+  /**
+   * True when the gate is closed by a read recent enough that open() would answer false without
+   * reading again. Reads nothing and starts nothing (open() may start a read whose promise someone
+   * must then await).
+   */
+  knownClosed(now = Date.now()): boolean {
+    return this.keys.length > 0 && this.closed && now - this.checkedAt < Math.min(this.cacheMs, CLOSED_RECHECK_MS);
   }
 
   private async read(now: number): Promise<boolean> {

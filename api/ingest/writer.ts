@@ -94,9 +94,9 @@ export class IngestWriter {
     return this.watermark.open();
   }
 
-  /** True when the gate is closed by a read fresh enough to trust without asking Redis (no wait, no promise). */
+  /** True when the gate is closed by a read fresh enough to trust without asking Redis (nothing is read or started). */
   knownFull(): boolean {
-    return this.watermark.open() === false;
+    return this.watermark.knownClosed();
   }
 
   /** While hasRoom() is false: about how long until it turns true (ms), for the Retry-After-Ms of a 429. */
