@@ -79,15 +79,15 @@ export function unavailable(code: string, message: string, retryAfterSeconds: nu
 }
 
 /**
- * 429 with Retry-After (whole seconds, as RFC 9110 has it) and Retry-After-Ms (as the OpenAI and
- * Anthropic SDKs read it): the pipeline's queue drains in well under a second, so whole seconds
- * would leave it idle while every client waits.
+ * A 429's headers: Retry-After (whole seconds, as RFC 9110 has it) and Retry-After-Ms (as the
+ * OpenAI and Anthropic SDKs read it): the pipeline's queue drains in well under a second, so whole
+ * seconds would leave it idle while every client waits.
  */
-/** A 429's headers: when to come back, in whole seconds (Retry-After) and in ms (Retry-After-Ms). */
 export function retryAfterHeaders(retryAfterMs: number): Record<string, string> {
   return { 'Retry-After': String(Math.max(1, Math.ceil(retryAfterMs / 1000))), 'Retry-After-Ms': String(retryAfterMs) };
 }
 
+/** 429 with retryAfterHeaders: nothing was taken; the client keeps what it sent and comes back then. */
 export function tooManyRequests(code: 'busy' | 'backpressure', message: string, retryAfterMs: number): ApiError {
   return new ApiError(429, code, message, undefined, retryAfterHeaders(retryAfterMs));
 }

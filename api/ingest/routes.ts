@@ -11,7 +11,7 @@ import { cloudEventsMode, cloudEventsRejection, fromCloudEvents } from '../cloud
 import { ApiError, retryAfterHeaders, tooLarge, tooManyRequests, unavailable } from '../errors.js';
 import { readLimitedBody, redisDown } from '../http.js';
 import { decodeBody, eventsOf, normalizeBatch, type DuplicateItem, type RejectedItem } from './normalize.js';
-import { behind, BEHIND_MESSAGE, IngestWriteError, IngestWriter } from './writer.js';
+import { behind, IngestWriteError, IngestWriter } from './writer.js';
 import { CustomerPartitions } from './customer-partitions.js';
 import type { AttributionResolver } from '../../store/attribution.js';
 
@@ -155,7 +155,8 @@ export function createIngestRoutes(deps: IngestDeps): IngestRoutes {
     return c.json(reply, 202);
   });
 
-  const behindBody = JSON.stringify({ error: { code: 'backpressure', message: BEHIND_MESSAGE } });
+  // The route's own refusal body (only its Retry-After headers change from one refusal to the next).
+  const behindBody = JSON.stringify(behind(writer).body());
   return Object.assign(app, {
     serveNode(req: IncomingMessage, res: ServerResponse): boolean {
       if (req.method !== 'POST' || !(req.url === '/v1/events' || req.url?.startsWith('/v1/events?'))) return false;

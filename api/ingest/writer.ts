@@ -43,11 +43,9 @@ function isOutOfMemory(err: unknown): boolean {
 /** While the gate is closed, how long a request waits for a read of the queue before it is refused. */
 const CLOSED_ANSWER_MS = 10;
 
-export const BEHIND_MESSAGE = 'the pipeline is behind; nothing was accepted, retry the same request later';
-
 /** The 429 of a request refused while the writer's gate is closed, saying when to come back. */
 export function behind(writer: IngestWriter): ApiError {
-  return tooManyRequests('backpressure', BEHIND_MESSAGE, writer.retryHintMs());
+  return tooManyRequests('backpressure', 'the pipeline is behind; nothing was accepted, retry the same request later', writer.retryHintMs());
 }
 
 /**
