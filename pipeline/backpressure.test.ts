@@ -127,3 +127,35 @@ describe('Watermark.knownClosed', () => {
     expect(reads).toBe(2);
   });
 });
+
+describe('Watermark downstream marks', () => {
+  afterEach(() => vi.useRealTimers());
+
+  it('closes while the stream after the queue holds more than its high mark, whatever the queue, and reopens only below its low mark', async () => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    let now = 1_000_000;
+    const state = { entries: 0, downstream: 0 };
+    const probe: QueueProbe = async () => ({ entries: state.entries, ageMs: 0, downstream: state.downstream });
+    const gate = new Watermark(undefined as unknown as Redis, ['events:ingested'], 1_000, 500, { probe, downstream: { high: 6_000, low: 3_000 } });
+    const readAfter = async (ms: number, entries: number, downstream: number) => {
+      now += ms;
+      vi.setSystemTime(now);
+      Object.assign(state, { entries, downstream });
+      return gate.open();
+    };
+    expect(await readAfter(0, 1_000, 6_000)).toBe(true); // both at their marks, not above them
+    expect(await readAfter(100, 800, 6_001)).toBe(false); // the queue drains, but there is no room after it
+    // The hint counts from what is after the queue: 3,001 above its low mark at the 2 per ms the
+    // queue was seen draining is past a second (from the queue alone it would say 150 ms).
+    expect(gate.retryHintMs()).toBe(1_000);
+    expect(await readAfter(100, 0, 3_500)).toBe(false); // an empty queue, and between the marks after it: stays closed
+    expect(await readAfter(100, 700, 2_999)).toBe(false); // room after it, but the queue itself is not below its low mark
+    expect(await readAfter(100, 400, 2_999)).toBe(true);
+  });
+
+  it('without downstream marks, ignores what the probe says of the stream after the queue', async () => {
+    const probe: QueueProbe = async () => ({ entries: 0, ageMs: 0, downstream: 1_000_000 });
+    const gate = new Watermark(undefined as unknown as Redis, ['events:ingested'], 1_000, 500, { probe });
+    expect(await gate.open()).toBe(true);
+  });
+});

@@ -28,10 +28,14 @@ export async function streamLag(redis: Redis, key: string): Promise<number> {
   return worst === 0 ? 0 : Math.min(worst, await redis.xlen(key));
 }
 
-/** What a gate judges: the entries waiting in its queue, and how long the oldest has waited (ms). */
+/**
+ * What a gate judges: the entries waiting in its queue, how long the oldest has waited (ms), and
+ * (with WatermarkOptions.downstream) the entries the stream after the queue holds unread.
+ */
 interface QueueState {
   entries: number;
   ageMs: number;
+  downstream?: number;
 }
 
 /** Reads a queue's state; `withAge` false when the age is not judged (it may then be left 0). */
@@ -78,13 +82,18 @@ function unreadOf(redis: Redis, keys: readonly string[]): QueueProbe {
  * path's streams, and the oldest waits of its streams summed. An entry's id is the time it
  * reached *that* stream, so no one stream tells how long an event has been on its way; the sum
  * of the hops' oldest waits is roughly how long an event entering now takes to get through the
- * queues ahead of it. The largest of each over the partitions.
+ * queues ahead of it. With `downstreamByPartition`, also the lag of the stream the path ends in
+ * (streamLag: what its slowest group has not been handed yet). The largest of each over the
+ * partitions.
  */
-export function pathOf(redis: Redis, pathsByPartition: readonly (readonly string[])[]): QueueProbe {
+export function pathOf(redis: Redis, pathsByPartition: readonly (readonly string[])[], downstreamByPartition?: readonly string[]): QueueProbe {
   const scripts = scripted(redis);
   return async () => {
-    const replies = await Promise.all(pathsByPartition.map((keys) => scripts.oldestWaiting(keys.length, ...keys)));
-    const state: QueueState = { entries: 0, ageMs: 0 };
+    const [replies, downstream] = await Promise.all([
+      Promise.all(pathsByPartition.map((keys) => scripts.oldestWaiting(keys.length, ...keys))),
+      downstreamByPartition ? Promise.all(downstreamByPartition.map((key) => streamLag(redis, key))) : undefined,
+    ]);
+    const state: QueueState = { entries: 0, ageMs: 0, ...(downstream ? { downstream: Math.max(0, ...downstream) } : {}) };
     for (const [nowMs, ...perStream] of replies) {
       let entries = 0;
       let ageMs = 0;
@@ -135,6 +144,13 @@ export interface WatermarkOptions {
   /** How the queue is read (default: the watched streams' entries not yet handed to a group, and the oldest of them). */
   probe?: QueueProbe;
   /**
+   * Marks on what the probe reports of the stream after the queue (in events, with sizes): also
+   * closed while it holds more than `high` unread, reopening below `low`. Ingest closes before
+   * the ledger's own output gate would stop the ledger, so what it accepted is not held behind
+   * the stages after the ledger (api/ingest/writer.ts).
+   */
+  downstream?: { high: number; low: number };
+  /**
    * While closed, how long a caller waits for a read of the queue before it is answered closed
    * (the last read's state; the read goes on for the callers after it). 0: it waits for the read.
    */
@@ -152,6 +168,7 @@ export class Watermark {
   private lastLag = 0;
   private addedSinceCheck = 0;
   private lastAge = 0;
+  private lastDownstream = 0;
   /** Entries (events, with sizes) leaving the queue per ms, a decaying average of the reads that saw it shrink or hold. */
   private drainPerMs = 0;
   /** The share of about the last second the gate was closed (a decaying average): near 1 under a sustained overload. */
@@ -165,6 +182,7 @@ export class Watermark {
   private readonly maxAgeMs: number;
   private readonly closedAnswerMs: number;
   private readonly probe: QueueProbe;
+  private readonly downstream?: { high: number; low: number };
 
   constructor(
     redis: Redis,
@@ -178,6 +196,7 @@ export class Watermark {
     this.maxAgeMs = options.maxAgeMs ?? 0;
     this.closedAnswerMs = options.closedAnswerMs ?? 0;
     this.probe = options.probe ?? unreadOf(redis, keys);
+    this.downstream = options.downstream;
   }
 
   /**
@@ -220,7 +239,7 @@ export class Watermark {
     this.checkedAt = now;
     this.addedSinceCheck = 0;
     const state = await this.probe(now, this.maxAgeMs > 0);
-    const lag = this.sizes ? Math.round(state.entries * this.sizes.eventsPerEntry()) : state.entries;
+    const lag = this.inEvents(state.entries);
     const left = before + added - lag;
     if (sinceMs > 0) {
       const kept = Math.exp(-sinceMs / 1_000);
@@ -233,10 +252,14 @@ export class Watermark {
     this.lastLag = lag;
     const age = this.maxAgeMs > 0 ? state.ageMs : 0;
     this.lastAge = age;
-    // Reopens below the low mark and below half the age bound, so it does not flap at either.
+    const down = this.downstream ? this.inEvents(state.downstream ?? 0) : 0;
+    this.lastDownstream = down;
+    // Reopens below the low marks and below half the age bound, so it does not flap at any of them.
     const young = this.maxAgeMs === 0 || age < this.maxAgeMs / 2;
     const old = this.maxAgeMs > 0 && age > this.maxAgeMs;
-    if (this.closed ? lag < this.low && young : lag > this.high || old) {
+    const roomAfter = !this.downstream || down < this.downstream.low;
+    const fullAfter = !!this.downstream && down > this.downstream.high;
+    if (this.closed ? lag < this.low && young && roomAfter : lag > this.high || old || fullAfter) {
       this.closed = !this.closed;
     }
     return !this.closed;
@@ -255,8 +278,15 @@ export class Watermark {
    */
   retryHintMs(): number {
     if (this.drainPerMs <= 0) return RETRY_HINT.unknownMs;
-    const ms = Math.max(0, this.lastLag - this.low) / this.drainPerMs / Math.max(0.01, 1 - this.closedShare);
+    // Closed by the stream after the queue, it drains at about the queue's rate (the pipeline's).
+    const above = Math.max(this.lastLag - this.low, this.downstream ? this.lastDownstream - this.downstream.low : 0);
+    const ms = Math.max(0, above) / this.drainPerMs / Math.max(0.01, 1 - this.closedShare);
     return Math.round(Math.min(RETRY_HINT.maxMs, Math.max(RETRY_HINT.minMs, ms)));
+  }
+
+  /** Entries read from Redis, in events when the gate has sizes. */
+  private inEvents(entries: number): number {
+    return this.sizes ? Math.round(entries * this.sizes.eventsPerEntry()) : entries;
   }
 
   /** Counts entries (events, with `sizes`) this process wrote to the watched streams since the last lag read. */

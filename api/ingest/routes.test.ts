@@ -467,6 +467,27 @@ describe('POST /v1/events: backpressure in time', () => {
   });
 });
 
+describe('POST /v1/events: room after the ledger', () => {
+  it('answers 429 while events:ledgered holds so much unread that the ledger would stop before the queue ahead of it drained, and takes events again once it is read', async () => {
+    // The ledger stops at 20 unread after it; the queue before it may hold 10: ingest refuses above 10 (ledgerRoom).
+    const w = world({ BACKPRESSURE_HIGH: 20, BACKPRESSURE_LOW: 10, INGEST_MAX_QUEUE_EVENTS: 10 });
+    const ledgered = partitionedKey(w.config.REDIS_PREFIX, STREAMS.ledgered, 0);
+    await iso.redis.xgroup('CREATE', ledgered, 'session-update', '0', 'MKSTREAM');
+    for (let i = 0; i < 10; i++) await iso.redis.xadd(ledgered, '*', 'd', 'x');
+    expect((await w.post([toolEvent()])).status).toBe(202); // 10 unread: at the mark
+    await iso.redis.xadd(ledgered, '*', 'd', 'x');
+    await new Promise((r) => setTimeout(r, 150)); // past the gate's cache of an open read
+    const refused = await w.post([toolEvent()]);
+    expect(refused.status).toBe(429);
+    expect(((await refused.json()) as { error: { code: string } }).error.code).toBe('backpressure');
+    expect(await w.length()).toBe(1);
+    // Handed to the stage after the ledger (read, not yet acknowledged): no longer in the ledger's way.
+    await iso.redis.xreadgroup('GROUP', 'session-update', 'c1', 'COUNT', 100, 'STREAMS', ledgered, '>');
+    expect((await w.postOnceOpen([toolEvent()])).status).toBe(202);
+    expect(await w.length()).toBe(2);
+  });
+});
+
 describe('POST /v1/events: the refusal on Node\'s request', () => {
   it('answers a known-closed gate before the Hono layers, the same 429 as the route, and hands every other request on', async () => {
     const w = world({ INGEST_MAX_QUEUE_EVENTS: 1 });

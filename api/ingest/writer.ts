@@ -40,6 +40,19 @@ function isOutOfMemory(err: unknown): boolean {
   return Array.isArray(previousErrors) && previousErrors.some((e) => isOutOfMemory(e));
 }
 
+/**
+ * How many events `events:ledgered` may hold unread before ingest refuses: the ledger stops at
+ * BACKPRESSURE_HIGH there (its output gate) until the stages after it read it below
+ * BACKPRESSURE_LOW, and the queue before the ledger may still bring INGEST_MAX_QUEUE_EVENTS, so
+ * ingest closes that far below the ledger's mark. What it accepted then always fits: it is not
+ * held up while the ledger waits for the stages after it (under a 3x overload that wait was a
+ * fifth of the time, and what ingest had taken waited it out: BENCHMARKS.md, issue 13).
+ */
+function ledgerRoom(config: Pick<Config, 'BACKPRESSURE_HIGH' | 'BACKPRESSURE_LOW' | 'INGEST_MAX_QUEUE_EVENTS'>): { high: number; low: number } {
+  const high = Math.max(config.BACKPRESSURE_LOW, config.BACKPRESSURE_HIGH - config.INGEST_MAX_QUEUE_EVENTS);
+  return { high, low: Math.floor(high / 2) };
+}
+
 /** While the gate is closed, how long a request waits for a read of the queue before it is refused. */
 const CLOSED_ANSWER_MS = 10;
 
@@ -70,11 +83,13 @@ export class IngestWriter {
   ) {
     this.keys = Array.from({ length: config.PARTITIONS }, (_, p) => partitionedKey(config.REDIS_PREFIX, STREAMS.ingested, p));
     const pathsByPartition = this.keys.map((_, p) => BEFORE_LEDGER.map((s) => partitionedKey(config.REDIS_PREFIX, s, p)));
+    const ledgeredByPartition = this.keys.map((_, p) => partitionedKey(config.REDIS_PREFIX, STREAMS.ledgered, p));
     this.watermark = new Watermark(redis, this.keys, config.INGEST_MAX_QUEUE_EVENTS, Math.floor(config.INGEST_MAX_QUEUE_EVENTS / 2), {
       cacheMs: backpressureCacheMs,
       sizes: this.sizes,
       maxAgeMs: config.INGEST_MAX_QUEUE_MS,
-      probe: pathOf(redis, pathsByPartition),
+      probe: pathOf(redis, pathsByPartition, ledgeredByPartition),
+      downstream: ledgerRoom(config),
       // A refusal stays prompt: under overload this read shares the connection with the blocks
       // being written and took up to 30-120 ms at its p99 (BENCHMARKS.md, issue 13, ninth session).
       closedAnswerMs: CLOSED_ANSWER_MS,
