@@ -8,7 +8,7 @@ import { formatNano, parseNano } from '../domain/money.js';
 import { describeIssues } from '../domain/validation.js';
 import type { PauseRecord } from '../store/pauses.js';
 import { ApiError, tooLarge, unavailable } from './errors.js';
-import { readLimitedNodeBody, redisDown } from './http.js';
+import { readLimitedNodeBody, redisDown, writeJson } from './http.js';
 import type { Attribution } from '../domain/flow.js';
 import type { AttributionResolver } from '../store/attribution.js';
 import { Authorizer, type AuthorizeAsk, type AuthorizeDecision, type CapStanding } from '../store/authorizer.js';
@@ -418,14 +418,7 @@ export function createAuthorizeRoutes(deps: AuthorizeDeps): AuthorizeRoutes {
       if (answered) return;
       answered = true;
       clearTimeout(timer);
-      const body = JSON.stringify(payload);
-      res.writeHead(status, {
-        ...headers,
-        'content-type': 'application/json',
-        'content-length': Buffer.byteLength(body),
-        'server-timing': `app;dur=${(performance.now() - start).toFixed(3)}`,
-      });
-      res.end(body);
+      writeJson(res, status, JSON.stringify(payload), { ...headers, 'server-timing': `app;dur=${(performance.now() - start).toFixed(3)}` });
     };
     const refuse = (err: unknown) => {
       const refusal =
@@ -434,9 +427,7 @@ export function createAuthorizeRoutes(deps: AuthorizeDeps): AuthorizeRoutes {
         : undefined;
       if (!refusal) deps.log?.error({ err, path: '/v1/authorize' }, 'unexpected error');
       const error = refusal ?? new ApiError(500, 'internal', 'an unexpected error occurred; it has been logged');
-      const headers = Object.fromEntries(error.getResponse().headers);
-      delete headers['content-type'];
-      answer(error.status, error.body(), headers);
+      answer(error.status, error.body(), Object.fromEntries(error.getResponse().headers));
     };
     const timer = setTimeout(() => refuse(unavailable('timeout', `no answer within ${timeoutMs} ms: a store is slow or unreachable; retry later`, 2)), timeoutMs);
     return decideRequest(req).then((payload) => answer(200, payload), refuse);

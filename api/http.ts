@@ -1,4 +1,4 @@
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Redis } from '../pipeline/redis.js';
 
 /**
@@ -26,6 +26,12 @@ export async function readLimitedBody(request: Request, limit: number): Promise<
   }
   if (chunks.length === 1) return chunks[0];
   return Buffer.concat(chunks, size);
+}
+
+/** A JSON answer written on Node's response in one call: what the routes served before Hono answer with. */
+export function writeJson(res: ServerResponse, status: number, body: string, headers: Record<string, string> = {}): void {
+  res.writeHead(status, { ...headers, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+  res.end(body);
 }
 
 /**

@@ -9,7 +9,7 @@ import type { TenantTokens } from '../../store/tenant-tokens.js';
 import { requireTenant, type TenantAuthVariables } from '../auth.js';
 import { cloudEventsMode, cloudEventsRejection, fromCloudEvents } from '../cloudevents.js';
 import { ApiError, retryAfterHeaders, tooLarge, tooManyRequests, unavailable } from '../errors.js';
-import { readLimitedBody, redisDown } from '../http.js';
+import { readLimitedBody, redisDown, writeJson } from '../http.js';
 import { decodeBody, eventsOf, normalizeBatch, type DuplicateItem, type RejectedItem } from './normalize.js';
 import { behind, IngestWriteError, IngestWriter } from './writer.js';
 import { CustomerPartitions } from './customer-partitions.js';
@@ -163,12 +163,7 @@ export function createIngestRoutes(deps: IngestDeps): IngestRoutes {
       if (!writer.knownFull()) return false;
       metrics?.paused.set({ stage: STAGE }, 1);
       metrics?.errors.inc({ stage: STAGE, kind: 'backpressure' });
-      res.writeHead(429, {
-        ...retryAfterHeaders(writer.retryHintMs()),
-        'content-type': 'application/json',
-        'content-length': Buffer.byteLength(behindBody),
-      });
-      res.end(behindBody);
+      writeJson(res, 429, behindBody, retryAfterHeaders(writer.retryHintMs()));
       return true;
     },
   });
