@@ -76,6 +76,12 @@ export function createIngestRoutes(deps: IngestDeps): IngestRoutes {
   const writer = new IngestWriter(deps.redis, config, undefined, placement);
   const app = new Hono<{ Variables: TenantAuthVariables }>();
 
+  /** A request refused because the pipeline is behind (by the route, or on Node's request): the gate shows paused. */
+  const countBehind = () => {
+    metrics?.paused.set({ stage: STAGE }, 1);
+    metrics?.errors.inc({ stage: STAGE, kind: 'backpressure' });
+  };
+
   // A saturated machine answers slowly before the first stream fills; refusing past a number of
   // requests in flight keeps the refusal prompt (the client keeps its events and retries).
   let inFlight = 0;
@@ -103,11 +109,11 @@ export function createIngestRoutes(deps: IngestDeps): IngestRoutes {
       metrics?.errors.inc({ stage: STAGE, kind: 'redis' });
       throw unavailable('unavailable', 'the event store cannot be reached; retry later', UNAVAILABLE_RETRY_AFTER);
     }
-    metrics?.paused.set({ stage: STAGE }, room ? 0 : 1);
     if (!room) {
-      metrics?.errors.inc({ stage: STAGE, kind: 'backpressure' });
+      countBehind();
       throw behind(writer);
     }
+    metrics?.paused.set({ stage: STAGE }, 0);
 
     const bytes = await readLimitedBody(c.req.raw, config.INGEST_MAX_BODY_BYTES);
     if (!bytes) throw tooLarge(config.INGEST_MAX_BODY_BYTES);
@@ -161,8 +167,7 @@ export function createIngestRoutes(deps: IngestDeps): IngestRoutes {
     serveNode(req: IncomingMessage, res: ServerResponse): boolean {
       if (req.method !== 'POST' || !(req.url === '/v1/events' || req.url?.startsWith('/v1/events?'))) return false;
       if (!writer.knownFull()) return false;
-      metrics?.paused.set({ stage: STAGE }, 1);
-      metrics?.errors.inc({ stage: STAGE, kind: 'backpressure' });
+      countBehind();
       writeJson(res, 429, behindBody, retryAfterHeaders(writer.retryHintMs()));
       return true;
     },
