@@ -9,6 +9,7 @@
 // event sequence numbers the server accepted, for the exactness check.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { Agent, request } from 'node:http';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { EventMix, type BenchWorld } from './events.js';
 import { Histogram, type SparseHistogram } from './histogram.js';
 
@@ -79,7 +80,17 @@ export interface GeneratorDone {
   /** When the last new event was sent, and when the drain ended (epoch ms). */
   loadEndedAt: number;
   drainEndedAt: number;
+  /**
+   * How late this generator's event loop ran during the load (a 10 ms timer's lateness, ms): a
+   * latency it measures includes its own loop's delay, so a p99 near its answers' p99 says the
+   * client, not the server, made that tail.
+   */
+  loopDelayMs: { p50: number; p99: number; max: number };
 }
+
+const LOOP_SAMPLE_MS = 10;
+/** The histogram holds the time between the sampling timer's runs: past the period, the loop was late. */
+const lateness = (ns: number): number => Math.max(0, ns / 1e6 - LOOP_SAMPLE_MS);
 
 interface Pending {
   body: string;
@@ -343,6 +354,9 @@ export async function runGenerator(
   await go;
   start = Date.now();
   loadEnd = start + config.durationMs;
+  const loopDelay = monitorEventLoopDelay({ resolution: LOOP_SAMPLE_MS });
+  loopDelay.enable();
+  const stopLoopDelay = setTimeout(() => loopDelay.disable(), config.durationMs);
 
   const pumpTimer = setInterval(pump, 1);
   const reportTimer = setInterval(report, 1000);
@@ -360,6 +374,8 @@ export async function runGenerator(
     }, 20);
   });
   clearInterval(pumpTimer);
+  clearTimeout(stopLoopDelay);
+  loopDelay.disable();
   finished = true;
   // Nothing more is sent; what is in flight gets up to 30 s to be answered, so its outcome is known.
   const waitUntil = Date.now() + 30_000;
@@ -381,6 +397,7 @@ export async function runGenerator(
     bitsFile: config.bitsFile,
     loadEndedAt: loadEndedAt || drainEndedAt,
     drainEndedAt,
+    loopDelayMs: { p50: lateness(loopDelay.percentile(50)), p99: lateness(loopDelay.percentile(99)), max: lateness(loopDelay.max) },
   });
 }
 

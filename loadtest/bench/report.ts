@@ -27,7 +27,13 @@ export interface PhaseReport {
     ledgerPerSecOverall: number;
   };
   ingestLatencyMs: { all: Percentiles; steady: Percentiles };
-  backpressure: { status429: number; status503: number; latency429Ms: { p50: number; p99: number } };
+  backpressure: {
+    status429: number;
+    status503: number;
+    latency429Ms: { p50: number; p99: number };
+    /** The busiest generator's event-loop delay during the load: part of every latency it measured. */
+    generatorLoopDelayMs: { p50: number; p99: number; max: number };
+  };
   ingestToLedgerMs: { all: Percentiles; steady: Percentiles };
   /** Seconds from the end of the load (and the client's drain) until every group had everything acked. */
   drainSeconds?: number;
@@ -120,6 +126,8 @@ function rows(p: PhaseReport): [string, string][] {
     ['ingest-to-ledger p99 / max (ms, all)', `${ms(p.ingestToLedgerMs.all.p99)} / ${ms(p.ingestToLedgerMs.all.max)}`],
     ['requests / 429 / 503 / errors', `${n(p.load.requests)} / ${n(p.load.status429)} / ${n(p.load.status503)} / ${n(p.load.otherErrors + p.load.networkErrors)}`],
     ['requests skipped (generator behind)', n(p.load.skippedRequests)],
+    ['answers 429 p50 / p99 (ms)', p.backpressure.status429 ? `${ms(p.backpressure.latency429Ms.p50)} / ${ms(p.backpressure.latency429Ms.p99)}` : '-'],
+    ['generator event-loop delay p50 / p99 / max (ms)', `${ms(p.backpressure.generatorLoopDelayMs.p50)} / ${ms(p.backpressure.generatorLoopDelayMs.p99)} / ${ms(p.backpressure.generatorLoopDelayMs.max)}`],
   ];
   if (p.lag) {
     out.push(['stream lag max / at load end (entries)', `${n(p.lag.max)} / ${n(p.lag.atLoadEnd)}`]);

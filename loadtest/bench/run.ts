@@ -180,10 +180,17 @@ function summarizeLoad(
       status429: monitor.totals.status429,
       status503: monitor.totals.status503,
       latency429Ms: { p50: round(monitor.latency429.quantile(0.5), 1), p99: round(monitor.latency429.quantile(0.99), 1) },
+      generatorLoopDelayMs: busiestLoop(done),
     },
     loadStart,
     loadEnd,
   };
+}
+
+/** The generator whose event loop ran latest at its p99. */
+function busiestLoop(done: GeneratorDone[]): GeneratorDone['loopDelayMs'] {
+  const worst = done.reduce((a, b) => (b.loopDelayMs.p99 > a.loopDelayMs.p99 ? b : a));
+  return { p50: round(worst.loopDelayMs.p50, 1), p99: round(worst.loopDelayMs.p99, 1), max: round(worst.loopDelayMs.max, 1) };
 }
 
 async function ledgerFigures(world: ScratchWorld, table: string, loadStart: number, steadyFrom: number, steadyTo: number, loadEnd: number) {
