@@ -65,6 +65,16 @@ const YOUNG_GENERATION = '--max-semi-space-size=128';
  */
 const ONE_GC_THREAD = '--single-threaded-gc';
 
+/**
+ * A floor under the API's old generation: V8 runs no full collection below it. The API keeps
+ * about 20 MiB alive, and V8 set its old generation's limit only a few MiB above that, so under a
+ * 3x overload it ran a full mark-compact every 0.3-0.8 s (119 in 60 s: 20-75 ms of incremental
+ * marking and a 3-46 ms pause each), and every request in the process waited through them. With
+ * the floor: one in 30 s; the cost is at most this much garbage held (BENCHMARKS.md, issue 13).
+ * The stage processes keep V8's sizing: the same floor there moved nothing beyond the spread.
+ */
+const API_OLD_GENERATION_FLOOR = '--initial-old-space-size=256';
+
 /** The processes of a full pipeline, from source (tsx) or from dist/, whichever this file runs as. */
 export function pipelineProcesses(options: StartOptions = {}): ChildSpec[] {
   const fromSource = import.meta.url.endsWith('.ts');
@@ -76,7 +86,7 @@ export function pipelineProcesses(options: StartOptions = {}): ChildSpec[] {
     {
       name: 'api',
       command: process.execPath,
-      args: [ONE_GC_THREAD, YOUNG_GENERATION, ...nodeArgs, entry('api/main')],
+      args: [ONE_GC_THREAD, YOUNG_GENERATION, API_OLD_GENERATION_FLOOR, ...nodeArgs, entry('api/main')],
       env: { ...options.env, API_PROCESSES: String(options.apiProcesses ?? 1) },
     },
   ];
