@@ -38,6 +38,7 @@ export class Monitor {
   readonly latencyAll = new Histogram();
   readonly latencySteady = new Histogram();
   readonly latency429 = new Histogram();
+  readonly latency429Steady = new Histogram();
   readonly totals: GeneratorTotals = emptyTotals();
   private current = this.emptyCurrent();
   private readonly lastBacklog = new Map<number, { backlog: number; inFlight: number }>();
@@ -74,7 +75,10 @@ export class Monitor {
     c.latency.merge(tick.latency202);
     this.latencyAll.merge(tick.latency202);
     this.latency429.merge(tick.latency429);
-    if (tick.at >= this.steadyFrom && tick.at <= this.steadyTo + 1000) this.latencySteady.merge(tick.latency202);
+    if (tick.at >= this.steadyFrom && tick.at <= this.steadyTo + 1000) {
+      this.latencySteady.merge(tick.latency202);
+      this.latency429Steady.merge(tick.latency429);
+    }
     this.lastBacklog.set(generator, { backlog: tick.backlogEvents, inFlight: tick.inFlight });
     const log = this.tickLog.get(generator) ?? [];
     const last = log.at(-1) ?? { at: 0, made: 0, accepted: 0 };

@@ -179,7 +179,8 @@ function summarizeLoad(
     backpressure: {
       status429: monitor.totals.status429,
       status503: monitor.totals.status503,
-      latency429Ms: { p50: round(monitor.latency429.quantile(0.5), 1), p99: round(monitor.latency429.quantile(0.99), 1) },
+      latency429Ms: { p50: round(monitor.latency429Steady.quantile(0.5), 1), p99: round(monitor.latency429Steady.quantile(0.99), 1) },
+      latency429AllMs: { p50: round(monitor.latency429.quantile(0.5), 1), p99: round(monitor.latency429.quantile(0.99), 1) },
       generatorLoopDelayMs: busiestLoop(done),
     },
     loadStart,
