@@ -4,7 +4,8 @@ import { parseArgs, numberFlag, toJson, UsageError } from './cli.js';
 import { compareIds } from '../pipeline/keys.js';
 import { MCP_TOOLS, parseDemo, retryAfterMs, seededRandom, TrafficModel, type DemoSeed } from './demo-traffic.js';
 import { formatBytes, formatDuration, oneLine, renderTable } from './table.js';
-import { defaultLayout, isStageProcess, parseLayout, pipelineProcesses } from './start.js';
+import { readFileSync } from 'node:fs';
+import { API_NODE_FLAGS, defaultLayout, isStageProcess, parseLayout, pipelineProcesses } from './start.js';
 import { STAGES } from '../stages/registry.js';
 import { loadConfig } from '../pipeline/config.js';
 
@@ -152,6 +153,15 @@ describe('process layout (npm start)', () => {
 
   it('refuses an unknown layout', () => {
     expect(() => parseLayout('clustered')).toThrow(/grouped or per-stage/);
+  });
+});
+
+describe('the API process\'s Node flags', () => {
+  it('are the ones npm start gives it and the ones npm run bench:authorize runs its server with', () => {
+    const api = pipelineProcesses().find((spec) => spec.name === 'api');
+    expect(api?.args.slice(0, API_NODE_FLAGS.length)).toEqual([...API_NODE_FLAGS]);
+    const scripts = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { scripts: Record<string, string> }).scripts;
+    expect(scripts['bench:authorize']).toBe(`node ${API_NODE_FLAGS.join(' ')} --import tsx loadtest/bench/authorize.bench.ts`);
   });
 });
 

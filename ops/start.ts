@@ -75,6 +75,9 @@ const ONE_GC_THREAD = '--single-threaded-gc';
  */
 const API_OLD_GENERATION_FLOOR = '--initial-old-space-size=256';
 
+/** Node's flags for the API process; `npm run bench:authorize` runs its server with the same (ops.test.ts holds them together). */
+export const API_NODE_FLAGS = [ONE_GC_THREAD, YOUNG_GENERATION, API_OLD_GENERATION_FLOOR] as const;
+
 /** The processes of a full pipeline, from source (tsx) or from dist/, whichever this file runs as. */
 export function pipelineProcesses(options: StartOptions = {}): ChildSpec[] {
   const fromSource = import.meta.url.endsWith('.ts');
@@ -86,7 +89,7 @@ export function pipelineProcesses(options: StartOptions = {}): ChildSpec[] {
     {
       name: 'api',
       command: process.execPath,
-      args: [ONE_GC_THREAD, YOUNG_GENERATION, API_OLD_GENERATION_FLOOR, ...nodeArgs, entry('api/main')],
+      args: [...API_NODE_FLAGS, ...nodeArgs, entry('api/main')],
       env: { ...options.env, API_PROCESSES: String(options.apiProcesses ?? 1) },
     },
   ];
