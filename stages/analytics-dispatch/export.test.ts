@@ -70,6 +70,63 @@ describe('the ledger export', () => {
     expect(await x.exporter.exportOnce()).toBe(0);
   });
 
+  it('carries every field as the ledger holds it, text that needs escaping and times to the millisecond included', async () => {
+    const tenant = `ten_x${run}_fields`;
+    const awkward = 'quote " backslash \\ newline \n tab \t ünïcödé 🤖 \u2028';
+    const { overCap: _overCap, ...event } = ledgeredEvent({
+      tenantId: tenant,
+      recordedAt: Date.UTC(2026, 2, 31, 23, 59, 59, 999),
+      ingestedAt: Date.UTC(2026, 3, 1, 0, 0, 0, 1),
+      toolName: awkward,
+      sessionId: `ses_${awkward}`,
+      errorType: 'Timeout',
+      durationMs: 2 ** 40,
+      inputTokens: 2 ** 33,
+      outputTokens: 7,
+      retryCount: 2,
+      isParallel: true,
+      cost: { total: 2n ** 63n - 1n, tool: awkward },
+    });
+    await ledger([event]);
+    const x = exporter();
+    await drain(x.exporter);
+    const [exported] = (await x.exported()).filter((e) => e.tenantId === tenant);
+    expect(exported).toEqual({
+      tenantId: tenant,
+      eventId: event.eventId,
+      eventType: event.eventType,
+      recordedAt: event.recordedAt,
+      ingestedAt: event.ingestedAt,
+      sessionId: event.sessionId,
+      toolName: awkward,
+      mcpServerId: event.mcpServerId,
+      model: event.model,
+      durationMs: 2 ** 40,
+      status: event.status,
+      inputTokens: 2 ** 33,
+      outputTokens: 7,
+      retryCount: 2,
+      isParallel: true,
+      errorType: 'Timeout',
+      overCap: false,
+      attribution: {
+        customerId: event.attribution.customerId,
+        teamId: event.attribution.teamId,
+        agentId: event.attribution.agentId,
+        credentialId: event.attribution.credentialId,
+        productId: event.attribution.productId,
+      },
+      subscription: {
+        subscriptionId: event.subscription.subscriptionId,
+        ratePlanId: event.subscription.ratePlanId,
+        ratePlanVersionId: event.subscription.ratePlanVersionId,
+        ratePlanVersion: event.subscription.ratePlanVersion,
+        currency: event.subscription.currency,
+      },
+      cost: { total: 2n ** 63n - 1n, tool: awkward },
+    });
+  });
+
   it('never skips a row of a transaction that commits after later ones (the horizon holds the cursor back)', async () => {
     const tenant = `ten_x${run}_slow`;
     const x = exporter();
