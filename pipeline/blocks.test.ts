@@ -43,6 +43,31 @@ describe('blocks: layers', () => {
     expect(decoded(twice)).toEqual(second);
   });
 
+  it('drops the events a stage did not forward with a drop layer before its layer, and later layers apply to the events left', () => {
+    const base = entryFields(events(5), 'origin-1')[1] as Buffer;
+    const read = decoded<Event>(base);
+    const kept = [0, 2, 3];
+    const outputs = kept.map((k) => ({ ...read[k], overCap: k === 3 }));
+    const once = blockWithLayer(base, kept.map((k) => read[k]), outputs, ['overCap'], [1, 4])!;
+    expect(once.subarray(0, base.length).equals(base)).toBe(true);
+    expect(decodeSequence(once.subarray(base.length))).toEqual([{ drop: [1, 4] }, [{ overCap: false }, { overCap: false }, { overCap: true }]]);
+    expect(decoded(once)).toEqual(outputs);
+    expect(decoded(once)).toEqual(decoded(encodePayload(outputs)));
+
+    // The next hop drops the middle one of the three left and changes nothing else: just a drop layer.
+    const readAgain = decoded<Event>(once);
+    const twice = blockWithLayer(once, [readAgain[0], readAgain[2]], [readAgain[0], readAgain[2]], undefined, [1])!;
+    expect(decodeSequence(twice.subarray(once.length))).toEqual([{ drop: [1] }]);
+    expect(decoded<Event>(twice).map((e) => e.eventId)).toEqual(['evt_0', 'evt_3']);
+  });
+
+  it('refuses a drop layer out of order or out of range, and one that leaves no event', () => {
+    const base = encodePayload(events(3));
+    for (const drop of [[2, 1], [3], [-1], [0.5], [1, 1], [0, 1, 2]]) {
+      expect(() => decoded(Buffer.concat([base, encodePayload({ drop })]))).toThrow(/drop layer|holds no events/);
+    }
+  });
+
   it('keeps money exact through a layer: bigint at both ends of the 64-bit range', () => {
     const base = encodePayload(events(3));
     const totals = [2n ** 63n - 1n, -(2n ** 63n), 2n ** 64n - 1n];

@@ -6,17 +6,23 @@ import { decodePayload, decodeSequence, encodePayload } from './codec.js';
  * one ingest request for one partition, bounded), so that every hop pays its costs (XADD, read,
  * ack, Lua arguments) once per block rather than once per event:
  *
- *   b  a msgpack sequence: the array of the events' payloads, then any number of layers, each
- *      an array with one entry per event: the top-level fields a stage set on that event
- *      (merged over the payload, layer after layer, in order), or null when it set none
+ *   b  a msgpack sequence: the array of the events' payloads, then any number of layers, in
+ *      order, each applied to the events as the layers before it left them:
+ *        - an array with one entry per event: the top-level fields a stage set on that event
+ *          (merged over the payload), or null when it set none;
+ *        - a map { drop: [indexes] }: the events a stage did not forward (ledger-write drops a
+ *          duplicate), taken out; the layers after it have one entry per event left. A reader
+ *          from before drop layers refuses such a block (a layer that is not an array), so a
+ *          dropped event is never counted by a reader that would not see it dropped.
  *   o  origin id of the block: the same on every redelivery, so a consumer can record the
  *      blocks it applied (one row per block, not per event)
  *   t  (optional) the events' tags, one comma-joined list per event, joined by newlines
  *
- * A stage that forwards a block as it got it plus a field or two (`{ ...event, cost }`) writes
- * the `b` it read, byte for byte, and one layer after it (blockWithLayer): encoding every event
- * whole again at every hop was a third of the busy time of the process that runs the stages
- * before the ledger (BENCHMARKS.md). A block written whole is a sequence of one value.
+ * A stage that forwards a block as it got it plus a field or two (`{ ...event, cost }`), or some
+ * of its events in order, writes the `b` it read, byte for byte, and its layers after it
+ * (blockWithLayer): encoding every event whole again at every hop was a third of the busy time
+ * of the process that runs the stages before the ledger (BENCHMARKS.md). A block written whole is
+ * a sequence of one value.
  *
  * A block of one event is written as a single entry, the format every tool reads:
  *
@@ -85,18 +91,39 @@ export function decodeEntry<T>(id: string, fields: Buffer[]): DecodedEntry<T> {
   return { origin: origin ?? id, block: false, events: [{ payload, tags: splitTags(tags) }] };
 }
 
-/** The payloads of a block: its base with each layer's fields set over it, in order. */
-function mergedLayers([payloads, ...layers]: unknown[]): unknown[] {
-  if (!Array.isArray(payloads) || payloads.length === 0) throw new Error('block entry holds no events');
+/** The payloads of a block: its base with its layers applied, in order (fields set, events dropped). */
+function mergedLayers([base, ...layers]: unknown[]): unknown[] {
+  if (!Array.isArray(base) || base.length === 0) throw new Error('block entry holds no events');
+  let payloads: unknown[] = base;
   for (const layer of layers) {
+    if (isRecord(layer) && Array.isArray(layer.drop)) {
+      payloads = withoutDropped(payloads, layer.drop);
+      continue;
+    }
     if (!Array.isArray(layer) || layer.length !== payloads.length) {
       throw new Error(`a layer of the block does not have one entry for each of its ${payloads.length} events`);
     }
     layer.forEach((fields, i) => {
-      if (fields !== null && fields !== undefined) Object.assign(payloads[i], fields);
+      if (fields !== null && fields !== undefined) Object.assign(payloads[i] as object, fields);
     });
   }
+  if (payloads.length === 0) throw new Error('block entry holds no events');
   return payloads;
+}
+
+/** The payloads but those at `drop` (increasing indexes into `payloads`). */
+function withoutDropped(payloads: unknown[], drop: unknown[]): unknown[] {
+  const kept: unknown[] = [];
+  let next = 0;
+  for (const index of drop) {
+    if (!Number.isInteger(index) || (index as number) < next || (index as number) >= payloads.length) {
+      throw new Error(`a drop layer of the block names event ${String(index)} of ${payloads.length} out of order or range`);
+    }
+    for (; next < (index as number); next++) kept.push(payloads[next]);
+    next++;
+  }
+  for (; next < payloads.length; next++) kept.push(payloads[next]);
+  return kept;
 }
 
 export function deepFreeze(value: unknown): void {
@@ -111,14 +138,21 @@ export function deepFreeze(value: unknown): void {
  * each output that are not the very values of its input (compared by identity: a handler makes
  * a new object for anything it changes, which the frozen payloads enforce under vitest).
  * Undefined when an output is not an object or drops a field of its input: the block is then
- * encoded whole.
+ * encoded whole. `inputs` are the events each output came from: with `dropped` (the increasing
+ * indexes, in the block as read, of the events it did not forward), a drop layer comes first.
  *
  * `sets`, when given, names the only fields the stage sets (StageDefinition.sets): just those are
  * compared, not every field of every event. Under vitest every field is compared as well, and a
  * stage that changed a field it did not name fails there, not silently in production.
  */
-export function blockWithLayer(base: Buffer, inputs: readonly unknown[], outputs: readonly unknown[], sets?: readonly string[]): Buffer | undefined {
-  if (inputs.length !== outputs.length) return undefined;
+export function blockWithLayer(
+  base: Buffer,
+  inputs: readonly unknown[],
+  outputs: readonly unknown[],
+  sets?: readonly string[],
+  dropped: readonly number[] = [],
+): Buffer | undefined {
+  if (inputs.length !== outputs.length || inputs.length === 0) return undefined;
   const layer = layerOver(inputs, outputs, sets);
   if (layer && sets && FREEZE_DECODED) {
     const full = layerOver(inputs, outputs);
@@ -126,7 +160,10 @@ export function blockWithLayer(base: Buffer, inputs: readonly unknown[], outputs
     if (!same) throw new Error(`a stage changed fields of the events it forwards besides the ones it names in sets (${sets.join(', ')})`);
   }
   if (!layer) return undefined;
-  return layer.some((fields) => fields !== null) ? Buffer.concat([base, encodePayload(layer)]) : base;
+  const parts = [base];
+  if (dropped.length) parts.push(encodePayload({ drop: dropped }));
+  if (layer.some((fields) => fields !== null)) parts.push(encodePayload(layer));
+  return parts.length === 1 ? base : Buffer.concat(parts);
 }
 
 type Layer = (Record<string, unknown> | null)[];

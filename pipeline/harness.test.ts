@@ -664,7 +664,7 @@ describe('stage harness: blocks of events', () => {
     expect(eventsOfEntries<{ n: number; doubled: number }>([written]).map((e) => e.payload)).toEqual([0, 1, 2, 3].map((n) => ({ n, doubled: n * 2 })));
   });
 
-  it('encodes an output block whole when it is not one output per input event (one went elsewhere) or an output drops a field', async () => {
+  it('forwards a block one of whose events went elsewhere as the bytes it read, a drop layer and a layer; one whose outputs drop a field whole', async () => {
     const { input, output, inKey, outKey } = names();
     const rejected = `${output}:rejected`;
     await feedBlocks(inKey, [[0, 1, 2, 3], [4, 5, 6]]);
@@ -687,7 +687,12 @@ describe('stage harness: blocks of events', () => {
     await until(async () => (await redis.xlen(outKey)) === 2);
     await running.stop();
     const written = await entriesOf(outKey);
-    expect(written.map((entry) => decodeSequence(blockField(entry)).length)).toEqual([1, 1]);
+    const [firstRead] = await entriesOf(inKey);
+    const base = blockField(firstRead);
+    const first = blockField(written[0]);
+    expect(first.subarray(0, base.length).equals(base)).toBe(true);
+    expect(decodeSequence(first.subarray(base.length))).toEqual([{ drop: [2] }, [{ seen: true }, { seen: true }, { seen: true }]]);
+    expect(decodeSequence(blockField(written[1])).length).toBe(1);
     expect(eventsOfEntries<unknown>(written).map((e) => e.payload)).toEqual([
       { n: 0, seen: true }, { n: 1, seen: true }, { n: 3, seen: true }, { m: 4 }, { m: 5 }, { m: 6 },
     ]);

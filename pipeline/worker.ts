@@ -530,14 +530,21 @@ export class PartitionWorker<In> implements RecoveryHost {
   }
 
   /**
-   * The `b` field of an output block: when it holds one output for each event of an input block,
-   * in order (whatever partition it goes to: the bytes do not name one), the input's `b` plus a
-   * layer of the fields the stage set (pipeline/blocks.ts); otherwise every payload encoded whole.
+   * The `b` field of an output block: when it holds at most one output for each event of an input
+   * block, in order (whatever partition it goes to: the bytes do not name one), the input's `b`
+   * plus a layer dropping the events without one and a layer of the fields the stage set
+   * (pipeline/blocks.ts); otherwise every payload encoded whole.
    */
   private blockOutput(block: InputBlock<In>, payloads: unknown[], owners: number[]): Buffer {
-    const oneForOne = block.blockBytes !== undefined && owners.length === block.events.length && owners.every((owner, p) => owner === p);
-    const layered = oneForOne ? blockWithLayer(block.blockBytes!, block.events.map((e) => e.payload), payloads, this.stage.sets) : undefined;
-    return layered ?? encodePayload(payloads);
+    const inOrder = block.blockBytes !== undefined && owners.every((owner, p) => p === 0 || owner > owners[p - 1]);
+    if (!inOrder) return encodePayload(payloads);
+    const dropped: number[] = [];
+    for (let i = 0, p = 0; i < block.events.length; i++) {
+      if (owners[p] === i) p++;
+      else dropped.push(i);
+    }
+    const inputs = owners.map((owner) => block.events[owner].payload);
+    return blockWithLayer(block.blockBytes!, inputs, payloads, this.stage.sets, dropped) ?? encodePayload(payloads);
   }
 
   private async ackAndForward(
