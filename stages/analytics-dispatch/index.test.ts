@@ -74,6 +74,25 @@ describe('invocationRow', () => {
       rate_plan_version: 1,
     });
   });
+
+  it('formats each time as its own, however the times of consecutive rows go back and forth across seconds and days', () => {
+    const times = [
+      Date.UTC(2026, 2, 31, 23, 59, 59, 999),
+      Date.UTC(2026, 3, 1, 0, 0, 0, 0),
+      Date.UTC(2026, 2, 31, 23, 59, 59, 1),
+      Date.UTC(2026, 2, 31, 23, 59, 58, 999),
+      Date.UTC(2026, 3, 1, 0, 0, 0, 500),
+      Date.UTC(1969, 11, 31, 23, 59, 59, 500),
+      Date.UTC(2026, 3, 1, 0, 0, 0, 500),
+    ];
+    const plain = (ms: number) => new Date(ms).toISOString();
+    for (const [i, at] of times.entries()) {
+      const row = invocationRow(ledgeredEvent({ recordedAt: at, ingestedAt: times[(i + 3) % times.length] }));
+      expect(row.recorded_at).toBe(plain(at).slice(0, 19).replace('T', ' '));
+      expect(row.recorded_date).toBe(plain(at).slice(0, 10));
+      expect(row.ingested_at).toBe(plain(times[(i + 3) % times.length]).slice(0, 19).replace('T', ' '));
+    }
+  });
 });
 
 describe('dispatchBatch', () => {
