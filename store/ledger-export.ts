@@ -47,21 +47,21 @@ export async function exportHorizon(sql: Sql): Promise<string> {
 }
 
 /**
- * One ledger row as the page's JSON carries it: an array in this order. The 64-bit amounts that
- * must stay exact (cost) travel as text; times as epoch ms.
+ * One ledger row as the page's JSON carries it: its columns as text, in this order (PostgreSQL
+ * makes the JSON of a text array for less than that of a json_build_array of typed values).
  */
-type LedgerRowJson = [
-  xid: string, tenantId: string, eventId: string, eventType: EventType, recordedAt: number, ingestedAt: number,
+type LedgerRowText = [
+  xid: string, tenantId: string, eventId: string, eventType: EventType, recordedAtMs: string, ingestedAtMs: string,
   customerId: string, teamId: string, agentId: string | null, appId: string | null, credentialId: string, productId: string | null,
-  subscriptionId: string, ratePlanId: string, ratePlanVersionId: string, ratePlanVersion: number,
+  subscriptionId: string, ratePlanId: string, ratePlanVersionId: string, ratePlanVersion: string,
   sessionId: string | null, toolName: string | null, pricedTool: string | null, mcpServerId: string | null, model: string | null,
-  status: ExecutionStatus, durationMs: number, inputTokens: number, outputTokens: number, retryCount: number,
-  costNano: string, currency: string, overCap: boolean, errorType: string | null, isParallel: boolean, correction: 'reversal' | 'amendment' | null,
+  status: ExecutionStatus, durationMs: string, inputTokens: string, outputTokens: string, retryCount: string,
+  costNano: string, currency: string, overCap: 'true' | 'false', errorType: string | null, isParallel: 'true' | 'false', correction: 'reversal' | 'amendment' | null,
 ];
 
 const orUndefined = <T>(value: T | null): T | undefined => (value === null ? undefined : value);
 
-function toAnalyticsEvent(row: LedgerRowJson): AnalyticsEvent {
+function toAnalyticsEvent(row: LedgerRowText): AnalyticsEvent {
   const [
     , tenantId, eventId, eventType, recordedAt, ingestedAt,
     customerId, teamId, agentId, appId, credentialId, productId,
@@ -74,20 +74,20 @@ function toAnalyticsEvent(row: LedgerRowJson): AnalyticsEvent {
     tenantId,
     eventId,
     eventType,
-    recordedAt,
-    ingestedAt,
+    recordedAt: Number(recordedAt),
+    ingestedAt: Number(ingestedAt),
     sessionId: orUndefined(sessionId),
     toolName: orUndefined(toolName),
     mcpServerId: orUndefined(mcpServerId),
     model: orUndefined(model),
-    durationMs,
+    durationMs: Number(durationMs),
     status,
-    inputTokens,
-    outputTokens,
-    retryCount,
-    isParallel,
+    inputTokens: Number(inputTokens),
+    outputTokens: Number(outputTokens),
+    retryCount: Number(retryCount),
+    isParallel: isParallel === 'true',
     errorType: orUndefined(errorType),
-    overCap,
+    overCap: overCap === 'true',
     attribution: {
       customerId,
       teamId,
@@ -96,7 +96,7 @@ function toAnalyticsEvent(row: LedgerRowJson): AnalyticsEvent {
       credentialId,
       productId: orUndefined(productId),
     },
-    subscription: { subscriptionId, ratePlanId, ratePlanVersionId, ratePlanVersion, currency },
+    subscription: { subscriptionId, ratePlanId, ratePlanVersionId, ratePlanVersion: Number(ratePlanVersion), currency },
     cost: { total: BigInt(costNano), tool: pricedTool ?? '' },
     ...(correction === 'reversal' ? { reversal: true as const } : {}),
   };
@@ -114,13 +114,14 @@ export async function readLedgerPage(
   limit: number,
 ): Promise<{ events: AnalyticsEvent[]; next: LedgerCursor }> {
   const [{ page }] = await sql<{ page: string }[]>`
-    SELECT coalesce(json_agg(json_build_array(
+    SELECT coalesce(json_agg(ARRAY[
              ledger_xid::text, tenant_id, event_id, event_type,
-             floor(extract(epoch FROM recorded_at) * 1000)::int8, floor(extract(epoch FROM ingested_at) * 1000)::int8,
+             floor(extract(epoch FROM recorded_at) * 1000)::text, floor(extract(epoch FROM ingested_at) * 1000)::text,
              customer_id, team_id, agent_id, app_id, credential_id, product_id,
-             subscription_id, rate_plan_id, rate_plan_version_id, rate_plan_version,
+             subscription_id, rate_plan_id, rate_plan_version_id, rate_plan_version::text,
              session_id, tool_name, priced_tool, mcp_server_id, model, execution_status,
-             duration_ms, input_tokens, output_tokens, retry_count, cost_nano::text, currency, over_cap, error_type, is_parallel, correction)
+             duration_ms::text, input_tokens::text, output_tokens::text, retry_count::text, cost_nano::text, currency,
+             over_cap::text, error_type, is_parallel::text, correction]
            ORDER BY ledger_xid, tenant_id, event_id)::text, '[]') AS page
     FROM (
       SELECT * FROM usage_ledger
@@ -128,7 +129,7 @@ export async function readLedgerPage(
         AND (ledger_xid, tenant_id, event_id) > (${after.xid}::xid8, ${after.tenantId}, ${after.eventId})
       ORDER BY ledger_xid, tenant_id, event_id
       LIMIT ${limit}) l`;
-  const rows = JSON.parse(page) as LedgerRowJson[];
+  const rows = JSON.parse(page) as LedgerRowText[];
   const last = rows.at(-1);
   return {
     events: rows.map(toAnalyticsEvent),
