@@ -66,6 +66,7 @@ describe('blocks: layers', () => {
     for (const drop of [[2, 1], [3], [-1], [0.5], [1, 1], [0, 1, 2]]) {
       expect(() => decoded(Buffer.concat([base, encodePayload({ drop })]))).toThrow(/drop layer|holds no events/);
     }
+    expect(() => decoded(encodePayload([]))).toThrow(/holds no events/);
   });
 
   it('keeps money exact through a layer: bigint at both ends of the 64-bit range', () => {

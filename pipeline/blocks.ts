@@ -93,7 +93,7 @@ export function decodeEntry<T>(id: string, fields: Buffer[]): DecodedEntry<T> {
 
 /** The payloads of a block: its base with its layers applied, in order (fields set, events dropped). */
 function mergedLayers([base, ...layers]: unknown[]): unknown[] {
-  if (!Array.isArray(base) || base.length === 0) throw new Error('block entry holds no events');
+  if (!Array.isArray(base)) throw new Error('block entry holds no events');
   let payloads: unknown[] = base;
   for (const layer of layers) {
     if (isRecord(layer) && Array.isArray(layer.drop)) {

@@ -698,6 +698,20 @@ describe('stage harness: blocks of events', () => {
     ]);
   });
 
+  it('encodes an output block whole when a stage forwards an event twice (not at most one output per event, in order)', async () => {
+    const { input, output, inKey, outKey } = names();
+    await feedBlocks(inKey, [[0, 1, 2]]);
+    const running = await start(
+      doubler(input, output, async (batch) => batch.map((e) => ({ outputs: e.payload.n === 1 ? [emit(output, e.payload), emit(output, { ...e.payload, again: true })] : [emit(output, e.payload)] })), 10, 'fanout'),
+      [{ stream: input, group: 'fanout' }, { stream: output, group: 'sink' }],
+    );
+    await until(async () => (await redis.xlen(outKey)) === 1);
+    await running.stop();
+    const written = await entriesOf(outKey);
+    expect(decodeSequence(blockField(written[0])).length).toBe(1);
+    expect(eventsOfEntries<unknown>(written).map((e) => e.payload)).toEqual([{ n: 0 }, { n: 1 }, { n: 1, again: true }, { n: 2 }]);
+  });
+
   it('splits a block with one bad event: the others go on at once, the bad one is retried alone and dead-lettered with its reason', async () => {
     const { input, output, inKey, outKey } = names();
     await feedBlocks(inKey, [[0, 1, 2, 3, 4]]);

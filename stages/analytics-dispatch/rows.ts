@@ -48,39 +48,39 @@ export const INVOCATION_COLUMNS = [
 ] as const satisfies readonly (keyof InvocationRow)[];
 
 /**
- * 'YYYY-MM-DD hh:mm:ss' in UTC, the text form of DateTime('UTC') (seconds; milliseconds dropped),
- * with the last second formatted kept: the events of a batch come in ledger order, most in the
- * second of the one before, and formatting a Date for every time of every row was 3-4% of the
- * process that runs analytics-dispatch (BENCHMARKS.md). One per column, so that the recorded and
- * ingested times of a row do not take each other's place.
+ * A time's text in UTC, truncated to a unit, with the last unit formatted kept: the events of a
+ * batch come in ledger order, most in the second (and day) of the one before, and formatting a
+ * Date for every time of every row was 3-4% of the process that runs analytics-dispatch
+ * (BENCHMARKS.md). One per column, so that the times of a row do not take each other's place.
  */
-class DateTimeText {
-  private second = Number.NaN;
+class UtcText {
+  private unit = Number.NaN;
   private text = '';
 
+  constructor(
+    private readonly unitMs: number,
+    private readonly format: (iso: string) => string,
+  ) {}
+
   of(ms: number): string {
-    const second = Math.floor(ms / 1000);
-    if (second !== this.second) {
-      this.text = new Date(second * 1000).toISOString().slice(0, 19).replace('T', ' ');
-      this.second = second;
+    const unit = Math.floor(ms / this.unitMs);
+    if (unit !== this.unit) {
+      this.text = this.format(new Date(unit * this.unitMs).toISOString());
+      this.unit = unit;
     }
     return this.text;
   }
 }
 
-const recordedAtText = new DateTimeText();
-const ingestedAtText = new DateTimeText();
-const lastDay = { day: Number.NaN, text: '' };
-const MS_PER_DAY = 86_400_000;
+/** 'YYYY-MM-DD hh:mm:ss', the text form of DateTime('UTC') (seconds; milliseconds dropped). */
+const dateTime = (iso: string) => iso.slice(0, 19).replace('T', ' ');
+const recordedAtText = new UtcText(1000, dateTime);
+const ingestedAtText = new UtcText(1000, dateTime);
+const dayText = new UtcText(86_400_000, (iso) => iso.slice(0, 10));
 
 /** 'YYYY-MM-DD' in UTC. */
 export function chDate(ms: number): string {
-  const day = Math.floor(ms / MS_PER_DAY);
-  if (day !== lastDay.day) {
-    lastDay.text = new Date(day * MS_PER_DAY).toISOString().slice(0, 10);
-    lastDay.day = day;
-  }
-  return lastDay.text;
+  return dayText.of(ms);
 }
 
 /** The analytics row of a ledgered event: every column the dashboards group or sum by. */
