@@ -80,6 +80,8 @@ interface SpendView {
   /** The event's commitment's counter and thresholds (with `commitment`). */
   commitmentKeys: CommitmentKeys | undefined;
   velocity: number;
+  /** The hourly buckets of the velocity scopes the event has, in VELOCITY_SCOPES order (their slots from `velocity`, two each). */
+  scopes: HourKeys[];
 }
 
 const sessionStartOf = (view: SpendView): number | undefined => (view.session < 0 ? undefined : Number(view.batch.view(view.session)));
@@ -106,11 +108,19 @@ function scopeIdOf(e: LedgeredEvent, kind: VelocityKind): string | undefined {
   }
 }
 
-/** The partitioned key names of a scope's hourly bucket and the one before it. */
+/**
+ * The partitioned key names of a scope's hourly bucket and the one before it, and the dedupe key
+ * of the scope's velocity alert in that hour (alone, and as alertKey): built once an hour, since
+ * every event of the hour checks whether that alert fired already.
+ */
 interface HourKeys {
   hour: number;
   current: string;
   previous: string;
+  kind: VelocityKind;
+  id: string;
+  dedupeKey: string;
+  firedKey: string;
 }
 
 /** The partitioned key names of a session's start and spend. */
@@ -233,7 +243,7 @@ export class SpendAlerts {
         this.commitmentAlerts(alerts, usage[i].payload, commitments[i], views[i]);
         if (usage[i].payload.cost.total === 0n) continue;
         this.capAlerts(alerts, usage[i], tenantSettings, views[i], totals[i]);
-        await this.velocityAlert(alerts, usage[i], tenantSettings, views[i]);
+        if (this.velocityToCheck(alerts, views[i])) await this.velocityAlert(alerts, usage[i], tenantSettings, views[i]);
       }
       await this.enqueue(alerts);
     }
@@ -393,6 +403,7 @@ export class SpendAlerts {
       }
       const hour = hourOf(e.recordedAt);
       let velocity = -1;
+      const scopes: HourKeys[] = [];
       for (let k = 0; k < VELOCITY_SCOPES.length; k++) {
         const kind = VELOCITY_SCOPES[k];
         const id = scopeIdOf(e, kind);
@@ -400,17 +411,23 @@ export class SpendAlerts {
         let keys = this.hourKeys[k].find(partition, e.tenantId, id);
         if (keys?.hour !== hour) {
           const scope = { kind, id };
+          const dedupeKey = kind === 'customer' ? `spend.velocity_spike:${id}:${hour}` : `spend.velocity_spike:${kind}:${id}:${hour}`;
           keys = this.hourKeys[k].keep(partition, e.tenantId, id, {
             hour,
             current: this.key(bucketKey(e, hour, scope), partition),
             previous: this.key(bucketKey(e, hour - 1, scope), partition),
+            kind,
+            id,
+            dedupeKey,
+            firedKey: alertKey(e.tenantId, dedupeKey),
           });
         }
         const slot = batch.add(keys.current, e.cost.total, BUCKET_TTL_SECONDS);
         batch.get(keys.previous);
         if (velocity < 0) velocity = slot;
+        scopes.push(keys);
       }
-      views[i] = { batch, session, commitment, commitmentKeys, velocity };
+      views[i] = { batch, session, commitment, commitmentKeys, velocity, scopes };
     }
     for (const batch of batches.values()) await batch.run(this.redis, APPLIED_TTL_SECONDS);
     return views;
@@ -549,26 +566,27 @@ export class SpendAlerts {
     };
   }
 
+  /** Whether a velocity alert of the event's scopes this hour has not fired yet (most events: every one did). */
+  private velocityToCheck(out: BatchAlerts, view: SpendView): boolean {
+    for (const keys of view.scopes) if (!this.hasFired(out, keys.firedKey)) return true;
+    return false;
+  }
+
   /** The last hour's spend (this hour, and the part of the previous hour still inside the hour) against the trailing week, of the customer, agent, team and app. */
   private async velocityAlert(out: BatchAlerts, entry: StageEntry<LedgeredEvent>, settings: AlertSettings, view: SpendView): Promise<void> {
     const e = entry.payload;
     // A late event says nothing about the rate now.
     if (this.now() - e.recordedAt > HOUR_MS) return;
     const hour = hourOf(e.recordedAt);
-    const intoHour = BigInt(e.recordedAt - hour * HOUR_MS);
     let slot = view.velocity;
-    for (const kind of VELOCITY_SCOPES) {
-      const id = scopeIdOf(e, kind);
-      if (!id) continue;
-      const currentHour = view.batch.view(slot);
-      const previousHour = view.batch.view(slot + 1);
+    for (const { kind, id, dedupeKey, firedKey } of view.scopes) {
+      const current = slot;
       slot += 2;
-      const lastHour = currentHour + (previousHour * (HOUR_MS_BIG - intoHour)) / HOUR_MS_BIG;
+      if (this.hasFired(out, firedKey)) continue;
+      const intoHour = BigInt(e.recordedAt - hour * HOUR_MS);
+      const lastHour = view.batch.view(current) + (view.batch.view(current + 1) * (HOUR_MS_BIG - intoHour)) / HOUR_MS_BIG;
       if (lastHour < settings.velocityMinNano) continue;
-      const dedupeKey = kind === 'customer' ? `spend.velocity_spike:${id}:${hour}` : `spend.velocity_spike:${kind}:${id}:${hour}`;
-      if (this.hasFired(out, alertKey(e.tenantId, dedupeKey))) continue;
-      const scope = { kind, id };
-      const average = await this.trailingAverage(entry, hour, scope);
+      const average = await this.trailingAverage(entry, hour, { kind, id });
       if (lastHour * 1000n <= average * BigInt(settings.velocityFactorMilli)) continue;
       this.fire(out, {
         tenantId: e.tenantId,
