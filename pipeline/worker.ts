@@ -40,6 +40,7 @@ export class PartitionWorker<In> implements RecoveryHost {
   private readonly blocking: Redis;
   private readonly watermark: Watermark;
   private readonly consumedOutputs: Set<string>;
+  private readonly outputKeys = new Map<string, string[]>();
   /** Events per entry of what this worker forwarded lately: its output marks are in events. */
   private readonly outputSizes = new BlockSizes();
   /** Events per read (the stage's batch size); a read asks for as many entries as that makes in blocks. */
@@ -433,8 +434,9 @@ export class PartitionWorker<In> implements RecoveryHost {
       const built = this.groupOutputs(block, results, ok, errors);
       if (!built) continue; // some events' outputs could not be encoded: they failed, build again
       const retries: AckRetry[] = [];
-      for (const [i, event] of block.events.entries()) {
+      for (let i = 0; i < block.events.length; i++) {
         if (ok[i]) continue;
+        const event = block.events[i];
         retries.push({ payload: encodePayload(event.payload), tags: event.tags.join(','), reason: describeError(errors[i]) });
       }
       return {
@@ -445,6 +447,13 @@ export class PartitionWorker<In> implements RecoveryHost {
     }
   }
 
+  /** The partitioned key of an output stream, built once per stream and partition (not per event). */
+  private outputKey(stream: string, partition: number): string {
+    let keys = this.outputKeys.get(stream);
+    if (!keys) this.outputKeys.set(stream, (keys = []));
+    return (keys[partition] ??= partitionedKey(this.config.REDIS_PREFIX, stream, partition));
+  }
+
   /** Groups the outputs of the events still ok; undefined (with errors set) when some could not be encoded. */
   private groupOutputs(
     block: InputBlock<In>,
@@ -453,29 +462,39 @@ export class PartitionWorker<In> implements RecoveryHost {
     errors: unknown[],
   ): { groups: RoutedGroup[]; counted: AckCounted[]; streams: Map<string, number> } | undefined {
     const prefix = this.config.REDIS_PREFIX;
-    type Draft = { key: string; origin: string; stream: string; partition: number; payloads: unknown[]; owners: number[] };
+    type Draft = { key: string; origin: string; stream: string; partition: number; payloads: unknown[]; owners: number[]; groupIndex: number };
     const drafts: Draft[] = [];
     const byKey = new Map<string, Draft>();
-    const refsOf: { groupIndex: number; position: number }[][] = block.events.map(() => []);
-    for (const [i, result] of results.entries()) {
-      if (!ok[i]) continue;
-      for (const output of (result.outputs ?? []) as Output[]) {
+    // Where each output of an event with counter effects went (the ack script tags them); none for the others.
+    let refsOf: ({ groupIndex: number; position: number }[] | undefined)[] | undefined;
+    for (let i = 0; i < results.length; i++) {
+      const result = results[i];
+      if (!ok[i] || !result.outputs) continue;
+      for (const output of result.outputs as Output[]) {
         if (!this.stage.outputs.includes(output.stream)) {
           errors[i] = new Error(`stage ${this.stage.name} may not write to ${output.stream}`);
           return undefined;
         }
         const partition = output.partitionKey === undefined ? this.partition : partitionOf(output.partitionKey, this.config.PARTITIONS);
-        const key = partitionedKey(prefix, output.stream, partition);
+        const key = this.outputKey(output.stream, partition);
         // A terminal stream (rejections) keeps one entry per event: operators and tools read it.
         let draft = this.consumedOutputs.has(output.stream) ? byKey.get(key) : undefined;
         if (!draft) {
-          draft = { key, origin: partition === this.partition ? block.origin : `${block.origin}.${partition}`, stream: output.stream, partition, payloads: [], owners: [] };
+          draft = {
+            key,
+            origin: partition === this.partition ? block.origin : `${block.origin}.${partition}`,
+            stream: output.stream,
+            partition,
+            payloads: [],
+            owners: [],
+            groupIndex: drafts.length + 1,
+          };
           drafts.push(draft);
           if (this.consumedOutputs.has(output.stream)) byKey.set(key, draft);
         }
         draft.payloads.push(output.payload);
         draft.owners.push(i);
-        refsOf[i].push({ groupIndex: drafts.indexOf(draft) + 1, position: draft.payloads.length });
+        if (result.counters?.length) ((refsOf ??= [])[i] ??= []).push({ groupIndex: draft.groupIndex, position: draft.payloads.length });
       }
     }
     const groups: RoutedGroup[] = [];
@@ -509,7 +528,8 @@ export class PartitionWorker<In> implements RecoveryHost {
     }
     if (encodingFailed) return undefined;
     const counted: AckCounted[] = [];
-    for (const [i, result] of results.entries()) {
+    for (let i = 0; i < results.length; i++) {
+      const result = results[i];
       if (!ok[i] || !result.counters?.length) continue;
       counted.push({
         counters: result.counters.map((c) => ({
@@ -523,7 +543,7 @@ export class PartitionWorker<In> implements RecoveryHost {
           flagTtlSeconds: c.onLimit?.ttlSeconds,
           window: c.window,
         })),
-        refs: refsOf[i],
+        refs: refsOf?.[i] ?? [],
       });
     }
     return { groups, counted, streams };
