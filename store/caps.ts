@@ -46,6 +46,12 @@ export interface CapScopes {
   ratePlanId?: string;
 }
 
+/** A tenant's active caps by scope kind, then scope id. */
+type Book = Map<string, Map<string, SpendCap[]>>;
+
+/** No cap (shared: callers only read it). */
+const NO_CAPS: readonly SpendCap[] = Object.freeze([]) as readonly SpendCap[];
+
 /** A tenant the book has never seen is read from PostgreSQL at most this often. */
 const UNKNOWN_TENANT_RETRY_MS = 1_000;
 
@@ -55,7 +61,7 @@ const UNKNOWN_TENANT_RETRY_MS = 1_000;
  * message: a seed, a direct insert) is looked up the first time one of its events comes.
  */
 export class CapBook {
-  private tenants = new Map<string, Map<string, SpendCap[]>>();
+  private tenants = new Map<string, Book>();
   private readonly triedAt = new Map<string, number>();
   private readonly loadedAt = new Map<string, number>();
   private withPlanCaps = new Set<string>();
@@ -81,7 +87,7 @@ export class CapBook {
 
   async reloadTenant(tenantId: string): Promise<void> {
     const now = Date.now();
-    const book = index(await this.query(tenantId)).get(tenantId) ?? new Map<string, SpendCap[]>();
+    const book = index(await this.query(tenantId)).get(tenantId) ?? new Map<string, Map<string, SpendCap[]>>();
     this.tenants.set(tenantId, book);
     this.loadedAt.set(tenantId, now);
     this.notePlanCaps(tenantId, book);
@@ -103,22 +109,26 @@ export class CapBook {
   }
 
   /** Every active cap on a scope of this caller: its credential, app or agent, team, customer and session. */
-  capsFor(tenantId: string, scope: CapScopes, sessionId?: string): SpendCap[] {
+  /** The caps on an event's scopes; `ratePlanId` (the scope's own by default) names its plan's caps on every session. */
+  capsFor(tenantId: string, scope: CapScopes, sessionId?: string, ratePlanId = scope.ratePlanId): readonly SpendCap[] {
     const book = this.tenants.get(tenantId);
-    if (!book || book.size === 0) return [];
-    const caps: SpendCap[] = [];
-    const add = (key: string) => {
-      const list = book.get(key);
-      if (list) caps.push(...list);
+    if (!book || book.size === 0) return NO_CAPS;
+    // Looked up by kind, then id: no key string is built per event (cap-check and spend-alerts ask for every event).
+    let caps: SpendCap[] | undefined;
+    const add = (kind: string, id: string | undefined) => {
+      const list = id === undefined || id === '' ? undefined : book.get(kind)?.get(id);
+      if (list) (caps ??= []).push(...list);
     };
-    if (scope.credentialId) add(`api_key:${scope.credentialId}`);
-    if (scope.agentId) add(`agent:${scope.agentId}`);
-    if (scope.appId) add(`app:${scope.appId}`);
-    add(`team:${scope.teamId}`);
-    add(`customer:${scope.customerId}`);
-    if (sessionId) add(`session:${sessionId}`);
-    if (scope.ratePlanId && sessionId) add(`plan:${scope.ratePlanId}`);
-    return caps;
+    add('api_key', scope.credentialId);
+    add('agent', scope.agentId);
+    add('app', scope.appId);
+    add('team', scope.teamId);
+    add('customer', scope.customerId);
+    if (sessionId) {
+      add('session', sessionId);
+      add('plan', ratePlanId);
+    }
+    return caps ?? NO_CAPS;
   }
 
   /** Changes (by identity) whenever the tenant's caps are read again: what was built from them may be kept until then. */
@@ -131,8 +141,8 @@ export class CapBook {
     return this.withPlanCaps.has(tenantId);
   }
 
-  private notePlanCaps(tenantId: string, book: Map<string, SpendCap[]>): void {
-    if ([...book.keys()].some((key) => key.startsWith('plan:'))) this.withPlanCaps.add(tenantId);
+  private notePlanCaps(tenantId: string, book: Book): void {
+    if (book.has('plan')) this.withPlanCaps.add(tenantId);
     else this.withPlanCaps.delete(tenantId);
   }
 
@@ -157,15 +167,16 @@ export function capOfRow(tenantId: string, row: Omit<CapRow, 'tenant_id'>): Spen
   };
 }
 
-function index(rows: CapRow[]): Map<string, Map<string, SpendCap[]>> {
-  const tenants = new Map<string, Map<string, SpendCap[]>>();
+function index(rows: CapRow[]): Map<string, Book> {
+  const tenants = new Map<string, Book>();
   for (const row of rows) {
     let book = tenants.get(row.tenant_id);
     if (!book) tenants.set(row.tenant_id, (book = new Map()));
-    const scope = `${row.scope_kind}:${row.scope_id}`;
-    const list = book.get(scope) ?? [];
+    let ids = book.get(row.scope_kind);
+    if (!ids) book.set(row.scope_kind, (ids = new Map()));
+    const list = ids.get(row.scope_id) ?? [];
     list.push(capOfRow(row.tenant_id, row));
-    book.set(scope, list);
+    ids.set(row.scope_id, list);
   }
   return tenants;
 }

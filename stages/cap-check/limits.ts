@@ -9,7 +9,7 @@ import { pauseKey, type PauseRecord } from '../../store/pauses.js';
  * session, for per-session caps) until the period ends. A rolling cap counts the event at `now`
  * (when it is counted, not when it happened) and pauses until enough spend has left the window.
  */
-export function capCounters(caps: SpendCap[], event: PricedEvent, now = Date.now()): CounterEffect[] {
+export function capCounters(caps: readonly SpendCap[], event: PricedEvent, now = Date.now()): CounterEffect[] {
   if (event.cost.total === 0n) return [];
   const effects: CounterEffect[] = [];
   for (const cap of caps) {

@@ -98,8 +98,9 @@ export async function writeLedger(
     ON CONFLICT (tenant_id, event_id) DO NOTHING
     RETURNING tenant_id, event_id, ingest_nonce`;
   for (const row of inserted) nonceOf.set(`${row.tenant_id}\u0000${row.event_id}`, row.ingest_nonce);
+  const keyOf = events.map((e) => `${e.tenantId}\u0000${e.eventId}`);
 
-  const unseen = events.filter((e) => !nonceOf.has(`${e.tenantId}\u0000${e.eventId}`));
+  const unseen = events.filter((e, i) => !nonceOf.has(keyOf[i]));
   if (unseen.length) {
     const existing = await sql<{ tenant_id: string; event_id: string; ingest_nonce: string }[]>`
       SELECT l.tenant_id, l.event_id, l.ingest_nonce
@@ -108,7 +109,7 @@ export async function writeLedger(
         ON l.tenant_id = k.tenant_id AND l.event_id = k.event_id`;
     for (const row of existing) nonceOf.set(`${row.tenant_id}\u0000${row.event_id}`, row.ingest_nonce);
   }
-  const duplicates = events.filter((e) => nonceOf.get(`${e.tenantId}\u0000${e.eventId}`) !== e.ingestNonce);
+  const duplicates = events.filter((e, i) => nonceOf.get(keyOf[i]) !== e.ingestNonce);
   if (duplicates.length) {
     await sql`
       INSERT INTO ledger_duplicates (tenant_id, event_id, ingest_nonce)
@@ -123,7 +124,7 @@ export async function writeLedger(
   });
 
   return events.map((event, i): EntryResult => {
-    if (nonceOf.get(`${event.tenantId}\u0000${event.eventId}`) !== event.ingestNonce) {
+    if (nonceOf.get(keyOf[i]) !== event.ingestNonce) {
       // A rolling total is taken back in the bucket it was counted in (msgpack may hand its numbers back as bigint).
       return {
         counters: event.capCounters.map((c) => ({

@@ -308,7 +308,7 @@ export class SpendAlerts {
     const now = this.now();
     const byPartition = new Map<number, { byCap: Map<SpendCap, Map<string, CapTotal>>; keys: string[]; list: CapTotal[] }>();
     const totals = entries.map(({ partition, payload: e }): CapTotal[] => {
-      const caps = this.caps.capsFor(e.tenantId, { ...e.attribution, ratePlanId: e.subscription.ratePlanId }, e.sessionId);
+      const caps = this.caps.capsFor(e.tenantId, e.attribution, e.sessionId, e.subscription.ratePlanId);
       if (caps.length === 0) return NO_CAPS;
       let place = byPartition.get(partition);
       if (!place) byPartition.set(partition, (place = { byCap: new Map(), keys: [], list: [] }));
