@@ -54,7 +54,9 @@ export interface StartOptions {
  * two scavenges at 16 MiB and be promoted, so the old generation's collector took 30% of
  * from-ledger's busy time. 16 -> 64 MiB: +10-11% events/s ledgered at --rate max in two
  * alternating pairs; 64 -> 128 MiB: +8% over two more pairs (256 MiB: no further gain within the
- * spread). BENCHMARKS.md, issue 13.
+ * spread). BENCHMARKS.md, issue 13. Most scavenges of the stage processes are now started by
+ * their Buffers, not by a full young generation (V8 collects once young ArrayBuffers hold twice
+ * its default semi-space, whatever this flag says): fewer Buffers per hop is the lever there.
  */
 const YOUNG_GENERATION = '--max-semi-space-size=128';
 
