@@ -11,6 +11,7 @@ import { issueApiKey, issueClientSecret, newClientId, newId } from '../store/cre
 import { createTenant, type CreatedTenant } from '../store/tenants.js';
 import { isolated, type Isolated } from '../test/support/isolated.js';
 import { TenantTokens } from '../store/tenant-tokens.js';
+import { TcpProxy } from '../test/support/tcp-proxy.js';
 import { createAuthorizeRoutes, type AuthorizeReply } from './authorize.js';
 
 const PARTITIONS = 4;
@@ -290,6 +291,47 @@ describe('POST /v1/authorize served straight on Node (serveNode)', () => {
       expect((await fetch(`${base}/v1/authorize/batch`, { method: 'POST', body: '{}' })).status).toBe(418);
     } finally {
       server.close();
+    }
+  });
+
+  it('answers 503 at the request deadline when Redis stops answering (a frozen peer), and serves again once it answers', async () => {
+    const owner = await seedOwner();
+    const proxy = await TcpProxy.start({ port: Number(new URL(config.REDIS_URL).port || 6379) });
+    const frozen = connectRedis(`redis://127.0.0.1:${proxy.port}`, 'authorize-test-frozen');
+    frozen.on('error', () => {});
+    const { createServer } = await import('node:http');
+    const timeoutMs = 300;
+    const slow = createAuthorizeRoutes({
+      config: { ...config, HTTP_REQUEST_TIMEOUT_MS: timeoutMs },
+      redis: frozen,
+      resolver: new AttributionResolver(iso.sql, frozen, config.REDIS_PREFIX, 60),
+      tokens: new TenantTokens(iso.sql),
+      sql: iso.sql,
+    });
+    const server = createServer((req, res) => void slow.serveNode(req, res));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+    const url = `http://127.0.0.1:${(server.address() as { port: number }).port}/v1/authorize`;
+    const post = () =>
+      fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${tenant.ingestToken}` }, body: JSON.stringify({ api_key: owner.apiKey }) });
+    try {
+      expect((await post()).status).toBe(200);
+      proxy.cut('blackhole');
+      const started = performance.now();
+      const answers = await Promise.all([post(), post()]);
+      const took = performance.now() - started;
+      for (const res of answers) {
+        expect(res.status).toBe(503);
+        expect(res.headers.get('retry-after')).toBe('2');
+        expect(((await res.json()) as { error: { code: string } }).error.code).toBe('timeout');
+      }
+      expect(took).toBeGreaterThanOrEqual(timeoutMs - 5);
+      expect(took).toBeLessThan(timeoutMs + 700);
+      proxy.restore();
+      expect((await post()).status).toBe(200);
+    } finally {
+      server.close();
+      frozen.disconnect();
+      await proxy.close();
     }
   });
 });

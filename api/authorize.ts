@@ -8,7 +8,7 @@ import { formatNano, parseNano } from '../domain/money.js';
 import { describeIssues } from '../domain/validation.js';
 import type { PauseRecord } from '../store/pauses.js';
 import { ApiError, tooLarge, unavailable } from './errors.js';
-import { readLimitedNodeBody, redisDown, writeJson } from './http.js';
+import { readLimitedNodeBody, redisDown, RequestDeadlines, writeJson } from './http.js';
 import type { Attribution } from '../domain/flow.js';
 import type { AttributionResolver } from '../store/attribution.js';
 import { Authorizer, type AuthorizeAsk, type AuthorizeDecision, type CapStanding } from '../store/authorizer.js';
@@ -405,11 +405,12 @@ export function createAuthorizeRoutes(deps: AuthorizeDeps): AuthorizeRoutes {
   });
 
   const timeoutMs = config.HTTP_REQUEST_TIMEOUT_MS;
+  const deadlines = new RequestDeadlines(timeoutMs);
 
   /**
    * Answers once: with the decision, or with 503 when it takes longer than the request deadline
-   * (whichever comes first; the other is dropped). A timer per call and no promise race: this
-   * runs before every tool call of every agent.
+   * (whichever comes first; the other is dropped). One timer for all calls and no promise race:
+   * this runs before every tool call of every agent.
    */
   function serveAuthorize(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const start = performance.now();
@@ -417,7 +418,7 @@ export function createAuthorizeRoutes(deps: AuthorizeDeps): AuthorizeRoutes {
     const answer = (status: number, payload: unknown, headers?: Record<string, string>) => {
       if (answered) return;
       answered = true;
-      clearTimeout(timer);
+      deadlines.settle(deadline);
       writeJson(res, status, JSON.stringify(payload), { ...headers, 'server-timing': `app;dur=${(performance.now() - start).toFixed(3)}` });
     };
     const refuse = (err: unknown) => {
@@ -429,7 +430,7 @@ export function createAuthorizeRoutes(deps: AuthorizeDeps): AuthorizeRoutes {
       const error = refusal ?? new ApiError(500, 'internal', 'an unexpected error occurred; it has been logged');
       answer(error.status, error.body(), Object.fromEntries(error.getResponse().headers));
     };
-    const timer = setTimeout(() => refuse(unavailable('timeout', `no answer within ${timeoutMs} ms: a store is slow or unreachable; retry later`, 2)), timeoutMs);
+    const deadline = deadlines.track(() => refuse(unavailable('timeout', `no answer within ${timeoutMs} ms: a store is slow or unreachable; retry later`, 2)));
     return decideRequest(req).then((payload) => answer(200, payload), refuse);
   }
 

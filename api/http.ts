@@ -80,3 +80,55 @@ export function readLimitedNodeBody(env: unknown, request: Request, limit: numbe
     });
   });
 }
+
+/** A request in hand under RequestDeadlines. */
+export interface TrackedRequest {
+  readonly due: number;
+  readonly expire: () => void;
+}
+
+/**
+ * The deadlines of requests in hand, kept by one timer rather than one per request: a timer per
+ * authorize call cost about 5% of the calls one process answers (BENCHMARKS.md, issue 14). A
+ * request still in hand at its deadline is expired within a tenth of the deadline after it (at
+ * least 10 ms); requests are tracked in the order they come, all with the same deadline, so a
+ * sweep stops at the first one not due.
+ */
+export class RequestDeadlines {
+  private readonly inHand = new Set<TrackedRequest>();
+  private sweeper: NodeJS.Timeout | undefined;
+
+  constructor(private readonly ms: number) {}
+
+  /** Calls `expire` if the request is not settled within the deadline. */
+  track(expire: () => void): TrackedRequest {
+    const request = { due: performance.now() + this.ms, expire };
+    this.inHand.add(request);
+    if (!this.sweeper) {
+      this.sweeper = setInterval(() => this.sweep(), Math.max(10, Math.floor(this.ms / 10)));
+      this.sweeper.unref();
+    }
+    return request;
+  }
+
+  settle(request: TrackedRequest): void {
+    this.inHand.delete(request);
+  }
+
+  get size(): number {
+    return this.inHand.size;
+  }
+
+  private sweep(): void {
+    const now = performance.now();
+    for (const request of this.inHand) {
+      if (request.due > now) break;
+      this.inHand.delete(request);
+      request.expire();
+    }
+    if (this.inHand.size === 0 && this.sweeper) {
+      clearInterval(this.sweeper);
+      this.sweeper = undefined;
+    }
+  }
+}

@@ -100,7 +100,7 @@ export async function writeLedger(
   for (const row of inserted) nonceOf.set(`${row.tenant_id}\u0000${row.event_id}`, row.ingest_nonce);
   const keyOf = events.map((e) => `${e.tenantId}\u0000${e.eventId}`);
 
-  const unseen = events.filter((e, i) => !nonceOf.has(keyOf[i]));
+  const unseen = events.filter((_, i) => !nonceOf.has(keyOf[i]));
   if (unseen.length) {
     const existing = await sql<{ tenant_id: string; event_id: string; ingest_nonce: string }[]>`
       SELECT l.tenant_id, l.event_id, l.ingest_nonce
