@@ -87,7 +87,7 @@ export class CapBook {
 
   async reloadTenant(tenantId: string): Promise<void> {
     const now = Date.now();
-    const book = index(await this.query(tenantId)).get(tenantId) ?? new Map<string, Map<string, SpendCap[]>>();
+    const book: Book = index(await this.query(tenantId)).get(tenantId) ?? new Map();
     this.tenants.set(tenantId, book);
     this.loadedAt.set(tenantId, now);
     this.notePlanCaps(tenantId, book);
@@ -108,8 +108,10 @@ export class CapBook {
     return this.tenants.has(tenantId) && now - (this.loadedAt.get(tenantId) ?? 0) < this.maxAgeMs;
   }
 
-  /** Every active cap on a scope of this caller: its credential, app or agent, team, customer and session. */
-  /** The caps on an event's scopes; `ratePlanId` (the scope's own by default) names its plan's caps on every session. */
+  /**
+   * Every active cap on a scope of this caller: its credential, app or agent, team, customer and
+   * session, and its plan's caps on every session (`ratePlanId`, the scope's own by default).
+   */
   capsFor(tenantId: string, scope: CapScopes, sessionId?: string, ratePlanId = scope.ratePlanId): readonly SpendCap[] {
     const book = this.tenants.get(tenantId);
     if (!book || book.size === 0) return NO_CAPS;

@@ -100,6 +100,14 @@ interface Pending {
   notBefore: number;
 }
 
+/** A request of the events made, its body encoded once. */
+const pendingOf = (made: { events: unknown[]; seqs: number[] }): Pending => ({
+  body: Buffer.from(JSON.stringify({ events: made.events })),
+  seqs: made.seqs,
+  attempts: 0,
+  notBefore: 0,
+});
+
 class Bitset {
   bytes = new Uint8Array(1 << 16);
 
@@ -272,7 +280,7 @@ export async function runGenerator(
   const newBatch = (): Pending => {
     const made = mix.batch(config.batch, Date.now());
     tick.newEvents += made.events.length;
-    return { body: Buffer.from(JSON.stringify({ events: made.events })), seqs: made.seqs, attempts: 0, notBefore: 0 };
+    return pendingOf(made);
   };
 
   function pump(): void {
@@ -335,7 +343,7 @@ export async function runGenerator(
 
   if (config.prime) {
     for (const made of mix.prime(config.batch, Date.now())) {
-      queueRetry({ body: Buffer.from(JSON.stringify({ events: made.events })), seqs: made.seqs, attempts: 0, notBefore: 0 });
+      queueRetry(pendingOf(made));
       backlogEvents += made.seqs.length;
     }
     await new Promise<void>((resolve) => {

@@ -22,6 +22,9 @@ export interface LedgerCounters {
  * the redelivery (which finds every row there and tells the same story). One round trip, not
  * three, in the common case (no row there already).
  */
+/** A ledger row's key (tenant and event id) as one string, for the nonces found by key. */
+const ledgerKey = (tenantId: string, eventId: string) => `${tenantId}\u0000${eventId}`;
+
 export async function writeLedger(
   sql: Sql,
   batch: StageEntry<CheckedEvent>[],
@@ -97,8 +100,8 @@ export async function writeLedger(
       cost_nano int8, cost_breakdown jsonb, currency text, over_cap bool, error_type text, is_parallel bool)
     ON CONFLICT (tenant_id, event_id) DO NOTHING
     RETURNING tenant_id, event_id, ingest_nonce`;
-  for (const row of inserted) nonceOf.set(`${row.tenant_id}\u0000${row.event_id}`, row.ingest_nonce);
-  const keyOf = events.map((e) => `${e.tenantId}\u0000${e.eventId}`);
+  for (const row of inserted) nonceOf.set(ledgerKey(row.tenant_id, row.event_id), row.ingest_nonce);
+  const keyOf = events.map((e) => ledgerKey(e.tenantId, e.eventId));
 
   const unseen = events.filter((_, i) => !nonceOf.has(keyOf[i]));
   if (unseen.length) {
@@ -107,7 +110,7 @@ export async function writeLedger(
       FROM usage_ledger l
       JOIN unnest(${unseen.map((e) => e.tenantId)}::text[], ${unseen.map((e) => e.eventId)}::text[]) AS k(tenant_id, event_id)
         ON l.tenant_id = k.tenant_id AND l.event_id = k.event_id`;
-    for (const row of existing) nonceOf.set(`${row.tenant_id}\u0000${row.event_id}`, row.ingest_nonce);
+    for (const row of existing) nonceOf.set(ledgerKey(row.tenant_id, row.event_id), row.ingest_nonce);
   }
   const duplicates = events.filter((e, i) => nonceOf.get(keyOf[i]) !== e.ingestNonce);
   if (duplicates.length) {

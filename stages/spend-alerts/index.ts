@@ -117,8 +117,7 @@ interface HourKeys {
   hour: number;
   current: string;
   previous: string;
-  kind: VelocityKind;
-  id: string;
+  scope: VelocityScope;
   dedupeKey: string;
   firedKey: string;
 }
@@ -416,8 +415,7 @@ export class SpendAlerts {
             hour,
             current: this.key(bucketKey(e, hour, scope), partition),
             previous: this.key(bucketKey(e, hour - 1, scope), partition),
-            kind,
-            id,
+            scope,
             dedupeKey,
             firedKey: alertKey(e.tenantId, dedupeKey),
           });
@@ -578,23 +576,23 @@ export class SpendAlerts {
     // A late event says nothing about the rate now.
     if (this.now() - e.recordedAt > HOUR_MS) return;
     const hour = hourOf(e.recordedAt);
+    const intoHour = BigInt(e.recordedAt - hour * HOUR_MS);
     let slot = view.velocity;
-    for (const { kind, id, dedupeKey, firedKey } of view.scopes) {
+    for (const { scope, dedupeKey, firedKey } of view.scopes) {
       const current = slot;
       slot += 2;
       if (this.hasFired(out, firedKey)) continue;
-      const intoHour = BigInt(e.recordedAt - hour * HOUR_MS);
       const lastHour = view.batch.view(current) + (view.batch.view(current + 1) * (HOUR_MS_BIG - intoHour)) / HOUR_MS_BIG;
       if (lastHour < settings.velocityMinNano) continue;
-      const average = await this.trailingAverage(entry, hour, { kind, id });
+      const average = await this.trailingAverage(entry, hour, scope);
       if (lastHour * 1000n <= average * BigInt(settings.velocityFactorMilli)) continue;
       this.fire(out, {
         tenantId: e.tenantId,
         type: 'spend.velocity_spike',
         dedupeKey,
         data: {
-          scope_kind: kind,
-          scope_id: id,
+          scope_kind: scope.kind,
+          scope_id: scope.id,
           customer_id: e.attribution.customerId,
           hour_start: new Date(hour * HOUR_MS).toISOString(),
           last_hour_spend: formatNano(lastHour),
