@@ -4,7 +4,7 @@ import { STREAMS } from '../../store/streams.js';
 import { TransientError } from '../../pipeline/errors.js';
 import type { EntryResult, StageDefinition, StageEntry } from '../../pipeline/stage.js';
 import { isUsageEventType } from '../../domain/events.js';
-import { chString, connectClickHouse, type ClickHouseClient } from '../../store/clickhouse.js';
+import { chString, connectClickHouse, insertJsonRows, type ClickHouseClient } from '../../store/clickhouse.js';
 import { watchedCostModels, type CostModelCache } from '../../store/cost-model-cache.js';
 import { eventCogs } from '../../store/cost-model.js';
 import type { AnalyticsEvent } from '../../domain/flow.js';
@@ -90,7 +90,7 @@ export async function dispatchBatch(
       seen.add(rowKey(row)); // the same event twice in one batch goes in once
       fresh.push(row);
     }
-    if (fresh.length) await clickhouse.insert({ table: INVOCATIONS_TABLE, values: fresh, format: 'JSONEachRow' });
+    if (fresh.length) await insertJsonRows(clickhouse, INVOCATIONS_TABLE, fresh);
   } catch (error) {
     if (isDataError(error)) throw error;
     throw new TransientError(`ClickHouse insert failed: ${(error as Error)?.message ?? String(error)}`, { cause: error });
