@@ -1,4 +1,4 @@
-import { ClickHouseLogLevel, createClient, type ClickHouseClient } from '@clickhouse/client';
+import { ClickHouseLogLevel, createClient, type ClickHouseClient, type ClickHouseSettings as ServerSettings } from '@clickhouse/client';
 import { Readable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 
@@ -38,12 +38,19 @@ const INSERT_CHUNK_CHARS = 64 * 1024;
  * client's own insert joins every row into one string and encodes that whole: for a batch of
  * 20,000 analytics rows, two fresh allocations of ~12 MB per insert, each mapped anew and faulted
  * in page by page (on a VM with costly page faults, a third of the analytics stage's faults).
- * Fails as the client's insert does (ClickHouseError with the server's code).
+ * Fails as the client's insert does (ClickHouseError with the server's code). `options`: a query
+ * id and settings for the insert (the insert benchmark logs each one).
  */
-export async function insertJsonRows(clickhouse: ClickHouseClient, table: string, rows: readonly object[]): Promise<void> {
+export async function insertJsonRows(
+  clickhouse: ClickHouseClient,
+  table: string,
+  rows: readonly object[],
+  options: { query_id?: string; clickhouse_settings?: ServerSettings } = {},
+): Promise<void> {
   const result = await clickhouse.exec({
     query: `INSERT INTO ${table} FORMAT JSONEachRow`,
     values: Readable.from(jsonEachRowChunks(rows), { objectMode: false }),
+    ...options,
   });
   await finished(result.stream.resume());
 }

@@ -1,4 +1,4 @@
-// npm run bench:clickhouse [-- --rows 200000 --batch 5000 --rounds 3 --formats json,tsv,csv,rowbinary,json-bare,tsv-bare]
+// npm run bench:clickhouse [-- --rows 200000 --batch 5000 --rounds 3 --formats json,json-client,tsv,csv,rowbinary,json-bare,tsv-bare]
 // (a format may carry its own batch size and insert settings: --formats json@1000,json,json@20000,json~max_compress_block_size=65536)
 //
 // What one row inserted into {db}.invocations costs, per insert format: the CPU of the
@@ -19,7 +19,7 @@ import { seededRandom } from '../../ops/demo-traffic.js';
 import { loadConfig } from '../../pipeline/config.js';
 import { INVOCATION_COLUMNS, invocationRow, type InvocationRow } from '../../stages/analytics-dispatch/rows.js';
 import { ledgeredEvent } from '../../stages/testing.js';
-import { connectClickHouse, type ClickHouseClient } from '../../store/clickhouse.js';
+import { connectClickHouse, insertJsonRows, type ClickHouseClient } from '../../store/clickhouse.js';
 import { migrateClickHouse } from '../../store/migrate.js';
 import { API_ENDPOINTS, MCP_TOOLS, MODELS, Zipf } from './events.js';
 
@@ -265,6 +265,11 @@ async function insert(ch: ClickHouseClient, format: string, table: string, rows:
   const logged = queryId ? { query_id: queryId, clickhouse_settings: { ...settings, log_queries: 1 as const } } : { clickhouse_settings: settings };
   switch (format) {
     case 'json':
+      // As analytics-dispatch inserts: the body streamed in chunks of about 64 KiB.
+      await insertJsonRows(ch, table, rows, logged);
+      return;
+    case 'json-client':
+      // The client's own insert: every row joined into one string, encoded whole.
       await ch.insert({ table, values: rows, format: 'JSONEachRow', ...logged });
       return;
     case 'tsv':
