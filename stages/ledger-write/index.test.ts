@@ -18,9 +18,9 @@ function checked(overrides: Parameters<typeof ledgeredEvent>[0] = {}): CheckedEv
   return event;
 }
 
-async function write(batch: StageEntry<CheckedEvent>[]) {
+async function write(batch: StageEntry<CheckedEvent>[], rowsPerStatement?: number) {
   let counts: LedgerCounters | undefined;
-  const results = await writeLedger(world.sql, batch, (c) => (counts = c));
+  const results = await writeLedger(world.sql, batch, (c) => (counts = c), rowsPerStatement);
   return { results, counts: counts! };
 }
 
@@ -78,6 +78,19 @@ describe('ledger-write', () => {
     // A month later, the same event_id again: still a duplicate.
     const later = await write(stageEntries([{ ...original, ingestNonce: 'a-month-later', recordedAt: original.recordedAt + 30 * 86_400_000 }]));
     expect(later.counts.duplicates).toBe(1);
+  });
+
+  it('writes a batch of several statements whole and in order: of one event_id twice, the first is ledgered', async () => {
+    const events = Array.from({ length: 7 }, () => checked());
+    const resubmitted = { ...events[1], ingestNonce: 'resubmitted-later-in-the-batch', cost: { ...events[1].cost, total: 5n } };
+    const batch = [...events.slice(0, 5), resubmitted, ...events.slice(5)];
+    // Two rows a statement: the event and its second submission go in different statements.
+    const { results, counts } = await write(stageEntries(batch), 2);
+    expect(counts).toEqual({ inserted: 7, duplicates: 1, redelivered: 0 });
+    expect(results.map((r) => (r.outputs ? 'ledgered' : 'duplicate'))).toEqual(['ledgered', 'ledgered', 'ledgered', 'ledgered', 'ledgered', 'duplicate', 'ledgered', 'ledgered']);
+    const rows = await world.sql`SELECT event_id, ingest_nonce FROM usage_ledger WHERE event_id IN ${world.sql(events.map((e) => e.eventId))}`;
+    expect(rows.length).toBe(7);
+    expect(rows.find((r) => r.event_id === events[1].eventId)?.ingest_nonce).toBe(events[1].ingestNonce);
   });
 
   it('keeps the tenants apart: the same event_id under two tenants is two rows', async () => {

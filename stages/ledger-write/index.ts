@@ -11,24 +11,64 @@ export interface LedgerCounters {
   duplicates: number;
 }
 
-/**
- * Writes a batch to the ledger with one INSERT ... ON CONFLICT (tenant_id, event_id) DO
- * NOTHING. An event whose row already exists is either this submission again (same ingest
- * nonce: a redelivery after a crash, forwarded so the consumers downstream see it) or a
- * second submission of the same event_id (a duplicate: counted, not billed, not forwarded,
- * and the spend counters cap-check advanced for it are taken back in the ack).
- * No transaction around the statements: the INSERT is atomic on its own, and what follows only
- * reads committed rows and records duplicates idempotently, so a crash between them is mended by
- * the redelivery (which finds every row there and tells the same story). One round trip, not
- * three, in the common case (no row there already).
- */
 /** A ledger row's key (tenant and event id) as one string, for the nonces found by key. */
 const ledgerKey = (tenantId: string, eventId: string) => `${tenantId}\u0000${eventId}`;
 
+/**
+ * Ledger rows per INSERT (about 240 KB of JSON). A batch of 1,000 events (ten blocks read at once
+ * under load) in one statement cost PostgreSQL twice the CPU per event, 48-50 us against 21-28,
+ * and ~1.9 page faults per event: `npm run bench:ledger-write`, BENCHMARKS.md.
+ */
+const LEDGER_ROWS_PER_STATEMENT = 250;
+
+/** Inserts the rows of one JSON array (no replacer: it would take JSON.stringify off its fast path); returns those new to the ledger. */
+function insertLedgerRows(sql: Sql, json: string) {
+  return sql<{ tenant_id: string; event_id: string; ingest_nonce: string }[]>`
+    INSERT INTO usage_ledger (
+      tenant_id, event_id, ingest_nonce, event_type, recorded_at, ingested_at,
+      customer_id, team_id, agent_id, app_id, credential_id, product_id,
+      subscription_id, rate_plan_id, rate_plan_version_id, rate_plan_version, period_start,
+      session_id, tool_name, priced_tool, mcp_server_id, model, execution_status,
+      duration_ms, input_tokens, output_tokens, retry_count,
+      cost_nano, cost_breakdown, currency, over_cap, error_type, is_parallel)
+    SELECT
+      r.tenant_id, r.event_id, r.ingest_nonce, r.event_type,
+      timestamptz 'epoch' + r.recorded_ms * interval '1 millisecond',
+      timestamptz 'epoch' + r.ingested_ms * interval '1 millisecond',
+      r.customer_id, r.team_id, r.agent_id, r.app_id, r.credential_id, r.product_id,
+      r.subscription_id, r.rate_plan_id, r.rate_plan_version_id, r.rate_plan_version,
+      timestamptz 'epoch' + r.period_start_ms * interval '1 millisecond',
+      r.session_id, r.tool_name, r.priced_tool, r.mcp_server_id, r.model, r.execution_status,
+      r.duration_ms, r.input_tokens, r.output_tokens, r.retry_count,
+      r.cost_nano, r.cost_breakdown, r.currency, r.over_cap, r.error_type, r.is_parallel
+    FROM json_to_recordset(${json}::text::json) AS r(
+      tenant_id text, event_id text, ingest_nonce text, event_type text, recorded_ms int8, ingested_ms int8,
+      customer_id text, team_id text, agent_id text, app_id text, credential_id text, product_id text,
+      subscription_id text, rate_plan_id text, rate_plan_version_id text, rate_plan_version int4, period_start_ms int8,
+      session_id text, tool_name text, priced_tool text, mcp_server_id text, model text, execution_status text,
+      duration_ms int8, input_tokens int8, output_tokens int8, retry_count int4,
+      cost_nano int8, cost_breakdown jsonb, currency text, over_cap bool, error_type text, is_parallel bool)
+    ON CONFLICT (tenant_id, event_id) DO NOTHING
+    RETURNING tenant_id, event_id, ingest_nonce`;
+}
+
+/**
+ * Writes a batch to the ledger with INSERT ... ON CONFLICT (tenant_id, event_id) DO NOTHING, at
+ * most LEDGER_ROWS_PER_STATEMENT rows a statement. An event whose row already exists is either
+ * this submission again (same ingest nonce: a redelivery after a crash, forwarded so the
+ * consumers downstream see it) or a second submission of the same event_id (a duplicate:
+ * counted, not billed, not forwarded, and the spend counters cap-check advanced for it are taken
+ * back in the ack).
+ * No transaction around the statements: each INSERT is atomic on its own, and what follows only
+ * reads committed rows and records duplicates idempotently, so a crash between them is mended by
+ * the redelivery (which finds every row there and tells the same story). One round trip per
+ * statement, not three, in the common case (no row there already).
+ */
 export async function writeLedger(
   sql: Sql,
   batch: StageEntry<CheckedEvent>[],
   counts?: (c: LedgerCounters) => void,
+  rowsPerStatement = LEDGER_ROWS_PER_STATEMENT,
 ): Promise<EntryResult[]> {
   const events = batch.map((entry) => entry.payload);
   const overCap = batch.map((entry) => entry.tags.some((t) => t.startsWith(CAP_TAG_PREFIX)));
@@ -72,34 +112,12 @@ export async function writeLedger(
     error_type: e.errorType ?? null,
     is_parallel: e.isParallel,
   }));
-  const json = JSON.stringify(rows); // no replacer: it would take JSON.stringify off its fast path
-  const inserted = await sql<{ tenant_id: string; event_id: string; ingest_nonce: string }[]>`
-    INSERT INTO usage_ledger (
-      tenant_id, event_id, ingest_nonce, event_type, recorded_at, ingested_at,
-      customer_id, team_id, agent_id, app_id, credential_id, product_id,
-      subscription_id, rate_plan_id, rate_plan_version_id, rate_plan_version, period_start,
-      session_id, tool_name, priced_tool, mcp_server_id, model, execution_status,
-      duration_ms, input_tokens, output_tokens, retry_count,
-      cost_nano, cost_breakdown, currency, over_cap, error_type, is_parallel)
-    SELECT
-      r.tenant_id, r.event_id, r.ingest_nonce, r.event_type,
-      timestamptz 'epoch' + r.recorded_ms * interval '1 millisecond',
-      timestamptz 'epoch' + r.ingested_ms * interval '1 millisecond',
-      r.customer_id, r.team_id, r.agent_id, r.app_id, r.credential_id, r.product_id,
-      r.subscription_id, r.rate_plan_id, r.rate_plan_version_id, r.rate_plan_version,
-      timestamptz 'epoch' + r.period_start_ms * interval '1 millisecond',
-      r.session_id, r.tool_name, r.priced_tool, r.mcp_server_id, r.model, r.execution_status,
-      r.duration_ms, r.input_tokens, r.output_tokens, r.retry_count,
-      r.cost_nano, r.cost_breakdown, r.currency, r.over_cap, r.error_type, r.is_parallel
-    FROM json_to_recordset(${json}::text::json) AS r(
-      tenant_id text, event_id text, ingest_nonce text, event_type text, recorded_ms int8, ingested_ms int8,
-      customer_id text, team_id text, agent_id text, app_id text, credential_id text, product_id text,
-      subscription_id text, rate_plan_id text, rate_plan_version_id text, rate_plan_version int4, period_start_ms int8,
-      session_id text, tool_name text, priced_tool text, mcp_server_id text, model text, execution_status text,
-      duration_ms int8, input_tokens int8, output_tokens int8, retry_count int4,
-      cost_nano int8, cost_breakdown jsonb, currency text, over_cap bool, error_type text, is_parallel bool)
-    ON CONFLICT (tenant_id, event_id) DO NOTHING
-    RETURNING tenant_id, event_id, ingest_nonce`;
+  // At most LEDGER_ROWS_PER_STATEMENT rows a statement, in order: the first of two events with one
+  // id in a batch is the one ledgered, as in one statement.
+  const inserted: { tenant_id: string; event_id: string; ingest_nonce: string }[] = [];
+  for (let start = 0; start < rows.length; start += rowsPerStatement) {
+    inserted.push(...(await insertLedgerRows(sql, JSON.stringify(rows.slice(start, start + rowsPerStatement)))));
+  }
   for (const row of inserted) nonceOf.set(ledgerKey(row.tenant_id, row.event_id), row.ingest_nonce);
   const keyOf = events.map((e) => ledgerKey(e.tenantId, e.eventId));
 
