@@ -1,4 +1,4 @@
-// npm run bench:ledger-write [-- --events 60000 --batches 100,300,1000 --rows 100,all --rounds 3]
+// npm run bench:ledger-write [-- --events 60000 --batches 100,300,1000 --rows 250,all --rounds 3]
 // What ledger-write's insert costs per event, by batch size and rows per INSERT statement: the
 // stage's writeLedger against a scratch PostgreSQL database, one connection, fresh events each
 // time (every row new). Prints per event the CPU of this Node process, of its PostgreSQL backend
@@ -17,7 +17,7 @@ const { values: args } = parseArgs({
   options: {
     events: { type: 'string', default: '60000' },
     batches: { type: 'string', default: '100,300,1000' },
-    rows: { type: 'string', default: '100,all' },
+    rows: { type: 'string', default: '250,all' },
     rounds: { type: 'string', default: '3' },
   },
 });
