@@ -36,7 +36,7 @@ const INSERT_CHUNK_CHARS = 64 * 1024;
 /**
  * Inserts `rows` into `table` as JSONEachRow, the body streamed in chunks of about 64 KiB. The
  * client's own insert joins every row into one string and encodes that whole: for a batch of
- * 20,000 analytics rows, two fresh allocations of ~12 MB per insert, each mapped anew and faulted
+ * 20,000 analytics rows, two fresh allocations of ~19 MB per insert, each mapped anew and faulted
  * in page by page (on a VM with costly page faults, a third of the analytics stage's faults).
  * Fails as the client's insert does (ClickHouseError with the server's code). `options`: a query
  * id and settings for the insert (the insert benchmark logs each one).
