@@ -22,6 +22,7 @@ import { ledgeredEvent } from '../../stages/testing.js';
 import { connectClickHouse, insertJsonRows, type ClickHouseClient } from '../../store/clickhouse.js';
 import { migrateClickHouse } from '../../store/migrate.js';
 import { API_ENDPOINTS, MCP_TOOLS, MODELS, Zipf } from './events.js';
+import { processTimes } from './sampler.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -292,8 +293,6 @@ async function insert(ch: ClickHouseClient, format: string, table: string, rows:
 
 // ---- the measuring -----------------------------------------------------------------------------
 
-const TICK_US = 1e6 / 100; // CLK_TCK is 100 on Linux
-
 function clickHousePid(): number {
   if (process.env.CLICKHOUSE_PID) return Number(process.env.CLICKHOUSE_PID);
   for (const entry of readdirSync('/proc')) {
@@ -305,13 +304,6 @@ function clickHousePid(): number {
     }
   }
   throw new Error('no clickhouse-server process found (set CLICKHOUSE_PID)');
-}
-
-/** utime and stime of a process in µs (all its threads), and its minor page faults. */
-function processTimes(pid: number): { user: number; system: number; minorFaults: number } {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return { user: Number(fields[11]) * TICK_US, system: Number(fields[12]) * TICK_US, minorFaults: Number(fields[7]) };
 }
 
 const processCpuUs = (pid: number) => {

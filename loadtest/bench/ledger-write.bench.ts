@@ -5,13 +5,19 @@
 // (/proc/<pid>/stat) and both together, and the page faults of each (costly on some VMs: a string
 // or Buffer over V8's 128 KiB large-object size is a fresh mapping faulted in page by page).
 // Variants alternate, each round starting one later. A benchmark, not a test.
-import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { connectPostgres } from '../../pipeline/postgres.js';
 import type { CheckedEvent } from '../../domain/flow.js';
 import { writeLedger } from '../../stages/ledger-write/index.js';
 import { ledgeredEvent, stageEntries } from '../../stages/testing.js';
 import { isolated } from '../../test/support/isolated.js';
+import { processTimes } from './sampler.js';
+
+/** CPU ms and minor page faults of a process so far. */
+function usage(pid: number | 'self'): { cpuMs: number; faults: number } {
+  const t = processTimes(pid);
+  return { cpuMs: (t.user + t.system) / 1000, faults: t.minorFaults };
+}
 
 const { values: args } = parseArgs({
   options: {
@@ -27,13 +33,6 @@ const variants = args.batches.split(',').flatMap((batch) =>
   args.rows.split(',').map((rows) => ({ batch: Number(batch), rows: rows === 'all' ? Number.MAX_SAFE_INTEGER : Number(rows), name: `batch ${batch}, rows/statement ${rows}` })),
 );
 
-/** CPU ms and minor page faults of a process so far (proc(5) stat: minflt is field 10, utime 14, stime 15). */
-function processTimes(pid: number | 'self'): { cpuMs: number; faults: number } {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return { cpuMs: ((Number(fields[11]) + Number(fields[12])) * 1000) / 100, faults: Number(fields[7]) };
-}
-
 const world = await isolated('bench-ledger-write');
 const sql = connectPostgres(world.config.DATABASE_URL, { max: 1 });
 try {
@@ -44,15 +43,15 @@ try {
     for (let v = 0; v < variants.length; v++) {
       const variant = variants[(v + round) % variants.length];
       const events: CheckedEvent[] = Array.from({ length: round === 0 ? Math.min(EVENTS, 5_000) : EVENTS }, () => ({ ...ledgeredEvent(), capCounters: [] }));
-      const node0 = processTimes('self');
-      const pg0 = processTimes(backend);
+      const node0 = usage('self');
+      const pg0 = usage(backend);
       const t0 = performance.now();
       for (let start = 0; start < events.length; start += variant.batch) {
         await writeLedger(sql, stageEntries(events.slice(start, start + variant.batch)), undefined, variant.rows);
       }
       const ms = performance.now() - t0;
-      const node1 = processTimes('self');
-      const pg1 = processTimes(backend);
+      const node1 = usage('self');
+      const pg1 = usage(backend);
       if (round === 0) continue;
       const total = totals.get(variant.name) ?? { events: 0, nodeMs: 0, pgMs: 0, nodeFaults: 0, pgFaults: 0, ms: 0 };
       total.events += events.length;

@@ -6,16 +6,27 @@ import { scanKeys } from '../../pipeline/redis.js';
 /** Clock ticks per second of /proc/<pid>/stat times (USER_HZ: 100 on every Linux this runs on). */
 const TICKS_PER_SECOND = 100;
 
+/** The fields of /proc/<pid>/stat after the command name, which may hold spaces and parentheses (they start after the last ')'). */
+function statFields(pid: number | 'self'): string[] {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+}
+
 /** utime + stime of a process, in ticks; undefined once it is gone. */
 export function cpuTicks(pid: number): number | undefined {
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // The command name may hold spaces and parentheses: the fields start after the last ')'.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const fields = statFields(pid);
     return Number(fields[11]) + Number(fields[12]);
   } catch {
     return undefined;
   }
+}
+
+/** utime and stime of a process in µs (all its threads), and its minor page faults. */
+export function processTimes(pid: number | 'self'): { user: number; system: number; minorFaults: number } {
+  const fields = statFields(pid);
+  const us = 1e6 / TICKS_PER_SECOND;
+  return { user: Number(fields[11]) * us, system: Number(fields[12]) * us, minorFaults: Number(fields[7]) };
 }
 
 /** A process and all its descendants (cluster workers of the API, say). */

@@ -11,6 +11,13 @@ export interface LedgerCounters {
   duplicates: number;
 }
 
+/** A ledger row's key and the ingest nonce it was written with. */
+interface LedgerNonce {
+  tenant_id: string;
+  event_id: string;
+  ingest_nonce: string;
+}
+
 /** A ledger row's key (tenant and event id) as one string, for the nonces found by key. */
 const ledgerKey = (tenantId: string, eventId: string) => `${tenantId}\u0000${eventId}`;
 
@@ -23,7 +30,7 @@ const LEDGER_ROWS_PER_STATEMENT = 250;
 
 /** Inserts the rows of one JSON array (no replacer: it would take JSON.stringify off its fast path); returns those new to the ledger. */
 function insertLedgerRows(sql: Sql, json: string) {
-  return sql<{ tenant_id: string; event_id: string; ingest_nonce: string }[]>`
+  return sql<LedgerNonce[]>`
     INSERT INTO usage_ledger (
       tenant_id, event_id, ingest_nonce, event_type, recorded_at, ingested_at,
       customer_id, team_id, agent_id, app_id, credential_id, product_id,
@@ -114,7 +121,7 @@ export async function writeLedger(
   }));
   // At most LEDGER_ROWS_PER_STATEMENT rows a statement, in order: the first of two events with one
   // id in a batch is the one ledgered, as in one statement.
-  const inserted: { tenant_id: string; event_id: string; ingest_nonce: string }[] = [];
+  const inserted: LedgerNonce[] = [];
   for (let start = 0; start < rows.length; start += rowsPerStatement) {
     inserted.push(...(await insertLedgerRows(sql, JSON.stringify(rows.slice(start, start + rowsPerStatement)))));
   }
@@ -123,7 +130,7 @@ export async function writeLedger(
 
   const unseen = events.filter((_, i) => !nonceOf.has(keyOf[i]));
   if (unseen.length) {
-    const existing = await sql<{ tenant_id: string; event_id: string; ingest_nonce: string }[]>`
+    const existing = await sql<LedgerNonce[]>`
       SELECT l.tenant_id, l.event_id, l.ingest_nonce
       FROM usage_ledger l
       JOIN unnest(${unseen.map((e) => e.tenantId)}::text[], ${unseen.map((e) => e.eventId)}::text[]) AS k(tenant_id, event_id)
