@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { entryFields } from './blocks.js';
+import { entryFields, FIELD } from './blocks.js';
+import { encodePayload } from './codec.js';
 import { SharedReads } from './shared-reads.js';
 
 const fields = (payloads: unknown[]) => entryFields(payloads, 'origin-1').map((f) => (typeof f === 'string' ? Buffer.from(f) : f));
@@ -54,5 +55,65 @@ describe('SharedReads', () => {
     const onY = reads.decode<{ s: string }>('y', '1-0', fields([{ s: 'y' }, { s: 'y' }]));
     expect(onX.events[0].payload.s).toBe('x');
     expect(onY.events[0].payload.s).toBe('y');
+  });
+
+  describe('blocks handed to the next stage of the process', () => {
+    const block = (payloads: unknown[], tags?: string) => {
+      const bytes = encodePayload(payloads);
+      const raw = [Buffer.from(FIELD.block), bytes, Buffer.from(FIELD.origin), Buffer.from('o-1')];
+      if (tags !== undefined) raw.push(Buffer.from(FIELD.tags), Buffer.from(tags));
+      return { bytes, raw };
+    };
+
+    it('takes the payloads written instead of decoding the same bytes, once, with the tags read from the entry', () => {
+      const reads = new SharedReads();
+      reads.join('s', 'price');
+      const payloads = [{ n: 1n, name: 'a' }, { n: 2n, name: 'b' }];
+      const { bytes, raw } = block(payloads, 'cap:1\n');
+      reads.offer('s', 'o-1', bytes, payloads);
+      expect(reads.handedSize).toBe(1);
+      const entry = reads.decode<{ n: bigint }>('s', '1-0', raw);
+      expect(entry.events.map((e) => e.payload)).toEqual(payloads);
+      expect(entry.events[0].payload).toBe(payloads[0]);
+      expect(entry.events.map((e) => e.tags)).toEqual([['cap:1'], []]);
+      expect(reads.handedSize).toBe(0);
+      // A redelivery of the same entry decodes it.
+      expect(reads.decode<{ n: bigint }>('s', '1-0', raw).events[0].payload).not.toBe(payloads[0]);
+    });
+
+    it('decodes what it read when the bytes are not the ones offered, or the stream is not read here', () => {
+      const reads = new SharedReads();
+      reads.join('s', 'price');
+      const offered = [{ n: 1 }, { n: 2 }];
+      reads.offer('s', 'o-1', encodePayload(offered), offered);
+      const other = block([{ n: 3 }, { n: 4 }]);
+      expect(reads.decode<{ n: number }>('s', '1-0', other.raw).events.map((e) => e.payload.n)).toEqual([3, 4]);
+      reads.offer('not-read-here', 'o-1', encodePayload(offered), offered);
+      expect(reads.handedSize).toBe(0);
+    });
+
+    it('under vitest, refuses payloads that are not what decoding their bytes gives', () => {
+      const reads = new SharedReads();
+      reads.join('s', 'price');
+      const written = [{ n: 1n, at: 'x' }, { n: 2n, at: 'y' }];
+      const { bytes, raw } = block(written);
+      reads.offer('s', 'o-1', bytes, [{ n: 1, at: 'x' }, { n: 2n, at: 'y' }]);
+      expect(() => reads.decode('s', '1-0', raw)).toThrow(/differs from its bytes decoded at \[0\]\.n/);
+      reads.offer('s', 'o-1', bytes, [{ at: 'x', n: 1n }, { n: 2n, at: 'y' }]);
+      expect(() => reads.decode('s', '1-0', raw)).toThrow(/differs from its bytes decoded at \[0\] \(its fields: at, n/);
+      reads.offer('s', 'o-1', bytes, [{ n: 1n, at: 'x', extra: undefined }, { n: 2n, at: 'y' }]);
+      expect(() => reads.decode('s', '1-0', raw)).toThrow(/differs/);
+    });
+
+    it('keeps at most 200 blocks, and none longer than the keep time', () => {
+      const reads = new SharedReads();
+      reads.join('s', 'price');
+      const payloads = [{ n: 1 }, { n: 2 }];
+      const bytes = encodePayload(payloads);
+      for (let i = 0; i < 250; i++) reads.offer('s', `o-${i}`, bytes, payloads, 0);
+      expect(reads.handedSize).toBe(200);
+      reads.offer('s', 'late', bytes, payloads, 5_000);
+      expect(reads.handedSize).toBe(1);
+    });
   });
 });

@@ -5,6 +5,15 @@ const KEEP_MS = 2_000;
 /** At most this many decoded entries are kept (a group far behind the others decodes for itself). */
 const MAX_KEPT = 1_000;
 
+/** At most this many blocks handed over are kept (a stage that stopped reading leaves them to age out). */
+const MAX_HANDED = 200;
+
+interface Handed {
+  bytes: Buffer;
+  payloads: readonly unknown[];
+  at: number;
+}
+
 interface Kept {
   entry: DecodedEntry<unknown>;
   /** Groups of this process that took it so far. */
@@ -19,11 +28,19 @@ interface Kept {
  * allocations). The first group to read an entry decodes it; the others take the same payloads
  * while it is kept. Stream entries never change, so an id names one content; handlers only read
  * their payloads (frozen under vitest: see blocks.ts).
+ *
+ * A block one stage of this process writes to a stream that another stage of it reads is handed
+ * over the same way: the writer offers the payloads it encoded, and the reader takes them instead
+ * of decoding when the bytes it read are the bytes written (the next stage before the ledger used
+ * to decode again what the last one had in hand: a third of that process's allocations, and most
+ * of what its collector copied, since decoded blocks live across round trips). Tags are still read
+ * from the entry (the ack script adds some).
  */
 export class SharedReads {
   /** Per stream key: how many workers of each group of this process read it. */
   private readonly groups = new Map<string, Map<string, number>>();
   private readonly kept = new Map<string, Kept>();
+  private readonly handed = new Map<string, Handed>();
 
   /** A worker of `group` reads `streamKey`; returns the call that says it stopped. */
   join(streamKey: string, group: string): () => void {
@@ -38,16 +55,40 @@ export class SharedReads {
     };
   }
 
+  /**
+   * A block about to be written to `streamKey` (its `b` field and origin) with the payloads it
+   * holds; kept only while a group of this process reads that stream. The payloads must not change
+   * after this (handlers make new objects for what they change).
+   */
+  offer(streamKey: string, origin: string, bytes: Buffer, payloads: readonly unknown[], now = Date.now()): void {
+    if (!this.groups.has(streamKey)) return;
+    for (const [key, handed] of this.handed) {
+      if (this.handed.size < MAX_HANDED && now - handed.at < KEEP_MS) break;
+      this.handed.delete(key);
+    }
+    this.handed.set(`${streamKey}\u0000${origin}`, { bytes, payloads, at: now });
+  }
+
   decode<T>(streamKey: string, id: string, fields: Buffer[], now = Date.now()): DecodedEntry<T> {
+    const handed =
+      this.handed.size === 0
+        ? undefined
+        : (origin: string, block: Buffer) => {
+            const key = `${streamKey}\u0000${origin}`;
+            const offered = this.handed.get(key);
+            if (!offered) return undefined;
+            this.handed.delete(key);
+            return offered.bytes.equals(block) ? offered.payloads : undefined;
+          };
     const readers = this.groups.get(streamKey)?.size ?? 0;
-    if (readers < 2) return decodeEntry<T>(id, fields);
+    if (readers < 2) return decodeEntry<T>(id, fields, handed);
     const key = `${streamKey}\u0000${id}`;
     const kept = this.kept.get(key);
     if (kept) {
       if (++kept.taken >= readers) this.kept.delete(key);
       return kept.entry as DecodedEntry<T>;
     }
-    const entry = decodeEntry<T>(id, fields);
+    const entry = decodeEntry<T>(id, fields, handed);
     this.forgetOld(now);
     this.kept.set(key, { entry, taken: 1, at: now });
     return entry;
@@ -63,6 +104,10 @@ export class SharedReads {
 
   get size(): number {
     return this.kept.size;
+  }
+
+  get handedSize(): number {
+    return this.handed.size;
   }
 }
 

@@ -502,11 +502,14 @@ export class PartitionWorker<In> implements RecoveryHost {
     let encodingFailed = false;
     for (const draft of drafts) {
       try {
+        const many = draft.payloads.length > 1;
+        const payload = many ? this.blockOutput(block, draft.payloads, draft.owners) : encodePayload(draft.payloads[0]);
+        if (many && this.consumedOutputs.has(draft.stream)) sharedReads.offer(draft.key, draft.origin, payload, draft.payloads);
         groups.push({
           groupKey: draft.key,
           stream: draft.stream,
           partition: draft.partition,
-          payload: draft.payloads.length === 1 ? encodePayload(draft.payloads[0]) : this.blockOutput(block, draft.payloads, draft.owners),
+          payload,
           nEvents: draft.payloads.length,
           origin: draft.origin,
         });
