@@ -47,6 +47,15 @@ async function values(ns: string, names: string[]): Promise<(string | null)[]> {
 
 const NAMES = ['spend:0', 'spend:1', 'spend:2', 'calls', 'start:0', 'start:1', 'never-set'];
 
+/** The items of itemsIn applied as one batch under `batched` and one at a time under `single`; checks both end with the same totals. */
+async function batchAndOneByOne(batched: string, single: string): Promise<{ inBatch: bigint[][]; oneByOne: bigint[][] }> {
+  const inBatch = await advanceOnce(iso.redis, itemsIn(batched), 3600);
+  const oneByOne: bigint[][] = [];
+  for (const item of itemsIn(single, true)) oneByOne.push(...(await advanceOnce(iso.redis, [item], 3600)));
+  expect(await values(batched, NAMES)).toEqual(await values(single, NAMES));
+  return { inBatch, oneByOne };
+}
+
 describe('advanceOnce', () => {
   it('gives every item of a batch the view it has when the items are applied one at a time, with a redelivered marker counting nothing', async () => {
     const batched = `b${run++}`;
@@ -58,11 +67,8 @@ describe('advanceOnce', () => {
       await iso.redis.set(key(ns, 'spend:1'), '5');
       await iso.redis.set(key(ns, 'start:1'), '1004000');
     }
-    const inBatch = await advanceOnce(iso.redis, itemsIn(batched), 3600);
-    const oneByOne: bigint[][] = [];
-    for (const item of itemsIn(single, true)) oneByOne.push(...(await advanceOnce(iso.redis, [item], 3600)));
+    const { inBatch, oneByOne } = await batchAndOneByOne(batched, single);
     expect(inBatch).toEqual(oneByOne);
-    expect(await values(batched, NAMES)).toEqual(await values(single, NAMES));
     // Not a view of the batch's end: the first item saw its own call, the last all 50 fresh ones.
     expect(inBatch[0][1]).toBe(1n);
     expect(inBatch[59][1]).toBe(35n);
@@ -75,6 +81,16 @@ describe('advanceOnce', () => {
     const again = await advanceOnce(iso.redis, itemsIn(batched), 3600);
     expect(await values(batched, NAMES)).toEqual(await values(single, NAMES));
     expect(again.map((view) => view[1])).toEqual(Array(60).fill(35n));
+  });
+
+  it('gives the same views and totals when every block is fresh (each key advanced by its total)', async () => {
+    const batched = `f${run++}`;
+    const single = `g${run++}`;
+    for (const ns of [batched, single]) await iso.redis.set(key(ns, 'spend:1'), '5');
+    const { inBatch, oneByOne } = await batchAndOneByOne(batched, single);
+    expect(inBatch).toEqual(oneByOne);
+    expect(inBatch[59][1]).toBe(60n);
+    expect(await iso.redis.ttl(key(batched, 'calls'))).toBeGreaterThan(800);
   });
 
   it('renews the ttl of a counter a fresh marker adds to, and of none other', async () => {

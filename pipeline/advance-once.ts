@@ -1,8 +1,9 @@
 /**
  * The argument builder and reply parser of lua/advanceOnce.lua, beside it: counters advanced
  * once per marker, with each item's (event's) running view worked out here. A batch names each
- * distinct key once (its increments summed per marker), so the script's cost follows the keys a
- * batch touches, not its events; the values it returns are those before the call, and every
+ * distinct key once (by the total of its increments, or, when a marker of the batch was applied
+ * before, by its increments summed per marker), so the script's cost follows the keys a batch
+ * touches, not its events or blocks; the values it returns are those before the call, and every
  * item's view is the running total from there, in item order, as if the items had been applied
  * one at a time. The key names are the caller's, all in one partition (one hash tag).
  */
@@ -105,25 +106,39 @@ export class AdvanceBatch {
     return this.slotOp.length;
   }
 
-  /** Applies the batch in one script call (every key, markers included, in one partition). */
+  /** Applies the batch in one script call, two for a redelivery (every key, markers included, in one partition). */
   async run(redis: Redis, markerTtlSeconds: number): Promise<void> {
     if (this.slotOp.length === 0) {
       this.views = [];
       return;
     }
-    const args: string[] = [String(this.markers.size), String(markerTtlSeconds)];
+    // First with each key's total: the markers are fresh unless the batch is a redelivery.
+    let reply = await this.call(redis, markerTtlSeconds, 'total');
+    if (reply.length === 1 && reply[0] === 'each') reply = await this.call(redis, markerTtlSeconds, 'each');
+    this.views = this.parse(reply);
+  }
+
+  /** One script call: an 'add' names its total (applied only when every marker is fresh), or each marker's increment. */
+  private call(redis: Redis, markerTtlSeconds: number, form: 'total' | 'each'): Promise<(string | null)[]> {
+    const args: string[] = [String(this.markers.size), String(markerTtlSeconds), form];
     for (const plan of this.keyPlans) {
       if (plan.op === ADD) {
-        args.push('add', String(plan.ttlSeconds), String(plan.markers.length));
-        for (let m = 0; m < plan.markers.length; m++) args.push(String(plan.markers[m] + 1), plan.sums[m].toString());
+        args.push('add', String(plan.ttlSeconds));
+        if (form === 'total') {
+          let total = 0n;
+          for (const sum of plan.sums) total += sum;
+          args.push(total.toString());
+        } else {
+          args.push(String(plan.markers.length));
+          for (let m = 0; m < plan.markers.length; m++) args.push(String(plan.markers[m] + 1), plan.sums[m].toString());
+        }
       } else if (plan.op === MIN) {
         args.push('min', String(plan.ttlSeconds), plan.least!.toString());
       } else {
         args.push('get');
       }
     }
-    const reply = await scripted(redis).advanceOnce(this.markers.size + this.keys.length, ...this.markers.keys(), ...this.keys, ...args);
-    this.views = this.parse(reply);
+    return scripted(redis).advanceOnce(this.markers.size + this.keys.length, ...this.markers.keys(), ...this.keys, ...args);
   }
 
   /** A counter's value once its item is applied (0 when absent). */
