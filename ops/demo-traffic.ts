@@ -6,6 +6,7 @@
 //   npm run seed-demo | npm run demo-traffic -- --duration 10
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
+import { retryAfterOf } from '../sdk/src/retry.js';
 import { CommandError, isMain, numberFlag, parseArgs, runCli, stringFlag, UsageError } from './cli.js';
 
 const USAGE = `usage: npm run demo-traffic -- [options]
@@ -369,15 +370,6 @@ export class TrafficModel {
   }
 }
 
-/** Milliseconds a Retry-After header asks for (seconds or an HTTP date); `fallback` when absent or unreadable. */
-export function retryAfterMs(header: string | null | undefined, fallback: number, now = Date.now()): number {
-  if (!header) return fallback;
-  const trimmed = header.trim();
-  if (/^\d+(\.\d+)?$/.test(trimmed)) return Math.round(Number(trimmed) * 1000);
-  const date = Date.parse(trimmed);
-  return Number.isNaN(date) ? fallback : Math.max(0, date - now);
-}
-
 export interface SendTotals {
   sent: number;
   accepted: number;
@@ -450,7 +442,7 @@ class Sender {
       if (response.status === 429 || response.status === 503) {
         await response.body?.cancel();
         this.count({ retried: 1, throttled: 1 });
-        this.pausedUntil = Math.max(this.pausedUntil, Date.now() + (Number(response.headers.get('retry-after-ms')) || retryAfterMs(response.headers.get('retry-after'), 1000)));
+        this.pausedUntil = Math.max(this.pausedUntil, Date.now() + (retryAfterOf(response.headers) ?? 1000));
         continue;
       }
       const text = await response.text();

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { wireEventSchema } from '../schemas/events.js';
 import { parseArgs, numberFlag, toJson, UsageError } from './cli.js';
 import { compareIds } from '../pipeline/keys.js';
-import { MCP_TOOLS, parseDemo, retryAfterMs, seededRandom, TrafficModel, type DemoSeed } from './demo-traffic.js';
+import { MCP_TOOLS, parseDemo, seededRandom, TrafficModel, type DemoSeed } from './demo-traffic.js';
 import { formatBytes, formatDuration, oneLine, renderTable } from './table.js';
 import { readFileSync } from 'node:fs';
 import { API_NODE_FLAGS, defaultLayout, isStageProcess, parseLayout, pipelineProcesses } from './start.js';
@@ -117,13 +117,6 @@ describe('demo traffic', () => {
   it('is reproducible from its seed', () => {
     const run = () => new TrafficModel(seed, { random: seededRandom(7), runId: 'r', now: () => 0, unknownKeyRate: 0 }).batch(20);
     expect(run()).toEqual(run());
-  });
-
-  it('reads Retry-After as seconds or a date', () => {
-    expect(retryAfterMs('2', 500)).toBe(2000);
-    expect(retryAfterMs(null, 500)).toBe(500);
-    expect(retryAfterMs('garbage', 500)).toBe(500);
-    expect(retryAfterMs(new Date(10_000).toUTCString(), 500, 4_000)).toBe(6_000);
   });
 });
 

@@ -10,8 +10,12 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { retryAfterOf } from '../../sdk/src/retry.js';
 import { EventMix, type BenchWorld } from './events.js';
 import { Histogram, type SparseHistogram } from './histogram.js';
+
+/** A header of node:http's response as a Headers-like getter reads it. */
+const headerOf = (value: string | string[] | undefined): string | null => (Array.isArray(value) ? value[0] : value) ?? null;
 
 export interface GeneratorConfig {
   /** http://host:port/v1/events */
@@ -245,7 +249,7 @@ export async function runGenerator(
               tick.otherErrors++;
               if (errorSamples.length < 5) errorSamples.push(`${status} ${Buffer.concat(chunks).toString('utf8').slice(0, 300)}`);
             }
-            const retryAfterMs = Number(res.headers['retry-after-ms']) || (Number(res.headers['retry-after']) || 1) * 1000;
+            const retryAfterMs = retryAfterOf({ get: (name) => headerOf(res.headers[name]) }) ?? 1000;
             retryLater(item, retryAfterMs);
           } else {
             tick.otherErrors++;
