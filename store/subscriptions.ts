@@ -29,9 +29,19 @@ interface Subscription {
   to: number;
   billingPeriod: BillingPeriodKind;
   billingAnchor: number;
+  /** The snapshot of the period last asked for: every event of that period gets the same one (they never change). */
+  lastSnapshot?: SubscriptionSnapshot;
 }
 
-type TenantBook = Map<string, Subscription[]>;
+/** A tenant's subscriptions by the scope they are on, each list ordered by effective_from. */
+interface TenantBook {
+  agent: Map<string, Subscription[]>;
+  app: Map<string, Subscription[]>;
+  team: Map<string, Subscription[]>;
+  customer: Map<string, Subscription[]>;
+}
+
+const emptyBook = (): TenantBook => ({ agent: new Map(), app: new Map(), team: new Map(), customer: new Map() });
 
 const RELOAD_ON_MISS_INTERVAL_MS = 1_000;
 
@@ -58,7 +68,7 @@ export class SubscriptionBook {
   async reloadTenant(tenantId: string): Promise<void> {
     const tenants = new Map<string, TenantBook>();
     for (const row of await this.query(tenantId)) add(tenants, row);
-    this.tenants.set(tenantId, tenants.get(tenantId) ?? new Map());
+    this.tenants.set(tenantId, tenants.get(tenantId) ?? emptyBook());
     this.reloadedAt.set(tenantId, Date.now());
   }
 
@@ -66,18 +76,12 @@ export class SubscriptionBook {
   find(tenantId: string, attribution: Attribution, at: number): SubscriptionSnapshot | undefined {
     const book = this.tenants.get(tenantId);
     if (!book) return undefined;
-    const scopes = [
-      attribution.agentId && `agent:${attribution.agentId}`,
-      attribution.appId && `app:${attribution.appId}`,
-      `team:${attribution.teamId}`,
-      `customer:${attribution.customerId}`,
-    ];
-    for (const scope of scopes) {
-      if (!scope) continue;
-      const found = book.get(scope)?.find((s) => s.from <= at && at < s.to);
-      if (found) return snapshot(found, at);
-    }
-    return undefined;
+    const found =
+      (attribution.agentId ? activeIn(book.agent.get(attribution.agentId), at) : undefined) ??
+      (attribution.appId ? activeIn(book.app.get(attribution.appId), at) : undefined) ??
+      activeIn(book.team.get(attribution.teamId), at) ??
+      activeIn(book.customer.get(attribution.customerId), at);
+    return found && snapshot(found, at);
   }
 
   /** find(), reloading the tenant from PostgreSQL first when it misses and was not reloaded in the last second. */
@@ -104,15 +108,15 @@ export class SubscriptionBook {
 
 function add(tenants: Map<string, TenantBook>, row: SubscriptionRow): void {
   let book = tenants.get(row.tenant_id);
-  if (!book) tenants.set(row.tenant_id, (book = new Map()));
-  const scope = row.agent_id
-    ? `agent:${row.agent_id}`
+  if (!book) tenants.set(row.tenant_id, (book = emptyBook()));
+  const [scope, id] = row.agent_id
+    ? [book.agent, row.agent_id]
     : row.app_id
-      ? `app:${row.app_id}`
+      ? [book.app, row.app_id]
       : row.team_id
-        ? `team:${row.team_id}`
-        : `customer:${row.customer_id}`;
-  const list = book.get(scope) ?? [];
+        ? [book.team, row.team_id]
+        : [book.customer, row.customer_id];
+  const list = scope.get(id) ?? [];
   list.push({
     id: row.id,
     ratePlanId: row.rate_plan_id,
@@ -124,7 +128,13 @@ function add(tenants: Map<string, TenantBook>, row: SubscriptionRow): void {
     billingPeriod: row.billing_period,
     billingAnchor: (row.billing_anchor ?? row.effective_from).getTime(),
   });
-  book.set(scope, list);
+  scope.set(id, list);
+}
+
+function activeIn(list: Subscription[] | undefined, at: number): Subscription | undefined {
+  if (!list) return undefined;
+  for (const s of list) if (s.from <= at && at < s.to) return s;
+  return undefined;
 }
 
 /** The calendar month (UTC) containing `at`: the default billing period, and the console's month. */
@@ -133,8 +143,10 @@ export function billingPeriod(at: number): { start: number; end: number } {
 }
 
 function snapshot(s: Subscription, at: number): SubscriptionSnapshot {
+  const last = s.lastSnapshot;
+  if (last && last.periodStart <= at && at < last.periodEnd) return last;
   const period = periodContaining(s.billingPeriod, s.billingAnchor, at);
-  return {
+  return (s.lastSnapshot = {
     subscriptionId: s.id,
     ratePlanId: s.ratePlanId,
     ratePlanVersionId: s.ratePlanVersionId,
@@ -142,5 +154,5 @@ function snapshot(s: Subscription, at: number): SubscriptionSnapshot {
     currency: s.currency,
     periodStart: period.start,
     periodEnd: period.end,
-  };
+  });
 }

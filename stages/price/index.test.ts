@@ -100,6 +100,21 @@ describe('subscription-snapshot and price', () => {
     expect(priced.subscription.subscriptionId).toBe(subscriptionId);
   });
 
+  it('gives each event the billing period of its own recorded time, back and forth across periods in one batch', async () => {
+    const book = new SubscriptionBook(world.sql);
+    await book.loadAll();
+    const times = [Date.UTC(2026, 2, 31, 23, 59, 59, 999), Date.UTC(2026, 3, 1), Date.UTC(2026, 2, 5), Date.UTC(2026, 2, 6)];
+    const attached = await attachSubscriptions(book, stageEntries(times.map((recordedAt) => resolved(0, { recordedAt }))));
+    const periods = attached.map((r) => (r.outputs![0].payload as AttributedEvent).subscription);
+    expect(periods.map((p) => [p.periodStart, p.periodEnd])).toEqual([
+      [Date.UTC(2026, 2, 1), Date.UTC(2026, 3, 1)],
+      [Date.UTC(2026, 3, 1), Date.UTC(2026, 4, 1)],
+      [Date.UTC(2026, 2, 1), Date.UTC(2026, 3, 1)],
+      [Date.UTC(2026, 2, 1), Date.UTC(2026, 3, 1)],
+    ]);
+    expect(new Set(periods.map((p) => p.subscriptionId)).size).toBe(1);
+  });
+
   it('rejects an event with no subscription active at its recorded time, saying why', async () => {
     const [rejected] = (await rate([resolved(0, { recordedAt: Date.UTC(2025, 5, 1) })])) as RejectedEvent[];
     expect(rejected.code).toBe('no_subscription');

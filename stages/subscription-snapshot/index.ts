@@ -7,7 +7,8 @@ import { rejection, type AttributedEvent, type ResolvedEvent } from '../../domai
 export async function attachSubscriptions(book: SubscriptionBook, batch: StageEntry<ResolvedEvent>[]): Promise<EntryResult[]> {
   const results: EntryResult[] = [];
   for (const { payload: event } of batch) {
-    const subscription = await book.findOrReload(event.tenantId, event.attribution, event.recordedAt);
+    // Found in memory without an await for nearly every event; a miss may reload the tenant.
+    const subscription = book.find(event.tenantId, event.attribution, event.recordedAt) ?? (await book.findOrReload(event.tenantId, event.attribution, event.recordedAt));
     if (!subscription) {
       const at = new Date(event.recordedAt).toISOString();
       const reason = `no subscription of customer ${event.attribution.customerId} (or its team, agent or app) is active at ${at}`;
