@@ -9,8 +9,15 @@ import type { Sql } from '../pipeline/postgres.js';
  */
 export class PlanCache {
   private readonly plans = new Map<string, Promise<CompiledPlan>>();
+  /** The plans loaded, per tenant and subscription: read without a key string or an await per event. */
+  private readonly loaded = new Map<string, Map<string, CompiledPlan>>();
 
   constructor(private readonly sql: Sql) {}
+
+  /** The plan when it is loaded already (nearly every event), else undefined: then ask forSubscription. */
+  loadedFor(tenantId: string, subscriptionId: string): CompiledPlan | undefined {
+    return this.loaded.get(tenantId)?.get(subscriptionId);
+  }
 
   forSubscription(tenantId: string, subscriptionId: string): Promise<CompiledPlan> {
     const key = `${tenantId}/${subscriptionId}`;
@@ -18,7 +25,14 @@ export class PlanCache {
     if (!plan) {
       plan = this.load(tenantId, subscriptionId);
       this.plans.set(key, plan);
-      plan.catch(() => this.plans.delete(key));
+      plan.then(
+        (loaded) => {
+          let plans = this.loaded.get(tenantId);
+          if (!plans) this.loaded.set(tenantId, (plans = new Map()));
+          plans.set(subscriptionId, loaded);
+        },
+        () => this.plans.delete(key),
+      );
     }
     return plan;
   }

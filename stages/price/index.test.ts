@@ -115,6 +115,16 @@ describe('subscription-snapshot and price', () => {
     expect(new Set(periods.map((p) => p.subscriptionId)).size).toBe(1);
   });
 
+  it('keeps a loaded plan for reading without an await, and none for a subscription that failed to load', async () => {
+    const plans = new PlanCache(world.sql);
+    const subscriptionId = tenant.customers[0].subscriptionId;
+    expect(plans.loadedFor(tenant.tenantId, subscriptionId)).toBeUndefined();
+    const plan = await plans.forSubscription(tenant.tenantId, subscriptionId);
+    expect(plans.loadedFor(tenant.tenantId, subscriptionId)).toBe(plan);
+    await expect(plans.forSubscription(tenant.tenantId, 'sub_missing')).rejects.toThrow(/does not exist/);
+    expect(plans.loadedFor(tenant.tenantId, 'sub_missing')).toBeUndefined();
+  });
+
   it('rejects an event with no subscription active at its recorded time, saying why', async () => {
     const [rejected] = (await rate([resolved(0, { recordedAt: Date.UTC(2025, 5, 1) })])) as RejectedEvent[];
     expect(rejected.code).toBe('no_subscription');

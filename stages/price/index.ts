@@ -22,7 +22,7 @@ export async function priceBatch(plans: PlanCache, batch: StageEntry<AttributedE
   for (const { payload: event } of batch) {
     let plan: CompiledPlan;
     try {
-      plan = await plans.forSubscription(event.tenantId, event.subscription.subscriptionId);
+      plan = plans.loadedFor(event.tenantId, event.subscription.subscriptionId) ?? (await plans.forSubscription(event.tenantId, event.subscription.subscriptionId));
     } catch (error) {
       if (isTransient(error)) throw error;
       results.push({ error });
