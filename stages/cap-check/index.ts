@@ -53,11 +53,11 @@ export const capCheckStage: StageDefinition<PricedEvent> = {
       async handle(batch) {
         await caps.ensureTenants(batch.map((e) => e.payload.tenantId));
         const now = Date.now();
+        const pauses: PauseRecord[] = [];
         return batch.map(({ id, payload: event }): EntryResult => {
-          const counters = capCounters(caps.capsFor(event.tenantId, event.attribution, event.sessionId, event.subscription.ratePlanId), event, now);
-          let pauses: PauseRecord[] | undefined;
-          for (const c of counters) if (c.onLimit) (pauses ??= []).push(JSON.parse(c.onLimit.value) as PauseRecord);
-          if (pauses) pausesInHand.set(id, pauses);
+          pauses.length = 0;
+          const counters = capCounters(caps.capsFor(event.tenantId, event.attribution, event.sessionId, event.subscription.ratePlanId), event, now, pauses);
+          if (pauses.length) pausesInHand.set(id, pauses.slice());
           if (counters.length) countersInHand.set(id, counters.map((c) => c.key));
           const checked: CheckedEvent = { ...event, capCounters: counters.map((c) => ({ key: c.key, by: c.by, ...(c.window ? { window: c.window } : {}) })) };
           return { outputs: [emit(STREAMS.checked, checked)], counters };

@@ -8,8 +8,9 @@ import { pauseKey, type PauseRecord } from '../../store/pauses.js';
  * cap's current period. Crossing a pause cap sets the pause flag of its scope (or of the
  * session, for per-session caps) until the period ends. A rolling cap counts the event at `now`
  * (when it is counted, not when it happened) and pauses until enough spend has left the window.
+ * `pauses`, when given, gets the record each pause flag would hold (its JSON is the flag's value).
  */
-export function capCounters(caps: readonly SpendCap[], event: PricedEvent, now = Date.now()): CounterEffect[] {
+export function capCounters(caps: readonly SpendCap[], event: PricedEvent, now = Date.now(), pauses?: PauseRecord[]): CounterEffect[] {
   if (event.cost.total === 0n) return [];
   const effects: CounterEffect[] = [];
   for (const cap of caps) {
@@ -43,6 +44,7 @@ export function capCounters(caps: readonly SpendCap[], event: PricedEvent, now =
         endsAt: period.endsAt,
       };
       effect.onLimit = { key: pauseKey(cap.tenantId, scope, scopeId), value: JSON.stringify(record), ttlSeconds: pauseTtl };
+      pauses?.push(record);
     }
     effects.push(effect);
   }
