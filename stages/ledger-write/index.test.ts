@@ -52,6 +52,63 @@ describe('ledger-write', () => {
     expect(rows[0].recorded_at.getTime()).toBe(events[0].recordedAt);
   });
 
+  it('stores every field in its column, optional ones as null, exact to the millisecond and the nano-unit', async () => {
+    const full = checked({
+      eventType: 'mcp.tool_invoked',
+      recordedAt: Date.UTC(2026, 2, 31, 23, 59, 59, 999),
+      status: 'ERROR',
+      errorType: 'timeout',
+      isParallel: true,
+      retryCount: 2,
+      durationMs: 123_456,
+      inputTokens: 9_000_000_000,
+      outputTokens: 7,
+      model: 'claude-sonnet',
+      attribution: { agentId: undefined, appId: 'app_x', productId: 'prod_x', credentialId: 'key_x' },
+      cost: { total: 9_223_372_036_854_775_807n, tool: 'transform_schema', breakdown: { tool: 9_223_372_036_854_775_807n } },
+    });
+    const bare = checked({ sessionId: undefined, toolName: undefined, mcpServerId: undefined, model: undefined, cost: { total: 0n, tool: '', breakdown: {} } });
+    await write(stageEntries([full, bare]));
+    const rows = await world.sql`SELECT * FROM usage_ledger WHERE event_id IN ${world.sql([full.eventId, bare.eventId])}`;
+    const byId = new Map(rows.map((row) => [row.event_id, row]));
+    const f = byId.get(full.eventId)!;
+    expect({ ...f, recorded_at: f.recorded_at.getTime(), ingested_at: f.ingested_at.getTime(), period_start: f.period_start.getTime() }).toMatchObject({
+      tenant_id: 'ten_test',
+      ingest_nonce: full.ingestNonce,
+      event_type: 'mcp.tool_invoked',
+      recorded_at: full.recordedAt,
+      ingested_at: full.ingestedAt,
+      customer_id: 'cus_test',
+      team_id: 'team_test',
+      agent_id: null,
+      app_id: 'app_x',
+      credential_id: 'key_x',
+      product_id: 'prod_x',
+      subscription_id: 'sub_test',
+      rate_plan_id: 'rp_test',
+      rate_plan_version_id: 'rpv_test',
+      rate_plan_version: 1,
+      period_start: full.subscription.periodStart,
+      session_id: 'sess_test',
+      tool_name: 'transform_schema',
+      priced_tool: 'transform_schema',
+      mcp_server_id: 'mcp_test',
+      model: 'claude-sonnet',
+      execution_status: 'ERROR',
+      duration_ms: '123456',
+      input_tokens: '9000000000',
+      output_tokens: '7',
+      retry_count: 2,
+      cost_nano: '9223372036854775807',
+      cost_breakdown: { tool: '9223372036854775807', input_tokens: '0', output_tokens: '0', duration: '0' },
+      currency: 'USD',
+      over_cap: false,
+      error_type: 'timeout',
+      is_parallel: true,
+    });
+    expect(byId.get(bare.eventId)).toMatchObject({ session_id: null, tool_name: null, priced_tool: null, mcp_server_id: null, model: null, error_type: null, is_parallel: false, cost_nano: '0' });
+  });
+
   it('forwards a redelivered batch again (same ingest nonce) without a second row', async () => {
     const entries = stageEntries([checked(), checked()]);
     await write(entries);
