@@ -56,7 +56,7 @@ describe('ledger-write', () => {
     const full = checked({
       eventType: 'mcp.tool_invoked',
       recordedAt: Date.UTC(2026, 2, 31, 23, 59, 59, 999),
-      status: 'ERROR',
+      status: 'FAILED',
       errorType: 'timeout',
       isParallel: true,
       retryCount: 2,
@@ -94,7 +94,7 @@ describe('ledger-write', () => {
       priced_tool: 'transform_schema',
       mcp_server_id: 'mcp_test',
       model: 'claude-sonnet',
-      execution_status: 'ERROR',
+      execution_status: 'FAILED',
       duration_ms: '123456',
       input_tokens: '9000000000',
       output_tokens: '7',
