@@ -62,11 +62,8 @@ export class SharedReads {
    */
   offer(streamKey: string, origin: string, bytes: Buffer, payloads: readonly unknown[], now = Date.now()): void {
     if (!this.groups.has(streamKey)) return;
-    for (const [key, handed] of this.handed) {
-      if (this.handed.size < MAX_HANDED && now - handed.at < KEEP_MS) break;
-      this.handed.delete(key);
-    }
-    this.handed.set(`${streamKey}\u0000${origin}`, { bytes, payloads, at: now });
+    forgetOld(this.handed, MAX_HANDED, now);
+    this.handed.set(entryKey(streamKey, origin), { bytes, payloads, at: now });
   }
 
   decode<T>(streamKey: string, id: string, fields: Buffer[], now = Date.now()): DecodedEntry<T> {
@@ -74,7 +71,7 @@ export class SharedReads {
       this.handed.size === 0
         ? undefined
         : (origin: string, block: Buffer) => {
-            const key = `${streamKey}\u0000${origin}`;
+            const key = entryKey(streamKey, origin);
             const offered = this.handed.get(key);
             if (!offered) return undefined;
             this.handed.delete(key);
@@ -82,24 +79,16 @@ export class SharedReads {
           };
     const readers = this.groups.get(streamKey)?.size ?? 0;
     if (readers < 2) return decodeEntry<T>(id, fields, handed);
-    const key = `${streamKey}\u0000${id}`;
+    const key = entryKey(streamKey, id);
     const kept = this.kept.get(key);
     if (kept) {
       if (++kept.taken >= readers) this.kept.delete(key);
       return kept.entry as DecodedEntry<T>;
     }
     const entry = decodeEntry<T>(id, fields, handed);
-    this.forgetOld(now);
+    forgetOld(this.kept, MAX_KEPT, now);
     this.kept.set(key, { entry, taken: 1, at: now });
     return entry;
-  }
-
-  /** Drops what waited too long (a group that is behind, or one that never reads this entry: claims). */
-  private forgetOld(now: number): void {
-    for (const [key, kept] of this.kept) {
-      if (this.kept.size < MAX_KEPT && now - kept.at < KEEP_MS) return;
-      this.kept.delete(key);
-    }
   }
 
   get size(): number {
@@ -108,6 +97,20 @@ export class SharedReads {
 
   get handedSize(): number {
     return this.handed.size;
+  }
+}
+
+/** An entry of a stream, by its id or its block's origin. */
+const entryKey = (streamKey: string, name: string) => `${streamKey}\u0000${name}`;
+
+/**
+ * Drops the oldest of `map` (in insertion order) while it holds `max` or more, and what waited past
+ * the keep time (a group that is behind, or one that never reads this entry: claims).
+ */
+function forgetOld(map: Map<string, { at: number }>, max: number, now: number): void {
+  for (const [key, value] of map) {
+    if (map.size < max && now - value.at < KEEP_MS) return;
+    map.delete(key);
   }
 }
 
