@@ -53,11 +53,10 @@ export const capCheckStage: StageDefinition<PricedEvent> = {
       async handle(batch) {
         await caps.ensureTenants(batch.map((e) => e.payload.tenantId));
         const now = Date.now();
-        const pauses: PauseRecord[] = [];
         return batch.map(({ id, payload: event }): EntryResult => {
-          pauses.length = 0;
+          const pauses: PauseRecord[] = [];
           const counters = capCounters(caps.capsFor(event.tenantId, event.attribution, event.sessionId, event.subscription.ratePlanId), event, now, pauses);
-          if (pauses.length) pausesInHand.set(id, pauses.slice());
+          if (pauses.length) pausesInHand.set(id, pauses);
           if (counters.length) countersInHand.set(id, counters.map((c) => c.key));
           const checked: CheckedEvent = { ...event, capCounters: counters.map((c) => ({ key: c.key, by: c.by, ...(c.window ? { window: c.window } : {}) })) };
           return { outputs: [emit(STREAMS.checked, checked)], counters };
