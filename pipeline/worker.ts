@@ -29,7 +29,6 @@ interface InputBlock<In> extends StageBlock<In> {
   blockBytes?: Buffer;
 }
 
-/** Per partition: reads blocks, hands their events to the stage, acks and forwards block by block. */
 /** The most a read's last few events may add to the batch before them: a quarter of a batch. */
 const TAIL_SHARE = 0.25;
 
@@ -64,6 +63,7 @@ export function batchesOf<B extends { events: readonly unknown[] }>(blocks: read
   return batches;
 }
 
+/** Per partition: reads blocks, hands their events to the stage, acks and forwards block by block. */
 export class PartitionWorker<In> implements RecoveryHost {
   readonly config: Config;
   readonly metrics: Metrics;
