@@ -88,7 +88,7 @@ beforeAll(async () => {
   await sendEvents(pipeline.baseUrl, enterprise.ingestToken, enterpriseEvents);
   await sendEvents(pipeline.baseUrl, other.ingestToken, [event(other, 0, 0, { tool_name: 'read_query' })]);
   await pipeline.drain();
-  // The ledger export and analytics-dispatch flush to ClickHouse on their own clock: wait until it holds every event.
+  // analytics-dispatch flushes to ClickHouse on its own clock: wait until it holds every event.
   const deadline = Date.now() + 30_000;
   for (;;) {
     const result = await world.clickhouse!.query({ query: 'SELECT count() AS n FROM invocations FINAL', format: 'JSONEachRow' });

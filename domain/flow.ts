@@ -45,8 +45,9 @@ export type CheckedEvent = PricedEvent & { capCounters: { key: string; by: bigin
 export type LedgeredEvent = CheckedEvent & { overCap: boolean };
 
 /**
- * A ledger row as the ledger export reads it back for ClickHouse: what the ledger keeps of a
- * LedgeredEvent (no raw credential hash, cap counters or per-dimension breakdown).
+ * What ClickHouse keeps of a ledgered event, as analytics-dispatch reads it from events:ledgered
+ * or from a ledger row the analytics backlog names: what the ledger keeps of a LedgeredEvent (no
+ * raw credential hash, cap counters or per-dimension breakdown).
  */
 export type AnalyticsEvent = Pick<
   LedgeredEvent,

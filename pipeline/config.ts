@@ -102,7 +102,8 @@ const schema = z.object({
    * holds the batch (BENCHMARKS.md, "Eighth session").
    */
   ANALYTICS_BATCH_ROWS: int(20_000, 1),
-  LEDGER_EXPORT_INTERVAL_MS: int(250, 10),
+  /** How often the analytics backlog is looked at when it is empty or ClickHouse is down (stages/analytics-dispatch/backlog.ts). */
+  ANALYTICS_BACKLOG_INTERVAL_MS: int(1000, 10),
 
   WEBHOOK_ALLOW_PRIVATE_NETWORKS: z
     .enum(['true', 'false', '1', '0'])

@@ -130,7 +130,7 @@ describe('corrections', () => {
     const key = partitionedKey(world.config.REDIS_PREFIX, capCounterKey({ ...cap, tenantId: t } as never, new Date(now - 60_000).toISOString().slice(0, 7)), partitionOf(customerPartitionKey(t, tenant.customers[0].id), 1));
     expect(BigInt((await world.redis.get(key)) ?? '0')).toBe(ledger);
 
-    // ClickHouse, from the ledger export: the same rows and sums, and every rollup reconciled.
+    // ClickHouse, through the analytics backlog: the same rows and sums, and every rollup reconciled.
     await waitFor(async () => (await clickhouseTotals()).events === 14n, 30_000, 'ClickHouse has the correction rows');
     const ch = await clickhouseTotals();
     expect(ch.cost).toBe(ledger);

@@ -9,6 +9,7 @@ import type { CompiledPlan } from '../domain/rating/compile.js';
 import { partitionedKey, partitionOf } from '../pipeline/keys.js';
 import type { Sql } from '../pipeline/postgres.js';
 import { CapBook, capCounterKey, capPeriod } from './caps.js';
+import { enqueueForAnalytics } from './analytics-backlog.js';
 import { addCogs, type CogsFact } from './cogs-rollup.js';
 import type { CostModelCache } from './cost-model-cache.js';
 import { callCogs, InvalidCostModelError, type Cogs } from './cost-model.js';
@@ -24,7 +25,8 @@ import type { PlanCache } from './rate-plans.js';
  * amending it adds that reversing row and a new row with the amended quantities rated by the
  * subscription's plan; both name the original (corrects_event_id). In the same transaction the
  * consumers of the ledger follow: the invoice aggregates (usage rows, positions), the session's
- * totals, the COGS ledger and prepaid credits; ClickHouse gets both rows from the ledger export.
+ * totals, the COGS ledger and prepaid credits; ClickHouse gets both rows through the analytics
+ * backlog (enqueued in the same transaction).
  * Spend-cap counters in Redis follow after the commit. A correction to a closed period is billed
  * on the next invoice as an adjustment, or at once as a credit note.
  */
@@ -285,6 +287,7 @@ async function insertRows(tx: TransactionSql, current: LedgerRow, eventId: strin
         ${row.rating.total.toString()}, ${tx.json(breakdown)}, currency, false, error_type, is_parallel, ${eventId}, ${row.correction}
       FROM usage_ledger WHERE tenant_id = ${current.tenant_id} AND event_id = ${current.event_id}`;
   }
+  await enqueueForAnalytics(tx, rows.map((row) => ({ tenantId: current.tenant_id, eventId: row.eventId })));
 }
 
 /**

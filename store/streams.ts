@@ -1,12 +1,11 @@
-import type { AnalyticsEvent, LedgeredEvent, PricedEvent, CheckedEvent, AttributedEvent, ResolvedEvent, RejectedEvent } from '../domain/flow.js';
+import type { LedgeredEvent, PricedEvent, CheckedEvent, AttributedEvent, ResolvedEvent, RejectedEvent } from '../domain/flow.js';
 import type { UsageEvent } from '../domain/events.js';
 import { stream } from '../pipeline/stage.js';
 
 /**
  * The streams of the flow and what each carries. Each event stream is read by the next stage's
- * consumer group (`events:ledgered` by three); the key adds the prefix and partition (pipeline/keys.ts).
- * `events:analytics` is not written by a stage: the ledger export fills it from the PostgreSQL
- * ledger for analytics-dispatch, so ClickHouse never holds back the ledger (store/ledger-export.ts).
+ * consumer group (`events:ledgered` by the five stages after the ledger); the key adds the prefix
+ * and partition (pipeline/keys.ts).
  */
 export const STREAMS = {
   ingested: stream<UsageEvent>('events:ingested'),
@@ -15,7 +14,6 @@ export const STREAMS = {
   priced: stream<PricedEvent>('events:priced'),
   checked: stream<CheckedEvent>('events:checked'),
   ledgered: stream<LedgeredEvent>('events:ledgered'),
-  analytics: stream<AnalyticsEvent>('events:analytics'),
   rejected: stream<RejectedEvent>('events:rejected'),
 } as const;
 

@@ -248,8 +248,8 @@ describe('dispatchBatch', () => {
 });
 
 describe('analyticsDispatchStage', () => {
-  it('reads the ledger export stream, batching ANALYTICS_BATCH_ROWS rows or ANALYTICS_FLUSH_MS', async () => {
-    expect(analyticsDispatchStage).toMatchObject({ name: 'analytics-dispatch', input: 'events:analytics', outputs: [] });
+  it('reads events:ledgered, batching ANALYTICS_BATCH_ROWS rows or ANALYTICS_FLUSH_MS', async () => {
+    expect(analyticsDispatchStage).toMatchObject({ name: 'analytics-dispatch', input: 'events:ledgered', outputs: [] });
     const context = testStageContext('analytics-dispatch', world, { ANALYTICS_FLUSH_MS: '250', ANALYTICS_BATCH_ROWS: '300' });
     const { lingerMs: linger, batchSize } = analyticsDispatchStage;
     expect(typeof linger === 'function' ? linger(context.config) : linger).toBe(250);
@@ -263,5 +263,24 @@ describe('analyticsDispatchStage', () => {
     } finally {
       await handler.close?.();
     }
+  });
+
+  it('enqueues a batch ClickHouse cannot take in the analytics backlog and acks it, so ClickHouse never holds the ledger back', async () => {
+    // A port nothing listens on: every insert fails as an outage.
+    const context = testStageContext('analytics-dispatch', world, { CLICKHOUSE_URL: 'http://127.0.0.1:9', ANALYTICS_BACKLOG_INTERVAL_MS: '60000' });
+    const handler = await analyticsDispatchStage.setup(context);
+    const tenant = newTenant();
+    const events = [event(tenant), event(tenant)];
+    try {
+      expect(await handler.handle(stageEntries(events))).toEqual([{}, {}]);
+    } finally {
+      await handler.close?.();
+      await context.close();
+    }
+    const waiting = await world.sql<{ event_id: string }[]>`
+      SELECT event_id FROM analytics_backlog WHERE tenant_id = ${tenant} AND parked_at IS NULL ORDER BY id`;
+    expect(waiting.map((r) => r.event_id)).toEqual(events.map((e) => e.eventId));
+    expect(await rawCount(tenant)).toBe(0);
+    await world.sql`DELETE FROM analytics_backlog WHERE tenant_id = ${tenant}`;
   });
 });

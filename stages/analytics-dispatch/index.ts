@@ -1,129 +1,49 @@
-import { ClickHouseError } from '@clickhouse/client';
-import { isTransient } from '../../pipeline/errors.js';
 import { STREAMS } from '../../store/streams.js';
-import { TransientError } from '../../pipeline/errors.js';
+import { describeError, TransientError } from '../../pipeline/errors.js';
 import type { EntryResult, StageDefinition, StageEntry } from '../../pipeline/stage.js';
-import { isUsageEventType } from '../../domain/events.js';
-import { chString, connectClickHouse, insertJsonRows, type ClickHouseClient } from '../../store/clickhouse.js';
+import { connectClickHouse, type ClickHouseClient } from '../../store/clickhouse.js';
 import { watchedCostModels, type CostModelCache } from '../../store/cost-model-cache.js';
-import { eventCogs } from '../../store/cost-model.js';
-import type { AnalyticsEvent } from '../../domain/flow.js';
-import { LedgerExport } from './export.js';
-import { invocationRow, type InvocationRow } from './rows.js';
+import type { AnalyticsEvent, LedgeredEvent } from '../../domain/flow.js';
+import { enqueueForAnalytics } from '../../store/analytics-backlog.js';
+import { BacklogDrainer, handOverFromLedgerExport } from './backlog.js';
+import { insertInvocations } from './insert.js';
 
-const INVOCATIONS_TABLE = 'invocations';
-
-/**
- * ClickHouse error codes that mean "ClickHouse cannot take anything now" rather than "this row
- * is bad": timeouts and network errors, overload (too many queries, parts, memory), read-only
- * tables, aborted or cancelled queries, unknown status of an insert, authentication, and a
- * database or table not migrated yet. Any other code is the server refusing the data (a parse
- * error such as Code 25 or 27, a type mismatch, a value out of range).
- */
-const OUTAGE_CODES = new Set([
-  '60', '81', '159', '164', '192', '194', '202', '203', '209', '210', '236', '241', '242', '252', '279', '319', '394', '425', '516', '999', '1000',
-]);
-
-/** The ClickHouse error code of a failure, from the client's parsed error or the server's text ("Code: 27, ..."). */
-export function clickHouseCode(error: unknown): string | undefined {
-  for (let e: unknown = error, depth = 0; e && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
-    if (e instanceof ClickHouseError && e.code) return String(e.code);
-    const match = /\bCode: (\d+)\b/.exec(String((e as { message?: unknown }).message ?? ''));
-    if (match) return match[1];
-  }
-  return undefined;
-}
+export { clickHouseCode, isDataError } from './insert.js';
 
 /**
- * Whether a failed insert is a data error, to be narrowed down to the rows at fault and
- * dead-lettered after a few tries, rather than an outage to wait out. Only the server can say a
- * row is bad: a failure without a ClickHouse code (refused connection, reset, timeout, a proxy's
- * 502) is an outage.
- */
-export function isDataError(error: unknown): boolean {
-  const code = clickHouseCode(error);
-  return code !== undefined && !OUTAGE_CODES.has(code) && !isTransient(error);
-}
-
-/**
- * Inserts the batch into {db}.invocations in one INSERT, each row with its COGS (the cost model
- * code of the cogs stage; 0 without cost models). Exactly once: the ledger export appends every
- * ledger row once, so only a batch that may have been inserted before (delivered again after a
- * crash before its ack, or tried already in this process: an insert whose outcome is unknown) can
- * hold events invocations already has; for such a batch those events are looked up and left out,
- * so the materialized views that keep the rollups see each event once; were
- * one to slip in twice (two workers inserting the same event at the same instant), the table
- * still replaces it by (tenant_id, recorded_date, event_id) for FINAL reads, and
- * `npm run reconcile` finds and repairs the rollups. While ClickHouse is down the insert fails
- * as transient, so the harness keeps the batch in hand and the events wait (in the ledger: the
- * export stops filling the stream at its high-water mark). A batch ClickHouse refuses for its data
- * is split by the harness until the rows at fault are found; they go to the dead letters.
+ * The stage's insert of a batch read from events:ledgered (insertInvocations): only a batch that
+ * may have been inserted before (redelivered after a crash before its ack, or tried already in
+ * this process) is looked up. A batch ClickHouse refuses for its data is split by the harness
+ * until the rows at fault are found; they go to the dead letters.
  */
 export async function dispatchBatch(
   clickhouse: ClickHouseClient,
   batch: StageEntry<AnalyticsEvent>[],
   costModels?: CostModelCache,
 ): Promise<EntryResult[]> {
-  const results: EntryResult[] = batch.map(() => ({}));
-  if (batch.length === 0) return results;
-  const models = costModels ? await costModels.load(batch.map((e) => e.payload.tenantId)) : undefined;
-  const rows: InvocationRow[] = [];
-  batch.forEach(({ payload: event }, i) => {
-    let cogsNano = 0n;
-    if (models && isUsageEventType(event.eventType)) {
-      const cogs = eventCogs(models.get(event.tenantId) ?? [], event);
-      if (cogs instanceof Error) {
-        results[i] = { error: cogs };
-        return;
-      }
-      cogsNano = cogs.cogsNano;
-    }
-    rows.push(invocationRow(event, cogsNano));
-  });
   const maybeInserted = batch.some((entry) => entry.redelivered || attempted.has(entry));
   for (const entry of batch) attempted.add(entry);
-  try {
-    const seen = maybeInserted ? await insertedAlready(clickhouse, rows) : new Set<string>();
-    const fresh: InvocationRow[] = [];
-    for (const row of rows) {
-      if (seen.has(rowKey(row))) continue;
-      seen.add(rowKey(row)); // the same event twice in one batch goes in once
-      fresh.push(row);
-    }
-    if (fresh.length) await insertJsonRows(clickhouse, INVOCATIONS_TABLE, fresh);
-  } catch (error) {
-    if (isDataError(error)) throw error;
-    throw new TransientError(`ClickHouse insert failed: ${(error as Error)?.message ?? String(error)}`, { cause: error });
-  }
-  return results;
+  const errors = await insertInvocations(
+    clickhouse,
+    batch.map((entry) => entry.payload),
+    { costModels, maybeInserted },
+  );
+  return errors.map((error) => (error ? { error } : {}));
 }
 
 /** Entries an insert was tried for in this process (the harness hands the same objects again when it retries a batch). */
 const attempted = new WeakSet<StageEntry<AnalyticsEvent>>();
 
-const rowKey = (row: InvocationRow) => `${row.tenant_id}\u0000${row.event_id}`;
-// Keeps each lookup well under ClickHouse's max_query_size (256 KiB) for ids up to 128 characters.
-const LOOKUP_CHUNK = 500;
-
-/** The keys (tenant, event id) of those rows that invocations already holds: one primary-key lookup per chunk. */
-async function insertedAlready(clickhouse: ClickHouseClient, rows: InvocationRow[]): Promise<Set<string>> {
-  const found = new Set<string>();
-  for (let start = 0; start < rows.length; start += LOOKUP_CHUNK) {
-    const keys = rows
-      .slice(start, start + LOOKUP_CHUNK)
-      .map((r) => `(${chString(r.tenant_id)}, toDate(${chString(r.recorded_date)}), ${chString(r.event_id)})`);
-    const result = await clickhouse.query({
-      query: `SELECT tenant_id, event_id FROM ${INVOCATIONS_TABLE} WHERE (tenant_id, recorded_date, event_id) IN (${keys.join(', ')})`,
-      format: 'JSONEachRow',
-    });
-    for (const row of await result.json<{ tenant_id: string; event_id: string }>()) found.add(`${row.tenant_id}\u0000${row.event_id}`);
-  }
-  return found;
-}
-
-export const analyticsDispatchStage: StageDefinition<AnalyticsEvent> = {
+/**
+ * analytics-dispatch: one more consumer group of events:ledgered, sharing the blocks the other
+ * consumers of the ledger decode in the same process. ClickHouse never holds the ledger back: a
+ * batch ClickHouse cannot take now (an outage) is enqueued in analytics_backlog by key and acked,
+ * and the backlog's drainer inserts it when ClickHouse is back (./backlog.ts). Only when
+ * PostgreSQL cannot take the backlog rows either does the batch wait in hand.
+ */
+export const analyticsDispatchStage: StageDefinition<LedgeredEvent> = {
   name: 'analytics-dispatch',
-  input: STREAMS.analytics,
+  input: STREAMS.ledgered,
   outputs: [],
   // A batch goes in at ANALYTICS_BATCH_ROWS rows or after ANALYTICS_FLUSH_MS, whichever first.
   batchSize: (config) => config.ANALYTICS_BATCH_ROWS,
@@ -135,13 +55,29 @@ export const analyticsDispatchStage: StageDefinition<AnalyticsEvent> = {
       username: config.CLICKHOUSE_USER,
       password: config.CLICKHOUSE_PASSWORD,
     });
-    const models = await watchedCostModels(sql, onControl);
-    const ledgerExport = new LedgerExport(sql, redis, config, log.child({ component: 'ledger-export' }), metrics);
-    ledgerExport.start();
+    const costModels = await watchedCostModels(sql, onControl);
+    await handOverFromLedgerExport(sql, redis, config.REDIS_PREFIX, log);
+    const drainer = new BacklogDrainer(sql, clickhouse, config, log.child({ component: 'analytics-backlog' }), metrics, { costModels });
+    drainer.start();
+    let deferring = false;
     return {
-      handle: (batch) => dispatchBatch(clickhouse, batch, models),
+      async handle(batch) {
+        try {
+          const results = await dispatchBatch(clickhouse, batch, costModels);
+          if (deferring) log.info('ClickHouse takes batches again');
+          deferring = false;
+          return results;
+        } catch (error) {
+          if (!(error instanceof TransientError)) throw error;
+          await enqueueForAnalytics(sql, batch.map(({ payload }) => ({ tenantId: payload.tenantId, eventId: payload.eventId })));
+          if (!deferring) log.warn({ err: describeError(error) }, 'ClickHouse cannot take a batch; its events wait in analytics_backlog');
+          deferring = true;
+          metrics.errors.inc({ stage: 'analytics-dispatch', kind: 'dependency' });
+          return batch.map(() => ({}));
+        }
+      },
       async close() {
-        await ledgerExport.stop();
+        await drainer.stop();
         await clickhouse.close();
       },
     };

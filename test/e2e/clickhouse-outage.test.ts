@@ -3,12 +3,14 @@
  * ledger-write after ~50 s at 200 events/s (the slowest group of events:ledgered gated it) and
  * ingest after ~300 s. Here ClickHouse is cut off (through a proxy) while five times the
  * high-water mark of events flows: every event must be ledgered meanwhile, ingest must keep room,
- * Redis must hold no more than about the mark for analytics, and once ClickHouse is back it must
- * agree with the ledger to the nano-unit.
+ * analytics-dispatch must not fall behind on events:ledgered (what ClickHouse cannot take waits in
+ * PostgreSQL's analytics_backlog, not in Redis), and once ClickHouse is back it must agree with the
+ * ledger to the nano-unit, the backlog empty.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { IngestWriter } from '../../api/ingest/writer.js';
 import { partitionedKey } from '../../pipeline/keys.js';
+import { backlogSize } from '../../store/analytics-backlog.js';
 import { seedSmall, usageEvent } from '../support/billing.js';
 import { startInProcess, type InProcessPipeline } from '../support/in-process.js';
 import { isolated, type Isolated } from '../support/isolated.js';
@@ -32,7 +34,7 @@ beforeAll(async () => {
     BACKPRESSURE_HIGH: String(HIGH),
     BACKPRESSURE_LOW: String(HIGH / 2),
     ANALYTICS_FLUSH_MS: '200',
-    LEDGER_EXPORT_INTERVAL_MS: '100',
+    ANALYTICS_BACKLOG_INTERVAL_MS: '100',
   });
 }, 120_000);
 
@@ -50,10 +52,11 @@ async function until(check: () => Promise<boolean>, timeoutMs: number, what: str
   }
 }
 
+const backlog = () => backlogSize(world.sql);
 const ledgerCount = async () => Number((await world.sql`SELECT count(*)::int AS n FROM usage_ledger`)[0].n);
 
 describe('a ClickHouse outage', () => {
-  it('never stops the ledger or ingest; analytics falls behind in bounded memory and catches up exactly', async () => {
+  it('never stops the ledger or ingest; analytics waits in PostgreSQL's backlog, not in Redis, and catches up exactly', async () => {
     proxy.cut('reset');
     const writer = new IngestWriter(world.redis, pipeline.config);
     const agents = tenant.customers.flatMap((c) => c.teams.flatMap((t) => t.agents));
@@ -63,10 +66,13 @@ describe('a ClickHouse outage', () => {
       await writer.write(events.slice(i, i + 100));
     }
     await until(async () => (await ledgerCount()) === EVENTS, 90_000, 'every event ledgered while ClickHouse is down');
-    // Ingest is open, and what waits for ClickHouse in Redis is bounded by the mark (plus a page and a batch in hand).
+    // analytics-dispatch keeps up with the ledger: what ClickHouse could not take waits in PostgreSQL, not in Redis; ingest is open.
+    await until(async () => (await backlog()).waiting === EVENTS, 30_000, 'every event waits in the analytics backlog');
     expect(await writer.hasRoom()).toBe(true);
-    const [group] = (await world.redis.xinfo('GROUPS', partitionedKey(pipeline.config.REDIS_PREFIX, 'events:analytics', 0))) as unknown[][];
+    const groups = (await world.redis.xinfo('GROUPS', partitionedKey(pipeline.config.REDIS_PREFIX, 'events:ledgered', 0))) as unknown[][];
+    const group = groups.find((g) => g[g.indexOf('name') + 1] === 'analytics-dispatch')!;
     expect(Number(group[group.indexOf('lag') + 1])).toBeLessThanOrEqual(2 * HIGH);
+    expect(Number(group[group.indexOf('pending') + 1])).toBeLessThanOrEqual(2 * HIGH);
 
     proxy.restore();
     const analytics = async () => {
@@ -80,5 +86,7 @@ describe('a ClickHouse outage', () => {
     await until(async () => (await analytics()).rows === EVENTS, 90_000, 'ClickHouse caught up');
     const [ledger] = await world.sql`SELECT count(*)::int AS rows, sum(cost_nano)::text AS total FROM usage_ledger`;
     expect(await analytics()).toEqual({ rows: ledger.rows, total: ledger.total });
+    await until(async () => (await backlog()).waiting === 0, 30_000, 'the backlog drained');
+    expect(await backlog()).toEqual({ waiting: 0, parked: 0 });
   }, 240_000);
 });

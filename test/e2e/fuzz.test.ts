@@ -36,7 +36,7 @@ beforeAll(async () => {
   world = await isolated('fuzz', { clickhouse: true });
   target = await seedSmall(world.sql, { name: 'fuzzed' });
   steady = await seedSmall(world.sql, { name: 'steady' });
-  pipeline = await startInProcess(world, { ANALYTICS_FLUSH_MS: '200', LEDGER_EXPORT_INTERVAL_MS: '100', CLAIM_IDLE_MS: '5000' }, { api: true });
+  pipeline = await startInProcess(world, { ANALYTICS_FLUSH_MS: '200', ANALYTICS_BACKLOG_INTERVAL_MS: '100', CLAIM_IDLE_MS: '5000' }, { api: true });
 }, 120_000);
 
 afterAll(async () => {
@@ -258,7 +258,7 @@ describe('fuzzing the ingest API with a pipeline behind it', () => {
     await Promise.all(Array.from({ length: CONCURRENCY }, sender));
     const sendSeconds = (Date.now() - started) / 1000;
 
-    // The whole pipeline drains, then the ledger export catches up.
+    // The whole pipeline drains, then analytics-dispatch flushes its batch.
     await until(drained, 180_000, 'pipeline drained');
     const [{ n: ledgered }] = await world.sql`SELECT count(*)::int AS n FROM usage_ledger WHERE tenant_id = ${target.tenantId}`;
     const clickhouseCount = async () => {

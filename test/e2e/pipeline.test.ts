@@ -347,8 +347,8 @@ describe('the pipeline end to end', () => {
     expect(BigInt(cogs.cogs)).toBe(expectedCogsTotal);
     expect(BigInt(cogs.margin)).toBe(expectedTotal - expectedCogsTotal);
 
-    // ClickHouse: the same count and total, read through the replacing engine's FINAL, once the
-    // ledger export (which follows the ledger, not the streams) has caught up.
+    // ClickHouse: the same count and total, read through the replacing engine's FINAL, once
+    // analytics-dispatch has flushed its batch.
     const analytics = async () => {
       const result = await world.clickhouse!.query({
         query: `SELECT count() AS rows, toString(sum(cost_nano)) AS total FROM ${world.env.CLICKHOUSE_DATABASE}.invocations FINAL`,
