@@ -56,7 +56,7 @@ const backlog = () => backlogSize(world.sql);
 const ledgerCount = async () => Number((await world.sql`SELECT count(*)::int AS n FROM usage_ledger`)[0].n);
 
 describe('a ClickHouse outage', () => {
-  it('never stops the ledger or ingest; analytics waits in PostgreSQL's backlog, not in Redis, and catches up exactly', async () => {
+  it('never stops the ledger or ingest; analytics waits in the PostgreSQL backlog, not in Redis, and catches up exactly', async () => {
     proxy.cut('reset');
     const writer = new IngestWriter(world.redis, pipeline.config);
     const agents = tenant.customers.flatMap((c) => c.teams.flatMap((t) => t.agents));
