@@ -87,6 +87,17 @@ function toAnalyticsEvent(row: LedgerRowText): AnalyticsEvent {
   };
 }
 
+/**
+ * At least as many as the backlog rows waiting (not parked), read at the cost of two index probes
+ * whatever the backlog's size: the span of their ids (rows taken from the middle by another
+ * drainer leave gaps, so it can overstate; it is 0 exactly when none waits).
+ */
+export async function waitingAtMost(sql: Sql): Promise<number> {
+  const [row] = await sql<{ span: string }[]>`
+    SELECT coalesce(max(id) - min(id) + 1, 0)::text AS span FROM analytics_backlog WHERE parked_at IS NULL`;
+  return Number(row.span);
+}
+
 /** A backlog row and the ledger row it names (undefined: no such ledger row). */
 export interface BacklogItem {
   id: string;

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { entryFields, newOrigin } from '../../pipeline/blocks.js';
 import { loadConfig } from '../../pipeline/config.js';
 import { createLogger } from '../../pipeline/logger.js';
+import { Metrics } from '../../pipeline/metrics.js';
 import { partitionedKey } from '../../pipeline/keys.js';
 import type { AnalyticsEvent, CheckedEvent } from '../../domain/flow.js';
 import { connectClickHouse } from '../../store/clickhouse.js';
@@ -31,6 +32,14 @@ function checked(tenantId: string, overrides: Parameters<typeof ledgeredEvent>[0
 
 async function ledger(events: CheckedEvent[]): Promise<void> {
   await writeLedger(world.sql, stageEntries(events));
+}
+
+async function waitUntil(check: () => Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
 }
 
 async function drainAll(d: BacklogDrainer): Promise<void> {
@@ -160,6 +169,34 @@ describe('the analytics backlog', () => {
     // A parked row is not tried again on its own.
     expect(await drainer().drainOnce()).toBe(0);
     await world.sql`DELETE FROM analytics_backlog WHERE tenant_id = ${tenant}`;
+  });
+
+  it('reports the rows waiting as am_analytics_backlog_rows while it runs, during an outage and after', async () => {
+    const tenant = newTenant();
+    const events = [checked(tenant), checked(tenant), checked(tenant)];
+    await ledger(events);
+    await enqueueForAnalytics(world.sql, keysOf(events));
+    const metrics = new Metrics('analytics-backlog-test');
+    const gauge = async () => (await metrics.registry.getSingleMetricAsString('am_analytics_backlog_rows')).split('\n').at(-1) ?? '';
+    const fast = loadConfig({ ...process.env, ...world.env, ANALYTICS_BACKLOG_INTERVAL_MS: '20' });
+    const down = connectClickHouse({ url: 'http://127.0.0.1:9', database: world.env.CLICKHOUSE_DATABASE, requestTimeoutMs: 2_000 });
+    const cut = new BacklogDrainer(world.sql, down, fast, log, metrics);
+    cut.start();
+    try {
+      await waitUntil(async () => (await gauge()).endsWith(' 3'), 'the gauge shows the three rows while ClickHouse is down');
+    } finally {
+      await cut.stop();
+      await down.close();
+    }
+    const live = new BacklogDrainer(world.sql, world.clickhouse!, fast, log, metrics);
+    live.start();
+    try {
+      await waitUntil(async () => (await gauge()).endsWith(' 0'), 'the gauge falls to 0 once drained');
+    } finally {
+      await live.stop();
+    }
+    expect(await backlogOf(tenant)).toEqual([]);
+    expect((await invocationTotals(world.clickhouse!, tenant)).events).toBe(3);
   });
 
   it('drops a row that names no ledger row', async () => {

@@ -1,6 +1,15 @@
 import type { ClickHouseClient } from '../../store/clickhouse.js';
 import type { CostModelCache } from '../../store/cost-model-cache.js';
-import { dropFromBacklog, enqueueAfterExportCursor, enqueueForAnalytics, parkInBacklog, takeBacklog, type BacklogItem } from '../../store/analytics-backlog.js';
+import { Gauge } from 'prom-client';
+import {
+  dropFromBacklog,
+  enqueueAfterExportCursor,
+  enqueueForAnalytics,
+  parkInBacklog,
+  takeBacklog,
+  waitingAtMost,
+  type BacklogItem,
+} from '../../store/analytics-backlog.js';
 import { eventsOfEntries } from '../../pipeline/blocks.js';
 import type { Config } from '../../pipeline/config.js';
 import { partitionedKey } from '../../pipeline/keys.js';
@@ -13,6 +22,7 @@ import type { AnalyticsEvent } from '../../domain/flow.js';
 import { insertInvocations, isDataError } from './insert.js';
 
 const MAX_BACKOFF_MS = 5_000;
+const BACKLOG_GAUGE = 'am_analytics_backlog_rows';
 /** Backlog rows per drain step: one transaction, one lookup of what ClickHouse has, one INSERT. */
 const BACKLOG_PAGE = 10_000;
 
@@ -56,6 +66,7 @@ export class BacklogDrainer {
   private failingSince?: number;
   private readonly pageSize: number;
   private readonly insert: Insert;
+  private readonly waiting?: Gauge;
 
   constructor(
     private readonly sql: Sql,
@@ -67,6 +78,15 @@ export class BacklogDrainer {
   ) {
     this.pageSize = options.pageSize ?? BACKLOG_PAGE;
     this.insert = (events) => insertInvocations(clickhouse, events, { costModels: options.costModels, maybeInserted: true });
+    if (metrics) {
+      this.waiting =
+        (metrics.registry.getSingleMetric(BACKLOG_GAUGE) as Gauge | undefined) ??
+        new Gauge({
+          name: BACKLOG_GAUGE,
+          help: 'Ledger rows waiting for ClickHouse in analytics_backlog (at most; 0 when none)',
+          registers: [metrics.registry],
+        });
+    }
   }
 
   start(): void {
@@ -121,6 +141,16 @@ export class BacklogDrainer {
     }
   }
 
+  /** Sets the gauge of rows waiting; a failed read (PostgreSQL down) leaves it as it was. */
+  private async reportWaiting(): Promise<void> {
+    if (!this.waiting) return;
+    try {
+      this.waiting.set(await waitingAtMost(this.sql));
+    } catch {
+      // the next step reads it again
+    }
+  }
+
   private async run(): Promise<void> {
     const interval = this.config.ANALYTICS_BACKLOG_INTERVAL_MS;
     let backoff = interval;
@@ -144,6 +174,7 @@ export class BacklogDrainer {
         backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
         pause = backoff;
       }
+      await this.reportWaiting();
       if (pause > 0 && !this.stopping) {
         await new Promise<void>((resolve) => {
           const timer = setTimeout(resolve, pause);
