@@ -2,13 +2,15 @@
 // when one does (0 when all agree).
 //   npm run reconcile                              the last 35 days, every tenant
 //   npm run reconcile -- --from 2026-11-01 --to 2026-11-30 --tenant ten_... [--json]
-//   npm run reconcile -- --repair                  rebuild the rollups of the days that differ from
-//                                                  invocations, then check again
+//   npm run reconcile -- --repair                  insert the ledger rows ClickHouse lacks, rebuild the
+//                                                  rollups of the days that differ, then check again
 import { formatNano } from '../domain/money.js';
 import { loadConfig } from '../pipeline/config.js';
 import { connectClickHouse } from '../store/clickhouse.js';
 import { connectPostgres } from '../pipeline/postgres.js';
 import { reconcile, repairRollups, type Difference, type ReconcileOptions } from '../store/reconcile.js';
+import { enqueueLedgerDay } from '../store/analytics-backlog.js';
+import { drainBacklog } from '../stages/analytics-dispatch/backlog.js';
 import { CommandError, isMain, numberFlag, parseArgs, runCli, stringFlag, UsageError } from './cli.js';
 import { renderTable } from './table.js';
 
@@ -16,11 +18,13 @@ const USAGE = `usage: npm run reconcile -- [--from YYYY-MM-DD] [--to YYYY-MM-DD]
   --from, --to   the days to compare, inclusive (UTC); default: the last --days days (35) up to today
   --tenant ID    one tenant only
   --json         machine-readable output
-  --repair       rebuild the ClickHouse rollups (usage_daily, usage_hourly, spend_daily, tool_daily,
-                 session_summary) of each
-                 tenant and day whose rollups differ from invocations, then compare again. Run it for
-                 past days or with analytics-dispatch stopped. Differences of invocations itself
-                 (events missing in ClickHouse) are the pipeline's to fix: see npm run status and npm run dlq.
+  --repair       first insert the ledger rows ClickHouse lacks (each tenant and day with fewer events
+                 in invocations than in the ledger: the day's rows go through analytics_backlog,
+                 those ClickHouse has left out), then rebuild the ClickHouse rollups (usage_daily,
+                 usage_hourly, spend_daily, tool_daily, session_summary) of each tenant and day whose
+                 rollups differ from invocations, then compare again. Run it for past days or with
+                 analytics-dispatch stopped. Rows ClickHouse has and the ledger does not are reported,
+                 never removed.
 exit code: 0 when ClickHouse agrees with the ledger, 1 when something differs, 2 on bad usage`;
 
 const DAY = /^\d{4}-\d{2}-\d{2}$/;
@@ -59,6 +63,17 @@ async function main(argv: string[]): Promise<number> {
       throw error;
     });
     if (args.flags.has('repair')) {
+      const missingDays = new Map<string, { tenantId: string; day: string }>();
+      for (const d of result.differences) if (d.source === 'invocations' && d.figure === 'events' && d.clickhouse < d.ledger) missingDays.set(`${d.tenantId} ${d.day}`, d);
+      if (missingDays.size) {
+        for (const { tenantId, day } of missingDays.values()) {
+          const enqueued = await enqueueLedgerDay(sql, tenantId, day);
+          console.error(`ClickHouse lacks ledger rows of ${tenantId} on ${day}: ${enqueued} rows enqueued in analytics_backlog`);
+        }
+        const drained = await drainBacklog(sql, clickhouse, config);
+        console.error(`analytics backlog drained: ${drained} rows, those ClickHouse lacked inserted`);
+        result = await reconcile(sql, clickhouse, options);
+      }
       const rollupDays = new Map<string, { tenantId: string; day: string }>();
       for (const d of result.differences) if (d.source !== 'invocations') rollupDays.set(`${d.tenantId} ${d.day}`, d);
       for (const { tenantId, day } of rollupDays.values()) {

@@ -88,6 +88,20 @@ function toAnalyticsEvent(row: LedgerRowText): AnalyticsEvent {
 }
 
 /**
+ * Enqueues every ledger row of a tenant recorded on a day (UTC, 'YYYY-MM-DD'): the repair of
+ * rows ClickHouse lacks (npm run reconcile -- --repair). Those it has are found and left out
+ * when the backlog is drained. Returns how many were enqueued.
+ */
+export async function enqueueLedgerDay(sql: Sql, tenantId: string, day: string): Promise<number> {
+  const result = await sql`
+    INSERT INTO analytics_backlog (tenant_id, event_id)
+    SELECT tenant_id, event_id FROM usage_ledger
+    WHERE tenant_id = ${tenantId} AND recorded_at >= ${day}::date AND recorded_at < ${day}::date + 1
+    ORDER BY recorded_at`;
+  return result.count;
+}
+
+/**
  * At least as many as the backlog rows waiting (not parked), read at the cost of two index probes
  * whatever the backlog's size: the span of their ids (rows taken from the middle by another
  * drainer leave gaps, so it can overstate; it is 0 exactly when none waits).

@@ -1,5 +1,5 @@
 import type { ClickHouseClient } from '../../store/clickhouse.js';
-import type { CostModelCache } from '../../store/cost-model-cache.js';
+import { CostModelCache } from '../../store/cost-model-cache.js';
 import { Gauge } from 'prom-client';
 import {
   dropFromBacklog,
@@ -15,7 +15,7 @@ import type { Config } from '../../pipeline/config.js';
 import { partitionedKey } from '../../pipeline/keys.js';
 import type { Redis } from '../../pipeline/redis.js';
 import { describeError } from '../../pipeline/errors.js';
-import type { Logger } from '../../pipeline/logger.js';
+import { createLogger, type Logger } from '../../pipeline/logger.js';
 import type { Metrics } from '../../pipeline/metrics.js';
 import type { Sql } from '../../pipeline/postgres.js';
 import type { AnalyticsEvent } from '../../domain/flow.js';
@@ -49,6 +49,21 @@ export async function handOverFromLedgerExport(sql: Sql, redis: Redis, prefix: s
   await redis.del(streamKey);
   await redis.del(cursorKey);
   log.info({ appended: appended.length, unread }, 'the ledger export handed over to the analytics backlog');
+}
+
+/**
+ * Drains the analytics backlog once, to the end, with the tenants' cost models (for an operator
+ * tool: npm run reconcile -- --repair); returns how many rows it took. Fails as a step fails
+ * (ClickHouse or PostgreSQL down).
+ */
+export async function drainBacklog(sql: Sql, clickhouse: ClickHouseClient, config: Config): Promise<number> {
+  const drainer = new BacklogDrainer(sql, clickhouse, config, createLogger('reconcile', 'warn'), undefined, { costModels: new CostModelCache(sql) });
+  let total = 0;
+  for (;;) {
+    const taken = await drainer.drainOnce();
+    if (taken === 0) return total;
+    total += taken;
+  }
 }
 
 /**
