@@ -57,7 +57,7 @@ export async function handOverFromLedgerExport(sql: Sql, redis: Redis, prefix: s
  * (ClickHouse or PostgreSQL down).
  */
 export async function drainBacklog(sql: Sql, clickhouse: ClickHouseClient, config: Config): Promise<number> {
-  const drainer = new BacklogDrainer(sql, clickhouse, config, createLogger('reconcile', 'warn'), undefined, { costModels: new CostModelCache(sql) });
+  const drainer = new BacklogDrainer(sql, clickhouse, config, createLogger('analytics-backlog', 'warn'), undefined, { costModels: new CostModelCache(sql) });
   let total = 0;
   for (;;) {
     const taken = await drainer.drainOnce();
