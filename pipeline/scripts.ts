@@ -14,7 +14,6 @@ interface ScriptedRedis {
   deadLetter(...args: ScriptArg[]): Promise<number>;
   splitBlock(...args: ScriptArg[]): Promise<number>;
   trimAcked(...args: ScriptArg[]): Promise<number>;
-  appendAtCursor(...args: ScriptArg[]): Promise<number>;
   forwardOnce(numKeys: number, ...args: ScriptArg[]): Promise<(string | null)[]>;
   oldestWaiting(numKeys: number, ...keys: string[]): Promise<number[]>;
   advanceOnce(numKeys: number, ...args: ScriptArg[]): Promise<(string | null)[]>;
@@ -25,7 +24,6 @@ const SCRIPTS: { name: keyof ScriptedRedis; file: string; keys?: number; lib?: s
   { name: 'deadLetter', file: 'deadLetter-3.lua', keys: 3 },
   { name: 'splitBlock', file: 'splitBlock-2.lua', keys: 2 },
   { name: 'trimAcked', file: 'trimAcked-1.lua', keys: 1 },
-  { name: 'appendAtCursor', file: 'appendAtCursor-2.lua', keys: 2 },
   { name: 'forwardOnce', file: 'forwardOnce.lua' },
   { name: 'oldestWaiting', file: 'oldestWaiting.lua' },
   { name: 'advanceOnce', file: 'advanceOnce.lua' },
