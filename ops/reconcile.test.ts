@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { projectPath } from '../pipeline/paths.js';
-import { reconcile } from '../store/reconcile.js';
+import { mutationsDone, reconcile } from '../store/reconcile.js';
 import { isolated, type Isolated } from '../test/support/isolated.js';
 import { startInProcessPipeline } from '../test/support/in-process-pipeline.js';
 import { consoleTraffic, sendEvents } from '../test/support/traffic.js';
@@ -83,11 +83,7 @@ describe('npm run reconcile', () => {
     await ch.command({
       query: `ALTER TABLE invocations DELETE WHERE tenant_id = '${tenant.tenantId}' AND event_id IN (${lost.map((r) => `'${r.event_id}'`).join(', ')})`,
     });
-    for (let waited = 0; waited < 30_000; waited += 100) {
-      const pending = await ch.query({ query: 'SELECT count() AS n FROM system.mutations WHERE database = currentDatabase() AND is_done = 0', format: 'JSONEachRow' });
-      if (Number((await pending.json<{ n: string }>())[0].n) === 0) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    await mutationsDone(ch, 30_000, 'the two rows are still being deleted after 30 s');
     const { differences } = await reconcile(world.sql, ch, range());
     const missing = differences.find((d) => d.source === 'invocations' && d.figure === 'events')!;
     expect(missing.ledger - missing.clickhouse).toBe(2n);

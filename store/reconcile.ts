@@ -143,14 +143,19 @@ export async function repairRollups(clickhouse: ClickHouseClient, tenantId: stri
     `ALTER TABLE session_summary DELETE WHERE tenant_id = ${tenant} AND day = ${date}`,
   ];
   for (const query of deletes) await clickhouse.command({ query });
+  await mutationsDone(clickhouse, 120_000, 'the rollups of that day are still being deleted after 2 minutes');
+  await clickhouse.command({ query: `INSERT INTO invocations SELECT * FROM invocations FINAL WHERE tenant_id = ${tenant} AND recorded_date = ${date}` });
+}
+
+/** Waits until the database's mutations (ALTER TABLE ... DELETE) are done; fails with `timeoutMessage` after `timeoutMs`. */
+export async function mutationsDone(clickhouse: ClickHouseClient, timeoutMs: number, timeoutMessage: string): Promise<void> {
   for (let waited = 0; ; waited += 100) {
     const pending = await clickhouse.query({
       query: `SELECT count() AS n FROM system.mutations WHERE database = currentDatabase() AND is_done = 0`,
       format: 'JSONEachRow',
     });
-    if (Number((await pending.json<{ n: string }>())[0].n) === 0) break;
-    if (waited > 120_000) throw new Error('the rollups of that day are still being deleted after 2 minutes');
+    if (Number((await pending.json<{ n: string }>())[0].n) === 0) return;
+    if (waited > timeoutMs) throw new Error(timeoutMessage);
     await new Promise((r) => setTimeout(r, 100));
   }
-  await clickhouse.command({ query: `INSERT INTO invocations SELECT * FROM invocations FINAL WHERE tenant_id = ${tenant} AND recorded_date = ${date}` });
 }
