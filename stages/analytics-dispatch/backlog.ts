@@ -41,7 +41,7 @@ export async function handOverFromLedgerExport(sql: Sql, redis: Redis, prefix: s
   const cursor = await redis.get(cursorKey);
   const entries = (await redis.xrangeBuffer(streamKey, '-', '+')) as [Buffer, Buffer[]][];
   if (cursor === null && entries.length === 0) return;
-  const appended = eventsOfEntries<AnalyticsEvent>(entries).map(({ payload }) => ({ tenantId: payload.tenantId, eventId: payload.eventId }));
+  const appended = eventsOfEntries<AnalyticsEvent>(entries).map((event) => event.payload);
   const unread = await sql.begin(async (tx) => {
     await enqueueForAnalytics(tx, appended);
     return cursor === null ? 0 : enqueueAfterExportCursor(tx, cursor);

@@ -69,7 +69,7 @@ export const analyticsDispatchStage: StageDefinition<LedgeredEvent> = {
           return results;
         } catch (error) {
           if (!(error instanceof TransientError)) throw error;
-          await enqueueForAnalytics(sql, batch.map(({ payload }) => ({ tenantId: payload.tenantId, eventId: payload.eventId })));
+          await enqueueForAnalytics(sql, batch.map((entry) => entry.payload));
           if (!deferring) log.warn({ err: describeError(error) }, 'ClickHouse cannot take a batch; its events wait in analytics_backlog');
           deferring = true;
           metrics.errors.inc({ stage: 'analytics-dispatch', kind: 'dependency' });
