@@ -109,6 +109,35 @@ describe('ledger-write', () => {
     expect(byId.get(bare.eventId)).toMatchObject({ session_id: null, tool_name: null, priced_tool: null, mcp_server_id: null, model: null, error_type: null, is_parallel: false, cost_nano: '0' });
   });
 
+  it('stores text as it came: quotes, backslashes, braces, commas, control characters, "NULL", empty and non-ASCII', async () => {
+    const odd = checked({
+      eventId: `evt_"odd"\\{id},${Date.now()}`,
+      sessionId: 'sess "quoted" \\ back\\slash {brace}, comma',
+      toolName: 'NULL',
+      model: 'line\nbreak\ttab\u0001control',
+      errorType: '',
+      mcpServerId: 'ünïcødé ✓ 日本 😀',
+    });
+    // In the same statement: its columns take the quoting path, this one's the plain one.
+    const plain = checked();
+    const { counts } = await write(stageEntries([odd, plain]));
+    expect(counts).toEqual({ inserted: 2, duplicates: 0, redelivered: 0 });
+    const [row] = await world.sql`SELECT * FROM usage_ledger WHERE event_id = ${odd.eventId}`;
+    expect(row).toMatchObject({
+      event_id: odd.eventId,
+      session_id: odd.sessionId,
+      tool_name: 'NULL',
+      model: odd.model,
+      error_type: '',
+      mcp_server_id: odd.mcpServerId,
+    });
+    const [again] = await world.sql`SELECT session_id, tool_name FROM usage_ledger WHERE event_id = ${plain.eventId}`;
+    expect(again).toEqual({ session_id: plain.sessionId, tool_name: plain.toolName });
+    // Sent again: found as this submission (the key read back equal), not as a duplicate.
+    const second = await write(stageEntries([odd]));
+    expect(second.counts).toEqual({ inserted: 0, duplicates: 0, redelivered: 1 });
+  });
+
   it('forwards a redelivered batch again (same ingest nonce) without a second row', async () => {
     const entries = stageEntries([checked(), checked()]);
     await write(entries);
