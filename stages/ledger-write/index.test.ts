@@ -118,7 +118,7 @@ describe('ledger-write', () => {
       errorType: '',
       mcpServerId: 'ünïcødé ✓ 日本 😀',
     });
-    // In the same statement: its columns take the quoting path, this one's the plain one.
+    // In the same statement as an event of plain text, which must come back as plain.
     const plain = checked();
     const { counts } = await write(stageEntries([odd, plain]));
     expect(counts).toEqual({ inserted: 2, duplicates: 0, redelivered: 0 });
