@@ -9,6 +9,8 @@ WORKDIR /app
 COPY package.json package-lock.json ./
 # The npm workspace (the SDK) must be there for npm ci to install it.
 COPY sdk/package.json sdk/
+# Fixes to dependencies, applied by npm's postinstall (patch-package): see patches/.
+COPY patches/ patches/
 RUN npm ci --no-audit --no-fund
 COPY . .
 RUN npm run build && npm prune --omit=dev --no-audit --no-fund

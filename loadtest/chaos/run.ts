@@ -3,6 +3,8 @@
 //   npm run chaos                      full run (~4 min of load, ~6 min in all)
 //   npm run chaos -- --short           the CI version (~50 s of load, ~2 min in all)
 //   npm run chaos -- --duration 120 --rate 300
+//   CHAOS_KEEP_FAILED=1 npm run chaos -- --short   a failed run leaves its scratch database to inspect
+//   CHAOS_LOG_LEVEL=warn npm run chaos -- --short   the processes' warnings (retries, outages) on stdout
 //
 // Faults: a Redis server of its own (redis-server, AOF) killed with SIGKILL and started again;
 // PostgreSQL and ClickHouse cut off (connections reset, or blackholed) through TCP proxies the run
@@ -190,7 +192,12 @@ async function main(): Promise<number> {
     await redisServer.start();
     cleanups.push(() => redisServer.stop());
     const world: ScratchWorld = await createScratchWorld({ REDIS_URL: redisServer.url }, 'chaos');
-    cleanups.push(() => world.cleanup());
+    let passed = false;
+    cleanups.push(() => {
+      if (passed || process.env.CHAOS_KEEP_FAILED !== '1') return world.cleanup();
+      say(`kept the scratch database ${world.dbName} (PostgreSQL and ClickHouse) to inspect; drop it when done`);
+      return Promise.resolve();
+    });
     reportRedisErrors(world.redis, 'chaos-monitor'); // quiet while the run kills its Redis
     const pgProxy = await TcpProxy.start({ port: Number(new URL(world.config.DATABASE_URL).port || 5432) });
     const chProxy = await TcpProxy.start({ port: Number(new URL(world.config.CLICKHOUSE_URL).port || 8123) });
@@ -295,7 +302,9 @@ async function main(): Promise<number> {
     const caughtUpS = (Date.now() - drainStarted) / 1000;
     await sleep(1_500); // the last batches of the ledger's consumers commit
     const verdict = await verify(world.sql, world.redis, world.config.REDIS_PREFIX, clickhouse, tenant, load.accepted);
-    return report(verdict, faults, caughtUpS);
+    const code = report(verdict, faults, caughtUpS);
+    passed = code === 0;
+    return code;
   } finally {
     await cleanup();
   }

@@ -1,0 +1,66 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from './config.js';
+import { connectPostgres, type Sql } from './postgres.js';
+import { TcpProxy } from '../test/support/tcp-proxy.js';
+
+/**
+ * postgres.js 3.4.9 as published loses its place on a connection reset inside a transaction:
+ * the transaction's ROLLBACK, written to the dying socket, stays in the connection's queue of
+ * sent queries across the reconnect. The next query answers; every one after it is matched
+ * with the reply of the one before, or waits for ever. In the chaos run that made
+ * session-update ack a batch its transaction never committed (160 events missing from
+ * mcp_sessions). patches/postgres+3.4.9.patch (applied by npm's postinstall) rejects every
+ * query still queued when a connection closes, and refuses queries on a closed connection.
+ */
+describe('the PostgreSQL client across a connection reset', () => {
+  const port = Number(new URL(loadConfig({}).DATABASE_URL).port || 5432);
+  let proxy: TcpProxy;
+  let sql: Sql;
+
+  beforeAll(async () => {
+    proxy = await TcpProxy.start({ port });
+    const url = new URL(loadConfig({}).DATABASE_URL);
+    url.host = proxy.url;
+    // One connection, so every query after the reset goes to the connection that was reset.
+    sql = connectPostgres(url.toString(), { max: 1, name: 'test-pg-reset' });
+  });
+
+  afterAll(async () => {
+    await sql.end({ timeout: 1 });
+    await proxy.close();
+  });
+
+  const within = <T>(work: Promise<T>, ms: number) =>
+    Promise.race([work, new Promise<'timed out'>((resolve) => setTimeout(() => resolve('timed out'), ms))]);
+
+  it('fails the transaction it cut, then answers every later query with its own reply', async () => {
+    await sql`SELECT 1`;
+    const transaction = sql
+      .begin(async (tx) => {
+        await tx`SELECT pg_sleep(0.5)`;
+        await tx`SELECT 2`;
+      })
+      .then(
+        () => 'committed',
+        (error: Error) => `failed: ${error.message}`,
+      );
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    proxy.cut('reset');
+    expect(await within(transaction, 5_000)).toMatch(/^failed: .*(CONNECTION_CLOSED|ECONNRESET)/);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    proxy.restore();
+
+    const answers: unknown[] = [];
+    for (let i = 0; i < 4; i++) {
+      answers.push(await within(sql<{ tag: string }[]>`SELECT ${`query ${i}`}::text AS tag`.then((rows) => rows[0].tag), 5_000));
+    }
+    expect(answers).toEqual(['query 0', 'query 1', 'query 2', 'query 3']);
+
+    // And a transaction after it commits.
+    const [{ n }] = await within(
+      sql.begin((tx) => tx<{ n: number }[]>`SELECT 3 AS n`),
+      5_000,
+    ).then((r) => (r === 'timed out' ? [{ n: -1 }] : r));
+    expect(n).toBe(3);
+  });
+});
