@@ -22,19 +22,43 @@ interface LedgerNonce {
 const ledgerKey = (tenantId: string, eventId: string) => `${tenantId}\u0000${eventId}`;
 
 /**
- * Ledger rows per INSERT (about 240 KB of JSON). A batch of 1,000 events (ten blocks read at once
- * under load) in one statement cost PostgreSQL twice the CPU per event, 48-50 us against 21-28,
- * and ~1.9 page faults per event: `npm run bench:ledger-write`, BENCHMARKS.md.
+ * Ledger rows per INSERT. A batch of 1,000 events (ten blocks read at once under load) in one
+ * statement cost PostgreSQL twice the CPU per event and ~1.9 page faults per event when the rows
+ * went as one JSON document: `npm run bench:ledger-write`, BENCHMARKS.md.
  */
 const LEDGER_ROWS_PER_STATEMENT = 250;
 
 /**
- * Inserts the rows of one JSON array of arrays (each row's values in the column order below; no
- * replacer: it would take JSON.stringify off its fast path); returns those new to the ledger.
- * Rows as arrays, taken apart by position from jsonb, cost PostgreSQL half the CPU of objects
- * taken apart by json_to_recordset (10.6 against 21.5 us per row), and the text is half as long.
+ * A text[] literal of the values. JSON.stringify (native) quotes strings as an array literal
+ * does, and writes null as NULL, unless it had to escape something (a quote, a backslash, a
+ * control character): then each value is quoted and escaped here, since a backslash in an array
+ * literal only takes the next character as it is.
  */
-function insertLedgerRows(sql: Sql, json: string) {
+function textArray(values: readonly (string | null | undefined)[]): string {
+  const json = JSON.stringify(values);
+  if (!json.includes('\\')) return `{${json.slice(1, -1)}}`;
+  let out = '{';
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i];
+    if (i > 0) out += ',';
+    out += v == null ? 'NULL' : `"${v.replace(/["\\]/g, '\\$&')}"`;
+  }
+  return `${out}}`;
+}
+const numberArray = (values: readonly (number | bigint | string)[]) => `{${values.join(',')}}`;
+const boolArray = (values: readonly boolean[]) => `{${values.join(',')}}`;
+
+/**
+ * Inserts the events' rows; returns those new to the ledger. Each column goes as one array
+ * literal, unnested in the SELECT list (no tuplestore), so PostgreSQL holds about the text's size
+ * while it inserts. The rows used to go as one JSON document parsed into a jsonb: at --rate max the
+ * ledger's backend then took ~1.2 fresh-page faults per event, most of them in jsonb_in; as
+ * columns the rows cost PostgreSQL 25-30% less CPU at saturation (BENCHMARKS.md, twenty-first
+ * session).
+ * Times are epoch ms added to the epoch as exact integer intervals; amounts are integers.
+ */
+function insertLedgerRows(sql: Sql, events: readonly CheckedEvent[], overCap: readonly boolean[]) {
+  const col = <T>(f: (e: CheckedEvent) => T) => events.map(f);
   return sql<LedgerNonce[]>`
     INSERT INTO usage_ledger (
       tenant_id, event_id, ingest_nonce, event_type, recorded_at, ingested_at,
@@ -44,16 +68,39 @@ function insertLedgerRows(sql: Sql, json: string) {
       duration_ms, input_tokens, output_tokens, retry_count,
       cost_nano, cost_breakdown, currency, over_cap, error_type, is_parallel)
     SELECT
-      r->>0, r->>1, r->>2, r->>3,
-      timestamptz 'epoch' + (r->>4)::int8 * interval '1 millisecond',
-      timestamptz 'epoch' + (r->>5)::int8 * interval '1 millisecond',
-      r->>6, r->>7, r->>8, r->>9, r->>10, r->>11,
-      r->>12, r->>13, r->>14, (r->>15)::int4,
-      timestamptz 'epoch' + (r->>16)::int8 * interval '1 millisecond',
-      r->>17, r->>18, r->>19, r->>20, r->>21, r->>22,
-      (r->>23)::int8, (r->>24)::int8, (r->>25)::int8, (r->>26)::int4,
-      (r->>27)::int8, r->28, r->>29, (r->>30)::bool, r->>31, (r->>32)::bool
-    FROM jsonb_array_elements(${json}::text::jsonb) AS r
+      unnest(${textArray(col((e) => e.tenantId))}::text[]),
+      unnest(${textArray(col((e) => e.eventId))}::text[]),
+      unnest(${textArray(col((e) => e.ingestNonce))}::text[]),
+      unnest(${textArray(col((e) => e.eventType))}::text[]),
+      timestamptz 'epoch' + unnest(${numberArray(col((e) => e.recordedAt))}::int8[]) * interval '1 millisecond',
+      timestamptz 'epoch' + unnest(${numberArray(col((e) => e.ingestedAt))}::int8[]) * interval '1 millisecond',
+      unnest(${textArray(col((e) => e.attribution.customerId))}::text[]),
+      unnest(${textArray(col((e) => e.attribution.teamId))}::text[]),
+      unnest(${textArray(col((e) => e.attribution.agentId))}::text[]),
+      unnest(${textArray(col((e) => e.attribution.appId))}::text[]),
+      unnest(${textArray(col((e) => e.attribution.credentialId))}::text[]),
+      unnest(${textArray(col((e) => e.attribution.productId))}::text[]),
+      unnest(${textArray(col((e) => e.subscription.subscriptionId))}::text[]),
+      unnest(${textArray(col((e) => e.subscription.ratePlanId))}::text[]),
+      unnest(${textArray(col((e) => e.subscription.ratePlanVersionId))}::text[]),
+      unnest(${numberArray(col((e) => e.subscription.ratePlanVersion))}::int4[]),
+      timestamptz 'epoch' + unnest(${numberArray(col((e) => e.subscription.periodStart))}::int8[]) * interval '1 millisecond',
+      unnest(${textArray(col((e) => e.sessionId))}::text[]),
+      unnest(${textArray(col((e) => e.toolName))}::text[]),
+      unnest(${textArray(col((e) => e.cost.tool || null))}::text[]),
+      unnest(${textArray(col((e) => e.mcpServerId))}::text[]),
+      unnest(${textArray(col((e) => e.model))}::text[]),
+      unnest(${textArray(col((e) => e.status))}::text[]),
+      unnest(${numberArray(col((e) => e.durationMs))}::int8[]),
+      unnest(${numberArray(col((e) => e.inputTokens))}::int8[]),
+      unnest(${numberArray(col((e) => e.outputTokens))}::int8[]),
+      unnest(${numberArray(col((e) => e.retryCount))}::int4[]),
+      unnest(${numberArray(col((e) => e.cost.total))}::int8[]),
+      unnest(${textArray(col((e) => JSON.stringify(decimalStrings(e.cost.breakdown))))}::text[])::jsonb,
+      unnest(${textArray(col((e) => e.subscription.currency))}::text[]),
+      unnest(${boolArray(overCap)}::bool[]),
+      unnest(${textArray(col((e) => e.errorType))}::text[]),
+      unnest(${boolArray(col((e) => e.isParallel))}::bool[])
     ON CONFLICT (tenant_id, event_id) DO NOTHING
     RETURNING tenant_id, event_id, ingest_nonce`;
 }
@@ -80,50 +127,11 @@ export async function writeLedger(
   const overCap = batch.map((entry) => entry.tags.some((t) => t.startsWith(CAP_TAG_PREFIX)));
   const nonceOf = new Map<string, string>();
 
-  // The rows go as one JSON parameter, taken apart in PostgreSQL: one JSON.stringify (native
-  // code) instead of 33 text arrays escaped in JavaScript. Each row is an array in the column
-  // order of insertLedgerRows. Times are epoch ms, added to the epoch as exact integer intervals;
-  // amounts are decimal strings.
-  const rows = events.map((e, i) => [
-    e.tenantId,
-    e.eventId,
-    e.ingestNonce,
-    e.eventType,
-    e.recordedAt,
-    e.ingestedAt,
-    e.attribution.customerId,
-    e.attribution.teamId,
-    e.attribution.agentId ?? null,
-    e.attribution.appId ?? null,
-    e.attribution.credentialId,
-    e.attribution.productId ?? null,
-    e.subscription.subscriptionId,
-    e.subscription.ratePlanId,
-    e.subscription.ratePlanVersionId,
-    e.subscription.ratePlanVersion,
-    e.subscription.periodStart,
-    e.sessionId ?? null,
-    e.toolName ?? null,
-    e.cost.tool || null,
-    e.mcpServerId ?? null,
-    e.model ?? null,
-    e.status,
-    e.durationMs,
-    e.inputTokens,
-    e.outputTokens,
-    e.retryCount,
-    e.cost.total.toString(),
-    decimalStrings(e.cost.breakdown),
-    e.subscription.currency,
-    overCap[i],
-    e.errorType ?? null,
-    e.isParallel,
-  ]);
   // At most LEDGER_ROWS_PER_STATEMENT rows a statement, in order: the first of two events with one
   // id in a batch is the one ledgered, as in one statement.
   const inserted: LedgerNonce[] = [];
-  for (let start = 0; start < rows.length; start += rowsPerStatement) {
-    inserted.push(...(await insertLedgerRows(sql, JSON.stringify(rows.slice(start, start + rowsPerStatement)))));
+  for (let start = 0; start < events.length; start += rowsPerStatement) {
+    inserted.push(...(await insertLedgerRows(sql, events.slice(start, start + rowsPerStatement), overCap.slice(start, start + rowsPerStatement))));
   }
   for (const row of inserted) nonceOf.set(ledgerKey(row.tenant_id, row.event_id), row.ingest_nonce);
   const keyOf = events.map((e) => ledgerKey(e.tenantId, e.eventId));
