@@ -1,3 +1,4 @@
+import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from './config.js';
 import { connectPostgres, type Sql } from './postgres.js';
@@ -11,6 +12,12 @@ import { TcpProxy } from '../test/support/tcp-proxy.js';
  * session-update ack a batch its transaction never committed (160 events missing from
  * mcp_sessions). patches/postgres+3.4.9.patch (applied by npm's postinstall) rejects every
  * query still queued when a connection closes, and refuses queries on a closed connection.
+ *
+ * It also reserves a transaction's connection whenever its BEGIN is written: as published, a
+ * BEGIN that filled the connection's pipeline (max_pipeline, 100 by default) went to
+ * PostgreSQL without the reservation, sql.begin failed with UNSAFE_TRANSACTION, and the
+ * connection went back to the pool inside the open transaction, where later autocommit writes
+ * would never commit (porsager/postgres#1189).
  */
 describe('the PostgreSQL client across a connection reset', () => {
   const port = Number(new URL(loadConfig({}).DATABASE_URL).port || 5432);
@@ -62,5 +69,23 @@ describe('the PostgreSQL client across a connection reset', () => {
       5_000,
     ).then((r) => (r === 'timed out' ? [{ n: -1 }] : r));
     expect(n).toBe(3);
+  });
+
+  it('reserves the connection of a transaction whose BEGIN fills the pipeline', async () => {
+    // max_pipeline 0: every query fills it, BEGIN included. One connection, so a transaction left
+    // open on it would take in every later query.
+    const options = { max: 1, max_pipeline: 0, onnotice: () => {} }; // max_pipeline: an option the typings leave out
+    const edge = postgres(loadConfig({}).DATABASE_URL, options);
+    try {
+      const inside = await edge.begin(async (tx) => (await tx<{ xid: string }[]>`SELECT txid_current()::text AS xid`)[0].xid);
+      const [{ status }] = await edge<{ status: string }[]>`SELECT txid_status(${inside}::bigint) AS status`;
+      expect(status).toBe('committed');
+      // Two statements after it, two transactions: the connection is not inside one left open.
+      const [{ first }] = await edge<{ first: string }[]>`SELECT txid_current()::text AS first`;
+      const [{ second }] = await edge<{ second: string }[]>`SELECT txid_current()::text AS second`;
+      expect(second).not.toBe(first);
+    } finally {
+      await edge.end({ timeout: 1 });
+    }
   });
 });
