@@ -44,6 +44,19 @@ function event(sessionId: string, outputTokens: number, overrides: Partial<Ledge
   });
 }
 
+/** A tenant of its own on `pricing`, and its one customer's call in a session (1000 output tokens). */
+async function freshSubscriber(pricing: Record<string, unknown>) {
+  const fresh = await seedSmall(world.sql, { pricing, customers: 1 });
+  const customer = fresh.customers[0];
+  const on = (sessionId: string): LedgeredEvent =>
+    event(sessionId, 1000, {
+      tenantId: fresh.tenantId,
+      attribution: { ...event(sessionId, 0).attribution, customerId: customer.id, teamId: customer.teams[0].id, agentId: customer.teams[0].agents[0].id },
+      subscription: { ...event(sessionId, 0).subscription, subscriptionId: customer.subscriptionId, ratePlanVersionId: fresh.ratePlanVersionId },
+    });
+  return { fresh, customer, on };
+}
+
 describe('invoice-rollup', () => {
   it('keeps period aggregates exactly once and the draft invoice applies the session rules to them', async () => {
     const plans = new PlanCache(world.sql);
@@ -78,14 +91,7 @@ describe('invoice-rollup', () => {
 
   it('applies blocks once each, one applied_blocks row per block, and grouped over the blocks of a batch as if event by event', async () => {
     const plans = new PlanCache(world.sql);
-    const fresh = await seedSmall(world.sql, { pricing: SESSION_PLAN, customers: 1 });
-    const customer = fresh.customers[0];
-    const on = (sessionId: string): LedgeredEvent =>
-      event(sessionId, 1000, {
-        tenantId: fresh.tenantId,
-        attribution: { ...event(sessionId, 0).attribution, customerId: customer.id, teamId: customer.teams[0].id, agentId: customer.teams[0].agents[0].id },
-        subscription: { ...event(sessionId, 0).subscription, subscriptionId: customer.subscriptionId, ratePlanVersionId: fresh.ratePlanVersionId },
-      });
+    const { fresh, customer, on } = await freshSubscriber(SESSION_PLAN);
     // The same events as the first test: session a 5 calls across two blocks, session b 1 call as a single (split off its block).
     const a = { origin: `a_${fresh.tenantId}`, events: [on('sess_a'), on('sess_a'), on('sess_a')] };
     const b = { origin: `b_${fresh.tenantId}`, events: [on('sess_a'), on('sess_a')] };
@@ -110,14 +116,7 @@ describe('invoice-rollup', () => {
 
   it('counts every call once when two workers create the same new session and period rows at the same time', async () => {
     const plans = new PlanCache(world.sql);
-    const fresh = await seedSmall(world.sql, { pricing: SESSION_PLAN, customers: 1 });
-    const customer = fresh.customers[0];
-    const on = (sessionId: string): LedgeredEvent =>
-      event(sessionId, 1000, {
-        tenantId: fresh.tenantId,
-        attribution: { ...event(sessionId, 0).attribution, customerId: customer.id, teamId: customer.teams[0].id, agentId: customer.teams[0].agents[0].id },
-        subscription: { ...event(sessionId, 0).subscription, subscriptionId: customer.subscriptionId, ratePlanVersionId: fresh.ratePlanVersionId },
-      });
+    const { fresh, customer, on } = await freshSubscriber(SESSION_PLAN);
     const rounds = 8;
     for (let r = 0; r < rounds; r++) {
       const x = { origin: `x${r}_${fresh.tenantId}`, events: [on(`race_${r}`), on(`race_${r}`), on(`race_${r}`)] };
@@ -131,6 +130,27 @@ describe('invoice-rollup', () => {
     // Each session's first 3 calls are included, whichever worker counted them.
     const [usage] = await world.sql`SELECT counters FROM invoice_usage WHERE subscription_id = ${customer.subscriptionId} AND kind = 'tool'`;
     expect(usage.counters).toMatchObject({ calls: String(5 * rounds), included_calls: String(3 * rounds) });
+  });
+
+  it('keeps no session positions under a plan without session rules, and bills its calls the same', async () => {
+    const plans = new PlanCache(world.sql);
+    const { fresh, customer, on } = await freshSubscriber({ tool_invocations: { '*': '0.05' }, token_multipliers: { output_tokens: '0.000002' } });
+    const a = { origin: `plain_a_${fresh.tenantId}`, events: [on('sess_a'), on('sess_a'), on('sess_b')] };
+    const b = { origin: `plain_b_${fresh.tenantId}`, events: [on('sess_a'), on('sess_c')] };
+    await rollUpBlocks(world.sql, plans, [a, b]);
+    await rollUpBlocks(world.sql, plans, [b]); // redelivered: changes nothing
+
+    const [{ sessions }] = await world.sql<{ sessions: string }[]>`SELECT count(*) AS sessions FROM invoice_session_calls WHERE subscription_id = ${customer.subscriptionId}`;
+    expect(sessions).toBe('0');
+    const [position] = await world.sql`SELECT calls, events FROM invoice_period_calls WHERE subscription_id = ${customer.subscriptionId}`;
+    expect(position).toEqual({ calls: '5', events: '5' });
+    const draft = await draftInvoice(world.sql, plans, fresh.tenantId, customer.id, MARCH + 2 * 86_400_000);
+    const byCode = Object.fromEntries(draft!.invoice.lines.map((line) => [line.code, line.amount_nano]));
+    // 5 calls x 0.05 + 5,000 tokens x 0.000002; no session fee, nothing included.
+    expect(byCode.tool).toBe(250_000_000n);
+    expect(byCode.output_tokens).toBe(10_000_000n);
+    expect(byCode.included_calls).toBeUndefined();
+    expect(draft!.invoice.subtotal_nano).toBe(260_000_000n);
   });
 
   it('takes blocks and batches of up to 20,000 events, lingering up to a second for more', () => {
