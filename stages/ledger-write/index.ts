@@ -59,7 +59,7 @@ const boolArray = (values: readonly boolean[]) => `{${values.join(',')}}`;
  */
 function insertLedgerRows(sql: Sql, events: readonly CheckedEvent[], overCap: readonly boolean[]) {
   const col = <T>(f: (e: CheckedEvent) => T) => events.map(f);
-  return sql<LedgerNonce[]>`
+  return sql`
     INSERT INTO usage_ledger (
       tenant_id, event_id, ingest_nonce, event_type, recorded_at, ingested_at,
       customer_id, team_id, agent_id, app_id, credential_id, product_id,
@@ -101,8 +101,7 @@ function insertLedgerRows(sql: Sql, events: readonly CheckedEvent[], overCap: re
       unnest(${boolArray(overCap)}::bool[]),
       unnest(${textArray(col((e) => e.errorType))}::text[]),
       unnest(${boolArray(col((e) => e.isParallel))}::bool[])
-    ON CONFLICT (tenant_id, event_id) DO NOTHING
-    RETURNING tenant_id, event_id, ingest_nonce`;
+    ON CONFLICT (tenant_id, event_id) DO NOTHING`;
 }
 
 /**
@@ -115,7 +114,7 @@ function insertLedgerRows(sql: Sql, events: readonly CheckedEvent[], overCap: re
  * No transaction around the statements: each INSERT is atomic on its own, and what follows only
  * reads committed rows and records duplicates idempotently, so a crash between them is mended by
  * the redelivery (which finds every row there and tells the same story). One round trip per
- * statement, not three, in the common case (no row there already).
+ * statement, not three, and no rows sent back, in the common case (no row there already).
  */
 export async function writeLedger(
   sql: Sql,
@@ -125,27 +124,28 @@ export async function writeLedger(
 ): Promise<EntryResult[]> {
   const events = batch.map((entry) => entry.payload);
   const overCap = batch.map((entry) => entry.tags.some((t) => t.startsWith(CAP_TAG_PREFIX)));
-  const nonceOf = new Map<string, string>();
 
   // At most LEDGER_ROWS_PER_STATEMENT rows a statement, in order: the first of two events with one
   // id in a batch is the one ledgered, as in one statement.
-  const inserted: LedgerNonce[] = [];
+  let inserted = 0;
   for (let start = 0; start < events.length; start += rowsPerStatement) {
-    inserted.push(...(await insertLedgerRows(sql, events.slice(start, start + rowsPerStatement), overCap.slice(start, start + rowsPerStatement))));
+    inserted += (await insertLedgerRows(sql, events.slice(start, start + rowsPerStatement), overCap.slice(start, start + rowsPerStatement))).count;
   }
-  for (const row of inserted) nonceOf.set(ledgerKey(row.tenant_id, row.event_id), row.ingest_nonce);
-  const keyOf = events.map((e) => ledgerKey(e.tenantId, e.eventId));
-
-  const unseen = events.filter((_, i) => !nonceOf.has(keyOf[i]));
-  if (unseen.length) {
-    const existing = await sql<LedgerNonce[]>`
+  // Every row new (nearly every batch): each event is ledgered as submitted. Otherwise the
+  // ledger's nonce of each event tells which rows are this submission's (new now, or a
+  // redelivery's) and which another submission's.
+  let mine: boolean[] | undefined;
+  let duplicates: CheckedEvent[] = [];
+  if (inserted < events.length) {
+    const rows = await sql<LedgerNonce[]>`
       SELECT l.tenant_id, l.event_id, l.ingest_nonce
       FROM usage_ledger l
-      JOIN unnest(${unseen.map((e) => e.tenantId)}::text[], ${unseen.map((e) => e.eventId)}::text[]) AS k(tenant_id, event_id)
+      JOIN unnest(${events.map((e) => e.tenantId)}::text[], ${events.map((e) => e.eventId)}::text[]) AS k(tenant_id, event_id)
         ON l.tenant_id = k.tenant_id AND l.event_id = k.event_id`;
-    for (const row of existing) nonceOf.set(ledgerKey(row.tenant_id, row.event_id), row.ingest_nonce);
+    const nonceOf = new Map(rows.map((row) => [ledgerKey(row.tenant_id, row.event_id), row.ingest_nonce]));
+    mine = events.map((e) => nonceOf.get(ledgerKey(e.tenantId, e.eventId)) === e.ingestNonce);
+    duplicates = events.filter((_e, i) => !mine![i]);
   }
-  const duplicates = events.filter((e, i) => nonceOf.get(keyOf[i]) !== e.ingestNonce);
   if (duplicates.length) {
     await sql`
       INSERT INTO ledger_duplicates (tenant_id, event_id, ingest_nonce)
@@ -154,13 +154,13 @@ export async function writeLedger(
       ON CONFLICT DO NOTHING`;
   }
   counts?.({
-    inserted: inserted.length,
+    inserted,
     duplicates: duplicates.length,
-    redelivered: events.length - inserted.length - duplicates.length,
+    redelivered: events.length - inserted - duplicates.length,
   });
 
   return events.map((event, i): EntryResult => {
-    if (nonceOf.get(keyOf[i]) !== event.ingestNonce) {
+    if (mine && !mine[i]) {
       // A rolling total is taken back in the bucket it was counted in (msgpack may hand its numbers back as bigint).
       return {
         counters: event.capCounters.map((c) => ({
