@@ -3,7 +3,6 @@ import { emit, type EntryResult, type StageDefinition, type StageEntry } from '.
 import type { Sql } from '../../pipeline/postgres.js';
 import { CAP_TAG_PREFIX } from '../../store/caps.js';
 import type { CheckedEvent, LedgeredEvent } from '../../domain/flow.js';
-import { decimalStrings } from '../../domain/money.js';
 
 export interface LedgerCounters {
   inserted: number;
@@ -96,7 +95,11 @@ function insertLedgerRows(sql: Sql, events: readonly CheckedEvent[], overCap: re
       unnest(${numberArray(col((e) => e.outputTokens))}::int8[]),
       unnest(${numberArray(col((e) => e.retryCount))}::int4[]),
       unnest(${numberArray(col((e) => e.cost.total))}::int8[]),
-      unnest(${textArray(col((e) => JSON.stringify(decimalStrings(e.cost.breakdown))))}::text[])::jsonb,
+      jsonb_build_object(
+        'tool', unnest(${numberArray(col((e) => e.cost.breakdown.tool))}::int8[])::text,
+        'input_tokens', unnest(${numberArray(col((e) => e.cost.breakdown.input_tokens))}::int8[])::text,
+        'output_tokens', unnest(${numberArray(col((e) => e.cost.breakdown.output_tokens))}::int8[])::text,
+        'duration', unnest(${numberArray(col((e) => e.cost.breakdown.duration))}::int8[])::text),
       unnest(${textArray(col((e) => e.subscription.currency))}::text[]),
       unnest(${boolArray(overCap)}::bool[]),
       unnest(${textArray(col((e) => e.errorType))}::text[]),
