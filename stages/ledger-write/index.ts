@@ -21,11 +21,13 @@ interface LedgerNonce {
 const ledgerKey = (tenantId: string, eventId: string) => `${tenantId}\u0000${eventId}`;
 
 /**
- * Ledger rows per INSERT. A batch of 1,000 events (ten blocks read at once under load) in one
- * statement cost PostgreSQL twice the CPU per event and ~1.9 page faults per event when the rows
- * went as one JSON document: `npm run bench:ledger-write`, BENCHMARKS.md.
+ * Ledger rows per INSERT, and the stage's batch: one INSERT per batch. As one JSON document a
+ * batch of 1,000 cost PostgreSQL twice the CPU per event and ~1.9 page faults per event, so it went
+ * in statements of 250; as column arrays there is no such cliff, and one statement of 1,000 costs
+ * 6-15% less CPU per event than four of 250 (`npm run bench:ledger-write`, BENCHMARKS.md,
+ * twenty-third session).
  */
-const LEDGER_ROWS_PER_STATEMENT = 250;
+const LEDGER_ROWS_PER_STATEMENT = 1000;
 
 /**
  * A text[] literal of the values. JSON.stringify (native) quotes strings as an array literal
@@ -184,7 +186,7 @@ export const ledgerWriteStage: StageDefinition<CheckedEvent> = {
   sets: ['overCap'] satisfies (keyof LedgeredEvent)[],
   input: STREAMS.checked,
   outputs: [STREAMS.ledgered],
-  batchSize: 1000,
+  batchSize: LEDGER_ROWS_PER_STATEMENT, // one INSERT per batch
   async setup({ metrics, sql }) {
     return {
       handle: (batch) =>
