@@ -4,7 +4,7 @@ import { customerPartitionKey } from '../domain/flow.js';
 import type { EventType, ExecutionStatus } from '../domain/events.js';
 import { decimalStrings, MAX_EVENT_COST_NANO } from '../domain/money.js';
 import { countsAsCall, rateEvent, type EventRating } from '../domain/rating/rate-event.js';
-import { mergeRows, usageRows, type UsageRow } from '../domain/rating/usage-rows.js';
+import { keepsSessionPosition, mergeRows, usageRows, type UsageRow } from '../domain/rating/usage-rows.js';
 import type { CompiledPlan } from '../domain/rating/compile.js';
 import { partitionedKey, partitionOf } from '../pipeline/keys.js';
 import type { Sql } from '../pipeline/postgres.js';
@@ -311,7 +311,8 @@ async function followInvoice(
   const [period] = await tx<{ calls: string }[]>`
     SELECT calls FROM invoice_period_calls WHERE tenant_id = ${key[0]} AND subscription_id = ${key[1]} AND period_start = ${row.period_start} FOR UPDATE`;
   let sessionCalls = 0n;
-  if (row.session_id) {
+  const keepsSession = keepsSessionPosition(plan, row.session_id);
+  if (keepsSession) {
     await tx`INSERT INTO invoice_session_calls (tenant_id, subscription_id, session_id) VALUES (${key[0]}, ${key[1]}, ${row.session_id}) ON CONFLICT DO NOTHING`;
     const [session] = await tx<{ calls: string }[]>`
       SELECT calls FROM invoice_session_calls WHERE tenant_id = ${key[0]} AND subscription_id = ${key[1]} AND session_id = ${row.session_id} FOR UPDATE`;
@@ -336,7 +337,7 @@ async function followInvoice(
     UPDATE invoice_period_calls SET calls = greatest(calls - ${voidedCall.toString()}::int8, 0), events = events + ${rowCount},
            cost_nano = cost_nano + ${delta.toString()}::numeric
     WHERE tenant_id = ${key[0]} AND subscription_id = ${key[1]} AND period_start = ${row.period_start}`;
-  if (row.session_id && voidedCall) {
+  if (keepsSession && voidedCall) {
     await tx`UPDATE invoice_session_calls SET calls = greatest(calls - 1, 0)
              WHERE tenant_id = ${key[0]} AND subscription_id = ${key[1]} AND session_id = ${row.session_id}`;
   }

@@ -53,6 +53,15 @@ export interface CallPosition {
   sessionCalls: bigint;
 }
 
+/**
+ * Whether an event's session position is kept: only a plan with session rules (a session fee,
+ * calls included per session, a penalty) reads sessionCalls; under any other plan it is 0 and no
+ * store keeps it. A subscription's plan never changes, so a session is kept from its first call.
+ */
+export function keepsSessionPosition(plan: CompiledPlan, sessionId: string | null | undefined): boolean {
+  return !!sessionId && plan.hasSessionRules;
+}
+
 /** The rows one event adds. Session control events add none and do not advance the position. */
 export function usageRows(plan: CompiledPlan, event: RatedUsage, before: CallPosition): UsageRow[] {
   return usageRowsForRun(plan, event, before, 1n);

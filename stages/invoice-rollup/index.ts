@@ -1,5 +1,5 @@
 import { countsAsCall } from '../../domain/rating/rate-event.js';
-import { addUsageRows, MergedRows, type CallPosition } from '../../domain/rating/usage-rows.js';
+import { addUsageRows, keepsSessionPosition, MergedRows, type CallPosition } from '../../domain/rating/usage-rows.js';
 import { STREAMS } from '../../store/streams.js';
 import type { EntryResult, StageDefinition, StageEntry } from '../../pipeline/stage.js';
 import type { TransactionSql } from 'postgres';
@@ -24,7 +24,7 @@ const sessionKey = (e: LedgeredEvent) => `${e.tenantId}\u0000${e.subscription.su
  * applied_blocks by their origin (the same on every redelivery: one row per block, not per
  * event), a block of one event (split off its block for a retry) in invoice_applied by its event
  * id; the period and session positions the new events start from are locked and read (a
- * session's only under a plan with session rules, the one kind that reads it), the
+ * session's only where keepsSessionPosition), the
  * rating engine turns each event into its usage rows (in stream order, advancing the positions),
  * and the rows merged over the whole batch are added to the stored ones: one upsert per
  * subscription x period x usage key, one update per period and per session. A redelivered block
@@ -174,7 +174,7 @@ async function applyOnce(sql: Sql, blocks: { origin: string; events: LedgeredEve
     let session: SessionState | undefined;
     for (const e of todo) {
       period = periodOf(periods, period, e, planOf);
-      if (e.sessionId && period.plan.hasSessionRules) session = sessionOf(sessions, session, e);
+      if (keepsSessionPosition(period.plan, e.sessionId)) session = sessionOf(sessions, session, e);
     }
     const periodCalls = await lockPositions(
       tx,
@@ -210,9 +210,7 @@ async function applyOnce(sql: Sql, blocks: { origin: string; events: LedgeredEve
       period.events++;
       period.cost += e.cost.total;
       if (!countsAsCall(e.eventType)) continue;
-      // A session's position counts only under a plan with session rules (a session fee, calls
-      // included per session, a penalty): no other plan reads it, so no other plan keeps a row of it.
-      const s = e.sessionId && period.plan.hasSessionRules ? (session = sessionOf(sessions, session, e)) : undefined;
+      const s = keepsSessionPosition(period.plan, e.sessionId) ? (session = sessionOf(sessions, session, e)) : undefined;
       before.periodCalls = period.calls;
       before.sessionCalls = s ? s.calls : 0n;
       if (!period.rows) withRows.push(period);
