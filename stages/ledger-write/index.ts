@@ -50,12 +50,12 @@ const numberArray = (values: readonly (number | bigint | string)[]) => `{${value
 const boolArray = (values: readonly boolean[]) => `{${values.join(',')}}`;
 
 /**
- * Inserts the events' rows; returns those new to the ledger. Each column goes as one array
- * literal, unnested in the SELECT list (no tuplestore), so PostgreSQL holds about the text's size
- * while it inserts. The rows used to go as one JSON document parsed into a jsonb: at --rate max the
- * ledger's backend then took ~1.2 fresh-page faults per event, most of them in jsonb_in; as
- * columns the rows cost PostgreSQL 25-30% less CPU at saturation (BENCHMARKS.md, twenty-first
- * session).
+ * Inserts the events' rows; the result's count is the rows new to the ledger. Each column goes as
+ * one array literal, unnested in the SELECT list (no tuplestore), so PostgreSQL holds about the
+ * text's size while it inserts. The rows used to go as one JSON document parsed into a jsonb: at
+ * --rate max the ledger's backend then took ~1.2 fresh-page faults per event, most of them in
+ * jsonb_in; as columns the rows cost PostgreSQL 25-30% less CPU at saturation (BENCHMARKS.md,
+ * twenty-first session).
  * Times are epoch ms added to the epoch as exact integer intervals; amounts are integers.
  */
 function insertLedgerRows(sql: Sql, events: readonly CheckedEvent[], overCap: readonly boolean[]) {
@@ -148,8 +148,9 @@ export async function writeLedger(
       JOIN unnest(${events.map((e) => e.tenantId)}::text[], ${events.map((e) => e.eventId)}::text[]) AS k(tenant_id, event_id)
         ON l.tenant_id = k.tenant_id AND l.event_id = k.event_id`;
     const nonceOf = new Map(rows.map((row) => [ledgerKey(row.tenant_id, row.event_id), row.ingest_nonce]));
-    mine = events.map((e) => nonceOf.get(ledgerKey(e.tenantId, e.eventId)) === e.ingestNonce);
-    duplicates = events.filter((_e, i) => !mine![i]);
+    const ours = events.map((e) => nonceOf.get(ledgerKey(e.tenantId, e.eventId)) === e.ingestNonce);
+    duplicates = events.filter((_e, i) => !ours[i]);
+    mine = ours;
   }
   if (duplicates.length) {
     await sql`
