@@ -116,6 +116,22 @@ describe('blocks: layers', () => {
     expect(() => blockWithLayer(base, inputs, outputs, ['cost'])).toThrow(/besides the ones it names in sets \(cost\)/);
   });
 
+  it('writes a value that several events of a layer share once, and decodes it to one object with the same fields', () => {
+    const base = entryFields(events(100), 'origin-1')[1] as Buffer;
+    const inputs = decoded<Event>(base);
+    const subscriptions = [0, 1].map((k) => ({ subscriptionId: `sub_${k}_${'x'.repeat(20)}`, ratePlanId: 'plan_abcdefghijklmnopqrst', periodStart: 1_796_083_200_000 }));
+    const outputs = inputs.map((e, i) => ({ ...e, subscription: subscriptions[i % 2] }));
+    const shared = blockWithLayer(base, inputs, outputs, ['subscription'])!;
+    // Each event's own copy of the same value: what the layer would cost without sharing.
+    const unshared = blockWithLayer(base, inputs, outputs.map((e) => ({ ...e, subscription: { ...e.subscription } })), ['subscription'])!;
+    expect(shared.length - base.length).toBeLessThan((unshared.length - base.length) / 5);
+    const back = decoded<Event & { subscription: unknown }>(shared);
+    expect(back).toEqual(outputs);
+    expect(back[0].subscription).toBe(back[2].subscription);
+    expect(back[0].subscription).not.toBe(back[1].subscription);
+    expect(decoded(unshared)).toEqual(outputs);
+  });
+
   it('still decodes a block written whole (a sequence of one value), and refuses a layer that does not fit the block', () => {
     const plain = entryFields(events(2), 'o')[1] as Buffer;
     expect(decoded(plain)).toEqual(events(2));

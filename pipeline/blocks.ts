@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { decodePayload, decodeSequence, encodePayload } from './codec.js';
+import { decodePayload, decodeSequence, encodeLayer, encodePayload } from './codec.js';
 
 /**
  * The wire format of a stream entry. The unit on a stream is a block of events (the events of
@@ -9,7 +9,9 @@ import { decodePayload, decodeSequence, encodePayload } from './codec.js';
  *   b  a msgpack sequence: the array of the events' payloads, then any number of layers, in
  *      order, each applied to the events as the layers before it left them:
  *        - an array with one entry per event: the top-level fields a stage set on that event
- *          (merged over the payload), or null when it set none;
+ *          (merged over the payload), or null when it set none; a value several events share
+ *          (one attribution per credential, one subscription per subscriber) is written once
+ *          and referred to after (msgpack structured clone: codec.ts, encodeLayer);
  *        - a map { drop: [indexes] }: the events a stage did not forward (ledger-write drops a
  *          duplicate), taken out; the layers after it have one entry per event left. A reader
  *          from before drop layers refuses such a block (a layer that is not an array), so a
@@ -209,7 +211,7 @@ export function blockWithLayer(
   if (!layer) return undefined;
   const parts = [base];
   if (dropped.length) parts.push(encodePayload({ drop: dropped }));
-  if (layer.some((fields) => fields !== null)) parts.push(encodePayload(layer));
+  if (layer.some((fields) => fields !== null)) parts.push(encodeLayer(layer));
   return parts.length === 1 ? base : Buffer.concat(parts);
 }
 

@@ -12,6 +12,19 @@ import { Packr } from 'msgpackr';
  */
 const packr = new Packr({ useRecords: true, int64AsType: 'bigint', moreTypes: false });
 
+/**
+ * A block's layers (pipeline/blocks.ts) are written with msgpackr's structured clone: a value
+ * that several events of a layer share (the same object, as key-resolve sets one attribution on
+ * every event of a credential and subscription-snapshot one subscription per subscriber) is
+ * written once and referred to after. Any decoder reads it (structuredClone is only refused
+ * when set to false) and gives the events one shared object, as the stage that wrote it had.
+ */
+const layerPackr = new Packr({ useRecords: true, int64AsType: 'bigint', moreTypes: false, structuredClone: true });
+
+export function encodeLayer(value: unknown): Buffer {
+  return layerPackr.pack(value);
+}
+
 const SMALLEST = -(2n ** 63n);
 const BEYOND_LARGEST = 2n ** 64n;
 
