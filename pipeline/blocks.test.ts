@@ -79,6 +79,13 @@ describe('blocks: layers', () => {
     expect(typeof back[0].cost?.total).toBe('bigint');
   });
 
+  it('refuses an amount beyond 64 bits in a layer by name, as a block encoded whole does', () => {
+    const base = encodePayload(events(2));
+    const inputs = decoded<Event>(base);
+    const outputs = inputs.map((e, i) => ({ ...e, cost: { total: i === 1 ? 2n ** 64n : 1n, tool: 'search' } }));
+    expect(() => blockWithLayer(base, inputs, outputs, ['cost'])).toThrow(/18446744073709551616 does not fit a 64-bit integer/);
+  });
+
   it('keeps a field an output sets to undefined, as the whole block encoded again would', () => {
     const base = encodePayload(events(2));
     const inputs = decoded<Event>(base);

@@ -10,7 +10,8 @@ import { Packr } from 'msgpackr';
  * encode and decode). Every payload carries its own record definitions (no shared state between
  * processes), so any process, tool or later version decodes any entry on its own.
  */
-const packr = new Packr({ useRecords: true, int64AsType: 'bigint', moreTypes: false });
+const PACK_OPTIONS = { useRecords: true, int64AsType: 'bigint', moreTypes: false } as const;
+const packr = new Packr(PACK_OPTIONS);
 
 /**
  * A block's layers (pipeline/blocks.ts) are written with msgpackr's structured clone: a value
@@ -19,18 +20,23 @@ const packr = new Packr({ useRecords: true, int64AsType: 'bigint', moreTypes: fa
  * written once and referred to after. Any decoder reads it (structuredClone is only refused
  * when set to false) and gives the events one shared object, as the stage that wrote it had.
  */
-const layerPackr = new Packr({ useRecords: true, int64AsType: 'bigint', moreTypes: false, structuredClone: true });
+const layerPackr = new Packr({ ...PACK_OPTIONS, structuredClone: true });
 
 export function encodeLayer(value: unknown): Buffer {
-  return layerPackr.pack(value);
+  return packWith(layerPackr, value);
 }
 
 const SMALLEST = -(2n ** 63n);
 const BEYOND_LARGEST = 2n ** 64n;
 
 export function encodePayload(value: unknown): Buffer {
+  return packWith(packr, value);
+}
+
+/** Packs `value`; an integer beyond 64 bits is refused by name, never wrapped. */
+function packWith(packer: Packr, value: unknown): Buffer {
   try {
-    return packr.pack(value);
+    return packer.pack(value);
   } catch (error) {
     const wide = error instanceof RangeError ? widestInteger(value) : undefined;
     if (wide !== undefined) throw new RangeError(`${wide} does not fit a 64-bit integer: refusing to wrap it`);
