@@ -99,8 +99,12 @@ describe('SharedReads', () => {
       const { bytes, raw } = block(written);
       reads.offer('s', 'o-1', bytes, [{ n: 1, at: 'x' }, { n: 2n, at: 'y' }]);
       expect(() => reads.decode('s', '1-0', raw)).toThrow(/differs from its bytes decoded at \[0\]\.n/);
-      reads.offer('s', 'o-1', bytes, [{ at: 'x', n: 1n }, { n: 2n, at: 'y' }]);
-      expect(() => reads.decode('s', '1-0', raw)).toThrow(/differs from its bytes decoded at \[0\] \(its fields: at, n/);
+      reads.offer('s', 'o-1', bytes, [{ n: 1n }, { n: 2n, at: 'y' }]);
+      expect(() => reads.decode('s', '1-0', raw)).toThrow(/differs from its bytes decoded at \[0\] \(its fields: n \/ n, at/);
+      // A stage writes the field it sets first (a copy V8 keeps on shared shapes); decoding puts it last: the same payload.
+      const reordered = [{ at: 'x', n: 1n }, { n: 2n, at: 'y' }];
+      reads.offer('s', 'o-1', bytes, reordered);
+      expect(reads.decode('s', '1-0', raw).events[0].payload).toBe(reordered[0]);
       reads.offer('s', 'o-1', bytes, [{ n: 1n, at: 'x', extra: undefined }, { n: 2n, at: 'y' }]);
       expect(() => reads.decode('s', '1-0', raw)).toThrow(/differs/);
     });

@@ -58,7 +58,7 @@ export const capCheckStage: StageDefinition<PricedEvent> = {
           const counters = capCounters(caps.capsFor(event.tenantId, event.attribution, event.sessionId, event.subscription.ratePlanId), event, now, pauses);
           if (pauses.length) pausesInHand.set(id, pauses);
           if (counters.length) countersInHand.set(id, counters.map((c) => c.key));
-          const checked: CheckedEvent = { ...event, capCounters: counters.map((c) => ({ key: c.key, by: c.by, ...(c.window ? { window: c.window } : {}) })) };
+          const checked: CheckedEvent = { capCounters: counters.map((c) => ({ key: c.key, by: c.by, ...(c.window ? { window: c.window } : {}) })), ...event };
           return { outputs: [emit(STREAMS.checked, checked)], counters };
         });
       },

@@ -18,7 +18,7 @@ export async function resolveBatch(resolver: AttributionResolver, batch: StageEn
     if (!resolution.ok) {
       return { outputs: [emit(STREAMS.rejected, rejection('key-resolve', resolution.code, resolution.reason, event))] };
     }
-    const resolved: ResolvedEvent = { ...event, attribution: resolution.attribution };
+    const resolved: ResolvedEvent = { attribution: resolution.attribution, ...event };
     return {
       outputs: [
         emit(STREAMS.resolved, resolved, customerPartitionKey(event.tenantId, resolution.attribution.customerId)),

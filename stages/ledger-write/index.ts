@@ -177,7 +177,7 @@ export async function writeLedger(
         })),
       };
     }
-    const ledgered: LedgeredEvent = { ...event, overCap: overCap[i] };
+    const ledgered: LedgeredEvent = { overCap: overCap[i], ...event };
     return { outputs: [emit(STREAMS.ledgered, ledgered)] };
   });
 }

@@ -36,7 +36,7 @@ export async function priceBatch(plans: PlanCache, batch: StageEntry<AttributedE
       results.push({ outputs: [emit(STREAMS.rejected, rejection('price', 'cost_out_of_range', reason, event))] });
       continue;
     }
-    const priced: PricedEvent = { ...event, cost: { total: rating.total, tool: rating.tool, breakdown: rating.breakdown } };
+    const priced: PricedEvent = { cost: { total: rating.total, tool: rating.tool, breakdown: rating.breakdown }, ...event };
     results.push({ outputs: [emit(STREAMS.priced, priced)] });
   }
   return results;

@@ -15,7 +15,7 @@ export async function attachSubscriptions(book: SubscriptionBook, batch: StageEn
       results.push({ outputs: [emit(STREAMS.rejected, rejection('subscription-snapshot', 'no_subscription', reason, event))] });
       continue;
     }
-    const attributed: AttributedEvent = { ...event, subscription };
+    const attributed: AttributedEvent = { subscription, ...event };
     results.push({ outputs: [emit(STREAMS.attributed, attributed)] });
   }
   return results;
