@@ -93,7 +93,7 @@ describe('advanceOnce', () => {
     expect(await iso.redis.ttl(key(batched, 'calls'))).toBeGreaterThan(800);
   });
 
-  it('renews the ttl of a counter a fresh marker adds to, and of none other', async () => {
+  it('sets the ttl of a counter a fresh marker creates, and renews none', async () => {
     const ns = `t${run++}`;
     const named = (name: string) => key(ns, name);
     await iso.redis.set(named('read'), '7', 'EX', 50);
@@ -103,16 +103,51 @@ describe('advanceOnce', () => {
     const views = await advanceOnce(
       iso.redis,
       [
-        { marker: named('m'), counters: [{ op: 'add', key: named('added'), by: 0n, ttlSeconds: 500 }, { op: 'get', key: named('read') }] },
+        {
+          marker: named('m'),
+          counters: [
+            { op: 'add', key: named('added'), by: 2n, ttlSeconds: 500 },
+            { op: 'get', key: named('read') },
+            { op: 'add', key: named('new'), by: 4n, ttlSeconds: 500 },
+          ],
+        },
         { marker: named('done'), counters: [{ op: 'add', key: named('old'), by: 3n, ttlSeconds: 500 }] },
       ],
       100,
     );
-    expect(views).toEqual([[7n, 7n], [7n]]);
-    expect(await iso.redis.ttl(named('added'))).toBeGreaterThan(400);
+    expect(views).toEqual([[9n, 7n, 4n], [7n]]);
+    expect(await iso.redis.ttl(named('new'))).toBeGreaterThan(400);
+    expect(await iso.redis.ttl(named('added'))).toBeLessThanOrEqual(50);
     expect(await iso.redis.ttl(named('read'))).toBeLessThanOrEqual(50);
     expect(await iso.redis.ttl(named('old'))).toBeLessThanOrEqual(50);
     expect(await iso.redis.ttl(named('m'))).toBeGreaterThan(90);
+
+    // A redelivery naming each marker's increments (the 'each' form) creates a counter with the ttl too.
+    const again = await advanceOnce(
+      iso.redis,
+      [
+        { marker: named('m'), counters: [{ op: 'add', key: named('added'), by: 2n, ttlSeconds: 500 }] },
+        { marker: named('m2'), counters: [{ op: 'add', key: named('fresh-in-each'), by: 5n, ttlSeconds: 500 }] },
+      ],
+      100,
+    );
+    expect(again).toEqual([[9n], [5n]]);
+    expect(await iso.redis.ttl(named('fresh-in-each'))).toBeGreaterThan(400);
+    expect(await iso.redis.ttl(named('added'))).toBeLessThanOrEqual(50);
+  });
+
+  it('views counters past 2^53 exactly (beyond what a Lua number holds)', async () => {
+    const ns = `x${run++}`;
+    const named = (name: string) => key(ns, name);
+    const huge = 2n ** 60n + 3n;
+    await iso.redis.set(named('huge'), huge.toString());
+    const views = await advanceOnce(
+      iso.redis,
+      [5n, 7n, 1n].map((by, i) => ({ marker: named(`m${i}`), counters: [{ op: 'add', key: named('huge'), by, ttlSeconds: 60 }] })),
+      60,
+    );
+    expect(views).toEqual([[huge + 5n], [huge + 12n], [huge + 13n]]);
+    expect(await iso.redis.get(named('huge'))).toBe((huge + 13n).toString());
   });
 
   it('pins a counter past the int64 range at its max, in the view as in Redis', async () => {

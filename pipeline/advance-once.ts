@@ -3,15 +3,15 @@
  * once per marker, with each item's (event's) running view worked out here. A batch names each
  * distinct key once (by the total of its increments, or, when a marker of the batch was applied
  * before, by its increments summed per marker), so the script's cost follows the keys a batch
- * touches, not its events or blocks; the values it returns are those before the call, and every
- * item's view is the running total from there, in item order, as if the items had been applied
- * one at a time. The key names are the caller's, all in one partition (one hash tag).
+ * touches, not its events or blocks; from what it returns comes each counter's value before the
+ * call, and every item's view is the running total from there, in item order, as if the items
+ * had been applied one at a time. The key names are the caller's, all in one partition (one hash tag).
  */
 import type { Redis } from './redis.js';
 import { scripted } from './scripts.js';
 
 type AdvanceCounter =
-  /** Adds `by` when the item's marker is set by this call (the counter's ttl is then renewed). */
+  /** Adds `by` when the item's marker is set by this call (a counter this creates gets the ttl; it is never renewed). */
   | { op: 'add'; key: string; by: bigint; ttlSeconds: number }
   /** Keeps the least value seen (whatever the marker: a redelivery may still lower it). */
   | { op: 'min'; key: string; value: bigint; ttlSeconds: number }
@@ -29,6 +29,10 @@ const INT64_MIN = -(2n ** 63n);
 /** What INCRBY leaves: the script pins a counter past the int64 range at the max. */
 const pinned = (value: bigint): bigint => (value > INT64_MAX || value < INT64_MIN ? INT64_MAX : value);
 
+type Form = 'total' | 'each';
+type ReplyValue = string | number | null | [string];
+type Reply = ReplyValue[];
+
 const ADD = 0;
 const MIN = 1;
 const GET = 2;
@@ -43,6 +47,13 @@ interface KeyPlan {
   sums: bigint[];
   /** MIN: the least value of the batch. */
   least?: bigint;
+}
+
+/** An ADD plan's increments summed over its markers. */
+function totalOf(plan: KeyPlan): bigint {
+  let total = 0n;
+  for (const sum of plan.sums) total += sum;
+  return total;
 }
 
 /**
@@ -74,7 +85,7 @@ export class AdvanceBatch {
     else this.marker = known;
   }
 
-  /** Adds `by` when the item's marker is fresh (the counter's ttl is then renewed). Returns the slot. */
+  /** Adds `by` when the item's marker is fresh (a counter this creates gets the ttl). Returns the slot. */
   add(key: string, by: bigint, ttlSeconds: number): number {
     const index = this.planOf(key, ADD);
     const plan = this.keyPlans[index];
@@ -113,22 +124,20 @@ export class AdvanceBatch {
       return;
     }
     // First with each key's total: the markers are fresh unless the batch is a redelivery.
-    let reply = await this.call(redis, markerTtlSeconds, 'total');
-    if (reply.length === 1 && reply[0] === 'each') reply = await this.call(redis, markerTtlSeconds, 'each');
-    this.views = this.parse(reply);
+    let form: Form = 'total';
+    let reply = await this.call(redis, markerTtlSeconds, form);
+    if (reply.length === 1 && reply[0] === 'each') reply = await this.call(redis, markerTtlSeconds, (form = 'each'));
+    this.views = this.parse(reply, form);
   }
 
   /** One script call: an 'add' names its total (applied only when every marker is fresh), or each marker's increment. */
-  private call(redis: Redis, markerTtlSeconds: number, form: 'total' | 'each'): Promise<(string | null)[]> {
+  private call(redis: Redis, markerTtlSeconds: number, form: Form): Promise<Reply> {
     const args: string[] = [String(this.markers.size), String(markerTtlSeconds), form];
     for (const plan of this.keyPlans) {
       if (plan.op === ADD) {
         args.push('add', String(plan.ttlSeconds));
-        if (form === 'total') {
-          let total = 0n;
-          for (const sum of plan.sums) total += sum;
-          args.push(total.toString());
-        } else {
+        if (form === 'total') args.push(totalOf(plan).toString());
+        else {
           args.push(String(plan.markers.length));
           for (let m = 0; m < plan.markers.length; m++) args.push(String(plan.markers[m] + 1), plan.sums[m].toString());
         }
@@ -145,6 +154,17 @@ export class AdvanceBatch {
   view(slot: number): bigint {
     if (!this.views) throw new Error('advanceOnce: view() before run()');
     return this.views[slot];
+  }
+
+  /**
+   * A counter's value before the call (undefined when absent) from its place in the reply: an
+   * 'add' of the 'total' form replies its value after (or, pinned, [its value before]).
+   */
+  private before(k: number, value: ReplyValue, form: Form): bigint | undefined {
+    if (Array.isArray(value)) return BigInt(value[0]);
+    if (value === null) return undefined;
+    const plan = this.keyPlans[k];
+    return form === 'total' && plan.op === ADD ? BigInt(value) - totalOf(plan) : BigInt(value);
   }
 
   /** The number of the key's plan (added on first sight), its op checked against `op`. */
@@ -172,22 +192,19 @@ export class AdvanceBatch {
   }
 
   /**
-   * Each slot's view from the script's reply (the values before the call): the running value, in
-   * slot order. Increments are summed per marker in the script and added one by one here: the
-   * same totals for increments that are not negative (costs, counts), where pinning at the max
-   * commutes.
+   * Each slot's view from the script's reply: the running value from each counter's value before
+   * the call, in slot order. Increments are summed per marker in the script and added one by one
+   * here: the same totals for increments that are not negative (costs, counts), where pinning at
+   * the max commutes.
    */
-  private parse(reply: readonly (string | null)[]): bigint[] {
+  private parse(reply: Reply, form: Form): bigint[] {
     const markers = this.markers.size;
     if (reply.length !== this.keys.length + 1 || typeof reply[0] !== 'string' || reply[0].length !== markers) {
       throw new Error(`advanceOnce replied ${reply.length} elements for ${markers} markers and ${this.keys.length} counters`);
     }
     const fresh = reply[0];
     const running: (bigint | undefined)[] = new Array(this.keys.length);
-    for (let k = 0; k < this.keys.length; k++) {
-      const value = reply[k + 1];
-      running[k] = value === null ? undefined : BigInt(value);
-    }
+    for (let k = 0; k < this.keys.length; k++) running[k] = this.before(k, reply[k + 1], form);
     const views: bigint[] = new Array(this.slotOp.length);
     for (let s = 0; s < this.slotOp.length; s++) {
       const k = this.slotPlan[s];

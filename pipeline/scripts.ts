@@ -16,7 +16,7 @@ interface ScriptedRedis {
   trimAcked(...args: ScriptArg[]): Promise<number>;
   forwardOnce(numKeys: number, ...args: ScriptArg[]): Promise<(string | null)[]>;
   oldestWaiting(numKeys: number, ...keys: string[]): Promise<number[]>;
-  advanceOnce(numKeys: number, ...args: ScriptArg[]): Promise<(string | null)[]>;
+  advanceOnce(numKeys: number, ...args: ScriptArg[]): Promise<(string | number | null | [string])[]>;
 }
 
 const SCRIPTS: { name: keyof ScriptedRedis; file: string; keys?: number; lib?: string }[] = [

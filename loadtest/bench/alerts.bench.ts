@@ -1,7 +1,8 @@
 // npm run bench:alerts [-- --smoke]: what the alerts and webhooks add, measured on this machine.
 //  1. the spend-alerts stage handler: ledgered events per second through one SpendAlerts (one
 //     Node thread, real Redis and PostgreSQL), each event under three caps, a committed plan and
-//     the velocity check, and its CPU per event;
+//     the velocity check, its CPU per event, and Redis's time in its scripts per event;
+//     then the counters' script (advanceOnce) alone on a batch of the pipeline's shape;
 //  2. the webhook worker: deliveries per second to a local receiver answering 200, one worker.
 // A benchmark, not a test: figures vary with the machine and its load (print `uptime` with them).
 import { createServer } from 'node:http';
@@ -12,6 +13,8 @@ import type { LedgeredEvent } from '../../domain/flow.js';
 import { loadConfig } from '../../pipeline/config.js';
 import { createLogger } from '../../pipeline/logger.js';
 import type { StageEntry } from '../../pipeline/stage.js';
+import { AdvanceBatch } from '../../pipeline/advance-once.js';
+import { partitionedKey } from '../../pipeline/keys.js';
 import { startWebhookWorker } from '../../ops/webhook-worker.js';
 import { seedTenant } from '../../ops/seed.js';
 import { SpendAlerts } from '../../stages/spend-alerts/index.js';
@@ -26,6 +29,12 @@ const BLOCK = 100;
 const DELIVERIES = smoke ? 200 : 3_000;
 
 const world = await isolated('bench-alerts');
+
+/** EVALSHA's calls and microseconds so far, from Redis's INFO commandstats. */
+async function redisScriptTime(): Promise<{ calls: number; usec: number }> {
+  const line = /cmdstat_evalsha:calls=(\d+),usec=(\d+)/.exec(await world.redis.info('commandstats'));
+  return { calls: Number(line?.[1] ?? 0), usec: Number(line?.[2] ?? 0) };
+}
 try {
   const seeded = await seedTenant(world.sql, {
     name: 'bench alerts',
@@ -65,11 +74,13 @@ try {
       return { id: events[0].id, origin: `blk_${now}_${from + b * BLOCK}`, events };
     });
   await alerts.handleBlocks(blocksOf(0)); // warm: caches, plan, script
+  const scriptsBefore = await redisScriptTime();
   const cpuBefore = process.cpuUsage();
   const started = performance.now();
   for (let i = BATCH; i < entries.length; i += BATCH) await alerts.handleBlocks(blocksOf(i));
   const seconds = (performance.now() - started) / 1000;
   const cpu = process.cpuUsage(cpuBefore);
+  const scriptsAfter = await redisScriptTime();
   const handled = entries.length - BATCH;
   console.log(
     JSON.stringify({
@@ -79,6 +90,40 @@ try {
       block: BLOCK,
       events_per_second: Math.round(handled / seconds),
       cpu_us_per_event: Number(((cpu.user + cpu.system) / handled).toFixed(1)),
+      // Redis's own time in scripts (the counters' advanceOnce), server-wide: meaningful on an otherwise idle Redis.
+      redis_script_us_per_event: Number(((scriptsAfter.usec - scriptsBefore.usec) / handled).toFixed(2)),
+      redis_script_calls: scriptsAfter.calls - scriptsBefore.calls,
+    }),
+  );
+
+  // The counters' script alone on a batch shaped like the pipeline's at --rate max (a 5,000-event
+  // batch of spend-alerts: 50 blocks, ~1,800 distinct keys): Redis's time per call.
+  const SCRIPT_CALLS = smoke ? 10 : 200;
+  const hour = Math.floor(now / 3_600_000);
+  const counterKey = (name: string) => partitionedKey(world.config.REDIS_PREFIX, name, 0);
+  const advanceCall = async (call: number) => {
+    const batch = new AdvanceBatch();
+    for (let i = 0; i < 800; i++) {
+      batch.item(counterKey(`bench-marker:${call}:${i % 50}`));
+      if (i < 100) batch.min(counterKey(`bench-session-start:${i}`), BigInt(now + call), 172_800);
+      batch.add(counterKey(`bench-spend-h:agent:${i}:${hour}`), 10_000_000n + BigInt(i), 612_000);
+      batch.get(counterKey(`bench-spend-h:agent:${i}:${hour - 1}`));
+    }
+    await batch.run(world.redis, 86_400);
+  };
+  await advanceCall(0);
+  const advanceBefore = await redisScriptTime();
+  const advanceStarted = performance.now();
+  for (let call = 1; call <= SCRIPT_CALLS; call++) await advanceCall(call);
+  const advanceMs = performance.now() - advanceStarted;
+  const advanceAfter = await redisScriptTime();
+  console.log(
+    JSON.stringify({
+      bench: 'advanceOnce script',
+      calls: SCRIPT_CALLS,
+      keys_per_call: 50 + 100 + 800 + 800,
+      redis_us_per_call: Math.round((advanceAfter.usec - advanceBefore.usec) / (advanceAfter.calls - advanceBefore.calls)),
+      round_trip_ms_per_call: Number((advanceMs / SCRIPT_CALLS).toFixed(2)),
     }),
   );
 

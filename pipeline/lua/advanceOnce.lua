@@ -16,13 +16,20 @@
         ('each')  n, then n (marker number, 1-based; increment): INCRBY the increment of each
                   fresh marker.
       Past the int64 range the counter is pinned at its max either way (the increments are not
-      negative); EXPIRE ttl when any of its markers is fresh.
+      negative). The ttl is set when this call creates the counter, never renewed: a counter
+      lives for a fixed time from its first increment, and a steady-state 'total' add is one
+      command (INCRBY), not three.
     'min', ttl, value: SET value EX ttl when the key is absent or holds a greater number
     'get'
   Returns { fresh, values... }: fresh, one character per marker ('1' set now, '0' already there);
-  then per counter its value before this call (false when absent).
+  then per counter:
+    an 'add' in the 'total' form: its value after this call (an integer, or a string past 2^53,
+      where a Lua number is no longer exact), or { its value before } when it was pinned;
+    any other: its value before this call (false when absent).
 ]]
 local INT64_MAX = '9223372036854775807'
+-- The largest integer a Lua number (a double) holds exactly.
+local EXACT_MAX = 9007199254740991
 local markers = tonumber(ARGV[1])
 local each = ARGV[3] == 'each'
 
@@ -44,13 +51,21 @@ local reply = { table.concat(freshFlags) }
 local a = 4
 for k = markers + 1, #KEYS do
   local key, op = KEYS[k], ARGV[a]
-  local before = redis.call('GET', key)
-  reply[#reply + 1] = before
   if op == 'add' and not each then
-    add(key, ARGV[a + 2])
-    redis.call('EXPIRE', key, ARGV[a + 1])
+    local by = ARGV[a + 2]
+    local ok, after = pcall(redis.call, 'INCRBY', key, by)
+    if ok then
+      if after == tonumber(by) then redis.call('EXPIRE', key, ARGV[a + 1]) end
+      if after > EXACT_MAX then after = redis.call('GET', key) end
+      reply[#reply + 1] = after
+    else
+      reply[#reply + 1] = { redis.call('GET', key) }
+      redis.call('SET', key, INT64_MAX, 'KEEPTTL')
+    end
     a = a + 3
   elseif op == 'add' then
+    local before = redis.call('GET', key)
+    reply[#reply + 1] = before
     local ttl, n = ARGV[a + 1], tonumber(ARGV[a + 2])
     local any = false
     for i = 0, n - 1 do
@@ -59,13 +74,16 @@ for k = markers + 1, #KEYS do
         add(key, ARGV[a + 4 + i * 2])
       end
     end
-    if any then redis.call('EXPIRE', key, ttl) end
+    if any and not before then redis.call('EXPIRE', key, ttl) end
     a = a + 3 + n * 2
   elseif op == 'min' then
+    local before = redis.call('GET', key)
+    reply[#reply + 1] = before
     local value = ARGV[a + 2]
     if (not before) or tonumber(before) > tonumber(value) then redis.call('SET', key, value, 'EX', ARGV[a + 1]) end
     a = a + 3
   elseif op == 'get' then
+    reply[#reply + 1] = redis.call('GET', key)
     a = a + 1
   else
     return redis.error_reply('advanceOnce: unknown operation ' .. tostring(op) .. ' for counter ' .. (k - markers))

@@ -34,6 +34,7 @@ const HOUR_MS_BIG = BigInt(HOUR_MS);
 const TRAILING_HOURS = 168;
 const APPLIED_TTL_SECONDS = 86_400;
 const BUCKET_TTL_SECONDS = (TRAILING_HOURS + 2) * 3600;
+/** A session's start and spend live this long from its first event, together (a longer session's projection starts over). */
 const SESSION_START_TTL_SECONDS = 2 * 86_400;
 /** A commitment's period is a calendar month; its count is kept a while past it. */
 const COMMITMENT_TTL_SECONDS = 40 * 86_400;
