@@ -61,10 +61,22 @@ export function pidsByName(names: string[]): number[] {
 }
 
 /**
+ * The machine's idle ticks (idle + iowait) and the ticks its hypervisor took for other guests
+ * (steal), from the first line of /proc/stat.
+ */
+function machineTicks(): { idle: number; steal: number } {
+  const fields = readFileSync('/proc/stat', 'utf8').slice(0, 200).split('\n')[0].trim().split(/\s+/).map(Number);
+  return { idle: fields[4] + fields[5], steal: fields[8] ?? 0 };
+}
+
+/**
  * CPU use per process kind, as a percentage of one core, between two samples. Each kind is a
- * function giving its current pids; a pid's time counts from the first sample that saw it.
+ * function giving its current pids; a pid's time counts from the first sample that saw it. Two
+ * more kinds are the machine's: `idle`, and `steal`, the time the hypervisor gave other guests
+ * (on a shared VM, what moves a run's rate while the code stays the same).
  */
 export class CpuMeter {
+  private lastMachine = machineTicks();
   private last = new Map<number, number>();
   private lastAt = 0;
   readonly totals = new Map<string, number>();
@@ -91,6 +103,13 @@ export class CpuMeter {
       result[kind] = Math.round(pct * 10) / 10;
       if (this.lastAt) this.totals.set(kind, (this.totals.get(kind) ?? 0) + ticks / TICKS_PER_SECOND);
     }
+    const machine = machineTicks();
+    for (const kind of ['idle', 'steal'] as const) {
+      const ticks = machine[kind] - this.lastMachine[kind];
+      result[kind] = this.lastAt ? Math.round((ticks / TICKS_PER_SECOND / elapsed) * 1000) / 10 : 0;
+      if (this.lastAt) this.totals.set(kind, (this.totals.get(kind) ?? 0) + ticks / TICKS_PER_SECOND);
+    }
+    this.lastMachine = machine;
     if (!this.firstAt) this.firstAt = now;
     this.last = next;
     this.lastAt = now;
