@@ -144,30 +144,23 @@ interface CommitmentKeys {
 
 /**
  * Values kept between batches by partition, tenant and id: a session's or a scope's counter key
- * names are built once (an hourly bucket's once an hour), not per event. Cleared whole at
- * MAX_KEPT values.
+ * names are built once (an hourly bucket's once an hour), not per event. Looked up by the id
+ * alone, one Map lookup per event and scope (ids are unique in practice; one met again under
+ * another tenant or partition is simply built anew). Cleared whole at MAX_KEPT values.
  */
 class KeptPerId<V> {
   private static readonly MAX_KEPT = 100_000;
-  private readonly byPartition = new Map<number, Map<string, Map<string, V>>>();
-  private kept = 0;
+  private readonly byId = new Map<string, { partition: number; tenantId: string; value: V }>();
 
   find(partition: number, tenantId: string, id: string): V | undefined {
-    return this.byPartition.get(partition)?.get(tenantId)?.get(id);
+    const kept = this.byId.get(id);
+    return kept !== undefined && kept.partition === partition && kept.tenantId === tenantId ? kept.value : undefined;
   }
 
   /** Keeps `value` for the id (in place of the one kept); returns it. */
   keep(partition: number, tenantId: string, id: string, value: V): V {
-    let tenants = this.byPartition.get(partition);
-    if (!tenants) this.byPartition.set(partition, (tenants = new Map()));
-    let ids = tenants.get(tenantId);
-    if (!ids) tenants.set(tenantId, (ids = new Map()));
-    if (!ids.has(id) && ++this.kept > KeptPerId.MAX_KEPT) {
-      this.byPartition.clear();
-      this.kept = 0;
-      return this.keep(partition, tenantId, id, value);
-    }
-    ids.set(id, value);
+    if (this.byId.size >= KeptPerId.MAX_KEPT && !this.byId.has(id)) this.byId.clear();
+    this.byId.set(id, { partition, tenantId, value });
     return value;
   }
 }
