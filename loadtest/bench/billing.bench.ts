@@ -1,6 +1,7 @@
 // npm run bench:billing: the billing lifecycle against a scratch PostgreSQL database.
 //   1. invoice-rollup with and without prepaid credits (every customer has a grant in the second
-//      run): the cost of drawing credits as usage is applied, in events per second;
+//      run): the cost of drawing credits as usage is applied, in events per second and in the
+//      Node CPU per event;
 //   2. closing a month for every customer (closeDuePeriods), in invoices per second.
 // Run it alone (flock -x /work/wt/cpu.lock); --customers N (1000), --events N per customer (40).
 import { loadavg } from 'node:os';
@@ -55,8 +56,10 @@ try {
     // Interleave customers as the stream would: batches of 1000 across many customers.
     events.sort((a, b) => (a.recordedAt - b.recordedAt) || (a.attribution.customerId < b.attribution.customerId ? -1 : 1));
     const started = performance.now();
+    const cpuBefore = process.cpuUsage();
     for (let i = 0; i < events.length; i += BATCH) await rollUp(world.sql, plans, stageEntries(events.slice(i, i + BATCH)));
-    return events.length / ((performance.now() - started) / 1000);
+    const cpu = process.cpuUsage(cpuBefore);
+    return { perSecond: events.length / ((performance.now() - started) / 1000), cpuUsPerEvent: (cpu.user + cpu.system) / events.length };
   };
 
   const plain = await rollAll(eventsOf(MARCH, APRIL));
@@ -74,8 +77,11 @@ try {
   const closed = await closeDuePeriods(world.sql, plans, { now: MAY + 86_400_000, graceMs: 0, lookbackMs: 400 * 86_400_000, tenantId: tenant.tenantId });
   const seconds = (performance.now() - started) / 1000;
   console.log(`${CUSTOMERS} customers x ${EVENTS} events per month`);
-  console.log(`invoice-rollup without credits: ${Math.round(plain)} events/s`);
-  console.log(`invoice-rollup with a grant per customer (credits drawn): ${Math.round(withCredits)} events/s`);
+  // The stage's own CPU (this process: building, rating and merging the rows), PostgreSQL's apart.
+  console.log(`invoice-rollup without credits: ${Math.round(plain.perSecond)} events/s, ${plain.cpuUsPerEvent.toFixed(1)} us of Node CPU per event`);
+  console.log(
+    `invoice-rollup with a grant per customer (credits drawn): ${Math.round(withCredits.perSecond)} events/s, ${withCredits.cpuUsPerEvent.toFixed(1)} us of Node CPU per event`,
+  );
   console.log(`period close: ${closed.length} invoices (March and April) in ${seconds.toFixed(2)} s = ${Math.round(closed.length / seconds)} invoices/s`);
 } finally {
   await world.cleanup();

@@ -96,8 +96,19 @@ interface SessionState {
   existed: boolean;
 }
 
-/** The state of e's period: `last` when e is of the same one (the common case), else found or added. */
-function periodOf(periods: Map<string, PeriodState>, last: PeriodState | undefined, e: LedgeredEvent, planOf: PlanOf): PeriodState {
+/**
+ * The state of e's period: `last` when e is of the same one (the common case), else found or
+ * added. `bySubscription` finds it by e's subscription object first: the events of a block share
+ * one per subscriber (as decoded), so its key string is built once per subscriber and block, not
+ * per event.
+ */
+function periodOf(
+  periods: Map<string, PeriodState>,
+  bySubscription: Map<object, PeriodState>,
+  last: PeriodState | undefined,
+  e: LedgeredEvent,
+  planOf: PlanOf,
+): PeriodState {
   if (
     last &&
     e.tenantId === last.event.tenantId &&
@@ -106,12 +117,15 @@ function periodOf(periods: Map<string, PeriodState>, last: PeriodState | undefin
   ) {
     return last;
   }
+  const shared = bySubscription.get(e.subscription);
+  if (shared && shared.event.tenantId === e.tenantId) return shared;
   const key = periodKey(e);
   let period = periods.get(key);
   if (!period) {
     period = { event: e, key, plan: planOf.get(planKey(e))!, calls: 0n, existed: false, events: 0, cost: 0n };
     periods.set(key, period);
   }
+  bySubscription.set(e.subscription, period);
   return period;
 }
 
@@ -170,11 +184,16 @@ async function applyOnce(sql: Sql, blocks: { origin: string; events: LedgeredEve
     // Each period and session the events touch, in the order they first come.
     const periods = new Map<string, PeriodState>();
     const sessions = new Map<string, SessionState>();
+    // Per event of todo, its period and session (when its plan keeps one): found once, used twice.
+    const periodAt: PeriodState[] = new Array(todo.length);
+    const bySubscription = new Map<object, PeriodState>();
+    const sessionAt: (SessionState | undefined)[] = new Array(todo.length);
     let period: PeriodState | undefined;
     let session: SessionState | undefined;
-    for (const e of todo) {
-      period = periodOf(periods, period, e, planOf);
-      if (keepsSessionPosition(period.plan, e.sessionId)) session = sessionOf(sessions, session, e);
+    for (let i = 0; i < todo.length; i++) {
+      const e = todo[i];
+      period = periodAt[i] = periodOf(periods, bySubscription, period, e, planOf);
+      if (keepsSessionPosition(period.plan, e.sessionId)) session = sessionAt[i] = sessionOf(sessions, session, e);
     }
     const periodCalls = await lockPositions(
       tx,
@@ -203,14 +222,13 @@ async function applyOnce(sql: Sql, blocks: { origin: string; events: LedgeredEve
     // Each event's usage rows, from its positions, folded into its period's rows as they come.
     const withRows: PeriodState[] = [];
     const before: CallPosition = { periodCalls: 0n, sessionCalls: 0n };
-    period = undefined;
-    session = undefined;
-    for (const e of todo) {
-      period = periodOf(periods, period, e, planOf);
+    for (let i = 0; i < todo.length; i++) {
+      const e = todo[i];
+      period = periodAt[i];
       period.events++;
       period.cost += e.cost.total;
       if (!countsAsCall(e.eventType)) continue;
-      const s = keepsSessionPosition(period.plan, e.sessionId) ? (session = sessionOf(sessions, session, e)) : undefined;
+      const s = sessionAt[i];
       before.periodCalls = period.calls;
       before.sessionCalls = s ? s.calls : 0n;
       if (!period.rows) withRows.push(period);
