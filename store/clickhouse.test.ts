@@ -26,6 +26,18 @@ describe('insertJsonRows', () => {
     expect(await read()).toEqual(rows);
   });
 
+  it('inserts rows longer than a chunk, and characters of four UTF-8 bytes, as they were', async () => {
+    await ch.command({ query: 'TRUNCATE TABLE rows_in' });
+    const rows = [
+      { id: 1, note: 'short' },
+      { id: 2, note: `${'é✓'.repeat(30_000)} 🚀 end` },
+      { id: 3, note: '😀'.repeat(40_000) },
+      { id: 4, note: 'after' },
+    ];
+    await insertJsonRows(ch, 'rows_in', rows);
+    expect(await read()).toEqual(rows);
+  });
+
   it("fails with the server's error, and inserts nothing, when a row is refused", async () => {
     await ch.command({ query: 'TRUNCATE TABLE rows_in' });
     const rows: object[] = Array.from({ length: 2_000 }, (_, id) => ({ id, note: 'fine' }));

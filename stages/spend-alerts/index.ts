@@ -570,13 +570,20 @@ export class SpendAlerts {
     // A late event says nothing about the rate now.
     if (this.now() - e.recordedAt > HOUR_MS) return;
     const hour = hourOf(e.recordedAt);
-    const intoHour = BigInt(e.recordedAt - hour * HOUR_MS);
-    let slot = view.velocity;
-    for (const { scope, dedupeKey, firedKey } of view.scopes) {
-      const current = slot;
-      slot += 2;
+    // Below this, even this hour and the whole hour before together are under the minimum (most
+    // events): they are skipped in floating point, without bigint arithmetic (a margin far wider
+    // than the rounding keeps the skip exact; near the minimum the bigint test decides).
+    const surelyBelow = Number(settings.velocityMinNano) * (1 - 1e-9);
+    let intoHour: bigint | undefined;
+    for (let s = 0; s < view.scopes.length; s++) {
+      const { scope, dedupeKey, firedKey } = view.scopes[s];
+      const current = view.velocity + 2 * s;
       if (this.hasFired(out, firedKey)) continue;
-      const lastHour = view.batch.view(current) + (view.batch.view(current + 1) * (HOUR_MS_BIG - intoHour)) / HOUR_MS_BIG;
+      const thisHour = view.batch.view(current);
+      const hourBefore = view.batch.view(current + 1);
+      if (Number(thisHour) + Number(hourBefore) < surelyBelow) continue;
+      intoHour ??= BigInt(e.recordedAt - hour * HOUR_MS);
+      const lastHour = thisHour + (hourBefore * (HOUR_MS_BIG - intoHour)) / HOUR_MS_BIG;
       if (lastHour < settings.velocityMinNano) continue;
       const average = await this.trailingAverage(entry, hour, scope);
       if (lastHour * 1000n <= average * BigInt(settings.velocityFactorMilli)) continue;
