@@ -33,6 +33,8 @@ export interface BenchOptions {
   reniceStages?: number;
   /** Process kinds to run with --cpu-prof (api, a stage name, generator, baseline). */
   profile: string[];
+  /** Pipeline process kinds whose allocations are sampled (loadtest/bench/heap-sampler.ts). */
+  heapProfile: string[];
   seed: number;
   /** Follow a few events a second through every stream (per-stage times); on by default up to 2,000 events/s. */
   trace: boolean;
@@ -72,6 +74,8 @@ one multi-row INSERT per request.
   --runtime dist|tsx      compiled JS (default; builds first) or from source (smoke default)
   --no-build              use dist/ as it is
   --profile k1,k2         run these process kinds with --cpu-prof and summarize the profiles
+  --heap-profile k1,k2    sample what these pipeline processes allocate for 30 s, from 20 s
+                          after they start, and report bytes per ledgered event and the top sites
   --env KEY=VALUE         extra environment for the pipeline processes (repeatable)
   --redis standalone|cluster
                           standalone: REDIS_URL (default); cluster: the local Redis Cluster of
@@ -127,6 +131,7 @@ export function parseOptions(argv: string[], parseWorkers: (text: string) => Rec
     drainTimeout: smoke ? 30 : 180,
     clientDrain: smoke ? 10 : 120,
     profile: [],
+    heapProfile: [],
     seed: 1,
     trace: false,
     logLevel: 'warn',
@@ -189,6 +194,9 @@ export function parseOptions(argv: string[], parseWorkers: (text: string) => Rec
         break;
       case '--profile':
         options.profile = value().split(',').filter(Boolean);
+        break;
+      case '--heap-profile':
+        options.heapProfile = value().split(',').filter(Boolean);
         break;
       case '--env': {
         const v = value();

@@ -84,6 +84,15 @@ export interface PhaseReport {
   ledgerPerSecond: { t: number; rows: number }[];
   latencyPer5s: { t: number; rows: number; p50: number; p99: number }[];
   profiles?: { process: string; file: string; summary: ProfileSummary }[];
+  /** What --heap-profile sampled: per process, bytes allocated per ledgered event and the top allocation sites. */
+  allocations?: {
+    process: string;
+    seconds: number;
+    megabytes: number;
+    ledgered: number;
+    kilobytesPerEvent: number;
+    top: { share: number; megabytes: number; site: string }[];
+  }[];
   /** Where the ingest-to-ledger time goes, from events followed through the streams (--trace). */
   trace?: ReturnType<HopTracer['summary']>;
 }

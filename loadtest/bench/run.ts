@@ -31,6 +31,7 @@ import { formatProfile, summarizeProfile } from './profile.js';
 import { groupsOf, pidsByName, prefixMemory, redisMemory, slope, withDescendants } from './sampler.js';
 import { createScratchWorld, seedBenchWorld, type ScratchWorld } from './world.js';
 import { HopTracer } from './tracer.js';
+import type { HeapSample } from './heap-sampler.js';
 import { printReport, type BenchReport, type PhaseReport } from './report.js';
 
 const log = createLogger('bench', process.env.BENCH_LOG_LEVEL ?? 'warn');
@@ -310,6 +311,11 @@ async function runPipelinePhase(options: BenchOptions, world: ScratchWorld, worl
   const kindOf = (name: string) => name.split('#')[0];
   for (const spec of specs) {
     if (options.profile.includes(kindOf(spec.name))) spec.args.unshift('--cpu-prof', `--cpu-prof-dir=${profileDir}`);
+    if (options.heapProfile.includes(kindOf(spec.name))) {
+      const sampler = options.runtime === 'dist' ? projectPath('dist', 'loadtest', 'bench', 'heap-sampler.js') : projectPath('loadtest', 'bench', 'heap-sampler.ts');
+      spec.args.unshift('--import', sampler);
+      spec.env = { ...spec.env, HEAP_SAMPLE_DIR: profileDir };
+    }
   }
   const stagePorts = specs.filter((s) => s.env?.METRICS_PORT).map((s) => ({ name: s.name, port: Number(s.env!.METRICS_PORT) }));
   // /readyz of each stage process says when it reads; after that the benchmark leaves its metrics port alone.
@@ -542,6 +548,7 @@ async function runPipelinePhase(options: BenchOptions, world: ScratchWorld, worl
     await stopPipeline();
     pg.stop();
     const profiles = collectProfiles(pidNames);
+    const allocations = await collectHeapSamples(world, pidNames);
 
     const series = monitor.series;
     const window = { fromS: summary.steadyWindow.fromS, toS: summary.steadyWindow.toS };
@@ -587,6 +594,7 @@ async function runPipelinePhase(options: BenchOptions, world: ScratchWorld, worl
       },
       exactness: { ...exactness, ledgerDuplicatesRecorded: ledgerDuplicates, rejectedEntries, rejectedSamples, deadLetters, rowsPerEvent },
       profiles,
+      allocations,
       trace: tracer?.summary(),
     };
     const offered = phase.throughput.offeredPerSec;
@@ -721,6 +729,29 @@ function collectProfiles(pidNames: Map<number, string>): PhaseReport['profiles']
   return out;
 }
 
+/**
+ * The allocation samples of --heap-profile (loadtest/bench/heap-sampler.ts): per process, the
+ * bytes allocated in its window over the events ledgered in that window, and the top sites.
+ */
+async function collectHeapSamples(world: ScratchWorld, pidNames: Map<number, string>): Promise<PhaseReport['allocations']> {
+  if (!profileDir || !existsSync(profileDir)) return undefined;
+  const out: NonNullable<PhaseReport['allocations']> = [];
+  for (const file of readdirSync(profileDir).filter((f) => /^heap\.\d+\.json$/.test(f))) {
+    const sample = JSON.parse(readFileSync(join(profileDir, file), 'utf8')) as HeapSample;
+    const [{ n }] = await world.sql<{ n: number }[]>`
+      SELECT count(*)::int AS n FROM usage_ledger WHERE ledgered_at >= ${new Date(sample.fromMs)} AND ledgered_at < ${new Date(sample.toMs)}`;
+    out.push({
+      process: pidNames.get(sample.pid) ?? `pid ${sample.pid}`,
+      seconds: round((sample.toMs - sample.fromMs) / 1000, 1),
+      megabytes: round(sample.bytes / 1e6, 1),
+      ledgered: n,
+      kilobytesPerEvent: n > 0 ? round(sample.bytes / n / 1000, 2) : NaN,
+      top: sample.top.slice(0, 15).map((t) => ({ share: round((100 * t.bytes) / sample.bytes, 1), megabytes: round(t.bytes / 1e6, 1), site: t.site })),
+    });
+  }
+  return out.length ? out : undefined;
+}
+
 function gitCommit(): BenchReport['commit'] {
   const git = (...args: string[]) => spawnSync('git', args, { cwd: projectPath(), encoding: 'utf8' });
   const sha = git('rev-parse', '--short', 'HEAD').stdout?.trim() || 'unknown';
@@ -811,7 +842,7 @@ async function main(): Promise<number> {
   const runDir = projectPath('.bench', `run-${world.tag}`);
   mkdirSync(runDir, { recursive: true });
   cleanups.push(() => rmSync(runDir, { recursive: true, force: true }));
-  if (options.profile.length) {
+  if (options.profile.length || options.heapProfile.length) {
     profileDir = projectPath('.bench', 'profiles', world.tag);
     mkdirSync(profileDir, { recursive: true });
   }
@@ -854,6 +885,10 @@ async function main(): Promise<number> {
   printReport(report);
   for (const profile of [...(pipeline.profiles ?? []), ...(baseline?.profiles ?? []), ...(baselineBatch?.profiles ?? [])]) {
     console.log(formatProfile(`${profile.process} (${profile.file})`, profile.summary));
+  }
+  for (const a of pipeline.allocations ?? []) {
+    console.log(`\n${a.process}: allocated ${a.megabytes} MB in ${a.seconds} s (sampled), ${a.ledgered} events ledgered meanwhile: ${a.kilobytesPerEvent} KB per event; top sites:`);
+    for (const t of a.top) console.log(`  ${String(t.share).padStart(5)}%  ${String(t.megabytes).padStart(7)} MB  ${t.site}`);
   }
   console.log(`\nreport written to ${relative(process.cwd(), out)} (${round((Date.now() - began) / 1000, 1)} s in all)`);
   return [pipeline, baseline, baselineBatch].every((phase) => !phase || phase.exactness.exact) ? 0 : 1;
