@@ -263,6 +263,21 @@ describe('velocity alerts', () => {
     expect(await world.redis.get(partitionedKey(world.config.REDIS_PREFIX, `spend-h:${tenantId}:app:app_new:${hour}`, 0))).toBe((4n * UNIT).toString());
   });
 
+  it('pages at exactly the minimum and not one nano-unit below it (the skip of scopes surely under it is exact)', async () => {
+    const now = Date.now();
+    const [worker] = workers(1, () => now);
+    await worker.load();
+    // No history: the trailing average is 0, so the minimum (default 10) alone decides.
+    const below = await tenantWithEndpoint(['spend.velocity_spike']);
+    await worker.handle([entry(below, { recordedAt: now - 5000, cost: { total: 10n * UNIT - 1n } })]);
+    expect(await events(below)).toEqual([]);
+    const at = await tenantWithEndpoint(['spend.velocity_spike']);
+    await worker.handle([entry(at, { recordedAt: now - 5000, cost: { total: 10n * UNIT } })]);
+    const fired = (await events(at)).map((e) => JSON.parse(e.payload).data);
+    expect(fired.map((d) => d.scope_kind).sort()).toEqual(['agent', 'customer', 'team']);
+    for (const d of fired) expect(d.last_hour_spend).toBe('10');
+  });
+
   it('does not page a tiny tenant (below the minimum), nor for late events', async () => {
     const tenantId = await tenantWithEndpoint(['spend.velocity_spike']);
     const now = Date.now();
