@@ -33,8 +33,14 @@ local EXACT_MAX = 9007199254740991
 local markers = tonumber(ARGV[1])
 local each = ARGV[3] == 'each'
 
+-- INCRBY key by, pinned at the int64 max past its range. Returns the value after (a Lua number),
+-- or nil and the value before when it had to be pinned.
 local function add(key, by)
-  if not pcall(redis.call, 'INCRBY', key, by) then redis.call('SET', key, INT64_MAX, 'KEEPTTL') end
+  local ok, after = pcall(redis.call, 'INCRBY', key, by)
+  if ok then return after end
+  local before = redis.call('GET', key)
+  redis.call('SET', key, INT64_MAX, 'KEEPTTL')
+  return nil, before
 end
 
 if not each then
@@ -53,14 +59,13 @@ for k = markers + 1, #KEYS do
   local key, op = KEYS[k], ARGV[a]
   if op == 'add' and not each then
     local by = ARGV[a + 2]
-    local ok, after = pcall(redis.call, 'INCRBY', key, by)
-    if ok then
+    local after, pinnedFrom = add(key, by)
+    if after == nil then
+      reply[#reply + 1] = { pinnedFrom }
+    else
       if after == tonumber(by) then redis.call('EXPIRE', key, ARGV[a + 1]) end
       if after > EXACT_MAX then after = redis.call('GET', key) end
       reply[#reply + 1] = after
-    else
-      reply[#reply + 1] = { redis.call('GET', key) }
-      redis.call('SET', key, INT64_MAX, 'KEEPTTL')
     end
     a = a + 3
   elseif op == 'add' then
