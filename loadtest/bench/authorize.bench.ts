@@ -34,6 +34,7 @@ import { AttributionResolver } from '../../store/attribution.js';
 import { issueApiKey, newId } from '../../store/credentials.js';
 import { createTenant } from '../../store/tenants.js';
 import { isolated } from '../../test/support/isolated.js';
+import { machineTicks } from './sampler.js';
 
 const { values } = parseArgs({
   options: {
@@ -168,10 +169,8 @@ async function cpuNow(): Promise<Cpu> {
   const usage = process.cpuUsage();
   const info = await redis.info('cpu');
   const seconds = (name: string) => Number(new RegExp(`${name}:([\\d.]+)`).exec(info)?.[1] ?? 0);
-  const ticks = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1, 9).map(Number);
-  const idle = ticks[3] + ticks[4]; // idle, iowait
-  const machineBusy = (ticks.reduce((a, b) => a + b, 0) - idle) / 100;
-  return { server, rest: (usage.user + usage.system) / 1e6 - server, redis: seconds('used_cpu_sys') + seconds('used_cpu_user'), machineBusy, machineIdle: idle / 100 };
+  const machine = machineTicks();
+  return { server, rest: (usage.user + usage.system) / 1e6 - server, redis: seconds('used_cpu_sys') + seconds('used_cpu_user'), machineBusy: machine.busy / 100, machineIdle: machine.idle / 100 };
 }
 
 const world = await isolated('authbench');

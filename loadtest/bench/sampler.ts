@@ -61,12 +61,14 @@ export function pidsByName(names: string[]): number[] {
 }
 
 /**
- * The machine's idle ticks (idle + iowait) and the ticks its hypervisor took for other guests
- * (steal), from the first line of /proc/stat.
+ * The machine's CPU ticks so far, every core, from the first line of /proc/stat: busy (user,
+ * nice, system, irq, softirq and steal), idle (idle + iowait), and steal, the ticks its
+ * hypervisor gave other guests.
  */
-function machineTicks(): { idle: number; steal: number } {
-  const fields = readFileSync('/proc/stat', 'utf8').slice(0, 200).split('\n')[0].trim().split(/\s+/).map(Number);
-  return { idle: fields[4] + fields[5], steal: fields[8] ?? 0 };
+export function machineTicks(): { busy: number; idle: number; steal: number } {
+  const ticks = readFileSync('/proc/stat', 'utf8').slice(0, 200).split('\n')[0].trim().split(/\s+/).slice(1, 9).map(Number);
+  const idle = ticks[3] + ticks[4];
+  return { busy: ticks.reduce((a, b) => a + b, 0) - idle, idle, steal: ticks[7] ?? 0 };
 }
 
 /**
