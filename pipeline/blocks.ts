@@ -105,8 +105,10 @@ export function decodeEntry<T>(id: string, fields: Buffer[], handed?: HandedPayl
 
 /**
  * Under vitest, payloads handed over instead of decoded are checked against the bytes decoded:
- * the same values of the same types (a bigint is not a number, a field set to undefined is not a
- * missing one), with the same fields (in any order).
+ * the same values of the same types (a bigint is not a number), with the same fields (in any
+ * order). A field set to undefined counts as a missing one: the stages before the ledger hand on
+ * every field of a ledgered event, those their stage has not set yet undefined (domain/flow.ts,
+ * withPart), and the layers carry only what was set.
  */
 function assertSameAsDecoded(handed: readonly unknown[], block: Buffer): void {
   const decoded = mergedLayers(decodeSequence(block));
@@ -130,9 +132,9 @@ function firstDifference(a: unknown, b: unknown, path: string): string | undefin
     }
     return undefined;
   }
-  const keys = Object.keys(a);
-  const otherKeys = Object.keys(b);
-  // The order of the fields may differ: a stage puts the field it sets first, decoding puts a layer's fields last.
+  const keys = definedKeys(a);
+  const otherKeys = definedKeys(b);
+  // The order of the fields may differ: a stage's output names its fields in its own order, decoding puts a layer's fields last.
   if (keys.length !== otherKeys.length || keys.some((key) => !Object.hasOwn(b, key))) return `${path} (its fields: ${keys.join(', ')} / ${otherKeys.join(', ')})`;
   for (const key of keys) {
     const at = firstDifference((a as Record<string, unknown>)[key], (b as Record<string, unknown>)[key], `${path}.${key}`);
@@ -242,10 +244,15 @@ function layerOver(inputs: readonly unknown[], outputs: readonly unknown[], sets
   return layer;
 }
 
+/** The same fields set to the same values; a field set to undefined is as one not set (withPart's parts not set yet). */
 function sameFields(a: Record<string, unknown> | null, b: Record<string, unknown> | null): boolean {
-  if (a === null || b === null) return a === b;
-  const keys = Object.keys(a);
-  return keys.length === Object.keys(b).length && keys.every((key) => Object.hasOwn(b, key) && a[key] === b[key]);
+  const keys = a === null ? [] : definedKeys(a);
+  const otherKeys = b === null ? [] : definedKeys(b);
+  return keys.length === otherKeys.length && keys.every((key) => a![key] === b![key]);
+}
+
+function definedKeys(value: object): string[] {
+  return Object.keys(value).filter((key) => (value as Record<string, unknown>)[key] !== undefined);
 }
 
 function isRecord(value: unknown): value is Record<string, unknown> {

@@ -3,7 +3,7 @@ import { emit, type AckResult, type EntryResult, type StageDefinition, type Stag
 import { getMany, scanKeys, type Redis } from '../../pipeline/redis.js';
 import { CapBook } from '../../store/caps.js';
 import type { Sql } from '../../pipeline/postgres.js';
-import type { CheckedEvent, PricedEvent } from '../../domain/flow.js';
+import { withPart, type CheckedEvent, type PricedEvent } from '../../domain/flow.js';
 import { capCounters } from './limits.js';
 import { pauseKey, type PauseRecord } from '../../store/pauses.js';
 import { recordPauses, recordRolledOverPauses } from '../../store/pause-flags.js';
@@ -58,7 +58,7 @@ export const capCheckStage: StageDefinition<PricedEvent> = {
           const counters = capCounters(caps.capsFor(event.tenantId, event.attribution, event.sessionId, event.subscription.ratePlanId), event, now, pauses);
           if (pauses.length) pausesInHand.set(id, pauses);
           if (counters.length) countersInHand.set(id, counters.map((c) => c.key));
-          const checked: CheckedEvent = { capCounters: counters.map((c) => ({ key: c.key, by: c.by, ...(c.window ? { window: c.window } : {}) })), ...event };
+          const checked: CheckedEvent = withPart(event, { capCounters: counters.map((c) => ({ key: c.key, by: c.by, ...(c.window ? { window: c.window } : {}) })) });
           return { outputs: [emit(STREAMS.checked, checked)], counters };
         });
       },

@@ -2,7 +2,7 @@ import { STREAMS } from '../../store/streams.js';
 import { emit, type EntryResult, type StageDefinition, type StageEntry } from '../../pipeline/stage.js';
 import type { UsageEvent } from '../../domain/events.js';
 import { AttributionResolver } from '../../store/attribution.js';
-import { customerPartitionKey, rejection, type ResolvedEvent } from '../../domain/flow.js';
+import { customerPartitionKey, rejection, withPart, type ResolvedEvent } from '../../domain/flow.js';
 
 /**
  * Attributes each event to its agent or app, team, customer and product; unknown credentials, and
@@ -18,7 +18,7 @@ export async function resolveBatch(resolver: AttributionResolver, batch: StageEn
     if (!resolution.ok) {
       return { outputs: [emit(STREAMS.rejected, rejection('key-resolve', resolution.code, resolution.reason, event))] };
     }
-    const resolved: ResolvedEvent = { attribution: resolution.attribution, ...event };
+    const resolved: ResolvedEvent = withPart(event, { attribution: resolution.attribution });
     return {
       outputs: [
         emit(STREAMS.resolved, resolved, customerPartitionKey(event.tenantId, resolution.attribution.customerId)),

@@ -2,7 +2,7 @@ import { STREAMS } from '../../store/streams.js';
 import { emit, type EntryResult, type StageDefinition, type StageEntry } from '../../pipeline/stage.js';
 import type { Sql } from '../../pipeline/postgres.js';
 import { CAP_TAG_PREFIX } from '../../store/caps.js';
-import type { CheckedEvent, LedgeredEvent } from '../../domain/flow.js';
+import { withPart, type CheckedEvent, type LedgeredEvent } from '../../domain/flow.js';
 
 export interface LedgerCounters {
   inserted: number;
@@ -177,7 +177,7 @@ export async function writeLedger(
         })),
       };
     }
-    const ledgered: LedgeredEvent = { overCap: overCap[i], ...event };
+    const ledgered: LedgeredEvent = withPart(event, { overCap: overCap[i] });
     return { outputs: [emit(STREAMS.ledgered, ledgered)] };
   });
 }

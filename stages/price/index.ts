@@ -6,7 +6,7 @@ import { emit, type EntryResult, type StageDefinition, type StageEntry } from '.
 import { PlanCache } from '../../store/rate-plans.js';
 import { watchedToolRegistry, type ToolRegistryCache } from '../../store/mcp-tools.js';
 import { registeredToolName } from '../../domain/rating/tool-registry.js';
-import { rejection, type AttributedEvent, type PricedEvent } from '../../domain/flow.js';
+import { rejection, withPart, type AttributedEvent, type PricedEvent } from '../../domain/flow.js';
 import { formatNano, MAX_EVENT_COST_NANO } from '../../domain/money.js';
 
 /**
@@ -36,7 +36,7 @@ export async function priceBatch(plans: PlanCache, batch: StageEntry<AttributedE
       results.push({ outputs: [emit(STREAMS.rejected, rejection('price', 'cost_out_of_range', reason, event))] });
       continue;
     }
-    const priced: PricedEvent = { cost: { total: rating.total, tool: rating.tool, breakdown: rating.breakdown }, ...event };
+    const priced: PricedEvent = withPart(event, { cost: { total: rating.total, tool: rating.tool, breakdown: rating.breakdown } });
     results.push({ outputs: [emit(STREAMS.priced, priced)] });
   }
   return results;

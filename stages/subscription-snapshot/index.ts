@@ -1,7 +1,7 @@
 import { STREAMS } from '../../store/streams.js';
 import { emit, type EntryResult, type StageDefinition, type StageEntry } from '../../pipeline/stage.js';
 import { SubscriptionBook } from '../../store/subscriptions.js';
-import { rejection, type AttributedEvent, type ResolvedEvent } from '../../domain/flow.js';
+import { rejection, withPart, type AttributedEvent, type ResolvedEvent } from '../../domain/flow.js';
 
 /** Attaches the subscription and rate-plan version active at each event's recorded time. */
 export async function attachSubscriptions(book: SubscriptionBook, batch: StageEntry<ResolvedEvent>[]): Promise<EntryResult[]> {
@@ -15,7 +15,7 @@ export async function attachSubscriptions(book: SubscriptionBook, batch: StageEn
       results.push({ outputs: [emit(STREAMS.rejected, rejection('subscription-snapshot', 'no_subscription', reason, event))] });
       continue;
     }
-    const attributed: AttributedEvent = { subscription, ...event };
+    const attributed: AttributedEvent = withPart(event, { subscription });
     results.push({ outputs: [emit(STREAMS.attributed, attributed)] });
   }
   return results;
