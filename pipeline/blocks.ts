@@ -106,9 +106,9 @@ export function decodeEntry<T>(id: string, fields: Buffer[], handed?: HandedPayl
 /**
  * Under vitest, payloads handed over instead of decoded are checked against the bytes decoded:
  * the same values of the same types (a bigint is not a number), with the same fields (in any
- * order). A field set to undefined counts as a missing one: the stages before the ledger hand on
- * every field of a ledgered event, those their stage has not set yet undefined (domain/flow.ts,
- * withPart), and the layers carry only what was set.
+ * order). A field set to undefined counts as a missing one: a stage may hand on an object that
+ * names every field its events will ever carry, those not set yet undefined (one hidden class for
+ * all of them), while its layer carries only what it set.
  */
 function assertSameAsDecoded(handed: readonly unknown[], block: Buffer): void {
   const decoded = mergedLayers(decodeSequence(block));
@@ -244,7 +244,7 @@ function layerOver(inputs: readonly unknown[], outputs: readonly unknown[], sets
   return layer;
 }
 
-/** The same fields set to the same values; a field set to undefined is as one not set (withPart's parts not set yet). */
+/** The same fields set to the same values; a field set to undefined is as one not set (see assertSameAsDecoded). */
 function sameFields(a: Record<string, unknown> | null, b: Record<string, unknown> | null): boolean {
   const keys = a === null ? [] : definedKeys(a);
   const otherKeys = b === null ? [] : definedKeys(b);
