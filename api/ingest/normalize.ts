@@ -207,9 +207,10 @@ export function normalizeBatch(tenantId: string, raws: readonly unknown[], windo
 }
 
 /**
- * The pipeline's form of a valid wire event. Absent optional fields stay undefined (the codec
- * drops them). One object literal, no spreads: this runs for every event. Session control
- * events carry no invocation: zero usage, so nothing downstream can bill them.
+ * The pipeline's form of a valid wire event. Absent optional fields stay undefined, and the codec
+ * writes them so: every event carries the same keys (one msgpack record, one hidden class when
+ * decoded). One object literal, no spreads: this runs for every event. Session control events
+ * carry no invocation: zero usage, so nothing downstream can bill them.
  */
 function toUsageEvent(
   tenantId: string,
