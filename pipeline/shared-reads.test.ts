@@ -105,7 +105,7 @@ describe('SharedReads', () => {
       const reordered = [{ at: 'x', n: 1n }, { n: 2n, at: 'y' }];
       reads.offer('s', 'o-1', bytes, reordered);
       expect(reads.decode('s', '1-0', raw).events[0].payload).toBe(reordered[0]);
-      // A field set to undefined is as one not set (withPart's parts not set yet); a value is not.
+      // A field set to undefined is as one not set (a part a stage has not set yet); a value is not.
       const unsetPart = [{ n: 1n, at: 'x', cost: undefined }, { n: 2n, at: 'y' }];
       reads.offer('s', 'o-1', bytes, unsetPart);
       expect(reads.decode('s', '1-0', raw).events[0].payload).toBe(unsetPart[0]);
