@@ -38,6 +38,20 @@ describe('insertJsonRows', () => {
     expect(await read()).toEqual(rows);
   });
 
+  it('takes the rows from a generator, read once as the body is sent', async () => {
+    await ch.command({ query: 'TRUNCATE TABLE rows_in' });
+    let built = 0;
+    function* rows() {
+      for (let id = 0; id < 5_000; id++) {
+        built++;
+        yield { id, note: `built ${id}` };
+      }
+    }
+    await insertJsonRows(ch, 'rows_in', rows());
+    expect(built).toBe(5_000);
+    expect(await read()).toEqual(Array.from({ length: 5_000 }, (_, id) => ({ id, note: `built ${id}` })));
+  });
+
   it("fails with the server's error, and inserts nothing, when a row is refused", async () => {
     await ch.command({ query: 'TRUNCATE TABLE rows_in' });
     const rows: object[] = Array.from({ length: 2_000 }, (_, id) => ({ id, note: 'fine' }));

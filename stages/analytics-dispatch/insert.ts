@@ -5,7 +5,7 @@ import type { AnalyticsEvent } from '../../domain/flow.js';
 import { chString, insertJsonRows, type ClickHouseClient } from '../../store/clickhouse.js';
 import type { CostModelCache } from '../../store/cost-model-cache.js';
 import { eventCogs } from '../../store/cost-model.js';
-import { invocationRow, type InvocationRow } from './rows.js';
+import { chDate, invocationRow, type InvocationRow } from './rows.js';
 
 const INVOCATIONS_TABLE = 'invocations';
 
@@ -60,7 +60,9 @@ export async function insertInvocations(
   const errors: (Error | undefined)[] = events.map(() => undefined);
   if (events.length === 0) return errors;
   const models = options.costModels ? await options.costModels.load(events.map((e) => e.tenantId)) : undefined;
-  const rows: InvocationRow[] = [];
+  // The events to insert and each one's COGS; their rows are built only as the insert's body is sent (rowsOf).
+  const costed: AnalyticsEvent[] = [];
+  const cogsOf: bigint[] = [];
   events.forEach((event, i) => {
     let cogsNano = 0n;
     if (models && isUsageEventType(event.eventType)) {
@@ -71,17 +73,19 @@ export async function insertInvocations(
       }
       cogsNano = cogs.cogsNano;
     }
-    rows.push(invocationRow(event, cogsNano));
+    costed.push(event);
+    cogsOf.push(cogsNano);
   });
   try {
-    const seen = options.maybeInserted ? await insertedAlready(clickhouse, rows) : new Set<string>();
-    const fresh: InvocationRow[] = [];
-    for (const row of rows) {
-      if (seen.has(rowKey(row))) continue;
-      seen.add(rowKey(row)); // the same event twice in one batch goes in once
-      fresh.push(row);
+    const seen = options.maybeInserted ? await insertedAlready(clickhouse, costed) : new Set<string>();
+    const fresh: number[] = [];
+    for (let i = 0; i < costed.length; i++) {
+      const key = eventKey(costed[i]);
+      if (seen.has(key)) continue;
+      seen.add(key); // the same event twice in one batch goes in once
+      fresh.push(i);
     }
-    if (fresh.length) await insertJsonRows(clickhouse, INVOCATIONS_TABLE, fresh);
+    if (fresh.length) await insertJsonRows(clickhouse, INVOCATIONS_TABLE, rowsOf(fresh, costed, cogsOf));
   } catch (error) {
     if (isDataError(error)) throw error;
     throw new TransientError(`ClickHouse insert failed: ${(error as Error)?.message ?? String(error)}`, { cause: error });
@@ -89,17 +93,22 @@ export async function insertInvocations(
   return errors;
 }
 
-const rowKey = (row: InvocationRow) => `${row.tenant_id}\u0000${row.event_id}`;
+/** The rows of events[i] for each i of `indexes`, each built when the insert's body asks for it. */
+function* rowsOf(indexes: number[], events: AnalyticsEvent[], cogsOf: bigint[]): Generator<InvocationRow> {
+  for (const i of indexes) yield invocationRow(events[i], cogsOf[i]);
+}
+
+const eventKey = (event: AnalyticsEvent) => `${event.tenantId}\u0000${event.eventId}`;
 // Keeps each lookup well under ClickHouse's max_query_size (256 KiB) for ids up to 128 characters.
 const LOOKUP_CHUNK = 500;
 
-/** The keys (tenant, event id) of those rows that invocations already holds: one primary-key lookup per chunk. */
-async function insertedAlready(clickhouse: ClickHouseClient, rows: InvocationRow[]): Promise<Set<string>> {
+/** The keys (tenant, event id) of those events that invocations already holds: one primary-key lookup per chunk. */
+async function insertedAlready(clickhouse: ClickHouseClient, events: AnalyticsEvent[]): Promise<Set<string>> {
   const found = new Set<string>();
-  for (let start = 0; start < rows.length; start += LOOKUP_CHUNK) {
-    const keys = rows
+  for (let start = 0; start < events.length; start += LOOKUP_CHUNK) {
+    const keys = events
       .slice(start, start + LOOKUP_CHUNK)
-      .map((r) => `(${chString(r.tenant_id)}, toDate(${chString(r.recorded_date)}), ${chString(r.event_id)})`);
+      .map((e) => `(${chString(e.tenantId)}, toDate(${chString(chDate(e.recordedAt))}), ${chString(e.eventId)})`);
     const result = await clickhouse.query({
       query: `SELECT tenant_id, event_id FROM ${INVOCATIONS_TABLE} WHERE (tenant_id, recorded_date, event_id) IN (${keys.join(', ')})`,
       format: 'JSONEachRow',
