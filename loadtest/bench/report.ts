@@ -61,7 +61,9 @@ export interface PhaseReport {
   sustained?: boolean;
   /**
    * Redis memory: used_memory of the whole server (shared with anything else on it), and the
-   * run's own keys (every key under its prefix, sampled every 10 s), whose slope says whether it is flat.
+   * run's own keys (every key under its prefix: a pass every 10 s or more, see WORLD_PROBE_DUTY in
+   * run.ts), whose slope says whether it is flat; and that slope without the streams, whose length
+   * follows the lag of the moment (a pass caught them anywhere between 35 and 145 MB).
    */
   redisMemoryMB?: {
     start: number;
@@ -69,7 +71,7 @@ export interface PhaseReport {
     max: number;
     end: number;
     streamsMaxMB: number;
-    runKeysMB: { start: number; max: number; end: number; steadySlopeMBPerMin: number; keysMax: number };
+    runKeysMB: { start: number; max: number; end: number; steadySlopeMBPerMin: number; steadySlopeWithoutStreamsMBPerMin: number; keysMax: number };
   };
   cpuPct: Record<string, { avg: number; max: number }>;
   exactness: Exactness & {
@@ -153,7 +155,7 @@ function rows(p: PhaseReport): [string, string][] {
     const m = p.redisMemoryMB;
     out.push(['Redis used_memory start / max / end (MB)', `${m.start} / ${m.max} / ${m.end}`]);
     out.push(["run's Redis keys start / max / end (MB)", `${m.runKeysMB.start} / ${m.runKeysMB.max} / ${m.runKeysMB.end} (${n(m.runKeysMB.keysMax)} keys)`]);
-    out.push(["run's Redis keys slope, steady (MB/min)", String(m.runKeysMB.steadySlopeMBPerMin)]);
+    out.push(["run's Redis keys slope, steady (MB/min; without streams)", `${m.runKeysMB.steadySlopeMBPerMin}; ${m.runKeysMB.steadySlopeWithoutStreamsMBPerMin}`]);
     out.push(['of which streams, max (MB)', String(m.streamsMaxMB)]);
   }
   if (p.drainSeconds !== undefined) out.push(['drain after load (s)', `${p.drainSeconds}${p.drained ? '' : ' (NOT drained)'}`]);
