@@ -323,6 +323,28 @@ describe('session projection alerts', () => {
   });
 });
 
+describe('session state', () => {
+  it("drops a session's start and spend when it ends, in its own batch or a later one, and keeps the others'", async () => {
+    const tenantId = await tenantWithEndpoint(['session.projection_exceeded']);
+    const [worker] = workers(1);
+    await worker.load();
+    const t0 = Date.UTC(2026, 2, 31, 10, 0, 0);
+    const kept = (session: string) =>
+      Promise.all(['start', 'spend'].map((what) => world.redis.exists(partitionedKey(world.config.REDIS_PREFIX, `session-${what}:${tenantId}:${session}`, 0))));
+    const call = (sessionId: string, seconds: number) => entry(tenantId, { sessionId, recordedAt: t0 + seconds * 1000, cost: { total: UNIT } });
+    const end = (sessionId: string, eventType: 'session.completed' | 'session.failed') =>
+      entry(tenantId, { sessionId, eventType, recordedAt: t0 + 60_000, cost: { total: 0n }, toolName: undefined });
+    await worker.handle([call('sess_a', 0), call('sess_b', 0), call('sess_c', 0)]);
+    expect([await kept('sess_a'), await kept('sess_b'), await kept('sess_c')]).toEqual([[1, 1], [1, 1], [1, 1]]);
+    // sess_a ends in a later batch; sess_b calls and fails in one batch; sess_c goes on.
+    await worker.handle([end('sess_a', 'session.completed'), call('sess_b', 30), end('sess_b', 'session.failed'), call('sess_c', 30)]);
+    expect([await kept('sess_a'), await kept('sess_b'), await kept('sess_c')]).toEqual([[0, 0], [0, 0], [1, 1]]);
+    // A redelivered end deletes nothing more and fails nothing.
+    await worker.handle([end('sess_a', 'session.completed')]);
+    expect(await kept('sess_c')).toEqual([1, 1]);
+  });
+});
+
 describe('session projection against day and month caps', () => {
   it("fires once when a session's rate, carried ahead, would take a day cap past its limit before the day ends", async () => {
     const tenantId = await tenantWithEndpoint(['session.projection_exceeded']);

@@ -4,7 +4,7 @@ import type { EntryResult, StageBlock, StageDefinition, StageEntry } from '../..
 import { partitionedKey } from '../../pipeline/keys.js';
 import { AdvanceBatch } from '../../pipeline/advance-once.js';
 import type { Sql } from '../../pipeline/postgres.js';
-import { isUsageEventType } from '../../domain/events.js';
+import { isUsageEventType, type SESSION_EVENT_TYPES } from '../../domain/events.js';
 import type { LedgeredEvent } from '../../domain/flow.js';
 import { formatNano } from '../../domain/money.js';
 import { CapBook, capCounterKey, capPeriod, type SpendCap } from '../../store/caps.js';
@@ -34,7 +34,7 @@ const HOUR_MS_BIG = BigInt(HOUR_MS);
 const TRAILING_HOURS = 168;
 const APPLIED_TTL_SECONDS = 86_400;
 const BUCKET_TTL_SECONDS = (TRAILING_HOURS + 2) * 3600;
-/** A session's start and spend live this long from its first event, together (a longer session's projection starts over). */
+/** A session's start and spend live this long from its first event, together (a longer session's projection starts over), or until it ends (forgetSessions). */
 const SESSION_START_TTL_SECONDS = 2 * 86_400;
 /** A commitment's period is a calendar month; its count is kept a while past it. */
 const COMMITMENT_TTL_SECONDS = 40 * 86_400;
@@ -87,6 +87,9 @@ interface SpendView {
 
 const sessionStartOf = (view: SpendView): number | undefined => (view.session < 0 ? undefined : Number(view.batch.view(view.session)));
 const sessionSpentOf = (view: SpendView): bigint | undefined => (view.session < 0 ? undefined : view.batch.view(view.session + 1));
+
+/** The events that end a session: its kept start and spend are dropped then (forgetSessions). */
+const SESSION_ENDS: ReadonlySet<string> = new Set(['session.completed', 'session.failed'] satisfies (typeof SESSION_EVENT_TYPES)[number][]);
 
 const hourOf = (ms: number) => Math.floor(ms / HOUR_MS);
 const commitmentKey = (e: LedgeredEvent, c: CommitmentOf) => `commit-calls:${e.tenantId}:${e.attribution.customerId}:${c.ratePlanId}:${e.subscription.periodStart}`;
@@ -215,9 +218,11 @@ export class SpendAlerts {
   async handleBlocks(blocks: StageBlock<LedgeredEvent>[]): Promise<EntryResult[][]> {
     const usage: StageEntry<LedgeredEvent>[] = [];
     const markerOf: string[] = [];
+    const ended: StageEntry<LedgeredEvent>[] = [];
     for (const block of blocks) {
       const blockMarker = block.events.length === 1 ? undefined : `spend-applied-block:${block.origin}`;
       for (const e of block.events) {
+        if (e.payload.sessionId && SESSION_ENDS.has(e.payload.eventType)) ended.push(e);
         if (!isUsageEventType(e.payload.eventType)) continue;
         usage.push(e);
         markerOf.push(blockMarker ?? `spend-applied:${e.payload.tenantId}:${e.payload.eventId}`);
@@ -240,7 +245,26 @@ export class SpendAlerts {
       }
       await this.enqueue(alerts);
     }
+    if (ended.length) await this.forgetSessions(ended);
     return blocks.map((b) => b.events.map(() => ({})));
+  }
+
+  /**
+   * Drops the start and spend kept for sessions that ended (session.completed, session.failed),
+   * once the batch's own events are counted: they would otherwise stay for SESSION_START_TTL_SECONDS,
+   * and a workload that opens hundreds of sessions a second kept Redis growing by their keys (two
+   * per session) for two days. A call after the end starts the session over, as after the TTL. One
+   * UNLINK per partition (its keys share one hash tag); a redelivery deletes again, which is harmless.
+   */
+  private async forgetSessions(ended: StageEntry<LedgeredEvent>[]): Promise<void> {
+    const byPartition = new Map<number, string[]>();
+    for (const { partition, payload: e } of ended) {
+      let keys = byPartition.get(partition);
+      if (!keys) byPartition.set(partition, (keys = []));
+      const session = this.sessionKeysOf(e.tenantId, e.sessionId!, partition);
+      keys.push(session.start, session.spend);
+    }
+    for (const keys of byPartition.values()) await this.redis.unlink(...keys);
   }
 
   /** The commitment of each event's subscription, looked up once per subscription of the batch. */
@@ -337,6 +361,10 @@ export class SpendAlerts {
     return partitionedKey(this.prefix, name, partition);
   }
 
+  private sessionKeysOf(tenantId: string, sessionId: string, partition: number): SessionKeys {
+    return { start: this.key(`session-start:${tenantId}:${sessionId}`, partition), spend: this.key(`session-spend:${tenantId}:${sessionId}`, partition) };
+  }
+
   /**
    * Adds each event's cost to the hourly spend buckets of its customer, agent, team and app and
    * to its session's spend, and counts it toward its commitment, once: an applied marker per
@@ -370,10 +398,7 @@ export class SpendAlerts {
       if (e.sessionId) {
         const keys =
           this.sessionKeys.find(partition, e.tenantId, e.sessionId) ??
-          this.sessionKeys.keep(partition, e.tenantId, e.sessionId, {
-            start: this.key(`session-start:${e.tenantId}:${e.sessionId}`, partition),
-            spend: this.key(`session-spend:${e.tenantId}:${e.sessionId}`, partition),
-          });
+          this.sessionKeys.keep(partition, e.tenantId, e.sessionId, this.sessionKeysOf(e.tenantId, e.sessionId, partition));
         session = batch.min(keys.start, BigInt(e.recordedAt), SESSION_START_TTL_SECONDS);
         batch.add(keys.spend, e.cost.total, SESSION_START_TTL_SECONDS);
       }
