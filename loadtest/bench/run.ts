@@ -407,8 +407,8 @@ async function runPipelinePhase(options: BenchOptions, world: ScratchWorld, worl
       const memory = await redisMemory(world.redis);
       if (second % 5 === 1) streamsMB = round((await streamsBytes()) / 2 ** 20, 1);
       // Every key of the run (streams, caches, counters, session state): the memory that must stay
-      // flat. One MEMORY USAGE per key: with 180,000 keys five minutes in, a pass took the bench
-      // ~0.5 s of CPU and Redis a share, in a burst that competed with the API. So a pass comes at
+      // flat. One MEMORY USAGE per key: at 130,000 keys (a few minutes in) a pass took ~2 s, a
+      // burst of the bench's CPU and Redis's that competed with the API. So a pass comes at
       // most every 10 s and spends at most 1/WORLD_PROBE_DUTY of the time; a sample without one
       // carries NaN (the slope is fitted to the passes themselves).
       worldMB = NaN;
