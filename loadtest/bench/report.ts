@@ -61,8 +61,8 @@ export interface PhaseReport {
   sustained?: boolean;
   /**
    * Redis memory: used_memory of the whole server (shared with anything else on it), and the
-   * run's own keys (every key under its prefix: a pass every 10 s or more, see WORLD_PROBE_DUTY in
-   * run.ts), whose slope says whether it is flat; and that slope without the streams, whose length
+   * run's own keys (every key under its prefix, by passes of a few thousand keys a second: see
+   * PrefixMemoryPass), whose slope says whether it is flat; and that slope without the streams, whose length
    * follows the lag of the moment (a pass caught them anywhere between 35 and 145 MB).
    */
   redisMemoryMB?: {

@@ -28,7 +28,7 @@ import { checkExactness, ledgerLatency, ledgerRate, ledgerSeries, type Percentil
 import { Monitor, round, startGenerators, type GeneratorEntry, type SecondSample } from './monitor.js';
 import { parseOptions, USAGE, type BenchOptions } from './options.js';
 import { formatProfile, summarizeProfile } from './profile.js';
-import { groupsOf, pidsByName, prefixMemory, redisMemory, slope, withDescendants } from './sampler.js';
+import { groupsOf, pidsByName, PrefixMemoryPass, redisMemory, slope, withDescendants } from './sampler.js';
 import { createScratchWorld, seedBenchWorld, type ScratchWorld } from './world.js';
 import { HopTracer } from './tracer.js';
 import type { HeapSample } from './heap-sampler.js';
@@ -56,8 +56,8 @@ function say(message: string): void {
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-/** The pass over the run's Redis keys takes at most one part in this many of the run's time. */
-const WORLD_PROBE_DUTY = 50;
+/** SCAN calls' worth of the run's Redis keys measured each second (up to ~1,000 keys each): a pass over 130,000 keys in ~30 s. */
+const WORLD_SLICES_PER_SECOND = 4;
 
 function machine(versions: { redis: string; postgres: string; clickhouse: string }): BenchReport['machine'] {
   const model = /model name\s*:\s*(.+)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? cpus()[0]?.model ?? 'unknown';
@@ -384,9 +384,9 @@ async function runPipelinePhase(options: BenchOptions, world: ScratchWorld, worl
     let streamsMB = 0;
     let worldMB = NaN;
     let worldKeys = NaN;
-    /** The streams' share of worldMB, measured right after it: their length follows the lag, the rest is what could leak. */
+    /** The streams' share of worldMB, measured as its pass completes: their length follows the lag, the rest is what could leak. */
     let worldStreamsMB = NaN;
-    let nextWorldProbeAt = 0;
+    const worldMemory = new PrefixMemoryPass(world.redis, prefix, WORLD_SLICES_PER_SECOND);
     const streamsBytes = async () => {
       let bytes = 0;
       for (const stream of [...consumed, STREAMS.ledgered, STREAMS.rejected]) {
@@ -407,21 +407,14 @@ async function runPipelinePhase(options: BenchOptions, world: ScratchWorld, worl
       const memory = await redisMemory(world.redis);
       if (second % 5 === 1) streamsMB = round((await streamsBytes()) / 2 ** 20, 1);
       // Every key of the run (streams, caches, counters, session state): the memory that must stay
-      // flat. One MEMORY USAGE per key: at 130,000 keys (a few minutes in) a pass took ~2 s, a
-      // burst of the bench's CPU and Redis's that competed with the API. So a pass comes at
-      // most every 10 s and spends at most 1/WORLD_PROBE_DUTY of the time; a sample without one
-      // carries NaN (the slope is fitted to the passes themselves).
-      worldMB = NaN;
-      worldKeys = NaN;
-      worldStreamsMB = NaN;
-      if (Date.now() >= nextWorldProbeAt) {
-        const startedAt = Date.now();
-        const world_ = await prefixMemory(world.redis, prefix);
-        worldMB = round(world_.bytes / 2 ** 20, 2);
-        worldKeys = world_.keys;
-        worldStreamsMB = round((await streamsBytes()) / 2 ** 20, 2);
-        nextWorldProbeAt = Date.now() + Math.max(10_000, (Date.now() - startedAt) * WORLD_PROBE_DUTY);
-      }
+      // flat, by a pass of MEMORY USAGE over its keys, a few thousand keys a second (PrefixMemoryPass):
+      // a sample carries the totals of the pass it completes, NaN otherwise (the slope is fitted to
+      // the passes themselves). A pass every 10 s in one go took ~2 s at 130,000 keys, a burst that
+      // competed with the API.
+      const pass = await worldMemory.step();
+      worldMB = pass ? round(pass.bytes / 2 ** 20, 2) : NaN;
+      worldKeys = pass ? pass.keys : NaN;
+      worldStreamsMB = pass ? round((await streamsBytes()) / 2 ** 20, 2) : NaN;
       // Events read per stage per second, from each consumer group's entries-read counter in Redis
       // (not from the stages' /metrics: rendering those costs the stage a few ms of its event loop).
       const totals = new Map<string, number>();
