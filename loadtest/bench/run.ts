@@ -56,8 +56,8 @@ function say(message: string): void {
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-/** SCAN calls' worth of the run's Redis keys measured each second (up to ~1,000 keys each): a pass over 130,000 keys in ~30 s. */
-const WORLD_SLICES_PER_SECOND = 4;
+/** SCAN calls' worth of the run's Redis keys measured each second (up to ~1,000 keys each): a pass over 130,000 keys in ~65 s. */
+const WORLD_SLICES_PER_SECOND = 2;
 
 function machine(versions: { redis: string; postgres: string; clickhouse: string }): BenchReport['machine'] {
   const model = /model name\s*:\s*(.+)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? cpus()[0]?.model ?? 'unknown';
