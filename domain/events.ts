@@ -51,3 +51,10 @@ export interface UsageEvent {
 export function isUsageEventType(type: EventType): boolean {
   return (USAGE_EVENT_TYPES as readonly string[]).includes(type);
 }
+
+const SESSION_END_TYPES: ReadonlySet<EventType> = new Set<EventType>(['session.completed', 'session.failed']);
+
+/** Whether an event of this type ends its session (completed or failed). */
+export function endsSession(type: EventType): boolean {
+  return SESSION_END_TYPES.has(type);
+}

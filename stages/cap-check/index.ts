@@ -4,6 +4,7 @@ import { getMany, scanKeys, type Redis } from '../../pipeline/redis.js';
 import { CapBook } from '../../store/caps.js';
 import type { Sql } from '../../pipeline/postgres.js';
 import { withPart, type CheckedEvent, type PricedEvent } from '../../domain/flow.js';
+import { endsSession } from '../../domain/events.js';
 import { capCounters } from './limits.js';
 import { pauseKey, type PauseRecord } from '../../store/pauses.js';
 import { recordPauses, recordRolledOverPauses } from '../../store/pause-flags.js';
@@ -89,8 +90,6 @@ export const capCheckStage: StageDefinition<PricedEvent> = {
   },
 };
 
-const SESSION_ENDS = new Set(['session.completed', 'session.failed']);
-
 /**
  * What authorize held for events now counted: the reservation each made under its event id
  * (released once its cost is in the running total; one never settled expires by itself), and
@@ -109,7 +108,7 @@ async function settleAuthorizations(
     if (!results[i].acked) return;
     const event = entry.payload;
     const counters = counterKeys[i];
-    const ends = SESSION_ENDS.has(event.eventType) && event.sessionId !== undefined;
+    const ends = endsSession(event.eventType) && event.sessionId !== undefined;
     if (counters.length === 0 && !ends) return;
     const work = byPartition.get(entry.partition) ?? { releases: [], ended: [] };
     for (const key of counters) work.releases.push({ counterKey: partitionedKey(prefix, key, entry.partition), id: event.eventId });

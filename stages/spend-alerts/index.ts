@@ -4,7 +4,7 @@ import type { EntryResult, StageBlock, StageDefinition, StageEntry } from '../..
 import { partitionedKey } from '../../pipeline/keys.js';
 import { AdvanceBatch } from '../../pipeline/advance-once.js';
 import type { Sql } from '../../pipeline/postgres.js';
-import { isUsageEventType, type SESSION_EVENT_TYPES } from '../../domain/events.js';
+import { endsSession, isUsageEventType } from '../../domain/events.js';
 import type { LedgeredEvent } from '../../domain/flow.js';
 import { formatNano } from '../../domain/money.js';
 import { CapBook, capCounterKey, capPeriod, type SpendCap } from '../../store/caps.js';
@@ -87,9 +87,6 @@ interface SpendView {
 
 const sessionStartOf = (view: SpendView): number | undefined => (view.session < 0 ? undefined : Number(view.batch.view(view.session)));
 const sessionSpentOf = (view: SpendView): bigint | undefined => (view.session < 0 ? undefined : view.batch.view(view.session + 1));
-
-/** The events that end a session: its kept start and spend are dropped then (forgetSessions). */
-const SESSION_ENDS: ReadonlySet<string> = new Set(['session.completed', 'session.failed'] satisfies (typeof SESSION_EVENT_TYPES)[number][]);
 
 const hourOf = (ms: number) => Math.floor(ms / HOUR_MS);
 const commitmentKey = (e: LedgeredEvent, c: CommitmentOf) => `commit-calls:${e.tenantId}:${e.attribution.customerId}:${c.ratePlanId}:${e.subscription.periodStart}`;
@@ -222,7 +219,7 @@ export class SpendAlerts {
     for (const block of blocks) {
       const blockMarker = block.events.length === 1 ? undefined : `spend-applied-block:${block.origin}`;
       for (const e of block.events) {
-        if (e.payload.sessionId && SESSION_ENDS.has(e.payload.eventType)) ended.push(e);
+        if (e.payload.sessionId && endsSession(e.payload.eventType)) ended.push(e);
         if (!isUsageEventType(e.payload.eventType)) continue;
         usage.push(e);
         markerOf.push(blockMarker ?? `spend-applied:${e.payload.tenantId}:${e.payload.eventId}`);
