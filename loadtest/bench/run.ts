@@ -382,10 +382,6 @@ async function runPipelinePhase(options: BenchOptions, world: ScratchWorld, worl
     let lastStageAt = 0;
     let second = 0;
     let streamsMB = 0;
-    let worldMB = NaN;
-    let worldKeys = NaN;
-    /** The streams' share of worldMB, measured as its pass completes: their length follows the lag, the rest is what could leak. */
-    let worldStreamsMB = NaN;
     const worldMemory = new PrefixMemoryPass(world.redis, prefix, WORLD_SLICES_PER_SECOND);
     const streamsBytes = async () => {
       let bytes = 0;
@@ -405,16 +401,18 @@ async function runPipelinePhase(options: BenchOptions, world: ScratchWorld, worl
         lagTotal += worst;
       }
       const memory = await redisMemory(world.redis);
-      if (second % 5 === 1) streamsMB = round((await streamsBytes()) / 2 ** 20, 1);
       // Every key of the run (streams, caches, counters, session state): the memory that must stay
       // flat, by a pass of MEMORY USAGE over its keys, a few thousand keys a second (PrefixMemoryPass):
       // a sample carries the totals of the pass it completes, NaN otherwise (the slope is fitted to
       // the passes themselves). A pass every 10 s in one go took ~2 s at 130,000 keys, a burst that
       // competed with the API.
       const pass = await worldMemory.step();
-      worldMB = pass ? round(pass.bytes / 2 ** 20, 2) : NaN;
-      worldKeys = pass ? pass.keys : NaN;
-      worldStreamsMB = pass ? round((await streamsBytes()) / 2 ** 20, 2) : NaN;
+      // The streams' share, measured as a pass completes (their length follows the lag; the rest is what could leak), and every 5 s.
+      const streamsNow = pass || second % 5 === 1 ? (await streamsBytes()) / 2 ** 20 : NaN;
+      if (second % 5 === 1) streamsMB = round(streamsNow, 1);
+      const worldMB = pass ? round(pass.bytes / 2 ** 20, 2) : NaN;
+      const worldKeys = pass ? pass.keys : NaN;
+      const worldStreamsMB = pass ? round(streamsNow, 2) : NaN;
       // Events read per stage per second, from each consumer group's entries-read counter in Redis
       // (not from the stages' /metrics: rendering those costs the stage a few ms of its event loop).
       const totals = new Map<string, number>();
