@@ -10,7 +10,7 @@
  * CLIENT), so the server's event loop does only the server's work; prints calls/s, p50/p99 of the server's own time (from
  * Server-Timing) and of the round trip as the client sees it.
  *
- *   npm run bench:authorize -- [--requests 50000] [--concurrency 1,16] [--estimate] [--rate 10000]
+ *   npm run bench:authorize -- [--requests 50000] [--concurrency 1,16] [--estimate] [--rate 10000] [--client-nice 19]
  *
  * --rate: the calls offered per second by all connections together, due one after another (at
  * most `concurrency` in flight); without it each connection calls again as soon as it is answered,
@@ -27,6 +27,7 @@ import { createServer, type RequestListener, type ServerOptions } from 'node:htt
 import { readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { parseArgs } from 'node:util';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
 import { TenantTokens } from '../../store/tenant-tokens.js';
 import { createAuthorizeRoutes } from '../../api/authorize.js';
@@ -42,12 +43,20 @@ const { values } = parseArgs({
     concurrency: { type: 'string', default: '1,16' },
     estimate: { type: 'boolean', default: false },
     rate: { type: 'string', default: '0' },
+    'client-nice': { type: 'string', default: '0' },
   },
 });
 const requests = Number(values.requests);
 const concurrencies = values.concurrency.split(',').map(Number);
 /** Calls per second offered by all connections together; 0: each connection calls again as soon as it is answered. */
 const rate = Number(values.rate);
+/**
+ * The load generator's thread niceness (0-19). In a deployment the callers are on other machines;
+ * here the client thread shares the two cores with the server and Redis, and at nice 0 the
+ * scheduler may run it while either of them waits for a core. Above 0 it runs behind them.
+ */
+const clientNice = Number(values['client-nice']);
+if (!Number.isInteger(clientNice) || clientNice < 0 || clientNice > 19) throw new Error('--client-nice must be an integer from 0 to 19');
 const CUSTOMERS = 8;
 const AGENTS_PER_CUSTOMER = 8;
 
@@ -63,7 +72,9 @@ function percentile(sorted: Float64Array, q: number): number {
 const CLIENT = `
 const { parentPort, workerData } = require('node:worker_threads');
 const net = require('node:net');
-const { port, headers, bodies, requests, concurrency, rate } = workerData;
+const { port, headers, bodies, requests, concurrency, rate, clientNice } = workerData;
+// setpriority(2) takes a thread id on Linux: this thread's is the last part of /proc/thread-self.
+if (clientNice > 0) require('node:os').setPriority(Number(require('node:fs').readlinkSync('/proc/thread-self').split('/').pop()), clientNice);
 const head = Object.entries(headers).map(([k, v]) => k + ': ' + v + '\\r\\n').join('');
 const wires = bodies.map((body) => Buffer.from('POST /v1/authorize HTTP/1.1\\r\\nhost: 127.0.0.1:' + port + '\\r\\n' + head +
   'content-length: ' + Buffer.byteLength(body) + '\\r\\n\\r\\n' + body));
@@ -138,7 +149,7 @@ function connect() {
 
 function load(port: number, headers: Record<string, string>, bodies: string[], n: number, concurrency: number, rate = 0) {
   return new Promise<{ seconds: number; server: Float64Array; roundTrip: Float64Array }>((resolve, reject) => {
-    const worker = new Worker(CLIENT, { eval: true, workerData: { port, headers, bodies, requests: n, concurrency, rate } });
+    const worker = new Worker(CLIENT, { eval: true, workerData: { port, headers, bodies, requests: n, concurrency, rate, clientNice } });
     worker.once('message', (message: { error?: string; seconds: number; server: Float64Array; roundTrip: Float64Array }) => {
       void worker.terminate();
       if (message.error) reject(new Error(message.error));
@@ -229,8 +240,11 @@ try {
   );
   for (const concurrency of concurrencies) {
     const before = await cpuNow();
+    const loopDelay = monitorEventLoopDelay({ resolution: 1 });
+    loopDelay.enable();
     const run = await load(port, headers, bodies, requests, concurrency, rate);
     const after = await cpuNow();
+    loopDelay.disable();
     const perCall = (key: keyof Cpu) => `${Math.round(((after[key] - before[key]) * 1e6) / requests)} us`;
     run.server.sort();
     run.roundTrip.sort();
@@ -240,6 +254,7 @@ try {
         ` | round trip p50 ${f(percentile(run.roundTrip, 0.5))} p99 ${f(percentile(run.roundTrip, 0.99))}` +
         ` | ${Math.round(requests / run.seconds)} calls/s` +
         ` | CPU per call: server thread ${perCall('server')}, rest of the process (client thread, GC helpers) ${perCall('rest')}, Redis ${perCall('redis')},` +
+        ` | server event loop delay p99 ${f(loopDelay.percentile(99) / 1e6)} max ${f(loopDelay.max / 1e6)} |` +
         ` whole machine ${perCall('machineBusy')} (${Math.round((100 * (after.machineBusy - before.machineBusy)) / (after.machineBusy - before.machineBusy + after.machineIdle - before.machineIdle))}% of ${cpus().length} cores busy)`,
     );
   }
