@@ -1,5 +1,5 @@
 // The load generator: one process (the benchmark forks one or more), driving `POST /v1/events`
-// over keep-alive HTTP/1.1 at a fixed rate (open model: requests leave on schedule whatever
+// over keep-alive HTTP/1.1 (http-client.ts) at a fixed rate (open model: requests leave on schedule whatever
 // the replies) or as fast as the server takes them (closed model: `concurrency` clients, each with
 // one request out, in flight or waiting out its own retry). A 429 or 503 keeps the events and
 // sends the same request again after Retry-After-Ms, else Retry-After (with exponential backoff),
@@ -8,14 +8,11 @@
 // It reports to the parent once a second over IPC and, at the end, writes a bitset of the
 // event sequence numbers the server accepted, for the exactness check.
 import { readFileSync, writeFileSync } from 'node:fs';
-import { Agent, request } from 'node:http';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { retryAfterOf } from '../../sdk/src/retry.js';
 import { EventMix, type BenchWorld } from './events.js';
 import { Histogram, type SparseHistogram } from './histogram.js';
-
-/** A header of node:http's response as a Headers-like getter reads it. */
-const headerOf = (value: string | string[] | undefined): string | null => (Array.isArray(value) ? value[0] : value) ?? null;
+import { HttpPool, requestBytes } from './http-client.js';
 
 export interface GeneratorConfig {
   /** http://host:port/v1/events */
@@ -97,16 +94,16 @@ const LOOP_SAMPLE_MS = 10;
 const lateness = (ns: number): number => Math.max(0, ns / 1e6 - LOOP_SAMPLE_MS);
 
 interface Pending {
-  /** Encoded once: a refused request is sent again as the same bytes (at 3x overload each is sent about five times). */
-  body: Buffer;
+  /** The whole request (head and body), encoded once: a refused request is sent again as the same bytes (at 3x overload each is sent about five times). */
+  wire: Buffer;
   seqs: number[];
   attempts: number;
   notBefore: number;
 }
 
-/** A request of the events made, its body encoded once. */
-const pendingOf = (made: { events: unknown[]; seqs: number[] }): Pending => ({
-  body: Buffer.from(JSON.stringify({ events: made.events })),
+/** A request of the events made, encoded once (`wireOf` adds the head to the body). */
+const pendingOf = (made: { events: unknown[]; seqs: number[] }, wireOf: (body: Buffer) => Buffer): Pending => ({
+  wire: wireOf(Buffer.from(JSON.stringify({ events: made.events }))),
   seqs: made.seqs,
   attempts: 0,
   notBefore: 0,
@@ -161,8 +158,9 @@ export async function runGenerator(
   // Warm the event mix's code paths before the clock starts.
   new EventMix(world.actors, `${config.idPrefix}-warm`, config.seed).batch(1000, Date.now());
   const url = new URL(config.url);
-  const agent = new Agent({ keepAlive: true, maxSockets: config.concurrency, maxFreeSockets: config.concurrency });
+  const pool = new HttpPool(url.hostname, Number(url.port), config.concurrency, 60_000);
   const headers = { 'content-type': 'application/json', authorization: `Bearer ${world.ingestToken}` };
+  const wireOf = (body: Buffer): Buffer => requestBytes('POST', url, headers, body);
   const accepted = new Bitset();
   // Events of requests whose outcome the client never learned (network error, or still unanswered
   // when it gave up): the server may or may not have them. A later 202 for them settles it.
@@ -206,71 +204,56 @@ export async function runGenerator(
     inFlightItems.add(item);
     tick.requests++;
     const sentAt = performance.now();
-    const req = request(
-      {
-        agent,
-        host: url.hostname,
-        port: url.port,
-        path: url.pathname,
-        method: 'POST',
-        headers: { ...headers, 'content-length': item.body.length },
-        timeout: 60_000,
-      },
+    pool.send(item.wire).then(
       (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (chunk: Buffer) => chunks.push(chunk));
-        res.on('end', () => {
-          const ms = performance.now() - sentAt;
-          inFlight--;
-          inFlightItems.delete(item);
-          const status = res.statusCode ?? 0;
-          if (status === 202) {
-            latency202.record(ms);
-            const reply = JSON.parse(Buffer.concat(chunks).toString('utf8')) as {
-              accepted: number;
-              duplicates: { index: number }[];
-              rejected: { index: number }[];
-            };
-            tick.events202 += item.seqs.length;
-            tick.accepted += reply.accepted;
-            tick.duplicates += reply.duplicates.length;
-            tick.rejected += reply.rejected.length;
-            const rejected = new Set(reply.rejected.map((r) => r.index));
-            if (reply.rejected.length && rejectedSamples.length < 5) rejectedSamples.push(reply.rejected[0]);
-            item.seqs.forEach((seq, i) => {
-              if (!rejected.has(i)) accepted.set(seq);
-            });
-          } else if (status === 429 || status === 503 || status >= 500) {
-            if (status === 429) {
-              tick.status429++;
-              latency429.record(ms);
-            } else if (status === 503) tick.status503++;
-            else {
-              tick.otherErrors++;
-              if (errorSamples.length < 5) errorSamples.push(`${status} ${Buffer.concat(chunks).toString('utf8').slice(0, 300)}`);
-            }
-            const retryAfterMs = retryAfterOf({ get: (name) => headerOf(res.headers[name]) }) ?? 1000;
-            retryLater(item, retryAfterMs);
-          } else {
+        const ms = performance.now() - sentAt;
+        inFlight--;
+        inFlightItems.delete(item);
+        const status = res.status;
+        if (status === 202) {
+          latency202.record(ms);
+          const reply = JSON.parse(res.body.toString('utf8')) as {
+            accepted: number;
+            duplicates: { index: number }[];
+            rejected: { index: number }[];
+          };
+          tick.events202 += item.seqs.length;
+          tick.accepted += reply.accepted;
+          tick.duplicates += reply.duplicates.length;
+          tick.rejected += reply.rejected.length;
+          const rejected = new Set(reply.rejected.map((r) => r.index));
+          if (reply.rejected.length && rejectedSamples.length < 5) rejectedSamples.push(reply.rejected[0]);
+          item.seqs.forEach((seq, i) => {
+            if (!rejected.has(i)) accepted.set(seq);
+          });
+        } else if (status === 429 || status === 503 || status >= 500) {
+          if (status === 429) {
+            tick.status429++;
+            latency429.record(ms);
+          } else if (status === 503) tick.status503++;
+          else {
             tick.otherErrors++;
-            if (errorSamples.length < 5) errorSamples.push(`${status} ${Buffer.concat(chunks).toString('utf8').slice(0, 300)}`);
+            if (errorSamples.length < 5) errorSamples.push(`${status} ${res.body.toString('utf8').slice(0, 300)}`);
           }
-          pump();
-        });
+          const retryAfterMs = retryAfterOf({ get: (name) => res.headers.get(name) ?? null }) ?? 1000;
+          retryLater(item, retryAfterMs);
+        } else {
+          tick.otherErrors++;
+          if (errorSamples.length < 5) errorSamples.push(`${status} ${res.body.toString('utf8').slice(0, 300)}`);
+        }
+        pump();
+      },
+      (err: Error) => {
+        inFlight--;
+        inFlightItems.delete(item);
+        for (const seq of item.seqs) doubt.set(seq);
+        tick.networkErrors++;
+        if (errorSamples.length < 5) errorSamples.push(String(err.message));
+        // In doubt whether the server wrote the events: send them again (event_id makes it idempotent).
+        retryLater(item, 500);
+        pump();
       },
     );
-    req.on('timeout', () => req.destroy(new Error('request timed out')));
-    req.on('error', (err) => {
-      inFlight--;
-      inFlightItems.delete(item);
-      for (const seq of item.seqs) doubt.set(seq);
-      tick.networkErrors++;
-      if (errorSamples.length < 5) errorSamples.push(String(err.message));
-      // In doubt whether the server wrote the events: send them again (event_id makes it idempotent).
-      retryLater(item, 500);
-      pump();
-    });
-    req.end(item.body);
   };
 
   const retryLater = (item: Pending, baseMs: number): void => {
@@ -284,7 +267,7 @@ export async function runGenerator(
   const newBatch = (): Pending => {
     const made = mix.batch(config.batch, Date.now());
     tick.newEvents += made.events.length;
-    return pendingOf(made);
+    return pendingOf(made, wireOf);
   };
 
   function pump(): void {
@@ -347,7 +330,7 @@ export async function runGenerator(
 
   if (config.prime) {
     for (const made of mix.prime(config.batch, Date.now())) {
-      queueRetry(pendingOf(made));
+      queueRetry(pendingOf(made, wireOf));
       backlogEvents += made.seqs.length;
     }
     await new Promise<void>((resolve) => {
@@ -397,7 +380,7 @@ export async function runGenerator(
   report();
   const drainEndedAt = Date.now();
   for (const item of inFlightItems) for (const seq of item.seqs) doubt.set(seq);
-  agent.destroy();
+  pool.destroy();
   writeFileSync(config.bitsFile, accepted.bytes);
   writeFileSync(`${config.bitsFile}.doubt`, doubt.bytes);
   send({
