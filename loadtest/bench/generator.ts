@@ -12,7 +12,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { retryAfterOf } from '../../sdk/src/retry.js';
 import { EventMix, type BenchWorld } from './events.js';
 import { Histogram, type SparseHistogram } from './histogram.js';
-import { HttpPool, requestBytes } from './http-client.js';
+import { HttpPool, requestText } from './http-client.js';
 
 export interface GeneratorConfig {
   /** http://host:port/v1/events */
@@ -94,16 +94,16 @@ const LOOP_SAMPLE_MS = 10;
 const lateness = (ns: number): number => Math.max(0, ns / 1e6 - LOOP_SAMPLE_MS);
 
 interface Pending {
-  /** The whole request (head and body), encoded once: a refused request is sent again as the same bytes (at 3x overload each is sent about five times). */
-  wire: Buffer;
+  /** The whole request (head and body), encoded once: a refused request is sent again as the same text (at 3x overload each is sent about five times). */
+  wire: string;
   seqs: number[];
   attempts: number;
   notBefore: number;
 }
 
 /** A request of the events made, encoded once (`wireOf` adds the head to the body). */
-const pendingOf = (made: { events: unknown[]; seqs: number[] }, wireOf: (body: Buffer) => Buffer): Pending => ({
-  wire: wireOf(Buffer.from(JSON.stringify({ events: made.events }))),
+const pendingOf = (made: { events: unknown[]; seqs: number[] }, wireOf: (body: string) => string): Pending => ({
+  wire: wireOf(JSON.stringify({ events: made.events })),
   seqs: made.seqs,
   attempts: 0,
   notBefore: 0,
@@ -160,7 +160,7 @@ export async function runGenerator(
   const url = new URL(config.url);
   const pool = new HttpPool(url.hostname, Number(url.port), config.concurrency, 60_000);
   const headers = { 'content-type': 'application/json', authorization: `Bearer ${world.ingestToken}` };
-  const wireOf = (body: Buffer): Buffer => requestBytes('POST', url, headers, body);
+  const wireOf = (body: string): string => requestText('POST', url, headers, body);
   const accepted = new Bitset();
   // Events of requests whose outcome the client never learned (network error, or still unanswered
   // when it gave up): the server may or may not have them. A later 202 for them settles it.

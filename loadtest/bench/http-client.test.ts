@@ -1,7 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { HttpPool, requestBytes } from './http-client.js';
+import { HttpPool, requestText } from './http-client.js';
 
 let server: Server | undefined;
 let connections = 0;
@@ -24,7 +24,7 @@ afterEach(async () => {
   server = undefined;
 });
 
-const post = (url: URL, body: string) => requestBytes('POST', url, { 'content-type': 'application/json' }, Buffer.from(body));
+const post = (url: URL, body: string) => requestText('POST', url, { 'content-type': 'application/json' }, body);
 
 describe('HttpPool', () => {
   it('sends requests over one kept-alive connection and reads status, headers and body', async () => {
