@@ -254,8 +254,8 @@ try {
         ` | round trip p50 ${f(percentile(run.roundTrip, 0.5))} p99 ${f(percentile(run.roundTrip, 0.99))}` +
         ` | ${Math.round(requests / run.seconds)} calls/s` +
         ` | CPU per call: server thread ${perCall('server')}, rest of the process (client thread, GC helpers) ${perCall('rest')}, Redis ${perCall('redis')},` +
-        ` | server event loop delay p99 ${f(loopDelay.percentile(99) / 1e6)} max ${f(loopDelay.max / 1e6)} |` +
-        ` whole machine ${perCall('machineBusy')} (${Math.round((100 * (after.machineBusy - before.machineBusy)) / (after.machineBusy - before.machineBusy + after.machineIdle - before.machineIdle))}% of ${cpus().length} cores busy)`,
+        ` whole machine ${perCall('machineBusy')} (${Math.round((100 * (after.machineBusy - before.machineBusy)) / (after.machineBusy - before.machineBusy + after.machineIdle - before.machineIdle))}% of ${cpus().length} cores busy)` +
+        ` | server event loop delay p99 ${f(loopDelay.percentile(99) / 1e6)} max ${f(loopDelay.max / 1e6)}`,
     );
   }
 } finally {

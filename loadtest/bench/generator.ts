@@ -158,7 +158,7 @@ export async function runGenerator(
   // Warm the event mix's code paths before the clock starts.
   new EventMix(world.actors, `${config.idPrefix}-warm`, config.seed).batch(1000, Date.now());
   const url = new URL(config.url);
-  const pool = new HttpPool(url.hostname, Number(url.port), config.concurrency, 60_000);
+  const pool = new HttpPool(url.hostname, Number(url.port || 80), config.concurrency, 60_000);
   const headers = { 'content-type': 'application/json', authorization: `Bearer ${world.ingestToken}` };
   const wireOf = (body: string): string => requestText('POST', url, headers, body);
   const accepted = new Bitset();
