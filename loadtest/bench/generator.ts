@@ -13,6 +13,7 @@ import { retryAfterOf } from '../../sdk/src/retry.js';
 import { EventMix, type BenchWorld } from './events.js';
 import { Histogram, type SparseHistogram } from './histogram.js';
 import { HttpPool, requestText } from './http-client.js';
+import { RequestStore, type StoredRequest } from './request-store.js';
 
 export interface GeneratorConfig {
   /** http://host:port/v1/events */
@@ -94,15 +95,15 @@ const LOOP_SAMPLE_MS = 10;
 const lateness = (ns: number): number => Math.max(0, ns / 1e6 - LOOP_SAMPLE_MS);
 
 interface Pending {
-  /** The whole request (head and body), encoded once: a refused request is sent again as the same text (at 3x overload each is sent about five times). */
-  wire: string;
+  /** The whole request (head and body), encoded once: a refused request is sent again as the same bytes (at 3x overload each is sent about five times). */
+  wire: StoredRequest;
   seqs: number[];
   attempts: number;
   notBefore: number;
 }
 
-/** A request of the events made, encoded once (`wireOf` adds the head to the body). */
-const pendingOf = (made: { events: unknown[]; seqs: number[] }, wireOf: (body: string) => string): Pending => ({
+/** A request of the events made, encoded once (`wireOf` adds the head to the body and stores the bytes). */
+const pendingOf = (made: { events: unknown[]; seqs: number[] }, wireOf: (body: string) => StoredRequest): Pending => ({
   wire: wireOf(JSON.stringify({ events: made.events })),
   seqs: made.seqs,
   attempts: 0,
@@ -160,7 +161,8 @@ export async function runGenerator(
   const url = new URL(config.url);
   const pool = new HttpPool(url.hostname, Number(url.port || 80), config.concurrency, 60_000);
   const headers = { 'content-type': 'application/json', authorization: `Bearer ${world.ingestToken}` };
-  const wireOf = (body: string): string => requestText('POST', url, headers, body);
+  const requests = new RequestStore();
+  const wireOf = (body: string): StoredRequest => requests.store(requestText('POST', url, headers, body));
   const accepted = new Bitset();
   // Events of requests whose outcome the client never learned (network error, or still unanswered
   // when it gave up): the server may or may not have them. A later 202 for them settles it.
@@ -204,13 +206,15 @@ export async function runGenerator(
     inFlightItems.add(item);
     tick.requests++;
     const sentAt = performance.now();
-    pool.send(item.wire).then(
+    pool.send(item.wire.bytes).then(
       (res) => {
         const ms = performance.now() - sentAt;
         inFlight--;
         inFlightItems.delete(item);
         const status = res.status;
         if (status === 202) {
+          // Answered 202, the server read the whole request: its chunk may hold the next one.
+          requests.release(item.wire);
           latency202.record(ms);
           const reply = JSON.parse(res.body.toString('utf8')) as {
             accepted: number;

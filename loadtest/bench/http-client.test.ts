@@ -2,6 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { HttpPool, requestText } from './http-client.js';
+import { RequestStore } from './request-store.js';
 
 let server: Server | undefined;
 let connections = 0;
@@ -33,9 +34,11 @@ describe('HttpPool', () => {
       res.end(JSON.stringify({ echo: body, path: req.url, length: req.headers['content-length'] }));
     });
     const pool = new HttpPool(url.hostname, Number(url.port), 4, 5_000);
+    const store = new RequestStore(256, 2);
     try {
-      for (const text of ['{"a":1}', '{"b":"ünï"}', '{}']) {
-        const answer = await pool.send(post(url, text));
+      // As text, and as bytes kept in a RequestStore chunk (how the generator holds its requests).
+      for (const [text, request] of ['{"a":1}', '{"b":"ünï"}', '{}'].flatMap((t) => [[t, post(url, t)], [t, store.store(post(url, t)).bytes]] as const)) {
+        const answer = await pool.send(request);
         expect(answer.status).toBe(429);
         expect(answer.headers.get('retry-after-ms')).toBe('120');
         expect(JSON.parse(answer.body.toString('utf8'))).toEqual({ echo: text, path: '/v1/events', length: String(Buffer.byteLength(text)) });

@@ -1,5 +1,5 @@
 // The load generator's HTTP/1.1 client: keep-alive connections with one request in flight on
-// each, each request written whole (one text, see requestText), answers parsed for what the
+// each, each request written whole (one text, see requestText, or its bytes), answers parsed for what the
 // generator reads (status, a few headers, the body by content-length or chunked). node:http's
 // client cost the generator about 300 us of CPU per request: under a 3x overload it answered
 // ~1,400 429s a second and took 42% of a core from the pipeline it measured, with event-loop
@@ -49,7 +49,7 @@ class Connection {
     socket.on('close', () => this.fail(new Error('connection closed')));
   }
 
-  send(request: string, timeoutMs: number): Promise<HttpAnswer> {
+  send(request: string | Buffer, timeoutMs: number): Promise<HttpAnswer> {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => this.fail(new Error('request timed out')), timeoutMs);
       this.waiting = { resolve, reject, timer };
@@ -163,7 +163,7 @@ function parseHead(text: string): Reading {
 export class HttpPool {
   private readonly free: Connection[] = [];
   private readonly all = new Set<Connection>();
-  private readonly queued: { request: string; resolve: (a: HttpAnswer) => void; reject: (e: Error) => void }[] = [];
+  private readonly queued: { request: string | Buffer; resolve: (a: HttpAnswer) => void; reject: (e: Error) => void }[] = [];
   private opening = 0;
 
   constructor(
@@ -173,8 +173,8 @@ export class HttpPool {
     private readonly timeoutMs: number,
   ) {}
 
-  /** Sends a whole request (head and body, as `requestText` builds it) and resolves with the answer. */
-  send(request: string): Promise<HttpAnswer> {
+  /** Sends a whole request (head and body, as `requestText` builds it, or its bytes) and resolves with the answer. */
+  send(request: string | Buffer): Promise<HttpAnswer> {
     const conn = this.free.pop();
     if (conn) return conn.send(request, this.timeoutMs);
     return new Promise((resolve, reject) => {
@@ -221,12 +221,7 @@ export class HttpPool {
   }
 }
 
-/**
- * A whole request as text (sent as UTF-8): the head (method, path, host, the given headers,
- * content-length) and the body. Text, not a Buffer: a Buffer's memory is outside V8's heap, and
- * thousands of refused requests held for their retry made V8 collect the young generation every
- * ~0.8 s and the old one every 1.5 s.
- */
+/** A whole request as text (sent as UTF-8): the head (method, path, host, the given headers, content-length) and the body. */
 export function requestText(method: string, url: URL, headers: Record<string, string>, body: string): string {
   let head = `${method} ${url.pathname}${url.search} HTTP/1.1\r\nhost: ${url.host}\r\n`;
   for (const [name, value] of Object.entries(headers)) head += `${name}: ${value}\r\n`;
