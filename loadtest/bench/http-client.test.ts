@@ -124,6 +124,9 @@ describe('HttpPool', () => {
     await new Promise((r) => setTimeout(r, 10));
     const pool = new HttpPool('127.0.0.1', port, 1, 1_000);
     await expect(pool.send(post(url, '{}'))).rejects.toThrow(/ECONNREFUSED/);
+    // More requests waiting than connections being opened: each failed open fails one and tries again for the rest.
+    const waiting = Array.from({ length: 3 }, () => pool.send(post(url, '{}')));
+    for (const request of waiting) await expect(request).rejects.toThrow(/ECONNREFUSED/);
     pool.destroy();
   });
 });

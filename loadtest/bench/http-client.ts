@@ -194,6 +194,8 @@ export class HttpPool {
     const failed = (err: Error) => {
       this.opening--;
       this.queued.shift()?.reject(err);
+      // The rest waited on this connection too: each failed open fails one request, so a dead server ends them all.
+      if (this.queued.length > 0 && this.all.size + this.opening < this.max) this.open();
     };
     socket.once('error', failed);
     socket.once('connect', () => {
