@@ -49,8 +49,8 @@ export interface StartOptions {
 }
 
 /**
- * A larger young generation (128 MiB semi-spaces, V8's default is 16): a stage holds a batch of
- * blocks for up to a second (the ledger's consumers gather 20,000 events), long enough to outlive
+ * The stage processes' young generation (128 MiB semi-spaces, V8's default is 16): a stage holds
+ * a batch of blocks for up to a second (the ledger's consumers gather 20,000 events), long enough to outlive
  * two scavenges at 16 MiB and be promoted, so the old generation's collector took 30% of
  * from-ledger's busy time. 16 -> 64 MiB: +10-11% events/s ledgered at --rate max in two
  * alternating pairs; 64 -> 128 MiB: +8% over two more pairs (256 MiB: no further gain within the
@@ -77,8 +77,20 @@ const ONE_GC_THREAD = '--single-threaded-gc';
  */
 const API_OLD_GENERATION_FLOOR = '--initial-old-space-size=256';
 
+/**
+ * The API's young generation: 8 MiB semi-spaces, not the stages' 128. An API request's objects
+ * die within the request, so a small young generation is collected often and briefly; at 128
+ * MiB each scavenge paused every request in the process (authorize's event loop late by up to
+ * 25-34 ms). `npm run bench:authorize -- --concurrency 16 --requests 60000`, three rounds
+ * alternating: server p99 4.00, 3.88, 3.29 ms against 5.06, 4.49, 4.45 ms, loop delay max 8-14
+ * against 25-34 ms; at --rate max the same events/s (7,487 and 7,393 against 7,489 and 6,664),
+ * ingest requests p99 46-52 against 80 ms; at 3x no change beyond the spread (BENCHMARKS.md,
+ * issue 14, thirtieth session).
+ */
+const API_YOUNG_GENERATION = '--max-semi-space-size=8';
+
 /** Node's flags for the API process; `npm run bench:authorize` runs its server with the same (ops.test.ts holds them together). */
-export const API_NODE_FLAGS = [ONE_GC_THREAD, YOUNG_GENERATION, API_OLD_GENERATION_FLOOR] as const;
+export const API_NODE_FLAGS = [ONE_GC_THREAD, API_YOUNG_GENERATION, API_OLD_GENERATION_FLOOR] as const;
 
 /** The processes of a full pipeline, from source (tsx) or from dist/, whichever this file runs as. */
 export function pipelineProcesses(options: StartOptions = {}): ChildSpec[] {

@@ -18,7 +18,7 @@
  * --estimate: every call also asks estimated_cost (a reservation per cap, expiring after 5 min).
  *
  * `npm run bench:authorize` runs it with the V8 flags ops/start.ts gives the API process (one GC
- * thread, 128 MiB semi-spaces, a 256 MiB old-generation floor), so the server here is the server as
+ * thread, 8 MiB semi-spaces, a 256 MiB old-generation floor), so the server here is the server as
  * deployed.
  */
 import { serve } from '@hono/node-server';
