@@ -16,7 +16,7 @@ export interface StoredRequest {
 export class RequestStore {
   private readonly free: Buffer[] = [];
   private nextSlabChunks: number;
-  /** Bytes held in slabs (external memory), for the report and the tests. */
+  /** Bytes held in slabs (external memory), for the tests. */
   slabBytes = 0;
 
   /**
