@@ -50,15 +50,15 @@ export interface StartOptions {
 
 /**
  * The stage processes' young generation (128 MiB semi-spaces, V8's default is 16): a stage holds
- * a batch of blocks for up to a second (the ledger's consumers gather 20,000 events), long enough to outlive
- * two scavenges at 16 MiB and be promoted, so the old generation's collector took 30% of
+ * a batch of blocks for up to a second (the ledger's consumers gather 20,000 events), long enough
+ * to outlive two scavenges at 16 MiB and be promoted, so the old generation's collector took 30% of
  * from-ledger's busy time. 16 -> 64 MiB: +10-11% events/s ledgered at --rate max in two
  * alternating pairs; 64 -> 128 MiB: +8% over two more pairs (256 MiB: no further gain within the
  * spread). BENCHMARKS.md, issue 13. Most scavenges of the stage processes are now started by
  * their Buffers, not by a full young generation (V8 collects once young ArrayBuffers hold twice
  * its default semi-space, whatever this flag says): fewer Buffers per hop is the lever there.
  */
-const YOUNG_GENERATION = '--max-semi-space-size=128';
+const STAGE_YOUNG_GENERATION = '--max-semi-space-size=128';
 
 /**
  * V8's collector without helper threads: on a small box every core already runs a pipeline
@@ -113,7 +113,7 @@ export function pipelineProcesses(options: StartOptions = {}): ChildSpec[] {
   const stageProcess = (name: string, stages: readonly string[], slot: number): ChildSpec => ({
     name: `${name}#${slot}`,
     command: process.execPath,
-    args: [ONE_GC_THREAD, YOUNG_GENERATION, ...nodeArgs, entry('stages/run'), stages.join(',')],
+    args: [ONE_GC_THREAD, STAGE_YOUNG_GENERATION, ...nodeArgs, entry('stages/run'), stages.join(',')],
     env: { ...options.env, WORKER_SLOT: String(slot), METRICS_PORT: String(basePort === 0 ? 0 : port++) },
     nice,
   });

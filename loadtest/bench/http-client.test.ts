@@ -36,8 +36,12 @@ describe('HttpPool', () => {
     const pool = new HttpPool(url.hostname, Number(url.port), 4, 5_000);
     const store = new RequestStore(256, 2);
     try {
-      // As text, and as bytes kept in a RequestStore chunk (how the generator holds its requests).
-      for (const [text, request] of ['{"a":1}', '{"b":"ünï"}', '{}'].flatMap((t) => [[t, post(url, t)], [t, store.store(post(url, t)).bytes]] as const)) {
+      // Each request as text, and as bytes kept in a RequestStore chunk (how the generator holds its requests).
+      const requests = ['{"a":1}', '{"b":"ünï"}', '{}'].flatMap((text) => [
+        { text, request: post(url, text) },
+        { text, request: store.store(post(url, text)).bytes },
+      ]);
+      for (const { text, request } of requests) {
         const answer = await pool.send(request);
         expect(answer.status).toBe(429);
         expect(answer.headers.get('retry-after-ms')).toBe('120');

@@ -1,9 +1,9 @@
 // The load generator's HTTP/1.1 client: keep-alive connections with one request in flight on
-// each, each request written whole (one text, see requestText, or its bytes), answers parsed for
-// what the generator reads (status, a few headers, the body by content-length or chunked). node:http's
-// client cost the generator about 300 us of CPU per request: under a 3x overload it answered
-// ~1,400 429s a second and took 42% of a core from the pipeline it measured, with event-loop
-// stalls (p99 107 ms) counted into the answers' latencies.
+// each, each request written whole (one text, see requestText, or its bytes), answers parsed
+// for what the generator reads (status, a few headers, the body by content-length or chunked).
+// node:http's client cost the generator about 300 us of CPU per request: under a 3x overload it
+// answered ~1,400 429s a second and took 42% of a core from the pipeline it measured, with
+// event-loop stalls (p99 107 ms) counted into the answers' latencies.
 import { connect, type Socket } from 'node:net';
 
 export interface HttpAnswer {
