@@ -428,7 +428,7 @@ export function createAuthorizeRoutes(deps: AuthorizeDeps): AuthorizeRoutes {
         : undefined;
       if (!refusal) deps.log?.error({ err, path: '/v1/authorize' }, 'unexpected error');
       const error = refusal ?? new ApiError(500, 'internal', 'an unexpected error occurred; it has been logged');
-      answer(error.status, error.body(), Object.fromEntries(error.getResponse().headers));
+      answer(error.status, error.body(), error.headers);
     };
     const deadline = deadlines.track(() => refuse(unavailable('timeout', `no answer within ${timeoutMs} ms: a store is slow or unreachable; retry later`, 2)));
     return decideRequest(req).then((payload) => answer(200, payload), refuse);

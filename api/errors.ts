@@ -24,18 +24,25 @@ export class ApiError extends HTTPException {
     code: string,
     message: string,
     details?: ValidationProblem[] | unknown,
-    headers: Record<string, string> = {},
+    /** Headers of the reply besides its content type (Retry-After, say). */
+    readonly headers: Record<string, string> = {},
   ) {
-    const shown = Array.isArray(details) && details.length === 0 ? undefined : details;
-    const body: ErrorBody = { error: { code, message, ...(shown !== undefined ? { details: shown } : {}) } };
-    // The reply travels with the exception, so a router mounted on its own answers the same way.
-    super(status, { message, res: Response.json(body, { status, headers }) });
+    super(status, { message });
     this.code = code;
-    this.details = shown;
+    this.details = Array.isArray(details) && details.length === 0 ? undefined : details;
   }
 
   body(): ErrorBody {
     return { error: { code: this.code, message: this.message, ...(this.details !== undefined ? { details: this.details } : {}) } };
+  }
+
+  /**
+   * The reply, built when it is sent (a router mounted on its own answers the same way). Its body
+   * is text, not `Response.json`'s stream: @hono/node-server writes a text body with its head in
+   * one socket write, and a stream in three (BENCHMARKS.md, issue 13, thirty-first session).
+   */
+  override getResponse(): Response {
+    return new Response(JSON.stringify(this.body()), { status: this.status, headers: { 'content-type': 'application/json', ...this.headers } });
   }
 }
 
