@@ -13,6 +13,7 @@ import { stageEntries, testStageContext } from '../testing.js';
 import { capCheckStage } from './index.js';
 import { capCounterKey } from '../../store/caps.js';
 import { pauseKey, type PauseRecord } from '../../store/pauses.js';
+import { sessionsInUseKey } from '../../store/authorizer.js';
 
 let world: Isolated;
 let tenant: SeededTenant;
@@ -116,6 +117,35 @@ describe('cap-check', () => {
       const [result] = await handler.handle(stageEntries([event]));
       expect(result.counters?.map((c) => c.limit)).toEqual([1_000n]);
     } finally {
+      await handler.close?.();
+      await context.close();
+    }
+  });
+
+  it('frees the sessions that ended for max_concurrent_sessions once acked, several of one agent at once, and no other', async () => {
+    const context = testStageContext('cap-check', world);
+    const handler = await capCheckStage.setup(context);
+    const { redis, config } = world;
+    const agentId = tenant.customers[0].teams[0].agents[0].id;
+    const inUse = partitionedKey(config.REDIS_PREFIX, sessionsInUseKey(tenant.tenantId, `agent:${agentId}`), 0);
+    const otherAgent = partitionedKey(config.REDIS_PREFIX, sessionsInUseKey(tenant.tenantId, 'agent:agt_other'), 0);
+    try {
+      await redis.zadd(inUse, Date.now(), 'sess_done_1', Date.now(), 'sess_done_2', Date.now(), 'sess_running', Date.now(), 'sess_unacked');
+      await redis.zadd(otherAgent, Date.now(), 'sess_done_1');
+      const ended = (sessionId: string, eventType: PricedEvent['eventType']) => ({ ...priced(1n, sessionId), eventType });
+      const batch = stageEntries([
+        ended('sess_done_1', 'session.completed'),
+        ended('sess_running', 'mcp.tool_invoked'),
+        ended('sess_done_2', 'session.failed'),
+        ended('sess_unacked', 'session.completed'),
+      ]);
+      const results = await handler.handle(batch);
+      // The last entry was acked by another consumer: its session is that consumer's to free.
+      await handler.afterAck!(batch, results.map((_, i) => ({ acked: i !== 3, crossed: [] })));
+      expect((await redis.zrange(inUse, 0, -1)).sort()).toEqual(['sess_running', 'sess_unacked']);
+      expect(await redis.zrange(otherAgent, 0, -1)).toEqual(['sess_done_1']);
+    } finally {
+      await redis.del(inUse, otherAgent);
       await handler.close?.();
       await context.close();
     }

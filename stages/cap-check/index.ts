@@ -91,6 +91,19 @@ export const capCheckStage: StageDefinition<PricedEvent> = {
 };
 
 /**
+ * Takes ended sessions out of their agents' sets in use: one ZREM per set, all in one pipeline
+ * (one socket write, where a command per session was a write each). The keys of one partition
+ * share its hash tag, so on a cluster the pipeline goes to one node.
+ */
+async function freeSessions(redis: Redis, ended: Map<string, string[]>): Promise<void> {
+  if (ended.size === 0) return;
+  const pipeline = redis.pipeline();
+  for (const [key, sessions] of ended) pipeline.zrem(key, ...sessions);
+  const failed = (await pipeline.exec())?.find(([err]) => err)?.[0];
+  if (failed) throw failed;
+}
+
+/**
  * What authorize held for events now counted: the reservation each made under its event id
  * (released once its cost is in the running total; one never settled expires by itself), and
  * the session a completed or failed session event frees for max_concurrent_sessions. One
@@ -103,27 +116,27 @@ async function settleAuthorizations(
   results: AckResult[],
   counterKeys: string[][],
 ): Promise<void> {
-  const byPartition = new Map<number, { releases: { counterKey: string; id: string }[]; ended: { key: string; session: string }[] }>();
+  const byPartition = new Map<number, { releases: { counterKey: string; id: string }[]; ended: Map<string, string[]> }>();
   batch.forEach((entry, i) => {
     if (!results[i].acked) return;
     const event = entry.payload;
     const counters = counterKeys[i];
     const ends = endsSession(event.eventType) && event.sessionId !== undefined;
     if (counters.length === 0 && !ends) return;
-    const work = byPartition.get(entry.partition) ?? { releases: [], ended: [] };
+    const work = byPartition.get(entry.partition) ?? { releases: [], ended: new Map<string, string[]>() };
     for (const key of counters) work.releases.push({ counterKey: partitionedKey(prefix, key, entry.partition), id: event.eventId });
     if (ends) {
       const owner = event.attribution.agentId ? `agent:${event.attribution.agentId}` : `app:${event.attribution.appId}`;
-      work.ended.push({ key: partitionedKey(prefix, sessionsInUseKey(event.tenantId, owner), entry.partition), session: event.sessionId! });
+      const key = partitionedKey(prefix, sessionsInUseKey(event.tenantId, owner), entry.partition);
+      const sessions = work.ended.get(key);
+      if (sessions) sessions.push(event.sessionId!);
+      else work.ended.set(key, [event.sessionId!]);
     }
     byPartition.set(entry.partition, work);
   });
   await Promise.all(
     [...byPartition].map(async ([partition, work]) => {
-      await Promise.all([
-        releaseReservations(redis, partitionedKey(prefix, 'authorize', partition), work.releases),
-        ...work.ended.map(({ key, session }) => redis.zrem(key, session)),
-      ]);
+      await Promise.all([releaseReservations(redis, partitionedKey(prefix, 'authorize', partition), work.releases), freeSessions(redis, work.ended)]);
     }),
   );
 }
