@@ -128,6 +128,67 @@ describe('Watermark.knownClosed', () => {
   });
 });
 
+describe('Watermark.closedByLastRead', () => {
+  afterEach(() => vi.useRealTimers());
+
+  it('stays true while the last read closed the gate, starts one shared read when that read is stale without waiting for it, and turns with the read', async () => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    let now = 1_000_000;
+    vi.setSystemTime(now);
+    let reads = 0;
+    let entries = 2_000;
+    let release: () => void = () => {};
+    let slow = false;
+    const probe: QueueProbe = async () => {
+      reads++;
+      if (slow) await new Promise<void>((resolve) => (release = resolve));
+      return { entries, ageMs: 0 };
+    };
+    const gate = new Watermark(undefined as unknown as Redis, ['events:ingested'], 1_000, 500, { probe, cacheMs: 100 });
+    expect(gate.closedByLastRead()).toBe(false); // nothing read yet: the caller asks open()
+    expect(await gate.open()).toBe(false);
+    expect(gate.closedByLastRead()).toBe(true);
+    expect(reads).toBe(1); // fresh: no read
+
+    now += 30; // stale
+    vi.setSystemTime(now);
+    slow = true;
+    entries = 100;
+    expect(gate.closedByLastRead()).toBe(true); // answered at once, the read under way
+    expect(gate.closedByLastRead()).toBe(true);
+    expect(reads).toBe(2); // one read, shared
+    slow = false;
+    release();
+    await vi.waitFor(() => expect(gate.closedByLastRead()).toBe(false)); // the read found room
+    expect(reads).toBe(2);
+    expect(await gate.open()).toBe(true); // and the callers after it are let in
+  });
+
+  it('is false after a read that failed, so the caller meets the failure in open(), and true again once a read succeeds', async () => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    let now = 1_000_000;
+    vi.setSystemTime(now);
+    let failing = false;
+    const probe: QueueProbe = async () => {
+      if (failing) throw new Error('Redis says no');
+      return { entries: 2_000, ageMs: 0 };
+    };
+    const gate = new Watermark(undefined as unknown as Redis, ['events:ingested'], 1_000, 500, { probe, cacheMs: 100 });
+    expect(await gate.open()).toBe(false);
+    now += 30;
+    vi.setSystemTime(now);
+    failing = true;
+    expect(gate.closedByLastRead()).toBe(true); // the stale read starts, and fails
+    await vi.waitFor(() => expect(gate.closedByLastRead()).toBe(false));
+    vi.setSystemTime(Date.now() + 30); // vi.waitFor moves the faked clock: past the recheck interval from there
+    await expect(Promise.resolve(gate.open())).rejects.toThrow('Redis says no');
+    failing = false;
+    vi.setSystemTime(Date.now() + 30);
+    expect(await gate.open()).toBe(false); // a read that succeeds, still closed
+    expect(gate.closedByLastRead()).toBe(true);
+  });
+});
+
 describe('Watermark downstream marks', () => {
   afterEach(() => vi.useRealTimers());
 

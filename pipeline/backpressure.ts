@@ -234,6 +234,25 @@ export class Watermark {
     return this.keys.length > 0 && this.closed && now - this.checkedAt < Math.min(this.cacheMs, CLOSED_RECHECK_MS);
   }
 
+  /**
+   * True while the last read closed the gate, however long ago: a stale read starts the next one
+   * (shared, as open() would) without waiting for it. For a caller that refuses at once instead of
+   * waiting up to closedAnswerMs for the read: the gate reopens for the callers after the read, not
+   * during it. False after a read that failed, until one succeeds, so the caller goes to open() and
+   * meets the failure (an ingest answers 503 and logs it, not 429 for ever).
+   */
+  closedByLastRead(now = Date.now()): boolean {
+    if (this.keys.length === 0 || !this.closed || this.lastReadFailed) return false;
+    if (!this.knownClosed(now)) {
+      Promise.resolve(this.open()).catch(() => {
+        this.lastReadFailed = true;
+      });
+    }
+    return true;
+  }
+
+  private lastReadFailed = false;
+
   private async read(now: number): Promise<boolean> {
     const [sinceMs, before, added] = [now - this.checkedAt, this.lastLag, this.addedSinceCheck];
     this.checkedAt = now;
@@ -250,6 +269,7 @@ export class Watermark {
       this.drainPerMs = this.drainPerMs > 0 ? 0.7 * this.drainPerMs + 0.3 * rate : rate;
     }
     this.lastLag = lag;
+    this.lastReadFailed = false;
     const age = this.maxAgeMs > 0 ? state.ageMs : 0;
     this.lastAge = age;
     const down = this.downstream ? this.inEvents(state.downstream ?? 0) : 0;

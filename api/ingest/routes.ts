@@ -57,11 +57,12 @@ export function refuseIfNothingTaken(batch: { accepted: unknown[]; duplicates: u
 
 export type IngestRoutes = Hono<{ Variables: TenantAuthVariables }> & {
   /**
-   * `POST /v1/events` while the gate is known closed (its last read of the queue is fresh, so no
-   * Redis call is needed): the 429 straight on Node's request, before the Hono layers and the
-   * token check, as the `busy` refusal comes before the token check too. Under an overload most
-   * requests are these refusals; the same answer as the route's, without a Request, a Response and
-   * the middleware for each. False when it is not such a request: the caller hands it to Hono.
+   * `POST /v1/events` while the last read of the queue closed the gate (a stale read starts the
+   * next one, and this request does not wait for it): the 429 straight on Node's request, before
+   * the Hono layers and the token check, as the `busy` refusal comes before the token check too.
+   * Under an overload most requests are these refusals; the same answer as the route's, without a
+   * Request, a Response and the middleware for each. False when it is not such a request, or Redis
+   * is unreachable (the route answers 503): the caller hands it to Hono.
    */
   serveNode(req: IncomingMessage, res: ServerResponse): boolean;
 };
@@ -166,7 +167,7 @@ export function createIngestRoutes(deps: IngestDeps): IngestRoutes {
   return Object.assign(app, {
     serveNode(req: IncomingMessage, res: ServerResponse): boolean {
       if (req.method !== 'POST' || !(req.url === '/v1/events' || req.url?.startsWith('/v1/events?'))) return false;
-      if (!writer.knownFull()) return false;
+      if (redisDown(deps.redis) || !writer.knownFull()) return false;
       countBehind();
       writeJson(res, 429, behindBody, retryAfterHeaders(writer.retryHintMs()));
       return true;

@@ -107,9 +107,12 @@ export class IngestWriter {
     return this.watermark.open();
   }
 
-  /** True when the gate is closed by a read fresh enough to trust without asking Redis (nothing is read or started). */
+  /**
+   * True while the last read of the queue closed the gate, however long ago (a stale one starts the
+   * next read without waiting for it): a request can be refused at once, before any other work.
+   */
   knownFull(): boolean {
-    return this.watermark.knownClosed();
+    return this.watermark.closedByLastRead();
   }
 
   /** While hasRoom() is false: about how long until it turns true (ms), for the Retry-After-Ms of a 429. */
