@@ -164,6 +164,8 @@ export interface WatermarkOptions {
  */
 export class Watermark {
   private closed = false;
+  /** The last read failed (closedByLastRead then sends callers to open(), which meets the failure). */
+  private lastReadFailed = false;
   private checkedAt = 0;
   private lastLag = 0;
   private addedSinceCheck = 0;
@@ -250,8 +252,6 @@ export class Watermark {
     }
     return true;
   }
-
-  private lastReadFailed = false;
 
   private async read(now: number): Promise<boolean> {
     const [sinceMs, before, added] = [now - this.checkedAt, this.lastLag, this.addedSinceCheck];
