@@ -53,7 +53,10 @@ function ledgerRoom(config: Pick<Config, 'BACKPRESSURE_HIGH' | 'BACKPRESSURE_LOW
   return { high, low: Math.floor(high / 2) };
 }
 
-/** While the gate is closed, how long a request waits for a read of the queue before it is refused. */
+/**
+ * While the gate is closed, how long a request that reaches the route waits for a read of the queue
+ * before it is refused (serveNode refuses most of them before that, without a wait: knownFull).
+ */
 const CLOSED_ANSWER_MS = 10;
 
 /** The 429 of a request refused while the writer's gate is closed, saying when to come back. */
