@@ -82,9 +82,11 @@ const schema = z.object({
   /**
    * Niceness of the stage and webhook processes `npm start` runs (0-19): on a box they share with
    * the API, the API answers first when the CPU is short (a prompt 429 or 202), and the stages
-   * take what is left; 0 treats them alike.
+   * take what is left; 0 treats them alike. 10 rather than 5: at 3x overload the 429 p99 fell
+   * from 67 to 49 ms (means of six alternating pairs) at the same accepted rate, and `--rate max`
+   * did not move beyond the box's spread (BENCHMARKS.md, issue 13, thirty-second session).
    */
-  STAGE_NICE: z.coerce.number().int().min(0).max(19).default(5),
+  STAGE_NICE: z.coerce.number().int().min(0).max(19).default(10),
   TRIM_INTERVAL_MS: int(5_000, 100),
   /** How long a move between partitions is remembered in the target partition (pipeline/move.ts). */
   MOVE_MARKER_TTL_SECONDS: int(900, 60),
