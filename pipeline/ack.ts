@@ -3,6 +3,7 @@
  * it: the script's layout lives in one place on each side, so neither drifts from the other.
  */
 
+import type { BlockBytes } from './blocks.js';
 import type { RollingWindow } from './stage.js';
 
 /** One counter effect with its keys resolved (prefix and partition applied). */
@@ -21,7 +22,7 @@ interface AckCounter {
 /** One output stream entry: a block of nEvents events, or a single entry when nEvents is 1. */
 export interface AckGroup {
   groupKey: string;
-  payload: Buffer;
+  payload: BlockBytes;
   nEvents: number;
   origin: string;
 }
@@ -58,7 +59,7 @@ export type AckReply =
 
 export interface AckCall {
   keys: string[];
-  args: (string | Buffer)[];
+  args: (string | BlockBytes)[];
 }
 
 /** KEYS and ARGV for ackAndForward.lua. */
@@ -74,7 +75,7 @@ export function ackArguments(inputKey: string, errorsKey: string, group: string,
     }
     return String(index);
   };
-  const args: (string | Buffer)[] = [group, String(inputs.length)];
+  const args: (string | BlockBytes)[] = [group, String(inputs.length)];
   for (const input of inputs) {
     args.push(input.id, input.clearError ? '1' : '0', String(input.groups.length), String(input.counted.length), String(input.retries.length));
     for (const g of input.groups) args.push(indexOf(g.groupKey), g.payload, String(g.nEvents), g.origin);

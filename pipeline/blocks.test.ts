@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { blockWithLayer, decodeEntry, entryFields, FIELD } from './blocks.js';
+import { blockPartsWithLayer, blockWithLayer, decodeEntry, entryFields, FIELD, sameBlockBytes } from './blocks.js';
 import { decodeSequence, encodePayload } from './codec.js';
 
 type Event = { eventId: string; attribution: { customerId: string }; cost?: { total: bigint; tool: string }; overCap?: boolean };
@@ -162,5 +162,29 @@ describe('blocks: layers', () => {
     }).toThrow(TypeError);
     const single = decodeEntry<Event>('1-0', [Buffer.from(FIELD.single), encodePayload(events(1)[0])]).events[0].payload;
     expect(Object.isFrozen(single.attribution)).toBe(true);
+  });
+});
+
+describe('blocks: written in parts', () => {
+  it('hands the base as read and the layer as parts, never joined, and compares parts with the bytes read', () => {
+    const base = entryFields(events(4), 'origin-1')[1] as Buffer;
+    const inputs = decoded<Event>(base);
+    const outputs = inputs.map((e) => ({ ...e, overCap: true }));
+    const parts = blockPartsWithLayer(base, inputs, outputs, ['overCap'], []);
+    if (parts === undefined || Buffer.isBuffer(parts)) throw new Error('expected parts');
+    expect(parts.bulkParts[0]).toBe(base);
+    const joined = Buffer.concat(parts.bulkParts);
+    expect(joined.equals(blockWithLayer(base, inputs, outputs, ['overCap'])!)).toBe(true);
+    expect(decoded(joined)).toEqual(outputs);
+
+    expect(sameBlockBytes(parts, joined)).toBe(true);
+    expect(sameBlockBytes(parts, joined.subarray(0, joined.length - 1))).toBe(false);
+    expect(sameBlockBytes(parts, Buffer.concat([joined, Buffer.from([0])]))).toBe(false);
+    const changed = Buffer.from(joined);
+    changed[changed.length - 1] ^= 1;
+    expect(sameBlockBytes(parts, changed)).toBe(false);
+    expect(sameBlockBytes(base, base)).toBe(true);
+    // Nothing set: the base alone, as read.
+    expect(blockPartsWithLayer(base, inputs, [...inputs], ['overCap'])).toBe(base);
   });
 });

@@ -204,6 +204,44 @@ export function blockWithLayer(
   sets?: readonly string[],
   dropped: readonly number[] = [],
 ): Buffer | undefined {
+  const bytes = blockPartsWithLayer(base, inputs, outputs, sets, dropped);
+  return bytes === undefined || Buffer.isBuffer(bytes) ? bytes : Buffer.concat(bytes.bulkParts);
+}
+
+/**
+ * A block's `b` field as the parts it is made of (the bytes as read, then the layers a stage
+ * adds), never joined in memory: Redis gets them as one argument (patches/ioredis+5.9.3.patch
+ * writes the parts one after the other in one writev). Joining them cost every hop a copy of
+ * the block and a Buffer of its size, and such Buffers, not a full young generation, were what
+ * made V8 collect in the process of the stages before the ledger (BENCHMARKS.md, issue 13,
+ * thirty-third session).
+ */
+export interface BlockParts {
+  readonly bulkParts: readonly Buffer[];
+}
+
+/** A block's `b` field to write: whole, or in parts. */
+export type BlockBytes = Buffer | BlockParts;
+
+/** True when `bytes` (whole or in parts) are the bytes of `read`. */
+export function sameBlockBytes(bytes: BlockBytes, read: Buffer): boolean {
+  if (Buffer.isBuffer(bytes)) return bytes.equals(read);
+  let at = 0;
+  for (const part of bytes.bulkParts) {
+    if (at + part.length > read.length || part.compare(read, at, at + part.length) !== 0) return false;
+    at += part.length;
+  }
+  return at === read.length;
+}
+
+/** blockWithLayer without joining the parts: the base alone when no layer is needed. */
+export function blockPartsWithLayer(
+  base: Buffer,
+  inputs: readonly unknown[],
+  outputs: readonly unknown[],
+  sets?: readonly string[],
+  dropped: readonly number[] = [],
+): BlockBytes | undefined {
   if (inputs.length !== outputs.length || inputs.length === 0) return undefined;
   const layer = layerOver(inputs, outputs, sets);
   if (layer && sets && FREEZE_DECODED) {
@@ -215,7 +253,7 @@ export function blockWithLayer(
   const parts = [base];
   if (dropped.length) parts.push(encodePayload({ drop: dropped }));
   if (layer.some((fields) => fields !== null)) parts.push(encodeLayer(layer));
-  return parts.length === 1 ? base : Buffer.concat(parts);
+  return parts.length === 1 ? base : { bulkParts: parts };
 }
 
 type Layer = (Record<string, unknown> | null)[];

@@ -1,6 +1,7 @@
 import { partitionedKey } from './keys.js';
 import { masterFor, type Redis } from './redis.js';
 import type { scripted } from './scripts.js';
+import type { BlockBytes } from './blocks.js';
 
 /**
  * Moves between partitions in two steps (lua/forwardOnce.lua): the keys of two partitions sit in
@@ -23,7 +24,7 @@ export function moveMarkerKey(prefix: string, stream: string, origin: string, pa
 
 export interface MovedEntry {
   marker: string;
-  fields: (string | Buffer)[];
+  fields: (string | BlockBytes)[];
 }
 
 /**
@@ -37,7 +38,7 @@ export async function forwardOnce(
   ttlSeconds: number,
 ): Promise<(string | undefined)[]> {
   if (entries.length === 0) return [];
-  const args: (string | Buffer)[] = [String(ttlSeconds)];
+  const args: (string | BlockBytes)[] = [String(ttlSeconds)];
   for (const entry of entries) args.push(String(entry.fields.length), ...entry.fields);
   const reply = await redis.forwardOnce(1 + entries.length, target, ...entries.map((e) => e.marker), ...args);
   return reply.map((id) => (id === null || id === undefined ? undefined : String(id)));

@@ -1,5 +1,5 @@
 import postgres from 'postgres';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { loadConfig } from './config.js';
 import { settleWithin } from './errors.js';
 import { connectPostgres, type Sql } from './postgres.js';
@@ -86,6 +86,42 @@ describe('the PostgreSQL client across a connection reset', () => {
       expect(second).not.toBe(first);
     } finally {
       await edge.end({ timeout: 1 });
+    }
+  });
+});
+
+/**
+ * patches/postgres+3.4.9.patch also spares each message two copies: bytes.js builds every message
+ * in one buffer kept from message to message (up to 1 MiB) and hands out a copy at its size,
+ * where it began each one in a fresh 256-byte buffer and grew it through a new Buffer at every
+ * parameter that did not fit; and a message is written as handed out, not copied again first.
+ * Fewer Buffers: in the stage processes, Buffers are what made V8 collect (BENCHMARKS.md, issue
+ * 13, thirty-third session).
+ */
+describe('the PostgreSQL client building its messages', () => {
+  const databaseUrl = loadConfig({}).DATABASE_URL;
+
+  it('answers large and small statements in flight together with their own values, without copying a message again', async () => {
+    const sql = connectPostgres(databaseUrl, { max: 1, name: 'test-pg-messages' });
+    const from = vi.spyOn(Buffer, 'from');
+    try {
+      const words = Array.from({ length: 3_000 }, (_, i) => `word-${i}-${'x'.repeat(i % 17)}`);
+      const huge = 'h'.repeat(1_500_000); // beyond the 1 MiB kept: the buffer after it starts small again
+      const [many, small, big, after] = await Promise.all([
+        sql<{ n: number; last: string }[]>`SELECT cardinality(${words}::text[]) AS n, (${words}::text[])[3000] AS last`,
+        sql<{ v: string }[]>`SELECT ${'small'}::text AS v`,
+        sql<{ n: number }[]>`SELECT length(${huge}::text) AS n`,
+        sql<{ v: string }[]>`SELECT ${'after'}::text || ${words[7]}::text AS v`,
+      ]);
+      expect(many[0]).toEqual({ n: 3_000, last: words[2_999] });
+      expect(small[0].v).toBe('small');
+      expect(big[0].n).toBe(1_500_000);
+      expect(after[0].v).toBe(`after${words[7]}`);
+      const copiedMessages = from.mock.calls.filter(([value]) => Buffer.isBuffer(value) && value.length >= 16 * 1024);
+      expect(copiedMessages).toEqual([]);
+    } finally {
+      from.mockRestore();
+      await sql.end({ timeout: 1 });
     }
   });
 });

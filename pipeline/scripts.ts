@@ -1,13 +1,14 @@
 import { readFileSync } from 'node:fs';
 import type { Redis } from './redis.js';
 import { projectPath } from './paths.js';
+import type { BlockParts } from './blocks.js';
 
 /**
  * The Lua scripts of pipeline/lua, one file each; a fixed key count is part of the file name
  * (BullMQ's convention), a variable one is passed per call. ioredis sends EVALSHA and falls
  * back to EVAL once per connection.
  */
-type ScriptArg = string | Buffer | number;
+type ScriptArg = string | Buffer | number | BlockParts;
 
 interface ScriptedRedis {
   ackAndForward(numKeys: number, ...args: ScriptArg[]): Promise<(string | null)[]>;

@@ -1,4 +1,4 @@
-import { decodeEntry, type DecodedEntry } from './blocks.js';
+import { decodeEntry, sameBlockBytes, type BlockBytes, type DecodedEntry } from './blocks.js';
 
 /** How long a decoded entry waits for the other groups of its stream in this process. */
 const KEEP_MS = 2_000;
@@ -9,7 +9,7 @@ const MAX_KEPT = 1_000;
 const MAX_HANDED = 200;
 
 interface Handed {
-  bytes: Buffer;
+  bytes: BlockBytes;
   payloads: readonly unknown[];
   at: number;
 }
@@ -60,7 +60,7 @@ export class SharedReads {
    * holds; kept only while a group of this process reads that stream. The payloads must not change
    * after this (handlers make new objects for what they change).
    */
-  offer(streamKey: string, origin: string, bytes: Buffer, payloads: readonly unknown[], now = Date.now()): void {
+  offer(streamKey: string, origin: string, bytes: BlockBytes, payloads: readonly unknown[], now = Date.now()): void {
     if (!this.groups.has(streamKey)) return;
     forgetOld(this.handed, MAX_HANDED, now);
     this.handed.set(entryKey(streamKey, origin), { bytes, payloads, at: now });
@@ -75,7 +75,7 @@ export class SharedReads {
             const offered = this.handed.get(key);
             if (!offered) return undefined;
             this.handed.delete(key);
-            return offered.bytes.equals(block) ? offered.payloads : undefined;
+            return sameBlockBytes(offered.bytes, block) ? offered.payloads : undefined;
           };
     const readers = this.groups.get(streamKey)?.size ?? 0;
     if (readers < 2) return decodeEntry<T>(id, fields, handed);

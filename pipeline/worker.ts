@@ -4,7 +4,7 @@ import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
 import { ackArguments, parseAckReply, type AckCounted, type AckGroup, type AckInput, type AckRetry } from './ack.js';
 import { BlockSizes, Watermark } from './backpressure.js';
-import { blockWithLayer, FIELD } from './blocks.js';
+import { blockPartsWithLayer, FIELD, type BlockBytes } from './blocks.js';
 import { encodePayload } from './codec.js';
 import { describeError, isTransient, settleWithin, WedgedError } from './errors.js';
 import { deadLetterKey, errorsKey, partitionedKey, partitionOf } from './keys.js';
@@ -580,7 +580,7 @@ export class PartitionWorker<In> implements RecoveryHost {
    * plus a layer dropping the events without one and a layer of the fields the stage set
    * (pipeline/blocks.ts); otherwise every payload encoded whole.
    */
-  private blockOutput(block: InputBlock<In>, payloads: unknown[], owners: number[]): Buffer {
+  private blockOutput(block: InputBlock<In>, payloads: unknown[], owners: number[]): BlockBytes {
     const inOrder = block.blockBytes !== undefined && owners.every((owner, p) => p === 0 || owner > owners[p - 1]);
     if (!inOrder) return encodePayload(payloads);
     const dropped: number[] = [];
@@ -589,7 +589,7 @@ export class PartitionWorker<In> implements RecoveryHost {
       else dropped.push(i);
     }
     const inputs = owners.map((owner) => block.events[owner].payload);
-    return blockWithLayer(block.blockBytes!, inputs, payloads, this.stage.sets, dropped) ?? encodePayload(payloads);
+    return blockPartsWithLayer(block.blockBytes!, inputs, payloads, this.stage.sets, dropped) ?? encodePayload(payloads);
   }
 
   private async ackAndForward(
