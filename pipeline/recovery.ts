@@ -1,4 +1,4 @@
-import { decodeEntry, FIELD } from './blocks.js';
+import { decodeEntry, FIELD, type DecodedEntry } from './blocks.js';
 import { streamLag } from './backpressure.js';
 import { encodePayload } from './codec.js';
 import { compareIds } from './keys.js';
@@ -10,7 +10,10 @@ import type { StageDefinition } from './stage.js';
 
 export interface RawEntry {
   id: string;
+  /** null: the entry was deleted. */
   fields: Buffer[] | null;
+  /** Decoded already (shared reads: pipeline/shared-reads.ts); its fields are then not read. */
+  decoded?: DecodedEntry<unknown>;
 }
 
 /** What recovery needs of its partition worker (pipeline/worker.ts). */

@@ -18,9 +18,13 @@ interface ScriptedRedis {
   forwardOnce(numKeys: number, ...args: ScriptArg[]): Promise<(string | null)[]>;
   oldestWaiting(numKeys: number, ...keys: string[]): Promise<number[]>;
   advanceOnce(numKeys: number, ...args: ScriptArg[]): Promise<(string | number | null | [string])[]>;
+  readKnownBuffer(stream: string, group: string, consumer: string, count: number, knownFrom: string, knownTo: string): Promise<KnownReadReply>;
 }
 
-const SCRIPTS: { name: keyof ScriptedRedis; file: string; keys?: number; lib?: string }[] = [
+/** readKnown-1.lua's reply: per entry its id alone (its fields are held by the caller) or its id and fields. */
+export type KnownReadReply = ([Buffer] | [Buffer, Buffer[]])[];
+
+const SCRIPTS: { name: keyof ScriptedRedis | 'readKnown'; file: string; keys?: number; lib?: string }[] = [
   { name: 'ackAndForward', file: 'ackAndForward.lua', lib: 'window.lua' },
   { name: 'deadLetter', file: 'deadLetter-3.lua', keys: 3 },
   { name: 'splitBlock', file: 'splitBlock-2.lua', keys: 2 },
@@ -28,6 +32,7 @@ const SCRIPTS: { name: keyof ScriptedRedis; file: string; keys?: number; lib?: s
   { name: 'forwardOnce', file: 'forwardOnce.lua' },
   { name: 'oldestWaiting', file: 'oldestWaiting.lua' },
   { name: 'advanceOnce', file: 'advanceOnce.lua' },
+  { name: 'readKnown', file: 'readKnown-1.lua', keys: 1 },
 ];
 
 const loaded = new WeakSet<Redis>();

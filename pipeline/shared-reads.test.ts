@@ -57,6 +57,50 @@ describe('SharedReads', () => {
     expect(onY.events[0].payload.s).toBe('y');
   });
 
+  it('hands an entry another group decoded to a group that read only its id, and names the ids it keeps', () => {
+    const reads = new SharedReads();
+    reads.join('s', 'a');
+    reads.join('s', 'b');
+    reads.join('s', 'c');
+    expect(reads.keptRange('s')).toBeUndefined();
+    const first = reads.decode<{ n: number }>('s', '5-0', fields([{ n: 1 }, { n: 2 }]));
+    reads.decode('s', '7-1', fields([{ n: 3 }, { n: 4 }]));
+    expect(reads.keptRange('s')).toEqual(['5-0', '7-1']);
+    expect(reads.take('s', '5-0')).toBe(first);
+    expect(reads.take('s', '6-0')).toBeUndefined();
+    // Taken by the third group: gone, and the range starts at the next one kept.
+    expect(reads.take('s', '5-0')).toBe(first);
+    expect(reads.take('s', '5-0')).toBeUndefined();
+    expect(reads.keptRange('s')).toEqual(['7-1', '7-1']);
+    reads.take('s', '7-1');
+    reads.take('s', '7-1');
+    expect(reads.keptRange('s')).toBeUndefined();
+  });
+
+  it('wakes the groups waiting on a stream when an entry of it is kept, or when asked, or at their time', async () => {
+    const reads = new SharedReads();
+    reads.join('s', 'a');
+    reads.join('s', 'b');
+    const done = reads.blocking('s');
+    expect(reads.isBlocked('s')).toBe(true);
+    let woken = 0;
+    const waiting = [reads.wait('s', 60_000).then(() => woken++), reads.wait('s', 60_000).then(() => woken++)];
+    reads.decode('other', '1-0', fields([{ n: 1 }, { n: 2 }]));
+    await new Promise((r) => setTimeout(r, 5));
+    expect(woken).toBe(0);
+    reads.decode('s', '1-0', fields([{ n: 1 }, { n: 2 }]));
+    await Promise.all(waiting);
+    expect(woken).toBe(2);
+    const asked = reads.wait('s', 60_000);
+    reads.wakeAll('s');
+    await asked;
+    const started = Date.now();
+    await reads.wait('s', 30);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(25);
+    done();
+    expect(reads.isBlocked('s')).toBe(false);
+  });
+
   describe('blocks handed to the next stage of the process', () => {
     const block = (payloads: unknown[], tags?: string) => {
       const bytes = encodePayload(payloads);

@@ -4,7 +4,7 @@ import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
 import { ackArguments, parseAckReply, type AckCounted, type AckGroup, type AckInput, type AckRetry } from './ack.js';
 import { BlockSizes, Watermark } from './backpressure.js';
-import { blockPartsWithLayer, FIELD, type BlockBytes } from './blocks.js';
+import { blockPartsWithLayer, FIELD, type BlockBytes, type DecodedEntry } from './blocks.js';
 import { encodePayload } from './codec.js';
 import { describeError, isTransient, settleWithin, WedgedError } from './errors.js';
 import { deadLetterKey, errorsKey, partitionedKey, partitionOf } from './keys.js';
@@ -12,7 +12,7 @@ import { forwardOnce, moveMarkerKey, waitForReplicas, type MovedEntry } from './
 import { connectRedis, keySlot } from './redis.js';
 import { Recovery, type RawEntry, type RecoveryHost } from './recovery.js';
 import { sharedReads } from './shared-reads.js';
-import type { scripted } from './scripts.js';
+import { scripted, type KnownReadReply } from './scripts.js';
 import type { AckResult, EntryResult, HarnessOptions, Output, StageBlock, StageDefinition, StageHandler } from './stage.js';
 
 /** How long a stage trusts the last lag it read of its outputs: one XINFO per stage per 100 ms, not per batch. */
@@ -72,6 +72,8 @@ export class PartitionWorker<In> implements RecoveryHost {
   readonly errorsKey: string;
   readonly deadKey: string;
   private readonly blocking: Redis;
+  /** The reader's connection with the scripts defined (readKnown-1.lua reads with it). */
+  private readonly blockingScripts: ReturnType<typeof scripted>;
   private readonly watermark: Watermark;
   private readonly consumedOutputs: Set<string>;
   private readonly outputKeys = new Map<string, string[]>();
@@ -109,6 +111,7 @@ export class PartitionWorker<In> implements RecoveryHost {
     this.errorsKey = errorsKey(prefix, stage.name, partition);
     this.deadKey = deadLetterKey(prefix, stage.name, partition);
     this.blocking = connectRedis(this.config.REDIS_URL, `${prefix}${stage.name}:reader:p${partition}:${consumer}`, { blocking: true, log: this.log });
+    this.blockingScripts = scripted(this.blocking);
     this.batchSize = this.config.BATCH_SIZE ?? (typeof stage.batchSize === 'function' ? stage.batchSize(this.config) : stage.batchSize);
     // Entries read first wait out the linger in this consumer's pending list: a linger past a third
     // of CLAIM_IDLE_MS would let the recovery of another consumer claim, and handle again, a batch
@@ -137,6 +140,7 @@ export class PartitionWorker<In> implements RecoveryHost {
     clearInterval(this.recoveryTimer);
     // Abort a blocked read; anything it had been handed stays pending under this consumer.
     this.blocking.disconnect();
+    sharedReads.wakeAll(this.inputKey);
   }
 
   async run(): Promise<void> {
@@ -219,18 +223,14 @@ export class PartitionWorker<In> implements RecoveryHost {
       if (!reply) return [];
       return reply[0][1].map(([id, fields]) => ({ id: id.toString(), fields }));
     } catch (err) {
-      if (this.stopping) return [];
-      this.metrics.errors.inc({ stage: this.stage.name, kind: 'redis' });
-      this.log.warn({ err }, 'read failed; retrying');
-      await sleep(500);
-      return [];
+      return this.readFailed(err);
     } finally {
       clearTimeout(watchdog);
     }
   }
 
   private async readNew(): Promise<RawEntry[]> {
-    const first = await this.xreadgroup(['STREAMS', this.inputKey, '>'], this.config.BLOCK_MS);
+    const first = await this.readEntries(this.config.BLOCK_MS);
     const wanted = this.readCount();
     if (!this.lingerMs || first.length === 0 || first.length >= wanted) return first;
     const entries = first;
@@ -238,11 +238,105 @@ export class PartitionWorker<In> implements RecoveryHost {
     while (entries.length < wanted && !this.stopping) {
       const left = deadline - Date.now();
       if (left <= 0) break;
-      const more = await this.xreadgroup(['STREAMS', this.inputKey, '>'], Math.max(1, left));
+      const more = await this.readEntries(Math.max(1, left));
       if (more.length === 0) break;
       entries.push(...more);
     }
     return entries;
+  }
+
+  /**
+   * New entries, waiting up to blockMs for some. When other groups of this process read the same
+   * stream (the stages after the ledger), one of them at a time blocks on Redis; the others wait
+   * for what it brings and read without blocking, leaving out the fields of entries decoded here
+   * already (shared reads), so a block's bytes cross from Redis once rather than once per group.
+   */
+  private async readEntries(blockMs: number): Promise<RawEntry[]> {
+    if (sharedReads.readers(this.inputKey) < 2) return this.xreadgroup(['STREAMS', this.inputKey, '>'], blockMs);
+    const ready = await this.readKnown();
+    if (ready.length || this.stopping) return ready;
+    if (sharedReads.isBlocked(this.inputKey)) {
+      await sharedReads.wait(this.inputKey, blockMs);
+      return this.stopping ? [] : this.readKnown();
+    }
+    const unblocked = sharedReads.blocking(this.inputKey);
+    try {
+      return this.decodeShared(await this.xreadgroup(['STREAMS', this.inputKey, '>'], blockMs));
+    } finally {
+      unblocked();
+    }
+  }
+
+  /**
+   * One non-blocking read of new entries (readKnown-1.lua): those another group of this process
+   * decoded come as ids and are taken from the shared reads; one that is no longer kept there is
+   * read again by its id. Read entries are decoded at once, for the other groups.
+   */
+  private async readKnown(): Promise<RawEntry[]> {
+    const [knownFrom, knownTo] = sharedReads.keptRange(this.inputKey) ?? ['', ''];
+    let reply: KnownReadReply;
+    try {
+      reply = await this.blockingScripts.readKnownBuffer(this.inputKey, this.stage.name, this.consumer, this.readCount(), knownFrom, knownTo);
+    } catch (err) {
+      return this.readFailed(err);
+    }
+    const entries: RawEntry[] = [];
+    const missing: RawEntry[] = [];
+    for (const [id, fields] of reply) {
+      const entry: RawEntry = { id: id.toString(), fields: fields ?? [] };
+      if (!fields) {
+        entry.decoded = sharedReads.take(this.inputKey, entry.id);
+        if (entry.decoded) sharedReads.stats.taken++;
+        else missing.push(entry);
+      }
+      entries.push(entry);
+    }
+    if (missing.length && !(await this.readAgain(missing))) {
+      // Redis did not answer: the entries from the first one not read stay pending here and are
+      // claimed again (recovery), never taken as deleted.
+      return this.decodeShared(entries.slice(0, entries.indexOf(missing[0])));
+    }
+    return this.decodeShared(entries);
+  }
+
+  /**
+   * The fields of entries read as ids whose decoded entries aged out of the shared reads since the
+   * range was taken (null for one deleted since), in one XRANGE over them; false when Redis did
+   * not answer.
+   */
+  private async readAgain(missing: RawEntry[]): Promise<boolean> {
+    let found: [Buffer, Buffer[]][];
+    try {
+      found = (await this.blocking.callBuffer('XRANGE', this.inputKey, missing[0].id, missing[missing.length - 1].id)) as [Buffer, Buffer[]][];
+    } catch (err) {
+      await this.readFailed(err);
+      return false;
+    }
+    sharedReads.stats.readAgain += missing.length;
+    const byId = new Map(found.map(([id, fields]) => [id.toString(), fields]));
+    for (const entry of missing) entry.fields = byId.get(entry.id) ?? null;
+    return true;
+  }
+
+  /** Decodes entries as they are read, so the other groups of this process find them (decode keeps them). */
+  private decodeShared(entries: RawEntry[]): RawEntry[] {
+    for (const entry of entries) {
+      if (entry.decoded || !entry.fields) continue;
+      try {
+        entry.decoded = sharedReads.decode(this.inputKey, entry.id, entry.fields);
+      } catch {
+        // Undecodable: decode() meets it again and routes it as such.
+      }
+    }
+    return entries;
+  }
+
+  private async readFailed(err: unknown): Promise<RawEntry[]> {
+    if (this.stopping) return [];
+    this.metrics.errors.inc({ stage: this.stage.name, kind: 'redis' });
+    this.log.warn({ err }, 'read failed; retrying');
+    await sleep(500);
+    return [];
   }
 
   /** On start, a consumer first finishes what it was handed before it died or stopped. */
@@ -287,7 +381,7 @@ export class PartitionWorker<In> implements RecoveryHost {
     const block: InputBlock<In> = { id: raw.id, origin: raw.id, events: [], deleted: raw.fields === null };
     if (!raw.fields) return block;
     try {
-      const entry = sharedReads.decode<In>(this.inputKey, raw.id, raw.fields);
+      const entry = (raw.decoded as DecodedEntry<In> | undefined) ?? sharedReads.decode<In>(this.inputKey, raw.id, raw.fields);
       block.origin = entry.origin;
       block.blockBytes = entry.blockBytes;
       block.events = entry.events.map((event, i) => ({
