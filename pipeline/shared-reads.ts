@@ -106,7 +106,7 @@ export class SharedReads {
     kept.set(id, { entry, taken: 1, at: now });
     const newest = this.newest.get(streamKey);
     if (newest === undefined || compareIds(id, newest) > 0) this.newest.set(streamKey, id);
-    this.wake(streamKey);
+    this.wakeAll(streamKey);
     return entry;
   }
 
@@ -180,12 +180,8 @@ export class SharedReads {
     });
   }
 
-  /** Wakes every worker waiting on the stream (one of them is stopping). */
+  /** Wakes every worker waiting on the stream (an entry of it was kept here, or a worker is stopping). */
   wakeAll(streamKey: string): void {
-    this.wake(streamKey);
-  }
-
-  private wake(streamKey: string): void {
     const waiting = this.waiting.get(streamKey);
     if (!waiting?.size) return;
     this.waiting.delete(streamKey);
