@@ -59,8 +59,18 @@ const schema = z.object({
    * supervisor starts it afresh, which takes its pending entries back.
    */
   STAGE_HANDLER_TIMEOUT_MS: int(60_000, 1_000),
-  BACKPRESSURE_HIGH: int(10_000, 1),
-  BACKPRESSURE_LOW: int(5_000, 0),
+  /**
+   * A stage stops reading above HIGH events unread in a stream it writes, until below LOW. After
+   * the ledger these marks must sit above the lag the consumers make in their normal cycle (a
+   * group reads nothing while it handles a batch: analytics-dispatch's ClickHouse insert of up to
+   * 20,000 rows takes 0.3-1 s, so at 10,000 events/s `events:ledgered` swings by 3,000-10,000
+   * events with nobody behind). At 10,000 / 5,000 ingest's room after the ledger (HIGH minus
+   * INGEST_MAX_QUEUE_EVENTS, reopening at half) kept it refusing 10-23% of the time at `--rate
+   * max` for that swing alone, while the stages before the ledger ran dry (BENCHMARKS.md, issue
+   * 13, thirty-fifth session). Before the ledger ingest's own bound holds each stream far below.
+   */
+  BACKPRESSURE_HIGH: int(20_000, 1),
+  BACKPRESSURE_LOW: int(10_000, 0),
   /**
    * Ingest answers 429 while the queues before the ledger hold more than this much waiting: the
    * oldest waits of the streams up to ledger-write's, summed (0: off); it takes events again
