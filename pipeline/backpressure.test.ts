@@ -210,8 +210,34 @@ describe('Watermark downstream marks', () => {
     // queue was seen draining is past a second (from the queue alone it would say 150 ms).
     expect(gate.retryHintMs()).toBe(1_000);
     expect(await readAfter(100, 0, 3_500)).toBe(false); // an empty queue, and between the marks after it: stays closed
-    expect(await readAfter(100, 700, 2_999)).toBe(false); // room after it, but the queue itself is not below its low mark
-    expect(await readAfter(100, 400, 2_999)).toBe(true);
+    // Below its low mark after it: open, though the queue is between its own marks (it did not close the gate).
+    expect(await readAfter(100, 700, 2_999)).toBe(true);
+  });
+
+  it('once the queue closed it, reopens when the queue is below its low mark while the stream after it is between its marks', async () => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    let now = 1_000_000;
+    const state = { entries: 0, downstream: 0 };
+    const probe: QueueProbe = async () => ({ entries: state.entries, ageMs: 0, downstream: state.downstream });
+    const gate = new Watermark(undefined as unknown as Redis, ['events:ingested'], 1_000, 500, { probe, downstream: { high: 6_000, low: 3_000 } });
+    const readAfter = async (ms: number, entries: number, downstream: number) => {
+      now += ms;
+      vi.setSystemTime(now);
+      Object.assign(state, { entries, downstream });
+      return gate.open();
+    };
+    expect(await readAfter(0, 1_200, 2_000)).toBe(false); // the queue past its mark
+    // The stages after it are mid-batch (5,000 unread: below their high mark): they did not close the
+    // gate, so they do not keep it closed once the queue drained below its low mark.
+    expect(await readAfter(100, 600, 5_000)).toBe(false);
+    // The hint counts what holds the gate: 100 above the queue's low mark at 6 per ms (the floor, 50
+    // ms), not the 2,000 the stream after it is above its low mark (that would say ~370 ms).
+    expect(gate.retryHintMs()).toBe(50);
+    expect(await readAfter(100, 400, 5_000)).toBe(true);
+    // Past the mark after it, it holds the gate until below its own low mark, whatever the queue.
+    expect(await readAfter(100, 0, 6_500)).toBe(false);
+    expect(await readAfter(100, 0, 3_500)).toBe(false);
+    expect(await readAfter(100, 0, 2_500)).toBe(true);
   });
 
   it('without downstream marks, ignores what the probe says of the stream after the queue', async () => {

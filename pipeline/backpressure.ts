@@ -160,10 +160,14 @@ export interface WatermarkOptions {
 /**
  * A high/low watermark gate: closes when the watched streams' lag goes above `high`,
  * reopens only once it is below `low`, so readers do not flap at the boundary; and, with
- * `maxAgeMs`, closes while the queue's age is above that, reopening below half of it.
+ * `maxAgeMs`, closes while the queue's age is above that, reopening below half of it (and so
+ * with the downstream marks). Each bound holds the gate on its own: the gate is open once every
+ * bound that went past its mark is back below its low mark.
  */
 export class Watermark {
   private closed = false;
+  /** Which bounds hold the gate closed: the queue's marks, its age, the marks after it. */
+  private readonly held = { queue: false, age: false, after: false };
   /** The last read failed (closedByLastRead then sends callers to open(), which meets the failure). */
   private lastReadFailed = false;
   private checkedAt = 0;
@@ -274,14 +278,16 @@ export class Watermark {
     this.lastAge = age;
     const down = this.downstream ? this.inEvents(state.downstream ?? 0) : 0;
     this.lastDownstream = down;
-    // Reopens below the low marks and below half the age bound, so it does not flap at any of them.
-    const young = this.maxAgeMs === 0 || age < this.maxAgeMs / 2;
-    const old = this.maxAgeMs > 0 && age > this.maxAgeMs;
-    const roomAfter = !this.downstream || down < this.downstream.low;
-    const fullAfter = !!this.downstream && down > this.downstream.high;
-    if (this.closed ? lag < this.low && young && roomAfter : lag > this.high || old || fullAfter) {
-      this.closed = !this.closed;
-    }
+    // Each bound holds the gate on its own: it takes hold above its mark and lets go below its low
+    // mark (half the age bound), so the gate does not flap at any of them. A bound that did not
+    // close the gate does not keep it closed while it is between its marks: the queue closing it
+    // and draining while the stream after it was mid-swing kept ingest refusing with the stages
+    // before the ledger run dry (BENCHMARKS.md, issue 13, thirty-fifth session).
+    const held = this.held;
+    held.queue = held.queue ? lag >= this.low : lag > this.high;
+    held.age = this.maxAgeMs > 0 && (held.age ? age >= this.maxAgeMs / 2 : age > this.maxAgeMs);
+    held.after = !!this.downstream && (held.after ? down >= this.downstream.low : down > this.downstream.high);
+    this.closed = held.queue || held.age || held.after;
     return !this.closed;
   }
 
@@ -298,8 +304,12 @@ export class Watermark {
    */
   retryHintMs(): number {
     if (this.drainPerMs <= 0) return RETRY_HINT.unknownMs;
-    // Closed by the stream after the queue, it drains at about the queue's rate (the pipeline's).
-    const above = Math.max(this.lastLag - this.low, this.downstream ? this.lastDownstream - this.downstream.low : 0);
+    // What holds the gate: the queue above its low mark, or the stream after it above its own,
+    // which drains at about the queue's rate (the pipeline's).
+    const above = Math.max(
+      this.held.queue ? this.lastLag - this.low : 0,
+      this.held.after && this.downstream ? this.lastDownstream - this.downstream.low : 0,
+    );
     const ms = Math.max(0, above) / this.drainPerMs / Math.max(0.01, 1 - this.closedShare);
     return Math.round(Math.min(RETRY_HINT.maxMs, Math.max(RETRY_HINT.minMs, ms)));
   }
