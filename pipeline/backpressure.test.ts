@@ -192,7 +192,8 @@ describe('Watermark.closedByLastRead', () => {
 describe('Watermark downstream marks', () => {
   afterEach(() => vi.useRealTimers());
 
-  it('closes while the stream after the queue holds more than its high mark, whatever the queue, and reopens only below its low mark', async () => {
+  /** A gate over a queue (marks 1,000 / 500) and the stream after it (6,000 / 3,000), on a clock the test moves. */
+  function gateWithRoomAfter() {
     vi.useFakeTimers({ toFake: ['Date'] });
     let now = 1_000_000;
     const state = { entries: 0, downstream: 0 };
@@ -204,6 +205,11 @@ describe('Watermark downstream marks', () => {
       Object.assign(state, { entries, downstream });
       return gate.open();
     };
+    return { gate, readAfter };
+  }
+
+  it('closes while the stream after the queue holds more than its high mark, whatever the queue, and reopens only below its low mark', async () => {
+    const { gate, readAfter } = gateWithRoomAfter();
     expect(await readAfter(0, 1_000, 6_000)).toBe(true); // both at their marks, not above them
     expect(await readAfter(100, 800, 6_001)).toBe(false); // the queue drains, but there is no room after it
     // The hint counts from what is after the queue: 3,001 above its low mark at the 2 per ms the
@@ -215,17 +221,7 @@ describe('Watermark downstream marks', () => {
   });
 
   it('once the queue closed it, reopens when the queue is below its low mark while the stream after it is between its marks', async () => {
-    vi.useFakeTimers({ toFake: ['Date'] });
-    let now = 1_000_000;
-    const state = { entries: 0, downstream: 0 };
-    const probe: QueueProbe = async () => ({ entries: state.entries, ageMs: 0, downstream: state.downstream });
-    const gate = new Watermark(undefined as unknown as Redis, ['events:ingested'], 1_000, 500, { probe, downstream: { high: 6_000, low: 3_000 } });
-    const readAfter = async (ms: number, entries: number, downstream: number) => {
-      now += ms;
-      vi.setSystemTime(now);
-      Object.assign(state, { entries, downstream });
-      return gate.open();
-    };
+    const { gate, readAfter } = gateWithRoomAfter();
     expect(await readAfter(0, 1_200, 2_000)).toBe(false); // the queue past its mark
     // The stages after it are mid-batch (5,000 unread: below their high mark): they did not close the
     // gate, so they do not keep it closed once the queue drained below its low mark.
