@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { Redis } from './redis.js';
-import { Watermark, type QueueProbe } from './backpressure.js';
+import { Watermark, type GateBound, type QueueProbe } from './backpressure.js';
 
 /** A gate over a queue the test sets, on a clock the test moves. */
 function gateOver(high: number, low: number) {
@@ -198,14 +198,21 @@ describe('Watermark downstream marks', () => {
     let now = 1_000_000;
     const state = { entries: 0, downstream: 0 };
     const probe: QueueProbe = async () => ({ entries: state.entries, ageMs: 0, downstream: state.downstream });
-    const gate = new Watermark(undefined as unknown as Redis, ['events:ingested'], 1_000, 500, { probe, downstream: { high: 6_000, low: 3_000 } });
+    const heldMs: Record<GateBound, number> = { queue: 0, age: 0, after: 0 };
+    const gate = new Watermark(undefined as unknown as Redis, ['events:ingested'], 1_000, 500, {
+      probe,
+      downstream: { high: 6_000, low: 3_000 },
+      onHeld: (bound, ms) => {
+        heldMs[bound] += ms;
+      },
+    });
     const readAfter = async (ms: number, entries: number, downstream: number) => {
       now += ms;
       vi.setSystemTime(now);
       Object.assign(state, { entries, downstream });
       return gate.open();
     };
-    return { gate, readAfter };
+    return { gate, readAfter, heldMs };
   }
 
   it('closes while the stream after the queue holds more than its high mark, whatever the queue, and reopens only below its low mark', async () => {
@@ -221,7 +228,7 @@ describe('Watermark downstream marks', () => {
   });
 
   it('once the queue closed it, reopens when the queue is below its low mark while the stream after it is between its marks', async () => {
-    const { gate, readAfter } = gateWithRoomAfter();
+    const { gate, readAfter, heldMs } = gateWithRoomAfter();
     expect(await readAfter(0, 1_200, 2_000)).toBe(false); // the queue past its mark
     // The stages after it are mid-batch (5,000 unread: below their high mark): they did not close the
     // gate, so they do not keep it closed once the queue drained below its low mark.
@@ -234,6 +241,9 @@ describe('Watermark downstream marks', () => {
     expect(await readAfter(100, 0, 6_500)).toBe(false);
     expect(await readAfter(100, 0, 3_500)).toBe(false);
     expect(await readAfter(100, 0, 2_500)).toBe(true);
+    // Each read counts the time since the one before for the bounds that held the gate over it: the
+    // queue from the first read to the third, the stream after it from the fourth to the sixth.
+    expect(heldMs).toEqual({ queue: 200, age: 0, after: 200 });
   });
 
   it('without downstream marks, ignores what the probe says of the stream after the queue', async () => {

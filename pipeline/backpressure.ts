@@ -128,6 +128,8 @@ export class BlockSizes {
   }
 }
 
+const GATE_BOUNDS: readonly GateBound[] = ['queue', 'age', 'after'];
+
 /** How often a closed gate reads its queue again, at most (ms). */
 const CLOSED_RECHECK_MS = 25;
 
@@ -155,7 +157,15 @@ export interface WatermarkOptions {
    * (the last read's state; the read goes on for the callers after it). 0: it waits for the read.
    */
   closedAnswerMs?: number;
+  /**
+   * After each read of the queue: for each bound that held the gate since the read before, the
+   * time since then (ms). For a metric of why a gate refuses (am_gate_held_seconds_total).
+   */
+  onHeld?: (bound: GateBound, ms: number) => void;
 }
+
+/** What can hold a gate closed: the queue's marks, its age, the marks of the stream after it. */
+export type GateBound = 'queue' | 'age' | 'after';
 
 /**
  * A high/low watermark gate: closes when the watched streams' lag goes above `high`,
@@ -167,7 +177,7 @@ export interface WatermarkOptions {
 export class Watermark {
   private closed = false;
   /** Which bounds hold the gate closed: the queue's marks, its age, the marks after it. */
-  private readonly held = { queue: false, age: false, after: false };
+  private readonly held: Record<GateBound, boolean> = { queue: false, age: false, after: false };
   /** The last read failed (closedByLastRead then sends callers to open(), which meets the failure). */
   private lastReadFailed = false;
   private checkedAt = 0;
@@ -189,6 +199,7 @@ export class Watermark {
   private readonly closedAnswerMs: number;
   private readonly probe: QueueProbe;
   private readonly downstream?: { high: number; low: number };
+  private readonly onHeld?: (bound: GateBound, ms: number) => void;
 
   constructor(
     redis: Redis,
@@ -202,6 +213,7 @@ export class Watermark {
     this.maxAgeMs = options.maxAgeMs ?? 0;
     this.closedAnswerMs = options.closedAnswerMs ?? 0;
     this.probe = options.probe ?? unreadOf(redis, keys);
+    this.onHeld = options.onHeld;
     this.downstream = options.downstream;
   }
 
@@ -284,6 +296,9 @@ export class Watermark {
     // and draining while the stream after it was mid-swing kept ingest refusing with the stages
     // before the ledger run dry (BENCHMARKS.md, issue 13, thirty-fifth session).
     const held = this.held;
+    if (this.onHeld && this.closed && sinceMs > 0) {
+      for (const bound of GATE_BOUNDS) if (held[bound]) this.onHeld(bound, sinceMs);
+    }
     held.queue = held.queue ? lag >= this.low : lag > this.high;
     held.age = this.maxAgeMs > 0 && (held.age ? age >= this.maxAgeMs / 2 : age > this.maxAgeMs);
     held.after = !!this.downstream && (held.after ? down >= this.downstream.low : down > this.downstream.high);

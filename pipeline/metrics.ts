@@ -12,6 +12,7 @@ export class Metrics {
   readonly deadLetters: Counter<'stage'>;
   readonly errors: Counter<'stage' | 'kind'>;
   readonly paused: Gauge<'stage'>;
+  readonly gateHeld: Counter<'stage' | 'bound'>;
   readonly cacheLookups: Counter<'cache' | 'result'>;
   readonly duplicates: Counter<'stage'>;
 
@@ -38,6 +39,12 @@ export class Metrics {
     this.deadLetters = new Counter({ name: 'am_dead_letters_total', help: 'Entries moved to a dead-letter stream', labelNames: ['stage'], registers });
     this.errors = new Counter({ name: 'am_errors_total', help: 'Errors by kind', labelNames: ['stage', 'kind'], registers });
     this.paused = new Gauge({ name: 'am_backpressure_paused', help: '1 while a stage waits for its output to drain', labelNames: ['stage'], registers });
+    this.gateHeld = new Counter({
+      name: 'am_gate_held_seconds_total',
+      help: 'Time a backpressure gate was closed, by the bound that held it: queue (its marks), age, after (the stream after the queue)',
+      labelNames: ['stage', 'bound'],
+      registers,
+    });
     this.duplicates = new Counter({
       name: 'am_duplicates_total',
       help: 'Second submissions of an event_id already in the ledger (counted, not billed)',

@@ -125,7 +125,12 @@ export class PartitionWorker<In> implements RecoveryHost {
       consumedOutputs.map((o) => partitionedKey(prefix, o, partition)),
       this.config.BACKPRESSURE_HIGH,
       this.config.BACKPRESSURE_LOW,
-      { cacheMs: WATERMARK_CACHE_MS, sizes: this.outputSizes, maxAgeMs: this.config.STREAM_MAX_QUEUE_MS },
+      {
+        cacheMs: WATERMARK_CACHE_MS,
+        sizes: this.outputSizes,
+        maxAgeMs: this.config.STREAM_MAX_QUEUE_MS,
+        onHeld: (bound, ms) => this.metrics.gateHeld.inc({ stage: this.stage.name, bound }, ms / 1000),
+      },
     );
     this.recovery = new Recovery(this);
     this.leaveSharedReads = sharedReads.join(this.inputKey, stage.name);

@@ -427,6 +427,11 @@ describe('POST /v1/events: refused requests', () => {
     const reopened = await w.postOnceOpen([toolEvent()]);
     expect(reopened.status).toBe(202);
     expect(await w.length()).toBe(6);
+    // Why it refused, for an operator: the time the queue held the gate (at least the 300 ms waited above).
+    const held = await w.metrics.registry.getSingleMetricAsString('am_gate_held_seconds_total');
+    const queueSeconds = Number(/bound="queue"[^\n]*\} ([\d.e-]+)/.exec(held)?.[1]);
+    expect(queueSeconds).toBeGreaterThanOrEqual(0.3);
+    expect(held).not.toMatch(/bound="after"/);
   });
 });
 

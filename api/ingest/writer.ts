@@ -1,6 +1,6 @@
 import { Cluster, type Redis as Standalone } from 'ioredis';
 import { masterFor, type Redis } from '../../pipeline/redis.js';
-import { BlockSizes, pathOf, Watermark } from '../../pipeline/backpressure.js';
+import { BlockSizes, pathOf, Watermark, type GateBound } from '../../pipeline/backpressure.js';
 import { entryFields, MAX_BLOCK_EVENTS, newOrigin } from '../../pipeline/blocks.js';
 import { GroupCommit, packGroups } from './group-commit.js';
 import type { Config } from '../../pipeline/config.js';
@@ -83,6 +83,8 @@ export class IngestWriter {
     backpressureCacheMs = 100,
     /** Where an event goes (by default by tenant and credential, ingestPartitionKey): e.g. its customer's partition when known. */
     private readonly placement?: { partitionOf(tenantId: string, credential: Credential): number },
+    /** For each bound that held the gate closed, the time it held it (ms): the ingest's am_gate_held_seconds_total. */
+    onHeld?: (bound: GateBound, ms: number) => void,
   ) {
     this.keys = Array.from({ length: config.PARTITIONS }, (_, p) => partitionedKey(config.REDIS_PREFIX, STREAMS.ingested, p));
     const pathsByPartition = this.keys.map((_, p) => BEFORE_LEDGER.map((s) => partitionedKey(config.REDIS_PREFIX, s, p)));
@@ -96,6 +98,7 @@ export class IngestWriter {
       // A refusal stays prompt: under overload this read shares the connection with the blocks
       // being written and took up to 30-120 ms at its p99 (BENCHMARKS.md, issue 13, ninth session).
       closedAnswerMs: CLOSED_ANSWER_MS,
+      onHeld,
     });
   }
 
