@@ -170,12 +170,11 @@ export type GateBound = 'queue' | 'age' | 'after';
 /**
  * A high/low watermark gate: closes when the watched streams' lag goes above `high`,
  * reopens only once it is below `low`, so readers do not flap at the boundary; and, with
- * `maxAgeMs`, closes while the queue's age is above that, reopening below half of it (and so
- * with the downstream marks). Each bound holds the gate on its own: the gate is open once every
- * bound that went past its mark is back below its low mark.
+ * `maxAgeMs`, closes while the queue's age is above that, reopening below half of it; with
+ * `downstream`, likewise on the stream after the queue. Each bound holds the gate on its own: the
+ * gate is open once every bound that went past its mark is back below its low mark.
  */
 export class Watermark {
-  private closed = false;
   /** Which bounds hold the gate closed: the queue's marks, its age, the marks after it. */
   private readonly held: Record<GateBound, boolean> = { queue: false, age: false, after: false };
   /** The last read failed (closedByLastRead then sends callers to open(), which meets the failure). */
@@ -215,6 +214,11 @@ export class Watermark {
     this.probe = options.probe ?? unreadOf(redis, keys);
     this.onHeld = options.onHeld;
     this.downstream = options.downstream;
+  }
+
+  /** Closed while any bound holds it. */
+  private get closed(): boolean {
+    return this.held.queue || this.held.age || this.held.after;
   }
 
   /**
@@ -296,13 +300,12 @@ export class Watermark {
     // and draining while the stream after it was mid-swing kept ingest refusing with the stages
     // before the ledger run dry (BENCHMARKS.md, issue 13, thirty-fifth session).
     const held = this.held;
-    if (this.onHeld && this.closed && sinceMs > 0) {
+    if (this.onHeld && sinceMs > 0) {
       for (const bound of GATE_BOUNDS) if (held[bound]) this.onHeld(bound, sinceMs);
     }
     held.queue = held.queue ? lag >= this.low : lag > this.high;
     held.age = this.maxAgeMs > 0 && (held.age ? age >= this.maxAgeMs / 2 : age > this.maxAgeMs);
     held.after = !!this.downstream && (held.after ? down >= this.downstream.low : down > this.downstream.high);
-    this.closed = held.queue || held.age || held.after;
     return !this.closed;
   }
 
