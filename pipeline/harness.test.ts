@@ -899,4 +899,24 @@ describe('stage harness: groups of one process reading one stream', () => {
     expect(((await redis.xpending(inKey, 'g')) as [number])[0]).toBe(5);
     expect(await scripted(redis).readKnownBuffer(inKey, 'g', 'c', 10, '', '')).toEqual([]);
   });
+
+  it('readKnown-1.lua and trimAcked-1.lua order ids as the stream does, not as strings (9-1 before 10-0)', async () => {
+    const { inKey } = names();
+    for (const id of ['9-0', '9-1', '10-0', '11-0']) await redis.xadd(inKey, id, 'd', encodePayload({ id }));
+    await redis.xgroup('CREATE', inKey, 'a', '0');
+    await redis.xgroup('CREATE', inKey, 'b', '0');
+    const reply = await scripted(redis).readKnownBuffer(inKey, 'a', 'c', 10, '9-1', '10-0');
+    expect(reply.map(([id, fields]) => `${id.toString()}:${fields === undefined ? 'id only' : 'fields'}`)).toEqual([
+      '9-0:fields',
+      '9-1:id only',
+      '10-0:id only',
+      '11-0:fields',
+    ]);
+    await redis.xack(inKey, 'a', '9-0', '9-1', '10-0', '11-0');
+    await redis.xreadgroup('GROUP', 'b', 'c', 'COUNT', 2, 'STREAMS', inKey, '>');
+    await redis.xack(inKey, 'b', '9-0', '9-1');
+    // b has read up to 9-1: only 9-0 may go, though '10-0' < '9-1' as strings.
+    expect(await scripted(redis).trimAcked(inKey)).toBe(1);
+    expect(((await redis.xrange(inKey, '-', '+')) as [string, string[]][]).map(([id]) => id)).toEqual(['9-1', '10-0', '11-0']);
+  });
 });

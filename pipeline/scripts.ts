@@ -28,11 +28,11 @@ const SCRIPTS: { name: keyof ScriptedRedis | 'readKnown'; file: string; keys?: n
   { name: 'ackAndForward', file: 'ackAndForward.lua', lib: 'window.lua' },
   { name: 'deadLetter', file: 'deadLetter-3.lua', keys: 3 },
   { name: 'splitBlock', file: 'splitBlock-2.lua', keys: 2 },
-  { name: 'trimAcked', file: 'trimAcked-1.lua', keys: 1 },
+  { name: 'trimAcked', file: 'trimAcked-1.lua', keys: 1, lib: 'streamIds.lua' },
   { name: 'forwardOnce', file: 'forwardOnce.lua' },
   { name: 'oldestWaiting', file: 'oldestWaiting.lua' },
   { name: 'advanceOnce', file: 'advanceOnce.lua' },
-  { name: 'readKnown', file: 'readKnown-1.lua', keys: 1 },
+  { name: 'readKnown', file: 'readKnown-1.lua', keys: 1, lib: 'streamIds.lua' },
 ];
 
 const loaded = new WeakSet<Redis>();

@@ -13,19 +13,11 @@ if not reply then return {} end
 local entries = reply[1][2]
 if ARGV[4] == '' then return entries end
 
-local function split(id)
-  local ms, seq = string.match(id, '(%d+)-(%d+)')
-  return tonumber(ms), tonumber(seq)
-end
-local function notAfter(ams, aseq, bms, bseq)
-  return ams < bms or (ams == bms and aseq <= bseq)
-end
-
-local fromMs, fromSeq = split(ARGV[4])
-local toMs, toSeq = split(ARGV[5])
+local fromMs, fromSeq = splitId(ARGV[4])
+local toMs, toSeq = splitId(ARGV[5])
 for i = 1, #entries do
-  local ms, seq = split(entries[i][1])
-  if not notAfter(ms, seq, toMs, toSeq) then break end
-  if notAfter(fromMs, fromSeq, ms, seq) then entries[i] = { entries[i][1] } end
+  local ms, seq = splitId(entries[i][1])
+  if idBefore(toMs, toSeq, ms, seq) then break end
+  if not idBefore(ms, seq, fromMs, fromSeq) then entries[i] = { entries[i][1] } end
 end
 return entries

@@ -11,14 +11,6 @@
   to the stream's entries-added.
   KEYS[1] stream. Returns the number of entries removed.
 ]]
-local function older(a, b)
-  local ams, aseq = string.match(a, '(%d+)-(%d+)')
-  local bms, bseq = string.match(b, '(%d+)-(%d+)')
-  ams, bms = tonumber(ams), tonumber(bms)
-  if ams ~= bms then return ams < bms end
-  return tonumber(aseq) < tonumber(bseq)
-end
-
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
 if #groups == 0 then return 0 end
@@ -36,6 +28,12 @@ for _, g in ipairs(groups) do
   if info['pending'] > 0 then
     candidate = redis.call('XPENDING', KEYS[1], info['name'])[2]
   end
-  if keep == nil or older(candidate, keep) then keep = candidate end
+  if keep == nil then
+    keep = candidate
+  else
+    local cms, cseq = splitId(candidate)
+    local kms, kseq = splitId(keep)
+    if idBefore(cms, cseq, kms, kseq) then keep = candidate end
+  end
 end
 return redis.call('XTRIM', KEYS[1], 'MINID', keep)
