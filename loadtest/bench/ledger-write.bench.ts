@@ -1,7 +1,8 @@
-// npm run bench:ledger-write [-- --events 60000 --batches 100,300,1000 --rows 250,all --rounds 3]
+// npm run bench:ledger-write [-- --events 60000 --batches 100,300,1000 --rows 250,all --rounds 3 --repeats 0.01]
 // What ledger-write's insert costs per event, by batch size and rows per INSERT statement: the
 // stage's writeLedger against a scratch PostgreSQL database, one connection, fresh events each
-// time (every row new). Prints per event the CPU of this Node process, of its PostgreSQL backend
+// time (every row new, unless --repeats: that share of events is an earlier event of the round
+// submitted again, with another ingest nonce, as `npm run bench`'s mix sends ~1%). Prints per event the CPU of this Node process, of its PostgreSQL backend
 // (/proc/<pid>/stat) and both together, and the page faults of each (costly on some VMs: a string
 // or Buffer over V8's 128 KiB large-object size is a fresh mapping faulted in page by page).
 // Variants alternate, each round starting one later. A benchmark, not a test.
@@ -25,10 +26,22 @@ const { values: args } = parseArgs({
     batches: { type: 'string', default: '100,300,1000' },
     rows: { type: 'string', default: '250,all' },
     rounds: { type: 'string', default: '3' },
+    repeats: { type: 'string', default: '0' },
   },
 });
 const EVENTS = Number(args.events);
 const ROUNDS = Number(args.rounds);
+const REPEATS = Number(args.repeats);
+
+/** `count` fresh events, REPEATS of them (evenly spread) a second submission of an earlier one. */
+function roundEvents(count: number): CheckedEvent[] {
+  const events: CheckedEvent[] = [];
+  for (let i = 0; i < count; i++) {
+    const repeat = i > 0 && REPEATS > 0 && Math.floor((i + 1) * REPEATS) > Math.floor(i * REPEATS);
+    events.push(repeat ? { ...events[i - 1 - (i % Math.min(i, 2000))], ingestNonce: `again-${i}` } : { ...ledgeredEvent(), capCounters: [] });
+  }
+  return events;
+}
 const variants = args.batches.split(',').flatMap((batch) =>
   args.rows.split(',').map((rows) => ({ batch: Number(batch), rows: rows === 'all' ? Number.MAX_SAFE_INTEGER : Number(rows), name: `batch ${batch}, rows/statement ${rows}` })),
 );
@@ -42,7 +55,7 @@ try {
   for (let round = 0; round <= ROUNDS; round++) {
     for (let v = 0; v < variants.length; v++) {
       const variant = variants[(v + round) % variants.length];
-      const events: CheckedEvent[] = Array.from({ length: round === 0 ? Math.min(EVENTS, 5_000) : EVENTS }, () => ({ ...ledgeredEvent(), capCounters: [] }));
+      const events = roundEvents(round === 0 ? Math.min(EVENTS, 5_000) : EVENTS);
       const node0 = usage('self');
       const pg0 = usage(backend);
       const t0 = performance.now();

@@ -179,6 +179,16 @@ describe('ledger-write', () => {
     expect(rows.find((r) => r.event_id === events[1].eventId)?.ingest_nonce).toBe(events[1].ingestNonce);
   });
 
+  it('tells new, redelivered and duplicate events apart in one batch', async () => {
+    const before = [checked(), checked()];
+    await write(stageEntries(before));
+    const fresh = checked();
+    const duplicate = { ...before[1], ingestNonce: 'resubmitted' };
+    const { results, counts } = await write(stageEntries([fresh, before[0], duplicate, checked()]));
+    expect(counts).toEqual({ inserted: 2, duplicates: 1, redelivered: 1 });
+    expect(results.map((r) => (r.outputs ? 'ledgered' : 'duplicate'))).toEqual(['ledgered', 'ledgered', 'duplicate', 'ledgered']);
+  });
+
   it('keeps the tenants apart: the same event_id under two tenants is two rows', async () => {
     const a = checked({ eventId: 'evt_shared' });
     const b = { ...checked({ eventId: 'evt_shared' }), tenantId: 'ten_other' };

@@ -50,7 +50,14 @@ const numberArray = (values: readonly (number | bigint | string)[]) => `{${value
 const boolArray = (values: readonly boolean[]) => `{${values.join(',')}}`;
 
 /**
- * Inserts the events' rows; the result's count is the rows new to the ledger. Each column goes as
+ * Inserts the events' rows; returns the (tenant, event id, nonce) of those it did not insert (a
+ * row with that key was there already): few or none. The statement sets the keys it was given
+ * against the keys it inserted (RETURNING, EXCEPT), so telling a redelivery from a duplicate
+ * reads back the few not inserted, not the whole batch: with 1% of events submitted twice
+ * (nearly every batch of ~700 holds one), the batch's read-back of every key cost PostgreSQL and
+ * Node ~8 us an event more than this; with none, this costs ~2 us an event more than a bare
+ * INSERT (`npm run bench:ledger-write -- --batches 700 --rows all --repeats 0.01`, BENCHMARKS.md,
+ * thirty-sixth session). Each column goes as
  * one array literal, unnested in the SELECT list (no tuplestore), so PostgreSQL holds about the
  * text's size while it inserts. The rows used to go as one JSON document parsed into a jsonb: at
  * --rate max the ledger's backend then took ~1.2 fresh-page faults per event, most of them in
@@ -60,7 +67,11 @@ const boolArray = (values: readonly boolean[]) => `{${values.join(',')}}`;
  */
 function insertLedgerRows(sql: Sql, events: readonly CheckedEvent[], overCap: readonly boolean[]) {
   const col = <T>(f: (e: CheckedEvent) => T) => events.map(f);
-  return sql`
+  const tenantIds = textArray(col((e) => e.tenantId));
+  const eventIds = textArray(col((e) => e.eventId));
+  const nonces = textArray(col((e) => e.ingestNonce));
+  return sql<LedgerNonce[]>`
+    WITH inserted AS (
     INSERT INTO usage_ledger (
       tenant_id, event_id, ingest_nonce, event_type, recorded_at, ingested_at,
       customer_id, team_id, agent_id, app_id, credential_id, product_id,
@@ -69,9 +80,9 @@ function insertLedgerRows(sql: Sql, events: readonly CheckedEvent[], overCap: re
       duration_ms, input_tokens, output_tokens, retry_count,
       cost_nano, cost_breakdown, currency, over_cap, error_type, is_parallel)
     SELECT
-      unnest(${textArray(col((e) => e.tenantId))}::text[]),
-      unnest(${textArray(col((e) => e.eventId))}::text[]),
-      unnest(${textArray(col((e) => e.ingestNonce))}::text[]),
+      unnest(${tenantIds}::text[]),
+      unnest(${eventIds}::text[]),
+      unnest(${nonces}::text[]),
       unnest(${textArray(col((e) => e.eventType))}::text[]),
       timestamptz 'epoch' + unnest(${numberArray(col((e) => e.recordedAt))}::int8[]) * interval '1 millisecond',
       timestamptz 'epoch' + unnest(${numberArray(col((e) => e.ingestedAt))}::int8[]) * interval '1 millisecond',
@@ -106,7 +117,11 @@ function insertLedgerRows(sql: Sql, events: readonly CheckedEvent[], overCap: re
       unnest(${boolArray(overCap)}::bool[]),
       unnest(${textArray(col((e) => e.errorType))}::text[]),
       unnest(${boolArray(col((e) => e.isParallel))}::bool[])
-    ON CONFLICT (tenant_id, event_id) DO NOTHING`;
+    ON CONFLICT (tenant_id, event_id) DO NOTHING
+    RETURNING tenant_id, event_id, ingest_nonce)
+    SELECT * FROM unnest(${tenantIds}::text[], ${eventIds}::text[], ${nonces}::text[]) AS k(tenant_id, event_id, ingest_nonce)
+    EXCEPT
+    SELECT tenant_id, event_id, ingest_nonce FROM inserted`;
 }
 
 /**
@@ -132,26 +147,31 @@ export async function writeLedger(
 
   // At most LEDGER_ROWS_PER_STATEMENT rows a statement, in order: the first of two events with one
   // id in a batch is the one ledgered, as in one statement.
-  let inserted = 0;
+  const notInserted: LedgerNonce[] = [];
   for (let start = 0; start < events.length; start += rowsPerStatement) {
-    inserted += (await insertLedgerRows(sql, events.slice(start, start + rowsPerStatement), overCap.slice(start, start + rowsPerStatement))).count;
+    notInserted.push(...(await insertLedgerRows(sql, events.slice(start, start + rowsPerStatement), overCap.slice(start, start + rowsPerStatement))));
   }
-  // Every row new (nearly every batch): each event is ledgered as submitted. Otherwise the
-  // ledger's nonce of each event tells which rows are this submission's (new now, or a
-  // redelivery's) and which another submission's.
+  // Every row new (most batches): each event is ledgered as submitted. Otherwise the ledger's
+  // nonce of each event not inserted tells whether its row is this submission's (a redelivery's)
+  // or another submission's (a duplicate). Read in a statement of its own, after the INSERT: a
+  // row another transaction committed while the INSERT ran is not in the INSERT's snapshot.
   let mine: boolean[] | undefined;
   let duplicates: CheckedEvent[] = [];
-  if (inserted < events.length) {
+  if (notInserted.length > 0) {
     const rows = await sql<LedgerNonce[]>`
       SELECT l.tenant_id, l.event_id, l.ingest_nonce
       FROM usage_ledger l
-      JOIN unnest(${events.map((e) => e.tenantId)}::text[], ${events.map((e) => e.eventId)}::text[]) AS k(tenant_id, event_id)
+      JOIN unnest(${notInserted.map((k) => k.tenant_id)}::text[], ${notInserted.map((k) => k.event_id)}::text[]) AS k(tenant_id, event_id)
         ON l.tenant_id = k.tenant_id AND l.event_id = k.event_id`;
     const nonceOf = new Map(rows.map((row) => [ledgerKey(row.tenant_id, row.event_id), row.ingest_nonce]));
-    const ours = events.map((e) => nonceOf.get(ledgerKey(e.tenantId, e.eventId)) === e.ingestNonce);
+    const ours = events.map((e) => {
+      const ledgered = nonceOf.get(ledgerKey(e.tenantId, e.eventId));
+      return ledgered === undefined || ledgered === e.ingestNonce;
+    });
     duplicates = events.filter((_e, i) => !ours[i]);
     mine = ours;
   }
+  const inserted = events.length - notInserted.length;
   if (duplicates.length) {
     await sql`
       INSERT INTO ledger_duplicates (tenant_id, event_id, ingest_nonce)
