@@ -2,8 +2,8 @@
 // What ledger-write's insert costs per event, by batch size and rows per INSERT statement: the
 // stage's writeLedger against a scratch PostgreSQL database, one connection, fresh events each
 // time (every row new, unless --repeats: that share of events is an earlier event of the round
-// submitted again, with another ingest nonce, as `npm run bench`'s mix sends ~1%). Prints per event the CPU of this Node process, of its PostgreSQL backend
-// (/proc/<pid>/stat) and both together, and the page faults of each (costly on some VMs: a string
+// submitted again, with another ingest nonce, as `npm run bench`'s mix sends ~1%). Prints per
+// event the CPU of this Node process, of its PostgreSQL backend (/proc/<pid>/stat) and both together, and the page faults of each (costly on some VMs: a string
 // or Buffer over V8's 128 KiB large-object size is a fresh mapping faulted in page by page).
 // Variants alternate, each round starting one later. A benchmark, not a test.
 import { parseArgs } from 'node:util';
@@ -33,12 +33,17 @@ const EVENTS = Number(args.events);
 const ROUNDS = Number(args.rounds);
 const REPEATS = Number(args.repeats);
 
-/** `count` fresh events, REPEATS of them (evenly spread) a second submission of an earlier one. */
+/** `count` events, a REPEATS share of them (evenly spread) a second submission of one of the 2,000 before it. */
 function roundEvents(count: number): CheckedEvent[] {
   const events: CheckedEvent[] = [];
   for (let i = 0; i < count; i++) {
-    const repeat = i > 0 && REPEATS > 0 && Math.floor((i + 1) * REPEATS) > Math.floor(i * REPEATS);
-    events.push(repeat ? { ...events[i - 1 - (i % Math.min(i, 2000))], ingestNonce: `again-${i}` } : { ...ledgeredEvent(), capCounters: [] });
+    const repeat = i > 0 && Math.floor((i + 1) * REPEATS) > Math.floor(i * REPEATS);
+    if (!repeat) {
+      events.push({ ...ledgeredEvent(), capCounters: [] });
+      continue;
+    }
+    const back = 1 + (i % Math.min(i, 2_000)); // 1..min(i, 2,000) events back
+    events.push({ ...events[i - back], ingestNonce: `again-${i}` });
   }
   return events;
 }
