@@ -128,7 +128,9 @@ export class BlockSizes {
   }
 }
 
-const GATE_BOUNDS: readonly GateBound[] = ['queue', 'age', 'after'];
+/** What can hold a gate closed: the queue's marks, its age, the marks of the stream after it. */
+const GATE_BOUNDS = ['queue', 'age', 'after'] as const;
+export type GateBound = (typeof GATE_BOUNDS)[number];
 
 /** How often a closed gate reads its queue again, at most (ms). */
 const CLOSED_RECHECK_MS = 25;
@@ -163,9 +165,6 @@ export interface WatermarkOptions {
    */
   onHeld?: (bound: GateBound, ms: number) => void;
 }
-
-/** What can hold a gate closed: the queue's marks, its age, the marks of the stream after it. */
-export type GateBound = 'queue' | 'age' | 'after';
 
 /**
  * A high/low watermark gate: closes when the watched streams' lag goes above `high`,

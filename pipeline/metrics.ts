@@ -53,6 +53,11 @@ export class Metrics {
     });
     this.cacheLookups = new Counter({ name: 'am_cache_lookups_total', help: 'Cache lookups by result (hit, miss)', labelNames: ['cache', 'result'], registers });
   }
+
+  /** A gate's `onHeld` for a stage (or the ingest): counts the ms each bound held it as seconds of am_gate_held_seconds_total. */
+  gateHeldBy(stage: string): (bound: string, ms: number) => void {
+    return (bound, ms) => this.gateHeld.inc({ stage, bound }, ms / 1000);
+  }
 }
 
 export interface HealthState {

@@ -129,7 +129,7 @@ export class PartitionWorker<In> implements RecoveryHost {
         cacheMs: WATERMARK_CACHE_MS,
         sizes: this.outputSizes,
         maxAgeMs: this.config.STREAM_MAX_QUEUE_MS,
-        onHeld: (bound, ms) => this.metrics.gateHeld.inc({ stage: this.stage.name, bound }, ms / 1000),
+        onHeld: this.metrics.gateHeldBy(this.stage.name),
       },
     );
     this.recovery = new Recovery(this);

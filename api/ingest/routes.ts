@@ -74,7 +74,7 @@ export function createIngestRoutes(deps: IngestDeps): IngestRoutes {
     resolver && config.PARTITIONS > 1
       ? new CustomerPartitions((items) => resolver.resolveMany(items), config.PARTITIONS, (err) => log.warn({ err }, 'ingest: looking up the partitions of credentials failed'))
       : undefined;
-  const writer = new IngestWriter(deps.redis, config, undefined, placement, (bound, ms) => metrics?.gateHeld.inc({ stage: STAGE, bound }, ms / 1000));
+  const writer = new IngestWriter(deps.redis, config, undefined, placement, metrics?.gateHeldBy(STAGE));
   const app = new Hono<{ Variables: TenantAuthVariables }>();
 
   /** A request refused because the pipeline is behind (by the route, or on Node's request): the gate shows paused. */
