@@ -10,7 +10,7 @@ export interface LedgerCounters {
   duplicates: number;
 }
 
-/** A ledger row's key and the ingest nonce it was written with. */
+/** A ledger key (tenant, event id) with an ingest nonce: a ledger row's, or that of a submission the INSERT did not insert. */
 interface LedgerNonce {
   tenant_id: string;
   event_id: string;
