@@ -182,6 +182,36 @@ describe('stage harness', () => {
     expect((await outputs(outKey)).sort((x, y) => x - y)).toEqual(Array.from({ length: 30 }, (_, i) => i * 2));
   });
 
+  it('pipelined, reads the next batch and acks the last while one is handled, forwards every entry once and in order, and a stop leaves nothing read unacked', async () => {
+    const { input, output, inKey, outKey } = names();
+    await feed(inKey, 200);
+    let mostPending = 0;
+    const reading: StageDefinition<{ n: number }> = {
+      ...doubler(input, output, async (batch) => {
+        await new Promise((r) => setTimeout(r, 40));
+        mostPending = Math.max(mostPending, ((await redis.xpending(inKey, 'doubler')) as [number])[0]);
+        return batch.map((e) => ({ outputs: [emit(output, { n: e.payload.n * 2 })] }));
+      }),
+      pipelined: true,
+    };
+    const topology = [{ stream: input, group: 'doubler' }];
+    const first = await start(reading, topology);
+    await until(async () => (await redis.xlen(outKey)) >= 50);
+    await first.stop();
+    // The batch in hand and the one read ahead were both handled and acked: whole batches only, none pending.
+    const afterStop = await redis.xlen(outKey);
+    expect(afterStop).toBeLessThan(200);
+    expect(afterStop % 10).toBe(0);
+    expect(((await redis.xpending(inKey, 'doubler')) as [number])[0]).toBe(0);
+    // While a batch of 10 was in hand, the next 10 had been read already (and the last 10 may not have been acked yet).
+    expect(mostPending).toBeGreaterThanOrEqual(20);
+    expect(mostPending).toBeLessThanOrEqual(30);
+    const second = await start(reading, topology);
+    await until(async () => (await redis.xlen(outKey)) === 200);
+    await second.stop();
+    expect(await outputs(outKey)).toEqual(Array.from({ length: 200 }, (_, i) => i * 2));
+  });
+
   it('claims the pending entries of a dead consumer', async () => {
     const { input, output, inKey, outKey } = names();
     await feed(inKey, 20);

@@ -27,6 +27,13 @@ export interface StageDefinition<In = unknown> {
   sets?: readonly string[];
   /** When set, keep reading until batchSize entries or lingerMs have passed, whichever first. */
   lingerMs?: number | ((config: Config) => number);
+  /**
+   * Read the next batch and ack the last one while this one is handled (one ack in flight at a
+   * time, in order; the outputs' room is looked at one batch early). For the stage whose loop is
+   * the pipeline's narrowest (ledger-write): its read and its ack no longer wait for its handler,
+   * nor its handler for them.
+   */
+  pipelined?: boolean;
   setup(context: StageContext): Promise<StageHandler<In>>;
 }
 

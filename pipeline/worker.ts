@@ -86,6 +86,11 @@ export class PartitionWorker<In> implements RecoveryHost {
   private eventsPerEntry = 1;
   stopping = false;
   private reading = false;
+  /** Entries read ahead of the batch in hand (stage.pipelined), not handed to the handler yet. */
+  private readAheadIds: string[] = [];
+  /** The last batch's ack while the next is handled (stage.pipelined), and what it failed with. */
+  private ackBehind: Promise<void> = Promise.resolve();
+  private ackFailure?: { err: unknown };
   private recoveryTimer?: NodeJS.Timeout;
   private queue: Promise<unknown> = Promise.resolve();
   /** When the batch in hand was read, claimed or last touched: a batch held too long is not moved (pipeline/move.ts). */
@@ -154,11 +159,12 @@ export class PartitionWorker<In> implements RecoveryHost {
       this.recoveryTimer = setInterval(() => void this.survive(() => this.recovery.pass()), this.config.CLAIM_INTERVAL_MS);
       this.recoveryTimer.unref();
       this.reading = true;
-      while (!this.stopping) {
-        const room = await this.waitForRoom();
-        if (room === undefined) continue;
-        if (!room) break;
-        const entries = await this.readNew();
+      let next: Promise<RawEntry[] | undefined> | undefined;
+      for (;;) {
+        const entries = await (next ?? this.readWhenRoom());
+        this.readAheadIds = [];
+        if (entries === undefined) break;
+        next = this.stage.pipelined ? this.readWhenRoom(true) : undefined;
         // Once read, a batch is finished and acked even when a stop was asked meanwhile.
         if (entries.length) await this.survive(() => this.process(entries, false));
       }
@@ -171,9 +177,30 @@ export class PartitionWorker<In> implements RecoveryHost {
       this.reading = false;
       clearInterval(this.recoveryTimer);
       await this.queue.catch(() => {});
+      await this.settleAckBehind().catch((err) => this.log.error({ err }, 'the last ack failed; its entries stay pending'));
       this.blocking.disconnect();
       this.leaveSharedReads();
     }
+  }
+
+  /**
+   * The next entries read once the outputs have room (none when that could not be told);
+   * undefined when stopping. Read ahead (while a batch is in hand), they are awaited later: their
+   * ids are kept meanwhile, touched with the batch in hand through an outage so no one claims them.
+   */
+  private readWhenRoom(ahead = false): Promise<RawEntry[] | undefined> {
+    const read = this.readOnceRoom();
+    if (!ahead) return read;
+    read.then((entries) => (this.readAheadIds = entries?.map((e) => e.id) ?? []), () => {});
+    return read;
+  }
+
+  private async readOnceRoom(): Promise<RawEntry[] | undefined> {
+    if (this.stopping) return undefined;
+    const room = await this.waitForRoom();
+    if (room === undefined) return [];
+    if (!room) return undefined;
+    return this.readNew();
   }
 
   /** Entries per read: the batch size in events over the events an entry carried lately. */
@@ -458,25 +485,41 @@ export class PartitionWorker<In> implements RecoveryHost {
       for (const [i, b] of live.entries()) results.set(b, handled[i]);
     }
 
-    const acks = await this.ackAndForward(blocks, results, redelivered);
-    if (live.length) {
-      try {
-        await this.withinDeadline(
-          Promise.resolve(
-            this.handler.afterAck?.(
-              live.flatMap((b) => b.events),
-              live.flatMap((b) => acks.get(b) ?? b.events.map(() => ({ acked: false, crossed: [] }))),
+    const finish = async () => {
+      const acks = await this.ackAndForward(blocks, results, redelivered);
+      if (live.length) {
+        try {
+          await this.withinDeadline(
+            Promise.resolve(
+              this.handler.afterAck?.(
+                live.flatMap((b) => b.events),
+                live.flatMap((b) => acks.get(b) ?? b.events.map(() => ({ acked: false, crossed: [] }))),
+              ),
             ),
-          ),
-        );
-      } catch (err) {
-        if (err instanceof WedgedError) throw err;
-        this.metrics.errors.inc({ stage: this.stage.name, kind: 'after-ack' });
-        this.log.error({ err }, 'after-ack hook failed');
+          );
+        } catch (err) {
+          if (err instanceof WedgedError) throw err;
+          this.metrics.errors.inc({ stage: this.stage.name, kind: 'after-ack' });
+          this.log.error({ err }, 'after-ack hook failed');
+        }
       }
-    }
-    this.metrics.batchSeconds.observe({ stage: this.stage.name }, Number(process.hrtime.bigint() - started) / 1e9);
+      this.metrics.batchSeconds.observe({ stage: this.stage.name }, Number(process.hrtime.bigint() - started) / 1e9);
+    };
+    await this.settleAckBehind();
+    if (!this.stage.pipelined || redelivered) await finish();
+    else this.ackBehind = finish().catch((err: unknown) => void (this.ackFailure = { err }));
     return true;
+  }
+
+  /**
+   * Waits for the ack still in flight (stage.pipelined: a batch is acked while the next is
+   * handled, one ack at a time, in order); throws what it failed with, as an ack in line would.
+   */
+  private async settleAckBehind(): Promise<void> {
+    await this.ackBehind;
+    const failure = this.ackFailure;
+    this.ackFailure = undefined;
+    if (failure) throw failure.err;
   }
 
   /**
@@ -512,7 +555,7 @@ export class PartitionWorker<In> implements RecoveryHost {
           await sleep(delay);
           delay = Math.min(delay * 2, 5_000);
           if (Date.now() - touchedAt > this.config.CLAIM_IDLE_MS / 3) {
-            await this.touch(entryIds);
+            await this.touch([...entryIds, ...this.readAheadIds]);
             touchedAt = Date.now();
           }
           continue;
