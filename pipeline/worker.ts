@@ -164,7 +164,7 @@ export class PartitionWorker<In> implements RecoveryHost {
         const entries = await (next ?? this.readWhenRoom());
         this.readAheadIds = [];
         if (entries === undefined) break;
-        next = this.stage.pipelined ? this.readWhenRoom(true) : undefined;
+        next = this.stage.pipelined ? this.readAhead() : undefined;
         // Once read, a batch is finished and acked even when a stop was asked meanwhile.
         if (entries.length) await this.survive(() => this.process(entries, false));
       }
@@ -184,18 +184,17 @@ export class PartitionWorker<In> implements RecoveryHost {
   }
 
   /**
-   * The next entries read once the outputs have room (none when that could not be told);
-   * undefined when stopping. Read ahead (while a batch is in hand), they are awaited later: their
-   * ids are kept meanwhile, touched with the batch in hand through an outage so no one claims them.
+   * The next batch read while one is in hand (stage.pipelined), awaited after it: its ids are kept
+   * meanwhile, touched with the batch in hand through an outage so no one claims them.
    */
-  private readWhenRoom(ahead = false): Promise<RawEntry[] | undefined> {
-    const read = this.readOnceRoom();
-    if (!ahead) return read;
+  private readAhead(): Promise<RawEntry[] | undefined> {
+    const read = this.readWhenRoom();
     read.then((entries) => (this.readAheadIds = entries?.map((e) => e.id) ?? []), () => {});
     return read;
   }
 
-  private async readOnceRoom(): Promise<RawEntry[] | undefined> {
+  /** The next entries read once the outputs have room (none when that could not be told); undefined when stopping. */
+  private async readWhenRoom(): Promise<RawEntry[] | undefined> {
     if (this.stopping) return undefined;
     const room = await this.waitForRoom();
     if (room === undefined) return [];

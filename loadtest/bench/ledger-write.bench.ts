@@ -3,8 +3,9 @@
 // stage's writeLedger against a scratch PostgreSQL database, one connection, fresh events each
 // time (every row new, unless --repeats: that share of events is an earlier event of the round
 // submitted again, with another ingest nonce, as `npm run bench`'s mix sends ~1%). Prints per
-// event the CPU of this Node process, of its PostgreSQL backend (/proc/<pid>/stat) and both together, and the page faults of each (costly on some VMs: a string
-// or Buffer over V8's 128 KiB large-object size is a fresh mapping faulted in page by page).
+// event the CPU of this Node process, of its PostgreSQL backend (/proc/<pid>/stat) and both
+// together, and the page faults of each (costly on some VMs: a string or Buffer over V8's 128 KiB
+// large-object size is a fresh mapping faulted in page by page).
 // Variants alternate, each round starting one later. A benchmark, not a test.
 import { parseArgs } from 'node:util';
 import { connectPostgres } from '../../pipeline/postgres.js';
