@@ -97,7 +97,13 @@ const schema = z.object({
    * did not move beyond the box's spread (BENCHMARKS.md, issue 13, thirty-second session).
    */
   STAGE_NICE: z.coerce.number().int().min(0).max(19).default(10),
-  TRIM_INTERVAL_MS: int(5_000, 100),
+  /**
+   * How often each stage trims the entries every group has acked from its input. At 10,000
+   * events/s the streams gain ~20 MB a second: every 5 s, Redis swung between 30 and 145-170 MB;
+   * every second, it stays under 50 MB, at the same events/s at `--rate max` (BENCHMARKS.md,
+   * issue 13, thirty-eighth session).
+   */
+  TRIM_INTERVAL_MS: int(1_000, 100),
   /** How long a move between partitions is remembered in the target partition (pipeline/move.ts). */
   MOVE_MARKER_TTL_SECONDS: int(900, 60),
   REJECTED_MAXLEN: int(100_000, 1),
