@@ -144,6 +144,17 @@ describe('process layout (npm start)', () => {
     expect(new Set(ports).size).toBe(ports.length);
   });
 
+  it('runs the stages after the ledger at AFTER_LEDGER_NICE, those up to it and the webhook workers at STAGE_NICE', () => {
+    const niceOf = (specs: ReturnType<typeof pipelineProcesses>) => Object.fromEntries(specs.map((s) => [s.name, s.nice ?? 0]));
+    const env = { STAGE_NICE: '10', AFTER_LEDGER_NICE: '19' };
+    const grouped = niceOf(pipelineProcesses({ layout: 'grouped', env }));
+    expect(grouped).toMatchObject({ api: 0, 'to-ledger#0': 10, 'from-ledger#0': 19, 'webhooks#0': 10 });
+    const perStage = niceOf(pipelineProcesses({ layout: 'per-stage', env: { ...env, AFTER_LEDGER_NICE: '15' } }));
+    expect(perStage).toMatchObject({ 'key-resolve#0': 10, 'ledger-write#0': 10, 'session-update#0': 15, 'spend-alerts#0': 15 });
+    const split = niceOf(pipelineProcesses({ layout: 'grouped', env, workers: { cogs: 2 } }));
+    expect(split).toMatchObject({ 'from-ledger#0': 19, 'cogs#0': 19, 'cogs#1': 19, 'to-ledger#0': 10 });
+  });
+
   it('refuses an unknown layout', () => {
     expect(() => parseLayout('clustered')).toThrow(/grouped or per-stage/);
   });

@@ -9,6 +9,7 @@ import { loadConfig, loadConfigOrExit } from '../pipeline/config.js';
 import { createLogger } from '../pipeline/logger.js';
 import { supervise, type ChildSpec } from '../pipeline/supervisor.js';
 import { STAGES } from '../stages/registry.js';
+import { BEFORE_LEDGER } from '../store/streams.js';
 
 /**
  * How stages share processes. `per-stage`: one process per stage (and per worker slot), for
@@ -108,14 +109,15 @@ export function pipelineProcesses(options: StartOptions = {}): ChildSpec[] {
     },
   ];
   let port = basePort;
-  // The stages and webhook workers yield the CPU to the API when it is short (STAGE_NICE).
-  const nice = stageNice(options.env);
+  // The stages and webhook workers yield the CPU to the API when it is short (STAGE_NICE), and
+  // the stages after the ledger yield it to those up to the ledger (AFTER_LEDGER_NICE).
+  const { STAGE_NICE: nice, AFTER_LEDGER_NICE: afterLedgerNice } = loadConfig({ ...process.env, ...options.env });
   const stageProcess = (name: string, stages: readonly string[], slot: number): ChildSpec => ({
     name: `${name}#${slot}`,
     command: process.execPath,
     args: [ONE_GC_THREAD, STAGE_YOUNG_GENERATION, ...nodeArgs, entry('stages/run'), stages.join(',')],
     env: { ...options.env, WORKER_SLOT: String(slot), METRICS_PORT: String(basePort === 0 ? 0 : port++) },
-    nice,
+    nice: stages.every(comesAfterLedger) ? afterLedgerNice : nice,
   });
   const workersOf = (stage: string) => options.workers?.[stage] ?? 1;
   const grouped = (options.layout ?? defaultLayout()) === 'grouped';
@@ -143,9 +145,10 @@ export function pipelineProcesses(options: StartOptions = {}): ChildSpec[] {
   return specs;
 }
 
-/** STAGE_NICE of the processes' environment (this one's, overridden by the one given to them). */
-function stageNice(env: Record<string, string> | undefined): number {
-  return loadConfig({ ...process.env, ...env }).STAGE_NICE;
+/** Whether a stage reads from the ledger's output or a stream after it (none of the streams up to the ledger). */
+function comesAfterLedger(stageName: string): boolean {
+  const input = STAGES.find((stage) => stage.name === stageName)?.input;
+  return input !== undefined && !(BEFORE_LEDGER as readonly string[]).includes(input);
 }
 
 /** Whether a process runs stream stages (not the HTTP server, the period closer or a webhook worker). */

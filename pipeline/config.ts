@@ -98,6 +98,15 @@ const schema = z.object({
    */
   STAGE_NICE: z.coerce.number().int().min(0).max(19).default(10),
   /**
+   * Niceness of a stage process whose stages all come after the ledger (sessions, analytics,
+   * COGS, invoices, spend alerts): when the CPU is short the way to the ledger goes first, and
+   * these take the time it leaves (ingest's gate bounds how far behind they may fall). Three
+   * alternating pairs at 10,000 events/s: ingest-to-ledger p99 248 / 326 / 284 ms against
+   * 348 / 368 / 311 at STAGE_NICE; `--rate max` 12,311 / 12,452 against 11,842 / 12,017 events/s
+   * (BENCHMARKS.md, issue 13, thirty-eighth session).
+   */
+  AFTER_LEDGER_NICE: z.coerce.number().int().min(0).max(19).default(19),
+  /**
    * How often each stage trims the entries every group has acked from its input. At 10,000
    * events/s the streams gain ~20 MB a second: every 5 s, Redis swung between 30 and 145-170 MB;
    * every second, it stays under 50 MB, at the same events/s at `--rate max` (BENCHMARKS.md,
