@@ -67,10 +67,16 @@ const schema = z.object({
    * events with nobody behind). At 10,000 / 5,000 ingest's room after the ledger (HIGH minus
    * INGEST_MAX_QUEUE_EVENTS, reopening at half) kept it refusing 10-23% of the time at `--rate
    * max` for that swing alone, while the stages before the ledger ran dry (BENCHMARKS.md, issue
-   * 13, thirty-fifth session). Before the ledger ingest's own bound holds each stream far below.
+   * 13, thirty-fifth session). At 20,000 / 10,000, with the stages after the ledger at
+   * AFTER_LEDGER_NICE, their batch cycle still closed ingest in bursts at 10,000 events/s (their
+   * first, cold batches most); at 40,000 / 20,000, four alternating pairs: 272 / 318 / 0 / 0
+   * refusals against 495 / 423 / 33 / 26, ingest-to-ledger p99 256 / 317 / 183 / 235 ms against
+   * 340 / 334 / 174 / 213, `--rate max` 12,723 / 12,831 against 12,324 / 12,242 events/s, Redis's
+   * peak 57 against 53 MB (thirty-eighth session). Before the ledger ingest's own bound holds
+   * each stream far below.
    */
-  BACKPRESSURE_HIGH: int(20_000, 1),
-  BACKPRESSURE_LOW: int(10_000, 0),
+  BACKPRESSURE_HIGH: int(40_000, 1),
+  BACKPRESSURE_LOW: int(20_000, 0),
   /**
    * Ingest answers 429 while the queues before the ledger hold more than this much waiting: the
    * oldest waits of the streams up to ledger-write's, summed (0: off); it takes events again
