@@ -62,6 +62,17 @@ export interface StartOptions {
 const STAGE_YOUNG_GENERATION = '--max-semi-space-size=128';
 
 /**
+ * The stage processes' heap at its working size from the start: V8 starts the young generation at
+ * 1 MiB and the old generation's limit a few MiB above what is live, and grows them through the
+ * first seconds of load, collecting often (to-ledger's first scavenges took 90-160 ms against
+ * 20-50 later) just when every function is still cold. At a step from nothing to 10,000 events/s
+ * ingest then refused: 46 / 19 / 253 refusals against 417 / 232 / 481 in three alternating pairs,
+ * the p99 unchanged (BENCHMARKS.md, issue 13, thirty-eighth session). The cost: up to 256 MiB of
+ * garbage held per stage process before its first full collection.
+ */
+const STAGE_HEAP_AT_START = ['--min-semi-space-size=128', '--initial-old-space-size=256'] as const;
+
+/**
  * V8's collector without helper threads: on a small box every core already runs a pipeline
  * process, and the helpers only time-slice against them (API: authorize p99 1.67-2.47 ->
  * 1.47-1.64 ms; stage processes: +5% events/s at --rate max in two alternating pairs).
@@ -74,7 +85,7 @@ const ONE_GC_THREAD = '--single-threaded-gc';
  * 3x overload it ran a full mark-compact every 0.3-0.8 s (119 in 60 s: 20-75 ms of incremental
  * marking and a 3-46 ms pause each), and every request in the process waited through them. With
  * the floor: one in 30 s; the cost is at most this much garbage held (BENCHMARKS.md, issue 13).
- * The stage processes keep V8's sizing: the same floor there moved nothing beyond the spread.
+ * The stage processes start at their working size too (STAGE_HEAP_AT_START).
  */
 const API_OLD_GENERATION_FLOOR = '--initial-old-space-size=256';
 
@@ -115,7 +126,7 @@ export function pipelineProcesses(options: StartOptions = {}): ChildSpec[] {
   const stageProcess = (name: string, stages: readonly string[], slot: number): ChildSpec => ({
     name: `${name}#${slot}`,
     command: process.execPath,
-    args: [ONE_GC_THREAD, STAGE_YOUNG_GENERATION, ...nodeArgs, entry('stages/run'), stages.join(',')],
+    args: [ONE_GC_THREAD, STAGE_YOUNG_GENERATION, ...STAGE_HEAP_AT_START, ...nodeArgs, entry('stages/run'), stages.join(',')],
     env: { ...options.env, WORKER_SLOT: String(slot), METRICS_PORT: String(basePort === 0 ? 0 : port++) },
     nice: stages.every(comesAfterLedger) ? afterLedgerNice : nice,
   });
