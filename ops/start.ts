@@ -59,7 +59,8 @@ export interface StartOptions {
  * their Buffers, not by a full young generation (V8 collects once young ArrayBuffers hold twice
  * its default semi-space, whatever this flag says): fewer Buffers per hop is the lever there.
  */
-const STAGE_YOUNG_GENERATION = '--max-semi-space-size=128';
+const STAGE_SEMI_SPACE_MIB = 128;
+const STAGE_YOUNG_GENERATION = `--max-semi-space-size=${STAGE_SEMI_SPACE_MIB}`;
 
 /**
  * The stage processes' heap at its working size from the start: V8 starts the young generation at
@@ -70,7 +71,7 @@ const STAGE_YOUNG_GENERATION = '--max-semi-space-size=128';
  * the p99 unchanged (BENCHMARKS.md, issue 13, thirty-eighth session). The cost: up to 256 MiB of
  * garbage held per stage process before its first full collection.
  */
-const STAGE_HEAP_AT_START = ['--min-semi-space-size=128', '--initial-old-space-size=256'] as const;
+const STAGE_HEAP_AT_START = [`--min-semi-space-size=${STAGE_SEMI_SPACE_MIB}`, '--initial-old-space-size=256'] as const;
 
 /**
  * V8's collector without helper threads: on a small box every core already runs a pipeline
