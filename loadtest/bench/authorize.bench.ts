@@ -10,11 +10,14 @@
  * CLIENT), so the server's event loop does only the server's work; prints calls/s, p50/p99 of the server's own time (from
  * Server-Timing) and of the round trip as the client sees it.
  *
- *   npm run bench:authorize -- [--requests 50000] [--concurrency 1,16] [--estimate] [--rate 10000] [--client-nice 19]
+ *   npm run bench:authorize -- [--requests 50000] [--concurrency 1,16] [--estimate] [--rate 10000] [--client-nice 19] [--floor]
  *
  * --rate: the calls offered per second by all connections together, due one after another (at
  * most `concurrency` in flight); without it each connection calls again as soon as it is answered,
  * which measures the most one process answers (a closed loop, with every core busy).
+--floor: the same server process, client and calls, but each request answered by a bare node:http
+handler after one Redis round trip (a one-line script), no authorize code: what Node's HTTP server,
+one script call and this client cost on this box, the floor under authorize's figures.
  * --estimate: every call also asks estimated_cost (a reservation per cap, expiring after 5 min).
  *
  * `npm run bench:authorize` runs it with the V8 flags ops/start.ts gives the API process (one GC
@@ -23,7 +26,7 @@
  */
 import { serve } from '@hono/node-server';
 import type { AddressInfo } from 'node:net';
-import { createServer, type RequestListener, type ServerOptions } from 'node:http';
+import { createServer, type IncomingMessage, type RequestListener, type ServerOptions, type ServerResponse } from 'node:http';
 import { readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { parseArgs } from 'node:util';
@@ -44,6 +47,7 @@ const { values } = parseArgs({
     estimate: { type: 'boolean', default: false },
     rate: { type: 'string', default: '0' },
     'client-nice': { type: 'string', default: '0' },
+    floor: { type: 'boolean', default: false },
   },
 });
 const requests = Number(values.requests);
@@ -186,7 +190,33 @@ async function cpuNow(): Promise<Cpu> {
 
 const world = await isolated('authbench');
 const { sql, redis, config } = world;
+/** --floor: read the body, one script call, answer as authorize does (status, JSON, Server-Timing). */
+function floorListener(req: IncomingMessage, res: ServerResponse): void {
+  const start = performance.now();
+  const chunks: Buffer[] = [];
+  req.on('data', (chunk: Buffer) => chunks.push(chunk));
+  req.on('end', () => {
+    JSON.parse(Buffer.concat(chunks).toString('utf8'));
+    redis.eval('return 1', 0).then(
+      () => {
+        const body = '{"allowed":true}';
+        res.writeHead(200, { 'content-type': 'application/json', 'content-length': String(body.length), 'server-timing': `app;dur=${(performance.now() - start).toFixed(3)}` });
+        res.end(body);
+      },
+      (err: unknown) => {
+        res.writeHead(500);
+        res.end(String(err));
+      },
+    );
+  });
+}
+
 const httpServer = await (async () => {
+  if (values.floor) {
+    const server = createServer(floorListener).listen(0, '127.0.0.1');
+    await new Promise<void>((resolve) => server.once('listening', () => resolve()));
+    return server;
+  }
   const resolver = new AttributionResolver(sql, redis, config.REDIS_PREFIX, config.KEY_CACHE_TTL_SECONDS);
   const routes = createAuthorizeRoutes({ config, redis, resolver, tokens: new TenantTokens(sql, 60_000), sql });
   // As api/main.ts serves it: POST /v1/authorize straight on Node's request, the rest through Hono.
@@ -234,6 +264,7 @@ try {
   const port = (httpServer.address() as AddressInfo).port;
   const headers = { authorization: `Bearer ${tenant.ingestToken}`, 'content-type': 'application/json' };
   await load(port, headers, bodies, 5_000, 4); // warm the caches, the token check and the JIT
+  if (values.floor) console.log('--floor: a bare node:http handler and one Redis script call per request, no authorize code');
   console.log(
     `POST /v1/authorize, ${requests} calls per run over ${bodies.length} agents (6 pause flags, 2 caps, rate window, sessions in use${values.estimate ? ', estimated_cost reserved' : ''}), ` +
       (rate > 0 ? `offered at ${rate} calls/s (round trip counted from each call's due time)` : 'each connection calling again as soon as it is answered'),
