@@ -67,16 +67,24 @@ if ! psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -tAc "SELECT 1 FROM pg_database
 fi
 
 # --- ClickHouse -----------------------------------------------------------------------
+# ClickHouse's allocator (jemalloc) gives freed pages back to the kernel after 10 s, and each
+# insert takes ~80 MB of buffers, so every insert faulted its pages in afresh: 3,700-4,200 faults
+# a second at 5,000 events/s, about 5% of a core on this VM. Kept (no purging): 1,900-3,000 faults
+# a second and ClickHouse's CPU per event -25% in two alternating rounds (BENCHMARKS.md,
+# thirty-ninth session). The cost: its resident memory stays at its peak (~640 MB after two
+# bench runs). CLICKHOUSE_MALLOC_CONF overrides it; set empty, jemalloc's defaults. Applied when
+# this script starts ClickHouse, not to one already running.
+ch_malloc_conf=${CLICKHOUSE_MALLOC_CONF-dirty_decay_ms:-1,muzzy_decay_ms:-1}
 if ! ch_up; then
   command -v clickhouse-server >/dev/null || apt_install clickhouse-server clickhouse-client
   mkdir -p /var/lib/clickhouse /var/log/clickhouse-server
   chown -R clickhouse:clickhouse /var/lib/clickhouse /var/log/clickhouse-server 2>/dev/null || true
   # No systemd here: run it as its own user, detached from this shell.
   if [ "$(id -u)" = 0 ]; then
-    setsid runuser -u clickhouse -- clickhouse-server --config-file=/etc/clickhouse-server/config.xml \
+    setsid runuser -u clickhouse -- env MALLOC_CONF="$ch_malloc_conf" clickhouse-server --config-file=/etc/clickhouse-server/config.xml \
       >/var/log/clickhouse-server/agentmeter-stdout.log 2>&1 < /dev/null &
   else
-    setsid sudo -u clickhouse clickhouse-server --config-file=/etc/clickhouse-server/config.xml \
+    setsid sudo -u clickhouse env MALLOC_CONF="$ch_malloc_conf" clickhouse-server --config-file=/etc/clickhouse-server/config.xml \
       >/tmp/agentmeter-clickhouse.log 2>&1 < /dev/null &
   fi
   wait_for clickhouse ch_up
