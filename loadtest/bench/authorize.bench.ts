@@ -15,10 +15,10 @@
  * --rate: the calls offered per second by all connections together, due one after another (at
  * most `concurrency` in flight); without it each connection calls again as soon as it is answered,
  * which measures the most one process answers (a closed loop, with every core busy).
---floor: the same server process, client and calls, but each request answered by a bare node:http
-handler after one Redis round trip (a one-line script), no authorize code: what Node's HTTP server,
-one script call and this client cost on this box, the floor under authorize's figures.
  * --estimate: every call also asks estimated_cost (a reservation per cap, expiring after 5 min).
+ * --floor: the same server process, client and calls, but each request answered by a bare node:http
+ * handler after one Redis round trip (a one-line script), no authorize code: what Node's HTTP
+ * server, one script call and this client cost on this box, the floor under authorize's figures.
  *
  * `npm run bench:authorize` runs it with the V8 flags ops/start.ts gives the API process (one GC
  * thread, 8 MiB semi-spaces, a 256 MiB old-generation floor), so the server here is the server as
@@ -34,6 +34,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
 import { TenantTokens } from '../../store/tenant-tokens.js';
 import { createAuthorizeRoutes } from '../../api/authorize.js';
+import { writeJson } from '../../api/http.js';
 import { AttributionResolver } from '../../store/attribution.js';
 import { issueApiKey, newId } from '../../store/credentials.js';
 import { createTenant } from '../../store/tenants.js';
@@ -198,11 +199,7 @@ function floorListener(req: IncomingMessage, res: ServerResponse): void {
   req.on('end', () => {
     JSON.parse(Buffer.concat(chunks).toString('utf8'));
     redis.eval('return 1', 0).then(
-      () => {
-        const body = '{"allowed":true}';
-        res.writeHead(200, { 'content-type': 'application/json', 'content-length': String(body.length), 'server-timing': `app;dur=${(performance.now() - start).toFixed(3)}` });
-        res.end(body);
-      },
+      () => writeJson(res, 200, '{"allowed":true}', { 'server-timing': `app;dur=${(performance.now() - start).toFixed(3)}` }),
       (err: unknown) => {
         res.writeHead(500);
         res.end(String(err));
