@@ -136,6 +136,15 @@ describe('advanceOnce', () => {
     expect(await iso.redis.ttl(named('added'))).toBeLessThanOrEqual(50);
   });
 
+  it('keeps the ttl of a counter that held 0 (an ended session’s spend), though its add looks like a creation', async () => {
+    const ns = `t${run++}`;
+    const named = (name: string) => key(ns, name);
+    await iso.redis.set(named('zero'), '0', 'EX', 50);
+    const items: AdvanceItem[] = [{ marker: named('m'), counters: [{ op: 'add', key: named('zero'), by: 5n, ttlSeconds: 500 }] }];
+    expect(await advanceOnce(iso.redis, items, 100)).toEqual([[5n]]);
+    expect(await iso.redis.ttl(named('zero'))).toBeLessThanOrEqual(50);
+  });
+
   it('views counters past 2^53 exactly (beyond what a Lua number holds)', async () => {
     const ns = `x${run++}`;
     const named = (name: string) => key(ns, name);

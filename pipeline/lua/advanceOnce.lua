@@ -63,7 +63,8 @@ for k = markers + 1, #KEYS do
     if after == nil then
       reply[#reply + 1] = { pinnedFrom }
     else
-      if after == tonumber(by) then redis.call('EXPIRE', key, ARGV[a + 1]) end
+      -- after == by: created now, or a key that held 0 (NX: one that has its ttl keeps it).
+      if after == tonumber(by) then redis.call('EXPIRE', key, ARGV[a + 1], 'NX') end
       if after > EXACT_MAX then after = redis.call('GET', key) end
       reply[#reply + 1] = after
     end

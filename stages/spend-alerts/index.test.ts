@@ -172,9 +172,10 @@ describe('commitment alerts', () => {
     expect(await world.redis.get(counter)).toBe('130');
   });
 
-  it('counts the calls of a block once by one marker per block, whatever is delivered again, and a block of one by its event', async () => {
+  /** A committed tenant of one customer and agent, a loaded worker, and a call of 0.01 (delivered before, `redelivered`). */
+  async function committedCalls(name: string) {
     const seeded = await seedTenant(world.sql, {
-      name: 'committed blocks',
+      name,
       pricing: { billing_mode: 'COMMITTED', commitment: { committed_amount: 100, committed_price: '10' }, tool_invocations: { '*': '0.01' } },
       customers: 1,
       teamsPerCustomer: 1,
@@ -183,24 +184,60 @@ describe('commitment alerts', () => {
     const customer = seeded.customers[0];
     const [worker] = workers(1);
     await worker.load();
-    const call = () =>
-      entry(seeded.tenantId, {
+    const call = (redelivered = false): StageEntry<LedgeredEvent> => ({
+      ...entry(seeded.tenantId, {
         attribution: { customerId: customer.id, teamId: customer.teams[0].id, agentId: customer.teams[0].agents[0].id },
         subscription: { subscriptionId: customer.subscriptionId, ratePlanId: seeded.ratePlanId },
         cost: { total: UNIT / 100n },
-      });
+      }),
+      ...(redelivered ? { redelivered } : {}),
+    });
+    const counter = partitionedKey(world.config.REDIS_PREFIX, `commit-calls:${seeded.tenantId}:${customer.id}:${seeded.ratePlanId}:${Date.UTC(2026, 2, 1)}`, 0);
+    return { seeded, customer, worker, call, counter };
+  }
+
+  it('counts the calls of a block once by one marker per block, whatever is delivered again, and a block of one by its event', async () => {
+    const { seeded, customer, worker, call, counter } = await committedCalls('committed blocks');
     const blocks = [0, 1, 2].map((b) => ({ id: `${b}-0`, origin: `blk${b}_${seeded.tenantId}`, events: Array.from({ length: 10 }, call) }));
     const single = { id: '3-0', origin: '3-0', events: [call()] };
     expect(await worker.handleBlocks([blocks[0], blocks[1], single])).toEqual([Array(10).fill({}), Array(10).fill({}), [{}]]);
     await worker.handleBlocks([blocks[1], blocks[2], single]); // 1 and the single again, 2 new
     await worker.handle(single.events); // the single, handed as an event
-    const counter = partitionedKey(world.config.REDIS_PREFIX, `commit-calls:${seeded.tenantId}:${customer.id}:${seeded.ratePlanId}:${Date.UTC(2026, 2, 1)}`, 0);
     expect(await world.redis.get(counter)).toBe('31');
     const spend = partitionedKey(world.config.REDIS_PREFIX, `spend-h:${seeded.tenantId}:${customer.id}:${Math.floor(single.events[0].payload.recordedAt / HOUR_MS)}`, 0);
     expect(await world.redis.get(spend)).toBe(String((31n * UNIT) / 100n));
     // One marker per block (three), one for the single event: not one per event.
     const markers = await world.redis.keys(`${world.config.REDIS_PREFIX}*spend-applied*${seeded.tenantId}*`);
     expect(markers.length).toBe(4);
+  });
+
+  it("keeps a block's marker a day until its first delivery is acked, then 15 minutes; a marker whose events were delivered before or not acked keeps its day", async () => {
+    const { seeded, worker, call, counter } = await committedCalls('marker lifetimes');
+    const origin = (name: string) => `${name}_${seeded.tenantId}`;
+    const acked = { id: '0-0', origin: origin('acked'), events: [call(), call()] };
+    const again = { id: '1-0', origin: origin('again'), events: [call(true), call(true)] };
+    const refused = { id: '2-0', origin: origin('refused'), events: [call(), call()] };
+    const single = { id: '3-0', origin: '3-0', events: [call()] };
+    await worker.handleBlocks([acked, again, refused, single]);
+    const marker = (name: string) => partitionedKey(world.config.REDIS_PREFIX, `spend-applied-block:${name}`, 0);
+    const singleMarker = partitionedKey(world.config.REDIS_PREFIX, `spend-applied:${seeded.tenantId}:${single.events[0].payload.eventId}`, 0);
+    const ttls = () => Promise.all([marker(origin('acked')), marker(origin('again')), marker(origin('refused')), singleMarker].map((k) => world.redis.ttl(k)));
+    for (const ttl of await ttls()) expect(ttl).toBeGreaterThan(86_000);
+
+    const batch = [acked, again, refused, single].flatMap((b) => b.events);
+    // The refused block's second event was not acked (another consumer acked it first, or it stays pending).
+    const results = batch.map((e) => ({ acked: e !== refused.events[1], crossed: [] }));
+    await worker.afterAck(batch, results);
+    const [ackedTtl, againTtl, refusedTtl, singleTtl] = await ttls();
+    expect(ackedTtl).toBeGreaterThan(800);
+    expect(ackedTtl).toBeLessThanOrEqual(900);
+    expect(singleTtl).toBeLessThanOrEqual(900);
+    expect(againTtl).toBeGreaterThan(86_000);
+    expect(refusedTtl).toBeGreaterThan(86_000);
+
+    // Within those 15 minutes a late delivery of the acked block still counts nothing.
+    await worker.handleBlocks([acked, single]);
+    expect(await world.redis.get(counter)).toBe('7');
   });
 });
 
@@ -324,24 +361,39 @@ describe('session projection alerts', () => {
 });
 
 describe('session state', () => {
-  it("drops a session's start and spend when it ends, in its own batch or a later one, and keeps the others'", async () => {
+  it("lets a session's start and spend go a minute after it ends, in its own batch or a later one, with the calls that come after the end, and keeps the others'", async () => {
     const tenantId = await tenantWithEndpoint(['session.projection_exceeded']);
     const [worker] = workers(1);
     await worker.load();
     const t0 = Date.UTC(2026, 2, 31, 10, 0, 0);
-    const kept = (session: string) =>
-      Promise.all(['start', 'spend'].map((what) => world.redis.exists(partitionedKey(world.config.REDIS_PREFIX, `session-${what}:${tenantId}:${session}`, 0))));
+    const keyOf = (session: string, what: 'start' | 'spend') => partitionedKey(world.config.REDIS_PREFIX, `session-${what}:${tenantId}:${session}`, 0);
+    const ttls = (session: string) => Promise.all([world.redis.ttl(keyOf(session, 'start')), world.redis.ttl(keyOf(session, 'spend'))]);
+    const values = (session: string) => Promise.all([world.redis.get(keyOf(session, 'start')), world.redis.get(keyOf(session, 'spend'))]);
+    const ending = (ttl: number[]) => ttl.every((t) => t > 0 && t <= 60);
     const call = (sessionId: string, seconds: number) => entry(tenantId, { sessionId, recordedAt: t0 + seconds * 1000, cost: { total: UNIT } });
     const end = (sessionId: string, eventType: 'session.completed' | 'session.failed') =>
       entry(tenantId, { sessionId, eventType, recordedAt: t0 + 60_000, cost: { total: 0n }, toolName: undefined });
     await worker.handle([call('sess_a', 0), call('sess_b', 0), call('sess_c', 0)]);
-    expect([await kept('sess_a'), await kept('sess_b'), await kept('sess_c')]).toEqual([[1, 1], [1, 1], [1, 1]]);
+    for (const session of ['sess_a', 'sess_b', 'sess_c']) expect(Math.min(...(await ttls(session)))).toBeGreaterThan(86_400);
     // sess_a ends in a later batch; sess_b calls and fails in one batch; sess_c goes on.
     await worker.handle([end('sess_a', 'session.completed'), call('sess_b', 30), end('sess_b', 'session.failed'), call('sess_c', 30)]);
-    expect([await kept('sess_a'), await kept('sess_b'), await kept('sess_c')]).toEqual([[0, 0], [0, 0], [1, 1]]);
-    // A redelivered end deletes nothing more and fails nothing.
+    expect(ending(await ttls('sess_a'))).toBe(true);
+    expect(ending(await ttls('sess_b'))).toBe(true);
+    expect(await values('sess_b')).toEqual([String(t0), String(2n * UNIT)]);
+    expect(Math.min(...(await ttls('sess_c')))).toBeGreaterThan(86_400);
+    // A call of sess_a that comes after its end adds to what goes, and does not keep it for days.
+    await worker.handle([call('sess_a', 50)]);
+    expect(await values('sess_a')).toEqual([String(t0), String(2n * UNIT)]);
+    expect(ending(await ttls('sess_a'))).toBe(true);
+    // sess_d's end comes before its calls: they add to keys that go too, and nothing is projected for it.
+    await worker.handle([end('sess_d', 'session.completed')]);
+    await worker.handle([call('sess_d', 10), call('sess_d', 20)]);
+    expect(await values('sess_d')).toEqual(['0', String(2n * UNIT)]);
+    expect(ending(await ttls('sess_d'))).toBe(true);
+    // A redelivered end changes nothing more and fails nothing.
     await worker.handle([end('sess_a', 'session.completed')]);
-    expect(await kept('sess_c')).toEqual([1, 1]);
+    expect(await values('sess_a')).toEqual([String(t0), String(2n * UNIT)]);
+    expect(Math.min(...(await ttls('sess_c')))).toBeGreaterThan(86_400);
   });
 });
 

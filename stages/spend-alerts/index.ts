@@ -1,6 +1,6 @@
 import type { Redis } from '../../pipeline/redis.js';
 import { STREAMS } from '../../store/streams.js';
-import type { EntryResult, StageBlock, StageDefinition, StageEntry } from '../../pipeline/stage.js';
+import type { AckResult, EntryResult, StageBlock, StageDefinition, StageEntry } from '../../pipeline/stage.js';
 import { partitionedKey } from '../../pipeline/keys.js';
 import { AdvanceBatch } from '../../pipeline/advance-once.js';
 import type { Sql } from '../../pipeline/postgres.js';
@@ -32,10 +32,22 @@ import { enqueueWebhookEvent, type WebhookEventType } from '../../store/webhooks
 const HOUR_MS = 3_600_000;
 const HOUR_MS_BIG = BigInt(HOUR_MS);
 const TRAILING_HOURS = 168;
+/** How long a block's applied marker lives while its entry may still be delivered again (pending, or dead-lettered and replayed). */
 const APPLIED_TTL_SECONDS = 86_400;
+/**
+ * How long it lives once the entry is acked on its first delivery. Only a consumer that had
+ * claimed the entry meanwhile (its first reader silent past CLAIM_IDLE_MS) could still apply it:
+ * its handler reaches the marker within STAGE_HANDLER_TIMEOUT_MS unless a dependency outage keeps
+ * it retrying. A day of markers was ~100 bytes per block: ~500 MB at 10,000 events/s.
+ */
+const ACKED_MARKER_TTL_SECONDS = 900;
 const BUCKET_TTL_SECONDS = (TRAILING_HOURS + 2) * 3600;
-/** A session's start and spend live this long from its first event, together (a longer session's projection starts over), or until it ends (forgetSessions). */
+/** A session's start and spend live this long from its first event, together (a longer session's projection starts over), or until shortly after it ends (closeSessions). */
 const SESSION_START_TTL_SECONDS = 2 * 86_400;
+/** How long they outlive the session's end: its calls that arrive after the end add to them. */
+const ENDED_SESSION_TTL_SECONDS = 60;
+/** The start of an ended session whose end came before its calls (both keys hold it): no projection. */
+const ENDED_SESSION_START = '0';
 /** A commitment's period is a calendar month; its count is kept a while past it. */
 const COMMITMENT_TTL_SECONDS = 40 * 86_400;
 /** A session younger than this has no meaningful rate yet. */
@@ -85,7 +97,11 @@ interface SpendView {
   scopes: HourKeys[];
 }
 
-const sessionStartOf = (view: SpendView): number | undefined => (view.session < 0 ? undefined : Number(view.batch.view(view.session)));
+/** The session's first event time; undefined without a session, or for a session that ended before its calls came (ENDED_SESSION_START). */
+const sessionStartOf = (view: SpendView): number | undefined => {
+  const start = view.session < 0 ? 0 : Number(view.batch.view(view.session));
+  return start > 0 ? start : undefined;
+};
 const sessionSpentOf = (view: SpendView): bigint | undefined => (view.session < 0 ? undefined : view.batch.view(view.session + 1));
 
 const hourOf = (ms: number) => Math.floor(ms / HOUR_MS);
@@ -182,6 +198,8 @@ export class SpendAlerts {
   private readonly hourKeys = VELOCITY_SCOPES.map(() => new KeptPerId<HourKeys>());
   private readonly sessionKeys = new KeptPerId<SessionKeys>();
   private readonly commitmentKeys = new KeptPerId<CommitmentKeys>();
+  /** The applied marker of each usage event in hand, until its ack (afterAck). */
+  private readonly markerKeys = new WeakMap<StageEntry<LedgeredEvent>, string>();
 
   constructor(
     private readonly sql: Sql,
@@ -242,18 +260,54 @@ export class SpendAlerts {
       }
       await this.enqueue(alerts);
     }
-    if (ended.length) await this.forgetSessions(ended);
+    if (ended.length) await this.closeSessions(ended);
     return blocks.map((b) => b.events.map(() => ({})));
   }
 
   /**
-   * Drops the start and spend kept for sessions that ended (session.completed, session.failed),
-   * once the batch's own events are counted: they would otherwise stay for SESSION_START_TTL_SECONDS,
-   * and a workload that opens hundreds of sessions a second kept Redis growing by their keys (two
-   * per session) for two days. A call after the end starts the session over, as after the TTL. One
-   * UNLINK per partition (its keys share one hash tag); a redelivery deletes again, which is harmless.
+   * Shortens the markers of the blocks acked on their first delivery to ACKED_MARKER_TTL_SECONDS.
+   * A marker stays a day when any event under it was delivered before (another consumer may hold
+   * it), was not acked by this call (it stays pending, or another consumer acked it first), or
+   * when the call fails. One pipeline per partition.
    */
-  private async forgetSessions(ended: StageEntry<LedgeredEvent>[]): Promise<void> {
+  async afterAck(batch: StageEntry<LedgeredEvent>[], results: AckResult[]): Promise<void> {
+    const settled = new Map<string, { partition: number; shorten: boolean }>();
+    batch.forEach((entry, i) => {
+      const key = this.markerKeys.get(entry);
+      if (key === undefined) return;
+      this.markerKeys.delete(entry);
+      const shorten = results[i].acked && !entry.redelivered;
+      const seen = settled.get(key);
+      if (seen) seen.shorten &&= shorten;
+      else settled.set(key, { partition: entry.partition, shorten });
+    });
+    const byPartition = new Map<number, string[]>();
+    for (const [key, { partition, shorten }] of settled) {
+      if (!shorten) continue;
+      let keys = byPartition.get(partition);
+      if (!keys) byPartition.set(partition, (keys = []));
+      keys.push(key);
+    }
+    for (const keys of byPartition.values()) {
+      const pipeline = this.redis.pipeline();
+      for (const key of keys) pipeline.expire(key, ACKED_MARKER_TTL_SECONDS);
+      const failed = (await pipeline.exec())?.find(([err]) => err)?.[0];
+      if (failed) throw failed;
+    }
+  }
+
+  /**
+   * Lets the start and spend kept for sessions that ended (session.completed, session.failed) go
+   * ENDED_SESSION_TTL_SECONDS after the end, once the batch's own events are counted: they would
+   * otherwise stay for SESSION_START_TTL_SECONDS, two keys per session for two days. Not at once:
+   * a session's last calls may reach this stage after its end (parallel calls, requests in
+   * flight side by side), and a key deleted before them came back for two days. The bench ended
+   * ~400 sessions a second and left ~130 a second that way. A session whose end comes first
+   * gets its keys here (spend 0, start 0: ended, projected no further), so its late calls add
+   * to keys that go too. One pipeline per partition (its keys share one hash tag); a
+   * redelivered end does the same again, which is harmless.
+   */
+  private async closeSessions(ended: StageEntry<LedgeredEvent>[]): Promise<void> {
     const byPartition = new Map<number, string[]>();
     for (const { partition, payload: e } of ended) {
       let keys = byPartition.get(partition);
@@ -261,7 +315,15 @@ export class SpendAlerts {
       const session = this.sessionKeysOf(e.tenantId, e.sessionId!, partition);
       keys.push(session.start, session.spend);
     }
-    for (const keys of byPartition.values()) await this.redis.unlink(...keys);
+    for (const keys of byPartition.values()) {
+      const pipeline = this.redis.pipeline();
+      for (const key of keys) {
+        pipeline.set(key, ENDED_SESSION_START, 'EX', ENDED_SESSION_TTL_SECONDS, 'NX');
+        pipeline.expire(key, ENDED_SESSION_TTL_SECONDS);
+      }
+      const failed = (await pipeline.exec())?.find(([err]) => err)?.[0];
+      if (failed) throw failed;
+    }
   }
 
   /** The commitment of each event's subscription, looked up once per subscription of the batch. */
@@ -391,6 +453,7 @@ export class SpendAlerts {
         markerKey = this.key(marker, partition);
       }
       batch.item(markerKey);
+      this.markerKeys.set(entries[i], markerKey);
       let session = -1;
       if (e.sessionId) {
         const keys =
@@ -670,6 +733,10 @@ export const spendAlertsStage: StageDefinition<LedgeredEvent> = {
       if (message.type === 'caps.changed') await alerts.reloadCaps(message.tenantId);
     });
     await alerts.load();
-    return { handle: (batch) => alerts.handle(batch), handleBlocks: (blocks) => alerts.handleBlocks(blocks) };
+    return {
+      handle: (batch) => alerts.handle(batch),
+      handleBlocks: (blocks) => alerts.handleBlocks(blocks),
+      afterAck: (batch, results) => alerts.afterAck(batch, results),
+    };
   },
 };
