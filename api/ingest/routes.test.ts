@@ -491,6 +491,21 @@ describe('POST /v1/events: room after the ledger', () => {
     expect((await w.postOnceOpen([toolEvent()])).status).toBe(202);
     expect(await w.length()).toBe(2);
   });
+
+  it('takes events again once events:ledgered is read below three quarters of that room, not before', async () => {
+    // Room 10 (as above): closed above 10 unread, open again below 7.
+    const w = world({ BACKPRESSURE_HIGH: 20, BACKPRESSURE_LOW: 10, INGEST_MAX_QUEUE_EVENTS: 10 });
+    const ledgered = partitionedKey(w.config.REDIS_PREFIX, STREAMS.ledgered, 0);
+    await iso.redis.xgroup('CREATE', ledgered, 'session-update', '0', 'MKSTREAM');
+    for (let i = 0; i < 11; i++) await iso.redis.xadd(ledgered, '*', 'd', 'x');
+    expect((await w.post([toolEvent()])).status).toBe(429);
+    const read = (count: number) => iso.redis.xreadgroup('GROUP', 'session-update', 'c1', 'COUNT', count, 'STREAMS', ledgered, '>');
+    await read(4); // 7 unread: not below three quarters
+    expect((await w.postOnceOpen([toolEvent()])).status).toBe(429);
+    await read(1); // 6 unread
+    expect((await w.postOnceOpen([toolEvent()])).status).toBe(202);
+    expect(await w.length()).toBe(1);
+  });
 });
 
 describe('POST /v1/events: the refusal on Node\'s request', () => {
