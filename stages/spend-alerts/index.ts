@@ -302,7 +302,7 @@ export class SpendAlerts {
    * otherwise stay for SESSION_START_TTL_SECONDS, two keys per session for two days. Not at once:
    * a session's last calls may reach this stage after its end (parallel calls, requests in
    * flight side by side), and a key deleted before them came back for two days. The bench ended
-   * ~400 sessions a second and left ~130 a second that way. A session whose end comes first
+   * ~300 sessions a second and left ~100 a second that way. A session whose end comes first
    * gets its keys here (spend 0, start 0: ended, projected no further), so its late calls add
    * to keys that go too. One pipeline per partition (its keys share one hash tag); a
    * redelivered end does the same again, which is harmless.
