@@ -1,4 +1,4 @@
-import { Cluster, Redis as Standalone, type RedisOptions } from 'ioredis';
+import { Cluster, Redis as Standalone, type ChainableCommander, type RedisOptions } from 'ioredis';
 import { describeError } from './errors.js';
 import type { Logger } from './logger.js';
 
@@ -217,6 +217,17 @@ export async function getMany(redis: Redis, keys: string[]): Promise<(string | n
     }),
   );
   return values;
+}
+
+/**
+ * Builds a pipeline of commands on keys of one hash slot (one node on a cluster), runs it, and
+ * throws the first command's error, if any.
+ */
+export async function runPipeline(redis: Redis, build: (pipeline: ChainableCommander) => void): Promise<void> {
+  const pipeline = redis.pipeline();
+  build(pipeline);
+  const failed = (await pipeline.exec())?.find(([err]) => err)?.[0];
+  if (failed) throw failed;
 }
 
 /** SET with a TTL of many keys (a cache: a failed SET is not an error): one pipeline on one node, one per hash slot on a cluster. */

@@ -1,6 +1,6 @@
 import { STREAMS } from '../../store/streams.js';
 import { emit, type AckResult, type EntryResult, type StageDefinition, type StageEntry } from '../../pipeline/stage.js';
-import { getMany, scanKeys, type Redis } from '../../pipeline/redis.js';
+import { getMany, runPipeline, scanKeys, type Redis } from '../../pipeline/redis.js';
 import { CapBook } from '../../store/caps.js';
 import type { Sql } from '../../pipeline/postgres.js';
 import { withPart, type CheckedEvent, type PricedEvent } from '../../domain/flow.js';
@@ -97,10 +97,9 @@ export const capCheckStage: StageDefinition<PricedEvent> = {
  */
 async function freeSessions(redis: Redis, ended: Map<string, string[]>): Promise<void> {
   if (ended.size === 0) return;
-  const pipeline = redis.pipeline();
-  for (const [key, sessions] of ended) pipeline.zrem(key, ...sessions);
-  const failed = (await pipeline.exec())?.find(([err]) => err)?.[0];
-  if (failed) throw failed;
+  await runPipeline(redis, (pipeline) => {
+    for (const [key, sessions] of ended) pipeline.zrem(key, ...sessions);
+  });
 }
 
 /**

@@ -1,4 +1,4 @@
-import type { Redis } from '../../pipeline/redis.js';
+import { runPipeline, type Redis } from '../../pipeline/redis.js';
 import { STREAMS } from '../../store/streams.js';
 import type { AckResult, EntryResult, StageBlock, StageDefinition, StageEntry } from '../../pipeline/stage.js';
 import { partitionedKey } from '../../pipeline/keys.js';
@@ -289,10 +289,9 @@ export class SpendAlerts {
       keys.push(key);
     }
     for (const keys of byPartition.values()) {
-      const pipeline = this.redis.pipeline();
-      for (const key of keys) pipeline.expire(key, ACKED_MARKER_TTL_SECONDS);
-      const failed = (await pipeline.exec())?.find(([err]) => err)?.[0];
-      if (failed) throw failed;
+      await runPipeline(this.redis, (pipeline) => {
+        for (const key of keys) pipeline.expire(key, ACKED_MARKER_TTL_SECONDS);
+      });
     }
   }
 
@@ -316,13 +315,12 @@ export class SpendAlerts {
       keys.push(session.start, session.spend);
     }
     for (const keys of byPartition.values()) {
-      const pipeline = this.redis.pipeline();
-      for (const key of keys) {
-        pipeline.set(key, ENDED_SESSION_START, 'EX', ENDED_SESSION_TTL_SECONDS, 'NX');
-        pipeline.expire(key, ENDED_SESSION_TTL_SECONDS);
-      }
-      const failed = (await pipeline.exec())?.find(([err]) => err)?.[0];
-      if (failed) throw failed;
+      await runPipeline(this.redis, (pipeline) => {
+        for (const key of keys) {
+          pipeline.set(key, ENDED_SESSION_START, 'EX', ENDED_SESSION_TTL_SECONDS, 'NX');
+          pipeline.expire(key, ENDED_SESSION_TTL_SECONDS);
+        }
+      });
     }
   }
 
