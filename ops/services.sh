@@ -67,14 +67,14 @@ if ! psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -tAc "SELECT 1 FROM pg_database
 fi
 
 # --- ClickHouse -----------------------------------------------------------------------
-# ClickHouse's allocator (jemalloc) gives freed pages back to the kernel after 10 s, and each
-# insert takes ~80 MB of buffers, so every insert faulted its pages in afresh: 3,700-4,200 faults
-# a second at 5,000 events/s, about 5% of a core on this VM. Kept (no purging): 1,900-3,000 faults
-# a second and ClickHouse's CPU per event -25% in two alternating rounds (BENCHMARKS.md,
-# thirty-ninth session). The cost: its resident memory stays at its peak (~640 MB after two
-# bench runs). CLICKHOUSE_MALLOC_CONF overrides it; set empty, jemalloc's defaults. Applied when
-# this script starts ClickHouse, not to one already running.
-ch_malloc_conf=${CLICKHOUSE_MALLOC_CONF-dirty_decay_ms:-1,muzzy_decay_ms:-1}
+# ClickHouse's allocator (jemalloc) runs with its defaults: freed pages go back to the kernel
+# after about 10 s. Keeping them (MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1) cut its page
+# faults and its CPU per event by a quarter at 5,000 events/s (BENCHMARKS.md, thirty-ninth
+# session), but its resident memory never came down again: after a day of bench runs it reached
+# 21.8 GB of the box's 24, the machine stalled for minutes and the kernel killed ClickHouse
+# (fortieth session). CLICKHOUSE_MALLOC_CONF passes jemalloc options to a ClickHouse this script
+# starts (not to one already running).
+ch_malloc_conf=${CLICKHOUSE_MALLOC_CONF-}
 if ! ch_up; then
   command -v clickhouse-server >/dev/null || apt_install clickhouse-server clickhouse-client
   mkdir -p /var/lib/clickhouse /var/log/clickhouse-server
