@@ -230,18 +230,22 @@ export async function runPipeline(redis: Redis, build: (pipeline: ChainableComma
   if (failed) throw failed;
 }
 
+/** Items grouped by their key's hash slot on a cluster (one group on one node): what one pipeline or multi-key command may carry. */
+function bySlot<T>(redis: Redis, items: readonly T[], keyOf: (item: T) => string): T[][] {
+  const groups = new Map<number, T[]>();
+  for (const item of items) {
+    const slot = redis instanceof Cluster ? keySlot(keyOf(item)) : 0;
+    const list = groups.get(slot);
+    if (list) list.push(item);
+    else groups.set(slot, [item]);
+  }
+  return [...groups.values()];
+}
+
 /** SET with a TTL of many keys (a cache: a failed SET is not an error): one pipeline on one node, one per hash slot on a cluster. */
 export async function setManyWithTtl(redis: Redis, entries: readonly { key: string; value: string; ttlSeconds: number }[]): Promise<void> {
-  if (entries.length === 0) return;
-  const groups = new Map<number, { key: string; value: string; ttlSeconds: number }[]>();
-  for (const entry of entries) {
-    const slot = redis instanceof Cluster ? keySlot(entry.key) : 0;
-    const list = groups.get(slot);
-    if (list) list.push(entry);
-    else groups.set(slot, [entry]);
-  }
   await Promise.all(
-    [...groups.values()].map(async (group) => {
+    bySlot(redis, entries, (entry) => entry.key).map(async (group) => {
       const pipeline = redis.pipeline();
       for (const { key, value, ttlSeconds } of group) pipeline.set(key, value, 'EX', ttlSeconds);
       await pipeline.exec();
@@ -249,16 +253,20 @@ export async function setManyWithTtl(redis: Redis, entries: readonly { key: stri
   );
 }
 
-/** DEL of many keys (one command per hash slot on a cluster). */
+/** EXPIRE of many keys with one TTL: one pipeline on one node, one per hash slot on a cluster; throws the first error. */
+export async function expireMany(redis: Redis, keys: readonly string[], ttlSeconds: number): Promise<void> {
+  await Promise.all(
+    bySlot(redis, keys, (key) => key).map((group) =>
+      runPipeline(redis, (pipeline) => {
+        for (const key of group) pipeline.expire(key, ttlSeconds);
+      }),
+    ),
+  );
+}
+
+/** DEL of many keys (one command on one node, one per hash slot on a cluster). */
 export async function deleteMany(redis: Redis, keys: string[]): Promise<void> {
-  if (keys.length === 0) return;
-  if (!(redis instanceof Cluster)) {
-    await redis.unlink(...keys);
-    return;
-  }
-  const bySlot = new Map<number, string[]>();
-  for (const key of keys) bySlot.set(keySlot(key), [...(bySlot.get(keySlot(key)) ?? []), key]);
-  await Promise.all([...bySlot.values()].map((slotKeys) => redis.unlink(...slotKeys)));
+  await Promise.all(bySlot(redis, keys, (key) => key).map((group) => redis.unlink(...group)));
 }
 
 /** The Redis Cluster hash slot of a key: CRC16 (XMODEM) of its hash tag, or of the whole key, mod 16384. */

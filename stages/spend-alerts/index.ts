@@ -1,4 +1,4 @@
-import { runPipeline, type Redis } from '../../pipeline/redis.js';
+import { expireMany, runPipeline, type Redis } from '../../pipeline/redis.js';
 import { STREAMS } from '../../store/streams.js';
 import type { AckResult, EntryResult, StageBlock, StageDefinition, StageEntry } from '../../pipeline/stage.js';
 import { partitionedKey } from '../../pipeline/keys.js';
@@ -268,31 +268,18 @@ export class SpendAlerts {
    * Shortens the markers of the blocks acked on their first delivery to ACKED_MARKER_TTL_SECONDS.
    * A marker stays a day when any event under it was delivered before (another consumer may hold
    * it), was not acked by this call (it stays pending, or another consumer acked it first), or
-   * when the call fails. One pipeline per partition.
+   * when the call fails. One pipeline per partition (its keys share one hash tag).
    */
   async afterAck(batch: StageEntry<LedgeredEvent>[], results: AckResult[]): Promise<void> {
-    const settled = new Map<string, { partition: number; shorten: boolean }>();
+    const shorten = new Map<string, boolean>();
     batch.forEach((entry, i) => {
       const key = this.markerKeys.get(entry);
       if (key === undefined) return;
       this.markerKeys.delete(entry);
-      const shorten = results[i].acked && !entry.redelivered;
-      const seen = settled.get(key);
-      if (seen) seen.shorten &&= shorten;
-      else settled.set(key, { partition: entry.partition, shorten });
+      shorten.set(key, (shorten.get(key) ?? true) && results[i].acked && !entry.redelivered);
     });
-    const byPartition = new Map<number, string[]>();
-    for (const [key, { partition, shorten }] of settled) {
-      if (!shorten) continue;
-      let keys = byPartition.get(partition);
-      if (!keys) byPartition.set(partition, (keys = []));
-      keys.push(key);
-    }
-    for (const keys of byPartition.values()) {
-      await runPipeline(this.redis, (pipeline) => {
-        for (const key of keys) pipeline.expire(key, ACKED_MARKER_TTL_SECONDS);
-      });
-    }
+    const keys = [...shorten].filter(([, yes]) => yes).map(([key]) => key);
+    await expireMany(this.redis, keys, ACKED_MARKER_TTL_SECONDS);
   }
 
   /**
