@@ -21,6 +21,7 @@ import { SpendAlerts } from '../../stages/spend-alerts/index.js';
 import { ledgeredEvent } from '../../stages/testing.js';
 import { enqueueWebhookEvent, sealSecret } from '../../store/webhooks.js';
 import { isolated } from '../../test/support/isolated.js';
+import { redisCommandStats } from './sampler.js';
 
 const smoke = process.argv.includes('--smoke');
 const EVENTS = smoke ? 2_000 : 50_000;
@@ -32,8 +33,7 @@ const world = await isolated('bench-alerts');
 
 /** EVALSHA's calls and microseconds so far, from Redis's INFO commandstats. */
 async function redisScriptTime(): Promise<{ calls: number; usec: number }> {
-  const line = /cmdstat_evalsha:calls=(\d+),usec=(\d+)/.exec(await world.redis.info('commandstats'));
-  return { calls: Number(line?.[1] ?? 0), usec: Number(line?.[2] ?? 0) };
+  return (await redisCommandStats(world.redis)).get('evalsha') ?? { calls: 0, usec: 0 };
 }
 try {
   const seeded = await seedTenant(world.sql, {

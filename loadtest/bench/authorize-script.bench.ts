@@ -13,8 +13,8 @@
 import { parseArgs } from 'node:util';
 import { admit, type AdmissionRequest } from '../../pipeline/admission.js';
 import { partitionedKey } from '../../pipeline/keys.js';
-import type { Redis } from '../../pipeline/redis.js';
 import { isolated } from '../../test/support/isolated.js';
+import { redisCommandStats } from './sampler.js';
 
 const { values } = parseArgs({
   options: {
@@ -48,14 +48,6 @@ function requestOf(ns: string, i: number, member: string): AdmissionRequest {
   };
 }
 
-type Stats = Map<string, { calls: number; usec: number }>;
-
-async function commandStats(redis: Redis): Promise<Stats> {
-  const stats: Stats = new Map();
-  for (const m of (await redis.info('commandstats')).matchAll(/cmdstat_([\w|]+):calls=(\d+),usec=(\d+)/g)) stats.set(m[1], { calls: Number(m[2]), usec: Number(m[3]) });
-  return stats;
-}
-
 const INNER = ['zadd', 'zremrangebyscore', 'zcard', 'pexpire', 'mget'];
 let seq = 0;
 
@@ -63,7 +55,7 @@ let seq = 0;
 async function run(ns: string, perCall: number, total: number): Promise<{ wallUs: number; scriptUs: number; commandsUs: number; commands: number }> {
   let next = 0;
   const anchor = key('authorize');
-  const before = await commandStats(world.redis);
+  const before = await redisCommandStats(world.redis);
   const started = process.hrtime.bigint();
   await Promise.all(
     Array.from({ length: IN_FLIGHT }, async () => {
@@ -75,7 +67,7 @@ async function run(ns: string, perCall: number, total: number): Promise<{ wallUs
     }),
   );
   const wallUs = Number(process.hrtime.bigint() - started) / 1000;
-  const after = await commandStats(world.redis);
+  const after = await redisCommandStats(world.redis);
   const delta = (name: string) => {
     const a = after.get(name);
     const b = before.get(name);

@@ -3,6 +3,13 @@ import type { Redis } from '../../pipeline/redis.js';
 import { Cluster } from 'ioredis';
 import { scanKeys } from '../../pipeline/redis.js';
 
+/** Each command's calls and microseconds so far, by name (lower case), from Redis's INFO commandstats. */
+export async function redisCommandStats(redis: Redis): Promise<Map<string, { calls: number; usec: number }>> {
+  const stats = new Map<string, { calls: number; usec: number }>();
+  for (const m of (await redis.info('commandstats')).matchAll(/cmdstat_([\w|]+):calls=(\d+),usec=(\d+)/g)) stats.set(m[1], { calls: Number(m[2]), usec: Number(m[3]) });
+  return stats;
+}
+
 /** Clock ticks per second of /proc/<pid>/stat times (USER_HZ: 100 on every Linux this runs on). */
 const TICKS_PER_SECOND = 100;
 
