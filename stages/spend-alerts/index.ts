@@ -268,7 +268,7 @@ export class SpendAlerts {
    * Shortens the markers of the blocks acked on their first delivery to ACKED_MARKER_TTL_SECONDS.
    * A marker stays a day when any event under it was delivered before (another consumer may hold
    * it), was not acked by this call (it stays pending, or another consumer acked it first), or
-   * when the call fails. One pipeline per partition (its keys share one hash tag).
+   * when the call fails. One pipeline per hash slot (a partition's keys share one).
    */
   async afterAck(batch: StageEntry<LedgeredEvent>[], results: AckResult[]): Promise<void> {
     const shorten = new Map<string, boolean>();
