@@ -28,6 +28,37 @@ describe('codec', () => {
     expect(encodePayload(block).length).toBeLessThan(one * 100 * 0.6);
   });
 
+  it('compiles the reader of a record shape once per process, not once per payload that defines it (patches/msgpackr)', () => {
+    const shape = `shape_${Math.random().toString(36).slice(2)}`;
+    const payloads = Array.from({ length: 5 }, (_, p) => encodePayload(Array.from({ length: 10 }, (_, i) => ({ [shape]: `${p}-${i}`, n: i }))));
+    const original = globalThis.Function;
+    let compiled = 0;
+    globalThis.Function = new Proxy(original, {
+      construct(target, args) {
+        compiled++;
+        return Reflect.construct(target, args);
+      },
+    });
+    try {
+      for (const [p, payload] of payloads.entries()) {
+        expect(decodePayload(payload)).toEqual(Array.from({ length: 10 }, (_, i) => ({ [shape]: `${p}-${i}`, n: i })));
+      }
+    } finally {
+      globalThis.Function = original;
+    }
+    expect(compiled).toBe(1);
+  });
+
+  it('keeps apart record shapes whose keys read alike once joined', () => {
+    const shapes = [['a\u0000b'], ['a', 'b'], ['a,b'], ['a', 'b', ''], ['"a","b"']];
+    for (const round of [1, 2]) {
+      for (const keys of shapes) {
+        const objects = Array.from({ length: 6 }, (_, i) => Object.fromEntries(keys.map((key, k) => [key, `${round}-${i}-${k}`])));
+        expect(decodePayload(encodePayload(objects))).toEqual(objects);
+      }
+    }
+  });
+
   it('refuses an integer wider than 64 bits instead of wrapping it', () => {
     expect(() => encodePayload({ cost: { total: 2n ** 64n } })).toThrow(/18446744073709551616 does not fit a 64-bit integer/);
     expect(() => encodePayload([{ ok: 1n }, { by: -(2n ** 63n) - 1n }])).toThrow(/does not fit a 64-bit integer/);

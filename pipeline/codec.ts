@@ -8,7 +8,9 @@ import { Packr } from 'msgpackr';
  * other object of that shape, so a block of a hundred events of the same shape is about half the
  * bytes and a quarter of the CPU of plain msgpack maps (measured: 16 us -> 4 us per event to
  * encode and decode). Every payload carries its own record definitions (no shared state between
- * processes), so any process, tool or later version decodes any entry on its own.
+ * processes), so any process, tool or later version decodes any entry on its own. msgpackr
+ * compiles a reader per record shape; patches/msgpackr+1.11.5.patch keeps one per shape for the
+ * process, where msgpackr compiled one per payload (BENCHMARKS.md, issue 13, forty-first session).
  */
 const PACK_OPTIONS = { useRecords: true, int64AsType: 'bigint', moreTypes: false } as const;
 const packr = new Packr(PACK_OPTIONS);

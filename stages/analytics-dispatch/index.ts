@@ -1,5 +1,6 @@
 import { STREAMS } from '../../store/streams.js';
 import { describeError, TransientError } from '../../pipeline/errors.js';
+import { mapBatch } from '../../pipeline/arrays.js';
 import type { EntryResult, StageDefinition, StageEntry } from '../../pipeline/stage.js';
 import { connectClickHouse, type ClickHouseClient } from '../../store/clickhouse.js';
 import { watchedCostModels, type CostModelCache } from '../../store/cost-model-cache.js';
@@ -25,10 +26,10 @@ export async function dispatchBatch(
   for (const entry of batch) attempted.add(entry);
   const errors = await insertInvocations(
     clickhouse,
-    batch.map((entry) => entry.payload),
+    mapBatch(batch, (entry) => entry.payload),
     { costModels, maybeInserted },
   );
-  return errors.map((error) => (error ? { error } : {}));
+  return mapBatch(errors, (error) => (error ? { error } : {}));
 }
 
 /** Entries an insert was tried for in this process (the harness hands the same objects again when it retries a batch). */
@@ -69,11 +70,11 @@ export const analyticsDispatchStage: StageDefinition<LedgeredEvent> = {
           return results;
         } catch (error) {
           if (!(error instanceof TransientError)) throw error;
-          await enqueueForAnalytics(sql, batch.map((entry) => entry.payload));
+          await enqueueForAnalytics(sql, mapBatch(batch, (entry) => entry.payload));
           if (!deferring) log.warn({ err: describeError(error) }, 'ClickHouse cannot take a batch; its events wait in analytics_backlog');
           deferring = true;
           metrics.errors.inc({ stage: 'analytics-dispatch', kind: 'dependency' });
-          return batch.map(() => ({}));
+          return mapBatch(batch, () => ({}));
         }
       },
       async close() {

@@ -1,5 +1,6 @@
 import { ClickHouseError } from '@clickhouse/client';
 import { isTransient, TransientError } from '../../pipeline/errors.js';
+import { mapBatch } from '../../pipeline/arrays.js';
 import { isUsageEventType } from '../../domain/events.js';
 import type { AnalyticsEvent } from '../../domain/flow.js';
 import { chString, insertJsonRows, type ClickHouseClient } from '../../store/clickhouse.js';
@@ -57,9 +58,9 @@ export async function insertInvocations(
   events: readonly AnalyticsEvent[],
   options: { costModels?: CostModelCache; maybeInserted: boolean },
 ): Promise<(Error | undefined)[]> {
-  const errors: (Error | undefined)[] = events.map(() => undefined);
+  const errors: (Error | undefined)[] = mapBatch(events, () => undefined);
   if (events.length === 0) return errors;
-  const models = options.costModels ? await options.costModels.load(events.map((e) => e.tenantId)) : undefined;
+  const models = options.costModels ? await options.costModels.load(mapBatch(events, (e) => e.tenantId)) : undefined;
   // The events to insert and each one's COGS; their rows are built only as the insert's body is sent (rowsOf).
   const costed: AnalyticsEvent[] = [];
   const cogsOf: bigint[] = [];
