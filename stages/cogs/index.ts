@@ -1,6 +1,7 @@
 import { STREAMS } from '../../store/streams.js';
 import type { EntryResult, StageBlock, StageDefinition, StageEntry } from '../../pipeline/stage.js';
 import { isUsageEventType } from '../../domain/events.js';
+import type { TransactionSql } from 'postgres';
 import type { Sql } from '../../pipeline/postgres.js';
 import type { LedgeredEvent } from '../../domain/flow.js';
 import { AGGREGATE_BATCH_EVENTS, AGGREGATE_LINGER_MS, claimBlocks, claimEventOrigins } from '../../store/applied.js';
@@ -18,6 +19,17 @@ interface CogsBlock {
 
 /** The marker of a block applied event by event (some of its events failed when it was first applied). */
 const partialOrigin = (origin: string) => `p/${origin}`;
+
+/** A block with its usage events costed: by index in the block, the event's COGS (null when no cost model covers it, undefined for no usage event or a failed one). */
+interface CostedBlock {
+  block: CogsBlock;
+  /** The block's index in the batch (its results). */
+  b: number;
+  cogs: (bigint | null | undefined)[];
+  count: number;
+  failed: { i: number; error: InvalidCostModelError }[];
+  single: boolean;
+}
 
 /**
  * Adds the COGS and margin of each usage event to the hourly sums of cogs_rollup (per tool, per
@@ -41,8 +53,7 @@ export async function recordCogsBlocks(sql: Sql, models: CostModelCache, blocks:
   const loaded = await models.load([...usageTenants]);
 
   // Each block's usage events, costed (or failed), before the transaction.
-  const costedBlocks = blocks.map((block, b) => {
-    // By index in the block: the event's COGS, null when no cost model covers it, undefined for no usage event (or failed).
+  const costedBlocks = blocks.map((block, b): CostedBlock => {
     const cogs: (bigint | null | undefined)[] = new Array(block.events.length);
     const failed: { i: number; error: InvalidCostModelError }[] = [];
     let count = 0;
@@ -62,43 +73,48 @@ export async function recordCogsBlocks(sql: Sql, models: CostModelCache, blocks:
   const touching = costedBlocks.filter((c) => c.count + c.failed.length > 0);
   if (touching.length === 0) return results;
 
-  await sql.begin(async (tx) => {
-    const whole = touching.filter((c) => !c.single);
-    const fresh = await claimBlocks(tx, STAGE, whole.map((c) => ({ origin: c.block.origin, tenantId: c.block.events[0].tenantId })));
-    const again = whole.filter((c) => !fresh.has(c.block.origin));
-    const partialBefore = new Set(
-      again.length
-        ? (
-            await tx<{ origin: string }[]>`
-              SELECT origin FROM applied_blocks WHERE stage = ${STAGE} AND origin = ANY(${again.map((c) => partialOrigin(c.block.origin))}::text[])`
-          ).map((r) => r.origin)
-        : [],
-    );
-    const sums = new CogsSums();
-    const oneByOne = touching.filter((c) => c.single);
-    const partialNow: typeof touching = [];
-    for (const c of whole) {
-      if (fresh.has(c.block.origin)) {
-        if (c.failed.length) partialNow.push(c);
-        else for (let i = 0; i < c.block.events.length; i++) addEvent(sums, c.block.events[i], c.cogs[i]);
-      } else if (partialBefore.has(partialOrigin(c.block.origin))) oneByOne.push(c);
-      // else: applied whole before; nothing to add, nothing failed.
-    }
-    await claimBlocks(tx, STAGE, partialNow.map((c) => ({ origin: partialOrigin(c.block.origin), tenantId: c.block.events[0].tenantId })));
-    oneByOne.push(...partialNow);
-    const claimed = await claimEventOrigins(
-      tx,
-      STAGE,
-      oneByOne.flatMap((c) =>
-        c.block.events.flatMap((event, i) => (c.cogs[i] === undefined ? [] : [{ tenantId: event.tenantId, eventId: event.eventId, event, cogs: c.cogs[i] }])),
-      ),
-    );
-    for (const x of claimed) addEvent(sums, x.event, x.cogs);
-    await writeCogs(tx, sums);
-    // Only the events this delivery applies may fail: the others were applied (or failed) before.
-    for (const c of oneByOne) for (const f of c.failed) results[c.b][f.i] = { error: f.error };
-  });
+  // The transaction's body is a function of the module, not a closure made per batch: V8 dropped such a closure's
+  // optimized code at every full collection and compiled it again (as invoice-rollup's applyOnce says).
+  await sql.begin((tx) => applyCogs(tx, touching, results));
   return results;
+}
+
+/** recordCogsBlocks' transaction: claims the blocks (and the events applied one by one), adds what is new to the sums, writes them; marks the events that failed. */
+async function applyCogs(tx: TransactionSql, touching: CostedBlock[], results: EntryResult[][]): Promise<void> {
+  const whole = touching.filter((c) => !c.single);
+  const fresh = await claimBlocks(tx, STAGE, whole.map((c) => ({ origin: c.block.origin, tenantId: c.block.events[0].tenantId })));
+  const again = whole.filter((c) => !fresh.has(c.block.origin));
+  const partialBefore = new Set(
+    again.length
+      ? (
+          await tx<{ origin: string }[]>`
+            SELECT origin FROM applied_blocks WHERE stage = ${STAGE} AND origin = ANY(${again.map((c) => partialOrigin(c.block.origin))}::text[])`
+        ).map((r) => r.origin)
+      : [],
+  );
+  const sums = new CogsSums();
+  const oneByOne = touching.filter((c) => c.single);
+  const partialNow: typeof touching = [];
+  for (const c of whole) {
+    if (fresh.has(c.block.origin)) {
+      if (c.failed.length) partialNow.push(c);
+      else for (let i = 0; i < c.block.events.length; i++) addEvent(sums, c.block.events[i], c.cogs[i]);
+    } else if (partialBefore.has(partialOrigin(c.block.origin))) oneByOne.push(c);
+    // else: applied whole before; nothing to add, nothing failed.
+  }
+  await claimBlocks(tx, STAGE, partialNow.map((c) => ({ origin: partialOrigin(c.block.origin), tenantId: c.block.events[0].tenantId })));
+  oneByOne.push(...partialNow);
+  const claimed = await claimEventOrigins(
+    tx,
+    STAGE,
+    oneByOne.flatMap((c) =>
+      c.block.events.flatMap((event, i) => (c.cogs[i] === undefined ? [] : [{ tenantId: event.tenantId, eventId: event.eventId, event, cogs: c.cogs[i] }])),
+    ),
+  );
+  for (const x of claimed) addEvent(sums, x.event, x.cogs);
+  await writeCogs(tx, sums);
+  // Only the events this delivery applies may fail: the others were applied (or failed) before.
+  for (const c of oneByOne) for (const f of c.failed) results[c.b][f.i] = { error: f.error };
 }
 
 /** Adds a costed usage event (cogs: its COGS, null uncosted) to the sums; nothing for undefined (no usage event, or failed). */

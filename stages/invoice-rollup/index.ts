@@ -170,130 +170,140 @@ function eventsToApply(blocks: { origin: string; events: LedgeredEvent[] }[], fr
   return todo;
 }
 
-/** One transaction of rollUpBlocks; returns the credit accounts it exhausted. */
+/**
+ * One transaction of rollUpBlocks; returns the credit accounts it exhausted. Its body is a
+ * function of the module (applyInTransaction), not the closure handed to sql.begin: V8 keeps a
+ * closure's optimized code only while some instance of it lives, so a closure made per batch
+ * lost its code at every full collection of the heap and was compiled again (14 times in 75 s
+ * at --rate max; BENCHMARKS.md, issue 13, forty-first session).
+ */
 async function applyOnce(sql: Sql, blocks: { origin: string; events: LedgeredEvent[] }[], planOf: PlanOf): Promise<CreditAccountKey[]> {
   let exhausted: CreditAccountKey[] = [];
   await sql.begin(async (tx) => {
-    const whole = blocks.filter((b) => b.events.length > 1);
-    const freshBlocks = await claimBlocks(tx, STAGE, whole.map((b) => ({ origin: b.origin, tenantId: b.events[0].tenantId })));
-    const singles = blocks.filter((b) => b.events.length === 1).map((b) => b.events[0]);
-    const freshSingles = await claimSingles(tx, singles);
-    const todo = eventsToApply(blocks, freshBlocks, freshSingles);
-    if (todo.length === 0) return;
-
-    // Each period and session the events touch, in the order they first come.
-    const periods = new Map<string, PeriodState>();
-    const sessions = new Map<string, SessionState>();
-    // Per event of todo, its period and session (when its plan keeps one): found once, used twice.
-    const periodAt: PeriodState[] = new Array(todo.length);
-    const bySubscription = new Map<object, PeriodState>();
-    const sessionAt: (SessionState | undefined)[] = new Array(todo.length);
-    let period: PeriodState | undefined;
-    let session: SessionState | undefined;
-    for (let i = 0; i < todo.length; i++) {
-      const e = todo[i];
-      period = periodAt[i] = periodOf(periods, bySubscription, period, e, planOf);
-      if (keepsSessionPosition(period.plan, e.sessionId)) session = sessionAt[i] = sessionOf(sessions, session, e);
-    }
-    const periodCalls = await lockPositions(
-      tx,
-      'invoice_period_calls',
-      [...periods.values()].map(({ event: e }) => [e.tenantId, e.subscription.subscriptionId, new Date(e.subscription.periodStart).toISOString()]),
-    );
-    const sessionCalls = await lockPositions(
-      tx,
-      'invoice_session_calls',
-      [...sessions.values()].map(({ event: e }) => [e.tenantId, e.subscription.subscriptionId, e.sessionId!]),
-    );
-    // The rows read (to update); the others are inserted.
-    for (const p of periods.values()) {
-      const calls = periodCalls.get(p.key);
-      if (calls === undefined) continue;
-      p.calls = calls;
-      p.existed = true;
-    }
-    for (const s of sessions.values()) {
-      const calls = sessionCalls.get(s.key);
-      if (calls === undefined) continue;
-      s.calls = calls;
-      s.existed = true;
-    }
-
-    // Each event's usage rows, from its positions, folded into its period's rows as they come.
-    const withRows: PeriodState[] = [];
-    const before: CallPosition = { periodCalls: 0n, sessionCalls: 0n };
-    for (let i = 0; i < todo.length; i++) {
-      const e = todo[i];
-      period = periodAt[i];
-      period.events++;
-      period.cost += e.cost.total;
-      if (!countsAsCall(e.eventType)) continue;
-      const s = sessionAt[i];
-      before.periodCalls = period.calls;
-      before.sessionCalls = s ? s.calls : 0n;
-      if (!period.rows) withRows.push(period);
-      addUsageRows(period.plan, e, e.cost, e.attribution.agentId ?? e.attribution.appId, before, 1n, (period.rows ??= new MergedRows()));
-      period.calls++;
-      if (s) s.calls++;
-    }
-
-    const usage: { tenant_id: string; subscription_id: string; period_start: string; kind: string; key: string; counters: string; order: string }[] = [];
-    for (const { event: e, rows } of withRows) {
-      const periodStart = new Date(e.subscription.periodStart).toISOString();
-      for (const [kind, byKey] of rows!.merged()) {
-        for (const [key, counters] of byKey) {
-          usage.push({
-            tenant_id: e.tenantId,
-            subscription_id: e.subscription.subscriptionId,
-            period_start: periodStart,
-            kind,
-            key,
-            counters: JSON.stringify(counters, (_k, v) => (typeof v === 'bigint' ? v.toString() : v)),
-            order: e.subscription.subscriptionId + kind + key,
-          });
-        }
-      }
-    }
-    // The order string built once per row, not twice per comparison (the same comparisons).
-    usage.sort((a, b) => (a.order < b.order ? -1 : 1));
-    if (usage.length) {
-      await tx`
-        INSERT INTO invoice_usage (tenant_id, subscription_id, period_start, kind, key, counters)
-        SELECT t, s, p, k, y, c FROM unnest(
-          ${usage.map((u) => u.tenant_id)}::text[], ${usage.map((u) => u.subscription_id)}::text[],
-          ${usage.map((u) => u.period_start)}::text[]::timestamptz[], ${usage.map((u) => u.kind)}::text[],
-          ${usage.map((u) => u.key)}::text[], ${usage.map((u) => u.counters)}::text[]::jsonb[]) AS x(t, s, p, k, y, c)
-        ON CONFLICT (tenant_id, subscription_id, period_start, kind, key)
-        DO UPDATE SET counters = add_counters(invoice_usage.counters, excluded.counters), updated_at = now()`;
-    }
-    await writePositions(
-      tx,
-      'invoice_period_calls',
-      [...periods.values()].map(({ event: e, calls, events, cost, existed }) => ({
-        key: [e.tenantId, e.subscription.subscriptionId, new Date(e.subscription.periodStart).toISOString()],
-        calls,
-        events: BigInt(events),
-        cost,
-        existed,
-      })),
-    );
-    await writePositions(
-      tx,
-      'invoice_session_calls',
-      [...sessions.values()].map(({ event: e, calls, existed }) => ({ key: [e.tenantId, e.subscription.subscriptionId, e.sessionId!], calls, existed })),
-    );
-    // Prepaid credits pay for the rated usage, in the same transaction (store/credits.ts).
-    const draws: CreditDraw[] = [...periods.values()].map(({ cost, event: e }) => ({
-      tenantId: e.tenantId,
-      customerId: e.attribution.customerId,
-      currency: e.subscription.currency,
-      subscriptionId: e.subscription.subscriptionId,
-      periodStart: e.subscription.periodStart,
-      amountNano: cost,
-    }));
-    exhausted = await drawCredits(tx, draws);
+    exhausted = await applyInTransaction(tx, blocks, planOf);
   });
   return exhausted;
+}
+
+async function applyInTransaction(tx: TransactionSql, blocks: { origin: string; events: LedgeredEvent[] }[], planOf: PlanOf): Promise<CreditAccountKey[]> {
+  const whole = blocks.filter((b) => b.events.length > 1);
+  const freshBlocks = await claimBlocks(tx, STAGE, whole.map((b) => ({ origin: b.origin, tenantId: b.events[0].tenantId })));
+  const singles = blocks.filter((b) => b.events.length === 1).map((b) => b.events[0]);
+  const freshSingles = await claimSingles(tx, singles);
+  const todo = eventsToApply(blocks, freshBlocks, freshSingles);
+  if (todo.length === 0) return [];
+
+  // Each period and session the events touch, in the order they first come.
+  const periods = new Map<string, PeriodState>();
+  const sessions = new Map<string, SessionState>();
+  // Per event of todo, its period and session (when its plan keeps one): found once, used twice.
+  const periodAt: PeriodState[] = new Array(todo.length);
+  const bySubscription = new Map<object, PeriodState>();
+  const sessionAt: (SessionState | undefined)[] = new Array(todo.length);
+  let period: PeriodState | undefined;
+  let session: SessionState | undefined;
+  for (let i = 0; i < todo.length; i++) {
+    const e = todo[i];
+    period = periodAt[i] = periodOf(periods, bySubscription, period, e, planOf);
+    if (keepsSessionPosition(period.plan, e.sessionId)) session = sessionAt[i] = sessionOf(sessions, session, e);
+  }
+  const periodCalls = await lockPositions(
+    tx,
+    'invoice_period_calls',
+    [...periods.values()].map(({ event: e }) => [e.tenantId, e.subscription.subscriptionId, new Date(e.subscription.periodStart).toISOString()]),
+  );
+  const sessionCalls = await lockPositions(
+    tx,
+    'invoice_session_calls',
+    [...sessions.values()].map(({ event: e }) => [e.tenantId, e.subscription.subscriptionId, e.sessionId!]),
+  );
+  // The rows read (to update); the others are inserted.
+  for (const p of periods.values()) {
+    const calls = periodCalls.get(p.key);
+    if (calls === undefined) continue;
+    p.calls = calls;
+    p.existed = true;
+  }
+  for (const s of sessions.values()) {
+    const calls = sessionCalls.get(s.key);
+    if (calls === undefined) continue;
+    s.calls = calls;
+    s.existed = true;
+  }
+
+  // Each event's usage rows, from its positions, folded into its period's rows as they come.
+  const withRows: PeriodState[] = [];
+  const before: CallPosition = { periodCalls: 0n, sessionCalls: 0n };
+  for (let i = 0; i < todo.length; i++) {
+    const e = todo[i];
+    period = periodAt[i];
+    period.events++;
+    period.cost += e.cost.total;
+    if (!countsAsCall(e.eventType)) continue;
+    const s = sessionAt[i];
+    before.periodCalls = period.calls;
+    before.sessionCalls = s ? s.calls : 0n;
+    if (!period.rows) withRows.push(period);
+    addUsageRows(period.plan, e, e.cost, e.attribution.agentId ?? e.attribution.appId, before, 1n, (period.rows ??= new MergedRows()));
+    period.calls++;
+    if (s) s.calls++;
+  }
+
+  const usage: { tenant_id: string; subscription_id: string; period_start: string; kind: string; key: string; counters: string; order: string }[] = [];
+  for (const { event: e, rows } of withRows) {
+    const periodStart = new Date(e.subscription.periodStart).toISOString();
+    for (const [kind, byKey] of rows!.merged()) {
+      for (const [key, counters] of byKey) {
+        usage.push({
+          tenant_id: e.tenantId,
+          subscription_id: e.subscription.subscriptionId,
+          period_start: periodStart,
+          kind,
+          key,
+          counters: JSON.stringify(counters, (_k, v) => (typeof v === 'bigint' ? v.toString() : v)),
+          order: e.subscription.subscriptionId + kind + key,
+        });
+      }
+    }
+  }
+  // The order string built once per row, not twice per comparison (the same comparisons).
+  usage.sort((a, b) => (a.order < b.order ? -1 : 1));
+  if (usage.length) {
+    await tx`
+      INSERT INTO invoice_usage (tenant_id, subscription_id, period_start, kind, key, counters)
+      SELECT t, s, p, k, y, c FROM unnest(
+        ${usage.map((u) => u.tenant_id)}::text[], ${usage.map((u) => u.subscription_id)}::text[],
+        ${usage.map((u) => u.period_start)}::text[]::timestamptz[], ${usage.map((u) => u.kind)}::text[],
+        ${usage.map((u) => u.key)}::text[], ${usage.map((u) => u.counters)}::text[]::jsonb[]) AS x(t, s, p, k, y, c)
+      ON CONFLICT (tenant_id, subscription_id, period_start, kind, key)
+      DO UPDATE SET counters = add_counters(invoice_usage.counters, excluded.counters), updated_at = now()`;
+  }
+  await writePositions(
+    tx,
+    'invoice_period_calls',
+    [...periods.values()].map(({ event: e, calls, events, cost, existed }) => ({
+      key: [e.tenantId, e.subscription.subscriptionId, new Date(e.subscription.periodStart).toISOString()],
+      calls,
+      events: BigInt(events),
+      cost,
+      existed,
+    })),
+  );
+  await writePositions(
+    tx,
+    'invoice_session_calls',
+    [...sessions.values()].map(({ event: e, calls, existed }) => ({ key: [e.tenantId, e.subscription.subscriptionId, e.sessionId!], calls, existed })),
+  );
+  // Prepaid credits pay for the rated usage, in the same transaction (store/credits.ts).
+  const draws: CreditDraw[] = [...periods.values()].map(({ cost, event: e }) => ({
+    tenantId: e.tenantId,
+    customerId: e.attribution.customerId,
+    currency: e.subscription.currency,
+    subscriptionId: e.subscription.subscriptionId,
+    periodStart: e.subscription.periodStart,
+    amountNano: cost,
+  }));
+  return drawCredits(tx, draws);
 }
 
 /** The same for events handed one by one (each claimed on its own, in invoice_applied): tests and tools. */
