@@ -253,15 +253,20 @@ export async function setManyWithTtl(redis: Redis, entries: readonly { key: stri
   );
 }
 
-/** EXPIRE of many keys with one TTL: one pipeline on one node, one per hash slot on a cluster; throws the first error. */
-export async function expireMany(redis: Redis, keys: readonly string[], ttlSeconds: number): Promise<void> {
+/** The commands `add` puts in for each key: one pipeline on one node, one per hash slot on a cluster; throws the first error. */
+export async function runPipelinePerKey(redis: Redis, keys: readonly string[], add: (pipeline: ChainableCommander, key: string) => void): Promise<void> {
   await Promise.all(
     bySlot(redis, keys, (key) => key).map((group) =>
       runPipeline(redis, (pipeline) => {
-        for (const key of group) pipeline.expire(key, ttlSeconds);
+        for (const key of group) add(pipeline, key);
       }),
     ),
   );
+}
+
+/** EXPIRE of many keys with one TTL (runPipelinePerKey). */
+export async function expireMany(redis: Redis, keys: readonly string[], ttlSeconds: number): Promise<void> {
+  await runPipelinePerKey(redis, keys, (pipeline, key) => pipeline.expire(key, ttlSeconds));
 }
 
 /** DEL of many keys (one command on one node, one per hash slot on a cluster). */

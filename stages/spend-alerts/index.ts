@@ -1,4 +1,4 @@
-import { expireMany, runPipeline, type Redis } from '../../pipeline/redis.js';
+import { expireMany, runPipelinePerKey, type Redis } from '../../pipeline/redis.js';
 import { STREAMS } from '../../store/streams.js';
 import type { AckResult, EntryResult, StageBlock, StageDefinition, StageEntry } from '../../pipeline/stage.js';
 import { partitionedKey } from '../../pipeline/keys.js';
@@ -290,25 +290,19 @@ export class SpendAlerts {
    * flight side by side), and a key deleted before them came back for two days. The bench ended
    * ~300 sessions a second and left ~100 a second that way. A session whose end comes first
    * gets its keys here (spend 0, start 0: ended, projected no further), so its late calls add
-   * to keys that go too. One pipeline per partition (its keys share one hash tag); a
-   * redelivered end does the same again, which is harmless.
+   * to keys that go too. One pipeline per hash slot (runPipelinePerKey); a redelivered
+   * end does the same again, which is harmless.
    */
   private async closeSessions(ended: StageEntry<LedgeredEvent>[]): Promise<void> {
-    const byPartition = new Map<number, string[]>();
+    const keys: string[] = [];
     for (const { partition, payload: e } of ended) {
-      let keys = byPartition.get(partition);
-      if (!keys) byPartition.set(partition, (keys = []));
       const session = this.sessionKeysOf(e.tenantId, e.sessionId!, partition);
       keys.push(session.start, session.spend);
     }
-    for (const keys of byPartition.values()) {
-      await runPipeline(this.redis, (pipeline) => {
-        for (const key of keys) {
-          pipeline.set(key, ENDED_SESSION_START, 'EX', ENDED_SESSION_TTL_SECONDS, 'NX');
-          pipeline.expire(key, ENDED_SESSION_TTL_SECONDS);
-        }
-      });
-    }
+    await runPipelinePerKey(this.redis, keys, (pipeline, key) => {
+      pipeline.set(key, ENDED_SESSION_START, 'EX', ENDED_SESSION_TTL_SECONDS, 'NX');
+      pipeline.expire(key, ENDED_SESSION_TTL_SECONDS);
+    });
   }
 
   /** The commitment of each event's subscription, looked up once per subscription of the batch. */
