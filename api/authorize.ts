@@ -29,6 +29,8 @@ export interface AuthorizeDeps {
   log?: Logger;
   /** How long a reservation (estimated_cost) waits for its event; 5 minutes by default. */
   reservationTtlMs?: number;
+  /** How long admissions granted ahead are answered from memory (store/authorizer.ts); 0: every call asks Redis. */
+  leaseMs?: number;
 }
 
 /** One cap on the caller as it stands in its current period (decimal amounts in the plan's currency). */
@@ -330,6 +332,8 @@ export interface AuthorizeRoutes {
    * Returns false for any other request, which the caller hands to the app.
    */
   serveNode(req: IncomingMessage, res: ServerResponse): boolean;
+  /** Stops authorize's background work (its flag subscription); for a process that shuts down. */
+  close(): Promise<void>;
 }
 
 /**
@@ -346,6 +350,8 @@ export function createAuthorizeRoutes(deps: AuthorizeDeps): AuthorizeRoutes {
     partitions: config.PARTITIONS,
     sessionIdleMs: config.SESSION_IDLE_SECONDS * 1000,
     ...(deps.reservationTtlMs ? { reservationTtlMs: deps.reservationTtlMs } : {}),
+    ...(deps.leaseMs !== undefined ? { leaseMs: deps.leaseMs } : {}),
+    ...(deps.log ? { log: deps.log } : {}),
   });
   const app = new Hono<{ Variables: TenantAuthVariables }>();
 
@@ -483,6 +489,7 @@ export function createAuthorizeRoutes(deps: AuthorizeDeps): AuthorizeRoutes {
   return {
     app,
     applyControl: (message) => authorizer.applyControl(message),
+    close: () => authorizer.close(),
     serveNode(req, res) {
       if (req.method !== 'POST' || req.url !== '/v1/authorize') return false;
       void serveAuthorize(req, res).catch((err: unknown) => {

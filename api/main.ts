@@ -41,7 +41,7 @@ if (processes > 1 && cluster.isPrimary) {
   const metrics = new Metrics(`api-${config.WORKER_SLOT}`);
   const sql = connectPostgres(config.DATABASE_URL, { max: config.PG_POOL_SIZE, name: 'api' });
   const redis = connectRedis(config.REDIS_URL, `${config.REDIS_PREFIX}api:${process.pid}`, { commandTimeoutMs: config.REDIS_COMMAND_TIMEOUT_MS, log });
-  const { app, applyControl, createServer } = createApp({ config, sql, redis, log, metrics });
+  const { app, applyControl, createServer, close } = createApp({ config, sql, redis, log, metrics });
   const control = subscribeControl(config.REDIS_URL, config.REDIS_PREFIX, applyControl, log);
   const server = serve({ fetch: app.fetch, port: config.HTTP_PORT, hostname: config.HTTP_HOST, createServer }, (info) =>
     log.info({ port: info.port, host: config.HTTP_HOST }, 'api listening'),
@@ -56,6 +56,7 @@ if (processes > 1 && cluster.isPrimary) {
     force.unref();
     server.close();
     await control.close();
+    await close();
     await sql.end({ timeout: 5 });
     redis.disconnect();
     process.exit(0);

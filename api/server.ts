@@ -40,6 +40,8 @@ export interface CreatedApp {
   app: Hono;
   tokens: TenantTokens;
   applyControl: (message: ControlMessage) => Promise<void>;
+  /** Stops the routes' background work (authorize's flag subscription). */
+  close: () => Promise<void>;
   /**
    * A `createServer` for @hono/node-server's serve: `POST /v1/authorize`, and `POST /v1/events`
    * refused while the pipeline is behind, skip the Hono layers (see api/authorize.ts and
@@ -101,6 +103,7 @@ export function createApp(deps: AppDeps): CreatedApp {
       if (message.type === 'tenant-tokens.changed') tokens.forgetAll();
       await authorize.applyControl(message);
     },
+    close: () => authorize.close(),
     createServer: ((options: ServerOptions, listener: RequestListener) =>
       createServer(options, (req, res) => {
         if (!authorize.serveNode(req, res) && !ingest.serveNode(req, res)) listener(req, res);

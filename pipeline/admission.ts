@@ -38,6 +38,8 @@ type AdmissionVerdict =
 
 export interface AdmissionReply {
   verdict: AdmissionVerdict;
+  /** How many requests were admitted: 1, or up to the grant asked (a lease); 0 when refused. */
+  granted: number;
   /** Requests in the window, this one included when admitted. */
   rateUsed: number;
   /** Sessions active, this one included when admitted. */
@@ -97,12 +99,20 @@ export interface AdmissionCall {
   /** The rate window's member for this call (when the request has a rate window). */
   member?: string;
   reservation?: AdmissionRequest['reservation'];
+  /**
+   * Admit up to this many requests at once (never with a reservation): the rate window gets
+   * `member:0` .. `member:<granted - 1>`, all counted now. See AdmissionLeases.
+   */
+  grant?: number;
 }
 
 /** The whole argument of one call: the caller's prefix (from `admissionPrefix`) and what changes per call. */
 export function admissionArg(prefix: string, call: AdmissionCall): string {
   const reservation = call.reservation;
-  return prefix + jsonForCjson([call.member ?? '', reservation ? reservation.estimate.toString() : '', reservation?.id ?? '', String(reservation?.ttlMs ?? 0)]).slice(1);
+  return (
+    prefix +
+    jsonForCjson([call.member ?? '', reservation ? reservation.estimate.toString() : '', reservation?.id ?? '', String(reservation?.ttlMs ?? 0), String(call.grant ?? 1)]).slice(1)
+  );
 }
 
 function wholeArg(request: AdmissionRequest): string {
@@ -118,7 +128,7 @@ function jsonForCjson(fields: string[]): string {
 }
 
 function parseReply(raw: (string | number)[]): AdmissionReply {
-  const [kind, detail, rateUsed, sessionsActive, ...totals] = raw;
+  const [kind, detail, rateUsed, sessionsActive, granted, ...totals] = raw;
   const verdict: AdmissionVerdict =
     kind === 'flag' ? { kind, value: String(detail) }
     : kind === 'rate' ? { kind, retryAfterMs: Number(detail) }
@@ -130,7 +140,7 @@ function parseReply(raw: (string | number)[]): AdmissionReply {
     const freesAt = Number(totals[i + 2]);
     budgets.push({ spent: BigInt(totals[i]), reserved: BigInt(totals[i + 1]), ...(freesAt > 0 ? { freesAt } : {}) });
   }
-  return { verdict, rateUsed: Number(rateUsed), sessionsActive: Number(sessionsActive), budgets };
+  return { verdict, granted: Number(granted), rateUsed: Number(rateUsed), sessionsActive: Number(sessionsActive), budgets };
 }
 
 /**

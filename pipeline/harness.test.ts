@@ -7,7 +7,7 @@ import { createLogger } from './logger.js';
 import { Metrics } from './metrics.js';
 import { decodePayload, decodeSequence, encodePayload } from './codec.js';
 import { streamLag } from './backpressure.js';
-import { deadLetterKey, partitionedKey } from './keys.js';
+import { deadLetterKey, LIMIT_FLAGS_CHANNEL, partitionedKey } from './keys.js';
 import { ensureGroups, runStage, StageServices, type RunningStage } from './harness.js';
 import { publishControl } from './control.js';
 import { TcpProxy } from '../test/support/tcp-proxy.js';
@@ -370,8 +370,14 @@ describe('stage harness', () => {
     expect(await lagOf()).toBe(0);
   });
 
-  it('applies counter effects once per acked entry, tags outputs over the limit and flags the crossing', async () => {
+  it('applies counter effects once per acked entry, tags outputs over the limit and flags the crossing (announced once)', async () => {
     const { input, output, inKey, outKey } = names();
+    const listener = new Redis(loadConfig({}).REDIS_URL);
+    const announced: string[] = [];
+    listener.on('message', (_channel: string, key: string) => {
+      if (key.startsWith(PREFIX)) announced.push(key);
+    });
+    await listener.subscribe(LIMIT_FLAGS_CHANNEL);
     await feed(inKey, 10);
     const crossedSeen: string[][] = [];
     const stage: StageDefinition<{ n: number }> = {
@@ -406,6 +412,10 @@ describe('stage harness', () => {
     expect(await redis.get(partitionedKey(PREFIX, 'total', 0))).toBe('45');
     expect(await redis.get(partitionedKey(PREFIX, 'flag', 0))).toBe('crossed-by-6');
     expect(crossedSeen).toEqual([['over']]);
+    // Announced in the ack's own step: by the time the flag can be read, the message is on its way.
+    await until(async () => announced.length > 0);
+    expect(announced).toEqual([partitionedKey(PREFIX, 'flag', 0)]);
+    listener.disconnect();
     const tagged = ((await redis.xrange(outKey, '-', '+')) as [string, string[]][]).map(([, f]) => f[3] ?? '');
     expect(tagged).toEqual(['', '', '', '', '', '', 'over', 'over', 'over', 'over']);
 

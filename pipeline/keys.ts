@@ -17,6 +17,14 @@ export function errorsKey(prefix: string, stage: string, partition: number): str
   return partitionedKey(prefix, `errors:${stage}`, partition);
 }
 
+/**
+ * The pub/sub channel on which every limit flag set is announced (its key as the message), by the
+ * ack script (lua/ackAndForward.lua names it too) and by whoever sets a flag by hand: what answers
+ * from leases (admission-leases.ts) drops those the flag concerns. One channel for every prefix
+ * (pub/sub knows no databases); a reader ignores keys it does not hold.
+ */
+export const LIMIT_FLAGS_CHANNEL = 'agentmeter:limit-flags';
+
 export function controlStreamKey(prefix: string): string {
   return `${prefix}control`;
 }

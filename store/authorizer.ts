@@ -4,6 +4,8 @@ import type { Credential } from '../domain/events.js';
 import { formatNano } from '../domain/money.js';
 import { customerPartitionKey, type Attribution } from '../domain/flow.js';
 import { AdmissionBatcher, admissionArg, admissionPrefix, releaseReservations, type AdmissionReply, type AdmissionRequest } from '../pipeline/admission.js';
+import { AdmissionLeases } from '../pipeline/admission-leases.js';
+import type { Logger } from '../pipeline/logger.js';
 import type { ControlMessage } from '../pipeline/control.js';
 import { partitionedKey, partitionOf } from '../pipeline/keys.js';
 import type { Sql } from '../pipeline/postgres.js';
@@ -84,6 +86,12 @@ interface CallerPlan {
 const MAX_PLANS_PER_CHAIN = 1_000;
 
 const RATE_WINDOW_MS = 60_000;
+/**
+ * Admissions granted ahead are answered from memory for this long (AdmissionLeases): a pause
+ * announced reaches this process at once, this bounds one whose announcement was lost, and the
+ * running totals an answer from a lease reports are at most this old.
+ */
+const DEFAULT_LEASE_MS = 100;
 const MAX_CHAINS = 50_000;
 /** Without a control message, an agent's limits are read again after this long. */
 const AGENT_LIMITS_TTL_MS = 30_000;
@@ -99,6 +107,9 @@ export interface AuthorizerOptions {
   capsTtlMs?: number;
   /** How long a reservation waits for its event. */
   reservationTtlMs?: number;
+  /** How long admissions granted ahead may be answered from memory (AdmissionLeases); 0 asks Redis on every call. */
+  leaseMs?: number;
+  log?: Logger;
 }
 
 /**
@@ -107,6 +118,10 @@ export interface AuthorizerOptions {
  * and otherwise trusted for a second; what must be exact (pause flags, running totals,
  * reservations, the rate window, the sessions in use) is read and written in one Redis script
  * call in the customer's partition: one round trip per call, or per partition for a batch.
+ * A busy caller's script call also grants its next few calls ahead (pipeline/admission-leases.ts):
+ * counted in its rate window and sessions at once, answered here without a round trip for up to
+ * DEFAULT_LEASE_MS, dropped the moment a pause flag of the caller is announced. Calls with an
+ * estimate (a reservation) always go to Redis.
  */
 export class Authorizer {
   private readonly chains = new Map<string, ScopeChain>();
@@ -115,6 +130,7 @@ export class Authorizer {
   /** Read only for tenants with caps on plans (the caller's plan picks them). */
   private readonly subscriptions: SubscriptionBook;
   private readonly batcher: AdmissionBatcher;
+  private readonly leases: AdmissionLeases | undefined;
   private readonly memberPrefix = randomBytes(6).toString('base64url');
   private sequence = 0;
   private readonly chainTtlMs: number;
@@ -132,8 +148,15 @@ export class Authorizer {
     // Redis decides one while this process answers or sends the other (server p50 0.67-0.73 ->
     // 0.57-0.59 ms at c=16 in the bench, BENCHMARKS.md issue-14c).
     this.batcher = new AdmissionBatcher(redis, { maxInFlight: 2 });
+    const leaseMs = options.leaseMs ?? DEFAULT_LEASE_MS;
+    this.leases = leaseMs > 0 ? new AdmissionLeases(redis, this.batcher, { leaseMs, name: `${options.prefix}authorize-flags:${process.pid}`, log: options.log }) : undefined;
     this.chainTtlMs = options.chainTtlMs ?? 1_000;
     this.reservationTtlMs = options.reservationTtlMs ?? 5 * 60_000;
+  }
+
+  /** Stops what runs in the background (the leases' flag subscription) and takes back unused admissions. */
+  async close(): Promise<void> {
+    await this.leases?.close();
   }
 
   /** Applies a control message to what is held in memory. */
@@ -191,6 +214,13 @@ export class Authorizer {
         plan.caps.map((c) => (c.cap.period === 'session' ? { ...c, resetsAt: capPeriod(c.cap, { recordedAt: now, sessionId: ask.sessionId })!.endsAt } : c))
       : plan.caps;
     const estimate = ask.estimate !== undefined && ask.estimate > 0n ? ask.estimate : undefined;
+    if (estimate === undefined && this.leases) {
+      const leased = this.leases.take(plan, now);
+      if (leased) return decide(attribution, chain, caps, leased, undefined, now);
+      return this.leases.admit(plan).then(({ reply, now: at }) => decide(attribution, chain, caps, reply, undefined, at));
+    }
+    // The caller's lease would not show the reservation: its next answer reads it from Redis.
+    this.leases?.forget(plan);
     const reservation = estimate !== undefined ? { estimate, id: ask.eventId ?? this.nextMember('rsv_'), ttlMs: this.reservationTtlMs } : undefined;
     const arg = admissionArg(plan.prefix, { member: plan.request.rate ? this.nextMember('') : undefined, reservation });
     return this.batcher.admitArg(plan.anchorKey, arg).then(({ reply, now: at }) => decide(attribution, chain, caps, reply, reservation, at));
@@ -286,6 +316,7 @@ export class Authorizer {
     await this.caps.ensureTenants([ask.tenantId]);
     const [ratePlanId] = await this.plansOf([ask], [chain], now);
     const plan = this.planOf(ask, chain, chain.resolution.attribution, ratePlanId, now);
+    this.leases?.forget(plan);
     const releases = plan.request.budgets.map((budget) => ({ counterKey: budget.counterKey, id: ask.reservationId }));
     return { released: await releaseReservations(this.redis, plan.anchorKey, releases) };
   }

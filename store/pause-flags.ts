@@ -1,3 +1,4 @@
+import { announceLimitFlag } from '../pipeline/admission-leases.js';
 import type { Redis } from '../pipeline/redis.js';
 import { partitionedKey, partitionOf } from '../pipeline/keys.js';
 import { pauseKey, type PauseRecord, type PauseScope } from './pauses.js';
@@ -162,7 +163,9 @@ async function recordPausesIn(sql: postgres.TransactionSql, pauses: PauseRecord[
 export async function setPause(sql: Sql, redis: Redis, place: RedisPlace, record: PauseRecord & { customerId: string; endsAt: number }): Promise<void> {
   const ttlMs = record.endsAt - Date.now();
   if (ttlMs <= 0) return;
-  await redis.set(pauseFlagKey(place, record.tenantId, record.customerId, record.scopeKind, record.scopeId), JSON.stringify(record), 'PX', ttlMs);
+  const key = pauseFlagKey(place, record.tenantId, record.customerId, record.scopeKind, record.scopeId);
+  await redis.set(key, JSON.stringify(record), 'PX', ttlMs);
+  await announceLimitFlag(redis, key);
   await recordPauses(sql, [record]);
 }
 
@@ -207,6 +210,7 @@ async function settleFlag(sql: Sql, redis: Redis, place: RedisPlace, tenantId: s
     endsAt: other.period_ends_at.getTime(),
   };
   await redis.set(key, JSON.stringify(record), 'PXAT', record.endsAt!);
+  await announceLimitFlag(redis, key);
   return false;
 }
 

@@ -208,6 +208,7 @@ function floorListener(req: IncomingMessage, res: ServerResponse): void {
   });
 }
 
+let closeRoutes = async (): Promise<void> => {};
 const httpServer = await (async () => {
   if (values.floor) {
     const server = createServer(floorListener).listen(0, '127.0.0.1');
@@ -216,6 +217,7 @@ const httpServer = await (async () => {
   }
   const resolver = new AttributionResolver(sql, redis, config.REDIS_PREFIX, config.KEY_CACHE_TTL_SECONDS);
   const routes = createAuthorizeRoutes({ config, redis, resolver, tokens: new TenantTokens(sql, 60_000), sql });
+  closeRoutes = () => routes.close();
   // As api/main.ts serves it: POST /v1/authorize straight on Node's request, the rest through Hono.
   const server = serve({
     fetch: routes.app.fetch,
@@ -288,5 +290,6 @@ try {
   }
 } finally {
   httpServer.close();
+  await closeRoutes();
   await world.cleanup();
 }

@@ -15,7 +15,7 @@
     rateKey|'', rateLimit|'', rateWindowMs
     sessionsKey|'', sessionsMax|'', sessionMember|'', sessionIdleMs
     nBudgets, nBudgets x (counterKey, limit, hard (1|0), overrideKey|'', window|'')
-    rateMember, estimate|'', reservationId, reservationTtlMs
+    rateMember, estimate|'', reservationId, reservationTtlMs, grant
   A budget's reservations live beside its counter: counterKey..':rz' (ZSET id -> expiry ms),
   counterKey..':ra' (HASH id -> amount), counterKey..':rs' (their sum). Amounts and totals are
   decimal strings compared exactly (a Lua number is a double: not exact past 2^53).
@@ -29,9 +29,13 @@
     hard budget: spent + reserved + estimate > limit (no override key) -> 'budget', its index
   Admitted: 'ok'; the window gets rateMember, the session is touched, and with an estimate each
   budget gets a reservation that expires after reservationTtlMs unless released earlier.
+  A grant above 1 (never with an estimate) admits up to that many requests at once, for the caller
+  to answer from memory (a lease, pipeline/admission-leases.ts): as many as the rate window still
+  holds, each with a member of its own in it (rateMember..':'..i, i from 0), every one counted now.
   Reply: one JSON text (cjson, in C: one bulk string for the caller to parse, not ten replies per
-  request), an array with per request [ verdict, detail, rateUsed, sessionsActive, spent1,
-  reserved1, freesAt1, spent2, ... ] (amounts as decimal strings, counts and times as numbers).
+  request), an array with per request [ verdict, detail, rateUsed, sessionsActive, granted, spent1,
+  reserved1, freesAt1, spent2, ... ] (amounts as decimal strings, counts and times as numbers;
+  granted is how many were admitted, 0 when refused).
   freesAt (rolling budgets, else 0): when spent + reserved + max(estimate, 1) fits under the limit
   as old buckets leave (when the oldest leaves if it fits already; 0 when nothing is counted).
 ]]
@@ -113,7 +117,8 @@ for r = 1, count do
     pos = pos + 5
   end
   request.rateMember, request.estimate, request.reservationId, request.reservationTtl = a[pos], a[pos + 1], a[pos + 2], tonumber(a[pos + 3])
-  if nFlags == nil or nBudgets == nil or request.reservationTtl == nil then
+  request.grant = tonumber(a[pos + 4])
+  if nFlags == nil or nBudgets == nil or request.reservationTtl == nil or request.grant == nil or request.grant < 1 then
     return redis.error_reply('authorize: malformed arguments at request ' .. r)
   end
 
@@ -154,7 +159,7 @@ for r = 1, count do
     end
   end
 
-  local reply = { '', '', rateUsed, sessionsActive }
+  local reply = { '', '', rateUsed, sessionsActive, 0 }
   local estimate = request.estimate ~= '' and nonNegative(request.estimate) or nil
   for b, budget in ipairs(request.budgets) do
     budget.spent = nonNegative(values[nFlags + 2 * b - 1])
@@ -174,8 +179,23 @@ for r = 1, count do
   end
 
   if verdict == 'ok' then
+    local granted = 1
+    if request.grant > 1 and not estimate then
+      granted = request.grant
+      if request.rateKey ~= '' and request.rateLimit ~= '' then granted = math.min(granted, tonumber(request.rateLimit) - rateUsed) end
+    end
+    reply[5] = granted
     if request.rateKey ~= '' and request.rateLimit ~= '' then
-      redis.call('ZADD', request.rateKey, now, request.rateMember)
+      if request.grant > 1 then
+        local members = {}
+        for i = 0, granted - 1 do
+          members[#members + 1] = now
+          members[#members + 1] = request.rateMember .. ':' .. i
+        end
+        redis.call('ZADD', request.rateKey, unpack(members))
+      else
+        redis.call('ZADD', request.rateKey, now, request.rateMember)
+      end
       redis.call('PEXPIRE', request.rateKey, request.rateWindow)
       reply[3] = rateUsed + 1
     end
@@ -195,7 +215,7 @@ for r = 1, count do
         for _, key in ipairs({ zset, amounts, sum }) do
           if redis.call('PTTL', key) == -1 then redis.call('PEXPIRE', key, request.reservationTtl) else extend(key, request.reservationTtl) end
         end
-        reply[3 + b * 3] = add(budget.reserved, estimate)
+        reply[4 + b * 3] = add(budget.reserved, estimate)
       end
     end
   end

@@ -1,0 +1,150 @@
+import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AdmissionBatcher, admissionPrefix, type AdmissionReply, type AdmissionRequest } from './admission.js';
+import { AdmissionLeases, announceLimitFlag, type LeaseHolder } from './admission-leases.js';
+import { loadConfig } from './config.js';
+import { partitionedKey } from './keys.js';
+import { deleteKeysWithPrefix } from './redis.js';
+
+const PREFIX = `t:leases_${randomBytes(4).toString('hex')}:`;
+let redis: Redis;
+const opened: AdmissionLeases[] = [];
+
+function key(name: string): string {
+  return partitionedKey(PREFIX, name, 0);
+}
+
+/** A caller with a rate window of `limit` calls a minute, a flag and a session. */
+function holder(name: string, limit: number): LeaseHolder {
+  const request: AdmissionRequest = {
+    flagKeys: [key(`${name}:flag`)],
+    budgets: [],
+    rate: { key: key(`${name}:rate`), limit, windowMs: 60_000, member: '' },
+    sessions: { key: key(`${name}:sessions`), session: 's1', idleMs: 60_000 },
+  };
+  return { anchorKey: key('anchor'), prefix: admissionPrefix(request), request };
+}
+
+/** A process's leases: its own batcher (its own script calls), subscribed before it is used. */
+async function leasesOf(leaseMs = 1_000): Promise<AdmissionLeases> {
+  const leases = new AdmissionLeases(redis, new AdmissionBatcher(redis, { maxInFlight: 2 }), { leaseMs, name: `${PREFIX}leases` });
+  opened.push(leases);
+  await leases.ready();
+  return leases;
+}
+
+/** One call as the authorizer makes it: from the lease when it answers, else from Redis. */
+async function call(leases: AdmissionLeases, h: LeaseHolder): Promise<{ reply: AdmissionReply; local: boolean }> {
+  const local = leases.take(h, Date.now());
+  if (local) return { reply: local, local: true };
+  return { reply: (await leases.admit(h)).reply, local: false };
+}
+
+/** Lets renewals and given-back admissions reach Redis and come back. */
+const turn = () => new Promise((r) => setTimeout(r, 2));
+
+beforeAll(() => {
+  redis = new Redis(loadConfig({}).REDIS_URL);
+});
+
+afterAll(async () => {
+  for (const leases of opened) await leases.close();
+  await deleteKeysWithPrefix(redis, PREFIX);
+  redis.disconnect();
+});
+
+describe('AdmissionLeases', () => {
+  it('answers a busy caller from memory, every admission counted in the rate window before it is answered', async () => {
+    const leases = await leasesOf();
+    const h = holder('busy', 100_000);
+    let local = 0;
+    const used: number[] = [];
+    for (let i = 0; i < 300; i++) {
+      const answer = await call(leases, h);
+      expect(answer.reply.verdict.kind).toBe('ok');
+      if (answer.local) local++;
+      used.push(answer.reply.rateUsed);
+      // Never fewer admissions in the shared window than were answered.
+      if (i % 50 === 0) expect(await redis.zcard(h.request.rate!.key)).toBeGreaterThanOrEqual(i + 1);
+      await turn();
+    }
+    expect(local).toBeGreaterThan(250);
+    expect(used).toEqual(Array.from({ length: 300 }, (_, i) => i + 1));
+    expect(await redis.zscore(h.request.sessions!.key, 's1')).not.toBeNull();
+    // Closing gives back what was granted and not answered: the window holds exactly the answered ones.
+    await leases.close();
+    expect(await redis.zcard(h.request.rate!.key)).toBe(300);
+  });
+
+  it('drops the lease of a caller whose flag is announced, before its next call: that call is refused by Redis', async () => {
+    const leases = await leasesOf();
+    const h = holder('flagged', 100_000);
+    for (let i = 0; i < 20; i++) {
+      await call(leases, h);
+      await turn();
+    }
+    expect((await call(leases, h)).local).toBe(true);
+    await redis.set(h.request.flagKeys[0], 'paused by hand');
+    await announceLimitFlag(redis, h.request.flagKeys[0]);
+    await redis.ping(); // the message went out before this reply; let the subscriber read it
+    await turn();
+    const next = await call(leases, h);
+    expect(next).toMatchObject({ local: false, reply: { verdict: { kind: 'flag', value: 'paused by hand' } } });
+    // Nothing granted ahead stays counted for a caller that is refused.
+    await turn();
+    expect(await redis.zcard(h.request.rate!.key)).toBe(21);
+    // A flag of another caller leaves this one's lease alone.
+    await redis.del(h.request.flagKeys[0]);
+    const other = holder('other', 100_000);
+    for (let i = 0; i < 20; i++) {
+      await call(leases, h);
+      await turn();
+    }
+    await announceLimitFlag(redis, other.request.flagKeys[0]);
+    await redis.ping();
+    await turn();
+    expect((await call(leases, h)).local).toBe(true);
+  });
+
+  it('never leases a small rate limit ahead: each call is decided by Redis, exactly', async () => {
+    const leases = await leasesOf();
+    const h = holder('small', 5);
+    const answers = [];
+    for (let i = 0; i < 8; i++) answers.push(await call(leases, h));
+    expect(answers.map((a) => a.local)).toEqual(Array(8).fill(false));
+    expect(answers.map((a) => a.reply.verdict.kind)).toEqual(['ok', 'ok', 'ok', 'ok', 'ok', 'rate', 'rate', 'rate']);
+    expect(await redis.zcard(h.request.rate!.key)).toBe(5);
+  });
+
+  it('two processes leasing one rate window admit exactly its limit between them', async () => {
+    const [a, b] = [await leasesOf(), await leasesOf()];
+    const h = holder('shared', 320);
+    let admitted = 0;
+    let refusedInARow = 0;
+    for (let i = 0; refusedInARow < 20 && i < 2_000; i++) {
+      const answer = await call(i % 3 === 0 ? b : a, h);
+      if (answer.reply.verdict.kind === 'ok') {
+        admitted++;
+        refusedInARow = 0;
+      } else refusedInARow++;
+      expect(admitted).toBeLessThanOrEqual(320);
+      await turn();
+    }
+    expect(admitted).toBe(320);
+    expect(await redis.zcard(h.request.rate!.key)).toBe(320);
+  });
+
+  it('takes back what a lease did not answer once it expires', async () => {
+    const leases = await leasesOf(50);
+    const h = holder('expiring', 100_000);
+    for (let i = 0; i < 40; i++) {
+      await call(leases, h);
+      await turn();
+    }
+    expect(await redis.zcard(h.request.rate!.key)).toBeGreaterThan(40);
+    const deadline = Date.now() + 2_000;
+    while ((await redis.zcard(h.request.rate!.key)) !== 40 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    expect(await redis.zcard(h.request.rate!.key)).toBe(40);
+  });
+});
