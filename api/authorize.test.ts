@@ -12,7 +12,9 @@ import { createTenant, type CreatedTenant } from '../store/tenants.js';
 import { isolated, type Isolated } from '../test/support/isolated.js';
 import { TenantTokens } from '../store/tenant-tokens.js';
 import { TcpProxy } from '../test/support/tcp-proxy.js';
-import { createAuthorizeRoutes, type AuthorizeReply } from './authorize.js';
+import { authorizeReply, createAuthorizeRoutes, replyJson, type AuthorizeReply } from './authorize.js';
+import type { AuthorizeDecision } from '../store/authorizer.js';
+import type { SpendCap } from '../store/caps.js';
 
 const PARTITIONS = 4;
 
@@ -332,6 +334,45 @@ describe('POST /v1/authorize served straight on Node (serveNode)', () => {
       server.close();
       frozen.disconnect();
       await proxy.close();
+    }
+  });
+});
+
+describe('replyJson', () => {
+  const cap = (id: string, action: SpendCap['action'], period: SpendCap['period']): SpendCap => ({
+    id,
+    tenantId: 'ten_1',
+    scopeKind: 'agent',
+    scopeId: 'agt_1',
+    period,
+    ...(period === 'rolling' ? { windowSeconds: 120 } : {}),
+    limitNano: 5_000_000_000n,
+    action,
+  });
+  const standing = (c: SpendCap, spent: bigint, reserved: bigint) => ({
+    cap: c,
+    periodKey: '2026-12',
+    resetsAt: Date.UTC(2027, 0, 1),
+    spent,
+    reserved,
+    remaining: c.limitNano - spent - reserved,
+  });
+  const attribution = { customerId: 'cus_1', teamId: 'team_1', agentId: 'agt_1' };
+
+  it('writes what authorizeReply answers, field for field and in the same order, for every shape of decision', () => {
+    const caps = [standing(cap('cap_a', 'pause', 'month'), 1_250_000_000n, 0n), standing(cap('cap_b', 'alert', 'rolling'), 7n, 3n)];
+    const decisions: AuthorizeDecision[] = [
+      { allowed: true, caps: [], attribution },
+      { allowed: true, caps, remaining: caps[0].remaining, attribution, rate: { limit: 600, used: 17 }, sessions: { max: 4, active: 2 } },
+      { allowed: true, caps, remaining: caps[0].remaining, attribution: { customerId: 'cus_"quoted"', teamId: 'team_1', appId: 'app_\\1' }, rate: { limit: 600, used: 18 } },
+      { allowed: true, caps, attribution, reservation: { id: 'rsv_1', amount: 1_000_000n, expiresAt: Date.UTC(2026, 11, 5) } },
+      { allowed: false, refusal: { code: 'rate_limited', reason: 'too many', retryAfterMs: 250 }, caps, attribution, rate: { limit: 600, used: 600 } },
+      { allowed: false, refusal: { code: 'revoked', reason: 'revoked' }, caps: [] },
+    ];
+    for (const decision of decisions) {
+      expect(replyJson(decision)).toBe(JSON.stringify(authorizeReply(decision)));
+      // The pieces kept per standings array and per attribution give the same text the second time.
+      expect(replyJson(decision)).toBe(JSON.stringify(authorizeReply(decision)));
     }
   });
 });

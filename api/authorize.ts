@@ -258,7 +258,8 @@ function pausedCapReply(pause: PauseRecord, caps: CapStanding[]): CapStandingRep
   };
 }
 
-function reply(decision: AuthorizeDecision): AuthorizeReply {
+/** The answer to one decision, as `POST /v1/authorize` sends it. */
+export function authorizeReply(decision: AuthorizeDecision): AuthorizeReply {
   const out: AuthorizeReply = { allowed: decision.allowed };
   const refusal = decision.refusal;
   if (refusal) {
@@ -281,6 +282,36 @@ function reply(decision: AuthorizeDecision): AuthorizeReply {
   }
   if (decision.attribution) out.attribution = attributionReply(decision.attribution);
   return out;
+}
+
+/** The JSON of an allowed answer's standings (and the remaining budget they leave), once per standings array (store/authorizer.ts keeps one per grant). */
+const standingsJson = new WeakMap<CapStanding[], string>();
+/** The JSON of an attribution, once per credential's chain. */
+const attributionJson = new WeakMap<Attribution, string>();
+
+/**
+ * The JSON of `authorizeReply(decision)`, field for field in the same order. An allowed answer without a
+ * reservation (nearly every call) is written from pieces kept per grant and per credential: what
+ * changes from one call to the next is the rate window's count.
+ */
+export function replyJson(decision: AuthorizeDecision): string {
+  if (!decision.allowed || decision.refusal || decision.reservation || !decision.attribution) return JSON.stringify(authorizeReply(decision));
+  let text = '{"allowed":true';
+  if (decision.caps.length > 0 || decision.remaining !== undefined) {
+    let kept = standingsJson.get(decision.caps);
+    if (kept === undefined) {
+      kept = '';
+      if (decision.remaining !== undefined) kept += `,"remaining":${JSON.stringify(formatNano(decision.remaining))}`;
+      if (decision.caps.length) kept += `,"caps":${JSON.stringify(decision.caps.map(standingReply))}`;
+      standingsJson.set(decision.caps, kept);
+    }
+    text += kept;
+  }
+  if (decision.rate) text += `,"rate_limit":{"limit":${decision.rate.limit},"used":${decision.rate.used}}`;
+  if (decision.sessions) text += `,"sessions":{"max":${decision.sessions.max},"active":${decision.sessions.active}}`;
+  let attribution = attributionJson.get(decision.attribution);
+  if (attribution === undefined) attributionJson.set(decision.attribution, (attribution = JSON.stringify(attributionReply(decision.attribution))));
+  return `${text},"attribution":${attribution}}`;
 }
 
 function parseJson(bytes: Uint8Array): unknown {
@@ -384,15 +415,15 @@ export function createAuthorizeRoutes(deps: AuthorizeDeps): AuthorizeRoutes {
       const replies: (AuthorizeReply | undefined)[] = await Promise.all(bodies.map((body) => secretRefusal(tenantId, body)));
       const asked = bodies.flatMap((body, i) => (replies[i] ? [] : [{ i, ask: askOf(tenantId, body) }]));
       const decisions = await authorizer.authorizeMany(asked.map((a) => a.ask));
-      for (const [j, { i }] of asked.entries()) replies[i] = reply(decisions[j]);
+      for (const [j, { i }] of asked.entries()) replies[i] = authorizeReply(decisions[j]);
       return replies as AuthorizeReply[];
     } catch (err) {
       throw storeUnreachable(err, tenantId);
     }
   }
 
-  /** One request: the batch's steps without its arrays (the path an agent takes before every tool call). */
-  async function answerOne(tenantId: string, raw: unknown): Promise<AuthorizeReply> {
+  /** One request, its answer as JSON: the batch's steps without its arrays (the path an agent takes before every tool call). */
+  async function answerOne(tenantId: string, raw: unknown): Promise<string> {
     const parsed = authorizeBodySchema.safeParse(raw);
     if (!parsed.success) {
       throw new ApiError(400, 'validation_failed', 'the request body is not a valid authorize request', describeIssues(parsed.error));
@@ -400,14 +431,14 @@ export function createAuthorizeRoutes(deps: AuthorizeDeps): AuthorizeRoutes {
     try {
       requireRedis();
       const refused = parsed.data.client_secret === undefined ? undefined : await secretRefusal(tenantId, parsed.data);
-      return refused ?? reply(await authorizer.authorize(askOf(tenantId, parsed.data)));
+      return refused ? JSON.stringify(refused) : replyJson(await authorizer.authorize(askOf(tenantId, parsed.data)));
     } catch (err) {
       throw storeUnreachable(err, tenantId);
     }
   }
 
   app.post('/v1/authorize', serverTiming, requireTenant(deps.tokens, 'ingest'), async (c) => {
-    return c.json(await answerOne(c.get('tenantId'), await readJson(c, MAX_BODY_BYTES)));
+    return c.body(await answerOne(c.get('tenantId'), await readJson(c, MAX_BODY_BYTES)), 200, { 'content-type': 'application/json' });
   });
 
   const timeoutMs = config.HTTP_REQUEST_TIMEOUT_MS;
@@ -421,11 +452,11 @@ export function createAuthorizeRoutes(deps: AuthorizeDeps): AuthorizeRoutes {
   function serveAuthorize(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const start = performance.now();
     let answered = false;
-    const answer = (status: number, payload: unknown, headers?: Record<string, string>) => {
+    const answer = (status: number, json: string, headers?: Record<string, string>) => {
       if (answered) return;
       answered = true;
       deadlines.settle(deadline);
-      writeJson(res, status, JSON.stringify(payload), { ...headers, 'server-timing': `app;dur=${(performance.now() - start).toFixed(3)}` });
+      writeJson(res, status, json, { ...headers, 'server-timing': `app;dur=${(performance.now() - start).toFixed(3)}` });
     };
     const refuse = (err: unknown) => {
       const refusal =
@@ -434,13 +465,13 @@ export function createAuthorizeRoutes(deps: AuthorizeDeps): AuthorizeRoutes {
         : undefined;
       if (!refusal) deps.log?.error({ err, path: '/v1/authorize' }, 'unexpected error');
       const error = refusal ?? new ApiError(500, 'internal', 'an unexpected error occurred; it has been logged');
-      answer(error.status, error.body(), error.headers);
+      answer(error.status, JSON.stringify(error.body()), error.headers);
     };
     const deadline = deadlines.track(() => refuse(unavailable('timeout', `no answer within ${timeoutMs} ms: a store is slow or unreachable; retry later`, 2)));
     return decideRequest(req).then((payload) => answer(200, payload), refuse);
   }
 
-  async function decideRequest(req: IncomingMessage): Promise<AuthorizeReply> {
+  async function decideRequest(req: IncomingMessage): Promise<string> {
     const { tenantId } = await verifyBearer(deps.tokens, 'ingest', req.headers.authorization ?? '');
     const bytes = await readLimitedNodeBody({ incoming: req }, undefined as never, MAX_BODY_BYTES);
     if (!bytes) throw tooLarge(MAX_BODY_BYTES);

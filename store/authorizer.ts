@@ -400,6 +400,39 @@ function describePause(record: PauseRecord): string {
   return `${record.scopeKind} ${record.scopeId} is paused: spend cap ${record.capId} (${record.period} ${record.periodKey}) reached its limit`;
 }
 
+interface Standings {
+  standings: CapStanding[];
+  /** The least any hard cap leaves. */
+  remaining: bigint | undefined;
+}
+
+/**
+ * Per budgets read (one grant's, the same on every answer from its lease) and the caps they were
+ * read for: the standings of the answers before, the same objects (api/authorize.ts serializes
+ * them once per grant). Not kept with a rolling cap, whose reset time may be the clock's.
+ */
+const standingsByBudgets = new WeakMap<AdmissionReply['budgets'], Standings & { caps: readonly PlannedCap[] }>();
+
+type PlannedCap = { cap: SpendCap; periodKey: string; resetsAt: number };
+
+function standingsOf(caps: readonly PlannedCap[], budgets: AdmissionReply['budgets'], now: number): Standings {
+  const kept = standingsByBudgets.get(budgets);
+  if (kept && kept.caps === caps) return kept;
+  let rolling = false;
+  const standings: CapStanding[] = caps.map(({ cap, periodKey, resetsAt }, i) => {
+    const { spent, reserved, freesAt } = budgets[i];
+    const left = cap.limitNano - spent - reserved;
+    if (cap.period === 'rolling') rolling = true;
+    // A rolling cap resets as its spend leaves the window: when what is asked fits again (now, when nothing is counted).
+    const resets = cap.period === 'rolling' ? (freesAt ?? now) : resetsAt;
+    return { cap, periodKey, resetsAt: resets, spent, reserved, remaining: left > 0n ? left : 0n };
+  });
+  let remaining: bigint | undefined;
+  for (const s of standings) if (s.cap.action === 'pause' && (remaining === undefined || s.remaining < remaining)) remaining = s.remaining;
+  if (!rolling) standingsByBudgets.set(budgets, { caps, standings, remaining });
+  return { standings, remaining };
+}
+
 function decide(
   attribution: Attribution,
   chain: ScopeChain,
@@ -408,15 +441,7 @@ function decide(
   reservation: AdmissionRequest['reservation'],
   now: number,
 ): AuthorizeDecision {
-  const standings: CapStanding[] = caps.map(({ cap, periodKey, resetsAt }, i) => {
-    const { spent, reserved, freesAt } = reply.budgets[i];
-    const left = cap.limitNano - spent - reserved;
-    // A rolling cap resets as its spend leaves the window: when what is asked fits again (now, when nothing is counted).
-    const resets = cap.period === 'rolling' ? (freesAt ?? now) : resetsAt;
-    return { cap, periodKey, resetsAt: resets, spent, reserved, remaining: left > 0n ? left : 0n };
-  });
-  let remaining: bigint | undefined;
-  for (const s of standings) if (s.cap.action === 'pause' && (remaining === undefined || s.remaining < remaining)) remaining = s.remaining;
+  const { standings, remaining } = standingsOf(caps, reply.budgets, now);
   const decision: AuthorizeDecision = {
     allowed: reply.verdict.kind === 'ok',
     attribution,
