@@ -357,14 +357,14 @@ describe('replyJson', () => {
     reserved,
     remaining: c.limitNano - spent - reserved,
   });
-  const attribution = { customerId: 'cus_1', teamId: 'team_1', agentId: 'agt_1' };
+  const attribution = { customerId: 'cus_1', teamId: 'team_1', agentId: 'agt_1', credentialId: 'key_1' };
 
   it('writes what authorizeReply answers, field for field and in the same order, for every shape of decision', () => {
     const caps = [standing(cap('cap_a', 'pause', 'month'), 1_250_000_000n, 0n), standing(cap('cap_b', 'alert', 'rolling'), 7n, 3n)];
     const decisions: AuthorizeDecision[] = [
       { allowed: true, caps: [], attribution },
       { allowed: true, caps, remaining: caps[0].remaining, attribution, rate: { limit: 600, used: 17 }, sessions: { max: 4, active: 2 } },
-      { allowed: true, caps, remaining: caps[0].remaining, attribution: { customerId: 'cus_"quoted"', teamId: 'team_1', appId: 'app_\\1' }, rate: { limit: 600, used: 18 } },
+      { allowed: true, caps, remaining: caps[0].remaining, attribution: { customerId: 'cus_"quoted"', teamId: 'team_1', appId: 'app_\\1', credentialId: 'key_2' }, rate: { limit: 600, used: 18 } },
       { allowed: true, caps, attribution, reservation: { id: 'rsv_1', amount: 1_000_000n, expiresAt: Date.UTC(2026, 11, 5) } },
       { allowed: false, refusal: { code: 'rate_limited', reason: 'too many', retryAfterMs: 250 }, caps, attribution, rate: { limit: 600, used: 600 } },
       { allowed: false, refusal: { code: 'revoked', reason: 'revoked' }, caps: [] },

@@ -4,18 +4,22 @@
  * 8 customers, each agent with a hard month cap, a cap on its customer, rate_limit_per_minute and
  * max_concurrent_sessions set, so every call runs the whole check: 6 pause flags (API key, agent,
  * team, customer, session), 2 caps with their reservations, the sliding rate window and the
- * sessions in use. Calls go round the agents, each naming a session.
+ * sessions in use. Calls go round the agents, each naming a session. A busy caller's calls are
+ * answered from its grant (pipeline/admission-leases.ts) between script calls: the whole check runs
+ * once per grant, and the Redis CPU per call below shows how often.
  *
  * The load comes from a worker thread (its own event loop, raw keep-alive HTTP/1.1 sockets, see
  * CLIENT), so the server's event loop does only the server's work; prints calls/s, p50/p99 of the server's own time (from
  * Server-Timing) and of the round trip as the client sees it.
  *
- *   npm run bench:authorize -- [--requests 50000] [--concurrency 1,16] [--estimate] [--rate 10000] [--client-nice 19] [--floor]
+ *   npm run bench:authorize -- [--requests 50000] [--concurrency 1,16] [--estimate] [--rate 10000] [--client-nice 19] [--floor] [--lease-ms 0]
  *
  * --rate: the calls offered per second by all connections together, due one after another (at
  * most `concurrency` in flight); without it each connection calls again as soon as it is answered,
  * which measures the most one process answers (a closed loop, with every core busy).
  * --estimate: every call also asks estimated_cost (a reservation per cap, expiring after 5 min).
+ * --lease-ms: how long a grant is answered from memory (100 by default, as deployed); 0 sends every
+ * call to Redis (the design before grants).
  * --floor: the same server process, client and calls, but each request answered by a bare node:http
  * handler after one Redis round trip (a one-line script), no authorize code: what Node's HTTP
  * server, one script call and this client cost on this box, the floor under authorize's figures.
@@ -49,6 +53,7 @@ const { values } = parseArgs({
     rate: { type: 'string', default: '0' },
     'client-nice': { type: 'string', default: '0' },
     floor: { type: 'boolean', default: false },
+    'lease-ms': { type: 'string' },
   },
 });
 const requests = Number(values.requests);
@@ -216,7 +221,9 @@ const httpServer = await (async () => {
     return server;
   }
   const resolver = new AttributionResolver(sql, redis, config.REDIS_PREFIX, config.KEY_CACHE_TTL_SECONDS);
-  const routes = createAuthorizeRoutes({ config, redis, resolver, tokens: new TenantTokens(sql, 60_000), sql });
+  const leaseMs = values['lease-ms'] === undefined ? undefined : Number(values['lease-ms']);
+  if (leaseMs !== undefined && !(Number.isInteger(leaseMs) && leaseMs >= 0)) throw new Error('--lease-ms must be a whole number of milliseconds, 0 or more');
+  const routes = createAuthorizeRoutes({ config, redis, resolver, tokens: new TenantTokens(sql, 60_000), sql, ...(leaseMs !== undefined ? { leaseMs } : {}) });
   closeRoutes = () => routes.close();
   // As api/main.ts serves it: POST /v1/authorize straight on Node's request, the rest through Hono.
   const server = serve({
