@@ -81,6 +81,7 @@ const MAX_BODY_BYTES = 16 * 1024;
 
 const MAX_ESTIMATE_NANO = 2n ** 63n - 1n;
 const MAX_BATCH = 100;
+const EVENT_ID = /^[A-Za-z0-9_.:@/-]+$/;
 
 /** Positive, exact to the nano-unit, at most what one event may cost (an int64 of nano-units). */
 const estimatedCost = z
@@ -122,7 +123,7 @@ const authorizeFields = {
     .string()
     .min(1)
     .max(128)
-    .regex(/^[A-Za-z0-9_.:@/-]+$/, 'letters, digits and _ . : @ / - only')
+    .regex(EVENT_ID, 'letters, digits and _ . : @ / - only')
     .optional()
     .meta({ description: 'The event_id the caller will send for this call: its reservation is released when that event is counted.' }),
 };
@@ -140,6 +141,35 @@ export const authorizeBatchSchema = z
   .meta({ description: `Up to ${MAX_BATCH} authorize requests answered together (a gateway asking for many callers).` });
 
 type AuthorizeBody = z.output<typeof authorizeBodySchema>;
+
+/** Bounds of the string fields the common body carries: [min, max] length, as authorizeFields says. */
+const PLAIN_FIELDS: Record<string, [number, number]> = {
+  api_key: [8, 256],
+  client_id: [1, 128],
+  client_secret: [1, 256],
+  session_id: [1, 128],
+  tool: [1, 256],
+  event_id: [1, 128],
+};
+
+/**
+ * The body as authorizeBodySchema parses it, for the body nearly every caller sends (string
+ * fields within their bounds, no estimated_cost), checked without zod; undefined for anything
+ * else, which zod then parses (and explains, when it is wrong). Tested against zod.
+ */
+export function plainAuthorizeBody(raw: unknown): AuthorizeBody | undefined {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return undefined;
+  const body: Record<string, string> = {};
+  for (const key of Object.keys(raw)) {
+    const bounds = PLAIN_FIELDS[key];
+    const value = (raw as Record<string, unknown>)[key];
+    if (bounds === undefined || !Object.hasOwn(PLAIN_FIELDS, key) || typeof value !== 'string' || value.length < bounds[0] || value.length > bounds[1]) return undefined;
+    if (key === 'event_id' && !EVENT_ID.test(value)) return undefined;
+    body[key] = value;
+  }
+  if (!body.api_key === !body.client_id || (body.client_secret !== undefined && body.client_id === undefined)) return undefined;
+  return body as AuthorizeBody;
+}
 
 /** The body of `POST /v1/authorize/reservations/{id}/release`: the caller that made the reservation (exported for the OpenAPI description). */
 export const releaseBodySchema = z
@@ -424,14 +454,18 @@ export function createAuthorizeRoutes(deps: AuthorizeDeps): AuthorizeRoutes {
 
   /** One request, its answer as JSON: the batch's steps without its arrays (the path an agent takes before every tool call). */
   async function answerOne(tenantId: string, raw: unknown): Promise<string> {
-    const parsed = authorizeBodySchema.safeParse(raw);
-    if (!parsed.success) {
-      throw new ApiError(400, 'validation_failed', 'the request body is not a valid authorize request', describeIssues(parsed.error));
+    let body = plainAuthorizeBody(raw);
+    if (!body) {
+      const parsed = authorizeBodySchema.safeParse(raw);
+      if (!parsed.success) {
+        throw new ApiError(400, 'validation_failed', 'the request body is not a valid authorize request', describeIssues(parsed.error));
+      }
+      body = parsed.data;
     }
     try {
       requireRedis();
-      const refused = parsed.data.client_secret === undefined ? undefined : await secretRefusal(tenantId, parsed.data);
-      return refused ? JSON.stringify(refused) : replyJson(await authorizer.authorize(askOf(tenantId, parsed.data)));
+      const refused = body.client_secret === undefined ? undefined : await secretRefusal(tenantId, body);
+      return refused ? JSON.stringify(refused) : replyJson(await authorizer.authorize(askOf(tenantId, body)));
     } catch (err) {
       throw storeUnreachable(err, tenantId);
     }
