@@ -147,7 +147,7 @@ const PUBLIC_OPERATIONS: Operation[] = [
     tag: 'Authorize',
     summary: 'Check a credential before acting',
     description:
-      'The enforcement point, one Redis round trip: pause flags of the API key, agent or app, team, customer and session; rate_limit_per_minute (sliding minute) and max_concurrent_sessions; with estimated_cost, every hard cap must have room for it (then it is reserved until the event with event_id is counted, or expires). Always 200 with allowed and, when refused, the code, the reason and the cap (spent, limit, resets_at). Revocations, rotations, suspensions, pauses and lifts take effect here within a second.',
+      'The enforcement point, one Redis round trip (a busy caller is answered from the admissions its last round trip granted ahead, for at most 100 ms: counted in its rate window and sessions at once, dropped the moment a pause flag of the caller is set; the spent and reserved such an answer reports are then at most 100 ms old): pause flags of the API key, agent or app, team, customer and session; rate_limit_per_minute (sliding minute) and max_concurrent_sessions; with estimated_cost, every hard cap must have room for it (then it is reserved until the event with event_id is counted, or expires). Always 200 with allowed and, when refused, the code, the reason and the cap (spent, limit, resets_at). Revocations, rotations, suspensions, pauses and lifts take effect here within a second.',
     security: 'ingestToken',
     body: authorizeBodySchema,
     response: authorizeReply,
