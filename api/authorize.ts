@@ -142,15 +142,13 @@ export const authorizeBatchSchema = z
 
 type AuthorizeBody = z.output<typeof authorizeBodySchema>;
 
-/** Bounds of the string fields the common body carries: [min, max] length, as authorizeFields says. */
-const PLAIN_FIELDS: Record<string, [number, number]> = {
-  api_key: [8, 256],
-  client_id: [1, 128],
-  client_secret: [1, 256],
-  session_id: [1, 128],
-  tool: [1, 256],
-  event_id: [1, 128],
-};
+/** The string fields the common body carries, with their [min, max] lengths read from authorizeFields. */
+const PLAIN_FIELDS: Record<string, [number, number]> = Object.fromEntries(
+  (['api_key', 'client_id', 'client_secret', 'session_id', 'tool', 'event_id'] as const).map((name) => {
+    const field = authorizeFields[name].unwrap();
+    return [name, [field.minLength ?? 0, field.maxLength ?? Number.POSITIVE_INFINITY]];
+  }),
+);
 
 /**
  * The body as authorizeBodySchema parses it, for the body nearly every caller sends (string
