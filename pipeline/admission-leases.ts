@@ -91,7 +91,12 @@ export class AdmissionLeases {
   take(holder: LeaseHolder, now: number): AdmissionReply | undefined {
     if (!this.listening) return undefined;
     const lease = this.leases.get(holder.prefix);
-    if (!lease || lease.unused === 0 || now >= lease.validUntil) return undefined;
+    if (!lease || lease.unused === 0) return undefined;
+    if (now >= lease.validUntil) {
+      // Out of the window before the call that goes to Redis now is decided (sent first, on the same connection).
+      this.takeBackUnused(lease);
+      return undefined;
+    }
     const chunk = lease.chunks[0];
     if (++chunk.next === chunk.end) lease.chunks.shift();
     lease.unused--;
