@@ -1,11 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AdmissionBatcher, admissionPrefix, type AdmissionReply, type AdmissionRequest } from './admission.js';
 import { AdmissionLeases, announceLimitFlag, type LeaseHolder } from './admission-leases.js';
 import { loadConfig } from './config.js';
 import { partitionedKey } from './keys.js';
-import { deleteKeysWithPrefix } from './redis.js';
+import { clusterNodes, connectRedis, deleteKeysWithPrefix, type Redis } from './redis.js';
 
 const PREFIX = `t:leases_${randomBytes(4).toString('hex')}:`;
 let redis: Redis;
@@ -44,8 +43,15 @@ async function call(leases: AdmissionLeases, h: LeaseHolder): Promise<{ reply: A
 /** Lets renewals and given-back admissions reach Redis and come back. */
 const turn = () => new Promise((r) => setTimeout(r, 2));
 
+/**
+ * Lets an announcement reach the subscriber. On one Redis it is on its way before PUBLISH
+ * answers; on a cluster (CI runs this file on one too) it may cross the cluster bus to the node
+ * the subscriber reads from.
+ */
+const announcedTurn = () => new Promise((r) => setTimeout(r, clusterNodes(loadConfig({}).REDIS_URL) ? 50 : 2));
+
 beforeAll(() => {
-  redis = new Redis(loadConfig({}).REDIS_URL);
+  redis = connectRedis(loadConfig({}).REDIS_URL, `${PREFIX}test`);
 });
 
 afterAll(async () => {
@@ -87,8 +93,7 @@ describe('AdmissionLeases', () => {
     expect((await call(leases, h)).local).toBe(true);
     await redis.set(h.request.flagKeys[0], 'paused by hand');
     await announceLimitFlag(redis, h.request.flagKeys[0]);
-    await redis.ping(); // the message went out before this reply; let the subscriber read it
-    await turn();
+    await announcedTurn();
     const next = await call(leases, h);
     expect(next).toMatchObject({ local: false, reply: { verdict: { kind: 'flag', value: 'paused by hand' } } });
     // Nothing granted ahead stays counted for a caller that is refused.
@@ -102,8 +107,7 @@ describe('AdmissionLeases', () => {
       await turn();
     }
     await announceLimitFlag(redis, other.request.flagKeys[0]);
-    await redis.ping();
-    await turn();
+    await announcedTurn();
     expect((await call(leases, h)).local).toBe(true);
   });
 
