@@ -37,6 +37,9 @@ beforeAll(async () => {
     tokens: new TenantTokens(iso.sql),
     sql: iso.sql,
     reservationTtlMs: RESERVATION_TTL_MS,
+    // Grants long enough that a call answered from one after a crossing could only be refused by
+    // the pause's announcement, not by the grant running out (see the crossing test).
+    leaseMs: 5_000,
   });
 });
 
@@ -214,6 +217,10 @@ describe('POST /v1/authorize: caps, reservations, rate and session limits', () =
       await iso.redis.xadd(input, '*', 'd', encodePayload(crossing));
       const deadline = Date.now() + 10_000;
       while ((await iso.redis.xlen(output)) < 4 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+      // The next call comes from another process: over the network, after the announcement that went out with
+      // the flag. (In this process, the reply that showed the crossing may be read before the announcement
+      // that Redis wrote beside it.)
+      await new Promise((r) => setTimeout(r, 5));
       const refused = await decide({ api_key: agent.apiKey });
       expect(refused).toMatchObject({ allowed: false, code: 'paused', cap: { cap_id: cap.id, spent: '1.2', limit: '1', remaining: '0' } });
     } finally {
