@@ -50,8 +50,9 @@ const RATE_SHARE = 16;
  * (a grant is a reservation), so no process admits more than the limit; a small limit is not
  * leased ahead at all. A session is touched at each grant. A flag set while a lease is held is
  * announced on LIMIT_FLAGS_CHANNEL by whoever sets it (the ack script in the same step): the
- * leases of every caller it concerns are dropped as the message arrives, before anyone could have
- * seen the flag through Redis; a lost message (a reconnect) drops every lease, and no lease
+ * leases of every caller it concerns are dropped as the message arrives. Redis sends it with the
+ * answers of that step, so a call sent by anyone after seeing the flag arrives behind it (within
+ * one process, a reply read in the same turn may come first); a lost message (a reconnect) drops every lease, and no lease
  * outlives `leaseMs`. What is not fresh: the running totals an answer from a lease reports are
  * those of its grant (at most `leaseMs` old), and its members enter the rate window at the grant
  * (they leave it up to `leaseMs` early). Members granted and never answered are taken back out of
