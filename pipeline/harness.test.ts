@@ -413,9 +413,12 @@ describe('stage harness', () => {
     expect(await redis.get(partitionedKey(PREFIX, 'flag', 0))).toBe('crossed-by-6');
     expect(crossedSeen).toEqual([['over']]);
     // Announced in the ack's own step: by the time the flag can be read, the message is on its way.
-    await until(async () => announced.length > 0);
-    expect(announced).toEqual([partitionedKey(PREFIX, 'flag', 0)]);
-    listener.disconnect();
+    try {
+      await until(async () => announced.length > 0);
+      expect(announced).toEqual([partitionedKey(PREFIX, 'flag', 0)]);
+    } finally {
+      listener.disconnect();
+    }
     const tagged = ((await redis.xrange(outKey, '-', '+')) as [string, string[]][]).map(([, f]) => f[3] ?? '');
     expect(tagged).toEqual(['', '', '', '', '', '', 'over', 'over', 'over', 'over']);
 
