@@ -29,7 +29,7 @@ function holder(name: string, limit: number): LeaseHolder {
 async function leasesOf(leaseMs = 1_000): Promise<AdmissionLeases> {
   const leases = new AdmissionLeases(redis, new AdmissionBatcher(redis, { maxInFlight: 2 }), { leaseMs, name: `${PREFIX}leases` });
   opened.push(leases);
-  await leases.ready();
+  await leases.ready(holder('any', 1)); // every holder here is in partition 0: one channel
   return leases;
 }
 

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { admissionArg, type AdmissionBatcher, type AdmissionReply, type AdmissionRequest } from './admission.js';
-import { LIMIT_FLAGS_CHANNEL } from './keys.js';
+import { Cluster } from 'ioredis';
+import { limitFlagsChannel } from './keys.js';
 import type { Logger } from './logger.js';
 import { reportRedisErrors, runPipelinePerKey, type Redis } from './redis.js';
 
@@ -18,6 +19,8 @@ export interface LeaseHolder {
 
 interface Lease {
   holder: LeaseHolder;
+  /** The flag channel of the holder's partition: the lease answers only while it is subscribed. */
+  channel: string;
   /** Admissions granted and not yet answered: the rate window members `base:next` .. `base:(end - 1)`. */
   chunks: { base: string; next: number; end: number }[];
   unused: number;
@@ -49,7 +52,7 @@ const RATE_SHARE = 16;
  * What stays exact: every admission is counted in the shared rate window before it is answered
  * (a grant is a reservation), so no process admits more than the limit; a small limit is not
  * leased ahead at all. A session is touched at each grant. A flag set while a lease is held is
- * announced on LIMIT_FLAGS_CHANNEL by whoever sets it (the ack script in the same step): the
+ * announced on its partition's channel (limitFlagsChannel) by whoever sets it (the ack script in the same step): the
  * leases of every caller it concerns are dropped as the message arrives. Redis sends it with the
  * answers of that step, so a call sent by anyone after seeing the flag arrives behind it (within
  * one process, a reply read in the same turn may come first); a lost message (a reconnect) drops every lease, and no lease
@@ -71,8 +74,9 @@ export class AdmissionLeases {
   /** Bumped by every flag announced: a grant sent before one is answered but not kept as a lease. */
   private epoch = 0;
   private subscriber: Redis | undefined;
-  private listening = false;
-  private readonly waitingForListen: (() => void)[] = [];
+  /** The flag channels asked for, and whether each is subscribed now. */
+  private readonly channels = new Map<string, boolean>();
+  private readonly waitingForChannel: { channel: string; resolve: () => void }[] = [];
   private sweeper: NodeJS.Timeout | undefined;
   private closed = false;
 
@@ -82,17 +86,18 @@ export class AdmissionLeases {
     private readonly options: { leaseMs: number; name: string; log?: Logger },
   ) {}
 
-  /** Resolves once the flag subscription is in place (leases are kept from then on). */
-  ready(): Promise<void> {
-    this.listen();
-    return this.listening || this.closed ? Promise.resolve() : new Promise((resolve) => this.waitingForListen.push(resolve));
+  /** Resolves once the flag channel of the holder's partition is subscribed (its leases are kept from then on). */
+  ready(holder: LeaseHolder): Promise<void> {
+    const channel = limitFlagsChannel(holder.anchorKey);
+    if (channel === undefined || this.closed) return Promise.resolve();
+    this.watch(channel);
+    return this.channels.get(channel) ? Promise.resolve() : new Promise((resolve) => this.waitingForChannel.push({ channel, resolve }));
   }
 
   /** An admission answered from the holder's lease, or undefined (the caller then asks Redis: `admit`). */
   take(holder: LeaseHolder, now: number): AdmissionReply | undefined {
-    if (!this.listening) return undefined;
     const lease = this.leases.get(holder.prefix);
-    if (!lease || lease.unused === 0) return undefined;
+    if (!lease || lease.unused === 0 || !this.channels.get(lease.channel)) return undefined;
     if (now >= lease.validUntil) {
       // Out of the window before the call that goes to Redis now is decided (sent first, on the same connection).
       this.takeBackUnused(lease);
@@ -113,9 +118,10 @@ export class AdmissionLeases {
    * beyond this call is kept as the holder's lease.
    */
   admit(holder: LeaseHolder): Promise<{ reply: AdmissionReply; now: number }> {
-    this.listen();
+    const channel = limitFlagsChannel(holder.anchorKey);
+    if (channel !== undefined) this.watch(channel);
     let lease = this.leases.get(holder.prefix);
-    const grant = this.listening ? Math.min(lease?.grant ?? 1, maxGrant(holder)) : 1;
+    const grant = channel !== undefined && this.channels.get(channel) ? Math.min(lease?.grant ?? 1, maxGrant(holder)) : 1;
     const member = holder.request.rate ? this.nextMember() : undefined;
     const epoch = this.epoch;
     return this.batcher.admitArg(holder.anchorKey, admissionArg(holder.prefix, { member, grant })).then((answer) => {
@@ -124,7 +130,7 @@ export class AdmissionLeases {
         if (lease) this.drop(lease);
         return answer;
       }
-      lease = this.leases.get(holder.prefix) ?? this.open(holder, now);
+      lease = this.leases.get(holder.prefix) ?? this.open(holder, channel ?? '', now);
       if (grant === 1) lease.grant = Math.min(2, maxGrant(holder));
       else if (reply.granted > 1) this.hold(lease, member, 1, reply, now, epoch);
       lease.lastUsed = now;
@@ -144,11 +150,11 @@ export class AdmissionLeases {
   /** Stops listening and sweeping; what is granted and unused is taken back. */
   async close(): Promise<void> {
     this.closed = true;
-    this.listening = false;
+    this.channels.clear();
     if (this.sweeper) clearInterval(this.sweeper);
     for (const lease of this.leases.values()) this.drop(lease);
     this.subscriber?.disconnect();
-    for (const resolve of this.waitingForListen.splice(0)) resolve();
+    for (const { resolve } of this.waitingForChannel.splice(0)) resolve();
     await this.flushReturns();
   }
 
@@ -156,8 +162,8 @@ export class AdmissionLeases {
     return `${this.memberPrefix}${(this.sequence++).toString(36)}`;
   }
 
-  private open(holder: LeaseHolder, now: number): Lease {
-    const lease: Lease = { holder, chunks: [], unused: 0, reply: undefined, rateUsed: 0, grantedAt: now, validUntil: now, grant: 1, takes: 0, renewing: false, lastUsed: now };
+  private open(holder: LeaseHolder, channel: string, now: number): Lease {
+    const lease: Lease = { holder, channel, chunks: [], unused: 0, reply: undefined, rateUsed: 0, grantedAt: now, validUntil: now, grant: 1, takes: 0, renewing: false, lastUsed: now };
     this.leases.set(holder.prefix, lease);
     for (const key of holder.request.flagKeys) {
       let set = this.byFlag.get(key);
@@ -265,31 +271,50 @@ export class AdmissionLeases {
     }
   }
 
-  /** Subscribes to the flag announcements (once); leases are kept only while subscribed. */
-  private listen(): void {
-    if (this.subscriber || this.closed) return;
-    const subscriber = this.redis.duplicate();
+  /**
+   * Subscribes to a partition's flag channel (once): on a cluster, through a connection to the node
+   * that holds the partition (sharded pub/sub), so an announcement leaves with the step that set
+   * the flag. Leases of the partition are kept only while it is subscribed; a lost connection
+   * drops every lease, and the channels are subscribed again once it is back.
+   */
+  private watch(channel: string): void {
+    if (this.closed || this.channels.has(channel)) return;
+    this.channels.set(channel, false);
+    const subscriber = this.subscriber ?? this.connect();
+    if (subscriber.status === 'ready') this.subscribe(subscriber, channel);
+  }
+
+  private subscribe(subscriber: Redis, channel: string): void {
+    subscriber.ssubscribe(channel).then(
+      () => {
+        if (this.closed || !this.channels.has(channel)) return;
+        this.channels.set(channel, true);
+        for (const waiting of this.waitingForChannel.filter((w) => w.channel === channel)) {
+          this.waitingForChannel.splice(this.waitingForChannel.indexOf(waiting), 1);
+          waiting.resolve();
+        }
+      },
+      (err: unknown) => this.options.log?.warn({ err, channel }, 'admission lease: cannot subscribe to the flag channel; calls go to Redis'),
+    );
+  }
+
+  private connect(): Redis {
+    const subscriber = this.redis instanceof Cluster ? this.redis.duplicate([], { shardedSubscribers: true }) : this.redis.duplicate();
     this.subscriber = subscriber;
     reportRedisErrors(subscriber, this.options.name, this.options.log);
-    subscriber.on('message', (_channel: string, key: string) => this.announced(key));
+    subscriber.on('smessage', (_channel: string, key: string) => this.announced(key));
     const lost = () => {
-      this.listening = false;
+      for (const channel of this.channels.keys()) this.channels.set(channel, false);
       for (const lease of this.leases.values()) this.drop(lease);
     };
     subscriber.on('close', lost);
     subscriber.on('end', lost);
-    const subscribe = () => {
-      subscriber.subscribe(LIMIT_FLAGS_CHANNEL).then(
-        () => {
-          if (!this.closed) this.listening = true;
-          for (const resolve of this.waitingForListen.splice(0)) resolve();
-        },
-        () => lost(),
-      );
-    };
-    subscriber.on('ready', subscribe);
+    subscriber.on('ready', () => {
+      for (const channel of this.channels.keys()) this.subscribe(subscriber, channel);
+    });
     this.sweeper = setInterval(() => this.sweep(), this.options.leaseMs);
     this.sweeper.unref();
+    return subscriber;
   }
 
   private announced(key: string): void {
@@ -301,7 +326,8 @@ export class AdmissionLeases {
 
 /** Announces a limit flag set outside the ack script (by hand, by an admin route): call it after the flag is set. */
 export async function announceLimitFlag(redis: Redis, flagKey: string): Promise<void> {
-  await redis.publish(LIMIT_FLAGS_CHANNEL, flagKey);
+  const channel = limitFlagsChannel(flagKey);
+  if (channel !== undefined) await redis.spublish(channel, flagKey);
 }
 
 function maxGrant(holder: LeaseHolder): number {

@@ -7,7 +7,7 @@ import { createLogger } from './logger.js';
 import { Metrics } from './metrics.js';
 import { decodePayload, decodeSequence, encodePayload } from './codec.js';
 import { streamLag } from './backpressure.js';
-import { deadLetterKey, LIMIT_FLAGS_CHANNEL, partitionedKey } from './keys.js';
+import { deadLetterKey, limitFlagsChannel, partitionedKey } from './keys.js';
 import { ensureGroups, runStage, StageServices, type RunningStage } from './harness.js';
 import { publishControl } from './control.js';
 import { TcpProxy } from '../test/support/tcp-proxy.js';
@@ -374,10 +374,10 @@ describe('stage harness', () => {
     const { input, output, inKey, outKey } = names();
     const listener = new Redis(loadConfig({}).REDIS_URL);
     const announced: string[] = [];
-    listener.on('message', (_channel: string, key: string) => {
+    listener.on('smessage', (_channel: string, key: string) => {
       if (key.startsWith(PREFIX)) announced.push(key);
     });
-    await listener.subscribe(LIMIT_FLAGS_CHANNEL);
+    await listener.ssubscribe(limitFlagsChannel(partitionedKey(PREFIX, 'flag', 0))!);
     await feed(inKey, 10);
     const crossedSeen: string[][] = [];
     const stage: StageDefinition<{ n: number }> = {

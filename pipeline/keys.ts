@@ -18,12 +18,19 @@ export function errorsKey(prefix: string, stage: string, partition: number): str
 }
 
 /**
- * The pub/sub channel on which every limit flag set is announced (its key as the message), by the
- * ack script (lua/ackAndForward.lua names it too) and by whoever sets a flag by hand: what answers
- * from leases (admission-leases.ts) drops those the flag concerns. One channel for every prefix
- * (pub/sub knows no databases); a reader ignores keys it does not hold.
+ * Where every limit flag set is announced (its key as the message), by the ack script
+ * (lua/ackAndForward.lua builds the same name) and by whoever sets a flag by hand: what answers
+ * from leases (admission-leases.ts) drops those the flag concerns. A sharded channel (SPUBLISH)
+ * with the flag key's hash tag: on a Redis Cluster it lives on the node that holds the flag, so
+ * the announcement leaves that node with the step that set the flag. One channel per partition for
+ * every prefix (pub/sub knows no databases); a reader ignores keys it does not hold. Undefined for
+ * a key without a hash tag (never a partitioned key).
  */
-export const LIMIT_FLAGS_CHANNEL = 'agentmeter:limit-flags';
+export function limitFlagsChannel(key: string): string | undefined {
+  const open = key.indexOf('{');
+  const close = open === -1 ? -1 : key.indexOf('}', open + 1);
+  return close > open + 1 ? `agentmeter:limit-flags:${key.slice(open, close + 1)}` : undefined;
+}
 
 export function controlStreamKey(prefix: string): string {
   return `${prefix}control`;

@@ -37,7 +37,7 @@
     nRetries x (payload, tags, reason)
   A counter with a limit tags every output of its event with `tag` once the total is at or
   over the limit; the event that first crosses it also sets the flag key and publishes its name
-  on the channel 'agentmeter:limit-flags'. Totals and limits are
+  on the sharded channel 'agentmeter:limit-flags:{tag}' (the flag key's hash tag). Totals and limits are
   compared as decimal strings, exactly (a Lua number is a double: not exact past 2^53).
   A counter with a window is a rolling total (lib/window.lua): buckets that left the window are
   taken out before the event is added to the bucket of nowMs, and a flag it sets lasts until
@@ -187,9 +187,17 @@ for i = 1, count do
             elseif ARGV[p + 5] ~= '' then
               redis.call('SET', KEYS[tonumber(ARGV[p + 5])], ARGV[p + 6], 'EX', ARGV[p + 7])
             end
-            -- Announced in the same step (LIMIT_FLAGS_CHANNEL in pipeline/keys.ts): whoever answers
-            -- from a lease (pipeline/admission-leases.ts) drops it before anyone can see the flag.
-            if ARGV[p + 5] ~= '' then redis.call('PUBLISH', 'agentmeter:limit-flags', KEYS[tonumber(ARGV[p + 5])]) end
+            -- Announced in the same step, on the sharded channel of the flag's partition
+            -- (limitFlagsChannel in pipeline/keys.ts): whoever answers from a lease
+            -- (pipeline/admission-leases.ts) drops it as the message arrives.
+            if ARGV[p + 5] ~= '' then
+              local flagKey = KEYS[tonumber(ARGV[p + 5])]
+              local open = string.find(flagKey, '{', 1, true)
+              local close = open and string.find(flagKey, '}', open + 1, true)
+              if close and close > open + 1 then
+                redis.call('SPUBLISH', 'agentmeter:limit-flags:' .. string.sub(flagKey, open, close), flagKey)
+              end
+            end
           end
         end
       end
