@@ -10,19 +10,19 @@ const PREFIX = `t:leases_${randomBytes(4).toString('hex')}:`;
 let redis: Redis;
 const opened: AdmissionLeases[] = [];
 
-function key(name: string): string {
-  return partitionedKey(PREFIX, name, 0);
+function key(name: string, partition = 0): string {
+  return partitionedKey(PREFIX, name, partition);
 }
 
-/** A caller with a rate window of `limit` calls a minute, a flag and a session. */
-function holder(name: string, limit: number): LeaseHolder {
+/** A caller with a rate window of `limit` calls a minute, a flag and a session, in a partition (0 unless said). */
+function holder(name: string, limit: number, partition = 0): LeaseHolder {
   const request: AdmissionRequest = {
-    flagKeys: [key(`${name}:flag`)],
+    flagKeys: [key(`${name}:flag`, partition)],
     budgets: [],
-    rate: { key: key(`${name}:rate`), limit, windowMs: 60_000, member: '' },
-    sessions: { key: key(`${name}:sessions`), session: 's1', idleMs: 60_000 },
+    rate: { key: key(`${name}:rate`, partition), limit, windowMs: 60_000, member: '' },
+    sessions: { key: key(`${name}:sessions`, partition), session: 's1', idleMs: 60_000 },
   };
-  return { anchorKey: key('anchor'), prefix: admissionPrefix(request), request };
+  return { anchorKey: key('anchor', partition), prefix: admissionPrefix(request), request };
 }
 
 /** A process's leases: its own batcher (its own script calls), subscribed before it is used. */
@@ -109,6 +109,21 @@ describe('AdmissionLeases', () => {
     await announceLimitFlag(redis, other.request.flagKeys[0]);
     await announcedTurn();
     expect((await call(leases, h)).local).toBe(true);
+  });
+
+  it('listens to each partition it grants in: a flag announced in another partition (another node of a cluster) drops that lease', async () => {
+    const leases = await leasesOf();
+    const h = holder('elsewhere', 100_000, 2); // on the local cluster {p2} is on another master than {p0}
+    await leases.ready(h);
+    for (let i = 0; i < 20; i++) {
+      await call(leases, h);
+      await turn();
+    }
+    expect((await call(leases, h)).local).toBe(true);
+    await redis.set(h.request.flagKeys[0], 'paused in partition 2');
+    await announceLimitFlag(redis, h.request.flagKeys[0]);
+    await announcedTurn();
+    expect(await call(leases, h)).toMatchObject({ local: false, reply: { verdict: { kind: 'flag', value: 'paused in partition 2' } } });
   });
 
   it('never leases a small rate limit ahead: each call is decided by Redis, exactly', async () => {
