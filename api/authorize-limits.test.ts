@@ -221,6 +221,7 @@ describe('POST /v1/authorize: caps, reservations, rate and session limits', () =
       // the flag. (In this process, the reply that showed the crossing may be read before the announcement
       // that Redis wrote beside it.)
       await new Promise((r) => setTimeout(r, 5));
+      await new Promise((r) => setImmediate(r)); // and after a read of the sockets, as a request from outside comes
       const refused = await decide({ api_key: agent.apiKey });
       expect(refused).toMatchObject({ allowed: false, code: 'paused', cap: { cap_id: cap.id, spent: '1.2', limit: '1', remaining: '0' } });
     } finally {
