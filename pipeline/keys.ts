@@ -27,9 +27,18 @@ export function errorsKey(prefix: string, stage: string, partition: number): str
  * a key without a hash tag (never a partitioned key).
  */
 export function limitFlagsChannel(key: string): string | undefined {
+  const tag = hashTag(key);
+  return tag === undefined ? undefined : `agentmeter:limit-flags:{${tag}}`;
+}
+
+/**
+ * A key's Redis Cluster hash tag, as Redis reads it: what is between its first `{` and the next
+ * `}`, when not empty; undefined otherwise (the whole key is hashed).
+ */
+export function hashTag(key: string): string | undefined {
   const open = key.indexOf('{');
   const close = open === -1 ? -1 : key.indexOf('}', open + 1);
-  return close > open + 1 ? `agentmeter:limit-flags:${key.slice(open, close + 1)}` : undefined;
+  return close > open + 1 ? key.slice(open + 1, close) : undefined;
 }
 
 export function controlStreamKey(prefix: string): string {

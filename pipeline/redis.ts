@@ -1,5 +1,6 @@
 import { Cluster, Redis as Standalone, type ChainableCommander, type RedisOptions } from 'ioredis';
 import { describeError } from './errors.js';
+import { hashTag } from './keys.js';
 import type { Logger } from './logger.js';
 
 /**
@@ -276,13 +277,8 @@ export async function deleteMany(redis: Redis, keys: string[]): Promise<void> {
 
 /** The Redis Cluster hash slot of a key: CRC16 (XMODEM) of its hash tag, or of the whole key, mod 16384. */
 export function keySlot(key: string): number {
-  const open = key.indexOf('{');
-  if (open !== -1) {
-    const close = key.indexOf('}', open + 1);
-    if (close > open + 1) key = key.slice(open + 1, close);
-  }
   let crc = 0;
-  for (const byte of Buffer.from(key)) {
+  for (const byte of Buffer.from(hashTag(key) ?? key)) {
     crc ^= byte << 8;
     for (let bit = 0; bit < 8; bit++) crc = crc & 0x8000 ? ((crc << 1) ^ 0x1021) & 0xffff : (crc << 1) & 0xffff;
   }
