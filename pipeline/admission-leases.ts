@@ -1,5 +1,4 @@
-import { randomBytes } from 'node:crypto';
-import { admissionArg, type AdmissionBatcher, type AdmissionReply, type AdmissionRequest } from './admission.js';
+import { AdmissionIds, admissionArg, type AdmissionBatcher, type AdmissionReply, type AdmissionRequest } from './admission.js';
 import { Cluster } from 'ioredis';
 import { limitFlagsChannel } from './keys.js';
 import type { Logger } from './logger.js';
@@ -69,8 +68,7 @@ export class AdmissionLeases {
   private readonly leases = new Map<string, Lease>();
   /** The leases whose holder lists the flag key. */
   private readonly byFlag = new Map<string, Set<Lease>>();
-  private readonly memberPrefix = randomBytes(6).toString('base64url');
-  private sequence = 0;
+  private readonly ids = new AdmissionIds();
   /** Bumped by every flag announced: a grant sent before one is answered but not kept as a lease. */
   private epoch = 0;
   private subscriber: Redis | undefined;
@@ -122,7 +120,7 @@ export class AdmissionLeases {
     if (channel !== undefined) this.watch(channel);
     let lease = this.leases.get(holder.prefix);
     const grant = channel !== undefined && this.channels.get(channel) ? Math.min(lease?.grant ?? 1, maxGrant(holder)) : 1;
-    const member = holder.request.rate ? this.nextMember() : undefined;
+    const member = holder.request.rate ? this.ids.next() : undefined;
     const epoch = this.epoch;
     return this.batcher.admitArg(holder.anchorKey, admissionArg(holder.prefix, { member, grant })).then((answer) => {
       const { reply, now } = answer;
@@ -156,10 +154,6 @@ export class AdmissionLeases {
     this.subscriber?.disconnect();
     for (const { resolve } of this.waitingForChannel.splice(0)) resolve();
     await this.flushReturns();
-  }
-
-  private nextMember(): string {
-    return `${this.memberPrefix}${(this.sequence++).toString(36)}`;
   }
 
   private open(holder: LeaseHolder, channel: string, now: number): Lease {
@@ -199,7 +193,7 @@ export class AdmissionLeases {
   private renew(lease: Lease, now: number): void {
     lease.renewing = true;
     const holder = lease.holder;
-    const member = holder.request.rate ? this.nextMember() : undefined;
+    const member = holder.request.rate ? this.ids.next() : undefined;
     const epoch = this.epoch;
     const pace = Math.ceil((lease.takes * this.options.leaseMs) / Math.max(this.options.leaseMs / 10, now - lease.grantedAt));
     const grant = (lease.grant = Math.max(1, Math.min(pace, maxGrant(holder))));

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import type { Redis } from './redis.js';
 import { luaSource } from './scripts.js';
 
@@ -21,6 +22,19 @@ export interface AdmissionRequest {
   budgets: { counterKey: string; limit: bigint; hard: boolean; overrideKey?: string; window?: WindowSpec }[];
   /** With an estimate, every budget reserves it under reservationId for ttlMs. */
   reservation?: { estimate: bigint; id: string; ttlMs: number };
+}
+
+/**
+ * Ids unique to one process and call, for a rate window's members and reservations: a random
+ * prefix per instance, then a counter.
+ */
+export class AdmissionIds {
+  private readonly prefix = randomBytes(6).toString('base64url');
+  private sequence = 0;
+
+  next(prefix = ''): string {
+    return `${prefix}${this.prefix}${(this.sequence++).toString(36)}`;
+  }
 }
 
 /** A rolling total: the last `buckets` buckets of `bucketMs` each. */

@@ -1,9 +1,8 @@
-import { randomBytes } from 'node:crypto';
 import type { Redis } from '../pipeline/redis.js';
 import type { Credential } from '../domain/events.js';
 import { formatNano } from '../domain/money.js';
 import { customerPartitionKey, type Attribution } from '../domain/flow.js';
-import { AdmissionBatcher, admissionArg, admissionPrefix, releaseReservations, type AdmissionReply, type AdmissionRequest } from '../pipeline/admission.js';
+import { AdmissionBatcher, AdmissionIds, admissionArg, admissionPrefix, releaseReservations, type AdmissionReply, type AdmissionRequest } from '../pipeline/admission.js';
 import { AdmissionLeases } from '../pipeline/admission-leases.js';
 import type { Logger } from '../pipeline/logger.js';
 import type { ControlMessage } from '../pipeline/control.js';
@@ -131,8 +130,7 @@ export class Authorizer {
   private readonly subscriptions: SubscriptionBook;
   private readonly batcher: AdmissionBatcher;
   private readonly leases: AdmissionLeases | undefined;
-  private readonly memberPrefix = randomBytes(6).toString('base64url');
-  private sequence = 0;
+  private readonly ids = new AdmissionIds();
   private readonly chainTtlMs: number;
   private readonly reservationTtlMs: number;
 
@@ -221,14 +219,9 @@ export class Authorizer {
     }
     // The caller's lease would not show the reservation: its next answer reads it from Redis.
     this.leases?.forget(plan);
-    const reservation = estimate !== undefined ? { estimate, id: ask.eventId ?? this.nextMember('rsv_'), ttlMs: this.reservationTtlMs } : undefined;
-    const arg = admissionArg(plan.prefix, { member: plan.request.rate ? this.nextMember('') : undefined, reservation });
+    const reservation = estimate !== undefined ? { estimate, id: ask.eventId ?? this.ids.next('rsv_'), ttlMs: this.reservationTtlMs } : undefined;
+    const arg = admissionArg(plan.prefix, { member: plan.request.rate ? this.ids.next() : undefined, reservation });
     return this.batcher.admitArg(plan.anchorKey, arg).then(({ reply, now: at }) => decide(attribution, chain, caps, reply, reservation, at));
-  }
-
-  /** A fresh id for a rate window member or a reservation: unique to this process and call. */
-  private nextMember(prefix: string): string {
-    return `${prefix}${this.memberPrefix}${(this.sequence++).toString(36)}`;
   }
 
   /** Whether the caller's plan must be looked up (its tenant caps by rate plan and it names a session). */
