@@ -43,6 +43,14 @@ async function call(leases: AdmissionLeases, h: LeaseHolder): Promise<{ reply: A
 /** Lets renewals and given-back admissions reach Redis and come back. */
 const turn = () => new Promise((r) => setTimeout(r, 2));
 
+/** `n` calls one after another, as a busy caller makes them (a turn between): its lease grows and renews. */
+async function calls(leases: AdmissionLeases, h: LeaseHolder, n: number): Promise<void> {
+  for (let i = 0; i < n; i++) {
+    await call(leases, h);
+    await turn();
+  }
+}
+
 /**
  * Lets an announcement reach the subscriber. On one Redis it is on its way before PUBLISH
  * answers; on a cluster (CI runs this file on one too) it may cross the cluster bus to the node
@@ -90,10 +98,7 @@ describe('AdmissionLeases', () => {
   it('drops the lease of a caller whose flag is announced, before its next call: that call is refused by Redis', async () => {
     const leases = await leasesOf();
     const h = holder('flagged', 100_000);
-    for (let i = 0; i < 20; i++) {
-      await call(leases, h);
-      await turn();
-    }
+    await calls(leases, h, 20);
     expect((await call(leases, h)).local).toBe(true);
     await redis.set(h.request.flagKeys[0], 'paused by hand');
     await announceLimitFlag(redis, h.request.flagKeys[0]);
@@ -106,10 +111,7 @@ describe('AdmissionLeases', () => {
     // A flag of another caller leaves this one's lease alone.
     await redis.del(h.request.flagKeys[0]);
     const other = holder('other', 100_000);
-    for (let i = 0; i < 20; i++) {
-      await call(leases, h);
-      await turn();
-    }
+    await calls(leases, h, 20);
     await announceLimitFlag(redis, other.request.flagKeys[0]);
     await announcedTurn();
     expect((await call(leases, h)).local).toBe(true);
@@ -119,10 +121,7 @@ describe('AdmissionLeases', () => {
     const leases = await leasesOf();
     const h = holder('elsewhere', 100_000, 2); // on the local cluster {p2} is on another master than {p0}
     await leases.ready(h);
-    for (let i = 0; i < 20; i++) {
-      await call(leases, h);
-      await turn();
-    }
+    await calls(leases, h, 20);
     expect((await call(leases, h)).local).toBe(true);
     await redis.set(h.request.flagKeys[0], 'paused in partition 2');
     await announceLimitFlag(redis, h.request.flagKeys[0]);
@@ -161,10 +160,7 @@ describe('AdmissionLeases', () => {
   it('takes back what a lease did not answer once it expires', async () => {
     const leases = await leasesOf(50);
     const h = holder('expiring', 100_000);
-    for (let i = 0; i < 40; i++) {
-      await call(leases, h);
-      await turn();
-    }
+    await calls(leases, h, 40);
     expect(await redis.zcard(h.request.rate!.key)).toBeGreaterThan(40);
     const deadline = Date.now() + 2_000;
     while ((await redis.zcard(h.request.rate!.key)) !== 40 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
