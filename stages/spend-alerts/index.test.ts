@@ -1,9 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LedgeredEvent } from '../../domain/flow.js';
+import { formatNano } from '../../domain/money.js';
 import { partitionedKey } from '../../pipeline/keys.js';
 import type { StageEntry } from '../../pipeline/stage.js';
 import { CapBook, capCounterKey, capPeriod } from '../../store/caps.js';
-import { createTenant } from '../../store/tenants.js';
+import { createTenant, type CreatedTenant } from '../../store/tenants.js';
+import { createAdminRoutes } from '../../api/admin/index.js';
 import { seedTenant } from '../../ops/seed.js';
 import { isolated, type Isolated } from '../../test/support/isolated.js';
 import { ledgeredEvent, type LedgeredEventOverrides } from '../testing.js';
@@ -23,11 +25,27 @@ afterAll(async () => {
 });
 
 async function tenantWithEndpoint(types: string[]): Promise<string> {
-  const { tenantId } = await createTenant(world.sql, 'Alerts');
+  return (await createdTenantWithEndpoint(types)).tenantId;
+}
+
+async function createdTenantWithEndpoint(types: string[]): Promise<CreatedTenant> {
+  const tenant = await createTenant(world.sql, 'Alerts');
   await world.sql`
     INSERT INTO webhook_endpoints (id, tenant_id, url, event_types, secret_sealed, secret_prefix)
-    VALUES (${`we_${tenantId}`}, ${tenantId}, 'https://hooks.example.com/a', ${types}::text[], 'plain:whsec_AAAA', 'whsec_AAAA')`;
-  return tenantId;
+    VALUES (${`we_${tenant.tenantId}`}, ${tenant.tenantId}, 'https://hooks.example.com/a', ${types}::text[], 'plain:whsec_AAAA', 'whsec_AAAA')`;
+  return tenant;
+}
+
+/** Changes the tenant's alert settings the way a tenant does: PATCH /v1/admin/alert-settings with its admin token. */
+async function patchAlertSettings(tenant: CreatedTenant, body: Record<string, unknown>): Promise<Record<string, unknown>> {
+  const admin = createAdminRoutes({ sql: world.sql, redis: world.redis, prefix: world.config.REDIS_PREFIX });
+  const response = await admin.request('/v1/admin/alert-settings', {
+    method: 'PATCH',
+    headers: { authorization: `Bearer ${tenant.adminToken}`, 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  expect(response.status).toBe(200);
+  return (await response.json()) as Record<string, unknown>;
 }
 
 async function cap(tenantId: string, fields: { scope_kind: string; scope_id: string; period: string; limit_nano: bigint }): Promise<string> {
@@ -298,6 +316,38 @@ describe('velocity alerts', () => {
     expect(fired).toHaveLength(1);
     expect(fired[0]).toMatchObject({ scope_kind: 'app', scope_id: 'app_new', customer_id: 'cus_app', trailing_hourly_average: '0', last_hour_spend: expect.any(String) });
     expect(await world.redis.get(partitionedKey(world.config.REDIS_PREFIX, `spend-h:${tenantId}:app:app_new:${hour}`, 0))).toBe((4n * UNIT).toString());
+  });
+
+  it.each([
+    { k: 1.5, factorMilli: 1500n },
+    { k: 10, factorMilli: 10_000n },
+  ])('pages only above the k the tenant set through the admin API (k = $k): not at k x the average, nor one nano-unit below, but one above', async ({ k, factorMilli }) => {
+    const tenant = await createdTenantWithEndpoint(['spend.velocity_spike']);
+    const { tenantId } = tenant;
+    expect(await patchAlertSettings(tenant, { velocity_factor: k, velocity_min_amount: '1' })).toMatchObject({ velocity_factor: k, velocity_min_amount: '1' });
+    const now = Date.now();
+    const hour = Math.floor(now / HOUR_MS);
+    // A week of exactly 1 an hour for the customer and its team: a trailing average of 1.
+    for (let h = 1; h <= 168; h++) {
+      await world.redis.set(partitionedKey(world.config.REDIS_PREFIX, `spend-h:${tenantId}:cus_k:${hour - h}`, 0), UNIT.toString());
+      await world.redis.set(partitionedKey(world.config.REDIS_PREFIX, `spend-h:${tenantId}:team:team_k:${hour - h}`, 0), UNIT.toString());
+    }
+    const [worker] = workers(1, () => now);
+    await worker.load();
+    // Events at the very start of this hour: the last hour is all of the previous hour (1) plus this hour's spend.
+    const spend = (total: bigint) =>
+      worker.handle([entry(tenantId, { recordedAt: hour * HOUR_MS, attribution: { customerId: 'cus_k', teamId: 'team_k', agentId: undefined }, cost: { total } })]);
+    const mark = (factorMilli * UNIT) / 1000n;
+    await spend(mark - UNIT - 1n);
+    expect(await events(tenantId), 'one nano-unit below k x the average').toEqual([]);
+    await spend(1n);
+    expect(await events(tenantId), 'exactly k x the average').toEqual([]);
+    await spend(1n);
+    const fired = (await events(tenantId)).map((e) => JSON.parse(e.payload).data);
+    expect(fired.map((d) => d.scope_kind).sort()).toEqual(['customer', 'team']);
+    for (const d of fired) {
+      expect(d).toMatchObject({ factor: k, trailing_hourly_average: '1', last_hour_spend: formatNano(mark + 1n) });
+    }
   });
 
   it('pages at exactly the minimum and not one nano-unit below it (the skip of scopes surely under it is exact)', async () => {
