@@ -35,11 +35,12 @@ let stage: RunningStage;
 let rollingCap: SpendCap;
 let planCap: SpendCap;
 let dayCap: SpendCap;
+let appCap: SpendCap;
 
 beforeAll(async () => {
   iso = await isolated('authorize-caps');
   config = { ...iso.config, PARTITIONS };
-  tenant = await seedSmall(iso.sql, { customers: 2, teamsPerCustomer: 1, agentsPerTeam: 3, appsPerTeam: 0 });
+  tenant = await seedSmall(iso.sql, { customers: 2, teamsPerCustomer: 1, agentsPerTeam: 3, appsPerTeam: 2 });
   other = await seedSmall(iso.sql, { customers: 1, teamsPerCustomer: 1, agentsPerTeam: 1, appsPerTeam: 0 });
   routes = createAuthorizeRoutes({
     config,
@@ -51,6 +52,7 @@ beforeAll(async () => {
   rollingCap = await addCap({ scopeKind: 'agent', scopeId: agentOf(0, 0).id, period: 'rolling', windowSeconds: 60, limitNano: 1_000_000_000n, action: 'pause' });
   planCap = await addCap({ scopeKind: 'plan', scopeId: tenant.ratePlanId, period: 'session', limitNano: 500_000_000n, action: 'pause' });
   dayCap = await addCap({ scopeKind: 'agent', scopeId: agentOf(1, 2).id, period: 'day', limitNano: 1_000_000_000n, action: 'pause' });
+  appCap = await addCap({ scopeKind: 'app', scopeId: appOf(1, 0).id, period: 'day', limitNano: 1_000_000_000n, action: 'pause' });
   stage = await runStage(capCheckStage, {
     config: { ...config, BLOCK_MS: 50 },
     log: createLogger('test', 'silent'),
@@ -84,6 +86,13 @@ function agentOf(customer: number, index: number): Agent {
   return { ...c.teams[0].agents[index], customerId: c.id, teamId: c.teams[0].id };
 }
 
+type App = { id: string; apiKey: string; customerId: string; teamId: string };
+
+function appOf(customer: number, index: number): App {
+  const c = tenant.customers[customer];
+  return { ...c.teams[0].apps[index], customerId: c.id, teamId: c.teams[0].id };
+}
+
 async function addCap(cap: Omit<SpendCap, 'id' | 'tenantId'>): Promise<SpendCap> {
   const full: SpendCap = { ...cap, id: newId('cap'), tenantId: tenant.tenantId };
   await iso.sql`
@@ -111,9 +120,15 @@ function priced(agent: Agent, cost: bigint, sessionId?: string): PricedEvent {
   };
 }
 
+/** An event of an app's key: priced as one of an agent of its team, attributed to the app. */
+function pricedForApp(app: App, cost: bigint): PricedEvent {
+  const teammate = agentOf(tenant.customers.findIndex((c) => c.id === app.customerId), 0);
+  return { ...priced(teammate, cost), attribution: { customerId: app.customerId, teamId: app.teamId, appId: app.id, credentialId: 'key' } };
+}
+
 /** Sends events through cap-check and waits until each is counted (forwarded). */
-async function count(agent: Agent, events: PricedEvent[]): Promise<void> {
-  const partition = partitionOf(customerPartitionKey(tenant.tenantId, agent.customerId), PARTITIONS);
+async function count(owner: { customerId: string }, events: PricedEvent[]): Promise<void> {
+  const partition = partitionOf(customerPartitionKey(tenant.tenantId, owner.customerId), PARTITIONS);
   const input = partitionedKey(config.REDIS_PREFIX, STREAMS.priced, partition);
   const output = partitionedKey(config.REDIS_PREFIX, STREAMS.checked, partition);
   const before = await iso.redis.xlen(output);
@@ -194,6 +209,28 @@ describe('caps on each session of a plan', () => {
     expect((await decide({ api_key: a.apiKey })).caps?.some((c) => c.cap_id === cap.id) ?? false).toBe(false);
     const [{ n }] = await iso.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM spend_caps WHERE tenant_id = ${tenant.tenantId} AND scope_kind = 'plan'`;
     expect(n).toBe(1);
+  });
+});
+
+describe('caps on an app', () => {
+  it('pause the app on the event that crosses its cap: its key is refused naming the app, another app of the same customer goes on', async () => {
+    const [capped, sibling] = [appOf(1, 0), appOf(1, 1)];
+    await count(capped, [pricedForApp(capped, 600_000_000n)]);
+    expect(await decide({ api_key: capped.apiKey })).toMatchObject({
+      allowed: true,
+      remaining: '0.4',
+      caps: [{ cap_id: appCap.id, scope_kind: 'app', scope_id: capped.id, spent: '0.6' }],
+    });
+    await count(capped, [pricedForApp(capped, 500_000_000n)]);
+    expect(await decide({ api_key: capped.apiKey })).toMatchObject({
+      allowed: false,
+      code: 'paused',
+      reason: expect.stringContaining(`app ${capped.id} is paused`),
+      pause: { capId: appCap.id, scopeKind: 'app', scopeId: capped.id },
+      cap: { cap_id: appCap.id, scope_kind: 'app', scope_id: capped.id, spent: '1.1', limit: '1', remaining: '0' },
+      attribution: { customer_id: capped.customerId, team_id: capped.teamId, app_id: capped.id },
+    });
+    expect(await decide({ api_key: sibling.apiKey })).toMatchObject({ allowed: true, attribution: { customer_id: capped.customerId, team_id: capped.teamId, app_id: sibling.id } });
   });
 });
 

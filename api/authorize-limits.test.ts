@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { Config } from '../pipeline/config.js';
 import { encodePayload } from '../pipeline/codec.js';
 import { runStage } from '../pipeline/harness.js';
@@ -120,16 +120,34 @@ describe('POST /v1/authorize: caps, reservations, rate and session limits', () =
     expect(later.caps?.find((c) => c.cap_id === cap.id)).toMatchObject({ reserved: '0.6', remaining: '0' });
   });
 
-  it('enforces rate_limit_per_minute with a sliding window: refused calls do not count', async () => {
+  it('enforces rate_limit_per_minute with a sliding window: refused calls do not count, each call frees its slot a minute after it', async () => {
     const agent = agentOf(1, 0);
     await iso.sql`UPDATE agents SET rate_limit_per_minute = 3 WHERE id = ${agent.id}`;
     await routes.applyControl({ type: 'hierarchy.changed', tenantId: tenant.tenantId, agentIds: [agent.id] });
-    for (let i = 1; i <= 3; i++) expect(await decide({ api_key: agent.apiKey })).toMatchObject({ allowed: true, rate_limit: { limit: 3, used: i } });
-    for (let i = 0; i < 2; i++) {
-      const refused = await decide({ api_key: agent.apiKey });
-      expect(refused).toMatchObject({ allowed: false, code: 'rate_limited', rate_limit: { limit: 3, used: 3 } });
-      expect(refused.retry_after_ms).toBeGreaterThan(0);
-      expect(refused.retry_after_ms).toBeLessThanOrEqual(60_000);
+    // The authorizer reads Date.now(): the test moves it (timers stay real).
+    vi.useFakeTimers({ toFake: ['Date'] });
+    try {
+      const start = Date.now();
+      const at = (ms: number) => vi.setSystemTime(start + ms);
+      at(0);
+      for (let i = 1; i <= 2; i++) expect(await decide({ api_key: agent.apiKey })).toMatchObject({ allowed: true, rate_limit: { limit: 3, used: i } });
+      at(20_000);
+      expect(await decide({ api_key: agent.apiKey })).toMatchObject({ allowed: true, rate_limit: { limit: 3, used: 3 } });
+      for (const later of [20_000, 40_000]) {
+        at(later);
+        // The oldest calls (at 0) leave the window at 60 s.
+        expect(await decide({ api_key: agent.apiKey })).toMatchObject({ allowed: false, code: 'rate_limited', rate_limit: { limit: 3, used: 3 }, retry_after_ms: 60_000 - later });
+      }
+      // Past a minute the two calls made at 0 have left the window (a window that never slid would still be full),
+      // the one made at 20 s has not (a minute bucket reset whole would admit three), and the refused ones never counted.
+      at(60_001);
+      for (let i = 0; i < 2; i++) expect((await decide({ api_key: agent.apiKey })).allowed).toBe(true);
+      expect(await decide({ api_key: agent.apiKey })).toMatchObject({ allowed: false, code: 'rate_limited', retry_after_ms: 19_999 });
+      at(80_001);
+      expect(await decide({ api_key: agent.apiKey })).toMatchObject({ allowed: true, rate_limit: { limit: 3, used: 3 } });
+      expect((await decide({ api_key: agent.apiKey })).allowed).toBe(false);
+    } finally {
+      vi.useRealTimers();
     }
     // Another agent of the same customer has its own window.
     expect((await decide({ api_key: agentOf(1, 1).apiKey })).allowed).toBe(true);

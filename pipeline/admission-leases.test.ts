@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { AdmissionBatcher, admissionPrefix, type AdmissionReply, type AdmissionRequest } from './admission.js';
 import { AdmissionLeases, announceLimitFlag, type LeaseHolder } from './admission-leases.js';
 import { loadConfig } from './config.js';
@@ -137,6 +137,40 @@ describe('AdmissionLeases', () => {
     expect(answers.map((a) => a.local)).toEqual(Array(8).fill(false));
     expect(answers.map((a) => a.reply.verdict.kind)).toEqual(['ok', 'ok', 'ok', 'ok', 'ok', 'rate', 'rate', 'rate']);
     expect(await redis.zcard(h.request.rate!.key)).toBe(5);
+  });
+
+  it('admits a caller at its limit again once the window slides: exactly as many as left it, answered from a lease too', async () => {
+    const leases = await leasesOf();
+    const h = holder('sliding', 64);
+    // Each script call runs at the batcher's Date.now(), each lease answer at the caller's: the test moves it (timers stay real).
+    vi.useFakeTimers({ toFake: ['Date'] });
+    try {
+      const start = Date.now();
+      let local = 0;
+      /** Calls at `ms` after the start until one is refused: how many were admitted. */
+      const admittedAt = async (ms: number, most = 64) => {
+        vi.setSystemTime(start + ms);
+        let admitted = 0;
+        for (; admitted < most; admitted++) {
+          const answer = await call(leases, h);
+          if (answer.reply.verdict.kind !== 'ok') break;
+          if (answer.local) local++;
+          await turn();
+        }
+        return admitted;
+      };
+      expect(await admittedAt(0, 32)).toBe(32);
+      expect(await admittedAt(20_000)).toBe(32);
+      vi.setSystemTime(start + 40_000);
+      expect((await call(leases, h)).reply.verdict).toEqual({ kind: 'rate', retryAfterMs: 20_000 });
+      // The 32 admitted at 0 have left the window, the 32 admitted at 20 s have not.
+      expect(await admittedAt(60_001)).toBe(32);
+      expect(local).toBeGreaterThan(0);
+      await turn();
+      expect(await redis.zcard(h.request.rate!.key)).toBe(64);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it('two processes leasing one rate window admit exactly its limit between them', async () => {

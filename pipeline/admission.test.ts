@@ -107,6 +107,18 @@ describe('AdmissionBatcher', () => {
 });
 
 describe('admit', () => {
+  it('slides the rate window on the clock it is given: each admission frees its slot a window after it, a refusal takes none', async () => {
+    const at = async (ms: number) => (await admit(redis, anchor('sliding'), [rated('sliding-window', 3)], 1_000_000 + ms))[0];
+    expect((await at(0)).verdict.kind).toBe('ok');
+    expect((await at(0)).verdict.kind).toBe('ok');
+    expect((await at(20_000)).rateUsed).toBe(3);
+    expect((await at(30_000)).verdict).toEqual({ kind: 'rate', retryAfterMs: 30_000 });
+    // Only the two admitted at 0 have left: a window that never slid would admit none, one reset every minute three.
+    const after = [await at(60_001), await at(60_001), await at(60_001)];
+    expect(after.map((reply) => reply.verdict)).toEqual([{ kind: 'ok' }, { kind: 'ok' }, { kind: 'rate', retryAfterMs: 19_999 }]);
+    expect((await at(80_001)).verdict.kind).toBe('ok');
+  });
+
   it('carries any session id to Redis as UTF-8 did (quotes, backslashes, non-ASCII; a lone surrogate as U+FFFD)', async () => {
     const sessions = anchor('sessions-odd');
     const odd = ['a"b\\c', 'ünï\u{1F600}', '\\ud800 as text', 'lone\ud800'];
