@@ -32,7 +32,8 @@ interface Lease {
   grant: number;
   /** Answers given since the latest grant (the pace). */
   takes: number;
-  renewing: boolean;
+  /** The grant asked for in the background, until its answer is held (or the lease dropped). */
+  renewal: Promise<void> | undefined;
   lastUsed: number;
 }
 
@@ -106,16 +107,31 @@ export class AdmissionLeases {
     lease.unused--;
     lease.takes++;
     lease.lastUsed = now;
-    if (!lease.renewing && (lease.unused <= lease.grant >> 1 || now - lease.grantedAt >= this.options.leaseMs / 2)) this.renew(lease, now);
+    if (!lease.renewal && (lease.unused <= lease.grant >> 1 || now - lease.grantedAt >= this.options.leaseMs / 2)) this.renew(lease, now);
     if (holder.request.rate?.limit !== undefined) lease.rateUsed++;
     return { ...lease.reply!, rateUsed: lease.rateUsed };
+  }
+
+  /**
+   * One admission for a call `take` could not answer. While the holder's next grant is on its way
+   * the call waits for it and is answered from it, so a caller's calls are answered in the order
+   * they came, with one script call; otherwise Redis decides it (`admitNow`).
+   */
+  admit(holder: LeaseHolder): Promise<{ reply: AdmissionReply; now: number }> {
+    const renewal = this.leases.get(holder.prefix)?.renewal;
+    if (!renewal) return this.admitNow(holder);
+    return renewal.then(() => {
+      const now = Date.now();
+      const reply = this.take(holder, now);
+      return reply ? { reply, now } : this.admit(holder);
+    });
   }
 
   /**
    * One admission decided by Redis, asking for the holder's next grant with it: what is granted
    * beyond this call is kept as the holder's lease.
    */
-  admit(holder: LeaseHolder): Promise<{ reply: AdmissionReply; now: number }> {
+  private admitNow(holder: LeaseHolder): Promise<{ reply: AdmissionReply; now: number }> {
     const channel = limitFlagsChannel(holder.anchorKey);
     if (channel !== undefined) this.watch(channel);
     let lease = this.leases.get(holder.prefix);
@@ -157,7 +173,7 @@ export class AdmissionLeases {
   }
 
   private open(holder: LeaseHolder, channel: string, now: number): Lease {
-    const lease: Lease = { holder, channel, chunks: [], unused: 0, reply: undefined, rateUsed: 0, grantedAt: now, validUntil: now, grant: 1, takes: 0, renewing: false, lastUsed: now };
+    const lease: Lease = { holder, channel, chunks: [], unused: 0, reply: undefined, rateUsed: 0, grantedAt: now, validUntil: now, grant: 1, takes: 0, renewal: undefined, lastUsed: now };
     this.leases.set(holder.prefix, lease);
     for (const key of holder.request.flagKeys) {
       let set = this.byFlag.get(key);
@@ -191,20 +207,19 @@ export class AdmissionLeases {
 
   /** Asks for what the caller's pace since the latest grant uses in leaseMs (at least one). */
   private renew(lease: Lease, now: number): void {
-    lease.renewing = true;
     const holder = lease.holder;
     const member = holder.request.rate ? this.ids.next() : undefined;
     const epoch = this.epoch;
     const pace = Math.ceil((lease.takes * this.options.leaseMs) / Math.max(this.options.leaseMs / 10, now - lease.grantedAt));
     const grant = (lease.grant = Math.max(1, Math.min(pace, maxGrant(holder))));
-    this.batcher.admitArg(holder.anchorKey, admissionArg(holder.prefix, { member, grant })).then(
+    lease.renewal = this.batcher.admitArg(holder.anchorKey, admissionArg(holder.prefix, { member, grant })).then(
       ({ reply, now }) => {
-        lease.renewing = false;
+        lease.renewal = undefined;
         if (reply.verdict.kind === 'ok') this.hold(lease, member, 0, reply, now, epoch);
         else this.drop(lease);
       },
       (err: unknown) => {
-        lease.renewing = false;
+        lease.renewal = undefined;
         this.drop(lease);
         this.options.log?.warn({ err }, 'admission lease: cannot renew; calls go to Redis');
       },
@@ -261,7 +276,7 @@ export class AdmissionLeases {
     for (const lease of this.leases.values()) {
       if (now < lease.validUntil) continue;
       if (lease.unused > 0) this.takeBackUnused(lease);
-      if (now - lease.lastUsed > 10 * this.options.leaseMs && !lease.renewing) this.drop(lease);
+      if (now - lease.lastUsed > 10 * this.options.leaseMs && !lease.renewal) this.drop(lease);
     }
   }
 
