@@ -6,13 +6,15 @@ import type { TenantTokens, TokenKind } from '../store/tenant-tokens.js';
 export interface TenantAuthVariables {
   tenantId: string;
   tokenKind: TokenKind;
+  /** The id of the token that made the request (tenant_tokens.id). */
+  tokenId: string;
 }
 
 /**
  * The tenant of a bearer token of the given kind, from an `Authorization` header; throws the
  * ApiError to answer otherwise (401, or 503 while the token store is unreachable).
  */
-export async function verifyBearer(tokens: TenantTokens, kind: TokenKind, header: string): Promise<{ tenantId: string; kind: TokenKind }> {
+export async function verifyBearer(tokens: TenantTokens, kind: TokenKind, header: string): Promise<{ tenantId: string; kind: TokenKind; tokenId: string }> {
   const match = /^Bearer\s+(\S+)$/i.exec(header);
   let verified: Awaited<ReturnType<TenantTokens['verify']>>;
   try {
@@ -30,7 +32,7 @@ export async function verifyBearer(tokens: TenantTokens, kind: TokenKind, header
   return verified;
 }
 
-/** Hono middleware: requires a bearer token of the given kind and sets `tenantId`. */
+/** Hono middleware: requires a bearer token of the given kind and sets `tenantId` (and `tokenKind`, `tokenId`). */
 export function requireTenant(tokens: TenantTokens, kind: TokenKind): MiddlewareHandler<{ Variables: TenantAuthVariables }> {
   return async (c, next) => {
     // Under @hono/node-server the Node request is at hand: reading its header skips building a WHATWG Headers.
@@ -40,6 +42,7 @@ export function requireTenant(tokens: TenantTokens, kind: TokenKind): Middleware
     const verified = await verifyBearer(tokens, kind, header);
     c.set('tenantId', verified.tenantId);
     c.set('tokenKind', verified.kind);
+    c.set('tokenId', verified.tokenId);
     await next();
   };
 }

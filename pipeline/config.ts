@@ -127,6 +127,8 @@ const schema = z.object({
   SESSION_IDLE_SECONDS: int(600, 1),
   SESSION_EXPIRE_SECONDS: int(3600, 1),
   SESSION_SWEEP_INTERVAL_MS: int(30_000, 100),
+  /** How often cap-check records the pauses whose period ended as lifted by the roll-over (their flags expired by themselves). */
+  CAP_ROLLOVER_SWEEP_INTERVAL_MS: int(30_000, 100),
   ANALYTICS_FLUSH_MS: int(5000, 10),
   /**
    * Rows per ClickHouse insert (or ANALYTICS_FLUSH_MS, whichever first). ClickHouse's cost is per

@@ -482,6 +482,7 @@ export const pauseLifted = z.object({
   flag_deleted: z.boolean().meta({ description: 'A flag was in force and is gone: authorize allows the scope at once.' }),
   records_lifted: z.number().meta({ description: 'Pause records of the scope marked lifted (several caps may have paused it).' }),
   lifted_at: z.string(),
+  lifted_by_token_id: z.string().meta({ description: 'The admin token that lifted it (the id of the token making this call), kept on the pause records.' }),
 });
 const pauseOut = z.object({
   cap_id: z.string(),
@@ -494,6 +495,7 @@ const pauseOut = z.object({
   period_ends_at: nullableString,
   lifted_at: nullableString,
   lifted_by: z.enum(['admin', 'cap_raised', 'cap_disabled', 'period_rollover']).nullable(),
+  lifted_by_token_id: nullableString.meta({ description: 'With lifted_by admin: the id of the admin token that lifted it.' }),
   lift_reason: nullableString,
 });
 export const pauseList = z.object({ data: z.array(pauseOut) });

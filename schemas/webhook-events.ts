@@ -46,7 +46,16 @@ export const WEBHOOK_EVENT_DATA: Record<WebhookEventType, { description: string;
   },
   'cap.lifted': {
     description: 'A pause was lifted (by the admin API, a raised or disabled cap, or the end of the period), with who or what lifted it.',
-    data: z.looseObject({ cap_id: z.string(), scope_kind: z.string(), scope_id: z.string(), period_key: z.string() }),
+    data: z.looseObject({
+      cap_id: z.string(),
+      scope_kind: z.string(),
+      scope_id: z.string(),
+      period_key: z.string(),
+      lifted_by: z.enum(['admin', 'cap_raised', 'cap_disabled', 'period_rollover']),
+      lifted_by_token_id: z.string().nullable().meta({ description: 'With lifted_by admin: the id of the admin token that lifted it.' }),
+      lift_reason: z.string().nullable(),
+      lifted_at: z.string(),
+    }),
   },
   'spend.velocity_spike': {
     description:

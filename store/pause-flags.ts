@@ -94,6 +94,8 @@ export interface LiftResult {
   /** cap_pauses rows of the scope marked lifted now. */
   recordsLifted: number;
   liftedAt: Date;
+  /** The admin token that lifted it (tenant_tokens.id), when an admin did. */
+  liftedByTokenId: string | null;
 }
 
 /**
@@ -124,7 +126,7 @@ async function recordPausesIn(sql: postgres.TransactionSql, pauses: PauseRecord[
     ON CONFLICT (tenant_id, cap_id, scope_id, period_key) DO UPDATE
       SET paused_at = EXCLUDED.paused_at, event_id = EXCLUDED.event_id, limit_nano = EXCLUDED.limit_nano,
           customer_id = EXCLUDED.customer_id, period_ends_at = EXCLUDED.period_ends_at,
-          lifted_at = NULL, lifted_by = NULL, lift_reason = NULL
+          lifted_at = NULL, lifted_by = NULL, lift_reason = NULL, lifted_by_token_id = NULL
       WHERE cap_pauses.lifted_at IS NOT NULL
     RETURNING tenant_id, cap_id, scope_kind, scope_id, period_key, event_id, paused_at`;
   if (inserted.length) {
@@ -215,7 +217,14 @@ async function settleFlag(sql: Sql, redis: Redis, place: RedisPlace, tenantId: s
 }
 
 /** Logs the lifts (cap_pause_log) and marks where their webhooks go. */
-async function liftNotice(sql: Db, tenantId: string | undefined, rows: (LiftedRow & { tenant_id?: string })[], by: LiftSource, reason: string | null): Promise<void> {
+async function liftNotice(
+  sql: Db,
+  tenantId: string | undefined,
+  rows: (LiftedRow & { tenant_id?: string })[],
+  by: LiftSource,
+  reason: string | null,
+  tokenId: string | null = null,
+): Promise<void> {
   if (rows.length) {
     await sql`
       INSERT INTO cap_pause_log ${sql(
@@ -229,6 +238,7 @@ async function liftNotice(sql: Db, tenantId: string | undefined, rows: (LiftedRo
           at: r.lifted_at,
           lifted_by: by,
           reason,
+          lifted_by_token_id: tokenId,
         })),
       )}`;
   }
@@ -237,7 +247,17 @@ async function liftNotice(sql: Db, tenantId: string | undefined, rows: (LiftedRo
       sql,
       tenantId ?? r.tenant_id!,
       'cap.lifted',
-      { cap_id: r.cap_id, scope_kind: r.scope_kind, scope_id: r.scope_id, period_key: r.period_key, customer_id: r.customer_id, lifted_by: by, lift_reason: reason, lifted_at: r.lifted_at.toISOString() },
+      {
+        cap_id: r.cap_id,
+        scope_kind: r.scope_kind,
+        scope_id: r.scope_id,
+        period_key: r.period_key,
+        customer_id: r.customer_id,
+        lifted_by: by,
+        lifted_by_token_id: tokenId,
+        lift_reason: reason,
+        lifted_at: r.lifted_at.toISOString(),
+      },
       `cap.lifted:${r.cap_id}:${r.scope_id}:${r.period_key}:${r.lifted_at.getTime()}`,
     );
   }
@@ -245,7 +265,8 @@ async function liftNotice(sql: Db, tenantId: string | undefined, rows: (LiftedRo
 
 /**
  * Lifts the pause of one scope (the admin route, the console): deletes its Redis flag (authorize
- * lets it through at once) and sets lifted_at, lifted_by and lift_reason on every record of that
+ * lets it through at once) and sets lifted_at, lifted_by, lift_reason and the admin token that
+ * lifted it (`tokenId`, when an admin did) on every record of that
  * scope not lifted yet (several caps may have paused it; one flag stops it). Undefined when the
  * tenant has no such pause: another tenant's ids are not found.
  * The running total stays over the cap, so the same period does not pause the scope again, and
@@ -258,18 +279,19 @@ export async function liftPause(
   place: RedisPlace,
   tenantId: string,
   pause: { capId: string; scopeId: string; periodKey: string },
-  lift: { by?: LiftSource; reason?: string } = {},
+  lift: { by?: LiftSource; reason?: string; tokenId?: string } = {},
 ): Promise<LiftResult | undefined> {
   const [row] = await sql<PauseRow[]>`
     ${PAUSES(sql, tenantId)} AND p.cap_id = ${pause.capId} AND p.scope_id = ${pause.scopeId} AND p.period_key = ${pause.periodKey}`;
   if (!row) return undefined;
   const by = lift.by ?? 'admin';
+  const tokenId = lift.tokenId ?? null;
   const lifted = await sql.begin(async (tx) => {
     const rows = await tx<LiftedRow[]>`
-      UPDATE cap_pauses SET lifted_at = now(), lifted_by = ${by}, lift_reason = ${lift.reason ?? null}
+      UPDATE cap_pauses SET lifted_at = now(), lifted_by = ${by}, lift_reason = ${lift.reason ?? null}, lifted_by_token_id = ${tokenId}
       WHERE tenant_id = ${tenantId} AND scope_kind = ${row.scope_kind} AND scope_id = ${row.scope_id} AND lifted_at IS NULL
       RETURNING cap_id, scope_kind, scope_id, period_key, customer_id, period_ends_at, lifted_at`;
-    await liftNotice(tx, tenantId, rows, by, lift.reason ?? null);
+    await liftNotice(tx, tenantId, rows, by, lift.reason ?? null, tokenId);
     return rows;
   });
   let deleted = 0;
@@ -284,7 +306,14 @@ export async function liftPause(
     const results = await batch.exec();
     deleted = Number(results?.at(-1)?.[1] ?? 0);
   }
-  return { scopeKind: row.scope_kind, scopeId: row.scope_id, flagDeleted: deleted === 1, recordsLifted: lifted.length, liftedAt: lifted[0]?.lifted_at ?? new Date() };
+  return {
+    scopeKind: row.scope_kind,
+    scopeId: row.scope_id,
+    flagDeleted: deleted === 1,
+    recordsLifted: lifted.length,
+    liftedAt: lifted[0]?.lifted_at ?? new Date(),
+    liftedByTokenId: tokenId,
+  };
 }
 
 /**
@@ -344,14 +373,17 @@ export interface PauseHistoryRow extends Omit<PauseView, 'customerId' | 'inForce
   periodEndsAt: Date | null;
   liftedAt: Date | null;
   liftedBy: LiftSource | null;
+  liftedByTokenId: string | null;
   liftReason: string | null;
 }
 
 /** The tenant's pauses, newest first: those in force, those lifted, or all. */
 export async function pauseHistory(sql: Sql, tenantId: string, status: 'in_force' | 'lifted' | 'all', limit: number): Promise<PauseHistoryRow[]> {
   const filter = status === 'in_force' ? sql`AND lifted_at IS NULL` : status === 'lifted' ? sql`AND lifted_at IS NOT NULL` : sql``;
-  const rows = await sql<(Omit<PauseRow, 'customer_id'> & { lifted_at: Date | null; lifted_by: LiftSource | null; lift_reason: string | null })[]>`
-    SELECT cap_id, scope_kind, scope_id, period_key, limit_nano, event_id, paused_at, period_ends_at, lifted_at, lifted_by, lift_reason
+  const rows = await sql<
+    (Omit<PauseRow, 'customer_id'> & { lifted_at: Date | null; lifted_by: LiftSource | null; lifted_by_token_id: string | null; lift_reason: string | null })[]
+  >`
+    SELECT cap_id, scope_kind, scope_id, period_key, limit_nano, event_id, paused_at, period_ends_at, lifted_at, lifted_by, lifted_by_token_id, lift_reason
     FROM cap_pauses WHERE tenant_id = ${tenantId} ${filter}
     ORDER BY paused_at DESC LIMIT ${limit}`;
   return rows.map((r) => ({
@@ -365,6 +397,7 @@ export async function pauseHistory(sql: Sql, tenantId: string, status: 'in_force
     periodEndsAt: r.period_ends_at,
     liftedAt: r.lifted_at,
     liftedBy: r.lifted_by,
+    liftedByTokenId: r.lifted_by_token_id,
     liftReason: r.lift_reason,
   }));
 }

@@ -5,6 +5,8 @@ import { parseTenantToken, sameDigest, sha256 } from './credentials.js';
 export type TokenKind = 'ingest' | 'admin';
 
 interface CachedToken {
+  /** tenant_tokens.id: which of the tenant's tokens it is (an admin action is recorded with it). */
+  tokenId: string;
   tenantId: string;
   kind: TokenKind;
   digest: Buffer;
@@ -44,14 +46,14 @@ export class TenantTokens {
     private readonly lookupTimeoutMs = DEFAULT_LOOKUP_TIMEOUT_MS,
   ) {}
 
-  async verify(token: string): Promise<{ tenantId: string; kind: TokenKind } | undefined> {
+  async verify(token: string): Promise<{ tenantId: string; kind: TokenKind; tokenId: string } | undefined> {
     const parsed = parseTenantToken(token);
     if (!parsed) return undefined;
     const digest = this.digestOf(token);
     const now = Date.now();
     const cached = this.cache.get(parsed.lookupId);
     const answer = (entry: CachedToken | undefined) =>
-      entry && sameDigest(entry.digest, digest) ? { tenantId: entry.tenantId, kind: entry.kind } : undefined;
+      entry && sameDigest(entry.digest, digest) ? { tenantId: entry.tenantId, kind: entry.kind, tokenId: entry.tokenId } : undefined;
     if (cached && cached.freshUntil > now) return answer(cached);
 
     let found: CachedToken | undefined;
@@ -105,13 +107,14 @@ export class TenantTokens {
   }
 
   private async lookup(lookupId: string): Promise<CachedToken | undefined> {
-    const [row] = await this.sql<{ tenant_id: string; kind: TokenKind; token_hash: Buffer; expires_at: Date | null }[]>`
-      SELECT tenant_id, kind, token_hash, expires_at FROM tenant_tokens
+    const [row] = await this.sql<{ id: string; tenant_id: string; kind: TokenKind; token_hash: Buffer; expires_at: Date | null }[]>`
+      SELECT id, tenant_id, kind, token_hash, expires_at FROM tenant_tokens
       WHERE lookup_id = ${lookupId}
         AND (status = 'active' OR (expires_at IS NOT NULL AND expires_at > now()))`;
     if (!row) return undefined;
     const expiresAt = row.expires_at ? row.expires_at.getTime() : Infinity;
     const entry: CachedToken = {
+      tokenId: row.id,
       tenantId: row.tenant_id,
       kind: row.kind,
       digest: row.token_hash,

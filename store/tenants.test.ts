@@ -15,8 +15,8 @@ describe('createTenant', () => {
   it('issues an ingest and an admin token that verify, storing only their digests', async () => {
     const tenant = await createTenant(world.sql, 'Acme MCP');
     const tokens = new TenantTokens(world.sql, 0);
-    expect(await tokens.verify(tenant.ingestToken)).toEqual({ tenantId: tenant.tenantId, kind: 'ingest' });
-    expect(await tokens.verify(tenant.adminToken)).toEqual({ tenantId: tenant.tenantId, kind: 'admin' });
+    expect(await tokens.verify(tenant.ingestToken)).toEqual({ tenantId: tenant.tenantId, kind: 'ingest', tokenId: expect.stringMatching(/^tok_/) });
+    expect(await tokens.verify(tenant.adminToken)).toEqual({ tenantId: tenant.tenantId, kind: 'admin', tokenId: expect.stringMatching(/^tok_/) });
     const rows = await world.sql`SELECT * FROM tenant_tokens WHERE tenant_id = ${tenant.tenantId}`;
     expect(rows).toHaveLength(2);
     const stored = JSON.stringify(rows);
@@ -31,7 +31,7 @@ describe('rotateTenantToken', () => {
     const rotated = await rotateTenantToken(world.sql, tenant.tenantId, 'admin');
     const tokens = new TenantTokens(world.sql, 0);
     expect(await tokens.verify(tenant.adminToken)).toBeUndefined();
-    expect(await tokens.verify(rotated.token)).toEqual({ tenantId: tenant.tenantId, kind: 'admin' });
+    expect(await tokens.verify(rotated.token)).toEqual({ tenantId: tenant.tenantId, kind: 'admin', tokenId: expect.stringMatching(/^tok_/) });
     expect(await tokens.verify(tenant.ingestToken)).toBeDefined();
     expect(rotated.retiredTokenIds).toHaveLength(1);
   });
@@ -40,8 +40,9 @@ describe('rotateTenantToken', () => {
     const tenant = await createTenant(world.sql, 'Rotate with grace');
     const rotated = await rotateTenantToken(world.sql, tenant.tenantId, 'ingest', { graceSeconds: 600 });
     const tokens = new TenantTokens(world.sql, 0);
-    expect(await tokens.verify(tenant.ingestToken)).toEqual({ tenantId: tenant.tenantId, kind: 'ingest' });
-    expect(await tokens.verify(rotated.token)).toEqual({ tenantId: tenant.tenantId, kind: 'ingest' });
+    // verify names the token too (an admin action is recorded with it): here the retired one.
+    expect(await tokens.verify(tenant.ingestToken)).toEqual({ tenantId: tenant.tenantId, kind: 'ingest', tokenId: rotated.retiredTokenIds[0] });
+    expect(await tokens.verify(rotated.token)).toEqual({ tenantId: tenant.tenantId, kind: 'ingest', tokenId: expect.stringMatching(/^tok_/) });
     const [old] = await world.sql<{ status: string; expires_at: Date }[]>`
       SELECT status, expires_at FROM tenant_tokens WHERE id = ${rotated.retiredTokenIds[0]}`;
     expect(old.status).toBe('revoked');

@@ -33,6 +33,8 @@ export type Method = 'get' | 'post' | 'patch' | 'put' | 'delete';
 
 export interface RequestContext<Body, Query> {
   tenantId: string;
+  /** The admin token making the request (tenant_tokens.id): which admin acted, where that is recorded. */
+  tokenId: string;
   params: Record<string, string>;
   body: Body;
   query: Query;
@@ -101,7 +103,7 @@ export function mountEndpoints(app: Hono<AdminEnv>, basePath: string, endpoints:
     app.on(route.method.toUpperCase(), basePath + route.path, async (c) => {
       const query = route.query ? parseWith(route.query, c.req.query(), 'query') : undefined;
       const body = route.body ? parseWith(route.body, await readJsonBody(c), 'body') : undefined;
-      const result = await route.handle({ tenantId: c.get('tenantId'), params: c.req.param() as Record<string, string>, body, query, deps });
+      const result = await route.handle({ tenantId: c.get('tenantId'), tokenId: c.get('tokenId'), params: c.req.param() as Record<string, string>, body, query, deps });
       return c.json(result as object, route.status);
     });
   }

@@ -5,6 +5,10 @@ import { subscribeControl, type ControlSubscription } from '../../pipeline/contr
 import { partitionedKey } from '../../pipeline/keys.js';
 import { capCounterKey, type SpendCap } from '../../store/caps.js';
 import { recordPauses, recordRolledOverPauses } from '../../store/pause-flags.js';
+import { pauseKey } from '../../store/pauses.js';
+import { rotateTenantToken } from '../../store/tenants.js';
+import { capCheckStage } from '../../stages/cap-check/index.js';
+import { testStageContext } from '../../stages/testing.js';
 import type { SeededTenant } from '../../ops/seed.js';
 import { seedSmall } from '../../test/support/billing.js';
 import { isolated, type Isolated } from '../../test/support/isolated.js';
@@ -18,7 +22,7 @@ let control: ControlSubscription;
 
 beforeAll(async () => {
   world = await isolated('admin-pauses');
-  tenant = await seedSmall(world.sql, { customers: 1, teamsPerCustomer: 1, agentsPerTeam: 5, appsPerTeam: 0 });
+  tenant = await seedSmall(world.sql, { customers: 1, teamsPerCustomer: 1, agentsPerTeam: 6, appsPerTeam: 0 });
   api = createApp({ config: world.config, sql: world.sql, redis: world.redis, log: pino({ level: 'silent' }), metrics: new Metrics('pauses-test') });
   // As api/main.ts does: the process applies control messages (caps.changed) to its caches.
   control = subscribeControl(world.config.REDIS_URL, world.config.REDIS_PREFIX, api.applyControl);
@@ -65,6 +69,41 @@ async function pauseRows(capId: string) {
   return world.sql`SELECT lifted_at, lifted_by, lift_reason FROM cap_pauses WHERE tenant_id = ${tenant.tenantId} AND cap_id = ${capId}`;
 }
 
+/** The transaction that last wrote the cap's pause record of the scope (xmin). */
+async function recordXmin(capId: string, scopeId: string): Promise<string> {
+  const [row] = await world.sql<{ xmin: string }[]>`
+    SELECT xmin::text AS xmin FROM cap_pauses WHERE tenant_id = ${tenant.tenantId} AND cap_id = ${capId} AND scope_id = ${scopeId}`;
+  return row.xmin;
+}
+
+/** The cap's outbox rows of one webhook type, oldest first, with the transaction that wrote each (xmin). */
+async function webhooksOf(type: 'cap.paused' | 'cap.lifted', capId: string) {
+  const rows = await world.sql<{ payload: string; xmin: string }[]>`
+    SELECT payload, xmin::text AS xmin FROM webhook_events
+    WHERE tenant_id = ${tenant.tenantId} AND type = ${type} AND (payload::jsonb -> 'data' ->> 'cap_id') = ${capId}
+    ORDER BY created_at, id`;
+  return rows.map((r) => ({ data: JSON.parse(r.payload).data as Record<string, unknown>, xmin: r.xmin }));
+}
+
+/** The one cap.lifted of the cap so far, written with the lift (the same transaction as the record's update). */
+async function expectOneLift(cap: SpendCap, scopeId: string, lift: Record<string, unknown>): Promise<void> {
+  expect(await webhooksOf('cap.lifted', cap.id)).toEqual([
+    {
+      data: {
+        cap_id: cap.id,
+        scope_kind: 'agent',
+        scope_id: scopeId,
+        period_key: today(),
+        customer_id: tenant.customers[0].id,
+        lifted_by_token_id: null,
+        lifted_at: expect.any(String),
+        ...lift,
+      },
+      xmin: await recordXmin(cap.id, scopeId),
+    },
+  ]);
+}
+
 describe('pauses: set, lifted by each route, recorded', () => {
   it('a limit lowered under the running total pauses the scope at once, and authorize names the cap', async () => {
     const a = agent(0);
@@ -73,25 +112,40 @@ describe('pauses: set, lifted by each route, recorded', () => {
     expect(refused).toMatchObject({ allowed: false, code: 'paused', cap: { cap_id: cap.id, spent: '1.5', limit: '1', remaining: '0' } });
     const listed = await admin('GET', '/pauses');
     expect(listed.body.data).toContainEqual(expect.objectContaining({ cap_id: cap.id, scope_kind: 'agent', scope_id: a.id, period_key: today(), lifted_at: null }));
+    expect(await webhooksOf('cap.paused', cap.id)).toEqual([
+      {
+        data: { cap_id: cap.id, scope_kind: 'agent', scope_id: a.id, period_key: today(), limit: '1', event_id: '', customer_id: tenant.customers[0].id, paused_at: expect.any(String) },
+        xmin: await recordXmin(cap.id, a.id),
+      },
+    ]);
+    expect(await webhooksOf('cap.lifted', cap.id)).toEqual([]);
   });
 
-  it('the admin route lifts a pause at once and records who and why; the same period does not pause again', async () => {
+  it('the admin route lifts a pause at once and records who (the admin token) and why; the same period does not pause again', async () => {
     const a = agent(1);
     const cap = await overCap(a.id);
     expect((await authorize(a.apiKey)).allowed).toBe(false);
     const missing = await admin('POST', '/pauses/lift', { cap_id: cap.id, scope_id: 'agt_nope', period_key: today() });
     expect(missing.status).toBe(404);
-    const lifted = await admin('POST', '/pauses/lift', { cap_id: cap.id, scope_id: a.id, period_key: today(), reason: 'customer paid up' });
-    expect(lifted).toMatchObject({ status: 200, body: { scope_kind: 'agent', scope_id: a.id, flag_deleted: true, records_lifted: 1 } });
+    // Two admin tokens in force (a rotation's grace): the one that calls is the one recorded.
+    const rotated = await rotateTenantToken(world.sql, tenant.tenantId, 'admin', { graceSeconds: 600 });
+    const [{ id: liftingTokenId }] = await world.sql<{ id: string }[]>`
+      SELECT id FROM tenant_tokens WHERE tenant_id = ${tenant.tenantId} AND kind = 'admin' AND status = 'active'`;
+    expect(rotated.retiredTokenIds).not.toContain(liftingTokenId);
+    const lifted = await call('POST', '/v1/admin/pauses/lift', rotated.token, { cap_id: cap.id, scope_id: a.id, period_key: today(), reason: 'customer paid up' });
+    expect(lifted).toMatchObject({ status: 200, body: { scope_kind: 'agent', scope_id: a.id, flag_deleted: true, records_lifted: 1, lifted_by_token_id: liftingTokenId } });
     expect((await authorize(a.apiKey)).allowed).toBe(true);
     expect(await pauseRows(cap.id)).toEqual([expect.objectContaining({ lifted_by: 'admin', lift_reason: 'customer paid up' })]);
-    const log = await world.sql`SELECT kind, lifted_by FROM cap_pause_log WHERE cap_id = ${cap.id} ORDER BY id`;
-    expect(log.map((r) => [r.kind, r.lifted_by])).toEqual([
-      ['paused', null],
-      ['lifted', 'admin'],
+    const log = await world.sql`SELECT kind, lifted_by, lifted_by_token_id FROM cap_pause_log WHERE cap_id = ${cap.id} ORDER BY id`;
+    expect(log.map((r) => [r.kind, r.lifted_by, r.lifted_by_token_id])).toEqual([
+      ['paused', null, null],
+      ['lifted', 'admin', liftingTokenId],
     ]);
+    await expectOneLift(cap, a.id, { lifted_by: 'admin', lifted_by_token_id: liftingTokenId, lift_reason: 'customer paid up', lifted_at: lifted.body.lifted_at });
     const history = await admin('GET', '/pauses?status=lifted');
-    expect(history.body.data).toContainEqual(expect.objectContaining({ cap_id: cap.id, lifted_by: 'admin', lift_reason: 'customer paid up' }));
+    expect(history.body.data).toContainEqual(
+      expect.objectContaining({ cap_id: cap.id, lifted_by: 'admin', lifted_by_token_id: liftingTokenId, lift_reason: 'customer paid up' }),
+    );
     // Another tenant cannot lift it.
     expect((await call('POST', '/v1/admin/pauses/lift', (await seedSmall(world.sql, { customers: 1, teamsPerCustomer: 1, agentsPerTeam: 1 })).adminToken, {
       cap_id: cap.id, scope_id: a.id, period_key: today(),
@@ -109,6 +163,7 @@ describe('pauses: set, lifted by each route, recorded', () => {
     expect(reply.allowed).toBe(true);
     expect(reply.caps).toContainEqual(expect.objectContaining({ cap_id: cap.id, limit: '5', spent: '1.5', remaining: '3.5' }));
     expect(await pauseRows(cap.id)).toEqual([expect.objectContaining({ lifted_by: 'cap_raised', lift_reason: expect.stringMatching(/raised/) })]);
+    await expectOneLift(cap, a.id, { lifted_by: 'cap_raised', lift_reason: 'the limit was raised to 5000000000 nano' });
     // Raised, but not above the total: stays paused.
     expect((await admin('PATCH', `/spend-caps/${cap.id}`, { limit: '1.2' })).status).toBe(200);
     expect(await authorize(a.apiKey)).toMatchObject({ allowed: false, code: 'paused' });
@@ -116,6 +171,8 @@ describe('pauses: set, lifted by each route, recorded', () => {
     expect((await authorize(a.apiKey)).allowed).toBe(false);
     const log = await world.sql`SELECT kind, lifted_by FROM cap_pause_log WHERE cap_id = ${cap.id} ORDER BY id`;
     expect(log.map((r) => r.kind)).toEqual(['paused', 'lifted', 'paused']);
+    // The first pause, and the one at 1.2 (still under the total); 1.4 finds the scope paused already.
+    expect((await webhooksOf('cap.paused', cap.id)).map((w) => w.data.limit)).toEqual(['1', '1.2']);
   });
 
   it('disabling the cap unpauses at once, unless another cap still holds the scope', async () => {
@@ -127,6 +184,7 @@ describe('pauses: set, lifted by each route, recorded', () => {
     expect((await admin('PATCH', `/spend-caps/${first.id}`, { status: 'disabled' })).status).toBe(200);
     expect((await authorize(a.apiKey)).allowed).toBe(true);
     expect(await pauseRows(first.id)).toEqual([expect.objectContaining({ lifted_by: 'cap_disabled' })]);
+    await expectOneLift(first, a.id, { lifted_by: 'cap_disabled', lift_reason: 'the cap was disabled' });
 
     // Two caps pause the agent's flag: disabling one leaves the other's pause in force.
     await world.redis.set(partitionedKey(world.config.REDIS_PREFIX, capCounterKey(teamCap, today()), 0), '3000000000');
@@ -151,6 +209,7 @@ describe('pauses: set, lifted by each route, recorded', () => {
     const reply = await authorize(a.apiKey);
     expect(reply.allowed).toBe(true);
     expect(await pauseRows(cap.id)).toEqual([expect.objectContaining({ lifted_by: 'cap_disabled', lift_reason: expect.stringMatching(/alert only/) })]);
+    await expectOneLift(cap, a.id, { lifted_by: 'cap_disabled', lift_reason: 'the cap no longer pauses (alert only)' });
   });
 
   it('a pause whose period ended is recorded as lifted by the roll-over', async () => {
@@ -164,6 +223,53 @@ describe('pauses: set, lifted by each route, recorded', () => {
     expect(await recordRolledOverPauses(world.sql)).toBeGreaterThanOrEqual(1);
     const [row] = await world.sql`SELECT lifted_at, lifted_by FROM cap_pauses WHERE cap_id = 'cap_old'`;
     expect(row).toMatchObject({ lifted_by: 'period_rollover', lifted_at: new Date(Date.UTC(2026, 0, 2)) });
+    expect(await webhooksOf('cap.lifted', 'cap_old')).toEqual([
+      {
+        data: expect.objectContaining({ scope_id: a.id, period_key: '2026-01-01', lifted_by: 'period_rollover', lift_reason: 'the cap period ended', lifted_at: '2026-01-02T00:00:00.000Z' }),
+        xmin: await recordXmin('cap_old', a.id),
+      },
+    ]);
+    expect(await recordRolledOverPauses(world.sql)).toBe(0);
+    expect(await webhooksOf('cap.lifted', 'cap_old')).toHaveLength(1);
+  });
+
+  it("a day pause lasts until the day ends: then authorize allows again and cap-check's roll-over sweep records the lift", async () => {
+    const a = agent(5);
+    const cap = await overCap(a.id);
+    const flag = partitionedKey(world.config.REDIS_PREFIX, pauseKey(tenant.tenantId, 'agent', a.id), 0);
+    const endOfDay = Date.parse(`${today()}T00:00:00Z`) + 86_400_000;
+    expect(Math.abs(Date.now() + (await world.redis.pttl(flag)) - endOfDay)).toBeLessThan(1_000);
+    const [record] = await world.sql`SELECT period_ends_at FROM cap_pauses WHERE tenant_id = ${tenant.tenantId} AND cap_id = ${cap.id}`;
+    expect(record.period_ends_at).toEqual(new Date(endOfDay));
+
+    // Nobody waits for midnight: the day ends in a second and a half, for the flag and the record alike.
+    const periodEnd = Date.now() + 1_500;
+    await world.redis.pexpireat(flag, periodEnd);
+    await world.sql`UPDATE cap_pauses SET period_ends_at = ${new Date(periodEnd)} WHERE tenant_id = ${tenant.tenantId} AND cap_id = ${cap.id}`;
+    const context = testStageContext('cap-check', world, { CAP_ROLLOVER_SWEEP_INTERVAL_MS: '100' });
+    const stage = await capCheckStage.setup(context);
+    try {
+      expect(await authorize(a.apiKey)).toMatchObject({ allowed: false, code: 'paused' });
+      let reply = await authorize(a.apiKey);
+      while (!reply.allowed && Date.now() < periodEnd + 1_000) {
+        await new Promise((r) => setTimeout(r, 25));
+        reply = await authorize(a.apiKey);
+      }
+      expect(reply.allowed).toBe(true);
+      expect(Date.now()).toBeGreaterThanOrEqual(periodEnd);
+
+      // Swept every 100 ms by the running stage (its first sweep, at start, came before the end).
+      let rows = await pauseRows(cap.id);
+      while (rows[0].lifted_by === null && Date.now() < periodEnd + 2_000) {
+        await new Promise((r) => setTimeout(r, 25));
+        rows = await pauseRows(cap.id);
+      }
+      expect(rows).toEqual([{ lifted_by: 'period_rollover', lift_reason: 'the cap period ended', lifted_at: new Date(periodEnd) }]);
+      await expectOneLift(cap, a.id, { lifted_by: 'period_rollover', lift_reason: 'the cap period ended', lifted_at: new Date(periodEnd).toISOString() });
+    } finally {
+      await stage.close?.();
+      await context.close();
+    }
   });
 
   it('refuses negative, zero and absurd limits with the JSON path', async () => {

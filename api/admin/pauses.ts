@@ -14,7 +14,7 @@ export function pauseEndpoints(): Endpoint[] {
       tag: 'Spend caps',
       summary: 'List pauses set by spend caps',
       description:
-        'Newest first (at most `limit`). `status=in_force` (the default): not lifted yet; `lifted`: lifted, with who or what lifted them (admin, cap_raised, cap_disabled, period_rollover) and why; `all`.',
+        'Newest first (at most `limit`). `status=in_force` (the default): not lifted yet; `lifted`: lifted, with who or what lifted them (admin, with the id of the admin token; cap_raised, cap_disabled, period_rollover) and why; `all`.',
       query: z.strictObject({
         status: z.enum(['in_force', 'lifted', 'all']).optional(),
         limit: z.coerce.number().int().min(1).max(500).optional(),
@@ -34,6 +34,7 @@ export function pauseEndpoints(): Endpoint[] {
             period_ends_at: r.periodEndsAt?.toISOString() ?? null,
             lifted_at: r.liftedAt?.toISOString() ?? null,
             lifted_by: r.liftedBy,
+            lifted_by_token_id: r.liftedByTokenId,
             lift_reason: r.liftReason,
           })),
         };
@@ -45,17 +46,17 @@ export function pauseEndpoints(): Endpoint[] {
       tag: 'Spend caps',
       summary: 'Lift a pause',
       description:
-        'Deletes the pause flag of the scope (authorize allows it at once) and records every pause of that scope as lifted by admin, with the reason. The running total stays over the cap, so the scope is not paused again this period and estimates are no longer refused against that cap; the next period counts afresh.',
+        'Deletes the pause flag of the scope (authorize allows it at once) and records every pause of that scope as lifted by admin, with the reason and the id of the admin token making the call (also in the `cap.lifted` webhook). The running total stays over the cap, so the scope is not paused again this period and estimates are no longer refused against that cap; the next period counts afresh.',
       body: pauseLift,
       response: pauseLifted,
-      async handle({ tenantId, body, deps }) {
+      async handle({ tenantId, tokenId, body, deps }) {
         const lifted = await liftPause(
           deps.sql,
           deps.redis,
           { prefix: deps.prefix, partitions: deps.partitions ?? 1 },
           tenantId,
           { capId: body.cap_id, scopeId: body.scope_id, periodKey: body.period_key },
-          { by: 'admin', ...(body.reason ? { reason: body.reason } : {}) },
+          { by: 'admin', tokenId, ...(body.reason ? { reason: body.reason } : {}) },
         );
         if (!lifted) throw notFound('pause in force', `${body.cap_id}/${body.scope_id}/${body.period_key}`);
         return {
@@ -64,6 +65,7 @@ export function pauseEndpoints(): Endpoint[] {
           flag_deleted: lifted.flagDeleted,
           records_lifted: lifted.recordsLifted,
           lifted_at: lifted.liftedAt.toISOString(),
+          lifted_by_token_id: tokenId,
         };
       },
     }),

@@ -11,8 +11,8 @@ describe('tenant token rotation', () => {
     expect(reply.status).toBe(201);
     expect(reply.body).toMatchObject({ kind: 'ingest', token: expect.stringMatching(/^amt_/), retired_token_ids: [expect.any(String)] });
     const tokens = new TenantTokens(t.world.sql, 0);
-    expect(await tokens.verify(reply.body.token)).toEqual({ tenantId: t.a.tenantId, kind: 'ingest' });
-    expect(await tokens.verify(t.a.ingestToken)).toEqual({ tenantId: t.a.tenantId, kind: 'ingest' });
+    expect(await tokens.verify(reply.body.token)).toEqual({ tenantId: t.a.tenantId, kind: 'ingest', tokenId: expect.stringMatching(/^tok_/) });
+    expect(await tokens.verify(t.a.ingestToken)).toEqual({ tenantId: t.a.tenantId, kind: 'ingest', tokenId: reply.body.retired_token_ids[0] });
     expect(await t.takeControl()).toEqual([{ type: 'tenant-tokens.changed', tenantId: t.a.tenantId }]);
   });
 

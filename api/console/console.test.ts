@@ -253,9 +253,12 @@ describe('the console in a browser', () => {
     await page.$eval(`${row} button.lift`, (button) => (button as unknown as { click(): void }).click());
     await page.waitForFunction(`!document.querySelector(${JSON.stringify(row)})`, { timeout: 30_000 });
     expect(await world.redis.exists(flag)).toBe(0);
-    const lifted = await sql`SELECT lifted_at FROM cap_pauses WHERE tenant_id = ${t} AND scope_id = ${heavyAgent}`;
+    const lifted = await sql`SELECT lifted_at, lifted_by, lifted_by_token_id FROM cap_pauses WHERE tenant_id = ${t} AND scope_id = ${heavyAgent}`;
     expect(lifted.length).toBeGreaterThan(0);
     expect(lifted.every((r) => r.lifted_at instanceof Date)).toBe(true);
+    // Lifted by the admin signed in: the token of the session is on the record.
+    const [signedIn] = await sql`SELECT id FROM tenant_tokens WHERE tenant_id = ${t} AND kind = 'admin'`;
+    expect(lifted.map((r) => [r.lifted_by, r.lifted_by_token_id])).toEqual(lifted.map(() => ['admin', signedIn.id]));
     expect(await authorize()).toMatchObject({ allowed: true });
 
 

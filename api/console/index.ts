@@ -32,7 +32,7 @@ export interface ConsoleDeps {
   plans?: PlanCache;
 }
 
-type ConsoleEnv = { Variables: { tenantId: string } };
+type ConsoleEnv = { Variables: { tenantId: string; tokenId: string } };
 
 const CONSOLE_COOKIE = 'am_console';
 const SESSION_SECONDS = 12 * 3600;
@@ -114,6 +114,7 @@ export function createConsoleRoutes(deps: ConsoleDeps): Hono<ConsoleEnv> {
       return page(c, loginPage(token ? 'Your session is no longer valid: sign in again with an admin token.' : undefined), 401);
     }
     c.set('tenantId', verified.tenantId);
+    c.set('tokenId', verified.tokenId);
     await next();
   });
   app.get('/console', async (c) => {
@@ -180,7 +181,14 @@ export function createConsoleRoutes(deps: ConsoleDeps): Hono<ConsoleEnv> {
     const parsed = liftSchema.safeParse(body);
     if (!parsed.success) throw validationFailed('invalid pause', describeIssues(parsed.error));
     const tenantId = c.get('tenantId');
-    const lifted = await liftPause(sql, redis, stores.place, tenantId, { capId: parsed.data.cap_id, scopeId: parsed.data.scope_id, periodKey: parsed.data.period_key });
+    const lifted = await liftPause(
+      sql,
+      redis,
+      stores.place,
+      tenantId,
+      { capId: parsed.data.cap_id, scopeId: parsed.data.scope_id, periodKey: parsed.data.period_key },
+      { by: 'admin', tokenId: c.get('tokenId') },
+    );
     if (!lifted) throw notFound('pause', `${parsed.data.cap_id}/${parsed.data.scope_id}/${parsed.data.period_key}`);
     log.info({ tenantId, ...parsed.data, flagDeleted: lifted.flagDeleted }, 'console: pause lifted');
     return c.json({

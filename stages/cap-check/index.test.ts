@@ -30,17 +30,17 @@ beforeAll(async () => {
 });
 afterAll(() => world.cleanup());
 
-function priced(cost: bigint, sessionId = 'sess_a'): PricedEvent {
-  const customer = tenant.customers[0];
+function priced(cost: bigint, sessionId = 'sess_a', of: SeededTenant = tenant): PricedEvent {
+  const customer = of.customers[0];
   const team = customer.teams[0];
   const agent = team.agents[0];
   return {
-    ...usageEvent(tenant.tenantId, agent, { sessionId, recordedAt: Date.now() }),
+    ...usageEvent(of.tenantId, agent, { sessionId, recordedAt: Date.now() }),
     attribution: { customerId: customer.id, teamId: team.id, agentId: agent.id, credentialId: 'key' },
     subscription: {
       subscriptionId: customer.subscriptionId,
-      ratePlanId: tenant.ratePlanId,
-      ratePlanVersionId: tenant.ratePlanVersionId,
+      ratePlanId: of.ratePlanId,
+      ratePlanVersionId: of.ratePlanVersionId,
       ratePlanVersion: 1,
       currency: 'USD',
       periodStart: 0,
@@ -50,25 +50,62 @@ function priced(cost: bigint, sessionId = 'sess_a'): PricedEvent {
   };
 }
 
+/** Runs the cap-check stage (the harness: its ack script sets the pause flags) until these events are forwarded. */
+async function checkThroughStage(events: PricedEvent[]): Promise<void> {
+  const { config, redis } = world;
+  const input = partitionedKey(config.REDIS_PREFIX, STREAMS.priced, 0);
+  const output = partitionedKey(config.REDIS_PREFIX, STREAMS.checked, 0);
+  const expected = (await redis.xlen(output)) + events.length;
+  for (const event of events) await redis.xadd(input, '*', 'd', encodePayload(event));
+  const stage = await runStage(capCheckStage, {
+    config: { ...config, BLOCK_MS: 100 },
+    log: createLogger('test', 'silent'),
+    metrics: new Metrics('test'),
+    topology: [
+      { stream: STREAMS.priced, group: 'cap-check' },
+      { stream: STREAMS.checked, group: 'ledger-write' },
+    ],
+  });
+  const deadline = Date.now() + 10_000;
+  while ((await redis.xlen(output)) < expected && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  await stage.stop();
+}
+
+/** The tenant's outbox rows of one webhook type, oldest first, with the transaction that wrote each (xmin). */
+async function webhooksOf(tenantId: string, type: 'cap.paused' | 'cap.lifted') {
+  const rows = await world.sql<{ payload: string; xmin: string }[]>`
+    SELECT payload, xmin::text AS xmin FROM webhook_events WHERE tenant_id = ${tenantId} AND type = ${type} ORDER BY created_at, id`;
+  return rows.map((r) => ({ data: JSON.parse(r.payload).data as Record<string, unknown>, xmin: r.xmin }));
+}
+
+async function pauseRecords(tenantId: string) {
+  return world.sql<{ cap_id: string; scope_kind: string; scope_id: string; period_key: string; event_id: string; paused_at: Date; period_ends_at: Date | null; xmin: string }[]>`
+    SELECT cap_id, scope_kind, scope_id, period_key, event_id, paused_at, period_ends_at, xmin::text AS xmin
+    FROM cap_pauses WHERE tenant_id = ${tenantId} ORDER BY paused_at, scope_id`;
+}
+
+/** When a flag expires (epoch ms), as Redis counts it. */
+async function flagExpiry(key: string): Promise<number> {
+  const ttl = await world.redis.pttl(key);
+  expect(ttl, `${key} has an expiry`).toBeGreaterThan(0);
+  return Date.now() + ttl;
+}
+
+/**
+ * A flag set by the ack script expires at its period's end rounded up to the whole second the
+ * script takes (EX), plus the moment between the batch's handling and its ack: never before the end.
+ */
+function expectEndsWithPeriod(expiry: number, periodEnd: number): void {
+  expect(expiry).toBeGreaterThanOrEqual(periodEnd - 5);
+  expect(expiry).toBeLessThan(periodEnd + 1_200);
+}
+
 describe('cap-check', () => {
   it('keeps running totals once per event, pauses the agent the moment its cap is crossed, and flags later events', async () => {
     const { config, redis } = world;
-    const input = partitionedKey(config.REDIS_PREFIX, STREAMS.priced, 0);
     const output = partitionedKey(config.REDIS_PREFIX, STREAMS.checked, 0);
     const events = [300_000_000n, 300_000_000n, 300_000_000n, 300_000_000n, 50_000_000n].map((c) => priced(c));
-    for (const event of events) await redis.xadd(input, '*', 'd', encodePayload(event));
-    const stage = await runStage(capCheckStage, {
-      config: { ...config, BLOCK_MS: 100 },
-      log: createLogger('test', 'silent'),
-      metrics: new Metrics('test'),
-      topology: [
-        { stream: STREAMS.priced, group: 'cap-check' },
-        { stream: STREAMS.checked, group: 'ledger-write' },
-      ],
-    });
-    const deadline = Date.now() + 10_000;
-    while ((await redis.xlen(output)) < 5 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-    await stage.stop();
+    await checkThroughStage(events);
 
     const entries = (await redis.xrangeBuffer(output, '-', '+')) as [Buffer, Buffer[]][];
     expect(entries.length).toBe(5);
@@ -94,9 +131,28 @@ describe('cap-check', () => {
     const agentId = tenant.customers[0].teams[0].agents[0].id;
     const flag = await redis.get(partitionedKey(config.REDIS_PREFIX, pauseKey(tenant.tenantId, 'agent', agentId), 0));
     expect(JSON.parse(flag!) as PauseRecord).toMatchObject({ capId: dayCap.id, scopeKind: 'agent', scopeId: agentId, eventId: events[3].eventId });
-    expect(await redis.ttl(partitionedKey(config.REDIS_PREFIX, pauseKey(tenant.tenantId, 'agent', agentId), 0))).toBeGreaterThan(0);
-    const [pause] = await world.sql`SELECT * FROM cap_pauses WHERE tenant_id = ${tenant.tenantId}`;
-    expect(pause).toMatchObject({ cap_id: dayCap.id, scope_kind: 'agent', scope_id: agentId, period_key: day, event_id: events[3].eventId });
+    const endOfDay = Date.parse(`${day}T00:00:00Z`) + 86_400_000;
+    expectEndsWithPeriod(await flagExpiry(partitionedKey(config.REDIS_PREFIX, pauseKey(tenant.tenantId, 'agent', agentId), 0)), endOfDay);
+    const [pause, ...others] = await pauseRecords(tenant.tenantId);
+    expect(others).toEqual([]);
+    expect(pause).toMatchObject({ cap_id: dayCap.id, scope_kind: 'agent', scope_id: agentId, period_key: day, event_id: events[3].eventId, period_ends_at: new Date(endOfDay) });
+    // One cap.paused in the outbox, written in the transaction that recorded the pause (the same xmin).
+    const paused = await webhooksOf(tenant.tenantId, 'cap.paused');
+    expect(paused).toEqual([
+      {
+        data: {
+          cap_id: dayCap.id,
+          scope_kind: 'agent',
+          scope_id: agentId,
+          period_key: day,
+          limit: '1',
+          event_id: events[3].eventId,
+          customer_id: tenant.customers[0].id,
+          paused_at: pause.paused_at.toISOString(),
+        },
+        xmin: pause.xmin,
+      },
+    ]);
     // An alert cap flags but does not pause.
     expect(await redis.exists(partitionedKey(config.REDIS_PREFIX, pauseKey(tenant.tenantId, 'session', 'sess_a'), 0))).toBe(0);
   });
@@ -149,5 +205,73 @@ describe('cap-check', () => {
       await handler.close?.();
       await context.close();
     }
+  });
+
+  it('pauses a month cap until the first of next month (UTC): the flag and the record end with the period', async () => {
+    const monthly = await seedSmall(world.sql, { caps: [{ scope: 'customer', period: 'month', limitNano: 100n }] });
+    const customerId = monthly.customers[0].id;
+    const event = priced(250n, 'sess_m', monthly);
+    await checkThroughStage([event]);
+
+    const now = new Date();
+    const endOfMonth = Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + 1, 1);
+    expectEndsWithPeriod(await flagExpiry(partitionedKey(world.config.REDIS_PREFIX, pauseKey(monthly.tenantId, 'customer', customerId), 0)), endOfMonth);
+    const [record] = await pauseRecords(monthly.tenantId);
+    expect(record).toMatchObject({ cap_id: monthly.caps[0].id, scope_kind: 'customer', scope_id: customerId, period_key: now.toISOString().slice(0, 7), period_ends_at: new Date(endOfMonth) });
+    expect((await webhooksOf(monthly.tenantId, 'cap.paused')).map((w) => [w.data.scope_id, w.data.limit, w.data.event_id, w.xmin])).toEqual([
+      [customerId, '0.0000001', event.eventId, record.xmin],
+    ]);
+  });
+
+  it('records on start the pauses whose flag was set but whose record was lost (a crash between the two), with their cap.paused, once', async () => {
+    const crashed = await seedSmall(world.sql, { caps: [{ scope: 'agent', period: 'day', limitNano: 1_000n }] });
+    const { config, redis } = world;
+    const agentId = crashed.customers[0].teams[0].agents[0].id;
+    const customerId = crashed.customers[0].id;
+    const now = Date.now();
+    const day = new Date(now).toISOString().slice(0, 10);
+    const endOfDay = Date.parse(`${day}T00:00:00Z`) + 86_400_000;
+    // What the ack script leaves when cap-check is killed before afterAck: the flags, holding their records.
+    const dayPause: PauseRecord = {
+      tenantId: crashed.tenantId, capId: crashed.caps[0].id, scopeKind: 'agent', scopeId: agentId, period: 'day', periodKey: day,
+      limitNano: '1000', eventId: 'evt_crossed', pausedAt: now, customerId, endsAt: endOfDay,
+    };
+    // A rolling pause's record names the latest it can end; the script's expiry says when it does.
+    const rollingPause: PauseRecord = {
+      tenantId: crashed.tenantId, capId: 'cap_rolling', scopeKind: 'team', scopeId: crashed.customers[0].teams[0].id, period: 'rolling', periodKey: 'w',
+      limitNano: '500', eventId: 'evt_crossed_rolling', pausedAt: now, customerId, endsAt: now + 3_600_000,
+    };
+    const dayFlag = partitionedKey(config.REDIS_PREFIX, pauseKey(crashed.tenantId, 'agent', agentId), 0);
+    const rollingFlag = partitionedKey(config.REDIS_PREFIX, pauseKey(crashed.tenantId, 'team', rollingPause.scopeId), 0);
+    await redis.set(dayFlag, JSON.stringify(dayPause), 'EX', Math.ceil((endOfDay - now) / 1000));
+    await redis.set(rollingFlag, JSON.stringify(rollingPause), 'PX', 1_200_000);
+    expect(await pauseRecords(crashed.tenantId)).toEqual([]);
+
+    const startStage = async () => {
+      const context = testStageContext('cap-check', world);
+      const handler = await capCheckStage.setup(context);
+      await handler.close?.();
+      await context.close();
+    };
+    await startStage();
+    const records = await pauseRecords(crashed.tenantId);
+    expect(records).toEqual([
+      expect.objectContaining({ cap_id: crashed.caps[0].id, scope_kind: 'agent', scope_id: agentId, period_key: day, event_id: 'evt_crossed', period_ends_at: new Date(endOfDay) }),
+      expect.objectContaining({ cap_id: 'cap_rolling', scope_kind: 'team', scope_id: rollingPause.scopeId, period_key: 'w', event_id: 'evt_crossed_rolling' }),
+    ]);
+    expect(Math.abs(records[1].period_ends_at!.getTime() - (now + 1_200_000))).toBeLessThan(1_000);
+    // One transaction wrote both: order them as the records (by scope).
+    const paused = (await webhooksOf(crashed.tenantId, 'cap.paused')).sort((a, b) => String(a.data.scope_id).localeCompare(String(b.data.scope_id)));
+    expect(paused.map((w) => [w.data.cap_id, w.data.scope_id, w.data.event_id, w.data.paused_at])).toEqual([
+      [crashed.caps[0].id, agentId, 'evt_crossed', new Date(now).toISOString()],
+      ['cap_rolling', rollingPause.scopeId, 'evt_crossed_rolling', new Date(now).toISOString()],
+    ]);
+    expect(paused.map((w) => w.xmin)).toEqual(records.map((r) => r.xmin));
+
+    // A second start (or a restart after a clean stop) finds the records in place: nothing more.
+    await startStage();
+    expect(await pauseRecords(crashed.tenantId)).toEqual(records);
+    expect(await webhooksOf(crashed.tenantId, 'cap.paused')).toEqual(expect.arrayContaining(paused));
+    expect(await webhooksOf(crashed.tenantId, 'cap.paused')).toHaveLength(2);
   });
 });

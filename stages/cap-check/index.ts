@@ -12,14 +12,24 @@ import { releaseReservations } from '../../pipeline/admission.js';
 import { partitionedKey } from '../../pipeline/keys.js';
 import { sessionsInUseKey } from '../../store/authorizer.js';
 
-/** How often pauses whose period ended are recorded as lifted by the roll-over. */
-const ROLLOVER_SWEEP_MS = 30_000;
-
-/** Pause flags set by an ack whose PostgreSQL record was lost (a crash in between): recorded on start. */
+/**
+ * Pause flags set by an ack whose PostgreSQL record was lost (a crash in between): recorded on
+ * start, with their cap.paused webhooks (a flag already recorded adds nothing).
+ */
 async function reconcilePauses(redis: Redis, prefix: string, sql: Sql): Promise<number> {
   const records: PauseRecord[] = [];
   for await (const keys of scanKeys(redis, `${prefix}paused:*`)) {
-    for (const value of await getMany(redis, keys)) if (value) records.push(JSON.parse(value) as PauseRecord);
+    const values = await getMany(redis, keys);
+    for (const [i, value] of values.entries()) {
+      if (!value) continue;
+      const record = JSON.parse(value) as PauseRecord;
+      // As afterAck does: a rolling pause ends when the script's expiry says, not at the latest the record names.
+      if (record.period === 'rolling') {
+        const ttl = await redis.pttl(keys[i]);
+        if (ttl > 0) record.endsAt = Date.now() + ttl;
+      }
+      records.push(record);
+    }
   }
   await recordPauses(sql, records);
   return records.length;
@@ -45,7 +55,7 @@ export const capCheckStage: StageDefinition<PricedEvent> = {
     const sweepRollovers = () =>
       recordRolledOverPauses(sql).catch((err: unknown) => log.warn({ err }, 'cannot record the pauses lifted by a period roll-over; retrying later'));
     await sweepRollovers();
-    const sweeper = setInterval(() => void sweepRollovers(), ROLLOVER_SWEEP_MS);
+    const sweeper = setInterval(() => void sweepRollovers(), config.CAP_ROLLOVER_SWEEP_INTERVAL_MS);
     sweeper.unref();
     return {
       async close() {
