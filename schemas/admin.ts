@@ -264,12 +264,15 @@ export const webhookSecretRotate = z.strictObject({
 });
 export const webhookDeliveryStatus = z.enum(['pending', 'succeeded', 'failed']);
 
+/** Whether a JSON number has at most `places` decimals (it is stored scaled to an integer, never rounded silently). */
+const hasDecimalPlaces = (n: number, places: number) => Math.abs(n * 10 ** places - Math.round(n * 10 ** places)) < 1e-9;
+
 /** Percent of a cap's limit, up to two decimals: more than 0, at most 1000. */
 const thresholdPercent = z
   .number()
   .gt(0)
   .max(1000)
-  .refine((n) => Number.isInteger(Math.round(n * 100)) && Math.abs(n * 100 - Math.round(n * 100)) < 1e-9, 'at most two decimal places');
+  .refine((n) => hasDecimalPlaces(n, 2), 'at most two decimal places');
 export const alertSettingsUpdate = patch({
   threshold_percents: z
     .array(thresholdPercent)
@@ -281,6 +284,7 @@ export const alertSettingsUpdate = patch({
     .number()
     .min(1)
     .max(1000)
+    .refine((n) => hasDecimalPlaces(n, 3), 'at most three decimal places')
     .optional()
     .meta({ description: 'Alert when the last hour of spend exceeds this many times the trailing 7-day hourly average (default 3).' }),
   velocity_min_amount: decimalAmount({ positive: true })

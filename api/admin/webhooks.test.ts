@@ -174,6 +174,8 @@ describe('alert settings', () => {
       [{ threshold_percents: [33.333] }, 'threshold_percents.0'],
       [{ threshold_percents: [50, 50] }, 'threshold_percents'],
       [{ velocity_factor: 0.5 }, 'velocity_factor'],
+      // Kept in thousandths: 2.0005 would be stored as 2 without a word.
+      [{ velocity_factor: 2.0005 }, 'velocity_factor'],
       [{ velocity_min_amount: '-1' }, 'velocity_min_amount'],
       [{ projection_horizon_seconds: 5 }, 'projection_horizon_seconds'],
     ] as const) {
