@@ -1,5 +1,5 @@
 import { announceLimitFlag } from '../pipeline/admission-leases.js';
-import type { Redis } from '../pipeline/redis.js';
+import { getMany, type Redis } from '../pipeline/redis.js';
 import { partitionedKey, partitionOf } from '../pipeline/keys.js';
 import { pauseKey, type PauseRecord, type PauseScope } from './pauses.js';
 import { customerPartitionKey } from '../domain/flow.js';
@@ -48,17 +48,23 @@ interface PauseRow {
   customer_id: string | null;
 }
 
+interface PauseRecordRow extends PauseRow {
+  lifted_at: Date | null;
+}
+
 // The customer of a pause: that of its cap's scope (a pause without a spend cap, set by prepaid
 // credits running out, is of the customer it pauses) (a session pause is set by a cap on an agent, team or customer).
-const PAUSES = (sql: Sql, tenantId: string) => sql`
-  SELECT p.cap_id, p.scope_kind, p.scope_id, p.period_key, p.limit_nano, p.event_id, p.paused_at, p.period_ends_at,
+const PAUSE_RECORDS = (sql: Sql, tenantId: string) => sql`
+  SELECT p.cap_id, p.scope_kind, p.scope_id, p.period_key, p.limit_nano, p.event_id, p.paused_at, p.period_ends_at, p.lifted_at,
          coalesce(p.customer_id, CASE c.scope_kind WHEN 'customer' THEN c.scope_id WHEN 'team' THEN t.customer_id ELSE at.customer_id END) AS customer_id
   FROM cap_pauses p
   LEFT JOIN spend_caps c ON c.tenant_id = p.tenant_id AND c.id = p.cap_id
   LEFT JOIN teams t ON c.scope_kind = 'team' AND t.tenant_id = c.tenant_id AND t.id = c.scope_id
   LEFT JOIN agents a ON c.scope_kind = 'agent' AND a.tenant_id = c.tenant_id AND a.id = c.scope_id
   LEFT JOIN teams at ON at.tenant_id = a.tenant_id AND at.id = a.team_id
-  WHERE p.tenant_id = ${tenantId} AND p.lifted_at IS NULL`;
+  WHERE p.tenant_id = ${tenantId}`;
+
+const PAUSES = (sql: Sql, tenantId: string) => sql`${PAUSE_RECORDS(sql, tenantId)} AND p.lifted_at IS NULL`;
 
 function pauseFlagKey(place: RedisPlace, tenantId: string, customerId: string, scope: PauseScope, scopeId: string): string {
   return partitionedKey(place.prefix, pauseKey(tenantId, scope, scopeId), partitionOf(customerPartitionKey(tenantId, customerId), place.partitions));
@@ -186,8 +192,7 @@ interface LiftedRow {
  * in force (another cap that stopped it in its period), and then holds that one's record.
  * Returns whether the flag is gone.
  */
-async function settleFlag(sql: Sql, redis: Redis, place: RedisPlace, tenantId: string, customerId: string, scope: PauseScope, scopeId: string): Promise<boolean> {
-  const key = pauseFlagKey(place, tenantId, customerId, scope, scopeId);
+async function settleFlag(sql: Sql, redis: Redis, key: string, tenantId: string, customerId: string | undefined, scope: PauseScope, scopeId: string): Promise<boolean> {
   const [other] = await sql<(PauseRow & { period: string })[]>`
     SELECT p.cap_id, p.scope_kind, p.scope_id, p.period_key, p.limit_nano, p.event_id, p.paused_at, p.period_ends_at, p.customer_id, c.period
     FROM cap_pauses p JOIN spend_caps c ON c.tenant_id = p.tenant_id AND c.id = p.cap_id AND c.status = 'active'
@@ -208,12 +213,62 @@ async function settleFlag(sql: Sql, redis: Redis, place: RedisPlace, tenantId: s
     limitNano: String(other.limit_nano),
     eventId: other.event_id,
     pausedAt: other.paused_at.getTime(),
-    customerId,
+    customerId: customerId ?? other.customer_id ?? undefined,
     endsAt: other.period_ends_at.getTime(),
   };
   await redis.set(key, JSON.stringify(record), 'PXAT', record.endsAt!);
   await announceLimitFlag(redis, key);
   return false;
+}
+
+/**
+ * The one rule for a flag whose pause record says lifted. Lifting commits PostgreSQL first, then
+ * deletes the flag: a flag that names the record's pause and was paused at or before its lift is
+ * what a lift cut short in between left (a crash, a Redis error), and is settled, never recorded
+ * again. A flag paused after the lift (setPause, a new crossing) is a new pause: it re-opens the record.
+ */
+function isLeftByLiftCutShort(flag: PauseRecord, record: { cap_id: string; scope_id: string; period_key: string; lifted_at: Date | null }): boolean {
+  return (
+    record.lifted_at !== null &&
+    flag.capId === record.cap_id &&
+    flag.scopeId === record.scope_id &&
+    flag.periodKey === record.period_key &&
+    flag.pausedAt <= record.lifted_at.getTime()
+  );
+}
+
+function parseFlag(value: string | null): PauseRecord | undefined {
+  return value ? (JSON.parse(value) as PauseRecord) : undefined;
+}
+
+/**
+ * The pause flags found in Redis (at cap-check's start), each with its key, checked against
+ * their records: a flag left by a lift cut short is settled; any other is recorded
+ * (recordPauses: a flag whose record was lost to a crash after the ack script gets it, with its
+ * cap.paused; a flag paused after its record's lift re-opens it; a recorded one adds nothing).
+ */
+export async function reconcilePauseFlags(sql: Sql, redis: Redis, flags: { key: string; record: PauseRecord }[]): Promise<{ recorded: number; settled: number }> {
+  if (flags.length === 0) return { recorded: 0, settled: 0 };
+  const records = await sql<{ tenant_id: string; cap_id: string; scope_id: string; period_key: string; lifted_at: Date | null }[]>`
+    SELECT p.tenant_id, p.cap_id, p.scope_id, p.period_key, p.lifted_at
+    FROM cap_pauses p
+    JOIN unnest(
+      ${flags.map((f) => f.record.tenantId)}::text[], ${flags.map((f) => f.record.capId)}::text[],
+      ${flags.map((f) => f.record.scopeId)}::text[], ${flags.map((f) => f.record.periodKey)}::text[]
+    ) AS f(tenant_id, cap_id, scope_id, period_key)
+      ON p.tenant_id = f.tenant_id AND p.cap_id = f.cap_id AND p.scope_id = f.scope_id AND p.period_key = f.period_key`;
+  const recordOf = new Map(records.map((r) => [`${r.tenant_id}:${r.cap_id}:${r.scope_id}:${r.period_key}`, r]));
+  const leftovers: { key: string; record: PauseRecord }[] = [];
+  const toRecord: PauseRecord[] = [];
+  for (const flag of flags) {
+    const { tenantId, capId, scopeId, periodKey } = flag.record;
+    const record = recordOf.get(`${tenantId}:${capId}:${scopeId}:${periodKey}`);
+    if (record && isLeftByLiftCutShort(flag.record, record)) leftovers.push(flag);
+    else toRecord.push(flag.record);
+  }
+  await recordPauses(sql, toRecord);
+  for (const { key, record } of leftovers) await settleFlag(sql, redis, key, record.tenantId, record.customerId, record.scopeKind, record.scopeId);
+  return { recorded: toRecord.length, settled: leftovers.length };
 }
 
 /** Logs the lifts (cap_pause_log) and marks where their webhooks go. */
@@ -272,6 +327,8 @@ async function liftNotice(
  * The running total stays over the cap, so the same period does not pause the scope again, and
  * authorize no longer refuses estimates against those caps this period; a new period (or a
  * changed cap) starts counting afresh.
+ * A retry of a lift cut short before Redis (its record lifted, the flag still there) finishes it:
+ * see finishLiftCutShort.
  */
 export async function liftPause(
   sql: Sql,
@@ -281,9 +338,10 @@ export async function liftPause(
   pause: { capId: string; scopeId: string; periodKey: string },
   lift: { by?: LiftSource; reason?: string; tokenId?: string } = {},
 ): Promise<LiftResult | undefined> {
-  const [row] = await sql<PauseRow[]>`
-    ${PAUSES(sql, tenantId)} AND p.cap_id = ${pause.capId} AND p.scope_id = ${pause.scopeId} AND p.period_key = ${pause.periodKey}`;
+  const [row] = await sql<PauseRecordRow[]>`
+    ${PAUSE_RECORDS(sql, tenantId)} AND p.cap_id = ${pause.capId} AND p.scope_id = ${pause.scopeId} AND p.period_key = ${pause.periodKey}`;
   if (!row) return undefined;
+  if (row.lifted_at) return finishLiftCutShort(sql, redis, place, tenantId, row);
   const by = lift.by ?? 'admin';
   const tokenId = lift.tokenId ?? null;
   const lifted = await sql.begin(async (tx) => {
@@ -298,10 +356,7 @@ export async function liftPause(
   if (row.customer_id) {
     const partition = partitionOf(customerPartitionKey(tenantId, row.customer_id), place.partitions);
     const batch = redis.multi();
-    for (const r of lifted) {
-      const ttlMs = (r.period_ends_at?.getTime() ?? Date.now() + 31 * 86_400_000) - Date.now();
-      if (ttlMs > 0) batch.set(partitionedKey(place.prefix, capLiftedKey(tenantId, r.cap_id, r.period_key), partition), '1', 'PX', ttlMs);
-    }
+    markLifted(batch, place, tenantId, partition, lifted);
     batch.del(pauseFlagKey(place, tenantId, row.customer_id, row.scope_kind, row.scope_id));
     const results = await batch.exec();
     deleted = Number(results?.at(-1)?.[1] ?? 0);
@@ -316,12 +371,68 @@ export async function liftPause(
   };
 }
 
+/** The markers of pauses lifted within their period: authorize no longer refuses estimates against those caps. */
+function markLifted(
+  batch: ReturnType<Redis['multi']>,
+  place: RedisPlace,
+  tenantId: string,
+  partition: number,
+  lifted: { cap_id: string; period_key: string; period_ends_at: Date | null }[],
+): void {
+  for (const r of lifted) {
+    const ttlMs = (r.period_ends_at?.getTime() ?? Date.now() + 31 * 86_400_000) - Date.now();
+    if (ttlMs > 0) batch.set(partitionedKey(place.prefix, capLiftedKey(tenantId, r.cap_id, r.period_key), partition), '1', 'PX', ttlMs);
+  }
+}
+
+/**
+ * liftPause retried for a pause already lifted: when the scope's flag was left by that lift cut
+ * short (it names a pause lifted in the same transaction), does the lift's Redis half now: the
+ * markers of what an admin lifted, the flag settled. Answers as a lift that recorded nothing.
+ * Undefined when no such flag is left (gone, or naming another pause): there is nothing to lift.
+ */
+async function finishLiftCutShort(sql: Sql, redis: Redis, place: RedisPlace, tenantId: string, row: PauseRecordRow): Promise<LiftResult | undefined> {
+  if (!row.customer_id || !row.lifted_at) return undefined;
+  const key = pauseFlagKey(place, tenantId, row.customer_id, row.scope_kind, row.scope_id);
+  const flag = parseFlag(await redis.get(key));
+  if (!flag) return undefined;
+  // The same now(): lifted_at is compared in PostgreSQL, at its full precision.
+  const liftedTogether = await sql<(LiftedRow & { lifted_by: LiftSource; lifted_by_token_id: string | null })[]>`
+    SELECT cap_id, scope_kind, scope_id, period_key, customer_id, period_ends_at, lifted_at, lifted_by, lifted_by_token_id
+    FROM cap_pauses
+    WHERE tenant_id = ${tenantId} AND scope_kind = ${row.scope_kind} AND scope_id = ${row.scope_id}
+      AND lifted_at = (
+        SELECT lifted_at FROM cap_pauses
+        WHERE tenant_id = ${tenantId} AND cap_id = ${row.cap_id} AND scope_id = ${row.scope_id} AND period_key = ${row.period_key})`;
+  if (!liftedTogether.some((r) => isLeftByLiftCutShort(flag, r))) return undefined;
+  // A cap change's lift sets no markers (the total is under the raised limit, or the cap no longer pauses).
+  const byAdmin = liftedTogether.filter((r) => r.lifted_by === 'admin');
+  if (byAdmin.length) {
+    const batch = redis.multi();
+    markLifted(batch, place, tenantId, partitionOf(customerPartitionKey(tenantId, row.customer_id), place.partitions), byAdmin);
+    await batch.exec();
+  }
+  const flagDeleted = await settleFlag(sql, redis, key, tenantId, row.customer_id, row.scope_kind, row.scope_id);
+  const named = liftedTogether.find((r) => r.cap_id === row.cap_id && r.period_key === row.period_key);
+  return {
+    scopeKind: row.scope_kind,
+    scopeId: row.scope_id,
+    flagDeleted,
+    recordsLifted: 0,
+    liftedAt: row.lifted_at,
+    liftedByTokenId: named?.lifted_by_token_id ?? null,
+  };
+}
+
 /**
  * A cap changed (after its row committed): a disabled cap lifts every pause it set; a raised
  * limit lifts the pauses whose period's running total is now under it. The flag of each
  * scope goes at once unless another cap still holds it paused. Returns the pauses lifted.
+ * First settles the flags earlier lifts of this cap's pauses left when cut short before Redis:
+ * a retried change repairs them.
  */
 export async function liftPausesForCap(sql: Sql, redis: Redis, place: RedisPlace, cap: SpendCap & { status: 'active' | 'disabled' }): Promise<number> {
+  await settleFlagsLeftByLiftsCutShort(sql, redis, place, cap.tenantId, cap.id);
   const open = await sql<PauseRow[]>`${PAUSES(sql, cap.tenantId)} AND p.cap_id = ${cap.id}`;
   if (open.length === 0) return 0;
   const toLift: PauseRow[] = [];
@@ -349,8 +460,25 @@ export async function liftPausesForCap(sql: Sql, redis: Redis, place: RedisPlace
     return rows;
   });
   const scopes = new Map(toLift.map((r) => [`${r.scope_kind}:${r.scope_id}`, r]));
-  for (const r of scopes.values()) if (r.customer_id) await settleFlag(sql, redis, place, cap.tenantId, r.customer_id, r.scope_kind, r.scope_id);
+  for (const r of scopes.values()) {
+    if (r.customer_id) await settleFlag(sql, redis, pauseFlagKey(place, cap.tenantId, r.customer_id, r.scope_kind, r.scope_id), cap.tenantId, r.customer_id, r.scope_kind, r.scope_id);
+  }
   return lifted.length;
+}
+
+/** The flags of scopes whose pause by this cap (in a period not over) was lifted, still naming that pause. */
+async function settleFlagsLeftByLiftsCutShort(sql: Sql, redis: Redis, place: RedisPlace, tenantId: string, capId: string): Promise<void> {
+  const lifted = (
+    await sql<PauseRecordRow[]>`
+      ${PAUSE_RECORDS(sql, tenantId)} AND p.cap_id = ${capId} AND p.lifted_at IS NOT NULL AND p.period_ends_at > now()`
+  ).filter((r) => r.customer_id !== null);
+  if (lifted.length === 0) return;
+  const keys = lifted.map((r) => pauseFlagKey(place, tenantId, r.customer_id!, r.scope_kind, r.scope_id));
+  const flags = await getMany(redis, keys);
+  for (const [i, r] of lifted.entries()) {
+    const flag = parseFlag(flags[i]);
+    if (flag && isLeftByLiftCutShort(flag, r)) await settleFlag(sql, redis, keys[i], tenantId, r.customer_id!, r.scope_kind, r.scope_id);
+  }
 }
 
 /**

@@ -3,7 +3,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Metrics } from '../../pipeline/metrics.js';
 import { subscribeControl, type ControlSubscription } from '../../pipeline/control.js';
 import { partitionedKey } from '../../pipeline/keys.js';
-import { capCounterKey, type SpendCap } from '../../store/caps.js';
+import { announceLimitFlag } from '../../pipeline/admission-leases.js';
+import { capCounterKey, capLiftedKey, type SpendCap } from '../../store/caps.js';
 import { recordPauses, recordRolledOverPauses } from '../../store/pause-flags.js';
 import { pauseKey } from '../../store/pauses.js';
 import { rotateTenantToken } from '../../store/tenants.js';
@@ -22,7 +23,7 @@ let control: ControlSubscription;
 
 beforeAll(async () => {
   world = await isolated('admin-pauses');
-  tenant = await seedSmall(world.sql, { customers: 1, teamsPerCustomer: 1, agentsPerTeam: 6, appsPerTeam: 0 });
+  tenant = await seedSmall(world.sql, { customers: 1, teamsPerCustomer: 1, agentsPerTeam: 8, appsPerTeam: 0 });
   api = createApp({ config: world.config, sql: world.sql, redis: world.redis, log: pino({ level: 'silent' }), metrics: new Metrics('pauses-test') });
   // As api/main.ts does: the process applies control messages (caps.changed) to its caches.
   control = subscribeControl(world.config.REDIS_URL, world.config.REDIS_PREFIX, api.applyControl);
@@ -102,6 +103,28 @@ async function expectOneLift(cap: SpendCap, scopeId: string, lift: Record<string
       xmin: await recordXmin(cap.id, scopeId),
     },
   ]);
+}
+
+/**
+ * A lift cut short between its two halves (a SIGKILL, a Redis error after the commit): `lift` runs
+ * whole, then Redis is put back as it was before it (the flag, and no lifted marker: one MULTI
+ * sets both), while PostgreSQL keeps the lift.
+ */
+async function liftCutShortAfterPostgres<T>(cap: SpendCap, scopeId: string, lift: () => Promise<T>): Promise<{ flag: string; lifted: T }> {
+  const flag = partitionedKey(world.config.REDIS_PREFIX, pauseKey(tenant.tenantId, 'agent', scopeId), 0);
+  const [value, ttl] = [await world.redis.get(flag), await world.redis.pttl(flag)];
+  expect(value, 'the scope is paused before the lift').not.toBeNull();
+  const lifted = await lift();
+  await world.redis.set(flag, value!, 'PX', ttl);
+  await announceLimitFlag(world.redis, flag);
+  await world.redis.del(partitionedKey(world.config.REDIS_PREFIX, capLiftedKey(tenant.tenantId, cap.id, today()), 0));
+  expect(await pauseRows(cap.id), 'the record says lifted').toEqual([expect.objectContaining({ lifted_at: expect.any(Date) })]);
+  expect(await authorize(agentApiKey(scopeId)), 'the flag still stops the scope').toMatchObject({ allowed: false, code: 'paused', pause: { capId: cap.id } });
+  return { flag, lifted };
+}
+
+function agentApiKey(agentId: string): string {
+  return tenant.customers[0].teams[0].agents.find((a) => a.id === agentId)!.apiKey;
 }
 
 describe('pauses: set, lifted by each route, recorded', () => {
@@ -210,6 +233,45 @@ describe('pauses: set, lifted by each route, recorded', () => {
     expect(reply.allowed).toBe(true);
     expect(await pauseRows(cap.id)).toEqual([expect.objectContaining({ lifted_by: 'cap_disabled', lift_reason: expect.stringMatching(/alert only/) })]);
     await expectOneLift(cap, a.id, { lifted_by: 'cap_disabled', lift_reason: 'the cap no longer pauses (alert only)' });
+  });
+
+  it('a lift cut short before Redis: retrying the admin route finishes it (200, the flag gone, authorize allows), recording nothing twice', async () => {
+    const a = agent(6);
+    const cap = await overCap(a.id);
+    const pause = { cap_id: cap.id, scope_id: a.id, period_key: today() };
+    const { flag, lifted: first } = await liftCutShortAfterPostgres(cap, a.id, () => admin('POST', '/pauses/lift', { ...pause, reason: 'customer paid up' }));
+    expect(first).toMatchObject({ status: 200, body: { flag_deleted: true, records_lifted: 1 } });
+
+    // Still 404: a pause that never was, and this one asked by another tenant.
+    expect((await admin('POST', '/pauses/lift', { ...pause, scope_id: 'agt_nope' })).status).toBe(404);
+    const other = await seedSmall(world.sql, { customers: 1, teamsPerCustomer: 1, agentsPerTeam: 1 });
+    expect((await call('POST', '/v1/admin/pauses/lift', other.adminToken, pause)).status).toBe(404);
+    expect(await world.redis.exists(flag)).toBe(1);
+
+    const retry = await admin('POST', '/pauses/lift', pause);
+    expect(retry).toMatchObject({ status: 200, body: { scope_kind: 'agent', scope_id: a.id, flag_deleted: true, records_lifted: 0, lifted_at: first.body.lifted_at } });
+    expect(await world.redis.exists(flag)).toBe(0);
+    // The lifted marker too: the total stays over the limit, and authorize no longer refuses against the cap.
+    expect((await authorize(a.apiKey)).allowed).toBe(true);
+    await expectOneLift(cap, a.id, { lifted_by: 'admin', lifted_by_token_id: expect.any(String), lift_reason: 'customer paid up', lifted_at: first.body.lifted_at });
+    expect(await webhooksOf('cap.paused', cap.id)).toHaveLength(1);
+    // Finished: nothing is left to lift.
+    expect((await admin('POST', '/pauses/lift', pause)).status).toBe(404);
+  });
+
+  it('a raise cut short before Redis: retrying the PATCH settles the flag its lift left', async () => {
+    const a = agent(7);
+    const cap = await overCap(a.id);
+    const { flag } = await liftCutShortAfterPostgres(cap, a.id, async () => expect((await admin('PATCH', `/spend-caps/${cap.id}`, { limit: '5' })).status).toBe(200));
+    expect((await admin('PATCH', `/spend-caps/${cap.id}`, { limit: '5' })).status).toBe(200);
+    expect(await world.redis.exists(flag)).toBe(0);
+    const retriedAt = Date.now();
+    let reply = await authorize(a.apiKey);
+    while (!reply.allowed && Date.now() - retriedAt < 1_000) reply = await authorize(a.apiKey);
+    expect(reply.allowed).toBe(true);
+    expect(await pauseRows(cap.id)).toEqual([expect.objectContaining({ lifted_by: 'cap_raised' })]);
+    await expectOneLift(cap, a.id, { lifted_by: 'cap_raised', lift_reason: 'the limit was raised to 5000000000 nano' });
+    expect(await webhooksOf('cap.paused', cap.id)).toHaveLength(1);
   });
 
   it('a pause whose period ended is recorded as lifted by the roll-over', async () => {

@@ -14,6 +14,7 @@ import { capCheckStage } from './index.js';
 import { capCounterKey } from '../../store/caps.js';
 import { pauseKey, type PauseRecord } from '../../store/pauses.js';
 import { sessionsInUseKey } from '../../store/authorizer.js';
+import { liftPause, setPause } from '../../store/pause-flags.js';
 
 let world: Isolated;
 let tenant: SeededTenant;
@@ -98,6 +99,39 @@ async function flagExpiry(key: string): Promise<number> {
 function expectEndsWithPeriod(expiry: number, periodEnd: number): void {
   expect(expiry).toBeGreaterThanOrEqual(periodEnd - 5);
   expect(expiry).toBeLessThan(periodEnd + 1_200);
+}
+
+/** Starts cap-check (its setup reconciles the pause flags with their records) and stops it. */
+async function startCapCheck(): Promise<void> {
+  const context = testStageContext('cap-check', world);
+  const handler = await capCheckStage.setup(context);
+  await handler.close?.();
+  await context.close();
+}
+
+async function pauseRecordOf(tenantId: string, capId: string) {
+  const [row] = await world.sql<{ paused_at: Date; lifted_at: Date | null; lifted_by: string | null; event_id: string; xmin: string }[]>`
+    SELECT paused_at, lifted_at, lifted_by, event_id, xmin::text AS xmin FROM cap_pauses WHERE tenant_id = ${tenantId} AND cap_id = ${capId}`;
+  return row;
+}
+
+/** A tenant with a day cap on its agent, paused by setPause (a limit lowered under the total) and then lifted by an admin. */
+async function pausedThenLifted() {
+  const of = await seedSmall(world.sql, { customers: 1, caps: [{ scope: 'agent', period: 'day', limitNano: 1_000n }] });
+  const place = { prefix: world.config.REDIS_PREFIX, partitions: world.config.PARTITIONS };
+  const agentId = of.customers[0].teams[0].agents[0].id;
+  const day = new Date().toISOString().slice(0, 10);
+  const pause = {
+    tenantId: of.tenantId, capId: of.caps[0].id, scopeKind: 'agent' as const, scopeId: agentId, period: 'day' as const, periodKey: day,
+    limitNano: '1000', eventId: '', pausedAt: Date.now(), customerId: of.customers[0].id, endsAt: Date.parse(`${day}T00:00:00Z`) + 86_400_000,
+  };
+  await setPause(world.sql, world.redis, place, pause);
+  const flag = partitionedKey(world.config.REDIS_PREFIX, pauseKey(of.tenantId, 'agent', agentId), 0);
+  const held = { value: (await world.redis.get(flag))!, ttl: await world.redis.pttl(flag) };
+  expect(await liftPause(world.sql, world.redis, place, of.tenantId, { capId: pause.capId, scopeId: agentId, periodKey: day })).toMatchObject({ flagDeleted: true });
+  const lifted = await pauseRecordOf(of.tenantId, pause.capId);
+  expect(lifted.lifted_at).not.toBeNull();
+  return { of, pause, flag, held, lifted };
 }
 
 describe('cap-check', () => {
@@ -273,5 +307,37 @@ describe('cap-check', () => {
     expect(await pauseRecords(crashed.tenantId)).toEqual(records);
     expect(await webhooksOf(crashed.tenantId, 'cap.paused')).toEqual(expect.arrayContaining(paused));
     expect(await webhooksOf(crashed.tenantId, 'cap.paused')).toHaveLength(2);
+  });
+  it('on start, settles a flag a lift cut short left (lifted in PostgreSQL, killed before Redis): the record stays lifted, no second cap.paused', async () => {
+    const { of, pause, flag, held, lifted } = await pausedThenLifted();
+    // The lift's Redis half never ran: the flag is as it was, naming the pause its record says lifted.
+    await world.redis.set(flag, held.value, 'PX', held.ttl);
+    // And, in the same start, a flag whose record was lost (a crash after the ack script): recorded as ever.
+    const teamId = of.customers[0].teams[0].id;
+    const lost: PauseRecord = { ...pause, capId: 'cap_lost', scopeKind: 'team', scopeId: teamId, eventId: 'evt_lost', pausedAt: Date.now() };
+    const lostFlag = partitionedKey(world.config.REDIS_PREFIX, pauseKey(of.tenantId, 'team', teamId), 0);
+    await world.redis.set(lostFlag, JSON.stringify(lost), 'PX', 600_000);
+
+    await startCapCheck();
+    expect(await pauseRecordOf(of.tenantId, pause.capId)).toEqual(lifted);
+    expect(await world.redis.exists(flag)).toBe(0);
+    const paused = await webhooksOf(of.tenantId, 'cap.paused');
+    expect(paused.map((w) => [w.data.cap_id, w.data.event_id])).toEqual([
+      [pause.capId, ''],
+      ['cap_lost', 'evt_lost'],
+    ]);
+    expect(await pauseRecordOf(of.tenantId, 'cap_lost')).toMatchObject({ lifted_at: null, event_id: 'evt_lost' });
+    expect(await world.redis.exists(lostFlag)).toBe(1);
+  });
+
+  it('on start, a flag paused after its record was lifted (setPause killed between its flag and its record) re-opens the record, with its cap.paused', async () => {
+    const { of, pause, flag, held, lifted } = await pausedThenLifted();
+    const again: PauseRecord = { ...pause, eventId: 'evt_again', pausedAt: lifted.lifted_at!.getTime() + 1_000 };
+    await world.redis.set(flag, JSON.stringify(again), 'PX', held.ttl);
+
+    await startCapCheck();
+    expect(await world.redis.get(flag)).toBe(JSON.stringify(again));
+    expect(await pauseRecordOf(of.tenantId, pause.capId)).toMatchObject({ lifted_at: null, lifted_by: null, event_id: 'evt_again', paused_at: new Date(again.pausedAt) });
+    expect((await webhooksOf(of.tenantId, 'cap.paused')).map((w) => w.data.event_id)).toEqual(['', 'evt_again']);
   });
 });

@@ -7,17 +7,18 @@ import { withPart, type CheckedEvent, type PricedEvent } from '../../domain/flow
 import { endsSession } from '../../domain/events.js';
 import { capCounters } from './limits.js';
 import { pauseKey, type PauseRecord } from '../../store/pauses.js';
-import { recordPauses, recordRolledOverPauses } from '../../store/pause-flags.js';
+import { reconcilePauseFlags, recordPauses, recordRolledOverPauses } from '../../store/pause-flags.js';
 import { releaseReservations } from '../../pipeline/admission.js';
 import { partitionedKey } from '../../pipeline/keys.js';
 import { sessionsInUseKey } from '../../store/authorizer.js';
 
 /**
- * Pause flags set by an ack whose PostgreSQL record was lost (a crash in between): recorded on
- * start, with their cap.paused webhooks (a flag already recorded adds nothing).
+ * Pause flags checked against their records on start: one set by an ack whose PostgreSQL record
+ * was lost (a crash in between) is recorded, with its cap.paused webhook; one left by a lift cut
+ * short before Redis is settled (reconcilePauseFlags holds the rule).
  */
-async function reconcilePauses(redis: Redis, prefix: string, sql: Sql): Promise<number> {
-  const records: PauseRecord[] = [];
+async function reconcilePauses(redis: Redis, prefix: string, sql: Sql): Promise<{ recorded: number; settled: number }> {
+  const flags: { key: string; record: PauseRecord }[] = [];
   for await (const keys of scanKeys(redis, `${prefix}paused:*`)) {
     const values = await getMany(redis, keys);
     for (const [i, value] of values.entries()) {
@@ -28,11 +29,10 @@ async function reconcilePauses(redis: Redis, prefix: string, sql: Sql): Promise<
         const ttl = await redis.pttl(keys[i]);
         if (ttl > 0) record.endsAt = Date.now() + ttl;
       }
-      records.push(record);
+      flags.push({ key: keys[i], record });
     }
   }
-  await recordPauses(sql, records);
-  return records.length;
+  return reconcilePauseFlags(sql, redis, flags);
 }
 
 export const capCheckStage: StageDefinition<PricedEvent> = {
@@ -47,8 +47,8 @@ export const capCheckStage: StageDefinition<PricedEvent> = {
       if (message.type === 'caps.changed') await caps.reloadTenant(message.tenantId);
     });
     await caps.loadAll();
-    const reconciled = await reconcilePauses(redis, config.REDIS_PREFIX, sql);
-    if (reconciled) log.info({ reconciled }, 'pause flags checked against their records');
+    const { recorded, settled } = await reconcilePauses(redis, config.REDIS_PREFIX, sql);
+    if (recorded || settled) log.info({ recorded, settled }, 'pause flags checked against their records');
     const pausesInHand = new Map<string, PauseRecord[]>();
     // The counter keys each entry advances: their reservations under the event's id are released after the ack.
     const countersInHand = new Map<string, string[]>();
