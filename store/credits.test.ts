@@ -7,7 +7,7 @@ import { seedSmall } from '../test/support/billing.js';
 import { isolated, type Isolated } from '../test/support/isolated.js';
 import { expireGrants, grantCredits, pauseExhausted } from './credits.js';
 import { closePeriod } from './invoices.js';
-import { pausesNotLifted } from './pause-flags.js';
+import { pauseHistory, pausesNotLifted } from './pause-flags.js';
 import { PlanCache } from './rate-plans.js';
 import { TenantTokens } from './tenant-tokens.js';
 
@@ -114,9 +114,15 @@ describe('prepaid credits', () => {
     const closed = await closePeriod(world.sql, plans, tenant.tenantId, customerId, { start: MARCH, end: APRIL });
     expect(closed.status === 'closed' && [closed.invoice.total, closed.invoice.credits_applied, closed.invoice.amount_due]).toEqual(['1.80', '1.70', '0.10']);
 
-    // A new grant lifts the pause.
-    expect((await call('post', `/customers/${customerId}/credit-grants`, { amount: '2', currency: 'USD', source: 'purchase' })).status).toBe(201);
+    // A new grant lifts the pause, on the record as lifted by the admin token that granted it.
+    const granted = await call('post', `/customers/${customerId}/credit-grants`, { amount: '2', currency: 'USD', source: 'purchase' });
+    expect(granted.status).toBe(201);
+    const grantId = ((await granted.json()) as { id: string }).id;
     expect((await pausesNotLifted(world.sql, world.redis, place(), tenant.tenantId)).filter((p) => p.inForce)).toEqual([]);
+    const [adminToken] = await world.sql<{ id: string }[]>`SELECT id FROM tenant_tokens WHERE tenant_id = ${tenant.tenantId} AND kind = 'admin'`;
+    expect(await pauseHistory(world.sql, tenant.tenantId, 'lifted', 10)).toMatchObject([
+      { capId: 'credits:USD', scopeId: customerId, liftedBy: 'admin', liftReason: `credits granted (${grantId})`, liftedByTokenId: adminToken.id },
+    ]);
   });
 
   it('refuses bad grants with the JSON path, and another tenant\'s customer with 404', async () => {

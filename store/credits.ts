@@ -229,12 +229,24 @@ export async function pauseExhausted(sql: Sql, redis: Redis, place: RedisPlace, 
   }
 }
 
-/** After a grant: lifts the customer's credits pause in that currency, if one is in force. */
-export async function liftCreditsPause(sql: Sql, redis: Redis, place: RedisPlace, account: CreditAccountKey): Promise<boolean> {
-  const lifted = await liftPause(sql, redis, place, account.tenantId, {
-    capId: creditsPauseCapId(account.currency),
-    scopeId: account.customerId,
-    periodKey: CREDITS_PAUSE_PERIOD,
-  });
+/**
+ * After a grant: lifts the customer's credits pause in that currency, if one is in force, as lifted
+ * by the admin token that made the grant (`grantId` as the reason).
+ */
+export async function liftCreditsPause(
+  sql: Sql,
+  redis: Redis,
+  place: RedisPlace,
+  account: CreditAccountKey,
+  grant: { grantId: string; tokenId?: string },
+): Promise<boolean> {
+  const lifted = await liftPause(
+    sql,
+    redis,
+    place,
+    account.tenantId,
+    { capId: creditsPauseCapId(account.currency), scopeId: account.customerId, periodKey: CREDITS_PAUSE_PERIOD },
+    { by: 'admin', reason: `credits granted (${grant.grantId})`, ...(grant.tokenId ? { tokenId: grant.tokenId } : {}) },
+  );
   return lifted !== undefined;
 }

@@ -109,7 +109,7 @@ export function billingEndpoints(): Endpoint[] {
       body: creditGrantCreate,
       response: creditGrantOut,
       status: 201,
-      async handle({ tenantId, params, body, deps }) {
+      async handle({ tenantId, tokenId, params, body, deps }) {
         await findOwned(deps.sql, 'customers', tenantId, params.id);
         const id = newId('grant');
         await deps.sql.begin((tx) =>
@@ -126,7 +126,13 @@ export function billingEndpoints(): Endpoint[] {
             hardCap: body.hard_cap,
           }),
         );
-        await liftCreditsPause(deps.sql, deps.redis, { prefix: deps.prefix, partitions: defaults.PARTITIONS }, { tenantId, customerId: params.id, currency: body.currency });
+        await liftCreditsPause(
+          deps.sql,
+          deps.redis,
+          { prefix: deps.prefix, partitions: defaults.PARTITIONS },
+          { tenantId, customerId: params.id, currency: body.currency },
+          { grantId: id, tokenId },
+        );
         const [row] = await deps.sql<Row[]>`SELECT * FROM credit_grants WHERE tenant_id = ${tenantId} AND id = ${id}`;
         return presentGrant(row);
       },
