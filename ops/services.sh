@@ -95,6 +95,11 @@ fi
 # against 336 (means of four alternating pairs; single runs spread wider than that) and --rate max
 # did not drop (BENCHMARKS.md, thirty-seventh session).
 # Every thread: a thread's niceness is its own. CLICKHOUSE_NICE=0 leaves it as it is.
+# With the kernel's scheduler autogroups on (/proc/sys/kernel/sched_autogroup_enabled), setsid
+# above puts ClickHouse in a group of its own, and a thread's nice ranks it only within that group:
+# the group's own nice (/proc/<pid>/autogroup) ranks it against the pipeline's. Setting that to 19
+# gained nothing either (BENCHMARKS.md, forty-third session): ClickHouse's CPU is the inserts the
+# pipeline waits for.
 ch_nice=${CLICKHOUSE_NICE:-10}
 if [ "$ch_nice" != 0 ]; then
   for pid in $(pgrep -f '^clickhouse-server' 2>/dev/null); do
