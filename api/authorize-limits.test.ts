@@ -28,7 +28,7 @@ let routes: ReturnType<typeof createAuthorizeRoutes>;
 beforeAll(async () => {
   iso = await isolated('authorize-limits');
   config = { ...iso.config, PARTITIONS };
-  tenant = await seedSmall(iso.sql, { customers: 2, teamsPerCustomer: 1, agentsPerTeam: 3, appsPerTeam: 0 });
+  tenant = await seedSmall(iso.sql, { customers: 2, teamsPerCustomer: 1, agentsPerTeam: 4, appsPerTeam: 0 });
   const resolver = new AttributionResolver(iso.sql, iso.redis, config.REDIS_PREFIX, 60);
   routes = createAuthorizeRoutes({
     config,
@@ -166,6 +166,30 @@ describe('POST /v1/authorize: caps, reservations, rate and session limits', () =
     });
     expect(await decide({ api_key: agent.apiKey, session_id: 's1' })).toMatchObject({ allowed: true, sessions: { max: 2, active: 2 } });
     expect((await decide({ api_key: agent.apiKey })).allowed).toBe(true);
+  });
+
+  it('frees a session SESSION_IDLE_SECONDS after its last call, not a millisecond before: a new session is allowed then', async () => {
+    const agent = agentOf(1, 3);
+    await iso.sql`UPDATE agents SET max_concurrent_sessions = 1 WHERE id = ${agent.id}`;
+    await routes.applyControl({ type: 'hierarchy.changed', tenantId: tenant.tenantId, agentIds: [agent.id] });
+    const idleMs = config.SESSION_IDLE_SECONDS * 1000;
+    // The authorizer reads Date.now(): the test moves it (timers stay real).
+    vi.useFakeTimers({ toFake: ['Date'] });
+    try {
+      const start = Date.now();
+      const at = (ms: number) => vi.setSystemTime(start + ms);
+      at(0);
+      expect(await decide({ api_key: agent.apiKey, session_id: 'first' })).toMatchObject({ allowed: true, sessions: { max: 1, active: 1 } });
+      at(idleMs / 2);
+      // A call keeps its session in use: the idle time counts from the latest one.
+      expect(await decide({ api_key: agent.apiKey, session_id: 'first' })).toMatchObject({ allowed: true, sessions: { max: 1, active: 1 } });
+      at(idleMs / 2 + idleMs - 1);
+      expect(await decide({ api_key: agent.apiKey, session_id: 'second' })).toMatchObject({ allowed: false, code: 'too_many_sessions', sessions: { max: 1, active: 1 } });
+      at(idleMs / 2 + idleMs);
+      expect(await decide({ api_key: agent.apiKey, session_id: 'second' })).toMatchObject({ allowed: true, sessions: { max: 1, active: 1 } });
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it('answers a batch in order, across partitions, with refusals in place', async () => {
