@@ -153,6 +153,17 @@ describe('invoice-rollup', () => {
     expect(draft!.invoice.subtotal_nano).toBe(260_000_000n);
   });
 
+  it('bills the calls ledgered while their scope was over a hard cap: they happened; the pause stops the next call, not the bill', async () => {
+    const plans = new PlanCache(world.sql);
+    const { fresh, customer, on } = await freshSubscriber({ tool_invocations: { '*': '0.05' }, token_multipliers: { output_tokens: '0.000002' } });
+    const overCap = (sessionId: string) => ({ ...on(sessionId), overCap: true });
+    await rollUpBlocks(world.sql, plans, [{ origin: `over_cap_${fresh.tenantId}`, events: [on('sess_a'), overCap('sess_a'), overCap('sess_b')] }]);
+    const draft = await draftInvoice(world.sql, plans, fresh.tenantId, customer.id, MARCH + 2 * 86_400_000);
+    const byCode = Object.fromEntries(draft!.invoice.lines.map((line) => [line.code, line.amount_nano]));
+    expect(byCode.tool).toBe(150_000_000n);
+    expect(draft!.invoice.subtotal_nano).toBe(156_000_000n);
+  });
+
   it('takes blocks and batches of up to 20,000 events, lingering up to a second for more', () => {
     expect(invoiceRollupStage).toMatchObject({ name: 'invoice-rollup', batchSize: 20_000, lingerMs: 1000 });
   });
