@@ -158,6 +158,12 @@ describe('pauses: set, lifted by each route, recorded', () => {
     const lifted = await call('POST', '/v1/admin/pauses/lift', rotated.token, { cap_id: cap.id, scope_id: a.id, period_key: today(), reason: 'customer paid up' });
     expect(lifted).toMatchObject({ status: 200, body: { scope_kind: 'agent', scope_id: a.id, flag_deleted: true, records_lifted: 1, lifted_by_token_id: liftingTokenId } });
     expect((await authorize(a.apiKey)).allowed).toBe(true);
+    // The same period does not pause it again: the total stays over the limit, an estimate against the
+    // cap is no longer refused, and a limit set under the total again leaves it running.
+    const estimate = await call('POST', '/v1/authorize', tenant.ingestToken, { api_key: a.apiKey, estimated_cost: '0.5' });
+    expect(estimate.body).toMatchObject({ allowed: true });
+    expect((await admin('PATCH', `/spend-caps/${cap.id}`, { limit: '1.2' })).status).toBe(200);
+    expect((await authorize(a.apiKey)).allowed).toBe(true);
     expect(await pauseRows(cap.id)).toEqual([expect.objectContaining({ lifted_by: 'admin', lift_reason: 'customer paid up' })]);
     const log = await world.sql`SELECT kind, lifted_by, lifted_by_token_id FROM cap_pause_log WHERE cap_id = ${cap.id} ORDER BY id`;
     expect(log.map((r) => [r.kind, r.lifted_by, r.lifted_by_token_id])).toEqual([
