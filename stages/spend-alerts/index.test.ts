@@ -152,6 +152,52 @@ describe('threshold alerts', () => {
     const fired = (await events(tenantId)).map((e) => JSON.parse(e.payload).data);
     expect(fired).toMatchObject([{ threshold_percent: 25, spent: '25', limit: '100', period: 'day', period_key: '2026-03-31' }]);
   });
+
+  it.each([
+    { period: 'day', lastStart: Date.UTC(2026, 2, 30, 22, 0, 0), nextStart: Date.UTC(2026, 2, 31, 9, 0, 0), lastKey: '2026-03-30', nextKey: '2026-03-31' },
+    { period: 'month', lastStart: Date.UTC(2026, 1, 27, 12, 0, 0), nextStart: Date.UTC(2026, 2, 2, 12, 0, 0), lastKey: '2026-02', nextKey: '2026-03' },
+  ])('fires a $period cap’s threshold again, once, when the next $period crosses it, and not again for the last $period when its events are delivered again then', async ({
+    period,
+    lastStart,
+    nextStart,
+    lastKey,
+    nextKey,
+  }) => {
+    const tenantId = await tenantWithEndpoint(['cap.threshold_reached']);
+    const capId = await cap(tenantId, { scope_kind: 'agent', scope_id: 'agt_test', period, limit_nano: 10n * UNIT });
+    const book = new CapBook(world.sql);
+    await book.loadAll();
+    let now = lastStart + HOUR_MS;
+    const pool = workers(2, () => now);
+    await Promise.all(pool.map((w) => w.load()));
+    const spend = (recordedAt: number, units: bigint) => entry(tenantId, { recordedAt, sessionId: undefined, cost: { total: units * UNIT } });
+    const fiftyPercentKey = (periodKey: string) => `cap.threshold_reached:${capId}:${periodKey}:${10n * UNIT}:5000`;
+    const fired = async () => (await events(tenantId)).map((e) => ({ type: e.type, dedupeKey: e.dedupe_key, data: JSON.parse(e.payload).data }));
+
+    const lastPeriod = [[spend(lastStart, 3n)], [spend(lastStart + 60_000, 2n)]];
+    await runConcurrently(pool, lastPeriod, book);
+    const crossedLastPeriod = await fired();
+    expect(crossedLastPeriod).toMatchObject([
+      { type: 'cap.threshold_reached', dedupeKey: fiftyPercentKey(lastKey), data: { cap_id: capId, period, period_key: lastKey, threshold_percent: 50, spent: '5' } },
+    ]);
+
+    // The next period starts from nothing: 4 of 10 is under 50 %, whatever the last period spent.
+    now = nextStart + HOUR_MS;
+    await runConcurrently(pool, [[spend(nextStart, 4n)]], book);
+    expect(await fired()).toEqual(crossedLastPeriod);
+    await runConcurrently(pool, [[spend(nextStart + 60_000, 1n)]], book);
+    const crossedBoth = await fired();
+    expect(crossedBoth).toMatchObject([
+      crossedLastPeriod[0],
+      { type: 'cap.threshold_reached', dedupeKey: fiftyPercentKey(nextKey), data: { cap_id: capId, period, period_key: nextKey, threshold_percent: 50, spent: '5' } },
+    ]);
+
+    // The last period's events delivered again in the next one, to a worker that remembers nothing: its crossing is in the outbox already.
+    const [fresh] = workers(1, () => now);
+    await fresh.load();
+    await runConcurrently([fresh], lastPeriod);
+    expect(await fired()).toEqual(crossedBoth);
+  });
 });
 
 describe('commitment alerts', () => {
