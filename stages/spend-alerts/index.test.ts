@@ -502,9 +502,9 @@ describe('session projection against day and month caps', () => {
       VALUES (${tenantId}, ${[]}::integer[], 3000, ${(1000n * UNIT).toString()}, 3600)`;
     const book = new CapBook(world.sql);
     await book.loadAll();
-    const pool = workers(3);
-    await Promise.all(pool.map((w) => w.load()));
     const t0 = Date.UTC(2026, 2, 31, 10, 0, 0);
+    const pool = workers(3, () => t0 + 1500 * 1000);
+    await Promise.all(pool.map((w) => w.load()));
     // Earlier today, other sessions spent 10 of the 20.
     await runConcurrently(pool, [[entry(tenantId, { sessionId: 'sess_old', recordedAt: t0 - 3 * HOUR_MS, cost: { total: 10n * UNIT } })]], book);
     const at = (seconds: number, cost: bigint) => entry(tenantId, { sessionId: 'sess_day', recordedAt: t0 + seconds * 1000, cost: { total: cost } });
@@ -527,14 +527,40 @@ describe('session projection against day and month caps', () => {
     await cap(tenantId, { scope_kind: 'team', scope_id: 'team_test', period: 'day', limit_nano: 10n * UNIT });
     const book = new CapBook(world.sql);
     await book.loadAll();
-    const [worker] = workers(1);
-    await worker.load();
     // 5 spent in 10 minutes, 10 minutes before midnight: 5 + 5 x 600 / 600 = 10 reaches the limit at midnight...
     const t0 = Date.UTC(2026, 2, 31, 23, 40, 0);
+    const [worker] = workers(1, () => t0 + 600_000);
+    await worker.load();
     await runConcurrently([worker], [[entry(tenantId, { sessionId: 'sess_late', recordedAt: t0, cost: { total: UNIT } })]], book);
     await runConcurrently([worker], [[entry(tenantId, { sessionId: 'sess_late', recordedAt: t0 + 600_000, cost: { total: 4n * UNIT } })]], book);
     const fired = (await events(tenantId)).filter((e) => e.type === 'session.projection_exceeded').map((e) => JSON.parse(e.payload).data);
     expect(fired).toMatchObject([{ horizon_seconds: 600, projected: '10', spent: '5', session_spent: '5' }]);
+  });
+});
+
+describe('session projection of a period that has ended', () => {
+  it("warns of nothing for a day that is over: the day's events delivered again the next day (or backfilled) report thresholds, not projections", async () => {
+    const tenantId = await tenantWithEndpoint(['session.projection_exceeded']);
+    await cap(tenantId, { scope_kind: 'agent', scope_id: 'agt_test', period: 'day', limit_nano: 20n * UNIT });
+    const book = new CapBook(world.sql);
+    await book.loadAll();
+    const t0 = Date.UTC(2026, 2, 30, 10, 0, 0);
+    // 12 spent today by the session in 900 s: 12 + 12 x 3600 / 900 = 60 would pass 20 within the hour.
+    const day = [
+      [entry(tenantId, { sessionId: 'sess_done', recordedAt: t0, cost: { total: 6n * UNIT } })],
+      [entry(tenantId, { sessionId: 'sess_done', recordedAt: t0 + 900_000, cost: { total: 6n * UNIT } })],
+    ];
+    const nextDay = Date.UTC(2026, 2, 31, 1, 0, 0);
+    const [late] = workers(1, () => nextDay);
+    await late.load();
+    const projections = async () => (await events(tenantId)).filter((e) => e.type === 'session.projection_exceeded');
+    await runConcurrently([late], day, book);
+    expect(await projections()).toEqual([]);
+    // The same figures seen while the day runs warn once (the same events, the markers of the first delivery aside).
+    const [onTime] = workers(1, () => t0 + 900_000);
+    await onTime.load();
+    await runConcurrently([onTime], [[entry(tenantId, { sessionId: 'sess_done', recordedAt: t0 + 901_000, cost: { total: UNIT } })]], book);
+    expect(await projections()).toHaveLength(1);
   });
 });
 

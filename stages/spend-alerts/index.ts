@@ -565,7 +565,8 @@ export class SpendAlerts {
     periodEndsAt: number,
     spent: bigint,
   ): Alert | undefined {
-    if (spent >= cap.limitNano) return undefined;
+    // A period already over is past projecting: its late events (a redelivery, a backfill) can only report, not warn.
+    if (spent >= cap.limitNano || periodEndsAt <= this.now()) return undefined;
     const sessionStart = sessionStartOf(view);
     const sessionSpent = sessionSpentOf(view);
     if (sessionStart === undefined || sessionSpent === undefined) return undefined;
