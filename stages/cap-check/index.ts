@@ -12,6 +12,13 @@ import { releaseReservations } from '../../pipeline/admission.js';
 import { partitionedKey } from '../../pipeline/keys.js';
 import { sessionsInUseKey } from '../../store/authorizer.js';
 
+/** A rolling pause lasts until enough spend leaves the window: the script set its flag's expiry, the record takes it. */
+async function endWithFlag(redis: Redis, flagKey: string, pause: PauseRecord): Promise<void> {
+  if (pause.period !== 'rolling') return;
+  const ttl = await redis.pttl(flagKey);
+  if (ttl > 0) pause.endsAt = Date.now() + ttl;
+}
+
 /**
  * Pause flags checked against their records on start: one set by an ack whose PostgreSQL record
  * was lost (a crash in between) is recorded, with its cap.paused webhook; one left by a lift cut
@@ -24,11 +31,7 @@ async function reconcilePauses(redis: Redis, prefix: string, sql: Sql): Promise<
     for (const [i, value] of values.entries()) {
       if (!value) continue;
       const record = JSON.parse(value) as PauseRecord;
-      // As afterAck does: a rolling pause ends when the script's expiry says, not at the latest the record names.
-      if (record.period === 'rolling') {
-        const ttl = await redis.pttl(keys[i]);
-        if (ttl > 0) record.endsAt = Date.now() + ttl;
-      }
+      await endWithFlag(redis, keys[i], record);
       flags.push({ key: keys[i], record });
     }
   }
@@ -84,10 +87,8 @@ export const capCheckStage: StageDefinition<PricedEvent> = {
             if (pause.period === 'rolling') rolling.push({ pause, partition: entry.partition });
           }
         });
-        // A rolling pause lasts until enough spend leaves the window: the script set the flag's expiry, the record takes it.
         for (const { pause, partition } of rolling) {
-          const ttl = await redis.pttl(partitionedKey(config.REDIS_PREFIX, pauseKey(pause.tenantId, pause.scopeKind, pause.scopeId), partition));
-          if (ttl > 0) pause.endsAt = Date.now() + ttl;
+          await endWithFlag(redis, partitionedKey(config.REDIS_PREFIX, pauseKey(pause.tenantId, pause.scopeKind, pause.scopeId), partition), pause);
         }
         for (const entry of batch) pausesInHand.delete(entry.id);
         for (const pause of crossed) log.warn({ pause }, 'spend cap crossed: paused');
