@@ -100,8 +100,6 @@ export interface LiftResult {
   /** cap_pauses rows of the scope marked lifted now. */
   recordsLifted: number;
   liftedAt: Date;
-  /** The admin token that lifted it (tenant_tokens.id), when an admin did. */
-  liftedByTokenId: string | null;
 }
 
 /**
@@ -367,7 +365,6 @@ export async function liftPause(
     flagDeleted: deleted === 1,
     recordsLifted: lifted.length,
     liftedAt: lifted[0]?.lifted_at ?? new Date(),
-    liftedByTokenId: tokenId,
   };
 }
 
@@ -397,8 +394,8 @@ async function finishLiftCutShort(sql: Sql, redis: Redis, place: RedisPlace, ten
   const flag = parseFlag(await redis.get(key));
   if (!flag) return undefined;
   // The same now(): lifted_at is compared in PostgreSQL, at its full precision.
-  const liftedTogether = await sql<(LiftedRow & { lifted_by: LiftSource; lifted_by_token_id: string | null })[]>`
-    SELECT cap_id, scope_kind, scope_id, period_key, customer_id, period_ends_at, lifted_at, lifted_by, lifted_by_token_id
+  const liftedTogether = await sql<(LiftedRow & { lifted_by: LiftSource })[]>`
+    SELECT cap_id, scope_kind, scope_id, period_key, customer_id, period_ends_at, lifted_at, lifted_by
     FROM cap_pauses
     WHERE tenant_id = ${tenantId} AND scope_kind = ${row.scope_kind} AND scope_id = ${row.scope_id}
       AND lifted_at = (
@@ -413,15 +410,7 @@ async function finishLiftCutShort(sql: Sql, redis: Redis, place: RedisPlace, ten
     await batch.exec();
   }
   const flagDeleted = await settleFlag(sql, redis, key, tenantId, row.customer_id, row.scope_kind, row.scope_id);
-  const named = liftedTogether.find((r) => r.cap_id === row.cap_id && r.period_key === row.period_key);
-  return {
-    scopeKind: row.scope_kind,
-    scopeId: row.scope_id,
-    flagDeleted,
-    recordsLifted: 0,
-    liftedAt: row.lifted_at,
-    liftedByTokenId: named?.lifted_by_token_id ?? null,
-  };
+  return { scopeKind: row.scope_kind, scopeId: row.scope_id, flagDeleted, recordsLifted: 0, liftedAt: row.lifted_at };
 }
 
 /**
