@@ -296,6 +296,35 @@ describe('POST /v1/authorize served straight on Node (serveNode)', () => {
     }
   });
 
+  it('answers many callers at once each with its own answer (answers are written in groups)', async () => {
+    const owners = [await seedOwner(), await seedOwner(), await seedOwner()];
+    const { createServer } = await import('node:http');
+    const server = createServer((req, res) => void routes.serveNode(req, res));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+    const url = `http://127.0.0.1:${(server.address() as { port: number }).port}/v1/authorize`;
+    try {
+      const calls = Array.from({ length: 30 }, (_, i) => {
+        const owner = owners[i % owners.length];
+        // Every fifth call is refused (400), so refusals and answers are written in the same groups.
+        const body = i % 5 === 4 ? { api_key: owner.apiKey, estimated_cost: '-1' } : { api_key: owner.apiKey };
+        return fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${tenant.ingestToken}` }, body: JSON.stringify(body) }).then(
+          async (res) => ({ i, owner, status: res.status, body: (await res.json()) as AuthorizeReply & { error?: { details: { path: string }[] } } }),
+        );
+      });
+      for (const { i, owner, status, body } of await Promise.all(calls)) {
+        if (i % 5 === 4) {
+          expect(status).toBe(400);
+          expect(body.error!.details.map((d) => d.path)).toEqual(['estimated_cost']);
+        } else {
+          expect(status).toBe(200);
+          expect(body).toEqual({ allowed: true, attribution: { customer_id: owner.customerId, team_id: owner.teamId, agent_id: owner.agentId } });
+        }
+      }
+    } finally {
+      server.close();
+    }
+  });
+
   it('answers 503 at the request deadline when Redis stops answering (a frozen peer), and serves again once it answers', async () => {
     const owner = await seedOwner();
     const proxy = await TcpProxy.start({ port: Number(new URL(config.REDIS_URL).port || 6379) });

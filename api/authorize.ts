@@ -8,7 +8,7 @@ import { formatNano, parseNano } from '../domain/money.js';
 import { describeIssues } from '../domain/validation.js';
 import type { PauseRecord } from '../store/pauses.js';
 import { ApiError, tooLarge, unavailable } from './errors.js';
-import { readLimitedNodeBody, redisDown, RequestDeadlines, writeJson } from './http.js';
+import { BatchedAnswers, readLimitedNodeBody, redisDown, RequestDeadlines } from './http.js';
 import type { Attribution } from '../domain/flow.js';
 import type { AttributionResolver } from '../store/attribution.js';
 import { Authorizer, type AuthorizeAsk, type AuthorizeDecision, type CapStanding } from '../store/authorizer.js';
@@ -481,6 +481,11 @@ export function createAuthorizeRoutes(deps: AuthorizeDeps): AuthorizeRoutes {
    * (whichever comes first; the other is dropped). One timer for all calls and no promise race:
    * this runs before every tool call of every agent.
    */
+  const answers = new BatchedAnswers((err, res) => {
+    deps.log?.error({ err }, 'authorize: cannot write the answer');
+    res.destroy();
+  });
+
   function serveAuthorize(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const start = performance.now();
     let answered = false;
@@ -488,7 +493,7 @@ export function createAuthorizeRoutes(deps: AuthorizeDeps): AuthorizeRoutes {
       if (answered) return;
       answered = true;
       deadlines.settle(deadline);
-      writeJson(res, status, json, { ...headers, 'server-timing': `app;dur=${(performance.now() - start).toFixed(3)}` });
+      answers.write(res, status, json, headers, start);
     };
     const refuse = (err: unknown) => {
       const refusal =
