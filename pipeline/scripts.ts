@@ -53,3 +53,20 @@ export function scripted(redis: Redis): Redis & ScriptedRedis {
   }
   return redis as Redis & ScriptedRedis;
 }
+
+const replaceDefined = new WeakSet<Redis>();
+
+/**
+ * Sets `key` to `next.value` until `next.expiresAt` (unix ms), or deletes it (no `next`), only
+ * while it still holds `seen`, the value the caller read and judged (null: the key was absent;
+ * pipeline/lua/replaceIfUnchanged-1.lua). A value written in between (another writer's) stays.
+ * Returns whether the key was changed.
+ */
+export async function replaceIfUnchanged(redis: Redis, key: string, seen: string | null, next?: { value: string; expiresAt: number }): Promise<boolean> {
+  if (!replaceDefined.has(redis)) {
+    redis.defineCommand('replaceIfUnchanged', { lua: luaSource('replaceIfUnchanged-1.lua'), numberOfKeys: 1 });
+    replaceDefined.add(redis);
+  }
+  const scriptedRedis = redis as Redis & { replaceIfUnchanged(key: string, seen: string, value: string, expiresAt: string): Promise<number> };
+  return (await scriptedRedis.replaceIfUnchanged(key, seen ?? '', next?.value ?? '', next ? String(next.expiresAt) : '')) === 1;
+}

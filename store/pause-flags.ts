@@ -1,5 +1,6 @@
 import { announceLimitFlag } from '../pipeline/admission-leases.js';
 import { getMany, type Redis } from '../pipeline/redis.js';
+import { replaceIfUnchanged } from '../pipeline/scripts.js';
 import { partitionedKey, partitionOf } from '../pipeline/keys.js';
 import { pauseKey, type PauseRecord, type PauseScope } from './pauses.js';
 import { customerPartitionKey } from '../domain/flow.js';
@@ -186,11 +187,26 @@ interface LiftedRow {
 }
 
 /**
- * After pauses of a scope were lifted: the flag stays only while another pause of the scope is
- * in force (another cap that stopped it in its period), and then holds that one's record.
- * Returns whether the flag is gone.
+ * A scope's flag after pauses of it were lifted. A flag left by a lift (isLeftByLiftCutShort) or
+ * none at all then holds the scope's latest pause still in force (another cap that stopped it in
+ * its period), or goes. Any other flag stays as it is: a pause in force, or a new one whose record
+ * is on its way (an ack sets the flag before cap-check records it). `judged`: the flag's value as
+ * the caller read it and found it left by a lift; without it the flag is read and judged here. The
+ * flag changes only while it still holds that value (replaceIfUnchanged): one an ack set in
+ * between stays. Returns whether the scope is left without a flag.
  */
-async function settleFlag(sql: Sql, redis: Redis, key: string, tenantId: string, customerId: string | undefined, scope: PauseScope, scopeId: string): Promise<boolean> {
+async function settleFlag(
+  sql: Sql,
+  redis: Redis,
+  key: string,
+  tenantId: string,
+  customerId: string | undefined,
+  scope: PauseScope,
+  scopeId: string,
+  judged?: string,
+): Promise<boolean> {
+  const seen = judged ?? (await redis.get(key));
+  if (judged === undefined && seen !== null && !(await isLeftByLift(sql, tenantId, parseFlag(seen)!))) return false;
   const [other] = await sql<(PauseRow & { period: string })[]>`
     SELECT p.cap_id, p.scope_kind, p.scope_id, p.period_key, p.limit_nano, p.event_id, p.paused_at, p.period_ends_at, p.customer_id, c.period
     FROM cap_pauses p JOIN spend_caps c ON c.tenant_id = p.tenant_id AND c.id = p.cap_id AND c.status = 'active'
@@ -198,8 +214,8 @@ async function settleFlag(sql: Sql, redis: Redis, key: string, tenantId: string,
       AND p.period_ends_at > now()
     ORDER BY p.paused_at DESC LIMIT 1`;
   if (!other?.period_ends_at) {
-    await redis.del(key);
-    return true;
+    if (seen === null || (await replaceIfUnchanged(redis, key, seen))) return true;
+    return (await redis.exists(key)) === 0;
   }
   const record: PauseRecord = {
     tenantId,
@@ -214,9 +230,16 @@ async function settleFlag(sql: Sql, redis: Redis, key: string, tenantId: string,
     customerId: customerId ?? other.customer_id ?? undefined,
     endsAt: other.period_ends_at.getTime(),
   };
-  await redis.set(key, JSON.stringify(record), 'PXAT', record.endsAt!);
-  await announceLimitFlag(redis, key);
+  if (await replaceIfUnchanged(redis, key, seen, { value: JSON.stringify(record), expiresAt: record.endsAt! })) await announceLimitFlag(redis, key);
   return false;
+}
+
+/** Whether the pause a flag names is recorded as lifted by a lift that came after it paused (isLeftByLiftCutShort). */
+async function isLeftByLift(sql: Sql, tenantId: string, flag: PauseRecord): Promise<boolean> {
+  const [record] = await sql<{ cap_id: string; scope_id: string; period_key: string; lifted_at: Date | null }[]>`
+    SELECT cap_id, scope_id, period_key, lifted_at FROM cap_pauses
+    WHERE tenant_id = ${tenantId} AND cap_id = ${flag.capId} AND scope_id = ${flag.scopeId} AND period_key = ${flag.periodKey}`;
+  return record !== undefined && isLeftByLiftCutShort(flag, record);
 }
 
 /**
@@ -245,7 +268,11 @@ function parseFlag(value: string | null): PauseRecord | undefined {
  * (recordPauses: a flag whose record was lost to a crash after the ack script gets it, with its
  * cap.paused; a flag paused after its record's lift re-opens it; a recorded one adds nothing).
  */
-export async function reconcilePauseFlags(sql: Sql, redis: Redis, flags: { key: string; record: PauseRecord }[]): Promise<{ recorded: number; settled: number }> {
+export async function reconcilePauseFlags(
+  sql: Sql,
+  redis: Redis,
+  flags: { key: string; value: string; record: PauseRecord }[],
+): Promise<{ recorded: number; settled: number }> {
   if (flags.length === 0) return { recorded: 0, settled: 0 };
   const records = await sql<{ tenant_id: string; cap_id: string; scope_id: string; period_key: string; lifted_at: Date | null }[]>`
     SELECT p.tenant_id, p.cap_id, p.scope_id, p.period_key, p.lifted_at
@@ -256,7 +283,7 @@ export async function reconcilePauseFlags(sql: Sql, redis: Redis, flags: { key: 
     ) AS f(tenant_id, cap_id, scope_id, period_key)
       ON p.tenant_id = f.tenant_id AND p.cap_id = f.cap_id AND p.scope_id = f.scope_id AND p.period_key = f.period_key`;
   const recordOf = new Map(records.map((r) => [`${r.tenant_id}:${r.cap_id}:${r.scope_id}:${r.period_key}`, r]));
-  const leftovers: { key: string; record: PauseRecord }[] = [];
+  const leftovers: { key: string; value: string; record: PauseRecord }[] = [];
   const toRecord: PauseRecord[] = [];
   for (const flag of flags) {
     const { tenantId, capId, scopeId, periodKey } = flag.record;
@@ -265,7 +292,7 @@ export async function reconcilePauseFlags(sql: Sql, redis: Redis, flags: { key: 
     else toRecord.push(flag.record);
   }
   await recordPauses(sql, toRecord);
-  for (const { key, record } of leftovers) await settleFlag(sql, redis, key, record.tenantId, record.customerId, record.scopeKind, record.scopeId);
+  for (const { key, value, record } of leftovers) await settleFlag(sql, redis, key, record.tenantId, record.customerId, record.scopeKind, record.scopeId, value);
   return { recorded: toRecord.length, settled: leftovers.length };
 }
 
@@ -350,19 +377,22 @@ export async function liftPause(
     await liftNotice(tx, tenantId, rows, by, lift.reason ?? null, tokenId);
     return rows;
   });
-  let deleted = 0;
+  let flagDeleted = false;
   if (row.customer_id) {
     const partition = partitionOf(customerPartitionKey(tenantId, row.customer_id), place.partitions);
-    const batch = redis.multi();
-    markLifted(batch, place, tenantId, partition, lifted);
-    batch.del(pauseFlagKey(place, tenantId, row.customer_id, row.scope_kind, row.scope_id));
-    const results = await batch.exec();
-    deleted = Number(results?.at(-1)?.[1] ?? 0);
+    const key = pauseFlagKey(place, tenantId, row.customer_id, row.scope_kind, row.scope_id);
+    const flagBefore = await redis.exists(key);
+    if (lifted.length) {
+      const batch = redis.multi();
+      markLifted(batch, place, tenantId, partition, lifted);
+      await batch.exec();
+    }
+    flagDeleted = flagBefore === 1 && (await settleFlag(sql, redis, key, tenantId, row.customer_id, row.scope_kind, row.scope_id));
   }
   return {
     scopeKind: row.scope_kind,
     scopeId: row.scope_id,
-    flagDeleted: deleted === 1,
+    flagDeleted,
     recordsLifted: lifted.length,
     liftedAt: lifted[0]?.lifted_at ?? new Date(),
   };
@@ -391,7 +421,8 @@ function markLifted(
 async function finishLiftCutShort(sql: Sql, redis: Redis, place: RedisPlace, tenantId: string, row: PauseRecordRow): Promise<LiftResult | undefined> {
   if (!row.customer_id || !row.lifted_at) return undefined;
   const key = pauseFlagKey(place, tenantId, row.customer_id, row.scope_kind, row.scope_id);
-  const flag = parseFlag(await redis.get(key));
+  const seen = await redis.get(key);
+  const flag = parseFlag(seen);
   if (!flag) return undefined;
   // The same now(): lifted_at is compared in PostgreSQL, at its full precision.
   const liftedTogether = await sql<(LiftedRow & { lifted_by: LiftSource })[]>`
@@ -409,7 +440,7 @@ async function finishLiftCutShort(sql: Sql, redis: Redis, place: RedisPlace, ten
     markLifted(batch, place, tenantId, partitionOf(customerPartitionKey(tenantId, row.customer_id), place.partitions), byAdmin);
     await batch.exec();
   }
-  const flagDeleted = await settleFlag(sql, redis, key, tenantId, row.customer_id, row.scope_kind, row.scope_id);
+  const flagDeleted = await settleFlag(sql, redis, key, tenantId, row.customer_id, row.scope_kind, row.scope_id, seen!);
   return { scopeKind: row.scope_kind, scopeId: row.scope_id, flagDeleted, recordsLifted: 0, liftedAt: row.lifted_at };
 }
 
@@ -466,7 +497,7 @@ async function settleFlagsLeftByLiftsCutShort(sql: Sql, redis: Redis, place: Red
   const flags = await getMany(redis, keys);
   for (const [i, r] of lifted.entries()) {
     const flag = parseFlag(flags[i]);
-    if (flag && isLeftByLiftCutShort(flag, r)) await settleFlag(sql, redis, keys[i], tenantId, r.customer_id!, r.scope_kind, r.scope_id);
+    if (flag && isLeftByLiftCutShort(flag, r)) await settleFlag(sql, redis, keys[i], tenantId, r.customer_id!, r.scope_kind, r.scope_id, flags[i]!);
   }
 }
 

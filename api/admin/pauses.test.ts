@@ -5,8 +5,9 @@ import { subscribeControl, type ControlSubscription } from '../../pipeline/contr
 import { partitionedKey } from '../../pipeline/keys.js';
 import { announceLimitFlag } from '../../pipeline/admission-leases.js';
 import { capCounterKey, capLiftedKey, type SpendCap } from '../../store/caps.js';
-import { recordPauses, recordRolledOverPauses } from '../../store/pause-flags.js';
-import { pauseKey } from '../../store/pauses.js';
+import { liftPause, recordPauses, recordRolledOverPauses } from '../../store/pause-flags.js';
+import { pauseKey, type PauseRecord } from '../../store/pauses.js';
+import type { Redis } from '../../pipeline/redis.js';
 import { rotateTenantToken } from '../../store/tenants.js';
 import { capCheckStage } from '../../stages/cap-check/index.js';
 import { testStageContext } from '../../stages/testing.js';
@@ -279,6 +280,53 @@ describe('pauses: set, lifted by each route, recorded', () => {
     await expectOneLift(cap, a.id, { lifted_by: 'cap_raised', lift_reason: 'the limit was raised to 5000000000 nano' });
     expect(await webhooksOf('cap.paused', cap.id)).toHaveLength(1);
   });
+
+  /**
+   * The Redis client a lift uses, where an ack lands on the scope's flag (another cap crossing:
+   * the ack script sets the flag before cap-check records the pause) the first time the lift
+   * calls `command` on it, once that call has its answer.
+   */
+  function ackLandingAfter(command: 'exists' | 'get', flag: string, newPause: PauseRecord): Redis {
+    let landed = false;
+    return new Proxy(world.redis, {
+      get(target, prop) {
+        const value = Reflect.get(target, prop, target);
+        if (typeof value !== 'function') return value;
+        if (prop !== command) return value.bind(target);
+        return async (...args: unknown[]) => {
+          const answer = await value.apply(target, args);
+          if (!landed && args[0] === flag) {
+            landed = true;
+            await target.set(flag, JSON.stringify(newPause), 'PX', 3_600_000);
+          }
+          return answer;
+        };
+      },
+    });
+  }
+
+  it.each(['exists', 'get'] as const)(
+    "a pause that begins while a lift runs (its flag set after the lift's commit, seen by the lift's %s) stands: the lift leaves that flag",
+    async (command) => {
+      const a = agent(command === 'exists' ? 6 : 7);
+      const cap = await overCap(a.id);
+      const flag = partitionedKey(world.config.REDIS_PREFIX, pauseKey(tenant.tenantId, 'agent', a.id), 0);
+      const teamId = tenant.customers[0].teams[0].id;
+      const teamCap = await admin('POST', '/spend-caps', { scope_kind: 'team', scope_id: teamId, period: 'day', limit: '100' });
+      const newPause: PauseRecord = {
+        tenantId: tenant.tenantId, capId: teamCap.body.id, scopeKind: 'agent', scopeId: a.id, period: 'day', periodKey: today(), limitNano: '100000000000',
+        eventId: `evt_${command}`, pausedAt: Date.now() + 1_000, customerId: tenant.customers[0].id, endsAt: Date.now() + 3_600_000,
+      };
+      const lifted = await liftPause(world.sql, ackLandingAfter(command, flag, newPause), { prefix: world.config.REDIS_PREFIX, partitions: world.config.PARTITIONS }, tenant.tenantId, {
+        capId: cap.id, scopeId: a.id, periodKey: today(),
+      });
+      expect(lifted).toMatchObject({ flagDeleted: false, recordsLifted: 1 });
+      expect(await pauseRows(cap.id)).toEqual([expect.objectContaining({ lifted_by: 'admin' })]);
+      expect(JSON.parse((await world.redis.get(flag))!)).toEqual(newPause);
+      expect(await authorize(a.apiKey)).toMatchObject({ allowed: false, code: 'paused', pause: { capId: teamCap.body.id } });
+      await world.redis.del(flag);
+    },
+  );
 
   it('a pause whose period ended is recorded as lifted by the roll-over', async () => {
     const a = agent(0);

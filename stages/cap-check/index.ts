@@ -25,14 +25,14 @@ async function endWithFlag(redis: Redis, flagKey: string, pause: PauseRecord): P
  * short before Redis is settled (reconcilePauseFlags holds the rule).
  */
 async function reconcilePauses(redis: Redis, prefix: string, sql: Sql): Promise<{ recorded: number; settled: number }> {
-  const flags: { key: string; record: PauseRecord }[] = [];
+  const flags: { key: string; value: string; record: PauseRecord }[] = [];
   for await (const keys of scanKeys(redis, `${prefix}paused:*`)) {
     const values = await getMany(redis, keys);
     for (const [i, value] of values.entries()) {
       if (!value) continue;
       const record = JSON.parse(value) as PauseRecord;
       await endWithFlag(redis, keys[i], record);
-      flags.push({ key: keys[i], record });
+      flags.push({ key: keys[i], value, record });
     }
   }
   return reconcilePauseFlags(sql, redis, flags);
