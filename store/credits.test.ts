@@ -125,6 +125,37 @@ describe('prepaid credits', () => {
     ]);
   });
 
+  it('sends credits.exhausted once per pause, in the transaction that records the pause, however many draws find the account at zero', async () => {
+    const customerId = tenant.customers[1].id;
+    const plans = new PlanCache(world.sql);
+    const onExhausted = (accounts: Parameters<typeof pauseExhausted>[3], eventId: string) => pauseExhausted(world.sql, world.redis, place(), accounts, eventId);
+    const exhaustedWebhooks = () => world.sql<{ xmin: string; data: Record<string, string> }[]>`
+      SELECT xmin::text AS xmin, payload::jsonb -> 'data' AS data FROM webhook_events
+      WHERE tenant_id = ${tenant.tenantId} AND type = 'credits.exhausted' AND payload::jsonb -> 'data' ->> 'customer_id' = ${customerId}
+      ORDER BY created_at, id`;
+    const pauseXmin = async () =>
+      (await world.sql<{ xmin: string }[]>`
+        SELECT xmin::text AS xmin FROM cap_pauses WHERE tenant_id = ${tenant.tenantId} AND cap_id = 'credits:USD' AND scope_id = ${customerId}`)[0].xmin;
+
+    expect((await call('post', `/customers/${customerId}/credit-grants`, { amount: '0.30', currency: 'USD', source: 'purchase' })).status).toBe(201);
+    await rollUp(world.sql, plans, calls(3, 1), onExhausted);
+    const first = await exhaustedWebhooks();
+    expect(first).toEqual([{ xmin: await pauseXmin(), data: { customer_id: customerId, currency: 'USD', event_id: expect.any(String) } }]);
+    // Events still coming while the customer sits at zero (in flight when it was paused): no second webhook.
+    await rollUp(world.sql, plans, calls(2, 1), onExhausted);
+    await rollUp(world.sql, plans, calls(1, 1), onExhausted);
+    expect(await exhaustedWebhooks()).toEqual(first);
+
+    // A grant lifts the pause; running out again is a new pause, and a new webhook with it.
+    expect((await call('post', `/customers/${customerId}/credit-grants`, { amount: '0.10', currency: 'USD', source: 'purchase' })).status).toBe(201);
+    expect((await pausesNotLifted(world.sql, world.redis, place(), tenant.tenantId)).filter((p) => p.scopeId === customerId && p.inForce)).toEqual([]);
+    await rollUp(world.sql, plans, calls(1, 1), onExhausted);
+    const both = await exhaustedWebhooks();
+    expect(both).toHaveLength(2);
+    expect(both[1].xmin).toBe(await pauseXmin());
+    expect(both[1].xmin).not.toBe(first[0].xmin);
+  });
+
   it('refuses bad grants with the JSON path, and another tenant\'s customer with 404', async () => {
     const bad = await call('post', `/customers/${tenant.customers[1].id}/credit-grants`, { amount: '-1', currency: 'usd', source: 'gift' });
     expect(bad.status).toBe(400);

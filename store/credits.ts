@@ -204,7 +204,12 @@ const CREDITS_PAUSE_PERIOD = 'prepaid';
 /** Prepaid credits keep their pause until a grant lifts it (a year at most, the flag's lifetime). */
 const CREDITS_PAUSE_TTL_SECONDS = 366 * 86_400;
 
-/** Pauses each exhausted account's customer through the spend-cap pause machinery (authorize refuses it). */
+/**
+ * Pauses each exhausted account's customer through the spend-cap pause machinery (authorize
+ * refuses it). Every draw that finds an account at zero calls this (a pause that a crash kept
+ * from being set after the draw is set by the next); `credits.exhausted` goes out once per pause,
+ * in the transaction that records it.
+ */
 export async function pauseExhausted(sql: Sql, redis: Redis, place: RedisPlace, exhausted: CreditAccountKey[], eventId: string): Promise<void> {
   for (const account of exhausted) {
     const record: PauseRecord = {
@@ -218,13 +223,14 @@ export async function pauseExhausted(sql: Sql, redis: Redis, place: RedisPlace, 
       eventId,
       pausedAt: Date.now(),
     };
-    await setPause(sql, redis, place, { ...record, customerId: account.customerId, endsAt: Date.now() + CREDITS_PAUSE_TTL_SECONDS * 1000 });
-    await enqueueWebhookEvent(
-      sql,
-      account.tenantId,
-      'credits.exhausted',
-      { customer_id: account.customerId, currency: account.currency, event_id: eventId },
-      `credits.exhausted:${account.customerId}:${account.currency}:${eventId}`,
+    await setPause(sql, redis, place, { ...record, customerId: account.customerId, endsAt: Date.now() + CREDITS_PAUSE_TTL_SECONDS * 1000 }, (tx) =>
+      enqueueWebhookEvent(
+        tx,
+        account.tenantId,
+        'credits.exhausted',
+        { customer_id: account.customerId, currency: account.currency, event_id: eventId },
+        `credits.exhausted:${account.customerId}:${account.currency}:${eventId}`,
+      ),
     );
   }
 }

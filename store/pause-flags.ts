@@ -112,7 +112,8 @@ export async function recordPauses(db: Sql, pauses: PauseRecord[]): Promise<void
   await db.begin((sql) => recordPausesIn(sql, pauses));
 }
 
-async function recordPausesIn(sql: postgres.TransactionSql, pauses: PauseRecord[]): Promise<void> {
+/** Returns how many pauses are new (inserted, or re-opened after a lift). */
+async function recordPausesIn(sql: postgres.TransactionSql, pauses: PauseRecord[]): Promise<number> {
   const inserted = await sql<{ tenant_id: string; cap_id: string; scope_kind: string; scope_id: string; period_key: string; event_id: string; paused_at: Date }[]>`
     INSERT INTO cap_pauses ${sql(
       pauses.map((p) => ({
@@ -160,20 +161,31 @@ async function recordPausesIn(sql: postgres.TransactionSql, pauses: PauseRecord[
       `cap.paused:${r.cap_id}:${r.scope_id}:${r.period_key}:${r.paused_at.getTime()}`,
     );
   }
+  return inserted.length;
 }
 
 /**
  * Pauses a scope now: sets the flag authorize reads (until `record.endsAt`) and records it.
  * For pauses decided outside cap-check's counters (a cap lowered under the running total, a
  * credit balance at zero). The record needs its customerId: the flag lives in that partition.
+ * `withNewPause` runs in the transaction that records the pause, when it is new (not recorded
+ * and in force already): the caller's own webhook goes out once per pause, with its record.
  */
-export async function setPause(sql: Sql, redis: Redis, place: RedisPlace, record: PauseRecord & { customerId: string; endsAt: number }): Promise<void> {
+export async function setPause(
+  sql: Sql,
+  redis: Redis,
+  place: RedisPlace,
+  record: PauseRecord & { customerId: string; endsAt: number },
+  withNewPause?: (tx: postgres.TransactionSql) => Promise<void>,
+): Promise<void> {
   const ttlMs = record.endsAt - Date.now();
   if (ttlMs <= 0) return;
   const key = pauseFlagKey(place, record.tenantId, record.customerId, record.scopeKind, record.scopeId);
   await redis.set(key, JSON.stringify(record), 'PX', ttlMs);
   await announceLimitFlag(redis, key);
-  await recordPauses(sql, [record]);
+  await sql.begin(async (tx) => {
+    if ((await recordPausesIn(tx, [record])) > 0) await withNewPause?.(tx);
+  });
 }
 
 interface LiftedRow {
