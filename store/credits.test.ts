@@ -156,6 +156,17 @@ describe('prepaid credits', () => {
     expect(both[1].xmin).not.toBe(first[0].xmin);
   });
 
+  it('a grant that commits while a draw at zero runs does not leave the customer paused with credits', async () => {
+    const customerId = tenant.customers[1].id;
+    expect((await call('post', `/customers/${customerId}/credit-grants`, { amount: '1', currency: 'USD', source: 'purchase' })).status).toBe(201);
+    // The draw read the balance at zero before the grant committed; it pauses after the grant's own lift ran.
+    await pauseExhausted(world.sql, world.redis, place(), [{ tenantId: tenant.tenantId, customerId, currency: 'USD' }], 'evt_raced');
+    expect((await pausesNotLifted(world.sql, world.redis, place(), tenant.tenantId)).filter((p) => p.scopeId === customerId)).toEqual([]);
+    expect((await pauseHistory(world.sql, tenant.tenantId, 'lifted', 10)).find((p) => p.scopeId === customerId)).toMatchObject({
+      capId: 'credits:USD', liftedBy: 'admin', liftReason: 'credits granted while the draw that paused ran',
+    });
+  });
+
   it('refuses bad grants with the JSON path, and another tenant\'s customer with 404', async () => {
     const bad = await call('post', `/customers/${tenant.customers[1].id}/credit-grants`, { amount: '-1', currency: 'usd', source: 'gift' });
     expect(bad.status).toBe(400);

@@ -208,7 +208,8 @@ const CREDITS_PAUSE_TTL_SECONDS = 366 * 86_400;
  * Pauses each exhausted account's customer through the spend-cap pause machinery (authorize
  * refuses it). Every draw that finds an account at zero calls this (a pause that a crash kept
  * from being set after the draw is set by the next); `credits.exhausted` goes out once per pause,
- * in the transaction that records it.
+ * in the transaction that records it. A pause whose account has credits again by the time it is
+ * recorded (a grant raced the draw) is lifted at once.
  */
 export async function pauseExhausted(sql: Sql, redis: Redis, place: RedisPlace, exhausted: CreditAccountKey[], eventId: string): Promise<void> {
   for (const account of exhausted) {
@@ -232,6 +233,16 @@ export async function pauseExhausted(sql: Sql, redis: Redis, place: RedisPlace, 
         `credits.exhausted:${account.customerId}:${account.currency}:${eventId}`,
       ),
     );
+    // A grant that committed after this draw read the balance lifted only what was recorded before
+    // this pause: the balance is read again now that the pause is recorded, and a pause with
+    // credits behind it is lifted at once.
+    const balance = (await creditBalances(sql, account.tenantId, account.customerId)).find((b) => b.currency === account.currency);
+    if (balance && balance.balanceNano > 0n) {
+      await liftPause(sql, redis, place, account.tenantId, { capId: record.capId, scopeId: account.customerId, periodKey: CREDITS_PAUSE_PERIOD }, {
+        by: 'admin',
+        reason: 'credits granted while the draw that paused ran',
+      });
+    }
   }
 }
 
