@@ -365,7 +365,8 @@ async function liftNotice(
  * authorize no longer refuses estimates against those caps this period; a new period (or a
  * changed cap) starts counting afresh.
  * A retry of a lift cut short before Redis (its record lifted, the flag still there) finishes it:
- * see finishLiftCutShort.
+ * see finishLiftCutShort. The flag goes through settleFlag: a pause that began while the lift ran
+ * (its flag set after the commit) stands.
  */
 export async function liftPause(
   sql: Sql,
