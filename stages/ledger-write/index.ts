@@ -50,6 +50,50 @@ const numberArray = (values: readonly (number | bigint | string)[]) => `{${value
 const boolArray = (values: readonly boolean[]) => `{${values.join(',')}}`;
 
 /**
+ * Each ledger column's value of an event: functions of the module, not arrows written inside
+ * insertLedgerRows. V8 keeps a closure's optimized code only while an instance of it lives, so
+ * arrows made per statement lost their code at every full collection of the heap and were
+ * compiled again (each 6-7 times in 45 s at --rate max; BENCHMARKS.md, issue 13, forty-fourth session).
+ */
+const LEDGER_COLUMN = {
+  tenantId: (e: CheckedEvent) => e.tenantId,
+  eventId: (e: CheckedEvent) => e.eventId,
+  ingestNonce: (e: CheckedEvent) => e.ingestNonce,
+  eventType: (e: CheckedEvent) => e.eventType,
+  recordedAt: (e: CheckedEvent) => e.recordedAt,
+  ingestedAt: (e: CheckedEvent) => e.ingestedAt,
+  customerId: (e: CheckedEvent) => e.attribution.customerId,
+  teamId: (e: CheckedEvent) => e.attribution.teamId,
+  agentId: (e: CheckedEvent) => e.attribution.agentId,
+  appId: (e: CheckedEvent) => e.attribution.appId,
+  credentialId: (e: CheckedEvent) => e.attribution.credentialId,
+  productId: (e: CheckedEvent) => e.attribution.productId,
+  subscriptionId: (e: CheckedEvent) => e.subscription.subscriptionId,
+  ratePlanId: (e: CheckedEvent) => e.subscription.ratePlanId,
+  ratePlanVersionId: (e: CheckedEvent) => e.subscription.ratePlanVersionId,
+  ratePlanVersion: (e: CheckedEvent) => e.subscription.ratePlanVersion,
+  periodStart: (e: CheckedEvent) => e.subscription.periodStart,
+  sessionId: (e: CheckedEvent) => e.sessionId,
+  toolName: (e: CheckedEvent) => e.toolName,
+  pricedTool: (e: CheckedEvent) => e.cost.tool || null,
+  mcpServerId: (e: CheckedEvent) => e.mcpServerId,
+  model: (e: CheckedEvent) => e.model,
+  executionStatus: (e: CheckedEvent) => e.status,
+  durationMs: (e: CheckedEvent) => e.durationMs,
+  inputTokens: (e: CheckedEvent) => e.inputTokens,
+  outputTokens: (e: CheckedEvent) => e.outputTokens,
+  retryCount: (e: CheckedEvent) => e.retryCount,
+  costTotal: (e: CheckedEvent) => e.cost.total,
+  breakdownTool: (e: CheckedEvent) => e.cost.breakdown.tool,
+  breakdownInputTokens: (e: CheckedEvent) => e.cost.breakdown.input_tokens,
+  breakdownOutputTokens: (e: CheckedEvent) => e.cost.breakdown.output_tokens,
+  breakdownDuration: (e: CheckedEvent) => e.cost.breakdown.duration,
+  currency: (e: CheckedEvent) => e.subscription.currency,
+  errorType: (e: CheckedEvent) => e.errorType,
+  isParallel: (e: CheckedEvent) => e.isParallel,
+} as const;
+
+/**
  * Inserts the events' rows; returns the (tenant, event id, nonce) of those it did not insert (a
  * row with that key was there already): few or none. The statement sets the keys it was given
  * against the keys it inserted (RETURNING, EXCEPT), so telling a redelivery from a duplicate
@@ -66,10 +110,9 @@ const boolArray = (values: readonly boolean[]) => `{${values.join(',')}}`;
  * Times are epoch ms added to the epoch as exact integer intervals; amounts are integers.
  */
 function insertLedgerRows(sql: Sql, events: readonly CheckedEvent[], overCap: readonly boolean[]) {
-  const col = <T>(f: (e: CheckedEvent) => T) => events.map(f);
-  const tenantIds = textArray(col((e) => e.tenantId));
-  const eventIds = textArray(col((e) => e.eventId));
-  const nonces = textArray(col((e) => e.ingestNonce));
+  const tenantIds = textArray(events.map(LEDGER_COLUMN.tenantId));
+  const eventIds = textArray(events.map(LEDGER_COLUMN.eventId));
+  const nonces = textArray(events.map(LEDGER_COLUMN.ingestNonce));
   return sql<LedgerNonce[]>`
     WITH inserted AS (
     INSERT INTO usage_ledger (
@@ -83,40 +126,40 @@ function insertLedgerRows(sql: Sql, events: readonly CheckedEvent[], overCap: re
       unnest(${tenantIds}::text[]),
       unnest(${eventIds}::text[]),
       unnest(${nonces}::text[]),
-      unnest(${textArray(col((e) => e.eventType))}::text[]),
-      timestamptz 'epoch' + unnest(${numberArray(col((e) => e.recordedAt))}::int8[]) * interval '1 millisecond',
-      timestamptz 'epoch' + unnest(${numberArray(col((e) => e.ingestedAt))}::int8[]) * interval '1 millisecond',
-      unnest(${textArray(col((e) => e.attribution.customerId))}::text[]),
-      unnest(${textArray(col((e) => e.attribution.teamId))}::text[]),
-      unnest(${textArray(col((e) => e.attribution.agentId))}::text[]),
-      unnest(${textArray(col((e) => e.attribution.appId))}::text[]),
-      unnest(${textArray(col((e) => e.attribution.credentialId))}::text[]),
-      unnest(${textArray(col((e) => e.attribution.productId))}::text[]),
-      unnest(${textArray(col((e) => e.subscription.subscriptionId))}::text[]),
-      unnest(${textArray(col((e) => e.subscription.ratePlanId))}::text[]),
-      unnest(${textArray(col((e) => e.subscription.ratePlanVersionId))}::text[]),
-      unnest(${numberArray(col((e) => e.subscription.ratePlanVersion))}::int4[]),
-      timestamptz 'epoch' + unnest(${numberArray(col((e) => e.subscription.periodStart))}::int8[]) * interval '1 millisecond',
-      unnest(${textArray(col((e) => e.sessionId))}::text[]),
-      unnest(${textArray(col((e) => e.toolName))}::text[]),
-      unnest(${textArray(col((e) => e.cost.tool || null))}::text[]),
-      unnest(${textArray(col((e) => e.mcpServerId))}::text[]),
-      unnest(${textArray(col((e) => e.model))}::text[]),
-      unnest(${textArray(col((e) => e.status))}::text[]),
-      unnest(${numberArray(col((e) => e.durationMs))}::int8[]),
-      unnest(${numberArray(col((e) => e.inputTokens))}::int8[]),
-      unnest(${numberArray(col((e) => e.outputTokens))}::int8[]),
-      unnest(${numberArray(col((e) => e.retryCount))}::int4[]),
-      unnest(${numberArray(col((e) => e.cost.total))}::int8[]),
+      unnest(${textArray(events.map(LEDGER_COLUMN.eventType))}::text[]),
+      timestamptz 'epoch' + unnest(${numberArray(events.map(LEDGER_COLUMN.recordedAt))}::int8[]) * interval '1 millisecond',
+      timestamptz 'epoch' + unnest(${numberArray(events.map(LEDGER_COLUMN.ingestedAt))}::int8[]) * interval '1 millisecond',
+      unnest(${textArray(events.map(LEDGER_COLUMN.customerId))}::text[]),
+      unnest(${textArray(events.map(LEDGER_COLUMN.teamId))}::text[]),
+      unnest(${textArray(events.map(LEDGER_COLUMN.agentId))}::text[]),
+      unnest(${textArray(events.map(LEDGER_COLUMN.appId))}::text[]),
+      unnest(${textArray(events.map(LEDGER_COLUMN.credentialId))}::text[]),
+      unnest(${textArray(events.map(LEDGER_COLUMN.productId))}::text[]),
+      unnest(${textArray(events.map(LEDGER_COLUMN.subscriptionId))}::text[]),
+      unnest(${textArray(events.map(LEDGER_COLUMN.ratePlanId))}::text[]),
+      unnest(${textArray(events.map(LEDGER_COLUMN.ratePlanVersionId))}::text[]),
+      unnest(${numberArray(events.map(LEDGER_COLUMN.ratePlanVersion))}::int4[]),
+      timestamptz 'epoch' + unnest(${numberArray(events.map(LEDGER_COLUMN.periodStart))}::int8[]) * interval '1 millisecond',
+      unnest(${textArray(events.map(LEDGER_COLUMN.sessionId))}::text[]),
+      unnest(${textArray(events.map(LEDGER_COLUMN.toolName))}::text[]),
+      unnest(${textArray(events.map(LEDGER_COLUMN.pricedTool))}::text[]),
+      unnest(${textArray(events.map(LEDGER_COLUMN.mcpServerId))}::text[]),
+      unnest(${textArray(events.map(LEDGER_COLUMN.model))}::text[]),
+      unnest(${textArray(events.map(LEDGER_COLUMN.executionStatus))}::text[]),
+      unnest(${numberArray(events.map(LEDGER_COLUMN.durationMs))}::int8[]),
+      unnest(${numberArray(events.map(LEDGER_COLUMN.inputTokens))}::int8[]),
+      unnest(${numberArray(events.map(LEDGER_COLUMN.outputTokens))}::int8[]),
+      unnest(${numberArray(events.map(LEDGER_COLUMN.retryCount))}::int4[]),
+      unnest(${numberArray(events.map(LEDGER_COLUMN.costTotal))}::int8[]),
       jsonb_build_object(
-        'tool', unnest(${numberArray(col((e) => e.cost.breakdown.tool))}::int8[])::text,
-        'input_tokens', unnest(${numberArray(col((e) => e.cost.breakdown.input_tokens))}::int8[])::text,
-        'output_tokens', unnest(${numberArray(col((e) => e.cost.breakdown.output_tokens))}::int8[])::text,
-        'duration', unnest(${numberArray(col((e) => e.cost.breakdown.duration))}::int8[])::text),
-      unnest(${textArray(col((e) => e.subscription.currency))}::text[]),
+        'tool', unnest(${numberArray(events.map(LEDGER_COLUMN.breakdownTool))}::int8[])::text,
+        'input_tokens', unnest(${numberArray(events.map(LEDGER_COLUMN.breakdownInputTokens))}::int8[])::text,
+        'output_tokens', unnest(${numberArray(events.map(LEDGER_COLUMN.breakdownOutputTokens))}::int8[])::text,
+        'duration', unnest(${numberArray(events.map(LEDGER_COLUMN.breakdownDuration))}::int8[])::text),
+      unnest(${textArray(events.map(LEDGER_COLUMN.currency))}::text[]),
       unnest(${boolArray(overCap)}::bool[]),
-      unnest(${textArray(col((e) => e.errorType))}::text[]),
-      unnest(${boolArray(col((e) => e.isParallel))}::bool[])
+      unnest(${textArray(events.map(LEDGER_COLUMN.errorType))}::text[]),
+      unnest(${boolArray(events.map(LEDGER_COLUMN.isParallel))}::bool[])
     ON CONFLICT (tenant_id, event_id) DO NOTHING
     RETURNING tenant_id, event_id, ingest_nonce)
     SELECT * FROM unnest(${tenantIds}::text[], ${eventIds}::text[], ${nonces}::text[]) AS k(tenant_id, event_id, ingest_nonce)
@@ -142,8 +185,8 @@ export async function writeLedger(
   counts?: (c: LedgerCounters) => void,
   rowsPerStatement = LEDGER_ROWS_PER_STATEMENT,
 ): Promise<EntryResult[]> {
-  const events = batch.map((entry) => entry.payload);
-  const overCap = batch.map((entry) => entry.tags.some((t) => t.startsWith(CAP_TAG_PREFIX)));
+  const events = batch.map(payloadOf);
+  const overCap = batch.map(isOverCap);
 
   // At most LEDGER_ROWS_PER_STATEMENT rows a statement, in order: the first of two events with one
   // id in a batch is the one ledgered, as in one statement.
@@ -185,21 +228,31 @@ export async function writeLedger(
     redelivered: events.length - inserted - duplicates.length,
   });
 
-  return events.map((event, i): EntryResult => {
+  // A loop, not a map with an arrow: see LEDGER_COLUMN.
+  const results: EntryResult[] = [];
+  for (let i = 0; i < events.length; i++) {
     if (mine && !mine[i]) {
-      // A rolling total is taken back in the bucket it was counted in (msgpack may hand its numbers back as bigint).
-      return {
-        counters: event.capCounters.map((c) => ({
-          key: c.key,
-          by: -c.by,
-          ttlSeconds: 0,
-          ...(c.window ? { window: { bucketMs: Number(c.window.bucketMs), buckets: Number(c.window.buckets), now: Number(c.window.now) } } : {}),
-        })),
-      };
+      results.push({ counters: events[i].capCounters.map(takenBack) });
+      continue;
     }
-    const ledgered: LedgeredEvent = withPart(event, { overCap: overCap[i] });
-    return { outputs: [emit(STREAMS.ledgered, ledgered)] };
-  });
+    const ledgered: LedgeredEvent = withPart(events[i], { overCap: overCap[i] });
+    results.push({ outputs: [emit(STREAMS.ledgered, ledgered)] });
+  }
+  return results;
+}
+
+const payloadOf = (entry: StageEntry<CheckedEvent>) => entry.payload;
+const isCapTag = (tag: string) => tag.startsWith(CAP_TAG_PREFIX);
+const isOverCap = (entry: StageEntry<CheckedEvent>) => entry.tags.some(isCapTag);
+
+/** A duplicate's spend counter taken back, a rolling total in the bucket it was counted in (msgpack may hand its numbers back as bigint). */
+function takenBack(c: CheckedEvent['capCounters'][number]) {
+  return {
+    key: c.key,
+    by: -c.by,
+    ttlSeconds: 0,
+    ...(c.window ? { window: { bucketMs: Number(c.window.bucketMs), buckets: Number(c.window.buckets), now: Number(c.window.now) } } : {}),
+  };
 }
 
 export const ledgerWriteStage: StageDefinition<CheckedEvent> = {

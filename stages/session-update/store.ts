@@ -20,10 +20,13 @@ import { advanceSession, type SessionState, type SessionStatus } from './lifecyc
  * Events without a session_id are not session events: they are skipped.
  */
 export async function applySessionEvents(sql: Sql, events: LedgeredEvent[]): Promise<{ applied: number; sessions: number }> {
-  const candidates = events.filter((e) => e.sessionId);
+  const candidates = events.filter(inSession);
   if (candidates.length === 0) return { applied: 0, sessions: 0 };
   return sql.begin(async (tx) => advanceSessions(tx, await claimEvents(tx, candidates)));
 }
+
+/** A function of the module, not an arrow per call: see columns(). */
+const inSession = (e: LedgeredEvent) => Boolean(e.sessionId);
 
 /**
  * The same, exactly once per *block* of events (a block is redelivered whole, with the same
@@ -36,7 +39,7 @@ export async function applySessionBlocks(
   blocks: { origin: string; events: LedgeredEvent[] }[],
 ): Promise<{ applied: number; sessions: number }> {
   const touching = blocks
-    .map((b) => ({ origin: b.origin, events: b.events.filter((e) => e.sessionId), single: b.events.length === 1 }))
+    .map((b) => ({ origin: b.origin, events: b.events.filter(inSession), single: b.events.length === 1 }))
     .filter((b) => b.events.length > 0);
   if (touching.length === 0) return { applied: 0, sessions: 0 };
   return sql.begin(async (tx) => {
@@ -169,29 +172,56 @@ async function lockSessions(tx: postgres.TransactionSql, representatives: Ledger
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 
-/** Column arrays for unnest, in the order of SESSION_COLUMNS. */
+/**
+ * Column arrays for unnest, in the order of SESSION_COLUMNS: one loop, not an arrow per column.
+ * V8 keeps a closure's optimized code only while an instance of it lives, so arrows made per
+ * batch lost their code at every full collection of the heap and were compiled again
+ * (BENCHMARKS.md, issue 13, forty-fourth session).
+ */
 function columns(states: SessionState[]) {
-  return {
-    tenant: states.map((s) => s.tenantId),
-    session: states.map((s) => s.sessionId),
-    customer: states.map((s) => s.customerId),
-    team: states.map((s) => s.teamId),
-    agent: states.map((s) => s.agentId),
-    app: states.map((s) => s.appId),
-    credential: states.map((s) => s.credentialId),
-    status: states.map((s) => s.status),
-    started: states.map((s) => iso(s.startedAt)),
-    last: states.map((s) => iso(s.lastEventAt)),
-    ended: states.map((s) => iso(s.endedAt)),
-    events: states.map((s) => String(s.events)),
-    toolCalls: states.map((s) => String(s.toolCalls)),
-    input: states.map((s) => s.inputTokens.toString()),
-    output: states.map((s) => s.outputTokens.toString()),
-    duration: states.map((s) => s.durationMs.toString()),
-    errors: states.map((s) => String(s.errors)),
-    cost: states.map((s) => s.costNano.toString()),
-    late: states.map((s) => String(s.lateEvents)),
+  const c = {
+    tenant: [] as SessionState['tenantId'][],
+    session: [] as SessionState['sessionId'][],
+    customer: [] as SessionState['customerId'][],
+    team: [] as SessionState['teamId'][],
+    agent: [] as SessionState['agentId'][],
+    app: [] as SessionState['appId'][],
+    credential: [] as SessionState['credentialId'][],
+    status: [] as SessionState['status'][],
+    started: [] as (string | null)[],
+    last: [] as (string | null)[],
+    ended: [] as (string | null)[],
+    events: [] as string[],
+    toolCalls: [] as string[],
+    input: [] as string[],
+    output: [] as string[],
+    duration: [] as string[],
+    errors: [] as string[],
+    cost: [] as string[],
+    late: [] as string[],
   };
+  for (const s of states) {
+    c.tenant.push(s.tenantId);
+    c.session.push(s.sessionId);
+    c.customer.push(s.customerId);
+    c.team.push(s.teamId);
+    c.agent.push(s.agentId);
+    c.app.push(s.appId);
+    c.credential.push(s.credentialId);
+    c.status.push(s.status);
+    c.started.push(iso(s.startedAt));
+    c.last.push(iso(s.lastEventAt));
+    c.ended.push(iso(s.endedAt));
+    c.events.push(String(s.events));
+    c.toolCalls.push(String(s.toolCalls));
+    c.input.push(s.inputTokens.toString());
+    c.output.push(s.outputTokens.toString());
+    c.duration.push(s.durationMs.toString());
+    c.errors.push(String(s.errors));
+    c.cost.push(s.costNano.toString());
+    c.late.push(String(s.lateEvents));
+  }
+  return c;
 }
 
 async function updateSessions(tx: postgres.TransactionSql, states: SessionState[]): Promise<void> {
