@@ -202,10 +202,11 @@ interface LiftedRow {
  * A scope's flag after pauses of it were lifted. A flag left by a lift (isLeftByLiftCutShort) or
  * none at all then holds the scope's latest pause still in force (another cap that stopped it in
  * its period), or goes. Any other flag stays as it is: a pause in force, or a new one whose record
- * is on its way (an ack sets the flag before cap-check records it). `judged`: the flag's value as
- * the caller read it and found it left by a lift; without it the flag is read and judged here. The
- * flag changes only while it still holds that value (replaceIfUnchanged): one an ack set in
- * between stays. Returns whether the scope is left without a flag.
+ * is on its way (an ack sets the flag before cap-check records it). `flag`: its value as the
+ * caller read it (`seen`, null when absent), and whether the caller found it left by a lift;
+ * without it the flag is read here, and judged here unless `leftByLift`. The flag changes only
+ * while it still holds that value (replaceIfUnchanged): one an ack set in between stays. Returns
+ * whether the scope is left without a flag.
  */
 async function settleFlag(
   sql: Sql,
@@ -215,10 +216,10 @@ async function settleFlag(
   customerId: string | undefined,
   scope: PauseScope,
   scopeId: string,
-  judged?: string,
+  flag?: { seen: string | null; leftByLift: boolean },
 ): Promise<boolean> {
-  const seen = judged ?? (await redis.get(key));
-  if (judged === undefined && seen !== null && !(await isLeftByLift(sql, tenantId, parseFlag(seen)!))) return false;
+  const seen = flag ? flag.seen : await redis.get(key);
+  if (!flag?.leftByLift && seen !== null && !(await isLeftByLift(sql, tenantId, parseFlag(seen)!))) return false;
   const [other] = await sql<(PauseRow & { period: string })[]>`
     SELECT p.cap_id, p.scope_kind, p.scope_id, p.period_key, p.limit_nano, p.event_id, p.paused_at, p.period_ends_at, p.customer_id, c.period
     FROM cap_pauses p JOIN spend_caps c ON c.tenant_id = p.tenant_id AND c.id = p.cap_id AND c.status = 'active'
@@ -304,7 +305,7 @@ export async function reconcilePauseFlags(
     else toRecord.push(flag.record);
   }
   await recordPauses(sql, toRecord);
-  for (const { key, value, record } of leftovers) await settleFlag(sql, redis, key, record.tenantId, record.customerId, record.scopeKind, record.scopeId, value);
+  for (const { key, value, record } of leftovers) await settleFlag(sql, redis, key, record.tenantId, record.customerId, record.scopeKind, record.scopeId, { seen: value, leftByLift: true });
   return { recorded: toRecord.length, settled: leftovers.length };
 }
 
@@ -394,13 +395,13 @@ export async function liftPause(
   if (row.customer_id) {
     const partition = partitionOf(customerPartitionKey(tenantId, row.customer_id), place.partitions);
     const key = pauseFlagKey(place, tenantId, row.customer_id, row.scope_kind, row.scope_id);
-    const flagBefore = await redis.exists(key);
+    const seen = await redis.get(key);
     if (lifted.length) {
       const batch = redis.multi();
       markLifted(batch, place, tenantId, partition, lifted);
       await batch.exec();
     }
-    flagDeleted = flagBefore === 1 && (await settleFlag(sql, redis, key, tenantId, row.customer_id, row.scope_kind, row.scope_id));
+    flagDeleted = seen !== null && (await settleFlag(sql, redis, key, tenantId, row.customer_id, row.scope_kind, row.scope_id, { seen, leftByLift: false }));
   }
   return {
     scopeKind: row.scope_kind,
@@ -453,7 +454,7 @@ async function finishLiftCutShort(sql: Sql, redis: Redis, place: RedisPlace, ten
     markLifted(batch, place, tenantId, partitionOf(customerPartitionKey(tenantId, row.customer_id), place.partitions), byAdmin);
     await batch.exec();
   }
-  const flagDeleted = await settleFlag(sql, redis, key, tenantId, row.customer_id, row.scope_kind, row.scope_id, seen!);
+  const flagDeleted = await settleFlag(sql, redis, key, tenantId, row.customer_id, row.scope_kind, row.scope_id, { seen, leftByLift: true });
   return { scopeKind: row.scope_kind, scopeId: row.scope_id, flagDeleted, recordsLifted: 0, liftedAt: row.lifted_at };
 }
 
@@ -510,7 +511,7 @@ async function settleFlagsLeftByLiftsCutShort(sql: Sql, redis: Redis, place: Red
   const flags = await getMany(redis, keys);
   for (const [i, r] of lifted.entries()) {
     const flag = parseFlag(flags[i]);
-    if (flag && isLeftByLiftCutShort(flag, r)) await settleFlag(sql, redis, keys[i], tenantId, r.customer_id!, r.scope_kind, r.scope_id, flags[i]!);
+    if (flag && isLeftByLiftCutShort(flag, r)) await settleFlag(sql, redis, keys[i], tenantId, r.customer_id!, r.scope_kind, r.scope_id, { seen: flags[i], leftByLift: true });
   }
 }
 

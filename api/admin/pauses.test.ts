@@ -283,41 +283,44 @@ describe('pauses: set, lifted by each route, recorded', () => {
 
   /**
    * The Redis client a lift uses, where an ack lands on the scope's flag (another cap crossing:
-   * the ack script sets the flag before cap-check records the pause) the first time the lift
-   * calls `command` on it, once that call has its answer.
+   * the ack script sets the flag before cap-check records the pause) when the lift first reads
+   * the flag: just before that read, or once it has its answer.
    */
-  function ackLandingAfter(command: 'exists' | 'get', flag: string, newPause: PauseRecord): Redis {
+  function ackLanding(when: 'before' | 'after', flag: string, newPause: PauseRecord): Redis {
     let landed = false;
+    const land = async (args: unknown[]) => {
+      if (landed || args[0] !== flag) return;
+      landed = true;
+      await world.redis.set(flag, JSON.stringify(newPause), 'PX', 3_600_000);
+    };
     return new Proxy(world.redis, {
       get(target, prop) {
         const value = Reflect.get(target, prop, target);
         if (typeof value !== 'function') return value;
-        if (prop !== command) return value.bind(target);
+        if (prop !== 'get') return value.bind(target);
         return async (...args: unknown[]) => {
+          if (when === 'before') await land(args);
           const answer = await value.apply(target, args);
-          if (!landed && args[0] === flag) {
-            landed = true;
-            await target.set(flag, JSON.stringify(newPause), 'PX', 3_600_000);
-          }
+          if (when === 'after') await land(args);
           return answer;
         };
       },
     });
   }
 
-  it.each(['exists', 'get'] as const)(
-    "a pause that begins while a lift runs (its flag set after the lift's commit, seen by the lift's %s) stands: the lift leaves that flag",
-    async (command) => {
-      const a = agent(command === 'exists' ? 6 : 7);
+  it.each(['before', 'after'] as const)(
+    "a pause that begins while a lift runs (its flag set after the lift's commit, %s the lift reads the flag) stands: the lift leaves that flag",
+    async (when) => {
+      const a = agent(when === 'before' ? 6 : 7);
       const cap = await overCap(a.id);
       const flag = partitionedKey(world.config.REDIS_PREFIX, pauseKey(tenant.tenantId, 'agent', a.id), 0);
       const teamId = tenant.customers[0].teams[0].id;
       const teamCap = await admin('POST', '/spend-caps', { scope_kind: 'team', scope_id: teamId, period: 'day', limit: '100' });
       const newPause: PauseRecord = {
         tenantId: tenant.tenantId, capId: teamCap.body.id, scopeKind: 'agent', scopeId: a.id, period: 'day', periodKey: today(), limitNano: '100000000000',
-        eventId: `evt_${command}`, pausedAt: Date.now() + 1_000, customerId: tenant.customers[0].id, endsAt: Date.now() + 3_600_000,
+        eventId: `evt_${when}`, pausedAt: Date.now() + 1_000, customerId: tenant.customers[0].id, endsAt: Date.now() + 3_600_000,
       };
-      const lifted = await liftPause(world.sql, ackLandingAfter(command, flag, newPause), { prefix: world.config.REDIS_PREFIX, partitions: world.config.PARTITIONS }, tenant.tenantId, {
+      const lifted = await liftPause(world.sql, ackLanding(when, flag, newPause), { prefix: world.config.REDIS_PREFIX, partitions: world.config.PARTITIONS }, tenant.tenantId, {
         capId: cap.id, scopeId: a.id, periodKey: today(),
       });
       expect(lifted).toMatchObject({ flagDeleted: false, recordsLifted: 1 });
