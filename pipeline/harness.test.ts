@@ -943,6 +943,81 @@ describe('stage harness: groups of one process reading one stream', () => {
     expect(await scripted(redis).readKnownBuffer(inKey, 'g', 'c', 10, '', '')).toEqual([]);
   });
 
+  /** The group's XINFO GROUPS fields by name. */
+  async function groupInfo(key: string, group: string): Promise<Record<string, unknown>> {
+    for (const fields of (await redis.xinfo('GROUPS', key)) as unknown[][]) {
+      const info: Record<string, unknown> = {};
+      for (let i = 0; i < fields.length; i += 2) info[String(fields[i])] = fields[i + 1];
+      if (info.name === group) return info;
+    }
+    throw new Error(`no group ${group}`);
+  }
+
+  it('readKnown-1.lua hands the held ids that come next to the consumer by id alone, as a first delivery, with the group lag right', async () => {
+    const { inKey } = names();
+    const ids: string[] = [];
+    for (let i = 0; i < 8; i++) ids.push((await redis.xadd(inKey, '*', 'd', encodePayload({ n: i })))!);
+    await redis.xgroup('CREATE', inKey, 'g', '0');
+    await redis.xgroup('CREATE', inKey, 'twin', '0');
+    // The group's counter is known once it has read (a group that has read nothing may not have one).
+    expect(await scripted(redis).readKnownBuffer(inKey, 'g', 'c', 2, '', '')).toHaveLength(2);
+    await redis.xreadgroup('GROUP', 'twin', 'c', 'COUNT', 2, 'STREAMS', inKey, '>');
+
+    // Held: ids[1] (read already: skipped), then ids[2..5]; count 3 takes ids[2..4].
+    const reply = await scripted(redis).readKnownBuffer(inKey, 'g', 'c', 3, ids[1], ids[5], ...ids.slice(1, 6));
+    expect(reply.map((entry) => [entry[0].toString(), entry.length])).toEqual([
+      [ids[2], 1],
+      [ids[3], 1],
+      [ids[4], 1],
+    ]);
+    // As XREADGROUP would have left it: the same pending entries, delivered once, the same position and lag.
+    await redis.xreadgroup('GROUP', 'twin', 'c', 'COUNT', 3, 'STREAMS', inKey, '>');
+    const pending = (group: string) => redis.xpending(inKey, group, '-', '+', 10) as Promise<[string, string, number, number][]>;
+    expect((await pending('g')).map(([id, consumer, , deliveries]) => [id, consumer, deliveries])).toEqual(
+      (await pending('twin')).map(([id, consumer, , deliveries]) => [id, consumer, deliveries]),
+    );
+    const [mine, twin] = [await groupInfo(inKey, 'g'), await groupInfo(inKey, 'twin')];
+    expect(mine['last-delivered-id']).toBe(ids[4]);
+    expect([mine['entries-read'], mine.lag]).toEqual([twin['entries-read'], twin.lag]);
+    expect(mine.lag).toBe(3);
+    expect(await streamLag(redis, inKey)).toBe(3);
+
+    // What is not held comes with its fields, after the held ones.
+    const rest = await scripted(redis).readKnownBuffer(inKey, 'g', 'c', 10, ids[5], ids[5], ids[5]);
+    expect(rest.map((entry) => [entry[0].toString(), entry.length])).toEqual([[ids[5], 1]]);
+    const tail = await scripted(redis).readKnownBuffer(inKey, 'g', 'c', 10, ids[5], ids[5], ids[5]);
+    expect(tail.map((entry) => [entry[0].toString(), entry.length])).toEqual([
+      [ids[6], 2],
+      [ids[7], 2],
+    ]);
+    expect((await groupInfo(inKey, 'g')).lag).toBe(0);
+  });
+
+  it('readKnown-1.lua never hands over by id past an entry it does not hold, nor ids out of order, nor without a known counter', async () => {
+    const { inKey } = names();
+    const ids: string[] = [];
+    for (let i = 0; i < 6; i++) ids.push((await redis.xadd(inKey, '*', 'd', encodePayload({ n: i })))!);
+    await redis.xgroup('CREATE', inKey, 'g', '0');
+    const shown = (reply: Awaited<ReturnType<ReturnType<typeof scripted>['readKnownBuffer']>>) =>
+      reply.map((entry) => `${entry[0].toString()}:${entry.length === 1 ? 'id' : decodePayload<{ n: number }>(entry[1]![1]).n}`);
+
+    // A group that has read nothing yet has no entries-read counter here: an XREADGROUP sets it.
+    expect((await groupInfo(inKey, 'g'))['entries-read']).toBeNull();
+    expect(shown(await scripted(redis).readKnownBuffer(inKey, 'g', 'c', 1, ids[0], ids[1], ids[0], ids[1]))).toEqual([`${ids[0]}:id`]);
+    expect((await groupInfo(inKey, 'g'))['entries-read']).toBe(1);
+
+    // ids[2] is not held: the next read is an XREADGROUP, ids[2] with its fields and ids[3] by id.
+    expect(shown(await scripted(redis).readKnownBuffer(inKey, 'g', 'c', 2, ids[1], ids[3], ids[1], ids[3]))).toEqual([`${ids[1]}:id`]);
+    expect(shown(await scripted(redis).readKnownBuffer(inKey, 'g', 'c', 2, ids[3], ids[3], ids[3]))).toEqual([`${ids[2]}:2`, `${ids[3]}:id`]);
+
+    // Held out of order: the run stops where the order breaks (ids[4] is handed, ids[5] comes by XREADGROUP).
+    expect(shown(await scripted(redis).readKnownBuffer(inKey, 'g', 'c', 5, '', '', ids[4], ids[0]))).toEqual([`${ids[4]}:id`]);
+    expect(shown(await scripted(redis).readKnownBuffer(inKey, 'g', 'c', 5, '', '', ids[1]))).toEqual([`${ids[5]}:5`]);
+    const info = await groupInfo(inKey, 'g');
+    expect([info['last-delivered-id'], info['entries-read'], info.lag]).toEqual([ids[5], 6, 0]);
+    expect(((await redis.xpending(inKey, 'g')) as [number])[0]).toBe(6);
+  });
+
   it('readKnown-1.lua and trimAcked-1.lua order ids as the stream does, not as strings (9-1 before 10-0)', async () => {
     const { inKey } = names();
     for (const id of ['9-0', '9-1', '10-0', '11-0']) await redis.xadd(inKey, id, 'd', encodePayload({ id }));

@@ -77,6 +77,20 @@ describe('SharedReads', () => {
     expect(reads.keptRange('s')).toBeUndefined();
   });
 
+  it('names the ids it keeps after a given one, in stream order, at most as many as asked', () => {
+    const reads = new SharedReads();
+    reads.join('s', 'a');
+    reads.join('s', 'b');
+    expect(reads.keptIdsAfter('s', '', 10)).toEqual([]);
+    // Kept in the order read: a group behind the others read 9-0 and 10-0 after 11-0 was kept.
+    for (const id of ['11-0', '9-0', '10-0', '12-0']) reads.decode('s', id, fields([{ n: 1 }]));
+    expect(reads.keptIdsAfter('s', '', 10)).toEqual(['9-0', '10-0', '11-0', '12-0']);
+    expect(reads.keptIdsAfter('s', '9-0', 10)).toEqual(['10-0', '11-0', '12-0']);
+    expect(reads.keptIdsAfter('s', '10-0', 1)).toEqual(['11-0']);
+    expect(reads.keptIdsAfter('s', '12-0', 10)).toEqual([]);
+    expect(reads.keptIdsAfter('other', '', 10)).toEqual([]);
+  });
+
   it('wakes the groups waiting on a stream when an entry of it is kept, or when asked, or at their time', async () => {
     const reads = new SharedReads();
     reads.join('s', 'a');

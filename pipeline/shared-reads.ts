@@ -148,6 +148,24 @@ export class SharedReads {
   }
 
   /**
+   * The ids kept for the stream that come after `after` ('' for all), ascending, at most `max`:
+   * those a group that read up to `after` may be handed by id alone (readKnown-1.lua).
+   */
+  keptIdsAfter(streamKey: string, after: string, max: number): string[] {
+    const kept = this.kept.get(streamKey);
+    const ids: string[] = [];
+    if (!kept) return ids;
+    let ascending = true;
+    for (const id of kept.keys()) {
+      if (after !== '' && compareIds(id, after) <= 0) continue;
+      if (ascending && ids.length > 0 && compareIds(id, ids[ids.length - 1]) < 0) ascending = false;
+      ids.push(id);
+    }
+    if (!ascending) ids.sort(compareIds);
+    return ids.length > max ? ids.slice(0, max) : ids;
+  }
+
+  /**
    * A blocking read of the stream starts; returns the call that says it ended. One blocking read
    * per stream is enough for the groups of a process: the others wait for what it brings (wait).
    */

@@ -7,7 +7,7 @@ import { BlockSizes, Watermark } from './backpressure.js';
 import { blockPartsWithLayer, FIELD, type BlockBytes, type DecodedEntry } from './blocks.js';
 import { encodePayload } from './codec.js';
 import { describeError, isTransient, settleWithin, WedgedError } from './errors.js';
-import { deadLetterKey, errorsKey, partitionedKey, partitionOf } from './keys.js';
+import { compareIds, deadLetterKey, errorsKey, partitionedKey, partitionOf } from './keys.js';
 import { forwardOnce, moveMarkerKey, waitForReplicas, type MovedEntry } from './move.js';
 import { connectRedis, keySlot } from './redis.js';
 import { Recovery, type RawEntry, type RecoveryHost } from './recovery.js';
@@ -84,6 +84,8 @@ export class PartitionWorker<In> implements RecoveryHost {
   private readonly lingerMs: number;
   /** Events per entry in the last read, to turn the batch size in events into a read COUNT. */
   private eventsPerEntry = 1;
+  /** The newest id this worker was handed by a read of new entries ('' before the first): its group has read at least that far. */
+  private lastReadId = '';
   stopping = false;
   private reading = false;
   /** Entries read ahead of the batch in hand (stage.pipelined), not handed to the handler yet. */
@@ -285,31 +287,44 @@ export class PartitionWorker<In> implements RecoveryHost {
   private async readEntries(blockMs: number): Promise<RawEntry[]> {
     if (sharedReads.readers(this.inputKey) < 2) return this.xreadgroup(['STREAMS', this.inputKey, '>'], blockMs);
     const ready = await this.readKnown();
-    if (ready.length || this.stopping) return ready;
+    if (ready.length || this.stopping) return this.readUpTo(ready);
     if (sharedReads.isBlocked(this.inputKey)) {
       await sharedReads.wait(this.inputKey, blockMs);
-      return this.stopping ? [] : this.readKnown();
+      return this.stopping ? [] : this.readUpTo(await this.readKnown());
     }
     const unblocked = sharedReads.blocking(this.inputKey);
     try {
-      return this.decodeShared(await this.xreadgroup(['STREAMS', this.inputKey, '>'], blockMs));
+      return this.readUpTo(this.decodeShared(await this.xreadgroup(['STREAMS', this.inputKey, '>'], blockMs)));
     } finally {
       unblocked();
     }
   }
 
+  /** Notes how far a read of new entries took this worker's group (see lastReadId). */
+  private readUpTo(entries: RawEntry[]): RawEntry[] {
+    if (entries.length) this.lastReadId = entries[entries.length - 1].id;
+    return entries;
+  }
+
   /**
    * One non-blocking read of new entries (readKnown-1.lua): those another group of this process
    * decoded come as ids and are taken from the shared reads; one that is no longer kept there is
-   * read again by its id. Read entries are decoded at once, for the other groups.
+   * read again by its id. Read entries are decoded at once, for the other groups. The ids kept
+   * after this worker's last read go with it: when they are what its group reads next, Redis
+   * hands them over without reading their fields at all.
    */
   private async readKnown(): Promise<RawEntry[]> {
     const known = sharedReads.keptRange(this.inputKey);
-    // Nothing decoded here to leave out: a plain read costs Redis less than the script.
-    if (!known) return this.decodeShared(await this.xreadgroup(['STREAMS', this.inputKey, '>']));
+    // Nothing decoded here to leave out (none kept, or none after what this worker read last): a
+    // plain read costs Redis less than the script, whose XREADGROUP copies every field into Lua.
+    if (!known || (this.lastReadId !== '' && compareIds(this.lastReadId, known[1]) >= 0)) {
+      return this.decodeShared(await this.xreadgroup(['STREAMS', this.inputKey, '>']));
+    }
+    const count = this.readCount();
+    const held = sharedReads.keptIdsAfter(this.inputKey, this.lastReadId, count);
     let reply: KnownReadReply;
     try {
-      reply = await this.blockingScripts.readKnownBuffer(this.inputKey, this.stage.name, this.consumer, this.readCount(), known[0], known[1]);
+      reply = await this.blockingScripts.readKnownBuffer(this.inputKey, this.stage.name, this.consumer, count, known[0], known[1], ...held);
     } catch (err) {
       return this.readFailed(err);
     }
