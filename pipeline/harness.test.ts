@@ -11,7 +11,7 @@ import { deadLetterKey, limitFlagsChannel, partitionedKey } from './keys.js';
 import { ensureGroups, runStage, StageServices, type RunningStage } from './harness.js';
 import { publishControl } from './control.js';
 import { TcpProxy } from '../test/support/tcp-proxy.js';
-import { scripted } from './scripts.js';
+import { scripted, type KnownReadReply } from './scripts.js';
 import { ackArguments, parseAckReply } from './ack.js';
 import { entryFields, eventsOfEntries } from './blocks.js';
 import { emit, type AnyStage, type EntryResult, type StageDefinition, type StageEntry, type Topology } from './stage.js';
@@ -899,10 +899,40 @@ describe('stage harness: groups of one process reading one stream', () => {
     for (const group of groups) expect(((await redis.xpending(inKey, group)) as [number])[0]).toBe(0);
   });
 
-  it('reads again by id an entry read as an id that is no longer decoded here (aged out), and loses nothing', async () => {
+  it('reads again by id an entry handed over by id whose decoded entry is gone by the time it is taken, and loses nothing', async () => {
     const { input, inKey } = names();
-    // A kept range that spans every entry of the stream, kept for two groups that never come:
-    // each entry the real groups read comes as an id and is not found decoded.
+    // Two groups of this process that never come keep every entry decoded here; the real group is
+    // handed each of them by id, and each is gone when the worker takes it (aged out in between).
+    const leaveX = sharedReads.join(inKey, 'x');
+    const leaveY = sharedReads.join(inKey, 'y');
+    const seen: number[] = [];
+    const readAgainBefore = sharedReads.stats.readAgain;
+    const take = sharedReads.take;
+    try {
+      await ensureGroups(redis, PREFIX, 1, [{ stream: input, group: 'late' }]);
+      // A group made on an empty stream has no entries-read counter until its first read: set one.
+      await redis.xgroup('SETID', inKey, 'late', '0', 'ENTRIESREAD', 0);
+      const fed = await feedBlocksSlowly(inKey, 10, 3);
+      const entries = (await redis.xrangeBuffer(inKey, '-', '+')) as [Buffer, Buffer[]][];
+      for (const [id, fields] of entries) sharedReads.decode(inKey, id.toString(), fields);
+      sharedReads.take = () => undefined;
+      const running = await start(recorder(input, 'late', seen), [{ stream: input, group: 'late' }]);
+      await until(async () => seen.length >= fed.length);
+      await running.stop();
+      expect([...seen].sort((a, b) => a - b)).toEqual(fed);
+      expect(sharedReads.stats.readAgain - readAgainBefore).toBe(10);
+      expect(((await redis.xpending(inKey, 'late')) as [number])[0]).toBe(0);
+    } finally {
+      sharedReads.take = take;
+      leaveX();
+      leaveY();
+    }
+  });
+
+  it('reads plainly, and loses nothing, when what the process keeps is not what its group reads next', async () => {
+    const { input, inKey } = names();
+    // Kept here: two ids around every entry of the stream, for two groups that never come. The
+    // real group's next entries are none of them.
     const leaveX = sharedReads.join(inKey, 'x');
     const leaveY = sharedReads.join(inKey, 'y');
     const stale = entryFields([{ n: -1 }, { n: -2 }], 'stale').map((f) => (typeof f === 'string' ? Buffer.from(f) : f));
@@ -911,27 +941,33 @@ describe('stage harness: groups of one process reading one stream', () => {
     const seen: number[] = [];
     const readAgainBefore = sharedReads.stats.readAgain;
     try {
-      // Fed before the group reads: its first read takes them all, as ids.
       await ensureGroups(redis, PREFIX, 1, [{ stream: input, group: 'late' }]);
       const fed = await feedBlocksSlowly(inKey, 10, 3);
       const running = await start(recorder(input, 'late', seen), [{ stream: input, group: 'late' }]);
       await until(async () => seen.length >= fed.length);
       await running.stop();
       expect([...seen].sort((a, b) => a - b)).toEqual(fed);
-      expect(sharedReads.stats.readAgain - readAgainBefore).toBe(10);
+      expect(sharedReads.stats.readAgain - readAgainBefore).toBe(0);
       expect(((await redis.xpending(inKey, 'late')) as [number])[0]).toBe(0);
+      expect(await streamLag(redis, inKey)).toBe(0);
     } finally {
       leaveX();
       leaveY();
     }
   });
 
+  /** readKnown-1.lua's entries, where the test expects entries (not 0: read plainly). */
+  function entriesOf(reply: KnownReadReply | 0): KnownReadReply {
+    if (reply === 0) throw new Error('readKnown-1.lua answered 0 (read plainly) where entries were expected');
+    return reply;
+  }
+
   it('readKnown-1.lua leaves out the fields of the entries in the known range and hands every entry to the consumer', async () => {
     const { inKey } = names();
     const ids: string[] = [];
     for (let i = 0; i < 5; i++) ids.push((await redis.xadd(inKey, '*', 'd', encodePayload({ n: i })))!);
     await redis.xgroup('CREATE', inKey, 'g', '0');
-    const reply = await scripted(redis).readKnownBuffer(inKey, 'g', 'c', 10, ids[1], ids[2]);
+    const reply = entriesOf(await scripted(redis).readKnownBuffer(inKey, 'g', 'c', 10, ids[1], ids[2]));
     expect(reply.map(([id, fields]) => [id.toString(), fields === undefined ? 'id only' : decodePayload<{ n: number }>(fields[1]).n])).toEqual([
       [ids[0], 0],
       [ids[1], 'id only'],
@@ -964,7 +1000,7 @@ describe('stage harness: groups of one process reading one stream', () => {
     await redis.xreadgroup('GROUP', 'twin', 'c', 'COUNT', 2, 'STREAMS', inKey, '>');
 
     // Held: ids[1] (read already: skipped), then ids[2..5]; count 3 takes ids[2..4].
-    const reply = await scripted(redis).readKnownBuffer(inKey, 'g', 'c', 3, ids[1], ids[5], ...ids.slice(1, 6));
+    const reply = entriesOf(await scripted(redis).readKnownBuffer(inKey, 'g', 'c', 3, ids[1], ids[5], ...ids.slice(1, 6)));
     expect(reply.map((entry) => [entry[0].toString(), entry.length])).toEqual([
       [ids[2], 1],
       [ids[3], 1],
@@ -982,15 +1018,11 @@ describe('stage harness: groups of one process reading one stream', () => {
     expect(mine.lag).toBe(3);
     expect(await streamLag(redis, inKey)).toBe(3);
 
-    // What is not held comes with its fields, after the held ones.
     const rest = await scripted(redis).readKnownBuffer(inKey, 'g', 'c', 10, ids[5], ids[5], ids[5]);
-    expect(rest.map((entry) => [entry[0].toString(), entry.length])).toEqual([[ids[5], 1]]);
-    const tail = await scripted(redis).readKnownBuffer(inKey, 'g', 'c', 10, ids[5], ids[5], ids[5]);
-    expect(tail.map((entry) => [entry[0].toString(), entry.length])).toEqual([
-      [ids[6], 2],
-      [ids[7], 2],
-    ]);
-    expect((await groupInfo(inKey, 'g')).lag).toBe(0);
+    expect(entriesOf(rest).map((entry) => [entry[0].toString(), entry.length])).toEqual([[ids[5], 1]]);
+    // Past everything held: nothing read, the caller reads plainly.
+    expect(await scripted(redis).readKnownBuffer(inKey, 'g', 'c', 10, ids[5], ids[5], ids[5])).toBe(0);
+    expect((await groupInfo(inKey, 'g')).lag).toBe(2);
   });
 
   it('readKnown-1.lua never hands over by id past an entry it does not hold, nor ids out of order, nor without a known counter', async () => {
@@ -998,24 +1030,45 @@ describe('stage harness: groups of one process reading one stream', () => {
     const ids: string[] = [];
     for (let i = 0; i < 6; i++) ids.push((await redis.xadd(inKey, '*', 'd', encodePayload({ n: i })))!);
     await redis.xgroup('CREATE', inKey, 'g', '0');
-    const shown = (reply: Awaited<ReturnType<ReturnType<typeof scripted>['readKnownBuffer']>>) =>
-      reply.map((entry) => `${entry[0].toString()}:${entry.length === 1 ? 'id' : decodePayload<{ n: number }>(entry[1]![1]).n}`);
+    const read = (count: number, ...held: string[]) => scripted(redis).readKnownBuffer(inKey, 'g', 'c', count, held[0] ?? '', held[held.length - 1] ?? '', ...held);
+    const shown = (reply: Awaited<ReturnType<typeof read>>) =>
+      reply === 0 ? 'read plainly' : reply.map((entry) => `${entry[0].toString()}:${entry.length === 1 ? 'id' : decodePayload<{ n: number }>(entry[1]![1]).n}`);
+    const position = async () => {
+      const info = await groupInfo(inKey, 'g');
+      return [info['last-delivered-id'], info['entries-read']];
+    };
+    const plainRead = (count: number) => redis.xreadgroup('GROUP', 'g', 'c', 'COUNT', count, 'STREAMS', inKey, '>');
 
-    // A group that has read nothing yet has no entries-read counter here: an XREADGROUP sets it.
+    // A group that has read nothing yet has no entries-read counter here: nothing is handed over
+    // by id (the caller's plain XREADGROUP sets the counter).
     expect((await groupInfo(inKey, 'g'))['entries-read']).toBeNull();
-    expect(shown(await scripted(redis).readKnownBuffer(inKey, 'g', 'c', 1, ids[0], ids[1], ids[0], ids[1]))).toEqual([`${ids[0]}:id`]);
-    expect((await groupInfo(inKey, 'g'))['entries-read']).toBe(1);
+    expect(shown(await read(1, ids[0], ids[1]))).toBe('read plainly');
+    expect(await position()).toEqual(['0-0', null]);
+    await plainRead(1);
+    expect(await position()).toEqual([ids[0], 1]);
 
-    // ids[2] is not held: the next read is an XREADGROUP, ids[2] with its fields and ids[3] by id.
-    expect(shown(await scripted(redis).readKnownBuffer(inKey, 'g', 'c', 2, ids[1], ids[3], ids[1], ids[3]))).toEqual([`${ids[1]}:id`]);
-    expect(shown(await scripted(redis).readKnownBuffer(inKey, 'g', 'c', 2, ids[3], ids[3], ids[3]))).toEqual([`${ids[2]}:2`, `${ids[3]}:id`]);
+    // ids[2] is not held: the run stops before it (ids[1] by id), then nothing comes next by id.
+    expect(shown(await read(2, ids[1], ids[3]))).toEqual([`${ids[1]}:id`]);
+    expect(shown(await read(2, ids[3]))).toBe('read plainly');
+    expect(await position()).toEqual([ids[1], 2]);
+    await plainRead(2);
 
-    // Held out of order: the run stops where the order breaks (ids[4] is handed, ids[5] comes by XREADGROUP).
-    expect(shown(await scripted(redis).readKnownBuffer(inKey, 'g', 'c', 5, '', '', ids[4], ids[0]))).toEqual([`${ids[4]}:id`]);
-    expect(shown(await scripted(redis).readKnownBuffer(inKey, 'g', 'c', 5, '', '', ids[1]))).toEqual([`${ids[5]}:5`]);
+    // Held out of order: the run stops where the order breaks (ids[4] by id); held ids all read
+    // already: nothing by id.
+    expect(shown(await read(5, ids[4], ids[0]))).toEqual([`${ids[4]}:id`]);
+    expect(shown(await read(5, ids[1]))).toBe('read plainly');
+    expect(await position()).toEqual([ids[4], 5]);
+    await plainRead(5);
     const info = await groupInfo(inKey, 'g');
     expect([info['last-delivered-id'], info['entries-read'], info.lag]).toEqual([ids[5], 6, 0]);
     expect(((await redis.xpending(inKey, 'g')) as [number])[0]).toBe(6);
+
+    // An id held that is not in the stream is never a place to move the group to: the entry added
+    // after it, with a lower id, is still read.
+    expect(shown(await read(5, '9999999999999-0'))).toBe('read plainly');
+    expect(await position()).toEqual([ids[5], 6]);
+    const added = (await redis.xadd(inKey, '*', 'd', encodePayload({ n: 6 })))!;
+    expect(((await plainRead(5)) as [string, [string, string[]][]][])[0][1].map(([id]) => id)).toEqual([added]);
   });
 
   it('readKnown-1.lua and trimAcked-1.lua order ids as the stream does, not as strings (9-1 before 10-0)', async () => {
@@ -1023,7 +1076,7 @@ describe('stage harness: groups of one process reading one stream', () => {
     for (const id of ['9-0', '9-1', '10-0', '11-0']) await redis.xadd(inKey, id, 'd', encodePayload({ id }));
     await redis.xgroup('CREATE', inKey, 'a', '0');
     await redis.xgroup('CREATE', inKey, 'b', '0');
-    const reply = await scripted(redis).readKnownBuffer(inKey, 'a', 'c', 10, '9-1', '10-0');
+    const reply = entriesOf(await scripted(redis).readKnownBuffer(inKey, 'a', 'c', 10, '9-1', '10-0'));
     expect(reply.map(([id, fields]) => `${id.toString()}:${fields === undefined ? 'id only' : 'fields'}`)).toEqual([
       '9-0:fields',
       '9-1:id only',

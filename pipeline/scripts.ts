@@ -18,10 +18,10 @@ interface ScriptedRedis {
   forwardOnce(numKeys: number, ...args: ScriptArg[]): Promise<(string | null)[]>;
   oldestWaiting(numKeys: number, ...keys: string[]): Promise<number[]>;
   advanceOnce(numKeys: number, ...args: ScriptArg[]): Promise<(string | number | null | [string])[]>;
-  readKnownBuffer(stream: string, group: string, consumer: string, count: number, knownFrom: string, knownTo: string, ...held: string[]): Promise<KnownReadReply>;
+  readKnownBuffer(stream: string, group: string, consumer: string, count: number, knownFrom: string, knownTo: string, ...held: string[]): Promise<KnownReadReply | 0>;
 }
 
-/** readKnown-1.lua's reply: per entry its id alone (its fields are held by the caller) or its id and fields. */
+/** readKnown-1.lua's reply: per entry its id alone (its fields are held by the caller) or its id and fields (0, when ids held were given: read plainly). */
 export type KnownReadReply = ([Buffer] | [Buffer, Buffer[]])[];
 
 const SCRIPTS: { name: keyof ScriptedRedis | 'readKnown'; file: string; keys?: number; lib?: string }[] = [

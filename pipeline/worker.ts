@@ -322,12 +322,15 @@ export class PartitionWorker<In> implements RecoveryHost {
     }
     const count = this.readCount();
     const held = sharedReads.keptIdsAfter(this.inputKey, this.lastReadId, count);
-    let reply: KnownReadReply;
+    let reply: KnownReadReply | 0;
     try {
       reply = await this.blockingScripts.readKnownBuffer(this.inputKey, this.stage.name, this.consumer, count, known[0], known[1], ...held);
     } catch (err) {
       return this.readFailed(err);
     }
+    // None of the held ids comes next for the group (it is behind them, or past them): what it
+    // reads next must come with its bytes, sent most cheaply by a plain read.
+    if (reply === 0) return this.decodeShared(await this.xreadgroup(['STREAMS', this.inputKey, '>']));
     const entries: RawEntry[] = [];
     const missing: RawEntry[] = [];
     for (const [id, fields] of reply) {

@@ -6,7 +6,10 @@
   ledgered block; this way one of them carries its bytes.
   KEYS[1] stream. ARGV: group, consumer, count, known_from, known_to ('' for none), then the ids
   the caller holds, ascending (none, or any number).
-  Returns per entry {id} (its fields left out) or {id, fields}.
+  Returns per entry {id} (its fields left out) or {id, fields}; or, when ids held were given but
+  none of them comes next for the group, 0: nothing was read, and the caller reads with a plain
+  XREADGROUP (the entries it needs next are not held, so their bytes must come to it anyway, and
+  a plain read sends them without copying them into Lua first).
 
   When the group's next entries are the first of the ids held, one after another in the stream
   (no other entry between them: an exclusive XRANGE between two ids finds none), they are handed
@@ -15,8 +18,9 @@
   (which the group's lag, and so backpressure, is read from). No byte of them crosses into Lua: an
   XREADGROUP here copies every field of every entry into a Lua string, which cost Redis about a
   millisecond per read of ten ledgered blocks (BENCHMARKS.md, forty-fifth session). Otherwise
-  (the group is behind what is held, or its counter is unknown) the read is an XREADGROUP that
-  leaves out the fields of the entries in [known_from, known_to].
+  (the group is behind what is held, past it, or its counter is unknown) the reply is 0. Without
+  ids held, the read is an XREADGROUP that leaves out the fields of the entries in
+  [known_from, known_to].
 ]]
 local stream, group, consumer, count = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3])
 local FIRST_HELD = 6
@@ -67,18 +71,22 @@ if #ARGV >= FIRST_HELD then
       claim[#claim + 1] = 'FORCE'
       claim[#claim + 1] = 'JUSTID'
       local claimed = redis.call(unpack(claim))
+      -- An id held that is not in the stream (never the case for ids read from it and not yet
+      -- read by this group) is passed over, and the group is never moved past the last entry
+      -- claimed: an entry added later with a lower id than a stray one is still read.
+      if #claimed == 0 then return 0 end
       if #claimed == #run then
-        redis.call('XGROUP', 'SETID', stream, group, run[#run], 'ENTRIESREAD', entriesRead + #run)
+        redis.call('XGROUP', 'SETID', stream, group, claimed[#claimed], 'ENTRIESREAD', entriesRead + #run)
       else
-        -- An id held is gone from the stream (never the case while a group has not read it): the
-        -- counter can no longer be told exactly; the next read goes by XREADGROUP, which sets it.
-        redis.call('XGROUP', 'SETID', stream, group, run[#run])
+        -- The counter can no longer be told exactly: the next call reads plainly, and XREADGROUP sets it.
+        redis.call('XGROUP', 'SETID', stream, group, claimed[#claimed])
       end
       local reply = {}
       for k = 1, #claimed do reply[k] = { claimed[k] } end
       return reply
     end
   end
+  return 0
 end
 
 local reply = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count, 'STREAMS', stream, '>')
