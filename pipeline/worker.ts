@@ -294,10 +294,15 @@ export class PartitionWorker<In> implements RecoveryHost {
     }
     const unblocked = sharedReads.blocking(this.inputKey);
     try {
-      return this.readUpTo(this.decodeShared(await this.xreadgroup(['STREAMS', this.inputKey, '>'], blockMs)));
+      return this.readUpTo(await this.readPlainly(blockMs));
     } finally {
       unblocked();
     }
+  }
+
+  /** New entries by a plain XREADGROUP (blocking up to blockMs when given), decoded for the other groups of this process. */
+  private async readPlainly(blockMs?: number): Promise<RawEntry[]> {
+    return this.decodeShared(await this.xreadgroup(['STREAMS', this.inputKey, '>'], blockMs));
   }
 
   /** Notes how far a read of new entries took this worker's group (see lastReadId). */
@@ -317,9 +322,7 @@ export class PartitionWorker<In> implements RecoveryHost {
     const known = sharedReads.keptRange(this.inputKey);
     // Nothing decoded here to leave out (none kept, or none after what this worker read last): a
     // plain read costs Redis less than the script, whose XREADGROUP copies every field into Lua.
-    if (!known || (this.lastReadId !== '' && compareIds(this.lastReadId, known[1]) >= 0)) {
-      return this.decodeShared(await this.xreadgroup(['STREAMS', this.inputKey, '>']));
-    }
+    if (!known || (this.lastReadId !== '' && compareIds(this.lastReadId, known[1]) >= 0)) return this.readPlainly();
     const count = this.readCount();
     const held = sharedReads.keptIdsAfter(this.inputKey, this.lastReadId, count);
     let reply: KnownReadReply | 0;
@@ -330,7 +333,7 @@ export class PartitionWorker<In> implements RecoveryHost {
     }
     // None of the held ids comes next for the group (it is behind them, or past them): what it
     // reads next must come with its bytes, sent most cheaply by a plain read.
-    if (reply === 0) return this.decodeShared(await this.xreadgroup(['STREAMS', this.inputKey, '>']));
+    if (reply === 0) return this.readPlainly();
     const entries: RawEntry[] = [];
     const missing: RawEntry[] = [];
     for (const [id, fields] of reply) {
