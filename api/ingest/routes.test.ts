@@ -492,6 +492,22 @@ describe('POST /v1/events: room after the ledger', () => {
     expect(await w.length()).toBe(2);
   });
 
+  it('keeps three queues of room below the ledger\'s mark: what is on its way to the ledger when ingest reads room still fits', async () => {
+    // The ledger stops at 100 unread after it; a queue is 20: ingest refuses above 100 - 3 x 20 = 40.
+    const w = world({ BACKPRESSURE_HIGH: 100, BACKPRESSURE_LOW: 10, INGEST_MAX_QUEUE_EVENTS: 20 });
+    const ledgered = partitionedKey(w.config.REDIS_PREFIX, STREAMS.ledgered, 0);
+    await iso.redis.xgroup('CREATE', ledgered, 'session-update', '0', 'MKSTREAM');
+    const unread = async (n: number) => {
+      for (let i = 0; i < n; i++) await iso.redis.xadd(ledgered, '*', 'd', 'x');
+      await new Promise((r) => setTimeout(r, 150)); // past the gate's cache of an open read
+    };
+    await unread(40);
+    expect((await w.post([toolEvent()])).status).toBe(202); // at the mark
+    await unread(1);
+    expect((await w.post([toolEvent()])).status).toBe(429); // one queue's room (80) would still take it
+    expect(await w.length()).toBe(1);
+  });
+
   it('takes events again once events:ledgered is read below three quarters of that room, not before', async () => {
     // Room 10 (as above): closed above 10 unread, open again below 7.
     const w = world({ BACKPRESSURE_HIGH: 20, BACKPRESSURE_LOW: 10, INGEST_MAX_QUEUE_EVENTS: 10 });

@@ -43,18 +43,26 @@ function isOutOfMemory(err: unknown): boolean {
 /**
  * How many events `events:ledgered` may hold unread before ingest refuses: the ledger stops at
  * BACKPRESSURE_HIGH there (its output gate) until the stages after it read it below
- * BACKPRESSURE_LOW, and the queue before the ledger may still bring INGEST_MAX_QUEUE_EVENTS, so
- * ingest closes that far below the ledger's mark. What it accepted then always fits: it is not
- * held up while the ledger waits for the stages after it (under a 3x overload that wait was a
- * fifth of the time, and what ingest had taken waited it out: BENCHMARKS.md, issue 13).
+ * BACKPRESSURE_LOW, so ingest closes far enough below the ledger's mark that what it accepted
+ * always fits: it is not held up while the ledger waits for the stages after it.
+ *
+ * How far: LEDGER_ROOM_QUEUES times INGEST_MAX_QUEUE_EVENTS. Once ingest read room, the queue
+ * before the ledger (up to INGEST_MAX_QUEUE_EVENTS, and more in the time a read takes), the
+ * requests in flight (64 requests of 100 events in the benchmark) and what is taken before the
+ * next read all still reach the ledger. With one queue's margin the ledger stopped anyway, 4 to 14
+ * s of every 60-s run at 3x overload, and what ingest had taken waited it out: accepted events
+ * ledgered p99 2.4-3.1 s. With three it never stopped: 1.3 s (BENCHMARKS.md, issue 13,
+ * forty-sixth session).
  *
  * It opens again at three quarters of that mark, not half. While it is closed, the stages after
  * the ledger catch up alone on one core and the other core sits idle. In ten alternating pairs of
  * 45 s `--rate max` runs, reopening at three quarters won 7 of 10: 9,185 against 8,535 events/s on
  * average, the machine idle 9.4% against 11.7% (BENCHMARKS.md, issue 13, fortieth session).
  */
+const LEDGER_ROOM_QUEUES = 3;
+
 function ledgerRoom(config: Pick<Config, 'BACKPRESSURE_HIGH' | 'BACKPRESSURE_LOW' | 'INGEST_MAX_QUEUE_EVENTS'>): { high: number; low: number } {
-  const high = Math.max(config.BACKPRESSURE_LOW, config.BACKPRESSURE_HIGH - config.INGEST_MAX_QUEUE_EVENTS);
+  const high = Math.max(config.BACKPRESSURE_LOW, config.BACKPRESSURE_HIGH - LEDGER_ROOM_QUEUES * config.INGEST_MAX_QUEUE_EVENTS);
   return { high, low: Math.floor((high * 3) / 4) };
 }
 
