@@ -39,6 +39,12 @@ export interface PhaseReport {
   ingestToLedgerMs: { all: Percentiles; steady: Percentiles };
   /** Seconds from the end of the load (and the client's drain) until every group had everything acked. */
   drainSeconds?: number;
+  /**
+   * Seconds each backpressure gate was closed during the load, by `<stage> <bound>` (queue, age,
+   * after: am_gate_held_seconds_total, summed over the processes): which bound held ingest, and
+   * whether a stage stopped for the stream after it.
+   */
+  gatesHeldSeconds?: Record<string, number>;
   drained?: boolean;
   /**
    * Entries given to no consumer yet, summed over the streams (each stream: its slowest group).
@@ -157,6 +163,10 @@ function rows(p: PhaseReport): [string, string][] {
     out.push(["run's Redis keys start / max / end (MB)", `${m.runKeysMB.start} / ${m.runKeysMB.max} / ${m.runKeysMB.end} (${n(m.runKeysMB.keysMax)} keys)`]);
     out.push(["run's Redis keys slope, steady (MB/min; without streams)", `${m.runKeysMB.steadySlopeMBPerMin}; ${m.runKeysMB.steadySlopeWithoutStreamsMBPerMin}`]);
     out.push(['of which streams, max (MB)', String(m.streamsMaxMB)]);
+  }
+  if (p.gatesHeldSeconds) {
+    const held = Object.entries(p.gatesHeldSeconds).map(([gate, s]) => `${gate} ${s}`);
+    out.push(['gates closed during the load (s, by stage and bound)', held.length ? held.join(', ') : 'none']);
   }
   if (p.drainSeconds !== undefined) out.push(['drain after load (s)', `${p.drainSeconds}${p.drained ? '' : ' (NOT drained)'}`]);
   const e = p.exactness;

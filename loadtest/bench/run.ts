@@ -196,6 +196,29 @@ function busiestLoop(done: GeneratorDone[]): GeneratorDone['loopDelayMs'] {
   return { p50: round(worst.loopDelayMs.p50, 1), p99: round(worst.loopDelayMs.p99, 1), max: round(worst.loopDelayMs.max, 1) };
 }
 
+/**
+ * The seconds each backpressure gate has been closed so far, by `<stage> <bound>`, summed over the
+ * processes whose /metrics answer (am_gate_held_seconds_total); a process that does not answer
+ * within a second is left out.
+ */
+async function gatesHeld(ports: readonly number[]): Promise<Map<string, number>> {
+  const held = new Map<string, number>();
+  for (const port of ports) {
+    let text: string;
+    try {
+      text = await (await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(1000) })).text();
+    } catch {
+      continue;
+    }
+    for (const [, labels, value] of text.matchAll(/^am_gate_held_seconds_total\{([^}]*)\} (\S+)$/gm)) {
+      const stage = /stage="([^"]*)"/.exec(labels)?.[1];
+      const bound = /bound="([^"]*)"/.exec(labels)?.[1];
+      if (stage && bound) held.set(`${stage} ${bound}`, (held.get(`${stage} ${bound}`) ?? 0) + Number(value));
+    }
+  }
+  return held;
+}
+
 async function ledgerFigures(world: ScratchWorld, table: string, loadStart: number, steadyFrom: number, steadyTo: number, loadEnd: number) {
   const steadyFromDate = new Date(steadyFrom);
   const steadyToDate = new Date(steadyTo);
@@ -489,6 +512,8 @@ async function runPipelinePhase(options: BenchOptions, world: ScratchWorld, worl
     const configs = generatorConfigs(options, world, `http://127.0.0.1:${httpPort}/v1/events`, worldFile, runDir, 'pipeline', durationS);
     let rowWritesAtStart = new Map<string, number>();
     let ledgerRowsAtStart = 0;
+    const metricsPorts = [httpPort, ...stagePorts.map((s) => s.port)];
+    let gatesAtStart = new Map<string, number>();
     const done = await drive(options, configs, monitor, options.warmup, durationS, (pids) => {
       generatorPids = pids;
       for (const pid of pids) pidNames.set(pid, 'generator');
@@ -499,9 +524,15 @@ async function runPipelinePhase(options: BenchOptions, world: ScratchWorld, worl
       say(`caches primed (one event per credential, ledgered in ${round((Date.now() - primedAt) / 1000, 1)} s); the load starts`);
       rowWritesAtStart = await rowWrites(world.sql);
       ledgerRowsAtStart = (await world.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM usage_ledger`)[0].n;
+      gatesAtStart = await gatesHeld(metricsPorts);
       if (tracer) tracer.from = Date.now() + options.warmup * 1000;
     });
     const clientDone = Date.now();
+    const gatesHeldSeconds: Record<string, number> = {};
+    for (const [gate, seconds] of await gatesHeld(metricsPorts)) {
+      const during = seconds - (gatesAtStart.get(gate) ?? 0);
+      if (during > 0) gatesHeldSeconds[gate] = round(during, 1);
+    }
     // Let the pipeline finish what was accepted: every group of every stream fully acked.
     let isDrained = false;
     while (Date.now() - clientDone < options.drainTimeout * 1000 && !stopRequested) {
@@ -576,6 +607,7 @@ async function runPipelinePhase(options: BenchOptions, world: ScratchWorld, worl
       ...phaseFigures(monitor, summary, figures, steadyTo),
       drainSeconds,
       drained: isDrained,
+      gatesHeldSeconds,
       lag: {
         max: Math.max(0, ...series.map((s) => s.lagTotal as number)),
         atLoadEnd: (atLoadEnd?.lagTotal as number) ?? NaN,
