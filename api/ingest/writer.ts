@@ -49,9 +49,9 @@ function isOutOfMemory(err: unknown): boolean {
  * How far: LEDGER_ROOM_QUEUES times INGEST_MAX_QUEUE_EVENTS. Once ingest read room, the queue
  * before the ledger (up to INGEST_MAX_QUEUE_EVENTS, and more in the time a read takes), the
  * requests in flight (64 requests of 100 events in the benchmark) and what is taken before the
- * next read all still reach the ledger. With one queue's margin the ledger stopped anyway, 4 to 14
+ * next read all still reach the ledger. With one queue's margin the ledger stopped anyway, 4 to 11
  * s of every 60-s run at 3x overload, and what ingest had taken waited it out: accepted events
- * ledgered p99 2.4-3.1 s. With three it never stopped: 1.3 s (BENCHMARKS.md, issue 13,
+ * ledgered p99 1.5-3.1 s. With three it never stopped: 1.3 s (BENCHMARKS.md, issue 13,
  * forty-sixth session).
  *
  * It opens again at three quarters of that mark, not half. While it is closed, the stages after
