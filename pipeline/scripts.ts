@@ -18,10 +18,11 @@ interface ScriptedRedis {
   forwardOnce(numKeys: number, ...args: ScriptArg[]): Promise<(string | null)[]>;
   oldestWaiting(numKeys: number, ...keys: string[]): Promise<number[]>;
   advanceOnce(numKeys: number, ...args: ScriptArg[]): Promise<(string | number | null | [string])[]>;
+  /** The entries read, or 0 when ids held were given and none of them comes next for the group: the caller reads plainly. */
   readKnownBuffer(stream: string, group: string, consumer: string, count: number, knownFrom: string, knownTo: string, ...held: string[]): Promise<KnownReadReply | 0>;
 }
 
-/** readKnown-1.lua's reply: per entry its id alone (its fields are held by the caller) or its id and fields (0, when ids held were given: read plainly). */
+/** readKnown-1.lua's entries: per entry its id alone (its fields are held by the caller) or its id and fields. */
 export type KnownReadReply = ([Buffer] | [Buffer, Buffer[]])[];
 
 const SCRIPTS: { name: keyof ScriptedRedis | 'readKnown'; file: string; keys?: number; lib?: string }[] = [

@@ -213,7 +213,9 @@ async function gatesHeld(ports: readonly number[]): Promise<Map<string, number>>
     for (const [, labels, value] of text.matchAll(/^am_gate_held_seconds_total\{([^}]*)\} (\S+)$/gm)) {
       const stage = /stage="([^"]*)"/.exec(labels)?.[1];
       const bound = /bound="([^"]*)"/.exec(labels)?.[1];
-      if (stage && bound) held.set(`${stage} ${bound}`, (held.get(`${stage} ${bound}`) ?? 0) + Number(value));
+      if (!stage || !bound) continue;
+      const gate = `${stage} ${bound}`;
+      held.set(gate, (held.get(gate) ?? 0) + Number(value));
     }
   }
   return held;
