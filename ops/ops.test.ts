@@ -5,7 +5,7 @@ import { compareIds } from '../pipeline/keys.js';
 import { MCP_TOOLS, parseDemo, seededRandom, TrafficModel, type DemoSeed } from './demo-traffic.js';
 import { formatBytes, formatDuration, oneLine, renderTable } from './table.js';
 import { readFileSync } from 'node:fs';
-import { API_NODE_FLAGS, defaultLayout, isStageProcess, parseLayout, pipelineProcesses } from './start.js';
+import { API_NODE_FLAGS, defaultLayout, describeLayout, isStageProcess, parseLayout, pipelineProcesses, processNices } from './start.js';
 import { STAGES } from '../stages/registry.js';
 import { loadConfig } from '../pipeline/config.js';
 
@@ -144,15 +144,39 @@ describe('process layout (npm start)', () => {
     expect(new Set(ports).size).toBe(ports.length);
   });
 
-  it('runs the stages after the ledger at AFTER_LEDGER_NICE, those up to it and the webhook workers at STAGE_NICE', () => {
-    const niceOf = (specs: ReturnType<typeof pipelineProcesses>) => Object.fromEntries(specs.map((s) => [s.name, s.nice ?? 0]));
-    const env = { STAGE_NICE: '10', AFTER_LEDGER_NICE: '19' };
-    const grouped = niceOf(pipelineProcesses({ layout: 'grouped', env }));
-    expect(grouped).toMatchObject({ api: 0, 'to-ledger#0': 10, 'from-ledger#0': 19, 'webhooks#0': 10 });
-    const perStage = niceOf(pipelineProcesses({ layout: 'per-stage', env: { ...env, AFTER_LEDGER_NICE: '15' } }));
-    expect(perStage).toMatchObject({ 'key-resolve#0': 10, 'ledger-write#0': 10, 'session-update#0': 15, 'spend-alerts#0': 15 });
-    const split = niceOf(pipelineProcesses({ layout: 'grouped', env, workers: { cogs: 2 } }));
-    expect(split).toMatchObject({ 'from-ledger#0': 19, 'cogs#0': 19, 'cogs#1': 19, 'to-ledger#0': 10 });
+  const niceOf = (specs: ReturnType<typeof pipelineProcesses>) => Object.fromEntries(specs.map((s) => [s.name, s.nice ?? 0]));
+
+  it('runs the API at API_NICE, the stages up to the ledger and the webhook workers at STAGE_NICE, those after it at AFTER_LEDGER_NICE', () => {
+    const env = { API_NICE: '-10', STAGE_NICE: '0', AFTER_LEDGER_NICE: '19' };
+    const groupedSpecs = pipelineProcesses({ layout: 'grouped', env, mayRaisePriority: true });
+    expect(niceOf(groupedSpecs)).toMatchObject({ api: -10, 'to-ledger#0': 0, 'from-ledger#0': 19, 'webhooks#0': 0 });
+    // The layout printed at the start says it, so an operator sees when the order was shifted.
+    expect(describeLayout(groupedSpecs)).toMatch(/^ {2}api +nice -10 +HTTP/m);
+    expect(describeLayout(groupedSpecs)).toMatch(/^ {2}from-ledger#0 +nice 19 +session-update/m);
+    const perStage = niceOf(pipelineProcesses({ layout: 'per-stage', env: { ...env, AFTER_LEDGER_NICE: '15' }, mayRaisePriority: true }));
+    expect(perStage).toMatchObject({ 'key-resolve#0': 0, 'ledger-write#0': 0, 'session-update#0': 15, 'spend-alerts#0': 15 });
+    const split = niceOf(pipelineProcesses({ layout: 'grouped', env, workers: { cogs: 2 }, mayRaisePriority: true }));
+    expect(split).toMatchObject({ 'from-ledger#0': 19, 'cogs#0': 19, 'cogs#1': 19, 'to-ledger#0': 0 });
+  });
+
+  it('keeps the order, not the numbers, where it may not raise a priority: the API at 0, the others shifted up as much, at most 19', () => {
+    const env = { API_NICE: '-10', STAGE_NICE: '0', AFTER_LEDGER_NICE: '15' };
+    expect(niceOf(pipelineProcesses({ layout: 'grouped', env, mayRaisePriority: false }))).toMatchObject({
+      api: 0,
+      'to-ledger#0': 10,
+      'from-ledger#0': 19,
+      'webhooks#0': 10,
+    });
+    // Nothing below 0 asked: nothing to shift.
+    const plain = { API_NICE: '0', STAGE_NICE: '10', AFTER_LEDGER_NICE: '19' };
+    expect(niceOf(pipelineProcesses({ layout: 'grouped', env: plain, mayRaisePriority: false }))).toMatchObject({ api: 0, 'to-ledger#0': 10, 'from-ledger#0': 19 });
+  });
+
+  it('by default puts the API first, the way to the ledger next, the stages after it last', () => {
+    const nices = processNices(loadConfig({}), true);
+    expect(nices.api).toBeLessThan(nices.stage);
+    expect(nices.stage).toBeLessThan(nices.afterLedger);
+    expect(processNices(loadConfig({}), false)).toEqual({ api: 0, stage: 10, afterLedger: 19 });
   });
 
   it('refuses an unknown layout', () => {

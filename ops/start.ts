@@ -3,9 +3,9 @@
 //   npm start                                  layout by core count (grouped on up to 4 cores)
 //   npm start -- --layout per-stage            one process per stage
 //   npm start -- --workers price=2,ledger-write=2 --api-processes 2
-import { availableParallelism } from 'node:os';
+import { availableParallelism, getPriority, setPriority } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { loadConfig, loadConfigOrExit } from '../pipeline/config.js';
+import { loadConfig, loadConfigOrExit, type Config } from '../pipeline/config.js';
 import { createLogger } from '../pipeline/logger.js';
 import { supervise, type ChildSpec } from '../pipeline/supervisor.js';
 import { STAGES } from '../stages/registry.js';
@@ -47,6 +47,8 @@ export interface StartOptions {
   /** Stage i (in spawn order) serves its metrics on base + i; 0 serves none. */
   metricsBasePort?: number;
   env?: Record<string, string>;
+  /** Whether this process may raise a priority (a niceness below its own); probed when not given. */
+  mayRaisePriority?: boolean;
 }
 
 /**
@@ -112,18 +114,20 @@ export function pipelineProcesses(options: StartOptions = {}): ChildSpec[] {
   const entry = (path: string) => fileURLToPath(new URL(`../${path}.${ext}`, import.meta.url));
   const nodeArgs = fromSource ? ['--import', 'tsx'] : [];
   const basePort = options.metricsBasePort ?? 9400;
+  const { stage: nice, afterLedger: afterLedgerNice, ...nices } = processNices(
+    loadConfig({ ...process.env, ...options.env }),
+    options.mayRaisePriority ?? mayRaisePriority(),
+  );
   const specs: ChildSpec[] = [
     {
       name: 'api',
       command: process.execPath,
       args: [...API_NODE_FLAGS, ...nodeArgs, entry('api/main')],
       env: { ...options.env, API_PROCESSES: String(options.apiProcesses ?? 1) },
+      nice: nices.api,
     },
   ];
   let port = basePort;
-  // The stages and webhook workers yield the CPU to the API when it is short (STAGE_NICE), and
-  // the stages after the ledger yield it to those up to the ledger (AFTER_LEDGER_NICE).
-  const { STAGE_NICE: nice, AFTER_LEDGER_NICE: afterLedgerNice } = loadConfig({ ...process.env, ...options.env });
   const stageProcess = (name: string, stages: readonly string[], slot: number): ChildSpec => ({
     name: `${name}#${slot}`,
     command: process.execPath,
@@ -155,6 +159,35 @@ export function pipelineProcesses(options: StartOptions = {}): ChildSpec[] {
     });
   }
   return specs;
+}
+
+/**
+ * The niceness of each kind of process: the API answers first when the CPU is short (API_NICE),
+ * the stages up to the ledger and the webhook workers next (STAGE_NICE), the stages after the
+ * ledger take what is left (AFTER_LEDGER_NICE). A niceness below 0 needs the right to raise a
+ * priority; without it the order holds, not the numbers: the API at 0 and every other kind
+ * shifted up by as much (at most 19).
+ */
+export function processNices(
+  config: Pick<Config, 'API_NICE' | 'STAGE_NICE' | 'AFTER_LEDGER_NICE'>,
+  mayRaise: boolean,
+): { api: number; stage: number; afterLedger: number } {
+  const shift = config.API_NICE < 0 && !mayRaise ? -config.API_NICE : 0;
+  const shifted = (nice: number) => Math.min(19, nice + shift);
+  return { api: config.API_NICE + shift, stage: shifted(config.STAGE_NICE), afterLedger: shifted(config.AFTER_LEDGER_NICE) };
+}
+
+/** Whether this process may give a child a niceness below its own: tried on itself, then put back. */
+function mayRaisePriority(): boolean {
+  const own = getPriority();
+  if (own <= -20) return true; // no niceness is below it
+  try {
+    setPriority(own - 1);
+  } catch {
+    return false;
+  }
+  setPriority(own);
+  return true;
 }
 
 /** Whether a stage reads from the ledger's output or a stream after it (none of the streams up to the ledger). */
@@ -190,7 +223,7 @@ export function describeLayout(specs: ChildSpec[]): string {
         : isStageProcess(spec)
           ? spec.args.at(-1)
           : 'webhook deliveries (outbox)';
-  return specs.map((spec) => `  ${spec.name.padEnd(24)} ${role(spec)}`).join('\n');
+  return specs.map((spec) => `  ${spec.name.padEnd(24)} ${`nice ${spec.nice ?? 0}`.padEnd(9)} ${role(spec)}`).join('\n');
 }
 
 export function parseWorkers(text: string | undefined): Record<string, number> {

@@ -36,7 +36,7 @@ export function supervise(specs: ChildSpec[], log: Logger, graceMs = 35_000): Su
       try {
         setPriority(child.pid, spec.nice);
       } catch (err) {
-        log.warn({ child: spec.name, err }, 'cannot lower the priority of the child; it runs at the default');
+        log.warn({ child: spec.name, err }, 'cannot set the niceness of the child; it runs at its parent\'s');
       }
     }
     exited.set(
