@@ -91,7 +91,7 @@ if ! ch_up; then
 fi
 # On a box it shares with the pipeline, ClickHouse yields the CPU to the billing path: its merges
 # and inserts come in bursts of most of a core, and at nice 0 they took it from the stage
-# processes (nice 10). At nice 10 too, the ingest-to-ledger p99 at 10,000 events/s was 279 ms
+# processes (then at nice 10). At nice 10 too, the ingest-to-ledger p99 at 10,000 events/s was 279 ms
 # against 336 (means of four alternating pairs; single runs spread wider than that) and --rate max
 # did not drop (BENCHMARKS.md, thirty-seventh session).
 # Every thread: a thread's niceness is its own. CLICKHOUSE_NICE=0 leaves it as it is.
