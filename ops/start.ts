@@ -114,10 +114,7 @@ export function pipelineProcesses(options: StartOptions = {}): ChildSpec[] {
   const entry = (path: string) => fileURLToPath(new URL(`../${path}.${ext}`, import.meta.url));
   const nodeArgs = fromSource ? ['--import', 'tsx'] : [];
   const basePort = options.metricsBasePort ?? 9400;
-  const { stage: nice, afterLedger: afterLedgerNice, ...nices } = processNices(
-    loadConfig({ ...process.env, ...options.env }),
-    options.mayRaisePriority ?? mayRaisePriority(),
-  );
+  const nices = processNices(loadConfig({ ...process.env, ...options.env }), options.mayRaisePriority ?? mayRaisePriority());
   const specs: ChildSpec[] = [
     {
       name: 'api',
@@ -133,7 +130,7 @@ export function pipelineProcesses(options: StartOptions = {}): ChildSpec[] {
     command: process.execPath,
     args: [ONE_GC_THREAD, STAGE_YOUNG_GENERATION, ...STAGE_HEAP_AT_START, ...nodeArgs, entry('stages/run'), stages.join(',')],
     env: { ...options.env, WORKER_SLOT: String(slot), METRICS_PORT: String(basePort === 0 ? 0 : port++) },
-    nice: stages.every(comesAfterLedger) ? afterLedgerNice : nice,
+    nice: stages.every(comesAfterLedger) ? nices.afterLedger : nices.stage,
   });
   const workersOf = (stage: string) => options.workers?.[stage] ?? 1;
   const grouped = (options.layout ?? defaultLayout()) === 'grouped';
@@ -155,7 +152,7 @@ export function pipelineProcesses(options: StartOptions = {}): ChildSpec[] {
       command: process.execPath,
       args: [...nodeArgs, entry('ops/webhook-worker')],
       env: { ...options.env, WORKER_SLOT: String(slot) },
-      nice,
+      nice: nices.stage,
     });
   }
   return specs;
