@@ -70,7 +70,7 @@ one multi-row INSERT per request.
   --drain-timeout <s>     wait at most this long for the pipeline to drain (default 180)
   --client-drain <s>      generators retry refused events this long after the load (default 120)
   --high-water <n>        BACKPRESSURE_HIGH for the pipeline (low = half)
-  --renice-stages <n>     run the stage workers at nice n (1-19), the API at 0
+  --renice-stages <n>     run every stage worker at nice n (1-19) once started, the API at API_NICE
   --runtime dist|tsx      compiled JS (default; builds first) or from source (smoke default)
   --no-build              use dist/ as it is
   --profile k1,k2         run these process kinds with --cpu-prof and summarize the profiles
