@@ -119,4 +119,12 @@ describe('the benchmark options', () => {
     expect(() => parseOptions(['--rate', '0'], workers)).toThrow(/positive integer/);
     expect(() => parseOptions(['--bogus'], workers)).toThrow(/unknown option/);
   });
+
+  it("leaves the generators' niceness to the API's unless given, from -20 to 19", () => {
+    expect(parseOptions([], workers).generatorNice).toBeUndefined();
+    expect(parseOptions(['--generator-nice', '-10'], workers).generatorNice).toBe(-10);
+    expect(parseOptions(['--generator-nice', '0'], workers).generatorNice).toBe(0);
+    expect(() => parseOptions(['--generator-nice', '-21'], workers)).toThrow(/-20 to 19/);
+    expect(() => parseOptions(['--generator-nice', '2.5'], workers)).toThrow(/-20 to 19/);
+  });
 });

@@ -1,4 +1,5 @@
 import { fork, type ChildProcess } from 'node:child_process';
+import { setPriority } from 'node:os';
 import type { GeneratorConfig, GeneratorDone, GeneratorMessage, GeneratorTick, GeneratorTotals } from './generator.js';
 import { Histogram } from './histogram.js';
 import { CpuMeter } from './sampler.js';
@@ -177,11 +178,23 @@ export interface RunningGenerators {
   stop(): void;
 }
 
-/** Forks the generators; each reports ticks to the monitor and finally its done message. */
-export function startGenerators(entry: GeneratorEntry, configs: GeneratorConfig[], monitor: Monitor): RunningGenerators {
-  const children = configs.map((config) =>
-    fork(entry.file, [JSON.stringify(config)], { execArgv: entry.execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }),
-  );
+/**
+ * Forks the generators at niceness `nice` (set at once, before Node starts its other threads, which
+ * take it from the main thread); each reports ticks to the monitor and finally its done message.
+ */
+export function startGenerators(entry: GeneratorEntry, configs: GeneratorConfig[], monitor: Monitor, nice: number): RunningGenerators {
+  const children = configs.map((config) => {
+    const child = fork(entry.file, [JSON.stringify(config)], { execArgv: entry.execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    if (nice !== 0 && child.pid !== undefined) {
+      try {
+        setPriority(child.pid, nice);
+      } catch (err) {
+        child.kill('SIGKILL');
+        throw new Error(`cannot run the load generator at nice ${nice} (${(err as Error).message}): below 0 needs root or CAP_SYS_NICE`);
+      }
+    }
+    return child;
+  });
   const readiness: Promise<void>[] = [];
   const done = Promise.all(
     children.map(

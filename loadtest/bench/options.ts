@@ -31,6 +31,8 @@ export interface BenchOptions {
   highWater?: number;
   /** Nice value for the stage workers (the API keeps 0): what an operator does to keep ingest responsive on a shared box. */
   reniceStages?: number;
+  /** The load generators' niceness (-20 to 19); by default the API's, as `npm start` gives it. */
+  generatorNice?: number;
   /** Process kinds to run with --cpu-prof (api, a stage name, generator, baseline). */
   profile: string[];
   /** Pipeline process kinds whose allocations are sampled (loadtest/bench/heap-sampler.ts). */
@@ -62,6 +64,8 @@ one multi-row INSERT per request.
   --layout <l>            grouped (stages share two processes) or per-stage (default: by core count)
   --generators <n>        load generator processes (default 1)
   --concurrency <n>       requests in flight per generator (default 64)
+  --generator-nice <n>    the generators' niceness, -20 to 19 (default: the API's, API_NICE; they
+                          stand for clients on other machines, whose own lateness is no answer's)
   --out <file>            JSON report (default .bench/result.json)
   --baseline on|off       run the baselines too (default on)
   --baseline-duration <s> seconds of baseline load (default min(duration, 60))
@@ -177,6 +181,12 @@ export function parseOptions(argv: string[], parseWorkers: (text: string) => Rec
         const v = value();
         if (v !== 'on' && v !== 'off') throw new Error('--baseline: on or off');
         options.baseline = v === 'on';
+        break;
+      }
+      case '--generator-nice': {
+        const v = value();
+        if (!/^-?\d+$/.test(v) || Number(v) < -20 || Number(v) > 19) throw new Error(`--generator-nice: an integer from -20 to 19, got ${JSON.stringify(v)}`);
+        options.generatorNice = Number(v);
         break;
       }
       case '--warmup':

@@ -14,6 +14,8 @@ export interface PhaseReport {
     batch: number;
     generators: number;
     concurrency: number;
+    /** The generators' niceness (--generator-nice; by default the API's). */
+    generatorNice: number;
     madeDistinct: number;
     abandonedEvents: number;
     rejectedSamples: unknown[];
@@ -146,7 +148,10 @@ function rows(p: PhaseReport): [string, string][] {
     ['requests / 429 / 503 / errors', `${n(p.load.requests)} / ${n(p.load.status429)} / ${n(p.load.status503)} / ${n(p.load.otherErrors + p.load.networkErrors)}`],
     ['requests skipped (generator behind)', n(p.load.skippedRequests)],
     ['answers 429 p50 / p99 (ms, steady; p99 all)', p.backpressure.status429 ? `${ms(p.backpressure.latency429Ms.p50)} / ${ms(p.backpressure.latency429Ms.p99)}; ${ms(p.backpressure.latency429AllMs.p99)}` : '-'],
-    ['generator event-loop delay p50 / p99 / max (ms)', `${ms(p.backpressure.generatorLoopDelayMs.p50)} / ${ms(p.backpressure.generatorLoopDelayMs.p99)} / ${ms(p.backpressure.generatorLoopDelayMs.max)}`],
+    [
+      'generator event-loop delay p50 / p99 / max (ms)',
+      `${ms(p.backpressure.generatorLoopDelayMs.p50)} / ${ms(p.backpressure.generatorLoopDelayMs.p99)} / ${ms(p.backpressure.generatorLoopDelayMs.max)} at nice ${p.load.generatorNice}`,
+    ],
   ];
   if (p.lag) {
     out.push(['stream lag max / at load end (entries)', `${n(p.lag.max)} / ${n(p.lag.atLoadEnd)}`]);
