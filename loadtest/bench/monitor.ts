@@ -183,18 +183,18 @@ export interface RunningGenerators {
  * take it from the main thread); each reports ticks to the monitor and finally its done message.
  */
 export function startGenerators(entry: GeneratorEntry, configs: GeneratorConfig[], monitor: Monitor, nice: number): RunningGenerators {
-  const children = configs.map((config) => {
+  const children: ChildProcess[] = [];
+  for (const config of configs) {
     const child = fork(entry.file, [JSON.stringify(config)], { execArgv: entry.execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-    if (nice !== 0 && child.pid !== undefined) {
-      try {
-        setPriority(child.pid, nice);
-      } catch (err) {
-        child.kill('SIGKILL');
-        throw new Error(`cannot run the load generator at nice ${nice} (${(err as Error).message}): below 0 needs root or CAP_SYS_NICE`);
-      }
+    children.push(child);
+    if (nice === 0 || child.pid === undefined) continue;
+    try {
+      setPriority(child.pid, nice);
+    } catch (err) {
+      for (const started of children) started.kill('SIGKILL');
+      throw new Error(`cannot run the load generators at nice ${nice} (${(err as Error).message}): below 0 needs root or CAP_SYS_NICE`);
     }
-    return child;
-  });
+  }
   const readiness: Promise<void>[] = [];
   const done = Promise.all(
     children.map(
