@@ -120,7 +120,7 @@ describe('the benchmark options', () => {
     expect(() => parseOptions(['--bogus'], workers)).toThrow(/unknown option/);
   });
 
-  it("leaves the generators' niceness to the API's unless given, from -20 to 19", () => {
+  it("takes the generators' niceness from -20 to 19, and leaves it unset (0) unless given", () => {
     expect(parseOptions([], workers).generatorNice).toBeUndefined();
     expect(parseOptions(['--generator-nice', '-10'], workers).generatorNice).toBe(-10);
     expect(parseOptions(['--generator-nice', '0'], workers).generatorNice).toBe(0);

@@ -31,7 +31,7 @@ export interface BenchOptions {
   highWater?: number;
   /** Nice value for the stage workers (the API keeps 0): what an operator does to keep ingest responsive on a shared box. */
   reniceStages?: number;
-  /** The load generators' niceness (-20 to 19); by default the API's, as `npm start` gives it. */
+  /** The load generators' niceness (-20 to 19, default 0). */
   generatorNice?: number;
   /** Process kinds to run with --cpu-prof (api, a stage name, generator, baseline). */
   profile: string[];
@@ -64,8 +64,8 @@ one multi-row INSERT per request.
   --layout <l>            grouped (stages share two processes) or per-stage (default: by core count)
   --generators <n>        load generator processes (default 1)
   --concurrency <n>       requests in flight per generator (default 64)
-  --generator-nice <n>    the generators' niceness, -20 to 19 (default: the API's, API_NICE; they
-                          stand for clients on other machines, whose own lateness is no answer's)
+  --generator-nice <n>    the generators' niceness, -20 to 19 (default 0); at the API's (-10) their
+                          own lateness leaves the answers' times, but they take the CPU first
   --out <file>            JSON report (default .bench/result.json)
   --baseline on|off       run the baselines too (default on)
   --baseline-duration <s> seconds of baseline load (default min(duration, 60))

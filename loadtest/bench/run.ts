@@ -338,10 +338,11 @@ async function runPipelinePhase(options: BenchOptions, world: ScratchWorld, worl
   };
   const specs: ChildSpec[] = start.pipelineProcesses({ layout: options.layout, workers: options.workers, apiProcesses: options.apiProcesses, metricsBasePort, env });
   const kindOf = (name: string) => name.split('#')[0];
-  // The generators stand for clients on other machines: at the API's niceness they no longer wait
-  // behind the stage processes for a core, so an answer's latency is the server's, not also the
-  // generator's own lateness (BENCHMARKS.md, issue 13, forty-eighth session).
-  const generatorNice = options.generatorNice ?? specs.find((s) => s.name === 'api')?.nice ?? 0;
+  // At 0 by default. At the API's niceness (-10) a generator's own lateness left the 3x answers'
+  // times (429 p99 39-52 ms against 61-68), but at 10,000 events/s on a box near its limit its
+  // punctual retries set off waves of refusals: p99 386-929 ms with 286-14,188 refusals, against
+  // 313-416 ms with 876-2,328 (BENCHMARKS.md, issue 13, forty-eighth session).
+  const generatorNice = options.generatorNice ?? 0;
   for (const spec of specs) {
     if (options.profile.includes(kindOf(spec.name))) spec.args.unshift('--cpu-prof', `--cpu-prof-dir=${profileDir}`);
     if (options.heapProfile.includes(kindOf(spec.name))) {
@@ -735,7 +736,6 @@ async function runBaselinePhase(
       ),
     );
     const configs = generatorConfigs(options, world, `http://127.0.0.1:${port}/v1/events`, worldFile, runDir, label, durationS);
-    // At the baseline server's niceness: the benchmark's own, as a hand-made handler runs.
     const generatorNice = options.generatorNice ?? 0;
     const done = await drive(options, configs, monitor, Math.min(options.warmup, durationS / 5), durationS, generatorNice, (pids) => (generatorPids = pids));
     await monitor.stop();
