@@ -14,7 +14,7 @@ export interface PhaseReport {
     batch: number;
     generators: number;
     concurrency: number;
-    /** The generators' niceness (--generator-nice; by default the API's). */
+    /** The generators' niceness (--generator-nice, default 0). */
     generatorNice: number;
     madeDistinct: number;
     abandonedEvents: number;
