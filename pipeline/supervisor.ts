@@ -8,7 +8,7 @@ export interface ChildSpec {
   command: string;
   args: string[];
   env?: Record<string, string>;
-  /** Niceness (0-19): higher yields the CPU to the others when it is short. */
+  /** Niceness (-20 to 19; below the parent's needs root or CAP_SYS_NICE): higher yields the CPU to the others when it is short. */
   nice?: number;
 }
 

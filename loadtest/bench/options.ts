@@ -29,10 +29,16 @@ export interface BenchOptions {
   /** Seconds a generator keeps retrying refused events after the load. */
   clientDrain: number;
   highWater?: number;
-  /** Nice value for the stage workers (the API keeps 0): what an operator does to keep ingest responsive on a shared box. */
+  /** Nice value for the stage workers (the API keeps API_NICE): what an operator does to keep ingest responsive on a shared box. */
   reniceStages?: number;
-  /** The load generators' niceness (-20 to 19, default 0). */
-  generatorNice?: number;
+  /**
+   * The load generators' niceness (-20 to 19). 0 by default: at the API's (-10) a generator's own
+   * lateness left the 3x answers' times (429 p99 39-52 ms against 61-68), but at 10,000 events/s on
+   * a box near its limit its punctual retries set off waves of refusals: p99 386-929 ms with
+   * 286-14,188 refusals, against 313-416 ms with 876-2,328 (BENCHMARKS.md, issue 13, forty-eighth
+   * session).
+   */
+  generatorNice: number;
   /** Process kinds to run with --cpu-prof (api, a stage name, generator, baseline). */
   profile: string[];
   /** Pipeline process kinds whose allocations are sampled (loadtest/bench/heap-sampler.ts). */
@@ -131,6 +137,7 @@ export function parseOptions(argv: string[], parseWorkers: (text: string) => Rec
     build: true,
     generators: 1,
     concurrency: 64,
+    generatorNice: 0,
     warmup: NaN,
     drainTimeout: smoke ? 30 : 180,
     clientDrain: smoke ? 10 : 120,

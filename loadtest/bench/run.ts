@@ -159,7 +159,6 @@ function summarizeLoad(
   options: BenchOptions,
   monitor: Monitor,
   done: GeneratorDone[],
-  generatorNice: number,
 ): Pick<PhaseReport, 'label' | 'loadSeconds' | 'steadyWindow' | 'load' | 'ingestLatencyMs' | 'backpressure'> & { loadStart: number; loadEnd: number } {
   const loadStart = monitor.startedAt;
   const loadEnd = Math.min(...done.map((d) => d.loadEndedAt));
@@ -173,7 +172,7 @@ function summarizeLoad(
       batch: options.batch,
       generators: options.generators,
       concurrency: options.concurrency,
-      generatorNice,
+      generatorNice: options.generatorNice,
       madeDistinct: done.reduce((n, d) => n + d.made, 0),
       abandonedEvents: done.reduce((n, d) => n + d.abandonedEvents, 0),
       rejectedSamples: done.flatMap((d) => d.rejectedSamples).slice(0, 5),
@@ -284,7 +283,7 @@ async function drained(world: ScratchWorld, streams: string[]): Promise<boolean>
 }
 
 /**
- * Starts the generators at niceness `nice`, waits until they are ready (and `beforeClock`), starts
+ * Starts the generators (at --generator-nice), waits until they are ready (and `beforeClock`), starts
  * the clock and the monitor, and waits for every generator to finish its load and its drain.
  */
 async function drive(
@@ -293,11 +292,10 @@ async function drive(
   monitor: Monitor,
   warmupS: number,
   durationS: number,
-  nice: number,
   onPids: (pids: number[]) => void,
   beforeClock?: () => Promise<void>,
 ): Promise<GeneratorDone[]> {
-  const generators = startGenerators(entryOf(options, 'generator'), configs, monitor, nice);
+  const generators = startGenerators(entryOf(options, 'generator'), configs, monitor, options.generatorNice);
   onPids(generators.children.map((c) => c.pid!).filter(Boolean));
   const stopWatch = setInterval(() => stopRequested && generators.stop(), 200);
   try {
@@ -338,11 +336,6 @@ async function runPipelinePhase(options: BenchOptions, world: ScratchWorld, worl
   };
   const specs: ChildSpec[] = start.pipelineProcesses({ layout: options.layout, workers: options.workers, apiProcesses: options.apiProcesses, metricsBasePort, env });
   const kindOf = (name: string) => name.split('#')[0];
-  // At 0 by default. At the API's niceness (-10) a generator's own lateness left the 3x answers'
-  // times (429 p99 39-52 ms against 61-68), but at 10,000 events/s on a box near its limit its
-  // punctual retries set off waves of refusals: p99 386-929 ms with 286-14,188 refusals, against
-  // 313-416 ms with 876-2,328 (BENCHMARKS.md, issue 13, forty-eighth session).
-  const generatorNice = options.generatorNice ?? 0;
   for (const spec of specs) {
     if (options.profile.includes(kindOf(spec.name))) spec.args.unshift('--cpu-prof', `--cpu-prof-dir=${profileDir}`);
     if (options.heapProfile.includes(kindOf(spec.name))) {
@@ -524,7 +517,7 @@ async function runPipelinePhase(options: BenchOptions, world: ScratchWorld, worl
     let ledgerRowsAtStart = 0;
     const metricsPorts = [httpPort, ...stagePorts.map((s) => s.port)];
     let gatesAtStart = new Map<string, number>();
-    const done = await drive(options, configs, monitor, options.warmup, durationS, generatorNice, (pids) => {
+    const done = await drive(options, configs, monitor, options.warmup, durationS, (pids) => {
       generatorPids = pids;
       for (const pid of pids) pidNames.set(pid, 'generator');
     }, async () => {
@@ -558,7 +551,7 @@ async function runPipelinePhase(options: BenchOptions, world: ScratchWorld, worl
     endLive();
     say(isDrained ? `pipeline drained ${drainSeconds} s after the load` : `pipeline NOT drained after ${drainSeconds} s`);
 
-    const summary = summarizeLoad('pipeline', options, monitor, done, generatorNice);
+    const summary = summarizeLoad('pipeline', options, monitor, done);
     const steadyTo = Math.min(monitor.steadyTo, summary.loadEnd);
     say('reading the ledger: latencies, throughput, exactness');
     const figures = await ledgerFigures(world, 'usage_ledger', summary.loadStart, monitor.steadyFrom, steadyTo, summary.loadEnd);
@@ -736,14 +729,13 @@ async function runBaselinePhase(
       ),
     );
     const configs = generatorConfigs(options, world, `http://127.0.0.1:${port}/v1/events`, worldFile, runDir, label, durationS);
-    const generatorNice = options.generatorNice ?? 0;
-    const done = await drive(options, configs, monitor, Math.min(options.warmup, durationS / 5), durationS, generatorNice, (pids) => (generatorPids = pids));
+    const done = await drive(options, configs, monitor, Math.min(options.warmup, durationS / 5), durationS, (pids) => (generatorPids = pids));
     await monitor.stop();
     endLive();
     await stop();
     pg.stop();
     const profiles = collectProfiles(pidNames);
-    const summary = summarizeLoad(label, options, monitor, done, generatorNice);
+    const summary = summarizeLoad(label, options, monitor, done);
     const steadyTo = Math.min(monitor.steadyTo, summary.loadEnd);
     const figures = await ledgerFigures(world, table, summary.loadStart, monitor.steadyFrom, steadyTo, summary.loadEnd);
     const exactness = await checkExactness(
