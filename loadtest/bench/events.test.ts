@@ -127,4 +127,14 @@ describe('the benchmark options', () => {
     expect(() => parseOptions(['--generator-nice', '-21'], workers)).toThrow(/-20 to 19/);
     expect(() => parseOptions(['--generator-nice', '2.5'], workers)).toThrow(/-20 to 19/);
   });
+
+  it('ramps a fixed rate up before the clock, min(20, duration/3) s unless given, never at --rate max', () => {
+    expect(parseOptions(['--rate', '10000'], workers).ramp).toBe(20);
+    expect(parseOptions(['--rate', '300', '--duration', '30'], workers).ramp).toBe(10);
+    expect(parseOptions(['--rate', '10000', '--ramp', '0'], workers).ramp).toBe(0);
+    expect(parseOptions(['--rate', '10000', '--ramp', '5'], workers).ramp).toBe(5);
+    expect(parseOptions(['--rate', 'max'], workers).ramp).toBe(0);
+    expect(() => parseOptions(['--rate', 'max', '--ramp', '5'], workers)).toThrow(/fixed --rate/);
+    expect(() => parseOptions(['--ramp', '-1'], workers)).toThrow(/0 or more/);
+  });
 });

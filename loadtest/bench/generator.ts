@@ -27,6 +27,8 @@ export interface GeneratorConfig {
   concurrency: number;
   /** Before the clock starts, send one event per credential (warm caches, as in a system that has been running). */
   prime: boolean;
+  /** Before the clock starts (after the priming), load rising from nothing to `rate` over this long; 0: none. */
+  rampMs: number;
   /** After the run, how long to keep retrying events not yet accepted. */
   drainMs: number;
   seed: number;
@@ -70,8 +72,18 @@ export interface GeneratorTick extends GeneratorTotals {
   madeEvents: number;
 }
 
+/** The load that warmed the pipeline before the clock (--ramp): all of it accepted before the clock started. */
+export interface RampTotals {
+  /** From the ramp's start until its last event was accepted. */
+  seconds: number;
+  events: number;
+  /** Refusals (429 or 503) of the ramp's requests; each was sent again until accepted. */
+  refusals: number;
+}
+
 export interface GeneratorDone {
   type: 'done';
+  ramp: RampTotals;
   /** Distinct events (sequence numbers) made, and those the server accepted. */
   made: number;
   distinctAccepted: number;
@@ -332,6 +344,36 @@ export async function runGenerator(
     latency429.reset();
   };
 
+  /**
+   * Before the clock: requests on a schedule rising from nothing to the run's rate over rampMs
+   * (open model, as a k6 ramping stage), then until every event of it was accepted. The run then
+   * meets processes that have compiled their code, grown their heaps and seen the sessions and
+   * counters of the mix, as a pipeline that has been running would.
+   */
+  const rampUp = (): Promise<RampTotals> => {
+    const began = Date.now();
+    const before = { events: tick.newEvents, refusals: tick.status429 + tick.status503 };
+    let sent = 0;
+    return new Promise((resolve) => {
+      const timer = setInterval(() => {
+        const now = Date.now();
+        const t = Math.min(now - began, config.rampMs);
+        const due = Math.floor((reqPerMs * t * t) / (2 * config.rampMs)) - sent;
+        for (let i = 0; i < due && inFlight < config.concurrency; i++, sent++) post(newBatch());
+        sendRetries(now);
+        if (now - began >= config.rampMs && inFlight === 0 && retries.length === 0) {
+          clearInterval(timer);
+          resolve({
+            seconds: (now - began) / 1000,
+            events: tick.newEvents - before.events,
+            refusals: tick.status429 + tick.status503 - before.refusals,
+          });
+        }
+      }, 1);
+    });
+  };
+
+  let ramp: RampTotals = { seconds: 0, events: 0, refusals: 0 };
   if (config.prime) {
     for (const made of mix.prime(config.batch, Date.now())) {
       queueRetry(pendingOf(made, wireOf));
@@ -346,10 +388,11 @@ export async function runGenerator(
         }
       }, 5);
     });
-    Object.assign(tick, emptyTotals());
-    latency202.reset();
-    latency429.reset();
   }
+  if (config.rampMs > 0 && reqPerMs > 0) ramp = await rampUp();
+  Object.assign(tick, emptyTotals());
+  latency202.reset();
+  latency429.reset();
   send({ type: 'ready' });
   await go;
   start = Date.now();
@@ -389,6 +432,7 @@ export async function runGenerator(
   writeFileSync(`${config.bitsFile}.doubt`, doubt.bytes);
   send({
     type: 'done',
+    ramp,
     made: mix.nextSeq,
     distinctAccepted: accepted.count(),
     abandonedEvents: backlogEvents + [...inFlightItems].reduce((n, item) => n + item.seqs.length, 0),

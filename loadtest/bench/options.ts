@@ -24,6 +24,14 @@ export interface BenchOptions {
   concurrency: number;
   /** Seconds at the start of the load left out of the steady-state figures. */
   warmup: number;
+  /**
+   * Seconds of load rising from nothing to --rate before the clock starts (a fixed rate only; 0: the
+   * load starts on freshly started processes). Fixed-rate runs used to begin cold: for their first
+   * 10-20 s the stage processes compiled their code, grew their heaps and met every session and
+   * counter for the first time, and refused load the warm pipeline takes (BENCHMARKS.md, issue 13,
+   * forty-ninth session).
+   */
+  ramp: number;
   /** Seconds to wait for the pipeline to drain after the load. */
   drainTimeout: number;
   /** Seconds a generator keeps retrying refused events after the load. */
@@ -77,6 +85,9 @@ one multi-row INSERT per request.
   --baseline-duration <s> seconds of baseline load (default min(duration, 60))
   --baseline-pool <n>     PostgreSQL connections per baseline process (default 10)
   --warmup <s>            seconds left out of steady-state figures (default min(10, duration/5))
+  --ramp <s>              before the clock, load rising from nothing to --rate for this long, all
+                          of it ledgered before the load starts (a fixed rate only; default
+                          min(20, duration/3); 0: the load meets freshly started processes)
   --drain-timeout <s>     wait at most this long for the pipeline to drain (default 180)
   --client-drain <s>      generators retry refused events this long after the load (default 120)
   --high-water <n>        BACKPRESSURE_HIGH for the pipeline (low = half)
@@ -139,6 +150,7 @@ export function parseOptions(argv: string[], parseWorkers: (text: string) => Rec
     concurrency: 64,
     generatorNice: 0,
     warmup: NaN,
+    ramp: NaN,
     drainTimeout: smoke ? 30 : 180,
     clientDrain: smoke ? 10 : 120,
     profile: [],
@@ -200,6 +212,10 @@ export function parseOptions(argv: string[], parseWorkers: (text: string) => Rec
         options.warmup = Number(value());
         if (!(options.warmup >= 0)) throw new Error('--warmup: seconds, 0 or more');
         break;
+      case '--ramp':
+        options.ramp = Number(value());
+        if (!(options.ramp >= 0)) throw new Error('--ramp: seconds, 0 or more');
+        break;
       case '--runtime': {
         const v = value();
         if (v !== 'dist' && v !== 'tsx') throw new Error('--runtime: dist or tsx');
@@ -245,5 +261,9 @@ export function parseOptions(argv: string[], parseWorkers: (text: string) => Rec
   if (Number.isNaN(options.baselineDuration)) options.baselineDuration = Math.min(options.duration, smoke ? 3 : 60);
   if (Number.isNaN(options.warmup)) options.warmup = smoke ? 1 : Math.min(10, options.duration / 5);
   if (options.warmup >= options.duration) throw new Error('--warmup must be shorter than --duration');
+  if (options.rate === 'max') {
+    if (options.ramp > 0) throw new Error('--ramp needs a fixed --rate (with --rate max the clients take what the server takes)');
+    options.ramp = 0;
+  } else if (Number.isNaN(options.ramp)) options.ramp = Math.min(20, options.duration / 3);
   return options;
 }

@@ -16,6 +16,8 @@ export interface PhaseReport {
     concurrency: number;
     /** The generators' niceness (--generator-nice, default 0). */
     generatorNice: number;
+    /** The load before the clock (--ramp), over all generators: none of it is in the figures, all of it in the exactness check. */
+    ramp: { seconds: number; events: number; refusals: number };
     madeDistinct: number;
     abandonedEvents: number;
     rejectedSamples: unknown[];
@@ -138,6 +140,10 @@ function ms(value: number | undefined): string {
 
 function rows(p: PhaseReport): [string, string][] {
   const out: [string, string][] = [
+    [
+      'before the clock: ramp (s, events, refusals)',
+      p.load.ramp.events ? `${p.load.ramp.seconds} s, ${n(p.load.ramp.events)} events, ${n(p.load.ramp.refusals)} refused and sent again` : 'none (the load meets freshly started processes)',
+    ],
     ['offered (events/s, steady)', n(p.throughput.offeredPerSec)],
     ['accepted by ingest (events/s, steady)', n(p.throughput.acceptedPerSec)],
     ['reaching the ledger (events/s, steady)', n(p.throughput.ledgerPerSec)],

@@ -148,6 +148,7 @@ function generatorConfigs(options: BenchOptions, world: ScratchWorld, url: strin
     concurrency: options.concurrency,
     drainMs: options.clientDrain * 1000,
     prime: g === 0,
+    rampMs: options.ramp * 1000,
     seed: options.seed * 1000 + g,
     idPrefix: `b${world.tag}g${g}`,
     bitsFile: join(runDir, `${label}-g${g}.bits`),
@@ -173,6 +174,11 @@ function summarizeLoad(
       generators: options.generators,
       concurrency: options.concurrency,
       generatorNice: options.generatorNice,
+      ramp: {
+        seconds: round(Math.max(...done.map((d) => d.ramp.seconds)), 1),
+        events: done.reduce((n, d) => n + d.ramp.events, 0),
+        refusals: done.reduce((n, d) => n + d.ramp.refusals, 0),
+      },
       madeDistinct: done.reduce((n, d) => n + d.made, 0),
       abandonedEvents: done.reduce((n, d) => n + d.abandonedEvents, 0),
       rejectedSamples: done.flatMap((d) => d.rejectedSamples).slice(0, 5),
@@ -521,10 +527,11 @@ async function runPipelinePhase(options: BenchOptions, world: ScratchWorld, worl
       generatorPids = pids;
       for (const pid of pids) pidNames.set(pid, 'generator');
     }, async () => {
-      // The priming events (one per credential) are in: let the pipeline finish them before the clock starts.
+      // The priming events (one per credential) and the ramp are in: let the pipeline finish them before the clock starts.
       const primedAt = Date.now();
       while (!(await drained(world, consumed)) && Date.now() - primedAt < 60_000) await sleep(100);
-      say(`caches primed (one event per credential, ledgered in ${round((Date.now() - primedAt) / 1000, 1)} s); the load starts`);
+      const ramp = options.ramp > 0 ? ` and ${options.ramp} s of load rising to ${fmt(options.rate as number)}/s` : '';
+      say(`pipeline primed (one event per credential${ramp}; drained ${round((Date.now() - primedAt) / 1000, 1)} s after); the load starts`);
       rowWritesAtStart = await rowWrites(world.sql);
       ledgerRowsAtStart = (await world.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM usage_ledger`)[0].n;
       gatesAtStart = await gatesHeld(metricsPorts);
