@@ -344,42 +344,9 @@ export async function runGenerator(
     latency429.reset();
   };
 
-  /**
-   * Before the clock: requests on a schedule rising from nothing to the run's rate over rampMs
-   * (open model, as a k6 ramping stage), then until every event of it was accepted. The run then
-   * meets processes that have compiled their code, grown their heaps and seen the sessions and
-   * counters of the mix, as a pipeline that has been running would.
-   */
-  const rampUp = (): Promise<RampTotals> => {
-    const began = Date.now();
-    const before = { events: tick.newEvents, refusals: tick.status429 + tick.status503 };
-    let sent = 0;
-    return new Promise((resolve) => {
-      const timer = setInterval(() => {
-        const now = Date.now();
-        const t = Math.min(now - began, config.rampMs);
-        const due = Math.floor((reqPerMs * t * t) / (2 * config.rampMs)) - sent;
-        for (let i = 0; i < due && inFlight < config.concurrency; i++, sent++) post(newBatch());
-        sendRetries(now);
-        if (now - began >= config.rampMs && inFlight === 0 && retries.length === 0) {
-          clearInterval(timer);
-          resolve({
-            seconds: (now - began) / 1000,
-            events: tick.newEvents - before.events,
-            refusals: tick.status429 + tick.status503 - before.refusals,
-          });
-        }
-      }, 1);
-    });
-  };
-
-  let ramp: RampTotals = { seconds: 0, events: 0, refusals: 0 };
-  if (config.prime) {
-    for (const made of mix.prime(config.batch, Date.now())) {
-      queueRetry(pendingOf(made, wireOf));
-      backlogEvents += made.seqs.length;
-    }
-    await new Promise<void>((resolve) => {
+  /** Sends again whatever was refused until nothing is in flight or waiting: everything sent so far was accepted. */
+  const settle = (): Promise<void> =>
+    new Promise((resolve) => {
       const timer = setInterval(() => {
         sendRetries(Date.now());
         if (inFlight === 0 && retries.length === 0) {
@@ -388,6 +355,47 @@ export async function runGenerator(
         }
       }, 5);
     });
+
+  /**
+   * Before the clock: requests on a schedule rising from nothing to the run's rate over rampMs
+   * (open model, as a k6 ramping stage), then until every event of it was accepted. The run then
+   * meets processes that have compiled their code, grown their heaps and seen the sessions and
+   * counters of the mix, as a pipeline that has been running would.
+   */
+  const rampUp = async (): Promise<RampTotals> => {
+    const began = Date.now();
+    const before = { events: tick.newEvents, refusals: tick.status429 + tick.status503 };
+    /** Requests due by `t` ms into the ramp: the integral of a rate rising linearly to reqPerMs. */
+    const dueBy = (t: number) => Math.floor((reqPerMs * t * t) / (2 * config.rampMs));
+    const requests = dueBy(config.rampMs);
+    let sent = 0;
+    await new Promise<void>((resolve) => {
+      const timer = setInterval(() => {
+        const now = Date.now();
+        const due = dueBy(Math.min(now - began, config.rampMs)) - sent;
+        for (let i = 0; i < due && inFlight < config.concurrency; i++, sent++) post(newBatch());
+        sendRetries(now);
+        if (sent >= requests) {
+          clearInterval(timer);
+          resolve();
+        }
+      }, 1);
+    });
+    await settle();
+    return {
+      seconds: (Date.now() - began) / 1000,
+      events: tick.newEvents - before.events,
+      refusals: tick.status429 + tick.status503 - before.refusals,
+    };
+  };
+
+  let ramp: RampTotals = { seconds: 0, events: 0, refusals: 0 };
+  if (config.prime) {
+    for (const made of mix.prime(config.batch, Date.now())) {
+      queueRetry(pendingOf(made, wireOf));
+      backlogEvents += made.seqs.length;
+    }
+    await settle();
   }
   if (config.rampMs > 0 && reqPerMs > 0) ramp = await rampUp();
   Object.assign(tick, emptyTotals());
