@@ -31,10 +31,13 @@ export async function createTenant(sql: Sql, name: string): Promise<CreatedTenan
 }
 
 /**
- * Issues a new token of one kind and retires the tenant's other active tokens of that kind,
- * at once or after `graceSeconds` (they stay valid until their expires_at, as TenantTokens reads
- * it). Processes holding verified tokens in memory forget them on a `tenant-tokens.changed`
- * control message, which the caller publishes.
+ * Issues a new token of one kind and retires the tenant's other tokens of that kind still valid
+ * (active, or retired earlier and still in their grace), at once or after `graceSeconds`: a grace
+ * never outlasts the one a token already had, so a rotation without grace ends every old token
+ * now (they stay valid until their expires_at, as TenantTokens reads it). Rotations of a tenant
+ * take turns (its row is locked): two at once would each miss the token the other inserted, and
+ * both would stay active. Processes holding verified tokens in memory forget them on a
+ * `tenant-tokens.changed` control message, which the caller publishes.
  */
 export async function rotateTenantToken(
   sql: Sql,
@@ -44,11 +47,14 @@ export async function rotateTenantToken(
 ): Promise<{ token: string; retiredTokenIds: string[] }> {
   const graceSeconds = options.graceSeconds ?? 0;
   return sql.begin(async (tx) => {
+    await tx`SELECT 1 FROM tenants WHERE id = ${tenantId} FOR UPDATE`;
     const retired = await tx<{ id: string }[]>`
       UPDATE tenant_tokens
-      SET status = 'revoked', revoked_at = now(),
-          expires_at = CASE WHEN ${graceSeconds}::int > 0 THEN now() + make_interval(secs => ${graceSeconds}) END
-      WHERE tenant_id = ${tenantId} AND kind = ${kind} AND status = 'active'
+      SET status = 'revoked', revoked_at = coalesce(revoked_at, now()),
+          expires_at = CASE WHEN ${graceSeconds}::int > 0
+            THEN least(coalesce(expires_at, 'infinity'), now() + make_interval(secs => ${graceSeconds})) END
+      WHERE tenant_id = ${tenantId} AND kind = ${kind}
+        AND (status = 'active' OR (expires_at IS NOT NULL AND expires_at > now()))
       RETURNING id`;
     const issued = await insertToken(tx, tenantId, kind);
     return { token: issued.token, retiredTokenIds: retired.map((r) => r.id) };
