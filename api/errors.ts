@@ -153,6 +153,7 @@ function fromDatabaseError(err: unknown): ApiError | undefined {
     case '23514':
       return validationFailed(`a value is out of range (${err.constraint_name ?? 'check constraint'})`);
     case '22021':
+    case '22P05':
       return validationFailed('a text contains a character that cannot be stored (NUL or invalid UTF-8)');
     case '22003':
       return validationFailed('a number is too large');

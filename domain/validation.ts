@@ -23,6 +23,33 @@ export interface ValidationProblem {
   message: string;
 }
 
+/**
+ * The first text in a parsed JSON value (an object key or a string, however deep) that cannot be
+ * stored (unstorableText), named by its JSON path: PostgreSQL refuses NUL in jsonb as in text.
+ */
+export function unstorableTextIn(value: unknown, path: string[] = []): ValidationProblem | undefined {
+  if (typeof value === 'string') {
+    const problem = unstorableText(value);
+    return problem === undefined ? undefined : { path: path.join('.'), message: problem };
+  }
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) {
+      const found = unstorableTextIn(value[i], [...path, String(i)]);
+      if (found) return found;
+    }
+    return undefined;
+  }
+  if (value !== null && typeof value === 'object') {
+    for (const [key, item] of Object.entries(value)) {
+      const keyProblem = unstorableText(key);
+      if (keyProblem !== undefined) return { path: [...path, key].join('.'), message: `key ${keyProblem}` };
+      const found = unstorableTextIn(item, [...path, key]);
+      if (found) return found;
+    }
+  }
+  return undefined;
+}
+
 export type Validated<K extends string, T> = ({ ok: true } & Record<K, T>) | { ok: false; errors: ValidationProblem[] };
 
 export function describeIssues(error: z.ZodError): ValidationProblem[] {

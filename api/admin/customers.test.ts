@@ -50,6 +50,28 @@ describe('customers', () => {
     expect(badQuery.body.error.details[0].path).toBe('limit');
   });
 
+  it('refuses a text PostgreSQL cannot store (NUL, a lone surrogate) with 400 and its JSON path, in a key or a value, however deep', async () => {
+    const inValue = await t.a.call('POST', '/v1/admin/customers', { name: 'x', metadata: { k: 'a\u0000b' } });
+    expect(inValue.status).toBe(400);
+    expect(inValue.body.error).toMatchObject({ code: 'validation_failed', details: [{ path: 'metadata.k', message: expect.stringMatching(/NUL/) }] });
+    const inKey = await t.a.call('POST', '/v1/admin/customers', { name: 'x', metadata: { tiers: [{ 'a\u0000': 1 }] } });
+    expect(inKey.status).toBe(400);
+    expect(inKey.body.error.details).toEqual([{ path: 'metadata.tiers.0.a\u0000', message: expect.stringMatching(/^key must not contain NUL/) }]);
+    const surrogate = await t.a.call('POST', '/v1/admin/customers', { name: 'x\ud800' });
+    expect(surrogate.status).toBe(400);
+    expect(surrogate.body.error.details).toEqual([{ path: 'name', message: expect.stringMatching(/lone surrogate/) }]);
+    const customer = await created(t.a.call, '/v1/admin/customers', { name: 'Stored' });
+    const patched = await t.a.call('PATCH', `/v1/admin/customers/${customer.id}`, { metadata: { 'a\u0000': 1 } });
+    expect(patched.status).toBe(400);
+    expect(patched.body.error.details[0].path).toBe('metadata.a\u0000');
+    const plan = await t.a.call('POST', '/v1/admin/rate-plans', { name: 'p', currency: 'USD', pricing: { tool_invocations: { '*': '0.01', 'se\u0000arch': '0.05' } } });
+    expect(plan.status).toBe(400);
+    expect(plan.body.error.details[0].path).toBe('pricing.tool_invocations.se\u0000arch');
+    const query = await t.a.call('GET', '/v1/admin/customers?external_ref=a%00b');
+    expect(query.status).toBe(400);
+    expect(query.body.error.details[0].path).toBe('external_ref');
+  });
+
   it('answers 409 for a duplicate external_ref', async () => {
     await created(t.a.call, '/v1/admin/customers', { name: 'One', external_ref: 'dup-1' });
     const second = await t.a.call('POST', '/v1/admin/customers', { name: 'Two', external_ref: 'dup-1' });

@@ -4,7 +4,7 @@ import type { z } from 'zod';
 import type { TenantTokens } from '../../store/tenant-tokens.js';
 import type { TenantAuthVariables } from '../auth.js';
 import type { Sql } from '../../pipeline/postgres.js';
-import { describeIssues } from '../../domain/validation.js';
+import { describeIssues, unstorableTextIn } from '../../domain/validation.js';
 import { ApiError, validationFailed } from '../errors.js';
 
 export interface AdminDeps {
@@ -91,6 +91,8 @@ async function readJsonBody(c: Context): Promise<unknown> {
 }
 
 function parseWith(schema: z.ZodType, input: unknown, what: string): unknown {
+  const unstorable = unstorableTextIn(input);
+  if (unstorable) throw validationFailed(`invalid ${what}: ${unstorable.path ? `${unstorable.path}: ` : ''}${unstorable.message}`, [unstorable]);
   const parsed = schema.safeParse(input);
   if (parsed.success) return parsed.data;
   const details = describeIssues(parsed.error);
