@@ -102,6 +102,14 @@ describe('prepaid credits', () => {
       { currency: 'EUR', balance: '5', hard_cap: true, paused: false },
       { currency: 'USD', balance: '0', hard_cap: true, paused: true },
     ]);
+    // However many newer pauses of other scopes the tenant has, the customer's own is found.
+    await world.sql`
+      INSERT INTO cap_pauses (tenant_id, cap_id, scope_kind, scope_id, period_key, event_id, limit_nano, paused_at)
+      SELECT ${tenant.tenantId}, 'cap_other', 'session', 'sess_' || g, 's:sess_' || g, 'evt_' || g, 1, now() + g * interval '1 ms'
+      FROM generate_series(1, 1001) g`;
+    const amongMany = (await (await call('get', `/customers/${customerId}/credits`)).json()) as { balances: { paused: boolean }[] };
+    expect(amongMany.balances.map((b) => b.paused)).toEqual([false, true]);
+    await world.sql`DELETE FROM cap_pauses WHERE tenant_id = ${tenant.tenantId} AND cap_id = 'cap_other'`;
 
     // The movements: 5 grants, the expiry, and each draw per grant.
     const movements = (await (await call('get', `/customers/${customerId}/credits/movements?limit=200`)).json()) as { data: { kind: string; amount: string; grant_id: string }[] };

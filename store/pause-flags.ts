@@ -71,9 +71,20 @@ function pauseFlagKey(place: RedisPlace, tenantId: string, customerId: string, s
   return partitionedKey(place.prefix, pauseKey(tenantId, scope, scopeId), partitionOf(customerPartitionKey(tenantId, customerId), place.partitions));
 }
 
-/** The tenant's pauses not lifted yet, newest first (at most `limit`), each with whether its flag is still set. */
-export async function pausesNotLifted(sql: Sql, redis: Redis, place: RedisPlace, tenantId: string, limit = 100): Promise<PauseView[]> {
-  const rows = await sql<PauseRow[]>`${PAUSES(sql, tenantId)} ORDER BY p.paused_at DESC LIMIT ${limit}`;
+/**
+ * The tenant's pauses not lifted yet, newest first (at most `limit`), each with whether its flag
+ * is still set; `of` keeps those of one scope (a customer's own, say) among however many others.
+ */
+export async function pausesNotLifted(
+  sql: Sql,
+  redis: Redis,
+  place: RedisPlace,
+  tenantId: string,
+  limit = 100,
+  of?: { scopeKind: PauseScope; scopeId: string },
+): Promise<PauseView[]> {
+  const scoped = of ? sql`AND p.scope_kind = ${of.scopeKind} AND p.scope_id = ${of.scopeId}` : sql``;
+  const rows = await sql<PauseRow[]>`${PAUSES(sql, tenantId)} ${scoped} ORDER BY p.paused_at DESC LIMIT ${limit}`;
   const flags = await Promise.all(
     rows.map((r) => (r.customer_id ? redis.exists(pauseFlagKey(place, tenantId, r.customer_id, r.scope_kind, r.scope_id)) : Promise.resolve(0))),
   );

@@ -147,7 +147,8 @@ export function billingEndpoints(): Endpoint[] {
       async handle({ tenantId, params, deps }) {
         await findOwned(deps.sql, 'customers', tenantId, params.id);
         const balances = await creditBalances(deps.sql, tenantId, params.id);
-        const pauses = await pausesNotLifted(deps.sql, deps.redis, { prefix: deps.prefix, partitions: defaults.PARTITIONS }, tenantId, 1000);
+        const place = { prefix: deps.prefix, partitions: defaults.PARTITIONS };
+        const pauses = await pausesNotLifted(deps.sql, deps.redis, place, tenantId, 1000, { scopeKind: 'customer', scopeId: params.id });
         const grants = await deps.sql<Row[]>`
           SELECT * FROM credit_grants WHERE tenant_id = ${tenantId} AND customer_id = ${params.id}
           ORDER BY currency, priority, expires_at NULLS LAST, created_at, id`;
