@@ -304,7 +304,6 @@ export const tenantTokenRotate = z.strictObject({ kind: z.enum(['ingest', 'admin
 // --- list filters
 
 export const activeStatus = z.enum(['active', 'suspended']);
-export const credentialStatus = z.enum(['active', 'revoked']);
 
 // --- responses
 
@@ -340,14 +339,14 @@ export const mcpToolOut = z.object({
   deprecated: z.boolean(),
 });
 
-const credentialState = z
+export const credentialStatus = z
   .enum(['active', 'expired', 'revoked'])
   .meta({ description: 'active: it authenticates; expired: its expires_at (or rotation grace) has passed; revoked.' });
 const credentialOut = {
   id: z.string(),
   prefix: z.string().meta({ description: 'The first characters of the secret, to tell credentials apart.' }),
   last4: z.string(),
-  status: credentialState,
+  status: credentialStatus,
   expires_at: nullableString,
   rotated_from: nullableString,
   created_at: z.string(),

@@ -94,6 +94,28 @@ describe('API keys', () => {
     expect(await resolve(oldCredential)).toMatchObject({ ok: false, code: 'revoked' });
   });
 
+  it('lists by status as each credential shows it: active, expired (past its expires_at) or revoked', async () => {
+    const { agent } = await seedHierarchy(t.a.call, 'Status filter');
+    const live = await created(t.a.call, '/v1/admin/api-keys', { agent_id: agent.id });
+    const ended = await created(t.a.call, '/v1/admin/api-keys', { agent_id: agent.id });
+    await t.world.sql`UPDATE api_keys SET expires_at = now() - interval '1 minute' WHERE id = ${ended.id}`;
+    const revoked = await created(t.a.call, '/v1/admin/api-keys', { agent_id: agent.id });
+    await t.a.call('POST', `/v1/admin/api-keys/${revoked.id}/revoke`);
+    const listed = async (status: string) => {
+      const page = await t.a.call('GET', `/v1/admin/api-keys?agent_id=${agent.id}&status=${status}`);
+      expect(page.status).toBe(200);
+      return page.body.data.map((k: { id: string; status: string }) => [k.id, k.status]);
+    };
+    expect(await listed('active')).toEqual([[live.id, 'active']]);
+    expect(await listed('expired')).toEqual([[ended.id, 'expired']]);
+    expect(await listed('revoked')).toEqual([[revoked.id, 'revoked']]);
+    const credential = await created(t.a.call, '/v1/admin/client-credentials', { agent_id: agent.id });
+    await t.world.sql`UPDATE client_credentials SET expires_at = now() - interval '1 minute' WHERE id = ${credential.id}`;
+    const credentials = await t.a.call('GET', `/v1/admin/client-credentials?agent_id=${agent.id}&status=expired`);
+    expect(credentials.body.data.map((c: { id: string }) => c.id)).toEqual([credential.id]);
+    expect((await t.a.call('GET', `/v1/admin/client-credentials?agent_id=${agent.id}&status=active`)).body.data).toEqual([]);
+  });
+
   it('revokes idempotently, effective in the pipeline at once', async () => {
     const { agent } = await seedHierarchy(t.a.call, 'Revoke');
     const key = await created(t.a.call, '/v1/admin/api-keys', { agent_id: agent.id, expires_at: new Date(Date.now() + 86_400_000).toISOString() });

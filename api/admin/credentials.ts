@@ -71,11 +71,20 @@ function presentClientCredential(row: Row) {
 
 const ownerFilter = z.string().min(1).max(128).optional();
 
+/** `?status=` as credentialState reads it, not the column alone. */
+const statusCondition = (db: Db, status: string) =>
+  status === 'revoked'
+    ? db`AND status = 'revoked'`
+    : status === 'expired'
+      ? db`AND status <> 'revoked' AND expires_at <= now()`
+      : db`AND status <> 'revoked' AND (expires_at IS NULL OR expires_at > now())`;
+
 const API_KEYS: CredentialKind = {
   table: 'api_keys',
   path: '/api-keys',
   tag: 'API keys',
   filters: { agent_id: ownerFilter, app_id: ownerFilter, status: credentialStatus.optional() },
+  conditions: { status: statusCondition },
   out: apiKeyOut,
   issued: apiKeyIssued,
   rotated: apiKeyRotated,
@@ -99,6 +108,7 @@ const CLIENT_CREDENTIALS: CredentialKind = {
   path: '/client-credentials',
   tag: 'Client credentials',
   filters: { agent_id: ownerFilter, status: credentialStatus.optional() },
+  conditions: { status: statusCondition },
   out: clientCredentialOut,
   issued: clientCredentialIssued,
   rotated: clientCredentialRotated,

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { pageOf } from '../../schemas/admin.js';
-import { TABLES, findOwned, insertOwned, listOwned, pageQuery, updateOwned, type Db, type Row, type Table } from './db.js';
+import { TABLES, findOwned, insertOwned, listOwned, pageQuery, updateOwned, type Db, type Fragment, type Row, type Table } from './db.js';
 import { endpoint, type AdminDeps, type Endpoint } from './endpoint.js';
 import { notFound } from '../errors.js';
 
@@ -14,8 +14,10 @@ export interface ReadSpec {
   /** A nested collection: the parent's table; its id is the path parameter named like the column that holds it. */
   parent?: { table: Table; column: string };
   tag: string;
-  /** List filters: each must equal the column of the same name. */
+  /** List filters: each must equal the column of the same name, unless `conditions` says what it means. */
   filters?: z.ZodRawShape;
+  /** Filters that are not a column's value (a state worked out from several columns): the condition each stands for. */
+  conditions?: Record<string, (db: Db, value: string) => Fragment>;
   out: z.ZodType;
   present(row: Row): object;
   /** Adds to rows what present() needs from other tables, in one query per page. */
@@ -73,7 +75,14 @@ export function listEndpoint(spec: ReadSpec): Endpoint {
     async handle({ tenantId, params, query, deps }) {
       const { limit, cursor, ...filters } = query as { limit: number; cursor?: string } & Record<string, Filter>;
       const pin = (await pinned(spec, deps.sql, tenantId, params)) as Record<string, string>;
-      const page = await listOwned(deps.sql, spec.table, tenantId, { ...filters, ...pin }, { limit, cursor });
+      const columns: Record<string, Filter> = {};
+      const conditions: Fragment[] = [];
+      for (const [name, value] of Object.entries(filters)) {
+        const condition = spec.conditions?.[name];
+        if (!condition) columns[name] = value;
+        else if (value !== undefined) conditions.push(condition(deps.sql, String(value)));
+      }
+      const page = await listOwned(deps.sql, spec.table, tenantId, { ...columns, ...pin }, { limit, cursor }, conditions);
       return { data: await presentRows(spec, deps.sql, tenantId, page.data), next_cursor: page.next_cursor };
     },
   });

@@ -6,6 +6,9 @@ import { ApiError, notFound } from '../errors.js';
 /** A connection or a transaction: every helper here runs in either. */
 export type Db = postgres.ISql;
 
+/** A piece of SQL built with a Db's tagged template, to go inside a query (`AND ...`). */
+export type Fragment = postgres.PendingQuery<postgres.Row[]>;
+
 /** The tenant-owned tables the admin API manages, with the id prefix and the noun used in messages. */
 export const TABLES = {
   customers: { idPrefix: 'cus', noun: 'customer', json: ['metadata'] },
@@ -130,11 +133,14 @@ export async function listOwned<R extends Row = Row>(
   tenantId: string,
   filters: Record<string, string | boolean | undefined>,
   page: { limit: number; cursor?: string },
+  /** Conditions beyond columns equal to values, each `AND ...`. */
+  more: Fragment[] = [],
 ): Promise<Page<R>> {
   const after = page.cursor === undefined ? undefined : decodeCursor(page.cursor);
   const conditions = Object.entries(filters)
     .filter(([, value]) => value !== undefined)
-    .map(([column, value]) => db`AND ${db(column)} = ${value as string | boolean}`);
+    .map(([column, value]) => db`AND ${db(column)} = ${value as string | boolean}`)
+    .concat(more);
   const rows = await db<R[]>`
     SELECT * FROM ${db(table)}
     WHERE tenant_id = ${tenantId}
