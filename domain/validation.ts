@@ -61,7 +61,19 @@ export function describeIssues(error: z.ZodError): ValidationProblem[] {
  * nine decimal places (nano). Normalised to its canonical decimal string ("0.10" -> "0.1"), so
  * what is stored is exactly what parseNano reads back.
  */
-export function decimalAmount(options: { positive?: boolean } = {}) {
+/** The largest value of a PostgreSQL bigint: amounts kept in nano-units in such a column stop here. */
+export const MAX_BIGINT = 2n ** 63n - 1n;
+
+/**
+ * An RFC 3339 timestamp with its offset, from year 1 (PostgreSQL has no year 0: "0000-01-01" is
+ * out of its range).
+ */
+export const isoTimestamp = z.iso
+  .datetime({ offset: true })
+  .refine((value) => !value.startsWith('0000'), 'the year must be 0001 or later')
+  .meta({ description: 'RFC 3339 timestamp with offset.' });
+
+export function decimalAmount(options: { positive?: boolean; maxNano?: bigint } = {}) {
   return z
     .union([z.number(), z.string()])
     .transform((value, ctx) => {
@@ -74,6 +86,10 @@ export function decimalAmount(options: { positive?: boolean } = {}) {
       }
       if (nano < 0n || (options.positive && nano === 0n)) {
         ctx.addIssue({ code: 'custom', message: `must be ${options.positive ? 'greater than zero' : 'zero or more'}, got ${String(value)}` });
+        return z.NEVER;
+      }
+      if (options.maxNano !== undefined && nano > options.maxNano) {
+        ctx.addIssue({ code: 'custom', message: `must be at most ${formatNano(options.maxNano)}, got ${String(value)}` });
         return z.NEVER;
       }
       return formatNano(nano);

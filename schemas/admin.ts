@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { AGENT_TYPES } from '../domain/events.js';
 import { costModelSchema } from './cost-model.js';
-import { decimalAmount } from '../domain/validation.js';
+import { MAX_BIGINT, decimalAmount, isoTimestamp as timestamp } from '../domain/validation.js';
 import { WEBHOOK_EVENT_TYPES } from '../domain/webhooks.js';
 
 /**
@@ -19,7 +19,6 @@ const CAP_ACTIONS = ['pause', 'alert'] as const;
 
 const ref = (noun: string) => z.string().min(1).max(128).meta({ description: `Id of the ${noun}.` });
 const name = z.string().trim().min(1).max(200);
-const timestamp = z.iso.datetime({ offset: true }).meta({ description: 'RFC 3339 timestamp with offset.' });
 const currency = z.string().regex(/^[A-Z]{3}$/, 'an ISO 4217 code in capitals, e.g. USD').meta({ description: 'ISO 4217 currency code.' });
 const metadata = z
   .record(z.string().min(1).max(64), z.union([z.string().max(1024), z.number(), z.boolean(), z.null()]))
@@ -287,7 +286,7 @@ export const alertSettingsUpdate = patch({
     .refine((n) => hasDecimalPlaces(n, 3), 'at most three decimal places')
     .optional()
     .meta({ description: 'Alert when the last hour of spend exceeds this many times the trailing 7-day hourly average (default 3).' }),
-  velocity_min_amount: decimalAmount({ positive: true })
+  velocity_min_amount: decimalAmount({ positive: true, maxNano: MAX_BIGINT })
     .optional()
     .meta({ description: 'A velocity alert needs at least this much spend in the hour (default 10), so tiny tenants do not page.' }),
   projection_horizon_seconds: z

@@ -1,10 +1,9 @@
 import { z } from 'zod';
-import { decimalAmount } from '../domain/validation.js';
+import { MAX_BIGINT, decimalAmount, isoTimestamp as timestamp } from '../domain/validation.js';
 
 /** Wire schemas of the billing lifecycle's admin routes: period close, corrections, credits, backfill. */
 
 const ref = (noun: string) => z.string().min(1).max(128).meta({ description: `Id of the ${noun}.` });
-const timestamp = z.iso.datetime({ offset: true }).meta({ description: 'RFC 3339 timestamp with offset.' });
 
 export const closePeriodsRequest = z.strictObject({
   customer_id: ref('customer').optional().meta({ description: 'Only this customer; every customer of the tenant when omitted.' }),
@@ -66,7 +65,12 @@ export const creditsOut = z.object({
 
 export const creditMovementsQuery = z.strictObject({
   limit: z.coerce.number().int().min(1).max(200).default(50),
-  cursor: z.string().regex(/^\d{1,19}$/).optional().meta({ description: 'The `next_cursor` of the previous page.' }),
+  cursor: z
+    .string()
+    .regex(/^\d{1,19}$/)
+    .refine((value) => BigInt(value) <= MAX_BIGINT, 'not a cursor this API gave')
+    .optional()
+    .meta({ description: 'The `next_cursor` of the previous page.' }),
 });
 
 export const creditMovementsOut = z.object({

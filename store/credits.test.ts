@@ -117,6 +117,9 @@ describe('prepaid credits', () => {
       'granted 1', 'granted 0.5', 'granted 0.2', 'granted 5', 'granted 1', 'expired -1',
       'consumed -0.2', 'consumed -0.1', 'consumed -0.4', 'consumed -0.6', 'consumed -0.4',
     ]);
+    const pastInt64 = await call('get', `/customers/${customerId}/credits/movements?cursor=9999999999999999999`);
+    expect(pastInt64.status).toBe(400);
+    expect(((await pastInt64.json()) as { error: { details: { path: string }[] } }).error.details[0].path).toBe('cursor');
 
     // The invoice shows the credits applied: 18 calls x 0.10 = 1.80, 1.70 paid by credits.
     const closed = await closePeriod(world.sql, plans, tenant.tenantId, customerId, { start: MARCH, end: APRIL });

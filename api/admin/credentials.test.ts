@@ -46,6 +46,9 @@ describe('API keys', () => {
     expect(both.body.error.message).toMatch(/exactly one of agent_id or app_id/);
     expect((await t.a.call('POST', '/v1/admin/api-keys', {})).status).toBe(400);
     expect((await t.a.call('POST', '/v1/admin/api-keys', { agent_id: agent.id, expires_at: 'tomorrow' })).status).toBe(400);
+    const yearZero = await t.a.call('POST', '/v1/admin/api-keys', { agent_id: agent.id, expires_at: '0000-01-01T00:00:00Z' });
+    expect(yearZero.status).toBe(400);
+    expect(yearZero.body.error.details).toEqual([{ path: 'expires_at', message: 'the year must be 0001 or later' }]);
   });
 
   it('rotates without grace: the new key works and the old one is revoked at once', async () => {

@@ -10,6 +10,7 @@ import {
   spendCapUpdate,
 } from '../../schemas/admin.js';
 import { formatNano, parseNano } from '../../domain/money.js';
+import { MAX_BIGINT } from '../../domain/validation.js';
 import type { ControlMessage } from '../../pipeline/control.js';
 import { announce } from './announce.js';
 import { crudEndpoints } from './crud.js';
@@ -20,7 +21,6 @@ import { liftPausesForCap, pauseIfOverLimit } from '../../store/pause-flags.js';
 import type { SpendCap } from '../../store/caps.js';
 import { basics, iso } from './present.js';
 
-const MAX_BIGINT = 2n ** 63n - 1n;
 const SCOPE_TABLES = { app: 'apps', agent: 'agents', team: 'teams', customer: 'customers', plan: 'rate_plans' } as const;
 
 function presentSpendCap(row: Row) {

@@ -177,6 +177,8 @@ describe('alert settings', () => {
       // Kept in thousandths: 2.0005 would be stored as 2 without a word.
       [{ velocity_factor: 2.0005 }, 'velocity_factor'],
       [{ velocity_min_amount: '-1' }, 'velocity_min_amount'],
+      // Kept in nano-units in a bigint.
+      [{ velocity_min_amount: '9223372037' }, 'velocity_min_amount'],
       [{ projection_horizon_seconds: 5 }, 'projection_horizon_seconds'],
     ] as const) {
       const reply = await t.a.call('PATCH', '/v1/admin/alert-settings', body);
