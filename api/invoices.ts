@@ -46,7 +46,7 @@ export function createInvoiceRoutes(deps: { sql: Sql; tokens: TenantTokens; plan
     if (!draft) {
       throw new ApiError(404, 'no_subscription', `customer ${customerId} has no subscription in the period containing ${new Date(at).toISOString()}`);
     }
-    const adjustments = await pendingAdjustments(sql, plans, tenantId, customerId, new Date(draft.periodStart));
+    const adjustments = await pendingAdjustments(sql, plans, tenantId, customerId, new Date(draft.periodStart), draft.invoice.currency);
     return c.json({
       customer_id: draft.customerId,
       status: 'draft',

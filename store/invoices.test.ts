@@ -97,6 +97,48 @@ describe('period close', () => {
     expect(march!.total).toBe('0.16');
   });
 
+  it('settles a late event of a period closed in another currency on a note of its own, in that currency, when the next period closes', async () => {
+    const other = await seedSmall(world.sql, { pricing: { tool_invocations: { '*': '1.00' } }, customers: 1, subscriptionsFrom: new Date(MARCH) });
+    const t = other.tenantId;
+    const customer = other.customers[0];
+    // The customer moves from its USD plan to an EUR plan on April 1.
+    await world.sql`UPDATE subscriptions SET effective_to = ${new Date(APRIL)} WHERE tenant_id = ${t} AND id = ${customer.subscriptionId}`;
+    await world.sql`INSERT INTO rate_plans (id, tenant_id, name, currency) VALUES ('plan_eur', ${t}, 'eur', 'EUR')`;
+    await world.sql`
+      INSERT INTO rate_plan_versions (id, tenant_id, rate_plan_id, version, pricing)
+      VALUES ('planv_eur', ${t}, 'plan_eur', 1, ${world.sql.json({ tool_invocations: { '*': '2.00' } })})`;
+    await world.sql`
+      INSERT INTO subscriptions (id, tenant_id, customer_id, rate_plan_version_id, effective_from)
+      VALUES ('sub_eur', ${t}, ${customer.id}, 'planv_eur', ${new Date(APRIL)})`;
+    const plans = new PlanCache(world.sql);
+    const call = (subscriptionId: string, ratePlanVersionId: string, currency: string, recordedAt: number, start: number, end: number, nano: bigint) =>
+      ledgeredEvent({
+        tenantId: t,
+        sessionId: undefined,
+        recordedAt,
+        attribution: { customerId: customer.id, teamId: customer.teams[0].id, agentId: customer.teams[0].agents[0].id },
+        subscription: { subscriptionId, ratePlanVersionId, periodStart: start, periodEnd: end, currency } as LedgeredEvent['subscription'],
+        cost: { total: nano, tool: '*', breakdown: { tool: nano, input_tokens: 0n, output_tokens: 0n, duration: 0n } },
+      });
+    await rollUp(world.sql, plans, stageEntries([call(customer.subscriptionId, other.ratePlanVersionId, 'USD', MARCH + DAY, MARCH, APRIL, 1_000_000_000n)]));
+    const march = await closePeriod(world.sql, plans, t, customer.id, { start: MARCH, end: APRIL });
+    expect(march.status === 'closed' && [march.invoice.currency, march.invoice.total]).toEqual(['USD', '1.00']);
+    // A late USD call for March, then April's EUR call.
+    await rollUp(world.sql, plans, stageEntries([call(customer.subscriptionId, other.ratePlanVersionId, 'USD', MARCH + 20 * DAY, MARCH, APRIL, 1_000_000_000n)]));
+    await rollUp(world.sql, plans, stageEntries([call('sub_eur', 'planv_eur', 'EUR', APRIL + DAY, APRIL, MAY, 2_000_000_000n)]));
+    // The EUR draft does not carry the USD period's change; the USD view still shows it pending.
+    expect(await pendingAdjustments(world.sql, plans, t, customer.id, new Date(APRIL), 'EUR')).toEqual([]);
+    expect((await pendingAdjustments(world.sql, plans, t, customer.id, new Date(APRIL), 'USD')).map((l) => l.amount)).toEqual(['1.00']);
+
+    const april = await closePeriod(world.sql, plans, t, customer.id, { start: APRIL, end: MAY });
+    expect(april.status === 'closed' && [april.invoice.currency, april.invoice.total, april.invoice.adjustments_total]).toEqual(['EUR', '2.00', '0.00']);
+    const notes = await world.sql<{ document: { kind: string; currency: string; total: string; corrects_invoice: string } }[]>`
+      SELECT document FROM invoices WHERE tenant_id = ${t} AND kind = 'credit_note'`;
+    expect(notes.map((n) => n.document)).toEqual([expect.objectContaining({ kind: 'credit_note', currency: 'USD', total: '1.00', corrects_invoice: 'INV-000001' })]);
+    // Settled once: nothing pending in either currency.
+    expect(await pendingAdjustments(world.sql, plans, t, customer.id, new Date(MAY))).toEqual([]);
+  });
+
   it('finds the periods due after their grace and closes each once', async () => {
     const plans = new PlanCache(world.sql);
     const options = { now: MAY + 2 * DAY, graceMs: 3 * DAY, lookbackMs: 400 * DAY, tenantId: tenant.tenantId };

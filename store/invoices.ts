@@ -398,9 +398,13 @@ export async function closePeriod(
 
     const adjustments: Adjustment[] = [];
     for (const closed of earlier) {
-      if (closed.currency !== rated.currency) continue;
-      const adjustment = await adjustmentFor(tx, plans, tenantId, closed);
-      if (adjustment) adjustments.push(adjustment);
+      // A period closed in another currency (the customer changed plans) cannot be added to this
+      // invoice: what changed in it since is settled now on a note of its own, in its currency.
+      if (closed.currency !== rated.currency) await issueCreditNote(tx, plans, tenantId, customerId, closed.id);
+      else {
+        const adjustment = await adjustmentFor(tx, plans, tenantId, closed);
+        if (adjustment) adjustments.push(adjustment);
+      }
     }
     const credits = await creditsConsumed(tx, tenantId, memberIds, new Date(period.start));
     const periodRounded = parseNano(rated.total);
@@ -502,12 +506,21 @@ export async function closedInvoiceOf(db: Db, tenantId: string, subscriptionId: 
 /**
  * Adjustment lines the next invoice of a customer would carry now (closed periods that changed
  * since they were billed), for the draft: computed, not settled (the transaction is rolled back).
+ * With `currency`, only those of periods closed in it: the others go on notes of their own when
+ * the next period closes (closePeriod).
  */
-export async function pendingAdjustments(sql: Sql, plans: PlanCache, tenantId: string, customerId: string, before: Date): Promise<DocumentLine[]> {
+export async function pendingAdjustments(
+  sql: Sql,
+  plans: PlanCache,
+  tenantId: string,
+  customerId: string,
+  before: Date,
+  currency?: string,
+): Promise<DocumentLine[]> {
   const lines: DocumentLine[] = [];
   await sql
     .begin(async (tx) => {
-      const closedList = await closedInvoices(tx, tenantId, customerId, { before });
+      const closedList = (await closedInvoices(tx, tenantId, customerId, { before })).filter((c) => currency === undefined || c.currency === currency);
       await lockAllPeriods(tx, tenantId, closedList.flatMap((c) => c.subscription_ids.map((id) => ({ subscriptionId: id, periodStart: c.period_start }))));
       for (const closed of closedList) {
         const adjustment = await adjustmentFor(tx, plans, tenantId, closed);
