@@ -15,6 +15,10 @@ import { capCounterKey } from '../../store/caps.js';
 import { pauseKey, type PauseRecord } from '../../store/pauses.js';
 import { sessionsInUseKey } from '../../store/authorizer.js';
 import { liftPause, setPause } from '../../store/pause-flags.js';
+import { AttributionResolver } from '../../store/attribution.js';
+import { TenantTokens } from '../../store/tenant-tokens.js';
+import { newId } from '../../store/credentials.js';
+import { createAuthorizeRoutes, type AuthorizeReply } from '../../api/authorize.js';
 
 let world: Isolated;
 let tenant: SeededTenant;
@@ -339,5 +343,78 @@ describe('cap-check', () => {
     expect(await world.redis.get(flag)).toBe(JSON.stringify(again));
     expect(await pauseRecordOf(of.tenantId, pause.capId)).toMatchObject({ lifted_at: null, lifted_by: null, event_id: 'evt_again', paused_at: new Date(again.pausedAt) });
     expect((await webhooksOf(of.tenantId, 'cap.paused')).map((w) => w.data.event_id)).toEqual(['', 'evt_again']);
+  });
+
+  it('settles the reservation of an event that costs nothing as it does a priced one, once, and only for an entry it acked', async () => {
+    // A hard day cap of 1.00 on the agent, an alert cap per session and a rolling one on the team: authorize reserves on each.
+    const free = await seedSmall(world.sql, {
+      customers: 1,
+      caps: [
+        { scope: 'agent', period: 'day', limitNano: 1_000_000_000n },
+        { scope: 'agent', period: 'session', limitNano: 5_000_000_000n, action: 'alert' },
+      ],
+    });
+    const rollingId = newId('cap');
+    await world.sql`
+      INSERT INTO spend_caps (id, tenant_id, scope_kind, scope_id, period, limit_nano, action, window_seconds)
+      VALUES (${rollingId}, ${free.tenantId}, 'team', ${free.customers[0].teams[0].id}, 'rolling', 5000000000, 'alert', 60)`;
+    const agent = free.customers[0].teams[0].agents[0];
+    const routes = createAuthorizeRoutes({
+      config: world.config,
+      redis: world.redis,
+      resolver: new AttributionResolver(world.sql, world.redis, world.config.REDIS_PREFIX, 60),
+      tokens: new TenantTokens(world.sql),
+      sql: world.sql,
+      leaseMs: 0,
+    });
+    const decide = async (body: Record<string, unknown>) => {
+      const res = await routes.app.request('/v1/authorize', {
+        method: 'POST',
+        headers: { authorization: `Bearer ${free.ingestToken}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ api_key: agent.apiKey, session_id: 'sess_free', ...body }),
+      });
+      expect(res.status).toBe(200);
+      return (await res.json()) as AuthorizeReply;
+    };
+    const reserved = async () => (await decide({})).caps?.map((c) => [c.cap_id, c.spent, c.reserved]).sort();
+    const standing = (spent: string, held: string) => [free.caps[0].id, free.caps[1].id, rollingId].map((id) => [id, spent, held]).sort();
+    const context = testStageContext('cap-check', world);
+    const handler = await capCheckStage.setup(context);
+    // Acks the batch as the harness does (acked: false for an entry another consumer acked first), then settles it.
+    const check = async (events: PricedEvent[], acked = true) => {
+      const batch = stageEntries(events);
+      const results = await handler.handle(batch);
+      await handler.afterAck!(batch, results.map(() => ({ acked, crossed: [] })));
+      return results;
+    };
+    try {
+      const call = priced(0n, 'sess_free', free);
+      const asked = await decide({ estimated_cost: '0.8', event_id: call.eventId });
+      expect(asked).toMatchObject({ allowed: true, reservation: { id: call.eventId, amount: '0.8' } });
+      expect(await reserved()).toEqual(standing('0', '0.8'));
+
+      // A redelivery of the entry that another consumer acked releases nothing: that consumer settles it.
+      await check([call], false);
+      expect(await reserved()).toEqual(standing('0', '0.8'));
+
+      // The free call counts nothing (no counter effect, not even of 0) and releases its reservation on every cap.
+      const [result] = await check([call]);
+      expect(result.counters).toEqual([]);
+      expect(await reserved()).toEqual(standing('0', '0'));
+      expect(await decide({ estimated_cost: '0.5', event_id: 'evt_next' })).toMatchObject({ allowed: true, reservation: { id: 'evt_next' } });
+      expect(await reserved()).toEqual(standing('0', '0.5'));
+
+      // Settled once: the free event counted again releases no other reservation (evt_next is its own event's to settle).
+      await check([call]);
+      expect(await reserved()).toEqual(standing('0', '0.5'));
+      // A priced event settles as before (its counter effects are the ack script's, not run here).
+      const [pricedResult] = await check([{ ...priced(100_000_000n, 'sess_free', free), eventId: 'evt_next' }]);
+      expect(pricedResult.counters?.map((c) => c.by)).toEqual([100_000_000n, 100_000_000n, 100_000_000n]);
+      expect(await reserved()).toEqual(standing('0', '0'));
+    } finally {
+      await handler.close?.();
+      await context.close();
+      await routes.close();
+    }
   });
 });

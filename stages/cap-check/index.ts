@@ -5,7 +5,7 @@ import { CapBook } from '../../store/caps.js';
 import type { Sql } from '../../pipeline/postgres.js';
 import { withPart, type CheckedEvent, type PricedEvent } from '../../domain/flow.js';
 import { endsSession } from '../../domain/events.js';
-import { capCounters } from './limits.js';
+import { capCounterKeys, capCounters } from './limits.js';
 import { pauseKey, type PauseRecord } from '../../store/pauses.js';
 import { reconcilePauseFlags, recordPauses, recordRolledOverPauses } from '../../store/pause-flags.js';
 import { releaseReservations } from '../../pipeline/admission.js';
@@ -53,8 +53,9 @@ export const capCheckStage: StageDefinition<PricedEvent> = {
     const { recorded, settled } = await reconcilePauses(redis, config.REDIS_PREFIX, sql);
     if (recorded || settled) log.info({ recorded, settled }, 'pause flags checked against their records');
     const pausesInHand = new Map<string, PauseRecord[]>();
-    // The counter keys each entry advances: their reservations under the event's id are released after the ack.
-    const countersInHand = new Map<string, string[]>();
+    // The counter keys of the caps each entry falls under (those it advances, or for an event that costs
+    // nothing those it would): their reservations under the event's id are released after the ack.
+    const countersInHand = new Map<string, readonly string[]>();
     const sweepRollovers = () =>
       recordRolledOverPauses(sql).catch((err: unknown) => log.warn({ err }, 'cannot record the pauses lifted by a period roll-over; retrying later'));
     await sweepRollovers();
@@ -69,9 +70,12 @@ export const capCheckStage: StageDefinition<PricedEvent> = {
         const now = Date.now();
         return batch.map(({ id, payload: event }): EntryResult => {
           const pauses: PauseRecord[] = [];
-          const counters = capCounters(caps.capsFor(event.tenantId, event.attribution, event.sessionId, event.subscription.ratePlanId), event, now, pauses);
+          const applying = caps.capsFor(event.tenantId, event.attribution, event.sessionId, event.subscription.ratePlanId);
+          const counters = capCounters(applying, event, now, pauses);
           if (pauses.length) pausesInHand.set(id, pauses);
-          if (counters.length) countersInHand.set(id, counters.map((c) => c.key));
+          // A free (or failed) call counts nothing but settles its reservations as a priced one does.
+          const reservedOn = counters.length ? counters.map((c) => c.key) : capCounterKeys(applying, event);
+          if (reservedOn.length) countersInHand.set(id, reservedOn);
           const checked: CheckedEvent = withPart(event, { capCounters: counters.map((c) => ({ key: c.key, by: c.by, ...(c.window ? { window: c.window } : {}) })) });
           return { outputs: [emit(STREAMS.checked, checked)], counters };
         });
@@ -115,7 +119,8 @@ async function freeSessions(redis: Redis, ended: Map<string, string[]>): Promise
 
 /**
  * What authorize held for events now counted: the reservation each made under its event id
- * (released once its cost is in the running total; one never settled expires by itself), and
+ * (released once its cost is in the running total, on every cap that applies to the event, an
+ * event that costs nothing included; one never settled expires by itself), and
  * the session a completed or failed session event frees for max_concurrent_sessions. One
  * round trip per partition; a crash before it only leaves reservations to expire.
  */
@@ -124,7 +129,7 @@ async function settleAuthorizations(
   prefix: string,
   batch: StageEntry<PricedEvent>[],
   results: AckResult[],
-  counterKeys: string[][],
+  counterKeys: (readonly string[])[],
 ): Promise<void> {
   const byPartition = new Map<number, { releases: { counterKey: string; id: string }[]; ended: Map<string, string[]> }>();
   batch.forEach((entry, i) => {

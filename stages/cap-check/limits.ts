@@ -50,3 +50,22 @@ export function capCounters(caps: readonly SpendCap[], event: PricedEvent, now =
   }
   return effects;
 }
+
+const NO_KEYS: readonly string[] = Object.freeze([]);
+
+/**
+ * The counter keys of the caps that apply to an event, in the periods it falls in: the keys
+ * capCounters advances for a priced event (the same period rule: a rolling cap's key does not
+ * depend on the time). authorize holds a reservation under each of them, so an event that costs
+ * nothing, and advances no counter, still names where its reservations are to be released.
+ * Allocates nothing when no cap applies.
+ */
+export function capCounterKeys(caps: readonly SpendCap[], event: Pick<PricedEvent, 'recordedAt' | 'sessionId'>): readonly string[] {
+  if (caps.length === 0) return NO_KEYS;
+  let keys: string[] | undefined;
+  for (const cap of caps) {
+    const period = capPeriod(cap, event);
+    if (period) (keys ??= []).push(capCounterKey(cap, period.key));
+  }
+  return keys ?? NO_KEYS;
+}
