@@ -5,7 +5,7 @@ import { ledgeredEvent, stageEntries } from '../stages/testing.js';
 import type { SeededTenant } from '../ops/seed.js';
 import { seedSmall } from '../test/support/billing.js';
 import { isolated, type Isolated } from '../test/support/isolated.js';
-import { expireGrants, grantCredits, pauseExhausted } from './credits.js';
+import { creditBalances, drawCredits, expireGrants, grantCredits, pauseExhausted } from './credits.js';
 import { closePeriod } from './invoices.js';
 import { pauseHistory, pausesNotLifted } from './pause-flags.js';
 import { PlanCache } from './rate-plans.js';
@@ -184,5 +184,129 @@ describe('prepaid credits', () => {
     const paths = ((await bad.json()) as { error: { details: { path: string }[] } }).error.details.map((d) => d.path).sort();
     expect(paths).toEqual(['amount', 'currency', 'source']);
     expect((await call('get', '/customers/cus_unknown/credits')).status).toBe(404);
+  });
+});
+
+describe('credits returned by a correction', () => {
+  const UNIT = 1_000_000_000n;
+  let other: SeededTenant;
+
+  beforeAll(async () => {
+    other = await seedSmall(world.sql, { pricing: { tool_invocations: { '*': '0.10' } }, customers: 3, subscriptionsFrom: new Date(MARCH) });
+  });
+
+  const customer = (i: number) => other.customers[i];
+  const grant = (i: number, id: string, units: number, priority: number, expiresAt: Date | null = null) =>
+    world.sql.begin((tx) =>
+      grantCredits(tx, {
+        id, tenantId: other.tenantId, customerId: customer(i).id, currency: 'USD', amountNano: BigInt(units * 10) * (UNIT / 10n),
+        priority, source: expiresAt ? 'promotion' : 'purchase', expiresAt, description: id, hardCap: false,
+      }),
+    );
+  /** Draws (or, negative, gives back for a correction of `eventId`) in one transaction, several at once if asked. */
+  const draw = (i: number, ...draws: { period: number; units: number; eventId?: string }[]) =>
+    world.sql.begin((tx) =>
+      drawCredits(
+        tx,
+        draws.map((d) => ({
+          tenantId: other.tenantId, customerId: customer(i).id, currency: 'USD', subscriptionId: customer(i).subscriptionId,
+          periodStart: d.period, amountNano: BigInt(Math.round(d.units * 10)) * (UNIT / 10n), eventId: d.eventId,
+        })),
+      ),
+    );
+  const units = (nano: string | bigint) => Number(BigInt(nano)) / 1e9;
+  const left = async (i: number) =>
+    Object.fromEntries(
+      (await world.sql<{ id: string; remaining_nano: string }[]>`
+        SELECT id, remaining_nano::text FROM credit_grants WHERE tenant_id = ${other.tenantId} AND customer_id = ${customer(i).id}`).map((g) => [g.id, units(g.remaining_nano)]),
+    );
+  const balance = async (i: number) => units((await creditBalances(world.sql, other.tenantId, customer(i).id))[0].balanceNano);
+  /** The movements a correction wrote: grant, kind, amount and the period they count for ('-': none). */
+  const movementsOf = async (eventId: string) =>
+    (
+      await world.sql<{ grant_id: string; kind: string; amount_nano: string; period_start: Date | null }[]>`
+        SELECT grant_id, kind, amount_nano::text, period_start FROM credit_movements WHERE tenant_id = ${other.tenantId} AND event_id = ${eventId} ORDER BY id`
+    ).map((m) => `${m.grant_id} ${m.kind} ${units(m.amount_nano)} ${m.period_start === null ? '-' : m.period_start.getTime() === MARCH ? 'march' : 'april'}`);
+  /** What a period's usage drew net of what came back: the invoice's credits_applied. */
+  const applied = async (i: number, period: number) => {
+    const [row] = await world.sql<{ applied: string }[]>`
+      SELECT coalesce(-sum(amount_nano), 0)::text AS applied FROM credit_movements
+      WHERE tenant_id = ${other.tenantId} AND subscription_id = ${customer(i).subscriptionId} AND period_start = ${new Date(period)}
+        AND kind IN ('consumed', 'returned')`;
+    return units(row.applied);
+  };
+  /** Grants whose remaining is not the sum of their movements (none: the ledger is exact). */
+  const offLedger = (i: number) => world.sql`
+    SELECT g.id, g.remaining_nano::text, (SELECT sum(m.amount_nano) FROM credit_movements m WHERE m.tenant_id = g.tenant_id AND m.grant_id = g.id)::text AS moved
+    FROM credit_grants g WHERE g.tenant_id = ${other.tenantId} AND g.customer_id = ${customer(i).id}
+      AND g.remaining_nano <> (SELECT sum(m.amount_nano) FROM credit_movements m WHERE m.tenant_id = g.tenant_id AND m.grant_id = g.id)`;
+
+  it('goes back to the grant the period drew from, not to a grant that expired without being drawn', async () => {
+    await grant(0, 'c0_purchase', 10, 10);
+    await grant(0, 'c0_promo', 5, 100, new Date(Date.now() - 60_000));
+    await expireGrants(world.sql);
+    await draw(0, { period: MARCH, units: 3 });
+    expect(await balance(0)).toBe(7);
+
+    await draw(0, { period: MARCH, units: -1, eventId: 'evt_c0_void' });
+    expect(await movementsOf('evt_c0_void')).toEqual(['c0_purchase returned 1 march']);
+    expect(await left(0)).toEqual({ c0_purchase: 8, c0_promo: 0 });
+    expect(await balance(0)).toBe(8);
+    // Nothing parked on the expired promotion for the next expiry run to write off.
+    await expireGrants(world.sql);
+    expect(await balance(0)).toBe(8);
+    expect(await applied(0, MARCH)).toBe(2);
+    expect(await offLedger(0)).toEqual([]);
+  });
+
+  it('splits a return across the grants one period drew from, newest draw first, each up to what it gave net of earlier returns', async () => {
+    await grant(1, 'c1_a', 1, 10);
+    await grant(1, 'c1_b', 5, 20);
+    await grant(1, 'c1_c', 3, 30);
+    await draw(1, { period: MARCH, units: 3 }); // a: -1, b: -2
+    await draw(1, { period: APRIL, units: 4 }); // b: -3, c: -1 (c has room, but March never drew from it)
+    expect(await left(1)).toEqual({ c1_a: 0, c1_b: 0, c1_c: 2 });
+
+    await draw(1, { period: MARCH, units: -2.5, eventId: 'evt_c1_first' });
+    expect(await movementsOf('evt_c1_first')).toEqual(['c1_b returned 2 march', 'c1_a returned 0.5 march']);
+    expect(await left(1)).toEqual({ c1_a: 0.5, c1_b: 2, c1_c: 2 });
+
+    // A second correction of the period: b already has back all it gave March, a has 0.5 to come.
+    await draw(1, { period: MARCH, units: -1, eventId: 'evt_c1_second' });
+    expect(await movementsOf('evt_c1_second')).toEqual(['c1_a returned 0.5 march']);
+    await draw(1, { period: MARCH, units: -1, eventId: 'evt_c1_third' });
+    expect(await movementsOf('evt_c1_third')).toEqual([]);
+    expect(await left(1)).toEqual({ c1_a: 1, c1_b: 2, c1_c: 2 });
+    expect([await applied(1, MARCH), await applied(1, APRIL)]).toEqual([0, 4]);
+
+    // A draw and a return of the same period in one call: the return sees the draw before it.
+    await draw(1, { period: MARCH, units: 0.4 }, { period: MARCH, units: -0.3, eventId: 'evt_c1_same_batch' });
+    expect(await movementsOf('evt_c1_same_batch')).toEqual(['c1_a returned 0.3 march']);
+    expect(await left(1)).toEqual({ c1_a: 0.9, c1_b: 2, c1_c: 2 });
+    expect(await offLedger(1)).toEqual([]);
+  });
+
+  it('returns a share drawn from a grant that has expired since and writes it off, as if the usage had never been', async () => {
+    await grant(2, 'c2_promo', 2, 10, new Date(Date.now() + DAY));
+    await grant(2, 'c2_purchase', 10, 20);
+    await draw(2, { period: MARCH, units: 3 }); // promo: -2, purchase: -1
+    await world.sql`UPDATE credit_grants SET expires_at = now() - interval '1 minute' WHERE tenant_id = ${other.tenantId} AND id = 'c2_promo'`;
+
+    await draw(2, { period: MARCH, units: -1.5, eventId: 'evt_c2_void' });
+    expect(await movementsOf('evt_c2_void')).toEqual(['c2_purchase returned 1 march', 'c2_promo returned 0.5 march', 'c2_promo expired -0.5 -']);
+    expect(await left(2)).toEqual({ c2_promo: 0, c2_purchase: 10 });
+    expect(await balance(2)).toBe(10);
+    expect(await applied(2, MARCH)).toBe(1.5);
+
+    // Every grant expired: each return is written off, the ledger still exact.
+    await world.sql`UPDATE credit_grants SET expires_at = now() - interval '1 minute' WHERE tenant_id = ${other.tenantId} AND id = 'c2_purchase'`;
+    await expireGrants(world.sql);
+    await draw(2, { period: MARCH, units: -1, eventId: 'evt_c2_late' });
+    expect(await movementsOf('evt_c2_late')).toEqual(['c2_promo returned 1 march', 'c2_promo expired -1 -']);
+    await draw(2, { period: MARCH, units: -1, eventId: 'evt_c2_later' });
+    expect(await movementsOf('evt_c2_later')).toEqual(['c2_promo returned 0.5 march', 'c2_promo expired -0.5 -']);
+    expect(await left(2)).toEqual({ c2_promo: 0, c2_purchase: 0 });
+    expect(await applied(2, MARCH)).toBe(0);
+    expect(await offLedger(2)).toEqual([]);
   });
 });

@@ -47,6 +47,15 @@ interface GrantRow {
  * Draws the usage from the customers' credits (returns credits for negative draws). Only
  * customers with a credit account are touched: one indexed read for a batch without any.
  * Returns the accounts with the hard cap whose balance is zero after the draw (to pause).
+ *
+ * A negative draw (a correction: a void, or an amend downwards) gives back only what this
+ * subscription period drew, to the grants it drew from: per grant, what the period's usage took
+ * from it net of what corrections already gave back to it, the grant drawn last first, each up to
+ * its own share (a `returned` movement of the period). A grant that has expired since gets its
+ * share back and written off at once (then an `expired` movement, both naming the correction's
+ * event): as if the usage had never been, when those credits would have lapsed unused. What the
+ * period drew (invoices' `credits_applied`: its `consumed` and `returned` movements) goes down by
+ * exactly what was given back either way.
  */
 export async function drawCredits(tx: TransactionSql, draws: CreditDraw[]): Promise<CreditAccountKey[]> {
   const wanted = draws.filter((d) => d.amountNano !== 0n);
@@ -77,7 +86,17 @@ export async function drawCredits(tx: TransactionSql, draws: CreditDraw[]): Prom
   }
   const remaining = new Map(grants.map((g) => [`${g.tenant_id}\u0000${g.id}`, BigInt(g.remaining_nano)]));
   const slot = (g: { tenant_id: string; id: string }) => `${g.tenant_id}\u0000${g.id}`;
-  const movements: { tenantId: string; customerId: string; grant: string; kind: 'consumed' | 'returned'; amount: bigint; draw: CreditDraw }[] = [];
+  // `period`: the movement is the draw's period's (consumed by it or returned to the grant that
+  // gave it); the write-off of a share returned to an expired grant names only the correction's event.
+  const movements: {
+    tenantId: string;
+    customerId: string;
+    grant: string;
+    kind: 'consumed' | 'returned' | 'expired';
+    amount: bigint;
+    draw: CreditDraw;
+    period: boolean;
+  }[] = [];
   const exhausted: CreditAccountKey[] = [];
   for (const account of accounts) {
     const key = { tenantId: account.tenant_id, customerId: account.customer_id, currency: account.currency };
@@ -92,24 +111,41 @@ export async function drawCredits(tx: TransactionSql, draws: CreditDraw[]): Prom
           const take = minOf(have, left);
           remaining.set(slot(grant), have - take);
           left -= take;
-          movements.push({ tenantId: key.tenantId, customerId: key.customerId, grant: grant.id, kind: 'consumed', amount: -take, draw });
+          movements.push({ tenantId: key.tenantId, customerId: key.customerId, grant: grant.id, kind: 'consumed', amount: -take, draw, period: true });
         }
       } else {
-        // Taken-back usage (a correction) returns what this period drew, to the grants drawn last first.
-        const [drawn] = await tx<{ drawn: string }[]>`
-          SELECT coalesce(-sum(amount_nano), 0)::text AS drawn FROM credit_movements
+        // Taken-back usage (a correction): what this period drew, net of what it got back, per
+        // grant; this batch's own movements of the period count too (not written yet).
+        const drawnRows = await tx<{ grant_id: string; given: string; last: string | null }[]>`
+          SELECT grant_id, (-sum(amount_nano))::text AS given, max(id) FILTER (WHERE kind = 'consumed')::text AS last
+          FROM credit_movements
           WHERE tenant_id = ${draw.tenantId} AND subscription_id = ${draw.subscriptionId} AND period_start = ${new Date(draw.periodStart)}
-            AND grant_id = ANY(${mine.map((g) => g.id)}) AND kind IN ('consumed', 'returned')`;
-        let left = minOf(-draw.amountNano, BigInt(drawn.drawn));
-        for (const grant of [...mine].reverse()) {
-          if (left <= 0n) break;
-          const have = remaining.get(slot(grant))!;
-          const room = BigInt(grant.amount_nano) - have;
-          if (room === 0n) continue;
-          const give = minOf(room, left);
-          remaining.set(slot(grant), have + give);
+            AND grant_id = ANY(${mine.map((g) => g.id)}) AND kind IN ('consumed', 'returned')
+          GROUP BY grant_id`;
+        const drawn = new Map(drawnRows.map((r) => [r.grant_id, { given: BigInt(r.given), last: r.last === null ? -1n : BigInt(r.last) }]));
+        const byGrant = new Map(mine.map((g) => [g.id, g]));
+        movements.forEach((m, i) => {
+          if (!m.period || m.tenantId !== draw.tenantId || !byGrant.has(m.grant)) return;
+          if (m.draw.subscriptionId !== draw.subscriptionId || m.draw.periodStart !== draw.periodStart) return;
+          const was = drawn.get(m.grant) ?? { given: 0n, last: -1n };
+          // This batch's draws are newer than every written movement.
+          drawn.set(m.grant, { given: was.given - m.amount, last: m.kind === 'consumed' ? (1n << 62n) + BigInt(i) : was.last });
+        });
+        // Newest draw first, each grant up to what it gave the period.
+        const gave = [...drawn.entries()]
+          .filter(([, d]) => d.given > 0n)
+          .sort(([, a], [, b]) => (a.last === b.last ? 0 : a.last > b.last ? -1 : 1));
+        let left = -draw.amountNano;
+        for (const [grantId, d] of gave) {
+          if (left === 0n) break;
+          const grant = byGrant.get(grantId)!;
+          const give = minOf(d.given, left);
           left -= give;
-          movements.push({ tenantId: key.tenantId, customerId: key.customerId, grant: grant.id, kind: 'returned', amount: give, draw });
+          const move = { tenantId: key.tenantId, customerId: key.customerId, draw };
+          movements.push({ ...move, grant: grant.id, kind: 'returned', amount: give, period: true });
+          // Expired since it gave: written off at once, as it would have been had it not given.
+          if (grant.live) remaining.set(slot(grant), remaining.get(slot(grant))! + give);
+          else movements.push({ ...move, grant: grant.id, kind: 'expired', amount: -give, period: false });
         }
       }
     }
@@ -128,7 +164,8 @@ export async function drawCredits(tx: TransactionSql, draws: CreditDraw[]): Prom
       SELECT * FROM unnest(
         ${movements.map((m) => m.tenantId)}::text[], ${movements.map((m) => m.grant)}::text[], ${movements.map((m) => m.customerId)}::text[],
         ${movements.map((m) => m.kind)}::text[], ${movements.map((m) => m.amount.toString())}::numeric[],
-        ${movements.map((m) => m.draw.subscriptionId)}::text[], ${movements.map((m) => new Date(m.draw.periodStart).toISOString())}::timestamptz[],
+        ${movements.map((m) => (m.period ? m.draw.subscriptionId : null))}::text[],
+        ${movements.map((m) => (m.period ? new Date(m.draw.periodStart).toISOString() : null))}::timestamptz[],
         ${movements.map((m) => m.draw.eventId ?? null)}::text[])`;
   }
   return exhausted;
