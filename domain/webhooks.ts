@@ -57,30 +57,77 @@ export function webhookPayload(type: WebhookEventType, at: Date, data: Record<st
   return JSON.stringify({ type, timestamp: at.toISOString(), data });
 }
 
-/** Loopback, private (RFC 1918, unique local), link-local, CGNAT, unspecified, multicast and reserved addresses. */
+function isPrivateIPv4(address: string): boolean {
+  const [a, b] = address.split('.').map(Number);
+  return (
+    a === 0 ||
+    a === 10 ||
+    a === 127 ||
+    (a === 100 && b >= 64 && b <= 127) ||
+    (a === 169 && b === 254) ||
+    (a === 172 && b >= 16 && b <= 31) ||
+    (a === 192 && b === 168) ||
+    (a === 198 && (b === 18 || b === 19)) ||
+    a >= 224
+  );
+}
+
+/** The eight 16-bit groups of a valid IPv6 address (`::` expanded, a dotted IPv4 tail and a zone id read). */
+function ipv6Groups(address: string): number[] {
+  let text = address.toLowerCase().replace(/%.*$/, '');
+  const tail: number[] = [];
+  const dotted = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(text);
+  if (dotted) {
+    const [a, b, c, d] = dotted.slice(1).map(Number);
+    tail.push((a << 8) | b, (c << 8) | d);
+    text = text.slice(0, dotted.index);
+    if (text.endsWith(':') && !text.endsWith('::')) text = text.slice(0, -1);
+  }
+  const hex = (part: string) => (part === '' ? [] : part.split(':').map((g) => Number.parseInt(g, 16)));
+  const gap = text.indexOf('::');
+  if (gap === -1) return [...hex(text), ...tail];
+  const head = hex(text.slice(0, gap));
+  const rest = [...hex(text.slice(gap + 2)), ...tail];
+  return [...head, ...new Array<number>(8 - head.length - rest.length).fill(0), ...rest];
+}
+
+/**
+ * The IPv4 address an IPv6 address stands for, where it embeds one a packet can reach: IPv4-mapped
+ * (::ffff:0:0/96), IPv4-translated (::ffff:0:0:0/96), IPv4-compatible (::/96, :: and ::1 included),
+ * NAT64 (64:ff9b::/96), 6to4 (2002::/16) and Teredo (2001::/32, the client's address inverted).
+ */
+function embeddedIPv4(g: number[]): string | undefined {
+  const v4 = (hi: number, lo: number) => `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
+  const zero = (from: number, to: number) => g.slice(from, to).every((x) => x === 0);
+  if (zero(0, 5) && (g[5] === 0 || g[5] === 0xffff)) return v4(g[6], g[7]);
+  if (zero(0, 4) && g[4] === 0xffff && g[5] === 0) return v4(g[6], g[7]);
+  if (g[0] === 0x64 && g[1] === 0xff9b && zero(2, 6)) return v4(g[6], g[7]);
+  if (g[0] === 0x2002) return v4(g[1], g[2]);
+  if (g[0] === 0x2001 && g[1] === 0) return v4(g[6] ^ 0xffff, g[7] ^ 0xffff);
+  return undefined;
+}
+
+/**
+ * Loopback, private (RFC 1918, unique local), link-local, CGNAT, unspecified, multicast and reserved
+ * addresses; an IPv6 address that embeds an IPv4 one (mapped, compatible, NAT64, 6to4, Teredo) is
+ * judged by that IPv4 address, whatever way it is written (`::ffff:7f00:1` is 127.0.0.1).
+ */
 export function isPrivateAddress(address: string): boolean {
-  const family = isIP(address);
-  if (family === 4) {
-    const [a, b] = address.split('.').map(Number);
-    return (
-      a === 0 ||
-      a === 10 ||
-      a === 127 ||
-      (a === 100 && b >= 64 && b <= 127) ||
-      (a === 169 && b === 254) ||
-      (a === 172 && b >= 16 && b <= 31) ||
-      (a === 192 && b === 168) ||
-      (a === 198 && (b === 18 || b === 19)) ||
-      a >= 224
-    );
-  }
-  if (family === 6) {
-    const lower = address.toLowerCase();
-    const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(lower);
-    if (mapped) return isPrivateAddress(mapped[1]);
-    return lower === '::' || lower === '::1' || /^f[cd]/.test(lower) || /^fe[89ab]/.test(lower) || lower.startsWith('ff');
-  }
-  return false;
+  const family = isIP(address.replace(/%.*$/, ''));
+  if (family === 4) return isPrivateIPv4(address);
+  if (family !== 6) return false;
+  const g = ipv6Groups(address);
+  const v4 = embeddedIPv4(g);
+  if (v4 !== undefined) return isPrivateIPv4(v4);
+  return (
+    (g[0] & 0xfe00) === 0xfc00 || // fc00::/7 unique local
+    (g[0] & 0xffc0) === 0xfe80 || // fe80::/10 link-local
+    (g[0] & 0xffc0) === 0xfec0 || // fec0::/10 site-local (deprecated)
+    (g[0] & 0xff00) === 0xff00 || // ff00::/8 multicast
+    (g[0] === 0x64 && g[1] === 0xff9b && g[2] === 1) || // 64:ff9b:1::/48 NAT64 for local use
+    (g[0] === 0x100 && g[1] === 0 && g[2] === 0 && g[3] === 0) || // 100::/64 discard
+    (g[0] === 0x2001 && g[1] === 0xdb8) // 2001:db8::/32 documentation
+  );
 }
 
 /** Why a URL cannot be a webhook endpoint, or undefined when it can. */
@@ -94,7 +141,8 @@ export function webhookUrlProblem(text: string, options: { allowPrivateNetworks:
   if (url.protocol !== 'https:' && url.protocol !== 'http:') return `scheme ${url.protocol.replace(/:$/, '')} is not http or https`;
   if (url.username || url.password) return 'credentials in the URL are not allowed';
   if (!options.allowPrivateNetworks) {
-    const host = url.hostname.replace(/^\[|\]$/g, '').toLowerCase();
+    // A trailing dot names the same host (`localhost.` is localhost): the rules below read the name without it.
+    const host = url.hostname.replace(/^\[|\]$/g, '').toLowerCase().replace(/\.+$/, '');
     if (host === 'localhost' || host.endsWith('.localhost') || isPrivateAddress(host)) {
       return `${host} is a private-network address, and this deployment forbids them (WEBHOOK_ALLOW_PRIVATE_NETWORKS)`;
     }

@@ -4,7 +4,7 @@ import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { Webhook } from 'standardwebhooks';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { newWebhookSecret, retryDelayMs, type WebhookEventType } from '../domain/webhooks.js';
 import { createAdminRoutes } from '../api/admin/index.js';
 import { loadConfig, type Config } from '../pipeline/config.js';
@@ -13,6 +13,21 @@ import { createTenant, type CreatedTenant } from '../store/tenants.js';
 import { enqueueWebhookEvent, pruneWebhookHistory, recordAttempt, sealSecret, type RetryPolicy } from '../store/webhooks.js';
 import { isolated, type Isolated } from '../test/support/isolated.js';
 import { retryPolicy, startWebhookWorker, type WebhookWorker } from './webhook-worker.js';
+
+/**
+ * What the worker's own resolution of a name (the one it checks) answers, per name, where a test
+ * says so; the system's answer otherwise. The connection itself is never given these answers, so a
+ * name here answers differently to the check and to a second resolution, as a rebinding DNS does.
+ */
+const checkedDns = vi.hoisted(() => new Map<string, { address: string; family: number }[]>());
+vi.mock('node:dns/promises', async (importOriginal) => {
+  const actual = await importOriginal<typeof import('node:dns/promises')>();
+  const lookup = ((host: string, options: import('node:dns').LookupOptions) => {
+    const answer = checkedDns.get(host);
+    return answer ? Promise.resolve(answer) : actual.lookup(host, options);
+  }) as typeof actual.lookup;
+  return { ...actual, default: { ...actual, lookup }, lookup };
+});
 
 /**
  * The delivery worker against real HTTP receivers started here: one that answers 200, one that
@@ -32,7 +47,7 @@ interface Receiver {
   close(): Promise<void>;
 }
 
-type Behaviour = (n: number) => { status: number; delayMs?: number } | 'hang';
+type Behaviour = (n: number) => { status: number; delayMs?: number; headers?: Record<string, string> } | 'hang';
 
 async function receiver(behaviour: Behaviour): Promise<Receiver> {
   const received: Received[] = [];
@@ -47,7 +62,7 @@ async function receiver(behaviour: Behaviour): Promise<Receiver> {
         hanging.add(res);
         return;
       }
-      setTimeout(() => res.writeHead(answer.status).end('ok'), answer.delayMs ?? 0);
+      setTimeout(() => res.writeHead(answer.status, answer.headers).end('ok'), answer.delayMs ?? 0);
     });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -260,6 +275,78 @@ describe('webhook delivery', () => {
     await world.sql`UPDATE webhook_endpoints SET status = 'disabled' WHERE id = ${id}`;
   });
 
+  it('refuses at delivery time an IPv6 literal that embeds a private IPv4 address (::ffff:7f00:1 is 127.0.0.1), connecting to nothing; delivers to it when the operator allows private networks', async () => {
+    const r = await track(receiver(() => ({ status: 200 })));
+    await world.sql`UPDATE webhook_endpoints SET status = 'disabled'`;
+    // As the admin API stored such a URL before its check knew the notation: the URL parser writes
+    // http://[::ffff:127.0.0.1]:port/ as http://[::ffff:7f00:1]:port/.
+    const url = new URL(r.url.replace('127.0.0.1', '[::ffff:127.0.0.1]')).href;
+    expect(url).toContain('[::ffff:7f00:1]');
+    const { id } = await endpointFor(url);
+    await enqueueWebhookEvent(world.sql, tenant.tenantId, 'cap.threshold_reached', { n: 6 }, 'mapped:1');
+    startWorker({ WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'false' });
+    const [delivery] = await deliveriesOf(id);
+    const attempts = await until('two attempts, or one that went through', async () => {
+      const rows = await attemptsOf(delivery.id);
+      return (rows.length >= 2 || rows.some((a) => a.succeeded)) && rows;
+    });
+    await stopWorkers();
+    expect(r.received).toHaveLength(0);
+    for (const a of attempts) {
+      expect(a).toMatchObject({ succeeded: false, response_status: null, error: '::ffff:7f00:1 resolves to ::ffff:7f00:1, a private-network address, which this deployment forbids' });
+    }
+    // Allowed, the same URL reaches the local receiver.
+    startWorker({ WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'true' });
+    await until('the delivery', async () => (await deliveriesOf(id))[0]?.status === 'succeeded');
+    await stopWorkers();
+    expect(r.received).toHaveLength(1);
+    await world.sql`UPDATE webhook_endpoints SET status = 'disabled' WHERE id = ${id}`;
+  });
+
+  it('connects to the address it checked, never to what a second resolution of the name returns (DNS rebinding)', async () => {
+    const r = await track(receiver(() => ({ status: 200 })));
+    await world.sql`UPDATE webhook_endpoints SET status = 'disabled'`;
+    // The check's resolution of localhost answers a public address; any other resolution (the
+    // system's) answers loopback, where the receiver listens.
+    checkedDns.set('localhost', [{ address: '203.0.113.10', family: 4 }]);
+    try {
+      const { id } = await endpointFor(r.url.replace('127.0.0.1', 'localhost'));
+      await enqueueWebhookEvent(world.sql, tenant.tenantId, 'cap.threshold_reached', { n: 7 }, 'rebind:1');
+      startWorker({ WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'false', WEBHOOK_TIMEOUT_MS: '1000' });
+      const [delivery] = await deliveriesOf(id);
+      const attempts = await until('two attempts, or one that went through', async () => {
+        const rows = await attemptsOf(delivery.id);
+        return (rows.length >= 2 || rows.some((a) => a.succeeded)) && rows;
+      });
+      await stopWorkers();
+      // The attempts went to 203.0.113.10 (refused or unanswered there), not to the receiver on loopback.
+      expect(r.received).toHaveLength(0);
+      for (const a of attempts) expect(a).toMatchObject({ succeeded: false, response_status: null });
+      await world.sql`UPDATE webhook_endpoints SET status = 'disabled' WHERE id = ${id}`;
+    } finally {
+      checkedDns.delete('localhost');
+    }
+  });
+
+  it('never follows a redirect: a 3xx is a failed attempt, and its Location gets nothing', async () => {
+    const target = await track(receiver(() => ({ status: 200 })));
+    const redirecting = await track(receiver(() => ({ status: 307, headers: { location: target.url } })));
+    await world.sql`UPDATE webhook_endpoints SET status = 'disabled'`;
+    const { id } = await endpointFor(redirecting.url);
+    await enqueueWebhookEvent(world.sql, tenant.tenantId, 'cap.threshold_reached', { n: 8 }, 'redirect:1');
+    startWorker();
+    const [delivery] = await deliveriesOf(id);
+    const [attempt] = await until('an attempt', async () => {
+      const rows = await attemptsOf(delivery.id);
+      return rows.length >= 1 && rows;
+    });
+    await stopWorkers();
+    expect(attempt).toMatchObject({ succeeded: false, response_status: 307, error: 'HTTP 307' });
+    expect(redirecting.received.length).toBeGreaterThanOrEqual(1);
+    expect(target.received).toHaveLength(0);
+    await world.sql`UPDATE webhook_endpoints SET status = 'disabled' WHERE id = ${id}`;
+  });
+
   it('keeps delivering to other endpoints while one hangs until its timeout', async () => {
     const hanging = await track(receiver(() => 'hang'));
     const fine = await track(receiver(() => ({ status: 200 })));
@@ -424,7 +511,8 @@ describe('the default policy (pipeline/config.ts): retries with exponential back
 
   /**
    * A delivery of an endpoint of its own, whose attempts are recorded as failed by hand (no worker
-   * runs), each as if `sinceEventMs` had passed since its event.
+   * runs), each as if `sinceEventMs` had passed since its event when it was claimed. Resolves with
+   * what became of it and, when it is to be tried again, how long after its event.
    */
   async function failingDelivery(name: string) {
     const { id: endpointId } = await endpointFor(`https://hooks.example.com/${name}`);
@@ -434,15 +522,19 @@ describe('the default policy (pipeline/config.ts): retries with exponential back
       id,
       endpointId,
       async fail(attempt: number, sinceEventMs: number, withPolicy: RetryPolicy = policy) {
+        const claimedAt = new Date();
+        const createdAt = new Date(claimedAt.getTime() - sinceEventMs);
         // What a claim does to the row.
-        await world.sql`UPDATE webhook_deliveries SET attempts = ${attempt} WHERE id = ${id}`;
-        const claimed = { id, tenantId: tenant.tenantId, endpointId, attempt, url: '', messageId: '', payload: '', secretsSealed: [], createdAt: new Date(Date.now() - sinceEventMs) };
-        return recordAttempt(world.sql, claimed, { startedAt: new Date(), durationMs: 5, responseStatus: 503, error: 'HTTP 503', succeeded: false }, withPolicy);
+        await world.sql`UPDATE webhook_deliveries SET attempts = ${attempt}, last_attempt_at = ${claimedAt} WHERE id = ${id}`;
+        const claimed = { id, tenantId: tenant.tenantId, endpointId, attempt, url: '', messageId: '', payload: '', secretsSealed: [], createdAt };
+        const result = await recordAttempt(world.sql, claimed, { startedAt: claimedAt, durationMs: 5, responseStatus: 503, error: 'HTTP 503', succeeded: false }, withPolicy);
+        const [row] = await world.sql<{ next_attempt_at: Date }[]>`SELECT next_attempt_at FROM webhook_deliveries WHERE id = ${id}`;
+        return { result, nextSinceEventMs: row.next_attempt_at.getTime() - createdAt.getTime() };
       },
     };
   }
 
-  it('keeps retrying a failing delivery with doubling waits until 24 h after its event, and gives it up after', async () => {
+  it('keeps retrying a failing delivery with doubling waits until 24 h after its event, the last attempt at 24 h, and gives it up after that one', async () => {
     const delivery = await failingDelivery('default-window');
     const waits: number[] = [];
     const watched: RetryPolicy = {
@@ -453,13 +545,16 @@ describe('the default policy (pipeline/config.ts): retries with exponential back
         return ms;
       },
     };
-    let atMs = 0;
-    let attempt = 1;
-    while ((await delivery.fail(attempt, atMs, watched)) === 'retrying') {
-      atMs += waits[attempt - 1];
-      attempt++;
+    const attemptsAtMs = [0];
+    for (;;) {
+      const { result, nextSinceEventMs } = await delivery.fail(attemptsAtMs.length, attemptsAtMs[attemptsAtMs.length - 1], watched);
+      if (result !== 'retrying') {
+        expect(result).toBe('failed');
+        break;
+      }
+      attemptsAtMs.push(nextSinceEventMs);
     }
-    expect(await deliveriesOf(delivery.endpointId)).toMatchObject([{ status: 'failed', attempts: attempt }]);
+    expect(await deliveriesOf(delivery.endpointId)).toMatchObject([{ status: 'failed', attempts: attemptsAtMs.length }]);
     // Exponential: each wait twice the one before (10 % jitter either way) until they reach an hour.
     const early = waits.filter((ms) => ms < 3_600_000);
     expect(early.length).toBeGreaterThanOrEqual(5);
@@ -467,9 +562,29 @@ describe('the default policy (pipeline/config.ts): retries with exponential back
       expect(ms / early[i]).toBeGreaterThanOrEqual(2 / 1.1);
       expect(ms / early[i]).toBeLessThanOrEqual(2.2);
     }
-    // The last attempt is made within 24 h of the event, and the wait after it would pass 24 h: given up then, not before.
-    expect(atMs).toBeLessThanOrEqual(DAY_MS);
-    expect(atMs + waits[attempt - 1]).toBeGreaterThan(DAY_MS);
+    // Each attempt came after the wait before it (cut short only to fall on the window's end)...
+    for (const [i, at] of attemptsAtMs.slice(1).entries()) {
+      expect(at - attemptsAtMs[i]).toBeGreaterThan(0);
+      expect(at - attemptsAtMs[i]).toBeLessThanOrEqual(waits[i] + 1_000);
+    }
+    // ...the last one exactly 24 h after the event, the one before within the window: given up then, not before.
+    expect(attemptsAtMs[attemptsAtMs.length - 1]).toBe(DAY_MS);
+    expect(attemptsAtMs[attemptsAtMs.length - 2]).toBeLessThan(DAY_MS);
+    expect(attemptsAtMs[attemptsAtMs.length - 2] + waits[waits.length - 2]).toBeGreaterThanOrEqual(DAY_MS);
+  });
+
+  it('gives up at once an attempt claimed after the window (a redelivery of an old delivery): one attempt, no more', async () => {
+    const delivery = await failingDelivery('default-late');
+    expect((await delivery.fail(3, DAY_MS + 60_000)).result).toBe('failed');
+    expect(await deliveriesOf(delivery.endpointId)).toMatchObject([{ status: 'failed', attempts: 3 }]);
+  });
+
+  it('cuts the last wait short so that an attempt falls on the window\'s end', async () => {
+    const delivery = await failingDelivery('default-straddle');
+    // Claimed 1 s before the end: the 3 h wait after attempt 20 is cut to that second.
+    const { result, nextSinceEventMs } = await delivery.fail(20, DAY_MS - 1_000);
+    expect(result).toBe('retrying');
+    expect(nextSinceEventMs).toBe(DAY_MS);
   });
 
   it('disables an endpoint failing for 5 days, not a minute before', async () => {
@@ -477,7 +592,7 @@ describe('the default policy (pipeline/config.ts): retries with exponential back
     const statusOf = async () =>
       (await world.sql<{ status: string }[]>`SELECT status FROM webhook_endpoints WHERE id = ${delivery.endpointId}`)[0].status;
     await world.sql`UPDATE webhook_endpoints SET failing_since = now() - interval '5 days' + interval '1 minute' WHERE id = ${delivery.endpointId}`;
-    await delivery.fail(1, 0);
+    expect((await delivery.fail(1, 0)).result).toBe('retrying');
     expect(await statusOf()).toBe('enabled');
     await world.sql`UPDATE webhook_endpoints SET failing_since = now() - interval '5 days' - interval '1 minute' WHERE id = ${delivery.endpointId}`;
     await delivery.fail(2, 0);

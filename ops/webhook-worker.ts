@@ -1,6 +1,10 @@
 // The webhook delivery worker: `node dist/ops/webhook-worker.js` (npm start runs one, supervised).
 // Any number may run: each claims due deliveries with FOR UPDATE SKIP LOCKED.
+import type { LookupAddress } from 'node:dns';
 import { lookup } from 'node:dns/promises';
+import { request as httpRequest, type IncomingMessage, type RequestOptions } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import type { LookupFunction } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { isPrivateAddress, retryDelayMs, webhookHeaders } from '../domain/webhooks.js';
 import { loadConfigOrExit, type Config } from '../pipeline/config.js';
@@ -37,12 +41,63 @@ export interface WebhookWorker {
  */
 const leaseMs = (config: WorkerConfig) => 2 * config.WEBHOOK_TIMEOUT_MS + 5_000;
 
-/** Refuses a host that resolves to a private-network address when the deployment forbids them (checked per attempt: DNS can change). */
-async function privateNetworkProblem(url: string): Promise<string | undefined> {
-  const host = new URL(url).hostname.replace(/^\[|\]$/g, '');
+/**
+ * The addresses a host resolves to, resolved once for this attempt, or why it cannot be posted to:
+ * one of them is a private-network address and the deployment forbids them (checked per attempt:
+ * DNS can change).
+ */
+async function checkedAddresses(host: string): Promise<{ addresses: LookupAddress[] } | { problem: string }> {
   const addresses = await lookup(host, { all: true });
   const blocked = addresses.find((a) => isPrivateAddress(a.address));
-  return blocked ? `${host} resolves to ${blocked.address}, a private-network address, which this deployment forbids` : undefined;
+  if (blocked) return { problem: `${host} resolves to ${blocked.address}, a private-network address, which this deployment forbids` };
+  return { addresses };
+}
+
+/**
+ * A `lookup` for the connection that answers with the addresses checked above and nothing else:
+ * the socket goes to an address that was checked, never to what a second resolution of the name
+ * returns (DNS rebinding). The name itself still goes in the Host header and, for https, in SNI
+ * and the certificate check.
+ */
+function pinnedLookup(checked: LookupAddress[]): LookupFunction {
+  return (hostname, options, callback) => {
+    const family = options.family === 'IPv4' ? 4 : options.family === 'IPv6' ? 6 : options.family;
+    const candidates = family === 4 || family === 6 ? checked.filter((a) => a.family === family) : checked;
+    if (candidates.length === 0) {
+      callback(Object.assign(new Error(`${hostname} has no IPv${family} address among those checked`), { code: 'ENOTFOUND' }), '');
+    } else if (options.all) {
+      callback(null, candidates);
+    } else {
+      callback(null, candidates[0].address, candidates[0].family);
+    }
+  };
+}
+
+/**
+ * POSTs the body and resolves with the response's status as soon as it arrives; the response body
+ * is not read (the connection is closed). A redirect is a status like any other: never followed.
+ */
+function post(url: URL, headers: Record<string, string>, body: string, options: { lookup?: LookupFunction; signal: AbortSignal }): Promise<number> {
+  const requestOptions: RequestOptions = {
+    method: 'POST',
+    hostname: url.hostname.replace(/^\[|\]$/g, ''),
+    port: url.port || undefined,
+    path: `${url.pathname}${url.search}`,
+    headers: { ...headers, host: url.host, 'content-length': String(Buffer.byteLength(body)) },
+    // A connection of its own per attempt: none kept alive, so none made by another lookup is reused.
+    agent: false,
+    signal: options.signal,
+    ...(options.lookup ? { lookup: options.lookup } : {}),
+  };
+  return new Promise<number>((resolve, reject) => {
+    const onResponse = (response: IncomingMessage) => {
+      resolve(response.statusCode ?? 0);
+      response.destroy();
+    };
+    const request = url.protocol === 'https:' ? httpsRequest(requestOptions, onResponse) : httpRequest(requestOptions, onResponse);
+    request.on('error', reject);
+    request.end(body);
+  });
 }
 
 /** One attempt: POST the payload, signed for this attempt; 2xx is a success, anything else (a redirect included) a failure. */
@@ -54,22 +109,23 @@ export async function attemptDelivery(delivery: ClaimedDelivery, config: WorkerC
     ...fields,
   });
   try {
+    const url = new URL(delivery.url);
+    let pinned: LookupFunction | undefined;
     if (!config.WEBHOOK_ALLOW_PRIVATE_NETWORKS) {
-      const problem = await privateNetworkProblem(delivery.url);
-      if (problem) return finish({ succeeded: false, error: problem });
+      const checked = await checkedAddresses(url.hostname.replace(/^\[|\]$/g, ''));
+      if ('problem' in checked) return finish({ succeeded: false, error: checked.problem });
+      pinned = pinnedLookup(checked.addresses);
     }
     const secrets = delivery.secretsSealed.map((sealed) => unsealSecret(sealed, config.WEBHOOK_SECRET_KEY));
     const timestamp = Math.floor(startedAt.getTime() / 1000);
-    const response = await fetch(delivery.url, {
-      method: 'POST',
-      headers: { ...webhookHeaders(secrets, delivery.messageId, timestamp, delivery.payload), 'user-agent': 'agentmeter-webhooks/1' },
-      body: delivery.payload,
-      redirect: 'manual',
-      signal: AbortSignal.timeout(config.WEBHOOK_TIMEOUT_MS),
-    });
-    await response.body?.cancel().catch(() => {});
-    const succeeded = response.status >= 200 && response.status < 300;
-    return finish({ succeeded, responseStatus: response.status, ...(succeeded ? {} : { error: `HTTP ${response.status}` }) });
+    const status = await post(
+      url,
+      { ...webhookHeaders(secrets, delivery.messageId, timestamp, delivery.payload), 'user-agent': 'agentmeter-webhooks/1' },
+      delivery.payload,
+      { lookup: pinned, signal: AbortSignal.timeout(config.WEBHOOK_TIMEOUT_MS) },
+    );
+    const succeeded = status >= 200 && status < 300;
+    return finish({ succeeded, responseStatus: status, ...(succeeded ? {} : { error: `HTTP ${status}` }) });
   } catch (err) {
     const timedOut = err instanceof Error && (err.name === 'TimeoutError' || err.name === 'AbortError');
     return finish({ succeeded: false, error: timedOut ? `no answer within ${config.WEBHOOK_TIMEOUT_MS} ms` : describeError(err) });

@@ -177,16 +177,17 @@ export interface AttemptOutcome {
 export interface RetryPolicy {
   /** Delay before the next attempt after this many attempts. */
   delayMs(attempt: number): number;
-  /** A delivery not delivered this long after it was made is given up. */
+  /** A delivery is retried until this long after it was made (an attempt falls on the end), then given up. */
   windowSeconds: number;
   /** An endpoint failing (no success in between) for this long is disabled. */
   disableAfterSeconds: number;
 }
 
 /**
- * Logs one attempt and moves the delivery on: succeeded; or due again after the backoff; or
- * failed for good past the retry window. A failure also marks the endpoint failing since then,
- * and disables it once it has failed for `disableAfterSeconds`; a success clears the mark.
+ * Logs one attempt and moves the delivery on: succeeded; or due again after the backoff, at the
+ * retry window's end at the latest; or failed for good when an attempt made at or after that end
+ * fails. A failure also marks the endpoint failing since then, and disables it once it has failed
+ * for `disableAfterSeconds`; a success clears the mark.
  * Returns what became of the delivery ('stale' when its lease had been taken over meanwhile).
  */
 export async function recordAttempt(
@@ -212,13 +213,19 @@ export async function recordAttempt(
       await tx`UPDATE webhook_endpoints SET failing_since = NULL WHERE id = ${delivery.endpointId} AND failing_since IS NOT NULL`;
       return done.count ? 'succeeded' : 'stale';
     }
+    // Retried while the window lasts, the last wait cut short so an attempt falls on its end;
+    // given up only when an attempt made at or after the end (its claim's time) fails too.
     const delayMs = policy.delayMs(delivery.attempt);
-    const giveUp = Date.now() + delayMs > delivery.createdAt.getTime() + policy.windowSeconds * 1000;
-    const moved = await tx`
+    const windowEnd = new Date(delivery.createdAt.getTime() + policy.windowSeconds * 1000);
+    const [moved] = await tx<{ status: 'pending' | 'failed' }[]>`
       UPDATE webhook_deliveries
       SET last_error = ${error ?? `HTTP ${outcome.responseStatus}`},
-          ${giveUp ? tx`status = 'failed', completed_at = now()` : tx`next_attempt_at = now() + ${delayMs} * interval '1 millisecond'`}
-      WHERE id = ${delivery.id} AND attempts = ${delivery.attempt} AND status = 'pending'`;
+          status = CASE WHEN coalesce(last_attempt_at, now()) >= ${windowEnd} THEN 'failed' ELSE status END,
+          completed_at = CASE WHEN coalesce(last_attempt_at, now()) >= ${windowEnd} THEN now() ELSE completed_at END,
+          next_attempt_at = CASE WHEN coalesce(last_attempt_at, now()) >= ${windowEnd} THEN next_attempt_at
+                                 ELSE least(now() + ${delayMs} * interval '1 millisecond', ${windowEnd}) END
+      WHERE id = ${delivery.id} AND attempts = ${delivery.attempt} AND status = 'pending'
+      RETURNING status`;
     await tx`
       UPDATE webhook_endpoints
       SET failing_since = coalesce(failing_since, ${outcome.startedAt}),
@@ -229,8 +236,8 @@ export async function recordAttempt(
                         ELSE disabled_reason END,
           updated_at = now()
       WHERE id = ${delivery.endpointId}`;
-    if (!moved.count) return 'stale';
-    return giveUp ? 'failed' : 'retrying';
+    if (!moved) return 'stale';
+    return moved.status === 'failed' ? 'failed' : 'retrying';
   });
 }
 
