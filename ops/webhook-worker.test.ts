@@ -142,6 +142,12 @@ const deliveriesOf = (endpointId: string) =>
 const attemptsOf = (deliveryId: string) =>
   world.sql<{ attempt: number; response_status: number | null; error: string | null; succeeded: boolean }[]>`
     SELECT attempt, response_status, error, succeeded FROM webhook_attempts WHERE delivery_id = ${deliveryId} ORDER BY attempt`;
+/** The attempts of a delivery once there are two, or one went through (a refused one is retried). */
+const twoAttemptsOrSuccess = (deliveryId: string) =>
+  until('two attempts, or one that went through', async () => {
+    const rows = await attemptsOf(deliveryId);
+    return (rows.length >= 2 || rows.some((a) => a.succeeded)) && rows;
+  });
 
 beforeAll(async () => {
   world = await isolated('webhook-worker');
@@ -254,10 +260,7 @@ describe('webhook delivery', () => {
     await enqueueWebhookEvent(world.sql, tenant.tenantId, 'cap.threshold_reached', { n: 5 }, 'private:1');
     startWorker({ WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'false' });
     const [delivery] = await deliveriesOf(id);
-    const attempts = await until('two attempts, or one that went through', async () => {
-      const rows = await attemptsOf(delivery.id);
-      return (rows.length >= 2 || rows.some((a) => a.succeeded)) && rows;
-    });
+    const attempts = await twoAttemptsOrSuccess(delivery.id);
     await stopWorkers();
     expect(r.received).toHaveLength(0);
     for (const a of attempts) {
@@ -286,10 +289,7 @@ describe('webhook delivery', () => {
     await enqueueWebhookEvent(world.sql, tenant.tenantId, 'cap.threshold_reached', { n: 6 }, 'mapped:1');
     startWorker({ WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'false' });
     const [delivery] = await deliveriesOf(id);
-    const attempts = await until('two attempts, or one that went through', async () => {
-      const rows = await attemptsOf(delivery.id);
-      return (rows.length >= 2 || rows.some((a) => a.succeeded)) && rows;
-    });
+    const attempts = await twoAttemptsOrSuccess(delivery.id);
     await stopWorkers();
     expect(r.received).toHaveLength(0);
     for (const a of attempts) {
@@ -314,10 +314,7 @@ describe('webhook delivery', () => {
       await enqueueWebhookEvent(world.sql, tenant.tenantId, 'cap.threshold_reached', { n: 7 }, 'rebind:1');
       startWorker({ WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'false', WEBHOOK_TIMEOUT_MS: '1000' });
       const [delivery] = await deliveriesOf(id);
-      const attempts = await until('two attempts, or one that went through', async () => {
-        const rows = await attemptsOf(delivery.id);
-        return (rows.length >= 2 || rows.some((a) => a.succeeded)) && rows;
-      });
+      const attempts = await twoAttemptsOrSuccess(delivery.id);
       await stopWorkers();
       // The attempts went to 203.0.113.10 (refused or unanswered there), not to the receiver on loopback.
       expect(r.received).toHaveLength(0);
