@@ -178,7 +178,7 @@ describe('corrections', () => {
     expect(pending.every((l) => l.adjusts_invoice === invoice!.number && l.period_start === start.toISOString())).toBe(true);
   }, 60_000);
 
-  it('a customer whose prepaid credits run out is refused by authorize, and a new grant lets it through', async () => {
+  it('a customer whose prepaid credits run out is refused by authorize; a void that gives credits back, or a new grant, lets it through', async () => {
     const customer = other.customers[0];
     const agent = customer.teams[0].agents[0];
     expect((await post(`/v1/admin/customers/${customer.id}/credit-grants`, other.adminToken, { amount: '0.05', currency: 'USD', source: 'promotion' })).status).toBe(201);
@@ -192,6 +192,16 @@ describe('corrections', () => {
     await pipeline.drain();
     await waitFor(async () => (await authorize()).allowed === false, 10_000, 'authorize refuses the customer');
     expect(await authorize()).toMatchObject({ allowed: false, code: 'paused' });
+    // Voiding the call gives its credits back: the pause lifts as a grant's would, on the record.
+    expect((await correct('credits_1', 'void', {}, other.adminToken)).status).toBe(201);
+    expect(await authorize()).toMatchObject({ allowed: true });
+    const [lift] = await world.sql<{ lifted_by: string; lift_reason: string }[]>`
+      SELECT lifted_by, lift_reason FROM cap_pauses WHERE tenant_id = ${other.tenantId} AND cap_id = 'credits:USD'`;
+    expect(lift).toEqual({ lifted_by: 'admin', lift_reason: 'credits returned by the correction of credits_1' });
+    // Spent again, paused again; a new grant lets it through.
+    expect((await post('/v1/events', other.ingestToken, [event(2)])).status).toBe(202);
+    await pipeline.drain();
+    await waitFor(async () => (await authorize()).allowed === false, 10_000, 'authorize refuses the customer again');
     expect((await post(`/v1/admin/customers/${customer.id}/credit-grants`, other.adminToken, { amount: '10', currency: 'USD', source: 'purchase' })).status).toBe(201);
     expect(await authorize()).toMatchObject({ allowed: true });
   }, 60_000);

@@ -14,7 +14,7 @@ import { addCogs, type CogsFact } from './cogs-rollup.js';
 import type { CostModelCache } from './cost-model-cache.js';
 import { callCogs, InvalidCostModelError, type Cogs } from './cost-model.js';
 import { newId } from './credentials.js';
-import { drawCredits, pauseExhausted, type CreditAccountKey } from './credits.js';
+import { creditBalances, drawCredits, liftCreditsPause, pauseExhausted, type CreditAccountKey } from './credits.js';
 import { closedInvoiceOf, issueCreditNote, type InvoiceDocument } from './invoices.js';
 import type { RedisPlace } from './pause-flags.js';
 import type { PlanCache } from './rate-plans.js';
@@ -265,7 +265,16 @@ export async function correctEvent(
 
   if (capEffect && capEffect.delta !== 0n) await followCaps(sql, deps.redis, deps.place, capEffect.row, capEffect.delta);
   if (exhausted.length) await pauseExhausted(sql, deps.redis, deps.place, exhausted, eventId);
+  else if (capEffect && capEffect.delta < 0n) await liftIfCreditsBack(deps, tenantId, capEffect.row, eventId);
   return result;
+}
+
+/** Credits a correction gave back lift the customer's credits pause, as a grant does, once its balance is above zero. */
+async function liftIfCreditsBack(deps: { sql: Sql; redis: Redis; place: RedisPlace }, tenantId: string, row: LedgerRow, eventId: string): Promise<void> {
+  const balance = (await creditBalances(deps.sql, tenantId, row.customer_id)).find((b) => b.currency === row.currency);
+  if (!balance || balance.balanceNano <= 0n) return;
+  const account = { tenantId, customerId: row.customer_id, currency: row.currency };
+  await liftCreditsPause(deps.sql, deps.redis, deps.place, account, { reason: `credits returned by the correction of ${eventId}` });
 }
 
 async function insertRows(tx: TransactionSql, current: LedgerRow, eventId: string, rows: NewRow[]): Promise<void> {

@@ -284,15 +284,16 @@ export async function pauseExhausted(sql: Sql, redis: Redis, place: RedisPlace, 
 }
 
 /**
- * After a grant: lifts the customer's credits pause in that currency, if one is in force, as lifted
- * by the admin token that made the grant (`grantId` as the reason).
+ * Credits are back (a grant, or a correction that returned some): lifts the customer's credits
+ * pause in that currency, if one is in force, as an admin's act (the admin token that did it,
+ * when there is one) with `reason`.
  */
 export async function liftCreditsPause(
   sql: Sql,
   redis: Redis,
   place: RedisPlace,
   account: CreditAccountKey,
-  grant: { grantId: string; tokenId?: string },
+  by: { reason: string; tokenId?: string },
 ): Promise<boolean> {
   const lifted = await liftPause(
     sql,
@@ -300,7 +301,7 @@ export async function liftCreditsPause(
     place,
     account.tenantId,
     { capId: creditsPauseCapId(account.currency), scopeId: account.customerId, periodKey: CREDITS_PAUSE_PERIOD },
-    { by: 'admin', reason: `credits granted (${grant.grantId})`, ...(grant.tokenId ? { tokenId: grant.tokenId } : {}) },
+    { by: 'admin', reason: by.reason, ...(by.tokenId ? { tokenId: by.tokenId } : {}) },
   );
   return lifted !== undefined;
 }

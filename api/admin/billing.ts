@@ -131,7 +131,7 @@ export function billingEndpoints(): Endpoint[] {
           deps.redis,
           { prefix: deps.prefix, partitions: defaults.PARTITIONS },
           { tenantId, customerId: params.id, currency: body.currency },
-          { grantId: id, tokenId },
+          { reason: `credits granted (${id})`, tokenId },
         );
         const [row] = await deps.sql<Row[]>`SELECT * FROM credit_grants WHERE tenant_id = ${tenantId} AND id = ${id}`;
         return presentGrant(row);
