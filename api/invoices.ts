@@ -1,7 +1,8 @@
 import { Hono } from 'hono';
 import { invoiceJson } from '../domain/rating/quote.js';
+import { formatNano } from '../domain/money.js';
 import type { Sql } from '../pipeline/postgres.js';
-import { draftInvoice, getInvoice, listInvoices, pendingAdjustments, type InvoiceDocument } from '../store/invoices.js';
+import { creditsCarried, draftInvoice, getInvoice, listInvoices, pendingAdjustments, type InvoiceDocument } from '../store/invoices.js';
 import { PlanCache } from '../store/rate-plans.js';
 import type { TenantTokens } from '../store/tenant-tokens.js';
 import { ApiError, notFound, validationFailed } from './errors.js';
@@ -47,6 +48,7 @@ export function createInvoiceRoutes(deps: { sql: Sql; tokens: TenantTokens; plan
       throw new ApiError(404, 'no_subscription', `customer ${customerId} has no subscription in the period containing ${new Date(at).toISOString()}`);
     }
     const adjustments = await pendingAdjustments(sql, plans, tenantId, customerId, new Date(draft.periodStart), draft.invoice.currency);
+    const carried = await creditsCarried(sql, tenantId, customerId, draft.invoice.currency);
     return c.json({
       customer_id: draft.customerId,
       status: 'draft',
@@ -55,6 +57,8 @@ export function createInvoiceRoutes(deps: { sql: Sql; tokens: TenantTokens; plan
       subscription_ids: draft.subscriptionIds,
       ...invoiceJson(draft.invoice),
       pending_adjustments: adjustments,
+      // Owed to the customer by an earlier invoice below zero: the close takes it off this one.
+      credit_carried: formatNano(carried.reduce((sum, c) => sum + c.nano, 0n), draft.invoice.minor_unit_digits),
     });
   });
 
@@ -136,6 +140,7 @@ function invoiceCsv(doc: InvoiceDocument): string {
     ['total', doc.total],
     ['credits_applied', doc.credits_applied],
     ['amount_due', doc.amount_due],
+    ...(doc.credit_carried_forward ? [['credit_carried_forward', doc.credit_carried_forward] as [string, string]] : []),
   ];
   for (const [code, amount] of totals) rows.push(CSV_COLUMNS.map((column) => csvField(column === 'number' ? doc.number : column === 'code' ? code : column === 'amount' ? amount : '')).join(','));
   return `${rows.join('\r\n')}\r\n`;
@@ -164,7 +169,11 @@ ${rows}
 </tbody>
 <tfoot><tr><th colspan="4">Total</th><th class="n">${escapeHtml(doc.total)}</th></tr>
 <tr><th colspan="4">Credits applied</th><th class="n">${escapeHtml(doc.credits_applied)}</th></tr>
-<tr><th colspan="4">Amount due</th><th class="n">${escapeHtml(doc.amount_due)} ${escapeHtml(doc.currency)}</th></tr></tfoot></table>
+<tr><th colspan="4">Amount due</th><th class="n">${escapeHtml(doc.amount_due)} ${escapeHtml(doc.currency)}</th></tr>${
+    doc.credit_carried_forward
+      ? `\n<tr><th colspan="4">Credit carried to the next invoice</th><th class="n">${escapeHtml(doc.credit_carried_forward)} ${escapeHtml(doc.currency)}</th></tr>`
+      : ''
+  }</tfoot></table>
 <p class="rule">${escapeHtml(doc.rounding)}. Plan versions: ${doc.plan_versions.map((p) => `${escapeHtml(p.rate_plan_id)} v${p.rate_plan_version}`).join(', ') || 'as on the corrected invoice'}.</p>
 </body></html>`;
 }

@@ -144,7 +144,7 @@ describe('corrections', () => {
     expect(await differences()).toEqual([]);
   }, 120_000);
 
-  it('a correction to a closed period becomes a credit note, or an adjustment on the next invoice', async () => {
+  it('a correction to a closed period becomes a credit note, or an adjustment on the next invoice; below zero, a credit carried to the one after', async () => {
     const sql = world.sql;
     const t = tenant.tenantId;
     const customerId = tenant.customers[0].id;
@@ -176,6 +176,27 @@ describe('corrections', () => {
     const pending = await pendingAdjustments(sql, plans, t, customerId, new Date(end));
     expect(pending.length).toBeGreaterThan(0);
     expect(pending.every((l) => l.adjusts_invoice === invoice!.number && l.period_start === start.toISOString())).toBe(true);
+
+    // The next period has no usage: the adjustment takes its invoice below zero. The customer is
+    // owed the difference, carried to the invoice after, not dropped.
+    const month = (from: number) => ({ start: from, end: Date.UTC(new Date(from).getUTCFullYear(), new Date(from).getUTCMonth() + 1, 1) });
+    const second = await closePeriod(sql, plans, t, customerId, month(end));
+    const credit = second.status === 'closed' ? second.invoice : undefined;
+    const owed = -Number(credit!.adjustments_total);
+    expect(owed).toBeGreaterThan(0);
+    expect(credit).toMatchObject({ period_total: '0.00', total: `-${owed.toFixed(2)}`, amount_due: '0.00', credit_carried_forward: owed.toFixed(2) });
+    expect(credit!.credit_carried_from).toBeUndefined();
+    const draft = (await (await fetch(`${pipeline.baseUrl}/v1/customers/${customerId}/invoices/current?at=${new Date(month(end).end + 1000).toISOString()}`, {
+      headers: { authorization: `Bearer ${tenant.ingestToken}` },
+    })).json()) as { credit_carried: string };
+    expect(draft.credit_carried).toBe(owed.toFixed(2));
+    // The invoice after takes it off, once; still nothing to bill, so it carries it on.
+    const third = await closePeriod(sql, plans, t, customerId, month(month(end).end));
+    const after = third.status === 'closed' ? third.invoice : undefined;
+    expect(after!.lines.filter((l) => l.code === 'credit_carried')).toEqual([
+      expect.objectContaining({ description: `Credit carried from ${credit!.number}`, amount: `-${owed.toFixed(2)}` }),
+    ]);
+    expect(after).toMatchObject({ total: `-${owed.toFixed(2)}`, amount_due: '0.00', credit_carried_forward: owed.toFixed(2), credit_carried_from: [credit!.number] });
   }, 60_000);
 
   it('a customer whose prepaid credits run out is refused by authorize; a void that gives credits back, or a new grant, lets it through', async () => {

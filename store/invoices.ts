@@ -155,6 +155,14 @@ export interface InvoiceDocument {
   amount_due: string;
   /** A credit note: the invoice whose period it corrects. */
   corrects_invoice?: string;
+  /**
+   * An invoice whose total is below zero (adjustments that gave back more than the period bills):
+   * what the customer is owed, carried to its next invoice in this currency as a `credit_carried`
+   * line (its amount_due is 0).
+   */
+  credit_carried_forward?: string;
+  /** The invoices whose credit this one took (its `credit_carried` lines). */
+  credit_carried_from?: string[];
 }
 
 /** What is settled per line of a period: keyed by subscription, code and rule. */
@@ -360,6 +368,41 @@ async function insertDocument(tx: TransactionSql, tenantId: string, doc: Invoice
 
 const ROUNDING = 'each line rounded to the minor unit, half away from zero; totals are sums of rounded lines';
 
+/** A customer's credit carried forward and not yet taken by a later invoice: which invoice, and how much (nano, > 0). */
+interface CarriedCredit {
+  number: string;
+  nano: bigint;
+}
+
+/**
+ * The credits a customer's invoices in one currency carried forward that no invoice has taken
+ * yet (at most one in practice: each close takes all there are).
+ */
+export async function creditsCarried(db: Db, tenantId: string, customerId: string, currency: string): Promise<CarriedCredit[]> {
+  const rows = await db<{ number: string; carried: string }[]>`
+    SELECT i.number, i.document->>'credit_carried_forward' AS carried
+    FROM invoices i
+    WHERE i.tenant_id = ${tenantId} AND i.customer_id = ${customerId} AND i.kind = 'invoice' AND i.currency = ${currency}
+      AND i.document ? 'credit_carried_forward'
+      AND NOT EXISTS (
+        SELECT 1 FROM invoices j
+        WHERE j.tenant_id = i.tenant_id AND j.customer_id = i.customer_id AND j.kind = 'invoice'
+          AND j.document->'credit_carried_from' ? i.number)
+    ORDER BY i.issued_at, i.id`;
+  return rows.map((r) => ({ number: r.number, nano: parseNano(r.carried) }));
+}
+
+const carriedLine = (carried: CarriedCredit, digits: number): DocumentLine => ({
+  step: 10,
+  code: 'credit_carried',
+  description: `Credit carried from ${carried.number}`,
+  rule: `${carried.number}.credit_carried_forward`,
+  quantity: '1',
+  unit_price: formatNano(-carried.nano),
+  amount_nano: (-carried.nano).toString(),
+  amount: formatNano(-carried.nano, digits),
+});
+
 export type CloseOutcome = { status: 'closed'; invoice: InvoiceDocument } | { status: 'already_closed'; invoiceId: string } | { status: 'no_subscription' };
 
 /**
@@ -407,11 +450,17 @@ export async function closePeriod(
       }
     }
     const credits = await creditsConsumed(tx, tenantId, memberIds, new Date(period.start));
+    const carried = await creditsCarried(tx, tenantId, customerId, rated.currency);
     const periodRounded = parseNano(rated.total);
     const adjustmentsRounded = adjustments.reduce((sum, a) => sum + a.roundedNano, 0n);
-    const total = periodRounded + adjustmentsRounded;
+    const carriedRounded = carried.reduce((sum, c) => sum + c.nano, 0n);
+    const total = periodRounded + adjustmentsRounded - carriedRounded;
     const creditsApplied = roundToMinorUnit(credits + adjustments.reduce((sum, a) => sum + a.creditsNano, 0n), digits);
-    const lines: DocumentLine[] = [...rated.lines.map(documentLine), ...adjustments.flatMap((a) => a.lines)];
+    const lines: DocumentLine[] = [
+      ...rated.lines.map(documentLine),
+      ...adjustments.flatMap((a) => a.lines),
+      ...carried.map((c) => carriedLine(c, digits)),
+    ];
     const doc: InvoiceDocument = {
       id: newId('inv'),
       kind: 'invoice',
@@ -436,9 +485,12 @@ export async function closePeriod(
       period_total: rated.total,
       adjustments_total: formatNano(adjustmentsRounded, digits),
       total: formatNano(total, digits),
-      total_exact: formatNano(rated.total_nano + adjustments.reduce((sum, a) => sum + a.exactNano, 0n)),
+      total_exact: formatNano(rated.total_nano + adjustments.reduce((sum, a) => sum + a.exactNano, 0n) - carriedRounded),
       credits_applied: formatNano(creditsApplied, digits),
       amount_due: money(total > creditsApplied ? total - creditsApplied : 0n, digits),
+      ...(carried.length ? { credit_carried_from: carried.map((c) => c.number) } : {}),
+      // Below zero, the customer is owed the difference: the next invoice takes it off.
+      ...(total < 0n ? { credit_carried_forward: formatNano(-total, digits) } : {}),
     };
     await insertDocument(tx, tenantId, doc, total);
     await tx`
