@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { formatNano } from '../domain/money.js';
 import { seedTenant, type SeededTenant } from '../ops/seed.js';
+import { insertJsonRows } from '../store/clickhouse.js';
 import { newId } from '../store/credentials.js';
 import { projectToPeriodEnd } from '../store/usage-reads.js';
 import { billingPeriod } from '../store/subscriptions.js';
@@ -211,6 +212,29 @@ describe('GET /v1/usage/summary', () => {
     expect(await bad('group_by=day&from=2026-03-02T00:00:00Z&to=2026-03-01T00:00:00Z')).toEqual(['to']);
     expect(await bad('group_by=day&from=2025-01-01T00:00:00Z&to=2026-03-01T00:00:00Z')).toEqual(['to']);
     expect(await bad('group_by=day&limit=3')).toEqual(['limit']);
+    // ClickHouse keeps recorded times to the second, and its DateTime ends in 2106 (on 18.16 a later one wraps around).
+    expect(await bad('group_by=day&from=2026-03-10T12:00:00.500Z&to=2026-03-10T12:10:00Z')).toEqual(['from']);
+    expect(await bad('group_by=day&from=2163-01-10T00:00:00Z&to=2163-01-11T00:00:00Z')).toEqual(['from', 'to']);
+  });
+
+  it('orders a range by the exact cost of each group, however many events make it up', async () => {
+    // One call of 1.00 against two of 0.80: the second agent's 1.60 comes first.
+    const customer = other.customers[0];
+    const [first, second] = customer.teams[0].agents.map((a) => a.id);
+    const at = '2026-03-10 12:00:00';
+    const row = (agentId: string, costNano: number) => ({
+      tenant_id: other.tenantId, event_id: newId('evt'), event_type: 'mcp.tool_invoked', customer_id: customer.id, team_id: customer.teams[0].id,
+      agent_id: agentId, app_id: '', credential_id: '', product_id: '', session_id: '', tool_name: 'x', priced_tool: 'x', mcp_server_id: '', model: '',
+      execution_status: 'SUCCESS', error_type: '', duration_ms: 1, input_tokens: 0, output_tokens: 0, total_tokens: 0, retry_count: 0, is_parallel: 0,
+      cost_nano: costNano, currency: 'USD', over_cap: 0, subscription_id: customer.subscriptionId, rate_plan_id: '', rate_plan_version_id: '',
+      rate_plan_version: 1, recorded_at: at, recorded_date: at.slice(0, 10), ingested_at: at, cogs_nano: 0,
+    });
+    await insertJsonRows(world.clickhouse!, 'invocations', [row(first, 1_000_000_000), row(second, 800_000_000), row(second, 800_000_000)]);
+    const { body } = await get('/v1/usage/summary?group_by=agent&from=2026-03-10T00:00:00Z&to=2026-03-11T00:00:00Z', other.adminToken);
+    expect(body.rows.map((r: Record<string, unknown>) => [r.key, r.cost])).toEqual([
+      [second, '1.6'],
+      [first, '1'],
+    ]);
   });
 });
 

@@ -26,8 +26,11 @@ import { percentOf } from './cogs.js';
 
 /** The longest range one summary reads (a year and a day, so that "the last year" always fits). */
 const MAX_RANGE_MS = 367 * 86_400_000;
-/** Times must be within four-digit years, where PostgreSQL, ClickHouse and ISO 8601 all hold them. */
-const LATEST = Date.UTC(9999, 0, 1);
+/**
+ * A range is read from ClickHouse, whose DateTime is seconds since 1970 in 32 unsigned bits (on
+ * 18.16 a later time wraps around to an early one): from 1970 to 2106-02-07T06:28:16Z.
+ */
+const LATEST = 2 ** 32 * 1000;
 
 const isoTime = z.iso.datetime({ offset: true, error: 'must be an ISO 8601 time with an offset, such as 2026-03-01T00:00:00Z' });
 const id = z.string().min(1).max(128);
@@ -142,8 +145,14 @@ function rangeOf(query: z.output<typeof usageSummaryQuery>, now: number): { from
   if (query.to === undefined) problems.push({ path: 'to', message: 'is required with from' });
   const from = query.from === undefined ? Number.NaN : Date.parse(query.from);
   const to = query.to === undefined ? Number.NaN : Date.parse(query.to);
-  if (from < 0 || from >= LATEST) problems.push({ path: 'from', message: 'must be between 1970 and 9998' });
-  if (to < 0 || to >= LATEST) problems.push({ path: 'to', message: 'must be between 1970 and 9998' });
+  const bounds = 'must be between 1970-01-01T00:00:00Z and 2106-02-07T06:28:16Z (what ClickHouse keeps)';
+  if (from < 0 || from >= LATEST) problems.push({ path: 'from', message: bounds });
+  if (to < 0 || to > LATEST) problems.push({ path: 'to', message: bounds });
+  // ClickHouse keeps recorded times to the second: a bound inside a second would count its events
+  // on both sides of it, or on neither.
+  for (const [path, at] of [['from', from], ['to', to]] as const) {
+    if (Number.isFinite(at) && at % 1000 !== 0) problems.push({ path, message: 'must be a whole second (ClickHouse keeps recorded times to the second)' });
+  }
   if (problems.length === 0 && from >= to) problems.push({ path: 'to', message: 'must be after from' });
   if (problems.length === 0 && to - from > MAX_RANGE_MS) problems.push({ path: 'to', message: 'the range is at most 367 days' });
   if (problems.length > 0) throw validationFailed(`invalid range: ${problems[0].path}: ${problems[0].message}`, problems);

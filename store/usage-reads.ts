@@ -107,6 +107,7 @@ type SplitAlias = (typeof SPLIT_SUMS)[keyof typeof SPLIT_SUMS];
 function chDateTimeBounds(scope: SummaryScope): string {
   const day = (ms: number) => chString(new Date(ms).toISOString().slice(0, 10));
   return [
+    // Whole seconds from the route (ClickHouse keeps recorded times to the second).
     `recorded_at >= toDateTime(${Math.floor(scope.from / 1000)})`,
     `recorded_at < toDateTime(${Math.ceil(scope.to / 1000)})`,
     // The date bounds let ClickHouse skip whole partitions.
@@ -121,7 +122,11 @@ function clickHouseSummaryQuery(group: UsageGroup, scope: SummaryScope): string 
     .join(',\n  ');
   const conditions = [`tenant_id = ${chString(scope.tenantId)}`, chDateTimeBounds(scope)];
   if (scope.customerId !== undefined) conditions.push(`customer_id = ${chString(scope.customerId)}`);
-  const order = group === 'day' ? 'u_key, u_currency' : `sum(intDiv(cost_nano, ${PART})) DESC, sum(cost_nano % ${PART}) DESC, u_key, u_currency`;
+  // By the exact total, in two parts: the remainders' sum carried into the billions, then the
+  // remainder brought to [0, 1e9) (corrections make costs negative).
+  const hi = `(sum(intDiv(cost_nano, ${PART})) + intDiv(sum(cost_nano % ${PART}), ${PART}))`;
+  const lo = `(sum(cost_nano % ${PART}) % ${PART})`;
+  const order = group === 'day' ? 'u_key, u_currency' : `${hi} - (${lo} < 0) DESC, ${lo} + (${lo} < 0) * ${PART} DESC, u_key, u_currency`;
   return `SELECT ${CH_KEYS[group]} AS u_key, currency AS u_currency, count() AS u_events,
   countIf(event_type NOT LIKE 'session.%') AS u_calls,
   countIf(event_type NOT LIKE 'session.%' AND execution_status != 'SUCCESS') AS u_errors,
