@@ -102,6 +102,12 @@ describe('GET /v1/cogs', () => {
     expect((await get(`?group_by=tool&from=${encodeURIComponent('2026-03-01T05:00:00+05:00')}`)).status).toBe(200);
   });
 
+  it('refuses a time past year 9998 or before 1970 with its path', async () => {
+    const res = await get(`?group_by=tool&from=1969-12-31T23:00:00Z&to=${encodeURIComponent('9999-12-31T23:00:00-01:00')}`);
+    expect(res.status).toBe(400);
+    expect(((await res.json()) as { error: { details: { path: string }[] } }).error.details.map((d) => d.path)).toEqual(['from', 'to']);
+  });
+
   it('answers from the hourly sums: an hour range holds the events recorded in it', async () => {
     const hour = (h: number) => new Date(MARCH_10 + h * 3_600_000).toISOString();
     const rows = async (from: string, to: string) => ((await (await get(`?group_by=customer&from=${from}&to=${to}`)).json()) as { rows: { calls: number }[] }).rows;

@@ -11,6 +11,8 @@ import { requireTenant, type TenantAuthVariables } from './auth.js';
 const COGS_GROUPS = ['tool', 'agent', 'customer'] as const satisfies readonly CogsDimension[];
 type CogsGroup = (typeof COGS_GROUPS)[number];
 
+const LATEST = Date.UTC(9999, 0, 1);
+
 export const cogsQuerySchema = z.strictObject({
   group_by: z.enum(COGS_GROUPS),
   from: z.iso.datetime({ offset: true }).optional(),
@@ -78,6 +80,14 @@ export function createCogsRoutes(deps: { sql: Sql; tokens: TenantTokens }): Hono
     }
     const { group_by, from, to } = parsed.data;
     const range = { from: from ? new Date(from) : undefined, to: to ? new Date(to) : undefined };
+    // Within four-digit years, where PostgreSQL and ISO 8601 both hold them.
+    const outside = (['from', 'to'] as const).filter((name) => {
+      const at = range[name]?.getTime();
+      return at !== undefined && (at < 0 || at >= LATEST);
+    });
+    if (outside.length) {
+      throw new ApiError(400, 'validation_failed', 'from and to must be between 1970 and 9998', outside.map((path) => ({ path, message: 'must be between 1970 and 9998' })));
+    }
     const notWhole = (['from', 'to'] as const).filter((name) => {
       const at = range[name];
       return at !== undefined && !isWholeHour(at);
