@@ -12,18 +12,19 @@ import { createLogger } from '../pipeline/logger.js';
 import { createTenant, type CreatedTenant } from '../store/tenants.js';
 import { enqueueWebhookEvent, pruneWebhookHistory, recordAttempt, sealSecret, type RetryPolicy } from '../store/webhooks.js';
 import { isolated, type Isolated } from '../test/support/isolated.js';
-import { retryPolicy, startWebhookWorker, type WebhookWorker } from './webhook-worker.js';
+import { attemptDelivery, retryPolicy, startWebhookWorker, type WebhookWorker } from './webhook-worker.js';
 
 /**
  * What the worker's own resolution of a name (the one it checks) answers, per name, where a test
  * says so; the system's answer otherwise. The connection itself is never given these answers, so a
  * name here answers differently to the check and to a second resolution, as a rebinding DNS does.
  */
-const checkedDns = vi.hoisted(() => new Map<string, { address: string; family: number }[]>());
+const checkedDns = vi.hoisted(() => new Map<string, { address: string; family: number }[] | 'never'>());
 vi.mock('node:dns/promises', async (importOriginal) => {
   const actual = await importOriginal<typeof import('node:dns/promises')>();
   const lookup = ((host: string, options: import('node:dns').LookupOptions) => {
     const answer = checkedDns.get(host);
+    if (answer === 'never') return new Promise(() => {});
     return answer ? Promise.resolve(answer) : actual.lookup(host, options);
   }) as typeof actual.lookup;
   return { ...actual, default: { ...actual, lookup }, lookup };
@@ -322,6 +323,23 @@ describe('webhook delivery', () => {
       await world.sql`UPDATE webhook_endpoints SET status = 'disabled' WHERE id = ${id}`;
     } finally {
       checkedDns.delete('localhost');
+    }
+  });
+
+  it('gives the name of an endpoint the attempt\'s timeout to resolve: a resolver that never answers fails the attempt at the timeout', async () => {
+    checkedDns.set('hooks.never-resolves.test', 'never');
+    try {
+      const config = { ...loadConfig(), WEBHOOK_ALLOW_PRIVATE_NETWORKS: false, WEBHOOK_TIMEOUT_MS: 200 };
+      const delivery = {
+        id: 'whd_dns', tenantId: 'ten_dns', endpointId: 'we_dns', attempt: 1, url: 'https://hooks.never-resolves.test/hook',
+        messageId: 'msg_dns', payload: '{}', secretsSealed: [sealSecret(newWebhookSecret(), config.WEBHOOK_SECRET_KEY)], createdAt: new Date(),
+      };
+      const started = Date.now();
+      const outcome = await attemptDelivery(delivery, config);
+      expect(outcome).toMatchObject({ succeeded: false, error: 'hooks.never-resolves.test did not resolve within 200 ms' });
+      expect(Date.now() - started).toBeLessThan(2_000);
+    } finally {
+      checkedDns.delete('hooks.never-resolves.test');
     }
   });
 

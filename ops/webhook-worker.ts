@@ -8,7 +8,7 @@ import type { LookupFunction } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { isPrivateAddress, retryDelayMs, webhookHeaders } from '../domain/webhooks.js';
 import { loadConfigOrExit, type Config } from '../pipeline/config.js';
-import { describeError, surviveDependencyRejections } from '../pipeline/errors.js';
+import { describeError, settleWithin, surviveDependencyRejections } from '../pipeline/errors.js';
 import { createLogger, type Logger } from '../pipeline/logger.js';
 import { connectPostgres, type Sql } from '../pipeline/postgres.js';
 import { claimDueDeliveries, pruneWebhookHistory, recordAttempt, unsealSecret, type AttemptOutcome, type ClaimedDelivery, type RetryPolicy } from '../store/webhooks.js';
@@ -46,8 +46,14 @@ const leaseMs = (config: WorkerConfig) => 2 * config.WEBHOOK_TIMEOUT_MS + 5_000;
  * one of them is a private-network address and the deployment forbids them (checked per attempt:
  * DNS can change).
  */
-async function checkedAddresses(host: string): Promise<{ addresses: LookupAddress[] } | { problem: string }> {
-  const addresses = await lookup(host, { all: true });
+async function checkedAddresses(host: string, timeoutMs: number): Promise<{ addresses: LookupAddress[] } | { problem: string }> {
+  // The attempt's timeout covers the name's resolution too: a resolver that never answers would hold the delivery's lease.
+  const unresolved = `${host} did not resolve within ${timeoutMs} ms`;
+  const addresses = await settleWithin(lookup(host, { all: true }), timeoutMs, () => new Error(unresolved)).catch((err: unknown) => {
+    if (err instanceof Error && err.message === unresolved) return undefined;
+    throw err;
+  });
+  if (!addresses) return { problem: unresolved };
   const blocked = addresses.find((a) => isPrivateAddress(a.address));
   if (blocked) return { problem: `${host} resolves to ${blocked.address}, a private-network address, which this deployment forbids` };
   return { addresses };
@@ -112,7 +118,7 @@ export async function attemptDelivery(delivery: ClaimedDelivery, config: WorkerC
     const url = new URL(delivery.url);
     let pinned: LookupFunction | undefined;
     if (!config.WEBHOOK_ALLOW_PRIVATE_NETWORKS) {
-      const checked = await checkedAddresses(url.hostname.replace(/^\[|\]$/g, ''));
+      const checked = await checkedAddresses(url.hostname.replace(/^\[|\]$/g, ''), config.WEBHOOK_TIMEOUT_MS);
       if ('problem' in checked) return finish({ succeeded: false, error: checked.problem });
       pinned = pinnedLookup(checked.addresses);
     }
