@@ -1,5 +1,8 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { z } from 'zod';
+import { describeIssues } from '../domain/validation.js';
 import type { Redis } from '../pipeline/redis.js';
+import { validationFailed } from './errors.js';
 
 /**
  * Reads a request body of at most `limit` bytes. A Content-Length over the limit is refused
@@ -185,4 +188,19 @@ export class RequestDeadlines {
       this.sweeper = undefined;
     }
   }
+}
+
+/**
+ * A request's query parameters through a strict schema, or 400 validation_failed naming each
+ * problem by its parameter: an unknown parameter by its own name (zod reports it at the root).
+ */
+export function parseQuery<T extends z.ZodType>(schema: T, input: unknown): z.output<T> {
+  const parsed = schema.safeParse(input);
+  if (parsed.success) return parsed.data;
+  const details = parsed.error.issues.flatMap((issue) =>
+    issue.code === 'unrecognized_keys'
+      ? issue.keys.map((key) => ({ path: key, message: 'unknown query parameter' }))
+      : describeIssues(new z.ZodError([issue])),
+  );
+  throw validationFailed(`invalid query: ${details[0].path ? `${details[0].path}: ` : ''}${details[0].message}`, details);
 }

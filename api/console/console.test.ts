@@ -83,7 +83,9 @@ describe('the console over HTTP', () => {
     expect(await bad.text()).toContain('not a valid admin token');
     const good = await fetch(`${pipeline.baseUrl}/console/login`, { method: 'POST', body: new URLSearchParams({ token: tenant.adminToken }), redirect: 'manual' });
     expect(good.status).toBe(303);
-    expect(good.headers.get('set-cookie')).toMatch(/^am_console=amt_[^;]+; Max-Age=43200; Path=\/console; HttpOnly; SameSite=Strict/);
+    // A session id (random, stored in Redis by its digest), not the admin token itself.
+    expect(good.headers.get('set-cookie')).toMatch(/^am_console=[A-Za-z0-9_-]{43}; Max-Age=43200; Path=\/console; HttpOnly; SameSite=Strict/);
+    expect(good.headers.get('set-cookie')).not.toContain(tenant.adminToken);
     const api = await get('/console/api/usage?query=totals');
     expect(api.status).toBe(401);
     expect(((await api.json()) as { error: { code: string } }).error.code).toBe('unauthorized');

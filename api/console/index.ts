@@ -9,6 +9,7 @@ import type { Config } from '../../pipeline/config.js';
 import type { Logger } from '../../pipeline/logger.js';
 import { projectPath } from '../../pipeline/paths.js';
 import { describeIssues } from '../../domain/validation.js';
+import { adminTokenStillValid, ConsoleSessions } from '../../store/console-sessions.js';
 import { ANALYTICS_QUERIES, runAnalyticsQuery, type AnalyticsQuery } from '../../store/analytics-queries.js';
 import { connectClickHouse, type ClickHouseClient } from '../../store/clickhouse.js';
 import { draftInvoice } from '../../store/invoices.js';
@@ -16,6 +17,7 @@ import { liftPause } from '../../store/pause-flags.js';
 import type { Sql } from '../../pipeline/postgres.js';
 import { PlanCache } from '../../store/rate-plans.js';
 import { ApiError, notFound, validationFailed } from '../errors.js';
+import { parseQuery } from '../http.js';
 import type { TenantTokens } from '../../store/tenant-tokens.js';
 import { cachedDirectory, CHART_RANGES, loadOverview, loadSpendList, SPEND_KINDS, type ChartRange, type ConsoleStores, type SpendKind } from './data.js';
 import type { Html } from './html.js';
@@ -30,12 +32,22 @@ export interface ConsoleDeps {
   /** Defaults to a client of CLICKHOUSE_URL / CLICKHOUSE_DATABASE. */
   clickhouse?: ClickHouseClient;
   plans?: PlanCache;
+  /** How long a console session lasts from sign-in, in seconds (12 hours). */
+  sessionSeconds?: number;
 }
 
 type ConsoleEnv = { Variables: { tenantId: string; tokenId: string } };
 
 const CONSOLE_COOKIE = 'am_console';
 const SESSION_SECONDS = 12 * 3600;
+/**
+ * The times ClickHouse can hold: its DateTime is seconds since 1970 in 32 unsigned bits, and on
+ * 18.16 one outside wraps around (1890 or 2163 would read 2026): 1970-01-01T00:00:00Z to
+ * 2106-02-07T06:28:15Z (the console passes whole seconds, rounded down).
+ */
+const EARLIEST_MS = 0;
+const LATEST_MS = 2 ** 32 * 1000 - 1;
+const CLICKHOUSE_TIMES = 'must be between 1970-01-01T00:00:00Z and 2106-02-07T06:28:15Z (what ClickHouse keeps)';
 /** The widest range the usage API answers in one request: a few months of daily rows, never a table scan. */
 const MAX_RANGE_DAYS = { hourly: 31, daily: 400 } as const;
 const DAY_MS = 86_400_000;
@@ -65,8 +77,10 @@ const page = (c: Context, body: Html, status: 200 | 400 | 401 | 404 | 500 = 200)
  * The web console under /console: server-rendered pages for a tenant's admin (overview with
  * spend, caps, chart, tools, sessions, pauses and pipeline health; a customer's current invoice),
  * refreshed by polling their fragments, and a small JSON API (usage by query and range, lifting
- * a pause). Signing in takes the admin token, kept in an HttpOnly, SameSite=Strict cookie; a
- * bearer header works too. Everything is scoped to the token's tenant: another tenant's ids are 404.
+ * a pause). Signing in takes the admin token and starts a session (ConsoleSessions: in Redis, 12
+ * hours, ended by signing out or by the retirement of the token it was signed in with), whose
+ * random id is the HttpOnly, SameSite=Strict cookie; a bearer header with the admin token works
+ * too. Everything is scoped to the token's tenant: another tenant's ids are 404.
  */
 export function createConsoleRoutes(deps: ConsoleDeps): Hono<ConsoleEnv> {
   const { config, sql, redis, tokens, log } = deps;
@@ -76,6 +90,7 @@ export function createConsoleRoutes(deps: ConsoleDeps): Hono<ConsoleEnv> {
   const plans = deps.plans ?? new PlanCache(sql);
   const stores: ConsoleStores = { sql, redis, clickhouse, place: { prefix: config.REDIS_PREFIX, partitions: config.PARTITIONS }, directory: cachedDirectory(sql) };
   const statics = new Map(Object.entries(STATIC_FILES).map(([name, file]) => [name, { body: readFileSync(file.path), type: file.type }]));
+  const sessions = new ConsoleSessions(redis, config.REDIS_PREFIX, deps.sessionSeconds ?? SESSION_SECONDS);
   const app = new Hono<ConsoleEnv>();
 
   app.get('/console/static/:file', (c) => {
@@ -89,32 +104,46 @@ export function createConsoleRoutes(deps: ConsoleDeps): Hono<ConsoleEnv> {
     const token = typeof form.token === 'string' ? form.token.trim() : '';
     const verified = token ? await tokens.verify(token) : undefined;
     if (verified?.kind !== 'admin') return page(c, loginPage('That is not a valid admin token (or it was revoked).'), 401);
-    setCookie(c, CONSOLE_COOKIE, token, {
+    // Signing in again replaces the session the browser had.
+    const previous = getCookie(c, CONSOLE_COOKIE);
+    if (previous) await sessions.end(previous);
+    const sessionId = await sessions.start({ tenantId: verified.tenantId, tokenId: verified.tokenId });
+    setCookie(c, CONSOLE_COOKIE, sessionId, {
       path: '/console',
       httpOnly: true,
       sameSite: 'Strict',
       secure: new URL(c.req.url).protocol === 'https:' || c.req.header('x-forwarded-proto') === 'https',
-      maxAge: SESSION_SECONDS,
+      maxAge: sessions.ttlSeconds,
     });
     return c.redirect('/console', 303);
   });
-  app.post('/console/logout', (c) => {
+  app.post('/console/logout', async (c) => {
+    const sessionId = getCookie(c, CONSOLE_COOKIE);
+    if (sessionId) await sessions.end(sessionId);
     deleteCookie(c, CONSOLE_COOKIE, { path: '/console' });
     return c.redirect('/console/login', 303);
   });
 
-  // Everything below needs the tenant's admin token: the login page for a person, 401 JSON for the API.
+  // Everything below needs a session or the tenant's admin token: the login page for a person, 401 JSON for the API.
   app.use('/console/*', async (c, next) => {
     const bearer = /^Bearer\s+(\S+)$/i.exec(c.req.header('authorization') ?? '')?.[1];
-    const token = bearer ?? getCookie(c, CONSOLE_COOKIE);
-    const verified = token ? await tokens.verify(token) : undefined;
-    if (verified?.kind !== 'admin') {
-      if (isApi(c)) throw new ApiError(401, 'unauthorized', 'a valid admin token is required: sign in at /console/login or send Authorization: Bearer <admin token>');
-      if (token && !bearer) deleteCookie(c, CONSOLE_COOKIE, { path: '/console' });
-      return page(c, loginPage(token ? 'Your session is no longer valid: sign in again with an admin token.' : undefined), 401);
+    const sessionId = bearer === undefined ? getCookie(c, CONSOLE_COOKIE) : undefined;
+    let signedIn: { tenantId: string; tokenId: string } | undefined;
+    if (bearer !== undefined) {
+      const verified = await tokens.verify(bearer);
+      if (verified?.kind === 'admin') signedIn = verified;
+    } else if (sessionId) {
+      // The session, and the admin token it was signed in with, still valid (a rotation without grace or a revocation ends it).
+      const session = await sessions.find(sessionId);
+      if (session && (await adminTokenStillValid(sql, session))) signedIn = session;
     }
-    c.set('tenantId', verified.tenantId);
-    c.set('tokenId', verified.tokenId);
+    if (!signedIn) {
+      if (isApi(c)) throw new ApiError(401, 'unauthorized', 'a valid admin token is required: sign in at /console/login or send Authorization: Bearer <admin token>');
+      if (sessionId) deleteCookie(c, CONSOLE_COOKIE, { path: '/console' });
+      return page(c, loginPage(bearer !== undefined || sessionId ? 'Your session is no longer valid: sign in again with an admin token.' : undefined), 401);
+    }
+    c.set('tenantId', signedIn.tenantId);
+    c.set('tokenId', signedIn.tokenId);
     await next();
   });
   app.get('/console', async (c) => {
@@ -127,7 +156,7 @@ export function createConsoleRoutes(deps: ConsoleDeps): Hono<ConsoleEnv> {
   });
   app.get('/console/spend/:kind', async (c) => {
     const kind = c.req.param('kind');
-    if (!(kind in SPEND_KINDS)) throw new ApiError(404, 'not_found', `no spend list by ${kind}: by customer, team or agent`);
+    if (!Object.hasOwn(SPEND_KINDS, kind)) throw new ApiError(404, 'not_found', `no spend list by ${kind}: by customer, team or agent`);
     const pageNumber = Number(c.req.query('page') ?? 1);
     if (!Number.isInteger(pageNumber) || pageNumber < 1) throw validationFailed('page must be a whole number from 1', [{ path: 'page', message: 'a whole number from 1' }]);
     const list = await loadSpendList(stores, c.get('tenantId'), kind as SpendKind, pageNumber);
@@ -141,12 +170,17 @@ export function createConsoleRoutes(deps: ConsoleDeps): Hono<ConsoleEnv> {
   app.get('/console/customers/:id/fragment', async (c) => page(c, invoiceFragment(await loadInvoice(stores, plans, c.get('tenantId'), c.req.param('id')))));
 
   app.get('/console/api/usage', async (c) => {
-    const parsed = usageQuerySchema.safeParse(c.req.query());
-    if (!parsed.success) throw validationFailed('invalid query parameters', describeIssues(parsed.error));
-    const query: AnalyticsQuery = Object.values(ANALYTICS_QUERIES).find((q) => q.id === parsed.data.query)!;
-    const from = Date.parse(parsed.data.from);
-    const to = Date.parse(parsed.data.to);
-    if (from >= to) throw validationFailed('from must be before to', [{ path: 'from', message: 'must be before to' }]);
+    const parsed = parseQuery(usageQuerySchema, c.req.query());
+    const query: AnalyticsQuery = Object.values(ANALYTICS_QUERIES).find((q) => q.id === parsed.query)!;
+    const from = Date.parse(parsed.from);
+    const to = Date.parse(parsed.to);
+    const outside = [
+      ...(from < EARLIEST_MS || from > LATEST_MS ? [{ path: 'from', message: CLICKHOUSE_TIMES }] : []),
+      ...(to < EARLIEST_MS || to > LATEST_MS ? [{ path: 'to', message: CLICKHOUSE_TIMES }] : []),
+    ];
+    if (outside.length > 0) throw validationFailed(`invalid range: ${outside[0].path}: ${CLICKHOUSE_TIMES}`, outside);
+    // In whole seconds, as ClickHouse reads them: within one second the range would be empty, and its end minus one second before 1970.
+    if (Math.floor(from / 1000) >= Math.floor(to / 1000)) throw validationFailed('from must be at least a second before to', [{ path: 'from', message: 'must be at least a second before to' }]);
     const hourly = query.sql.includes('FROM usage_hourly');
     const maxDays = hourly ? MAX_RANGE_DAYS.hourly : MAX_RANGE_DAYS.daily;
     if (to - from > maxDays * DAY_MS) {
@@ -215,7 +249,7 @@ const isApi = (c: Context) => c.req.path.startsWith('/console/api/');
 
 function chartRange(value: string | undefined): ChartRange {
   if (value === undefined) return '24h';
-  if (value in CHART_RANGES) return value as ChartRange;
+  if (Object.hasOwn(CHART_RANGES, value)) return value as ChartRange;
   throw validationFailed(`range must be one of ${Object.keys(CHART_RANGES).join(', ')}`, [{ path: 'range', message: 'unknown range' }]);
 }
 
