@@ -13,6 +13,7 @@ import type { TenantTokens } from '../store/tenant-tokens.js';
 import { USAGE_GROUPS, capsTouched, clickHouseSummary, commitmentStatus, ledgerRow, ledgerSummary, type UsageSummary } from '../store/usage-reads.js';
 import { requireTenant, type TenantAuthVariables } from './auth.js';
 import { ApiError, notFound, validationFailed } from './errors.js';
+import { parseQuery } from './http.js';
 import { percentOf } from './cogs.js';
 
 /**
@@ -26,11 +27,13 @@ import { percentOf } from './cogs.js';
 
 /** The longest range one summary reads (a year and a day, so that "the last year" always fits). */
 const MAX_RANGE_MS = 367 * 86_400_000;
+/** Times must be within four-digit years, where PostgreSQL and ISO 8601 both hold them. */
+const LATEST = Date.UTC(9999, 0, 1);
 /**
  * A range is read from ClickHouse, whose DateTime is seconds since 1970 in 32 unsigned bits (on
- * 18.16 a later time wraps around to an early one): from 1970 to 2106-02-07T06:28:16Z.
+ * 18.16 a later time wraps around to an early one): from 1970 to 2106-02-07T06:28:15Z.
  */
-const LATEST = 2 ** 32 * 1000;
+const CLICKHOUSE_LATEST = (2 ** 32 - 1) * 1000;
 
 const isoTime = z.iso.datetime({ offset: true, error: 'must be an ISO 8601 time with an offset, such as 2026-03-01T00:00:00Z' });
 const id = z.string().min(1).max(128);
@@ -124,17 +127,6 @@ export const commitmentOut = z.object({
   commitments: z.array(z.looseObject({ group: z.string(), committed_calls: z.string(), committed_price: z.string(), used_calls: z.string(), used_value: z.string() })),
 });
 
-function parseQuery<T extends z.ZodType>(schema: T, input: unknown): z.output<T> {
-  const parsed = schema.safeParse(input);
-  if (parsed.success) return parsed.data;
-  const details = parsed.error.issues.flatMap((issue) =>
-    issue.code === 'unrecognized_keys'
-      ? issue.keys.map((key) => ({ path: key, message: 'unknown query parameter' }))
-      : describeIssues(new z.ZodError([issue])),
-  );
-  throw validationFailed(`invalid query: ${details[0].path ? `${details[0].path}: ` : ''}${details[0].message}`, details);
-}
-
 function rangeOf(query: z.output<typeof usageSummaryQuery>, now: number): { from: number; to: number; source: 'postgresql' | 'clickhouse' } {
   if (query.from === undefined && query.to === undefined) {
     const period = billingPeriod(now);
@@ -145,9 +137,9 @@ function rangeOf(query: z.output<typeof usageSummaryQuery>, now: number): { from
   if (query.to === undefined) problems.push({ path: 'to', message: 'is required with from' });
   const from = query.from === undefined ? Number.NaN : Date.parse(query.from);
   const to = query.to === undefined ? Number.NaN : Date.parse(query.to);
-  const bounds = 'must be between 1970-01-01T00:00:00Z and 2106-02-07T06:28:16Z (what ClickHouse keeps)';
-  if (from < 0 || from >= LATEST) problems.push({ path: 'from', message: bounds });
-  if (to < 0 || to > LATEST) problems.push({ path: 'to', message: bounds });
+  const bounds = 'must be between 1970-01-01T00:00:00Z and 2106-02-07T06:28:15Z (what ClickHouse keeps)';
+  if (from < 0 || from >= CLICKHOUSE_LATEST) problems.push({ path: 'from', message: bounds });
+  if (to < 0 || to > CLICKHOUSE_LATEST) problems.push({ path: 'to', message: bounds });
   // ClickHouse keeps recorded times to the second: a bound inside a second would count its events
   // on both sides of it, or on neither.
   for (const [path, at] of [['from', from], ['to', to]] as const) {
