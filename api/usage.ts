@@ -3,7 +3,6 @@ import { z } from 'zod';
 import { formatNano } from '../domain/money.js';
 import { explainCharge } from '../domain/rating/explain.js';
 import type { EventType } from '../domain/events.js';
-import { describeIssues } from '../domain/validation.js';
 import type { Config } from '../pipeline/config.js';
 import type { Sql } from '../pipeline/postgres.js';
 import { connectClickHouse, type ClickHouseClient } from '../store/clickhouse.js';
