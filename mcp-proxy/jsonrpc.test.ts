@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { classifyBody, outcomeOf, refusalMessage, responseKey } from './jsonrpc.js';
+import { classifyBody, outcomeOf, refusalMessage, responseKey, withoutBom } from './jsonrpc.js';
 import { SseReader, sseEvent } from './sse.js';
 
 describe('classifyBody', () => {
@@ -23,6 +23,19 @@ describe('classifyBody', () => {
     for (const body of ['', 'not json', '42', '[]', '[1,2]', '{"id":1,"method":"tools/call"}', '{"jsonrpc":"1.0","method":"x"}']) {
       expect(classifyBody(body).kind).toBe('malformed');
     }
+    // The code the proxy refuses it with: not JSON, or JSON without a JSON-RPC message.
+    expect(classifyBody('not json')).toMatchObject({ code: -32700 });
+    expect(classifyBody('\ufeff{"jsonrpc":"2.0","id":1,"method":"ping"}')).toMatchObject({ code: -32700 });
+    expect(classifyBody('[1,2]')).toMatchObject({ code: -32600 });
+  });
+
+  it('reads a body without its leading UTF-8 BOM (and only one)', () => {
+    const body = Buffer.from('{"jsonrpc":"2.0","id":1,"method":"ping"}');
+    const bom = Buffer.from([0xef, 0xbb, 0xbf]);
+    expect(withoutBom(Buffer.concat([bom, body])).equals(body)).toBe(true);
+    expect(withoutBom(body)).toBe(body);
+    expect(withoutBom(Buffer.concat([bom, bom, body])).equals(Buffer.concat([bom, body]))).toBe(true);
+    expect(withoutBom(Buffer.from([0xef, 0xbb]))).toHaveLength(2);
   });
 });
 

@@ -14,7 +14,12 @@ export interface ToolCall {
 }
 
 export type ClassifiedBody =
-  | { kind: 'malformed'; reason: string }
+  | {
+      kind: 'malformed';
+      /** The JSON-RPC error code of the refusal: -32700 (not JSON) or -32600 (JSON, but no JSON-RPC message). */
+      code: -32700 | -32600;
+      reason: string;
+    }
   | {
       kind: 'messages';
       batch: boolean;
@@ -43,13 +48,13 @@ export function classifyBody(text: string): ClassifiedBody {
   try {
     parsed = JSON.parse(text);
   } catch (err) {
-    return { kind: 'malformed', reason: `not JSON: ${(err as Error).message}` };
+    return { kind: 'malformed', code: -32700, reason: `not JSON: ${(err as Error).message}` };
   }
   const batch = Array.isArray(parsed);
   const messages = batch ? (parsed as unknown[]) : [parsed];
-  if (messages.length === 0) return { kind: 'malformed', reason: 'an empty batch' };
+  if (messages.length === 0) return { kind: 'malformed', code: -32600, reason: 'an empty batch' };
   const valid = messages.filter(isMessage);
-  if (valid.length === 0) return { kind: 'malformed', reason: 'no JSON-RPC 2.0 message' };
+  if (valid.length === 0) return { kind: 'malformed', code: -32600, reason: 'no JSON-RPC 2.0 message' };
   const calls: ToolCall[] = [];
   let initialize = false;
   for (const message of valid) {
@@ -110,4 +115,14 @@ export function refusalMessage(call: ToolCall, decision: AuthorizeDecision): Rec
       _meta: { 'agentmeter/refusal': { code, reason } },
     },
   };
+}
+
+/**
+ * The body without a leading UTF-8 byte order mark (EF BB BF), if it has one. A BOM is not part
+ * of the JSON (RFC 8259 lets a parser ignore it, and the MCP SDK's TextDecoder drops it): the
+ * proxy parses the body without it and forwards the body without it, so what it metered and
+ * authorized is exactly what the upstream reads.
+ */
+export function withoutBom(body: Buffer): Buffer {
+  return body.length >= 3 && body[0] === 0xef && body[1] === 0xbb && body[2] === 0xbf ? body.subarray(3) : body;
 }

@@ -72,7 +72,9 @@ const meter = new AgentMeter({
   ingestToken: ingestToken!,
   authorize: { failMode: values['fail-closed'] ? 'closed' : 'open' },
   flushOnExit: false,
-  onError: (err) => log.error({ err, code: err.code }, 'mcp-proxy: metering error'),
+  // Never `{ err }`: the events an error holds carry the callers' API keys (the SDK keeps them out
+  // of the error's enumerable fields too); the count says enough.
+  onError: (err) => log.error({ code: err.code, message: err.message, events: (err as { events?: readonly unknown[] }).events?.length ?? 0 }, 'mcp-proxy: metering error'),
 });
 const proxy = await startMcpProxy({
   upstream: values.upstream!,
@@ -87,7 +89,10 @@ const proxy = await startMcpProxy({
   maxBodyBytes,
   log,
 });
-log.info({ listen: proxy.url, upstream: values.upstream }, 'mcp-proxy listening');
+// The upstream's URL without a password it may carry.
+const upstreamShown = new URL(values.upstream!);
+if (upstreamShown.password) upstreamShown.password = '***';
+log.info({ listen: proxy.url, upstream: upstreamShown.href }, 'mcp-proxy listening');
 // For a parent process (tests, the benchmark) that asked for port 0.
 if (process.send) process.send({ listening: proxy.port });
 

@@ -8,6 +8,7 @@ import { spawn } from 'node:child_process';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { connect, type AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
+import { gzipSync } from 'node:zlib';
 import { afterEach, describe, expect, it } from 'vitest';
 import { AgentMeter } from '@agentmeter/sdk';
 import { acceptAll, json, scriptedServer } from '../sdk/src/testing/scripted-server.js';
@@ -41,9 +42,9 @@ async function upstream(handler: Handler): Promise<{ url: string; seen: { method
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/mcp`, seen };
 }
 
-/** A proxy in front of `upstreamUrl`, its meter talking to a scripted agentmeter that allows every call. */
-async function proxyTo(upstreamUrl: string, options: { upstreamTimeoutMs?: number } = {}) {
-  const api = await scriptedServer((seen, req, res) => (seen.path === '/v1/authorize' ? json(res, 200, { allowed: true }) : acceptAll(seen, req, res)));
+/** A proxy in front of `upstreamUrl`, its meter talking to a scripted agentmeter that allows every call (or answers `decision`). */
+async function proxyTo(upstreamUrl: string, options: { upstreamTimeoutMs?: number } = {}, decision: Record<string, unknown> = { allowed: true }) {
+  const api = await scriptedServer((seen, req, res) => (seen.path === '/v1/authorize' ? json(res, 200, decision) : acceptAll(seen, req, res)));
   const meter = new AgentMeter({ baseUrl: api.url, ingestToken: 'amt_test', flushOnExit: false, flushIntervalMs: 20 });
   const proxy: RunningProxy = await startMcpProxy({ upstream: upstreamUrl, port: 0, meter, ...options });
   cleanups.push(() => api.close(), () => meter.close(), () => proxy.close());
@@ -55,8 +56,9 @@ async function proxyTo(upstreamUrl: string, options: { upstreamTimeoutMs?: numbe
 }
 
 const call = (id: number, tool = 'search_docs') => JSON.stringify({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: tool, arguments: {} } });
-const post = (url: string, body: string) =>
-  fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'x-api-key': 'sk_live_test_key' }, body });
+const post = (url: string, body: string | Buffer, headers: Record<string, string> = {}) =>
+  fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'x-api-key': 'sk_live_test_key', ...headers }, body });
+const BOM = Buffer.from([0xef, 0xbb, 0xbf]);
 
 describe('the metering proxy', () => {
   it('sends every request to the upstream origin, the target as the client wrote it (an absolute URL goes nowhere else)', async () => {
@@ -110,10 +112,118 @@ describe('the metering proxy', () => {
   });
 });
 
+describe('what the proxy cannot read is never forwarded', () => {
+  it('answers 400 to a body that is not JSON-RPC and 415 to a compressed one; a BOM is removed and the call authorized like any other', async () => {
+    const bodies: Buffer[] = [];
+    const up = await upstream((_req, body, res) => {
+      bodies.push(Buffer.from(body));
+      json(res, 200, { jsonrpc: '2.0', id: 1, result: { content: [{ type: 'text', text: 'ran' }] } });
+    });
+    // This caller is paused: every tools/call must be refused by the proxy, whatever its body looks like.
+    const { proxy, events } = await proxyTo(up.url, {}, { allowed: false, code: 'paused', reason: 'spend cap' });
+
+    const bom = await post(`${proxy.url}/mcp`, Buffer.concat([BOM, Buffer.from(call(1))]));
+    expect(await bom.json()).toMatchObject({ id: 1, result: { isError: true, _meta: { 'agentmeter/refusal': { code: 'paused' } } } });
+    const identity = await post(`${proxy.url}/mcp`, call(2), { 'content-encoding': 'Identity' });
+    expect(await identity.json()).toMatchObject({ id: 2, result: { isError: true } });
+
+    const gzip = await post(`${proxy.url}/mcp`, gzipSync(call(3)), { 'content-encoding': 'gzip' });
+    expect(gzip.status).toBe(415);
+    expect(await gzip.json()).toMatchObject({ jsonrpc: '2.0', id: null, error: { message: expect.stringMatching(/Content-Encoding gzip/) } });
+
+    const refusals: [string | Buffer, number][] = [
+      ['{"jsonrpc": "2.0", "id": 4, "method": "tools/call", ', -32700],
+      [Buffer.concat([BOM, BOM, Buffer.from(call(5))]), -32700],
+      [Buffer.from(call(6), 'utf16le'), -32700],
+      ['{}', -32600],
+      ['[]', -32600],
+      [JSON.stringify({ id: 7, method: 'tools/call', params: { name: 'search_docs' } }), -32600],
+    ];
+    for (const [body, code] of refusals) {
+      const res = await post(`${proxy.url}/mcp`, body);
+      expect(res.status, String(body)).toBe(400);
+      expect(await res.json()).toMatchObject({ jsonrpc: '2.0', id: null, error: { code } });
+    }
+    expect(bodies).toEqual([]);
+    expect(proxy.stats()).toMatchObject({ refused: 2, malformedBodies: refusals.length, encodedBodies: 1, toolCalls: { SUCCESS: 0, FAILED: 0 } });
+    expect(await events()).toEqual([]);
+  });
+
+  it('forwards a BOM-prefixed body without the BOM, the call metered as any other', async () => {
+    const bodies: string[] = [];
+    const up = await upstream((_req, body, res) => {
+      bodies.push(body);
+      json(res, 200, { jsonrpc: '2.0', id: 1, result: { content: [{ type: 'text', text: 'ran' }] } });
+    });
+    const { proxy, events } = await proxyTo(up.url);
+    const res = await post(`${proxy.url}/mcp`, Buffer.concat([BOM, Buffer.from(call(1))]));
+    expect(await res.json()).toMatchObject({ id: 1, result: { content: [{ text: 'ran' }] } });
+    expect(bodies).toEqual([call(1)]);
+    expect(await events()).toEqual([expect.objectContaining({ tool_name: 'search_docs', execution_status: 'SUCCESS', api_key: 'sk_live_test_key' })]);
+  });
+});
+
+describe('a call the upstream never ran', () => {
+  it('is not metered when the upstream refused it with a 4xx and no response for it, or could not be reached; a 5xx or a reset after sending stays FAILED', async () => {
+    const up = await upstream((req, body, res) => {
+      const { id } = JSON.parse(body) as { id: number };
+      if (id === 1) return json(res, 404, { jsonrpc: '2.0', id: null, error: { code: -32001, message: 'Session not found' } });
+      if (id === 2) return json(res, 400, { jsonrpc: '2.0', id: null, error: { code: -32000, message: 'Bad Request: Server not initialized' } });
+      if (id === 3) return res.writeHead(406, { 'content-type': 'text/plain' }).end('Not Acceptable');
+      if (id === 4) return json(res, 401, { jsonrpc: '2.0', id: 4, error: { code: -32001, message: 'unauthorized' } });
+      if (id === 5) return json(res, 500, { jsonrpc: '2.0', id: null, error: { code: -32603, message: 'Internal error' } });
+      if (id === 6) return req.socket.destroy(); // read the request, then the connection drops: it may have run
+      json(res, 200, { jsonrpc: '2.0', id, result: { content: [{ type: 'text', text: 'ran' }] } });
+    });
+    const { proxy, events } = await proxyTo(up.url);
+    const statuses: number[] = [];
+    for (let id = 1; id <= 7; id++) {
+      const res = await post(`${proxy.url}/mcp`, call(id, `tool_${id}`), { 'mcp-session-id': 'expired' });
+      statuses.push(res.status);
+      await res.arrayBuffer();
+    }
+    expect(statuses).toEqual([404, 400, 406, 401, 500, 502, 200]);
+    expect((await events()).map((e) => [e.tool_name, e.execution_status, e.error_type])).toEqual([
+      // A response for the call itself, even in a 4xx, is the upstream's answer to it.
+      ['tool_4', 'FAILED', 'jsonrpc_-32001'],
+      ['tool_5', 'FAILED', 'upstream_no_response'],
+      ['tool_6', 'FAILED', 'upstream_unreachable'],
+      ['tool_7', 'SUCCESS', undefined],
+    ]);
+    expect(proxy.stats()).toMatchObject({ notRun: 3, toolCalls: { SUCCESS: 1, FAILED: 3 } });
+
+    // Nothing listens there: the connection is refused before any byte of the request left.
+    const closed = createServer();
+    await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
+    const port = (closed.address() as AddressInfo).port;
+    await new Promise((r) => closed.close(r));
+    const down = await proxyTo(`http://127.0.0.1:${port}/mcp`);
+    const res = await post(`${down.proxy.url}/mcp`, call(8));
+    expect(res.status).toBe(502);
+    expect(await res.json()).toMatchObject({ id: null, error: { message: expect.stringMatching(/upstream unreachable: connect ECONNREFUSED/) } });
+    expect(await down.events()).toEqual([]);
+    expect(down.proxy.stats()).toMatchObject({ notRun: 1, upstreamFailures: 1, toolCalls: { FAILED: 0 } });
+  });
+});
+
 describe('npm run mcp-proxy (mcp-proxy/main.ts)', () => {
   const main = fileURLToPath(new URL('./main.ts', import.meta.url));
   const run = (args: string[], env: Record<string, string>) =>
-    spawn(process.execPath, ['--import', 'tsx', main, ...args], { env: { ...process.env, LOG_LEVEL: 'error', ...env }, stdio: ['ignore', 'ignore', 'pipe', 'ipc'] });
+    spawn(process.execPath, ['--import', 'tsx', main, ...args], { env: { ...process.env, LOG_LEVEL: 'error', ...env }, stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
+  /** Starts the proxy in front of an upstream answering every call, with `api` as agentmeter; makes one call, then SIGTERM. */
+  const callThenStop = async (api: { url: string }) => {
+    const up = await upstream((_req, _body, res) => json(res, 200, { jsonrpc: '2.0', id: 3, result: { content: [{ type: 'text', text: 'ok' }] } }));
+    const child = run(['--upstream', up.url, '--listen', '0'], { AGENTMETER_URL: api.url, AGENTMETER_INGEST_TOKEN: 'amt_test' });
+    let stdout = '';
+    child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+    const exited = new Promise<number | null>((r) => child.on('exit', r));
+    const port = await new Promise<number>((resolve) => child.on('message', (m: { listening?: number }) => m.listening && resolve(m.listening)));
+    const res = await post(`http://127.0.0.1:${port}/mcp`, call(3));
+    expect(await res.json()).toMatchObject({ id: 3, result: { content: [{ text: 'ok' }] } });
+    child.kill('SIGTERM');
+    const code = await exited;
+    return { code, stdout };
+  };
 
   it('refuses to start without its upstream, port and ingest token, saying what is missing', async () => {
     const child = run(['--listen', 'x'], { AGENTMETER_INGEST_TOKEN: '' });
@@ -139,5 +249,32 @@ describe('npm run mcp-proxy (mcp-proxy/main.ts)', () => {
     expect(await exited).toBe(0);
     const events = api.seen.filter((s) => s.path === '/v1/events').flatMap((s) => s.body.events ?? []);
     expect(events).toEqual([expect.objectContaining({ tool_name: 'search_docs', mcp_server_id: 'mcp_docs', execution_status: 'SUCCESS', api_key: 'sk_live_test_key' })]);
+  });
+
+  it('when stopped, waits for a retry of what it metered (the API answering 503 once) before it exits', async () => {
+    let ingests = 0;
+    const api = await scriptedServer((seen, req, res) => {
+      if (seen.path === '/v1/authorize') return json(res, 200, { allowed: true });
+      if (++ingests === 1) return json(res, 503, { error: { code: 'unavailable', message: 'restarting' } });
+      acceptAll(seen, req, res);
+    });
+    cleanups.push(() => api.close());
+    const { code, stdout } = await callThenStop(api);
+    expect(code).toBe(0);
+    const sent = api.seen.filter((s) => s.path === '/v1/events');
+    expect(sent.map((s) => s.body.events!.map((e) => e.tool_name))).toEqual([['search_docs'], ['search_docs']]);
+    expect(stdout).toBe('');
+  });
+
+  it('logs a metering error by its code, message and count of events, never the events (they hold the API keys)', async () => {
+    const api = await scriptedServer((seen, _req, res) =>
+      seen.path === '/v1/authorize' ? json(res, 200, { allowed: true }) : json(res, 401, { error: { code: 'unauthorized', message: 'a valid ingest token is required' } }),
+    );
+    cleanups.push(() => api.close());
+    const { code, stdout } = await callThenStop(api);
+    expect(code).toBe(0);
+    const lines = stdout.trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);
+    expect(lines).toEqual([expect.objectContaining({ msg: 'mcp-proxy: metering error', code: 'unauthorized', message: 'a valid ingest token is required', events: 1 })]);
+    expect(stdout).not.toContain('sk_live');
   });
 });

@@ -8,9 +8,12 @@
  * an SSE stream passed through chunk by chunk as it comes, and becomes one `mcp.tool_invoked`
  * event with its duration and status. Everything else passes untouched. An upstream that
  * answers garbage, fails, closes mid-stream or times out: the client sees that failure and the
- * calls are metered FAILED (TIMEOUT). A body that is not JSON-RPC is forwarded unmetered and
- * counted. A session's `initialize` answered with `Mcp-Session-Id` tracks session.started, its
- * DELETE session.completed.
+ * calls are metered FAILED (TIMEOUT). A call the upstream provably never ran (refused with a 4xx
+ * and no response for it, or a connection that could not be made) is not metered, and counted.
+ * A POST the proxy cannot read is never forwarded (it would pass unmetered and unauthorized): not
+ * JSON-RPC answers 400, a Content-Encoding other than identity 415; a leading UTF-8 BOM is
+ * removed before parsing and forwarding. A session's `initialize` answered with `Mcp-Session-Id`
+ * tracks session.started, its DELETE session.completed.
  */
 import { Agent as HttpAgent, createServer, request as httpRequest, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type Server, type ServerResponse } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
@@ -18,7 +21,7 @@ import type { AddressInfo } from 'node:net';
 import { urlToHttpOptions } from 'node:url';
 import { credentialFields, type AgentMeter, type AuthorizeDecision, type AuthorizeRequest, type Credential, type ExecutionStatus, type MeterEvent } from '@agentmeter/sdk';
 import type { Logger } from '../pipeline/logger.js';
-import { classifyBody, outcomeOf, refusalMessage, responseKey, type CallOutcome, type ToolCall } from './jsonrpc.js';
+import { classifyBody, outcomeOf, refusalMessage, responseKey, withoutBom, type CallOutcome, type ToolCall } from './jsonrpc.js';
 import { SseReader, sseEvent } from './sse.js';
 
 export interface McpProxyOptions {
@@ -48,13 +51,23 @@ interface ProxyStats {
   toolCalls: Record<ExecutionStatus, number>;
   /** tools/call refused by authorize (answered by the proxy, not forwarded). */
   refused: number;
-  /** Bodies that were not JSON-RPC: forwarded unmetered. */
+  /** POST bodies that were not JSON-RPC (not JSON, or no JSON-RPC message): answered 400, not forwarded. */
   malformedBodies: number;
+  /** POST bodies with a Content-Encoding other than identity: answered 415, not forwarded. */
+  encodedBodies: number;
   /** Elements of a batch that were not JSON-RPC messages. */
   malformedMessages: number;
   /** tools/call without a credential while authorize is off: forwarded, not metered. */
   unattributed: number;
   upstreamFailures: number;
+  /**
+   * tools/call the upstream provably never ran, not metered: it answered the request with a 4xx
+   * and no response for the call (an unknown session's 404, 400, 406...), or the connection to it
+   * could not be made (the request never left).
+   */
+  notRun: number;
+  /** Events (calls, sessions) the SDK did not take (its buffer full, or closed): see meter.stats().dropped. */
+  untracked: number;
   sessionsStarted: number;
   sessionsCompleted: number;
 }
@@ -97,9 +110,12 @@ export async function startMcpProxy(options: McpProxyOptions): Promise<RunningPr
     toolCalls: { SUCCESS: 0, FAILED: 0, TIMEOUT: 0, RATE_LIMITED: 0 },
     refused: 0,
     malformedBodies: 0,
+    encodedBodies: 0,
     malformedMessages: 0,
     unattributed: 0,
     upstreamFailures: 0,
+    notRun: 0,
+    untracked: 0,
     sessionsStarted: 0,
     sessionsCompleted: 0,
   };
@@ -138,12 +154,21 @@ export async function startMcpProxy(options: McpProxyOptions): Promise<RunningPr
     event.recorded_timestamp = new Date(call.startedAt);
     meter.track(event).catch(trackFailed);
   };
-  const trackFailed = (err: unknown) => log?.warn({ err }, 'mcp-proxy: cannot track a call');
+  // track() rejects when the SDK's buffer is full (the API down for long) or closed: counted, and
+  // logged at most every 10 s (code and message only: never the event, it holds the API key).
+  let lastTrackFailureLog = 0;
+  const trackFailed = (err: unknown) => {
+    stats.untracked++;
+    const now = Date.now();
+    if (now - lastTrackFailureLog < 10_000) return;
+    lastTrackFailureLog = now;
+    log?.warn({ code: (err as { code?: unknown }).code, message: (err as Error)?.message, untracked: stats.untracked }, 'mcp-proxy: cannot track calls');
+  };
 
   const trackSession = (type: 'session.started' | 'session.completed', sessionId: string, credential: Credential) => {
     if (type === 'session.started') stats.sessionsStarted++;
     else stats.sessionsCompleted++;
-    void meter.track({ event_type: type, session_id: sessionId, ...credentialFields(credential) }).catch(() => {});
+    meter.track({ event_type: type, session_id: sessionId, ...credentialFields(credential) }).catch(trackFailed);
   };
 
   const forwardHeaders = (headers: IncomingHttpHeaders, bodyLength?: number): OutgoingHttpHeaders => {
@@ -200,12 +225,17 @@ export async function startMcpProxy(options: McpProxyOptions): Promise<RunningPr
     return meter.authorize(request);
   };
 
-  const handlePost = async (req: IncomingMessage, res: ServerResponse, body: Buffer) => {
+  const handlePost = async (req: IncomingMessage, res: ServerResponse, received: Buffer) => {
+    // Parsed and forwarded without a leading BOM: the upstream reads what was metered.
+    const body = withoutBom(received);
     const classified = classifyBody(body.toString('utf8'));
     if (classified.kind === 'malformed') {
+      // Never forwarded: an upstream that reads it some other way would run its calls unmetered
+      // and unauthorized. An upstream answers such a body 400 anyway.
       stats.malformedBodies++;
-      log?.debug({ reason: classified.reason }, 'mcp-proxy: forwarding a body that is not JSON-RPC, unmetered');
-      return forward(req, res, body, undefined, [], [], false);
+      log?.debug({ code: classified.code, bytes: body.length }, 'mcp-proxy: refused a body that is not JSON-RPC');
+      const message = classified.code === -32700 ? `Parse error: ${classified.reason}` : `Invalid Request: ${classified.reason}`;
+      return jsonReply(res, 400, { jsonrpc: '2.0', id: null, error: { code: classified.code, message } });
     }
     stats.malformedMessages += classified.invalidMessages;
     const credential = credentialOf(req.headers);
@@ -250,9 +280,17 @@ export async function startMcpProxy(options: McpProxyOptions): Promise<RunningPr
     initialize = false,
   ) => {
     const calls = new Map(pending.map((c) => [c.key, c]));
-    /** Meters the calls not answered yet with this outcome (the upstream failed them). */
+    /**
+     * The upstream provably did not run the calls it left unanswered: it refused the request with a
+     * 4xx, or the connection of the current attempt was never made (nothing of the request left).
+     * A 5xx, a timeout or a connection lost after the request went out may come after a tool ran.
+     */
+    let refusedWith4xx = false;
+    let reached = false;
+    /** Meters the calls not answered yet with this outcome (the upstream failed them), unless the upstream never ran them. */
     const finish = (outcome: CallOutcome) => {
-      for (const call of calls.values()) trackCall(call, outcome, credential, sessionId);
+      if (refusedWith4xx || !reached) stats.notRun += calls.size;
+      else for (const call of calls.values()) trackCall(call, outcome, credential, sessionId);
       calls.clear();
     };
     const settle = (message: unknown) => {
@@ -276,6 +314,8 @@ export async function startMcpProxy(options: McpProxyOptions): Promise<RunningPr
     let timedOut = false;
     const onAnswer = (upstreamRes: IncomingMessage) => {
       const status = upstreamRes.statusCode ?? 502;
+      reached = true;
+      refusedWith4xx = status >= 400 && status < 500;
       const type = String(upstreamRes.headers['content-type'] ?? '').toLowerCase();
       const newSession = upstreamRes.headers['mcp-session-id'];
       if (initialize && status < 300 && typeof newSession === 'string' && credential) {
@@ -349,7 +389,14 @@ export async function startMcpProxy(options: McpProxyOptions): Promise<RunningPr
       });
     };
     const attempt = (retry: boolean): ReturnType<typeof send> => {
+      reached = false;
       const sent = send({ ...origin, method: 'POST', path: req.url ?? '/', headers: forwardHeaders(req.headers, body.length) }, onAnswer);
+      // The request's bytes leave only once the connection is made (TLS: its handshake done); a
+      // kept-alive socket is connected already. Before that, a failure means the upstream got nothing.
+      sent.once('socket', (socket) => {
+        if (sent.reusedSocket || (!secure && !socket.connecting)) reached = true;
+        else socket.once(secure ? 'secureConnect' : 'connect', () => (reached = true));
+      });
       sent.setTimeout(timeoutMs, () => {
         timedOut = true;
         sent.destroy(new Error(`no answer from the upstream within ${timeoutMs} ms`));
@@ -391,6 +438,13 @@ export async function startMcpProxy(options: McpProxyOptions): Promise<RunningPr
       });
     }
     if (req.method !== 'POST') return pipeThrough(req, res);
+    const encoding = firstValue(req.headers['content-encoding'])?.trim().toLowerCase();
+    if (encoding && encoding !== 'identity') {
+      // A compressed body is not what the proxy parses, but an upstream may inflate it (express.json()
+      // does) and run its calls: refused, never forwarded.
+      stats.encodedBodies++;
+      return unsupportedEncoding(res, encoding);
+    }
     const declared = Number(req.headers['content-length'] ?? 0);
     if (declared > maxBody) return tooLarge(res, maxBody);
     const chunks: Buffer[] = [];
@@ -460,6 +514,12 @@ function jsonReply(res: ServerResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body);
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
   res.end(text);
+}
+
+function unsupportedEncoding(res: ServerResponse, encoding: string): void {
+  // The body is not read: the connection closes after the answer.
+  res.setHeader('connection', 'close');
+  jsonReply(res, 415, { jsonrpc: '2.0', id: null, error: { code: -32000, message: `Unsupported Media Type: Content-Encoding ${encoding.slice(0, 64)} (the metering proxy reads bodies only as sent, uncompressed)` } });
 }
 
 function tooLarge(res: ServerResponse, limit: number): void {

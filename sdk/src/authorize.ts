@@ -1,4 +1,4 @@
-import { AgentMeterError, BadRequestError, UnauthorizedError } from './errors.js';
+import { AgentMeterError, BadRequestError, UnauthorizedError, type EventProblem } from './errors.js';
 import type { Credential } from './events.js';
 
 /** What `POST /v1/authorize` is asked: a credential, optionally the session and the tool. */
@@ -19,7 +19,10 @@ export interface AuthorizeDecision {
 export interface AuthorizeOptions {
   /** How long an answer is reused (ms). Default 1,000: a new pause is seen within about a second. */
   cacheTtlMs: number;
-  /** When the API cannot answer (network error, timeout, 5xx, 429): allow (open, the default) or refuse (closed). */
+  /**
+   * When the API cannot answer (network error, timeout, 408, 429, 5xx, or a 200 that is not a
+   * decision): allow (open, the default) or refuse (closed).
+   */
   failMode: 'open' | 'closed';
   /** Timeout of one authorize request (ms). Default 2,000. */
   timeoutMs: number;
@@ -93,16 +96,23 @@ export class AuthorizeCache {
       return this.fallback(`the authorize request failed: ${(err as Error).message}`);
     }
     if (response.status === 200) {
-      const body = (await response.json()) as Omit<AuthorizeDecision, 'source'>;
+      // A 200 that is not a decision (an HTML page of a gateway, a body cut short) is no answer either.
+      let body: unknown;
+      try {
+        body = await response.json();
+      } catch (err) {
+        return this.fallback(`authorize answered 200 with a body that is not JSON: ${(err as Error).message}`);
+      }
+      if (!isDecision(body)) return this.fallback('authorize answered 200 without a decision');
       return { ...body, source: 'api' };
     }
     const text = await response.text().catch(() => '');
     const error = parseError(text);
     if (response.status === 401) throw new UnauthorizedError(error?.message ?? 'the ingest token was refused');
     if (response.status === 400) {
-      throw new BadRequestError(error?.code ?? 'bad_request', error?.message ?? text, (error?.details ?? []).map((d, index) => ({ index, path: d.path, message: d.message })));
+      throw new BadRequestError(error?.code ?? 'bad_request', error?.message ?? text, pathProblems(error?.details));
     }
-    if (response.status === 429 || response.status >= 500) return this.fallback(`authorize answered ${response.status}`);
+    if (response.status === 408 || response.status === 429 || response.status >= 500) return this.fallback(`authorize answered ${response.status}`);
     throw new AgentMeterError(error?.code ?? 'unexpected_status', `authorize answered ${response.status}: ${error?.message ?? text}`);
   }
 
@@ -127,10 +137,40 @@ function cacheKey(request: AuthorizeRequest): string {
   return `${who}\u0000${request.sessionId ?? ''}\u0000${request.tool ?? ''}`;
 }
 
+/** The error body of the API: `details` are problems by path, or (a 400 naming invalid events) rejected events. */
 export interface ErrorBody {
   code: string;
   message: string;
-  details?: { path: string; message: string }[];
+  details?: unknown;
+}
+
+/** One event the API rejected, with its problems: in a 202's `rejected`, or the `details` of a 400 that took no event. */
+export interface RejectedItem {
+  index: number;
+  event_id?: string;
+  errors: { field: string; message: string }[];
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function isDecision(value: unknown): value is Omit<AuthorizeDecision, 'source'> {
+  return isRecord(value) && typeof value.allowed === 'boolean';
+}
+
+/** The details of an error body that name a problem by path (`{ path, message }`). */
+export function pathProblems(details: unknown): EventProblem[] {
+  if (!Array.isArray(details)) return [];
+  return details
+    .filter((d): d is { path: string; message: unknown } => isRecord(d) && typeof d.path === 'string')
+    .map((d) => ({ index: -1, path: d.path, message: String(d.message ?? '') }));
+}
+
+/** The details of an error body that name rejected events (`{ index, event_id, errors: [{ field, message }] }`). */
+export function rejectedItems(details: unknown): RejectedItem[] {
+  if (!Array.isArray(details)) return [];
+  return details.filter((d): d is RejectedItem => isRecord(d) && Number.isInteger(d.index) && Array.isArray(d.errors));
 }
 
 export function parseError(text: string): ErrorBody | undefined {

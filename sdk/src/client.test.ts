@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { AgentMeter, type AgentMeterOptions } from './client.js';
-import { type AgentMeterError, BadRequestError, DeliveryError, InvalidEventsError, UnauthorizedError } from './errors.js';
+import { AgentMeterError, ApiResponseError, BadRequestError, DeliveryError, InvalidEventsError, UnauthorizedError } from './errors.js';
 import type { MeterEvent } from './events.js';
 import { EventIdGenerator, eventIdTime } from './ids.js';
 import { parseRetryAfter, retryAfterOf, retryDelayMs, DEFAULT_RETRY } from './retry.js';
@@ -176,6 +176,62 @@ describe('typed errors', () => {
     expect(invalid.problems).toEqual([{ index: 1, eventId: seen[2].body.events![1].event_id, path: 'input_tokens', message: expect.any(String) }]);
     expect(invalid.events).toEqual([seen[2].body.events![1]]);
   });
+
+  it('a 400 naming every event as invalid (the API took none) rejects them with their problems, as a 202 would', async () => {
+    // The API's body when no event of a request is valid (api/ingest/routes.ts refuseIfNothingTaken).
+    const { url } = await scripted((s, _req, res) => {
+      const events = s.body.events!;
+      json(res, 400, {
+        error: {
+          code: 'validation_failed',
+          message: 'no event was accepted; event 0: input_tokens: Too small: expected number to be >=0',
+          details: [
+            { index: 0, event_id: events[0].event_id, errors: [{ field: 'input_tokens', message: 'Too small: expected number to be >=0' }] },
+            { index: 1, event_id: events[1].event_id, errors: [{ field: 'output_tokens', message: 'Too small: expected number to be >=0' }] },
+          ],
+        },
+      });
+    });
+    const errors: AgentMeterError[] = [];
+    const m = meter(url, { onError: (e) => errors.push(e) });
+    const first = await m.track({ event_type: 'mcp.tool_invoked', api_key: 'sk_live_test_key', tool_name: 'search', input_tokens: -1 });
+    const second = await m.track({ event_type: 'mcp.tool_invoked', api_key: 'sk_live_test_key', tool_name: 'search', output_tokens: -5 });
+    expect(await m.flush()).toMatchObject({ rejected: 2, failed: 0, retries: 0 });
+    expect(errors).toHaveLength(1);
+    expect(errors[0]).toBeInstanceOf(InvalidEventsError);
+    const invalid = errors[0] as InvalidEventsError;
+    expect(invalid.problems).toEqual([
+      { index: 0, eventId: first, path: 'input_tokens', message: 'Too small: expected number to be >=0' },
+      { index: 1, eventId: second, path: 'output_tokens', message: 'Too small: expected number to be >=0' },
+    ]);
+    expect(invalid.events.map((e) => (e as { event_id: string }).event_id)).toEqual([first, second]);
+    expect(invalid.message).toMatch(/2 event\(s\) rejected: .*input_tokens: Too small/);
+  });
+
+  it('keep their events readable but out of what loggers print (the events carry API keys)', async () => {
+    const { url } = await scripted((_s, _req, res) => json(res, 401, { error: { code: 'unauthorized', message: 'a valid ingest token is required' } }));
+    const errors: AgentMeterError[] = [];
+    const m = meter(url, { onError: (e) => errors.push(e) });
+    await m.track(call(1));
+    await m.flush();
+    const event = { event_type: 'mcp.tool_invoked', api_key: 'sk_live_test_key' };
+    const all: (AgentMeterError & { events: readonly object[] })[] = [
+      errors[0] as UnauthorizedError,
+      new DeliveryError('x', [event]),
+      new BadRequestError('invalid_body', 'x', [], [event]),
+      new InvalidEventsError([], [event]),
+      new ApiResponseError(418, 'teapot', 'x', [event]),
+    ];
+    expect(errors[0]).toBeInstanceOf(UnauthorizedError);
+    for (const error of all) {
+      expect(error.events).toHaveLength(1);
+      expect((error.events[0] as { api_key: string }).api_key).toBe('sk_live_test_key');
+      expect(Object.keys(error)).not.toContain('events');
+      expect(JSON.stringify(error)).not.toContain('sk_live');
+      expect(JSON.stringify({ ...error })).not.toContain('sk_live');
+      expect(error).toBeInstanceOf(AgentMeterError);
+    }
+  });
 });
 
 describe('a full buffer', () => {
@@ -211,7 +267,48 @@ describe('a full buffer', () => {
     expect(ids(seen)).toHaveLength(11);
     expect(m.stats()).toMatchObject({ dropped: 0, accepted: 11 });
   });
+
+  it('block parks at most maxBufferedEvents waiting track() calls: past them the new event is dropped, counted, passed to onDrop, and its track() rejects', async () => {
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    const { url, seen } = await scripted((s, req, res) => void held.then(() => accept(s, req, res)));
+    const dropped: [number, number][] = [];
+    const m = meter(url, { batchSize: 5, maxConcurrentRequests: 1, maxBufferedEvents: 10, onDrop: (e, n) => dropped.push([(e as { input_tokens?: number }).input_tokens!, n]) });
+    for (let i = 0; i < 10; i++) await m.track(call(i));
+    // A caller that never awaits track() (the proxy, the MCP wrapper) while the API does not answer.
+    const outcomes = Array.from({ length: 30 }, (_, i) =>
+      m.track(call(10 + i)).then(
+        () => 'taken',
+        (err: AgentMeterError) => err.code,
+      ),
+    );
+    await new Promise((r) => setTimeout(r, 50));
+    // 10 held (5 in flight, 5 buffered) and 10 waiting; the 20 after them dropped.
+    expect(m.stats()).toMatchObject({ tracked: 40, buffered: 20, dropped: 20 });
+    expect(dropped).toEqual(Array.from({ length: 20 }, (_, i) => [20 + i, i + 1]));
+    release();
+    expect(await Promise.all(outcomes)).toEqual([...Array(10).fill('taken'), ...Array(20).fill('buffer_full')]);
+    await m.flush();
+    expect(seen.flatMap((s) => s.body.events!).map((e) => e.input_tokens)).toEqual(Array.from({ length: 20 }, (_, i) => i));
+    expect(m.stats()).toMatchObject({ buffered: 0, dropped: 20, accepted: 20, failed: 0 });
+  });
 });
+
+const exitChild = fileURLToPath(new URL('./testing/exit-child.ts', import.meta.url));
+
+/** Runs testing/exit-child.ts; SIGTERM once it is ready (modes wait and stop). */
+function runChild(url: string, mode: string, closeTimeoutMs?: number) {
+  return new Promise<{ code: number | null; signal: string | null; out: string; ms: number }>((resolve) => {
+    const started = Date.now();
+    const proc = spawn(process.execPath, ['--import', 'tsx', exitChild, url, mode, ...(closeTimeoutMs ? [String(closeTimeoutMs)] : [])], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    proc.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (d.toString().includes('ready')) proc.kill('SIGTERM');
+    });
+    proc.on('exit', (code, signal) => resolve({ code, signal, out, ms: Date.now() - started }));
+  });
+}
 
 describe('close', () => {
   it('flushes, runs close hooks first, and refuses track() afterwards', async () => {
@@ -226,19 +323,54 @@ describe('close', () => {
 
   it('flushes when a Node process runs out of work, and on SIGTERM before it exits', async () => {
     const { url, seen } = await scripted(accept);
-    const child = fileURLToPath(new URL('./testing/exit-child.ts', import.meta.url));
-    const run = (mode: string) =>
-      new Promise<{ code: number | null; signal: string | null }>((resolve) => {
-        const proc = spawn(process.execPath, ['--import', 'tsx', child, url, mode], { stdio: ['ignore', 'pipe', 'inherit'] });
-        proc.stdout.on('data', (d: Buffer) => {
-          if (d.toString().includes('ready')) proc.kill('SIGTERM');
-        });
-        proc.on('exit', (code, signal) => resolve({ code, signal }));
-      });
-    expect(await run('idle')).toEqual({ code: 0, signal: null });
+    expect(await runChild(url, 'idle')).toMatchObject({ code: 0, signal: null });
     expect(seen.flatMap((s) => s.body.events!).map((e) => e.tool_name)).toEqual(['idle', 'idle', 'idle']);
-    expect(await run('wait')).toEqual({ code: null, signal: 'SIGTERM' });
+    expect(await runChild(url, 'wait')).toMatchObject({ code: null, signal: 'SIGTERM' });
     expect(seen.flatMap((s) => s.body.events!).filter((e) => e.tool_name === 'wait')).toHaveLength(3);
+  });
+
+  it('keeps the process alive through a retry met while flushing at exit (beforeExit, SIGTERM)', async () => {
+    // The first request of each child answers 503: the flush backs off, then sends again.
+    const refusedOnce = new Set<string>();
+    const { url, seen } = await scripted((s, req, res) => {
+      const mode = s.body.events![0].tool_name as string;
+      if (refusedOnce.has(mode)) return accept(s, req, res);
+      refusedOnce.add(mode);
+      json(res, 503, { error: { code: 'unavailable', message: 'restarting' } });
+    });
+    const requestsOf = (mode: string) => seen.filter((s) => s.body.events![0].tool_name === mode).map((s) => s.body.events!.length);
+    for (const mode of ['idle', 'stop']) {
+      const run = await runChild(url, mode);
+      expect(run, mode).toMatchObject({ code: 0, signal: null, out: mode === 'stop' ? 'ready\n' : '' });
+      expect(requestsOf(mode), mode).toEqual([3, 3]);
+    }
+  });
+
+  it('gives up what is still unsent at the close timeout when flushing at exit, reported, and the process ends', async () => {
+    const { url, seen } = await scripted((_s, _req, res) => json(res, 503, { error: { code: 'unavailable', message: 'restarting' } }));
+    const idle = await runChild(url, 'idle', 600);
+    expect(idle).toMatchObject({ code: 0, signal: null });
+    expect(idle.out).toMatch(/^error delivery_failed 3 event\(s\) still unsent when the process was exiting \(closeTimeoutMs\); last: ingest answered 503 unavailable( \(the retry in flight was cut\))?\n$/);
+    expect(idle.ms).toBeGreaterThanOrEqual(600);
+    const stop = await runChild(url, 'stop', 600);
+    expect(stop).toMatchObject({ code: 0, signal: null });
+    expect(stop.out).toMatch(/^ready\nerror delivery_failed 3 event\(s\) still unsent when close\(\) timed out; last: ingest answered 503 unavailable( \(the retry in flight was cut\))?\n$/);
+    expect(seen.length).toBeGreaterThanOrEqual(4);
+  });
+
+  it('close() gives up at closeTimeoutMs what is in flight, buffered or waiting, as DeliveryErrors holding the events', async () => {
+    const { url } = await scripted((_s, _req, res) => json(res, 503, { error: { code: 'unavailable', message: 'x' } }));
+    const errors: AgentMeterError[] = [];
+    const m = meter(url, { batchSize: 2, maxConcurrentRequests: 1, maxBufferedEvents: 4, closeTimeoutMs: 300, onError: (e) => errors.push(e) });
+    for (let i = 0; i < 4; i++) await m.track(call(i));
+    const waiting = m.track(call(4));
+    const started = Date.now();
+    await m.close();
+    await waiting;
+    expect(Date.now() - started).toBeLessThan(2_000);
+    expect(m.stats()).toMatchObject({ failed: 5, accepted: 0, buffered: 0 });
+    expect(errors.every((e) => e instanceof DeliveryError && /still unsent when close\(\) timed out/.test(e.message))).toBe(true);
+    expect(errors.flatMap((e) => (e as DeliveryError).events)).toHaveLength(5);
   });
 });
 
@@ -275,6 +407,24 @@ describe('authorize', () => {
       code: 'unavailable',
       source: 'fail-closed',
     });
+  });
+
+  it('takes a 408, or a 200 that is not a decision, as the API not answering: the fail mode decides', async () => {
+    const answers: [number, string, string][] = [
+      [408, 'text/plain', 'Request Timeout'],
+      [200, 'text/html', '<html>gateway</html>'],
+      [200, 'application/json', '{"allowed":'],
+      [200, 'application/json', '{"status":"ok"}'],
+    ];
+    let n = 0;
+    const { url } = await scripted((_s, _req, res) => {
+      const [status, type, body] = answers[n++ % answers.length];
+      res.writeHead(status, { 'content-type': type }).end(body);
+    });
+    const open = meter(url);
+    for (const [status] of answers) expect(await open.authorize({ apiKey: 'sk_live_test_key' }), String(status)).toMatchObject({ allowed: true, code: 'fail_open', source: 'fail-open' });
+    const closed = meter(url, { authorize: { failMode: 'closed' } });
+    for (const [status] of answers) expect(await closed.authorize({ apiKey: 'sk_live_test_key' }), String(status)).toMatchObject({ allowed: false, code: 'unavailable', source: 'fail-closed' });
   });
 });
 

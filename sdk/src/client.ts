@@ -1,4 +1,4 @@
-import { AuthorizeCache, DEFAULT_AUTHORIZE, parseError, type AuthorizeDecision, type AuthorizeOptions, type AuthorizeRequest } from './authorize.js';
+import { AuthorizeCache, DEFAULT_AUTHORIZE, parseError, pathProblems, rejectedItems, type AuthorizeDecision, type AuthorizeOptions, type AuthorizeRequest, type ErrorBody, type RejectedItem } from './authorize.js';
 import { AgentMeterError, ApiResponseError, BadRequestError, DeliveryError, InvalidEventsError, UnauthorizedError, type EventProblem } from './errors.js';
 import type { MeterEvent, WireEvent } from './events.js';
 import { flushOnExit } from './exit.js';
@@ -18,10 +18,14 @@ export interface AgentMeterOptions {
   maxBufferedEvents?: number;
   /**
    * What track() does when the buffer is full. `block` (the default): its promise resolves only
-   * once there is room (await it to slow the producer down). `drop-oldest`: the oldest buffered
-   * event not yet in flight is dropped, counted in `stats().dropped` and passed to `onDrop`.
+   * once there is room (await it to slow the producer down); at most `maxBufferedEvents` events
+   * wait so, and past them the new event is dropped: counted in `stats().dropped`, passed to
+   * `onDrop`, and its track() promise rejects with an AgentMeterError `buffer_full` (so a caller
+   * that does not await track() must catch it). `drop-oldest`: the oldest buffered event not yet
+   * in flight is dropped, counted in `stats().dropped` and passed to `onDrop`.
    */
   whenFull?: 'block' | 'drop-oldest';
+  /** Called with every dropped event (either policy); its api_key is the caller's: do not log the event as is. */
   onDrop?: (event: WireEvent, droppedSoFar: number) => void;
   /** Requests in flight at once. Default 2. */
   maxConcurrentRequests?: number;
@@ -29,9 +33,15 @@ export interface AgentMeterOptions {
   requestTimeoutMs?: number;
   retry?: Partial<RetryPolicy>;
   authorize?: Partial<AuthorizeOptions>;
-  /** Flush on `beforeExit` and close on SIGINT/SIGTERM where there is a Node process. Default true. */
+  /**
+   * Flush on `beforeExit` (for at most `closeTimeoutMs`) and close on SIGINT/SIGTERM where there
+   * is a Node process. Default true.
+   */
   flushOnExit?: boolean;
-  /** Longest wait of close() for what is still buffered (ms). Default 10,000. */
+  /**
+   * Longest wait of close() (and of the flush at `beforeExit`) for what is still buffered, retries
+   * included (ms); what is unsent then is given up as a DeliveryError. Default 10,000.
+   */
   closeTimeoutMs?: number;
   /** Every error met while sending in the background: InvalidEventsError, BadRequestError, UnauthorizedError, DeliveryError... */
   onError?: (error: AgentMeterError) => void;
@@ -50,12 +60,12 @@ export interface MeterStats {
   rejected: number;
   /** Events given up on: 400/401 for the whole request, retry budget spent, or still unsent at close. */
   failed: number;
-  /** Events dropped by the drop-oldest policy. */
+  /** Events dropped: the oldest ones under drop-oldest; under block, new ones while maxBufferedEvents already wait for room. */
   dropped: number;
   /** Requests sent again after a network error or a retryable status. */
   retries: number;
   requests: number;
-  /** Events held now (buffered and in flight). */
+  /** Events held now: buffered, in flight, and waiting for room (block). */
   buffered: number;
 }
 
@@ -79,7 +89,7 @@ interface Batch {
 interface IngestReply {
   accepted: number;
   duplicates: { index: number; event_id: string }[];
-  rejected: { index: number; event_id?: string; errors: { field: string; message: string }[] }[];
+  rejected: RejectedItem[];
 }
 
 /**
@@ -105,7 +115,9 @@ export class AgentMeter {
   private readonly counters: Omit<MeterStats, 'buffered'> = { tracked: 0, accepted: 0, duplicates: 0, rejected: 0, failed: 0, dropped: 0, retries: 0, requests: 0 };
 
   private readonly queue: Pending[] = [];
-  private readonly waiters: Waiter[] = [];
+  /** track() calls waiting for room (block), oldest first from `waitersHead`: a queue without shift(). */
+  private waiters: (Waiter | undefined)[] = [];
+  private waitersHead = 0;
   private readonly inFlight = new Set<Batch>();
   private inFlightEvents = 0;
   private seq = 0;
@@ -116,8 +128,14 @@ export class AgentMeter {
   private settledListeners: (() => void)[] = [];
   private closed = false;
   private closing: Promise<void> | undefined;
-  private readonly giveUp = new AbortController();
+  /** Aborted (and replaced) at a deadline: close()'s, or the exit flush's. Each delivery keeps the signal it started with. */
+  private giveUp = new AbortController();
+  /** Flushes in progress, and the timer that keeps a Node process alive meanwhile. */
+  private holders = 0;
+  private holdTimer: ReturnType<typeof setInterval> | undefined;
   private readonly closeHooks = new Set<() => void | Promise<void>>();
+  /** Why each aborted signal was aborted (the DeliveryError of what it cut says so). */
+  private readonly abandoned = new WeakMap<AbortSignal, string>();
   private readonly unregisterExit: () => void;
 
   constructor(private readonly options: AgentMeterOptions) {
@@ -143,13 +161,14 @@ export class AgentMeter {
     this.unregisterExit =
       options.flushOnExit === false
         ? () => {}
-        : flushOnExit({ flush: () => this.flush(), hasPending: () => this.held() > 0, close: () => this.close() });
+        : flushOnExit({ flush: () => this.flushBeforeExit(), hasPending: () => this.held() + this.waiting() > 0, close: () => this.close() });
   }
 
   /**
    * Buffers one event for sending; fills in `event_id` (time ordered) and `recorded_timestamp`
    * (now) when left out, and returns the event id. The promise resolves once the event is in the
-   * buffer: at once, unless the buffer is full under the `block` policy. Delivery happens in the
+   * buffer: at once, unless the buffer is full under the `block` policy; it rejects (`buffer_full`)
+   * when `maxBufferedEvents` more already wait there (see `whenFull`). Delivery happens in the
    * background; problems go to `onError` and the counters of `stats()`.
    */
   track(event: MeterEvent): Promise<string> {
@@ -165,11 +184,16 @@ export class AgentMeter {
     if (this.pumpScheduled) this.pump();
     if (this.whenFull === 'drop-oldest') {
       const victim = this.queue.shift() ?? pending;
-      this.counters.dropped++;
-      this.options.onDrop?.(victim.event, this.counters.dropped);
+      this.drop(victim.event);
       if (victim !== pending) this.enqueue(pending);
       this.notifySettled();
       return Promise.resolve(wire.event_id);
+    }
+    // Callers that do not await track() (a proxy, a server's handlers) would park a waiter per
+    // call for as long as the API is down: as many as the buffer, then the new event is dropped.
+    if (this.waiting() >= this.maxBuffered) {
+      this.drop(wire);
+      return Promise.reject(new AgentMeterError('buffer_full', `the buffer is full and ${this.waiting()} track() calls already wait for room: event ${wire.event_id} dropped`));
     }
     return new Promise((resolve) => this.waiters.push({ pending, resolve: () => resolve(wire.event_id) }));
   }
@@ -192,6 +216,9 @@ export class AgentMeter {
     const before = { ...this.counters };
     const upTo = this.seq;
     this.flushing++;
+    // The SDK's timers (the batch timer, a retry's backoff) do not keep a Node process alive; a
+    // flush in progress does, or a process flushing at exit would end in the middle of a backoff.
+    this.holdProcess();
     try {
       while (this.oldestUnsettled() < upTo) {
         const settled = new Promise<void>((resolve) => this.settledListeners.push(resolve));
@@ -200,6 +227,7 @@ export class AgentMeter {
       }
     } finally {
       this.flushing--;
+      this.releaseProcess();
     }
     const after = this.counters;
     return {
@@ -216,7 +244,8 @@ export class AgentMeter {
 
   /**
    * Runs the close hooks (the MCP wrapper ends its open sessions there), flushes for at most
-   * `closeTimeoutMs`, then gives up on what is left (reported as DeliveryError). Idempotent.
+   * `closeTimeoutMs` (retries included; a Node process stays alive meanwhile), then gives up on
+   * what is left (reported as DeliveryError). Idempotent.
    */
   close(): Promise<void> {
     this.closing ??= (async () => {
@@ -224,8 +253,7 @@ export class AgentMeter {
       this.closeHooks.clear();
       for (const hook of hooks) await hook();
       this.closed = true;
-      const deadline = setTimeout(() => this.giveUp.abort(), this.closeTimeoutMs);
-      unrefTimer(deadline);
+      const deadline = setTimeout(() => this.abandon('still unsent when close() timed out'), this.closeTimeoutMs);
       try {
         await this.flush();
       } finally {
@@ -237,6 +265,19 @@ export class AgentMeter {
     return this.closing;
   }
 
+  /**
+   * The flush at `beforeExit`: as flush(), for at most `closeTimeoutMs`; what is unsent then is
+   * given up (DeliveryError) so the process can end. The client stays usable.
+   */
+  private async flushBeforeExit(): Promise<void> {
+    const deadline = setTimeout(() => this.abandon('still unsent when the process was exiting (closeTimeoutMs)'), this.closeTimeoutMs);
+    try {
+      await this.flush();
+    } finally {
+      clearTimeout(deadline);
+    }
+  }
+
   /** Runs before close() flushes, e.g. to track the end of open sessions. Returns its removal. */
   onClose(hook: () => void | Promise<void>): () => void {
     this.closeHooks.add(hook);
@@ -244,7 +285,7 @@ export class AgentMeter {
   }
 
   stats(): MeterStats {
-    return { ...this.counters, buffered: this.held() };
+    return { ...this.counters, buffered: this.held() + this.waiting() };
   }
 
   private toWire(event: MeterEvent): WireEvent {
@@ -256,8 +297,70 @@ export class AgentMeter {
     } as WireEvent;
   }
 
+  /** Events buffered and in flight (what maxBufferedEvents bounds; waiting track() calls come on top). */
   private held(): number {
     return this.queue.length + this.inFlightEvents;
+  }
+
+  private waiting(): number {
+    return this.waiters.length - this.waitersHead;
+  }
+
+  private takeWaiter(): Waiter {
+    const waiter = this.waiters[this.waitersHead]!;
+    this.waiters[this.waitersHead++] = undefined;
+    if (this.waitersHead === this.waiters.length) {
+      this.waiters = [];
+      this.waitersHead = 0;
+    } else if (this.waitersHead >= 1_024 && this.waitersHead * 2 >= this.waiters.length) {
+      this.waiters = this.waiters.slice(this.waitersHead);
+      this.waitersHead = 0;
+    }
+    return waiter;
+  }
+
+  private drop(event: WireEvent): void {
+    this.counters.dropped++;
+    try {
+      this.options.onDrop?.(event, this.counters.dropped);
+    } catch {
+      // A throwing callback must not break track().
+    }
+  }
+
+  /** Keeps a Node process alive while a flush is in progress (a referenced timer that does nothing). */
+  private holdProcess(): void {
+    if (this.holders++ === 0) this.holdTimer = setInterval(() => {}, 1_000_000_000);
+  }
+
+  private releaseProcess(): void {
+    if (--this.holders === 0 && this.holdTimer !== undefined) {
+      clearInterval(this.holdTimer);
+      this.holdTimer = undefined;
+    }
+  }
+
+  /**
+   * A deadline passed (close()'s, or the exit flush's): the requests in flight are cut and their
+   * events given up as they end; what is buffered or waiting is given up now. Deliveries started
+   * from here on use a fresh signal.
+   */
+  private abandon(why: string): void {
+    const giveUp = this.giveUp;
+    this.giveUp = new AbortController();
+    this.abandoned.set(giveUp.signal, why);
+    giveUp.abort();
+    const left = this.queue.splice(0);
+    while (this.waiting()) {
+      const waiter = this.takeWaiter();
+      left.push(waiter.pending);
+      waiter.resolve();
+    }
+    if (left.length) {
+      const events = left.map((p) => p.event);
+      this.fail(events, new DeliveryError(`${events.length} event(s) ${why}`, events));
+    }
+    this.notifySettled();
   }
 
   private enqueue(pending: Pending): void {
@@ -319,8 +422,8 @@ export class AgentMeter {
   }
 
   private admitWaiters(): void {
-    while (this.waiters.length && this.held() < this.maxBuffered) {
-      const waiter = this.waiters.shift()!;
+    while (this.waiting() && this.held() < this.maxBuffered) {
+      const waiter = this.takeWaiter();
       this.enqueue(waiter.pending);
       waiter.resolve();
     }
@@ -333,17 +436,17 @@ export class AgentMeter {
   private oldestUnsettled(): number {
     let oldest = Number.POSITIVE_INFINITY;
     if (this.queue.length) oldest = this.queue[0].seq;
-    if (this.waiters.length) oldest = Math.min(oldest, this.waiters[0].pending.seq);
+    if (this.waiting()) oldest = Math.min(oldest, this.waiters[this.waitersHead]!.pending.seq);
     for (const batch of this.inFlight) oldest = Math.min(oldest, batch.items[0].seq);
     return oldest;
   }
 
-  /** Sends one batch until it is answered for good; never throws. */
-  private async deliver(events: WireEvent[]): Promise<void> {
+  /** Sends one batch until it is answered for good, or `giveUp` aborts (a deadline); never throws. */
+  private async deliver(events: WireEvent[], giveUp = this.giveUp.signal): Promise<void> {
     const started = Date.now();
+    let lastProblem = '';
     for (let attempt = 0; ; attempt++) {
       let retryAfter: number | undefined;
-      let lastProblem: string;
       let cause: unknown;
       try {
         this.counters.requests++;
@@ -351,20 +454,17 @@ export class AgentMeter {
           method: 'POST',
           headers: this.headers,
           body: JSON.stringify({ events }),
-          signal: withDeadline(AbortSignal.timeout(this.requestTimeoutMs), this.giveUp.signal),
+          signal: withDeadline(AbortSignal.timeout(this.requestTimeoutMs), giveUp),
         });
         if (response.status === 202) return this.settleAccepted(events, (await response.json()) as IngestReply);
         const text = await response.text().catch(() => '');
         const error = parseError(text);
         if (response.status === 413 && events.length > 1) {
           const half = Math.ceil(events.length / 2);
-          await this.deliver(events.slice(0, half));
-          return this.deliver(events.slice(half));
+          await this.deliver(events.slice(0, half), giveUp);
+          return this.deliver(events.slice(half), giveUp);
         }
-        if (response.status === 400) {
-          const problems: EventProblem[] = (error?.details ?? []).map((d) => ({ index: -1, path: d.path, message: d.message }));
-          return this.fail(events, new BadRequestError(error?.code ?? 'bad_request', error?.message ?? text, problems, events));
-        }
+        if (response.status === 400) return this.settleRefused(events, error, text);
         if (response.status === 401) return this.fail(events, new UnauthorizedError(error?.message ?? 'the ingest token was refused', events));
         if (!RETRYABLE_STATUSES.has(response.status)) {
           return this.fail(events, new ApiResponseError(response.status, error?.code ?? 'unexpected_status', `ingest answered ${response.status}: ${error?.message ?? text}`, events));
@@ -375,28 +475,57 @@ export class AgentMeter {
         // Network error, reset connection, or our timeout: the API may or may not have taken the
         // batch. Sending the same ids again is safe: the ledger bills an event id once.
         cause = err;
-        lastProblem = `request failed: ${(err as Error).message}`;
+        lastProblem = giveUp.aborted ? (lastProblem ? `${lastProblem} (the retry in flight was cut)` : 'the request in flight was cut') : `request failed: ${(err as Error).message}`;
       }
       const delay = retryDelayMs(this.retry, attempt, retryAfter);
-      if (this.giveUp.signal.aborted || Date.now() - started + delay > this.retry.maxElapsedMs) {
-        const why = this.giveUp.signal.aborted ? 'still unsent when close() timed out' : `gave up after ${attempt + 1} attempts`;
+      if (giveUp.aborted || Date.now() - started + delay > this.retry.maxElapsedMs) {
+        const why = giveUp.aborted ? this.abandonedWhy(giveUp) : `gave up after ${attempt + 1} attempts`;
         return this.fail(events, new DeliveryError(`${events.length} event(s) ${why}; last: ${lastProblem}`, events, cause));
       }
+      await sleep(delay, giveUp);
+      if (giveUp.aborted) return this.fail(events, new DeliveryError(`${events.length} event(s) ${this.abandonedWhy(giveUp)}; last: ${lastProblem}`, events, cause));
       this.counters.retries++;
-      await sleep(delay, this.giveUp.signal);
     }
+  }
+
+  private abandonedWhy(signal: AbortSignal): string {
+    return this.abandoned.get(signal) ?? 'given up at a deadline';
   }
 
   private settleAccepted(events: WireEvent[], reply: IngestReply): void {
     this.counters.accepted += reply.accepted;
     this.counters.duplicates += reply.duplicates.length;
-    if (reply.rejected.length) {
-      this.counters.rejected += reply.rejected.length;
-      const problems: EventProblem[] = reply.rejected.flatMap((r) =>
-        r.errors.map((e) => ({ index: r.index, ...(r.event_id !== undefined ? { eventId: r.event_id } : {}), path: e.field, message: e.message })),
-      );
-      this.report(new InvalidEventsError(problems, reply.rejected.map((r) => events[r.index])));
+    if (reply.rejected.length) this.reject(events, reply.rejected);
+  }
+
+  /** Events the API rejected as invalid: counted rejected (never retried), reported as one InvalidEventsError. */
+  private reject(events: WireEvent[], rejected: RejectedItem[]): void {
+    this.counters.rejected += rejected.length;
+    const problems: EventProblem[] = rejected.flatMap((r) =>
+      r.errors.map((e) => ({ index: r.index, ...(r.event_id !== undefined ? { eventId: r.event_id } : {}), path: e.field, message: e.message })),
+    );
+    this.report(new InvalidEventsError(problems, rejected.map((r) => events[r.index])));
+  }
+
+  /**
+   * A 400 for the whole request. When no event of it is valid the API answers 400
+   * `validation_failed` naming each event (`{ index, event_id, errors: [{ field, message }] }`, as
+   * the `rejected` of a 202): those are rejected, as in a 202. Otherwise (`invalid_body`, problems
+   * by path) the events fail with a BadRequestError.
+   */
+  private settleRefused(events: WireEvent[], error: ErrorBody | undefined, text: string): void {
+    const code = error?.code ?? 'bad_request';
+    const message = error?.message ?? text;
+    const named = new Map<number, RejectedItem>();
+    for (const r of rejectedItems(error?.details)) if (r.index >= 0 && r.index < events.length && !named.has(r.index)) named.set(r.index, r);
+    if (named.size === 0) {
+      this.fail(events, new BadRequestError(code, message, pathProblems(error?.details), events));
+      return;
     }
+    this.reject(events, [...named.values()]);
+    // Not named (never seen from the API): given up with the 400.
+    const rest = events.filter((_, i) => !named.has(i));
+    if (rest.length) this.fail(rest, new BadRequestError(code, message, [], rest));
   }
 
   private fail(events: WireEvent[], error: AgentMeterError): void {

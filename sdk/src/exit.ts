@@ -3,14 +3,16 @@
  * a stub without `on`; there, call `close()` yourself, e.g. in `waitUntil`).
  *
  * One set of process listeners serves every client. `beforeExit` (the event loop ran dry)
- * flushes them (the client stays usable: an application may schedule more work from there).
- * SIGINT/SIGTERM close them (bounded by each client's close
+ * flushes them, each for at most its close timeout (the client stays usable: an application may
+ * schedule more work from there). SIGINT/SIGTERM close them (bounded by each client's close
  * timeout) and then, when no other listener of that signal exists, re-raise it so the process
  * ends the way it would have without us; an application with its own handler keeps control.
+ * A client keeps the process alive while it flushes or closes, so a retry's backoff met then is
+ * waited for (up to the close timeout) instead of the process ending in the middle of it.
  * `process.exit()` cannot wait for anything: call `await meter.close()` before it.
  */
 export interface ExitHooks {
-  /** Sends what is buffered; only called when something is. */
+  /** Sends what is buffered, bounded by the client's close timeout; only called when something is. */
   flush(): Promise<unknown>;
   hasPending(): boolean;
   close(): Promise<void>;

@@ -48,7 +48,12 @@ export function parseRetryAfter(value: string | null, now = Date.now()): number 
   return Math.min(Math.max(0, at - now), MAX_RETRY_AFTER_MS);
 }
 
-/** Resolves after `ms`, or at once when the signal aborts. Timers never keep a Node process alive. */
+/**
+ * Resolves after `ms`, or at once when the signal aborts. The timer does not keep a Node process
+ * alive by itself: a background retry must not hold a process that is done. While a flush or
+ * close() is in progress the client holds the process (AgentMeter.holdProcess), so a backoff met
+ * then is waited for, up to close()'s deadline.
+ */
 export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
     if (signal?.aborted) return resolve();

@@ -283,7 +283,7 @@ describe('the metering proxy', () => {
     expect(rows.map((r) => r.event_type)).toEqual(['session.started', 'session.completed']);
   });
 
-  it('passes a broken upstream through as its failure, metered FAILED, and forwards a body that is not JSON-RPC unmetered', async () => {
+  it('passes a broken upstream through as its failure, metered FAILED, refuses a body that is not JSON-RPC, and does not meter a call to an upstream it cannot reach', async () => {
     const agent = agents[4];
     const received: string[] = [];
     const broken: Server = createServer((req, res) => {
@@ -319,9 +319,11 @@ describe('the metering proxy', () => {
     expect(midstream.status).toBe(200);
     await expect(midstream.text()).rejects.toThrow();
 
+    // Not JSON-RPC: refused by the proxy (400, a JSON-RPC parse error), never passed on unmetered.
     const malformed = await post(`${brokenProxy.url}/mcp`, '{"jsonrpc": "2.0", "method": "tools/call", ', headers);
     expect(malformed.status).toBe(400);
-    expect(received.at(-1)).toBe('{"jsonrpc": "2.0", "method": "tools/call", ');
+    expect(await malformed.json()).toMatchObject({ id: null, error: { code: -32700 } });
+    expect(received).not.toContain('{"jsonrpc": "2.0", "method": "tools/call", ');
 
     // Too large to read: refused, never passed on unmetered.
     const sentBefore = received.length;
@@ -329,17 +331,18 @@ describe('the metering proxy', () => {
     expect(huge.status).toBe(413);
     expect(received.length).toBe(sentBefore);
 
-    // Nothing listens there any more.
+    // Nothing listens there any more: the call never reached an upstream, so it is not metered.
     const gone = await startMcpProxy({ upstream: 'http://127.0.0.1:1/mcp', port: 0, meter: newMeter() });
     closers.push(() => gone.close());
     const unreachable = await post(`${gone.url}/mcp`, call('unreachable'), headers);
     expect(unreachable.status).toBe(502);
+    expect(gone.stats()).toMatchObject({ notRun: 1, toolCalls: { FAILED: 0 } });
 
     // Still serving.
     expect((await post(`${brokenProxy.url}/mcp`, call('garbage'), headers)).status).toBe(200);
     expect(brokenProxy.stats()).toMatchObject({ malformedBodies: 1, toolCalls: { FAILED: 3, SUCCESS: 0 } });
-    const rows = await ledgerOf({ agentId: agent.id }, 4);
-    expect(rows.map((r) => [r.tool_name, r.execution_status])).toEqual(Array(4).fill(['search_docs', 'FAILED']));
+    const rows = await ledgerOf({ agentId: agent.id }, 3);
+    expect(rows.map((r) => [r.tool_name, r.execution_status])).toEqual(Array(3).fill(['search_docs', 'FAILED']));
   });
 });
 
