@@ -97,6 +97,25 @@ describe('fromCloudEvents', () => {
     expect(result.message).toMatch(/^invalid CloudEvents, nothing was accepted: \$\[1\]\.specversion: must be "1.0"/);
   });
 
+  it('refuses an apikey or clientid that is not a string, by its path (as subject), instead of accepting it as its String()', () => {
+    for (const apikey of [{ a: 1 }, 123456789, [API_KEY], null, true]) {
+      expect(map('structured', ce({ apikey }))).toMatchObject({ ok: false, details: [{ path: '$.apikey', message: 'must be a string' }] });
+    }
+    expect(map('batch', [ce(), ce({ id: 'ce_2', apikey: undefined, clientid: ['cli_abc'] })])).toMatchObject({
+      ok: false,
+      details: [{ path: '$[1].clientid', message: 'must be a string' }],
+    });
+    expect(map('structured', ce({ apikey: undefined, clientid: 'cli_abc' }))).toMatchObject({ ok: true, value: [{ client_id: 'cli_abc' }] });
+  });
+
+  it('refuses a batch in which one id comes from two sources (the id is the event_id: the second would never be billed)', () => {
+    const result = map('batch', [ce({ id: 'same', source: '//a' }), ce({ id: 'other', source: '//a' }), ce({ id: 'same', source: '//b' })]);
+    expect(result).toMatchObject({ ok: false, code: 'validation_failed', details: [{ path: '$[2].id', message: expect.stringMatching(/"same" is also the id of \$\[0\] from source "\/\/a".*unique per tenant across sources/) }] });
+    expect((result as { message: string }).message).toMatch(/\$\[2\]\.id/);
+    // The same id from the same source is a duplicate, as it always was (the first is taken).
+    expect(map('batch', [ce({ id: 'same', source: '//a' }), ce({ id: 'same', source: '//a' })])).toMatchObject({ ok: true });
+  });
+
   it('refuses a body of the wrong shape, an empty batch and one over the limit', () => {
     expect(map('structured', [ce()])).toMatchObject({ ok: false, details: [{ path: '$' }] });
     expect(map('batch', ce())).toMatchObject({ ok: false, details: [{ path: '$' }] });
@@ -157,6 +176,19 @@ describe('POST /v1/events with CloudEvents (sent as the cloudevents SDK formats 
       ['ce_b2', 'read_database', { kind: 'client_id', clientId: 'cli_batch' }],
     ]);
     expect(events[0]).toMatchObject({ outputTokens: 7, recordedAt: Date.parse(recent) });
+  });
+
+  it('answers 400 and writes nothing for one id from two sources, or a credential that is not a string (both were 202)', async () => {
+    const before = (await written()).length;
+    const a = new CloudEvent({ id: 'ce_same', source: '/a', type: 'mcp.tool_invoked', time: recent, apikey: API_KEY, data: { tool_name: 'x' } });
+    const b = new CloudEvent({ id: 'ce_same', source: '/b', type: 'mcp.tool_invoked', time: recent, apikey: API_KEY, data: { tool_name: 'y' } });
+    const twoSources = await send({ 'content-type': 'application/cloudevents-batch+json' }, JSON.stringify([a, b]));
+    expect(twoSources.status).toBe(400);
+    expect(((await twoSources.json()) as { error: { details: { path: string }[] } }).error.details.map((d) => d.path)).toEqual(['$[1].id']);
+    const objectKey = await send({ 'content-type': 'application/cloudevents+json' }, JSON.stringify(ce({ id: 'ce_obj', time: recent, apikey: { key: API_KEY } })));
+    expect(objectKey.status).toBe(400);
+    expect(((await objectKey.json()) as { error: { details: { path: string }[] } }).error.details.map((d) => d.path)).toEqual(['$.apikey']);
+    expect((await written()).length).toBe(before);
   });
 
   it('answers 400 with JSON paths and writes nothing when one CloudEvent maps to an invalid event', async () => {

@@ -11,6 +11,11 @@
  *   data        -> the other fields (tool_name, input_tokens, session_id, ...); `data_base64`
  *                  holding JSON is read the same way
  *
+ * `id` is the event_id as it is: one event per id and tenant, whatever its `source` (a request
+ * holding one id from two sources is refused; across requests the later is a duplicate, never
+ * billed), so a sender with several sources keeps ids unique across them (e.g. prefixed by the
+ * source). `apikey` and `clientid` are strings, as `subject` is.
+ *
  * `source`, `dataschema` and other extension attributes are accepted and not kept. A request is
  * all or nothing: any CloudEvent that is not valid, or maps to an invalid event, answers 400 with
  * every problem by its JSON path in the request (`$[2].data.input_tokens`, `$.time`).
@@ -73,7 +78,19 @@ export function fromCloudEvents(mode: CloudEventsMode, body: unknown, options: {
   const events: Record<string, unknown>[] = [];
   const origins: FieldOrigins[] = [];
   const problems: CloudEventProblem[] = [];
+  // The id is the event_id: the same id from another source would be taken for a duplicate (never billed).
+  const sources = items.length > 1 ? new Map<string, { source: string; path: string }>() : undefined;
   for (const { value, path } of items) {
+    if (sources && isRecord(value) && nonEmptyString(value.id) && nonEmptyString(value.source)) {
+      const first = sources.get(value.id);
+      if (!first) sources.set(value.id, { source: value.source, path });
+      else if (first.source !== value.source) {
+        problems.push({
+          path: `${path}.id`,
+          message: `${JSON.stringify(value.id)} is also the id of ${first.path} from source ${JSON.stringify(first.source)}: the id is the event_id, unique per tenant across sources (a second event with it is a duplicate, never billed); give each event its own id`,
+        });
+      }
+    }
     const mapped = mapOne(value, path, options.now);
     if ('problems' in mapped) problems.push(...mapped.problems);
     else {
@@ -96,7 +113,9 @@ function mapOne(value: unknown, path: string, now: number): { event: Record<stri
   if (value.time !== undefined && !(typeof value.time === 'string' && RFC3339.test(value.time) && !Number.isNaN(Date.parse(value.time)))) {
     problems.push({ path: at('time'), message: 'must be an RFC 3339 timestamp, e.g. 2026-11-26T14:26:59.045Z' });
   }
-  if (value.subject !== undefined && typeof value.subject !== 'string') problems.push({ path: at('subject'), message: 'must be a string' });
+  for (const name of ['subject', 'apikey', 'clientid'] as const) {
+    if (value[name] !== undefined && typeof value[name] !== 'string') problems.push({ path: at(name), message: 'must be a string' });
+  }
   if (value.datacontenttype !== undefined && !(typeof value.datacontenttype === 'string' && JSON_DATA_TYPE.test(value.datacontenttype))) {
     problems.push({ path: at('datacontenttype'), message: 'data must be JSON (application/json or a +json type)' });
   }
@@ -132,7 +151,7 @@ function mapOne(value: unknown, path: string, now: number): { event: Record<stri
   if (credentialFrom === undefined) problems.push({ path: at('subject'), message: 'the credential is required: an apikey or clientid extension attribute, or subject' });
   if (problems.length) return { problems };
 
-  const credential = String(value[credentialFrom!]);
+  const credential = value[credentialFrom!] as string;
   const asClient = credentialFrom === 'clientid' || (credentialFrom === 'subject' && credential.startsWith('cli_'));
   const event: Record<string, unknown> = {
     ...(data as Record<string, unknown>),

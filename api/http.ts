@@ -7,14 +7,21 @@ import { validationFailed } from './errors.js';
 /**
  * Reads a request body of at most `limit` bytes. A Content-Length over the limit is refused
  * before anything is read; a body without one (chunked) is counted as it streams and dropped
- * the moment it passes the limit. Returns undefined when the body is too large.
+ * the moment it passes the limit. Returns undefined when the body is too large. `onReader` gets
+ * the stream's reader as the read starts (to cancel it at a deadline: the read then ends as if
+ * the body had).
  */
-export async function readLimitedBody(request: Request, limit: number): Promise<Uint8Array | undefined> {
+export async function readLimitedBody(
+  request: Request,
+  limit: number,
+  onReader?: (reader: ReadableStreamDefaultReader<Uint8Array>) => void,
+): Promise<Uint8Array | undefined> {
   const declared = request.headers.get('content-length');
   if (declared !== null && Number(declared) > limit) return undefined;
   const stream = request.body;
   if (!stream) return new Uint8Array(0);
   const reader = stream.getReader();
+  onReader?.(reader);
   const chunks: Uint8Array[] = [];
   let size = 0;
   for (;;) {

@@ -43,13 +43,18 @@ if (processes > 1 && cluster.isPrimary) {
   const redis = connectRedis(config.REDIS_URL, `${config.REDIS_PREFIX}api:${process.pid}`, { commandTimeoutMs: config.REDIS_COMMAND_TIMEOUT_MS, log });
   const { app, applyControl, createServer, close } = createApp({ config, sql, redis, log, metrics });
   const control = subscribeControl(config.REDIS_URL, config.REDIS_PREFIX, applyControl, log);
-  const server = serve({ fetch: app.fetch, port: config.HTTP_PORT, hostname: config.HTTP_HOST, createServer }, (info) =>
+  // A request (headers and body) must arrive within its deadline, HTTP_REQUEST_TIMEOUT_MS, and a
+  // second of grace (the route's own 503 timeout comes first): Node's default, 300 s, let a client
+  // trickling a body hold its connection, and a route's work, for minutes. Checked every second
+  // (Node's default: every 30 s). Idle keep-alive connections are not counted (Node 18+).
+  const requestTimeout = config.HTTP_REQUEST_TIMEOUT_MS + 1_000;
+  const serverOptions = { requestTimeout, headersTimeout: requestTimeout, connectionsCheckingInterval: 1_000 };
+  const server = serve({ fetch: app.fetch, port: config.HTTP_PORT, hostname: config.HTTP_HOST, createServer, serverOptions }, (info) =>
     log.info({ port: info.port, host: config.HTTP_HOST }, 'api listening'),
   ) as Server;
   // Keep idle keep-alive connections longer than clients and load balancers do (commonly 60 s):
   // a server that closes first races the client's next request on that socket (ECONNRESET).
   server.keepAliveTimeout = 65_000;
-  server.headersTimeout = 66_000;
   const stop = async () => {
     log.info('stopping: closing the server');
     const force = setTimeout(() => process.exit(1), 10_000);

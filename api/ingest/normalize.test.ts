@@ -1,6 +1,6 @@
 import { encode } from '@msgpack/msgpack';
 import { describe, expect, it } from 'vitest';
-import { checkEvent, decodeBody, eventsOf, normalizeBatch, timeWindowError } from './normalize.js';
+import { checkEvent, contentEncodingError, decodeBody, eventsOf, normalizeBatch, timeWindowError } from './normalize.js';
 
 const NOW = Date.parse('2026-03-31T14:27:00.000Z');
 const window = { now: NOW, maxFutureSeconds: 300, maxAgeDays: 35 };
@@ -20,6 +20,13 @@ describe('timeWindowError', () => {
     expect(timeWindowError(NOW + 300_001, window)).toMatch(/301 s ahead/);
     expect(timeWindowError(NOW - 35 * 86_400_000, window)).toBeUndefined();
     expect(timeWindowError(NOW - 35 * 86_400_000 - 1, window)).toMatch(/older than 35 days \(the oldest accepted now is 2026-02-24T14:27:00.000Z\)/);
+  });
+
+  it('refuses a time before notBefore whatever the age allowed (backfill: nothing before 1970)', () => {
+    const backfill = { ...window, maxAgeDays: 36_500, notBefore: 0 };
+    expect(timeWindowError(0, backfill)).toBeUndefined();
+    expect(timeWindowError(-1, backfill)).toMatch(/before 1970-01-01T00:00:00.000Z/);
+    expect(timeWindowError(Date.parse('0000-01-01T00:00:00Z'), backfill)).toMatch(/before 1970-01-01T00:00:00.000Z/);
   });
 });
 
@@ -48,6 +55,23 @@ describe('decodeBody and eventsOf', () => {
     expect(decodeBody(bytes, 'application/vnd.agentmeter+json')).toEqual({ ok: true, value: [1] });
     expect(decodeBody(encode([1]), 'application/x-msgpack')).toEqual({ ok: true, value: [1] });
     expect(decodeBody(bytes, 'text/plain')).toMatchObject({ ok: false, status: 415 });
+  });
+
+  it('reads JSON as UTF-8 only: refuses another declared charset (415) and bytes that are not UTF-8 (400)', () => {
+    const latin1 = new Uint8Array(Buffer.from('["caf\u00e9"]', 'latin1'));
+    expect(decodeBody(latin1, 'application/json')).toMatchObject({ ok: false, status: 400, code: 'invalid_body', message: expect.stringMatching(/not valid UTF-8/) });
+    expect(decodeBody(latin1, undefined)).toMatchObject({ ok: false, status: 400 });
+    expect(decodeBody(latin1, 'application/json; charset=ISO-8859-1')).toMatchObject({ ok: false, status: 415, code: 'unsupported_charset' });
+    expect(decodeBody(new TextEncoder().encode('[1]'), 'application/cloudevents-batch+json; charset=utf-16')).toMatchObject({ ok: false, status: 415 });
+    const utf8 = new TextEncoder().encode('["caf\u00e9"]');
+    for (const type of [undefined, 'application/json', 'application/json;charset=utf-8', 'application/json; charset="UTF-8"', 'application/json; charset=utf8'])
+      expect(decodeBody(utf8, type)).toEqual({ ok: true, value: ['caf\u00e9'] });
+  });
+
+  it('accepts no Content-Encoding or identity, and refuses any other with 415', () => {
+    for (const encoding of [undefined, '', 'identity', ' Identity ']) expect(contentEncodingError(encoding)).toBeUndefined();
+    for (const encoding of ['gzip', 'br', 'deflate', 'gzip, identity'])
+      expect(contentEncodingError(encoding)).toMatchObject({ ok: false, status: 415, code: 'unsupported_content_encoding', message: expect.stringMatching(/identity is the only encoding supported/) });
   });
 
   it('counts the batch limit inclusively', () => {

@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer';
 import { randomBytes } from 'node:crypto';
 import { Decoder } from '@msgpack/msgpack';
 import type { z } from 'zod';
@@ -23,18 +24,37 @@ export interface DuplicateItem {
   event_id: string;
 }
 
-export type BodyResult<T> = { ok: true; value: T } | { ok: false; status: 400 | 415; code: string; message: string };
+type BodyRefusal = { ok: false; status: 400 | 415; code: string; message: string };
+export type BodyResult<T> = { ok: true; value: T } | BodyRefusal;
 
 const MSGPACK_TYPE = /^application\/(?:x-|vnd\.)?msgpack\s*(?:;|$)/i;
 const JSON_TYPE = /^application\/(?:[\w.+-]*\+)?json\s*(?:;|$)/i;
+const CHARSET = /;\s*charset\s*=\s*"?([^";\s]*)/i;
+const UTF8 = /^utf-?8$/i;
 // Integers beyond 2^53 decode to (imprecise) numbers, which the schema then refuses as out of range.
 const msgpack = new Decoder();
 
-function bad(code: string, message: string, status: 400 | 415 = 400): { ok: false; status: 400 | 415; code: string; message: string } {
+function bad(code: string, message: string, status: 400 | 415 = 400): BodyRefusal {
   return { ok: false, status, code, message };
 }
 
-/** Decodes a request body by its content type: JSON (the default when none is given) or MessagePack. */
+/**
+ * A Content-Encoding the routes cannot read (415), or undefined for none or `identity`: bodies are
+ * read as sent, so a gzip body would otherwise be refused as "not valid JSON".
+ */
+export function contentEncodingError(encoding: string | undefined): BodyRefusal | undefined {
+  if (encoding === undefined) return undefined;
+  const value = encoding.trim();
+  if (value === '' || value.toLowerCase() === 'identity') return undefined;
+  return bad('unsupported_content_encoding', `content-encoding ${value} is not accepted: send the body uncompressed (identity is the only encoding supported)`, 415);
+}
+
+/**
+ * Decodes a request body by its content type: JSON (the default when none is given) or MessagePack.
+ * JSON is read as UTF-8 only: a declared charset other than utf-8 is refused (415), and so are
+ * bytes that are not UTF-8 (400) rather than decoded to U+FFFD, which would store (and price, and
+ * hash as an API key) text other than what was sent.
+ */
 export function decodeBody(bytes: Uint8Array, contentType: string | undefined): BodyResult<unknown> {
   if (bytes.byteLength === 0) return bad('invalid_body', 'the request body is empty');
   const type = contentType?.trim() ?? '';
@@ -46,6 +66,11 @@ export function decodeBody(bytes: Uint8Array, contentType: string | undefined): 
     }
   }
   if (type === '' || JSON_TYPE.test(type)) {
+    const charset = type.includes(';') ? CHARSET.exec(type)?.[1] : undefined;
+    if (charset !== undefined && !UTF8.test(charset)) {
+      return bad('unsupported_charset', `charset ${charset} is not accepted: send the body as UTF-8 (charset=utf-8, or no charset)`, 415);
+    }
+    if (!isUtf8(bytes)) return bad('invalid_body', 'the body is not valid UTF-8: send JSON encoded as UTF-8');
     try {
       return { ok: true, value: JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8')) };
     } catch (err) {
@@ -91,6 +116,8 @@ export interface TimeWindow {
   now: number;
   maxFutureSeconds: number;
   maxAgeDays: number;
+  /** The earliest recorded time accepted whatever the age (epoch ms), e.g. 0: the stores hold no time before 1970. */
+  notBefore?: number;
 }
 
 /** Why a recorded time falls outside the accepted window, or undefined when it is inside. */
@@ -98,6 +125,9 @@ export function timeWindowError(recordedAt: number, window: TimeWindow): string 
   const ahead = recordedAt - window.now;
   if (ahead > window.maxFutureSeconds * 1000) {
     return `recorded_timestamp is ${Math.ceil(ahead / 1000)} s ahead of the server clock; at most ${window.maxFutureSeconds} s in the future is accepted`;
+  }
+  if (window.notBefore !== undefined && recordedAt < window.notBefore) {
+    return `recorded_timestamp is before ${new Date(window.notBefore).toISOString()}, the earliest time accepted (the event store holds no earlier time)`;
   }
   const oldest = window.now - window.maxAgeDays * 86_400_000;
   if (recordedAt < oldest) {

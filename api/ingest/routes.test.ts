@@ -1,7 +1,8 @@
 import { encode } from '@msgpack/msgpack';
 import { getRequestListener } from '@hono/node-server';
 import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { connect, type AddressInfo } from 'node:net';
+import { gzipSync } from 'node:zlib';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Redis } from '../../pipeline/redis.js';
@@ -20,6 +21,8 @@ import { TcpProxy } from '../../test/support/tcp-proxy.js';
 import { connectPostgres } from '../../pipeline/postgres.js';
 import type { IngestReply } from './routes.js';
 import { createIngestRoutes } from './routes.js';
+import { ingestPartitionKey } from './writer.js';
+import { createApp } from '../server.js';
 
 const API_KEY = 'sk_live_ABCDEFGHIJKLMNOPQRSTUVWXyz012345';
 const silent = pino({ level: 'silent' });
@@ -341,6 +344,39 @@ describe('POST /v1/events: refused requests', () => {
     expect(await w.length()).toBe(0);
   });
 
+  it('refuses a Content-Encoding other than identity with 415, naming what is supported (not "not valid JSON")', async () => {
+    const w = world();
+    const res = await w.post(null, { raw: new Uint8Array(gzipSync(JSON.stringify([toolEvent()]))), headers: { 'content-encoding': 'gzip' } });
+    expect(res.status).toBe(415);
+    const body = (await res.json()) as { error: { code: string; message: string } };
+    expect(body.error).toEqual({ code: 'unsupported_content_encoding', message: expect.stringMatching(/content-encoding gzip is not accepted.*identity is the only encoding supported/) });
+    expect(await w.length()).toBe(0);
+    expect((await w.post([toolEvent()], { headers: { 'content-encoding': 'identity' } })).status).toBe(202);
+  });
+
+  it('reads JSON as UTF-8 only: another declared charset is refused with 415, bytes that are not UTF-8 with 400, never stored as U+FFFD', async () => {
+    const w = world();
+    const cafe = toolEvent({ event_type: 'api.request', tool_name: 'GET /café', mcp_server_id: undefined, agent_id: undefined, http_status: 200 });
+    const latin1 = new Uint8Array(Buffer.from(JSON.stringify(cafe), 'latin1'));
+    const declared = await w.post(null, { raw: latin1, type: 'application/json; charset=iso-8859-1' });
+    expect(declared.status).toBe(415);
+    expect(((await declared.json()) as { error: { code: string; message: string } }).error).toMatchObject({ code: 'unsupported_charset', message: expect.stringMatching(/iso-8859-1.*UTF-8/) });
+    const undeclared = await w.post(null, { raw: latin1 });
+    expect(undeclared.status).toBe(400);
+    expect(((await undeclared.json()) as { error: { code: string; message: string } }).error).toMatchObject({ code: 'invalid_body', message: expect.stringMatching(/not valid UTF-8/) });
+    // Two keys differing only in invalid bytes would have hashed alike (both decoded to U+FFFD).
+    const [before, after] = JSON.stringify(toolEvent({ api_key: 'sk_live_ABCDEFGHIJ@@' })).split('@@');
+    for (const invalid of [[0xff], [0xfe, 0xff]]) {
+      const raw = new Uint8Array(Buffer.concat([Buffer.from(before), Buffer.from(invalid), Buffer.from(after)]));
+      expect((await w.post(null, { raw })).status).toBe(400);
+    }
+    expect(await w.length()).toBe(0);
+    // UTF-8, declared or not, is taken as sent.
+    expect((await w.post(cafe, { type: 'application/json; charset=UTF-8' })).status).toBe(202);
+    expect((await w.post(toolEvent(), { type: 'application/json; charset="utf-8"' })).status).toBe(202);
+    expect((await w.entries()).map((e) => e.event.toolName)).toEqual(['GET /café', 'transform_schema']);
+  });
+
   it('answers 401 without a valid ingest token', async () => {
     const w = world();
     for (const token of [null, 'amt_AAAAAAAAAAAA_BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB', 'garbage', tenant.adminToken]) {
@@ -603,6 +639,81 @@ describe('POST /v1/events: load shedding', () => {
   });
 });
 
+describe('POST /v1/events: a body that does not arrive in time', () => {
+  /** A request whose body starts and never ends (a client trickling it, or stalled). */
+  const stalled = (w: ReturnType<typeof world>) => {
+    const body = new ReadableStream<Uint8Array>({
+      start(controller) {
+        controller.enqueue(new TextEncoder().encode('[{"event_id": "slow'));
+      },
+    });
+    return w.app.request('/v1/events', {
+      method: 'POST',
+      headers: { authorization: `Bearer ${tenant.ingestToken}`, 'content-type': 'application/json' },
+      body,
+      duplex: 'half',
+    } as RequestInit);
+  };
+
+  it('stops reading at the request deadline (HTTP_REQUEST_TIMEOUT_MS): 503 timeout, and its in-flight slot is free again', async () => {
+    const w = world({ INGEST_MAX_IN_FLIGHT: 1, HTTP_REQUEST_TIMEOUT_MS: 200 });
+    const started = Date.now();
+    const held = stalled(w);
+    await new Promise((r) => setTimeout(r, 50));
+    expect((await w.post([toolEvent()])).status).toBe(429); // the slot is taken meanwhile
+    await new Promise((r) => setTimeout(r, 400));
+    // Past the deadline (and its tenth of slack) the slot is free: before, it was held while the body trickled (up to Node's 300 s).
+    expect((await w.post([toolEvent()])).status).toBe(202);
+    const late = await Promise.race([held, new Promise<undefined>((r) => setTimeout(() => r(undefined), 1000))]);
+    expect(late?.status).toBe(503);
+    expect(((await late!.json()) as { error: { code: string; message: string } }).error).toMatchObject({ code: 'timeout', message: expect.stringMatching(/did not arrive within 200 ms/) });
+    expect(Date.now() - started).toBeLessThan(1000);
+    expect(await w.length()).toBe(1);
+  });
+
+  it('as served (behind the timeout middleware): closes the connection of a trickling body, and the slots are free for every tenant', async () => {
+    const config: Config = { ...iso.config, REDIS_PREFIX: `${iso.config.REDIS_PREFIX}w${++worlds}:`, INGEST_MAX_IN_FLIGHT: 2, HTTP_REQUEST_TIMEOUT_MS: 300 };
+    const created = createApp({ config, sql: iso.sql, redis: iso.redis, log: silent, metrics: new Metrics('ingest-deadline-test'), tokens });
+    const server = created.createServer({}, getRequestListener(created.app.fetch));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as AddressInfo).port;
+    const body = JSON.stringify([toolEvent()]);
+    const sockets = [0, 1].map(() => {
+      const socket = connect(port, '127.0.0.1');
+      const seen = { answer: '', closedAt: 0 };
+      socket.on('data', (d) => (seen.answer += d));
+      socket.on('error', () => {});
+      socket.on('close', () => (seen.closedAt = Date.now()));
+      socket.write(`POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${tenant.ingestToken}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body.slice(0, 10)}`);
+      return { socket, seen };
+    });
+    const started = Date.now();
+    const trickle = setInterval(() => {
+      for (const { socket } of sockets) if (!socket.destroyed) socket.write(' ');
+    }, 50);
+    try {
+      await new Promise((r) => setTimeout(r, 1000));
+      for (const { seen } of sockets) {
+        expect(seen.answer).toMatch(/^HTTP\/1.1 503/);
+        expect(seen.answer).toMatch(/"code":"timeout"/);
+        expect(seen.closedAt - started).toBeGreaterThan(0);
+        expect(seen.closedAt - started).toBeLessThan(1000);
+      }
+      const res = await fetch(`http://127.0.0.1:${port}/v1/events`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${tenant.ingestToken}`, 'content-type': 'application/json' },
+        body,
+      });
+      expect(res.status).toBe(202);
+    } finally {
+      clearInterval(trickle);
+      for (const { socket } of sockets) socket.destroy();
+      await created.close();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+});
+
 describe('POST /v1/events: Redis failures', () => {
   /** The real connection, with MULTI/EXEC replaced by one that fails the given way. */
   function failingRedis(fail: () => Promise<[Error | null, unknown][] | null>): Redis {
@@ -667,6 +778,27 @@ describe('POST /v1/events: Redis failures', () => {
     } finally {
       dead.disconnect();
     }
+  });
+
+  it('says some events may have been accepted when a partition failed after another was written (PARTITIONS > 1)', async () => {
+    const w = world({ PARTITIONS: 2 });
+    const keys: Record<number, string> = {};
+    for (let i = 0; Object.keys(keys).length < 2; i++) {
+      const key = `sk_live_partition_test_${i}`;
+      keys[partitionOf(ingestPartitionKey(tenant.tenantId, { kind: 'api_key', keyHash: hashApiKey(key) }), 2)] ??= key;
+    }
+    await iso.redis.set(w.key(1), 'not a stream'); // partition 1's write fails (WRONGTYPE), as a failed node would
+    const res = await w.post([toolEvent({ event_id: 'p0', api_key: keys[0] }), toolEvent({ event_id: 'p1', api_key: keys[1] })]);
+    expect(res.status).toBe(503);
+    const body = (await res.json()) as { error: { code: string; message: string } };
+    expect(body.error.code).toBe('unavailable');
+    expect(body.error.message).toMatch(/some events may have been accepted.*retry the same request.*event ids make the retry safe/);
+    expect(body.error.message).not.toMatch(/nothing was accepted/);
+    expect((await w.entries(0)).map((e) => e.event.eventId)).toEqual(['p0']);
+    // Only the failed partition written to: nothing was accepted, as before.
+    const alone = await w.post([toolEvent({ event_id: 'p1b', api_key: keys[1] })]);
+    expect(((await alone.json()) as { error: { message: string } }).error.message).toMatch(/nothing was accepted/);
+    await iso.redis.del(w.key(1));
   });
 
   it('answers 503 at once while the connection is lost, instead of queueing until Redis returns', async () => {

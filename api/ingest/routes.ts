@@ -9,9 +9,10 @@ import type { TenantTokens } from '../../store/tenant-tokens.js';
 import { requireTenant, type TenantAuthVariables } from '../auth.js';
 import { cloudEventsMode, cloudEventsRejection, fromCloudEvents } from '../cloudevents.js';
 import { ApiError, retryAfterHeaders, tooLarge, tooManyRequests, unavailable } from '../errors.js';
-import { readLimitedBody, redisDown, writeJson } from '../http.js';
-import { decodeBody, eventsOf, normalizeBatch, type DuplicateItem, type RejectedItem } from './normalize.js';
+import { redisDown, writeJson } from '../http.js';
+import { contentEncodingError, decodeBody, eventsOf, normalizeBatch, type DuplicateItem, type RejectedItem } from './normalize.js';
 import { behind, IngestWriteError, IngestWriter } from './writer.js';
+import { TimedBodies, type TimedBody } from './body.js';
 import { CustomerPartitions } from './customer-partitions.js';
 import type { AttributionResolver } from '../../store/attribution.js';
 
@@ -55,7 +56,33 @@ export function refuseIfNothingTaken(batch: { accepted: unknown[]; duplicates: u
   throw new ApiError(400, 'validation_failed', `no event was accepted; event ${first.index}: ${where}${first.errors[0]?.message ?? 'invalid'}`, batch.rejected);
 }
 
-export type IngestRoutes = Hono<{ Variables: TenantAuthVariables }> & {
+/**
+ * The 503 of a write to `events:ingested` that failed (ingest and backfill). With PARTITIONS > 1 a
+ * request's events go to several partitions, each written on its own: when one failed after
+ * another's write succeeded (or may have: not_durable), some events are in the stream, and the
+ * answer says so; the client retries the same request, and the events already in are duplicates.
+ */
+export function writeRefusal(err: unknown, durability: Config['INGEST_DURABILITY']): ApiError {
+  const kind = err instanceof IngestWriteError ? err.kind : 'unavailable';
+  if (kind === 'not_durable') {
+    return unavailable(
+      'not_durable',
+      `the events were not confirmed durable (INGEST_DURABILITY=${durability}) in time; none is reported accepted: retry the same request (event ids make the retry safe)`,
+      UNAVAILABLE_RETRY_AFTER,
+    );
+  }
+  const outcome =
+    err instanceof IngestWriteError && err.partial
+      ? 'some events may have been accepted (another partition was written): retry the same request later (event ids make the retry safe)'
+      : 'nothing was accepted, retry later';
+  if (kind === 'out_of_memory') return unavailable('store_full', `the event store is full; ${outcome}`, OUT_OF_MEMORY_RETRY_AFTER);
+  return unavailable('unavailable', `the event store failed; ${outcome}`, UNAVAILABLE_RETRY_AFTER);
+}
+
+/** Variables of the ingest route: the tenant, and the request's body with its deadline (set as the request comes). */
+type IngestVariables = TenantAuthVariables & { timedBody: TimedBody };
+
+export type IngestRoutes = Hono<{ Variables: IngestVariables }> & {
   /**
    * `POST /v1/events` while the last read of the queue closed the gate (a stale read starts the
    * next one, and this request does not wait for it): the 429 straight on Node's request, before
@@ -75,7 +102,8 @@ export function createIngestRoutes(deps: IngestDeps): IngestRoutes {
       ? new CustomerPartitions((items) => resolver.resolveMany(items), config.PARTITIONS, (err) => log.warn({ err }, 'ingest: looking up the partitions of credentials failed'))
       : undefined;
   const writer = new IngestWriter(deps.redis, config, undefined, placement, metrics?.gateHeldBy(STAGE));
-  const app = new Hono<{ Variables: TenantAuthVariables }>();
+  const app = new Hono<{ Variables: IngestVariables }>();
+  const bodies = new TimedBodies(config.HTTP_REQUEST_TIMEOUT_MS);
 
   /** A request refused because the pipeline is behind (by the route, or on Node's request): the gate shows paused. */
   const countBehind = () => {
@@ -85,22 +113,28 @@ export function createIngestRoutes(deps: IngestDeps): IngestRoutes {
 
   // A saturated machine answers slowly before the first stream fills; refusing past a number of
   // requests in flight keeps the refusal prompt (the client keeps its events and retries).
+  // A request holds its slot until its deadline at most: a body still arriving then is dropped (TimedBodies).
   let inFlight = 0;
-  app.use('/v1/events', async (_c, next) => {
+  app.use('/v1/events', async (c, next) => {
     if (inFlight >= config.INGEST_MAX_IN_FLIGHT) {
       metrics?.errors.inc({ stage: STAGE, kind: 'busy' });
       throw tooManyRequests('busy', `more than ${config.INGEST_MAX_IN_FLIGHT} requests in flight; nothing was accepted, retry later`, BUSY_RETRY_AFTER_MS);
     }
     inFlight++;
+    const body = bodies.start(c.env);
+    c.set('timedBody', body);
     try {
       await next();
     } finally {
+      bodies.end(body);
       inFlight--;
     }
   });
 
   app.post('/v1/events', requireTenant(deps.tokens, 'ingest'), async (c) => {
     const tenantId = c.get('tenantId');
+    const encoding = contentEncodingError(c.req.header('content-encoding'));
+    if (encoding) throw new ApiError(encoding.status, encoding.code, encoding.message);
     let room: boolean;
     try {
       if (redisDown(deps.redis)) throw new Error(`Redis connection is ${deps.redis.status}`);
@@ -116,7 +150,9 @@ export function createIngestRoutes(deps: IngestDeps): IngestRoutes {
     }
     metrics?.paused.set({ stage: STAGE }, 0);
 
-    const bytes = await readLimitedBody(c.req.raw, config.INGEST_MAX_BODY_BYTES);
+    const timed = c.get('timedBody');
+    const bytes = await timed.readLimited(c.req.raw, config.INGEST_MAX_BODY_BYTES);
+    bodies.end(timed);
     if (!bytes) throw tooLarge(config.INGEST_MAX_BODY_BYTES);
     const body = decodeBody(bytes, c.req.header('content-type'));
     if (!body.ok) throw new ApiError(body.status, body.code, body.message);
@@ -146,15 +182,7 @@ export function createIngestRoutes(deps: IngestDeps): IngestRoutes {
         const kind = err instanceof IngestWriteError ? err.kind : 'unavailable';
         log.error({ err, tenantId, events: batch.accepted.length }, 'ingest: writing to the first stream failed');
         metrics?.errors.inc({ stage: STAGE, kind: kind === 'out_of_memory' ? 'redis_oom' : kind === 'not_durable' ? 'not_durable' : 'redis' });
-        if (kind === 'out_of_memory') throw unavailable('store_full', 'the event store is full; nothing was accepted, retry later', OUT_OF_MEMORY_RETRY_AFTER);
-        if (kind === 'not_durable') {
-          throw unavailable(
-            'not_durable',
-            `the events were not confirmed durable (INGEST_DURABILITY=${config.INGEST_DURABILITY}) in time; none is reported accepted: retry the same request (event ids make the retry safe)`,
-            UNAVAILABLE_RETRY_AFTER,
-          );
-        }
-        throw unavailable('unavailable', 'the event store failed; nothing was accepted, retry later', UNAVAILABLE_RETRY_AFTER);
+        throw writeRefusal(err, config.INGEST_DURABILITY);
       }
       metrics?.eventsOut.inc({ stage: STAGE, stream: STREAMS.ingested }, batch.accepted.length);
     }

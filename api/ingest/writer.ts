@@ -28,6 +28,11 @@ export class IngestWriteError extends Error {
   constructor(
     readonly kind: keyof typeof WRITE_ERRORS,
     options: { cause: unknown },
+    /**
+     * The request's events went to several partitions and another partition's write succeeded
+     * (or may have: not_durable): some of its events are in the stream.
+     */
+    readonly partial = false,
   ) {
     super(WRITE_ERRORS[kind], options);
     this.name = 'IngestWriteError';
@@ -144,7 +149,8 @@ export class IngestWriter {
    * group waits while a write of its partition is in flight and then goes with the groups that
    * waited with it (GroupCommit); with nothing in flight it is written at once. Resolves once
    * every partition's write succeeded; otherwise throws the first failure (an IngestWriteError),
-   * after every partition's write ended.
+   * after every partition's write ended, `partial` when another partition's write succeeded (or
+   * may have): then some of the events are in the stream.
    */
   async write(events: readonly UsageEvent[]): Promise<void> {
     const byPartition = new Map<number, UsageEvent[]>();
@@ -160,7 +166,12 @@ export class IngestWriter {
     const settled = await Promise.allSettled([...byPartition].map(([partition, group]) => this.commits.submit(partition, group)));
     this.watermark.added(events.length);
     const failure = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
-    if (failure) throw failure.reason;
+    if (!failure) return;
+    const landed = settled.some((s) => s.status === 'fulfilled' || (s.reason instanceof IngestWriteError && s.reason.kind === 'not_durable'));
+    if (settled.length === 1 || !landed) throw failure.reason;
+    // A new error: the failed write's error is shared by every request of its group (GroupCommit).
+    const kind = failure.reason instanceof IngestWriteError ? failure.reason.kind : 'unavailable';
+    throw new IngestWriteError(kind, { cause: failure.reason }, true);
   }
 
   /** One write of a partition: the groups packed into blocks (whole, see packGroups), all in one atomic step. */
