@@ -448,13 +448,14 @@ export class AgentMeter {
     for (let attempt = 0; ; attempt++) {
       let retryAfter: number | undefined;
       let cause: unknown;
+      const request = requestSignal(this.requestTimeoutMs, giveUp);
       try {
         this.counters.requests++;
         const response = await this.fetchImpl(this.endpoint, {
           method: 'POST',
           headers: this.headers,
           body: JSON.stringify({ events }),
-          signal: withDeadline(AbortSignal.timeout(this.requestTimeoutMs), giveUp),
+          signal: request.signal,
         });
         if (response.status === 202) return this.settleAccepted(events, (await response.json()) as IngestReply);
         const text = await response.text().catch(() => '');
@@ -476,6 +477,8 @@ export class AgentMeter {
         // batch. Sending the same ids again is safe: the ledger bills an event id once.
         cause = err;
         lastProblem = giveUp.aborted ? (lastProblem ? `${lastProblem} (the retry in flight was cut)` : 'the request in flight was cut') : `request failed: ${(err as Error).message}`;
+      } finally {
+        request.release();
       }
       const delay = retryDelayMs(this.retry, attempt, retryAfter);
       if (giveUp.aborted || Date.now() - started + delay > this.retry.maxElapsedMs) {
@@ -547,9 +550,26 @@ function positive(name: string, value: number): number {
   return value;
 }
 
-/** The request's own timeout, and close()'s deadline where the runtime can combine signals. */
-function withDeadline(timeout: AbortSignal, deadline: AbortSignal): AbortSignal {
-  return typeof AbortSignal.any === 'function' ? AbortSignal.any([timeout, deadline]) : timeout;
+/**
+ * A request's signal: aborted at its own timeout, or when `deadline` (close()'s, long-lived) is.
+ * `release` unhooks it from the deadline once the request is over. AbortSignal.any would do the
+ * same, but on Node 20 every signal it makes stays referenced by its long-lived source: ~50 bytes
+ * a request for as long as the client lives.
+ */
+function requestSignal(timeoutMs: number, deadline: AbortSignal): { signal: AbortSignal; release: () => void } {
+  const controller = new AbortController();
+  const onDeadline = () => controller.abort(deadline.reason);
+  if (deadline.aborted) onDeadline();
+  else deadline.addEventListener('abort', onDeadline, { once: true });
+  const timer = setTimeout(() => controller.abort(new DOMException(`no answer within ${timeoutMs} ms`, 'TimeoutError')), timeoutMs);
+  unrefTimer(timer);
+  return {
+    signal: controller.signal,
+    release: () => {
+      clearTimeout(timer);
+      deadline.removeEventListener('abort', onDeadline);
+    },
+  };
 }
 
 /** setImmediate where there is one (Node, Bun), else a zero timeout (edge runtimes, browsers). */
