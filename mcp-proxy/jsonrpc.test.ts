@@ -5,18 +5,19 @@ import { SseReader, sseEvent } from './sse.js';
 describe('classifyBody', () => {
   it('finds the tools/call requests of one message or a batch, and an initialize', () => {
     const one = classifyBody('{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search_docs"}}');
-    expect(one).toMatchObject({ kind: 'messages', batch: false, calls: [{ id: 1, key: '1', tool: 'search_docs' }], initialize: false, invalidMessages: 0 });
-    const batch = classifyBody(
-      JSON.stringify([
-        { jsonrpc: '2.0', id: 'a', method: 'tools/call', params: { name: 'x' } },
-        { jsonrpc: '2.0', method: 'notifications/initialized' },
-        { jsonrpc: '2.0', id: 2, method: 'initialize', params: {} },
-        { id: 3, method: 'tools/call', params: { name: 'no-jsonrpc-field' } },
-        { jsonrpc: '2.0', method: 'tools/call', params: { name: 'a notification is not a call' } },
-      ]),
-    );
-    expect(batch).toMatchObject({ kind: 'messages', batch: true, initialize: true, invalidMessages: 1 });
+    expect(one).toMatchObject({ kind: 'messages', batch: false, calls: [{ id: 1, key: '1', tool: 'search_docs' }], initialize: false });
+    const elements = [
+      { jsonrpc: '2.0', id: 'a', method: 'tools/call', params: { name: 'x' } },
+      { jsonrpc: '2.0', method: 'notifications/initialized' },
+      { jsonrpc: '2.0', id: 2, method: 'initialize', params: {} },
+      { jsonrpc: '2.0', method: 'tools/call', params: { name: 'a notification is not a call' } },
+    ];
+    const batch = classifyBody(JSON.stringify(elements));
+    expect(batch).toMatchObject({ kind: 'messages', batch: true, initialize: true });
     if (batch.kind === 'messages') expect(batch.calls.map((c) => c.key)).toEqual(['"a"']);
+    // One element that is not JSON-RPC (a lax upstream might run it unmetered) makes the whole batch malformed.
+    const withInvalid = classifyBody(JSON.stringify([...elements, { id: 3, method: 'tools/call', params: { name: 'no-jsonrpc-field' } }]));
+    expect(withInvalid).toEqual({ kind: 'malformed', code: -32600, reason: 'batch element 4 is not a JSON-RPC 2.0 message' });
   });
 
   it('calls anything that is not JSON-RPC malformed', () => {

@@ -26,8 +26,6 @@ export type ClassifiedBody =
       messages: unknown[];
       calls: ToolCall[];
       initialize: boolean;
-      /** Elements of a batch that are not JSON-RPC messages (forwarded; the upstream answers them). */
-      invalidMessages: number;
     };
 
 function isRecord(value: unknown): value is Record<string, unknown> {
@@ -42,7 +40,7 @@ function isId(value: unknown): value is string | number {
   return typeof value === 'string' || (typeof value === 'number' && Number.isFinite(value));
 }
 
-/** Reads a POST body: one JSON-RPC message or a batch (array); anything else is malformed. */
+/** Reads a POST body: one JSON-RPC message or a batch (array) of them; anything else is malformed. */
 export function classifyBody(text: string): ClassifiedBody {
   let parsed: unknown;
   try {
@@ -53,8 +51,12 @@ export function classifyBody(text: string): ClassifiedBody {
   const batch = Array.isArray(parsed);
   const messages = batch ? (parsed as unknown[]) : [parsed];
   if (messages.length === 0) return { kind: 'malformed', code: -32600, reason: 'an empty batch' };
-  const valid = messages.filter(isMessage);
-  if (valid.length === 0) return { kind: 'malformed', code: -32600, reason: 'no JSON-RPC 2.0 message' };
+  // One element that is not a JSON-RPC message makes the whole body malformed: a lax upstream might
+  // run a `{"id":3,"method":"tools/call"}` the proxy would not have metered (the MCP SDK refuses
+  // such a batch whole).
+  const invalid = messages.findIndex((m) => !isMessage(m));
+  if (invalid >= 0) return { kind: 'malformed', code: -32600, reason: batch ? `batch element ${invalid} is not a JSON-RPC 2.0 message` : 'no JSON-RPC 2.0 message' };
+  const valid = messages as Record<string, unknown>[];
   const calls: ToolCall[] = [];
   let initialize = false;
   for (const message of valid) {
@@ -63,7 +65,7 @@ export function classifyBody(text: string): ClassifiedBody {
     const params = isRecord(message.params) ? message.params : {};
     calls.push({ id: message.id, key: JSON.stringify(message.id), tool: typeof params.name === 'string' ? params.name : '' });
   }
-  return { kind: 'messages', batch, messages, calls, initialize, invalidMessages: messages.length - valid.length };
+  return { kind: 'messages', batch, messages, calls, initialize };
 }
 
 /** The key of a response message (its id), or undefined for requests and notifications. */

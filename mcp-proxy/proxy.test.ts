@@ -113,7 +113,7 @@ describe('the metering proxy', () => {
 });
 
 describe('what the proxy cannot read is never forwarded', () => {
-  it('answers 400 to a body that is not JSON-RPC and 415 to a compressed one; a BOM is removed and the call authorized like any other', async () => {
+  it('answers 400 to a body that is not JSON-RPC, 415 to a compressed one and 405 to a method MCP does not use; a BOM is removed and the call authorized like any other', async () => {
     const bodies: Buffer[] = [];
     const up = await upstream((_req, body, res) => {
       bodies.push(Buffer.from(body));
@@ -138,14 +138,20 @@ describe('what the proxy cannot read is never forwarded', () => {
       ['{}', -32600],
       ['[]', -32600],
       [JSON.stringify({ id: 7, method: 'tools/call', params: { name: 'search_docs' } }), -32600],
+      // One element of a batch that is not JSON-RPC: a lax upstream might run it, unmetered.
+      [`[${call(8)},${JSON.stringify({ id: 9, method: 'tools/call', params: { name: 'search_docs' } })}]`, -32600],
     ];
     for (const [body, code] of refusals) {
       const res = await post(`${proxy.url}/mcp`, body);
       expect(res.status, String(body)).toBe(400);
       expect(await res.json()).toMatchObject({ jsonrpc: '2.0', id: null, error: { code } });
     }
+    // A method MCP does not use: an upstream that took a PUT as a POST would run its calls unmetered.
+    const put = await fetch(`${proxy.url}/mcp`, { method: 'PUT', headers: { 'content-type': 'application/json', 'x-api-key': 'sk_live_test_key' }, body: call(10) });
+    expect(put.status).toBe(405);
+    expect(put.headers.get('allow')).toBe('GET, POST, DELETE, HEAD, OPTIONS');
     expect(bodies).toEqual([]);
-    expect(proxy.stats()).toMatchObject({ refused: 2, malformedBodies: refusals.length, encodedBodies: 1, toolCalls: { SUCCESS: 0, FAILED: 0 } });
+    expect(proxy.stats()).toMatchObject({ refused: 2, malformedBodies: refusals.length, encodedBodies: 1, otherMethods: 1, toolCalls: { SUCCESS: 0, FAILED: 0 } });
     expect(await events()).toEqual([]);
   });
 

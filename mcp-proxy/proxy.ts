@@ -55,8 +55,8 @@ interface ProxyStats {
   malformedBodies: number;
   /** POST bodies with a Content-Encoding other than identity: answered 415, not forwarded. */
   encodedBodies: number;
-  /** Elements of a batch that were not JSON-RPC messages. */
-  malformedMessages: number;
+  /** Requests of a method MCP does not use (not GET, POST, DELETE, HEAD or OPTIONS): answered 405, not forwarded. */
+  otherMethods: number;
   /** tools/call without a credential while authorize is off: forwarded, not metered. */
   unattributed: number;
   upstreamFailures: number;
@@ -111,7 +111,7 @@ export async function startMcpProxy(options: McpProxyOptions): Promise<RunningPr
     refused: 0,
     malformedBodies: 0,
     encodedBodies: 0,
-    malformedMessages: 0,
+    otherMethods: 0,
     unattributed: 0,
     upstreamFailures: 0,
     notRun: 0,
@@ -237,7 +237,6 @@ export async function startMcpProxy(options: McpProxyOptions): Promise<RunningPr
       const message = classified.code === -32700 ? `Parse error: ${classified.reason}` : `Invalid Request: ${classified.reason}`;
       return jsonReply(res, 400, { jsonrpc: '2.0', id: null, error: { code: classified.code, message } });
     }
-    stats.malformedMessages += classified.invalidMessages;
     const credential = credentialOf(req.headers);
     const sessionId = firstValue(req.headers['mcp-session-id']);
     const calls = classified.calls;
@@ -437,7 +436,14 @@ export async function startMcpProxy(options: McpProxyOptions): Promise<RunningPr
         if (credential) trackSession('session.completed', sessionId, credential);
       });
     }
-    if (req.method !== 'POST') return pipeThrough(req, res);
+    if (req.method === 'GET' || req.method === 'HEAD' || req.method === 'OPTIONS') return pipeThrough(req, res);
+    if (req.method !== 'POST') {
+      // An upstream that took a PUT or PATCH as a POST would run its calls unmetered: refused.
+      stats.otherMethods++;
+      res.setHeader('allow', 'GET, POST, DELETE, HEAD, OPTIONS');
+      res.setHeader('connection', 'close');
+      return jsonReply(res, 405, { jsonrpc: '2.0', id: null, error: { code: -32000, message: `Method Not Allowed: ${String(req.method).slice(0, 16)}` } });
+    }
     const encoding = firstValue(req.headers['content-encoding'])?.trim().toLowerCase();
     if (encoding && encoding !== 'identity') {
       // A compressed body is not what the proxy parses, but an upstream may inflate it (express.json()
