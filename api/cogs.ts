@@ -1,7 +1,7 @@
 import { Hono } from 'hono';
 import { z } from 'zod';
 import { formatNano, formatScaled } from '../domain/money.js';
-import { describeIssues } from '../domain/validation.js';
+import { END_OF_YEAR_9998, describeIssues } from '../domain/validation.js';
 import type { Sql } from '../pipeline/postgres.js';
 import { cogsTotals, isWholeHour, type CogsDimension } from '../store/cogs-rollup.js';
 import type { TenantTokens } from '../store/tenant-tokens.js';
@@ -10,8 +10,6 @@ import { requireTenant, type TenantAuthVariables } from './auth.js';
 
 const COGS_GROUPS = ['tool', 'agent', 'customer'] as const satisfies readonly CogsDimension[];
 type CogsGroup = (typeof COGS_GROUPS)[number];
-
-const LATEST = Date.UTC(9999, 0, 1);
 
 export const cogsQuerySchema = z.strictObject({
   group_by: z.enum(COGS_GROUPS),
@@ -83,7 +81,7 @@ export function createCogsRoutes(deps: { sql: Sql; tokens: TenantTokens }): Hono
     // Within four-digit years, where PostgreSQL and ISO 8601 both hold them.
     const outside = (['from', 'to'] as const).filter((name) => {
       const at = range[name]?.getTime();
-      return at !== undefined && (at < 0 || at >= LATEST);
+      return at !== undefined && (at < 0 || at >= END_OF_YEAR_9998);
     });
     if (outside.length) {
       throw new ApiError(400, 'validation_failed', 'from and to must be between 1970 and 9998', outside.map((path) => ({ path, message: 'must be between 1970 and 9998' })));

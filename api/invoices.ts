@@ -1,15 +1,13 @@
 import { Hono } from 'hono';
 import { invoiceJson } from '../domain/rating/quote.js';
 import { formatNano } from '../domain/money.js';
+import { END_OF_YEAR_9998 } from '../domain/validation.js';
 import type { Sql } from '../pipeline/postgres.js';
 import { creditsCarried, draftInvoice, getInvoice, listInvoices, pendingAdjustments, type InvoiceDocument } from '../store/invoices.js';
 import { PlanCache } from '../store/rate-plans.js';
 import type { TenantTokens } from '../store/tenant-tokens.js';
 import { ApiError, notFound, validationFailed } from './errors.js';
 import { requireTenant, type TenantAuthVariables } from './auth.js';
-
-/** A period must end within four-digit years, where PostgreSQL and ISO 8601 both hold it. */
-const LATEST_AT = Date.UTC(9999, 0, 1);
 
 /**
  * Invoices of a customer (ingest token, like the draft):
@@ -37,7 +35,7 @@ export function createInvoiceRoutes(deps: { sql: Sql; tokens: TenantTokens; plan
     const customerId = c.req.param('id');
     const atParam = c.req.query('at');
     const at = atParam === undefined ? Date.now() : Date.parse(atParam);
-    if (Number.isNaN(at) || at < 0 || at >= LATEST_AT) {
+    if (Number.isNaN(at) || at < 0 || at >= END_OF_YEAR_9998) {
       throw new ApiError(400, 'validation_failed', `at must be an ISO 8601 time between 1970 and 9998, got ${JSON.stringify(atParam)}`, [
         { path: 'at', message: 'must be an ISO 8601 time between 1970 and 9998' },
       ]);

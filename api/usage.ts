@@ -1,11 +1,12 @@
 import { Hono } from 'hono';
 import { z } from 'zod';
 import { formatNano } from '../domain/money.js';
+import { END_OF_YEAR_9998 } from '../domain/validation.js';
 import { explainCharge } from '../domain/rating/explain.js';
 import type { EventType } from '../domain/events.js';
 import type { Config } from '../pipeline/config.js';
 import type { Sql } from '../pipeline/postgres.js';
-import { connectClickHouse, type ClickHouseClient } from '../store/clickhouse.js';
+import { CLICKHOUSE_TIME_LIMIT_MS, CLICKHOUSE_TIMES, connectClickHouse, type ClickHouseClient } from '../store/clickhouse.js';
 import { PlanCache } from '../store/rate-plans.js';
 import { billingPeriod } from '../store/subscriptions.js';
 import type { TenantTokens } from '../store/tenant-tokens.js';
@@ -26,13 +27,8 @@ import { percentOf } from './cogs.js';
 
 /** The longest range one summary reads (a year and a day, so that "the last year" always fits). */
 const MAX_RANGE_MS = 367 * 86_400_000;
-/** Times must be within four-digit years, where PostgreSQL and ISO 8601 both hold them. */
-const LATEST = Date.UTC(9999, 0, 1);
-/**
- * A range is read from ClickHouse, whose DateTime is seconds since 1970 in 32 unsigned bits (on
- * 18.16 a later time wraps around to an early one): from 1970 to 2106-02-07T06:28:15Z.
- */
-const CLICKHOUSE_LATEST = (2 ** 32 - 1) * 1000;
+/** A range is read from ClickHouse, in whole seconds: the last one it holds. */
+const CLICKHOUSE_LATEST = CLICKHOUSE_TIME_LIMIT_MS - 1000;
 
 const isoTime = z.iso.datetime({ offset: true, error: 'must be an ISO 8601 time with an offset, such as 2026-03-01T00:00:00Z' });
 const id = z.string().min(1).max(128);
@@ -136,9 +132,8 @@ function rangeOf(query: z.output<typeof usageSummaryQuery>, now: number): { from
   if (query.to === undefined) problems.push({ path: 'to', message: 'is required with from' });
   const from = query.from === undefined ? Number.NaN : Date.parse(query.from);
   const to = query.to === undefined ? Number.NaN : Date.parse(query.to);
-  const bounds = 'must be between 1970-01-01T00:00:00Z and 2106-02-07T06:28:15Z (what ClickHouse keeps)';
-  if (from < 0 || from >= CLICKHOUSE_LATEST) problems.push({ path: 'from', message: bounds });
-  if (to < 0 || to > CLICKHOUSE_LATEST) problems.push({ path: 'to', message: bounds });
+  if (from < 0 || from >= CLICKHOUSE_LATEST) problems.push({ path: 'from', message: CLICKHOUSE_TIMES });
+  if (to < 0 || to > CLICKHOUSE_LATEST) problems.push({ path: 'to', message: CLICKHOUSE_TIMES });
   // ClickHouse keeps recorded times to the second: a bound inside a second would count its events
   // on both sides of it, or on neither.
   for (const [path, at] of [['from', from], ['to', to]] as const) {
@@ -243,7 +238,7 @@ export function createUsageRoutes(deps: { config: Config; sql: Sql; tokens: Tena
     const customerId = c.req.param('id');
     const query = parseQuery(commitmentQuery, c.req.query());
     const at = query.at === undefined ? now() : Date.parse(query.at);
-    if (at < 0 || at >= LATEST) throw validationFailed('invalid query: at: must be between 1970 and 9998', [{ path: 'at', message: 'must be between 1970 and 9998' }]);
+    if (at < 0 || at >= END_OF_YEAR_9998) throw validationFailed('invalid query: at: must be between 1970 and 9998', [{ path: 'at', message: 'must be between 1970 and 9998' }]);
     await requireCustomer(sql, tenantId, customerId);
     const status = await commitmentStatus(sql, plans, tenantId, customerId, at);
     if (!status) throw new ApiError(404, 'no_subscription', `customer ${customerId} has no subscription in the period containing ${new Date(at).toISOString()}`);

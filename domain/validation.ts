@@ -61,6 +61,9 @@ export function describeIssues(error: z.ZodError): ValidationProblem[] {
  * nine decimal places (nano). Normalised to its canonical decimal string ("0.10" -> "0.1"), so
  * what is stored is exactly what parseNano reads back.
  */
+/** The first instant past four-digit years (9999-01-01): a time before it is held alike by PostgreSQL and ISO 8601. */
+export const END_OF_YEAR_9998 = Date.UTC(9999, 0, 1);
+
 /** The largest value of a PostgreSQL bigint: amounts kept in nano-units in such a column stop here. */
 export const MAX_BIGINT = 2n ** 63n - 1n;
 

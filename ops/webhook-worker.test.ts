@@ -143,6 +143,21 @@ const deliveriesOf = (endpointId: string) =>
 const attemptsOf = (deliveryId: string) =>
   world.sql<{ attempt: number; response_status: number | null; error: string | null; succeeded: boolean }[]>`
     SELECT attempt, response_status, error, succeeded FROM webhook_attempts WHERE delivery_id = ${deliveryId} ORDER BY attempt`;
+/**
+ * An endpoint at `url`, the only one enabled, given one event by a worker that forbids private
+ * networks: its id, and its attempts once there are two or one went through (the worker stopped).
+ */
+async function attemptsWithPrivateForbidden(url: string, dedupeKey: string) {
+  await world.sql`UPDATE webhook_endpoints SET status = 'disabled'`;
+  const { id } = await endpointFor(url);
+  await enqueueWebhookEvent(world.sql, tenant.tenantId, 'cap.threshold_reached', { n: 1 }, dedupeKey);
+  startWorker({ WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'false' });
+  const [delivery] = await deliveriesOf(id);
+  const attempts = await twoAttemptsOrSuccess(delivery.id);
+  await stopWorkers();
+  return { id, attempts };
+}
+
 /** The attempts of a delivery once there are two, or one went through (a refused one is retried). */
 const twoAttemptsOrSuccess = (deliveryId: string) =>
   until('two attempts, or one that went through', async () => {
@@ -253,16 +268,9 @@ describe('webhook delivery', () => {
 
   it('refuses at delivery time a host that resolves to a private-network address when the operator forbids them, and retries it like any failure', async () => {
     const r = await track(receiver(() => ({ status: 200 })));
-    // Only this endpoint takes the event below.
-    await world.sql`UPDATE webhook_endpoints SET status = 'disabled'`;
     // localhost resolves to loopback. Written here, past the admin API's check of the URL: a name that
     // was public when the endpoint was made and resolves to a private address now.
-    const { id } = await endpointFor(r.url.replace('127.0.0.1', 'localhost'));
-    await enqueueWebhookEvent(world.sql, tenant.tenantId, 'cap.threshold_reached', { n: 5 }, 'private:1');
-    startWorker({ WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'false' });
-    const [delivery] = await deliveriesOf(id);
-    const attempts = await twoAttemptsOrSuccess(delivery.id);
-    await stopWorkers();
+    const { id, attempts } = await attemptsWithPrivateForbidden(r.url.replace('127.0.0.1', 'localhost'), 'private:1');
     expect(r.received).toHaveLength(0);
     for (const a of attempts) {
       expect(a).toMatchObject({
@@ -286,12 +294,7 @@ describe('webhook delivery', () => {
     // http://[::ffff:127.0.0.1]:port/ as http://[::ffff:7f00:1]:port/.
     const url = new URL(r.url.replace('127.0.0.1', '[::ffff:127.0.0.1]')).href;
     expect(url).toContain('[::ffff:7f00:1]');
-    const { id } = await endpointFor(url);
-    await enqueueWebhookEvent(world.sql, tenant.tenantId, 'cap.threshold_reached', { n: 6 }, 'mapped:1');
-    startWorker({ WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'false' });
-    const [delivery] = await deliveriesOf(id);
-    const attempts = await twoAttemptsOrSuccess(delivery.id);
-    await stopWorkers();
+    const { id, attempts } = await attemptsWithPrivateForbidden(url, 'mapped:1');
     expect(r.received).toHaveLength(0);
     for (const a of attempts) {
       expect(a).toMatchObject({ succeeded: false, response_status: null, error: '::ffff:7f00:1 resolves to ::ffff:7f00:1, a private-network address, which this deployment forbids' });

@@ -4,6 +4,14 @@ import { finished } from 'node:stream/promises';
 
 export type { ClickHouseClient };
 
+/**
+ * The first time ClickHouse's DateTime cannot hold (ms since 1970): seconds in 32 unsigned bits,
+ * and on 18.16 a time outside wraps around (1890 or 2163 would read 2026). A range read from
+ * ClickHouse stays from 1970-01-01T00:00:00Z to 2106-02-07T06:28:15Z.
+ */
+export const CLICKHOUSE_TIME_LIMIT_MS = 2 ** 32 * 1000;
+export const CLICKHOUSE_TIMES = 'must be between 1970-01-01T00:00:00Z and 2106-02-07T06:28:15Z (what ClickHouse keeps)';
+
 export interface ClickHouseSettings {
   url: string;
   database: string;

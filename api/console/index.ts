@@ -11,7 +11,7 @@ import { projectPath } from '../../pipeline/paths.js';
 import { describeIssues } from '../../domain/validation.js';
 import { adminTokenStillValid, ConsoleSessions } from '../../store/console-sessions.js';
 import { ANALYTICS_QUERIES, runAnalyticsQuery, type AnalyticsQuery } from '../../store/analytics-queries.js';
-import { connectClickHouse, type ClickHouseClient } from '../../store/clickhouse.js';
+import { CLICKHOUSE_TIME_LIMIT_MS, CLICKHOUSE_TIMES, connectClickHouse, type ClickHouseClient } from '../../store/clickhouse.js';
 import { draftInvoice } from '../../store/invoices.js';
 import { liftPause } from '../../store/pause-flags.js';
 import type { Sql } from '../../pipeline/postgres.js';
@@ -40,14 +40,9 @@ type ConsoleEnv = { Variables: { tenantId: string; tokenId: string } };
 
 const CONSOLE_COOKIE = 'am_console';
 const SESSION_SECONDS = 12 * 3600;
-/**
- * The times ClickHouse can hold: its DateTime is seconds since 1970 in 32 unsigned bits, and on
- * 18.16 one outside wraps around (1890 or 2163 would read 2026): 1970-01-01T00:00:00Z to
- * 2106-02-07T06:28:15Z (the console passes whole seconds, rounded down).
- */
+/** The times ClickHouse can hold (the console passes whole seconds, rounded down). */
 const EARLIEST_MS = 0;
-const LATEST_MS = 2 ** 32 * 1000 - 1;
-const CLICKHOUSE_TIMES = 'must be between 1970-01-01T00:00:00Z and 2106-02-07T06:28:15Z (what ClickHouse keeps)';
+const LATEST_MS = CLICKHOUSE_TIME_LIMIT_MS - 1;
 /** The widest range the usage API answers in one request: a few months of daily rows, never a table scan. */
 const MAX_RANGE_DAYS = { hourly: 31, daily: 400 } as const;
 const DAY_MS = 86_400_000;

@@ -607,25 +607,28 @@ describe('POST /v1/events: the refusal on Node\'s request', () => {
   });
 });
 
+/** POST /v1/events whose body streams: `first` now, the end only when `onRelease`'s function is called. */
+function postStreamed(w: ReturnType<typeof world>, first: string, onRelease: (release: () => void) => void) {
+  const body = new ReadableStream<Uint8Array>({
+    start(controller) {
+      controller.enqueue(new TextEncoder().encode(first));
+      onRelease(() => controller.close());
+    },
+  });
+  return w.app.request('/v1/events', {
+    method: 'POST',
+    headers: { authorization: `Bearer ${tenant.ingestToken}`, 'content-type': 'application/json' },
+    body,
+    duplex: 'half',
+  } as RequestInit);
+}
+
 describe('POST /v1/events: load shedding', () => {
   it('answers 429 busy at once past INGEST_MAX_IN_FLIGHT requests in flight, and takes requests again when they finish', async () => {
     const w = world({ INGEST_MAX_IN_FLIGHT: 2 });
     const releases: (() => void)[] = [];
     // Two requests whose bodies have not finished arriving hold both slots.
-    const held = [0, 1].map(() => {
-      const body = new ReadableStream<Uint8Array>({
-        start(controller) {
-          controller.enqueue(new TextEncoder().encode(JSON.stringify([toolEvent()])));
-          releases.push(() => controller.close());
-        },
-      });
-      return w.app.request('/v1/events', {
-        method: 'POST',
-        headers: { authorization: `Bearer ${tenant.ingestToken}`, 'content-type': 'application/json' },
-        body,
-        duplex: 'half',
-      } as RequestInit);
-    });
+    const held = [0, 1].map(() => postStreamed(w, JSON.stringify([toolEvent()]), (release) => releases.push(release)));
     await new Promise((r) => setTimeout(r, 50));
     const refused = await w.post([toolEvent()]);
     expect(refused.status).toBe(429);
@@ -641,19 +644,7 @@ describe('POST /v1/events: load shedding', () => {
 
 describe('POST /v1/events: a body that does not arrive in time', () => {
   /** A request whose body starts and never ends (a client trickling it, or stalled). */
-  const stalled = (w: ReturnType<typeof world>) => {
-    const body = new ReadableStream<Uint8Array>({
-      start(controller) {
-        controller.enqueue(new TextEncoder().encode('[{"event_id": "slow'));
-      },
-    });
-    return w.app.request('/v1/events', {
-      method: 'POST',
-      headers: { authorization: `Bearer ${tenant.ingestToken}`, 'content-type': 'application/json' },
-      body,
-      duplex: 'half',
-    } as RequestInit);
-  };
+  const stalled = (w: ReturnType<typeof world>) => postStreamed(w, '[{"event_id": "slow', () => {});
 
   it('stops reading at the request deadline (HTTP_REQUEST_TIMEOUT_MS): 503 timeout, and its in-flight slot is free again', async () => {
     const w = world({ INGEST_MAX_IN_FLIGHT: 1, HTTP_REQUEST_TIMEOUT_MS: 200 });
