@@ -68,6 +68,13 @@ describe('decodeBody and eventsOf', () => {
       expect(decodeBody(utf8, type)).toEqual({ ok: true, value: ['caf\u00e9'] });
   });
 
+  it('refuses a MessagePack string that is not UTF-8 (400) instead of storing other characters', () => {
+    const bytes = encode(['caf\u00e9', 'ok']);
+    expect(decodeBody(bytes, 'application/msgpack')).toEqual({ ok: true, value: ['caf\u00e9', 'ok'] });
+    bytes.set([0xff], 1 + 1 + 3); // the first byte of "é" (fixarray, fixstr header, "caf")
+    expect(decodeBody(bytes, 'application/msgpack')).toMatchObject({ ok: false, status: 400, code: 'invalid_body', message: expect.stringMatching(/string at byte 1 is not valid UTF-8/) });
+  });
+
   it('accepts no Content-Encoding or identity, and refuses any other with 415', () => {
     for (const encoding of [undefined, '', 'identity', ' Identity ']) expect(contentEncodingError(encoding)).toBeUndefined();
     for (const encoding of ['gzip', 'br', 'deflate', 'gzip, identity'])

@@ -1,6 +1,7 @@
 import { isUtf8 } from 'node:buffer';
 import { randomBytes } from 'node:crypto';
 import { Decoder } from '@msgpack/msgpack';
+import { firstInvalidUtf8String } from './msgpack-text.js';
 import type { z } from 'zod';
 import type { Credential, UsageEvent } from '../../domain/events.js';
 import { wireEventSchema, type WireEvent } from '../../schemas/events.js';
@@ -53,17 +54,21 @@ export function contentEncodingError(encoding: string | undefined): BodyRefusal 
  * Decodes a request body by its content type: JSON (the default when none is given) or MessagePack.
  * JSON is read as UTF-8 only: a declared charset other than utf-8 is refused (415), and so are
  * bytes that are not UTF-8 (400) rather than decoded to U+FFFD, which would store (and price, and
- * hash as an API key) text other than what was sent.
+ * hash as an API key) text other than what was sent; so is a MessagePack string that is not UTF-8.
  */
 export function decodeBody(bytes: Uint8Array, contentType: string | undefined): BodyResult<unknown> {
   if (bytes.byteLength === 0) return bad('invalid_body', 'the request body is empty');
   const type = contentType?.trim() ?? '';
   if (MSGPACK_TYPE.test(type)) {
+    let value: unknown;
     try {
-      return { ok: true, value: msgpack.decode(bytes) };
+      value = msgpack.decode(bytes);
     } catch (err) {
       return bad('invalid_body', `the body is not valid MessagePack: ${(err as Error).message}`);
     }
+    const invalidAt = firstInvalidUtf8String(bytes);
+    if (invalidAt !== undefined) return bad('invalid_body', `the MessagePack string at byte ${invalidAt} is not valid UTF-8: send strings encoded as UTF-8 (bytes go in bin)`);
+    return { ok: true, value };
   }
   if (type === '' || JSON_TYPE.test(type)) {
     const charset = type.includes(';') ? CHARSET.exec(type)?.[1] : undefined;
