@@ -33,7 +33,13 @@ import { decodePayload, decodeSequence, encodeLayer, encodePayload } from './cod
  *
  * Its origin is its stream entry id.
  */
-export const FIELD = { single: 'd', block: 'b', origin: 'o', tags: 't' } as const;
+/**
+ * `g` (forGroup) names the one consumer group an entry is for: an event split off a block (its
+ * stage failed it alone, or the block was delivered too often) or a dead letter replayed goes back
+ * on the stream every group of it reads, and the groups that applied it with its block must not
+ * apply it again. The others ack it without handling it.
+ */
+export const FIELD = { single: 'd', block: 'b', origin: 'o', tags: 't', forGroup: 'g' } as const;
 
 /** Most events in one block: an ingest request larger than this is cut into several blocks. */
 export const MAX_BLOCK_EVENTS = 500;
@@ -50,6 +56,8 @@ export interface DecodedEntry<T> {
   events: DecodedEvent<T>[];
   /** The `b` field as read: what blockWithLayer extends. */
   blockBytes?: Buffer;
+  /** The `g` field: the one consumer group this entry is for (an event split off, or a dead letter replayed). */
+  forGroup?: string;
 }
 
 /**
@@ -74,12 +82,14 @@ export function decodeEntry<T>(id: string, fields: Buffer[], handed?: HandedPayl
   let block: Buffer | undefined;
   let origin: string | undefined;
   let tags = '';
+  let forGroup: string | undefined;
   for (let i = 0; i < fields.length; i += 2) {
     const name = fields[i].toString();
     if (name === FIELD.single) single = fields[i + 1];
     else if (name === FIELD.block) block = fields[i + 1];
     else if (name === FIELD.origin) origin = fields[i + 1].toString();
     else if (name === FIELD.tags) tags = fields[i + 1].toString();
+    else if (name === FIELD.forGroup) forGroup = fields[i + 1].toString();
   }
   if (block !== undefined) {
     const kept = origin === undefined ? undefined : handed?.(origin, block);
@@ -94,13 +104,14 @@ export function decodeEntry<T>(id: string, fields: Buffer[], handed?: HandedPayl
       block: true,
       events: payloads.map((payload, i) => ({ payload, tags: splitTags(perEvent[i] ?? '') })),
       blockBytes: block,
+      ...(forGroup === undefined ? {} : { forGroup }),
     };
   }
   if (single === undefined) throw new Error('entry has no payload field');
   const payload = decodePayload<T>(single);
   if (payload === undefined) throw new Error('entry has no payload field');
   if (FREEZE_DECODED) deepFreeze(payload);
-  return { origin: origin ?? id, block: false, events: [{ payload, tags: splitTags(tags) }] };
+  return { origin: origin ?? id, block: false, events: [{ payload, tags: splitTags(tags) }], ...(forGroup === undefined ? {} : { forGroup }) };
 }
 
 /**

@@ -7,7 +7,7 @@ import { createLogger } from './logger.js';
 import { Metrics } from './metrics.js';
 import { decodePayload, decodeSequence, encodePayload } from './codec.js';
 import { streamLag } from './backpressure.js';
-import { deadLetterKey, limitFlagsChannel, partitionedKey } from './keys.js';
+import { deadLetterKey, errorsKey, limitFlagsChannel, partitionedKey } from './keys.js';
 import { ensureGroups, runStage, StageServices, type RunningStage } from './harness.js';
 import { publishControl } from './control.js';
 import { TcpProxy } from '../test/support/tcp-proxy.js';
@@ -897,6 +897,66 @@ describe('stage harness: groups of one process reading one stream', () => {
     // each carry the bytes; 34-43 of 120 here, most under load, where reads are spread out).
     expect(sharedReads.stats.taken - takenBefore).toBeGreaterThan(10);
     for (const group of groups) expect(((await redis.xpending(inKey, group)) as [number])[0]).toBe(0);
+  });
+
+  it('an event split off a block goes back on the stream for its own group only: the groups that applied the block never apply it again, and its error is cleared once it succeeds', async () => {
+    const { input, inKey } = names();
+    const seenOk: number[] = [];
+    const seenFailing: number[] = [];
+    const seenBlockFailing: number[] = [];
+    let failures = 0;
+    // Fails n=2 once, as part of its block: the block goes on without it, n=2 is retried alone.
+    const failingOnce: StageDefinition<{ n: number }> = {
+      ...recorder(input, 'fails-one-event', seenFailing),
+      async setup() {
+        return {
+          handle: async (batch) =>
+            batch.map((e) => {
+              if (e.payload.n === 2 && failures++ === 0) return { error: new Error('n=2 fails the first time') };
+              seenFailing.push(e.payload.n);
+              return {};
+            }),
+        };
+      },
+    };
+    // Fails every block holding n=6 whole: after MAX_DELIVERIES the block is split into single entries.
+    const failingBlocks: StageDefinition<{ n: number }> = {
+      ...recorder(input, 'fails-whole-blocks', seenBlockFailing),
+      async setup() {
+        return {
+          handle: async () => {
+            throw new Error('not used');
+          },
+          async handleBlocks(blocks) {
+            if (blocks.some((b) => b.events.length > 1 && b.events.some((e) => e.payload.n === 6))) throw new Error('a block with n=6 fails whole');
+            for (const b of blocks) seenBlockFailing.push(...b.events.map((e) => e.payload.n));
+            return blocks.map((b) => b.events.map(() => ({})));
+          },
+        };
+      },
+    };
+    const groups = ['records-all', 'fails-one-event', 'fails-whole-blocks'];
+    const topology = groups.map((group) => ({ stream: input, group }));
+    const cfg = config({ MAX_DELIVERIES: '2', CLAIM_IDLE_MS: '60000', CLAIM_INTERVAL_MS: '50' });
+    const running = await Promise.all([
+      start(recorder(input, 'records-all', seenOk), topology, cfg),
+      start(failingOnce, topology, cfg),
+      start(failingBlocks, topology, cfg),
+    ]);
+    await redis.xadd(inKey, '*', ...entryFields([0, 1, 2, 3].map((n) => ({ n })), 'origin-a'));
+    await redis.xadd(inKey, '*', ...entryFields([4, 5, 6, 7].map((n) => ({ n })), 'origin-b'));
+    const all = [0, 1, 2, 3, 4, 5, 6, 7];
+    await until(async () => seenFailing.length >= 8 && seenBlockFailing.length >= 8 && seenOk.length >= 8);
+    // What would be applied twice shows up within a few reads.
+    await new Promise((r) => setTimeout(r, 500));
+    await Promise.all(running.map((r) => r.stop()));
+    expect([...seenOk].sort((a, b) => a - b)).toEqual(all);
+    expect([...seenFailing].sort((a, b) => a - b)).toEqual(all);
+    expect([...seenBlockFailing].sort((a, b) => a - b)).toEqual(all);
+    for (const group of groups) {
+      expect(((await redis.xpending(inKey, group)) as [number])[0]).toBe(0);
+      expect(await redis.hlen(errorsKey(PREFIX, group, 0))).toBe(0);
+    }
   });
 
   it('reads again by id an entry handed over by id whose decoded entry is gone by the time it is taken, and loses nothing', async () => {

@@ -23,7 +23,10 @@ type StreamReply = [Buffer, [Buffer, Buffer[] | null][]][] | null;
 
 /** An entry read from the input: a block of events (or a single event), deleted, or undecodable. */
 interface InputBlock<In> extends StageBlock<In> {
+  /** Deleted from the stream, or for another consumer group (FIELD.forGroup): acked, not handled. */
   deleted: boolean;
+  /** An event split off for this group: its error (written when it was split off) is cleared by its ack. */
+  splitOff?: boolean;
   decodeError?: unknown;
   /** The `b` field as read: an output block of one output per event is written as it plus a layer (blockOutput). */
   blockBytes?: Buffer;
@@ -436,6 +439,13 @@ export class PartitionWorker<In> implements RecoveryHost {
     if (!raw.fields) return block;
     try {
       const entry = (raw.decoded as DecodedEntry<In> | undefined) ?? sharedReads.decode<In>(this.inputKey, raw.id, raw.fields);
+      if (entry.forGroup !== undefined) {
+        if (entry.forGroup !== this.stage.name) {
+          block.deleted = true;
+          return block;
+        }
+        block.splitOff = true;
+      }
       block.origin = entry.origin;
       block.blockBytes = entry.blockBytes;
       block.events = entry.events.map((event, i) => ({
@@ -626,7 +636,7 @@ export class PartitionWorker<In> implements RecoveryHost {
         retries.push({ payload: encodePayload(event.payload), tags: event.tags.join(','), reason: describeError(errors[i]) });
       }
       return {
-        input: { id: block.id, clearError: redelivered, groups: built.groups, counted: built.counted, retries },
+        input: { id: block.id, clearError: redelivered || block.splitOff === true, groups: built.groups, counted: built.counted, retries },
         ok,
         streams: built.streams,
       };

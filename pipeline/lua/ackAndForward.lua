@@ -19,7 +19,8 @@
   Retries are the events of an input that failed alone while the rest of their block went on
   (a block is split, never held back by one event): each is appended to the input stream as a
   single entry, with its last error in the errors hash, and goes the way of every failed entry
-  (retried, dead-lettered after MAX_DELIVERIES).
+  (retried, dead-lettered after MAX_DELIVERIES). It names its group ('g'): the other groups of
+  the stream applied it with its block, and ack it unhandled.
 
   The argument layout is built and the reply parsed by pipeline/ack.ts (same names).
   KEYS[1]   input stream
@@ -231,9 +232,9 @@ for i = 1, count do
       local p = input.retryStart + r * 3
       local id
       if ARGV[p + 1] ~= '' then
-        id = redis.call('XADD', KEYS[1], '*', 'd', ARGV[p], 't', ARGV[p + 1])
+        id = redis.call('XADD', KEYS[1], '*', 'd', ARGV[p], 't', ARGV[p + 1], 'g', ARGV[1])
       else
-        id = redis.call('XADD', KEYS[1], '*', 'd', ARGV[p])
+        id = redis.call('XADD', KEYS[1], '*', 'd', ARGV[p], 'g', ARGV[1])
       end
       redis.call('HSET', KEYS[2], id, ARGV[p + 2])
     end
