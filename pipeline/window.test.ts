@@ -99,6 +99,29 @@ describe('rolling windows', () => {
     expect(readBack).toEqual({ total: 1_000_000_001n, freesAt: base + 60_000 });
   });
 
+  it('lengthens a pause flag still set by the spend counted while it holds, and never sets again one that was lifted', async () => {
+    const counter = key('cap:t:pause3:w');
+    const flag = key('paused:t:agent:c');
+    const base = Math.ceil(Date.now() / 1000) * 1000;
+    await count(counter, 600_000_000n, base, 1_000_000_000n, flag);
+    await count(counter, 300_000_000n, base + 1_000, 1_000_000_000n, flag);
+    expect(await count(counter, 100_000_000n, base + 2_000, 1_000_000_000n, flag)).toEqual(['cap:w']);
+    expect(await iso.redis.pttl(flag)).toBeLessThanOrEqual(58_000); // under again at base + 60 s
+    // Paused, yet 5 more are counted (a call in flight): the total is under 1 only once they leave, at base + 63 s.
+    expect(await count(counter, 5_000_000_000n, base + 3_000, 1_000_000_000n, flag)).toEqual([]);
+    const ttl = await iso.redis.pttl(flag);
+    expect(ttl).toBeGreaterThan(59_000);
+    expect(ttl).toBeLessThanOrEqual(60_000);
+    expect(await iso.redis.get(flag)).toBe('{"capId":"w"}');
+    // A smaller spend frees nothing later: the flag keeps its end.
+    await count(counter, 1n, base + 3_500, 1_000_000_000n, flag);
+    expect(await iso.redis.pttl(flag)).toBeGreaterThan(59_000);
+    // Lifted (the flag deleted): spend over the limit does not pause again; only a new crossing would.
+    await iso.redis.del(flag);
+    await count(counter, 1_000_000_000n, base + 4_000, 1_000_000_000n, flag);
+    expect(await iso.redis.exists(flag)).toBe(0);
+  });
+
   it('takes a duplicate back from the bucket it was counted in, and not at all once that bucket left the window', async () => {
     const counter = key('cap:t:back:w');
     await count(counter, 400n, T0);

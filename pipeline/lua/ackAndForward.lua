@@ -42,7 +42,8 @@
   compared as decimal strings, exactly (a Lua number is a double: not exact past 2^53).
   A counter with a window is a rolling total (lib/window.lua): buckets that left the window are
   taken out before the event is added to the bucket of nowMs, and a flag it sets lasts until
-  enough of the spend has left the window for the total to be under the limit again.
+  enough of the spend has left the window for the total to be under the limit again; spend
+  counted while the flag is set lengthens it the same way.
   Returns one element per input: false when not acked (already acked elsewhere), '!<reason>'
   when refused by the checks (not acked), otherwise, per counted event, the comma-joined tags
   of the limits it crossed, joined by newlines ('' when no event was counted).
@@ -198,6 +199,16 @@ for i = 1, count do
               if close and close > open + 1 then
                 redis.call('SPUBLISH', 'agentmeter:limit-flags:' .. string.sub(flagKey, open, close), flagKey)
               end
+            end
+          elseif counts and window and ARGV[p + 5] ~= '' then
+            -- Spend counted while a rolling pause holds (in flight, or from callers that do not ask
+            -- first) keeps the total over the limit longer: the flag lasts until it is under again.
+            -- Only a flag still set is lengthened: one lifted by an admin stays lifted.
+            local flagKey = KEYS[tonumber(ARGV[p + 5])]
+            if redis.call('EXISTS', flagKey) == 1 then
+              local limitOf = limit
+              local freesAt = windowFreesAt(key, window, function(left) return compare(left, limitOf) < 0 end)
+              redis.call('PEXPIRE', flagKey, math.max(1, (freesAt or windowNow) - windowNow), 'GT')
             end
           end
         end
