@@ -1,4 +1,4 @@
-import { ratePeriod, type Invoice, type InvoiceLine, type SubscriptionPeriod } from '../domain/rating/rate-period.js';
+import { RatingError, ratePeriod, type Invoice, type InvoiceLine, type SubscriptionPeriod } from '../domain/rating/rate-period.js';
 import { enqueueWebhookEvent } from './webhooks.js';
 import type { RowKind, UsageRow } from '../domain/rating/usage-rows.js';
 import { validateSubscriptionTerms } from '../domain/rating/plan.js';
@@ -7,7 +7,7 @@ import { periodContaining, periodLabel, periodsBetween, type BillingPeriodKind, 
 import type { Sql } from '../pipeline/postgres.js';
 import type { TransactionSql } from 'postgres';
 import { newId } from './credentials.js';
-import type { PlanCache } from './rate-plans.js';
+import { PlanCache } from './rate-plans.js';
 
 type Db = Sql | TransactionSql;
 
@@ -68,12 +68,8 @@ function toUsageRow(row: { kind: RowKind; key: string; counters: Record<string, 
   };
 }
 
-/** The period rated from the usage rows invoice-rollup (and corrections) left. */
-async function rateMembers(db: Db, plans: PlanCache, tenantId: string, period: Period, members: SubscriptionInfo[]): Promise<Invoice> {
-  const rows = await db<{ subscription_id: string; kind: RowKind; key: string; counters: Record<string, string> }[]>`
-    SELECT subscription_id, kind, key, counters FROM invoice_usage
-    WHERE tenant_id = ${tenantId} AND period_start = ${new Date(period.start)}
-      AND subscription_id = ANY(${members.map((s) => s.id)})`;
+/** What the rating engine rates for these members of a period: each one's plan, terms and usage rows. */
+async function subscriptionPeriods(plans: PlanCache, tenantId: string, members: SubscriptionInfo[], rowsOf: (subscriptionId: string) => UsageRow[]): Promise<SubscriptionPeriod[]> {
   const periods: SubscriptionPeriod[] = [];
   for (const subscription of members) {
     const terms = validateSubscriptionTerms({ commitment: subscription.commitment, allocation: subscription.allocation });
@@ -82,10 +78,64 @@ async function rateMembers(db: Db, plans: PlanCache, tenantId: string, period: P
       subscriptionId: subscription.id,
       plan: await plans.forSubscription(tenantId, subscription.id),
       terms: terms.terms,
-      rows: rows.filter((r) => r.subscription_id === subscription.id).map(toUsageRow),
+      rows: rowsOf(subscription.id),
     });
   }
-  return ratePeriod(periods);
+  return periods;
+}
+
+/** The period rated from the usage rows invoice-rollup (and corrections) left. */
+async function rateMembers(db: Db, plans: PlanCache, tenantId: string, period: Period, members: SubscriptionInfo[]): Promise<Invoice> {
+  const rows = await db<{ subscription_id: string; kind: RowKind; key: string; counters: Record<string, string> }[]>`
+    SELECT subscription_id, kind, key, counters FROM invoice_usage
+    WHERE tenant_id = ${tenantId} AND period_start = ${new Date(period.start)}
+      AND subscription_id = ANY(${members.map((s) => s.id)})`;
+  return ratePeriod(await subscriptionPeriods(plans, tenantId, members, (id) => rows.filter((r) => r.subscription_id === id).map(toUsageRow)));
+}
+
+/**
+ * The first billing period of a customer that subscription `subscriptionId` (just written, in
+ * `tx`) leaves unrateable, with the rating engine's refusal; undefined when every one can be
+ * rated. Each period is rated as draftInvoice and closePeriod rate it (the same members, their
+ * plans and terms, read through `tx`), with no usage: what the engine refuses there (two
+ * currencies, a commitment group with two commitments, overage rates or allocations of an agent,
+ * commitment terms on a plan that is not COMMITTED) it refuses whatever the usage. Rated are the
+ * period of the subscription's start and those where another subscription of the customer starts
+ * while it runs: the members of every other period it is billed in are a subset of one of these,
+ * and what the engine accepts for a set of subscriptions it accepts for a subset. Takes the
+ * customer's close lock until `tx` ends.
+ */
+export async function unrateablePeriod(
+  tx: TransactionSql,
+  tenantId: string,
+  customerId: string,
+  subscriptionId: string,
+): Promise<{ period: Period; error: RatingError } | undefined> {
+  // closePeriod's lock: two subscriptions of the customer written at once are rated together
+  // (the second reads the first once it is committed), and no close runs in between.
+  await tx`SELECT pg_advisory_xact_lock(hashtextextended(${`invoice-close:${tenantId}:${customerId}`}, 0))`;
+  const subscriptions = await customerSubscriptions(tx, tenantId, customerId);
+  const written = subscriptions.find((s) => s.id === subscriptionId);
+  if (!written) throw new Error(`subscription ${subscriptionId} of customer ${customerId} does not exist`);
+  const from = written.effective_from.getTime();
+  const starts = [from, ...subscriptions.filter((s) => s.effective_from.getTime() > from && s.effective_from.getTime() < endOf(written)).map((s) => s.effective_from.getTime())];
+  const periods = new Map<number, Period>();
+  for (const at of starts) {
+    const period = periodContaining(written.billing_period, written.anchor.getTime(), at);
+    periods.set(period.start, period);
+  }
+  // Plans read in this transaction: the subscription written is not committed yet.
+  const plans = new PlanCache(tx as unknown as Sql);
+  for (const period of [...periods.values()].sort((a, b) => a.start - b.start)) {
+    const members = membersOf(subscriptions, period);
+    try {
+      ratePeriod(await subscriptionPeriods(plans, tenantId, members, () => []));
+    } catch (error) {
+      if (error instanceof RatingError) return { period, error };
+      throw error;
+    }
+  }
+  return undefined;
 }
 
 /**

@@ -1,4 +1,8 @@
 import { describe, expect, it } from 'vitest';
+import { apiErrorHandler } from '../errors.js';
+import { createInvoiceRoutes } from '../invoices.js';
+import { createLogger } from '../../pipeline/logger.js';
+import { TenantTokens } from '../../store/tenant-tokens.js';
 import { adminWorld, created, listAll, seedHierarchy, SIMPLE_PRICING } from './test-world.js';
 
 const t = adminWorld('admin-subscriptions');
@@ -6,6 +10,9 @@ const t = adminWorld('admin-subscriptions');
 const hour = 3_600_000;
 const at = (offsetMs: number) => new Date(Date.now() + offsetMs).toISOString();
 const COMMITTED = { billing_mode: 'COMMITTED', commitment: { committed_amount: 1000, committed_price: '50' }, tool_invocations: { '*': '0.04' } };
+
+const monthStart = () => new Date(Date.UTC(new Date().getUTCFullYear(), new Date().getUTCMonth(), 1)).toISOString();
+const nextMonthStart = () => new Date(Date.UTC(new Date().getUTCFullYear(), new Date().getUTCMonth() + 1, 1)).toISOString();
 
 async function planWithVersions(call: typeof t.a.call, name: string) {
   const plan = await created(call, '/v1/admin/rate-plans', { name, currency: 'USD', pricing: SIMPLE_PRICING });
@@ -160,7 +167,8 @@ describe('subscriptions', () => {
     expect(badCommitment.status).toBe(400);
     expect(badCommitment.body.error.details[0].path).toBe('commitment.committed_amount');
 
-    const changed = await t.a.call('POST', `/v1/admin/subscriptions/${subscription.id}/change`, { commitment: { committed_amount: 2000, committed_price: '90' } });
+    // At the end of the current billing period: within it, the period could not be invoiced (see below).
+    const changed = await t.a.call('POST', `/v1/admin/subscriptions/${subscription.id}/change`, { at: nextMonthStart(), commitment: { committed_amount: 2000, committed_price: '90' } });
     expect(changed.status).toBe(201);
     expect(changed.body.opened).toMatchObject({
       rate_plan_version_id: subscription.rate_plan_version_id,
@@ -185,6 +193,154 @@ describe('subscriptions', () => {
     expect(later.body.error.code).toBe('already_ended');
     const earlier = await t.a.call('POST', `/v1/admin/subscriptions/${subscription.id}/end`, { at: at(hour) });
     expect(earlier.status).toBe(200);
+  });
+});
+
+describe('subscriptions that would leave a billing period the rating engine cannot invoice', () => {
+  let invoices: ReturnType<typeof createInvoiceRoutes> | undefined;
+  /** The status of the customer's draft invoice (GET /v1/customers/{id}/invoices/current), and its body. */
+  async function draft(customerId: string): Promise<{ status: number; body: any }> {
+    if (!invoices) {
+      invoices = createInvoiceRoutes({ sql: t.world.sql, tokens: new TenantTokens(t.world.sql, 0) });
+      invoices.onError(apiErrorHandler(createLogger('subscriptions-test')));
+    }
+    const reply = await invoices.request(`/v1/customers/${customerId}/invoices/current`, { headers: { authorization: `Bearer ${t.a.ingestToken}` } });
+    return { status: reply.status, body: await reply.json() };
+  }
+  const subscriptionsOf = async (customerId: string) => (await listAll(t.a.call, `/v1/admin/subscriptions?customer_id=${customerId}`, 10)).items;
+
+  /** Refused with 409 period_not_rateable naming the engine's reason, nothing written, the draft invoice still readable. */
+  async function expectRefused(reply: { status: number; body: any }, customerId: string, before: unknown[], reason: RegExp) {
+    expect(reply.status).toBe(409);
+    expect(reply.body.error.code).toBe('period_not_rateable');
+    expect(reply.body.error.message).toMatch(reason);
+    expect(await subscriptionsOf(customerId)).toEqual(before);
+    expect((await draft(customerId)).status).toBe(200);
+  }
+
+  const committedPlan = (name: string) => created(t.a.call, '/v1/admin/rate-plans', { name, currency: 'USD', pricing: COMMITTED });
+  const paygPlan = (name: string, currency = 'USD') => created(t.a.call, '/v1/admin/rate-plans', { name, currency, pricing: { tool_invocations: { '*': '0.04' } } });
+
+  it('A: refuses a mid-period change of a COMMITTED subscription that raises the commitment or carries its allocation over', async () => {
+    const { customer, agent } = await seedHierarchy(t.a.call, 'Raised');
+    const plan = await committedPlan('Committed raised');
+    const subscription = await created(t.a.call, '/v1/admin/subscriptions', {
+      customer_id: customer.id,
+      rate_plan_id: plan.id,
+      effective_from: monthStart(),
+      allocation: { [agent.id]: 400 },
+    });
+    const before = await subscriptionsOf(customer.id);
+    expect((await draft(customer.id)).body.total).toBe('50.00');
+
+    const raised = await t.a.call('POST', `/v1/admin/subscriptions/${subscription.id}/change`, { commitment: { committed_amount: 2000, committed_price: '90' } });
+    await expectRefused(raised, customer.id, before, /share commitment group .* but not its commitment or overage rate/);
+    expect(raised.body.error.message).toContain(`"at": "${nextMonthStart()}"`);
+    const carried = await t.a.call('POST', `/v1/admin/subscriptions/${subscription.id}/change`, { rate_plan_id: plan.id });
+    await expectRefused(carried, customer.id, before, new RegExp(`agent ${agent.id} has two allocations in commitment group`));
+    expect((await draft(customer.id)).body.total).toBe('50.00');
+  });
+
+  it('B: refuses a mid-period change of a COMMITTED subscription that only overrides the overage rate', async () => {
+    const { customer } = await seedHierarchy(t.a.call, 'Overage');
+    const plan = await committedPlan('Committed overage');
+    const subscription = await created(t.a.call, '/v1/admin/subscriptions', { customer_id: customer.id, rate_plan_id: plan.id, effective_from: monthStart() });
+    const before = await subscriptionsOf(customer.id);
+    const changed = await t.a.call('POST', `/v1/admin/subscriptions/${subscription.id}/change`, { overrides: { tool_invocations: { '*': '0.05' } } });
+    await expectRefused(changed, customer.id, before, /but not its commitment or overage rate/);
+  });
+
+  it('C: refuses commitment terms on a plan that is not COMMITTED with 400 and the JSON path, on create and on change', async () => {
+    const { customer, agent } = await seedHierarchy(t.a.call, 'Stray terms');
+    const payg = await paygPlan('PAYG stray');
+    const committed = await committedPlan('Committed stray');
+    const base = { customer_id: customer.id, rate_plan_id: payg.id, effective_from: monthStart() };
+    const withCommitment = await t.a.call('POST', '/v1/admin/subscriptions', { ...base, commitment: { committed_amount: 100, committed_price: '5' } });
+    expect(withCommitment.status).toBe(400);
+    expect(withCommitment.body.error.code).toBe('validation_failed');
+    expect(withCommitment.body.error.details).toEqual([{ path: 'commitment', message: 'the plan is not COMMITTED' }]);
+    expect(await subscriptionsOf(customer.id)).toEqual([]);
+
+    // A change to a PAYG plan carries the commitment terms over unless it sets them to null.
+    const subscription = await created(t.a.call, '/v1/admin/subscriptions', {
+      ...base,
+      rate_plan_id: committed.id,
+      commitment: { committed_amount: 2000, committed_price: '90' },
+      allocation: { [agent.id]: 400 },
+    });
+    const before = await subscriptionsOf(customer.id);
+    const carried = await t.a.call('POST', `/v1/admin/subscriptions/${subscription.id}/change`, { rate_plan_id: payg.id });
+    expect(carried.status).toBe(400);
+    expect(carried.body.error.details[0].path).toBe('commitment');
+    const allocationOnly = await t.a.call('POST', `/v1/admin/subscriptions/${subscription.id}/change`, { rate_plan_id: payg.id, commitment: null });
+    expect(allocationOnly.status).toBe(400);
+    expect(allocationOnly.body.error.details[0].path).toBe('allocation');
+    expect(await subscriptionsOf(customer.id)).toEqual(before);
+    expect((await draft(customer.id)).status).toBe(200);
+  });
+
+  it('D: refuses a mid-period change from a USD plan to an EUR plan, and accepts it at the period end', async () => {
+    const { customer } = await seedHierarchy(t.a.call, 'Currency change');
+    const usd = await paygPlan('PAYG USD');
+    const eur = await paygPlan('PAYG EUR', 'EUR');
+    const subscription = await created(t.a.call, '/v1/admin/subscriptions', { customer_id: customer.id, rate_plan_id: usd.id, effective_from: monthStart() });
+    const before = await subscriptionsOf(customer.id);
+    const changed = await t.a.call('POST', `/v1/admin/subscriptions/${subscription.id}/change`, { rate_plan_id: eur.id });
+    await expectRefused(changed, customer.id, before, /subscriptions of one invoice share a currency: .* is in EUR, not USD/);
+
+    const atPeriodEnd = await t.a.call('POST', `/v1/admin/subscriptions/${subscription.id}/change`, { rate_plan_id: eur.id, at: nextMonthStart() });
+    expect(atPeriodEnd.status).toBe(201);
+    expect(atPeriodEnd.body.opened).toMatchObject({ currency: 'EUR', effective_from: nextMonthStart() });
+    const current = await draft(customer.id);
+    expect(current.status).toBe(200);
+    expect(current.body.currency).toBe('USD');
+  });
+
+  it('E: refuses a team subscription in EUR beside the customer subscription in USD over the same period', async () => {
+    const { customer, team } = await seedHierarchy(t.a.call, 'Two currencies');
+    const usd = await paygPlan('PAYG USD for the customer');
+    const eur = await paygPlan('PAYG EUR for the team', 'EUR');
+    await created(t.a.call, '/v1/admin/subscriptions', { customer_id: customer.id, rate_plan_id: usd.id, effective_from: monthStart() });
+    const before = await subscriptionsOf(customer.id);
+    const teamEur = await t.a.call('POST', '/v1/admin/subscriptions', { customer_id: customer.id, team_id: team.id, rate_plan_id: eur.id, effective_from: monthStart() });
+    await expectRefused(teamEur, customer.id, before, /is in EUR, not USD/);
+    // Also when the EUR one starts first and the USD one later, in a later period it would share.
+    const laterTeam = await t.a.call('POST', '/v1/admin/subscriptions', {
+      customer_id: customer.id,
+      team_id: team.id,
+      rate_plan_id: eur.id,
+      effective_from: new Date(Date.parse(monthStart()) - 40 * 86_400_000).toISOString(),
+    });
+    await expectRefused(laterTeam, customer.id, before, /is in (EUR, not USD|USD, not EUR)/);
+
+    // Written at the same moment, the two are rated together: one of them is refused.
+    const other = await seedHierarchy(t.a.call, 'Two currencies at once');
+    const replies = await Promise.all([
+      t.a.call('POST', '/v1/admin/subscriptions', { customer_id: other.customer.id, rate_plan_id: usd.id, effective_from: monthStart() }),
+      t.a.call('POST', '/v1/admin/subscriptions', { customer_id: other.customer.id, team_id: other.team.id, rate_plan_id: eur.id, effective_from: monthStart() }),
+    ]);
+    expect(replies.map((r) => r.status).sort()).toEqual([201, 409]);
+    expect((await draft(other.customer.id)).status).toBe(200);
+  });
+
+  it('still accepts a mid-period change between plans of one currency, and a COMMITTED change with the same terms', async () => {
+    const { customer, team } = await seedHierarchy(t.a.call, 'Accepted');
+    const first = await paygPlan('PAYG first');
+    const second = await paygPlan('PAYG second');
+    const committed = await committedPlan('Committed accepted');
+    const subscription = await created(t.a.call, '/v1/admin/subscriptions', { customer_id: customer.id, rate_plan_id: first.id, effective_from: monthStart() });
+    const changed = await t.a.call('POST', `/v1/admin/subscriptions/${subscription.id}/change`, { rate_plan_id: second.id, overrides: { tool_invocations: { '*': '0.05' } } });
+    expect(changed.status).toBe(201);
+    const teamSubscription = await created(t.a.call, '/v1/admin/subscriptions', { customer_id: customer.id, team_id: team.id, rate_plan_id: committed.id, effective_from: monthStart() });
+    const sameTerms = await t.a.call('POST', `/v1/admin/subscriptions/${teamSubscription.id}/change`, { rate_plan_id: committed.id });
+    expect(sameTerms.status).toBe(201);
+    const all = await subscriptionsOf(customer.id);
+    expect(all).toHaveLength(4);
+    const current = await draft(customer.id);
+    expect(current.status).toBe(200);
+    expect([...current.body.subscription_ids].sort()).toEqual(all.map((s: { id: string }) => s.id).sort());
+    // One commitment for the two COMMITTED subscriptions of the period, in USD.
+    expect(current.body).toMatchObject({ currency: 'USD', total: '50.00' });
   });
 });
 

@@ -9,6 +9,8 @@ import { endpoint, type AdminDeps, type Endpoint } from './endpoint.js';
 import { ApiError, conflict, invalidPart, notFound, validationFailed } from '../errors.js';
 import { iso } from './present.js';
 import { validPricing } from './rate-plans.js';
+import { unrateablePeriod } from '../../store/invoices.js';
+import type { TransactionSql } from 'postgres';
 
 /**
  * Subscriptions are immutable snapshots of who pays what, when. Nothing about one is ever
@@ -102,6 +104,17 @@ async function checkTerms(db: Db, tenantId: string, scope: Scope, version: Row, 
   if (!checked.ok) throw invalidPart('terms', checked.errors, '');
   const commitment = checked.terms.commitment ?? null;
   const allocation = checked.terms.allocation ?? null;
+  if (pricing.billing_mode !== 'COMMITTED') {
+    // The rating engine refuses them on any other plan (as the quote API does): bad input, said here.
+    const stray = commitment ? 'commitment' : allocation && Object.keys(allocation).length > 0 ? 'allocation' : undefined;
+    if (stray) {
+      throw validationFailed(
+        `${stray} applies to a COMMITTED plan only, and rate plan ${version.rate_plan_id} version ${version.version} is not one` +
+          ' (a change carries the terms over: set commitment and allocation to null when moving off a COMMITTED plan)',
+        [{ path: stray, message: 'the plan is not COMMITTED' }],
+      );
+    }
+  }
   if (!allocation) return { overrides, commitment, allocation: null };
   const committedCalls = (commitment ?? pricing.commitment)?.committed_amount;
   if (committedCalls === undefined) {
@@ -145,6 +158,29 @@ async function refuseOverlap(db: Db, tenantId: string, scope: Scope, from: Date,
     'subscription_overlap',
     `subscription ${other.id} of the same scope is in effect from ${iso(other.effective_from)} ${until}, overlapping this one; ` +
       `change or end it (POST /v1/admin/subscriptions/${other.id}/change or /end) rather than adding another`,
+  );
+}
+
+/**
+ * Refuses, with a 409 period_not_rateable, a subscription just written (in `tx`, which the
+ * refusal rolls back) that leaves a billing period of its customer the rating engine cannot rate:
+ * its draft invoice would answer 500 and its close fail every round. The period's members are
+ * rated as the invoice rates them, with no usage (store/invoices.ts, unrateablePeriod); the reply
+ * is the engine's reason and what to do instead.
+ */
+async function refuseUnrateable(tx: TransactionSql, tenantId: string, written: Row, change: boolean): Promise<void> {
+  const found = await unrateablePeriod(tx, tenantId, written.customer_id as string, written.id);
+  if (!found) return;
+  const { period, error } = found;
+  const start = new Date(period.start).toISOString();
+  const end = new Date(period.end).toISOString();
+  const instead = change
+    ? `change at the end of that period instead ("at": "${end}"), so the new plan or terms start with the next invoice, or keep the period's currency and commitment terms`
+    : 'start it at a period end after the subscriptions it cannot share an invoice with have ended (POST /v1/admin/subscriptions/{id}/end or /change, "at" a period end), or give it their currency and commitment terms';
+  throw conflict(
+    'period_not_rateable',
+    `the billing period ${start} to ${end} of customer ${written.customer_id as string} could not be invoiced with this subscription (${written.id}, not kept): ${error.message}. ` +
+      `One invoice bills one currency, and the subscriptions of one COMMITTED plan on it share one commitment, overage rate and allocation per agent: ${instead}`,
   );
 }
 
@@ -223,7 +259,7 @@ export function subscriptionEndpoints(): Endpoint[] {
       tag: 'Subscriptions',
       summary: 'Create a subscription',
       description:
-        'Subscribes a customer, or one of its teams, agents or apps, to a rate plan version from effective_from. Refused with 409 subscription_overlap when another subscription of the same scope is in effect during part of the period.',
+        'Subscribes a customer, or one of its teams, agents or apps, to a rate plan version from effective_from. Refused with 409 subscription_overlap when another subscription of the same scope is in effect during part of the period, 409 period_not_rateable when a billing period of the customer could then not be invoiced (two currencies, or one COMMITTED plan with two commitments, overage rates or allocations of an agent), and 400 when commitment or allocation is given for a plan that is not COMMITTED.',
       body: subscriptionCreate,
       response: subscriptionOut,
       status: 201,
@@ -237,7 +273,7 @@ export function subscriptionEndpoints(): Endpoint[] {
             commitment: (body.commitment as Terms['commitment']) ?? null,
             allocation: (body.allocation as Terms['allocation']) ?? null,
           });
-          return insertSubscription(tx, tenantId, {
+          const inserted = await insertSubscription(tx, tenantId, {
             ...scope,
             ...terms,
             rate_plan_version_id: version.id,
@@ -246,6 +282,8 @@ export function subscriptionEndpoints(): Endpoint[] {
             billing_period: body.billing_period ?? 'calendar_month',
             billing_anchor: new Date(body.effective_from),
           });
+          await refuseUnrateable(tx, tenantId, inserted, false);
+          return inserted;
         });
         await announceSubscriptions(deps, tenantId);
         return present(deps, tenantId, row);
@@ -258,7 +296,7 @@ export function subscriptionEndpoints(): Endpoint[] {
       tag: 'Subscriptions',
       summary: 'Change plan or terms: close this subscription and open its successor',
       description:
-        'In one transaction: this subscription ends at `at` (now by default, never in the past) and a new one for the same scope starts there, with the named plan version and terms; what is not named is carried over.',
+        'In one transaction: this subscription ends at `at` (now by default, never in the past) and a new one for the same scope starts there, with the named plan version and terms; what is not named is carried over. Refused with 409 period_not_rateable when the period of the change could then not be invoiced (a change of currency, or of commitment, overage rate or allocation of a COMMITTED plan, within one period): change at the period end instead.',
       body: subscriptionChange,
       response: subscriptionChanged,
       status: 201,
@@ -290,6 +328,7 @@ export function subscriptionEndpoints(): Endpoint[] {
             billing_period: closed.billing_period as 'calendar_month' | 'anniversary',
             billing_anchor: (closed.billing_anchor ?? closed.effective_from) as Date,
           });
+          await refuseUnrateable(tx, tenantId, opened, true);
           return { closed, opened };
         });
         await announceSubscriptions(deps, tenantId);
