@@ -37,19 +37,41 @@ export async function claimEventOrigins<E extends { tenantId: string; eventId: s
  * counters it moved) only need their rows while an entry can still be redelivered. Old rows are
  * deleted in bounded chunks, so pruning never holds long locks or one huge transaction; what a
  * pass leaves is taken by the next one. Returns the number of rows deleted.
+ *
+ * applied_blocks is shared by every stage that claims blocks: prune it with pruneAppliedBlocks,
+ * one stage's rows at a time, never all of them.
  */
-export async function pruneApplied(
-  sql: Sql,
-  table: 'session_applied_events' | 'invoice_applied' | 'applied_blocks',
-  before: Date,
-  chunk: number,
-  maxRounds = 20,
-): Promise<number> {
+export function pruneApplied(sql: Sql, table: 'session_applied_events' | 'invoice_applied', before: Date, chunk: number, maxRounds = 20): Promise<number> {
+  return pruneInChunks(
+    (limit) => sql`
+      DELETE FROM ${sql(table)} WHERE ctid = ANY (ARRAY (
+        SELECT ctid FROM ${sql(table)} WHERE applied_at < ${before} LIMIT ${limit}))`,
+    chunk,
+    maxRounds,
+  );
+}
+
+/**
+ * Deletes the applied_blocks rows of one stage applied before `before`, in bounded chunks as
+ * pruneApplied does (index applied_blocks_stage_applied_at, migration 120). Only the stage's
+ * own rows: a row is needed while the stage that wrote it may be delivered the block again, and
+ * another stage may be down or behind for longer than this one's retention (a block it committed
+ * but never acked would otherwise be applied, and billed, twice).
+ */
+export function pruneAppliedBlocks(sql: Sql, stage: string, before: Date, chunk: number, maxRounds = 20): Promise<number> {
+  return pruneInChunks(
+    (limit) => sql`
+      DELETE FROM applied_blocks WHERE ctid = ANY (ARRAY (
+        SELECT ctid FROM applied_blocks WHERE stage = ${stage} AND applied_at < ${before} LIMIT ${limit}))`,
+    chunk,
+    maxRounds,
+  );
+}
+
+async function pruneInChunks(deleteChunk: (limit: number) => Promise<{ count: number }>, chunk: number, maxRounds: number): Promise<number> {
   let pruned = 0;
   for (let round = 0; round < maxRounds; round++) {
-    const deleted = await sql`
-      DELETE FROM ${sql(table)} WHERE ctid = ANY (ARRAY (
-        SELECT ctid FROM ${sql(table)} WHERE applied_at < ${before} LIMIT ${chunk}))`;
+    const deleted = await deleteChunk(chunk);
     pruned += deleted.count;
     if (deleted.count < chunk) break;
   }

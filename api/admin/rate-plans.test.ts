@@ -67,6 +67,28 @@ describe('rate plans', () => {
     expect(badCurrency.body.error.details[0].path).toBe('currency');
   });
 
+  it('refuses a "__proto__" key in the pricing\'s records (JSON.parse keeps it, a zod record would drop it) and accepts tools named like Object members', async () => {
+    const body = '{"name": "Proto", "currency": "USD", "pricing": {"tool_invocations": {"*": "0.01", "__proto__": "5"}}}';
+    const refused = await t.a.call('POST', '/v1/admin/rate-plans', body);
+    expect(refused.status).toBe(400);
+    expect(refused.body.error.code).toBe('validation_failed');
+    expect(refused.body.error.details).toEqual([{ path: 'pricing.tool_invocations.__proto__', message: expect.stringMatching(/^"__proto__" cannot be a key of a rate plan/) }]);
+    expect((await t.a.call('GET', '/v1/admin/rate-plans')).body.data.map((p: { name: string }) => p.name)).not.toContain('Proto');
+
+    const plan = await created(t.a.call, '/v1/admin/rate-plans', {
+      name: 'Members',
+      currency: 'USD',
+      pricing: { tool_invocations: { '*': '0.01', search: '0.1', constructor: '0.2' }, tool_aliases: { toString: 'search', old_ctor: 'constructor' } },
+    });
+    expect(plan.version.pricing).toEqual({
+      tool_invocations: { '*': '0.01', search: '0.1', constructor: '0.2' },
+      tool_aliases: { toString: 'search', old_ctor: 'constructor' },
+    });
+    const version = await t.a.call('POST', `/v1/admin/rate-plans/${plan.id}/versions`, '{"pricing": {"dimensionPricing": {"tool_invocations": {"*": "1"}, "mcp_servers": {"s1": {"tool_invocations": {"__proto__": "5"}}}}}}');
+    expect(version.status).toBe(400);
+    expect(version.body.error.details.map((d: { path: string }) => d.path)).toEqual(['pricing.dimensionPricing.mcp_servers.s1.tool_invocations.__proto__']);
+  });
+
   it('adds immutable numbered versions and reads each by number', async () => {
     const plan = await created(t.a.call, '/v1/admin/rate-plans', { name: 'Versioned', currency: 'EUR', pricing: SIMPLE_PRICING });
     const v2 = await created(t.a.call, `/v1/admin/rate-plans/${plan.id}/versions`, { pricing: { tool_invocations: { '*': '0.02' } } });

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { jsonPath, validateRatePlan, validateSubscriptionTerms } from './plan.js';
+import { planOf, rated } from './test-support.js';
 
 function problemsOf(input: unknown) {
   const result = validateRatePlan(input);
@@ -279,6 +280,52 @@ describe('validateRatePlan refuses, naming the JSON path', () => {
       '$.duration_buckets[1].max_seconds',
       '$.tool_invocations.a',
     ]);
+  });
+});
+
+describe('validateRatePlan reads tool names as names, not as JavaScript object members', () => {
+  it('accepts tools named like members of Object.prototype, as aliases, their targets and priced tools', () => {
+    const plans: Record<string, unknown>[] = [
+      { tool_invocations: { '*': '0.01', search: '0.1' }, tool_aliases: { toString: 'search' } },
+      { tool_invocations: { '*': '0.01', constructor: '0.1' }, tool_aliases: { old_ctor: 'constructor' } },
+      { tool_multipliers: { '*': '1' }, token_multipliers: { input_tokens: '1' }, tool_aliases: { hasOwnProperty: 'valueOf' } },
+      { tool_invocations: { '*': '0.01' }, tool_aliases: { old: '__proto__' } },
+      { tool_invocations: { '*': '0.01' }, tool_aliases: {}, mcp_servers: { s1: { tool_invocations: { constructor: '1', '*': '0' } } } },
+    ];
+    for (const plan of plans) expect(validateRatePlan(plan), JSON.stringify(plan)).toMatchObject({ ok: true, plan });
+    // And an alias of "constructor" is priced as "constructor".
+    expect(rated(planOf(plans[1]), { tool: 'old_ctor' }).rating.total).toBe(rated(planOf(plans[1]), { tool: 'constructor' }).rating.total);
+    expect(rated(planOf(plans[1]), { tool: 'constructor' }).rating.total).toBe(100_000_000n);
+  });
+
+  it('still refuses what the checks are for when the names are Object.prototype members', () => {
+    expect(problemAt({ tool_invocations: { '*': 0, toString: 1, valueOf: 2 }, tool_aliases: { toString: 'valueOf' } }, '$.tool_aliases.toString')).toMatch(
+      /"toString" is both an alias and priced in tool_invocations/,
+    );
+    expect(problemAt({ tool_aliases: { constructor: 'toString', toString: 'valueOf' } }, '$.tool_aliases.constructor')).toBe(
+      '"toString" is itself an alias (of "valueOf"): point "constructor" at the final name',
+    );
+    expect(problemAt({ tool_invocations: { '*': 0 }, tool_aliases: { constructor: 'x' }, mcp_servers: { s1: { tool_invocations: { constructor: 1 } } } }, '$.mcp_servers.s1.tool_invocations.constructor')).toMatch(
+      /^"constructor" is an alias of "x"/,
+    );
+  });
+
+  it('refuses a "__proto__" key in any record of the plan, as JSON.parse delivers it, naming its path', () => {
+    const cases: [string, string][] = [
+      ['{"tool_invocations": {"*": "0.01", "__proto__": "5"}}', '$.tool_invocations.__proto__'],
+      ['{"tool_invocations": {"*": "0.01"}, "tool_aliases": {"__proto__": "search"}}', '$.tool_aliases.__proto__'],
+      ['{"tool_invocations": {"*": "0.01"}, "token_multipliers": {"input_tokens": 1}, "tool_multipliers": {"__proto__": 2}}', '$.tool_multipliers.__proto__'],
+      ['{"token_multipliers": {"input_tokens": 1, "by_model": {"__proto__": {"input_tokens": 5}}}}', '$.token_multipliers.by_model.__proto__'],
+      ['{"tool_invocations": {"*": "0.01"}, "mcp_servers": {"__proto__": {"tool_invocations": {"*": "5"}}}}', '$.mcp_servers.__proto__'],
+      ['{"tool_invocations": {"*": "0.01"}, "mcp_servers": {"s1": {"tool_invocations": {"*": "1", "__proto__": "5"}}}}', '$.mcp_servers.s1.tool_invocations.__proto__'],
+      ['{"dimensionPricing": {"tool_invocations": {"*": "0.01", "__proto__": "5"}}}', '$.dimensionPricing.tool_invocations.__proto__'],
+    ];
+    for (const [json, path] of cases) expect(problemAt(JSON.parse(json), path), json).toMatch(/^"__proto__" cannot be a key of a rate plan/);
+    // With the plan's other problems, all at once.
+    const errors = problemsOf(JSON.parse('{"tool_invocations": {"*": 0, "__proto__": "5", "a": -1}}'));
+    expect(errors.map((problem) => problem.path).sort()).toEqual(['$.tool_invocations.__proto__', '$.tool_invocations.a']);
+    // A "__proto__" key of an object with fixed keys is an unknown key, as before.
+    expect(problemAt(JSON.parse('{"tool_invocations": {"*": 1}, "__proto__": {"x": 1}}'), '$.__proto__')).toMatch(/^unknown key/);
   });
 });
 

@@ -36,7 +36,7 @@ function crossFieldProblems(plan: RatePlanPricing): CrossFieldProblem[] {
   const add = (path: PathSegment[], message: string) => problems.push({ path, message });
   const tools = plan.tool_invocations;
 
-  if (tools && !(DEFAULT_TOOL_KEY in tools)) {
+  if (tools && !Object.hasOwn(tools, DEFAULT_TOOL_KEY)) {
     add(['tool_invocations'], 'needs a "*" default so that tools not listed are priced (use "*": 0 to make them free)');
   }
   checkAliases(plan, add);
@@ -63,11 +63,11 @@ function checkAliases(plan: RatePlanPricing, add: AddProblem): void {
       add(path, '"*" is the default price, not a tool: it can be neither an alias nor its target');
     } else if (alias === target) {
       add(path, 'a tool cannot be an alias of itself');
-    } else if (plan.tool_invocations && alias in plan.tool_invocations) {
+    } else if (plan.tool_invocations && Object.hasOwn(plan.tool_invocations, alias)) {
       add(path, `"${alias}" is both an alias and priced in tool_invocations: a renamed tool keeps the price of "${target}"; remove one of the two`);
-    } else if (plan.tool_multipliers && alias in plan.tool_multipliers) {
+    } else if (plan.tool_multipliers && Object.hasOwn(plan.tool_multipliers, alias)) {
       add(path, `"${alias}" is both an alias and listed in tool_multipliers: it takes the multiplier of "${target}"; remove one of the two`);
-    } else if (target in aliases) {
+    } else if (Object.hasOwn(aliases, target)) {
       add(path, `"${target}" is itself an alias (of "${aliases[target]}"): point "${alias}" at the final name`);
     }
   }
@@ -77,7 +77,7 @@ function checkAliases(plan: RatePlanPricing, add: AddProblem): void {
 function checkServerTools(plan: RatePlanPricing, add: AddProblem): void {
   for (const [server, prices] of Object.entries(plan.mcp_servers ?? {})) {
     for (const tool of Object.keys(prices.tool_invocations)) {
-      const target = plan.tool_aliases?.[tool];
+      const target = plan.tool_aliases && Object.hasOwn(plan.tool_aliases, tool) ? plan.tool_aliases[tool] : undefined;
       if (target !== undefined) {
         add(['mcp_servers', server, 'tool_invocations', tool], `"${tool}" is an alias of "${target}" (tool_aliases): calls are priced as "${target}", so list "${target}" here instead`);
       }
@@ -312,6 +312,45 @@ function childSchema(schema: z.ZodType, segment: PropertyKey): z.ZodType | undef
   return objectShape(inner)?.[String(segment)];
 }
 
+const PROTO_KEY = '__proto__';
+
+/**
+ * The `__proto__` keys of the plan's records (tool_invocations, tool_aliases, tool_multipliers,
+ * token_multipliers.by_model, mcp_servers and each server's tool_invocations: every z.record of
+ * the schema), read from the raw input before zod: JSON.parse keeps `"__proto__"` as an own key,
+ * but a zod record drops it without a word, so `{"*": "0.01", "__proto__": "5"}` would be accepted
+ * as `{"*": "0.01"}` and a tool named `__proto__` (a legal tool name in events) billed at "*".
+ * The walk follows the schema, so it goes no deeper than the plan does. (A `__proto__` key of a
+ * fixed-shape object is an unknown key: zod names it.)
+ */
+function protoKeyProblems(input: unknown, schema: z.ZodType, path: PathSegment[] = [], problems: CrossFieldProblem[] = []): CrossFieldProblem[] {
+  if (typeof input !== 'object' || input === null) return problems;
+  const inner = unwrap(schema);
+  if (inner instanceof z.ZodArray) {
+    if (Array.isArray(input)) {
+      for (let index = 0; index < input.length; index++) protoKeyProblems(input[index], inner.element as z.ZodType, [...path, index], problems);
+    }
+  } else if (inner instanceof z.ZodRecord && !Array.isArray(input)) {
+    for (const [key, value] of Object.entries(input)) {
+      if (key === PROTO_KEY) {
+        problems.push({
+          path: [...path, key],
+          message:
+            '"__proto__" cannot be a key of a rate plan: it would be dropped, not applied (a JavaScript object does not keep it as a name); a tool, model or MCP server named "__proto__" cannot be listed and takes the plan\'s default prices',
+        });
+      } else {
+        protoKeyProblems(value, inner.valueType as z.ZodType, [...path, key], problems);
+      }
+    }
+  } else if (inner instanceof z.ZodObject && !Array.isArray(input)) {
+    const shape = inner.shape as Record<string, z.ZodType>;
+    for (const [key, value] of Object.entries(input)) {
+      if (Object.hasOwn(shape, key)) protoKeyProblems(value, shape[key], [...path, key], problems);
+    }
+  }
+  return problems;
+}
+
 /**
  * Validates a rate plan's pricing JSON. Every problem comes back with the JSON path it concerns
  * (`$.duration_buckets[2].max_seconds`) and a sentence saying what to change.
@@ -322,7 +361,7 @@ export type ValidatedPlan = { ok: true; plan: RatePlanPricing; warnings: Validat
 const WRAPPER_KEY = 'dimensionPricing';
 
 export function validateRatePlan(input: unknown): ValidatedPlan {
-  if (typeof input === 'object' && input !== null && !Array.isArray(input) && WRAPPER_KEY in input) {
+  if (typeof input === 'object' && input !== null && !Array.isArray(input) && Object.hasOwn(input, WRAPPER_KEY)) {
     const { [WRAPPER_KEY]: inner, ...beside } = input as Record<string, unknown>;
     const extra = Object.keys(beside).map((key) => ({ path: jsonPath([key]), message: `unknown key beside "${WRAPPER_KEY}": put every pricing field inside it, or leave the wrapper out` }));
     const nested = validateUnwrapped(inner);
@@ -335,12 +374,14 @@ export function validateRatePlan(input: unknown): ValidatedPlan {
 }
 
 function validateUnwrapped(input: unknown): ValidatedPlan {
+  const protoKeys = protoKeyProblems(input, ratePlanPricingSchema).map((problem) => ({ path: jsonPath(problem.path), message: problem.message }));
   const parsed = ratePlanPricingSchema.safeParse(input);
   if (parsed.success) {
+    if (protoKeys.length > 0) return { ok: false, errors: protoKeys };
     const warnings = planWarnings(parsed.data).map((warning) => ({ path: jsonPath(warning.path), message: warning.message }));
     return { ok: true, plan: parsed.data, warnings };
   }
-  const errors = describeIssuesAsJsonPath(parsed.error, knownPlanKeys);
+  const errors = [...protoKeys, ...describeIssuesAsJsonPath(parsed.error, knownPlanKeys)];
   const reported = new Set(errors.map((problem) => `${problem.path}\n${problem.message}`));
   for (const problem of orderProblems(input)) {
     const described = { path: jsonPath(problem.path), message: problem.message };

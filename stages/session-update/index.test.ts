@@ -4,6 +4,7 @@ import { connectPostgres } from '../../pipeline/postgres.js';
 import { isolated, type Isolated } from '../../test/support/isolated.js';
 import { ledgeredEvent, stageEntries, testStageContext, type LedgeredEventOverrides } from '../testing.js';
 import { sessionUpdateBatch, sessionUpdateStage } from './index.js';
+import { claimBlocks } from '../../store/applied.js';
 import { applySessionBlocks, getSession } from './store.js';
 import { sweepSessions, type SweepPolicy } from './sweep.js';
 
@@ -212,6 +213,35 @@ describe('sweepSessions', () => {
     const rows = await world.sql<{ event_id: string }[]>`SELECT event_id FROM session_applied_events WHERE tenant_id = ${tenant}`;
     expect(rows.map((r) => r.event_id)).not.toContain(old.eventId);
     expect(rows).toHaveLength(1);
+  });
+
+  it("prunes only its own applied_blocks rows: another stage's old claims outlive session-update's retention", async () => {
+    const tenant = newTenant();
+    const blocks = ['old', 'new'].map((name) => ({
+      origin: `blk_${name}_${tenant}`,
+      events: [event(tenant, name, 'mcp.tool_invoked', 0), event(tenant, name, 'mcp.tool_invoked', 1)],
+    }));
+    // Claimed under the stage's own name, as its handleBlocks does.
+    await applySessionBlocks(world.sql, sessionUpdateStage.name, blocks);
+    // The same block committed by invoice-rollup and cogs, which may then stay down for days before their ack.
+    const others = ['invoice-rollup', 'cogs'];
+    await world.sql.begin(async (tx) => {
+      for (const stage of others) await claimBlocks(tx, stage, [{ origin: blocks[0].origin, tenantId: tenant }]);
+    });
+    await world.sql`UPDATE applied_blocks SET applied_at = now() - interval '2 days' WHERE tenant_id = ${tenant} AND origin = ${blocks[0].origin}`;
+
+    const result = await sweepSessions(world.sql, Date.now(), policy);
+    expect(result.pruned).toBeGreaterThanOrEqual(1);
+    const left = await world.sql<{ stage: string; origin: string }[]>`
+      SELECT stage, origin FROM applied_blocks WHERE tenant_id = ${tenant} ORDER BY stage, origin`;
+    expect(left).toEqual([
+      { stage: 'cogs', origin: blocks[0].origin },
+      { stage: 'invoice-rollup', origin: blocks[0].origin },
+      { stage: 'session-update', origin: blocks[1].origin },
+    ]);
+    // Redelivered to invoice-rollup after its outage: still claimed, so applied (and billed) once.
+    const again = await world.sql.begin((tx) => claimBlocks(tx, 'invoice-rollup', [{ origin: blocks[0].origin, tenantId: tenant }]));
+    expect(again.size).toBe(0);
   });
 });
 

@@ -1,19 +1,22 @@
 import type { Logger } from '../../pipeline/logger.js';
 import type { Sql } from '../../pipeline/postgres.js';
-import { pruneApplied } from '../../store/applied.js';
+import { pruneApplied, pruneAppliedBlocks } from '../../store/applied.js';
 
 export interface SweepPolicy {
   /** An ACTIVE session with no event for this long becomes IDLE. */
   idleSeconds: number;
   /** An open session (ACTIVE, IDLE, PAUSED) with no event for this long becomes EXPIRED. */
   expireSeconds: number;
-  /** session_applied_events rows older than this are deleted. */
+  /** session_applied_events rows, and session-update's applied_blocks rows, older than this are deleted. */
   appliedRetentionSeconds: number;
   /** Rows changed per statement, so one sweep never holds many locks for long. */
   chunk: number;
 }
 
 export const DEFAULT_APPLIED_RETENTION_SECONDS = 24 * 3600;
+
+/** The stage name session-update claims its blocks under in applied_blocks (its StageDefinition name). */
+const SESSION_UPDATE_STAGE = 'session-update';
 
 export interface SweepResult {
   expired: number;
@@ -64,7 +67,9 @@ export async function sweepSessions(sql: Sql, now: number, policy: SweepPolicy, 
     if (idled.count < policy.chunk) break;
   }
   result.pruned = await pruneApplied(sql, 'session_applied_events', pruneBefore, policy.chunk, maxRounds);
-  result.pruned += await pruneApplied(sql, 'applied_blocks', pruneBefore, policy.chunk, maxRounds);
+  // Only session-update's blocks: the other stages' rows are theirs to prune (one may be down for
+  // longer than this retention, and find its blocks again when it comes back).
+  result.pruned += await pruneAppliedBlocks(sql, SESSION_UPDATE_STAGE, pruneBefore, policy.chunk, maxRounds);
   return result;
 }
 
