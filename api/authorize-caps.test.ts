@@ -212,6 +212,23 @@ describe('caps on each session of a plan', () => {
   });
 });
 
+describe('a paused session', () => {
+  it('answers the pause\'s own end as the cap\'s resets_at (the crossing event\'s time + 24 h), not one that moves with the clock', async () => {
+    const a = agentOf(1, 1);
+    const crossing = priced(a, 600_000_000n, 'plan_resets');
+    await count(a, [crossing]);
+    const first = await decide({ api_key: a.apiKey, session_id: 'plan_resets' });
+    expect(first).toMatchObject({ allowed: false, code: 'paused', pause: { capId: planCap.id, scopeKind: 'session' } });
+    const endsAt = first.pause!.endsAt!;
+    expect(endsAt).toBe(crossing.recordedAt + 24 * 3_600_000);
+    expect(first.cap?.resets_at).toBe(new Date(endsAt).toISOString());
+    expect(first.caps?.find((c) => c.cap_id === planCap.id)?.resets_at).toBe(new Date(endsAt).toISOString());
+    await new Promise((r) => setTimeout(r, 30));
+    const later = await decide({ api_key: a.apiKey, session_id: 'plan_resets' });
+    expect(later.cap?.resets_at).toBe(new Date(endsAt).toISOString());
+  });
+});
+
 describe('caps on an app', () => {
   it('pause the app on the event that crosses its cap: its key is refused naming the app, another app of the same customer goes on', async () => {
     const [capped, sibling] = [appOf(1, 0), appOf(1, 1)];
@@ -280,5 +297,22 @@ describe('POST /v1/authorize/reservations/{id}/release', () => {
     expect(await (await post(`/v1/authorize/reservations/${early.eventId}/release`, { api_key: agent.apiKey })).json()).toMatchObject({ released: true });
     await count(agent, [early]);
     expect((await decide({ api_key: agent.apiKey })).caps?.find((c) => c.cap_id === cap.id)).toMatchObject({ spent: '0.5', reserved: '0' });
+  });
+});
+
+describe('releasing another credential\'s reservation', () => {
+  it('releases nothing: a cap shared by two agents of one customer keeps the reservation until its own caller releases it', async () => {
+    const a = agentOf(1, 0);
+    const b = agentOf(1, 1);
+    // Added last: no test above sees this customer cap.
+    const shared = await addCap({ scopeKind: 'customer', scopeId: a.customerId, period: 'day', limitNano: 1_000_000_000_000n, action: 'pause' });
+    const held = await decide({ api_key: a.apiKey, estimated_cost: '0.7' });
+    const id = held.reservation!.id;
+    const byOther = await post(`/v1/authorize/reservations/${id}/release`, { api_key: b.apiKey });
+    expect(byOther.status).toBe(200);
+    expect(await byOther.json()).toEqual({ id, released: false, caps_released: 0 });
+    expect((await decide({ api_key: a.apiKey })).caps?.find((c) => c.cap_id === shared.id)).toMatchObject({ reserved: '0.7' });
+    expect(await (await post(`/v1/authorize/reservations/${id}/release`, { api_key: a.apiKey })).json()).toEqual({ id, released: true, caps_released: 1 });
+    expect((await decide({ api_key: a.apiKey })).caps?.find((c) => c.cap_id === shared.id)).toMatchObject({ reserved: '0' });
   });
 });

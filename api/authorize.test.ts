@@ -213,6 +213,27 @@ describe('POST /v1/authorize', () => {
     }
   });
 
+  it('refuses a session_id ingest would refuse (a brace would move its Redis keys) on authorize, the batch and release, naming its path', async () => {
+    const owner = await seedOwner();
+    const post = (path: string, body: unknown) =>
+      app.request(path, { method: 'POST', headers: { authorization: `Bearer ${tenant.ingestToken}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const cases: [string, unknown, string][] = [
+      ['/v1/authorize', { api_key: owner.apiKey, session_id: 'a{b}c' }, 'session_id'],
+      ['/v1/authorize', { api_key: owner.apiKey, session_id: 'two words' }, 'session_id'],
+      ['/v1/authorize/batch', { requests: [{ api_key: owner.apiKey }, { api_key: owner.apiKey, session_id: '{x}' }] }, 'requests.1.session_id'],
+      ['/v1/authorize/reservations/rsv_1/release', { api_key: owner.apiKey, session_id: 'a{b}' }, 'session_id'],
+    ];
+    for (const [path, body, at] of cases) {
+      const res = await post(path, body);
+      expect(res.status, path).toBe(400);
+      const reply = (await res.json()) as { error: { code: string; details?: { path: string }[] } };
+      expect(reply.error.code).toBe('validation_failed');
+      expect(reply.error.details?.map((d) => d.path)).toContain(at);
+    }
+    // What ingest accepts still passes.
+    expect((await decide({ api_key: owner.apiKey, session_id: 'sess_1:a/b@c.d-e' })).allowed).toBe(true);
+  });
+
   it('answers 401 without a valid ingest token', async () => {
     const owner = await seedOwner();
     for (const token of [null, 'amt_AAAAAAAAAAAA_BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB', tenant.adminToken]) {
@@ -423,6 +444,7 @@ describe('plainAuthorizeBody', () => {
       { api_key: 'sk_live_abcdefgh', session_id: '' },
       { api_key: 'sk_live_abcdefgh', session_id: 'x'.repeat(129) },
       { api_key: 'sk_live_abcdefgh', event_id: 'bad id' },
+      { api_key: 'sk_live_abcdefgh', session_id: 'a{b}' },
       { api_key: 'sk_live_abcdefgh', tool: 7 },
       { api_key: 'sk_live_abcdefgh', extra: 'x' },
       JSON.parse('{"api_key":"sk_live_abcdefgh","__proto__":"x"}'),

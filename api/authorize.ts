@@ -19,6 +19,7 @@ import type { ControlMessage } from '../pipeline/control.js';
 import { requireTenant, verifyBearer, type TenantAuthVariables } from './auth.js';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { isTransient } from '../pipeline/errors.js';
+import { WIRE_ID, WIRE_ID_MESSAGE } from '../schemas/events.js';
 
 export interface AuthorizeDeps {
   config: Config;
@@ -81,7 +82,8 @@ const MAX_BODY_BYTES = 16 * 1024;
 
 const MAX_ESTIMATE_NANO = 2n ** 63n - 1n;
 const MAX_BATCH = 100;
-const EVENT_ID = /^[A-Za-z0-9_.:@/-]+$/;
+/** Ids as ingest accepts them (schemas/events.ts): a session id also names Redis keys, so no `{`. */
+const EVENT_ID = WIRE_ID;
 
 /** Positive, exact to the nano-unit, at most what one event may cost (an int64 of nano-units). */
 const estimatedCost = z
@@ -114,6 +116,7 @@ const authorizeFields = {
     .string()
     .min(1)
     .max(128)
+    .regex(EVENT_ID, WIRE_ID_MESSAGE)
     .optional()
     .meta({ description: 'Also checks the pause flag and caps of this session, and counts it against max_concurrent_sessions.' }),
   // Accepted for the caller's convenience; no pause is kept per tool today.
@@ -123,7 +126,7 @@ const authorizeFields = {
     .string()
     .min(1)
     .max(128)
-    .regex(EVENT_ID, 'letters, digits and _ . : @ / - only')
+    .regex(EVENT_ID, WIRE_ID_MESSAGE)
     .optional()
     .meta({ description: 'The event_id the caller will send for this call: its reservation is released when that event is counted.' }),
 };
@@ -162,7 +165,7 @@ export function plainAuthorizeBody(raw: unknown): AuthorizeBody | undefined {
     const bounds = PLAIN_FIELDS[key];
     const value = (raw as Record<string, unknown>)[key];
     if (bounds === undefined || !Object.hasOwn(PLAIN_FIELDS, key) || typeof value !== 'string' || value.length < bounds[0] || value.length > bounds[1]) return undefined;
-    if (key === 'event_id' && !EVENT_ID.test(value)) return undefined;
+    if ((key === 'event_id' || key === 'session_id') && !EVENT_ID.test(value)) return undefined;
     body[key] = value;
   }
   if (!body.api_key === !body.client_id || (body.client_secret !== undefined && body.client_id === undefined)) return undefined;
@@ -186,7 +189,7 @@ const reservationId = z
   .string()
   .min(1)
   .max(128)
-  .regex(/^[A-Za-z0-9_.:@/-]+$/, 'letters, digits and _ . : @ / - only');
+  .regex(EVENT_ID, WIRE_ID_MESSAGE);
 
 /** Adds `Server-Timing: app;dur=<ms>` to every reply: the server's own time, token check included. */
 const serverTiming: MiddlewareHandler = async (c, next) => {

@@ -20,8 +20,11 @@ export interface AdmissionRequest {
    * override key exists). With a window, a rolling total (lua/lib/window.lua).
    */
   budgets: { counterKey: string; limit: bigint; hard: boolean; overrideKey?: string; window?: WindowSpec }[];
-  /** With an estimate, every budget reserves it under reservationId for ttlMs. */
-  reservation?: { estimate: bigint; id: string; ttlMs: number };
+  /**
+   * With an estimate, every budget reserves it under reservationId for ttlMs; with an owner, only
+   * a release naming that owner (or one naming none: the settling event's) releases it.
+   */
+  reservation?: { estimate: bigint; id: string; ttlMs: number; owner?: string };
 }
 
 /**
@@ -125,7 +128,14 @@ export function admissionArg(prefix: string, call: AdmissionCall): string {
   const reservation = call.reservation;
   return (
     prefix +
-    jsonForCjson([call.member ?? '', reservation ? reservation.estimate.toString() : '', reservation?.id ?? '', String(reservation?.ttlMs ?? 0), String(call.grant ?? 1)]).slice(1)
+    jsonForCjson([
+      call.member ?? '',
+      reservation ? reservation.estimate.toString() : '',
+      reservation?.id ?? '',
+      String(reservation?.ttlMs ?? 0),
+      String(call.grant ?? 1),
+      reservation?.owner ?? '',
+    ]).slice(1)
   );
 }
 
@@ -170,11 +180,15 @@ async function admitEncoded(redis: Redis, anchorKey: string, encoded: string[], 
   return replies.map(parseReply);
 }
 
-/** Releases reservations by (counter key, reservation id); unknown ones are ignored. Returns how many were released. */
-export async function releaseReservations(redis: Redis, anchorKey: string, releases: { counterKey: string; id: string }[]): Promise<number> {
+/**
+ * Releases reservations by (counter key, reservation id); unknown ones are ignored, and so, with
+ * an `owner`, is one another owner made (or one made without an owner). Without an owner (the
+ * event that settles it) whoever made it. Returns how many were released.
+ */
+export async function releaseReservations(redis: Redis, anchorKey: string, releases: { counterKey: string; id: string; owner?: string }[]): Promise<number> {
   if (releases.length === 0) return 0;
   const args: ScriptArg[] = [releases.length];
-  for (const release of releases) args.push(release.counterKey, release.id);
+  for (const release of releases) args.push(release.counterKey, release.id, release.owner ?? '');
   return withScripts(redis).releaseReservations(anchorKey, ...args);
 }
 

@@ -8,8 +8,10 @@ import { unstorableText } from '../domain/validation.js';
  * article's informational fields that the pipeline derives itself (tenant, team, customer,
  * subscription, ingest time) are accepted and ignored.
  */
-const id = (max = 128) =>
-  z.string().min(1).max(max).regex(/^[A-Za-z0-9_.:@/-]+$/, 'letters, digits and _ . : @ / - only');
+/** The ids an event carries (event_id, session_id, client_id...): also the rule of authorize's session_id and event_id. */
+export const WIRE_ID = /^[A-Za-z0-9_.:@/-]+$/;
+export const WIRE_ID_MESSAGE = 'letters, digits and _ . : @ / - only';
+const id = (max = 128) => z.string().min(1).max(max).regex(WIRE_ID, WIRE_ID_MESSAGE);
 /** Free text: anything every store can hold as it is, so no NUL and no lone UTF-16 surrogate. */
 const text = (max: number) =>
   z

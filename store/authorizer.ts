@@ -219,7 +219,9 @@ export class Authorizer {
     }
     // The caller's lease would not show the reservation: its next answer reads it from Redis.
     this.leases?.forget(plan);
-    const reservation = estimate !== undefined ? { estimate, id: ask.eventId ?? this.ids.next('rsv_'), ttlMs: this.reservationTtlMs } : undefined;
+    // Held for the credential that asked: only it may release the reservation (release below).
+    const reservation =
+      estimate !== undefined ? { estimate, id: ask.eventId ?? this.ids.next('rsv_'), ttlMs: this.reservationTtlMs, owner: reservationOwner(attribution) } : undefined;
     const arg = admissionArg(plan.prefix, { member: plan.request.rate ? this.ids.next() : undefined, reservation });
     return this.batcher.admitArg(plan.anchorKey, arg).then(({ reply, now: at }) => decide(attribution, chain, caps, reply, reservation, at));
   }
@@ -299,7 +301,8 @@ export class Authorizer {
    * Releases a reservation made by `authorize` with an estimate, before its event comes (the call
    * was cancelled, or cost nothing): the same caller (credential, session) names it by id. The
    * amount stops counting against every cap it was held on at once. Idempotent: a reservation
-   * released, settled by its event or expired releases nothing. Returns how many caps held it,
+   * released, settled by its event or expired releases nothing; nor does one another credential
+   * made (the script compares the owner recorded with it). Returns how many caps held it,
    * or the refusal when the credential does not resolve.
    */
   async release(ask: Omit<AuthorizeAsk, 'estimate' | 'eventId'> & { reservationId: string }): Promise<{ released: number } | { refusal: AuthorizeRefusal }> {
@@ -310,7 +313,8 @@ export class Authorizer {
     const [ratePlanId] = await this.plansOf([ask], [chain], now);
     const plan = this.planOf(ask, chain, chain.resolution.attribution, ratePlanId, now);
     this.leases?.forget(plan);
-    const releases = plan.request.budgets.map((budget) => ({ counterKey: budget.counterKey, id: ask.reservationId }));
+    const owner = reservationOwner(chain.resolution.attribution);
+    const releases = plan.request.budgets.map((budget) => ({ counterKey: budget.counterKey, id: ask.reservationId, owner }));
     return { released: await releaseReservations(this.redis, plan.anchorKey, releases) };
   }
 
@@ -373,6 +377,11 @@ export class Authorizer {
     return chain;
   }
 
+}
+
+/** Who holds a reservation: the credential (api_keys or client_credentials row) that made it. */
+function reservationOwner(attribution: Attribution): string {
+  return `cred:${attribution.credentialId}`;
 }
 
 function chainKey(tenantId: string, credential: Credential): string {
@@ -456,6 +465,12 @@ function decide(
         pause = undefined;
       }
       decision.refusal = { code: 'paused', reason: pause ? describePause(pause) : 'paused by a spend cap', ...(pause ? { pause } : {}) };
+      // A session cap's period moves with the clock (now + its length), but its pause ends where
+      // the flag does: at the crossing event's time + the session's length (pause.endsAt).
+      const endsAt = pause?.endsAt;
+      if (pause && typeof endsAt === 'number' && standings.some((s) => s.cap.id === pause.capId && s.cap.period === 'session')) {
+        decision.caps = standings.map((s) => (s.cap.id === pause.capId && s.cap.period === 'session' ? { ...s, resetsAt: endsAt } : s));
+      }
       break;
     }
     case 'rate':

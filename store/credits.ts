@@ -278,6 +278,7 @@ export async function pauseExhausted(sql: Sql, redis: Redis, place: RedisPlace, 
       await liftPause(sql, redis, place, account.tenantId, { capId: record.capId, scopeId: account.customerId, periodKey: CREDITS_PAUSE_PERIOD }, {
         by: 'admin',
         reason: 'credits granted while the draw that paused ran',
+        onlyThisCap: true,
       });
     }
   }
@@ -301,7 +302,8 @@ export async function liftCreditsPause(
     place,
     account.tenantId,
     { capId: creditsPauseCapId(account.currency), scopeId: account.customerId, periodKey: CREDITS_PAUSE_PERIOD },
-    { by: 'admin', reason: by.reason, ...(by.tokenId ? { tokenId: by.tokenId } : {}) },
+    // The credits pause only: a spend-cap pause of the customer stays in force.
+    { by: 'admin', reason: by.reason, onlyThisCap: true, ...(by.tokenId ? { tokenId: by.tokenId } : {}) },
   );
   return lifted !== undefined;
 }

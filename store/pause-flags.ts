@@ -125,6 +125,20 @@ export async function recordPauses(db: Sql, pauses: PauseRecord[]): Promise<void
 
 /** Returns how many pauses are new (inserted, or re-opened after a lift). */
 async function recordPausesIn(sql: postgres.TransactionSql, pauses: PauseRecord[]): Promise<number> {
+  // A pause of a period whose earlier pause ended (a rolling cap crossed again after its flag
+  // expired) before the roll-over sweep recorded that end: the earlier pause is recorded as
+  // lifted by the roll-over first, so the new one re-opens its row below (record, log line and
+  // cap.paused) instead of being lost to a row the sweep then closes.
+  const rolledOver = await sql<(LiftedRow & { tenant_id: string })[]>`
+    UPDATE cap_pauses p SET lifted_at = p.period_ends_at, lifted_by = 'period_rollover', lift_reason = 'the cap period ended'
+    FROM unnest(
+      ${pauses.map((p) => p.tenantId)}::text[], ${pauses.map((p) => p.capId)}::text[], ${pauses.map((p) => p.scopeId)}::text[],
+      ${pauses.map((p) => p.periodKey)}::text[], ${pauses.map((p) => new Date(p.pausedAt).toISOString())}::timestamptz[]
+    ) AS n(tenant_id, cap_id, scope_id, period_key, paused_at)
+    WHERE p.tenant_id = n.tenant_id AND p.cap_id = n.cap_id AND p.scope_id = n.scope_id AND p.period_key = n.period_key
+      AND p.lifted_at IS NULL AND p.period_ends_at <= n.paused_at
+    RETURNING p.tenant_id, p.cap_id, p.scope_kind, p.scope_id, p.period_key, p.customer_id, p.period_ends_at, p.lifted_at`;
+  await liftNotice(sql, undefined, rolledOver, 'period_rollover', 'the cap period ended');
   const inserted = await sql<{ tenant_id: string; cap_id: string; scope_kind: string; scope_id: string; period_key: string; event_id: string; paused_at: Date }[]>`
     INSERT INTO cap_pauses ${sql(
       pauses.map((p) => ({
@@ -144,7 +158,7 @@ async function recordPausesIn(sql: postgres.TransactionSql, pauses: PauseRecord[
       SET paused_at = EXCLUDED.paused_at, event_id = EXCLUDED.event_id, limit_nano = EXCLUDED.limit_nano,
           customer_id = EXCLUDED.customer_id, period_ends_at = EXCLUDED.period_ends_at,
           lifted_at = NULL, lifted_by = NULL, lift_reason = NULL, lifted_by_token_id = NULL
-      WHERE cap_pauses.lifted_at IS NOT NULL
+      WHERE cap_pauses.lifted_at IS NOT NULL OR cap_pauses.period_ends_at <= EXCLUDED.paused_at
     RETURNING tenant_id, cap_id, scope_kind, scope_id, period_key, event_id, paused_at`;
   if (inserted.length) {
     await sql`
@@ -232,10 +246,13 @@ async function settleFlag(
   const seen = flag ? flag.seen : await redis.get(key);
   if (!flag?.leftByLift && seen !== null && !(await isLeftByLift(sql, tenantId, parseFlag(seen)!))) return false;
   const [other] = await sql<(PauseRow & { period: string })[]>`
-    SELECT p.cap_id, p.scope_kind, p.scope_id, p.period_key, p.limit_nano, p.event_id, p.paused_at, p.period_ends_at, p.customer_id, c.period
-    FROM cap_pauses p JOIN spend_caps c ON c.tenant_id = p.tenant_id AND c.id = p.cap_id AND c.status = 'active'
+    SELECT p.cap_id, p.scope_kind, p.scope_id, p.period_key, p.limit_nano, p.event_id, p.paused_at, p.period_ends_at, p.customer_id,
+           coalesce(c.period, 'month') AS period
+    FROM cap_pauses p LEFT JOIN spend_caps c ON c.tenant_id = p.tenant_id AND c.id = p.cap_id
     WHERE p.tenant_id = ${tenantId} AND p.scope_kind = ${scope} AND p.scope_id = ${scopeId} AND p.lifted_at IS NULL
       AND p.period_ends_at > now()
+      -- A pause of an active cap, or one prepaid credits set (no spend_caps row: cap_id credits:<currency>).
+      AND (c.status = 'active' OR (c.id IS NULL AND p.cap_id LIKE 'credits:%'))
     ORDER BY p.paused_at DESC LIMIT 1`;
   if (!other?.period_ends_at) {
     if (seen === null || (await replaceIfUnchanged(redis, key, seen))) return true;
@@ -376,6 +393,8 @@ async function liftNotice(
  * The running total stays over the cap, so the same period does not pause the scope again, and
  * authorize no longer refuses estimates against those caps this period; a new period (or a
  * changed cap) starts counting afresh.
+ * `onlyThisCap` lifts that one pause (prepaid credits back: the scope's spend-cap pauses stay in
+ * force, their flag with them, and keep refusing estimates).
  * A retry of a lift cut short before Redis (its record lifted, the flag still there) finishes it:
  * see finishLiftCutShort. The flag goes through settleFlag: a pause that began while the lift ran
  * (its flag set after the commit) stands.
@@ -386,7 +405,7 @@ export async function liftPause(
   place: RedisPlace,
   tenantId: string,
   pause: { capId: string; scopeId: string; periodKey: string },
-  lift: { by?: LiftSource; reason?: string; tokenId?: string } = {},
+  lift: { by?: LiftSource; reason?: string; tokenId?: string; onlyThisCap?: boolean } = {},
 ): Promise<LiftResult | undefined> {
   const [row] = await sql<PauseRecordRow[]>`
     ${PAUSE_RECORDS(sql, tenantId)} AND p.cap_id = ${pause.capId} AND p.scope_id = ${pause.scopeId} AND p.period_key = ${pause.periodKey}`;
@@ -398,6 +417,7 @@ export async function liftPause(
     const rows = await tx<LiftedRow[]>`
       UPDATE cap_pauses SET lifted_at = now(), lifted_by = ${by}, lift_reason = ${lift.reason ?? null}, lifted_by_token_id = ${tokenId}
       WHERE tenant_id = ${tenantId} AND scope_kind = ${row.scope_kind} AND scope_id = ${row.scope_id} AND lifted_at IS NULL
+        ${lift.onlyThisCap ? tx`AND cap_id = ${pause.capId} AND period_key = ${pause.periodKey}` : tx``}
       RETURNING cap_id, scope_kind, scope_id, period_key, customer_id, period_ends_at, lifted_at`;
     await liftNotice(tx, tenantId, rows, by, lift.reason ?? null, tokenId);
     return rows;

@@ -15,9 +15,11 @@
     rateKey|'', rateLimit|'', rateWindowMs
     sessionsKey|'', sessionsMax|'', sessionMember|'', sessionIdleMs
     nBudgets, nBudgets x (counterKey, limit, hard (1|0), overrideKey|'', window|'')
-    rateMember, estimate|'', reservationId, reservationTtlMs, grant
+    rateMember, estimate|'', reservationId, reservationTtlMs, grant, reservationOwner|'' (optional)
   A budget's reservations live beside its counter: counterKey..':rz' (ZSET id -> expiry ms),
-  counterKey..':ra' (HASH id -> amount), counterKey..':rs' (their sum). Amounts and totals are
+  counterKey..':ra' (HASH id -> amount), counterKey..':rs' (their sum), counterKey..':ro' (HASH
+  id -> who reserved it, when the caller names one: releaseReservations-1.lua releases a
+  reservation for that owner only). Amounts and totals are
   decimal strings compared exactly (a Lua number is a double: not exact past 2^53).
   A budget with a window ('bucketMs:nBuckets') is a rolling total (lib/window.lua, put before
   this file): the buckets that left the window are taken out before it is read.
@@ -85,6 +87,7 @@ local function reservedOf(counterKey, total)
     local amount = redis.call('HGET', amounts, id)
     if amount then redis.call('DECRBY', sum, amount) end
     redis.call('HDEL', amounts, id)
+    redis.call('HDEL', counterKey .. ':ro', id)
     redis.call('ZREM', zset, id)
   end
   return nonNegative(redis.call('GET', sum))
@@ -118,6 +121,7 @@ for r = 1, count do
   end
   request.rateMember, request.estimate, request.reservationId, request.reservationTtl = a[pos], a[pos + 1], a[pos + 2], tonumber(a[pos + 3])
   request.grant = tonumber(a[pos + 4])
+  request.reservationOwner = a[pos + 5] or ''
   if nFlags == nil or nBudgets == nil or request.reservationTtl == nil or request.grant == nil or request.grant < 1 then
     return redis.error_reply('authorize: malformed arguments at request ' .. r)
   end
@@ -206,13 +210,20 @@ for r = 1, count do
     end
     if estimate and estimate ~= '0' then
       for b, budget in ipairs(request.budgets) do
-        local zset, amounts, sum = budget.key .. ':rz', budget.key .. ':ra', budget.key .. ':rs'
+        local zset, amounts, sum, owners = budget.key .. ':rz', budget.key .. ':ra', budget.key .. ':rs', budget.key .. ':ro'
         local previous = redis.call('HGET', amounts, request.reservationId)
         if previous then redis.call('DECRBY', sum, previous) end
         redis.call('ZADD', zset, now + request.reservationTtl, request.reservationId)
         redis.call('HSET', amounts, request.reservationId, estimate)
         redis.call('INCRBY', sum, estimate)
-        for _, key in ipairs({ zset, amounts, sum }) do
+        local held = { zset, amounts, sum }
+        if request.reservationOwner ~= '' then
+          redis.call('HSET', owners, request.reservationId, request.reservationOwner)
+          held[4] = owners
+        else
+          redis.call('HDEL', owners, request.reservationId)
+        end
+        for _, key in ipairs(held) do
           if redis.call('PTTL', key) == -1 then redis.call('PEXPIRE', key, request.reservationTtl) else extend(key, request.reservationTtl) end
         end
         reply[4 + b * 3] = add(budget.reserved, estimate)
