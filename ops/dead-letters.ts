@@ -11,7 +11,8 @@ import { keySlot, type Redis } from '../pipeline/redis.js';
 import { forwardOnce } from '../pipeline/move.js';
 import { scripted } from '../pipeline/scripts.js';
 import { loadConfig } from '../pipeline/config.js';
-import { decodePayload, encodePayload } from '../pipeline/codec.js';
+import { decodePayload, decodeSequence, encodePayload } from '../pipeline/codec.js';
+import { decodeEntry, FIELD } from '../pipeline/blocks.js';
 import { STREAMS } from '../store/streams.js';
 import { compareIds, deadLetterKey, partitionOf, partitionedKey } from '../pipeline/keys.js';
 import type { Topology } from '../pipeline/stage.js';
@@ -55,9 +56,23 @@ export interface DeadLetter {
   deliveries: number;
   error: string;
   tags: string[];
+  /** A block of events (`b`), dead-lettered whole because it could not be decoded or split. */
+  block?: DeadBlock;
   eventId?: string;
   tenantId?: string;
+  /** The event's payload; for a block, the array of its events' payloads. */
   payload?: unknown;
+}
+
+interface DeadBlock {
+  /** Size of its `b` field. */
+  bytes: number;
+  origin?: string;
+  /** How many events it holds, when it can be decoded. */
+  events?: number;
+  /** When it cannot be decoded: why, and how many events its first value (before the layers) holds, if that much decodes. */
+  error?: string;
+  eventsWritten?: number;
 }
 
 export interface Rejected {
@@ -96,8 +111,46 @@ const eventIdentity = (value: unknown): { eventId?: string; tenantId?: string } 
   };
 };
 
+/** A dead-lettered block: its size, origin and events, or why it cannot be decoded (never throws). */
+function decodeDeadBlock(entry: RawEntry, bytes: Buffer): { block: DeadBlock; value?: unknown[]; error?: string } {
+  const block: DeadBlock = { bytes: bytes.length, origin: fieldText(entry, FIELD.origin) };
+  const fields: Buffer[] = [];
+  for (const name of [FIELD.block, FIELD.origin, FIELD.tags]) {
+    const value = entry.fields.get(name);
+    if (value) fields.push(Buffer.from(name), value);
+  }
+  try {
+    const events = decodeEntry<unknown>(entry.id, fields).events.map((e) => e.payload);
+    block.events = events.length;
+    return { block, value: events };
+  } catch (err) {
+    block.error = `undecodable block: ${(err as Error).message}`;
+    try {
+      const [base] = decodeSequence(bytes);
+      if (Array.isArray(base)) block.eventsWritten = base.length;
+    } catch {
+      // not even its first value decodes
+    }
+    return { block, error: block.error };
+  }
+}
+
+/** The event id of a block of one event, and the tenant all its events share. */
+function blockIdentity(events: unknown[] | undefined): { eventId?: string; tenantId?: string } {
+  if (!events?.length) return {};
+  const identities = events.map(eventIdentity);
+  const tenant = identities[0].tenantId;
+  return {
+    eventId: identities.length === 1 ? identities[0].eventId : undefined,
+    tenantId: identities.every((i) => i.tenantId === tenant) ? tenant : undefined,
+  };
+}
+
 export function toDeadLetter(stage: string, partition: number, entry: RawEntry, withPayload: boolean): DeadLetter {
-  const decoded = decodeOrError(entry.fields.get('d'));
+  const blockBytes = entry.fields.get(FIELD.block);
+  const dead = blockBytes ? decodeDeadBlock(entry, blockBytes) : undefined;
+  const decoded = dead ?? decodeOrError(entry.fields.get(FIELD.single));
+  const identity = dead ? blockIdentity(dead.value) : eventIdentity(decoded.value);
   return {
     stage,
     partition,
@@ -106,8 +159,10 @@ export function toDeadLetter(stage: string, partition: number, entry: RawEntry, 
     sourceId: fieldText(entry, 'source_id') ?? '?',
     deliveries: Number(fieldText(entry, 'deliveries') ?? 0),
     error: fieldText(entry, 'error') ?? '',
-    tags: (fieldText(entry, 't') ?? '').split(',').filter(Boolean),
-    ...eventIdentity(decoded.value),
+    // A block's tags are one line per event.
+    tags: (fieldText(entry, 't') ?? '').split(/[,\n]/).filter(Boolean),
+    ...(dead ? { block: dead.block } : {}),
+    ...identity,
     ...(withPayload ? { payload: decoded.error ? { error: decoded.error } : decoded.value } : {}),
   };
 }
@@ -224,6 +279,7 @@ export async function moveEntry(
 /** Ids of a stream's entries, oldest first, at most `limit`, those `keep` accepts. */
 async function idsOf(redis: Redis, key: string, limit: number, keep: (entry: RawEntry) => boolean = () => true): Promise<string[]> {
   const ids: string[] = [];
+  if (limit <= 0) return ids;
   await walkStream(redis, key, Number.MAX_SAFE_INTEGER, async (entry) => {
     if (keep(entry)) ids.push(entry.id);
     return ids.length < limit;
@@ -243,6 +299,47 @@ export interface Moved {
 export interface MoveReport {
   moved: Moved[];
   missing: string[];
+  /** Entries that could not be moved (left where they were), with why; the others were moved all the same. */
+  failed: { id: string; error: string }[];
+}
+
+/** One entry done: reported as it happens (the command line prints each), before the whole report. */
+export type MoveStep = { kind: 'moved'; moved: Moved } | { kind: 'missing'; id: string } | { kind: 'failed'; id: string; error: string };
+
+/**
+ * Moves each target in turn, `move` returning undefined when the entry is gone: an entry that
+ * cannot be moved (its error) is reported as failed and the next one moved all the same, so
+ * that a bad entry in the middle of --all neither hides what was moved before it nor stops
+ * the ones after it.
+ */
+async function moveEach(
+  redis: Redis,
+  targets: { partition: number; id: string }[],
+  missing: string[],
+  move: (target: { partition: number; id: string }) => Promise<Moved | undefined>,
+  onStep?: (step: MoveStep) => void,
+): Promise<MoveReport> {
+  const report: MoveReport = { moved: [], missing: [], failed: [] };
+  const step = (s: MoveStep) => {
+    if (s.kind === 'moved') report.moved.push(s.moved);
+    else if (s.kind === 'missing') report.missing.push(s.id);
+    else report.failed.push({ id: s.id, error: s.error });
+    onStep?.(s);
+  };
+  for (const id of missing) step({ kind: 'missing', id });
+  for (const target of targets) {
+    let done: Moved | undefined;
+    try {
+      done = await move(target);
+    } catch (err) {
+      // A failure between WATCH and EXEC must not leave the next entry's MULTI watching this one's stream.
+      await redis.unwatch().catch(() => undefined);
+      step({ kind: 'failed', id: target.id, error: err instanceof Error ? err.message : String(err) });
+      continue;
+    }
+    step(done ? { kind: 'moved', moved: done } : { kind: 'missing', id: target.id });
+  }
+  return report;
 }
 
 /** The ids to act on: the given ones (located in their partition), or every entry of every partition with --all. */
@@ -261,8 +358,11 @@ async function selection(
       else missing.push(id);
     }
   } else {
+    // At most `limit` over all the partitions together.
     for (const partition of ALL_PARTITIONS(ctx)) {
-      for (const id of await idsOf(redis, keyOf(partition), which.limit - targets.length, which.keep)) targets.push({ partition, id });
+      const room = which.limit - targets.length;
+      if (room <= 0) break;
+      for (const id of await idsOf(redis, keyOf(partition), room, which.keep)) targets.push({ partition, id });
     }
   }
   return { targets, missing };
@@ -275,29 +375,61 @@ function inputOf(ctx: DlqContext, stage: string, entry: RawEntry): string {
   return input;
 }
 
-/** Re-adds dead letters (payload and tags) to the stage's input stream in their partition, removing each from the dead-letter stream. */
+/**
+ * The fields a dead letter goes back with: its payload fields as they were (`d`, or `b` and `o`
+ * of a block, byte for byte; a block without `o` had its entry id as origin, so it gets that),
+ * its tags, and `g` naming the stage's consumer group (the dead-letter stream's stage: group and
+ * stage share the name), kept when the entry had one. The input stream may be read by several
+ * groups (events:ledgered by five); only the group that failed the entry handles it again.
+ */
+function replayFields(stage: string, entry: RawEntry): (string | Buffer)[] {
+  const single = entry.fields.get(FIELD.single);
+  const block = entry.fields.get(FIELD.block);
+  const fields: (string | Buffer)[] = [];
+  if (single?.length) fields.push(FIELD.single, single);
+  if (block?.length) {
+    fields.push(FIELD.block, block);
+    const origin = entry.fields.get(FIELD.origin) ?? fieldText(entry, 'source_id');
+    if (origin?.length && origin !== '?') fields.push(FIELD.origin, origin);
+  }
+  if (fields.length === 0) throw new CommandError(`dead letter ${entry.id} of ${stage} has no payload; drop it instead`);
+  const tags = entry.fields.get(FIELD.tags);
+  if (tags?.length) fields.push(FIELD.tags, tags);
+  const group = entry.fields.get(FIELD.forGroup);
+  fields.push(FIELD.forGroup, group?.length ? group : stage);
+  return fields;
+}
+
+/**
+ * Re-adds dead letters (payload and tags, for the stage's group only) to the stage's input
+ * stream in their partition, removing each from the dead-letter stream. One that cannot be
+ * replayed is reported in `failed` and left; `onStep` hears of each entry as it is done.
+ */
 export async function replayDeadLetters(
   redis: Redis,
   ctx: DlqContext,
   stage: string,
   which: string[] | { all: true; limit: number },
+  onStep?: (step: MoveStep) => void,
 ): Promise<MoveReport> {
   const keyOf = (p: number) => deadLetterKey(ctx.prefix, stage, p);
   const { targets, missing } = await selection(redis, ctx, keyOf, which);
-  const moved: Moved[] = [];
-  for (const { partition, id } of targets) {
-    let stream = '';
-    const done = await moveEntry(redis, keyOf(partition), id, (entry) => {
-      stream = inputOf(ctx, stage, entry);
-      const data = entry.fields.get('d');
-      if (!data || data.length === 0) throw new CommandError(`dead letter ${id} of ${stage} has no payload; drop it instead`);
-      const tags = fieldText(entry, 't') ?? '';
-      return { key: partitionedKey(ctx.prefix, stream, partition), fields: tags ? ['d', data, 't', tags] : ['d', data] };
-    });
-    if (!done) missing.push(id);
-    else moved.push({ id, partition, stream, newId: done.newId, ...eventIdentity(decodeOrError(done.entry.fields.get('d')).value) });
-  }
-  return { moved, missing };
+  return moveEach(
+    redis,
+    targets,
+    missing,
+    async ({ partition, id }) => {
+      let stream = '';
+      const done = await moveEntry(redis, keyOf(partition), id, (entry) => {
+        stream = inputOf(ctx, stage, entry);
+        return { key: partitionedKey(ctx.prefix, stream, partition), fields: replayFields(stage, entry) };
+      });
+      if (!done) return undefined;
+      const { eventId, tenantId } = toDeadLetter(stage, partition, done.entry, false);
+      return { id, partition, stream, newId: done.newId, eventId, tenantId };
+    },
+    onStep,
+  );
 }
 
 export async function dropDeadLetters(
@@ -381,25 +513,30 @@ export async function replayRejected(
   redis: Redis,
   ctx: DlqContext,
   which: string[] | ({ all: true; limit: number } & RejectedFilter),
+  onStep?: (step: MoveStep) => void,
 ): Promise<MoveReport> {
   const keyOf = (p: number) => partitionedKey(ctx.prefix, STREAMS.rejected, p);
   const filtered = Array.isArray(which) ? which : { ...which, keep: (entry: RawEntry) => matches(toRejected(0, entry, false), which) };
   const { targets, missing } = await selection(redis, ctx, keyOf, filtered);
-  const moved: Moved[] = [];
-  for (const { partition, id } of targets) {
-    let event: UsageEvent | undefined;
-    let target = -1;
-    const done = await moveEntry(redis, keyOf(partition), id, (entry) => {
-      const payload = toRejected(partition, entry, true).payload;
-      if (!payload) throw new CommandError(`rejected entry ${id} has no decodable payload`);
-      event = originalEvent(payload);
-      target = partitionOf(ingestPartitionKey(event.tenantId, event.credential), ctx.partitions);
-      return { key: partitionedKey(ctx.prefix, STREAMS.ingested, target), fields: ['d', encodePayload(event)] };
-    });
-    if (!done || !event) missing.push(id);
-    else moved.push({ id, partition: target, stream: STREAMS.ingested, newId: done.newId, eventId: event.eventId, tenantId: event.tenantId });
-  }
-  return { moved, missing };
+  return moveEach(
+    redis,
+    targets,
+    missing,
+    async ({ partition, id }) => {
+      let event: UsageEvent | undefined;
+      let target = -1;
+      const done = await moveEntry(redis, keyOf(partition), id, (entry) => {
+        const payload = toRejected(partition, entry, true).payload;
+        if (!payload) throw new CommandError(`rejected entry ${id} has no decodable payload`);
+        event = originalEvent(payload);
+        target = partitionOf(ingestPartitionKey(event.tenantId, event.credential), ctx.partitions);
+        return { key: partitionedKey(ctx.prefix, STREAMS.ingested, target), fields: ['d', encodePayload(event)] };
+      });
+      if (!done || !event) return undefined;
+      return { id, partition: target, stream: STREAMS.ingested, newId: done.newId, eventId: event.eventId, tenantId: event.tenantId };
+    },
+    onStep,
+  );
 }
 
 // --- the command line ------------------------------------------------------------------
@@ -413,13 +550,18 @@ function which(args: ParsedArgs, ids: string[], defaultLimit: number): string[] 
 
 const time = (ms: number | undefined) => (ms === undefined ? null : new Date(ms).toISOString().replace('T', ' ').slice(0, 19));
 
+function blockLabel(block: DeadBlock): string {
+  if (block.events !== undefined) return `(block of ${block.events} event${block.events === 1 ? '' : 's'})`;
+  return `(undecodable block, ${block.bytes} bytes)`;
+}
+
 export function renderDeadLetters(list: { shown: DeadLetter[]; total: number }, partitions: number): string {
   if (list.total === 0) return 'no dead letters';
   const rows = list.shown.map((d) => [
     d.id,
     partitions > 1 ? `${d.stage} p${d.partition}` : d.stage,
     d.deliveries,
-    d.eventId ?? null,
+    d.eventId ?? (d.block ? blockLabel(d.block) : null),
     d.tenantId ?? null,
     oneLine(d.error, 100),
   ]);
@@ -434,13 +576,35 @@ export function renderRejected(list: { shown: Rejected[]; total: number }): stri
   return `${table}\n${list.shown.length} shown of ${list.total} rejected event${list.total === 1 ? '' : 's'}`;
 }
 
+function renderStep(what: string, step: MoveStep): string {
+  if (step.kind === 'missing') return `not found: ${what} ${step.id} (already replayed or dropped?)`;
+  if (step.kind === 'failed') return `failed: ${what} ${step.id}: ${oneLine(step.error, 200)} (left where it is)`;
+  const m = step.moved;
+  return `replayed ${what} ${m.id} -> ${m.stream}${m.partition > 0 ? ` p${m.partition}` : ''} ${m.newId} (event ${m.eventId ?? '?'}, tenant ${m.tenantId ?? '?'})`;
+}
+
+/** The last line of a replay: how many moved, not found, failed. */
+function renderMoveSummary(what: string, report: MoveReport): string {
+  return `replayed ${report.moved.length} ${what} entr${report.moved.length === 1 ? 'y' : 'ies'}${report.missing.length ? `, ${report.missing.length} not found` : ''}${report.failed.length ? `, ${report.failed.length} failed` : ''}`;
+}
+
+/** A whole report: each entry, then the summary. */
 export function renderMoves(what: string, report: MoveReport): string {
-  const lines = report.moved.map(
-    (m) => `replayed ${what} ${m.id} -> ${m.stream}${m.partition > 0 ? ` p${m.partition}` : ''} ${m.newId} (event ${m.eventId ?? '?'}, tenant ${m.tenantId ?? '?'})`,
-  );
-  for (const id of report.missing) lines.push(`not found: ${what} ${id} (already replayed or dropped?)`);
-  lines.push(`replayed ${report.moved.length} ${what} entr${report.moved.length === 1 ? 'y' : 'ies'}${report.missing.length ? `, ${report.missing.length} not found` : ''}`);
+  const lines = [
+    ...report.moved.map((moved) => renderStep(what, { kind: 'moved', moved })),
+    ...report.missing.map((id) => renderStep(what, { kind: 'missing', id })),
+    ...report.failed.map((f) => renderStep(what, { kind: 'failed', ...f })),
+    renderMoveSummary(what, report),
+  ];
   return lines.join('\n');
+}
+
+/**
+ * Prints each entry of a replay as it is done (a long --all shows its progress, and what was
+ * moved is on screen even if the command is stopped); with --json on stderr, the report on stdout.
+ */
+function printSteps(what: string, json: boolean): (step: MoveStep) => void {
+  return (step) => (json ? console.error : console.log)(renderStep(what, step));
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -479,9 +643,10 @@ async function main(argv: string[]): Promise<number> {
       }
       case 'replay': {
         const stage = await requireStage(redis, ctx, rest[0]);
-        const report = await replayDeadLetters(redis, ctx, stage, which(args, rest.slice(1), Number.MAX_SAFE_INTEGER));
-        print(report, () => renderMoves(`dead:${stage}`, report));
-        return report.missing.length ? 1 : 0;
+        const what = `dead:${stage}`;
+        const report = await replayDeadLetters(redis, ctx, stage, which(args, rest.slice(1), Number.MAX_SAFE_INTEGER), printSteps(what, json));
+        print(report, () => renderMoveSummary(what, report));
+        return report.missing.length || report.failed.length ? 1 : 0;
       }
       case 'drop': {
         const stage = await requireStage(redis, ctx, rest[0]);
@@ -514,9 +679,9 @@ async function main(argv: string[]): Promise<number> {
         if (sub === 'replay') {
           const selected = which(args, ids, Number.MAX_SAFE_INTEGER);
           if (Array.isArray(selected) && (filter.stage || filter.code)) throw new UsageError('--stage and --code filter --all only');
-          const report = await replayRejected(redis, ctx, Array.isArray(selected) ? selected : { ...selected, ...filter });
-          print(report, () => renderMoves('rejected', report));
-          return report.missing.length ? 1 : 0;
+          const report = await replayRejected(redis, ctx, Array.isArray(selected) ? selected : { ...selected, ...filter }, printSteps('rejected', json));
+          print(report, () => renderMoveSummary('rejected', report));
+          return report.missing.length || report.failed.length ? 1 : 0;
         }
         throw new UsageError(sub ? `unknown rejected command "${sub}"` : 'rejected needs list, show or replay');
       }

@@ -96,7 +96,13 @@ export class Recovery {
     }
   }
 
-  /** Splits a block delivered too often into single entries; false when the entry is not a (decodable) block. */
+  /**
+   * Splits a block delivered too often into single entries; false when the entry is not a
+   * (decodable) block. A block that cannot be decoded (a writer's bug, or a layer this version
+   * does not know) cannot be split: it goes to the dead letters whole, its `b` and `o` kept byte
+   * for byte (lua/deadLetter-3.lua), so that `npm run dlq -- replay` can put it back once a
+   * reader that decodes it runs.
+   */
   private async split(entry: RawEntry): Promise<boolean> {
     const w = this.worker;
     const fields = entry.fields;
@@ -105,7 +111,8 @@ export class Recovery {
     try {
       const decoded = decodeEntry<unknown>(entry.id, fields);
       args = decoded.events.flatMap((e) => [encodePayload(e.payload), e.tags.join(',')]);
-    } catch {
+    } catch (err) {
+      w.log.warn({ id: entry.id, err }, 'block delivered too often cannot be decoded: dead-lettered whole, with its bytes');
       return false;
     }
     const appended = await w.redis.splitBlock(w.inputKey, w.errorsKey, w.stage.name, entry.id, ...args);
