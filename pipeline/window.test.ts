@@ -61,6 +61,18 @@ async function count(counter: string, by: bigint, now: number, limit?: bigint, f
 const totalAt = async (counter: string, now: number, limit?: bigint) =>
   (await windowTotals(iso.redis, key('authorize'), [{ key: counter, window: WINDOW, ...(limit !== undefined ? { limit } : {}) }], now))[0];
 
+/**
+ * Counts 0.6, 0.3 and 0.1 against a limit of 1 at base, base + 1 s and base + 2 s (base: the
+ * clock's next second), the last crossing it; returns base. The flag ends when 0.6 leaves, at base + 60 s.
+ */
+async function crossAtTwoSeconds(counter: string, flag: string): Promise<number> {
+  const base = Math.ceil(Date.now() / 1000) * 1000;
+  await count(counter, 600_000_000n, base, 1_000_000_000n, flag);
+  await count(counter, 300_000_000n, base + 1_000, 1_000_000_000n, flag);
+  expect(await count(counter, 100_000_000n, base + 2_000, 1_000_000_000n, flag)).toEqual(['cap:w']);
+  return base;
+}
+
 describe('rolling windows', () => {
   it('counts the spend of the last window exactly, taking out each bucket as it leaves', async () => {
     const counter = key('cap:t:roll:w');
@@ -85,10 +97,7 @@ describe('rolling windows', () => {
   it('sets the pause flag on the crossing event, for as long as it takes enough spend to leave the window', async () => {
     const counter2 = key('cap:t:pause2:w');
     const flag2 = key('paused:t:agent:b');
-    const base = Math.ceil(Date.now() / 1000) * 1000;
-    await count(counter2, 600_000_000n, base, 1_000_000_000n, flag2);
-    await count(counter2, 300_000_000n, base + 1_000, 1_000_000_000n, flag2);
-    expect(await count(counter2, 100_000_000n, base + 2_000, 1_000_000_000n, flag2)).toEqual(['cap:w']);
+    const base = await crossAtTwoSeconds(counter2, flag2);
     const ttl = await iso.redis.pttl(flag2);
     // base + 60 s - (base + 2 s) = 58 s
     expect(ttl).toBeGreaterThan(57_000);
@@ -102,10 +111,7 @@ describe('rolling windows', () => {
   it('lengthens a pause flag still set by the spend counted while it holds, and never sets again one that was lifted', async () => {
     const counter = key('cap:t:pause3:w');
     const flag = key('paused:t:agent:c');
-    const base = Math.ceil(Date.now() / 1000) * 1000;
-    await count(counter, 600_000_000n, base, 1_000_000_000n, flag);
-    await count(counter, 300_000_000n, base + 1_000, 1_000_000_000n, flag);
-    expect(await count(counter, 100_000_000n, base + 2_000, 1_000_000_000n, flag)).toEqual(['cap:w']);
+    const base = await crossAtTwoSeconds(counter, flag);
     expect(await iso.redis.pttl(flag)).toBeLessThanOrEqual(58_000); // under again at base + 60 s
     // Paused, yet 5 more are counted (a call in flight): the total is under 1 only once they leave, at base + 63 s.
     expect(await count(counter, 5_000_000_000n, base + 3_000, 1_000_000_000n, flag)).toEqual([]);

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isolated, type Isolated } from '../test/support/isolated.js';
-import { pruneApplied, pruneAppliedBlocks } from './applied.js';
+import { pruneApplied, pruneAppliedBlocks, pruneAppliedEvery } from './applied.js';
 
 let world: Isolated;
 beforeAll(async () => {
@@ -37,6 +37,26 @@ describe('pruneApplied', () => {
       ['invoice-rollup', 6],
       ['session-update', 6],
     ]);
+  });
+
+  it("prunes on a timer a stage's applied_blocks rows and its own table's, older than a day, until stopped", async () => {
+    const { sql } = world;
+    const old = new Date(Date.now() - 2 * 86_400_000);
+    for (const stage of ['timer-a', 'timer-b']) {
+      await sql`INSERT INTO applied_blocks (stage, tenant_id, origin, applied_at) VALUES (${stage}, 't', 'old', ${old})`;
+      await sql`INSERT INTO applied_blocks (stage, tenant_id, origin) VALUES (${stage}, 't', 'new')`;
+    }
+    await sql`INSERT INTO invoice_applied (tenant_id, event_id, applied_at) VALUES ('t', 'timer-old', ${old})`;
+    const errors: unknown[] = [];
+    const stop = pruneAppliedEvery(sql, 'timer-a', (err) => errors.push(err), 'invoice_applied', 20);
+    const rowsOf = async () => (await sql<{ stage: string; origin: string }[]>`SELECT stage, origin FROM applied_blocks WHERE stage LIKE 'timer-%' ORDER BY 1, 2`).map((r) => `${r.stage}/${r.origin}`);
+    const deadline = Date.now() + 5_000;
+    const oldInvoiceRow = () => sql`SELECT 1 FROM invoice_applied WHERE event_id = 'timer-old'`;
+    while (((await rowsOf()).length > 3 || (await oldInvoiceRow()).length > 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    stop();
+    expect(await rowsOf()).toEqual(['timer-a/new', 'timer-b/new', 'timer-b/old']);
+    expect(await oldInvoiceRow()).toHaveLength(0);
+    expect(errors).toEqual([]);
   });
 
   it('finds the old rows of one stage through the (stage, applied_at) index', async () => {

@@ -68,6 +68,30 @@ export function pruneAppliedBlocks(sql: Sql, stage: string, before: Date, chunk:
   );
 }
 
+/** A redelivery only happens while an entry is pending: a day is far beyond that. */
+const APPLIED_RETENTION_MS = 24 * 3600_000;
+const PRUNE_INTERVAL_MS = 10 * 60_000;
+const PRUNE_CHUNK = 5000;
+
+/**
+ * Every `intervalMs`, deletes `stage`'s applied_blocks rows older than APPLIED_RETENTION_MS, and
+ * those of its own applied table when it has one. Returns what stops it (the stage's close).
+ */
+export function pruneAppliedEvery(
+  sql: Sql,
+  stage: string,
+  onError: (err: unknown) => void,
+  table?: 'invoice_applied',
+  intervalMs = PRUNE_INTERVAL_MS,
+): () => void {
+  const timer = setInterval(() => {
+    const before = new Date(Date.now() - APPLIED_RETENTION_MS);
+    Promise.all([pruneAppliedBlocks(sql, stage, before, PRUNE_CHUNK), ...(table ? [pruneApplied(sql, table, before, PRUNE_CHUNK)] : [])]).catch(onError);
+  }, intervalMs);
+  timer.unref();
+  return () => clearInterval(timer);
+}
+
 async function pruneInChunks(deleteChunk: (limit: number) => Promise<{ count: number }>, chunk: number, maxRounds: number): Promise<number> {
   let pruned = 0;
   for (let round = 0; round < maxRounds; round++) {

@@ -4,7 +4,7 @@ import { isUsageEventType } from '../../domain/events.js';
 import type { TransactionSql } from 'postgres';
 import type { Sql } from '../../pipeline/postgres.js';
 import type { LedgeredEvent } from '../../domain/flow.js';
-import { AGGREGATE_BATCH_EVENTS, AGGREGATE_LINGER_MS, claimBlocks, claimEventOrigins } from '../../store/applied.js';
+import { AGGREGATE_BATCH_EVENTS, AGGREGATE_LINGER_MS, claimBlocks, claimEventOrigins, pruneAppliedEvery } from '../../store/applied.js';
 import { CogsSums, writeCogs } from '../../store/cogs-rollup.js';
 import { type CostModelCache, watchedCostModels } from '../../store/cost-model-cache.js';
 import { eventCogsNano, InvalidCostModelError } from '../../store/cost-model.js';
@@ -150,9 +150,13 @@ export const cogsStage: StageDefinition<LedgeredEvent> = {
   outputs: [],
   batchSize: AGGREGATE_BATCH_EVENTS,
   lingerMs: AGGREGATE_LINGER_MS,
-  async setup({ sql, onControl }) {
+  async setup({ sql, onControl, log }) {
     const models = await watchedCostModels(sql, onControl);
+    const stopPruning = pruneAppliedEvery(sql, cogsStage.name, (err) => log.warn({ err }, 'pruning applied rows failed'));
     return {
+      async close() {
+        stopPruning();
+      },
       handle: (batch) => recordCogsBatch(sql, models, batch),
       handleBlocks: (blocks: StageBlock<LedgeredEvent>[]) =>
         recordCogsBlocks(

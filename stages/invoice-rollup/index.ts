@@ -4,16 +4,12 @@ import { STREAMS } from '../../store/streams.js';
 import type { EntryResult, StageDefinition, StageEntry } from '../../pipeline/stage.js';
 import type { TransactionSql } from 'postgres';
 import type { Sql } from '../../pipeline/postgres.js';
-import { AGGREGATE_BATCH_EVENTS, AGGREGATE_LINGER_MS, claimBlocks, pruneApplied } from '../../store/applied.js';
+import { AGGREGATE_BATCH_EVENTS, AGGREGATE_LINGER_MS, claimBlocks, pruneAppliedEvery } from '../../store/applied.js';
 import { PlanCache } from '../../store/rate-plans.js';
 import type { LedgeredEvent } from '../../domain/flow.js';
 import { drawCredits, pauseExhausted, type CreditAccountKey, type CreditDraw } from '../../store/credits.js';
 
 const STAGE = 'invoice-rollup';
-const PRUNE_INTERVAL_MS = 10 * 60_000;
-/** A redelivery only happens while an entry is pending: a day is far beyond that. */
-const APPLIED_RETENTION_MS = 24 * 3600_000;
-const PRUNE_CHUNK = 5000;
 
 const periodKey = (e: LedgeredEvent) => `${e.tenantId}\u0000${e.subscription.subscriptionId}\u0000${e.subscription.periodStart}`;
 const sessionKey = (e: LedgeredEvent) => `${e.tenantId}\u0000${e.subscription.subscriptionId}\u0000${e.sessionId}`;
@@ -419,12 +415,7 @@ export const invoiceRollupStage: StageDefinition<LedgeredEvent> = {
   async setup({ log, sql, redis, config }) {
     const plans = new PlanCache(sql);
     const place = { prefix: config.REDIS_PREFIX, partitions: config.PARTITIONS };
-    const prune = setInterval(() => {
-      pruneApplied(sql, 'invoice_applied', new Date(Date.now() - APPLIED_RETENTION_MS), PRUNE_CHUNK).catch((err) =>
-        log.warn({ err }, 'pruning invoice_applied failed'),
-      );
-    }, PRUNE_INTERVAL_MS);
-    prune.unref();
+    const stopPruning = pruneAppliedEvery(sql, STAGE, (err) => log.warn({ err }, 'pruning applied rows failed'), 'invoice_applied');
     const exhausted = (accounts: CreditAccountKey[], eventId: string) => pauseExhausted(sql, redis, place, accounts, eventId);
     return {
       handle: (batch) => rollUp(sql, plans, batch, exhausted),
@@ -436,7 +427,7 @@ export const invoiceRollupStage: StageDefinition<LedgeredEvent> = {
           exhausted,
         ),
       async close() {
-        clearInterval(prune);
+        stopPruning();
       },
     };
   },
