@@ -49,7 +49,7 @@ export class ApiError extends HTTPException {
 /** Every refusal rendered the same way; an outage of a dependency is a 503; anything else is a 500 that is logged and says nothing of its cause. */
 export function apiErrorHandler(log: Logger): ErrorHandler {
   return (err, c) => {
-    const refusal = err instanceof ApiError ? err : (fromDatabaseError(err) ?? fromHttpException(err));
+    const refusal = refusalOf(err);
     if (refusal) return respond(c, refusal);
     if (isTransient(err)) {
       // A dependency is down (PostgreSQL, Redis): not the request's fault, and worth retrying.
@@ -59,6 +59,11 @@ export function apiErrorHandler(log: Logger): ErrorHandler {
     log.error({ err, method: c.req.method, path: c.req.path }, 'unexpected error');
     return respond(c, new ApiError(500, 'internal', 'an unexpected error occurred; it has been logged'));
   };
+}
+
+/** The 4xx an error stands for: an ApiError itself, a database refusal (a constraint, a NUL), or Hono's own HTTPException; undefined for anything else. */
+export function refusalOf(err: unknown): ApiError | undefined {
+  return err instanceof ApiError ? err : (fromDatabaseError(err) ?? fromHttpException(err));
 }
 
 export function routeNotFound(c: Context): Response {

@@ -905,6 +905,7 @@ describe('stage harness: groups of one process reading one stream', () => {
     const seenFailing: number[] = [];
     const seenBlockFailing: number[] = [];
     let failures = 0;
+    const retriedAsRedelivered: boolean[] = [];
     // Fails n=2 once, as part of its block: the block goes on without it, n=2 is retried alone.
     const failingOnce: StageDefinition<{ n: number }> = {
       ...recorder(input, 'fails-one-event', seenFailing),
@@ -913,6 +914,9 @@ describe('stage harness: groups of one process reading one stream', () => {
           handle: async (batch) =>
             batch.map((e) => {
               if (e.payload.n === 2 && failures++ === 0) return { error: new Error('n=2 fails the first time') };
+              // Alone again, it is marked as possibly applied (a stage that cannot check its own
+              // writes in one transaction, analytics-dispatch, looks for it first).
+              if (e.payload.n === 2) retriedAsRedelivered.push(e.redelivered === true);
               seenFailing.push(e.payload.n);
               return {};
             }),
@@ -953,6 +957,7 @@ describe('stage harness: groups of one process reading one stream', () => {
     expect([...seenOk].sort((a, b) => a - b)).toEqual(all);
     expect([...seenFailing].sort((a, b) => a - b)).toEqual(all);
     expect([...seenBlockFailing].sort((a, b) => a - b)).toEqual(all);
+    expect(retriedAsRedelivered).toEqual([true]);
     for (const group of groups) {
       expect(((await redis.xpending(inKey, group)) as [number])[0]).toBe(0);
       expect(await redis.hlen(errorsKey(PREFIX, group, 0))).toBe(0);

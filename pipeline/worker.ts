@@ -453,7 +453,8 @@ export class PartitionWorker<In> implements RecoveryHost {
         partition: this.partition,
         payload: event.payload,
         tags: event.tags,
-        ...(redelivered ? { redelivered } : {}),
+        // A split-off event may have been applied with its block by a delivery that died before its ack.
+        ...(redelivered || block.splitOff ? { redelivered: true } : {}),
       }));
     } catch (error) {
       block.decodeError = error;

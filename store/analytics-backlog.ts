@@ -90,13 +90,15 @@ function toAnalyticsEvent(row: LedgerRowText): AnalyticsEvent {
 /**
  * Enqueues every ledger row of a tenant recorded on a day (UTC, 'YYYY-MM-DD'): the repair of
  * rows ClickHouse lacks (npm run reconcile -- --repair). Those it has are found and left out
- * when the backlog is drained. Returns how many were enqueued.
+ * when the backlog is drained. The day is a UTC day, whatever the session's TimeZone. Returns how
+ * many were enqueued.
  */
 export async function enqueueLedgerDay(sql: Sql, tenantId: string, day: string): Promise<number> {
   const result = await sql`
     INSERT INTO analytics_backlog (tenant_id, event_id)
     SELECT tenant_id, event_id FROM usage_ledger
-    WHERE tenant_id = ${tenantId} AND recorded_at >= ${day}::date AND recorded_at < ${day}::date + 1
+    WHERE tenant_id = ${tenantId}
+      AND recorded_at >= (${day}::date)::timestamp AT TIME ZONE 'UTC' AND recorded_at < (${day}::date + 1)::timestamp AT TIME ZONE 'UTC'
     ORDER BY recorded_at`;
   return result.count;
 }

@@ -28,6 +28,9 @@ beforeAll(async () => {
     ledgeredEvent({ tenantId: 'ten_b', recordedAt: T0, toolName: 'search', cost: { total: 7n } }),
     // Tenant A, outside the range (October).
     ledgeredEvent({ tenantId: 'ten_a', recordedAt: Date.UTC(2026, 9, 31, 23, 59, 59), toolName: 'search', cost: { total: 1n } }),
+    // Tenant C: a five-minute session on the first day a query can ask for (backfill reaches 1970).
+    ledgeredEvent({ tenantId: 'ten_c', recordedAt: 60_000, toolName: 'search', sessionId: 's70', cost: { total: 1n } }),
+    ledgeredEvent({ tenantId: 'ten_c', recordedAt: 360_000, toolName: 'search', sessionId: 's70', cost: { total: 1n } }),
   ];
   await dispatchBatch(world.clickhouse!, stageEntries(events));
 });
@@ -88,6 +91,11 @@ describe('the analytics queries', () => {
     expect(sessions).toEqual([
       { time: new Date('2026-11-20T00:00:00Z'), sessions: 1n, avg_seconds: 7200, p50_seconds: 7200, p95_seconds: 7200 },
     ]);
+  });
+
+  it('measure a session on 1970-01-01 (the day before it is not a day of 2149)', async () => {
+    const sessions = await runAnalyticsQuery(world.clickhouse!, ANALYTICS_QUERIES.sessionLengthsDaily, { tenantId: 'ten_c', from: 0, to: 86_400_000 });
+    expect(sessions.map((r) => [r.sessions, r.avg_seconds])).toEqual([[1n, 300]]);
   });
 
   it('are rendered with literals for the console and with macros for Grafana', () => {

@@ -119,7 +119,7 @@ ORDER BY time`,
 FROM (
   SELECT session_id, minMerge(started) AS started_at, toInt64(maxMerge(last_seen)) - toInt64(minMerge(started)) AS length_s
   FROM session_summary
-  WHERE tenant_id = {tenant} AND day >= toDate({from}) - 1 AND day <= toDate({to} - 1)
+  WHERE tenant_id = {tenant} AND day >= if(toDate({from}) = toDate(0), toDate(0), toDate({from}) - 1) AND day <= toDate({to} - 1)
   GROUP BY session_id
 )
 WHERE started_at >= {from} AND started_at < {to}

@@ -109,6 +109,17 @@ describe('the console over HTTP', () => {
     expect(form.status).toBe(415);
   });
 
+  it('answers a text the database cannot hold (a NUL in an id) with 400, as the API does, not 500', async () => {
+    expect((await get('/console/customers/a%00b', admin())).status).toBe(400);
+    const lift = await fetch(`${pipeline.baseUrl}/console/api/pauses/lift`, {
+      method: 'POST',
+      headers: { ...admin(), 'content-type': 'application/json' },
+      body: JSON.stringify({ cap_id: 'cap\u0000x', scope_id: 's', period_key: 'p' }),
+    });
+    expect(lift.status).toBe(400);
+    expect(await lift.json()).toMatchObject({ error: { code: 'validation_failed' } });
+  });
+
   it('lists every agent and app with spend on pages of their own', async () => {
     const page = await get('/console/spend/agent', admin());
     expect(page.status).toBe(200);

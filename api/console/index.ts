@@ -16,7 +16,7 @@ import { draftInvoice } from '../../store/invoices.js';
 import { liftPause } from '../../store/pause-flags.js';
 import type { Sql } from '../../pipeline/postgres.js';
 import { PlanCache } from '../../store/rate-plans.js';
-import { ApiError, notFound, validationFailed } from '../errors.js';
+import { ApiError, notFound, refusalOf, validationFailed } from '../errors.js';
 import { parseQuery } from '../http.js';
 import type { TenantTokens } from '../../store/tenant-tokens.js';
 import { cachedDirectory, CHART_RANGES, loadOverview, loadSpendList, SPEND_KINDS, type ChartRange, type ConsoleStores, type SpendKind } from './data.js';
@@ -230,7 +230,7 @@ export function createConsoleRoutes(deps: ConsoleDeps): Hono<ConsoleEnv> {
   });
 
   app.onError((err, c) => {
-    const refusal = err instanceof ApiError ? err : undefined;
+    const refusal = refusalOf(err);
     if (!refusal) log.error({ err, method: c.req.method, path: c.req.path }, 'console: unexpected error');
     const status = refusal?.status ?? 500;
     const message = refusal?.message ?? 'an unexpected error occurred; it has been logged';
