@@ -1,3 +1,4 @@
+import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isTransient } from '../../pipeline/errors.js';
 import { TransientError } from '../../pipeline/errors.js';
@@ -129,6 +130,27 @@ describe('dispatchBatch', () => {
     expect((await invocationsBy(ch, tenant, 'app')).find((r) => r.key === 'app_1')?.costNano).toBe(5n);
     // Another tenant's rows are not counted.
     expect((await invocationTotals(ch, newTenant())).events).toBe(0);
+  });
+
+  it('inserts a batch spanning more than 100 months in inserts of at most 100 months each (current releases refuse more partitions)', async () => {
+    const tenant = newTenant();
+    const monthly = (from: number, months: number) =>
+      Array.from({ length: months }, (_, m) => event(tenant, { eventId: `evt_${from}_${m}`, recordedAt: Date.UTC(from, m, 15) }));
+    // Each insert's months, read from the body it sends (18.16 has no such limit to refuse with, and 200 partitions take it half a minute).
+    const inserts: Set<string>[] = [];
+    const recording = {
+      async exec(params: { query: string; values: AsyncIterable<Buffer> }) {
+        const body: Buffer[] = [];
+        for await (const chunk of params.values) body.push(chunk);
+        const rows = Buffer.concat(body).toString('utf8').trim().split('\n').map((line) => JSON.parse(line) as { recorded_date: string });
+        inserts.push(new Set(rows.map((r) => r.recorded_date.slice(0, 7))));
+        return { stream: Readable.from([]) };
+      },
+    } as unknown as ClickHouseClient;
+    await dispatchBatch(recording, stageEntries(monthly(2000, 101)));
+    expect(inserts.map((months) => months.size)).toEqual([100, 1]);
+    await dispatchBatch(recording, stageEntries(monthly(2010, 100)));
+    expect(inserts.map((months) => months.size)).toEqual([100, 1, 100]);
   });
 
   it('does not double count when the same batch is delivered again', async () => {

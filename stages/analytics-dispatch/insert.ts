@@ -86,12 +86,47 @@ export async function insertInvocations(
       seen.add(key); // the same event twice in one batch goes in once
       fresh.push(i);
     }
-    if (fresh.length) await insertJsonRows(clickhouse, INVOCATIONS_TABLE, rowsOf(fresh, costed, cogsOf));
+    for (const part of byMonths(fresh, costed)) await insertJsonRows(clickhouse, INVOCATIONS_TABLE, rowsOf(part, costed, cogsOf));
   } catch (error) {
     if (isDataError(error)) throw error;
     throw new TransientError(`ClickHouse insert failed: ${(error as Error)?.message ?? String(error)}`, { cause: error });
   }
   return errors;
+}
+
+/**
+ * invocations is partitioned by month, and current ClickHouse releases refuse an insert that
+ * touches more than 100 partitions (max_partitions_per_insert_block; Code 252, which reads as an
+ * outage: the batch, or the backlog's oldest page, would be retried for good). A backfill can span
+ * more months than that: its rows go in inserts of at most this many months each.
+ */
+const MAX_MONTHS_PER_INSERT = 100;
+const monthOf = (ms: number) => {
+  const date = new Date(ms);
+  return date.getUTCFullYear() * 12 + date.getUTCMonth();
+};
+
+/** `indexes` of `events` in parts of at most MAX_MONTHS_PER_INSERT months each: one part in the usual case (none for none). */
+function byMonths(indexes: number[], events: AnalyticsEvent[]): number[][] {
+  if (indexes.length === 0) return [];
+  let earliest = Infinity;
+  let latest = -Infinity;
+  for (const i of indexes) {
+    earliest = Math.min(earliest, events[i].recordedAt);
+    latest = Math.max(latest, events[i].recordedAt);
+  }
+  if (monthOf(latest) - monthOf(earliest) < MAX_MONTHS_PER_INSERT) return [indexes];
+  const byMonth = new Map<number, number[]>();
+  for (const i of indexes) {
+    const month = monthOf(events[i].recordedAt);
+    const list = byMonth.get(month);
+    if (list) list.push(i);
+    else byMonth.set(month, [i]);
+  }
+  const months = [...byMonth.keys()].sort((a, b) => a - b);
+  const parts: number[][] = [];
+  for (let m = 0; m < months.length; m += MAX_MONTHS_PER_INSERT) parts.push(months.slice(m, m + MAX_MONTHS_PER_INSERT).flatMap((month) => byMonth.get(month)!));
+  return parts;
 }
 
 /** The rows of events[i] for each i of `indexes`, each built when the insert's body asks for it. */
