@@ -158,7 +158,7 @@ async function recordPausesIn(sql: postgres.TransactionSql, pauses: PauseRecord[
       SET paused_at = EXCLUDED.paused_at, event_id = EXCLUDED.event_id, limit_nano = EXCLUDED.limit_nano,
           customer_id = EXCLUDED.customer_id, period_ends_at = EXCLUDED.period_ends_at,
           lifted_at = NULL, lifted_by = NULL, lift_reason = NULL, lifted_by_token_id = NULL
-      WHERE cap_pauses.lifted_at IS NOT NULL OR cap_pauses.period_ends_at <= EXCLUDED.paused_at
+      WHERE cap_pauses.lifted_at IS NOT NULL
     RETURNING tenant_id, cap_id, scope_kind, scope_id, period_key, event_id, paused_at`;
   if (inserted.length) {
     await sql`
