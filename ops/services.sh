@@ -43,6 +43,46 @@ if [ "${1:-}" = check ]; then
   exit 0
 fi
 
+# --- The CPU scheduler: one ranking for every process of the box -----------------------
+# `npm start` ranks its processes by niceness (the API first, the way to the ledger next, the
+# stages after the ledger last) and this script puts ClickHouse below them (CLICKHOUSE_NICE). With
+# the kernel's scheduler autogroups on, a niceness ranks a process only within its session: a
+# service started with setsid (ClickHouse here, Redis, every PostgreSQL backend) is a group of its
+# own that takes as large a share as the whole pipeline, so ClickHouse's merges took the cores from
+# the way to the ledger at nice 10 all the same. With them off, at 10,000 events/s the
+# ingest-to-ledger p99 came under 250 ms with no refusal in most runs, against a third with them
+# on (BENCHMARKS.md, fifty-second session). Containers and systemd units sit in cgroups of their
+# own, where autogroups do not apply: rank those with the cgroup's CPU weight.
+# SCHED_AUTOGROUP=keep leaves the kernel's setting as it is.
+autogroup=/proc/sys/kernel/sched_autogroup_enabled
+# The kernel places a thread in its autogroup when it starts or changes session: services already
+# running stay where they are unless moved to another cpu cgroup and back (cgroup v1 here).
+regroup_running_services() {
+  local cg=/sys/fs/cgroup/cpu scratch=/sys/fs/cgroup/cpu/agentmeter-regroup pid task
+  [ -w "$cg/tasks" ] || return 1
+  mkdir -p "$scratch" || return 1
+  for pid in $(pgrep -x 'postgres|redis-server|clickhouse-serv' 2>/dev/null); do
+    grep -q '^[0-9]*:cpu[,:].*:/$' "/proc/$pid/cgroup" 2>/dev/null || continue # a cgroup of its own: no autogroup
+    for task in /proc/"$pid"/task/*; do echo "${task##*/}" >"$scratch/tasks" 2>/dev/null || true; done
+  done
+  while read -r task; do echo "$task" >"$cg/tasks" 2>/dev/null || true; done <"$scratch/tasks"
+  rmdir "$scratch"
+}
+if [ ! -r "$autogroup" ] || [ "$(cat "$autogroup")" = 0 ]; then
+  : # no autogroups: niceness already ranks every process of the box
+elif [ "${SCHED_AUTOGROUP:-off}" = keep ]; then
+  say "scheduler: autogroups left on (SCHED_AUTOGROUP=keep): niceness ranks a process only within its session"
+elif [ ! -w "$autogroup" ]; then
+  say "scheduler: autogroups are on and this user cannot turn them off: niceness ranks a process only within its session"
+else
+  echo 0 >"$autogroup"
+  if regroup_running_services; then
+    say "scheduler: autogroups off (SCHED_AUTOGROUP=keep to leave them): niceness ranks every process of the box"
+  else
+    say "scheduler: autogroups off for processes started from now on; restart Redis, PostgreSQL and ClickHouse to take them out of theirs"
+  fi
+fi
+
 # --- Redis ---------------------------------------------------------------------------
 if ! redis_up; then
   command -v redis-server >/dev/null || apt_install redis-server redis-tools
@@ -94,12 +134,8 @@ fi
 # processes (then at nice 10). At nice 10 too, the ingest-to-ledger p99 at 10,000 events/s was 279 ms
 # against 336 (means of four alternating pairs; single runs spread wider than that) and --rate max
 # did not drop (BENCHMARKS.md, thirty-seventh session).
-# Every thread: a thread's niceness is its own. CLICKHOUSE_NICE=0 leaves it as it is.
-# With the kernel's scheduler autogroups on (/proc/sys/kernel/sched_autogroup_enabled), setsid
-# above puts ClickHouse in a group of its own, and a thread's nice ranks it only within that group:
-# the group's own nice (/proc/<pid>/autogroup) ranks it against the pipeline's. Setting that to 19
-# gained nothing either (BENCHMARKS.md, forty-third session): ClickHouse's CPU is the inserts the
-# pipeline waits for.
+# Every thread: a thread's niceness is its own. CLICKHOUSE_NICE=0 leaves it as it is. It ranks
+# ClickHouse against the pipeline only with the scheduler's autogroups off (see above).
 ch_nice=${CLICKHOUSE_NICE:-10}
 if [ "$ch_nice" != 0 ]; then
   for pid in $(pgrep -f '^clickhouse-server' 2>/dev/null); do

@@ -10,6 +10,7 @@ import { createLogger } from '../pipeline/logger.js';
 import { supervise, type ChildSpec } from '../pipeline/supervisor.js';
 import { STAGES } from '../stages/registry.js';
 import { BEFORE_LEDGER } from '../store/streams.js';
+import { autogroupWarning, schedulerAutogroups } from './scheduler.js';
 
 /**
  * How stages share processes. `per-stage`: one process per stage (and per worker slot), for
@@ -253,6 +254,8 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   });
   specs.push(periodCloserProcess());
   console.log(`agentmeter: ${layout} layout on ${availableParallelism()} cores, ${specs.length} processes:\n${describeLayout(specs)}`);
+  const warning = autogroupWarning(schedulerAutogroups());
+  if (warning) console.log(warning);
   const supervisor = supervise(specs, log);
   const shutdown = async () => {
     log.info('stopping every process');

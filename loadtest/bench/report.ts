@@ -114,7 +114,7 @@ export interface BenchReport {
   date: string;
   /** The commit the run measured, and whether the working tree had changes on top of it. */
   commit: { sha: string; dirty: boolean };
-  machine: { cpus: number; model: string; memoryGiB: number; node: string; redis: string; postgres: string; clickhouse: string };
+  machine: { cpus: number; model: string; memoryGiB: number; node: string; redis: string; postgres: string; clickhouse: string; schedulerAutogroups?: boolean };
   options: BenchOptions;
   pipeline: PhaseReport;
   baseline?: PhaseReport;
@@ -204,7 +204,8 @@ function rows(p: PhaseReport): [string, string][] {
 export function printReport(report: BenchReport): void {
   const m = report.machine;
   console.log(`\nagentmeter benchmark, ${report.date}`);
-  console.log(`machine: ${m.cpus} x ${m.model}, ${m.memoryGiB} GiB, Node ${m.node}, Redis ${m.redis}, PostgreSQL ${m.postgres}, ClickHouse ${m.clickhouse}`);
+  const autogroups = m.schedulerAutogroups === undefined ? '' : `, scheduler autogroups ${m.schedulerAutogroups ? 'on (niceness ranks only within a session)' : 'off'}`;
+  console.log(`machine: ${m.cpus} x ${m.model}, ${m.memoryGiB} GiB, Node ${m.node}, Redis ${m.redis}, PostgreSQL ${m.postgres}, ClickHouse ${m.clickhouse}${autogroups}`);
   console.log(`command: ${report.command}   (commit ${report.commit.sha}${report.commit.dirty ? ', with uncommitted changes' : ''})`);
   const o = report.options;
   console.log(

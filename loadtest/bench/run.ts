@@ -33,6 +33,7 @@ import { createScratchWorld, seedBenchWorld, type ScratchWorld } from './world.j
 import { HopTracer } from './tracer.js';
 import type { HeapSample } from './heap-sampler.js';
 import { printReport, type BenchReport, type PhaseReport } from './report.js';
+import { schedulerAutogroups } from '../../ops/scheduler.js';
 
 const log = createLogger('bench', process.env.BENCH_LOG_LEVEL ?? 'warn');
 const tty = process.stdout.isTTY;
@@ -61,7 +62,7 @@ const WORLD_SLICES_PER_SECOND = 2;
 
 function machine(versions: { redis: string; postgres: string; clickhouse: string }): BenchReport['machine'] {
   const model = /model name\s*:\s*(.+)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? cpus()[0]?.model ?? 'unknown';
-  return { cpus: cpus().length, model, memoryGiB: Math.round(totalmem() / 2 ** 30), node: process.version, ...versions };
+  return { cpus: cpus().length, model, memoryGiB: Math.round(totalmem() / 2 ** 30), node: process.version, ...versions, schedulerAutogroups: schedulerAutogroups() };
 }
 
 function build(): void {
