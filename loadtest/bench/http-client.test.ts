@@ -111,6 +111,27 @@ describe('HttpPool', () => {
     }
   });
 
+  it('closes a connection idle for idleMs instead of reusing it (the server may be closing it)', async () => {
+    const url = await serve((_req, res) => {
+      res.writeHead(200, { 'content-length': 2 });
+      res.end('ok');
+    });
+    const pool = new HttpPool(url.hostname, Number(url.port), 2, 5_000, 60);
+    try {
+      await Promise.all([pool.send(post(url, '{}')), pool.send(post(url, '{}'))]);
+      expect(connections).toBe(2);
+      await pool.send(post(url, '{}')); // freed last, so the other stays idle at the bottom
+      await new Promise((r) => setTimeout(r, 100));
+      // Both are now idle past 60 ms: a new connection carries the request.
+      expect((await pool.send(post(url, '{}'))).body.toString()).toBe('ok');
+      expect(connections).toBe(3);
+      expect((await pool.send(post(url, '{}'))).body.toString()).toBe('ok'); // a fresh one is reused
+      expect(connections).toBe(3);
+    } finally {
+      pool.destroy();
+    }
+  });
+
   it('fails a request that is not answered in time', async () => {
     const url = await serve(() => {});
     const pool = new HttpPool(url.hostname, Number(url.port), 1, 50);
