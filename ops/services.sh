@@ -59,25 +59,26 @@ autogroup=/proc/sys/kernel/sched_autogroup_enabled
 # running stay where they are unless moved to another cpu cgroup and back (cgroup v1 here).
 regroup_running_services() {
   local cg=/sys/fs/cgroup/cpu scratch=/sys/fs/cgroup/cpu/agentmeter-regroup pid task
+  moved=0
   [ -w "$cg/tasks" ] || return 1
   mkdir -p "$scratch" || return 1
   for pid in $(pgrep -x 'postgres|redis-server|clickhouse-serv' 2>/dev/null); do
-    grep -q '^[0-9]*:cpu[,:].*:/$' "/proc/$pid/cgroup" 2>/dev/null || continue # a cgroup of its own: no autogroup
+    grep -Eq '^[0-9]+:([^:]*,)?cpu(,[^:]*)?:/$' "/proc/$pid/cgroup" 2>/dev/null || continue # a cgroup of its own: no autogroup
     for task in /proc/"$pid"/task/*; do echo "${task##*/}" >"$scratch/tasks" 2>/dev/null || true; done
   done
-  while read -r task; do echo "$task" >"$cg/tasks" 2>/dev/null || true; done <"$scratch/tasks"
+  while read -r task; do echo "$task" >"$cg/tasks" 2>/dev/null && moved=$((moved + 1)); done <"$scratch/tasks"
   rmdir "$scratch"
 }
-if [ ! -r "$autogroup" ] || [ "$(cat "$autogroup")" = 0 ]; then
-  : # no autogroups: niceness already ranks every process of the box
-elif [ "${SCHED_AUTOGROUP:-off}" = keep ]; then
-  say "scheduler: autogroups left on (SCHED_AUTOGROUP=keep): niceness ranks a process only within its session"
-elif [ ! -w "$autogroup" ]; then
+if [ ! -r "$autogroup" ] || [ "${SCHED_AUTOGROUP:-off}" = keep ]; then
+  [ -r "$autogroup" ] && [ "$(cat "$autogroup")" != 0 ] &&
+    say "scheduler: autogroups left on (SCHED_AUTOGROUP=keep): niceness ranks a process only within its session"
+elif [ "$(cat "$autogroup")" != 0 ] && [ ! -w "$autogroup" ]; then
   say "scheduler: autogroups are on and this user cannot turn them off: niceness ranks a process only within its session"
 else
-  echo 0 >"$autogroup"
+  [ "$(cat "$autogroup")" = 0 ] || echo 0 >"$autogroup"
+  # Again when they were off already: a service started while they were on is still in its own.
   if regroup_running_services; then
-    say "scheduler: autogroups off (SCHED_AUTOGROUP=keep to leave them): niceness ranks every process of the box"
+    say "scheduler: autogroups off (SCHED_AUTOGROUP=keep to leave them): niceness ranks every process of the box ($moved threads of the running services placed again)"
   else
     say "scheduler: autogroups off for processes started from now on; restart Redis, PostgreSQL and ClickHouse to take them out of theirs"
   fi
