@@ -20,7 +20,8 @@ export function schedulerAutogroups(read: (path: string) => string = (path) => r
 export function autogroupWarning(autogroups: boolean | undefined): string | undefined {
   if (!autogroups) return undefined;
   return (
-    'note: the kernel\'s scheduler autogroups are on (/proc/sys/kernel/sched_autogroup_enabled): the niceness above ranks these ' +
-    'processes among themselves only, not against PostgreSQL, Redis or ClickHouse on this box; `bash ops/services.sh` turns them off'
+    'note: the kernel\'s scheduler autogroups are on (/proc/sys/kernel/sched_autogroup_enabled): outside a container or a ' +
+    'service cgroup of its own, the niceness above ranks these processes among themselves only, not against PostgreSQL, ' +
+    'Redis or ClickHouse on this box; `bash ops/services.sh` turns them off'
   );
 }

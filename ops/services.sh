@@ -56,32 +56,40 @@ fi
 # SCHED_AUTOGROUP=keep leaves the kernel's setting as it is.
 autogroup=/proc/sys/kernel/sched_autogroup_enabled
 # The kernel places a thread in its autogroup when it starts or changes session: services already
-# running stay where they are unless moved to another cpu cgroup and back (cgroup v1 here).
+# running stay where they are unless moved to another cpu cgroup and back (cgroup v1 here). Whole
+# processes (cgroup.procs), each straight back, so few threads are born in the scratch group; any
+# that are (a backend forked meanwhile) are moved back before it is removed.
 regroup_running_services() {
-  local cg=/sys/fs/cgroup/cpu scratch=/sys/fs/cgroup/cpu/agentmeter-regroup pid task
+  local cg=/sys/fs/cgroup/cpu scratch=/sys/fs/cgroup/cpu/agentmeter-regroup pid task _
   moved=0
-  [ -w "$cg/tasks" ] || return 1
-  mkdir -p "$scratch" || return 1
+  [ -w "$cg/cgroup.procs" ] || return 1
+  mkdir -p "$scratch" 2>/dev/null || return 1
   for pid in $(pgrep -x 'postgres|redis-server|clickhouse-serv' 2>/dev/null); do
     grep -Eq '^[0-9]+:([^:]*,)?cpu(,[^:]*)?:/$' "/proc/$pid/cgroup" 2>/dev/null || continue # a cgroup of its own: no autogroup
-    for task in /proc/"$pid"/task/*; do echo "${task##*/}" >"$scratch/tasks" 2>/dev/null || true; done
+    { echo "$pid" >"$scratch/cgroup.procs" && echo "$pid" >"$cg/cgroup.procs" && moved=$((moved + 1)); } 2>/dev/null || true
   done
-  while read -r task; do echo "$task" >"$cg/tasks" 2>/dev/null && moved=$((moved + 1)); done <"$scratch/tasks"
-  rmdir "$scratch"
+  for _ in 1 2 3 4 5; do
+    [ -n "$(cat "$scratch/tasks" 2>/dev/null)" ] || break # (cgroup files have no size)
+    while read -r task; do echo "$task" >"$cg/tasks" 2>/dev/null || true; done <"$scratch/tasks"
+  done
+  rmdir "$scratch" 2>/dev/null || say "scheduler: $scratch still holds a thread; bash ops/services.sh again moves it back"
 }
-if [ ! -r "$autogroup" ] || [ "${SCHED_AUTOGROUP:-off}" = keep ]; then
-  [ -r "$autogroup" ] && [ "$(cat "$autogroup")" != 0 ] &&
+SCHED_AUTOGROUP=${SCHED_AUTOGROUP:-off}
+case "$SCHED_AUTOGROUP" in
+  off | keep) ;;
+  *) say "SCHED_AUTOGROUP=${SCHED_AUTOGROUP}: off (the default) or keep; turning them off"; SCHED_AUTOGROUP=off ;;
+esac
+if [ ! -r "$autogroup" ] || [ "$SCHED_AUTOGROUP" = keep ]; then
+  if [ -r "$autogroup" ] && [ "$(cat "$autogroup")" != 0 ]; then
     say "scheduler: autogroups left on (SCHED_AUTOGROUP=keep): niceness ranks a process only within its session"
-elif [ "$(cat "$autogroup")" != 0 ] && [ ! -w "$autogroup" ]; then
-  say "scheduler: autogroups are on and this user cannot turn them off: niceness ranks a process only within its session"
-else
-  [ "$(cat "$autogroup")" = 0 ] || echo 0 >"$autogroup"
-  # Again when they were off already: a service started while they were on is still in its own.
-  if regroup_running_services; then
-    say "scheduler: autogroups off (SCHED_AUTOGROUP=keep to leave them): niceness ranks every process of the box ($moved threads of the running services placed again)"
-  else
-    say "scheduler: autogroups off for processes started from now on; restart Redis, PostgreSQL and ClickHouse to take them out of theirs"
   fi
+elif [ "$(cat "$autogroup")" != 0 ] && ! { echo 0 >"$autogroup"; } 2>/dev/null; then
+  say "scheduler: autogroups are on and could not be turned off (not root?): niceness ranks a process only within its session"
+elif regroup_running_services; then
+  # Again when they were off already: a service started while they were on is still in its own.
+  say "scheduler: autogroups off (SCHED_AUTOGROUP=keep to leave them): niceness ranks every process of the box ($moved running service processes placed again)"
+else
+  say "scheduler: autogroups off for processes started from now on; a service started while they were on keeps its own until restarted"
 fi
 
 # --- Redis ---------------------------------------------------------------------------

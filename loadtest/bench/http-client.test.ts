@@ -132,6 +132,27 @@ describe('HttpPool', () => {
     }
   });
 
+  it('keeps a connection freed lately while it closes the idle one below it', async () => {
+    const url = await serve((_req, res) => {
+      res.writeHead(200, { 'content-length': 2 });
+      res.end('ok');
+    });
+    const pool = new HttpPool(url.hostname, Number(url.port), 2, 5_000, 400);
+    const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
+    try {
+      await Promise.all([pool.send(post(url, '{}')), pool.send(post(url, '{}'))]);
+      await pause(250);
+      await pool.send(post(url, '{}')); // the top one, freed again now
+      await pause(250); // the bottom one idle 500 ms, the top one 250
+      await pool.send(post(url, '{}'));
+      expect(connections).toBe(2); // the top one carried it
+      await Promise.all([pool.send(post(url, '{}')), pool.send(post(url, '{}'))]);
+      expect(connections).toBe(3); // the bottom one was closed: one new beside it
+    } finally {
+      pool.destroy();
+    }
+  });
+
   it('fails a request that is not answered in time', async () => {
     const url = await serve(() => {});
     const pool = new HttpPool(url.hostname, Number(url.port), 1, 50);

@@ -204,7 +204,7 @@ function rows(p: PhaseReport): [string, string][] {
 export function printReport(report: BenchReport): void {
   const m = report.machine;
   console.log(`\nagentmeter benchmark, ${report.date}`);
-  const autogroups = m.schedulerAutogroups === undefined ? '' : `, scheduler autogroups ${m.schedulerAutogroups ? 'on (niceness ranks only within a session)' : 'off'}`;
+  const autogroups = m.schedulerAutogroups === undefined ? '' : `, scheduler autogroups ${m.schedulerAutogroups ? 'on (in the root cpu cgroup, niceness ranks only within a session)' : 'off'}`;
   console.log(`machine: ${m.cpus} x ${m.model}, ${m.memoryGiB} GiB, Node ${m.node}, Redis ${m.redis}, PostgreSQL ${m.postgres}, ClickHouse ${m.clickhouse}${autogroups}`);
   console.log(`command: ${report.command}   (commit ${report.commit.sha}${report.commit.dirty ? ', with uncommitted changes' : ''})`);
   const o = report.options;
