@@ -104,6 +104,9 @@ export async function pausesNotLifted(
 /** Who or what lifted a pause, as cap_pauses.lifted_by records it. */
 export type LiftSource = 'admin' | 'cap_raised' | 'cap_disabled' | 'period_rollover';
 
+/** How a pause whose cap period ended is recorded as lifted (by the sweep, or before a new pause of that period). */
+const ROLL_OVER = { by: 'period_rollover', reason: 'the cap period ended' } as const satisfies { by: LiftSource; reason: string };
+
 export interface LiftResult {
   scopeKind: PauseScope;
   scopeId: string;
@@ -138,7 +141,7 @@ async function recordPausesIn(sql: postgres.TransactionSql, pauses: PauseRecord[
     WHERE p.tenant_id = n.tenant_id AND p.cap_id = n.cap_id AND p.scope_id = n.scope_id AND p.period_key = n.period_key
       AND p.lifted_at IS NULL AND p.period_ends_at <= n.paused_at
     RETURNING p.tenant_id, p.cap_id, p.scope_kind, p.scope_id, p.period_key, p.customer_id, p.period_ends_at, p.lifted_at`;
-  await liftNotice(sql, undefined, rolledOver, 'period_rollover', 'the cap period ended');
+  await liftNotice(sql, undefined, rolledOver, ROLL_OVER.by, ROLL_OVER.reason);
   const inserted = await sql<{ tenant_id: string; cap_id: string; scope_kind: string; scope_id: string; period_key: string; event_id: string; paused_at: Date }[]>`
     INSERT INTO cap_pauses ${sql(
       pauses.map((p) => ({
@@ -553,10 +556,10 @@ async function settleFlagsLeftByLiftsCutShort(sql: Sql, redis: Redis, place: Red
 export async function recordRolledOverPauses(sql: Sql): Promise<number> {
   const lifted = await sql.begin(async (tx) => {
     const rows = await tx<(LiftedRow & { tenant_id: string })[]>`
-      UPDATE cap_pauses SET lifted_at = period_ends_at, lifted_by = 'period_rollover', lift_reason = 'the cap period ended'
+      UPDATE cap_pauses SET lifted_at = period_ends_at, lifted_by = ${ROLL_OVER.by}, lift_reason = ${ROLL_OVER.reason}
       WHERE lifted_at IS NULL AND period_ends_at <= now()
       RETURNING tenant_id, cap_id, scope_kind, scope_id, period_key, customer_id, period_ends_at, lifted_at`;
-    await liftNotice(tx, undefined, rows, 'period_rollover', 'the cap period ended');
+    await liftNotice(tx, undefined, rows, ROLL_OVER.by, ROLL_OVER.reason);
     return rows;
   });
   return lifted.length;
