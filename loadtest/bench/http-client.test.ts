@@ -25,6 +25,12 @@ afterEach(async () => {
   server = undefined;
 });
 
+/** Answers every request 200 "ok", keeping the connection. */
+function answerOk(_req: IncomingMessage, res: ServerResponse): void {
+  res.writeHead(200, { 'content-length': 2 });
+  res.end('ok');
+}
+
 const post = (url: URL, body: string) => requestText('POST', url, { 'content-type': 'application/json' }, body);
 
 describe('HttpPool', () => {
@@ -112,10 +118,7 @@ describe('HttpPool', () => {
   });
 
   it('closes a connection idle for idleMs instead of reusing it (the server may be closing it)', async () => {
-    const url = await serve((_req, res) => {
-      res.writeHead(200, { 'content-length': 2 });
-      res.end('ok');
-    });
+    const url = await serve(answerOk);
     const pool = new HttpPool(url.hostname, Number(url.port), 2, 5_000, 60);
     try {
       await Promise.all([pool.send(post(url, '{}')), pool.send(post(url, '{}'))]);
@@ -133,10 +136,7 @@ describe('HttpPool', () => {
   });
 
   it('keeps a connection freed lately while it closes the idle one below it', async () => {
-    const url = await serve((_req, res) => {
-      res.writeHead(200, { 'content-length': 2 });
-      res.end('ok');
-    });
+    const url = await serve(answerOk);
     const pool = new HttpPool(url.hostname, Number(url.port), 2, 5_000, 400);
     const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
     try {

@@ -160,7 +160,8 @@ function parseHead(text: string): Reading {
  * Keep-alive connections to one server, at most `max` of them, each carrying one request at a
  * time; a request finds a free connection, opens one, or waits for one to be free. A connection
  * that fails or is closed fails its request (the caller decides whether to send it again) and is
- * replaced on the next request. *
+ * replaced on the next request.
+ *
  * A connection idle for `idleMs` is closed rather than reused: the API closes a keep-alive
  * connection idle for 65 s, and a request written as it closes fails (ECONNRESET). The pool
  * reuses the connection freed last, so under a light load the ones below it can sit idle that
